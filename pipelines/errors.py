@@ -1,0 +1,41 @@
+"""Every exception pipelines raises on purpose, in one place.
+
+Each carries a message a user can act on: what is wrong and where (a JSON path
+in a pattern, the entry index in a batch, a file:line:column in a config).
+"""
+
+from __future__ import annotations
+
+
+class PipelinesError(Exception):
+    """Base class of all errors raised by pipelines."""
+
+
+class PatternError(PipelinesError, ValueError):
+    """An event pattern is invalid.
+
+    ``reason`` is worded as AWS's ``InvalidEventPatternException`` words it
+    (for example "Empty arrays are not allowed"); ``path`` is the JSON path of
+    the offending part of the pattern (``$`` for the whole pattern).
+    """
+
+    def __init__(self, reason: str, path: str = "$") -> None:
+        self.reason = reason
+        self.path = path
+        super().__init__(f"Event pattern is not valid. Reason: {reason} (at {path})")
+
+
+class EventValidationError(PipelinesError, ValueError):
+    """An event or a PutEvents entry is invalid.
+
+    ``code`` is the PutEvents error code (``InvalidArgument``,
+    ``MalformedDetail``, ...); ``index`` is the entry's position in its batch
+    when there is one.
+    """
+
+    def __init__(self, code: str, message: str, index: int | None = None) -> None:
+        self.code = code
+        self.message = message
+        self.index = index
+        where = f"entry {index}: " if index is not None else ""
+        super().__init__(f"{where}{code}: {message}")

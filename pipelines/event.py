@@ -1,0 +1,359 @@
+"""The EventBridge event envelope and validation of PutEvents entries.
+
+An event on a bus is a plain ``dict`` in EventBridge's envelope::
+
+    {"version": "0", "id": "<uuid4>", "detail-type": "...", "source": "...",
+     "account": "123456789012", "time": "2024-01-02T03:04:05Z",
+     "region": "local", "resources": [...], "detail": {...}}
+
+Plain dicts keep events cheap to match and to serialise; this module is the one
+place that builds and checks them.
+
+``validate_entry`` checks one PutEvents entry as EventBridge does and returns
+either the event or an ``EventValidationError`` with a per-entry error code, so
+a bad entry never fails the others in its batch (``validate_entries``).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from pipelines.errors import EventValidationError
+
+#: EventBridge's per-entry size limit: 1 MB since January 2026 (was 256 KB).
+#: AWS publishes no exact byte count; we read it as 1 MiB, as SQS does.
+DEFAULT_MAX_ENTRY_SIZE = 1_048_576
+#: EventBridge processes nested JSON up to 1000 levels deep.
+DEFAULT_MAX_DEPTH = 1000
+#: Time counts as a flat 14 bytes in EventBridge's entry size.
+TIME_SIZE = 14
+MAX_DETAIL_TYPE_LENGTH = 128
+MAX_RESOURCE_LENGTH = 2048
+MAX_TRACE_HEADER_LENGTH = 500
+DEFAULT_ACCOUNT = "000000000000"
+DEFAULT_REGION = "local"
+
+_BUS_NAME = re.compile(
+    r"(arn:aws[\w-]*:events:[a-z]+-[a-z]+-[\w-]+:[0-9]{12}:event-bus/)?[.\-_A-Za-z0-9]+"
+)
+_ENTRY_FIELDS = frozenset(
+    {"Source", "DetailType", "Detail", "Resources", "Time", "EventBusName", "TraceHeader"}
+)
+
+Event = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EntryLimits:
+    """Limits applied to PutEvents entries; the defaults are AWS's."""
+
+    max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE
+    max_depth: int = DEFAULT_MAX_DEPTH
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 UTC with second precision, as EventBridge writes ``time``."""
+    if moment.tzinfo is None:
+        raise ValueError("event time must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str) -> datetime:
+    """Parse an RFC 3339 timestamp (``Z`` or an offset) into an aware datetime."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not an RFC 3339 timestamp: {value!r}") from None
+    if moment.tzinfo is None or "T" not in text.upper():
+        raise ValueError(f"not an RFC 3339 timestamp with a time zone: {value!r}")
+    return moment
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def make_event(
+    source: str,
+    detail_type: str,
+    detail: Mapping[str, Any] | None = None,
+    *,
+    resources: Iterable[str] = (),
+    time: datetime | None = None,
+    account: str = DEFAULT_ACCOUNT,
+    region: str = DEFAULT_REGION,
+    event_id: str | None = None,
+) -> Event:
+    """Build an event in EventBridge's envelope (no validation: see ``validate_entry``)."""
+    return {
+        "version": "0",
+        "id": event_id or new_event_id(),
+        "detail-type": detail_type,
+        "source": source,
+        "account": account,
+        "time": format_time(time or datetime.now(UTC)),
+        "region": region,
+        "resources": list(resources),
+        "detail": dict(detail or {}),
+    }
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """True when ``value`` nests objects/arrays deeper than ``limit`` levels.
+
+    Iterative, so a hostile document cannot exhaust the interpreter's stack.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Iterable[Any] = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _invalid(field: str, reason: str, index: int | None) -> EventValidationError:
+    return EventValidationError(
+        "InvalidArgument", f"Parameter {field} is not valid. Reason: {reason}", index
+    )
+
+
+def _required_string(entry: Mapping[str, Any], field: str, index: int | None) -> str:
+    value = entry.get(field)
+    if value is None or value == "":
+        raise _invalid(field, f"{field} is a required argument.", index)
+    if not isinstance(value, str):
+        raise _invalid(field, f"{field} must be a string.", index)
+    return value
+
+
+def _detail(entry: Mapping[str, Any], index: int | None) -> tuple[dict[str, Any], int]:
+    """The parsed Detail and its size in bytes (as EventBridge counts it)."""
+    raw = entry.get("Detail")
+    if raw is None:
+        raise _invalid("Detail", "Detail is a required argument.", index)
+    if isinstance(raw, Mapping):
+        # A caller handing us an object: its size is that of its JSON text.
+        parsed: Any = dict(raw)
+        try:
+            size = len(orjson.dumps(parsed))
+        except TypeError as exc:
+            raise EventValidationError("MalformedDetail", f"Detail is malformed. {exc}", index)
+        return parsed, size
+    if isinstance(raw, str):
+        raw_bytes = raw.encode("utf-8", "surrogatepass")
+    elif isinstance(raw, bytes | bytearray):
+        raw_bytes = bytes(raw)
+    else:
+        raise EventValidationError("MalformedDetail", "Detail is malformed.", index)
+    try:
+        parsed = orjson.loads(raw_bytes)
+    except orjson.JSONDecodeError:
+        parsed = _parse_json_fallback(raw_bytes, index)
+    if not isinstance(parsed, dict):
+        raise EventValidationError(
+            "MalformedDetail", "Detail is malformed. It must be a JSON object.", index
+        )
+    return parsed, len(raw_bytes)
+
+
+def _parse_json_fallback(raw: bytes, index: int | None) -> Any:
+    """orjson rejects integers beyond 64 bits and very deep nesting; json does not."""
+    import json
+
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise EventValidationError("MalformedDetail", "Detail is malformed.", index) from None
+
+
+def _resources(entry: Mapping[str, Any], index: int | None) -> list[str]:
+    value = entry.get("Resources")
+    if value is None:
+        return []
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise _invalid("Resources", "Resources must be a list of strings.", index)
+    resources = list(value)
+    for position, item in enumerate(resources):
+        if not isinstance(item, str):
+            raise _invalid("Resources", f"Resources[{position}] must be a string.", index)
+        if len(item) > MAX_RESOURCE_LENGTH:
+            raise _invalid(
+                "Resources",
+                f"Resources[{position}] is longer than {MAX_RESOURCE_LENGTH} characters.",
+                index,
+            )
+    return resources
+
+
+def _time(entry: Mapping[str, Any], index: int | None, now: datetime) -> datetime:
+    value = entry.get("Time")
+    if value is None:
+        return now
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise _invalid("Time", "Time must carry a time zone.", index)
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise _invalid("Time", f"{value!r} is out of range.", index) from None
+    if isinstance(value, str):
+        try:
+            return parse_time(value)
+        except ValueError as exc:
+            raise _invalid("Time", str(exc), index) from None
+    raise _invalid("Time", "Time must be an RFC 3339 string, a datetime or epoch seconds.", index)
+
+
+def entry_size(entry: Mapping[str, Any]) -> int:
+    """EventBridge's size of a PutEvents entry, in bytes.
+
+    14 bytes for Time if present, plus the UTF-8 bytes of Source, DetailType,
+    Detail and each Resource. Nothing else counts.
+    """
+    size = TIME_SIZE if entry.get("Time") is not None else 0
+    for field in ("Source", "DetailType"):
+        value = entry.get(field)
+        if isinstance(value, str):
+            size += len(value.encode("utf-8", "surrogatepass"))
+    detail = entry.get("Detail")
+    if isinstance(detail, str):
+        size += len(detail.encode("utf-8", "surrogatepass"))
+    elif isinstance(detail, bytes | bytearray):
+        size += len(detail)
+    elif isinstance(detail, Mapping):
+        size += len(orjson.dumps(dict(detail)))
+    for resource in entry.get("Resources") or ():
+        if isinstance(resource, str):
+            size += len(resource.encode("utf-8", "surrogatepass"))
+    return size
+
+
+def validate_entry(
+    entry: Mapping[str, Any],
+    *,
+    index: int | None = None,
+    limits: EntryLimits = EntryLimits(),
+    now: datetime | None = None,
+    account: str = DEFAULT_ACCOUNT,
+    region: str = DEFAULT_REGION,
+) -> Event:
+    """Check one PutEvents entry and return the event it puts on the bus.
+
+    Raises ``EventValidationError`` with EventBridge's code (``InvalidArgument``
+    or ``MalformedDetail``) and a message naming the field; ``index`` is
+    carried into the error so batch callers can report which entry failed.
+    """
+    if not isinstance(entry, Mapping):
+        raise EventValidationError("InvalidArgument", "Each entry must be an object.", index)
+    unknown = sorted(set(entry) - _ENTRY_FIELDS)
+    if unknown:
+        raise EventValidationError(
+            "InvalidArgument",
+            f"Unknown field {unknown[0]!r}; an entry has {', '.join(sorted(_ENTRY_FIELDS))}.",
+            index,
+        )
+    source = _required_string(entry, "Source", index)
+    detail_type = _required_string(entry, "DetailType", index)
+    if len(detail_type) > MAX_DETAIL_TYPE_LENGTH:
+        raise _invalid(
+            "DetailType",
+            f"DetailType is longer than {MAX_DETAIL_TYPE_LENGTH} characters.",
+            index,
+        )
+    detail, _ = _detail(entry, index)
+    if json_depth_exceeds(detail, limits.max_depth):
+        raise EventValidationError(
+            "MalformedDetail",
+            f"Detail is malformed. It nests deeper than {limits.max_depth} levels.",
+            index,
+        )
+    resources = _resources(entry, index)
+    bus = entry.get("EventBusName")
+    if bus is not None and (
+        not isinstance(bus, str) or not 1 <= len(bus) <= 1600 or not _BUS_NAME.fullmatch(bus)
+    ):
+        raise _invalid("EventBusName", f"{bus!r} is not an event bus name or ARN.", index)
+    trace = entry.get("TraceHeader")
+    if trace is not None and (
+        not isinstance(trace, str) or not 1 <= len(trace) <= MAX_TRACE_HEADER_LENGTH
+    ):
+        raise _invalid(
+            "TraceHeader", f"TraceHeader must be 1 to {MAX_TRACE_HEADER_LENGTH} characters.", index
+        )
+    size = entry_size(entry)
+    if size > limits.max_entry_size:
+        raise _invalid(
+            "Entry",
+            f"Entry size {size} bytes is over the limit of {limits.max_entry_size} bytes.",
+            index,
+        )
+    moment = _time(entry, index, now or datetime.now(UTC))
+    return make_event(
+        source,
+        detail_type,
+        detail,
+        resources=resources,
+        time=moment,
+        account=account,
+        region=region,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EntryResult:
+    """One PutEvents result entry: ``event_id`` on success, else the error."""
+
+    event: Event | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def event_id(self) -> str | None:
+        return None if self.event is None else str(self.event["id"])
+
+    def as_dict(self) -> dict[str, str]:
+        if self.event is not None:
+            return {"EventId": str(self.event["id"])}
+        return {"ErrorCode": self.error_code or "", "ErrorMessage": self.error_message or ""}
+
+
+def validate_entries(
+    entries: Iterable[Mapping[str, Any]],
+    *,
+    limits: EntryLimits = EntryLimits(),
+    now: datetime | None = None,
+    account: str = DEFAULT_ACCOUNT,
+    region: str = DEFAULT_REGION,
+) -> list[EntryResult]:
+    """Validate a batch; each entry succeeds or fails on its own."""
+    results = []
+    moment = now or datetime.now(UTC)
+    for index, entry in enumerate(entries):
+        try:
+            event = validate_entry(
+                entry, index=index, limits=limits, now=moment, account=account, region=region
+            )
+        except EventValidationError as exc:
+            results.append(EntryResult(error_code=exc.code, error_message=exc.message))
+        else:
+            results.append(EntryResult(event=event))
+    return results

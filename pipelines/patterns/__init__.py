@@ -1,0 +1,99 @@
+"""EventBridge event patterns: compile one, test it, or match many at once.
+
+>>> pattern = compile_pattern({"source": ["orders"], "detail": {"total": [{"numeric": [">", 100]}]}})
+>>> pattern.matches({"source": "orders", "detail": {"total": 250}})
+True
+
+``Matcher`` holds many named patterns and returns all that match an event,
+at a cost that does not grow with the number of rules that cannot match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pipelines.errors import PatternError
+from pipelines.patterns.compiler import (
+    DEFAULT_MAX_PATTERN_LENGTH,
+    FieldTest,
+    SubRule,
+    compile_subrules,
+    load_pattern,
+)
+from pipelines.patterns.evaluate import subrule_matches
+from pipelines.patterns.matcher import Matcher, parse_event_json
+
+__all__ = [
+    "DEFAULT_MAX_PATTERN_LENGTH",
+    "FieldTest",
+    "Matcher",
+    "Pattern",
+    "PatternError",
+    "compile_pattern",
+    "evaluate_pattern",
+]
+
+
+class Pattern:
+    """A compiled, validated event pattern."""
+
+    __slots__ = ("source", "subrules")
+
+    def __init__(self, source: dict[str, Any], subrules: tuple[SubRule, ...]) -> None:
+        self.source = source
+        self.subrules = subrules
+
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        """True when the event (a dict) matches, evaluated rule by rule."""
+        return any(subrule_matches(subrule, event) for subrule in self.subrules)
+
+    def matches_json(self, text: str | bytes) -> bool:
+        return self.matches(parse_event_json(text))
+
+    def __repr__(self) -> str:
+        return f"Pattern({self.source!r})"
+
+
+def compile_pattern(
+    pattern: str | bytes | dict[str, Any], *, max_length: int = DEFAULT_MAX_PATTERN_LENGTH
+) -> Pattern:
+    """Validate and compile an event pattern given as JSON text or a dict.
+
+    Raises ``PatternError`` naming the JSON path and the reason, worded as
+    EventBridge words it.
+    """
+    source = load_pattern(pattern, max_length)
+    return Pattern(source, compile_subrules(source))
+
+
+#: The envelope fields TestEventPattern requires of an event.
+REQUIRED_EVENT_FIELDS = ("id", "account", "source", "time", "region", "detail-type")
+
+
+def evaluate_pattern(
+    pattern: str | bytes | dict[str, Any] | Pattern,
+    event: str | bytes | Mapping[str, Any],
+    *,
+    max_length: int = DEFAULT_MAX_PATTERN_LENGTH,
+) -> bool:
+    """EventBridge's TestEventPattern: does ``event`` match ``pattern``?
+
+    The event must be a JSON object with the envelope fields TestEventPattern
+    requires; otherwise ``EventValidationError`` ("Parameter Event is not
+    valid.") is raised. An invalid pattern raises ``PatternError``.
+    """
+    from pipelines.errors import EventValidationError
+
+    compiled = pattern if isinstance(pattern, Pattern) else compile_pattern(pattern, max_length=max_length)
+    try:
+        parsed = parse_event_json(event) if isinstance(event, str | bytes) else dict(event)
+    except EventValidationError:
+        raise EventValidationError("ValidationException", "Parameter Event is not valid.") from None
+    missing = [name for name in REQUIRED_EVENT_FIELDS if name not in parsed]
+    if missing:
+        raise EventValidationError(
+            "ValidationException",
+            f"Parameter Event is not valid. Reason: missing field {missing[0]!r}.",
+        )
+    return compiled.matches(parsed)

@@ -1,0 +1,458 @@
+"""Per-field indexes: from one event value to the rule slots it satisfies.
+
+A *slot* is ``(subrule id, bit)``: the bit of one field within its sub-rule.
+Each field name the rules use has a ``FieldIndex`` that turns a value into the
+slots it satisfies without looking at slots it cannot: a dict lookup for exact
+values, per-length dicts for prefixes and suffixes, precomputed elementary
+intervals for numeric ranges, per-mask dicts for CIDR blocks. Only wildcards
+without a literal prefix or suffix, and ``anything-but`` conditions (which
+match unless excluded), are scanned.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable
+from typing import Any
+
+from pipelines.patterns.cidr import Network, parse_ip
+from pipelines.patterns.conditions import (
+    AnythingBut,
+    Cidr,
+    Condition,
+    EqualsIgnoreCase,
+    Exact,
+    Exists,
+    Numeric,
+    Prefix,
+    Suffix,
+    Wildcard,
+    fold,
+)
+from pipelines.patterns.wildcard import Token, literal_prefix, literal_suffix, wildcard_regex
+
+Slot = tuple[int, int]
+Hits = list[Slot]
+Probe = Callable[[Any, Hits], None]
+_EMPTY: frozenset[Slot] = frozenset()
+
+# Keys for true, false and null: Python's True == 1 would collide with the number 1.
+TRUE_KEY = ("true",)
+FALSE_KEY = ("false",)
+NULL_KEY = ("null",)
+
+
+def other_key(value: Any) -> tuple[str]:
+    return TRUE_KEY if value is True else FALSE_KEY if value is False else NULL_KEY
+
+
+class _Affixes:
+    """Prefixes (or suffixes) grouped by length: one dict lookup per distinct length."""
+
+    def __init__(self, suffix: bool) -> None:
+        self.suffix = suffix
+        self.by_length: dict[int, dict[str, list[Slot]]] = {}
+
+    def add(self, text: str, slot: Slot) -> None:
+        self.by_length.setdefault(len(text), {}).setdefault(text, []).append(slot)
+
+    def probe(self) -> Callable[[str, Hits], None]:
+        groups = sorted(self.by_length.items())
+        if self.suffix:
+
+            def probe_suffix(value: str, hits: Hits) -> None:
+                size = len(value)
+                for length, table in groups:
+                    if length > size:
+                        return
+                    found = table.get(value[size - length :])
+                    if found:
+                        hits.extend(found)
+
+            return probe_suffix
+
+        def probe_prefix(value: str, hits: Hits) -> None:
+            size = len(value)
+            for length, table in groups:
+                if length > size:
+                    return
+                found = table.get(value[:length])
+                if found:
+                    hits.extend(found)
+
+        return probe_prefix
+
+
+class _Ranges:
+    """Numeric ranges as elementary intervals between the sorted bounds.
+
+    Slot ``2k`` is the open gap below bound ``k``; ``2k + 1`` is bound ``k``
+    itself. Each holds the tuple of rule slots whose range covers it, so a
+    lookup is one bisection.
+    """
+
+    def __init__(self) -> None:
+        self.ranges: list[tuple[Numeric, Slot]] = []
+
+    def add(self, condition: Numeric, slot: Slot) -> None:
+        self.ranges.append((condition, slot))
+
+    def probe(self) -> Callable[[float, Hits], None]:
+        bounds = sorted(
+            {c.low for c, _ in self.ranges if not math.isinf(c.low)}
+            | {c.high for c, _ in self.ranges if not math.isinf(c.high)}
+        )
+        covering: list[list[Slot]] = [[] for _ in range(2 * len(bounds) + 1)]
+        for condition, slot in self.ranges:
+            first = self._cell(bounds, condition.low, condition.low_inclusive, low=True)
+            last = self._cell(bounds, condition.high, condition.high_inclusive, low=False)
+            for cell in range(first, last + 1):
+                covering[cell].append(slot)
+        cells = [tuple(c) for c in covering]
+        find = bisect.bisect_left
+        count = len(bounds)
+
+        def probe_range(value: float, hits: Hits) -> None:
+            position = find(bounds, value)
+            if position < count and bounds[position] == value:
+                found = cells[2 * position + 1]
+            elif value != value:  # NaN never matches
+                return
+            else:
+                found = cells[2 * position]
+            if found:
+                hits.extend(found)
+
+        return probe_range
+
+    @staticmethod
+    def _cell(bounds: list[float], bound: float, inclusive: bool, *, low: bool) -> int:
+        if math.isinf(bound):
+            return 0 if low else 2 * len(bounds)
+        position = bisect.bisect_left(bounds, bound)
+        if inclusive:
+            return 2 * position + 1
+        return 2 * position + 2 if low else 2 * position
+
+
+class _Wildcards:
+    """Wildcards bucketed by their literal prefix, else suffix; the rest scanned."""
+
+    def __init__(self) -> None:
+        self.prefixed = _Affixes(suffix=False)
+        self.suffixed = _Affixes(suffix=True)
+        self.patterns: dict[tuple[Token, ...], int] = {}
+        self.scanned: list[tuple[Token, ...]] = []
+        self.slots: list[list[Slot]] = []
+
+    def add(self, tokens: tuple[Token, ...], slot: Slot) -> None:
+        number = self.patterns.get(tokens)
+        if number is None:
+            number = self.patterns[tokens] = len(self.slots)
+            self.slots.append([])
+            head, tail = literal_prefix(tokens), literal_suffix(tokens)
+            marker = (number, 0)
+            if head:
+                self.prefixed.add(head, marker)
+            elif tail:
+                self.suffixed.add(tail, marker)
+            else:
+                self.scanned.append(tokens)
+        self.slots[number].append(slot)
+
+    def matching(self) -> Callable[[str], list[int]]:
+        """A function from a string to the numbers of the wildcards it matches."""
+        regexes = [wildcard_regex(tokens).fullmatch for tokens in self.patterns]
+        by_prefix = self.prefixed.probe()
+        by_suffix = self.suffixed.probe()
+        scanned = [self.patterns[tokens] for tokens in self.scanned]
+
+        def match(value: str) -> list[int]:
+            candidates: Hits = []
+            by_prefix(value, candidates)
+            by_suffix(value, candidates)
+            numbers = [number for number, _ in candidates]
+            numbers.extend(scanned)
+            return [number for number in numbers if regexes[number](value) is not None]
+
+        return match
+
+    def probe(self) -> Callable[[str, Hits], None]:
+        match = self.matching()
+        slots = [tuple(s) for s in self.slots]
+
+        def probe_wildcard(value: str, hits: Hits) -> None:
+            for number in match(value):
+                hits.extend(slots[number])
+
+        return probe_wildcard
+
+
+class _Networks:
+    """CIDR blocks grouped by (IP version, mask length)."""
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[int, int], dict[int, list[Slot]]] = {}
+
+    def add(self, network: Network, slot: Slot) -> None:
+        key = (network.version, network.bits)
+        self.groups.setdefault(key, {}).setdefault(network.prefix, []).append(slot)
+
+    def probe(self) -> Callable[[str, Hits], None]:
+        groups = [
+            (version, (32 if version == 4 else 128) - bits, table)
+            for (version, bits), table in sorted(self.groups.items())
+        ]
+
+        def probe_cidr(value: str, hits: Hits) -> None:
+            parsed = parse_ip(value)
+            if parsed is None:
+                return
+            version, address = parsed
+            for group_version, shift, table in groups:
+                if group_version == version:
+                    found = table.get(address >> shift)
+                    if found:
+                        hits.extend(found)
+
+        return probe_cidr
+
+
+class _AnythingBut:
+    """anything-but conditions: every slot matches unless the value is excluded.
+
+    Exclusions are indexed like positive matches, so the cost is the lookups
+    plus the number of anything-but slots on this field (which all match).
+    """
+
+    def __init__(self) -> None:
+        self.slots: list[Slot] = []
+        self.strings: dict[str, set[Slot]] = {}
+        self.numbers: dict[float, set[Slot]] = {}
+        self.folded: dict[str, set[Slot]] = {}
+        self.prefixes = _Affixes(suffix=False)
+        self.suffixes = _Affixes(suffix=True)
+        self.wildcards = _Wildcards()
+
+    def add(self, condition: AnythingBut, slot: Slot) -> None:
+        self.slots.append(slot)
+        kind = condition.kind
+        if kind == "numbers":
+            for number in condition.numbers:
+                self.numbers.setdefault(number, set()).add(slot)
+        elif kind in ("strings", "ignore-case"):
+            table = self.strings if kind == "strings" else self.folded
+            for text in condition.strings:
+                table.setdefault(text, set()).add(slot)
+        elif kind in ("prefix", "suffix"):
+            affixes = self.prefixes if kind == "prefix" else self.suffixes
+            for text in condition.strings:
+                affixes.add(text, slot)
+        else:
+            for tokens in condition.patterns:
+                self.wildcards.add(tokens, slot)
+
+    def probes(self) -> tuple[Probe, Probe, Probe]:
+        """Probes for string values, number values and true/false/null."""
+        every = tuple(self.slots)
+        strings, folded, numbers = self.strings, self.folded, self.numbers
+        by_prefix = self.prefixes.probe() if self.prefixes.by_length else None
+        by_suffix = self.suffixes.probe() if self.suffixes.by_length else None
+        wildcard_match = self.wildcards.matching() if self.wildcards.patterns else None
+        wildcard_slots = self.wildcards.slots
+
+        def remaining(excluded: set[Slot], hits: Hits) -> None:
+            if excluded:
+                hits.extend(slot for slot in every if slot not in excluded)
+            else:
+                hits.extend(every)
+
+        def probe_string(value: str, hits: Hits) -> None:
+            excluded: set[Slot] = set()
+            if strings:
+                excluded |= strings.get(value, _EMPTY)
+            if folded:
+                excluded |= folded.get(fold(value), _EMPTY)
+            if by_prefix is not None or by_suffix is not None:
+                found: Hits = []
+                if by_prefix is not None:
+                    by_prefix(value, found)
+                if by_suffix is not None:
+                    by_suffix(value, found)
+                excluded.update(found)
+            if wildcard_match is not None:
+                for number in wildcard_match(value):
+                    excluded.update(wildcard_slots[number])
+            remaining(excluded, hits)
+
+        def probe_number(value: float, hits: Hits) -> None:
+            remaining(numbers.get(value, set()) if numbers else set(), hits)
+
+        def probe_other(value: Any, hits: Hits) -> None:
+            hits.extend(every)
+
+        return probe_string, probe_number, probe_other
+
+
+class FieldIndex:
+    """Everything the rules ask of one field, indexed by kind of condition."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.exact: dict[Any, list[Slot]] = {}
+        self.prefixes = _Affixes(suffix=False)
+        self.suffixes = _Affixes(suffix=True)
+        self.folded_prefixes = _Affixes(suffix=False)
+        self.folded_suffixes = _Affixes(suffix=True)
+        self.folded: dict[str, list[Slot]] = {}
+        self.ranges = _Ranges()
+        self.wildcards = _Wildcards()
+        self.networks = _Networks()
+        self.anything_but = _AnythingBut()
+        self.exists: list[Slot] = []
+        self.absent: list[Slot] = []
+
+    def add(self, condition: Condition, slot: Slot) -> None:
+        kind = type(condition)
+        if kind is Exact:
+            assert isinstance(condition, Exact)
+            value = condition.value
+            key = value if isinstance(value, str | float) else other_key(value)
+            self.exact.setdefault(key, []).append(slot)
+            if condition.address is not None:
+                self.networks.add(condition.address, slot)
+        elif kind is Prefix or kind is Suffix:
+            assert isinstance(condition, Prefix | Suffix)
+            if kind is Prefix:
+                table = self.folded_prefixes if condition.ignore_case else self.prefixes
+            else:
+                table = self.folded_suffixes if condition.ignore_case else self.suffixes
+            table.add(condition.text, slot)
+        elif kind is EqualsIgnoreCase:
+            assert isinstance(condition, EqualsIgnoreCase)
+            self.folded.setdefault(condition.text, []).append(slot)
+        elif kind is Numeric:
+            assert isinstance(condition, Numeric)
+            self.ranges.add(condition, slot)
+        elif kind is Wildcard:
+            assert isinstance(condition, Wildcard)
+            self.wildcards.add(condition.tokens, slot)
+        elif kind is Cidr:
+            assert isinstance(condition, Cidr)
+            self.networks.add(condition.network, slot)
+        elif kind is Exists:
+            assert isinstance(condition, Exists)
+            (self.exists if condition.present else self.absent).append(slot)
+        else:
+            assert isinstance(condition, AnythingBut)
+            self.anything_but.add(condition, slot)
+
+    def probe(self) -> Probe:
+        """One function from a leaf value to the slots it satisfies (appended to hits)."""
+        on_string: list[Probe] = []
+        on_number: list[Probe] = []
+        on_other: list[Probe] = []
+        exact = {k: tuple(v) for k, v in self.exact.items()}
+        if any(type(k) is str for k in exact):
+            on_string.append(_lookup(exact))
+        if any(type(k) is float for k in exact):
+            on_number.append(_lookup(exact))
+        if any(type(k) is tuple for k in exact):
+            on_other.append(_lookup_other(exact))
+        for affixes in (self.prefixes, self.suffixes):
+            if affixes.by_length:
+                on_string.append(affixes.probe())
+        folded_probes: list[Callable[[str, Hits], None]] = []
+        if self.folded:
+            folded_probes.append(_lookup({k: tuple(v) for k, v in self.folded.items()}))
+        for affixes in (self.folded_prefixes, self.folded_suffixes):
+            if affixes.by_length:
+                folded_probes.append(affixes.probe())
+        if folded_probes:
+            on_string.append(_folding(folded_probes))
+        if self.wildcards.patterns:
+            on_string.append(self.wildcards.probe())
+        if self.networks.groups:
+            on_string.append(self.networks.probe())
+        if self.ranges.ranges:
+            on_number.append(self.ranges.probe())
+        if self.anything_but.slots:
+            string_probe, number_probe, other_probe = self.anything_but.probes()
+            on_string.append(string_probe)
+            on_number.append(number_probe)
+            on_other.append(other_probe)
+        if self.exists:
+            present = tuple(self.exists)
+            for probes in (on_string, on_number, on_other):
+                probes.append(_constant(present))
+        return _dispatch(_chain(on_string), _chain(on_number), _chain(on_other))
+
+
+def _lookup(table: dict[Any, tuple[Slot, ...]]) -> Probe:
+    get = table.get
+
+    def probe_exact(value: Any, hits: Hits) -> None:
+        found = get(value)
+        if found:
+            hits.extend(found)
+
+    return probe_exact
+
+
+def _lookup_other(table: dict[Any, tuple[Slot, ...]]) -> Probe:
+    get = table.get
+
+    def probe_literal(value: Any, hits: Hits) -> None:
+        found = get(other_key(value))
+        if found:
+            hits.extend(found)
+
+    return probe_literal
+
+
+def _folding(probes: list[Callable[[str, Hits], None]]) -> Probe:
+    def probe_folded(value: str, hits: Hits) -> None:
+        folded = fold(value)
+        for probe in probes:
+            probe(folded, hits)
+
+    return probe_folded
+
+
+def _constant(slots: tuple[Slot, ...]) -> Probe:
+    def probe_constant(value: Any, hits: Hits) -> None:
+        hits.extend(slots)
+
+    return probe_constant
+
+
+def _nothing(value: Any, hits: Hits) -> None:
+    return None
+
+
+def _chain(probes: list[Probe]) -> Probe:
+    if not probes:
+        return _nothing
+    if len(probes) == 1:
+        return probes[0]
+    chained = tuple(probes)
+
+    def probe_all(value: Any, hits: Hits) -> None:
+        for probe in chained:
+            probe(value, hits)
+
+    return probe_all
+
+
+def _dispatch(on_string: Probe, on_number: Probe, on_other: Probe) -> Probe:
+    def probe_value(value: Any, hits: Hits) -> None:
+        kind = type(value)
+        if kind is str:
+            on_string(value, hits)
+        elif kind is float or kind is int:
+            on_number(value, hits)
+        else:
+            on_other(value, hits)
+
+    return probe_value
