@@ -262,11 +262,24 @@ class _AnythingBut:
         wildcard_match = self.wildcards.matching() if self.wildcards.patterns else None
         wildcard_slots = self.wildcards.slots
 
-        def remaining(excluded: set[Slot], hits: Hits) -> None:
+        def remaining(excluded: set[Slot] | frozenset[Slot], hits: Hits) -> None:
             if excluded:
-                hits.extend(slot for slot in every if slot not in excluded)
+                hits.extend([slot for slot in every if slot not in excluded])
             else:
                 hits.extend(every)
+
+        only_strings = bool(strings) and not (
+            folded or by_prefix or by_suffix or wildcard_match is not None
+        )
+        get_excluded = strings.get
+
+        def probe_plain(value: str, hits: Hits) -> None:
+            # The common case: anything-but over plain strings only.
+            excluded = get_excluded(value)
+            if excluded is None:
+                hits.extend(every)
+            else:
+                hits.extend([slot for slot in every if slot not in excluded])
 
         def probe_string(value: str, hits: Hits) -> None:
             excluded: set[Slot] = set()
@@ -287,12 +300,12 @@ class _AnythingBut:
             remaining(excluded, hits)
 
         def probe_number(value: float, hits: Hits) -> None:
-            remaining(numbers.get(value, set()) if numbers else set(), hits)
+            remaining(numbers.get(value, _EMPTY) if numbers else _EMPTY, hits)
 
         def probe_other(value: Any, hits: Hits) -> None:
             hits.extend(every)
 
-        return probe_string, probe_number, probe_other
+        return probe_plain if only_strings else probe_string, probe_number, probe_other
 
 
 class FieldIndex:
@@ -350,6 +363,10 @@ class FieldIndex:
 
     def probe(self) -> Probe:
         """One function from a leaf value to the slots it satisfies (appended to hits)."""
+        return _dispatch(*self.typed_probes())
+
+    def typed_probes(self) -> tuple[Probe, Probe, Probe]:
+        """Probes for string values, number values and true/false/null (``nothing`` if none)."""
         on_string: list[Probe] = []
         on_number: list[Probe] = []
         on_other: list[Probe] = []
@@ -386,7 +403,7 @@ class FieldIndex:
             present = tuple(self.exists)
             for probes in (on_string, on_number, on_other):
                 probes.append(_constant(present))
-        return _dispatch(_chain(on_string), _chain(on_number), _chain(on_other))
+        return _chain(on_string), _chain(on_number), _chain(on_other)
 
 
 def _lookup(table: dict[Any, tuple[Slot, ...]]) -> Probe:
@@ -427,13 +444,13 @@ def _constant(slots: tuple[Slot, ...]) -> Probe:
     return probe_constant
 
 
-def _nothing(value: Any, hits: Hits) -> None:
+def nothing(value: Any, hits: Hits) -> None:
     return None
 
 
 def _chain(probes: list[Probe]) -> Probe:
     if not probes:
-        return _nothing
+        return nothing
     if len(probes) == 1:
         return probes[0]
     chained = tuple(probes)

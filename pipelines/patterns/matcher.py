@@ -22,7 +22,7 @@ The index is rebuilt lazily after ``add`` or ``remove``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import count
 from typing import Any, Union
@@ -33,7 +33,7 @@ import orjson
 from pipelines.errors import EventValidationError
 from pipelines.patterns.compiler import SubRule
 from pipelines.patterns.evaluate import subrule_matches
-from pipelines.patterns.index import FieldIndex, Hits, Probe, Slot
+from pipelines.patterns.index import FieldIndex, Hits, Probe, Slot, nothing
 
 _SCALARS = (str, int, float, bool, type(None))
 #: How many levels of arrays-in-arrays the generated types unroll; deeper
@@ -45,12 +45,13 @@ _names = count()
 class _Node:
     """A point in the tree of field names the rules use."""
 
-    __slots__ = ("children", "leaf", "struct_fields")
+    __slots__ = ("children", "leaf", "struct", "struct_fields")
 
     def __init__(self) -> None:
         self.leaf: str | None = None
         self.children: dict[str, _Node] = {}
-        # (attribute, child) pairs of the generated struct, set by _Decoding.
+        # The generated struct type and its (attribute, child) pairs, set by _Decoding.
+        self.struct: type | None = None
         self.struct_fields: tuple[tuple[str, _Node], ...] = ()
 
 
@@ -92,6 +93,7 @@ class _Decoding:
             rename[attr] = key
             attrs.append((attr, child))
         struct = msgspec.defstruct(f"PipelinesEventNode{next(_names)}", fields, rename=rename)
+        node.struct = struct
         node.struct_fields = tuple(attrs)
         self.struct_types.add(struct)
         return struct
@@ -100,7 +102,7 @@ class _Decoding:
         known = self.types.get(id(node))
         if known is not None:
             return known
-        struct = self._struct(node)
+        struct = node.struct if node.struct is not None else self._struct(node)
         union: Any = Union[(struct, list[Any], *_SCALARS)]  # noqa: UP007 - built at run time
         for _ in range(_ARRAY_DEPTH):
             union = Union[(struct, list[union], *_SCALARS)]  # noqa: UP007
@@ -143,49 +145,151 @@ class _Index:
                         subrule=subrule,
                     )
                 )
+        self.rule_of = [info.rule for info in self.subrules]
+        self.full = [info.full for info in self.subrules]
+        self.single_field = all(info.full == 1 for info in self.subrules)
+        self.one_subrule_per_rule = len(self.subrules) == len(rules)
+        self.typed_probes = {path: index.typed_probes() for path, index in fields.items()}
         self.probes: dict[str, Probe] = {path: index.probe() for path, index in fields.items()}
         self.absent: list[tuple[str, tuple[Slot, ...]]] = [
             (path, tuple(index.absent)) for path, index in fields.items() if index.absent
         ]
         self.root = _build_tree(set(fields))
-        self._decoding: _Decoding | None = None
+        self._decoding: tuple[msgspec.json.Decoder[Any], Extractor] | None = None
 
     @property
-    def decoder(self) -> msgspec.json.Decoder[Any]:
+    def decoding(self) -> tuple[msgspec.json.Decoder[Any], Extractor]:
+        """The typed decoder and the extractor generated for its structs."""
         if self._decoding is None:
-            self._decoding = _Decoding(self.root)
-        return self._decoding.decoder
+            decoder = _Decoding(self.root).decoder
+            watched = {path for path, _ in self.absent}
+            extractor = _generate_extractor(self.root, self.typed_probes, watched)
+            self._decoding = (decoder, extractor)
+        return self._decoding
 
-    def match(self, values: dict[str, list[Any]], in_arrays: set[str], event: Any) -> list[str]:
-        """Rule names matched by the extracted values (``event`` is for array checks)."""
-        hits: Hits = []
+    def finish(
+        self,
+        hits: Hits,
+        values: dict[str, list[Any]],
+        present: set[str],
+        in_arrays: set[str],
+        event: Any,
+    ) -> list[str]:
+        """Rule names matched, given the hits so far and the values still to probe.
+
+        ``event`` (a dict, or a function returning one) is read only when array
+        consistency must be checked.
+        """
         probes = self.probes
         for path, found in values.items():
             probe = probes[path]
             for value in found:
                 probe(value, hits)
         for path, slots in self.absent:
-            if path not in values or path in in_arrays:
+            if (path not in values and path not in present) or path in in_arrays:
                 hits.extend(slots)
         if not hits:
             return []
-        masks: dict[int, int] = {}
-        for sid, bit in hits:
-            masks[sid] = masks.get(sid, 0) | bit
-        subrules = self.subrules
-        matched = [sid for sid, mask in masks.items() if mask == subrules[sid].full]
-        if in_arrays:
-            matched = [sid for sid in matched if self._confirm(subrules[sid], in_arrays, event)]
-        matched.sort()
-        return list(dict.fromkeys(subrules[sid].rule for sid in matched))
+        if self.single_field and not in_arrays:
+            matched = sorted({sid for sid, _ in hits})
+        else:
+            masks: dict[int, int] = {}
+            for sid, bit in hits:
+                masks[sid] = masks.get(sid, 0) | bit
+            full = self.full
+            matched = sorted(sid for sid, mask in masks.items() if mask == full[sid])
+            if in_arrays:
+                matched = [sid for sid in matched if self._confirm(sid, in_arrays, event)]
+        rule_of = self.rule_of
+        if self.one_subrule_per_rule:
+            return [rule_of[sid] for sid in matched]
+        return list(dict.fromkeys(rule_of[sid] for sid in matched))
 
-    @staticmethod
-    def _confirm(info: _SubRuleInfo, in_arrays: set[str], event: Any) -> bool:
+    def _confirm(self, sid: int, in_arrays: set[str], event: Any) -> bool:
+        info = self.subrules[sid]
         if not (info.absent_paths & in_arrays) and len(info.paths & in_arrays) < 2:
             return True  # consistency cannot fail with fewer than two array fields
         if callable(event):
             event = event()
         return subrule_matches(info.subrule, event)
+
+
+Extractor = Callable[[Any, Hits, set[str], dict[str, list[Any]], set[str]], None]
+#: Past this many generated lines the generic walker is used instead.
+_MAX_GENERATED_LINES = 20_000
+
+
+def _generate_extractor(
+    root: _Node, probes: dict[str, tuple[Probe, Probe, Probe]], watched: set[str]
+) -> Extractor:
+    """Straight-line code reading the decoded structs of this index.
+
+    Scalars met at a struct position are probed at once; arrays (and anything
+    past the unrolled types) go to the generic ``_walk``, which collects them
+    for ``finish``. ``watched`` are the fields with ``exists: false`` rules,
+    whose presence is recorded.
+    """
+    namespace: dict[str, Any] = {"UNSET": msgspec.UNSET, "walk": _walk, "list": list}
+    lines = ["def extract(v0, hits, present, values, in_arrays):"]
+    counter = count(1)
+
+    def name(prefix: str, value: Any) -> str:
+        key = f"{prefix}{len(namespace)}"
+        namespace[key] = value
+        return key
+
+    def emit(node: _Node, var: str, depth: int) -> None:
+        pad = "    " * depth
+        for attr, child in node.struct_fields:
+            if len(lines) > _MAX_GENERATED_LINES:
+                raise OverflowError
+            value = f"v{next(counter)}"
+            node_name = name("N", child)
+            struct_name = name("S", child.struct)
+            lines.append(f"{pad}{value} = {var}.{attr}")
+            lines.append(f"{pad}if {value} is not UNSET:")
+            lines.append(f"{pad}    kind = type({value})")
+            lines.append(f"{pad}    if kind is list:")
+            lines.append(f"{pad}        walk({node_name}, {value}, values, in_arrays, False)")
+            if child.struct_fields:
+                lines.append(f"{pad}    elif kind is {struct_name}:")
+                emit(child, value, depth + 2)
+            if child.leaf is not None:
+                on_string, on_number, on_other = probes[child.leaf]
+                tests = (
+                    (on_string, "kind is str"),
+                    (on_number, "kind is float or kind is int"),
+                    (on_other, f"kind is bool or {value} is None"),
+                )
+                for probe, test in tests:
+                    if probe is not nothing:
+                        lines.append(f"{pad}    elif {test}:")
+                        lines.append(f"{pad}        {name('P', probe)}({value}, hits)")
+                    if child.leaf in watched:
+                        if probe is nothing:
+                            lines.append(f"{pad}    elif {test}:")
+                        lines.append(f"{pad}        present.add({child.leaf!r})")
+
+    try:
+        emit(root, "v0", 1)
+    except OverflowError:
+        return _generic_extractor(root)
+    lines.append("    return None")
+    exec(compile("\n".join(lines), "<pipelines-extractor>", "exec"), namespace)  # noqa: S102
+    return namespace["extract"]  # type: ignore[no-any-return]
+
+
+def _generic_extractor(root: _Node) -> Extractor:
+    def extract(
+        decoded: Any,
+        hits: Hits,
+        present: set[str],
+        values: dict[str, list[Any]],
+        in_arrays: set[str],
+    ) -> None:
+        _walk(root, decoded, values, in_arrays, False)
+
+    return extract
 
 
 def _walk(
@@ -311,8 +415,8 @@ class Matcher:
         index = self._compiled()
         values: dict[str, list[Any]] = {}
         in_arrays: set[str] = set()
-        _walk(index.root, dict(event) if type(event) is not dict else event, values, in_arrays, False)
-        return index.match(values, in_arrays, event)
+        _walk(index.root, event if type(event) is dict else dict(event), values, in_arrays, False)
+        return index.finish([], values, _NO_PATHS, in_arrays, event)
 
     def match_json(self, text: str | bytes) -> list[str]:
         """Names of the rules matching an event given as JSON text.
@@ -320,13 +424,21 @@ class Matcher:
         Raises ``EventValidationError`` if the text is not a JSON object.
         """
         index = self._compiled()
+        decoder, extract = index.decoding
         try:
-            decoded = index.decoder.decode(text)
+            decoded = decoder.decode(text)
         except (msgspec.DecodeError, msgspec.ValidationError):
             # Not JSON, not an object, or a number msgspec cannot hold:
             # the slow path parses fully and reports what is wrong.
             return self.match(parse_event_json(text))
+        hits: Hits = []
         values: dict[str, list[Any]] = {}
+        present: set[str] = set()
         in_arrays: set[str] = set()
-        _walk(index.root, decoded, values, in_arrays, False)
-        return index.match(values, in_arrays, lambda: parse_event_json(text))
+        extract(decoded, hits, present, values, in_arrays)
+        if in_arrays:
+            return index.finish(hits, values, present, in_arrays, lambda: parse_event_json(text))
+        return index.finish(hits, values, present, in_arrays, None)
+
+
+_NO_PATHS: set[str] = set()
