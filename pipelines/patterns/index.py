@@ -35,7 +35,7 @@ from pipelines.patterns.wildcard import Token, literal_prefix, literal_suffix, w
 Slot = tuple[int, int]
 Hits = list[Slot]
 Probe = Callable[[Any, Hits], None]
-_EMPTY: frozenset[Slot] = frozenset()
+_NONE: frozenset[int] = frozenset()
 
 # Keys for true, false and null: Python's True == 1 would collide with the number 1.
 TRUE_KEY = ("true",)
@@ -220,91 +220,91 @@ class _Networks:
 
 
 class _AnythingBut:
-    """anything-but conditions: every slot matches unless the value is excluded.
+    """anything-but conditions: each matches unless the value is excluded.
 
-    Exclusions are indexed like positive matches, so the cost is the lookups
-    plus the number of anything-but slots on this field (which all match).
+    Exclusions are indexed per condition (not per slot: a field may list two
+    anything-but conditions, and one excluding the value leaves the other), so
+    the cost is the lookups plus the number of anything-but conditions on this
+    field, which all match unless excluded.
     """
 
     def __init__(self) -> None:
-        self.slots: list[Slot] = []
-        self.strings: dict[str, set[Slot]] = {}
-        self.numbers: dict[float, set[Slot]] = {}
-        self.folded: dict[str, set[Slot]] = {}
+        self.slots: list[Slot] = []  # by condition number
+        self.strings: dict[str, set[int]] = {}
+        self.numbers: dict[float, set[int]] = {}
+        self.folded: dict[str, set[int]] = {}
         self.prefixes = _Affixes(suffix=False)
         self.suffixes = _Affixes(suffix=True)
         self.wildcards = _Wildcards()
 
     def add(self, condition: AnythingBut, slot: Slot) -> None:
+        number = len(self.slots)
         self.slots.append(slot)
         kind = condition.kind
         if kind == "numbers":
-            for number in condition.numbers:
-                self.numbers.setdefault(number, set()).add(slot)
+            for value in condition.numbers:
+                self.numbers.setdefault(value, set()).add(number)
         elif kind in ("strings", "ignore-case"):
             table = self.strings if kind == "strings" else self.folded
             for text in condition.strings:
-                table.setdefault(text, set()).add(slot)
+                table.setdefault(text, set()).add(number)
         elif kind in ("prefix", "suffix"):
             affixes = self.prefixes if kind == "prefix" else self.suffixes
             for text in condition.strings:
-                affixes.add(text, slot)
+                affixes.add(text, (number, 0))
         else:
             for tokens in condition.patterns:
-                self.wildcards.add(tokens, slot)
+                self.wildcards.add(tokens, (number, 0))
 
     def probes(self) -> tuple[Probe, Probe, Probe]:
         """Probes for string values, number values and true/false/null."""
         every = tuple(self.slots)
+        numbered = tuple(enumerate(self.slots))
         strings, folded, numbers = self.strings, self.folded, self.numbers
         by_prefix = self.prefixes.probe() if self.prefixes.by_length else None
         by_suffix = self.suffixes.probe() if self.suffixes.by_length else None
         wildcard_match = self.wildcards.matching() if self.wildcards.patterns else None
-        wildcard_slots = self.wildcards.slots
+        wildcard_conditions = [[n for n, _ in slots] for slots in self.wildcards.slots]
 
-        def remaining(excluded: set[Slot] | frozenset[Slot], hits: Hits) -> None:
+        def remaining(excluded: set[int] | frozenset[int] | None, hits: Hits) -> None:
             if excluded:
-                hits.extend([slot for slot in every if slot not in excluded])
+                hits.extend([slot for number, slot in numbered if number not in excluded])
             else:
                 hits.extend(every)
 
-        only_strings = bool(strings) and not (
-            folded or by_prefix or by_suffix or wildcard_match is not None
-        )
         get_excluded = strings.get
 
         def probe_plain(value: str, hits: Hits) -> None:
             # The common case: anything-but over plain strings only.
-            excluded = get_excluded(value)
-            if excluded is None:
-                hits.extend(every)
-            else:
-                hits.extend([slot for slot in every if slot not in excluded])
+            remaining(get_excluded(value), hits)
 
         def probe_string(value: str, hits: Hits) -> None:
-            excluded: set[Slot] = set()
+            excluded: set[int] = set()
             if strings:
-                excluded |= strings.get(value, _EMPTY)
+                excluded |= strings.get(value, _NONE)
             if folded:
-                excluded |= folded.get(fold(value), _EMPTY)
+                excluded |= folded.get(fold(value), _NONE)
             if by_prefix is not None or by_suffix is not None:
                 found: Hits = []
                 if by_prefix is not None:
                     by_prefix(value, found)
                 if by_suffix is not None:
                     by_suffix(value, found)
-                excluded.update(found)
+                excluded.update(number for number, _ in found)
             if wildcard_match is not None:
-                for number in wildcard_match(value):
-                    excluded.update(wildcard_slots[number])
+                for pattern in wildcard_match(value):
+                    excluded.update(wildcard_conditions[pattern])
             remaining(excluded, hits)
 
         def probe_number(value: float, hits: Hits) -> None:
-            remaining(numbers.get(value, _EMPTY) if numbers else _EMPTY, hits)
+            remaining(numbers.get(value) if numbers else None, hits)
 
         def probe_other(value: Any, hits: Hits) -> None:
             hits.extend(every)
 
+        only_strings = bool(strings) and not (
+            folded or by_prefix or by_suffix or wildcard_match is not None
+        )
         return probe_plain if only_strings else probe_string, probe_number, probe_other
 
 

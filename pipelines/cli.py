@@ -1,0 +1,59 @@
+"""The ``pipelines`` command line: a thin layer over the library's public functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipelines import __version__
+from pipelines.errors import EventValidationError, PatternError
+from pipelines.patterns import evaluate_pattern
+
+
+def read_argument(value: str) -> str:
+    """JSON text given inline, or ``@path`` to read it from a file (``@-`` for stdin)."""
+    if not value.startswith("@"):
+        return value
+    source = value[1:]
+    if source == "-":
+        return click.get_text_stream("stdin").read()
+    try:
+        return Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise click.UsageError(f"cannot read {source}: {exc.strerror}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pipelines")
+def cli() -> None:
+    """EventBridge-style event pipelines on your own machine."""
+
+
+@cli.command("test-pattern")
+@click.option("--pattern", "-p", required=True, help="Event pattern: JSON text or @file.")
+@click.option("--event", "-e", required=True, help="Event: JSON text or @file.")
+def test_pattern(pattern: str, event: str) -> None:
+    """Test an event against an event pattern, like `aws events test-event-pattern`.
+
+    Prints true (exit 0) or false (exit 1); an invalid pattern or event is
+    reported on stderr with exit 2.
+    """
+    try:
+        matched = evaluate_pattern(read_argument(pattern), read_argument(event))
+    except PatternError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
+    except EventValidationError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        raise SystemExit(2) from None
+    click.echo("true" if matched else "false")
+    raise SystemExit(0 if matched else 1)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()
