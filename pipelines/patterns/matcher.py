@@ -427,8 +427,8 @@ class Matcher:
         decoder, extract = index.decoding
         try:
             decoded = decoder.decode(text)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            # Not JSON, not an object, or a number msgspec cannot hold:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            # Not JSON, not an object, too deep, or a number msgspec cannot hold:
             # the slow path parses fully and reports what is wrong.
             return self.match(parse_event_json(text))
         hits: Hits = []
