@@ -1,8 +1,8 @@
 """Per-field indexes: from one event value to the rule slots it satisfies.
 
-A *slot* is ``(subrule id, bit)``: the bit of one field within its sub-rule.
-Each field name the rules use has a ``FieldIndex`` that turns a value into the
-slots it satisfies without looking at slots it cannot: a dict lookup for exact
+A *slot* is the number of a sub-rule whose anchor field (see ``matcher``) is
+this field. Each anchored field has a ``FieldIndex`` that turns a value into
+the slots it satisfies without looking at slots it cannot: a dict lookup for exact
 values, per-length dicts for prefixes and suffixes, precomputed elementary
 intervals for numeric ranges, per-mask dicts for CIDR blocks. Only wildcards
 without a literal prefix or suffix, and ``anything-but`` conditions (which
@@ -32,7 +32,7 @@ from pipelines.patterns.conditions import (
 )
 from pipelines.patterns.wildcard import Token, literal_prefix, literal_suffix, wildcard_regex
 
-Slot = tuple[int, int]
+Slot = int
 Hits = list[Slot]
 Probe = Callable[[Any, Hits], None]
 _NONE: frozenset[int] = frozenset()
@@ -152,7 +152,7 @@ class _Wildcards:
             number = self.patterns[tokens] = len(self.slots)
             self.slots.append([])
             head, tail = literal_prefix(tokens), literal_suffix(tokens)
-            marker = (number, 0)
+            marker = number
             if head:
                 self.prefixed.add(head, marker)
             elif tail:
@@ -172,9 +172,8 @@ class _Wildcards:
             candidates: Hits = []
             by_prefix(value, candidates)
             by_suffix(value, candidates)
-            numbers = [number for number, _ in candidates]
-            numbers.extend(scanned)
-            return [number for number in numbers if regexes[number](value) is not None]
+            candidates.extend(scanned)
+            return [number for number in candidates if regexes[number](value) is not None]
 
         return match
 
@@ -251,10 +250,10 @@ class _AnythingBut:
         elif kind in ("prefix", "suffix"):
             affixes = self.prefixes if kind == "prefix" else self.suffixes
             for text in condition.strings:
-                affixes.add(text, (number, 0))
+                affixes.add(text, number)
         else:
             for tokens in condition.patterns:
-                self.wildcards.add(tokens, (number, 0))
+                self.wildcards.add(tokens, number)
 
     def probes(self) -> tuple[Probe, Probe, Probe]:
         """Probes for string values, number values and true/false/null."""
@@ -264,7 +263,7 @@ class _AnythingBut:
         by_prefix = self.prefixes.probe() if self.prefixes.by_length else None
         by_suffix = self.suffixes.probe() if self.suffixes.by_length else None
         wildcard_match = self.wildcards.matching() if self.wildcards.patterns else None
-        wildcard_conditions = [[n for n, _ in slots] for slots in self.wildcards.slots]
+        wildcard_conditions = self.wildcards.slots
 
         def remaining(excluded: set[int] | frozenset[int] | None, hits: Hits) -> None:
             if excluded:
@@ -290,7 +289,7 @@ class _AnythingBut:
                     by_prefix(value, found)
                 if by_suffix is not None:
                     by_suffix(value, found)
-                excluded.update(number for number, _ in found)
+                excluded.update(found)
             if wildcard_match is not None:
                 for pattern in wildcard_match(value):
                     excluded.update(wildcard_conditions[pattern])
@@ -324,7 +323,6 @@ class FieldIndex:
         self.networks = _Networks()
         self.anything_but = _AnythingBut()
         self.exists: list[Slot] = []
-        self.absent: list[Slot] = []
 
     def add(self, condition: Condition, slot: Slot) -> None:
         kind = type(condition)
@@ -356,7 +354,9 @@ class FieldIndex:
             self.networks.add(condition.network, slot)
         elif kind is Exists:
             assert isinstance(condition, Exists)
-            (self.exists if condition.present else self.absent).append(slot)
+            if not condition.present:
+                raise ValueError("exists:false cannot anchor a rule: absence is checked later")
+            self.exists.append(slot)
         else:
             assert isinstance(condition, AnythingBut)
             self.anything_but.add(condition, slot)

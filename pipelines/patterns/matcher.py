@@ -32,6 +32,17 @@ import orjson
 
 from pipelines.errors import EventValidationError
 from pipelines.patterns.compiler import SubRule
+from pipelines.patterns.conditions import (
+    Cidr,
+    Condition,
+    EqualsIgnoreCase,
+    Exact,
+    Exists,
+    Numeric,
+    Prefix,
+    Suffix,
+    Wildcard,
+)
 from pipelines.patterns.evaluate import subrule_matches
 from pipelines.patterns.index import FieldIndex, Hits, Probe, Slot, nothing
 
@@ -114,47 +125,131 @@ class _Decoding:
 @dataclass(slots=True)
 class _SubRuleInfo:
     rule: str
-    full: int
     paths: frozenset[str]
     absent_paths: frozenset[str]
     subrule: SubRule
+    #: The fields other than the anchor: (path, value conditions, absent_ok).
+    checks: tuple[tuple[str, tuple[Condition, ...], bool], ...]
+
+
+def _condition_key(path: str, condition: Condition) -> tuple[Any, ...]:
+    """What a condition shares with others when estimating how often it holds."""
+    kind = type(condition)
+    if kind is Exact:
+        assert isinstance(condition, Exact)
+        return (path, "exact", repr(condition.value))
+    if kind is Numeric:
+        assert isinstance(condition, Numeric)
+        if condition.low == condition.high:
+            return (path, "point", condition.low)
+        return (path, "range")
+    if kind in (Prefix, Suffix, EqualsIgnoreCase):
+        return (path, kind.__name__, getattr(condition, "text", ""))
+    if kind is Wildcard:
+        assert isinstance(condition, Wildcard)
+        return (path, "wildcard", condition.tokens)
+    if kind is Cidr:
+        assert isinstance(condition, Cidr)
+        return (path, "cidr", condition.network)
+    return (path, kind.__name__)
+
+
+def _cost(key: tuple[Any, ...], condition: Condition, shared: int) -> float:
+    """Estimated events-worth of hits: lower is more selective.
+
+    Without statistics of the data, a condition is taken to hold about as
+    often as the number of rules that share it; prefixes, wildcards, ranges,
+    exists and anything-but hold ever more often.
+    """
+    kind = type(condition)
+    if kind is Exact or kind is EqualsIgnoreCase or key[1] == "point":
+        return shared
+    if kind in (Prefix, Suffix, Cidr):
+        return 2 * shared
+    if kind is Wildcard:
+        return 3 * shared
+    if kind is Numeric:
+        return 4 + shared / 10
+    if kind is Exists:
+        return 100 + shared
+    return 1000 + shared  # anything-but: holds for nearly every value
+
+
+def _choose_anchor(subrule: SubRule, shared: dict[tuple[Any, ...], int]) -> int | None:
+    """The index of the field to index this sub-rule under, or None if none can be."""
+    best: tuple[float, int, str] | None = None
+    anchor = None
+    for position, test in enumerate(subrule):
+        if test.absent_ok:
+            continue  # absence cannot be looked up
+        cost = sum(
+            _cost(key, condition, shared[key])
+            for condition in test.conditions
+            for key in [_condition_key(test.path, condition)]
+        )
+        # Ties go to the deeper field: detail.state says more than source.
+        rank = (cost, -test.path.count("."), test.path)
+        if best is None or rank < best:
+            best, anchor = rank, position
+    return anchor
 
 
 class _Index:
-    """The compiled form of all rules of a Matcher."""
+    """The compiled form of all rules of a Matcher.
+
+    Each sub-rule is indexed under one *anchor* field, its most selective
+    one; an event's values find the candidate sub-rules through the anchors'
+    indexes, and only candidates have their other fields checked. So rules
+    whose anchor the event does not satisfy cost nothing, however many
+    unselective fields (anything-but, a common source) they also name.
+    """
 
     def __init__(self, rules: Mapping[str, tuple[SubRule, ...]]) -> None:
+        shared: dict[tuple[Any, ...], int] = {}
+        for subrules in rules.values():
+            for subrule in subrules:
+                for test in subrule:
+                    for condition in test.conditions:
+                        key = _condition_key(test.path, condition)
+                        shared[key] = shared.get(key, 0) + 1
         self.subrules: list[_SubRuleInfo] = []
+        self.unanchored: list[int] = []
         fields: dict[str, FieldIndex] = {}
+        stored: set[str] = set()
         for name, subrules in rules.items():
             for subrule in subrules:
                 sid = len(self.subrules)
-                for bit_number, test in enumerate(subrule):
+                anchor = _choose_anchor(subrule, shared)
+                if anchor is None:
+                    self.unanchored.append(sid)
+                else:
+                    test = subrule[anchor]
                     index = fields.get(test.path)
                     if index is None:
                         index = fields[test.path] = FieldIndex(test.path)
-                    slot: Slot = (sid, 1 << bit_number)
                     for condition in test.conditions:
-                        index.add(condition, slot)
+                        index.add(condition, sid)
+                checks = tuple(
+                    (test.path, test.value_conditions, test.absent_ok)
+                    for position, test in enumerate(subrule)
+                    if position != anchor
+                )
+                stored.update(path for path, _, _ in checks)
                 self.subrules.append(
                     _SubRuleInfo(
                         rule=name,
-                        full=(1 << len(subrule)) - 1,
                         paths=frozenset(t.path for t in subrule),
                         absent_paths=frozenset(t.path for t in subrule if t.absent_ok),
                         subrule=subrule,
+                        checks=checks,
                     )
                 )
         self.rule_of = [info.rule for info in self.subrules]
-        self.full = [info.full for info in self.subrules]
-        self.single_field = all(info.full == 1 for info in self.subrules)
         self.one_subrule_per_rule = len(self.subrules) == len(rules)
         self.typed_probes = {path: index.typed_probes() for path, index in fields.items()}
         self.probes: dict[str, Probe] = {path: index.probe() for path, index in fields.items()}
-        self.absent: list[tuple[str, tuple[Slot, ...]]] = [
-            (path, tuple(index.absent)) for path, index in fields.items() if index.absent
-        ]
-        self.root = _build_tree(set(fields))
+        self.stored = stored
+        self.root = _build_tree(set(fields) | stored)
         self._decoding: tuple[msgspec.json.Decoder[Any], Extractor] | None = None
 
     @property
@@ -162,8 +257,7 @@ class _Index:
         """The typed decoder and the extractor generated for its structs."""
         if self._decoding is None:
             decoder = _Decoding(self.root).decoder
-            watched = {path for path, _ in self.absent}
-            extractor = _generate_extractor(self.root, self.typed_probes, watched)
+            extractor = _generate_extractor(self.root, self.typed_probes, self.stored)
             self._decoding = (decoder, extractor)
         return self._decoding
 
@@ -171,66 +265,78 @@ class _Index:
         self,
         hits: Hits,
         values: dict[str, list[Any]],
-        present: set[str],
         in_arrays: set[str],
         event: Any,
     ) -> list[str]:
-        """Rule names matched, given the hits so far and the values still to probe.
+        """Rule names matched, given the anchor hits so far and the collected values.
 
-        ``event`` (a dict, or a function returning one) is read only when array
-        consistency must be checked.
+        Collected values of anchored fields are probed here; ``event`` (a dict,
+        or a function returning one) is read only when array consistency must
+        be checked.
         """
         probes = self.probes
         for path, found in values.items():
-            probe = probes[path]
-            for value in found:
-                probe(value, hits)
-        for path, slots in self.absent:
-            if (path not in values and path not in present) or path in in_arrays:
-                hits.extend(slots)
+            probe = probes.get(path)
+            if probe is not None:
+                for value in found:
+                    probe(value, hits)
+        if self.unanchored:
+            hits.extend(self.unanchored)
         if not hits:
             return []
-        if self.single_field and not in_arrays:
-            matched = sorted({sid for sid, _ in hits})
-        else:
-            masks: dict[int, int] = {}
-            for sid, bit in hits:
-                masks[sid] = masks.get(sid, 0) | bit
-            full = self.full
-            matched = sorted(sid for sid, mask in masks.items() if mask == full[sid])
-            if in_arrays:
-                matched = [sid for sid in matched if self._confirm(sid, in_arrays, event)]
+        subrules = self.subrules
+        matched = []
+        for sid in sorted(set(hits)) if len(hits) > 1 else hits:
+            info = subrules[sid]
+            if in_arrays and (
+                info.absent_paths & in_arrays or len(info.paths & in_arrays) > 1
+            ):
+                # Values from arrays of objects: the reference evaluator applies
+                # array consistency (and settles exists:false per element).
+                if callable(event):
+                    event = event()
+                if not subrule_matches(info.subrule, event):
+                    continue
+            elif info.checks and not _checks_hold(info.checks, values):
+                continue
+            matched.append(sid)
         rule_of = self.rule_of
         if self.one_subrule_per_rule:
             return [rule_of[sid] for sid in matched]
         return list(dict.fromkeys(rule_of[sid] for sid in matched))
 
-    def _confirm(self, sid: int, in_arrays: set[str], event: Any) -> bool:
-        info = self.subrules[sid]
-        if not (info.absent_paths & in_arrays) and len(info.paths & in_arrays) < 2:
-            return True  # consistency cannot fail with fewer than two array fields
-        if callable(event):
-            event = event()
-        return subrule_matches(info.subrule, event)
+
+def _checks_hold(
+    checks: tuple[tuple[str, tuple[Condition, ...], bool], ...], values: dict[str, list[Any]]
+) -> bool:
+    for path, conditions, absent_ok in checks:
+        found = values.get(path)
+        if not found:
+            if absent_ok:
+                continue
+            return False
+        if not any(condition.test(value) for value in found for condition in conditions):
+            return False
+    return True
 
 
-Extractor = Callable[[Any, Hits, set[str], dict[str, list[Any]], set[str]], None]
+Extractor = Callable[[Any, Hits, dict[str, list[Any]], set[str]], None]
 #: Past this many generated lines the generic walker is used instead.
 _MAX_GENERATED_LINES = 20_000
 
 
 def _generate_extractor(
-    root: _Node, probes: dict[str, tuple[Probe, Probe, Probe]], watched: set[str]
+    root: _Node, probes: dict[str, tuple[Probe, Probe, Probe]], stored: set[str]
 ) -> Extractor:
     """Straight-line code reading the decoded structs of this index.
 
-    Scalars met at a struct position are probed at once; arrays (and anything
-    past the unrolled types) go to the generic ``_walk``, which collects them
-    for ``finish``. ``watched`` are the fields with ``exists: false`` rules,
-    whose presence is recorded.
+    Scalars of anchored fields met at a struct position are probed at once;
+    those of ``stored`` fields (needed to check candidates) are collected.
+    Arrays (and anything past the unrolled types) go to the generic
+    ``_walk``, which collects them for ``finish``.
     """
     namespace: dict[str, Any] = {"UNSET": msgspec.UNSET, "walk": _walk, "list": list}
-    lines = ["def extract(v0, hits, present, values, in_arrays):"]
+    lines = ["def extract(v0, hits, values, in_arrays):"]
     counter = count(1)
 
     def name(prefix: str, value: Any) -> str:
@@ -254,21 +360,33 @@ def _generate_extractor(
             if child.struct_fields:
                 lines.append(f"{pad}    elif kind is {struct_name}:")
                 emit(child, value, depth + 2)
-            if child.leaf is not None:
-                on_string, on_number, on_other = probes[child.leaf]
+            leaf = child.leaf
+            if leaf is None:
+                continue
+            if leaf in stored:
+                lines.append(f"{pad}    elif kind is not {struct_name}:")
+                lines.append(f"{pad}        found = values.get({leaf!r})")
+                lines.append(f"{pad}        if found is None:")
+                lines.append(f"{pad}            values[{leaf!r}] = [{value}]")
+                lines.append(f"{pad}        else:")
+                lines.append(f"{pad}            found.append({value})")
+                if leaf in probes:
+                    lines.append(f"{pad}        hits_before = len(hits)")
+            if leaf in probes:
+                on_string, on_number, on_other = probes[leaf]
                 tests = (
                     (on_string, "kind is str"),
                     (on_number, "kind is float or kind is int"),
                     (on_other, f"kind is bool or {value} is None"),
                 )
+                if leaf in stored:
+                    # Collected above; finish() probes collected anchors, so don't probe twice.
+                    lines.pop()
+                    continue
                 for probe, test in tests:
                     if probe is not nothing:
                         lines.append(f"{pad}    elif {test}:")
                         lines.append(f"{pad}        {name('P', probe)}({value}, hits)")
-                    if child.leaf in watched:
-                        if probe is nothing:
-                            lines.append(f"{pad}    elif {test}:")
-                        lines.append(f"{pad}        present.add({child.leaf!r})")
 
     try:
         emit(root, "v0", 1)
@@ -281,11 +399,7 @@ def _generate_extractor(
 
 def _generic_extractor(root: _Node) -> Extractor:
     def extract(
-        decoded: Any,
-        hits: Hits,
-        present: set[str],
-        values: dict[str, list[Any]],
-        in_arrays: set[str],
+        decoded: Any, hits: Hits, values: dict[str, list[Any]], in_arrays: set[str]
     ) -> None:
         _walk(root, decoded, values, in_arrays, False)
 
@@ -416,7 +530,7 @@ class Matcher:
         values: dict[str, list[Any]] = {}
         in_arrays: set[str] = set()
         _walk(index.root, event if type(event) is dict else dict(event), values, in_arrays, False)
-        return index.finish([], values, _NO_PATHS, in_arrays, event)
+        return index.finish([], values, in_arrays, event)
 
     def match_json(self, text: str | bytes) -> list[str]:
         """Names of the rules matching an event given as JSON text.
@@ -433,12 +547,8 @@ class Matcher:
             return self.match(parse_event_json(text))
         hits: Hits = []
         values: dict[str, list[Any]] = {}
-        present: set[str] = set()
         in_arrays: set[str] = set()
-        extract(decoded, hits, present, values, in_arrays)
+        extract(decoded, hits, values, in_arrays)
         if in_arrays:
-            return index.finish(hits, values, present, in_arrays, lambda: parse_event_json(text))
-        return index.finish(hits, values, present, in_arrays, None)
-
-
-_NO_PATHS: set[str] = set()
+            return index.finish(hits, values, in_arrays, lambda: parse_event_json(text))
+        return index.finish(hits, values, in_arrays, None)
