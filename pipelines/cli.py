@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -17,7 +18,7 @@ def read_argument(value: str) -> str:
         return value
     source = value[1:]
     if source == "-":
-        return click.get_text_stream("stdin").read()
+        return sys.stdin.read()
     try:
         return Path(source).read_text(encoding="utf-8")
     except OSError as exc:

@@ -154,7 +154,9 @@ def _detail(entry: Mapping[str, Any], index: int | None) -> tuple[dict[str, Any]
         try:
             size = len(orjson.dumps(parsed))
         except TypeError as exc:
-            raise EventValidationError("MalformedDetail", f"Detail is malformed. {exc}", index)
+            raise EventValidationError(
+                "MalformedDetail", f"Detail is malformed. {exc}", index
+            ) from None
         return parsed, size
     if isinstance(raw, str):
         raw_bytes = raw.encode("utf-8", "surrogatepass")

@@ -13,3 +13,17 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is absent: the shared conformance and benchmark data are not here")
     return SHARED
+
+
+# In CI, property and fuzz tests draw the same examples every run, so a red
+# build is reproducible; locally they explore afresh each time.
+try:
+    import os
+
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, print_blob=True)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+except ImportError:  # pragma: no cover
+    pass

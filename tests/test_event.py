@@ -27,7 +27,15 @@ GOOD = {"Source": "orders", "DetailType": "Order Placed", "Detail": '{"total": 5
 def test_valid_entry_becomes_an_eventbridge_event() -> None:
     event = validate_entry({**GOOD, "Resources": ["arn:x"]}, now=NOW)
     assert set(event) == {
-        "version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail"
+        "version",
+        "id",
+        "detail-type",
+        "source",
+        "account",
+        "time",
+        "region",
+        "resources",
+        "detail",
     }
     assert event["version"] == "0"
     assert uuid.UUID(event["id"]).version == 4
@@ -40,7 +48,10 @@ def test_valid_entry_becomes_an_eventbridge_event() -> None:
 def test_time_is_rfc3339_utc_and_taken_from_the_entry() -> None:
     offset = datetime(2024, 5, 1, 12, 30, 15, 999, tzinfo=timezone(timedelta(hours=2)))
     assert validate_entry({**GOOD, "Time": offset}, now=NOW)["time"] == "2024-05-01T10:30:15Z"
-    assert validate_entry({**GOOD, "Time": "2024-05-01T10:30:15+02:00"})["time"] == "2024-05-01T08:30:15Z"
+    assert (
+        validate_entry({**GOOD, "Time": "2024-05-01T10:30:15+02:00"})["time"]
+        == "2024-05-01T08:30:15Z"
+    )
     assert validate_entry({**GOOD, "Time": 0})["time"] == "1970-01-01T00:00:00Z"
     assert parse_time("2024-05-01T10:00:00Z") == NOW
     with pytest.raises(ValueError):
@@ -50,21 +61,39 @@ def test_time_is_rfc3339_utc_and_taken_from_the_entry() -> None:
 @pytest.mark.parametrize(
     ("change", "code", "message"),
     [
-        ({"Source": None}, "InvalidArgument", "Parameter Source is not valid. Reason: Source is a required argument."),
-        ({"DetailType": ""}, "InvalidArgument", "Parameter DetailType is not valid. Reason: DetailType is a required argument."),
-        ({"Detail": None}, "InvalidArgument", "Parameter Detail is not valid. Reason: Detail is a required argument."),
+        (
+            {"Source": None},
+            "InvalidArgument",
+            "Parameter Source is not valid. Reason: Source is a required argument.",
+        ),
+        (
+            {"DetailType": ""},
+            "InvalidArgument",
+            "Parameter DetailType is not valid. Reason: DetailType is a required argument.",
+        ),
+        (
+            {"Detail": None},
+            "InvalidArgument",
+            "Parameter Detail is not valid. Reason: Detail is a required argument.",
+        ),
         ({"Detail": "[]"}, "MalformedDetail", "Detail is malformed. It must be a JSON object."),
         ({"Detail": "{{}"}, "MalformedDetail", "Detail is malformed."),
         ({"Detail": '"text"'}, "MalformedDetail", "Detail is malformed. It must be a JSON object."),
         ({"DetailType": "x" * 129}, "InvalidArgument", "DetailType is longer than 128 characters."),
         ({"Resources": "arn"}, "InvalidArgument", "Resources must be a list of strings."),
-        ({"Resources": ["a" * 2049]}, "InvalidArgument", "Resources[0] is longer than 2048 characters."),
+        (
+            {"Resources": ["a" * 2049]},
+            "InvalidArgument",
+            "Resources[0] is longer than 2048 characters.",
+        ),
         ({"Time": "yesterday"}, "InvalidArgument", "Parameter Time is not valid."),
         ({"EventBusName": "bad name!"}, "InvalidArgument", "is not an event bus name or ARN"),
         ({"Colour": "red"}, "InvalidArgument", "Unknown field 'Colour'"),
     ],
 )
-def test_bad_entries_get_eventbridge_codes(change: dict[str, object], code: str, message: str) -> None:
+def test_bad_entries_get_eventbridge_codes(
+    change: dict[str, object], code: str, message: str
+) -> None:
     entry = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
     with pytest.raises(EventValidationError) as caught:
         validate_entry(entry, index=3)
@@ -74,7 +103,13 @@ def test_bad_entries_get_eventbridge_codes(change: dict[str, object], code: str,
 
 
 def test_size_is_computed_as_eventbridge_does() -> None:
-    entry = {"Source": "é", "DetailType": "t", "Detail": '{"a":1}', "Resources": ["r1", "r2"], "Time": NOW}
+    entry = {
+        "Source": "é",
+        "DetailType": "t",
+        "Detail": '{"a":1}',
+        "Resources": ["r1", "r2"],
+        "Time": NOW,
+    }
     assert entry_size(entry) == 14 + 2 + 1 + 7 + 2 + 2
     assert entry_size({k: v for k, v in entry.items() if k != "Time"}) == 14
 
@@ -99,8 +134,13 @@ def test_nesting_depth_is_limited() -> None:
 def test_a_bad_entry_never_fails_the_others() -> None:
     results = validate_entries([GOOD, {**GOOD, "Detail": "nope"}, {"Source": "x"}, GOOD], now=NOW)
     assert [r.error_code for r in results] == [None, "MalformedDetail", "InvalidArgument", None]
-    assert results[0].event_id and results[3].event_id and results[0].event_id != results[3].event_id
-    assert results[1].as_dict() == {"ErrorCode": "MalformedDetail", "ErrorMessage": "Detail is malformed."}
+    assert (
+        results[0].event_id and results[3].event_id and results[0].event_id != results[3].event_id
+    )
+    assert results[1].as_dict() == {
+        "ErrorCode": "MalformedDetail",
+        "ErrorMessage": "Detail is malformed.",
+    }
     assert results[0].as_dict() == {"EventId": results[0].event_id}
 
 

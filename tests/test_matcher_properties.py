@@ -44,7 +44,9 @@ CONDITIONS = st.one_of(
     st.builds(lambda s: {"anything-but": {"suffix": s}}, nonempty),
     st.builds(lambda s: {"anything-but": {"equals-ignore-case": s}}, string),
     st.builds(lambda s: {"anything-but": {"wildcard": s}}, st.sampled_from(["a*", "*b", "*"])),
-    st.builds(lambda op, n: {"numeric": [op, n]}, st.sampled_from(["=", "<", "<=", ">", ">="]), number),
+    st.builds(
+        lambda op, n: {"numeric": [op, n]}, st.sampled_from(["=", "<", "<=", ">", ">="]), number
+    ),
     st.builds(
         lambda lo, hi, a, b: {"numeric": [a, min(lo, hi), b, max(lo, hi) + 1]},
         number,

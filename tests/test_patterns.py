@@ -39,24 +39,68 @@ def error(pattern: Any) -> PatternError:
         ({"detail": {}}, "Empty objects are not allowed", "$.detail"),
         ({"a": [{"prefix": 1}]}, "prefix match pattern must be a string", "$.a[0].prefix"),
         ({"a": [{"numeric": [">", 5, "<", 1]}]}, "Bottom must be less than top", "$.a[0].numeric"),
-        ({"a": [{"numeric": ["==", 5]}]}, "Unrecognized numeric range operator: ==", "$.a[0].numeric"),
-        ({"a": [{"numeric": ["<", 5, ">", 1]}]}, "Too many elements in numeric expression", "$.a[0].numeric"),
-        ({"a": [{"exists": "yes"}]}, "exists match pattern must be either true or false.", "$.a[0].exists"),
-        ({"a": [{"prefix": "x", "suffix": "y"}]}, "Only one key allowed in match expression", "$.a[0]"),
+        (
+            {"a": [{"numeric": ["==", 5]}]},
+            "Unrecognized numeric range operator: ==",
+            "$.a[0].numeric",
+        ),
+        (
+            {"a": [{"numeric": ["<", 5, ">", 1]}]},
+            "Too many elements in numeric expression",
+            "$.a[0].numeric",
+        ),
+        (
+            {"a": [{"exists": "yes"}]},
+            "exists match pattern must be either true or false.",
+            "$.a[0].exists",
+        ),
+        (
+            {"a": [{"prefix": "x", "suffix": "y"}]},
+            "Only one key allowed in match expression",
+            "$.a[0]",
+        ),
         ({"a": [{}]}, "Match expression name not found", "$.a[0]"),
         ({"a": [["x"]]}, "Match value must be String, number, true, false, or null", "$.a[0]"),
         ({"a": [{"wildcard": "a\\b"}]}, "Invalid escape character at pos 2", "$.a[0].wildcard"),
-        ({"a": [{"wildcard": "ab**"}]}, "Consecutive wildcard characters at pos 3", "$.a[0].wildcard"),
+        (
+            {"a": [{"wildcard": "ab**"}]},
+            "Consecutive wildcard characters at pos 3",
+            "$.a[0].wildcard",
+        ),
         ({"a": [{"cidr": "10.0.0.0/32"}]}, "IPv4 mask bits must be < 32", "$.a[0].cidr"),
         ({"a": [{"cidr": "700.0.0.0/8"}]}, "Invalid IP address: 700.0.0.0", "$.a[0].cidr"),
-        ({"a": [{"anything-but": []}]}, "Inside anything but list, either all values are number or string, mixed type is not supported", "$.a[0].anything-but"),
-        ({"a": [{"anything-but": ["x", 1]}]}, "Inside anything but list, either all values are number or string, mixed type is not supported", "$.a[0].anything-but"),
-        ({"a": [{"anything-but": {"numeric": [">", 1]}}]}, "Unsupported anything-but pattern: numeric", "$.a[0].anything-but.numeric"),
-        ({"$or": [{"a": ["x"]}]}, "There must have at least 2 Objects in $or relationship.", '$["$or"]'),
+        (
+            {"a": [{"anything-but": []}]},
+            "Inside anything but list, either all values are number or string, mixed type is not supported",
+            "$.a[0].anything-but",
+        ),
+        (
+            {"a": [{"anything-but": ["x", 1]}]},
+            "Inside anything but list, either all values are number or string, mixed type is not supported",
+            "$.a[0].anything-but",
+        ),
+        (
+            {"a": [{"anything-but": {"numeric": [">", 1]}}]},
+            "Unsupported anything-but pattern: numeric",
+            "$.a[0].anything-but.numeric",
+        ),
+        (
+            {"$or": [{"a": ["x"]}]},
+            "There must have at least 2 Objects in $or relationship.",
+            '$["$or"]',
+        ),
         ({"$or": {"a": ["x"]}}, "It must be an Array followed with $or.", '$["$or"]'),
-        ({"$or": [{"a": ["x"]}, "b"]}, "Only JSON object is allowed in array of $or relationship.", '$["$or"][1]'),
-        ({"$or": [{"prefix": ["x"]}, {"b": ["y"]}]}, "prefix is Ruler reserved fieldName which cannot be used inside $or.", '$["$or"][0].prefix'),
-        ({"detail-type": "x"}, '"detail-type" must be an object or an array', '$.detail-type'),
+        (
+            {"$or": [{"a": ["x"]}, "b"]},
+            "Only JSON object is allowed in array of $or relationship.",
+            '$["$or"][1]',
+        ),
+        (
+            {"$or": [{"prefix": ["x"]}, {"b": ["y"]}]},
+            "prefix is Ruler reserved fieldName which cannot be used inside $or.",
+            '$["$or"][0].prefix',
+        ),
+        ({"detail-type": "x"}, '"detail-type" must be an object or an array', "$.detail-type"),
     ],
 )
 def test_errors_give_reason_and_json_path(pattern: Any, reason: str, path: str) -> None:
@@ -162,13 +206,17 @@ def test_wildcard_complexity_matches_event_ruler() -> None:
     assert complexity(patterns) == 9
     rule = {"$or": [{"a": [{"wildcard": f"*:stack/s{i}/*"}]} for i in range(4)]}
     assert error(rule).reason.startswith("Rule is too complex")
-    assert both({"$or": [{"a": [{"wildcard": f"*:stack/s{i}/*"}]} for i in range(3)]}, {"a": "x:stack/s1/y"})
+    assert both(
+        {"$or": [{"a": [{"wildcard": f"*:stack/s{i}/*"}]} for i in range(3)]}, {"a": "x:stack/s1/y"}
+    )
 
 
 def test_cidr_ipv4_and_ipv6_forms() -> None:
     assert both({"ip": [{"cidr": "10.0.0.5/24"}]}, {"ip": "10.0.0.1"})  # host bits ignored
     assert not both({"ip": [{"cidr": "10.0.0.0/24"}]}, {"ip": "10.0.1.1"})
-    assert both({"ip": [{"cidr": "2001:db8::/32"}]}, {"ip": "2001:0db8:0000:0000:0000:0000:0000:0001"})
+    assert both(
+        {"ip": [{"cidr": "2001:db8::/32"}]}, {"ip": "2001:0db8:0000:0000:0000:0000:0000:0001"}
+    )
     assert both({"ip": [{"cidr": "2001:0db8:0:0:0:0:0:0/32"}]}, {"ip": "2001:db8::1"})
     assert not both({"ip": [{"cidr": "10.0.0.0/8"}]}, {"ip": "::1"})
     assert both({"ip": ["2001:db8::1"]}, {"ip": "2001:0DB8:0:0:0:0:0:1"})  # exact IP, any spelling
@@ -193,7 +241,10 @@ def test_array_consistency_for_arrays_of_objects() -> None:
 
 
 def test_or_multiplies_and_later_fields_override() -> None:
-    rule = {"source": ["s"], "$or": [{"a": ["1"]}, {"b": ["2"], "$or": [{"c": ["3"]}, {"d": ["4"]}]}]}
+    rule = {
+        "source": ["s"],
+        "$or": [{"a": ["1"]}, {"b": ["2"], "$or": [{"c": ["3"]}, {"d": ["4"]}]}],
+    }
     assert len(compile_pattern(rule).subrules) == 3
     assert both(rule, {"source": "s", "b": "2", "d": "4"})
     assert not both(rule, {"source": "s", "b": "2"})

@@ -1,6 +1,7 @@
 """EventBridge event patterns: compile one, test it, or match many at once.
 
->>> pattern = compile_pattern({"source": ["orders"], "detail": {"total": [{"numeric": [">", 100]}]}})
+>>> rule = {"source": ["orders"], "detail": {"total": [{"numeric": [">", 100]}]}}
+>>> pattern = compile_pattern(rule)
 >>> pattern.matches({"source": "orders", "detail": {"total": 250}})
 True
 
@@ -85,7 +86,9 @@ def evaluate_pattern(
     """
     from pipelines.errors import EventValidationError
 
-    compiled = pattern if isinstance(pattern, Pattern) else compile_pattern(pattern, max_length=max_length)
+    compiled = (
+        pattern if isinstance(pattern, Pattern) else compile_pattern(pattern, max_length=max_length)
+    )
     try:
         parsed = parse_event_json(event) if isinstance(event, str | bytes) else dict(event)
     except EventValidationError:

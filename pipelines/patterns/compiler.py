@@ -287,9 +287,7 @@ class _Compiler:
             elif isinstance(item, dict):
                 conditions.append(self.operator(item, name, here))
             else:
-                raise PatternError(
-                    "Match value must be String, number, true, false, or null", here
-                )
+                raise PatternError("Match value must be String, number, true, false, or null", here)
         return tuple(dict.fromkeys(conditions))
 
     def operator(self, obj: dict[str, Any], name: str, path: str) -> Condition:
@@ -470,7 +468,7 @@ class _Compiler:
         return operand
 
     def affix_list(self, operand: Any, path: str) -> list[str]:
-        if isinstance(operand, dict) or isinstance(operand, bool) or operand is None:
+        if isinstance(operand, dict | bool) or operand is None:
             raise PatternError(
                 "Value of anything-but must be an array or single string/number value.", path
             )

@@ -44,7 +44,7 @@ from pipelines.patterns.conditions import (
     Wildcard,
 )
 from pipelines.patterns.evaluate import subrule_matches
-from pipelines.patterns.index import FieldIndex, Hits, Probe, Slot, nothing
+from pipelines.patterns.index import FieldIndex, Hits, Probe, nothing
 
 _SCALARS = (str, int, float, bool, type(None))
 #: How many levels of arrays-in-arrays the generated types unroll; deeper
@@ -92,7 +92,7 @@ class _Decoding:
         self.types: dict[int, Any] = {}
         self.struct_types: set[type] = set()
         root_struct = self._struct(root)
-        self.decoder = msgspec.json.Decoder(root_struct)
+        self.decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(root_struct)
 
     def _struct(self, node: _Node) -> type:
         fields = []
@@ -114,10 +114,10 @@ class _Decoding:
         if known is not None:
             return known
         struct = node.struct if node.struct is not None else self._struct(node)
-        union: Any = Union[(struct, list[Any], *_SCALARS)]  # noqa: UP007 - built at run time
+        union: Any = Union[(struct, list[Any], *_SCALARS)]
         for _ in range(_ARRAY_DEPTH):
-            union = Union[(struct, list[union], *_SCALARS)]  # noqa: UP007
-        typed = Union[union, msgspec.UnsetType]  # noqa: UP007
+            union = Union[(struct, list[union], *_SCALARS)]
+        typed = union | msgspec.UnsetType
         self.types[id(node)] = typed
         return typed
 
@@ -288,9 +288,7 @@ class _Index:
         matched = []
         for sid in sorted(set(hits)) if len(hits) > 1 else hits:
             info = subrules[sid]
-            if in_arrays and (
-                info.absent_paths & in_arrays or len(info.paths & in_arrays) > 1
-            ):
+            if in_arrays and (info.absent_paths & in_arrays or len(info.paths & in_arrays) > 1):
                 # Values from arrays of objects: the reference evaluator applies
                 # array consistency (and settles exists:false per element).
                 if callable(event):
@@ -393,7 +391,7 @@ def _generate_extractor(
     except OverflowError:
         return _generic_extractor(root)
     lines.append("    return None")
-    exec(compile("\n".join(lines), "<pipelines-extractor>", "exec"), namespace)  # noqa: S102
+    exec(compile("\n".join(lines), "<pipelines-extractor>", "exec"), namespace)
     return namespace["extract"]  # type: ignore[no-any-return]
 
 
