@@ -157,7 +157,8 @@ def test_huge_numbers_in_events(literal: str) -> None:
     matcher.add("big", {"n": [{"numeric": [">", 1e300]}]})
     matcher.add("any", {"n": [{"exists": True}]})
     value = json.loads(literal)
-    expected = ["big", "any"] if value > 1e300 else ["any"]
+    # Past the double range a number compares with no range, as in event-ruler.
+    expected = ["big", "any"] if math.isfinite(float(value)) and value > 1e300 else ["any"]
     assert matcher.match_json('{"n": ' + literal + "}") == expected
     assert matcher.match({"n": value}) == expected
 

@@ -11,6 +11,7 @@ at a cost that does not grow with the number of rules that cannot match.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,11 +40,17 @@ __all__ = [
 class Pattern:
     """A compiled, validated event pattern."""
 
-    __slots__ = ("source", "subrules")
+    __slots__ = ("subrules", "text")
 
-    def __init__(self, source: dict[str, Any], subrules: tuple[SubRule, ...]) -> None:
-        self.source = source
+    def __init__(self, text: str, subrules: tuple[SubRule, ...]) -> None:
+        self.text = text
         self.subrules = subrules
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """The pattern as plain JSON data (duplicate keys: the last one)."""
+        parsed: dict[str, Any] = json.loads(self.text)
+        return parsed
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         """True when the event (a dict) matches, evaluated rule by rule."""
@@ -53,7 +60,7 @@ class Pattern:
         return self.matches(parse_event_json(text))
 
     def __repr__(self) -> str:
-        return f"Pattern({self.source!r})"
+        return f"Pattern({self.text})"
 
 
 def compile_pattern(
@@ -64,8 +71,8 @@ def compile_pattern(
     Raises ``PatternError`` naming the JSON path and the reason, worded as
     EventBridge words it.
     """
-    source = load_pattern(pattern, max_length)
-    return Pattern(source, compile_subrules(source))
+    text, source = load_pattern(pattern, max_length)
+    return Pattern(text, compile_subrules(source))
 
 
 #: The envelope fields TestEventPattern requires of an event.

@@ -16,8 +16,15 @@ from typing import NamedTuple
 from pipelines.errors import PatternError
 
 _IPV4_SHAPE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
-_IPV6_SHAPE = re.compile(r"[0-9a-fA-F:]*:[0-9a-fA-F:]*")
-_MASK = re.compile(r"[+-]?[0-9]+")
+_IPV6_CHARS = frozenset("0123456789abcdefABCDEF:")
+_MASK = re.compile(r"[+-]?[0-9]{1,10}")
+#: Longer strings are never addresses: this bounds the work per event value
+#: (IPv4 octets may carry leading zeros, hence the slack).
+_MAX_ADDRESS_LENGTH = 64
+
+
+def _ipv6_shape(text: str) -> bool:
+    return ":" in text and _IPV6_CHARS.issuperset(text)
 
 
 class Network(NamedTuple):
@@ -34,7 +41,9 @@ class Network(NamedTuple):
 
 def looks_like_ip(text: str) -> bool:
     """True when event-ruler would try to read ``text`` as an IP address."""
-    return bool(_IPV4_SHAPE.fullmatch(text) or _IPV6_SHAPE.fullmatch(text))
+    if len(text) > _MAX_ADDRESS_LENGTH:
+        return False
+    return bool(_IPV4_SHAPE.fullmatch(text)) or _ipv6_shape(text)
 
 
 def _parse_ipv4(text: str) -> int | None:
@@ -80,10 +89,12 @@ def _parse_ipv6(text: str) -> int | None:
 
 def parse_ip(text: str) -> tuple[int, int] | None:
     """(version, integer) of an IPv4 or IPv6 address, or None if it is not one."""
+    if len(text) > _MAX_ADDRESS_LENGTH:
+        return None
     if _IPV4_SHAPE.fullmatch(text):
         v4 = _parse_ipv4(text)
         return None if v4 is None else (4, v4)
-    if _IPV6_SHAPE.fullmatch(text):
+    if _ipv6_shape(text):
         v6 = _parse_ipv6(text)
         return None if v6 is None else (6, v6)
     return None
@@ -98,6 +109,8 @@ def parse_cidr(text: str, path: str) -> Network:
     ``10.0.0.0/24``) and the full-length masks /32 and /128 are rejected.
     """
     parts = text.split("/")
+    while parts and parts[-1] == "":
+        parts.pop()  # as Java's String.split drops trailing empty strings
     if len(parts) != 2:
         raise PatternError("Malformed CIDR, one '/' required", path)
     address, mask = parts

@@ -60,6 +60,16 @@ _RESERVED_IN_OR = frozenset(
         "<=",
         ">",
         ">=",
+        "regex",
+        "not-wildcard",
+        "not-equals-ignore-case",
+        "date-after",
+        "date-on-or-after",
+        "date-before",
+        "date-on-or-before",
+        "in-date-range",
+        "ip-address-in-range",
+        "ip-address-not-in-range",
     }
 )
 _NUMERIC_OPERATORS = ("=", "<", "<=", ">", ">=")
@@ -113,10 +123,44 @@ def child_path(path: str, key: str | int) -> str:
     return f"{path}[{json.dumps(key)}]"
 
 
+class PatternNumber(Decimal):
+    """A number from pattern text: exact, and remembering how it was written."""
+
+    text: str
+
+    def __new__(cls, text: str) -> PatternNumber:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+class PatternObject(dict[str, Any]):
+    """A JSON object of pattern text that keeps every key, duplicates included.
+
+    event-ruler reads a pattern as a stream, so ``{"d": {"a": [1]}, "d": {"b":
+    [2]}}`` asks for both ``d.a`` and ``d.b``; as a dict the last key wins.
+    """
+
+    pairs: list[tuple[str, Any]]
+
+    @classmethod
+    def from_pairs(cls, pairs: list[tuple[str, Any]]) -> PatternObject:
+        obj = cls(pairs)
+        obj.pairs = pairs
+        return obj
+
+
+def _items(obj: dict[str, Any]) -> list[tuple[str, Any]]:
+    pairs = getattr(obj, "pairs", None)
+    return pairs if pairs is not None else list(obj.items())
+
+
 def _token(value: Any) -> str:
     """How a JSON value is spelled in an error message."""
     if isinstance(value, str):
         return value
+    if isinstance(value, PatternNumber):
+        return value.text
     if isinstance(value, Decimal):
         return str(value)
     return json.dumps(value)
@@ -125,34 +169,45 @@ def _token(value: Any) -> str:
 # -- parsing ---------------------------------------------------------------------------
 
 
-def load_pattern(pattern: str | bytes | dict[str, Any], max_length: int) -> dict[str, Any]:
-    """Parse pattern text (keeping exact numbers) and enforce the length quota."""
+def load_pattern(
+    pattern: str | bytes | dict[str, Any], max_length: int
+) -> tuple[str, dict[str, Any]]:
+    """The pattern's JSON text and its parse (exact numbers, every key kept).
+
+    Enforces the length quota.
+    """
     if isinstance(pattern, bytes | bytearray):
         try:
             pattern = pattern.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise PatternError(f"Pattern is not UTF-8 text: {exc}") from None
-    if isinstance(pattern, str):
-        text = pattern
+    if isinstance(pattern, dict):
+        # Through JSON text, so a dict means exactly what its JSON would.
         try:
-            parsed = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
-        except (ValueError, RecursionError) as exc:
-            raise PatternError(f"Pattern is not valid JSON: {exc}") from None
-    elif isinstance(pattern, dict):
-        parsed = pattern
-        try:
-            text = json.dumps(pattern, separators=(",", ":"), ensure_ascii=False, default=str)
+            pattern = json.dumps(
+                pattern, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            )
         except (ValueError, TypeError, RecursionError) as exc:
             raise PatternError(f"Pattern is not JSON data: {exc}") from None
-    else:
+    if not isinstance(pattern, str):
         raise PatternError("Filter is not an object")
+    text = pattern
     if len(text) > max_length:
         raise PatternError(
             f"Event pattern is {len(text)} characters long; the limit is {max_length}"
         )
+    try:
+        parsed = json.loads(
+            text,
+            parse_float=PatternNumber,
+            parse_constant=_reject_constant,
+            object_pairs_hook=PatternObject.from_pairs,
+        )
+    except (ValueError, RecursionError) as exc:
+        raise PatternError(f"Pattern is not valid JSON: {exc}") from None
     if not isinstance(parsed, dict):
         raise PatternError("Filter is not an object")
-    return parsed
+    return text, parsed
 
 
 def _reject_constant(name: str) -> Any:
@@ -173,14 +228,18 @@ def comparable(value: Any, path: str) -> float:
         exact = Decimal(value) if not isinstance(value, float) else Decimal(repr(value))
     except (InvalidOperation, ValueError):
         raise PatternError(f"Cannot compare number : {_token(value)}", path) from None
-    double = as_double(int(exact)) if exact == exact.to_integral_value() else float(exact)
+    if not exact.is_finite() or not -400 < exact.adjusted() < 400:
+        # Past the double range (or below its precision): no need to build the number.
+        raise PatternError(f"Cannot compare number : {_token(value)}", path)
+    double = float(exact)
     if math.isnan(double) or math.isinf(double) or Decimal(repr(double)) != exact:
         raise PatternError(f"Cannot compare number : {_token(value)}", path)
     return double
 
 
 def _exact_number(value: Any) -> float:
-    """Numbers in a match list never fail: out-of-range ones match only themselves."""
+    """Numbers in a match list never fail; past the double range they saturate to
+    infinity and compare equal to every such number (event-ruler compares their text)."""
     try:
         return as_double(value) if not isinstance(value, Decimal) else float(value)
     except (OverflowError, ValueError):
@@ -217,7 +276,7 @@ class _Compiler:
     ) -> list[dict[str, FieldTest]]:
         if not obj:
             raise PatternError("Empty objects are not allowed", path)
-        for key, value in obj.items():
+        for key, value in _items(obj):
             here = child_path(path, key)
             if key == "$or":
                 branches = self.apply_or(value, prefix, here, branches)
@@ -293,12 +352,13 @@ class _Compiler:
     def operator(self, obj: dict[str, Any], name: str, path: str) -> Condition:
         if not obj:
             raise PatternError("Match expression name not found", path)
-        kind, value = next(iter(obj.items()))
+        items = _items(obj)
+        kind, value = items[0]
         here = child_path(path, kind)
         if kind not in _MATCH_TYPES:
             raise PatternError(f"Unrecognized match type {kind}", here)
         condition = self.operand(kind, value, name, here)
-        if len(obj) > 1:
+        if len(items) > 1:
             if kind in ("numeric", "anything-but"):
                 raise PatternError("Too many elements in numeric expression", path)
             raise PatternError("Only one key allowed in match expression", path)
@@ -341,14 +401,15 @@ class _Compiler:
         label = kind.capitalize()
         if not value:
             raise PatternError(f"{label} expression name not found", path)
-        inner, text = next(iter(value.items()))
+        items = _items(value)
+        inner, text = items[0]
         if inner != "equals-ignore-case":
             raise PatternError(f"Unsupported {kind} pattern: {inner}", child_path(path, inner))
         if not isinstance(text, str):
             raise PatternError(
                 "equals-ignore-case match pattern must be a string", child_path(path, inner)
             )
-        if len(value) > 1:
+        if len(items) > 1:
             raise PatternError("Only one key allowed in match expression", path)
         return make(fold(text), ignore_case=True)
 
@@ -412,7 +473,8 @@ class _Compiler:
             )
         if not value:
             raise PatternError("Anything-But expression name not found", path)
-        kind, operand = next(iter(value.items()))
+        items = _items(value)
+        kind, operand = items[0]
         here = child_path(path, kind)
         if kind == "equals-ignore-case":
             texts = self.ignore_case_list(operand, here)
@@ -424,7 +486,7 @@ class _Compiler:
             condition = self.anything_but_wildcard(operand, name, here)
         else:
             raise PatternError(f"Unsupported anything-but pattern: {kind}", here)
-        if len(value) > 1:
+        if len(items) > 1:
             raise PatternError("Too many elements in numeric expression", path)
         return condition
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.patterns.cidr import Network, in_network
-from pipelines.patterns.wildcard import Token, wildcard_regex
+from pipelines.patterns.wildcard import Token, wildcard_matcher
 
 
 def is_number(value: Any) -> bool:
@@ -93,7 +93,7 @@ class Wildcard:
     tokens: tuple[Token, ...]
 
     def test(self, value: Any) -> bool:
-        return type(value) is str and wildcard_regex(self.tokens).fullmatch(value) is not None
+        return type(value) is str and wildcard_matcher(self.tokens)(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +109,8 @@ class Numeric:
         if not is_number(value):
             return False
         number = as_double(value)
+        if not math.isfinite(number):
+            return False  # event-ruler cannot compare numbers past the double range
         if number < self.low or (number == self.low and not self.low_inclusive):
             return False
         return number < self.high or (number == self.high and self.high_inclusive)
@@ -160,7 +162,7 @@ class AnythingBut:
             return any(value.startswith(text) for text in self.strings)
         if kind == "suffix":
             return any(value.endswith(text) for text in self.strings)
-        return any(wildcard_regex(tokens).fullmatch(value) for tokens in self.patterns)
+        return any(wildcard_matcher(tokens)(value) for tokens in self.patterns)
 
     def test(self, value: Any) -> bool:
         return not self.excludes(value)

@@ -28,14 +28,16 @@ from pipelines.patterns.conditions import (
     Prefix,
     Suffix,
     Wildcard,
+    as_double,
     fold,
 )
-from pipelines.patterns.wildcard import Token, literal_prefix, literal_suffix, wildcard_regex
+from pipelines.patterns.wildcard import Token, literal_prefix, literal_suffix, wildcard_matcher
 
 Slot = int
 Hits = list[Slot]
 Probe = Callable[[Any, Hits], None]
 _NONE: frozenset[int] = frozenset()
+_INF = math.inf
 
 # Keys for true, false and null: Python's True == 1 would collide with the number 1.
 TRUE_KEY = ("true",)
@@ -114,11 +116,11 @@ class _Ranges:
         count = len(bounds)
 
         def probe_range(value: float, hits: Hits) -> None:
+            if not -_INF < value < _INF:
+                return  # infinities and NaN compare with no range
             position = find(bounds, value)
             if position < count and bounds[position] == value:
                 found = cells[2 * position + 1]
-            elif value != value:  # NaN never matches
-                return
             else:
                 found = cells[2 * position]
             if found:
@@ -163,7 +165,7 @@ class _Wildcards:
 
     def matching(self) -> Callable[[str], list[int]]:
         """A function from a string to the numbers of the wildcards it matches."""
-        regexes = [wildcard_regex(tokens).fullmatch for tokens in self.patterns]
+        regexes = [wildcard_matcher(tokens) for tokens in self.patterns]
         by_prefix = self.prefixed.probe()
         by_suffix = self.suffixed.probe()
         scanned = [self.patterns[tokens] for tokens in self.scanned]
@@ -173,7 +175,7 @@ class _Wildcards:
             by_prefix(value, candidates)
             by_suffix(value, candidates)
             candidates.extend(scanned)
-            return [number for number in candidates if regexes[number](value) is not None]
+            return [number for number in candidates if regexes[number](value)]
 
         return match
 
@@ -403,7 +405,7 @@ class FieldIndex:
             present = tuple(self.exists)
             for probes in (on_string, on_number, on_other):
                 probes.append(_constant(present))
-        return _chain(on_string), _chain(on_number), _chain(on_other)
+        return _chain(on_string), _as_doubles(_chain(on_number)), _chain(on_other)
 
 
 def _lookup(table: dict[Any, tuple[Slot, ...]]) -> Probe:
@@ -446,6 +448,17 @@ def _constant(slots: tuple[Slot, ...]) -> Probe:
 
 def nothing(value: Any, hits: Hits) -> None:
     return None
+
+
+def _as_doubles(probe: Probe) -> Probe:
+    """Numbers are compared as doubles: an int is converted before any lookup."""
+    if probe is nothing:
+        return probe
+
+    def probe_double(value: Any, hits: Hits) -> None:
+        probe(as_double(value) if type(value) is int else value, hits)
+
+    return probe_double
 
 
 def _chain(probes: list[Probe]) -> Probe:

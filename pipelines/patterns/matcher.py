@@ -47,6 +47,10 @@ from pipelines.patterns.evaluate import subrule_matches
 from pipelines.patterns.index import FieldIndex, Hits, Probe, nothing
 
 _SCALARS = (str, int, float, bool, type(None))
+#: Deeper field names get no generated struct types (match_json parses fully).
+_MAX_TYPED_DEPTH = 40
+#: Deeper field names are reached through their spelled-out dotted paths only.
+_MAX_TREE_DEPTH = 64
 #: How many levels of arrays-in-arrays the generated types unroll; deeper
 #: arrays decode as plain lists and dicts, which the walker also handles.
 _ARRAY_DEPTH = 5
@@ -83,6 +87,23 @@ def _build_tree(paths: set[str]) -> _Node:
                 parent.children[".".join(segments[start:end])] = child
         nodes[segments].leaf = path
     return nodes[()]
+
+
+def _build_deep_tree(paths: set[str]) -> _Node:
+    """A tree without the quadratic dotted spellings, for very deep field names.
+
+    Each path is reachable by nested keys and by its full dotted name; mixed
+    spellings of such deep names are not searched.
+    """
+    root = _Node()
+    for path in sorted(paths):
+        node = root
+        for segment in path.split("."):
+            node = node.children.setdefault(segment, _Node())
+        node.leaf = path
+        flat = root.children.setdefault(path, _Node())
+        flat.leaf = path
+    return root
 
 
 class _Decoding:
@@ -249,16 +270,30 @@ class _Index:
         self.typed_probes = {path: index.typed_probes() for path, index in fields.items()}
         self.probes: dict[str, Probe] = {path: index.probe() for path, index in fields.items()}
         self.stored = stored
-        self.root = _build_tree(set(fields) | stored)
+        paths = set(fields) | stored
+        self.depth = max((path.count(".") + 1 for path in paths), default=0)
+        deep = self.depth > _MAX_TREE_DEPTH
+        self.root = _build_deep_tree(paths) if deep else _build_tree(paths)
         self._decoding: tuple[msgspec.json.Decoder[Any], Extractor] | None = None
+        self._decoding_tried = False
 
     @property
-    def decoding(self) -> tuple[msgspec.json.Decoder[Any], Extractor]:
-        """The typed decoder and the extractor generated for its structs."""
-        if self._decoding is None:
-            decoder = _Decoding(self.root).decoder
-            extractor = _generate_extractor(self.root, self.typed_probes, self.stored)
-            self._decoding = (decoder, extractor)
+    def decoding(self) -> tuple[msgspec.json.Decoder[Any], Extractor] | None:
+        """The typed decoder and its generated extractor; None where they cannot be built.
+
+        Field names msgspec cannot take (lone surrogates) or trees too deep for
+        generated types leave ``match_json`` to parse fully instead.
+        """
+        if not self._decoding_tried:
+            self._decoding_tried = True
+            if self.depth <= _MAX_TYPED_DEPTH:
+                try:
+                    decoder = _Decoding(self.root).decoder
+                    extractor = _generate_extractor(self.root, self.typed_probes, self.stored)
+                except (RecursionError, UnicodeError, ValueError, TypeError, SyntaxError):
+                    pass
+                else:
+                    self._decoding = (decoder, extractor)
         return self._decoding
 
     def finish(
@@ -413,8 +448,9 @@ def _walk(
 ) -> None:
     """Collect the leaf values of every named field below ``node``.
 
-    ``inside`` is true below an array of objects; such fields are noted in
-    ``in_arrays`` so the matcher knows when array consistency matters.
+    ``inside`` is true below an array element that is an object or an array;
+    such fields are noted in ``in_arrays`` so the matcher knows when array
+    consistency matters.
     """
     kind = type(value)
     if kind is str or kind is int or kind is float or kind is bool or value is None:
@@ -427,26 +463,34 @@ def _walk(
                 found.append(value)
             if inside:
                 in_arrays.add(leaf)
-    elif kind is list:
+    elif kind is list or kind is tuple:
         for element in value:
             element_kind = type(element)
-            if element_kind is list:
-                _walk(node, element, values, in_arrays, inside)
-            elif element_kind is dict or isinstance(element, msgspec.Struct):
-                _walk(node, element, values, in_arrays, True)
-            else:
-                _walk(node, element, values, in_arrays, inside)
+            scalar = (
+                element_kind is str
+                or element_kind is int
+                or element_kind is float
+                or element_kind is bool
+                or element is None
+            )
+            _walk(node, element, values, in_arrays, inside or not scalar)
     elif kind is dict:
         for key, child in node.children.items():
             found_value = value.get(key, _MISSING)
             if found_value is not _MISSING:
                 _walk(child, found_value, values, in_arrays, inside)
-    else:
+    elif isinstance(value, msgspec.Struct):
         unset = msgspec.UNSET
         for attr, child in node.struct_fields:
             found_value = getattr(value, attr)
             if found_value is not unset:
                 _walk(child, found_value, values, in_arrays, inside)
+    elif isinstance(value, Mapping):
+        for key, child in node.children.items():
+            found_value = value.get(key, _MISSING)
+            if found_value is not _MISSING:
+                _walk(child, found_value, values, in_arrays, inside)
+    # Anything else (a number subclass, a set, ...) is not JSON data: no value.
 
 
 _MISSING = object()
@@ -527,7 +571,10 @@ class Matcher:
         index = self._compiled()
         values: dict[str, list[Any]] = {}
         in_arrays: set[str] = set()
-        _walk(index.root, event if type(event) is dict else dict(event), values, in_arrays, False)
+        try:
+            _walk(index.root, event, values, in_arrays, False)
+        except RecursionError:
+            raise EventValidationError("InvalidArgument", "Event nests too deeply") from None
         return index.finish([], values, in_arrays, event)
 
     def match_json(self, text: str | bytes) -> list[str]:
@@ -536,10 +583,13 @@ class Matcher:
         Raises ``EventValidationError`` if the text is not a JSON object.
         """
         index = self._compiled()
-        decoder, extract = index.decoding
+        decoding = index.decoding
+        if decoding is None:
+            return self.match(parse_event_json(text))
+        decoder, extract = decoding
         try:
             decoded = decoder.decode(text)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeError):
             # Not JSON, not an object, too deep, or a number msgspec cannot hold:
             # the slow path parses fully and reports what is wrong.
             return self.match(parse_event_json(text))

@@ -12,8 +12,7 @@ EventBridge's verdicts on the AWS-validated cases (see docs/patterns.md).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 
 from pipelines.errors import PatternError
@@ -57,9 +56,39 @@ def parse_wildcard(text: str, path: str) -> tuple[Token, ...]:
 
 
 @lru_cache(maxsize=4096)
-def wildcard_regex(tokens: tuple[Token, ...]) -> re.Pattern[str]:
-    parts = [".*" if token is STAR else re.escape(token) for token in tokens]
-    return re.compile("".join(parts), re.DOTALL)
+def wildcard_matcher(tokens: tuple[Token, ...]) -> Callable[[str], bool]:
+    """A function testing a whole string against the pattern, in linear time.
+
+    The pattern is cut at its stars into literal pieces: the first must start
+    the value, the last must end it, and the others must appear in order in
+    between. Taking the leftmost occurrence of each middle piece is always
+    safe, so there is no backtracking (a regex ``.*`` would backtrack).
+    """
+    pieces: list[str] = [""]
+    for token in tokens:
+        if token is STAR:
+            pieces.append("")
+        else:
+            pieces[-1] += token
+    if len(pieces) == 1:
+        exact = pieces[0]
+        return exact.__eq__
+    head, *middle, tail = pieces
+    least = len(head) + len(tail) + sum(len(piece) for piece in middle)
+
+    def matches(value: str) -> bool:
+        if len(value) < least or not value.startswith(head) or not value.endswith(tail):
+            return False
+        position = len(head)
+        end = len(value) - len(tail)
+        for piece in middle:
+            found = value.find(piece, position, end)
+            if found < 0:
+                return False
+            position = found + len(piece)
+        return True
+
+    return matches
 
 
 def literal_prefix(tokens: Sequence[Token]) -> str:
