@@ -269,3 +269,20 @@ def test_matcher_replaces_and_removes_rules() -> None:
     with pytest.raises(PatternError):
         matcher.add("bad", {"a": []})
     assert list(matcher) == ["r"]
+
+
+def test_equals_ignore_case_is_event_rulers_per_character_rule() -> None:
+    # Each pattern character matches only its own lower or upper case form.
+    assert both({"a": [{"equals-ignore-case": "ß"}]}, {"a": "SS"})
+    assert not both({"a": [{"equals-ignore-case": "ß"}]}, {"a": "ss"})
+    assert not both({"a": [{"equals-ignore-case": "SS"}]}, {"a": "ß"})
+    assert both({"a": [{"equals-ignore-case": "ς"}]}, {"a": "Σ"})
+    assert both({"a": [{"equals-ignore-case": "ſ"}]}, {"a": "S"})
+    assert both({"a": [{"equals-ignore-case": "ı"}]}, {"a": "I"})
+    assert not both({"a": [{"equals-ignore-case": "K"}]}, {"a": "\u212a"})  # Kelvin sign
+    assert both({"a": [{"equals-ignore-case": "\u212a"}]}, {"a": "k"})
+    assert both({"a": [{"prefix": {"equals-ignore-case": "straß"}}]}, {"a": "STRASSE"})
+    assert both({"a": [{"suffix": {"equals-ignore-case": "ſ"}}]}, {"a": "xS"})
+    assert not both({"a": [{"prefix": {"equals-ignore-case": "k"}}]}, {"a": "\u212aab"})
+    assert both({"a": [{"anything-but": {"equals-ignore-case": "K"}}]}, {"a": "\u212a"})
+    assert not both({"a": [{"anything-but": {"equals-ignore-case": "ſ"}}]}, {"a": "S"})

@@ -33,7 +33,6 @@ from pipelines.patterns.conditions import (
     Suffix,
     Wildcard,
     as_double,
-    fold,
 )
 from pipelines.patterns.wildcard import STAR, Token, check_complexity, parse_wildcard
 
@@ -374,7 +373,7 @@ class _Compiler:
         if kind == "equals-ignore-case":
             if not isinstance(value, str):
                 raise PatternError("equals-ignore-case match pattern must be a string", path)
-            return EqualsIgnoreCase(fold(value))
+            return EqualsIgnoreCase(value)
         if kind == "wildcard":
             if not isinstance(value, str):
                 raise PatternError("wildcard match pattern must be a string", path)
@@ -411,7 +410,7 @@ class _Compiler:
             )
         if len(items) > 1:
             raise PatternError("Only one key allowed in match expression", path)
-        return make(fold(text), ignore_case=True)
+        return make(text, ignore_case=True)
 
     def wildcard(self, text: str, name: str, path: str) -> Condition:
         tokens = parse_wildcard(text, path)
@@ -478,7 +477,7 @@ class _Compiler:
         here = child_path(path, kind)
         if kind == "equals-ignore-case":
             texts = self.ignore_case_list(operand, here)
-            condition = AnythingBut("ignore-case", strings=frozenset(fold(t) for t in texts))
+            condition = AnythingBut("ignore-case", strings=frozenset(texts))
         elif kind in ("prefix", "suffix"):
             texts = self.affix_list(operand, here)
             condition = AnythingBut(kind, strings=frozenset(texts))

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelines.patterns import ignorecase
 from pipelines.patterns.cidr import Network, in_network
 from pipelines.patterns.wildcard import Token, wildcard_matcher
 
@@ -25,16 +26,6 @@ def as_double(value: int | float) -> float:
         return float(value)
     except OverflowError:
         return math.inf if value > 0 else -math.inf
-
-
-def fold(text: str) -> str:
-    """The case-insensitive form of a string.
-
-    event-ruler lets each pattern character match its lower or upper case form;
-    comparing lower-cased strings gives the same answer except for characters
-    whose case mapping changes length (such as ß), which we document.
-    """
-    return text.lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +57,9 @@ class Prefix:
     def test(self, value: Any) -> bool:
         if type(value) is not str:
             return False
-        return (fold(value) if self.ignore_case else value).startswith(self.text)
+        if self.ignore_case:
+            return ignorecase.starts_with(self.text, value)
+        return value.startswith(self.text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +70,17 @@ class Suffix:
     def test(self, value: Any) -> bool:
         if type(value) is not str:
             return False
-        return (fold(value) if self.ignore_case else value).endswith(self.text)
+        if self.ignore_case:
+            return ignorecase.ends_with(self.text, value)
+        return value.endswith(self.text)
 
 
 @dataclass(frozen=True, slots=True)
 class EqualsIgnoreCase:
-    text: str  # already folded
+    text: str
 
     def test(self, value: Any) -> bool:
-        return type(value) is str and fold(value) == self.text
+        return type(value) is str and ignorecase.equals(self.text, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +152,7 @@ class AnythingBut:
         if kind == "strings":
             return value in self.strings
         if kind == "ignore-case":
-            return fold(value) in self.strings
+            return any(ignorecase.equals(text, value) for text in self.strings)
         if kind == "prefix":
             return any(value.startswith(text) for text in self.strings)
         if kind == "suffix":

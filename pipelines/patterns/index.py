@@ -29,8 +29,8 @@ from pipelines.patterns.conditions import (
     Suffix,
     Wildcard,
     as_double,
-    fold,
 )
+from pipelines.patterns.ignorecase import ends_with, equals, lookup_key, starts_with
 from pipelines.patterns.wildcard import Token, literal_prefix, literal_suffix, wildcard_matcher
 
 Slot = int
@@ -84,6 +84,57 @@ class _Affixes:
                     hits.extend(found)
 
         return probe_prefix
+
+
+class _IgnoreCase:
+    """equals-ignore-case, and prefix and suffix with it (see ``ignorecase``).
+
+    ASCII patterns are looked up by the value's lower-case form; the rare
+    non-ASCII patterns are tested one by one, and so is every pattern for the
+    rare value whose lower-case form is not safe to look up.
+    """
+
+
+    def __init__(self) -> None:
+        self.equal: dict[str, list[Slot]] = {}
+        self.prefixes = _Affixes(suffix=False)
+        self.suffixes = _Affixes(suffix=True)
+        self.exotic: list[tuple[str, str, Slot]] = []
+        self.every: list[tuple[str, str, Slot]] = []
+
+    def add(self, kind: str, text: str, slot: Slot) -> None:
+        self.every.append((kind, text, slot))
+        if not text.isascii():
+            self.exotic.append((kind, text, slot))
+        elif kind == "equals":
+            self.equal.setdefault(text.lower(), []).append(slot)
+        else:
+            (self.prefixes if kind == "prefix" else self.suffixes).add(text.lower(), slot)
+
+    def probe(self) -> Callable[[str, Hits], None]:
+        get = {key: tuple(slots) for key, slots in self.equal.items()}.get
+        by_prefix = self.prefixes.probe() if self.prefixes.by_length else None
+        by_suffix = self.suffixes.probe() if self.suffixes.by_length else None
+        tests = {"equals": equals, "prefix": starts_with, "suffix": ends_with}
+        exotic = [(tests[kind], text, slot) for kind, text, slot in self.exotic]
+        every = [(tests[kind], text, slot) for kind, text, slot in self.every]
+
+        def probe_ignore_case(value: str, hits: Hits) -> None:
+            key = lookup_key(value)
+            if key is None:
+                hits.extend(slot for test, text, slot in every if test(text, value))
+                return
+            found = get(key)
+            if found:
+                hits.extend(found)
+            if by_prefix is not None:
+                by_prefix(key, hits)
+            if by_suffix is not None:
+                by_suffix(key, hits)
+            if exotic:
+                hits.extend(slot for test, text, slot in exotic if test(text, value))
+
+        return probe_ignore_case
 
 
 class _Ranges:
@@ -233,7 +284,8 @@ class _AnythingBut:
         self.slots: list[Slot] = []  # by condition number
         self.strings: dict[str, set[int]] = {}
         self.numbers: dict[float, set[int]] = {}
-        self.folded: dict[str, set[int]] = {}
+        self.folded: dict[str, set[int]] = {}  # ASCII texts, lower-cased
+        self.folded_every: list[tuple[int, str]] = []
         self.prefixes = _Affixes(suffix=False)
         self.suffixes = _Affixes(suffix=True)
         self.wildcards = _Wildcards()
@@ -245,10 +297,14 @@ class _AnythingBut:
         if kind == "numbers":
             for value in condition.numbers:
                 self.numbers.setdefault(value, set()).add(number)
-        elif kind in ("strings", "ignore-case"):
-            table = self.strings if kind == "strings" else self.folded
+        elif kind == "strings":
             for text in condition.strings:
-                table.setdefault(text, set()).add(number)
+                self.strings.setdefault(text, set()).add(number)
+        elif kind == "ignore-case":
+            for text in condition.strings:
+                self.folded_every.append((number, text))
+                if text.isascii():
+                    self.folded.setdefault(text.lower(), set()).add(number)
         elif kind in ("prefix", "suffix"):
             affixes = self.prefixes if kind == "prefix" else self.suffixes
             for text in condition.strings:
@@ -262,6 +318,8 @@ class _AnythingBut:
         every = tuple(self.slots)
         numbered = tuple(enumerate(self.slots))
         strings, folded, numbers = self.strings, self.folded, self.numbers
+        folded_every = self.folded_every
+        folded_exotic = [(n, text) for n, text in folded_every if not text.isascii()]
         by_prefix = self.prefixes.probe() if self.prefixes.by_length else None
         by_suffix = self.suffixes.probe() if self.suffixes.by_length else None
         wildcard_match = self.wildcards.matching() if self.wildcards.patterns else None
@@ -283,8 +341,13 @@ class _AnythingBut:
             excluded: set[int] = set()
             if strings:
                 excluded |= strings.get(value, _NONE)
-            if folded:
-                excluded |= folded.get(fold(value), _NONE)
+            if folded_every:
+                key = lookup_key(value)
+                if key is None:
+                    excluded.update(n for n, text in folded_every if equals(text, value))
+                else:
+                    excluded |= folded.get(key, _NONE)
+                    excluded.update(n for n, text in folded_exotic if equals(text, value))
             if by_prefix is not None or by_suffix is not None:
                 found: Hits = []
                 if by_prefix is not None:
@@ -304,7 +367,7 @@ class _AnythingBut:
             hits.extend(every)
 
         only_strings = bool(strings) and not (
-            folded or by_prefix or by_suffix or wildcard_match is not None
+            folded_every or by_prefix or by_suffix or wildcard_match is not None
         )
         return probe_plain if only_strings else probe_string, probe_number, probe_other
 
@@ -317,9 +380,7 @@ class FieldIndex:
         self.exact: dict[Any, list[Slot]] = {}
         self.prefixes = _Affixes(suffix=False)
         self.suffixes = _Affixes(suffix=True)
-        self.folded_prefixes = _Affixes(suffix=False)
-        self.folded_suffixes = _Affixes(suffix=True)
-        self.folded: dict[str, list[Slot]] = {}
+        self.ignore_case = _IgnoreCase()
         self.ranges = _Ranges()
         self.wildcards = _Wildcards()
         self.networks = _Networks()
@@ -337,14 +398,14 @@ class FieldIndex:
                 self.networks.add(condition.address, slot)
         elif kind is Prefix or kind is Suffix:
             assert isinstance(condition, Prefix | Suffix)
-            if kind is Prefix:
-                table = self.folded_prefixes if condition.ignore_case else self.prefixes
+            if condition.ignore_case:
+                affix = "prefix" if kind is Prefix else "suffix"
+                self.ignore_case.add(affix, condition.text, slot)
             else:
-                table = self.folded_suffixes if condition.ignore_case else self.suffixes
-            table.add(condition.text, slot)
+                (self.prefixes if kind is Prefix else self.suffixes).add(condition.text, slot)
         elif kind is EqualsIgnoreCase:
             assert isinstance(condition, EqualsIgnoreCase)
-            self.folded.setdefault(condition.text, []).append(slot)
+            self.ignore_case.add("equals", condition.text, slot)
         elif kind is Numeric:
             assert isinstance(condition, Numeric)
             self.ranges.add(condition, slot)
@@ -382,14 +443,8 @@ class FieldIndex:
         for affixes in (self.prefixes, self.suffixes):
             if affixes.by_length:
                 on_string.append(affixes.probe())
-        folded_probes: list[Callable[[str, Hits], None]] = []
-        if self.folded:
-            folded_probes.append(_lookup({k: tuple(v) for k, v in self.folded.items()}))
-        for affixes in (self.folded_prefixes, self.folded_suffixes):
-            if affixes.by_length:
-                folded_probes.append(affixes.probe())
-        if folded_probes:
-            on_string.append(_folding(folded_probes))
+        if self.ignore_case.every:
+            on_string.append(self.ignore_case.probe())
         if self.wildcards.patterns:
             on_string.append(self.wildcards.probe())
         if self.networks.groups:
@@ -428,15 +483,6 @@ def _lookup_other(table: dict[Any, tuple[Slot, ...]]) -> Probe:
             hits.extend(found)
 
     return probe_literal
-
-
-def _folding(probes: list[Callable[[str, Hits], None]]) -> Probe:
-    def probe_folded(value: str, hits: Hits) -> None:
-        folded = fold(value)
-        for probe in probes:
-            probe(folded, hits)
-
-    return probe_folded
 
 
 def _constant(slots: tuple[Slot, ...]) -> Probe:
