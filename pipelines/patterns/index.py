@@ -94,7 +94,6 @@ class _IgnoreCase:
     rare value whose lower-case form is not safe to look up.
     """
 
-
     def __init__(self) -> None:
         self.equal: dict[str, list[Slot]] = {}
         self.prefixes = _Affixes(suffix=False)
@@ -331,12 +330,6 @@ class _AnythingBut:
             else:
                 hits.extend(every)
 
-        get_excluded = strings.get
-
-        def probe_plain(value: str, hits: Hits) -> None:
-            # The common case: anything-but over plain strings only.
-            remaining(get_excluded(value), hits)
-
         def probe_string(value: str, hits: Hits) -> None:
             excluded: set[int] = set()
             if strings:
@@ -366,10 +359,65 @@ class _AnythingBut:
         def probe_other(value: Any, hits: Hits) -> None:
             hits.extend(every)
 
-        only_strings = bool(strings) and not (
-            folded_every or by_prefix or by_suffix or wildcard_match is not None
-        )
-        return probe_plain if only_strings else probe_string, probe_number, probe_other
+        return self._fast_string_probe(remaining) or probe_string, probe_number, probe_other
+
+    def _fast_string_probe(
+        self, remaining: Callable[[set[int] | frozenset[int] | None, Hits], None]
+    ) -> Callable[[str, Hits], None] | None:
+        """A leaner probe when the field's anything-but conditions are all of one kind."""
+        kinds = [
+            bool(self.strings),
+            bool(self.folded_every),
+            bool(self.prefixes.by_length),
+            bool(self.suffixes.by_length),
+            bool(self.wildcards.patterns),
+        ]
+        if sum(kinds) != 1:
+            return None
+        all_slots = tuple(self.slots)
+        numbered = tuple(enumerate(self.slots))
+        if self.strings:
+            get = self.strings.get
+
+            def probe_plain(value: str, hits: Hits) -> None:
+                excluded = get(value)
+                if excluded is None:
+                    hits.extend(all_slots)
+                else:
+                    hits.extend([slot for n, slot in numbered if n not in excluded])
+
+            return probe_plain
+        if self.folded_every:
+            if any(not text.isascii() for _, text in self.folded_every):
+                return None
+            folded_get = self.folded.get
+            every = self.folded_every
+
+            def probe_folded(value: str, hits: Hits) -> None:
+                if value.isascii():
+                    excluded = folded_get(value.lower())
+                    if excluded is None:
+                        hits.extend(all_slots)
+                    else:
+                        hits.extend([slot for n, slot in numbered if n not in excluded])
+                    return
+                key = lookup_key(value)
+                if key is None:
+                    remaining({n for n, text in every if equals(text, value)}, hits)
+                else:
+                    remaining(folded_get(key), hits)
+
+            return probe_folded
+        if self.prefixes.by_length or self.suffixes.by_length:
+            affix = (self.prefixes if self.prefixes.by_length else self.suffixes).probe()
+
+            def probe_affix(value: str, hits: Hits) -> None:
+                found: Hits = []
+                affix(value, found)
+                remaining(set(found) if found else None, hits)
+
+            return probe_affix
+        return None
 
 
 class FieldIndex:
