@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from pipelines.patterns import Matcher, compile_pattern
 
 
 def pipelines_command() -> list[str]:
@@ -20,3 +24,14 @@ def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
         timeout=60,
         check=False,
     )
+
+
+def verdict(pattern: Any, event: Any) -> bool:
+    """Pattern.matches on the event, asserting both Matcher entry points agree with it."""
+    matched = compile_pattern(pattern).matches(event)
+    matcher = Matcher()
+    matcher.add("r", pattern)
+    expected = ["r"] if matched else []
+    assert matcher.match(event) == expected
+    assert matcher.match_json(json.dumps(event)) == expected
+    return matched

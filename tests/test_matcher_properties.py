@@ -110,11 +110,17 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
     return event
 
 
-def _compiled(pattern: dict[str, Any]) -> Pattern | None:
-    try:
-        return compile_pattern(pattern)
-    except PatternError:
-        return None  # e.g. a numeric range whose bottom is not below its top
+def _load(rule_patterns: list[dict[str, Any]]) -> tuple[Matcher, dict[str, Pattern]]:
+    """A Matcher holding every pattern that compiles, and those patterns by name."""
+    matcher = Matcher()
+    compiled: dict[str, Pattern] = {}
+    for number, pattern in enumerate(rule_patterns):
+        try:
+            compiled[f"r{number}"] = compile_pattern(pattern)
+        except PatternError:
+            continue  # e.g. a numeric range whose bottom is not below its top
+        matcher.add(f"r{number}", pattern)
+    return matcher, compiled
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -122,13 +128,7 @@ def _compiled(pattern: dict[str, Any]) -> Pattern | None:
 def test_matcher_agrees_with_each_pattern(
     rule_patterns: list[dict[str, Any]], sample: list[dict[str, Any]]
 ) -> None:
-    matcher = Matcher()
-    compiled: dict[str, Pattern] = {}
-    for number, pattern in enumerate(rule_patterns):
-        result = _compiled(pattern)
-        if result is not None:
-            compiled[f"r{number}"] = result
-            matcher.add(f"r{number}", pattern)
+    matcher, compiled = _load(rule_patterns)
     for event in sample:
         expected = [name for name, pattern in compiled.items() if pattern.matches(event)]
         assert matcher.match(event) == expected, (event, rule_patterns)
@@ -140,13 +140,7 @@ def test_matcher_agrees_with_each_pattern(
 def test_removing_rules_keeps_agreement(
     rule_patterns: list[dict[str, Any]], event: dict[str, Any], data: st.DataObject
 ) -> None:
-    matcher = Matcher()
-    compiled: dict[str, Pattern] = {}
-    for number, pattern in enumerate(rule_patterns):
-        result = _compiled(pattern)
-        if result is not None:
-            compiled[f"r{number}"] = result
-            matcher.add(f"r{number}", pattern)
+    matcher, compiled = _load(rule_patterns)
     doomed = data.draw(st.lists(st.sampled_from(sorted(compiled) or ["none"]), unique=True))
     for name in doomed:
         assert matcher.remove(name) is (name in compiled)

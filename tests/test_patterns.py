@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -11,16 +10,7 @@ from pipelines.errors import PatternError
 from pipelines.patterns import Matcher, compile_pattern
 from pipelines.patterns.wildcard import complexity, parse_wildcard
 
-
-def both(pattern: Any, event: dict[str, Any]) -> bool:
-    """The verdict of Pattern.matches, checked against both Matcher entry points."""
-    verdict = compile_pattern(pattern).matches(event)
-    matcher = Matcher()
-    matcher.add("r", pattern)
-    expected = ["r"] if verdict else []
-    assert matcher.match(event) == expected
-    assert matcher.match_json(json.dumps(event)) == expected
-    return verdict
+from .helpers import verdict as both
 
 
 def error(pattern: Any) -> PatternError:

@@ -13,16 +13,7 @@ import pytest
 from pipelines.errors import EventValidationError, PatternError
 from pipelines.patterns import Matcher, compile_pattern
 
-
-def agree(pattern: Any, event: Any) -> bool:
-    """Pattern.matches, Matcher.match and Matcher.match_json give one verdict; return it."""
-    verdict = compile_pattern(pattern).matches(event)
-    matcher = Matcher()
-    matcher.add("r", pattern)
-    expected = ["r"] if verdict else []
-    assert matcher.match(event) == expected
-    assert matcher.match_json(json.dumps(event)) == expected
-    return verdict
+from .helpers import verdict as agree
 
 
 def quickly(fn: Any, *args: Any, limit: float = 2.0) -> Any:
