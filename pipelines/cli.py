@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -50,6 +51,23 @@ def test_pattern(pattern: str, event: str) -> None:
         raise SystemExit(2) from None
     click.echo("true" if matched else "false")
     raise SystemExit(0 if matched else 1)
+
+
+@cli.command("plugins")
+def plugins_command() -> None:
+    """List the loaded plugins: version, hooks and target types, as JSON."""
+    from pipelines.pluginmanager import list_plugins
+
+    listing = [
+        {
+            "name": info.name,
+            "version": info.version,
+            "hooks": list(info.hooks),
+            "targets": list(info.targets),
+        }
+        for info in list_plugins()
+    ]
+    click.echo(json.dumps(listing, indent=2))
 
 
 def main() -> None:

@@ -39,3 +39,32 @@ class EventValidationError(PipelinesError, ValueError):
         self.index = index
         where = f"entry {index}: " if index is not None else ""
         super().__init__(f"{where}{code}: {message}")
+
+
+class ConfigError(PipelinesError, ValueError):
+    """A configuration value is invalid; ``where`` names it (``target function.timeout``)."""
+
+    def __init__(self, where: str, message: str) -> None:
+        self.where = where
+        self.message = message
+        super().__init__(f"{where}: {message}")
+
+
+class PluginError(PipelinesError):
+    """A plugin could not be loaded or registered something invalid."""
+
+
+class DeliveryError(PipelinesError):
+    """Delivering a payload to a target failed.
+
+    ``retryable`` says whether the retry policy applies (a timeout, a broker
+    that is down) or the event goes straight to the dead-letter target (a
+    payload the target can never accept). ``code`` is a short name such as
+    ``Timeout`` or ``FunctionError``, recorded as the dead letter's ERROR_CODE.
+    """
+
+    def __init__(self, code: str, message: str, *, retryable: bool) -> None:
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        super().__init__(f"{code}: {message}")

@@ -1,0 +1,81 @@
+"""Loading plugins: the ``pipelines`` entry point group, through pluggy.
+
+Built-in plugins are listed in the same group (see pyproject.toml), so they
+load exactly as a third-party plugin does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import pluggy
+
+from pipelines import hookspecs
+from pipelines.errors import PluginError
+from pipelines.targets import TargetType
+
+ENTRY_POINT_GROUP = "pipelines"
+
+
+@lru_cache(maxsize=1)
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process's plugin manager, with every installed plugin loaded."""
+    manager = pluggy.PluginManager("pipelines")
+    manager.add_hookspecs(hookspecs)
+    try:
+        manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    except Exception as exc:  # a broken plugin must say which one it is
+        raise PluginError(f"loading the {ENTRY_POINT_GROUP!r} plugins failed: {exc!r}") from exc
+    return manager
+
+
+def target_types(manager: pluggy.PluginManager | None = None) -> dict[str, TargetType]:
+    """Every registered target type by name; a name registered twice is an error."""
+    manager = manager or get_plugin_manager()
+    found: dict[str, tuple[TargetType, str]] = {}
+    for implementation in manager.hook.register_targets.get_hookimpls():
+        plugin_name = implementation.plugin_name
+
+        def register(target_type: TargetType, plugin_name: str = plugin_name) -> None:
+            if not isinstance(target_type, TargetType):
+                raise PluginError(
+                    f"plugin {plugin_name!r} registered {target_type!r}, which is not a TargetType"
+                )
+            if target_type.name in found:
+                other = found[target_type.name][1]
+                raise PluginError(
+                    f"target type {target_type.name!r} is registered by both "
+                    f"{other!r} and {plugin_name!r}"
+                )
+            found[target_type.name] = (target_type, plugin_name)
+
+        implementation.function(register=register)
+    return {name: target_type for name, (target_type, _) in sorted(found.items())}
+
+
+@dataclass(frozen=True, slots=True)
+class PluginInfo:
+    name: str
+    version: str | None
+    hooks: tuple[str, ...]
+    targets: tuple[str, ...]
+
+
+def list_plugins(manager: pluggy.PluginManager | None = None) -> list[PluginInfo]:
+    """What is loaded: each plugin with its distribution's version, hooks and target types."""
+    manager = manager or get_plugin_manager()
+    versions: dict[str, str] = {}
+    for plugin, distribution in manager.list_plugin_distinfo():
+        name = manager.get_name(plugin)
+        if name is not None:
+            versions[name] = str(distribution.version)
+    infos = []
+    for plugin_name, plugin in sorted(manager.list_name_plugin()):
+        hooks = tuple(sorted(caller.name for caller in manager.get_hookcallers(plugin) or ()))
+        targets: list[str] = []
+        if "register_targets" in hooks:
+            register_targets = getattr(plugin, "register_targets")  # noqa: B009 - a hook impl
+            register_targets(register=lambda t, out=targets: out.append(t.name))
+        infos.append(PluginInfo(plugin_name, versions.get(plugin_name), hooks, tuple(targets)))
+    return infos
