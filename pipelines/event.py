@@ -16,6 +16,7 @@ a bad entry never fails the others in its batch (``validate_entries``).
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -77,6 +78,21 @@ def parse_time(value: str) -> datetime:
     if moment.tzinfo is None or "T" not in text.upper():
         raise ValueError(f"not an RFC 3339 timestamp with a time zone: {value!r}")
     return moment
+
+
+def reject_json_constant(name: str) -> Any:
+    """``parse_constant`` for ``json.loads``: NaN and Infinity are not JSON."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(raw: str | bytes) -> Any:
+    """Parse JSON text with orjson, falling back to ``json`` where orjson refuses
+    valid JSON (integers beyond 64 bits, very deep nesting). Raises ValueError
+    (or RecursionError) on text that is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw, parse_constant=reject_json_constant)
 
 
 def new_event_id() -> str:
@@ -165,24 +181,14 @@ def _detail(entry: Mapping[str, Any], index: int | None) -> tuple[dict[str, Any]
     else:
         raise EventValidationError("MalformedDetail", "Detail is malformed.", index)
     try:
-        parsed = orjson.loads(raw_bytes)
-    except orjson.JSONDecodeError:
-        parsed = _parse_json_fallback(raw_bytes, index)
+        parsed = parse_json(raw_bytes)
+    except (ValueError, RecursionError):
+        raise EventValidationError("MalformedDetail", "Detail is malformed.", index) from None
     if not isinstance(parsed, dict):
         raise EventValidationError(
             "MalformedDetail", "Detail is malformed. It must be a JSON object.", index
         )
     return parsed, len(raw_bytes)
-
-
-def _parse_json_fallback(raw: bytes, index: int | None) -> Any:
-    """orjson rejects integers beyond 64 bits and very deep nesting; json does not."""
-    import json
-
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        raise EventValidationError("MalformedDetail", "Detail is malformed.", index) from None
 
 
 def _resources(entry: Mapping[str, Any], index: int | None) -> list[str]:
@@ -225,11 +231,12 @@ def _time(entry: Mapping[str, Any], index: int | None, now: datetime) -> datetim
     raise _invalid("Time", "Time must be an RFC 3339 string, a datetime or epoch seconds.", index)
 
 
-def entry_size(entry: Mapping[str, Any]) -> int:
+def entry_size(entry: Mapping[str, Any], *, detail_size: int | None = None) -> int:
     """EventBridge's size of a PutEvents entry, in bytes.
 
     14 bytes for Time if present, plus the UTF-8 bytes of Source, DetailType,
-    Detail and each Resource. Nothing else counts.
+    Detail and each Resource. Nothing else counts. ``detail_size`` saves
+    encoding Detail again when the caller already knows it.
     """
     size = TIME_SIZE if entry.get("Time") is not None else 0
     for field in ("Source", "DetailType"):
@@ -237,7 +244,9 @@ def entry_size(entry: Mapping[str, Any]) -> int:
         if isinstance(value, str):
             size += len(value.encode("utf-8", "surrogatepass"))
     detail = entry.get("Detail")
-    if isinstance(detail, str):
+    if detail_size is not None:
+        size += detail_size
+    elif isinstance(detail, str):
         size += len(detail.encode("utf-8", "surrogatepass"))
     elif isinstance(detail, bytes | bytearray):
         size += len(detail)
@@ -281,7 +290,7 @@ def validate_entry(
             f"DetailType is longer than {MAX_DETAIL_TYPE_LENGTH} characters.",
             index,
         )
-    detail, _ = _detail(entry, index)
+    detail, detail_size = _detail(entry, index)
     if json_depth_exceeds(detail, limits.max_depth):
         raise EventValidationError(
             "MalformedDetail",
@@ -301,7 +310,7 @@ def validate_entry(
         raise _invalid(
             "TraceHeader", f"TraceHeader must be 1 to {MAX_TRACE_HEADER_LENGTH} characters.", index
         )
-    size = entry_size(entry)
+    size = entry_size(entry, detail_size=detail_size)
     if size > limits.max_entry_size:
         raise _invalid(
             "Entry",

@@ -20,6 +20,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pipelines.errors import PatternError
+from pipelines.event import reject_json_constant
 from pipelines.patterns.cidr import looks_like_ip, parse_cidr, single_address
 from pipelines.patterns.conditions import (
     AnythingBut,
@@ -199,7 +200,7 @@ def load_pattern(
         parsed = json.loads(
             text,
             parse_float=PatternNumber,
-            parse_constant=_reject_constant,
+            parse_constant=reject_json_constant,
             object_pairs_hook=PatternObject.from_pairs,
         )
     except (ValueError, RecursionError) as exc:
@@ -207,10 +208,6 @@ def load_pattern(
     if not isinstance(parsed, dict):
         raise PatternError("Filter is not an object")
     return text, parsed
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def _is_number(value: Any) -> bool:

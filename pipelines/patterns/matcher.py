@@ -21,16 +21,15 @@ The index is rebuilt lazily after ``add`` or ``remove``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import count
 from typing import Any, Union
 
 import msgspec
-import orjson
 
 from pipelines.errors import EventValidationError
+from pipelines.event import parse_json
 from pipelines.patterns.compiler import SubRule
 from pipelines.patterns.conditions import (
     Cidr,
@@ -496,22 +495,12 @@ def _walk(
 _MISSING = object()
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def parse_event_json(text: str | bytes) -> dict[str, Any]:
     """Parse event JSON into a dict, raising ``EventValidationError`` when it is not one."""
     try:
-        event = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        # orjson refuses integers beyond 64 bits and very deep nesting; json does not.
-        try:
-            event = json.loads(text, parse_constant=_reject_constant)
-        except (ValueError, RecursionError, UnicodeDecodeError) as exc:
-            raise EventValidationError(
-                "InvalidArgument", f"Event is not valid JSON: {exc}"
-            ) from None
+        event = parse_json(text)
+    except (ValueError, RecursionError) as exc:
+        raise EventValidationError("InvalidArgument", f"Event is not valid JSON: {exc}") from None
     if not isinstance(event, dict):
         raise EventValidationError("InvalidArgument", "Event must be a JSON object")
     return event
