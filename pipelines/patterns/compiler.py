@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -94,16 +94,17 @@ class FieldTest:
 
     path: str
     conditions: tuple[Condition, ...]
+    #: The conditions a present value can satisfy (all but exists:false).
+    value_conditions: tuple[Condition, ...] = field(init=False, repr=False, compare=False)
+    #: True when ``{"exists": false}`` is among the conditions.
+    absent_ok: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def absent_ok(self) -> bool:
-        """True when ``{"exists": false}`` is among the conditions."""
-        return any(type(c) is Exists and not c.present for c in self.conditions)
-
-    @property
-    def value_conditions(self) -> tuple[Condition, ...]:
-        """The conditions a present value can satisfy (all but exists:false)."""
-        return tuple(c for c in self.conditions if not (type(c) is Exists and not c.present))
+    def __post_init__(self) -> None:
+        # Derived once: the matcher consults both for every candidate.
+        absent = tuple(c for c in self.conditions if type(c) is Exists and not c.present)
+        values = tuple(c for c in self.conditions if c not in absent)
+        object.__setattr__(self, "value_conditions", values)
+        object.__setattr__(self, "absent_ok", bool(absent))
 
 
 SubRule = tuple[FieldTest, ...]

@@ -137,8 +137,8 @@ def subrule_matches(subrule: SubRule, event: Mapping[str, Any]) -> bool:
     return search(0)
 
 
-def field_matches_alone(test: FieldTest, values: list[Any]) -> bool:
-    """A field's verdict when array consistency plays no part."""
+def field_holds(test: FieldTest, values: list[Any] | None) -> bool:
+    """A field's verdict on its values when array consistency plays no part."""
     if not values:
         return test.absent_ok
     conditions = test.value_conditions

@@ -30,7 +30,7 @@ import msgspec
 
 from pipelines.errors import EventValidationError
 from pipelines.event import parse_json
-from pipelines.patterns.compiler import SubRule
+from pipelines.patterns.compiler import FieldTest, SubRule
 from pipelines.patterns.conditions import (
     Cidr,
     Condition,
@@ -42,7 +42,7 @@ from pipelines.patterns.conditions import (
     Suffix,
     Wildcard,
 )
-from pipelines.patterns.evaluate import subrule_matches
+from pipelines.patterns.evaluate import field_holds, subrule_matches
 from pipelines.patterns.index import FieldIndex, Hits, Probe, nothing
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -148,8 +148,8 @@ class _SubRuleInfo:
     paths: frozenset[str]
     absent_paths: frozenset[str]
     subrule: SubRule
-    #: The fields other than the anchor: (path, value conditions, absent_ok).
-    checks: tuple[tuple[str, tuple[Condition, ...], bool], ...]
+    #: The fields other than the anchor, checked for candidates.
+    checks: tuple[FieldTest, ...]
 
 
 def _condition_key(path: str, condition: Condition) -> tuple[Any, ...]:
@@ -249,12 +249,8 @@ class _Index:
                         index = fields[test.path] = FieldIndex(test.path)
                     for condition in test.conditions:
                         index.add(condition, sid)
-                checks = tuple(
-                    (test.path, test.value_conditions, test.absent_ok)
-                    for position, test in enumerate(subrule)
-                    if position != anchor
-                )
-                stored.update(path for path, _, _ in checks)
+                checks = tuple(t for position, t in enumerate(subrule) if position != anchor)
+                stored.update(t.path for t in checks)
                 self.subrules.append(
                     _SubRuleInfo(
                         rule=name,
@@ -329,27 +325,13 @@ class _Index:
                     event = event()
                 if not subrule_matches(info.subrule, event):
                     continue
-            elif info.checks and not _checks_hold(info.checks, values):
+            elif info.checks and not all(field_holds(t, values.get(t.path)) for t in info.checks):
                 continue
             matched.append(sid)
         rule_of = self.rule_of
         if self.one_subrule_per_rule:
             return [rule_of[sid] for sid in matched]
         return list(dict.fromkeys(rule_of[sid] for sid in matched))
-
-
-def _checks_hold(
-    checks: tuple[tuple[str, tuple[Condition, ...], bool], ...], values: dict[str, list[Any]]
-) -> bool:
-    for path, conditions, absent_ok in checks:
-        found = values.get(path)
-        if not found:
-            if absent_ok:
-                continue
-            return False
-        if not any(condition.test(value) for value in found for condition in conditions):
-            return False
-    return True
 
 
 Extractor = Callable[[Any, Hits, dict[str, list[Any]], set[str]], None]
