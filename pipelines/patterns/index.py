@@ -359,10 +359,14 @@ class _AnythingBut:
         def probe_other(value: Any, hits: Hits) -> None:
             hits.extend(every)
 
-        return self._fast_string_probe(remaining) or probe_string, probe_number, probe_other
+        fast = self._fast_string_probe(every, numbered, remaining)
+        return fast or probe_string, probe_number, probe_other
 
     def _fast_string_probe(
-        self, remaining: Callable[[set[int] | frozenset[int] | None, Hits], None]
+        self,
+        all_slots: tuple[Slot, ...],
+        numbered: tuple[tuple[int, Slot], ...],
+        remaining: Callable[[set[int] | frozenset[int] | None, Hits], None],
     ) -> Callable[[str, Hits], None] | None:
         """A leaner probe when the field's anything-but conditions are all of one kind."""
         kinds = [
@@ -374,8 +378,6 @@ class _AnythingBut:
         ]
         if sum(kinds) != 1:
             return None
-        all_slots = tuple(self.slots)
-        numbered = tuple(enumerate(self.slots))
         if self.strings:
             get = self.strings.get
 
@@ -472,10 +474,6 @@ class FieldIndex:
             assert isinstance(condition, AnythingBut)
             self.anything_but.add(condition, slot)
 
-    def probe(self) -> Probe:
-        """One function from a leaf value to the slots it satisfies (appended to hits)."""
-        return _dispatch(*self.typed_probes())
-
     def typed_probes(self) -> tuple[Probe, Probe, Probe]:
         """Probes for string values, number values and true/false/null (``nothing`` if none)."""
         on_string: list[Probe] = []
@@ -569,7 +567,9 @@ def _chain(probes: list[Probe]) -> Probe:
     return probe_all
 
 
-def _dispatch(on_string: Probe, on_number: Probe, on_other: Probe) -> Probe:
+def dispatch(on_string: Probe, on_number: Probe, on_other: Probe) -> Probe:
+    """One probe for any leaf value, from the typed probes of ``typed_probes``."""
+
     def probe_value(value: Any, hits: Hits) -> None:
         kind = type(value)
         if kind is str:

@@ -6,11 +6,11 @@ How an event is matched:
    (``_Node``). ``match_json`` decodes the event with msgspec into structs
    generated from that tree, so the parser skips every field no rule names and
    builds nothing for it. ``match`` walks a dict along the same tree.
-2. **Each value probes its field's index** (``FieldIndex``), which returns the
-   slots (sub-rule, field bit) the value satisfies without visiting the
-   others.
-3. **Bits are OR-ed per sub-rule**; a sub-rule whose bits are all set matches.
-   ``exists: false`` slots are credited for fields the event lacks.
+2. **Each sub-rule is indexed under one anchor field**, its most selective.
+   A value probes its field's index (``FieldIndex``), which returns the
+   sub-rules whose anchor it satisfies without visiting the others.
+3. **Candidates have their other fields checked** (``field_holds``);
+   ``exists: false`` fields never anchor, so absence is settled here.
 4. **Arrays of objects**: when two fields of a candidate sub-rule (or an
    ``exists: false`` field) took values from inside arrays of objects, the
    candidate is confirmed by the reference evaluator, which applies
@@ -43,7 +43,7 @@ from pipelines.patterns.conditions import (
     Wildcard,
 )
 from pipelines.patterns.evaluate import field_holds, subrule_matches
-from pipelines.patterns.index import FieldIndex, Hits, Probe, nothing
+from pipelines.patterns.index import FieldIndex, Hits, Probe, dispatch, nothing
 
 _SCALARS = (str, int, float, bool, type(None))
 #: Deeper field names get no generated struct types (match_json parses fully).
@@ -110,7 +110,6 @@ class _Decoding:
 
     def __init__(self, root: _Node) -> None:
         self.types: dict[int, Any] = {}
-        self.struct_types: set[type] = set()
         root_struct = self._struct(root)
         self.decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(root_struct)
 
@@ -126,7 +125,6 @@ class _Decoding:
         struct = msgspec.defstruct(f"PipelinesEventNode{next(_names)}", fields, rename=rename)
         node.struct = struct
         node.struct_fields = tuple(attrs)
-        self.struct_types.add(struct)
         return struct
 
     def _type(self, node: _Node) -> Any:
@@ -263,7 +261,9 @@ class _Index:
         self.rule_of = [info.rule for info in self.subrules]
         self.one_subrule_per_rule = len(self.subrules) == len(rules)
         self.typed_probes = {path: index.typed_probes() for path, index in fields.items()}
-        self.probes: dict[str, Probe] = {path: index.probe() for path, index in fields.items()}
+        self.probes: dict[str, Probe] = {
+            path: dispatch(*typed) for path, typed in self.typed_probes.items()
+        }
         self.stored = stored
         paths = set(fields) | stored
         self.depth = max((path.count(".") + 1 for path in paths), default=0)
@@ -378,25 +378,20 @@ def _generate_extractor(
             if leaf is None:
                 continue
             if leaf in stored:
+                # Collected for the candidate checks; finish() probes it too if it anchors.
                 lines.append(f"{pad}    elif kind is not {struct_name}:")
                 lines.append(f"{pad}        found = values.get({leaf!r})")
                 lines.append(f"{pad}        if found is None:")
                 lines.append(f"{pad}            values[{leaf!r}] = [{value}]")
                 lines.append(f"{pad}        else:")
                 lines.append(f"{pad}            found.append({value})")
-                if leaf in probes:
-                    lines.append(f"{pad}        hits_before = len(hits)")
-            if leaf in probes:
+            elif leaf in probes:
                 on_string, on_number, on_other = probes[leaf]
                 tests = (
                     (on_string, "kind is str"),
                     (on_number, "kind is float or kind is int"),
                     (on_other, f"kind is bool or {value} is None"),
                 )
-                if leaf in stored:
-                    # Collected above; finish() probes collected anchors, so don't probe twice.
-                    lines.pop()
-                    continue
                 for probe, test in tests:
                     if probe is not nothing:
                         lines.append(f"{pad}    elif {test}:")
@@ -455,7 +450,7 @@ def _walk(
                 or element is None
             )
             _walk(node, element, values, in_arrays, inside or not scalar)
-    elif kind is dict:
+    elif kind is dict or isinstance(value, Mapping):  # a struct is no Mapping
         for key, child in node.children.items():
             found_value = value.get(key, _MISSING)
             if found_value is not _MISSING:
@@ -465,11 +460,6 @@ def _walk(
         for attr, child in node.struct_fields:
             found_value = getattr(value, attr)
             if found_value is not unset:
-                _walk(child, found_value, values, in_arrays, inside)
-    elif isinstance(value, Mapping):
-        for key, child in node.children.items():
-            found_value = value.get(key, _MISSING)
-            if found_value is not _MISSING:
                 _walk(child, found_value, values, in_arrays, inside)
     # Anything else (a number subclass, a set, ...) is not JSON data: no value.
 
