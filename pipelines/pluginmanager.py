@@ -32,7 +32,12 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
 def target_types(manager: pluggy.PluginManager | None = None) -> dict[str, TargetType]:
     """Every registered target type by name; a name registered twice is an error."""
-    manager = manager or get_plugin_manager()
+    found = _registered_targets(manager or get_plugin_manager())
+    return {name: target_type for name, (target_type, _) in sorted(found.items())}
+
+
+def _registered_targets(manager: pluggy.PluginManager) -> dict[str, tuple[TargetType, str]]:
+    """Each target type name with its type and the plugin that registered it."""
     found: dict[str, tuple[TargetType, str]] = {}
     for implementation in manager.hook.register_targets.get_hookimpls():
         plugin_name = implementation.plugin_name
@@ -51,7 +56,7 @@ def target_types(manager: pluggy.PluginManager | None = None) -> dict[str, Targe
             found[target_type.name] = (target_type, plugin_name)
 
         implementation.function(register=register)
-    return {name: target_type for name, (target_type, _) in sorted(found.items())}
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +75,12 @@ def list_plugins(manager: pluggy.PluginManager | None = None) -> list[PluginInfo
         name = manager.get_name(plugin)
         if name is not None:
             versions[name] = str(distribution.version)
+    registered = _registered_targets(manager)
     infos = []
     for plugin_name, plugin in sorted(manager.list_name_plugin()):
         hooks = tuple(sorted(caller.name for caller in manager.get_hookcallers(plugin) or ()))
-        targets: list[str] = []
-        if "register_targets" in hooks:
-            register_targets = getattr(plugin, "register_targets")  # noqa: B009 - a hook impl
-            register_targets(register=lambda t, out=targets: out.append(t.name))
-        infos.append(PluginInfo(plugin_name, versions.get(plugin_name), hooks, tuple(targets)))
+        targets = tuple(
+            name for name, (_, owner) in sorted(registered.items()) if owner == plugin_name
+        )
+        infos.append(PluginInfo(plugin_name, versions.get(plugin_name), hooks, targets))
     return infos
