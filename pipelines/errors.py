@@ -68,3 +68,11 @@ class DeliveryError(PipelinesError):
         self.message = message
         self.retryable = retryable
         super().__init__(f"{code}: {message}")
+
+
+class ResourceNotFoundError(PipelinesError, LookupError):
+    """A bus, rule, target or resource named in a call does not exist."""
+
+
+class NotRunningError(PipelinesError):
+    """The runtime is not running (not started yet, or stopping): it accepts no events."""

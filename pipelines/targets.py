@@ -9,13 +9,17 @@ help; any other exception counts as a retryable failure.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipelines.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipelines.clock import Clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,13 +30,35 @@ class DeliveryContext:
     target_id: str
     event: Mapping[str, Any]
     attempt: int = 1
+    #: Message attributes: a dead letter's RULE_NAME, ERROR_CODE, ... (strings).
+    attributes: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class TargetServices(Protocol):
+    """What the runtime offers a target while it runs (handed to ``Target.start``)."""
+
+    @property
+    def clock(self) -> Clock:
+        """The runtime's clock: use it for every time-based decision."""
+        ...
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run background work as a task owned by the runtime's task group."""
+        ...
+
+    def resource(self, name: str) -> Target:
+        """Another target resource by name (a destination); raises ``ResourceNotFoundError``."""
+        ...
 
 
 class Target(ABC):
     """One configured target, alive between ``start`` and ``stop``."""
 
-    async def start(self) -> None:  # noqa: B027 - optional hook
+    #: How many deliveries of one rule target may run at once.
+    concurrency: int = 16
+
+    async def start(self, services: TargetServices) -> None:  # noqa: B027 - optional hook
         """Acquire what delivery needs (connections, imports). Called once."""
 
     async def stop(self) -> None:  # noqa: B027 - optional hook

@@ -29,7 +29,14 @@ from typing import Any
 
 from pipelines.errors import ConfigError, DeliveryError
 from pipelines.hookspecs import hookimpl
-from pipelines.targets import DeliveryContext, Target, TargetType, check_keys, number_setting
+from pipelines.targets import (
+    DeliveryContext,
+    Target,
+    TargetServices,
+    TargetType,
+    check_keys,
+    number_setting,
+)
 
 SETTINGS = {"function", "timeout", "max_concurrency"}
 
@@ -80,7 +87,7 @@ class FunctionTarget(Target):
         self._slots = asyncio.Semaphore(concurrency)
         self._threads: ThreadPoolExecutor | None = None
 
-    async def start(self) -> None:
+    async def start(self, services: TargetServices) -> None:
         function = resolve(f"{self.where}.function", self.reference)
         self._function = function
         self._with_context = _takes_context(function)
@@ -106,11 +113,12 @@ class FunctionTarget(Target):
             self.invocations += 1
             args = (payload, context) if self._with_context else (payload,)
             try:
-                if self._is_async:
-                    return await asyncio.wait_for(function(*args), self.timeout)
-                loop = asyncio.get_running_loop()
-                call = loop.run_in_executor(self._threads, function, *args)
-                return await asyncio.wait_for(call, self.timeout)
+                # asyncio.timeout, unlike wait_for, needs no extra task per call.
+                async with asyncio.timeout(self.timeout):
+                    if self._is_async:
+                        return await function(*args)
+                    loop = asyncio.get_running_loop()
+                    return await loop.run_in_executor(self._threads, function, *args)
             except TimeoutError:
                 raise DeliveryError(
                     "Timeout",

@@ -10,6 +10,7 @@ import pytest
 
 from pipelines.errors import ConfigError, DeliveryError
 from pipelines.pluginmanager import target_types
+from pipelines.runtime import Runtime
 from pipelines.targets import DeliveryContext
 
 from . import functions
@@ -23,7 +24,7 @@ def make(**config: Any) -> Any:
 
 async def started(**config: Any) -> Any:
     target = make(**config)
-    await target.start()
+    await target.start(Runtime())
     return target
 
 
@@ -115,4 +116,4 @@ def test_config_errors_name_the_setting(config: dict[str, Any], where: str, mess
 async def test_unresolvable_functions_fail_at_start(reference: str, message: str) -> None:
     target = make(function=reference)
     with pytest.raises(ConfigError, match=message):
-        await target.start()
+        await target.start(Runtime())

@@ -1,0 +1,331 @@
+"""An event bus: its rules and their targets, intake and dispatch.
+
+``put_events`` validates each entry on its own and puts the accepted events in
+the bus's bounded intake queue (waiting when it is full: backpressure). One
+dispatcher task per bus takes events from the intake, matches them against
+all enabled rules at once (``Matcher``) and submits one ``Job`` per matched
+rule target to that target's ``Delivery`` (see ``pipelines.delivery``).
+
+A ``Bus`` belongs to a ``Runtime`` (``pipelines.runtime``), which owns the
+tasks, the target resources, the clock, the metrics and the state database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pipelines import metrics as m
+from pipelines.delivery import Delivery, Job, RetryPolicy
+from pipelines.errors import ConfigError, ResourceNotFoundError
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
+from pipelines.patterns import Matcher, Pattern, compile_pattern
+from pipelines.targets import check_keys
+from pipelines.transform import compile_transform
+
+if TYPE_CHECKING:
+    from pipelines.runtime import Runtime
+
+ENABLED = "ENABLED"
+DISABLED = "DISABLED"
+_NAME = re.compile(r"[.\-_A-Za-z0-9]{1,64}")
+TARGET_KEYS = {
+    "id",
+    "resource",
+    "input",
+    "input_path",
+    "input_transformer",
+    "input_jmespath",
+    "retry_policy",
+    "dead_letter",
+}
+
+
+def check_name(where: str, kind: str, name: object) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError(
+            where, f"{kind} {name!r} must be 1 to 64 characters of letters, digits, '.', '-', '_'"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    """A rule target as declared (PutTargets' Target, in our names)."""
+
+    id: str
+    resource: str
+    retry_policy: RetryPolicy
+    dead_letter: str | None
+    transform: Callable[[dict[str, Any], str, float], Any]
+    declared: Mapping[str, Any]
+
+    @classmethod
+    def parse(cls, where: str, config: Mapping[str, Any]) -> TargetConfig:
+        if isinstance(config, TargetConfig):
+            return config
+        if not isinstance(config, Mapping):
+            raise ConfigError(
+                where, f"a target is a mapping with 'id' and 'resource', not {config!r}"
+            )
+        check_keys(where, config, TARGET_KEYS)
+        target_id = check_name(f"{where}.id", "target id", config.get("id"))
+        resource = config.get("resource")
+        if not isinstance(resource, str) or not resource:
+            raise ConfigError(f"{where}.resource", "is required: the name of a target resource")
+        retry = config.get("retry_policy") or {}
+        if not isinstance(retry, Mapping):
+            raise ConfigError(f"{where}.retry_policy", "must be a mapping")
+        dead_letter = config.get("dead_letter")
+        if dead_letter is not None and (not isinstance(dead_letter, str) or not dead_letter):
+            raise ConfigError(f"{where}.dead_letter", "must be the name of a target resource")
+        return cls(
+            id=target_id,
+            resource=resource,
+            retry_policy=RetryPolicy.from_config(f"{where}.retry_policy", retry),
+            dead_letter=dead_letter,
+            transform=compile_transform(where, config),
+            declared=dict(config),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        described = dict(self.declared)
+        described["retry_policy"] = {
+            "maximum_retry_attempts": self.retry_policy.maximum_retry_attempts,
+            "maximum_event_age": self.retry_policy.maximum_event_age,
+        }
+        return described
+
+
+@dataclass(slots=True, eq=False)
+class Rule:
+    name: str
+    pattern: Pattern
+    pattern_text: str
+    state: str
+    description: str
+    targets: dict[str, TargetConfig] = field(default_factory=dict)
+    deliveries: list[Delivery] = field(default_factory=list)
+    dims: m.Dimensions = ()
+
+
+class Bus:
+    """A named event bus. Create through ``Runtime.bus`` / ``Runtime.create_bus``."""
+
+    def __init__(self, runtime: Runtime, name: str) -> None:
+        self.runtime = runtime
+        self.name = name
+        self.arn = f"arn:aws:events:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:event-bus/{name}"
+        self._rules: dict[str, Rule] = {}
+        self._matcher = Matcher()
+        self._intake: asyncio.Queue[tuple[dict[str, Any], float]] = asyncio.Queue(
+            runtime.intake_size
+        )
+        #: Jobs of the event being dispatched, not yet queued to their targets.
+        self._dispatching: list[tuple[Delivery, Job]] = []
+        self._dims = m.dimensions(EventBusName=name)
+
+    # -- rules --------------------------------------------------------------
+
+    def put_rule(
+        self,
+        name: str,
+        *,
+        pattern: Any,
+        state: str = ENABLED,
+        description: str = "",
+    ) -> dict[str, str]:
+        """Create or update a rule (PutRule); its targets are kept on update."""
+        where = f"bus {self.name} rule {name}"
+        check_name(where, "rule name", name)
+        if state not in (ENABLED, DISABLED):
+            raise ConfigError(f"{where}.state", f"must be ENABLED or DISABLED, not {state!r}")
+        if not isinstance(description, str) or len(description) > 512:
+            raise ConfigError(f"{where}.description", "must be a string of at most 512 characters")
+        compiled = compile_pattern(pattern)
+        rule = self._rules.get(name)
+        if rule is None:
+            rule = Rule(name, compiled, compiled.text, state, description)
+            rule.dims = m.dimensions(EventBusName=self.name, RuleName=name)
+            self._rules[name] = rule
+        else:
+            rule.pattern, rule.pattern_text = compiled, compiled.text
+            rule.state, rule.description = state, description
+        self._sync_matcher(rule)
+        return {"RuleArn": self.rule_arn(name)}
+
+    def rule_arn(self, name: str) -> str:
+        suffix = name if self.name == "default" else f"{self.name}/{name}"
+        return f"arn:aws:events:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:rule/{suffix}"
+
+    def _rule(self, name: str) -> Rule:
+        try:
+            return self._rules[name]
+        except KeyError:
+            raise ResourceNotFoundError(
+                f"Rule {name} does not exist on EventBus {self.name}."
+            ) from None
+
+    def _sync_matcher(self, rule: Rule) -> None:
+        if rule.state == ENABLED:
+            self._matcher.add(rule.name, rule.pattern)
+        else:
+            self._matcher.remove(rule.name)
+
+    def describe_rule(self, name: str) -> dict[str, Any]:
+        rule = self._rule(name)
+        return {
+            "Name": rule.name,
+            "Arn": self.rule_arn(rule.name),
+            "EventPattern": rule.pattern_text,
+            "State": rule.state,
+            "Description": rule.description,
+            "EventBusName": self.name,
+        }
+
+    def list_rules(self, prefix: str = "") -> list[dict[str, Any]]:
+        return [self.describe_rule(name) for name in sorted(self._rules) if name.startswith(prefix)]
+
+    def enable_rule(self, name: str) -> None:
+        rule = self._rule(name)
+        rule.state = ENABLED
+        self._sync_matcher(rule)
+
+    def disable_rule(self, name: str) -> None:
+        """Stop matching the rule; deliveries already queued or retrying go on."""
+        rule = self._rule(name)
+        rule.state = DISABLED
+        self._sync_matcher(rule)
+
+    async def delete_rule(self, name: str, *, force: bool = False) -> None:
+        """Delete a rule; like AWS, only once its targets are removed unless ``force``."""
+        rule = self._rule(name)
+        if rule.targets and not force:
+            raise ConfigError(
+                f"bus {self.name} rule {name}",
+                "Rule can't be deleted since it has targets; remove them first or use force",
+            )
+        await self.remove_targets(name, list(rule.targets))
+        self._matcher.remove(name)
+        del self._rules[name]
+
+    # -- targets ------------------------------------------------------------
+
+    async def put_targets(self, rule_name: str, targets: Iterable[Mapping[str, Any]]) -> None:
+        """Add or replace targets of a rule (PutTargets). All or nothing: the
+        first invalid target raises ``ConfigError`` naming it, and none is applied."""
+        rule = self._rule(rule_name)
+        where = f"bus {self.name} rule {rule_name}"
+        parsed: dict[str, TargetConfig] = {}
+        for index, declared in enumerate(targets):
+            config = TargetConfig.parse(f"{where} targets[{index}]", declared)
+            if config.id in parsed:
+                raise ConfigError(f"{where} targets[{index}].id", f"{config.id!r} is given twice")
+            self.runtime.resource(config.resource, where=f"{where} targets[{index}].resource")
+            if config.dead_letter is not None:
+                self.runtime.resource(
+                    config.dead_letter, where=f"{where} targets[{index}].dead_letter"
+                )
+            parsed[config.id] = config
+        total = len(set(rule.targets) | set(parsed))
+        if total > self.runtime.max_targets_per_rule:
+            raise ConfigError(
+                where,
+                f"a rule has at most {self.runtime.max_targets_per_rule} targets; "
+                f"this would give it {total}",
+            )
+        replaced = [target_id for target_id in parsed if target_id in rule.targets]
+        await self.remove_targets(rule_name, replaced)
+        for config in parsed.values():
+            rule.targets[config.id] = config
+            rule.deliveries.append(self.runtime._delivery(self, rule, config))
+
+    async def remove_targets(self, rule_name: str, ids: Iterable[str]) -> None:
+        """Remove targets; their queued and retrying deliveries are dropped (and logged)."""
+        rule = self._rule(rule_name)
+        for target_id in list(ids):
+            if rule.targets.pop(target_id, None) is None:
+                raise ResourceNotFoundError(
+                    f"Target {target_id} does not exist on rule {rule_name}."
+                )
+            for delivery in [d for d in rule.deliveries if d.target_id == target_id]:
+                rule.deliveries.remove(delivery)
+                await self.runtime._retire(delivery)
+
+    def list_targets_by_rule(self, rule_name: str) -> list[dict[str, Any]]:
+        return [config.describe() for config in self._rule(rule_name).targets.values()]
+
+    def deliveries(self) -> Iterable[Delivery]:
+        for rule in self._rules.values():
+            yield from rule.deliveries
+
+    def delivery(self, rule_name: str, target_id: str) -> Delivery | None:
+        for delivery in self._rule(rule_name).deliveries:
+            if delivery.target_id == target_id:
+                return delivery
+        return None
+
+    # -- events -------------------------------------------------------------
+
+    async def put_events(self, entries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+        """Put events on this bus (PutEvents): one result per entry, in order.
+
+        Each result is ``{"EventId": ...}`` or ``{"ErrorCode": ..., "ErrorMessage": ...}``;
+        an invalid entry fails alone. Waits while the intake is full.
+        """
+        return await self.runtime.put_events(entries, default_bus=self.name)
+
+    async def _accept(self, event: dict[str, Any], ingested: float) -> None:
+        self.runtime.metrics.add(m.EVENTS, self._dims)
+        try:
+            self._intake.put_nowait((event, ingested))
+        except asyncio.QueueFull:
+            await self._intake.put((event, ingested))
+
+    async def dispatch(self) -> None:
+        """The bus's dispatcher: intake -> matcher -> deliveries. Runs until cancelled."""
+        intake = self._intake
+        while True:
+            event, ingested = await intake.get()
+            await self._route(event, ingested)
+            while not intake.empty():
+                event, ingested = intake.get_nowait()
+                await self._route(event, ingested)
+
+    async def _route(self, event: dict[str, Any], ingested: float) -> None:
+        names = self._matcher.match(event)
+        if not names:
+            return
+        add = self.runtime.metrics.add
+        add(m.MATCHED_EVENTS, self._dims)
+        jobs = self._dispatching
+        for name in names:
+            rule = self._rules[name]
+            add(m.MATCHED_EVENTS, rule.dims)
+            add(m.TRIGGERED_RULES, rule.dims)
+            for delivery in rule.deliveries:
+                jobs.append((delivery, Job(name, delivery.target_id, event, ingested)))
+        submit = self.runtime.deliverer.submit
+        while jobs:
+            delivery, job = jobs[0]
+            await submit(delivery, job)
+            jobs.pop(0)
+
+    def undispatched(self) -> list[tuple[Delivery, Job]]:
+        """At shutdown: jobs of events accepted but not yet queued to a target."""
+        jobs = list(self._dispatching)
+        self._dispatching.clear()
+        while not self._intake.empty():
+            event, ingested = self._intake.get_nowait()
+            for name in self._matcher.match(event):
+                rule = self._rules[name]
+                for delivery in rule.deliveries:
+                    jobs.append((delivery, Job(name, delivery.target_id, event, ingested)))
+        return jobs
+
+    @property
+    def idle(self) -> bool:
+        return self._intake.empty() and not self._dispatching

@@ -1,0 +1,372 @@
+"""Delivering matched events to one rule target, with EventBridge's guarantees.
+
+Each (rule, target) pair is a ``Delivery``: a bounded queue of jobs and up to
+``concurrency`` worker tasks that drain it. A worker transforms the event,
+calls the target, and on failure either schedules a retry (exponential
+backoff with jitter, kept in the ``RetryScheduler`` and, when the runtime has
+a state database, in SQLite) or hands the event to the dead-letter target.
+
+Deliveries are independent: a failing target's events wait in the retry
+scheduler, not in its queue, so they hold back neither that target's other
+events nor any other target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import heapq
+import itertools
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pipelines import metrics as m
+from pipelines.clock import Cancellable, Clock
+from pipelines.errors import DeliveryError
+from pipelines.targets import DeliveryContext, Target, check_keys, number_setting
+
+if TYPE_CHECKING:
+    from pipelines.state import StateDB
+
+log = logging.getLogger("pipelines.delivery")
+
+MAX_RETRY_ATTEMPTS = 185
+MAX_EVENT_AGE = 86_400
+
+# EXHAUSTED_RETRY_CONDITION values, as EventBridge's dead letters carry them.
+RETRIES_EXHAUSTED = "MaximumRetryAttempts"
+AGE_EXCEEDED = "MaximumEventAgeInSeconds"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """EventBridge's per-target RetryPolicy; whichever limit is reached first ends retrying."""
+
+    maximum_retry_attempts: int = MAX_RETRY_ATTEMPTS
+    maximum_event_age: int = MAX_EVENT_AGE
+
+    @classmethod
+    def from_config(cls, where: str, config: Mapping[str, Any]) -> RetryPolicy:
+        check_keys(where, config, {"maximum_retry_attempts", "maximum_event_age"})
+        attempts = number_setting(
+            where, config, "maximum_retry_attempts", MAX_RETRY_ATTEMPTS, 0, 185, integer=True
+        )
+        age = number_setting(
+            where, config, "maximum_event_age", MAX_EVENT_AGE, 60, 86_400, integer=True
+        )
+        return cls(int(attempts), int(age))
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with "equal jitter".
+
+    The n-th retry waits a uniformly random time between half and all of
+    ``min(cap, base * 2**(n-1))`` seconds. AWS documents only "exponential
+    back off and jitter"; the base and cap are ours (see docs/delivery.md).
+    Half the window is kept so a burst of failures never retries at once.
+    """
+
+    base: float = 1.0
+    cap: float = 300.0
+
+    def bounds(self, retry: int) -> tuple[float, float]:
+        full = min(self.cap, self.base * 2.0 ** min(retry - 1, 64))
+        return full / 2, full
+
+    def delay(self, retry: int, rng: random.Random) -> float:
+        low, high = self.bounds(retry)
+        return rng.uniform(low, high)
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """One event on its way to one rule target."""
+
+    rule: str
+    target_id: str
+    event: dict[str, Any]
+    ingested: float
+    attempts: int = 0
+    error: DeliveryError | None = None
+    #: Row id in the state database while a retry is pending or running.
+    row_id: int | None = None
+
+
+def dead_letter_attributes(job: Job, condition: str | None) -> dict[str, str]:
+    """The attributes a dead letter carries, named as EventBridge names them."""
+    error = job.error
+    attributes = {
+        "RULE_NAME": job.rule,
+        "TARGET_ID": job.target_id,
+        "ERROR_CODE": error.code if error else "Unknown",
+        "ERROR_MESSAGE": error.message if error else "",
+        "RETRY_ATTEMPTS": str(max(job.attempts - 1, 0)),
+    }
+    if condition is not None:
+        attributes["EXHAUSTED_RETRY_CONDITION"] = condition
+    return attributes
+
+
+@dataclass(slots=True, eq=False)
+class Delivery:
+    """A rule target at run time: its queue, its workers and its policy."""
+
+    bus: str
+    rule: str
+    target_id: str
+    target: Target
+    transform: Callable[[dict[str, Any], str, float], Any]
+    policy: RetryPolicy
+    dead_letter: Target | None
+    dead_letter_name: str | None
+    concurrency: int
+    queue_size: int
+    queue: collections.deque[Job] = field(default_factory=collections.deque)
+    active: int = 0
+    in_flight: set[Job] = field(default_factory=set)
+    space: asyncio.Event = field(default_factory=asyncio.Event)
+    dims: m.Dimensions = ()
+
+    def __post_init__(self) -> None:
+        self.space.set()
+        self.dims = m.dimensions(EventBusName=self.bus, RuleName=self.rule)
+
+    @property
+    def idle(self) -> bool:
+        return not self.queue and not self.in_flight
+
+
+class Deliverer:
+    """Runs every ``Delivery`` of a runtime: workers, retries, dead letters."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        metrics: m.Metrics,
+        spawn: Callable[[Any], Any],
+        state: StateDB | None,
+        backoff: Backoff,
+        rng: random.Random,
+    ) -> None:
+        self.clock = clock
+        self.metrics = metrics
+        self.spawn = spawn
+        self.state = state
+        self.backoff = backoff
+        self.rng = rng
+        self.retries = RetryScheduler(clock, self._retry_due)
+
+    # -- intake -------------------------------------------------------------
+
+    async def submit(self, delivery: Delivery, job: Job) -> None:
+        """Queue a job; waits while the delivery's queue is full (backpressure)."""
+        while len(delivery.queue) >= delivery.queue_size:
+            self.metrics.add(m.THROTTLED_RULES, delivery.dims)
+            delivery.space.clear()
+            await delivery.space.wait()
+        delivery.queue.append(job)
+        if delivery.active < delivery.concurrency:
+            delivery.active += 1
+            self.spawn(self._work(delivery))
+
+    def _retry_due(self, delivery: Delivery, job: Job) -> None:
+        if len(delivery.queue) >= delivery.queue_size:
+            # Full: try again shortly rather than block the scheduler for every target.
+            self.retries.schedule(delivery, job, self.clock.time() + 1.0)
+            return
+        delivery.queue.append(job)
+        if delivery.active < delivery.concurrency:
+            delivery.active += 1
+            self.spawn(self._work(delivery))
+
+    # -- workers ------------------------------------------------------------
+
+    async def _work(self, delivery: Delivery) -> None:
+        try:
+            while delivery.queue:
+                job = delivery.queue.popleft()
+                if not delivery.space.is_set() and len(delivery.queue) < delivery.queue_size:
+                    delivery.space.set()
+                delivery.in_flight.add(job)
+                await self._attempt(delivery, job)
+                delivery.in_flight.discard(job)
+        finally:
+            delivery.active -= 1
+
+    async def _attempt(self, delivery: Delivery, job: Job) -> None:
+        now = self.clock.time()
+        if now - job.ingested > delivery.policy.maximum_event_age:
+            await self._give_up(delivery, job, AGE_EXCEEDED)
+            return
+        job.attempts += 1
+        dims = delivery.dims
+        self.metrics.add(m.INVOCATION_ATTEMPTS, dims)
+        if job.attempts > 1:
+            self.metrics.add(m.RETRY_INVOCATION_ATTEMPTS, dims)
+        try:
+            payload = delivery.transform(job.event, job.rule, job.ingested)
+            context = DeliveryContext(job.rule, job.target_id, job.event, job.attempts)
+            await delivery.target.deliver(payload, context)
+        except asyncio.CancelledError:
+            job.attempts -= 1  # interrupted by shutdown: not an attempt
+            raise
+        except DeliveryError as exc:
+            job.error = exc
+        except Exception as exc:  # a target bug is a retryable failure, reported as such
+            job.error = DeliveryError(type(exc).__name__, str(exc), retryable=True)
+        else:
+            self.metrics.add(m.SUCCESSFUL_INVOCATION_ATTEMPTS, dims)
+            self.metrics.add(m.INVOCATIONS, dims)
+            await self._forget(job)
+            return
+        await self._failed(delivery, job)
+
+    async def _failed(self, delivery: Delivery, job: Job) -> None:
+        error = job.error
+        assert error is not None
+        if not error.retryable:
+            await self._give_up(delivery, job, None)
+            return
+        if job.attempts > delivery.policy.maximum_retry_attempts:
+            await self._give_up(delivery, job, RETRIES_EXHAUSTED)
+            return
+        due = self.clock.time() + self.backoff.delay(job.attempts, self.rng)
+        if due - job.ingested > delivery.policy.maximum_event_age:
+            # The next attempt would come too late: the age limit ends retrying now.
+            await self._give_up(delivery, job, AGE_EXCEEDED)
+            return
+        await self._persist(delivery, job, due)
+        self.retries.schedule(delivery, job, due)
+
+    async def _give_up(self, delivery: Delivery, job: Job, condition: str | None) -> None:
+        """The event will not reach this target: dead-letter it, or log the drop."""
+        dims = delivery.dims
+        self.metrics.add(m.INVOCATIONS, dims)
+        self.metrics.add(m.FAILED_INVOCATIONS, dims)
+        if job.error is None:
+            job.error = DeliveryError(
+                "EventAgeExceeded", "the event's maximum age passed before delivery", retryable=True
+            )
+        attributes = dead_letter_attributes(job, condition)
+        if delivery.dead_letter is None:
+            log.error(
+                "dropped event %s for rule %s target %s (no dead-letter target): %s",
+                job.event.get("id"),
+                job.rule,
+                job.target_id,
+                attributes,
+            )
+            await self._forget(job)
+            return
+        self.metrics.add(m.DEAD_LETTER_INVOCATIONS, dims)
+        context = DeliveryContext(job.rule, job.target_id, job.event, 1, attributes=attributes)
+        try:
+            await delivery.dead_letter.deliver(job.event, context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.metrics.add(m.INVOCATIONS_FAILED_TO_BE_SENT_TO_DLQ, dims)
+            log.error(
+                "dead-letter target %s failed for event %s (rule %s target %s): %s; event dropped",
+                delivery.dead_letter_name,
+                job.event.get("id"),
+                job.rule,
+                job.target_id,
+                exc,
+            )
+        else:
+            self.metrics.add(m.INVOCATIONS_SENT_TO_DLQ, dims)
+        await self._forget(job)
+
+    # -- persistence --------------------------------------------------------
+
+    async def _persist(self, delivery: Delivery, job: Job, due: float) -> None:
+        if self.state is None:
+            return
+        error = (job.error.code, job.error.message) if job.error else None
+        if job.row_id is None:
+            job.row_id = await self.state.add_pending(
+                delivery.bus,
+                job.rule,
+                job.target_id,
+                job.event,
+                job.ingested,
+                job.attempts,
+                due,
+                error,
+            )
+        else:
+            await self.state.update_pending(job.row_id, job.attempts, due, error)
+
+    async def _forget(self, job: Job) -> None:
+        if self.state is not None and job.row_id is not None:
+            await self.state.delete_pending(job.row_id)
+            job.row_id = None
+
+    async def persist_unfinished(self, delivery: Delivery) -> int:
+        """At shutdown: keep queued and interrupted jobs as retries due now."""
+        jobs = [*delivery.in_flight, *delivery.queue]
+        delivery.in_flight.clear()
+        delivery.queue.clear()
+        if self.state is None:
+            return len(jobs)
+        now = self.clock.time()
+        for job in jobs:
+            await self._persist(delivery, job, now)
+        return 0
+
+
+class RetryScheduler:
+    """Jobs waiting for their next attempt, in a heap; one timer for the earliest."""
+
+    def __init__(self, clock: Clock, due: Callable[[Delivery, Job], None]) -> None:
+        self.clock = clock
+        self._due = due
+        self._heap: list[tuple[float, int, Delivery, Job]] = []
+        self._order = itertools.count()
+        self._timer: Cancellable | None = None
+        self._timer_at: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def schedule(self, delivery: Delivery, job: Job, due: float) -> None:
+        heapq.heappush(self._heap, (due, next(self._order), delivery, job))
+        self._arm()
+
+    def remove(self, delivery: Delivery) -> list[Job]:
+        """Take out every job of a delivery (its rule or target is going away)."""
+        kept = [entry for entry in self._heap if entry[2] is not delivery]
+        taken = [entry[3] for entry in self._heap if entry[2] is delivery]
+        self._heap = kept
+        heapq.heapify(self._heap)
+        self._arm()
+        return taken
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_at = None
+
+    def _arm(self) -> None:
+        if not self._heap:
+            self.close()
+            return
+        earliest = self._heap[0][0]
+        if self._timer_at is not None and self._timer_at <= earliest:
+            return
+        self.close()
+        self._timer_at = earliest
+        self._timer = self.clock.call_later(earliest - self.clock.time(), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = self._timer_at = None
+        now = self.clock.time()
+        while self._heap and self._heap[0][0] <= now:
+            _, _, delivery, job = heapq.heappop(self._heap)
+            self._due(delivery, job)
+        self._arm()

@@ -1,0 +1,344 @@
+"""The runtime: event buses, target resources and the tasks that run them.
+
+A ``Runtime`` owns everything with a lifetime: the target resources (each a
+``Target`` from a plugin's ``TargetType``), the buses (``default`` always
+exists), the clock, the metrics, the optional state database and one
+``asyncio.TaskGroup`` in which every dispatcher and delivery worker runs.
+
+    runtime = Runtime(state_path="state.db")
+    runtime.add_resource("orders", "function", {"function": "shop:handle"})
+    bus = runtime.bus()
+    bus.put_rule("big-orders", pattern={"detail": {"total": [{"numeric": [">", 100]}]}})
+    await bus.put_targets("big-orders", [{"id": "t1", "resource": "orders"}])
+    async with runtime:
+        await runtime.put_events([{"Source": "shop", "DetailType": "order", "Detail": "{}"}])
+
+``stop()`` stops intake, waits for in-flight deliveries up to a time limit,
+persists what is still pending (when there is a state database) and stops
+the targets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Coroutine, Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pluggy
+
+from pipelines import metrics as m
+from pipelines.bus import Bus, Rule, TargetConfig, check_name
+from pipelines.clock import Clock, SystemClock
+from pipelines.delivery import Backoff, Deliverer, Delivery, Job
+from pipelines.errors import (
+    ConfigError,
+    EventValidationError,
+    NotRunningError,
+    ResourceNotFoundError,
+)
+from pipelines.event import EntryLimits, validate_entry
+from pipelines.pluginmanager import target_types
+from pipelines.state import StateDB
+from pipelines.targets import Target
+
+log = logging.getLogger("pipelines.runtime")
+
+DEFAULT_BUS = "default"
+
+
+class _Shutdown(Exception):
+    """Raised inside the task group to cancel its tasks at shutdown."""
+
+
+class Runtime:
+    """Buses, rules, targets and their tasks. Use ``async with runtime:`` or start/stop."""
+
+    def __init__(
+        self,
+        *,
+        state_path: str | Path | None = None,
+        clock: Clock | None = None,
+        plugins: pluggy.PluginManager | None = None,
+        max_targets_per_rule: int = 5,
+        intake_size: int = 10_000,
+        target_queue_size: int = 1_000,
+        backoff: Backoff | None = None,
+        drain_timeout: float = 10.0,
+        limits: EntryLimits | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.state_path = Path(state_path) if state_path is not None else None
+        self.clock: Clock = clock or SystemClock()
+        self.metrics = m.Metrics()
+        self.max_targets_per_rule = max_targets_per_rule
+        self.intake_size = intake_size
+        self.target_queue_size = target_queue_size
+        self.drain_timeout = drain_timeout
+        self.limits = limits or EntryLimits()
+        self._types = target_types(plugins)
+        self._resources: dict[str, Target] = {}
+        self._buses: dict[str, Bus] = {}
+        self._state: StateDB | None = None
+        self._group: asyncio.TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._accepting = False
+        self.deliverer = Deliverer(
+            self.clock, self.metrics, self.spawn, None, backoff or Backoff(), random.Random(seed)
+        )
+        self.create_bus(DEFAULT_BUS)
+
+    # -- resources ----------------------------------------------------------
+
+    def add_resource(self, name: str, type_name: str, config: Mapping[str, Any]) -> Target:
+        """Create a target resource of a registered type; rules' targets refer to it by name."""
+        where = f"resource {name}"
+        if not isinstance(name, str) or not name:
+            raise ConfigError(where, "a resource needs a name")
+        if name in self._resources:
+            raise ConfigError(where, "a resource of this name already exists")
+        if self._group is not None:
+            raise ConfigError(where, "add resources before the runtime starts")
+        target_type = self._types.get(type_name)
+        if target_type is None:
+            known = ", ".join(sorted(self._types)) or "none"
+            raise ConfigError(
+                f"{where}.type", f"unknown target type {type_name!r} (known: {known})"
+            )
+        target = target_type.create(name, config)
+        self._resources[name] = target
+        return target
+
+    def resource(self, name: str, *, where: str | None = None) -> Target:
+        try:
+            return self._resources[name]
+        except KeyError:
+            known = ", ".join(sorted(self._resources)) or "none"
+            message = f"no resource named {name!r} (resources: {known})"
+            raise ResourceNotFoundError(f"{where}: {message}" if where else message) from None
+
+    # -- buses --------------------------------------------------------------
+
+    def create_bus(self, name: str) -> Bus:
+        check_name(f"bus {name}", "bus name", name)
+        if name in self._buses:
+            raise ConfigError(f"bus {name}", "an event bus of this name already exists")
+        bus = Bus(self, name)
+        self._buses[name] = bus
+        if self._group is not None:
+            self.spawn(bus.dispatch())
+        return bus
+
+    def bus(self, name: str = DEFAULT_BUS) -> Bus:
+        try:
+            return self._buses[name]
+        except KeyError:
+            raise ResourceNotFoundError(f"Event bus {name} does not exist.") from None
+
+    def buses(self) -> list[Bus]:
+        return list(self._buses.values())
+
+    def _delivery(self, bus: Bus, rule: Rule, config: TargetConfig) -> Delivery:
+        target = self.resource(config.resource)
+        dead_letter = self.resource(config.dead_letter) if config.dead_letter else None
+        return Delivery(
+            bus=bus.name,
+            rule=rule.name,
+            target_id=config.id,
+            target=target,
+            transform=config.transform,
+            policy=config.retry_policy,
+            dead_letter=dead_letter,
+            dead_letter_name=config.dead_letter,
+            concurrency=max(1, target.concurrency),
+            queue_size=self.target_queue_size,
+        )
+
+    async def _retire(self, delivery: Delivery) -> None:
+        dropped = self.deliverer.retries.remove(delivery) + list(delivery.queue)
+        delivery.queue.clear()
+        for job in dropped:
+            await self.deliverer._forget(job)
+        if dropped:
+            log.warning(
+                "target %s of rule %s removed: %d queued or retrying deliveries dropped",
+                delivery.target_id,
+                delivery.rule,
+                len(dropped),
+            )
+
+    # -- events -------------------------------------------------------------
+
+    async def put_events(
+        self, entries: Iterable[Mapping[str, Any]], *, default_bus: str = DEFAULT_BUS
+    ) -> dict[str, Any]:
+        """PutEvents: validate each entry alone, accept the valid ones, one result each.
+
+        Returns ``{"FailedEntryCount": n, "Entries": [...]}`` where each entry is
+        ``{"EventId": id}`` or ``{"ErrorCode": code, "ErrorMessage": message}``.
+        Waits while a bus's intake is full. Raises ``NotRunningError`` when the
+        runtime is not running (nothing is accepted then).
+        """
+        if not self._accepting:
+            raise NotRunningError("the runtime is not running: start it before putting events")
+        now = self.clock.time()
+        moment = datetime.fromtimestamp(now, UTC)
+        results: list[dict[str, str]] = []
+        failed = 0
+        for index, entry in enumerate(entries):
+            try:
+                event = validate_entry(entry, index=index, limits=self.limits, now=moment)
+                bus = self._entry_bus(entry, default_bus, index)
+            except EventValidationError as exc:
+                failed += 1
+                results.append({"ErrorCode": exc.code, "ErrorMessage": exc.message})
+                continue
+            await bus._accept(event, now)
+            results.append({"EventId": event["id"]})
+        return {"FailedEntryCount": failed, "Entries": results}
+
+    def _entry_bus(self, entry: Mapping[str, Any], default: str, index: int) -> Bus:
+        name = entry.get("EventBusName") or default
+        name = name.rsplit("/", 1)[-1]  # an ARN names the bus after its last '/'
+        bus = self._buses.get(name)
+        if bus is None:
+            raise EventValidationError(
+                "ResourceNotFoundException", f"Event bus {name} does not exist.", index
+            )
+        return bus
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coroutine`` as a task of the runtime's task group."""
+        if self._group is None:
+            coroutine.close()
+            raise NotRunningError("the runtime is not running")
+        return self._group.create_task(coroutine)
+
+    @property
+    def running(self) -> bool:
+        return self._accepting
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            raise NotRunningError("the runtime was already started")
+        if self.state_path is not None:
+            self._state = await StateDB.open(self.state_path)
+            self.deliverer.state = self._state
+        started = [name for name in self._resources]
+        try:
+            for name in started:
+                await self._resources[name].start(self)
+        except BaseException:
+            await self._close_state()
+            raise
+        ready = asyncio.Event()
+        self._runner = asyncio.create_task(self._run(ready), name="pipelines-runtime")
+        await ready.wait()
+        await self._load_pending()
+        self._accepting = True
+
+    async def _run(self, ready: asyncio.Event) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                for bus in self._buses.values():
+                    group.create_task(bus.dispatch())
+                ready.set()
+                await self._stopping.wait()
+                raise _Shutdown
+        except* _Shutdown:
+            pass
+        finally:
+            self._group = None
+
+    async def _load_pending(self) -> None:
+        if self._state is None:
+            return
+        for bus in self._buses.values():
+            for row in await self._state.pending(bus.name):
+                try:
+                    delivery = bus.delivery(row.rule, row.target_id)
+                except ResourceNotFoundError:
+                    delivery = None
+                if delivery is None:
+                    log.warning(
+                        "pending delivery %d for rule %s target %s on bus %s kept in %s: "
+                        "that rule target no longer exists",
+                        row.id,
+                        row.rule,
+                        row.target_id,
+                        bus.name,
+                        self._state.path,
+                    )
+                    continue
+                job = Job(row.rule, row.target_id, row.event, row.ingested, row.attempts)
+                job.row_id = row.id
+                self.deliverer.retries.schedule(delivery, job, row.due)
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop intake, drain in-flight work for up to ``timeout`` seconds, persist the rest."""
+        if self._runner is None:
+            return
+        self._accepting = False
+        limit = self.drain_timeout if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while not self._drained() and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        self.deliverer.retries.close()
+        self._stopping.set()
+        await self._runner
+        self._runner = None
+        await self._persist_unfinished()
+        for name, target in self._resources.items():
+            try:
+                await target.stop()
+            except Exception:
+                log.exception("stopping resource %s failed", name)
+        await self._close_state()
+
+    def _drained(self) -> bool:
+        return all(bus.idle for bus in self._buses.values()) and all(
+            delivery.idle for bus in self._buses.values() for delivery in bus.deliveries()
+        )
+
+    async def _persist_unfinished(self) -> None:
+        lost = 0
+        for bus in self._buses.values():
+            for delivery, job in bus.undispatched():
+                delivery.queue.append(job)
+            for delivery in bus.deliveries():
+                lost += await self.deliverer.persist_unfinished(delivery)
+        if self._state is None:
+            lost += len(self.deliverer.retries)
+        if lost:
+            log.error(
+                "%d deliveries were still pending at shutdown and are lost: "
+                "the runtime has no state database (state_path)",
+                lost,
+            )
+
+    async def _close_state(self) -> None:
+        if self._state is not None:
+            await self._state.close()
+            self._state = None
+            self.deliverer.state = None
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,125 @@
+"""The runner's state database: one SQLite file (WAL), opened with aiosqlite.
+
+It holds what must survive a restart. For the bus that is the deliveries
+waiting for a retry (``pending_deliveries``); later capabilities (archives,
+queues, schedules, metrics) add their own tables to the same file.
+
+aiosqlite runs each connection in its own thread, so no query blocks the
+event loop; one connection per database means one writer, and WAL lets
+readers in other processes proceed while it writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending_deliveries (
+    id            INTEGER PRIMARY KEY,
+    bus           TEXT NOT NULL,
+    rule          TEXT NOT NULL,
+    target_id     TEXT NOT NULL,
+    event         BLOB NOT NULL,
+    ingested      REAL NOT NULL,
+    attempts      INTEGER NOT NULL,
+    due           REAL NOT NULL,
+    error_code    TEXT,
+    error_message TEXT
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRow:
+    """A delivery waiting for its next attempt, as stored."""
+
+    id: int
+    bus: str
+    rule: str
+    target_id: str
+    event: dict[str, Any]
+    ingested: float
+    attempts: int
+    due: float
+    error_code: str | None
+    error_message: str | None
+
+
+class StateDB:
+    """An open state database. Use ``await StateDB.open(path)`` and ``close()``."""
+
+    def __init__(self, path: Path, connection: aiosqlite.Connection) -> None:
+        self.path = path
+        self.connection = connection
+
+    @classmethod
+    async def open(cls, path: str | Path) -> StateDB:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = await aiosqlite.connect(path)
+        # WAL + NORMAL: a committed transaction survives a process crash (the
+        # WAL is in the OS's hands); only power loss can drop the last commits.
+        await connection.execute("PRAGMA journal_mode=WAL")
+        await connection.execute("PRAGMA synchronous=NORMAL")
+        await connection.execute("PRAGMA busy_timeout=5000")
+        await connection.executescript(SCHEMA)
+        await connection.commit()
+        return cls(path, connection)
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+    async def add_pending(
+        self,
+        bus: str,
+        rule: str,
+        target_id: str,
+        event: dict[str, Any],
+        ingested: float,
+        attempts: int,
+        due: float,
+        error: tuple[str, str] | None,
+    ) -> int:
+        code, message = error or (None, None)
+        cursor = await self.connection.execute(
+            "INSERT INTO pending_deliveries"
+            " (bus, rule, target_id, event, ingested, attempts, due, error_code, error_message)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (bus, rule, target_id, orjson.dumps(event), ingested, attempts, due, code, message),
+        )
+        await self.connection.commit()
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    async def update_pending(
+        self, row_id: int, attempts: int, due: float, error: tuple[str, str] | None
+    ) -> None:
+        code, message = error or (None, None)
+        await self.connection.execute(
+            "UPDATE pending_deliveries SET attempts = ?, due = ?, error_code = ?,"
+            " error_message = ? WHERE id = ?",
+            (attempts, due, code, message, row_id),
+        )
+        await self.connection.commit()
+
+    async def delete_pending(self, row_id: int) -> None:
+        await self.connection.execute("DELETE FROM pending_deliveries WHERE id = ?", (row_id,))
+        await self.connection.commit()
+
+    async def pending(self, bus: str) -> list[PendingRow]:
+        """Every pending delivery of ``bus``, earliest due first."""
+        async with self.connection.execute(
+            "SELECT id, bus, rule, target_id, event, ingested, attempts, due, error_code,"
+            " error_message FROM pending_deliveries WHERE bus = ? ORDER BY due, id",
+            (bus,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            PendingRow(row[0], row[1], row[2], row[3], orjson.loads(row[4]), *row[5:])
+            for row in rows
+        ]
