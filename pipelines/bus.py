@@ -60,7 +60,7 @@ class TargetConfig:
     resource: str
     retry_policy: RetryPolicy
     dead_letter: str | None
-    transform: Callable[[dict[str, Any], str, float], Any]
+    transform: Callable[[dict[str, Any], str, str, float], Any]
     declared: Mapping[str, Any]
 
     @classmethod

@@ -12,7 +12,7 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 
@@ -91,21 +91,31 @@ class ManualClock:
             heapq.heappop(self._timers)
         return self._timers[0][0] if self._timers else None
 
-    async def advance(self, seconds: float) -> None:
+    async def advance(
+        self, seconds: float, *, quiet: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         """Move time forward, firing each due timer at its own moment, in order.
 
-        Between timers the loop runs until quiet, so work a timer starts (a
-        retry) can schedule its next timer before time moves on.
+        Between timers the loop runs until quiet (``quiet``, when given, is
+        awaited too: work that waits on threads, such as SQLite writes, can
+        then schedule its next timer before time moves on).
         """
         target = self._now + seconds
-        await settle()
+        await self._quiet(quiet)
         while (deadline := self.next_deadline()) is not None and deadline <= target:
             _, _, timer = heapq.heappop(self._timers)
             self._now = max(self._now, deadline)
             timer.callback()
-            await settle()
+            await self._quiet(quiet)
         self._now = target
+        await self._quiet(quiet)
+
+    @staticmethod
+    async def _quiet(quiet: Callable[[], Awaitable[None]] | None) -> None:
         await settle()
+        if quiet is not None:
+            await quiet()
+            await settle()
 
 
 async def settle(rounds: int = 50) -> None:

@@ -117,9 +117,10 @@ class Delivery:
 
     bus: str
     rule: str
+    rule_arn: str
     target_id: str
     target: Target
-    transform: Callable[[dict[str, Any], str, float], Any]
+    transform: Callable[[dict[str, Any], str, str, float], Any]
     policy: RetryPolicy
     dead_letter: Target | None
     dead_letter_name: str | None
@@ -208,7 +209,7 @@ class Deliverer:
         if job.attempts > 1:
             self.metrics.add(m.RETRY_INVOCATION_ATTEMPTS, dims)
         try:
-            payload = delivery.transform(job.event, job.rule, job.ingested)
+            payload = delivery.transform(job.event, job.rule, delivery.rule_arn, job.ingested)
             context = DeliveryContext(job.rule, job.target_id, job.event, job.attempts)
             await delivery.target.deliver(payload, context)
         except asyncio.CancelledError:
@@ -245,14 +246,16 @@ class Deliverer:
     async def _give_up(self, delivery: Delivery, job: Job, condition: str | None) -> None:
         """The event will not reach this target: dead-letter it, or log the drop."""
         dims = delivery.dims
-        self.metrics.add(m.INVOCATIONS, dims)
-        self.metrics.add(m.FAILED_INVOCATIONS, dims)
         if job.error is None:
             job.error = DeliveryError(
                 "EventAgeExceeded", "the event's maximum age passed before delivery", retryable=True
             )
         attributes = dead_letter_attributes(job, condition)
         if delivery.dead_letter is None:
+            # As EventBridge counts: a permanent failure is an Invocation and a
+            # FailedInvocation unless it goes to a dead letter (DeadLetterInvocations).
+            self.metrics.add(m.INVOCATIONS, dims)
+            self.metrics.add(m.FAILED_INVOCATIONS, dims)
             log.error(
                 "dropped event %s for rule %s target %s (no dead-letter target): %s",
                 job.event.get("id"),

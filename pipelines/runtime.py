@@ -149,6 +149,7 @@ class Runtime:
         return Delivery(
             bus=bus.name,
             rule=rule.name,
+            rule_arn=bus.rule_arn(rule.name),
             target_id=config.id,
             target=target,
             transform=config.transform,
@@ -303,6 +304,20 @@ class Runtime:
             except Exception:
                 log.exception("stopping resource %s failed", name)
         await self._close_state()
+
+    async def wait_until_idle(self, timeout: float = 10.0) -> None:
+        """Wait until no event is being matched or delivered (retries may be pending).
+
+        For tests and tools; raises ``TimeoutError`` after ``timeout`` seconds.
+        """
+        async with asyncio.timeout(timeout):
+            while not self._quiet():
+                await asyncio.sleep(0.001)
+
+    def _quiet(self) -> bool:
+        return all(bus.idle for bus in self._buses.values()) and all(
+            delivery.active == 0 for bus in self._buses.values() for delivery in bus.deliveries()
+        )
 
     def _drained(self) -> bool:
         return all(bus.idle for bus in self._buses.values()) and all(

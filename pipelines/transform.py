@@ -11,7 +11,9 @@ A target declares at most one of:
 - ``input_jmespath`` (beyond AWS): a JMESPath expression over the event.
 
 ``compile_transform`` checks the declaration once and returns a function
-``(event, rule_name, ingestion_time) -> payload`` for the delivery hot path.
+``(event, rule_name, rule_arn, ingestion_time) -> payload`` for the delivery
+hot path. docs/delivery.md lists the quoting rules and where we chose
+behaviour AWS leaves undocumented.
 """
 
 from __future__ import annotations
@@ -26,15 +28,16 @@ import jmespath
 import jmespath.exceptions
 import orjson
 
-from pipelines.errors import ConfigError
-from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
+from pipelines.errors import ConfigError, DeliveryError
 
-Transform = Callable[[dict[str, Any], str, float], Any]
+Transform = Callable[[dict[str, Any], str, str, float], Any]
 
 MAX_INPUT_PATHS = 100
-_STEP = re.compile(r"\.([A-Za-z0-9_\-$@]+)|\['((?:[^'\\]|\\.)*)'\]|\[(\d+)\]")
+MAX_TEMPLATE_LENGTH = 8192
+MAX_PATH_LENGTH = 256
+_STEP = re.compile(r"\.([A-Za-z0-9_\-$@/]+|\*)|\['((?:[^'\\]|\\.)*)'\]|\[(\d+)\]|\[(\*)\]")
 _PLACEHOLDER = re.compile(r"<([A-Za-z0-9_.\-]+)>")
-_VARIABLE = re.compile(r"[A-Za-z0-9_\-]+")
+_VARIABLE = re.compile(r"[A-Za-z0-9_\-]{1,256}")
 RESERVED = (
     "aws.events.rule-arn",
     "aws.events.rule-name",
@@ -42,10 +45,11 @@ RESERVED = (
     "aws.events.event.json",
     "aws.events.event.ingestion-time",
 )
+_WHOLE_EVENT = ("aws.events.event", "aws.events.event.json")
 _MISSING = object()
 
 
-def _identity(event: dict[str, Any], rule: str, ingested: float) -> Any:
+def _identity(event: dict[str, Any], rule: str, rule_arn: str, ingested: float) -> Any:
     return event
 
 
@@ -66,7 +70,7 @@ def compile_transform(where: str, config: Mapping[str, Any]) -> Transform:
         return _constant(f"{where}.input", value)
     if key == "input_path":
         path = compile_path(f"{where}.input_path", value)
-        return lambda event, rule, ingested: _missing_to_none(path(event))
+        return lambda event, rule, rule_arn, ingested: _missing_to_none(path(event))
     if key == "input_jmespath":
         return _jmespath(f"{where}.input_jmespath", value)
     return compile_input_transformer(f"{where}.input_transformer", value)
@@ -80,7 +84,7 @@ def _constant(where: str, value: Any) -> Transform:
             raise ConfigError(where, f"is not valid JSON text: {exc}") from None
     frozen = orjson.dumps(value)
     # Each delivery gets its own copy, so a target that mutates it harms no other.
-    return lambda event, rule, ingested: orjson.loads(frozen)
+    return lambda event, rule, rule_arn, ingested: orjson.loads(frozen)
 
 
 def _jmespath(where: str, expression: Any) -> Transform:
@@ -90,14 +94,20 @@ def _jmespath(where: str, expression: Any) -> Transform:
         compiled = jmespath.compile(expression)
     except jmespath.exceptions.ParseError as exc:
         raise ConfigError(where, f"is not a valid JMESPath expression: {exc}") from None
-    return lambda event, rule, ingested: compiled.search(event)
+    return lambda event, rule, rule_arn, ingested: compiled.search(event)
 
 
 def compile_path(where: str, path: Any) -> Callable[[Any], Any]:
-    """A function reading ``path`` from an event; it returns ``_MISSING`` where nothing is."""
+    """A function reading ``path`` from an event; it returns ``_MISSING`` where nothing is.
+
+    A wildcard (``[*]`` or ``.*``) fans out over an array's items or an
+    object's values and yields the list of what the rest of the path finds.
+    """
     if not isinstance(path, str) or not path.startswith("$"):
         raise ConfigError(where, f"{path!r} is not a JSONPath starting with '$'")
-    steps: list[str | int] = []
+    if len(path) > MAX_PATH_LENGTH:
+        raise ConfigError(where, f"is longer than {MAX_PATH_LENGTH} characters")
+    steps: list[str | int | None] = []  # None is a wildcard
     position = 1
     while position < len(path):
         step = _STEP.match(path, position)
@@ -105,31 +115,39 @@ def compile_path(where: str, path: Any) -> Callable[[Any], Any]:
             raise ConfigError(
                 where,
                 f"{path!r} is not supported at character {position + 1}: use .name, "
-                "['name'] or [index] (EventBridge's JSONPath subset has no wildcards or filters)",
+                "['name'], [index] or a wildcard [*] (no filters or slices)",
             )
-        name, quoted, index = step.groups()
+        name, quoted, index, _ = step.groups()
         if name is not None:
-            steps.append(name)
+            steps.append(None if name == "*" else name)
         elif quoted is not None:
             steps.append(re.sub(r"\\(.)", r"\1", quoted))
-        else:
+        elif index is not None:
             steps.append(int(index))
+        else:
+            steps.append(None)
         position = step.end()
+    return lambda event: _read(event, steps, 0)
 
-    def read(event: Any) -> Any:
-        value = event
-        for step in steps:
-            if isinstance(step, int):
-                if not isinstance(value, list) or step >= len(value):
-                    return _MISSING
-                value = value[step]
-            else:
-                if not isinstance(value, dict) or step not in value:
-                    return _MISSING
-                value = value[step]
-        return value
 
-    return read
+def _read(value: Any, steps: list[str | int | None], start: int) -> Any:
+    for position in range(start, len(steps)):
+        step = steps[position]
+        if step is None:
+            items = value if isinstance(value, list) else None
+            if isinstance(value, dict):
+                items = list(value.values())
+            if items is None:
+                return _MISSING
+            found = (_read(item, steps, position + 1) for item in items)
+            return [item for item in found if item is not _MISSING]
+        if isinstance(step, int):
+            if not isinstance(value, list) or step >= len(value):
+                return _MISSING
+        elif not isinstance(value, dict) or step not in value:
+            return _MISSING
+        value = value[step]
+    return value
 
 
 def _missing_to_none(value: Any) -> Any:
@@ -141,40 +159,60 @@ def compile_input_transformer(where: str, config: Any) -> Transform:
         raise ConfigError(where, "must be a mapping with input_paths_map and input_template")
     unknown = set(config) - {"input_paths_map", "input_template"}
     if unknown:
-        raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown setting")
+        raise ConfigError(
+            f"{where}.{sorted(unknown)[0]}",
+            "unknown setting (allowed: input_paths_map, input_template)",
+        )
     paths = config.get("input_paths_map") or {}
     template = config.get("input_template")
     if not isinstance(paths, Mapping):
         raise ConfigError(f"{where}.input_paths_map", "must map variable names to JSONPaths")
     if len(paths) > MAX_INPUT_PATHS:
         raise ConfigError(f"{where}.input_paths_map", f"has more than {MAX_INPUT_PATHS} entries")
-    if not isinstance(template, str) or not template:
-        raise ConfigError(f"{where}.input_template", "is required: a text with <variables>")
+    if not isinstance(template, str) or not 1 <= len(template) <= MAX_TEMPLATE_LENGTH:
+        raise ConfigError(
+            f"{where}.input_template", f"is required: 1 to {MAX_TEMPLATE_LENGTH} characters"
+        )
     readers: dict[str, Callable[[Any], Any]] = {}
     for name, path in paths.items():
+        here = f"{where}.input_paths_map.{name}"
         if not isinstance(name, str) or not _VARIABLE.fullmatch(name):
-            raise ConfigError(
-                f"{where}.input_paths_map.{name}",
-                "a variable name is letters, digits, '-' and '_'",
-            )
-        if name.startswith("aws.") or name in RESERVED:
-            raise ConfigError(f"{where}.input_paths_map.{name}", "'aws.' names are reserved")
-        readers[name] = compile_path(f"{where}.input_paths_map.{name}", path)
+            raise ConfigError(here, "a variable name is 1 to 256 letters, digits, '-' and '_'")
+        readers[name] = compile_path(here, path)
     pieces = _split(template)
     for piece in pieces:
-        if isinstance(piece, tuple) and piece[0] not in readers and piece[0] not in RESERVED:
+        if isinstance(piece, str):
+            continue
+        name, in_string = piece
+        if name not in readers and name not in RESERVED:
             raise ConfigError(
                 f"{where}.input_template",
-                f"<{piece[0]}> is neither in input_paths_map nor a reserved variable",
+                f"contains invalid placeholder {name}: it is neither in input_paths_map "
+                "nor a reserved aws.events variable",
             )
+        if in_string and name in _WHOLE_EVENT:
+            raise ConfigError(
+                f"{where}.input_template",
+                f"<{name}> can only be the value of a JSON field, not part of a string",
+            )
+    structured = template.lstrip()[:1] in ("{", "[")
+    reserved = {piece[0] for piece in pieces if isinstance(piece, tuple) and piece[0] in RESERVED}
 
-    def transform(event: dict[str, Any], rule: str, ingested: float) -> Any:
+    def transform(event: dict[str, Any], rule: str, rule_arn: str, ingested: float) -> Any:
         values = {name: read(event) for name, read in readers.items()}
-        text = render(pieces, values, event, rule, ingested)
+        for name in reserved:
+            values[name] = _reserved(name, event, rule, rule_arn, ingested)
+        text = render(pieces, values)
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
-            return text  # a plain-text template (for a queue or a log line)
+            if structured:
+                raise DeliveryError(
+                    "INVALID_JSON",
+                    f"the input template produced invalid JSON: {text[:200]}",
+                    retryable=False,
+                ) from None
+            return text  # a plain-text template (a log line, a message body)
 
     return transform
 
@@ -213,16 +251,16 @@ def _split(template: str) -> list[Piece]:
     return pieces
 
 
-def render(
-    pieces: list[Piece], values: dict[str, Any], event: dict[str, Any], rule: str, ingested: float
-) -> str:
-    """Substitute placeholders.
+def render(pieces: list[Piece], values: dict[str, Any]) -> str:
+    """Substitute placeholders with EventBridge's quoting rules.
 
-    Inside a JSON string (``"<name>"``) a string value goes in without its
-    quotes, escaped for the string; anything else goes in as its JSON text,
-    escaped. Outside a string the value goes in as JSON (strings quoted). A
-    path that is not in the event gives ``null`` outside strings and nothing
-    inside them.
+    Outside a JSON string a value goes in as JSON: strings get quotes,
+    objects, arrays, numbers and booleans do not. Inside a JSON string
+    (``"... <name> ..."``) a string goes in without quotes and an object or
+    array loses its internal quotes (``{"a":"b"}`` -> ``{a:b}``), as AWS
+    documents. A path missing from the event gives an empty string (``""``
+    outside a string), as AWS does. Where AWS leaves values unescaped, we
+    escape them, so a value holding a quote cannot break the JSON.
     """
     out: list[str] = []
     for piece in pieces:
@@ -230,37 +268,29 @@ def render(
             out.append(piece)
             continue
         name, in_string = piece
-        value = values[name] if name in values else _reserved(name, event, rule, ingested)
-        if in_string:
-            if value is _MISSING:
-                continue
-            text = value if isinstance(value, str) else orjson.dumps(value).decode()
+        value = values[name]
+        if value is _MISSING:
+            value = ""
+        if not in_string:
+            out.append(orjson.dumps(value).decode())
+        elif isinstance(value, str):
+            out.append(orjson.dumps(value).decode()[1:-1])
+        elif isinstance(value, dict | list):
+            text = orjson.dumps(value).decode().replace('"', "")
             out.append(orjson.dumps(text).decode()[1:-1])
-        elif value is _MISSING:
-            out.append("null")
-        elif isinstance(value, _Raw):
-            out.append(value.text)
         else:
             out.append(orjson.dumps(value).decode())
     return "".join(out)
 
 
-class _Raw(str):
-    """Text inserted as it is (already JSON)."""
-
-    @property
-    def text(self) -> str:
-        return str(self)
-
-
-def _reserved(name: str, event: dict[str, Any], rule: str, ingested: float) -> Any:
+def _reserved(name: str, event: dict[str, Any], rule: str, rule_arn: str, ingested: float) -> Any:
     if name == "aws.events.rule-name":
         return rule
     if name == "aws.events.rule-arn":
-        return f"arn:aws:events:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:rule/{rule}"
+        return rule_arn
     if name == "aws.events.event.ingestion-time":
         return datetime.fromtimestamp(ingested, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     if name == "aws.events.event":
-        return _Raw(orjson.dumps(event).decode())
-    # aws.events.event.json: the event as JSON text, to be used inside a string.
-    return orjson.dumps(event).decode()
+        # AWS documents this one as the original event without its detail.
+        return {key: value for key, value in event.items() if key != "detail"}
+    return event  # aws.events.event.json: the whole event

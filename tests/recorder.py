@@ -1,0 +1,92 @@
+"""A target type for bus tests, registered through a real pluggy plugin manager.
+
+``recorder`` targets record what they receive (payload, context, clock time)
+and can be told to fail, to fail without retry, or to hold deliveries until
+released, so tests can drive each delivery path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from pipelines import hookspecs
+from pipelines.errors import DeliveryError
+from pipelines.hookspecs import hookimpl
+from pipelines.pluginmanager import ENTRY_POINT_GROUP
+from pipelines.targets import DeliveryContext, Target, TargetServices, TargetType
+
+
+@dataclass
+class Received:
+    payload: Any
+    context: DeliveryContext
+    time: float
+
+
+class Recorder(Target):
+    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
+        self.name = name
+        self.concurrency = int(config.get("concurrency", 16))
+        #: Fail this many deliveries before succeeding (-1: always).
+        self.failures = int(config.get("fail", 0))
+        self.retryable = bool(config.get("retryable", True))
+        self.received: list[Received] = []
+        self.attempts: list[float] = []
+        self.gate: asyncio.Event | None = asyncio.Event() if config.get("hold") else None
+        self.waiting = 0
+        self.started = self.stopped = False
+        self.clock: Any = None
+
+    async def start(self, services: TargetServices) -> None:
+        self.clock = services.clock
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def release(self) -> None:
+        assert self.gate is not None
+        self.gate.set()
+
+    async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
+        now = self.clock.time()
+        self.attempts.append(now)
+        if self.gate is not None:
+            self.waiting += 1
+            try:
+                await self.gate.wait()
+            finally:
+                self.waiting -= 1
+        if self.failures != 0:
+            self.failures -= 1 if self.failures > 0 else 0
+            raise DeliveryError("TestFailure", f"{self.name} refuses", retryable=self.retryable)
+        self.received.append(Received(payload, context, now))
+        return None
+
+
+class RecorderType(TargetType):
+    name = "recorder"
+    description = "Records deliveries (tests only)"
+
+    def create(self, target_id: str, config: Mapping[str, Any]) -> Recorder:
+        return Recorder(target_id, config)
+
+
+class _TestPlugin:
+    @hookimpl
+    def register_targets(self, register: Callable[[TargetType], None]) -> None:
+        register(RecorderType())
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    """The installed plugins plus the recorder, loaded as the runtime loads them."""
+    manager = pluggy.PluginManager("pipelines")
+    manager.add_hookspecs(hookspecs)
+    manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    manager.register(_TestPlugin(), name="tests.recorder")
+    return manager
