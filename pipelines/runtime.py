@@ -232,16 +232,21 @@ class Runtime:
         if self.state_path is not None:
             self._state = await StateDB.open(self.state_path)
             self.deliverer.state = self._state
-        started = [name for name in self._resources]
-        try:
-            for name in started:
-                await self._resources[name].start(self)
-        except BaseException:
-            await self._close_state()
-            raise
         ready = asyncio.Event()
         self._runner = asyncio.create_task(self._run(ready), name="pipelines-runtime")
         await ready.wait()
+        started: list[Target] = []
+        try:
+            for target in self._resources.values():
+                await target.start(self)
+                started.append(target)
+        except BaseException:
+            self._stopping.set()
+            await self._runner
+            for target in started:
+                await target.stop()
+            await self._close_state()
+            raise
         await self._load_pending()
         self._accepting = True
 
@@ -293,6 +298,11 @@ class Runtime:
         deadline = loop.time() + limit
         while not self._drained() and loop.time() < deadline:
             await asyncio.sleep(0.005)
+        for name, target in self._resources.items():
+            try:
+                await target.drain(max(deadline - loop.time(), 0.0))
+            except Exception:
+                log.exception("draining resource %s failed", name)
         self.deliverer.retries.close()
         self._stopping.set()
         await self._runner

@@ -61,6 +61,14 @@ class Target(ABC):
     async def start(self, services: TargetServices) -> None:  # noqa: B027 - optional hook
         """Acquire what delivery needs (connections, imports). Called once."""
 
+    async def drain(self, timeout: float) -> None:  # noqa: B027 - optional hook
+        """Finish background work (an internal queue) within ``timeout`` seconds.
+
+        Called at shutdown after the runtime has stopped intake and drained its
+        own deliveries, while the runtime's task group still runs; report what
+        cannot be finished in time.
+        """
+
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Release it. Called once, after the last ``deliver`` has returned."""
 

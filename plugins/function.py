@@ -13,6 +13,17 @@ Settings:
 - ``max_concurrency`` (1 to 1000, default 10): calls beyond it wait for a
   free slot and are counted in ``throttles``.
 
+- ``async_invoke`` (optional): Lambda's asynchronous invocation. The target
+  then accepts each event into the function's own queue (as Lambda answers
+  202) and runs it from there: a failed call is retried after one minute,
+  then two (``maximum_retry_attempts`` 0 to 2, default 2), for at most
+  ``maximum_event_age`` seconds (60 to 21,600, default 21,600), and the
+  outcome goes as Lambda's invocation record to ``on_success`` /
+  ``on_failure`` (any target resource). ``queue_size`` (default 10,000)
+  bounds the queue: a full queue is a retryable ``TooManyRequestsException``,
+  so the rule's retry policy applies on top. The queue is in memory: what is
+  still in it at shutdown after the drain limit is logged as lost.
+
 An exception from the callable is the retryable error ``FunctionError``; a
 ``DeliveryError`` it raises is passed on as it is, so a function can declare
 a payload it will never accept (``retryable=False``).
@@ -23,11 +34,17 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import logging
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from pipelines.clock import Cancellable
 from pipelines.errors import ConfigError, DeliveryError
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.hookspecs import hookimpl
 from pipelines.targets import (
     DeliveryContext,
@@ -38,7 +55,15 @@ from pipelines.targets import (
     number_setting,
 )
 
-SETTINGS = {"function", "timeout", "max_concurrency"}
+SETTINGS = {"function", "timeout", "max_concurrency", "async_invoke"}
+ASYNC_SETTINGS = {
+    "maximum_retry_attempts",
+    "maximum_event_age",
+    "on_success",
+    "on_failure",
+    "queue_size",
+}
+log = logging.getLogger("plugins.function")
 
 
 def resolve(where: str, reference: str) -> Callable[..., Any]:
@@ -73,37 +98,137 @@ def _takes_context(function: Callable[..., Any]) -> bool:
     return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in positional)
 
 
+@dataclass(frozen=True, slots=True)
+class AsyncInvoke:
+    """Lambda's asynchronous-invocation settings (PutFunctionEventInvokeConfig)."""
+
+    maximum_retry_attempts: int = 2
+    maximum_event_age: int = 21_600
+    on_success: str | None = None
+    on_failure: str | None = None
+    queue_size: int = 10_000
+
+    @classmethod
+    def from_config(cls, where: str, config: Any) -> AsyncInvoke:
+        if not isinstance(config, Mapping):
+            raise ConfigError(where, "must be a mapping of Lambda's async-invoke settings")
+        check_keys(where, config, ASYNC_SETTINGS)
+        attempts = number_setting(where, config, "maximum_retry_attempts", 2, 0, 2, integer=True)
+        age = number_setting(where, config, "maximum_event_age", 21_600, 60, 21_600, integer=True)
+        size = number_setting(where, config, "queue_size", 10_000, 1, 1_000_000, integer=True)
+        destinations = []
+        for key in ("on_success", "on_failure"):
+            value = config.get(key)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"{where}.{key}", "must name a target resource")
+            destinations.append(value)
+        return cls(int(attempts), int(age), destinations[0], destinations[1], int(size))
+
+
+@dataclass(slots=True, eq=False)
+class _Invocation:
+    payload: Any
+    context: DeliveryContext
+    accepted: float
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    attempts: int = 0
+
+
 class FunctionTarget(Target):
-    def __init__(self, target_id: str, reference: str, timeout: float, concurrency: int) -> None:
+    def __init__(
+        self,
+        target_id: str,
+        reference: str,
+        timeout: float,
+        concurrency: int,
+        async_invoke: AsyncInvoke | None = None,
+    ) -> None:
+        self.name = target_id
         self.where = f"target {target_id}"
         self.reference = reference
         self.timeout = timeout
         self.concurrency = concurrency
+        self.async_invoke = async_invoke
         self.invocations = 0
         self.throttles = 0
+        self.destination_failures = 0
         self._function: Callable[..., Any] | None = None
         self._with_context = False
         self._is_async = False
         self._slots = asyncio.Semaphore(concurrency)
         self._threads: ThreadPoolExecutor | None = None
+        self._services: TargetServices | None = None
+        # Lambda's asynchronous event queue: accepted invocations, and those
+        # waiting (on a clock timer) for their retry.
+        self._queue: asyncio.Queue[_Invocation] = asyncio.Queue()
+        self._busy = 0
+        self._retrying: dict[_Invocation, Cancellable] = {}
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:lambda:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:function:{self.name}:$LATEST"
 
     async def start(self, services: TargetServices) -> None:
         function = resolve(f"{self.where}.function", self.reference)
         self._function = function
         self._with_context = _takes_context(function)
         self._is_async = inspect.iscoroutinefunction(function)
+        self._services = services
         if not self._is_async:
             self._threads = ThreadPoolExecutor(
                 max_workers=self.concurrency, thread_name_prefix=f"pipelines-{self.where}"
             )
+        if self.async_invoke is not None:
+            for key in ("on_success", "on_failure"):
+                name = getattr(self.async_invoke, key)
+                if name is not None:
+                    services.resource(name)  # fail at start, not at the first record
+            for _ in range(self.concurrency):
+                services.spawn(self._async_worker())
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for queued async invocations; those still waiting for a retry are reported."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (not self._queue.empty() or self._busy) and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        lost = self._queue.qsize() + self._busy + len(self._retrying)
+        if lost:
+            log.error(
+                "%s: %d asynchronous invocations were still queued or waiting for a retry at "
+                "shutdown and are lost (Lambda-style async queues are kept in memory)",
+                self.where,
+                lost,
+            )
 
     async def stop(self) -> None:
+        for timer in self._retrying.values():
+            timer.cancel()
+        self._retrying.clear()
         if self._threads is not None:
             # Do not wait for timed-out calls still running: their results are discarded.
             self._threads.shutdown(wait=False, cancel_futures=True)
             self._threads = None
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
+        if self.async_invoke is None:
+            return await self.invoke(payload, context)
+        # Asynchronous invocation: accept into the function's own queue, as
+        # Lambda answers 202; a full queue is a retryable throttle for the rule.
+        waiting = self._queue.qsize() + self._busy + len(self._retrying)
+        if waiting >= self.async_invoke.queue_size:
+            self.throttles += 1
+            raise DeliveryError(
+                "TooManyRequestsException",
+                f"{self.where}: the asynchronous queue holds {waiting} invocations",
+                retryable=True,
+            )
+        assert self._services is not None
+        self._queue.put_nowait(_Invocation(payload, context, self._services.clock.time()))
+        return None
+
+    async def invoke(self, payload: Any, context: DeliveryContext) -> Any:
+        """Call the function once (synchronous invocation), within timeout and concurrency."""
         function = self._function
         if function is None:
             raise DeliveryError("NotStarted", f"{self.where} is not started", retryable=True)
@@ -132,6 +257,118 @@ class FunctionTarget(Target):
                     "FunctionError", f"{type(exc).__name__}: {exc}", retryable=True
                 ) from exc
 
+    # -- asynchronous invocation (Lambda's event queue) ----------------------
+
+    async def _async_worker(self) -> None:
+        while True:
+            invocation = await self._queue.get()
+            self._busy += 1
+            try:
+                await self._run(invocation)
+            finally:
+                self._busy -= 1
+
+    async def _run(self, invocation: _Invocation) -> None:
+        settings = self.async_invoke
+        services = self._services
+        assert settings is not None and services is not None
+        clock = services.clock
+        if clock.time() - invocation.accepted > settings.maximum_event_age:
+            await self._record(invocation, "EventAgeExceeded", None, None)
+            return
+        invocation.attempts += 1
+        try:
+            result = await self.invoke(invocation.payload, invocation.context)
+        except DeliveryError as exc:
+            error = exc
+        else:
+            await self._record(invocation, "Success", result, None)
+            return
+        if not error.retryable or invocation.attempts > settings.maximum_retry_attempts:
+            await self._record(invocation, "RetriesExhausted", None, error)
+            return
+        # Lambda waits one minute before the second attempt, two before the third.
+        delay = 60.0 * invocation.attempts
+        if clock.time() + delay - invocation.accepted > settings.maximum_event_age:
+            await self._record(invocation, "EventAgeExceeded", None, error)
+            return
+
+        def requeue() -> None:
+            self._retrying.pop(invocation, None)
+            self._queue.put_nowait(invocation)
+
+        self._retrying[invocation] = clock.call_later(delay, requeue)
+
+    async def _record(
+        self, invocation: _Invocation, condition: str, result: Any, error: DeliveryError | None
+    ) -> None:
+        """Send Lambda's invocation record to the on-success or on-failure destination."""
+        settings = self.async_invoke
+        services = self._services
+        assert settings is not None and services is not None
+        destination = settings.on_success if condition == "Success" else settings.on_failure
+        if destination is None:
+            if error is not None or condition != "Success":
+                log.error(
+                    "%s: asynchronous invocation %s failed (%s) and has no on_failure "
+                    "destination: %s",
+                    self.where,
+                    invocation.request_id,
+                    condition,
+                    error,
+                )
+            return
+        record = invocation_record(self.arn, invocation, condition, result, error, services)
+        context = DeliveryContext(
+            invocation.context.rule_name,
+            invocation.context.target_id,
+            invocation.context.event,
+            attributes={"condition": condition},
+        )
+        try:
+            await services.resource(destination).deliver(record, context)
+        except Exception as exc:
+            self.destination_failures += 1
+            log.error(
+                "%s: destination %s failed for invocation %s (%s): %s",
+                self.where,
+                destination,
+                invocation.request_id,
+                condition,
+                exc,
+            )
+
+
+def invocation_record(
+    function_arn: str,
+    invocation: _Invocation,
+    condition: str,
+    result: Any,
+    error: DeliveryError | None,
+    services: TargetServices,
+) -> dict[str, Any]:
+    """Lambda's invocation record, as destinations receive it."""
+    moment = datetime.fromtimestamp(services.clock.time(), UTC)
+    response: dict[str, Any] = {"statusCode": 200, "executedVersion": "$LATEST"}
+    if error is not None:
+        response["functionError"] = "Unhandled"
+        payload: Any = {"errorType": error.code, "errorMessage": error.message}
+    else:
+        payload = result
+    return {
+        "version": "1.0",
+        "timestamp": moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "requestContext": {
+            "requestId": invocation.request_id,
+            "functionArn": function_arn,
+            "condition": condition,
+            "approximateInvokeCount": invocation.attempts,
+        },
+        "requestPayload": invocation.payload,
+        "responseContext": response,
+        "responsePayload": payload,
+    }
+
 
 class FunctionTargetType(TargetType):
     name = "function"
@@ -149,7 +386,11 @@ class FunctionTargetType(TargetType):
             )
         timeout = number_setting(where, config, "timeout", 3, 1, 900)
         concurrency = number_setting(where, config, "max_concurrency", 10, 1, 1000, integer=True)
-        return FunctionTarget(target_id, reference, timeout, int(concurrency))
+        declared = config.get("async_invoke")
+        async_invoke = (
+            None if declared is None else AsyncInvoke.from_config(f"{where}.async_invoke", declared)
+        )
+        return FunctionTarget(target_id, reference, timeout, int(concurrency), async_invoke)
 
 
 @hookimpl

@@ -54,3 +54,7 @@ def rejects(payload: Any) -> Any:
 
 
 not_callable = 42
+
+
+async def async_fails(payload: Any) -> Any:
+    raise ValueError(f"cannot take {payload!r}")

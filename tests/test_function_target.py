@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 
+from pipelines.clock import ManualClock
 from pipelines.errors import ConfigError, DeliveryError
 from pipelines.pluginmanager import target_types
 from pipelines.runtime import Runtime
 from pipelines.targets import DeliveryContext
 
 from . import functions
+from .recorder import plugin_manager
 
 CONTEXT = DeliveryContext(rule_name="rule-1", target_id="t1", event={"id": "e"})
 
@@ -117,3 +119,118 @@ async def test_unresolvable_functions_fail_at_start(reference: str, message: str
     target = make(function=reference)
     with pytest.raises(ConfigError, match=message):
         await target.start(Runtime())
+
+
+# -- Lambda's asynchronous invocation, through a runtime --------------------------
+
+
+async def async_runtime(function: str, **async_invoke: Any) -> tuple[Any, ManualClock]:
+    clock = ManualClock()
+    runtime = Runtime(clock=clock, plugins=plugin_manager(), seed=1)
+    settings = {"on_success": "ok", "on_failure": "failed", **async_invoke}
+    runtime.add_resource("fn", "function", {"function": function, "async_invoke": settings})
+    runtime.add_resource("ok", "recorder", {})
+    runtime.add_resource("failed", "recorder", {})
+    bus = runtime.bus()
+    bus.put_rule("r", pattern={"source": ["shop"]})
+    await bus.put_targets("r", [{"id": "t", "resource": "fn", "input_path": "$.detail"}])
+    return runtime, clock
+
+
+ENTRY = {"Source": "shop", "DetailType": "x", "Detail": '{"n": 1}'}
+
+
+async def test_async_success_sends_the_invocation_record_to_on_success() -> None:
+    runtime, clock = await async_runtime("tests.functions:async_echo")
+    async with runtime:
+        await runtime.put_events([ENTRY])
+        await clock.advance(1)
+    [got] = runtime.resource("ok").received
+    record = got.payload
+    assert record["version"] == "1.0"
+    assert record["requestContext"]["condition"] == "Success"
+    assert record["requestContext"]["approximateInvokeCount"] == 1
+    assert record["requestContext"]["functionArn"] == (
+        "arn:aws:lambda:local:000000000000:function:fn:$LATEST"
+    )
+    assert record["requestPayload"] == {"n": 1}
+    assert record["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST"}
+    assert record["responsePayload"] == {"async": {"n": 1}}
+    assert record["timestamp"] == "2023-11-14T22:13:20.000Z"
+    assert runtime.resource("failed").received == []
+
+
+async def test_async_failures_retry_after_one_then_two_minutes() -> None:
+    runtime, clock = await async_runtime("tests.functions:async_fails")
+    async with runtime:
+        start = clock.time()
+        await runtime.put_events([ENTRY])
+        await clock.advance(59)
+        assert runtime.resource("failed").received == []
+        await clock.advance(600)
+    [got] = runtime.resource("failed").received
+    assert got.time - start == 180  # attempts at 0, 60 and 180 s
+    record = got.payload
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 3
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    assert record["responsePayload"]["errorMessage"] == "ValueError: cannot take {'n': 1}"
+    # The bus delivered once: the function accepted the event, Lambda-style.
+    assert runtime.metrics.value("Invocations", EventBusName="default", RuleName="r") == 1
+
+
+async def test_async_retry_count_is_configurable() -> None:
+    runtime, clock = await async_runtime("tests.functions:async_fails", maximum_retry_attempts=0)
+    async with runtime:
+        await runtime.put_events([ENTRY])
+        await clock.advance(1)
+    [got] = runtime.resource("failed").received
+    assert got.payload["requestContext"]["approximateInvokeCount"] == 1
+
+
+async def test_async_event_age_ends_retrying() -> None:
+    runtime, clock = await async_runtime("tests.functions:async_fails", maximum_event_age=100)
+    async with runtime:
+        await runtime.put_events([ENTRY])
+        await clock.advance(600)
+    [got] = runtime.resource("failed").received
+    # The retry at 60 s runs; the next (at 180 s) would be past 100 s.
+    assert got.payload["requestContext"]["condition"] == "EventAgeExceeded"
+    assert got.payload["requestContext"]["approximateInvokeCount"] == 2
+
+
+async def test_a_full_async_queue_is_a_retryable_throttle_for_the_rule() -> None:
+    runtime, clock = await async_runtime(
+        "tests.functions:async_fails", queue_size=1, maximum_retry_attempts=1
+    )
+    async with runtime:
+        await runtime.put_events([ENTRY, ENTRY])
+        await clock.advance(1)  # one invocation waits for its retry: the queue is full
+        assert runtime.resource("fn").throttles >= 1
+        await clock.advance(3600)
+    failed = runtime.resource("failed").received
+    assert len(failed) == 2  # the throttled event was retried by the bus, then accepted
+    assert (
+        runtime.metrics.value("RetryInvocationAttempts", EventBusName="default", RuleName="r") >= 1
+    )
+
+
+def test_async_settings_are_checked() -> None:
+    with pytest.raises(ConfigError) as caught:
+        make(function="m:f", async_invoke={"maximum_retry_attempts": 3})
+    assert caught.value.where == "target t1.async_invoke.maximum_retry_attempts"
+    with pytest.raises(ConfigError, match="between 60 and 21600"):
+        make(function="m:f", async_invoke={"maximum_event_age": 30})
+    with pytest.raises(ConfigError, match="did you mean 'on_failure'"):
+        make(function="m:f", async_invoke={"on_falure": "x"})
+
+
+async def test_unknown_destinations_fail_at_start() -> None:
+    runtime = Runtime(plugins=plugin_manager())
+    runtime.add_resource(
+        "fn",
+        "function",
+        {"function": "tests.functions:echo", "async_invoke": {"on_failure": "nope"}},
+    )
+    with pytest.raises(Exception, match="no resource named 'nope'"):
+        await runtime.start()
