@@ -13,6 +13,7 @@ tasks, the target resources, the clock, the metrics and the state database.
 from __future__ import annotations
 
 import asyncio
+import collections
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -107,9 +108,10 @@ class Rule:
     pattern_text: str
     state: str
     description: str
+    matched: m.Counter
+    triggered: m.Counter
     targets: dict[str, TargetConfig] = field(default_factory=dict)
     deliveries: list[Delivery] = field(default_factory=list)
-    dims: m.Dimensions = ()
 
 
 class Bus:
@@ -121,12 +123,18 @@ class Bus:
         self.arn = f"arn:aws:events:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:event-bus/{name}"
         self._rules: dict[str, Rule] = {}
         self._matcher = Matcher()
-        self._intake: asyncio.Queue[tuple[dict[str, Any], float]] = asyncio.Queue(
-            runtime.intake_size
-        )
+        # The intake: a bounded deque; put_events waits on ``_space`` when it is
+        # full, the dispatcher on ``_ready`` when it is empty.
+        self._intake: collections.deque[tuple[dict[str, Any], float]] = collections.deque()
+        self._intake_size = runtime.intake_size
+        self._ready = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
         #: Jobs of the event being dispatched, not yet queued to their targets.
         self._dispatching: list[tuple[Delivery, Job]] = []
         self._dims = m.dimensions(EventBusName=name)
+        self._events = runtime.metrics.counter(m.EVENTS, self._dims)
+        self._matched = runtime.metrics.counter(m.MATCHED_EVENTS, self._dims)
 
     # -- rules --------------------------------------------------------------
 
@@ -148,8 +156,17 @@ class Bus:
         compiled = compile_pattern(pattern)
         rule = self._rules.get(name)
         if rule is None:
-            rule = Rule(name, compiled, compiled.text, state, description)
-            rule.dims = m.dimensions(EventBusName=self.name, RuleName=name)
+            dims = m.dimensions(EventBusName=self.name, RuleName=name)
+            metrics = self.runtime.metrics
+            rule = Rule(
+                name,
+                compiled,
+                compiled.text,
+                state,
+                description,
+                matched=metrics.counter(m.MATCHED_EVENTS, dims),
+                triggered=metrics.counter(m.TRIGGERED_RULES, dims),
+            )
             self._rules[name] = rule
         else:
             rule.pattern, rule.pattern_text = compiled, compiled.text
@@ -278,48 +295,53 @@ class Bus:
         """
         return await self.runtime.put_events(entries, default_bus=self.name)
 
-    async def _accept(self, event: dict[str, Any], ingested: float) -> None:
-        self.runtime.metrics.add(m.EVENTS, self._dims)
-        try:
-            self._intake.put_nowait((event, ingested))
-        except asyncio.QueueFull:
-            await self._intake.put((event, ingested))
+    async def _accept(self, events: list[dict[str, Any]], ingested: float) -> None:
+        intake, size = self._intake, self._intake_size
+        for event in events:
+            while len(intake) >= size:
+                self._ready.set()
+                self._space.clear()
+                await self._space.wait()
+            intake.append((event, ingested))
+        self._events.value += len(events)
+        self._ready.set()
 
     async def dispatch(self) -> None:
         """The bus's dispatcher: intake -> matcher -> deliveries. Runs until cancelled."""
-        intake = self._intake
+        intake, size, ready, space = self._intake, self._intake_size, self._ready, self._space
         while True:
-            event, ingested = await intake.get()
-            await self._route(event, ingested)
-            while not intake.empty():
-                event, ingested = intake.get_nowait()
+            await ready.wait()
+            ready.clear()
+            while intake:
+                event, ingested = intake.popleft()
+                if not space.is_set() and len(intake) < size:
+                    space.set()
                 await self._route(event, ingested)
 
     async def _route(self, event: dict[str, Any], ingested: float) -> None:
         names = self._matcher.match(event)
         if not names:
             return
-        add = self.runtime.metrics.add
-        add(m.MATCHED_EVENTS, self._dims)
+        self._matched.value += 1
         jobs = self._dispatching
         for name in names:
             rule = self._rules[name]
-            add(m.MATCHED_EVENTS, rule.dims)
-            add(m.TRIGGERED_RULES, rule.dims)
+            rule.matched.value += 1
+            rule.triggered.value += 1
             for delivery in rule.deliveries:
                 jobs.append((delivery, Job(name, delivery.target_id, event, ingested)))
         submit = self.runtime.deliverer.submit
         while jobs:
-            delivery, job = jobs[0]
+            delivery, job = jobs[-1]
             await submit(delivery, job)
-            jobs.pop(0)
+            jobs.pop()
 
     def undispatched(self) -> list[tuple[Delivery, Job]]:
         """At shutdown: jobs of events accepted but not yet queued to a target."""
         jobs = list(self._dispatching)
         self._dispatching.clear()
-        while not self._intake.empty():
-            event, ingested = self._intake.get_nowait()
+        while self._intake:
+            event, ingested = self._intake.popleft()
             for name in self._matcher.match(event):
                 rule = self._rules[name]
                 for delivery in rule.deliveries:
@@ -327,5 +349,10 @@ class Bus:
         return jobs
 
     @property
+    def intake_depth(self) -> int:
+        """Events accepted but not yet matched."""
+        return len(self._intake)
+
+    @property
     def idle(self) -> bool:
-        return self._intake.empty() and not self._dispatching
+        return not self._intake and not self._dispatching

@@ -128,9 +128,14 @@ class Delivery:
     queue_size: int
     queue: collections.deque[Job] = field(default_factory=collections.deque)
     active: int = 0
+    parked: asyncio.Future[None] | None = None
     in_flight: set[Job] = field(default_factory=set)
     space: asyncio.Event = field(default_factory=asyncio.Event)
     dims: m.Dimensions = ()
+    # Hot-path counters, bound by the Deliverer.
+    attempted: m.Counter = field(default_factory=m.Counter)
+    succeeded: m.Counter = field(default_factory=m.Counter)
+    invoked: m.Counter = field(default_factory=m.Counter)
 
     def __post_init__(self) -> None:
         self.space.set()
@@ -161,6 +166,13 @@ class Deliverer:
         self.rng = rng
         self.retries = RetryScheduler(clock, self._retry_due)
 
+    def bind(self, delivery: Delivery) -> Delivery:
+        """Attach the delivery's counters to the metrics."""
+        delivery.attempted = self.metrics.counter(m.INVOCATION_ATTEMPTS, delivery.dims)
+        delivery.succeeded = self.metrics.counter(m.SUCCESSFUL_INVOCATION_ATTEMPTS, delivery.dims)
+        delivery.invoked = self.metrics.counter(m.INVOCATIONS, delivery.dims)
+        return delivery
+
     # -- intake -------------------------------------------------------------
 
     async def submit(self, delivery: Delivery, job: Job) -> None:
@@ -170,9 +182,7 @@ class Deliverer:
             delivery.space.clear()
             await delivery.space.wait()
         delivery.queue.append(job)
-        if delivery.active < delivery.concurrency:
-            delivery.active += 1
-            self.spawn(self._work(delivery))
+        self._wake(delivery)
 
     def _retry_due(self, delivery: Delivery, job: Job) -> None:
         if len(delivery.queue) >= delivery.queue_size:
@@ -180,21 +190,54 @@ class Deliverer:
             self.retries.schedule(delivery, job, self.clock.time() + 1.0)
             return
         delivery.queue.append(job)
-        if delivery.active < delivery.concurrency:
+        self._wake(delivery)
+
+    def _wake(self, delivery: Delivery) -> None:
+        parked = delivery.parked
+        if parked is not None:
+            delivery.parked = None
+            parked.set_result(None)
+        elif delivery.active == len(delivery.in_flight) and delivery.active < delivery.concurrency:
+            # Every worker is busy with a call: add one.
+            delivery.active += 1
+            self.spawn(self._work(delivery))
+
+    def _help(self, delivery: Delivery, job: Job) -> None:
+        """One loop turn after a worker took ``job``: if that call is still
+        running (it waits on I/O) and jobs are queued behind it, add a worker.
+        A call that returns at once never costs a task."""
+        if (
+            job in delivery.in_flight
+            and delivery.queue
+            and delivery.active == len(delivery.in_flight)
+            and delivery.active < delivery.concurrency
+        ):
             delivery.active += 1
             self.spawn(self._work(delivery))
 
     # -- workers ------------------------------------------------------------
 
     async def _work(self, delivery: Delivery) -> None:
+        """Drain the delivery's queue. The last worker parks instead of exiting,
+        so a target that sees one event at a time does not pay for a new task
+        per event; extra workers exit when the queue is empty."""
+        queue = delivery.queue
+        loop = asyncio.get_running_loop()
         try:
-            while delivery.queue:
-                job = delivery.queue.popleft()
-                if not delivery.space.is_set() and len(delivery.queue) < delivery.queue_size:
-                    delivery.space.set()
-                delivery.in_flight.add(job)
-                await self._attempt(delivery, job)
-                delivery.in_flight.discard(job)
+            while True:
+                while queue:
+                    job = queue.popleft()
+                    if not delivery.space.is_set() and len(queue) < delivery.queue_size:
+                        delivery.space.set()
+                    delivery.in_flight.add(job)
+                    if queue and delivery.active < delivery.concurrency:
+                        loop.call_soon(self._help, delivery, job)
+                    await self._attempt(delivery, job)
+                    delivery.in_flight.discard(job)
+                if delivery.active > 1 or delivery.parked is not None:
+                    return
+                parked = delivery.parked = loop.create_future()
+                await parked
         finally:
             delivery.active -= 1
 
@@ -204,10 +247,9 @@ class Deliverer:
             await self._give_up(delivery, job, AGE_EXCEEDED)
             return
         job.attempts += 1
-        dims = delivery.dims
-        self.metrics.add(m.INVOCATION_ATTEMPTS, dims)
+        delivery.attempted.value += 1
         if job.attempts > 1:
-            self.metrics.add(m.RETRY_INVOCATION_ATTEMPTS, dims)
+            self.metrics.add(m.RETRY_INVOCATION_ATTEMPTS, delivery.dims)
         try:
             payload = delivery.transform(job.event, job.rule, delivery.rule_arn, job.ingested)
             context = DeliveryContext(job.rule, job.target_id, job.event, job.attempts)
@@ -220,9 +262,10 @@ class Deliverer:
         except Exception as exc:  # a target bug is a retryable failure, reported as such
             job.error = DeliveryError(type(exc).__name__, str(exc), retryable=True)
         else:
-            self.metrics.add(m.SUCCESSFUL_INVOCATION_ATTEMPTS, dims)
-            self.metrics.add(m.INVOCATIONS, dims)
-            await self._forget(job)
+            delivery.succeeded.value += 1
+            delivery.invoked.value += 1
+            if job.row_id is not None:
+                await self._forget(job)
             return
         await self._failed(delivery, job)
 

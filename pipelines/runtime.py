@@ -146,7 +146,7 @@ class Runtime:
     def _delivery(self, bus: Bus, rule: Rule, config: TargetConfig) -> Delivery:
         target = self.resource(config.resource)
         dead_letter = self.resource(config.dead_letter) if config.dead_letter else None
-        return Delivery(
+        delivery = Delivery(
             bus=bus.name,
             rule=rule.name,
             rule_arn=bus.rule_arn(rule.name),
@@ -159,6 +159,7 @@ class Runtime:
             concurrency=max(1, target.concurrency),
             queue_size=self.target_queue_size,
         )
+        return self.deliverer.bind(delivery)
 
     async def _retire(self, delivery: Delivery) -> None:
         dropped = self.deliverer.retries.remove(delivery) + list(delivery.queue)
@@ -190,6 +191,7 @@ class Runtime:
         now = self.clock.time()
         moment = datetime.fromtimestamp(now, UTC)
         results: list[dict[str, str]] = []
+        accepted: dict[Bus, list[dict[str, Any]]] = {}
         failed = 0
         for index, entry in enumerate(entries):
             try:
@@ -199,8 +201,10 @@ class Runtime:
                 failed += 1
                 results.append({"ErrorCode": exc.code, "ErrorMessage": exc.message})
                 continue
-            await bus._accept(event, now)
+            accepted.setdefault(bus, []).append(event)
             results.append({"EventId": event["id"]})
+        for bus, events in accepted.items():
+            await bus._accept(events, now)
         return {"FailedEntryCount": failed, "Entries": results}
 
     def _entry_bus(self, entry: Mapping[str, Any], default: str, index: int) -> Bus:
@@ -321,13 +325,8 @@ class Runtime:
         For tests and tools; raises ``TimeoutError`` after ``timeout`` seconds.
         """
         async with asyncio.timeout(timeout):
-            while not self._quiet():
+            while not self._drained():
                 await asyncio.sleep(0.001)
-
-    def _quiet(self) -> bool:
-        return all(bus.idle for bus in self._buses.values()) and all(
-            delivery.active == 0 for bus in self._buses.values() for delivery in bus.deliveries()
-        )
 
     def _drained(self) -> bool:
         return all(bus.idle for bus in self._buses.values()) and all(

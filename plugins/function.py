@@ -32,6 +32,7 @@ a payload it will never accept (``retryable=False``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib
 import inspect
 import logging
@@ -98,6 +99,84 @@ def _takes_context(function: Callable[..., Any]) -> bool:
     return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in positional)
 
 
+class _Slots:
+    """The concurrency limit: a semaphore whose uncontended path does not await."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self, target: FunctionTarget) -> None:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return
+        target.throttles += 1
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await waiter  # release() hands its slot straight to us
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # we were handed a slot we will not use
+            else:
+                self.waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
+
+
+class _Watchdog:
+    """Times out calls with one loop timer per target instead of one per call.
+
+    ``asyncio.timeout`` arms and cancels a timer for every call, which costs
+    more than calling a no-op function. Here a call records its deadline; the
+    timer, armed for the earliest deadline, cancels the tasks whose calls
+    overran, and ``expired`` tells the call that the cancellation was ours.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.deadlines: dict[asyncio.Task[Any], float] = {}
+        self.fired: set[asyncio.Task[Any]] = set()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def enter(self) -> asyncio.Task[Any]:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = task.get_loop()
+        self.deadlines[task] = loop.time() + self.timeout
+        if self.timer is None:
+            self.timer = loop.call_at(loop.time() + self.timeout, self._check, loop)
+        return task
+
+    def exit(self, task: asyncio.Task[Any]) -> None:
+        self.deadlines.pop(task, None)
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        if task in self.fired:
+            self.fired.discard(task)
+            task.uncancel()
+            return True
+        return False
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.timer = None
+        now = loop.time()
+        for task, deadline in list(self.deadlines.items()):
+            if deadline <= now:
+                del self.deadlines[task]
+                self.fired.add(task)
+                task.cancel()
+        if self.deadlines:
+            self.timer = loop.call_at(min(self.deadlines.values()), self._check, loop)
+
+
 @dataclass(frozen=True, slots=True)
 class AsyncInvoke:
     """Lambda's asynchronous-invocation settings (PutFunctionEventInvokeConfig)."""
@@ -155,7 +234,8 @@ class FunctionTarget(Target):
         self._function: Callable[..., Any] | None = None
         self._with_context = False
         self._is_async = False
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = _Slots(concurrency)
+        self._watchdog = _Watchdog(timeout)
         self._threads: ThreadPoolExecutor | None = None
         self._services: TargetServices | None = None
         # Lambda's asynchronous event queue: accepted invocations, and those
@@ -232,30 +312,32 @@ class FunctionTarget(Target):
         function = self._function
         if function is None:
             raise DeliveryError("NotStarted", f"{self.where} is not started", retryable=True)
-        if self._slots.locked():
-            self.throttles += 1
-        async with self._slots:
-            self.invocations += 1
-            args = (payload, context) if self._with_context else (payload,)
-            try:
-                # asyncio.timeout, unlike wait_for, needs no extra task per call.
-                async with asyncio.timeout(self.timeout):
-                    if self._is_async:
-                        return await function(*args)
-                    loop = asyncio.get_running_loop()
-                    return await loop.run_in_executor(self._threads, function, *args)
-            except TimeoutError:
+        await self._slots.acquire(self)
+        self.invocations += 1
+        args = (payload, context) if self._with_context else (payload,)
+        task = self._watchdog.enter()
+        try:
+            if self._is_async:
+                return await function(*args)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._threads, function, *args)
+        except asyncio.CancelledError:
+            if self._watchdog.expired(task):
                 raise DeliveryError(
                     "Timeout",
                     f"{self.reference} did not return within {self.timeout:g} s",
                     retryable=True,
                 ) from None
-            except DeliveryError:
-                raise
-            except Exception as exc:
-                raise DeliveryError(
-                    "FunctionError", f"{type(exc).__name__}: {exc}", retryable=True
-                ) from exc
+            raise
+        except DeliveryError:
+            raise
+        except Exception as exc:
+            raise DeliveryError(
+                "FunctionError", f"{type(exc).__name__}: {exc}", retryable=True
+            ) from exc
+        finally:
+            self._watchdog.exit(task)
+            self._slots.release()
 
     # -- asynchronous invocation (Lambda's event queue) ----------------------
 

@@ -416,7 +416,7 @@ async def test_full_intake_makes_put_events_wait(clock: ManualClock) -> None:
         put = asyncio.ensure_future(runtime.put_events([ORDER] * 8))
         await settle()
         assert not put.done()
-        assert runtime.bus()._intake.qsize() == 2
+        assert runtime.bus().intake_depth == 2
         await settle()
         assert not put.done()
         assert target.waiting == 1
