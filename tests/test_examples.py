@@ -1,0 +1,55 @@
+"""The runnable examples, run as a user runs them: a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_orders_pipeline_routes_retries_and_dead_letters() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "orders" / "pipeline.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+
+    put = report["put_events"]
+    assert put["FailedEntryCount"] == 1
+    assert put["Entries"][3] == {
+        "ErrorCode": "MalformedDetail",
+        "ErrorMessage": "Detail is malformed.",
+    }
+    ids = [entry["EventId"] for entry in put["Entries"][:3]]
+
+    assert [order["order"] for order in report["audited"]] == ["o-1", "o-2", "o-3"]
+    assert report["shipped"] == [
+        {"ship": "o-1", "value": 250, "why": "ship-large"},
+        {"ship": "o-3", "value": 120, "why": "ship-large"},
+    ]
+    # o-3 failed once and got through on the retry; o-2 is declined every time.
+    assert report["charged"] == ["o-1", "o-3"]
+    assert report["charge_attempts"] == {"o-1": 1, "o-2": 3, "o-3": 2}
+    assert report["dead_letters"] == [
+        {
+            "event_id": ids[1],
+            "RULE_NAME": "charge-all",
+            "TARGET_ID": "charge",
+            "ERROR_CODE": "FunctionError",
+            "ERROR_MESSAGE": "ValueError: card declined for order o-2",
+            "RETRY_ATTEMPTS": "2",
+            "EXHAUSTED_RETRY_CONDITION": "MaximumRetryAttempts",
+        }
+    ]
+    metrics = report["metrics"]
+    assert metrics["InvocationAttempts charge-all"] == 6
+    assert metrics["RetryInvocationAttempts charge-all"] == 3
+    assert metrics["InvocationsSentToDlq charge-all"] == 1
+    assert metrics["Events (bus)"] == 3
