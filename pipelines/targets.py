@@ -109,8 +109,11 @@ class TargetType(ABC):
     description: str = ""
 
     @abstractmethod
-    def create(self, target_id: str, config: Mapping[str, Any]) -> Target:
-        """Validate ``config`` and return a target; raise ``ConfigError`` naming the field."""
+    def create(self, name: str, config: Mapping[str, Any]) -> Target:
+        """Validate ``config`` and return the target resource ``name``.
+
+        Raise ``ConfigError`` naming the field. No I/O here: ``Target.start`` does it.
+        """
 
 
 def check_keys(where: str, config: Mapping[str, Any], allowed: set[str]) -> None:

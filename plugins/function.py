@@ -456,8 +456,8 @@ class FunctionTargetType(TargetType):
     name = "function"
     description = "Invoke a Python callable (module:function), sync or async, Lambda-style"
 
-    def create(self, target_id: str, config: Mapping[str, Any]) -> FunctionTarget:
-        where = f"target {target_id}"
+    def create(self, name: str, config: Mapping[str, Any]) -> FunctionTarget:
+        where = f"target {name}"
         check_keys(where, config, SETTINGS)
         reference = config.get("function")
         if not isinstance(reference, str):
@@ -472,7 +472,7 @@ class FunctionTargetType(TargetType):
         async_invoke = (
             None if declared is None else AsyncInvoke.from_config(f"{where}.async_invoke", declared)
         )
-        return FunctionTarget(target_id, reference, timeout, int(concurrency), async_invoke)
+        return FunctionTarget(name, reference, timeout, int(concurrency), async_invoke)
 
 
 @hookimpl
