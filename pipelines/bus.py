@@ -130,6 +130,7 @@ class Bus:
         self._ready = asyncio.Event()
         self._space = asyncio.Event()
         self._space.set()
+        self._closed = False
         #: Jobs of the event being dispatched, not yet queued to their targets.
         self._dispatching: list[tuple[Delivery, Job]] = []
         self._dims = m.dimensions(EventBusName=name)
@@ -254,11 +255,14 @@ class Bus:
                 f"a rule has at most {self.runtime.max_targets_per_rule} targets; "
                 f"this would give it {total}",
             )
-        replaced = [target_id for target_id in parsed if target_id in rule.targets]
-        await self.remove_targets(rule_name, replaced)
         for config in parsed.values():
+            existing = self.delivery(rule_name, config.id)
             rule.targets[config.id] = config
-            rule.deliveries.append(self.runtime._delivery(self, rule, config))
+            if existing is None:
+                rule.deliveries.append(self.runtime._delivery(self, rule, config))
+            else:
+                # An update keeps the target's queue and pending retries.
+                self.runtime._reconfigure(existing, config)
 
     async def remove_targets(self, rule_name: str, ids: Iterable[str]) -> None:
         """Remove targets; their queued and retrying deliveries are dropped (and logged)."""
@@ -295,16 +299,29 @@ class Bus:
         """
         return await self.runtime.put_events(entries, default_bus=self.name)
 
-    async def _accept(self, events: list[dict[str, Any]], ingested: float) -> None:
+    async def _accept(self, events: list[dict[str, Any]], ingested: float) -> int:
+        """Append events to the intake, waiting while it is full; returns how many
+        were accepted (fewer than given only when the runtime stopped meanwhile)."""
         intake, size = self._intake, self._intake_size
+        accepted = 0
         for event in events:
-            while len(intake) >= size:
+            while len(intake) >= size and not self._closed:
                 self._ready.set()
                 self._space.clear()
                 await self._space.wait()
+            if self._closed:
+                break
             intake.append((event, ingested))
-        self._events.value += len(events)
+            accepted += 1
+        self._events.value += accepted
         self._ready.set()
+        return accepted
+
+    def close_intake(self) -> None:
+        """At shutdown, once the dispatcher has stopped: wake producers waiting
+        for room, who then accept nothing more."""
+        self._closed = True
+        self._space.set()
 
     async def dispatch(self) -> None:
         """The bus's dispatcher: intake -> matcher -> deliveries. Runs until cancelled."""

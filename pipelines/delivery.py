@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pipelines import metrics as m
 from pipelines.clock import Cancellable, Clock
 from pipelines.errors import DeliveryError
+from pipelines.event import new_event_id
 from pipelines.targets import DeliveryContext, Target, check_keys, number_setting
 
 if TYPE_CHECKING:
@@ -92,8 +93,8 @@ class Job:
     ingested: float
     attempts: int = 0
     error: DeliveryError | None = None
-    #: Row id in the state database while a retry is pending or running.
-    row_id: int | None = None
+    #: Key of its row in the state database, once it has one.
+    key: str | None = None
 
 
 def dead_letter_attributes(job: Job, condition: str | None) -> dict[str, str]:
@@ -129,6 +130,8 @@ class Delivery:
     queue: collections.deque[Job] = field(default_factory=collections.deque)
     active: int = 0
     parked: asyncio.Future[None] | None = None
+    #: Set when its target is removed from the rule: jobs are dropped, not retried.
+    retired: bool = False
     in_flight: set[Job] = field(default_factory=set)
     space: asyncio.Event = field(default_factory=asyncio.Event)
     dims: m.Dimensions = ()
@@ -177,10 +180,12 @@ class Deliverer:
 
     async def submit(self, delivery: Delivery, job: Job) -> None:
         """Queue a job; waits while the delivery's queue is full (backpressure)."""
-        while len(delivery.queue) >= delivery.queue_size:
+        while len(delivery.queue) >= delivery.queue_size and not delivery.retired:
             self.metrics.add(m.THROTTLED_RULES, delivery.dims)
             delivery.space.clear()
             await delivery.space.wait()
+        if delivery.retired:
+            return  # the target was removed while we waited
         delivery.queue.append(job)
         self._wake(delivery)
 
@@ -232,7 +237,17 @@ class Deliverer:
                     delivery.in_flight.add(job)
                     if queue and delivery.active < delivery.concurrency:
                         loop.call_soon(self._help, delivery, job)
-                    await self._attempt(delivery, job)
+                    try:
+                        await self._attempt(delivery, job)
+                    except Exception:
+                        # A bug or a failing dead-letter path must not take the
+                        # runtime down with it: report it and go on.
+                        log.exception(
+                            "delivering event %s to rule %s target %s failed unexpectedly",
+                            job.event.get("id"),
+                            job.rule,
+                            job.target_id,
+                        )
                     delivery.in_flight.discard(job)
                 if delivery.active > 1 or delivery.parked is not None:
                     return
@@ -264,7 +279,7 @@ class Deliverer:
         else:
             delivery.succeeded.value += 1
             delivery.invoked.value += 1
-            if job.row_id is not None:
+            if job.key is not None:
                 await self._forget(job)
             return
         await self._failed(delivery, job)
@@ -272,6 +287,9 @@ class Deliverer:
     async def _failed(self, delivery: Delivery, job: Job) -> None:
         error = job.error
         assert error is not None
+        if delivery.retired:
+            await self._forget(job)  # the target was removed from its rule
+            return
         if not error.retryable:
             await self._give_up(delivery, job, None)
             return
@@ -331,11 +349,15 @@ class Deliverer:
     # -- persistence --------------------------------------------------------
 
     async def _persist(self, delivery: Delivery, job: Job, due: float) -> None:
+        """Write the job's pending row; on a database error, keep it in memory only."""
         if self.state is None:
             return
+        if job.key is None:
+            job.key = new_event_id()  # set before the write, so a retried write reuses it
         error = (job.error.code, job.error.message) if job.error else None
-        if job.row_id is None:
-            job.row_id = await self.state.add_pending(
+        try:
+            await self.state.save_pending(
+                job.key,
                 delivery.bus,
                 job.rule,
                 job.target_id,
@@ -345,13 +367,27 @@ class Deliverer:
                 due,
                 error,
             )
-        else:
-            await self.state.update_pending(job.row_id, job.attempts, due, error)
+        except Exception:
+            log.exception(
+                "could not save the pending delivery of event %s (rule %s target %s) to the "
+                "state database; it is kept in memory and lost if the process stops",
+                job.event.get("id"),
+                job.rule,
+                job.target_id,
+            )
 
     async def _forget(self, job: Job) -> None:
-        if self.state is not None and job.row_id is not None:
-            await self.state.delete_pending(job.row_id)
-            job.row_id = None
+        if self.state is None or job.key is None:
+            return
+        try:
+            await self.state.delete_pending(job.key)
+        except Exception:
+            log.exception(
+                "could not delete the finished delivery of event %s from the state database; "
+                "it will be delivered again after a restart",
+                job.event.get("id"),
+            )
+        job.key = None
 
     async def persist_unfinished(self, delivery: Delivery) -> int:
         """At shutdown: keep queued and interrupted jobs as retries due now."""

@@ -161,7 +161,17 @@ class Runtime:
         )
         return self.deliverer.bind(delivery)
 
+    def _reconfigure(self, delivery: Delivery, config: TargetConfig) -> None:
+        delivery.target = self.resource(config.resource)
+        delivery.transform = config.transform
+        delivery.policy = config.retry_policy
+        delivery.dead_letter = self.resource(config.dead_letter) if config.dead_letter else None
+        delivery.dead_letter_name = config.dead_letter
+        delivery.concurrency = max(1, delivery.target.concurrency)
+
     async def _retire(self, delivery: Delivery) -> None:
+        delivery.retired = True
+        delivery.space.set()  # a dispatcher waiting for room must not wait forever
         dropped = self.deliverer.retries.remove(delivery) + list(delivery.queue)
         delivery.queue.clear()
         for job in dropped:
@@ -191,7 +201,7 @@ class Runtime:
         now = self.clock.time()
         moment = datetime.fromtimestamp(now, UTC)
         results: list[dict[str, str]] = []
-        accepted: dict[Bus, list[dict[str, Any]]] = {}
+        valid: dict[Bus, tuple[list[int], list[dict[str, Any]]]] = {}
         failed = 0
         for index, entry in enumerate(entries):
             try:
@@ -201,10 +211,20 @@ class Runtime:
                 failed += 1
                 results.append({"ErrorCode": exc.code, "ErrorMessage": exc.message})
                 continue
-            accepted.setdefault(bus, []).append(event)
+            positions, events = valid.setdefault(bus, ([], []))
+            positions.append(index)
+            events.append(event)
             results.append({"EventId": event["id"]})
-        for bus, events in accepted.items():
-            await bus._accept(events, now)
+        for bus, (positions, events) in valid.items():
+            accepted = await bus._accept(events, now)
+            for index in positions[accepted:]:
+                # The runtime stopped while this call waited for room: say so
+                # per entry (retryable, as EventBridge's InternalFailure is).
+                failed += 1
+                results[index] = {
+                    "ErrorCode": "InternalFailure",
+                    "ErrorMessage": "The bus stopped before accepting this entry; put it again.",
+                }
         return {"FailedEntryCount": failed, "Entries": results}
 
     def _entry_bus(self, entry: Mapping[str, Any], default: str, index: int) -> Bus:
@@ -231,8 +251,8 @@ class Runtime:
         return self._accepting
 
     async def start(self) -> None:
-        if self._runner is not None:
-            raise NotRunningError("the runtime was already started")
+        if self._runner is not None or self._stopping.is_set():
+            raise NotRunningError("a runtime starts once: create a new Runtime to start again")
         if self.state_path is not None:
             self._state = await StateDB.open(self.state_path)
             self.deliverer.state = self._state
@@ -267,6 +287,9 @@ class Runtime:
             pass
         finally:
             self._group = None
+            self._accepting = False  # also when a task failed: accept nothing undispatched
+            for bus in self._buses.values():
+                bus.close_intake()
 
     async def _load_pending(self) -> None:
         if self._state is None:
@@ -279,9 +302,9 @@ class Runtime:
                     delivery = None
                 if delivery is None:
                     log.warning(
-                        "pending delivery %d for rule %s target %s on bus %s kept in %s: "
+                        "pending delivery %s for rule %s target %s on bus %s kept in %s: "
                         "that rule target no longer exists",
-                        row.id,
+                        row.key,
                         row.rule,
                         row.target_id,
                         bus.name,
@@ -289,7 +312,7 @@ class Runtime:
                     )
                     continue
                 job = Job(row.rule, row.target_id, row.event, row.ingested, row.attempts)
-                job.row_id = row.id
+                job.key = row.key
                 self.deliverer.retries.schedule(delivery, job, row.due)
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -309,7 +332,12 @@ class Runtime:
                 log.exception("draining resource %s failed", name)
         self.deliverer.retries.close()
         self._stopping.set()
-        await self._runner
+        failure: BaseException | None = None
+        try:
+            await self._runner
+        except Exception as exc:  # a task failed: still persist, stop and close
+            log.exception("the runtime's tasks failed")
+            failure = exc
         self._runner = None
         await self._persist_unfinished()
         for name, target in self._resources.items():
@@ -318,6 +346,8 @@ class Runtime:
             except Exception:
                 log.exception("stopping resource %s failed", name)
         await self._close_state()
+        if failure is not None:
+            raise failure
 
     async def wait_until_idle(self, timeout: float = 10.0) -> None:
         """Wait until no event is being matched or delivered (retries may be pending).

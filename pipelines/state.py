@@ -20,7 +20,7 @@ import orjson
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending_deliveries (
-    id            INTEGER PRIMARY KEY,
+    key           TEXT PRIMARY KEY,
     bus           TEXT NOT NULL,
     rule          TEXT NOT NULL,
     target_id     TEXT NOT NULL,
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS pending_deliveries (
 class PendingRow:
     """A delivery waiting for its next attempt, as stored."""
 
-    id: int
+    key: str
     bus: str
     rule: str
     target_id: str
@@ -74,8 +74,9 @@ class StateDB:
     async def close(self) -> None:
         await self.connection.close()
 
-    async def add_pending(
+    async def save_pending(
         self,
+        key: str,
         bus: str,
         rule: str,
         target_id: str,
@@ -84,38 +85,44 @@ class StateDB:
         attempts: int,
         due: float,
         error: tuple[str, str] | None,
-    ) -> int:
-        code, message = error or (None, None)
-        cursor = await self.connection.execute(
-            "INSERT INTO pending_deliveries"
-            " (bus, rule, target_id, event, ingested, attempts, due, error_code, error_message)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (bus, rule, target_id, orjson.dumps(event), ingested, attempts, due, code, message),
-        )
-        await self.connection.commit()
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
-
-    async def update_pending(
-        self, row_id: int, attempts: int, due: float, error: tuple[str, str] | None
     ) -> None:
+        """Insert or update the pending delivery ``key``.
+
+        Keyed by the job, not by a row id, so a write interrupted by shutdown
+        (which SQLite may still complete) and the write after it agree on one row.
+        """
         code, message = error or (None, None)
         await self.connection.execute(
-            "UPDATE pending_deliveries SET attempts = ?, due = ?, error_code = ?,"
-            " error_message = ? WHERE id = ?",
-            (attempts, due, code, message, row_id),
+            "INSERT INTO pending_deliveries"
+            " (key, bus, rule, target_id, event, ingested, attempts, due, error_code,"
+            " error_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET attempts = excluded.attempts,"
+            " due = excluded.due, error_code = excluded.error_code,"
+            " error_message = excluded.error_message",
+            (
+                key,
+                bus,
+                rule,
+                target_id,
+                orjson.dumps(event),
+                ingested,
+                attempts,
+                due,
+                code,
+                message,
+            ),
         )
         await self.connection.commit()
 
-    async def delete_pending(self, row_id: int) -> None:
-        await self.connection.execute("DELETE FROM pending_deliveries WHERE id = ?", (row_id,))
+    async def delete_pending(self, key: str) -> None:
+        await self.connection.execute("DELETE FROM pending_deliveries WHERE key = ?", (key,))
         await self.connection.commit()
 
     async def pending(self, bus: str) -> list[PendingRow]:
         """Every pending delivery of ``bus``, earliest due first."""
         async with self.connection.execute(
-            "SELECT id, bus, rule, target_id, event, ingested, attempts, due, error_code,"
-            " error_message FROM pending_deliveries WHERE bus = ? ORDER BY due, id",
+            "SELECT key, bus, rule, target_id, event, ingested, attempts, due, error_code,"
+            " error_message FROM pending_deliveries WHERE bus = ? ORDER BY due, rowid",
             (bus,),
         ) as cursor:
             rows = await cursor.fetchall()

@@ -94,7 +94,17 @@ def _jmespath(where: str, expression: Any) -> Transform:
         compiled = jmespath.compile(expression)
     except jmespath.exceptions.ParseError as exc:
         raise ConfigError(where, f"is not a valid JMESPath expression: {exc}") from None
-    return lambda event, rule, rule_arn, ingested: compiled.search(event)
+
+    def search(event: dict[str, Any], rule: str, rule_arn: str, ingested: float) -> Any:
+        try:
+            return compiled.search(event)
+        except jmespath.exceptions.JMESPathError as exc:
+            # The same event fails the same way every time: no point retrying.
+            raise DeliveryError(
+                "TransformationError", f"input_jmespath failed: {exc}", retryable=False
+            ) from None
+
+    return search
 
 
 def compile_path(where: str, path: Any) -> Callable[[Any], Any]:

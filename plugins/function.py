@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
+import contextlib
 import importlib
 import inspect
 import logging
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -99,6 +100,12 @@ def _takes_context(function: Callable[..., Any]) -> bool:
     return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in positional)
 
 
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    """From a worker thread: run ``callback`` on the loop, unless the loop is gone."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback)
+
+
 class _Slots:
     """The concurrency limit: a semaphore whose uncontended path does not await."""
 
@@ -118,7 +125,7 @@ class _Slots:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # we were handed a slot we will not use
-            else:
+            elif waiter in self.waiters:  # release() may have dropped it already
                 self.waiters.remove(waiter)
             raise
 
@@ -137,12 +144,15 @@ class _Watchdog:
     ``asyncio.timeout`` arms and cancels a timer for every call, which costs
     more than calling a no-op function. Here a call records its deadline; the
     timer, armed for the earliest deadline, cancels the tasks whose calls
-    overran, and ``expired`` tells the call that the cancellation was ours.
+    overran. As in ``asyncio.timeout``, a call's cancellation is a timeout only
+    if ours is the only one pending (the task's ``cancelling()`` count is back
+    to what it was when the call began), so a shutdown is never mistaken for
+    a timeout.
     """
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self.deadlines: dict[asyncio.Task[Any], float] = {}
+        self.calls: dict[asyncio.Task[Any], tuple[float, int]] = {}
         self.fired: set[asyncio.Task[Any]] = set()
         self.timer: asyncio.TimerHandle | None = None
 
@@ -150,31 +160,41 @@ class _Watchdog:
         task = asyncio.current_task()
         assert task is not None
         loop = task.get_loop()
-        self.deadlines[task] = loop.time() + self.timeout
+        self.calls[task] = (loop.time() + self.timeout, task.cancelling())
         if self.timer is None:
             self.timer = loop.call_at(loop.time() + self.timeout, self._check, loop)
         return task
 
-    def exit(self, task: asyncio.Task[Any]) -> None:
-        self.deadlines.pop(task, None)
-
     def expired(self, task: asyncio.Task[Any]) -> bool:
+        """Called on CancelledError: True if it is our timeout and nothing else."""
+        if task not in self.fired:
+            return False
+        self.fired.discard(task)
+        _, baseline = self.calls.get(task, (0.0, 0))
+        return task.uncancel() <= baseline
+
+    def exit(self, task: asyncio.Task[Any]) -> None:
+        self.calls.pop(task, None)
         if task in self.fired:
+            # We cancelled it but the function swallowed the cancellation and
+            # returned: withdraw our request so it cannot hit a later await.
             self.fired.discard(task)
             task.uncancel()
-            return True
-        return False
 
     def _check(self, loop: asyncio.AbstractEventLoop) -> None:
         self.timer = None
         now = loop.time()
-        for task, deadline in list(self.deadlines.items()):
+        pending = []
+        for task, (deadline, _) in self.calls.items():
+            if task in self.fired:
+                continue
             if deadline <= now:
-                del self.deadlines[task]
                 self.fired.add(task)
                 task.cancel()
-        if self.deadlines:
-            self.timer = loop.call_at(min(self.deadlines.values()), self._check, loop)
+            else:
+                pending.append(deadline)
+        if pending:
+            self.timer = loop.call_at(min(pending), self._check, loop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +256,7 @@ class FunctionTarget(Target):
         self._is_async = False
         self._slots = _Slots(concurrency)
         self._watchdog = _Watchdog(timeout)
-        self._threads: ThreadPoolExecutor | None = None
+        self._threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._services: TargetServices | None = None
         # Lambda's asynchronous event queue: accepted invocations, and those
         # waiting (on a clock timer) for their retry.
@@ -255,7 +275,7 @@ class FunctionTarget(Target):
         self._is_async = inspect.iscoroutinefunction(function)
         self._services = services
         if not self._is_async:
-            self._threads = ThreadPoolExecutor(
+            self._threads = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self.concurrency, thread_name_prefix=f"pipelines-{self.where}"
             )
         if self.async_invoke is not None:
@@ -316,11 +336,13 @@ class FunctionTarget(Target):
         self.invocations += 1
         args = (payload, context) if self._with_context else (payload,)
         task = self._watchdog.enter()
+        thread: concurrent.futures.Future[Any] | None = None
         try:
             if self._is_async:
                 return await function(*args)
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._threads, function, *args)
+            assert self._threads is not None
+            thread = self._threads.submit(function, *args)
+            return await asyncio.wrap_future(thread)
         except asyncio.CancelledError:
             if self._watchdog.expired(task):
                 raise DeliveryError(
@@ -337,7 +359,13 @@ class FunctionTarget(Target):
             ) from exc
         finally:
             self._watchdog.exit(task)
-            self._slots.release()
+            if thread is not None and not thread.done():
+                # A thread cannot be stopped: its slot stays taken until the
+                # call really returns, so the concurrency cap stays true.
+                loop = asyncio.get_running_loop()
+                thread.add_done_callback(lambda _: _call_soon(loop, self._slots.release))
+            else:
+                self._slots.release()
 
     # -- asynchronous invocation (Lambda's event queue) ----------------------
 

@@ -58,3 +58,11 @@ not_callable = 42
 
 async def async_fails(payload: Any) -> Any:
     raise ValueError(f"cannot take {payload!r}")
+
+
+async def swallows_cancel(payload: Any) -> Any:
+    try:
+        await asyncio.sleep(10)
+    except asyncio.CancelledError:
+        return "swallowed"
+    return "slept"

@@ -616,3 +616,114 @@ async def test_targets_start_and_stop_with_the_runtime(runtime: Runtime) -> None
     async with runtime:
         assert target.started and not target.stopped
     assert target.stopped
+
+
+# -- regressions from review: removal, shutdown races, restarts ------------------
+
+
+async def test_removing_a_target_whose_queue_is_full_does_not_stall_the_bus(
+    clock: ManualClock,
+) -> None:
+    runtime = make_runtime(clock, target_queue_size=2)
+    runtime.add_resource("stuck", "recorder", {"hold": True, "concurrency": 1})
+    runtime.add_resource("fine", "recorder", {})
+    bus = runtime.bus()
+    bus.put_rule("a", pattern={"source": ["shop"]})
+    await bus.put_targets("a", [{"id": "t", "resource": "stuck"}])
+    bus.put_rule("b", pattern={"source": ["shop"]})
+    await bus.put_targets("b", [{"id": "t", "resource": "fine"}])
+    async with runtime:
+        await runtime.put_events([ORDER] * 9)
+        await settle()
+        assert len(recorder(runtime, "fine").received) < 9  # the dispatcher waits on "stuck"
+        await bus.remove_targets("a", ["t"])
+        await settle()
+        assert len(recorder(runtime, "fine").received) == 9
+        recorder(runtime, "stuck").release()
+
+
+async def test_a_removed_target_gets_no_more_retries(tmp_path: Path, clock: ManualClock) -> None:
+    runtime = make_runtime(clock, state_path=tmp_path / "state.db")
+    runtime.add_resource("broken", "recorder", {"hold": True, "fail": -1})
+    await routed(runtime, [{"id": "t", "resource": "broken"}])
+    async with runtime:
+        await runtime.put_events([ORDER])
+        await settle()
+        await runtime.bus().remove_targets("orders", ["t"])  # while the call is in flight
+        recorder(runtime, "broken").release()
+        await clock.advance(3600, quiet=runtime.wait_until_idle)
+    assert len(recorder(runtime, "broken").attempts) == 1
+    second = make_runtime(clock, state_path=tmp_path / "state.db")
+    second.add_resource("broken", "recorder", {})
+    await routed(second, [{"id": "t", "resource": "broken"}])
+    async with second:
+        await clock.advance(3600, quiet=second.wait_until_idle)
+    assert recorder(second, "broken").received == []  # no row was left behind
+
+
+async def test_updating_a_target_keeps_its_pending_retries(
+    runtime: Runtime, clock: ManualClock
+) -> None:
+    runtime.add_resource("broken", "recorder", {"fail": -1})
+    runtime.add_resource("fixed", "recorder", {})
+    await routed(runtime, [{"id": "t", "resource": "broken"}])
+    async with runtime:
+        await runtime.put_events([ORDER])
+        await settle()
+        await runtime.bus().put_targets("orders", [{"id": "t", "resource": "fixed"}])
+        await clock.advance(60)
+    [got] = recorder(runtime, "fixed").received
+    assert got.context.attempt == 2  # the retry of the first, failed attempt
+
+
+async def test_stop_answers_producers_waiting_for_room(clock: ManualClock, tmp_path: Path) -> None:
+    runtime = make_runtime(clock, intake_size=2, target_queue_size=1, state_path=tmp_path / "s.db")
+    runtime.add_resource("stuck", "recorder", {"hold": True, "concurrency": 1})
+    await routed(runtime, [{"id": "t", "resource": "stuck"}])
+    await runtime.start()
+    put = asyncio.ensure_future(runtime.put_events([ORDER] * 10))
+    await settle()
+    assert not put.done()
+    await asyncio.wait_for(runtime.stop(timeout=0.05), 5)
+    result = await asyncio.wait_for(put, 5)
+    codes = [entry.get("ErrorCode") for entry in result["Entries"]]
+    accepted = codes.count(None)
+    assert 0 < accepted < 10
+    assert codes[accepted:] == ["InternalFailure"] * (10 - accepted)  # the tail, in order
+    assert result["FailedEntryCount"] == 10 - accepted
+    # Everything accepted was kept: a new runtime delivers exactly those.
+    second = make_runtime(clock, state_path=tmp_path / "s.db")
+    second.add_resource("stuck", "recorder", {})
+    await routed(second, [{"id": "t", "resource": "stuck"}])
+    async with second:
+        await clock.advance(1, quiet=second.wait_until_idle)
+    assert len(recorder(second, "stuck").received) == accepted
+
+
+async def test_a_runtime_starts_once(runtime: Runtime) -> None:
+    async with runtime:
+        pass
+    with pytest.raises(NotRunningError, match="starts once"):
+        await runtime.start()
+
+
+async def test_jmespath_errors_are_not_retried(runtime: Runtime) -> None:
+    runtime.add_resource("sink", "recorder", {})
+    runtime.add_resource("dlq", "recorder", {})
+    await routed(
+        runtime,
+        [
+            {
+                "id": "t",
+                "resource": "sink",
+                "input_jmespath": "length(detail.total)",
+                "dead_letter": "dlq",
+            }
+        ],
+    )
+    async with runtime:
+        await runtime.put_events([ORDER])
+        await settle()
+    [letter] = recorder(runtime, "dlq").received
+    assert letter.context.attributes["ERROR_CODE"] == "TransformationError"
+    assert letter.context.attributes["RETRY_ATTEMPTS"] == "0"

@@ -234,3 +234,59 @@ async def test_unknown_destinations_fail_at_start() -> None:
     )
     with pytest.raises(Exception, match="no resource named 'nope'"):
         await runtime.start()
+
+
+async def test_shutdown_with_calls_waiting_for_a_slot_returns() -> None:
+    runtime = Runtime(plugins=plugin_manager())
+    runtime.add_resource(
+        "fn", "function", {"function": "tests.functions:async_slow", "max_concurrency": 1}
+    )
+    bus = runtime.bus()
+    for n in range(4):
+        bus.put_rule(f"r{n}", pattern={"source": ["shop"]})
+        await bus.put_targets(f"r{n}", [{"id": "t", "resource": "fn", "input": "5"}])
+    await runtime.start()
+    await runtime.put_events([ENTRY])
+    await asyncio.sleep(0.05)
+    assert runtime.resource("fn").throttles >= 1
+    await asyncio.wait_for(runtime.stop(timeout=0.05), 5)
+
+
+async def test_a_function_that_swallows_the_timeout_leaves_the_task_usable() -> None:
+    target = await started(function="tests.functions:swallows_cancel", timeout=1)
+    result = await target.deliver(None, CONTEXT)
+    assert result == "swallowed"
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await asyncio.sleep(0.01)  # no cancellation left pending for a later await
+    await target.stop()
+
+
+async def test_a_timed_out_thread_keeps_its_slot_until_it_returns() -> None:
+    functions.peak = 0
+    target = await started(function="tests.functions:slow", max_concurrency=1, timeout=1)
+    with pytest.raises(DeliveryError, match="Timeout"):
+        await target.deliver(1.5, CONTEXT)
+    # The next call waits for the stuck thread (0.5 s more), then runs in time.
+    assert await target.deliver(0.01, CONTEXT) == 0.01
+    assert functions.peak == 1
+    await target.stop()
+
+
+async def test_waiters_cancelled_while_the_slot_is_released_end_cleanly() -> None:
+    # Shutdown cancels the slot holder and its waiters in the same loop turn:
+    # release() then meets cancelled waiters, which must still end with
+    # CancelledError (not ValueError, which would swallow the shutdown).
+    from plugins.function import _Slots
+
+    target = make(function="m:f", max_concurrency=1)
+    slots = _Slots(1)
+    await slots.acquire(target)
+    waiters = [asyncio.ensure_future(slots.acquire(target)) for _ in range(3)]
+    await asyncio.sleep(0)
+    for waiter in waiters:
+        waiter.cancel()
+    slots.release()
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert [type(r) for r in results] == [asyncio.CancelledError] * 3
+    assert (slots.free, len(slots.waiters)) == (1, 0)
