@@ -132,6 +132,7 @@ class Delivery:
     parked: asyncio.Future[None] | None = None
     #: Set when its target is removed from the rule: jobs are dropped, not retried.
     retired: bool = False
+    help_pending: bool = False
     in_flight: set[Job] = field(default_factory=set)
     space: asyncio.Event = field(default_factory=asyncio.Event)
     dims: m.Dimensions = ()
@@ -207,13 +208,13 @@ class Deliverer:
             delivery.active += 1
             self.spawn(self._work(delivery))
 
-    def _help(self, delivery: Delivery, job: Job) -> None:
-        """One loop turn after a worker took ``job``: if that call is still
-        running (it waits on I/O) and jobs are queued behind it, add a worker.
-        A call that returns at once never costs a task."""
+    def _help(self, delivery: Delivery) -> None:
+        """One loop turn after a worker took a job with more queued behind it:
+        if every worker is still in a call (waiting on I/O), add one. Calls
+        that return at once never cost a task."""
+        delivery.help_pending = False
         if (
-            job in delivery.in_flight
-            and delivery.queue
+            delivery.queue
             and delivery.active == len(delivery.in_flight)
             and delivery.active < delivery.concurrency
         ):
@@ -235,8 +236,9 @@ class Deliverer:
                     if not delivery.space.is_set() and len(queue) < delivery.queue_size:
                         delivery.space.set()
                     delivery.in_flight.add(job)
-                    if queue and delivery.active < delivery.concurrency:
-                        loop.call_soon(self._help, delivery, job)
+                    if queue and not delivery.help_pending:
+                        delivery.help_pending = True
+                        loop.call_soon(self._help, delivery)
                     try:
                         await self._attempt(delivery, job)
                     except Exception:
