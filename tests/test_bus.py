@@ -38,6 +38,17 @@ async def routed(runtime: Runtime, targets: list[dict[str, Any]], pattern: Any =
     return runtime
 
 
+async def dead_lettered(
+    runtime: Runtime, name: str, settings: dict[str, Any], **retry_policy: int
+) -> Runtime:
+    """Route "orders" to the recorder ``name`` (with ``settings``) under a retry
+    policy, with the recorder "dlq" as its dead-letter target."""
+    runtime.add_resource(name, "recorder", settings)
+    runtime.add_resource("dlq", "recorder", {})
+    target = {"id": "t", "resource": name, "dead_letter": "dlq", "retry_policy": retry_policy}
+    return await routed(runtime, [target])
+
+
 def recorder(runtime: Runtime, name: str) -> Recorder:
     target = runtime.resource(name)
     assert isinstance(target, Recorder)
@@ -241,19 +252,7 @@ async def test_retries_back_off_exponentially_within_jitter_bounds(
 async def test_exhausted_retries_go_to_the_dead_letter_target_with_attributes(
     runtime: Runtime, clock: ManualClock
 ) -> None:
-    runtime.add_resource("broken", "recorder", {"fail": -1})
-    runtime.add_resource("dlq", "recorder", {})
-    await routed(
-        runtime,
-        [
-            {
-                "id": "t",
-                "resource": "broken",
-                "dead_letter": "dlq",
-                "retry_policy": {"maximum_retry_attempts": 2},
-            }
-        ],
-    )
+    await dead_lettered(runtime, "broken", {"fail": -1}, maximum_retry_attempts=2)
     async with runtime:
         result = await runtime.put_events([ORDER])
         await clock.advance(60)
@@ -281,19 +280,7 @@ async def test_exhausted_retries_go_to_the_dead_letter_target_with_attributes(
 async def test_zero_retries_dead_letters_after_the_first_failure(
     runtime: Runtime, clock: ManualClock
 ) -> None:
-    runtime.add_resource("broken", "recorder", {"fail": -1})
-    runtime.add_resource("dlq", "recorder", {})
-    await routed(
-        runtime,
-        [
-            {
-                "id": "t",
-                "resource": "broken",
-                "dead_letter": "dlq",
-                "retry_policy": {"maximum_retry_attempts": 0},
-            }
-        ],
-    )
+    await dead_lettered(runtime, "broken", {"fail": -1}, maximum_retry_attempts=0)
     async with runtime:
         await runtime.put_events([ORDER])
         await settle()
@@ -304,19 +291,7 @@ async def test_zero_retries_dead_letters_after_the_first_failure(
 
 
 async def test_maximum_event_age_ends_retrying(runtime: Runtime, clock: ManualClock) -> None:
-    runtime.add_resource("broken", "recorder", {"fail": -1})
-    runtime.add_resource("dlq", "recorder", {})
-    await routed(
-        runtime,
-        [
-            {
-                "id": "t",
-                "resource": "broken",
-                "dead_letter": "dlq",
-                "retry_policy": {"maximum_event_age": 60},
-            }
-        ],
-    )
+    await dead_lettered(runtime, "broken", {"fail": -1}, maximum_event_age=60)
     async with runtime:
         await runtime.put_events([ORDER])
         await clock.advance(3600)
@@ -331,19 +306,7 @@ async def test_maximum_event_age_ends_retrying(runtime: Runtime, clock: ManualCl
 
 async def test_events_older_than_the_age_limit_are_not_attempted(clock: ManualClock) -> None:
     runtime = make_runtime(clock)
-    runtime.add_resource("slow", "recorder", {"hold": True, "concurrency": 1})
-    runtime.add_resource("dlq", "recorder", {})
-    await routed(
-        runtime,
-        [
-            {
-                "id": "t",
-                "resource": "slow",
-                "dead_letter": "dlq",
-                "retry_policy": {"maximum_event_age": 60},
-            }
-        ],
-    )
+    await dead_lettered(runtime, "slow", {"hold": True, "concurrency": 1}, maximum_event_age=60)
     async with runtime:
         await runtime.put_events([ORDER, ORDER])
         await settle()
@@ -357,9 +320,7 @@ async def test_events_older_than_the_age_limit_are_not_attempted(clock: ManualCl
 
 
 async def test_non_retryable_errors_skip_retries(runtime: Runtime, clock: ManualClock) -> None:
-    runtime.add_resource("picky", "recorder", {"fail": -1, "retryable": False})
-    runtime.add_resource("dlq", "recorder", {})
-    await routed(runtime, [{"id": "t", "resource": "picky", "dead_letter": "dlq"}])
+    await dead_lettered(runtime, "picky", {"fail": -1, "retryable": False})
     async with runtime:
         await runtime.put_events([ORDER])
         await settle()
@@ -483,19 +444,7 @@ async def test_pending_retries_survive_a_restart(tmp_path: Path) -> None:
 
     async def configured(fail: int) -> Runtime:
         runtime = make_runtime(clock, state_path=state)
-        runtime.add_resource("flaky", "recorder", {"fail": fail})
-        runtime.add_resource("dlq", "recorder", {})
-        return await routed(
-            runtime,
-            [
-                {
-                    "id": "t",
-                    "resource": "flaky",
-                    "dead_letter": "dlq",
-                    "retry_policy": {"maximum_retry_attempts": 5},
-                }
-            ],
-        )
+        return await dead_lettered(runtime, "flaky", {"fail": fail}, maximum_retry_attempts=5)
 
     first = await configured(fail=-1)
     async with first:
@@ -528,19 +477,7 @@ async def test_retries_counted_across_restarts_still_end_in_the_dead_letter(
 
     async def configured() -> Runtime:
         runtime = make_runtime(clock, state_path=state)
-        runtime.add_resource("broken", "recorder", {"fail": -1})
-        runtime.add_resource("dlq", "recorder", {})
-        return await routed(
-            runtime,
-            [
-                {
-                    "id": "t",
-                    "resource": "broken",
-                    "dead_letter": "dlq",
-                    "retry_policy": {"maximum_retry_attempts": 3},
-                }
-            ],
-        )
+        return await dead_lettered(runtime, "broken", {"fail": -1}, maximum_retry_attempts=3)
 
     first = await configured()
     async with first:
