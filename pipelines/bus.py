@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from pipelines.errors import ConfigError, ResourceNotFoundError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.patterns import Matcher, Pattern, compile_pattern
 from pipelines.targets import check_keys
-from pipelines.transform import compile_transform
+from pipelines.transform import Transform, compile_transform
 
 if TYPE_CHECKING:
     from pipelines.runtime import Runtime
@@ -61,7 +61,7 @@ class TargetConfig:
     resource: str
     retry_policy: RetryPolicy
     dead_letter: str | None
-    transform: Callable[[dict[str, Any], str, str, float], Any]
+    transform: Transform
     declared: Mapping[str, Any]
 
     @classmethod
@@ -262,7 +262,7 @@ class Bus:
                 rule.deliveries.append(self.runtime._delivery(self, rule, config))
             else:
                 # An update keeps the target's queue and pending retries.
-                self.runtime._reconfigure(existing, config)
+                self.runtime._configure(existing, config)
 
     async def remove_targets(self, rule_name: str, ids: Iterable[str]) -> None:
         """Remove targets; their queued and retrying deliveries are dropped (and logged)."""
@@ -274,7 +274,7 @@ class Bus:
                 )
             for delivery in [d for d in rule.deliveries if d.target_id == target_id]:
                 rule.deliveries.remove(delivery)
-                await self.runtime._retire(delivery)
+                await self.runtime.deliverer.retire(delivery)
 
     def list_targets_by_rule(self, rule_name: str) -> list[dict[str, Any]]:
         return [config.describe() for config in self._rule(rule_name).targets.values()]
@@ -340,13 +340,12 @@ class Bus:
         if not names:
             return
         self._matched.value += 1
-        jobs = self._dispatching
         for name in names:
             rule = self._rules[name]
             rule.matched.value += 1
             rule.triggered.value += 1
-            for delivery in rule.deliveries:
-                jobs.append((delivery, Job(name, delivery.target_id, event, ingested)))
+        jobs = self._dispatching
+        self._add_jobs(jobs, names, event, ingested)
         submit = self.runtime.deliverer.submit
         while jobs:
             delivery, job = jobs[-1]
@@ -359,11 +358,20 @@ class Bus:
         self._dispatching.clear()
         while self._intake:
             event, ingested = self._intake.popleft()
-            for name in self._matcher.match(event):
-                rule = self._rules[name]
-                for delivery in rule.deliveries:
-                    jobs.append((delivery, Job(name, delivery.target_id, event, ingested)))
+            self._add_jobs(jobs, self._matcher.match(event), event, ingested)
         return jobs
+
+    def _add_jobs(
+        self,
+        jobs: list[tuple[Delivery, Job]],
+        names: list[str],
+        event: dict[str, Any],
+        ingested: float,
+    ) -> None:
+        """One job per target of each matched rule."""
+        for name in names:
+            for delivery in self._rules[name].deliveries:
+                jobs.append((delivery, Job(name, delivery.target_id, event, ingested)))
 
     @property
     def intake_depth(self) -> int:

@@ -28,6 +28,7 @@ from pipelines.clock import Cancellable, Clock
 from pipelines.errors import DeliveryError
 from pipelines.event import new_event_id
 from pipelines.targets import DeliveryContext, Target, check_keys, number_setting
+from pipelines.transform import Transform
 
 if TYPE_CHECKING:
     from pipelines.state import StateDB
@@ -121,7 +122,7 @@ class Delivery:
     rule_arn: str
     target_id: str
     target: Target
-    transform: Callable[[dict[str, Any], str, str, float], Any]
+    transform: Transform
     policy: RetryPolicy
     dead_letter: Target | None
     dead_letter_name: str | None
@@ -390,6 +391,22 @@ class Deliverer:
                 job.event.get("id"),
             )
         job.key = None
+
+    async def retire(self, delivery: Delivery) -> None:
+        """Its target was removed from the rule: drop its queued and retrying jobs."""
+        delivery.retired = True
+        delivery.space.set()  # a dispatcher waiting for room must not wait forever
+        dropped = self.retries.remove(delivery) + list(delivery.queue)
+        delivery.queue.clear()
+        for job in dropped:
+            await self._forget(job)
+        if dropped:
+            log.warning(
+                "target %s of rule %s removed: %d queued or retrying deliveries dropped",
+                delivery.target_id,
+                delivery.rule,
+                len(dropped),
+            )
 
     async def persist_unfinished(self, delivery: Delivery) -> int:
         """At shutdown: keep queued and interrupted jobs as retries due now."""

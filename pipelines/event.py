@@ -68,6 +68,12 @@ def format_time(moment: datetime) -> str:
     return _format_second(int(moment.timestamp() // 1))
 
 
+def format_time_ms(seconds: float) -> str:
+    """Epoch seconds as ISO 8601 UTC with milliseconds (``2024-01-02T03:04:05.678Z``),
+    as Lambda's invocation records and ``aws.events.event.ingestion-time`` read."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 @lru_cache(maxsize=64)
 def _format_second(second: int) -> str:
     # Events put in the same second share the text: strftime is slow on the hot path.

@@ -21,6 +21,7 @@ the targets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Coroutine, Iterable, Mapping
@@ -145,7 +146,6 @@ class Runtime:
 
     def _delivery(self, bus: Bus, rule: Rule, config: TargetConfig) -> Delivery:
         target = self.resource(config.resource)
-        dead_letter = self.resource(config.dead_letter) if config.dead_letter else None
         delivery = Delivery(
             bus=bus.name,
             rule=rule.name,
@@ -154,35 +154,22 @@ class Runtime:
             target=target,
             transform=config.transform,
             policy=config.retry_policy,
-            dead_letter=dead_letter,
-            dead_letter_name=config.dead_letter,
-            concurrency=max(1, target.concurrency),
+            dead_letter=None,
+            dead_letter_name=None,
+            concurrency=1,
             queue_size=self.target_queue_size,
         )
+        self._configure(delivery, config)
         return self.deliverer.bind(delivery)
 
-    def _reconfigure(self, delivery: Delivery, config: TargetConfig) -> None:
+    def _configure(self, delivery: Delivery, config: TargetConfig) -> None:
+        """Apply a target's declaration to its delivery (new, or updated in place)."""
         delivery.target = self.resource(config.resource)
         delivery.transform = config.transform
         delivery.policy = config.retry_policy
         delivery.dead_letter = self.resource(config.dead_letter) if config.dead_letter else None
         delivery.dead_letter_name = config.dead_letter
         delivery.concurrency = max(1, delivery.target.concurrency)
-
-    async def _retire(self, delivery: Delivery) -> None:
-        delivery.retired = True
-        delivery.space.set()  # a dispatcher waiting for room must not wait forever
-        dropped = self.deliverer.retries.remove(delivery) + list(delivery.queue)
-        delivery.queue.clear()
-        for job in dropped:
-            await self.deliverer._forget(job)
-        if dropped:
-            log.warning(
-                "target %s of rule %s removed: %d queued or retrying deliveries dropped",
-                delivery.target_id,
-                delivery.rule,
-                len(dropped),
-            )
 
     # -- events -------------------------------------------------------------
 
@@ -323,8 +310,8 @@ class Runtime:
         limit = self.drain_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
-        while not self._drained() and loop.time() < deadline:
-            await asyncio.sleep(0.005)
+        with contextlib.suppress(TimeoutError):
+            await self.wait_until_idle(limit)
         for name, target in self._resources.items():
             try:
                 await target.drain(max(deadline - loop.time(), 0.0))

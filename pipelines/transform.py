@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import jmespath
@@ -29,6 +28,7 @@ import jmespath.exceptions
 import orjson
 
 from pipelines.errors import ConfigError, DeliveryError
+from pipelines.event import format_time_ms
 
 Transform = Callable[[dict[str, Any], str, str, float], Any]
 
@@ -299,7 +299,7 @@ def _reserved(name: str, event: dict[str, Any], rule: str, rule_arn: str, ingest
     if name == "aws.events.rule-arn":
         return rule_arn
     if name == "aws.events.event.ingestion-time":
-        return datetime.fromtimestamp(ingested, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        return format_time_ms(ingested)
     if name == "aws.events.event":
         # AWS documents this one as the original event without its detail.
         return {key: value for key, value in event.items() if key != "detail"}

@@ -41,12 +41,11 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.clock import Cancellable
 from pipelines.errors import ConfigError, DeliveryError
-from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_time_ms
 from pipelines.hookspecs import hookimpl
 from pipelines.targets import (
     DeliveryContext,
@@ -458,7 +457,6 @@ def invocation_record(
     services: TargetServices,
 ) -> dict[str, Any]:
     """Lambda's invocation record, as destinations receive it."""
-    moment = datetime.fromtimestamp(services.clock.time(), UTC)
     response: dict[str, Any] = {"statusCode": 200, "executedVersion": "$LATEST"}
     if error is not None:
         response["functionError"] = "Unhandled"
@@ -467,7 +465,7 @@ def invocation_record(
         payload = result
     return {
         "version": "1.0",
-        "timestamp": moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "timestamp": format_time_ms(services.clock.time()),
         "requestContext": {
             "requestId": invocation.request_id,
             "functionArn": function_arn,
