@@ -105,7 +105,6 @@ class TargetConfig:
 class Rule:
     name: str
     pattern: Pattern
-    pattern_text: str
     state: str
     description: str
     matched: m.Counter
@@ -162,7 +161,6 @@ class Bus:
             rule = Rule(
                 name,
                 compiled,
-                compiled.text,
                 state,
                 description,
                 matched=metrics.counter(m.MATCHED_EVENTS, dims),
@@ -170,7 +168,7 @@ class Bus:
             )
             self._rules[name] = rule
         else:
-            rule.pattern, rule.pattern_text = compiled, compiled.text
+            rule.pattern = compiled
             rule.state, rule.description = state, description
         self._sync_matcher(rule)
         return {"RuleArn": self.rule_arn(name)}
@@ -198,7 +196,7 @@ class Bus:
         return {
             "Name": rule.name,
             "Arn": self.rule_arn(rule.name),
-            "EventPattern": rule.pattern_text,
+            "EventPattern": rule.pattern.text,
             "State": rule.state,
             "Description": rule.description,
             "EventBusName": self.name,
