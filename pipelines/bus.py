@@ -24,6 +24,7 @@ from pipelines.delivery import Delivery, Job, RetryPolicy
 from pipelines.errors import ConfigError, ResourceNotFoundError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.patterns import Matcher, Pattern, compile_pattern
+from pipelines.schedule import Schedule, parse_schedule
 from pipelines.targets import check_keys
 from pipelines.transform import Transform, compile_transform
 
@@ -103,8 +104,11 @@ class TargetConfig:
 
 @dataclass(slots=True, eq=False)
 class Rule:
+    """A rule matches events with its ``pattern``, or fires on its ``schedule``."""
+
     name: str
-    pattern: Pattern
+    pattern: Pattern | None
+    schedule: Schedule | None
     state: str
     description: str
     matched: m.Counter
@@ -122,9 +126,12 @@ class Bus:
         self.arn = f"arn:aws:events:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:event-bus/{name}"
         self._rules: dict[str, Rule] = {}
         self._matcher = Matcher()
-        # The intake: a bounded deque; put_events waits on ``_space`` when it is
+        # The intake: a bounded deque of (event, ingested, rule it is addressed
+        # to or None to match it); put_events waits on ``_space`` when it is
         # full, the dispatcher on ``_ready`` when it is empty.
-        self._intake: collections.deque[tuple[dict[str, Any], float]] = collections.deque()
+        self._intake: collections.deque[tuple[dict[str, Any], float, str | None]] = (
+            collections.deque()
+        )
         self._intake_size = runtime.intake_size
         self._ready = asyncio.Event()
         self._space = asyncio.Event()
@@ -142,18 +149,26 @@ class Bus:
         self,
         name: str,
         *,
-        pattern: Any,
+        pattern: Any = None,
+        schedule: Any = None,
         state: str = ENABLED,
         description: str = "",
     ) -> dict[str, str]:
-        """Create or update a rule (PutRule); its targets are kept on update."""
+        """Create or update a rule (PutRule); its targets are kept on update.
+
+        A rule has an event ``pattern`` or a ``schedule`` (an expression such as
+        ``"rate(5 minutes)"``, or a mapping of ``pipelines.schedule.SCHEDULE_KEYS``).
+        """
         where = f"bus {self.name} rule {name}"
         check_name(where, "rule name", name)
         if state not in (ENABLED, DISABLED):
             raise ConfigError(f"{where}.state", f"must be ENABLED or DISABLED, not {state!r}")
         if not isinstance(description, str) or len(description) > 512:
             raise ConfigError(f"{where}.description", "must be a string of at most 512 characters")
-        compiled = compile_pattern(pattern)
+        if (pattern is None) == (schedule is None):
+            raise ConfigError(where, "a rule has either an event pattern or a schedule")
+        compiled = compile_pattern(pattern) if pattern is not None else None
+        parsed = parse_schedule(f"{where}.schedule", schedule) if schedule is not None else None
         rule = self._rules.get(name)
         if rule is None:
             dims = m.dimensions(EventBusName=self.name, RuleName=name)
@@ -161,6 +176,7 @@ class Bus:
             rule = Rule(
                 name,
                 compiled,
+                parsed,
                 state,
                 description,
                 matched=metrics.counter(m.MATCHED_EVENTS, dims),
@@ -171,6 +187,7 @@ class Bus:
             rule.pattern = compiled
             rule.state, rule.description = state, description
         self._sync_matcher(rule)
+        self._sync_schedule(rule, parsed)
         return {"RuleArn": self.rule_arn(name)}
 
     def rule_arn(self, name: str) -> str:
@@ -186,21 +203,37 @@ class Bus:
             ) from None
 
     def _sync_matcher(self, rule: Rule) -> None:
-        if rule.state == ENABLED:
+        if rule.state == ENABLED and rule.pattern is not None:
             self._matcher.add(rule.name, rule.pattern)
         else:
             self._matcher.remove(rule.name)
 
+    def _sync_schedule(self, rule: Rule, schedule: Schedule | None) -> None:
+        scheduler = self.runtime.scheduler
+        if schedule is None:
+            if rule.schedule is not None:
+                scheduler.unregister(self, rule.name)
+        elif rule.schedule is None or rule.schedule.describe() != schedule.describe():
+            scheduler.register(self, rule.name, schedule)
+        rule.schedule = schedule
+
+    def scheduled_rule(self, name: str) -> Rule | None:
+        """The enabled scheduled rule ``name``, or None."""
+        rule = self._rules.get(name)
+        if rule is None or rule.schedule is None or rule.state != ENABLED:
+            return None
+        return rule
+
     def describe_rule(self, name: str) -> dict[str, Any]:
         rule = self._rule(name)
-        return {
-            "Name": rule.name,
-            "Arn": self.rule_arn(rule.name),
-            "EventPattern": rule.pattern.text,
-            "State": rule.state,
-            "Description": rule.description,
-            "EventBusName": self.name,
-        }
+        described: dict[str, Any] = {"Name": rule.name, "Arn": self.rule_arn(rule.name)}
+        if rule.pattern is not None:
+            described["EventPattern"] = rule.pattern.text
+        if rule.schedule is not None:
+            described["ScheduleExpression"] = rule.schedule.expression
+            described["Schedule"] = rule.schedule.describe()
+        described.update(State=rule.state, Description=rule.description, EventBusName=self.name)
+        return described
 
     def list_rules(self, prefix: str = "") -> list[dict[str, Any]]:
         return [self.describe_rule(name) for name in sorted(self._rules) if name.startswith(prefix)]
@@ -226,6 +259,7 @@ class Bus:
             )
         await self.remove_targets(name, list(rule.targets))
         self._matcher.remove(name)
+        self._sync_schedule(rule, None)
         del self._rules[name]
 
     # -- targets ------------------------------------------------------------
@@ -309,11 +343,25 @@ class Bus:
                 await self._space.wait()
             if self._closed:
                 break
-            intake.append((event, ingested))
+            intake.append((event, ingested, None))
             accepted += 1
         self._events.value += accepted
         self._ready.set()
         return accepted
+
+    async def fire(self, rule_name: str, event: dict[str, Any], ingested: float) -> bool:
+        """Put a scheduled rule's event in the intake, addressed to that rule only
+        (as EventBridge's scheduled events are). Waits while the intake is full;
+        False when the runtime stopped meanwhile."""
+        while len(self._intake) >= self._intake_size and not self._closed:
+            self._ready.set()
+            self._space.clear()
+            await self._space.wait()
+        if self._closed:
+            return False
+        self._intake.append((event, ingested, rule_name))
+        self._ready.set()
+        return True
 
     def close_intake(self) -> None:
         """At shutdown, once the dispatcher has stopped: wake producers waiting
@@ -328,16 +376,22 @@ class Bus:
             await ready.wait()
             ready.clear()
             while intake:
-                event, ingested = intake.popleft()
+                event, ingested, addressed = intake.popleft()
                 if not space.is_set() and len(intake) < size:
                     space.set()
-                await self._route(event, ingested)
+                await self._route(event, ingested, addressed)
 
-    async def _route(self, event: dict[str, Any], ingested: float) -> None:
-        names = self._matcher.match(event)
+    def _names(self, event: dict[str, Any], addressed: str | None) -> list[str]:
+        if addressed is None:
+            return self._matcher.match(event)
+        return [addressed] if self.scheduled_rule(addressed) is not None else []
+
+    async def _route(self, event: dict[str, Any], ingested: float, addressed: str | None) -> None:
+        names = self._names(event, addressed)
         if not names:
             return
-        self._matched.value += 1
+        if addressed is None:
+            self._matched.value += 1
         for name in names:
             rule = self._rules[name]
             rule.matched.value += 1
@@ -355,8 +409,8 @@ class Bus:
         jobs = list(self._dispatching)
         self._dispatching.clear()
         while self._intake:
-            event, ingested = self._intake.popleft()
-            self._add_jobs(jobs, self._matcher.match(event), event, ingested)
+            event, ingested, addressed = self._intake.popleft()
+            self._add_jobs(jobs, self._names(event, addressed), event, ingested)
         return jobs
 
     def _add_jobs(

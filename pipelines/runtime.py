@@ -44,6 +44,7 @@ from pipelines.errors import (
 )
 from pipelines.event import EntryLimits, validate_entry
 from pipelines.pluginmanager import target_types
+from pipelines.scheduler import Scheduler
 from pipelines.state import StateDB
 from pipelines.targets import Target
 
@@ -89,9 +90,12 @@ class Runtime:
         self._runner: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._accepting = False
+        rng = random.Random(seed)
         self.deliverer = Deliverer(
-            self.clock, self.metrics, self.spawn, None, backoff or Backoff(), random.Random(seed)
+            self.clock, self.metrics, self.spawn, None, backoff or Backoff(), rng
         )
+        self.scheduler = Scheduler(self.clock, rng)
+        self._scheduling: asyncio.Task[None] | None = None
         self.create_bus(DEFAULT_BUS)
 
     # -- resources ----------------------------------------------------------
@@ -242,7 +246,7 @@ class Runtime:
             raise NotRunningError("a runtime starts once: create a new Runtime to start again")
         if self.state_path is not None:
             self._state = await StateDB.open(self.state_path)
-            self.deliverer.state = self._state
+            self.deliverer.state = self.scheduler.state = self._state
         ready = asyncio.Event()
         self._runner = asyncio.create_task(self._run(ready), name="pipelines-runtime")
         await ready.wait()
@@ -260,6 +264,8 @@ class Runtime:
             raise
         await self._load_pending()
         self._accepting = True
+        # Last: the scheduler's first events find the targets started.
+        self._scheduling = self.spawn(self.scheduler.run())
 
     async def _run(self, ready: asyncio.Event) -> None:
         try:
@@ -310,6 +316,10 @@ class Runtime:
         limit = self.drain_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
+        if self._scheduling is not None:
+            self._scheduling.cancel()
+            await asyncio.wait([self._scheduling])
+            self._scheduling = None
         with contextlib.suppress(TimeoutError):
             await self.wait_until_idle(limit)
         for name, target in self._resources.items():
@@ -370,7 +380,7 @@ class Runtime:
         if self._state is not None:
             await self._state.close()
             self._state = None
-            self.deliverer.state = None
+            self.deliverer.state = self.scheduler.state = None
 
     async def __aenter__(self) -> Runtime:
         await self.start()

@@ -31,7 +31,31 @@ CREATE TABLE IF NOT EXISTS pending_deliveries (
     error_code    TEXT,
     error_message TEXT
 );
+CREATE TABLE IF NOT EXISTS schedule_marks (
+    bus         TEXT NOT NULL,
+    rule        TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    anchor      REAL NOT NULL,
+    last_due    REAL,
+    PRIMARY KEY (bus, rule)
+);
 """
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleMark:
+    """What the scheduler remembers of a scheduled rule across restarts.
+
+    ``fingerprint`` identifies the schedule (a changed schedule starts afresh),
+    ``anchor`` is when it was first scheduled (a rate counts from it) and
+    ``last_due`` the scheduled time of its last firing, if any.
+    """
+
+    bus: str
+    rule: str
+    fingerprint: str
+    anchor: float
+    last_due: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,3 +154,25 @@ class StateDB:
             PendingRow(row[0], row[1], row[2], row[3], orjson.loads(row[4]), *row[5:])
             for row in rows
         ]
+
+    async def schedule_marks(self) -> dict[tuple[str, str], ScheduleMark]:
+        async with self.connection.execute(
+            "SELECT bus, rule, fingerprint, anchor, last_due FROM schedule_marks"
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return {(row[0], row[1]): ScheduleMark(*row) for row in rows}
+
+    async def save_schedule_marks(self, marks: list[ScheduleMark]) -> None:
+        """Insert or replace marks, in one transaction."""
+        await self.connection.executemany(
+            "INSERT OR REPLACE INTO schedule_marks (bus, rule, fingerprint, anchor, last_due)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(k.bus, k.rule, k.fingerprint, k.anchor, k.last_due) for k in marks],
+        )
+        await self.connection.commit()
+
+    async def delete_schedule_mark(self, bus: str, rule: str) -> None:
+        await self.connection.execute(
+            "DELETE FROM schedule_marks WHERE bus = ? AND rule = ?", (bus, rule)
+        )
+        await self.connection.commit()
