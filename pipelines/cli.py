@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 import click
 
 from pipelines import __version__
-from pipelines.errors import EventValidationError, PatternError
+from pipelines.errors import ConfigError, EventValidationError, PatternError
 from pipelines.patterns import evaluate_pattern
 
 
@@ -68,6 +69,47 @@ def plugins_command() -> None:
         for info in list_plugins()
     ]
     click.echo(json.dumps(listing, indent=2))
+
+
+@cli.group("schedule")
+def schedule_group() -> None:
+    """Schedule expressions: cron(...), rate(...), at(...)."""
+
+
+@schedule_group.command("next")
+@click.argument("expression")
+@click.option("--tz", "timezone", default=None, help="IANA time zone (default UTC).")
+@click.option("-n", "count", default=5, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--after",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    default=None,
+    help="Start from this time instead of now (ISO 8601; naive times are in --tz).",
+)
+def schedule_next(
+    expression: str, timezone: str | None, count: int, after: datetime | None
+) -> None:
+    """Print the next firings of EXPRESSION, one ISO 8601 time per line.
+
+    A rate counts from --after (or now), as a new rate schedule does.
+    """
+    from pipelines.schedule import next_firings
+
+    try:
+        if after is not None and after.tzinfo is None:
+            after = after.replace(tzinfo=schedule_zone(timezone))
+        firings = next_firings(expression, timezone=timezone, count=count, after=after)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+    for firing in firings:
+        click.echo(firing.isoformat())
+
+
+def schedule_zone(name: str | None) -> tzinfo:
+    from pipelines.schedule import zone
+
+    return zone("--tz", name)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ occurrence: what EventBridge Scheduler documents. Rates are fixed durations
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -135,6 +136,8 @@ def _day_of_month(text: str) -> str:
     upper = text.upper()
     if upper == "L":
         return "L"
+    if upper == "LW":
+        raise _CronSyntax("day-of-month: LW (the last weekday) is not supported; use L or 15W")
     if upper.endswith("W"):
         day = upper[:-1]
         if not day.isdigit() or not 1 <= int(day) <= 31:
@@ -152,6 +155,8 @@ def _day_of_week(text: str) -> str:
     if upper == "L":  # the last day of the week: Saturday
         return "6"
     if "#" in upper:
+        if "," in upper:
+            raise _CronSyntax(f"day-of-week: {text!r}: a # day stands alone, as in 2#1")
         day, _, nth = upper.partition("#")
         if not nth.isdigit() or not 1 <= int(nth) <= 5:
             raise _CronSyntax(f"day-of-week: {text!r}: # is followed by 1-5, as in 2#1")
@@ -197,7 +202,7 @@ def translate_cron(body: str) -> str:
     return " ".join(parts)
 
 
-def _zone(where: str, name: object) -> tzinfo:
+def zone(where: str, name: object) -> tzinfo:
     if name in (None, "UTC", "Etc/UTC"):
         return UTC
     if not isinstance(name, str):
@@ -334,7 +339,13 @@ class Schedule:
         return None
 
     def _cron_before(self, moment: float) -> float | None:
-        wall = _wall(moment, self.zone)
+        local = datetime.fromtimestamp(moment, self.zone)
+        wall = local.replace(tzinfo=None, fold=0)
+        if local.fold:
+            # In the second pass of a repeated (fall-back) hour the whole hour
+            # already fired in its first pass: search back from its end.
+            shift = local.replace(fold=0).utcoffset() - local.utcoffset()  # type: ignore[operator]
+            wall += shift
         iterator = self._iterator(wall)
         try:
             for _ in range(_MAX_CANDIDATES):
@@ -401,10 +412,10 @@ def parse_schedule(where: str, spec: object) -> Schedule:
     if not isinstance(spec, Mapping):
         raise ConfigError(where, f"a schedule is an expression or a mapping, not {spec!r}")
     check_keys(where, spec, set(SCHEDULE_KEYS))
-    zone = _zone(f"{where}.timezone", spec.get("timezone"))
-    schedule = parse_expression(f"{where}.expression", spec.get("expression"), zone)
-    start = _instant(f"{where}.start_date", spec.get("start_date"), zone)
-    end = _instant(f"{where}.end_date", spec.get("end_date"), zone)
+    tz = zone(f"{where}.timezone", spec.get("timezone"))
+    schedule = parse_expression(f"{where}.expression", spec.get("expression"), tz)
+    start = _instant(f"{where}.start_date", spec.get("start_date"), tz)
+    end = _instant(f"{where}.end_date", spec.get("end_date"), tz)
     if start is not None and end is not None and end <= start:
         raise ConfigError(f"{where}.end_date", "must be after start_date")
     window = spec.get("flexible_window_minutes") or 0
@@ -416,17 +427,8 @@ def parse_schedule(where: str, spec: object) -> Schedule:
     missed = spec.get("missed_runs", SKIP)
     if missed not in MISSED_POLICIES:
         raise ConfigError(f"{where}.missed_runs", f"must be skip or fire_once, not {missed!r}")
-    return Schedule(
-        schedule.expression,
-        schedule.kind,
-        zone,
-        start=start,
-        end=end,
-        flexible_window=window * 60.0,
-        missed_runs=missed,
-        period=schedule.period,
-        at=schedule.at,
-        cron=schedule.cron,
+    return dataclasses.replace(
+        schedule, start=start, end=end, flexible_window=window * 60.0, missed_runs=missed
     )
 
 
