@@ -176,7 +176,7 @@ class Bus:
             rule = Rule(
                 name,
                 compiled,
-                parsed,
+                None,  # set (and registered with the scheduler) by _sync_schedule
                 state,
                 description,
                 matched=metrics.counter(m.MATCHED_EVENTS, dims),

@@ -83,9 +83,11 @@ class Scheduler:
         self._leaving: list[tuple[str, str]] = []
         self._marks: dict[tuple[str, str], ScheduleMark] | None = None
         self._wake = asyncio.Event()
-        #: Scheduled events put onto buses, and runs dropped as missed.
+        #: Scheduled events put onto buses; missed runs skipped; loop turns.
         self.fired = 0
         self.skipped = 0
+        self.wakeups = 0
+        self._sleeping = False
 
     def register(self, bus: Bus, rule: str, schedule: Schedule) -> None:
         """Schedule ``rule`` (new, or with a changed schedule)."""
@@ -113,12 +115,18 @@ class Scheduler:
         ]
         return min(times, default=None)
 
+    @property
+    def idle(self) -> bool:
+        """Waiting for the next firing with nothing to do before it."""
+        return self._sleeping and not self._wake.is_set()
+
     def __len__(self) -> int:
         return len(self._entries)
 
     async def run(self) -> None:
         """The scheduler task: runs until cancelled."""
         while True:
+            self.wakeups += 1
             self._wake.clear()
             await self._admit()
             fired = await self._fire_due()
@@ -161,31 +169,34 @@ class Scheduler:
         upcoming = schedule.next_after(since, entry.anchor)
         overdue = now - LATE_GRACE - schedule.flexible_window
         if upcoming is not None and upcoming < overdue:
-            latest = schedule.latest_before(overdue, entry.anchor)
-            if schedule.missed_runs == FIRE_ONCE and latest is not None:
+            if schedule.missed_runs == FIRE_ONCE:
+                # One event for the latest run due by now, late ones included.
+                latest = schedule.latest_before(now + _EPSILON, entry.anchor)
+                assert latest is not None  # ``upcoming`` is one
                 self._push(now, entry, latest, chain=False)
-                log.warning(
-                    "rule %s on bus %s missed runs from %s to %s: firing once for the latest",
-                    entry.rule,
-                    entry.bus.name,
-                    _iso(upcoming),
-                    _iso(latest),
-                )
+                self._missed(entry, upcoming, latest, "firing once for the latest")
+                upcoming = schedule.next_after(latest, entry.anchor)
             else:
+                latest = schedule.latest_before(overdue, entry.anchor)
                 self.skipped += 1
-                log.warning(
-                    "rule %s on bus %s missed runs from %s to %s: skipped (missed_runs: skip)",
-                    entry.rule,
-                    entry.bus.name,
-                    _iso(upcoming),
-                    _iso(latest if latest is not None else upcoming),
-                )
-            upcoming = schedule.at_or_after(overdue, entry.anchor)
+                self._missed(entry, upcoming, latest or upcoming, "skipped (missed_runs: skip)")
+                upcoming = schedule.at_or_after(overdue, entry.anchor)
         if upcoming is not None:
             jitter = (
                 self.rng.uniform(0, schedule.flexible_window) if schedule.flexible_window else 0
             )
             self._push(upcoming + jitter, entry, upcoming, chain=True)
+
+    @staticmethod
+    def _missed(entry: _Entry, first: float, last: float, outcome: str) -> None:
+        log.warning(
+            "rule %s on bus %s missed its runs from %s to %s: %s",
+            entry.rule,
+            entry.bus.name,
+            _iso(first),
+            _iso(last),
+            outcome,
+        )
 
     def _push(self, fire_at: float, entry: _Entry, due: float, *, chain: bool) -> None:
         heapq.heappush(self._heap, (fire_at, next(self._order), entry, due, chain))
@@ -234,9 +245,11 @@ class Scheduler:
         timer: Cancellable | None = None
         if heap:
             timer = self.clock.call_later(heap[0][0] - self.clock.time(), self._wake.set)
+        self._sleeping = True
         try:
             await self._wake.wait()
         finally:
+            self._sleeping = False
             if timer is not None:
                 timer.cancel()
 
