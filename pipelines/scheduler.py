@@ -44,6 +44,7 @@ LATE_GRACE = 60.0
 SCHEDULED_SOURCE = "aws.events"
 SCHEDULED_DETAIL_TYPE = "Scheduled Event"
 _EPSILON = 1e-6
+_BURST = 256
 
 
 @dataclass(eq=False, slots=True)
@@ -209,6 +210,8 @@ class Scheduler:
             if not entry.active:
                 continue
             await self._fire(entry, due)
+            if len(fired) % _BURST == _BURST - 1:
+                await asyncio.sleep(0)  # a burst of runs must not hold the loop
             if entry.last_due is None or due > entry.last_due:
                 entry.last_due = due
             fired.append(entry)
