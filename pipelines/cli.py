@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import sys
 from datetime import datetime, tzinfo
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from pipelines import __version__
-from pipelines.errors import ConfigError, EventValidationError, PatternError
+from pipelines.errors import (
+    ConfigError,
+    ConfigInvalid,
+    EventValidationError,
+    PatternError,
+    PipelinesError,
+)
 from pipelines.patterns import evaluate_pattern
+
+if TYPE_CHECKING:
+    from pipelines.runner import RunReport
 
 
 def read_argument(value: str) -> str:
@@ -110,6 +122,99 @@ def schedule_zone(name: str | None) -> tzinfo:
     from pipelines.schedule import zone
 
     return zone("--tz", name)
+
+
+@cli.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def validate_command(files: tuple[str, ...]) -> None:
+    """Check pipeline config FILES (merged): syntax, keys, references, patterns,
+    schedules and target settings. Prints each problem as file:line:column:
+    message; exit 0 when valid, 1 when not."""
+    from pipelines.config import check
+
+    problems = asyncio.run(check(list(files)))
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if problems:
+        raise SystemExit(1)
+    click.echo(f"{', '.join(files)}: valid")
+
+
+@cli.command("run")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--input",
+    "input_path",
+    default=None,
+    help="Put events from a JSON-lines file (- for stdin), one PutEvents entry per line;"
+    " exit once all are delivered.",
+)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text")
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info"
+)
+@click.option(
+    "--shutdown-timeout",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds to drain in-flight deliveries at shutdown; the rest is persisted.",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def run_command(
+    files: tuple[str, ...],
+    input_path: str | None,
+    log_format: str,
+    log_level: str,
+    shutdown_timeout: float,
+    debug: bool,
+) -> None:
+    """Run the pipeline in FILES until SIGINT or SIGTERM (or until --input is delivered)."""
+    from pipelines.logs import configure_logging
+
+    configure_logging(log_format, log_level)
+    try:
+        report = asyncio.run(_run(list(files), input_path, shutdown_timeout))
+    except ConfigInvalid as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        raise SystemExit(1) from None
+    except PipelinesError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+    if report.failed:
+        source = input_path if input_path not in (None, "-") else "<stdin>"
+        for line, code, message in report.failed:
+            click.echo(f"{source}:{line}: {code}: {message}", err=True)
+        raise SystemExit(1)
+
+
+async def _run(files: list[str], input_path: str | None, shutdown_timeout: float) -> RunReport:
+    from pipelines.config import load_config
+    from pipelines.runner import run_pipeline
+
+    config = load_config(files)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    events = None
+    if input_path == "-":
+        events = sys.stdin
+    elif input_path is not None:
+        try:
+            events = open(input_path, encoding="utf-8")  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            raise PipelinesError(f"cannot read {input_path}: {exc.strerror}") from None
+    try:
+        return await run_pipeline(
+            config, events=events, stop=stop, shutdown_timeout=shutdown_timeout
+        )
+    finally:
+        if events is not None and events is not sys.stdin:
+            events.close()
 
 
 def main() -> None:

@@ -6,6 +6,8 @@ in a pattern, the entry index in a batch, a file:line:column in a config).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class PipelinesError(Exception):
     """Base class of all errors raised by pipelines."""
@@ -48,6 +50,27 @@ class ConfigError(PipelinesError, ValueError):
         self.where = where
         self.message = message
         super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One problem in a config file, at a 1-based line and column."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+
+class ConfigInvalid(PipelinesError):
+    """A pipeline config has problems; ``problems`` lists every one, in order."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.column))
+        super().__init__("\n".join(map(str, self.problems)))
 
 
 class PluginError(PipelinesError):

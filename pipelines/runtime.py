@@ -119,6 +119,9 @@ class Runtime:
         self._resources[name] = target
         return target
 
+    def resource_names(self) -> list[str]:
+        return list(self._resources)
+
     def resource(self, name: str, *, where: str | None = None) -> Target:
         try:
             return self._resources[name]
@@ -346,10 +349,11 @@ class Runtime:
         if failure is not None:
             raise failure
 
-    async def wait_until_idle(self, timeout: float = 10.0) -> None:
+    async def wait_until_idle(self, timeout: float | None = 10.0) -> None:
         """Wait until no event is being matched or delivered (retries may be pending).
 
-        For tests and tools; raises ``TimeoutError`` after ``timeout`` seconds.
+        For tests and tools; raises ``TimeoutError`` after ``timeout`` seconds
+        (None: no limit).
         """
         async with asyncio.timeout(timeout):
             while not self._drained():

@@ -1,0 +1,422 @@
+"""Declarative pipelines: YAML files -> a checked config -> a ``Runtime``.
+
+    state: .pipelines/state.db        # default; relative to the (first) file
+    buses: [audit]                    # extra buses; "default" always exists
+    resources:
+      report: {type: function, function: "handlers:report"}
+    rules:
+      nightly:
+        schedule: {expression: "cron(0 2 * * ? *)", timezone: Europe/Berlin}
+        targets: [{id: report, resource: report}]
+      big-orders:
+        bus: default
+        pattern: {source: [shop], detail: {total: [{numeric: [">", 100]}]}}
+        targets: [{id: t1, resource: report, retry_policy: {maximum_retry_attempts: 3}}]
+
+Every problem is reported as ``file:line:column: message``: YAML syntax,
+unknown keys (with a "did you mean"), wrong types, dangling references, and
+whatever the runtime's own checks reject (patterns, schedules, target
+settings), each located at the YAML node it concerns. Problems are collected,
+not stopped at: one bad rule does not hide the next.
+
+Plain strings may use ``${VAR}`` and ``${VAR:-default}`` from the environment;
+an unquoted value is typed after substitution (``port: ${PORT}`` is a number).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.clock import Clock
+from pipelines.errors import (
+    ConfigError,
+    ConfigInvalid,
+    PatternError,
+    Problem,
+    ResourceNotFoundError,
+)
+from pipelines.runtime import DEFAULT_BUS, Runtime
+from pipelines.targets import check_keys
+
+TOP_KEYS = {"state", "buses", "resources", "rules"}
+RULE_KEYS = {"bus", "pattern", "schedule", "state", "description", "targets"}
+DEFAULT_STATE = ".pipelines/state.db"
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass
+class PipelineConfig:
+    """The merged, syntax-checked declaration of one pipeline."""
+
+    files: list[Path]
+    state: Path | None
+    buses: list[str] = field(default_factory=list)
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Where each node was declared: path -> (file, line, column), 1-based.
+    positions: dict[Path_, tuple[str, int, int]] = field(default_factory=dict)
+
+    @property
+    def directory(self) -> Path:
+        return self.files[0].parent
+
+    def at(self, path: Path_, message: str) -> Problem:
+        """A problem located at ``path``, or at its nearest declared ancestor."""
+        while path not in self.positions and path:
+            path = path[:-1]
+        file, line, column = self.positions.get(path, (str(self.files[0]), 1, 1))
+        return Problem(file, line, column, message)
+
+
+# -- loading ----------------------------------------------------------------
+
+
+class _Loader:
+    """Builds plain data from a YAML node tree, recording each node's position."""
+
+    def __init__(self, file: str, environ: Mapping[str, str]) -> None:
+        self.file = file
+        self.environ = environ
+        self.positions: dict[Path_, tuple[str, int, int]] = {}
+        self.problems: list[Problem] = []
+        self._constructor = yaml.SafeLoader("")
+
+    def where(self, node: yaml.Node) -> tuple[str, int, int]:
+        return (self.file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def build(self, node: yaml.Node, path: Path_) -> Any:
+        self.positions[path] = self.where(node)
+        if isinstance(node, yaml.MappingNode):
+            self._constructor.flatten_mapping(node)  # YAML merge keys (<<)
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self._constructor.construct_object(key_node, deep=True)
+                if not isinstance(key, str | int) or isinstance(key, bool):
+                    self.problems.append(Problem(*self.where(key_node), "a key must be a string"))
+                    continue
+                if key in result:
+                    self.problems.append(Problem(*self.where(key_node), f"{key!r} is given twice"))
+                    continue
+                result[key] = self.build(value_node, (*path, key))
+                # A setting's problems point at its key: the line a user edits.
+                self.positions[(*path, key)] = self.where(key_node)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, index)) for index, item in enumerate(node.value)]
+        value = self._constructor.construct_object(node)
+        if isinstance(node, yaml.ScalarNode) and isinstance(value, str) and "${" in value:
+            return self._substitute(node, value)
+        return value
+
+    def _substitute(self, node: yaml.ScalarNode, text: str) -> Any:
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            value = self.environ.get(name)
+            if value is None or (value == "" and default is not None):
+                if default is None:
+                    self.problems.append(
+                        Problem(
+                            *self.where(node),
+                            f"environment variable {name} is not set"
+                            f" (give a default with ${{{name}:-value}})",
+                        )
+                    )
+                    return ""
+                return default
+            return value
+
+        substituted = _VARIABLE.sub(replace, text)
+        if node.style is None:  # unquoted: type the result as YAML would
+            try:
+                typed = yaml.safe_load(substituted)
+            except yaml.YAMLError:
+                return substituted
+            if typed is None or isinstance(typed, str | int | float | bool):
+                return typed
+        return substituted
+
+
+def _load_file(path: Path, environ: Mapping[str, str]) -> tuple[Any, _Loader]:
+    loader = _Loader(str(path), environ)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        loader.problems.append(Problem(str(path), 1, 1, f"cannot read: {exc.strerror}"))
+        return None, loader
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = " ".join(part for part in (exc.context, exc.problem) if part)
+        loader.problems.append(Problem(str(path), line, column, f"YAML syntax: {problem}"))
+        return None, loader
+    if node is None:
+        return {}, loader
+    return loader.build(node, ()), loader
+
+
+def load_config(
+    paths: Sequence[str | Path] | str | Path, *, environ: Mapping[str, str] | None = None
+) -> PipelineConfig:
+    """Read and merge YAML files; raise ``ConfigInvalid`` listing every problem.
+
+    This checks syntax and the config's shape. ``build_runtime`` checks the
+    rest (references, patterns, schedules, target settings).
+    """
+    files = [Path(p) for p in ([paths] if isinstance(paths, str | Path) else paths)]
+    if not files:
+        raise ConfigInvalid([Problem("-", 1, 1, "no config file given")])
+    config = PipelineConfig(files=files, state=None)
+    problems: list[Problem] = []
+    state: Any = DEFAULT_STATE
+    for path in files:
+        data, loader = _load_file(path, os.environ if environ is None else environ)
+        problems += loader.problems
+        if data is None:
+            continue
+        config.positions.update(
+            {k: v for k, v in loader.positions.items() if k not in config.positions}
+        )
+        problems += _merge(config, data, loader)
+        if isinstance(data, dict) and "state" in data:
+            state = data["state"]
+    if state is None or state is False:
+        config.state = None
+    elif isinstance(state, str) and state:
+        config.state = config.directory / state
+    else:
+        problems.append(config.at(("state",), "state must be a file path (or false for none)"))
+    if problems:
+        raise ConfigInvalid(problems)
+    return config
+
+
+def _merge(config: PipelineConfig, data: Any, loader: _Loader) -> list[Problem]:
+    def at(path: Path_, message: str) -> Problem:
+        key = path
+        while key not in loader.positions and key:
+            key = key[:-1]
+        return Problem(*loader.positions.get(key, (loader.file, 1, 1)), message)
+
+    if not isinstance(data, dict):
+        return [at((), "a pipeline config is a mapping with resources and rules")]
+    problems = []
+    try:
+        check_keys("config", data, TOP_KEYS)
+    except ConfigError as exc:
+        key = exc.where.split(".", 1)[1]
+        problems.append(at((key,), f"{key}: {exc.message}"))
+    buses = data.get("buses") or []
+    if not isinstance(buses, list) or not all(isinstance(b, str) for b in buses):
+        problems.append(at(("buses",), "buses is a list of bus names"))
+    else:
+        config.buses += [b for b in buses if b not in config.buses and b != DEFAULT_BUS]
+    for section in ("resources", "rules"):
+        declared = data.get(section) or {}
+        if not isinstance(declared, dict):
+            problems.append(at((section,), f"{section} is a mapping of names to declarations"))
+            continue
+        merged: dict[str, dict[str, Any]] = getattr(config, section)
+        for name, body in declared.items():
+            if name in merged:
+                first = config.at((section, name), "")
+                problems.append(
+                    at(
+                        (section, name),
+                        f"{section[:-1]} {name!r} is already declared at"
+                        f" {first.file}:{first.line}:{first.column}",
+                    )
+                )
+            elif not isinstance(body, dict):
+                problems.append(at((section, name), f"{section[:-1]} {name!r} must be a mapping"))
+            else:
+                merged[str(name)] = body
+    return problems
+
+
+# -- building ---------------------------------------------------------------
+
+
+def _tokens(suffix: str) -> Iterator[str | int]:
+    """``.retry_policy.maximum_retry_attempts`` / ``[1].id`` -> path tokens."""
+    for match in re.finditer(r"\.([^.\[]+)|\[(\d+)\]", suffix):
+        yield match.group(1) if match.group(1) is not None else int(match.group(2))
+
+
+def label(path: Path_) -> str:
+    """``("rules", "r", "targets", 0, "id")`` -> ``rules.r.targets[0].id``."""
+    text = ""
+    for token in path:
+        text += f"[{token}]" if isinstance(token, int) else f".{token}" if text else token
+    return text
+
+
+def _problem(config: PipelineConfig, base: Path_, prefix: str, exc: Exception) -> Problem:
+    """Locate a runtime check's error under ``base``, whose ``where`` starts with ``prefix``."""
+    if isinstance(exc, PatternError):
+        tokens = list(_tokens(exc.path[1:]))  # "$.detail.a[0]" -> detail, a, 0
+        return config.at((*base, *tokens), f"{label(base)}: {exc}")
+    if isinstance(exc, ConfigError):
+        suffix = exc.where[len(prefix) :] if exc.where.startswith(prefix) else ""
+        tokens = list(_tokens(suffix))
+        return config.at((*base, *tokens), f"{label((*base, *tokens))}: {exc.message}")
+    return config.at(base, str(exc))
+
+
+async def build_runtime(
+    config: PipelineConfig,
+    *,
+    clock: Clock | None = None,
+    state_path: str | Path | bool | None = True,
+    **options: Any,
+) -> Runtime:
+    """A ``Runtime`` with the config's resources, buses and rules (not started).
+
+    ``state_path=True`` uses the config's ``state``; pass a path or None to
+    override it (tests). Raises ``ConfigInvalid`` listing every problem.
+    """
+    state = config.state if state_path is True else state_path
+    runtime = Runtime(state_path=state or None, clock=clock, **options)
+    problems: list[Problem] = []
+    # A function target's "module:function" is importable from next to the config.
+    if str(config.directory.resolve()) not in sys.path:
+        sys.path.insert(0, str(config.directory.resolve()))
+    for name, declared in config.resources.items():
+        path: Path_ = ("resources", name)
+        settings = {k: v for k, v in declared.items() if k != "type"}
+        type_name = declared.get("type")
+        if not isinstance(type_name, str):
+            problems.append(
+                config.at(path, f"resources.{name}: 'type' is required (a target type)")
+            )
+            continue
+        try:
+            runtime.add_resource(name, type_name, settings)
+        except ConfigError as exc:
+            if exc.where.endswith(".type"):
+                problems.append(config.at((*path, "type"), f"resources.{name}.type: {exc.message}"))
+            else:
+                problems.append(_problem(config, path, f"target {name}", exc))
+    for bus in config.buses:
+        try:
+            runtime.create_bus(bus)
+        except ConfigError as exc:
+            problems.append(config.at(("buses",), str(exc)))
+    for name, declared in config.rules.items():
+        problems += await _add_rule(runtime, config, str(name), declared)
+    if problems:
+        raise ConfigInvalid(problems)
+    return runtime
+
+
+async def _add_rule(
+    runtime: Runtime, config: PipelineConfig, name: str, declared: dict[str, Any]
+) -> list[Problem]:
+    path: Path_ = ("rules", name)
+    try:
+        check_keys(f"rules.{name}", declared, RULE_KEYS)
+    except ConfigError as exc:
+        key = exc.where.rsplit(".", 1)[1]
+        return [config.at((*path, key), f"{exc.where}: {exc.message}")]
+    bus_name = declared.get("bus", DEFAULT_BUS)
+    try:
+        bus = runtime.bus(bus_name)
+    except ResourceNotFoundError:
+        return [
+            config.at(
+                (*path, "bus"), f"rules.{name}.bus: no bus {bus_name!r} (declare it under buses)"
+            )
+        ]
+    prefix = f"bus {bus.name} rule {name}"
+    try:
+        bus.put_rule(
+            name,
+            pattern=declared.get("pattern"),
+            schedule=declared.get("schedule"),
+            state=declared.get("state", "ENABLED"),
+            description=declared.get("description", ""),
+        )
+    except (ConfigError, PatternError) as exc:
+        base = (*path, "pattern") if isinstance(exc, PatternError) else path
+        return [_problem(config, base, prefix, exc)]
+    targets = declared.get("targets") or []
+    if not isinstance(targets, list):
+        return [config.at((*path, "targets"), f"rules.{name}.targets: a list of targets")]
+    problems = []
+    seen: set[Any] = set()
+    for index, target in enumerate(targets):
+        target_id = target.get("id") if isinstance(target, dict) else None
+        if target_id is not None and target_id in seen:
+            problems.append(
+                config.at(
+                    (*path, "targets", index, "id"),
+                    f"rules.{name}.targets[{index}].id: {target_id!r} is given twice",
+                )
+            )
+            continue
+        seen.add(target_id)
+        where = (*path, "targets", index)
+        references = _references(runtime, config, where, target)
+        if references is not None:
+            problems += references
+            continue
+        try:
+            await bus.put_targets(name, [target])
+        except ConfigError as exc:
+            problems.append(_problem(config, where, f"{prefix} targets[0]", exc))
+    return problems
+
+
+def _references(
+    runtime: Runtime, config: PipelineConfig, where: Path_, target: Any
+) -> list[Problem] | None:
+    """Problems with a target's resource names, or None when they all exist.
+
+    A name declared but invalid is not reported again here (its own problem
+    is), but the target is skipped."""
+    if not isinstance(target, dict):
+        return None
+    problems: list[Problem] = []
+    skip = False
+    for key in ("resource", "dead_letter"):
+        name = target.get(key)
+        if not isinstance(name, str):
+            continue
+        if name not in config.resources:
+            close = difflib.get_close_matches(name, list(config.resources), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            known = ", ".join(sorted(config.resources)) or "none declared"
+            problems.append(
+                config.at(
+                    (*where, key),
+                    f"{label((*where, key))}: no resource named {name!r}"
+                    f" (resources: {known}){hint}",
+                )
+            )
+        elif name not in runtime.resource_names():
+            skip = True
+    return problems if problems or skip else None
+
+
+async def check(
+    paths: list[str | Path], *, environ: Mapping[str, str] | None = None
+) -> list[Problem]:
+    """Every problem of a pipeline config (what ``pipelines validate`` prints)."""
+    try:
+        config = load_config(paths, environ=environ)
+        await build_runtime(config, state_path=None)
+    except ConfigInvalid as exc:
+        return exc.problems
+    return []
