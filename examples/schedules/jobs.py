@@ -21,4 +21,6 @@ def heartbeat(scheduled_time: str) -> None:
 
 
 def dead_letter(event: dict[str, Any], context: Any) -> None:
-    emit("dead-letter", rule=context.attributes["RULE_NAME"], error=context.attributes["ERROR_CODE"])
+    emit(
+        "dead-letter", rule=context.attributes["RULE_NAME"], error=context.attributes["ERROR_CODE"]
+    )

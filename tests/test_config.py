@@ -1,0 +1,292 @@
+"""YAML pipeline configs: loading, problems located as file:line:column,
+environment substitution, merging, and the CLI's validate and run (real
+subprocesses, real signals)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import textwrap
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pipelines.clock import ManualClock
+from pipelines.config import build_runtime, check, load_config
+from pipelines.errors import ConfigInvalid
+
+from .helpers import pipelines_command, run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEDULES = ROOT / "examples" / "schedules" / "pipeline.yaml"
+
+SINK = """
+import json, os
+
+def record(payload):
+    with open(os.environ["SINK_FILE"], "a") as out:
+        out.write(json.dumps(payload) + "\\n")
+"""
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+async def problems_of(*paths: Path, environ: dict[str, str] | None = None) -> list[str]:
+    return [str(p) for p in await check(list(paths), environ=environ or {})]
+
+
+async def test_the_schedules_example_is_valid() -> None:
+    assert await problems_of(SCHEDULES) == []
+
+
+async def test_problems_are_located_and_all_reported(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        "bad.yaml",
+        """
+        resources:
+          sink:
+            type: function
+            function: jobs:record
+            timout: 5
+        rules:
+          orders:
+            pattern: {source: [shop]}
+            targets:
+              - id: a
+                resource: sinc
+          nightly:
+            schedule: cron(0 12 * * * *)
+          typo:
+            shedule: rate(1 minute)
+        """,
+    )
+    f = str(config)
+    assert await problems_of(config) == [
+        f"{f}:5:5: resources.sink.timout: unknown setting (allowed: async_invoke, function,"
+        " max_concurrency, timeout); did you mean 'timeout'?",
+        f"{f}:11:9: rules.orders.targets[0].resource: no resource named 'sinc'"
+        " (resources: sink); did you mean 'sink'?",
+        f"{f}:13:5: rules.nightly.schedule.expression: cron(0 12 * * * *): give one of"
+        " day-of-month and day-of-week, and '?' in the other (for example cron(0 12 * * ? *)"
+        " or cron(0 12 ? * MON *))",
+        f"{f}:15:5: rules.typo.shedule: unknown setting (allowed: bus, description, pattern,"
+        " schedule, state, targets); did you mean 'schedule'?",
+    ]
+
+
+async def test_pattern_and_setting_problems_point_into_the_value(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        "p.yaml",
+        """
+        resources:
+          sink: {type: function, function: "jobs:record"}
+          dlq: {type: function, function: "jobs:record"}
+        rules:
+          big:
+            pattern:
+              detail:
+                total: [{numeric: [">", "x"]}]
+            targets: [{id: t, resource: sink}]
+          retried:
+            pattern: {source: [a]}
+            targets:
+              - id: t
+                resource: sink
+                retry_policy:
+                  maximum_retry_attempts: 500
+                dead_letter: dlq
+        """,
+    )
+    problems = await problems_of(config)
+    assert problems[0].startswith(f"{config}:8:18: rules.big.pattern: Event pattern is not valid.")
+    assert "Value of > must be numeric (at $.detail.total[0].numeric)" in problems[0]
+    assert problems[1] == (
+        f"{config}:16:11: rules.retried.targets[0].retry_policy.maximum_retry_attempts:"
+        " must be between 0 and 185, not 500"
+    )
+
+
+async def test_yaml_syntax_errors_have_line_and_column(tmp_path: Path) -> None:
+    config = write(tmp_path, "s.yaml", "rules:\n  r: {pattern: [\n")
+    [problem] = await problems_of(config)
+    assert problem.startswith(f"{config}:3:1: YAML syntax:")
+
+
+async def test_environment_substitution_types_plain_values(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        "env.yaml",
+        """
+        state: ${STATE_FILE:-pipeline.db}
+        resources:
+          sink:
+            type: function
+            function: ${FUNCTION}
+            timeout: ${TIMEOUT}
+            max_concurrency: "${CONCURRENCY:-2}"
+        """,
+    )
+    loaded = load_config(config, environ={"FUNCTION": "jobs:record", "TIMEOUT": "7"})
+    assert loaded.state == tmp_path / "pipeline.db"
+    assert loaded.resources["sink"] == {
+        "type": "function",
+        "function": "jobs:record",
+        "timeout": 7,
+        "max_concurrency": "2",  # quoted: stays a string
+    }
+    with pytest.raises(ConfigInvalid) as caught:
+        load_config(config, environ={})
+    assert [str(p) for p in caught.value.problems] == [
+        f"{config}:5:15: environment variable FUNCTION is not set"
+        " (give a default with ${FUNCTION:-value})",
+        f"{config}:6:14: environment variable TIMEOUT is not set"
+        " (give a default with ${TIMEOUT:-value})",
+    ]
+
+
+async def test_files_merge_and_a_name_declared_twice_is_reported(tmp_path: Path) -> None:
+    first = write(
+        tmp_path,
+        "a.yaml",
+        """
+        resources:
+          sink: {type: function, function: "jobs:record"}
+        """,
+    )
+    second = write(
+        tmp_path,
+        "b.yaml",
+        """
+        rules:
+          r: {schedule: rate(1 hour), targets: [{id: t, resource: sink}]}
+        """,
+    )
+    assert await problems_of(first, second) == []
+    loaded = load_config([first, second])
+    assert set(loaded.resources) == {"sink"} and set(loaded.rules) == {"r"}
+    assert loaded.state == tmp_path / ".pipelines" / "state.db"
+    third = write(tmp_path, "c.yaml", "resources:\n  sink: {type: function, function: 'x:y'}\n")
+    assert await problems_of(first, third) == [
+        f"{third}:2:3: resource 'sink' is already declared at {first}:2:3"
+    ]
+
+
+async def test_the_schedules_example_fires_on_berlin_time(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # 2026-03-28 00:30 UTC; Berlin moves to summer time on 2026-03-29.
+    clock = ManualClock(datetime(2026, 3, 28, 0, 30, tzinfo=UTC).timestamp())
+    runtime = await build_runtime(load_config(SCHEDULES), clock=clock, state_path=None)
+    capsys.readouterr()
+    async with runtime:
+        for _ in range(50):
+            await clock.advance(3600)
+        await runtime.wait_until_idle()
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    reports = [line["scheduled"] for line in lines if line["job"] == "report"]
+    beats = [line for line in lines if line["job"] == "heartbeat"]
+    # 02:00 CET on the 28th; 02:00 does not exist on the 29th; 02:00 CEST on the 30th.
+    assert reports == ["2026-03-28T01:00:00Z", "2026-03-30T00:00:00Z"]
+    assert len(beats) == 50 * 60 + 1
+
+
+def test_cli_validate_reports_problems_and_exit_codes(tmp_path: Path) -> None:
+    ok = run_cli("validate", str(SCHEDULES))
+    assert ok.returncode == 0, ok.stderr
+    bad = write(tmp_path, "bad.yaml", "rules:\n  r:\n    patern: {source: [a]}\n")
+    failed = run_cli("validate", str(bad))
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines() == [
+        f"{bad}:3:5: rules.r.patern: unknown setting (allowed: bus, description, pattern,"
+        " schedule, state, targets); did you mean 'pattern'?"
+    ]
+
+
+def test_cli_run_with_input_delivers_and_reports_bad_lines(tmp_path: Path) -> None:
+    write(tmp_path, "sinkmod.py", SINK)
+    config = write(
+        tmp_path,
+        "pipeline.yaml",
+        """
+        resources:
+          sink: {type: function, function: "sinkmod:record"}
+        rules:
+          orders:
+            pattern: {source: [shop]}
+            targets: [{id: t, resource: sink, input_path: $.detail}]
+        """,
+    )
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        "\n".join(
+            [
+                json.dumps({"Source": "shop", "DetailType": "o", "Detail": json.dumps({"n": 1})}),
+                json.dumps({"Source": "shop", "DetailType": "o", "Detail": json.dumps({"n": 2})}),
+                json.dumps({"Source": "shop", "DetailType": "o", "Detail": "not json"}),
+                "{broken",
+                json.dumps({"Source": "shop", "DetailType": "o", "Detail": json.dumps({"n": 3})}),
+            ]
+        )
+    )
+    sink = tmp_path / "sink.jsonl"
+    done = subprocess.run(
+        [*pipelines_command(), "run", str(config), "--input", str(events)],
+        env={**os.environ, "SINK_FILE": str(sink)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"{events}:3: MalformedDetail: Detail is malformed." in done.stderr
+    assert f"{events}:4: InvalidJSON:" in done.stderr
+    delivered = [json.loads(line) for line in sink.read_text().splitlines()]
+    assert sorted(d["n"] for d in delivered) == [1, 2, 3]
+    assert (tmp_path / ".pipelines" / "state.db").exists()
+
+
+def test_cli_run_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [*pipelines_command(), "run", str(SCHEDULES), "--log-format", "json"],
+        env={**os.environ, "PIPELINES_STATE": str(tmp_path / "state.db")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = json.loads(process.stdout.readline())  # the heartbeat fires at once
+        assert first["job"] == "heartbeat"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    logged = [json.loads(line) for line in stderr.splitlines()]
+    messages = [line["message"] for line in logged]
+    assert messages[0].startswith("pipeline started: 2 rules")
+    assert messages[-1] == "stopped"
+    assert all(line["level"] == "info" for line in logged)
+    # The heartbeat's mark was written: a restart keeps the rate's phase.
+    assert (tmp_path / "state.db").stat().st_size > 0
+
+
+def test_cli_run_refuses_an_invalid_config_before_starting(tmp_path: Path) -> None:
+    bad = write(tmp_path, "bad.yaml", "rules:\n  r: {schedule: 'rate(0 minutes)'}\n")
+    started = time.monotonic()
+    failed = run_cli("run", str(bad))
+    assert failed.returncode == 1
+    assert failed.stderr.startswith(f"{bad}:2:7: rules.r.schedule.expression: rate(0 minutes):")
+    assert "Traceback" not in failed.stderr
+    assert not (tmp_path / ".pipelines").exists()
+    assert time.monotonic() - started < 30
