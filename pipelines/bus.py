@@ -351,12 +351,11 @@ class Bus:
 
     async def fire(self, rule_name: str, event: dict[str, Any], ingested: float) -> bool:
         """Put a scheduled rule's event in the intake, addressed to that rule only
-        (as EventBridge's scheduled events are). Waits while the intake is full;
-        False when the runtime stopped meanwhile."""
-        while len(self._intake) >= self._intake_size and not self._closed:
-            self._ready.set()
-            self._space.clear()
-            await self._space.wait()
+        (as EventBridge's scheduled events are); False when the runtime stopped.
+
+        It does not wait for room: one scheduler serves every bus, and a bus
+        that is backed up must not hold up the schedules of the others (one
+        event per run keeps the overshoot bounded by the number of schedules)."""
         if self._closed:
             return False
         self._intake.append((event, ingested, rule_name))

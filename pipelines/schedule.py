@@ -321,7 +321,9 @@ class Schedule:
         return found
 
     def _iterator(self, wall: datetime) -> croniter:
-        return croniter(self.cron, wall, max_years_between_matches=30)
+        # Search as far as the last year croniter knows: a year list far ahead
+        # must still be found.
+        return croniter(self.cron, wall, max_years_between_matches=MAX_YEAR - 1970 + 1)
 
     def _cron_after(self, moment: float) -> float | None:
         wall = _wall(moment, self.zone)

@@ -106,6 +106,8 @@ class Scheduler:
         entry = self._entries.pop((bus.name, rule), None)
         if entry is not None:
             entry.active = False
+            if self._marks is not None:
+                self._marks.pop(entry.key, None)  # a rule added again starts afresh
             self._leaving.append(entry.key)
             self._wake.set()
 
@@ -142,8 +144,8 @@ class Scheduler:
             self._marks = await self.state.schedule_marks() if self.state is not None else {}
         leaving, self._leaving = self._leaving, []
         for key in leaving:
-            forgotten = key not in self._entries and self._marks.pop(key, None) is not None
-            if forgotten and self.state is not None:
+            self._marks.pop(key, None)
+            if self.state is not None:
                 await self.state.delete_schedule_mark(*key)
         joining, self._joining = [e for e in self._joining if e.active], []
         if not joining:
@@ -156,6 +158,9 @@ class Scheduler:
                 # never due. A rate without a start date fires at once.
                 start = entry.schedule.start
                 entry.anchor = start if start is not None else now
+                # Runs before now (a start date in the past) count as done,
+                # so a restart does not take them for missed ones.
+                entry.last_due = entry.schedule.latest_before(now, entry.anchor)
                 self._advance(entry, now - _EPSILON, now)
             else:
                 entry.anchor, entry.last_due = mark.anchor, mark.last_due
@@ -208,6 +213,11 @@ class Scheduler:
         while heap and heap[0][0] <= self.clock.time():
             _, _, entry, due, chain = heapq.heappop(heap)
             if not entry.active:
+                continue
+            now = self.clock.time()
+            if chain and due + entry.schedule.flexible_window + LATE_GRACE < now:
+                # Too late (the machine slept, the clock jumped): a missed run.
+                self._advance(entry, due - _EPSILON, now)
                 continue
             await self._fire(entry, due)
             if len(fired) % _BURST == _BURST - 1:

@@ -342,3 +342,64 @@ async def test_a_changed_schedule_starts_afresh_after_restart(tmp_path: Path) ->
         await advance(second, 1)
     # A new schedule has nothing missed: the rate fires at once, no catch-up.
     assert times(second) == [T0 + 3 * 3600]
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"), [("skip", [0, 1200]), ("fire_once", [0, 1001, 1200])]
+)
+async def test_a_run_overdue_after_a_clock_jump_follows_the_missed_run_policy(
+    policy: str, expected: list[float]
+) -> None:
+    runtime = make_runtime()
+    await scheduled(runtime, {"expression": "rate(5 minutes)", "missed_runs": policy})
+    async with runtime:
+        await advance(runtime, 1)
+        clock_of(runtime).jump(1000)  # the machine slept through three runs
+        await advance(runtime, 200)
+    assert [t - T0 for t in times(runtime)] == expected
+    if policy == "fire_once":  # one event, for the latest run due
+        assert sink(runtime).received[1].payload["time"] == "2026-01-05T09:15:00Z"
+
+
+async def test_a_past_start_date_does_not_make_missed_runs_after_a_restart(tmp_path: Path) -> None:
+    spec = {
+        "expression": "cron(0 2 * * ? *)",
+        "start_date": "2025-01-01T00:00:00Z",
+        "missed_runs": "fire_once",
+    }
+    first = make_runtime(state=tmp_path / "state.db")
+    await scheduled(first, spec)
+    async with first:
+        await advance(first, 60)
+    second = make_runtime(T0 + 7200, state=tmp_path / "state.db")
+    await scheduled(second, spec)
+    async with second:
+        await advance(second, 60)
+    assert times(first) == [] and times(second) == []
+
+
+async def test_a_rule_deleted_and_added_again_at_once_starts_afresh() -> None:
+    runtime = make_runtime()
+    await scheduled(runtime, "rate(1 hour)")
+    bus = runtime.bus()
+    async with runtime:
+        await advance(runtime, 600)
+        await bus.delete_rule("tick", force=True)
+        await scheduled(runtime, "rate(1 hour)")
+        await advance(runtime, 1)
+    assert [t - T0 for t in times(runtime)] == [0, 600]
+
+
+async def test_a_backed_up_bus_does_not_hold_up_schedules_on_other_buses() -> None:
+    runtime = Runtime(clock=ManualClock(T0), plugins=PLUGINS, intake_size=1, target_queue_size=1)
+    runtime.add_resource("sink", "recorder", {})
+    runtime.add_resource("stuck", "recorder", {"hold": True})
+    other = runtime.create_bus("other")
+    other.put_rule("slow", schedule="rate(1 minute)")
+    await other.put_targets("slow", [{"id": "s", "resource": "stuck"}])
+    await scheduled(runtime, "rate(1 minute)")
+    async with runtime:
+        for _ in range(10):
+            await clock_of(runtime).advance(60)
+        assert [t - T0 for t in times(runtime)] == [60.0 * k for k in range(11)]
+        sink(runtime, "stuck").release()
