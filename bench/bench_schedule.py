@@ -25,7 +25,7 @@ import asyncio
 import gc
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,11 +51,11 @@ def build(runtime: Runtime, count: int, first: float, spread: float = MINUTE) ->
 def record_lateness(runtime: Runtime, lateness: list[float]) -> None:
     """Wrap the scheduler's firing to note how late each run fires."""
     scheduler = runtime.scheduler
-    fire: Callable[[Any, float], Awaitable[None]] = scheduler._fire
+    fire: Callable[[Any, float], None] = scheduler._fire
 
-    async def timed(entry: Any, due: float) -> None:
+    def timed(entry: Any, due: float) -> None:
         lateness.append(runtime.clock.time() - due)
-        await fire(entry, due)
+        fire(entry, due)
 
     scheduler._fire = timed  # type: ignore[method-assign]
 

@@ -349,7 +349,7 @@ class Bus:
         self._ready.set()
         return accepted
 
-    async def fire(self, rule_name: str, event: dict[str, Any], ingested: float) -> bool:
+    def fire(self, rule_name: str, event: dict[str, Any], ingested: float) -> bool:
         """Put a scheduled rule's event in the intake, addressed to that rule only
         (as EventBridge's scheduled events are); False when the runtime stopped.
 

@@ -72,11 +72,16 @@ class PipelineConfig:
         return self.files[0].parent
 
     def at(self, path: Path_, message: str) -> Problem:
-        """A problem located at ``path``, or at its nearest declared ancestor."""
-        while path not in self.positions and path:
-            path = path[:-1]
-        file, line, column = self.positions.get(path, (str(self.files[0]), 1, 1))
-        return Problem(file, line, column, message)
+        return _located(self.positions, path, str(self.files[0]), message)
+
+
+def _located(
+    positions: Mapping[Path_, tuple[str, int, int]], path: Path_, file: str, message: str
+) -> Problem:
+    """A problem at ``path``, or at its nearest declared ancestor (else ``file``'s start)."""
+    while path not in positions and path:
+        path = path[:-1]
+    return Problem(*positions.get(path, (file, 1, 1)), message)
 
 
 # -- loading ----------------------------------------------------------------
@@ -205,10 +210,7 @@ def load_config(
 
 def _merge(config: PipelineConfig, data: Any, loader: _Loader) -> list[Problem]:
     def at(path: Path_, message: str) -> Problem:
-        key = path
-        while key not in loader.positions and key:
-            key = key[:-1]
-        return Problem(*loader.positions.get(key, (loader.file, 1, 1)), message)
+        return _located(loader.positions, path, loader.file, message)
 
     if not isinstance(data, dict):
         return [at((), "a pipeline config is a mapping with resources and rules")]

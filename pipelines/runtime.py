@@ -90,11 +90,11 @@ class Runtime:
         self._runner: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._accepting = False
-        rng = random.Random(seed)
         self.deliverer = Deliverer(
-            self.clock, self.metrics, self.spawn, None, backoff or Backoff(), rng
+            self.clock, self.metrics, self.spawn, None, backoff or Backoff(), random.Random(seed)
         )
-        self.scheduler = Scheduler(self.clock, rng)
+        # Its own generator: a flexible window must not shift retry jitter.
+        self.scheduler = Scheduler(self.clock, random.Random(seed))
         self._scheduling: asyncio.Task[None] | None = None
         self.create_bus(DEFAULT_BUS)
 

@@ -111,13 +111,6 @@ class Scheduler:
             self._leaving.append(entry.key)
             self._wake.set()
 
-    def next_firing(self, bus: Bus, rule: str) -> float | None:
-        """When ``rule`` fires next (epoch seconds), once the scheduler has placed it."""
-        times = [
-            item[0] for item in self._heap if item[2].key == (bus.name, rule) and item[2].active
-        ]
-        return min(times, default=None)
-
     @property
     def idle(self) -> bool:
         """Waiting for the next firing with nothing to do before it."""
@@ -151,9 +144,11 @@ class Scheduler:
         if not joining:
             return
         now = self.clock.time()
+        fresh: list[_Entry] = []
         for entry in joining:
             mark = self._marks.get(entry.key)
             if mark is None or mark.fingerprint != entry.schedule.fingerprint:
+                fresh.append(entry)
                 # New (or changed): runs before now are not missed, they were
                 # never due. A rate without a start date fires at once.
                 start = entry.schedule.start
@@ -166,14 +161,15 @@ class Scheduler:
                 entry.anchor, entry.last_due = mark.anchor, mark.last_due
                 since = mark.last_due if mark.last_due is not None else mark.anchor - _EPSILON
                 self._advance(entry, since, now)
-        await self._save([entry.mark() for entry in joining])
+        if fresh:  # a known schedule's mark is unchanged until it fires
+            await self._save([entry.mark() for entry in fresh])
 
     def _advance(self, entry: _Entry, since: float, now: float) -> None:
         """Queue the entry's first run after ``since``; runs already too late to
         fire follow the missed-run policy."""
         schedule = entry.schedule
         upcoming = schedule.next_after(since, entry.anchor)
-        overdue = now - LATE_GRACE - schedule.flexible_window
+        overdue = _cutoff(schedule, now)
         if upcoming is not None and upcoming < overdue:
             if schedule.missed_runs == FIRE_ONCE:
                 # One event for the latest run due by now, late ones included.
@@ -215,11 +211,11 @@ class Scheduler:
             if not entry.active:
                 continue
             now = self.clock.time()
-            if chain and due + entry.schedule.flexible_window + LATE_GRACE < now:
+            if chain and due < _cutoff(entry.schedule, now):
                 # Too late (the machine slept, the clock jumped): a missed run.
                 self._advance(entry, due - _EPSILON, now)
                 continue
-            await self._fire(entry, due)
+            self._fire(entry, due)
             if len(fired) % _BURST == _BURST - 1:
                 await asyncio.sleep(0)  # a burst of runs must not hold the loop
             if entry.last_due is None or due > entry.last_due:
@@ -229,7 +225,7 @@ class Scheduler:
                 self._advance(entry, due, self.clock.time())
         return fired
 
-    async def _fire(self, entry: _Entry, due: float) -> None:
+    def _fire(self, entry: _Entry, due: float) -> None:
         bus = entry.bus
         rule = bus.scheduled_rule(entry.rule)
         if rule is None:  # disabled: the run passes without an event
@@ -241,8 +237,8 @@ class Scheduler:
             resources=[bus.rule_arn(entry.rule)],
             time=datetime.fromtimestamp(due, UTC),
         )
-        await bus.fire(entry.rule, event, self.clock.time())
-        self.fired += 1
+        if bus.fire(entry.rule, event, self.clock.time()):
+            self.fired += 1
 
     async def _save(self, marks: list[ScheduleMark]) -> None:
         assert self._marks is not None
@@ -265,6 +261,11 @@ class Scheduler:
             self._sleeping = False
             if timer is not None:
                 timer.cancel()
+
+
+def _cutoff(schedule: Schedule, now: float) -> float:
+    """Runs due before this moment are missed, not late: too late to fire."""
+    return now - LATE_GRACE - schedule.flexible_window
 
 
 def _iso(seconds: float) -> str:
