@@ -137,6 +137,8 @@ class Bus:
         self._space = asyncio.Event()
         self._space.set()
         self._closed = False
+        #: The dispatcher task, while the runtime runs.
+        self.dispatcher: asyncio.Task[None] | None = None
         #: Jobs of the event being dispatched, not yet queued to their targets.
         self._dispatching: list[tuple[Delivery, Job]] = []
         self._dims = m.dimensions(EventBusName=name)
@@ -298,15 +300,27 @@ class Bus:
 
     async def remove_targets(self, rule_name: str, ids: Iterable[str]) -> None:
         """Remove targets; their queued and retrying deliveries are dropped (and logged)."""
+        for delivery in self.detach_targets(rule_name, ids):
+            await self.runtime.deliverer.retire(delivery)
+
+    def detach_targets(self, rule_name: str, ids: Iterable[str]) -> list[Delivery]:
+        """Take targets off a rule: no new event reaches them from now on.
+
+        Their deliveries are returned still working on what they hold; the
+        caller retires them (``Runtime.retire``), at once or after a drain.
+        """
         rule = self._rule(rule_name)
-        for target_id in list(ids):
-            if rule.targets.pop(target_id, None) is None:
+        ids = list(ids)
+        for target_id in ids:
+            if target_id not in rule.targets:
                 raise ResourceNotFoundError(
                     f"Target {target_id} does not exist on rule {rule_name}."
                 )
-            for delivery in [d for d in rule.deliveries if d.target_id == target_id]:
-                rule.deliveries.remove(delivery)
-                await self.runtime.deliverer.retire(delivery)
+        detached = [d for d in rule.deliveries if d.target_id in ids]
+        for target_id in ids:
+            del rule.targets[target_id]
+        rule.deliveries[:] = [d for d in rule.deliveries if d.target_id not in ids]
+        return detached
 
     def list_targets_by_rule(self, rule_name: str) -> list[dict[str, Any]]:
         return [config.describe() for config in self._rule(rule_name).targets.values()]

@@ -160,6 +160,7 @@ def validate_command(files: tuple[str, ...]) -> None:
     show_default=True,
     help="Seconds to drain in-flight deliveries at shutdown; the rest is persisted.",
 )
+@click.option("--watch", is_flag=True, help="Reload the config when a file of it changes.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def run_command(
     files: tuple[str, ...],
@@ -167,14 +168,19 @@ def run_command(
     log_format: str,
     log_level: str,
     shutdown_timeout: float,
+    watch: bool,
     debug: bool,
 ) -> None:
-    """Run the pipeline in FILES until SIGINT or SIGTERM (or until --input is delivered)."""
+    """Run the pipeline in FILES until SIGINT or SIGTERM (or until --input is delivered).
+
+    SIGHUP (or, with --watch, a change to FILES) reloads the config in place:
+    a config with problems is refused and the running one kept.
+    """
     from pipelines.logs import configure_logging
 
     configure_logging(log_format, log_level)
     try:
-        report = asyncio.run(_run(list(files), input_path, shutdown_timeout))
+        report = asyncio.run(_run(list(files), input_path, shutdown_timeout, watch))
     except ConfigInvalid as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
@@ -191,30 +197,26 @@ def run_command(
         raise SystemExit(1)
 
 
-async def _run(files: list[str], input_path: str | None, shutdown_timeout: float) -> RunReport:
+async def _run(
+    files: list[str], input_path: str | None, shutdown_timeout: float, watch: bool
+) -> RunReport:
     from pipelines.config import load_config
-    from pipelines.runner import run_pipeline
+    from pipelines.runner import read_lines, run_pipeline
 
     config = load_config(files)
-    stop = asyncio.Event()
+    stop, reload_requested = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    events = None
-    if input_path == "-":
-        events = sys.stdin
-    elif input_path is not None:
-        try:
-            events = open(input_path, encoding="utf-8")  # noqa: SIM115 (closed below)
-        except OSError as exc:
-            raise PipelinesError(f"cannot read {input_path}: {exc.strerror}") from None
-    try:
-        return await run_pipeline(
-            config, events=events, stop=stop, shutdown_timeout=shutdown_timeout
-        )
-    finally:
-        if events is not None and events is not sys.stdin:
-            events.close()
+    loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
+    return await run_pipeline(
+        config,
+        events=read_lines(input_path) if input_path is not None else None,
+        stop=stop,
+        reload_requested=reload_requested,
+        watch=watch,
+        shutdown_timeout=shutdown_timeout,
+    )
 
 
 def main() -> None:

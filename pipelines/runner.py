@@ -12,17 +12,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable
+import os
+import stat
+import sys
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from pipelines.clock import Clock
-from pipelines.config import PipelineConfig, build_runtime
+from pipelines.config import PipelineConfig, build_runtime, load_config
+from pipelines.errors import ConfigInvalid, PipelinesError
+from pipelines.reload import reload
 from pipelines.runtime import Runtime
 
 log = logging.getLogger("pipelines.runner")
 
 BATCH = 10  # PutEvents' limit
+CHUNK = 1 << 20  # bytes per read of a regular input file
+MAX_LINE = 16 << 20  # longest input line read from a pipe
+WATCH_INTERVAL = 0.5  # seconds between looks at the config files (--watch)
 
 
 @dataclass
@@ -36,15 +45,22 @@ class RunReport:
 async def run_pipeline(
     config: PipelineConfig,
     *,
-    events: Iterable[str] | None = None,
+    events: Iterable[str] | AsyncIterable[str] | None = None,
     stop: asyncio.Event | None = None,
+    reload_requested: asyncio.Event | None = None,
+    watch: bool = False,
     shutdown_timeout: float = 10.0,
     clock: Clock | None = None,
 ) -> RunReport:
     """Run ``config`` until ``stop`` is set, or until ``events`` (JSON lines, each
     a PutEvents entry) are all delivered. Raises ``ConfigInvalid`` before
-    starting anything when the config has problems."""
+    starting anything when the config has problems.
+
+    Setting ``reload_requested`` (the CLI does on SIGHUP) reloads the config
+    files; so does a change to them with ``watch``. See ``pipelines.reload``.
+    """
     stop = stop or asyncio.Event()
+    reload_requested = reload_requested or asyncio.Event()
     runtime = await build_runtime(config, clock=clock, drain_timeout=shutdown_timeout)
     report = RunReport()
     await runtime.start()
@@ -56,15 +72,15 @@ async def run_pipeline(
         config.state or "none (in memory)",
     )
     try:
-        if events is None:
-            await stop.wait()
-        else:
-            async with asyncio.TaskGroup() as group:
-                feeding = group.create_task(_feed(runtime, events, report))
-                waiting = group.create_task(stop.wait())
-                await asyncio.wait([feeding, waiting], return_when=asyncio.FIRST_COMPLETED)
-                feeding.cancel()
-                waiting.cancel()
+        async with asyncio.TaskGroup() as group:
+            background = []
+            if events is not None:
+                background.append(group.create_task(_feed(runtime, events, report)))
+            if watch:
+                background.append(group.create_task(_watch(config.files, reload_requested)))
+            await _serve(runtime, config, stop, reload_requested, background[:1], shutdown_timeout)
+            for task in background:
+                task.cancel()
     finally:
         log.info("stopping: draining for up to %.0f s", shutdown_timeout)
         await runtime.stop(shutdown_timeout)
@@ -72,23 +88,183 @@ async def run_pipeline(
     return report
 
 
-async def _feed(runtime: Runtime, lines: Iterable[str], report: RunReport) -> None:
-    batch: list[tuple[int, Any]] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+async def _serve(
+    runtime: Runtime,
+    config: PipelineConfig,
+    stop: asyncio.Event,
+    reload_requested: asyncio.Event,
+    feeding: list[asyncio.Task[None]],
+    timeout: float,
+) -> None:
+    """Until ``stop`` is set or the input is fed: apply each requested reload."""
+    while not stop.is_set() and not any(task.done() for task in feeding):
+        async with asyncio.TaskGroup() as group:
+            waits = [group.create_task(stop.wait()), group.create_task(reload_requested.wait())]
+            await asyncio.wait([*waits, *feeding], return_when=asyncio.FIRST_COMPLETED)
+            for task in waits:
+                task.cancel()
+        if reload_requested.is_set() and not stop.is_set():
+            reload_requested.clear()
+            config = await _reload(runtime, config, timeout)
+
+
+async def _reload(runtime: Runtime, config: PipelineConfig, timeout: float) -> PipelineConfig:
+    """The config now running: the new one, or the old one when it was refused."""
+    log.info("reloading %s", ", ".join(str(f) for f in config.files))
+    try:
+        new = load_config(config.files)
+        summary = await reload(runtime, config, new, drain_timeout=timeout)
+    except ConfigInvalid as exc:
+        log.error("reload refused, the running config is kept: %d problems", len(exc.problems))
+        for problem in exc.problems:
+            log.error("%s", problem)
+        return config
+    except PipelinesError as exc:
+        # Checked configs apply cleanly; this is a resource failing to start.
+        log.error("reload failed part way, the pipeline runs a mix of both configs: %s", exc)
+        return config
+    log.info("config reloaded: %s", summary)
+    return new
+
+
+def _signature(files: Iterable[Path]) -> tuple[tuple[int, int, int] | None, ...]:
+    signature: list[tuple[int, int, int] | None] = []
+    for file in files:
         try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as exc:
-            report.failed.append((number, "InvalidJSON", exc.msg))
-            continue
-        batch.append((number, entry))
-        if len(batch) == BATCH:
-            await _put(runtime, batch, report)
-            batch = []
-    if batch:
-        await _put(runtime, batch, report)
+            stat = file.stat()
+        except OSError:
+            signature.append(None)
+        else:
+            signature.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
+    return tuple(signature)
+
+
+async def _watch(files: list[Path], reload_requested: asyncio.Event) -> None:
+    """Request a reload when a config file changes (its mtime, size or inode:
+    editors that save by renaming are seen too). A stat per file per
+    interval costs nothing measurable and needs no extra dependency."""
+    seen = _signature(files)
+    while True:
+        await asyncio.sleep(WATCH_INTERVAL)
+        now = _signature(files)
+        if now != seen:
+            await asyncio.sleep(WATCH_INTERVAL)  # let an editor finish writing
+            seen = _signature(files)
+            reload_requested.set()
+
+
+async def read_lines(source: str) -> AsyncIterator[str]:
+    """The lines of a file, or of stdin for ``-``, without blocking the event loop.
+
+    A pipe, terminal or socket is read as it arrives; a regular file in
+    chunks, each read in a worker thread.
+    """
+    if source != "-":
+        try:
+            file = open(source, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise PipelinesError(f"cannot read {source}: {exc.strerror}") from None
+        with file:
+            async for line in _chunked_lines(file):
+                yield line
+        return
+    if stat.S_ISREG(os.fstat(sys.stdin.fileno()).st_mode):
+        async for line in _chunked_lines(sys.stdin.buffer):
+            yield line
+        return
+    async for line in _stream_lines(sys.stdin.buffer):
+        yield line
+
+
+async def _chunked_lines(file: BinaryIO) -> AsyncIterator[str]:
+    pending = b""
+    while chunk := await asyncio.to_thread(file.read, CHUNK):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", errors="replace")
+    if pending:
+        yield pending.decode("utf-8", errors="replace")
+
+
+class _Overlong(str):
+    """Stands for an input line longer than MAX_LINE (which fails alone)."""
+
+
+async def _stream_lines(pipe: BinaryIO) -> AsyncIterator[str]:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_LINE, loop=loop)
+    fd = pipe.fileno()
+    # The transport closes what it reads from: give it a duplicate, not stdin.
+    duplicate = os.fdopen(os.dup(fd), "rb", buffering=0)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), duplicate
+    )
+    try:
+        while True:
+            try:
+                line = await reader.readline()
+            except ValueError:  # over MAX_LINE: the reader skips to the next line
+                yield _Overlong()
+                continue
+            if not line:
+                return
+            yield line.decode("utf-8", errors="replace")
+    finally:
+        transport.close()
+        os.set_blocking(fd, True)  # the flag is shared: leave the terminal as we found it
+
+
+async def _feed(
+    runtime: Runtime, lines: Iterable[str] | AsyncIterable[str], report: RunReport
+) -> None:
+    """Put the lines' entries in batches of what has arrived (up to 10), so an
+    interactive producer sees each event go in at once; then wait until all
+    is delivered."""
+    arrived: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue(maxsize=1_000)
+    async with asyncio.TaskGroup() as group:
+        group.create_task(_read(lines, arrived))
+        done = False
+        while not done:
+            batch: list[tuple[int, Any]] = []
+            item = await arrived.get()
+            while item is not None:
+                _parse(item, batch, report)
+                if len(batch) == BATCH or arrived.empty():
+                    break
+                item = arrived.get_nowait()
+            done = item is None
+            if batch:
+                await _put(runtime, batch, report)
     await _delivered(runtime)
+
+
+async def _read(
+    lines: Iterable[str] | AsyncIterable[str], arrived: asyncio.Queue[tuple[int, str] | None]
+) -> None:
+    number = 0
+    if isinstance(lines, AsyncIterable):
+        async for line in lines:
+            number += 1
+            await arrived.put((number, line))
+    else:
+        for line in lines:
+            number += 1
+            await arrived.put((number, line))
+    await arrived.put(None)
+
+
+def _parse(item: tuple[int, str], batch: list[tuple[int, Any]], report: RunReport) -> None:
+    number, line = item
+    if isinstance(line, _Overlong):
+        report.failed.append((number, "LineTooLong", f"longer than {MAX_LINE} bytes"))
+        return
+    if not line.strip():
+        return
+    try:
+        batch.append((number, json.loads(line)))
+    except json.JSONDecodeError as exc:
+        report.failed.append((number, "InvalidJSON", exc.msg))
 
 
 async def _put(runtime: Runtime, batch: list[tuple[int, Any]], report: RunReport) -> None:

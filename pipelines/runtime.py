@@ -82,6 +82,7 @@ class Runtime:
         self.target_queue_size = target_queue_size
         self.drain_timeout = drain_timeout
         self.limits = limits or EntryLimits()
+        self.plugins = plugins  # None: the installed plugins
         self._types = target_types(plugins)
         self._resources: dict[str, Target] = {}
         self._buses: dict[str, Bus] = {}
@@ -90,6 +91,8 @@ class Runtime:
         self._runner: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._accepting = False
+        #: Deliveries taken off their rules, finishing their work before retiring.
+        self._detached: set[Delivery] = set()
         self.deliverer = Deliverer(
             self.clock, self.metrics, self.spawn, None, backoff or Backoff(), random.Random(seed)
         )
@@ -102,22 +105,106 @@ class Runtime:
 
     def add_resource(self, name: str, type_name: str, config: Mapping[str, Any]) -> Target:
         """Create a target resource of a registered type; rules' targets refer to it by name."""
+        if self._group is not None:
+            raise ConfigError(
+                f"resource {name}", "add resources before the runtime starts (or put_resource)"
+            )
+        target = self._create(name, type_name, config, replacing=False)
+        self._resources[name] = target
+        return target
+
+    def _create(
+        self, name: str, type_name: str, config: Mapping[str, Any], *, replacing: bool
+    ) -> Target:
         where = f"resource {name}"
         if not isinstance(name, str) or not name:
             raise ConfigError(where, "a resource needs a name")
-        if name in self._resources:
+        if name in self._resources and not replacing:
             raise ConfigError(where, "a resource of this name already exists")
-        if self._group is not None:
-            raise ConfigError(where, "add resources before the runtime starts")
         target_type = self._types.get(type_name)
         if target_type is None:
             known = ", ".join(sorted(self._types)) or "none"
             raise ConfigError(
                 f"{where}.type", f"unknown target type {type_name!r} (known: {known})"
             )
-        target = target_type.create(name, config)
+        return target_type.create(name, config)
+
+    async def put_resource(
+        self, name: str, type_name: str, config: Mapping[str, Any], *, timeout: float | None = None
+    ) -> Target:
+        """Create a resource, or replace one, also while the runtime runs.
+
+        A replacement is started, then every rule target and dead letter that
+        used the old one is pointed at it, then the old one finishes its calls
+        in flight (for up to ``timeout`` seconds, default ``drain_timeout``)
+        and is stopped. Queued and retrying deliveries keep their place.
+        """
+        old = self._resources.get(name)
+        target = self._create(name, type_name, config, replacing=old is not None)
+        if self._group is not None:
+            await target.start(self)
         self._resources[name] = target
+        users = [d for d in self._all_deliveries() if old in (d.target, d.dead_letter)]
+        for delivery in users:
+            if delivery.target is old:
+                delivery.target = target
+                delivery.concurrency = max(1, target.concurrency)
+            if delivery.dead_letter is old:
+                delivery.dead_letter = target
+        if old is not None and self._group is not None:
+            await self._stop_resource(name, old, users, timeout)
         return target
+
+    async def delete_resource(self, name: str, *, timeout: float | None = None) -> None:
+        """Delete a resource no rule target or dead letter uses; it finishes its
+        calls in flight (up to ``timeout`` seconds) and is stopped."""
+        target = self.resource(name)
+        for delivery in self._all_deliveries():
+            if target in (delivery.target, delivery.dead_letter):
+                raise ConfigError(
+                    f"resource {name}",
+                    f"rule {delivery.rule} target {delivery.target_id} on bus {delivery.bus}"
+                    " still uses it: remove that target first",
+                )
+        del self._resources[name]
+        if self._group is not None:
+            await self._stop_resource(name, target, [], timeout)
+
+    async def _stop_resource(
+        self, name: str, target: Target, users: list[Delivery], timeout: float | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.drain_timeout if timeout is None else timeout)
+        # Attempts already running keep the target they started with.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                while any(d.in_flight for d in users):
+                    await asyncio.sleep(0.01)
+        try:
+            await target.drain(max(deadline - loop.time(), 0.0))
+            await target.stop()
+        except Exception:
+            log.exception("stopping replaced resource %s failed", name)
+
+    def _all_deliveries(self) -> list[Delivery]:
+        found = [d for bus in self._buses.values() for d in bus.deliveries()]
+        return found + list(self._detached)
+
+    async def retire(self, deliveries: Iterable[Delivery], *, timeout: float = 0.0) -> None:
+        """Retire deliveries detached from their rules (``Bus.detach_targets``) once
+        they have delivered what is queued or in flight, for up to ``timeout``
+        seconds; what is left then, and retries not yet due, are dropped (logged)."""
+        deliveries = list(deliveries)
+        self._detached.update(deliveries)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    while not all(d.idle for d in deliveries):
+                        await asyncio.sleep(0.01)
+            for delivery in deliveries:
+                await self.deliverer.retire(delivery)
+        finally:
+            self._detached.difference_update(deliveries)
 
     def resource_names(self) -> list[str]:
         return list(self._resources)
@@ -139,8 +226,26 @@ class Runtime:
         bus = Bus(self, name)
         self._buses[name] = bus
         if self._group is not None:
-            self.spawn(bus.dispatch())
+            bus.dispatcher = self.spawn(bus.dispatch())
         return bus
+
+    async def delete_bus(self, name: str, *, timeout: float | None = None) -> None:
+        """Delete a bus that has no rules left; events it holds are dispatched first
+        (for up to ``timeout`` seconds, default ``drain_timeout``)."""
+        bus = self.bus(name)
+        if name == DEFAULT_BUS:
+            raise ConfigError(f"bus {name}", "the default event bus cannot be deleted")
+        if bus.list_rules():
+            raise ConfigError(f"bus {name}", "delete the bus's rules first")
+        bus.close_intake()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.drain_timeout if timeout is None else timeout):
+                while not bus.idle:
+                    await asyncio.sleep(0.01)
+        if bus.dispatcher is not None:
+            bus.dispatcher.cancel()
+            await asyncio.wait([bus.dispatcher])
+        del self._buses[name]
 
     def bus(self, name: str = DEFAULT_BUS) -> Bus:
         try:
@@ -275,7 +380,7 @@ class Runtime:
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 for bus in self._buses.values():
-                    group.create_task(bus.dispatch())
+                    bus.dispatcher = group.create_task(bus.dispatch())
                 ready.set()
                 await self._stopping.wait()
                 raise _Shutdown
@@ -361,7 +466,7 @@ class Runtime:
 
     def _drained(self) -> bool:
         return all(bus.idle for bus in self._buses.values()) and all(
-            delivery.idle for bus in self._buses.values() for delivery in bus.deliveries()
+            delivery.idle for delivery in self._all_deliveries()
         )
 
     async def _persist_unfinished(self) -> None:
@@ -371,6 +476,8 @@ class Runtime:
                 delivery.queue.append(job)
             for delivery in bus.deliveries():
                 lost += await self.deliverer.persist_unfinished(delivery)
+        for delivery in self._detached:
+            lost += await self.deliverer.persist_unfinished(delivery)
         if self._state is None:
             lost += len(self.deliverer.retries)
         if lost:
