@@ -139,11 +139,19 @@ class Runtime:
         in flight (for up to ``timeout`` seconds, default ``drain_timeout``)
         and is stopped. Queued and retrying deliveries keep their place.
         """
+        target = self._create(name, type_name, config, replacing=True)
+        await self.install(name, target, timeout=timeout)
+        return target
+
+    async def install(self, name: str, target: Target, *, timeout: float | None = None) -> None:
+        """Put ``target`` under the resource name ``name`` (``put_resource`` with a
+        ``Target`` already made: a wrapper or a stand-in, as ``pipelines test`` uses)."""
         old = self._resources.get(name)
-        target = self._create(name, type_name, config, replacing=old is not None)
         if self._group is not None:
             await target.start(self)
         self._resources[name] = target
+        if old is None:
+            return
         users = [d for d in self._all_deliveries() if old in (d.target, d.dead_letter)]
         for delivery in users:
             if delivery.target is old:
@@ -151,9 +159,8 @@ class Runtime:
                 delivery.concurrency = max(1, target.concurrency)
             if delivery.dead_letter is old:
                 delivery.dead_letter = target
-        if old is not None and self._group is not None:
+        if self._group is not None:
             await self._stop_resource(name, old, users, timeout)
-        return target
 
     async def delete_resource(self, name: str, *, timeout: float | None = None) -> None:
         """Delete a resource no rule target or dead letter uses; it finishes its

@@ -94,6 +94,8 @@ async def test_reload_adds_changes_and_removes(
     assert summary.changed == ["rule r1"]
     assert summary.removed == []
     assert str(summary) == "added: resource b, bus audit, rule r2; changed: rule r1"
+    kept = runtime.bus().delivery("r1", "t1")
+    assert kept is not None and kept.dead_letter is None  # a new resource is nobody's DLQ
     await runtime.put_events([event(n=1), {**event(n=2), "EventBusName": "audit"}])
     await runtime.wait_until_idle()
     # r1's target now takes the detail; r2 on the new bus reaches the new resource.
