@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import sys
+import textwrap
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -138,6 +139,27 @@ def validate_command(files: tuple[str, ...]) -> None:
     if problems:
         raise SystemExit(1)
     click.echo(f"{', '.join(files)}: valid")
+
+
+@cli.command("test")
+@click.argument("path", default=".", type=click.Path(exists=True))
+def test_command(path: str) -> None:
+    """Run the config unit tests in PATH: a *.test.yaml file, or every one
+    under a directory (default: here). Exit 0 when all pass, 1 when not."""
+    from pipelines.testing import run_tests
+
+    results = asyncio.run(run_tests(path))
+    if not results:
+        click.echo(f"error: no test files (*.test.yaml) in {path}", err=True)
+        raise SystemExit(1)
+    for result in results:
+        click.echo(f"{result.file}::{result.name} {'PASSED' if result.passed else 'FAILED'}")
+        for failure in result.failures:
+            click.echo(textwrap.indent(failure, "    "))
+    failed = sum(not result.passed for result in results)
+    click.echo(f"{len(results) - failed} passed, {failed} failed")
+    if failed:
+        raise SystemExit(1)
 
 
 @cli.command("run")

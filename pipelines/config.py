@@ -152,7 +152,8 @@ class _Loader:
         return substituted
 
 
-def _load_file(path: Path, environ: Mapping[str, str]) -> tuple[Any, _Loader]:
+def load_yaml(path: Path, environ: Mapping[str, str]) -> tuple[Any, _Loader]:
+    """A YAML file as plain data, with its loader (node positions and problems)."""
     loader = _Loader(str(path), environ)
     try:
         text = path.read_text(encoding="utf-8")
@@ -187,7 +188,7 @@ def load_config(
     problems: list[Problem] = []
     state: Any = DEFAULT_STATE
     for path in files:
-        data, loader = _load_file(path, os.environ if environ is None else environ)
+        data, loader = load_yaml(path, os.environ if environ is None else environ)
         problems += loader.problems
         if data is None:
             continue

@@ -462,7 +462,8 @@ class Runtime:
             raise failure
 
     async def wait_until_idle(self, timeout: float | None = 10.0) -> None:
-        """Wait until no event is being matched or delivered (retries may be pending).
+        """Wait until no event is being matched or delivered and the scheduler
+        sleeps until its next firing (retries may be pending).
 
         For tests and tools; raises ``TimeoutError`` after ``timeout`` seconds
         (None: no limit).
@@ -472,6 +473,9 @@ class Runtime:
                 await asyncio.sleep(0.001)
 
     def _drained(self) -> bool:
+        scheduling = self._scheduling is not None and not self._scheduling.done()
+        if scheduling and not self.scheduler.idle:
+            return False
         return all(bus.idle for bus in self._buses.values()) and all(
             delivery.idle for delivery in self._all_deliveries()
         )
