@@ -84,6 +84,14 @@ def plugins_command() -> None:
     click.echo(json.dumps(listing, indent=2))
 
 
+@cli.command("schema")
+def schema_command() -> None:
+    """Print the JSON Schema of pipeline configs (with the installed target types)."""
+    from pipelines.schema import config_schema
+
+    click.echo(json.dumps(config_schema(), indent=2))
+
+
 @cli.group("schedule")
 def schedule_group() -> None:
     """Schedule expressions: cron(...), rate(...), at(...)."""

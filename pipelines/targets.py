@@ -107,6 +107,10 @@ class TargetType(ABC):
     name: str
     #: One line for ``pipelines plugins``.
     description: str = ""
+    #: JSON Schema of a resource's settings (``properties`` and ``required``;
+    #: ``type`` is added), published by ``pipelines schema`` for editors.
+    #: None: the settings are not described, and any are allowed there.
+    settings_schema: Mapping[str, Any] | None = None
 
     @abstractmethod
     def create(self, name: str, config: Mapping[str, Any]) -> Target:

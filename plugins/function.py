@@ -478,9 +478,37 @@ def invocation_record(
     }
 
 
+#: For ``pipelines schema``: the settings above, as JSON Schema.
+SETTINGS_SCHEMA: dict[str, Any] = {
+    "properties": {
+        "function": {
+            "type": "string",
+            "pattern": "^[^:]+:[^:]+$",
+            "description": "package.module:callable, taking (payload) or (payload, context)",
+        },
+        "timeout": {"type": "number", "minimum": 1, "maximum": 900, "default": 3},
+        "max_concurrency": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
+        "async_invoke": {
+            "type": "object",
+            "description": "Lambda's asynchronous invocation: own queue, retries, destinations",
+            "properties": {
+                "maximum_retry_attempts": {"type": "integer", "minimum": 0, "maximum": 2},
+                "maximum_event_age": {"type": "integer", "minimum": 60, "maximum": 21600},
+                "on_success": {"type": "string", "description": "a resource name"},
+                "on_failure": {"type": "string", "description": "a resource name"},
+                "queue_size": {"type": "integer", "minimum": 1, "maximum": 1000000},
+            },
+            "additionalProperties": False,
+        },
+    },
+    "required": ["function"],
+}
+
+
 class FunctionTargetType(TargetType):
     name = "function"
     description = "Invoke a Python callable (module:function), sync or async, Lambda-style"
+    settings_schema = SETTINGS_SCHEMA
 
     def create(self, name: str, config: Mapping[str, Any]) -> FunctionTarget:
         where = f"target {name}"

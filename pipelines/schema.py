@@ -1,0 +1,157 @@
+"""The JSON Schema of pipeline configs (``pipelines schema``), for editors.
+
+Point an editor at it (for example with a ``# yaml-language-server:
+$schema=pipelines.schema.json`` comment) to get completion and checks while
+typing. It follows the installed plugins: each target type adds its
+``settings_schema``. ``pipelines validate`` remains the full check (references,
+pattern and schedule semantics); the schema covers the shape. A value written
+as ``${VAR}`` is a string to the schema even where it becomes a number.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+from pipelines.pluginmanager import target_types
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+_NAME = {"type": "string", "pattern": "^[.\\-_A-Za-z0-9]{1,64}$"}
+_JSONPATH = {"type": "string", "pattern": "^\\$"}
+
+
+def config_schema(plugins: pluggy.PluginManager | None = None) -> dict[str, Any]:
+    """The schema of one config file, with the target types of ``plugins``."""
+    return {
+        "$schema": DIALECT,
+        "$id": "https://pipelines.invalid/config.schema.json",
+        "title": "pipelines config",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "state": {
+                "description": "SQLite state database, relative to the config; false for none",
+                "anyOf": [{"type": "string", "minLength": 1}, {"const": False}, {"type": "null"}],
+                "default": ".pipelines/state.db",
+            },
+            "buses": {"type": "array", "items": _NAME, "description": "extra event buses"},
+            "resources": {
+                "type": "object",
+                "description": "target resources by name",
+                "additionalProperties": _resource(plugins),
+            },
+            "rules": {
+                "type": "object",
+                "description": "rules by name",
+                "propertyNames": _NAME,
+                "additionalProperties": {"$ref": "#/$defs/rule"},
+            },
+        },
+        "$defs": {"rule": _rule(), "target": _target(), "schedule": _schedule()},
+    }
+
+
+def _resource(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
+    types = target_types(plugins)
+    variants = []
+    for name, target_type in types.items():
+        settings = dict(target_type.settings_schema or {})
+        properties = {"type": {"const": name}, **settings.get("properties", {})}
+        variant: dict[str, Any] = {
+            "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+            "then": {
+                "description": target_type.description,
+                "properties": properties,
+                "required": ["type", *settings.get("required", [])],
+            },
+        }
+        if target_type.settings_schema is not None:
+            variant["then"]["additionalProperties"] = False
+        variants.append(variant)
+    return {
+        "type": "object",
+        "required": ["type"],
+        "properties": {"type": {"enum": sorted(types), "description": "the target type"}},
+        "allOf": variants,
+    }
+
+
+def _rule() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "bus": {**_NAME, "default": "default"},
+            "description": {"type": "string", "maxLength": 512},
+            "state": {"enum": ["ENABLED", "DISABLED"], "default": "ENABLED"},
+            "pattern": {"type": "object", "description": "an EventBridge event pattern"},
+            "schedule": {"$ref": "#/$defs/schedule"},
+            "targets": {"type": "array", "items": {"$ref": "#/$defs/target"}, "maxItems": 5},
+        },
+        "oneOf": [{"required": ["pattern"]}, {"required": ["schedule"]}],
+    }
+
+
+def _target() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["id", "resource"],
+        "properties": {
+            "id": {"type": "string", "minLength": 1, "maxLength": 64},
+            "resource": {"type": "string", "description": "a resource name"},
+            "dead_letter": {"type": "string", "description": "a resource name"},
+            "input": {"type": "string", "description": "constant JSON text"},
+            "input_path": _JSONPATH,
+            "input_jmespath": {"type": "string"},
+            "input_transformer": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["input_template"],
+                "properties": {
+                    "input_paths_map": {
+                        "type": "object",
+                        "additionalProperties": _JSONPATH,
+                        "maxProperties": 100,
+                    },
+                    "input_template": {"type": "string", "minLength": 1, "maxLength": 8192},
+                },
+            },
+            "retry_policy": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "maximum_retry_attempts": {"type": "integer", "minimum": 0, "maximum": 185},
+                    "maximum_event_age": {"type": "integer", "minimum": 60, "maximum": 86400},
+                },
+            },
+        },
+    }
+
+
+def _schedule() -> dict[str, Any]:
+    expression = {
+        "type": "string",
+        "pattern": "^(cron|rate|at)\\(.*\\)$",
+        "description": "cron(m h dom mon dow y), rate(N unit) or at(yyyy-mm-ddThh:mm:ss)",
+    }
+    properties: dict[str, Any] = {
+        "expression": expression,
+        "timezone": {"type": "string", "description": "IANA time zone, default UTC"},
+        "start_date": {"type": "string"},
+        "end_date": {"type": "string"},
+        "flexible_window_minutes": {"type": "integer", "minimum": 0, "maximum": 1440},
+        "missed_runs": {"enum": ["skip", "fire_once"], "default": "skip"},
+    }
+    return {
+        "anyOf": [
+            expression,
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["expression"],
+                "properties": properties,
+            },
+        ]
+    }
