@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import textwrap
@@ -40,7 +41,21 @@ def read_argument(value: str) -> str:
         raise click.UsageError(f"cannot read {source}: {exc.strerror}") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Every command: a ``PipelinesError`` is one line on stderr and exit 1, not a
+    traceback (set PIPELINES_DEBUG=1, or pass run --debug, for the traceback)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except PipelinesError as exc:
+            if os.environ.get("PIPELINES_DEBUG"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            raise SystemExit(1) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pipelines")
 def cli() -> None:
     """EventBridge-style event pipelines on your own machine."""
@@ -68,20 +83,35 @@ def test_pattern(pattern: str, event: str) -> None:
 
 
 @cli.command("plugins")
-def plugins_command() -> None:
-    """List the loaded plugins: version, hooks and target types, as JSON."""
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def plugins_command(as_json: bool) -> None:
+    """List the loaded plugins: version, hooks and target types.
+
+    PIPELINES_LOAD_PLUGINS limits the external plugins loaded: empty for
+    built-ins only, or a comma-separated list of plugin names.
+    """
     from pipelines.pluginmanager import list_plugins
 
-    listing = [
-        {
-            "name": info.name,
-            "version": info.version,
-            "hooks": list(info.hooks),
-            "targets": list(info.targets),
-        }
-        for info in list_plugins()
-    ]
-    click.echo(json.dumps(listing, indent=2))
+    infos = list_plugins()
+    if as_json:
+        listing = [
+            {
+                "name": info.name,
+                "version": info.version,
+                "distribution": info.distribution,
+                "builtin": info.builtin,
+                "hooks": list(info.hooks),
+                "targets": list(info.targets),
+            }
+            for info in infos
+        ]
+        click.echo(json.dumps(listing, indent=2))
+        return
+    for info in infos:
+        origin = "built-in" if info.builtin else f"from {info.distribution or 'code'}"
+        click.echo(f"{info.name} {info.version or ''} ({origin})".replace("  ", " "))
+        click.echo(f"  hooks: {', '.join(info.hooks) or '-'}")
+        click.echo(f"  targets: {', '.join(info.targets) or '-'}")
 
 
 @cli.command("schema")

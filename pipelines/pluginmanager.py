@@ -6,8 +6,10 @@ load exactly as a third-party plugin does.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import metadata
 
 import pluggy
 
@@ -16,17 +18,40 @@ from pipelines.errors import PluginError
 from pipelines.targets import TargetType
 
 ENTRY_POINT_GROUP = "pipelines"
+#: Our own distribution: its entry points are the built-in plugins.
+BUILTIN_DISTRIBUTION = "pipelines"
+#: Unset: load every installed plugin. Empty: built-ins only. "a,b": built-ins
+#: and the external plugins (entry point names) listed.
+LOAD_PLUGINS = "PIPELINES_LOAD_PLUGINS"
 
 
 @lru_cache(maxsize=1)
 def get_plugin_manager() -> pluggy.PluginManager:
-    """The process's plugin manager, with every installed plugin loaded."""
+    """The process's plugin manager, with the installed plugins loaded
+    (as ``PIPELINES_LOAD_PLUGINS`` allows)."""
+    return load_plugins(os.environ.get(LOAD_PLUGINS))
+
+
+def load_plugins(allowed: str | None = None) -> pluggy.PluginManager:
+    """A plugin manager with the built-in plugins and the external ones ``allowed``
+    lets in (None: all; else a comma-separated list of entry point names)."""
     manager = pluggy.PluginManager("pipelines")
     manager.add_hookspecs(hookspecs)
-    try:
-        manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-    except Exception as exc:  # a broken plugin must say which one it is
-        raise PluginError(f"loading the {ENTRY_POINT_GROUP!r} plugins failed: {exc!r}") from exc
+    wanted = None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}
+    entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    for entry_point in sorted(entry_points, key=lambda e: e.name):
+        distribution = entry_point.dist.name if entry_point.dist is not None else "?"
+        builtin = distribution == BUILTIN_DISTRIBUTION
+        if not builtin and wanted is not None and entry_point.name not in wanted:
+            continue
+        try:
+            manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=entry_point.name)
+        except Exception as exc:  # a broken plugin must say which one it is
+            raise PluginError(
+                f"plugin {entry_point.name!r} ({entry_point.value}, from {distribution})"
+                f" failed to load: {exc!r}; fix or uninstall it, or run without external"
+                f" plugins: {LOAD_PLUGINS}= pipelines ..."
+            ) from exc
     return manager
 
 
@@ -65,16 +90,24 @@ class PluginInfo:
     version: str | None
     hooks: tuple[str, ...]
     targets: tuple[str, ...]
+    #: The distribution that installed it (None: registered in code).
+    distribution: str | None = None
+
+    @property
+    def builtin(self) -> bool:
+        return self.distribution == BUILTIN_DISTRIBUTION
 
 
 def list_plugins(manager: pluggy.PluginManager | None = None) -> list[PluginInfo]:
     """What is loaded: each plugin with its distribution's version, hooks and target types."""
     manager = manager or get_plugin_manager()
     versions: dict[str, str] = {}
+    distributions: dict[str, str] = {}
     for plugin, distribution in manager.list_plugin_distinfo():
         name = manager.get_name(plugin)
         if name is not None:
             versions[name] = str(distribution.version)
+            distributions[name] = distribution.project_name
     registered = _registered_targets(manager)
     infos = []
     for plugin_name, plugin in sorted(manager.list_name_plugin()):
@@ -82,5 +115,8 @@ def list_plugins(manager: pluggy.PluginManager | None = None) -> list[PluginInfo
         targets = tuple(
             name for name, (_, owner) in sorted(registered.items()) if owner == plugin_name
         )
-        infos.append(PluginInfo(plugin_name, versions.get(plugin_name), hooks, targets))
+        info = PluginInfo(
+            plugin_name, versions.get(plugin_name), hooks, targets, distributions.get(plugin_name)
+        )
+        infos.append(info)
     return infos

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pluggy
@@ -12,10 +14,10 @@ import pytest
 from pipelines import hookspecs
 from pipelines.errors import PluginError
 from pipelines.hookspecs import hookimpl
-from pipelines.pluginmanager import get_plugin_manager, list_plugins, target_types
+from pipelines.pluginmanager import LOAD_PLUGINS, get_plugin_manager, list_plugins, target_types
 from pipelines.targets import Target, TargetType
 
-from .helpers import run_cli
+from .helpers import pipelines_command, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS = [
@@ -48,12 +50,84 @@ def test_builtins_load_through_the_entry_point_group() -> None:
 
 
 def test_cli_lists_plugins() -> None:
-    result = run_cli("plugins")
+    result = run_cli("plugins", "--json")
     assert result.returncode == 0, result.stderr
     entry = next(p for p in json.loads(result.stdout) if p["name"] == "function")
     assert entry["hooks"] == ["register_targets"]
     assert entry["targets"] == ["function"]
     assert entry["version"]
+    assert entry["builtin"] is True and entry["distribution"] == "pipelines"
+    text = run_cli("plugins")
+    assert text.returncode == 0, text.stderr
+    assert "function " + entry["version"] + " (built-in)" in text.stdout.splitlines()
+    assert "  targets: function" in text.stdout.splitlines()
+
+
+EXTERNAL = """
+from pipelines.hookspecs import hookimpl
+from pipelines.targets import Target, TargetType
+
+
+class Nothing(Target):
+    async def deliver(self, payload, context):
+        return None
+
+
+class NothingType(TargetType):
+    name = "nothing"
+
+    def create(self, name, config):
+        return Nothing()
+
+
+@hookimpl
+def register_targets(register):
+    register(NothingType())
+"""
+
+
+def installed(site: Path, name: str, module: str, source: str) -> None:
+    """A real installed distribution (a .dist-info with an entry point) in ``site``."""
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{name.replace('-', '_')}-1.2.3.dist-info"  # as wheels name it
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text(f"[pipelines]\n{module} = {module}\n")
+
+
+def plugin_names(site: Path, **env: str) -> tuple[int, list[str], str]:
+    environ = {k: v for k, v in os.environ.items() if k != LOAD_PLUGINS}
+    done = subprocess.run(
+        [*pipelines_command(), "plugins", "--json"],
+        env={**environ, "PYTHONPATH": str(site), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    names = [p["name"] for p in json.loads(done.stdout)] if done.returncode == 0 else []
+    return done.returncode, names, done.stderr
+
+
+def test_external_plugins_load_unless_the_environment_says_not(tmp_path: Path) -> None:
+    installed(tmp_path, "pipelines-nothing", "nothing_plugin", EXTERNAL)
+    code, names, stderr = plugin_names(tmp_path)
+    assert code == 0, stderr
+    assert "nothing_plugin" in names and "function" in names
+    assert plugin_names(tmp_path, **{LOAD_PLUGINS: ""})[1:] == (["function"], "")
+    assert "nothing_plugin" in plugin_names(tmp_path, **{LOAD_PLUGINS: "nothing_plugin"})[1]
+
+
+def test_a_broken_plugin_is_one_line_naming_it(tmp_path: Path) -> None:
+    installed(tmp_path, "pipelines-broken", "broken_plugin", "import no_such_module\n")
+    code, _, stderr = plugin_names(tmp_path)
+    assert code == 1
+    assert stderr.startswith("error: plugin 'broken_plugin' (broken_plugin, from pipelines-broken)")
+    assert "No module named 'no_such_module'" in stderr
+    assert f"{LOAD_PLUGINS}=" in stderr
+    assert "Traceback" not in stderr and len(stderr.splitlines()) == 1
+    # Without external plugins the broken one is not even imported.
+    assert plugin_names(tmp_path, **{LOAD_PLUGINS: ""})[0] == 0
 
 
 class _Dummy(TargetType):
