@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,10 @@ from pipelines.transform import Transform, compile_transform
 
 if TYPE_CHECKING:
     from pipelines.runtime import Runtime
+
+log = logging.getLogger("pipelines.bus")
+#: Sees each dispatched event: (bus name, event). See ``Runtime.tap``.
+Observer = Callable[[str, dict[str, Any]], None]
 
 ENABLED = "ENABLED"
 DISABLED = "DISABLED"
@@ -385,6 +390,7 @@ class Bus:
     async def dispatch(self) -> None:
         """The bus's dispatcher: intake -> matcher -> deliveries. Runs until cancelled."""
         intake, size, ready, space = self._intake, self._intake_size, self._ready, self._space
+        taps = self.runtime.taps
         while True:
             await ready.wait()
             ready.clear()
@@ -392,7 +398,18 @@ class Bus:
                 event, ingested, addressed = intake.popleft()
                 if not space.is_set() and len(intake) < size:
                     space.set()
+                if taps:
+                    self._tap(taps, event)
                 await self._route(event, ingested, addressed)
+
+    def _tap(
+        self, taps: list[Callable[[str, dict[str, Any]], None]], event: dict[str, Any]
+    ) -> None:
+        for observe in list(taps):
+            try:
+                observe(self.name, event)
+            except Exception:  # an observer's bug must not stop dispatch
+                log.exception("a tap on bus %s failed", self.name)
 
     def _names(self, event: dict[str, Any], addressed: str | None) -> list[str]:
         if addressed is None:

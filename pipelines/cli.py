@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -221,6 +222,12 @@ def test_command(path: str) -> None:
     help="Seconds to drain in-flight deliveries at shutdown; the rest is persisted.",
 )
 @click.option("--watch", is_flag=True, help="Reload the config when a file of it changes.")
+@click.option(
+    "--control",
+    default=None,
+    help="Control socket for put and tap (default: .pipelines/control.sock by the config).",
+)
+@click.option("--no-control", is_flag=True, help="Do not listen for put and tap.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def run_command(
     files: tuple[str, ...],
@@ -229,6 +236,8 @@ def run_command(
     log_level: str,
     shutdown_timeout: float,
     watch: bool,
+    control: str | None,
+    no_control: bool,
     debug: bool,
 ) -> None:
     """Run the pipeline in FILES until SIGINT or SIGTERM (or until --input is delivered).
@@ -240,7 +249,9 @@ def run_command(
 
     configure_logging(log_format, log_level)
     try:
-        report = asyncio.run(_run(list(files), input_path, shutdown_timeout, watch))
+        report = asyncio.run(
+            _run(list(files), input_path, shutdown_timeout, watch, control, no_control)
+        )
     except ConfigInvalid as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
@@ -258,12 +269,21 @@ def run_command(
 
 
 async def _run(
-    files: list[str], input_path: str | None, shutdown_timeout: float, watch: bool
+    files: list[str],
+    input_path: str | None,
+    shutdown_timeout: float,
+    watch: bool,
+    control: str | None,
+    no_control: bool,
 ) -> RunReport:
     from pipelines.config import load_config
+    from pipelines.control import default_socket
     from pipelines.runner import read_lines, run_pipeline
 
     config = load_config(files)
+    socket = None
+    if not no_control:
+        socket = Path(control) if control else default_socket(config.directory)
     stop, reload_requested = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -275,8 +295,95 @@ async def _run(
         stop=stop,
         reload_requested=reload_requested,
         watch=watch,
+        control=socket,
         shutdown_timeout=shutdown_timeout,
     )
+
+
+def control_socket(value: str | None) -> Path:
+    """--control: a socket path, or a config file (its default socket); default
+    the socket of a config in the current directory."""
+    from pipelines.control import default_socket
+
+    if value is None:
+        return default_socket(Path.cwd())
+    path = Path(value)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        return default_socket(path.parent)
+    return path
+
+
+CONTROL_OPTION = click.option(
+    "--control",
+    "-c",
+    default=None,
+    help="The running pipeline: its control socket, or its config file"
+    " (default: .pipelines/control.sock here).",
+)
+
+
+@cli.command("put")
+@click.argument("entries", nargs=-1)
+@click.option("--input", "input_path", default=None, help="JSON-lines file of entries (- stdin).")
+@CONTROL_OPTION
+def put_command(entries: tuple[str, ...], input_path: str | None, control: str | None) -> None:
+    """Put events into a running pipeline: each ENTRY is a PutEvents entry as
+    JSON text (or give --input). Prints PutEvents' result; exit 1 when an
+    entry failed."""
+    from pipelines.control import put_events
+
+    lines = list(entries)
+    if input_path is not None:
+        lines += read_argument(f"@{input_path}").splitlines()
+    parsed = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            parsed.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise click.UsageError(f"entry {number}: not JSON: {exc.msg}") from None
+    if not parsed:
+        raise click.UsageError("no entries: give ENTRY arguments or --input")
+    result = asyncio.run(put_events(control_socket(control), parsed))
+    click.echo(json.dumps(result, indent=2))
+    if result["FailedEntryCount"]:
+        raise SystemExit(1)
+
+
+@cli.command("tap")
+@click.option("--pattern", "-p", default=None, help="Only events matching this pattern (or @file).")
+@click.option("-n", "count", type=click.IntRange(min=1), default=None, help="Stop after N events.")
+@CONTROL_OPTION
+def tap_command(pattern: str | None, count: int | None, control: str | None) -> None:
+    """Print the events a running pipeline's buses accept, live, as JSON lines
+    ({"bus": ..., "event": ...}), until interrupted or the pipeline stops."""
+    from pipelines.control import tap
+
+    try:
+        parsed = json.loads(read_argument(pattern)) if pattern is not None else None
+    except json.JSONDecodeError as exc:
+        raise click.UsageError(f"--pattern is not JSON: {exc.msg}") from None
+
+    async def follow() -> None:
+        seen = 0
+        async for message in tap(control_socket(control), parsed):
+            if "tapping" in message:
+                click.echo(f"tap: tapping {control_socket(control)}", err=True)
+                continue
+            if "dropped" in message:
+                click.echo(
+                    f"tap: missed {message['dropped']} events (reading too slowly)", err=True
+                )
+                continue
+            click.echo(json.dumps(message))
+            sys.stdout.flush()  # live, also into a pipe
+            seen += 1
+            if count is not None and seen >= count:
+                return
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a tap ends
+        asyncio.run(follow())
 
 
 def main() -> None:

@@ -99,3 +99,8 @@ class ResourceNotFoundError(PipelinesError, LookupError):
 
 class NotRunningError(PipelinesError):
     """The runtime is not running (not started yet, or stopping): it accepts no events."""
+
+
+class ControlError(PipelinesError):
+    """The control channel of a running pipeline cannot be used: none is
+    running, the socket is taken, or the request was refused."""

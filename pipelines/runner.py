@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 from pipelines.clock import Clock
 from pipelines.config import PipelineConfig, build_runtime, load_config
+from pipelines.control import ControlServer
 from pipelines.errors import ConfigInvalid, PipelinesError
 from pipelines.reload import reload
 from pipelines.runtime import Runtime
@@ -49,6 +50,7 @@ async def run_pipeline(
     stop: asyncio.Event | None = None,
     reload_requested: asyncio.Event | None = None,
     watch: bool = False,
+    control: Path | None = None,
     shutdown_timeout: float = 10.0,
     clock: Clock | None = None,
 ) -> RunReport:
@@ -63,29 +65,46 @@ async def run_pipeline(
     reload_requested = reload_requested or asyncio.Event()
     runtime = await build_runtime(config, clock=clock, drain_timeout=shutdown_timeout)
     report = RunReport()
-    await runtime.start()
-    rules = sum(len(bus.list_rules()) for bus in runtime.buses())
-    log.info(
-        "pipeline started: %d rules on %d buses, state %s",
-        rules,
-        len(runtime.buses()),
-        config.state or "none (in memory)",
-    )
+    server = ControlServer(runtime, control) if control is not None else None
     try:
-        async with asyncio.TaskGroup() as group:
-            background = []
-            if events is not None:
-                background.append(group.create_task(_feed(runtime, events, report)))
-            if watch:
-                background.append(group.create_task(_watch(config.files, reload_requested)))
-            await _serve(runtime, config, stop, reload_requested, background[:1], shutdown_timeout)
-            for task in background:
-                task.cancel()
+        if server is not None:
+            await server.start()  # first: a socket in use stops us before anything runs
+        await runtime.start()
+        rules = sum(len(bus.list_rules()) for bus in runtime.buses())
+        log.info(
+            "pipeline started: %d rules on %d buses, state %s%s",
+            rules,
+            len(runtime.buses()),
+            config.state or "none (in memory)",
+            f", control socket {control}" if control is not None else "",
+        )
+        await _running(runtime, config, events, stop, reload_requested, watch, report)
     finally:
+        if server is not None:
+            await server.close()  # no more puts or taps while draining
         log.info("stopping: draining for up to %.0f s", shutdown_timeout)
-        await runtime.stop(shutdown_timeout)
+        await runtime.stop(shutdown_timeout)  # returns at once if it never started
         log.info("stopped")
     return report
+
+
+async def _running(
+    runtime: Runtime,
+    config: PipelineConfig,
+    events: Iterable[str] | AsyncIterable[str] | None,
+    stop: asyncio.Event,
+    reload_requested: asyncio.Event,
+    watch: bool,
+    report: RunReport,
+) -> None:
+    """Feed the input (if any), watch the files (with ``watch``) and apply
+    reloads, until ``stop`` is set or the input is delivered."""
+    async with asyncio.TaskGroup() as group:
+        feeding = [group.create_task(_feed(runtime, events, report))] if events is not None else []
+        watching = [group.create_task(_watch(config.files, reload_requested))] if watch else []
+        await _serve(runtime, config, stop, reload_requested, feeding, runtime.drain_timeout)
+        for task in feeding + watching:
+            task.cancel()
 
 
 async def _serve(

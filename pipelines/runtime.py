@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -33,7 +33,7 @@ from typing import Any
 import pluggy
 
 from pipelines import metrics as m
-from pipelines.bus import Bus, Rule, TargetConfig, check_name
+from pipelines.bus import Bus, Observer, Rule, TargetConfig, check_name
 from pipelines.clock import Clock, SystemClock
 from pipelines.delivery import Backoff, Deliverer, Delivery, Job
 from pipelines.errors import (
@@ -91,6 +91,8 @@ class Runtime:
         self._runner: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._accepting = False
+        #: Observers of dispatched events (``tap``).
+        self.taps: list[Observer] = []
         #: Deliveries taken off their rules, finishing their work before retiring.
         self._detached: set[Delivery] = set()
         self.deliverer = Deliverer(
@@ -342,6 +344,17 @@ class Runtime:
                 "ResourceNotFoundException", f"Event bus {name} does not exist.", index
             )
         return bus
+
+    @contextlib.contextmanager
+    def tap(self, observe: Observer) -> Iterator[None]:
+        """Call ``observe(bus_name, event)`` for every event a bus dispatches,
+        while in the ``with`` block. It runs on the dispatcher's path: it must
+        be quick and must not block (``pipelines tap`` queues and drops)."""
+        self.taps.append(observe)
+        try:
+            yield
+        finally:
+            self.taps.remove(observe)
 
     # -- lifecycle ----------------------------------------------------------
 

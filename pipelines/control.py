@@ -1,0 +1,255 @@
+"""The control channel of a running pipeline: ``pipelines put`` and ``pipelines tap``.
+
+``pipelines run`` listens on a Unix socket, by default ``.pipelines/control.sock``
+next to the (first) config file. Only the user who runs the pipeline can use
+it: the socket is created mode 0600 in a directory of mode 0700, so the
+kernel refuses other users' connections. (A Unix socket rather than a
+localhost port: no port to pick or collide on, and file permissions are the
+access control.)
+
+The protocol is JSON lines. A client sends one request per line:
+
+- ``{"op": "put", "entries": [...]}``: PutEvents (up to 10 entries); the
+  answer is one line, PutEvents' result (``FailedEntryCount``, ``Entries``).
+- ``{"op": "tap", "pattern": {...} | null}``: from then on the server sends
+  ``{"tapping": true}`` once it observes, then one line per event a bus
+  dispatches that matches the pattern, as ``{"bus": name, "event": {...}}``,
+  until the client goes away. A tap that
+  reads too slowly misses events rather than slowing the pipeline: the server
+  then sends ``{"dropped": n}`` once it catches up.
+
+A request the server cannot serve gets ``{"error": message}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import ControlError, PatternError, PipelinesError
+from pipelines.patterns import compile_pattern
+from pipelines.runtime import Runtime
+
+log = logging.getLogger("pipelines.control")
+
+SOCKET_NAME = "control.sock"
+MAX_LINE = 16 << 20
+TAP_BUFFER = 10_000  # events a tap client may lag behind before it misses some
+MAX_PATH = 107  # sun_path on Linux, without the terminating NUL
+
+
+def default_socket(config_directory: Path) -> Path:
+    return config_directory / ".pipelines" / SOCKET_NAME
+
+
+class ControlServer:
+    """Serves ``put`` and ``tap`` for ``runtime`` on the Unix socket ``path``."""
+
+    def __init__(self, runtime: Runtime, path: Path) -> None:
+        self.runtime = runtime
+        self.path = path
+        self._server: asyncio.Server | None = None
+        self._clients: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+
+    async def start(self) -> None:
+        if len(os.fsencode(self.path)) > MAX_PATH:
+            raise ControlError(
+                f"control socket path {self.path} is longer than {MAX_PATH} bytes:"
+                " give a shorter one with --control"
+            )
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.path.exists() or self.path.is_symlink():
+            if await _answers(self.path):
+                raise ControlError(
+                    f"another pipeline is running with control socket {self.path}:"
+                    " stop it, or give this one another path with --control"
+                )
+            self.path.unlink()  # left behind by a pipeline that was killed
+        previous = os.umask(0o177)  # the socket is born 0600: no window for others
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_LINE
+            )
+        except OSError as exc:
+            raise ControlError(f"cannot listen on {self.path}: {exc.strerror}") from None
+        finally:
+            os.umask(previous)
+
+    async def close(self) -> None:
+        """Stop listening, end every client's session and remove the socket."""
+        if self._server is None:
+            return
+        self._server.close()
+        for writer in self._clients.values():
+            writer.transport.abort()  # the session sees its client gone and ends
+        if self._clients:
+            _, stuck = await asyncio.wait(list(self._clients), timeout=5.0)
+            for task in stuck:
+                task.cancel()
+            if stuck:
+                await asyncio.wait(stuck)
+        await self._server.wait_closed()
+        self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # asyncio.Server starts this task; we own it from here: close() ends it.
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients[task] = writer
+        try:
+            while line := await reader.readline():
+                await self._request(line, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass  # the client went away, or sent a line over MAX_LINE
+        except asyncio.CancelledError:
+            pass  # close() gave up waiting: end quietly (the server logs a cancelled task)
+        finally:
+            del self._clients[task]
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def _request(
+        self, line: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            request = json.loads(line)
+            op = request.get("op") if isinstance(request, dict) else None
+        except json.JSONDecodeError as exc:
+            await _send(writer, {"error": f"not JSON: {exc.msg}"})
+            return
+        if op == "put":
+            await _send(writer, await self._put(request.get("entries")))
+        elif op == "tap":
+            await self._tap(request.get("pattern"), reader, writer)
+        else:
+            await _send(writer, {"error": f"unknown op {op!r} (put, tap)"})
+
+    async def _put(self, entries: Any) -> dict[str, Any]:
+        if not isinstance(entries, list) or not 1 <= len(entries) <= 10:
+            return {"error": "entries: a list of 1 to 10 PutEvents entries"}
+        entries = [e if isinstance(e, dict) else {"Invalid": e} for e in entries]
+        try:
+            return await self.runtime.put_events(entries)
+        except PipelinesError as exc:
+            return {"error": str(exc)}
+
+    async def _tap(
+        self, pattern: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Forward what the buses dispatch until the client goes away."""
+        try:
+            compiled = compile_pattern(pattern) if pattern is not None else None
+        except PatternError as exc:
+            await _send(writer, {"error": f"pattern: {exc}"})
+            return
+        seen: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(TAP_BUFFER)
+        dropped = 0
+
+        def observe(bus: str, event: dict[str, Any]) -> None:
+            nonlocal dropped
+            if compiled is None or compiled.matches(event):
+                try:
+                    seen.put_nowait((bus, event))
+                except asyncio.QueueFull:
+                    dropped += 1
+
+        async def forward() -> None:
+            nonlocal dropped
+            with contextlib.suppress(ConnectionError):  # the client went away
+                await _send(writer, {"tapping": True})  # from here on, nothing is missed
+                while True:
+                    bus, event = await seen.get()
+                    await _send(writer, {"bus": bus, "event": event})
+                    if dropped and seen.empty():
+                        await _send(writer, {"dropped": dropped})
+                        dropped = 0
+
+        async def until_gone() -> None:
+            with contextlib.suppress(ConnectionError):
+                await reader.read()  # a tap client sends nothing more: EOF when it leaves
+
+        with self.runtime.tap(observe):
+            async with asyncio.TaskGroup() as group:
+                gone = group.create_task(until_gone())
+                forwarding = group.create_task(forward())
+                await asyncio.wait([gone, forwarding], return_when=asyncio.FIRST_COMPLETED)
+                gone.cancel()
+                forwarding.cancel()
+
+
+async def _send(writer: asyncio.StreamWriter, message: Mapping[str, Any]) -> None:
+    writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+    await writer.drain()
+
+
+async def _answers(path: Path) -> bool:
+    """Whether a server listens on the socket ``path``."""
+    try:
+        _, writer = await asyncio.open_unix_connection(str(path))
+    except OSError:
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+# -- clients ----------------------------------------------------------------------
+
+
+async def _connect(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    try:
+        return await asyncio.open_unix_connection(str(path), limit=MAX_LINE)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise ControlError(
+            f"no pipeline is running with control socket {path}: start one with pipelines run"
+        ) from None
+    except PermissionError:
+        raise ControlError(
+            f"{path}: permission denied (the pipeline runs as another user)"
+        ) from None
+
+
+async def put_events(path: Path, entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """PutEvents to the pipeline listening on ``path``, in requests of 10 entries;
+    one combined result, in order."""
+    reader, writer = await _connect(path)
+    results: list[dict[str, Any]] = []
+    failed = 0
+    try:
+        for start in range(0, len(entries), 10):
+            await _send(writer, {"op": "put", "entries": list(entries[start : start + 10])})
+            answer = json.loads(await reader.readline() or b"null")
+            if not isinstance(answer, dict) or "error" in answer or "Entries" not in answer:
+                message = answer.get("error") if isinstance(answer, dict) else "no answer"
+                raise ControlError(f"put refused: {message}")
+            results += answer["Entries"]
+            failed += answer["FailedEntryCount"]
+    finally:
+        writer.close()
+    return {"FailedEntryCount": failed, "Entries": results}
+
+
+async def tap(path: Path, pattern: Any = None) -> AsyncIterator[dict[str, Any]]:
+    """What the pipeline listening on ``path`` sees: ``{"tapping": true}`` once
+    the tap is in place, then ``{"bus", "event"}`` (and ``{"dropped": n}``)
+    messages, until the pipeline stops."""
+    reader, writer = await _connect(path)
+    try:
+        await _send(writer, {"op": "tap", "pattern": pattern})
+        while line := await reader.readline():
+            message = json.loads(line)
+            if "error" in message:
+                raise ControlError(message["error"])
+            yield message
+    finally:
+        writer.close()
