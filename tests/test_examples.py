@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+from .helpers import pipelines_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,3 +56,38 @@ def test_orders_pipeline_routes_retries_and_dead_letters() -> None:
     assert metrics["RetryInvocationAttempts charge-all"] == 3
     assert metrics["InvocationsSentToDlq charge-all"] == 1
     assert metrics["Events (bus)"] == 3
+
+
+def test_orders_yaml_pipeline_runs_from_the_cli(tmp_path: Path) -> None:
+    orders = ROOT / "examples" / "orders"
+    done = subprocess.run(
+        [
+            *pipelines_command(),
+            "run",
+            str(orders / "pipeline.yaml"),
+            "--input",
+            str(orders / "events.jsonl"),
+            "--no-control",
+        ],
+        env={**os.environ, "PIPELINES_STATE": str(tmp_path / "state.db")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    steps = [json.loads(line) for line in done.stdout.splitlines()]
+    by_step: dict[str, list[dict[str, object]]] = {}
+    for step in steps:
+        by_step.setdefault(str(step.pop("step")), []).append(step)
+    assert sorted(str(a["order"]) for a in by_step["audit"]) == ["o-1", "o-2", "o-3"]
+    assert sorted(str(s["ship"]) for s in by_step["ship"]) == ["o-1", "o-3"]
+    # o-3's first attempt met an outage; the retry went through. o-2 was declined.
+    assert sorted((c["order"], c["attempt"]) for c in by_step["charge"]) == [
+        ("o-1", 1),
+        ("o-3", 2),
+    ]
+    (failed,) = by_step["failed-charge"]
+    assert failed["order"] == "o-2"
+    assert failed["ERROR_CODE"] == "CardDeclined" and failed["RETRY_ATTEMPTS"] == "0"
+    assert (tmp_path / "state.db").exists()
