@@ -67,7 +67,6 @@ def test_orders_yaml_pipeline_runs_from_the_cli(tmp_path: Path) -> None:
             str(orders / "pipeline.yaml"),
             "--input",
             str(orders / "events.jsonl"),
-            "--no-control",
         ],
         env={**os.environ, "PIPELINES_STATE": str(tmp_path / "state.db")},
         capture_output=True,
