@@ -283,7 +283,7 @@ async def _run(
     config = load_config(files)
     socket = None
     if not no_control:
-        socket = Path(control) if control else default_socket(config.directory)
+        socket = Path(control) if control else default_socket(config)
     stop, reload_requested = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -301,15 +301,14 @@ async def _run(
 
 
 def control_socket(value: str | None) -> Path:
-    """--control: a socket path, or a config file (its default socket); default
-    the socket of a config in the current directory."""
+    """--control: a socket path, or a config file (the socket it runs with by
+    default); without it, the config ``pipeline.yaml`` here."""
+    from pipelines.config import load_config
     from pipelines.control import default_socket
 
-    if value is None:
-        return default_socket(Path.cwd())
-    path = Path(value)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        return default_socket(path.parent)
+    path = Path(value) if value is not None else Path("pipeline.yaml")
+    if path.suffix in (".yaml", ".yml") or (path.is_file() and not path.is_socket()):
+        return default_socket(load_config([path]))
     return path
 
 
@@ -317,8 +316,7 @@ CONTROL_OPTION = click.option(
     "--control",
     "-c",
     default=None,
-    help="The running pipeline: its control socket, or its config file"
-    " (default: .pipelines/control.sock here).",
+    help="The running pipeline: its config file (default pipeline.yaml) or its control socket.",
 )
 
 

@@ -1,9 +1,10 @@
 """The control channel of a running pipeline: ``pipelines put`` and ``pipelines tap``.
 
-``pipelines run`` listens on a Unix socket, by default ``.pipelines/control.sock``
-next to the (first) config file. Only the user who runs the pipeline can use
-it: the socket is created mode 0600 in a directory of mode 0700, so the
-kernel refuses other users' connections. (A Unix socket rather than a
+``pipelines run`` listens on a Unix socket, by default ``control.sock`` beside
+the state database (in ``.pipelines/`` next to the config when there is no
+state database). Only the user who runs the pipeline can use it: the socket
+is created mode 0600 (in a directory of mode 0700 when it creates one), so
+the kernel refuses other users' connections. (A Unix socket rather than a
 localhost port: no port to pick or collide on, and file permissions are the
 access control.)
 
@@ -32,6 +33,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipelines.config import PipelineConfig
 from pipelines.errors import ControlError, PatternError, PipelinesError
 from pipelines.patterns import compile_pattern
 from pipelines.runtime import Runtime
@@ -44,8 +46,11 @@ TAP_BUFFER = 10_000  # events a tap client may lag behind before it misses some
 MAX_PATH = 107  # sun_path on Linux, without the terminating NUL
 
 
-def default_socket(config_directory: Path) -> Path:
-    return config_directory / ".pipelines" / SOCKET_NAME
+def default_socket(config: PipelineConfig) -> Path:
+    """Beside the state database (so one state, one socket), or in
+    ``.pipelines`` next to the config when it has none."""
+    directory = config.state.parent if config.state else config.directory / ".pipelines"
+    return directory / SOCKET_NAME
 
 
 class ControlServer:
