@@ -8,6 +8,32 @@ from typing import Any
 
 from pipelines.patterns import Matcher, compile_pattern
 
+#: A module for function targets in CLI tests (write it as ``sinkmod.py`` next
+#: to the config): ``record`` appends each payload to $SINK_FILE (after
+#: $SINK_DELAY seconds), ``audit`` to $AUDIT_FILE.
+SINK_MODULE = """
+import json, os, time
+
+def record(payload):
+    time.sleep(float(os.environ.get("SINK_DELAY", "0")))
+    with open(os.environ["SINK_FILE"], "a") as out:
+        out.write(json.dumps(payload) + "\\n")
+
+def audit(payload):
+    with open(os.environ["AUDIT_FILE"], "a") as out:
+        out.write(json.dumps(payload) + "\\n")
+"""
+
+#: A pipeline sending each shop event's detail to ``sinkmod:record``.
+SINK_PIPELINE = """
+resources:
+  sink: {type: function, function: "sinkmod:record"}
+rules:
+  orders:
+    pattern: {source: [shop]}
+    targets: [{id: t, resource: sink, input_path: $.detail}]
+"""
+
 
 def pipelines_command() -> list[str]:
     """The installed console script, next to this interpreter when in a venv."""

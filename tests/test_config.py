@@ -19,18 +19,10 @@ from pipelines.clock import ManualClock
 from pipelines.config import build_runtime, check, load_config
 from pipelines.errors import ConfigInvalid
 
-from .helpers import pipelines_command, run_cli
+from .helpers import SINK_MODULE, pipelines_command, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEDULES = ROOT / "examples" / "schedules" / "pipeline.yaml"
-
-SINK = """
-import json, os
-
-def record(payload):
-    with open(os.environ["SINK_FILE"], "a") as out:
-        out.write(json.dumps(payload) + "\\n")
-"""
 
 
 def write(directory: Path, name: str, text: str) -> Path:
@@ -213,7 +205,7 @@ def test_cli_validate_reports_problems_and_exit_codes(tmp_path: Path) -> None:
 
 
 def test_cli_run_with_input_delivers_and_reports_bad_lines(tmp_path: Path) -> None:
-    write(tmp_path, "sinkmod.py", SINK)
+    write(tmp_path, "sinkmod.py", SINK_MODULE)
     config = write(
         tmp_path,
         "pipeline.yaml",

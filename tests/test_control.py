@@ -9,7 +9,6 @@ import os
 import signal
 import stat
 import subprocess
-import textwrap
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from pipelines.control import ControlServer, put_events, tap
 from pipelines.errors import ControlError
 from pipelines.runtime import Runtime
 
-from .helpers import pipelines_command
+from .helpers import SINK_MODULE, SINK_PIPELINE, pipelines_command
 from .recorder import Recorder, plugin_manager
 
 
@@ -107,28 +106,11 @@ async def test_a_stale_socket_left_by_a_killed_pipeline_is_replaced(tmp_path: Pa
 
 # -- the CLI -----------------------------------------------------------------------
 
-SINK = """
-import json, os
-
-def record(payload):
-    with open(os.environ["SINK_FILE"], "a") as out:
-        out.write(json.dumps(payload) + "\\n")
-"""
-
-CONFIG = """
-resources:
-  sink: {type: function, function: "sinkmod:record"}
-rules:
-  orders:
-    pattern: {source: [shop]}
-    targets: [{id: t, resource: sink, input_path: $.detail}]
-"""
-
 
 def test_cli_put_and_tap_on_a_running_pipeline(tmp_path: Path) -> None:
-    (tmp_path / "sinkmod.py").write_text(SINK)
+    (tmp_path / "sinkmod.py").write_text(SINK_MODULE)
     config = tmp_path / "pipeline.yaml"
-    config.write_text(textwrap.dedent(CONFIG))
+    config.write_text(SINK_PIPELINE)
     sink = tmp_path / "sink.jsonl"
     env = {**os.environ, "SINK_FILE": str(sink)}
     command = pipelines_command()

@@ -23,7 +23,7 @@ from pipelines.errors import ConfigInvalid
 from pipelines.reload import reload
 from pipelines.runtime import Runtime
 
-from .helpers import pipelines_command
+from .helpers import SINK_MODULE, SINK_PIPELINE, pipelines_command
 from .recorder import Recorder, plugin_manager
 
 BASE = """
@@ -192,27 +192,7 @@ async def test_a_config_with_problems_is_refused_and_nothing_changes(
 
 # -- the CLI: real processes, real signals --------------------------------------
 
-SINK = """
-import json, os, time
-
-def record(payload):
-    time.sleep(float(os.environ.get("SINK_DELAY", "0")))
-    with open(os.environ["SINK_FILE"], "a") as out:
-        out.write(json.dumps(payload) + "\\n")
-
-def audit(payload):
-    with open(os.environ["AUDIT_FILE"], "a") as out:
-        out.write(json.dumps(payload) + "\\n")
-"""
-
-V1 = """
-resources:
-  sink: {type: function, function: "sinkmod:record"}
-rules:
-  orders:
-    pattern: {source: [shop]}
-    targets: [{id: t, resource: sink, input_path: $.detail}]
-"""
+V1 = SINK_PIPELINE
 
 V2 = (
     V1.replace('"sinkmod:record"}', '"sinkmod:record", timeout: 30}')
@@ -228,7 +208,7 @@ class Runner:
     """``pipelines run FILE --input -`` with its stderr read line by line."""
 
     def __init__(self, directory: Path, *args: str) -> None:
-        (directory / "sinkmod.py").write_text(SINK)
+        (directory / "sinkmod.py").write_text(SINK_MODULE)
         self.sink, self.audit = directory / "sink.jsonl", directory / "audit.jsonl"
         env = {
             **os.environ,
