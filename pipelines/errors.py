@@ -104,3 +104,8 @@ class NotRunningError(PipelinesError):
 class ControlError(PipelinesError):
     """The control channel of a running pipeline cannot be used: none is
     running, the socket is taken, or the request was refused."""
+
+
+class StateError(PipelinesError):
+    """The state database cannot be opened or written (unreadable, not a
+    database, no space, a directory that cannot be created)."""

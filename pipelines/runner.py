@@ -66,10 +66,12 @@ async def run_pipeline(
     runtime = await build_runtime(config, clock=clock, drain_timeout=shutdown_timeout)
     report = RunReport()
     server = ControlServer(runtime, control) if control is not None else None
+    started = False
     try:
         if server is not None:
             await server.start()  # first: a socket in use stops us before anything runs
-        await runtime.start()
+        await runtime.start()  # cleans up after itself when it fails
+        started = True
         rules = sum(len(bus.list_rules()) for bus in runtime.buses())
         log.info(
             "pipeline started: %d rules on %d buses, state %s%s",
@@ -82,9 +84,10 @@ async def run_pipeline(
     finally:
         if server is not None:
             await server.close()  # no more puts or taps while draining
-        log.info("stopping: draining for up to %.0f s", shutdown_timeout)
-        await runtime.stop(shutdown_timeout)  # returns at once if it never started
-        log.info("stopped")
+        if started:
+            log.info("stopping: draining for up to %.0f s", shutdown_timeout)
+            await runtime.stop(shutdown_timeout)
+            log.info("stopped")
     return report
 
 

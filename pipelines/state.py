@@ -11,12 +11,15 @@ readers in other processes proceed while it writes.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import orjson
+
+from pipelines.errors import StateError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending_deliveries (
@@ -83,16 +86,32 @@ class StateDB:
 
     @classmethod
     async def open(cls, path: str | Path) -> StateDB:
+        """Open (or create) the database; ``StateError`` says what is wrong with it."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        connection = await aiosqlite.connect(path)
-        # WAL + NORMAL: a committed transaction survives a process crash (the
-        # WAL is in the OS's hands); only power loss can drop the last commits.
-        await connection.execute("PRAGMA journal_mode=WAL")
-        await connection.execute("PRAGMA synchronous=NORMAL")
-        await connection.execute("PRAGMA busy_timeout=5000")
-        await connection.executescript(SCHEMA)
-        await connection.commit()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(
+                f"state database {path}: cannot create its directory: {exc.strerror};"
+                " point state at a writable place"
+            ) from None
+        connection = None
+        try:
+            connection = await aiosqlite.connect(path)
+            # WAL + NORMAL: a committed transaction survives a process crash (the
+            # WAL is in the OS's hands); only power loss can drop the last commits.
+            await connection.execute("PRAGMA journal_mode=WAL")
+            await connection.execute("PRAGMA synchronous=NORMAL")
+            await connection.execute("PRAGMA busy_timeout=5000")
+            await connection.executescript(SCHEMA)
+            await connection.commit()
+        except sqlite3.Error as exc:
+            if connection is not None:
+                await connection.close()
+            raise StateError(
+                f"state database {path}: {exc}; point state at another file,"
+                " or move this one away if it is not a pipelines database"
+            ) from None
         return cls(path, connection)
 
     async def close(self) -> None:

@@ -282,3 +282,20 @@ def test_cli_run_refuses_an_invalid_config_before_starting(tmp_path: Path) -> No
     assert "Traceback" not in failed.stderr
     assert not (tmp_path / ".pipelines").exists()
     assert time.monotonic() - started < 30
+
+
+def test_cli_run_reports_an_unusable_state_database_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "junk.db").write_bytes(b"this is not an SQLite database, not at all" * 10)
+    config = write(tmp_path, "p.yaml", "state: junk.db\nrules: {}\n")
+    failed = run_cli("run", str(config), "--no-control")
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines() == [
+        f"error: state database {tmp_path / 'junk.db'}: file is not a database;"
+        " point state at another file, or move this one away if it is not a pipelines database"
+    ]
+    (tmp_path / "file").write_text("")
+    blocked = write(tmp_path, "q.yaml", "state: file/state.db\nrules: {}\n")
+    failed = run_cli("run", str(blocked), "--no-control")
+    assert failed.returncode == 1
+    assert failed.stderr.startswith(f"error: state database {tmp_path / 'file' / 'state.db'}:")
+    assert "Traceback" not in failed.stderr
