@@ -18,7 +18,7 @@ import sys
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from pipelines.clock import Clock
 from pipelines.config import PipelineConfig, build_runtime, load_config
@@ -175,52 +175,57 @@ async def _watch(files: list[Path], reload_requested: asyncio.Event) -> None:
             reload_requested.set()
 
 
-async def read_lines(source: str) -> AsyncIterator[str]:
+def read_lines(source: str) -> AsyncIterator[str]:
     """The lines of a file, or of stdin for ``-``, without blocking the event loop.
 
-    A pipe, terminal or socket is read as it arrives; a regular file in
-    chunks, each read in a worker thread.
+    Opened here, so a missing file is a ``PipelinesError`` before anything
+    starts. A pipe, FIFO, socket or terminal is read as lines arrive; a
+    regular file (or another device) in chunks, each read in a worker thread.
     """
-    if source != "-":
+    if source == "-":
+        fd = sys.stdin.fileno()
+    else:
         try:
-            file = open(source, "rb")  # noqa: SIM115 - closed below
+            # Non-blocking: opening a FIFO must not wait for its writer here.
+            fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as exc:
             raise PipelinesError(f"cannot read {source}: {exc.strerror}") from None
-        with file:
-            async for line in _chunked_lines(file):
-                yield line
-        return
-    if stat.S_ISREG(os.fstat(sys.stdin.fileno()).st_mode):
-        async for line in _chunked_lines(sys.stdin.buffer):
-            yield line
-        return
-    async for line in _stream_lines(sys.stdin.buffer):
-        yield line
+    mode = os.fstat(fd).st_mode
+    streamed = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+    if source == "-":
+        return _stream_lines(fd) if streamed else _chunked_lines(os.dup(fd))
+    if streamed:
+        return _stream_lines(fd, owned=True)
+    os.set_blocking(fd, True)
+    return _chunked_lines(fd)
 
 
-async def _chunked_lines(file: BinaryIO) -> AsyncIterator[str]:
-    pending = b""
-    while chunk := await asyncio.to_thread(file.read, CHUNK):
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            yield line.decode("utf-8", errors="replace")
-    if pending:
-        yield pending.decode("utf-8", errors="replace")
+async def _chunked_lines(fd: int) -> AsyncIterator[str]:
+    """Lines of ``fd`` (which this closes), read in chunks in a worker thread."""
+    with os.fdopen(fd, "rb", buffering=0) as file:
+        pending = b""
+        while chunk := await asyncio.to_thread(file.read, CHUNK):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line.decode("utf-8", errors="replace")
+        if pending:
+            yield pending.decode("utf-8", errors="replace")
 
 
 class _Overlong(str):
     """Stands for an input line longer than MAX_LINE (which fails alone)."""
 
 
-async def _stream_lines(pipe: BinaryIO) -> AsyncIterator[str]:
+async def _stream_lines(fd: int, *, owned: bool = False) -> AsyncIterator[str]:
+    """Lines of a pipe, FIFO, socket or terminal as they arrive. ``owned``: ``fd``
+    is ours to close; otherwise (stdin) it is left open and blocking as found."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=MAX_LINE, loop=loop)
-    fd = pipe.fileno()
     # The transport closes what it reads from: give it a duplicate, not stdin.
-    duplicate = os.fdopen(os.dup(fd), "rb", buffering=0)
+    pipe = os.fdopen(fd if owned else os.dup(fd), "rb", buffering=0)
     transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), duplicate
+        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe
     )
     try:
         while True:
@@ -234,7 +239,8 @@ async def _stream_lines(pipe: BinaryIO) -> AsyncIterator[str]:
             yield line.decode("utf-8", errors="replace")
     finally:
         transport.close()
-        os.set_blocking(fd, True)  # the flag is shared: leave the terminal as we found it
+        if not owned:
+            os.set_blocking(fd, True)  # the flag is shared: leave the terminal as we found it
 
 
 async def _feed(

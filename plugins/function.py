@@ -262,6 +262,7 @@ class FunctionTarget(Target):
         self._queue: asyncio.Queue[_Invocation] = asyncio.Queue()
         self._busy = 0
         self._retrying: dict[_Invocation, Cancellable] = {}
+        self._workers: list[asyncio.Task[None]] = []
 
     @property
     def arn(self) -> str:
@@ -282,8 +283,7 @@ class FunctionTarget(Target):
                 name = getattr(self.async_invoke, key)
                 if name is not None:
                     services.resource(name)  # fail at start, not at the first record
-            for _ in range(self.concurrency):
-                services.spawn(self._async_worker())
+            self._workers = [services.spawn(self._async_worker()) for _ in range(self.concurrency)]
 
     async def drain(self, timeout: float) -> None:
         """Wait for queued async invocations; those still waiting for a retry are reported."""
@@ -301,6 +301,13 @@ class FunctionTarget(Target):
             )
 
     async def stop(self) -> None:
+        # The workers are the runtime's tasks, but this target's: a target
+        # replaced by a reload stops while the runtime goes on.
+        for worker in self._workers:
+            worker.cancel()
+        if self._workers:
+            await asyncio.wait(self._workers)
+        self._workers = []
         for timer in self._retrying.values():
             timer.cancel()
         self._retrying.clear()

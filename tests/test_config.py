@@ -19,7 +19,7 @@ from pipelines.clock import ManualClock
 from pipelines.config import build_runtime, check, load_config
 from pipelines.errors import ConfigInvalid
 
-from .helpers import SINK_MODULE, pipelines_command, run_cli
+from .helpers import SINK_MODULE, SINK_PIPELINE, pipelines_command, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEDULES = ROOT / "examples" / "schedules" / "pipeline.yaml"
@@ -299,3 +299,48 @@ def test_cli_run_reports_an_unusable_state_database_in_one_line(tmp_path: Path) 
     assert failed.returncode == 1
     assert failed.stderr.startswith(f"error: state database {tmp_path / 'file' / 'state.db'}:")
     assert "Traceback" not in failed.stderr
+
+
+def test_cli_run_input_missing_empty_and_from_a_fifo(tmp_path: Path) -> None:
+    write(tmp_path, "sinkmod.py", SINK_MODULE)
+    config = write(tmp_path, "p.yaml", SINK_PIPELINE)
+    missing = run_cli("run", str(config), "--input", str(tmp_path / "nope.jsonl"))
+    assert missing.returncode == 1
+    assert (
+        missing.stderr
+        == f"error: cannot read {tmp_path / 'nope.jsonl'}: No such file or directory\n"
+    )
+    with open(os.devnull) as nothing:  # stdin that is a device, not a pipe
+        empty = subprocess.run(
+            [*pipelines_command(), "run", str(config), "--input", "-"],
+            stdin=nothing,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert empty.returncode == 0, empty.stderr
+    # A FIFO is read as lines arrive: the first event is delivered while the
+    # writer still holds the FIFO open.
+    fifo = tmp_path / "events.fifo"
+    os.mkfifo(fifo)
+    sink = tmp_path / "sink.jsonl"
+    process = subprocess.Popen(
+        [*pipelines_command(), "run", str(config), "--input", str(fifo)],
+        env={**os.environ, "SINK_FILE": str(sink)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with open(fifo, "w") as writer:
+            writer.write(json.dumps({"Source": "shop", "DetailType": "t", "Detail": '{"n": 1}'}))
+            writer.write("\n")
+            writer.flush()
+            deadline = time.monotonic() + 20
+            while not (sink.exists() and sink.read_text()):
+                assert time.monotonic() < deadline, "the first event waited for the writer"
+                time.sleep(0.02)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+    assert [json.loads(line) for line in sink.read_text().splitlines()] == [{"n": 1}]
