@@ -326,14 +326,10 @@ def _compare(
     if not isinstance(expected, list):
         return [at(("expect", name), f"expect.{name}: a list of payloads or matchers")]
     matchers = [_matcher(name, index, item, at) for index, item in enumerate(expected)]
-    left = list(received)
-    missing = []
-    for describe, accepts in matchers:
-        found = next((r for r in left if accepts(*r)), None)
-        if found is None:
-            missing.append(describe)
-        else:
-            left.remove(found)
+    pairs = _pair([accepts for _, accepts in matchers], received)
+    missing = [describe for index, (describe, _) in enumerate(matchers) if index not in pairs]
+    taken = set(pairs.values())
+    left = [r for index, r in enumerate(received) if index not in taken]
     if not missing and not left:
         return []
     lines = [
@@ -348,6 +344,27 @@ def _compare(
         shown = f" with attributes {_show(attributes)}" if attributes else ""
         lines.append(f"  + {_show(payload)}{shown}")
     return ["\n".join(lines)]
+
+
+def _pair(accepts: list[Any], received: list[tuple[Any, dict[str, str]]]) -> dict[int, int]:
+    """As many (expected, received) pairs as possible: a maximum bipartite
+    matching (augmenting paths), so overlapping patterns never fail a test
+    that some assignment satisfies. Expected index -> received index."""
+    fits = [[r for r, got in enumerate(received) if accept(*got)] for accept in accepts]
+    owner: dict[int, int] = {}  # received index -> expected index
+
+    def assign(expected: int, seen: set[int]) -> bool:
+        for r in fits[expected]:
+            if r not in seen:
+                seen.add(r)
+                if r not in owner or assign(owner[r], seen):
+                    owner[r] = expected
+                    return True
+        return False
+
+    for expected in range(len(accepts)):
+        assign(expected, set())
+    return {expected: r for r, expected in owner.items()}
 
 
 def _matcher(name: str, index: int, item: Any, at: Any) -> tuple[str, Any]:

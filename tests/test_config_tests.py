@@ -193,3 +193,24 @@ def test_cli_exit_codes_for_failures_and_no_tests(tmp_path: Path) -> None:
     none = run_cli("test", str(empty))
     assert none.returncode == 1
     assert "no test files (*.test.yaml)" in none.stderr
+
+
+async def test_overlapping_matchers_pair_up_in_any_order(tmp_path: Path) -> None:
+    project(
+        tmp_path,
+        """
+        config: pipeline.yaml
+        tests:
+          - name: a wide pattern listed before an exact payload it also accepts
+            mocks: {payments: {}}
+            input:
+              - {Source: shop, DetailType: order, Detail: {order: 1, total: 5}}
+              - {Source: shop, DetailType: order, Detail: {order: 2, total: 5}}
+            expect:
+              payments:
+                - pattern: {charge: [1, 2]}
+                - {charge: 1}
+        """,
+    )
+    (result,) = await run_tests(tmp_path)
+    assert result.failures == []
