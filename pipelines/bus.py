@@ -455,6 +455,10 @@ class Bus:
             for delivery in self._rules[name].deliveries:
                 jobs.append((delivery, Job(name, delivery.target_id, event, ingested)))
 
+    def dispatching(self) -> set[Delivery]:
+        """Deliveries that the event being dispatched still has jobs for."""
+        return {delivery for delivery, _ in self._dispatching}
+
     @property
     def intake_depth(self) -> int:
         """Events accepted but not yet matched."""

@@ -96,6 +96,9 @@ class Job:
     error: DeliveryError | None = None
     #: Key of its row in the state database, once it has one.
     key: str | None = None
+    #: The target its current attempt (or dead letter) calls: a replaced
+    #: resource is stopped once no job calls it any more.
+    calling: Target | None = None
 
 
 def dead_letter_attributes(job: Job, condition: str | None) -> dict[str, str]:
@@ -186,8 +189,14 @@ class Deliverer:
             self.metrics.add(m.THROTTLED_RULES, delivery.dims)
             delivery.space.clear()
             await delivery.space.wait()
-        if delivery.retired:
-            return  # the target was removed while we waited
+        if delivery.retired:  # the target was removed while we waited
+            log.warning(
+                "target %s of rule %s removed: event %s dropped",
+                delivery.target_id,
+                delivery.rule,
+                job.event.get("id"),
+            )
+            return
         delivery.queue.append(job)
         self._wake(delivery)
 
@@ -271,7 +280,8 @@ class Deliverer:
         try:
             payload = delivery.transform(job.event, job.rule, delivery.rule_arn, job.ingested)
             context = DeliveryContext(job.rule, job.target_id, job.event, job.attempts)
-            await delivery.target.deliver(payload, context)
+            target = job.calling = delivery.target
+            await target.deliver(payload, context)
         except asyncio.CancelledError:
             job.attempts -= 1  # interrupted by shutdown: not an attempt
             raise
@@ -332,7 +342,8 @@ class Deliverer:
         self.metrics.add(m.DEAD_LETTER_INVOCATIONS, dims)
         context = DeliveryContext(job.rule, job.target_id, job.event, 1, attributes=attributes)
         try:
-            await delivery.dead_letter.deliver(job.event, context)
+            job.calling = delivery.dead_letter
+            await job.calling.deliver(job.event, context)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -5,17 +5,18 @@ file changes. The new config is checked in full first, as ``validate`` does;
 when it has a problem it is refused and the running pipeline is untouched.
 Otherwise only the difference is applied, in place, and intake never stops:
 
-1. resources that are new start; a resource whose declaration changed is
-   replaced (the new one starts, every rule target moves to it, the old one
-   finishes its calls in flight and stops);
-2. new buses are created;
-3. rules that are gone, and targets that are gone from a rule, stop receiving
-   events at once; new and changed rules are put (PutRule, PutTargets). A
-   target that stays (same rule, same id) keeps its queue and its retries;
-4. what the removed targets had queued or in flight is delivered (within
-   ``drain_timeout``); their retries not yet due are dropped and logged, as
-   RemoveTargets does;
-5. resources and buses that are gone are deleted.
+1. resources that are new or changed are made and started together (one may
+   name another); if one fails to start, nothing has changed. A changed
+   resource is replaced: rule targets move to the new one, the old one
+   finishes its calls in flight and stops;
+2. rules that are gone, and targets that are gone from a rule, stop receiving
+   events; what they had matched, queued or in flight is delivered (within
+   ``drain_timeout``) while the rest applies; their retries not yet due are
+   dropped and logged, as RemoveTargets does;
+3. new buses are created; new and changed rules are put (PutRule,
+   PutTargets). A target that stays (same rule, same id) keeps its queue and
+   its retries;
+4. resources and buses that are gone are deleted.
 
 The state database cannot change while running (restart for that), and
 Python modules already imported (function targets) are not imported again.
@@ -90,31 +91,25 @@ async def reload(
     def remaining() -> float:
         return max(deadline - loop.time(), 0.0)
 
+    put: dict[str, tuple[str, dict[str, Any]]] = {}
     for name, declared in new.resources.items():
         previous = current.resources.get(name)
         if previous == declared:
             continue
-        settings = {k: v for k, v in declared.items() if k != "type"}
-        await runtime.put_resource(name, declared["type"], settings, timeout=remaining())
+        put[name] = (declared["type"], {k: v for k, v in declared.items() if k != "type"})
         (summary.added if previous is None else summary.changed).append(f"resource {name}")
 
-    for bus_name in new.buses:
-        if bus_name not in current.buses:
-            runtime.create_bus(bus_name)
-            summary.added.append(f"bus {bus_name}")
-
+    # Resources first: one that fails to start leaves everything as it was.
+    await runtime.put_resources(put, timeout=remaining())
     detached = await _detach(runtime, current, new, summary)
-    for name, declared in new.rules.items():
-        previous = current.rules.get(name)
-        if previous == declared:
-            continue
-        _put_rule(runtime, name, declared)
-        bus = runtime.bus(declared.get("bus", DEFAULT_BUS))
-        await bus.put_targets(name, declared.get("targets") or [])
-        moved = previous is not None and _bus_of(previous) != _bus_of(declared)
-        (summary.added if previous is None or moved else summary.changed).append(f"rule {name}")
-
-    await runtime.retire(detached, timeout=remaining())
+    async with asyncio.TaskGroup() as group:
+        # Removed targets deliver what they hold while the new rules apply.
+        group.create_task(runtime.retire(detached, timeout=remaining()))
+        for bus_name in new.buses:
+            if bus_name not in current.buses:
+                runtime.create_bus(bus_name)
+                summary.added.append(f"bus {bus_name}")
+        await _put_rules(runtime, current, new, summary)
     for name in current.resources:
         if name not in new.resources:
             await runtime.delete_resource(name, timeout=remaining())
@@ -124,6 +119,20 @@ async def reload(
             await runtime.delete_bus(bus_name, timeout=remaining())
             summary.removed.append(f"bus {bus_name}")
     return summary
+
+
+async def _put_rules(
+    runtime: Runtime, current: PipelineConfig, new: PipelineConfig, summary: ReloadSummary
+) -> None:
+    for name, declared in new.rules.items():
+        previous = current.rules.get(name)
+        if previous == declared:
+            continue
+        _put_rule(runtime, name, declared)
+        bus = runtime.bus(declared.get("bus", DEFAULT_BUS))
+        await bus.put_targets(name, declared.get("targets") or [])
+        moved = previous is not None and _bus_of(previous) != _bus_of(declared)
+        (summary.added if previous is None or moved else summary.changed).append(f"rule {name}")
 
 
 def _bus_of(declared: dict[str, Any]) -> str:

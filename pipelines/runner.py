@@ -127,7 +127,24 @@ async def _serve(
                 task.cancel()
         if reload_requested.is_set() and not stop.is_set():
             reload_requested.clear()
-            config = await _reload(runtime, config, timeout)
+            config = await _reload_unless_stopped(runtime, config, timeout, stop)
+
+
+async def _reload_unless_stopped(
+    runtime: Runtime, config: PipelineConfig, timeout: float, stop: asyncio.Event
+) -> PipelineConfig:
+    """A stop signal interrupts a reload's drains: shutdown then persists what
+    the reload had not finished (it does not wait for the reload first)."""
+    async with asyncio.TaskGroup() as group:
+        reloading = group.create_task(_reload(runtime, config, timeout))
+        stopping = group.create_task(stop.wait())
+        await asyncio.wait([reloading, stopping], return_when=asyncio.FIRST_COMPLETED)
+        reloading.cancel()
+        stopping.cancel()
+    if reloading.cancelled():
+        log.warning("reload interrupted by the stop signal")
+        return config
+    return reloading.result()
 
 
 async def _reload(runtime: Runtime, config: PipelineConfig, timeout: float) -> PipelineConfig:
@@ -141,9 +158,14 @@ async def _reload(runtime: Runtime, config: PipelineConfig, timeout: float) -> P
         for problem in exc.problems:
             log.error("%s", problem)
         return config
-    except PipelinesError as exc:
-        # Checked configs apply cleanly; this is a resource failing to start.
-        log.error("reload failed part way, the pipeline runs a mix of both configs: %s", exc)
+    except Exception as exc:
+        # A checked config applies cleanly but for a resource failing to start
+        # (it is stopped again): the pipeline must go on with what it has.
+        log.error(
+            "reload failed part way, the pipeline runs a mix of both configs: %s",
+            exc,
+            exc_info=not isinstance(exc, PipelinesError),
+        )
         return config
     log.info("config reloaded: %s", summary)
     return new

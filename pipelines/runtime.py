@@ -134,35 +134,74 @@ class Runtime:
     async def put_resource(
         self, name: str, type_name: str, config: Mapping[str, Any], *, timeout: float | None = None
     ) -> Target:
-        """Create a resource, or replace one, also while the runtime runs.
+        """Create a resource, or replace one, also while the runtime runs
+        (``put_resources`` with one)."""
+        made = await self.put_resources({name: (type_name, config)}, timeout=timeout)
+        return made[name]
 
-        A replacement is started, then every rule target and dead letter that
-        used the old one is pointed at it, then the old one finishes its calls
-        in flight (for up to ``timeout`` seconds, default ``drain_timeout``)
-        and is stopped. Queued and retrying deliveries keep their place.
+    async def put_resources(
+        self,
+        declared: Mapping[str, tuple[str, Mapping[str, Any]]],
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, Target]:
+        """Create or replace resources (name -> (type, settings)), also while running.
+
+        All are made, then (while running) started, so one may name another as
+        a destination whatever their order; if one fails to start, those
+        started are stopped and nothing changes. Then every rule target and
+        dead letter that used a replaced resource is pointed at its successor,
+        and the old one finishes its calls in flight (for up to ``timeout``
+        seconds, default ``drain_timeout``) and is stopped. Queued and retrying
+        deliveries keep their place.
         """
-        target = self._create(name, type_name, config, replacing=True)
-        await self.install(name, target, timeout=timeout)
-        return target
+        made = {
+            name: self._create(name, type_name, config, replacing=True)
+            for name, (type_name, config) in declared.items()
+        }
+        await self._install(made, timeout)
+        return made
 
     async def install(self, name: str, target: Target, *, timeout: float | None = None) -> None:
         """Put ``target`` under the resource name ``name`` (``put_resource`` with a
         ``Target`` already made: a wrapper or a stand-in, as ``pipelines test`` uses)."""
-        old = self._resources.get(name)
+        await self._install({name: target}, timeout)
+
+    async def _install(self, made: dict[str, Target], timeout: float | None) -> None:
+        previous = {name: self._resources.get(name) for name in made}
         if self._group is not None:
-            await target.start(self)
-        self._resources[name] = target
-        if old is None:
-            return
-        users = [d for d in self._all_deliveries() if old in (d.target, d.dead_letter)]
-        for delivery in users:
-            if delivery.target is old:
-                delivery.target = target
-                delivery.concurrency = max(1, target.concurrency)
-            if delivery.dead_letter is old:
-                delivery.dead_letter = target
-        if self._group is not None:
-            await self._stop_resource(name, old, users, timeout)
+            self._resources.update(made)  # starting targets find each other by name
+            started: list[Target] = []
+            try:
+                for target in made.values():
+                    await target.start(self)
+                    started.append(target)
+            except BaseException:
+                for target in started:
+                    with contextlib.suppress(Exception):
+                        await target.stop()
+                for name, old in previous.items():
+                    if old is None:
+                        del self._resources[name]
+                    else:
+                        self._resources[name] = old
+                raise
+        self._resources.update(made)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.drain_timeout if timeout is None else timeout)
+        for name, target in made.items():
+            old = previous[name]
+            if old is None:
+                continue
+            users = [d for d in self._all_deliveries() if old in (d.target, d.dead_letter)]
+            for delivery in users:
+                if delivery.target is old:
+                    delivery.target = target
+                    delivery.concurrency = max(1, target.concurrency)
+                if delivery.dead_letter is old:
+                    delivery.dead_letter = target
+            if self._group is not None:
+                await self._stop_resource(name, old, users, max(deadline - loop.time(), 0.0))
 
     async def delete_resource(self, name: str, *, timeout: float | None = None) -> None:
         """Delete a resource no rule target or dead letter uses; it finishes its
@@ -187,7 +226,7 @@ class Runtime:
         # Attempts already running keep the target they started with.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(deadline):
-                while any(d.in_flight for d in users):
+                while any(job.calling is target for d in users for job in d.in_flight):
                     await asyncio.sleep(0.01)
         try:
             await target.drain(max(deadline - loop.time(), 0.0))
@@ -208,12 +247,25 @@ class Runtime:
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
-                    while not all(d.idle for d in deliveries):
+                    while not all(d.idle for d in deliveries) or self._dispatching(deliveries):
                         await asyncio.sleep(0.01)
             for delivery in deliveries:
+                if delivery.in_flight:
+                    log.warning(
+                        "target %s of rule %s removed with %d calls still in flight:"
+                        " a failure of theirs is not retried",
+                        delivery.target_id,
+                        delivery.rule,
+                        len(delivery.in_flight),
+                    )
                 await self.deliverer.retire(delivery)
         finally:
             self._detached.difference_update(deliveries)
+
+    def _dispatching(self, deliveries: list[Delivery]) -> bool:
+        """Whether a dispatcher still holds a matched job for one of ``deliveries``."""
+        held = set().union(*(bus.dispatching() for bus in self._buses.values()))
+        return any(delivery in held for delivery in deliveries)
 
     def resource_names(self) -> list[str]:
         return list(self._resources)

@@ -321,3 +321,46 @@ def test_watch_reloads_when_the_file_changes(tmp_path: Path) -> None:
         runner.close()
     assert runner.received(runner.sink) == [1, 2]
     assert runner.received(runner.audit) == [2]
+
+
+async def test_a_replaced_resource_waits_only_for_its_own_calls(
+    running: tuple[Runtime, PipelineConfig], tmp_path: Path
+) -> None:
+    runtime, current = running
+    old = recorder(runtime, "a")
+    new = config(tmp_path, BASE.replace("concurrency: 1", "concurrency: 2"))
+    await runtime.put_events([event(n=1)])
+    await until(lambda: old.waiting == 1)
+    reloading = asyncio.create_task(reload(runtime, current, new, drain_timeout=60))
+    delivery = runtime.bus().delivery("r1", "t1")
+    assert delivery is not None
+    await until(lambda: delivery.target is not old)
+    await runtime.put_events([event(n=2)])  # held by the new resource, which is not waited for
+    replaced = recorder(runtime, "a")
+    await until(lambda: replaced.waiting == 1)
+    old.release()
+    summary = await asyncio.wait_for(reloading, 10)
+    assert summary.changed == ["resource a"]
+    assert old.stopped and [r.payload["detail"]["n"] for r in old.received] == [1]
+    assert replaced.waiting == 1
+    replaced.release()
+
+
+async def test_resources_may_name_each_other_in_any_order(tmp_path: Path) -> None:
+    (tmp_path / "chain.py").write_text("def f(payload):\n    return payload\n")
+    current = config(tmp_path, "resources:\n  f: {type: function, function: 'chain:f'}\n")
+    runtime = await build_runtime(current, state_path=None)
+    async with runtime:
+        new = config(
+            tmp_path,
+            """
+            resources:
+              f:
+                type: function
+                function: chain:f
+                async_invoke: {on_success: done}
+              done: {type: function, function: "chain:f"}
+            """,
+        )
+        summary = await reload(runtime, current, new)
+        assert summary.added == ["resource done"] and summary.changed == ["resource f"]
