@@ -402,9 +402,7 @@ class Bus:
                     self._tap(taps, event)
                 await self._route(event, ingested, addressed)
 
-    def _tap(
-        self, taps: list[Callable[[str, dict[str, Any]], None]], event: dict[str, Any]
-    ) -> None:
+    def _tap(self, taps: list[Observer], event: dict[str, Any]) -> None:
         for observe in list(taps):
             try:
                 observe(self.name, event)

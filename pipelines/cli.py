@@ -225,7 +225,7 @@ def test_command(path: str) -> None:
 @click.option(
     "--control",
     default=None,
-    help="Control socket for put and tap (default: .pipelines/control.sock by the config).",
+    help="Control socket for put and tap (default: control.sock beside the state database).",
 )
 @click.option("--no-control", is_flag=True, help="Do not listen for put and tap.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -363,11 +363,13 @@ def tap_command(pattern: str | None, count: int | None, control: str | None) -> 
     except json.JSONDecodeError as exc:
         raise click.UsageError(f"--pattern is not JSON: {exc.msg}") from None
 
+    socket = control_socket(control)
+
     async def follow() -> None:
         seen = 0
-        async for message in tap(control_socket(control), parsed):
+        async for message in tap(socket, parsed):
             if "tapping" in message:
-                click.echo(f"tap: tapping {control_socket(control)}", err=True)
+                click.echo(f"tap: tapping {socket}", err=True)
                 continue
             if "dropped" in message:
                 click.echo(

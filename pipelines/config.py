@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from pipelines.bus import Bus
 from pipelines.clock import Clock
 from pipelines.errors import (
     ConfigError,
@@ -324,6 +325,22 @@ async def build_runtime(
     return runtime
 
 
+def rule_bus(declared: Mapping[str, Any]) -> Any:
+    """The bus a declared rule is on: ``default`` unless it names one."""
+    return declared.get("bus", DEFAULT_BUS)
+
+
+def put_declared_rule(bus: Bus, name: str, declared: Mapping[str, Any]) -> None:
+    """PutRule from a rule's declaration (its targets are put separately)."""
+    bus.put_rule(
+        name,
+        pattern=declared.get("pattern"),
+        schedule=declared.get("schedule"),
+        state=declared.get("state", "ENABLED"),
+        description=declared.get("description", ""),
+    )
+
+
 async def _add_rule(
     runtime: Runtime, config: PipelineConfig, name: str, declared: dict[str, Any]
 ) -> list[Problem]:
@@ -333,7 +350,7 @@ async def _add_rule(
     except ConfigError as exc:
         key = exc.where.rsplit(".", 1)[1]
         return [config.at((*path, key), f"{exc.where}: {exc.message}")]
-    bus_name = declared.get("bus", DEFAULT_BUS)
+    bus_name = rule_bus(declared)
     try:
         bus = runtime.bus(bus_name)
     except ResourceNotFoundError:
@@ -344,13 +361,7 @@ async def _add_rule(
         ]
     prefix = f"bus {bus.name} rule {name}"
     try:
-        bus.put_rule(
-            name,
-            pattern=declared.get("pattern"),
-            schedule=declared.get("schedule"),
-            state=declared.get("state", "ENABLED"),
-            description=declared.get("description", ""),
-        )
+        put_declared_rule(bus, name, declared)
     except (ConfigError, PatternError) as exc:
         base = (*path, "pattern") if isinstance(exc, PatternError) else path
         return [_problem(config, base, prefix, exc)]

@@ -28,10 +28,10 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.config import PipelineConfig, build_runtime
+from pipelines.config import PipelineConfig, build_runtime, put_declared_rule, rule_bus
 from pipelines.delivery import Delivery
 from pipelines.errors import ConfigInvalid, Problem
-from pipelines.runtime import DEFAULT_BUS, Runtime
+from pipelines.runtime import Runtime
 
 
 @dataclass
@@ -128,15 +128,11 @@ async def _put_rules(
         previous = current.rules.get(name)
         if previous == declared:
             continue
-        _put_rule(runtime, name, declared)
-        bus = runtime.bus(declared.get("bus", DEFAULT_BUS))
+        bus = runtime.bus(rule_bus(declared))
+        put_declared_rule(bus, name, declared)
         await bus.put_targets(name, declared.get("targets") or [])
-        moved = previous is not None and _bus_of(previous) != _bus_of(declared)
+        moved = previous is not None and rule_bus(previous) != rule_bus(declared)
         (summary.added if previous is None or moved else summary.changed).append(f"rule {name}")
-
-
-def _bus_of(declared: dict[str, Any]) -> str:
-    return str(declared.get("bus", DEFAULT_BUS))
 
 
 def _ids(declared: dict[str, Any]) -> list[str]:
@@ -151,8 +147,8 @@ async def _detach(
     detached: list[Delivery] = []
     for name, previous in current.rules.items():
         declared = new.rules.get(name)
-        bus = runtime.bus(_bus_of(previous))
-        if declared is None or _bus_of(declared) != _bus_of(previous):
+        bus = runtime.bus(rule_bus(previous))
+        if declared is None or rule_bus(declared) != rule_bus(previous):
             detached += bus.detach_targets(name, _ids(previous))
             await bus.delete_rule(name)
             if declared is None:
@@ -162,13 +158,3 @@ async def _detach(
         if gone:
             detached += bus.detach_targets(name, gone)
     return detached
-
-
-def _put_rule(runtime: Runtime, name: str, declared: dict[str, Any]) -> None:
-    runtime.bus(_bus_of(declared)).put_rule(
-        name,
-        pattern=declared.get("pattern"),
-        schedule=declared.get("schedule"),
-        state=declared.get("state", "ENABLED"),
-        description=declared.get("description", ""),
-    )

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -51,6 +51,18 @@ from pipelines.targets import Target
 log = logging.getLogger("pipelines.runtime")
 
 DEFAULT_BUS = "default"
+
+
+async def _poll(condition: Callable[[], bool], timeout: float | None, every: float = 0.01) -> bool:
+    """Whether ``condition()`` came to hold within ``timeout`` seconds (None: no
+    limit). For states no event announces (a queue emptying across many
+    deliveries); a check every ``every`` seconds costs nothing measurable."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(every)
+            return True
+    return False
 
 
 class _Shutdown(Exception):
@@ -169,8 +181,8 @@ class Runtime:
 
     async def _install(self, made: dict[str, Target], timeout: float | None) -> None:
         previous = {name: self._resources.get(name) for name in made}
+        self._resources.update(made)  # starting targets find each other by name
         if self._group is not None:
-            self._resources.update(made)  # starting targets find each other by name
             started: list[Target] = []
             try:
                 for target in made.values():
@@ -186,7 +198,6 @@ class Runtime:
                     else:
                         self._resources[name] = old
                 raise
-        self._resources.update(made)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.drain_timeout if timeout is None else timeout)
         for name, target in made.items():
@@ -224,10 +235,10 @@ class Runtime:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.drain_timeout if timeout is None else timeout)
         # Attempts already running keep the target they started with.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(deadline):
-                while any(job.calling is target for d in users for job in d.in_flight):
-                    await asyncio.sleep(0.01)
+        await _poll(
+            lambda: not any(job.calling is target for d in users for job in d.in_flight),
+            deadline - loop.time(),
+        )
         try:
             await target.drain(max(deadline - loop.time(), 0.0))
             await target.stop()
@@ -245,10 +256,10 @@ class Runtime:
         deliveries = list(deliveries)
         self._detached.update(deliveries)
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    while not all(d.idle for d in deliveries) or self._dispatching(deliveries):
-                        await asyncio.sleep(0.01)
+            await _poll(
+                lambda: all(d.idle for d in deliveries) and not self._dispatching(deliveries),
+                timeout,
+            )
             for delivery in deliveries:
                 if delivery.in_flight:
                     log.warning(
@@ -299,10 +310,7 @@ class Runtime:
         if bus.list_rules():
             raise ConfigError(f"bus {name}", "delete the bus's rules first")
         bus.close_intake()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.drain_timeout if timeout is None else timeout):
-                while not bus.idle:
-                    await asyncio.sleep(0.01)
+        await _poll(lambda: bus.idle, self.drain_timeout if timeout is None else timeout)
         if bus.dispatcher is not None:
             bus.dispatcher.cancel()
             await asyncio.wait([bus.dispatcher])
@@ -533,9 +541,8 @@ class Runtime:
         For tests and tools; raises ``TimeoutError`` after ``timeout`` seconds
         (None: no limit).
         """
-        async with asyncio.timeout(timeout):
-            while not self._drained():
-                await asyncio.sleep(0.001)
+        if not await _poll(self._drained, timeout, every=0.001):
+            raise TimeoutError(f"the runtime was not idle within {timeout} s")
 
     def _drained(self) -> bool:
         scheduling = self._scheduling is not None and not self._scheduling.done()
