@@ -109,3 +109,13 @@ class ControlError(PipelinesError):
 class StateError(PipelinesError):
     """The state database cannot be opened or written (unreadable, not a
     database, no space, a directory that cannot be created)."""
+
+
+class QueueError(PipelinesError):
+    """A queue or topic request SQS or SNS would refuse, with their error ``code``
+    (``QueueDoesNotExist``, ``ReceiptHandleIsInvalid``, ``InvalidParameterValue``...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message

@@ -1,0 +1,1062 @@
+"""Queues with SQS's semantics, durable in the state database (SQLite, aiosqlite).
+
+One row per message in ``queue_messages``. A message is *visible* when its
+``visible`` time has passed; receiving it sets ``visible`` to the end of its
+visibility timeout and a fresh receipt token, in one ``UPDATE ... RETURNING``
+statement. SQLite runs one write at a time per database file, so two
+processes receiving from the same queue can never both claim a message while
+it is invisible.
+
+Every operation is one statement in autocommit mode, or one ``BEGIN
+IMMEDIATE`` transaction (FIFO deduplication, redrive), under the store's lock
+so that statements from concurrent coroutines never land inside another's
+transaction. Times come from the injected ``Clock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import functools
+import hashlib
+import logging
+import math
+import re
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aiosqlite
+import orjson
+
+from pipelines.clock import Clock, SystemClock, sleep
+from pipelines.errors import QueueError, StateError
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
+
+log = logging.getLogger("plugins.queue")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queues (
+    name       TEXT PRIMARY KEY,
+    attributes TEXT NOT NULL,
+    created    REAL NOT NULL,
+    purged     REAL
+);
+CREATE TABLE IF NOT EXISTS queue_messages (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue         TEXT NOT NULL,
+    id            TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    attributes    BLOB,
+    sent          REAL NOT NULL,
+    visible       REAL NOT NULL,
+    receives      INTEGER NOT NULL DEFAULT 0,
+    first_receive REAL,
+    receipt       TEXT,
+    group_id      TEXT,
+    dedup_id      TEXT,
+    source        TEXT
+);
+CREATE INDEX IF NOT EXISTS queue_messages_visible ON queue_messages (queue, visible, seq);
+CREATE INDEX IF NOT EXISTS queue_messages_group ON queue_messages (queue, group_id, seq)
+    WHERE group_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS queue_dedup (
+    queue      TEXT NOT NULL,
+    dedup_id   TEXT NOT NULL,
+    expires    REAL NOT NULL,
+    message_id TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    PRIMARY KEY (queue, dedup_id)
+) WITHOUT ROWID;
+"""
+
+FIFO_SUFFIX = ".fifo"
+DEDUP_WINDOW = 300.0
+PURGE_INTERVAL = 60.0
+MAX_BATCH = 10
+MAX_ATTRIBUTES = 10
+MAX_WAIT = 20
+# Another process's sends cannot wake us; a long poll looks again this often.
+CROSS_PROCESS_CHECK = 0.25
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_INVALID_BODY = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_DATA_TYPE = re.compile(r"(String|Number|Binary)(\..+)?")
+
+
+def _ms(seconds: float) -> str:
+    return str(int(seconds * 1000))
+
+
+# -- attributes of a queue ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RedrivePolicy:
+    """Where messages go after ``max_receive_count`` receives without a delete."""
+
+    dead_letter_queue: str
+    max_receive_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueAttributes:
+    """A queue's settings, with SQS's defaults and ranges."""
+
+    visibility_timeout: int = 30
+    delay_seconds: int = 0
+    message_retention_period: int = 345_600
+    maximum_message_size: int = 1_048_576
+    receive_wait_time_seconds: int = 0
+    redrive_policy: RedrivePolicy | None = None
+    content_based_deduplication: bool = False
+
+    RANGES: ClassVar[dict[str, tuple[int, int]]] = {
+        "visibility_timeout": (0, 43_200),
+        "delay_seconds": (0, 900),
+        "message_retention_period": (60, 1_209_600),
+        "maximum_message_size": (1_024, 1_048_576),
+        "receive_wait_time_seconds": (0, MAX_WAIT),
+    }
+
+    @classmethod
+    def parse(cls, name: str, given: Mapping[str, Any]) -> QueueAttributes:
+        """Check settings as CreateQueue does; raises ``QueueError`` naming the attribute."""
+        values: dict[str, Any] = {}
+        known = {*cls.RANGES, "redrive_policy", "content_based_deduplication"}
+        for key, value in given.items():
+            if key not in known:
+                raise QueueError(
+                    "InvalidAttributeName",
+                    f"unknown queue attribute {key!r} (known: {', '.join(sorted(known))})",
+                )
+            if key in cls.RANGES:
+                low, high = cls.RANGES[key]
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int)
+                    or not low <= value <= high
+                ):
+                    raise QueueError(
+                        "InvalidAttributeValue",
+                        f"{key} must be an integer from {low} to {high}, not {value!r}",
+                    )
+                values[key] = value
+        if "content_based_deduplication" in given:
+            flag = given["content_based_deduplication"]
+            if not isinstance(flag, bool):
+                raise QueueError(
+                    "InvalidAttributeValue", "content_based_deduplication must be true or false"
+                )
+            if flag and not name.endswith(FIFO_SUFFIX):
+                raise QueueError(
+                    "InvalidAttributeName",
+                    "content_based_deduplication is only for FIFO queues (names ending .fifo)",
+                )
+            values["content_based_deduplication"] = flag
+        redrive = given.get("redrive_policy")
+        if redrive is not None:
+            values["redrive_policy"] = _parse_redrive(name, redrive)
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {key: getattr(self, key) for key in self.RANGES}
+        data["content_based_deduplication"] = self.content_based_deduplication
+        if self.redrive_policy is not None:
+            data["redrive_policy"] = {
+                "dead_letter_queue": self.redrive_policy.dead_letter_queue,
+                "max_receive_count": self.redrive_policy.max_receive_count,
+            }
+        return data
+
+
+def _parse_redrive(name: str, redrive: Any) -> RedrivePolicy:
+    if not isinstance(redrive, Mapping) or set(redrive) - {
+        "dead_letter_queue",
+        "max_receive_count",
+    }:
+        raise QueueError(
+            "InvalidAttributeValue",
+            "redrive_policy takes dead_letter_queue (a queue name) and max_receive_count (1-1000)",
+        )
+    target = redrive.get("dead_letter_queue")
+    count = redrive.get("max_receive_count")
+    if not isinstance(target, str) or not target:
+        raise QueueError("InvalidAttributeValue", "redrive_policy.dead_letter_queue is required")
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1000:
+        raise QueueError(
+            "InvalidAttributeValue",
+            f"redrive_policy.max_receive_count must be an integer from 1 to 1000, not {count!r}",
+        )
+    if target == name:
+        raise QueueError("InvalidAttributeValue", "a queue cannot be its own dead-letter queue")
+    if target.endswith(FIFO_SUFFIX) != name.endswith(FIFO_SUFFIX):
+        raise QueueError(
+            "InvalidAttributeValue",
+            "the dead-letter queue of a FIFO queue must be FIFO, and of a standard queue standard",
+        )
+    return RedrivePolicy(target, count)
+
+
+def _attributes_from_json(data: Mapping[str, Any]) -> QueueAttributes:
+    redrive = data.get("redrive_policy")
+    values = {key: value for key, value in data.items() if key != "redrive_policy"}
+    policy = RedrivePolicy(**redrive) if redrive else None
+    return QueueAttributes(**values, redrive_policy=policy)
+
+
+def check_queue_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise QueueError("InvalidParameterValue", f"a queue name is a string, not {name!r}")
+    stem = name[: -len(FIFO_SUFFIX)] if name.endswith(FIFO_SUFFIX) else name
+    if not _QUEUE_NAME.fullmatch(stem) or len(name) > 80:
+        raise QueueError(
+            "InvalidParameterValue",
+            f"queue name {name!r}: 1 to 80 characters of letters, digits, '-' and '_'"
+            " (a FIFO queue's name ends in .fifo, counted in the 80)",
+        )
+    return name
+
+
+# -- messages ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendEntry:
+    """One message to send (SendMessage's parameters; ``id`` is for batches)."""
+
+    body: str
+    attributes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    delay_seconds: int | None = None
+    group_id: str | None = None
+    deduplication_id: str | None = None
+    id: str = "0"
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    id: str
+    message_id: str
+    md5_of_body: str
+    sequence_number: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"Id": self.id, "MessageId": self.message_id, "MD5OfMessageBody": self.md5_of_body}
+        if self.sequence_number is not None:
+            data["SequenceNumber"] = self.sequence_number
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class BatchError:
+    """A batch entry that failed (the others are not affected)."""
+
+    id: str
+    code: str
+    message: str
+    sender_fault: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "Id": self.id,
+            "Code": self.code,
+            "Message": self.message,
+            "SenderFault": self.sender_fault,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A received message, with SQS's system attributes."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    attributes: dict[str, str]
+    message_attributes: dict[str, dict[str, str]]
+
+    @property
+    def md5_of_body(self) -> str:
+        return hashlib.md5(self.body.encode()).hexdigest()
+
+    @property
+    def receive_count(self) -> int:
+        return int(self.attributes["ApproximateReceiveCount"])
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "MessageId": self.message_id,
+            "ReceiptHandle": self.receipt_handle,
+            "MD5OfBody": self.md5_of_body,
+            "Body": self.body,
+            "Attributes": self.attributes,
+        }
+        if self.message_attributes:
+            data["MessageAttributes"] = self.message_attributes
+        return data
+
+
+def message_attribute(value: Any) -> dict[str, str]:
+    """A message attribute in SQS's shape, from a plain value or SQS's own shape."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, bool):
+        return {"DataType": "String", "StringValue": str(value).lower()}
+    if isinstance(value, int | float):
+        return {"DataType": "Number", "StringValue": repr(value)}
+    if isinstance(value, bytes):
+        return {"DataType": "Binary", "BinaryValue": base64.b64encode(value).decode()}
+    return {"DataType": "String", "StringValue": str(value)}
+
+
+def _check_attributes(attributes: Mapping[str, Any]) -> tuple[dict[str, dict[str, str]], int]:
+    """Validate message attributes; return them and their size in bytes."""
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise QueueError(
+            "InvalidParameterValue",
+            f"a message has at most {MAX_ATTRIBUTES} attributes, not {len(attributes)}",
+        )
+    checked: dict[str, dict[str, str]] = {}
+    size = 0
+    for name, given in attributes.items():
+        value = message_attribute(given)
+        kind = value.get("DataType", "")
+        if not _DATA_TYPE.fullmatch(kind):
+            raise QueueError(
+                "InvalidParameterValue",
+                f"message attribute {name!r}: DataType must be String, Number or Binary"
+                f" (optionally .custom), not {kind!r}",
+            )
+        if kind.startswith("Binary"):
+            raw = value.get("BinaryValue")
+            try:
+                payload = base64.b64decode(raw or "", validate=True)
+            except (binascii.Error, ValueError):
+                raise QueueError(
+                    "InvalidParameterValue",
+                    f"message attribute {name!r}: BinaryValue must be base64",
+                ) from None
+            size += len(payload)
+            value = {"DataType": kind, "BinaryValue": raw or ""}
+        else:
+            text = value.get("StringValue")
+            if not isinstance(text, str) or not text:
+                raise QueueError(
+                    "InvalidParameterValue",
+                    f"message attribute {name!r}: StringValue must be a non-empty string",
+                )
+            if kind.startswith("Number"):
+                try:
+                    number = float(text)
+                except ValueError:
+                    number = math.nan
+                if not math.isfinite(number):
+                    raise QueueError(
+                        "InvalidParameterValue",
+                        f"message attribute {name!r}: {text!r} is not a number",
+                    )
+            size += len(text.encode())
+            value = {"DataType": kind, "StringValue": text}
+        size += len(name.encode()) + len(kind.encode())
+        checked[name] = value
+    return checked, size
+
+
+def _receipt(seq: int, token: str) -> str:
+    return f"{seq}.{token}"
+
+
+def _parse_receipt(handle: object) -> tuple[int, str]:
+    if isinstance(handle, str):
+        seq, dot, token = handle.partition(".")
+        if dot and seq.isdigit() and token:
+            return int(seq), token
+    raise QueueError("ReceiptHandleIsInvalid", f"the receipt handle {handle!r} is not valid")
+
+
+# -- the store ---------------------------------------------------------------
+
+
+class _Wakeups:
+    """Long polls waiting for a queue, in this process (any event loop)."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[tuple[str, str], set[asyncio.Future[None]]] = {}
+
+    def wait(self, key: tuple[str, str]) -> asyncio.Future[None]:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.setdefault(key, set()).add(future)
+        return future
+
+    def forget(self, key: tuple[str, str], future: asyncio.Future[None]) -> None:
+        waiters = self.waiting.get(key)
+        if waiters is not None:
+            waiters.discard(future)
+            if not waiters:
+                del self.waiting[key]
+
+    def notify(self, key: tuple[str, str]) -> None:
+        for future in self.waiting.pop(key, ()):
+            loop = future.get_loop()
+            with contextlib.suppress(RuntimeError):  # that loop is closed
+                loop.call_soon_threadsafe(_wake, future)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+_WAKEUPS = _Wakeups()
+
+
+@dataclass(slots=True)
+class _Queue:
+    name: str
+    attributes: QueueAttributes
+
+    @property
+    def fifo(self) -> bool:
+        return self.name.endswith(FIFO_SUFFIX)
+
+
+class QueueStore:
+    """The queues of one state database: SQS's API, in Python.
+
+    Open with ``await QueueStore.open(path)``; close with ``close()`` (or use
+    ``async with``). Every method takes the queue's name, as SQS's take its URL.
+    """
+
+    def __init__(self, path: Path, connection: aiosqlite.Connection, clock: Clock) -> None:
+        self.path = path
+        self.clock = clock
+        self._connection = connection
+        self._lock = asyncio.Lock()
+        self._queues: dict[str, _Queue] = {}
+        self._key = str(path.resolve())
+
+    @classmethod
+    async def open(cls, path: str | Path, clock: Clock | None = None) -> QueueStore:
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"state database {path}: cannot create its directory: {exc}") from None
+        connection = None
+        try:
+            connection = await aiosqlite.connect(path, isolation_level=None)
+            await connection.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a committed send survives a process crash.
+            await connection.execute("PRAGMA synchronous=NORMAL")
+            await connection.execute("PRAGMA busy_timeout=10000")
+            await connection.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            if connection is not None:
+                await connection.close()
+            raise StateError(
+                f"state database {path}: {exc}; point state at another file,"
+                " or move this one away if it is not a pipelines database"
+            ) from None
+        return cls(path, connection, clock or SystemClock())
+
+    async def close(self) -> None:
+        await self._connection.close()
+
+    async def __aenter__(self) -> QueueStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- plumbing -----------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            await self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._connection
+            except BaseException:
+                await self._connection.execute("ROLLBACK")
+                raise
+            await self._connection.execute("COMMIT")
+
+    async def _one(
+        self, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[sqlite3.Row]:
+        """One statement, in its own (autocommit) transaction."""
+        async with self._lock:
+            rows = await self._connection.execute_fetchall(sql, parameters)
+        return list(rows)
+
+    async def _queue(self, name: str) -> _Queue:
+        # Attributes are read again each time another process might have changed them;
+        # a dict hit is enough within the process, set_attributes refreshes it.
+        queue = self._queues.get(name)
+        if queue is None:
+            rows = await self._one("SELECT attributes FROM queues WHERE name = ?", (name,))
+            if not rows:
+                raise QueueError("QueueDoesNotExist", f"queue {name!r} does not exist")
+            queue = _Queue(name, _attributes_from_json(orjson.loads(rows[0][0])))
+            self._queues[name] = queue
+        return queue
+
+    # -- queues -------------------------------------------------------------
+
+    async def create_queue(
+        self, name: str, attributes: Mapping[str, Any] | None = None, *, update: bool = False
+    ) -> QueueAttributes:
+        """CreateQueue. An existing queue with other attributes is ``QueueNameExists``,
+        unless ``update`` (what a config declaring the queue wants): then they are set."""
+        check_queue_name(name)
+        parsed = QueueAttributes.parse(name, attributes or {})
+        stored = orjson.dumps(parsed.to_json()).decode()
+        async with self._transaction() as db:
+            rows = list(
+                await db.execute_fetchall("SELECT attributes FROM queues WHERE name = ?", (name,))
+            )
+            if not rows:
+                await db.execute(
+                    "INSERT INTO queues (name, attributes, created) VALUES (?, ?, ?)",
+                    (name, stored, self.clock.time()),
+                )
+            elif rows[0][0] != stored:
+                if not update:
+                    raise QueueError(
+                        "QueueNameExists",
+                        f"queue {name!r} already exists with other attributes",
+                    )
+                await db.execute("UPDATE queues SET attributes = ? WHERE name = ?", (stored, name))
+        self._queues[name] = _Queue(name, parsed)
+        return parsed
+
+    async def get_attributes(self, name: str) -> QueueAttributes:
+        self._queues.pop(name, None)
+        return (await self._queue(name)).attributes
+
+    async def list_queues(self, prefix: str = "") -> list[str]:
+        rows = await self._one(
+            "SELECT name FROM queues WHERE substr(name, 1, ?) = ? ORDER BY name",
+            (len(prefix), prefix),
+        )
+        return [row[0] for row in rows]
+
+    async def delete_queue(self, name: str) -> None:
+        await self._queue(name)
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM queue_messages WHERE queue = ?", (name,))
+            await db.execute("DELETE FROM queue_dedup WHERE queue = ?", (name,))
+            await db.execute("DELETE FROM queues WHERE name = ?", (name,))
+        self._queues.pop(name, None)
+
+    async def purge(self, name: str) -> int:
+        """PurgeQueue: delete every message. Once per 60 seconds, as SQS allows."""
+        await self._queue(name)
+        now = self.clock.time()
+        async with self._transaction() as db:
+            rows = list(
+                await db.execute_fetchall("SELECT purged FROM queues WHERE name = ?", (name,))
+            )
+            last = rows[0][0] if rows else None
+            if last is not None and now - last < PURGE_INTERVAL:
+                raise QueueError(
+                    "PurgeQueueInProgress",
+                    f"queue {name!r} was purged {now - last:.0f} s ago; purge once per 60 seconds",
+                )
+            cursor = await db.execute("DELETE FROM queue_messages WHERE queue = ?", (name,))
+            await db.execute("UPDATE queues SET purged = ? WHERE name = ?", (now, name))
+        return cursor.rowcount
+
+    async def stats(self, name: str) -> dict[str, Any]:
+        """GetQueueAttributes' approximate counts, and the oldest message's age."""
+        queue = await self._queue(name)
+        now = self.clock.time()
+        rows = await self._one(
+            "SELECT coalesce(sum(visible <= :now), 0),"
+            " coalesce(sum(visible > :now AND receives > 0), 0),"
+            " coalesce(sum(visible > :now AND receives = 0), 0), min(sent)"
+            " FROM queue_messages WHERE queue = :queue AND sent >= :expiry",
+            {"now": now, "queue": name, "expiry": now - queue.attributes.message_retention_period},
+        )
+        visible, in_flight, delayed, oldest = rows[0]
+        return {
+            "ApproximateNumberOfMessages": visible,
+            "ApproximateNumberOfMessagesNotVisible": in_flight,
+            "ApproximateNumberOfMessagesDelayed": delayed,
+            "ApproximateAgeOfOldestMessage": 0 if oldest is None else int(now - oldest),
+            "FifoQueue": queue.fifo,
+            **queue.attributes.to_json(),
+        }
+
+    # -- sending ------------------------------------------------------------
+
+    async def send(
+        self,
+        queue_name: str,
+        body: str,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        delay_seconds: int | None = None,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+    ) -> SendResult:
+        """SendMessage. Raises ``QueueError`` with SQS's code when SQS would refuse it."""
+        entry = SendEntry(body, attributes or {}, delay_seconds, group_id, deduplication_id)
+        sent, failed = await self.send_batch(queue_name, [entry])
+        if failed:
+            raise QueueError(failed[0].code, failed[0].message)
+        return sent[0]
+
+    async def send_batch(
+        self, queue_name: str, entries: Sequence[SendEntry]
+    ) -> tuple[list[SendResult], list[BatchError]]:
+        """SendMessageBatch: up to 10 entries; each succeeds or fails on its own."""
+        queue = await self._queue(queue_name)
+        _check_batch([entry.id for entry in entries])
+        total = sum(len(entry.body.encode()) for entry in entries)
+        if total > queue.attributes.maximum_message_size:
+            raise QueueError(
+                "BatchRequestTooLong",
+                f"the batch's bodies total {total} bytes; the queue's limit is"
+                f" {queue.attributes.maximum_message_size}",
+            )
+        now = self.clock.time()
+        rows: list[tuple[SendEntry, tuple[Any, ...]]] = []
+        failed: list[BatchError] = []
+        for entry in entries:
+            try:
+                rows.append((entry, self._row(queue, entry, now)))
+            except QueueError as exc:
+                failed.append(BatchError(entry.id, exc.code, exc.message))
+        sent = await (self._insert_fifo(queue, rows, now) if queue.fifo else self._insert(rows))
+        if sent:
+            _WAKEUPS.notify((self._key, queue.name))
+        return sent, failed
+
+    def _row(self, queue: _Queue, entry: SendEntry, now: float) -> tuple[Any, ...]:
+        body = entry.body
+        if not isinstance(body, str) or not body:
+            raise QueueError("MissingParameter", "the message body must be a non-empty string")
+        bad = _INVALID_BODY.search(body)
+        if bad:
+            raise QueueError(
+                "InvalidMessageContents",
+                f"the body holds the character U+{ord(bad.group()):04X}, which SQS does not allow",
+            )
+        attributes, attributes_size = _check_attributes(entry.attributes)
+        size = len(body.encode()) + attributes_size
+        limit = queue.attributes.maximum_message_size
+        if size > limit:
+            raise QueueError(
+                "InvalidParameterValue",
+                f"the message is {size} bytes (body and attributes); the queue's limit is {limit}",
+            )
+        delay = queue.attributes.delay_seconds
+        if entry.delay_seconds is not None:
+            if queue.fifo:
+                raise QueueError(
+                    "InvalidParameterValue",
+                    "DelaySeconds cannot be set per message on a FIFO queue; set the queue's",
+                )
+            if not 0 <= entry.delay_seconds <= 900:
+                raise QueueError("InvalidParameterValue", "DelaySeconds must be from 0 to 900")
+            delay = entry.delay_seconds
+        dedup = entry.deduplication_id
+        if queue.fifo:
+            if not entry.group_id:
+                raise QueueError(
+                    "MissingParameter", "a FIFO queue needs a MessageGroupId on every message"
+                )
+            if dedup is None:
+                if not queue.attributes.content_based_deduplication:
+                    raise QueueError(
+                        "InvalidParameterValue",
+                        "give a MessageDeduplicationId, or enable content_based_deduplication"
+                        " on the queue",
+                    )
+                dedup = hashlib.sha256(body.encode()).hexdigest()
+        elif dedup is not None:
+            raise QueueError(
+                "InvalidParameterValue", "MessageDeduplicationId is only for FIFO queues"
+            )
+        encoded = orjson.dumps(attributes) if attributes else None
+        message_id = str(uuid.uuid4())
+        return (queue.name, message_id, body, encoded, now, now + delay, entry.group_id, dedup)
+
+    async def _insert(self, rows: list[tuple[SendEntry, tuple[Any, ...]]]) -> list[SendResult]:
+        if not rows:
+            return []
+        # One statement: all of the batch is stored, or none of it.
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+        flat = [value for _, row in rows for value in row]
+        await self._one(
+            "INSERT INTO queue_messages"
+            " (queue, id, body, attributes, sent, visible, group_id, dedup_id)"
+            f" VALUES {values}",
+            flat,
+        )
+        return [SendResult(entry.id, row[1], _md5(entry.body)) for entry, row in rows]
+
+    async def _insert_fifo(
+        self, queue: _Queue, rows: list[tuple[SendEntry, tuple[Any, ...]]], now: float
+    ) -> list[SendResult]:
+        results = []
+        async with self._transaction() as db:
+            for entry, row in rows:
+                dedup_id = row[7]
+                found = list(
+                    await db.execute_fetchall(
+                        "SELECT message_id, seq FROM queue_dedup"
+                        " WHERE queue = ? AND dedup_id = ? AND expires > ?",
+                        (queue.name, dedup_id, now),
+                    )
+                )
+                if found:  # a duplicate within five minutes: accepted, not stored again
+                    message_id, seq = found[0]
+                else:
+                    inserted = list(
+                        await db.execute_fetchall(
+                            "INSERT INTO queue_messages"
+                            " (queue, id, body, attributes, sent, visible, group_id, dedup_id)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+                            row,
+                        )
+                    )
+                    message_id, seq = row[1], inserted[0][0]
+                    await db.execute(
+                        "INSERT OR REPLACE INTO queue_dedup"
+                        " (queue, dedup_id, expires, message_id, seq) VALUES (?, ?, ?, ?, ?)",
+                        (queue.name, dedup_id, now + DEDUP_WINDOW, message_id, seq),
+                    )
+                results.append(SendResult(entry.id, message_id, _md5(entry.body), f"{seq:020d}"))
+        return results
+
+    # -- receiving ----------------------------------------------------------
+
+    async def receive(
+        self,
+        queue_name: str,
+        max_messages: int = 1,
+        *,
+        wait_time: float | None = None,
+        visibility_timeout: int | None = None,
+    ) -> list[Message]:
+        """ReceiveMessage, with long polling: waits up to ``wait_time`` seconds
+        (default: the queue's ``receive_wait_time_seconds``) for a message, and
+        returns as soon as one is there."""
+        queue = await self._queue(queue_name)
+        if isinstance(max_messages, bool) or not 1 <= max_messages <= MAX_BATCH:
+            raise QueueError(
+                "InvalidParameterValue", f"MaxNumberOfMessages must be 1 to 10, not {max_messages}"
+            )
+        wait = queue.attributes.receive_wait_time_seconds if wait_time is None else wait_time
+        if not 0 <= wait <= MAX_WAIT:
+            raise QueueError(
+                "InvalidParameterValue", f"WaitTimeSeconds must be 0 to 20, not {wait}"
+            )
+        timeout = queue.attributes.visibility_timeout
+        if visibility_timeout is not None:
+            if not 0 <= visibility_timeout <= 43_200:
+                raise QueueError(
+                    "InvalidParameterValue", "VisibilityTimeout must be 0 to 43200 seconds"
+                )
+            timeout = visibility_timeout
+        deadline = self.clock.time() + wait
+        key = (self._key, queue.name)
+        while True:
+            # Listen before looking, so a send in between is not missed.
+            woken = _WAKEUPS.wait(key)
+            try:
+                messages = await self._claim(queue, max_messages, timeout)
+                now = self.clock.time()
+                if messages or now >= deadline:
+                    return messages
+                until = min(deadline, now + CROSS_PROCESS_CHECK)
+                due = await self._next_visible(queue, now)
+                if due is not None:
+                    until = min(until, due)
+                timer = self.clock.call_later(until - now, functools.partial(_wake, woken))
+                try:
+                    await woken
+                finally:
+                    timer.cancel()
+            finally:
+                _WAKEUPS.forget(key, woken)
+
+    async def _claim(self, queue: _Queue, limit: int, timeout: int) -> list[Message]:
+        now = self.clock.time()
+        token = uuid.uuid4().hex
+        redrive = queue.attributes.redrive_policy
+        dead_letter = queue.name
+        max_receives = 1 << 62
+        if redrive is not None and await self._exists(redrive.dead_letter_queue):
+            dead_letter, max_receives = redrive.dead_letter_queue, redrive.max_receive_count
+        candidates = (
+            "SELECT seq FROM queue_messages m WHERE queue = :queue AND visible <= :now"
+            " AND sent >= :expiry"
+        )
+        if queue.fifo:
+            # A group is blocked while one of its messages is in flight, or an
+            # earlier one is not yet visible: its order holds.
+            candidates += (
+                " AND NOT EXISTS (SELECT 1 FROM queue_messages x WHERE x.queue = :queue"
+                " AND x.group_id = m.group_id AND x.visible > :now"
+                " AND (x.receives > 0 OR x.seq < m.seq)) ORDER BY seq LIMIT :limit"
+            )
+        else:
+            candidates += " ORDER BY visible, seq LIMIT :limit"
+        # One statement: a candidate received too often moves to the dead-letter
+        # queue instead (SQS's redrive), the others are claimed with a new receipt.
+        moving = "receives >= :max_receives"
+        rows = await self._one(
+            "UPDATE queue_messages SET"
+            f" queue = CASE WHEN {moving} THEN :dead_letter ELSE queue END,"
+            f" source = CASE WHEN {moving} THEN queue ELSE source END,"
+            f" sent = CASE WHEN {moving} AND :fifo THEN :now ELSE sent END,"
+            f" visible = CASE WHEN {moving} THEN :now ELSE :until END,"
+            f" receipt = CASE WHEN {moving} THEN NULL ELSE :token END,"
+            f" receives = CASE WHEN {moving} THEN receives ELSE receives + 1 END,"
+            f" first_receive = CASE WHEN {moving} THEN first_receive"
+            " ELSE coalesce(first_receive, :now) END"
+            f" WHERE seq IN ({candidates})"
+            " RETURNING queue, seq, id, body, attributes, sent, receives, first_receive,"
+            " group_id, dedup_id, source",
+            {
+                "queue": queue.name,
+                "now": now,
+                "expiry": now - queue.attributes.message_retention_period,
+                "limit": limit,
+                "max_receives": max_receives,
+                "dead_letter": dead_letter,
+                "fifo": queue.fifo,
+                "until": now + timeout,
+                "token": token,
+            },
+        )
+        messages = []
+        moved = 0
+        for row in sorted(rows, key=lambda row: row[1]):
+            if row[0] != queue.name:
+                moved += 1
+                continue
+            messages.append(self._message(queue, row, token))
+        if moved:
+            log.info("%d messages of queue %s moved to %s", moved, queue.name, dead_letter)
+            _WAKEUPS.notify((self._key, dead_letter))
+        return messages
+
+    def _message(self, queue: _Queue, row: sqlite3.Row, token: str) -> Message:
+        _, seq, message_id, body, attributes, sent, receives, first, group, dedup, source = row
+        system = {
+            "SenderId": "pipelines",
+            "SentTimestamp": _ms(sent),
+            "ApproximateReceiveCount": str(receives),
+            "ApproximateFirstReceiveTimestamp": _ms(first),
+        }
+        if source is not None:
+            system["DeadLetterQueueSourceArn"] = queue_arn(source)
+        if queue.fifo:
+            system["MessageGroupId"] = group
+            system["MessageDeduplicationId"] = dedup
+            system["SequenceNumber"] = f"{seq:020d}"
+        return Message(
+            message_id,
+            _receipt(seq, token),
+            body,
+            system,
+            orjson.loads(attributes) if attributes else {},
+        )
+
+    async def _exists(self, name: str) -> bool:
+        if name in self._queues:
+            return True
+        rows = await self._one("SELECT 1 FROM queues WHERE name = ?", (name,))
+        return bool(rows)
+
+    async def _next_visible(self, queue: _Queue, now: float) -> float | None:
+        rows = await self._one(
+            "SELECT min(visible) FROM queue_messages WHERE queue = ? AND visible > ?",
+            (queue.name, now),
+        )
+        return rows[0][0] if rows else None
+
+    # -- after receiving ----------------------------------------------------
+
+    async def delete(self, queue_name: str, receipt_handle: str) -> None:
+        """DeleteMessage. A handle from an earlier receive is accepted and does
+        nothing, as SQS documents; a malformed one is ``ReceiptHandleIsInvalid``."""
+        _, failed = await self.delete_batch(queue_name, [("0", receipt_handle)])
+        if failed:
+            raise QueueError(failed[0].code, failed[0].message)
+
+    async def delete_batch(
+        self, queue_name: str, entries: Sequence[tuple[str, str]]
+    ) -> tuple[list[str], list[BatchError]]:
+        """DeleteMessageBatch: ``(id, receipt handle)`` pairs, up to 10."""
+        queue = await self._queue(queue_name)
+        _check_batch([entry_id for entry_id, _ in entries])
+        handles: list[tuple[int, str]] = []
+        deleted: list[str] = []
+        failed: list[BatchError] = []
+        for entry_id, handle in entries:
+            try:
+                handles.append(_parse_receipt(handle))
+            except QueueError as exc:
+                failed.append(BatchError(entry_id, exc.code, exc.message))
+            else:
+                deleted.append(entry_id)
+        if not handles:
+            return deleted, failed
+        pairs = ", ".join(["(?, ?)"] * len(handles))
+        now = self.clock.time()
+        # On a FIFO queue a handle expires with its visibility timeout (SQS then
+        # refuses it); on a standard queue an old handle is accepted and does nothing.
+        expiring = " AND visible > ?" if queue.fifo else " AND ? IS NOT NULL"
+        rows = await self._one(
+            "DELETE FROM queue_messages WHERE queue = ?"
+            f" AND (seq, receipt) IN (VALUES {pairs}){expiring} RETURNING seq",
+            [queue.name, *(value for pair in handles for value in pair), now],
+        )
+        if queue.fifo:
+            gone = {row[0] for row in rows}
+            valid = [entry_id for entry_id, _ in entries if entry_id in deleted]
+            deleted = []
+            for entry_id, (seq, _) in zip(valid, handles, strict=True):
+                if seq in gone:
+                    deleted.append(entry_id)
+                else:
+                    failed.append(
+                        BatchError(
+                            entry_id, "InvalidParameterValue", "the receipt handle has expired"
+                        )
+                    )
+        return deleted, failed
+
+    async def change_visibility(self, queue_name: str, receipt_handle: str, timeout: int) -> None:
+        """ChangeMessageVisibility: the message becomes visible ``timeout`` seconds from now."""
+        queue = await self._queue(queue_name)
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 <= timeout <= 43_200:
+            raise QueueError(
+                "InvalidParameterValue", "VisibilityTimeout must be 0 to 43200 seconds"
+            )
+        seq, token = _parse_receipt(receipt_handle)
+        now = self.clock.time()
+        async with self._transaction() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT visible, receipt FROM queue_messages WHERE queue = ? AND seq = ?",
+                    (queue.name, seq),
+                )
+            )
+            if not rows or rows[0][1] != token:
+                raise QueueError(
+                    "ReceiptHandleIsInvalid",
+                    "the message was deleted or received again since this receipt handle",
+                )
+            if rows[0][0] <= now:
+                raise QueueError(
+                    "MessageNotInflight", "the message's visibility timeout has already ended"
+                )
+            await db.execute(
+                "UPDATE queue_messages SET visible = ? WHERE seq = ?", (now + timeout, seq)
+            )
+        if timeout == 0:
+            _WAKEUPS.notify((self._key, queue.name))
+
+    # -- housekeeping and redrive -------------------------------------------
+
+    async def expire(self, queue_name: str) -> int:
+        """Delete messages older than the retention period, and old deduplication ids."""
+        queue = await self._queue(queue_name)
+        now = self.clock.time()
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "DELETE FROM queue_messages WHERE queue = ? AND sent < ?",
+                (queue.name, now - queue.attributes.message_retention_period),
+            )
+            await db.execute(
+                "DELETE FROM queue_dedup WHERE queue = ? AND expires <= ?", (queue.name, now)
+            )
+        return cursor.rowcount
+
+    async def move_messages(
+        self,
+        dead_letter_queue: str,
+        destination: str | None = None,
+        *,
+        rate: int = 500,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """StartMessageMoveTask, run to its end: move the messages in
+        ``dead_letter_queue`` back to the queue each came from (or to
+        ``destination``), at most ``rate`` per second. Messages in flight stay;
+        a message that fails again and returns meanwhile is not moved twice."""
+        await self._queue(dead_letter_queue)
+        if not 1 <= rate <= 500:
+            raise QueueError("InvalidParameterValue", "the move rate must be 1 to 500 per second")
+        if destination is not None:
+            await self._queue(destination)
+        now = self.clock.time()
+        rows = await self._one(
+            "SELECT seq, source FROM queue_messages WHERE queue = ? AND visible <= ? ORDER BY seq",
+            (dead_letter_queue, now),
+        )
+        if destination is None and any(source is None for _, source in rows):
+            raise QueueError(
+                "InvalidParameterValue",
+                f"some messages in {dead_letter_queue!r} were not dead-lettered from a queue:"
+                " name a destination",
+            )
+        seqs = [seq for seq, _ in rows]
+        moved = 0
+        chunk = min(rate, 100)
+        started = self.clock.time()
+        for offset in range(0, len(seqs), chunk):
+            part = seqs[offset : offset + chunk]
+            marks = ", ".join("?" * len(part))
+            moved_rows = await self._one(
+                "UPDATE queue_messages SET queue = coalesce(?, source), source = NULL,"
+                " receives = 0, first_receive = NULL, receipt = NULL, visible = ?"
+                f" WHERE queue = ? AND visible <= ? AND seq IN ({marks}) RETURNING queue",
+                [destination, self.clock.time(), dead_letter_queue, self.clock.time(), *part],
+            )
+            moved += len(moved_rows)
+            for name in {row[0] for row in moved_rows}:
+                _WAKEUPS.notify((self._key, name))
+            if progress is not None:
+                progress(moved, len(seqs))
+            # Keep to ``rate`` per second: the next chunk starts no earlier than due.
+            due = started + (offset + chunk) / rate
+            if offset + chunk < len(seqs) and due > self.clock.time():
+                await sleep(self.clock, due - self.clock.time())
+        return moved
+
+
+def _md5(body: str) -> str:
+    return hashlib.md5(body.encode()).hexdigest()
+
+
+def queue_arn(name: str) -> str:
+    return f"arn:aws:sqs:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:{name}"
+
+
+def _check_batch(ids: Sequence[str]) -> None:
+    if not ids:
+        raise QueueError("EmptyBatchRequest", "the batch has no entries")
+    if len(ids) > MAX_BATCH:
+        raise QueueError(
+            "TooManyEntriesInBatchRequest", f"a batch has at most 10 entries, not {len(ids)}"
+        )
+    for entry_id in ids:
+        if not isinstance(entry_id, str) or not _BATCH_ID.fullmatch(entry_id):
+            raise QueueError(
+                "InvalidBatchEntryId",
+                f"batch entry id {entry_id!r}: 1 to 80 letters, digits, '-' or '_'",
+            )
+    if len(set(ids)) != len(ids):
+        raise QueueError("BatchEntryIdsNotDistinct", "two batch entries have the same id")
