@@ -401,10 +401,15 @@ class _Wakeups:
                 del self.waiting[key]
 
     def notify(self, key: tuple[str, str]) -> None:
-        for future in self.waiting.pop(key, ()):
-            loop = future.get_loop()
-            with contextlib.suppress(RuntimeError):  # that loop is closed
-                loop.call_soon_threadsafe(_wake, future)
+        """Wake one poll. It passes the wake-up on when it took a full batch
+        (more may be waiting), so a send does not stampede every poll."""
+        waiters = self.waiting.get(key)
+        while waiters:
+            future = waiters.pop()
+            if not future.done():
+                with contextlib.suppress(RuntimeError):  # that loop is closed
+                    future.get_loop().call_soon_threadsafe(_wake, future)
+                    return
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -607,7 +612,7 @@ class QueueStore:
     ) -> SendResult:
         """SendMessage. Raises ``QueueError`` with SQS's code when SQS would refuse it."""
         entry = SendEntry(body, attributes or {}, delay_seconds, group_id, deduplication_id)
-        sent, failed = await self.send_batch(queue_name, [entry])
+        sent, failed = await self._send(await self._queue(queue_name), [entry])
         if failed:
             raise QueueError(failed[0].code, failed[0].message)
         return sent[0]
@@ -625,6 +630,11 @@ class QueueStore:
                 f"the batch's bodies total {total} bytes; the queue's limit is"
                 f" {queue.attributes.maximum_message_size}",
             )
+        return await self._send(queue, entries)
+
+    async def _send(
+        self, queue: _Queue, entries: Sequence[SendEntry]
+    ) -> tuple[list[SendResult], list[BatchError]]:
         now = self.clock.time()
         rows: list[tuple[SendEntry, tuple[Any, ...]]] = []
         failed: list[BatchError] = []
@@ -775,7 +785,7 @@ class QueueStore:
                 messages = await self._claim(queue, max_messages, timeout)
                 now = self.clock.time()
                 if messages or now >= deadline:
-                    return messages
+                    break
                 until = min(deadline, now + CROSS_PROCESS_CHECK)
                 due = await self._next_visible(queue, now)
                 if due is not None:
@@ -787,6 +797,9 @@ class QueueStore:
                     timer.cancel()
             finally:
                 _WAKEUPS.forget(key, woken)
+        if len(messages) == max_messages:
+            _WAKEUPS.notify(key)  # there may be more: pass the wake-up on
+        return messages
 
     async def _claim(self, queue: _Queue, limit: int, timeout: int) -> list[Message]:
         now = self.clock.time()
@@ -912,15 +925,22 @@ class QueueStore:
                 deleted.append(entry_id)
         if not handles:
             return deleted, failed
-        pairs = ", ".join(["(?, ?)"] * len(handles))
+        marks = ", ".join("?" * len(handles))
+        receipts = " ".join(["WHEN ? THEN ?"] * len(handles))
         now = self.clock.time()
         # On a FIFO queue a handle expires with its visibility timeout (SQS then
         # refuses it); on a standard queue an old handle is accepted and does nothing.
         expiring = " AND visible > ?" if queue.fifo else " AND ? IS NOT NULL"
+        # "+queue": look rows up by seq (the primary key), not by the queue's index.
         rows = await self._one(
-            "DELETE FROM queue_messages WHERE queue = ?"
-            f" AND (seq, receipt) IN (VALUES {pairs}){expiring} RETURNING seq",
-            [queue.name, *(value for pair in handles for value in pair), now],
+            f"DELETE FROM queue_messages WHERE seq IN ({marks}) AND +queue = ?"
+            f" AND receipt = CASE seq {receipts} END{expiring} RETURNING seq",
+            [
+                *(seq for seq, _ in handles),
+                queue.name,
+                *(value for pair in handles for value in pair),
+                now,
+            ],
         )
         if queue.fifo:
             gone = {row[0] for row in rows}
@@ -949,8 +969,8 @@ class QueueStore:
         async with self._transaction() as db:
             rows = list(
                 await db.execute_fetchall(
-                    "SELECT visible, receipt FROM queue_messages WHERE queue = ? AND seq = ?",
-                    (queue.name, seq),
+                    "SELECT visible, receipt FROM queue_messages WHERE seq = ? AND +queue = ?",
+                    (seq, queue.name),
                 )
             )
             if not rows or rows[0][1] != token:
@@ -1022,8 +1042,8 @@ class QueueStore:
             moved_rows = await self._one(
                 "UPDATE queue_messages SET queue = coalesce(?, source), source = NULL,"
                 " receives = 0, first_receive = NULL, receipt = NULL, visible = ?"
-                f" WHERE queue = ? AND visible <= ? AND seq IN ({marks}) RETURNING queue",
-                [destination, self.clock.time(), dead_letter_queue, self.clock.time(), *part],
+                f" WHERE seq IN ({marks}) AND +queue = ? AND visible <= ? RETURNING queue",
+                [destination, self.clock.time(), *part, dead_letter_queue, self.clock.time()],
             )
             moved += len(moved_rows)
             for name in {row[0] for row in moved_rows}:
