@@ -9,9 +9,10 @@ import os
 import signal
 import sys
 import textwrap
+from collections.abc import Callable
 from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -45,6 +46,30 @@ def read_argument(value: str) -> str:
 class _Commands(click.Group):
     """Every command: a ``PipelinesError`` is one line on stderr and exit 1, not a
     traceback (set PIPELINES_DEBUG=1, or pass run --debug, for the traceback)."""
+
+    _plugin_commands = False
+
+    def _add_plugin_commands(self) -> None:
+        if self._plugin_commands:
+            return
+        self._plugin_commands = True
+        from pipelines.pluginmanager import get_plugin_manager
+
+        built_in = dict(self.commands)
+        get_plugin_manager().hook.register_commands(cli=self)
+        self.commands.update(built_in)  # a plugin cannot replace a built-in command
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            self._add_plugin_commands()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        with contextlib.suppress(PipelinesError):  # a broken plugin says so when used
+            self._add_plugin_commands()
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -310,6 +335,38 @@ def control_socket(value: str | None) -> Path:
     if path.suffix in (".yaml", ".yml") or (path.is_file() and not path.is_socket()):
         return default_socket(load_config([path]))
     return path
+
+
+def state_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--config/-c`` and ``--state``, for commands that work on a pipeline's
+    state database (running or not); resolve them with ``state_database``."""
+    command = click.option(
+        "--state", default=None, help="The state database (default: the config's)."
+    )(command)
+    return click.option(
+        "--config",
+        "-c",
+        default=None,
+        help="The pipeline's config file (default pipeline.yaml), to find its state database.",
+    )(command)
+
+
+def state_database(config: str | None, state: str | None) -> Path:
+    """The state database ``--config``/``--state`` name."""
+    from pipelines.config import load_config
+
+    if state is not None:
+        return Path(state)
+    path = Path(config) if config is not None else Path("pipeline.yaml")
+    if config is None and not path.exists():
+        raise PipelinesError(
+            "which pipeline? give its config with --config FILE, or --state PATH"
+            " (no pipeline.yaml here)"
+        )
+    found = load_config([path]).state
+    if found is None:
+        raise PipelinesError(f"{path} has no state database (state: false)")
+    return found
 
 
 CONTROL_OPTION = click.option(

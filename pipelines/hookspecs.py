@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    import click
+
     from pipelines.targets import TargetType
 
 hookspec = pluggy.HookspecMarker("pipelines")
@@ -41,4 +43,22 @@ def register_targets(register: Callable[[TargetType], None]) -> None:
     plugins.
 
     Must return None; what counts is the calls to ``register``.
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add commands to the ``pipelines`` command line.
+
+    Called once per process, the first time the command line meets a command
+    name it does not have built in (or lists its commands for ``--help``).
+    ``cli`` is the top-level ``click.Group``: add to it with ``@cli.command()``,
+    ``@cli.group()`` or ``cli.add_command``. Prefer one group named after the
+    plugin (``pipelines queue ...``); a name already taken is not replaced.
+    Keep each command a thin layer over a public function of the plugin, and
+    raise ``PipelinesError`` for what the user must fix: it is printed as one
+    line. ``pipelines.cli.state_options`` gives a command ``--config`` and
+    ``--state`` to find a pipeline's state database.
+
+    Must return None; what counts is the commands added to ``cli``.
     """

@@ -13,6 +13,7 @@ import asyncio
 import difflib
 from abc import ABC, abstractmethod
 from collections.abc import Coroutine, Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -72,6 +73,12 @@ class TargetServices(Protocol):
 
     def resource(self, name: str) -> Target:
         """Another target resource by name (a destination); raises ``ResourceNotFoundError``."""
+        ...
+
+    @property
+    def state_path(self) -> Path | None:
+        """The runtime's state database (SQLite), for targets that keep durable
+        state there (queues, topics); None when the runtime has none."""
         ...
 
 

@@ -1,0 +1,28 @@
+"""The built-in ``queue`` plugin: durable queues with SQS's semantics.
+
+``store.QueueStore`` is the queue API (and the client the CLI uses);
+``target.QueueType`` makes a queue a rule target or a dead-letter target;
+``cli`` adds ``pipelines queue ...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from pipelines.hookspecs import hookimpl
+from pipelines.targets import TargetType
+from plugins.queue.target import QueueType
+
+
+@hookimpl
+def register_targets(register: Callable[[TargetType], None]) -> None:
+    register(QueueType())
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    from plugins.queue.cli import queue_group
+
+    cli.add_command(queue_group)
