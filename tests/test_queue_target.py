@@ -1,0 +1,203 @@
+"""The queue target in a running bus, and ``pipelines queue`` on the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.errors import ConfigError
+from pipelines.runtime import Runtime
+from plugins.queue.store import QueueStore
+
+from .helpers import pipelines_command
+from .recorder import plugin_manager
+
+ENTRY = {"Source": "shop", "DetailType": "order", "Detail": '{"order": 7, "customer": "ann"}'}
+
+
+async def received(path: Path, queue: str, count: int = 10) -> list[Any]:
+    async with await QueueStore.open(path) as store:
+        return await store.receive(queue, count)
+
+
+async def test_matched_events_become_messages(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    runtime = Runtime(state_path=state, plugins=plugin_manager())
+    runtime.add_resource("orders", "queue", {"visibility_timeout": 60})
+    bus = runtime.bus()
+    bus.put_rule("r", pattern={"source": ["shop"]})
+    await bus.put_targets(
+        "r",
+        [
+            {"id": "whole", "resource": "orders"},
+        ],
+    )
+    runtime.add_resource("details", "queue", {})
+    bus.put_rule("d", pattern={"source": ["shop"]})
+    await bus.put_targets("d", [{"id": "detail", "resource": "details", "input_path": "$.detail"}])
+    async with runtime:
+        await runtime.put_events([ENTRY, ENTRY])
+        await runtime.wait_until_idle()
+    messages = await received(state, "orders")
+    assert len(messages) == 2
+    event = json.loads(messages[0].body)
+    assert event["source"] == "shop"
+    assert event["detail"] == {"order": 7, "customer": "ann"}
+    [first, _] = await received(state, "details")
+    assert json.loads(first.body) == {"order": 7, "customer": "ann"}
+    async with await QueueStore.open(state) as store:
+        assert (await store.get_attributes("orders")).visibility_timeout == 60
+
+
+async def test_a_queue_as_dead_letter_target_carries_the_error_attributes(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    runtime = Runtime(state_path=state, plugins=plugin_manager())
+    runtime.add_resource("broken", "recorder", {"fail": -1, "retryable": False})
+    runtime.add_resource("dlq", "queue", {})
+    bus = runtime.bus()
+    bus.put_rule("r", pattern={"source": ["shop"]})
+    await bus.put_targets("r", [{"id": "t", "resource": "broken", "dead_letter": "dlq"}])
+    async with runtime:
+        await runtime.put_events([ENTRY])
+        await runtime.wait_until_idle()
+    [dead] = await received(state, "dlq")
+    assert json.loads(dead.body)["detail"]["order"] == 7
+    attributes = {name: value["StringValue"] for name, value in dead.message_attributes.items()}
+    assert attributes["RULE_NAME"] == "r"
+    assert attributes["TARGET_ID"] == "t"
+    assert attributes["RETRY_ATTEMPTS"] == "0"
+    assert "ERROR_CODE" in attributes
+    assert "EXHAUSTED_RETRY_CONDITION" not in attributes  # not retryable: none exhausted
+
+
+async def test_fifo_target_groups_by_jmespath_and_stores_an_event_once(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    runtime = Runtime(state_path=state, plugins=plugin_manager())
+    runtime.add_resource("orders.fifo", "queue", {"message_group_id_jmespath": "detail.customer"})
+    bus = runtime.bus()
+    bus.put_rule("r", pattern={"source": ["shop"]})
+    await bus.put_targets("r", [{"id": "t", "resource": "orders.fifo"}])
+    bob = dict(ENTRY, Detail='{"order": 8, "customer": "bob"}')
+    async with runtime:
+        await runtime.put_events([ENTRY, bob, ENTRY])
+        await runtime.wait_until_idle()
+        target = runtime.resource("orders.fifo")
+        # The same event delivered again (a retry) is deduplicated by its id.
+        event = {"id": "fixed-id", "detail": {"customer": "ann"}}
+        from pipelines.targets import DeliveryContext
+
+        context = DeliveryContext("r", "t", event)
+        first = await target.deliver(event, context)
+        again = await target.deliver(event, context)
+        assert first == again
+    messages = await received(state, "orders.fifo")
+    groups = [m.attributes["MessageGroupId"] for m in messages]
+    assert sorted(groups) == ["ann", "ann", "ann", "bob"]
+
+
+@pytest.mark.parametrize(
+    ("name", "settings", "message"),
+    [
+        ("q", {"visibility_timeout": -1}, "visibility_timeout"),
+        ("q", {"visibilty_timeout": 5}, "did you mean 'visibility_timeout'"),
+        ("q.fifo", {}, "needs message_group_id"),
+        ("q", {"message_group_id": "g"}, "for FIFO queues"),
+        ("q.fifo", {"message_group_id_jmespath": "detail.["}, "message_group_id_jmespath"),
+        ("bad name", {}, "queue name"),
+    ],
+)
+def test_queue_settings_are_checked(name: str, settings: dict[str, Any], message: str) -> None:
+    runtime = Runtime(plugins=plugin_manager())
+    with pytest.raises(ConfigError) as caught:
+        runtime.add_resource(name, "queue", settings)
+    assert message in str(caught.value)
+
+
+async def test_a_queue_needs_a_state_database() -> None:
+    runtime = Runtime(plugins=plugin_manager())
+    runtime.add_resource("q", "queue", {})
+    with pytest.raises(Exception, match="state database"):
+        await runtime.start()
+    await runtime.stop()
+
+
+# -- the command line ----------------------------------------------------------
+
+
+def queue_cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [*pipelines_command(), "queue", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def lines(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_queue_commands_against_a_config_state_database(tmp_path: Path) -> None:
+    (tmp_path / "pipeline.yaml").write_text("state: data/state.db\n")
+    policy = '{"dead_letter_queue": "dead", "max_receive_count": 1}'
+    queue_cli("create", "dead", cwd=tmp_path)
+    created = lines(
+        queue_cli(
+            "create",
+            "work",
+            "-a",
+            "visibility_timeout=0",
+            "-a",
+            f"redrive_policy={policy}",
+            cwd=tmp_path,
+        )
+    )
+    assert created[0]["Attributes"]["redrive_policy"]["max_receive_count"] == 1
+    assert (tmp_path / "data" / "state.db").exists()
+    sent = lines(queue_cli("send", "work", "one", "two", "-a", "kind=test", cwd=tmp_path))
+    assert [answer["Id"] for answer in sent] == ["0", "1"]
+    first = lines(queue_cli("receive", "work", "-n", "10", cwd=tmp_path))
+    assert sorted(m["Body"] for m in first) == ["one", "two"]
+    assert first[0]["MessageAttributes"]["kind"]["StringValue"] == "test"
+    # received once already: the next receive moves both to the dead-letter queue
+    assert lines(queue_cli("receive", "work", "-n", "10", cwd=tmp_path)) == []
+    stats = lines(queue_cli("stats", "dead", cwd=tmp_path))[0]
+    assert stats["ApproximateNumberOfMessages"] == 2
+    assert lines(queue_cli("redrive", "dead", cwd=tmp_path)) == [{"QueueName": "dead", "Moved": 2}]
+    consumed = lines(queue_cli("receive", "work", "-n", "10", "--delete", cwd=tmp_path))
+    assert len(consumed) == 2
+    assert lines(queue_cli("stats", "work", cwd=tmp_path))[0]["ApproximateNumberOfMessages"] == 0
+    queue_cli("send", "work", "three", cwd=tmp_path)
+    assert lines(queue_cli("purge", "work", cwd=tmp_path)) == [{"QueueName": "work", "Purged": 1}]
+    assert queue_cli("list", cwd=tmp_path).stdout.split() == ["dead", "work"]
+
+
+def test_queue_command_errors_are_one_line(tmp_path: Path) -> None:
+    result = queue_cli(
+        "send", "nope", "x", "--state", str(tmp_path / "s.db"), cwd=tmp_path, check=False
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: QueueDoesNotExist: queue 'nope' does not exist"
+    lost = queue_cli("list", cwd=tmp_path, check=False)
+    assert lost.returncode == 1
+    assert "--config" in lost.stderr
+    assert "Traceback" not in lost.stderr
+
+
+def test_send_reports_each_failed_entry(tmp_path: Path) -> None:
+    state = str(tmp_path / "s.db")
+    queue_cli("create", "q", "--state", state, cwd=tmp_path)
+    result = queue_cli("send", "q", "ok", "bad \x01", "--state", state, cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    answers = lines(result)
+    assert answers[0]["Id"] == "0"
+    assert "MessageId" in answers[0]
+    assert answers[1]["Code"] == "InvalidMessageContents"
