@@ -313,6 +313,7 @@ async def build_runtime(
                 problems.append(config.at((*path, "type"), f"resources.{name}.type: {exc.message}"))
             else:
                 problems.append(_problem(config, path, f"target {name}", exc))
+    problems += _resource_references(runtime, config)
     for bus in config.buses:
         try:
             runtime.create_bus(bus)
@@ -390,6 +391,22 @@ async def _add_rule(
             await bus.put_targets(name, [target])
         except ConfigError as exc:
             problems.append(_problem(config, where, f"{prefix} targets[0]", exc))
+    return problems
+
+
+def _resource_references(runtime: Runtime, config: PipelineConfig) -> list[Problem]:
+    """Resources named in other resources' settings (destinations, subscriptions)."""
+    problems = []
+    for name in runtime.resource_names():
+        for where, referenced in runtime.resource(name).references():
+            if referenced in config.resources:
+                continue
+            path: Path_ = ("resources", name, *where)
+            close = difflib.get_close_matches(referenced, list(config.resources), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(
+                config.at(path, f"{label(path)}: no resource named {referenced!r}{hint}")
+            )
     return problems
 
 

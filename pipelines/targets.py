@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -101,6 +101,12 @@ class Target(ABC):
 
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Release it. Called once, after the last ``deliver`` has returned."""
+
+    def references(self) -> Iterable[tuple[tuple[str | int, ...], str]]:
+        """The other resources its settings name, each as (path within its
+        settings, name): ``pipelines validate`` reports a name that is not
+        declared at that path, with its line and column."""
+        return ()
 
     @abstractmethod
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:

@@ -316,6 +316,13 @@ class FunctionTarget(Target):
             self._threads.shutdown(wait=False, cancel_futures=True)
             self._threads = None
 
+    def references(self) -> list[tuple[tuple[str | int, ...], str]]:
+        invoke = self.async_invoke
+        if invoke is None:
+            return []
+        named = [("on_success", invoke.on_success), ("on_failure", invoke.on_failure)]
+        return [(("async_invoke", key), name) for key, name in named if name is not None]
+
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         if self.async_invoke is None:
             return await self.invoke(payload, context)

@@ -104,7 +104,7 @@ async def test_fifo_target_groups_by_jmespath_and_stores_an_event_once(tmp_path:
     [
         ("q", {"visibility_timeout": -1}, "visibility_timeout"),
         ("q", {"visibilty_timeout": 5}, "did you mean 'visibility_timeout'"),
-        ("q.fifo", {}, "needs message_group_id"),
+        ("q.fifo", {"message_group_id": "g", "message_group_id_jmespath": "a"}, "not both"),
         ("q", {"message_group_id": "g"}, "for FIFO queues"),
         ("q.fifo", {"message_group_id_jmespath": "detail.["}, "message_group_id_jmespath"),
         ("bad name", {}, "queue name"),

@@ -7,8 +7,9 @@ Settings are the queue's attributes (``visibility_timeout``, ``delay_seconds``,
 
 - ``queue``: the queue's name, when it differs from the resource's (a FIFO
   queue's name ends in ``.fifo``);
-- ``message_group_id`` or ``message_group_id_jmespath`` (FIFO only, one is
-  required): a fixed group id, or a JMESPath expression over the event;
+- ``message_group_id`` or ``message_group_id_jmespath`` (FIFO only): a
+  fixed group id, or a JMESPath expression over the event. A FIFO queue
+  subscribed to a FIFO topic takes the publish's group id instead.
 
 The body is the payload: a string as it is, anything else as JSON. As a
 dead-letter target, the bus's error attributes (``RULE_NAME``,
@@ -152,8 +153,9 @@ class QueueTarget(Target):
         attributes = {name: str(value) for name, value in context.attributes.items()}
         group_id = dedup_id = None
         if self.queue.endswith(FIFO_SUFFIX):
-            group_id = self._group_id(context.event)
-            dedup_id = _deduplication_id(context)
+            # From a FIFO topic: the publish's group and deduplication ids.
+            group_id = context.extra.get("MessageGroupId") or self._group_id(context.event)
+            dedup_id = context.extra.get("MessageDeduplicationId") or _deduplication_id(context)
         try:
             result = await self.store.send(
                 self.queue, body, attributes, group_id=group_id, deduplication_id=dedup_id
@@ -166,7 +168,13 @@ class QueueTarget(Target):
 
     def _group_id(self, event: Mapping[str, Any]) -> str:
         if self.group_expression is None:
-            assert self.group_id is not None
+            if self.group_id is None:
+                raise DeliveryError(
+                    "MissingParameter",
+                    f"queue {self.queue} is FIFO: give its target message_group_id or"
+                    " message_group_id_jmespath",
+                    retryable=False,
+                )
             return self.group_id
         found = self.group_expression.search(event)
         if isinstance(found, bool) or not isinstance(found, str | int | float) or found == "":
@@ -205,10 +213,8 @@ class QueueType(TargetType):
         fifo = queue.endswith(FIFO_SUFFIX)
         if (group_id is not None or expression is not None) and not fifo:
             raise ConfigError(where, "message_group_id is for FIFO queues (names ending .fifo)")
-        if fifo and (group_id is None) == (expression is None):
-            raise ConfigError(
-                where, "a FIFO queue target needs message_group_id or message_group_id_jmespath"
-            )
+        if group_id is not None and expression is not None:
+            raise ConfigError(where, "give message_group_id or message_group_id_jmespath, not both")
         if group_id is not None and (not isinstance(group_id, str) or not group_id):
             raise ConfigError(f"{where}.message_group_id", "must be a non-empty string")
         compiled = None

@@ -1,0 +1,146 @@
+"""``pipelines topic ...``: a config's topics on the command line.
+
+Topics are declared in a pipeline's config. ``list`` shows them with their
+subscriptions; ``publish`` publishes one message through a topic, in this
+process, against the pipeline's state database (running or not): queue
+subscribers get it in their queue, function subscribers are called here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Coroutine, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipelines.clock import Clock, SystemClock
+from pipelines.config import load_config
+from pipelines.errors import DeliveryError, PipelinesError
+from pipelines.event import new_event_id
+from pipelines.pluginmanager import target_types
+from pipelines.targets import DeliveryContext, Target
+from plugins.topic.target import TopicTarget, _typed
+
+
+def declared_topics(config_file: str | Path) -> dict[str, dict[str, Any]]:
+    """The topic resources a config declares, by resource name, as declared."""
+    config = load_config([config_file])
+    return {
+        name: dict(declared)
+        for name, declared in config.resources.items()
+        if declared.get("type") == "topic"
+    }
+
+
+class _Services:
+    """What the targets of a one-off publish need from a runtime."""
+
+    def __init__(self, state_path: Path | None, resources: Mapping[str, Target]) -> None:
+        self.clock: Clock = SystemClock()
+        self.state_path = state_path
+        self._resources = resources
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def resource(self, name: str) -> Target:
+        return self._resources[name]
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def publish(
+    config_file: str | Path,
+    topic: str,
+    message: str,
+    attributes: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Publish ``message`` through topic resource ``topic`` of a config, with
+    the resources it delivers to (and only those), on the config's state
+    database. Returns the MessageId and the subscriptions it matched."""
+    config = load_config([config_file])
+    types = target_types()
+    needed = [topic]
+    resources: dict[str, Target] = {}
+    while needed:
+        name = needed.pop()
+        if name in resources:
+            continue
+        declared = config.resources.get(name)
+        if declared is None:
+            raise PipelinesError(f"{config_file}: no resource named {name!r}")
+        settings = {k: v for k, v in declared.items() if k != "type"}
+        resources[name] = types[str(declared.get("type"))].create(name, settings)
+        needed.extend(referenced for _, referenced in resources[name].references())
+    target = resources[topic]
+    if not isinstance(target, TopicTarget):
+        raise PipelinesError(f"{config_file}: resource {topic!r} is not a topic")
+    services = _Services(config.state, resources)
+    started: list[Target] = []
+    try:
+        for resource in resources.values():
+            await resource.start(services)
+            started.append(resource)
+        typed = {}
+        for name, value in (attributes or {}).items():
+            found = _typed(value)
+            if found is not None:
+                typed[name] = found
+        event = {"id": new_event_id(), "source": "pipelines.topic.publish"}
+        context = DeliveryContext("publish", "cli", event)
+        try:
+            message_id = await target.publish(message, typed, context)
+        except DeliveryError as exc:
+            raise PipelinesError(f"topic {topic}: {exc.message}") from None
+        return {"MessageId": message_id, "Subscriptions": target.matching(message, typed)}
+    finally:
+        for resource in reversed(started):
+            await resource.drain(10)
+            await resource.stop()
+        await services.close()
+
+
+@click.group("topic")
+def topic_group() -> None:
+    """SNS-style topics declared in a pipeline's config."""
+
+
+CONFIG_OPTION = click.option(
+    "--config", "-c", default="pipeline.yaml", show_default=True, help="The pipeline's config."
+)
+
+
+@topic_group.command("list")
+@CONFIG_OPTION
+def list_command(config: str) -> None:
+    """List the topics and their subscriptions, as JSON lines."""
+    for name, declared in declared_topics(config).items():
+        subscriptions = [dict(s) for s in declared.get("subscriptions") or []]
+        click.echo(
+            json.dumps({"Topic": declared.get("topic", name), "Subscriptions": subscriptions})
+        )
+
+
+@topic_group.command("publish")
+@click.argument("topic")
+@click.argument("message")
+@click.option(
+    "--attribute", "-a", "attributes", multiple=True, help="KEY=VALUE (JSON values typed)."
+)
+@CONFIG_OPTION
+def publish_command(topic: str, message: str, attributes: tuple[str, ...], config: str) -> None:
+    """Publish MESSAGE through TOPIC (a resource of the config); print its MessageId."""
+    from plugins.queue.cli import parse_pairs
+
+    given = parse_pairs(attributes, "--attribute")
+    click.echo(json.dumps(asyncio.run(publish(config, topic, message, given))))

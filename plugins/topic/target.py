@@ -1,0 +1,455 @@
+"""The ``topic`` target type: SNS-style fan-out to subscriptions.
+
+Each payload delivered to a topic is published as one SNS message and handed
+to every subscription whose filter policy matches it. A subscription names
+any target resource (a queue, a function, another topic...); it receives
+SNS's JSON envelope, or with ``raw_message_delivery`` the message itself
+(its attributes then travel as the delivery's message attributes).
+
+Delivery to subscriptions happens inside the topic's own delivery, so it
+rides on the rule's retry policy and its durable retry state: when a
+subscription fails with a retryable error, the topic's delivery fails and
+the bus retries it later; subscriptions already served are skipped on the
+retry (the topic remembers, per message, which are done). A subscription
+with its own ``dead_letter`` gets the envelope with ``ErrorCode`` and
+``ErrorMessage`` attributes once it fails without retry, or after its
+``maximum_retry_attempts``. Messages keep their ``MessageId`` across retries.
+
+Settings:
+
+- ``topic``: the topic's name (default: the resource's); a FIFO topic's
+  ends in ``.fifo`` and its subscribers must be FIFO queues;
+- ``subject``: SNS's Subject;
+- ``message_attributes``: ``{name: JMESPath over the event}``; a string
+  value becomes a ``String`` attribute, a number ``Number``, a list
+  ``String.Array``; a missing value no attribute;
+- ``message_group_id`` or ``message_group_id_jmespath`` (FIFO topics);
+- ``subscriptions``: a list of ``{id, resource, filter_policy,
+  filter_policy_scope, raw_message_delivery, dead_letter,
+  maximum_retry_attempts}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jmespath
+import jmespath.exceptions
+import orjson
+
+from pipelines.errors import ConfigError, DeliveryError, PipelinesError
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_time_ms
+from pipelines.targets import (
+    DeliveryContext,
+    Target,
+    TargetServices,
+    TargetType,
+    check_keys,
+    number_setting,
+)
+from plugins.topic.filterpolicy import ATTRIBUTES_SCOPE, FilterPolicy
+
+FIFO_SUFFIX = ".fifo"
+SETTINGS = {
+    "topic",
+    "subject",
+    "message_attributes",
+    "message_group_id",
+    "message_group_id_jmespath",
+    "subscriptions",
+}
+SUBSCRIPTION_SETTINGS = {
+    "id",
+    "resource",
+    "filter_policy",
+    "filter_policy_scope",
+    "raw_message_delivery",
+    "dead_letter",
+    "maximum_retry_attempts",
+}
+# Messages whose fan-out is unfinished, remembered for their retries (the
+# oldest are forgotten beyond this: their retry then serves everyone again).
+REMEMBERED = 100_000
+_MESSAGE_IDS = uuid.UUID("6f1c1bb6-3b0e-4d55-9a43-1c8a4de7a2f1")
+_TOPIC_NAME = "[A-Za-z0-9_-]{1,256}"
+
+
+def topic_arn(name: str) -> str:
+    return f"arn:aws:sns:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    id: str
+    resource: str
+    policy: FilterPolicy | None
+    raw: bool
+    dead_letter: str | None
+    maximum_retry_attempts: int | None
+
+    @classmethod
+    def parse(cls, where: str, declared: Any) -> Subscription:
+        if not isinstance(declared, Mapping):
+            raise ConfigError(where, "a subscription is a mapping with 'id' and 'resource'")
+        check_keys(where, declared, SUBSCRIPTION_SETTINGS)
+        sub_id = declared.get("id")
+        resource = declared.get("resource")
+        if not isinstance(sub_id, str) or not sub_id:
+            raise ConfigError(f"{where}.id", "is required: a name for the subscription")
+        if not isinstance(resource, str) or not resource:
+            raise ConfigError(f"{where}.resource", "is required: the resource to deliver to")
+        policy = None
+        if "filter_policy" in declared:
+            scope = declared.get("filter_policy_scope", ATTRIBUTES_SCOPE)
+            policy = FilterPolicy.compile(where, declared["filter_policy"], scope)
+        elif "filter_policy_scope" in declared:
+            raise ConfigError(f"{where}.filter_policy_scope", "is given without a filter_policy")
+        raw = declared.get("raw_message_delivery", False)
+        if not isinstance(raw, bool):
+            raise ConfigError(f"{where}.raw_message_delivery", "must be true or false")
+        dead_letter = declared.get("dead_letter")
+        if dead_letter is not None and (not isinstance(dead_letter, str) or not dead_letter):
+            raise ConfigError(f"{where}.dead_letter", "must name a resource")
+        attempts = None
+        if "maximum_retry_attempts" in declared:
+            attempts = int(
+                number_setting(where, declared, "maximum_retry_attempts", 0, 0, 185, integer=True)
+            )
+        return cls(sub_id, resource, policy, raw, dead_letter, attempts)
+
+
+class TopicTarget(Target):
+    concurrency = 16
+
+    def __init__(
+        self,
+        name: str,
+        topic: str,
+        subject: str | None,
+        attributes: dict[str, jmespath.parser.ParsedResult],
+        group_id: str | None,
+        group_expression: jmespath.parser.ParsedResult | None,
+        subscriptions: list[Subscription],
+    ) -> None:
+        self.name = name
+        self.topic = topic
+        self.arn = topic_arn(topic)
+        self.subject = subject
+        self.attribute_expressions = attributes
+        self.group_id = group_id
+        self.group_expression = group_expression
+        self.subscriptions = subscriptions
+        self.services: TargetServices | None = None
+        #: MessageId -> subscription id -> failed attempts so far; ``None`` once served.
+        self._progress: collections.OrderedDict[str, dict[str, int | None]] = (
+            collections.OrderedDict()
+        )
+        self.published = 0
+        self.filtered_out = 0
+        self.dead_lettered = 0
+
+    @property
+    def fifo(self) -> bool:
+        return self.topic.endswith(FIFO_SUFFIX)
+
+    def references(self) -> list[tuple[tuple[str | int, ...], str]]:
+        found: list[tuple[tuple[str | int, ...], str]] = []
+        for index, subscription in enumerate(self.subscriptions):
+            found.append((("subscriptions", index, "resource"), subscription.resource))
+            if subscription.dead_letter is not None:
+                found.append((("subscriptions", index, "dead_letter"), subscription.dead_letter))
+        return found
+
+    async def start(self, services: TargetServices) -> None:
+        self.services = services
+        for subscription in self.subscriptions:
+            resource = services.resource(subscription.resource)
+            if self.fifo and not str(getattr(resource, "queue", "")).endswith(FIFO_SUFFIX):
+                raise PipelinesError(
+                    f"topic {self.topic}: subscription {subscription.id} delivers to"
+                    f" {subscription.resource}, but a FIFO topic delivers only to FIFO queues"
+                )
+
+    async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
+        message = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
+        return await self.publish(message, self._attributes(context), context)
+
+    def matching(self, message: str, attributes: Mapping[str, Mapping[str, str]]) -> list[str]:
+        """The ids of the subscriptions whose filter policy lets this message through."""
+        return [
+            s.id
+            for s in self.subscriptions
+            if s.policy is None or s.policy.matches(message, attributes)
+        ]
+
+    async def publish(
+        self, message: str, attributes: dict[str, dict[str, str]], context: DeliveryContext
+    ) -> str:
+        """Publish: hand the message to each matching subscription; return its MessageId.
+
+        Raises a retryable ``DeliveryError`` when a subscription failed and
+        has no dead letter yet; the same ``context`` again serves only those."""
+        assert self.services is not None, "deliver before start"
+        message_id = str(uuid.uuid5(_MESSAGE_IDS, _delivery_key(context)))
+        progress = self._progress.get(message_id)
+        if progress is None:
+            matched = self.matching(message, attributes)
+            progress = self._progress[message_id] = dict.fromkeys(matched, 0)
+            self.published += 1
+            self.filtered_out += len(self.subscriptions) - len(progress)
+            while len(self._progress) > REMEMBERED:
+                self._progress.popitem(last=False)
+        envelope = self._envelope(message_id, message, attributes)
+        extra = self._fifo_ids(context, message_id) if self.fifo else None
+        pending = [s for s in self.subscriptions if progress.get(s.id) is not None]
+        async with asyncio.TaskGroup() as group:
+            for subscription in pending:
+                group.create_task(
+                    self._serve(
+                        subscription, progress, envelope, message, attributes, context, extra
+                    )
+                )
+        failed = [s.id for s in self.subscriptions if progress.get(s.id) is not None]
+        if failed:
+            raise DeliveryError(
+                "SubscriptionDeliveryFailed",
+                f"topic {self.topic}: subscriptions {', '.join(failed)} failed; retried later",
+                retryable=True,
+            )
+        self._progress.pop(message_id, None)
+        return message_id
+
+    async def _serve(
+        self,
+        subscription: Subscription,
+        progress: dict[str, int | None],
+        envelope: dict[str, Any],
+        message: str,
+        attributes: dict[str, dict[str, str]],
+        context: DeliveryContext,
+        extra: dict[str, str] | None,
+    ) -> None:
+        assert self.services is not None
+        attempts = (progress[subscription.id] or 0) + 1
+        delivered: Any = message if subscription.raw else envelope
+        passed = {name: a["Value"] for name, a in attributes.items()} if subscription.raw else {}
+        sub_context = DeliveryContext(
+            context.rule_name,
+            f"{self.topic}/{subscription.id}",
+            context.event,
+            attempts,
+            attributes=passed,
+            extra=extra,
+        )
+        try:
+            await self.services.resource(subscription.resource).deliver(delivered, sub_context)
+        except Exception as exc:
+            error = (
+                exc
+                if isinstance(exc, DeliveryError)
+                else DeliveryError(type(exc).__name__, str(exc), retryable=True)
+            )
+            limit = subscription.maximum_retry_attempts
+            exhausted = limit is not None and attempts > limit
+            if subscription.dead_letter is not None and (not error.retryable or exhausted):
+                await self._dead_letter(subscription, envelope, error, sub_context)
+                progress[subscription.id] = None
+            else:
+                progress[subscription.id] = attempts
+            return
+        progress[subscription.id] = None
+
+    async def _dead_letter(
+        self,
+        subscription: Subscription,
+        envelope: dict[str, Any],
+        error: DeliveryError,
+        context: DeliveryContext,
+    ) -> None:
+        assert self.services is not None and subscription.dead_letter is not None
+        attributes = {
+            "ErrorCode": error.code,
+            "ErrorMessage": error.message,
+            "TopicArn": self.arn,
+            "SubscriptionId": subscription.id,
+        }
+        dead = DeliveryContext(
+            context.rule_name,
+            context.target_id,
+            context.event,
+            1,
+            attributes=attributes,
+            extra=context.extra,
+        )
+        # A failing dead-letter resource fails this delivery: the bus retries it.
+        await self.services.resource(subscription.dead_letter).deliver(envelope, dead)
+        self.dead_lettered += 1
+
+    def _attributes(self, context: DeliveryContext) -> dict[str, dict[str, str]]:
+        attributes: dict[str, dict[str, str]] = {}
+        for name, expression in self.attribute_expressions.items():
+            value = expression.search(context.event)
+            typed = _typed(value)
+            if typed is not None:
+                attributes[name] = typed
+        for name, value in context.attributes.items():  # a dead letter's error attributes
+            attributes[name] = {"Type": "String", "Value": str(value)}
+        return attributes
+
+    def _envelope(
+        self, message_id: str, message: str, attributes: dict[str, dict[str, str]]
+    ) -> dict[str, Any]:
+        assert self.services is not None
+        envelope: dict[str, Any] = {
+            "Type": "Notification",
+            "MessageId": message_id,
+            "TopicArn": self.arn,
+        }
+        if self.subject is not None:
+            envelope["Subject"] = self.subject
+        envelope["Message"] = message
+        envelope["Timestamp"] = format_time_ms(self.services.clock.time())
+        if attributes:
+            envelope["MessageAttributes"] = attributes
+        return envelope
+
+    def _fifo_ids(self, context: DeliveryContext, message_id: str) -> dict[str, str]:
+        if self.group_expression is not None:
+            found = self.group_expression.search(context.event)
+            if isinstance(found, bool) or not isinstance(found, str | int | float) or found == "":
+                raise DeliveryError(
+                    "InvalidMessageGroupId",
+                    f"message_group_id_jmespath gave {found!r} for this event, not a string",
+                    retryable=False,
+                )
+            group = str(found)
+        else:
+            assert self.group_id is not None
+            group = self.group_id
+        dedup = hashlib.sha256(message_id.encode()).hexdigest()
+        return {"MessageGroupId": group, "MessageDeduplicationId": dedup}
+
+
+def _delivery_key(context: DeliveryContext) -> str:
+    key = f"{context.event.get('id')}/{context.rule_name}/{context.target_id}"
+    return key + "/dead-letter" if context.attributes else key
+
+
+def _typed(value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return {"Type": "String", "Value": "true" if value else "false"}
+    if isinstance(value, int | float):
+        return {"Type": "Number", "Value": json.dumps(value)}
+    if isinstance(value, list):
+        return {"Type": "String.Array", "Value": json.dumps(value)}
+    if isinstance(value, str):
+        return {"Type": "String", "Value": value} if value else None
+    return {"Type": "String", "Value": json.dumps(value)}
+
+
+SETTINGS_SCHEMA: dict[str, Any] = {
+    "properties": {
+        "topic": {"type": "string", "description": "the topic's name (default: the resource's)"},
+        "subject": {"type": "string"},
+        "message_attributes": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "description": "JMESPath over the event"},
+        },
+        "message_group_id": {"type": "string"},
+        "message_group_id_jmespath": {"type": "string"},
+        "subscriptions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "resource": {"type": "string"},
+                    "filter_policy": {"type": "object"},
+                    "filter_policy_scope": {"enum": ["MessageAttributes", "MessageBody"]},
+                    "raw_message_delivery": {"type": "boolean"},
+                    "dead_letter": {"type": "string"},
+                    "maximum_retry_attempts": {"type": "integer", "minimum": 0, "maximum": 185},
+                },
+                "required": ["id", "resource"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    "required": ["subscriptions"],
+}
+
+
+class TopicType(TargetType):
+    name = "topic"
+    description = "SNS-style fan-out: subscriptions with filter policies, raw or enveloped"
+    settings_schema = SETTINGS_SCHEMA
+
+    def create(self, name: str, config: Mapping[str, Any]) -> TopicTarget:
+        where = f"target {name}"
+        check_keys(where, config, SETTINGS)
+        topic = config.get("topic", name)
+        stem = (
+            topic[: -len(FIFO_SUFFIX)]
+            if isinstance(topic, str) and topic.endswith(FIFO_SUFFIX)
+            else topic
+        )
+        if not isinstance(stem, str) or not re.fullmatch(_TOPIC_NAME, stem):
+            raise ConfigError(
+                f"{where}.topic", f"topic name {topic!r}: letters, digits, '-' and '_' (and .fifo)"
+            )
+        subject = config.get("subject")
+        if subject is not None and not isinstance(subject, str):
+            raise ConfigError(f"{where}.subject", "must be a string")
+        expressions = {}
+        declared_attributes = config.get("message_attributes") or {}
+        if not isinstance(declared_attributes, Mapping):
+            raise ConfigError(f"{where}.message_attributes", "must map names to JMESPath")
+        for attribute, text in declared_attributes.items():
+            expressions[str(attribute)] = _compile(f"{where}.message_attributes.{attribute}", text)
+        group_id = config.get("message_group_id")
+        group_text = config.get("message_group_id_jmespath")
+        fifo = topic.endswith(FIFO_SUFFIX)
+        if not fifo and (group_id is not None or group_text is not None):
+            raise ConfigError(where, "message_group_id is for FIFO topics (names ending .fifo)")
+        if fifo and (group_id is None) == (group_text is None):
+            raise ConfigError(
+                where, "a FIFO topic needs message_group_id or message_group_id_jmespath"
+            )
+        group_expression = (
+            None
+            if group_text is None
+            else _compile(f"{where}.message_group_id_jmespath", group_text)
+        )
+        declared = config.get("subscriptions")
+        if not isinstance(declared, list):
+            raise ConfigError(f"{where}.subscriptions", "is required: a list of subscriptions")
+        subscriptions = [
+            Subscription.parse(f"{where}.subscriptions[{index}]", item)
+            for index, item in enumerate(declared)
+        ]
+        ids = [s.id for s in subscriptions]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ConfigError(f"{where}.subscriptions", f"id {duplicates[0]!r} is given twice")
+        return TopicTarget(
+            name, topic, subject, expressions, group_id, group_expression, subscriptions
+        )
+
+
+def _compile(where: str, text: Any) -> jmespath.parser.ParsedResult:
+    if not isinstance(text, str):
+        raise ConfigError(where, "must be a JMESPath expression")
+    try:
+        return jmespath.compile(text)
+    except jmespath.exceptions.JMESPathError as exc:
+        raise ConfigError(where, str(exc)) from None
