@@ -28,6 +28,8 @@ timer to timer (retries, schedules) until ``run_for`` seconds have passed.
 Resources that are not mocked run for real. Resources absent from ``expect``
 are not checked. An item that is a mapping with ``pattern`` or ``equals``
 (and optionally ``attributes``) is a matcher; anything else is an exact payload.
+A pattern is matched against the payload, or against the JSON a string
+payload holds (a queue message's body).
 """
 
 from __future__ import annotations
@@ -381,6 +383,11 @@ def _matcher(name: str, index: int, item: Any, at: Any) -> tuple[str, Any]:
             text = f"pattern {_show(item['pattern'])}"
 
             def payload_matches(payload: Any) -> bool:
+                if isinstance(payload, str):  # a JSON message body (a queue's, raw)
+                    try:
+                        payload = json.loads(payload)
+                    except ValueError:
+                        return False
                 return isinstance(payload, dict) and pattern.matches(payload)
         else:
             wanted = item["equals"]

@@ -90,3 +90,57 @@ def test_orders_yaml_pipeline_runs_from_the_cli(tmp_path: Path) -> None:
     assert failed["order"] == "o-2"
     assert failed["ERROR_CODE"] == "CardDeclined" and failed["RETRY_ATTEMPTS"] == "0"
     assert (tmp_path / "state.db").exists()
+
+
+def test_fanout_pipeline_filters_per_subscription_and_redrives(tmp_path: Path) -> None:
+    fanout = ROOT / "examples" / "fanout"
+    config = str(fanout / "pipeline.yaml")
+    env = {**os.environ, "PIPELINES_STATE": str(tmp_path / "state.db")}
+
+    def pipelines(*args: str) -> list[dict[str, object]]:
+        done = subprocess.run(
+            [*pipelines_command(), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+    pipelines("run", config, "--input", str(fanout / "events.jsonl"))
+
+    def bodies(queue: str, *options: str) -> list[dict[str, object]]:
+        return pipelines("queue", "receive", queue, "-c", config, "-n", "10", *options)
+
+    big = bodies("big-orders", "--visibility-timeout", "0")
+    # raw delivery: the body is the order event; its attributes travel along
+    assert sorted(json.loads(str(m["Body"]))["detail"]["order"] for m in big) == ["o-1", "o-3"]
+    assert {m["MessageAttributes"]["country"]["StringValue"] for m in big} == {"DE", "US"}  # type: ignore[index]
+    envelopes = [json.loads(str(m["Body"])) for m in bodies("eu-orders", "--delete")]
+    assert {e["Type"] for e in envelopes} == {"Notification"}
+    assert all(e["TopicArn"].endswith(":orders") for e in envelopes)
+    orders = sorted(json.loads(e["Message"])["detail"]["order"] for e in envelopes)
+    assert orders == ["o-1", "o-4"]  # shipped to DE and FR
+    [refund] = bodies("refunds", "--delete")
+    assert json.loads(json.loads(str(refund["Body"]))["Message"])["detail-type"] == "OrderRefunded"
+
+    # A consumer that never deletes: after three receives the messages move to the DLQ.
+    bodies("big-orders", "--visibility-timeout", "0")
+    bodies("big-orders", "--visibility-timeout", "0")
+    assert bodies("big-orders") == []
+    [stats] = pipelines("queue", "stats", "big-orders-dlq", "-c", config)
+    assert stats["ApproximateNumberOfMessages"] == 2
+    assert pipelines("queue", "redrive", "big-orders-dlq", "-c", config) == [
+        {"QueueName": "big-orders-dlq", "Moved": 2}
+    ]
+    assert len(bodies("big-orders", "--delete")) == 2
+
+    # Publishing through the topic from the command line, the pipeline stopped.
+    [published] = pipelines(
+        "topic", "publish", "orders", '{"order": "o-9"}', "-a", "total=500", "-c", config
+    )
+    assert published["Subscriptions"] == ["big"]
+    [direct] = bodies("big-orders", "--delete")
+    assert json.loads(str(direct["Body"])) == {"order": "o-9"}
