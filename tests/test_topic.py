@@ -1,0 +1,230 @@
+"""Topics: filter policies, envelopes, per-subscription dead letters and retries, FIFO."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.clock import ManualClock
+from pipelines.config import check
+from pipelines.errors import ConfigError
+from pipelines.runtime import Runtime
+from plugins.queue.store import QueueStore
+from plugins.topic.filterpolicy import FilterPolicy
+
+from .recorder import plugin_manager
+
+ENTRY = {"Source": "shop", "DetailType": "order", "Detail": '{"order": 7, "total": 150}'}
+
+
+def policy(text: dict[str, Any], scope: str = "MessageAttributes") -> FilterPolicy:
+    return FilterPolicy.compile("sub", text, scope)
+
+
+def attrs(**values: tuple[str, str]) -> dict[str, dict[str, str]]:
+    return {name: {"Type": kind, "Value": value} for name, (kind, value) in values.items()}
+
+
+# -- filter policies -----------------------------------------------------------
+
+
+def test_attribute_policies_match_typed_attributes() -> None:
+    numeric = policy({"price": [{"numeric": [">", 100]}]})
+    assert numeric.matches("m", attrs(price=("Number", "3.015e2")))
+    assert not numeric.matches("m", attrs(price=("Number", "99")))
+    # numeric matching applies to Number attributes only
+    assert not numeric.matches("m", attrs(price=("String", "300")))
+    colours = policy({"colour": ["red", {"prefix": "bl"}]})
+    assert colours.matches("m", attrs(colour=("String.Array", '["green", "blue"]')))
+    assert not colours.matches("m", attrs(colour=("String.Array", '["green"]')))
+    assert not colours.matches("m", attrs(colour=("Binary", "cmVk")))
+
+
+def test_exists_false_needs_at_least_one_attribute() -> None:
+    absent = policy({"store": [{"exists": False}]})
+    assert absent.matches("m", attrs(other=("String", "x")))
+    assert not absent.matches("m", {})
+    assert not absent.matches("m", attrs(store=("String", "x")))
+
+
+def test_body_policies_match_the_json_message() -> None:
+    body = policy({"detail": {"total": [{"numeric": [">=", 100]}]}}, "MessageBody")
+    assert body.matches('{"detail": {"total": 150}}', {})
+    assert not body.matches('{"detail": {"total": 50}}', {})
+    assert not body.matches("not json", {})
+
+
+@pytest.mark.parametrize(
+    ("declared", "scope", "message"),
+    [
+        ({k: ["x"] for k in "abcdef"}, "MessageAttributes", "at most 5"),
+        ({"a": [str(n) for n in range(151)]}, "MessageAttributes", "combinations"),
+        ({"a": {"b": ["x"]}}, "MessageAttributes", "cannot nest"),
+        ({"a": ["x"]}, "Headers", "MessageAttributes or MessageBody"),
+        ({"a": [{"numeric": [">", "x"]}]}, "MessageAttributes", "numeric"),
+        ({}, "MessageAttributes", "non-empty"),
+    ],
+)
+def test_filter_policy_limits(declared: dict[str, Any], scope: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        FilterPolicy.compile("sub", declared, scope)
+    assert message in str(caught.value)
+
+
+# -- the topic in a running bus ------------------------------------------------
+
+
+def topic_runtime(tmp_path: Path, subscriptions: list[dict[str, Any]], **topic: Any) -> Runtime:
+    runtime = Runtime(
+        state_path=tmp_path / "state.db", plugins=plugin_manager(), clock=ManualClock(), seed=1
+    )
+    runtime.add_resource("orders", "topic", {"subscriptions": subscriptions, **topic})
+    return runtime
+
+
+async def rule_to_topic(runtime: Runtime, **target: Any) -> None:
+    bus = runtime.bus()
+    bus.put_rule("r", pattern={"source": ["shop"]})
+    await bus.put_targets("r", [{"id": "t", "resource": "orders", **target}])
+
+
+async def test_fan_out_with_envelope_raw_delivery_and_filters(tmp_path: Path) -> None:
+    runtime = topic_runtime(
+        tmp_path,
+        [
+            {"id": "all", "resource": "everything"},
+            {"id": "raw", "resource": "raw", "raw_message_delivery": True},
+            {"id": "big", "resource": "big", "filter_policy": {"total": [{"numeric": [">", 200]}]}},
+        ],
+        subject="new order",
+        message_attributes={"total": "detail.total", "missing": "detail.nothing"},
+    )
+    for name in ("everything", "raw", "big"):
+        runtime.add_resource(name, "recorder", {})
+    await rule_to_topic(runtime, input_path="$.detail")
+    async with runtime:
+        await runtime.put_events([ENTRY])
+        await runtime.wait_until_idle()
+        [enveloped] = runtime.resource("everything").received  # type: ignore[attr-defined]
+        [raw] = runtime.resource("raw").received  # type: ignore[attr-defined]
+        assert runtime.resource("big").received == []  # type: ignore[attr-defined]
+    envelope = enveloped.payload
+    assert envelope["Type"] == "Notification"
+    assert envelope["Subject"] == "new order"
+    assert envelope["TopicArn"] == "arn:aws:sns:local:000000000000:orders"
+    assert json.loads(envelope["Message"]) == {"order": 7, "total": 150}
+    assert envelope["MessageAttributes"] == {"total": {"Type": "Number", "Value": "150"}}
+    assert envelope["Timestamp"].endswith("Z")
+    assert raw.payload == '{"order":7,"total":150}'
+    assert dict(raw.context.attributes) == {"total": "150"}
+
+
+async def test_a_failing_subscription_is_retried_alone_then_dead_lettered(tmp_path: Path) -> None:
+    runtime = topic_runtime(
+        tmp_path,
+        [
+            {"id": "ok", "resource": "ok"},
+            {
+                "id": "flaky",
+                "resource": "flaky",
+                "dead_letter": "dead",
+                "maximum_retry_attempts": 2,
+            },
+        ],
+    )
+    runtime.add_resource("ok", "recorder", {})
+    runtime.add_resource("flaky", "recorder", {"fail": -1})
+    runtime.add_resource("dead", "queue", {})
+    await rule_to_topic(runtime)
+    clock = runtime.clock
+    assert isinstance(clock, ManualClock)
+    async with runtime:
+        await runtime.put_events([ENTRY])
+        await runtime.wait_until_idle()
+        await clock.advance(60, quiet=runtime.wait_until_idle)
+        ok = runtime.resource("ok").received  # type: ignore[attr-defined]
+        flaky = runtime.resource("flaky").attempts  # type: ignore[attr-defined]
+    assert len(ok) == 1  # served once, not again on the topic's retries
+    assert len(flaky) == 3  # the first attempt and two retries
+    async with await QueueStore.open(tmp_path / "state.db", runtime.clock) as store:
+        [dead] = await store.receive("dead")
+    envelope = json.loads(dead.body)
+    assert envelope["Type"] == "Notification"
+    assert json.loads(envelope["Message"])["detail"]["order"] == 7
+    codes = {name: value["StringValue"] for name, value in dead.message_attributes.items()}
+    assert codes["SubscriptionId"] == "flaky"
+    assert codes["TopicArn"].endswith(":orders")
+    assert "ErrorCode" in codes
+    assert "ErrorMessage" in codes
+
+
+async def test_fifo_topic_delivers_in_group_order_to_fifo_queues(tmp_path: Path) -> None:
+    runtime = topic_runtime(
+        tmp_path,
+        [{"id": "q", "resource": "orders.fifo"}],
+        topic="orders.fifo",
+        message_group_id_jmespath="detail.customer",
+    )
+    runtime.add_resource("orders.fifo", "queue", {})
+    await rule_to_topic(runtime, input_path="$.detail")
+    entries = [
+        dict(ENTRY, Detail=json.dumps({"order": n, "customer": "ann" if n % 2 else "bob"}))
+        for n in range(6)
+    ]
+    async with runtime:
+        for entry in entries:  # one at a time: the order they are published in
+            await runtime.put_events([entry])
+            await runtime.wait_until_idle()
+    async with await QueueStore.open(tmp_path / "state.db", runtime.clock) as store:
+        messages = await store.receive("orders.fifo", 10)
+    groups: dict[str, list[int]] = {}
+    for message in messages:
+        order = json.loads(json.loads(message.body)["Message"])["order"]
+        groups.setdefault(message.attributes["MessageGroupId"], []).append(order)
+    assert groups == {"ann": [1, 3, 5], "bob": [0, 2, 4]}
+
+
+async def test_a_fifo_topic_refuses_a_standard_subscriber(tmp_path: Path) -> None:
+    runtime = topic_runtime(
+        tmp_path,
+        [{"id": "q", "resource": "plain"}],
+        topic="orders.fifo",
+        message_group_id="g",
+    )
+    runtime.add_resource("plain", "queue", {})
+    with pytest.raises(Exception, match="only to FIFO queues"):
+        await runtime.start()
+    await runtime.stop()
+
+
+async def test_validate_reports_a_dangling_subscription_with_its_position(tmp_path: Path) -> None:
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        textwrap.dedent(
+            """\
+            resources:
+              orders:
+                type: topic
+                subscriptions:
+                  - id: a
+                    resource: shiping
+              refunds:
+                type: topic
+                subscriptions:
+                  - {id: b, resource: shipping, filter_policy: {total: [{numeric: [">", x]}]}}
+              shipping: {type: queue}
+            """
+        )
+    )
+    problems = [str(problem) for problem in await check([config])]
+    assert any(
+        p.startswith(f"{config}:6:") and "no resource named 'shiping'" in p and "shipping" in p
+        for p in problems
+    ), problems
+    assert any(
+        p.startswith(f"{config}:10:") and "subscriptions[0].filter_policy" in p for p in problems
+    ), problems
