@@ -86,10 +86,23 @@ def test_orders_yaml_pipeline_runs_from_the_cli(tmp_path: Path) -> None:
         ("o-1", 1),
         ("o-3", 2),
     ]
-    (failed,) = by_step["failed-charge"]
-    assert failed["order"] == "o-2"
-    assert failed["ERROR_CODE"] == "CardDeclined" and failed["RETRY_ATTEMPTS"] == "0"
-    assert (tmp_path / "state.db").exists()
+    assert "failed-charge" not in by_step  # dead letters go to a queue
+    dead = subprocess.run(
+        [*pipelines_command(), "queue", "receive", "failed-charges", "-n", "10", "--delete"],
+        cwd=orders,
+        env={**os.environ, "PIPELINES_STATE": str(tmp_path / "state.db")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert dead.returncode == 0, dead.stderr
+    (failed,) = [json.loads(line) for line in dead.stdout.splitlines()]
+    assert json.loads(failed["Body"])["detail"]["order"] == "o-2"
+    attributes = {k: v["StringValue"] for k, v in failed["MessageAttributes"].items()}
+    assert attributes["ERROR_CODE"] == "CardDeclined"
+    assert attributes["RETRY_ATTEMPTS"] == "0"
+    assert attributes["RULE_NAME"] == "charge-all"
 
 
 def test_fanout_pipeline_filters_per_subscription_and_redrives(tmp_path: Path) -> None:

@@ -37,8 +37,3 @@ async def charge(order: dict[str, Any]) -> None:
     if number == "o-3" and _attempts[number] == 1:
         raise DeliveryError("ServiceUnavailable", "payments is down", retryable=True)
     _say(step="charge", order=number, attempt=_attempts[number])
-
-
-async def failed_charge(event: dict[str, Any], context: Any) -> None:
-    """The dead-letter target: the original event and EventBridge's attributes."""
-    _say(step="failed-charge", order=event["detail"]["order"], **context.attributes)
