@@ -483,13 +483,17 @@ class QueueStore:
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            await self._connection.execute("BEGIN IMMEDIATE")
             try:
+                await self._connection.execute("BEGIN IMMEDIATE")
                 yield self._connection
+                await self._connection.execute("COMMIT")
             except BaseException:
-                await self._connection.execute("ROLLBACK")
+                # Also when cancelled while BEGIN or COMMIT was under way: the
+                # connection's thread runs statements in order, so this ROLLBACK
+                # comes after them and leaves no transaction open.
+                with contextlib.suppress(sqlite3.Error):
+                    await asyncio.shield(self._connection.execute("ROLLBACK"))
                 raise
-            await self._connection.execute("COMMIT")
 
     async def _one(
         self, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = ()

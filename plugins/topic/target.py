@@ -35,6 +35,7 @@ import asyncio
 import collections
 import hashlib
 import json
+import logging
 import re
 import uuid
 from collections.abc import Mapping
@@ -57,6 +58,7 @@ from pipelines.targets import (
 )
 from plugins.topic.filterpolicy import ATTRIBUTES_SCOPE, FilterPolicy
 
+log = logging.getLogger("plugins.topic")
 FIFO_SUFFIX = ".fifo"
 SETTINGS = {
     "topic",
@@ -259,11 +261,20 @@ class TopicTarget(Target):
             )
             limit = subscription.maximum_retry_attempts
             exhausted = limit is not None and attempts > limit
+            progress[subscription.id] = attempts
             if subscription.dead_letter is not None and (not error.retryable or exhausted):
-                await self._dead_letter(subscription, envelope, error, sub_context)
-                progress[subscription.id] = None
-            else:
-                progress[subscription.id] = attempts
+                try:
+                    await self._dead_letter(subscription, envelope, error, sub_context)
+                except Exception as dead_error:  # the bus retries the topic's delivery
+                    log.error(
+                        "topic %s: dead-letter %s of subscription %s failed: %s",
+                        self.topic,
+                        subscription.dead_letter,
+                        subscription.id,
+                        dead_error,
+                    )
+                else:
+                    progress[subscription.id] = None
             return
         progress[subscription.id] = None
 
