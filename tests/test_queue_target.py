@@ -201,3 +201,19 @@ def test_send_reports_each_failed_entry(tmp_path: Path) -> None:
     assert answers[0]["Id"] == "0"
     assert "MessageId" in answers[0]
     assert answers[1]["Code"] == "InvalidMessageContents"
+
+
+async def test_empty_dead_letter_attributes_are_left_out(tmp_path: Path) -> None:
+    from pipelines.targets import DeliveryContext
+
+    state = tmp_path / "state.db"
+    runtime = Runtime(state_path=state, plugins=plugin_manager())
+    runtime.add_resource("dlq", "queue", {})
+    async with runtime:
+        attributes = {"ERROR_CODE": "TimeoutError", "ERROR_MESSAGE": ""}
+        context = DeliveryContext("r", "t", {"id": "e"}, attributes=attributes)
+        await runtime.resource("dlq").deliver({"id": "e"}, context)
+    [dead] = await received(state, "dlq")
+    assert dead.message_attributes == {
+        "ERROR_CODE": {"DataType": "String", "StringValue": "TimeoutError"}
+    }

@@ -228,3 +228,45 @@ async def test_validate_reports_a_dangling_subscription_with_its_position(tmp_pa
     assert any(
         p.startswith(f"{config}:10:") and "subscriptions[0].filter_policy" in p for p in problems
     ), problems
+
+
+async def test_two_subscriptions_dead_lettering_to_one_fifo_queue_keep_both(
+    tmp_path: Path,
+) -> None:
+    runtime = topic_runtime(
+        tmp_path,
+        [
+            {"id": "a", "resource": "a.fifo", "dead_letter": "dlq.fifo"},
+            {"id": "b", "resource": "b.fifo", "dead_letter": "dlq.fifo"},
+        ],
+        topic="orders.fifo",
+        message_group_id="g",
+    )
+    for name in ("a.fifo", "b.fifo"):  # each refuses the message for good
+        runtime.add_resource(name, "queue", {"maximum_message_size": 1024})
+    runtime.add_resource("dlq.fifo", "queue", {})
+    await rule_to_topic(runtime, input_transformer={"input_template": '"' + "x" * 2000 + '"'})
+    async with runtime:
+        await runtime.put_events([ENTRY])
+        await runtime.wait_until_idle()
+    async with await QueueStore.open(tmp_path / "state.db", runtime.clock) as store:
+        dead = await store.receive("dlq.fifo", 10)
+    assert sorted(m.message_attributes["SubscriptionId"]["StringValue"] for m in dead) == ["a", "b"]
+
+
+async def test_a_permanent_subscription_error_without_dead_letter_is_not_retried(
+    tmp_path: Path,
+) -> None:
+    runtime = topic_runtime(tmp_path, [{"id": "s", "resource": "refuses"}])
+    runtime.add_resource("refuses", "recorder", {"fail": -1, "retryable": False})
+    runtime.add_resource("rule-dlq", "recorder", {})
+    await rule_to_topic(runtime, dead_letter="rule-dlq")
+    async with runtime:
+        await runtime.put_events([ENTRY])
+        await runtime.wait_until_idle()
+        [dead] = runtime.resource("rule-dlq").received  # type: ignore[attr-defined]
+        attempts = runtime.resource("refuses").attempts  # type: ignore[attr-defined]
+    assert len(attempts) == 1
+    # the rule's dead letter names the subscription's own error, not a generic one
+    assert dead.context.attributes["ERROR_CODE"] != "SubscriptionDeliveryFailed"
+    assert "EXHAUSTED_RETRY_CONDITION" not in dead.context.attributes

@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS queue_dedup (
 FIFO_SUFFIX = ".fifo"
 DEDUP_WINDOW = 300.0
 PURGE_INTERVAL = 60.0
+EXPIRE_INTERVAL = 60.0
 MAX_BATCH = 10
 MAX_ATTRIBUTES = 10
 MAX_WAIT = 20
@@ -443,6 +444,7 @@ class QueueStore:
         self._connection = connection
         self._lock = asyncio.Lock()
         self._queues: dict[str, _Queue] = {}
+        self._expired: dict[str, float] = {}
         self._key = str(path.resolve())
 
     @classmethod
@@ -786,7 +788,7 @@ class QueueStore:
             # Listen before looking, so a send in between is not missed.
             woken = _WAKEUPS.wait(key)
             try:
-                messages = await self._claim(queue, max_messages, timeout)
+                messages = await self._claim_or_release(queue, max_messages, timeout)
                 now = self.clock.time()
                 if messages or now >= deadline:
                     break
@@ -801,17 +803,46 @@ class QueueStore:
                     timer.cancel()
             finally:
                 _WAKEUPS.forget(key, woken)
-        if len(messages) == max_messages:
+        if messages:
             _WAKEUPS.notify(key)  # there may be more: pass the wake-up on
         return messages
 
-    async def _claim(self, queue: _Queue, limit: int, timeout: int) -> list[Message]:
-        now = self.clock.time()
+    async def _claim_or_release(self, queue: _Queue, limit: int, timeout: int) -> list[Message]:
+        """Claim messages; if the caller is cancelled meanwhile, the claim (which
+        goes on in SQLite's thread) is undone, so no receive is used up unseen."""
+        await self._expire_now_and_then(queue)
         token = uuid.uuid4().hex
+        claim = asyncio.ensure_future(self._claim(queue, limit, timeout, token))
+        try:
+            return await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            taken = await claim
+            if taken:
+                await asyncio.shield(self._release(queue, token))
+            raise
+
+    async def _release(self, queue: _Queue, token: str) -> None:
+        await self._one(
+            "UPDATE queue_messages SET visible = ?, receives = receives - 1, receipt = NULL"
+            " WHERE queue = ? AND receipt = ?",
+            (self.clock.time(), queue.name, token),
+        )
+        _WAKEUPS.notify((self._key, queue.name))
+
+    async def _expire_now_and_then(self, queue: _Queue) -> None:
+        """Retention also for queues no pipeline runs a target for: at most once
+        a minute, a receive deletes what is past it."""
+        now = self.clock.time()
+        if now - self._expired.get(queue.name, -math.inf) >= EXPIRE_INTERVAL:
+            self._expired[queue.name] = now
+            await self.expire(queue.name)
+
+    async def _claim(self, queue: _Queue, limit: int, timeout: int, token: str) -> list[Message]:
+        now = self.clock.time()
         redrive = queue.attributes.redrive_policy
         dead_letter = queue.name
         max_receives = 1 << 62
-        if redrive is not None and await self._exists(redrive.dead_letter_queue):
+        if redrive is not None:
             dead_letter, max_receives = redrive.dead_letter_queue, redrive.max_receive_count
         candidates = (
             "SELECT seq FROM queue_messages m WHERE queue = :queue AND visible <= :now"
@@ -821,7 +852,8 @@ class QueueStore:
             # A group is blocked while one of its messages is in flight, or an
             # earlier one is not yet visible: its order holds.
             candidates += (
-                " AND NOT EXISTS (SELECT 1 FROM queue_messages x WHERE x.queue = :queue"
+                " AND NOT EXISTS (SELECT 1 FROM queue_messages x INDEXED BY queue_messages_group"
+                " WHERE x.queue = :queue"
                 " AND x.group_id = m.group_id AND x.visible > :now"
                 " AND (x.receives > 0 OR x.seq < m.seq)) ORDER BY seq LIMIT :limit"
             )
@@ -829,7 +861,11 @@ class QueueStore:
             candidates += " ORDER BY visible, seq LIMIT :limit"
         # One statement: a candidate received too often moves to the dead-letter
         # queue instead (SQS's redrive), the others are claimed with a new receipt.
-        moving = "receives >= :max_receives"
+        # (Only to a dead-letter queue that exists: a message moved elsewhere is lost.)
+        moving = (
+            "(receives >= :max_receives"
+            " AND EXISTS (SELECT 1 FROM queues WHERE name = :dead_letter))"
+        )
         rows = await self._one(
             "UPDATE queue_messages SET"
             f" queue = CASE WHEN {moving} THEN :dead_letter ELSE queue END,"
@@ -888,12 +924,6 @@ class QueueStore:
             system,
             orjson.loads(attributes) if attributes else {},
         )
-
-    async def _exists(self, name: str) -> bool:
-        if name in self._queues:
-            return True
-        rows = await self._one("SELECT 1 FROM queues WHERE name = ?", (name,))
-        return bool(rows)
 
     async def _next_visible(self, queue: _Queue, now: float) -> float | None:
         rows = await self._one(
@@ -1018,8 +1048,9 @@ class QueueStore:
     ) -> int:
         """StartMessageMoveTask, run to its end: move the messages in
         ``dead_letter_queue`` back to the queue each came from (or to
-        ``destination``), at most ``rate`` per second. Messages in flight stay;
-        a message that fails again and returns meanwhile is not moved twice."""
+        ``destination``), at most ``rate`` per second. Messages in flight stay,
+        and so do those whose source queue no longer exists; a message that
+        fails again and returns meanwhile is not moved twice."""
         await self._queue(dead_letter_queue)
         if not 1 <= rate <= 500:
             raise QueueError("InvalidParameterValue", "the move rate must be 1 to 500 per second")
@@ -1046,8 +1077,17 @@ class QueueStore:
             moved_rows = await self._one(
                 "UPDATE queue_messages SET queue = coalesce(?, source), source = NULL,"
                 " receives = 0, first_receive = NULL, receipt = NULL, visible = ?"
-                f" WHERE seq IN ({marks}) AND +queue = ? AND visible <= ? RETURNING queue",
-                [destination, self.clock.time(), *part, dead_letter_queue, self.clock.time()],
+                f" WHERE seq IN ({marks}) AND +queue = ? AND visible <= ?"
+                " AND EXISTS (SELECT 1 FROM queues WHERE name = coalesce(?, source))"
+                " RETURNING queue",
+                [
+                    destination,
+                    self.clock.time(),
+                    *part,
+                    dead_letter_queue,
+                    self.clock.time(),
+                    destination,
+                ],
             )
             moved += len(moved_rows)
             for name in {row[0] for row in moved_rows}:

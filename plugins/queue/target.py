@@ -150,7 +150,8 @@ class QueueTarget(Target):
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         assert self.store is not None, "deliver before start"
         body = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
-        attributes = {name: str(value) for name, value in context.attributes.items()}
+        # SQS stores no empty attribute (an exception's message may be empty).
+        attributes = {name: str(v) for name, v in context.attributes.items() if str(v)}
         group_id = dedup_id = None
         if self.queue.endswith(FIFO_SUFFIX):
             # From a FIFO topic: the publish's group and deduplication ids.

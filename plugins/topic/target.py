@@ -210,29 +210,57 @@ class TopicTarget(Target):
             while len(self._progress) > REMEMBERED:
                 self._progress.popitem(last=False)
         envelope = self._envelope(message_id, message, attributes)
-        extra = self._fifo_ids(context, message_id) if self.fifo else None
+        group_id = self._group_id(context) if self.fifo else None
         pending = [s for s in self.subscriptions if progress.get(s.id) is not None]
+        errors: dict[str, DeliveryError] = {}
         async with asyncio.TaskGroup() as group:
             for subscription in pending:
+                extra = None
+                if group_id is not None:
+                    extra = _fifo_ids(group_id, f"{message_id}/{subscription.id}")
                 group.create_task(
                     self._serve(
-                        subscription, progress, envelope, message, attributes, context, extra
+                        subscription,
+                        progress,
+                        errors,
+                        envelope,
+                        message,
+                        attributes,
+                        context,
+                        extra,
                     )
                 )
         failed = [s.id for s in self.subscriptions if progress.get(s.id) is not None]
-        if failed:
-            raise DeliveryError(
-                "SubscriptionDeliveryFailed",
-                f"topic {self.topic}: subscriptions {', '.join(failed)} failed; retried later",
-                retryable=True,
-            )
-        self._progress.pop(message_id, None)
-        return message_id
+        if not failed:
+            self._progress.pop(message_id, None)
+            return message_id
+        # Retry only if one of them may still get through.
+        retry = any(
+            errors[s.id].retryable and not self._exhausted(s, progress[s.id])
+            for s in self.subscriptions
+            if s.id in failed and s.id in errors
+        )
+        first = errors.get(failed[0])
+        if not retry:
+            self._progress.pop(message_id, None)
+        raise DeliveryError(
+            first.code if first is not None and not retry else "SubscriptionDeliveryFailed",
+            f"topic {self.topic}: subscription {failed[0]} failed"
+            + (f": {first.message}" if first is not None else "")
+            + ("; retried later" if retry else ""),
+            retryable=retry,
+        )
+
+    @staticmethod
+    def _exhausted(subscription: Subscription, attempts: int | None) -> bool:
+        limit = subscription.maximum_retry_attempts
+        return limit is not None and (attempts or 0) > limit
 
     async def _serve(
         self,
         subscription: Subscription,
         progress: dict[str, int | None],
+        errors: dict[str, DeliveryError],
         envelope: dict[str, Any],
         message: str,
         attributes: dict[str, dict[str, str]],
@@ -259,8 +287,8 @@ class TopicTarget(Target):
                 if isinstance(exc, DeliveryError)
                 else DeliveryError(type(exc).__name__, str(exc), retryable=True)
             )
-            limit = subscription.maximum_retry_attempts
-            exhausted = limit is not None and attempts > limit
+            errors[subscription.id] = error
+            exhausted = self._exhausted(subscription, attempts)
             progress[subscription.id] = attempts
             if subscription.dead_letter is not None and (not error.retryable or exhausted):
                 try:
@@ -288,17 +316,21 @@ class TopicTarget(Target):
         assert self.services is not None and subscription.dead_letter is not None
         attributes = {
             "ErrorCode": error.code,
-            "ErrorMessage": error.message,
+            "ErrorMessage": error.message or error.code,
             "TopicArn": self.arn,
             "SubscriptionId": subscription.id,
         }
+        extra = None
+        if context.extra:  # its own deduplication id: a FIFO queue keeps every dead letter
+            key = f"{envelope['MessageId']}/{subscription.id}/dead-letter"
+            extra = _fifo_ids(context.extra["MessageGroupId"], key)
         dead = DeliveryContext(
             context.rule_name,
             context.target_id,
             context.event,
             1,
             attributes=attributes,
-            extra=context.extra,
+            extra=extra,
         )
         # A failing dead-letter resource fails this delivery: the bus retries it.
         await self.services.resource(subscription.dead_letter).deliver(envelope, dead)
@@ -332,21 +364,25 @@ class TopicTarget(Target):
             envelope["MessageAttributes"] = attributes
         return envelope
 
-    def _fifo_ids(self, context: DeliveryContext, message_id: str) -> dict[str, str]:
-        if self.group_expression is not None:
-            found = self.group_expression.search(context.event)
-            if isinstance(found, bool) or not isinstance(found, str | int | float) or found == "":
-                raise DeliveryError(
-                    "InvalidMessageGroupId",
-                    f"message_group_id_jmespath gave {found!r} for this event, not a string",
-                    retryable=False,
-                )
-            group = str(found)
-        else:
+    def _group_id(self, context: DeliveryContext) -> str:
+        if self.group_expression is None:
             assert self.group_id is not None
-            group = self.group_id
-        dedup = hashlib.sha256(message_id.encode()).hexdigest()
-        return {"MessageGroupId": group, "MessageDeduplicationId": dedup}
+            return self.group_id
+        found = self.group_expression.search(context.event)
+        if isinstance(found, bool) or not isinstance(found, str | int | float) or found == "":
+            raise DeliveryError(
+                "InvalidMessageGroupId",
+                f"message_group_id_jmespath gave {found!r} for this event, not a string",
+                retryable=False,
+            )
+        return str(found)
+
+
+def _fifo_ids(group_id: str, key: str) -> dict[str, str]:
+    """A FIFO delivery's group id, and a deduplication id that stays the same
+    when the bus retries it."""
+    dedup = hashlib.sha256(key.encode()).hexdigest()
+    return {"MessageGroupId": group_id, "MessageDeduplicationId": dedup}
 
 
 def _delivery_key(context: DeliveryContext) -> str:
