@@ -812,13 +812,12 @@ class QueueStore:
         goes on in SQLite's thread) is undone, so no receive is used up unseen."""
         await self._expire_now_and_then(queue)
         token = uuid.uuid4().hex
-        claim = asyncio.ensure_future(self._claim(queue, limit, timeout, token))
         try:
-            return await asyncio.shield(claim)
+            return await self._claim(queue, limit, timeout, token)
         except asyncio.CancelledError:
-            taken = await claim
-            if taken:
-                await asyncio.shield(self._release(queue, token))
+            # The connection's thread runs statements in order: this comes
+            # after the claim, whether or not the claim has run yet.
+            await asyncio.shield(self._release(queue, token))
             raise
 
     async def _release(self, queue: _Queue, token: str) -> None:
