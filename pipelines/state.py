@@ -45,6 +45,41 @@ CREATE TABLE IF NOT EXISTS schedule_marks (
 """
 
 
+async def connect(path: Path, schema: str, *, autocommit: bool = False) -> aiosqlite.Connection:
+    """A connection to the state database at ``path`` (created with its
+    directory if need be), in WAL mode, with ``schema`` applied. Every part of
+    the runtime that keeps state opens it this way; ``StateError`` says what
+    is wrong, in a line a user can act on."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(
+            f"state database {path}: cannot create its directory: {exc.strerror};"
+            " point state at a writable place"
+        ) from None
+    connection = None
+    try:
+        if autocommit:
+            connection = await aiosqlite.connect(path, isolation_level=None)
+        else:
+            connection = await aiosqlite.connect(path)
+        # WAL + NORMAL: a committed transaction survives a process crash (the
+        # WAL is in the OS's hands); only power loss can drop the last commits.
+        await connection.execute("PRAGMA journal_mode=WAL")
+        await connection.execute("PRAGMA synchronous=NORMAL")
+        await connection.execute("PRAGMA busy_timeout=10000")
+        await connection.executescript(schema)
+        await connection.commit()
+    except sqlite3.Error as exc:
+        if connection is not None:
+            await connection.close()
+        raise StateError(
+            f"state database {path}: {exc}; point state at another file,"
+            " or move this one away if it is not a pipelines database"
+        ) from None
+    return connection
+
+
 @dataclass(frozen=True, slots=True)
 class ScheduleMark:
     """What the scheduler remembers of a scheduled rule across restarts.
@@ -88,31 +123,7 @@ class StateDB:
     async def open(cls, path: str | Path) -> StateDB:
         """Open (or create) the database; ``StateError`` says what is wrong with it."""
         path = Path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StateError(
-                f"state database {path}: cannot create its directory: {exc.strerror};"
-                " point state at a writable place"
-            ) from None
-        connection = None
-        try:
-            connection = await aiosqlite.connect(path)
-            # WAL + NORMAL: a committed transaction survives a process crash (the
-            # WAL is in the OS's hands); only power loss can drop the last commits.
-            await connection.execute("PRAGMA journal_mode=WAL")
-            await connection.execute("PRAGMA synchronous=NORMAL")
-            await connection.execute("PRAGMA busy_timeout=5000")
-            await connection.executescript(SCHEMA)
-            await connection.commit()
-        except sqlite3.Error as exc:
-            if connection is not None:
-                await connection.close()
-            raise StateError(
-                f"state database {path}: {exc}; point state at another file,"
-                " or move this one away if it is not a pipelines database"
-            ) from None
-        return cls(path, connection)
+        return cls(path, await connect(path, SCHEMA))
 
     async def close(self) -> None:
         await self.connection.close()

@@ -35,8 +35,9 @@ import aiosqlite
 import orjson
 
 from pipelines.clock import Clock, SystemClock, sleep
-from pipelines.errors import QueueError, StateError
+from pipelines.errors import QueueError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
+from pipelines.state import connect
 
 log = logging.getLogger("plugins.queue")
 
@@ -450,25 +451,7 @@ class QueueStore:
     @classmethod
     async def open(cls, path: str | Path, clock: Clock | None = None) -> QueueStore:
         path = Path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StateError(f"state database {path}: cannot create its directory: {exc}") from None
-        connection = None
-        try:
-            connection = await aiosqlite.connect(path, isolation_level=None)
-            await connection.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a committed send survives a process crash.
-            await connection.execute("PRAGMA synchronous=NORMAL")
-            await connection.execute("PRAGMA busy_timeout=10000")
-            await connection.executescript(SCHEMA)
-        except sqlite3.Error as exc:
-            if connection is not None:
-                await connection.close()
-            raise StateError(
-                f"state database {path}: {exc}; point state at another file,"
-                " or move this one away if it is not a pipelines database"
-            ) from None
+        connection = await connect(path, SCHEMA, autocommit=True)
         return cls(path, connection, clock or SystemClock())
 
     async def close(self) -> None:

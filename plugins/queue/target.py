@@ -177,14 +177,19 @@ class QueueTarget(Target):
                     retryable=False,
                 )
             return self.group_id
-        found = self.group_expression.search(event)
-        if isinstance(found, bool) or not isinstance(found, str | int | float) or found == "":
-            raise DeliveryError(
-                "InvalidMessageGroupId",
-                f"message_group_id_jmespath gave {found!r} for this event, not a string",
-                retryable=False,
-            )
-        return str(found)
+        return group_id_of(self.group_expression, event)
+
+
+def group_id_of(expression: jmespath.parser.ParsedResult, event: Mapping[str, Any]) -> str:
+    """A FIFO message group id from ``message_group_id_jmespath`` over the event."""
+    found = expression.search(event)
+    if isinstance(found, bool) or not isinstance(found, str | int | float) or found == "":
+        raise DeliveryError(
+            "InvalidMessageGroupId",
+            f"message_group_id_jmespath gave {found!r} for this event, not a string",
+            retryable=False,
+        )
+    return str(found)
 
 
 def _deduplication_id(context: DeliveryContext) -> str:

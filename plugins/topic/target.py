@@ -56,6 +56,7 @@ from pipelines.targets import (
     check_keys,
     number_setting,
 )
+from plugins.queue.target import group_id_of
 from plugins.topic.filterpolicy import ATTRIBUTES_SCOPE, FilterPolicy
 
 log = logging.getLogger("plugins.topic")
@@ -368,14 +369,7 @@ class TopicTarget(Target):
         if self.group_expression is None:
             assert self.group_id is not None
             return self.group_id
-        found = self.group_expression.search(context.event)
-        if isinstance(found, bool) or not isinstance(found, str | int | float) or found == "":
-            raise DeliveryError(
-                "InvalidMessageGroupId",
-                f"message_group_id_jmespath gave {found!r} for this event, not a string",
-                retryable=False,
-            )
-        return str(found)
+        return group_id_of(self.group_expression, context.event)
 
 
 def _fifo_ids(group_id: str, key: str) -> dict[str, str]:
