@@ -401,13 +401,15 @@ def _resource_references(runtime: Runtime, config: PipelineConfig) -> list[Probl
         for where, referenced in runtime.resource(name).references():
             if referenced in config.resources:
                 continue
-            path: Path_ = ("resources", name, *where)
-            close = difflib.get_close_matches(referenced, list(config.resources), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            problems.append(
-                config.at(path, f"{label(path)}: no resource named {referenced!r}{hint}")
-            )
+            problems.append(_unknown_resource(config, ("resources", name, *where), referenced))
     return problems
+
+
+def _unknown_resource(config: PipelineConfig, path: Path_, name: str) -> Problem:
+    close = difflib.get_close_matches(name, list(config.resources), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    known = ", ".join(sorted(config.resources)) or "none declared"
+    return config.at(path, f"{label(path)}: no resource named {name!r} (resources: {known}){hint}")
 
 
 def _references(
@@ -426,16 +428,7 @@ def _references(
         if not isinstance(name, str):
             continue
         if name not in config.resources:
-            close = difflib.get_close_matches(name, list(config.resources), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            known = ", ".join(sorted(config.resources)) or "none declared"
-            problems.append(
-                config.at(
-                    (*where, key),
-                    f"{label((*where, key))}: no resource named {name!r}"
-                    f" (resources: {known}){hint}",
-                )
-            )
+            problems.append(_unknown_resource(config, (*where, key), name))
         elif name not in runtime.resource_names():
             skip = True
     return problems if problems or skip else None

@@ -284,7 +284,7 @@ class Message:
 
     @property
     def md5_of_body(self) -> str:
-        return hashlib.md5(self.body.encode()).hexdigest()
+        return _md5(self.body)
 
     @property
     def receive_count(self) -> int:

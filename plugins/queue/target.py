@@ -192,11 +192,15 @@ def group_id_of(expression: jmespath.parser.ParsedResult, event: Mapping[str, An
     return str(found)
 
 
-def _deduplication_id(context: DeliveryContext) -> str:
+def delivery_key(context: DeliveryContext) -> str:
+    """Names one delivery of one event to one rule target (or its dead letter):
+    the same for every retry of it, so what it sends can be deduplicated."""
     key = f"{context.event.get('id')}/{context.rule_name}/{context.target_id}"
-    if context.attributes:
-        key += "/dead-letter"
-    return hashlib.sha256(key.encode()).hexdigest()
+    return key + "/dead-letter" if context.attributes else key
+
+
+def _deduplication_id(context: DeliveryContext) -> str:
+    return hashlib.sha256(delivery_key(context).encode()).hexdigest()
 
 
 class QueueType(TargetType):

@@ -56,7 +56,7 @@ from pipelines.targets import (
     check_keys,
     number_setting,
 )
-from plugins.queue.target import group_id_of
+from plugins.queue.target import delivery_key, group_id_of
 from plugins.topic.filterpolicy import ATTRIBUTES_SCOPE, FilterPolicy
 
 log = logging.getLogger("plugins.topic")
@@ -201,7 +201,7 @@ class TopicTarget(Target):
         Raises a retryable ``DeliveryError`` when a subscription failed and
         has no dead letter yet; the same ``context`` again serves only those."""
         assert self.services is not None, "deliver before start"
-        message_id = str(uuid.uuid5(_MESSAGE_IDS, _delivery_key(context)))
+        message_id = str(uuid.uuid5(_MESSAGE_IDS, delivery_key(context)))
         progress = self._progress.get(message_id)
         if progress is None:
             matched = self.matching(message, attributes)
@@ -377,11 +377,6 @@ def _fifo_ids(group_id: str, key: str) -> dict[str, str]:
     when the bus retries it."""
     dedup = hashlib.sha256(key.encode()).hexdigest()
     return {"MessageGroupId": group_id, "MessageDeduplicationId": dedup}
-
-
-def _delivery_key(context: DeliveryContext) -> str:
-    key = f"{context.event.get('id')}/{context.rule_name}/{context.target_id}"
-    return key + "/dead-letter" if context.attributes else key
 
 
 def _typed(value: Any) -> dict[str, str] | None:
