@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("pipelines.bus")
 #: Sees each dispatched event: (bus name, event). See ``Runtime.tap``.
 Observer = Callable[[str, dict[str, Any]], None]
+#: Which rules an event in the intake is for: None, every rule it matches; a
+#: rule name, that scheduled rule (its run); a set, the matched rules among
+#: them (a replay to chosen rules).
+Addressed = str | frozenset[str] | None
 
 ENABLED = "ENABLED"
 DISABLED = "DISABLED"
@@ -131,13 +135,16 @@ class Bus:
         self.arn = f"arn:aws:events:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:event-bus/{name}"
         self._rules: dict[str, Rule] = {}
         self._matcher = Matcher()
-        # The intake: a bounded deque of (event, ingested, rule it is addressed
-        # to or None to match it); put_events waits on ``_space`` when it is
-        # full, the dispatcher on ``_ready`` when it is empty.
-        self._intake: collections.deque[tuple[dict[str, Any], float, str | None]] = (
+        # The intake: a bounded deque of (event, ingested, addressed); see
+        # ``Addressed``. put_events waits on ``_space`` when it is full, the
+        # dispatcher on ``_ready`` when it is empty.
+        self._intake: collections.deque[tuple[dict[str, Any], float, Addressed]] = (
             collections.deque()
         )
         self._intake_size = runtime.intake_size
+        # Waiting producers wake once a quarter of the intake is free, not at
+        # every slot: one wake-up per batch instead of one per event.
+        self._low_water = self._intake_size - max(1, self._intake_size // 4)
         self._ready = asyncio.Event()
         self._space = asyncio.Event()
         self._space.set()
@@ -368,6 +375,30 @@ class Bus:
         self._ready.set()
         return accepted
 
+    def offer(
+        self, events: list[dict[str, Any]], ingested: float, addressed: Addressed = None
+    ) -> int:
+        """Append as many of ``events`` as the intake has room for, without
+        waiting; returns how many (a replay's position follows it exactly).
+        ``wait_for_room`` waits for more room."""
+        if self._closed:
+            return 0
+        taken = events[: max(self._intake_size - len(self._intake), 0)]
+        self._intake.extend((event, ingested, addressed) for event in taken)
+        self._events.value += len(taken)
+        self._ready.set()
+        return len(taken)
+
+    async def wait_for_room(self) -> None:
+        """Wait until the intake has room again (a quarter of it free).
+        Raises ``ResourceNotFoundError`` once the bus is closed."""
+        while len(self._intake) > self._low_water and not self._closed:
+            self._ready.set()
+            self._space.clear()
+            await self._space.wait()
+        if self._closed:
+            raise ResourceNotFoundError(f"Event bus {self.name} is stopped or deleted.")
+
     def fire(self, rule_name: str, event: dict[str, Any], ingested: float) -> bool:
         """Put a scheduled rule's event in the intake, addressed to that rule only
         (as EventBridge's scheduled events are); False when the runtime stopped.
@@ -389,14 +420,15 @@ class Bus:
 
     async def dispatch(self) -> None:
         """The bus's dispatcher: intake -> matcher -> deliveries. Runs until cancelled."""
-        intake, size, ready, space = self._intake, self._intake_size, self._ready, self._space
+        intake, ready, space = self._intake, self._ready, self._space
+        low_water = self._low_water
         taps = self.runtime.taps
         while True:
             await ready.wait()
             ready.clear()
             while intake:
                 event, ingested, addressed = intake.popleft()
-                if not space.is_set() and len(intake) < size:
+                if not space.is_set() and len(intake) <= low_water:
                     space.set()
                 if taps:
                     self._tap(taps, event)
@@ -409,16 +441,18 @@ class Bus:
             except Exception:  # an observer's bug must not stop dispatch
                 log.exception("a tap on bus %s failed", self.name)
 
-    def _names(self, event: dict[str, Any], addressed: str | None) -> list[str]:
+    def _names(self, event: dict[str, Any], addressed: Addressed) -> list[str]:
         if addressed is None:
             return self._matcher.match(event)
-        return [addressed] if self.scheduled_rule(addressed) is not None else []
+        if isinstance(addressed, str):
+            return [addressed] if self.scheduled_rule(addressed) is not None else []
+        return [name for name in self._matcher.match(event) if name in addressed]
 
-    async def _route(self, event: dict[str, Any], ingested: float, addressed: str | None) -> None:
+    async def _route(self, event: dict[str, Any], ingested: float, addressed: Addressed) -> None:
         names = self._names(event, addressed)
         if not names:
             return
-        if addressed is None:
+        if not isinstance(addressed, str):
             self._matched.value += 1
         for name in names:
             rule = self._rules[name]

@@ -119,3 +119,14 @@ class QueueError(PipelinesError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class ReplayError(PipelinesError):
+    """A replay request EventBridge would refuse, with its error ``code``
+    (``ResourceAlreadyExistsException``, ``IllegalStatusException``,
+    ``ValidationException``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message

@@ -33,6 +33,7 @@ from typing import Any
 import pluggy
 
 from pipelines import metrics as m
+from pipelines.archive import Archiver, ArchiveSpec, ArchiveStore
 from pipelines.bus import Bus, Observer, Rule, TargetConfig, check_name
 from pipelines.clock import Clock, SystemClock
 from pipelines.delivery import Backoff, Deliverer, Delivery, Job
@@ -41,9 +42,11 @@ from pipelines.errors import (
     EventValidationError,
     NotRunningError,
     ResourceNotFoundError,
+    StateError,
 )
 from pipelines.event import EntryLimits, validate_entry
 from pipelines.pluginmanager import target_types
+from pipelines.replay import Replays
 from pipelines.scheduler import Scheduler
 from pipelines.state import StateDB
 from pipelines.targets import Target
@@ -113,6 +116,10 @@ class Runtime:
         # Its own generator: a flexible window must not shift retry jitter.
         self.scheduler = Scheduler(self.clock, random.Random(seed))
         self._scheduling: asyncio.Task[None] | None = None
+        #: Archives (written by ``put_events``) and replays; see ``pipelines.archive``.
+        self.archiver = Archiver(self.clock)
+        self.replays = Replays(self)
+        self._putting = 0  # put_events calls in progress: stop() lets them finish
         self.create_bus(DEFAULT_BUS)
 
     # -- resources ----------------------------------------------------------
@@ -352,6 +359,64 @@ class Runtime:
         delivery.dead_letter_name = config.dead_letter
         delivery.concurrency = max(1, delivery.target.concurrency)
 
+    # -- archives and replays -------------------------------------------------
+
+    async def create_archive(self, name: str, **settings: Any) -> ArchiveSpec:
+        """Create or update an archive (CreateArchive / UpdateArchive): ``bus``
+        (default ``default``), ``pattern``, ``retention_days`` (0: forever),
+        ``durability`` (``normal`` or ``strict``), ``description``. Events put
+        from then on are archived; archives need a state database."""
+        spec = ArchiveSpec.parse(name, settings)
+        self.bus(spec.bus)  # ResourceNotFoundError when it does not exist
+        if self.archiver.store is not None:
+            await self.archiver.store.save_archive(spec, self.clock.time())
+        self.archiver.put(spec)
+        return spec
+
+    async def delete_archive(self, name: str) -> None:
+        """Delete an archive and the events it holds."""
+        self.archiver.remove(name)
+        await self._archive_store().delete_archive(name)
+
+    async def describe_archive(self, name: str) -> dict[str, Any]:
+        return await self._archive_store().describe(name)
+
+    async def list_archives(self, prefix: str = "") -> list[dict[str, Any]]:
+        return await self._archive_store().list_archives(prefix)
+
+    async def start_replay(
+        self,
+        name: str,
+        archive: str,
+        start_time: float,
+        end_time: float,
+        destination_bus: str = DEFAULT_BUS,
+        rules: Iterable[str] | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """StartReplay: see ``pipelines.replay.Replays.start`` (``speed``, ``description``)."""
+        rules = list(rules) if rules is not None else None
+        return await self.replays.start(
+            name, archive, start_time, end_time, destination_bus, rules, **options
+        )
+
+    async def describe_replay(self, name: str) -> dict[str, Any]:
+        return await self.replays.describe(name)
+
+    async def list_replays(self) -> list[dict[str, Any]]:
+        return await self.replays.list()
+
+    async def cancel_replay(self, name: str) -> dict[str, Any]:
+        return await self.replays.cancel(name)
+
+    def _archive_store(self) -> ArchiveStore:
+        if self.archiver.store is None:
+            raise NotRunningError(
+                "archives are read while the runtime runs with a state database"
+                " (pipelines.archive.read_archives reads them otherwise)"
+            )
+        return self.archiver.store
+
     # -- events -------------------------------------------------------------
 
     async def put_events(
@@ -366,6 +431,15 @@ class Runtime:
         """
         if not self._accepting:
             raise NotRunningError("the runtime is not running: start it before putting events")
+        self._putting += 1
+        try:
+            return await self._put_events(entries, default_bus)
+        finally:
+            self._putting -= 1
+
+    async def _put_events(
+        self, entries: Iterable[Mapping[str, Any]], default_bus: str
+    ) -> dict[str, Any]:
         now = self.clock.time()
         moment = datetime.fromtimestamp(now, UTC)
         results: list[dict[str, str]] = []
@@ -384,15 +458,21 @@ class Runtime:
             events.append(event)
             results.append({"EventId": event["id"]})
         for bus, (positions, events) in valid.items():
-            accepted = await bus._accept(events, now)
+            failure = "The bus stopped before accepting this entry; put it again."
+            try:
+                # Archived before accepted: once this call returns, an event
+                # it accepted is in its archives, whatever happens next.
+                if self.archiver.archives_of(bus.name):
+                    await self.archiver.archive(bus.name, events)
+                accepted = await bus._accept(events, now)
+            except StateError as exc:
+                accepted, failure = 0, f"{exc}; put it again."
             for index in positions[accepted:]:
-                # The runtime stopped while this call waited for room: say so
-                # per entry (retryable, as EventBridge's InternalFailure is).
+                # Not accepted (the runtime stopped while this call waited
+                # for room, or the archive write failed): say so per entry,
+                # retryable as EventBridge's InternalFailure is.
                 failed += 1
-                results[index] = {
-                    "ErrorCode": "InternalFailure",
-                    "ErrorMessage": "The bus stopped before accepting this entry; put it again.",
-                }
+                results[index] = {"ErrorCode": "InternalFailure", "ErrorMessage": failure}
         return {"FailedEntryCount": failed, "Entries": results}
 
     def _entry_bus(self, entry: Mapping[str, Any], default: str, index: int) -> Bus:
@@ -435,6 +515,9 @@ class Runtime:
         if self.state_path is not None:
             self._state = await StateDB.open(self.state_path)
             self.deliverer.state = self.scheduler.state = self._state
+            await self._open_archives()
+        elif self.archiver.specs:
+            raise StateError("archives need a state database: give the runtime a state_path")
         ready = asyncio.Event()
         self._runner = asyncio.create_task(self._run(ready), name="pipelines-runtime")
         await ready.wait()
@@ -452,8 +535,25 @@ class Runtime:
             raise
         await self._load_pending()
         self._accepting = True
+        if self.archiver.store is not None:
+            self.spawn(self.archiver.run())
+            self.spawn(self.archiver.purge_loop())
+            await self.replays.resume()
         # Last: the scheduler's first events find the targets started.
         self._scheduling = self.spawn(self.scheduler.run())
+
+    async def _open_archives(self) -> None:
+        assert self.state_path is not None
+        store = await ArchiveStore.open(self.state_path)
+        self.archiver.store = store
+        try:
+            now = self.clock.time()
+            for spec in self.archiver.specs.values():
+                await store.save_archive(spec, now)
+            await store.disable_others(self.archiver.specs)
+        except BaseException:
+            await self._close_state()
+            raise
 
     async def _run(self, ready: asyncio.Event) -> None:
         try:
@@ -504,6 +604,9 @@ class Runtime:
         limit = self.drain_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
+        await self.replays.stop()
+        # Calls under way finish: their events are archived and accepted.
+        await _poll(lambda: self._putting == 0, limit)
         if self._scheduling is not None:
             self._scheduling.cancel()
             await asyncio.wait([self._scheduling])
@@ -571,6 +674,9 @@ class Runtime:
             )
 
     async def _close_state(self) -> None:
+        if self.archiver.store is not None:
+            await self.archiver.store.close()
+            self.archiver.store = None
         if self._state is not None:
             await self._state.close()
             self._state = None

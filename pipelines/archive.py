@@ -1,0 +1,517 @@
+"""Archives: the durable record of the events put on a bus (SQLite, aiosqlite).
+
+An archive has a name, a source bus, an optional event pattern (only matching
+events are kept) and a retention in days (0 keeps forever). ``put_events``
+writes the events each archive keeps *before* it answers, so an event whose
+``put_events`` call returned survives a crash of the process; with
+``durability: strict`` it also survives a power loss.
+
+Writes are grouped: every call waiting at the same moment shares one
+transaction (group commit), so many small ``put_events`` calls cost one
+commit, not one each. Events that carry ``replay-name`` are never archived
+(AWS's managed archive rule has ``{"replay-name": [{"exists": false}]}``), so
+a replay does not archive itself again.
+
+The tables live in the runner's state database; ``ArchiveStore`` is also
+what the CLI opens to list and describe archives of a pipeline that is not
+running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from pipelines.clock import Clock, sleep
+from pipelines.errors import ConfigError, ResourceNotFoundError, StateError
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, parse_time
+from pipelines.patterns import Matcher, Pattern, compile_pattern
+from pipelines.state import connect
+from pipelines.targets import check_keys
+
+log = logging.getLogger("pipelines.archive")
+
+ARCHIVE_KEYS = {"bus", "pattern", "retention_days", "durability", "description"}
+#: ``durability`` -> SQLite's ``synchronous`` for the commits that hold its events.
+#: In WAL mode NORMAL survives a process crash (the WAL is in the OS's hands
+#: at commit); FULL also syncs the WAL to disk at every commit: power loss.
+DURABILITY = {"normal": "NORMAL", "strict": "FULL"}
+ENABLED = "ENABLED"
+DISABLED = "DISABLED"
+PURGE_EVERY = 3600.0  # seconds between retention purges
+PURGE_BATCH = 10_000  # rows deleted per transaction, so writers are not held up
+MAX_NAME = 48
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS archives (
+    name           TEXT PRIMARY KEY,
+    bus            TEXT NOT NULL,
+    pattern        TEXT,
+    retention_days INTEGER NOT NULL,
+    durability     TEXT NOT NULL,
+    description    TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    created        REAL NOT NULL,
+    event_count    INTEGER NOT NULL DEFAULT 0,
+    size_bytes     INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS archive_events (
+    seq     INTEGER PRIMARY KEY,
+    archive TEXT NOT NULL,
+    time    REAL NOT NULL,
+    body    BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS archive_events_time ON archive_events (archive, time);
+CREATE TABLE IF NOT EXISTS replays (
+    name          TEXT PRIMARY KEY,
+    archive       TEXT NOT NULL,
+    bus           TEXT NOT NULL,
+    rules         TEXT,
+    start_time    REAL NOT NULL,
+    end_time      REAL NOT NULL,
+    speed         REAL,
+    description   TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    total         INTEGER NOT NULL,
+    replayed      INTEGER NOT NULL,
+    cursor_time   REAL NOT NULL,
+    cursor_seq    INTEGER NOT NULL,
+    last_replayed REAL,
+    started       REAL,
+    ended         REAL
+);
+"""
+
+
+def archive_arn(name: str) -> str:
+    return f"arn:aws:events:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:archive/{name}"
+
+
+def iso(seconds: float | None) -> str | None:
+    """Epoch seconds as RFC 3339 UTC (None stays None), for descriptions."""
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+@lru_cache(maxsize=4096)
+def event_time(text: str) -> float:
+    """An event's ``time`` as epoch seconds (events of one second share the parse)."""
+    return parse_time(text).timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveSpec:
+    """An archive as declared (CreateArchive's parameters, in our names)."""
+
+    name: str
+    bus: str
+    pattern: Pattern | None
+    retention_days: int
+    durability: str
+    description: str
+
+    @classmethod
+    def parse(cls, name: str, config: Mapping[str, Any]) -> ArchiveSpec:
+        """Check a declaration; ``ConfigError`` names the setting at fault."""
+        where = f"archive {name}"
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
+            raise ConfigError(where, f"an archive name has 1 to {MAX_NAME} characters")
+        if not all(c.isascii() and (c.isalnum() or c in ".-_") for c in name):
+            raise ConfigError(where, "an archive name has only letters, digits, '.', '-', '_'")
+        if not isinstance(config, Mapping):
+            raise ConfigError(where, "an archive is a mapping (bus, pattern, retention_days, ...)")
+        check_keys(where, config, ARCHIVE_KEYS)
+        bus = config.get("bus", "default")
+        if not isinstance(bus, str) or not bus:
+            raise ConfigError(f"{where}.bus", "must be the name of an event bus")
+        retention = config.get("retention_days", 0)
+        if not isinstance(retention, int) or isinstance(retention, bool) or retention < 0:
+            raise ConfigError(
+                f"{where}.retention_days", "must be a whole number of days, 0 to keep forever"
+            )
+        durability = config.get("durability", "normal")
+        if durability not in DURABILITY:
+            raise ConfigError(
+                f"{where}.durability",
+                "must be 'normal' (survives a process crash) or 'strict' (survives power loss)",
+            )
+        description = config.get("description", "")
+        if not isinstance(description, str) or len(description) > 512:
+            raise ConfigError(f"{where}.description", "must be a string of at most 512 characters")
+        raw = config.get("pattern")
+        pattern = compile_pattern(raw) if raw is not None else None
+        return cls(name, bus, pattern, retention, durability, description)
+
+    @property
+    def strict(self) -> bool:
+        return self.durability == "strict"
+
+
+class ArchiveStore:
+    """The archive tables of a state database. ``await ArchiveStore.open(path)``.
+
+    One connection writes (events, counters, purges); another reads, so a
+    long replay scan does not queue behind writes (WAL lets them overlap).
+    """
+
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._synchronous = "NORMAL"  # what connect() set
+
+    @classmethod
+    async def open(cls, path: str | Path, schema: str = SCHEMA) -> ArchiveStore:
+        path = Path(path)
+        writer = await connect(path, schema)
+        try:
+            reader = await connect(path, schema)
+        except BaseException:
+            await writer.close()
+            raise
+        return cls(path, writer, reader)
+
+    async def close(self) -> None:
+        await self._writer.close()
+        await self._reader.close()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The writer connection inside one transaction; rolled back on any error."""
+        db = self._writer
+        try:
+            yield db
+            await db.commit()
+        except BaseException:
+            await asyncio.shield(db.rollback())
+            raise
+
+    # -- archives -----------------------------------------------------------
+
+    async def save_archive(self, spec: ArchiveSpec, now: float) -> None:
+        """Create the archive, or update its definition (its events stay)."""
+        pattern = spec.pattern.text if spec.pattern is not None else None
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT INTO archives (name, bus, pattern, retention_days, durability,"
+                " description, state, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET bus = excluded.bus,"
+                " pattern = excluded.pattern, retention_days = excluded.retention_days,"
+                " durability = excluded.durability, description = excluded.description,"
+                " state = excluded.state",
+                (
+                    spec.name,
+                    spec.bus,
+                    pattern,
+                    spec.retention_days,
+                    spec.durability,
+                    spec.description,
+                    ENABLED,
+                    now,
+                ),
+            )
+
+    async def disable_others(self, names: Iterable[str]) -> None:
+        """Mark every archive not in ``names`` DISABLED: no running pipeline
+        declares it, so nothing is written to it (its events stay replayable)."""
+        names = list(names)
+        marks = ",".join("?" * len(names))
+        async with self.transaction() as db:
+            await db.execute(
+                f"UPDATE archives SET state = ? WHERE name NOT IN ({marks})",  # noqa: S608
+                (DISABLED, *names),
+            )
+
+    async def delete_archive(self, name: str) -> None:
+        async with self.transaction() as db:
+            cursor = await db.execute("DELETE FROM archives WHERE name = ?", (name,))
+            if cursor.rowcount == 0:
+                raise ResourceNotFoundError(f"Archive {name} does not exist.")
+            await db.execute("DELETE FROM archive_events WHERE archive = ?", (name,))
+
+    async def describe(self, name: str) -> dict[str, Any]:
+        """DescribeArchive: definition, EventCount, SizeBytes, oldest and newest event time."""
+        async with self._reader.execute(
+            "SELECT name, bus, pattern, retention_days, durability, description, state,"
+            " created, event_count, size_bytes FROM archives WHERE name = ?",
+            (name,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise ResourceNotFoundError(f"Archive {name} does not exist.")
+        async with self._reader.execute(
+            "SELECT min(time), max(time) FROM archive_events WHERE archive = ?", (name,)
+        ) as cursor:
+            span = await cursor.fetchone()
+        oldest, newest = span if span is not None else (None, None)
+        return _described(row, oldest, newest)
+
+    async def list_archives(self, prefix: str = "") -> list[dict[str, Any]]:
+        async with self._reader.execute(
+            "SELECT name FROM archives WHERE substr(name, 1, ?) = ? ORDER BY name",
+            (len(prefix), prefix),
+        ) as cursor:
+            names = [row[0] for row in await cursor.fetchall()]
+        return [await self.describe(name) for name in names]
+
+    # -- events -------------------------------------------------------------
+
+    async def append(self, rows: list[tuple[str, float, bytes]], *, strict: bool) -> None:
+        """Write (archive, event time, event JSON) rows and their archives'
+        counters in one transaction, synced to disk first when ``strict``."""
+        await self._sync(("FULL" if strict else "NORMAL"))
+        counts: dict[str, list[int]] = {}
+        for archive, _, body in rows:
+            count = counts.setdefault(archive, [0, 0])
+            count[0] += 1
+            count[1] += len(body)
+        async with self.transaction() as db:
+            await db.executemany(
+                "INSERT INTO archive_events (archive, time, body) VALUES (?, ?, ?)", rows
+            )
+            await db.executemany(
+                "UPDATE archives SET event_count = event_count + ?,"
+                " size_bytes = size_bytes + ? WHERE name = ?",
+                [(n, size, name) for name, (n, size) in counts.items()],
+            )
+
+    async def _sync(self, level: str) -> None:
+        if level != self._synchronous:
+            await self._writer.execute(f"PRAGMA synchronous={level}")
+            self._synchronous = level
+
+    async def purge(self, name: str, before: float) -> int:
+        """Delete the archive's events older than ``before`` (epoch seconds), in
+        batches; returns how many went."""
+        purged = 0
+        while True:
+            async with self.transaction() as db:
+                cursor = await db.execute(
+                    "DELETE FROM archive_events WHERE seq IN (SELECT seq FROM archive_events"
+                    " WHERE archive = ? AND time < ? LIMIT ?) RETURNING length(body)",
+                    (name, before, PURGE_BATCH),
+                )
+                sizes = [row[0] for row in await cursor.fetchall()]
+                if sizes:
+                    await db.execute(
+                        "UPDATE archives SET event_count = event_count - ?,"
+                        " size_bytes = size_bytes - ? WHERE name = ?",
+                        (len(sizes), sum(sizes), name),
+                    )
+            purged += len(sizes)
+            if len(sizes) < PURGE_BATCH:
+                return purged
+
+    async def count(self, name: str, start: float, end: float) -> int:
+        """Events of the archive whose event time is in [start, end)."""
+        async with self._reader.execute(
+            "SELECT count(*) FROM archive_events WHERE archive = ? AND time >= ? AND time < ?",
+            (name, start, end),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def read(
+        self, name: str, after: tuple[float, int], end: float, limit: int
+    ) -> list[tuple[float, int, bytes]]:
+        """Up to ``limit`` (time, seq, body) rows after the position ``after``
+        (time, seq) and before ``end``, in event-time order (archive order
+        among equal times)."""
+        async with self._reader.execute(
+            "SELECT time, seq, body FROM archive_events WHERE archive = ?"
+            " AND (time, seq) > (?, ?) AND time < ? ORDER BY time, seq LIMIT ?",
+            (name, after[0], after[1], end, limit),
+        ) as cursor:
+            return [(row[0], row[1], row[2]) for row in await cursor.fetchall()]
+
+    async def exists(self, name: str) -> bool:
+        async with self._reader.execute("SELECT 1 FROM archives WHERE name = ?", (name,)) as c:
+            return await c.fetchone() is not None
+
+
+def _described(row: tuple[Any, ...], oldest: float | None, newest: float | None) -> dict[str, Any]:
+    name, bus, pattern, retention, durability, description, state, created, count, size = row
+    described: dict[str, Any] = {
+        "ArchiveName": name,
+        "ArchiveArn": archive_arn(name),
+        "EventSourceArn": f"arn:aws:events:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:event-bus/{bus}",
+        "Description": description,
+        "State": state,
+        "RetentionDays": retention,
+        "Durability": durability,
+        "EventCount": count,
+        "SizeBytes": size,
+        "OldestEventTime": iso(oldest),
+        "NewestEventTime": iso(newest),
+        "CreationTime": iso(created),
+    }
+    if pattern is not None:
+        described["EventPattern"] = pattern
+    return described
+
+
+async def read_archives(state: Path, name: str | None = None) -> list[dict[str, Any]]:
+    """Describe one archive (``name``) or all, from the state database at
+    ``state``, whether its pipeline runs or not (what ``pipelines archive`` shows)."""
+    if not state.exists():
+        raise StateError(f"state database {state} does not exist: run the pipeline first")
+    store = await ArchiveStore.open(state)
+    try:
+        if name is not None:
+            return [await store.describe(name)]
+        return await store.list_archives()
+    finally:
+        await store.close()
+
+
+class Archiver:
+    """The runtime's archives: which events each keeps, and the group-commit writer.
+
+    ``run()`` is the writer task; ``write`` hands it rows and waits for their
+    commit. While one transaction commits, the next calls' rows gather, so
+    the group grows with the load.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.store: ArchiveStore | None = None
+        self.specs: dict[str, ArchiveSpec] = {}
+        self._matchers: dict[str, Matcher] = {}  # bus -> archives with a pattern
+        self._unfiltered: dict[str, list[str]] = {}  # bus -> archives keeping everything
+        self._rows: list[tuple[str, float, bytes]] = []
+        self._strict = False
+        self._waiting: list[asyncio.Future[None]] = []
+        self._wake = asyncio.Event()
+
+    # -- definitions --------------------------------------------------------
+
+    def put(self, spec: ArchiveSpec) -> None:
+        self.specs[spec.name] = spec
+        self._index()
+
+    def remove(self, name: str) -> None:
+        self.specs.pop(name, None)
+        self._index()
+
+    def _index(self) -> None:
+        self._matchers, self._unfiltered = {}, {}
+        for spec in self.specs.values():
+            if spec.pattern is None:
+                self._unfiltered.setdefault(spec.bus, []).append(spec.name)
+            else:
+                self._matchers.setdefault(spec.bus, Matcher()).add(spec.name, spec.pattern)
+
+    def archives_of(self, bus: str) -> bool:
+        return bus in self._unfiltered or bus in self._matchers
+
+    # -- writing ------------------------------------------------------------
+
+    async def archive(self, bus: str, events: list[dict[str, Any]]) -> None:
+        """Write the events that the bus's archives keep; returns once committed.
+        Raises ``StateError`` when the write failed (nothing of it is kept)."""
+        everything = self._unfiltered.get(bus, ())
+        matcher = self._matchers.get(bus)
+        rows: list[tuple[str, float, bytes]] = []
+        strict = False
+        for event in events:
+            if "replay-name" in event:
+                continue
+            names = list(everything)
+            if matcher is not None:
+                names += matcher.match(event)
+            if not names:
+                continue
+            body = orjson.dumps(event)
+            moment = event_time(event["time"])
+            for name in names:
+                rows.append((name, moment, body))
+                strict = strict or self.specs[name].strict
+        if rows:
+            await self.write(rows, strict=strict)
+
+    async def write(self, rows: list[tuple[str, float, bytes]], *, strict: bool) -> None:
+        if self.store is None:
+            raise StateError("archives need a state database: give the runtime a state_path")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._rows += rows
+        self._strict = self._strict or strict
+        self._waiting.append(done)
+        self._wake.set()
+        await done
+
+    async def run(self) -> None:
+        """The writer task: commit what gathered, wake its callers, repeat.
+        Runs until cancelled; callers still waiting then get an error."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                rows, waiting, strict = self._rows, self._waiting, self._strict
+                self._rows, self._waiting, self._strict = [], [], False
+                await self._commit(rows, waiting, strict)
+        finally:
+            for done in self._waiting:
+                if not done.done():
+                    done.set_exception(StateError("the archive writer stopped before this write"))
+
+    async def _commit(
+        self, rows: list[tuple[str, float, bytes]], waiting: list[asyncio.Future[None]], strict: bool
+    ) -> None:
+        assert self.store is not None
+        try:
+            await self.store.append(rows, strict=strict)
+        except (sqlite3.Error, ValueError) as exc:
+            log.error("archive write of %d events failed: %s", len(rows), exc)
+            error = StateError(f"archive write to {self.store.path} failed: {exc}")
+            for done in waiting:
+                if not done.done():
+                    done.set_exception(error)
+            return
+        except BaseException:
+            self._waiting[:0] = waiting  # cancelled mid-write: run()'s finally answers them
+            raise
+        for done in waiting:
+            if not done.done():
+                done.set_result(None)
+
+    @property
+    def idle(self) -> bool:
+        return not self._waiting
+
+    # -- retention ----------------------------------------------------------
+
+    async def purge_now(self) -> int:
+        """Apply every archive's retention once; returns how many events went."""
+        if self.store is None:
+            return 0
+        purged = 0
+        now = self.clock.time()
+        for spec in list(self.specs.values()):
+            if spec.retention_days:
+                purged += await self.store.purge(spec.name, now - spec.retention_days * 86400)
+        return purged
+
+    async def purge_loop(self) -> None:
+        """Purge at start and then every ``PURGE_EVERY`` seconds of clock time."""
+        while True:
+            try:
+                purged = await self.purge_now()
+                if purged:
+                    log.info("retention purge removed %d archived events", purged)
+            except sqlite3.Error as exc:
+                log.error("retention purge failed (tried again later): %s", exc)
+            await sleep(self.clock, PURGE_EVERY)
+

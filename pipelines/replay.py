@@ -1,0 +1,356 @@
+"""Replays: archived events put on a bus again, to all its rules or to some.
+
+``Replays.start`` (StartReplay) takes the events of an archive whose event
+time falls in ``[start_time, end_time)``, in event-time order, adds the
+top-level field ``replay-name`` and puts them in the destination bus's
+intake, to every rule whose pattern matches or only to the named ones. A
+replay goes through EventBridge's states::
+
+    STARTING -> RUNNING -> COMPLETED
+                        -> CANCELLING -> CANCELLED   (cancel)
+                        -> FAILED                    (archive or bus gone, state error)
+
+Its progress (events replayed, ``EventLastReplayedTime`` and the position in
+the archive) is saved after each chunk, and at a graceful stop exactly at the
+last event the bus accepted: a RUNNING replay resumes there when the runtime
+starts again, so nothing is put twice (after a crash, the events of the last
+unsaved chunk are put again: at least once). Beyond AWS, ``speed`` replays at
+the original pace times a factor instead of as fast as the bus takes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from pipelines.archive import ArchiveStore, archive_arn, iso
+from pipelines.clock import sleep
+from pipelines.errors import ReplayError, ResourceNotFoundError, StateError
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
+
+if TYPE_CHECKING:
+    from pipelines.runtime import Runtime
+
+log = logging.getLogger("pipelines.replay")
+
+STARTING, RUNNING, CANCELLING = "STARTING", "RUNNING", "CANCELLING"
+COMPLETED, CANCELLED, FAILED = "COMPLETED", "CANCELLED", "FAILED"
+ACTIVE = (STARTING, RUNNING, CANCELLING)
+CHUNK = 1000  # events read, put and saved as one step
+_NAME = re.compile(r"[.\-_A-Za-z0-9]{1,64}")
+_COLUMNS = (
+    "name, archive, bus, rules, start_time, end_time, speed, description, state, reason,"
+    " total, replayed, cursor_time, cursor_seq, last_replayed, started, ended"
+)
+
+
+@dataclass(slots=True)
+class Replay:
+    """A replay and its progress, as stored in the ``replays`` table."""
+
+    name: str
+    archive: str
+    bus: str
+    rules: tuple[str, ...] | None
+    start_time: float
+    end_time: float
+    speed: float | None
+    description: str = ""
+    state: str = STARTING
+    reason: str = ""
+    total: int = 0
+    replayed: int = 0
+    cursor_time: float = float("-inf")  # position: the last (time, seq) put on the bus
+    cursor_seq: int = 0
+    last_replayed: float | None = None
+    started: float | None = None
+    ended: float | None = None
+
+    def row(self) -> tuple[Any, ...]:
+        rules = orjson.dumps(list(self.rules)).decode() if self.rules is not None else None
+        return (
+            self.name,
+            self.archive,
+            self.bus,
+            rules,
+            self.start_time,
+            self.end_time,
+            self.speed,
+            self.description,
+            self.state,
+            self.reason,
+            self.total,
+            self.replayed,
+            self.cursor_time,
+            self.cursor_seq,
+            self.last_replayed,
+            self.started,
+            self.ended,
+        )
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Replay:
+        replay = cls(*row)
+        if replay.rules is not None:
+            replay.rules = tuple(orjson.loads(replay.rules))  # type: ignore[arg-type]
+        return replay
+
+    def describe(self) -> dict[str, Any]:
+        """DescribeReplay's fields, with our progress counts and speed."""
+        destination: dict[str, Any] = {
+            "Arn": f"arn:aws:events:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:event-bus/{self.bus}"
+        }
+        if self.rules is not None:
+            destination["FilterArns"] = list(self.rules)
+        return {
+            "ReplayName": self.name,
+            "ReplayArn": f"arn:aws:events:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:replay/{self.name}",
+            "Description": self.description,
+            "State": self.state,
+            "StateReason": self.reason,
+            "EventSourceArn": archive_arn(self.archive),
+            "Destination": destination,
+            "EventStartTime": iso(self.start_time),
+            "EventEndTime": iso(self.end_time),
+            "EventLastReplayedTime": iso(self.last_replayed),
+            "ReplayStartTime": iso(self.started),
+            "ReplayEndTime": iso(self.ended),
+            "EventsTotal": self.total,
+            "EventsReplayed": self.replayed,
+            "Speed": self.speed,
+        }
+
+
+async def save(store: ArchiveStore, replay: Replay) -> None:
+    marks = ", ".join("?" * 17)
+    async with store.transaction() as db:
+        await db.execute(f"REPLACE INTO replays ({_COLUMNS}) VALUES ({marks})", replay.row())
+
+
+async def load(store: ArchiveStore, name: str | None = None) -> list[Replay]:
+    query = f"SELECT {_COLUMNS} FROM replays"
+    query += " WHERE name = ?" if name is not None else " ORDER BY started, name"
+    db = store._reader
+    async with db.execute(query, (name,) if name is not None else ()) as cursor:
+        return [Replay.from_row(row) for row in await cursor.fetchall()]
+
+
+async def read_replays(store: ArchiveStore, name: str | None = None) -> list[dict[str, Any]]:
+    """Describe one replay or all, from the store (what ``pipelines replay status`` shows)."""
+    replays = await load(store, name)
+    if name is not None and not replays:
+        raise ResourceNotFoundError(f"Replay {name} does not exist.")
+    return [replay.describe() for replay in replays]
+
+
+class Replays:
+    """The runtime's replays: started, resumed, cancelled, each a task of the runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._replays: dict[str, Replay] = {}
+        self._cancelling: set[str] = set()
+
+    @property
+    def store(self) -> ArchiveStore:
+        store = self.runtime.archiver.store
+        if store is None:
+            raise StateError("replays need a state database: give the runtime a state_path")
+        return store
+
+    async def start(
+        self,
+        name: str,
+        archive: str,
+        start_time: float,
+        end_time: float,
+        destination_bus: str = "default",
+        rules: Sequence[str] | None = None,
+        *,
+        speed: float | None = None,
+        description: str = "",
+    ) -> dict[str, Any]:
+        """StartReplay; times are epoch seconds. Returns ReplayArn, State, ReplayStartTime."""
+        store = self.store
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ReplayError(
+                "ValidationException",
+                f"replay name {name!r} must be 1 to 64 letters, digits, '.', '-', '_'",
+            )
+        if name in self._replays or await load(store, name):
+            raise ReplayError("ResourceAlreadyExistsException", f"Replay {name} already exists.")
+        if not await store.exists(archive):
+            raise ResourceNotFoundError(f"Archive {archive} does not exist.")
+        if not start_time < end_time:
+            raise ReplayError(
+                "ValidationException", "EventStartTime must be before EventEndTime."
+            )
+        if speed is not None and not speed > 0:
+            raise ReplayError("ValidationException", f"speed must be above 0, not {speed}")
+        bus = self.runtime.bus(destination_bus)
+        if rules is not None:
+            rules = tuple(rules)
+            for rule in rules:
+                if bus.describe_rule(rule).get("EventPattern") is None:
+                    raise ReplayError(
+                        "ValidationException",
+                        f"rule {rule} has a schedule, not an event pattern: it takes no replay",
+                    )
+        replay = Replay(name, archive, bus.name, rules, start_time, end_time, speed, description)
+        replay.started = self.runtime.clock.time()
+        await save(store, replay)
+        self._spawn(replay)
+        return {
+            "ReplayArn": replay.describe()["ReplayArn"],
+            "State": replay.state,
+            "ReplayStartTime": iso(replay.started),
+        }
+
+    async def cancel(self, name: str) -> dict[str, Any]:
+        """CancelReplay: a STARTING or RUNNING replay becomes CANCELLING, then CANCELLED."""
+        replay = self._replays.get(name)
+        if replay is None:
+            stored = await load(self.store, name)
+            if not stored:
+                raise ResourceNotFoundError(f"Replay {name} does not exist.")
+            replay = stored[0]
+        if replay.state not in (STARTING, RUNNING) or name not in self._tasks:
+            raise ReplayError(
+                "IllegalStatusException",
+                f"Replay {name} is {replay.state}: only a STARTING or RUNNING replay"
+                " of this running pipeline can be cancelled.",
+            )
+        replay.state = CANCELLING
+        self._cancelling.add(name)
+        await save(self.store, replay)
+        self._tasks[name].cancel()
+        return {"ReplayArn": replay.describe()["ReplayArn"], "State": CANCELLING}
+
+    async def describe(self, name: str) -> dict[str, Any]:
+        replay = self._replays.get(name)
+        if replay is not None:
+            return replay.describe()
+        return (await read_replays(self.store, name))[0]
+
+    async def list(self) -> list[dict[str, Any]]:
+        stored = {replay.name: replay for replay in await load(self.store)}
+        stored.update(self._replays)
+        return [replay.describe() for replay in stored.values()]
+
+    async def resume(self) -> None:
+        """At start: go on with replays that were running when the runtime stopped."""
+        for replay in await load(self.store):
+            if replay.state == CANCELLING:  # cancelled, then stopped before it ended
+                await self._finish(replay, CANCELLED, "Cancelled before the runtime stopped.")
+            elif replay.state in ACTIVE:
+                log.info("resuming replay %s after %d events", replay.name, replay.replayed)
+                self._spawn(replay)
+
+    async def stop(self) -> None:
+        """At shutdown: stop every replay where it is, progress saved; RUNNING
+        ones resume at the next start."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    def _spawn(self, replay: Replay) -> None:
+        self._replays[replay.name] = replay
+        self._tasks[replay.name] = self.runtime.spawn(self._run(replay))
+
+    async def _run(self, replay: Replay) -> None:
+        try:
+            await self._replay(replay)
+        except asyncio.CancelledError:
+            if replay.name in self._cancelling:
+                await self._finish(replay, CANCELLED, "Cancelled by request.")
+            else:  # the runtime stops: resume later from here
+                await save(self.store, replay)
+            raise
+        except (ResourceNotFoundError, StateError) as exc:
+            log.error("replay %s failed: %s", replay.name, exc)
+            await self._finish(replay, FAILED, str(exc)[:512])
+        else:
+            await self._finish(replay, COMPLETED, "")
+        finally:
+            del self._tasks[replay.name]
+            del self._replays[replay.name]
+            self._cancelling.discard(replay.name)
+
+    async def _finish(self, replay: Replay, state: str, reason: str) -> None:
+        replay.state, replay.reason = state, reason
+        replay.ended = self.runtime.clock.time()
+        try:
+            await save(self.store, replay)
+        except Exception:
+            log.exception("saving the end of replay %s failed", replay.name)
+
+    async def _replay(self, replay: Replay) -> None:
+        store, clock = self.store, self.runtime.clock
+        if not await store.exists(replay.archive):
+            raise ResourceNotFoundError(f"Archive {replay.archive} does not exist.")
+        bus = self.runtime.bus(replay.bus)
+        if replay.state == STARTING:
+            replay.total = await store.count(replay.archive, replay.start_time, replay.end_time)
+            replay.state = RUNNING
+            await save(store, replay)
+        addressed = frozenset(replay.rules) if replay.rules is not None else None
+        if replay.cursor_time == float("-inf"):
+            replay.cursor_time = replay.start_time - 1e-9  # strictly before the window
+        pace = _Pace(clock.time(), replay.speed)
+        while rows := await store.read(
+            replay.archive, (replay.cursor_time, replay.cursor_seq), replay.end_time, CHUNK
+        ):
+            events = []
+            for _, _, body in rows:
+                event = orjson.loads(body)
+                event["replay-name"] = replay.name
+                events.append(event)
+            done = 0
+            while done < len(rows):
+                due = await pace.wait(clock, rows, done)
+                taken = bus.offer(events[done:due], clock.time(), addressed)
+                if taken:
+                    done += taken
+                    moment, seq, _ = rows[done - 1]
+                    replay.cursor_time, replay.cursor_seq = moment, seq
+                    replay.last_replayed = moment
+                    replay.replayed += taken
+                if done < due:
+                    await bus.wait_for_room()
+            await save(store, replay)
+
+
+class _Pace:
+    """When rows may go: all at once (no speed), or at the archive's pace / speed."""
+
+    def __init__(self, began: float, speed: float | None) -> None:
+        self.began = began
+        self.speed = speed
+        self.first: float | None = None  # event time of the first row replayed this run
+
+    async def wait(self, clock: Any, rows: list[tuple[float, int, bytes]], done: int) -> int:
+        """Sleep until row ``done`` is due; returns the end of the rows due by then."""
+        if self.speed is None:
+            return len(rows)
+        if self.first is None:
+            self.first = rows[done][0]
+        offset = (rows[done][0] - self.first) / self.speed
+        await sleep(clock, self.began + offset - clock.time())
+        horizon = (clock.time() - self.began) * self.speed + self.first
+        due = done + 1
+        while due < len(rows) and rows[due][0] <= horizon:
+            due += 1
+        return due
