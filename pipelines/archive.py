@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -52,6 +52,8 @@ DISABLED = "DISABLED"
 PURGE_EVERY = 3600.0  # seconds between retention purges
 PURGE_BATCH = 10_000  # rows deleted per transaction, so writers are not held up
 MAX_NAME = 48
+#: Rows to archive: (archive name, event time in epoch seconds, event JSON).
+Rows = list[tuple[str, float, bytes]]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS archives (
@@ -231,7 +233,7 @@ class ArchiveStore:
         marks = ",".join("?" * len(names))
         async with self.transaction() as db:
             await db.execute(
-                f"UPDATE archives SET state = ? WHERE name NOT IN ({marks})",  # noqa: S608
+                f"UPDATE archives SET state = ? WHERE name NOT IN ({marks})",
                 (DISABLED, *names),
             )
 
@@ -269,10 +271,10 @@ class ArchiveStore:
 
     # -- events -------------------------------------------------------------
 
-    async def append(self, rows: list[tuple[str, float, bytes]], *, strict: bool) -> None:
+    async def append(self, rows: Rows, *, strict: bool) -> None:
         """Write (archive, event time, event JSON) rows and their archives'
         counters in one transaction, synced to disk first when ``strict``."""
-        await self._sync(("FULL" if strict else "NORMAL"))
+        await self._sync("FULL" if strict else "NORMAL")
         counts: dict[str, list[int]] = {}
         for archive, _, body in rows:
             count = counts.setdefault(archive, [0, 0])
@@ -342,7 +344,7 @@ class ArchiveStore:
             return await c.fetchone() is not None
 
 
-def _described(row: tuple[Any, ...], oldest: float | None, newest: float | None) -> dict[str, Any]:
+def _described(row: Sequence[Any], oldest: float | None, newest: float | None) -> dict[str, Any]:
     name, bus, pattern, retention, durability, description, state, created, count, size = row
     described: dict[str, Any] = {
         "ArchiveName": name,
@@ -391,7 +393,7 @@ class Archiver:
         self.specs: dict[str, ArchiveSpec] = {}
         self._matchers: dict[str, Matcher] = {}  # bus -> archives with a pattern
         self._unfiltered: dict[str, list[str]] = {}  # bus -> archives keeping everything
-        self._rows: list[tuple[str, float, bytes]] = []
+        self._rows: Rows = []
         self._strict = False
         self._waiting: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
@@ -424,7 +426,7 @@ class Archiver:
         Raises ``StateError`` when the write failed (nothing of it is kept)."""
         everything = self._unfiltered.get(bus, ())
         matcher = self._matchers.get(bus)
-        rows: list[tuple[str, float, bytes]] = []
+        rows: Rows = []
         strict = False
         for event in events:
             if "replay-name" in event:
@@ -442,7 +444,7 @@ class Archiver:
         if rows:
             await self.write(rows, strict=strict)
 
-    async def write(self, rows: list[tuple[str, float, bytes]], *, strict: bool) -> None:
+    async def write(self, rows: Rows, *, strict: bool) -> None:
         if self.store is None:
             raise StateError("archives need a state database: give the runtime a state_path")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -468,7 +470,10 @@ class Archiver:
                     done.set_exception(StateError("the archive writer stopped before this write"))
 
     async def _commit(
-        self, rows: list[tuple[str, float, bytes]], waiting: list[asyncio.Future[None]], strict: bool
+        self,
+        rows: Rows,
+        waiting: list[asyncio.Future[None]],
+        strict: bool,
     ) -> None:
         assert self.store is not None
         try:
@@ -514,4 +519,3 @@ class Archiver:
             except sqlite3.Error as exc:
                 log.error("retention purge failed (tried again later): %s", exc)
             await sleep(self.clock, PURGE_EVERY)
-

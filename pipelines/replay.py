@@ -189,9 +189,7 @@ class Replays:
         if not await store.exists(archive):
             raise ResourceNotFoundError(f"Archive {archive} does not exist.")
         if not start_time < end_time:
-            raise ReplayError(
-                "ValidationException", "EventStartTime must be before EventEndTime."
-            )
+            raise ReplayError("ValidationException", "EventStartTime must be before EventEndTime.")
         if speed is not None and not speed > 0:
             raise ReplayError("ValidationException", f"speed must be above 0, not {speed}")
         bus = self.runtime.bus(destination_bus)
