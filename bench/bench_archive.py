@@ -14,7 +14,7 @@ them all and a ``function`` target calling an async no-op; the clock stops
 at the last delivery. Peer: the same events put with ``put_events`` into the
 same pipeline without an archive, also until the last delivery.
 
-    python bench/bench_archive.py [--events 50000] [--repeats 3] [--producers 20]
+    python bench/bench_archive.py [--events 50000] [--repeats 3] [--producers 100]
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--producers", type=int, default=20)
+    parser.add_argument("--producers", type=int, default=100)
     args = parser.parse_args()
     gc.freeze()
     batch = entries(args.events)

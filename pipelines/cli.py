@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -441,6 +442,171 @@ def tap_command(pattern: str | None, count: int | None, control: str | None) -> 
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a tap ends
         asyncio.run(follow())
+
+
+# -- archives and replays ------------------------------------------------------------
+
+
+@cli.group("archive")
+def archive_group() -> None:
+    """Archives: the events a pipeline keeps for replays (read from its state database)."""
+
+
+@archive_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON description per line.")
+@state_options
+def archive_list_command(as_json: bool, config: str | None, state: str | None) -> None:
+    """List the archives with their event counts, sizes and time spans."""
+    from pipelines.archive import read_archives
+
+    archives = asyncio.run(read_archives(state_database(config, state)))
+    if as_json:
+        for described in archives:
+            click.echo(json.dumps(described))
+        return
+    click.echo(f"{'NAME':<24} {'STATE':<9} {'EVENTS':>10} {'BYTES':>12}  OLDEST .. NEWEST")
+    for a in archives:
+        span = f"{a['OldestEventTime'] or '-'} .. {a['NewestEventTime'] or '-'}"
+        click.echo(
+            f"{a['ArchiveName']:<24} {a['State']:<9} {a['EventCount']:>10,}"
+            f" {a['SizeBytes']:>12,}  {span}"
+        )
+
+
+@archive_group.command("describe")
+@click.argument("name")
+@state_options
+def archive_describe_command(name: str, config: str | None, state: str | None) -> None:
+    """DescribeArchive NAME, as JSON."""
+    from pipelines.archive import read_archives
+
+    [described] = asyncio.run(read_archives(state_database(config, state), name))
+    click.echo(json.dumps(described, indent=2))
+
+
+def _moment(value: str | None, option: str, default: float) -> float:
+    """An RFC 3339 time or epoch seconds, as epoch seconds."""
+    from pipelines.event import parse_time
+
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return parse_time(value).timestamp()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+@cli.group("replay")
+def replay_group() -> None:
+    """Replays: archived events put on a running pipeline's bus again."""
+
+
+@replay_group.command("start")
+@click.argument("name")
+@click.option("--archive", "-a", required=True, help="The archive to replay from.")
+@click.option("--from", "start", default=None, help="Event time to start at (default: 0).")
+@click.option("--to", "end", default=None, help="Event time to end before (default: now).")
+@click.option("--bus", default="default", show_default=True, help="The destination bus.")
+@click.option("--rule", "rules", multiple=True, help="Only to this rule (repeatable).")
+@click.option("--speed", type=float, default=None, help="Original pace times this factor.")
+@click.option("--description", default="", help="A description of the replay.")
+@click.option("--no-wait", is_flag=True, help="Return once started, without following it.")
+@CONTROL_OPTION
+def replay_start_command(
+    name: str,
+    archive: str,
+    start: str | None,
+    end: str | None,
+    bus: str,
+    rules: tuple[str, ...],
+    speed: float | None,
+    description: str,
+    no_wait: bool,
+    control: str | None,
+) -> None:
+    """Start replay NAME in the running pipeline and follow it to its end: a
+    progress bar on a terminal, a line a second otherwise; then its description
+    as JSON. Exit 1 when it did not complete. Times are RFC 3339 or epoch seconds."""
+    from pipelines import control as channel
+
+    socket = control_socket(control)
+    options = {
+        "start": _moment(start, "--from", 0.0),
+        "end": _moment(end, "--to", time.time()),
+        "bus": bus,
+        "rules": list(rules) or None,
+        "speed": speed,
+        "description": description,
+    }
+    started = asyncio.run(channel.start_replay(socket, name, archive, **options))
+    if no_wait:
+        click.echo(json.dumps(started, indent=2))
+        return
+    final = asyncio.run(_follow_replay(socket, name))
+    click.echo(json.dumps(final, indent=2))
+    if final["State"] != "COMPLETED":
+        raise SystemExit(1)
+
+
+async def _follow_replay(socket: Path, name: str) -> dict[str, Any]:
+    """Poll the replay until it ends, showing its progress on stderr."""
+    from pipelines import control as channel
+
+    ended = ("COMPLETED", "CANCELLED", "FAILED")
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        columns = (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, transient=False) as bar:
+            task = bar.add_task(name, total=None)
+            while (described := await channel.describe_replay(socket, name))["State"] not in ended:
+                bar.update(
+                    task, total=described["EventsTotal"], completed=described["EventsReplayed"]
+                )
+                await asyncio.sleep(0.2)
+            bar.update(task, total=described["EventsTotal"], completed=described["EventsReplayed"])
+            return described
+    while True:
+        described = await channel.describe_replay(socket, name)
+        click.echo(
+            f"replay {name}: {described['State']} {described['EventsReplayed']}"
+            f"/{described['EventsTotal']} events,"
+            f" last event time {described['EventLastReplayedTime'] or '-'}",
+            err=True,
+        )
+        if described["State"] in ended:
+            return described
+        await asyncio.sleep(1.0)
+
+
+@replay_group.command("status")
+@click.argument("name", required=False)
+@state_options
+def replay_status_command(name: str | None, config: str | None, state: str | None) -> None:
+    """DescribeReplay NAME (or every replay, one per line), as JSON, from the
+    state database: also for a pipeline that is not running."""
+    from pipelines.replay import replay_status
+
+    replays = asyncio.run(replay_status(state_database(config, state), name))
+    if name is not None:
+        click.echo(json.dumps(replays[0], indent=2))
+        return
+    for described in replays:
+        click.echo(json.dumps(described))
+
+
+@replay_group.command("cancel")
+@click.argument("name")
+@CONTROL_OPTION
+def replay_cancel_command(name: str, control: str | None) -> None:
+    """CancelReplay NAME in the running pipeline."""
+    from pipelines.control import cancel_replay
+
+    click.echo(json.dumps(asyncio.run(cancel_replay(control_socket(control), name)), indent=2))
 
 
 def main() -> None:

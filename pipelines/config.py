@@ -48,7 +48,7 @@ from pipelines.errors import (
 from pipelines.runtime import DEFAULT_BUS, Runtime
 from pipelines.targets import check_keys
 
-TOP_KEYS = {"state", "buses", "resources", "rules"}
+TOP_KEYS = {"state", "buses", "resources", "rules", "archives"}
 RULE_KEYS = {"bus", "pattern", "schedule", "state", "description", "targets"}
 DEFAULT_STATE = ".pipelines/state.db"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -65,6 +65,7 @@ class PipelineConfig:
     buses: list[str] = field(default_factory=list)
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    archives: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Where each node was declared: path -> (file, line, column), 1-based.
     positions: dict[Path_, tuple[str, int, int]] = field(default_factory=dict)
 
@@ -227,7 +228,7 @@ def _merge(config: PipelineConfig, data: Any, loader: _Loader) -> list[Problem]:
         problems.append(at(("buses",), "buses is a list of bus names"))
     else:
         config.buses += [b for b in buses if b not in config.buses and b != DEFAULT_BUS]
-    for section in ("resources", "rules"):
+    for section in ("resources", "rules", "archives"):
         declared = data.get(section) or {}
         if not isinstance(declared, dict):
             problems.append(at((section,), f"{section} is a mapping of names to declarations"))
@@ -321,9 +322,35 @@ async def build_runtime(
             problems.append(config.at(("buses",), str(exc)))
     for name, declared in config.rules.items():
         problems += await _add_rule(runtime, config, str(name), declared)
+    for name, declared in config.archives.items():
+        problems += await _add_archive(runtime, config, str(name), declared)
+    if config.archives and state is None and state_path is True:
+        problems.append(
+            config.at(("state",), "archives keep their events in the state database: set state")
+        )
     if problems:
         raise ConfigInvalid(problems)
     return runtime
+
+
+async def _add_archive(
+    runtime: Runtime, config: PipelineConfig, name: str, declared: dict[str, Any]
+) -> list[Problem]:
+    path: Path_ = ("archives", name)
+    try:
+        await runtime.create_archive(name, declared)
+    except PatternError as exc:
+        return [_problem(config, (*path, "pattern"), f"archive {name}", exc)]
+    except ConfigError as exc:
+        return [_problem(config, path, f"archive {name}", exc)]
+    except ResourceNotFoundError:
+        bus = declared.get("bus")
+        return [
+            config.at(
+                (*path, "bus"), f"archives.{name}.bus: no bus {bus!r} (declare it under buses)"
+            )
+        ]
+    return []
 
 
 def rule_bus(declared: Mapping[str, Any]) -> Any:

@@ -19,6 +19,12 @@ The protocol is JSON lines. A client sends one request per line:
   reads too slowly misses events rather than slowing the pipeline: the server
   then sends ``{"dropped": n}`` once it catches up.
 
+- ``{"op": "replay-start", "name", "archive", "start", "end", "bus", "rules",
+  "speed", "description"}``: StartReplay (times in epoch seconds); the answer
+  is its result.
+- ``{"op": "replay-cancel", "name": ...}``: CancelReplay.
+- ``{"op": "replay-describe", "name": ...}``: DescribeReplay.
+
 A request the server cannot serve gets ``{"error": message}``.
 """
 
@@ -135,8 +141,10 @@ class ControlServer:
             await _send(writer, await self._put(request.get("entries")))
         elif op == "tap":
             await self._tap(request.get("pattern"), reader, writer)
+        elif op in ("replay-start", "replay-cancel", "replay-describe"):
+            await _send(writer, await self._replay(op, request))
         else:
-            await _send(writer, {"error": f"unknown op {op!r} (put, tap)"})
+            await _send(writer, {"error": f"unknown op {op!r} (put, tap, replay-start, ...)"})
 
     async def _put(self, entries: Any) -> dict[str, Any]:
         if not isinstance(entries, list) or not 1 <= len(entries) <= 10:
@@ -145,6 +153,25 @@ class ControlServer:
         try:
             return await self.runtime.put_events(entries)
         except PipelinesError as exc:
+            return {"error": str(exc)}
+
+    async def _replay(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            if op == "replay-cancel":
+                return await self.runtime.cancel_replay(str(request.get("name")))
+            if op == "replay-describe":
+                return await self.runtime.describe_replay(str(request.get("name")))
+            return await self.runtime.start_replay(
+                request.get("name"),  # type: ignore[arg-type]  # checked by start_replay
+                str(request.get("archive")),
+                float(request.get("start", 0)),
+                float(request.get("end", 0)),
+                str(request.get("bus") or "default"),
+                request.get("rules"),
+                speed=request.get("speed"),
+                description=str(request.get("description") or ""),
+            )
+        except (PipelinesError, TypeError, ValueError) as exc:
             return {"error": str(exc)}
 
     async def _tap(
@@ -244,6 +271,21 @@ async def put_events(path: Path, entries: Sequence[Mapping[str, Any]]) -> dict[s
     return {"FailedEntryCount": failed, "Entries": results}
 
 
+async def request(path: Path, message: Mapping[str, Any]) -> dict[str, Any]:
+    """One request to the pipeline listening on ``path``, and its answer;
+    ``ControlError`` with the server's message when it refused."""
+    reader, writer = await _connect(path)
+    try:
+        await _send(writer, message)
+        answer = json.loads(await reader.readline() or b"null")
+    finally:
+        writer.close()
+    if not isinstance(answer, dict) or "error" in answer:
+        message_text = answer.get("error") if isinstance(answer, dict) else "no answer"
+        raise ControlError(f"{message.get('op')} refused: {message_text}")
+    return answer
+
+
 async def tap(path: Path, pattern: Any = None) -> AsyncIterator[dict[str, Any]]:
     """What the pipeline listening on ``path`` sees: ``{"tapping": true}`` once
     the tap is in place, then ``{"bus", "event"}`` (and ``{"dropped": n}``)
@@ -258,3 +300,17 @@ async def tap(path: Path, pattern: Any = None) -> AsyncIterator[dict[str, Any]]:
             yield message
     finally:
         writer.close()
+
+
+async def start_replay(path: Path, name: str, archive: str, **options: Any) -> dict[str, Any]:
+    """StartReplay in the pipeline listening on ``path``: ``start`` and ``end``
+    (epoch seconds), ``bus``, ``rules``, ``speed``, ``description``."""
+    return await request(path, {"op": "replay-start", "name": name, "archive": archive, **options})
+
+
+async def describe_replay(path: Path, name: str) -> dict[str, Any]:
+    return await request(path, {"op": "replay-describe", "name": name})
+
+
+async def cancel_replay(path: Path, name: str) -> dict[str, Any]:
+    return await request(path, {"op": "replay-cancel", "name": name})

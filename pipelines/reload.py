@@ -114,11 +114,28 @@ async def reload(
         if name not in new.resources:
             await runtime.delete_resource(name, timeout=remaining())
             summary.removed.append(f"resource {name}")
+    await _put_archives(runtime, current, new, summary)
     for bus_name in current.buses:
         if bus_name not in new.buses:
             await runtime.delete_bus(bus_name, timeout=remaining())
             summary.removed.append(f"bus {bus_name}")
     return summary
+
+
+async def _put_archives(
+    runtime: Runtime, current: PipelineConfig, new: PipelineConfig, summary: ReloadSummary
+) -> None:
+    """New and changed archives apply to events put from now on; one dropped
+    from the config stops archiving and keeps its events (still replayable)."""
+    for name, declared in new.archives.items():
+        previous = current.archives.get(name)
+        if previous != declared:
+            await runtime.create_archive(name, declared)
+            (summary.added if previous is None else summary.changed).append(f"archive {name}")
+    for name in current.archives:
+        if name not in new.archives:
+            await runtime.disable_archive(name)
+            summary.removed.append(f"archive {name}")
 
 
 async def _put_rules(

@@ -25,6 +25,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -147,6 +148,18 @@ async def read_replays(store: ArchiveStore, name: str | None = None) -> list[dic
     if name is not None and not replays:
         raise ResourceNotFoundError(f"Replay {name} does not exist.")
     return [replay.describe() for replay in replays]
+
+
+async def replay_status(state: Path, name: str | None = None) -> list[dict[str, Any]]:
+    """Describe one replay or all from the state database at ``state``, whether
+    its pipeline runs or not (what ``pipelines replay status`` shows)."""
+    if not state.exists():
+        raise StateError(f"state database {state} does not exist: run the pipeline first")
+    store = await ArchiveStore.open(state)
+    try:
+        return await read_replays(store, name)
+    finally:
+        await store.close()
 
 
 class Replays:

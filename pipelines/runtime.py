@@ -371,12 +371,15 @@ class Runtime:
 
     # -- archives and replays -------------------------------------------------
 
-    async def create_archive(self, name: str, **settings: Any) -> ArchiveSpec:
-        """Create or update an archive (CreateArchive / UpdateArchive): ``bus``
-        (default ``default``), ``pattern``, ``retention_days`` (0: forever),
-        ``durability`` (``normal`` or ``strict``), ``description``. Events put
-        from then on are archived; archives need a state database."""
-        spec = ArchiveSpec.parse(name, settings)
+    async def create_archive(
+        self, name: str, settings: Mapping[str, Any] | None = None, **options: Any
+    ) -> ArchiveSpec:
+        """Create or update an archive (CreateArchive / UpdateArchive) from
+        ``settings`` and keyword ``options``: ``bus`` (default ``default``),
+        ``pattern``, ``retention_days`` (0: forever), ``durability`` (``normal``
+        or ``strict``), ``description``. Events put from then on are archived;
+        archives need a state database."""
+        spec = ArchiveSpec.parse(name, {**(settings or {}), **options})
         self.bus(spec.bus)  # ResourceNotFoundError when it does not exist
         if self.archiver.store is not None:
             await self.archiver.store.save_archive(spec, self.clock.time())
@@ -387,6 +390,13 @@ class Runtime:
         """Delete an archive and the events it holds."""
         self.archiver.remove(name)
         await self._archive_store().delete_archive(name)
+
+    async def disable_archive(self, name: str) -> None:
+        """Stop archiving into ``name`` and keep its events, replayable (a
+        reload that drops an archive from the config does this)."""
+        self.archiver.remove(name)
+        if self.archiver.store is not None:
+            await self.archiver.store.disable_others(self.archiver.specs)
 
     async def describe_archive(self, name: str) -> dict[str, Any]:
         return await self._archive_store().describe(name)

@@ -47,8 +47,19 @@ def config_schema(plugins: pluggy.PluginManager | None = None) -> dict[str, Any]
                 "propertyNames": _NAME,
                 "additionalProperties": {"$ref": "#/$defs/rule"},
             },
+            "archives": {
+                "type": "object",
+                "description": "archives by name: the events a bus keeps for replays",
+                "propertyNames": {"type": "string", "pattern": "^[.\\-_A-Za-z0-9]{1,48}$"},
+                "additionalProperties": {"$ref": "#/$defs/archive"},
+            },
         },
-        "$defs": {"rule": _rule(), "target": _target(), "schedule": _schedule()},
+        "$defs": {
+            "rule": _rule(),
+            "target": _target(),
+            "schedule": _schedule(),
+            "archive": _archive(),
+        },
     }
 
 
@@ -154,4 +165,27 @@ def _schedule() -> dict[str, Any]:
                 "properties": properties,
             },
         ]
+    }
+
+
+def _archive() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "bus": {**_NAME, "default": "default", "description": "the bus whose events it keeps"},
+            "pattern": {"type": "object", "description": "keep only matching events"},
+            "retention_days": {
+                "type": "integer",
+                "minimum": 0,
+                "default": 0,
+                "description": "days events are kept; 0 keeps them forever",
+            },
+            "durability": {
+                "enum": ["normal", "strict"],
+                "default": "normal",
+                "description": "normal survives a process crash; strict also a power loss",
+            },
+            "description": {"type": "string", "maxLength": 512},
+        },
     }
