@@ -1,0 +1,320 @@
+"""Archives and replays on a real SQLite file: what is kept, for how long, and
+what a replay puts back on the bus (to which rules, in which states)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.archive import read_archives
+from pipelines.clock import ManualClock
+from pipelines.errors import (
+    ConfigError,
+    PatternError,
+    ReplayError,
+    ResourceNotFoundError,
+    StateError,
+)
+from pipelines.replay import replay_status
+from pipelines.runtime import Runtime
+
+from .recorder import Recorder, plugin_manager
+
+ENDED = ("COMPLETED", "CANCELLED", "FAILED")
+T0 = 1_700_000_000  # 2023-11-14T22:13:20Z
+
+
+def entry(n: int, *, source: str = "shop", at: float | None = None) -> dict[str, Any]:
+    made: dict[str, Any] = {"Source": source, "DetailType": "t", "Detail": json.dumps({"n": n})}
+    if at is not None:
+        made["Time"] = at
+    return made
+
+
+def pipeline(state: Path, clock: ManualClock | None = None) -> Runtime:
+    """Rules "all" (every shop event) and "even" (even n), each with a recorder."""
+    runtime = Runtime(state_path=state, plugins=plugin_manager(), clock=clock)
+    runtime.add_resource("all-sink", "recorder", {})
+    runtime.add_resource("even-sink", "recorder", {})
+    bus = runtime.bus()
+    bus.put_rule("all", pattern={"source": ["shop"]})
+    bus.put_rule("even", pattern={"detail": {"n": [0, 2, 4, 6, 8]}})
+    return runtime
+
+
+async def targets(runtime: Runtime) -> None:
+    await runtime.bus().put_targets("all", [{"id": "t", "resource": "all-sink"}])
+    await runtime.bus().put_targets("even", [{"id": "t", "resource": "even-sink"}])
+
+
+def received(runtime: Runtime, name: str) -> list[dict[str, Any]]:
+    sink = runtime.resource(name)
+    assert isinstance(sink, Recorder)
+    return [r.payload for r in sink.received]
+
+
+async def until_ended(runtime: Runtime, name: str, timeout: float = 10.0) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while (described := await runtime.describe_replay(name))["State"] not in ENDED:
+            await asyncio.sleep(0.01)
+    await runtime.wait_until_idle()
+    return described
+
+
+async def test_an_archive_keeps_the_events_its_pattern_matches(tmp_path: Path) -> None:
+    runtime = pipeline(tmp_path / "state.db")
+    await runtime.create_archive("all")
+    await runtime.create_archive("big", pattern={"detail": {"n": [{"numeric": [">=", 7]}]}})
+    async with runtime:
+        result = await runtime.put_events([entry(n, at=T0 + n) for n in range(10)])
+        assert result["FailedEntryCount"] == 0
+        everything = await runtime.describe_archive("all")
+        big = await runtime.describe_archive("big")
+        listed = [a["ArchiveName"] for a in await runtime.list_archives()]
+    assert listed == ["all", "big"]
+    assert everything["EventCount"] == 10
+    assert big["EventCount"] == 3
+    assert big["EventPattern"] == '{"detail":{"n":[{"numeric":[">=",7]}]}}'
+    assert everything["OldestEventTime"] == "2023-11-14T22:13:20Z"
+    assert everything["NewestEventTime"] == "2023-11-14T22:13:29Z"
+    assert big["OldestEventTime"] == "2023-11-14T22:13:27Z"
+    # The counters are kept as events arrive, and agree with the stored rows.
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        count, size = db.execute(
+            "SELECT count(*), sum(length(body)) FROM archive_events WHERE archive = 'all'"
+        ).fetchone()
+        stored = [json.loads(row[0]) for row in db.execute("SELECT body FROM archive_events")]
+    assert (count, size) == (10, everything["SizeBytes"])
+    ids = {e["EventId"] for e in result["Entries"]}
+    assert {event["id"] for event in stored} == ids
+    # Readable after the pipeline stopped, as the CLI reads it.
+    offline = await read_archives(tmp_path / "state.db", "big")
+    assert offline[0]["EventCount"] == 3
+
+
+async def test_a_replay_puts_the_window_back_with_replay_name_and_is_not_archived(
+    tmp_path: Path,
+) -> None:
+    runtime = pipeline(tmp_path / "state.db")
+    await targets(runtime)
+    await runtime.create_archive("all")
+    async with runtime:
+        await runtime.put_events([entry(n, at=T0 + n) for n in range(10)])
+        await runtime.wait_until_idle()
+        first = received(runtime, "all-sink")
+        started = await runtime.start_replay("r1", "all", T0 + 2, T0 + 6)
+        assert started["State"] == "STARTING"
+        described = await until_ended(runtime, "r1")
+        archive = await runtime.describe_archive("all")
+        replayed = received(runtime, "all-sink")[len(first) :]
+    assert len(first) == 10
+    # [start, end): events of T0+2 .. T0+5, in event-time order.
+    assert [e["detail"]["n"] for e in replayed] == [2, 3, 4, 5]
+    assert all(e["replay-name"] == "r1" for e in replayed)
+    assert [e["id"] for e in replayed] == [e["id"] for e in first[2:6]]
+    assert described["State"] == "COMPLETED"
+    assert described["EventsTotal"] == described["EventsReplayed"] == 4
+    assert described["EventLastReplayedTime"] == "2023-11-14T22:13:25Z"
+    assert described["ReplayEndTime"] is not None
+    assert archive["EventCount"] == 10  # the replay did not archive itself again
+
+
+async def test_a_replay_to_named_rules_reaches_only_those(tmp_path: Path) -> None:
+    runtime = pipeline(tmp_path / "state.db")
+    await targets(runtime)
+    await runtime.create_archive("all")
+    async with runtime:
+        await runtime.put_events([entry(n, at=T0 + n) for n in range(6)])
+        await runtime.wait_until_idle()
+        before = len(received(runtime, "all-sink")), len(received(runtime, "even-sink"))
+        await runtime.start_replay("evens", "all", T0, T0 + 100, rules=["even"])
+        await until_ended(runtime, "evens")
+        after = len(received(runtime, "all-sink")), len(received(runtime, "even-sink"))
+        described = await runtime.describe_replay("evens")
+    assert before == (6, 3)
+    assert after == (6, 6)  # "all" matches them too, but was not named
+    assert described["Destination"]["FilterArns"] == ["even"]
+
+
+async def test_replay_requests_are_checked_as_eventbridge_does(tmp_path: Path) -> None:
+    runtime = pipeline(tmp_path / "state.db")
+    runtime.bus().put_rule("nightly", schedule="rate(1 day)")
+    await runtime.create_archive("all")
+    async with runtime:
+        await runtime.start_replay("once", "all", T0, T0 + 1)
+        await until_ended(runtime, "once")
+        with pytest.raises(ReplayError) as exists:
+            await runtime.start_replay("once", "all", T0, T0 + 1)
+        assert exists.value.code == "ResourceAlreadyExistsException"
+        with pytest.raises(ResourceNotFoundError, match="Archive nope does not exist"):
+            await runtime.start_replay("r", "nope", T0, T0 + 1)
+        with pytest.raises(ReplayError, match="EventStartTime must be before"):
+            await runtime.start_replay("r", "all", T0, T0)
+        with pytest.raises(ReplayError, match="schedule"):
+            await runtime.start_replay("r", "all", T0, T0 + 1, rules=["nightly"])
+        with pytest.raises(ResourceNotFoundError, match="Rule ghost"):
+            await runtime.start_replay("r", "all", T0, T0 + 1, rules=["ghost"])
+        with pytest.raises(ResourceNotFoundError, match="Event bus elsewhere"):
+            await runtime.start_replay("r", "all", T0, T0 + 1, "elsewhere")
+        with pytest.raises(ReplayError, match="speed"):
+            await runtime.start_replay("r", "all", T0, T0 + 1, speed=0)
+        with pytest.raises(ReplayError) as illegal:
+            await runtime.cancel_replay("once")
+        assert illegal.value.code == "IllegalStatusException"
+        assert [r["ReplayName"] for r in await runtime.list_replays()] == ["once"]
+
+
+async def test_a_cancelled_replay_stops_and_says_so(tmp_path: Path) -> None:
+    clock = ManualClock(T0 + 1000)
+    runtime = pipeline(tmp_path / "state.db", clock)
+    await targets(runtime)
+    await runtime.create_archive("all")
+    async with runtime:
+        await runtime.put_events([entry(n, at=T0 + 60 * n) for n in range(5)])
+        await runtime.wait_until_idle()
+        # At the original pace the second event is a minute away.
+        await runtime.start_replay("slow", "all", T0, T0 + 3600, speed=1)
+        async with asyncio.timeout(5):
+            while (await runtime.describe_replay("slow"))["EventsReplayed"] < 1:
+                await asyncio.sleep(0.01)
+        cancelling = await runtime.cancel_replay("slow")
+        described = await until_ended(runtime, "slow")
+    assert cancelling["State"] == "CANCELLING"
+    assert described["State"] == "CANCELLED"
+    assert described["EventsReplayed"] == 1
+    assert described["EventsTotal"] == 5
+
+
+async def test_speed_replays_at_the_original_pace_times_the_factor(tmp_path: Path) -> None:
+    clock = ManualClock(T0 + 1000)
+    runtime = pipeline(tmp_path / "state.db", clock)
+    await targets(runtime)
+    await runtime.create_archive("all")
+    async with runtime:
+        await runtime.put_events([entry(n, at=T0 + 10 * n) for n in range(3)])
+        await runtime.wait_until_idle()
+        await runtime.start_replay("paced", "all", T0, T0 + 100, speed=2)
+
+        async def replayed_after(seconds: float) -> int:
+            await clock.advance(seconds, quiet=lambda: asyncio.sleep(0.05))
+            return (await runtime.describe_replay("paced"))["EventsReplayed"]
+
+        # Events 10 s apart, twice as fast: at 0, 5 and 10 s.
+        assert await replayed_after(0) == 1
+        assert await replayed_after(4.9) == 1
+        assert await replayed_after(0.2) == 2
+        assert await replayed_after(5) == 3
+        assert (await until_ended(runtime, "paced"))["State"] == "COMPLETED"
+
+
+async def test_a_running_replay_resumes_after_a_restart_without_repeating(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state.db"
+    clock = ManualClock(T0 + 1000)
+    runtime = pipeline(state, clock)
+    await targets(runtime)
+    await runtime.create_archive("all")
+    async with runtime:
+        await runtime.put_events([entry(n, at=T0 + 60 * n) for n in range(4)])
+        await runtime.wait_until_idle()
+        await runtime.start_replay("long", "all", T0, T0 + 3600, speed=1)
+        async with asyncio.timeout(5):
+            while (await runtime.describe_replay("long"))["EventsReplayed"] < 2:
+                await clock.advance(30, quiet=lambda: asyncio.sleep(0.02))
+        first_run = [e for e in received(runtime, "all-sink") if "replay-name" in e]
+    stopped = (await replay_status(state, "long"))[0]
+    assert stopped["State"] == "RUNNING"  # resumes at the next start
+    assert stopped["EventsReplayed"] == 2
+
+    clock = ManualClock(T0 + 5000)
+    again = pipeline(state, clock)
+    await targets(again)
+    await again.create_archive("all")
+    async with again:
+        async with asyncio.timeout(5):
+            while (await again.describe_replay("long"))["State"] == "RUNNING":
+                await clock.advance(30, quiet=lambda: asyncio.sleep(0.02))
+        described = await until_ended(again, "long")
+        second_run = [e for e in received(again, "all-sink") if "replay-name" in e]
+    ids = [e["id"] for e in first_run + second_run]
+    assert len(ids) == len(set(ids)) == 4  # each archived event once, none twice
+    assert [e["detail"]["n"] for e in first_run + second_run] == [0, 1, 2, 3]
+    assert described["State"] == "COMPLETED"
+    assert described["EventsReplayed"] == 4
+
+
+async def test_retention_purges_old_events_and_their_counts(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    runtime = pipeline(tmp_path / "state.db", clock)
+    await runtime.create_archive("week", retention_days=7)
+    await runtime.create_archive("forever", retention_days=0)
+    async with runtime:
+        await runtime.put_events([entry(n, at=T0 - 86400 * n) for n in range(10)])
+        clock.jump(0.5 * 86400)
+        purged = await runtime.archiver.purge_now()
+        week = await runtime.describe_archive("week")
+        forever = await runtime.describe_archive("forever")
+    # Older than 7 days at T0 + 12 h: the events of days 7, 8 and 9 before T0.
+    assert purged == 3
+    assert week["EventCount"] == 7
+    assert forever["EventCount"] == 10
+    assert week["SizeBytes"] < forever["SizeBytes"]
+
+
+async def test_a_failed_archive_write_fails_the_entries_and_delivers_nothing(
+    tmp_path: Path,
+) -> None:
+    runtime = pipeline(tmp_path / "state.db")
+    await targets(runtime)
+    await runtime.create_archive("all")
+    async with runtime:
+        with sqlite3.connect(tmp_path / "state.db") as db:  # the disk "breaks"
+            db.execute("DROP TABLE archive_events")
+        result = await runtime.put_events([entry(1), entry(2)])
+        await runtime.wait_until_idle()
+        assert received(runtime, "all-sink") == []
+    assert result["FailedEntryCount"] == 2
+    assert {e["ErrorCode"] for e in result["Entries"]} == {"InternalFailure"}
+    assert "archive write" in result["Entries"][0]["ErrorMessage"]
+
+
+async def test_archive_declarations_are_checked(tmp_path: Path) -> None:
+    runtime = pipeline(tmp_path / "state.db")
+    with pytest.raises(ConfigError, match="durability"):
+        await runtime.create_archive("a", durability="sometimes")
+    with pytest.raises(ConfigError, match="retention_days"):
+        await runtime.create_archive("a", retention_days=-1)
+    with pytest.raises(ConfigError, match="did you mean 'pattern'"):
+        await runtime.create_archive("a", patern={})
+    with pytest.raises(ConfigError, match="48 characters"):
+        await runtime.create_archive("a" * 49)
+    with pytest.raises(PatternError):
+        await runtime.create_archive("a", pattern={"source": "not-a-list"})
+    with pytest.raises(ResourceNotFoundError):
+        await runtime.create_archive("a", bus="nowhere")
+    memory = Runtime()
+    await memory.create_archive("a")
+    with pytest.raises(StateError, match="state database"):
+        await memory.start()
+
+
+async def test_strict_durability_commits_with_synchronous_full(tmp_path: Path) -> None:
+    runtime = pipeline(tmp_path / "state.db")
+    await runtime.create_archive("normal")
+    await runtime.create_archive("strict", durability="strict", pattern={"detail": {"n": [1]}})
+    levels: list[str] = []
+    async with runtime:
+        store = runtime.archiver.store
+        assert store is not None
+        for n in (0, 1, 0):
+            await runtime.put_events([entry(n)])
+            levels.append(store._synchronous)
+        counts = [(await runtime.describe_archive(a))["EventCount"] for a in ("normal", "strict")]
+    assert levels == ["NORMAL", "FULL", "NORMAL"]
+    assert counts == [3, 1]
