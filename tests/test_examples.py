@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -157,3 +158,68 @@ def test_fanout_pipeline_filters_per_subscription_and_redrives(tmp_path: Path) -
     assert published["Subscriptions"] == ["big"]
     [direct] = bodies("big-orders", "--delete")
     assert json.loads(str(direct["Body"])) == {"order": "o-9"}
+
+
+def test_audit_pipeline_archives_and_a_cli_replay_delivers_again(tmp_path: Path) -> None:
+    audit = ROOT / "examples" / "audit"
+    config = str(audit / "pipeline.yaml")
+    env = {**os.environ, "PIPELINES_STATE": str(tmp_path / "state.db")}
+
+    def pipelines(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*pipelines_command(), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    runner = subprocess.Popen(
+        [*pipelines_command(), "run", config], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert runner.stderr is not None
+        assert "control socket" in runner.stderr.readline()
+        put = pipelines("put", "-c", config, "--input", str(audit / "events.jsonl"))
+        assert put.returncode == 0, put.stderr
+
+        listed = pipelines("archive", "list", "-c", config, "--json")
+        [archive] = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert (archive["ArchiveName"], archive["EventCount"]) == ("shop", 3)  # not the crm event
+
+        replay = pipelines(
+            "replay", "start", "billing-fix", "--archive", "shop", "--rule", "billing", "-c", config
+        )
+        assert replay.returncode == 0, replay.stderr
+        final = json.loads(replay.stdout)
+        assert (final["State"], final["EventsReplayed"], final["EventsTotal"]) == (
+            "COMPLETED",
+            3,
+            3,
+        )
+        assert "replay billing-fix: COMPLETED 3/3 events" in replay.stderr  # not a terminal
+
+        received = pipelines("queue", "receive", "billing", "-c", config, "-n", "10", "--delete")
+        bodies = [json.loads(json.loads(line)["Body"]) for line in received.stdout.splitlines()]
+        orders = sorted((b["detail"]["order"], b.get("replay-name", "-")) for b in bodies)
+        assert orders == [
+            ("o-1", "-"),
+            ("o-1", "billing-fix"),
+            ("o-2", "-"),
+            ("o-2", "billing-fix"),
+        ]
+        shipped = pipelines("queue", "receive", "shipping", "-c", config, "-n", "10")
+        assert len(shipped.stdout.splitlines()) == 2  # shipping was not named: no replay
+
+        again = pipelines("archive", "describe", "shop", "-c", config)
+        assert json.loads(again.stdout)["EventCount"] == 3  # replays are not archived again
+        cancel = pipelines("replay", "cancel", "billing-fix", "-c", config)
+        assert cancel.returncode == 1
+        assert "IllegalStatusException" in cancel.stderr
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        runner.communicate(timeout=30)
+    assert runner.returncode == 0
+    status = pipelines("replay", "status", "billing-fix", "-c", config)
+    assert json.loads(status.stdout)["State"] == "COMPLETED"  # read with the pipeline stopped
