@@ -558,10 +558,11 @@ async def _follow_replay(socket: Path, name: str) -> dict[str, Any]:
 
     ended = ("COMPLETED", "CANCELLED", "FAILED")
     if sys.stderr.isatty():
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
         columns = (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, transient=False) as bar:
+        with Progress(*columns, console=Console(stderr=True)) as bar:
             task = bar.add_task(name, total=None)
             while (described := await channel.describe_replay(socket, name))["State"] not in ended:
                 bar.update(

@@ -324,7 +324,7 @@ async def build_runtime(
         problems += await _add_rule(runtime, config, str(name), declared)
     for name, declared in config.archives.items():
         problems += await _add_archive(runtime, config, str(name), declared)
-    if config.archives and state is None and state_path is True:
+    if config.archives and config.state is None:
         problems.append(
             config.at(("state",), "archives keep their events in the state database: set state")
         )

@@ -318,3 +318,27 @@ async def test_strict_durability_commits_with_synchronous_full(tmp_path: Path) -
         counts = [(await runtime.describe_archive(a))["EventCount"] for a in ("normal", "strict")]
     assert levels == ["NORMAL", "FULL", "NORMAL"]
     assert counts == [3, 1]
+
+
+async def test_a_reload_adds_archives_and_a_dropped_one_keeps_its_events(
+    tmp_path: Path,
+) -> None:
+    from pipelines.config import build_runtime, load_config
+    from pipelines.reload import reload
+
+    def config(text: str) -> Any:
+        path = tmp_path / "p.yaml"
+        path.write_text(f"state: state.db\n{text}")
+        return load_config(path)
+
+    first = config("archives: {old: {}}\n")
+    runtime = await build_runtime(first)
+    async with runtime:
+        await runtime.put_events([entry(1)])
+        second = config("archives: {new: {pattern: {detail: {n: [2]}}}}\n")
+        summary = await reload(runtime, first, second)
+        await runtime.put_events([entry(1), entry(2)])
+        archives = {a["ArchiveName"]: a for a in await runtime.list_archives()}
+    assert str(summary) == "added: archive new; removed: archive old"
+    assert (archives["old"]["State"], archives["old"]["EventCount"]) == ("DISABLED", 1)
+    assert (archives["new"]["State"], archives["new"]["EventCount"]) == ("ENABLED", 1)

@@ -344,3 +344,33 @@ def test_cli_run_input_missing_empty_and_from_a_fifo(tmp_path: Path) -> None:
     finally:
         process.kill()
     assert [json.loads(line) for line in sink.read_text().splitlines()] == [{"n": 1}]
+
+
+async def test_archive_problems_are_located(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        "a.yaml",
+        """
+        archives:
+          typo: {patern: {source: [a]}}
+          bad-pattern:
+            pattern:
+              source: shop
+          nowhere: {bus: audit}
+          slow: {durability: sometimes}
+        """,
+    )
+    problems = await problems_of(config)
+    assert problems[0].startswith(
+        f"{config}:2:10: archives.typo.patern: unknown setting (allowed: bus, description,"
+    )
+    assert problems[0].endswith("did you mean 'pattern'?")
+    assert problems[1].startswith(f"{config}:5:7: archives.bad-pattern.pattern:")
+    assert problems[2] == (
+        f"{config}:6:13: archives.nowhere.bus: no bus 'audit' (declare it under buses)"
+    )
+    assert problems[3].startswith(f"{config}:7:10: archives.slow.durability: must be 'normal'")
+    stateless = write(tmp_path, "s.yaml", "state: false\narchives: {all: {}}\n")
+    assert await problems_of(stateless) == [
+        f"{stateless}:1:1: archives keep their events in the state database: set state"
+    ]

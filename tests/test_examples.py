@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -209,8 +210,26 @@ def test_audit_pipeline_archives_and_a_cli_replay_delivers_again(tmp_path: Path)
             ("o-2", "-"),
             ("o-2", "billing-fix"),
         ]
-        shipped = pipelines("queue", "receive", "shipping", "-c", config, "-n", "10")
+        shipped = pipelines("queue", "receive", "shipping", "-c", config, "-n", "10", "--delete")
         assert len(shipped.stdout.splitlines()) == 2  # shipping was not named: no replay
+
+        # On a terminal, a progress bar (on stderr; the result stays on stdout).
+        primary, secondary = pty.openpty()
+        with_bar = subprocess.run(
+            [*pipelines_command(), "replay", "start", "again", "-a", "shop", "-c", config],
+            env={**env, "COLUMNS": "80"},
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        os.close(secondary)
+        bar = os.read(primary, 65536).decode()
+        os.close(primary)
+        assert with_bar.returncode == 0
+        assert json.loads(with_bar.stdout)["State"] == "COMPLETED"
+        assert "3/3" in bar and "━" in bar
 
         again = pipelines("archive", "describe", "shop", "-c", config)
         assert json.loads(again.stdout)["EventCount"] == 3  # replays are not archived again
