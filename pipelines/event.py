@@ -77,7 +77,8 @@ def format_time_ms(seconds: float) -> str:
 @lru_cache(maxsize=64)
 def _format_second(second: int) -> str:
     # Events put in the same second share the text: strftime is slow on the hot path.
-    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat pads the year to four digits (strftime's %Y does not on glibc).
+    return datetime.fromtimestamp(second, UTC).replace(tzinfo=None).isoformat() + "Z"
 
 
 def parse_time(value: str) -> datetime:

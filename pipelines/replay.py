@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +130,24 @@ class Replay:
         }
 
 
+def _invalid(message: str) -> ReplayError:
+    return ReplayError("ValidationException", message)
+
+
+def _exists(name: str) -> ReplayError:
+    return ReplayError("ResourceAlreadyExistsException", f"Replay {name} already exists.")
+
+
+def _check_times(start: float, end: float) -> None:
+    for label, value in (("EventStartTime", start), ("EventEndTime", end)):
+        try:
+            datetime.fromtimestamp(value, UTC)
+        except (TypeError, ValueError, OverflowError, OSError):
+            raise _invalid(f"{label} {value!r} is not a time (epoch seconds)") from None
+    if not start < end:
+        raise _invalid("EventStartTime must be before EventEndTime.")
+
+
 async def save(store: ArchiveStore, replay: Replay) -> None:
     marks = ", ".join("?" * 17)
     async with store.transaction() as db:
@@ -193,31 +213,33 @@ class Replays:
         """StartReplay; times are epoch seconds. Returns ReplayArn, State, ReplayStartTime."""
         store = self.store
         if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise ReplayError(
-                "ValidationException",
-                f"replay name {name!r} must be 1 to 64 letters, digits, '.', '-', '_'",
-            )
-        if name in self._replays or await load(store, name):
-            raise ReplayError("ResourceAlreadyExistsException", f"Replay {name} already exists.")
-        if not await store.exists(archive):
-            raise ResourceNotFoundError(f"Archive {archive} does not exist.")
-        if not start_time < end_time:
-            raise ReplayError("ValidationException", "EventStartTime must be before EventEndTime.")
-        if speed is not None and not speed > 0:
-            raise ReplayError("ValidationException", f"speed must be above 0, not {speed}")
+            raise _invalid(f"replay name {name!r} must be 1 to 64 letters, digits, '.', '-', '_'")
+        _check_times(start_time, end_time)
+        if speed is not None and not (isinstance(speed, int | float) and 0 < speed < math.inf):
+            raise _invalid(f"speed must be a number above 0, not {speed!r}")
         bus = self.runtime.bus(destination_bus)
         if rules is not None:
+            if isinstance(rules, str) or not all(isinstance(r, str) for r in rules):
+                raise _invalid(f"rules must be a list of rule names, not {rules!r}")
             rules = tuple(rules)
             for rule in rules:
                 if bus.describe_rule(rule).get("EventPattern") is None:
-                    raise ReplayError(
-                        "ValidationException",
-                        f"rule {rule} has a schedule, not an event pattern: it takes no replay",
-                    )
+                    raise _invalid(f"rule {rule} has a schedule, not an event pattern")
+        if name in self._replays:  # claimed below before any await: no two starts race
+            raise _exists(name)
         replay = Replay(name, archive, bus.name, rules, start_time, end_time, speed, description)
         replay.started = self.runtime.clock.time()
-        await save(store, replay)
-        self._spawn(replay)
+        self._replays[name] = replay
+        try:
+            if await load(store, name):
+                raise _exists(name)
+            if not await store.exists(archive):
+                raise ResourceNotFoundError(f"Archive {archive} does not exist.")
+            await save(store, replay)
+        except BaseException:
+            del self._replays[name]
+            raise
+        self._tasks[name] = self.runtime.spawn(self._run(replay))
         return {
             "ReplayArn": replay.describe()["ReplayArn"],
             "State": replay.state,
@@ -232,16 +254,17 @@ class Replays:
             if not stored:
                 raise ResourceNotFoundError(f"Replay {name} does not exist.")
             replay = stored[0]
-        if replay.state not in (STARTING, RUNNING) or name not in self._tasks:
+        task = self._tasks.get(name)
+        if replay.state not in (STARTING, RUNNING) or task is None:
             raise ReplayError(
                 "IllegalStatusException",
                 f"Replay {name} is {replay.state}: only a STARTING or RUNNING replay"
                 " of this running pipeline can be cancelled.",
             )
+        # No await from the check to here: the replay cannot end in between.
         replay.state = CANCELLING
         self._cancelling.add(name)
-        await save(self.store, replay)
-        self._tasks[name].cancel()
+        task.cancel()
         return {"ReplayArn": replay.describe()["ReplayArn"], "State": CANCELLING}
 
     async def describe(self, name: str) -> dict[str, Any]:
@@ -282,25 +305,33 @@ class Replays:
         self._tasks[replay.name] = self.runtime.spawn(self._run(replay))
 
     async def _run(self, replay: Replay) -> None:
+        """The replay's task: nothing it meets ends the runtime, only the replay."""
         try:
-            await self._replay(replay)
-        except asyncio.CancelledError:
-            if replay.name in self._cancelling:
-                await self._finish(replay, CANCELLED, "Cancelled by request.")
-            else:  # the runtime stops: resume later from here
-                await save(self.store, replay)
-            raise
-        except (ResourceNotFoundError, StateError) as exc:
-            log.error("replay %s failed: %s", replay.name, exc)
-            await self._finish(replay, FAILED, str(exc)[:512])
-        else:
-            await self._finish(replay, COMPLETED, "")
+            try:
+                await self._replay(replay)
+                state, reason = COMPLETED, ""
+            except asyncio.CancelledError:
+                if replay.name not in self._cancelling:  # the runtime stops: resume later
+                    try:
+                        await save(self.store, replay)
+                    except Exception:
+                        log.exception("saving the progress of replay %s failed", replay.name)
+                    raise
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()  # asked for by cancel(), and handled here
+                state, reason = CANCELLED, "Cancelled by request."
+            except Exception as exc:  # a gone archive or bus, a database error, a bug
+                log.error("replay %s failed: %s", replay.name, exc)
+                state, reason = FAILED, f"{type(exc).__name__}: {exc}"[:512]
+            await self._finish(replay, state, reason)
         finally:
             del self._tasks[replay.name]
             del self._replays[replay.name]
             self._cancelling.discard(replay.name)
 
     async def _finish(self, replay: Replay, state: str, reason: str) -> None:
+        # The state changes before the save: a cancel() meanwhile finds it ended.
         replay.state, replay.reason = state, reason
         replay.ended = self.runtime.clock.time()
         try:

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import random
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -61,6 +61,26 @@ DEFAULT_BUS = "default"
 #: lasts the whole interval. Measured with bench/bench_archive.py: archiving
 #: goes from about 35,000 to 60,000 events/s at 0.2 ms.
 SWITCH_INTERVAL = 0.0002
+# Runtimes running with a lowered interval, and the interval before the first.
+_switch_holders = 0
+_switch_before: float | None = None
+
+
+def _lower_switch_interval(value: float) -> None:
+    global _switch_holders, _switch_before
+    if _switch_holders == 0 and sys.getswitchinterval() > value:
+        _switch_before = sys.getswitchinterval()
+        sys.setswitchinterval(value)
+    _switch_holders += 1
+
+
+def _release_switch_interval() -> None:
+    """The last running runtime to stop puts the interval back."""
+    global _switch_holders, _switch_before
+    _switch_holders -= 1
+    if _switch_holders == 0 and _switch_before is not None:
+        sys.setswitchinterval(_switch_before)
+        _switch_before = None
 
 
 async def _poll(condition: Callable[[], bool], timeout: float | None, every: float = 0.01) -> bool:
@@ -106,7 +126,7 @@ class Runtime:
         self.drain_timeout = drain_timeout
         self.limits = limits or EntryLimits()
         self.switch_interval = switch_interval
-        self._previous_switch_interval: float | None = None
+        self._holds_switch_interval = False
         self.plugins = plugins  # None: the installed plugins
         self._types = target_types(plugins)
         self._resources: dict[str, Target] = {}
@@ -411,11 +431,10 @@ class Runtime:
         start_time: float,
         end_time: float,
         destination_bus: str = DEFAULT_BUS,
-        rules: Iterable[str] | None = None,
+        rules: Sequence[str] | None = None,
         **options: Any,
     ) -> dict[str, Any]:
         """StartReplay: see ``pipelines.replay.Replays.start`` (``speed``, ``description``)."""
-        rules = list(rules) if rules is not None else None
         return await self.replays.start(
             name, archive, start_time, end_time, destination_bus, rules, **options
         )
@@ -532,9 +551,6 @@ class Runtime:
     async def start(self) -> None:
         if self._runner is not None or self._stopping.is_set():
             raise NotRunningError("a runtime starts once: create a new Runtime to start again")
-        if self.switch_interval is not None and sys.getswitchinterval() > self.switch_interval:
-            self._previous_switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(self.switch_interval)
         if self.state_path is not None:
             self._state = await StateDB.open(self.state_path)
             self.deliverer.state = self.scheduler.state = self._state
@@ -557,6 +573,9 @@ class Runtime:
             await self._close_state()
             raise
         await self._load_pending()
+        if self.switch_interval is not None:
+            _lower_switch_interval(self.switch_interval)
+            self._holds_switch_interval = True
         self._accepting = True
         if self.archiver.store is not None:
             self.spawn(self.archiver.run())
@@ -635,7 +654,7 @@ class Runtime:
             await asyncio.wait([self._scheduling])
             self._scheduling = None
         with contextlib.suppress(TimeoutError):
-            await self.wait_until_idle(limit)
+            await self.wait_until_idle(max(deadline - loop.time(), 0.0))
         for name, target in self._resources.items():
             try:
                 await target.drain(max(deadline - loop.time(), 0.0))
@@ -661,10 +680,9 @@ class Runtime:
             raise failure
 
     def _restore_switch_interval(self) -> None:
-        if self._previous_switch_interval is not None:
-            if sys.getswitchinterval() == self.switch_interval:  # nobody changed it since
-                sys.setswitchinterval(self._previous_switch_interval)
-            self._previous_switch_interval = None
+        if self._holds_switch_interval:
+            self._holds_switch_interval = False
+            _release_switch_interval()
 
     async def wait_until_idle(self, timeout: float | None = 10.0) -> None:
         """Wait until no event is being matched or delivered and the scheduler

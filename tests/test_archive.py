@@ -342,3 +342,106 @@ async def test_a_reload_adds_archives_and_a_dropped_one_keeps_its_events(
     assert str(summary) == "added: archive new; removed: archive old"
     assert (archives["old"]["State"], archives["old"]["EventCount"]) == ("DISABLED", 1)
     assert (archives["new"]["State"], archives["new"]["EventCount"]) == ("ENABLED", 1)
+
+
+async def test_a_replay_through_a_tiny_intake_puts_each_event_once(tmp_path: Path) -> None:
+    runtime = Runtime(state_path=tmp_path / "state.db", plugins=plugin_manager(), intake_size=3)
+    runtime.add_resource("all-sink", "recorder", {})
+    runtime.bus().put_rule("all", pattern={"source": ["shop"]})
+    await runtime.bus().put_targets("all", [{"id": "t", "resource": "all-sink"}])
+    await runtime.create_archive("all")
+    async with runtime:
+        await runtime.put_events([entry(n, at=T0 + n) for n in range(25)])
+        await runtime.wait_until_idle()
+        await runtime.start_replay("r", "all", T0, T0 + 100)
+        described = await until_ended(runtime, "r")
+        replayed = [e["detail"]["n"] for e in received(runtime, "all-sink") if "replay-name" in e]
+    assert replayed == list(range(25))
+    assert described["EventsReplayed"] == 25
+
+
+async def test_a_failing_replay_fails_alone_and_the_pipeline_goes_on(tmp_path: Path) -> None:
+    runtime = pipeline(tmp_path / "state.db")
+    await targets(runtime)
+    await runtime.create_archive("all")
+    async with runtime:
+        with sqlite3.connect(tmp_path / "state.db") as db:
+            db.execute("ALTER TABLE archive_events RENAME TO gone")
+        await runtime.start_replay("r", "all", T0, T0 + 100)
+        described = await until_ended(runtime, "r")
+        result = await runtime.put_events([{**entry(1), "EventBusName": "default"}])
+        await runtime.wait_until_idle()
+        assert runtime.running
+    assert described["State"] == "FAILED"
+    assert "no such table" in described["StateReason"]
+    assert result["FailedEntryCount"] == 1  # the archive write fails: reported, not delivered
+
+
+async def test_two_starts_of_one_name_at_once_make_one_replay(tmp_path: Path) -> None:
+    runtime = pipeline(tmp_path / "state.db")
+    await targets(runtime)
+    await runtime.create_archive("all")
+    async with runtime:
+        await runtime.put_events([entry(n, at=T0 + n) for n in range(3)])
+        await runtime.wait_until_idle()
+        outcomes = await asyncio.gather(
+            runtime.start_replay("twice", "all", T0, T0 + 10),
+            runtime.start_replay("twice", "all", T0, T0 + 10),
+            return_exceptions=True,
+        )
+        await until_ended(runtime, "twice")
+        replayed = [e for e in received(runtime, "all-sink") if "replay-name" in e]
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(errors) == 1 and isinstance(errors[0], ReplayError)
+    assert errors[0].code == "ResourceAlreadyExistsException"
+    assert len(replayed) == 3
+
+
+async def test_out_of_range_replay_times_and_bad_settings_are_refused(tmp_path: Path) -> None:
+    runtime = pipeline(tmp_path / "state.db")
+    await runtime.create_archive("all")
+    with pytest.raises(ConfigError, match="durability"):
+        await runtime.create_archive("x", durability=["strict"])
+    async with runtime:
+        for start, end in ((T0, float("inf")), (-1e15, T0), (float("nan"), T0)):
+            with pytest.raises(ReplayError, match="is not a time"):
+                await runtime.start_replay("r", "all", start, end)
+        with pytest.raises(ReplayError, match="list of rule names"):
+            await runtime.start_replay("r", "all", T0, T0 + 1, rules="all")  # type: ignore[arg-type]
+        assert await runtime.list_replays() == []
+
+
+async def test_size_counts_bytes_and_early_years_are_archived(tmp_path: Path) -> None:
+    runtime = pipeline(tmp_path / "state.db")
+    await runtime.create_archive("all")
+    async with runtime:
+        accented = {"Source": "shop", "DetailType": "t", "Detail": json.dumps({"s": "é" * 100})}
+        await runtime.put_events([accented])
+        one = await runtime.describe_archive("all")
+        early = await runtime.put_events([{**entry(1), "Time": "0702-01-01T00:00:00Z"}])
+        both = await runtime.describe_archive("all")
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        [(stored,)] = db.execute("SELECT body FROM archive_events ORDER BY seq LIMIT 1")
+    assert isinstance(stored, bytes)
+    assert one["SizeBytes"] == len(stored) and stored.count("é".encode()) == 100
+    assert early["FailedEntryCount"] == 0
+    assert both["EventCount"] == 2
+    assert both["OldestEventTime"] == "0702-01-01T00:00:00Z"
+
+
+async def test_the_switch_interval_is_lowered_while_running_and_restored(
+    tmp_path: Path,
+) -> None:
+    import sys
+
+    before = sys.getswitchinterval()
+    first, second = Runtime(), Runtime()
+    await first.start()
+    lowered = sys.getswitchinterval()
+    await second.start()
+    await first.stop()
+    still = sys.getswitchinterval()
+    await second.stop()
+    assert lowered < before
+    assert still == lowered  # the other runtime still runs
+    assert sys.getswitchinterval() == before
