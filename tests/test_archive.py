@@ -47,6 +47,14 @@ def pipeline(state: Path, clock: ManualClock | None = None) -> Runtime:
     return runtime
 
 
+async def archived(state: Path, clock: ManualClock | None = None) -> Runtime:
+    """``pipeline`` with its targets and the archive "all" of every event."""
+    runtime = pipeline(state, clock)
+    await targets(runtime)
+    await runtime.create_archive("all")
+    return runtime
+
+
 async def targets(runtime: Runtime) -> None:
     await runtime.bus().put_targets("all", [{"id": "t", "resource": "all-sink"}])
     await runtime.bus().put_targets("even", [{"id": "t", "resource": "even-sink"}])
@@ -100,9 +108,7 @@ async def test_an_archive_keeps_the_events_its_pattern_matches(tmp_path: Path) -
 async def test_a_replay_puts_the_window_back_with_replay_name_and_is_not_archived(
     tmp_path: Path,
 ) -> None:
-    runtime = pipeline(tmp_path / "state.db")
-    await targets(runtime)
-    await runtime.create_archive("all")
+    runtime = await archived(tmp_path / "state.db")
     async with runtime:
         await runtime.put_events([entry(n, at=T0 + n) for n in range(10)])
         await runtime.wait_until_idle()
@@ -125,9 +131,7 @@ async def test_a_replay_puts_the_window_back_with_replay_name_and_is_not_archive
 
 
 async def test_a_replay_to_named_rules_reaches_only_those(tmp_path: Path) -> None:
-    runtime = pipeline(tmp_path / "state.db")
-    await targets(runtime)
-    await runtime.create_archive("all")
+    runtime = await archived(tmp_path / "state.db")
     async with runtime:
         await runtime.put_events([entry(n, at=T0 + n) for n in range(6)])
         await runtime.wait_until_idle()
@@ -171,9 +175,7 @@ async def test_replay_requests_are_checked_as_eventbridge_does(tmp_path: Path) -
 
 async def test_a_cancelled_replay_stops_and_says_so(tmp_path: Path) -> None:
     clock = ManualClock(T0 + 1000)
-    runtime = pipeline(tmp_path / "state.db", clock)
-    await targets(runtime)
-    await runtime.create_archive("all")
+    runtime = await archived(tmp_path / "state.db", clock)
     async with runtime:
         await runtime.put_events([entry(n, at=T0 + 60 * n) for n in range(5)])
         await runtime.wait_until_idle()
@@ -192,9 +194,7 @@ async def test_a_cancelled_replay_stops_and_says_so(tmp_path: Path) -> None:
 
 async def test_speed_replays_at_the_original_pace_times_the_factor(tmp_path: Path) -> None:
     clock = ManualClock(T0 + 1000)
-    runtime = pipeline(tmp_path / "state.db", clock)
-    await targets(runtime)
-    await runtime.create_archive("all")
+    runtime = await archived(tmp_path / "state.db", clock)
     async with runtime:
         await runtime.put_events([entry(n, at=T0 + 10 * n) for n in range(3)])
         await runtime.wait_until_idle()
@@ -270,9 +270,7 @@ async def test_retention_purges_old_events_and_their_counts(tmp_path: Path) -> N
 async def test_a_failed_archive_write_fails_the_entries_and_delivers_nothing(
     tmp_path: Path,
 ) -> None:
-    runtime = pipeline(tmp_path / "state.db")
-    await targets(runtime)
-    await runtime.create_archive("all")
+    runtime = await archived(tmp_path / "state.db")
     async with runtime:
         with sqlite3.connect(tmp_path / "state.db") as db:  # the disk "breaks"
             db.execute("DROP TABLE archive_events")
@@ -361,9 +359,7 @@ async def test_a_replay_through_a_tiny_intake_puts_each_event_once(tmp_path: Pat
 
 
 async def test_a_failing_replay_fails_alone_and_the_pipeline_goes_on(tmp_path: Path) -> None:
-    runtime = pipeline(tmp_path / "state.db")
-    await targets(runtime)
-    await runtime.create_archive("all")
+    runtime = await archived(tmp_path / "state.db")
     async with runtime:
         with sqlite3.connect(tmp_path / "state.db") as db:
             db.execute("ALTER TABLE archive_events RENAME TO gone")
@@ -378,9 +374,7 @@ async def test_a_failing_replay_fails_alone_and_the_pipeline_goes_on(tmp_path: P
 
 
 async def test_two_starts_of_one_name_at_once_make_one_replay(tmp_path: Path) -> None:
-    runtime = pipeline(tmp_path / "state.db")
-    await targets(runtime)
-    await runtime.create_archive("all")
+    runtime = await archived(tmp_path / "state.db")
     async with runtime:
         await runtime.put_events([entry(n, at=T0 + n) for n in range(3)])
         await runtime.wait_until_idle()

@@ -15,6 +15,18 @@ from .helpers import pipelines_command
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``pipelines ARGS`` in a subprocess with ``env``."""
+    return subprocess.run(
+        [*pipelines_command(), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_orders_pipeline_routes_retries_and_dead_letters() -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "orders" / "pipeline.py")],
@@ -113,14 +125,7 @@ def test_fanout_pipeline_filters_per_subscription_and_redrives(tmp_path: Path) -
     env = {**os.environ, "PIPELINES_STATE": str(tmp_path / "state.db")}
 
     def pipelines(*args: str) -> list[dict[str, object]]:
-        done = subprocess.run(
-            [*pipelines_command(), *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = cli(env, *args)
         assert done.returncode == 0, done.stderr
         return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
@@ -167,14 +172,7 @@ def test_audit_pipeline_archives_and_a_cli_replay_delivers_again(tmp_path: Path)
     env = {**os.environ, "PIPELINES_STATE": str(tmp_path / "state.db")}
 
     def pipelines(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*pipelines_command(), *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return cli(env, *args)
 
     runner = subprocess.Popen(
         [*pipelines_command(), "run", config], env=env, stderr=subprocess.PIPE, text=True
