@@ -41,10 +41,13 @@ def pipelines_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "pipelines"]
 
 
-def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*pipelines_command(), *args],
         input=stdin,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,

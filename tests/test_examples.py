@@ -10,21 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .helpers import pipelines_command
+from .helpers import pipelines_command, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """``pipelines ARGS`` in a subprocess with ``env``."""
-    return subprocess.run(
-        [*pipelines_command(), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_orders_pipeline_routes_retries_and_dead_letters() -> None:
@@ -125,7 +113,7 @@ def test_fanout_pipeline_filters_per_subscription_and_redrives(tmp_path: Path) -
     env = {**os.environ, "PIPELINES_STATE": str(tmp_path / "state.db")}
 
     def pipelines(*args: str) -> list[dict[str, object]]:
-        done = cli(env, *args)
+        done = run_cli(*args, env=env)
         assert done.returncode == 0, done.stderr
         return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
@@ -172,7 +160,7 @@ def test_audit_pipeline_archives_and_a_cli_replay_delivers_again(tmp_path: Path)
     env = {**os.environ, "PIPELINES_STATE": str(tmp_path / "state.db")}
 
     def pipelines(*args: str) -> subprocess.CompletedProcess[str]:
-        return cli(env, *args)
+        return run_cli(*args, env=env)
 
     runner = subprocess.Popen(
         [*pipelines_command(), "run", config], env=env, stderr=subprocess.PIPE, text=True
