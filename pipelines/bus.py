@@ -360,19 +360,9 @@ class Bus:
     async def _accept(self, events: list[dict[str, Any]], ingested: float) -> int:
         """Append events to the intake, waiting while it is full; returns how many
         were accepted (fewer than given only when the runtime stopped meanwhile)."""
-        intake, size = self._intake, self._intake_size
-        accepted = 0
-        for event in events:
-            while len(intake) >= size and not self._closed:
-                self._ready.set()
-                self._space.clear()
-                await self._space.wait()
-            if self._closed:
-                break
-            intake.append((event, ingested, None))
-            accepted += 1
-        self._events.value += accepted
-        self._ready.set()
+        accepted = self.offer(events, ingested)
+        while accepted < len(events) and await self.wait_for_room():
+            accepted += self.offer(events[accepted:], ingested)
         return accepted
 
     def offer(
@@ -389,15 +379,14 @@ class Bus:
         self._ready.set()
         return len(taken)
 
-    async def wait_for_room(self) -> None:
-        """Wait until the intake has room again (a quarter of it free).
-        Raises ``ResourceNotFoundError`` once the bus is closed."""
+    async def wait_for_room(self) -> bool:
+        """Wait until the intake has room again (a quarter of it free); False
+        once the bus is closed (it takes nothing more)."""
         while len(self._intake) > self._low_water and not self._closed:
             self._ready.set()
             self._space.clear()
             await self._space.wait()
-        if self._closed:
-            raise ResourceNotFoundError(f"Event bus {self.name} is stopped or deleted.")
+        return not self._closed
 
     def fire(self, rule_name: str, event: dict[str, Any], ingested: float) -> bool:
         """Put a scheduled rule's event in the intake, addressed to that rule only

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from pipelines.archive import ArchiveStore, archive_arn, iso
-from pipelines.clock import sleep
+from pipelines.clock import Clock, sleep
 from pipelines.errors import ReplayError, ResourceNotFoundError, StateError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 
@@ -370,8 +370,8 @@ class Replays:
                     replay.cursor_time, replay.cursor_seq = moment, seq
                     replay.last_replayed = moment
                     replay.replayed += taken
-                if done < due:
-                    await bus.wait_for_room()
+                if done < due and not await bus.wait_for_room():
+                    raise ResourceNotFoundError(f"Event bus {bus.name} is stopped or deleted.")
             await save(store, replay)
 
 
@@ -383,7 +383,7 @@ class _Pace:
         self.speed = speed
         self.first: float | None = None  # event time of the first row replayed this run
 
-    async def wait(self, clock: Any, rows: list[tuple[float, int, bytes]], done: int) -> int:
+    async def wait(self, clock: Clock, rows: list[tuple[float, int, bytes]], done: int) -> int:
         """Sleep until row ``done`` is due; returns the end of the rows due by then."""
         if self.speed is None:
             return len(rows)
