@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -37,7 +37,7 @@ from pipelines.clock import Clock, sleep
 from pipelines.errors import ConfigError, ResourceNotFoundError, StateError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, parse_time
 from pipelines.patterns import Matcher, Pattern, compile_pattern
-from pipelines.state import connect
+from pipelines.state import connect, transaction
 from pipelines.targets import check_keys
 
 log = logging.getLogger("pipelines.archive")
@@ -207,21 +207,9 @@ class ArchiveStore:
         await self._writer.close()
         await self._reader.close()
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
         """The writer connection inside one transaction; rolled back on any error."""
-        db = self._writer
-        async with self._lock:
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-                yield db
-                await db.execute("COMMIT")
-            except BaseException:
-                # Also when cancelled mid-statement: the connection's thread runs
-                # statements in order, so this comes after them.
-                with contextlib.suppress(sqlite3.Error):
-                    await asyncio.shield(db.execute("ROLLBACK"))
-                raise
+        return transaction(self._writer, self._lock)
 
     # -- archives -----------------------------------------------------------
 

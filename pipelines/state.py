@@ -11,7 +11,10 @@ readers in other processes proceed while it writes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +81,26 @@ async def connect(path: Path, schema: str, *, autocommit: bool = False) -> aiosq
             " or move this one away if it is not a pipelines database"
         ) from None
     return connection
+
+
+@contextlib.asynccontextmanager
+async def transaction(
+    connection: aiosqlite.Connection, lock: asyncio.Lock
+) -> AsyncIterator[aiosqlite.Connection]:
+    """One write transaction on an autocommit ``connection``, alone under
+    ``lock`` (statements of others on it would land inside); rolled back on
+    any exception, also a cancellation while BEGIN or COMMIT was under way:
+    the connection's thread runs statements in order, so the ROLLBACK comes
+    after them and leaves no transaction open."""
+    async with lock:
+        try:
+            await connection.execute("BEGIN IMMEDIATE")
+            yield connection
+            await connection.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                await asyncio.shield(connection.execute("ROLLBACK"))
+            raise
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ import math
 import re
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -37,7 +37,7 @@ import orjson
 from pipelines.clock import Clock, SystemClock, sleep
 from pipelines.errors import QueueError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
-from pipelines.state import connect
+from pipelines.state import connect, transaction
 
 log = logging.getLogger("plugins.queue")
 
@@ -465,20 +465,8 @@ class QueueStore:
 
     # -- plumbing -----------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            try:
-                await self._connection.execute("BEGIN IMMEDIATE")
-                yield self._connection
-                await self._connection.execute("COMMIT")
-            except BaseException:
-                # Also when cancelled while BEGIN or COMMIT was under way: the
-                # connection's thread runs statements in order, so this ROLLBACK
-                # comes after them and leaves no transaction open.
-                with contextlib.suppress(sqlite3.Error):
-                    await asyncio.shield(self._connection.execute("ROLLBACK"))
-                raise
+    def _transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
+        return transaction(self._connection, self._lock)
 
     async def _one(
         self, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = ()
