@@ -25,7 +25,6 @@ import logging
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import orjson
 
 from pipelines.clock import Clock, sleep
 from pipelines.errors import ConfigError, ResourceNotFoundError, StateError
-from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, parse_time
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_epoch, parse_time
 from pipelines.patterns import Matcher, Pattern, compile_pattern
 from pipelines.state import connect, transaction
 from pipelines.targets import check_keys
@@ -118,9 +117,7 @@ def archive_arn(name: str) -> str:
 
 def iso(seconds: float | None) -> str | None:
     """Epoch seconds as RFC 3339 UTC (None stays None), for descriptions."""
-    if seconds is None:
-        return None
-    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+    return None if seconds is None else format_epoch(seconds)
 
 
 @dataclass(frozen=True, slots=True)

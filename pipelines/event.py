@@ -68,17 +68,25 @@ def format_time(moment: datetime) -> str:
     return _format_second(int(moment.timestamp() // 1))
 
 
+def format_epoch(seconds: float, timespec: str = "auto") -> str:
+    """Epoch seconds as ISO 8601 UTC with a ``Z`` (``timespec`` as ``isoformat``'s:
+    "auto" shows a fraction only when there is one). The year has four digits,
+    which strftime's ``%Y`` does not give before 1000 on glibc."""
+    return (
+        datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None).isoformat(timespec=timespec) + "Z"
+    )
+
+
 def format_time_ms(seconds: float) -> str:
     """Epoch seconds as ISO 8601 UTC with milliseconds (``2024-01-02T03:04:05.678Z``),
     as Lambda's invocation records and ``aws.events.event.ingestion-time`` read."""
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return format_epoch(seconds, "milliseconds")
 
 
 @lru_cache(maxsize=64)
 def _format_second(second: int) -> str:
-    # Events put in the same second share the text: strftime is slow on the hot path.
-    # isoformat pads the year to four digits (strftime's %Y does not on glibc).
-    return datetime.fromtimestamp(second, UTC).replace(tzinfo=None).isoformat() + "Z"
+    # Events put in the same second share the text: formatting is slow on the hot path.
+    return format_epoch(second)
 
 
 def parse_time(value: str) -> datetime:
