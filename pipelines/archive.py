@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -204,6 +204,19 @@ class ArchiveStore:
         await self._writer.close()
         await self._reader.close()
 
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def existing(cls, state: Path) -> AsyncIterator[ArchiveStore]:
+        """The store of a pipeline's state database that must already exist
+        (the CLI's view of a pipeline, running or not)."""
+        if not state.exists():
+            raise StateError(f"state database {state} does not exist: run the pipeline first")
+        store = await cls.open(state)
+        try:
+            yield store
+        finally:
+            await store.close()
+
     def transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
         """The writer connection inside one transaction; rolled back on any error."""
         return transaction(self._writer, self._lock)
@@ -371,15 +384,10 @@ def _described(row: Sequence[Any], oldest: float | None, newest: float | None) -
 async def read_archives(state: Path, name: str | None = None) -> list[dict[str, Any]]:
     """Describe one archive (``name``) or all, from the state database at
     ``state``, whether its pipeline runs or not (what ``pipelines archive`` shows)."""
-    if not state.exists():
-        raise StateError(f"state database {state} does not exist: run the pipeline first")
-    store = await ArchiveStore.open(state)
-    try:
+    async with ArchiveStore.existing(state) as store:
         if name is not None:
             return [await store.describe(name)]
         return await store.list_archives()
-    finally:
-        await store.close()
 
 
 class Archiver:

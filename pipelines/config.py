@@ -344,13 +344,13 @@ async def _add_archive(
     except ConfigError as exc:
         return [_problem(config, path, f"archive {name}", exc)]
     except ResourceNotFoundError:
-        bus = declared.get("bus")
-        return [
-            config.at(
-                (*path, "bus"), f"archives.{name}.bus: no bus {bus!r} (declare it under buses)"
-            )
-        ]
+        return [_no_bus(config, path, declared.get("bus"))]
     return []
+
+
+def _no_bus(config: PipelineConfig, path: Path_, bus: Any) -> Problem:
+    """A rule or archive declared on a bus the config does not declare."""
+    return config.at((*path, "bus"), f"{label(path)}.bus: no bus {bus!r} (declare it under buses)")
 
 
 def rule_bus(declared: Mapping[str, Any]) -> Any:
@@ -382,11 +382,7 @@ async def _add_rule(
     try:
         bus = runtime.bus(bus_name)
     except ResourceNotFoundError:
-        return [
-            config.at(
-                (*path, "bus"), f"rules.{name}.bus: no bus {bus_name!r} (declare it under buses)"
-            )
-        ]
+        return [_no_bus(config, path, bus_name)]
     prefix = f"bus {bus.name} rule {name}"
     try:
         put_declared_rule(bus, name, declared)

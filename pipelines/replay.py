@@ -173,13 +173,8 @@ async def read_replays(store: ArchiveStore, name: str | None = None) -> list[dic
 async def replay_status(state: Path, name: str | None = None) -> list[dict[str, Any]]:
     """Describe one replay or all from the state database at ``state``, whether
     its pipeline runs or not (what ``pipelines replay status`` shows)."""
-    if not state.exists():
-        raise StateError(f"state database {state} does not exist: run the pipeline first")
-    store = await ArchiveStore.open(state)
-    try:
+    async with ArchiveStore.existing(state) as store:
         return await read_replays(store, name)
-    finally:
-        await store.close()
 
 
 class Replays:

@@ -648,7 +648,7 @@ class Runtime:
         deadline = loop.time() + limit
         await self.replays.stop()
         # Calls under way finish: their events are archived and accepted.
-        await _poll(lambda: self._putting == 0, limit)
+        await _poll(lambda: self._putting == 0, max(deadline - loop.time(), 0.0))
         if self._scheduling is not None:
             self._scheduling.cancel()
             await asyncio.wait([self._scheduling])

@@ -206,18 +206,7 @@ def test_cli_validate_reports_problems_and_exit_codes(tmp_path: Path) -> None:
 
 def test_cli_run_with_input_delivers_and_reports_bad_lines(tmp_path: Path) -> None:
     write(tmp_path, "sinkmod.py", SINK_MODULE)
-    config = write(
-        tmp_path,
-        "pipeline.yaml",
-        """
-        resources:
-          sink: {type: function, function: "sinkmod:record"}
-        rules:
-          orders:
-            pattern: {source: [shop]}
-            targets: [{id: t, resource: sink, input_path: $.detail}]
-        """,
-    )
+    config = write(tmp_path, "pipeline.yaml", SINK_PIPELINE)
     events = tmp_path / "events.jsonl"
     events.write_text(
         "\n".join(
