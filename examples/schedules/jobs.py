@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 
 def emit(kind: str, **fields: Any) -> None:
-    print(json.dumps({"job": kind, **fields}), flush=True)
+    # One write per line: jobs run in worker threads, and print() writes the
+    # newline separately, so lines from two threads could run together.
+    sys.stdout.write(json.dumps({"job": kind, **fields}) + "\n")
+    sys.stdout.flush()
 
 
 def nightly_report(request: dict[str, Any]) -> dict[str, Any]:
