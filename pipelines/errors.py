@@ -130,3 +130,27 @@ class ReplayError(PipelinesError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class MetricError(PipelinesError, ValueError):
+    """A metric or alarm request CloudWatch would refuse, with its error ``code``
+    (``InvalidParameterValue``, ``InvalidParameterCombination``,
+    ``MissingParameter``, ``ResourceNotFound``, ``LimitExceeded``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class AlarmRuleError(MetricError):
+    """A composite alarm's rule expression is invalid; ``position`` is the
+    0-based character offset of the problem in ``rule``."""
+
+    def __init__(self, message: str, rule: str, position: int) -> None:
+        self.rule = rule
+        self.position = position
+        pointer = f"\n  {rule}\n  {' ' * position}^"
+        super().__init__(
+            "InvalidParameterValue", f"AlarmRule: {message} at position {position}{pointer}"
+        )
