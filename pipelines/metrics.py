@@ -1,15 +1,35 @@
-"""The bus's own metrics, counted as EventBridge names them.
+"""Metrics: the bus's own counters and the metric store that alarms read.
 
 Counting happens on the hot path, so a counter is a dict entry keyed by
 ``(metric name, dimensions)`` where dimensions are a sorted tuple of
-``(name, value)`` pairs; the rest of the system reads them through
-``Metrics.snapshot`` or ``Metrics.value``. The metrics and alarms issue adds a
-store that this feeds; the interface it reads is this one.
+``(name, value)`` pairs (``Metrics``). ``MetricStore`` is CloudWatch's
+PutMetricData / GetMetricStatistics on SQLite: what is put is aggregated per
+period in memory and merged into one row per metric and period at each flush,
+where the bus's counters are harvested too (under ``NAMESPACE``, per minute,
+as EventBridge publishes its own).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from pipelines.clock import Clock, sleep
+from pipelines.errors import MetricError, StateError
+from pipelines.event import format_epoch
+from pipelines.state import connect, transaction
+
+log = logging.getLogger("pipelines.metrics")
 
 NAMESPACE = "Pipelines/Events"
 
@@ -57,6 +77,7 @@ class Metrics:
     def __init__(self, namespace: str = NAMESPACE) -> None:
         self.namespace = namespace
         self._counters: dict[tuple[str, Dimensions], Counter] = {}
+        self._harvested: dict[tuple[str, Dimensions], float] = {}
 
     def counter(self, name: str, dims: Dimensions) -> Counter:
         """The counter for (name, dims), created at zero; keep it to count cheaply."""
@@ -81,3 +102,760 @@ class Metrics:
             for (name, dims), counter in sorted(self._counters.items())
             if counter.value
         ]
+
+    def harvest(self) -> list[tuple[str, Dimensions, float]]:
+        """What each counter counted since the last harvest (those that moved)."""
+        moved = []
+        last = self._harvested
+        for key, counter in self._counters.items():
+            delta = counter.value - last.get(key, 0.0)
+            if delta:
+                last[key] = counter.value
+                moved.append((key[0], key[1], delta))
+        return moved
+
+
+# -- the metric store ---------------------------------------------------------
+
+#: CloudWatch's StandardUnit values.
+UNITS = frozenset(
+    [
+        "Seconds",
+        "Microseconds",
+        "Milliseconds",
+        "Bytes",
+        "Kilobytes",
+        "Megabytes",
+        "Gigabytes",
+        "Terabytes",
+        "Bits",
+        "Kilobits",
+        "Megabits",
+        "Gigabits",
+        "Terabits",
+        "Percent",
+        "Count",
+        "Bytes/Second",
+        "Kilobytes/Second",
+        "Megabytes/Second",
+        "Gigabytes/Second",
+        "Terabytes/Second",
+        "Bits/Second",
+        "Kilobits/Second",
+        "Megabits/Second",
+        "Gigabits/Second",
+        "Terabits/Second",
+        "Count/Second",
+        "None",
+    ]
+)
+STATISTICS = ("SampleCount", "Average", "Sum", "Minimum", "Maximum")
+MAX_DIMENSIONS = 30
+MAX_VALUES = 150
+#: CloudWatch rejects values outside [-2^360, 2^360].
+VALUE_LIMIT = 2.0**360
+#: How far back and ahead a timestamp may be (PutMetricData).
+PAST_LIMIT = 14 * 86_400.0
+FUTURE_LIMIT = 2 * 3_600.0
+#: Periods under a minute (high resolution); longer ones are multiples of 60.
+SHORT_PERIODS = (1, 5, 10, 20, 30)
+MAX_DATAPOINTS = 1_440
+#: Sub-minute data older than this is rolled up into minutes, as CloudWatch
+#: keeps high-resolution data for three hours.
+HIGH_RESOLUTION_KEEP = 3 * 3_600.0
+#: Distinct values kept exactly per datapoint; beyond that, values go into
+#: logarithmic bins of relative width 1% so that memory stays bounded and a
+#: percentile is still within 0.5% of the exact one.
+DISTINCT_LIMIT = 2_048
+_GAMMA = 1.01
+_LOG_GAMMA = math.log(_GAMMA)
+_PERCENTILE = re.compile(r"p(\d{1,2}(?:\.\d{0,10})?|100)")
+
+SeriesKey = tuple[str, str, Dimensions]  # namespace, metric name, dimensions
+
+STORE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS metric_series (
+    id         INTEGER PRIMARY KEY,
+    namespace  TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    dimensions TEXT NOT NULL,
+    UNIQUE (namespace, name, dimensions)
+);
+CREATE TABLE IF NOT EXISTS metric_data (
+    series INTEGER NOT NULL,
+    time   INTEGER NOT NULL,
+    unit   TEXT NOT NULL,
+    count  REAL NOT NULL,
+    sum    REAL NOT NULL,
+    min    REAL NOT NULL,
+    max    REAL NOT NULL,
+    dist   BLOB,
+    PRIMARY KEY (series, time, unit)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS metric_data_time ON metric_data (time);
+"""
+
+
+def _bin(value: float) -> float:
+    """The representative of ``value``'s logarithmic bin (within 0.5% of it)."""
+    if value == 0:
+        return 0.0
+    index = math.ceil(math.log(abs(value)) / _LOG_GAMMA)
+    return math.copysign(2 * _GAMMA**index / (_GAMMA + 1), value)
+
+
+@dataclass(slots=True)
+class Aggregate:
+    """The statistics of one datapoint: every value put in one period.
+
+    ``values`` maps each value to how many times it was put (exact until
+    ``DISTINCT_LIMIT`` distinct values, then binned); it is None when a
+    statistic set (sum, min, max, count only) was put, which leaves
+    percentiles unavailable as in CloudWatch.
+    """
+
+    count: float = 0.0
+    sum: float = 0.0
+    min: float = math.inf
+    max: float = -math.inf
+    values: dict[float, float] | None = field(default_factory=dict)
+    binned: bool = False
+
+    def add(self, value: float, count: float = 1.0) -> None:
+        self.count += count
+        self.sum += value * count
+        self.min = min(self.min, value)
+        self.max = max(self.max, value)
+        if self.values is not None:
+            key = _bin(value) if self.binned else value
+            self.values[key] = self.values.get(key, 0.0) + count
+            if len(self.values) > DISTINCT_LIMIT and not self.binned:
+                self._bin_all()
+
+    def add_set(self, count: float, total: float, low: float, high: float) -> None:
+        if low == high and math.isclose(total, low * count):
+            # Every sample had one value: still a distribution (CloudWatch's rule).
+            self.add(low, count)
+            return
+        self.count += count
+        self.sum += total
+        self.min = min(self.min, low)
+        self.max = max(self.max, high)
+        self.values = None
+
+    def merge(self, other: Aggregate) -> None:
+        self.count += other.count
+        self.sum += other.sum
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+        if self.values is None or other.values is None:
+            self.values = None
+            return
+        if other.binned and not self.binned:
+            self._bin_all()
+        for value, count in other.values.items():
+            key = _bin(value) if self.binned and not other.binned else value
+            self.values[key] = self.values.get(key, 0.0) + count
+        if len(self.values) > DISTINCT_LIMIT and not self.binned:
+            self._bin_all()
+
+    def _bin_all(self) -> None:
+        assert self.values is not None
+        binned: dict[float, float] = {}
+        for value, count in self.values.items():
+            key = _bin(value)
+            binned[key] = binned.get(key, 0.0) + count
+        self.values, self.binned = binned, True
+
+    def statistic(self, name: str) -> float | None:
+        """SampleCount, Sum, Average, Minimum, Maximum or a percentile ``pNN.N``
+        (None when percentiles are unavailable)."""
+        if name == "SampleCount":
+            return self.count
+        if name == "Sum":
+            return self.sum
+        if name == "Average":
+            return self.sum / self.count if self.count else 0.0
+        if name == "Minimum":
+            return self.min
+        if name == "Maximum":
+            return self.max
+        return self.percentile(float(name[1:]))
+
+    def percentile(self, rank: float) -> float | None:
+        """The nearest-rank percentile: the smallest value with at least
+        ``rank`` percent of the samples at or below it (p0 is the minimum,
+        p100 the maximum). None when unavailable, as in CloudWatch: after a
+        statistic set with Minimum != Maximum, or with a negative value."""
+        if self.values is None or not self.values or self.min < 0:
+            return None
+        if rank <= 0:
+            return self.min
+        if rank >= 100:
+            return self.max
+        wanted = rank / 100 * sum(self.values.values())
+        seen = 0.0
+        for value in sorted(self.values):
+            seen += self.values[value]
+            if seen >= wanted - 1e-9:
+                # A binned value is within 0.5%; never outside what was put.
+                return min(max(value, self.min), self.max)
+        return self.max
+
+    def encode(self) -> bytes | None:
+        if self.values is None:
+            return None
+        return orjson.dumps([self.binned, list(self.values.items())])
+
+    @classmethod
+    def decode(
+        cls, count: float, total: float, low: float, high: float, blob: bytes | None
+    ) -> Aggregate:
+        if blob is None:
+            return cls(count, total, low, high, None)
+        binned, pairs = orjson.loads(blob)
+        return cls(count, total, low, high, {value: n for value, n in pairs}, binned)
+
+
+def _merge_blobs(old: bytes | None, new: bytes | None) -> bytes | None:
+    """SQLite function: the distribution of two rows of one datapoint merged."""
+    if old is None or new is None:
+        return None
+    merged = Aggregate.decode(0, 0, math.inf, -math.inf, old)
+    merged.merge(Aggregate.decode(0, 0, math.inf, -math.inf, new))
+    return merged.encode()
+
+
+def parse_statistic(name: str) -> str:
+    """``name`` if it is a statistic or a percentile CloudWatch knows, else MetricError."""
+    if name in STATISTICS or _PERCENTILE.fullmatch(name):
+        return name
+    raise MetricError(
+        "InvalidParameterValue",
+        f"The statistic {name!r} is not valid: use one of {', '.join(STATISTICS)}"
+        " or a percentile such as p99 or p99.9",
+    )
+
+
+def check_period(period: Any, where: str = "Period") -> int:
+    """A period CloudWatch accepts: 1, 5, 10, 20, 30 or a multiple of 60 seconds."""
+    if (
+        isinstance(period, bool)
+        or not isinstance(period, int)
+        or not (period in SHORT_PERIODS or (period > 0 and period % 60 == 0))
+    ):
+        raise MetricError(
+            "InvalidParameterValue",
+            f"The parameter {where} must be 1, 5, 10, 20, 30 or a multiple of 60 (seconds),"
+            f" not {period!r}",
+        )
+    return period
+
+
+def _text(where: str, value: Any, low: int, high: int) -> str:
+    if not isinstance(value, str) or not low <= len(value) <= high:
+        raise MetricError(
+            "InvalidParameterValue",
+            f"The parameter {where} must be a string of {low} to {high} characters, not {value!r}",
+        )
+    return value
+
+
+def series_key(namespace: str, name: str, dimensions: Mapping[str, str] | None) -> SeriesKey:
+    """The checked identity of a metric: namespace, name and sorted dimensions."""
+    _text("Namespace", namespace, 1, 255)
+    _text("MetricName", name, 1, 255)
+    dims = dict(dimensions or {})
+    if len(dims) > MAX_DIMENSIONS:
+        raise MetricError(
+            "InvalidParameterValue",
+            f"The collection Dimensions must not have more than {MAX_DIMENSIONS} members"
+            f" ({len(dims)} given)",
+        )
+    for index, (key, value) in enumerate(sorted(dims.items()), start=1):
+        _text(f"Dimensions.member.{index}.Name", key, 1, 255)
+        _text(f"Dimensions.member.{index}.Value", value, 1, 1024)
+    return (namespace, name, tuple(sorted(dims.items())))
+
+
+def _number(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MetricError("InvalidParameterValue", f"The value of {where} must be a number")
+    number = float(value)
+    if math.isnan(number) or math.isinf(number):
+        raise MetricError(
+            "InvalidParameterValue", f"The value {value} for parameter {where} is not supported"
+        )
+    if abs(number) > VALUE_LIMIT:
+        raise MetricError(
+            "InvalidParameterValue",
+            f"The value {value} for parameter {where} is out of range: values must be"
+            " within -2^360 and 2^360",
+        )
+    return number
+
+
+def _seconds(value: float | datetime) -> float:
+    return value.timestamp() if isinstance(value, datetime) else float(value)
+
+
+class MetricStore:
+    """Metric data in SQLite, aggregated per period in memory before it is written.
+
+    ``put_metric_data`` only checks and aggregates (no I/O): each datapoint of
+    the current period lives in memory and is merged into its row by
+    ``flush`` (every ``flush_interval`` seconds while ``run`` runs, and before
+    every read). One row holds one metric's datapoint at its storage
+    resolution (a minute, or a second for high-resolution metrics).
+    """
+
+    def __init__(
+        self,
+        connection: aiosqlite.Connection,
+        clock: Clock,
+        *,
+        retention_days: float = 15.0,
+        flush_interval: float = 5.0,
+    ) -> None:
+        self._db = connection
+        self.clock = clock
+        self.retention_days = retention_days
+        self.flush_interval = flush_interval
+        #: Counters harvested into the store at each flush (the bus's own).
+        self.counters: Metrics | None = None
+        self._pending: dict[tuple[SeriesKey, int, str], Aggregate] = {}
+        self._ids: dict[SeriesKey, int] = {}
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | Path | None, clock: Clock, **options: Any) -> MetricStore:
+        """The store in the state database at ``path`` (None: in memory only)."""
+        connection = await connect(
+            Path(path) if path is not None else Path(":memory:"), STORE_SCHEMA, autocommit=True
+        )
+        await connection.create_function("pipelines_merge", 2, _merge_blobs, deterministic=True)
+        return cls(connection, clock, **options)
+
+    async def close(self) -> None:
+        """Write what is pending and close (a second call does nothing)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.flush()
+        finally:
+            await self._db.close()
+
+    # -- writing ------------------------------------------------------------
+
+    def put_metric_data(
+        self,
+        namespace: str,
+        name: str,
+        dimensions: Mapping[str, str] | None = None,
+        *,
+        value: float | None = None,
+        values: Sequence[float] | None = None,
+        counts: Sequence[float] | None = None,
+        statistic_values: Mapping[str, float] | None = None,
+        timestamp: float | datetime | None = None,
+        unit: str = "None",
+        storage_resolution: int = 60,
+    ) -> None:
+        """PutMetricData for one datum: ``value``, or ``values`` (each put
+        ``counts[i]`` times, default once), or ``statistic_values`` (a
+        statistic set: SampleCount, Sum, Minimum, Maximum). Raises
+        ``MetricError`` with CloudWatch's code for what CloudWatch refuses."""
+        if namespace.startswith("AWS/"):
+            raise MetricError(
+                "InvalidParameterValue", "The value AWS/ for parameter Namespace is reserved"
+            )
+        key = series_key(namespace, name, dimensions)
+        if unit not in UNITS:
+            raise MetricError(
+                "InvalidParameterValue",
+                f"The parameter Unit must be one of CloudWatch's units (Count, Seconds,"
+                f" Percent, ...), not {unit!r}",
+            )
+        if storage_resolution not in (1, 60):
+            raise MetricError(
+                "InvalidParameterValue", "The parameter StorageResolution must be 1 or 60"
+            )
+        moment = self._check_time(timestamp)
+        given = sum(x is not None for x in (value, values, statistic_values))
+        if given != 1:
+            raise MetricError(
+                "InvalidParameterCombination",
+                "Give exactly one of Value, Values (with Counts) and StatisticValues",
+            )
+        bucket = int(moment // storage_resolution) * storage_resolution
+        sample = Aggregate()
+        if value is not None:
+            sample.add(_number("Value", value))
+        elif values is not None:
+            self._add_values(sample, values, counts)
+        else:
+            assert statistic_values is not None
+            self._add_set(sample, statistic_values)
+        slot = (key, bucket, unit)
+        found = self._pending.get(slot)
+        if found is None:
+            self._pending[slot] = sample
+        else:
+            found.merge(sample)
+
+    def _check_time(self, timestamp: float | datetime | None) -> float:
+        now = self.clock.time()
+        if timestamp is None:
+            return now
+        moment = _seconds(timestamp)
+        if not now - PAST_LIMIT <= moment <= now + FUTURE_LIMIT:
+            raise MetricError(
+                "InvalidParameterValue",
+                f"The parameter MetricData.member.1.Timestamp must specify a time no more than"
+                f" two weeks in the past and no more than two hours in the future"
+                f" ({format_epoch(moment, 'seconds')} given)",
+            )
+        return moment
+
+    @staticmethod
+    def _add_values(
+        sample: Aggregate, values: Sequence[float], counts: Sequence[float] | None
+    ) -> None:
+        if not values or len(values) > MAX_VALUES:
+            raise MetricError(
+                "InvalidParameterValue",
+                f"The parameter Values must hold 1 to {MAX_VALUES} values ({len(values)} given)",
+            )
+        if counts is not None and len(counts) != len(values):
+            raise MetricError(
+                "InvalidParameterCombination",
+                f"The parameters Values and Counts must have the same length"
+                f" ({len(values)} and {len(counts)})",
+            )
+        for index, item in enumerate(values):
+            count = 1.0 if counts is None else _number(f"Counts.member.{index + 1}", counts[index])
+            if count < 0:
+                raise MetricError(
+                    "InvalidParameterValue", f"The value of Counts.member.{index + 1} is negative"
+                )
+            if count:
+                sample.add(_number(f"Values.member.{index + 1}", item), count)
+
+    @staticmethod
+    def _add_set(sample: Aggregate, stats: Mapping[str, float]) -> None:
+        parts = {k: _number(f"StatisticValues.{k}", stats.get(k)) for k in STATISTIC_SET}
+        if parts["SampleCount"] <= 0 or parts["Minimum"] > parts["Maximum"]:
+            raise MetricError(
+                "InvalidParameterValue",
+                "StatisticValues needs a positive SampleCount and Minimum <= Maximum",
+            )
+        sample.add_set(parts["SampleCount"], parts["Sum"], parts["Minimum"], parts["Maximum"])
+
+    def _harvest(self) -> None:
+        """Put what the counters counted since the last harvest, as one value each."""
+        if self.counters is None:
+            return
+        now = self.clock.time()
+        bucket = int(now // 60) * 60  # EventBridge's metrics are per minute
+        namespace = self.counters.namespace
+        for name, dims, delta in self.counters.harvest():
+            slot = ((namespace, name, dims), bucket, "Count")
+            found = self._pending.get(slot)
+            if found is None:
+                found = self._pending[slot] = Aggregate()
+            found.add(delta)
+
+    async def flush(self) -> None:
+        """Write what was put since the last flush, merged into its rows."""
+        self._harvest()
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        try:
+            async with transaction(self._db, self._lock) as db:
+                ids = await self._series_ids(db, {key for key, _, _ in pending})
+                await db.executemany(_UPSERT, _rows(pending, ids))
+        except BaseException:
+            # Nothing written: keep it for the next flush.
+            for slot, sample in pending.items():
+                found = self._pending.get(slot)
+                if found is None:
+                    self._pending[slot] = sample
+                else:
+                    sample.merge(found)
+                    self._pending[slot] = sample
+            raise
+
+    async def _series_ids(
+        self, db: aiosqlite.Connection, keys: Iterable[SeriesKey], *, create: bool = True
+    ) -> dict[SeriesKey, int]:
+        missing = [key for key in keys if key not in self._ids]
+        for namespace, name, dims in missing:
+            text = _dims_text(dims)
+            if create:
+                await db.execute(
+                    "INSERT OR IGNORE INTO metric_series (namespace, name, dimensions)"
+                    " VALUES (?, ?, ?)",
+                    (namespace, name, text),
+                )
+            async with db.execute(
+                "SELECT id FROM metric_series WHERE namespace = ? AND name = ? AND dimensions = ?",
+                (namespace, name, text),
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is not None:
+                self._ids[(namespace, name, dims)] = row[0]
+        return self._ids
+
+    # -- reading ------------------------------------------------------------
+
+    async def get_metric_statistics(
+        self,
+        namespace: str,
+        name: str,
+        dimensions: Mapping[str, str] | None = None,
+        *,
+        start: float | datetime,
+        end: float | datetime,
+        period: int,
+        statistics: Sequence[str] = (),
+        extended_statistics: Sequence[str] = (),
+        unit: str | None = None,
+    ) -> dict[str, Any]:
+        """GetMetricStatistics: ``{"Label": name, "Datapoints": [...]}``, one
+        datapoint per period that has data, stamped at the period's start,
+        oldest first; each has the requested statistics, ``ExtendedStatistics``
+        for percentiles, and ``Unit``."""
+        key = series_key(namespace, name, dimensions)
+        check_period(period)
+        if not statistics and not extended_statistics:
+            raise MetricError("MissingParameter", "Give Statistics or ExtendedStatistics (or both)")
+        for stat in statistics:
+            if stat not in STATISTICS:
+                parse_statistic(stat)  # a percentile given as a statistic
+                raise MetricError(
+                    "InvalidParameterValue",
+                    f"Percentiles such as {stat} go in ExtendedStatistics, not Statistics",
+                )
+        for stat in extended_statistics:
+            if stat in STATISTICS or not _PERCENTILE.fullmatch(stat):
+                raise MetricError(
+                    "InvalidParameterValue",
+                    f"The extended statistic {stat!r} is not a percentile such as p99 or p99.9",
+                )
+        begin = align_start(_seconds(start), self.clock.time())
+        finish = _seconds(end)
+        if finish <= begin:
+            raise MetricError(
+                "InvalidParameterValue", "The parameter StartTime must be before EndTime"
+            )
+        wanted = math.ceil((finish - begin) / period)
+        if wanted > MAX_DATAPOINTS:
+            raise MetricError(
+                "InvalidParameterCombination",
+                f"You have requested up to {wanted:,} datapoints, which exceeds the limit of"
+                f" {MAX_DATAPOINTS:,}. You may reduce the datapoints requested by increasing"
+                " Period, or decreasing the time range.",
+            )
+        buckets = await self._read(key, begin, finish, period, unit)
+        points = []
+        for moment in sorted(buckets):
+            aggregate, units = buckets[moment]
+            point: dict[str, Any] = {"Timestamp": format_epoch(moment, "seconds")}
+            for stat in statistics:
+                point[stat] = aggregate.statistic(stat)
+            if extended_statistics:
+                point["ExtendedStatistics"] = {
+                    stat: value
+                    for stat in extended_statistics
+                    if (value := aggregate.statistic(stat)) is not None
+                }
+            point["Unit"] = units.pop() if len(units) == 1 else "None"
+            points.append(point)
+        return {"Label": name, "Datapoints": points}
+
+    async def _read(
+        self, key: SeriesKey, begin: float, end: float, period: int, unit: str | None
+    ) -> dict[int, tuple[Aggregate, set[str]]]:
+        await self.flush()
+        ids = await self._series_ids(self._db, [key], create=False)
+        if key not in ids:
+            return {}
+        query = (
+            "SELECT time, unit, count, sum, min, max, dist FROM metric_data"
+            " WHERE series = ? AND time >= ? AND time < ?"
+        )
+        arguments: list[Any] = [ids[key], math.floor(begin), math.ceil(end)]
+        if unit is not None:
+            query += " AND unit = ?"
+            arguments.append(unit)
+        buckets: dict[int, tuple[Aggregate, set[str]]] = {}
+        async with self._db.execute(query, arguments) as cursor:
+            async for moment, row_unit, count, total, low, high, dist in cursor:
+                if not begin <= moment < end:
+                    continue
+                slot = int(begin + (moment - begin) // period * period)
+                sample = Aggregate.decode(count, total, low, high, dist)
+                found = buckets.get(slot)
+                if found is None:
+                    buckets[slot] = (sample, {row_unit})
+                else:
+                    found[0].merge(sample)
+                    found[1].add(row_unit)
+        return buckets
+
+    async def read_many(
+        self, keys: Iterable[SeriesKey], begin: int, end: int, period: int, statistic: str
+    ) -> dict[SeriesKey, dict[int, float]]:
+        """``statistic`` per period (aligned to multiples of ``period``) in
+        ``[begin, end)`` for many metrics in one query: what an evaluation
+        cycle of many alarms reads. Periods without data are absent."""
+        await self.flush()
+        keys = list(keys)
+        ids = await self._series_ids(self._db, keys, create=False)
+        by_id = {ids[key]: key for key in keys if key in ids}
+        found: dict[SeriesKey, dict[int, float]] = {key: {} for key in keys}
+        if not by_id:
+            return found
+        members = orjson.dumps(list(by_id))
+        if statistic in STATISTICS:
+            async with self._db.execute(_READ_MANY, (period, members, begin, end)) as cursor:
+                async for series, slot, count, total, low, high in cursor:
+                    sample = Aggregate(count, total, low, high, None)
+                    value = sample.statistic(statistic)
+                    assert value is not None
+                    found[by_id[series]][slot] = value
+            return found
+        merged: dict[tuple[int, int], Aggregate] = {}
+        async with self._db.execute(_READ_MANY_ROWS, (members, begin, end)) as cursor:
+            async for series, moment, count, total, low, high, dist in cursor:
+                sample = Aggregate.decode(count, total, low, high, dist)
+                slot = (series, moment - moment % period)
+                if slot in merged:
+                    merged[slot].merge(sample)
+                else:
+                    merged[slot] = sample
+        for (series, moment), sample in merged.items():
+            value = sample.statistic(statistic)
+            if value is not None:
+                found[by_id[series]][moment] = value
+        return found
+
+    async def list_metrics(
+        self, namespace: str | None = None, name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """ListMetrics: every metric with data, optionally of one namespace or name."""
+        await self.flush()
+        query = "SELECT namespace, name, dimensions FROM metric_series WHERE 1"
+        arguments: list[str] = []
+        if namespace is not None:
+            query += " AND namespace = ?"
+            arguments.append(namespace)
+        if name is not None:
+            query += " AND name = ?"
+            arguments.append(name)
+        async with self._db.execute(
+            query + " ORDER BY namespace, name, dimensions", arguments
+        ) as c:
+            rows = await c.fetchall()
+        return [
+            {
+                "Namespace": ns,
+                "MetricName": metric,
+                "Dimensions": [{"Name": k, "Value": v} for k, v in orjson.loads(dims).items()],
+            }
+            for ns, metric, dims in rows
+        ]
+
+    # -- upkeep -------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The store's task: flushes every ``flush_interval`` seconds and, hourly,
+        rolls up old high-resolution data and deletes expired data."""
+        upkeep_due = 0.0
+        while True:
+            await sleep(self.clock, self.flush_interval)
+            try:
+                await self.flush()
+                if self.clock.time() >= upkeep_due:
+                    await self.upkeep()
+                    upkeep_due = self.clock.time() + 3_600
+            except StateError:
+                log.exception("writing metrics failed; retrying in %s s", self.flush_interval)
+
+    async def upkeep(self) -> None:
+        """Roll sub-minute rows older than three hours into their minute, and
+        delete rows older than ``retention_days``."""
+        now = self.clock.time()
+        async with transaction(self._db, self._lock) as db:
+            cutoff = int(now - HIGH_RESOLUTION_KEEP)
+            async with db.execute(
+                "SELECT series, time, unit, count, sum, min, max, dist FROM metric_data"
+                " WHERE time < ? AND time % 60 != 0",
+                (cutoff,),
+            ) as cursor:
+                rows = await cursor.fetchall()
+            minutes: dict[tuple[int, int, str], Aggregate] = {}
+            for series, moment, unit, count, total, low, high, dist in rows:
+                slot = (series, moment - moment % 60, unit)
+                sample = Aggregate.decode(count, total, low, high, dist)
+                if slot in minutes:
+                    minutes[slot].merge(sample)
+                else:
+                    minutes[slot] = sample
+            await db.execute("DELETE FROM metric_data WHERE time < ? AND time % 60 != 0", (cutoff,))
+            await db.executemany(
+                _UPSERT,
+                [
+                    (series, moment, unit, a.count, a.sum, a.min, a.max, a.encode())
+                    for (series, moment, unit), a in minutes.items()
+                ],
+            )
+            if self.retention_days > 0:
+                expired = int(now - self.retention_days * 86_400)
+                await db.execute("DELETE FROM metric_data WHERE time < ?", (expired,))
+
+
+STATISTIC_SET = ("SampleCount", "Sum", "Minimum", "Maximum")
+
+_UPSERT = """
+INSERT INTO metric_data (series, time, unit, count, sum, min, max, dist)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (series, time, unit) DO UPDATE SET
+    count = count + excluded.count,
+    sum = sum + excluded.sum,
+    min = min(min, excluded.min),
+    max = max(max, excluded.max),
+    dist = pipelines_merge(dist, excluded.dist)
+"""
+_READ_MANY = """
+SELECT series, time - time % ?1 AS slot, SUM(count), SUM(sum), MIN(min), MAX(max)
+FROM metric_data
+WHERE series IN (SELECT value FROM json_each(?2)) AND time >= ?3 AND time < ?4
+GROUP BY series, slot
+"""
+_READ_MANY_ROWS = """
+SELECT series, time, count, sum, min, max, dist FROM metric_data
+WHERE series IN (SELECT value FROM json_each(?1)) AND time >= ?2 AND time < ?3
+"""
+
+
+def _rows(
+    pending: Mapping[tuple[SeriesKey, int, str], Aggregate], ids: Mapping[SeriesKey, int]
+) -> Iterator[tuple[Any, ...]]:
+    for (key, moment, unit), a in pending.items():
+        yield (ids[key], moment, unit, a.count, a.sum, a.min, a.max, a.encode())
+
+
+def _dims_text(dims: Dimensions) -> str:
+    return orjson.dumps(dict(dims), option=orjson.OPT_SORT_KEYS).decode()
+
+
+def align_start(start: float, now: float) -> float:
+    """StartTime rounded down as CloudWatch does: to the minute when under 15
+    days old, to 5 minutes when under 63 days, else to the hour."""
+    age = now - start
+    step = 60 if age < 15 * 86_400 else 300 if age < 63 * 86_400 else 3_600
+    return float(math.floor(start / step) * step)

@@ -1,0 +1,278 @@
+"""The metric store on a real SQLite file: CloudWatch's PutMetricData checks,
+GetMetricStatistics' statistics and periods, flushing, rollup and retention."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.clock import ManualClock
+from pipelines.errors import MetricError
+from pipelines.metrics import DISTINCT_LIMIT, MetricStore, align_start
+
+T0 = 1_700_000_040.0  # 2023-11-14T22:14:00Z, a minute boundary
+NS = "Shop"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0 + 600)
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: ManualClock) -> AsyncIterator[MetricStore]:
+    opened = await MetricStore.open(tmp_path / "state.db", clock)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def stats(store: MetricStore, **options: Any) -> list[dict[str, Any]]:
+    arguments: dict[str, Any] = {
+        "start": T0,
+        "end": T0 + 600,
+        "period": 60,
+        "statistics": ["SampleCount", "Sum", "Average", "Minimum", "Maximum"],
+    }
+    arguments.update(options)
+    answer = await store.get_metric_statistics(NS, "Latency", {"Api": "put"}, **arguments)
+    assert answer["Label"] == "Latency"
+    points: list[dict[str, Any]] = answer["Datapoints"]
+    return points
+
+
+async def test_statistics_per_period_stamped_at_the_period_start(store: MetricStore) -> None:
+    for offset, value in [(5, 10.0), (30, 30.0), (59, 20.0), (61, 7.0), (185, 1.0)]:
+        store.put_metric_data(NS, "Latency", {"Api": "put"}, value=value, timestamp=T0 + offset)
+    points = await stats(store)
+    assert [p["Timestamp"] for p in points] == [
+        "2023-11-14T22:14:00Z",
+        "2023-11-14T22:15:00Z",
+        "2023-11-14T22:17:00Z",
+    ]
+    first = points[0]
+    assert (first["SampleCount"], first["Sum"], first["Minimum"], first["Maximum"]) == (
+        3,
+        60,
+        10,
+        30,
+    )
+    assert first["Average"] == 20
+    assert points[1]["Sum"] == 7 and points[2]["Maximum"] == 1
+    # Another metric (other dimensions) is another series.
+    store.put_metric_data(NS, "Latency", {"Api": "get"}, value=500.0, timestamp=T0)
+    assert (await stats(store))[0]["Maximum"] == 30
+    # A 300-second period gathers the first five minutes.
+    five = await stats(store, period=300, statistics=["Sum"])
+    assert [p["Sum"] for p in five] == [68.0]
+
+
+async def test_values_with_counts_and_percentiles(store: MetricStore) -> None:
+    store.put_metric_data(
+        NS, "Latency", {"Api": "put"}, values=[1, 2, 3, 100], counts=[50, 30, 18, 1], timestamp=T0
+    )
+    store.put_metric_data(NS, "Latency", {"Api": "put"}, value=4, timestamp=T0 + 1)
+    (point,) = await stats(
+        store,
+        statistics=["SampleCount"],
+        extended_statistics=["p50", "p80", "p98", "p99", "p99.5", "p100"],
+    )
+    assert point["SampleCount"] == 100
+    # Nearest rank over 100 samples: 50 ones, 30 twos, 18 threes, a four, a hundred.
+    assert point["ExtendedStatistics"] == {
+        "p50": 1.0,
+        "p80": 2.0,
+        "p98": 3.0,
+        "p99": 4.0,
+        "p99.5": 100.0,
+        "p100": 100.0,
+    }
+
+
+async def test_percentiles_unavailable_after_a_statistic_set_or_a_negative_value(
+    store: MetricStore,
+) -> None:
+    store.put_metric_data(
+        NS,
+        "Latency",
+        {"Api": "put"},
+        statistic_values={"SampleCount": 4, "Sum": 10, "Minimum": 1, "Maximum": 4},
+        timestamp=T0,
+    )
+    store.put_metric_data(NS, "Latency", {"Api": "put"}, value=-1, timestamp=T0 + 60)
+    store.put_metric_data(
+        NS,
+        "Latency",
+        {"Api": "put"},
+        statistic_values={"SampleCount": 3, "Sum": 6, "Minimum": 2, "Maximum": 2},
+        timestamp=T0 + 120,
+    )
+    points = await stats(store, statistics=["Sum"], extended_statistics=["p50"])
+    assert [p["Sum"] for p in points] == [10, -1, 6]
+    assert [p["ExtendedStatistics"] for p in points] == [{}, {}, {"p50": 2.0}]
+
+
+async def test_many_distinct_values_are_binned_within_half_a_percent(store: MetricStore) -> None:
+    values = [1.0 + i * 0.37 for i in range(3 * DISTINCT_LIMIT)]
+    for start in range(0, len(values), 150):
+        store.put_metric_data(NS, "Latency", {"Api": "put"}, values=values[start : start + 150])
+        if start % 1500 == 0:
+            await store.flush()  # merged from several rows as well as in memory
+    now = store.clock.time()
+    (point,) = await stats(
+        store,
+        start=now - 60,
+        end=now + 60,
+        statistics=["SampleCount", "Maximum"],
+        extended_statistics=["p50", "p90"],
+    )
+    assert point["SampleCount"] == len(values) and point["Maximum"] == values[-1]
+    ordered = sorted(values)
+    for name, rank in (("p50", 50), ("p90", 90)):
+        exact = ordered[math.ceil(rank / 100 * len(values)) - 1]
+        assert point["ExtendedStatistics"][name] == pytest.approx(exact, rel=0.005)
+
+
+async def test_high_resolution_data_and_short_periods(store: MetricStore) -> None:
+    for second in range(0, 30):
+        store.put_metric_data(
+            NS, "Latency", {"Api": "put"}, value=second, timestamp=T0 + second, storage_resolution=1
+        )
+    store.put_metric_data(NS, "Latency", {"Api": "put"}, value=1000, timestamp=T0 + 70)
+    points = await stats(store, period=10, start=T0, end=T0 + 120, statistics=["Sum"])
+    # Standard-resolution data lands on its minute whatever the period.
+    assert [(p["Timestamp"][-3:], p["Sum"]) for p in points] == [
+        ("00Z", 45.0),
+        ("10Z", 145.0),
+        ("20Z", 245.0),
+        ("00Z", 1000.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "code", "fragment"),
+    [
+        ({"value": math.nan}, "InvalidParameterValue", "not supported"),
+        ({"value": math.inf}, "InvalidParameterValue", "not supported"),
+        ({"value": 2.0**361}, "InvalidParameterValue", "2^360"),
+        ({"value": 1, "timestamp": T0 + 600 - 15 * 86_400}, "InvalidParameterValue", "two weeks"),
+        ({"value": 1, "timestamp": T0 + 600 + 3 * 3_600}, "InvalidParameterValue", "two hours"),
+        ({"value": 1, "unit": "Furlongs"}, "InvalidParameterValue", "Unit"),
+        ({"value": 1, "storage_resolution": 30}, "InvalidParameterValue", "StorageResolution"),
+        ({}, "InvalidParameterCombination", "exactly one"),
+        ({"value": 1, "values": [1]}, "InvalidParameterCombination", "exactly one"),
+        ({"values": [1, 2], "counts": [1]}, "InvalidParameterCombination", "same length"),
+        ({"values": list(range(151))}, "InvalidParameterValue", "1 to 150"),
+        ({"values": [1], "counts": [-1]}, "InvalidParameterValue", "Counts.member.1"),
+        ({"values": [1, math.nan]}, "InvalidParameterValue", "Values.member.2"),
+    ],
+)
+async def test_put_metric_data_refuses_what_cloudwatch_refuses(
+    store: MetricStore, options: dict[str, Any], code: str, fragment: str
+) -> None:
+    with pytest.raises(MetricError) as caught:
+        store.put_metric_data(NS, "Latency", {"Api": "put"}, **options)
+    assert caught.value.code == code
+    assert fragment in caught.value.message
+    assert await stats(store) == []  # nothing of a refused datum is kept
+
+
+async def test_metric_identity_is_checked(store: MetricStore) -> None:
+    too_many = {f"d{i}": "x" for i in range(31)}
+    with pytest.raises(MetricError, match="more than 30"):
+        store.put_metric_data(NS, "Latency", too_many, value=1)
+    with pytest.raises(MetricError, match="reserved"):
+        store.put_metric_data("AWS/Events", "Latency", value=1)
+    with pytest.raises(MetricError, match=r"Dimensions.member.1.Value"):
+        store.put_metric_data(NS, "Latency", {"Api": ""}, value=1)
+    with pytest.raises(MetricError, match="MetricName"):
+        store.put_metric_data(NS, "x" * 256, value=1)
+
+
+@pytest.mark.parametrize(
+    ("options", "code", "fragment"),
+    [
+        ({"period": 7}, "InvalidParameterValue", "multiple of 60"),
+        ({"period": 90}, "InvalidParameterValue", "multiple of 60"),
+        ({"period": 1, "end": T0 + 1441}, "InvalidParameterCombination", "1,441 datapoints"),
+        ({"statistics": ["p99"]}, "InvalidParameterValue", "ExtendedStatistics"),
+        ({"statistics": ["Median"]}, "InvalidParameterValue", "Median"),
+        ({"statistics": [], "extended_statistics": ["p101"]}, "InvalidParameterValue", "p101"),
+        ({"statistics": []}, "MissingParameter", "Statistics"),
+        ({"end": T0}, "InvalidParameterValue", "before EndTime"),
+    ],
+)
+async def test_get_metric_statistics_refuses_what_cloudwatch_refuses(
+    store: MetricStore, options: dict[str, Any], code: str, fragment: str
+) -> None:
+    with pytest.raises(MetricError) as caught:
+        await stats(store, **options)
+    assert caught.value.code == code
+    assert fragment in caught.value.message
+
+
+async def test_flushes_merge_into_one_row_per_metric_and_period(
+    tmp_path: Path, store: MetricStore, clock: ManualClock
+) -> None:
+    for value in (1.0, 5.0, 3.0):
+        store.put_metric_data(NS, "Latency", {"Api": "put"}, value=value, timestamp=T0 + value)
+        await store.flush()
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute("SELECT time, count, sum, min, max FROM metric_data").fetchall()
+    assert rows == [(int(T0), 3.0, 9.0, 1.0, 5.0)]
+    # A new store on the same file reads what the first one wrote.
+    await store.close()
+    reopened = await MetricStore.open(tmp_path / "state.db", clock)
+    try:
+        (point,) = await stats(reopened, extended_statistics=["p50"])
+    finally:
+        await reopened.close()
+    assert (point["SampleCount"], point["Maximum"]) == (3, 5)
+    assert point["ExtendedStatistics"] == {"p50": 3.0}
+    listed = await MetricStore.open(tmp_path / "state.db", clock)
+    try:
+        assert await listed.list_metrics(NS) == [
+            {
+                "Namespace": NS,
+                "MetricName": "Latency",
+                "Dimensions": [{"Name": "Api", "Value": "put"}],
+            }
+        ]
+    finally:
+        await listed.close()
+
+
+async def test_upkeep_rolls_up_old_seconds_and_drops_expired_rows(
+    tmp_path: Path, store: MetricStore, clock: ManualClock
+) -> None:
+    for second in (1, 2, 30):
+        store.put_metric_data(
+            NS, "Latency", {"Api": "put"}, value=second, timestamp=T0 + second, storage_resolution=1
+        )
+    store.put_metric_data(NS, "Latency", {"Api": "put"}, value=9, timestamp=T0 - 600)
+    await store.flush()
+    await clock.advance(4 * 3_600)
+    await store.upkeep()
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute("SELECT time, count, sum FROM metric_data ORDER BY time").fetchall()
+    assert rows == [(int(T0 - 600), 1.0, 9.0), (int(T0), 3.0, 33.0)]
+    store.retention_days = 0.1  # 2.4 hours: the older row is 4 h 10 min old
+    await clock.advance(0)
+    await store.upkeep()
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("SELECT count(*) FROM metric_data").fetchone() == (0,)
+
+
+def test_start_time_is_rounded_down_by_age() -> None:
+    now = 1_700_000_000.0
+    assert align_start(now - 125, now) == (now - 125) // 60 * 60
+    old = now - 20 * 86_400 + 17
+    assert align_start(old, now) == old // 300 * 300
+    ancient = now - 70 * 86_400 + 17
+    assert align_start(ancient, now) == ancient // 3600 * 3600
