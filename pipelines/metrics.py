@@ -553,11 +553,10 @@ class MetricStore:
             )
         sample.add_set(parts["SampleCount"], parts["Sum"], parts["Minimum"], parts["Maximum"])
 
-    def _harvest(self) -> None:
+    def _harvest(self, now: float) -> None:
         """Put what the counters counted since the last harvest, as one value each."""
         if self.counters is None:
             return
-        now = self.clock.time()
         bucket = int(now // 60) * 60  # EventBridge's metrics are per minute
         namespace = self.counters.namespace
         for name, dims, delta in self.counters.harvest():
@@ -567,9 +566,11 @@ class MetricStore:
                 found = self._pending[slot] = Aggregate()
             found.add(delta)
 
-    async def flush(self) -> None:
-        """Write what was put since the last flush, merged into its rows."""
-        self._harvest()
+    async def flush(self, *, harvest_time: float | None = None) -> None:
+        """Write what was put since the last flush, merged into its rows. The
+        counters' latest counts are put at ``harvest_time`` (default now): an
+        alarm evaluated at a minute's end counts them in the minute that ended."""
+        self._harvest(self.clock.time() if harvest_time is None else harvest_time)
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
@@ -707,40 +708,37 @@ class MetricStore:
         return buckets
 
     async def read_many(
-        self, keys: Iterable[SeriesKey], begin: int, end: int, period: int, statistic: str
-    ) -> dict[SeriesKey, dict[int, float]]:
-        """``statistic`` per period (aligned to multiples of ``period``) in
-        ``[begin, end)`` for many metrics in one query: what an evaluation
-        cycle of many alarms reads. Periods without data are absent."""
+        self, keys: Iterable[SeriesKey], end: int, period: int, count: int, statistic: str
+    ) -> dict[SeriesKey, list[float | None]]:
+        """``statistic`` of each of ``count`` periods ending at ``end`` (oldest
+        first, None where a period has no data) for many metrics in one query:
+        what an evaluation cycle of many alarms reads. The periods slide with
+        ``end``, as an alarm's do (a 5-minute alarm evaluated at 10:06 reads
+        10:01 to 10:06)."""
         await self.flush()
         keys = list(keys)
         ids = await self._series_ids(self._db, keys, create=False)
         by_id = {ids[key]: key for key in keys if key in ids}
-        found: dict[SeriesKey, dict[int, float]] = {key: {} for key in keys}
+        found: dict[SeriesKey, list[float | None]] = {key: [None] * count for key in keys}
         if not by_id:
             return found
-        members = orjson.dumps(list(by_id))
+        window = (orjson.dumps(list(by_id)), end - count * period, end, period)
         if statistic in STATISTICS:
-            async with self._db.execute(_READ_MANY, (period, members, begin, end)) as cursor:
-                async for series, slot, count, total, low, high in cursor:
-                    sample = Aggregate(count, total, low, high, None)
-                    value = sample.statistic(statistic)
-                    assert value is not None
-                    found[by_id[series]][slot] = value
+            async with self._db.execute(_READ_MANY, window) as cursor:
+                async for series, back, n, total, low, high in cursor:
+                    value = Aggregate(n, total, low, high, None).statistic(statistic)
+                    found[by_id[series]][count - 1 - back] = value
             return found
         merged: dict[tuple[int, int], Aggregate] = {}
-        async with self._db.execute(_READ_MANY_ROWS, (members, begin, end)) as cursor:
-            async for series, moment, count, total, low, high, dist in cursor:
-                sample = Aggregate.decode(count, total, low, high, dist)
-                slot = (series, moment - moment % period)
-                if slot in merged:
-                    merged[slot].merge(sample)
+        async with self._db.execute(_READ_MANY_ROWS, window) as cursor:
+            async for series, back, n, total, low, high, dist in cursor:
+                sample = Aggregate.decode(n, total, low, high, dist)
+                if (series, back) in merged:
+                    merged[series, back].merge(sample)
                 else:
-                    merged[slot] = sample
-        for (series, moment), sample in merged.items():
-            value = sample.statistic(statistic)
-            if value is not None:
-                found[by_id[series]][moment] = value
+                    merged[series, back] = sample
+        for (series, back), sample in merged.items():
+            found[by_id[series]][count - 1 - back] = sample.statistic(statistic)
         return found
 
     async def list_metrics(
@@ -830,14 +828,16 @@ ON CONFLICT (series, time, unit) DO UPDATE SET
     max = max(max, excluded.max),
     dist = pipelines_merge(dist, excluded.dist)
 """
+# ?1 series ids (JSON), ?2 start, ?3 end, ?4 period; "back" counts periods
+# back from the newest (0).
 _READ_MANY = """
-SELECT series, time - time % ?1 AS slot, SUM(count), SUM(sum), MIN(min), MAX(max)
+SELECT series, (?3 - 1 - time) / ?4 AS back, SUM(count), SUM(sum), MIN(min), MAX(max)
 FROM metric_data
-WHERE series IN (SELECT value FROM json_each(?2)) AND time >= ?3 AND time < ?4
-GROUP BY series, slot
+WHERE series IN (SELECT value FROM json_each(?1)) AND time >= ?2 AND time < ?3
+GROUP BY series, back
 """
 _READ_MANY_ROWS = """
-SELECT series, time, count, sum, min, max, dist FROM metric_data
+SELECT series, (?3 - 1 - time) / ?4 AS back, count, sum, min, max, dist FROM metric_data
 WHERE series IN (SELECT value FROM json_each(?1)) AND time >= ?2 AND time < ?3
 """
 
