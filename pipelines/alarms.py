@@ -775,15 +775,15 @@ class Alarms:
     def _metric_specs(self) -> list[MetricAlarmSpec]:
         return [a.spec for a in self._alarms.values() if isinstance(a.spec, MetricAlarmSpec)]
 
-    async def evaluate(self, tick: int) -> list[_Transition]:
+    async def evaluate(self, tick: int, *, everyone: bool = False) -> list[_Transition]:
         """One evaluation cycle at ``tick`` (a multiple of 10 seconds): the metric
-        alarms due, read by group, then the composite alarms."""
+        alarms due (``everyone``: all), read by group, then the composite alarms."""
         assert self.store is not None
         groups: dict[tuple[int, str, int], list[Alarm]] = {}
         for alarm in self._metric_alarms():
             spec = alarm.spec
             assert isinstance(spec, MetricAlarmSpec)
-            if tick % spec.cadence == 0:
+            if everyone or tick % spec.cadence == 0:
                 size = evaluation_range(spec.evaluation_periods)
                 groups.setdefault((spec.period, spec.statistic, size), []).append(alarm)
         # Counts up to this moment belong to the period that just ended.

@@ -34,6 +34,7 @@ from typing import Any
 import pluggy
 
 from pipelines import metrics as m
+from pipelines.alarms import Alarms, parse_alarm, parse_composite_alarm, parse_metric_alarm
 from pipelines.archive import Archiver, ArchiveSpec, ArchiveStore
 from pipelines.bus import Bus, Observer, Rule, TargetConfig, check_name
 from pipelines.clock import Clock, SystemClock
@@ -149,6 +150,10 @@ class Runtime:
         #: Archives (written by ``put_events``) and replays; see ``pipelines.archive``.
         self.archiver = Archiver(self.clock)
         self.replays = Replays(self)
+        #: Metric data (the bus's counters included) and the alarms over it.
+        self.metric_store: m.MetricStore | None = None
+        self.alarms = Alarms(self)
+        self._watching: list[asyncio.Task[None]] = []
         self._putting = 0  # put_events calls in progress: stop() lets them finish
         self.create_bus(DEFAULT_BUS)
 
@@ -456,6 +461,87 @@ class Runtime:
             )
         return self.archiver.store
 
+    # -- metrics and alarms ---------------------------------------------------
+
+    def _metrics(self) -> m.MetricStore:
+        if self.metric_store is None:
+            raise NotRunningError(
+                "metrics are kept while the runtime runs"
+                " (pipelines.metrics.MetricStore.open reads a state database otherwise)"
+            )
+        return self.metric_store
+
+    def put_metric_data(self, namespace: str, name: str, *args: Any, **options: Any) -> None:
+        """PutMetricData for one datum: see ``pipelines.metrics.MetricStore.put_metric_data``."""
+        self._metrics().put_metric_data(namespace, name, *args, **options)
+
+    async def get_metric_statistics(
+        self, namespace: str, name: str, *args: Any, **options: Any
+    ) -> dict[str, Any]:
+        """GetMetricStatistics: see ``MetricStore.get_metric_statistics``."""
+        return await self._metrics().get_metric_statistics(namespace, name, *args, **options)
+
+    async def list_metrics(
+        self, namespace: str | None = None, name: str | None = None
+    ) -> list[dict[str, Any]]:
+        return await self._metrics().list_metrics(namespace, name)
+
+    async def put_metric_alarm(
+        self, name: str, settings: Mapping[str, Any] | None = None, **options: Any
+    ) -> None:
+        """PutMetricAlarm from ``settings`` and keyword ``options`` (see
+        ``pipelines.alarms.parse_metric_alarm``): a new alarm starts in
+        INSUFFICIENT_DATA, an updated one keeps its state."""
+        spec = parse_metric_alarm(name, {**(settings or {}), **options})
+        self.bus(spec.bus)
+        await self.alarms.put(spec)
+
+    async def put_composite_alarm(
+        self, name: str, rule: str, settings: Mapping[str, Any] | None = None, **options: Any
+    ) -> None:
+        """PutCompositeAlarm: ``rule`` over other alarms' states."""
+        spec = parse_composite_alarm(name, {**(settings or {}), **options, "rule": rule})
+        self.bus(spec.bus)
+        await self.alarms.put(spec)
+
+    async def put_alarm(self, name: str, settings: Mapping[str, Any]) -> None:
+        """A metric or composite alarm from a config declaration."""
+        spec = parse_alarm(name, settings)
+        self.bus(spec.bus)
+        await self.alarms.put(spec)
+
+    async def delete_alarms(self, names: Iterable[str]) -> None:
+        for name in names:
+            await self.alarms.delete(name)
+
+    def describe_alarms(
+        self, names: Iterable[str] | None = None, *, prefix: str = "", state: str | None = None
+    ) -> list[dict[str, Any]]:
+        """DescribeAlarms: every alarm (or those named), with its state."""
+        if names is not None:
+            return [self.alarms.describe(name) for name in names]
+        return self.alarms.describe_all(prefix=prefix, state=state)
+
+    async def describe_alarm_history(
+        self, name: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """DescribeAlarmHistory: state updates, newest first."""
+        self._metrics()
+        return await self.alarms.history(name, limit)
+
+    async def set_alarm_state(
+        self, name: str, value: str, reason: str, reason_data: str | None = None
+    ) -> None:
+        """SetAlarmState: until the alarm's next evaluation (composites follow)."""
+        self._metrics()
+        await self.alarms.set_alarm_state(name, value, reason, reason_data)
+
+    async def evaluate_alarms(self) -> None:
+        """Evaluate every alarm now, over the periods up to the last 10-second
+        boundary (tests, tools)."""
+        self._metrics()
+        await self.alarms.evaluate(int(self.clock.time() // 10 * 10), everyone=True)
+
     # -- events -------------------------------------------------------------
 
     async def put_events(
@@ -557,6 +643,7 @@ class Runtime:
             await self._open_archives()
         elif self.archiver.specs:
             raise StateError("archives need a state database: give the runtime a state_path")
+        await self._open_metrics()
         ready = asyncio.Event()
         self._runner = asyncio.create_task(self._run(ready), name="pipelines-runtime")
         await ready.wait()
@@ -581,8 +668,21 @@ class Runtime:
             self.spawn(self.archiver.run())
             self.spawn(self.archiver.purge_loop())
             await self.replays.resume()
+        assert self.metric_store is not None
+        self._watching = [self.spawn(self.metric_store.run()), self.spawn(self.alarms.run())]
         # Last: the scheduler's first events find the targets started.
         self._scheduling = self.spawn(self.scheduler.run())
+
+    async def _open_metrics(self) -> None:
+        """The metric store and alarm tables: in the state database, or in
+        memory without one (alarms still work, nothing survives a restart)."""
+        try:
+            self.metric_store = await m.MetricStore.open(self.state_path, self.clock)
+            self.metric_store.counters = self.metrics
+            await self.alarms.open(self.state_path, self.metric_store)
+        except BaseException:
+            await self._close_state()
+            raise
 
     async def _open_archives(self) -> None:
         assert self.state_path is not None
@@ -646,6 +746,11 @@ class Runtime:
         limit = self.drain_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
+        for task in self._watching:  # no alarm evaluation puts events from now on
+            task.cancel()
+        if self._watching:
+            await asyncio.wait(self._watching)
+            self._watching = []
         await self.replays.stop()
         # Calls under way finish: their events are archived and accepted.
         await _poll(lambda: self._putting == 0, max(deadline - loop.time(), 0.0))
@@ -722,6 +827,13 @@ class Runtime:
 
     async def _close_state(self) -> None:
         self._restore_switch_interval()
+        await self.alarms.close()
+        if self.metric_store is not None:
+            try:
+                await self.metric_store.close()  # what the counters counted last, too
+            except Exception:
+                log.exception("writing the last metrics failed")
+            self.metric_store = None
         if self.archiver.store is not None:
             await self.archiver.store.close()
             self.archiver.store = None
