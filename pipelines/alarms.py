@@ -468,7 +468,7 @@ def metric_reason(
     needed = max(needed, 1)
     transition = f"{previous} -> {verdict.state}"
     return (
-        f"Threshold Crossed: {len(shown)} out of the last {_plural(len(verdict.counted))}"
+        f"Threshold Crossed: {len(shown)} out of the last {len(verdict.counted)} datapoints"
         f" [{listed}] {verb} {relation} the threshold ({_number(spec.threshold)})"
         f" (minimum {_plural(needed)} for {transition} transition)."
     )
@@ -596,6 +596,12 @@ class Alarms:
         #: Evaluation cycles run; alarms evaluated in the last one.
         self.cycles = 0
         self.evaluated = 0
+        self._sleeping = False
+
+    @property
+    def idle(self) -> bool:
+        """Waiting for the next evaluation with nothing to do before it."""
+        return self._sleeping and not self._wake.is_set()
 
     # -- definitions -------------------------------------------------------------
 
@@ -612,8 +618,13 @@ class Alarms:
             raise MetricError("ResourceNotFound", f"no alarm named {name!r}") from None
 
     def check(self, spec: AlarmSpec, *, also: Mapping[str, AlarmSpec] | None = None) -> None:
-        """Refuse a composite alarm whose rule names an alarm that does not
-        exist or makes a loop; ``also`` are alarms being added together."""
+        """Refuse an alarm whose bus or action resources do not exist, or a
+        composite alarm whose rule names an alarm that does not exist or makes
+        a loop; ``also`` are alarms being added together."""
+        self.runtime.bus(spec.bus)  # ResourceNotFoundError when there is none
+        for targets in spec.actions.values():
+            for resource in targets:
+                self.runtime.resource(resource, where=f"alarm {spec.name} actions")
         known = {name: alarm.spec for name, alarm in self._alarms.items()}
         known.update(also or {})
         known[spec.name] = spec
@@ -672,8 +683,6 @@ class Alarms:
                 if _has_rule(bus, rule):
                     await bus.delete_rule(rule, force=True)
                 continue
-            for resource in targets:
-                self.runtime.resource(resource, where=f"alarm {spec.name} actions")
             bus.put_rule(
                 rule,
                 pattern=action_pattern(spec.name, state),
@@ -758,9 +767,11 @@ class Alarms:
             self._wake.clear()
             sleeping = asyncio.ensure_future(sleep(self.clock, tick - now))
             woken = asyncio.ensure_future(self._wake.wait())
+            self._sleeping = True
             try:
                 await asyncio.wait([sleeping, woken], return_when=asyncio.FIRST_COMPLETED)
             finally:
+                self._sleeping = False
                 sleeping.cancel()
                 woken.cancel()
             if self.clock.time() >= tick:

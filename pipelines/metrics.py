@@ -426,6 +426,7 @@ class MetricStore:
         self._pending: dict[tuple[SeriesKey, int, str], Aggregate] = {}
         self._ids: dict[SeriesKey, int] = {}
         self._lock = asyncio.Lock()
+        self._flushing = asyncio.Lock()
         self._closed = False
 
     @classmethod
@@ -569,25 +570,28 @@ class MetricStore:
     async def flush(self, *, harvest_time: float | None = None) -> None:
         """Write what was put since the last flush, merged into its rows. The
         counters' latest counts are put at ``harvest_time`` (default now): an
-        alarm evaluated at a minute's end counts them in the minute that ended."""
-        self._harvest(self.clock.time() if harvest_time is None else harvest_time)
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, {}
-        try:
-            async with transaction(self._db, self._lock) as db:
-                ids = await self._series_ids(db, {key for key, _, _ in pending})
-                await db.executemany(_UPSERT, _rows(pending, ids))
-        except BaseException:
-            # Nothing written: keep it for the next flush.
-            for slot, sample in pending.items():
-                found = self._pending.get(slot)
-                if found is None:
-                    self._pending[slot] = sample
-                else:
-                    sample.merge(found)
-                    self._pending[slot] = sample
-            raise
+        alarm evaluated at a minute's end counts them in the minute that ended.
+        Flushes take turns: one that returns has seen the previous one commit."""
+        async with self._flushing:
+            self._harvest(self.clock.time() if harvest_time is None else harvest_time)
+            if not self._pending:
+                return
+            pending, self._pending = self._pending, {}
+            try:
+                async with transaction(self._db, self._lock) as db:
+                    ids = await self._series_ids(db, {key for key, _, _ in pending})
+                    await db.executemany(_UPSERT, _rows(pending, ids))
+            except BaseException:
+                self._restore(pending)
+                raise
+
+    def _restore(self, pending: dict[tuple[SeriesKey, int, str], Aggregate]) -> None:
+        """A flush that failed wrote nothing: keep its data for the next one."""
+        for slot, sample in pending.items():
+            found = self._pending.get(slot)
+            if found is not None:
+                sample.merge(found)
+            self._pending[slot] = sample
 
     async def _series_ids(
         self, db: aiosqlite.Connection, keys: Iterable[SeriesKey], *, create: bool = True
@@ -722,7 +726,7 @@ class MetricStore:
         found: dict[SeriesKey, list[float | None]] = {key: [None] * count for key in keys}
         if not by_id:
             return found
-        window = (orjson.dumps(list(by_id)), end - count * period, end, period)
+        window = (orjson.dumps(list(by_id)).decode(), end - count * period, end, period)
         if statistic in STATISTICS:
             async with self._db.execute(_READ_MANY, window) as cursor:
                 async for series, back, n, total, low, high in cursor:

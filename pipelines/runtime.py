@@ -493,7 +493,6 @@ class Runtime:
         ``pipelines.alarms.parse_metric_alarm``): a new alarm starts in
         INSUFFICIENT_DATA, an updated one keeps its state."""
         spec = parse_metric_alarm(name, {**(settings or {}), **options})
-        self.bus(spec.bus)
         await self.alarms.put(spec)
 
     async def put_composite_alarm(
@@ -501,13 +500,11 @@ class Runtime:
     ) -> None:
         """PutCompositeAlarm: ``rule`` over other alarms' states."""
         spec = parse_composite_alarm(name, {**(settings or {}), **options, "rule": rule})
-        self.bus(spec.bus)
         await self.alarms.put(spec)
 
     async def put_alarm(self, name: str, settings: Mapping[str, Any]) -> None:
         """A metric or composite alarm from a config declaration."""
         spec = parse_alarm(name, settings)
-        self.bus(spec.bus)
         await self.alarms.put(spec)
 
     async def delete_alarms(self, names: Iterable[str]) -> None:
@@ -802,6 +799,8 @@ class Runtime:
     def _drained(self) -> bool:
         scheduling = self._scheduling is not None and not self._scheduling.done()
         if scheduling and not self.scheduler.idle:
+            return False
+        if any(not task.done() for task in self._watching) and not self.alarms.idle:
             return False
         return all(bus.idle for bus in self._buses.values()) and all(
             delivery.idle for delivery in self._all_deliveries()
