@@ -39,6 +39,7 @@ from pipelines.metrics import (
     series_key,
 )
 from pipelines.state import connect, transaction
+from pipelines.targets import check_keys
 
 if TYPE_CHECKING:
     from pipelines.bus import Bus
@@ -277,11 +278,8 @@ def _common(name: str, settings: Mapping[str, Any], keys: set[str]) -> dict[str,
         raise ConfigError(where, "an alarm name cannot hold control characters")
     if not isinstance(settings, Mapping):
         raise ConfigError(where, "an alarm is a mapping (metric_name, threshold, ... or rule)")
-    unknown = sorted(set(settings) - keys)
-    if unknown:
-        raise ConfigError(
-            f"{where}.{unknown[0]}", f"unknown setting (known: {', '.join(sorted(keys))})"
-        )
+    # A metric alarm's settings on a composite one (or the reverse) are unknown there.
+    check_keys(where, settings, keys)
     description = settings.get("description", "")
     if not isinstance(description, str) or len(description) > 1024:
         raise ConfigError(f"{where}.description", "must be a string of at most 1024 characters")
@@ -610,6 +608,11 @@ class Alarms:
 
     def spec(self, name: str) -> AlarmSpec:
         return self._get(name).spec
+
+    def children(self, name: str) -> set[str]:
+        """The alarms a composite alarm's rule names (none for a metric alarm)."""
+        spec = self._get(name).spec
+        return set(spec.rule.names) if isinstance(spec, CompositeAlarmSpec) else set()
 
     def _get(self, name: str) -> Alarm:
         try:

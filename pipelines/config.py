@@ -36,9 +36,12 @@ from typing import Any
 
 import yaml
 
+from pipelines.alarm_rules import parse_alarm_rule
+from pipelines.alarms import parse_alarm
 from pipelines.bus import Bus
 from pipelines.clock import Clock
 from pipelines.errors import (
+    AlarmRuleError,
     ConfigError,
     ConfigInvalid,
     PatternError,
@@ -48,7 +51,7 @@ from pipelines.errors import (
 from pipelines.runtime import DEFAULT_BUS, Runtime
 from pipelines.targets import check_keys
 
-TOP_KEYS = {"state", "buses", "resources", "rules", "archives"}
+TOP_KEYS = {"state", "buses", "resources", "rules", "archives", "alarms"}
 RULE_KEYS = {"bus", "pattern", "schedule", "state", "description", "targets"}
 DEFAULT_STATE = ".pipelines/state.db"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -66,6 +69,7 @@ class PipelineConfig:
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
     archives: dict[str, dict[str, Any]] = field(default_factory=dict)
+    alarms: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Where each node was declared: path -> (file, line, column), 1-based.
     positions: dict[Path_, tuple[str, int, int]] = field(default_factory=dict)
 
@@ -228,7 +232,7 @@ def _merge(config: PipelineConfig, data: Any, loader: _Loader) -> list[Problem]:
         problems.append(at(("buses",), "buses is a list of bus names"))
     else:
         config.buses += [b for b in buses if b not in config.buses and b != DEFAULT_BUS]
-    for section in ("resources", "rules", "archives"):
+    for section in ("resources", "rules", "archives", "alarms"):
         declared = data.get(section) or {}
         if not isinstance(declared, dict):
             problems.append(at((section,), f"{section} is a mapping of names to declarations"))
@@ -324,6 +328,7 @@ async def build_runtime(
         problems += await _add_rule(runtime, config, str(name), declared)
     for name, declared in config.archives.items():
         problems += await _add_archive(runtime, config, str(name), declared)
+    problems += await add_alarms(runtime, config, config.alarms)
     if config.archives and config.state is None:
         problems.append(
             config.at(("state",), "archives keep their events in the state database: set state")
@@ -344,6 +349,86 @@ async def _add_archive(
     except ConfigError as exc:
         return [_problem(config, path, f"archive {name}", exc)]
     except ResourceNotFoundError:
+        return [_no_bus(config, path, declared.get("bus"))]
+    return []
+
+
+async def add_alarms(
+    runtime: Runtime, config: PipelineConfig, declared: Mapping[str, dict[str, Any]]
+) -> list[Problem]:
+    """Put the declared alarms: metric alarms, then each composite alarm once
+    the alarms its rule names are in (whatever their order in the file)."""
+    problems: list[Problem] = []
+    waiting: dict[str, dict[str, Any]] = {}
+    failed: set[str] = set()  # a composite over one of these says nothing more
+    for name, body in declared.items():
+        if "rule" in body:
+            waiting[str(name)] = body
+            continue
+        found = await _add_alarm(runtime, config, str(name), body)
+        problems += found
+        failed.update([str(name)] if found else [])
+    while waiting:
+        ready = [
+            name for name, body in waiting.items() if not _children(body) & set(waiting) - {name}
+        ] or list(waiting)  # a loop: let the first one report it
+        for name in ready:
+            body = waiting.pop(name)
+            if _children(body) & failed:
+                failed.add(name)  # its own problems only: not that a child is missing
+                problems += _check_alone(runtime, config, name, body, set(declared))
+                continue
+            found = await _add_alarm(runtime, config, name, body)
+            problems += found
+            failed.update([name] if found else [])
+    return problems
+
+
+def _check_alone(
+    runtime: Runtime,
+    config: PipelineConfig,
+    name: str,
+    declared: dict[str, Any],
+    names: set[str],
+) -> list[Problem]:
+    """The problems of a composite alarm over an alarm that failed, short of
+    putting it: its settings, its actions' resources, children never declared."""
+    path: Path_ = ("alarms", name)
+    absent = sorted(_children(declared) - names - set(runtime.alarms.names()))
+    if absent:
+        return [
+            config.at((*path, "rule"), f"{label(path)}.rule: no alarm named {absent[0]!r} exists")
+        ]
+    try:
+        spec = parse_alarm(name, declared)
+        for targets in spec.actions.values():
+            for resource in targets:
+                runtime.resource(resource, where=f"alarm {name} actions")
+    except ConfigError as exc:
+        return [_problem(config, path, f"alarm {name}", exc)]
+    except ResourceNotFoundError as exc:
+        return [config.at((*path, "actions"), f"{label(path)}.actions: {exc}")]
+    return []
+
+
+def _children(body: Mapping[str, Any]) -> set[str]:
+    try:
+        return set(parse_alarm_rule(body["rule"]).names)
+    except (AlarmRuleError, TypeError):
+        return set()
+
+
+async def _add_alarm(
+    runtime: Runtime, config: PipelineConfig, name: str, declared: dict[str, Any]
+) -> list[Problem]:
+    path: Path_ = ("alarms", name)
+    try:
+        await runtime.put_alarm(name, declared)
+    except ConfigError as exc:
+        return [_problem(config, path, f"alarm {name}", exc)]
+    except ResourceNotFoundError as exc:
+        if str(exc).startswith(f"alarm {name} actions"):
+            return [config.at((*path, "actions"), f"{label(path)}.actions: {exc}")]
         return [_no_bus(config, path, declared.get("bus"))]
     return []
 

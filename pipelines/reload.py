@@ -28,7 +28,13 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.config import PipelineConfig, build_runtime, put_declared_rule, rule_bus
+from pipelines.config import (
+    PipelineConfig,
+    add_alarms,
+    build_runtime,
+    put_declared_rule,
+    rule_bus,
+)
 from pipelines.delivery import Delivery
 from pipelines.errors import ConfigInvalid, Problem
 from pipelines.runtime import Runtime
@@ -110,6 +116,8 @@ async def reload(
                 runtime.create_bus(bus_name)
                 summary.added.append(f"bus {bus_name}")
         await _put_rules(runtime, current, new, summary)
+    # Before resources go: an alarm's actions may use one.
+    await _put_alarms(runtime, current, new, summary)
     for name in current.resources:
         if name not in new.resources:
             await runtime.delete_resource(name, timeout=remaining())
@@ -120,6 +128,28 @@ async def reload(
             await runtime.delete_bus(bus_name, timeout=remaining())
             summary.removed.append(f"bus {bus_name}")
     return summary
+
+
+async def _put_alarms(
+    runtime: Runtime, current: PipelineConfig, new: PipelineConfig, summary: ReloadSummary
+) -> None:
+    """New and changed alarms are put (a changed one keeps its state, as
+    PutMetricAlarm's update does); dropped ones are deleted, each composite
+    before the alarms its rule names."""
+    changed = {n: d for n, d in new.alarms.items() if current.alarms.get(n) != d}
+    problems = await add_alarms(runtime, new, changed)
+    if problems:  # check_reload built the same config: only a bug gets here
+        raise ConfigInvalid(problems)
+    for name in changed:
+        (summary.changed if name in current.alarms else summary.added).append(f"alarm {name}")
+    dropped = [n for n in current.alarms if n not in new.alarms]
+    while dropped:
+        named = set().union(*(runtime.alarms.children(n) for n in dropped))
+        leaves = [n for n in dropped if n not in named] or dropped
+        for name in leaves:
+            await runtime.delete_alarms([name])
+            summary.removed.append(f"alarm {name}")
+            dropped.remove(name)
 
 
 async def _put_archives(

@@ -53,12 +53,22 @@ def config_schema(plugins: pluggy.PluginManager | None = None) -> dict[str, Any]
                 "propertyNames": {"type": "string", "pattern": "^[.\\-_A-Za-z0-9]{1,48}$"},
                 "additionalProperties": {"$ref": "#/$defs/archive"},
             },
+            "alarms": {
+                "type": "object",
+                "description": "alarms by name: metric alarms, or composite ones with a rule",
+                "propertyNames": {"type": "string", "minLength": 1, "maxLength": 255},
+                "additionalProperties": {
+                    "oneOf": [{"$ref": "#/$defs/metric_alarm"}, {"$ref": "#/$defs/composite_alarm"}]
+                },
+            },
         },
         "$defs": {
             "rule": _rule(),
             "target": _target(),
             "schedule": _schedule(),
             "archive": _archive(),
+            "metric_alarm": _metric_alarm(),
+            "composite_alarm": _composite_alarm(),
         },
     }
 
@@ -187,5 +197,88 @@ def _archive() -> dict[str, Any]:
                 "description": "normal survives a process crash; strict also a power loss",
             },
             "description": {"type": "string", "maxLength": 512},
+        },
+    }
+
+
+def _alarm_common() -> dict[str, Any]:
+    resources = {
+        "anyOf": [
+            {"type": "string"},
+            {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 5},
+        ]
+    }
+    return {
+        "description": {"type": "string", "maxLength": 1024},
+        "bus": {**_NAME, "default": "default", "description": "where its state changes go"},
+        "actions_enabled": {"type": "boolean", "default": True},
+        "actions": {
+            "type": "object",
+            "description": "resources that receive the state-change event, per new state",
+            "additionalProperties": False,
+            "properties": {"alarm": resources, "ok": resources, "insufficient_data": resources},
+        },
+    }
+
+
+def _metric_alarm() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["namespace", "metric_name", "threshold", "period", "evaluation_periods"],
+        "properties": {
+            "namespace": {"type": "string", "minLength": 1, "maxLength": 255},
+            "metric_name": {"type": "string", "minLength": 1, "maxLength": 255},
+            "dimensions": {
+                "type": "object",
+                "maxProperties": 30,
+                "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 1024},
+            },
+            "statistic": {
+                "type": "string",
+                "pattern": "^(SampleCount|Average|Sum|Minimum|Maximum"
+                "|p(\\d{1,2}(\\.\\d{0,10})?|100))$",
+                "default": "Average",
+            },
+            "period": {
+                "type": "integer",
+                "description": "seconds: 10, 20, 30 or a multiple of 60",
+                "anyOf": [{"enum": [10, 20, 30]}, {"multipleOf": 60, "minimum": 60}],
+            },
+            "evaluation_periods": {"type": "integer", "minimum": 1},
+            "datapoints_to_alarm": {"type": "integer", "minimum": 1},
+            "threshold": {"type": "number"},
+            "comparison_operator": {
+                "enum": [
+                    "GreaterThanOrEqualToThreshold",
+                    "GreaterThanThreshold",
+                    "LessThanThreshold",
+                    "LessThanOrEqualToThreshold",
+                ],
+                "default": "GreaterThanOrEqualToThreshold",
+            },
+            "treat_missing_data": {
+                "enum": ["missing", "ignore", "breaching", "notBreaching"],
+                "default": "missing",
+            },
+            **_alarm_common(),
+        },
+    }
+
+
+def _composite_alarm() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["rule"],
+        "properties": {
+            "rule": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 10240,
+                "description": "ALARM(name), OK(name), INSUFFICIENT_DATA(name), TRUE, FALSE,"
+                " AND, OR, NOT and parentheses",
+            },
+            **_alarm_common(),
         },
     }

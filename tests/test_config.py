@@ -363,3 +363,45 @@ async def test_archive_problems_are_located(tmp_path: Path) -> None:
     assert await problems_of(stateless) == [
         f"{stateless}:1:1: archives keep their events in the state database: set state"
     ]
+
+
+async def test_alarm_problems_are_located(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        "a.yaml",
+        """
+        resources:
+          pager: {type: function, function: "os:getcwd"}
+        alarms:
+          slow:
+            namespace: Shop
+            metric_name: Latency
+            period: 45
+            evaluation_periods: 1
+            threshold: 100
+          typo: {namespace: Shop, metric_name: L, period: 60, evaluation_periods: 1, threshold: 1, treshold: 2}
+          both: {rule: "ALARM(slow) AND ALARM(missing)"}
+          broken: {rule: "ALARM(slow) AND"}
+          paging:
+            rule: ALARM(slow)
+            actions: {alarm: [nobody]}
+          first: {rule: "ALARM(second)"}
+          second: {rule: "OK(slow)"}
+        """,
+    )
+    problems = await problems_of(config)
+    assert problems == [
+        f"{config}:7:5: alarms.slow.period: must be 10, 20, 30 or a multiple of 60 (seconds)",
+        f"{config}:10:92: alarms.typo.treshold: unknown setting (allowed: actions,"
+        " actions_enabled, bus, comparison_operator, datapoints_to_alarm, description,"
+        " dimensions, evaluation_periods, metric_name, namespace, period, statistic,"
+        " threshold, treat_missing_data); did you mean 'threshold'?",
+        f"{config}:11:10: alarms.both.rule: no alarm named 'missing' exists",
+        f"{config}:12:12: alarms.broken.rule: AlarmRule: expected ALARM(...), OK(...),"
+        " INSUFFICIENT_DATA(...), TRUE, FALSE, NOT or '(', found the end of the rule at"
+        " position 15\n"
+        "  ALARM(slow) AND\n"
+        "                 ^",
+        f"{config}:15:5: alarms.paging.actions: alarm paging actions: no resource named"
+        " 'nobody' (resources: pager)",
+    ]

@@ -364,3 +364,40 @@ async def test_resources_may_name_each_other_in_any_order(tmp_path: Path) -> Non
         )
         summary = await reload(runtime, current, new)
         assert summary.added == ["resource done"] and summary.changed == ["resource f"]
+
+
+async def test_reload_puts_changes_and_deletes_alarms_keeping_states(
+    running: tuple[Runtime, PipelineConfig], tmp_path: Path
+) -> None:
+    runtime, current = running
+    alarm = """
+          namespace: Shop
+          metric_name: Orders
+          period: 60
+          evaluation_periods: 1
+          threshold: {threshold}
+    """
+    with_alarms = config(
+        tmp_path,
+        BASE
+        + "alarms:\n  low:"
+        + alarm.format(threshold=1)
+        + """
+  watch:
+    rule: ALARM(low)
+    actions: {alarm: [a]}
+""",
+    )
+    summary = await reload(runtime, current, with_alarms)
+    assert summary.added == ["alarm low", "alarm watch"]
+    await runtime.set_alarm_state("low", "ALARM", "testing")
+    assert runtime.describe_alarms(["watch"])[0]["StateValue"] == "ALARM"
+    changed = config(tmp_path, BASE + "alarms:\n  low:" + alarm.format(threshold=5))
+    summary = await reload(runtime, with_alarms, changed)
+    assert (summary.changed, summary.removed) == (["alarm low"], ["alarm watch"])
+    low = runtime.describe_alarms(["low"])[0]
+    assert (low["Threshold"], low["StateValue"]) == (5.0, "ALARM")  # an update keeps the state
+    # The composite's action rule went with it, so resource a can go too.
+    assert [r["Name"] for r in runtime.bus().list_rules()] == ["r1"]
+    summary = await reload(runtime, changed, config(tmp_path, BASE))
+    assert summary.removed == ["alarm low"] and runtime.describe_alarms() == []
