@@ -610,6 +610,219 @@ def replay_cancel_command(name: str, control: str | None) -> None:
     click.echo(json.dumps(asyncio.run(cancel_replay(control_socket(control), name)), indent=2))
 
 
+# -- metrics and alarms ---------------------------------------------------------------
+
+_SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float | None]) -> str:
+    """A one-line chart: a block per value, scaled from the smallest to the
+    largest; a blank where a period has no data."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return " " * len(values)
+    low, high = min(known), max(known)
+    span = high - low or 1.0
+    return "".join(
+        " " if v is None else _SPARKS[round((v - low) / span * (len(_SPARKS) - 1))] for v in values
+    )
+
+
+def _duration(value: str) -> float:
+    """'90', '90s', '15m', '2h', '3d' -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
+    try:
+        if value[-1:] in units:
+            return float(value[:-1]) * units[value[-1]]
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a duration such as 90s, 15m, 2h or 3d", param_hint="--since"
+        ) from None
+
+
+def _dimensions(pairs: tuple[str, ...]) -> dict[str, str]:
+    found = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--dimension")
+        found[name] = value
+    return found
+
+
+@cli.group("metrics")
+def metrics_group() -> None:
+    """Metrics: the data in a pipeline's metric store (the bus's own under Pipelines/Events)."""
+
+
+@metrics_group.command("list")
+@click.option("--namespace", default=None, help="Only this namespace.")
+@state_options
+def metrics_list_command(namespace: str | None, config: str | None, state: str | None) -> None:
+    """ListMetrics: one JSON object per metric."""
+    from pipelines.metrics import read_metrics
+
+    for metric in asyncio.run(read_metrics(state_database(config, state), namespace)):
+        click.echo(json.dumps(metric))
+
+
+@metrics_group.command("get")
+@click.argument("namespace")
+@click.argument("name")
+@click.option("--dimension", "-d", "dimension", multiple=True, help="NAME=VALUE (repeatable).")
+@click.option("--stat", default="Average", show_default=True, help="Statistic or pNN.N.")
+@click.option("--period", type=int, default=60, show_default=True, help="Seconds per datapoint.")
+@click.option("--since", default="1h", show_default=True, help="How far back: 90s, 15m, 2h, 3d.")
+@click.option("--json", "as_json", is_flag=True, help="The GetMetricStatistics answer as JSON.")
+@state_options
+def metrics_get_command(
+    namespace: str,
+    name: str,
+    dimension: tuple[str, ...],
+    stat: str,
+    period: int,
+    since: str,
+    as_json: bool,
+    config: str | None,
+    state: str | None,
+) -> None:
+    """GetMetricStatistics for one metric: a line per period with data, and on
+    a terminal a sparkline of the whole window."""
+    from pipelines.metrics import STATISTICS, read_metric_statistics
+
+    now = time.time()
+    start = now - _duration(since)
+    extended = stat not in STATISTICS
+    answer = asyncio.run(
+        read_metric_statistics(
+            state_database(config, state),
+            namespace,
+            name,
+            _dimensions(dimension),
+            start=start,
+            end=now,
+            period=period,
+            statistics=[] if extended else [stat],
+            extended_statistics=[stat] if extended else [],
+        )
+    )
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    points = answer["Datapoints"]
+
+    def value(point: dict[str, Any]) -> float | None:
+        found = point.get("ExtendedStatistics", {}).get(stat) if extended else point.get(stat)
+        return None if found is None else float(found)
+
+    if sys.stdout.isatty():
+        by_time = {point["Timestamp"]: value(point) for point in points}
+        first = int(start // 60 * 60)
+        slots = [first + k * period for k in range(int((now - first) // period) + 1)]
+        series = [by_time.get(_iso_seconds(moment)) for moment in slots]
+        known = [v for v in series if v is not None]
+        if known:
+            click.echo(f"{sparkline(series)}  {stat} min {min(known):g} max {max(known):g}")
+    for point in points:
+        shown = value(point)
+        click.echo(f"{point['Timestamp']}  {'-' if shown is None else f'{shown:g}'}")
+    if not points:
+        click.echo(f"no data for {namespace} {name} in the last {since}", err=True)
+
+
+def _iso_seconds(moment: float) -> str:
+    from pipelines.event import format_epoch
+
+    return format_epoch(moment, "seconds")
+
+
+@cli.group("alarms")
+def alarms_group() -> None:
+    """Alarms: their states and history (from the state database), and set-state."""
+
+
+@alarms_group.command("list")
+@click.option(
+    "--state-value",
+    type=click.Choice(["OK", "ALARM", "INSUFFICIENT_DATA"]),
+    default=None,
+    help="Only alarms in this state.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON description per line.")
+@state_options
+def alarms_list_command(
+    state_value: str | None, as_json: bool, config: str | None, state: str | None
+) -> None:
+    """DescribeAlarms: each alarm's state and the reason for it."""
+    from pipelines.alarms import read_alarms
+
+    alarms = asyncio.run(read_alarms(state_database(config, state)))
+    alarms = [a for a in alarms if state_value is None or a["StateValue"] == state_value]
+    if as_json:
+        for described in alarms:
+            click.echo(json.dumps(described))
+        return
+    click.echo(f"{'NAME':<32} {'STATE':<17} {'SINCE':<24} REASON")
+    for a in alarms:
+        click.echo(
+            f"{a['AlarmName']:<32} {a['StateValue']:<17} {a['StateUpdatedTimestamp']:<24}"
+            f" {a['StateReason']}"
+        )
+
+
+@alarms_group.command("describe")
+@click.argument("name")
+@state_options
+def alarms_describe_command(name: str, config: str | None, state: str | None) -> None:
+    """DescribeAlarms for NAME, as JSON."""
+    from pipelines.alarms import read_alarms
+
+    found = asyncio.run(read_alarms(state_database(config, state), name))
+    if not found:
+        raise PipelinesError(f"no alarm named {name!r} in {state_database(config, state)}")
+    click.echo(json.dumps(found[0], indent=2))
+
+
+@alarms_group.command("history")
+@click.argument("name", required=False)
+@click.option("-n", "limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON history item per line.")
+@state_options
+def alarms_history_command(
+    name: str | None, limit: int, as_json: bool, config: str | None, state: str | None
+) -> None:
+    """DescribeAlarmHistory: state updates, newest first."""
+    from pipelines.alarms import read_alarm_history
+
+    for item in asyncio.run(read_alarm_history(state_database(config, state), name, limit)):
+        if as_json:
+            click.echo(json.dumps(item))
+        else:
+            click.echo(f"{item['Timestamp']}  {item['AlarmName']}  {item['HistorySummary']}")
+
+
+@alarms_group.command("set-state")
+@click.argument("name")
+@click.option(
+    "--state-value", required=True, type=click.Choice(["OK", "ALARM", "INSUFFICIENT_DATA"])
+)
+@click.option("--reason", required=True, help="The state reason to record.")
+@click.option("--reason-data", default=None, help="JSON reason data.")
+@CONTROL_OPTION
+def alarms_set_state_command(
+    name: str, state_value: str, reason: str, reason_data: str | None, control: str | None
+) -> None:
+    """SetAlarmState in the running pipeline, until the alarm's next evaluation
+    (to try the routes and actions of its state-change events)."""
+    from pipelines.control import set_alarm_state
+
+    described = asyncio.run(
+        set_alarm_state(control_socket(control), name, state_value, reason, reason_data)
+    )
+    click.echo(json.dumps(described, indent=2))
+
+
 def main() -> None:
     cli()
 

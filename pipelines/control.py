@@ -24,6 +24,8 @@ The protocol is JSON lines. A client sends one request per line:
   is its result.
 - ``{"op": "replay-cancel", "name": ...}``: CancelReplay.
 - ``{"op": "replay-describe", "name": ...}``: DescribeReplay.
+- ``{"op": "alarm-set-state", "name", "value", "reason", "reason_data"}``:
+  SetAlarmState; answers with the alarm's description.
 
 A request the server cannot serve gets ``{"error": message}``.
 """
@@ -143,6 +145,8 @@ class ControlServer:
             await self._tap(request.get("pattern"), reader, writer)
         elif op in ("replay-start", "replay-cancel", "replay-describe"):
             await _send(writer, await self._replay(op, request))
+        elif op == "alarm-set-state":
+            await _send(writer, await self._set_alarm_state(request))
         else:
             await _send(writer, {"error": f"unknown op {op!r} (put, tap, replay-start, ...)"})
 
@@ -172,6 +176,21 @@ class ControlServer:
                 description=str(request.get("description") or ""),
             )
         except (PipelinesError, TypeError, ValueError) as exc:
+            return {"error": str(exc)}
+
+    async def _set_alarm_state(self, request: dict[str, Any]) -> dict[str, Any]:
+        name = str(request.get("name"))
+        data = request.get("reason_data")
+        try:
+            await self.runtime.set_alarm_state(
+                name,
+                str(request.get("value")),
+                str(request.get("reason") or ""),
+                None if data is None else str(data),
+            )
+            [described] = self.runtime.describe_alarms([name])
+            return described
+        except PipelinesError as exc:
             return {"error": str(exc)}
 
     async def _tap(
@@ -314,3 +333,10 @@ async def describe_replay(path: Path, name: str) -> dict[str, Any]:
 
 async def cancel_replay(path: Path, name: str) -> dict[str, Any]:
     return await request(path, {"op": "replay-cancel", "name": name})
+
+
+async def set_alarm_state(
+    path: Path, name: str, value: str, reason: str, reason_data: str | None = None
+) -> dict[str, Any]:
+    message = {"op": "alarm-set-state", "name": name, "value": value, "reason": reason}
+    return await request(path, {**message, "reason_data": reason_data})

@@ -24,7 +24,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from pipelines.clock import Clock, sleep
+from pipelines.clock import Clock, SystemClock, sleep
 from pipelines.errors import MetricError, StateError
 from pipelines.event import format_epoch
 from pipelines.state import connect, transaction
@@ -863,3 +863,25 @@ def align_start(start: float, now: float) -> float:
     age = now - start
     step = 60 if age < 15 * 86_400 else 300 if age < 63 * 86_400 else 3_600
     return float(math.floor(start / step) * step)
+
+
+async def read_metric_statistics(
+    path: str | Path, namespace: str, name: str, dimensions: Mapping[str, str] | None, **query: Any
+) -> dict[str, Any]:
+    """GetMetricStatistics on a state database, whether its pipeline runs or
+    not (what ``pipelines metrics get`` shows; a running pipeline writes
+    every few seconds, see ``MetricStore.flush_interval``)."""
+    store = await MetricStore.open(path, SystemClock())
+    try:
+        return await store.get_metric_statistics(namespace, name, dimensions, **query)
+    finally:
+        await store.close()
+
+
+async def read_metrics(path: str | Path, namespace: str | None = None) -> list[dict[str, Any]]:
+    """ListMetrics on a state database."""
+    store = await MetricStore.open(path, SystemClock())
+    try:
+        return await store.list_metrics(namespace)
+    finally:
+        await store.close()

@@ -171,6 +171,7 @@ def test_cli_runs_the_examples_tests() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1].endswith(" passed, 0 failed")
     assert "pipeline.test.yaml::the nightly report runs at 02:00 Berlin time" in done.stdout
+    assert "alarms/pipeline.test.yaml::a declined card raises the alarm" in done.stdout
 
 
 def test_cli_exit_codes_for_failures_and_no_tests(tmp_path: Path) -> None:

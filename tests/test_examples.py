@@ -228,3 +228,81 @@ def test_audit_pipeline_archives_and_a_cli_replay_delivers_again(tmp_path: Path)
     assert runner.returncode == 0
     status = pipelines("replay", "status", "billing-fix", "-c", config)
     assert json.loads(status.stdout)["State"] == "COMPLETED"  # read with the pipeline stopped
+
+
+def test_alarms_pipeline_from_the_cli(tmp_path: Path) -> None:
+    alarms = ROOT / "examples" / "alarms"
+    config = str(alarms / "pipeline.yaml")
+    env = {**os.environ, "PIPELINES_STATE": str(tmp_path / "state.db")}
+
+    def pipelines(*args: str) -> subprocess.CompletedProcess[str]:
+        done = run_cli(*args, env=env)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    # --input runs until delivered; at exit the store writes the last counts.
+    pipelines("run", config, "--input", str(alarms / "events.jsonl"))
+    got = pipelines(
+        "metrics", "get", "Pipelines/Events", "FailedInvocations", "--stat", "Sum",
+        "-d", "EventBusName=default", "-d", "RuleName=charge", "-c", config, "--json",
+    )  # fmt: skip
+    points = json.loads(got.stdout)["Datapoints"]
+    assert sum(p["Sum"] for p in points) == 1  # card 4000000000000000 was declined
+    [alarm] = [
+        json.loads(line)
+        for line in pipelines("alarms", "list", "--json", "-c", config).stdout.splitlines()
+    ]
+    assert alarm["AlarmName"] == "payments-failing"
+    assert alarm["MetricName"] == "FailedInvocations"
+
+    runner = subprocess.Popen(
+        [*pipelines_command(), "run", config], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert runner.stderr is not None
+        assert "control socket" in runner.stderr.readline()
+        # set-state tries the route without waiting for a minute to end.
+        before = alarm["StateValue"]
+        wanted = "OK" if before == "ALARM" else "ALARM"
+        forced = pipelines(
+            "alarms", "set-state", "payments-failing", "--state-value", wanted,
+            "--reason", "trying the pager", "-c", config,
+        )  # fmt: skip
+        assert json.loads(forced.stdout)["StateValue"] == wanted
+        history = pipelines("alarms", "history", "payments-failing", "-c", config)
+        assert f"Alarm updated from {before} to {wanted}" in history.stdout.splitlines()[0]
+        if wanted == "ALARM":
+            received = pipelines("queue", "receive", "pages", "-c", config, "-n", "10")
+            [page] = [json.loads(json.loads(line)["Body"]) for line in received.stdout.splitlines()]
+            assert page == {
+                "alarm": "payments-failing",
+                "state": "ALARM",
+                "reason": "trying the pager",
+            }
+        refused = run_cli(
+            "alarms",
+            "set-state",
+            "nope",
+            "--state-value",
+            "OK",
+            "--reason",
+            "x",
+            "-c",
+            config,
+            env=env,
+        )
+        assert refused.returncode == 1 and "no alarm named 'nope'" in refused.stderr
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        runner.communicate(timeout=30)
+    assert runner.returncode == 0
+    # Read with the pipeline stopped: the state is the newest history entry's.
+    described = json.loads(pipelines("alarms", "describe", "payments-failing", "-c", config).stdout)
+    newest = json.loads(
+        pipelines("alarms", "history", "--json", "-c", config).stdout.splitlines()[0]
+    )
+    new_state = json.loads(newest["HistoryData"])["newState"]
+    assert (described["StateValue"], described["StateReason"]) == (
+        new_state["stateValue"],
+        new_state["stateReason"],
+    )
