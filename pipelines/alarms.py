@@ -38,7 +38,7 @@ from pipelines.metrics import (
     parse_statistic,
     series_key,
 )
-from pipelines.state import connect, transaction
+from pipelines.state import connect, existing, transaction
 from pipelines.targets import check_keys
 
 if TYPE_CHECKING:
@@ -1087,7 +1087,7 @@ async def read_history(
 async def read_alarms(path: str | Path, name: str | None = None) -> list[dict[str, Any]]:
     """The alarms a pipeline's state database holds, with their last state,
     whether the pipeline runs or not (what ``pipelines alarms`` shows)."""
-    db = await connect(Path(path), ALARM_SCHEMA)
+    db = await connect(existing(path), ALARM_SCHEMA)
     try:
         query = "SELECT config, state, reason, reason_data, updated FROM alarms"
         arguments: tuple[str, ...] = ()
@@ -1117,7 +1117,7 @@ async def read_alarms(path: str | Path, name: str | None = None) -> list[dict[st
 async def read_alarm_history(
     path: str | Path, name: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
-    db = await connect(Path(path), ALARM_SCHEMA)
+    db = await connect(existing(path), ALARM_SCHEMA)
     try:
         return await read_history(db, name, limit)
     finally:

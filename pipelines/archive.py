@@ -36,7 +36,7 @@ from pipelines.clock import Clock, sleep
 from pipelines.errors import ConfigError, ResourceNotFoundError, StateError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_epoch, parse_time
 from pipelines.patterns import Matcher, Pattern, compile_pattern
-from pipelines.state import connect, transaction
+from pipelines.state import connect, existing, transaction
 from pipelines.targets import check_keys
 
 log = logging.getLogger("pipelines.archive")
@@ -209,9 +209,7 @@ class ArchiveStore:
     async def existing(cls, state: Path) -> AsyncIterator[ArchiveStore]:
         """The store of a pipeline's state database that must already exist
         (the CLI's view of a pipeline, running or not)."""
-        if not state.exists():
-            raise StateError(f"state database {state} does not exist: run the pipeline first")
-        store = await cls.open(state)
+        store = await cls.open(existing(state))
         try:
             yield store
         finally:

@@ -27,7 +27,7 @@ import orjson
 from pipelines.clock import Clock, SystemClock, sleep
 from pipelines.errors import MetricError, StateError
 from pipelines.event import format_epoch
-from pipelines.state import connect, transaction
+from pipelines.state import connect, existing, transaction
 
 log = logging.getLogger("pipelines.metrics")
 
@@ -871,7 +871,7 @@ async def read_metric_statistics(
     """GetMetricStatistics on a state database, whether its pipeline runs or
     not (what ``pipelines metrics get`` shows; a running pipeline writes
     every few seconds, see ``MetricStore.flush_interval``)."""
-    store = await MetricStore.open(path, SystemClock())
+    store = await MetricStore.open(existing(path), SystemClock())
     try:
         return await store.get_metric_statistics(namespace, name, dimensions, **query)
     finally:
@@ -880,7 +880,7 @@ async def read_metric_statistics(
 
 async def read_metrics(path: str | Path, namespace: str | None = None) -> list[dict[str, Any]]:
     """ListMetrics on a state database."""
-    store = await MetricStore.open(path, SystemClock())
+    store = await MetricStore.open(existing(path), SystemClock())
     try:
         return await store.list_metrics(namespace)
     finally:

@@ -83,6 +83,15 @@ async def connect(path: Path, schema: str, *, autocommit: bool = False) -> aiosq
     return connection
 
 
+def existing(path: str | Path) -> Path:
+    """``path``, a pipeline's state database that must already exist (what the
+    CLI reads, whether the pipeline runs or not); StateError otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise StateError(f"state database {path} does not exist: run the pipeline first")
+    return path
+
+
 @contextlib.asynccontextmanager
 async def transaction(
     connection: aiosqlite.Connection, lock: asyncio.Lock

@@ -276,3 +276,54 @@ def test_start_time_is_rounded_down_by_age() -> None:
     assert align_start(old, now) == old // 300 * 300
     ancient = now - 70 * 86_400 + 17
     assert align_start(ancient, now) == ancient // 3600 * 3600
+
+
+def test_sparkline_scales_from_lowest_to_highest_and_leaves_gaps() -> None:
+    from pipelines.cli import sparkline
+
+    assert sparkline([0, 7, None, 3.5, 7]) == "▁█ ▅█"
+    assert sparkline([5, 5]) == "▁▁"
+    assert sparkline([None, None]) == "  "
+
+
+async def test_cli_metrics_get_prints_datapoints_and_a_chart_on_a_terminal(tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import time
+
+    from pipelines.clock import SystemClock
+
+    from .helpers import pipelines_command
+
+    now = time.time()
+    store = await MetricStore.open(tmp_path / "state.db", SystemClock())
+    for minutes_ago, value in [(30, 1.0), (20, 9.0), (10, 5.0)]:
+        store.put_metric_data(
+            NS, "Latency", {"Api": "put"}, value=value, timestamp=now - minutes_ago * 60
+        )
+    await store.close()
+    command = [*pipelines_command(), "metrics", "get", NS, "Latency", "-d", "Api=put"]
+    command += ["--stat", "Maximum", "--since", "45m", "--state", str(tmp_path / "state.db")]
+    piped = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    assert [line.split("  ")[1] for line in piped.stdout.splitlines()] == ["1", "9", "5"]
+    assert "▁" not in piped.stdout  # no chart when not on a terminal
+    primary, secondary = pty.openpty()
+    subprocess.run(command, stdout=secondary, timeout=60, check=True)
+    os.close(secondary)
+    shown = os.read(primary, 65536).decode()
+    os.close(primary)
+    chart = shown.splitlines()[0]
+    assert chart.endswith("Maximum min 1 max 9")
+    assert chart.split()[0:3] == ["▁", "█", "▅"]  # the three minutes, gaps between
+    missing = subprocess.run(
+        [*command[:-2], "--state", str(tmp_path / "none.db"), "--since", "5m"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 1
+    assert "none.db does not exist: run the pipeline first" in missing.stderr
+    assert not (tmp_path / "none.db").exists()
+    quiet = subprocess.run([*command, "--since", "5m"], capture_output=True, text=True, timeout=60)
+    assert quiet.returncode == 0 and "no data for Shop Latency in the last 5m" in quiet.stderr
