@@ -13,6 +13,7 @@ other event. Actions per state are a shorthand for such rules.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import operator
@@ -413,11 +414,13 @@ def parse_alarm(name: str, settings: Mapping[str, Any]) -> AlarmSpec:
 # -- reasons ------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # the alarms of a cycle share their periods' times
 def _point_time(seconds: float) -> str:
     """A datapoint's time in a state reason, as CloudWatch prints it."""
     return datetime.fromtimestamp(seconds, UTC).strftime("%d/%m/%y %H:%M:%S")
 
 
+@functools.lru_cache(maxsize=4096)
 def _long_time(seconds: float) -> str:
     return format_epoch(seconds, "milliseconds").replace("Z", "+0000")
 
@@ -587,6 +590,8 @@ class Alarms:
         self.runtime = runtime
         self.clock: Clock = runtime.clock
         self._alarms: dict[str, Alarm] = {}
+        #: The rules of the composite alarms, by name.
+        self._rules: dict[str, AlarmRule] = {}
         self.store: MetricStore | None = None
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
@@ -620,25 +625,20 @@ class Alarms:
         except KeyError:
             raise MetricError("ResourceNotFound", f"no alarm named {name!r}") from None
 
-    def check(self, spec: AlarmSpec, *, also: Mapping[str, AlarmSpec] | None = None) -> None:
+    def check(self, spec: AlarmSpec) -> None:
         """Refuse an alarm whose bus or action resources do not exist, or a
         composite alarm whose rule names an alarm that does not exist or makes
-        a loop; ``also`` are alarms being added together."""
+        a loop."""
         self.runtime.bus(spec.bus)  # ResourceNotFoundError when there is none
         for targets in spec.actions.values():
             for resource in targets:
                 self.runtime.resource(resource, where=f"alarm {spec.name} actions")
-        known = {name: alarm.spec for name, alarm in self._alarms.items()}
-        known.update(also or {})
-        known[spec.name] = spec
-        if isinstance(spec, CompositeAlarmSpec):
-            absent = sorted(n for n in spec.rule.names if n not in known)
-            if absent:
-                raise ConfigError(
-                    f"{_where(spec.name)}.rule", f"no alarm named {absent[0]!r} exists"
-                )
-        rules = {n: s.rule for n, s in known.items() if isinstance(s, CompositeAlarmSpec)}
-        cycle = find_cycle(rules)
+        if not isinstance(spec, CompositeAlarmSpec):
+            return  # no loop goes through a metric alarm
+        absent = sorted(n for n in spec.rule.names if n not in self._alarms and n != spec.name)
+        if absent:
+            raise ConfigError(f"{_where(spec.name)}.rule", f"no alarm named {absent[0]!r} exists")
+        cycle = find_cycle({**self._rules, spec.name: spec.rule})
         if cycle is not None:
             raise ConfigError(
                 f"{_where(spec.name)}.rule",
@@ -653,24 +653,24 @@ class Alarms:
             alarm = self._alarms[spec.name] = Alarm(spec, AlarmState(updated=self.clock.time()))
         else:
             alarm.spec = spec
+        self._rules.pop(spec.name, None)
+        if isinstance(spec, CompositeAlarmSpec):
+            self._rules[spec.name] = spec.rule
         await self._sync_actions(spec)
         if self._db is not None:
-            await self._save([alarm], [])
+            await self._save_alarms([alarm])
         self._wake.set()
 
     async def delete(self, name: str) -> None:
         alarm = self._get(name)
-        users = [
-            other.spec.name
-            for other in self._alarms.values()
-            if isinstance(other.spec, CompositeAlarmSpec) and name in other.spec.rule.names
-        ]
+        users = [other for other, rule in self._rules.items() if name in rule.names]
         if users:
             raise MetricError(
                 "InvalidParameterValue",
                 f"alarm {name} is in the rule of composite alarm {users[0]}: change that first",
             )
         del self._alarms[name]
+        self._rules.pop(name, None)
         await self._drop_actions(alarm.spec)
         if self._db is not None:
             async with transaction(self._db, self._lock) as db:
@@ -729,16 +729,16 @@ class Alarms:
         gone = [row[0] for row in rows if row[0] not in self._alarms]
         async with transaction(self._db, self._lock) as db:
             await db.executemany("DELETE FROM alarms WHERE name = ?", [(n,) for n in gone])
-        await self._save(list(self._alarms.values()), [])
+        await self._save_alarms(list(self._alarms.values()))
 
     async def close(self) -> None:
         if self._db is not None:
             await self._db.close()
             self._db = None
 
-    async def _save(self, alarms: Sequence[Alarm], transitions: Sequence[_Transition]) -> None:
+    async def _save_alarms(self, alarms: Sequence[Alarm]) -> None:
+        """Write alarms' definitions and states (new or changed alarms)."""
         assert self._db is not None
-        now = self.clock.time()
         async with transaction(self._db, self._lock) as db:
             await db.executemany(
                 "INSERT INTO alarms (name, kind, config, state, reason, reason_data, updated)"
@@ -748,15 +748,28 @@ class Alarms:
                 " updated = excluded.updated",
                 [_alarm_row(a) for a in alarms],
             )
+
+    async def _save_transitions(self, transitions: Sequence[_Transition]) -> None:
+        """Write new states and their history in one transaction."""
+        assert self._db is not None
+        async with transaction(self._db, self._lock) as db:
+            await db.executemany(
+                "UPDATE alarms SET state = ?, reason = ?, reason_data = ?, updated = ?"
+                " WHERE name = ?",
+                [
+                    (t.new.value, t.new.reason, t.new.reason_data, t.new.updated, t.spec.name)
+                    for t in transitions
+                ],
+            )
             await db.executemany(
                 "INSERT INTO alarm_history (name, time, kind, summary, data)"
                 " VALUES (?, ?, ?, ?, ?)",
                 [_history_row(t) for t in transitions],
             )
-            if transitions:
-                await db.execute(
-                    "DELETE FROM alarm_history WHERE time < ?", (now - HISTORY_DAYS * 86_400,)
-                )
+            await db.execute(
+                "DELETE FROM alarm_history WHERE time < ?",
+                (self.clock.time() - HISTORY_DAYS * 86_400,),
+            )
 
     # -- evaluation -------------------------------------------------------------------
 
@@ -947,24 +960,26 @@ class Alarms:
         await self._publish(transitions)
 
     async def _publish(self, transitions: Sequence[_Transition]) -> None:
-        """Save the new states and history, then put one event per transition on
-        its alarm's bus (the saved state is what a restart resumes from)."""
-        if self._db is None:
+        """Put one event per transition on its alarm's bus, then save the new
+        states and history. In that order a crash between the two announces a
+        transition again after the restart rather than never."""
+        if self._db is None or not transitions:
             return
-        if not transitions:
-            return
-        alarms = [self._alarms[t.spec.name] for t in transitions if t.spec.name in self._alarms]
-        await self._save(alarms, transitions)
         entries: dict[str, list[dict[str, Any]]] = {}
         for t in transitions:
             entries.setdefault(t.spec.bus, []).append(_event_entry(t))
             log.info("alarm %s: %s -> %s: %s", t.spec.name, t.old.value, t.new.value, t.new.reason)
         for bus, batch in entries.items():
-            for start in range(0, len(batch), 10):
-                result = await self.runtime.put_events(batch[start : start + 10], default_bus=bus)
-                if result["FailedEntryCount"]:
-                    failures = [e for e in result["Entries"] if "ErrorCode" in e]
-                    log.error("alarm state-change events not put on bus %s: %s", bus, failures[0])
+            result = await self.runtime.put_events(batch, default_bus=bus)
+            if result["FailedEntryCount"]:
+                failures = [e for e in result["Entries"] if "ErrorCode" in e]
+                log.error(
+                    "%d alarm state-change events not put on bus %s: %s",
+                    len(failures),
+                    bus,
+                    failures[0],
+                )
+        await self._save_transitions(transitions)
 
     # -- describing -----------------------------------------------------------------
 

@@ -728,14 +728,15 @@ class MetricStore:
             return found
         window = (orjson.dumps(list(by_id)).decode(), end - count * period, end, period)
         if statistic in STATISTICS:
+            # fetchall: one hand-over from SQLite's thread, not one per 64 rows.
             async with self._db.execute(_READ_MANY, window) as cursor:
-                async for series, back, n, total, low, high in cursor:
+                for series, back, n, total, low, high in await cursor.fetchall():
                     value = Aggregate(n, total, low, high, None).statistic(statistic)
                     found[by_id[series]][count - 1 - back] = value
             return found
         merged: dict[tuple[int, int], Aggregate] = {}
         async with self._db.execute(_READ_MANY_ROWS, window) as cursor:
-            async for series, back, n, total, low, high, dist in cursor:
+            for series, back, n, total, low, high, dist in await cursor.fetchall():
                 sample = Aggregate.decode(n, total, low, high, dist)
                 if (series, back) in merged:
                     merged[series, back].merge(sample)
