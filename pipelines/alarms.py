@@ -28,7 +28,7 @@ import aiosqlite
 import orjson
 
 from pipelines.alarm_rules import AlarmRule, find_cycle, parse_alarm_rule
-from pipelines.clock import Clock, sleep
+from pipelines.clock import Clock
 from pipelines.errors import AlarmRuleError, ConfigError, MetricError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_epoch
 from pipelines.metrics import (
@@ -568,7 +568,10 @@ def action_rule_name(alarm: str, state: str) -> str:
     name has at most 64 characters of ``[.-_A-Za-z0-9]``, an alarm name not."""
     readable = re.sub(r"[^.\-_A-Za-z0-9]", "_", alarm)[:32]
     digest = hashlib.sha1(alarm.encode()).hexdigest()[:8]
-    return f"alarm-{readable}-{digest}-{state.lower()}"
+    return f"alarm-{readable}-{digest}-{_SHORT_STATES[state]}"  # at most 60 characters
+
+
+_SHORT_STATES = {ALARM: "alarm", OK: "ok", INSUFFICIENT_DATA: "insufficient"}
 
 
 def _has_rule(bus: Bus, name: str) -> bool:
@@ -600,6 +603,10 @@ class Alarms:
         self.cycles = 0
         self.evaluated = 0
         self._sleeping = False
+        self._stopping = False
+        #: One at a time: a cycle, a set-state, a put or a delete (a set-state
+        #: inside a cycle would be overwritten by the cycle's older verdict).
+        self._serial = asyncio.Lock()
 
     @property
     def idle(self) -> bool:
@@ -647,34 +654,39 @@ class Alarms:
 
     async def put(self, spec: AlarmSpec) -> None:
         """Create an alarm (in INSUFFICIENT_DATA) or update one (keeping its state)."""
-        self.check(spec)
-        alarm = self._alarms.get(spec.name)
-        if alarm is None:
-            alarm = self._alarms[spec.name] = Alarm(spec, AlarmState(updated=self.clock.time()))
-        else:
-            alarm.spec = spec
-        self._rules.pop(spec.name, None)
-        if isinstance(spec, CompositeAlarmSpec):
-            self._rules[spec.name] = spec.rule
-        await self._sync_actions(spec)
-        if self._db is not None:
-            await self._save_alarms([alarm])
+        async with self._serial:
+            self.check(spec)
+            alarm = self._alarms.get(spec.name)
+            if alarm is not None and alarm.spec.bus != spec.bus:
+                await self._drop_actions(alarm.spec)  # its action rules are on the old bus
+            await self._sync_actions(spec)
+            if alarm is None:
+                now = self.clock.time()
+                alarm = self._alarms[spec.name] = Alarm(spec, AlarmState(updated=now))
+            else:
+                alarm.spec = spec
+            self._rules.pop(spec.name, None)
+            if isinstance(spec, CompositeAlarmSpec):
+                self._rules[spec.name] = spec.rule
+            if self._db is not None:
+                await self._save_alarms([alarm])
         self._wake.set()
 
     async def delete(self, name: str) -> None:
-        alarm = self._get(name)
-        users = [other for other, rule in self._rules.items() if name in rule.names]
-        if users:
-            raise MetricError(
-                "InvalidParameterValue",
-                f"alarm {name} is in the rule of composite alarm {users[0]}: change that first",
-            )
-        del self._alarms[name]
-        self._rules.pop(name, None)
-        await self._drop_actions(alarm.spec)
-        if self._db is not None:
-            async with transaction(self._db, self._lock) as db:
-                await db.execute("DELETE FROM alarms WHERE name = ?", (name,))
+        async with self._serial:
+            alarm = self._get(name)
+            users = [other for other, rule in self._rules.items() if name in rule.names]
+            if users:
+                raise MetricError(
+                    "InvalidParameterValue",
+                    f"alarm {name} is in the rule of composite alarm {users[0]}: change that first",
+                )
+            del self._alarms[name]
+            self._rules.pop(name, None)
+            await self._drop_actions(alarm.spec)
+            if self._db is not None:
+                async with transaction(self._db, self._lock) as db:
+                    await db.execute("DELETE FROM alarms WHERE name = ?", (name,))
 
     async def _sync_actions(self, spec: AlarmSpec) -> None:
         """Actions are rules on the alarm's bus matching its state changes."""
@@ -775,26 +787,29 @@ class Alarms:
 
     async def run(self) -> None:
         """The evaluation task: every minute, or every 10 seconds while an alarm
-        has a period under a minute, at the boundary, until cancelled."""
-        while True:
+        has a period under a minute, at the boundary, until ``stop_running``."""
+        while not self._stopping:
             cadence = min((spec.cadence for spec in self._metric_specs()), default=60)
             now = self.clock.time()
             tick = (now // cadence + 1) * cadence
-            self._wake.clear()
-            sleeping = asyncio.ensure_future(sleep(self.clock, tick - now))
-            woken = asyncio.ensure_future(self._wake.wait())
+            timer = self.clock.call_later(tick - now, self._wake.set)
             self._sleeping = True
             try:
-                await asyncio.wait([sleeping, woken], return_when=asyncio.FIRST_COMPLETED)
+                await self._wake.wait()  # the tick, a new alarm (cadence) or a stop
             finally:
                 self._sleeping = False
-                sleeping.cancel()
-                woken.cancel()
-            if self.clock.time() >= tick:
+                self._wake.clear()
+                timer.cancel()
+            if self.clock.time() >= tick and not self._stopping:
                 try:
                     await self.evaluate(int(tick))
                 except Exception:
                     log.exception("evaluating alarms failed; trying again at the next tick")
+
+    def stop_running(self) -> None:
+        """Make ``run`` return once the cycle under way has published."""
+        self._stopping = True
+        self._wake.set()
 
     def _metric_alarms(self) -> list[Alarm]:
         return [a for a in self._alarms.values() if isinstance(a.spec, MetricAlarmSpec)]
@@ -805,6 +820,10 @@ class Alarms:
     async def evaluate(self, tick: int, *, everyone: bool = False) -> list[_Transition]:
         """One evaluation cycle at ``tick`` (a multiple of 10 seconds): the metric
         alarms due (``everyone``: all), read by group, then the composite alarms."""
+        async with self._serial:
+            return await self._evaluate(tick, everyone)
+
+    async def _evaluate(self, tick: int, everyone: bool) -> list[_Transition]:
         assert self.store is not None
         groups: dict[tuple[int, str, int], list[Alarm]] = {}
         for alarm in self._metric_alarms():
@@ -813,9 +832,10 @@ class Alarms:
             if everyone or tick % spec.cadence == 0:
                 size = evaluation_range(spec.evaluation_periods)
                 groups.setdefault((spec.period, spec.statistic, size), []).append(alarm)
-        # Counts up to this moment belong to the period that just ended.
-        await self.store.flush(harvest_time=tick - 1e-3)
         now = self.clock.time()
+        # At the tick, the counts since the last flush belong to the period
+        # that just ended (later, as evaluate_alarms runs, to now's).
+        await self.store.flush(harvest_time=tick - 1e-3 if now - tick < 1 else now)
         transitions: list[_Transition] = []
         evaluated = 0
         for (period, statistic, size), alarms in groups.items():
@@ -870,17 +890,19 @@ class Alarms:
         old, alarm.state = alarm.state, new
         return _Transition(alarm.spec, old, new)
 
-    def _cascade(self, changed: Sequence[_Transition], now: float) -> list[_Transition]:
-        """Evaluate the composite alarms, in dependency order (a composite may
-        name a composite), after the alarms in ``changed`` moved."""
+    def _cascade(
+        self, changed: Sequence[_Transition], now: float, *, keep: str | None = None
+    ) -> list[_Transition]:
+        """Evaluate the composite alarms (but ``keep``), children first, after
+        the alarms in ``changed`` moved."""
         moved = {t.spec.name: t for t in changed}
+        states = {name: a.state.value for name, a in self._alarms.items()}
         found: list[_Transition] = []
         for alarm in self._composites_in_order():
             spec = alarm.spec
             assert isinstance(spec, CompositeAlarmSpec)
-            states = {name: a.state.value for name, a in self._alarms.items()}
             value = ALARM if spec.rule.evaluate(states) else OK
-            if value == alarm.state.value:
+            if value == alarm.state.value or spec.name == keep:
                 continue
             triggering = [moved[n] for n in sorted(spec.rule.names) if n in moved]
             if alarm.state.reason == INITIAL_REASON:
@@ -904,33 +926,32 @@ class Alarms:
                     for t in triggering
                 ]
             }
-            transition = self._move(
-                alarm, AlarmState(value, reason, orjson.dumps(data).decode(), now)
-            )
+            new = AlarmState(value, reason, orjson.dumps(data).decode(), now)
+            transition = self._move(alarm, new)
             moved[spec.name] = transition
+            states[spec.name] = value
             found.append(transition)
         return found
 
     def _composites_in_order(self) -> list[Alarm]:
-        composites = {
-            n: a for n, a in self._alarms.items() if isinstance(a.spec, CompositeAlarmSpec)
-        }
+        """Composite alarms, each after the composites its rule names (no
+        recursion: a chain may be long)."""
         ordered: list[Alarm] = []
         placed: set[str] = set()
-
-        def place(name: str) -> None:
-            if name in placed:
-                return
-            placed.add(name)
-            spec = composites[name].spec
-            assert isinstance(spec, CompositeAlarmSpec)
-            for child in sorted(spec.rule.names):
-                if child in composites:
-                    place(child)
-            ordered.append(composites[name])
-
-        for name in sorted(composites):
-            place(name)
+        for root in sorted(self._rules):
+            stack = [(root, False)]
+            while stack:
+                name, children_done = stack.pop()
+                if name in placed:
+                    continue
+                if children_done:
+                    placed.add(name)
+                    ordered.append(self._alarms[name])
+                    continue
+                stack.append((name, True))
+                for child in sorted(self._rules[name].names, reverse=True):
+                    if child in self._rules and child not in placed:
+                        stack.append((child, False))
         return ordered
 
     async def set_alarm_state(
@@ -952,12 +973,14 @@ class Alarms:
                 raise MetricError(
                     "InvalidFormat", "Data was not syntactically valid JSON"
                 ) from None
-        now = self.clock.time()
-        transitions: list[_Transition] = []
-        if value != alarm.state.value:
-            transitions.append(self._move(alarm, AlarmState(value, reason, reason_data, now)))
-        transitions += self._cascade(transitions, now)
-        await self._publish(transitions)
+        async with self._serial:
+            now = self.clock.time()
+            transitions: list[_Transition] = []
+            if value != alarm.state.value:
+                transitions.append(self._move(alarm, AlarmState(value, reason, reason_data, now)))
+            # Composites over it follow; one set itself keeps what it was given.
+            transitions += self._cascade(transitions, now, keep=name)
+            await self._publish(transitions)
 
     async def _publish(self, transitions: Sequence[_Transition]) -> None:
         """Put one event per transition on its alarm's bus, then save the new

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import math
 import re
+import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,7 +25,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from pipelines.clock import Clock, SystemClock, sleep
+from pipelines.clock import Clock, SystemClock
 from pipelines.errors import MetricError, StateError
 from pipelines.event import format_epoch
 from pipelines.state import connect, existing, transaction
@@ -428,6 +429,8 @@ class MetricStore:
         self._lock = asyncio.Lock()
         self._flushing = asyncio.Lock()
         self._closed = False
+        self._stopping = False
+        self._wake = asyncio.Event()
 
     @classmethod
     async def open(cls, path: str | Path | None, clock: Clock, **options: Any) -> MetricStore:
@@ -499,6 +502,8 @@ class MetricStore:
         else:
             assert statistic_values is not None
             self._add_set(sample, statistic_values)
+        if not sample.count:
+            return  # every count was 0: nothing was measured
         slot = (key, bucket, unit)
         found = self._pending.get(slot)
         if found is None:
@@ -584,6 +589,8 @@ class MetricStore:
             except BaseException:
                 self._restore(pending)
                 raise
+            # Only now: ids made by a transaction rolled back would name nothing.
+            self._ids.update(ids)
 
     def _restore(self, pending: dict[tuple[SeriesKey, int, str], Aggregate]) -> None:
         """A flush that failed wrote nothing: keep its data for the next one."""
@@ -596,8 +603,13 @@ class MetricStore:
     async def _series_ids(
         self, db: aiosqlite.Connection, keys: Iterable[SeriesKey], *, create: bool = True
     ) -> dict[SeriesKey, int]:
-        missing = [key for key in keys if key not in self._ids]
-        for namespace, name, dims in missing:
+        """The ids of ``keys`` that exist (made first when ``create``); known
+        ones from the cache, which the caller updates once its writes committed."""
+        found = {key: self._ids[key] for key in keys if key in self._ids}
+        for key in keys:
+            if key in found:
+                continue
+            namespace, name, dims = key
             text = _dims_text(dims)
             if create:
                 await db.execute(
@@ -611,8 +623,8 @@ class MetricStore:
             ) as cursor:
                 row = await cursor.fetchone()
             if row is not None:
-                self._ids[(namespace, name, dims)] = row[0]
-        return self._ids
+                found[key] = row[0]
+        return found
 
     # -- reading ------------------------------------------------------------
 
@@ -685,22 +697,15 @@ class MetricStore:
         self, key: SeriesKey, begin: float, end: float, period: int, unit: str | None
     ) -> dict[int, tuple[Aggregate, set[str]]]:
         await self.flush()
-        ids = await self._series_ids(self._db, [key], create=False)
+        async with self._lock:  # not inside another's transaction (upkeep's)
+            ids = await self._series_ids(self._db, [key], create=False)
+            self._ids.update(ids)
+            rows = await self._rows_of(ids.get(key), begin, end, unit)
         if key not in ids:
             return {}
-        query = (
-            "SELECT time, unit, count, sum, min, max, dist FROM metric_data"
-            " WHERE series = ? AND time >= ? AND time < ?"
-        )
-        arguments: list[Any] = [ids[key], math.floor(begin), math.ceil(end)]
-        if unit is not None:
-            query += " AND unit = ?"
-            arguments.append(unit)
         buckets: dict[int, tuple[Aggregate, set[str]]] = {}
-        async with self._db.execute(query, arguments) as cursor:
-            async for moment, row_unit, count, total, low, high, dist in cursor:
-                if not begin <= moment < end:
-                    continue
+        for moment, row_unit, count, total, low, high, dist in rows:
+            if begin <= moment < end:
                 slot = int(begin + (moment - begin) // period * period)
                 sample = Aggregate.decode(count, total, low, high, dist)
                 found = buckets.get(slot)
@@ -710,6 +715,22 @@ class MetricStore:
                     found[0].merge(sample)
                     found[1].add(row_unit)
         return buckets
+
+    async def _rows_of(
+        self, series: int | None, begin: float, end: float, unit: str | None
+    ) -> list[Any]:
+        if series is None:
+            return []
+        query = (
+            "SELECT time, unit, count, sum, min, max, dist FROM metric_data"
+            " WHERE series = ? AND time >= ? AND time < ?"
+        )
+        arguments: list[Any] = [series, math.floor(begin), math.ceil(end)]
+        if unit is not None:
+            query += " AND unit = ?"
+            arguments.append(unit)
+        async with self._db.execute(query, arguments) as cursor:
+            return list(await cursor.fetchall())
 
     async def read_many(
         self, keys: Iterable[SeriesKey], end: int, period: int, count: int, statistic: str
@@ -721,27 +742,30 @@ class MetricStore:
         10:01 to 10:06)."""
         await self.flush()
         keys = list(keys)
-        ids = await self._series_ids(self._db, keys, create=False)
-        by_id = {ids[key]: key for key in keys if key in ids}
         found: dict[SeriesKey, list[float | None]] = {key: [None] * count for key in keys}
-        if not by_id:
-            return found
-        window = (orjson.dumps(list(by_id)).decode(), end - count * period, end, period)
-        if statistic in STATISTICS:
+        async with self._lock:  # not inside another's transaction (upkeep's)
+            ids = await self._series_ids(self._db, keys, create=False)
+            self._ids.update(ids)
+            by_id = {ids[key]: key for key in keys if key in ids}
+            if not by_id:
+                return found
+            window = (orjson.dumps(list(by_id)).decode(), end - count * period, end, period)
+            simple = statistic in STATISTICS
             # fetchall: one hand-over from SQLite's thread, not one per 64 rows.
-            async with self._db.execute(_READ_MANY, window) as cursor:
-                for series, back, n, total, low, high in await cursor.fetchall():
-                    value = Aggregate(n, total, low, high, None).statistic(statistic)
-                    found[by_id[series]][count - 1 - back] = value
+            async with self._db.execute(_READ_MANY if simple else _READ_MANY_ROWS, window) as c:
+                rows = await c.fetchall()
+        if simple:
+            for series, back, n, total, low, high in rows:
+                value = Aggregate(n, total, low, high, None).statistic(statistic)
+                found[by_id[series]][count - 1 - back] = value
             return found
         merged: dict[tuple[int, int], Aggregate] = {}
-        async with self._db.execute(_READ_MANY_ROWS, window) as cursor:
-            for series, back, n, total, low, high, dist in await cursor.fetchall():
-                sample = Aggregate.decode(n, total, low, high, dist)
-                if (series, back) in merged:
-                    merged[series, back].merge(sample)
-                else:
-                    merged[series, back] = sample
+        for series, back, n, total, low, high, dist in rows:
+            sample = Aggregate.decode(n, total, low, high, dist)
+            if (series, back) in merged:
+                merged[series, back].merge(sample)
+            else:
+                merged[series, back] = sample
         for (series, back), sample in merged.items():
             found[by_id[series]][count - 1 - back] = sample.statistic(statistic)
         return found
@@ -759,10 +783,9 @@ class MetricStore:
         if name is not None:
             query += " AND name = ?"
             arguments.append(name)
-        async with self._db.execute(
-            query + " ORDER BY namespace, name, dimensions", arguments
-        ) as c:
-            rows = await c.fetchall()
+        query += " ORDER BY namespace, name, dimensions"
+        async with self._lock, self._db.execute(query, arguments) as cursor:
+            rows = await cursor.fetchall()
         return [
             {
                 "Namespace": ns,
@@ -776,17 +799,29 @@ class MetricStore:
 
     async def run(self) -> None:
         """The store's task: flushes every ``flush_interval`` seconds and, hourly,
-        rolls up old high-resolution data and deletes expired data."""
+        rolls up old high-resolution data and deletes expired data, until
+        ``stop_running``. It is never cancelled in the middle of a write (a
+        COMMIT under way would land while its data was kept for the next)."""
         upkeep_due = 0.0
-        while True:
-            await sleep(self.clock, self.flush_interval)
+        while not self._stopping:
+            timer = self.clock.call_later(self.flush_interval, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                timer.cancel()
+                self._wake.clear()
             try:
                 await self.flush()
                 if self.clock.time() >= upkeep_due:
                     await self.upkeep()
                     upkeep_due = self.clock.time() + 3_600
-            except StateError:
-                log.exception("writing metrics failed; retrying in %s s", self.flush_interval)
+            except (StateError, sqlite3.Error) as exc:
+                log.error("writing metrics failed (%s); retrying in %s s", exc, self.flush_interval)
+
+    def stop_running(self) -> None:
+        """Make ``run`` return after what it is writing (``close`` writes the rest)."""
+        self._stopping = True
+        self._wake.set()
 
     async def upkeep(self) -> None:
         """Roll sub-minute rows older than three hours into their minute, and

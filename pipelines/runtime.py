@@ -739,15 +739,11 @@ class Runtime:
         """Stop intake, drain in-flight work for up to ``timeout`` seconds, persist the rest."""
         if self._runner is None:
             return
-        self._accepting = False
         limit = self.drain_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
-        for task in self._watching:  # no alarm evaluation puts events from now on
-            task.cancel()
-        if self._watching:
-            await asyncio.wait(self._watching)
-            self._watching = []
+        await self._stop_watching(deadline)
+        self._accepting = False
         await self.replays.stop()
         # Calls under way finish: their events are archived and accepted.
         await _poll(lambda: self._putting == 0, max(deadline - loop.time(), 0.0))
@@ -780,6 +776,23 @@ class Runtime:
         await self._close_state()
         if failure is not None:
             raise failure
+
+    async def _stop_watching(self, deadline: float) -> None:
+        """Let the alarm and metric tasks finish what they are doing (an
+        evaluation publishes its transitions while put_events still accepts),
+        then stop; cancelled only when that outlasts the deadline."""
+        if not self._watching:
+            return
+        self.alarms.stop_running()
+        if self.metric_store is not None:
+            self.metric_store.stop_running()
+        loop = asyncio.get_running_loop()
+        _, late = await asyncio.wait(self._watching, timeout=max(deadline - loop.time(), 0.0))
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
+        self._watching = []
 
     def _restore_switch_interval(self) -> None:
         if self._holds_switch_interval:

@@ -15,6 +15,7 @@ import pytest
 from pipelines.alarms import action_rule_name, read_alarm_history, read_alarms
 from pipelines.clock import ManualClock
 from pipelines.errors import ConfigError, MetricError
+from pipelines.metrics import MetricStore
 from pipelines.runtime import Runtime
 
 from .recorder import Recorder, plugin_manager
@@ -330,3 +331,63 @@ async def test_bad_alarm_declarations_name_the_setting(
         await runtime.put_metric_alarm("x", {**FAILING, **change})
     assert where in str(caught.value)
     assert runtime.alarms.names() == []
+
+
+async def test_set_state_on_a_composite_holds_and_moving_bus_moves_the_actions(
+    tmp_path: Path,
+) -> None:
+    runtime = pipeline(tmp_path / "state.db", ManualClock(T0 + 5))
+    runtime.create_bus("ops")
+    await wire(runtime)
+    await runtime.put_metric_alarm("a", FAILING)
+    long_name = "a-very-long-alarm-name-that-goes-on-and-on-and-on"
+    await runtime.put_composite_alarm(
+        long_name, "ALARM(a)", actions={"insufficient_data": ["pager"], "alarm": ["pager"]}
+    )
+    rule = action_rule_name(long_name, "INSUFFICIENT_DATA")
+    assert len(rule) <= 64 and runtime.bus().describe_rule(rule)["State"] == "ENABLED"
+    async with runtime:
+        await advance(runtime, 55)
+        await runtime.set_alarm_state(long_name, "ALARM", "drill")
+        await runtime.wait_until_idle()
+        # Not undone by its own rule at once: until the next evaluation.
+        assert runtime.describe_alarms([long_name])[0]["StateValue"] == "ALARM"
+        assert states(runtime, "pager")[-1] == (long_name, "OK", "ALARM")
+        await runtime.put_composite_alarm(
+            long_name, "ALARM(a)", bus="ops", actions={"ok": ["pager"]}
+        )
+        assert [r["Name"] for r in runtime.bus().list_rules()] == ["alarms", "orders"]
+        assert [r["Name"] for r in runtime.bus("ops").list_rules()] == [
+            action_rule_name(long_name, "OK")
+        ]
+        await runtime.delete_alarms([long_name])
+        assert runtime.bus("ops").list_rules() == []
+        await runtime.delete_bus("ops")  # nothing of the alarm is left on it
+
+
+async def test_a_failed_flush_keeps_its_data_and_does_not_confuse_metrics(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock(T0)
+    store = await MetricStore.open(tmp_path / "state.db", clock)
+    blocker = sqlite3.connect(tmp_path / "state.db", timeout=0)
+    try:
+        await store._db.execute("PRAGMA busy_timeout=0")
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database
+        store.put_metric_data("Shop", "A", value=1, timestamp=T0)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await store.flush()
+        blocker.rollback()
+        store.put_metric_data("Shop", "B", value=1000, timestamp=T0)
+        await store.flush()
+        query = {"start": T0, "end": T0 + 60, "period": 60, "statistics": ["Sum"]}
+        a = await store.get_metric_statistics("Shop", "A", **query)
+        b = await store.get_metric_statistics("Shop", "B", **query)
+        assert [p["Sum"] for p in a["Datapoints"]] == [1]
+        assert [p["Sum"] for p in b["Datapoints"]] == [1000]
+        # Counts of zero measured nothing: no datapoint (its Minimum would be inf).
+        store.put_metric_data("Shop", "C", values=[5, 6], counts=[0, 0], timestamp=T0)
+        assert (await store.get_metric_statistics("Shop", "C", **query))["Datapoints"] == []
+    finally:
+        blocker.close()
+        await store.close()
