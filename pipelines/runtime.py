@@ -742,8 +742,10 @@ class Runtime:
         limit = self.drain_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
-        await self._stop_watching(deadline)
+        await self._stop_watching(deadline, alarms=True)
         self._accepting = False
+        await self._stop_watching(deadline, alarms=False)
+        self._watching = []
         await self.replays.stop()
         # Calls under way finish: their events are archived and accepted.
         await _poll(lambda: self._putting == 0, max(deadline - loop.time(), 0.0))
@@ -777,22 +779,24 @@ class Runtime:
         if failure is not None:
             raise failure
 
-    async def _stop_watching(self, deadline: float) -> None:
-        """Let the alarm and metric tasks finish what they are doing (an
-        evaluation publishes its transitions while put_events still accepts),
-        then stop; cancelled only when that outlasts the deadline."""
-        if not self._watching:
+    async def _stop_watching(self, deadline: float, *, alarms: bool) -> None:
+        """Let the alarm task (``alarms``) or the metric store's task finish
+        what it is doing, then stop: a cycle publishes its transitions while
+        put_events still accepts, a flush is never cut in its COMMIT. Cancelled
+        only when that outlasts the deadline."""
+        index = 1 if alarms else 0  # _watching is [store task, alarm task]
+        if len(self._watching) <= index:
             return
-        self.alarms.stop_running()
-        if self.metric_store is not None:
+        task = self._watching[index]
+        if alarms:
+            self.alarms.stop_running()
+        elif self.metric_store is not None:
             self.metric_store.stop_running()
         loop = asyncio.get_running_loop()
-        _, late = await asyncio.wait(self._watching, timeout=max(deadline - loop.time(), 0.0))
-        for task in late:
+        await asyncio.wait([task], timeout=max(deadline - loop.time(), 0.0))
+        if not task.done():
             task.cancel()
-        if late:
-            await asyncio.wait(late)
-        self._watching = []
+            await asyncio.wait([task])
 
     def _restore_switch_interval(self) -> None:
         if self._holds_switch_interval:
