@@ -636,10 +636,7 @@ class Alarms:
         """Refuse an alarm whose bus or action resources do not exist, or a
         composite alarm whose rule names an alarm that does not exist or makes
         a loop."""
-        self.runtime.bus(spec.bus)  # ResourceNotFoundError when there is none
-        for targets in spec.actions.values():
-            for resource in targets:
-                self.runtime.resource(resource, where=f"alarm {spec.name} actions")
+        self.check_resources(spec)
         if not isinstance(spec, CompositeAlarmSpec):
             return  # no loop goes through a metric alarm
         absent = sorted(n for n in spec.rule.names if n not in self._alarms and n != spec.name)
@@ -651,6 +648,14 @@ class Alarms:
                 f"{_where(spec.name)}.rule",
                 f"composite alarms refer to each other in a loop: {' -> '.join(cycle)}",
             )
+
+    def check_resources(self, spec: AlarmSpec) -> None:
+        """ResourceNotFoundError when the alarm's bus or an action's resource
+        does not exist (an action's error begins "alarm NAME actions")."""
+        self.runtime.bus(spec.bus)
+        for targets in spec.actions.values():
+            for resource in targets:
+                self.runtime.resource(resource, where=f"alarm {spec.name} actions")
 
     async def put(self, spec: AlarmSpec) -> None:
         """Create an alarm (in INSUFFICIENT_DATA) or update one (keeping its state)."""

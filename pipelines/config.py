@@ -400,14 +400,9 @@ def _check_alone(
             config.at((*path, "rule"), f"{label(path)}.rule: no alarm named {absent[0]!r} exists")
         ]
     try:
-        spec = parse_alarm(name, declared)
-        for targets in spec.actions.values():
-            for resource in targets:
-                runtime.resource(resource, where=f"alarm {name} actions")
-    except ConfigError as exc:
-        return [_problem(config, path, f"alarm {name}", exc)]
-    except ResourceNotFoundError as exc:
-        return [config.at((*path, "actions"), f"{label(path)}.actions: {exc}")]
+        runtime.alarms.check_resources(parse_alarm(name, declared))
+    except (ConfigError, ResourceNotFoundError) as exc:
+        return [_alarm_problem(config, name, declared, exc)]
     return []
 
 
@@ -421,16 +416,26 @@ def _children(body: Mapping[str, Any]) -> set[str]:
 async def _add_alarm(
     runtime: Runtime, config: PipelineConfig, name: str, declared: dict[str, Any]
 ) -> list[Problem]:
-    path: Path_ = ("alarms", name)
     try:
         await runtime.put_alarm(name, declared)
-    except ConfigError as exc:
-        return [_problem(config, path, f"alarm {name}", exc)]
-    except ResourceNotFoundError as exc:
-        if str(exc).startswith(f"alarm {name} actions"):
-            return [config.at((*path, "actions"), f"{label(path)}.actions: {exc}")]
-        return [_no_bus(config, path, declared.get("bus"))]
+    except (ConfigError, ResourceNotFoundError) as exc:
+        return [_alarm_problem(config, name, declared, exc)]
     return []
+
+
+def _alarm_problem(
+    config: PipelineConfig,
+    name: str,
+    declared: Mapping[str, Any],
+    exc: ConfigError | ResourceNotFoundError,
+) -> Problem:
+    """Where an alarm's error belongs: the setting, its actions, or its bus."""
+    path: Path_ = ("alarms", name)
+    if isinstance(exc, ConfigError):
+        return _problem(config, path, f"alarm {name}", exc)
+    if str(exc).startswith(f"alarm {name} actions"):
+        return config.at((*path, "actions"), f"{label(path)}.actions: {exc}")
+    return _no_bus(config, path, declared.get("bus"))
 
 
 def _no_bus(config: PipelineConfig, path: Path_, bus: Any) -> Problem:

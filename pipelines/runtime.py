@@ -96,6 +96,17 @@ async def _poll(condition: Callable[[], bool], timeout: float | None, every: flo
     return False
 
 
+async def _finish(task: asyncio.Task[None] | None, deadline: float) -> None:
+    """Wait for a task told to stop to return (it finishes the write or the
+    evaluation under way: no COMMIT is cut); cancel it at ``deadline``."""
+    if task is None:
+        return
+    await asyncio.wait([task], timeout=max(deadline - asyncio.get_running_loop().time(), 0.0))
+    if not task.done():
+        task.cancel()
+        await asyncio.wait([task])
+
+
 class _Shutdown(Exception):
     """Raised inside the task group to cancel its tasks at shutdown."""
 
@@ -153,7 +164,9 @@ class Runtime:
         #: Metric data (the bus's counters included) and the alarms over it.
         self.metric_store: m.MetricStore | None = None
         self.alarms = Alarms(self)
-        self._watching: list[asyncio.Task[None]] = []
+        #: The metric store's and the alarms' tasks, while running.
+        self._store_task: asyncio.Task[None] | None = None
+        self._alarm_task: asyncio.Task[None] | None = None
         self._putting = 0  # put_events calls in progress: stop() lets them finish
         self.create_bus(DEFAULT_BUS)
 
@@ -666,7 +679,8 @@ class Runtime:
             self.spawn(self.archiver.purge_loop())
             await self.replays.resume()
         assert self.metric_store is not None
-        self._watching = [self.spawn(self.metric_store.run()), self.spawn(self.alarms.run())]
+        self._store_task = self.spawn(self.metric_store.run())
+        self._alarm_task = self.spawn(self.alarms.run())
         # Last: the scheduler's first events find the targets started.
         self._scheduling = self.spawn(self.scheduler.run())
 
@@ -742,10 +756,14 @@ class Runtime:
         limit = self.drain_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
-        await self._stop_watching(deadline, alarms=True)
+        # The alarm task first: a cycle publishes while put_events still accepts.
+        self.alarms.stop_running()
+        await _finish(self._alarm_task, deadline)
         self._accepting = False
-        await self._stop_watching(deadline, alarms=False)
-        self._watching = []
+        if self.metric_store is not None:
+            self.metric_store.stop_running()
+        await _finish(self._store_task, deadline)
+        self._alarm_task = self._store_task = None
         await self.replays.stop()
         # Calls under way finish: their events are archived and accepted.
         await _poll(lambda: self._putting == 0, max(deadline - loop.time(), 0.0))
@@ -779,25 +797,6 @@ class Runtime:
         if failure is not None:
             raise failure
 
-    async def _stop_watching(self, deadline: float, *, alarms: bool) -> None:
-        """Let the alarm task (``alarms``) or the metric store's task finish
-        what it is doing, then stop: a cycle publishes its transitions while
-        put_events still accepts, a flush is never cut in its COMMIT. Cancelled
-        only when that outlasts the deadline."""
-        index = 1 if alarms else 0  # _watching is [store task, alarm task]
-        if len(self._watching) <= index:
-            return
-        task = self._watching[index]
-        if alarms:
-            self.alarms.stop_running()
-        elif self.metric_store is not None:
-            self.metric_store.stop_running()
-        loop = asyncio.get_running_loop()
-        await asyncio.wait([task], timeout=max(deadline - loop.time(), 0.0))
-        if not task.done():
-            task.cancel()
-            await asyncio.wait([task])
-
     def _restore_switch_interval(self) -> None:
         if self._holds_switch_interval:
             self._holds_switch_interval = False
@@ -817,7 +816,8 @@ class Runtime:
         scheduling = self._scheduling is not None and not self._scheduling.done()
         if scheduling and not self.scheduler.idle:
             return False
-        if any(not task.done() for task in self._watching) and not self.alarms.idle:
+        alarming = self._alarm_task is not None and not self._alarm_task.done()
+        if alarming and not self.alarms.idle:
             return False
         return all(bus.idle for bus in self._buses.values()) and all(
             delivery.idle for delivery in self._all_deliveries()
