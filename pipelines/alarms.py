@@ -13,12 +13,13 @@ other event. Actions per state are a shorthand for such rules.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
 import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -538,6 +539,17 @@ class AlarmState:
     reason_data: str | None = None
     updated: float = 0.0
 
+    def describe(self) -> dict[str, Any]:
+        """DescribeAlarms' state fields."""
+        shown: dict[str, Any] = {
+            "StateValue": self.value,
+            "StateReason": self.reason,
+            "StateUpdatedTimestamp": format_epoch(self.updated, "milliseconds"),
+        }
+        if self.reason_data is not None:
+            shown["StateReasonData"] = self.reason_data
+        return shown
+
     def as_event(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"value": self.value, "reason": self.reason}
         if self.reason_data is not None:
@@ -1056,13 +1068,9 @@ def describe_alarm(spec: AlarmSpec, state: AlarmState) -> dict[str, Any]:
         "AlarmActions": list(spec.actions.get(ALARM, ())),
         "OKActions": list(spec.actions.get(OK, ())),
         "InsufficientDataActions": list(spec.actions.get(INSUFFICIENT_DATA, ())),
-        "StateValue": state.value,
-        "StateReason": state.reason,
-        "StateUpdatedTimestamp": format_epoch(state.updated, "milliseconds"),
         "EventBusName": spec.bus,
+        **state.describe(),
     }
-    if state.reason_data is not None:
-        shown["StateReasonData"] = state.reason_data
     if isinstance(spec, CompositeAlarmSpec):
         shown["AlarmRule"] = spec.rule.text
         return shown
@@ -1127,41 +1135,37 @@ async def read_history(
     ]
 
 
+@contextlib.asynccontextmanager
+async def _existing_db(path: str | Path) -> AsyncIterator[aiosqlite.Connection]:
+    """The alarm tables of a state database that must exist (the CLI's view)."""
+    db = await connect(existing(path), ALARM_SCHEMA)
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
 async def read_alarms(path: str | Path, name: str | None = None) -> list[dict[str, Any]]:
     """The alarms a pipeline's state database holds, with their last state,
     whether the pipeline runs or not (what ``pipelines alarms`` shows)."""
-    db = await connect(existing(path), ALARM_SCHEMA)
-    try:
-        query = "SELECT config, state, reason, reason_data, updated FROM alarms"
-        arguments: tuple[str, ...] = ()
-        if name is not None:
-            query += " WHERE name = ?"
-            arguments = (name,)
-        async with db.execute(query + " ORDER BY name", arguments) as cursor:
-            rows = await cursor.fetchall()
-    finally:
-        await db.close()
+    query = "SELECT config, state, reason, reason_data, updated FROM alarms"
+    arguments: tuple[str, ...] = ()
+    if name is not None:
+        query += " WHERE name = ?"
+        arguments = (name,)
+    async with _existing_db(path) as db, db.execute(query + " ORDER BY name", arguments) as c:
+        rows = await c.fetchall()
     described = []
     for config, value, reason, data, updated in rows:
-        shown = orjson.loads(config)
-        shown.update(
-            StateValue=value,
-            StateReason=reason,
-            StateUpdatedTimestamp=format_epoch(updated, "milliseconds"),
+        # The stored config is a description in the initial state: put the state in.
+        described.append(
+            {**orjson.loads(config), **AlarmState(value, reason, data, updated).describe()}
         )
-        if data is not None:
-            shown["StateReasonData"] = data
-        else:
-            shown.pop("StateReasonData", None)
-        described.append(shown)
     return described
 
 
 async def read_alarm_history(
     path: str | Path, name: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
-    db = await connect(existing(path), ALARM_SCHEMA)
-    try:
+    async with _existing_db(path) as db:
         return await read_history(db, name, limit)
-    finally:
-        await db.close()

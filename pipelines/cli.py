@@ -689,6 +689,7 @@ def metrics_get_command(
 ) -> None:
     """GetMetricStatistics for one metric: a line per period with data, and on
     a terminal a sparkline of the whole window."""
+    from pipelines.event import format_epoch
     from pipelines.metrics import STATISTICS, read_metric_statistics
 
     now = time.time()
@@ -720,7 +721,7 @@ def metrics_get_command(
         by_time = {point["Timestamp"]: value(point) for point in points}
         first = int(start // 60 * 60)
         slots = [first + k * period for k in range(int((now - first) // period) + 1)]
-        series = [by_time.get(_iso_seconds(moment)) for moment in slots]
+        series = [by_time.get(format_epoch(moment, "seconds")) for moment in slots]
         known = [v for v in series if v is not None]
         if known:
             click.echo(f"{sparkline(series)}  {stat} min {min(known):g} max {max(known):g}")
@@ -729,12 +730,6 @@ def metrics_get_command(
         click.echo(f"{point['Timestamp']}  {'-' if shown is None else f'{shown:g}'}")
     if not points:
         click.echo(f"no data for {namespace} {name} in the last {since}", err=True)
-
-
-def _iso_seconds(moment: float) -> str:
-    from pipelines.event import format_epoch
-
-    return format_epoch(moment, "seconds")
 
 
 @cli.group("alarms")

@@ -12,11 +12,12 @@ as EventBridge publishes its own).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -440,6 +441,17 @@ class MetricStore:
         )
         await connection.create_function("pipelines_merge", 2, _merge_blobs, deterministic=True)
         return cls(connection, clock, **options)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def existing(cls, path: str | Path) -> AsyncIterator[MetricStore]:
+        """The store of a pipeline's state database that must already exist
+        (the CLI's view of a pipeline, running or not)."""
+        store = await cls.open(existing(path), SystemClock())
+        try:
+            yield store
+        finally:
+            await store.close()
 
     async def close(self) -> None:
         """Write what is pending and close (a second call does nothing)."""
@@ -907,17 +919,11 @@ async def read_metric_statistics(
     """GetMetricStatistics on a state database, whether its pipeline runs or
     not (what ``pipelines metrics get`` shows; a running pipeline writes
     every few seconds, see ``MetricStore.flush_interval``)."""
-    store = await MetricStore.open(existing(path), SystemClock())
-    try:
+    async with MetricStore.existing(path) as store:
         return await store.get_metric_statistics(namespace, name, dimensions, **query)
-    finally:
-        await store.close()
 
 
 async def read_metrics(path: str | Path, namespace: str | None = None) -> list[dict[str, Any]]:
     """ListMetrics on a state database."""
-    store = await MetricStore.open(existing(path), SystemClock())
-    try:
+    async with MetricStore.existing(path) as store:
         return await store.list_metrics(namespace)
-    finally:
-        await store.close()
