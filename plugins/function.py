@@ -36,6 +36,7 @@ import collections
 import concurrent.futures
 import contextlib
 import importlib
+import importlib.util
 import inspect
 import logging
 import uuid
@@ -76,6 +77,10 @@ def resolve(where: str, reference: str) -> Callable[..., Any]:
         found: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(where, f"cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:  # the module itself is broken: say how, not a traceback
+        raise ConfigError(
+            where, f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
     for part in attribute.split("."):
         try:
             found = getattr(found, part)
@@ -84,6 +89,27 @@ def resolve(where: str, reference: str) -> Callable[..., Any]:
     if not callable(found):
         raise ConfigError(where, f"{reference!r} is not callable")
     return found  # type: ignore[no-any-return]
+
+
+def check_findable(where: str, reference: str) -> None:
+    """Fail at validation, with the config's location, when the module cannot be found.
+
+    Only the module's spec is looked up, so validating a config does not run
+    user code (a dotted name imports its parent packages, as Python must).
+    """
+    module_name = reference.partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module_name)
+    except Exception as exc:  # a parent package that fails to import
+        raise ConfigError(
+            where, f"cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    if found is None:
+        raise ConfigError(
+            where,
+            f"no module named {module_name!r}: put it next to the config file,"
+            " or install the package that provides it",
+        )
 
 
 def _takes_context(function: Callable[..., Any]) -> bool:
@@ -540,6 +566,7 @@ class FunctionTargetType(TargetType):
         async_invoke = (
             None if declared is None else AsyncInvoke.from_config(f"{where}.async_invoke", declared)
         )
+        check_findable(f"{where}.function", reference)
         return FunctionTarget(name, reference, timeout, int(concurrency), async_invoke)
 
 

@@ -47,7 +47,7 @@ async def test_problems_are_located_and_all_reported(tmp_path: Path) -> None:
         resources:
           sink:
             type: function
-            function: jobs:record
+            function: os:getcwd
             timout: 5
         rules:
           orders:
@@ -81,8 +81,8 @@ async def test_pattern_and_setting_problems_point_into_the_value(tmp_path: Path)
         "p.yaml",
         """
         resources:
-          sink: {type: function, function: "jobs:record"}
-          dlq: {type: function, function: "jobs:record"}
+          sink: {type: function, function: "os:getcwd"}
+          dlq: {type: function, function: "os:getcwd"}
         rules:
           big:
             pattern:
@@ -128,11 +128,11 @@ async def test_environment_substitution_types_plain_values(tmp_path: Path) -> No
             max_concurrency: "${CONCURRENCY:-2}"
         """,
     )
-    loaded = load_config(config, environ={"FUNCTION": "jobs:record", "TIMEOUT": "7"})
+    loaded = load_config(config, environ={"FUNCTION": "os:getcwd", "TIMEOUT": "7"})
     assert loaded.state == tmp_path / "pipeline.db"
     assert loaded.resources["sink"] == {
         "type": "function",
-        "function": "jobs:record",
+        "function": "os:getcwd",
         "timeout": 7,
         "max_concurrency": "2",  # quoted: stays a string
     }
@@ -152,7 +152,7 @@ async def test_files_merge_and_a_name_declared_twice_is_reported(tmp_path: Path)
         "a.yaml",
         """
         resources:
-          sink: {type: function, function: "jobs:record"}
+          sink: {type: function, function: "os:getcwd"}
         """,
     )
     second = write(
@@ -202,6 +202,27 @@ def test_cli_validate_reports_problems_and_exit_codes(tmp_path: Path) -> None:
         f"{bad}:3:5: rules.r.patern: unknown setting (allowed: bus, description, pattern,"
         " schedule, state, targets); did you mean 'pattern'?"
     ]
+
+
+def test_cli_validate_locates_a_function_module_that_does_not_exist(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        "missing.yaml",
+        """
+        resources:
+          sink:
+            type: function
+            function: shipping_handlers:ship
+        """,
+    )
+    for command in ("validate", "run"):
+        failed = run_cli(command, str(config))
+        assert failed.returncode == 1
+        assert failed.stderr.splitlines()[-1] == (
+            f"{config}:4:5: resources.sink.function: no module named 'shipping_handlers':"
+            " put it next to the config file, or install the package that provides it"
+        )
+        assert "Traceback" not in failed.stderr
 
 
 def test_cli_run_with_input_delivers_and_reports_bad_lines(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,7 +111,6 @@ def test_config_errors_name_the_setting(config: dict[str, Any], where: str, mess
 @pytest.mark.parametrize(
     ("reference", "message"),
     [
-        ("tests.nowhere:f", "cannot import 'tests.nowhere'"),
         ("tests.functions:missing", "has no attribute 'missing'"),
         ("tests.functions:not_callable", "is not callable"),
     ],
@@ -119,6 +119,24 @@ async def test_unresolvable_functions_fail_at_start(reference: str, message: str
     target = make(function=reference)
     with pytest.raises(ConfigError, match=message):
         await target.start(Runtime())
+
+
+def test_a_missing_module_fails_at_creation_without_importing_anything() -> None:
+    with pytest.raises(ConfigError, match="no module named 'tests.nowhere'") as caught:
+        make(function="tests.nowhere:f")
+    assert caught.value.where == "target t1.function"
+
+
+async def test_a_module_that_fails_to_import_is_one_line_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "brokenmod.py").write_text("RATE = 1 / 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    target = make(function="brokenmod:handler")  # found, so creation passes
+    with pytest.raises(ConfigError) as caught:
+        await target.start(Runtime())
+    assert caught.value.where == "target t1.function"
+    assert "importing 'brokenmod' failed: ZeroDivisionError: division by zero" in str(caught.value)
 
 
 # -- Lambda's asynchronous invocation, through a runtime --------------------------
@@ -279,7 +297,7 @@ async def test_waiters_cancelled_while_the_slot_is_released_end_cleanly() -> Non
     # CancelledError (not ValueError, which would swallow the shutdown).
     from plugins.function import _Slots
 
-    target = make(function="m:f", max_concurrency=1)
+    target = make(function="tests.functions:echo", max_concurrency=1)
     slots = _Slots(1)
     await slots.acquire(target)
     waiters = [asyncio.ensure_future(slots.acquire(target)) for _ in range(3)]
