@@ -72,6 +72,36 @@ async def test_tap_streams_matching_events_live(served: tuple[Runtime, Path]) ->
     assert runtime.taps == []  # a client that leaves takes its tap with it
 
 
+async def test_a_tap_that_reads_too_slowly_is_told_how_many_events_it_missed(
+    served: tuple[Runtime, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, path = served
+    monkeypatch.setattr("pipelines.control.TAP_BUFFER", 10)
+    messages = tap(path)
+    assert await anext(messages) == {"tapping": True}
+    # Nobody reads while 2 MB of events pass: the socket fills, then the buffer.
+    padding = "x" * 10_000
+    for batch in range(20):
+        entries = [
+            {"Source": "shop", "DetailType": "t", "Detail": json.dumps({"n": n, "pad": padding})}
+            for n in range(batch * 10, batch * 10 + 10)
+        ]
+        assert (await runtime.put_events(entries))["FailedEntryCount"] == 0
+    await runtime.wait_until_idle()
+    seen: list[int] = []
+    dropped = 0
+    while len(seen) + dropped < 200:
+        message = await asyncio.wait_for(anext(messages), 5)
+        if "dropped" in message:
+            dropped += message["dropped"]
+        else:
+            seen.append(message["event"]["detail"]["n"])
+    await messages.aclose()
+    assert dropped > 0 and len(seen) + dropped == 200
+    assert seen == sorted(seen) and len(set(seen)) == len(seen)  # in order, none twice
+    assert seen[0] == 0  # the first events went out before the reader fell behind
+
+
 async def test_the_socket_is_private_and_errors_are_clear(
     served: tuple[Runtime, Path], tmp_path: Path
 ) -> None:
