@@ -25,7 +25,6 @@ an unquoted value is typed after substitution (``port: ${PORT}`` is a number).
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import sys
@@ -47,6 +46,7 @@ from pipelines.errors import (
     PatternError,
     Problem,
     ResourceNotFoundError,
+    did_you_mean,
 )
 from pipelines.runtime import DEFAULT_BUS, Runtime
 from pipelines.targets import check_keys
@@ -519,8 +519,7 @@ def _resource_references(runtime: Runtime, config: PipelineConfig) -> list[Probl
 
 
 def _unknown_resource(config: PipelineConfig, path: Path_, name: str) -> Problem:
-    close = difflib.get_close_matches(name, list(config.resources), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(name, config.resources)
     known = ", ".join(sorted(config.resources)) or "none declared"
     return config.at(path, f"{label(path)}: no resource named {name!r} (resources: {known}){hint}")
 

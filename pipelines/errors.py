@@ -6,7 +6,21 @@ in a pattern, the entry index in a batch, a file:line:column in a config).
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'pattern'?"`` for the closest choice, or ``""``."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def unknown_setting(key: str, allowed: Iterable[str]) -> str:
+    """The message for a misspelt or unsupported key, listing what is allowed."""
+    allowed = sorted(allowed)
+    return f"unknown setting (allowed: {', '.join(allowed)}){did_you_mean(key, allowed)}"
 
 
 class PipelinesError(Exception):

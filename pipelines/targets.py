@@ -10,14 +10,13 @@ help; any other exception counts as a retryable failure.
 from __future__ import annotations
 
 import asyncio
-import difflib
 from abc import ABC, abstractmethod
 from collections.abc import Coroutine, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, unknown_setting
 
 if TYPE_CHECKING:
     from pipelines.clock import Clock
@@ -137,11 +136,7 @@ def check_keys(where: str, config: Mapping[str, Any], allowed: set[str]) -> None
     """Reject unknown keys, suggesting the closest allowed one."""
     for key in config:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"{where}.{key}", f"unknown setting (allowed: {', '.join(sorted(allowed))}){hint}"
-            )
+            raise ConfigError(f"{where}.{key}", unknown_setting(str(key), allowed))
 
 
 def number_setting(

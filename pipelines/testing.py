@@ -52,6 +52,7 @@ from pipelines.errors import (
     PatternError,
     PipelinesError,
     Problem,
+    unknown_setting,
 )
 from pipelines.patterns import compile_pattern
 from pipelines.runtime import Runtime
@@ -144,7 +145,7 @@ def _check_file(file: Path, data: Any, positions: Any) -> list[Problem]:
     problems = []
     for key in data:
         if key not in FILE_KEYS:
-            problems.append(at((key,), f"{key}: unknown setting (allowed: config, tests)"))
+            problems.append(at((key,), f"{key}: {unknown_setting(str(key), FILE_KEYS)}"))
     if not isinstance(data.get("config"), str | list):
         problems.append(
             at(("config",), "config: the pipeline file to test (or a list) is required")

@@ -29,6 +29,7 @@ import orjson
 
 from pipelines.errors import ConfigError, DeliveryError
 from pipelines.event import format_time_ms
+from pipelines.targets import check_keys
 
 Transform = Callable[[dict[str, Any], str, str, float], Any]
 
@@ -167,12 +168,7 @@ def _missing_to_none(value: Any) -> Any:
 def compile_input_transformer(where: str, config: Any) -> Transform:
     if not isinstance(config, Mapping):
         raise ConfigError(where, "must be a mapping with input_paths_map and input_template")
-    unknown = set(config) - {"input_paths_map", "input_template"}
-    if unknown:
-        raise ConfigError(
-            f"{where}.{sorted(unknown)[0]}",
-            "unknown setting (allowed: input_paths_map, input_template)",
-        )
+    check_keys(where, config, {"input_paths_map", "input_template"})
     paths = config.get("input_paths_map") or {}
     template = config.get("input_template")
     if not isinstance(paths, Mapping):

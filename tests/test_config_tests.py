@@ -136,6 +136,16 @@ async def test_failures_are_located_and_shown_as_a_diff(tmp_path: Path) -> None:
     ]
 
 
+async def test_a_misspelt_key_of_the_test_file_is_located_with_a_hint(tmp_path: Path) -> None:
+    file = project(tmp_path, "config: pipeline.yaml\ntest:\n  - {name: a, expect: {}}\n")
+    (result,) = await run_tests(file)
+    assert result.name == "(test file)"
+    assert result.failures == [
+        f"{file}:2:1: test: unknown setting (allowed: config, tests); did you mean 'tests'?",
+        f"{file}:1:1: tests: a list of tests is required",
+    ]
+
+
 async def test_a_config_with_problems_fails_its_tests_with_the_config_positions(
     tmp_path: Path,
 ) -> None:

@@ -122,7 +122,7 @@ async def test_unresolvable_functions_fail_at_start(reference: str, message: str
 
 
 def test_a_missing_module_fails_at_creation_without_importing_anything() -> None:
-    with pytest.raises(ConfigError, match="no module named 'tests.nowhere'") as caught:
+    with pytest.raises(ConfigError, match=r"no module named 'tests\.nowhere'") as caught:
         make(function="tests.nowhere:f")
     assert caught.value.where == "target t1.function"
 
