@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipelines import metrics as m
-from pipelines.delivery import Delivery, Job, RetryPolicy
+from pipelines.delivery import Delivery, Job, RetryPolicy, notify
 from pipelines.errors import ConfigError, ResourceNotFoundError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.patterns import Matcher, Pattern, compile_pattern
@@ -440,6 +440,8 @@ class Bus:
     async def _route(self, event: dict[str, Any], ingested: float, addressed: Addressed) -> None:
         names = self._names(event, addressed)
         if not names:
+            if self.runtime.settling:
+                self._add_jobs(self._dispatching, names, event, ingested)  # settles it
             return
         if not isinstance(addressed, str):
             self._matched.value += 1
@@ -471,10 +473,18 @@ class Bus:
         event: dict[str, Any],
         ingested: float,
     ) -> None:
-        """One job per target of each matched rule."""
+        """One job per target of each matched rule, sharing the event's
+        settlement when its producer waits for one."""
+        settlement = self.runtime.settling.pop(event["id"], None) if self.runtime.settling else None
+        added = len(jobs)
         for name in names:
             for delivery in self._rules[name].deliveries:
-                jobs.append((delivery, Job(name, delivery.target_id, event, ingested)))
+                job = Job(name, delivery.target_id, event, ingested, settlement=settlement)
+                jobs.append((delivery, job))
+        if settlement is not None:
+            settlement.remaining = len(jobs) - added
+            if not settlement.remaining:  # no target wants it: nothing to wait for
+                notify(settlement.callback)
 
     def dispatching(self) -> set[Delivery]:
         """Deliveries that the event being dispatched still has jobs for."""

@@ -84,6 +84,29 @@ class Backoff:
         return rng.uniform(low, high)
 
 
+@dataclass(eq=False, slots=True)
+class Settlement:
+    """An accepted event whose producer waits to hear that it is safe: every
+    one of its jobs delivered, dead-lettered, dropped, or saved as a retry in
+    the state database. An MQTT source acknowledges a message only then."""
+
+    callback: Callable[[], None]
+    remaining: int = 0
+
+    def settle(self) -> None:
+        self.remaining -= 1
+        if self.remaining <= 0:
+            notify(self.callback)
+
+
+def notify(callback: Callable[[], None]) -> None:
+    """Call a producer's settlement callback; its bug must not stop delivery."""
+    try:
+        callback()
+    except Exception:
+        log.exception("a settlement callback failed")
+
+
 @dataclass(slots=True, eq=False)
 class Job:
     """One event on its way to one rule target."""
@@ -99,6 +122,15 @@ class Job:
     #: The target its current attempt (or dead letter) calls: a replaced
     #: resource is stopped once no job calls it any more.
     calling: Target | None = None
+    #: Its event's settlement, while its producer waits for it.
+    settlement: Settlement | None = None
+
+    def settled(self) -> None:
+        """This job's outcome is final or durable: count it once."""
+        settlement = self.settlement
+        if settlement is not None:
+            self.settlement = None
+            settlement.settle()
 
 
 def dead_letter_attributes(job: Job, condition: str | None) -> dict[str, str]:
@@ -196,6 +228,7 @@ class Deliverer:
                 delivery.rule,
                 job.event.get("id"),
             )
+            job.settled()
             return
         delivery.queue.append(job)
         self._wake(delivery)
@@ -294,6 +327,7 @@ class Deliverer:
             delivery.invoked.value += 1
             if job.key is not None:
                 await self._forget(job)
+            job.settled()
             return
         await self._failed(delivery, job)
 
@@ -302,6 +336,7 @@ class Deliverer:
         assert error is not None
         if delivery.retired:
             await self._forget(job)  # the target was removed from its rule
+            job.settled()
             return
         if not error.retryable:
             await self._give_up(delivery, job, None)
@@ -338,6 +373,7 @@ class Deliverer:
                 attributes,
             )
             await self._forget(job)
+            job.settled()
             return
         self.metrics.add(m.DEAD_LETTER_INVOCATIONS, dims)
         context = DeliveryContext(job.rule, job.target_id, job.event, 1, attributes=attributes)
@@ -359,6 +395,7 @@ class Deliverer:
         else:
             self.metrics.add(m.INVOCATIONS_SENT_TO_DLQ, dims)
         await self._forget(job)
+        job.settled()
 
     # -- persistence --------------------------------------------------------
 
@@ -381,6 +418,7 @@ class Deliverer:
                 due,
                 error,
             )
+            job.settled()  # durable now: a crash from here on retries it after restart
         except Exception:
             log.exception(
                 "could not save the pending delivery of event %s (rule %s target %s) to the "
@@ -411,6 +449,7 @@ class Deliverer:
         delivery.queue.clear()
         for job in dropped:
             await self._forget(job)
+            job.settled()
         if dropped:
             log.warning(
                 "target %s of rule %s removed: %d queued or retrying deliveries dropped",

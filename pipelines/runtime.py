@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import sys
@@ -38,7 +39,7 @@ from pipelines.alarms import Alarms, parse_alarm, parse_composite_alarm, parse_m
 from pipelines.archive import Archiver, ArchiveSpec, ArchiveStore
 from pipelines.bus import Bus, Observer, Rule, TargetConfig, check_name
 from pipelines.clock import Clock, SystemClock
-from pipelines.delivery import Backoff, Deliverer, Delivery, Job
+from pipelines.delivery import Backoff, Deliverer, Delivery, Job, Settlement
 from pipelines.errors import (
     ConfigError,
     EventValidationError,
@@ -150,6 +151,8 @@ class Runtime:
         self._accepting = False
         #: Observers of dispatched events (``tap``).
         self.taps: list[Observer] = []
+        #: Accepted events whose producer waits for their settlement, by id.
+        self.settling: dict[str, Settlement] = {}
         #: Deliveries taken off their rules, finishing their work before retiring.
         self._detached: set[Delivery] = set()
         self.deliverer = Deliverer(
@@ -555,7 +558,11 @@ class Runtime:
     # -- events -------------------------------------------------------------
 
     async def put_events(
-        self, entries: Iterable[Mapping[str, Any]], *, default_bus: str = DEFAULT_BUS
+        self,
+        entries: Iterable[Mapping[str, Any]],
+        *,
+        default_bus: str = DEFAULT_BUS,
+        settled: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
         """PutEvents: validate each entry alone, accept the valid ones, one result each.
 
@@ -563,17 +570,27 @@ class Runtime:
         ``{"EventId": id}`` or ``{"ErrorCode": code, "ErrorMessage": message}``.
         Waits while a bus's intake is full. Raises ``NotRunningError`` when the
         runtime is not running (nothing is accepted then).
+
+        ``settled(index)`` is called once for each accepted entry, later, when
+        every delivery of its event is delivered, dead-lettered, dropped or
+        saved as a retry in the state database: from then on a crash loses
+        nothing of it. A source that can hold its acknowledgement until then
+        (MQTT QoS 1) gets at-least-once delivery without an archive. An event
+        still in memory at shutdown, past the drain limit, never settles.
         """
         if not self._accepting:
             raise NotRunningError("the runtime is not running: start it before putting events")
         self._putting += 1
         try:
-            return await self._put_events(entries, default_bus)
+            return await self._put_events(entries, default_bus, settled)
         finally:
             self._putting -= 1
 
     async def _put_events(
-        self, entries: Iterable[Mapping[str, Any]], default_bus: str
+        self,
+        entries: Iterable[Mapping[str, Any]],
+        default_bus: str,
+        settled: Callable[[int], None] | None,
     ) -> dict[str, Any]:
         now = self.clock.time()
         moment = datetime.fromtimestamp(now, UTC)
@@ -594,6 +611,9 @@ class Runtime:
             results.append({"EventId": event["id"]})
         for bus, (positions, events) in valid.items():
             failure = "The bus stopped before accepting this entry; put it again."
+            if settled is not None:  # before accepting: the dispatcher may route them at once
+                for index, event in zip(positions, events, strict=True):
+                    self.settling[event["id"]] = Settlement(functools.partial(settled, index))
             try:
                 # Archived before accepted: once this call returns, an event
                 # it accepted is in its archives, whatever happens next.
@@ -603,6 +623,8 @@ class Runtime:
             except StateError as exc:
                 accepted, failure = 0, f"{exc}; put it again."
             for index in positions[accepted:]:
+                if settled is not None:
+                    self.settling.pop(results[index]["EventId"], None)
                 # Not accepted (the runtime stopped while this call waited
                 # for room, or the archive write failed): say so per entry,
                 # retryable as EventBridge's InternalFailure is.
