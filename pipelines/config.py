@@ -51,7 +51,10 @@ from pipelines.errors import (
 from pipelines.runtime import DEFAULT_BUS, Runtime
 from pipelines.targets import check_keys
 
-TOP_KEYS = {"state", "buses", "resources", "rules", "archives", "alarms"}
+TOP_KEYS = {"state", "buses", "resources", "rules", "archives", "alarms", "cluster"}
+#: The resource a ``cluster`` section becomes: the runners' shared intake.
+CLUSTER_RESOURCE = "cluster"
+_GROUP = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 RULE_KEYS = {"bus", "pattern", "schedule", "state", "description", "targets"}
 DEFAULT_STATE = ".pipelines/state.db"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -70,6 +73,8 @@ class PipelineConfig:
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
     archives: dict[str, dict[str, Any]] = field(default_factory=dict)
     alarms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``cluster.group``: the runners that share subscriptions (None: alone).
+    cluster_group: str | None = None
     #: Where each node was declared: path -> (file, line, column), 1-based.
     positions: dict[Path_, tuple[str, int, int]] = field(default_factory=dict)
 
@@ -193,6 +198,7 @@ def load_config(
     config = PipelineConfig(files=files, state=None)
     problems: list[Problem] = []
     state: Any = DEFAULT_STATE
+    clusters: list[Any] = []
     for path in files:
         data, loader = load_yaml(path, os.environ if environ is None else environ)
         problems += loader.problems
@@ -204,6 +210,9 @@ def load_config(
         problems += _merge(config, data, loader)
         if isinstance(data, dict) and "state" in data:
             state = data["state"]
+        if isinstance(data, dict) and data.get("cluster") is not None:
+            clusters.append(data["cluster"])
+    problems += _cluster(config, clusters)
     if state is None or state is False:
         config.state = None
     elif isinstance(state, str) and state:
@@ -255,6 +264,49 @@ def _merge(config: PipelineConfig, data: Any, loader: _Loader) -> list[Problem]:
     return problems
 
 
+def _cluster(config: PipelineConfig, clusters: list[Any]) -> list[Problem]:
+    """A ``cluster`` section becomes the resource ``cluster``: a source of its
+    ``type`` (default mqtt) subscribed to the group's intake topic, whose
+    messages are PutEvents entries. Every source of the config then shares its
+    subscriptions with the group's other runners."""
+    if not clusters:
+        return []
+    if len(clusters) > 1:
+        return [config.at(("cluster",), "cluster is declared in more than one file")]
+    declared = clusters[0]
+    if not isinstance(declared, dict):
+        return [config.at(("cluster",), "cluster is a mapping with group, broker, ...")]
+    group = declared.get("group")
+    if not isinstance(group, str) or not _GROUP.fullmatch(group):
+        return [
+            config.at(
+                ("cluster", "group"),
+                "cluster.group: the name the runners share, 1 to 64 letters, digits, . _ -",
+            )
+        ]
+    if CLUSTER_RESOURCE in config.resources:
+        return [
+            config.at(
+                ("resources", CLUSTER_RESOURCE),
+                f"resources.{CLUSTER_RESOURCE}: the name is taken by the cluster section",
+            )
+        ]
+    settings = {k: v for k, v in declared.items() if k not in ("group", "topic", "bus")}
+    settings.setdefault("type", "mqtt")
+    topic = declared.get("topic", f"pipelines/{group}/events")
+    subscription = {"topic": topic, "qos": 1, "format": "entries"}
+    if "bus" in declared:
+        subscription["bus"] = declared["bus"]
+    settings["subscribe"] = [subscription, *(settings.get("subscribe") or [])]
+    config.resources[CLUSTER_RESOURCE] = settings
+    config.cluster_group = group
+    # Its problems point into the cluster section.
+    for path, position in list(config.positions.items()):
+        if path[:1] == ("cluster",):
+            config.positions[("resources", CLUSTER_RESOURCE, *path[1:])] = position
+    return []
+
+
 # -- building ---------------------------------------------------------------
 
 
@@ -298,6 +350,7 @@ async def build_runtime(
     """
     state = config.state if state_path is True else state_path
     runtime = Runtime(state_path=state or None, clock=clock, **options)
+    runtime.cluster_group = config.cluster_group
     problems: list[Problem] = []
     # A function target's "module:function" is importable from next to the config.
     if str(config.directory.resolve()) not in sys.path:

@@ -72,6 +72,14 @@ async def check_reload(runtime: Runtime, current: PipelineConfig, new: PipelineC
                 f" (it is {current.state or 'none'}); restart to use another",
             )
         )
+    if new.cluster_group != current.cluster_group:
+        problems.append(
+            new.at(
+                ("cluster", "group"),
+                f"cluster.group cannot change while the pipeline runs (it is"
+                f" {current.cluster_group or 'none'}); restart to join another group",
+            )
+        )
     try:
         await build_runtime(new, state_path=None, plugins=runtime.plugins)
     except ConfigInvalid as exc:

@@ -151,6 +151,8 @@ class Runtime:
         self._accepting = False
         #: Observers of dispatched events (``tap``).
         self.taps: list[Observer] = []
+        #: ``cluster.group`` of the config: sources share their subscriptions.
+        self.cluster_group: str | None = None
         #: Accepted events whose producer waits for their settlement, by id.
         self.settling: dict[str, Settlement] = {}
         #: Deliveries taken off their rules, finishing their work before retiring.

@@ -61,6 +61,18 @@ def config_schema(plugins: pluggy.PluginManager | None = None) -> dict[str, Any]
                     "oneOf": [{"$ref": "#/$defs/metric_alarm"}, {"$ref": "#/$defs/composite_alarm"}]
                 },
             },
+            "cluster": {
+                "type": "object",
+                "description": "runners sharing work through a broker: a source of `type`"
+                " (default mqtt, with its settings) on the group's intake topic",
+                "required": ["group"],
+                "properties": {
+                    "group": {"type": "string", "pattern": "^[A-Za-z0-9_.\\-]{1,64}$"},
+                    "type": {"type": "string", "default": "mqtt"},
+                    "topic": {"type": "string", "description": "default pipelines/GROUP/events"},
+                    "bus": {"type": "string", "default": "default"},
+                },
+            },
         },
         "$defs": {
             "rule": _rule(),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -78,6 +78,25 @@ class TargetServices(Protocol):
     def state_path(self) -> Path | None:
         """The runtime's state database (SQLite), for targets that keep durable
         state there (queues, topics); None when the runtime has none."""
+        ...
+
+    async def put_events(
+        self,
+        entries: Iterable[Mapping[str, Any]],
+        *,
+        default_bus: str = "default",
+        settled: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """PutEvents, for a resource that is also a source (an MQTT
+        subscription): see ``Runtime.put_events``. ``settled(index)`` reports
+        each accepted entry once every delivery of it is safe. Raises
+        ``NotRunningError`` once the runtime stops taking events."""
+        ...
+
+    @property
+    def cluster_group(self) -> str | None:
+        """The config's ``cluster.group``: sources share their subscriptions
+        with the other runners of this group (None outside a cluster)."""
         ...
 
 

@@ -18,7 +18,7 @@ import click
 
 from pipelines.clock import Clock, SystemClock
 from pipelines.config import load_config
-from pipelines.errors import DeliveryError, PipelinesError
+from pipelines.errors import DeliveryError, NotRunningError, PipelinesError
 from pipelines.event import new_event_id
 from pipelines.pluginmanager import target_types
 from pipelines.targets import DeliveryContext, Target
@@ -52,6 +52,11 @@ class _Services:
 
     def resource(self, name: str) -> Target:
         return self._resources[name]
+
+    cluster_group = None  # a one-off publish is no member of a cluster
+
+    async def put_events(self, entries: Any, **options: Any) -> dict[str, Any]:
+        raise NotRunningError("a one-off publish takes no events from sources")
 
     async def close(self) -> None:
         for task in list(self._tasks):

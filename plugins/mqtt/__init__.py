@@ -1,0 +1,17 @@
+"""The built-in ``mqtt`` plugin: an MQTT broker as a source of events and as
+a target, over aiomqtt (MQTT 5); with a ``cluster`` section, runners share
+their subscriptions through the broker. See docs/mqtt.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pipelines.hookspecs import hookimpl
+from pipelines.targets import TargetType
+from plugins.mqtt.target import MqttType
+
+
+@hookimpl
+def register_targets(register: Callable[[TargetType], None]) -> None:
+    register(MqttType())

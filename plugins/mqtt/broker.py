@@ -1,0 +1,220 @@
+"""How to reach an MQTT broker: the ``broker`` settings, and an aiomqtt client
+built from them (MQTT 5, TLS, username and password, sessions)."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import ssl
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from pipelines.errors import ConfigError
+from pipelines.targets import check_keys, number_setting
+
+BROKER_KEYS = {
+    "host",
+    "port",
+    "username",
+    "password",
+    "tls",
+    "client_id",
+    "clean_start",
+    "session_expiry",
+    "keepalive",
+    "connect_timeout",
+    "reconnect",
+}
+TLS_KEYS = {"ca_file", "cert_file", "key_file", "insecure"}
+RECONNECT_KEYS = {"initial", "maximum"}
+
+
+@dataclass(frozen=True)
+class Tls:
+    ca_file: str | None = None  # None: the system's trusted certificates
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure: bool = False  # skip hostname verification (never in production)
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file is not None:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        if self.insecure:
+            context.check_hostname = False
+        return context
+
+
+@dataclass(frozen=True)
+class Broker:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: Tls | None = None
+    #: None: derived from the resource and the runner's state database, so a
+    #: restarted runner resumes its own session (see ``client_id_for``).
+    client_id: str | None = None
+    #: None: start clean only when the runner has no state database.
+    clean_start: bool | None = None
+    session_expiry: int = 3600  # seconds the broker keeps a session (and its messages) offline
+    keepalive: int = 60
+    connect_timeout: float = 10.0
+    reconnect_initial: float = 0.5
+    reconnect_maximum: float = 30.0
+
+    @property
+    def address(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+    def client(self, client_id: str, clean_start: bool) -> aiomqtt.Client:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = 0 if clean_start else self.session_expiry
+        return aiomqtt.Client(
+            self.host,
+            self.port,
+            username=self.username,
+            password=self.password,
+            identifier=client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY if clean_start else False,
+            keepalive=self.keepalive,
+            timeout=self.connect_timeout,
+            properties=properties,
+            tls_context=self.tls.context() if self.tls else None,
+            max_inflight_messages=100,
+        )
+
+
+def client_id_for(broker: Broker, resource: str, state_path: Path | None) -> tuple[str, bool]:
+    """The client id and clean-start flag a resource connects with.
+
+    A runner with a state database gets an id derived from that database's
+    path: stable across restarts (so the broker hands a restarted runner the
+    messages it had not acknowledged) and different for each runner of a
+    cluster on one machine. Without a state database nothing survives a
+    restart anyway: a random id and a clean start.
+    """
+    if broker.client_id is not None:
+        return broker.client_id, bool(broker.clean_start)
+    if state_path is None:
+        return f"pipelines-{resource}-{uuid.uuid4().hex[:12]}", True
+    digest = hashlib.sha256(str(state_path.resolve()).encode()).hexdigest()[:12]
+    host = socket.gethostname()[:40]
+    clean = bool(broker.clean_start) if broker.clean_start is not None else False
+    return f"pipelines-{resource}-{host}-{digest}", clean
+
+
+def parse_broker(where: str, config: Any) -> Broker:
+    """The ``broker`` settings, each problem named by its place."""
+    if config is None:
+        config = {}
+    if not isinstance(config, Mapping):
+        raise ConfigError(where, "must be a mapping (host, port, username, password, tls, ...)")
+    check_keys(where, config, BROKER_KEYS)
+    host = config.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not host:
+        raise ConfigError(f"{where}.host", f"must be a host name or address, not {host!r}")
+    tls = _tls(f"{where}.tls", config.get("tls"))
+    port = number_setting(where, config, "port", 8883 if tls else 1883, 1, 65535, integer=True)
+    strings = {}
+    for key in ("username", "password", "client_id"):
+        value = config.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{where}.{key}", f"must be a string, not {value!r}")
+        strings[key] = value
+    if strings["password"] is not None and strings["username"] is None:
+        raise ConfigError(f"{where}.password", "needs a username")
+    clean_start = config.get("clean_start")
+    if clean_start is not None and not isinstance(clean_start, bool):
+        raise ConfigError(f"{where}.clean_start", f"must be true or false, not {clean_start!r}")
+    reconnect = config.get("reconnect") or {}
+    if not isinstance(reconnect, Mapping):
+        raise ConfigError(f"{where}.reconnect", "must be a mapping with initial and maximum")
+    check_keys(f"{where}.reconnect", reconnect, RECONNECT_KEYS)
+    initial = number_setting(f"{where}.reconnect", reconnect, "initial", 0.5, 0.01, 3600)
+    maximum = number_setting(f"{where}.reconnect", reconnect, "maximum", 30, initial, 3600)
+    return Broker(
+        host=host,
+        port=int(port),
+        username=strings["username"],
+        password=strings["password"],
+        tls=tls,
+        client_id=strings["client_id"],
+        clean_start=clean_start,
+        session_expiry=int(
+            number_setting(where, config, "session_expiry", 3600, 0, 2**32 - 1, integer=True)
+        ),
+        keepalive=int(number_setting(where, config, "keepalive", 60, 5, 65535, integer=True)),
+        connect_timeout=number_setting(where, config, "connect_timeout", 10, 0.1, 300),
+        reconnect_initial=initial,
+        reconnect_maximum=maximum,
+    )
+
+
+def _tls(where: str, config: Any) -> Tls | None:
+    if config is None or config is False:
+        return None
+    if config is True:
+        return Tls()
+    if not isinstance(config, Mapping):
+        raise ConfigError(where, "must be true or a mapping (ca_file, cert_file, key_file)")
+    check_keys(where, config, TLS_KEYS)
+    files: dict[str, str | None] = {}
+    for key in ("ca_file", "cert_file", "key_file"):
+        value = config.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{where}.{key}", f"must be a file path, not {value!r}")
+        files[key] = value
+    if files["key_file"] is not None and files["cert_file"] is None:
+        raise ConfigError(f"{where}.key_file", "needs cert_file (the client certificate)")
+    insecure = config.get("insecure", False)
+    if not isinstance(insecure, bool):
+        raise ConfigError(f"{where}.insecure", f"must be true or false, not {insecure!r}")
+    return Tls(files["ca_file"], files["cert_file"], files["key_file"], insecure)
+
+
+BROKER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Where the MQTT broker is and how to connect (MQTT 5).",
+    "additionalProperties": False,
+    "properties": {
+        "host": {"type": "string", "default": "127.0.0.1"},
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "username": {"type": "string"},
+        "password": {"type": "string"},
+        "tls": {
+            "oneOf": [
+                {"type": "boolean"},
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "ca_file": {"type": "string"},
+                        "cert_file": {"type": "string"},
+                        "key_file": {"type": "string"},
+                        "insecure": {"type": "boolean"},
+                    },
+                },
+            ]
+        },
+        "client_id": {"type": "string"},
+        "clean_start": {"type": "boolean"},
+        "session_expiry": {"type": "integer", "minimum": 0},
+        "keepalive": {"type": "integer", "minimum": 5},
+        "connect_timeout": {"type": "number", "minimum": 0.1},
+        "reconnect": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"initial": {"type": "number"}, "maximum": {"type": "number"}},
+        },
+    },
+}

@@ -1,0 +1,129 @@
+"""MQTT messages to PutEvents entries, and topic templates for publishing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.errors import ConfigError, DeliveryError
+
+#: ``<detail.device_id>`` in a topic template: a dotted path into the event.
+_PLACEHOLDER = re.compile(r"<([^<>]*)>")
+_PATH_PART = re.compile(r"[^.\s]+")
+
+
+@dataclass(frozen=True)
+class Received:
+    """What a subscription hands on: the parts of a message an entry needs."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    user_properties: tuple[tuple[str, str], ...] = ()
+
+
+def decode_payload(payload: bytes) -> tuple[Any, str]:
+    """(value, encoding): parsed JSON, else UTF-8 text, else base64."""
+    try:
+        return json.loads(payload), "json"
+    except (UnicodeDecodeError, ValueError):
+        pass
+    try:
+        return payload.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(payload).decode("ascii"), "base64"
+
+
+def event_entry(
+    message: Received, source: str, detail_type: str, bus: str, metadata_key: str | None
+) -> dict[str, Any]:
+    """A message as an event: a JSON object payload is the detail itself;
+    anything else is ``{"payload": ..., "encoding": json|utf-8|base64}``.
+    The topic is the event's one resource; QoS, retain and user properties go
+    under ``detail[metadata_key]`` unless the payload has that key itself."""
+    value, encoding = decode_payload(message.payload)
+    detail = value if isinstance(value, dict) else {"payload": value, "encoding": encoding}
+    if metadata_key is not None and metadata_key not in detail:
+        detail[metadata_key] = {
+            "topic": message.topic,
+            "qos": message.qos,
+            "retain": message.retain,
+            "user_properties": dict(message.user_properties),
+        }
+    return {
+        "Source": source,
+        "DetailType": detail_type,
+        "Detail": json.dumps(detail, separators=(",", ":")),
+        "Resources": [message.topic],
+        "EventBusName": bus,
+    }
+
+
+def entries_of(message: Received, bus: str) -> list[Any]:
+    """The ``entries`` format (a cluster's shared intake): the payload is one
+    PutEvents entry, as ``pipelines put`` takes, or a list of them."""
+    value, encoding = decode_payload(message.payload)
+    if encoding != "json":
+        return [None]  # fails alone: put_events reports it
+    entries = value if isinstance(value, list) else [value]
+    return [
+        {"EventBusName": bus, **entry} if isinstance(entry, dict) else entry for entry in entries
+    ]
+
+
+@dataclass(frozen=True)
+class TopicTemplate:
+    """A publish topic with ``<path>`` placeholders filled from the event."""
+
+    text: str
+    parts: tuple[str | tuple[str, ...], ...]
+
+    @classmethod
+    def parse(cls, where: str, text: Any) -> TopicTemplate:
+        if not isinstance(text, str) or not text:
+            raise ConfigError(where, "is required: the topic to publish to")
+        parts: list[str | tuple[str, ...]] = []
+        position = 0
+        for match in _PLACEHOLDER.finditer(text):
+            parts.append(text[position : match.start()])
+            path = tuple(match.group(1).split("."))
+            if not all(_PATH_PART.fullmatch(p) for p in path):
+                raise ConfigError(where, f"<{match.group(1)}> is not a path like <detail.id>")
+            parts.append(path)
+            position = match.end()
+        parts.append(text[position:])
+        literal = "".join(p for p in parts if isinstance(p, str))
+        if "+" in literal or "#" in literal or "\0" in literal:
+            raise ConfigError(where, f"{text!r}: a topic to publish to has no + or # wildcard")
+        return cls(text, tuple(p for p in parts if p != ""))
+
+    def render(self, event: Mapping[str, Any]) -> str:
+        out = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value: Any = event
+            for key in part:
+                value = value.get(key) if isinstance(value, Mapping) else None
+            if value is None or isinstance(value, dict | list):
+                raise DeliveryError(
+                    "InvalidTopic",
+                    f"topic {self.text!r}: the event has no value at {'.'.join(part)}",
+                    retryable=False,
+                )
+            text = value if isinstance(value, str) else json.dumps(value)
+            if not text or any(c in text for c in "+#/\0"):
+                raise DeliveryError(
+                    "InvalidTopic",
+                    f"topic {self.text!r}: {'.'.join(part)} is {text!r}, which cannot be"
+                    " one topic level (empty, or has + # /)",
+                    retryable=False,
+                )
+            out.append(text)
+        return "".join(out)

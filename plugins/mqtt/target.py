@@ -1,0 +1,417 @@
+"""The ``mqtt`` resource: publishes what a rule delivers (a target) and turns
+subscribed messages into events (a source), over one connection to a broker.
+
+See docs/mqtt.md for the settings. Why one resource for both: they share the
+broker settings and the connection, and a resource's lifecycle (start, reload,
+stop) is what both need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from pipelines.errors import ConfigError, DeliveryError, NotRunningError, PipelinesError
+from pipelines.targets import (
+    DeliveryContext,
+    Target,
+    TargetServices,
+    TargetType,
+    check_keys,
+    number_setting,
+)
+
+from .broker import BROKER_SCHEMA, Broker, client_id_for, parse_broker
+from .messages import Received, TopicTemplate, entries_of, event_entry
+
+log = logging.getLogger("plugins.mqtt")
+
+SETTINGS = {
+    "broker",
+    "topic",
+    "qos",
+    "retain",
+    "user_properties",
+    "subscribe",
+    "ack",
+    "metadata_key",
+    "concurrency",
+}
+SUBSCRIPTION_KEYS = {"topic", "qos", "bus", "source", "detail_type", "format", "shared"}
+BATCH = 100  # messages put on the bus in one put_events call, at most
+
+
+@dataclass(frozen=True)
+class Subscription:
+    topic: str
+    qos: int = 1
+    bus: str = "default"
+    source: str = "mqtt"
+    detail_type: str = "MQTT Message"
+    format: str = "event"  # or "entries": the payload is a PutEvents entry (or a list)
+    shared: bool = True  # in a cluster: $share/GROUP/topic
+
+    def filter(self, group: str | None) -> str:
+        return f"$share/{group}/{self.topic}" if group and self.shared else self.topic
+
+
+def _qos(where: str, config: Mapping[str, Any], default: int = 1) -> int:
+    value = config.get("qos", default)
+    if value not in (0, 1, 2) or isinstance(value, bool):
+        raise ConfigError(f"{where}.qos", f"must be 0, 1 or 2, not {value!r}")
+    return int(value)
+
+
+def _string(where: str, config: Mapping[str, Any], key: str, default: str) -> str:
+    value = config.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}.{key}", f"must be a non-empty string, not {value!r}")
+    return value
+
+
+def parse_subscription(where: str, config: Any) -> Subscription:
+    if isinstance(config, str):
+        config = {"topic": config}
+    if not isinstance(config, Mapping):
+        raise ConfigError(where, "must be a topic filter or a mapping with topic, qos, ...")
+    check_keys(where, config, SUBSCRIPTION_KEYS)
+    topic = _string(where, config, "topic", "")
+    if topic.startswith("$share/"):
+        raise ConfigError(
+            f"{where}.topic", "give the plain filter: a cluster section shares it ($share/GROUP/)"
+        )
+    form = config.get("format", "event")
+    if form not in ("event", "entries"):
+        raise ConfigError(f"{where}.format", f"must be event or entries, not {form!r}")
+    shared = config.get("shared", True)
+    if not isinstance(shared, bool):
+        raise ConfigError(f"{where}.shared", f"must be true or false, not {shared!r}")
+    return Subscription(
+        topic=topic,
+        qos=_qos(where, config),
+        bus=_string(where, config, "bus", "default"),
+        source=_string(where, config, "source", "mqtt"),
+        detail_type=_string(where, config, "detail_type", "MQTT Message"),
+        format=form,
+        shared=shared,
+    )
+
+
+class MqttResource(Target):
+    def __init__(
+        self,
+        name: str,
+        broker: Broker,
+        topic: TopicTemplate | None,
+        qos: int,
+        retain: bool,
+        user_properties: Mapping[str, str],
+        subscriptions: list[Subscription],
+        ack: str,
+        metadata_key: str | None,
+        concurrency: int,
+    ) -> None:
+        self.name = name
+        self.broker = broker
+        self.topic = topic
+        self.qos = qos
+        self.retain = retain
+        self.user_properties = dict(user_properties)
+        self.subscriptions = subscriptions
+        self.ack = ack
+        self.metadata_key = metadata_key
+        self.concurrency = concurrency
+        self.where = f"target {name}"
+        self.client: aiomqtt.Client | None = None  # while connected
+        self.connections = 0  # how many times it connected (a reconnect counts)
+        self.received = 0
+        self.rejected = 0
+        self._services: TargetServices | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self, services: TargetServices) -> None:
+        self._services = services
+        client_id, clean = client_id_for(self.broker, self.name, services.state_path)
+        first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._task = services.spawn(self._connection(client_id, clean, first))
+        try:
+            await first  # the broker must be reachable at start: a clear error if not
+        except aiomqtt.MqttError as exc:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            raise PipelinesError(
+                f"{self.where}: cannot connect to the MQTT broker at {self.broker.address}:"
+                f" {exc}; check that it runs and that broker.host and broker.port are right"
+            ) from None
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _connection(self, client_id: str, clean: bool, first: asyncio.Future[None]) -> None:
+        """Connect, subscribe, consume; on a lost connection, back off and again."""
+        delay = self.broker.reconnect_initial
+        while True:
+            try:
+                async with self.broker.client(client_id, clean) as client:
+                    # aiomqtt has no manual acknowledgement yet (aiomqtt issue #345):
+                    # paho's own switch holds each PUBACK until we send it.
+                    client._client.manual_ack_set(True)
+                    self.client = client
+                    self.connections += 1
+                    self._connected.set()
+                    for subscription in self.subscriptions:
+                        await client.subscribe(
+                            subscription.filter(self._group()), qos=subscription.qos
+                        )
+                    if not first.done():
+                        first.set_result(None)
+                    delay = self.broker.reconnect_initial
+                    if self.connections > 1:
+                        log.info("%s: reconnected to %s", self.where, self.broker.address)
+                    await self._consume(client)
+            except aiomqtt.MqttError as exc:
+                if not first.done():
+                    first.set_exception(exc)
+                    return
+                log.warning(
+                    "%s: connection to %s lost (%s); reconnecting in %.1f s",
+                    self.where,
+                    self.broker.address,
+                    exc,
+                    delay,
+                )
+            finally:
+                self.client = None
+                self._connected.clear()
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.broker.reconnect_maximum)
+
+    def _group(self) -> str | None:
+        return self._services.cluster_group if self._services is not None else None
+
+    # -- the source side ------------------------------------------------------
+
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        if not self.subscriptions:
+            await asyncio.Future()  # publish only: hold the connection until cancelled
+        messages = client.messages
+        while True:
+            batch = [await anext(messages)]
+            while len(batch) < BATCH and len(messages):
+                batch.append(await anext(messages))
+            try:
+                await self._put(client, batch)
+            except NotRunningError:
+                # The runtime is stopping: what was not acknowledged stays with
+                # the broker, which hands it out again (to our session, or to
+                # the group once our session ends).
+                await asyncio.Future()
+
+    def _subscription(self, topic: aiomqtt.Topic) -> Subscription:
+        for subscription in self.subscriptions:
+            if topic.matches(subscription.topic):
+                return subscription
+        return self.subscriptions[0]
+
+    async def _put(self, client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> None:
+        assert self._services is not None
+        entries: list[Any] = []
+        owners: list[aiomqtt.Message] = []  # per entry, the message it came from
+        pending: dict[int, int] = {}  # per message (index in batch), entries not yet safe
+        for position, message in enumerate(batch):
+            subscription = self._subscription(message.topic)
+            received = _received(message)
+            if subscription.format == "entries":
+                made = entries_of(received, subscription.bus)
+            else:
+                made = [
+                    event_entry(
+                        received,
+                        subscription.source,
+                        subscription.detail_type,
+                        subscription.bus,
+                        self.metadata_key,
+                    )
+                ]
+            entries += made
+            owners += [message] * len(made)
+            pending[position] = len(made)
+        self.received += len(batch)
+        index_of = {id(message): position for position, message in enumerate(batch)}
+
+        def safe(index: int) -> None:
+            position = index_of[id(owners[index])]
+            pending[position] -= 1
+            if pending[position] == 0:
+                self._acknowledge(client, batch[position])
+
+        delivered = self.ack == "delivered"
+        result = await self._services.put_events(entries, settled=safe if delivered else None)
+        for index, outcome in enumerate(result["Entries"]):
+            if "ErrorCode" in outcome:
+                # It can never be accepted: acknowledge it (or it would come back
+                # for ever) and say so.
+                self.rejected += 1
+                log.error(
+                    "%s: message on %s rejected: %s: %s",
+                    self.where,
+                    owners[index].topic,
+                    outcome["ErrorCode"],
+                    outcome["ErrorMessage"],
+                )
+                safe(index)
+            elif not delivered:
+                safe(index)
+
+    def _acknowledge(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        """PUBACK (QoS 1) or PUBCOMP (QoS 2), on the connection it came by. After
+        a reconnect that connection is gone: the broker sends it again instead."""
+        if message.qos > 0 and self.client is client:
+            client._client.ack(message.mid, message.qos)
+
+    # -- the target side ------------------------------------------------------
+
+    async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
+        if self.topic is None:
+            raise DeliveryError(
+                "NotPublishing", f"{self.where} has no topic to publish to", retryable=False
+            )
+        topic = self.topic.render(context.event)
+        client = self.client
+        if client is None:
+            raise DeliveryError(
+                "BrokerUnavailable",
+                f"not connected to {self.broker.address} (reconnecting)",
+                retryable=True,
+            )
+        body = (
+            payload
+            if isinstance(payload, str | bytes)
+            else json.dumps(payload, separators=(",", ":"))
+        )
+        properties = None
+        if self.user_properties:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.UserProperty = list(self.user_properties.items())
+        try:
+            await client.publish(
+                topic, body, qos=self.qos, retain=self.retain, properties=properties
+            )
+        except aiomqtt.MqttError as exc:
+            message = f"publish to {topic}: {exc}"
+            raise DeliveryError("BrokerError", message, retryable=True) from None
+        return topic
+
+
+def _received(message: aiomqtt.Message) -> Received:
+    properties = getattr(message.properties, "UserProperty", None) or []
+    return Received(
+        topic=message.topic.value,
+        payload=bytes(message.payload),  # paho hands bytes (aiomqtt types it wider)
+        qos=message.qos,
+        retain=message.retain,
+        user_properties=tuple((str(k), str(v)) for k, v in properties),
+    )
+
+
+class MqttType(TargetType):
+    name = "mqtt"
+    description = "Publish to and subscribe from an MQTT broker (MQTT 5, aiomqtt)"
+    settings_schema: Mapping[str, Any] = {
+        "properties": {
+            "broker": BROKER_SCHEMA,
+            "topic": {
+                "type": "string",
+                "description": "Topic to publish to; <detail.x> takes a value from the event.",
+            },
+            "qos": {"enum": [0, 1, 2], "default": 1},
+            "retain": {"type": "boolean", "default": False},
+            "user_properties": {"type": "object", "additionalProperties": {"type": "string"}},
+            "subscribe": {
+                "type": "array",
+                "items": {
+                    "oneOf": [
+                        {"type": "string"},
+                        {
+                            "type": "object",
+                            "required": ["topic"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "topic": {"type": "string"},
+                                "qos": {"enum": [0, 1, 2]},
+                                "bus": {"type": "string"},
+                                "source": {"type": "string"},
+                                "detail_type": {"type": "string"},
+                                "format": {"enum": ["event", "entries"]},
+                                "shared": {"type": "boolean"},
+                            },
+                        },
+                    ]
+                },
+            },
+            "ack": {"enum": ["delivered", "accepted"], "default": "delivered"},
+            "metadata_key": {"type": ["string", "null"], "default": "mqtt"},
+            "concurrency": {"type": "integer", "minimum": 1, "maximum": 1000},
+        },
+    }
+
+    def create(self, name: str, config: Mapping[str, Any]) -> MqttResource:
+        where = f"target {name}"
+        check_keys(where, config, SETTINGS)
+        broker = parse_broker(f"{where}.broker", config.get("broker"))
+        declared = config.get("subscribe") or []
+        if not isinstance(declared, list):
+            raise ConfigError(f"{where}.subscribe", "must be a list of topic filters")
+        subscriptions = [
+            parse_subscription(f"{where}.subscribe[{i}]", s) for i, s in enumerate(declared)
+        ]
+        topic = (
+            TopicTemplate.parse(f"{where}.topic", config["topic"]) if "topic" in config else None
+        )
+        if topic is None and not subscriptions:
+            raise ConfigError(where, "give a topic to publish to, or subscribe, or both")
+        retain = config.get("retain", False)
+        if not isinstance(retain, bool):
+            raise ConfigError(f"{where}.retain", f"must be true or false, not {retain!r}")
+        properties = config.get("user_properties") or {}
+        if not isinstance(properties, Mapping) or not all(
+            isinstance(v, str) for v in properties.values()
+        ):
+            raise ConfigError(f"{where}.user_properties", "must map names to string values")
+        ack = config.get("ack", "delivered")
+        if ack not in ("delivered", "accepted"):
+            raise ConfigError(f"{where}.ack", f"must be delivered or accepted, not {ack!r}")
+        metadata_key = config.get("metadata_key", "mqtt")
+        if metadata_key is not None and not isinstance(metadata_key, str):
+            raise ConfigError(f"{where}.metadata_key", "must be a string, or null for none")
+        concurrency = number_setting(where, config, "concurrency", 32, 1, 1000, integer=True)
+        return MqttResource(
+            name,
+            broker,
+            topic,
+            _qos(where, config),
+            retain,
+            {str(k): v for k, v in properties.items()},
+            subscriptions,
+            ack,
+            metadata_key,
+            int(concurrency),
+        )

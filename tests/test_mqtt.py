@@ -1,0 +1,248 @@
+"""The mqtt resource against a real Mosquitto: messages become events (matched
+by patterns, acknowledged once safe), events are published to templated
+topics, connections come back after a broker restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.errors import ConfigError, PipelinesError
+from pipelines.runtime import Runtime
+from plugins.mqtt.target import MqttResource
+
+from .mosquitto import Mosquitto, mosquitto  # noqa: F401 - the fixture
+from .recorder import Recorder, plugin_manager
+
+PLUGINS = plugin_manager()
+
+
+def runtime_with(broker: Mosquitto, state: Path | None = None, **settings: Any) -> Runtime:
+    runtime = Runtime(plugins=PLUGINS, state_path=state)
+    runtime.add_resource("sensors", "mqtt", {"broker": broker.broker(), **settings})
+    runtime.add_resource("sink", "recorder", {})
+    return runtime
+
+
+def sink(runtime: Runtime) -> Recorder:
+    found = runtime.resource("sink")
+    assert isinstance(found, Recorder)
+    return found
+
+
+async def eventually(check: Callable[[], bool], seconds: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not check():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def route(runtime: Runtime, pattern: Any, **target: Any) -> None:
+    runtime.bus().put_rule("r", pattern=pattern)
+    await runtime.bus().put_targets("r", [{"id": "t", "resource": "sink", **target}])
+
+
+async def test_messages_become_events_matched_by_patterns(mosquitto: Mosquitto) -> None:
+    runtime = runtime_with(
+        mosquitto, subscribe=[{"topic": "sensors/+/telemetry", "source": "iot.sensors"}]
+    )
+    await route(
+        runtime,
+        {
+            "source": ["iot.sensors"],
+            "resources": [{"wildcard": "sensors/*/telemetry"}],
+            "detail": {"temperature": [{"numeric": [">", 30]}]},
+        },
+    )
+    async with runtime:
+        await asyncio.to_thread(
+            mosquitto.pub,
+            "sensors/s1/telemetry",
+            json.dumps({"device": "s1", "temperature": 35.5}),
+            json.dumps({"device": "s1", "temperature": 20}),
+            extra=("-D", "publish", "user-property", "site", "berlin"),
+        )
+        await asyncio.to_thread(mosquitto.pub, "sensors/s2/telemetry", "not json", qos=0)
+        await eventually(lambda: len(sink(runtime).received) >= 1)
+        await asyncio.sleep(0.2)
+        [got] = sink(runtime).received
+    event = got.payload
+    assert event["source"] == "iot.sensors" and event["detail-type"] == "MQTT Message"
+    assert event["resources"] == ["sensors/s1/telemetry"]
+    assert event["detail"] == {
+        "device": "s1",
+        "temperature": 35.5,
+        "mqtt": {
+            "topic": "sensors/s1/telemetry",
+            "qos": 1,
+            "retain": False,
+            "user_properties": {"site": "berlin"},
+        },
+    }
+
+
+async def test_payloads_that_are_not_json_objects_are_wrapped(mosquitto: Mosquitto) -> None:
+    runtime = runtime_with(mosquitto, subscribe=["raw/#"], metadata_key=None)
+    await route(runtime, {"source": ["mqtt"]}, input_path="$.detail")
+    async with runtime:
+        await asyncio.to_thread(mosquitto.pub, "raw/a", "hello", "[1, 2]", "42")
+        await eventually(lambda: len(sink(runtime).received) == 3)
+    assert sorted((r.payload for r in sink(runtime).received), key=json.dumps) == sorted(
+        [
+            {"payload": "hello", "encoding": "utf-8"},
+            {"payload": [1, 2], "encoding": "json"},
+            {"payload": 42, "encoding": "json"},
+        ],
+        key=json.dumps,
+    )
+
+
+async def test_events_are_published_to_templated_topics(mosquitto: Mosquitto) -> None:
+    runtime = Runtime(plugins=PLUGINS)
+    runtime.add_resource(
+        "commands",
+        "mqtt",
+        {
+            "broker": mosquitto.broker(),
+            "topic": "devices/<detail.device_id>/commands",
+            "user_properties": {"origin": "pipelines"},
+        },
+    )
+    runtime.add_resource("dlq", "recorder", {})
+    runtime.bus().put_rule("r", pattern={"source": ["ops"]})
+    target = {"id": "t", "resource": "commands", "input_path": "$.detail.command"}
+    await runtime.bus().put_targets("r", [{**target, "dead_letter": "dlq"}])
+    listener = mosquitto.sub("devices/#", 2)
+    async with runtime:
+        result = await runtime.put_events(
+            [
+                {"Source": "ops", "DetailType": "c", "Detail": json.dumps(d)}
+                for d in (
+                    {"device_id": "d1", "command": {"reboot": True}},
+                    {"device_id": "d2", "command": "stop"},
+                    {"command": "no device"},
+                )
+            ]
+        )
+        assert result["FailedEntryCount"] == 0
+        out, _ = await asyncio.to_thread(listener.communicate)
+        await runtime.wait_until_idle()
+    assert sorted(out.splitlines()) == [
+        'devices/d1/commands {"reboot":true}',
+        "devices/d2/commands stop",
+    ]
+    dlq = runtime.resource("dlq")
+    assert isinstance(dlq, Recorder)
+    [dead] = dlq.received  # the third has no device_id: not retryable
+    assert dead.context.attributes["ERROR_CODE"] == "InvalidTopic"
+    assert dead.context.attributes["RETRY_ATTEMPTS"] == "0"
+
+
+async def test_an_unreachable_broker_is_a_clear_error_at_start(mosquitto: Mosquitto) -> None:
+    runtime = Runtime(plugins=PLUGINS)
+    broker = {**mosquitto.broker(), "port": mosquitto.port + 1, "connect_timeout": 2}
+    runtime.add_resource("m", "mqtt", {"broker": broker, "topic": "t"})
+    with pytest.raises(PipelinesError) as caught:
+        await runtime.start()
+    message = str(caught.value)
+    assert f"cannot connect to the MQTT broker at mqtt://127.0.0.1:{mosquitto.port + 1}" in message
+    assert "check that it runs" in message
+
+
+async def test_a_message_is_acknowledged_only_once_its_event_is_safe(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    # The first runtime receives the message but its target holds it; it stops
+    # without delivering (no state: nothing saved), so no PUBACK was sent. The
+    # broker hands the message again to the same session.
+    settings = {
+        "broker": {**mosquitto.broker(), "client_id": "acks-test", "clean_start": False},
+        "subscribe": ["jobs"],
+    }
+    first = Runtime(plugins=PLUGINS)
+    first.add_resource("in", "mqtt", settings)
+    first.add_resource("sink", "recorder", {"hold": True})
+    first.bus().put_rule("r", pattern={"source": ["mqtt"]})
+    await first.bus().put_targets("r", [{"id": "t", "resource": "sink"}])
+    async with first:
+        await asyncio.to_thread(mosquitto.pub, "jobs", '{"job": 1}')
+        await eventually(lambda: sink(first).waiting == 1)
+        await first.stop(timeout=0.1)
+    assert sink(first).received == []
+
+    second = Runtime(plugins=PLUGINS)
+    second.add_resource("in", "mqtt", settings)
+    second.add_resource("sink", "recorder", {})
+    second.bus().put_rule("r", pattern={"source": ["mqtt"]})
+    await second.bus().put_targets("r", [{"id": "t", "resource": "sink"}])
+    async with second:
+        await eventually(lambda: len(sink(second).received) == 1)
+        await asyncio.sleep(0.3)
+    [again] = sink(second).received
+    assert again.payload["detail"]["job"] == 1
+
+    third = Runtime(plugins=PLUGINS)  # acknowledged now: nothing comes a third time
+    third.add_resource("in", "mqtt", settings)
+    third.add_resource("sink", "recorder", {})
+    third.bus().put_rule("r", pattern={"source": ["mqtt"]})
+    await third.bus().put_targets("r", [{"id": "t", "resource": "sink"}])
+    async with third:
+        await asyncio.sleep(0.5)
+    assert sink(third).received == []
+
+
+async def test_reconnects_and_resubscribes_after_a_broker_restart(mosquitto: Mosquitto) -> None:
+    runtime = runtime_with(mosquitto, subscribe=["in"], topic="out")
+    await route(runtime, {"source": ["mqtt"]})
+    runtime.bus().put_rule("echo", pattern={"source": ["local"]})
+    await runtime.bus().put_targets(
+        "echo", [{"id": "o", "resource": "sensors", "retry_policy": {"maximum_retry_attempts": 50}}]
+    )
+    async with runtime:
+        mqtt = runtime.resource("sensors")
+        assert isinstance(mqtt, MqttResource)
+        await asyncio.to_thread(mosquitto.pub, "in", '{"n": 1}')
+        await eventually(lambda: len(sink(runtime).received) == 1)
+        mosquitto.stop()
+        await eventually(lambda: mqtt.client is None)
+        # Published while the broker is down: retryable, retried after it returns.
+        await runtime.put_events([{"Source": "local", "DetailType": "d", "Detail": "{}"}])
+        await asyncio.sleep(0.3)
+        listener_started = asyncio.to_thread(mosquitto.start)
+        await listener_started
+        listener = mosquitto.sub("out", 1)
+        await eventually(lambda: mqtt.connections >= 2)
+        await asyncio.to_thread(mosquitto.pub, "in", '{"n": 2}')
+        await eventually(lambda: len(sink(runtime).received) == 2)
+        out, _ = await asyncio.to_thread(listener.communicate)
+    assert out.startswith("out {")
+    assert [r.payload["detail"]["n"] for r in sink(runtime).received] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("settings", "where", "message"),
+    [
+        ({}, "target m", "give a topic to publish to, or subscribe"),
+        ({"topic": "a/+/b"}, "target m.topic", "no + or # wildcard"),
+        ({"topic": "a/<detail..x>"}, "target m.topic", "is not a path"),
+        ({"subscribe": [{"topic": "a", "qos": 3}]}, "target m.subscribe[0].qos", "0, 1 or 2"),
+        ({"subscribe": ["$share/g/a"]}, "target m.subscribe[0].topic", "plain filter"),
+        ({"topic": "a", "broker": {"prot": 1}}, "target m.broker.prot", "did you mean 'port'"),
+        ({"topic": "a", "ack": "never"}, "target m.ack", "delivered or accepted"),
+    ],
+)
+def test_settings_problems_name_their_place(
+    settings: dict[str, Any], where: str, message: str
+) -> None:
+    from plugins.mqtt.target import MqttType
+
+    with pytest.raises(ConfigError) as caught:
+        MqttType().create("m", settings)
+    assert caught.value.where == where
+    assert message in caught.value.message
