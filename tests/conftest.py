@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from .mosquitto import mosquitto  # noqa: F401 - the real broker fixture of the MQTT tests
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 

@@ -16,7 +16,7 @@ from pipelines.errors import ConfigError, PipelinesError
 from pipelines.runtime import Runtime
 from plugins.mqtt.target import MqttResource
 
-from .mosquitto import Mosquitto, mosquitto  # noqa: F401 - the fixture
+from .mosquitto import Mosquitto
 from .recorder import Recorder, plugin_manager
 
 PLUGINS = plugin_manager()
