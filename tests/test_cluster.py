@@ -105,9 +105,7 @@ def test_three_runners_share_the_work_and_a_killed_one_loses_nothing(
         deadline = time.monotonic() + 120
         while set().union(*map(set, runners.received().values())) != set(range(TOTAL)):
             assert time.monotonic() < deadline, "events missing: " + str(
-                sorted(set(range(TOTAL)) - set().union(*map(set, runners.received().values())))[
-                    :20
-                ]
+                sorted(set(range(TOTAL)) - set().union(*map(set, runners.received().values())))[:20]
             )
             time.sleep(0.1)
     finally:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .helpers import pipelines_command, run_cli
+from .mosquitto import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -306,3 +307,36 @@ def test_alarms_pipeline_from_the_cli(tmp_path: Path) -> None:
         new_state["stateValue"],
         new_state["stateReason"],
     )
+
+
+def test_iot_pipeline_alerts_devices_over_mqtt(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    iot = ROOT / "examples" / "iot"
+    config = str(iot / "pipeline.yaml")
+    env = {
+        **os.environ,
+        "PIPELINES_STATE": str(tmp_path / "state.db"),
+        "MQTT_PORT": str(mosquitto.port),
+    }
+    assert run_cli("validate", config, env=env).returncode == 0
+    assert run_cli("test", str(iot), env=env).returncode == 0
+    runner = subprocess.Popen(
+        [*pipelines_command(), "run", config], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert runner.stderr is not None
+        assert "pipeline started" in runner.stderr.readline()
+        alerts = mosquitto.sub("devices/+/alerts", 1)
+        mosquitto.pub(
+            "sensors/boiler-1/telemetry",
+            json.dumps({"device": "boiler-1", "temperature": 60}),
+            json.dumps({"device": "boiler-1", "temperature": 91.5}),
+        )
+        out, _ = alerts.communicate(timeout=30)
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        runner.communicate(timeout=30)
+    assert runner.returncode == 0
+    topic, payload = out.strip().split(" ", 1)
+    assert topic == "devices/boiler-1/alerts"
+    alert = json.loads(payload)
+    assert alert["alert"] == "overheating" and alert["temperature"] == 91.5
