@@ -78,7 +78,7 @@ class Broker:
     def client(self, client_id: str, clean_start: bool) -> aiomqtt.Client:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = 0 if clean_start else self.session_expiry
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self.host,
             self.port,
             username=self.username,
@@ -92,6 +92,9 @@ class Broker:
             tls_context=self.tls.context() if self.tls else None,
             max_inflight_messages=100,
         )
+        # aiomqtt warns past 10 unanswered calls; a target's concurrency is the limit here.
+        client.pending_calls_threshold = 1000
+        return client
 
 
 def client_id_for(broker: Broker, resource: str, state_path: Path | None) -> tuple[str, bool]:

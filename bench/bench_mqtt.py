@@ -1,0 +1,180 @@
+"""MQTT throughput: events per second from mosquitto_pub through pipelines to
+an MQTT target, read back by mosquitto_sub, against a real Mosquitto.
+
+- one runner (a Runtime in this process): an mqtt subscription on ``in`` ->
+  a rule -> an mqtt target publishing to ``out``, at QoS 0 and at QoS 1
+  (QoS 1 messages are acknowledged once delivered: ``ack: delivered``);
+- runners in a shared group: 1, 2 and 3 ``pipelines run`` processes with a
+  ``cluster`` section, publishing each event to ``out`` (QoS 1).
+
+The peer, run in the same process on the same broker, is the broker alone:
+mosquitto_pub straight to mosquitto_sub on one topic at the same QoS. Its
+ratio says what subscribing, matching, delivering and publishing again cost
+on top of what the clients and broker need anyway. Runner scaling is quoted
+against one runner in the same group setup. The machine has 2 cores, which
+mosquitto, the clients and the runners share: read the scaling with that.
+
+    python bench/bench_mqtt.py [--events 20000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from pipelines.runtime import Runtime
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.mosquitto import Mosquitto, free_port  # noqa: E402 - the tests' broker
+
+
+def lines(count: int) -> list[str]:
+    return [
+        json.dumps({"Source": "bench", "DetailType": "n", "Detail": json.dumps({"n": n})})
+        for n in range(count)
+    ]
+
+
+def timed_through(broker: Mosquitto, topic: str, count: int, qos: int) -> float:
+    """Seconds from the first publish until mosquitto_sub has read ``count``
+    on out. QoS 0 may lose messages under load (the broker drops them for a
+    client that lags): then the time to the last one that came, scaled to
+    ``count``, and the loss is printed."""
+    reader = broker.sub("out", count, timeout=600)
+    arrivals: list[float] = []
+
+    def read() -> None:
+        assert reader.stdout is not None
+        for _ in reader.stdout:
+            arrivals.append(time.perf_counter())
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    started = time.perf_counter()
+    broker.pub(topic, *lines(count), qos=qos)
+    while len(arrivals) < count:
+        seen = len(arrivals)
+        time.sleep(2)
+        if len(arrivals) == seen:  # nothing more for 2 s: the rest was dropped
+            break
+    reader.kill()
+    thread.join()
+    if not arrivals:
+        raise SystemExit(f"nothing arrived on out (topic {topic}, QoS {qos})")
+    if len(arrivals) < count:
+        if qos:
+            raise SystemExit(f"only {len(arrivals)} of {count} arrived on out at QoS {qos}")
+        print(f"  (QoS 0: {count - len(arrivals)} of {count} dropped under load)")
+    return (arrivals[-1] - started) * count / len(arrivals)
+
+
+def broker_only(broker: Mosquitto, count: int, qos: int) -> float:
+    return timed_through(broker, "out", count, qos)
+
+
+async def one_runner(broker: Mosquitto, count: int, qos: int) -> float:
+    runtime = Runtime()
+    settings = {"broker": broker.broker(), "qos": qos}
+    runtime.add_resource("in", "mqtt", {**settings, "subscribe": [{"topic": "in", "qos": qos}]})
+    runtime.add_resource("out", "mqtt", {**settings, "topic": "out"})
+    runtime.bus().put_rule("all", pattern={"source": ["mqtt"]})
+    await runtime.bus().put_targets("all", [{"id": "t", "resource": "out"}])
+    async with runtime:
+        return await asyncio.to_thread(timed_through, broker, "in", count, qos)
+
+
+CLUSTER = """
+state: STATE
+cluster:
+  group: GROUP
+  broker: {host: 127.0.0.1, port: PORT}
+resources:
+  out: {type: mqtt, broker: {host: 127.0.0.1, port: PORT}, topic: out, qos: 1}
+rules:
+  all:
+    pattern: {source: [bench]}
+    targets: [{id: t, resource: out}]
+"""
+
+
+def runners(broker: Mosquitto, directory: Path, size: int, count: int) -> float:
+    processes = []
+    script = Path(sys.executable).with_name("pipelines")
+    # A group per size: Mosquitto keeps handing a share to a member's session
+    # after it stops (until the session expires), so groups are not reused.
+    for index in range(size):
+        config = directory / f"runner{size}-{index}.yaml"
+        state = directory / f"r{size}-{index}" / "state.db"
+        config.write_text(
+            CLUSTER.replace("PORT", str(broker.port))
+            .replace("STATE", str(state))
+            .replace("GROUP", f"bench{size}")
+        )
+        log = directory / f"runner{size}-{index}.log"
+        processes.append(
+            subprocess.Popen(
+                [str(script), "run", str(config)],
+                stderr=log.open("w"),
+                env={**os.environ},
+            )
+        )
+        while "pipeline started" not in log.read_text():
+            if processes[-1].poll() is not None:
+                raise SystemExit(log.read_text())
+            time.sleep(0.05)
+    try:
+        return timed_through(broker, f"pipelines/bench{size}/events", count, 1)
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    count = args.events
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        broker = Mosquitto(directory, free_port())
+        broker.start()
+        try:
+            print(f"{count} events per run, median of {args.repeats} runs\n")
+            for qos in (0, 1):
+                ours = [asyncio.run(one_runner(broker, count, qos)) for _ in range(args.repeats)]
+                peer = [broker_only(broker, count, qos) for _ in range(args.repeats)]
+                mine, base = statistics.median(ours), statistics.median(peer)
+                print(
+                    f"QoS {qos}: one runner {count / mine:10,.0f} events/s"
+                    f" | broker alone {count / base:10,.0f} msgs/s | ratio {mine / base:5.1f}x"
+                )
+            print()
+            single = 0.0
+            for size in (1, 2, 3):
+                times = [runners(broker, directory, size, count) for _ in range(args.repeats)]
+                median = statistics.median(times)
+                single = single or median
+                print(
+                    f"shared group, {size} runner(s): {count / median:10,.0f} events/s"
+                    f" | vs one runner {single / median:4.2f}x"
+                )
+        finally:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()
