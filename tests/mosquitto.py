@@ -3,6 +3,7 @@ generated config, stopped after; and the mosquitto_pub/_sub clients."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -38,7 +39,9 @@ class Mosquitto:
             "allow_anonymous true\n"
             "persistence false\n"
             "max_queued_messages 100000\n"
-            f"{self.extra}"
+            # As root, mosquitto would drop to a user who cannot read pytest's files.
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + self.extra
         )
         log = (self.directory / "mosquitto.log").open("ab")
         self.process = subprocess.Popen(

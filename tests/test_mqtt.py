@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -246,3 +247,30 @@ def test_settings_problems_name_their_place(
         MqttType().create("m", settings)
     assert caught.value.where == where
     assert message in caught.value.message
+
+
+async def test_username_and_password_are_used_and_a_refusal_is_clear(tmp_path: Path) -> None:
+    from .mosquitto import free_port
+
+    passwords = tmp_path / "passwords"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwords), "edge", "s3cret"], check=True)
+    broker = Mosquitto(
+        tmp_path, free_port(), extra=f"allow_anonymous false\npassword_file {passwords}\n"
+    )
+    broker.start()
+    try:
+        good = {**broker.broker(), "username": "edge", "password": "s3cret"}
+        runtime = Runtime(plugins=PLUGINS)
+        runtime.add_resource("m", "mqtt", {"broker": good, "topic": "out"})
+        runtime.bus().put_rule("r", pattern={"source": ["x"]})
+        await runtime.bus().put_targets("r", [{"id": "t", "resource": "m"}])
+        async with runtime:
+            mqtt = runtime.resource("m")
+            assert isinstance(mqtt, MqttResource) and mqtt.connections == 1
+
+        bad = Runtime(plugins=PLUGINS)
+        bad.add_resource("m", "mqtt", {"broker": {**good, "password": "wrong"}, "topic": "out"})
+        with pytest.raises(PipelinesError, match="cannot connect to the MQTT broker at"):
+            await bad.start()
+    finally:
+        broker.stop()
