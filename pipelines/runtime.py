@@ -616,6 +616,7 @@ class Runtime:
             if settled is not None:  # before accepting: the dispatcher may route them at once
                 for index, event in zip(positions, events, strict=True):
                     self.settling[event["id"]] = Settlement(functools.partial(settled, index))
+            accepted = 0
             try:
                 # Archived before accepted: once this call returns, an event
                 # it accepted is in its archives, whatever happens next.
@@ -623,10 +624,14 @@ class Runtime:
                     await self.archiver.archive(bus.name, events)
                 accepted = await bus._accept(events, now)
             except StateError as exc:
-                accepted, failure = 0, f"{exc}; put it again."
-            for index in positions[accepted:]:
+                failure = f"{exc}; put it again."
+            finally:
+                # Not accepted, or the caller cancelled while waiting for room:
+                # nothing will settle these (a producer that waits sends again).
                 if settled is not None:
-                    self.settling.pop(results[index]["EventId"], None)
+                    for event in events[accepted:]:
+                        self.settling.pop(event["id"], None)
+            for index in positions[accepted:]:
                 # Not accepted (the runtime stopped while this call waited
                 # for room, or the archive write failed): say so per entry,
                 # retryable as EventBridge's InternalFailure is.

@@ -94,6 +94,10 @@ class Broker:
         )
         # aiomqtt warns past 10 unanswered calls; a target's concurrency is the limit here.
         client.pending_calls_threshold = 1000
+        # aiomqtt has no manual acknowledgement yet (aiomqtt issue #345): paho's
+        # own switch, set before connecting, holds each PUBACK until we send it
+        # (a resumed session's messages arrive right after CONNACK).
+        client._client.manual_ack_set(True)
         return client
 
 

@@ -149,7 +149,7 @@ class MqttResource(Target):
         self._task = services.spawn(self._connection(client_id, clean, first))
         try:
             await first  # the broker must be reachable at start: a clear error if not
-        except aiomqtt.MqttError as exc:
+        except (aiomqtt.MqttError, OSError, ValueError) as exc:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -171,9 +171,6 @@ class MqttResource(Target):
         while True:
             try:
                 async with self.broker.client(client_id, clean) as client:
-                    # aiomqtt has no manual acknowledgement yet (aiomqtt issue #345):
-                    # paho's own switch holds each PUBACK until we send it.
-                    client._client.manual_ack_set(True)
                     self.client = client
                     self.connections += 1
                     self._connected.set()
@@ -187,10 +184,12 @@ class MqttResource(Target):
                     if self.connections > 1:
                         log.info("%s: reconnected to %s", self.where, self.broker.address)
                     await self._consume(client)
-            except aiomqtt.MqttError as exc:
+            except BaseException as exc:
                 if not first.done():
-                    first.set_exception(exc)
+                    first.set_exception(exc)  # start() reports it
                     return
+                if not isinstance(exc, aiomqtt.MqttError):
+                    raise
                 log.warning(
                     "%s: connection to %s lost (%s); reconnecting in %.1f s",
                     self.where,
@@ -211,7 +210,9 @@ class MqttResource(Target):
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         if not self.subscriptions:
-            await asyncio.Future()  # publish only: hold the connection until cancelled
+            # Publish only: hold the connection until it drops (then reconnect).
+            await client._disconnected
+            raise aiomqtt.MqttError("disconnected")
         messages = client.messages
         while True:
             batch = [await anext(messages)]
@@ -251,6 +252,8 @@ class MqttResource(Target):
                         self.metadata_key,
                     )
                 ]
+            if not made:  # an empty list of entries: nothing to wait for
+                self._acknowledge(client, message)
             entries += made
             owners += [message] * len(made)
             pending[position] = len(made)
@@ -266,6 +269,8 @@ class MqttResource(Target):
         delivered = self.ack == "delivered"
         result = await self._services.put_events(entries, settled=safe if delivered else None)
         for index, outcome in enumerate(result["Entries"]):
+            if outcome.get("ErrorCode") == "InternalFailure":
+                continue  # not accepted for now (stopping): unacknowledged, it comes back
             if "ErrorCode" in outcome:
                 # It can never be accepted: acknowledge it (or it would come back
                 # for ever) and say so.
