@@ -195,7 +195,12 @@ BROKER_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "host": {"type": "string", "default": "127.0.0.1"},
-        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "port": {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": 65535},
+                {"type": "string", "pattern": "^\\$\\{", "description": "${VAR:-1883}"},
+            ]
+        },
         "username": {"type": "string"},
         "password": {"type": "string"},
         "tls": {
