@@ -41,7 +41,7 @@ from pipelines.metrics import (
     series_key,
 )
 from pipelines.state import connect, existing, transaction
-from pipelines.targets import check_keys
+from pipelines.targets import check_keys, flag_setting
 
 if TYPE_CHECKING:
     from pipelines.bus import Bus
@@ -288,9 +288,7 @@ def _common(name: str, settings: Mapping[str, Any], keys: set[str]) -> dict[str,
     bus = settings.get("bus", "default")
     if not isinstance(bus, str) or not bus:
         raise ConfigError(f"{where}.bus", "must be the name of an event bus")
-    enabled = settings.get("actions_enabled", True)
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"{where}.actions_enabled", "must be true or false")
+    enabled = bool(flag_setting(where, settings, "actions_enabled", True))
     return {
         "name": name,
         "description": description,

@@ -158,6 +158,16 @@ def check_keys(where: str, config: Mapping[str, Any], allowed: set[str]) -> None
             raise ConfigError(f"{where}.{key}", unknown_setting(str(key), allowed))
 
 
+def flag_setting(
+    where: str, config: Mapping[str, Any], key: str, default: bool | None
+) -> bool | None:
+    """A true/false setting (None only when that is the default), named when it is not."""
+    value = config.get(key, default)
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{where}.{key}", f"must be true or false, not {value!r}")
+    return value
+
+
 def number_setting(
     where: str,
     config: Mapping[str, Any],

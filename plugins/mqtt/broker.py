@@ -18,7 +18,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from pipelines.errors import ConfigError
-from pipelines.targets import check_keys, number_setting
+from pipelines.targets import check_keys, flag_setting, number_setting
 
 BROKER_KEYS = {
     "host",
@@ -132,17 +132,10 @@ def parse_broker(where: str, config: Any) -> Broker:
         raise ConfigError(f"{where}.host", f"must be a host name or address, not {host!r}")
     tls = _tls(f"{where}.tls", config.get("tls"))
     port = number_setting(where, config, "port", 8883 if tls else 1883, 1, 65535, integer=True)
-    strings = {}
-    for key in ("username", "password", "client_id"):
-        value = config.get(key)
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"{where}.{key}", f"must be a string, not {value!r}")
-        strings[key] = value
+    strings = _optional_strings(where, config, ("username", "password", "client_id"), "a string")
     if strings["password"] is not None and strings["username"] is None:
         raise ConfigError(f"{where}.password", "needs a username")
-    clean_start = config.get("clean_start")
-    if clean_start is not None and not isinstance(clean_start, bool):
-        raise ConfigError(f"{where}.clean_start", f"must be true or false, not {clean_start!r}")
+    clean_start = flag_setting(where, config, "clean_start", None)
     reconnect = config.get("reconnect") or {}
     if not isinstance(reconnect, Mapping):
         raise ConfigError(f"{where}.reconnect", "must be a mapping with initial and maximum")
@@ -175,18 +168,24 @@ def _tls(where: str, config: Any) -> Tls | None:
     if not isinstance(config, Mapping):
         raise ConfigError(where, "must be true or a mapping (ca_file, cert_file, key_file)")
     check_keys(where, config, TLS_KEYS)
-    files: dict[str, str | None] = {}
-    for key in ("ca_file", "cert_file", "key_file"):
-        value = config.get(key)
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"{where}.{key}", f"must be a file path, not {value!r}")
-        files[key] = value
+    files = _optional_strings(where, config, ("ca_file", "cert_file", "key_file"), "a file path")
     if files["key_file"] is not None and files["cert_file"] is None:
         raise ConfigError(f"{where}.key_file", "needs cert_file (the client certificate)")
-    insecure = config.get("insecure", False)
-    if not isinstance(insecure, bool):
-        raise ConfigError(f"{where}.insecure", f"must be true or false, not {insecure!r}")
+    insecure = bool(flag_setting(where, config, "insecure", False))
     return Tls(files["ca_file"], files["cert_file"], files["key_file"], insecure)
+
+
+def _optional_strings(
+    where: str, config: Mapping[str, Any], keys: tuple[str, ...], noun: str
+) -> dict[str, str | None]:
+    """Settings that are strings when given, each named when it is not."""
+    found: dict[str, str | None] = {}
+    for key in keys:
+        value = config.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{where}.{key}", f"must be {noun}, not {value!r}")
+        found[key] = value
+    return found
 
 
 BROKER_SCHEMA: dict[str, Any] = {

@@ -28,6 +28,7 @@ from pipelines.targets import (
     TargetServices,
     TargetType,
     check_keys,
+    flag_setting,
     number_setting,
 )
 
@@ -93,9 +94,7 @@ def parse_subscription(where: str, config: Any) -> Subscription:
     form = config.get("format", "event")
     if form not in ("event", "entries"):
         raise ConfigError(f"{where}.format", f"must be event or entries, not {form!r}")
-    shared = config.get("shared", True)
-    if not isinstance(shared, bool):
-        raise ConfigError(f"{where}.shared", f"must be true or false, not {shared!r}")
+    shared = bool(flag_setting(where, config, "shared", True))
     return Subscription(
         topic=topic,
         qos=_qos(where, config),
@@ -393,9 +392,7 @@ class MqttType(TargetType):
         )
         if topic is None and not subscriptions:
             raise ConfigError(where, "give a topic to publish to, or subscribe, or both")
-        retain = config.get("retain", False)
-        if not isinstance(retain, bool):
-            raise ConfigError(f"{where}.retain", f"must be true or false, not {retain!r}")
+        retain = bool(flag_setting(where, config, "retain", False))
         properties = config.get("user_properties") or {}
         if not isinstance(properties, Mapping) or not all(
             isinstance(v, str) for v in properties.values()

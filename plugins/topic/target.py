@@ -54,6 +54,7 @@ from pipelines.targets import (
     TargetServices,
     TargetType,
     check_keys,
+    flag_setting,
     number_setting,
 )
 from plugins.queue.target import delivery_key, group_id_of
@@ -115,9 +116,7 @@ class Subscription:
             policy = FilterPolicy.compile(where, declared["filter_policy"], scope)
         elif "filter_policy_scope" in declared:
             raise ConfigError(f"{where}.filter_policy_scope", "is given without a filter_policy")
-        raw = declared.get("raw_message_delivery", False)
-        if not isinstance(raw, bool):
-            raise ConfigError(f"{where}.raw_message_delivery", "must be true or false")
+        raw = bool(flag_setting(where, declared, "raw_message_delivery", False))
         dead_letter = declared.get("dead_letter")
         if dead_letter is not None and (not isinstance(dead_letter, str) or not dead_letter):
             raise ConfigError(f"{where}.dead_letter", "must name a resource")
