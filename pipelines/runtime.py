@@ -149,6 +149,9 @@ class Runtime:
         self._runner: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._accepting = False
+        #: Set once start() opens intake: a source started by start() may put
+        #: before then (an MQTT session resumed with a backlog), and waits.
+        self._opened = asyncio.Event()
         #: Observers of dispatched events (``tap``).
         self.taps: list[Observer] = []
         #: ``cluster.group`` of the config: sources share their subscriptions.
@@ -580,6 +583,9 @@ class Runtime:
         (MQTT QoS 1) gets at-least-once delivery without an archive. An event
         still in memory at shutdown, past the drain limit, never settles.
         """
+        while self._starting():
+            with contextlib.suppress(TimeoutError):  # a failed start sets _stopping instead
+                await asyncio.wait_for(self._opened.wait(), 0.05)
         if not self._accepting:
             raise NotRunningError("the runtime is not running: start it before putting events")
         self._putting += 1
@@ -673,6 +679,10 @@ class Runtime:
     def running(self) -> bool:
         return self._accepting
 
+    def _starting(self) -> bool:
+        opened, stopping = self._opened.is_set(), self._stopping.is_set()
+        return self._runner is not None and not opened and not stopping
+
     async def start(self) -> None:
         if self._runner is not None or self._stopping.is_set():
             raise NotRunningError("a runtime starts once: create a new Runtime to start again")
@@ -703,6 +713,7 @@ class Runtime:
             _lower_switch_interval(self.switch_interval)
             self._holds_switch_interval = True
         self._accepting = True
+        self._opened.set()
         if self.archiver.store is not None:
             self.spawn(self.archiver.run())
             self.spawn(self.archiver.purge_loop())

@@ -41,10 +41,23 @@ class Recorder(Target):
         self.waiting = 0
         self.started = self.stopped = False
         self.clock: Any = None
+        #: As a source would: put this many events as soon as it starts.
+        self.put_on_start = int(config.get("put_on_start", 0))
+        self.put_results: list[dict[str, Any]] = []
 
     async def start(self, services: TargetServices) -> None:
         self.clock = services.clock
         self.started = True
+        if self.put_on_start:
+            services.spawn(self._put(services))
+            await asyncio.sleep(0.01)  # still starting (connecting) while it puts
+
+    async def _put(self, services: TargetServices) -> None:
+        entries = [
+            {"Source": self.name, "DetailType": "started", "Detail": "{}"}
+            for _ in range(self.put_on_start)
+        ]
+        self.put_results.append(await services.put_events(entries))
 
     async def stop(self) -> None:
         self.stopped = True

@@ -77,3 +77,15 @@ async def test_events_still_queued_at_shutdown_settle_when_saved(tmp_path: Path)
         assert settled == []
         await runtime.stop(timeout=0.05)  # the held call and four queued: saved as retries
     assert sorted(settled) == [0, 1, 2, 3, 4]
+
+
+async def test_a_source_that_puts_while_the_runtime_starts_waits_for_intake() -> None:
+    # An MQTT session resumed with a backlog hands messages over right after
+    # connecting, inside Target.start, before the runtime opens its intake.
+    runtime = make_runtime()
+    runtime.add_resource("source", "recorder", {"put_on_start": 3})
+    runtime.add_resource("sink", "recorder", {})
+    await routed(runtime, [{"id": "a", "resource": "sink"}], pattern={"source": ["source"]})
+    async with runtime:
+        await eventually(lambda: len(recorder(runtime, "sink").received) == 3)
+    assert recorder(runtime, "source").put_results[0]["FailedEntryCount"] == 0
