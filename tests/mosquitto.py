@@ -73,24 +73,15 @@ class Mosquitto:
             "reconnect": {"initial": 0.05, "maximum": 0.5},
         }
 
+    def _client(self, program: str, topic: str, qos: int) -> list[str]:
+        """A mosquitto client's command line: this broker, MQTT 5, the topic and QoS."""
+        host = ["-h", self.host, "-p", str(self.port)]
+        return [program, *host, "-V", "5", "-q", str(qos), "-t", topic]
+
     def pub(self, topic: str, *messages: str, qos: int = 1, extra: tuple[str, ...] = ()) -> None:
         """mosquitto_pub: each message once (several at once with -l)."""
         subprocess.run(
-            [
-                "mosquitto_pub",
-                "-h",
-                self.host,
-                "-p",
-                str(self.port),
-                "-V",
-                "5",
-                "-q",
-                str(qos),
-                "-t",
-                topic,
-                *extra,
-                "-l",
-            ],
+            [*self._client("mosquitto_pub", topic, qos), *extra, "-l"],
             input="\n".join(messages) + "\n",
             text=True,
             check=True,
@@ -101,22 +92,8 @@ class Mosquitto:
         """mosquitto_sub for ``count`` messages, printing topic and payload (-v)."""
         process = subprocess.Popen(
             [
-                "mosquitto_sub",
-                "-h",
-                self.host,
-                "-p",
-                str(self.port),
-                "-V",
-                "5",
-                "-q",
-                "1",
-                "-t",
-                topic,
-                "-C",
-                str(count),
-                "-W",
-                str(int(timeout)),
-                "-v",
+                *self._client("mosquitto_sub", topic, 1),
+                *("-C", str(count), "-W", str(int(timeout)), "-v"),
             ],
             stdout=subprocess.PIPE,
             text=True,
