@@ -102,6 +102,54 @@ class Mosquitto:
         return process
 
 
+@dataclass(frozen=True)
+class Certificates:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def listener(self) -> str:
+        """Mosquitto settings for the listener above them: TLS with this CA,
+        and a client certificate required."""
+        return (
+            f"cafile {self.ca}\ncertfile {self.server_cert}\nkeyfile {self.server_key}\n"
+            "require_certificate true\n"
+        )
+
+
+def make_certificates(directory: Path) -> Certificates:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client
+    certificate, made with the openssl command (EC keys: fast)."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+
+    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+            "-subj", "/CN=pipelines test CA")  # fmt: skip
+    for name, extensions in (
+        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ):
+        (directory / f"{name}.ext").write_text(
+            "basicConstraints=CA:FALSE\nauthorityKeyIdentifier=keyid,issuer\n" + extensions
+        )
+        openssl("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN={name}")  # fmt: skip
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.crt", "-days", "2",
+                "-extfile", f"{name}.ext")  # fmt: skip
+    return Certificates(
+        directory / "ca.crt",
+        directory / "server.crt",
+        directory / "server.key",
+        directory / "client.crt",
+        directory / "client.key",
+    )
+
+
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     if shutil.which("mosquitto") is None:

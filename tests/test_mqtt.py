@@ -270,7 +270,97 @@ async def test_username_and_password_are_used_and_a_refusal_is_clear(tmp_path: P
 
         bad = Runtime(plugins=PLUGINS)
         bad.add_resource("m", "mqtt", {"broker": {**good, "password": "wrong"}, "topic": "out"})
-        with pytest.raises(PipelinesError, match="cannot connect to the MQTT broker at"):
+        with pytest.raises(PipelinesError) as caught:
             await bad.start()
+        message = str(caught.value)
+        assert f"the MQTT broker at mqtt://127.0.0.1:{broker.port} refused the login" in message
+        assert "Not authorized" in message  # Mosquitto answers a wrong password so
+        assert "check broker.username and broker.password" in message
+    finally:
+        broker.stop()
+
+
+async def test_tls_with_a_client_certificate(tmp_path: Path) -> None:
+    from .mosquitto import free_port, make_certificates
+
+    certificates = make_certificates(tmp_path)
+    broker = Mosquitto(tmp_path, free_port(), extra=certificates.listener())
+    broker.start()
+    try:
+        tls = {
+            "ca_file": str(certificates.ca),
+            "cert_file": str(certificates.client_cert),
+            "key_file": str(certificates.client_key),
+        }
+        runtime = Runtime(plugins=PLUGINS)
+        settings = {"broker": {**broker.broker(), "tls": tls}, "subscribe": ["in/#"]}
+        runtime.add_resource("sensors", "mqtt", settings)
+        runtime.add_resource("sink", "recorder", {})
+        await route(runtime, {"source": ["mqtt"]})
+        async with runtime:
+            assert runtime.resource("sensors").broker.address.startswith("mqtts://")  # type: ignore[attr-defined]
+            client_tls = ("--cafile", str(certificates.ca), "--cert", str(certificates.client_cert))
+            broker.pub(
+                "in/a", '{"n": 1}', extra=(*client_tls, "--key", str(certificates.client_key))
+            )
+            await eventually(lambda: len(sink(runtime).received) == 1)
+        assert sink(runtime).received[0].payload["detail"]["n"] == 1
+
+        # Without the client certificate the broker ends the handshake; with
+        # the system's CAs our test CA is unknown: both are clear errors at start.
+        for partial in ({"ca_file": str(certificates.ca)}, True):
+            refused = Runtime(plugins=PLUGINS)
+            broker_settings = {**broker.broker(), "tls": partial, "connect_timeout": 3}
+            refused.add_resource("m", "mqtt", {"broker": broker_settings, "topic": "out"})
+            with pytest.raises(PipelinesError) as caught:
+                await refused.start()
+            message = str(caught.value)
+            assert (
+                f"cannot connect to the MQTT broker at mqtts://127.0.0.1:{broker.port}" in message
+            )
+            assert "broker.tls" in message
+    finally:
+        broker.stop()
+
+
+async def test_a_refused_subscription_is_a_clear_error(tmp_path: Path) -> None:
+    """Mosquitto's dynamic security plugin refuses subscriptions in SUBACK
+    (its plain acl_file only filters deliveries)."""
+    from .mosquitto import free_port
+
+    security = tmp_path / "dynsec.json"
+    subprocess.run(
+        ["mosquitto_ctrl", "dynsec", "init", str(security), "admin", "adminpw"],
+        check=True,
+        capture_output=True,
+    )
+    plugin = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+    extra = f"plugin {plugin}\nplugin_opt_config_file {security}\n"
+    broker = Mosquitto(tmp_path, free_port(), extra=extra)
+    broker.start()
+    try:
+        ctrl = ["mosquitto_ctrl", "-h", broker.host, "-p", str(broker.port)]
+        for command in (
+            ["createClient", "edge", "-p", "s3cret"],
+            ["createRole", "reader"],
+            ["addRoleACL", "reader", "subscribePattern", "allowed/#", "allow"],
+            ["addClientRole", "edge", "reader"],
+        ):
+            admin = [*ctrl, "-u", "admin", "-P", "adminpw", "dynsec", *command]
+            subprocess.run(admin, check=True, capture_output=True)
+        login = {**broker.broker(), "username": "edge", "password": "s3cret"}
+        allowed = Runtime(plugins=PLUGINS)
+        allowed.add_resource("m", "mqtt", {"broker": login, "subscribe": ["allowed/#"]})
+        async with allowed:
+            assert allowed.resource("m").connections == 1  # type: ignore[attr-defined]
+
+        refused = Runtime(plugins=PLUGINS)
+        subscribe = ["allowed/#", "secret/#"]
+        refused.add_resource("m", "mqtt", {"broker": login, "subscribe": subscribe})
+        with pytest.raises(PipelinesError) as caught:
+            await refused.start()
+        message = str(caught.value)
+        assert "refused the subscription to secret/#: Not authorized" in message
+        assert "check the broker's ACL" in message
     finally:
         broker.stop()

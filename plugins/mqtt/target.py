@@ -50,6 +50,14 @@ SETTINGS = {
 }
 SUBSCRIPTION_KEYS = {"topic", "qos", "bus", "source", "detail_type", "format", "shared"}
 BATCH = 100  # messages put on the bus in one put_events call, at most
+#: CONNACK reason codes of a refused login (MQTT 5: bad user name or password,
+#: not authorized, bad authentication method).
+LOGIN_REFUSED = {0x86, 0x87, 0x8C}
+
+
+class SubscriptionRefused(aiomqtt.MqttError):
+    """SUBACK refused a topic filter. An MqttError, so that after a reconnect
+    it is retried with backoff (an ACL may be fixed) rather than ending the source."""
 
 
 @dataclass(frozen=True)
@@ -152,10 +160,25 @@ class MqttResource(Target):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            raise PipelinesError(
-                f"{self.where}: cannot connect to the MQTT broker at {self.broker.address}:"
-                f" {exc}; check that it runs and that broker.host and broker.port are right"
-            ) from None
+            raise PipelinesError(f"{self.where}: {self._start_failure(exc)}") from None
+
+    def _start_failure(self, exc: BaseException) -> str:
+        """What went wrong at start, and where to look."""
+        at = f"the MQTT broker at {self.broker.address}"
+        if isinstance(exc, SubscriptionRefused):
+            return f"{at} {exc}; check the broker's ACL for this user and client id"
+        code = getattr(getattr(exc, "rc", None), "value", None)
+        if code in LOGIN_REFUSED:
+            return (
+                f"{at} refused the login ({exc});"
+                " check broker.username and broker.password, and the broker's users"
+            )
+        if code is not None:
+            return f"{at} refused the connection ({exc}); see the broker's log"
+        return (
+            f"cannot connect to {at}: {exc};"
+            " check that it runs and that broker.host, broker.port and broker.tls are right"
+        )
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -173,10 +196,7 @@ class MqttResource(Target):
                     self.client = client
                     self.connections += 1
                     self._connected.set()
-                    for subscription in self.subscriptions:
-                        await client.subscribe(
-                            subscription.filter(self._group()), qos=subscription.qos
-                        )
+                    await self._subscribe(client)
                     if not first.done():
                         first.set_result(None)
                     delay = self.broker.reconnect_initial
@@ -201,6 +221,16 @@ class MqttResource(Target):
                 self._connected.clear()
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, self.broker.reconnect_maximum)
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        for subscription in self.subscriptions:
+            topic = subscription.filter(self._group())
+            granted = await client.subscribe(topic, qos=subscription.qos)
+            # A refusal (an ACL, $share unsupported) comes back in SUBACK, not
+            # as an error: without this check the source would wait in silence.
+            refused = [code for code in granted if getattr(code, "is_failure", False)]
+            if refused:
+                raise SubscriptionRefused(f"refused the subscription to {topic}: {refused[0]}")
 
     def _group(self) -> str | None:
         return self._services.cluster_group if self._services is not None else None
