@@ -364,3 +364,39 @@ async def test_a_refused_subscription_is_a_clear_error(tmp_path: Path) -> None:
         assert "check the broker's ACL" in message
     finally:
         broker.stop()
+
+
+async def test_a_replaced_resource_hands_its_connection_over(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """A reload that changes an mqtt resource starts its successor while the old
+    one still runs. Both would use the same client id, and the broker would
+    kick one connection for the other, back and forth: the old one lets go first."""
+    runtime = runtime_with(mosquitto, tmp_path / "state.db", subscribe=["in/#"])
+    await route(runtime, {"source": ["mqtt"]})
+    async with runtime:
+        old = runtime.resource("sensors")
+        assert isinstance(old, MqttResource)
+        # A successor that cannot connect changes nothing: the old one connects again.
+        unreachable = {**mosquitto.broker(), "port": mosquitto.port + 1, "connect_timeout": 1}
+        with pytest.raises(PipelinesError, match="cannot connect"):
+            await runtime.put_resource(
+                "sensors", "mqtt", {"broker": unreachable, "subscribe": ["x"]}
+            )
+        assert runtime.resource("sensors") is old
+        mosquitto.pub("in/a", '{"n": -1}')
+        await eventually(lambda: len(sink(runtime).received) == 1)
+        assert old.connections == 2
+        sink(runtime).received.clear()
+
+        settings = {"broker": mosquitto.broker(), "subscribe": ["in/#"], "metadata_key": "m"}
+        new = await runtime.put_resource("sensors", "mqtt", settings)
+        assert isinstance(new, MqttResource) and new is not old
+        assert old.client is None  # let go before the new one connected
+        mosquitto.pub("in/a", *[json.dumps({"n": n}) for n in range(50)])
+        await eventually(lambda: len(sink(runtime).received) == 50)
+        await asyncio.sleep(0.3)  # time for a kicked connection to come back
+        assert new.connections == 1
+        assert {r.payload["detail"]["m"]["topic"] for r in sink(runtime).received} == {"in/a"}
+    log = (mosquitto.directory / "mosquitto.log").read_text()
+    assert "already connected" not in log  # no connection was kicked for another

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import random
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,12 @@ BATCH = 100  # messages put on the bus in one put_events call, at most
 #: CONNACK reason codes of a refused login (MQTT 5: bad user name or password,
 #: not authorized, bad authentication method).
 LOGIN_REFUSED = {0x86, 0x87, 0x8C}
+
+
+#: Per runtime, the started mqtt resource of each name (see ``MqttResource.start``).
+_holders: weakref.WeakKeyDictionary[TargetServices, dict[str, MqttResource]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class SubscriptionRefused(aiomqtt.MqttError):
@@ -144,6 +151,8 @@ class MqttResource(Target):
         self.received = 0
         self.rejected = 0
         self._services: TargetServices | None = None
+        self._client_id = ""
+        self._clean = True
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
 
@@ -151,16 +160,48 @@ class MqttResource(Target):
 
     async def start(self, services: TargetServices) -> None:
         self._services = services
-        client_id, clean = client_id_for(self.broker, self.name, services.state_path)
+        self._client_id, self._clean = client_id_for(self.broker, self.name, services.state_path)
+        # A replacement (a reload) starts while its predecessor still runs.
+        # Both would use one client id, and the broker keeps one connection per
+        # id, kicking the other: so the predecessor lets go first, and takes
+        # its connection back if this one fails to start.
+        holders = _holders.setdefault(services, {})
+        predecessor = holders.get(self.name)
+        if predecessor is not None and predecessor is not self:
+            await predecessor._release()
+        try:
+            await self._connect()
+        except BaseException:
+            if predecessor is not None and predecessor is not self:
+                predecessor._resume()
+            raise
+        holders[self.name] = self
+
+    async def _connect(self) -> None:
+        assert self._services is not None
         first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._task = services.spawn(self._connection(client_id, clean, first))
+        self._task = self._services.spawn(self._connection(first))
         try:
             await first  # the broker must be reachable at start: a clear error if not
         except (aiomqtt.MqttError, OSError, ValueError) as exc:
+            await self._release()
+            raise PipelinesError(f"{self.where}: {self._start_failure(exc)}") from None
+
+    async def _release(self) -> None:
+        """End the connection (the resource stays, and its deliveries fail as
+        retryable until it stops)."""
+        if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            raise PipelinesError(f"{self.where}: {self._start_failure(exc)}") from None
+            self._task = None
+
+    def _resume(self) -> None:
+        """Connect again after ``_release``, in the background, as after a lost connection."""
+        assert self._services is not None
+        connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        connected.set_result(None)  # not a first connection: failures are retried
+        self._task = self._services.spawn(self._connection(connected))
 
     def _start_failure(self, exc: BaseException) -> str:
         """What went wrong at start, and where to look."""
@@ -181,18 +222,17 @@ class MqttResource(Target):
         )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._release()
+        holders = _holders.get(self._services, {}) if self._services is not None else {}
+        if holders.get(self.name) is self:
+            del holders[self.name]
 
-    async def _connection(self, client_id: str, clean: bool, first: asyncio.Future[None]) -> None:
+    async def _connection(self, first: asyncio.Future[None]) -> None:
         """Connect, subscribe, consume; on a lost connection, back off and again."""
         delay = self.broker.reconnect_initial
         while True:
             try:
-                async with self.broker.client(client_id, clean) as client:
+                async with self.broker.client(self._client_id, self._clean) as client:
                     self.client = client
                     self.connections += 1
                     self._connected.set()
