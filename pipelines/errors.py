@@ -135,6 +135,17 @@ class QueueError(PipelinesError):
         self.message = message
 
 
+class StreamError(PipelinesError):
+    """A stream request Kinesis would refuse, with its error ``code``
+    (``ResourceNotFoundException``, ``InvalidArgumentException``,
+    ``ExpiredIteratorException``, ``ProvisionedThroughputExceededException``...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
 class ReplayError(PipelinesError):
     """A replay request EventBridge would refuse, with its error ``code``
     (``ResourceAlreadyExistsException``, ``IllegalStatusException``,

@@ -70,8 +70,9 @@ class TargetServices(Protocol):
         """Run background work as a task owned by the runtime's task group."""
         ...
 
-    def resource(self, name: str) -> Target:
-        """Another target resource by name (a destination); raises ``ResourceNotFoundError``."""
+    def resource(self, name: str, *, where: str | None = None) -> Target:
+        """Another target resource by name (a destination); raises
+        ``ResourceNotFoundError``, its message prefixed with ``where`` if given."""
         ...
 
     @property

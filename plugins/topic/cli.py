@@ -50,7 +50,7 @@ class _Services:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def resource(self, name: str) -> Target:
+    def resource(self, name: str, *, where: str | None = None) -> Target:
         return self._resources[name]
 
     cluster_group = None  # a one-off publish is no member of a cluster

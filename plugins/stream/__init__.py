@@ -1,0 +1,29 @@
+"""The built-in ``stream`` plugin: durable streams with Kinesis Data Streams'
+semantics.
+
+``store.StreamStore`` is the stream API (shards, put, iterators, resharding,
+retention, consumers with checkpoints); ``target.StreamType`` makes a stream a
+rule target with consumers; ``cli`` adds ``pipelines stream ...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from pipelines.hookspecs import hookimpl
+from pipelines.targets import TargetType
+from plugins.stream.target import StreamType
+
+
+@hookimpl
+def register_targets(register: Callable[[TargetType], None]) -> None:
+    register(StreamType())
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    from plugins.stream.cli import stream_group
+
+    cli.add_command(stream_group)

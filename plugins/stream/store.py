@@ -1,0 +1,1218 @@
+"""Streams with Kinesis Data Streams' semantics, durable in the state database
+(SQLite, aiosqlite).
+
+- A stream has shards, each owning a contiguous range of the 128-bit hash key
+  space. A record goes to the open shard whose range holds the MD5 of its
+  partition key (read as a big-endian 128-bit integer), or its explicit hash key.
+- Sequence numbers come from one counter per stream, so they increase within
+  a shard (as Kinesis promises) and also across the stream, which lets a
+  reader start every shard "at sequence number N". The string form is 56
+  digits: the counter (50) then the shard's index (6), so it sorts as numbers
+  do and says which shard it belongs to.
+- Arrival times never go backwards within a stream (each is at least the one
+  before), so "older than the retention period" is a prefix of every shard.
+- A reshard closes parents (their last sequence number is the stream's
+  counter at that moment) and adds children; writers pick up the new shard
+  map through the stream's ``version``, read inside every write transaction,
+  so a writer in another process never writes to a closed shard.
+- Shard iterators are self-contained tokens (stream, shard, position, time
+  issued): nothing to store, and they expire after 5 minutes as Kinesis's do.
+
+Every write is one ``BEGIN IMMEDIATE`` transaction under the store's lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import bisect
+import contextlib
+import hashlib
+import re
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from pipelines.clock import Clock, SystemClock
+from pipelines.errors import StreamError
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
+from pipelines.state import connect, transaction
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS streams (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    name            TEXT NOT NULL UNIQUE,
+    created         REAL NOT NULL,
+    retention_hours INTEGER NOT NULL,
+    max_record_size INTEGER NOT NULL,
+    write_limits    INTEGER NOT NULL,
+    next_shard      INTEGER NOT NULL,
+    last_seq        INTEGER NOT NULL,
+    last_arrival    REAL NOT NULL,
+    version         INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stream_shards (
+    stream     INTEGER NOT NULL,
+    shard      INTEGER NOT NULL,
+    start_hash TEXT NOT NULL,
+    end_hash   TEXT NOT NULL,
+    parent     INTEGER,
+    adjacent   INTEGER,
+    created    REAL NOT NULL,
+    first_seq  INTEGER NOT NULL,
+    closed     REAL,
+    last_seq   INTEGER,
+    PRIMARY KEY (stream, shard)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stream_records (
+    stream        INTEGER NOT NULL,
+    shard         INTEGER NOT NULL,
+    seq           INTEGER NOT NULL,
+    partition_key TEXT NOT NULL,
+    data          BLOB NOT NULL,
+    arrival       REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS stream_records_order ON stream_records (stream, shard, seq);
+CREATE TABLE IF NOT EXISTS stream_checkpoints (
+    stream   INTEGER NOT NULL,
+    consumer TEXT NOT NULL,
+    shard    INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    finished INTEGER NOT NULL,
+    updated  REAL NOT NULL,
+    PRIMARY KEY (stream, consumer, shard)
+) WITHOUT ROWID;
+"""
+
+HASH_SPACE = 2**128
+MAX_SHARDS = 1000  # per stream, at creation (Kinesis's default account quota is 500)
+MAX_PUT_RECORDS = 500
+MAX_PUT_REQUEST_BYTES = 5 * 1024 * 1024
+MAX_PARTITION_KEY = 256
+DEFAULT_RECORD_SIZE = 1024 * 1024
+MAX_RECORD_SIZE = 10 * 1024 * 1024
+MAX_GET_RECORDS = 10_000
+MAX_GET_BYTES = 10 * 1024 * 1024  # GetRecords returns at most 10 MiB per call
+ITERATOR_LIFETIME = 300.0
+MIN_RETENTION_HOURS = 24
+MAX_RETENTION_HOURS = 8760
+#: Per shard and second, when write limits are on (Kinesis's provisioned mode).
+SHARD_RECORDS_PER_SECOND = 1000
+SHARD_BYTES_PER_SECOND = 1024 * 1024
+_STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
+_SHARD_ID = re.compile(r"shardId-(\d{12})")
+_SEQUENCE = re.compile(r"\d{56}")
+
+
+# -- names and numbers -----------------------------------------------------
+
+
+def shard_id(index: int) -> str:
+    return f"shardId-{index:012d}"
+
+
+def shard_index(value: str) -> int:
+    found = _SHARD_ID.fullmatch(value) if isinstance(value, str) else None
+    if found is None:
+        raise StreamError(
+            "InvalidArgumentException", f"{value!r} is not a shard id (shardId-000000000000)"
+        )
+    return int(found.group(1))
+
+
+def sequence_number(seq: int, shard: int) -> str:
+    return f"{seq:050d}{shard:06d}"
+
+
+def parse_sequence_number(value: Any) -> tuple[int, int]:
+    """(counter, shard index) of a sequence number string."""
+    if not isinstance(value, str) or not _SEQUENCE.fullmatch(value):
+        raise StreamError(
+            "InvalidArgumentException", f"{value!r} is not a sequence number of this stream"
+        )
+    return int(value[:50]), int(value[50:])
+
+
+def _hash_text(value: int) -> str:
+    return f"{value:039d}"  # zero-padded: sorts as numbers in SQL
+
+
+def partition_hash(partition_key: str) -> int:
+    """The hash key of a partition key: its MD5 read as a 128-bit integer."""
+    return int.from_bytes(hashlib.md5(partition_key.encode()).digest(), "big")
+
+
+def check_stream_name(name: Any) -> str:
+    if not isinstance(name, str) or not _STREAM_NAME.fullmatch(name):
+        raise StreamError(
+            "InvalidArgumentException",
+            f"stream name {name!r}: use 1 to 128 letters, digits, '_', '-' or '.'",
+        )
+    return name
+
+
+def check_retention(hours: Any) -> int:
+    if (
+        isinstance(hours, bool)
+        or not isinstance(hours, int)
+        or not MIN_RETENTION_HOURS <= hours <= MAX_RETENTION_HOURS
+    ):
+        raise StreamError(
+            "InvalidArgumentException",
+            f"retention_hours must be a whole number from {MIN_RETENTION_HOURS} to"
+            f" {MAX_RETENTION_HOURS}, not {hours!r}",
+        )
+    return hours
+
+
+def check_record_size(size: Any) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or not 1024 <= size <= MAX_RECORD_SIZE:
+        raise StreamError(
+            "InvalidArgumentException",
+            f"max_record_size must be a whole number of bytes from 1024 to {MAX_RECORD_SIZE},"
+            f" not {size!r}",
+        )
+    return size
+
+
+def even_ranges(count: int) -> list[tuple[int, int]]:
+    """The hash key space split into ``count`` contiguous ranges of equal size
+    (the last takes the remainder), as CreateStream splits it."""
+    size = HASH_SPACE // count
+    starts = [i * size for i in range(count)]
+    ends = [start - 1 for start in starts[1:]] + [HASH_SPACE - 1]
+    return list(zip(starts, ends, strict=True))
+
+
+# -- what the store hands out ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    stream: int
+    index: int
+    start_hash: int
+    end_hash: int
+    parent: int | None
+    adjacent: int | None
+    created: float
+    first_seq: int
+    closed: float | None
+    last_seq: int | None
+
+    @property
+    def id(self) -> str:
+        return shard_id(self.index)
+
+    @property
+    def parents(self) -> tuple[int, ...]:
+        return tuple(p for p in (self.parent, self.adjacent) if p is not None)
+
+    def to_json(self) -> dict[str, Any]:
+        described: dict[str, Any] = {"ShardId": self.id}
+        if self.parent is not None:
+            described["ParentShardId"] = shard_id(self.parent)
+        if self.adjacent is not None:
+            described["AdjacentParentShardId"] = shard_id(self.adjacent)
+        described["HashKeyRange"] = {
+            "StartingHashKey": str(self.start_hash),
+            "EndingHashKey": str(self.end_hash),
+        }
+        numbers = {"StartingSequenceNumber": sequence_number(self.first_seq, self.index)}
+        if self.last_seq is not None:
+            numbers["EndingSequenceNumber"] = sequence_number(self.last_seq, self.index)
+        described["SequenceNumberRange"] = numbers
+        return described
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Shard:
+        stream, index, start, end, parent, adjacent, created, first, closed, last = row
+        return cls(
+            stream, index, int(start), int(end), parent, adjacent, created, first, closed, last
+        )
+
+
+_SHARD_COLUMNS = (
+    "stream, shard, start_hash, end_hash, parent, adjacent, created, first_seq, closed, last_seq"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    id: int
+    name: str
+    created: float
+    retention_hours: int
+    max_record_size: int
+    write_limits: bool
+    version: int
+
+    @property
+    def retention(self) -> float:
+        return self.retention_hours * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record as read: its bytes, partition key and place in the stream."""
+
+    stream: str
+    shard_id: str
+    sequence_number: str
+    partition_key: str
+    data: bytes
+    arrival: float
+
+    def json(self) -> Any:
+        """The data parsed as JSON (what a stream target writes)."""
+        return orjson.loads(self.data)
+
+    def to_json(self) -> dict[str, Any]:
+        """As GetRecords returns it (Data as bytes, the time in seconds)."""
+        return {
+            "SequenceNumber": self.sequence_number,
+            "ApproximateArrivalTimestamp": self.arrival,
+            "Data": self.data,
+            "PartitionKey": self.partition_key,
+        }
+
+
+@dataclass(slots=True)
+class _ShardMap:
+    """The open shards of a stream, for writers: sorted by starting hash key."""
+
+    info: StreamInfo
+    starts: list[int]
+    shards: list[Shard]
+
+    def route(self, hash_key: int) -> Shard:
+        return self.shards[bisect.bisect_right(self.starts, hash_key) - 1]
+
+
+class _Bucket:
+    """A shard's write allowance: SHARD_*_PER_SECOND, refilled continuously."""
+
+    __slots__ = ("at", "bytes", "records")
+
+    def __init__(self, now: float) -> None:
+        self.records = float(SHARD_RECORDS_PER_SECOND)
+        self.bytes = float(SHARD_BYTES_PER_SECOND)
+        self.at = now
+
+    def take(self, size: int, now: float) -> bool:
+        elapsed = max(now - self.at, 0.0)
+        self.at = now
+        self.records = min(
+            SHARD_RECORDS_PER_SECOND, self.records + elapsed * SHARD_RECORDS_PER_SECOND
+        )
+        self.bytes = min(SHARD_BYTES_PER_SECOND, self.bytes + elapsed * SHARD_BYTES_PER_SECOND)
+        if self.records < 1 or self.bytes < size:
+            return False
+        self.records -= 1
+        self.bytes -= size
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Put:
+    index: int  # in the request
+    partition_key: str
+    data: bytes
+    hash_key: int
+
+
+# -- the store ----------------------------------------------------------------
+
+
+class StreamStore:
+    """The streams of one state database. ``await StreamStore.open(path)``,
+    then ``close()`` (or ``async with``)."""
+
+    def __init__(self, path: Path, connection: aiosqlite.Connection, clock: Clock) -> None:
+        self.path = path
+        self.clock = clock
+        self._connection = connection
+        self._lock = asyncio.Lock()
+        self._maps: dict[str, _ShardMap] = {}
+        self._buckets: dict[tuple[int, int], _Bucket] = {}
+        self._appended = asyncio.Event()  # set by each put: wakes readers of this store
+
+    @classmethod
+    async def open(cls, path: str | Path, clock: Clock | None = None) -> StreamStore:
+        path = Path(path)
+        connection = await connect(path, SCHEMA, autocommit=True)
+        return cls(path, connection, clock or SystemClock())
+
+    async def close(self) -> None:
+        await self._connection.close()
+
+    async def __aenter__(self) -> StreamStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def stream(self, name: str) -> Stream:
+        """A handle on stream ``name``: ``put``, ``consume``..."""
+        return Stream(self, check_stream_name(name))
+
+    # -- plumbing -----------------------------------------------------------
+
+    async def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self._lock:
+            return list(await self._connection.execute_fetchall(sql, parameters))
+
+    @staticmethod
+    async def _fetch(db: aiosqlite.Connection, sql: str, parameters: Sequence[Any]) -> list[Any]:
+        return list(await db.execute_fetchall(sql, parameters))
+
+    async def _info(self, name: str, db: aiosqlite.Connection | None = None) -> StreamInfo:
+        sql = (
+            "SELECT id, name, created, retention_hours, max_record_size, write_limits, version"
+            " FROM streams WHERE name = ?"
+        )
+        rows = await (self._fetch(db, sql, (name,)) if db else self._rows(sql, (name,)))
+        if not rows:
+            raise StreamError("ResourceNotFoundException", f"stream {name} not found")
+        id_, name, created, hours, size, limits, version = rows[0]
+        return StreamInfo(id_, name, created, hours, size, bool(limits), version)
+
+    async def _shards(self, stream: int, db: aiosqlite.Connection | None = None) -> list[Shard]:
+        sql = f"SELECT {_SHARD_COLUMNS} FROM stream_shards WHERE stream = ? ORDER BY shard"
+        rows = await (self._fetch(db, sql, (stream,)) if db else self._rows(sql, (stream,)))
+        return [Shard.from_row(row) for row in rows]
+
+    async def _shard(
+        self, stream: StreamInfo, index: int, db: aiosqlite.Connection | None = None
+    ) -> Shard:
+        for shard in await self._shards(stream.id, db):
+            if shard.index == index:
+                return shard
+        raise StreamError(
+            "ResourceNotFoundException",
+            f"shard {shard_id(index)} not found in stream {stream.name}",
+        )
+
+    # -- streams ------------------------------------------------------------
+
+    async def create_stream(
+        self,
+        name: str,
+        shard_count: int = 1,
+        *,
+        retention_hours: int = MIN_RETENTION_HOURS,
+        max_record_size: int = DEFAULT_RECORD_SIZE,
+        write_limits: bool = False,
+        update: bool = False,
+    ) -> dict[str, Any]:
+        """Create a stream of ``shard_count`` shards splitting the hash key space
+        evenly. ``update``: if it exists, apply the retention, record size and
+        write limits (not the shard count: reshard with split and merge) rather
+        than refuse with ResourceInUseException."""
+        check_stream_name(name)
+        if isinstance(shard_count, bool) or not isinstance(shard_count, int):
+            raise StreamError("InvalidArgumentException", f"shard count {shard_count!r}: a number")
+        if not 1 <= shard_count <= MAX_SHARDS:
+            raise StreamError(
+                "InvalidArgumentException",
+                f"shard count must be 1 to {MAX_SHARDS}, not {shard_count}",
+            )
+        check_retention(retention_hours)
+        check_record_size(max_record_size)
+        now = self.clock.time()
+        async with transaction(self._connection, self._lock) as db:
+            found = await self._fetch(db, "SELECT id FROM streams WHERE name = ?", (name,))
+            if found:
+                if not update:
+                    raise StreamError("ResourceInUseException", f"stream {name} already exists")
+                await db.execute(
+                    "UPDATE streams SET retention_hours = ?, max_record_size = ?,"
+                    " write_limits = ?, version = version + 1 WHERE id = ?",
+                    (retention_hours, max_record_size, int(write_limits), found[0][0]),
+                )
+            else:
+                cursor = await db.execute(
+                    "INSERT INTO streams (name, created, retention_hours, max_record_size,"
+                    " write_limits, next_shard, last_seq, last_arrival, version)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0) RETURNING id",
+                    (name, now, retention_hours, max_record_size, int(write_limits), shard_count),
+                )
+                (stream,) = await cursor.fetchone()  # type: ignore[misc]
+                await db.executemany(
+                    "INSERT INTO stream_shards (stream, shard, start_hash, end_hash, created,"
+                    " first_seq) VALUES (?, ?, ?, ?, ?, 1)",
+                    [
+                        (stream, index, _hash_text(start), _hash_text(end), now)
+                        for index, (start, end) in enumerate(even_ranges(shard_count))
+                    ],
+                )
+        self._maps.pop(name, None)
+        return await self.describe_stream(name)
+
+    async def delete_stream(self, name: str) -> None:
+        async with transaction(self._connection, self._lock) as db:
+            found = await self._fetch(db, "SELECT id FROM streams WHERE name = ?", (name,))
+            if not found:
+                raise StreamError("ResourceNotFoundException", f"stream {name} not found")
+            for table in ("stream_records", "stream_shards", "stream_checkpoints"):
+                await db.execute(f"DELETE FROM {table} WHERE stream = ?", (found[0][0],))
+            await db.execute("DELETE FROM streams WHERE id = ?", (found[0][0],))
+        self._maps.pop(name, None)
+
+    async def list_streams(self) -> list[str]:
+        return [row[0] for row in await self._rows("SELECT name FROM streams ORDER BY name")]
+
+    async def describe_stream(self, name: str) -> dict[str, Any]:
+        """DescribeStream's StreamDescription: every shard still listed (open
+        ones, and closed ones until retention ends), oldest first."""
+        info = await self._info(name)
+        shards = await self._shards(info.id)
+        return {
+            "StreamName": info.name,
+            "StreamARN": f"arn:aws:kinesis:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:stream/{info.name}",
+            "StreamStatus": "ACTIVE",
+            "StreamModeDetails": {
+                "StreamMode": "PROVISIONED" if info.write_limits else "ON_DEMAND"
+            },
+            "Shards": [shard.to_json() for shard in shards],
+            "HasMoreShards": False,
+            "RetentionPeriodHours": info.retention_hours,
+            "StreamCreationTimestamp": info.created,
+            "MaxRecordSizeInBytes": info.max_record_size,
+            "OpenShardCount": sum(1 for shard in shards if shard.closed is None),
+        }
+
+    async def list_shards(self, name: str) -> list[dict[str, Any]]:
+        info = await self._info(name)
+        return [shard.to_json() for shard in await self._shards(info.id)]
+
+    async def set_retention(self, name: str, hours: int) -> None:
+        """IncreaseStreamRetentionPeriod and DecreaseStreamRetentionPeriod in one."""
+        check_retention(hours)
+        info = await self._info(name)
+        await self._rows("UPDATE streams SET retention_hours = ? WHERE id = ?", (hours, info.id))
+        self._maps.pop(name, None)
+
+    # -- writing ------------------------------------------------------------
+
+    async def put_record(
+        self,
+        name: str,
+        data: bytes | str,
+        partition_key: str,
+        *,
+        explicit_hash_key: str | None = None,
+    ) -> dict[str, Any]:
+        """PutRecord: {"ShardId", "SequenceNumber"}; a refusal raises StreamError."""
+        entry: dict[str, Any] = {"Data": data, "PartitionKey": partition_key}
+        if explicit_hash_key is not None:
+            entry["ExplicitHashKey"] = explicit_hash_key
+        [result] = (await self.put_records(name, [entry]))["Records"]
+        if "ErrorCode" in result:
+            raise StreamError(result["ErrorCode"], result["ErrorMessage"])
+        return dict(result)
+
+    async def put_records(self, name: str, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """PutRecords: each entry {"Data", "PartitionKey", "ExplicitHashKey"?}.
+
+        Up to 500 entries and 5 MiB in all, or the whole request is refused. An
+        entry that is invalid, too big or (with write limits on) over its
+        shard's allowance fails alone, with its ErrorCode and ErrorMessage in
+        its place in "Records"; the rest are written in one transaction.
+        """
+        if not isinstance(records, list | tuple):
+            raise StreamError("InvalidArgumentException", "records must be a list of entries")
+        if not 1 <= len(records) <= MAX_PUT_RECORDS:
+            raise StreamError(
+                "InvalidArgumentException",
+                f"a PutRecords request has 1 to {MAX_PUT_RECORDS} records, not {len(records)}",
+            )
+        results: list[dict[str, Any]] = [{} for _ in records]
+        puts: list[_Put] = []
+        total = 0
+        info = await self._info(name) if name not in self._maps else self._maps[name].info
+        for index, entry in enumerate(records):
+            try:
+                put = self._checked(index, entry, info.max_record_size)
+            except StreamError as exc:
+                results[index] = {"ErrorCode": exc.code, "ErrorMessage": exc.message}
+                continue
+            total += len(put.data) + len(put.partition_key.encode())
+            puts.append(put)
+        if total > MAX_PUT_REQUEST_BYTES:
+            raise StreamError(
+                "InvalidArgumentException",
+                f"a PutRecords request holds at most {MAX_PUT_REQUEST_BYTES} bytes of data and"
+                f" partition keys, not {total}",
+            )
+        if puts:
+            await self._write(name, puts, results)
+        failed = sum(1 for result in results if "ErrorCode" in result)
+        if puts and failed < len(results):
+            self._appended.set()
+            self._appended = asyncio.Event()
+        return {"FailedRecordCount": failed, "Records": results}
+
+    @staticmethod
+    def _checked(index: int, entry: Any, limit: int) -> _Put:
+        def refuse(message: str) -> StreamError:
+            return StreamError("InvalidArgumentException", f"record {index}: {message}")
+
+        if not isinstance(entry, Mapping):
+            raise refuse("must be a mapping with Data and PartitionKey")
+        key = entry.get("PartitionKey")
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_PARTITION_KEY:
+            raise refuse(f"PartitionKey must be a string of 1 to {MAX_PARTITION_KEY} characters")
+        data = entry.get("Data")
+        if isinstance(data, str):
+            data = data.encode()
+        elif isinstance(data, bytearray | memoryview):
+            data = bytes(data)
+        if not isinstance(data, bytes):
+            raise refuse("Data must be bytes or a string")
+        size = len(data) + len(key.encode())
+        if size > limit:
+            raise refuse(
+                f"{size} bytes of data and partition key is over the stream's limit of {limit}"
+            )
+        explicit = entry.get("ExplicitHashKey")
+        if explicit is None:
+            hash_key = partition_hash(key)
+        else:
+            try:
+                hash_key = int(explicit) if isinstance(explicit, str) and explicit.isdigit() else -1
+            except ValueError:
+                hash_key = -1
+            if not 0 <= hash_key < HASH_SPACE:
+                raise refuse(
+                    f"ExplicitHashKey must be a decimal from 0 to 2^128-1, not {explicit!r}"
+                )
+        return _Put(index, key, data, hash_key)
+
+    async def _write(self, name: str, puts: list[_Put], results: list[dict[str, Any]]) -> None:
+        now = self.clock.time()
+        async with transaction(self._connection, self._lock) as db:
+            rows = await self._fetch(
+                db,
+                "SELECT id, last_seq, last_arrival, version FROM streams WHERE name = ?",
+                (name,),
+            )
+            if not rows:
+                raise StreamError("ResourceNotFoundException", f"stream {name} not found")
+            stream, last_seq, last_arrival, version = rows[0]
+            shard_map = self._maps.get(name)
+            if (
+                shard_map is None
+                or shard_map.info.version != version
+                or shard_map.info.id != stream
+            ):
+                shard_map = await self._load_map(name, db)
+            arrival = max(now, last_arrival)  # never backwards: retention trims a prefix
+            written = []
+            seq = last_seq
+            for put in puts:
+                shard = shard_map.route(put.hash_key)
+                if shard_map.info.write_limits and not self._allowed(stream, shard.index, put, now):
+                    results[put.index] = {
+                        "ErrorCode": "ProvisionedThroughputExceededException",
+                        "ErrorMessage": f"Rate exceeded for shard {shard.id} in stream {name}",
+                    }
+                    continue
+                seq += 1
+                written.append((stream, shard.index, seq, put.partition_key, put.data, arrival))
+                results[put.index] = {
+                    "SequenceNumber": sequence_number(seq, shard.index),
+                    "ShardId": shard.id,
+                }
+            if written:
+                await db.executemany(
+                    "INSERT INTO stream_records (stream, shard, seq, partition_key, data, arrival)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    written,
+                )
+                await db.execute(
+                    "UPDATE streams SET last_seq = ?, last_arrival = ? WHERE id = ?",
+                    (seq, arrival, stream),
+                )
+
+    async def _load_map(self, name: str, db: aiosqlite.Connection) -> _ShardMap:
+        info = await self._info(name, db)
+        shards = sorted(
+            (s for s in await self._shards(info.id, db) if s.closed is None),
+            key=lambda s: s.start_hash,
+        )
+        shard_map = _ShardMap(info, [s.start_hash for s in shards], shards)
+        self._maps[name] = shard_map
+        return shard_map
+
+    def _allowed(self, stream: int, shard: int, put: _Put, now: float) -> bool:
+        bucket = self._buckets.get((stream, shard))
+        if bucket is None:
+            bucket = self._buckets[(stream, shard)] = _Bucket(now)
+        return bucket.take(len(put.data) + len(put.partition_key.encode()), now)
+
+    # -- reading ------------------------------------------------------------
+
+    async def get_shard_iterator(
+        self,
+        name: str,
+        shard: str,
+        iterator_type: str,
+        *,
+        sequence_number: str | None = None,
+        timestamp: float | None = None,
+    ) -> str:
+        """GetShardIterator: TRIM_HORIZON, LATEST, AT_SEQUENCE_NUMBER,
+        AFTER_SEQUENCE_NUMBER (with ``sequence_number``) or AT_TIMESTAMP (with
+        ``timestamp``, seconds since the epoch). Valid for 5 minutes."""
+        info = await self._info(name)
+        found = await self._shard(info, shard_index(shard))
+        after = await self._position(info, found, iterator_type, sequence_number, timestamp)
+        return self._iterator(info, found.index, after)
+
+    async def _position(
+        self,
+        info: StreamInfo,
+        shard: Shard,
+        iterator_type: str,
+        sequence: str | None,
+        timestamp: float | None,
+    ) -> int:
+        """The counter value after which reading starts."""
+        if iterator_type == "TRIM_HORIZON":
+            return 0
+        if iterator_type == "LATEST":
+            return await self._latest(info, shard)
+        if iterator_type in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
+            if sequence is None:
+                raise StreamError(
+                    "InvalidArgumentException", f"{iterator_type} needs a StartingSequenceNumber"
+                )
+            seq, index = parse_sequence_number(sequence)
+            if index != shard.index:
+                raise StreamError(
+                    "InvalidArgumentException",
+                    f"sequence number {sequence} is of {shard_id(index)}, not {shard.id}",
+                )
+            return seq - 1 if iterator_type == "AT_SEQUENCE_NUMBER" else seq
+        if iterator_type == "AT_TIMESTAMP":
+            if timestamp is None:
+                raise StreamError("InvalidArgumentException", "AT_TIMESTAMP needs a Timestamp")
+            return await self._at_time(info, shard, timestamp)
+        raise StreamError(
+            "InvalidArgumentException",
+            f"shard iterator type {iterator_type!r}: TRIM_HORIZON, LATEST, AT_SEQUENCE_NUMBER,"
+            " AFTER_SEQUENCE_NUMBER or AT_TIMESTAMP",
+        )
+
+    async def _latest(self, info: StreamInfo, shard: Shard) -> int:
+        if shard.last_seq is not None:
+            return shard.last_seq
+        rows = await self._rows("SELECT last_seq FROM streams WHERE id = ?", (info.id,))
+        return int(rows[0][0]) if rows else 0
+
+    async def _at_time(self, info: StreamInfo, shard: Shard, timestamp: float) -> int:
+        rows = await self._rows(
+            "SELECT seq FROM stream_records WHERE stream = ? AND shard = ? AND arrival >= ?"
+            " ORDER BY seq LIMIT 1",
+            (info.id, shard.index, timestamp),
+        )
+        return rows[0][0] - 1 if rows else await self._latest(info, shard)
+
+    def _iterator(self, info: StreamInfo, shard: int, after: int) -> str:
+        token = orjson.dumps([info.id, info.name, shard, after, self.clock.time()])
+        return base64.urlsafe_b64encode(token).decode()
+
+    def _parse_iterator(self, iterator: Any) -> tuple[int, str, int, int, float]:
+        try:
+            stream, name, shard, after, issued = orjson.loads(base64.urlsafe_b64decode(iterator))
+            return int(stream), str(name), int(shard), int(after), float(issued)
+        except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError):
+            raise StreamError(
+                "InvalidArgumentException", "not a shard iterator (from GetShardIterator)"
+            ) from None
+
+    async def get_records(self, iterator: str, limit: int = MAX_GET_RECORDS) -> dict[str, Any]:
+        """GetRecords: {"Records", "NextShardIterator", "MillisBehindLatest",
+        "ChildShards"?}. NextShardIterator is None once a closed shard has been
+        read to its end (ChildShards then names its children)."""
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= MAX_GET_RECORDS
+        ):
+            raise StreamError(
+                "InvalidArgumentException", f"limit must be 1 to {MAX_GET_RECORDS}, not {limit!r}"
+            )
+        stream, name, index, after, issued = self._parse_iterator(iterator)
+        now = self.clock.time()
+        if now - issued > ITERATOR_LIFETIME:
+            raise StreamError(
+                "ExpiredIteratorException",
+                f"the iterator was issued {now - issued:.0f} s ago; iterators last"
+                f" {ITERATOR_LIFETIME:.0f} s: get a new one with GetShardIterator",
+            )
+        info = await self._info(name)
+        if info.id != stream:
+            raise StreamError("ResourceNotFoundException", f"stream {name} was deleted")
+        shard = await self._shard(info, index)
+        read = await self._read(info, shard, after, limit)
+        answer: dict[str, Any] = {
+            "Records": [record.to_json() for record in read.records],
+            "NextShardIterator": None if read.ended else self._iterator(info, index, read.after),
+            "MillisBehindLatest": read.behind_ms,
+        }
+        if read.ended:
+            answer["ChildShards"] = [
+                {"ShardId": child.id, "ParentShards": [shard_id(p) for p in child.parents],
+                 "HashKeyRange": child.to_json()["HashKeyRange"]}
+                for child in await self._shards(info.id)
+                if index in child.parents
+            ]  # fmt: skip
+        return answer
+
+    async def _read(self, info: StreamInfo, shard: Shard, after: int, limit: int) -> _Read:
+        cutoff = self.clock.time() - info.retention
+        rows = await self._rows(
+            "SELECT seq, partition_key, data, arrival FROM stream_records"
+            " WHERE stream = ? AND shard = ? AND seq > ? AND arrival >= ? ORDER BY seq LIMIT ?",
+            (info.id, shard.index, after, cutoff, limit + 1),
+        )
+        records: list[Record] = []
+        size = 0
+        for seq, key, data, arrival in rows[:limit]:
+            size += len(data) + len(key)
+            if records and size > MAX_GET_BYTES:
+                break
+            records.append(
+                Record(info.name, shard.id, sequence_number(seq, shard.index), key, data, arrival)
+            )
+        position = int(records[-1].sequence_number[:50]) if records else after
+        more = len(rows) > len(records)
+        behind = 0
+        if more:
+            behind = max(int((self.clock.time() - rows[len(records)][3]) * 1000), 0)
+        ended = shard.last_seq is not None and not more and position >= 0
+        return _Read(records, position, behind, ended)
+
+    # -- resharding ---------------------------------------------------------
+
+    async def split_shard(
+        self, name: str, shard: str, new_starting_hash_key: str | int
+    ) -> list[str]:
+        """SplitShard: close ``shard`` and give its range to two children, the
+        second starting at ``new_starting_hash_key``. Returns the children's ids."""
+        index = shard_index(shard)
+        try:
+            split_at = int(new_starting_hash_key)
+        except (TypeError, ValueError):
+            split_at = -1
+        async with transaction(self._connection, self._lock) as db:
+            info, parent, next_shard, last_seq = await self._open_shard(name, index, db)
+            if not parent.start_hash < split_at <= parent.end_hash:
+                raise StreamError(
+                    "InvalidArgumentException",
+                    f"NewStartingHashKey {new_starting_hash_key!r} must be a decimal above"
+                    f" {parent.start_hash} and at most {parent.end_hash}"
+                    f" (the range of {parent.id})",
+                )
+            now = self.clock.time()
+            children = [
+                (next_shard, parent.start_hash, split_at - 1),
+                (next_shard + 1, split_at, parent.end_hash),
+            ]
+            await self._reshard(db, info, [parent], children, (index, None), last_seq, now)
+        self._maps.pop(name, None)
+        return [shard_id(child[0]) for child in children]
+
+    async def merge_shards(self, name: str, shard: str, adjacent: str) -> str:
+        """MergeShards: close two shards with adjacent ranges and give both
+        ranges to one child. Returns the child's id."""
+        first, second = shard_index(shard), shard_index(adjacent)
+        async with transaction(self._connection, self._lock) as db:
+            info, one, next_shard, last_seq = await self._open_shard(name, first, db)
+            _, other, _, _ = await self._open_shard(name, second, db)
+            low, high = sorted((one, other), key=lambda s: s.start_hash)
+            if low.end_hash + 1 != high.start_hash:
+                raise StreamError(
+                    "InvalidArgumentException",
+                    f"{one.id} and {other.id} are not adjacent: their hash key ranges must meet",
+                )
+            now = self.clock.time()
+            child = (next_shard, low.start_hash, high.end_hash)
+            await self._reshard(db, info, [one, other], [child], (first, second), last_seq, now)
+        self._maps.pop(name, None)
+        return shard_id(next_shard)
+
+    async def _open_shard(
+        self, name: str, index: int, db: aiosqlite.Connection
+    ) -> tuple[StreamInfo, Shard, int, int]:
+        info = await self._info(name, db)
+        shard = await self._shard(info, index, db)
+        if shard.closed is not None:
+            raise StreamError(
+                "ResourceInUseException", f"{shard.id} of stream {name} is closed (resharded)"
+            )
+        rows = await self._fetch(
+            db, "SELECT next_shard, last_seq FROM streams WHERE id = ?", (info.id,)
+        )
+        return info, shard, rows[0][0], rows[0][1]
+
+    async def _reshard(
+        self,
+        db: aiosqlite.Connection,
+        info: StreamInfo,
+        parents: list[Shard],
+        children: list[tuple[int, int, int]],
+        lineage: tuple[int, int | None],
+        last_seq: int,
+        now: float,
+    ) -> None:
+        for parent in parents:
+            await db.execute(
+                "UPDATE stream_shards SET closed = ?, last_seq = ? WHERE stream = ? AND shard = ?",
+                (now, last_seq, info.id, parent.index),
+            )
+        await db.executemany(
+            "INSERT INTO stream_shards (stream, shard, start_hash, end_hash, parent, adjacent,"
+            " created, first_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (info.id, index, _hash_text(start), _hash_text(end), *lineage, now, last_seq + 1)
+                for index, start, end in children
+            ],
+        )
+        await db.execute(
+            "UPDATE streams SET next_shard = next_shard + ?, version = version + 1 WHERE id = ?",
+            (len(children), info.id),
+        )
+
+    # -- retention ----------------------------------------------------------
+
+    async def trim(self, name: str) -> int:
+        """Delete records older than the retention period, and closed shards
+        whose records have all gone; how many records were deleted."""
+        info = await self._info(name)
+        cutoff = self.clock.time() - info.retention
+        deleted = 0
+        for shard in await self._shards(info.id):
+            async with transaction(self._connection, self._lock) as db:
+                # Arrival times only grow along a stream: the expired are a prefix.
+                first_kept = await self._fetch(
+                    db,
+                    "SELECT seq FROM stream_records WHERE stream = ? AND shard = ?"
+                    " AND arrival >= ? ORDER BY seq LIMIT 1",
+                    (info.id, shard.index, cutoff),
+                )
+                bound = first_kept[0][0] if first_kept else None
+                cursor = await db.execute(
+                    "DELETE FROM stream_records WHERE stream = ? AND shard = ? AND seq < ?",
+                    (info.id, shard.index, bound if bound is not None else 2**62),
+                )
+                deleted += max(cursor.rowcount, 0)
+                if shard.closed is not None and shard.closed < cutoff and bound is None:
+                    await db.execute(
+                        "DELETE FROM stream_shards WHERE stream = ? AND shard = ?",
+                        (info.id, shard.index),
+                    )
+        return deleted
+
+    # -- consumers ----------------------------------------------------------
+
+    def consume(
+        self,
+        name: str,
+        consumer: str | None,
+        *,
+        start: str | int | float = "trim_horizon",
+        batch: int = 1000,
+        poll: float = 0.2,
+        follow: bool = True,
+    ) -> StreamConsumer:
+        """Every record of the stream, in order per shard (and so per partition
+        key, also across a reshard: a child is read once its parents are read
+        to their end). See ``StreamConsumer``."""
+        check_stream_name(name)
+        return StreamConsumer(self, name, consumer, start, batch, poll, follow)
+
+    async def checkpoints(self, name: str, consumer: str) -> dict[str, dict[str, Any]]:
+        """Where ``consumer`` stands in each shard: {shard id: {"SequenceNumber", "Finished"}}."""
+        info = await self._info(name)
+        rows = await self._rows(
+            "SELECT shard, seq, finished FROM stream_checkpoints WHERE stream = ? AND consumer = ?"
+            " ORDER BY shard",
+            (info.id, consumer),
+        )
+        return {
+            shard_id(shard): {"SequenceNumber": sequence_number(seq, shard), "Finished": bool(done)}
+            for shard, seq, done in rows
+        }
+
+    async def consumers(self, name: str) -> list[str]:
+        info = await self._info(name)
+        rows = await self._rows(
+            "SELECT DISTINCT consumer FROM stream_checkpoints WHERE stream = ? ORDER BY consumer",
+            (info.id,),
+        )
+        return [row[0] for row in rows]
+
+    async def _load_checkpoints(self, stream: int, consumer: str) -> dict[int, tuple[int, bool]]:
+        rows = await self._rows(
+            "SELECT shard, seq, finished FROM stream_checkpoints WHERE stream = ? AND consumer = ?",
+            (stream, consumer),
+        )
+        return {shard: (seq, bool(done)) for shard, seq, done in rows}
+
+    async def _save_checkpoints(
+        self, stream: int, consumer: str, positions: Mapping[int, tuple[int, bool]]
+    ) -> None:
+        now = self.clock.time()
+        async with transaction(self._connection, self._lock) as db:
+            await db.executemany(
+                "INSERT INTO stream_checkpoints (stream, consumer, shard, seq, finished, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stream, consumer, shard) DO UPDATE SET"
+                " seq = excluded.seq, finished = excluded.finished, updated = excluded.updated",
+                [
+                    (stream, consumer, shard, seq, int(done), now)
+                    for shard, (seq, done) in positions.items()
+                ],
+            )
+
+    async def _wait_for_records(self, timeout: float) -> None:
+        """Until a put on this store, or ``timeout`` (another process may write)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._appended.wait(), timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    records: list[Record]
+    after: int  # the position after the last record returned
+    behind_ms: int
+    ended: bool  # a closed shard read to its end
+
+
+class StreamConsumer:
+    """Reads every shard of a stream, parents before children, as an async
+    iterator of ``Record``; a named consumer keeps a checkpoint per shard.
+
+    ``start`` applies where a consumer has no checkpoint: "trim_horizon" (the
+    oldest record kept), "latest" (what is written from now on), a sequence
+    number (that record and every later one, in every shard: sequence numbers
+    grow along the whole stream) or a time in seconds since the epoch.
+
+    A record counts as processed once the iterator is asked for the next one.
+    Checkpoints are saved after each batch, when the iterator is closed
+    (``async with`` or ``aclose()``) and by ``checkpoint()``: a consumer that
+    stops abruptly reads at most the last batch again (at least once).
+    ``follow=False`` stops when every shard has been read to its end for now.
+    """
+
+    def __init__(
+        self,
+        store: StreamStore,
+        name: str,
+        consumer: str | None,
+        start: str | int | float,
+        batch: int,
+        poll: float,
+        follow: bool,
+    ) -> None:
+        if not 1 <= batch <= MAX_GET_RECORDS:
+            raise StreamError("InvalidArgumentException", f"batch must be 1 to {MAX_GET_RECORDS}")
+        self.store = store
+        self.name = name
+        self.consumer = consumer
+        self.start = start
+        self.batch = batch
+        self.poll = poll
+        self.follow = follow
+        self._info: StreamInfo | None = None
+        self._positions: dict[int, tuple[int, bool]] = {}  # shard -> (after, finished)
+        self._saved: dict[int, tuple[int, bool]] = {}
+        self._pending: list[Record] = []
+        self._current: tuple[int, int] | None = None  # (shard, seq) of the record handed out
+        self._shard_done: int | None = None  # the shard whose batch ended its reading
+        self._closed = False
+        self._turn = 0  # where the next look for records starts: no shard starves
+
+    def __aiter__(self) -> StreamConsumer:
+        return self
+
+    async def __aenter__(self) -> StreamConsumer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._processed()
+            await self.checkpoint()
+
+    async def checkpoint(self) -> None:
+        """Save where this consumer stands (a named consumer only)."""
+        if self.consumer is None or self._info is None:
+            return
+        changed = {s: p for s, p in self._positions.items() if self._saved.get(s) != p}
+        if changed:
+            await self.store._save_checkpoints(self._info.id, self.consumer, changed)
+            self._saved.update(changed)
+
+    def _processed(self) -> None:
+        if self._current is not None:
+            shard, seq = self._current
+            self._positions[shard] = (seq, False)
+            self._current = None
+
+    async def __anext__(self) -> Record:
+        if not await self._refill():
+            raise StopAsyncIteration
+        record = self._pending.pop(0)
+        self._current = parse_sequence_number(record.sequence_number)[::-1]
+        return record
+
+    async def next_batch(self) -> list[Record]:
+        """The next records of one shard (up to ``batch``), handed out together:
+        they count as processed when the next batch is asked for. Empty when
+        the consumer stops (closed, or caught up without ``follow``)."""
+        if not await self._refill():
+            return []
+        records, self._pending = self._pending, []
+        self._current = parse_sequence_number(records[-1].sequence_number)[::-1]
+        return records
+
+    async def _refill(self) -> bool:
+        """Mark what was handed out as processed; read more if none is pending.
+        False when there is nothing more to hand out."""
+        if self._closed:
+            return False
+        self._processed()
+        while not self._pending:
+            if self._shard_done is not None:
+                after, _ = self._positions[self._shard_done]
+                self._positions[self._shard_done] = (after, True)
+                self._shard_done = None
+            await self.checkpoint()
+            if not await self._fill():
+                if not self.follow:
+                    await self.aclose()
+                    return False
+                await self.store._wait_for_records(self.poll)
+        return True
+
+    async def _fill(self) -> bool:
+        """Read the next batch from the next shard (in turn) that has records;
+        False if none has."""
+        store = self.store
+        info = await store._info(self.name)
+        if self._info is None or self._info.id != info.id:
+            await self._begin(info)
+        self._info = info
+        shards = await store._shards(info.id)
+        present = {shard.index for shard in shards}
+        progress = True
+        while progress:  # a shard read to its end may free its children
+            progress = False
+            count = len(shards)
+            for offset in range(count):
+                shard = shards[(self._turn + offset) % count]
+                after, finished = self._position(shard)
+                if finished or not all(self._finished(p, present) for p in shard.parents):
+                    continue
+                read = await store._read(info, shard, after, self.batch)
+                if read.records:
+                    self._pending = list(read.records)
+                    self._turn = (self._turn + offset + 1) % count
+                    if read.ended:
+                        self._shard_done = shard.index
+                    return True
+                if read.ended:
+                    self._positions[shard.index] = (after, True)
+                    progress = True
+        return False
+
+    def _position(self, shard: Shard) -> tuple[int, bool]:
+        if shard.index not in self._positions:
+            # A shard first seen now (a child of a reshard, or a new start):
+            # its children start at the beginning, others where ``start`` says.
+            self._positions[shard.index] = (0, False)
+        return self._positions[shard.index]
+
+    def _finished(self, parent: int, present: set[int]) -> bool:
+        if parent not in present:
+            return True  # gone after retention: nothing left to read in it
+        return self._positions.get(parent, (0, False))[1]
+
+    async def _begin(self, info: StreamInfo) -> None:
+        """Positions from checkpoints, and from ``start`` for shards without one."""
+        store = self.store
+        self._positions = {}
+        if self.consumer is not None:
+            self._saved = await store._load_checkpoints(info.id, self.consumer)
+            self._positions = dict(self._saved)
+        if self.start == "trim_horizon" or self._positions:
+            return  # a consumer with checkpoints resumes; new shards start at 0
+        if self.start == "latest":
+            rows = await store._rows("SELECT last_seq FROM streams WHERE id = ?", (info.id,))
+            boundary = int(rows[0][0]) + 1
+        elif isinstance(self.start, str):
+            boundary = parse_sequence_number(self.start)[0]
+        elif isinstance(self.start, int | float) and not isinstance(self.start, bool):
+            boundary = await self._first_at(info, float(self.start))
+        else:
+            raise StreamError(
+                "InvalidArgumentException",
+                f"start {self.start!r}: trim_horizon, latest, a sequence number or a time",
+            )
+        for shard in await store._shards(info.id):
+            done = shard.last_seq is not None and shard.last_seq < boundary
+            self._positions[shard.index] = (boundary - 1, done)
+
+    async def _first_at(self, info: StreamInfo, timestamp: float) -> int:
+        rows = await self.store._rows(
+            "SELECT min(seq) FROM stream_records WHERE stream = ? AND arrival >= ?",
+            (info.id, timestamp),
+        )
+        if rows and rows[0][0] is not None:
+            return int(rows[0][0])
+        last = await self.store._rows("SELECT last_seq FROM streams WHERE id = ?", (info.id,))
+        return int(last[0][0]) + 1
+
+
+class Stream:
+    """A handle on one stream of a ``StreamStore``."""
+
+    def __init__(self, store: StreamStore, name: str) -> None:
+        self.store = store
+        self.name = name
+
+    async def put(
+        self, data: bytes | str, partition_key: str, *, explicit_hash_key: str | None = None
+    ) -> dict[str, Any]:
+        return await self.store.put_record(
+            self.name, data, partition_key, explicit_hash_key=explicit_hash_key
+        )
+
+    async def put_records(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        return await self.store.put_records(self.name, records)
+
+    async def describe(self) -> dict[str, Any]:
+        return await self.store.describe_stream(self.name)
+
+    def consume(self, consumer: str | None = None, **options: Any) -> StreamConsumer:
+        """``async for record in stream.consume("name")``: see ``StreamConsumer``."""
+        return self.store.consume(self.name, consumer, **options)
+
+    async def records(self, **options: Any) -> Iterable[Record]:
+        """Everything readable now, without a checkpoint (tests, small streams)."""
+        found = []
+        async for record in self.store.consume(self.name, None, follow=False, **options):
+            found.append(record)
+        return found

@@ -1,0 +1,442 @@
+"""The ``stream`` target type: each delivered payload becomes a stream record.
+
+Settings (see docs/streams.md): the stream's ``shards`` (at creation),
+``retention_hours``, ``max_record_size`` and ``write_limits``; where the
+partition key comes from (``partition_key``, or ``partition_key_jmespath``
+over the event, default ``source``); and ``consumers``: named readers that
+hand batches of records to another resource, as a Lambda event source
+mapping does, each with its own checkpoints.
+
+Deliveries in flight at once are written together (up to 500 records, one
+transaction): the bus runs ``concurrency`` of them, so a busy rule target
+commits in groups rather than once per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jmespath
+import jmespath.exceptions
+import orjson
+
+from pipelines.clock import sleep
+from pipelines.errors import ConfigError, DeliveryError, PipelinesError, StreamError
+from pipelines.event import DEFAULT_REGION
+from pipelines.targets import (
+    DeliveryContext,
+    Target,
+    TargetServices,
+    TargetType,
+    check_keys,
+    flag_setting,
+    number_setting,
+)
+from plugins.stream.store import (
+    DEFAULT_RECORD_SIZE,
+    MAX_GET_RECORDS,
+    MAX_PUT_RECORDS,
+    MAX_PUT_REQUEST_BYTES,
+    MAX_RECORD_SIZE,
+    MAX_RETENTION_HOURS,
+    MAX_SHARDS,
+    MIN_RETENTION_HOURS,
+    Record,
+    StreamStore,
+    check_stream_name,
+)
+
+log = logging.getLogger("plugins.stream")
+
+SETTINGS = {
+    "stream",
+    "shards",
+    "retention_hours",
+    "max_record_size",
+    "write_limits",
+    "partition_key",
+    "partition_key_jmespath",
+    "consumers",
+}
+CONSUMER_SETTINGS = {"target", "batch_size", "start", "maximum_retry_attempts", "poll"}
+TRIM_INTERVAL = 60.0
+#: Refusals a retry cannot cure.
+SENDER_FAULTS = {"InvalidArgumentException", "ResourceNotFoundException"}
+
+SETTINGS_SCHEMA: dict[str, Any] = {
+    "properties": {
+        "stream": {"type": "string", "description": "the stream's name (default: the resource's)"},
+        "shards": {"type": "integer", "minimum": 1, "maximum": MAX_SHARDS, "default": 1},
+        "retention_hours": {
+            "type": "integer",
+            "minimum": MIN_RETENTION_HOURS,
+            "maximum": MAX_RETENTION_HOURS,
+            "default": MIN_RETENTION_HOURS,
+        },
+        "max_record_size": {
+            "type": "integer",
+            "minimum": 1024,
+            "maximum": MAX_RECORD_SIZE,
+            "default": DEFAULT_RECORD_SIZE,
+        },
+        "write_limits": {
+            "type": "boolean",
+            "default": False,
+            "description": "per shard 1,000 records/s and 1 MiB/s, as provisioned Kinesis",
+        },
+        "partition_key": {"type": "string", "description": "a fixed partition key"},
+        "partition_key_jmespath": {
+            "type": "string",
+            "default": "source",
+            "description": "JMESPath over the event giving the partition key",
+        },
+        "consumers": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["target"],
+                "additionalProperties": False,
+                "properties": {
+                    "target": {"type": "string", "description": "the resource given batches"},
+                    "batch_size": {"type": "integer", "minimum": 1, "maximum": MAX_GET_RECORDS},
+                    "start": {"enum": ["trim_horizon", "latest"]},
+                    "maximum_retry_attempts": {"type": "integer", "minimum": -1},
+                    "poll": {"type": "number", "minimum": 0.01},
+                },
+            },
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    name: str
+    target: str
+    batch_size: int = 100
+    start: str = "trim_horizon"
+    maximum_retry_attempts: int = -1  # -1: until it succeeds or the records expire
+    poll: float = 1.0  # how often to look for records written by other processes
+
+
+def parse_consumer(where: str, name: str, config: Any) -> ConsumerSettings:
+    if not isinstance(config, Mapping):
+        raise ConfigError(where, "must be a mapping with target, batch_size, start, ...")
+    check_keys(where, config, CONSUMER_SETTINGS)
+    target = config.get("target")
+    if not isinstance(target, str) or not target:
+        raise ConfigError(f"{where}.target", "must name the resource that gets the batches")
+    start = config.get("start", "trim_horizon")
+    if start not in ("trim_horizon", "latest"):
+        raise ConfigError(f"{where}.start", f"must be trim_horizon or latest, not {start!r}")
+    batch = number_setting(where, config, "batch_size", 100, 1, MAX_GET_RECORDS, integer=True)
+    retries = number_setting(where, config, "maximum_retry_attempts", -1, -1, 10_000, integer=True)
+    poll = number_setting(where, config, "poll", 1.0, 0.01, 60)
+    return ConsumerSettings(name, target, int(batch), start, int(retries), poll)
+
+
+class StreamTarget(Target):
+    concurrency = 64  # deliveries in flight per rule target: what one commit can group
+
+    def __init__(
+        self,
+        name: str,
+        stream: str,
+        attributes: Mapping[str, Any],
+        partition_key: str | None,
+        partition_expression: jmespath.parser.ParsedResult,
+        consumers: list[ConsumerSettings],
+    ) -> None:
+        self.name = name
+        self.where = f"target {name}"
+        self.stream = stream
+        self.attributes = dict(attributes)
+        self.partition_key = partition_key
+        self.partition_expression = partition_expression
+        self.consumers = consumers
+        self.store: StreamStore | None = None
+        self._services: TargetServices | None = None
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def references(self) -> list[tuple[tuple[str | int, ...], str]]:
+        return [(("consumers", c.name, "target"), c.target) for c in self.consumers]
+
+    async def start(self, services: TargetServices) -> None:
+        if services.state_path is None:
+            raise PipelinesError(
+                f"stream {self.stream}: streams are kept in the state database;"
+                " give the runtime a state_path (a config always has one)"
+            )
+        for consumer in self.consumers:
+            services.resource(consumer.target, where=f"{self.where}.consumers.{consumer.name}")
+        self._services = services
+        self.store = store = await StreamStore.open(services.state_path, services.clock)
+        try:
+            await self._create(store)
+        except BaseException:
+            await store.close()
+            self.store = None
+            raise
+        self._tasks = [services.spawn(self._write()), services.spawn(self._trim(store))]
+        self._tasks += [services.spawn(self._consume(store, c)) for c in self.consumers]
+
+    async def _create(self, store: StreamStore) -> None:
+        shards = self.attributes.get("shards", 1)
+        options = {k: v for k, v in self.attributes.items() if k != "shards"}
+        try:
+            described = await store.create_stream(self.stream, shards, update=True, **options)
+        except StreamError as exc:
+            raise PipelinesError(f"{self.where}: {exc.message}") from None
+        if described["OpenShardCount"] != shards:
+            log.info(
+                "%s: stream %s has %d open shards (the config's %d applies at creation;"
+                " reshard with pipelines stream split and merge)",
+                self.where,
+                self.stream,
+                described["OpenShardCount"],
+                shards,
+            )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        for _, waiter in self._waiting:
+            if not waiter.done():
+                waiter.set_exception(
+                    DeliveryError("StreamStopped", "the stream target stopped", retryable=True)
+                )
+        self._waiting = []
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+
+    # -- writing ------------------------------------------------------------
+
+    async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
+        if self.store is None:
+            raise DeliveryError("StreamStopped", f"{self.where} is not running", retryable=True)
+        data = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
+        entry = {"Data": data, "PartitionKey": self._partition_key(context.event)}
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((entry, waiter))
+        self._wakeup.set()
+        result = await waiter
+        return result["SequenceNumber"]
+
+    def _partition_key(self, event: Mapping[str, Any]) -> str:
+        if self.partition_key is not None:
+            return self.partition_key
+        found = self.partition_expression.search(event)
+        if isinstance(found, bool) or not isinstance(found, str | int | float) or found == "":
+            raise DeliveryError(
+                "InvalidPartitionKey",
+                f"partition_key_jmespath gave {found!r} for this event, not a string or number",
+                retryable=False,
+            )
+        return str(found)
+
+    async def _write(self) -> None:
+        """Write what deliveries are waiting for, in groups of up to 500 records."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._waiting:
+                group = self._group()
+                await self._put(group)
+
+    def _group(self) -> list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]]:
+        size = 0
+        for count, (entry, _) in enumerate(self._waiting):
+            size += len(entry["Data"]) + len(entry["PartitionKey"].encode())
+            if count == MAX_PUT_RECORDS or (count and size > MAX_PUT_REQUEST_BYTES):
+                break
+        else:
+            count = len(self._waiting)
+        group, self._waiting = self._waiting[:count], self._waiting[count:]
+        return group
+
+    async def _put(self, group: list[tuple[dict[str, Any], asyncio.Future[Any]]]) -> None:
+        assert self.store is not None
+        try:
+            answer = await self.store.put_records(self.stream, [entry for entry, _ in group])
+        except StreamError as exc:
+            failure = DeliveryError(exc.code, exc.message, retryable=exc.code not in SENDER_FAULTS)
+            for _, waiter in group:
+                if not waiter.done():
+                    waiter.set_exception(failure)
+            return
+        except Exception as exc:  # the database: a retry may well succeed
+            log.exception("%s: writing %d records failed", self.where, len(group))
+            failure = DeliveryError("InternalFailure", str(exc), retryable=True)
+            for _, waiter in group:
+                if not waiter.done():
+                    waiter.set_exception(failure)
+            return
+        for (_, waiter), result in zip(group, answer["Records"], strict=True):
+            if waiter.done():
+                continue  # its attempt timed out; the record is written all the same
+            if "ErrorCode" in result:
+                code = result["ErrorCode"]
+                waiter.set_exception(
+                    DeliveryError(code, result["ErrorMessage"], retryable=code not in SENDER_FAULTS)
+                )
+            else:
+                waiter.set_result(result)
+
+    async def _trim(self, store: StreamStore) -> None:
+        """Retention: delete what is older than the retention period, once a minute."""
+        assert self._services is not None
+        while True:
+            await sleep(self._services.clock, TRIM_INTERVAL)
+            try:
+                trimmed = await store.trim(self.stream)
+            except Exception:
+                log.exception("stream %s: could not trim expired records", self.stream)
+            else:
+                if trimmed:
+                    log.info("stream %s: %d records past retention deleted", self.stream, trimmed)
+
+    # -- consumers ----------------------------------------------------------
+
+    async def _consume(self, store: StreamStore, settings: ConsumerSettings) -> None:
+        """Hand each batch to the consumer's target until it takes it; the
+        checkpoint moves past a batch only then (or when retries run out)."""
+        reader = store.consume(
+            self.stream,
+            settings.name,
+            start=settings.start,
+            batch=settings.batch_size,
+            poll=settings.poll,
+        )
+        async with reader:
+            while records := await reader.next_batch():
+                await self._hand_over(settings, records)
+
+    async def _hand_over(self, settings: ConsumerSettings, records: list[Record]) -> None:
+        assert self._services is not None
+        event = kinesis_event(self.stream, records)
+        where = f"{self.where}.consumers.{settings.name}"
+        attempt = 0
+        while True:
+            attempt += 1
+            target = self._services.resource(settings.target, where=where)
+            context = DeliveryContext(f"stream:{self.stream}", settings.name, event, attempt)
+            try:
+                await target.deliver(event, context)
+                return
+            except Exception as exc:
+                error = (
+                    f"{exc.code}: {exc.message}" if isinstance(exc, DeliveryError) else repr(exc)
+                )
+                retries = settings.maximum_retry_attempts
+                if retries >= 0 and attempt > retries:
+                    log.error(
+                        "%s: batch of %d records from %s skipped after %d attempts: %s",
+                        where,
+                        len(records),
+                        records[0].shard_id,
+                        attempt,
+                        error,
+                    )
+                    return
+                delay = min(2.0 ** (attempt - 1), 60.0) * random.uniform(0.5, 1.0)
+                log.warning(
+                    "%s: attempt %d failed (%s); again in %.1f s", where, attempt, error, delay
+                )
+                await sleep(self._services.clock, delay)
+
+
+def kinesis_event(stream: str, records: list[Record]) -> dict[str, Any]:
+    """A batch as Lambda hands Kinesis records to a function: {"Records": [...]}."""
+    arn = f"arn:aws:kinesis:{DEFAULT_REGION}:000000000000:stream/{stream}"
+    return {
+        "Records": [
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": record.partition_key,
+                    "sequenceNumber": record.sequence_number,
+                    "data": base64.b64encode(record.data).decode(),
+                    "approximateArrivalTimestamp": record.arrival,
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": f"{record.shard_id}:{record.sequence_number}",
+                "eventName": "aws:kinesis:record",
+                "awsRegion": DEFAULT_REGION,
+                "eventSourceARN": arn,
+            }
+            for record in records
+        ]
+    }
+
+
+class StreamType(TargetType):
+    name = "stream"
+    description = "A durable stream with Kinesis Data Streams' semantics, in the state database"
+    settings_schema = SETTINGS_SCHEMA
+
+    def create(self, name: str, config: Mapping[str, Any]) -> StreamTarget:
+        where = f"target {name}"
+        check_keys(where, config, SETTINGS)
+        stream = config.get("stream", name)
+        try:
+            check_stream_name(stream)
+        except StreamError as exc:
+            raise ConfigError(f"{where}.stream", exc.message) from None
+        shards = number_setting(where, config, "shards", 1, 1, MAX_SHARDS, integer=True)
+        retention = number_setting(
+            where,
+            config,
+            "retention_hours",
+            MIN_RETENTION_HOURS,
+            MIN_RETENTION_HOURS,
+            MAX_RETENTION_HOURS,
+            integer=True,
+        )
+        size = number_setting(
+            where,
+            config,
+            "max_record_size",
+            DEFAULT_RECORD_SIZE,
+            1024,
+            MAX_RECORD_SIZE,
+            integer=True,
+        )
+        attributes = {
+            "shards": int(shards),
+            "retention_hours": int(retention),
+            "max_record_size": int(size),
+            "write_limits": bool(flag_setting(where, config, "write_limits", False)),
+        }
+        fixed = config.get("partition_key")
+        expression = config.get("partition_key_jmespath")
+        if fixed is not None and expression is not None:
+            raise ConfigError(where, "give partition_key or partition_key_jmespath, not both")
+        if fixed is not None and (not isinstance(fixed, str) or not 1 <= len(fixed) <= 256):
+            raise ConfigError(f"{where}.partition_key", "must be a string of 1 to 256 characters")
+        try:
+            compiled = jmespath.compile(expression if expression is not None else "source")
+        except (jmespath.exceptions.JMESPathError, TypeError) as exc:
+            raise ConfigError(f"{where}.partition_key_jmespath", str(exc)) from None
+        declared = config.get("consumers") or {}
+        if not isinstance(declared, Mapping):
+            raise ConfigError(f"{where}.consumers", "must map consumer names to their settings")
+        consumers = [
+            parse_consumer(f"{where}.consumers.{key}", str(key), value)
+            for key, value in declared.items()
+        ]
+        return StreamTarget(name, stream, attributes, fixed, compiled, consumers)

@@ -1,0 +1,376 @@
+"""Kinesis Data Streams semantics of the stream store, on a real SQLite file
+and a ManualClock."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.clock import ManualClock
+from pipelines.errors import StreamError
+from plugins.stream.store import (
+    HASH_SPACE,
+    Record,
+    StreamStore,
+    parse_sequence_number,
+    partition_hash,
+)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: ManualClock) -> AsyncIterator[StreamStore]:
+    opened = await StreamStore.open(tmp_path / "state.db", clock)
+    yield opened
+    await opened.close()
+
+
+def entries(count: int, key: str = "k", start: int = 0) -> list[dict[str, Any]]:
+    return [{"Data": f"r{n}", "PartitionKey": key} for n in range(start, start + count)]
+
+
+async def read_all(store: StreamStore, stream: str, shard: str, kind: str = "TRIM_HORIZON",
+                   **options: Any) -> dict[str, Any]:  # fmt: skip
+    iterator = await store.get_shard_iterator(stream, shard, kind, **options)
+    return await store.get_records(iterator)
+
+
+def data(answer: dict[str, Any]) -> list[str]:
+    return [record["Data"].decode() for record in answer["Records"]]
+
+
+# -- shards and hash keys ------------------------------------------------------
+
+
+async def test_shards_split_the_hash_key_space_evenly(store: StreamStore) -> None:
+    described = await store.create_stream("s", 4)
+    ranges = [
+        (int(s["HashKeyRange"]["StartingHashKey"]), int(s["HashKeyRange"]["EndingHashKey"]))
+        for s in described["Shards"]
+    ]
+    assert ranges[0][0] == 0 and ranges[-1][1] == HASH_SPACE - 1
+    assert all(ranges[i][1] + 1 == ranges[i + 1][0] for i in range(3))
+    assert {end - start + 1 for start, end in ranges} == {HASH_SPACE // 4}
+    assert [s["ShardId"] for s in described["Shards"]] == [
+        f"shardId-00000000000{i}" for i in range(4)
+    ]
+    assert described["RetentionPeriodHours"] == 24 and described["StreamStatus"] == "ACTIVE"
+
+
+async def test_a_record_goes_to_the_shard_owning_the_md5_of_its_key(store: StreamStore) -> None:
+    described = await store.create_stream("s", 4)
+    ranges = {
+        s["ShardId"]: (int(s["HashKeyRange"]["StartingHashKey"]),
+                       int(s["HashKeyRange"]["EndingHashKey"]))
+        for s in described["Shards"]
+    }  # fmt: skip
+    keys = [f"user-{n}" for n in range(40)]
+    answer = await store.put_records("s", [{"Data": b"x", "PartitionKey": k} for k in keys])
+    assert answer["FailedRecordCount"] == 0
+    for key, result in zip(keys, answer["Records"], strict=True):
+        digest = int.from_bytes(hashlib.md5(key.encode()).digest(), "big")
+        assert digest == partition_hash(key)
+        start, end = ranges[result["ShardId"]]
+        assert start <= digest <= end
+    assert len({r["ShardId"] for r in answer["Records"]}) == 4  # 40 keys reach every shard
+
+    # An explicit hash key overrides the partition key's.
+    last = str(HASH_SPACE - 1)
+    placed = await store.put_record("s", b"x", "user-0", explicit_hash_key=last)
+    assert placed["ShardId"] == "shardId-000000000003"
+
+
+async def test_sequence_numbers_increase_within_a_shard_and_sort_as_strings(
+    store: StreamStore,
+) -> None:
+    await store.create_stream("s", 2)
+    numbers: dict[str, list[str]] = {}
+    for n in range(5):
+        answer = await store.put_records("s", entries(30, start=n * 30) + entries(30, key="j"))
+        for result in answer["Records"]:
+            numbers.setdefault(result["ShardId"], []).append(result["SequenceNumber"])
+    for found in numbers.values():
+        assert found == sorted(found) and len(set(found)) == len(found)
+        assert [parse_sequence_number(n)[0] for n in found] == sorted(
+            parse_sequence_number(n)[0] for n in found
+        )
+        assert all(len(n) == 56 and n.isdigit() for n in found)
+
+
+async def test_put_records_fails_bad_entries_alone_and_limits_the_request(
+    store: StreamStore,
+) -> None:
+    await store.create_stream("s", 1, max_record_size=1024)
+    answer = await store.put_records(
+        "s",
+        [
+            {"Data": "ok", "PartitionKey": "k"},
+            {"Data": "x" * 1100, "PartitionKey": "k"},
+            {"Data": "ok", "PartitionKey": "k" * 257},
+            {"Data": 5, "PartitionKey": "k"},
+            {"Data": "ok", "PartitionKey": "k", "ExplicitHashKey": str(HASH_SPACE)},
+            {"Data": "ok", "PartitionKey": "k"},
+        ],
+    )
+    assert answer["FailedRecordCount"] == 4
+    codes = [r.get("ErrorCode") for r in answer["Records"]]
+    assert codes == [None, *["InvalidArgumentException"] * 4, None]
+    messages = [r.get("ErrorMessage", "") for r in answer["Records"]]
+    assert messages[1].startswith("record 1: 1101 bytes") and "limit of 1024" in messages[1]
+    assert messages[2].startswith("record 2: PartitionKey must be a string of 1 to 256")
+    assert messages[4].startswith("record 4: ExplicitHashKey")
+    assert data(await read_all(store, "s", "shardId-000000000000")) == ["ok", "ok"]
+
+    with pytest.raises(StreamError, match="1 to 500 records, not 501"):
+        await store.put_records("s", entries(501))
+    with pytest.raises(StreamError, match="1 to 500 records, not 0"):
+        await store.put_records("s", [])
+    with pytest.raises(StreamError) as missing:
+        await store.put_records("nope", entries(1))
+    assert missing.value.code == "ResourceNotFoundException"
+
+
+async def test_the_whole_request_is_limited_to_5_mib(store: StreamStore) -> None:
+    await store.create_stream("s", 1, max_record_size=1024 * 1024)
+    big = [{"Data": b"x" * (1024 * 1024 - 10), "PartitionKey": "k"} for _ in range(6)]
+    with pytest.raises(StreamError, match="at most 5242880 bytes"):
+        await store.put_records("s", big)
+    assert (await store.put_records("s", big[:5]))["FailedRecordCount"] == 0
+
+
+# -- iterators -------------------------------------------------------------------
+
+
+async def test_the_five_iterator_types(store: StreamStore, clock: ManualClock) -> None:
+    await store.create_stream("s", 1)
+    shard = "shardId-000000000000"
+    first = await store.put_records("s", entries(3))
+    clock.jump(10)
+    middle = clock.time()
+    await store.put_records("s", entries(3, start=3))
+    numbers = [r["SequenceNumber"] for r in first["Records"]]
+
+    assert data(await read_all(store, "s", shard)) == [f"r{n}" for n in range(6)]
+    assert data(await read_all(store, "s", shard, "LATEST")) == []
+    at = await read_all(store, "s", shard, "AT_SEQUENCE_NUMBER", sequence_number=numbers[1])
+    assert data(at) == ["r1", "r2", "r3", "r4", "r5"]
+    after = await read_all(store, "s", shard, "AFTER_SEQUENCE_NUMBER", sequence_number=numbers[1])
+    assert data(after) == ["r2", "r3", "r4", "r5"]
+    assert data(await read_all(store, "s", shard, "AT_TIMESTAMP", timestamp=middle)) == [
+        "r3",
+        "r4",
+        "r5",
+    ]
+
+    latest = await store.get_shard_iterator("s", shard, "LATEST")
+    await store.put_records("s", entries(1, start=6))
+    assert data(await store.get_records(latest)) == ["r6"]  # written after LATEST was taken
+
+    with pytest.raises(StreamError, match="needs a StartingSequenceNumber"):
+        await store.get_shard_iterator("s", shard, "AT_SEQUENCE_NUMBER")
+    with pytest.raises(StreamError, match="'SOMEWHERE'"):
+        await store.get_shard_iterator("s", shard, "SOMEWHERE")
+    with pytest.raises(StreamError) as unknown:
+        await store.get_shard_iterator("s", "shardId-000000000009", "LATEST")
+    assert unknown.value.code == "ResourceNotFoundException"
+
+
+async def test_get_records_pages_with_next_iterators_and_reports_lag(
+    store: StreamStore, clock: ManualClock
+) -> None:
+    await store.create_stream("s", 1)
+    for n in range(5):
+        await store.put_records("s", entries(10, start=n * 10))
+        clock.jump(1)
+    iterator = await store.get_shard_iterator("s", "shardId-000000000000", "TRIM_HORIZON")
+    first = await store.get_records(iterator, limit=20)
+    assert data(first) == [f"r{n}" for n in range(20)]
+    # The next unread record arrived 3 s before now (written at t+2, now t+5).
+    assert first["MillisBehindLatest"] == 3000
+    rest = await store.get_records(first["NextShardIterator"], limit=10_000)
+    assert data(rest) == [f"r{n}" for n in range(20, 50)]
+    assert rest["MillisBehindLatest"] == 0  # caught up
+    empty = await store.get_records(rest["NextShardIterator"])
+    assert empty["Records"] == [] and empty["NextShardIterator"] is not None  # open: wait
+    with pytest.raises(StreamError, match="limit must be 1 to 10000"):
+        await store.get_records(iterator, limit=10_001)
+
+
+async def test_iterators_expire_after_5_minutes(store: StreamStore, clock: ManualClock) -> None:
+    await store.create_stream("s", 1)
+    iterator = await store.get_shard_iterator("s", "shardId-000000000000", "TRIM_HORIZON")
+    clock.jump(299)
+    answer = await store.get_records(iterator)  # still valid; its next one is fresh
+    clock.jump(299)
+    await store.get_records(answer["NextShardIterator"])
+    with pytest.raises(StreamError) as expired:
+        await store.get_records(iterator)
+    assert expired.value.code == "ExpiredIteratorException"
+    with pytest.raises(StreamError, match="not a shard iterator"):
+        await store.get_records("garbage!")
+
+
+# -- retention -----------------------------------------------------------------
+
+
+async def test_retention_trims_old_records_and_trim_horizon_moves(
+    store: StreamStore, clock: ManualClock
+) -> None:
+    await store.create_stream("s", 1)
+    await store.put_records("s", entries(3))
+    clock.jump(23 * 3600)
+    await store.put_records("s", entries(2, start=3))
+    clock.jump(3600 + 1)  # the first three are now 24 h + 1 s old
+    shard = "shardId-000000000000"
+    # Reads leave out expired records even before the periodic trim runs.
+    assert data(await read_all(store, "s", shard)) == ["r3", "r4"]
+    assert await store.trim("s") == 3
+    assert data(await read_all(store, "s", shard)) == ["r3", "r4"]
+
+    await store.set_retention("s", 48)
+    clock.jump(12 * 3600)
+    assert await store.trim("s") == 0
+    for bad in (23, 8761, "48"):
+        with pytest.raises(StreamError, match="from 24 to 8760"):
+            await store.set_retention("s", bad)  # type: ignore[arg-type]
+
+
+# -- resharding ------------------------------------------------------------------
+
+
+async def test_split_and_merge_close_parents_and_route_to_children(
+    store: StreamStore, clock: ManualClock
+) -> None:
+    await store.create_stream("s", 2)
+    await store.put_records("s", entries(5, key="a"))
+    parent = (await store.put_record("s", b"x", "a"))["ShardId"]
+    low, high = await store.split_shard("s", parent, str(_middle(await store.list_shards("s"),
+                                                                  parent)))  # fmt: skip
+    shards = {s["ShardId"]: s for s in await store.list_shards("s")}
+    assert shards[low]["ParentShardId"] == parent == shards[high]["ParentShardId"]
+    assert "EndingSequenceNumber" in shards[parent]["SequenceNumberRange"]
+    assert await _open_count(store) == 3
+    after = await store.put_record("s", b"y", "a")
+    assert after["ShardId"] in (low, high)
+
+    # The parent stays readable: its records, then no next iterator, and its children.
+    answer = await read_all(store, "s", parent)
+    assert len(answer["Records"]) == 6
+    assert answer["NextShardIterator"] is None
+    assert {c["ShardId"] for c in answer["ChildShards"]} == {low, high}
+
+    merged = await store.merge_shards("s", low, high)
+    shards = {s["ShardId"]: s for s in await store.list_shards("s")}
+    assert shards[merged]["ParentShardId"] == low
+    assert shards[merged]["AdjacentParentShardId"] == high
+    assert shards[merged]["HashKeyRange"] == shards[parent]["HashKeyRange"]
+    assert (await store.put_record("s", b"z", "a"))["ShardId"] == merged
+
+    with pytest.raises(StreamError) as closed:
+        await store.split_shard("s", parent, "1")
+    assert closed.value.code == "ResourceInUseException"
+    other = "shardId-000000000000" if parent != "shardId-000000000000" else "shardId-000000000001"
+    with pytest.raises(StreamError, match="not adjacent"):
+        await store.merge_shards("s", other, other)
+    with pytest.raises(StreamError, match="NewStartingHashKey"):
+        await store.split_shard("s", other, "0")
+
+
+def _middle(shards: list[dict[str, Any]], shard: str) -> int:
+    [found] = [s for s in shards if s["ShardId"] == shard]
+    start = int(found["HashKeyRange"]["StartingHashKey"])
+    end = int(found["HashKeyRange"]["EndingHashKey"])
+    return (start + end) // 2
+
+
+async def _open_count(store: StreamStore) -> int:
+    return int((await store.describe_stream("s"))["OpenShardCount"])
+
+
+async def test_order_per_partition_key_holds_across_a_reshard(store: StreamStore) -> None:
+    """A consumer reads a child only after its parents: each key's records come
+    out in the order they were written, across a split and a merge."""
+    await store.create_stream("s", 2)
+    keys = [f"device-{n}" for n in range(12)]
+    written = 0
+
+    async def put_round() -> None:
+        nonlocal written
+        answer = await store.put_records(
+            "s", [{"Data": f"{k}:{written}", "PartitionKey": k} for k in keys]
+        )
+        assert answer["FailedRecordCount"] == 0
+        written += 1
+
+    for _ in range(3):
+        await put_round()
+    shards = await store.list_shards("s")
+    first = shards[0]["ShardId"]
+    low, high = await store.split_shard("s", first, str(_middle(shards, first)))
+    for _ in range(3):
+        await put_round()
+    await store.merge_shards("s", low, high)
+    for _ in range(3):
+        await put_round()
+
+    stream = store.stream("s")
+    seen: dict[str, list[int]] = {}
+    for record in await stream.records():
+        key, _, n = record.data.decode().partition(":")
+        seen.setdefault(key, []).append(int(n))
+    assert seen == {key: list(range(9)) for key in keys}
+
+
+# -- consumers -------------------------------------------------------------------
+
+
+async def test_consumers_keep_their_own_checkpoints(tmp_path: Path, clock: ManualClock) -> None:
+    path = tmp_path / "state.db"
+    async with await StreamStore.open(path, clock) as store:
+        await store.create_stream("s", 3)
+        await store.put_records("s", [{"Data": str(n), "PartitionKey": str(n)} for n in range(30)])
+        fast: list[Record] = []
+        async with store.consume("s", "fast", follow=False) as records:
+            async for record in records:
+                fast.append(record)
+        slow: list[Record] = []
+        async with store.consume("s", "slow", batch=4) as records:
+            async for record in records:
+                slow.append(record)
+                if len(slow) == 10:
+                    break
+        assert len(fast) == 30 and len(slow) == 10
+        assert set(await store.consumers("s")) == {"fast", "slow"}
+        await store.put_records(
+            "s", [{"Data": str(n), "PartitionKey": str(n)} for n in range(30, 40)]
+        )
+
+    # A restart: each consumer resumes where it stopped.
+    async with await StreamStore.open(path, clock) as store:
+        fast_rest = [r async for r in store.consume("s", "fast", follow=False)]
+        slow_rest = [r async for r in store.consume("s", "slow", follow=False)]
+    assert sorted(int(r.data) for r in fast_rest) == list(range(30, 40))
+    # The slow one had processed 10 (the 10th counts once the loop left it).
+    assert sorted(int(r.data) for r in slow + slow_rest) == list(range(40))
+    assert len(slow) + len(slow_rest) == 40
+
+
+async def test_consume_starting_at_latest_and_at_a_sequence_number(store: StreamStore) -> None:
+    await store.create_stream("s", 2)
+    answer = await store.put_records("s", entries(10))
+    stream = store.stream("s")
+    assert [r.data for r in await stream.records(start="latest")] == []
+    sixth = answer["Records"][5]["SequenceNumber"]
+    assert [r.data.decode() for r in await stream.records(start=sixth)] == [
+        f"r{n}" for n in range(5, 10)
+    ]
+    with pytest.raises(StreamError, match="not a sequence number"):
+        await stream.records(start="soon")
