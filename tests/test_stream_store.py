@@ -374,3 +374,17 @@ async def test_consume_starting_at_latest_and_at_a_sequence_number(store: Stream
     ]
     with pytest.raises(StreamError, match="not a sequence number"):
         await stream.records(start="soon")
+
+
+async def test_a_record_whose_handler_failed_is_read_again(store: StreamStore) -> None:
+    """Leaving ``async with`` by an exception (a handler that raised, a
+    cancellation) does not count the record in hand as processed."""
+    await store.create_stream("s", 1)
+    await store.put_records("s", entries(6))
+    with pytest.raises(RuntimeError):
+        async with store.consume("s", "c") as records:
+            async for record in records:
+                if record.data == b"r3":
+                    raise RuntimeError("handler failed")
+    again = [r.data.decode() async for r in store.consume("s", "c", follow=False)]
+    assert again == ["r3", "r4", "r5"]

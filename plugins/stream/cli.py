@@ -1,7 +1,466 @@
-"""``pipelines stream ...``: the stream API (``StreamStore``) on the command line."""
+"""``pipelines stream ...``: the stream API (``StreamStore``) on the command line.
+
+Each command opens the state database of a pipeline (running or not: SQLite
+lets both use it at once), calls one ``StreamStore`` method and prints its
+answer as JSON; ``put`` and ``read`` print one JSON line per record.
+"""
 
 from __future__ import annotations
 
-import click
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
 
-stream_group = click.Group("stream", help="Durable streams with Kinesis' semantics.")
+import click
+import jmespath
+import jmespath.exceptions
+import orjson
+
+from pipelines.cli import state_database, state_options
+from pipelines.errors import StreamError
+from plugins.stream.store import (
+    DEFAULT_RECORD_SIZE,
+    MAX_PUT_RECORDS,
+    MAX_PUT_REQUEST_BYTES,
+    MIN_RETENTION_HOURS,
+    Record,
+    StreamStore,
+    shard_id,
+)
+
+T = TypeVar("T")
+
+
+def with_store(
+    config: str | None, state: str | None, call: Callable[[StreamStore], Awaitable[T]]
+) -> T:
+    path = state_database(config, state)
+
+    async def run() -> T:
+        async with await StreamStore.open(path) as store:
+            return await call(store)
+
+    return asyncio.run(run())
+
+
+def echo_json(value: Any, indent: int | None = None) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False, indent=indent))
+
+
+def shard_argument(value: str) -> str:
+    """A shard id, also given as its number: ``3`` is ``shardId-000000000003``."""
+    return shard_id(int(value)) if value.isdigit() else value
+
+
+class StartPosition(click.ParamType[str | float, str | float]):
+    """``--from``: what ``StreamStore.consume(start=...)`` takes."""
+
+    name = "position"
+    _NUMBER = re.compile(r"\d+(\.\d*)?")
+
+    def convert(
+        self, value: str | float, param: click.Parameter | None, ctx: click.Context | None
+    ) -> str | float:
+        if not isinstance(value, str):
+            return value  # already converted
+        word = value.strip().lower().replace("-", "_")
+        if word in ("trim_horizon", "latest"):
+            return word
+        if len(value) == 56 and value.isdigit():
+            return value  # a sequence number
+        if self._NUMBER.fullmatch(value):
+            return float(value)
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(
+                f"{value!r} is not trim-horizon, latest, a sequence number (56 digits),"
+                " an ISO 8601 time or seconds since the epoch",
+                param,
+                ctx,
+            )
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+
+
+def record_json(record: Record) -> dict[str, Any]:
+    """A record as ``read`` prints it: Data is the JSON value when the bytes
+    are JSON, else their UTF-8 text, else base64 (with DataEncoding)."""
+    arrival = datetime.fromtimestamp(int(record.arrival * 1000) / 1000, UTC)
+    printed: dict[str, Any] = {
+        "SequenceNumber": record.sequence_number,
+        "ShardId": record.shard_id,
+        "PartitionKey": record.partition_key,
+        "ApproximateArrivalTimestamp": arrival.isoformat(timespec="milliseconds").replace(
+            "+00:00", "Z"
+        ),
+    }
+    try:
+        printed["Data"] = orjson.loads(record.data)
+    except orjson.JSONDecodeError:
+        try:
+            printed["Data"] = record.data.decode("utf-8")
+        except UnicodeDecodeError:
+            printed["Data"] = base64.b64encode(record.data).decode("ascii")
+            printed["DataEncoding"] = "base64"
+    return printed
+
+
+@click.group("stream")
+def stream_group() -> None:
+    """Durable streams with Kinesis' semantics, in a pipeline's state database."""
+
+
+@stream_group.command("create")
+@click.argument("name")
+@click.option("--shards", type=int, default=1, show_default=True, help="Shard count.")
+@click.option(
+    "--retention-hours", type=int, default=MIN_RETENTION_HOURS, show_default=True, metavar="H"
+)
+@click.option(
+    "--max-record-size",
+    type=int,
+    default=DEFAULT_RECORD_SIZE,
+    show_default=True,
+    metavar="BYTES",
+    help="Data and partition key of one record.",
+)
+@click.option(
+    "--write-limits", is_flag=True, help="Per-shard write limits (1000 records, 1 MiB a second)."
+)
+@click.option(
+    "--update", is_flag=True, help="If NAME exists, apply these settings (not --shards) to it."
+)
+@state_options
+def create_command(
+    name: str,
+    shards: int,
+    retention_hours: int,
+    max_record_size: int,
+    write_limits: bool,
+    update: bool,
+    config: str | None,
+    state: str | None,
+) -> None:
+    """Create stream NAME; print its description."""
+    described = with_store(
+        config,
+        state,
+        lambda store: store.create_stream(
+            name,
+            shards,
+            retention_hours=retention_hours,
+            max_record_size=max_record_size,
+            write_limits=write_limits,
+            update=update,
+        ),
+    )
+    echo_json(described, indent=2)
+
+
+@stream_group.command("delete")
+@click.argument("name")
+@state_options
+def delete_command(name: str, config: str | None, state: str | None) -> None:
+    """Delete stream NAME with its records and checkpoints."""
+    with_store(config, state, lambda store: store.delete_stream(name))
+
+
+@stream_group.command("list")
+@state_options
+def list_command(config: str | None, state: str | None) -> None:
+    """List the streams."""
+    for name in with_store(config, state, lambda store: store.list_streams()):
+        click.echo(name)
+
+
+@stream_group.command("describe")
+@click.argument("name")
+@state_options
+def describe_command(name: str, config: str | None, state: str | None) -> None:
+    """Print stream NAME's description: settings and shards (as DescribeStream)."""
+    echo_json(with_store(config, state, lambda store: store.describe_stream(name)), indent=2)
+
+
+def read_bytes(source: str) -> bytes:
+    """The bytes of file ``source`` (- for stdin): records are bytes, not text."""
+    try:
+        return sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise click.UsageError(f"cannot read {source}: {exc.strerror}") from None
+
+
+def _partition_keys(
+    key: str | None, key_path: str | None
+) -> Callable[[int, bytes], tuple[str | None, str | None]]:
+    """(partition key, None) or (None, why not) for record ``index``'s data."""
+    if (key is None) == (key_path is None):
+        raise click.UsageError("give --partition-key or --partition-key-path (one of them)")
+    if key is not None:
+        return lambda index, data: (key, None)
+    assert key_path is not None
+    try:
+        expression = jmespath.compile(key_path)
+    except jmespath.exceptions.JMESPathError as exc:
+        raise click.BadParameter(str(exc), param_hint="--partition-key-path") from None
+
+    def from_json(index: int, data: bytes) -> tuple[str | None, str | None]:
+        try:
+            found = expression.search(orjson.loads(data))
+        except orjson.JSONDecodeError as exc:
+            return None, f"record {index}: not JSON (--partition-key-path reads JSON): {exc}"
+        except jmespath.exceptions.JMESPathError as exc:
+            return None, f"record {index}: --partition-key-path failed: {exc}"
+        if isinstance(found, bool) or not isinstance(found, str | int | float) or found == "":
+            return None, f"record {index}: --partition-key-path gave {found!r}, not a string"
+        return str(found), None
+
+    return from_json
+
+
+@stream_group.command("put")
+@click.argument("name")
+@click.argument("data", nargs=-1)
+@click.option(
+    "--input", "input_path", default=None, help="A file of records, one per line (- stdin)."
+)
+@click.option("--partition-key", "-k", default=None, help="The partition key of every record.")
+@click.option(
+    "--partition-key-path",
+    default=None,
+    metavar="JMESPATH",
+    help="Take each record's partition key from it (JSON) with this JMESPath expression.",
+)
+@click.option(
+    "--explicit-hash-key", default=None, metavar="H", help="Route by this hash key (a decimal)."
+)
+@state_options
+def put_command(
+    name: str,
+    data: tuple[str, ...],
+    input_path: str | None,
+    partition_key: str | None,
+    partition_key_path: str | None,
+    explicit_hash_key: str | None,
+    config: str | None,
+    state: str | None,
+) -> None:
+    """Put each DATA (@file reads one from a file), or each non-empty line of
+    --input, as a record of stream NAME. Prints one JSON line per record: its
+    Index and SequenceNumber and ShardId, or ErrorCode and ErrorMessage; exit 1
+    when a record failed."""
+    keys = _partition_keys(partition_key, partition_key_path)
+    records = [read_bytes(item[1:]) if item.startswith("@") else os.fsencode(item) for item in data]
+    if input_path is not None:
+        records.extend(line for line in read_bytes(input_path).splitlines() if line.strip())
+    if not records:
+        raise click.UsageError("give at least one DATA, or --input")
+
+    # Each record: its PutRecords entry, or why it has none (it fails alone).
+    prepared: list[dict[str, Any] | str] = []
+    for index, record in enumerate(records):
+        key, problem = keys(index, record)
+        if key is None:
+            prepared.append(problem or f"record {index}: no partition key")
+            continue
+        entry: dict[str, Any] = {"Data": record, "PartitionKey": key}
+        if explicit_hash_key is not None:
+            entry["ExplicitHashKey"] = explicit_hash_key
+        prepared.append(entry)
+
+    async def put(store: StreamStore) -> bool:
+        """Send PutRecords requests of up to 500 records and 5 MiB, printing
+        each record's answer in input order; True if any failed."""
+        failed = False
+        batch: list[int] = []  # the indexes of one request's records and of failures among them
+        entries: list[dict[str, Any]] = []
+        size = 0
+
+        async def send() -> None:
+            nonlocal failed, size
+            answers = iter((await store.put_records(name, entries))["Records"] if entries else [])
+            for index in batch:
+                item = prepared[index]
+                if isinstance(item, str):
+                    answer = {"ErrorCode": "InvalidArgumentException", "ErrorMessage": item}
+                else:
+                    answer = next(answers)
+                failed = failed or "ErrorCode" in answer
+                echo_json({"Index": index, **answer})
+            batch.clear()
+            entries.clear()
+            size = 0
+
+        for index, item in enumerate(prepared):
+            if isinstance(item, dict):
+                item_size = len(item["Data"]) + len(item["PartitionKey"].encode())
+                if len(entries) == MAX_PUT_RECORDS or (
+                    entries and size + item_size > MAX_PUT_REQUEST_BYTES
+                ):
+                    await send()
+                entries.append(item)
+                size += item_size
+            batch.append(index)
+        await send()
+        return failed
+
+    if with_store(config, state, put):
+        raise SystemExit(1)
+
+
+@stream_group.command("read")
+@click.argument("name")
+@click.option(
+    "--from",
+    "start",
+    type=StartPosition(),
+    default="trim_horizon",
+    metavar="POSITION",
+    help="trim-horizon (default: the oldest record kept), latest (only what comes next),"
+    " a sequence number (that record and all later ones), or a time: ISO 8601 (UTC unless"
+    " it says) or seconds since the epoch. A --consumer with checkpoints resumes instead.",
+)
+@click.option("--follow", "-f", is_flag=True, help="Keep waiting for records until interrupted.")
+@click.option(
+    "--limit", "-n", type=click.IntRange(min=1), default=None, help="Stop after N records."
+)
+@click.option(
+    "--consumer",
+    default=None,
+    help="Read as this named consumer: resume from, and save, its checkpoints.",
+)
+@state_options
+def read_command(
+    name: str,
+    start: str | float,
+    follow: bool,
+    limit: int | None,
+    consumer: str | None,
+    config: str | None,
+    state: str | None,
+) -> None:
+    """Print the records of stream NAME as JSON lines, in order per shard
+    (a parent shard's before its children's), until caught up or, with
+    --follow, until interrupted (Ctrl-C, SIGTERM)."""
+
+    async def read(store: StreamStore) -> None:
+        reader = store.consume(
+            name, consumer, start=start, batch=min(limit or 1000, 1000), follow=follow
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+
+        async def pump() -> None:
+            seen = 0
+            async for record in reader:
+                try:
+                    echo_json(record_json(record))
+                    sys.stdout.flush()
+                except BrokenPipeError:  # e.g. | head: the reader has gone
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                    return
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+
+        reading = asyncio.create_task(pump())
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            stopping.cancel()
+            reading.cancel()
+            try:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reading  # raises what reading raised (an unknown stream...)
+            finally:
+                await reader.aclose()  # saves a consumer's checkpoints
+
+    with_store(config, state, read)
+
+
+@stream_group.command("split")
+@click.argument("name")
+@click.argument("shard", type=shard_argument)
+@click.option(
+    "--at",
+    "hash_key",
+    default=None,
+    metavar="HASHKEY",
+    help="The second child's first hash key (default: the middle of SHARD's range).",
+)
+@state_options
+def split_command(
+    name: str, shard: str, hash_key: str | None, config: str | None, state: str | None
+) -> None:
+    """Split open SHARD (shardId-000000000000, or 0) of stream NAME in two;
+    print the children's ids."""
+
+    async def split(store: StreamStore) -> list[str]:
+        at: str | int | None = hash_key
+        if at is None:
+            for found in await store.list_shards(name):
+                if found["ShardId"] == shard:
+                    low = int(found["HashKeyRange"]["StartingHashKey"])
+                    high = int(found["HashKeyRange"]["EndingHashKey"])
+                    at = low + (high - low + 1) // 2
+            if at is None:
+                raise StreamError(
+                    "ResourceNotFoundException", f"shard {shard} not found in stream {name}"
+                )
+        return await store.split_shard(name, shard, at)
+
+    echo_json(with_store(config, state, split))
+
+
+@stream_group.command("merge")
+@click.argument("name")
+@click.argument("shard", type=shard_argument)
+@click.argument("adjacent", type=shard_argument)
+@state_options
+def merge_command(
+    name: str, shard: str, adjacent: str, config: str | None, state: str | None
+) -> None:
+    """Merge open shards SHARD and ADJACENT (their hash key ranges meet) of
+    stream NAME into one; print the child's id."""
+    click.echo(with_store(config, state, lambda store: store.merge_shards(name, shard, adjacent)))
+
+
+@stream_group.command("trim")
+@click.argument("name")
+@state_options
+def trim_command(name: str, config: str | None, state: str | None) -> None:
+    """Delete stream NAME's records older than its retention period; print how many."""
+    click.echo(with_store(config, state, lambda store: store.trim(name)))
+
+
+@stream_group.command("checkpoints")
+@click.argument("name")
+@click.argument("consumer")
+@state_options
+def checkpoints_command(name: str, consumer: str, config: str | None, state: str | None) -> None:
+    """Print where CONSUMER of stream NAME stands in each shard, as JSON."""
+    echo_json(with_store(config, state, lambda store: store.checkpoints(name, consumer)), indent=2)
+
+
+@stream_group.command("consumers")
+@click.argument("name")
+@state_options
+def consumers_command(name: str, config: str | None, state: str | None) -> None:
+    """List the consumers with checkpoints in stream NAME."""
+    for consumer in with_store(config, state, lambda store: store.consumers(name)):
+        click.echo(consumer)

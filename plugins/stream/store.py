@@ -1047,13 +1047,18 @@ class StreamConsumer:
     async def __aenter__(self) -> StreamConsumer:
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+    async def __aexit__(self, kind: type[BaseException] | None, *exc_info: object) -> None:
+        # Left by an exception (a cancellation, a failed handler): the record
+        # or batch in hand was not processed, and is read again next time.
+        await self.aclose(processed=kind is None)
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, processed: bool = True) -> None:
+        """Stop, saving the checkpoint; ``processed``: the last record (or
+        batch) handed out counts as done."""
         if not self._closed:
             self._closed = True
-            self._processed()
+            if processed:
+                self._processed()
             await self.checkpoint()
 
     async def checkpoint(self) -> None:

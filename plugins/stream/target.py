@@ -166,6 +166,7 @@ class StreamTarget(Target):
         self._waiting: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.throttled = 0  # records refused by the write limits (each retried by the bus)
 
     def references(self) -> list[tuple[tuple[str | int, ...], str]]:
         return [(("consumers", c.name, "target"), c.target) for c in self.consumers]
@@ -290,6 +291,7 @@ class StreamTarget(Target):
                 continue  # its attempt timed out; the record is written all the same
             if "ErrorCode" in result:
                 code = result["ErrorCode"]
+                self.throttled += code == "ProvisionedThroughputExceededException"
                 waiter.set_exception(
                     DeliveryError(code, result["ErrorMessage"], retryable=code not in SENDER_FAULTS)
                 )
