@@ -8,6 +8,8 @@ import pty
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .helpers import pipelines_command, run_cli
@@ -340,3 +342,87 @@ def test_iot_pipeline_alerts_devices_over_mqtt(mosquitto: Mosquitto, tmp_path: P
     assert topic == "devices/boiler-1/alerts"
     alert = json.loads(payload)
     assert alert["alert"] == "overheating" and alert["temperature"] == 91.5
+
+
+def test_clickstream_pipeline_fans_into_a_stream_read_by_a_fast_and_a_slow_consumer(
+    tmp_path: Path,
+) -> None:
+    clickstream = ROOT / "examples" / "clickstream"
+    config = str(clickstream / "pipeline.yaml")
+    out = tmp_path / "out"
+    env = {**os.environ, "PIPELINES_STATE": str(tmp_path / "state.db"), "CLICKSTREAM_OUT": str(out)}
+    assert run_cli("validate", config, env=env).returncode == 0
+    # Config tests run the pipeline for real (on a state database of their own):
+    # their consumers write elsewhere.
+    tested = run_cli("test", str(clickstream), env={**env, "CLICKSTREAM_OUT": str(tmp_path / "t")})
+    assert tested.returncode == 0
+    views = [json.loads(json.loads(line)["Detail"]) for line in
+             (clickstream / "events.jsonl").read_text().splitlines()]  # fmt: skip
+
+    def consumed(consumer: str) -> list[dict[str, object]]:
+        path = out / f"{consumer}.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def wait_for(check: Callable[[], bool], seconds: float = 30) -> None:
+        deadline = time.monotonic() + seconds
+        while not check():
+            assert time.monotonic() < deadline, "condition not reached in time"
+            time.sleep(0.05)
+
+    def run() -> subprocess.Popen[str]:
+        runner = subprocess.Popen(
+            [*pipelines_command(), "run", config], env=env, stderr=subprocess.PIPE, text=True
+        )
+        assert runner.stderr is not None
+        assert "pipeline started" in runner.stderr.readline()
+        return runner
+
+    def stop(runner: subprocess.Popen[str]) -> None:
+        runner.send_signal(signal.SIGTERM)
+        runner.communicate(timeout=30)
+        assert runner.returncode == 0
+
+    runner = run()
+    try:
+        put = run_cli("put", "-c", config, "--input", str(clickstream / "events.jsonl"), env=env)
+        assert put.returncode == 0, put.stderr
+        wait_for(lambda: len(consumed("dashboard")) == len(views))
+        # The slow one is behind when the fast one is done; stop it part way.
+        behind = len(consumed("warehouse"))
+        assert behind < len(views)
+        wait_for(lambda: len(consumed("warehouse")) >= min(behind + 30, len(views) - 1))
+    finally:
+        stop(runner)
+    stopped_at = len(consumed("warehouse"))
+
+    # The stream keeps every view in order per user (its shard is the MD5 of
+    # the user): each consumer saw each user's views in that order.
+    read = run_cli("stream", "read", "clicks", "-c", config, "--from", "trim-horizon", env=env)
+    assert read.returncode == 0, read.stderr
+    stored = [json.loads(line) for line in read.stdout.splitlines()]
+    assert sorted(r["Data"]["n"] for r in stored) == sorted(v["n"] for v in views)
+    assert all(r["PartitionKey"] == r["Data"]["user"] for r in stored)
+
+    def per_user(items: list[dict[str, object]]) -> dict[object, list[object]]:
+        found: dict[object, list[object]] = {}
+        for item in items:
+            found.setdefault(item["user"], []).append(item["n"])
+        return found
+
+    assert per_user(consumed("dashboard")) == per_user([r["Data"] for r in stored])
+
+    # Started again, the slow consumer goes on from its checkpoint: nothing
+    # lost, at most its last batch (10) seen twice.
+    runner = run()
+    try:
+        wait_for(lambda: {v["n"] for v in consumed("warehouse")} == {v["n"] for v in views})
+    finally:
+        stop(runner)
+    warehouse = consumed("warehouse")
+    assert len(warehouse) - len(views) <= 10 and stopped_at < len(views)
+    unique = list({(v["user"], v["n"]): v for v in warehouse}.values())
+    assert per_user(unique) == per_user([r["Data"] for r in stored])
+    assert len(consumed("dashboard")) == len(views)  # read once, not again after the restart
+    checkpoints = run_cli("stream", "checkpoints", "clicks", "warehouse", "-c", config, env=env)
+    assert checkpoints.returncode == 0, checkpoints.stderr
+    assert len(json.loads(checkpoints.stdout)) == 4  # one per shard
