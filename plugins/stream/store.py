@@ -27,6 +27,7 @@ import asyncio
 import base64
 import binascii
 import bisect
+import collections
 import contextlib
 import hashlib
 import re
@@ -785,21 +786,22 @@ class StreamStore:
             (info.id, shard.index, after, cutoff, limit + 1),
         )
         records: list[Record] = []
+        seqs: list[int] = []
         size = 0
+        name, shard_name, suffix = info.name, shard.id, f"{shard.index:06d}"
         for seq, key, data, arrival in rows[:limit]:
             size += len(data) + len(key)
             if records and size > MAX_GET_BYTES:
                 break
-            records.append(
-                Record(info.name, shard.id, sequence_number(seq, shard.index), key, data, arrival)
-            )
-        position = int(records[-1].sequence_number[:50]) if records else after
+            records.append(Record(name, shard_name, f"{seq:050d}{suffix}", key, data, arrival))
+            seqs.append(seq)
+        position = seqs[-1] if seqs else after
         more = len(rows) > len(records)
         behind = 0
         if more:
             behind = max(int((self.clock.time() - rows[len(records)][3]) * 1000), 0)
         ended = shard.last_seq is not None and not more and position >= 0
-        return _Read(records, position, behind, ended)
+        return _Read(records, seqs, position, behind, ended)
 
     # -- resharding ---------------------------------------------------------
 
@@ -992,6 +994,7 @@ class StreamStore:
 @dataclass(frozen=True, slots=True)
 class _Read:
     records: list[Record]
+    seqs: list[int]  # each record's counter value (no need to parse them back)
     after: int  # the position after the last record returned
     behind_ms: int
     ended: bool  # a closed shard read to its end
@@ -1035,7 +1038,9 @@ class StreamConsumer:
         self._info: StreamInfo | None = None
         self._positions: dict[int, tuple[int, bool]] = {}  # shard -> (after, finished)
         self._saved: dict[int, tuple[int, bool]] = {}
-        self._pending: list[Record] = []
+        self._pending: collections.deque[Record] = collections.deque()
+        self._pending_seqs: collections.deque[int] = collections.deque()
+        self._pending_shard = 0
         self._current: tuple[int, int] | None = None  # (shard, seq) of the record handed out
         self._shard_done: int | None = None  # the shard whose batch ended its reading
         self._closed = False
@@ -1079,9 +1084,8 @@ class StreamConsumer:
     async def __anext__(self) -> Record:
         if not await self._refill():
             raise StopAsyncIteration
-        record = self._pending.pop(0)
-        self._current = parse_sequence_number(record.sequence_number)[::-1]
-        return record
+        self._current = (self._pending_shard, self._pending_seqs.popleft())
+        return self._pending.popleft()
 
     async def next_batch(self) -> list[Record]:
         """The next records of one shard (up to ``batch``), handed out together:
@@ -1089,8 +1093,10 @@ class StreamConsumer:
         the consumer stops (closed, or caught up without ``follow``)."""
         if not await self._refill():
             return []
-        records, self._pending = self._pending, []
-        self._current = parse_sequence_number(records[-1].sequence_number)[::-1]
+        records = list(self._pending)
+        self._current = (self._pending_shard, self._pending_seqs[-1])
+        self._pending.clear()
+        self._pending_seqs.clear()
         return records
 
     async def _refill(self) -> bool:
@@ -1133,7 +1139,9 @@ class StreamConsumer:
                     continue
                 read = await store._read(info, shard, after, self.batch)
                 if read.records:
-                    self._pending = list(read.records)
+                    self._pending = collections.deque(read.records)
+                    self._pending_seqs = collections.deque(read.seqs)
+                    self._pending_shard = shard.index
                     self._turn = (self._turn + offset + 1) % count
                     if read.ended:
                         self._shard_done = shard.index
