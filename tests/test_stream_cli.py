@@ -312,7 +312,15 @@ def test_trim_deletes_what_retention_has_expired(tmp_path: Path) -> None:
 
 
 def test_an_unknown_stream_is_a_one_line_error(tmp_path: Path) -> None:
-    result = stream_cli(tmp_path / "state.db", "read", "nope", code=1)
+    state = tmp_path / "state.db"
+    # A mistyped --state is named, and no empty database is left there.
+    missing = stream_cli(state, "list", code=1)
+    assert (
+        missing.stderr == f"error: state database {state} does not exist: run the pipeline first\n"
+    )
+    assert not state.exists()
+    stream_cli(state, "create", "s")
+    result = stream_cli(state, "read", "nope", code=1)
     assert result.stdout == ""
     assert result.stderr == "error: ResourceNotFoundException: stream nope not found\n"
 

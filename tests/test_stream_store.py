@@ -278,7 +278,7 @@ async def test_split_and_merge_close_parents_and_route_to_children(
         await store.split_shard("s", parent, "1")
     assert closed.value.code == "ResourceInUseException"
     other = "shardId-000000000000" if parent != "shardId-000000000000" else "shardId-000000000001"
-    with pytest.raises(StreamError, match="not adjacent"):
+    with pytest.raises(StreamError, match="with itself"):
         await store.merge_shards("s", other, other)
     with pytest.raises(StreamError, match="NewStartingHashKey"):
         await store.split_shard("s", other, "0")
@@ -388,3 +388,20 @@ async def test_a_record_whose_handler_failed_is_read_again(store: StreamStore) -
                     raise RuntimeError("handler failed")
     again = [r.data.decode() async for r in store.consume("s", "c", follow=False)]
     assert again == ["r3", "r4", "r5"]
+
+
+async def test_only_adjacent_shards_merge_and_updates_keep_unnamed_settings(
+    store: StreamStore,
+) -> None:
+    await store.create_stream("s", 3, retention_hours=168)
+    with pytest.raises(StreamError, match="not adjacent"):
+        await store.merge_shards("s", "shardId-000000000000", "shardId-000000000002")
+    with pytest.raises(StreamError, match="NewStartingHashKey '1_0'"):
+        await store.split_shard("s", "shardId-000000000000", "1_0")
+    # An update changes what it names: the retention set at creation stays.
+    updated = await store.create_stream("s", 3, max_record_size=2048, update=True)
+    assert updated["RetentionPeriodHours"] == 168
+    assert updated["MaxRecordSizeInBytes"] == 2048
+    with pytest.raises(StreamError) as exists:
+        await store.create_stream("s", 3)
+    assert exists.value.code == "ResourceInUseException"

@@ -230,3 +230,52 @@ def test_settings_problems_name_their_place() -> None:
         with pytest.raises(ConfigError) as caught:
             runtime.add_resource("s", "stream", settings)
         assert message in str(caught.value), (settings, str(caught.value))
+
+
+async def test_a_consumer_that_cannot_read_does_not_stop_the_pipeline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "state.db"
+    runtime = runtime_with(state, consumers={"c": {"target": "sink", "poll": 0.05}})
+    runtime.add_resource("sink", "recorder", {})
+    await runtime.bus().put_targets("all", [{"id": "s", "resource": "clicks"}])
+    async with runtime:
+        async with await StreamStore.open(state) as other:
+            await other.delete_stream("clicks")  # from another process, say
+        await eventually(lambda: "stream clicks not found; reading again" in caplog.text)
+        assert runtime.running
+        answer = await runtime.put_events([order("ann", 1)])
+        assert answer["FailedEntryCount"] == 0  # the bus still takes events
+
+
+async def test_stopping_mid_write_fails_the_waiting_delivery(tmp_path: Path) -> None:
+    """Another process holds the write lock when the target stops (a reload
+    replacing it, after its drain time): the delivery waiting for that write
+    gets a retryable error instead of waiting for ever."""
+    import sqlite3
+
+    from pipelines.errors import DeliveryError
+    from pipelines.targets import DeliveryContext
+
+    state = tmp_path / "state.db"
+    runtime = runtime_with(state, partition_key="k")
+    async with runtime:
+        target = runtime.resource("clicks")
+        assert isinstance(target, StreamTarget)
+        other = sqlite3.connect(state, isolation_level=None, timeout=30)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            context = DeliveryContext("all", "s", {"source": "shop"})
+            delivery = asyncio.ensure_future(target.deliver({"n": 1}, context))
+            await asyncio.sleep(0.2)  # the writer waits for the lock
+            stopping = asyncio.ensure_future(target.stop())
+            await asyncio.sleep(0.2)
+            other.execute("ROLLBACK")
+            await asyncio.wait_for(stopping, 30)
+        finally:
+            other.close()
+        done, _ = await asyncio.wait([delivery], timeout=5)
+        assert done, "the delivery still waits"
+        error = delivery.exception()
+        assert isinstance(error, DeliveryError) and error.retryable
+        assert error.code == "StreamStopped"

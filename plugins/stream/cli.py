@@ -27,6 +27,7 @@ import orjson
 
 from pipelines.cli import state_database, state_options
 from pipelines.errors import StreamError
+from pipelines.state import existing
 from plugins.stream.store import (
     DEFAULT_RECORD_SIZE,
     MAX_PUT_RECORDS,
@@ -41,9 +42,17 @@ T = TypeVar("T")
 
 
 def with_store(
-    config: str | None, state: str | None, call: Callable[[StreamStore], Awaitable[T]]
+    config: str | None,
+    state: str | None,
+    call: Callable[[StreamStore], Awaitable[T]],
+    *,
+    create: bool = False,
 ) -> T:
+    """Run ``call`` on the state database; only ``create`` makes a new one
+    (a mistyped --state must not leave an empty database behind)."""
     path = state_database(config, state)
+    if not create:
+        path = existing(path)
 
     async def run() -> T:
         async with await StreamStore.open(path) as store:
@@ -125,29 +134,34 @@ def stream_group() -> None:
 @click.argument("name")
 @click.option("--shards", type=int, default=1, show_default=True, help="Shard count.")
 @click.option(
-    "--retention-hours", type=int, default=MIN_RETENTION_HOURS, show_default=True, metavar="H"
+    "--retention-hours",
+    type=int,
+    default=None,
+    metavar="H",
+    help=f"How long records are kept (default {MIN_RETENTION_HOURS}).",
 )
 @click.option(
     "--max-record-size",
     type=int,
-    default=DEFAULT_RECORD_SIZE,
-    show_default=True,
+    default=None,
     metavar="BYTES",
-    help="Data and partition key of one record.",
+    help=f"Data and partition key of one record (default {DEFAULT_RECORD_SIZE}).",
 )
 @click.option(
-    "--write-limits", is_flag=True, help="Per-shard write limits (1000 records, 1 MiB a second)."
+    "--write-limits/--no-write-limits",
+    default=None,
+    help="Per-shard write limits (1000 records, 1 MiB a second; default off).",
 )
 @click.option(
-    "--update", is_flag=True, help="If NAME exists, apply these settings (not --shards) to it."
+    "--update", is_flag=True, help="If NAME exists, apply the settings given (not --shards) to it."
 )
 @state_options
 def create_command(
     name: str,
     shards: int,
-    retention_hours: int,
-    max_record_size: int,
-    write_limits: bool,
+    retention_hours: int | None,
+    max_record_size: int | None,
+    write_limits: bool | None,
     update: bool,
     config: str | None,
     state: str | None,
@@ -164,6 +178,7 @@ def create_command(
             write_limits=write_limits,
             update=update,
         ),
+        create=True,
     )
     echo_json(described, indent=2)
 

@@ -407,15 +407,16 @@ class StreamStore:
         name: str,
         shard_count: int = 1,
         *,
-        retention_hours: int = MIN_RETENTION_HOURS,
-        max_record_size: int = DEFAULT_RECORD_SIZE,
-        write_limits: bool = False,
+        retention_hours: int | None = None,
+        max_record_size: int | None = None,
+        write_limits: bool | None = None,
         update: bool = False,
     ) -> dict[str, Any]:
         """Create a stream of ``shard_count`` shards splitting the hash key space
-        evenly. ``update``: if it exists, apply the retention, record size and
-        write limits (not the shard count: reshard with split and merge) rather
-        than refuse with ResourceInUseException."""
+        evenly (settings not given take their defaults: 24 hours, 1 MiB, no
+        write limits). ``update``: if it exists, apply the settings given (not
+        the shard count: reshard with split and merge) rather than refuse with
+        ResourceInUseException; those not given stay as they are."""
         check_stream_name(name)
         if isinstance(shard_count, bool) or not isinstance(shard_count, int):
             raise StreamError("InvalidArgumentException", f"shard count {shard_count!r}: a number")
@@ -424,25 +425,43 @@ class StreamStore:
                 "InvalidArgumentException",
                 f"shard count must be 1 to {MAX_SHARDS}, not {shard_count}",
             )
-        check_retention(retention_hours)
-        check_record_size(max_record_size)
+        given = {
+            "retention_hours": None
+            if retention_hours is None
+            else check_retention(retention_hours),
+            "max_record_size": None
+            if max_record_size is None
+            else check_record_size(max_record_size),
+            "write_limits": None if write_limits is None else int(bool(write_limits)),
+        }
         now = self.clock.time()
         async with transaction(self._connection, self._lock) as db:
             found = await self._fetch(db, "SELECT id FROM streams WHERE name = ?", (name,))
             if found:
                 if not update:
                     raise StreamError("ResourceInUseException", f"stream {name} already exists")
+                changes = {key: value for key, value in given.items() if value is not None}
                 await db.execute(
-                    "UPDATE streams SET retention_hours = ?, max_record_size = ?,"
-                    " write_limits = ?, version = version + 1 WHERE id = ?",
-                    (retention_hours, max_record_size, int(write_limits), found[0][0]),
+                    "UPDATE streams SET "
+                    + "".join(f"{key} = ?, " for key in changes)
+                    + "version = version + 1 WHERE id = ?",
+                    (*changes.values(), found[0][0]),
                 )
             else:
+                retention_hours = retention_hours or MIN_RETENTION_HOURS
+                max_record_size = max_record_size or DEFAULT_RECORD_SIZE
                 cursor = await db.execute(
                     "INSERT INTO streams (name, created, retention_hours, max_record_size,"
                     " write_limits, next_shard, last_seq, last_arrival, version)"
                     " VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0) RETURNING id",
-                    (name, now, retention_hours, max_record_size, int(write_limits), shard_count),
+                    (
+                        name,
+                        now,
+                        retention_hours,
+                        max_record_size,
+                        int(bool(write_limits)),
+                        shard_count,
+                    ),
                 )
                 (stream,) = await cursor.fetchone()  # type: ignore[misc]
                 await db.executemany(
@@ -811,10 +830,8 @@ class StreamStore:
         """SplitShard: close ``shard`` and give its range to two children, the
         second starting at ``new_starting_hash_key``. Returns the children's ids."""
         index = shard_index(shard)
-        try:
-            split_at = int(new_starting_hash_key)
-        except (TypeError, ValueError):
-            split_at = -1
+        text = str(new_starting_hash_key)
+        split_at = int(text) if text.isascii() and text.isdigit() else -1
         async with transaction(self._connection, self._lock) as db:
             info, parent, next_shard, last_seq = await self._open_shard(name, index, db)
             if not parent.start_hash < split_at <= parent.end_hash:
@@ -837,6 +854,8 @@ class StreamStore:
         """MergeShards: close two shards with adjacent ranges and give both
         ranges to one child. Returns the child's id."""
         first, second = shard_index(shard), shard_index(adjacent)
+        if first == second:
+            raise StreamError("InvalidArgumentException", f"cannot merge {shard} with itself")
         async with transaction(self._connection, self._lock) as db:
             info, one, next_shard, last_seq = await self._open_shard(name, first, db)
             _, other, _, _ = await self._open_shard(name, second, db)

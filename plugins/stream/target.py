@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import random
 from collections.abc import Mapping
@@ -210,15 +209,13 @@ class StreamTarget(Target):
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # gather, not a suppressed await: a cancellation of stop() itself goes on.
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        stopped = DeliveryError("StreamStopped", "the stream target stopped", retryable=True)
         for _, waiter in self._waiting:
             if not waiter.done():
-                waiter.set_exception(
-                    DeliveryError("StreamStopped", "the stream target stopped", retryable=True)
-                )
+                waiter.set_exception(stopped)
         self._waiting = []
         if self.store is not None:
             await self.store.close()
@@ -244,10 +241,19 @@ class StreamTarget(Target):
         if isinstance(found, bool) or not isinstance(found, str | int | float) or found == "":
             raise DeliveryError(
                 "InvalidPartitionKey",
-                f"partition_key_jmespath gave {found!r} for this event, not a string or number",
+                f"{self.where}: partition_key_jmespath gave {found!r} for this event,"
+                " not a string or number",
                 retryable=False,
             )
-        return str(found)
+        key = str(found)
+        if len(key) > 256:
+            raise DeliveryError(
+                "InvalidPartitionKey",
+                f"{self.where}: partition_key_jmespath gave a key of {len(key)} characters;"
+                " Kinesis allows 256",
+                retryable=False,
+            )
+        return key
 
     async def _write(self) -> None:
         """Write what deliveries are waiting for, in groups of up to 500 records."""
@@ -256,7 +262,18 @@ class StreamTarget(Target):
             self._wakeup.clear()
             while self._waiting:
                 group = self._group()
-                await self._put(group)
+                try:
+                    await self._put(group)
+                except BaseException:
+                    # Stopped mid-write: those deliveries must not wait for ever.
+                    # (The write may still commit: a retry then writes it twice.)
+                    stopped = DeliveryError(
+                        "StreamStopped", "the stream target stopped while writing", retryable=True
+                    )
+                    for _, waiter in group:
+                        if not waiter.done():
+                            waiter.set_exception(stopped)
+                    raise
 
     def _group(self) -> list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]]:
         size = 0
@@ -292,8 +309,14 @@ class StreamTarget(Target):
             if "ErrorCode" in result:
                 code = result["ErrorCode"]
                 self.throttled += code == "ProvisionedThroughputExceededException"
+                # The store counts "record N" within this write group: not the user's.
+                message = result["ErrorMessage"].split(": ", 1)[-1]
                 waiter.set_exception(
-                    DeliveryError(code, result["ErrorMessage"], retryable=code not in SENDER_FAULTS)
+                    DeliveryError(
+                        code,
+                        f"{self.where} (stream {self.stream}): {message}",
+                        retryable=code not in SENDER_FAULTS,
+                    )
                 )
             else:
                 waiter.set_result(result)
@@ -316,16 +339,29 @@ class StreamTarget(Target):
     async def _consume(self, store: StreamStore, settings: ConsumerSettings) -> None:
         """Hand each batch to the consumer's target until it takes it; the
         checkpoint moves past a batch only then (or when retries run out)."""
-        reader = store.consume(
-            self.stream,
-            settings.name,
-            start=settings.start,
-            batch=settings.batch_size,
-            poll=settings.poll,
-        )
-        async with reader:
-            while records := await reader.next_batch():
-                await self._hand_over(settings, records)
+        assert self._services is not None
+        where = f"{self.where}.consumers.{settings.name}"
+        delay = 1.0
+        while True:
+            reader = store.consume(
+                self.stream,
+                settings.name,
+                start=settings.start,
+                batch=settings.batch_size,
+                poll=settings.poll,
+            )
+            try:
+                async with reader:
+                    while records := await reader.next_batch():
+                        await self._hand_over(settings, records)
+                        delay = 1.0
+                return
+            except Exception as exc:
+                # A deleted stream, a locked database: a consumer must not take
+                # the runtime down. It reads again from its checkpoints.
+                log.error("%s: %s; reading again in %.0f s", where, _describe(exc), delay)
+                await sleep(self._services.clock, delay)
+                delay = min(delay * 2, 60.0)
 
     async def _hand_over(self, settings: ConsumerSettings, records: list[Record]) -> None:
         assert self._services is not None
@@ -334,15 +370,13 @@ class StreamTarget(Target):
         attempt = 0
         while True:
             attempt += 1
-            target = self._services.resource(settings.target, where=where)
             context = DeliveryContext(f"stream:{self.stream}", settings.name, event, attempt)
             try:
+                target = self._services.resource(settings.target, where=where)
                 await target.deliver(event, context)
                 return
             except Exception as exc:
-                error = (
-                    f"{exc.code}: {exc.message}" if isinstance(exc, DeliveryError) else repr(exc)
-                )
+                error = _describe(exc)
                 retries = settings.maximum_retry_attempts
                 if retries >= 0 and attempt > retries:
                     log.error(
@@ -359,6 +393,12 @@ class StreamTarget(Target):
                     "%s: attempt %d failed (%s); again in %.1f s", where, attempt, error, delay
                 )
                 await sleep(self._services.clock, delay)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, DeliveryError | StreamError):
+        return f"{exc.code}: {exc.message}"
+    return str(exc) if isinstance(exc, PipelinesError) else repr(exc)
 
 
 def kinesis_event(stream: str, records: list[Record]) -> dict[str, Any]:
@@ -418,12 +458,17 @@ class StreamType(TargetType):
             MAX_RECORD_SIZE,
             integer=True,
         )
-        attributes = {
-            "shards": int(shards),
-            "retention_hours": int(retention),
-            "max_record_size": int(size),
-            "write_limits": bool(flag_setting(where, config, "write_limits", False)),
-        }
+        limits = bool(flag_setting(where, config, "write_limits", False))
+        # Only what the config says is applied to an existing stream: a
+        # retention set with ``pipelines stream create`` is not reset to 24 h.
+        attributes: dict[str, Any] = {"shards": int(shards)}
+        for key, value in (
+            ("retention_hours", int(retention)),
+            ("max_record_size", int(size)),
+            ("write_limits", limits),
+        ):
+            if key in config:
+                attributes[key] = value
         fixed = config.get("partition_key")
         expression = config.get("partition_key_jmespath")
         if fixed is not None and expression is not None:
