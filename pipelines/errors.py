@@ -125,9 +125,9 @@ class StateError(PipelinesError):
     database, no space, a directory that cannot be created)."""
 
 
-class QueueError(PipelinesError):
-    """A queue or topic request SQS or SNS would refuse, with their error ``code``
-    (``QueueDoesNotExist``, ``ReceiptHandleIsInvalid``, ``InvalidParameterValue``...)."""
+class CodedError(PipelinesError):
+    """A request an AWS API would refuse: its error ``code`` and ``message``,
+    shown as "code: message"."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -135,37 +135,27 @@ class QueueError(PipelinesError):
         self.message = message
 
 
-class StreamError(PipelinesError):
+class QueueError(CodedError):
+    """A queue or topic request SQS or SNS would refuse, with their error ``code``
+    (``QueueDoesNotExist``, ``ReceiptHandleIsInvalid``, ``InvalidParameterValue``...)."""
+
+
+class StreamError(CodedError):
     """A stream request Kinesis would refuse, with its error ``code``
     (``ResourceNotFoundException``, ``InvalidArgumentException``,
     ``ExpiredIteratorException``, ``ProvisionedThroughputExceededException``...)."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
-
-class ReplayError(PipelinesError):
+class ReplayError(CodedError):
     """A replay request EventBridge would refuse, with its error ``code``
     (``ResourceAlreadyExistsException``, ``IllegalStatusException``,
     ``ValidationException``)."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
-
-class MetricError(PipelinesError, ValueError):
+class MetricError(CodedError, ValueError):
     """A metric or alarm request CloudWatch would refuse, with its error ``code``
     (``InvalidParameterValue``, ``InvalidParameterCombination``,
     ``MissingParameter``, ``ResourceNotFound``, ``LimitExceeded``)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 class AlarmRuleError(MetricError):

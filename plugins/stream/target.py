@@ -27,7 +27,7 @@ import jmespath.exceptions
 import orjson
 
 from pipelines.clock import sleep
-from pipelines.errors import ConfigError, DeliveryError, PipelinesError, StreamError
+from pipelines.errors import CodedError, ConfigError, DeliveryError, PipelinesError, StreamError
 from pipelines.event import DEFAULT_REGION
 from pipelines.targets import (
     DeliveryContext,
@@ -396,7 +396,7 @@ class StreamTarget(Target):
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, DeliveryError | StreamError):
+    if isinstance(exc, DeliveryError | CodedError):
         return f"{exc.code}: {exc.message}"
     return str(exc) if isinstance(exc, PipelinesError) else repr(exc)
 
