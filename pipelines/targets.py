@@ -159,6 +159,15 @@ def check_keys(where: str, config: Mapping[str, Any], allowed: set[str]) -> None
             raise ConfigError(f"{where}.{key}", unknown_setting(str(key), allowed))
 
 
+def key_text(found: Any) -> str | None:
+    """A JMESPath result used as a key (a FIFO group id, a partition key): a
+    non-empty string or a number, as text; None for anything else (missing,
+    empty, true/false, an object or a list)."""
+    if isinstance(found, bool) or not isinstance(found, str | int | float) or found == "":
+        return None
+    return str(found)
+
+
 def flag_setting(
     where: str, config: Mapping[str, Any], key: str, default: bool | None
 ) -> bool | None:

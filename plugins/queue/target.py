@@ -33,7 +33,14 @@ import orjson
 
 from pipelines.clock import sleep
 from pipelines.errors import ConfigError, DeliveryError, PipelinesError, QueueError
-from pipelines.targets import DeliveryContext, Target, TargetServices, TargetType, check_keys
+from pipelines.targets import (
+    DeliveryContext,
+    Target,
+    TargetServices,
+    TargetType,
+    check_keys,
+    key_text,
+)
 from plugins.queue.store import (
     FIFO_SUFFIX,
     QueueAttributes,
@@ -183,13 +190,14 @@ class QueueTarget(Target):
 def group_id_of(expression: jmespath.parser.ParsedResult, event: Mapping[str, Any]) -> str:
     """A FIFO message group id from ``message_group_id_jmespath`` over the event."""
     found = expression.search(event)
-    if isinstance(found, bool) or not isinstance(found, str | int | float) or found == "":
+    key = key_text(found)
+    if key is None:
         raise DeliveryError(
             "InvalidMessageGroupId",
             f"message_group_id_jmespath gave {found!r} for this event, not a string",
             retryable=False,
         )
-    return str(found)
+    return key
 
 
 def delivery_key(context: DeliveryContext) -> str:

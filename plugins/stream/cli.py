@@ -28,6 +28,7 @@ import orjson
 from pipelines.cli import state_database, state_options
 from pipelines.errors import StreamError
 from pipelines.state import existing
+from pipelines.targets import key_text
 from plugins.stream.store import (
     DEFAULT_RECORD_SIZE,
     MAX_PUT_RECORDS,
@@ -236,9 +237,10 @@ def _partition_keys(
             return None, f"record {index}: not JSON (--partition-key-path reads JSON): {exc}"
         except jmespath.exceptions.JMESPathError as exc:
             return None, f"record {index}: --partition-key-path failed: {exc}"
-        if isinstance(found, bool) or not isinstance(found, str | int | float) or found == "":
+        key = key_text(found)
+        if key is None:
             return None, f"record {index}: --partition-key-path gave {found!r}, not a string"
-        return str(found), None
+        return key, None
 
     return from_json
 

@@ -36,6 +36,7 @@ from pipelines.targets import (
     TargetType,
     check_keys,
     flag_setting,
+    key_text,
     number_setting,
 )
 from plugins.stream.store import (
@@ -238,14 +239,14 @@ class StreamTarget(Target):
         if self.partition_key is not None:
             return self.partition_key
         found = self.partition_expression.search(event)
-        if isinstance(found, bool) or not isinstance(found, str | int | float) or found == "":
+        key = key_text(found)
+        if key is None:
             raise DeliveryError(
                 "InvalidPartitionKey",
                 f"{self.where}: partition_key_jmespath gave {found!r} for this event,"
                 " not a string or number",
                 retryable=False,
             )
-        key = str(found)
         if len(key) > 256:
             raise DeliveryError(
                 "InvalidPartitionKey",
