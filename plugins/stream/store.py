@@ -732,8 +732,10 @@ class StreamStore:
         )
 
     async def _latest(self, info: StreamInfo, shard: Shard) -> int:
-        if shard.last_seq is not None:
-            return shard.last_seq
+        return shard.last_seq if shard.last_seq is not None else await self._last_seq(info)
+
+    async def _last_seq(self, info: StreamInfo) -> int:
+        """The stream's counter: the last sequence number given (0: none yet)."""
         rows = await self._rows("SELECT last_seq FROM streams WHERE id = ?", (info.id,))
         return int(rows[0][0]) if rows else 0
 
@@ -1192,8 +1194,7 @@ class StreamConsumer:
         if self.start == "trim_horizon" or self._positions:
             return  # a consumer with checkpoints resumes; new shards start at 0
         if self.start == "latest":
-            rows = await store._rows("SELECT last_seq FROM streams WHERE id = ?", (info.id,))
-            boundary = int(rows[0][0]) + 1
+            boundary = await store._last_seq(info) + 1
         elif isinstance(self.start, str):
             boundary = parse_sequence_number(self.start)[0]
         elif isinstance(self.start, int | float) and not isinstance(self.start, bool):
@@ -1214,8 +1215,7 @@ class StreamConsumer:
         )
         if rows and rows[0][0] is not None:
             return int(rows[0][0])
-        last = await self.store._rows("SELECT last_seq FROM streams WHERE id = ?", (info.id,))
-        return int(last[0][0]) + 1
+        return await self.store._last_seq(info) + 1
 
 
 class Stream:
