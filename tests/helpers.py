@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +66,12 @@ def verdict(pattern: Any, event: Any) -> bool:
     assert matcher.match(event) == expected
     assert matcher.match_json(json.dumps(event)) == expected
     return matched
+
+
+async def eventually(check: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Wait (real time: a broker, another connection) until ``check()`` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not check():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)

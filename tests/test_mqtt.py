@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from pipelines.errors import ConfigError, PipelinesError
 from pipelines.runtime import Runtime
 from plugins.mqtt.target import MqttResource
 
+from .helpers import eventually
 from .mosquitto import Mosquitto
 from .recorder import Recorder, plugin_manager
 
@@ -34,14 +34,6 @@ def sink(runtime: Runtime) -> Recorder:
     found = runtime.resource("sink")
     assert isinstance(found, Recorder)
     return found
-
-
-async def eventually(check: Callable[[], bool], seconds: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not check():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def route(runtime: Runtime, pattern: Any, **target: Any) -> None:

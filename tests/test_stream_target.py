@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from pipelines.runtime import Runtime
 from plugins.stream.store import HASH_SPACE, StreamStore
 from plugins.stream.target import StreamTarget
 
+from .helpers import eventually
 from .recorder import Recorder, plugin_manager
 
 PLUGINS = plugin_manager()
@@ -28,14 +28,6 @@ PLUGINS = plugin_manager()
 
 def order(user: str, n: int) -> dict[str, Any]:
     return {"Source": "shop", "DetailType": "click", "Detail": json.dumps({"user": user, "n": n})}
-
-
-async def eventually(check: Callable[[], bool], seconds: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not check():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def runtime_with(state: Path, **settings: Any) -> Runtime:
