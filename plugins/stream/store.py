@@ -32,7 +32,7 @@ import contextlib
 import hashlib
 import re
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -1242,7 +1242,7 @@ class Stream:
         """``async for record in stream.consume("name")``: see ``StreamConsumer``."""
         return self.store.consume(self.name, consumer, **options)
 
-    async def records(self, **options: Any) -> Iterable[Record]:
+    async def records(self, **options: Any) -> list[Record]:
         """Everything readable now, without a checkpoint (tests, small streams)."""
         found = []
         async for record in self.store.consume(self.name, None, follow=False, **options):
