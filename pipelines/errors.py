@@ -169,3 +169,34 @@ class AlarmRuleError(MetricError):
         super().__init__(
             "InvalidParameterValue", f"AlarmRule: {message} at position {position}{pointer}"
         )
+
+
+class LogsError(CodedError, ValueError):
+    """A log group request CloudWatch Logs would refuse, with its error ``code``
+    (``ResourceNotFoundException``, ``ResourceAlreadyExistsException``,
+    ``InvalidParameterException``, ``LimitExceededException``)."""
+
+
+class FilterPatternError(LogsError):
+    """A filter pattern is invalid; ``position`` is the 0-based character
+    offset of the problem in ``pattern``."""
+
+    def __init__(self, message: str, pattern: str, position: int) -> None:
+        self.pattern = pattern
+        self.position = position
+        pointer = f"\n  {pattern}\n  {' ' * position}^"
+        super().__init__(
+            "InvalidParameterException",
+            f"Invalid filter pattern: {message} at position {position}{pointer}",
+        )
+
+
+class QueryError(LogsError):
+    """A Logs Insights query is invalid; ``position`` is the 0-based character
+    offset of the problem in ``query``."""
+
+    def __init__(self, message: str, query: str, position: int) -> None:
+        self.query = query
+        self.position = position
+        pointer = f"\n  {query}\n  {' ' * position}^"
+        super().__init__("MalformedQueryException", f"{message} at position {position}{pointer}")
