@@ -10,16 +10,21 @@ help; any other exception counts as a retryable failure.
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pipelines.errors import ConfigError, unknown_setting
+from pipelines.clock import sleep
+from pipelines.errors import CodedError, ConfigError, DeliveryError, PipelinesError, unknown_setting
 
 if TYPE_CHECKING:
     from pipelines.clock import Clock
+
+log = logging.getLogger("pipelines.targets")
 
 
 _NOTHING: Mapping[str, Any] = MappingProxyType({})
@@ -197,3 +202,44 @@ def number_setting(
     if not low <= value <= high:
         raise ConfigError(f"{where}.{key}", f"must be between {low:g} and {high:g}, not {value!r}")
     return float(value)
+
+
+def describe_error(exc: BaseException) -> str:
+    """An error as one log line: "code: message" when it has a code."""
+    if isinstance(exc, DeliveryError | CodedError):
+        return f"{exc.code}: {exc.message}"
+    return str(exc) if isinstance(exc, PipelinesError) else repr(exc)
+
+
+async def hand_over(
+    services: TargetServices,
+    resource: str,
+    event: Mapping[str, Any],
+    *,
+    source: str,
+    name: str,
+    where: str,
+    maximum_retry_attempts: int = -1,
+) -> bool:
+    """Deliver ``event`` to the target ``resource`` as an event source mapping
+    does (a stream's consumer, a log group's subscription): retried with
+    exponential backoff and jitter (1 s doubling to 60 s) until it is taken,
+    or until ``maximum_retry_attempts`` retries (-1: no limit) have failed.
+    ``source`` and ``name`` are the delivery context's rule name and target id.
+    True when it was delivered, False when it was given up."""
+    attempt = 0
+    while True:
+        attempt += 1
+        context = DeliveryContext(source, name, event, attempt)
+        try:
+            target = services.resource(resource, where=where)
+            await target.deliver(event, context)
+            return True
+        except Exception as exc:
+            error = describe_error(exc)
+            if 0 <= maximum_retry_attempts < attempt:
+                log.error("%s: batch given up after %d attempts: %s", where, attempt, error)
+                return False
+            delay = min(2.0 ** (attempt - 1), 60.0) * random.uniform(0.5, 1.0)
+            log.warning("%s: attempt %d failed (%s); again in %.1f s", where, attempt, error, delay)
+            await sleep(services.clock, delay)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ import jmespath.exceptions
 import orjson
 
 from pipelines.clock import sleep
-from pipelines.errors import CodedError, ConfigError, DeliveryError, PipelinesError, StreamError
+from pipelines.errors import ConfigError, DeliveryError, PipelinesError, StreamError
 from pipelines.event import DEFAULT_REGION
 from pipelines.targets import (
     DeliveryContext,
@@ -35,7 +34,9 @@ from pipelines.targets import (
     TargetServices,
     TargetType,
     check_keys,
+    describe_error,
     flag_setting,
+    hand_over,
     key_text,
     number_setting,
 )
@@ -360,46 +361,22 @@ class StreamTarget(Target):
             except Exception as exc:
                 # A deleted stream, a locked database: a consumer must not take
                 # the runtime down. It reads again from its checkpoints.
-                log.error("%s: %s; reading again in %.0f s", where, _describe(exc), delay)
+                log.error("%s: %s; reading again in %.0f s", where, describe_error(exc), delay)
                 await sleep(self._services.clock, delay)
                 delay = min(delay * 2, 60.0)
 
     async def _hand_over(self, settings: ConsumerSettings, records: list[Record]) -> None:
         assert self._services is not None
-        event = kinesis_event(self.stream, records)
-        where = f"{self.where}.consumers.{settings.name}"
-        attempt = 0
-        while True:
-            attempt += 1
-            context = DeliveryContext(f"stream:{self.stream}", settings.name, event, attempt)
-            try:
-                target = self._services.resource(settings.target, where=where)
-                await target.deliver(event, context)
-                return
-            except Exception as exc:
-                error = _describe(exc)
-                retries = settings.maximum_retry_attempts
-                if retries >= 0 and attempt > retries:
-                    log.error(
-                        "%s: batch of %d records from %s skipped after %d attempts: %s",
-                        where,
-                        len(records),
-                        records[0].shard_id,
-                        attempt,
-                        error,
-                    )
-                    return
-                delay = min(2.0 ** (attempt - 1), 60.0) * random.uniform(0.5, 1.0)
-                log.warning(
-                    "%s: attempt %d failed (%s); again in %.1f s", where, attempt, error, delay
-                )
-                await sleep(self._services.clock, delay)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, DeliveryError | CodedError):
-        return f"{exc.code}: {exc.message}"
-    return str(exc) if isinstance(exc, PipelinesError) else repr(exc)
+        await hand_over(
+            self._services,
+            settings.target,
+            kinesis_event(self.stream, records),
+            source=f"stream:{self.stream}",
+            name=settings.name,
+            where=f"{self.where}.consumers.{settings.name} ({len(records)} records"
+            f" from {records[0].shard_id})",
+            maximum_retry_attempts=settings.maximum_retry_attempts,
+        )
 
 
 def kinesis_event(stream: str, records: list[Record]) -> dict[str, Any]:
