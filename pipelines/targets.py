@@ -99,6 +99,17 @@ class TargetServices(Protocol):
         ``NotRunningError`` once the runtime stops taking events."""
         ...
 
+    def put_metric_data(
+        self,
+        namespace: str,
+        name: str,
+        dimensions: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> None:
+        """PutMetricData into the runtime's metric store, which its alarms
+        read: see ``pipelines.metrics.MetricStore.put_metric_data``."""
+        ...
+
     @property
     def cluster_group(self) -> str | None:
         """The config's ``cluster.group``: sources share their subscriptions

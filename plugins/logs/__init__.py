@@ -1,0 +1,30 @@
+"""The built-in ``logs`` plugin: log groups with CloudWatch Logs' semantics.
+
+``store.LogStore`` is the API (groups, streams, PutLogEvents, FilterLogEvents,
+metric and subscription filters, retention, queries); ``filterpattern`` parses
+CloudWatch's filter patterns and ``insights`` runs Logs Insights queries;
+``target.LogGroupType`` makes a log group a rule target; ``cli`` adds
+``pipelines logs ...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from pipelines.hookspecs import hookimpl
+from pipelines.targets import TargetType
+from plugins.logs.target import LogGroupType
+
+
+@hookimpl
+def register_targets(register: Callable[[TargetType], None]) -> None:
+    register(LogGroupType())
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    from plugins.logs.cli import logs_group
+
+    cli.add_command(logs_group)

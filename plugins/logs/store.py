@@ -1,0 +1,1017 @@
+"""Log groups with CloudWatch Logs' semantics, durable in the state database
+(SQLite, aiosqlite).
+
+- A group holds streams; a stream holds events ``{timestamp (ms), message}``.
+  Every event also gets an id (its row id: the order of ingestion) and its
+  ingestion time.
+- ``put_log_events`` applies CloudWatch's PutLogEvents rules. A request is
+  refused whole when it breaks a request rule (more than 10,000 events, more
+  than 1,048,576 bytes counting 26 per event, not in chronological order, a
+  span of more than 24 hours). Events too far in the future, more than 14
+  days old or older than the group's retention are rejected one by one, and
+  the rest are accepted; so is a malformed entry (a missing timestamp, an
+  empty message), which CloudWatch would refuse with the whole request: the
+  project's rule is that a bad entry fails alone.
+- Metric filters run on every accepted event, in ``put_log_events``: their
+  datapoints go to the metric sink (the runtime's ``put_metric_data``) after
+  the events are committed.
+- Subscription filters keep a cursor (the id of the last event they have
+  looked at); ``read_subscription`` hands over what matches after it, one
+  CloudWatch payload per log stream, and ``advance_subscription`` moves the
+  cursor once the payloads are delivered: at least once.
+- Retention: reads skip events older than the group's retention at once;
+  ``expire`` deletes them.
+
+Every write is one ``BEGIN IMMEDIATE`` transaction under the store's lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import functools
+import re
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from pipelines.clock import Clock, SystemClock
+from pipelines.errors import LogsError
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
+from pipelines.state import connect, existing, transaction
+from plugins.logs.filterpattern import FilterPattern, parse_filter_pattern
+from plugins.logs.insights import QueryResult, parse_query
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS log_groups (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    name           TEXT NOT NULL UNIQUE,
+    created        INTEGER NOT NULL,
+    retention_days INTEGER
+);
+CREATE TABLE IF NOT EXISTS log_streams (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    grp            INTEGER NOT NULL,
+    name           TEXT NOT NULL,
+    created        INTEGER NOT NULL,
+    first_event    INTEGER,
+    last_event     INTEGER,
+    last_ingestion INTEGER,
+    stored_bytes   INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (grp, name)
+);
+CREATE TABLE IF NOT EXISTS log_events (
+    id       INTEGER PRIMARY KEY,
+    grp      INTEGER NOT NULL,
+    stream   INTEGER NOT NULL,
+    ts       INTEGER NOT NULL,
+    ingested INTEGER NOT NULL,
+    message  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_events_by_time ON log_events (grp, ts);
+CREATE TABLE IF NOT EXISTS log_metric_filters (
+    grp            INTEGER NOT NULL,
+    name           TEXT NOT NULL,
+    pattern        TEXT NOT NULL,
+    transformation BLOB NOT NULL,
+    created        INTEGER NOT NULL,
+    PRIMARY KEY (grp, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log_subscription_filters (
+    grp         INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    pattern     TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    created     INTEGER NOT NULL,
+    cursor      INTEGER NOT NULL,
+    PRIMARY KEY (grp, name)
+) WITHOUT ROWID;
+"""
+
+#: PutRetentionPolicy's allowed values (days).
+RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+)  # fmt: skip
+MAX_BATCH_EVENTS = 10_000
+MAX_BATCH_BYTES = 1_048_576
+EVENT_OVERHEAD = 26  # bytes counted per event on top of its UTF-8 message
+MAX_EVENT_BYTES = 1_048_576 - EVENT_OVERHEAD
+MAX_SPAN_MS = 24 * 3600 * 1000
+FUTURE_LIMIT_MS = 2 * 3600 * 1000
+PAST_LIMIT_MS = 14 * 24 * 3600 * 1000
+DAY_MS = 24 * 3600 * 1000
+MAX_METRIC_FILTERS = 100
+MAX_SUBSCRIPTION_FILTERS = 2
+MAX_DIMENSIONS = 3
+MAX_FILTER_EVENTS = 10_000
+GROUP_NAME = re.compile(r"[A-Za-z0-9_\-/.#]{1,512}")
+FILTER_NAME = re.compile(r"[^:*]{1,512}")
+
+#: Where metric filters' datapoints go: ``put_metric_data``'s signature.
+MetricSink = Callable[..., None]
+
+
+def check_group_name(name: str) -> str:
+    if not isinstance(name, str) or not GROUP_NAME.fullmatch(name):
+        raise LogsError(
+            "InvalidParameterException",
+            f"log group name {name!r} is not valid: 1 to 512 characters of letters, digits,"
+            " '_', '-', '/', '.' and '#'",
+        )
+    return name
+
+
+def check_stream_name(name: str) -> str:
+    if not isinstance(name, str) or not 1 <= len(name) <= 512 or ":" in name or "*" in name:
+        raise LogsError(
+            "InvalidParameterException",
+            f"log stream name {name!r} is not valid: 1 to 512 characters, without ':' or '*'",
+        )
+    return name
+
+
+def check_filter_name(name: str) -> str:
+    if not isinstance(name, str) or not FILTER_NAME.fullmatch(name):
+        raise LogsError(
+            "InvalidParameterException",
+            f"filter name {name!r} is not valid: 1 to 512 characters, without ':' or '*'",
+        )
+    return name
+
+
+def check_retention(days: Any) -> int | None:
+    if days is None:
+        return None
+    if isinstance(days, bool) or days not in RETENTION_DAYS:
+        raise LogsError(
+            "InvalidParameterException",
+            f"retentionInDays {days!r} is not one of CloudWatch's values:"
+            f" {', '.join(map(str, RETENTION_DAYS))} (or none: never expire)",
+        )
+    return int(days)
+
+
+@functools.lru_cache(maxsize=256)
+def compiled(pattern: str) -> FilterPattern:
+    """A parsed filter pattern, cached: metric and subscription filters are
+    parsed once, not on every batch."""
+    return parse_filter_pattern(pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricTransformation:
+    """What a metric filter publishes for a matching event (CloudWatch's
+    ``metricTransformations`` entry)."""
+
+    metric_name: str
+    metric_namespace: str
+    metric_value: str  # a number, or a selector: "$.field" (JSON) or "$field" (space-delimited)
+    default_value: float | None = None
+    dimensions: Mapping[str, str] = field(default_factory=dict)
+    unit: str = "None"
+
+    def to_json(self) -> dict[str, Any]:
+        shape: dict[str, Any] = {
+            "metricName": self.metric_name,
+            "metricNamespace": self.metric_namespace,
+            "metricValue": self.metric_value,
+            "unit": self.unit,
+        }
+        if self.default_value is not None:
+            shape["defaultValue"] = self.default_value
+        if self.dimensions:
+            shape["dimensions"] = dict(self.dimensions)
+        return shape
+
+    @classmethod
+    def from_json(cls, shape: Mapping[str, Any]) -> MetricTransformation:
+        return cls(
+            shape["metricName"],
+            shape["metricNamespace"],
+            shape["metricValue"],
+            shape.get("defaultValue"),
+            shape.get("dimensions") or {},
+            shape.get("unit", "None"),
+        )
+
+
+def _literal(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def check_transformation(pattern: FilterPattern, t: MetricTransformation) -> None:
+    """CloudWatch's PutMetricFilter checks on one transformation."""
+    if not t.metric_name or not t.metric_namespace:
+        raise LogsError(
+            "InvalidParameterException",
+            "a metric transformation needs metricName and metricNamespace",
+        )
+    if _literal(t.metric_value) is None:
+        pattern.check_selector(t.metric_value)
+    if len(t.dimensions) > MAX_DIMENSIONS:
+        raise LogsError(
+            "InvalidParameterException",
+            f"a metric filter can have at most {MAX_DIMENSIONS} dimensions,"
+            f" not {len(t.dimensions)}",
+        )
+    if t.dimensions and t.default_value is not None:
+        raise LogsError(
+            "InvalidParameterException",
+            "a metric transformation cannot have both dimensions and a defaultValue",
+        )
+    for value in t.dimensions.values():
+        pattern.check_selector(value)
+
+
+@dataclass(slots=True)
+class _MetricFilter:
+    name: str
+    pattern: FilterPattern
+    transformation: MetricTransformation
+    literal: float | None
+
+    def datum(self, message: str) -> tuple[float, tuple[tuple[str, str], ...]] | None:
+        """The value and dimensions this event publishes, if any."""
+        found = self.pattern.match(message)
+        t = self.transformation
+        if found is None:
+            return None if t.default_value is None else (t.default_value, ())
+        value: Any = self.literal
+        if value is None:
+            value = found.value(t.metric_value)
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                return None
+            value = _literal(value) if isinstance(value, str) else float(value)
+            if value is None:
+                return None  # CloudWatch publishes nothing for a non-numeric value
+        dims = []
+        for key, selector in t.dimensions.items():
+            picked = found.value(selector)
+            if picked is None:
+                return None
+            dims.append((key, picked if isinstance(picked, str) else orjson.dumps(picked).decode()))
+        return value, tuple(dims)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionBatch:
+    """What ``read_subscription`` found after a filter's cursor: the payloads
+    to deliver (one per log stream) and the cursor to store once they are."""
+
+    payloads: list[dict[str, Any]]
+    cursor: int
+    scanned: int
+
+
+def _token(ts: int, event_id: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([ts, event_id])).decode()
+
+
+def _untoken(token: str) -> tuple[int, int]:
+    try:
+        ts, event_id = orjson.loads(base64.urlsafe_b64decode(token.encode()))
+        return int(ts), int(event_id)
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise LogsError("InvalidParameterException", f"nextToken {token!r} is not valid") from None
+
+
+class LogStore:
+    """The log groups of one state database. ``await LogStore.open(path)``, then ``close()``."""
+
+    def __init__(
+        self,
+        connection: aiosqlite.Connection,
+        clock: Clock,
+        metrics: MetricSink | None = None,
+        *,
+        account: str = DEFAULT_ACCOUNT,
+        region: str = DEFAULT_REGION,
+    ) -> None:
+        self._db = connection
+        self.clock = clock
+        self.metrics = metrics
+        self.account = account
+        self.region = region
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(
+        cls, path: str | Path, clock: Clock | None = None, metrics: MetricSink | None = None
+    ) -> LogStore:
+        return cls(
+            await connect(Path(path), SCHEMA, autocommit=True), clock or SystemClock(), metrics
+        )
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def existing(cls, path: str | Path) -> AsyncIterator[LogStore]:
+        """The log groups of a state database that must already exist (the CLI's view)."""
+        store = await cls.open(existing(path))
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    def _now_ms(self) -> int:
+        return int(self.clock.time() * 1000)
+
+    def arn(self, group: str) -> str:
+        return f"arn:aws:logs:{self.region}:{self.account}:log-group:{group}"
+
+    # -- groups and streams -------------------------------------------------
+
+    async def _group(self, name: str) -> tuple[int, int | None]:
+        """The id and retention of group ``name``; ResourceNotFoundException otherwise."""
+        async with self._db.execute(
+            "SELECT id, retention_days FROM log_groups WHERE name = ?", (name,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise LogsError(
+                "ResourceNotFoundException", f"The specified log group does not exist: {name}"
+            )
+        return row[0], row[1]
+
+    async def create_log_group(
+        self, name: str, retention_days: int | None = None, *, exist_ok: bool = False
+    ) -> None:
+        """CreateLogGroup (with its retention, PutRetentionPolicy). With
+        ``exist_ok`` an existing group is kept as it is."""
+        check_group_name(name)
+        days = check_retention(retention_days)
+        async with transaction(self._db, self._lock) as db:
+            async with db.execute("SELECT 1 FROM log_groups WHERE name = ?", (name,)) as cursor:
+                if await cursor.fetchone() is not None:
+                    if exist_ok:
+                        return
+                    raise LogsError(
+                        "ResourceAlreadyExistsException",
+                        f"The specified log group already exists: {name}",
+                    )
+            await db.execute(
+                "INSERT INTO log_groups (name, created, retention_days) VALUES (?, ?, ?)",
+                (name, self._now_ms(), days),
+            )
+
+    async def put_retention_policy(self, name: str, days: int | None) -> None:
+        """PutRetentionPolicy (``None``: DeleteRetentionPolicy, never expire)."""
+        days = check_retention(days)
+        await self._group(name)
+        async with transaction(self._db, self._lock) as db:
+            await db.execute(
+                "UPDATE log_groups SET retention_days = ? WHERE name = ?", (days, name)
+            )
+
+    async def delete_log_group(self, name: str) -> None:
+        """DeleteLogGroup: the group, its streams, events and filters."""
+        group, _ = await self._group(name)
+        async with transaction(self._db, self._lock) as db:
+            for table in (
+                "log_events",
+                "log_streams",
+                "log_metric_filters",
+                "log_subscription_filters",
+            ):
+                await db.execute(f"DELETE FROM {table} WHERE grp = ?", (group,))
+            await db.execute("DELETE FROM log_groups WHERE id = ?", (group,))
+
+    async def describe_log_groups(self, prefix: str = "") -> list[dict[str, Any]]:
+        """DescribeLogGroups: every group whose name starts with ``prefix``, by name."""
+        async with self._db.execute(
+            "SELECT g.id, g.name, g.created, g.retention_days,"
+            " (SELECT count(*) FROM log_metric_filters f WHERE f.grp = g.id),"
+            " (SELECT coalesce(sum(stored_bytes), 0) FROM log_streams s WHERE s.grp = g.id)"
+            " FROM log_groups g WHERE substr(g.name, 1, ?) = ? ORDER BY g.name",
+            (len(prefix), prefix),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        groups = []
+        for _, name, created, days, filters, stored in rows:
+            group = {
+                "logGroupName": name,
+                "creationTime": created,
+                "metricFilterCount": filters,
+                "storedBytes": stored,
+                "arn": self.arn(name) + ":*",
+            }
+            if days is not None:
+                group["retentionInDays"] = days
+            groups.append(group)
+        return groups
+
+    async def create_log_stream(self, group: str, name: str, *, exist_ok: bool = False) -> None:
+        """CreateLogStream."""
+        check_stream_name(name)
+        group_id, _ = await self._group(group)
+        async with transaction(self._db, self._lock) as db:
+            await self._create_stream(db, group_id, group, name, exist_ok=exist_ok)
+
+    async def _create_stream(
+        self, db: aiosqlite.Connection, group_id: int, group: str, name: str, *, exist_ok: bool
+    ) -> int:
+        async with db.execute(
+            "SELECT id FROM log_streams WHERE grp = ? AND name = ?", (group_id, name)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is not None:
+            if exist_ok:
+                return int(row[0])
+            raise LogsError(
+                "ResourceAlreadyExistsException",
+                f"The specified log stream already exists: {group}/{name}",
+            )
+        async with db.execute(
+            "INSERT INTO log_streams (grp, name, created) VALUES (?, ?, ?) RETURNING id",
+            (group_id, name, self._now_ms()),
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def delete_log_stream(self, group: str, name: str) -> None:
+        """DeleteLogStream: the stream and its events."""
+        group_id, _ = await self._group(group)
+        async with transaction(self._db, self._lock) as db:
+            async with db.execute(
+                "DELETE FROM log_streams WHERE grp = ? AND name = ? RETURNING id", (group_id, name)
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is None:
+                raise LogsError(
+                    "ResourceNotFoundException",
+                    f"The specified log stream does not exist: {group}/{name}",
+                )
+            await db.execute("DELETE FROM log_events WHERE stream = ?", (row[0],))
+
+    async def describe_log_streams(self, group: str, prefix: str = "") -> list[dict[str, Any]]:
+        """DescribeLogStreams: the group's streams whose name starts with ``prefix``, by name."""
+        group_id, _ = await self._group(group)
+        async with self._db.execute(
+            "SELECT name, created, first_event, last_event, last_ingestion, stored_bytes"
+            " FROM log_streams WHERE grp = ? AND substr(name, 1, ?) = ? ORDER BY name",
+            (group_id, len(prefix), prefix),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        streams = []
+        for name, created, first, last, ingested, stored in rows:
+            stream: dict[str, Any] = {
+                "logStreamName": name,
+                "creationTime": created,
+                "storedBytes": stored,
+                "arn": f"{self.arn(group)}:log-stream:{name}",
+            }
+            if first is not None:
+                stream.update(
+                    firstEventTimestamp=first, lastEventTimestamp=last, lastIngestionTime=ingested
+                )
+            streams.append(stream)
+        return streams
+
+    # -- writing ------------------------------------------------------------
+
+    async def put_log_events(
+        self,
+        group: str,
+        stream: str,
+        events: Sequence[Mapping[str, Any]],
+        *,
+        create_stream: bool = False,
+    ) -> dict[str, Any]:
+        """PutLogEvents. Returns ``acceptedCount``, ``rejectedCounts`` (``tooNew``,
+        ``tooOld``, ``expired``, ``invalid``), CloudWatch's
+        ``rejectedLogEventsInfo`` when events were rejected for their time, and
+        ``errors`` (index and message) for malformed entries.
+        ``create_stream`` makes the stream if it does not exist (as a target does)."""
+        check_stream_name(stream)
+        group_id, retention = await self._group(group)
+        valid, errors = _check_entries(events)
+        now = self._now_ms()
+        plan = _plan(valid, now, retention)
+        rows = plan.accepted
+        if rows:
+            async with transaction(self._db, self._lock) as db:
+                stream_id = await self._stream_id(db, group_id, group, stream, create_stream)
+                await self._append(db, group_id, stream_id, rows, now)
+            self._publish(await self._metric_filters(group_id), rows)
+        elif not create_stream:
+            await self._require_stream(group_id, group, stream)
+        answer: dict[str, Any] = {
+            "acceptedCount": len(rows),
+            "rejectedCounts": {
+                "tooNew": plan.too_new,
+                "tooOld": plan.too_old,
+                "expired": plan.expired,
+                "invalid": len(errors),
+            },
+        }
+        if plan.info:
+            answer["rejectedLogEventsInfo"] = plan.info
+        if errors:
+            answer["errors"] = errors
+        return answer
+
+    async def _stream_id(
+        self, db: aiosqlite.Connection, group_id: int, group: str, stream: str, create: bool
+    ) -> int:
+        if create:
+            return await self._create_stream(db, group_id, group, stream, exist_ok=True)
+        return await self._require_stream(group_id, group, stream)
+
+    async def _require_stream(self, group_id: int, group: str, stream: str) -> int:
+        async with self._db.execute(
+            "SELECT id FROM log_streams WHERE grp = ? AND name = ?", (group_id, stream)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise LogsError(
+                "ResourceNotFoundException",
+                f"The specified log stream does not exist: {group}/{stream}",
+            )
+        return int(row[0])
+
+    async def _append(
+        self,
+        db: aiosqlite.Connection,
+        group_id: int,
+        stream_id: int,
+        rows: list[tuple[int, str]],
+        now: int,
+    ) -> None:
+        await db.executemany(
+            "INSERT INTO log_events (grp, stream, ts, ingested, message) VALUES (?, ?, ?, ?, ?)",
+            [(group_id, stream_id, ts, now, message) for ts, message in rows],
+        )
+        size = sum(len(message.encode()) for _, message in rows)
+        await db.execute(
+            "UPDATE log_streams SET"
+            " first_event = min(coalesce(first_event, ?1), ?1),"
+            " last_event = max(coalesce(last_event, ?2), ?2),"
+            " last_ingestion = ?3, stored_bytes = stored_bytes + ?4 WHERE id = ?5",
+            (rows[0][0], rows[-1][0], now, size, stream_id),
+        )
+
+    # -- metric filters -----------------------------------------------------
+
+    async def put_metric_filter(
+        self, group: str, name: str, pattern: str, transformation: MetricTransformation
+    ) -> None:
+        """PutMetricFilter (one transformation, as CloudWatch allows); replaces
+        a filter of the same name."""
+        check_filter_name(name)
+        check_transformation(compiled(pattern), transformation)
+        group_id, _ = await self._group(group)
+        async with transaction(self._db, self._lock) as db:
+            async with db.execute(
+                "SELECT count(*) FROM log_metric_filters WHERE grp = ? AND name != ?",
+                (group_id, name),
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is not None and row[0] >= MAX_METRIC_FILTERS:
+                raise LogsError(
+                    "LimitExceededException",
+                    f"log group {group} has {MAX_METRIC_FILTERS} metric filters already",
+                )
+            await db.execute(
+                "INSERT OR REPLACE INTO log_metric_filters"
+                " (grp, name, pattern, transformation, created) VALUES (?, ?, ?, ?, ?)",
+                (group_id, name, pattern, orjson.dumps(transformation.to_json()), self._now_ms()),
+            )
+
+    async def delete_metric_filter(self, group: str, name: str) -> None:
+        group_id, _ = await self._group(group)
+        async with (
+            transaction(self._db, self._lock) as db,
+            db.execute(
+                "DELETE FROM log_metric_filters WHERE grp = ? AND name = ? RETURNING name",
+                (group_id, name),
+            ) as cursor,
+        ):
+            if await cursor.fetchone() is None:
+                raise LogsError(
+                    "ResourceNotFoundException",
+                    f"The specified metric filter does not exist: {group}/{name}",
+                )
+
+    async def describe_metric_filters(self, group: str) -> list[dict[str, Any]]:
+        group_id, _ = await self._group(group)
+        async with self._db.execute(
+            "SELECT name, pattern, transformation, created FROM log_metric_filters"
+            " WHERE grp = ? ORDER BY name",
+            (group_id,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            {
+                "filterName": name,
+                "logGroupName": group,
+                "filterPattern": pattern,
+                "metricTransformations": [orjson.loads(shape)],
+                "creationTime": created,
+            }
+            for name, pattern, shape, created in rows
+        ]
+
+    async def _metric_filters(self, group_id: int) -> list[_MetricFilter]:
+        if self.metrics is None:
+            return []
+        async with self._db.execute(
+            "SELECT name, pattern, transformation FROM log_metric_filters WHERE grp = ?",
+            (group_id,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        filters = []
+        for name, pattern, shape in rows:
+            t = MetricTransformation.from_json(orjson.loads(shape))
+            filters.append(_MetricFilter(name, compiled(pattern), t, _literal(t.metric_value)))
+        return filters
+
+    def _publish(self, filters: list[_MetricFilter], rows: list[tuple[int, str]]) -> None:
+        """Each filter's datapoints for these events, gathered per minute and
+        dimensions so the metric store gets one call each, not one per event."""
+        if not filters or self.metrics is None:
+            return
+        for metric in filters:
+            gathered: dict[tuple[int, tuple[tuple[str, str], ...]], list[float]] = {}
+            for ts, message in rows:
+                datum = metric.datum(message)
+                if datum is not None:
+                    gathered.setdefault((ts // 60_000, datum[1]), []).append(datum[0])
+            t = metric.transformation
+            for (minute, dims), values in gathered.items():
+                self.metrics(
+                    t.metric_namespace,
+                    t.metric_name,
+                    dict(dims),
+                    values=values,
+                    timestamp=minute * 60.0,
+                    unit=t.unit,
+                )
+
+    # -- reading ------------------------------------------------------------
+
+    async def filter_log_events(
+        self,
+        group: str,
+        pattern: str = "",
+        *,
+        start_time: int | None = None,
+        end_time: int | None = None,
+        stream_names: Sequence[str] | None = None,
+        stream_prefix: str | None = None,
+        limit: int = MAX_FILTER_EVENTS,
+        next_token: str | None = None,
+        after_id: int | None = None,
+    ) -> dict[str, Any]:
+        """FilterLogEvents: the group's events that match ``pattern`` with a
+        timestamp in [start_time, end_time] (ms, both inclusive, as CloudWatch's),
+        in time order, at most ``limit``; ``nextToken`` when there may be more.
+        ``after_id`` keeps only events ingested after that event id (what
+        ``tail --follow`` has already shown)."""
+        if stream_names and stream_prefix:
+            raise LogsError(
+                "InvalidParameterException",
+                "give logStreamNames or logStreamNamePrefix, not both",
+            )
+        if not 1 <= limit <= MAX_FILTER_EVENTS:
+            raise LogsError(
+                "InvalidParameterException", f"limit must be 1 to {MAX_FILTER_EVENTS}, not {limit}"
+            )
+        matcher = compiled(pattern)
+        group_id, retention = await self._group(group)
+        where, params = self._time_range(group_id, retention, start_time, end_time)
+        if after_id is not None:
+            where += " AND e.id > ?"
+            params.append(after_id)
+        if stream_names:
+            where += f" AND s.name IN ({', '.join('?' * len(stream_names))})"
+            params += list(stream_names)
+        elif stream_prefix:
+            where += " AND substr(s.name, 1, ?) = ?"
+            params += [len(stream_prefix), stream_prefix]
+        query = (
+            "SELECT e.id, e.ts, e.ingested, e.message, s.name FROM log_events e"
+            f" JOIN log_streams s ON s.id = e.stream WHERE {where}"
+            " AND (e.ts, e.id) > (?, ?) ORDER BY e.ts, e.id LIMIT 1000"
+        )
+        found: list[dict[str, Any]] = []
+        last = _untoken(next_token) if next_token is not None else (-1, 0)
+        # Read in pages: a selective pattern may look at many rows for few matches.
+        while len(found) < limit:
+            async with self._db.execute(query, [*params, *last]) as cursor:
+                page = list(await cursor.fetchall())
+            for event_id, ts, ingested, message, stream in page:
+                last = (ts, event_id)
+                if matcher.match(message) is None:
+                    continue
+                found.append(
+                    {
+                        "logStreamName": stream,
+                        "timestamp": ts,
+                        "message": message,
+                        "ingestionTime": ingested,
+                        "eventId": str(event_id),
+                    }
+                )
+                if len(found) == limit:
+                    break
+            if len(page) < 1000:
+                break
+        answer: dict[str, Any] = {"events": found}
+        if len(found) == limit:
+            answer["nextToken"] = _token(*last)
+        return answer
+
+    def _time_range(
+        self, group_id: int, retention: int | None, start: int | None, end: int | None
+    ) -> tuple[str, list[Any]]:
+        where, params = "e.grp = ?", [group_id]
+        if retention is not None:
+            start = max(start or 0, self._now_ms() - retention * DAY_MS)
+        if start is not None:
+            where += " AND e.ts >= ?"
+            params.append(start)
+        if end is not None:
+            where += " AND e.ts <= ?"
+            params.append(end)
+        return where, params
+
+    async def last_event_id(self) -> int:
+        """The id of the newest event in the database (0 when there is none)."""
+        async with self._db.execute("SELECT coalesce(max(id), 0) FROM log_events") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def query(
+        self, group: str, text: str, *, start_time: int | None = None, end_time: int | None = None
+    ) -> QueryResult:
+        """A Logs Insights query over the group's events with a timestamp in
+        [start_time, end_time] (ms). Only the columns the query needs are read,
+        and the query runs in a worker thread: the event loop stays free."""
+        parsed = parse_query(text)
+        group_id, retention = await self._group(group)
+        where, params = self._time_range(group_id, retention, start_time, end_time)
+        columns = {
+            "@timestamp": "e.ts",
+            "@logStream": "s.name",
+            "@message": "e.message",
+            "@ingestionTime": "e.ingested",
+        }
+        selected = ", ".join(columns[c] for c in parsed.columns) or "e.ts"
+        join = " JOIN log_streams s ON s.id = e.stream" if "@logStream" in parsed.columns else ""
+        rows = await self._db.execute_fetchall(
+            f"SELECT {selected} FROM log_events e{join} WHERE {where} ORDER BY e.ts, e.id",
+            params,
+        )
+        return await asyncio.to_thread(parsed.run, rows)
+
+    # -- subscription filters -------------------------------------------------
+
+    async def put_subscription_filter(
+        self, group: str, name: str, pattern: str, destination: str
+    ) -> None:
+        """PutSubscriptionFilter: at most two per group. A new filter forwards
+        the events that arrive after it is made; replacing one keeps its cursor."""
+        check_filter_name(name)
+        compiled(pattern)
+        group_id, _ = await self._group(group)
+        async with transaction(self._db, self._lock) as db:
+            async with db.execute(
+                "SELECT name FROM log_subscription_filters WHERE grp = ?", (group_id,)
+            ) as cursor:
+                names = {row[0] for row in await cursor.fetchall()}
+            if name not in names and len(names) >= MAX_SUBSCRIPTION_FILTERS:
+                raise LogsError(
+                    "LimitExceededException",
+                    f"Resource limit exceeded: log group {group} has"
+                    f" {MAX_SUBSCRIPTION_FILTERS} subscription filters already"
+                    f" ({', '.join(sorted(names))})",
+                )
+            async with db.execute("SELECT coalesce(max(id), 0) FROM log_events") as cursor:
+                row = await cursor.fetchone()
+            await db.execute(
+                "INSERT INTO log_subscription_filters"
+                " (grp, name, pattern, destination, created, cursor) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (grp, name) DO UPDATE SET pattern = excluded.pattern,"
+                " destination = excluded.destination",
+                (group_id, name, pattern, destination, self._now_ms(), row[0] if row else 0),
+            )
+
+    async def delete_subscription_filter(self, group: str, name: str) -> None:
+        group_id, _ = await self._group(group)
+        async with (
+            transaction(self._db, self._lock) as db,
+            db.execute(
+                "DELETE FROM log_subscription_filters WHERE grp = ? AND name = ? RETURNING name",
+                (group_id, name),
+            ) as cursor,
+        ):
+            if await cursor.fetchone() is None:
+                raise LogsError(
+                    "ResourceNotFoundException",
+                    f"The specified subscription filter does not exist: {group}/{name}",
+                )
+
+    async def describe_subscription_filters(self, group: str) -> list[dict[str, Any]]:
+        group_id, _ = await self._group(group)
+        async with self._db.execute(
+            "SELECT name, pattern, destination, created FROM log_subscription_filters"
+            " WHERE grp = ? ORDER BY name",
+            (group_id,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            {
+                "filterName": name,
+                "logGroupName": group,
+                "filterPattern": pattern,
+                "destinationArn": destination,
+                "creationTime": created,
+            }
+            for name, pattern, destination, created in rows
+        ]
+
+    async def read_subscription(
+        self, group: str, name: str, limit: int = 10_000
+    ) -> SubscriptionBatch:
+        """What subscription filter ``name`` forwards next: the events after its
+        cursor that match its pattern (looking at up to ``limit`` events), in
+        CloudWatch's subscription payload, one per log stream."""
+        group_id, _ = await self._group(group)
+        async with self._db.execute(
+            "SELECT pattern, cursor FROM log_subscription_filters WHERE grp = ? AND name = ?",
+            (group_id, name),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise LogsError(
+                "ResourceNotFoundException",
+                f"The specified subscription filter does not exist: {group}/{name}",
+            )
+        matcher, position = compiled(row[0]), row[1]
+        rows = await self._db.execute_fetchall(
+            "SELECT e.id, e.ts, e.message, s.name FROM log_events e"
+            " JOIN log_streams s ON s.id = e.stream"
+            " WHERE e.grp = ? AND e.id > ? ORDER BY e.id LIMIT ?",
+            (group_id, position, limit),
+        )
+        per_stream: dict[str, list[dict[str, Any]]] = {}
+        for event_id, ts, message, stream in rows:
+            position = event_id
+            if matcher.match(message) is not None:
+                per_stream.setdefault(stream, []).append(
+                    {"id": str(event_id), "timestamp": ts, "message": message}
+                )
+        payloads = [
+            subscription_payload(self.account, group, stream, name, events)
+            for stream, events in per_stream.items()
+        ]
+        return SubscriptionBatch(payloads, position, len(rows))
+
+    async def advance_subscription(self, group: str, name: str, cursor: int) -> None:
+        """Store subscription filter ``name``'s cursor: what it has delivered."""
+        group_id, _ = await self._group(group)
+        async with transaction(self._db, self._lock) as db:
+            await db.execute(
+                "UPDATE log_subscription_filters SET cursor = max(cursor, ?)"
+                " WHERE grp = ? AND name = ?",
+                (cursor, group_id, name),
+            )
+
+    # -- retention ------------------------------------------------------------
+
+    async def expire(self) -> int:
+        """Delete the events older than their group's retention; how many went."""
+        now = self._now_ms()
+        async with self._db.execute(
+            "SELECT id, retention_days FROM log_groups WHERE retention_days IS NOT NULL"
+        ) as cursor:
+            groups = list(await cursor.fetchall())
+        deleted = 0
+        for group_id, days in groups:
+            async with (
+                transaction(self._db, self._lock) as db,
+                db.execute(
+                    "DELETE FROM log_events WHERE grp = ? AND ts < ?",
+                    (group_id, now - days * DAY_MS),
+                ) as cursor,
+            ):
+                deleted += cursor.rowcount
+        return deleted
+
+
+def subscription_payload(
+    owner: str, group: str, stream: str, name: str, events: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """CloudWatch Logs' subscription payload (decoded: CloudWatch gzips and
+    base64-encodes it for Lambda; a target here gets the JSON itself)."""
+    return {
+        "messageType": "DATA_MESSAGE",
+        "owner": owner,
+        "logGroup": group,
+        "logStream": stream,
+        "subscriptionFilters": [name],
+        "logEvents": events,
+    }
+
+
+# -- PutLogEvents' rules ----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Plan:
+    accepted: list[tuple[int, str]]
+    too_new: int = 0
+    too_old: int = 0
+    expired: int = 0
+    info: dict[str, int] = field(default_factory=dict)
+
+
+def _check_entries(
+    events: Sequence[Mapping[str, Any]],
+) -> tuple[list[tuple[int, int, str]], list[dict[str, Any]]]:
+    """The well-formed entries as (index, timestamp, message), and an error
+    for each malformed one; the request rules (count, size, order) too."""
+    if not 1 <= len(events) <= MAX_BATCH_EVENTS:
+        raise LogsError(
+            "InvalidParameterException",
+            f"a PutLogEvents request holds 1 to {MAX_BATCH_EVENTS} log events, not {len(events)}",
+        )
+    valid: list[tuple[int, int, str]] = []
+    errors: list[dict[str, Any]] = []
+    size = 0
+    for index, event in enumerate(events):
+        problem = _entry_problem(event)
+        if problem is not None:
+            errors.append({"index": index, "message": f"logEvents[{index}]: {problem}"})
+            continue
+        ts, message = event["timestamp"], event["message"]
+        size += len(message.encode()) + EVENT_OVERHEAD
+        if valid and ts < valid[-1][1]:
+            raise LogsError(
+                "InvalidParameterException",
+                "Log events in a single PutLogEvents request must be in chronological order"
+                f" (logEvents[{index}] is earlier than logEvents[{valid[-1][0]}])",
+            )
+        valid.append((index, ts, message))
+    if size > MAX_BATCH_BYTES:
+        raise LogsError(
+            "InvalidParameterException",
+            f"Upload too large: {size} bytes exceeds limit of {MAX_BATCH_BYTES}"
+            f" (the messages in UTF-8 plus {EVENT_OVERHEAD} bytes per event)",
+        )
+    return valid, errors
+
+
+def _entry_problem(event: Any) -> str | None:
+    if not isinstance(event, Mapping):
+        return "a log event is an object with timestamp and message"
+    ts, message = event.get("timestamp"), event.get("message")
+    if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
+        return f"timestamp must be milliseconds since the epoch (an integer >= 0), not {ts!r}"
+    if not isinstance(message, str) or not message:
+        return "message must be a non-empty string"
+    if len(message.encode()) > MAX_EVENT_BYTES:
+        return f"message is over {MAX_EVENT_BYTES} bytes"
+    return None
+
+
+def _plan(valid: list[tuple[int, int, str]], now: int, retention: int | None) -> _Plan:
+    """Reject the events too old (over 14 days, or past retention: a prefix,
+    since the batch is in order) and too new (over 2 hours ahead: a suffix);
+    CloudWatch's rejectedLogEventsInfo holds those boundaries as indexes."""
+    oldest = now - PAST_LIMIT_MS
+    expiry = now - retention * DAY_MS if retention is not None else None
+    newest = now + FUTURE_LIMIT_MS
+    plan = _Plan([])
+    for index, ts, message in valid:
+        if ts < oldest:
+            plan.too_old += 1
+            plan.info["tooOldLogEventEndIndex"] = index + 1
+        elif expiry is not None and ts < expiry:
+            plan.expired += 1
+            plan.info["expiredLogEventEndIndex"] = index + 1
+        elif ts > newest:
+            plan.too_new += 1
+            plan.info.setdefault("tooNewLogEventStartIndex", index)
+        else:
+            plan.accepted.append((ts, message))
+    if plan.accepted and plan.accepted[-1][0] - plan.accepted[0][0] > MAX_SPAN_MS:
+        raise LogsError(
+            "InvalidParameterException",
+            "The batch of log events in a single PutLogEvents request cannot span more than"
+            " 24 hours",
+        )
+    return plan
