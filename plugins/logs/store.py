@@ -325,6 +325,12 @@ class LogStore:
     async def close(self) -> None:
         await self._db.close()
 
+    async def __aenter__(self) -> LogStore:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
     def _now_ms(self) -> int:
         return int(self.clock.time() * 1000)
 

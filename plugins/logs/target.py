@@ -39,12 +39,12 @@ from pipelines.targets import (
     number_setting,
 )
 from plugins.logs.store import (
+    EVENT_OVERHEAD,
     MAX_BATCH_BYTES,
     MAX_BATCH_EVENTS,
     MAX_SPAN_MS,
     MAX_SUBSCRIPTION_FILTERS,
     RETENTION_DAYS,
-    EVENT_OVERHEAD,
     LogStore,
     MetricTransformation,
     check_filter_name,
