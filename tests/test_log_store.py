@@ -84,7 +84,7 @@ async def test_groups_are_described_with_their_retention(store: LogStore) -> Non
 
 @pytest.mark.parametrize("days", [0, 2, 10, 366, 3654, True, "7"])
 async def test_retention_must_be_one_of_cloudwatchs_values(store: LogStore, days: Any) -> None:
-    with pytest.raises(LogsError, match="retentionInDays .* is not one of") as caught:
+    with pytest.raises(LogsError, match=r"retentionInDays .* is not one of") as caught:
         await store.put_retention_policy("app", days)
     assert caught.value.code == "InvalidParameterException"
 
