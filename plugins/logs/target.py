@@ -6,7 +6,8 @@ to (a template with ``<path>`` placeholders over the event, default the
 rule's name); ``metric_filters`` and ``subscription_filters``.
 
 The message is the payload as JSON (a string payload, from an input
-transformer, as it is); the timestamp is the event's ``time``. Deliveries in
+transformer, as it is); a dead letter's is ``{"attributes": {ERROR_CODE,
+...}, "payload": ...}``. The timestamp is the event's ``time``. Deliveries in
 flight at once are written together: one PutLogEvents per stream.
 
 A config that names ``metric_filters`` or ``subscription_filters`` owns that
@@ -368,6 +369,10 @@ class LogGroupTarget(Target):
         if self.store is None:
             raise DeliveryError("LogGroupStopped", f"{self.where} is not running", retryable=True)
         stream = self.stream.render(context.event) if self.stream else context.rule_name
+        if context.attributes:
+            # A dead letter: the error attributes go with it, so a filter
+            # pattern or a query can pick them out ($.attributes.ERROR_CODE).
+            payload = {"attributes": dict(context.attributes), "payload": payload}
         message = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Pending(stream, _event_time(context.event), message, waiter))
