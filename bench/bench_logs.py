@@ -1,0 +1,211 @@
+"""Log group throughput: log events ingested per second with a metric filter
+active, and the time of a Logs Insights ``stats count() by bin(1m)`` query.
+
+Each repeat uses a fresh SQLite file at the default durability (the state
+database as ``pipelines.state.connect`` opens it: WAL, synchronous=NORMAL).
+
+- ingest: ``LogStore.put_log_events`` in batches of ``--batch`` (1,000) JSON
+  messages of about 200 bytes, one stream, with one metric filter
+  (``{ $.level = "ERROR" }``, one in ten lines) publishing into a real
+  ``MetricStore`` on the same file;
+- query: ``LogStore.query(group, "stats count() by bin(1m)")`` over
+  ``--events`` (1,000,000) log events spread over about 17 hours (one event
+  every 60 ms), written beforehand, untimed.
+
+The peers, run in the same process on the same kind of file, are what SQLite
+itself costs through aiosqlite: for ingest, the same rows inserted with
+``executemany`` into a bare table with the same columns and index, one
+transaction per batch (no checks, no metric filter); for the query, the same
+count per minute as one SQL ``GROUP BY`` (SQLite's C code, no Python per
+row). Ratios are ours / peer as rates (1.00: as fast as bare SQLite).
+
+    python bench/bench_logs.py [--events 1000000] [--ingest 200000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pipelines.clock import ManualClock
+from pipelines.metrics import MetricStore
+from pipelines.state import connect, transaction
+from plugins.logs.store import LogStore, MetricTransformation
+
+INGEST_TARGET = 50_000  # log events per second
+QUERY_TARGET = 2.0  # seconds for the query over 1M events
+START = 1_700_000_000_000  # ms: the ManualClock's start
+GROUP, STREAM = "bench", "web"
+
+PEER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, grp INTEGER NOT NULL, stream INTEGER NOT NULL,
+    ts INTEGER NOT NULL, ingested INTEGER NOT NULL, message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (grp, ts);
+"""
+
+
+def message(n: int) -> str:
+    """A JSON log line of about 200 bytes; one in ten is an ERROR."""
+    line = {
+        "level": "ERROR" if n % 10 == 0 else "INFO",
+        "service": f"svc-{n % 7}",
+        "request_id": f"req-{n:012d}",
+        "path": f"/api/v1/orders/{n % 5000}",
+        "status": 500 if n % 10 == 0 else 200,
+        "latency_ms": n % 997,
+        "user": f"user-{n % 1234:06d}",
+        "note": "x" * 40,
+    }
+    return orjson.dumps(line).decode()
+
+
+def batches(count: int, size: int, start: int, step: int) -> list[list[dict[str, Any]]]:
+    events = [{"timestamp": start + i * step, "message": message(i)} for i in range(count)]
+    return [events[i : i + size] for i in range(0, count, size)]
+
+
+async def ingest_ours(path: Path, work: list[list[dict[str, Any]]]) -> float:
+    clock = ManualClock(START / 1000 + 3600)
+    metrics = await MetricStore.open(path, clock)
+    store = await LogStore.open(path, clock, metrics.put_metric_data)
+    try:
+        await store.create_log_group(GROUP)
+        await store.create_log_stream(GROUP, STREAM)
+        errors = MetricTransformation("Errors", "Bench", "1", unit="Count")
+        await store.put_metric_filter(GROUP, "errors", '{ $.level = "ERROR" }', errors)
+        began = time.perf_counter()
+        for batch in work:
+            answer = await store.put_log_events(GROUP, STREAM, batch)
+            assert answer["acceptedCount"] == len(batch), answer
+        await metrics.flush()
+        elapsed = time.perf_counter() - began
+        counted = await metrics.get_metric_statistics(
+            "Bench", "Errors", start=START / 1000 - 60, end=START / 1000 + 7200, period=3600,
+            statistics=["Sum"],
+        )  # fmt: skip
+        total = sum(p["Sum"] for p in counted["Datapoints"])
+        assert total == sum(1 for b in work for e in b if '"ERROR"' in e["message"]), total
+    finally:
+        await store.close()
+        await metrics.close()
+    return sum(map(len, work)) / elapsed
+
+
+async def ingest_peer(path: Path, work: list[list[dict[str, Any]]]) -> float:
+    db = await connect(path, PEER_SCHEMA, autocommit=True)
+    lock = asyncio.Lock()
+    try:
+        began = time.perf_counter()
+        for batch in work:
+            rows = [(1, 1, e["timestamp"], START, e["message"]) for e in batch]
+            async with transaction(db, lock):
+                await db.executemany(
+                    "INSERT INTO events (grp, stream, ts, ingested, message)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
+        elapsed = time.perf_counter() - began
+    finally:
+        await db.close()
+    return sum(map(len, work)) / elapsed
+
+
+async def query_ours(path: Path, events: int) -> tuple[float, int]:
+    clock = ManualClock(START / 1000 + events * 0.06 + 60)
+    store = await LogStore.open(path, clock)
+    try:
+        await store.create_log_group(GROUP)
+        await store.create_log_stream(GROUP, STREAM)
+        for batch in batches(events, 4000, START, 60):  # within the 1 MiB a request takes
+            await store.put_log_events(GROUP, STREAM, batch)
+        began = time.perf_counter()
+        result = await store.query(GROUP, "stats count() by bin(1m)")
+        elapsed = time.perf_counter() - began
+        counted = sum(int(row["count()"]) for row in result.rows)
+        assert counted == events, counted
+    finally:
+        await store.close()
+    return elapsed, len(result.rows)
+
+
+async def query_peer(path: Path, events: int) -> float:
+    db = await connect(path, PEER_SCHEMA, autocommit=True)
+    try:
+        await db.executemany(
+            "INSERT INTO events (grp, stream, ts, ingested, message) VALUES (1, 1, ?, 0, ?)",
+            ((START + i * 60, message(i)) for i in range(events)),
+        )
+        began = time.perf_counter()
+        rows = await db.execute_fetchall(
+            "SELECT ts / 60000, count(*) FROM events WHERE grp = 1 GROUP BY ts / 60000"
+        )
+        elapsed = time.perf_counter() - began
+        assert sum(r[1] for r in rows) == events
+    finally:
+        await db.close()
+    return elapsed
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="events the query reads")
+    parser.add_argument("--ingest", type=int, default=200_000, help="events ingested per repeat")
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    work = batches(args.ingest, args.batch, START, 1)
+    size = statistics.mean(len(e["message"]) for e in work[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        ours_rates, peer_rates = [], []
+        for n in range(args.repeats):
+            ours_rates.append(await ingest_ours(Path(tmp) / f"ours{n}.db", work))
+            peer_rates.append(await ingest_peer(Path(tmp) / f"peer{n}.db", work))
+        ours, peer = statistics.median(ours_rates), statistics.median(peer_rates)
+        print(
+            f"ingest: {args.ingest:,} log events of {size:.0f} bytes in batches of"
+            f" {args.batch:,}, one metric filter; median of {args.repeats}"
+        )
+        print(f"  put_log_events   {ours:>10,.0f} events/s  (runs: {_runs(ours_rates)})")
+        print(f"  bare SQLite      {peer:>10,.0f} events/s  (runs: {_runs(peer_rates)})")
+        met = _verdict(ours >= INGEST_TARGET)
+        print(f"  ratio {ours / peer:.2f}; target {INGEST_TARGET:,}/s: {met}")
+
+        times, peer_times = [], []
+        bins = 0
+        for n in range(args.repeats):
+            elapsed, bins = await query_ours(Path(tmp) / f"query{n}.db", args.events)
+            times.append(elapsed)
+            peer_times.append(await query_peer(Path(tmp) / f"qpeer{n}.db", args.events))
+        ours_t, peer_t = statistics.median(times), statistics.median(peer_times)
+        print(
+            f"query: stats count() by bin(1m) over {args.events:,} events ({bins:,} bins);"
+            f" median of {args.repeats}"
+        )
+        print(f"  LogStore.query   {ours_t:>8.3f} s  (runs: {_runs(times, '.3f')})")
+        print(f"  SQL GROUP BY     {peer_t:>8.3f} s  (runs: {_runs(peer_times, '.3f')})")
+        print(
+            f"  ratio (rate) {peer_t / ours_t:.2f}; target under {QUERY_TARGET:.0f} s:"
+            f" {_verdict(ours_t < QUERY_TARGET)}"
+        )
+
+
+def _runs(values: list[float], spec: str = ",.0f") -> str:
+    return ", ".join(format(v, spec) for v in values)
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
