@@ -115,7 +115,7 @@ def test_external_plugins_load_unless_the_environment_says_not(tmp_path: Path) -
     assert code == 0, stderr
     assert "nothing_plugin" in names and "function" in names
     assert plugin_names(tmp_path, **{LOAD_PLUGINS: ""})[1:] == (
-        ["function", "mqtt", "queue", "stream", "topic"],
+        ["function", "logs", "mqtt", "queue", "stream", "topic"],
         "",
     )
     assert "nothing_plugin" in plugin_names(tmp_path, **{LOAD_PLUGINS: "nothing_plugin"})[1]
