@@ -367,6 +367,12 @@ async def test_metric_filter_checks(store: LogStore) -> None:
         )
     with pytest.raises(LogsError):
         await store.put_metric_filter("app", "f", "ERROR", MetricTransformation("M", "N", "$.a"))
+    with pytest.raises(LogsError, match="unit 'Parsecs' is not one of"):
+        await store.put_metric_filter(
+            "app", "f", "ERROR", MetricTransformation("M", "N", "1", unit="Parsecs")
+        )
+    with pytest.raises(LogsError):
+        await store.put_metric_filter("app", "f", "ERROR", MetricTransformation("M", "N", "nan"))
     await store.put_metric_filter("app", "f", "ERROR", MetricTransformation("M", "N", "2"))
     (described,) = await store.describe_metric_filters("app")
     assert described["filterPattern"] == "ERROR"
@@ -439,6 +445,18 @@ async def test_a_subscription_reads_in_bounded_batches(store: LogStore) -> None:
         seen += [e["message"] for p in batch.payloads for e in p["logEvents"]]
         await store.advance_subscription("app", "all", batch.cursor)
     assert seen == [f"m{i}" for i in range(25)]
+
+
+async def test_event_ids_are_never_reused_after_a_delete(store: LogStore) -> None:
+    await store.put_subscription_filter("app", "all", "", "sink")
+    await store.create_log_group("other")
+    await store.put_log_events("other", "x", events("gone"), create_stream=True)
+    batch = await store.read_subscription("app", "all")
+    await store.advance_subscription("app", "all", batch.cursor)  # past "gone"'s id
+    await store.delete_log_group("other")
+    await store.put_log_events("app", "web", events("new"))
+    payloads = (await store.read_subscription("app", "all")).payloads
+    assert [e["message"] for p in payloads for e in p["logEvents"]] == ["new"]
 
 
 async def test_at_most_two_subscription_filters_per_group(store: LogStore) -> None:

@@ -32,6 +32,8 @@ import base64
 import binascii
 import contextlib
 import functools
+import logging
+import math
 import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,11 +44,14 @@ import aiosqlite
 import orjson
 
 from pipelines.clock import Clock, SystemClock
-from pipelines.errors import LogsError
+from pipelines.errors import LogsError, MetricError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
+from pipelines.metrics import UNITS
 from pipelines.state import connect, existing, transaction
 from plugins.logs.filterpattern import FilterPattern, parse_filter_pattern
 from plugins.logs.insights import QueryResult, parse_query
+
+log = logging.getLogger("plugins.logs")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS log_groups (
@@ -67,7 +72,7 @@ CREATE TABLE IF NOT EXISTS log_streams (
     UNIQUE (grp, name)
 );
 CREATE TABLE IF NOT EXISTS log_events (
-    id       INTEGER PRIMARY KEY,
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: cursors and tail count on it
     grp      INTEGER NOT NULL,
     stream   INTEGER NOT NULL,
     ts       INTEGER NOT NULL,
@@ -203,10 +208,12 @@ class MetricTransformation:
 
 
 def _literal(value: str) -> float | None:
+    """``value`` as a finite number, or None."""
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         return None
+    return number if math.isfinite(number) else None
 
 
 def check_transformation(pattern: FilterPattern, t: MetricTransformation) -> None:
@@ -215,6 +222,11 @@ def check_transformation(pattern: FilterPattern, t: MetricTransformation) -> Non
         raise LogsError(
             "InvalidParameterException",
             "a metric transformation needs metricName and metricNamespace",
+        )
+    if t.unit not in UNITS:
+        raise LogsError(
+            "InvalidParameterException",
+            f"unit {t.unit!r} is not one of CloudWatch's units (Count, Seconds, Bytes, ...)",
         )
     if _literal(t.metric_value) is None:
         pattern.check_selector(t.metric_value)
@@ -657,14 +669,19 @@ class LogStore:
                     gathered.setdefault((ts // 60_000, datum[1]), []).append(datum[0])
             t = metric.transformation
             for (minute, dims), values in gathered.items():
-                self.metrics(
-                    t.metric_namespace,
-                    t.metric_name,
-                    dict(dims),
-                    values=values,
-                    timestamp=minute * 60.0,
-                    unit=t.unit,
-                )
+                try:
+                    self.metrics(
+                        t.metric_namespace,
+                        t.metric_name,
+                        dict(dims),
+                        values=values,
+                        timestamp=minute * 60.0,
+                        unit=t.unit,
+                    )
+                except MetricError as exc:
+                    # The events are committed: a datapoint the metric store
+                    # refuses (a minute over two weeks old) is lost, not the events.
+                    log.warning("metric filter %s: %s", metric.name, exc)
 
     # -- reading ------------------------------------------------------------
 
