@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from plugins.logs.store import LogStore
+from plugins.logs.store import LogStore, MetricTransformation
 
 from .helpers import pipelines_command, run_cli
 
@@ -283,3 +283,22 @@ def test_errors_are_one_clean_message(tmp_path: Path) -> None:
     assert query.stderr.splitlines()[-1] == "                  ^"
     since = logs_cli(state, "tail", "app", "--since", "yesterday", code=2)
     assert "Invalid value for '--since': 'yesterday' is neither a relative time" in since.stderr
+
+
+def test_put_runs_the_groups_metric_filters_into_the_metric_store(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+
+    async def make(store: LogStore) -> None:
+        await store.create_log_group("app")
+        errors = MetricTransformation("Errors", "App/Logs", "1", unit="Count")
+        await store.put_metric_filter("app", "errors", '{ $.level = "ERROR" }', errors)
+
+    in_store(state, make)
+    lines = [json.dumps({"level": level}) for level in ("ERROR", "INFO", "ERROR", "ERROR")]
+    logs_cli(state, "put", "app", "web", "--create-stream", stdin="\n".join(lines) + "\n")
+    got = run_cli(
+        "metrics", "get", "App/Logs", "Errors", "--stat", "Sum", "--since", "1h",
+        "--state", str(state), "--json",
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    assert sum(p["Sum"] for p in json.loads(got.stdout)["Datapoints"]) == 3

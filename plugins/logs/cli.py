@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 import click
 
 from pipelines.cli import state_database, state_options
+from pipelines.clock import SystemClock
+from pipelines.metrics import MetricStore
 from pipelines.state import existing
 from plugins.logs.store import EVENT_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, LogStore
 
@@ -41,16 +43,26 @@ def with_store(
     call: Callable[[LogStore], Awaitable[T]],
     *,
     create: bool = False,
+    metrics: bool = False,
 ) -> T:
     """Run ``call`` on the state database; only ``create`` makes a new one
-    (a mistyped --state must not leave an empty database behind)."""
+    (a mistyped --state must not leave an empty database behind). With
+    ``metrics``, the groups' metric filters publish into the database's
+    metric store, as they do in a running pipeline."""
     path = state_database(config, state)
     if not create:
         path = existing(path)
 
     async def run() -> T:
-        async with await LogStore.open(path) as store:
-            return await call(store)
+        if not metrics:
+            async with await LogStore.open(path) as store:
+                return await call(store)
+        sink = await MetricStore.open(path, SystemClock())
+        try:
+            async with await LogStore.open(path, metrics=sink.put_metric_data) as store:
+                return await call(store)
+        finally:
+            await sink.close()  # writes what the metric filters published
 
     return asyncio.run(run())
 
@@ -284,7 +296,7 @@ def put_command(
             del total["errors"]
         return total
 
-    total = with_store(config, state, put)
+    total = with_store(config, state, put, metrics=True)
     echo_json(total, indent=2)
     if sum(total["rejectedCounts"].values()):
         raise SystemExit(1)

@@ -115,6 +115,7 @@ DAY_MS = 24 * 3600 * 1000
 MAX_METRIC_FILTERS = 100
 MAX_SUBSCRIPTION_FILTERS = 2
 MAX_DIMENSIONS = 3
+MAX_PATTERN_LENGTH = 1024
 MAX_FILTER_EVENTS = 10_000
 GROUP_NAME = re.compile(r"[A-Za-z0-9_\-/.#]{1,512}")
 FILTER_NAME = re.compile(r"[^:*]{1,512}")
@@ -167,6 +168,11 @@ def check_retention(days: Any) -> int | None:
 def compiled(pattern: str) -> FilterPattern:
     """A parsed filter pattern, cached: metric and subscription filters are
     parsed once, not on every batch."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise LogsError(
+            "InvalidParameterException",
+            f"a filter pattern has at most {MAX_PATTERN_LENGTH} characters, not {len(pattern)}",
+        )
     return parse_filter_pattern(pattern)
 
 
