@@ -426,3 +426,55 @@ def test_clickstream_pipeline_fans_into_a_stream_read_by_a_fast_and_a_slow_consu
     checkpoints = run_cli("stream", "checkpoints", "clicks", "warehouse", "-c", config, env=env)
     assert checkpoints.returncode == 0, checkpoints.stderr
     assert len(json.loads(checkpoints.stdout)) == 4  # one per shard
+
+
+def test_failures_pipeline_logs_failed_deliveries_and_counts_them(tmp_path: Path) -> None:
+    failures = ROOT / "examples" / "failures"
+    config = str(failures / "pipeline.yaml")
+    group = "/pipelines/failed-deliveries"
+    env = {**os.environ, "PIPELINES_STATE": str(tmp_path / "state.db")}
+
+    def pipelines(*args: str) -> subprocess.CompletedProcess[str]:
+        done = run_cli(*args, env=env)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    assert run_cli("test", str(failures), env=env).returncode == 0
+    # --input runs until delivered: 7 of the 10 orders cannot be charged.
+    pipelines("run", config, "--input", str(failures / "events.jsonl"))
+    tailed = pipelines("logs", "tail", group, "--format", "json", "-c", config)
+    logged = [json.loads(json.loads(line)["message"]) for line in tailed.stdout.splitlines()]
+    assert sorted(e["payload"]["detail"]["order"] for e in logged) == [
+        "o-10", "o-2", "o-3", "o-4", "o-6", "o-7", "o-8",
+    ]  # fmt: skip
+    assert {e["attributes"]["RULE_NAME"] for e in logged} == {"charge"}
+    declined = pipelines(
+        "logs", "tail", group, "--format", "json", "-c", config,
+        "--filter", '{ $.attributes.ERROR_CODE = "CardDeclined" }',
+    )  # fmt: skip
+    assert len(declined.stdout.splitlines()) == 4
+    table = pipelines(
+        "logs", "query", group, "stats count() as n by attributes.ERROR_CODE | sort n desc",
+        "--format", "json", "-c", config,
+    )  # fmt: skip
+    rows = json.loads(table.stdout)["rows"]
+    assert [(r["attributes.ERROR_CODE"], int(r["n"])) for r in rows] == [
+        ("CardDeclined", 4),
+        ("GatewayTimeout", 3),
+    ]
+    # The metric filter counted each logged failure, by error code too.
+    got = pipelines(
+        "metrics", "get", "Shop/Failures", "FailedDeliveriesByCode", "--stat", "Sum",
+        "-d", "ErrorCode=GatewayTimeout", "--since", "1h", "-c", config, "--json",
+    )  # fmt: skip
+    assert sum(p["Sum"] for p in json.loads(got.stdout)["Datapoints"]) == 3
+    got = pipelines(
+        "metrics", "get", "Shop/Failures", "FailedDeliveries", "--stat", "Sum",
+        "--since", "1h", "-c", config, "--json",
+    )  # fmt: skip
+    assert sum(p["Sum"] for p in json.loads(got.stdout)["Datapoints"]) == 7
+    [alarm] = [
+        json.loads(line)
+        for line in pipelines("alarms", "list", "--json", "-c", config).stdout.splitlines()
+    ]
+    assert (alarm["AlarmName"], alarm["MetricName"]) == ("failing-often", "FailedDeliveries")
