@@ -20,6 +20,7 @@ from pipelines.clock import Clock, SystemClock
 from pipelines.config import load_config
 from pipelines.errors import DeliveryError, NotRunningError, PipelinesError
 from pipelines.event import new_event_id
+from pipelines.metrics import MetricStore
 from pipelines.pluginmanager import target_types
 from pipelines.targets import DeliveryContext, Target
 from plugins.topic.target import TopicTarget, _typed
@@ -43,6 +44,7 @@ class _Services:
         self.state_path = state_path
         self._resources = resources
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._metrics: MetricStore | None = None
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -55,6 +57,23 @@ class _Services:
 
     cluster_group = None  # a one-off publish is no member of a cluster
 
+    async def open_metrics(self) -> None:
+        """The state database's metric store, for what targets publish (a log
+        group's metric filters), as a runtime has one."""
+        if self.state_path is not None:
+            self._metrics = await MetricStore.open(self.state_path, self.clock)
+
+    def put_metric_data(
+        self,
+        namespace: str,
+        name: str,
+        dimensions: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> None:
+        if self._metrics is None:
+            raise NotRunningError("a one-off publish without a state database keeps no metrics")
+        self._metrics.put_metric_data(namespace, name, dimensions, **options)
+
     async def put_events(self, entries: Any, **options: Any) -> dict[str, Any]:
         raise NotRunningError("a one-off publish takes no events from sources")
 
@@ -62,6 +81,8 @@ class _Services:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._metrics is not None:
+            await self._metrics.close()  # writes what was published
 
 
 async def publish(
@@ -93,6 +114,7 @@ async def publish(
     services = _Services(config.state, resources)
     started: list[Target] = []
     try:
+        await services.open_metrics()
         for resource in resources.values():
             await resource.start(services)
             started.append(resource)
