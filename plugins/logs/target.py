@@ -21,13 +21,14 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from pipelines.clock import sleep
+from pipelines.clock import Clock, sleep
 from pipelines.errors import ConfigError, DeliveryError, LogsError, PipelinesError
 from pipelines.event import parse_time
 from pipelines.targets import (
@@ -288,6 +289,7 @@ class LogGroupTarget(Target):
         self._wakeup = asyncio.Event()
         self._written: dict[str, asyncio.Event] = {}  # per subscription: a write happened
         self._tasks: list[asyncio.Task[None]] = []
+        self._handing = 0  # subscriptions handing a batch over right now
 
     def references(self) -> list[tuple[tuple[str | int, ...], str]]:
         return [
@@ -348,6 +350,15 @@ class LogGroupTarget(Target):
         for s in subscriptions:
             await store.put_subscription_filter(self.group, s.name, s.pattern, s.target)
 
+    async def drain(self, timeout: float) -> None:
+        """Wait, up to ``timeout`` seconds, until nothing waits to be written
+        and no subscription is handing a batch over: stopping then cuts no
+        hand-over short (which would send that batch again after a restart)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (self._waiting or self._handing) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -368,14 +379,15 @@ class LogGroupTarget(Target):
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         if self.store is None:
             raise DeliveryError("LogGroupStopped", f"{self.where} is not running", retryable=True)
-        stream = self.stream.render(context.event) if self.stream else context.rule_name
+        stream = self.stream.render(context.event) if self.stream else _stream_of(context)
         if context.attributes:
             # A dead letter: the error attributes go with it, so a filter
             # pattern or a query can pick them out ($.attributes.ERROR_CODE).
             payload = {"attributes": dict(context.attributes), "payload": payload}
         message = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Pending(stream, _event_time(context.event), message, waiter))
+        moment = _event_time(context.event, self._services.clock if self._services else None)
+        self._waiting.append(_Pending(stream, moment, message, waiter))
         self._wakeup.set()
         await waiter
         return stream
@@ -386,7 +398,9 @@ class LogGroupTarget(Target):
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._waiting:
-                taken, self._waiting = self._waiting, []
+                # A delivery cancelled while it waited (its target retired) is not written.
+                taken = [p for p in self._waiting if not p.waiter.done()]
+                self._waiting = []
                 for batch in _batches(taken):
                     try:
                         await self._put(batch)
@@ -423,7 +437,7 @@ class LogGroupTarget(Target):
         refused = _refusals(answer, len(batch))
         for index, pending in enumerate(batch):
             if pending.waiter.done():
-                continue  # its attempt timed out; the event is written all the same
+                continue  # cancelled while this write ran: written all the same
             reason = refused.get(index)
             if reason is None:
                 pending.waiter.set_result(None)
@@ -462,18 +476,22 @@ class LogGroupTarget(Target):
             written.clear()  # before reading: a write from now on wakes it
             try:
                 batch = await store.read_subscription(self.group, sub.name, sub.batch_size)
-                for payload in batch.payloads:
-                    await hand_over(
-                        self._services,
-                        sub.target,
-                        payload,
-                        source=f"logs:{self.group}",
-                        name=sub.name,
-                        where=where,
-                        maximum_retry_attempts=sub.maximum_retry_attempts,
-                    )
-                if batch.scanned:
-                    await store.advance_subscription(self.group, sub.name, batch.cursor)
+                self._handing += 1
+                try:
+                    for payload in batch.payloads:
+                        await hand_over(
+                            self._services,
+                            sub.target,
+                            payload,
+                            source=f"logs:{self.group}",
+                            name=sub.name,
+                            where=where,
+                            maximum_retry_attempts=sub.maximum_retry_attempts,
+                        )
+                    if batch.scanned:
+                        await store.advance_subscription(self.group, sub.name, batch.cursor)
+                finally:
+                    self._handing -= 1
                 delay = 1.0
                 if batch.scanned < sub.batch_size:
                     await self._idle(written, sub.poll)
@@ -546,9 +564,20 @@ def _batches(taken: list[_Pending]) -> list[list[_Pending]]:
     return batches
 
 
-def _event_time(event: Mapping[str, Any]) -> int:
-    """The log event's timestamp: the event's ``time``, in ms."""
-    return int(parse_time(event["time"]).timestamp() * 1000)
+def _event_time(event: Mapping[str, Any], clock: Clock | None) -> int:
+    """The log event's timestamp: the event's ``time``, in ms; now for what
+    is not a bus event (a subscription's or a stream consumer's batch)."""
+    try:
+        return int(parse_time(event["time"]).timestamp() * 1000)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return int((clock.time() if clock else time.time()) * 1000)
+
+
+def _stream_of(context: DeliveryContext) -> str:
+    """The default log stream: the rule's name, or the name of what hands
+    batches over (``logs:GROUP``, ``stream:NAME``) with ``/`` for the ``:``
+    a stream name cannot have."""
+    return context.rule_name.replace(":", "/").replace("*", "-")
 
 
 class LogGroupType(TargetType):
