@@ -281,6 +281,26 @@ class _MetricFilter:
         return value, tuple(dims)
 
 
+def _datapoints(
+    filters: list[_MetricFilter], rows: list[tuple[int, str]]
+) -> list[tuple[_MetricFilter, int, tuple[tuple[str, str], ...], list[float]]]:
+    """(filter, minute, dimensions, values) for what each filter publishes."""
+    found = []
+    for metric in filters:
+        gathered: dict[tuple[int, tuple[tuple[str, str], ...]], list[float]] = {}
+        for ts, message in rows:
+            datum = metric.datum(message)
+            if datum is not None:
+                gathered.setdefault((ts // 60_000, datum[1]), []).append(datum[0])
+        found += [(metric, minute, dims, values) for (minute, dims), values in gathered.items()]
+    return found
+
+
+def _matching(pattern: FilterPattern, rows: list[Any], column: int) -> list[Any]:
+    """The rows whose ``column`` (a message) ``pattern`` matches."""
+    return [row for row in rows if pattern.match(row[column]) is not None]
+
+
 @dataclass(frozen=True, slots=True)
 class SubscriptionBatch:
     """What ``read_subscription`` found after a filter's cursor: the payloads
@@ -393,16 +413,16 @@ class LogStore:
     async def put_retention_policy(self, name: str, days: int | None) -> None:
         """PutRetentionPolicy (``None``: DeleteRetentionPolicy, never expire)."""
         days = check_retention(days)
-        await self._group(name)
         async with transaction(self._db, self._lock) as db:
+            await self._group(name)
             await db.execute(
                 "UPDATE log_groups SET retention_days = ? WHERE name = ?", (days, name)
             )
 
     async def delete_log_group(self, name: str) -> None:
         """DeleteLogGroup: the group, its streams, events and filters."""
-        group, _ = await self._group(name)
         async with transaction(self._db, self._lock) as db:
+            group, _ = await self._group(name)
             for table in (
                 "log_events",
                 "log_streams",
@@ -520,18 +540,23 @@ class LogStore:
         ``errors`` (index and message) for malformed entries.
         ``create_stream`` makes the stream if it does not exist (as a target does)."""
         check_stream_name(stream)
-        group_id, retention = await self._group(group)
         valid, errors = _check_entries(events)
         now = self._now_ms()
-        plan = _plan(valid, now, retention)
-        rows = plan.accepted
-        if rows:
-            async with transaction(self._db, self._lock) as db:
+        filters: list[_MetricFilter] = []
+        # The group is looked up inside the write: one deleted meanwhile by
+        # another process is not written to.
+        async with transaction(self._db, self._lock) as db:
+            group_id, retention = await self._group(group)
+            plan = _plan(valid, now, retention)
+            rows = plan.accepted
+            if rows:
                 stream_id = await self._stream_id(db, group_id, group, stream, create_stream)
                 await self._append(db, group_id, stream_id, rows, now)
-            self._publish(await self._metric_filters(group_id), rows)
-        elif not create_stream:
-            await self._require_stream(group_id, group, stream)
+                filters = await self._metric_filters(group_id)
+            elif not create_stream:
+                await self._require_stream(group_id, group, stream)
+        if filters:
+            await self._publish(filters, rows)
         answer: dict[str, Any] = {
             "acceptedCount": len(rows),
             "rejectedCounts": {
@@ -662,32 +687,26 @@ class LogStore:
             filters.append(_MetricFilter(name, compiled(pattern), t, _literal(t.metric_value)))
         return filters
 
-    def _publish(self, filters: list[_MetricFilter], rows: list[tuple[int, str]]) -> None:
-        """Each filter's datapoints for these events, gathered per minute and
-        dimensions so the metric store gets one call each, not one per event."""
-        if not filters or self.metrics is None:
-            return
-        for metric in filters:
-            gathered: dict[tuple[int, tuple[tuple[str, str], ...]], list[float]] = {}
-            for ts, message in rows:
-                datum = metric.datum(message)
-                if datum is not None:
-                    gathered.setdefault((ts // 60_000, datum[1]), []).append(datum[0])
+    async def _publish(self, filters: list[_MetricFilter], rows: list[tuple[int, str]]) -> None:
+        """The filters' datapoints for these events, to the metric sink. The
+        matching runs in a worker thread (100 filters over 10,000 events take
+        seconds); the metric store gets one call per minute and dimensions."""
+        assert self.metrics is not None
+        for metric, minute, dims, values in await asyncio.to_thread(_datapoints, filters, rows):
             t = metric.transformation
-            for (minute, dims), values in gathered.items():
-                try:
-                    self.metrics(
-                        t.metric_namespace,
-                        t.metric_name,
-                        dict(dims),
-                        values=values,
-                        timestamp=minute * 60.0,
-                        unit=t.unit,
-                    )
-                except MetricError as exc:
-                    # The events are committed: a datapoint the metric store
-                    # refuses (a minute over two weeks old) is lost, not the events.
-                    log.warning("metric filter %s: %s", metric.name, exc)
+            try:
+                self.metrics(
+                    t.metric_namespace,
+                    t.metric_name,
+                    dict(dims),
+                    values=values,
+                    timestamp=minute * 60.0,
+                    unit=t.unit,
+                )
+            except MetricError as exc:
+                # The events are committed: a datapoint the metric store
+                # refuses (a minute over two weeks old) is lost, not the events.
+                log.warning("metric filter %s: %s", metric.name, exc)
 
     # -- reading ------------------------------------------------------------
 
@@ -741,10 +760,11 @@ class LogStore:
         while len(found) < limit:
             async with self._db.execute(query, [*params, *last]) as cursor:
                 page = list(await cursor.fetchall())
-            for event_id, ts, ingested, message, stream in page:
-                last = (ts, event_id)
-                if matcher.match(message) is None:
-                    continue
+            if not page:
+                break
+            hits = await asyncio.to_thread(_matching, matcher, page, 3)
+            last = (page[-1][1], page[-1][0])
+            for event_id, ts, ingested, message, stream in hits:
                 found.append(
                     {
                         "logStreamName": stream,
@@ -755,6 +775,7 @@ class LogStore:
                     }
                 )
                 if len(found) == limit:
+                    last = (ts, event_id)  # the next page starts after this one
                     break
             if len(page) < 1000:
                 break
@@ -902,13 +923,13 @@ class LogStore:
                 (group_id, position, limit),
             )
         )
+        if rows:
+            position = rows[-1][0]
         per_stream: dict[str, list[dict[str, Any]]] = {}
-        for event_id, ts, message, stream in rows:
-            position = event_id
-            if matcher.match(message) is not None:
-                per_stream.setdefault(stream, []).append(
-                    {"id": str(event_id), "timestamp": ts, "message": message}
-                )
+        for event_id, ts, message, stream in await asyncio.to_thread(_matching, matcher, rows, 2):
+            per_stream.setdefault(stream, []).append(
+                {"id": str(event_id), "timestamp": ts, "message": message}
+            )
         payloads = [
             subscription_payload(self.account, group, stream, name, events)
             for stream, events in per_stream.items()
