@@ -640,19 +640,19 @@ class LogStore:
             )
 
     async def delete_metric_filter(self, group: str, name: str) -> None:
-        group_id, _ = await self._group(group)
-        async with (
-            transaction(self._db, self._lock) as db,
-            db.execute(
-                "DELETE FROM log_metric_filters WHERE grp = ? AND name = ? RETURNING name",
-                (group_id, name),
-            ) as cursor,
-        ):
-            if await cursor.fetchone() is None:
-                raise LogsError(
-                    "ResourceNotFoundException",
-                    f"The specified metric filter does not exist: {group}/{name}",
-                )
+        await self._delete_filter("log_metric_filters", "metric filter", group, name)
+
+    async def _delete_filter(self, table: str, kind: str, group: str, name: str) -> None:
+        async with transaction(self._db, self._lock) as db:
+            group_id, _ = await self._group(group)
+            async with db.execute(
+                f"DELETE FROM {table} WHERE grp = ? AND name = ? RETURNING name", (group_id, name)
+            ) as cursor:
+                if await cursor.fetchone() is None:
+                    raise LogsError(
+                        "ResourceNotFoundException",
+                        f"The specified {kind} does not exist: {group}/{name}",
+                    )
 
     async def describe_metric_filters(self, group: str) -> list[dict[str, Any]]:
         group_id, _ = await self._group(group)
@@ -864,19 +864,7 @@ class LogStore:
             )
 
     async def delete_subscription_filter(self, group: str, name: str) -> None:
-        group_id, _ = await self._group(group)
-        async with (
-            transaction(self._db, self._lock) as db,
-            db.execute(
-                "DELETE FROM log_subscription_filters WHERE grp = ? AND name = ? RETURNING name",
-                (group_id, name),
-            ) as cursor,
-        ):
-            if await cursor.fetchone() is None:
-                raise LogsError(
-                    "ResourceNotFoundException",
-                    f"The specified subscription filter does not exist: {group}/{name}",
-                )
+        await self._delete_filter("log_subscription_filters", "subscription filter", group, name)
 
     async def describe_subscription_filters(self, group: str) -> list[dict[str, Any]]:
         group_id, _ = await self._group(group)

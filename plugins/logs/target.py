@@ -18,9 +18,7 @@ does not name them leaves the group's filters as they are.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from pipelines.targets import (
     hand_over,
     number_setting,
 )
+from pipelines.templates import PathTemplate
 from plugins.logs.store import (
     EVENT_OVERHEAD,
     MAX_BATCH_BYTES,
@@ -73,7 +72,6 @@ SUBSCRIPTION_SETTINGS = {"pattern", "target", "batch_size", "maximum_retry_attem
 EXPIRE_INTERVAL = 3600.0
 #: Refusals a retry cannot cure.
 SENDER_FAULTS = {"InvalidParameterException", "ResourceNotFoundException"}
-_PLACEHOLDER = re.compile(r"<([^<>]*)>")
 
 SETTINGS_SCHEMA: dict[str, Any] = {
     "properties": {
@@ -131,45 +129,17 @@ SETTINGS_SCHEMA: dict[str, Any] = {
 class StreamTemplate:
     """A log stream name with ``<path>`` placeholders filled from the event."""
 
-    text: str
-    parts: tuple[str | tuple[str, ...], ...]
+    template: PathTemplate
 
     @classmethod
     def parse(cls, where: str, text: Any) -> StreamTemplate:
-        if not isinstance(text, str) or not text:
-            raise ConfigError(where, "must be a stream name, with <path> placeholders if need be")
-        parts: list[str | tuple[str, ...]] = []
-        position = 0
-        for match in _PLACEHOLDER.finditer(text):
-            parts.append(text[position : match.start()])
-            path = tuple(match.group(1).split("."))
-            if not all(path):
-                raise ConfigError(where, f"<{match.group(1)}> is not a path like <detail.app>")
-            parts.append(path)
-            position = match.end()
-        parts.append(text[position:])
-        literal = "".join(p for p in parts if isinstance(p, str))
-        if ":" in literal or "*" in literal:
+        template = PathTemplate.parse(where, text, "the log stream's name")
+        if ":" in template.literal or "*" in template.literal:
             raise ConfigError(where, f"{text!r}: a log stream name has no ':' or '*'")
-        return cls(text, tuple(p for p in parts if p != ""))
+        return cls(template)
 
     def render(self, event: Mapping[str, Any]) -> str:
-        out = []
-        for part in self.parts:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            value: Any = event
-            for key in part:
-                value = value.get(key) if isinstance(value, Mapping) else None
-            if value is None or isinstance(value, dict | list):
-                raise DeliveryError(
-                    "InvalidLogStream",
-                    f"log_stream {self.text!r}: the event has no value at {'.'.join(part)}",
-                    retryable=False,
-                )
-            out.append(value if isinstance(value, str) else json.dumps(value))
-        name = "".join(out)
+        name = self.template.render(event, "InvalidLogStream", "log_stream")
         try:
             return check_stream_name(name)
         except LogsError as exc:

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.errors import ConfigError, DeliveryError
-
-#: ``<detail.device_id>`` in a topic template: a dotted path into the event.
-_PLACEHOLDER = re.compile(r"<([^<>]*)>")
-_PATH_PART = re.compile(r"[^.\s]+")
+from pipelines.errors import ConfigError
+from pipelines.templates import PathTemplate
 
 
 @dataclass(frozen=True)
@@ -80,50 +76,25 @@ def entries_of(message: Received, bus: str) -> list[Any]:
 class TopicTemplate:
     """A publish topic with ``<path>`` placeholders filled from the event."""
 
-    text: str
-    parts: tuple[str | tuple[str, ...], ...]
+    template: PathTemplate
+
+    @property
+    def text(self) -> str:
+        return self.template.text
 
     @classmethod
     def parse(cls, where: str, text: Any) -> TopicTemplate:
-        if not isinstance(text, str) or not text:
-            raise ConfigError(where, "is required: the topic to publish to")
-        parts: list[str | tuple[str, ...]] = []
-        position = 0
-        for match in _PLACEHOLDER.finditer(text):
-            parts.append(text[position : match.start()])
-            path = tuple(match.group(1).split("."))
-            if not all(_PATH_PART.fullmatch(p) for p in path):
-                raise ConfigError(where, f"<{match.group(1)}> is not a path like <detail.id>")
-            parts.append(path)
-            position = match.end()
-        parts.append(text[position:])
-        literal = "".join(p for p in parts if isinstance(p, str))
+        template = PathTemplate.parse(where, text, "the topic to publish to")
+        literal = template.literal
         if "+" in literal or "#" in literal or "\0" in literal:
             raise ConfigError(where, f"{text!r}: a topic to publish to has no + or # wildcard")
-        return cls(text, tuple(p for p in parts if p != ""))
+        return cls(template)
 
     def render(self, event: Mapping[str, Any]) -> str:
-        out = []
-        for part in self.parts:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            value: Any = event
-            for key in part:
-                value = value.get(key) if isinstance(value, Mapping) else None
-            if value is None or isinstance(value, dict | list):
-                raise DeliveryError(
-                    "InvalidTopic",
-                    f"topic {self.text!r}: the event has no value at {'.'.join(part)}",
-                    retryable=False,
-                )
-            text = value if isinstance(value, str) else json.dumps(value)
-            if not text or any(c in text for c in "+#/\0"):
-                raise DeliveryError(
-                    "InvalidTopic",
-                    f"topic {self.text!r}: {'.'.join(part)} is {text!r}, which cannot be"
-                    " one topic level (empty, or has + # /)",
-                    retryable=False,
-                )
-            out.append(text)
-        return "".join(out)
+        return self.template.render(event, "InvalidTopic", "topic", _topic_level)
+
+
+def _topic_level(text: str) -> str | None:
+    if not text or any(c in text for c in "+#/\0"):
+        return f"{text!r}, which cannot be one topic level (empty, or has + # /)"
+    return None
