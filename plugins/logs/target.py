@@ -29,6 +29,7 @@ import orjson
 from pipelines.clock import Clock, sleep
 from pipelines.errors import ConfigError, DeliveryError, LogsError, PipelinesError
 from pipelines.event import parse_time
+from pipelines.groupcommit import GroupCommit
 from pipelines.targets import (
     DeliveryContext,
     Target,
@@ -231,7 +232,6 @@ class _Pending:
     stream: str
     timestamp: int
     message: str
-    waiter: asyncio.Future[None]
 
 
 class LogGroupTarget(Target):
@@ -255,8 +255,9 @@ class LogGroupTarget(Target):
         self.subscriptions = subscriptions
         self.store: LogStore | None = None
         self._services: TargetServices | None = None
-        self._waiting: list[_Pending] = []
-        self._wakeup = asyncio.Event()
+        self._commit: GroupCommit[_Pending, None] = GroupCommit(
+            _batches, self._put, lambda: _stopped("the log group target stopped while writing")
+        )
         self._written: dict[str, asyncio.Event] = {}  # per subscription: a write happened
         self._tasks: list[asyncio.Task[None]] = []
         self._handing = 0  # subscriptions handing a batch over right now
@@ -284,7 +285,7 @@ class LogGroupTarget(Target):
             await store.close()
             self.store = None
             raise
-        self._tasks = [services.spawn(self._write()), services.spawn(self._expire(store))]
+        self._tasks = [services.spawn(self._commit.run()), services.spawn(self._expire(store))]
         self._tasks += [services.spawn(self._forward(store, s)) for s in self.subscriptions or []]
 
     async def _apply(self, store: LogStore) -> None:
@@ -326,7 +327,7 @@ class LogGroupTarget(Target):
         hand-over short (which would send that batch again after a restart)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (self._waiting or self._handing) and loop.time() < deadline:
+        while (not self._commit.idle or self._handing) and loop.time() < deadline:
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
@@ -335,11 +336,7 @@ class LogGroupTarget(Target):
         # gather, not a suppressed await: a cancellation of stop() itself goes on.
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        stopped = DeliveryError("LogGroupStopped", "the log group target stopped", retryable=True)
-        for pending in self._waiting:
-            if not pending.waiter.done():
-                pending.waiter.set_exception(stopped)
-        self._waiting = []
+        self._commit.fail_waiting(_stopped("the log group target stopped"))
         if self.store is not None:
             await self.store.close()
             self.store = None
@@ -355,40 +352,13 @@ class LogGroupTarget(Target):
             # pattern or a query can pick them out ($.attributes.ERROR_CODE).
             payload = {"attributes": dict(context.attributes), "payload": payload}
         message = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         moment = _event_time(context.event, self._services.clock if self._services else None)
-        self._waiting.append(_Pending(stream, moment, message, waiter))
-        self._wakeup.set()
-        await waiter
+        await self._commit.submit(_Pending(stream, moment, message))
         return stream
 
-    async def _write(self) -> None:
-        """Write what deliveries are waiting for: one PutLogEvents per stream."""
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._waiting:
-                # A delivery cancelled while it waited (its target retired) is not written.
-                taken = [p for p in self._waiting if not p.waiter.done()]
-                self._waiting = []
-                for batch in _batches(taken):
-                    try:
-                        await self._put(batch)
-                    except BaseException:
-                        # Stopped mid-write: those deliveries must not wait for ever.
-                        stopped = DeliveryError(
-                            "LogGroupStopped",
-                            "the log group target stopped while writing",
-                            retryable=True,
-                        )
-                        for pending in taken:
-                            if not pending.waiter.done():
-                                pending.waiter.set_exception(stopped)
-                        raise
-                for written in self._written.values():
-                    written.set()
-
-    async def _put(self, batch: list[_Pending]) -> None:
+    async def _put(self, batch: list[_Pending]) -> list[BaseException | None]:
+        """One PutLogEvents for ``batch`` (one stream, in time order): each
+        event's outcome; then the subscriptions look for what it wrote."""
         assert self.store is not None
         events = [{"timestamp": p.timestamp, "message": p.message} for p in batch]
         try:
@@ -396,29 +366,21 @@ class LogGroupTarget(Target):
                 self.group, batch[0].stream, events, create_stream=True
             )
         except LogsError as exc:
-            _fail(
-                batch, DeliveryError(exc.code, exc.message, retryable=exc.code not in SENDER_FAULTS)
-            )
-            return
+            failure = DeliveryError(exc.code, exc.message, retryable=exc.code not in SENDER_FAULTS)
+            return [failure] * len(batch)
         except Exception as exc:  # the database: a retry may well succeed
             log.exception("%s: writing %d log events failed", self.where, len(batch))
-            _fail(batch, DeliveryError("InternalFailure", str(exc), retryable=True))
-            return
+            return [DeliveryError("InternalFailure", str(exc), retryable=True)] * len(batch)
+        for written in self._written.values():
+            written.set()
         refused = _refusals(answer, len(batch))
-        for index, pending in enumerate(batch):
-            if pending.waiter.done():
-                continue  # cancelled while this write ran: written all the same
-            reason = refused.get(index)
-            if reason is None:
-                pending.waiter.set_result(None)
-            else:
-                pending.waiter.set_exception(
-                    DeliveryError(
-                        reason[0],
-                        f"{self.where} (log group {self.group}): {reason[1]}",
-                        retryable=False,
-                    )
-                )
+        where = f"{self.where} (log group {self.group})"
+        return [
+            None
+            if index not in refused
+            else DeliveryError(refused[index][0], f"{where}: {refused[index][1]}", retryable=False)
+            for index in range(len(batch))
+        ]
 
     async def _expire(self, store: LogStore) -> None:
         """Retention: delete what is older than the retention period, once an hour."""
@@ -487,10 +449,8 @@ class LogGroupTarget(Target):
             await asyncio.gather(*waiters, return_exceptions=True)
 
 
-def _fail(batch: list[_Pending], error: DeliveryError) -> None:
-    for pending in batch:
-        if not pending.waiter.done():
-            pending.waiter.set_exception(error)
+def _stopped(message: str) -> DeliveryError:
+    return DeliveryError("LogGroupStopped", message, retryable=True)
 
 
 def _refusals(answer: Mapping[str, Any], count: int) -> dict[int, tuple[str, str]]:

@@ -28,6 +28,7 @@ import orjson
 from pipelines.clock import sleep
 from pipelines.errors import ConfigError, DeliveryError, PipelinesError, StreamError
 from pipelines.event import DEFAULT_REGION
+from pipelines.groupcommit import GroupCommit
 from pipelines.targets import (
     DeliveryContext,
     Target,
@@ -164,8 +165,9 @@ class StreamTarget(Target):
         self.consumers = consumers
         self.store: StreamStore | None = None
         self._services: TargetServices | None = None
-        self._waiting: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
-        self._wakeup = asyncio.Event()
+        self._commit: GroupCommit[dict[str, Any], dict[str, Any]] = GroupCommit(
+            _requests, self._put, lambda: _stopped("the stream target stopped while writing")
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self.throttled = 0  # records refused by the write limits (each retried by the bus)
 
@@ -188,7 +190,7 @@ class StreamTarget(Target):
             await store.close()
             self.store = None
             raise
-        self._tasks = [services.spawn(self._write()), services.spawn(self._trim(store))]
+        self._tasks = [services.spawn(self._commit.run()), services.spawn(self._trim(store))]
         self._tasks += [services.spawn(self._consume(store, c)) for c in self.consumers]
 
     async def _create(self, store: StreamStore) -> None:
@@ -214,11 +216,7 @@ class StreamTarget(Target):
         # gather, not a suppressed await: a cancellation of stop() itself goes on.
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        stopped = DeliveryError("StreamStopped", "the stream target stopped", retryable=True)
-        for _, waiter in self._waiting:
-            if not waiter.done():
-                waiter.set_exception(stopped)
-        self._waiting = []
+        self._commit.fail_waiting(_stopped("the stream target stopped"))
         if self.store is not None:
             await self.store.close()
             self.store = None
@@ -230,10 +228,7 @@ class StreamTarget(Target):
             raise DeliveryError("StreamStopped", f"{self.where} is not running", retryable=True)
         data = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
         entry = {"Data": data, "PartitionKey": self._partition_key(context.event)}
-        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiting.append((entry, waiter))
-        self._wakeup.set()
-        result = await waiter
+        result = await self._commit.submit(entry)
         return result["SequenceNumber"]
 
     def _partition_key(self, event: Mapping[str, Any]) -> str:
@@ -257,71 +252,34 @@ class StreamTarget(Target):
             )
         return key
 
-    async def _write(self) -> None:
-        """Write what deliveries are waiting for, in groups of up to 500 records."""
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._waiting:
-                group = self._group()
-                try:
-                    await self._put(group)
-                except BaseException:
-                    # Stopped mid-write: those deliveries must not wait for ever.
-                    # (The write may still commit: a retry then writes it twice.)
-                    stopped = DeliveryError(
-                        "StreamStopped", "the stream target stopped while writing", retryable=True
-                    )
-                    for _, waiter in group:
-                        if not waiter.done():
-                            waiter.set_exception(stopped)
-                    raise
-
-    def _group(self) -> list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]]:
-        size = 0
-        for count, (entry, _) in enumerate(self._waiting):
-            size += len(entry["Data"]) + len(entry["PartitionKey"].encode())
-            if count == MAX_PUT_RECORDS or (count and size > MAX_PUT_REQUEST_BYTES):
-                break
-        else:
-            count = len(self._waiting)
-        group, self._waiting = self._waiting[:count], self._waiting[count:]
-        return group
-
-    async def _put(self, group: list[tuple[dict[str, Any], asyncio.Future[Any]]]) -> None:
+    async def _put(self, entries: list[dict[str, Any]]) -> list[dict[str, Any] | BaseException]:
+        """One PutRecords for ``entries``: each record's result or error."""
         assert self.store is not None
         try:
-            answer = await self.store.put_records(self.stream, [entry for entry, _ in group])
+            answer = await self.store.put_records(self.stream, entries)
         except StreamError as exc:
             failure = DeliveryError(exc.code, exc.message, retryable=exc.code not in SENDER_FAULTS)
-            for _, waiter in group:
-                if not waiter.done():
-                    waiter.set_exception(failure)
-            return
+            return [failure] * len(entries)
         except Exception as exc:  # the database: a retry may well succeed
-            log.exception("%s: writing %d records failed", self.where, len(group))
-            failure = DeliveryError("InternalFailure", str(exc), retryable=True)
-            for _, waiter in group:
-                if not waiter.done():
-                    waiter.set_exception(failure)
-            return
-        for (_, waiter), result in zip(group, answer["Records"], strict=True):
-            if waiter.done():
-                continue  # its attempt timed out; the record is written all the same
-            if "ErrorCode" in result:
-                code = result["ErrorCode"]
-                self.throttled += code == "ProvisionedThroughputExceededException"
-                # The store counts "record N" within this write group: not the user's.
-                message = result["ErrorMessage"].split(": ", 1)[-1]
-                waiter.set_exception(
-                    DeliveryError(
-                        code,
-                        f"{self.where} (stream {self.stream}): {message}",
-                        retryable=code not in SENDER_FAULTS,
-                    )
+            log.exception("%s: writing %d records failed", self.where, len(entries))
+            return [DeliveryError("InternalFailure", str(exc), retryable=True)] * len(entries)
+        outcomes: list[dict[str, Any] | BaseException] = []
+        for result in answer["Records"]:
+            if "ErrorCode" not in result:
+                outcomes.append(result)
+                continue
+            code = result["ErrorCode"]
+            self.throttled += code == "ProvisionedThroughputExceededException"
+            # The store counts "record N" within this write group: not the user's.
+            message = result["ErrorMessage"].split(": ", 1)[-1]
+            outcomes.append(
+                DeliveryError(
+                    code,
+                    f"{self.where} (stream {self.stream}): {message}",
+                    retryable=code not in SENDER_FAULTS,
                 )
-            else:
-                waiter.set_result(result)
+            )
+        return outcomes
 
     async def _trim(self, store: StreamStore) -> None:
         """Retention: delete what is older than the retention period, once a minute."""
@@ -377,6 +335,28 @@ class StreamTarget(Target):
             f" from {records[0].shard_id})",
             maximum_retry_attempts=settings.maximum_retry_attempts,
         )
+
+
+def _stopped(message: str) -> DeliveryError:
+    return DeliveryError("StreamStopped", message, retryable=True)
+
+
+def _requests(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """PutRecords requests of up to 500 records and 5 MiB, in order."""
+    requests: list[list[dict[str, Any]]] = []
+    size = 0
+    for entry in entries:
+        weight = len(entry["Data"]) + len(entry["PartitionKey"].encode())
+        if (
+            not requests
+            or len(requests[-1]) == MAX_PUT_RECORDS
+            or size + weight > MAX_PUT_REQUEST_BYTES
+        ):
+            requests.append([])
+            size = 0
+        requests[-1].append(entry)
+        size += weight
+    return requests
 
 
 def kinesis_event(stream: str, records: list[Record]) -> dict[str, Any]:
