@@ -8,7 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipelines.clock import ManualClock
 from pipelines.patterns import Matcher, compile_pattern
+from pipelines.runtime import Runtime
 
 #: A module for function targets in CLI tests (write it as ``sinkmod.py`` next
 #: to the config): ``record`` appends each payload to $SINK_FILE (after
@@ -75,3 +77,17 @@ async def eventually(check: Callable[[], bool], seconds: float = 10.0) -> None:
     while not check():
         assert loop.time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.01)
+
+
+async def advance(runtime: Runtime, seconds: float) -> None:
+    """Move a runtime's ManualClock forward, letting the pipeline go quiet
+    (deliveries done) between the timers it fires."""
+    clock = runtime.clock
+    assert isinstance(clock, ManualClock)
+
+    async def quiet() -> None:
+        async with asyncio.timeout(5):
+            while not runtime._drained():
+                await asyncio.sleep(0.001)
+
+    await clock.advance(seconds, quiet=quiet)

@@ -4,7 +4,6 @@ history and restarts, on a real SQLite file and the injectable clock."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -18,6 +17,7 @@ from pipelines.errors import ConfigError, MetricError
 from pipelines.metrics import MetricStore
 from pipelines.runtime import Runtime
 
+from .helpers import advance
 from .recorder import Recorder, plugin_manager
 
 T0 = 1_700_000_040.0  # 2023-11-14T22:14:00Z, a minute boundary
@@ -67,18 +67,6 @@ def states(runtime: Runtime, name: str = "alerts") -> list[tuple[str, str, str]]
         )
         for e in received(runtime, name)
     ]
-
-
-async def advance(runtime: Runtime, seconds: float) -> None:
-    clock = runtime.clock
-    assert isinstance(clock, ManualClock)
-
-    async def quiet() -> None:
-        async with asyncio.timeout(5):
-            while not runtime._drained():
-                await asyncio.sleep(0.001)
-
-    await clock.advance(seconds, quiet=quiet)
 
 
 async def orders(runtime: Runtime, count: int) -> None:

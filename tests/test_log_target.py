@@ -18,7 +18,7 @@ from pipelines.runtime import Runtime
 from plugins.logs.store import LogStore
 from plugins.logs.target import LogGroupType
 
-from .helpers import eventually
+from .helpers import advance, eventually
 from .recorder import Recorder, plugin_manager
 
 PLUGINS = plugin_manager()
@@ -38,18 +38,6 @@ def runtime_with(state: Path, clock: ManualClock | None = None, **settings: Any)
     runtime.add_resource("app-logs", "log_group", settings)
     runtime.bus().put_rule("everything", pattern={"detail-type": ["log"]})
     return runtime
-
-
-async def advance(runtime: Runtime, seconds: float) -> None:
-    clock = runtime.clock
-    assert isinstance(clock, ManualClock)
-
-    async def quiet() -> None:
-        async with asyncio.timeout(5):
-            while not runtime._drained():
-                await asyncio.sleep(0.001)
-
-    await clock.advance(seconds, quiet=quiet)
 
 
 async def logged(
