@@ -10,7 +10,7 @@ import signal
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -350,6 +350,26 @@ def state_options(command: Callable[..., Any]) -> Callable[..., Any]:
         default=None,
         help="The pipeline's config file (default pipeline.yaml), to find its state database.",
     )(command)
+
+
+async def until_signalled(work: Awaitable[None]) -> None:
+    """Run ``work`` until it ends, or until SIGINT or SIGTERM (then cancel it:
+    a clean end, exit code 0)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    working = asyncio.ensure_future(work)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({working, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        stopping.cancel()
+        working.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await working  # raises what the work raised (an unknown group...)
 
 
 def state_database(config: str | None, state: str | None) -> Path:

@@ -10,11 +10,9 @@ table. Times in the store are milliseconds since the epoch.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -24,7 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pipelines.cli import state_database, state_options
+from pipelines.cli import state_database, state_options, until_signalled
 from pipelines.clock import SystemClock
 from pipelines.metrics import MetricStore
 from pipelines.state import existing
@@ -346,26 +344,6 @@ async def followed(
         after = newest  # every event up to it was there to be seen
         shown = {event_id for event_id in shown if event_id > after}
         await asyncio.sleep(poll)
-
-
-async def until_signalled(work: Awaitable[None]) -> None:
-    """Run ``work`` until it ends, or until SIGINT or SIGTERM (then cancel it:
-    a clean end, exit code 0)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    working = asyncio.ensure_future(work)
-    stopping = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({working, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-        stopping.cancel()
-        working.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await working  # raises what the work raised (an unknown group...)
 
 
 @logs_group.command("tail")

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import re
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -25,7 +23,7 @@ import jmespath
 import jmespath.exceptions
 import orjson
 
-from pipelines.cli import state_database, state_options
+from pipelines.cli import state_database, state_options, until_signalled
 from pipelines.errors import StreamError
 from pipelines.state import existing
 from pipelines.targets import key_text
@@ -374,10 +372,6 @@ def read_command(
         reader = store.consume(
             name, consumer, start=start, batch=min(limit or 1000, 1000), follow=follow
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
 
         async def pump() -> None:
             seen = 0
@@ -392,20 +386,10 @@ def read_command(
                 if limit is not None and seen >= limit:
                     return
 
-        reading = asyncio.create_task(pump())
-        stopping = asyncio.create_task(stop.wait())
         try:
-            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            await until_signalled(pump())
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
-            stopping.cancel()
-            reading.cancel()
-            try:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reading  # raises what reading raised (an unknown stream...)
-            finally:
-                await reader.aclose()  # saves a consumer's checkpoints
+            await reader.aclose()  # saves a consumer's checkpoints
 
     with_store(config, state, read)
 
