@@ -551,7 +551,7 @@ class LogStore:
             rows = plan.accepted
             if rows:
                 stream_id = await self._stream_id(db, group_id, group, stream, create_stream)
-                await self._append(db, group_id, stream_id, rows, now)
+                await self._append(db, group_id, stream_id, rows, plan.bytes, now)
                 filters = await self._metric_filters(group_id)
             elif not create_stream:
                 await self._require_stream(group_id, group, stream)
@@ -597,13 +597,13 @@ class LogStore:
         group_id: int,
         stream_id: int,
         rows: list[tuple[int, str]],
+        size: int,
         now: int,
     ) -> None:
         await db.executemany(
             "INSERT INTO log_events (grp, stream, ts, ingested, message) VALUES (?, ?, ?, ?, ?)",
             [(group_id, stream_id, ts, now, message) for ts, message in rows],
         )
-        size = sum(len(message.encode()) for _, message in rows)
         await db.execute(
             "UPDATE log_streams SET"
             " first_event = min(coalesce(first_event, ?1), ?1),"
@@ -977,6 +977,7 @@ def subscription_payload(
 @dataclass(slots=True)
 class _Plan:
     accepted: list[tuple[int, str]]
+    bytes: int = 0  # the accepted messages' UTF-8 size
     too_new: int = 0
     too_old: int = 0
     expired: int = 0
@@ -985,31 +986,36 @@ class _Plan:
 
 def _check_entries(
     events: Sequence[Mapping[str, Any]],
-) -> tuple[list[tuple[int, int, str]], list[dict[str, Any]]]:
-    """The well-formed entries as (index, timestamp, message), and an error
-    for each malformed one; the request rules (count, size, order) too."""
+) -> tuple[list[tuple[int, int, str, int]], list[dict[str, Any]]]:
+    """The well-formed entries as (index, timestamp, message, its UTF-8
+    bytes), and an error for each malformed one; the request rules (count,
+    size, order) too. Each message is encoded once, here."""
     if not 1 <= len(events) <= MAX_BATCH_EVENTS:
         raise LogsError(
             "InvalidParameterException",
             f"a PutLogEvents request holds 1 to {MAX_BATCH_EVENTS} log events, not {len(events)}",
         )
-    valid: list[tuple[int, int, str]] = []
+    valid: list[tuple[int, int, str, int]] = []
     errors: list[dict[str, Any]] = []
     size = 0
     for index, event in enumerate(events):
         problem = _entry_problem(event)
+        if problem is None:
+            nbytes = len(event["message"].encode())
+            if nbytes > MAX_EVENT_BYTES:
+                problem = f"message is over {MAX_EVENT_BYTES} bytes"
         if problem is not None:
             errors.append({"index": index, "message": f"logEvents[{index}]: {problem}"})
             continue
         ts, message = event["timestamp"], event["message"]
-        size += len(message.encode()) + EVENT_OVERHEAD
+        size += nbytes + EVENT_OVERHEAD
         if valid and ts < valid[-1][1]:
             raise LogsError(
                 "InvalidParameterException",
                 "Log events in a single PutLogEvents request must be in chronological order"
                 f" (logEvents[{index}] is earlier than logEvents[{valid[-1][0]}])",
             )
-        valid.append((index, ts, message))
+        valid.append((index, ts, message, nbytes))
     if size > MAX_BATCH_BYTES:
         raise LogsError(
             "InvalidParameterException",
@@ -1027,12 +1033,10 @@ def _entry_problem(event: Any) -> str | None:
         return f"timestamp must be milliseconds since the epoch (an integer >= 0), not {ts!r}"
     if not isinstance(message, str) or not message:
         return "message must be a non-empty string"
-    if len(message.encode()) > MAX_EVENT_BYTES:
-        return f"message is over {MAX_EVENT_BYTES} bytes"
     return None
 
 
-def _plan(valid: list[tuple[int, int, str]], now: int, retention: int | None) -> _Plan:
+def _plan(valid: list[tuple[int, int, str, int]], now: int, retention: int | None) -> _Plan:
     """Reject the events too old (over 14 days, or past retention: a prefix,
     since the batch is in order) and too new (over 2 hours ahead: a suffix);
     CloudWatch's rejectedLogEventsInfo holds those boundaries as indexes."""
@@ -1040,7 +1044,7 @@ def _plan(valid: list[tuple[int, int, str]], now: int, retention: int | None) ->
     expiry = now - retention * DAY_MS if retention is not None else None
     newest = now + FUTURE_LIMIT_MS
     plan = _Plan([])
-    for index, ts, message in valid:
+    for index, ts, message, nbytes in valid:
         if ts < oldest:
             plan.too_old += 1
             plan.info["tooOldLogEventEndIndex"] = index + 1
@@ -1052,6 +1056,7 @@ def _plan(valid: list[tuple[int, int, str]], now: int, retention: int | None) ->
             plan.info.setdefault("tooNewLogEventStartIndex", index)
         else:
             plan.accepted.append((ts, message))
+            plan.bytes += nbytes
     if plan.accepted and plan.accepted[-1][0] - plan.accepted[0][0] > MAX_SPAN_MS:
         raise LogsError(
             "InvalidParameterException",
