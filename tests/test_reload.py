@@ -321,12 +321,17 @@ def test_reloads_under_sustained_load_lose_nothing(tmp_path: Path) -> None:
         runner.wait_for("pipeline started")
         feeder = threading.Thread(target=feed)
         feeder.start()
+        # Events flow before the first reload, and the audit rule's first
+        # window sees some: under load, reloads alone can outpace the feeder.
+        wait_until(lambda: len(runner.received(runner.sink)) > 0)
         reloads = 0
         for version in (V2, V1, V2, V1):
             path.write_text(version)
             runner.process.send_signal(signal.SIGHUP)
             runner.wait_for("config reloaded")
             reloads += 1
+            if reloads == 1:
+                wait_until(lambda: len(runner.received(runner.audit)) > 0)
         during = len(runner.received(runner.sink))
         feeder.join(timeout=60)
         assert fed.is_set()
