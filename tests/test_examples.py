@@ -276,12 +276,16 @@ def test_alarms_pipeline_from_the_cli(tmp_path: Path) -> None:
         assert f"Alarm updated from {before} to {wanted}" in history.stdout.splitlines()[0]
         if wanted == "ALARM":
             received = pipelines("queue", "receive", "pages", "-c", config, "-n", "10")
-            [page] = [json.loads(json.loads(line)["Body"]) for line in received.stdout.splitlines()]
-            assert page == {
+            pages = [json.loads(json.loads(line)["Body"]) for line in received.stdout.splitlines()]
+            assert {
                 "alarm": "payments-failing",
                 "state": "ALARM",
                 "reason": "trying the pager",
-            }
+            } in pages
+            # A minute that ends meanwhile evaluates the declined card for real:
+            # that may page too, but only as this alarm going to ALARM.
+            assert len(pages) <= 2
+            assert all((p["alarm"], p["state"]) == ("payments-failing", "ALARM") for p in pages)
         refused = run_cli(
             "alarms",
             "set-state",
