@@ -44,6 +44,7 @@ from pathlib import Path
 from pipelines.alarms import ALARM, OK, evaluate_alarm_state, evaluation_range
 from pipelines.clock import ManualClock
 from pipelines.metrics import SeriesKey, series_key
+from pipelines.process import tuned_process
 from pipelines.runtime import Runtime
 
 NAMESPACE = "Bench"
@@ -104,7 +105,7 @@ def level(index: int, minute: int) -> float:
 async def build(runtime: Runtime, alarms: list[AlarmPlan]) -> None:
     """Declare the alarms (before start: the state database is written once, at open)."""
     for plan in alarms:
-        await runtime.put_metric_alarm(
+        await runtime.alarms.put_metric_alarm(
             plan.name,
             namespace=NAMESPACE,
             metric_name=METRIC,
@@ -140,14 +141,14 @@ def put_data(runtime: Runtime, count: int) -> int:
 
 async def read_all(runtime: Runtime, alarms: list[AlarmPlan]) -> int:
     """``read_many`` for every alarm's metric, one call per statistic (as a cycle)."""
-    assert runtime.metric_store is not None
+    assert runtime.metrics is not None
     by_statistic: dict[str, set[SeriesKey]] = {}
     for plan in alarms:
         by_statistic.setdefault(plan.statistic, set()).add(plan.key)
     size = evaluation_range(EVALUATION_PERIODS)
     present = 0
     for statistic, keys in by_statistic.items():
-        series = await runtime.metric_store.read_many(keys, TICK, PERIOD, size, statistic)
+        series = await runtime.metrics.read_many(keys, TICK, PERIOD, size, statistic)
         present += sum(v is not None for points in series.values() for v in points)
     return present
 
@@ -169,12 +170,12 @@ def pure_rule(alarms: list[AlarmPlan], ranges: list[list[float]]) -> int:
 
 async def ranges_of(runtime: Runtime, alarms: list[AlarmPlan]) -> list[list[float]]:
     """The evaluation range each alarm reads, as plain floats (the peer's input)."""
-    assert runtime.metric_store is not None
+    assert runtime.metrics is not None
     size = evaluation_range(EVALUATION_PERIODS)
     found: dict[tuple[str, SeriesKey], list[float]] = {}
     for statistic in {plan.statistic for plan in alarms}:
         keys = {plan.key for plan in alarms if plan.statistic == statistic}
-        series = await runtime.metric_store.read_many(keys, TICK, PERIOD, size, statistic)
+        series = await runtime.metrics.read_many(keys, TICK, PERIOD, size, statistic)
         for key, points in series.items():
             found[statistic, key] = [float(v) if v is not None else 0.0 for v in points]
     return [found[plan.statistic, plan.key] for plan in alarms]
@@ -223,12 +224,12 @@ async def main() -> None:
         await build(runtime, alarms)
         declared = time.perf_counter() - start
         async with runtime:
-            assert runtime.metric_store is not None
+            assert runtime.metrics is not None
             tick = int(clock.time() // PERIOD * PERIOD)
             assert tick == TICK
             start = time.perf_counter()
             put = put_data(runtime, count)
-            await runtime.metric_store.flush()
+            await runtime.metrics.flush()
             loaded = time.perf_counter() - start
             print(
                 f"setup: declared the alarms in {declared:.2f} s;"
@@ -243,7 +244,7 @@ async def main() -> None:
             start = time.perf_counter()
             await runtime.wait_until_idle(timeout=120)
             drained = time.perf_counter() - start
-            states = [a["StateValue"] for a in runtime.describe_alarms()]
+            states = [a["StateValue"] for a in runtime.alarms.describe_alarms()]
             in_alarm, in_ok = states.count(ALARM), states.count(OK)
             evaluated = runtime.alarms.evaluated
 
@@ -302,4 +303,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    with tuned_process():  # as the pipelines command runs a pipeline
+        asyncio.run(main())

@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 
 from pipelines.archive import SCHEMA
+from pipelines.process import tuned_process
 from pipelines.runtime import Runtime
 
 delivered = 0
@@ -80,13 +81,13 @@ async def write_rate(
     path = directory / f"write-{time.monotonic_ns()}.db"
     runtime = Runtime(state_path=path)
     if durability is not None:
-        await runtime.create_archive("all", durability=durability)
+        await runtime.archives.create_archive("all", durability=durability)
     async with runtime:
         start = time.perf_counter()
         await put_all(runtime, batch, producers)
         elapsed = time.perf_counter() - start
         if durability is not None:
-            assert (await runtime.describe_archive("all"))["EventCount"] == len(batch)
+            assert (await runtime.archives.describe_archive("all"))["EventCount"] == len(batch)
     return len(batch) / elapsed
 
 
@@ -124,10 +125,10 @@ async def replay_rate(archived: Path, count: int) -> float:
     async with runtime:
         start = time.perf_counter()
         name = f"r{time.monotonic_ns()}"
-        await runtime.start_replay(name, "all", 0, time.time() + 3600)
+        await runtime.replays.start(name, "all", 0, time.time() + 3600)
         await finished.wait()
         elapsed = time.perf_counter() - start
-        assert (await runtime.describe_replay(name))["EventsReplayed"] == count
+        assert (await runtime.replays.describe(name))["EventsReplayed"] == count
     return count / elapsed
 
 
@@ -147,7 +148,7 @@ async def put_rate(directory: Path, batch: list[dict[str, Any]], producers: int)
 
 async def archive_once(path: Path, batch: list[dict[str, Any]], producers: int) -> None:
     runtime = Runtime(state_path=path)
-    await runtime.create_archive("all")
+    await runtime.archives.create_archive("all")
     async with runtime:
         await put_all(runtime, batch, producers)
 
@@ -193,4 +194,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    with tuned_process():  # as the pipelines command runs a pipeline
+        asyncio.run(main())

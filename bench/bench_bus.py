@@ -26,6 +26,8 @@ import statistics
 import time
 from typing import Any
 
+from pipelines.limits import Limits
+from pipelines.process import tuned_process
 from pipelines.runtime import Runtime
 
 delivered = 0
@@ -57,7 +59,7 @@ def entries(count: int, rules: int) -> list[dict[str, Any]]:
 
 
 def build(rules: int, function: str) -> Runtime:
-    runtime = Runtime(intake_size=10_000, target_queue_size=1_000)
+    runtime = Runtime(limits=Limits(intake_size=10_000, target_queue_size=1_000))
     runtime.add_resource("noop", "function", {"function": function, "max_concurrency": 16})
     bus = runtime.bus()
     for n in range(rules):
@@ -162,4 +164,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    with tuned_process():  # as the pipelines command runs a pipeline
+        asyncio.run(main())

@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.event import make_event
+from pipelines.limits import Limits
+from pipelines.process import tuned_process
 from pipelines.runtime import Runtime
 
 MINUTE = 60.0
@@ -63,7 +65,7 @@ def record_lateness(runtime: Runtime, lateness: list[float]) -> None:
 async def aligned(count: int, idle: float) -> tuple[list[float], float, float]:
     """Returns lateness of the burst's runs, the burst's CPU seconds and the
     CPU share between firings."""
-    runtime = Runtime(intake_size=count)
+    runtime = Runtime(limits=Limits(intake_size=count))
     due = float(int(time.time()) + 3)
     build(runtime, count, due, spread=0.0)
     lateness: list[float] = []
@@ -107,7 +109,7 @@ async def polling_peer(count: int, idle: float) -> float:
 
 
 async def real(count: int, seconds: float) -> tuple[float, list[float], int]:
-    runtime = Runtime(intake_size=count)
+    runtime = Runtime(limits=Limits(intake_size=count))
     build(runtime, count, time.time() + 2)
     lateness: list[float] = []
     record_lateness(runtime, lateness)
@@ -201,4 +203,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    with tuned_process():  # as the pipelines command runs a pipeline
+        asyncio.run(main())

@@ -19,18 +19,18 @@ import hashlib
 import logging
 import operator
 import re
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiosqlite
 import orjson
 
 from pipelines.alarm_rules import AlarmRule, find_cycle, parse_alarm_rule
 from pipelines.clock import Clock
-from pipelines.errors import AlarmRuleError, ConfigError, MetricError
+from pipelines.errors import AlarmRuleError, ConfigError, MetricError, NotRunningError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_epoch
 from pipelines.metrics import (
     STATISTICS,
@@ -45,7 +45,7 @@ from pipelines.targets import check_keys, flag_setting
 
 if TYPE_CHECKING:
     from pipelines.bus import Bus
-    from pipelines.runtime import Runtime
+    from pipelines.targets import Target
 
 log = logging.getLogger("pipelines.alarms")
 
@@ -596,12 +596,29 @@ def action_pattern(alarm: str, state: str) -> dict[str, Any]:
     }
 
 
-class Alarms:
-    """A runtime's alarms: definitions, states, history and the evaluation task."""
+class AlarmHost(Protocol):
+    """What the alarms use of their owner (the ``Runtime``)."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.clock: Clock = runtime.clock
+    @property
+    def clock(self) -> Clock: ...
+
+    def bus(self, name: str = ...) -> Bus: ...
+
+    def resource(self, name: str, *, where: str | None = None) -> Target: ...
+
+    async def put_events(
+        self, entries: Sequence[Mapping[str, Any]], *, default_bus: str = ...
+    ) -> dict[str, Any]: ...
+
+
+class Alarms:
+    """A runtime's alarms (``runtime.alarms``): definitions, states, history and
+    the evaluation task. The methods named as CloudWatch's operations
+    (``put_metric_alarm``, ``describe_alarms``, ...) are the public API."""
+
+    def __init__(self, host: AlarmHost) -> None:
+        self.host = host
+        self.clock: Clock = host.clock
         self._alarms: dict[str, Alarm] = {}
         #: The rules of the composite alarms, by name.
         self._rules: dict[str, AlarmRule] = {}
@@ -622,6 +639,59 @@ class Alarms:
     def idle(self) -> bool:
         """Waiting for the next evaluation with nothing to do before it."""
         return self._sleeping and not self._wake.is_set()
+
+    # -- CloudWatch's operations ------------------------------------------------
+
+    async def put_metric_alarm(
+        self, name: str, settings: Mapping[str, Any] | None = None, **options: Any
+    ) -> None:
+        """PutMetricAlarm from ``settings`` and keyword ``options`` (see
+        ``parse_metric_alarm``): a new alarm starts in INSUFFICIENT_DATA, an
+        updated one keeps its state."""
+        await self.put(parse_metric_alarm(name, {**(settings or {}), **options}))
+
+    async def put_composite_alarm(
+        self, name: str, rule: str, settings: Mapping[str, Any] | None = None, **options: Any
+    ) -> None:
+        """PutCompositeAlarm: ``rule`` over other alarms' states."""
+        await self.put(parse_composite_alarm(name, {**(settings or {}), **options, "rule": rule}))
+
+    async def put_declared(self, name: str, settings: Mapping[str, Any]) -> None:
+        """A metric or composite alarm from a config declaration."""
+        await self.put(parse_alarm(name, settings))
+
+    async def delete_alarms(self, names: Iterable[str]) -> None:
+        """DeleteAlarms."""
+        for name in names:
+            await self.delete(name)
+
+    def describe_alarms(
+        self, names: Iterable[str] | None = None, *, prefix: str = "", state: str | None = None
+    ) -> list[dict[str, Any]]:
+        """DescribeAlarms: every alarm (or those named), with its state."""
+        if names is not None:
+            return [self.describe(name) for name in names]
+        return self.describe_all(prefix=prefix, state=state)
+
+    async def describe_alarm_history(
+        self, name: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """DescribeAlarmHistory: state updates, newest first."""
+        self._running()
+        return await self.history(name, limit)
+
+    async def evaluate_now(self) -> None:
+        """Evaluate every alarm now, over the periods up to the last 10-second
+        boundary (tests, tools)."""
+        self._running()
+        await self.evaluate(int(self.clock.time() // 10 * 10), everyone=True)
+
+    def _running(self) -> None:
+        if self.store is None:
+            raise NotRunningError(
+                "metrics are kept while the runtime runs"
+                " (pipelines.metrics.MetricStore.open reads a state database otherwise)"
+            )
 
     # -- definitions -------------------------------------------------------------
 
@@ -662,10 +732,10 @@ class Alarms:
     def check_resources(self, spec: AlarmSpec) -> None:
         """ResourceNotFoundError when the alarm's bus or an action's resource
         does not exist (an action's error begins "alarm NAME actions")."""
-        self.runtime.bus(spec.bus)
+        self.host.bus(spec.bus)
         for targets in spec.actions.values():
             for resource in targets:
-                self.runtime.resource(resource, where=f"alarm {spec.name} actions")
+                self.host.resource(resource, where=f"alarm {spec.name} actions")
 
     async def put(self, spec: AlarmSpec) -> None:
         """Create an alarm (in INSUFFICIENT_DATA) or update one (keeping its state)."""
@@ -705,7 +775,7 @@ class Alarms:
 
     async def _sync_actions(self, spec: AlarmSpec) -> None:
         """Actions are rules on the alarm's bus matching its state changes."""
-        bus = self.runtime.bus(spec.bus)
+        bus = self.host.bus(spec.bus)
         for state in STATE_VALUES:
             rule = action_rule_name(spec.name, state)
             targets = spec.actions.get(state, ())
@@ -730,7 +800,7 @@ class Alarms:
             await bus.put_targets(rule, wanted)
 
     async def _drop_actions(self, spec: AlarmSpec) -> None:
-        bus = self.runtime.bus(spec.bus)
+        bus = self.host.bus(spec.bus)
         for state in STATE_VALUES:
             rule = action_rule_name(spec.name, state)
             if _has_rule(bus, rule):
@@ -974,6 +1044,7 @@ class Alarms:
     ) -> None:
         """SetAlarmState: put an alarm in ``value`` until its next evaluation (for
         testing actions and routes); composites over it follow at once."""
+        self._running()
         alarm = self._get(name)
         if value not in STATE_VALUES:
             raise MetricError(
@@ -1008,7 +1079,7 @@ class Alarms:
             entries.setdefault(t.spec.bus, []).append(_event_entry(t))
             log.info("alarm %s: %s -> %s: %s", t.spec.name, t.old.value, t.new.value, t.new.reason)
         for bus, batch in entries.items():
-            result = await self.runtime.put_events(batch, default_bus=bus)
+            result = await self.host.put_events(batch, default_bus=bus)
             if result["FailedEntryCount"]:
                 failures = [e for e in result["Entries"] if "ErrorCode" in e]
                 log.error(

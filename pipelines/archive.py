@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -33,7 +33,7 @@ import aiosqlite
 import orjson
 
 from pipelines.clock import Clock, sleep
-from pipelines.errors import ConfigError, ResourceNotFoundError, StateError
+from pipelines.errors import ConfigError, NotRunningError, ResourceNotFoundError, StateError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_epoch, parse_time
 from pipelines.patterns import Matcher, Pattern, compile_pattern
 from pipelines.state import connect, existing, transaction
@@ -389,15 +389,21 @@ async def read_archives(state: Path, name: str | None = None) -> list[dict[str, 
 
 
 class Archiver:
-    """The runtime's archives: which events each keeps, and the group-commit writer.
+    """The runtime's archives (``runtime.archives``): CreateArchive and the
+    other archive operations, which events each archive keeps, and the
+    group-commit writer.
 
     ``run()`` is the writer task; ``write`` hands it events and waits for
     their commit. While one transaction commits, the next calls' events
     gather, so the group grows with the load.
     """
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(
+        self, clock: Clock, check_bus: Callable[[str], object] = lambda name: None
+    ) -> None:
         self.clock = clock
+        #: Raises ``ResourceNotFoundError`` for a bus that does not exist.
+        self.check_bus = check_bus
         self.store: ArchiveStore | None = None
         self.specs: dict[str, ArchiveSpec] = {}
         self._matchers: dict[str, Matcher] = {}  # bus -> archives with a pattern
@@ -406,6 +412,49 @@ class Archiver:
         self._pending: list[tuple[Rows, bool, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self.closed = False  # the writer task ended: nothing more is written
+
+    # -- EventBridge's operations ----------------------------------------------
+
+    async def create_archive(
+        self, name: str, settings: Mapping[str, Any] | None = None, **options: Any
+    ) -> ArchiveSpec:
+        """Create or update an archive (CreateArchive / UpdateArchive) from
+        ``settings`` and keyword ``options``: ``bus`` (default ``default``),
+        ``pattern``, ``retention_days`` (0: forever), ``durability`` (``normal``
+        or ``strict``), ``description``. Events put from then on are archived;
+        archives need a state database."""
+        spec = ArchiveSpec.parse(name, {**(settings or {}), **options})
+        self.check_bus(spec.bus)
+        if self.store is not None:
+            await self.store.save_archive(spec, self.clock.time())
+        self.put(spec)
+        return spec
+
+    async def delete_archive(self, name: str) -> None:
+        """Delete an archive and the events it holds."""
+        self.remove(name)
+        await self._open_store().delete_archive(name)
+
+    async def disable_archive(self, name: str) -> None:
+        """Stop archiving into ``name`` and keep its events, replayable (a
+        reload that drops an archive from the config does this)."""
+        self.remove(name)
+        if self.store is not None:
+            await self.store.disable_others(self.specs)
+
+    async def describe_archive(self, name: str) -> dict[str, Any]:
+        return await self._open_store().describe(name)
+
+    async def list_archives(self, prefix: str = "") -> list[dict[str, Any]]:
+        return await self._open_store().list_archives(prefix)
+
+    def _open_store(self) -> ArchiveStore:
+        if self.store is None:
+            raise NotRunningError(
+                "archives are read while the runtime runs with a state database"
+                " (pipelines.archive.read_archives reads them otherwise)"
+            )
+        return self.store
 
     # -- definitions --------------------------------------------------------
 

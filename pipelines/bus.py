@@ -6,8 +6,9 @@ dispatcher task per bus takes events from the intake, matches them against
 all enabled rules at once (``Matcher``) and submits one ``Job`` per matched
 rule target to that target's ``Delivery`` (see ``pipelines.delivery``).
 
-A ``Bus`` belongs to a ``Runtime`` (``pipelines.runtime``), which owns the
-tasks, the target resources, the clock, the metrics and the state database.
+A ``Bus`` belongs to a host (``BusHost``: in practice the ``Runtime``), which
+owns the tasks, the target resources, the clock and the state database; the
+bus owns its rules, its intake and its rules' ``Delivery`` objects.
 """
 
 from __future__ import annotations
@@ -18,19 +19,19 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from itertools import repeat
+from typing import Any, Protocol
 
 from pipelines import metrics as m
-from pipelines.delivery import Delivery, Job, RetryPolicy, notify
+from pipelines.delivery import Deliverer, Delivery, Job, RetryPolicy, Settlement, notify
 from pipelines.errors import ConfigError, ResourceNotFoundError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
+from pipelines.limits import Limits
 from pipelines.patterns import Matcher, Pattern, compile_pattern
 from pipelines.schedule import Schedule, parse_schedule
-from pipelines.targets import check_keys
+from pipelines.scheduler import Scheduler
+from pipelines.targets import Target, check_keys
 from pipelines.transform import Transform, compile_transform
-
-if TYPE_CHECKING:
-    from pipelines.runtime import Runtime
 
 log = logging.getLogger("pipelines.bus")
 #: Sees each dispatched event: (bus name, event). See ``Runtime.tap``.
@@ -39,6 +40,36 @@ Observer = Callable[[str, dict[str, Any]], None]
 #: rule name, that scheduled rule (its run); a set, the matched rules among
 #: them (a replay to chosen rules).
 Addressed = str | frozenset[str] | None
+#: An event in the intake: (event, ingested, addressed, its producer's
+#: settlement if the producer waits for one). The settlement travels with the
+#: event so the dispatcher hands it to the event's jobs without a lookup.
+Intake = tuple[dict[str, Any], float, Addressed, Settlement | None]
+
+
+class BusHost(Protocol):
+    """What a bus uses of its owner (the ``Runtime``), and nothing more."""
+
+    @property
+    def counters(self) -> m.Metrics: ...
+
+    @property
+    def limits(self) -> Limits: ...
+
+    @property
+    def scheduler(self) -> Scheduler: ...
+
+    @property
+    def deliverer(self) -> Deliverer: ...
+
+    @property
+    def taps(self) -> list[Observer]: ...
+
+    def resource(self, name: str, *, where: str | None = None) -> Target: ...
+
+    async def put_events(
+        self, entries: Iterable[Mapping[str, Any]], *, default_bus: str = ...
+    ) -> dict[str, Any]: ...
+
 
 ENABLED = "ENABLED"
 DISABLED = "DISABLED"
@@ -129,19 +160,16 @@ class Rule:
 class Bus:
     """A named event bus. Create through ``Runtime.bus`` / ``Runtime.create_bus``."""
 
-    def __init__(self, runtime: Runtime, name: str) -> None:
-        self.runtime = runtime
+    def __init__(self, host: BusHost, name: str) -> None:
+        self.host = host
         self.name = name
         self.arn = f"arn:aws:events:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:event-bus/{name}"
         self._rules: dict[str, Rule] = {}
         self._matcher = Matcher()
-        # The intake: a bounded deque of (event, ingested, addressed); see
-        # ``Addressed``. put_events waits on ``_space`` when it is full, the
-        # dispatcher on ``_ready`` when it is empty.
-        self._intake: collections.deque[tuple[dict[str, Any], float, Addressed]] = (
-            collections.deque()
-        )
-        self._intake_size = runtime.intake_size
+        # The intake: a bounded deque of ``Intake`` items. put_events waits on
+        # ``_space`` when it is full, the dispatcher on ``_ready`` when it is empty.
+        self._intake: collections.deque[Intake] = collections.deque()
+        self._intake_size = host.limits.intake_size
         # Waiting producers wake once a quarter of the intake is free, not at
         # every slot: one wake-up per batch instead of one per event.
         self._low_water = self._intake_size - max(1, self._intake_size // 4)
@@ -154,8 +182,8 @@ class Bus:
         #: Jobs of the event being dispatched, not yet queued to their targets.
         self._dispatching: list[tuple[Delivery, Job]] = []
         self._dims = m.dimensions(EventBusName=name)
-        self._events = runtime.metrics.counter(m.EVENTS, self._dims)
-        self._matched = runtime.metrics.counter(m.MATCHED_EVENTS, self._dims)
+        self._events = host.counters.counter(m.EVENTS, self._dims)
+        self._matched = host.counters.counter(m.MATCHED_EVENTS, self._dims)
 
     # -- rules --------------------------------------------------------------
 
@@ -186,7 +214,7 @@ class Bus:
         rule = self._rules.get(name)
         if rule is None:
             dims = m.dimensions(EventBusName=self.name, RuleName=name)
-            metrics = self.runtime.metrics
+            metrics = self.host.counters
             rule = Rule(
                 name,
                 compiled,
@@ -223,7 +251,7 @@ class Bus:
             self._matcher.remove(rule.name)
 
     def _sync_schedule(self, rule: Rule, schedule: Schedule | None) -> None:
-        scheduler = self.runtime.scheduler
+        scheduler = self.host.scheduler
         if schedule is None:
             if rule.schedule is not None:
                 scheduler.unregister(self, rule.name)
@@ -288,32 +316,60 @@ class Bus:
             config = TargetConfig.parse(f"{where} targets[{index}]", declared)
             if config.id in parsed:
                 raise ConfigError(f"{where} targets[{index}].id", f"{config.id!r} is given twice")
-            self.runtime.resource(config.resource, where=f"{where} targets[{index}].resource")
+            self.host.resource(config.resource, where=f"{where} targets[{index}].resource")
             if config.dead_letter is not None:
-                self.runtime.resource(
+                self.host.resource(
                     config.dead_letter, where=f"{where} targets[{index}].dead_letter"
                 )
             parsed[config.id] = config
         total = len(set(rule.targets) | set(parsed))
-        if total > self.runtime.max_targets_per_rule:
+        most = self.host.limits.max_targets_per_rule
+        if total > most:
             raise ConfigError(
                 where,
-                f"a rule has at most {self.runtime.max_targets_per_rule} targets; "
-                f"this would give it {total}",
+                f"a rule has at most {most} targets; this would give it {total}",
             )
         for config in parsed.values():
             existing = self.delivery(rule_name, config.id)
             rule.targets[config.id] = config
             if existing is None:
-                rule.deliveries.append(self.runtime._delivery(self, rule, config))
+                rule.deliveries.append(self._new_delivery(rule, config))
             else:
                 # An update keeps the target's queue and pending retries.
-                self.runtime._configure(existing, config)
+                self._configure(existing, config)
+
+    def _new_delivery(self, rule: Rule, config: TargetConfig) -> Delivery:
+        target = self.host.resource(config.resource)
+        delivery = Delivery(
+            bus=self.name,
+            rule=rule.name,
+            rule_arn=self.rule_arn(rule.name),
+            target_id=config.id,
+            target=target,
+            transform=config.transform,
+            policy=config.retry_policy,
+            dead_letter=None,
+            dead_letter_name=None,
+            concurrency=1,
+            queue_size=self.host.limits.target_queue_size,
+        )
+        self._configure(delivery, config)
+        return self.host.deliverer.bind(delivery)
+
+    def _configure(self, delivery: Delivery, config: TargetConfig) -> None:
+        """Apply a target's declaration to its delivery (new, or updated in place)."""
+        resource = self.host.resource
+        delivery.target = resource(config.resource)
+        delivery.transform = config.transform
+        delivery.policy = config.retry_policy
+        delivery.dead_letter = resource(config.dead_letter) if config.dead_letter else None
+        delivery.dead_letter_name = config.dead_letter
+        delivery.concurrency = max(1, delivery.target.concurrency)
 
     async def remove_targets(self, rule_name: str, ids: Iterable[str]) -> None:
         """Remove targets; their queued and retrying deliveries are dropped (and logged)."""
         for delivery in self.detach_targets(rule_name, ids):
-            await self.runtime.deliverer.retire(delivery)
+            await self.host.deliverer.retire(delivery)
 
     def detach_targets(self, rule_name: str, ids: Iterable[str]) -> list[Delivery]:
         """Take targets off a rule: no new event reaches them from now on.
@@ -355,14 +411,22 @@ class Bus:
         Each result is ``{"EventId": ...}`` or ``{"ErrorCode": ..., "ErrorMessage": ...}``;
         an invalid entry fails alone. Waits while the intake is full.
         """
-        return await self.runtime.put_events(entries, default_bus=self.name)
+        return await self.host.put_events(entries, default_bus=self.name)
 
-    async def _accept(self, events: list[dict[str, Any]], ingested: float) -> int:
+    async def accept(
+        self,
+        events: list[dict[str, Any]],
+        ingested: float,
+        settlements: list[Settlement | None] | None = None,
+    ) -> int:
         """Append events to the intake, waiting while it is full; returns how many
-        were accepted (fewer than given only when the runtime stopped meanwhile)."""
-        accepted = self.offer(events, ingested)
+        were accepted (fewer than given only when the runtime stopped meanwhile).
+        ``settlements[i]``, when given, is settled once every delivery of
+        ``events[i]`` is settled (see ``Runtime.put_events``)."""
+        accepted = self._append(events, ingested, None, settlements)
         while accepted < len(events) and await self.wait_for_room():
-            accepted += self.offer(events[accepted:], ingested)
+            rest = settlements[accepted:] if settlements is not None else None
+            accepted += self._append(events[accepted:], ingested, None, rest)
         return accepted
 
     def offer(
@@ -371,10 +435,23 @@ class Bus:
         """Append as many of ``events`` as the intake has room for, without
         waiting; returns how many (a replay's position follows it exactly).
         ``wait_for_room`` waits for more room."""
+        return self._append(events, ingested, addressed, None)
+
+    def _append(
+        self,
+        events: list[dict[str, Any]],
+        ingested: float,
+        addressed: Addressed,
+        settlements: list[Settlement | None] | None,
+    ) -> int:
         if self._closed:
             return 0
-        taken = events[: max(self._intake_size - len(self._intake), 0)]
-        self._intake.extend((event, ingested, addressed) for event in taken)
+        room = max(self._intake_size - len(self._intake), 0)
+        taken = events[:room]
+        if settlements is None:
+            self._intake.extend((event, ingested, addressed, None) for event in taken)
+        else:
+            self._intake.extend(zip(taken, repeat(ingested), repeat(addressed), settlements))
         self._events.value += len(taken)
         self._ready.set()
         return len(taken)
@@ -397,7 +474,7 @@ class Bus:
         event per run keeps the overshoot bounded by the number of schedules)."""
         if self._closed:
             return False
-        self._intake.append((event, ingested, rule_name))
+        self._intake.append((event, ingested, rule_name, None))
         self._ready.set()
         return True
 
@@ -411,17 +488,17 @@ class Bus:
         """The bus's dispatcher: intake -> matcher -> deliveries. Runs until cancelled."""
         intake, ready, space = self._intake, self._ready, self._space
         low_water = self._low_water
-        taps = self.runtime.taps
+        taps = self.host.taps
         while True:
             await ready.wait()
             ready.clear()
             while intake:
-                event, ingested, addressed = intake.popleft()
+                event, ingested, addressed, settlement = intake.popleft()
                 if not space.is_set() and len(intake) <= low_water:
                     space.set()
                 if taps:
                     self._tap(taps, event)
-                await self._route(event, ingested, addressed)
+                await self._route(event, ingested, addressed, settlement)
 
     def _tap(self, taps: list[Observer], event: dict[str, Any]) -> None:
         for observe in list(taps):
@@ -437,11 +514,17 @@ class Bus:
             return [addressed] if self.scheduled_rule(addressed) is not None else []
         return [name for name in self._matcher.match(event) if name in addressed]
 
-    async def _route(self, event: dict[str, Any], ingested: float, addressed: Addressed) -> None:
+    async def _route(
+        self,
+        event: dict[str, Any],
+        ingested: float,
+        addressed: Addressed,
+        settlement: Settlement | None,
+    ) -> None:
         names = self._names(event, addressed)
         if not names:
-            if self.runtime.settling:
-                self._add_jobs(self._dispatching, names, event, ingested)  # settles it
+            if settlement is not None:  # no target wants it: nothing to wait for
+                notify(settlement.callback)
             return
         if not isinstance(addressed, str):
             self._matched.value += 1
@@ -450,8 +533,8 @@ class Bus:
             rule.matched.value += 1
             rule.triggered.value += 1
         jobs = self._dispatching
-        self._add_jobs(jobs, names, event, ingested)
-        submit = self.runtime.deliverer.submit
+        self._add_jobs(jobs, names, event, ingested, settlement)
+        submit = self.host.deliverer.submit
         while jobs:
             delivery, job = jobs[-1]
             await submit(delivery, job)
@@ -462,8 +545,8 @@ class Bus:
         jobs = list(self._dispatching)
         self._dispatching.clear()
         while self._intake:
-            event, ingested, addressed = self._intake.popleft()
-            self._add_jobs(jobs, self._names(event, addressed), event, ingested)
+            event, ingested, addressed, settlement = self._intake.popleft()
+            self._add_jobs(jobs, self._names(event, addressed), event, ingested, settlement)
         return jobs
 
     def _add_jobs(
@@ -472,10 +555,10 @@ class Bus:
         names: list[str],
         event: dict[str, Any],
         ingested: float,
+        settlement: Settlement | None,
     ) -> None:
         """One job per target of each matched rule, sharing the event's
         settlement when its producer waits for one."""
-        settlement = self.runtime.settling.pop(event["id"], None) if self.runtime.settling else None
         added = len(jobs)
         for name in names:
             for delivery in self._rules[name].deliveries:

@@ -272,12 +272,14 @@ def run_command(
     a config with problems is refused and the running one kept.
     """
     from pipelines.logs import configure_logging
+    from pipelines.process import tuned_process
 
     configure_logging(log_format, log_level)
     try:
-        report = asyncio.run(
-            _run(list(files), input_path, shutdown_timeout, watch, control, no_control)
-        )
+        with tuned_process():
+            report = asyncio.run(
+                _run(list(files), input_path, shutdown_timeout, watch, control, no_control)
+            )
     except ConfigInvalid as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,7 @@ from pipelines.errors import (
     ResourceNotFoundError,
     did_you_mean,
 )
+from pipelines.process import tuned_process
 from pipelines.runtime import DEFAULT_BUS, Runtime
 from pipelines.targets import check_keys
 
@@ -347,14 +347,16 @@ async def build_runtime(
 
     ``state_path=True`` uses the config's ``state``; pass a path or None to
     override it (tests). Raises ``ConfigInvalid`` listing every problem.
+
+    A function target's ``module:function`` is looked up beside the config
+    while this builds (``sys.path`` is put back after); starting the runtime
+    imports it, so a caller that starts it outside a runner (``run_pipeline``,
+    ``pipelines test``) puts the config's directory on its path itself.
     """
     state = config.state if state_path is True else state_path
     runtime = Runtime(state_path=state or None, clock=clock, **options)
     runtime.cluster_group = config.cluster_group
     problems: list[Problem] = []
-    # A function target's "module:function" is importable from next to the config.
-    if str(config.directory.resolve()) not in sys.path:
-        sys.path.insert(0, str(config.directory.resolve()))
     for name, declared in config.resources.items():
         path: Path_ = ("resources", name)
         settings = {k: v for k, v in declared.items() if k != "type"}
@@ -365,7 +367,8 @@ async def build_runtime(
             )
             continue
         try:
-            runtime.add_resource(name, type_name, settings)
+            with tuned_process([config.directory], switch_interval=None):
+                runtime.add_resource(name, type_name, settings)
         except ConfigError as exc:
             if exc.where.endswith(".type"):
                 problems.append(config.at((*path, "type"), f"resources.{name}.type: {exc.message}"))
@@ -396,7 +399,7 @@ async def _add_archive(
 ) -> list[Problem]:
     path: Path_ = ("archives", name)
     try:
-        await runtime.create_archive(name, declared)
+        await runtime.archives.create_archive(name, declared)
     except PatternError as exc:
         return [_problem(config, (*path, "pattern"), f"archive {name}", exc)]
     except ConfigError as exc:
@@ -470,7 +473,7 @@ async def _add_alarm(
     runtime: Runtime, config: PipelineConfig, name: str, declared: dict[str, Any]
 ) -> list[Problem]:
     try:
-        await runtime.put_alarm(name, declared)
+        await runtime.alarms.put_declared(name, declared)
     except (ConfigError, ResourceNotFoundError) as exc:
         return [_alarm_problem(config, name, declared, exc)]
     return []

@@ -162,10 +162,10 @@ class ControlServer:
     async def _replay(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
         try:
             if op == "replay-cancel":
-                return await self.runtime.cancel_replay(str(request.get("name")))
+                return await self.runtime.replays.cancel(str(request.get("name")))
             if op == "replay-describe":
-                return await self.runtime.describe_replay(str(request.get("name")))
-            return await self.runtime.start_replay(
+                return await self.runtime.replays.describe(str(request.get("name")))
+            return await self.runtime.replays.start(
                 request.get("name"),  # type: ignore[arg-type]  # checked by start_replay
                 str(request.get("archive")),
                 float(request.get("start", 0)),
@@ -182,13 +182,13 @@ class ControlServer:
         name = str(request.get("name"))
         data = request.get("reason_data")
         try:
-            await self.runtime.set_alarm_state(
+            await self.runtime.alarms.set_alarm_state(
                 name,
                 str(request.get("value")),
                 str(request.get("reason") or ""),
                 None if data is None else str(data),
             )
-            [described] = self.runtime.describe_alarms([name])
+            [described] = self.runtime.alarms.describe_alarms([name])
             return described
         except PipelinesError as exc:
             return {"error": str(exc)}

@@ -155,7 +155,7 @@ async def _put_alarms(
         named = set().union(*(runtime.alarms.children(n) for n in dropped))
         leaves = [n for n in dropped if n not in named] or dropped
         for name in leaves:
-            await runtime.delete_alarms([name])
+            await runtime.alarms.delete_alarms([name])
             summary.removed.append(f"alarm {name}")
             dropped.remove(name)
 
@@ -168,11 +168,11 @@ async def _put_archives(
     for name, declared in new.archives.items():
         previous = current.archives.get(name)
         if previous != declared:
-            await runtime.create_archive(name, declared)
+            await runtime.archives.create_archive(name, declared)
             (summary.added if previous is None else summary.changed).append(f"archive {name}")
     for name in current.archives:
         if name not in new.archives:
-            await runtime.disable_archive(name)
+            await runtime.archives.disable_archive(name)
             summary.removed.append(f"archive {name}")
 
 

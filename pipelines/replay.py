@@ -28,17 +28,34 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from pipelines.archive import ArchiveStore, archive_arn, iso
+from pipelines.archive import Archiver, ArchiveStore, archive_arn, iso
 from pipelines.clock import Clock, sleep
 from pipelines.errors import ReplayError, ResourceNotFoundError, StateError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 
 if TYPE_CHECKING:
-    from pipelines.runtime import Runtime
+    from collections.abc import Coroutine
+
+    from pipelines.bus import Bus
+
+
+class ReplayHost(Protocol):
+    """What replays use of their owner (the ``Runtime``)."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def archives(self) -> Archiver: ...
+
+    def bus(self, name: str = ...) -> Bus: ...
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
+
 
 log = logging.getLogger("pipelines.replay")
 
@@ -178,17 +195,18 @@ async def replay_status(state: Path, name: str | None = None) -> list[dict[str, 
 
 
 class Replays:
-    """The runtime's replays: started, resumed, cancelled, each a task of the runtime."""
+    """The runtime's replays (``runtime.replays``): started, resumed, cancelled,
+    each a task of the runtime."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, host: ReplayHost) -> None:
+        self.host = host
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._replays: dict[str, Replay] = {}
         self._cancelling: set[str] = set()
 
     @property
     def store(self) -> ArchiveStore:
-        store = self.runtime.archiver.store
+        store = self.host.archives.store
         if store is None:
             raise StateError("replays need a state database: give the runtime a state_path")
         return store
@@ -212,7 +230,7 @@ class Replays:
         _check_times(start_time, end_time)
         if speed is not None and not (isinstance(speed, int | float) and 0 < speed < math.inf):
             raise _invalid(f"speed must be a number above 0, not {speed!r}")
-        bus = self.runtime.bus(destination_bus)
+        bus = self.host.bus(destination_bus)
         if rules is not None:
             if isinstance(rules, str) or not all(isinstance(r, str) for r in rules):
                 raise _invalid(f"rules must be a list of rule names, not {rules!r}")
@@ -223,7 +241,7 @@ class Replays:
         if name in self._replays:  # claimed below before any await: no two starts race
             raise _exists(name)
         replay = Replay(name, archive, bus.name, rules, start_time, end_time, speed, description)
-        replay.started = self.runtime.clock.time()
+        replay.started = self.host.clock.time()
         self._replays[name] = replay
         try:
             if await load(store, name):
@@ -234,7 +252,7 @@ class Replays:
         except BaseException:
             del self._replays[name]
             raise
-        self._tasks[name] = self.runtime.spawn(self._run(replay))
+        self._tasks[name] = self.host.spawn(self._run(replay))
         return {
             "ReplayArn": replay.describe()["ReplayArn"],
             "State": replay.state,
@@ -297,7 +315,7 @@ class Replays:
 
     def _spawn(self, replay: Replay) -> None:
         self._replays[replay.name] = replay
-        self._tasks[replay.name] = self.runtime.spawn(self._run(replay))
+        self._tasks[replay.name] = self.host.spawn(self._run(replay))
 
     async def _run(self, replay: Replay) -> None:
         """The replay's task: nothing it meets ends the runtime, only the replay."""
@@ -328,17 +346,17 @@ class Replays:
     async def _finish(self, replay: Replay, state: str, reason: str) -> None:
         # The state changes before the save: a cancel() meanwhile finds it ended.
         replay.state, replay.reason = state, reason
-        replay.ended = self.runtime.clock.time()
+        replay.ended = self.host.clock.time()
         try:
             await save(self.store, replay)
         except Exception:
             log.exception("saving the end of replay %s failed", replay.name)
 
     async def _replay(self, replay: Replay) -> None:
-        store, clock = self.store, self.runtime.clock
+        store, clock = self.store, self.host.clock
         if not await store.exists(replay.archive):
             raise ResourceNotFoundError(f"Archive {replay.archive} does not exist.")
-        bus = self.runtime.bus(replay.bus)
+        bus = self.host.bus(replay.bus)
         if replay.state == STARTING:
             replay.total = await store.count(replay.archive, replay.start_time, replay.end_time)
             replay.state = RUNNING

@@ -24,6 +24,8 @@ from pipelines.clock import Clock
 from pipelines.config import PipelineConfig, build_runtime, load_config
 from pipelines.control import ControlServer
 from pipelines.errors import ConfigInvalid, PipelinesError
+from pipelines.limits import Limits
+from pipelines.process import tuned_process
 from pipelines.reload import reload
 from pipelines.runtime import Runtime
 
@@ -61,9 +63,28 @@ async def run_pipeline(
     Setting ``reload_requested`` (the CLI does on SIGHUP) reloads the config
     files; so does a change to them with ``watch``. See ``pipelines.reload``.
     """
+    # The config's functions import from beside it while it runs.
+    with tuned_process([config.directory], switch_interval=None):
+        return await _run_pipeline(
+            config, events, stop, reload_requested, watch, control, shutdown_timeout, clock
+        )
+
+
+async def _run_pipeline(
+    config: PipelineConfig,
+    events: Iterable[str] | AsyncIterable[str] | None,
+    stop: asyncio.Event | None,
+    reload_requested: asyncio.Event | None,
+    watch: bool,
+    control: Path | None,
+    shutdown_timeout: float,
+    clock: Clock | None,
+) -> RunReport:
     stop = stop or asyncio.Event()
     reload_requested = reload_requested or asyncio.Event()
-    runtime = await build_runtime(config, clock=clock, drain_timeout=shutdown_timeout)
+    runtime = await build_runtime(
+        config, clock=clock, limits=Limits(drain_timeout=shutdown_timeout)
+    )
     report = RunReport()
     server = ControlServer(runtime, control) if control is not None else None
     started = False
@@ -105,7 +126,7 @@ async def _running(
     async with asyncio.TaskGroup() as group:
         feeding = [group.create_task(_feed(runtime, events, report))] if events is not None else []
         watching = [group.create_task(_watch(config.files, reload_requested))] if watch else []
-        await _serve(runtime, config, stop, reload_requested, feeding, runtime.drain_timeout)
+        await _serve(runtime, config, stop, reload_requested, feeding, runtime.limits.drain_timeout)
         for task in feeding + watching:
             task.cancel()
 

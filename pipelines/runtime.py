@@ -16,6 +16,21 @@ exists), the clock, the metrics, the optional state database and one
 ``stop()`` stops intake, waits for in-flight deliveries up to a time limit,
 persists what is still pending (when there is a state database) and stops
 the targets.
+
+The runtime composes; it does not pass calls through. Its parts are public
+sub-objects, each reaching back only through a narrow protocol the runtime
+implements (``BusHost``, ``AlarmHost``, ``ReplayHost``, ``TargetServices``):
+
+    runtime.bus("orders")          a Bus: rules, targets, intake, dispatch
+    runtime.archives               CreateArchive, DescribeArchive, ...
+    runtime.replays                StartReplay, DescribeReplay, ...
+    runtime.metrics                the metric store (PutMetricData, GetMetricStatistics), running
+    runtime.alarms                 PutMetricAlarm, DescribeAlarms, SetAlarmState, ...
+    runtime.counters               the buses' own counters (EventBridge's metric names)
+    runtime.limits                 sizes and time limits (``pipelines.limits.Limits``)
+
+Nothing here changes process-wide state: the runner (``pipelines run``)
+tunes the interpreter for itself (``pipelines.runner.tuned_process``).
 """
 
 from __future__ import annotations
@@ -25,8 +40,7 @@ import contextlib
 import functools
 import logging
 import random
-import sys
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -35,11 +49,11 @@ from typing import Any
 import pluggy
 
 from pipelines import metrics as m
-from pipelines.alarms import Alarms, parse_alarm, parse_composite_alarm, parse_metric_alarm
-from pipelines.archive import Archiver, ArchiveSpec, ArchiveStore
-from pipelines.bus import Bus, Observer, Rule, TargetConfig, check_name
+from pipelines.alarms import Alarms
+from pipelines.archive import Archiver, ArchiveStore
+from pipelines.bus import Bus, Observer, check_name
 from pipelines.clock import Clock, SystemClock
-from pipelines.delivery import Backoff, Deliverer, Delivery, Job, Settlement
+from pipelines.delivery import Deliverer, Delivery, Job, Settlement
 from pipelines.errors import (
     ConfigError,
     EventValidationError,
@@ -47,7 +61,8 @@ from pipelines.errors import (
     ResourceNotFoundError,
     StateError,
 )
-from pipelines.event import EntryLimits, validate_entry
+from pipelines.event import validate_entry
+from pipelines.limits import Limits
 from pipelines.pluginmanager import target_types
 from pipelines.replay import Replays
 from pipelines.scheduler import Scheduler
@@ -57,32 +72,6 @@ from pipelines.targets import Target
 log = logging.getLogger("pipelines.runtime")
 
 DEFAULT_BUS = "default"
-#: While a runtime runs, CPython's thread switch interval (default 5 ms) is at
-#: most this. SQLite statements run on aiosqlite's threads, and each time one
-#: comes back it waits for the GIL; while the event loop is busy that wait
-#: lasts the whole interval. Measured with bench/bench_archive.py: archiving
-#: goes from about 35,000 to 60,000 events/s at 0.2 ms.
-SWITCH_INTERVAL = 0.0002
-# Runtimes running with a lowered interval, and the interval before the first.
-_switch_holders = 0
-_switch_before: float | None = None
-
-
-def _lower_switch_interval(value: float) -> None:
-    global _switch_holders, _switch_before
-    if _switch_holders == 0 and sys.getswitchinterval() > value:
-        _switch_before = sys.getswitchinterval()
-        sys.setswitchinterval(value)
-    _switch_holders += 1
-
-
-def _release_switch_interval() -> None:
-    """The last running runtime to stop puts the interval back."""
-    global _switch_holders, _switch_before
-    _switch_holders -= 1
-    if _switch_holders == 0 and _switch_before is not None:
-        sys.setswitchinterval(_switch_before)
-        _switch_before = None
 
 
 async def _poll(condition: Callable[[], bool], timeout: float | None, every: float = 0.01) -> bool:
@@ -121,25 +110,14 @@ class Runtime:
         state_path: str | Path | None = None,
         clock: Clock | None = None,
         plugins: pluggy.PluginManager | None = None,
-        max_targets_per_rule: int = 5,
-        intake_size: int = 10_000,
-        target_queue_size: int = 1_000,
-        backoff: Backoff | None = None,
-        drain_timeout: float = 10.0,
-        limits: EntryLimits | None = None,
+        limits: Limits | None = None,
         seed: int | None = None,
-        switch_interval: float | None = SWITCH_INTERVAL,
     ) -> None:
         self.state_path = Path(state_path) if state_path is not None else None
         self.clock: Clock = clock or SystemClock()
-        self.metrics = m.Metrics()
-        self.max_targets_per_rule = max_targets_per_rule
-        self.intake_size = intake_size
-        self.target_queue_size = target_queue_size
-        self.drain_timeout = drain_timeout
-        self.limits = limits or EntryLimits()
-        self.switch_interval = switch_interval
-        self._holds_switch_interval = False
+        #: The buses' and targets' counters, under EventBridge's metric names.
+        self.counters = m.Metrics()
+        self.limits = limits or Limits()
         self.plugins = plugins  # None: the installed plugins
         self._types = target_types(plugins)
         self._resources: dict[str, Target] = {}
@@ -156,21 +134,19 @@ class Runtime:
         self.taps: list[Observer] = []
         #: ``cluster.group`` of the config: sources share their subscriptions.
         self.cluster_group: str | None = None
-        #: Accepted events whose producer waits for their settlement, by id.
-        self.settling: dict[str, Settlement] = {}
         #: Deliveries taken off their rules, finishing their work before retiring.
         self._detached: set[Delivery] = set()
         self.deliverer = Deliverer(
-            self.clock, self.metrics, self.spawn, None, backoff or Backoff(), random.Random(seed)
+            self.clock, self.counters, self.spawn, None, self.limits.backoff, random.Random(seed)
         )
         # Its own generator: a flexible window must not shift retry jitter.
         self.scheduler = Scheduler(self.clock, random.Random(seed))
         self._scheduling: asyncio.Task[None] | None = None
         #: Archives (written by ``put_events``) and replays; see ``pipelines.archive``.
-        self.archiver = Archiver(self.clock)
+        self.archives = Archiver(self.clock, check_bus=self.bus)
         self.replays = Replays(self)
-        #: Metric data (the bus's counters included) and the alarms over it.
-        self.metric_store: m.MetricStore | None = None
+        #: Metric data (the bus's counters included), while running, and the alarms over it.
+        self._metric_store: m.MetricStore | None = None
         self.alarms = Alarms(self)
         #: The metric store's and the alarms' tasks, while running.
         self._store_task: asyncio.Task[None] | None = None
@@ -262,7 +238,7 @@ class Runtime:
                         self._resources[name] = old
                 raise
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (self.drain_timeout if timeout is None else timeout)
+        deadline = loop.time() + (self.limits.drain_timeout if timeout is None else timeout)
         for name, target in made.items():
             old = previous[name]
             if old is None:
@@ -296,7 +272,7 @@ class Runtime:
         self, name: str, target: Target, users: list[Delivery], timeout: float | None
     ) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (self.drain_timeout if timeout is None else timeout)
+        deadline = loop.time() + (self.limits.drain_timeout if timeout is None else timeout)
         # Attempts already running keep the target they started with.
         await _poll(
             lambda: not any(job.calling is target for d in users for job in d.in_flight),
@@ -373,7 +349,7 @@ class Runtime:
         if bus.list_rules():
             raise ConfigError(f"bus {name}", "delete the bus's rules first")
         bus.close_intake()
-        await _poll(lambda: bus.idle, self.drain_timeout if timeout is None else timeout)
+        await _poll(lambda: bus.idle, self.limits.drain_timeout if timeout is None else timeout)
         if bus.dispatcher is not None:
             bus.dispatcher.cancel()
             await asyncio.wait([bus.dispatcher])
@@ -388,177 +364,23 @@ class Runtime:
     def buses(self) -> list[Bus]:
         return list(self._buses.values())
 
-    def _delivery(self, bus: Bus, rule: Rule, config: TargetConfig) -> Delivery:
-        target = self.resource(config.resource)
-        delivery = Delivery(
-            bus=bus.name,
-            rule=rule.name,
-            rule_arn=bus.rule_arn(rule.name),
-            target_id=config.id,
-            target=target,
-            transform=config.transform,
-            policy=config.retry_policy,
-            dead_letter=None,
-            dead_letter_name=None,
-            concurrency=1,
-            queue_size=self.target_queue_size,
-        )
-        self._configure(delivery, config)
-        return self.deliverer.bind(delivery)
+    # -- metrics (TargetServices) ---------------------------------------------
 
-    def _configure(self, delivery: Delivery, config: TargetConfig) -> None:
-        """Apply a target's declaration to its delivery (new, or updated in place)."""
-        delivery.target = self.resource(config.resource)
-        delivery.transform = config.transform
-        delivery.policy = config.retry_policy
-        delivery.dead_letter = self.resource(config.dead_letter) if config.dead_letter else None
-        delivery.dead_letter_name = config.dead_letter
-        delivery.concurrency = max(1, delivery.target.concurrency)
-
-    # -- archives and replays -------------------------------------------------
-
-    async def create_archive(
-        self, name: str, settings: Mapping[str, Any] | None = None, **options: Any
-    ) -> ArchiveSpec:
-        """Create or update an archive (CreateArchive / UpdateArchive) from
-        ``settings`` and keyword ``options``: ``bus`` (default ``default``),
-        ``pattern``, ``retention_days`` (0: forever), ``durability`` (``normal``
-        or ``strict``), ``description``. Events put from then on are archived;
-        archives need a state database."""
-        spec = ArchiveSpec.parse(name, {**(settings or {}), **options})
-        self.bus(spec.bus)  # ResourceNotFoundError when it does not exist
-        if self.archiver.store is not None:
-            await self.archiver.store.save_archive(spec, self.clock.time())
-        self.archiver.put(spec)
-        return spec
-
-    async def delete_archive(self, name: str) -> None:
-        """Delete an archive and the events it holds."""
-        self.archiver.remove(name)
-        await self._archive_store().delete_archive(name)
-
-    async def disable_archive(self, name: str) -> None:
-        """Stop archiving into ``name`` and keep its events, replayable (a
-        reload that drops an archive from the config does this)."""
-        self.archiver.remove(name)
-        if self.archiver.store is not None:
-            await self.archiver.store.disable_others(self.archiver.specs)
-
-    async def describe_archive(self, name: str) -> dict[str, Any]:
-        return await self._archive_store().describe(name)
-
-    async def list_archives(self, prefix: str = "") -> list[dict[str, Any]]:
-        return await self._archive_store().list_archives(prefix)
-
-    async def start_replay(
-        self,
-        name: str,
-        archive: str,
-        start_time: float,
-        end_time: float,
-        destination_bus: str = DEFAULT_BUS,
-        rules: Sequence[str] | None = None,
-        **options: Any,
-    ) -> dict[str, Any]:
-        """StartReplay: see ``pipelines.replay.Replays.start`` (``speed``, ``description``)."""
-        return await self.replays.start(
-            name, archive, start_time, end_time, destination_bus, rules, **options
-        )
-
-    async def describe_replay(self, name: str) -> dict[str, Any]:
-        return await self.replays.describe(name)
-
-    async def list_replays(self) -> list[dict[str, Any]]:
-        return await self.replays.list()
-
-    async def cancel_replay(self, name: str) -> dict[str, Any]:
-        return await self.replays.cancel(name)
-
-    def _archive_store(self) -> ArchiveStore:
-        if self.archiver.store is None:
-            raise NotRunningError(
-                "archives are read while the runtime runs with a state database"
-                " (pipelines.archive.read_archives reads them otherwise)"
-            )
-        return self.archiver.store
-
-    # -- metrics and alarms ---------------------------------------------------
-
-    def _metrics(self) -> m.MetricStore:
-        if self.metric_store is None:
+    @property
+    def metrics(self) -> m.MetricStore:
+        """The metric store (PutMetricData, GetMetricStatistics, ListMetrics),
+        open while the runtime runs; ``NotRunningError`` otherwise."""
+        if self._metric_store is None:
             raise NotRunningError(
                 "metrics are kept while the runtime runs"
                 " (pipelines.metrics.MetricStore.open reads a state database otherwise)"
             )
-        return self.metric_store
+        return self._metric_store
 
     def put_metric_data(self, namespace: str, name: str, *args: Any, **options: Any) -> None:
-        """PutMetricData for one datum: see ``pipelines.metrics.MetricStore.put_metric_data``."""
-        self._metrics().put_metric_data(namespace, name, *args, **options)
-
-    async def get_metric_statistics(
-        self, namespace: str, name: str, *args: Any, **options: Any
-    ) -> dict[str, Any]:
-        """GetMetricStatistics: see ``MetricStore.get_metric_statistics``."""
-        return await self._metrics().get_metric_statistics(namespace, name, *args, **options)
-
-    async def list_metrics(
-        self, namespace: str | None = None, name: str | None = None
-    ) -> list[dict[str, Any]]:
-        return await self._metrics().list_metrics(namespace, name)
-
-    async def put_metric_alarm(
-        self, name: str, settings: Mapping[str, Any] | None = None, **options: Any
-    ) -> None:
-        """PutMetricAlarm from ``settings`` and keyword ``options`` (see
-        ``pipelines.alarms.parse_metric_alarm``): a new alarm starts in
-        INSUFFICIENT_DATA, an updated one keeps its state."""
-        spec = parse_metric_alarm(name, {**(settings or {}), **options})
-        await self.alarms.put(spec)
-
-    async def put_composite_alarm(
-        self, name: str, rule: str, settings: Mapping[str, Any] | None = None, **options: Any
-    ) -> None:
-        """PutCompositeAlarm: ``rule`` over other alarms' states."""
-        spec = parse_composite_alarm(name, {**(settings or {}), **options, "rule": rule})
-        await self.alarms.put(spec)
-
-    async def put_alarm(self, name: str, settings: Mapping[str, Any]) -> None:
-        """A metric or composite alarm from a config declaration."""
-        spec = parse_alarm(name, settings)
-        await self.alarms.put(spec)
-
-    async def delete_alarms(self, names: Iterable[str]) -> None:
-        for name in names:
-            await self.alarms.delete(name)
-
-    def describe_alarms(
-        self, names: Iterable[str] | None = None, *, prefix: str = "", state: str | None = None
-    ) -> list[dict[str, Any]]:
-        """DescribeAlarms: every alarm (or those named), with its state."""
-        if names is not None:
-            return [self.alarms.describe(name) for name in names]
-        return self.alarms.describe_all(prefix=prefix, state=state)
-
-    async def describe_alarm_history(
-        self, name: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
-        """DescribeAlarmHistory: state updates, newest first."""
-        self._metrics()
-        return await self.alarms.history(name, limit)
-
-    async def set_alarm_state(
-        self, name: str, value: str, reason: str, reason_data: str | None = None
-    ) -> None:
-        """SetAlarmState: until the alarm's next evaluation (composites follow)."""
-        self._metrics()
-        await self.alarms.set_alarm_state(name, value, reason, reason_data)
-
-    async def evaluate_alarms(self) -> None:
-        """Evaluate every alarm now, over the periods up to the last 10-second
-        boundary (tests, tools)."""
-        self._metrics()
-        await self.alarms.evaluate(int(self.clock.time() // 10 * 10), everyone=True)
+        """PutMetricData for one datum (``TargetServices``): see
+        ``pipelines.metrics.MetricStore.put_metric_data``."""
+        self.metrics.put_metric_data(namespace, name, *args, **options)
 
     # -- events -------------------------------------------------------------
 
@@ -607,7 +429,7 @@ class Runtime:
         failed = 0
         for index, entry in enumerate(entries):
             try:
-                event = validate_entry(entry, index=index, limits=self.limits, now=moment)
+                event = validate_entry(entry, index=index, limits=self.limits.entries, now=moment)
                 bus = self._entry_bus(entry, default_bus, index)
             except EventValidationError as exc:
                 failed += 1
@@ -619,24 +441,21 @@ class Runtime:
             results.append({"EventId": event["id"]})
         for bus, (positions, events) in valid.items():
             failure = "The bus stopped before accepting this entry; put it again."
-            if settled is not None:  # before accepting: the dispatcher may route them at once
-                for index, event in zip(positions, events, strict=True):
-                    self.settling[event["id"]] = Settlement(functools.partial(settled, index))
+            # Each event carries its producer's settlement through the intake;
+            # one not accepted (or a call cancelled while waiting for room) is
+            # never settled: a producer that waits sends again.
+            settlements: list[Settlement | None] | None = None
+            if settled is not None:
+                settlements = [Settlement(functools.partial(settled, i)) for i in positions]
             accepted = 0
             try:
                 # Archived before accepted: once this call returns, an event
                 # it accepted is in its archives, whatever happens next.
-                if self.archiver.archives_of(bus.name):
-                    await self.archiver.archive(bus.name, events)
-                accepted = await bus._accept(events, now)
+                if self.archives.archives_of(bus.name):
+                    await self.archives.archive(bus.name, events)
+                accepted = await bus.accept(events, now, settlements)
             except StateError as exc:
                 failure = f"{exc}; put it again."
-            finally:
-                # Not accepted, or the caller cancelled while waiting for room:
-                # nothing will settle these (a producer that waits sends again).
-                if settled is not None:
-                    for event in events[accepted:]:
-                        self.settling.pop(event["id"], None)
             for index in positions[accepted:]:
                 # Not accepted (the runtime stopped while this call waited
                 # for room, or the archive write failed): say so per entry,
@@ -690,7 +509,7 @@ class Runtime:
             self._state = await StateDB.open(self.state_path)
             self.deliverer.state = self.scheduler.state = self._state
             await self._open_archives()
-        elif self.archiver.specs:
+        elif self.archives.specs:
             raise StateError("archives need a state database: give the runtime a state_path")
         await self._open_metrics()
         ready = asyncio.Event()
@@ -709,17 +528,14 @@ class Runtime:
             await self._close_state()
             raise
         await self._load_pending()
-        if self.switch_interval is not None:
-            _lower_switch_interval(self.switch_interval)
-            self._holds_switch_interval = True
         self._accepting = True
         self._opened.set()
-        if self.archiver.store is not None:
-            self.spawn(self.archiver.run())
-            self.spawn(self.archiver.purge_loop())
+        if self.archives.store is not None:
+            self.spawn(self.archives.run())
+            self.spawn(self.archives.purge_loop())
             await self.replays.resume()
-        assert self.metric_store is not None
-        self._store_task = self.spawn(self.metric_store.run())
+        assert self._metric_store is not None
+        self._store_task = self.spawn(self._metric_store.run())
         self._alarm_task = self.spawn(self.alarms.run())
         # Last: the scheduler's first events find the targets started.
         self._scheduling = self.spawn(self.scheduler.run())
@@ -728,9 +544,9 @@ class Runtime:
         """The metric store and alarm tables: in the state database, or in
         memory without one (alarms still work, nothing survives a restart)."""
         try:
-            self.metric_store = await m.MetricStore.open(self.state_path, self.clock)
-            self.metric_store.counters = self.metrics
-            await self.alarms.open(self.state_path, self.metric_store)
+            store = self._metric_store = await m.MetricStore.open(self.state_path, self.clock)
+            store.counters = self.counters
+            await self.alarms.open(self.state_path, store)
         except BaseException:
             await self._close_state()
             raise
@@ -738,12 +554,12 @@ class Runtime:
     async def _open_archives(self) -> None:
         assert self.state_path is not None
         store = await ArchiveStore.open(self.state_path)
-        self.archiver.store = store
+        self.archives.store = store
         try:
             now = self.clock.time()
-            for spec in self.archiver.specs.values():
+            for spec in self.archives.specs.values():
                 await store.save_archive(spec, now)
-            await store.disable_others(self.archiver.specs)
+            await store.disable_others(self.archives.specs)
         except BaseException:
             await self._close_state()
             raise
@@ -793,15 +609,15 @@ class Runtime:
         """Stop intake, drain in-flight work for up to ``timeout`` seconds, persist the rest."""
         if self._runner is None:
             return
-        limit = self.drain_timeout if timeout is None else timeout
+        limit = self.limits.drain_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         # The alarm task first: a cycle publishes while put_events still accepts.
         self.alarms.stop_running()
         await _finish(self._alarm_task, deadline)
         self._accepting = False
-        if self.metric_store is not None:
-            self.metric_store.stop_running()
+        if self._metric_store is not None:
+            self._metric_store.stop_running()
         await _finish(self._store_task, deadline)
         self._alarm_task = self._store_task = None
         await self.replays.stop()
@@ -836,11 +652,6 @@ class Runtime:
         await self._close_state()
         if failure is not None:
             raise failure
-
-    def _restore_switch_interval(self) -> None:
-        if self._holds_switch_interval:
-            self._holds_switch_interval = False
-            _release_switch_interval()
 
     async def wait_until_idle(self, timeout: float | None = 10.0) -> None:
         """Wait until no event is being matched or delivered and the scheduler
@@ -882,17 +693,16 @@ class Runtime:
             )
 
     async def _close_state(self) -> None:
-        self._restore_switch_interval()
         await self.alarms.close()
-        if self.metric_store is not None:
+        if self._metric_store is not None:
             try:
-                await self.metric_store.close()  # what the counters counted last, too
+                await self._metric_store.close()  # what the counters counted last, too
             except Exception:
                 log.exception("writing the last metrics failed")
-            self.metric_store = None
-        if self.archiver.store is not None:
-            await self.archiver.store.close()
-            self.archiver.store = None
+            self._metric_store = None
+        if self.archives.store is not None:
+            await self.archives.store.close()
+            self.archives.store = None
         if self._state is not None:
             await self._state.close()
             self._state = None

@@ -27,15 +27,28 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from pipelines.clock import Cancellable, Clock
 from pipelines.event import make_event
 from pipelines.schedule import FIRE_ONCE, Schedule
 from pipelines.state import ScheduleMark, StateDB
 
-if TYPE_CHECKING:
-    from pipelines.bus import Bus
+
+class ScheduledBus(Protocol):
+    """What the scheduler uses of a bus (``pipelines.bus.Bus``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def scheduled_rule(self, name: str) -> object | None:
+        """The enabled scheduled rule ``name``, or None (a run then passes)."""
+        ...
+
+    def rule_arn(self, name: str) -> str: ...
+
+    def fire(self, rule_name: str, event: dict[str, Any], ingested: float) -> bool: ...
+
 
 log = logging.getLogger("pipelines.scheduler")
 
@@ -49,7 +62,7 @@ _BURST = 256
 
 @dataclass(eq=False, slots=True)
 class _Entry:
-    bus: Bus
+    bus: ScheduledBus
     rule: str
     schedule: Schedule
     anchor: float = 0.0
@@ -90,7 +103,7 @@ class Scheduler:
         self.wakeups = 0
         self._sleeping = False
 
-    def register(self, bus: Bus, rule: str, schedule: Schedule) -> None:
+    def register(self, bus: ScheduledBus, rule: str, schedule: Schedule) -> None:
         """Schedule ``rule`` (new, or with a changed schedule)."""
         old = self._entries.get((bus.name, rule))
         if old is not None:
@@ -100,7 +113,7 @@ class Scheduler:
         self._joining.append(entry)
         self._wake.set()
 
-    def unregister(self, bus: Bus, rule: str) -> None:
+    def unregister(self, bus: ScheduledBus, rule: str) -> None:
         """Stop scheduling ``rule`` and forget its marks (a rule deleted, or no
         longer scheduled)."""
         entry = self._entries.pop((bus.name, rule), None)

@@ -55,6 +55,7 @@ from pipelines.errors import (
     unknown_setting,
 )
 from pipelines.patterns import compile_pattern
+from pipelines.process import tuned_process
 from pipelines.runtime import Runtime
 from pipelines.targets import DeliveryContext, Target, TargetServices, check_keys
 
@@ -178,7 +179,12 @@ async def _run_case(paths: list[Path], case: Any, index: int, at: Any) -> list[s
     expect = case.get("expect") or {}
     if not isinstance(expect, dict):
         return [at(("expect",), "expect: a mapping of resource names to what they receive")]
-    with tempfile.TemporaryDirectory(prefix="pipelines-test-") as directory:
+    # A test runner, like pytest with its rootdir: the config's functions
+    # import from beside it while its case runs, and sys.path is put back after.
+    with (
+        tempfile.TemporaryDirectory(prefix="pipelines-test-") as directory,
+        tuned_process([config.directory], switch_interval=None),
+    ):
         runtime = await build_runtime(config, clock=clock, state_path=Path(directory) / "state.db")
         captures = await _capture(runtime, config, case.get("mocks") or {}, at)
         failures: list[str] = []

@@ -31,7 +31,7 @@ async def produce(runtime: Runtime, producer: int) -> None:
 
 async def main(state: str) -> None:
     runtime = Runtime(state_path=state)
-    await runtime.create_archive("crash")
+    await runtime.archives.create_archive("crash")
     async with runtime, asyncio.TaskGroup() as group:
         for producer in range(8):
             group.create_task(produce(runtime, producer))

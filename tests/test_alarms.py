@@ -78,9 +78,9 @@ async def orders(runtime: Runtime, count: int) -> None:
 async def test_failed_invocations_raise_an_alarm_routed_as_an_event(tmp_path: Path) -> None:
     runtime = pipeline(tmp_path / "state.db", ManualClock(T0 + 5))
     await wire(runtime)
-    await runtime.put_metric_alarm("orders-failing", FAILING, description="orders fail")
+    await runtime.alarms.put_metric_alarm("orders-failing", FAILING, description="orders fail")
     async with runtime:
-        assert runtime.describe_alarms(["orders-failing"])[0]["StateReason"] == (
+        assert runtime.alarms.describe_alarms(["orders-failing"])[0]["StateReason"] == (
             "Unchecked: Initial alarm creation"
         )
         await orders(runtime, 3)
@@ -120,7 +120,7 @@ async def test_failed_invocations_raise_an_alarm_routed_as_an_event(tmp_path: Pa
             "Threshold Crossed: no datapoints were received for 3 periods and 1 missing"
             " datapoints were treated as [NonBreaching]."
         )
-        history = await runtime.describe_alarm_history("orders-failing")
+        history = await runtime.alarms.describe_alarm_history("orders-failing")
     assert [h["HistorySummary"] for h in history] == [
         "Alarm updated from ALARM to OK",
         "Alarm updated from INSUFFICIENT_DATA to ALARM",
@@ -137,7 +137,7 @@ async def test_failed_invocations_raise_an_alarm_routed_as_an_event(tmp_path: Pa
 async def test_actions_fire_on_transitions_only(tmp_path: Path) -> None:
     runtime = pipeline(tmp_path / "state.db", ManualClock(T0 + 5))
     await wire(runtime)
-    await runtime.put_metric_alarm(
+    await runtime.alarms.put_metric_alarm(
         "orders-failing", FAILING, evaluation_periods=2, actions={"alarm": ["pager"]}
     )
     rule = action_rule_name("orders-failing", "ALARM")
@@ -153,24 +153,24 @@ async def test_actions_fire_on_transitions_only(tmp_path: Path) -> None:
         assert [s for _, _, s in states(runtime)] == ["OK", "ALARM", "OK"]
         assert states(runtime, "pager") == [("orders-failing", "OK", "ALARM")]
         # Dropping the actions drops the rule.
-        await runtime.put_metric_alarm("orders-failing", FAILING)
+        await runtime.alarms.put_metric_alarm("orders-failing", FAILING)
         assert all(r["Name"] != rule for r in runtime.bus().list_rules())
-        assert runtime.describe_alarms(["orders-failing"])[0]["StateValue"] == "OK"
+        assert runtime.alarms.describe_alarms(["orders-failing"])[0]["StateValue"] == "OK"
 
 
 async def test_composite_alarms_follow_their_children_at_once(tmp_path: Path) -> None:
     runtime = pipeline(tmp_path / "state.db", ManualClock(T0 + 5))
     await wire(runtime)
-    await runtime.put_metric_alarm("a", FAILING)
-    await runtime.put_metric_alarm("b", FAILING, threshold=100)
-    await runtime.put_composite_alarm("both", "ALARM(a) AND NOT OK(b)")
-    await runtime.put_composite_alarm("either", 'ALARM("a") OR ALARM(both)')
+    await runtime.alarms.put_metric_alarm("a", FAILING)
+    await runtime.alarms.put_metric_alarm("b", FAILING, threshold=100)
+    await runtime.alarms.put_composite_alarm("both", "ALARM(a) AND NOT OK(b)")
+    await runtime.alarms.put_composite_alarm("either", 'ALARM("a") OR ALARM(both)')
     with pytest.raises(ConfigError, match="loop: both -> either -> both"):
-        await runtime.put_composite_alarm("both", "ALARM(either)")
+        await runtime.alarms.put_composite_alarm("both", "ALARM(either)")
     with pytest.raises(ConfigError, match="no alarm named 'c'"):
-        await runtime.put_composite_alarm("x", "ALARM(c)")
+        await runtime.alarms.put_composite_alarm("x", "ALARM(c)")
     with pytest.raises(ConfigError, match="at position 7"):
-        await runtime.put_composite_alarm("x", "ALARM(a")
+        await runtime.alarms.put_composite_alarm("x", "ALARM(a")
     async with runtime:
         await advance(runtime, 55)  # first evaluation: children OK (notBreaching)
         assert sorted(states(runtime)) == [
@@ -185,7 +185,7 @@ async def test_composite_alarms_follow_their_children_at_once(tmp_path: Path) ->
             " evaluates to OK"
         )
         assert first["both"]["detail"]["configuration"]["alarmRule"] == "ALARM(a) AND NOT OK(b)"
-        await runtime.set_alarm_state("a", "ALARM", "testing the pager")
+        await runtime.alarms.set_alarm_state("a", "ALARM", "testing the pager")
         await runtime.wait_until_idle()
         assert states(runtime)[4:] == [("a", "OK", "ALARM"), ("either", "OK", "ALARM")]
         either = received(runtime)[5]["detail"]["state"]
@@ -199,27 +199,27 @@ async def test_composite_alarms_follow_their_children_at_once(tmp_path: Path) ->
         await advance(runtime, 60)
         assert states(runtime)[6:] == [("a", "ALARM", "OK"), ("either", "ALARM", "OK")]
         with pytest.raises(MetricError, match="composite alarm both"):
-            await runtime.delete_alarms(["b"])
+            await runtime.alarms.delete_alarms(["b"])
         with pytest.raises(MetricError, match="StateValue"):
-            await runtime.set_alarm_state("a", "RED", "no")
+            await runtime.alarms.set_alarm_state("a", "RED", "no")
         with pytest.raises(MetricError, match="InvalidFormat"):
-            await runtime.set_alarm_state("a", "OK", "bad data", "{not json")
+            await runtime.alarms.set_alarm_state("a", "OK", "bad data", "{not json")
 
 
 async def test_state_and_history_survive_a_restart(tmp_path: Path) -> None:
     clock = ManualClock(T0 + 5)
     runtime = pipeline(tmp_path / "state.db", clock)
     await wire(runtime)
-    await runtime.put_metric_alarm("orders-failing", FAILING)
+    await runtime.alarms.put_metric_alarm("orders-failing", FAILING)
     async with runtime:
         await orders(runtime, 1)
         await advance(runtime, 55)
         assert [s for _, _, s in states(runtime)] == ["ALARM"]
     again = pipeline(tmp_path / "state.db", clock)
     await wire(again)
-    await again.put_metric_alarm("orders-failing", FAILING)
+    await again.alarms.put_metric_alarm("orders-failing", FAILING)
     async with again:
-        assert again.describe_alarms()[0]["StateValue"] == "ALARM"
+        assert again.alarms.describe_alarms()[0]["StateValue"] == "ALARM"
         await advance(again, 60)  # still the newest real point: no transition
         assert received(again) == []
     stored = await read_alarms(tmp_path / "state.db")
@@ -231,7 +231,7 @@ async def test_state_and_history_survive_a_restart(tmp_path: Path) -> None:
     # An alarm no longer declared is gone at the next start; its history stays.
     gone = pipeline(tmp_path / "state.db", clock)
     async with gone:
-        assert gone.describe_alarms() == []
+        assert gone.alarms.describe_alarms() == []
     assert await read_alarms(tmp_path / "state.db") == []
     assert len(await read_alarm_history(tmp_path / "state.db")) == 1
 
@@ -239,7 +239,7 @@ async def test_state_and_history_survive_a_restart(tmp_path: Path) -> None:
 async def test_short_periods_are_evaluated_every_ten_seconds(tmp_path: Path) -> None:
     runtime = pipeline(tmp_path / "state.db", ManualClock(T0 + 1))
     await wire(runtime)
-    await runtime.put_metric_alarm(
+    await runtime.alarms.put_metric_alarm(
         "hot",
         namespace="Plant",
         metric_name="Temperature",
@@ -276,7 +276,7 @@ async def test_many_alarms_share_one_read(tmp_path: Path) -> None:
     runtime = pipeline(tmp_path / "state.db", ManualClock(T0 + 5))
     await wire(runtime)
     for n in range(50):
-        await runtime.put_metric_alarm(
+        await runtime.alarms.put_metric_alarm(
             f"load-{n}",
             namespace="Fleet",
             metric_name="Load",
@@ -290,7 +290,9 @@ async def test_many_alarms_share_one_read(tmp_path: Path) -> None:
         for n in range(50):
             runtime.put_metric_data("Fleet", "Load", {"Host": f"h{n}"}, value=25)
         await advance(runtime, 55)
-        alarmed = sorted(int(a["AlarmName"][5:]) for a in runtime.describe_alarms(state="ALARM"))
+        alarmed = sorted(
+            int(a["AlarmName"][5:]) for a in runtime.alarms.describe_alarms(state="ALARM")
+        )
         assert alarmed == list(range(25))
         assert runtime.alarms.evaluated == 50
 
@@ -316,7 +318,7 @@ async def test_bad_alarm_declarations_name_the_setting(
 ) -> None:
     runtime = pipeline(tmp_path / "state.db", ManualClock(T0))
     with pytest.raises((ConfigError, LookupError)) as caught:
-        await runtime.put_metric_alarm("x", {**FAILING, **change})
+        await runtime.alarms.put_metric_alarm("x", {**FAILING, **change})
     assert where in str(caught.value)
     assert runtime.alarms.names() == []
 
@@ -327,28 +329,28 @@ async def test_set_state_on_a_composite_holds_and_moving_bus_moves_the_actions(
     runtime = pipeline(tmp_path / "state.db", ManualClock(T0 + 5))
     runtime.create_bus("ops")
     await wire(runtime)
-    await runtime.put_metric_alarm("a", FAILING)
+    await runtime.alarms.put_metric_alarm("a", FAILING)
     long_name = "a-very-long-alarm-name-that-goes-on-and-on-and-on"
-    await runtime.put_composite_alarm(
+    await runtime.alarms.put_composite_alarm(
         long_name, "ALARM(a)", actions={"insufficient_data": ["pager"], "alarm": ["pager"]}
     )
     rule = action_rule_name(long_name, "INSUFFICIENT_DATA")
     assert len(rule) <= 64 and runtime.bus().describe_rule(rule)["State"] == "ENABLED"
     async with runtime:
         await advance(runtime, 55)
-        await runtime.set_alarm_state(long_name, "ALARM", "drill")
+        await runtime.alarms.set_alarm_state(long_name, "ALARM", "drill")
         await runtime.wait_until_idle()
         # Not undone by its own rule at once: until the next evaluation.
-        assert runtime.describe_alarms([long_name])[0]["StateValue"] == "ALARM"
+        assert runtime.alarms.describe_alarms([long_name])[0]["StateValue"] == "ALARM"
         assert states(runtime, "pager")[-1] == (long_name, "OK", "ALARM")
-        await runtime.put_composite_alarm(
+        await runtime.alarms.put_composite_alarm(
             long_name, "ALARM(a)", bus="ops", actions={"ok": ["pager"]}
         )
         assert [r["Name"] for r in runtime.bus().list_rules()] == ["alarms", "orders"]
         assert [r["Name"] for r in runtime.bus("ops").list_rules()] == [
             action_rule_name(long_name, "OK")
         ]
-        await runtime.delete_alarms([long_name])
+        await runtime.alarms.delete_alarms([long_name])
         assert runtime.bus("ops").list_rules() == []
         await runtime.delete_bus("ops")  # nothing of the alarm is left on it
 

@@ -20,6 +20,7 @@ from pipelines.errors import (
     ResourceNotFoundError,
     StateError,
 )
+from pipelines.limits import Limits
 from pipelines.replay import replay_status
 from pipelines.runtime import Runtime
 
@@ -51,7 +52,7 @@ async def archived(state: Path, clock: ManualClock | None = None) -> Runtime:
     """``pipeline`` with its targets and the archive "all" of every event."""
     runtime = pipeline(state, clock)
     await targets(runtime)
-    await runtime.create_archive("all")
+    await runtime.archives.create_archive("all")
     return runtime
 
 
@@ -68,7 +69,7 @@ def received(runtime: Runtime, name: str) -> list[dict[str, Any]]:
 
 async def until_ended(runtime: Runtime, name: str, timeout: float = 10.0) -> dict[str, Any]:
     async with asyncio.timeout(timeout):
-        while (described := await runtime.describe_replay(name))["State"] not in ENDED:
+        while (described := await runtime.replays.describe(name))["State"] not in ENDED:
             await asyncio.sleep(0.01)
     await runtime.wait_until_idle()
     return described
@@ -76,14 +77,16 @@ async def until_ended(runtime: Runtime, name: str, timeout: float = 10.0) -> dic
 
 async def test_an_archive_keeps_the_events_its_pattern_matches(tmp_path: Path) -> None:
     runtime = pipeline(tmp_path / "state.db")
-    await runtime.create_archive("all")
-    await runtime.create_archive("big", pattern={"detail": {"n": [{"numeric": [">=", 7]}]}})
+    await runtime.archives.create_archive("all")
+    await runtime.archives.create_archive(
+        "big", pattern={"detail": {"n": [{"numeric": [">=", 7]}]}}
+    )
     async with runtime:
         result = await runtime.put_events([entry(n, at=T0 + n) for n in range(10)])
         assert result["FailedEntryCount"] == 0
-        everything = await runtime.describe_archive("all")
-        big = await runtime.describe_archive("big")
-        listed = [a["ArchiveName"] for a in await runtime.list_archives()]
+        everything = await runtime.archives.describe_archive("all")
+        big = await runtime.archives.describe_archive("big")
+        listed = [a["ArchiveName"] for a in await runtime.archives.list_archives()]
     assert listed == ["all", "big"]
     assert everything["EventCount"] == 10
     assert big["EventCount"] == 3
@@ -113,10 +116,10 @@ async def test_a_replay_puts_the_window_back_with_replay_name_and_is_not_archive
         await runtime.put_events([entry(n, at=T0 + n) for n in range(10)])
         await runtime.wait_until_idle()
         first = received(runtime, "all-sink")
-        started = await runtime.start_replay("r1", "all", T0 + 2, T0 + 6)
+        started = await runtime.replays.start("r1", "all", T0 + 2, T0 + 6)
         assert started["State"] == "STARTING"
         described = await until_ended(runtime, "r1")
-        archive = await runtime.describe_archive("all")
+        archive = await runtime.archives.describe_archive("all")
         replayed = received(runtime, "all-sink")[len(first) :]
     assert len(first) == 10
     # [start, end): events of T0+2 .. T0+5, in event-time order.
@@ -136,10 +139,10 @@ async def test_a_replay_to_named_rules_reaches_only_those(tmp_path: Path) -> Non
         await runtime.put_events([entry(n, at=T0 + n) for n in range(6)])
         await runtime.wait_until_idle()
         before = len(received(runtime, "all-sink")), len(received(runtime, "even-sink"))
-        await runtime.start_replay("evens", "all", T0, T0 + 100, rules=["even"])
+        await runtime.replays.start("evens", "all", T0, T0 + 100, rules=["even"])
         await until_ended(runtime, "evens")
         after = len(received(runtime, "all-sink")), len(received(runtime, "even-sink"))
-        described = await runtime.describe_replay("evens")
+        described = await runtime.replays.describe("evens")
     assert before == (6, 3)
     assert after == (6, 6)  # "all" matches them too, but was not named
     assert described["Destination"]["FilterArns"] == ["even"]
@@ -148,29 +151,29 @@ async def test_a_replay_to_named_rules_reaches_only_those(tmp_path: Path) -> Non
 async def test_replay_requests_are_checked_as_eventbridge_does(tmp_path: Path) -> None:
     runtime = pipeline(tmp_path / "state.db")
     runtime.bus().put_rule("nightly", schedule="rate(1 day)")
-    await runtime.create_archive("all")
+    await runtime.archives.create_archive("all")
     async with runtime:
-        await runtime.start_replay("once", "all", T0, T0 + 1)
+        await runtime.replays.start("once", "all", T0, T0 + 1)
         await until_ended(runtime, "once")
         with pytest.raises(ReplayError) as exists:
-            await runtime.start_replay("once", "all", T0, T0 + 1)
+            await runtime.replays.start("once", "all", T0, T0 + 1)
         assert exists.value.code == "ResourceAlreadyExistsException"
         with pytest.raises(ResourceNotFoundError, match="Archive nope does not exist"):
-            await runtime.start_replay("r", "nope", T0, T0 + 1)
+            await runtime.replays.start("r", "nope", T0, T0 + 1)
         with pytest.raises(ReplayError, match="EventStartTime must be before"):
-            await runtime.start_replay("r", "all", T0, T0)
+            await runtime.replays.start("r", "all", T0, T0)
         with pytest.raises(ReplayError, match="schedule"):
-            await runtime.start_replay("r", "all", T0, T0 + 1, rules=["nightly"])
+            await runtime.replays.start("r", "all", T0, T0 + 1, rules=["nightly"])
         with pytest.raises(ResourceNotFoundError, match="Rule ghost"):
-            await runtime.start_replay("r", "all", T0, T0 + 1, rules=["ghost"])
+            await runtime.replays.start("r", "all", T0, T0 + 1, rules=["ghost"])
         with pytest.raises(ResourceNotFoundError, match="Event bus elsewhere"):
-            await runtime.start_replay("r", "all", T0, T0 + 1, "elsewhere")
+            await runtime.replays.start("r", "all", T0, T0 + 1, "elsewhere")
         with pytest.raises(ReplayError, match="speed"):
-            await runtime.start_replay("r", "all", T0, T0 + 1, speed=0)
+            await runtime.replays.start("r", "all", T0, T0 + 1, speed=0)
         with pytest.raises(ReplayError) as illegal:
-            await runtime.cancel_replay("once")
+            await runtime.replays.cancel("once")
         assert illegal.value.code == "IllegalStatusException"
-        assert [r["ReplayName"] for r in await runtime.list_replays()] == ["once"]
+        assert [r["ReplayName"] for r in await runtime.replays.list()] == ["once"]
 
 
 async def test_a_cancelled_replay_stops_and_says_so(tmp_path: Path) -> None:
@@ -180,11 +183,11 @@ async def test_a_cancelled_replay_stops_and_says_so(tmp_path: Path) -> None:
         await runtime.put_events([entry(n, at=T0 + 60 * n) for n in range(5)])
         await runtime.wait_until_idle()
         # At the original pace the second event is a minute away.
-        await runtime.start_replay("slow", "all", T0, T0 + 3600, speed=1)
+        await runtime.replays.start("slow", "all", T0, T0 + 3600, speed=1)
         async with asyncio.timeout(5):
-            while (await runtime.describe_replay("slow"))["EventsReplayed"] < 1:
+            while (await runtime.replays.describe("slow"))["EventsReplayed"] < 1:
                 await asyncio.sleep(0.01)
-        cancelling = await runtime.cancel_replay("slow")
+        cancelling = await runtime.replays.cancel("slow")
         described = await until_ended(runtime, "slow")
     assert cancelling["State"] == "CANCELLING"
     assert described["State"] == "CANCELLED"
@@ -198,11 +201,11 @@ async def test_speed_replays_at_the_original_pace_times_the_factor(tmp_path: Pat
     async with runtime:
         await runtime.put_events([entry(n, at=T0 + 10 * n) for n in range(3)])
         await runtime.wait_until_idle()
-        await runtime.start_replay("paced", "all", T0, T0 + 100, speed=2)
+        await runtime.replays.start("paced", "all", T0, T0 + 100, speed=2)
 
         async def replayed_after(seconds: float) -> int:
             await clock.advance(seconds, quiet=lambda: asyncio.sleep(0.05))
-            return (await runtime.describe_replay("paced"))["EventsReplayed"]
+            return (await runtime.replays.describe("paced"))["EventsReplayed"]
 
         # Events 10 s apart, twice as fast: at 0, 5 and 10 s.
         assert await replayed_after(0) == 1
@@ -219,13 +222,13 @@ async def test_a_running_replay_resumes_after_a_restart_without_repeating(
     clock = ManualClock(T0 + 1000)
     runtime = pipeline(state, clock)
     await targets(runtime)
-    await runtime.create_archive("all")
+    await runtime.archives.create_archive("all")
     async with runtime:
         await runtime.put_events([entry(n, at=T0 + 60 * n) for n in range(4)])
         await runtime.wait_until_idle()
-        await runtime.start_replay("long", "all", T0, T0 + 3600, speed=1)
+        await runtime.replays.start("long", "all", T0, T0 + 3600, speed=1)
         async with asyncio.timeout(5):
-            while (await runtime.describe_replay("long"))["EventsReplayed"] < 2:
+            while (await runtime.replays.describe("long"))["EventsReplayed"] < 2:
                 await clock.advance(30, quiet=lambda: asyncio.sleep(0.02))
         first_run = [e for e in received(runtime, "all-sink") if "replay-name" in e]
     stopped = (await replay_status(state, "long"))[0]
@@ -235,10 +238,10 @@ async def test_a_running_replay_resumes_after_a_restart_without_repeating(
     clock = ManualClock(T0 + 5000)
     again = pipeline(state, clock)
     await targets(again)
-    await again.create_archive("all")
+    await again.archives.create_archive("all")
     async with again:
         async with asyncio.timeout(5):
-            while (await again.describe_replay("long"))["State"] == "RUNNING":
+            while (await again.replays.describe("long"))["State"] == "RUNNING":
                 await clock.advance(30, quiet=lambda: asyncio.sleep(0.02))
         described = await until_ended(again, "long")
         second_run = [e for e in received(again, "all-sink") if "replay-name" in e]
@@ -252,14 +255,14 @@ async def test_a_running_replay_resumes_after_a_restart_without_repeating(
 async def test_retention_purges_old_events_and_their_counts(tmp_path: Path) -> None:
     clock = ManualClock(T0)
     runtime = pipeline(tmp_path / "state.db", clock)
-    await runtime.create_archive("week", retention_days=7)
-    await runtime.create_archive("forever", retention_days=0)
+    await runtime.archives.create_archive("week", retention_days=7)
+    await runtime.archives.create_archive("forever", retention_days=0)
     async with runtime:
         await runtime.put_events([entry(n, at=T0 - 86400 * n) for n in range(10)])
         clock.jump(0.5 * 86400)
-        purged = await runtime.archiver.purge_now()
-        week = await runtime.describe_archive("week")
-        forever = await runtime.describe_archive("forever")
+        purged = await runtime.archives.purge_now()
+        week = await runtime.archives.describe_archive("week")
+        forever = await runtime.archives.describe_archive("forever")
     # Older than 7 days at T0 + 12 h: the events of days 7, 8 and 9 before T0.
     assert purged == 3
     assert week["EventCount"] == 7
@@ -285,35 +288,39 @@ async def test_a_failed_archive_write_fails_the_entries_and_delivers_nothing(
 async def test_archive_declarations_are_checked(tmp_path: Path) -> None:
     runtime = pipeline(tmp_path / "state.db")
     with pytest.raises(ConfigError, match="durability"):
-        await runtime.create_archive("a", durability="sometimes")
+        await runtime.archives.create_archive("a", durability="sometimes")
     with pytest.raises(ConfigError, match="retention_days"):
-        await runtime.create_archive("a", retention_days=-1)
+        await runtime.archives.create_archive("a", retention_days=-1)
     with pytest.raises(ConfigError, match="did you mean 'pattern'"):
-        await runtime.create_archive("a", patern={})
+        await runtime.archives.create_archive("a", patern={})
     with pytest.raises(ConfigError, match="48 characters"):
-        await runtime.create_archive("a" * 49)
+        await runtime.archives.create_archive("a" * 49)
     with pytest.raises(PatternError):
-        await runtime.create_archive("a", pattern={"source": "not-a-list"})
+        await runtime.archives.create_archive("a", pattern={"source": "not-a-list"})
     with pytest.raises(ResourceNotFoundError):
-        await runtime.create_archive("a", bus="nowhere")
+        await runtime.archives.create_archive("a", bus="nowhere")
     memory = Runtime()
-    await memory.create_archive("a")
+    await memory.archives.create_archive("a")
     with pytest.raises(StateError, match="state database"):
         await memory.start()
 
 
 async def test_strict_durability_commits_with_synchronous_full(tmp_path: Path) -> None:
     runtime = pipeline(tmp_path / "state.db")
-    await runtime.create_archive("normal")
-    await runtime.create_archive("strict", durability="strict", pattern={"detail": {"n": [1]}})
+    await runtime.archives.create_archive("normal")
+    await runtime.archives.create_archive(
+        "strict", durability="strict", pattern={"detail": {"n": [1]}}
+    )
     levels: list[str] = []
     async with runtime:
-        store = runtime.archiver.store
+        store = runtime.archives.store
         assert store is not None
         for n in (0, 1, 0):
             await runtime.put_events([entry(n)])
             levels.append(store._synchronous)
-        counts = [(await runtime.describe_archive(a))["EventCount"] for a in ("normal", "strict")]
+        counts = [
+            (await runtime.archives.describe_archive(a))["EventCount"] for a in ("normal", "strict")
+        ]
     assert levels == ["NORMAL", "FULL", "NORMAL"]
     assert counts == [3, 1]
 
@@ -336,22 +343,24 @@ async def test_a_reload_adds_archives_and_a_dropped_one_keeps_its_events(
         second = config("archives: {new: {pattern: {detail: {n: [2]}}}}\n")
         summary = await reload(runtime, first, second)
         await runtime.put_events([entry(1), entry(2)])
-        archives = {a["ArchiveName"]: a for a in await runtime.list_archives()}
+        archives = {a["ArchiveName"]: a for a in await runtime.archives.list_archives()}
     assert str(summary) == "added: archive new; removed: archive old"
     assert (archives["old"]["State"], archives["old"]["EventCount"]) == ("DISABLED", 1)
     assert (archives["new"]["State"], archives["new"]["EventCount"]) == ("ENABLED", 1)
 
 
 async def test_a_replay_through_a_tiny_intake_puts_each_event_once(tmp_path: Path) -> None:
-    runtime = Runtime(state_path=tmp_path / "state.db", plugins=plugin_manager(), intake_size=3)
+    runtime = Runtime(
+        state_path=tmp_path / "state.db", plugins=plugin_manager(), limits=Limits(intake_size=3)
+    )
     runtime.add_resource("all-sink", "recorder", {})
     runtime.bus().put_rule("all", pattern={"source": ["shop"]})
     await runtime.bus().put_targets("all", [{"id": "t", "resource": "all-sink"}])
-    await runtime.create_archive("all")
+    await runtime.archives.create_archive("all")
     async with runtime:
         await runtime.put_events([entry(n, at=T0 + n) for n in range(25)])
         await runtime.wait_until_idle()
-        await runtime.start_replay("r", "all", T0, T0 + 100)
+        await runtime.replays.start("r", "all", T0, T0 + 100)
         described = await until_ended(runtime, "r")
         replayed = [e["detail"]["n"] for e in received(runtime, "all-sink") if "replay-name" in e]
     assert replayed == list(range(25))
@@ -363,7 +372,7 @@ async def test_a_failing_replay_fails_alone_and_the_pipeline_goes_on(tmp_path: P
     async with runtime:
         with sqlite3.connect(tmp_path / "state.db") as db:
             db.execute("ALTER TABLE archive_events RENAME TO gone")
-        await runtime.start_replay("r", "all", T0, T0 + 100)
+        await runtime.replays.start("r", "all", T0, T0 + 100)
         described = await until_ended(runtime, "r")
         result = await runtime.put_events([{**entry(1), "EventBusName": "default"}])
         await runtime.wait_until_idle()
@@ -379,8 +388,8 @@ async def test_two_starts_of_one_name_at_once_make_one_replay(tmp_path: Path) ->
         await runtime.put_events([entry(n, at=T0 + n) for n in range(3)])
         await runtime.wait_until_idle()
         outcomes = await asyncio.gather(
-            runtime.start_replay("twice", "all", T0, T0 + 10),
-            runtime.start_replay("twice", "all", T0, T0 + 10),
+            runtime.replays.start("twice", "all", T0, T0 + 10),
+            runtime.replays.start("twice", "all", T0, T0 + 10),
             return_exceptions=True,
         )
         await until_ended(runtime, "twice")
@@ -393,27 +402,27 @@ async def test_two_starts_of_one_name_at_once_make_one_replay(tmp_path: Path) ->
 
 async def test_out_of_range_replay_times_and_bad_settings_are_refused(tmp_path: Path) -> None:
     runtime = pipeline(tmp_path / "state.db")
-    await runtime.create_archive("all")
+    await runtime.archives.create_archive("all")
     with pytest.raises(ConfigError, match="durability"):
-        await runtime.create_archive("x", durability=["strict"])
+        await runtime.archives.create_archive("x", durability=["strict"])
     async with runtime:
         for start, end in ((T0, float("inf")), (-1e15, T0), (float("nan"), T0)):
             with pytest.raises(ReplayError, match="is not a time"):
-                await runtime.start_replay("r", "all", start, end)
+                await runtime.replays.start("r", "all", start, end)
         with pytest.raises(ReplayError, match="list of rule names"):
-            await runtime.start_replay("r", "all", T0, T0 + 1, rules="all")  # type: ignore[arg-type]
-        assert await runtime.list_replays() == []
+            await runtime.replays.start("r", "all", T0, T0 + 1, rules="all")  # type: ignore[arg-type]
+        assert await runtime.replays.list() == []
 
 
 async def test_size_counts_bytes_and_early_years_are_archived(tmp_path: Path) -> None:
     runtime = pipeline(tmp_path / "state.db")
-    await runtime.create_archive("all")
+    await runtime.archives.create_archive("all")
     async with runtime:
         accented = {"Source": "shop", "DetailType": "t", "Detail": json.dumps({"s": "é" * 100})}
         await runtime.put_events([accented])
-        one = await runtime.describe_archive("all")
+        one = await runtime.archives.describe_archive("all")
         early = await runtime.put_events([{**entry(1), "Time": "0702-01-01T00:00:00Z"}])
-        both = await runtime.describe_archive("all")
+        both = await runtime.archives.describe_archive("all")
     with sqlite3.connect(tmp_path / "state.db") as db:
         [(stored,)] = db.execute("SELECT body FROM archive_events ORDER BY seq LIMIT 1")
     assert isinstance(stored, bytes)
@@ -421,21 +430,3 @@ async def test_size_counts_bytes_and_early_years_are_archived(tmp_path: Path) ->
     assert early["FailedEntryCount"] == 0
     assert both["EventCount"] == 2
     assert both["OldestEventTime"] == "0702-01-01T00:00:00Z"
-
-
-async def test_the_switch_interval_is_lowered_while_running_and_restored(
-    tmp_path: Path,
-) -> None:
-    import sys
-
-    before = sys.getswitchinterval()
-    first, second = Runtime(), Runtime()
-    await first.start()
-    lowered = sys.getswitchinterval()
-    await second.start()
-    await first.stop()
-    still = sys.getswitchinterval()
-    await second.stop()
-    assert lowered < before
-    assert still == lowered  # the other runtime still runs
-    assert sys.getswitchinterval() == before

@@ -19,6 +19,7 @@ from pipelines import metrics as m
 from pipelines.clock import ManualClock, settle
 from pipelines.delivery import Backoff
 from pipelines.errors import ConfigError, NotRunningError, PatternError, ResourceNotFoundError
+from pipelines.limits import Limits
 from pipelines.runtime import Runtime
 
 from .recorder import Recorder, plugin_manager
@@ -215,7 +216,7 @@ async def test_invalid_rules_and_targets_say_where(runtime: Runtime) -> None:
 
 
 async def test_target_limit_is_configurable() -> None:
-    runtime = make_runtime(max_targets_per_rule=7)
+    runtime = make_runtime(limits=Limits(max_targets_per_rule=7))
     runtime.add_resource("sink", "recorder", {})
     await routed(runtime, [{"id": f"t{i}", "resource": "sink"} for i in range(7)])
     assert len(runtime.bus().list_targets_by_rule("orders")) == 7
@@ -241,12 +242,12 @@ async def test_retries_back_off_exponentially_within_jitter_bounds(
         assert low <= gap <= high, (retry, gap)
     assert backoff.bounds(1) == (0.5, 1.0) and backoff.bounds(20) == (150.0, 300.0)
     assert (
-        runtime.metrics.value(
+        runtime.counters.value(
             m.RETRY_INVOCATION_ATTEMPTS, EventBusName="default", RuleName="orders"
         )
         == 6
     )
-    assert runtime.metrics.value(m.INVOCATIONS, EventBusName="default", RuleName="orders") == 1
+    assert runtime.counters.value(m.INVOCATIONS, EventBusName="default", RuleName="orders") == 1
 
 
 async def test_exhausted_retries_go_to_the_dead_letter_target_with_attributes(
@@ -269,12 +270,12 @@ async def test_exhausted_retries_go_to_the_dead_letter_target_with_attributes(
         "RETRY_ATTEMPTS": "2",
     }
     dims = {"EventBusName": "default", "RuleName": "orders"}
-    assert runtime.metrics.value(m.DEAD_LETTER_INVOCATIONS, **dims) == 1
-    assert runtime.metrics.value(m.INVOCATIONS_SENT_TO_DLQ, **dims) == 1
+    assert runtime.counters.value(m.DEAD_LETTER_INVOCATIONS, **dims) == 1
+    assert runtime.counters.value(m.INVOCATIONS_SENT_TO_DLQ, **dims) == 1
     # EventBridge counts a dead-lettered event in neither of these.
-    assert runtime.metrics.value(m.FAILED_INVOCATIONS, **dims) == 0
-    assert runtime.metrics.value(m.INVOCATIONS, **dims) == 0
-    assert runtime.metrics.value(m.INVOCATION_ATTEMPTS, **dims) == 3
+    assert runtime.counters.value(m.FAILED_INVOCATIONS, **dims) == 0
+    assert runtime.counters.value(m.INVOCATIONS, **dims) == 0
+    assert runtime.counters.value(m.INVOCATION_ATTEMPTS, **dims) == 3
 
 
 async def test_zero_retries_dead_letters_after_the_first_failure(
@@ -342,8 +343,8 @@ async def test_a_failing_dead_letter_target_is_counted_and_logged(
             result = await runtime.put_events([ORDER])
             await settle()
     dims = {"EventBusName": "default", "RuleName": "orders"}
-    assert runtime.metrics.value(m.INVOCATIONS_FAILED_TO_BE_SENT_TO_DLQ, **dims) == 1
-    assert runtime.metrics.value(m.INVOCATIONS_SENT_TO_DLQ, **dims) == 0
+    assert runtime.counters.value(m.INVOCATIONS_FAILED_TO_BE_SENT_TO_DLQ, **dims) == 1
+    assert runtime.counters.value(m.INVOCATIONS_SENT_TO_DLQ, **dims) == 0
     assert result["Entries"][0]["EventId"] in caplog.text
     assert "dead-letter target dlq failed" in caplog.text
 
@@ -359,7 +360,7 @@ async def test_a_drop_without_dead_letter_target_is_logged(
             await settle()
     assert f"dropped event {result['Entries'][0]['EventId']}" in caplog.text
     assert (
-        runtime.metrics.value(m.FAILED_INVOCATIONS, EventBusName="default", RuleName="orders") == 1
+        runtime.counters.value(m.FAILED_INVOCATIONS, EventBusName="default", RuleName="orders") == 1
     )
 
 
@@ -367,7 +368,7 @@ async def test_a_drop_without_dead_letter_target_is_logged(
 
 
 async def test_full_intake_makes_put_events_wait(clock: ManualClock) -> None:
-    runtime = make_runtime(clock, intake_size=2, target_queue_size=2)
+    runtime = make_runtime(clock, limits=Limits(intake_size=2, target_queue_size=2))
     runtime.add_resource("slow", "recorder", {"hold": True, "concurrency": 1})
     await routed(runtime, [{"id": "t", "resource": "slow"}])
     async with runtime:
@@ -386,7 +387,7 @@ async def test_full_intake_makes_put_events_wait(clock: ManualClock) -> None:
         await settle()
     assert result["FailedEntryCount"] == 0
     assert len(target.received) == 8
-    assert runtime.metrics.value(m.THROTTLED_RULES, EventBusName="default", RuleName="orders") >= 1
+    assert runtime.counters.value(m.THROTTLED_RULES, EventBusName="default", RuleName="orders") >= 1
 
 
 async def test_a_slow_or_failing_target_does_not_hold_back_the_others(
@@ -561,7 +562,7 @@ async def test_targets_start_and_stop_with_the_runtime(runtime: Runtime) -> None
 async def test_removing_a_target_whose_queue_is_full_does_not_stall_the_bus(
     clock: ManualClock,
 ) -> None:
-    runtime = make_runtime(clock, target_queue_size=2)
+    runtime = make_runtime(clock, limits=Limits(target_queue_size=2))
     runtime.add_resource("stuck", "recorder", {"hold": True, "concurrency": 1})
     runtime.add_resource("fine", "recorder", {})
     bus = runtime.bus()
@@ -614,7 +615,9 @@ async def test_updating_a_target_keeps_its_pending_retries(
 
 
 async def test_stop_answers_producers_waiting_for_room(clock: ManualClock, tmp_path: Path) -> None:
-    runtime = make_runtime(clock, intake_size=2, target_queue_size=1, state_path=tmp_path / "s.db")
+    runtime = make_runtime(
+        clock, limits=Limits(intake_size=2, target_queue_size=1), state_path=tmp_path / "s.db"
+    )
     runtime.add_resource("stuck", "recorder", {"hold": True, "concurrency": 1})
     await routed(runtime, [{"id": "t", "resource": "stuck"}])
     await runtime.start()

@@ -18,6 +18,7 @@ import pytest
 from pipelines.clock import ManualClock
 from pipelines.config import build_runtime, check, load_config
 from pipelines.errors import ConfigInvalid
+from pipelines.process import tuned_process
 
 from .helpers import SINK_MODULE, SINK_PIPELINE, pipelines_command, run_cli
 
@@ -178,12 +179,15 @@ async def test_the_schedules_example_fires_on_berlin_time(
 ) -> None:
     # 2026-03-28 00:30 UTC; Berlin moves to summer time on 2026-03-29.
     clock = ManualClock(datetime(2026, 3, 28, 0, 30, tzinfo=UTC).timestamp())
-    runtime = await build_runtime(load_config(SCHEDULES), clock=clock, state_path=None)
+    config = load_config(SCHEDULES)
+    runtime = await build_runtime(config, clock=clock, state_path=None)
     capsys.readouterr()
-    async with runtime:
-        for _ in range(50):
-            await clock.advance(3600)
-        await runtime.wait_until_idle()
+    # Embedded, not run by a runner: the caller puts the config's directory on the path.
+    with tuned_process([config.directory], switch_interval=None):
+        async with runtime:
+            for _ in range(50):
+                await clock.advance(3600)
+            await runtime.wait_until_idle()
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     reports = [line["scheduled"] for line in lines if line["job"] == "report"]
     beats = [line for line in lines if line["job"] == "heartbeat"]

@@ -194,7 +194,7 @@ async def test_async_failures_retry_after_one_then_two_minutes() -> None:
     assert record["responseContext"]["functionError"] == "Unhandled"
     assert record["responsePayload"]["errorMessage"] == "ValueError: cannot take {'n': 1}"
     # The bus delivered once: the function accepted the event, Lambda-style.
-    assert runtime.metrics.value("Invocations", EventBusName="default", RuleName="r") == 1
+    assert runtime.counters.value("Invocations", EventBusName="default", RuleName="r") == 1
 
 
 async def test_async_retry_count_is_configurable() -> None:
@@ -229,7 +229,7 @@ async def test_a_full_async_queue_is_a_retryable_throttle_for_the_rule() -> None
     failed = runtime.resource("failed").received
     assert len(failed) == 2  # the throttled event was retried by the bus, then accepted
     assert (
-        runtime.metrics.value("RetryInvocationAttempts", EventBusName="default", RuleName="r") >= 1
+        runtime.counters.value("RetryInvocationAttempts", EventBusName="default", RuleName="r") >= 1
     )
 
 

@@ -136,7 +136,7 @@ async def test_a_metric_filter_drives_an_alarm(tmp_path: Path) -> None:
         "everything", [{"id": "t", "resource": "app-logs", "input_path": "$.detail"}]
     )
     await runtime.bus().put_targets("alarms", [{"id": "t", "resource": "alerts"}])
-    await runtime.put_metric_alarm(
+    await runtime.alarms.put_metric_alarm(
         "too-many-errors",
         {
             "namespace": "Shop/Logs",
@@ -154,12 +154,12 @@ async def test_a_metric_filter_drives_an_alarm(tmp_path: Path) -> None:
         await runtime.put_events([entry("ERROR") for _ in range(5)] + [entry("INFO")])
         await runtime.wait_until_idle()
         await advance(runtime, 60)
-        assert runtime.describe_alarms(["too-many-errors"])[0]["StateValue"] == "OK"
+        assert runtime.alarms.describe_alarms(["too-many-errors"])[0]["StateValue"] == "OK"
         # Six in the next: ALARM, as an event on the bus.
         await runtime.put_events([entry("ERROR") for _ in range(6)])
         await runtime.wait_until_idle()
         await advance(runtime, 60)
-        (alarm,) = runtime.describe_alarms(["too-many-errors"])
+        (alarm,) = runtime.alarms.describe_alarms(["too-many-errors"])
         assert alarm["StateValue"] == "ALARM"
         assert "[6.0 (14/11/23 22:15:00)]" in alarm["StateReason"]
         alerts = runtime.resource("alerts")

@@ -20,6 +20,7 @@ import pytest
 
 from pipelines.config import PipelineConfig, build_runtime, load_config
 from pipelines.errors import ConfigInvalid
+from pipelines.process import tuned_process
 from pipelines.reload import reload
 from pipelines.runtime import Runtime
 
@@ -392,7 +393,10 @@ async def test_resources_may_name_each_other_in_any_order(tmp_path: Path) -> Non
     (tmp_path / "chain.py").write_text("def f(payload):\n    return payload\n")
     current = config(tmp_path, "resources:\n  f: {type: function, function: 'chain:f'}\n")
     runtime = await build_runtime(current, state_path=None)
-    async with runtime:
+    # Embedded, not run by a runner: the caller puts the config's directory on the path.
+    with tuned_process([tmp_path], switch_interval=None):
+        await runtime.start()
+    try:
         new = config(
             tmp_path,
             """
@@ -404,8 +408,11 @@ async def test_resources_may_name_each_other_in_any_order(tmp_path: Path) -> Non
               done: {type: function, function: "chain:f"}
             """,
         )
-        summary = await reload(runtime, current, new)
+        with tuned_process([tmp_path], switch_interval=None):
+            summary = await reload(runtime, current, new)
         assert summary.added == ["resource done"] and summary.changed == ["resource f"]
+    finally:
+        await runtime.stop()
 
 
 async def test_reload_puts_changes_and_deletes_alarms_keeping_states(
@@ -432,14 +439,14 @@ async def test_reload_puts_changes_and_deletes_alarms_keeping_states(
     )
     summary = await reload(runtime, current, with_alarms)
     assert summary.added == ["alarm low", "alarm watch"]
-    await runtime.set_alarm_state("low", "ALARM", "testing")
-    assert runtime.describe_alarms(["watch"])[0]["StateValue"] == "ALARM"
+    await runtime.alarms.set_alarm_state("low", "ALARM", "testing")
+    assert runtime.alarms.describe_alarms(["watch"])[0]["StateValue"] == "ALARM"
     changed = config(tmp_path, BASE + "alarms:\n  low:" + alarm.format(threshold=5))
     summary = await reload(runtime, with_alarms, changed)
     assert (summary.changed, summary.removed) == (["alarm low"], ["alarm watch"])
-    low = runtime.describe_alarms(["low"])[0]
+    low = runtime.alarms.describe_alarms(["low"])[0]
     assert (low["Threshold"], low["StateValue"]) == (5.0, "ALARM")  # an update keeps the state
     # The composite's action rule went with it, so resource a can go too.
     assert [r["Name"] for r in runtime.bus().list_rules()] == ["r1"]
     summary = await reload(runtime, changed, config(tmp_path, BASE))
-    assert summary.removed == ["alarm low"] and runtime.describe_alarms() == []
+    assert summary.removed == ["alarm low"] and runtime.alarms.describe_alarms() == []

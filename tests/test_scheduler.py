@@ -17,6 +17,7 @@ import pytest
 from pipelines.clock import ManualClock
 from pipelines.errors import ConfigError
 from pipelines.event import parse_time
+from pipelines.limits import Limits
 from pipelines.runtime import Runtime
 
 from .recorder import Recorder, plugin_manager
@@ -391,7 +392,11 @@ async def test_a_rule_deleted_and_added_again_at_once_starts_afresh() -> None:
 
 
 async def test_a_backed_up_bus_does_not_hold_up_schedules_on_other_buses() -> None:
-    runtime = Runtime(clock=ManualClock(T0), plugins=PLUGINS, intake_size=1, target_queue_size=1)
+    runtime = Runtime(
+        clock=ManualClock(T0),
+        plugins=PLUGINS,
+        limits=Limits(intake_size=1, target_queue_size=1),
+    )
     runtime.add_resource("sink", "recorder", {})
     runtime.add_resource("stuck", "recorder", {"hold": True})
     other = runtime.create_bus("other")

@@ -16,6 +16,7 @@ import pytest
 from pipelines.clock import ManualClock
 from pipelines.delivery import Backoff
 from pipelines.errors import ConfigError
+from pipelines.limits import Limits
 from pipelines.runtime import Runtime
 from plugins.stream.store import HASH_SPACE, StreamStore
 from plugins.stream.target import StreamTarget
@@ -31,7 +32,9 @@ def order(user: str, n: int) -> dict[str, Any]:
 
 
 def runtime_with(state: Path, **settings: Any) -> Runtime:
-    runtime = Runtime(state_path=state, plugins=PLUGINS, backoff=Backoff(base=0.05, cap=0.2))
+    runtime = Runtime(
+        state_path=state, plugins=PLUGINS, limits=Limits(backoff=Backoff(base=0.05, cap=0.2))
+    )
     runtime.add_resource("clicks", "stream", settings)
     runtime.bus().put_rule("all", pattern={"source": ["shop"]})
     return runtime

@@ -19,6 +19,7 @@ import sys
 import handlers
 
 from pipelines.delivery import Backoff
+from pipelines.limits import Limits
 from pipelines.runtime import Runtime
 
 ORDERS = [
@@ -29,7 +30,7 @@ ORDERS = [
 
 
 async def main() -> dict[str, object]:
-    runtime = Runtime(backoff=Backoff(base=0.1, cap=0.5))
+    runtime = Runtime(limits=Limits(backoff=Backoff(base=0.1, cap=0.5)))
     runtime.add_resource("audit", "function", {"function": "handlers:audit"})
     runtime.add_resource("ship", "function", {"function": "handlers:ship", "timeout": 5})
     runtime.add_resource("charge", "function", {"function": "handlers:charge"})
@@ -89,7 +90,7 @@ async def main() -> dict[str, object]:
 
     metrics = {
         f"{point.name} {dict(point.dimensions).get('RuleName', '(bus)')}": point.value
-        for point in runtime.metrics.snapshot()
+        for point in runtime.counters.snapshot()
     }
     return {
         "put_events": result,
