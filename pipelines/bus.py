@@ -95,7 +95,7 @@ def check_name(where: str, kind: str, name: object) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class TargetConfig:
+class RuleTarget:
     """A rule target as declared (PutTargets' Target, in our names)."""
 
     id: str
@@ -106,8 +106,8 @@ class TargetConfig:
     declared: Mapping[str, Any]
 
     @classmethod
-    def parse(cls, where: str, config: Mapping[str, Any]) -> TargetConfig:
-        if isinstance(config, TargetConfig):
+    def parse(cls, where: str, config: Mapping[str, Any]) -> RuleTarget:
+        if isinstance(config, RuleTarget):
             return config
         if not isinstance(config, Mapping):
             raise ConfigError(
@@ -153,7 +153,7 @@ class Rule:
     description: str
     matched: m.Counter
     triggered: m.Counter
-    targets: dict[str, TargetConfig] = field(default_factory=dict)
+    targets: dict[str, RuleTarget] = field(default_factory=dict)
     deliveries: list[Delivery] = field(default_factory=list)
 
 
@@ -311,9 +311,9 @@ class Bus:
         first invalid target raises ``ConfigError`` naming it, and none is applied."""
         rule = self._rule(rule_name)
         where = f"bus {self.name} rule {rule_name}"
-        parsed: dict[str, TargetConfig] = {}
+        parsed: dict[str, RuleTarget] = {}
         for index, declared in enumerate(targets):
-            config = TargetConfig.parse(f"{where} targets[{index}]", declared)
+            config = RuleTarget.parse(f"{where} targets[{index}]", declared)
             if config.id in parsed:
                 raise ConfigError(f"{where} targets[{index}].id", f"{config.id!r} is given twice")
             self.host.resource(config.resource, where=f"{where} targets[{index}].resource")
@@ -338,7 +338,7 @@ class Bus:
                 # An update keeps the target's queue and pending retries.
                 self._configure(existing, config)
 
-    def _new_delivery(self, rule: Rule, config: TargetConfig) -> Delivery:
+    def _new_delivery(self, rule: Rule, config: RuleTarget) -> Delivery:
         target = self.host.resource(config.resource)
         delivery = Delivery(
             bus=self.name,
@@ -356,7 +356,7 @@ class Bus:
         self._configure(delivery, config)
         return self.host.deliverer.bind(delivery)
 
-    def _configure(self, delivery: Delivery, config: TargetConfig) -> None:
+    def _configure(self, delivery: Delivery, config: RuleTarget) -> None:
         """Apply a target's declaration to its delivery (new, or updated in place)."""
         resource = self.host.resource
         delivery.target = resource(config.resource)

@@ -545,7 +545,7 @@ SETTINGS_SCHEMA: dict[str, Any] = {
 }
 
 
-class FunctionTargetType(TargetType):
+class FunctionType(TargetType):
     name = "function"
     description = "Invoke a Python callable (module:function), sync or async, Lambda-style"
     settings_schema = SETTINGS_SCHEMA
@@ -572,4 +572,4 @@ class FunctionTargetType(TargetType):
 
 @hookimpl
 def register_targets(register: Callable[[TargetType], None]) -> None:
-    register(FunctionTargetType())
+    register(FunctionType())

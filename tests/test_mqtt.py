@@ -14,7 +14,7 @@ import pytest
 
 from pipelines.errors import ConfigError, PipelinesError
 from pipelines.runtime import Runtime
-from plugins.mqtt.target import MqttResource
+from plugins.mqtt.target import MqttTarget
 
 from .helpers import eventually
 from .mosquitto import Mosquitto
@@ -199,7 +199,7 @@ async def test_reconnects_and_resubscribes_after_a_broker_restart(mosquitto: Mos
     )
     async with runtime:
         mqtt = runtime.resource("sensors")
-        assert isinstance(mqtt, MqttResource)
+        assert isinstance(mqtt, MqttTarget)
         await asyncio.to_thread(mosquitto.pub, "in", '{"n": 1}')
         await eventually(lambda: len(sink(runtime).received) == 1)
         mosquitto.stop()
@@ -258,7 +258,7 @@ async def test_username_and_password_are_used_and_a_refusal_is_clear(tmp_path: P
         await runtime.bus().put_targets("r", [{"id": "t", "resource": "m"}])
         async with runtime:
             mqtt = runtime.resource("m")
-            assert isinstance(mqtt, MqttResource) and mqtt.connections == 1
+            assert isinstance(mqtt, MqttTarget) and mqtt.connections == 1
 
         bad = Runtime(plugins=PLUGINS)
         bad.add_resource("m", "mqtt", {"broker": {**good, "password": "wrong"}, "topic": "out"})
@@ -368,7 +368,7 @@ async def test_a_replaced_resource_hands_its_connection_over(
     await route(runtime, {"source": ["mqtt"]})
     async with runtime:
         old = runtime.resource("sensors")
-        assert isinstance(old, MqttResource)
+        assert isinstance(old, MqttTarget)
         # A successor that cannot connect changes nothing: the old one connects again.
         unreachable = {**mosquitto.broker(), "port": mosquitto.port + 1, "connect_timeout": 1}
         with pytest.raises(PipelinesError, match="cannot connect"):
@@ -383,7 +383,7 @@ async def test_a_replaced_resource_hands_its_connection_over(
 
         settings = {"broker": mosquitto.broker(), "subscribe": ["in/#"], "metadata_key": "m"}
         new = await runtime.put_resource("sensors", "mqtt", settings)
-        assert isinstance(new, MqttResource) and new is not old
+        assert isinstance(new, MqttTarget) and new is not old
         assert old.client is None  # let go before the new one connected
         mosquitto.pub("in/a", *[json.dumps({"n": n}) for n in range(50)])
         await eventually(lambda: len(sink(runtime).received) == 50)

@@ -56,9 +56,6 @@ class Pattern:
         """True when the event (a dict) matches, evaluated rule by rule."""
         return any(subrule_matches(subrule, event) for subrule in self.subrules)
 
-    def matches_json(self, text: str | bytes) -> bool:
-        return self.matches(parse_event_json(text))
-
     def __repr__(self) -> str:
         return f"Pattern({self.text})"
 

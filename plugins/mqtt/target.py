@@ -56,8 +56,8 @@ BATCH = 100  # messages put on the bus in one put_events call, at most
 LOGIN_REFUSED = {0x86, 0x87, 0x8C}
 
 
-#: Per runtime, the started mqtt resource of each name (see ``MqttResource.start``).
-_holders: weakref.WeakKeyDictionary[TargetServices, dict[str, MqttResource]] = (
+#: Per runtime, the started mqtt resource of each name (see ``MqttTarget.start``).
+_holders: weakref.WeakKeyDictionary[TargetServices, dict[str, MqttTarget]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -121,7 +121,7 @@ def parse_subscription(where: str, config: Any) -> Subscription:
     )
 
 
-class MqttResource(Target):
+class MqttTarget(Target):
     def __init__(
         self,
         name: str,
@@ -149,7 +149,6 @@ class MqttResource(Target):
         self.client: aiomqtt.Client | None = None  # while connected
         self.connections = 0  # how many times it connected (a reconnect counts)
         self.received = 0
-        self.rejected = 0
         self._services: TargetServices | None = None
         self._client_id = ""
         self._clean = True
@@ -343,7 +342,6 @@ class MqttResource(Target):
             if "ErrorCode" in outcome:
                 # It can never be accepted: acknowledge it (or it would come back
                 # for ever) and say so.
-                self.rejected += 1
                 log.error(
                     "%s: message on %s rejected: %s: %s",
                     self.where,
@@ -447,7 +445,7 @@ class MqttType(TargetType):
         },
     }
 
-    def create(self, name: str, config: Mapping[str, Any]) -> MqttResource:
+    def create(self, name: str, config: Mapping[str, Any]) -> MqttTarget:
         where = f"target {name}"
         check_keys(where, config, SETTINGS)
         broker = parse_broker(f"{where}.broker", config.get("broker"))
@@ -475,7 +473,7 @@ class MqttType(TargetType):
         if metadata_key is not None and not isinstance(metadata_key, str):
             raise ConfigError(f"{where}.metadata_key", "must be a string, or null for none")
         concurrency = number_setting(where, config, "concurrency", 32, 1, 1000, integer=True)
-        return MqttResource(
+        return MqttTarget(
             name,
             broker,
             topic,

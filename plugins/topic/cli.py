@@ -23,7 +23,7 @@ from pipelines.event import new_event_id
 from pipelines.metrics import MetricStore
 from pipelines.pluginmanager import target_types
 from pipelines.targets import DeliveryContext, Target
-from plugins.topic.target import TopicTarget, _typed
+from plugins.topic.target import TopicTarget, message_attribute
 
 
 def declared_topics(config_file: str | Path) -> dict[str, dict[str, Any]]:
@@ -120,7 +120,7 @@ async def publish(
             started.append(resource)
         typed = {}
         for name, value in (attributes or {}).items():
-            found = _typed(value)
+            found = message_attribute(value)
             if found is not None:
                 typed[name] = found
         event = {"id": new_event_id(), "source": "pipelines.topic.publish"}

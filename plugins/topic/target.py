@@ -154,9 +154,6 @@ class TopicTarget(Target):
         self._progress: collections.OrderedDict[str, dict[str, int | None]] = (
             collections.OrderedDict()
         )
-        self.published = 0
-        self.filtered_out = 0
-        self.dead_lettered = 0
 
     @property
     def fifo(self) -> bool:
@@ -205,8 +202,6 @@ class TopicTarget(Target):
         if progress is None:
             matched = self.matching(message, attributes)
             progress = self._progress[message_id] = dict.fromkeys(matched, 0)
-            self.published += 1
-            self.filtered_out += len(self.subscriptions) - len(progress)
             while len(self._progress) > REMEMBERED:
                 self._progress.popitem(last=False)
         envelope = self._envelope(message_id, message, attributes)
@@ -334,13 +329,12 @@ class TopicTarget(Target):
         )
         # A failing dead-letter resource fails this delivery: the bus retries it.
         await self.services.resource(subscription.dead_letter).deliver(envelope, dead)
-        self.dead_lettered += 1
 
     def _attributes(self, context: DeliveryContext) -> dict[str, dict[str, str]]:
         attributes: dict[str, dict[str, str]] = {}
         for name, expression in self.attribute_expressions.items():
             value = expression.search(context.event)
-            typed = _typed(value)
+            typed = message_attribute(value)
             if typed is not None:
                 attributes[name] = typed
         for name, value in context.attributes.items():  # a dead letter's error attributes
@@ -378,7 +372,9 @@ def _fifo_ids(group_id: str, key: str) -> dict[str, str]:
     return {"MessageGroupId": group_id, "MessageDeduplicationId": dedup}
 
 
-def _typed(value: Any) -> dict[str, str] | None:
+def message_attribute(value: Any) -> dict[str, str] | None:
+    """An SNS message attribute (``{"Type", "Value"}``) for a JSON value; None
+    for a value SNS would not carry (null, an empty string)."""
     if value is None:
         return None
     if isinstance(value, bool):
