@@ -52,6 +52,8 @@ SOCKET_NAME = "control.sock"
 MAX_LINE = 16 << 20
 TAP_BUFFER = 10_000  # events a tap client may lag behind before it misses some
 MAX_PATH = 107  # sun_path on Linux, without the terminating NUL
+#: Seconds a request that arrives while the runtime starts waits for it.
+START_WAIT = 30.0
 
 
 def default_socket(config: PipelineConfig) -> Path:
@@ -155,12 +157,16 @@ class ControlServer:
             return {"error": "entries: a list of 1 to 10 PutEvents entries"}
         entries = [e if isinstance(e, dict) else {"Invalid": e} for e in entries]
         try:
+            # The socket opens before the runtime starts (a socket in use must
+            # stop the runner first): a put meanwhile waits for the start.
+            await self.runtime.wait_running(START_WAIT)
             return await self.runtime.put_events(entries)
         except PipelinesError as exc:
             return {"error": str(exc)}
 
     async def _replay(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
         try:
+            await self.runtime.wait_running(START_WAIT)
             if op == "replay-cancel":
                 return await self.runtime.replays.cancel(str(request.get("name")))
             if op == "replay-describe":
@@ -182,6 +188,7 @@ class ControlServer:
         name = str(request.get("name"))
         data = request.get("reason_data")
         try:
+            await self.runtime.wait_running(START_WAIT)
             await self.runtime.alarms.set_alarm_state(
                 name,
                 str(request.get("value")),

@@ -65,6 +65,7 @@ from pipelines.event import validate_entry
 from pipelines.limits import Limits
 from pipelines.pluginmanager import target_types
 from pipelines.replay import Replays
+from pipelines.runnerlock import RunnerLock
 from pipelines.scheduler import Scheduler
 from pipelines.state import StateDB
 from pipelines.targets import Target
@@ -123,6 +124,7 @@ class Runtime:
         self._resources: dict[str, Target] = {}
         self._buses: dict[str, Bus] = {}
         self._state: StateDB | None = None
+        self._lock: RunnerLock | None = None
         self._group: asyncio.TaskGroup | None = None
         self._runner: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -409,7 +411,7 @@ class Runtime:
             with contextlib.suppress(TimeoutError):  # a failed start sets _stopping instead
                 await asyncio.wait_for(self._opened.wait(), 0.05)
         if not self._accepting:
-            raise NotRunningError("the runtime is not running: start it before putting events")
+            raise NotRunningError(self._not_running())
         self._putting += 1
         try:
             return await self._put_events(entries, default_bus, settled)
@@ -498,6 +500,34 @@ class Runtime:
     def running(self) -> bool:
         return self._accepting
 
+    def _not_running(self) -> str:
+        if self._stopping.is_set() or self._opened.is_set():
+            return "the runtime is stopping: it accepts nothing more; put again once it runs"
+        return "the runtime is not running: start it before putting events"
+
+    async def wait_running(self, timeout: float | None = None) -> None:
+        """Return once the runtime takes events (at once if it does). An entry
+        point that opens before the runtime starts (the runner's control
+        socket) waits here rather than refusing what arrives meanwhile.
+        ``NotRunningError`` when it stops or fails to start, or is still not
+        running after ``timeout`` seconds (retryable: it says so)."""
+        if self._accepting:
+            return
+        opened = asyncio.ensure_future(self._opened.wait())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait([opened, stopping], timeout=timeout, return_when="FIRST_COMPLETED")
+        finally:
+            opened.cancel()
+            stopping.cancel()
+            await asyncio.wait([opened, stopping])
+        if not self._accepting:
+            if self._stopping.is_set() or self._opened.is_set():
+                raise NotRunningError(self._not_running())
+            raise NotRunningError(
+                f"the runtime is still starting after {timeout} s: put again in a moment"
+            )
+
     def _starting(self) -> bool:
         opened, stopping = self._opened.is_set(), self._stopping.is_set()
         return self._runner is not None and not opened and not stopping
@@ -506,7 +536,15 @@ class Runtime:
         if self._runner is not None or self._stopping.is_set():
             raise NotRunningError("a runtime starts once: create a new Runtime to start again")
         if self.state_path is not None:
-            self._state = await StateDB.open(self.state_path)
+            # First: a second runner on this database stops here, before it
+            # resumes retries or fires schedules the first one owns.
+            self._lock = RunnerLock(self.state_path)
+            self._lock.acquire()
+            try:
+                self._state = await StateDB.open(self.state_path)
+            except BaseException:
+                self._lock.release()
+                raise
             self.deliverer.state = self.scheduler.state = self._state
             await self._open_archives()
         elif self.archives.specs:
@@ -707,6 +745,9 @@ class Runtime:
             await self._state.close()
             self._state = None
             self.deliverer.state = self.scheduler.state = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     async def __aenter__(self) -> Runtime:
         await self.start()
