@@ -247,6 +247,14 @@ def test_command(path: str) -> None:
     show_default=True,
     help="Seconds to drain in-flight deliveries at shutdown; the rest is persisted.",
 )
+@click.option(
+    "--max-wait",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="With --input: seconds to wait, once the input is in, for retries to come due;"
+    " retries due later are saved (with a state database) for the next run.",
+)
 @click.option("--watch", is_flag=True, help="Reload the config when a file of it changes.")
 @click.option(
     "--control",
@@ -261,6 +269,7 @@ def run_command(
     log_format: str,
     log_level: str,
     shutdown_timeout: float,
+    max_wait: float,
     watch: bool,
     control: str | None,
     no_control: bool,
@@ -278,7 +287,9 @@ def run_command(
     try:
         with tuned_process():
             report = asyncio.run(
-                _run(list(files), input_path, shutdown_timeout, watch, control, no_control)
+                _run(
+                    list(files), input_path, shutdown_timeout, max_wait, watch, control, no_control
+                )
             )
     except ConfigInvalid as exc:
         for problem in exc.problems:
@@ -289,6 +300,8 @@ def run_command(
             raise
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(1) from None
+    if input_path is not None:
+        click.echo(f"run: {report.summary()}", err=True)
     if report.failed:
         source = input_path if input_path not in (None, "-") else "<stdin>"
         for line, code, message in report.failed:
@@ -300,6 +313,7 @@ async def _run(
     files: list[str],
     input_path: str | None,
     shutdown_timeout: float,
+    max_wait: float,
     watch: bool,
     control: str | None,
     no_control: bool,
@@ -325,6 +339,7 @@ async def _run(
         watch=watch,
         control=socket,
         shutdown_timeout=shutdown_timeout,
+        max_wait=max_wait,
     )
 
 

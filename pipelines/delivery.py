@@ -186,6 +186,76 @@ class Delivery:
         return not self.queue and not self.in_flight
 
 
+@dataclass(slots=True)
+class Outcomes:
+    """How the deliveries of a runtime ended, counted since it was made (the
+    runner's summary line)."""
+
+    delivered: int = 0
+    dead_lettered: int = 0
+    dropped: int = 0
+
+
+class FailureLog:
+    """Failed attempts, logged at WARNING at most ``burst`` times per target in
+    each ``window`` seconds; the rest are counted and the count is told with
+    the next line that is logged, so a storm of failures neither floods the
+    log nor goes unseen."""
+
+    def __init__(self, clock: Clock, burst: int = 5, window: float = 10.0) -> None:
+        self.clock = clock
+        self.burst = burst
+        self.window = window
+        # delivery -> (window start, lines logged in it, suppressed since the last line)
+        self._windows: dict[Delivery, tuple[float, int, int]] = {}
+
+    def failed(self, delivery: Delivery, job: Job, error: BaseException) -> None:
+        now = self.clock.time()
+        start, logged, suppressed = self._windows.get(delivery, (now, 0, 0))
+        if now - start >= self.window:
+            start, logged = now, 0
+        if logged >= self.burst:
+            self._windows[delivery] = (start, logged, suppressed + 1)
+            return
+        self._windows[delivery] = (start, logged + 1, 0)
+        code, message = _code_and_message(error)
+        log.warning(
+            "delivery failed: rule %s target %s on bus %s, event %s, attempt %d: %s: %s%s",
+            delivery.rule,
+            delivery.target_id,
+            delivery.bus,
+            job.event.get("id"),
+            job.attempts,
+            code,
+            message,
+            f" ({suppressed} more failures of this target not logged)" if suppressed else "",
+        )
+        # The user's traceback, for whoever turns debugging on.
+        log.debug("the failure's traceback", exc_info=error)
+
+    def forget(self, delivery: Delivery) -> None:
+        self._windows.pop(delivery, None)
+
+    def flush(self) -> None:
+        """Tell the counts not told yet (at stop: no later line would)."""
+        for delivery, (start, logged, suppressed) in self._windows.items():
+            if suppressed:
+                log.warning(
+                    "rule %s target %s on bus %s: %d more failed attempts not logged",
+                    delivery.rule,
+                    delivery.target_id,
+                    delivery.bus,
+                    suppressed,
+                )
+                self._windows[delivery] = (start, logged, 0)
+
+
+def _code_and_message(error: BaseException) -> tuple[str, str]:
+    if isinstance(error, DeliveryError):
+        return error.code, error.message
+    return type(error).__name__, str(error)
+
+
 class Deliverer:
     """Runs every ``Delivery`` of a runtime: workers, retries, dead letters."""
 
@@ -205,6 +275,8 @@ class Deliverer:
         self.backoff = backoff
         self.rng = rng
         self.retries = RetryScheduler(clock, self._retry_due)
+        self.outcomes = Outcomes()
+        self.failures = FailureLog(clock)
 
     def bind(self, delivery: Delivery) -> Delivery:
         """Attach the delivery's counters to the metrics."""
@@ -320,11 +392,14 @@ class Deliverer:
             raise
         except DeliveryError as exc:
             job.error = exc
+            self.failures.failed(delivery, job, exc)
         except Exception as exc:  # a target bug is a retryable failure, reported as such
             job.error = DeliveryError(type(exc).__name__, str(exc), retryable=True)
+            self.failures.failed(delivery, job, exc)
         else:
             delivery.succeeded.value += 1
             delivery.invoked.value += 1
+            self.outcomes.delivered += 1
             if job.key is not None:
                 await self._forget(job)
             job.settled()
@@ -372,6 +447,7 @@ class Deliverer:
                 job.target_id,
                 attributes,
             )
+            self.outcomes.dropped += 1
             await self._forget(job)
             job.settled()
             return
@@ -384,6 +460,7 @@ class Deliverer:
             raise
         except Exception as exc:
             self.metrics.add(m.INVOCATIONS_FAILED_TO_BE_SENT_TO_DLQ, dims)
+            self.outcomes.dropped += 1
             log.error(
                 "dead-letter target %s failed for event %s (rule %s target %s): %s; event dropped",
                 delivery.dead_letter_name,
@@ -394,6 +471,7 @@ class Deliverer:
             )
         else:
             self.metrics.add(m.INVOCATIONS_SENT_TO_DLQ, dims)
+            self.outcomes.dead_lettered += 1
         await self._forget(job)
         job.settled()
 
@@ -444,6 +522,7 @@ class Deliverer:
     async def retire(self, delivery: Delivery) -> None:
         """Its target was removed from the rule: drop its queued and retrying jobs."""
         delivery.retired = True
+        self.failures.forget(delivery)
         delivery.space.set()  # a dispatcher waiting for room must not wait forever
         dropped = self.retries.remove(delivery) + list(delivery.queue)
         delivery.queue.clear()
@@ -484,6 +563,10 @@ class RetryScheduler:
 
     def __len__(self) -> int:
         return len(self._heap)
+
+    def next_due(self) -> float | None:
+        """When the earliest waiting job is due, or None when none waits."""
+        return self._heap[0][0] if self._heap else None
 
     def schedule(self, delivery: Delivery, job: Job, due: float) -> None:
         heapq.heappush(self._heap, (due, next(self._order), delivery, job))

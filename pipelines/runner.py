@@ -37,12 +37,30 @@ MAX_LINE = 16 << 20  # longest input line read from a pipe
 WATCH_INTERVAL = 0.5  # seconds between looks at the config files (--watch)
 
 
+#: Seconds ``run --input`` waits, once its input is in, for retries to come due.
+MAX_WAIT = 30.0
+
+
 @dataclass
 class RunReport:
-    """What a run did with its input: entries put, and the failed ones by line."""
+    """What a run did with its input: entries put, the failed ones by line,
+    and (with an input) how the deliveries ended: delivered, dead-lettered,
+    dropped, or still waiting as retries when the run returned."""
 
     put: int = 0
     failed: list[tuple[int, str, str]] = field(default_factory=list)  # (line, code, message)
+    delivered: int = 0
+    dead_lettered: int = 0
+    dropped: int = 0
+    waiting: int = 0
+
+    def summary(self) -> str:
+        refused = f" ({len(self.failed)} refused)" if self.failed else ""
+        return (
+            f"{self.put} events put{refused}: delivered {self.delivered},"
+            f" dead-lettered {self.dead_lettered}, dropped {self.dropped},"
+            f" waiting as retries {self.waiting}"
+        )
 
 
 async def run_pipeline(
@@ -55,6 +73,7 @@ async def run_pipeline(
     control: Path | None = None,
     shutdown_timeout: float = 10.0,
     clock: Clock | None = None,
+    max_wait: float = MAX_WAIT,
 ) -> RunReport:
     """Run ``config`` until ``stop`` is set, or until ``events`` (JSON lines, each
     a PutEvents entry) are all delivered. Raises ``ConfigInvalid`` before
@@ -66,7 +85,15 @@ async def run_pipeline(
     # The config's functions import from beside it while it runs.
     with tuned_process([config.directory], switch_interval=None):
         return await _run_pipeline(
-            config, events, stop, reload_requested, watch, control, shutdown_timeout, clock
+            config,
+            events,
+            stop,
+            reload_requested,
+            watch,
+            control,
+            shutdown_timeout,
+            clock,
+            max_wait,
         )
 
 
@@ -79,6 +106,7 @@ async def _run_pipeline(
     control: Path | None,
     shutdown_timeout: float,
     clock: Clock | None,
+    max_wait: float,
 ) -> RunReport:
     stop = stop or asyncio.Event()
     reload_requested = reload_requested or asyncio.Event()
@@ -101,7 +129,7 @@ async def _run_pipeline(
             config.state or "none (in memory)",
             f", control socket {control}" if control is not None else "",
         )
-        await _running(runtime, config, events, stop, reload_requested, watch, report)
+        await _running(runtime, config, events, stop, reload_requested, watch, report, max_wait)
     finally:
         if server is not None:
             await server.close()  # no more puts or taps while draining
@@ -120,11 +148,16 @@ async def _running(
     reload_requested: asyncio.Event,
     watch: bool,
     report: RunReport,
+    max_wait: float,
 ) -> None:
     """Feed the input (if any), watch the files (with ``watch``) and apply
     reloads, until ``stop`` is set or the input is delivered."""
     async with asyncio.TaskGroup() as group:
-        feeding = [group.create_task(_feed(runtime, events, report))] if events is not None else []
+        feeding = (
+            [group.create_task(_feed(runtime, events, report, max_wait))]
+            if events is not None
+            else []
+        )
         watching = [group.create_task(_watch(config.files, reload_requested))] if watch else []
         await _serve(runtime, config, stop, reload_requested, feeding, runtime.limits.drain_timeout)
         for task in feeding + watching:
@@ -287,11 +320,14 @@ async def _stream_lines(fd: int, *, owned: bool = False) -> AsyncIterator[str]:
 
 
 async def _feed(
-    runtime: Runtime, lines: Iterable[str] | AsyncIterable[str], report: RunReport
+    runtime: Runtime,
+    lines: Iterable[str] | AsyncIterable[str],
+    report: RunReport,
+    max_wait: float,
 ) -> None:
     """Put the lines' entries in batches of what has arrived (up to 10), so an
-    interactive producer sees each event go in at once; then wait until all
-    is delivered."""
+    interactive producer sees each event go in at once; then wait until every
+    delivery is settled (see ``_settled``)."""
     arrived: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue(maxsize=1_000)
     async with asyncio.TaskGroup() as group:
         group.create_task(_read(lines, arrived))
@@ -307,7 +343,10 @@ async def _feed(
             done = item is None
             if batch:
                 await _put(runtime, batch, report)
-    await _delivered(runtime)
+    await _settled(runtime, max_wait)
+    outcomes = runtime.deliverer.outcomes
+    report.delivered, report.dead_lettered = outcomes.delivered, outcomes.dead_lettered
+    report.dropped, report.waiting = outcomes.dropped, len(runtime.deliverer.retries)
 
 
 async def _read(
@@ -348,10 +387,16 @@ async def _put(runtime: Runtime, batch: list[tuple[int, Any]], report: RunReport
             report.put += 1
 
 
-async def _delivered(runtime: Runtime) -> None:
-    """Until nothing is queued, in flight or waiting for a retry."""
+async def _settled(runtime: Runtime, max_wait: float) -> None:
+    """Until every delivery is delivered, dead-lettered or dropped, or waits as a
+    retry not due within ``max_wait`` seconds (from now): a short retry (an
+    outage of a second) is waited for, a 24-hour retry policy is not. What still
+    waits is saved by the stop that follows (with a state database)."""
+    clock = runtime.clock
+    deadline = clock.time() + max_wait
     while True:
         await runtime.wait_until_idle(timeout=None)
-        if not len(runtime.deliverer.retries):
+        due = runtime.deliverer.retries.next_due()
+        if due is None or due > deadline or clock.time() >= deadline:
             return
         await asyncio.sleep(0.05)

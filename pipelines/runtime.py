@@ -673,6 +673,7 @@ class Runtime:
             except Exception:
                 log.exception("draining resource %s failed", name)
         self.deliverer.retries.close()
+        self.deliverer.failures.flush()
         self._stopping.set()
         failure: BaseException | None = None
         try:
