@@ -627,9 +627,7 @@ def replay_status_command(
 @click.argument("name")
 @control_options
 @output_option
-def replay_cancel_command(
-    name: str, config: str | None, control: str | None, output: str
-) -> None:
+def replay_cancel_command(name: str, config: str | None, control: str | None, output: str) -> None:
     """CancelReplay NAME in the running pipeline."""
     from pipelines.control import cancel_replay
 
