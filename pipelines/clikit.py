@@ -241,11 +241,12 @@ def echo_table(
     objects = all(isinstance(row, dict) for row in rows)
     if columns is None:
         columns = list(dict.fromkeys(key for row in rows for key in row)) if objects else [column]
-    table = Table(
-        box=box.SIMPLE, show_edge=False, pad_edge=False, caption=caption, caption_justify="left"
-    )
+    table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
     for name in columns:
-        table.add_column(Text(name), overflow="fold")
+        numbers = [row.get(name) if objects else row for row in rows]
+        table.add_column(
+            Text(name), overflow="fold", justify="right" if _numeric(numbers) else "left"
+        )
     for row in rows:
         values = [row.get(name) for name in columns] if objects else [row]
         # Text, not str: a cell's "[...]" is data, not rich markup.
@@ -255,6 +256,16 @@ def echo_table(
         console.print(table)
     # rich pads every line to the table's width: no trailing blanks in a pipe.
     click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
+    if caption:  # a line of its own: rich would wrap it to the table's width
+        click.echo(caption)
+
+
+def _numeric(values: list[Any]) -> bool:
+    """Whether a column holds numbers (and blanks): those are aligned right."""
+    known = [value for value in values if value is not None]
+    return bool(known) and all(
+        isinstance(value, int | float) and not isinstance(value, bool) for value in known
+    )
 
 
 def echo_output(
@@ -340,10 +351,13 @@ class ItemPrinter:
     def _live_row(self, item: Any) -> None:
         if self.columns is None:
             self.columns = list(item) if isinstance(item, dict) else [self.column]
-            self._widths = [len(name) for name in self.columns]
-            self._line(self.columns)
         values = [item.get(name) for name in self.columns] if isinstance(item, dict) else [item]
-        self._line([cell(value) for value in values])
+        texts = [cell(value) for value in values]
+        if not self._widths:  # the header, its columns as wide as the first row's
+            pairs = zip(self.columns, texts, strict=True)
+            self._widths = [max(len(name), len(text)) for name, text in pairs]
+            self._line(self.columns)
+        self._line(texts)
 
     def _line(self, texts: list[str]) -> None:
         self._widths = [max(w, len(text)) for w, text in zip(self._widths, texts, strict=True)]
