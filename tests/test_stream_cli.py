@@ -110,20 +110,8 @@ def test_put_arguments_and_input_file_each_record_fails_alone(tmp_path: Path) ->
     lines.insert(300, "   ")
     source = tmp_path / "records.jsonl"
     source.write_text("\n".join(lines) + "\n")
-    answers = json_lines(
-        stream_cli(
-            state,
-            "put",
-            "s",
-            "--input",
-            str(source),
-            "--partition-key-path",
-            "user",
-            "-o",
-            "jsonl",
-            code=1,
-        )  # fmt: skip
-    )
+    put_input = ["put", "s", "--input", str(source), "--partition-key-path", "user"]
+    answers = json_lines(stream_cli(state, *put_input, "-o", "jsonl", code=1))
     assert [answer["Index"] for answer in answers] == list(range(1201))
     assert [answer["Index"] for answer in answers if "ErrorCode" in answer] == [700]
     assert "not JSON" in answers[700]["ErrorMessage"]
