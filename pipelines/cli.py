@@ -10,7 +10,7 @@ import signal
 import sys
 import textwrap
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +18,19 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pipelines import __version__
+from pipelines.clikit import (
+    echo_output,
+    echo_table,
+    output_option,
+    parse_pairs,
+    printing_items,
+    read_argument,
+    state_database,
+    state_options,
+    state_path,
+    streaming_output_option,
+    until_signalled,
+)
 from pipelines.errors import (
     ConfigError,
     ConfigInvalid,
@@ -31,22 +44,29 @@ if TYPE_CHECKING:
     from pipelines.runner import RunReport
 
 
-def read_argument(value: str) -> str:
-    """JSON text given inline, or ``@path`` to read it from a file (``@-`` for stdin)."""
-    if not value.startswith("@"):
-        return value
-    source = value[1:]
-    if source == "-":
-        return sys.stdin.read()
+# The toolkit's pieces the commands of plugins used to import from here.
+__all__ = ["cli", "main", "read_argument", "state_database", "state_options", "until_signalled"]
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """A click error (a bad option, a missing argument) as one line on stderr,
+    as every other error is, instead of click's usage block."""
     try:
-        return Path(source).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise click.UsageError(f"cannot read {source}: {exc.strerror}") from None
+        yield
+    except click.UsageError as exc:
+        hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        raise SystemExit(exc.exit_code) from None
 
 
 class _Commands(click.Group):
-    """Every command: a ``PipelinesError`` is one line on stderr and exit 1, not a
-    traceback (set PIPELINES_DEBUG=1, or pass run --debug, for the traceback)."""
+    """Every command: an error is one line on stderr and a non-zero exit, not a
+    traceback (set PIPELINES_DEBUG=1, or pass run --debug, for the traceback
+    of a ``PipelinesError``)."""
 
     _plugin_commands = False
 
@@ -72,14 +92,25 @@ class _Commands(click.Group):
             self._add_plugin_commands()
         return super().list_commands(ctx)
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with _one_line_errors():  # the top level's own options: pipelines --bogus
+            return super().make_context(info_name, args, parent, **extra)
+
     def invoke(self, ctx: click.Context) -> object:
-        try:
-            return super().invoke(ctx)
-        except PipelinesError as exc:
-            if os.environ.get("PIPELINES_DEBUG"):
-                raise
-            click.echo(f"error: {exc}", err=True)
-            raise SystemExit(1) from None
+        with _one_line_errors():  # the subcommands' options and arguments
+            try:
+                return super().invoke(ctx)
+            except PipelinesError as exc:
+                if os.environ.get("PIPELINES_DEBUG"):
+                    raise
+                click.echo(f"error: {exc}", err=True)
+                raise SystemExit(1) from None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -110,8 +141,8 @@ def test_pattern(pattern: str, event: str) -> None:
 
 
 @cli.command("plugins")
-@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
-def plugins_command(as_json: bool) -> None:
+@output_option
+def plugins_command(output: str) -> None:
     """List the loaded plugins: version, hooks and target types.
 
     PIPELINES_LOAD_PLUGINS limits the external plugins loaded: empty for
@@ -119,34 +150,27 @@ def plugins_command(as_json: bool) -> None:
     """
     from pipelines.pluginmanager import list_plugins
 
-    infos = list_plugins()
-    if as_json:
-        listing = [
-            {
-                "name": info.name,
-                "version": info.version,
-                "distribution": info.distribution,
-                "builtin": info.builtin,
-                "hooks": list(info.hooks),
-                "targets": list(info.targets),
-            }
-            for info in infos
-        ]
-        click.echo(json.dumps(listing, indent=2))
-        return
-    for info in infos:
-        origin = "built-in" if info.builtin else f"from {info.distribution or 'code'}"
-        click.echo(f"{info.name} {info.version or ''} ({origin})".replace("  ", " "))
-        click.echo(f"  hooks: {', '.join(info.hooks) or '-'}")
-        click.echo(f"  targets: {', '.join(info.targets) or '-'}")
+    listing = [
+        {
+            "name": info.name,
+            "version": info.version,
+            "distribution": info.distribution,
+            "builtin": info.builtin,
+            "hooks": list(info.hooks),
+            "targets": list(info.targets),
+        }
+        for info in list_plugins()
+    ]
+    echo_output(listing, output)
 
 
 @cli.command("schema")
-def schema_command() -> None:
+@output_option
+def schema_command(output: str) -> None:
     """Print the JSON Schema of pipeline configs (with the installed target types)."""
     from pipelines.schema import config_schema
 
-    click.echo(json.dumps(config_schema(), indent=2))
+    echo_output(config_schema(), output)
 
 
 @cli.group("schedule")
@@ -164,10 +188,11 @@ def schedule_group() -> None:
     default=None,
     help="Start from this time instead of now (ISO 8601; naive times are in --tz).",
 )
+@output_option
 def schedule_next(
-    expression: str, timezone: str | None, count: int, after: datetime | None
+    expression: str, timezone: str | None, count: int, after: datetime | None, output: str
 ) -> None:
-    """Print the next firings of EXPRESSION, one ISO 8601 time per line.
+    """Print the next firings of EXPRESSION: a list of ISO 8601 times.
 
     A rate counts from --after (or now), as a new rate schedule does.
     """
@@ -180,8 +205,7 @@ def schedule_next(
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(1) from None
-    for firing in firings:
-        click.echo(firing.isoformat())
+    echo_output([firing.isoformat() for firing in firings], output, column="Time")
 
 
 def schedule_zone(name: str | None) -> tzinfo:
@@ -343,83 +367,53 @@ async def _run(
     )
 
 
-def control_socket(value: str | None) -> Path:
-    """--control: a socket path, or a config file (the socket it runs with by
-    default); without it, the config ``pipeline.yaml`` here."""
+def control_socket(config: str | None, control: str | None) -> Path:
+    """The socket of the running pipeline ``--config``/``--control`` name:
+    --control is a socket path or a config file, --config a config file (the
+    socket it runs with by default); without either, the config
+    ``pipeline.yaml`` here."""
     from pipelines.config import load_config
     from pipelines.control import default_socket
 
+    if config is not None and control is not None:
+        raise click.UsageError("give --config or --control, not both")
+    value = control if control is not None else config
     path = Path(value) if value is not None else Path("pipeline.yaml")
-    if path.suffix in (".yaml", ".yml") or (path.is_file() and not path.is_socket()):
+    named_config = config is not None or path.suffix in (".yaml", ".yml")
+    if named_config or (path.is_file() and not path.is_socket()):
         return default_socket(load_config([path]))
     return path
 
 
-def state_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--config/-c`` and ``--state``, for commands that work on a pipeline's
-    state database (running or not); resolve them with ``state_database``."""
+def control_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--config/-c`` and ``--control``, for commands that talk to a running
+    pipeline; resolve them with ``control_socket``. (-c is --config on every
+    command: here the config names the socket the pipeline listens on.)"""
     command = click.option(
-        "--state", default=None, help="The state database (default: the config's)."
+        "--control",
+        default=None,
+        help="The running pipeline's control socket (or its config file).",
     )(command)
     return click.option(
         "--config",
         "-c",
         default=None,
-        help="The pipeline's config file (default pipeline.yaml), to find its state database.",
+        help="The running pipeline's config file (default pipeline.yaml), to find its socket.",
     )(command)
-
-
-async def until_signalled(work: Awaitable[None]) -> None:
-    """Run ``work`` until it ends, or until SIGINT or SIGTERM (then cancel it:
-    a clean end, exit code 0)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    working = asyncio.ensure_future(work)
-    stopping = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({working, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-        stopping.cancel()
-        working.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await working  # raises what the work raised (an unknown group...)
-
-
-def state_database(config: str | None, state: str | None) -> Path:
-    """The state database ``--config``/``--state`` name."""
-    from pipelines.config import load_config
-
-    if state is not None:
-        return Path(state)
-    path = Path(config) if config is not None else Path("pipeline.yaml")
-    if config is None and not path.exists():
-        raise PipelinesError(
-            "which pipeline? give its config with --config FILE, or --state PATH"
-            " (no pipeline.yaml here)"
-        )
-    found = load_config([path]).state
-    if found is None:
-        raise PipelinesError(f"{path} has no state database (state: false)")
-    return found
-
-
-CONTROL_OPTION = click.option(
-    "--control",
-    "-c",
-    default=None,
-    help="The running pipeline: its config file (default pipeline.yaml) or its control socket.",
-)
 
 
 @cli.command("put")
 @click.argument("entries", nargs=-1)
 @click.option("--input", "input_path", default=None, help="JSON-lines file of entries (- stdin).")
-@CONTROL_OPTION
-def put_command(entries: tuple[str, ...], input_path: str | None, control: str | None) -> None:
+@control_options
+@output_option
+def put_command(
+    entries: tuple[str, ...],
+    input_path: str | None,
+    config: str | None,
+    control: str | None,
+    output: str,
+) -> None:
     """Put events into a running pipeline: each ENTRY is a PutEvents entry as
     JSON text (or give --input). Prints PutEvents' result; exit 1 when an
     entry failed."""
@@ -438,8 +432,8 @@ def put_command(entries: tuple[str, ...], input_path: str | None, control: str |
             raise click.UsageError(f"entry {number}: not JSON: {exc.msg}") from None
     if not parsed:
         raise click.UsageError("no entries: give ENTRY arguments or --input")
-    result = asyncio.run(put_events(control_socket(control), parsed))
-    click.echo(json.dumps(result, indent=2))
+    result = asyncio.run(put_events(control_socket(config, control), parsed))
+    echo_output(result, output)
     if result["FailedEntryCount"]:
         raise SystemExit(1)
 
@@ -447,10 +441,17 @@ def put_command(entries: tuple[str, ...], input_path: str | None, control: str |
 @cli.command("tap")
 @click.option("--pattern", "-p", default=None, help="Only events matching this pattern (or @file).")
 @click.option("-n", "count", type=click.IntRange(min=1), default=None, help="Stop after N events.")
-@CONTROL_OPTION
-def tap_command(pattern: str | None, count: int | None, control: str | None) -> None:
-    """Print the events a running pipeline's buses accept, live, as JSON lines
-    ({"bus": ..., "event": ...}), until interrupted or the pipeline stops."""
+@control_options
+@streaming_output_option
+def tap_command(
+    pattern: str | None,
+    count: int | None,
+    config: str | None,
+    control: str | None,
+    output: str,
+) -> None:
+    """Print the events a running pipeline's buses accept, live ({"bus": ...,
+    "event": ...} each), until interrupted or the pipeline stops."""
     from pipelines.control import tap
 
     try:
@@ -458,27 +459,24 @@ def tap_command(pattern: str | None, count: int | None, control: str | None) -> 
     except json.JSONDecodeError as exc:
         raise click.UsageError(f"--pattern is not JSON: {exc.msg}") from None
 
-    socket = control_socket(control)
+    socket = control_socket(config, control)
 
     async def follow() -> None:
-        seen = 0
-        async for message in tap(socket, parsed):
-            if "tapping" in message:
-                click.echo(f"tap: tapping {socket}", err=True)
-                continue
-            if "dropped" in message:
-                click.echo(
-                    f"tap: missed {message['dropped']} events (reading too slowly)", err=True
-                )
-                continue
-            click.echo(json.dumps(message))
-            sys.stdout.flush()  # live, also into a pipe
-            seen += 1
-            if count is not None and seen >= count:
-                return
+        with printing_items(output, live=True) as printer:
+            async for message in tap(socket, parsed):
+                if "tapping" in message:
+                    click.echo(f"tap: tapping {socket}", err=True)
+                    continue
+                if "dropped" in message:
+                    click.echo(
+                        f"tap: missed {message['dropped']} events (reading too slowly)", err=True
+                    )
+                    continue
+                if not printer.write(message) or printer.count == count:
+                    return
 
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a tap ends
-        asyncio.run(follow())
+    # Ctrl-C (or SIGTERM) is how a tap ends: a clean end, json's array closed.
+    asyncio.run(until_signalled(follow()))
 
 
 # -- archives and replays ------------------------------------------------------------
@@ -489,36 +487,38 @@ def archive_group() -> None:
     """Archives: the events a pipeline keeps for replays (read from its state database)."""
 
 
+#: What ``archive list --output table`` shows of each archive.
+ARCHIVE_COLUMNS = (
+    "ArchiveName",
+    "State",
+    "EventCount",
+    "SizeBytes",
+    "OldestEventTime",
+    "NewestEventTime",
+)
+
+
 @archive_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="One JSON description per line.")
 @state_options
-def archive_list_command(as_json: bool, config: str | None, state: str | None) -> None:
+@output_option
+def archive_list_command(config: str | None, state: str | None, output: str) -> None:
     """List the archives with their event counts, sizes and time spans."""
     from pipelines.archive import read_archives
 
-    archives = asyncio.run(read_archives(state_database(config, state)))
-    if as_json:
-        for described in archives:
-            click.echo(json.dumps(described))
-        return
-    click.echo(f"{'NAME':<24} {'STATE':<9} {'EVENTS':>10} {'BYTES':>12}  OLDEST .. NEWEST")
-    for a in archives:
-        span = f"{a['OldestEventTime'] or '-'} .. {a['NewestEventTime'] or '-'}"
-        click.echo(
-            f"{a['ArchiveName']:<24} {a['State']:<9} {a['EventCount']:>10,}"
-            f" {a['SizeBytes']:>12,}  {span}"
-        )
+    archives = asyncio.run(read_archives(state_path(config, state)))
+    echo_output(archives, output, columns=ARCHIVE_COLUMNS)
 
 
 @archive_group.command("describe")
 @click.argument("name")
 @state_options
-def archive_describe_command(name: str, config: str | None, state: str | None) -> None:
-    """DescribeArchive NAME, as JSON."""
+@output_option
+def archive_describe_command(name: str, config: str | None, state: str | None, output: str) -> None:
+    """DescribeArchive NAME."""
     from pipelines.archive import read_archives
 
-    [described] = asyncio.run(read_archives(state_database(config, state), name))
-    click.echo(json.dumps(described, indent=2))
+    [described] = asyncio.run(read_archives(state_path(config, state), name))
+    echo_output(described, output)
 
 
 def _moment(value: str | None, option: str, default: float) -> float:
@@ -552,7 +552,8 @@ def replay_group() -> None:
 @click.option("--speed", type=float, default=None, help="Original pace times this factor.")
 @click.option("--description", default="", help="A description of the replay.")
 @click.option("--no-wait", is_flag=True, help="Return once started, without following it.")
-@CONTROL_OPTION
+@control_options
+@output_option
 def replay_start_command(
     name: str,
     archive: str,
@@ -563,14 +564,17 @@ def replay_start_command(
     speed: float | None,
     description: str,
     no_wait: bool,
+    config: str | None,
     control: str | None,
+    output: str,
 ) -> None:
     """Start replay NAME in the running pipeline and follow it to its end: a
-    progress bar on a terminal, a line a second otherwise; then its description
-    as JSON. Exit 1 when it did not complete. Times are RFC 3339 or epoch seconds."""
+    progress bar on a terminal, a line a second otherwise (on stderr); then
+    print its description. Exit 1 when it did not complete. Times are RFC
+    3339 or epoch seconds."""
     from pipelines import control as channel
 
-    socket = control_socket(control)
+    socket = control_socket(config, control)
     options = {
         "start": _moment(start, "--from", 0.0),
         "end": _moment(end, "--to", time.time()),
@@ -581,10 +585,10 @@ def replay_start_command(
     }
     started = asyncio.run(channel.start_replay(socket, name, archive, **options))
     if no_wait:
-        click.echo(json.dumps(started, indent=2))
+        echo_output(started, output)
         return
     final = asyncio.run(_follow_replay(socket, name))
-    click.echo(json.dumps(final, indent=2))
+    echo_output(final, output)
     if final["State"] != "COMPLETED":
         raise SystemExit(1)
 
@@ -624,27 +628,27 @@ async def _follow_replay(socket: Path, name: str) -> dict[str, Any]:
 @replay_group.command("status")
 @click.argument("name", required=False)
 @state_options
-def replay_status_command(name: str | None, config: str | None, state: str | None) -> None:
-    """DescribeReplay NAME (or every replay, one per line), as JSON, from the
-    state database: also for a pipeline that is not running."""
+@output_option
+def replay_status_command(
+    name: str | None, config: str | None, state: str | None, output: str
+) -> None:
+    """DescribeReplay NAME (or a list of every replay), from the state
+    database: also for a pipeline that is not running."""
     from pipelines.replay import replay_status
 
-    replays = asyncio.run(replay_status(state_database(config, state), name))
-    if name is not None:
-        click.echo(json.dumps(replays[0], indent=2))
-        return
-    for described in replays:
-        click.echo(json.dumps(described))
+    replays = asyncio.run(replay_status(state_path(config, state), name))
+    echo_output(replays[0] if name is not None else replays, output)
 
 
 @replay_group.command("cancel")
 @click.argument("name")
-@CONTROL_OPTION
-def replay_cancel_command(name: str, control: str | None) -> None:
+@control_options
+@output_option
+def replay_cancel_command(name: str, config: str | None, control: str | None, output: str) -> None:
     """CancelReplay NAME in the running pipeline."""
     from pipelines.control import cancel_replay
 
-    click.echo(json.dumps(asyncio.run(cancel_replay(control_socket(control), name)), indent=2))
+    echo_output(asyncio.run(cancel_replay(control_socket(config, control), name)), output)
 
 
 # -- metrics and alarms ---------------------------------------------------------------
@@ -678,16 +682,6 @@ def _duration(value: str) -> float:
         ) from None
 
 
-def _dimensions(pairs: tuple[str, ...]) -> dict[str, str]:
-    found = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--dimension")
-        found[name] = value
-    return found
-
-
 @cli.group("metrics")
 def metrics_group() -> None:
     """Metrics: the data in a pipeline's metric store (the bus's own under Pipelines/Events)."""
@@ -696,12 +690,14 @@ def metrics_group() -> None:
 @metrics_group.command("list")
 @click.option("--namespace", default=None, help="Only this namespace.")
 @state_options
-def metrics_list_command(namespace: str | None, config: str | None, state: str | None) -> None:
-    """ListMetrics: one JSON object per metric."""
+@output_option
+def metrics_list_command(
+    namespace: str | None, config: str | None, state: str | None, output: str
+) -> None:
+    """ListMetrics: the metrics with data."""
     from pipelines.metrics import read_metrics
 
-    for metric in asyncio.run(read_metrics(state_database(config, state), namespace)):
-        click.echo(json.dumps(metric))
+    echo_output(asyncio.run(read_metrics(state_path(config, state), namespace)), output)
 
 
 @metrics_group.command("get")
@@ -711,8 +707,8 @@ def metrics_list_command(namespace: str | None, config: str | None, state: str |
 @click.option("--stat", default="Average", show_default=True, help="Statistic or pNN.N.")
 @click.option("--period", type=int, default=60, show_default=True, help="Seconds per datapoint.")
 @click.option("--since", default="1h", show_default=True, help="How far back: 90s, 15m, 2h, 3d.")
-@click.option("--json", "as_json", is_flag=True, help="The GetMetricStatistics answer as JSON.")
 @state_options
+@output_option
 def metrics_get_command(
     namespace: str,
     name: str,
@@ -720,12 +716,12 @@ def metrics_get_command(
     stat: str,
     period: int,
     since: str,
-    as_json: bool,
     config: str | None,
     state: str | None,
+    output: str,
 ) -> None:
-    """GetMetricStatistics for one metric: a line per period with data, and on
-    a terminal a sparkline of the whole window."""
+    """GetMetricStatistics for one metric. As a table: a row per period with
+    data, and on a terminal a sparkline of the whole window under it."""
     from pipelines.event import format_epoch
     from pipelines.metrics import STATISTICS, read_metric_statistics
 
@@ -734,10 +730,10 @@ def metrics_get_command(
     extended = stat not in STATISTICS
     answer = asyncio.run(
         read_metric_statistics(
-            state_database(config, state),
+            state_path(config, state),
             namespace,
             name,
-            _dimensions(dimension),
+            parse_pairs(dimension, "--dimension", typed=False),
             start=start,
             end=now,
             period=period,
@@ -745,15 +741,18 @@ def metrics_get_command(
             extended_statistics=[stat] if extended else [],
         )
     )
-    if as_json:
-        click.echo(json.dumps(answer, indent=2))
-        return
     points = answer["Datapoints"]
+    if not points:
+        click.echo(f"no data for {namespace} {name} in the last {since}", err=True)
+    if output != "table":
+        echo_output(answer, output)
+        return
 
     def value(point: dict[str, Any]) -> float | None:
         found = point.get("ExtendedStatistics", {}).get(stat) if extended else point.get(stat)
         return None if found is None else float(found)
 
+    chart = None
     if sys.stdout.isatty():
         by_time = {point["Timestamp"]: value(point) for point in points}
         first = int(start // 60 * 60)
@@ -761,12 +760,9 @@ def metrics_get_command(
         series = [by_time.get(format_epoch(moment, "seconds")) for moment in slots]
         known = [v for v in series if v is not None]
         if known:
-            click.echo(f"{sparkline(series)}  {stat} min {min(known):g} max {max(known):g}")
-    for point in points:
-        shown = value(point)
-        click.echo(f"{point['Timestamp']}  {'-' if shown is None else f'{shown:g}'}")
-    if not points:
-        click.echo(f"no data for {namespace} {name} in the last {since}", err=True)
+            chart = f"{sparkline(series)}  {stat} min {min(known):g} max {max(known):g}"
+    rows = [{"Timestamp": point["Timestamp"], stat: value(point)} for point in points]
+    echo_table(rows, ["Timestamp", stat], caption=chart)
 
 
 @cli.group("alarms")
@@ -781,57 +777,48 @@ def alarms_group() -> None:
     default=None,
     help="Only alarms in this state.",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON description per line.")
 @state_options
+@output_option
 def alarms_list_command(
-    state_value: str | None, as_json: bool, config: str | None, state: str | None
+    state_value: str | None, config: str | None, state: str | None, output: str
 ) -> None:
     """DescribeAlarms: each alarm's state and the reason for it."""
     from pipelines.alarms import read_alarms
 
-    alarms = asyncio.run(read_alarms(state_database(config, state)))
+    alarms = asyncio.run(read_alarms(state_path(config, state)))
     alarms = [a for a in alarms if state_value is None or a["StateValue"] == state_value]
-    if as_json:
-        for described in alarms:
-            click.echo(json.dumps(described))
-        return
-    click.echo(f"{'NAME':<32} {'STATE':<17} {'SINCE':<24} REASON")
-    for a in alarms:
-        click.echo(
-            f"{a['AlarmName']:<32} {a['StateValue']:<17} {a['StateUpdatedTimestamp']:<24}"
-            f" {a['StateReason']}"
-        )
+    columns = ("AlarmName", "StateValue", "StateUpdatedTimestamp", "StateReason")
+    echo_output(alarms, output, columns=columns)
 
 
 @alarms_group.command("describe")
 @click.argument("name")
 @state_options
-def alarms_describe_command(name: str, config: str | None, state: str | None) -> None:
-    """DescribeAlarms for NAME, as JSON."""
+@output_option
+def alarms_describe_command(name: str, config: str | None, state: str | None, output: str) -> None:
+    """DescribeAlarms for NAME."""
     from pipelines.alarms import read_alarms
 
-    found = asyncio.run(read_alarms(state_database(config, state), name))
+    path = state_path(config, state)
+    found = asyncio.run(read_alarms(path, name))
     if not found:
-        raise PipelinesError(f"no alarm named {name!r} in {state_database(config, state)}")
-    click.echo(json.dumps(found[0], indent=2))
+        raise PipelinesError(f"no alarm named {name!r} in {path}")
+    echo_output(found[0], output)
 
 
 @alarms_group.command("history")
 @click.argument("name", required=False)
 @click.option("-n", "limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON history item per line.")
 @state_options
+@output_option
 def alarms_history_command(
-    name: str | None, limit: int, as_json: bool, config: str | None, state: str | None
+    name: str | None, limit: int, config: str | None, state: str | None, output: str
 ) -> None:
     """DescribeAlarmHistory: state updates, newest first."""
     from pipelines.alarms import read_alarm_history
 
-    for item in asyncio.run(read_alarm_history(state_database(config, state), name, limit)):
-        if as_json:
-            click.echo(json.dumps(item))
-        else:
-            click.echo(f"{item['Timestamp']}  {item['AlarmName']}  {item['HistorySummary']}")
+    history = asyncio.run(read_alarm_history(state_path(config, state), name, limit))
+    echo_output(history, output, columns=("Timestamp", "AlarmName", "HistorySummary"))
 
 
 @alarms_group.command("set-state")
@@ -841,18 +828,25 @@ def alarms_history_command(
 )
 @click.option("--reason", required=True, help="The state reason to record.")
 @click.option("--reason-data", default=None, help="JSON reason data.")
-@CONTROL_OPTION
+@control_options
+@output_option
 def alarms_set_state_command(
-    name: str, state_value: str, reason: str, reason_data: str | None, control: str | None
+    name: str,
+    state_value: str,
+    reason: str,
+    reason_data: str | None,
+    config: str | None,
+    control: str | None,
+    output: str,
 ) -> None:
     """SetAlarmState in the running pipeline, until the alarm's next evaluation
     (to try the routes and actions of its state-change events)."""
     from pipelines.control import set_alarm_state
 
     described = asyncio.run(
-        set_alarm_state(control_socket(control), name, state_value, reason, reason_data)
+        set_alarm_state(control_socket(config, control), name, state_value, reason, reason_data)
     )
-    click.echo(json.dumps(described, indent=2))
+    echo_output(described, output)
 
 
 def main() -> None:

@@ -57,8 +57,9 @@ def register_commands(cli: click.Group) -> None:
     plugin (``pipelines queue ...``); a name already taken is not replaced.
     Keep each command a thin layer over a public function of the plugin, and
     raise ``PipelinesError`` for what the user must fix: it is printed as one
-    line. ``pipelines.cli.state_options`` gives a command ``--config`` and
-    ``--state`` to find a pipeline's state database.
+    line. ``pipelines.clikit`` has the rest: ``state_options`` and
+    ``with_store`` (a pipeline's state database), ``output_option`` and
+    ``echo_output`` (``--output json|jsonl|table``, as every command prints).
 
     Must return None; what counts is the commands added to ``cli``.
     """

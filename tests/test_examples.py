@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .helpers import pipelines_command, run_cli
 from .mosquitto import Mosquitto
@@ -102,7 +103,7 @@ def test_orders_yaml_pipeline_runs_from_the_cli(tmp_path: Path) -> None:
         check=False,
     )
     assert dead.returncode == 0, dead.stderr
-    (failed,) = [json.loads(line) for line in dead.stdout.splitlines()]
+    (failed,) = json.loads(dead.stdout)
     assert json.loads(failed["Body"])["detail"]["order"] == "o-2"
     attributes = {k: v["StringValue"] for k, v in failed["MessageAttributes"].items()}
     assert attributes["ERROR_CODE"] == "CardDeclined"
@@ -115,20 +116,22 @@ def test_fanout_pipeline_filters_per_subscription_and_redrives(tmp_path: Path) -
     config = str(fanout / "pipeline.yaml")
     env = {**os.environ, "PIPELINES_STATE": str(tmp_path / "state.db")}
 
-    def pipelines(*args: str) -> list[dict[str, object]]:
+    def pipelines(*args: str) -> Any:
+        """What the command printed: one JSON document (--output json)."""
         done = run_cli(*args, env=env)
         assert done.returncode == 0, done.stderr
-        return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        return json.loads(done.stdout)
 
-    pipelines("run", config, "--input", str(fanout / "events.jsonl"))
+    ran = run_cli("run", config, "--input", str(fanout / "events.jsonl"), env=env)
+    assert ran.returncode == 0, ran.stderr
 
-    def bodies(queue: str, *options: str) -> list[dict[str, object]]:
+    def bodies(queue: str, *options: str) -> list[dict[str, Any]]:
         return pipelines("queue", "receive", queue, "-c", config, "-n", "10", *options)
 
     big = bodies("big-orders", "--visibility-timeout", "0")
     # raw delivery: the body is the order event; its attributes travel along
     assert sorted(json.loads(str(m["Body"]))["detail"]["order"] for m in big) == ["o-1", "o-3"]
-    assert {m["MessageAttributes"]["country"]["StringValue"] for m in big} == {"DE", "US"}  # type: ignore[index]
+    assert {m["MessageAttributes"]["country"]["StringValue"] for m in big} == {"DE", "US"}
     envelopes = [json.loads(str(m["Body"])) for m in bodies("eu-orders", "--delete")]
     assert {e["Type"] for e in envelopes} == {"Notification"}
     assert all(e["TopicArn"].endswith(":orders") for e in envelopes)
@@ -141,15 +144,16 @@ def test_fanout_pipeline_filters_per_subscription_and_redrives(tmp_path: Path) -
     bodies("big-orders", "--visibility-timeout", "0")
     bodies("big-orders", "--visibility-timeout", "0")
     assert bodies("big-orders") == []
-    [stats] = pipelines("queue", "stats", "big-orders-dlq", "-c", config)
+    stats = pipelines("queue", "stats", "big-orders-dlq", "-c", config)
     assert stats["ApproximateNumberOfMessages"] == 2
-    assert pipelines("queue", "redrive", "big-orders-dlq", "-c", config) == [
-        {"QueueName": "big-orders-dlq", "Moved": 2}
-    ]
+    assert pipelines("queue", "redrive", "big-orders-dlq", "-c", config) == {
+        "QueueName": "big-orders-dlq",
+        "Moved": 2,
+    }
     assert len(bodies("big-orders", "--delete")) == 2
 
     # Publishing through the topic from the command line, the pipeline stopped.
-    [published] = pipelines(
+    published = pipelines(
         "topic", "publish", "orders", '{"order": "o-9"}', "-a", "total=500", "-c", config
     )
     assert published["Subscriptions"] == ["big"]
@@ -174,8 +178,8 @@ def test_audit_pipeline_archives_and_a_cli_replay_delivers_again(tmp_path: Path)
         put = pipelines("put", "-c", config, "--input", str(audit / "events.jsonl"))
         assert put.returncode == 0, put.stderr
 
-        listed = pipelines("archive", "list", "-c", config, "--json")
-        [archive] = [json.loads(line) for line in listed.stdout.splitlines()]
+        listed = pipelines("archive", "list", "-c", config)
+        [archive] = json.loads(listed.stdout)
         assert (archive["ArchiveName"], archive["EventCount"]) == ("shop", 3)  # not the crm event
 
         replay = pipelines(
@@ -191,7 +195,7 @@ def test_audit_pipeline_archives_and_a_cli_replay_delivers_again(tmp_path: Path)
         assert "replay billing-fix: COMPLETED 3/3 events" in replay.stderr  # not a terminal
 
         received = pipelines("queue", "receive", "billing", "-c", config, "-n", "10", "--delete")
-        bodies = [json.loads(json.loads(line)["Body"]) for line in received.stdout.splitlines()]
+        bodies = [json.loads(message["Body"]) for message in json.loads(received.stdout)]
         orders = sorted((b["detail"]["order"], b.get("replay-name", "-")) for b in bodies)
         assert orders == [
             ("o-1", "-"),
@@ -200,7 +204,7 @@ def test_audit_pipeline_archives_and_a_cli_replay_delivers_again(tmp_path: Path)
             ("o-2", "billing-fix"),
         ]
         shipped = pipelines("queue", "receive", "shipping", "-c", config, "-n", "10", "--delete")
-        assert len(shipped.stdout.splitlines()) == 2  # shipping was not named: no replay
+        assert len(json.loads(shipped.stdout)) == 2  # shipping was not named: no replay
 
         # On a terminal, a progress bar (on stderr; the result stays on stdout).
         primary, secondary = pty.openpty()
@@ -247,14 +251,11 @@ def test_alarms_pipeline_from_the_cli(tmp_path: Path) -> None:
     pipelines("run", config, "--input", str(alarms / "events.jsonl"))
     got = pipelines(
         "metrics", "get", "Pipelines/Events", "FailedInvocations", "--stat", "Sum",
-        "-d", "EventBusName=default", "-d", "RuleName=charge", "-c", config, "--json",
+        "-d", "EventBusName=default", "-d", "RuleName=charge", "-c", config,
     )  # fmt: skip
     points = json.loads(got.stdout)["Datapoints"]
     assert sum(p["Sum"] for p in points) == 1  # card 4000000000000000 was declined
-    [alarm] = [
-        json.loads(line)
-        for line in pipelines("alarms", "list", "--json", "-c", config).stdout.splitlines()
-    ]
+    [alarm] = json.loads(pipelines("alarms", "list", "-c", config).stdout)
     assert alarm["AlarmName"] == "payments-failing"
     assert alarm["MetricName"] == "FailedInvocations"
 
@@ -273,10 +274,11 @@ def test_alarms_pipeline_from_the_cli(tmp_path: Path) -> None:
         )  # fmt: skip
         assert json.loads(forced.stdout)["StateValue"] == wanted
         history = pipelines("alarms", "history", "payments-failing", "-c", config)
-        assert f"Alarm updated from {before} to {wanted}" in history.stdout.splitlines()[0]
+        newest = json.loads(history.stdout)[0]
+        assert f"Alarm updated from {before} to {wanted}" in newest["HistorySummary"]
         if wanted == "ALARM":
             received = pipelines("queue", "receive", "pages", "-c", config, "-n", "10")
-            pages = [json.loads(json.loads(line)["Body"]) for line in received.stdout.splitlines()]
+            pages = [json.loads(message["Body"]) for message in json.loads(received.stdout)]
             assert {
                 "alarm": "payments-failing",
                 "state": "ALARM",
@@ -305,9 +307,7 @@ def test_alarms_pipeline_from_the_cli(tmp_path: Path) -> None:
     assert runner.returncode == 0
     # Read with the pipeline stopped: the state is the newest history entry's.
     described = json.loads(pipelines("alarms", "describe", "payments-failing", "-c", config).stdout)
-    newest = json.loads(
-        pipelines("alarms", "history", "--json", "-c", config).stdout.splitlines()[0]
-    )
+    newest = json.loads(pipelines("alarms", "history", "-c", config).stdout)[0]
     new_state = json.loads(newest["HistoryData"])["newState"]
     assert (described["StateValue"], described["StateReason"]) == (
         new_state["stateValue"],
@@ -446,20 +446,20 @@ def test_failures_pipeline_logs_failed_deliveries_and_counts_them(tmp_path: Path
     assert run_cli("test", str(failures), env=env).returncode == 0
     # --input runs until delivered: 7 of the 10 orders cannot be charged.
     pipelines("run", config, "--input", str(failures / "events.jsonl"))
-    tailed = pipelines("logs", "tail", group, "--format", "json", "-c", config)
+    tailed = pipelines("logs", "tail", group, "-c", config)
     logged = [json.loads(json.loads(line)["message"]) for line in tailed.stdout.splitlines()]
     assert sorted(e["payload"]["detail"]["order"] for e in logged) == [
         "o-10", "o-2", "o-3", "o-4", "o-6", "o-7", "o-8",
     ]  # fmt: skip
     assert {e["attributes"]["RULE_NAME"] for e in logged} == {"charge"}
     declined = pipelines(
-        "logs", "tail", group, "--format", "json", "-c", config,
+        "logs", "tail", group, "-c", config,
         "--filter", '{ $.attributes.ERROR_CODE = "CardDeclined" }',
     )  # fmt: skip
     assert len(declined.stdout.splitlines()) == 4
     table = pipelines(
         "logs", "query", group, "stats count() as n by attributes.ERROR_CODE | sort n desc",
-        "--format", "json", "-c", config,
+        "-c", config,
     )  # fmt: skip
     rows = json.loads(table.stdout)["rows"]
     assert [(r["attributes.ERROR_CODE"], int(r["n"])) for r in rows] == [
@@ -469,16 +469,13 @@ def test_failures_pipeline_logs_failed_deliveries_and_counts_them(tmp_path: Path
     # The metric filter counted each logged failure, by error code too.
     got = pipelines(
         "metrics", "get", "Shop/Failures", "FailedDeliveriesByCode", "--stat", "Sum",
-        "-d", "ErrorCode=GatewayTimeout", "--since", "1h", "-c", config, "--json",
+        "-d", "ErrorCode=GatewayTimeout", "--since", "1h", "-c", config,
     )  # fmt: skip
     assert sum(p["Sum"] for p in json.loads(got.stdout)["Datapoints"]) == 3
     got = pipelines(
         "metrics", "get", "Shop/Failures", "FailedDeliveries", "--stat", "Sum",
-        "--since", "1h", "-c", config, "--json",
+        "--since", "1h", "-c", config,
     )  # fmt: skip
     assert sum(p["Sum"] for p in json.loads(got.stdout)["Datapoints"]) == 7
-    [alarm] = [
-        json.loads(line)
-        for line in pipelines("alarms", "list", "--json", "-c", config).stdout.splitlines()
-    ]
+    [alarm] = json.loads(pipelines("alarms", "list", "-c", config).stdout)
     assert (alarm["AlarmName"], alarm["MetricName"]) == ("failing-often", "FailedDeliveries")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -40,6 +41,13 @@ def json_lines(result: subprocess.CompletedProcess[str]) -> list[Any]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
+def table_rows(result: subprocess.CompletedProcess[str]) -> list[list[str]]:
+    """An ``--output table``'s lines as cells (columns are two spaces or more
+    apart), without the rule under the header."""
+    lines = [line for line in result.stdout.splitlines() if not set(line) <= {"─", " "}]
+    return [re.split(r"\s{2,}", line.strip()) for line in lines]
+
+
 def in_store(state: Path, call: Callable[[LogStore], Awaitable[T]]) -> T:
     async def run() -> T:
         async with await LogStore.open(state) as store:
@@ -63,13 +71,6 @@ def put(state: Path, stream: str, *events: tuple[int, str], group: str = "app") 
 def minute_ago(minutes: int) -> int:
     """The start of the minute ``minutes`` ago, in ms."""
     return (int(time.time() * 1000) // MINUTE - minutes) * MINUTE
-
-
-def iso(ms: int) -> str:
-    """``tail``'s time: UTC, microseconds (as ``aws logs tail``'s detailed format)."""
-    return datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S") + (
-        f".{ms % 1000:03d}000+00:00"
-    )
 
 
 def insights_time(ms: int) -> str:
@@ -130,7 +131,7 @@ def test_put_sends_requests_within_the_limits_and_names_bad_lines(tmp_path: Path
     assert answer["errors"] == [{"line": 11, "message": "line 11: message is over 1048550 bytes"}]
 
     # Tail pages through FilterLogEvents' nextToken (10,000 events a page).
-    events = json_lines(logs_cli(state, "tail", "app", "--format", "json"))
+    events = json_lines(logs_cli(state, "tail", "app"))  # JSON lines: a streaming command
     expected = [line for line in lines if line and len(line) < 1_000_000]
     assert [event["message"] for event in events] == expected
     assert len({event["eventId"] for event in events}) == len(expected)
@@ -143,36 +144,38 @@ def test_put_sends_requests_within_the_limits_and_names_bad_lines(tmp_path: Path
     )
 
 
-def test_tail_text_and_json_with_since_filters_and_streams(tmp_path: Path) -> None:
+def test_tail_table_and_json_with_since_filters_and_streams(tmp_path: Path) -> None:
     state = tmp_path / "state.db"
     old, start = minute_ago(30) + 5, minute_ago(5) + 123
     put(state, "a", (old, "too old for 10m"), (start, "INFO started"))
     put(state, "b", (start + 1000, '{"level": "error", "code": 42}'))
     put(state, "a", (start + 2000, "ERROR disk full  "))
 
-    text = logs_cli(state, "tail", "app").stdout
-    assert text == (
-        f"{iso(start)} a INFO started\n"
-        f'{iso(start + 1000)} b {{"level": "error", "code": 42}}\n'
-        f"{iso(start + 2000)} a ERROR disk full\n"
-    )
-    events = json_lines(logs_cli(state, "tail", "app", "--since", "1h", "--format", "json"))
+    assert table_rows(logs_cli(state, "tail", "app", "-o", "table")) == [
+        ["timestamp", "logStreamName", "message"],
+        [str(start), "a", "INFO started"],
+        [str(start + 1000), "b", '{"level": "error", "code": 42}'],
+        [str(start + 2000), "a", "ERROR disk full"],
+    ]
+    events = json_lines(logs_cli(state, "tail", "app", "--since", "1h"))
     assert [event["message"] for event in events][:2] == ["too old for 10m", "INFO started"]
     assert set(events[0]) == {"logStreamName", "timestamp", "message", "ingestionTime", "eventId"}
     assert (events[0]["logStreamName"], events[0]["timestamp"]) == ("a", old)
     since = datetime.fromtimestamp((start + 500) / 1000, UTC).replace(tzinfo=None).isoformat()
-    later = json_lines(logs_cli(state, "tail", "app", "--since", since, "--format", "json"))
+    later = json.loads(logs_cli(state, "tail", "app", "--since", since, "-o", "json").stdout)
     assert [event["timestamp"] for event in later] == [start + 1000, start + 2000]
 
-    term = logs_cli(state, "tail", "app", "--filter", "ERROR").stdout
-    assert term == f"{iso(start + 2000)} a ERROR disk full\n"
+    term = json_lines(logs_cli(state, "tail", "app", "--filter", "ERROR"))
+    assert [(e["timestamp"], e["message"]) for e in term] == [(start + 2000, "ERROR disk full  ")]
     by_json = logs_cli(state, "tail", "app", "--filter", '{ $.level = "error" && $.code > 40 }')
-    assert by_json.stdout == f'{iso(start + 1000)} b {{"level": "error", "code": 42}}\n'
-    only_a = logs_cli(state, "tail", "app", "--stream", "a", "--since", "1h").stdout
-    assert [line.split(" ", 2)[1:] for line in only_a.splitlines()] == [
-        ["a", "too old for 10m"],
-        ["a", "INFO started"],
-        ["a", "ERROR disk full"],
+    assert [(e["timestamp"], e["logStreamName"]) for e in json_lines(by_json)] == [
+        (start + 1000, "b")
+    ]
+    only_a = json_lines(logs_cli(state, "tail", "app", "--stream", "a", "--since", "1h"))
+    assert [(e["logStreamName"], e["message"]) for e in only_a] == [
+        ("a", "too old for 10m"),
+        ("a", "INFO started"),
+        ("a", "ERROR disk full  "),
     ]
 
 
@@ -200,7 +203,7 @@ def test_follow_prints_each_new_event_once_until_signalled(
     put(state, "a", (minute_ago(1), "ERROR first"))
     command = ["logs", "tail", "app", "--follow", "--poll", "0.05", "--filter", "ERROR"]
     process = subprocess.Popen(
-        [*pipelines_command(), *command, "--format", "json", "--state", str(state)],
+        [*pipelines_command(), *command, "--state", str(state)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         bufsize=0,
@@ -231,24 +234,26 @@ def test_query_prints_a_table_with_the_statistics(tmp_path: Path) -> None:
     put(state, "b", (first + 3000, "step"), (second + 1000, "ERROR two"), (second + 2000, "end"))
     put(state, "a", (minute_ago(90), "outside the last hour"))
 
-    counted = logs_cli(state, "query", "app", "stats count() by bin(1m)").stdout
-    assert counted.splitlines() == [
-        "bin(1m)                  count()",
-        f"{insights_time(second)}        2",
-        f"{insights_time(first)}        3",
-        "records matched: 5, records scanned: 5",
+    counted = logs_cli(state, "query", "app", "stats count() by bin(1m)", "-o", "table")
+    assert table_rows(counted) == [
+        ["bin(1m)", "count()"],
+        [insights_time(second), "2"],
+        [insights_time(first), "3"],
+        ["records matched: 5, records scanned: 5"],
     ]
+    header, _, first_row, *_ = counted.stdout.splitlines()
+    assert len(first_row) == len(header)  # numbers aligned right, under count()
     query = "filter @message like /ERROR/ | fields @timestamp, @logStream, @message"
-    fields = logs_cli(state, "query", "app", query, "--since", "2h").stdout
-    assert fields.splitlines() == [
-        "@timestamp               @logStream  @message",
-        f"{insights_time(second + 1000)}  b           ERROR two",
-        f"{insights_time(first + 2000)}  a           ERROR one",
-        "records matched: 2, records scanned: 6",
+    fields = logs_cli(state, "query", "app", query, "--since", "2h", "-o", "table")
+    assert table_rows(fields) == [
+        ["@timestamp", "@logStream", "@message"],
+        [insights_time(second + 1000), "b", "ERROR two"],
+        [insights_time(first + 2000), "a", "ERROR one"],
+        ["records matched: 2, records scanned: 6"],
     ]
     window = ["--start", str(datetime.fromtimestamp(first / 1000, UTC).isoformat())]
     window += ["--end", str(datetime.fromtimestamp((second - 1) / 1000, UTC).isoformat())]
-    printed = json.loads(logs_cli(state, "query", "app", query, *window, "--format", "json").stdout)
+    printed = json.loads(logs_cli(state, "query", "app", query, *window).stdout)
     assert printed == {
         "fields": ["@timestamp", "@logStream", "@message"],
         "rows": [
@@ -298,7 +303,7 @@ def test_put_runs_the_groups_metric_filters_into_the_metric_store(tmp_path: Path
     logs_cli(state, "put", "app", "web", "--create-stream", stdin="\n".join(lines) + "\n")
     got = run_cli(
         "metrics", "get", "App/Logs", "Errors", "--stat", "Sum", "--since", "1h",
-        "--state", str(state), "--json",
+        "--state", str(state),
     )  # fmt: skip
     assert got.returncode == 0, got.stderr
     assert sum(p["Sum"] for p in json.loads(got.stdout)["Datapoints"]) == 3

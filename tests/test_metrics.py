@@ -3,6 +3,7 @@ GetMetricStatistics' statistics and periods, flushing, rollup and retention."""
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 from collections.abc import AsyncIterator
@@ -306,14 +307,22 @@ async def test_cli_metrics_get_prints_datapoints_and_a_chart_on_a_terminal(tmp_p
     command = [*pipelines_command(), "metrics", "get", NS, "Latency", "-d", "Api=put"]
     command += ["--stat", "Maximum", "--since", "45m", "--state", str(tmp_path / "state.db")]
     piped = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
-    assert [line.split("  ")[1] for line in piped.stdout.splitlines()] == ["1", "9", "5"]
-    assert "▁" not in piped.stdout  # no chart when not on a terminal
+    points = json.loads(piped.stdout)["Datapoints"]
+    assert [point["Maximum"] for point in points] == [1.0, 9.0, 5.0]
+    tabled = [*command, "--output", "table"]
+    table = subprocess.run(tabled, capture_output=True, text=True, timeout=60, check=True)
+    rows = [line.split() for line in table.stdout.splitlines()[2:]]  # under the header and rule
+    assert rows == [
+        [point["Timestamp"], value]
+        for point, value in zip(points, ["1.0", "9.0", "5.0"], strict=True)
+    ]
+    assert "▁" not in table.stdout  # no chart when not on a terminal
     primary, secondary = pty.openpty()
-    subprocess.run(command, stdout=secondary, timeout=60, check=True)
+    subprocess.run(tabled, stdout=secondary, timeout=60, check=True)
     os.close(secondary)
     shown = os.read(primary, 65536).decode()
     os.close(primary)
-    chart = shown.splitlines()[0]
+    chart = shown.splitlines()[-1]  # under the table
     assert chart.endswith("Maximum min 1 max 9")
     assert chart.split()[0:3] == ["▁", "█", "▅"]  # the three minutes, gaps between
     missing = subprocess.run(

@@ -50,17 +50,24 @@ def test_builtins_load_through_the_entry_point_group() -> None:
 
 
 def test_cli_lists_plugins() -> None:
-    result = run_cli("plugins", "--json")
+    result = run_cli("plugins")
     assert result.returncode == 0, result.stderr
     entry = next(p for p in json.loads(result.stdout) if p["name"] == "function")
     assert entry["hooks"] == ["register_targets"]
     assert entry["targets"] == ["function"]
     assert entry["version"]
     assert entry["builtin"] is True and entry["distribution"] == "pipelines"
-    text = run_cli("plugins")
-    assert text.returncode == 0, text.stderr
-    assert "function " + entry["version"] + " (built-in)" in text.stdout.splitlines()
-    assert "  targets: function" in text.stdout.splitlines()
+    table = run_cli("plugins", "-o", "table")
+    assert table.returncode == 0, table.stderr
+    [row] = [line.split() for line in table.stdout.splitlines() if line.startswith("function ")]
+    assert row == [
+        "function",
+        entry["version"],
+        "pipelines",
+        "true",
+        '["register_targets"]',
+        '["function"]',
+    ]
 
 
 EXTERNAL = """
@@ -98,7 +105,7 @@ def installed(site: Path, name: str, module: str, source: str) -> None:
 def plugin_names(site: Path, **env: str) -> tuple[int, list[str], str]:
     environ = {k: v for k, v in os.environ.items() if k != LOAD_PLUGINS}
     done = subprocess.run(
-        [*pipelines_command(), "plugins", "--json"],
+        [*pipelines_command(), "plugins"],
         env={**environ, "PYTHONPATH": str(site), **env},
         capture_output=True,
         text=True,

@@ -141,15 +141,16 @@ def queue_cli(*args: str, cwd: Path, check: bool = True) -> subprocess.Completed
     return result
 
 
-def lines(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in result.stdout.splitlines()]
+def printed(result: subprocess.CompletedProcess[str]) -> Any:
+    """What a command printed: one JSON document (--output json, the default)."""
+    return json.loads(result.stdout)
 
 
 def test_queue_commands_against_a_config_state_database(tmp_path: Path) -> None:
     (tmp_path / "pipeline.yaml").write_text("state: data/state.db\n")
     policy = '{"dead_letter_queue": "dead", "max_receive_count": 1}'
     queue_cli("create", "dead", cwd=tmp_path)
-    created = lines(
+    created = printed(
         queue_cli(
             "create",
             "work",
@@ -160,30 +161,36 @@ def test_queue_commands_against_a_config_state_database(tmp_path: Path) -> None:
             cwd=tmp_path,
         )
     )
-    assert created[0]["Attributes"]["redrive_policy"]["max_receive_count"] == 1
+    assert created["Attributes"]["redrive_policy"]["max_receive_count"] == 1
     assert (tmp_path / "data" / "state.db").exists()
-    sent = lines(queue_cli("send", "work", "one", "two", "-a", "kind=test", cwd=tmp_path))
+    sent = printed(queue_cli("send", "work", "one", "two", "-a", "kind=test", cwd=tmp_path))
     assert [answer["Id"] for answer in sent] == ["0", "1"]
-    first = lines(queue_cli("receive", "work", "-n", "10", cwd=tmp_path))
+    first = printed(queue_cli("receive", "work", "-n", "10", cwd=tmp_path))
     assert sorted(m["Body"] for m in first) == ["one", "two"]
     assert first[0]["MessageAttributes"]["kind"]["StringValue"] == "test"
     # received once already: the next receive moves both to the dead-letter queue
-    assert lines(queue_cli("receive", "work", "-n", "10", cwd=tmp_path)) == []
-    stats = lines(queue_cli("stats", "dead", cwd=tmp_path))[0]
+    assert printed(queue_cli("receive", "work", "-n", "10", cwd=tmp_path)) == []
+    stats = printed(queue_cli("stats", "dead", cwd=tmp_path))
     assert stats["ApproximateNumberOfMessages"] == 2
-    assert lines(queue_cli("redrive", "dead", cwd=tmp_path)) == [{"QueueName": "dead", "Moved": 2}]
-    consumed = lines(queue_cli("receive", "work", "-n", "10", "--delete", cwd=tmp_path))
+    assert printed(queue_cli("redrive", "dead", cwd=tmp_path)) == {"QueueName": "dead", "Moved": 2}
+    consumed = printed(queue_cli("receive", "work", "-n", "10", "--delete", cwd=tmp_path))
     assert len(consumed) == 2
-    assert lines(queue_cli("stats", "work", cwd=tmp_path))[0]["ApproximateNumberOfMessages"] == 0
+    assert printed(queue_cli("stats", "work", cwd=tmp_path))["ApproximateNumberOfMessages"] == 0
     queue_cli("send", "work", "three", cwd=tmp_path)
-    assert lines(queue_cli("purge", "work", cwd=tmp_path)) == [{"QueueName": "work", "Purged": 1}]
-    assert queue_cli("list", cwd=tmp_path).stdout.split() == ["dead", "work"]
+    assert printed(queue_cli("purge", "work", cwd=tmp_path)) == {"QueueName": "work", "Purged": 1}
+    assert printed(queue_cli("list", cwd=tmp_path)) == ["dead", "work"]
 
 
 def test_queue_command_errors_are_one_line(tmp_path: Path) -> None:
-    result = queue_cli(
-        "send", "nope", "x", "--state", str(tmp_path / "s.db"), cwd=tmp_path, check=False
+    state = tmp_path / "s.db"
+    absent = queue_cli("send", "nope", "x", "--state", str(state), cwd=tmp_path, check=False)
+    assert absent.returncode == 1
+    assert (
+        absent.stderr == f"error: state database {state} does not exist: run the pipeline first\n"
     )
+    assert not state.exists()  # only create makes a database
+    queue_cli("create", "q", "--state", str(state), cwd=tmp_path)
+    result = queue_cli("send", "nope", "x", "--state", str(state), cwd=tmp_path, check=False)
     assert result.returncode == 1
     assert result.stderr.strip() == "error: QueueDoesNotExist: queue 'nope' does not exist"
     lost = queue_cli("list", cwd=tmp_path, check=False)
@@ -197,7 +204,7 @@ def test_send_reports_each_failed_entry(tmp_path: Path) -> None:
     queue_cli("create", "q", "--state", state, cwd=tmp_path)
     result = queue_cli("send", "q", "ok", "bad \x01", "--state", state, cwd=tmp_path, check=False)
     assert result.returncode == 1
-    answers = lines(result)
+    answers = printed(result)
     assert answers[0]["Id"] == "0"
     assert "MessageId" in answers[0]
     assert answers[1]["Code"] == "InvalidMessageContents"

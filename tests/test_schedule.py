@@ -3,6 +3,7 @@ schedules, time zones with daylight-saving changes, start and end dates."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -301,7 +302,7 @@ def test_cli_schedule_next_prints_the_next_firings() -> None:
         "2026-03-27T12:00:00Z",
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [
+    assert json.loads(result.stdout) == [
         "2026-03-28T02:30:00+01:00",
         "2026-03-30T02:30:00+02:00",
         "2026-03-31T02:30:00+02:00",

@@ -1,17 +1,16 @@
 """``pipelines logs ...``: the log group API (``LogStore``) on the command line.
 
 Each command opens the state database of a pipeline (running or not: SQLite
-lets both use it at once) and calls one ``LogStore`` method: ``groups``,
-``streams`` and ``filters`` print its answer as JSON, ``tail`` prints events
-as ``aws logs tail`` does and ``query`` prints a Logs Insights result as a
-table. Times in the store are milliseconds since the epoch.
+lets both use it at once; only ``create`` makes a new one) and calls one
+``LogStore`` method, printing its answer as ``--output`` says
+(``pipelines.clikit``): ``tail`` prints each event as it comes (a JSON line
+each by default), ``query``'s table is the Logs Insights result's rows.
+Times in the store are milliseconds since the epoch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import re
 import sys
 import time
@@ -22,10 +21,19 @@ from typing import Any, TypeVar
 
 import click
 
-from pipelines.cli import state_database, state_options, until_signalled
+from pipelines import clikit
+from pipelines.clikit import (
+    echo_output,
+    echo_table,
+    output_option,
+    printing_items,
+    state_options,
+    state_path,
+    streaming_output_option,
+    until_signalled,
+)
 from pipelines.clock import SystemClock
 from pipelines.metrics import MetricStore
-from pipelines.state import existing
 from plugins.logs.store import EVENT_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, LogStore
 
 T = TypeVar("T")
@@ -41,20 +49,18 @@ def with_store(
     call: Callable[[LogStore], Awaitable[T]],
     *,
     create: bool = False,
-    metrics: bool = False,
 ) -> T:
-    """Run ``call`` on the state database; only ``create`` makes a new one
-    (a mistyped --state must not leave an empty database behind). With
-    ``metrics``, the groups' metric filters publish into the database's
-    metric store, as they do in a running pipeline."""
-    path = state_database(config, state)
-    if not create:
-        path = existing(path)
+    return clikit.with_store(LogStore.open, config, state, call, create=create)
+
+
+def with_metered_store(
+    config: str | None, state: str | None, call: Callable[[LogStore], Awaitable[T]]
+) -> T:
+    """``with_store``, the groups' metric filters publishing into the
+    database's metric store as they do in a running pipeline."""
+    path = state_path(config, state)
 
     async def run() -> T:
-        if not metrics:
-            async with await LogStore.open(path) as store:
-                return await call(store)
         sink = await MetricStore.open(path, SystemClock())
         try:
             async with await LogStore.open(path, metrics=sink.put_metric_data) as store:
@@ -63,10 +69,6 @@ def with_store(
             await sink.close()  # writes what the metric filters published
 
     return asyncio.run(run())
-
-
-def echo_json(value: Any, indent: int | None = None) -> None:
-    click.echo(json.dumps(value, ensure_ascii=False, indent=indent, default=str))
 
 
 class TimeValue(click.ParamType[int, str | int]):
@@ -127,9 +129,10 @@ def logs_group() -> None:
 @logs_group.command("groups")
 @click.option("--prefix", default="", help="Only the groups whose name starts with this.")
 @state_options
-def groups_command(prefix: str, config: str | None, state: str | None) -> None:
-    """List the log groups as JSON (as DescribeLogGroups)."""
-    echo_json(with_store(config, state, lambda store: store.describe_log_groups(prefix)), indent=2)
+@output_option
+def groups_command(prefix: str, config: str | None, state: str | None, output: str) -> None:
+    """List the log groups (as DescribeLogGroups)."""
+    echo_output(with_store(config, state, lambda store: store.describe_log_groups(prefix)), output)
 
 
 @logs_group.command("create")
@@ -174,19 +177,21 @@ def delete_command(group: str, config: str | None, state: str | None) -> None:
 @click.argument("group")
 @click.option("--prefix", default="", help="Only the streams whose name starts with this.")
 @state_options
-def streams_command(group: str, prefix: str, config: str | None, state: str | None) -> None:
-    """List GROUP's log streams as JSON (as DescribeLogStreams)."""
-    echo_json(
-        with_store(config, state, lambda store: store.describe_log_streams(group, prefix)),
-        indent=2,
-    )
+@output_option
+def streams_command(
+    group: str, prefix: str, config: str | None, state: str | None, output: str
+) -> None:
+    """List GROUP's log streams (as DescribeLogStreams)."""
+    streams = with_store(config, state, lambda store: store.describe_log_streams(group, prefix))
+    echo_output(streams, output)
 
 
 @logs_group.command("filters")
 @click.argument("group")
 @state_options
-def filters_command(group: str, config: str | None, state: str | None) -> None:
-    """Print GROUP's metric and subscription filters as JSON."""
+@output_option
+def filters_command(group: str, config: str | None, state: str | None, output: str) -> None:
+    """Print GROUP's metric and subscription filters."""
 
     async def describe(store: LogStore) -> dict[str, Any]:
         return {
@@ -194,7 +199,7 @@ def filters_command(group: str, config: str | None, state: str | None) -> None:
             "subscriptionFilters": await store.describe_subscription_filters(group),
         }
 
-    echo_json(with_store(config, state, describe), indent=2)
+    echo_output(with_store(config, state, describe), output)
 
 
 # -- put ------------------------------------------------------------------------
@@ -266,6 +271,7 @@ def add_result(total: dict[str, Any], answer: dict[str, Any], numbers: list[int]
 )
 @click.option("--create-stream", is_flag=True, help="Create STREAM if it does not exist.")
 @state_options
+@output_option
 def put_command(
     group: str,
     stream: str,
@@ -273,12 +279,13 @@ def put_command(
     create_stream: bool,
     config: str | None,
     state: str | None,
+    output: str,
 ) -> None:
     """Put each line of --input as a log event of STREAM in GROUP.
 
     Events are timestamped now and sent in PutLogEvents requests. Prints the
-    combined answer as JSON: acceptedCount, rejectedCounts, and errors naming
-    input lines; exit 1 when an event was rejected."""
+    combined answer: acceptedCount, rejectedCounts, and errors naming input
+    lines; exit 1 when an event was rejected."""
 
     async def put(store: LogStore) -> dict[str, Any]:
         total: dict[str, Any] = {"acceptedCount": 0, "rejectedCounts": {}, "errors": []}
@@ -294,24 +301,13 @@ def put_command(
             del total["errors"]
         return total
 
-    total = with_store(config, state, put, metrics=True)
-    echo_json(total, indent=2)
+    total = with_metered_store(config, state, put)
+    echo_output(total, output)
     if sum(total["rejectedCounts"].values()):
         raise SystemExit(1)
 
 
 # -- tail -----------------------------------------------------------------------
-
-
-def event_text(event: dict[str, Any]) -> str:
-    """``aws logs tail``'s detailed format: time (UTC, microseconds), stream, message."""
-    moment = EPOCH + timedelta(milliseconds=event["timestamp"])
-    stamp = moment.isoformat(timespec="microseconds")
-    return f"{stamp} {event['logStreamName']} {event['message'].rstrip()}"
-
-
-def echo_text(event: dict[str, Any]) -> None:
-    click.echo(event_text(event))
 
 
 async def pages(store: LogStore, group: str, **query: Any) -> AsyncIterator[dict[str, Any]]:
@@ -370,14 +366,6 @@ async def followed(
 )
 @click.option("--stream-prefix", default=None, help="Only the log streams whose name starts so.")
 @click.option(
-    "--format",
-    "output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text: time, stream and message a line; json: each event as a JSON line.",
-)
-@click.option(
     "--poll",
     type=click.FloatRange(min=0.01),
     default=1.0,
@@ -385,6 +373,7 @@ async def followed(
     help="Seconds between polls with --follow.",
 )
 @state_options
+@streaming_output_option
 def tail_command(
     group: str,
     since: int,
@@ -392,70 +381,35 @@ def tail_command(
     pattern: str,
     streams: tuple[str, ...],
     stream_prefix: str | None,
-    output: str,
     poll: float,
     config: str | None,
     state: str | None,
+    output: str,
 ) -> None:
-    """Print GROUP's events since --since, as `aws logs tail`.
+    """Print GROUP's events since --since, as `aws logs tail`, as they are found.
 
     Events come in time order; with --follow, new ones go on being printed
-    until interrupted (Ctrl-C, SIGTERM)."""
+    until interrupted (Ctrl-C, SIGTERM). A table shows each event's
+    timestamp, stream and message."""
     query = {
         "pattern": pattern,
         "start_time": since,
         "stream_names": list(streams) or None,
         "stream_prefix": stream_prefix,
     }
-    show: Callable[[dict[str, Any]], None] = echo_json if output == "json" else echo_text
+    columns = ("timestamp", "logStreamName", "message")
 
     async def tail(store: LogStore) -> None:
         events = followed(store, group, poll, **query) if follow else pages(store, group, **query)
-        async for event in events:
-            try:
-                show(event)
-                sys.stdout.flush()
-            except BrokenPipeError:  # e.g. | head: the reader has gone
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-                return
+        with printing_items(output, live=True, columns=columns) as printer:
+            async for event in events:
+                if not printer.write(event):
+                    return
 
     with_store(config, state, lambda store: until_signalled(tail(store)))
 
 
 # -- query ------------------------------------------------------------------------
-
-
-def cell(value: Any) -> str:
-    """A result value as the table shows it."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
-
-
-def table(fields: list[str], rows: list[dict[str, Any]]) -> list[str]:
-    """The rows as lines of aligned columns under a header of the fields;
-    numbers are aligned right."""
-    cells = [[cell(row.get(name)) for name in fields] for row in rows]
-    widths = [max([len(name), *(len(line[n]) for line in cells)]) for n, name in enumerate(fields)]
-    numeric = [
-        bool(rows)
-        and all(isinstance(row.get(name), int | float | None) for row in rows)
-        and any(row.get(name) is not None for row in rows)
-        for name in fields
-    ]
-
-    def line(values: list[str]) -> str:
-        padded = [
-            value.rjust(width) if right else value.ljust(width)
-            for value, width, right in zip(values, widths, numeric, strict=True)
-        ]
-        return "  ".join(padded).rstrip()
-
-    return [line(list(fields)), *(line(values) for values in cells)]
 
 
 @logs_group.command("query")
@@ -469,29 +423,23 @@ def table(fields: list[str], rows: list[dict[str, Any]]) -> list[str]:
 )
 @click.option("--start", type=TimeValue(), default=None, help="Query the events from then.")
 @click.option("--end", type=TimeValue(), default=None, help="Query the events until then.")
-@click.option(
-    "--format",
-    "output",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table: aligned columns and the statistics; json: fields, rows and statistics.",
-)
 @state_options
+@output_option
 def query_command(
     group: str,
     text: str,
     since: int | None,
     start: int | None,
     end: int | None,
-    output: str,
     config: str | None,
     state: str | None,
+    output: str,
 ) -> None:
-    """Run Logs Insights QUERY over GROUP's events.
+    """Run Logs Insights QUERY over GROUP's events (by default the last hour's).
 
-    By default over the last hour's; prints a table of the result (aligned
-    columns under a header of the fields) and the records matched and scanned."""
+    Prints the result: its fields, rows, and the records matched and
+    scanned (statistics). A table shows the rows under the fields, with the
+    statistics under it."""
     if since is not None and start is not None:
         raise click.UsageError("give --since or --start, not both")
     if start is None:
@@ -503,12 +451,10 @@ def query_command(
         "recordsMatched": result.records_matched,
         "recordsScanned": result.records_scanned,
     }
-    if output == "json":
-        echo_json({"fields": result.fields, "rows": result.rows, "statistics": statistics})
+    if output != "table":
+        answer = {"fields": result.fields, "rows": result.rows, "statistics": statistics}
+        echo_output(answer, output)
         return
-    if result.fields:
-        for line in table(result.fields, result.rows):
-            click.echo(line)
-    click.echo(
-        f"records matched: {result.records_matched}, records scanned: {result.records_scanned}"
-    )
+    caption = f"records matched: {statistics['recordsMatched']},"
+    caption += f" records scanned: {statistics['recordsScanned']}"
+    echo_table(result.rows, result.fields or None, caption=caption)

@@ -1,14 +1,13 @@
 """``pipelines queue ...``: the queue API (``QueueStore``) on the command line.
 
 Each command opens the state database of a pipeline (running or not: SQLite
-lets both use it at once), calls one ``QueueStore`` method and prints its
-answer as JSON, one line per message.
+lets both use it at once; only ``create`` makes a new one), calls one
+``QueueStore`` method and prints its answer as ``--output`` says
+(``pipelines.clikit``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,40 +15,21 @@ from typing import Any, TypeVar
 
 import click
 
-from pipelines.cli import read_argument, state_database, state_options
+from pipelines import clikit
+from pipelines.clikit import echo_output, output_option, parse_pairs, read_argument, state_options
 from plugins.queue.store import QueueStore, SendEntry
 
 T = TypeVar("T")
 
 
 def with_store(
-    config: str | None, state: str | None, call: Callable[[QueueStore], Awaitable[T]]
+    config: str | None,
+    state: str | None,
+    call: Callable[[QueueStore], Awaitable[T]],
+    *,
+    create: bool = False,
 ) -> T:
-    path = state_database(config, state)
-
-    async def run() -> T:
-        async with await QueueStore.open(path) as store:
-            return await call(store)
-
-    return asyncio.run(run())
-
-
-def parse_pairs(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
-    """``KEY=VALUE`` options; a VALUE that is JSON (a number, an object) is parsed."""
-    parsed: dict[str, Any] = {}
-    for pair in pairs:
-        key, equals, value = pair.partition("=")
-        if not equals or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint=what)
-        try:
-            parsed[key] = json.loads(value)
-        except json.JSONDecodeError:
-            parsed[key] = value
-    return parsed
-
-
-def echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, ensure_ascii=False))
+    return clikit.with_store(QueueStore.open, config, state, call, create=create)
 
 
 @click.group("queue")
@@ -60,10 +40,11 @@ def queue_group() -> None:
 @queue_group.command("list")
 @click.option("--prefix", default="", help="Only queues whose name starts with this.")
 @state_options
-def list_command(prefix: str, config: str | None, state: str | None) -> None:
-    """List the queues."""
-    for name in with_store(config, state, lambda store: store.list_queues(prefix)):
-        click.echo(name)
+@output_option
+def list_command(prefix: str, config: str | None, state: str | None, output: str) -> None:
+    """List the queues' names."""
+    names = with_store(config, state, lambda store: store.list_queues(prefix))
+    echo_output(names, output, column="QueueName")
 
 
 @queue_group.command("create")
@@ -77,13 +58,14 @@ def list_command(prefix: str, config: str | None, state: str | None) -> None:
     ' redrive_policy=\'{"dead_letter_queue": "dlq", "max_receive_count": 3}\'.',
 )
 @state_options
+@output_option
 def create_command(
-    name: str, attributes: tuple[str, ...], config: str | None, state: str | None
+    name: str, attributes: tuple[str, ...], config: str | None, state: str | None, output: str
 ) -> None:
-    """Create queue NAME (a FIFO queue's name ends in .fifo)."""
+    """Create queue NAME (a FIFO queue's name ends in .fifo); print its attributes."""
     given = parse_pairs(attributes, "--attribute")
-    created = with_store(config, state, lambda store: store.create_queue(name, given))
-    echo_json({"QueueName": name, "Attributes": created.to_json()})
+    created = with_store(config, state, lambda store: store.create_queue(name, given), create=True)
+    echo_output({"QueueName": name, "Attributes": created.to_json()}, output)
 
 
 @queue_group.command("send")
@@ -97,6 +79,7 @@ def create_command(
 @click.option("--deduplication-id", default=None, help="MessageDeduplicationId (FIFO).")
 @click.option("--delay", type=click.IntRange(0, 900), default=None, help="DelaySeconds.")
 @state_options
+@output_option
 def send_command(
     name: str,
     bodies: tuple[str, ...],
@@ -107,8 +90,10 @@ def send_command(
     delay: int | None,
     config: str | None,
     state: str | None,
+    output: str,
 ) -> None:
-    """Send each BODY (or each line of --input) to queue NAME; print each result."""
+    """Send each BODY (or each line of --input) to queue NAME; print the list
+    of results (MessageId, or Code and Message); exit 1 when one failed."""
     texts = [read_argument(body) for body in bodies]
     if input_path is not None:
         try:
@@ -142,8 +127,7 @@ def send_command(
         return sorted(answers, key=lambda answer: int(answer["Id"]))
 
     answers = with_store(config, state, send)
-    for answer in answers:
-        echo_json(answer)
+    echo_output(answers, output)
     if any("Code" in answer for answer in answers):
         raise SystemExit(1)
 
@@ -155,6 +139,7 @@ def send_command(
 @click.option("--visibility-timeout", type=click.IntRange(0, 43_200), default=None)
 @click.option("--delete", is_flag=True, help="Delete what was received (consume it).")
 @state_options
+@output_option
 def receive_command(
     name: str,
     max_messages: int,
@@ -163,8 +148,9 @@ def receive_command(
     delete: bool,
     config: str | None,
     state: str | None,
+    output: str,
 ) -> None:
-    """Receive up to -n messages from queue NAME; print each as JSON."""
+    """Receive up to -n messages from queue NAME; print the list received."""
 
     async def receive(store: QueueStore) -> list[dict[str, Any]]:
         messages = await store.receive(
@@ -175,8 +161,7 @@ def receive_command(
             await store.delete_batch(name, handles)
         return [message.to_json() for message in messages]
 
-    for message in with_store(config, state, receive):
-        echo_json(message)
+    echo_output(with_store(config, state, receive), output)
 
 
 @queue_group.command("delete")
@@ -198,18 +183,20 @@ def delete_command(
 @queue_group.command("purge")
 @click.argument("name")
 @state_options
-def purge_command(name: str, config: str | None, state: str | None) -> None:
-    """Delete every message in queue NAME (once per 60 seconds)."""
+@output_option
+def purge_command(name: str, config: str | None, state: str | None, output: str) -> None:
+    """Delete every message in queue NAME (once per 60 seconds); print how many."""
     purged = with_store(config, state, lambda store: store.purge(name))
-    echo_json({"QueueName": name, "Purged": purged})
+    echo_output({"QueueName": name, "Purged": purged}, output)
 
 
 @queue_group.command("stats")
 @click.argument("name")
 @state_options
-def stats_command(name: str, config: str | None, state: str | None) -> None:
-    """Print queue NAME's approximate counts and attributes as JSON."""
-    echo_json(with_store(config, state, lambda store: store.stats(name)))
+@output_option
+def stats_command(name: str, config: str | None, state: str | None, output: str) -> None:
+    """Print queue NAME's approximate counts and attributes."""
+    echo_output(with_store(config, state, lambda store: store.stats(name)), output)
 
 
 @queue_group.command("redrive")
@@ -217,14 +204,17 @@ def stats_command(name: str, config: str | None, state: str | None) -> None:
 @click.option("--to", "destination", default=None, help="Destination (default: each source).")
 @click.option("--rate", type=click.IntRange(1, 500), default=500, show_default=True)
 @state_options
+@output_option
 def redrive_command(
     dead_letter_queue: str,
     destination: str | None,
     rate: int,
     config: str | None,
     state: str | None,
+    output: str,
 ) -> None:
-    """Move the messages in DEAD_LETTER_QUEUE back to where they came from."""
+    """Move the messages in DEAD_LETTER_QUEUE back to where they came from;
+    print how many moved (the progress on a terminal's stderr)."""
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():
@@ -237,4 +227,4 @@ def redrive_command(
             dead_letter_queue, destination, rate=rate, progress=progress
         ),
     )
-    echo_json({"QueueName": dead_letter_queue, "Moved": moved})
+    echo_output({"QueueName": dead_letter_queue, "Moved": moved}, output)

@@ -1,15 +1,15 @@
 """``pipelines stream ...``: the stream API (``StreamStore``) on the command line.
 
 Each command opens the state database of a pipeline (running or not: SQLite
-lets both use it at once), calls one ``StreamStore`` method and prints its
-answer as JSON; ``put`` and ``read`` print one JSON line per record.
+lets both use it at once; only ``create`` makes a new one), calls one
+``StreamStore`` method and prints its answer as ``--output`` says
+(``pipelines.clikit``); ``read`` prints each record as it comes, a JSON
+line each by default.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import json
 import os
 import re
 import sys
@@ -23,9 +23,16 @@ import jmespath
 import jmespath.exceptions
 import orjson
 
-from pipelines.cli import state_database, state_options, until_signalled
+from pipelines import clikit
+from pipelines.clikit import (
+    echo_output,
+    output_option,
+    printing_items,
+    state_options,
+    streaming_output_option,
+    until_signalled,
+)
 from pipelines.errors import StreamError
-from pipelines.state import existing
 from pipelines.targets import key_text
 from plugins.stream.store import (
     DEFAULT_RECORD_SIZE,
@@ -47,21 +54,7 @@ def with_store(
     *,
     create: bool = False,
 ) -> T:
-    """Run ``call`` on the state database; only ``create`` makes a new one
-    (a mistyped --state must not leave an empty database behind)."""
-    path = state_database(config, state)
-    if not create:
-        path = existing(path)
-
-    async def run() -> T:
-        async with await StreamStore.open(path) as store:
-            return await call(store)
-
-    return asyncio.run(run())
-
-
-def echo_json(value: Any, indent: int | None = None) -> None:
-    click.echo(json.dumps(value, ensure_ascii=False, indent=indent))
+    return clikit.with_store(StreamStore.open, config, state, call, create=create)
 
 
 def shard_argument(value: str) -> str:
@@ -155,6 +148,7 @@ def stream_group() -> None:
     "--update", is_flag=True, help="If NAME exists, apply the settings given (not --shards) to it."
 )
 @state_options
+@output_option
 def create_command(
     name: str,
     shards: int,
@@ -164,6 +158,7 @@ def create_command(
     update: bool,
     config: str | None,
     state: str | None,
+    output: str,
 ) -> None:
     """Create stream NAME; print its description."""
     described = with_store(
@@ -179,7 +174,7 @@ def create_command(
         ),
         create=True,
     )
-    echo_json(described, indent=2)
+    echo_output(described, output)
 
 
 @stream_group.command("delete")
@@ -192,18 +187,20 @@ def delete_command(name: str, config: str | None, state: str | None) -> None:
 
 @stream_group.command("list")
 @state_options
-def list_command(config: str | None, state: str | None) -> None:
-    """List the streams."""
-    for name in with_store(config, state, lambda store: store.list_streams()):
-        click.echo(name)
+@output_option
+def list_command(config: str | None, state: str | None, output: str) -> None:
+    """List the streams' names."""
+    names = with_store(config, state, lambda store: store.list_streams())
+    echo_output(names, output, column="StreamName")
 
 
 @stream_group.command("describe")
 @click.argument("name")
 @state_options
-def describe_command(name: str, config: str | None, state: str | None) -> None:
+@output_option
+def describe_command(name: str, config: str | None, state: str | None, output: str) -> None:
     """Print stream NAME's description: settings and shards (as DescribeStream)."""
-    echo_json(with_store(config, state, lambda store: store.describe_stream(name)), indent=2)
+    echo_output(with_store(config, state, lambda store: store.describe_stream(name)), output)
 
 
 def read_bytes(source: str) -> bytes:
@@ -260,6 +257,7 @@ def _partition_keys(
     "--explicit-hash-key", default=None, metavar="H", help="Route by this hash key (a decimal)."
 )
 @state_options
+@output_option
 def put_command(
     name: str,
     data: tuple[str, ...],
@@ -269,11 +267,12 @@ def put_command(
     explicit_hash_key: str | None,
     config: str | None,
     state: str | None,
+    output: str,
 ) -> None:
     """Put each DATA (@file reads one from a file), or each non-empty line of
-    --input, as a record of stream NAME. Prints one JSON line per record: its
-    Index and SequenceNumber and ShardId, or ErrorCode and ErrorMessage; exit 1
-    when a record failed."""
+    --input, as a record of stream NAME. Prints a list with an answer per
+    record: its Index and SequenceNumber and ShardId, or ErrorCode and
+    ErrorMessage; exit 1 when a record failed."""
     keys = _partition_keys(partition_key, partition_key_path)
     records = [read_bytes(item[1:]) if item.startswith("@") else os.fsencode(item) for item in data]
     if input_path is not None:
@@ -293,7 +292,7 @@ def put_command(
             entry["ExplicitHashKey"] = explicit_hash_key
         prepared.append(entry)
 
-    async def put(store: StreamStore) -> bool:
+    async def put(store: StreamStore, printer: clikit.ItemPrinter) -> bool:
         """Send PutRecords requests of up to 500 records and 5 MiB, printing
         each record's answer in input order; True if any failed."""
         failed = False
@@ -311,7 +310,7 @@ def put_command(
                 else:
                     answer = next(answers)
                 failed = failed or "ErrorCode" in answer
-                echo_json({"Index": index, **answer})
+                printer.write({"Index": index, **answer})
             batch.clear()
             entries.clear()
             size = 0
@@ -329,7 +328,11 @@ def put_command(
         await send()
         return failed
 
-    if with_store(config, state, put):
+    # Each request's answers are printed before the next is sent: a long
+    # --input shows its progress, and is not held in memory twice.
+    with printing_items(output) as printer:
+        failed = with_store(config, state, lambda store: put(store, printer))
+    if failed:
         raise SystemExit(1)
 
 
@@ -355,6 +358,7 @@ def put_command(
     help="Read as this named consumer: resume from, and save, its checkpoints.",
 )
 @state_options
+@streaming_output_option
 def read_command(
     name: str,
     start: str | float,
@@ -363,8 +367,9 @@ def read_command(
     consumer: str | None,
     config: str | None,
     state: str | None,
+    output: str,
 ) -> None:
-    """Print the records of stream NAME as JSON lines, in order per shard
+    """Print the records of stream NAME as they are read, in order per shard
     (a parent shard's before its children's), until caught up or, with
     --follow, until interrupted (Ctrl-C, SIGTERM)."""
 
@@ -374,17 +379,10 @@ def read_command(
         )
 
         async def pump() -> None:
-            seen = 0
-            async for record in reader:
-                try:
-                    echo_json(record_json(record))
-                    sys.stdout.flush()
-                except BrokenPipeError:  # e.g. | head: the reader has gone
-                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-                    return
-                seen += 1
-                if limit is not None and seen >= limit:
-                    return
+            with printing_items(output, live=True) as printer:
+                async for record in reader:
+                    if not printer.write(record_json(record)) or printer.count == limit:
+                        return
 
         try:
             await until_signalled(pump())
@@ -405,11 +403,17 @@ def read_command(
     help="The second child's first hash key (default: the middle of SHARD's range).",
 )
 @state_options
+@output_option
 def split_command(
-    name: str, shard: str, hash_key: str | None, config: str | None, state: str | None
+    name: str,
+    shard: str,
+    hash_key: str | None,
+    config: str | None,
+    state: str | None,
+    output: str,
 ) -> None:
     """Split open SHARD (shardId-000000000000, or 0) of stream NAME in two;
-    print the children's ids."""
+    print the list of the children's ids."""
 
     async def split(store: StreamStore) -> list[str]:
         at: str | int | None = hash_key
@@ -425,7 +429,7 @@ def split_command(
                 )
         return await store.split_shard(name, shard, at)
 
-    echo_json(with_store(config, state, split))
+    echo_output(with_store(config, state, split), output, column="ShardId")
 
 
 @stream_group.command("merge")
@@ -433,35 +437,43 @@ def split_command(
 @click.argument("shard", type=shard_argument)
 @click.argument("adjacent", type=shard_argument)
 @state_options
+@output_option
 def merge_command(
-    name: str, shard: str, adjacent: str, config: str | None, state: str | None
+    name: str, shard: str, adjacent: str, config: str | None, state: str | None, output: str
 ) -> None:
     """Merge open shards SHARD and ADJACENT (their hash key ranges meet) of
-    stream NAME into one; print the child's id."""
-    click.echo(with_store(config, state, lambda store: store.merge_shards(name, shard, adjacent)))
+    stream NAME into one; print the child's id (ShardId)."""
+    child = with_store(config, state, lambda store: store.merge_shards(name, shard, adjacent))
+    echo_output({"StreamName": name, "ShardId": child}, output)
 
 
 @stream_group.command("trim")
 @click.argument("name")
 @state_options
-def trim_command(name: str, config: str | None, state: str | None) -> None:
-    """Delete stream NAME's records older than its retention period; print how many."""
-    click.echo(with_store(config, state, lambda store: store.trim(name)))
+@output_option
+def trim_command(name: str, config: str | None, state: str | None, output: str) -> None:
+    """Delete stream NAME's records older than its retention period; print how many (Trimmed)."""
+    trimmed = with_store(config, state, lambda store: store.trim(name))
+    echo_output({"StreamName": name, "Trimmed": trimmed}, output)
 
 
 @stream_group.command("checkpoints")
 @click.argument("name")
 @click.argument("consumer")
 @state_options
-def checkpoints_command(name: str, consumer: str, config: str | None, state: str | None) -> None:
-    """Print where CONSUMER of stream NAME stands in each shard, as JSON."""
-    echo_json(with_store(config, state, lambda store: store.checkpoints(name, consumer)), indent=2)
+@output_option
+def checkpoints_command(
+    name: str, consumer: str, config: str | None, state: str | None, output: str
+) -> None:
+    """Print where CONSUMER of stream NAME stands in each shard (by shard id)."""
+    echo_output(with_store(config, state, lambda store: store.checkpoints(name, consumer)), output)
 
 
 @stream_group.command("consumers")
 @click.argument("name")
 @state_options
-def consumers_command(name: str, config: str | None, state: str | None) -> None:
+@output_option
+def consumers_command(name: str, config: str | None, state: str | None, output: str) -> None:
     """List the consumers with checkpoints in stream NAME."""
-    for consumer in with_store(config, state, lambda store: store.consumers(name)):
-        click.echo(consumer)
+    consumers = with_store(config, state, lambda store: store.consumers(name))
+    echo_output(consumers, output, column="Consumer")

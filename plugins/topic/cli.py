@@ -9,13 +9,13 @@ subscribers get it in their queue, function subscribers are called here.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
+from pipelines.clikit import echo_output, output_option, parse_pairs
 from pipelines.clock import Clock, SystemClock
 from pipelines.config import load_config
 from pipelines.errors import DeliveryError, NotRunningError, PipelinesError
@@ -149,13 +149,17 @@ CONFIG_OPTION = click.option(
 
 @topic_group.command("list")
 @CONFIG_OPTION
-def list_command(config: str) -> None:
-    """List the topics and their subscriptions, as JSON lines."""
-    for name, declared in declared_topics(config).items():
-        subscriptions = [dict(s) for s in declared.get("subscriptions") or []]
-        click.echo(
-            json.dumps({"Topic": declared.get("topic", name), "Subscriptions": subscriptions})
-        )
+@output_option
+def list_command(config: str, output: str) -> None:
+    """List the topics and their subscriptions."""
+    topics = [
+        {
+            "Topic": declared.get("topic", name),
+            "Subscriptions": [dict(s) for s in declared.get("subscriptions") or []],
+        }
+        for name, declared in declared_topics(config).items()
+    ]
+    echo_output(topics, output)
 
 
 @topic_group.command("publish")
@@ -165,9 +169,11 @@ def list_command(config: str) -> None:
     "--attribute", "-a", "attributes", multiple=True, help="KEY=VALUE (JSON values typed)."
 )
 @CONFIG_OPTION
-def publish_command(topic: str, message: str, attributes: tuple[str, ...], config: str) -> None:
-    """Publish MESSAGE through TOPIC (a resource of the config); print its MessageId."""
-    from plugins.queue.cli import parse_pairs
-
+@output_option
+def publish_command(
+    topic: str, message: str, attributes: tuple[str, ...], config: str, output: str
+) -> None:
+    """Publish MESSAGE through TOPIC (a resource of the config); print its
+    MessageId and the subscriptions it matched."""
     given = parse_pairs(attributes, "--attribute")
-    click.echo(json.dumps(asyncio.run(publish(config, topic, message, given))))
+    echo_output(asyncio.run(publish(config, topic, message, given)), output)
