@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 
 # The toolkit's pieces the commands of plugins used to import from here.
-__all__ = ["cli", "main", "read_argument", "state_database", "state_options", "until_signalled"]
+__all__ = ["cli", "main"]
 
 
 @contextlib.contextmanager
