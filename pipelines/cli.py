@@ -25,7 +25,6 @@ from pipelines.clikit import (
     parse_pairs,
     printing_items,
     read_argument,
-    state_database,
     state_options,
     state_path,
     streaming_output_option,
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
     from pipelines.runner import RunReport
 
 
-# The toolkit's pieces the commands of plugins used to import from here.
+# Plugins take the shared pieces from pipelines.clikit.
 __all__ = ["cli", "main"]
 
 
