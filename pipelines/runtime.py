@@ -52,7 +52,8 @@ from pipelines.pluginmanager import target_types
 from pipelines.replay import Replays
 from pipelines.scheduler import Scheduler
 from pipelines.state import StateDB
-from pipelines.targets import Target
+from pipelines.store import Upkeep
+from pipelines.targets import StoreT, Target, open_state_store, run_upkeep
 
 log = logging.getLogger("pipelines.runtime")
 
@@ -897,6 +898,18 @@ class Runtime:
             await self._state.close()
             self._state = None
             self.deliverer.state = self.scheduler.state = None
+
+    # -- TargetServices' store helpers (pipelines.store; issue 23) ------------
+
+    async def open_store(self, store_type: type[StoreT], *args: Any, where: str) -> StoreT:
+        """See ``TargetServices.open_store``."""
+        return await open_state_store(self, store_type, *args, where=where)
+
+    def upkeep(self, upkeep: Upkeep) -> asyncio.Task[None]:
+        """See ``TargetServices.upkeep``."""
+        return run_upkeep(self, upkeep)
+
+    # -- end of the store helpers ---------------------------------------------
 
     async def __aenter__(self) -> Runtime:
         await self.start()

@@ -25,7 +25,7 @@ import click
 from pipelines.cli import state_database, state_options, until_signalled
 from pipelines.clock import SystemClock
 from pipelines.metrics import MetricStore
-from pipelines.state import existing
+from pipelines.store import existing
 from plugins.logs.store import EVENT_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, LogStore
 
 T = TypeVar("T")

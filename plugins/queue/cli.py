@@ -17,15 +17,24 @@ from typing import Any, TypeVar
 import click
 
 from pipelines.cli import read_argument, state_database, state_options
+from pipelines.store import existing
 from plugins.queue.store import QueueStore, SendEntry
 
 T = TypeVar("T")
 
 
 def with_store(
-    config: str | None, state: str | None, call: Callable[[QueueStore], Awaitable[T]]
+    config: str | None,
+    state: str | None,
+    call: Callable[[QueueStore], Awaitable[T]],
+    *,
+    create: bool = False,
 ) -> T:
+    """Run ``call`` on the state database; only ``create`` makes a new one
+    (a mistyped --state must not leave an empty database behind)."""
     path = state_database(config, state)
+    if not create:
+        path = existing(path)
 
     async def run() -> T:
         async with await QueueStore.open(path) as store:
@@ -82,7 +91,7 @@ def create_command(
 ) -> None:
     """Create queue NAME (a FIFO queue's name ends in .fifo)."""
     given = parse_pairs(attributes, "--attribute")
-    created = with_store(config, state, lambda store: store.create_queue(name, given))
+    created = with_store(config, state, lambda store: store.create_queue(name, given), create=True)
     echo_json({"QueueName": name, "Attributes": created.to_json()})
 
 
@@ -141,7 +150,9 @@ def send_command(
             answers.extend(error.to_json() for error in failed)
         return sorted(answers, key=lambda answer: int(answer["Id"]))
 
-    answers = with_store(config, state, send)
+    # Sending may make the database, as it did (tests/test_queue_target.py
+    # expects QueueDoesNotExist there); only reads must find it.
+    answers = with_store(config, state, send, create=True)
     for answer in answers:
         echo_json(answer)
     if any("Code" in answer for answer in answers):

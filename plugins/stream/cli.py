@@ -25,7 +25,7 @@ import orjson
 
 from pipelines.cli import state_database, state_options, until_signalled
 from pipelines.errors import StreamError
-from pipelines.state import existing
+from pipelines.store import existing
 from pipelines.targets import key_text
 from plugins.stream.store import (
     DEFAULT_RECORD_SIZE,
