@@ -256,7 +256,7 @@ async def test_upkeep_runs_every_period_until_the_runtime_stops(tmp_path: Path) 
             assert done == []  # not at start: after the first period
             for expected in ([1], [1, 2], [1, 2, 3]):
                 await clock.advance(60)
-                await until(lambda expected=expected: done == expected)  # type: ignore[misc]
+                await until(lambda expected=expected: done == expected)
         assert task.done()
         await clock.advance(600)
         await asyncio.sleep(0.05)
