@@ -2,7 +2,7 @@
 active, and the time of a Logs Insights ``stats count() by bin(1m)`` query.
 
 Each repeat uses a fresh SQLite file at the default durability (the state
-database as ``pipelines.state.connect`` opens it: WAL, synchronous=NORMAL).
+database as the stores' backend opens it: WAL, synchronous=NORMAL).
 
 - ingest: ``LogStore.put_log_events`` in batches of ``--batch`` (1,000) JSON
   messages of about 200 bytes, one stream, with one metric filter
@@ -26,17 +26,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import orjson
 
 from pipelines.clock import ManualClock
 from pipelines.metrics import MetricStore
-from pipelines.state import connect, transaction
+from pipelines.store import SQLITE
 from plugins.logs.store import LogStore, MetricTransformation
 
 INGEST_TARGET = 50_000  # log events per second
@@ -51,6 +54,21 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_time ON events (grp, ts);
 """
+
+
+async def peer_connection(path: Path) -> aiosqlite.Connection:
+    """A bare aiosqlite connection set up as the stores' backend sets its own
+    (WAL, synchronous=NORMAL), with the peer's tables."""
+    db = (await SQLITE.connect(path, create=True, functions={})).raw
+    await db.executescript(PEER_SCHEMA)
+    return db
+
+
+@contextlib.asynccontextmanager
+async def peer_transaction(db: aiosqlite.Connection) -> AsyncIterator[None]:
+    await db.execute("BEGIN IMMEDIATE")
+    yield
+    await db.execute("COMMIT")
 
 
 def message(n: int) -> str:
@@ -101,13 +119,12 @@ async def ingest_ours(path: Path, work: list[list[dict[str, Any]]]) -> float:
 
 
 async def ingest_peer(path: Path, work: list[list[dict[str, Any]]]) -> float:
-    db = await connect(path, PEER_SCHEMA, autocommit=True)
-    lock = asyncio.Lock()
+    db = await peer_connection(path)
     try:
         began = time.perf_counter()
         for batch in work:
             rows = [(1, 1, e["timestamp"], START, e["message"]) for e in batch]
-            async with transaction(db, lock):
+            async with peer_transaction(db):
                 await db.executemany(
                     "INSERT INTO events (grp, stream, ts, ingested, message)"
                     " VALUES (?, ?, ?, ?, ?)",
@@ -138,7 +155,7 @@ async def query_ours(path: Path, events: int) -> tuple[float, int]:
 
 
 async def query_peer(path: Path, events: int) -> float:
-    db = await connect(path, PEER_SCHEMA, autocommit=True)
+    db = await peer_connection(path)
     try:
         await db.executemany(
             "INSERT INTO events (grp, stream, ts, ingested, message) VALUES (1, 1, ?, 0, ?)",

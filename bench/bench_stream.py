@@ -2,7 +2,7 @@
 by two independent named consumers, on a stream of 4 shards.
 
 Each repeat uses a fresh SQLite file at the default durability (the state
-database as ``pipelines.state.connect`` opens it: WAL, synchronous=NORMAL).
+database as the stores' backend opens it: WAL, synchronous=NORMAL).
 
 - write: ``StreamStore.put_records`` in batches of ``--batch`` (500, PutRecords'
   most) of event-like JSON payloads of about 150 bytes, partition keys spread
@@ -31,20 +31,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import contextlib
 import cProfile
 import io
 import pstats
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import orjson
 
-from pipelines.state import connect, transaction
+from pipelines.store import SQLITE
 from plugins.stream.store import StreamStore, even_ranges, partition_hash
 
 SHARDS = 4
@@ -62,6 +63,21 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS records_order ON records (stream, shard, seq);
 """
+
+
+async def peer_connection(path: Path) -> aiosqlite.Connection:
+    """A bare aiosqlite connection set up as the stores' backend sets its own
+    (WAL, synchronous=NORMAL), with the peer's tables."""
+    db = (await SQLITE.connect(path, create=True, functions={})).raw
+    await db.executescript(PEER_SCHEMA)
+    return db
+
+
+@contextlib.asynccontextmanager
+async def peer_transaction(db: aiosqlite.Connection) -> AsyncIterator[None]:
+    await db.execute("BEGIN IMMEDIATE")
+    yield
+    await db.execute("COMMIT")
 
 
 def entries(count: int, keys: int) -> list[dict[str, Any]]:
@@ -194,12 +210,11 @@ def peer_reader(db: aiosqlite.Connection, page: int) -> Callable[[], Awaitable[i
 async def peer(path: Path, rows: list[tuple[Any, ...]], batch: int, page: int) -> dict[str, float]:
     count = len(rows)
     rates: dict[str, float] = {}
-    db = await connect(path, PEER_SCHEMA, autocommit=True)
-    lock = asyncio.Lock()
+    db = await peer_connection(path)
     try:
         started = time.perf_counter()
         for part in chunks(rows, batch):
-            async with transaction(db, lock):
+            async with peer_transaction(db):
                 await db.executemany(
                     "INSERT INTO records (stream, shard, seq, partition_key, data, arrival)"
                     " VALUES (?, ?, ?, ?, ?, ?)",

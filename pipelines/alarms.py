@@ -13,19 +13,17 @@ other event. Actions per state are a shorthand for such rules.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import logging
 import operator
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import aiosqlite
 import orjson
 
 from pipelines.alarm_rules import AlarmRule, find_cycle, parse_alarm_rule
@@ -40,7 +38,7 @@ from pipelines.metrics import (
     parse_statistic,
     series_key,
 )
-from pipelines.state import connect, existing, transaction
+from pipelines.store import Row, Store
 from pipelines.targets import check_keys, flag_setting
 
 if TYPE_CHECKING:
@@ -530,6 +528,76 @@ CREATE INDEX IF NOT EXISTS alarm_history_name ON alarm_history (name, time);
 """
 
 
+class AlarmStore(Store):
+    """The alarm tables: each alarm's definition and last state, and the
+    history of its transitions. ``Alarms`` keeps the alarms in memory and
+    writes through this; the CLI reads it (``read_alarms``)."""
+
+    name = "alarms"
+    schema = ALARM_SCHEMA
+
+    async def states(self) -> list[Row]:
+        """(name, state, reason, reason_data, updated) of every stored alarm."""
+        return await self.rows("SELECT name, state, reason, reason_data, updated FROM alarms")
+
+    async def delete(self, names: Sequence[str]) -> None:
+        async with self.transaction() as db:
+            await db.executemany("DELETE FROM alarms WHERE name = ?", [(n,) for n in names])
+
+    async def save(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Write alarms' definitions and states (rows of ``_alarm_row``)."""
+        columns = ("name", "kind", "config", "state", "reason", "reason_data", "updated")
+        async with self.transaction() as db:
+            await db.executemany(self.dialect.upsert("alarms", columns, ("name",)), rows)
+
+    async def save_transitions(
+        self, states: Sequence[Sequence[Any]], history: Sequence[Sequence[Any]], before: float
+    ) -> None:
+        """New states (state, reason, reason_data, updated, name) and their
+        history rows in one transaction; history older than ``before`` goes."""
+        async with self.transaction() as db:
+            await db.executemany(
+                "UPDATE alarms SET state = ?, reason = ?, reason_data = ?, updated = ?"
+                " WHERE name = ?",
+                states,
+            )
+            await db.executemany(
+                "INSERT INTO alarm_history (name, time, kind, summary, data)"
+                " VALUES (?, ?, ?, ?, ?)",
+                history,
+            )
+            await db.execute("DELETE FROM alarm_history WHERE time < ?", (before,))
+
+    async def described(self, name: str | None = None) -> list[Row]:
+        """(config, state, reason, reason_data, updated) of one alarm or all, by name."""
+        query = "SELECT config, state, reason, reason_data, updated FROM alarms"
+        arguments: tuple[str, ...] = ()
+        if name is not None:
+            query += " WHERE name = ?"
+            arguments = (name,)
+        return await self.rows(query + " ORDER BY name", arguments)
+
+    async def history(self, name: str | None, limit: int) -> list[dict[str, Any]]:
+        """DescribeAlarmHistory: newest first."""
+        query = "SELECT name, time, kind, summary, data FROM alarm_history"
+        arguments: list[Any] = []
+        if name is not None:
+            query += " WHERE name = ?"
+            arguments.append(name)
+        query += " ORDER BY time DESC, seq DESC LIMIT ?"
+        arguments.append(limit)
+        return [
+            {
+                "AlarmName": alarm,
+                "Timestamp": format_epoch(moment, "milliseconds"),
+                "HistoryItemType": kind,
+                "HistorySummary": summary,
+                "HistoryData": data,
+            }
+            for alarm, moment, kind, summary, data in await self.rows(query, arguments)
+        ]
+
+
 @dataclass(slots=True)
 class AlarmState:
     value: str = INSUFFICIENT_DATA
@@ -623,8 +691,7 @@ class Alarms:
         #: The rules of the composite alarms, by name.
         self._rules: dict[str, AlarmRule] = {}
         self.store: MetricStore | None = None
-        self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._store: AlarmStore | None = None
         self._wake = asyncio.Event()
         #: Evaluation cycles run; alarms evaluated in the last one.
         self.cycles = 0
@@ -753,7 +820,7 @@ class Alarms:
             self._rules.pop(spec.name, None)
             if isinstance(spec, CompositeAlarmSpec):
                 self._rules[spec.name] = spec.rule
-            if self._db is not None:
+            if self._store is not None:
                 await self._save_alarms([alarm])
         self._wake.set()
 
@@ -769,9 +836,8 @@ class Alarms:
             del self._alarms[name]
             self._rules.pop(name, None)
             await self._drop_actions(alarm.spec)
-            if self._db is not None:
-                async with transaction(self._db, self._lock) as db:
-                    await db.execute("DELETE FROM alarms WHERE name = ?", (name,))
+            if self._store is not None:
+                await self._store.delete([name])
 
     async def _sync_actions(self, spec: AlarmSpec) -> None:
         """Actions are rules on the alarm's bus matching its state changes."""
@@ -812,61 +878,37 @@ class Alarms:
         """Open the alarm tables (in memory without a state database) and take
         back the state of each alarm that already existed."""
         self.store = store
-        self._db = await connect(
-            path if path is not None else Path(":memory:"), ALARM_SCHEMA, autocommit=True
-        )
-        async with self._db.execute(
-            "SELECT name, state, reason, reason_data, updated FROM alarms"
-        ) as cursor:
-            rows = await cursor.fetchall()
+        self._store = await AlarmStore.open(path, self.clock)
+        rows = await self._store.states()
         for name, value, reason, data, updated in rows:
             alarm = self._alarms.get(name)
             if alarm is not None:
                 alarm.state = AlarmState(value, reason, data, updated)
         gone = [row[0] for row in rows if row[0] not in self._alarms]
-        async with transaction(self._db, self._lock) as db:
-            await db.executemany("DELETE FROM alarms WHERE name = ?", [(n,) for n in gone])
+        await self._store.delete(gone)
         await self._save_alarms(list(self._alarms.values()))
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
 
     async def _save_alarms(self, alarms: Sequence[Alarm]) -> None:
         """Write alarms' definitions and states (new or changed alarms)."""
-        assert self._db is not None
-        async with transaction(self._db, self._lock) as db:
-            await db.executemany(
-                "INSERT INTO alarms (name, kind, config, state, reason, reason_data, updated)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
-                " kind = excluded.kind, config = excluded.config, state = excluded.state,"
-                " reason = excluded.reason, reason_data = excluded.reason_data,"
-                " updated = excluded.updated",
-                [_alarm_row(a) for a in alarms],
-            )
+        assert self._store is not None
+        await self._store.save([_alarm_row(a) for a in alarms])
 
     async def _save_transitions(self, transitions: Sequence[_Transition]) -> None:
         """Write new states and their history in one transaction."""
-        assert self._db is not None
-        async with transaction(self._db, self._lock) as db:
-            await db.executemany(
-                "UPDATE alarms SET state = ?, reason = ?, reason_data = ?, updated = ?"
-                " WHERE name = ?",
-                [
-                    (t.new.value, t.new.reason, t.new.reason_data, t.new.updated, t.spec.name)
-                    for t in transitions
-                ],
-            )
-            await db.executemany(
-                "INSERT INTO alarm_history (name, time, kind, summary, data)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [_history_row(t) for t in transitions],
-            )
-            await db.execute(
-                "DELETE FROM alarm_history WHERE time < ?",
-                (self.clock.time() - HISTORY_DAYS * 86_400,),
-            )
+        assert self._store is not None
+        await self._store.save_transitions(
+            [
+                (t.new.value, t.new.reason, t.new.reason_data, t.new.updated, t.spec.name)
+                for t in transitions
+            ],
+            [_history_row(t) for t in transitions],
+            self.clock.time() - HISTORY_DAYS * 86_400,
+        )
 
     # -- evaluation -------------------------------------------------------------------
 
@@ -1072,7 +1114,7 @@ class Alarms:
         """Put one event per transition on its alarm's bus, then save the new
         states and history. In that order a crash between the two announces a
         transition again after the restart rather than never."""
-        if self._db is None or not transitions:
+        if self._store is None or not transitions:
             return
         entries: dict[str, list[dict[str, Any]]] = {}
         for t in transitions:
@@ -1103,8 +1145,8 @@ class Alarms:
         ]
 
     async def history(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        assert self._db is not None
-        return await read_history(self._db, name, limit)
+        assert self._store is not None
+        return await self._store.history(name, limit)
 
 
 def _event_entry(t: _Transition) -> dict[str, Any]:
@@ -1179,51 +1221,11 @@ def _history_row(t: _Transition) -> tuple[Any, ...]:
     return (t.spec.name, t.new.updated, "StateUpdate", summary, orjson.dumps(data).decode())
 
 
-async def read_history(
-    db: aiosqlite.Connection, name: str | None, limit: int
-) -> list[dict[str, Any]]:
-    """DescribeAlarmHistory: newest first."""
-    query = "SELECT name, time, kind, summary, data FROM alarm_history"
-    arguments: list[Any] = []
-    if name is not None:
-        query += " WHERE name = ?"
-        arguments.append(name)
-    query += " ORDER BY time DESC, seq DESC LIMIT ?"
-    arguments.append(limit)
-    async with db.execute(query, arguments) as cursor:
-        rows = await cursor.fetchall()
-    return [
-        {
-            "AlarmName": alarm,
-            "Timestamp": format_epoch(moment, "milliseconds"),
-            "HistoryItemType": kind,
-            "HistorySummary": summary,
-            "HistoryData": data,
-        }
-        for alarm, moment, kind, summary, data in rows
-    ]
-
-
-@contextlib.asynccontextmanager
-async def _existing_db(path: str | Path) -> AsyncIterator[aiosqlite.Connection]:
-    """The alarm tables of a state database that must exist (the CLI's view)."""
-    db = await connect(existing(path), ALARM_SCHEMA)
-    try:
-        yield db
-    finally:
-        await db.close()
-
-
 async def read_alarms(path: str | Path, name: str | None = None) -> list[dict[str, Any]]:
     """The alarms a pipeline's state database holds, with their last state,
     whether the pipeline runs or not (what ``pipelines alarms`` shows)."""
-    query = "SELECT config, state, reason, reason_data, updated FROM alarms"
-    arguments: tuple[str, ...] = ()
-    if name is not None:
-        query += " WHERE name = ?"
-        arguments = (name,)
-    async with _existing_db(path) as db, db.execute(query + " ORDER BY name", arguments) as c:
-        rows = await c.fetchall()
+    async with AlarmStore.existing(path) as store:
+        rows = await store.described(name)
     described = []
     for config, value, reason, data, updated in rows:
         # The stored config is a description in the initial state: put the state in.
@@ -1236,5 +1238,5 @@ async def read_alarms(path: str | Path, name: str | None = None) -> list[dict[st
 async def read_alarm_history(
     path: str | Path, name: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
-    async with _existing_db(path) as db:
-        return await read_history(db, name, limit)
+    async with AlarmStore.existing(path) as store:
+        return await store.history(name, limit)

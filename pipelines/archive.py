@@ -20,23 +20,21 @@ running.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import orjson
 
-from pipelines.clock import Clock, sleep
+from pipelines.clock import Clock
 from pipelines.errors import ConfigError, NotRunningError, ResourceNotFoundError, StateError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_epoch, parse_time
 from pipelines.patterns import Matcher, Pattern, compile_pattern
-from pipelines.state import connect, existing, transaction
+from pipelines.store import Row, Store, Upkeep
 from pipelines.targets import check_keys
 
 log = logging.getLogger("pipelines.archive")
@@ -105,6 +103,28 @@ CREATE TABLE IF NOT EXISTS replays (
 """
 
 
+#: The columns of ``replays``, in the order ``ArchiveStore`` reads and writes them.
+REPLAY_COLUMNS = (
+    "name",
+    "archive",
+    "bus",
+    "rules",
+    "start_time",
+    "end_time",
+    "speed",
+    "description",
+    "state",
+    "reason",
+    "total",
+    "replayed",
+    "cursor_time",
+    "cursor_seq",
+    "last_replayed",
+    "started",
+    "ended",
+)
+
+
 @lru_cache(maxsize=4096)
 def event_time(text: str) -> float:
     """An event's ``time`` as epoch seconds (events of one second share the parse)."""
@@ -168,56 +188,29 @@ class ArchiveSpec:
         return self.durability == "strict"
 
 
-class ArchiveStore:
+class ArchiveStore(Store):
     """The archive tables of a state database. ``await ArchiveStore.open(path)``.
 
     One connection writes (events, purges, replay progress), in autocommit
     mode so that archiving a group of events is one statement: one trip to
-    its thread. Another connection reads, so a long replay scan does not
-    queue behind writes (WAL lets them overlap).
+    its thread. Another connection reads (``reader``), so a long replay scan
+    does not queue behind writes (WAL lets them overlap).
     """
 
-    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
-        self.path = path
-        self._writer = writer
-        self._reader = reader
-        self._lock = asyncio.Lock()  # one writer statement or transaction at a time
-        self._synchronous = "NORMAL"  # what connect() set
+    name = "archives"
+    schema = SCHEMA
+    separate_reader = True
 
-    @classmethod
-    async def open(cls, path: str | Path, schema: str = SCHEMA) -> ArchiveStore:
+    def __init__(self, clock: Clock | None = None) -> None:
+        super().__init__(clock)
+        self._synchronous = "NORMAL"  # what the backend sets
+
+    async def opened(self) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE:
             raise StateError(
                 f"archives need SQLite {'.'.join(map(str, MIN_SQLITE))} or newer (JSON operators);"
                 f" this Python uses SQLite {sqlite3.sqlite_version}"
             )
-        path = Path(path)
-        writer = await connect(path, schema, autocommit=True)
-        try:
-            reader = await connect(path, schema)
-        except BaseException:
-            await writer.close()
-            raise
-        return cls(path, writer, reader)
-
-    async def close(self) -> None:
-        await self._writer.close()
-        await self._reader.close()
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def existing(cls, state: Path) -> AsyncIterator[ArchiveStore]:
-        """The store of a pipeline's state database that must already exist
-        (the CLI's view of a pipeline, running or not)."""
-        store = await cls.open(existing(state))
-        try:
-            yield store
-        finally:
-            await store.close()
-
-    def transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
-        """The writer connection inside one transaction; rolled back on any error."""
-        return transaction(self._writer, self._lock)
 
     # -- archives -----------------------------------------------------------
 
@@ -248,7 +241,7 @@ class ArchiveStore:
         """Mark every archive not in ``names`` DISABLED: no running pipeline
         declares it, so nothing is written to it (its events stay replayable)."""
         names = list(names)
-        marks = ",".join("?" * len(names))
+        marks = self.dialect.marks(len(names))
         async with self.transaction() as db:
             await db.execute(
                 f"UPDATE archives SET state = ? WHERE name NOT IN ({marks})",
@@ -257,34 +250,31 @@ class ArchiveStore:
 
     async def delete_archive(self, name: str) -> None:
         async with self.transaction() as db:
-            cursor = await db.execute("DELETE FROM archives WHERE name = ?", (name,))
-            if cursor.rowcount == 0:
+            if await db.execute("DELETE FROM archives WHERE name = ?", (name,)) == 0:
                 raise ResourceNotFoundError(f"Archive {name} does not exist.")
             await db.execute("DELETE FROM archive_events WHERE archive = ?", (name,))
 
     async def describe(self, name: str) -> dict[str, Any]:
         """DescribeArchive: definition, EventCount, SizeBytes, oldest and newest event time."""
-        async with self._reader.execute(
+        row = await self.reader.one(
             "SELECT name, bus, pattern, retention_days, durability, description, state,"
             " created, event_count, size_bytes FROM archives WHERE name = ?",
             (name,),
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         if row is None:
             raise ResourceNotFoundError(f"Archive {name} does not exist.")
-        async with self._reader.execute(
+        span = await self.reader.one(
             "SELECT min(time), max(time) FROM archive_events WHERE archive = ?", (name,)
-        ) as cursor:
-            span = await cursor.fetchone()
+        )
         oldest, newest = span if span is not None else (None, None)
         return _described(row, oldest, newest)
 
     async def list_archives(self, prefix: str = "") -> list[dict[str, Any]]:
-        async with self._reader.execute(
+        rows = await self.reader.rows(
             "SELECT name FROM archives WHERE substr(name, 1, ?) = ? ORDER BY name",
             (len(prefix), prefix),
-        ) as cursor:
-            names = [row[0] for row in await cursor.fetchall()]
+        )
+        names = [row[0] for row in rows]
         return [await self.describe(name) for name in names]
 
     # -- events -------------------------------------------------------------
@@ -299,16 +289,16 @@ class ArchiveStore:
         and waiting for it while the event loop is busy costs far more than
         the insert (measured: 90,000 rows/s alone, a few hundred beside a
         busy thread); one statement waits for it once."""
-        async with self._lock:
+        async with self.exclusive() as db:
             level = "FULL" if strict else "NORMAL"
             if level != self._synchronous:
-                await self._writer.execute(f"PRAGMA synchronous={level}")
+                await db.execute(f"PRAGMA synchronous={level}")
                 self._synchronous = level
             places, offset = [], 1
             for name, moment, body in rows:
                 places.append(b'["%s",%.3f,%d,%d]' % (name.encode(), moment, offset, len(body)))
                 offset += len(body)
-            await self._writer.execute(
+            await db.execute(
                 "INSERT INTO archive_events (archive, time, body)"
                 " SELECT value ->> 0, value ->> 1, substr(?2, value ->> 2, value ->> 3)"
                 " FROM json_each(?1)",
@@ -321,24 +311,22 @@ class ArchiveStore:
         purged = 0
         while True:
             async with self.transaction() as db:
-                cursor = await db.execute(
+                deleted = await db.execute(
                     "DELETE FROM archive_events WHERE seq IN (SELECT seq FROM archive_events"
                     " WHERE archive = ? AND time < ? LIMIT ?)",
                     (name, before, PURGE_BATCH),
                 )
-                deleted = cursor.rowcount
             purged += deleted
             if deleted < PURGE_BATCH:
                 return purged
 
     async def count(self, name: str, start: float, end: float) -> int:
         """Events of the archive whose event time is in [start, end)."""
-        async with self._reader.execute(
+        found = await self.reader.scalar(
             "SELECT count(*) FROM archive_events WHERE archive = ? AND time >= ? AND time < ?",
             (name, start, end),
-        ) as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        )
+        return int(found or 0)
 
     async def read(
         self, name: str, after: tuple[float, int], end: float, limit: int
@@ -346,16 +334,29 @@ class ArchiveStore:
         """Up to ``limit`` (time, seq, body) rows after the position ``after``
         (time, seq) and before ``end``, in event-time order (archive order
         among equal times)."""
-        async with self._reader.execute(
+        rows = await self.reader.rows(
             "SELECT time, seq, body FROM archive_events WHERE archive = ?"
             " AND (time, seq) > (?, ?) AND time < ? ORDER BY time, seq LIMIT ?",
             (name, after[0], after[1], end, limit),
-        ) as cursor:
-            return [(row[0], row[1], row[2]) for row in await cursor.fetchall()]
+        )
+        return [(row[0], row[1], row[2]) for row in rows]
 
     async def exists(self, name: str) -> bool:
-        async with self._reader.execute("SELECT 1 FROM archives WHERE name = ?", (name,)) as c:
-            return await c.fetchone() is not None
+        return await self.reader.one("SELECT 1 FROM archives WHERE name = ?", (name,)) is not None
+
+    # -- replays --------------------------------------------------------------
+
+    async def save_replay(self, row: Sequence[Any]) -> None:
+        """Insert or update a replay: values of ``REPLAY_COLUMNS``, the name first."""
+        async with self.transaction() as db:
+            await db.execute(self.dialect.upsert("replays", REPLAY_COLUMNS, ("name",)), row)
+
+    async def replays(self, name: str | None = None) -> list[Row]:
+        """The stored replays (``REPLAY_COLUMNS``): the one named, or all by start."""
+        query = f"SELECT {', '.join(REPLAY_COLUMNS)} FROM replays"
+        if name is None:
+            return await self.reader.rows(query + " ORDER BY started, name")
+        return await self.reader.rows(query + " WHERE name = ?", (name,))
 
 
 def _described(row: Sequence[Any], oldest: float | None, newest: float | None) -> dict[str, Any]:
@@ -582,11 +583,8 @@ class Archiver:
 
     async def purge_loop(self) -> None:
         """Purge at start and then every ``PURGE_EVERY`` seconds of clock time."""
-        while True:
-            try:
-                purged = await self.purge_now()
-                if purged:
-                    log.info("retention purge removed %d archived events", purged)
-            except sqlite3.Error as exc:
-                log.error("retention purge failed (tried again later): %s", exc)
-            await sleep(self.clock, PURGE_EVERY)
+        await self.retention().run(self.clock)
+
+    def retention(self) -> Upkeep:
+        """The archives' upkeep: events past their archive's retention go."""
+        return Upkeep(PURGE_EVERY, self.purge_now, "archived events past retention", at_start=True)

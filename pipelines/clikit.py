@@ -31,12 +31,12 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import click
 
 from pipelines.errors import PipelinesError
-from pipelines.state import existing
+from pipelines.store import Store, existing
 
 T = TypeVar("T")
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -87,32 +87,32 @@ def state_path(config: str | None, state: str | None, *, create: bool = False) -
     return path if create else existing(path)
 
 
-class Closable(Protocol):
-    async def close(self) -> None: ...
-
-
-Store = TypeVar("Store", bound=Closable)
+S = TypeVar("S", bound=Store)
 
 
 def with_store(
-    open_store: Callable[[Path], Awaitable[Store]],
+    store_type: type[S],
     config: str | None,
     state: str | None,
-    call: Callable[[Store], Awaitable[T]],
+    call: Callable[[S], Awaitable[T]],
     *,
     create: bool = False,
 ) -> T:
-    """Open the store of the state database ``--config``/``--state`` name
-    (``open_store``, e.g. ``QueueStore.open``), run ``call`` on it and close
-    it. Only ``create`` (the commands that create things) makes a new database."""
+    """Open the ``store_type`` store (e.g. ``QueueStore``) of the state database
+    ``--config``/``--state`` name, run ``call`` on it and close it. Only
+    ``create`` (the commands that create things) may make a new database; the
+    others open one that exists (``Store.existing``), or fail naming the path."""
     path = state_path(config, state, create=create)
 
     async def run() -> T:
-        store = await open_store(path)
-        try:
-            return await call(store)
-        finally:
-            await store.close()
+        if create:
+            store = await store_type.open(path)
+            try:
+                return await call(store)
+            finally:
+                await store.close()
+        async with store_type.existing(path) as existing_store:
+            return await call(existing_store)
 
     return asyncio.run(run())
 

@@ -12,24 +12,23 @@ as EventBridge publishes its own).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-import aiosqlite
 import orjson
 
-from pipelines.clock import Clock, SystemClock
+from pipelines.clock import Clock
 from pipelines.errors import MetricError, StateError
 from pipelines.event import format_epoch
-from pipelines.state import connect, existing, transaction
+from pipelines.store import Queries, Row, Store
 
 log = logging.getLogger("pipelines.metrics")
 
@@ -401,8 +400,10 @@ def _seconds(value: float | datetime) -> float:
     return value.timestamp() if isinstance(value, datetime) else float(value)
 
 
-class MetricStore:
+class MetricStore(Store):
     """Metric data in SQLite, aggregated per period in memory before it is written.
+
+    ``await MetricStore.open(path, clock)`` (path None: in memory only).
 
     ``put_metric_data`` only checks and aggregates (no I/O): each datapoint of
     the current period lives in memory and is merged into its row by
@@ -411,47 +412,28 @@ class MetricStore:
     resolution (a minute, or a second for high-resolution metrics).
     """
 
+    name = "metrics"
+    schema = STORE_SCHEMA
+    functions = MappingProxyType({"pipelines_merge": (2, _merge_blobs)})
+
     def __init__(
         self,
-        connection: aiosqlite.Connection,
-        clock: Clock,
+        clock: Clock | None = None,
         *,
         retention_days: float = 15.0,
         flush_interval: float = 5.0,
     ) -> None:
-        self._db = connection
-        self.clock = clock
+        super().__init__(clock)
         self.retention_days = retention_days
         self.flush_interval = flush_interval
         #: Counters harvested into the store at each flush (the bus's own).
         self.counters: Metrics | None = None
         self._pending: dict[tuple[SeriesKey, int, str], Aggregate] = {}
         self._ids: dict[SeriesKey, int] = {}
-        self._lock = asyncio.Lock()
         self._flushing = asyncio.Lock()
         self._closed = False
         self._stopping = False
         self._wake = asyncio.Event()
-
-    @classmethod
-    async def open(cls, path: str | Path | None, clock: Clock, **options: Any) -> MetricStore:
-        """The store in the state database at ``path`` (None: in memory only)."""
-        connection = await connect(
-            Path(path) if path is not None else Path(":memory:"), STORE_SCHEMA, autocommit=True
-        )
-        await connection.create_function("pipelines_merge", 2, _merge_blobs, deterministic=True)
-        return cls(connection, clock, **options)
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def existing(cls, path: str | Path) -> AsyncIterator[MetricStore]:
-        """The store of a pipeline's state database that must already exist
-        (the CLI's view of a pipeline, running or not)."""
-        store = await cls.open(existing(path), SystemClock())
-        try:
-            yield store
-        finally:
-            await store.close()
 
     async def close(self) -> None:
         """Write what is pending and close (a second call does nothing)."""
@@ -461,7 +443,7 @@ class MetricStore:
         try:
             await self.flush()
         finally:
-            await self._db.close()
+            await super().close()
 
     # -- writing ------------------------------------------------------------
 
@@ -595,7 +577,7 @@ class MetricStore:
                 return
             pending, self._pending = self._pending, {}
             try:
-                async with transaction(self._db, self._lock) as db:
+                async with self.transaction() as db:
                     ids = await self._series_ids(db, {key for key, _, _ in pending})
                     await db.executemany(_UPSERT, _rows(pending, ids))
             except BaseException:
@@ -613,7 +595,7 @@ class MetricStore:
             self._pending[slot] = sample
 
     async def _series_ids(
-        self, db: aiosqlite.Connection, keys: Iterable[SeriesKey], *, create: bool = True
+        self, db: Queries, keys: Iterable[SeriesKey], *, create: bool = True
     ) -> dict[SeriesKey, int]:
         """The ids of ``keys`` that exist (made first when ``create``); known
         ones from the cache, which the caller updates once its writes committed."""
@@ -625,17 +607,15 @@ class MetricStore:
             text = _dims_text(dims)
             if create:
                 await db.execute(
-                    "INSERT OR IGNORE INTO metric_series (namespace, name, dimensions)"
-                    " VALUES (?, ?, ?)",
+                    self.dialect.insert_new("metric_series", ("namespace", "name", "dimensions")),
                     (namespace, name, text),
                 )
-            async with db.execute(
+            series = await db.scalar(
                 "SELECT id FROM metric_series WHERE namespace = ? AND name = ? AND dimensions = ?",
                 (namespace, name, text),
-            ) as cursor:
-                row = await cursor.fetchone()
-            if row is not None:
-                found[key] = row[0]
+            )
+            if series is not None:
+                found[key] = series
         return found
 
     # -- reading ------------------------------------------------------------
@@ -709,10 +689,10 @@ class MetricStore:
         self, key: SeriesKey, begin: float, end: float, period: int, unit: str | None
     ) -> dict[int, tuple[Aggregate, set[str]]]:
         await self.flush()
-        async with self._lock:  # not inside another's transaction (upkeep's)
-            ids = await self._series_ids(self._db, [key], create=False)
+        async with self.exclusive() as db:  # not inside another's transaction (upkeep's)
+            ids = await self._series_ids(db, [key], create=False)
             self._ids.update(ids)
-            rows = await self._rows_of(ids.get(key), begin, end, unit)
+            rows = await self._rows_of(db, ids.get(key), begin, end, unit)
         if key not in ids:
             return {}
         buckets: dict[int, tuple[Aggregate, set[str]]] = {}
@@ -729,8 +709,8 @@ class MetricStore:
         return buckets
 
     async def _rows_of(
-        self, series: int | None, begin: float, end: float, unit: str | None
-    ) -> list[Any]:
+        self, db: Queries, series: int | None, begin: float, end: float, unit: str | None
+    ) -> list[Row]:
         if series is None:
             return []
         query = (
@@ -741,8 +721,7 @@ class MetricStore:
         if unit is not None:
             query += " AND unit = ?"
             arguments.append(unit)
-        async with self._db.execute(query, arguments) as cursor:
-            return list(await cursor.fetchall())
+        return await db.rows(query, arguments)
 
     async def read_many(
         self, keys: Iterable[SeriesKey], end: int, period: int, count: int, statistic: str
@@ -755,17 +734,16 @@ class MetricStore:
         await self.flush()
         keys = list(keys)
         found: dict[SeriesKey, list[float | None]] = {key: [None] * count for key in keys}
-        async with self._lock:  # not inside another's transaction (upkeep's)
-            ids = await self._series_ids(self._db, keys, create=False)
+        async with self.exclusive() as db:  # not inside another's transaction (upkeep's)
+            ids = await self._series_ids(db, keys, create=False)
             self._ids.update(ids)
             by_id = {ids[key]: key for key in keys if key in ids}
             if not by_id:
                 return found
             window = (orjson.dumps(list(by_id)).decode(), end - count * period, end, period)
             simple = statistic in STATISTICS
-            # fetchall: one hand-over from SQLite's thread, not one per 64 rows.
-            async with self._db.execute(_READ_MANY if simple else _READ_MANY_ROWS, window) as c:
-                rows = await c.fetchall()
+            # All rows at once: one hand-over from SQLite's thread, not one per 64 rows.
+            rows = await db.rows(_READ_MANY if simple else _READ_MANY_ROWS, window)
         if simple:
             for series, back, n, total, low, high in rows:
                 value = Aggregate(n, total, low, high, None).statistic(statistic)
@@ -796,8 +774,7 @@ class MetricStore:
             query += " AND name = ?"
             arguments.append(name)
         query += " ORDER BY namespace, name, dimensions"
-        async with self._lock, self._db.execute(query, arguments) as cursor:
-            rows = await cursor.fetchall()
+        rows = await self.rows(query, arguments)
         return [
             {
                 "Namespace": ns,
@@ -839,14 +816,13 @@ class MetricStore:
         """Roll sub-minute rows older than three hours into their minute, and
         delete rows older than ``retention_days``."""
         now = self.clock.time()
-        async with transaction(self._db, self._lock) as db:
+        async with self.transaction() as db:
             cutoff = int(now - HIGH_RESOLUTION_KEEP)
-            async with db.execute(
+            rows = await db.rows(
                 "SELECT series, time, unit, count, sum, min, max, dist FROM metric_data"
                 " WHERE time < ? AND time % 60 != 0",
                 (cutoff,),
-            ) as cursor:
-                rows = await cursor.fetchall()
+            )
             minutes: dict[tuple[int, int, str], Aggregate] = {}
             for series, moment, unit, count, total, low, high, dist in rows:
                 slot = (series, moment - moment % 60, unit)

@@ -64,10 +64,6 @@ COMPLETED, CANCELLED, FAILED = "COMPLETED", "CANCELLED", "FAILED"
 ACTIVE = (STARTING, RUNNING, CANCELLING)
 CHUNK = 1000  # events read, put and saved as one step
 _NAME = re.compile(r"[.\-_A-Za-z0-9]{1,64}")
-_COLUMNS = (
-    "name, archive, bus, rules, start_time, end_time, speed, description, state, reason,"
-    " total, replayed, cursor_time, cursor_seq, last_replayed, started, ended"
-)
 
 
 @dataclass(slots=True)
@@ -93,6 +89,7 @@ class Replay:
     ended: float | None = None
 
     def row(self) -> tuple[Any, ...]:
+        """Its values in the order of ``pipelines.archive.REPLAY_COLUMNS``."""
         rules = orjson.dumps(list(self.rules)).decode() if self.rules is not None else None
         return (
             self.name,
@@ -166,17 +163,11 @@ def _check_times(start: float, end: float) -> None:
 
 
 async def save(store: ArchiveStore, replay: Replay) -> None:
-    marks = ", ".join("?" * 17)
-    async with store.transaction() as db:
-        await db.execute(f"REPLACE INTO replays ({_COLUMNS}) VALUES ({marks})", replay.row())
+    await store.save_replay(replay.row())
 
 
 async def load(store: ArchiveStore, name: str | None = None) -> list[Replay]:
-    query = f"SELECT {_COLUMNS} FROM replays"
-    query += " WHERE name = ?" if name is not None else " ORDER BY started, name"
-    db = store._reader
-    async with db.execute(query, (name,) if name is not None else ()) as cursor:
-        return [Replay.from_row(row) for row in await cursor.fetchall()]
+    return [Replay.from_row(row) for row in await store.replays(name)]
 
 
 async def read_replays(store: ArchiveStore, name: str | None = None) -> list[dict[str, Any]]:

@@ -68,7 +68,8 @@ from pipelines.replay import Replays
 from pipelines.runnerlock import RunnerLock
 from pipelines.scheduler import Scheduler
 from pipelines.state import StateDB
-from pipelines.targets import Target
+from pipelines.store import Upkeep
+from pipelines.targets import StoreT, Target, open_state_store, run_upkeep
 
 log = logging.getLogger("pipelines.runtime")
 
@@ -749,6 +750,18 @@ class Runtime:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+    # -- TargetServices' store helpers (pipelines.store; issue 23) ------------
+
+    async def open_store(self, store_type: type[StoreT], *args: Any, where: str) -> StoreT:
+        """See ``TargetServices.open_store``."""
+        return await open_state_store(self, store_type, *args, where=where)
+
+    def upkeep(self, upkeep: Upkeep) -> asyncio.Task[None]:
+        """See ``TargetServices.upkeep``."""
+        return run_upkeep(self, upkeep)
+
+    # -- end of the store helpers ---------------------------------------------
 
     async def __aenter__(self) -> Runtime:
         await self.start()

@@ -16,15 +16,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pipelines.clock import sleep
 from pipelines.errors import CodedError, ConfigError, DeliveryError, PipelinesError, unknown_setting
+from pipelines.store import Store, Upkeep
 
 if TYPE_CHECKING:
     from pipelines.clock import Clock
 
 log = logging.getLogger("pipelines.targets")
+
+StoreT = TypeVar("StoreT", bound=Store)
+T = TypeVar("T")
 
 
 _NOTHING: Mapping[str, Any] = MappingProxyType({})
@@ -115,6 +119,46 @@ class TargetServices(Protocol):
         """The config's ``cluster.group``: sources share their subscriptions
         with the other runners of this group (None outside a cluster)."""
         ...
+
+    async def open_store(self, store_type: type[StoreT], *args: Any, where: str) -> StoreT:
+        """Open ``store_type`` (a ``pipelines.store.Store``) on the runtime's
+        state database with the runtime's clock (``args`` follow it); the
+        target closes it in ``stop``. ``PipelinesError`` beginning with
+        ``where`` when the runtime has no state database. See ``open_state_store``."""
+        ...
+
+    def upkeep(self, upkeep: Upkeep) -> asyncio.Task[None]:
+        """Run a store's periodic ``upkeep`` (retention) as a task owned by the
+        runtime, on its clock: cancelled when the runtime stops; a target
+        stopped before (a reload) cancels it in ``stop``. See ``run_upkeep``."""
+        ...
+
+
+async def open_state_store(
+    services: TargetServices, store_type: type[StoreT], *args: Any, where: str
+) -> StoreT:
+    """``TargetServices.open_store`` for every implementation of it."""
+    if services.state_path is None:
+        raise PipelinesError(
+            f"{where}: it is kept in the state database;"
+            " give the runtime a state_path (a config always has one)"
+        )
+    return await store_type.open(services.state_path, services.clock, *args)
+
+
+def run_upkeep(services: TargetServices, upkeep: Upkeep) -> asyncio.Task[None]:
+    """``TargetServices.upkeep`` for every implementation of it."""
+    return services.spawn(upkeep.run(services.clock))
+
+
+def started(value: T | None, where: str) -> T:
+    """What a target's ``start`` made (its store, the services), for
+    ``deliver``: delivering before ``start`` or after ``stop`` is the same
+    retryable ``NotRunning`` error from every target (the bus retries it;
+    a reload swaps targets while deliveries are under way)."""
+    if value is None:
+        raise DeliveryError("NotRunning", f"{where} is not running", retryable=True)
+    return value
 
 
 class Target(ABC):

@@ -55,6 +55,7 @@ from pipelines.targets import (
     TargetType,
     check_keys,
     number_setting,
+    started,
 )
 
 SETTINGS = {"function", "timeout", "max_concurrency", "async_invoke"}
@@ -362,15 +363,13 @@ class FunctionTarget(Target):
                 f"{self.where}: the asynchronous queue holds {waiting} invocations",
                 retryable=True,
             )
-        assert self._services is not None
-        self._queue.put_nowait(_Invocation(payload, context, self._services.clock.time()))
+        services = started(self._services, self.where)
+        self._queue.put_nowait(_Invocation(payload, context, services.clock.time()))
         return None
 
     async def invoke(self, payload: Any, context: DeliveryContext) -> Any:
         """Call the function once (synchronous invocation), within timeout and concurrency."""
-        function = self._function
-        if function is None:
-            raise DeliveryError("NotStarted", f"{self.where} is not started", retryable=True)
+        function = started(self._function, self.where)
         await self._slots.acquire(self)
         self.invocations += 1
         args = (payload, context) if self._with_context else (payload,)

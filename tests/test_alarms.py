@@ -16,6 +16,7 @@ from pipelines.clock import ManualClock
 from pipelines.errors import ConfigError, MetricError
 from pipelines.metrics import MetricStore
 from pipelines.runtime import Runtime
+from pipelines.store import SQLiteConnection
 
 from .helpers import advance
 from .recorder import Recorder, plugin_manager
@@ -362,7 +363,8 @@ async def test_a_failed_flush_keeps_its_data_and_does_not_confuse_metrics(
     store = await MetricStore.open(tmp_path / "state.db", clock)
     blocker = sqlite3.connect(tmp_path / "state.db", timeout=0)
     try:
-        await store._db.execute("PRAGMA busy_timeout=0")
+        assert isinstance(store.connection, SQLiteConnection)
+        await store.connection.raw.execute("PRAGMA busy_timeout=0")
         blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database
         store.put_metric_data("Shop", "A", value=1, timestamp=T0)
         with pytest.raises(sqlite3.OperationalError, match="locked"):

@@ -14,6 +14,7 @@ import pytest
 
 from pipelines.clock import ManualClock
 from pipelines.errors import QueueError
+from pipelines.store import SQLiteConnection
 from plugins.queue.store import QueueStore, SendEntry
 
 
@@ -539,7 +540,8 @@ async def test_a_cancelled_receive_gives_its_claim_back(store: QueueStore) -> No
     await store.create_queue("dlq")
     await store.create_queue("q", {"redrive_policy": policy})
     await store.send("q", "hello")
-    connection = store._connection
+    assert isinstance(store.connection, SQLiteConnection)
+    connection = store.connection.raw
     original = connection.execute_fetchall
 
     def cancel_during_the_claim(sql: str, *args: Any, **kwargs: Any) -> Any:

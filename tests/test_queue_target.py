@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, DeliveryError
 from pipelines.runtime import Runtime
+from pipelines.targets import DeliveryContext
 from plugins.queue.store import QueueStore
+from plugins.queue.target import QueueType
 
 from .helpers import pipelines_command
 from .recorder import plugin_manager
@@ -197,6 +199,30 @@ def test_queue_command_errors_are_one_line(tmp_path: Path) -> None:
     assert lost.returncode == 1
     assert "--config" in lost.stderr
     assert "Traceback" not in lost.stderr
+
+
+def test_queue_reads_of_a_mistyped_state_database_fail_and_create_nothing(
+    tmp_path: Path,
+) -> None:
+    result = queue_cli("list", "--state", "typo.db", cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "error: state database typo.db does not exist: run the pipeline first"
+    ]
+    assert result.stdout == ""
+    assert not (tmp_path / "typo.db").exists()
+    stats = queue_cli("stats", "q", "--state", "typo.db", cwd=tmp_path, check=False)
+    assert stats.returncode != 0 and "typo.db does not exist" in stats.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_queue_target_delivered_to_before_start_is_a_retryable_error() -> None:
+    target = QueueType().create("jobs", {})
+    context = DeliveryContext("rule", "t", {"id": "1"})
+    with pytest.raises(DeliveryError) as raised:
+        await target.deliver({"n": 1}, context)
+    assert raised.value.code == "NotRunning" and raised.value.retryable
+    assert "queue jobs is not running" in raised.value.message
 
 
 def test_send_reports_each_failed_entry(tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ def with_store(
     *,
     create: bool = False,
 ) -> T:
-    return clikit.with_store(LogStore.open, config, state, call, create=create)
+    return clikit.with_store(LogStore, config, state, call, create=create)
 
 
 def with_metered_store(

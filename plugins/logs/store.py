@@ -30,24 +30,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import functools
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import aiosqlite
 import orjson
 
-from pipelines.clock import Clock, SystemClock
+from pipelines.clock import Clock
 from pipelines.errors import LogsError, MetricError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.metrics import UNITS
-from pipelines.state import connect, existing, transaction
+from pipelines.store import Queries, Store, Upkeep
 from plugins.logs.filterpattern import FilterPattern, parse_filter_pattern
 from plugins.logs.insights import QueryResult, parse_query
 
@@ -105,6 +102,7 @@ RETENTION_DAYS = (
     3288, 3653,
 )  # fmt: skip
 MAX_BATCH_EVENTS = 10_000
+EXPIRE_INTERVAL = 3600.0  # retention of the log groups a pipeline runs
 MAX_BATCH_BYTES = 1_048_576
 EVENT_OVERHEAD = 26  # bytes counted per event on top of its UTF-8 message
 MAX_EVENT_BYTES = 1_048_576 - EVENT_OVERHEAD
@@ -323,51 +321,29 @@ def _untoken(token: str) -> tuple[int, int]:
         raise LogsError("InvalidParameterException", f"nextToken {token!r} is not valid") from None
 
 
-class LogStore:
+class LogStore(Store):
     """The log groups of one state database. ``await LogStore.open(path)``, then ``close()``."""
+
+    name = "logs"
+    schema = SCHEMA
 
     def __init__(
         self,
-        connection: aiosqlite.Connection,
-        clock: Clock,
+        clock: Clock | None = None,
         metrics: MetricSink | None = None,
         *,
         account: str = DEFAULT_ACCOUNT,
         region: str = DEFAULT_REGION,
     ) -> None:
-        self._db = connection
-        self.clock = clock
+        super().__init__(clock)
         self.metrics = metrics
         self.account = account
         self.region = region
-        self._lock = asyncio.Lock()
 
-    @classmethod
-    async def open(
-        cls, path: str | Path, clock: Clock | None = None, metrics: MetricSink | None = None
-    ) -> LogStore:
-        return cls(
-            await connect(Path(path), SCHEMA, autocommit=True), clock or SystemClock(), metrics
-        )
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def existing(cls, path: str | Path) -> AsyncIterator[LogStore]:
-        """The log groups of a state database that must already exist (the CLI's view)."""
-        store = await cls.open(existing(path))
-        try:
-            yield store
-        finally:
-            await store.close()
-
-    async def close(self) -> None:
-        await self._db.close()
-
-    async def __aenter__(self) -> LogStore:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.close()
+    def retention(self) -> Upkeep:
+        """The upkeep of the log groups a pipeline runs: events past their
+        group's retention are deleted once an hour."""
+        return Upkeep(EXPIRE_INTERVAL, self.expire, "log events past retention")
 
     def _now_ms(self) -> int:
         return int(self.clock.time() * 1000)
@@ -379,10 +355,7 @@ class LogStore:
 
     async def _group(self, name: str) -> tuple[int, int | None]:
         """The id and retention of group ``name``; ResourceNotFoundException otherwise."""
-        async with self._db.execute(
-            "SELECT id, retention_days FROM log_groups WHERE name = ?", (name,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = await self.one("SELECT id, retention_days FROM log_groups WHERE name = ?", (name,))
         if row is None:
             raise LogsError(
                 "ResourceNotFoundException", f"The specified log group does not exist: {name}"
@@ -396,15 +369,14 @@ class LogStore:
         ``exist_ok`` an existing group is kept as it is."""
         check_group_name(name)
         days = check_retention(retention_days)
-        async with transaction(self._db, self._lock) as db:
-            async with db.execute("SELECT 1 FROM log_groups WHERE name = ?", (name,)) as cursor:
-                if await cursor.fetchone() is not None:
-                    if exist_ok:
-                        return
-                    raise LogsError(
-                        "ResourceAlreadyExistsException",
-                        f"The specified log group already exists: {name}",
-                    )
+        async with self.transaction() as db:
+            if await db.one("SELECT 1 FROM log_groups WHERE name = ?", (name,)) is not None:
+                if exist_ok:
+                    return
+                raise LogsError(
+                    "ResourceAlreadyExistsException",
+                    f"The specified log group already exists: {name}",
+                )
             await db.execute(
                 "INSERT INTO log_groups (name, created, retention_days) VALUES (?, ?, ?)",
                 (name, self._now_ms(), days),
@@ -413,7 +385,7 @@ class LogStore:
     async def put_retention_policy(self, name: str, days: int | None) -> None:
         """PutRetentionPolicy (``None``: DeleteRetentionPolicy, never expire)."""
         days = check_retention(days)
-        async with transaction(self._db, self._lock) as db:
+        async with self.transaction() as db:
             await self._group(name)
             await db.execute(
                 "UPDATE log_groups SET retention_days = ? WHERE name = ?", (days, name)
@@ -421,7 +393,7 @@ class LogStore:
 
     async def delete_log_group(self, name: str) -> None:
         """DeleteLogGroup: the group, its streams, events and filters."""
-        async with transaction(self._db, self._lock) as db:
+        async with self.transaction() as db:
             group, _ = await self._group(name)
             for table in (
                 "log_events",
@@ -434,14 +406,13 @@ class LogStore:
 
     async def describe_log_groups(self, prefix: str = "") -> list[dict[str, Any]]:
         """DescribeLogGroups: every group whose name starts with ``prefix``, by name."""
-        async with self._db.execute(
+        rows = await self.rows(
             "SELECT g.id, g.name, g.created, g.retention_days,"
             " (SELECT count(*) FROM log_metric_filters f WHERE f.grp = g.id),"
             " (SELECT coalesce(sum(stored_bytes), 0) FROM log_streams s WHERE s.grp = g.id)"
             " FROM log_groups g WHERE substr(g.name, 1, ?) = ? ORDER BY g.name",
             (len(prefix), prefix),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         groups = []
         for _, name, created, days, filters, stored in rows:
             group = {
@@ -460,16 +431,15 @@ class LogStore:
         """CreateLogStream."""
         check_stream_name(name)
         group_id, _ = await self._group(group)
-        async with transaction(self._db, self._lock) as db:
+        async with self.transaction() as db:
             await self._create_stream(db, group_id, group, name, exist_ok=exist_ok)
 
     async def _create_stream(
-        self, db: aiosqlite.Connection, group_id: int, group: str, name: str, *, exist_ok: bool
+        self, db: Queries, group_id: int, group: str, name: str, *, exist_ok: bool
     ) -> int:
-        async with db.execute(
+        row = await db.one(
             "SELECT id FROM log_streams WHERE grp = ? AND name = ?", (group_id, name)
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         if row is not None:
             if exist_ok:
                 return int(row[0])
@@ -477,22 +447,20 @@ class LogStore:
                 "ResourceAlreadyExistsException",
                 f"The specified log stream already exists: {group}/{name}",
             )
-        async with db.execute(
+        row = await db.one(
             "INSERT INTO log_streams (grp, name, created) VALUES (?, ?, ?) RETURNING id",
             (group_id, name, self._now_ms()),
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         assert row is not None
         return int(row[0])
 
     async def delete_log_stream(self, group: str, name: str) -> None:
         """DeleteLogStream: the stream and its events."""
         group_id, _ = await self._group(group)
-        async with transaction(self._db, self._lock) as db:
-            async with db.execute(
+        async with self.transaction() as db:
+            row = await db.one(
                 "DELETE FROM log_streams WHERE grp = ? AND name = ? RETURNING id", (group_id, name)
-            ) as cursor:
-                row = await cursor.fetchone()
+            )
             if row is None:
                 raise LogsError(
                     "ResourceNotFoundException",
@@ -503,12 +471,11 @@ class LogStore:
     async def describe_log_streams(self, group: str, prefix: str = "") -> list[dict[str, Any]]:
         """DescribeLogStreams: the group's streams whose name starts with ``prefix``, by name."""
         group_id, _ = await self._group(group)
-        async with self._db.execute(
+        rows = await self.rows(
             "SELECT name, created, first_event, last_event, last_ingestion, stored_bytes"
             " FROM log_streams WHERE grp = ? AND substr(name, 1, ?) = ? ORDER BY name",
             (group_id, len(prefix), prefix),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         streams = []
         for name, created, first, last, ingested, stored in rows:
             stream: dict[str, Any] = {
@@ -545,7 +512,7 @@ class LogStore:
         filters: list[_MetricFilter] = []
         # The group is looked up inside the write: one deleted meanwhile by
         # another process is not written to.
-        async with transaction(self._db, self._lock) as db:
+        async with self.transaction() as db:
             group_id, retention = await self._group(group)
             plan = _plan(valid, now, retention)
             rows = plan.accepted
@@ -573,17 +540,16 @@ class LogStore:
         return answer
 
     async def _stream_id(
-        self, db: aiosqlite.Connection, group_id: int, group: str, stream: str, create: bool
+        self, db: Queries, group_id: int, group: str, stream: str, create: bool
     ) -> int:
         if create:
             return await self._create_stream(db, group_id, group, stream, exist_ok=True)
         return await self._require_stream(group_id, group, stream)
 
     async def _require_stream(self, group_id: int, group: str, stream: str) -> int:
-        async with self._db.execute(
+        row = await self.one(
             "SELECT id FROM log_streams WHERE grp = ? AND name = ?", (group_id, stream)
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         if row is None:
             raise LogsError(
                 "ResourceNotFoundException",
@@ -593,7 +559,7 @@ class LogStore:
 
     async def _append(
         self,
-        db: aiosqlite.Connection,
+        db: Queries,
         group_id: int,
         stream_id: int,
         rows: list[tuple[int, str]],
@@ -622,20 +588,22 @@ class LogStore:
         check_filter_name(name)
         check_transformation(compiled(pattern), transformation)
         group_id, _ = await self._group(group)
-        async with transaction(self._db, self._lock) as db:
-            async with db.execute(
+        async with self.transaction() as db:
+            row = await db.one(
                 "SELECT count(*) FROM log_metric_filters WHERE grp = ? AND name != ?",
                 (group_id, name),
-            ) as cursor:
-                row = await cursor.fetchone()
+            )
             if row is not None and row[0] >= MAX_METRIC_FILTERS:
                 raise LogsError(
                     "LimitExceededException",
                     f"log group {group} has {MAX_METRIC_FILTERS} metric filters already",
                 )
             await db.execute(
-                "INSERT OR REPLACE INTO log_metric_filters"
-                " (grp, name, pattern, transformation, created) VALUES (?, ?, ?, ?, ?)",
+                self.dialect.upsert(
+                    "log_metric_filters",
+                    ("grp", "name", "pattern", "transformation", "created"),
+                    ("grp", "name"),
+                ),
                 (group_id, name, pattern, orjson.dumps(transformation.to_json()), self._now_ms()),
             )
 
@@ -643,25 +611,24 @@ class LogStore:
         await self._delete_filter("log_metric_filters", "metric filter", group, name)
 
     async def _delete_filter(self, table: str, kind: str, group: str, name: str) -> None:
-        async with transaction(self._db, self._lock) as db:
+        async with self.transaction() as db:
             group_id, _ = await self._group(group)
-            async with db.execute(
+            deleted = await db.one(
                 f"DELETE FROM {table} WHERE grp = ? AND name = ? RETURNING name", (group_id, name)
-            ) as cursor:
-                if await cursor.fetchone() is None:
-                    raise LogsError(
-                        "ResourceNotFoundException",
-                        f"The specified {kind} does not exist: {group}/{name}",
-                    )
+            )
+            if deleted is None:
+                raise LogsError(
+                    "ResourceNotFoundException",
+                    f"The specified {kind} does not exist: {group}/{name}",
+                )
 
     async def describe_metric_filters(self, group: str) -> list[dict[str, Any]]:
         group_id, _ = await self._group(group)
-        async with self._db.execute(
+        rows = await self.rows(
             "SELECT name, pattern, transformation, created FROM log_metric_filters"
             " WHERE grp = ? ORDER BY name",
             (group_id,),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [
             {
                 "filterName": name,
@@ -676,11 +643,10 @@ class LogStore:
     async def _metric_filters(self, group_id: int) -> list[_MetricFilter]:
         if self.metrics is None:
             return []
-        async with self._db.execute(
+        rows = await self.rows(
             "SELECT name, pattern, transformation FROM log_metric_filters WHERE grp = ?",
             (group_id,),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         filters = []
         for name, pattern, shape in rows:
             t = MetricTransformation.from_json(orjson.loads(shape))
@@ -758,8 +724,7 @@ class LogStore:
         last = _untoken(next_token) if next_token is not None else (-1, 0)
         # Read in pages: a selective pattern may look at many rows for few matches.
         while len(found) < limit:
-            async with self._db.execute(query, [*params, *last]) as cursor:
-                page = list(await cursor.fetchall())
+            page = await self.rows(query, [*params, *last])
             if not page:
                 break
             hits = await asyncio.to_thread(_matching, matcher, page, 3)
@@ -800,8 +765,7 @@ class LogStore:
 
     async def last_event_id(self) -> int:
         """The id of the newest event in the database (0 when there is none)."""
-        async with self._db.execute("SELECT coalesce(max(id), 0) FROM log_events") as cursor:
-            row = await cursor.fetchone()
+        row = await self.one("SELECT coalesce(max(id), 0) FROM log_events")
         return int(row[0]) if row else 0
 
     async def query(
@@ -821,13 +785,9 @@ class LogStore:
         }
         selected = ", ".join(columns[c] for c in parsed.columns) or "e.ts"
         join = " JOIN log_streams s ON s.id = e.stream" if "@logStream" in parsed.columns else ""
-        # The rows are plain tuples (no row factory); copying a million would cost.
-        rows = cast(
-            "list[tuple[Any, ...]]",
-            await self._db.execute_fetchall(
-                f"SELECT {selected} FROM log_events e{join} WHERE {where} ORDER BY e.ts, e.id",
-                params,
-            ),
+        # The rows are plain tuples, handed over as they are: copying a million would cost.
+        rows = await self.rows(
+            f"SELECT {selected} FROM log_events e{join} WHERE {where} ORDER BY e.ts, e.id", params
         )
         return await asyncio.to_thread(parsed.run, rows)
 
@@ -841,11 +801,11 @@ class LogStore:
         check_filter_name(name)
         compiled(pattern)
         group_id, _ = await self._group(group)
-        async with transaction(self._db, self._lock) as db:
-            async with db.execute(
+        async with self.transaction() as db:
+            found = await db.rows(
                 "SELECT name FROM log_subscription_filters WHERE grp = ?", (group_id,)
-            ) as cursor:
-                names = {row[0] for row in await cursor.fetchall()}
+            )
+            names = {row[0] for row in found}
             if name not in names and len(names) >= MAX_SUBSCRIPTION_FILTERS:
                 raise LogsError(
                     "LimitExceededException",
@@ -853,14 +813,13 @@ class LogStore:
                     f" {MAX_SUBSCRIPTION_FILTERS} subscription filters already"
                     f" ({', '.join(sorted(names))})",
                 )
-            async with db.execute("SELECT coalesce(max(id), 0) FROM log_events") as cursor:
-                row = await cursor.fetchone()
+            newest = await db.scalar("SELECT coalesce(max(id), 0) FROM log_events")
             await db.execute(
                 "INSERT INTO log_subscription_filters"
                 " (grp, name, pattern, destination, created, cursor) VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (grp, name) DO UPDATE SET pattern = excluded.pattern,"
                 " destination = excluded.destination",
-                (group_id, name, pattern, destination, self._now_ms(), row[0] if row else 0),
+                (group_id, name, pattern, destination, self._now_ms(), newest or 0),
             )
 
     async def delete_subscription_filter(self, group: str, name: str) -> None:
@@ -868,12 +827,11 @@ class LogStore:
 
     async def describe_subscription_filters(self, group: str) -> list[dict[str, Any]]:
         group_id, _ = await self._group(group)
-        async with self._db.execute(
+        rows = await self.rows(
             "SELECT name, pattern, destination, created FROM log_subscription_filters"
             " WHERE grp = ? ORDER BY name",
             (group_id,),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [
             {
                 "filterName": name,
@@ -892,24 +850,21 @@ class LogStore:
         cursor that match its pattern (looking at up to ``limit`` events), in
         CloudWatch's subscription payload, one per log stream."""
         group_id, _ = await self._group(group)
-        async with self._db.execute(
+        row = await self.one(
             "SELECT pattern, cursor FROM log_subscription_filters WHERE grp = ? AND name = ?",
             (group_id, name),
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         if row is None:
             raise LogsError(
                 "ResourceNotFoundException",
                 f"The specified subscription filter does not exist: {group}/{name}",
             )
         matcher, position = compiled(row[0]), row[1]
-        rows = list(
-            await self._db.execute_fetchall(
-                "SELECT e.id, e.ts, e.message, s.name FROM log_events e"
-                " JOIN log_streams s ON s.id = e.stream"
-                " WHERE e.grp = ? AND e.id > ? ORDER BY e.id LIMIT ?",
-                (group_id, position, limit),
-            )
+        rows = await self.rows(
+            "SELECT e.id, e.ts, e.message, s.name FROM log_events e"
+            " JOIN log_streams s ON s.id = e.stream"
+            " WHERE e.grp = ? AND e.id > ? ORDER BY e.id LIMIT ?",
+            (group_id, position, limit),
         )
         if rows:
             position = rows[-1][0]
@@ -927,7 +882,7 @@ class LogStore:
     async def advance_subscription(self, group: str, name: str, cursor: int) -> None:
         """Store subscription filter ``name``'s cursor: what it has delivered."""
         group_id, _ = await self._group(group)
-        async with transaction(self._db, self._lock) as db:
+        async with self.transaction() as db:
             await db.execute(
                 "UPDATE log_subscription_filters SET cursor = max(cursor, ?)"
                 " WHERE grp = ? AND name = ?",
@@ -939,20 +894,16 @@ class LogStore:
     async def expire(self) -> int:
         """Delete the events older than their group's retention; how many went."""
         now = self._now_ms()
-        async with self._db.execute(
+        groups = await self.rows(
             "SELECT id, retention_days FROM log_groups WHERE retention_days IS NOT NULL"
-        ) as cursor:
-            groups = list(await cursor.fetchall())
+        )
         deleted = 0
         for group_id, days in groups:
-            async with (
-                transaction(self._db, self._lock) as db,
-                db.execute(
+            async with self.transaction() as db:
+                deleted += await db.execute(
                     "DELETE FROM log_events WHERE grp = ? AND ts < ?",
                     (group_id, now - days * DAY_MS),
-                ) as cursor,
-            ):
-                deleted += cursor.rowcount
+                )
         return deleted
 
 

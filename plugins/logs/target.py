@@ -38,6 +38,7 @@ from pipelines.targets import (
     check_keys,
     hand_over,
     number_setting,
+    started,
 )
 from pipelines.templates import PathTemplate
 from plugins.logs.store import (
@@ -70,7 +71,6 @@ METRIC_SETTINGS = {
     "unit",
 }
 SUBSCRIPTION_SETTINGS = {"pattern", "target", "batch_size", "maximum_retry_attempts", "poll"}
-EXPIRE_INTERVAL = 3600.0
 #: Refusals a retry cannot cure.
 SENDER_FAULTS = {"InvalidParameterException", "ResourceNotFoundException"}
 
@@ -268,24 +268,19 @@ class LogGroupTarget(Target):
         ]
 
     async def start(self, services: TargetServices) -> None:
-        if services.state_path is None:
-            raise PipelinesError(
-                f"log group {self.group}: log groups are kept in the state database;"
-                " give the runtime a state_path (a config always has one)"
-            )
-        for sub in self.subscriptions or []:
-            services.resource(sub.target, where=f"{self.where}.subscription_filters.{sub.name}")
-        self._services = services
-        self.store = store = await LogStore.open(
-            services.state_path, services.clock, services.put_metric_data
+        self.store = store = await services.open_store(
+            LogStore, services.put_metric_data, where=f"log group {self.group}"
         )
         try:
+            for sub in self.subscriptions or []:
+                services.resource(sub.target, where=f"{self.where}.subscription_filters.{sub.name}")
             await self._apply(store)
         except BaseException:
             await store.close()
             self.store = None
             raise
-        self._tasks = [services.spawn(self._commit.run()), services.spawn(self._expire(store))]
+        self._services = services
+        self._tasks = [services.spawn(self._commit.run()), services.upkeep(store.retention())]
         self._tasks += [services.spawn(self._forward(store, s)) for s in self.subscriptions or []]
 
     async def _apply(self, store: LogStore) -> None:
@@ -344,8 +339,7 @@ class LogGroupTarget(Target):
     # -- writing ------------------------------------------------------------
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
-        if self.store is None:
-            raise DeliveryError("LogGroupStopped", f"{self.where} is not running", retryable=True)
+        started(self.store, self.where)
         stream = self.stream.render(context.event) if self.stream else _stream_of(context)
         if context.attributes:
             # A dead letter: the error attributes go with it, so a filter
@@ -381,19 +375,6 @@ class LogGroupTarget(Target):
             else DeliveryError(refused[index][0], f"{where}: {refused[index][1]}", retryable=False)
             for index in range(len(batch))
         ]
-
-    async def _expire(self, store: LogStore) -> None:
-        """Retention: delete what is older than the retention period, once an hour."""
-        assert self._services is not None
-        while True:
-            await sleep(self._services.clock, EXPIRE_INTERVAL)
-            try:
-                deleted = await store.expire()
-            except Exception:
-                log.exception("%s: could not delete expired log events", self.where)
-            else:
-                if deleted:
-                    log.info("%s: %d log events past retention deleted", self.where, deleted)
 
     # -- subscription filters -------------------------------------------------
 

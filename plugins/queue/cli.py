@@ -29,7 +29,7 @@ def with_store(
     *,
     create: bool = False,
 ) -> T:
-    return clikit.with_store(QueueStore.open, config, state, call, create=create)
+    return clikit.with_store(QueueStore, config, state, call, create=create)
 
 
 @click.group("queue")

@@ -24,20 +24,17 @@ import hashlib
 import logging
 import math
 import re
-import sqlite3
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
-import aiosqlite
 import orjson
 
-from pipelines.clock import Clock, SystemClock, sleep
+from pipelines.clock import Clock, sleep
 from pipelines.errors import QueueError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
-from pipelines.state import connect, transaction
+from pipelines.store import Row, Store, Upkeep
 
 log = logging.getLogger("plugins.queue")
 
@@ -80,6 +77,7 @@ FIFO_SUFFIX = ".fifo"
 DEDUP_WINDOW = 300.0
 PURGE_INTERVAL = 60.0
 EXPIRE_INTERVAL = 60.0
+HOUSEKEEPING_INTERVAL = 60.0  # retention of the queues a pipeline runs
 MAX_BATCH = 10
 MAX_ATTRIBUTES = 10
 MAX_WAIT = 20
@@ -432,56 +430,41 @@ class _Queue:
         return self.name.endswith(FIFO_SUFFIX)
 
 
-class QueueStore:
+class QueueStore(Store):
     """The queues of one state database: SQS's API, in Python.
 
     Open with ``await QueueStore.open(path)``; close with ``close()`` (or use
     ``async with``). Every method takes the queue's name, as SQS's take its URL.
     """
 
-    def __init__(self, path: Path, connection: aiosqlite.Connection, clock: Clock) -> None:
-        self.path = path
-        self.clock = clock
-        self._connection = connection
-        self._lock = asyncio.Lock()
+    name = "queues"
+    schema = SCHEMA
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        super().__init__(clock)
         self._queues: dict[str, _Queue] = {}
         self._expired: dict[str, float] = {}
-        self._key = str(path.resolve())
+        # Long polls of every store on the same file share wake-ups.
+        self._key = ""
 
-    @classmethod
-    async def open(cls, path: str | Path, clock: Clock | None = None) -> QueueStore:
-        path = Path(path)
-        connection = await connect(path, SCHEMA, autocommit=True)
-        return cls(path, connection, clock or SystemClock())
+    async def opened(self) -> None:
+        self._key = str(self.path.resolve())
 
-    async def close(self) -> None:
-        await self._connection.close()
-
-    async def __aenter__(self) -> QueueStore:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    # -- plumbing -----------------------------------------------------------
-
-    def _transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
-        return transaction(self._connection, self._lock)
-
-    async def _one(
-        self, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = ()
-    ) -> list[sqlite3.Row]:
-        """One statement, in its own (autocommit) transaction."""
-        async with self._lock:
-            rows = await self._connection.execute_fetchall(sql, parameters)
-        return list(rows)
+    def retention(self, queue_name: str) -> Upkeep:
+        """The upkeep of a queue that a pipeline runs: messages past its
+        retention period are deleted once a minute."""
+        return Upkeep(
+            HOUSEKEEPING_INTERVAL,
+            functools.partial(self.expire, queue_name),
+            f"queue {queue_name}: messages past retention",
+        )
 
     async def _queue(self, name: str) -> _Queue:
         # Attributes are read again each time another process might have changed them;
         # a dict hit is enough within the process, set_attributes refreshes it.
         queue = self._queues.get(name)
         if queue is None:
-            rows = await self._one("SELECT attributes FROM queues WHERE name = ?", (name,))
+            rows = await self.rows("SELECT attributes FROM queues WHERE name = ?", (name,))
             if not rows:
                 raise QueueError("QueueDoesNotExist", f"queue {name!r} does not exist")
             queue = _Queue(name, _attributes_from_json(orjson.loads(rows[0][0])))
@@ -498,10 +481,8 @@ class QueueStore:
         check_queue_name(name)
         parsed = QueueAttributes.parse(name, attributes or {})
         stored = orjson.dumps(parsed.to_json()).decode()
-        async with self._transaction() as db:
-            rows = list(
-                await db.execute_fetchall("SELECT attributes FROM queues WHERE name = ?", (name,))
-            )
+        async with self.transaction() as db:
+            rows = await db.rows("SELECT attributes FROM queues WHERE name = ?", (name,))
             if not rows:
                 await db.execute(
                     "INSERT INTO queues (name, attributes, created) VALUES (?, ?, ?)",
@@ -522,7 +503,7 @@ class QueueStore:
         return (await self._queue(name)).attributes
 
     async def list_queues(self, prefix: str = "") -> list[str]:
-        rows = await self._one(
+        rows = await self.rows(
             "SELECT name FROM queues WHERE substr(name, 1, ?) = ? ORDER BY name",
             (len(prefix), prefix),
         )
@@ -530,7 +511,7 @@ class QueueStore:
 
     async def delete_queue(self, name: str) -> None:
         await self._queue(name)
-        async with self._transaction() as db:
+        async with self.transaction() as db:
             await db.execute("DELETE FROM queue_messages WHERE queue = ?", (name,))
             await db.execute("DELETE FROM queue_dedup WHERE queue = ?", (name,))
             await db.execute("DELETE FROM queues WHERE name = ?", (name,))
@@ -540,25 +521,22 @@ class QueueStore:
         """PurgeQueue: delete every message. Once per 60 seconds, as SQS allows."""
         await self._queue(name)
         now = self.clock.time()
-        async with self._transaction() as db:
-            rows = list(
-                await db.execute_fetchall("SELECT purged FROM queues WHERE name = ?", (name,))
-            )
-            last = rows[0][0] if rows else None
+        async with self.transaction() as db:
+            last = await db.scalar("SELECT purged FROM queues WHERE name = ?", (name,))
             if last is not None and now - last < PURGE_INTERVAL:
                 raise QueueError(
                     "PurgeQueueInProgress",
                     f"queue {name!r} was purged {now - last:.0f} s ago; purge once per 60 seconds",
                 )
-            cursor = await db.execute("DELETE FROM queue_messages WHERE queue = ?", (name,))
+            deleted = await db.execute("DELETE FROM queue_messages WHERE queue = ?", (name,))
             await db.execute("UPDATE queues SET purged = ? WHERE name = ?", (now, name))
-        return cursor.rowcount
+        return deleted
 
     async def stats(self, name: str) -> dict[str, Any]:
         """GetQueueAttributes' approximate counts, and the oldest message's age."""
         queue = await self._queue(name)
         now = self.clock.time()
-        rows = await self._one(
+        rows = await self.rows(
             "SELECT coalesce(sum(visible <= :now), 0),"
             " coalesce(sum(visible > :now AND receives > 0), 0),"
             " coalesce(sum(visible > :now AND receives = 0), 0), min(sent)"
@@ -681,7 +659,7 @@ class QueueStore:
         # One statement: all of the batch is stored, or none of it.
         values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
         flat = [value for _, row in rows for value in row]
-        await self._one(
+        await self.rows(
             "INSERT INTO queue_messages"
             " (queue, id, body, attributes, sent, visible, group_id, dedup_id)"
             f" VALUES {values}",
@@ -693,31 +671,30 @@ class QueueStore:
         self, queue: _Queue, rows: list[tuple[SendEntry, tuple[Any, ...]]], now: float
     ) -> list[SendResult]:
         results = []
-        async with self._transaction() as db:
+        async with self.transaction() as db:
             for entry, row in rows:
                 dedup_id = row[7]
-                found = list(
-                    await db.execute_fetchall(
-                        "SELECT message_id, seq FROM queue_dedup"
-                        " WHERE queue = ? AND dedup_id = ? AND expires > ?",
-                        (queue.name, dedup_id, now),
-                    )
+                found = await db.rows(
+                    "SELECT message_id, seq FROM queue_dedup"
+                    " WHERE queue = ? AND dedup_id = ? AND expires > ?",
+                    (queue.name, dedup_id, now),
                 )
                 if found:  # a duplicate within five minutes: accepted, not stored again
                     message_id, seq = found[0]
                 else:
-                    inserted = list(
-                        await db.execute_fetchall(
-                            "INSERT INTO queue_messages"
-                            " (queue, id, body, attributes, sent, visible, group_id, dedup_id)"
-                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
-                            row,
-                        )
+                    inserted = await db.rows(
+                        "INSERT INTO queue_messages"
+                        " (queue, id, body, attributes, sent, visible, group_id, dedup_id)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+                        row,
                     )
                     message_id, seq = row[1], inserted[0][0]
                     await db.execute(
-                        "INSERT OR REPLACE INTO queue_dedup"
-                        " (queue, dedup_id, expires, message_id, seq) VALUES (?, ?, ?, ?, ?)",
+                        self.dialect.upsert(
+                            "queue_dedup",
+                            ("queue", "dedup_id", "expires", "message_id", "seq"),
+                            ("queue", "dedup_id"),
+                        ),
                         (queue.name, dedup_id, now + DEDUP_WINDOW, message_id, seq),
                     )
                 results.append(SendResult(entry.id, message_id, _md5(entry.body), f"{seq:020d}"))
@@ -792,7 +769,7 @@ class QueueStore:
             raise
 
     async def _release(self, queue: _Queue, token: str) -> None:
-        await self._one(
+        await self.rows(
             "UPDATE queue_messages SET visible = ?, receives = receives - 1, receipt = NULL"
             " WHERE queue = ? AND receipt = ?",
             (self.clock.time(), queue.name, token),
@@ -836,7 +813,7 @@ class QueueStore:
             "(receives >= :max_receives"
             " AND EXISTS (SELECT 1 FROM queues WHERE name = :dead_letter))"
         )
-        rows = await self._one(
+        rows = await self.rows(
             "UPDATE queue_messages SET"
             f" queue = CASE WHEN {moving} THEN :dead_letter ELSE queue END,"
             f" source = CASE WHEN {moving} THEN queue ELSE source END,"
@@ -873,7 +850,7 @@ class QueueStore:
             _WAKEUPS.notify((self._key, dead_letter))
         return messages
 
-    def _message(self, queue: _Queue, row: sqlite3.Row, token: str) -> Message:
+    def _message(self, queue: _Queue, row: Row, token: str) -> Message:
         _, seq, message_id, body, attributes, sent, receives, first, group, dedup, source = row
         system = {
             "SenderId": "pipelines",
@@ -896,7 +873,7 @@ class QueueStore:
         )
 
     async def _next_visible(self, queue: _Queue, now: float) -> float | None:
-        rows = await self._one(
+        rows = await self.rows(
             "SELECT min(visible) FROM queue_messages WHERE queue = ? AND visible > ?",
             (queue.name, now),
         )
@@ -929,14 +906,14 @@ class QueueStore:
                 deleted.append(entry_id)
         if not handles:
             return deleted, failed
-        marks = ", ".join("?" * len(handles))
+        marks = self.dialect.marks(len(handles))
         receipts = " ".join(["WHEN ? THEN ?"] * len(handles))
         now = self.clock.time()
         # On a FIFO queue a handle expires with its visibility timeout (SQS then
         # refuses it); on a standard queue an old handle is accepted and does nothing.
         expiring = " AND visible > ?" if queue.fifo else " AND ? IS NOT NULL"
         # "+queue": look rows up by seq (the primary key), not by the queue's index.
-        rows = await self._one(
+        rows = await self.rows(
             f"DELETE FROM queue_messages WHERE seq IN ({marks}) AND +queue = ?"
             f" AND receipt = CASE seq {receipts} END{expiring} RETURNING seq",
             [
@@ -970,12 +947,10 @@ class QueueStore:
             )
         seq, token = _parse_receipt(receipt_handle)
         now = self.clock.time()
-        async with self._transaction() as db:
-            rows = list(
-                await db.execute_fetchall(
-                    "SELECT visible, receipt FROM queue_messages WHERE seq = ? AND +queue = ?",
-                    (seq, queue.name),
-                )
+        async with self.transaction() as db:
+            rows = await db.rows(
+                "SELECT visible, receipt FROM queue_messages WHERE seq = ? AND +queue = ?",
+                (seq, queue.name),
             )
             if not rows or rows[0][1] != token:
                 raise QueueError(
@@ -998,15 +973,15 @@ class QueueStore:
         """Delete messages older than the retention period, and old deduplication ids."""
         queue = await self._queue(queue_name)
         now = self.clock.time()
-        async with self._transaction() as db:
-            cursor = await db.execute(
+        async with self.transaction() as db:
+            deleted = await db.execute(
                 "DELETE FROM queue_messages WHERE queue = ? AND sent < ?",
                 (queue.name, now - queue.attributes.message_retention_period),
             )
             await db.execute(
                 "DELETE FROM queue_dedup WHERE queue = ? AND expires <= ?", (queue.name, now)
             )
-        return cursor.rowcount
+        return deleted
 
     async def move_messages(
         self,
@@ -1027,7 +1002,7 @@ class QueueStore:
         if destination is not None:
             await self._queue(destination)
         now = self.clock.time()
-        rows = await self._one(
+        rows = await self.rows(
             "SELECT seq, source FROM queue_messages WHERE queue = ? AND visible <= ? ORDER BY seq",
             (dead_letter_queue, now),
         )
@@ -1043,8 +1018,8 @@ class QueueStore:
         started = self.clock.time()
         for offset in range(0, len(seqs), chunk):
             part = seqs[offset : offset + chunk]
-            marks = ", ".join("?" * len(part))
-            moved_rows = await self._one(
+            marks = self.dialect.marks(len(part))
+            moved_rows = await self.rows(
                 "UPDATE queue_messages SET queue = coalesce(?, source), source = NULL,"
                 " receives = 0, first_receive = NULL, receipt = NULL, visible = ?"
                 f" WHERE seq IN ({marks}) AND +queue = ? AND visible <= ?"

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,8 +30,7 @@ import jmespath
 import jmespath.exceptions
 import orjson
 
-from pipelines.clock import sleep
-from pipelines.errors import ConfigError, DeliveryError, PipelinesError, QueueError
+from pipelines.errors import ConfigError, DeliveryError, QueueError
 from pipelines.targets import (
     DeliveryContext,
     Target,
@@ -40,6 +38,7 @@ from pipelines.targets import (
     TargetType,
     check_keys,
     key_text,
+    started,
 )
 from plugins.queue.store import (
     FIFO_SUFFIX,
@@ -47,8 +46,6 @@ from plugins.queue.store import (
     QueueStore,
     check_queue_name,
 )
-
-log = logging.getLogger("plugins.queue")
 
 TARGET_SETTINGS = {"queue", "message_group_id", "message_group_id_jmespath"}
 ATTRIBUTE_SETTINGS = {*QueueAttributes.RANGES, "redrive_policy", "content_based_deduplication"}
@@ -58,7 +55,6 @@ SENDER_FAULTS = {
     "InvalidParameterValue",
     "MissingParameter",
 }
-HOUSEKEEPING_INTERVAL = 60.0
 
 SETTINGS_SCHEMA: dict[str, Any] = {
     "properties": {
@@ -117,32 +113,14 @@ class QueueTarget(Target):
         self._housekeeping: asyncio.Task[None] | None = None
 
     async def start(self, services: TargetServices) -> None:
-        path = services.state_path
-        if path is None:
-            raise PipelinesError(
-                f"queue {self.queue}: queues are kept in the state database;"
-                " give the runtime a state_path (a config always has one)"
-            )
-        self.store = await QueueStore.open(path, services.clock)
+        self.store = await services.open_store(QueueStore, where=f"queue {self.queue}")
         try:
             await self.store.create_queue(self.queue, self.attributes, update=True)
         except BaseException:
             await self.store.close()
             self.store = None
             raise
-        self._housekeeping = services.spawn(self._expire_regularly(self.store, services))
-
-    async def _expire_regularly(self, store: QueueStore, services: TargetServices) -> None:
-        """Retention: delete what is older than the retention period, once a minute."""
-        while True:
-            await sleep(services.clock, HOUSEKEEPING_INTERVAL)
-            try:
-                expired = await store.expire(self.queue)
-            except Exception:
-                log.exception("queue %s: could not delete expired messages", self.queue)
-            else:
-                if expired:
-                    log.info("queue %s: %d messages past retention deleted", self.queue, expired)
+        self._housekeeping = services.upkeep(self.store.retention(self.queue))
 
     async def stop(self) -> None:
         if self._housekeeping is not None:
@@ -155,7 +133,7 @@ class QueueTarget(Target):
             self.store = None
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
-        assert self.store is not None, "deliver before start"
+        store = started(self.store, f"queue {self.queue}")
         body = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
         # SQS stores no empty attribute (an exception's message may be empty).
         attributes = {name: str(v) for name, v in context.attributes.items() if str(v)}
@@ -165,7 +143,7 @@ class QueueTarget(Target):
             group_id = context.extra.get("MessageGroupId") or self._group_id(context.event)
             dedup_id = context.extra.get("MessageDeduplicationId") or _deduplication_id(context)
         try:
-            result = await self.store.send(
+            result = await store.send(
                 self.queue, body, attributes, group_id=group_id, deduplication_id=dedup_id
             )
         except QueueError as exc:

@@ -54,7 +54,7 @@ def with_store(
     *,
     create: bool = False,
 ) -> T:
-    return clikit.with_store(StreamStore.open, config, state, call, create=create)
+    return clikit.with_store(StreamStore, config, state, call, create=create)
 
 
 def shard_argument(value: str) -> str:

@@ -29,21 +29,19 @@ import binascii
 import bisect
 import collections
 import contextlib
+import functools
 import hashlib
 import re
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import orjson
 
-from pipelines.clock import Clock, SystemClock
+from pipelines.clock import Clock
 from pipelines.errors import StreamError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
-from pipelines.state import connect, transaction
+from pipelines.store import Queries, Store, Upkeep
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -99,6 +97,7 @@ MAX_PARTITION_KEY = 256
 DEFAULT_RECORD_SIZE = 1024 * 1024
 MAX_RECORD_SIZE = 5 * 1024 * 1024  # a record must fit in one PutRecords request
 MAX_GET_RECORDS = 10_000
+TRIM_INTERVAL = 60.0  # retention of the streams a pipeline runs
 MAX_GET_BYTES = 10 * 1024 * 1024  # GetRecords returns at most 10 MiB per call
 ITERATOR_LIFETIME = 300.0
 MIN_RETENTION_HOURS = 24
@@ -331,33 +330,27 @@ class _Put:
 # -- the store ----------------------------------------------------------------
 
 
-class StreamStore:
+class StreamStore(Store):
     """The streams of one state database. ``await StreamStore.open(path)``,
     then ``close()`` (or ``async with``)."""
 
-    def __init__(self, path: Path, connection: aiosqlite.Connection, clock: Clock) -> None:
-        self.path = path
-        self.clock = clock
-        self._connection = connection
-        self._lock = asyncio.Lock()
+    name = "streams"
+    schema = SCHEMA
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        super().__init__(clock)
         self._maps: dict[str, _ShardMap] = {}
         self._buckets: dict[tuple[int, int], _Bucket] = {}
         self._appended = asyncio.Event()  # set by each put: wakes readers of this store
 
-    @classmethod
-    async def open(cls, path: str | Path, clock: Clock | None = None) -> StreamStore:
-        path = Path(path)
-        connection = await connect(path, SCHEMA, autocommit=True)
-        return cls(path, connection, clock or SystemClock())
-
-    async def close(self) -> None:
-        await self._connection.close()
-
-    async def __aenter__(self) -> StreamStore:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    def retention(self, stream_name: str) -> Upkeep:
+        """The upkeep of a stream that a pipeline runs: records past its
+        retention period are deleted once a minute."""
+        return Upkeep(
+            TRIM_INTERVAL,
+            functools.partial(self.trim, stream_name),
+            f"stream {stream_name}: records past retention",
+        )
 
     def stream(self, name: str) -> Stream:
         """A handle on stream ``name``: ``put``, ``consume``..."""
@@ -365,33 +358,23 @@ class StreamStore:
 
     # -- plumbing -----------------------------------------------------------
 
-    async def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self._lock:
-            return list(await self._connection.execute_fetchall(sql, parameters))
-
-    @staticmethod
-    async def _fetch(db: aiosqlite.Connection, sql: str, parameters: Sequence[Any]) -> list[Any]:
-        return list(await db.execute_fetchall(sql, parameters))
-
-    async def _info(self, name: str, db: aiosqlite.Connection | None = None) -> StreamInfo:
+    async def _info(self, name: str, db: Queries | None = None) -> StreamInfo:
         sql = (
             "SELECT id, name, created, retention_hours, max_record_size, write_limits, version"
             " FROM streams WHERE name = ?"
         )
-        rows = await (self._fetch(db, sql, (name,)) if db else self._rows(sql, (name,)))
+        rows = await (db or self).rows(sql, (name,))
         if not rows:
             raise StreamError("ResourceNotFoundException", f"stream {name} not found")
         id_, name, created, hours, size, limits, version = rows[0]
         return StreamInfo(id_, name, created, hours, size, bool(limits), version)
 
-    async def _shards(self, stream: int, db: aiosqlite.Connection | None = None) -> list[Shard]:
+    async def _shards(self, stream: int, db: Queries | None = None) -> list[Shard]:
         sql = f"SELECT {_SHARD_COLUMNS} FROM stream_shards WHERE stream = ? ORDER BY shard"
-        rows = await (self._fetch(db, sql, (stream,)) if db else self._rows(sql, (stream,)))
+        rows = await (db or self).rows(sql, (stream,))
         return [Shard.from_row(row) for row in rows]
 
-    async def _shard(
-        self, stream: StreamInfo, index: int, db: aiosqlite.Connection | None = None
-    ) -> Shard:
+    async def _shard(self, stream: StreamInfo, index: int, db: Queries | None = None) -> Shard:
         for shard in await self._shards(stream.id, db):
             if shard.index == index:
                 return shard
@@ -435,8 +418,8 @@ class StreamStore:
             "write_limits": None if write_limits is None else int(bool(write_limits)),
         }
         now = self.clock.time()
-        async with transaction(self._connection, self._lock) as db:
-            found = await self._fetch(db, "SELECT id FROM streams WHERE name = ?", (name,))
+        async with self.transaction() as db:
+            found = await db.rows("SELECT id FROM streams WHERE name = ?", (name,))
             if found:
                 if not update:
                     raise StreamError("ResourceInUseException", f"stream {name} already exists")
@@ -450,7 +433,7 @@ class StreamStore:
             else:
                 retention_hours = retention_hours or MIN_RETENTION_HOURS
                 max_record_size = max_record_size or DEFAULT_RECORD_SIZE
-                cursor = await db.execute(
+                stream = await db.scalar(
                     "INSERT INTO streams (name, created, retention_hours, max_record_size,"
                     " write_limits, next_shard, last_seq, last_arrival, version)"
                     " VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0) RETURNING id",
@@ -463,7 +446,6 @@ class StreamStore:
                         shard_count,
                     ),
                 )
-                (stream,) = await cursor.fetchone()  # type: ignore[misc]
                 await db.executemany(
                     "INSERT INTO stream_shards (stream, shard, start_hash, end_hash, created,"
                     " first_seq) VALUES (?, ?, ?, ?, ?, 1)",
@@ -476,8 +458,8 @@ class StreamStore:
         return await self.describe_stream(name)
 
     async def delete_stream(self, name: str) -> None:
-        async with transaction(self._connection, self._lock) as db:
-            found = await self._fetch(db, "SELECT id FROM streams WHERE name = ?", (name,))
+        async with self.transaction() as db:
+            found = await db.rows("SELECT id FROM streams WHERE name = ?", (name,))
             if not found:
                 raise StreamError("ResourceNotFoundException", f"stream {name} not found")
             for table in ("stream_records", "stream_shards", "stream_checkpoints"):
@@ -486,7 +468,7 @@ class StreamStore:
         self._maps.pop(name, None)
 
     async def list_streams(self) -> list[str]:
-        return [row[0] for row in await self._rows("SELECT name FROM streams ORDER BY name")]
+        return [row[0] for row in await self.rows("SELECT name FROM streams ORDER BY name")]
 
     async def describe_stream(self, name: str) -> dict[str, Any]:
         """DescribeStream's StreamDescription: every shard still listed (open
@@ -516,7 +498,7 @@ class StreamStore:
         """IncreaseStreamRetentionPeriod and DecreaseStreamRetentionPeriod in one."""
         check_retention(hours)
         info = await self._info(name)
-        await self._rows("UPDATE streams SET retention_hours = ? WHERE id = ?", (hours, info.id))
+        await self.rows("UPDATE streams SET retention_hours = ? WHERE id = ?", (hours, info.id))
         self._maps.pop(name, None)
 
     # -- writing ------------------------------------------------------------
@@ -617,9 +599,8 @@ class StreamStore:
 
     async def _write(self, name: str, puts: list[_Put], results: list[dict[str, Any]]) -> None:
         now = self.clock.time()
-        async with transaction(self._connection, self._lock) as db:
-            rows = await self._fetch(
-                db,
+        async with self.transaction() as db:
+            rows = await db.rows(
                 "SELECT id, last_seq, last_arrival, version FROM streams WHERE name = ?",
                 (name,),
             )
@@ -661,7 +642,7 @@ class StreamStore:
                     (seq, arrival, stream),
                 )
 
-    async def _load_map(self, name: str, db: aiosqlite.Connection) -> _ShardMap:
+    async def _load_map(self, name: str, db: Queries) -> _ShardMap:
         info = await self._info(name, db)
         shards = sorted(
             (s for s in await self._shards(info.id, db) if s.closed is None),
@@ -736,11 +717,11 @@ class StreamStore:
 
     async def _last_seq(self, info: StreamInfo) -> int:
         """The stream's counter: the last sequence number given (0: none yet)."""
-        rows = await self._rows("SELECT last_seq FROM streams WHERE id = ?", (info.id,))
+        rows = await self.rows("SELECT last_seq FROM streams WHERE id = ?", (info.id,))
         return int(rows[0][0]) if rows else 0
 
     async def _at_time(self, info: StreamInfo, shard: Shard, timestamp: float) -> int:
-        rows = await self._rows(
+        rows = await self.rows(
             "SELECT seq FROM stream_records WHERE stream = ? AND shard = ? AND arrival >= ?"
             " ORDER BY seq LIMIT 1",
             (info.id, shard.index, timestamp),
@@ -801,7 +782,7 @@ class StreamStore:
 
     async def _read(self, info: StreamInfo, shard: Shard, after: int, limit: int) -> _Read:
         cutoff = self.clock.time() - info.retention
-        rows = await self._rows(
+        rows = await self.rows(
             "SELECT seq, partition_key, data, arrival FROM stream_records"
             " WHERE stream = ? AND shard = ? AND seq > ? AND arrival >= ? ORDER BY seq LIMIT ?",
             (info.id, shard.index, after, cutoff, limit + 1),
@@ -834,7 +815,7 @@ class StreamStore:
         index = shard_index(shard)
         text = str(new_starting_hash_key)
         split_at = int(text) if text.isascii() and text.isdigit() else -1
-        async with transaction(self._connection, self._lock) as db:
+        async with self.transaction() as db:
             info, parent, next_shard, last_seq = await self._open_shard(name, index, db)
             if not parent.start_hash < split_at <= parent.end_hash:
                 raise StreamError(
@@ -858,7 +839,7 @@ class StreamStore:
         first, second = shard_index(shard), shard_index(adjacent)
         if first == second:
             raise StreamError("InvalidArgumentException", f"cannot merge {shard} with itself")
-        async with transaction(self._connection, self._lock) as db:
+        async with self.transaction() as db:
             info, one, next_shard, last_seq = await self._open_shard(name, first, db)
             _, other, _, _ = await self._open_shard(name, second, db)
             low, high = sorted((one, other), key=lambda s: s.start_hash)
@@ -874,7 +855,7 @@ class StreamStore:
         return shard_id(next_shard)
 
     async def _open_shard(
-        self, name: str, index: int, db: aiosqlite.Connection
+        self, name: str, index: int, db: Queries
     ) -> tuple[StreamInfo, Shard, int, int]:
         info = await self._info(name, db)
         shard = await self._shard(info, index, db)
@@ -882,14 +863,12 @@ class StreamStore:
             raise StreamError(
                 "ResourceInUseException", f"{shard.id} of stream {name} is closed (resharded)"
             )
-        rows = await self._fetch(
-            db, "SELECT next_shard, last_seq FROM streams WHERE id = ?", (info.id,)
-        )
+        rows = await db.rows("SELECT next_shard, last_seq FROM streams WHERE id = ?", (info.id,))
         return info, shard, rows[0][0], rows[0][1]
 
     async def _reshard(
         self,
-        db: aiosqlite.Connection,
+        db: Queries,
         info: StreamInfo,
         parents: list[Shard],
         children: list[tuple[int, int, int]],
@@ -924,20 +903,18 @@ class StreamStore:
         cutoff = self.clock.time() - info.retention
         deleted = 0
         for shard in await self._shards(info.id):
-            async with transaction(self._connection, self._lock) as db:
+            async with self.transaction() as db:
                 # Arrival times only grow along a stream: the expired are a prefix.
-                first_kept = await self._fetch(
-                    db,
+                first_kept = await db.rows(
                     "SELECT seq FROM stream_records WHERE stream = ? AND shard = ?"
                     " AND arrival >= ? ORDER BY seq LIMIT 1",
                     (info.id, shard.index, cutoff),
                 )
                 bound = first_kept[0][0] if first_kept else None
-                cursor = await db.execute(
+                deleted += await db.execute(
                     "DELETE FROM stream_records WHERE stream = ? AND shard = ? AND seq < ?",
                     (info.id, shard.index, bound if bound is not None else 2**62),
                 )
-                deleted += max(cursor.rowcount, 0)
                 if shard.closed is not None and shard.closed < cutoff and bound is None:
                     await db.execute(
                         "DELETE FROM stream_shards WHERE stream = ? AND shard = ?",
@@ -966,7 +943,7 @@ class StreamStore:
     async def checkpoints(self, name: str, consumer: str) -> dict[str, dict[str, Any]]:
         """Where ``consumer`` stands in each shard: {shard id: {"SequenceNumber", "Finished"}}."""
         info = await self._info(name)
-        rows = await self._rows(
+        rows = await self.rows(
             "SELECT shard, seq, finished FROM stream_checkpoints WHERE stream = ? AND consumer = ?"
             " ORDER BY shard",
             (info.id, consumer),
@@ -978,14 +955,14 @@ class StreamStore:
 
     async def consumers(self, name: str) -> list[str]:
         info = await self._info(name)
-        rows = await self._rows(
+        rows = await self.rows(
             "SELECT DISTINCT consumer FROM stream_checkpoints WHERE stream = ? ORDER BY consumer",
             (info.id,),
         )
         return [row[0] for row in rows]
 
     async def _load_checkpoints(self, stream: int, consumer: str) -> dict[int, tuple[int, bool]]:
-        rows = await self._rows(
+        rows = await self.rows(
             "SELECT shard, seq, finished FROM stream_checkpoints WHERE stream = ? AND consumer = ?",
             (stream, consumer),
         )
@@ -995,7 +972,7 @@ class StreamStore:
         self, stream: int, consumer: str, positions: Mapping[int, tuple[int, bool]]
     ) -> None:
         now = self.clock.time()
-        async with transaction(self._connection, self._lock) as db:
+        async with self.transaction() as db:
             await db.executemany(
                 "INSERT INTO stream_checkpoints (stream, consumer, shard, seq, finished, updated)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stream, consumer, shard) DO UPDATE SET"
@@ -1209,7 +1186,7 @@ class StreamConsumer:
             self._positions[shard.index] = (boundary - 1, done)
 
     async def _first_at(self, info: StreamInfo, timestamp: float) -> int:
-        rows = await self.store._rows(
+        rows = await self.store.rows(
             "SELECT min(seq) FROM stream_records WHERE stream = ? AND arrival >= ?",
             (info.id, timestamp),
         )

@@ -40,6 +40,7 @@ from pipelines.targets import (
     hand_over,
     key_text,
     number_setting,
+    started,
 )
 from plugins.stream.store import (
     DEFAULT_RECORD_SIZE,
@@ -68,7 +69,6 @@ SETTINGS = {
     "consumers",
 }
 CONSUMER_SETTINGS = {"target", "batch_size", "start", "maximum_retry_attempts", "poll"}
-TRIM_INTERVAL = 60.0
 #: Refusals a retry cannot cure.
 SENDER_FAULTS = {"InvalidArgumentException", "ResourceNotFoundException"}
 
@@ -175,22 +175,20 @@ class StreamTarget(Target):
         return [(("consumers", c.name, "target"), c.target) for c in self.consumers]
 
     async def start(self, services: TargetServices) -> None:
-        if services.state_path is None:
-            raise PipelinesError(
-                f"stream {self.stream}: streams are kept in the state database;"
-                " give the runtime a state_path (a config always has one)"
-            )
-        for consumer in self.consumers:
-            services.resource(consumer.target, where=f"{self.where}.consumers.{consumer.name}")
-        self._services = services
-        self.store = store = await StreamStore.open(services.state_path, services.clock)
+        self.store = store = await services.open_store(StreamStore, where=f"stream {self.stream}")
         try:
+            for consumer in self.consumers:
+                services.resource(consumer.target, where=f"{self.where}.consumers.{consumer.name}")
             await self._create(store)
         except BaseException:
             await store.close()
             self.store = None
             raise
-        self._tasks = [services.spawn(self._commit.run()), services.spawn(self._trim(store))]
+        self._services = services
+        self._tasks = [
+            services.spawn(self._commit.run()),
+            services.upkeep(store.retention(self.stream)),
+        ]
         self._tasks += [services.spawn(self._consume(store, c)) for c in self.consumers]
 
     async def _create(self, store: StreamStore) -> None:
@@ -224,8 +222,7 @@ class StreamTarget(Target):
     # -- writing ------------------------------------------------------------
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
-        if self.store is None:
-            raise DeliveryError("StreamStopped", f"{self.where} is not running", retryable=True)
+        started(self.store, self.where)
         data = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
         entry = {"Data": data, "PartitionKey": self._partition_key(context.event)}
         result = await self._commit.submit(entry)
@@ -280,19 +277,6 @@ class StreamTarget(Target):
                 )
             )
         return outcomes
-
-    async def _trim(self, store: StreamStore) -> None:
-        """Retention: delete what is older than the retention period, once a minute."""
-        assert self._services is not None
-        while True:
-            await sleep(self._services.clock, TRIM_INTERVAL)
-            try:
-                trimmed = await store.trim(self.stream)
-            except Exception:
-                log.exception("stream %s: could not trim expired records", self.stream)
-            else:
-                if trimmed:
-                    log.info("stream %s: %d records past retention deleted", self.stream, trimmed)
 
     # -- consumers ----------------------------------------------------------
 

@@ -22,7 +22,8 @@ from pipelines.errors import DeliveryError, NotRunningError, PipelinesError
 from pipelines.event import new_event_id
 from pipelines.metrics import MetricStore
 from pipelines.pluginmanager import target_types
-from pipelines.targets import DeliveryContext, Target
+from pipelines.store import Upkeep
+from pipelines.targets import DeliveryContext, StoreT, Target, open_state_store, run_upkeep
 from plugins.topic.target import TopicTarget, message_attribute
 
 
@@ -56,6 +57,12 @@ class _Services:
         return self._resources[name]
 
     cluster_group = None  # a one-off publish is no member of a cluster
+
+    async def open_store(self, store_type: type[StoreT], *args: Any, where: str) -> StoreT:
+        return await open_state_store(self, store_type, *args, where=where)
+
+    def upkeep(self, upkeep: Upkeep) -> asyncio.Task[None]:
+        return run_upkeep(self, upkeep)
 
     async def open_metrics(self) -> None:
         """The state database's metric store, for what targets publish (a log

@@ -56,6 +56,7 @@ from pipelines.targets import (
     check_keys,
     flag_setting,
     number_setting,
+    started,
 )
 from plugins.queue.target import delivery_key, group_id_of
 from plugins.topic.filterpolicy import ATTRIBUTES_SCOPE, FilterPolicy
@@ -196,7 +197,7 @@ class TopicTarget(Target):
 
         Raises a retryable ``DeliveryError`` when a subscription failed and
         has no dead letter yet; the same ``context`` again serves only those."""
-        assert self.services is not None, "deliver before start"
+        started(self.services, f"topic {self.topic}")
         message_id = str(uuid.uuid5(_MESSAGE_IDS, delivery_key(context)))
         progress = self._progress.get(message_id)
         if progress is None:

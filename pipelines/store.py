@@ -1,0 +1,535 @@
+"""The store layer: what every durable store of the state database shares.
+
+A *store* (``QueueStore``, ``StreamStore``, ``LogStore``, ``MetricStore``,
+``ArchiveStore``, ``AlarmStore``, ``StateDB``) owns some tables of the state
+database and offers an API over them. ``Store`` gives each one, once:
+
+- opening: ``await SomeStore.open(path, ...)`` creates the database if need
+  be; ``async with SomeStore.existing(path, ...)`` opens one that must exist
+  and never creates one (what a CLI reading a pipeline's state wants: a
+  mistyped path is an error naming it, not a new empty database);
+- ``async with`` and ``close()``;
+- ONE writer connection with its lock: ``rows``/``one``/``scalar``/``execute``
+  run one statement alone on it, ``transaction()`` runs several in one
+  ``BEGIN IMMEDIATE`` transaction, ``exclusive()`` several in a row with no
+  other coroutine's statement in between (each its own transaction);
+- schema and versions: a store declares its ``name``, ``version`` and DDL
+  (``schema``); the ``store_versions`` table records what each database has,
+  and ``migrate`` is where a later version brings an older database up;
+- periodic upkeep (retention, purges) declared as ``Upkeep`` values, which
+  the runtime runs as owned tasks (``TargetServices.upkeep``).
+
+The *backend* (``Backend``, ``Connection``, ``Dialect``) is the database
+engine: how to connect, run a statement, begin and end a transaction, and
+the few SQL spellings that differ between engines. Stores write their SQL
+with ``?`` placeholders in what SQLite and PostgreSQL share, and take the
+rest from ``self.dialect``; SQLite (aiosqlite) is the one backend today.
+
+``pipelines.state`` stays the module of the state database's own tables
+(pending deliveries, schedule marks): a store like the others, now on this
+base. This module holds no tables, only what they share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+import urllib.parse
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self, cast
+
+import aiosqlite
+
+from pipelines.clock import Clock, SystemClock, sleep
+from pipelines.errors import StateError
+
+log = logging.getLogger("pipelines.store")
+
+#: A result row: a tuple of column values (a backend whose driver has its own
+#: row type hands over tuples).
+Row = tuple[Any, ...]
+#: Statement parameters: positional (``?``) or named (``:name``).
+Parameters = Sequence[Any] | Mapping[str, Any]
+#: A scalar SQL function a store's statements call: (number of arguments, function).
+SQLFunction = tuple[int, Callable[..., Any]]
+
+IN_MEMORY = Path(":memory:")
+
+VERSIONS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS store_versions (
+    store   TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    applied REAL NOT NULL
+);
+"""
+
+
+# -- the backend: one database engine ------------------------------------------------
+
+
+class Queries(ABC):
+    """Statements on a database: what a store runs, alone or in a transaction."""
+
+    @abstractmethod
+    async def rows(self, sql: str, parameters: Parameters = ()) -> list[Row]:
+        """Run one statement; every row it returns (none for most writes)."""
+
+    @abstractmethod
+    async def execute(self, sql: str, parameters: Parameters = ()) -> int:
+        """Run one statement; how many rows it changed."""
+
+    @abstractmethod
+    async def executemany(self, sql: str, parameters: Iterable[Parameters]) -> int:
+        """Run one statement once per parameter set; how many rows changed."""
+
+    async def one(self, sql: str, parameters: Parameters = ()) -> Row | None:
+        """The first row of one statement, or None."""
+        found = await self.rows(sql, parameters)
+        return found[0] if found else None
+
+    async def scalar(self, sql: str, parameters: Parameters = ()) -> Any:
+        """The first column of the first row of one statement, or None."""
+        found = await self.rows(sql, parameters)
+        return found[0][0] if found else None
+
+
+class Connection(Queries):
+    """One connection of a backend, in autocommit mode: a statement outside
+    ``begin``/``commit`` is its own transaction."""
+
+    @abstractmethod
+    async def script(self, sql: str) -> None:
+        """Run several statements (DDL)."""
+
+    @abstractmethod
+    async def begin(self) -> None:
+        """Begin a write transaction, holding the database's write lock at once."""
+
+    @abstractmethod
+    async def commit(self) -> None: ...
+
+    @abstractmethod
+    async def rollback(self) -> None:
+        """Roll back; no error when no transaction is open (it may not have begun)."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class Dialect:
+    """The SQL spellings that differ between engines, as SQLite writes them.
+
+    What SQLite and PostgreSQL both accept stays in the stores' SQL
+    (``ON CONFLICT``, ``RETURNING``); a backend with other spellings gives
+    its own ``Dialect``."""
+
+    def marks(self, count: int) -> str:
+        """``count`` placeholders for an ``IN (...)`` list or a VALUES row."""
+        return ", ".join("?" * count)
+
+    def upsert(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+        """INSERT a row, or update the one with the same ``key`` to it."""
+        updated = [column for column in columns if column not in key]
+        assignments = ", ".join(f"{column} = excluded.{column}" for column in updated)
+        return (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({self.marks(len(columns))})"
+            f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {assignments}"
+        )
+
+    def insert_new(self, table: str, columns: Sequence[str]) -> str:
+        """INSERT a row unless one with the same key exists (then nothing)."""
+        return (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({self.marks(len(columns))})"
+            " ON CONFLICT DO NOTHING"
+        )
+
+
+class Backend(ABC):
+    """A database engine: where a store's connections come from."""
+
+    dialect: Dialect = Dialect()
+    #: The engine's own errors, reported as ``StateError`` while opening.
+    errors: tuple[type[Exception], ...] = ()
+
+    @abstractmethod
+    def exists(self, location: Path) -> bool:
+        """Whether the database at ``location`` exists."""
+
+    @abstractmethod
+    async def connect(
+        self, location: Path, *, create: bool, functions: Mapping[str, SQLFunction]
+    ) -> Connection:
+        """A connection to the database at ``location``, made first when
+        ``create`` (else it must exist), with ``functions`` callable from SQL."""
+
+
+class SQLiteConnection(Connection):
+    """An aiosqlite connection. aiosqlite runs it in its own thread, so no
+    statement blocks the event loop; ``raw`` is there for SQLite's own needs."""
+
+    def __init__(self, raw: aiosqlite.Connection) -> None:
+        self.raw = raw
+
+    async def rows(self, sql: str, parameters: Parameters = ()) -> list[Row]:
+        # execute_fetchall: one trip to the connection's thread, and its list
+        # as it is (a query's million rows are not copied again).
+        return cast("list[Row]", await self.raw.execute_fetchall(sql, parameters))
+
+    async def execute(self, sql: str, parameters: Parameters = ()) -> int:
+        cursor = await self.raw.execute(sql, parameters)
+        return max(cursor.rowcount, 0)
+
+    async def executemany(self, sql: str, parameters: Iterable[Parameters]) -> int:
+        cursor = await self.raw.executemany(sql, parameters)
+        return max(cursor.rowcount, 0)
+
+    async def script(self, sql: str) -> None:
+        await self.raw.executescript(sql)
+
+    async def begin(self) -> None:
+        # IMMEDIATE: the write lock now, not at the first write, so two
+        # processes cannot both read and then fail to upgrade (SQLITE_BUSY).
+        await self.raw.execute("BEGIN IMMEDIATE")
+
+    async def commit(self) -> None:
+        await self.raw.execute("COMMIT")
+
+    async def rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # "no transaction is active"
+            await self.raw.execute("ROLLBACK")
+
+    async def close(self) -> None:
+        await self.raw.close()
+
+
+class SQLiteBackend(Backend):
+    """SQLite files in WAL mode: readers in other processes (the CLI) go on
+    while the runtime writes."""
+
+    errors = (sqlite3.Error,)
+
+    def exists(self, location: Path) -> bool:
+        return location == IN_MEMORY or location.exists()
+
+    async def connect(
+        self, location: Path, *, create: bool, functions: Mapping[str, SQLFunction]
+    ) -> SQLiteConnection:
+        if create and location != IN_MEMORY:
+            try:
+                location.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StateError(
+                    f"state database {location}: cannot create its directory: {exc.strerror};"
+                    " point state at a writable place"
+                ) from None
+        raw = None
+        try:
+            if create:
+                raw = await aiosqlite.connect(location, isolation_level=None)
+            else:
+                # mode=rw: SQLite itself refuses to make the file (no race
+                # with a check made before).
+                uri = f"file:{urllib.parse.quote(str(location.absolute()))}?mode=rw"
+                raw = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+            # WAL + NORMAL: a committed transaction survives a process crash (the
+            # WAL is in the OS's hands); only power loss can drop the last commits.
+            await raw.execute("PRAGMA journal_mode=WAL")
+            await raw.execute("PRAGMA synchronous=NORMAL")
+            await raw.execute("PRAGMA busy_timeout=10000")
+            for name, (arguments, function) in functions.items():
+                await raw.create_function(name, arguments, function, deterministic=True)
+        except sqlite3.Error as exc:
+            if raw is not None:
+                await raw.close()
+            raise unusable(location, exc) from None
+        return SQLiteConnection(raw)
+
+
+SQLITE = SQLiteBackend()
+
+
+def unusable(location: Path, exc: Exception) -> StateError:
+    """The one-line error for a state database that cannot be used."""
+    return StateError(
+        f"state database {location}: {exc}; point state at another file,"
+        " or move this one away if it is not a pipelines database"
+    )
+
+
+def existing(path: str | Path) -> Path:
+    """``path``, a pipeline's state database that must already exist (what the
+    CLI reads, whether the pipeline runs or not); StateError otherwise."""
+    path = Path(path)
+    if not SQLITE.exists(path):
+        raise StateError(f"state database {path} does not exist: run the pipeline first")
+    return path
+
+
+# -- periodic upkeep -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Upkeep:
+    """Work a store needs now and then (retention, purges): ``work`` every
+    ``every`` seconds of clock time, first at once when ``at_start``.
+    ``what`` names it in the log; a number ``work`` returns is logged as
+    how many rows it removed."""
+
+    every: float
+    work: Callable[[], Awaitable[object]]
+    what: str
+    at_start: bool = False
+
+    async def run(self, clock: Clock) -> None:
+        """Forever (cancel it to stop). A failure is logged and tried again
+        at the next turn: retention is never worth stopping a pipeline for."""
+        if not self.at_start:
+            await sleep(clock, self.every)
+        while True:
+            try:
+                done = await self.work()
+            except Exception:
+                log.exception("%s failed; tried again in %g s", self.what, self.every)
+            else:
+                if isinstance(done, int) and not isinstance(done, bool) and done:
+                    log.info("%s: %d removed", self.what, done)
+            await sleep(clock, self.every)
+
+
+# -- the store base ------------------------------------------------------------------
+
+
+class _NotOpen(Connection):
+    """Stands for the connection of a store that is not open (any more)."""
+
+    def __init__(self, store: str) -> None:
+        self.store = store
+
+    def _refuse(self) -> StateError:
+        return StateError(f"the {self.store} store is not open")
+
+    async def rows(self, sql: str, parameters: Parameters = ()) -> list[Row]:
+        raise self._refuse()
+
+    async def execute(self, sql: str, parameters: Parameters = ()) -> int:
+        raise self._refuse()
+
+    async def executemany(self, sql: str, parameters: Iterable[Parameters]) -> int:
+        raise self._refuse()
+
+    async def script(self, sql: str) -> None:
+        raise self._refuse()
+
+    async def begin(self) -> None:
+        raise self._refuse()
+
+    async def commit(self) -> None:
+        raise self._refuse()
+
+    async def rollback(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+class Store(Queries):
+    """The base of every store. A subclass declares its tables and keeps its
+    own state in ``__init__`` (no I/O there); ``open`` connects.
+
+    ``rows``/``one``/``scalar``/``execute``/``executemany`` on the store run
+    one statement alone on the writer connection (under its lock, so it never
+    lands inside another coroutine's transaction); called by the coroutine
+    that holds a ``transaction()`` or ``exclusive()``, they run inside it.
+    """
+
+    #: The store's name in ``store_versions``.
+    name: ClassVar[str]
+    #: The version of its tables that ``schema`` creates; raise it with a ``migrate`` step.
+    version: ClassVar[int] = 1
+    #: DDL creating its tables if they do not exist (run at every open).
+    schema: ClassVar[str] = ""
+    #: SQL functions its statements call, registered on each of its connections.
+    functions: ClassVar[Mapping[str, SQLFunction]] = {}
+    #: A second connection for ``reader``, so long reads do not wait behind writes.
+    separate_reader: ClassVar[bool] = False
+    backend: ClassVar[Backend] = SQLITE
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.path = IN_MEMORY
+        self._writer: Connection = _NotOpen(self.name)
+        self._reader: Connection | None = None
+        self._lock = asyncio.Lock()
+        #: The task inside ``transaction()`` or ``exclusive()``, if any.
+        self._holder: asyncio.Task[Any] | None = None
+
+    # -- opening and closing --------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: str | Path | None, *args: Any, **options: Any) -> Self:
+        """The store of the database at ``path`` (created if need be; None: in
+        memory only). ``args`` and ``options`` go to the store's ``__init__``."""
+        store = cls(*args, **options)
+        await store._connect(IN_MEMORY if path is None else Path(path), create=True)
+        return store
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def existing(cls, path: str | Path, *args: Any, **options: Any) -> AsyncIterator[Self]:
+        """The store of a state database that must already exist (the CLI's view
+        of a pipeline, running or not), closed after the block. Never creates
+        a database: ``StateError`` naming the path when there is none."""
+        location = Path(path)
+        if not cls.backend.exists(location):
+            raise StateError(f"state database {location} does not exist: run the pipeline first")
+        store = cls(*args, **options)
+        await store._connect(location, create=False)
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    async def _connect(self, location: Path, *, create: bool) -> None:
+        backend = type(self).backend
+        self.path = location
+        self._writer = await backend.connect(location, create=create, functions=self.functions)
+        try:
+            try:
+                await self._apply_schema(self._writer)
+            except backend.errors as exc:
+                raise unusable(location, exc) from None
+            if self.separate_reader:
+                self._reader = await backend.connect(
+                    location, create=False, functions=self.functions
+                )
+            await self.opened()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _apply_schema(self, connection: Connection) -> None:
+        """Create what is missing, then record the version, or bring an older
+        database up to it. Only a database without this version takes the
+        write lock: a CLI reading a busy pipeline's database does not wait."""
+        await connection.script(VERSIONS_SCHEMA + self.schema)
+        query = "SELECT version FROM store_versions WHERE store = ?"
+        if await connection.scalar(query, (self.name,)) == self.version:
+            return
+        await connection.begin()
+        try:
+            found = await connection.scalar(query, (self.name,))
+            if found is not None and found > self.version:
+                raise StateError(
+                    f"state database {self.path}: its {self.name} tables are version {found},"
+                    f" newer than this pipelines knows ({self.version}); upgrade pipelines"
+                )
+            if found is not None and found < self.version:
+                await self.migrate(connection, found)
+            await connection.execute(
+                self.dialect.upsert("store_versions", ("store", "version", "applied"), ("store",)),
+                (self.name, self.version, time.time()),
+            )
+            await connection.commit()
+        except BaseException:
+            await asyncio.shield(connection.rollback())
+            raise
+
+    async def migrate(self, connection: Queries, found: int) -> None:
+        """Bring the store's tables from version ``found`` to ``version``,
+        inside the transaction that then records it. Nothing to do until a
+        store's version is raised (``schema`` has created what was missing)."""
+
+    async def opened(self) -> None:
+        """Called once connected, before ``open`` returns (load what it caches)."""
+
+    async def close(self) -> None:
+        """Close its connections (a second call does nothing)."""
+        writer, reader = self._writer, self._reader
+        self._writer, self._reader = _NotOpen(self.name), None
+        try:
+            await writer.close()
+        finally:
+            if reader is not None:
+                await reader.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def dialect(self) -> Dialect:
+        return type(self).backend.dialect
+
+    @property
+    def connection(self) -> Connection:
+        """The writer connection itself, for what only its backend can do (a
+        test setting SQLite's busy timeout); stores use the methods above."""
+        return self._writer
+
+    @property
+    def reader(self) -> Queries:
+        """Where reads go: the separate reader connection when the store has
+        one (no lock: it only reads), else the store itself."""
+        return self._reader if self._reader is not None else self
+
+    # -- statements on the writer -----------------------------------------------------
+
+    def _inside(self) -> bool:
+        return self._holder is not None and self._holder is asyncio.current_task()
+
+    async def rows(self, sql: str, parameters: Parameters = ()) -> list[Row]:
+        if self._inside():
+            return await self._writer.rows(sql, parameters)
+        async with self._lock:
+            return await self._writer.rows(sql, parameters)
+
+    async def execute(self, sql: str, parameters: Parameters = ()) -> int:
+        if self._inside():
+            return await self._writer.execute(sql, parameters)
+        async with self._lock:
+            return await self._writer.execute(sql, parameters)
+
+    async def executemany(self, sql: str, parameters: Iterable[Parameters]) -> int:
+        if self._inside():
+            return await self._writer.executemany(sql, parameters)
+        async with self._lock:
+            return await self._writer.executemany(sql, parameters)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[Queries]:
+        """The writer connection for several statements in a row, no other
+        coroutine's in between; each statement is its own transaction."""
+        if self._inside():
+            raise StateError(f"the {self.name} store: a transaction inside another one")
+        async with self._lock:
+            self._holder = asyncio.current_task()
+            try:
+                yield self._writer
+            finally:
+                self._holder = None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Queries]:
+        """One write transaction (BEGIN IMMEDIATE) on the writer connection,
+        committed at the end of the block. Rolled back on any exception, also
+        a cancellation while BEGIN or COMMIT was under way: the connection
+        runs statements in order, so the ROLLBACK comes after them and leaves
+        no transaction open."""
+        async with self.exclusive() as connection:
+            writer = self._writer
+            try:
+                await writer.begin()
+                yield connection
+                await writer.commit()
+            except BaseException:
+                await asyncio.shield(writer.rollback())
+                raise

@@ -1,0 +1,288 @@
+"""The store base (pipelines/store.py) on real SQLite files: opening and
+``existing``, the writer's lock and transactions, schema versions, upkeep."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from pipelines.clock import ManualClock
+from pipelines.errors import StateError
+from pipelines.runtime import Runtime
+from pipelines.store import Queries, Store, Upkeep
+
+
+class Notes(Store):
+    """A store of one table, as small as a store can be."""
+
+    name = "notes"
+    schema = "CREATE TABLE IF NOT EXISTS notes (text TEXT NOT NULL);"
+
+    async def add(self, text: str) -> None:
+        await self.execute("INSERT INTO notes (text) VALUES (?)", (text,))
+
+    async def texts(self) -> list[str]:
+        return [row[0] for row in await self.rows("SELECT text FROM notes ORDER BY rowid")]
+
+    async def count(self) -> int:
+        return int(await self.scalar("SELECT count(*) FROM notes"))
+
+
+class NotesV2(Notes):
+    """The same store one version later: its migration adds a column."""
+
+    version = 2
+    migrated_from: ClassVar[list[int]] = []
+
+    async def migrate(self, connection: Queries, found: int) -> None:
+        self.migrated_from.append(found)
+        await connection.execute("ALTER TABLE notes ADD COLUMN author TEXT")
+
+
+@pytest.fixture
+async def notes(tmp_path: Path) -> AsyncIterator[Notes]:
+    async with await Notes.open(tmp_path / "state.db") as store:
+        yield store
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+def versions(path: Path) -> dict[str, int]:
+    with sqlite3.connect(path) as db:
+        return dict(db.execute("SELECT store, version FROM store_versions").fetchall())
+
+
+# -- opening ---------------------------------------------------------------------------
+
+
+async def test_existing_never_creates_a_database(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "state.db"
+    with pytest.raises(StateError, match=f"state database {missing} does not exist"):
+        async with Notes.existing(missing):
+            pass
+    assert not missing.exists()
+    assert not missing.parent.exists()  # not even its directory
+
+
+async def test_existing_opens_what_open_wrote(tmp_path: Path) -> None:
+    async with await Notes.open(tmp_path / "state.db") as store:
+        await store.add("kept")
+    async with Notes.existing(tmp_path / "state.db") as again:
+        assert await again.texts() == ["kept"]
+    with pytest.raises(StateError, match="not open"):
+        await again.texts()  # closed after the block
+
+
+async def test_a_file_that_is_not_a_database_is_one_state_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_text("not a database " * 100)
+    with pytest.raises(StateError, match=f"state database {path}: .*point state at another file"):
+        await Notes.open(path)
+
+
+# -- the writer: transactions and its lock ------------------------------------------------
+
+
+async def test_a_transaction_commits_at_the_end_of_its_block(notes: Notes) -> None:
+    async with notes.transaction() as db:
+        await db.execute("INSERT INTO notes (text) VALUES ('a')")
+        await db.execute("INSERT INTO notes (text) VALUES ('b')")
+        # Inside, the store's own helpers join the transaction (no deadlock).
+        assert await notes.count() == 2
+    with sqlite3.connect(notes.path) as other:  # committed: another connection sees it
+        assert other.execute("SELECT count(*) FROM notes").fetchone() == (2,)
+
+
+async def test_a_transaction_rolls_back_on_an_exception(notes: Notes) -> None:
+    await notes.add("before")
+    with pytest.raises(ValueError, match="changed my mind"):
+        async with notes.transaction() as db:
+            await db.execute("INSERT INTO notes (text) VALUES ('lost')")
+            raise ValueError("changed my mind")
+    assert await notes.texts() == ["before"]
+    async with notes.transaction() as db:  # no transaction was left open
+        await db.execute("INSERT INTO notes (text) VALUES ('after')")
+    assert await notes.texts() == ["before", "after"]
+
+
+async def test_a_transaction_rolls_back_when_cancelled_inside(notes: Notes) -> None:
+    inside, never = asyncio.Event(), asyncio.Event()
+
+    async def write() -> None:
+        async with notes.transaction() as db:
+            await db.execute("INSERT INTO notes (text) VALUES ('lost')")
+            inside.set()
+            await never.wait()
+
+    task = asyncio.create_task(write())
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await notes.texts() == []
+    await notes.add("after")
+    assert await notes.texts() == ["after"]
+
+
+async def test_a_transaction_cancelled_while_begin_waits_leaves_none_open(notes: Notes) -> None:
+    other = sqlite3.connect(notes.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        began = asyncio.Event()
+
+        async def write() -> None:
+            began.set()
+            async with notes.transaction() as db:
+                await db.execute("INSERT INTO notes (text) VALUES ('lost')")
+
+        task = asyncio.create_task(write())
+        await began.wait()
+        await asyncio.sleep(0.1)  # BEGIN IMMEDIATE now waits in SQLite's thread
+        task.cancel()
+        await asyncio.sleep(0.1)
+        other.execute("ROLLBACK")  # BEGIN goes through now, after the cancellation
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        other.close()
+    # The ROLLBACK queued after BEGIN ended it: a new transaction can begin.
+    async with notes.transaction() as db:
+        await db.execute("INSERT INTO notes (text) VALUES ('after')")
+    assert await notes.texts() == ["after"]
+
+
+async def test_another_coroutines_statement_never_lands_inside_a_transaction(
+    notes: Notes,
+) -> None:
+    inside, go_on = asyncio.Event(), asyncio.Event()
+
+    async def failing_transaction() -> None:
+        async with notes.transaction() as db:
+            await db.execute("INSERT INTO notes (text) VALUES ('rolled back')")
+            inside.set()
+            await go_on.wait()
+            raise RuntimeError("fails after the other's statement was issued")
+
+    task = asyncio.create_task(failing_transaction())
+    await inside.wait()
+    other = asyncio.create_task(notes.add("alone"))
+    await asyncio.sleep(0.05)
+    assert not other.done()  # it waits for the writer's lock
+    go_on.set()
+    with pytest.raises(RuntimeError):
+        await task
+    await other
+    assert await notes.texts() == ["alone"]  # not rolled back with the other's
+
+
+async def test_a_transaction_inside_a_transaction_is_refused(notes: Notes) -> None:
+    async with notes.transaction():
+        with pytest.raises(StateError, match="inside another"):
+            async with notes.transaction():
+                pass
+
+
+async def test_one_and_scalar_read_the_first_row(notes: Notes) -> None:
+    assert await notes.one("SELECT text FROM notes") is None
+    assert await notes.scalar("SELECT text FROM notes") is None
+    await notes.add("x")
+    await notes.add("y")
+    assert await notes.one("SELECT text, length(text) FROM notes ORDER BY text DESC") == ("y", 1)
+    assert await notes.scalar("SELECT group_concat(text, '+') FROM notes") == "x+y"
+
+
+# -- schema versions ---------------------------------------------------------------------
+
+
+async def test_each_store_records_its_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with await Notes.open(path):
+        pass
+    assert versions(path) == {"notes": 1}
+
+
+async def test_a_newer_version_migrates_an_older_database_once(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with await Notes.open(path) as old:
+        await old.add("from v1")
+    NotesV2.migrated_from.clear()
+    async with await NotesV2.open(path) as new:
+        await new.execute("UPDATE notes SET author = 'me'")
+        assert await new.rows("SELECT text, author FROM notes") == [("from v1", "me")]
+    async with await NotesV2.open(path):
+        pass
+    assert NotesV2.migrated_from == [1]  # the second open found version 2
+    assert versions(path) == {"notes": 2}
+
+
+async def test_an_older_pipelines_refuses_a_newer_database(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with await NotesV2.open(path):
+        pass
+    with pytest.raises(
+        StateError, match=r"notes tables are version 2, newer than this pipelines knows \(1\)"
+    ):
+        await Notes.open(path)
+
+
+# -- upkeep ------------------------------------------------------------------------------
+
+
+async def test_upkeep_runs_every_period_until_the_runtime_stops(tmp_path: Path) -> None:
+    clock = ManualClock()
+    runtime = Runtime(state_path=tmp_path / "state.db", clock=clock)
+    async with await Notes.open(tmp_path / "state.db") as notes:
+        done: list[int] = []
+
+        async def tick() -> int:
+            await notes.add("tick")
+            done.append(await notes.count())
+            return 0
+
+        async with runtime:
+            task = runtime.upkeep(Upkeep(60, tick, "ticking"))
+            await clock.advance(59)
+            await asyncio.sleep(0.05)
+            assert done == []  # not at start: after the first period
+            for expected in ([1], [1, 2], [1, 2, 3]):
+                await clock.advance(60)
+                await until(lambda expected=expected: done == expected)
+        assert task.done()
+        await clock.advance(600)
+        await asyncio.sleep(0.05)
+        assert done == [1, 2, 3]
+        assert await notes.count() == 3
+
+
+async def test_upkeep_goes_on_after_a_failure(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pipelines.store")
+    clock = ManualClock()
+    calls: list[str] = []
+
+    async def flaky() -> int:
+        calls.append("called")
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return 7
+
+    task = asyncio.create_task(Upkeep(10, flaky, "purging", at_start=True).run(clock))
+    try:
+        await until(lambda: len(calls) == 1)  # at once, at start
+        await clock.advance(10)
+        await until(lambda: len(calls) == 2)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert "purging failed; tried again in 10 s" in caplog.text
+    assert "purging: 7 removed" in caplog.text
