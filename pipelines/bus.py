@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines import metrics as m
 from pipelines.delivery import Delivery, Job, RetryPolicy, notify
-from pipelines.errors import ConfigError, ResourceNotFoundError
+from pipelines.errors import ConfigError, ResourceNotFoundError, Where
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.patterns import Matcher, Pattern, compile_pattern
 from pipelines.schedule import Schedule, parse_schedule
@@ -55,7 +55,7 @@ TARGET_KEYS = {
 }
 
 
-def check_name(where: str, kind: str, name: object) -> str:
+def check_name(where: Where, kind: str, name: object) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigError(
             where, f"{kind} {name!r} must be 1 to 64 characters of letters, digits, '.', '-', '_'"
@@ -75,7 +75,7 @@ class TargetConfig:
     declared: Mapping[str, Any]
 
     @classmethod
-    def parse(cls, where: str, config: Mapping[str, Any]) -> TargetConfig:
+    def parse(cls, where: Where, config: Mapping[str, Any]) -> TargetConfig:
         if isinstance(config, TargetConfig):
             return config
         if not isinstance(config, Mapping):
@@ -83,20 +83,20 @@ class TargetConfig:
                 where, f"a target is a mapping with 'id' and 'resource', not {config!r}"
             )
         check_keys(where, config, TARGET_KEYS)
-        target_id = check_name(f"{where}.id", "target id", config.get("id"))
+        target_id = check_name(where / "id", "target id", config.get("id"))
         resource = config.get("resource")
         if not isinstance(resource, str) or not resource:
-            raise ConfigError(f"{where}.resource", "is required: the name of a target resource")
+            raise ConfigError(where / "resource", "is required: the name of a target resource")
         retry = config.get("retry_policy") or {}
         if not isinstance(retry, Mapping):
-            raise ConfigError(f"{where}.retry_policy", "must be a mapping")
+            raise ConfigError(where / "retry_policy", "must be a mapping")
         dead_letter = config.get("dead_letter")
         if dead_letter is not None and (not isinstance(dead_letter, str) or not dead_letter):
-            raise ConfigError(f"{where}.dead_letter", "must be the name of a target resource")
+            raise ConfigError(where / "dead_letter", "must be the name of a target resource")
         return cls(
             id=target_id,
             resource=resource,
-            retry_policy=RetryPolicy.from_config(f"{where}.retry_policy", retry),
+            retry_policy=RetryPolicy.from_config(where / "retry_policy", retry),
             dead_letter=dead_letter,
             transform=compile_transform(where, config),
             declared=dict(config),
@@ -173,16 +173,16 @@ class Bus:
         A rule has an event ``pattern`` or a ``schedule`` (an expression such as
         ``"rate(5 minutes)"``, or a mapping of ``pipelines.schedule.SCHEDULE_KEYS``).
         """
-        where = f"bus {self.name} rule {name}"
+        where = Where(f"bus {self.name} rule {name}")
         check_name(where, "rule name", name)
         if state not in (ENABLED, DISABLED):
-            raise ConfigError(f"{where}.state", f"must be ENABLED or DISABLED, not {state!r}")
+            raise ConfigError(where / "state", f"must be ENABLED or DISABLED, not {state!r}")
         if not isinstance(description, str) or len(description) > 512:
-            raise ConfigError(f"{where}.description", "must be a string of at most 512 characters")
+            raise ConfigError(where / "description", "must be a string of at most 512 characters")
         if (pattern is None) == (schedule is None):
             raise ConfigError(where, "a rule has either an event pattern or a schedule")
         compiled = compile_pattern(pattern) if pattern is not None else None
-        parsed = parse_schedule(f"{where}.schedule", schedule) if schedule is not None else None
+        parsed = parse_schedule(where / "schedule", schedule) if schedule is not None else None
         rule = self._rules.get(name)
         if rule is None:
             dims = m.dimensions(EventBusName=self.name, RuleName=name)
@@ -268,7 +268,7 @@ class Bus:
         rule = self._rule(name)
         if rule.targets and not force:
             raise ConfigError(
-                f"bus {self.name} rule {name}",
+                Where(f"bus {self.name} rule {name}"),
                 "Rule can't be deleted since it has targets; remove them first or use force",
             )
         await self.remove_targets(name, list(rule.targets))
@@ -285,9 +285,12 @@ class Bus:
         where = f"bus {self.name} rule {rule_name}"
         parsed: dict[str, TargetConfig] = {}
         for index, declared in enumerate(targets):
-            config = TargetConfig.parse(f"{where} targets[{index}]", declared)
+            # A target's problems are located within the target.
+            config = TargetConfig.parse(Where(f"{where} targets[{index}]"), declared)
             if config.id in parsed:
-                raise ConfigError(f"{where} targets[{index}].id", f"{config.id!r} is given twice")
+                raise ConfigError(
+                    Where(f"{where} targets[{index}]") / "id", f"{config.id!r} is given twice"
+                )
             self.runtime.resource(config.resource, where=f"{where} targets[{index}].resource")
             if config.dead_letter is not None:
                 self.runtime.resource(
@@ -297,7 +300,7 @@ class Bus:
         total = len(set(rule.targets) | set(parsed))
         if total > self.runtime.max_targets_per_rule:
             raise ConfigError(
-                where,
+                Where(where),
                 f"a rule has at most {self.runtime.max_targets_per_rule} targets; "
                 f"this would give it {total}",
             )

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines import metrics as m
 from pipelines.clock import Cancellable, Clock
-from pipelines.errors import DeliveryError
+from pipelines.errors import DeliveryError, Where
 from pipelines.event import new_event_id
 from pipelines.targets import DeliveryContext, Target, check_keys, number_setting
 from pipelines.transform import Transform
@@ -51,7 +51,7 @@ class RetryPolicy:
     maximum_event_age: int = MAX_EVENT_AGE
 
     @classmethod
-    def from_config(cls, where: str, config: Mapping[str, Any]) -> RetryPolicy:
+    def from_config(cls, where: Where, config: Mapping[str, Any]) -> RetryPolicy:
         check_keys(where, config, {"maximum_retry_attempts", "maximum_event_age"})
         attempts = number_setting(
             where, config, "maximum_retry_attempts", MAX_RETRY_ATTEMPTS, 0, 185, integer=True

@@ -18,8 +18,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pipelines import settings
 from pipelines.clock import sleep
-from pipelines.errors import CodedError, ConfigError, DeliveryError, PipelinesError, unknown_setting
+from pipelines.errors import (
+    CodedError,
+    DeliveryError,
+    PipelinesError,
+    Where,
+)
+from pipelines.settings import Flag, Number
 
 if TYPE_CHECKING:
     from pipelines.clock import Clock
@@ -168,13 +175,6 @@ class TargetType(ABC):
         """
 
 
-def check_keys(where: str, config: Mapping[str, Any], allowed: set[str]) -> None:
-    """Reject unknown keys, suggesting the closest allowed one."""
-    for key in config:
-        if key not in allowed:
-            raise ConfigError(f"{where}.{key}", unknown_setting(str(key), allowed))
-
-
 def key_text(found: Any) -> str | None:
     """A JMESPath result used as a key (a FIFO group id, a partition key): a
     non-empty string or a number, as text; None for anything else (missing,
@@ -185,17 +185,14 @@ def key_text(found: Any) -> str | None:
 
 
 def flag_setting(
-    where: str, config: Mapping[str, Any], key: str, default: bool | None
+    where: Where | str, config: Mapping[str, Any], key: str, default: bool | None
 ) -> bool | None:
     """A true/false setting (None only when that is the default), named when it is not."""
-    value = config.get(key, default)
-    if value is not None and not isinstance(value, bool):
-        raise ConfigError(f"{where}.{key}", f"must be true or false, not {value!r}")
-    return value
+    return Flag(default).check(Where.of(where) / key, config.get(key, default))
 
 
 def number_setting(
-    where: str,
+    where: Where | str,
     config: Mapping[str, Any],
     key: str,
     default: float,
@@ -204,15 +201,16 @@ def number_setting(
     *,
     integer: bool = False,
 ) -> float:
-    """A numeric setting within [low, high], with a message naming it when it is not."""
-    value = config.get(key, default)
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind):
-        noun = "an integer" if integer else "a number"
-        raise ConfigError(f"{where}.{key}", f"must be {noun}, not {value!r}")
-    if not low <= value <= high:
-        raise ConfigError(f"{where}.{key}", f"must be between {low:g} and {high:g}, not {value!r}")
-    return float(value)
+    """A numeric setting within [low, high], with a message naming it when it is not.
+    (A setting declared in a ``Settings`` table is read with ``Settings.number``.)"""
+    return Number(default, low, high, integer).check(
+        Where.of(where) / key, config.get(key, default)
+    )
+
+
+def check_keys(where: Where | str, config: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    """Reject unknown keys, every one of them, suggesting the closest allowed one."""
+    settings.check_keys(Where.of(where), config, allowed)
 
 
 def describe_error(exc: BaseException) -> str:

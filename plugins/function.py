@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.clock import Cancellable
-from pipelines.errors import ConfigError, DeliveryError
+from pipelines.errors import ConfigError, DeliveryError, Where
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_time_ms
 from pipelines.hookspecs import hookimpl
 from pipelines.targets import (
@@ -68,7 +68,7 @@ ASYNC_SETTINGS = {
 log = logging.getLogger("plugins.function")
 
 
-def resolve(where: str, reference: str) -> Callable[..., Any]:
+def resolve(where: Where, reference: str) -> Callable[..., Any]:
     """Import ``module:attribute`` (attribute may be dotted) and check it is callable."""
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
@@ -91,7 +91,7 @@ def resolve(where: str, reference: str) -> Callable[..., Any]:
     return found  # type: ignore[no-any-return]
 
 
-def check_findable(where: str, reference: str) -> None:
+def check_findable(where: Where, reference: str) -> None:
     """Fail at validation, with the config's location, when the module cannot be found.
 
     Only the module's spec is looked up, so validating a config does not run
@@ -233,7 +233,7 @@ class AsyncInvoke:
     queue_size: int = 10_000
 
     @classmethod
-    def from_config(cls, where: str, config: Any) -> AsyncInvoke:
+    def from_config(cls, where: Where, config: Any) -> AsyncInvoke:
         if not isinstance(config, Mapping):
             raise ConfigError(where, "must be a mapping of Lambda's async-invoke settings")
         check_keys(where, config, ASYNC_SETTINGS)
@@ -244,7 +244,7 @@ class AsyncInvoke:
         for key in ("on_success", "on_failure"):
             value = config.get(key)
             if value is not None and (not isinstance(value, str) or not value):
-                raise ConfigError(f"{where}.{key}", "must name a target resource")
+                raise ConfigError(where / key, "must name a target resource")
             destinations.append(value)
         return cls(int(attempts), int(age), destinations[0], destinations[1], int(size))
 
@@ -295,7 +295,7 @@ class FunctionTarget(Target):
         return f"arn:aws:lambda:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:function:{self.name}:$LATEST"
 
     async def start(self, services: TargetServices) -> None:
-        function = resolve(f"{self.where}.function", self.reference)
+        function = resolve(Where(self.where) / "function", self.reference)
         self._function = function
         self._with_context = _takes_context(function)
         self._is_async = inspect.iscoroutinefunction(function)
@@ -551,22 +551,22 @@ class FunctionTargetType(TargetType):
     settings_schema = SETTINGS_SCHEMA
 
     def create(self, name: str, config: Mapping[str, Any]) -> FunctionTarget:
-        where = f"target {name}"
+        where = Where(f"target {name}")
         check_keys(where, config, SETTINGS)
         reference = config.get("function")
         if not isinstance(reference, str):
-            raise ConfigError(f"{where}.function", "is required: 'package.module:function'")
+            raise ConfigError(where / "function", "is required: 'package.module:function'")
         if ":" not in reference:
             raise ConfigError(
-                f"{where}.function", f"{reference!r} is not of the form 'package.module:function'"
+                where / "function", f"{reference!r} is not of the form 'package.module:function'"
             )
         timeout = number_setting(where, config, "timeout", 3, 1, 900)
         concurrency = number_setting(where, config, "max_concurrency", 10, 1, 1000, integer=True)
         declared = config.get("async_invoke")
         async_invoke = (
-            None if declared is None else AsyncInvoke.from_config(f"{where}.async_invoke", declared)
+            None if declared is None else AsyncInvoke.from_config(where / "async_invoke", declared)
         )
-        check_findable(f"{where}.function", reference)
+        check_findable(where / "function", reference)
         return FunctionTarget(name, reference, timeout, int(concurrency), async_invoke)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from pipelines.clock import Clock, sleep
-from pipelines.errors import ConfigError, DeliveryError, LogsError, PipelinesError
+from pipelines.errors import ConfigError, DeliveryError, LogsError, PipelinesError, Where
 from pipelines.event import parse_time
 from pipelines.groupcommit import GroupCommit
 from pipelines.targets import (
@@ -133,7 +133,7 @@ class StreamTemplate:
     template: PathTemplate
 
     @classmethod
-    def parse(cls, where: str, text: Any) -> StreamTemplate:
+    def parse(cls, where: Where, text: Any) -> StreamTemplate:
         template = PathTemplate.parse(where, text, "the log stream's name")
         if ":" in template.literal or "*" in template.literal:
             raise ConfigError(where, f"{text!r}: a log stream name has no ':' or '*'")
@@ -164,35 +164,35 @@ class SubscriptionSettings:
     poll: float = 1.0  # how often to look for events written by other processes
 
 
-def _mapping(where: str, config: Any, what: str) -> Mapping[str, Any]:
+def _mapping(where: Where, config: Any, what: str) -> Mapping[str, Any]:
     if not isinstance(config, Mapping):
         raise ConfigError(where, f"must be a mapping of {what}")
     return config
 
 
-def _pattern(where: str, config: Mapping[str, Any]) -> str:
+def _pattern(where: Where, config: Mapping[str, Any]) -> str:
     pattern = config.get("pattern", "")
     if not isinstance(pattern, str):
-        raise ConfigError(f"{where}.pattern", f"must be a filter pattern (text), not {pattern!r}")
+        raise ConfigError(where / "pattern", f"must be a filter pattern (text), not {pattern!r}")
     try:
         compiled(pattern)
     except LogsError as exc:
-        raise ConfigError(f"{where}.pattern", exc.message) from None
+        raise ConfigError(where / "pattern", exc.message) from None
     return pattern
 
 
-def parse_metric_filter(where: str, name: str, config: Any) -> MetricFilterSettings:
+def parse_metric_filter(where: Where, name: str, config: Any) -> MetricFilterSettings:
     config = _mapping(where, config, "pattern, metric_name, metric_namespace, metric_value, ...")
     check_keys(where, config, METRIC_SETTINGS)
     pattern = _pattern(where, config)
     for key in ("metric_name", "metric_namespace"):
         if not isinstance(config.get(key), str) or not config[key]:
-            raise ConfigError(f"{where}.{key}", "is required (text)")
+            raise ConfigError(where / key, "is required (text)")
     value = config.get("metric_value", "1")
     default = config.get("default_value")
     if isinstance(default, bool) or not isinstance(default, int | float | None):
-        raise ConfigError(f"{where}.default_value", f"must be a number, not {default!r}")
-    dimensions = _mapping(f"{where}.dimensions", config.get("dimensions", {}), "name: $.field")
+        raise ConfigError(where / "default_value", f"must be a number, not {default!r}")
+    dimensions = _mapping(where / "dimensions", config.get("dimensions", {}), "name: $.field")
     unit = config.get("unit", "None")
     t = MetricTransformation(
         config["metric_name"],
@@ -210,13 +210,13 @@ def parse_metric_filter(where: str, name: str, config: Any) -> MetricFilterSetti
     return MetricFilterSettings(name, pattern, t)
 
 
-def parse_subscription(where: str, name: str, config: Any) -> SubscriptionSettings:
+def parse_subscription(where: Where, name: str, config: Any) -> SubscriptionSettings:
     config = _mapping(where, config, "pattern, target, batch_size, ...")
     check_keys(where, config, SUBSCRIPTION_SETTINGS)
     pattern = _pattern(where, config)
     target = config.get("target")
     if not isinstance(target, str) or not target:
-        raise ConfigError(f"{where}.target", "must name the resource that gets the log events")
+        raise ConfigError(where / "target", "must name the resource that gets the log events")
     batch = number_setting(where, config, "batch_size", 1000, 1, MAX_BATCH_EVENTS, integer=True)
     retries = number_setting(where, config, "maximum_retry_attempts", -1, -1, 10_000, integer=True)
     poll = number_setting(where, config, "poll", 1.0, 0.01, 60)
@@ -516,7 +516,7 @@ class LogGroupType(TargetType):
     settings_schema = SETTINGS_SCHEMA
 
     def create(self, name: str, config: Mapping[str, Any]) -> LogGroupTarget:
-        where = f"target {name}"
+        where = Where(f"target {name}")
         check_keys(where, config, SETTINGS)
         group = config.get("log_group", name)
         try:
@@ -528,34 +528,32 @@ class LogGroupType(TargetType):
             )
         except LogsError as exc:
             key = "retention_days" if "retention" in exc.message else "log_group"
-            raise ConfigError(f"{where}.{key}", exc.message) from None
+            raise ConfigError(where / key, exc.message) from None
         stream = (
-            StreamTemplate.parse(f"{where}.log_stream", config["log_stream"])
+            StreamTemplate.parse(where / "log_stream", config["log_stream"])
             if "log_stream" in config
             else None
         )
         metric_filters = None
         if "metric_filters" in config:
-            declared = _mapping(
-                f"{where}.metric_filters", config["metric_filters"] or {}, "filters"
-            )
+            declared = _mapping(where / "metric_filters", config["metric_filters"] or {}, "filters")
             metric_filters = [
-                parse_metric_filter(f"{where}.metric_filters.{key}", str(key), value)
+                parse_metric_filter(where / "metric_filters" / key, str(key), value)
                 for key, value in declared.items()
             ]
         subscriptions = None
         if "subscription_filters" in config:
             declared = _mapping(
-                f"{where}.subscription_filters", config["subscription_filters"] or {}, "filters"
+                where / "subscription_filters", config["subscription_filters"] or {}, "filters"
             )
             if len(declared) > MAX_SUBSCRIPTION_FILTERS:
                 raise ConfigError(
-                    f"{where}.subscription_filters",
+                    where / "subscription_filters",
                     f"a log group has at most {MAX_SUBSCRIPTION_FILTERS} subscription filters,"
                     f" not {len(declared)}",
                 )
             subscriptions = [
-                parse_subscription(f"{where}.subscription_filters.{key}", str(key), value)
+                parse_subscription(where / "subscription_filters" / key, str(key), value)
                 for key, value in declared.items()
             ]
         return LogGroupTarget(name, group, retention, stream, metric_filters, subscriptions)

@@ -17,7 +17,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, Where
 from pipelines.targets import check_keys, flag_setting, number_setting
 
 BROKER_KEYS = {
@@ -120,7 +120,7 @@ def client_id_for(broker: Broker, resource: str, state_path: Path | None) -> tup
     return f"pipelines-{resource}-{host}-{digest}", clean
 
 
-def parse_broker(where: str, config: Any) -> Broker:
+def parse_broker(where: Where, config: Any) -> Broker:
     """The ``broker`` settings, each problem named by its place."""
     if config is None:
         config = {}
@@ -129,19 +129,19 @@ def parse_broker(where: str, config: Any) -> Broker:
     check_keys(where, config, BROKER_KEYS)
     host = config.get("host", "127.0.0.1")
     if not isinstance(host, str) or not host:
-        raise ConfigError(f"{where}.host", f"must be a host name or address, not {host!r}")
-    tls = _tls(f"{where}.tls", config.get("tls"))
+        raise ConfigError(where / "host", f"must be a host name or address, not {host!r}")
+    tls = _tls(where / "tls", config.get("tls"))
     port = number_setting(where, config, "port", 8883 if tls else 1883, 1, 65535, integer=True)
     strings = _optional_strings(where, config, ("username", "password", "client_id"), "a string")
     if strings["password"] is not None and strings["username"] is None:
-        raise ConfigError(f"{where}.password", "needs a username")
+        raise ConfigError(where / "password", "needs a username")
     clean_start = flag_setting(where, config, "clean_start", None)
     reconnect = config.get("reconnect") or {}
     if not isinstance(reconnect, Mapping):
-        raise ConfigError(f"{where}.reconnect", "must be a mapping with initial and maximum")
-    check_keys(f"{where}.reconnect", reconnect, RECONNECT_KEYS)
-    initial = number_setting(f"{where}.reconnect", reconnect, "initial", 0.5, 0.01, 3600)
-    maximum = number_setting(f"{where}.reconnect", reconnect, "maximum", 30, initial, 3600)
+        raise ConfigError(where / "reconnect", "must be a mapping with initial and maximum")
+    check_keys(where / "reconnect", reconnect, RECONNECT_KEYS)
+    initial = number_setting(where / "reconnect", reconnect, "initial", 0.5, 0.01, 3600)
+    maximum = number_setting(where / "reconnect", reconnect, "maximum", 30, initial, 3600)
     return Broker(
         host=host,
         port=int(port),
@@ -160,7 +160,7 @@ def parse_broker(where: str, config: Any) -> Broker:
     )
 
 
-def _tls(where: str, config: Any) -> Tls | None:
+def _tls(where: Where, config: Any) -> Tls | None:
     if config is None or config is False:
         return None
     if config is True:
@@ -170,20 +170,20 @@ def _tls(where: str, config: Any) -> Tls | None:
     check_keys(where, config, TLS_KEYS)
     files = _optional_strings(where, config, ("ca_file", "cert_file", "key_file"), "a file path")
     if files["key_file"] is not None and files["cert_file"] is None:
-        raise ConfigError(f"{where}.key_file", "needs cert_file (the client certificate)")
+        raise ConfigError(where / "key_file", "needs cert_file (the client certificate)")
     insecure = bool(flag_setting(where, config, "insecure", False))
     return Tls(files["ca_file"], files["cert_file"], files["key_file"], insecure)
 
 
 def _optional_strings(
-    where: str, config: Mapping[str, Any], keys: tuple[str, ...], noun: str
+    where: Where, config: Mapping[str, Any], keys: tuple[str, ...], noun: str
 ) -> dict[str, str | None]:
     """Settings that are strings when given, each named when it is not."""
     found: dict[str, str | None] = {}
     for key in keys:
         value = config.get(key)
         if value is not None and not isinstance(value, str):
-            raise ConfigError(f"{where}.{key}", f"must be {noun}, not {value!r}")
+            raise ConfigError(where / key, f"must be {noun}, not {value!r}")
         found[key] = value
     return found
 

@@ -22,7 +22,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from pipelines.errors import ConfigError, DeliveryError, NotRunningError, PipelinesError
+from pipelines.errors import ConfigError, DeliveryError, NotRunningError, PipelinesError, Where
 from pipelines.targets import (
     DeliveryContext,
     Target,
@@ -81,21 +81,21 @@ class Subscription:
         return f"$share/{group}/{self.topic}" if group and self.shared else self.topic
 
 
-def _qos(where: str, config: Mapping[str, Any], default: int = 1) -> int:
+def _qos(where: Where, config: Mapping[str, Any], default: int = 1) -> int:
     value = config.get("qos", default)
     if value not in (0, 1, 2) or isinstance(value, bool):
-        raise ConfigError(f"{where}.qos", f"must be 0, 1 or 2, not {value!r}")
+        raise ConfigError(where / "qos", f"must be 0, 1 or 2, not {value!r}")
     return int(value)
 
 
-def _string(where: str, config: Mapping[str, Any], key: str, default: str) -> str:
+def _string(where: Where, config: Mapping[str, Any], key: str, default: str) -> str:
     value = config.get(key, default)
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}.{key}", f"must be a non-empty string, not {value!r}")
+        raise ConfigError(where / key, f"must be a non-empty string, not {value!r}")
     return value
 
 
-def parse_subscription(where: str, config: Any) -> Subscription:
+def parse_subscription(where: Where, config: Any) -> Subscription:
     if isinstance(config, str):
         config = {"topic": config}
     if not isinstance(config, Mapping):
@@ -104,11 +104,11 @@ def parse_subscription(where: str, config: Any) -> Subscription:
     topic = _string(where, config, "topic", "")
     if topic.startswith("$share/"):
         raise ConfigError(
-            f"{where}.topic", "give the plain filter: a cluster section shares it ($share/GROUP/)"
+            where / "topic", "give the plain filter: a cluster section shares it ($share/GROUP/)"
         )
     form = config.get("format", "event")
     if form not in ("event", "entries"):
-        raise ConfigError(f"{where}.format", f"must be event or entries, not {form!r}")
+        raise ConfigError(where / "format", f"must be event or entries, not {form!r}")
     shared = bool(flag_setting(where, config, "shared", True))
     return Subscription(
         topic=topic,
@@ -448,18 +448,16 @@ class MqttType(TargetType):
     }
 
     def create(self, name: str, config: Mapping[str, Any]) -> MqttResource:
-        where = f"target {name}"
+        where = Where(f"target {name}")
         check_keys(where, config, SETTINGS)
-        broker = parse_broker(f"{where}.broker", config.get("broker"))
+        broker = parse_broker(where / "broker", config.get("broker"))
         declared = config.get("subscribe") or []
         if not isinstance(declared, list):
-            raise ConfigError(f"{where}.subscribe", "must be a list of topic filters")
+            raise ConfigError(where / "subscribe", "must be a list of topic filters")
         subscriptions = [
-            parse_subscription(f"{where}.subscribe[{i}]", s) for i, s in enumerate(declared)
+            parse_subscription(where / "subscribe" / i, s) for i, s in enumerate(declared)
         ]
-        topic = (
-            TopicTemplate.parse(f"{where}.topic", config["topic"]) if "topic" in config else None
-        )
+        topic = TopicTemplate.parse(where / "topic", config["topic"]) if "topic" in config else None
         if topic is None and not subscriptions:
             raise ConfigError(where, "give a topic to publish to, or subscribe, or both")
         retain = bool(flag_setting(where, config, "retain", False))
@@ -467,13 +465,13 @@ class MqttType(TargetType):
         if not isinstance(properties, Mapping) or not all(
             isinstance(v, str) for v in properties.values()
         ):
-            raise ConfigError(f"{where}.user_properties", "must map names to string values")
+            raise ConfigError(where / "user_properties", "must map names to string values")
         ack = config.get("ack", "delivered")
         if ack not in ("delivered", "accepted"):
-            raise ConfigError(f"{where}.ack", f"must be delivered or accepted, not {ack!r}")
+            raise ConfigError(where / "ack", f"must be delivered or accepted, not {ack!r}")
         metadata_key = config.get("metadata_key", "mqtt")
         if metadata_key is not None and not isinstance(metadata_key, str):
-            raise ConfigError(f"{where}.metadata_key", "must be a string, or null for none")
+            raise ConfigError(where / "metadata_key", "must be a string, or null for none")
         concurrency = number_setting(where, config, "concurrency", 32, 1, 1000, integer=True)
         return MqttResource(
             name,

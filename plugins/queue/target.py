@@ -32,7 +32,7 @@ import jmespath.exceptions
 import orjson
 
 from pipelines.clock import sleep
-from pipelines.errors import ConfigError, DeliveryError, PipelinesError, QueueError
+from pipelines.errors import ConfigError, DeliveryError, PipelinesError, QueueError, Where
 from pipelines.targets import (
     DeliveryContext,
     Target,
@@ -217,7 +217,7 @@ class QueueType(TargetType):
     settings_schema = SETTINGS_SCHEMA
 
     def create(self, name: str, config: Mapping[str, Any]) -> QueueTarget:
-        where = f"target {name}"
+        where = Where(f"target {name}")
         check_keys(where, config, TARGET_SETTINGS | ATTRIBUTE_SETTINGS)
         queue = config.get("queue", name)
         try:
@@ -234,11 +234,11 @@ class QueueType(TargetType):
         if group_id is not None and expression is not None:
             raise ConfigError(where, "give message_group_id or message_group_id_jmespath, not both")
         if group_id is not None and (not isinstance(group_id, str) or not group_id):
-            raise ConfigError(f"{where}.message_group_id", "must be a non-empty string")
+            raise ConfigError(where / "message_group_id", "must be a non-empty string")
         compiled = None
         if expression is not None:
             try:
                 compiled = jmespath.compile(expression)
             except (jmespath.exceptions.JMESPathError, TypeError) as exc:
-                raise ConfigError(f"{where}.message_group_id_jmespath", str(exc)) from None
+                raise ConfigError(where / "message_group_id_jmespath", str(exc)) from None
         return QueueTarget(name, queue, attributes, group_id, compiled)

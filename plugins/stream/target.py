@@ -26,7 +26,7 @@ import jmespath.exceptions
 import orjson
 
 from pipelines.clock import sleep
-from pipelines.errors import ConfigError, DeliveryError, PipelinesError, StreamError
+from pipelines.errors import ConfigError, DeliveryError, PipelinesError, StreamError, Where
 from pipelines.event import DEFAULT_REGION
 from pipelines.groupcommit import GroupCommit
 from pipelines.targets import (
@@ -128,16 +128,16 @@ class ConsumerSettings:
     poll: float = 1.0  # how often to look for records written by other processes
 
 
-def parse_consumer(where: str, name: str, config: Any) -> ConsumerSettings:
+def parse_consumer(where: Where, name: str, config: Any) -> ConsumerSettings:
     if not isinstance(config, Mapping):
         raise ConfigError(where, "must be a mapping with target, batch_size, start, ...")
     check_keys(where, config, CONSUMER_SETTINGS)
     target = config.get("target")
     if not isinstance(target, str) or not target:
-        raise ConfigError(f"{where}.target", "must name the resource that gets the batches")
+        raise ConfigError(where / "target", "must name the resource that gets the batches")
     start = config.get("start", "trim_horizon")
     if start not in ("trim_horizon", "latest"):
-        raise ConfigError(f"{where}.start", f"must be trim_horizon or latest, not {start!r}")
+        raise ConfigError(where / "start", f"must be trim_horizon or latest, not {start!r}")
     batch = number_setting(where, config, "batch_size", 100, 1, MAX_GET_RECORDS, integer=True)
     retries = number_setting(where, config, "maximum_retry_attempts", -1, -1, 10_000, integer=True)
     poll = number_setting(where, config, "poll", 1.0, 0.01, 60)
@@ -390,13 +390,13 @@ class StreamType(TargetType):
     settings_schema = SETTINGS_SCHEMA
 
     def create(self, name: str, config: Mapping[str, Any]) -> StreamTarget:
-        where = f"target {name}"
+        where = Where(f"target {name}")
         check_keys(where, config, SETTINGS)
         stream = config.get("stream", name)
         try:
             check_stream_name(stream)
         except StreamError as exc:
-            raise ConfigError(f"{where}.stream", exc.message) from None
+            raise ConfigError(where / "stream", exc.message) from None
         shards = number_setting(where, config, "shards", 1, 1, MAX_SHARDS, integer=True)
         retention = number_setting(
             where,
@@ -432,16 +432,16 @@ class StreamType(TargetType):
         if fixed is not None and expression is not None:
             raise ConfigError(where, "give partition_key or partition_key_jmespath, not both")
         if fixed is not None and (not isinstance(fixed, str) or not 1 <= len(fixed) <= 256):
-            raise ConfigError(f"{where}.partition_key", "must be a string of 1 to 256 characters")
+            raise ConfigError(where / "partition_key", "must be a string of 1 to 256 characters")
         try:
             compiled = jmespath.compile(expression if expression is not None else "source")
         except (jmespath.exceptions.JMESPathError, TypeError) as exc:
-            raise ConfigError(f"{where}.partition_key_jmespath", str(exc)) from None
+            raise ConfigError(where / "partition_key_jmespath", str(exc)) from None
         declared = config.get("consumers") or {}
         if not isinstance(declared, Mapping):
-            raise ConfigError(f"{where}.consumers", "must map consumer names to their settings")
+            raise ConfigError(where / "consumers", "must map consumer names to their settings")
         consumers = [
-            parse_consumer(f"{where}.consumers.{key}", str(key), value)
+            parse_consumer(where / "consumers" / key, str(key), value)
             for key, value in declared.items()
         ]
         return StreamTarget(name, stream, attributes, fixed, compiled, consumers)

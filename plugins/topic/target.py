@@ -46,7 +46,7 @@ import jmespath
 import jmespath.exceptions
 import orjson
 
-from pipelines.errors import ConfigError, DeliveryError, PipelinesError
+from pipelines.errors import ConfigError, DeliveryError, PipelinesError, Where
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_time_ms
 from pipelines.targets import (
     DeliveryContext,
@@ -100,26 +100,26 @@ class Subscription:
     maximum_retry_attempts: int | None
 
     @classmethod
-    def parse(cls, where: str, declared: Any) -> Subscription:
+    def parse(cls, where: Where, declared: Any) -> Subscription:
         if not isinstance(declared, Mapping):
             raise ConfigError(where, "a subscription is a mapping with 'id' and 'resource'")
         check_keys(where, declared, SUBSCRIPTION_SETTINGS)
         sub_id = declared.get("id")
         resource = declared.get("resource")
         if not isinstance(sub_id, str) or not sub_id:
-            raise ConfigError(f"{where}.id", "is required: a name for the subscription")
+            raise ConfigError(where / "id", "is required: a name for the subscription")
         if not isinstance(resource, str) or not resource:
-            raise ConfigError(f"{where}.resource", "is required: the resource to deliver to")
+            raise ConfigError(where / "resource", "is required: the resource to deliver to")
         policy = None
         if "filter_policy" in declared:
             scope = declared.get("filter_policy_scope", ATTRIBUTES_SCOPE)
             policy = FilterPolicy.compile(where, declared["filter_policy"], scope)
         elif "filter_policy_scope" in declared:
-            raise ConfigError(f"{where}.filter_policy_scope", "is given without a filter_policy")
+            raise ConfigError(where / "filter_policy_scope", "is given without a filter_policy")
         raw = bool(flag_setting(where, declared, "raw_message_delivery", False))
         dead_letter = declared.get("dead_letter")
         if dead_letter is not None and (not isinstance(dead_letter, str) or not dead_letter):
-            raise ConfigError(f"{where}.dead_letter", "must name a resource")
+            raise ConfigError(where / "dead_letter", "must name a resource")
         attempts = None
         if "maximum_retry_attempts" in declared:
             attempts = int(
@@ -430,7 +430,7 @@ class TopicType(TargetType):
     settings_schema = SETTINGS_SCHEMA
 
     def create(self, name: str, config: Mapping[str, Any]) -> TopicTarget:
-        where = f"target {name}"
+        where = Where(f"target {name}")
         check_keys(where, config, SETTINGS)
         topic = config.get("topic", name)
         stem = (
@@ -440,17 +440,17 @@ class TopicType(TargetType):
         )
         if not isinstance(stem, str) or not re.fullmatch(_TOPIC_NAME, stem):
             raise ConfigError(
-                f"{where}.topic", f"topic name {topic!r}: letters, digits, '-' and '_' (and .fifo)"
+                where / "topic", f"topic name {topic!r}: letters, digits, '-' and '_' (and .fifo)"
             )
         subject = config.get("subject")
         if subject is not None and not isinstance(subject, str):
-            raise ConfigError(f"{where}.subject", "must be a string")
+            raise ConfigError(where / "subject", "must be a string")
         expressions = {}
         declared_attributes = config.get("message_attributes") or {}
         if not isinstance(declared_attributes, Mapping):
-            raise ConfigError(f"{where}.message_attributes", "must map names to JMESPath")
+            raise ConfigError(where / "message_attributes", "must map names to JMESPath")
         for attribute, text in declared_attributes.items():
-            expressions[str(attribute)] = _compile(f"{where}.message_attributes.{attribute}", text)
+            expressions[str(attribute)] = _compile(where / "message_attributes" / attribute, text)
         group_id = config.get("message_group_id")
         group_text = config.get("message_group_id_jmespath")
         fifo = topic.endswith(FIFO_SUFFIX)
@@ -463,25 +463,25 @@ class TopicType(TargetType):
         group_expression = (
             None
             if group_text is None
-            else _compile(f"{where}.message_group_id_jmespath", group_text)
+            else _compile(where / "message_group_id_jmespath", group_text)
         )
         declared = config.get("subscriptions")
         if not isinstance(declared, list):
-            raise ConfigError(f"{where}.subscriptions", "is required: a list of subscriptions")
+            raise ConfigError(where / "subscriptions", "is required: a list of subscriptions")
         subscriptions = [
-            Subscription.parse(f"{where}.subscriptions[{index}]", item)
+            Subscription.parse(where / "subscriptions" / index, item)
             for index, item in enumerate(declared)
         ]
         ids = [s.id for s in subscriptions]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
-            raise ConfigError(f"{where}.subscriptions", f"id {duplicates[0]!r} is given twice")
+            raise ConfigError(where / "subscriptions", f"id {duplicates[0]!r} is given twice")
         return TopicTarget(
             name, topic, subject, expressions, group_id, group_expression, subscriptions
         )
 
 
-def _compile(where: str, text: Any) -> jmespath.parser.ParsedResult:
+def _compile(where: Where, text: Any) -> jmespath.parser.ParsedResult:
     if not isinstance(text, str):
         raise ConfigError(where, "must be a JMESPath expression")
     try:
