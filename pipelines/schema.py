@@ -89,7 +89,8 @@ def _resource(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
     types = target_types(plugins)
     variants = []
     for name, target_type in types.items():
-        settings = dict(target_type.settings_schema or {})
+        described = target_type.described_settings()
+        settings = dict(described or {})
         properties = {"type": {"const": name}, **settings.get("properties", {})}
         variant: dict[str, Any] = {
             "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
@@ -99,7 +100,7 @@ def _resource(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
                 "required": ["type", *settings.get("required", [])],
             },
         }
-        if target_type.settings_schema is not None:
+        if described is not None:
             variant["then"]["additionalProperties"] = False
         variants.append(variant)
     return {

@@ -26,7 +26,7 @@ from pipelines.errors import (
     PipelinesError,
     Where,
 )
-from pipelines.settings import Flag, Number
+from pipelines.settings import Flag, Number, Settings
 
 if TYPE_CHECKING:
     from pipelines.clock import Clock
@@ -162,10 +162,19 @@ class TargetType(ABC):
     name: str
     #: One line for ``pipelines plugins``.
     description: str = ""
-    #: JSON Schema of a resource's settings (``properties`` and ``required``;
-    #: ``type`` is added), published by ``pipelines schema`` for editors.
-    #: None: the settings are not described, and any are allowed there.
+    #: The settings ``create`` accepts, as the table it checks them with:
+    #: ``pipelines schema`` publishes it, so the two agree.
+    settings: Settings | None = None
+    #: For a type without ``settings``: the JSON Schema of a resource's
+    #: settings (``properties`` and ``required``; ``type`` is added).
+    #: None for both: the settings are not described, and any are allowed there.
     settings_schema: Mapping[str, Any] | None = None
+
+    def described_settings(self) -> Mapping[str, Any] | None:
+        """What ``pipelines schema`` says of its settings (None: not described)."""
+        if self.settings is not None:
+            return self.settings.properties()
+        return self.settings_schema
 
     @abstractmethod
     def create(self, name: str, config: Mapping[str, Any]) -> Target:
