@@ -50,10 +50,15 @@ class Number(Setting):
     high: float
     integer: bool = False
     description: str = ""
+    #: Often written as ``${VAR}``, a string to the schema (a port).
+    variable: bool = False
 
     def schema(self) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": "integer" if self.integer else "number"}
         schema |= {"minimum": _json_number(self.low), "maximum": _json_number(self.high)}
+        if self.variable:
+            text = {"type": "string", "pattern": "^\\$\\{", "description": "${VAR:-default}"}
+            schema = {"anyOf": [schema, text]}
         if self.default is not None:
             schema["default"] = _json_number(self.default)
         return self._described(schema)
@@ -127,12 +132,20 @@ class Settings:
         check_keys(where, config, self.table)
 
     def number(
-        self, where: Where, config: Mapping[str, Any], key: str, *, low: float | None = None
+        self,
+        where: Where,
+        config: Mapping[str, Any],
+        key: str,
+        *,
+        low: float | None = None,
+        default: float | None = None,
     ) -> float:
-        """The number ``key`` (its default when not given), checked against its range."""
+        """The number ``key`` (its default, or ``default``, when not given),
+        checked against its range (``low`` raises its minimum)."""
         setting = self.table[key]
         assert isinstance(setting, Number), f"{key} is not declared a number"
-        return setting.check(where / key, config.get(key, setting.default), low=low)
+        fallback = setting.default if default is None else default
+        return setting.check(where / key, config.get(key, fallback), low=low)
 
     def flag(self, where: Where, config: Mapping[str, Any], key: str) -> bool | None:
         """The flag ``key`` (its default when not given)."""
