@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines import metrics as m
 from pipelines.delivery import Delivery, Job, RetryPolicy, notify
-from pipelines.errors import ConfigError, ResourceNotFoundError, Where
+from pipelines.errors import ConfigError, Problems, ResourceNotFoundError, Where
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.patterns import Matcher, Pattern, compile_pattern
 from pipelines.schedule import Schedule, parse_schedule
@@ -82,23 +82,35 @@ class TargetConfig:
             raise ConfigError(
                 where, f"a target is a mapping with 'id' and 'resource', not {config!r}"
             )
-        check_keys(where, config, TARGET_KEYS)
-        target_id = check_name(where / "id", "target id", config.get("id"))
+        problems = Problems()  # every problem of the target, not just its first
+        with problems:
+            check_keys(where, config, TARGET_KEYS)
+        with problems:
+            target_id = check_name(where / "id", "target id", config.get("id"))
         resource = config.get("resource")
         if not isinstance(resource, str) or not resource:
-            raise ConfigError(where / "resource", "is required: the name of a target resource")
-        retry = config.get("retry_policy") or {}
-        if not isinstance(retry, Mapping):
-            raise ConfigError(where / "retry_policy", "must be a mapping")
+            problems.add(
+                ConfigError(where / "resource", "is required: the name of a target resource")
+            )
+        with problems:
+            retry = config.get("retry_policy") or {}
+            if not isinstance(retry, Mapping):
+                raise ConfigError(where / "retry_policy", "must be a mapping")
+            retry_policy = RetryPolicy.from_config(where / "retry_policy", retry)
         dead_letter = config.get("dead_letter")
         if dead_letter is not None and (not isinstance(dead_letter, str) or not dead_letter):
-            raise ConfigError(where / "dead_letter", "must be the name of a target resource")
+            problems.add(
+                ConfigError(where / "dead_letter", "must be the name of a target resource")
+            )
+        with problems:
+            transform = compile_transform(where, config)
+        problems.raise_any()
         return cls(
             id=target_id,
-            resource=resource,
-            retry_policy=RetryPolicy.from_config(where / "retry_policy", retry),
+            resource=str(resource),
+            retry_policy=retry_policy,
             dead_letter=dead_letter,
-            transform=compile_transform(where, config),
+            transform=transform,
             declared=dict(config),
         )
 

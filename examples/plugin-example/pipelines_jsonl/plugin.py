@@ -99,7 +99,9 @@ class JsonlTarget(Target):
         self.path = self.path.absolute()
         # Fail at start on a mistyped directory, rather than as retries later.
         if not self.path.parent.is_dir():
-            raise ConfigError(f"{self.where}.path", f"directory {self.path.parent} does not exist")
+            raise ConfigError(
+                Where(self.where) / "path", f"directory {self.path.parent} does not exist"
+            )
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> None:
         line = encode(payload)
