@@ -33,7 +33,7 @@ import orjson
 
 from pipelines.clock import sleep
 from pipelines.errors import ConfigError, DeliveryError, PipelinesError, Problems, QueueError, Where
-from pipelines.settings import Flag, Number, Setting, Settings, Shape
+from pipelines.settings import Flag, Number, Section, Setting, Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
     Target,
@@ -51,23 +51,21 @@ from plugins.queue.store import (
 log = logging.getLogger("plugins.queue")
 
 _DEFAULTS = QueueAttributes()
+#: Its keys are checked here (the store names no unknown one); its values by the store.
+REDRIVE_TABLE = Settings(
+    {
+        "dead_letter_queue": Shape({"type": "string"}, "the queue's name"),
+        "max_receive_count": Number(None, 1, 1000, integer=True),
+    },
+    required=("dead_letter_queue", "max_receive_count"),
+)
 #: The queue's attributes: their ranges are the store's own (CreateQueue's).
 ATTRIBUTE_TABLE: dict[str, Setting] = {
     **{
         key: Number(getattr(_DEFAULTS, key), low, high, integer=True)
         for key, (low, high) in QueueAttributes.RANGES.items()
     },
-    "redrive_policy": Shape(
-        {
-            "type": "object",
-            "properties": {
-                "dead_letter_queue": {"type": "string"},
-                "max_receive_count": {"type": "integer", "minimum": 1, "maximum": 1000},
-            },
-            "required": ["dead_letter_queue", "max_receive_count"],
-            "additionalProperties": False,
-        }
-    ),
+    "redrive_policy": Section(REDRIVE_TABLE),
     "content_based_deduplication": Flag(False, "FIFO: deduplicate by a hash of the body"),
 }
 SETTINGS_TABLE = Settings(
@@ -224,6 +222,12 @@ class QueueType(TargetType):
         # Each attribute on its own, as CreateQueue checks it: every bad one is named.
         attributes = {key: config[key] for key in ATTRIBUTE_SETTINGS if key in config}
         for key, value in attributes.items():
+            if key == "redrive_policy" and isinstance(value, Mapping):
+                try:
+                    REDRIVE_TABLE.check_keys(where / key, value)
+                except ConfigError as exc:
+                    problems.add(exc)
+                    continue  # the store would refuse the same key again
             try:
                 QueueAttributes.parse(queue, {key: value})
             except QueueError as exc:
