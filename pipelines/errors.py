@@ -163,8 +163,8 @@ class Problems:
     setting does not hide the next: run each check in ``with problems:``,
     then ``raise_any()`` once every setting has been looked at.
 
-    A value a failed check should have produced is left unset: give it a
-    default first, or skip what depends on it (``if problems.ok(...)``).
+    A value a failed check should have produced is left unset; nothing may
+    use it before ``raise_any()`` (which raises when a check failed).
     """
 
     def __init__(self) -> None:
