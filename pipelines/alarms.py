@@ -28,7 +28,7 @@ import orjson
 
 from pipelines.alarm_rules import AlarmRule, find_cycle, parse_alarm_rule
 from pipelines.clock import Clock
-from pipelines.errors import AlarmRuleError, ConfigError, MetricError, NotRunningError
+from pipelines.errors import AlarmRuleError, ConfigError, MetricError, NotRunningError, Where
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_epoch
 from pipelines.metrics import (
     STATISTICS,
@@ -266,8 +266,8 @@ class CompositeAlarmSpec(AlarmSpec):
         return {"description": self.description, "alarmRule": self.rule.text}
 
 
-def _where(name: str) -> str:
-    return f"alarm {name}"
+def _where(name: str) -> Where:
+    return Where(f"alarm {name}")
 
 
 def _common(name: str, settings: Mapping[str, Any], keys: set[str]) -> dict[str, Any]:
@@ -282,10 +282,10 @@ def _common(name: str, settings: Mapping[str, Any], keys: set[str]) -> dict[str,
     check_keys(where, settings, keys)
     description = settings.get("description", "")
     if not isinstance(description, str) or len(description) > 1024:
-        raise ConfigError(f"{where}.description", "must be a string of at most 1024 characters")
+        raise ConfigError(where / "description", "must be a string of at most 1024 characters")
     bus = settings.get("bus", "default")
     if not isinstance(bus, str) or not bus:
-        raise ConfigError(f"{where}.bus", "must be the name of an event bus")
+        raise ConfigError(where / "bus", "must be the name of an event bus")
     enabled = bool(flag_setting(where, settings, "actions_enabled", True))
     return {
         "name": name,
@@ -296,13 +296,13 @@ def _common(name: str, settings: Mapping[str, Any], keys: set[str]) -> dict[str,
     }
 
 
-def _actions(where: str, declared: Any) -> dict[str, tuple[str, ...]]:
+def _actions(where: Where, declared: Any) -> dict[str, tuple[str, ...]]:
     if not isinstance(declared, Mapping):
-        raise ConfigError(f"{where}.actions", "maps alarm, ok or insufficient_data to resources")
+        raise ConfigError(where / "actions", "maps alarm, ok or insufficient_data to resources")
     actions: dict[str, tuple[str, ...]] = {}
     for state, names in declared.items():
         if state not in ACTION_STATES:
-            raise ConfigError(f"{where}.actions.{state}", "must be alarm, ok or insufficient_data")
+            raise ConfigError(where / "actions" / state, "must be alarm, ok or insufficient_data")
         if isinstance(names, str):
             names = [names]
         if (
@@ -310,12 +310,12 @@ def _actions(where: str, declared: Any) -> dict[str, tuple[str, ...]]:
             or not 1 <= len(names) <= 5
             or not all(isinstance(n, str) and n for n in names)
         ):
-            raise ConfigError(f"{where}.actions.{state}", "must list 1 to 5 resource names")
+            raise ConfigError(where / "actions" / state, "must list 1 to 5 resource names")
         actions[ACTION_STATES[state]] = tuple(names)
     return actions
 
 
-def _whole(where: str, value: Any, low: int) -> int:
+def _whole(where: Where, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(where, f"must be a whole number of at least {low}")
     return value
@@ -331,7 +331,7 @@ def parse_metric_alarm(name: str, settings: Mapping[str, Any]) -> MetricAlarmSpe
             raise ConfigError(where, f"a metric alarm needs {required}")
     dims = settings.get("dimensions") or {}
     if not isinstance(dims, Mapping) or not all(isinstance(v, str) for v in dims.values()):
-        raise ConfigError(f"{where}.dimensions", "maps dimension names to string values")
+        raise ConfigError(where / "dimensions", "maps dimension names to string values")
     try:
         key = series_key(settings["namespace"], settings["metric_name"], dims)
     except MetricError as exc:
@@ -340,40 +340,40 @@ def parse_metric_alarm(name: str, settings: Mapping[str, Any]) -> MetricAlarmSpe
     try:
         parse_statistic(statistic)
     except MetricError as exc:
-        raise ConfigError(f"{where}.statistic", exc.message) from None
+        raise ConfigError(where / "statistic", exc.message) from None
     period = settings["period"]
     if (
         isinstance(period, bool)
         or not isinstance(period, int)
         or not (period in ALARM_SHORT_PERIODS or (period > 0 and period % 60 == 0))
     ):
-        raise ConfigError(f"{where}.period", "must be 10, 20, 30 or a multiple of 60 (seconds)")
+        raise ConfigError(where / "period", "must be 10, 20, 30 or a multiple of 60 (seconds)")
     check_period(period)
-    periods = _whole(f"{where}.evaluation_periods", settings["evaluation_periods"], 1)
+    periods = _whole(where / "evaluation_periods", settings["evaluation_periods"], 1)
     limit = 86_400 if period < 3_600 else 7 * 86_400
     if period * periods > limit:
         raise ConfigError(
-            f"{where}.evaluation_periods",
+            where / "evaluation_periods",
             f"period x evaluation_periods is at most {limit:,} seconds ({period * periods:,} here)",
         )
     to_alarm = _whole(
-        f"{where}.datapoints_to_alarm", settings.get("datapoints_to_alarm", periods), 1
+        where / "datapoints_to_alarm", settings.get("datapoints_to_alarm", periods), 1
     )
     if to_alarm > periods:
         raise ConfigError(
-            f"{where}.datapoints_to_alarm",
+            where / "datapoints_to_alarm",
             f"cannot be more than evaluation_periods ({periods})",
         )
     threshold = settings["threshold"]
     if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-        raise ConfigError(f"{where}.threshold", "must be a number")
+        raise ConfigError(where / "threshold", "must be a number")
     comparison = settings.get("comparison_operator", "GreaterThanOrEqualToThreshold")
     if comparison not in OPERATORS:
-        raise ConfigError(f"{where}.comparison_operator", f"must be one of {', '.join(OPERATORS)}")
+        raise ConfigError(where / "comparison_operator", f"must be one of {', '.join(OPERATORS)}")
     missing = settings.get("treat_missing_data", "missing")
     if missing not in TREAT_MISSING:
         raise ConfigError(
-            f"{where}.treat_missing_data", f"must be one of {', '.join(TREAT_MISSING)}"
+            where / "treat_missing_data", f"must be one of {', '.join(TREAT_MISSING)}"
         )
     return MetricAlarmSpec(
         **common,
@@ -393,11 +393,11 @@ def parse_composite_alarm(name: str, settings: Mapping[str, Any]) -> CompositeAl
     common = _common(name, settings, COMPOSITE_ALARM_KEYS)
     text = settings.get("rule")
     if not isinstance(text, str):
-        raise ConfigError(f"{_where(name)}.rule", "a composite alarm needs a rule (a string)")
+        raise ConfigError(_where(name) / "rule", "a composite alarm needs a rule (a string)")
     try:
         rule = parse_alarm_rule(text)
     except AlarmRuleError as exc:
-        raise ConfigError(f"{_where(name)}.rule", exc.message) from None
+        raise ConfigError(_where(name) / "rule", exc.message) from None
     return CompositeAlarmSpec(**common, rule=rule)
 
 
@@ -788,11 +788,11 @@ class Alarms:
             return  # no loop goes through a metric alarm
         absent = sorted(n for n in spec.rule.names if n not in self._alarms and n != spec.name)
         if absent:
-            raise ConfigError(f"{_where(spec.name)}.rule", f"no alarm named {absent[0]!r} exists")
+            raise ConfigError(_where(spec.name) / "rule", f"no alarm named {absent[0]!r} exists")
         cycle = find_cycle({**self._rules, spec.name: spec.rule})
         if cycle is not None:
             raise ConfigError(
-                f"{_where(spec.name)}.rule",
+                _where(spec.name) / "rule",
                 f"composite alarms refer to each other in a loop: {' -> '.join(cycle)}",
             )
 

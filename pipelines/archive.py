@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from pipelines.clock import Clock
-from pipelines.errors import ConfigError, NotRunningError, ResourceNotFoundError, StateError
+from pipelines.errors import ConfigError, NotRunningError, ResourceNotFoundError, StateError, Where
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_epoch, parse_time
 from pipelines.patterns import Matcher, Pattern, compile_pattern
 from pipelines.store import Row, Store, Upkeep
@@ -154,7 +154,7 @@ class ArchiveSpec:
     @classmethod
     def parse(cls, name: str, config: Mapping[str, Any]) -> ArchiveSpec:
         """Check a declaration; ``ConfigError`` names the setting at fault."""
-        where = f"archive {name}"
+        where = Where(f"archive {name}")
         if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
             raise ConfigError(where, f"an archive name has 1 to {MAX_NAME} characters")
         if not all(c.isascii() and (c.isalnum() or c in ".-_") for c in name):
@@ -164,21 +164,21 @@ class ArchiveSpec:
         check_keys(where, config, ARCHIVE_KEYS)
         bus = config.get("bus", "default")
         if not isinstance(bus, str) or not bus:
-            raise ConfigError(f"{where}.bus", "must be the name of an event bus")
+            raise ConfigError(where / "bus", "must be the name of an event bus")
         retention = config.get("retention_days", 0)
         if not isinstance(retention, int) or isinstance(retention, bool) or retention < 0:
             raise ConfigError(
-                f"{where}.retention_days", "must be a whole number of days, 0 to keep forever"
+                where / "retention_days", "must be a whole number of days, 0 to keep forever"
             )
         durability = config.get("durability", "normal")
         if not isinstance(durability, str) or durability not in DURABILITY:
             raise ConfigError(
-                f"{where}.durability",
+                where / "durability",
                 "must be 'normal' (survives a process crash) or 'strict' (survives power loss)",
             )
         description = config.get("description", "")
         if not isinstance(description, str) or len(description) > 512:
-            raise ConfigError(f"{where}.description", "must be a string of at most 512 characters")
+            raise ConfigError(where / "description", "must be a string of at most 512 characters")
         raw = config.get("pattern")
         pattern = compile_pattern(raw) if raw is not None else None
         return cls(name, bus, pattern, retention, durability, description)

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from pipelines import metrics as m
 from pipelines.delivery import Deliverer, Delivery, Job, RetryPolicy, Settlement, notify
-from pipelines.errors import ConfigError, ResourceNotFoundError
+from pipelines.errors import ConfigError, Problems, ResourceNotFoundError, Where
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.limits import Limits
 from pipelines.patterns import Matcher, Pattern, compile_pattern
@@ -86,7 +86,7 @@ TARGET_KEYS = {
 }
 
 
-def check_name(where: str, kind: str, name: object) -> str:
+def check_name(where: Where, kind: str, name: object) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigError(
             where, f"{kind} {name!r} must be 1 to 64 characters of letters, digits, '.', '-', '_'"
@@ -106,30 +106,42 @@ class RuleTarget:
     declared: Mapping[str, Any]
 
     @classmethod
-    def parse(cls, where: str, config: Mapping[str, Any]) -> RuleTarget:
+    def parse(cls, where: Where, config: Mapping[str, Any]) -> RuleTarget:
         if isinstance(config, RuleTarget):
             return config
         if not isinstance(config, Mapping):
             raise ConfigError(
                 where, f"a target is a mapping with 'id' and 'resource', not {config!r}"
             )
-        check_keys(where, config, TARGET_KEYS)
-        target_id = check_name(f"{where}.id", "target id", config.get("id"))
+        problems = Problems()  # every problem of the target, not just its first
+        with problems:
+            check_keys(where, config, TARGET_KEYS)
+        with problems:
+            target_id = check_name(where / "id", "target id", config.get("id"))
         resource = config.get("resource")
         if not isinstance(resource, str) or not resource:
-            raise ConfigError(f"{where}.resource", "is required: the name of a target resource")
-        retry = config.get("retry_policy") or {}
-        if not isinstance(retry, Mapping):
-            raise ConfigError(f"{where}.retry_policy", "must be a mapping")
+            problems.add(
+                ConfigError(where / "resource", "is required: the name of a target resource")
+            )
+        with problems:
+            retry = config.get("retry_policy") or {}
+            if not isinstance(retry, Mapping):
+                raise ConfigError(where / "retry_policy", "must be a mapping")
+            retry_policy = RetryPolicy.from_config(where / "retry_policy", retry)
         dead_letter = config.get("dead_letter")
         if dead_letter is not None and (not isinstance(dead_letter, str) or not dead_letter):
-            raise ConfigError(f"{where}.dead_letter", "must be the name of a target resource")
+            problems.add(
+                ConfigError(where / "dead_letter", "must be the name of a target resource")
+            )
+        with problems:
+            transform = compile_transform(where, config)
+        problems.raise_any()
         return cls(
             id=target_id,
-            resource=resource,
-            retry_policy=RetryPolicy.from_config(f"{where}.retry_policy", retry),
+            resource=str(resource),
+            retry_policy=retry_policy,
             dead_letter=dead_letter,
-            transform=compile_transform(where, config),
+            transform=transform,
             declared=dict(config),
         )
 
@@ -201,16 +213,16 @@ class Bus:
         A rule has an event ``pattern`` or a ``schedule`` (an expression such as
         ``"rate(5 minutes)"``, or a mapping of ``pipelines.schedule.SCHEDULE_KEYS``).
         """
-        where = f"bus {self.name} rule {name}"
+        where = Where(f"bus {self.name} rule {name}")
         check_name(where, "rule name", name)
         if state not in (ENABLED, DISABLED):
-            raise ConfigError(f"{where}.state", f"must be ENABLED or DISABLED, not {state!r}")
+            raise ConfigError(where / "state", f"must be ENABLED or DISABLED, not {state!r}")
         if not isinstance(description, str) or len(description) > 512:
-            raise ConfigError(f"{where}.description", "must be a string of at most 512 characters")
+            raise ConfigError(where / "description", "must be a string of at most 512 characters")
         if (pattern is None) == (schedule is None):
             raise ConfigError(where, "a rule has either an event pattern or a schedule")
         compiled = compile_pattern(pattern) if pattern is not None else None
-        parsed = parse_schedule(f"{where}.schedule", schedule) if schedule is not None else None
+        parsed = parse_schedule(where / "schedule", schedule) if schedule is not None else None
         rule = self._rules.get(name)
         if rule is None:
             dims = m.dimensions(EventBusName=self.name, RuleName=name)
@@ -296,7 +308,7 @@ class Bus:
         rule = self._rule(name)
         if rule.targets and not force:
             raise ConfigError(
-                f"bus {self.name} rule {name}",
+                Where(f"bus {self.name} rule {name}"),
                 "Rule can't be deleted since it has targets; remove them first or use force",
             )
         await self.remove_targets(name, list(rule.targets))
@@ -313,9 +325,12 @@ class Bus:
         where = f"bus {self.name} rule {rule_name}"
         parsed: dict[str, RuleTarget] = {}
         for index, declared in enumerate(targets):
-            config = RuleTarget.parse(f"{where} targets[{index}]", declared)
+            # A target's problems are located within the target.
+            config = RuleTarget.parse(Where(f"{where} targets[{index}]"), declared)
             if config.id in parsed:
-                raise ConfigError(f"{where} targets[{index}].id", f"{config.id!r} is given twice")
+                raise ConfigError(
+                    Where(f"{where} targets[{index}]") / "id", f"{config.id!r} is given twice"
+                )
             self.host.resource(config.resource, where=f"{where} targets[{index}].resource")
             if config.dead_letter is not None:
                 self.host.resource(
@@ -326,7 +341,7 @@ class Bus:
         most = self.host.limits.max_targets_per_rule
         if total > most:
             raise ConfigError(
-                where,
+                Where(where),
                 f"a rule has at most {most} targets; this would give it {total}",
             )
         for config in parsed.values():

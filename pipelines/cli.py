@@ -208,9 +208,10 @@ def schedule_next(
 
 
 def schedule_zone(name: str | None) -> tzinfo:
+    from pipelines.errors import Where
     from pipelines.schedule import zone
 
-    return zone("--tz", name)
+    return zone(Where("--tz"), name)
 
 
 @cli.command("validate")

@@ -36,7 +36,7 @@ import yaml
 
 from pipelines.alarm_rules import parse_alarm_rule
 from pipelines.alarms import parse_alarm
-from pipelines.bus import Bus
+from pipelines.bus import Bus, RuleTarget
 from pipelines.clock import Clock
 from pipelines.errors import (
     AlarmRuleError,
@@ -45,7 +45,9 @@ from pipelines.errors import (
     PatternError,
     Problem,
     ResourceNotFoundError,
+    Where,
     did_you_mean,
+    path_label,
 )
 from pipelines.process import tuned_process
 from pipelines.runtime import DEFAULT_BUS, Runtime
@@ -83,16 +85,34 @@ class PipelineConfig:
         return self.files[0].parent
 
     def at(self, path: Path_, message: str) -> Problem:
-        return _located(self.positions, path, str(self.files[0]), message)
+        return locate(self.positions, path, str(self.files[0]), message)
+
+    def problems_of(self, base: Path_, exc: ConfigError) -> list[Problem]:
+        """Each problem of a check of the node at ``base``, at its own position."""
+        return located_errors(self.positions, base, str(self.files[0]), exc)
 
 
-def _located(
+def locate(
     positions: Mapping[Path_, tuple[str, int, int]], path: Path_, file: str, message: str
 ) -> Problem:
     """A problem at ``path``, or at its nearest declared ancestor (else ``file``'s start)."""
     while path not in positions and path:
         path = path[:-1]
     return Problem(*positions.get(path, (file, 1, 1)), message)
+
+
+def located_errors(
+    positions: Mapping[Path_, tuple[str, int, int]], base: Path_, file: str, exc: ConfigError
+) -> list[Problem]:
+    """The problems of a check of the node at ``base``: each error's path is
+    relative to that node, and its message is labelled with the full path
+    (``rules.r.targets[0].id: ...``), as ``pipelines validate`` prints it."""
+    problems = []
+    for error in exc.prefixed(base).errors:
+        problems.append(
+            locate(positions, error.path, file, f"{label(error.path)}: {error.message}")
+        )
+    return problems
 
 
 # -- loading ----------------------------------------------------------------
@@ -226,16 +246,15 @@ def load_config(
 
 def _merge(config: PipelineConfig, data: Any, loader: _Loader) -> list[Problem]:
     def at(path: Path_, message: str) -> Problem:
-        return _located(loader.positions, path, loader.file, message)
+        return locate(loader.positions, path, loader.file, message)
 
     if not isinstance(data, dict):
         return [at((), "a pipeline config is a mapping with resources and rules")]
     problems = []
     try:
-        check_keys("config", data, TOP_KEYS)
+        check_keys(Where("config"), data, TOP_KEYS)
     except ConfigError as exc:
-        key = exc.where.split(".", 1)[1]
-        problems.append(at((key,), f"{key}: {exc.message}"))
+        problems += located_errors(loader.positions, (), loader.file, exc)
     buses = data.get("buses") or []
     if not isinstance(buses, list) or not all(isinstance(b, str) for b in buses):
         problems.append(at(("buses",), "buses is a list of bus names"))
@@ -316,24 +335,18 @@ def _tokens(suffix: str) -> Iterator[str | int]:
         yield match.group(1) if match.group(1) is not None else int(match.group(2))
 
 
-def label(path: Path_) -> str:
-    """``("rules", "r", "targets", 0, "id")`` -> ``rules.r.targets[0].id``."""
-    text = ""
-    for token in path:
-        text += f"[{token}]" if isinstance(token, int) else f".{token}" if text else token
-    return text
+#: ``("rules", "r", "targets", 0, "id")`` -> ``rules.r.targets[0].id``.
+label = path_label
 
 
-def _problem(config: PipelineConfig, base: Path_, prefix: str, exc: Exception) -> Problem:
-    """Locate a runtime check's error under ``base``, whose ``where`` starts with ``prefix``."""
+def _problems(config: PipelineConfig, base: Path_, exc: Exception) -> list[Problem]:
+    """Locate a runtime check's errors under ``base``, the node it checked."""
     if isinstance(exc, PatternError):
         tokens = list(_tokens(exc.path[1:]))  # "$.detail.a[0]" -> detail, a, 0
-        return config.at((*base, *tokens), f"{label(base)}: {exc}")
+        return [config.at((*base, *tokens), f"{label(base)}: {exc}")]
     if isinstance(exc, ConfigError):
-        suffix = exc.where[len(prefix) :] if exc.where.startswith(prefix) else ""
-        tokens = list(_tokens(suffix))
-        return config.at((*base, *tokens), f"{label((*base, *tokens))}: {exc.message}")
-    return config.at(base, str(exc))
+        return config.problems_of(base, exc)
+    return [config.at(base, str(exc))]
 
 
 async def build_runtime(
@@ -370,10 +383,7 @@ async def build_runtime(
             with tuned_process([config.directory], switch_interval=None):
                 runtime.add_resource(name, type_name, settings)
         except ConfigError as exc:
-            if exc.where.endswith(".type"):
-                problems.append(config.at((*path, "type"), f"resources.{name}.type: {exc.message}"))
-            else:
-                problems.append(_problem(config, path, f"target {name}", exc))
+            problems += _problems(config, path, exc)
     problems += _resource_references(runtime, config)
     for bus in config.buses:
         try:
@@ -401,9 +411,9 @@ async def _add_archive(
     try:
         await runtime.archives.create_archive(name, declared)
     except PatternError as exc:
-        return [_problem(config, (*path, "pattern"), f"archive {name}", exc)]
+        return _problems(config, (*path, "pattern"), exc)
     except ConfigError as exc:
-        return [_problem(config, path, f"archive {name}", exc)]
+        return _problems(config, path, exc)
     except ResourceNotFoundError:
         return [_no_bus(config, path, declared.get("bus"))]
     return []
@@ -458,7 +468,7 @@ def _check_alone(
     try:
         runtime.alarms.check_resources(parse_alarm(name, declared))
     except (ConfigError, ResourceNotFoundError) as exc:
-        return [_alarm_problem(config, name, declared, exc)]
+        return _alarm_problems(runtime, config, name, declared, exc)
     return []
 
 
@@ -475,23 +485,26 @@ async def _add_alarm(
     try:
         await runtime.alarms.put_declared(name, declared)
     except (ConfigError, ResourceNotFoundError) as exc:
-        return [_alarm_problem(config, name, declared, exc)]
+        return _alarm_problems(runtime, config, name, declared, exc)
     return []
 
 
-def _alarm_problem(
+def _alarm_problems(
+    runtime: Runtime,
     config: PipelineConfig,
     name: str,
     declared: Mapping[str, Any],
     exc: ConfigError | ResourceNotFoundError,
-) -> Problem:
-    """Where an alarm's error belongs: the setting, its actions, or its bus."""
+) -> list[Problem]:
+    """Where an alarm's error belongs: the setting, its bus, or its actions
+    (what is missing when its bus is there)."""
     path: Path_ = ("alarms", name)
     if isinstance(exc, ConfigError):
-        return _problem(config, path, f"alarm {name}", exc)
-    if str(exc).startswith(f"alarm {name} actions"):
-        return config.at((*path, "actions"), f"{label(path)}.actions: {exc}")
-    return _no_bus(config, path, declared.get("bus"))
+        return _problems(config, path, exc)
+    bus = declared.get("bus", DEFAULT_BUS)
+    if bus not in {known.name for known in runtime.buses()}:
+        return [_no_bus(config, path, bus)]
+    return [config.at((*path, "actions"), f"{label(path)}.actions: {exc}")]
 
 
 def _no_bus(config: PipelineConfig, path: Path_, bus: Any) -> Problem:
@@ -518,27 +531,37 @@ def put_declared_rule(bus: Bus, name: str, declared: Mapping[str, Any]) -> None:
 async def _add_rule(
     runtime: Runtime, config: PipelineConfig, name: str, declared: dict[str, Any]
 ) -> list[Problem]:
+    """Put a rule and its targets, reporting every problem of the rule and of
+    each target (a bad pattern does not hide a target's unknown resource)."""
     path: Path_ = ("rules", name)
+    problems: list[Problem] = []
     try:
-        check_keys(f"rules.{name}", declared, RULE_KEYS)
+        check_keys(Where(f"rules.{name}"), declared, RULE_KEYS)
     except ConfigError as exc:
-        key = exc.where.rsplit(".", 1)[1]
-        return [config.at((*path, key), f"{exc.where}: {exc.message}")]
+        problems += _problems(config, path, exc)
     bus_name = rule_bus(declared)
     try:
-        bus = runtime.bus(bus_name)
+        bus: Bus | None = runtime.bus(bus_name)
     except ResourceNotFoundError:
-        return [_no_bus(config, path, bus_name)]
-    prefix = f"bus {bus.name} rule {name}"
-    try:
-        put_declared_rule(bus, name, declared)
-    except (ConfigError, PatternError) as exc:
-        base = (*path, "pattern") if isinstance(exc, PatternError) else path
-        return [_problem(config, base, prefix, exc)]
+        problems.append(_no_bus(config, path, bus_name))
+        bus = None
+    # A misspelt pattern or schedule is reported as an unknown key: that the
+    # rule then has neither would be the same problem again.
+    misspelt = problems and "pattern" not in declared and "schedule" not in declared
+    put = False
+    if bus is not None and not misspelt:
+        try:
+            put_declared_rule(bus, name, declared)
+            put = True
+        except (ConfigError, PatternError) as exc:
+            base = (*path, "pattern") if isinstance(exc, PatternError) else path
+            problems += _problems(config, base, exc)
     targets = declared.get("targets") or []
     if not isinstance(targets, list):
-        return [config.at((*path, "targets"), f"rules.{name}.targets: a list of targets")]
-    problems = []
+        return [
+            *problems,
+            config.at((*path, "targets"), f"rules.{name}.targets: a list of targets"),
+        ]
     seen: set[Any] = set()
     for index, target in enumerate(targets):
         target_id = target.get("id") if isinstance(target, dict) else None
@@ -551,16 +574,30 @@ async def _add_rule(
             )
             continue
         seen.add(target_id)
-        where = (*path, "targets", index)
-        references = _references(runtime, config, where, target)
-        if references is not None:
-            problems += references
-            continue
-        try:
-            await bus.put_targets(name, [target])
-        except ConfigError as exc:
-            problems.append(_problem(config, where, f"{prefix} targets[0]", exc))
+        found, ready = _target_problems(runtime, config, (*path, "targets", index), target)
+        problems += found
+        if put and bus is not None and ready:
+            try:
+                await bus.put_targets(name, [target])
+            except ConfigError as exc:
+                problems += _problems(config, (*path, "targets", index), exc)
     return problems
+
+
+def _target_problems(
+    runtime: Runtime, config: PipelineConfig, where: Path_, target: Any
+) -> tuple[list[Problem], bool]:
+    """A rule target's own problems, checked without a rule to put it in (its
+    settings, the resources it names), and whether it can be put: not when
+    a resource it names is declared but invalid either (that resource's own
+    problem says why)."""
+    problems: list[Problem] = []
+    try:
+        RuleTarget.parse(Where(label(where)), target)
+    except ConfigError as exc:
+        problems += _problems(config, where, exc)
+    references = _references(runtime, config, where, target)
+    return problems + (references or []), not problems and references is None
 
 
 def _resource_references(runtime: Runtime, config: PipelineConfig) -> list[Problem]:

@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines import metrics as m
 from pipelines.clock import Cancellable, Clock
-from pipelines.errors import DeliveryError
+from pipelines.errors import DeliveryError, Problems, Where
 from pipelines.event import new_event_id
-from pipelines.targets import DeliveryContext, Target, check_keys, number_setting
+from pipelines.settings import Number, Settings
+from pipelines.targets import DeliveryContext, Target
 from pipelines.transform import Transform
 
 if TYPE_CHECKING:
@@ -37,6 +38,15 @@ log = logging.getLogger("pipelines.delivery")
 
 MAX_RETRY_ATTEMPTS = 185
 MAX_EVENT_AGE = 86_400
+#: A rule target's RetryPolicy, as PutTargets bounds it.
+RETRY_POLICY = Settings(
+    {
+        "maximum_retry_attempts": Number(MAX_RETRY_ATTEMPTS, 0, MAX_RETRY_ATTEMPTS, integer=True),
+        "maximum_event_age": Number(
+            MAX_EVENT_AGE, 60, MAX_EVENT_AGE, integer=True, description="seconds"
+        ),
+    }
+)
 
 # EXHAUSTED_RETRY_CONDITION values, as EventBridge's dead letters carry them.
 RETRIES_EXHAUSTED = "MaximumRetryAttempts"
@@ -51,14 +61,15 @@ class RetryPolicy:
     maximum_event_age: int = MAX_EVENT_AGE
 
     @classmethod
-    def from_config(cls, where: str, config: Mapping[str, Any]) -> RetryPolicy:
-        check_keys(where, config, {"maximum_retry_attempts", "maximum_event_age"})
-        attempts = number_setting(
-            where, config, "maximum_retry_attempts", MAX_RETRY_ATTEMPTS, 0, 185, integer=True
-        )
-        age = number_setting(
-            where, config, "maximum_event_age", MAX_EVENT_AGE, 60, 86_400, integer=True
-        )
+    def from_config(cls, where: Where, config: Mapping[str, Any]) -> RetryPolicy:
+        problems = Problems()
+        with problems:
+            RETRY_POLICY.check_keys(where, config)
+        with problems:
+            attempts = RETRY_POLICY.number(where, config, "maximum_retry_attempts")
+        with problems:
+            age = RETRY_POLICY.number(where, config, "maximum_event_age")
+        problems.raise_any()
         return cls(int(attempts), int(age))
 
 

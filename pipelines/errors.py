@@ -57,13 +57,137 @@ class EventValidationError(PipelinesError, ValueError):
         super().__init__(f"{where}{code}: {message}")
 
 
-class ConfigError(PipelinesError, ValueError):
-    """A configuration value is invalid; ``where`` names it (``target function.timeout``)."""
+#: Where a value is within the node being checked: keys and list indexes,
+#: ``("retry_policy", "maximum_event_age")`` or ``("subscriptions", 0, "id")``.
+Path = tuple[str | int, ...]
 
-    def __init__(self, where: str, message: str) -> None:
-        self.where = where
+
+def path_label(path: Path) -> str:
+    """``("targets", 0, "id")`` -> ``targets[0].id``: a path as people write it."""
+    text = ""
+    for token in path:
+        text += f"[{token}]" if isinstance(token, int) else f".{token}" if text else token
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """What a check is about: ``subject`` names the node for people ("target
+    orders", "bus default rule r"), ``path`` leads from it to the value.
+
+    ``where / "timeout"`` is the place of a setting of it. Only ``str()``
+    turns it into text ("target orders.timeout"), for messages that stand
+    alone; a config locates the path at its YAML node instead.
+    """
+
+    subject: str
+    path: Path = ()
+
+    @classmethod
+    def of(cls, where: Where | str) -> Where:
+        """A place given as text (by a caller written before paths) is a subject."""
+        return where if isinstance(where, Where) else cls(where)
+
+    def __truediv__(self, key: str | int) -> Where:
+        return Where(self.subject, (*self.path, key))
+
+    def __str__(self) -> str:
+        label = path_label(self.path)
+        if not label:
+            return self.subject
+        return f"{self.subject}{label}" if label.startswith("[") else f"{self.subject}.{label}"
+
+
+class ConfigError(PipelinesError, ValueError):
+    """A configuration value is invalid.
+
+    ``path`` locates it within the node that was checked (``("timeout",)`` for
+    a target's setting); ``subject`` names that node for messages that stand
+    alone, as ``where`` ("target orders.timeout"). A caller that knows where
+    the node sits adds its own path in front with ``prefixed``.
+
+    A plain string for ``where`` is a subject with an empty path (what a
+    plugin written before paths gives).
+    """
+
+    def __init__(self, where: Where | str, message: str) -> None:
+        self.location = Where.of(where)
         self.message = message
-        super().__init__(f"{where}: {message}")
+        super().__init__(f"{self.location}: {message}")
+
+    @property
+    def subject(self) -> str:
+        return self.location.subject
+
+    @property
+    def path(self) -> Path:
+        return self.location.path
+
+    @property
+    def where(self) -> str:
+        return str(self.location)
+
+    @property
+    def errors(self) -> tuple[ConfigError, ...]:
+        """Each problem it reports: itself (``ConfigErrors`` holds several)."""
+        return (self,)
+
+    def prefixed(self, path: Path) -> ConfigError:
+        """The same problem, its path below ``path`` (the node's place in a larger one)."""
+        return ConfigError(Where(self.subject, (*path, *self.path)), self.message)
+
+
+class ConfigErrors(ConfigError):
+    """Several problems found in one node, each its own ``ConfigError`` in
+    ``errors``, in the order they were checked. As a ``ConfigError`` it is
+    the first of them; its text lists them all, one a line."""
+
+    def __init__(self, errors: Iterable[ConfigError]) -> None:
+        self._errors = tuple(one for error in errors for one in error.errors)
+        if not self._errors:
+            raise ValueError("ConfigErrors needs at least one error")
+        first = self._errors[0]
+        super().__init__(first.location, first.message)
+        self.args = ("\n".join(str(error) for error in self._errors),)
+
+    @property
+    def errors(self) -> tuple[ConfigError, ...]:
+        return self._errors
+
+    def prefixed(self, path: Path) -> ConfigError:
+        return ConfigErrors(error.prefixed(path) for error in self._errors)
+
+
+class Problems:
+    """Collects the ``ConfigError``s of one node's checks, so that one bad
+    setting does not hide the next: run each check in ``with problems:``,
+    then ``raise_any()`` once every setting has been looked at.
+
+    A value a failed check should have produced is left unset; nothing may
+    use it before ``raise_any()`` (which raises when a check failed).
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def __enter__(self) -> Problems:
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> bool:
+        if isinstance(exc, ConfigError):
+            self.errors.extend(exc.errors)
+            return True  # recorded: go on with the next check
+        return False
+
+    def add(self, error: ConfigError) -> None:
+        self.errors.extend(error.errors)
+
+    def raise_any(self) -> None:
+        """Raise what was found: the error itself when there is one."""
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise ConfigErrors(self.errors)
 
 
 @dataclass(frozen=True, slots=True)

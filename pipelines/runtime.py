@@ -60,6 +60,7 @@ from pipelines.errors import (
     NotRunningError,
     ResourceNotFoundError,
     StateError,
+    Where,
 )
 from pipelines.event import validate_entry
 from pipelines.limits import Limits
@@ -163,7 +164,8 @@ class Runtime:
         """Create a target resource of a registered type; rules' targets refer to it by name."""
         if self._group is not None:
             raise ConfigError(
-                f"resource {name}", "add resources before the runtime starts (or put_resource)"
+                Where(f"resource {name}"),
+                "add resources before the runtime starts (or put_resource)",
             )
         target = self._create(name, type_name, config, replacing=False)
         self._resources[name] = target
@@ -172,7 +174,7 @@ class Runtime:
     def _create(
         self, name: str, type_name: str, config: Mapping[str, Any], *, replacing: bool
     ) -> Target:
-        where = f"resource {name}"
+        where = Where(f"resource {name}")
         if not isinstance(name, str) or not name:
             raise ConfigError(where, "a resource needs a name")
         if name in self._resources and not replacing:
@@ -180,9 +182,7 @@ class Runtime:
         target_type = self._types.get(type_name)
         if target_type is None:
             known = ", ".join(sorted(self._types)) or "none"
-            raise ConfigError(
-                f"{where}.type", f"unknown target type {type_name!r} (known: {known})"
-            )
+            raise ConfigError(where / "type", f"unknown target type {type_name!r} (known: {known})")
         return target_type.create(name, config)
 
     async def put_resource(
@@ -263,7 +263,7 @@ class Runtime:
         for delivery in self._all_deliveries():
             if target in (delivery.target, delivery.dead_letter):
                 raise ConfigError(
-                    f"resource {name}",
+                    Where(f"resource {name}"),
                     f"rule {delivery.rule} target {delivery.target_id} on bus {delivery.bus}"
                     " still uses it: remove that target first",
                 )
@@ -334,9 +334,9 @@ class Runtime:
     # -- buses --------------------------------------------------------------
 
     def create_bus(self, name: str) -> Bus:
-        check_name(f"bus {name}", "bus name", name)
+        check_name(Where(f"bus {name}"), "bus name", name)
         if name in self._buses:
-            raise ConfigError(f"bus {name}", "an event bus of this name already exists")
+            raise ConfigError(Where(f"bus {name}"), "an event bus of this name already exists")
         bus = Bus(self, name)
         self._buses[name] = bus
         if self._group is not None:
@@ -348,9 +348,9 @@ class Runtime:
         (for up to ``timeout`` seconds, default ``drain_timeout``)."""
         bus = self.bus(name)
         if name == DEFAULT_BUS:
-            raise ConfigError(f"bus {name}", "the default event bus cannot be deleted")
+            raise ConfigError(Where(f"bus {name}"), "the default event bus cannot be deleted")
         if bus.list_rules():
-            raise ConfigError(f"bus {name}", "delete the bus's rules first")
+            raise ConfigError(Where(f"bus {name}"), "delete the bus's rules first")
         bus.close_intake()
         await _poll(lambda: bus.idle, self.limits.drain_timeout if timeout is None else timeout)
         if bus.dispatcher is not None:

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
 
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, Where
 from pipelines.targets import check_keys
 
 SKIP = "skip"
@@ -202,7 +202,7 @@ def translate_cron(body: str) -> str:
     return " ".join(parts)
 
 
-def zone(where: str, name: object) -> tzinfo:
+def zone(where: Where, name: object) -> tzinfo:
     if name in (None, "UTC", "Etc/UTC"):
         return UTC
     if not isinstance(name, str):
@@ -215,7 +215,7 @@ def zone(where: str, name: object) -> tzinfo:
         ) from None
 
 
-def _instant(where: str, value: object, zone: tzinfo) -> float | None:
+def _instant(where: Where, value: object, zone: tzinfo) -> float | None:
     """An ISO 8601 date-time (or datetime) as epoch seconds; naive ones are in ``zone``."""
     if value is None:
         return None
@@ -376,7 +376,7 @@ def _parse_rate(body: str) -> float:
     return value * _RATE_UNITS[singular]
 
 
-def parse_expression(where: str, expression: object, zone: tzinfo = UTC) -> Schedule:
+def parse_expression(where: Where, expression: object, zone: tzinfo = UTC) -> Schedule:
     """Parse a bare ``cron(...)``, ``rate(...)`` or ``at(...)`` expression."""
     if not isinstance(expression, str):
         raise ConfigError(
@@ -405,8 +405,9 @@ def parse_expression(where: str, expression: object, zone: tzinfo = UTC) -> Sche
     return Schedule(expression, kind, zone, cron=cron)
 
 
-def parse_schedule(where: str, spec: object) -> Schedule:
+def parse_schedule(where: Where | str, spec: object) -> Schedule:
     """A rule's schedule: an expression string, or a mapping of ``SCHEDULE_KEYS``."""
+    where = Where.of(where)
     if isinstance(spec, Schedule):
         return spec
     if isinstance(spec, str):
@@ -414,21 +415,21 @@ def parse_schedule(where: str, spec: object) -> Schedule:
     if not isinstance(spec, Mapping):
         raise ConfigError(where, f"a schedule is an expression or a mapping, not {spec!r}")
     check_keys(where, spec, set(SCHEDULE_KEYS))
-    tz = zone(f"{where}.timezone", spec.get("timezone"))
-    schedule = parse_expression(f"{where}.expression", spec.get("expression"), tz)
-    start = _instant(f"{where}.start_date", spec.get("start_date"), tz)
-    end = _instant(f"{where}.end_date", spec.get("end_date"), tz)
+    tz = zone(where / "timezone", spec.get("timezone"))
+    schedule = parse_expression(where / "expression", spec.get("expression"), tz)
+    start = _instant(where / "start_date", spec.get("start_date"), tz)
+    end = _instant(where / "end_date", spec.get("end_date"), tz)
     if start is not None and end is not None and end <= start:
-        raise ConfigError(f"{where}.end_date", "must be after start_date")
+        raise ConfigError(where / "end_date", "must be after start_date")
     window = spec.get("flexible_window_minutes") or 0
     if isinstance(window, bool) or not isinstance(window, int) or not 0 <= window <= 1440:
         raise ConfigError(
-            f"{where}.flexible_window_minutes",
+            where / "flexible_window_minutes",
             f"must be a whole number of minutes 1-1440, not {window!r}",
         )
     missed = spec.get("missed_runs", SKIP)
     if missed not in MISSED_POLICIES:
-        raise ConfigError(f"{where}.missed_runs", f"must be skip or fire_once, not {missed!r}")
+        raise ConfigError(where / "missed_runs", f"must be skip or fire_once, not {missed!r}")
     return dataclasses.replace(
         schedule, start=start, end=end, flexible_window=window * 60.0, missed_runs=missed
     )
@@ -439,7 +440,7 @@ def next_firings(
 ) -> list[datetime]:
     """The next ``count`` firings of ``expression`` after ``after`` (default now),
     as aware datetimes in the schedule's time zone. A rate counts from ``after``."""
-    schedule = parse_schedule("schedule", {"expression": expression, "timezone": timezone})
+    schedule = parse_schedule(Where("schedule"), {"expression": expression, "timezone": timezone})
     moment = (after or datetime.now(UTC)).timestamp()
     anchor = moment
     firings: list[datetime] = []

@@ -10,15 +10,38 @@ as ``${VAR}`` is a string to the schema even where it becomes a number.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pluggy
 
+from pipelines.alarms import COMPOSITE_ALARM_KEYS, METRIC_ALARM_KEYS
+from pipelines.archive import ARCHIVE_KEYS
+from pipelines.bus import TARGET_KEYS
+from pipelines.config import RULE_KEYS, TOP_KEYS
+from pipelines.delivery import RETRY_POLICY
 from pipelines.pluginmanager import target_types
+from pipelines.schedule import SCHEDULE_KEYS
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _NAME = {"type": "string", "pattern": "^[.\\-_A-Za-z0-9]{1,64}$"}
 _JSONPATH = {"type": "string", "pattern": "^\\$"}
+
+
+class UndescribedSetting(LookupError):
+    """A key the validator accepts has no description here: add one."""
+
+
+def declared(keys: Iterable[str], described: Mapping[str, Any]) -> dict[str, Any]:
+    """The properties of a node: one for each key its validator accepts (the
+    key sets in config, bus, schedule, archive, alarms), in their order here.
+    A description of a key the validator does not accept is left out; a key
+    it accepts without a description is a mistake in this module."""
+    keys = set(keys)
+    missing = sorted(keys - set(described))
+    if missing:
+        raise UndescribedSetting(f"the schema does not describe {', '.join(missing)}")
+    return {key: schema for key, schema in described.items() if key in keys}
 
 
 def config_schema(plugins: pluggy.PluginManager | None = None) -> dict[str, Any]:
@@ -29,51 +52,7 @@ def config_schema(plugins: pluggy.PluginManager | None = None) -> dict[str, Any]
         "title": "pipelines config",
         "type": "object",
         "additionalProperties": False,
-        "properties": {
-            "state": {
-                "description": "SQLite state database, relative to the config; false for none",
-                "anyOf": [{"type": "string", "minLength": 1}, {"const": False}, {"type": "null"}],
-                "default": ".pipelines/state.db",
-            },
-            "buses": {"type": "array", "items": _NAME, "description": "extra event buses"},
-            "resources": {
-                "type": "object",
-                "description": "target resources by name",
-                "additionalProperties": _resource(plugins),
-            },
-            "rules": {
-                "type": "object",
-                "description": "rules by name",
-                "propertyNames": _NAME,
-                "additionalProperties": {"$ref": "#/$defs/rule"},
-            },
-            "archives": {
-                "type": "object",
-                "description": "archives by name: the events a bus keeps for replays",
-                "propertyNames": {"type": "string", "pattern": "^[.\\-_A-Za-z0-9]{1,48}$"},
-                "additionalProperties": {"$ref": "#/$defs/archive"},
-            },
-            "alarms": {
-                "type": "object",
-                "description": "alarms by name: metric alarms, or composite ones with a rule",
-                "propertyNames": {"type": "string", "minLength": 1, "maxLength": 255},
-                "additionalProperties": {
-                    "oneOf": [{"$ref": "#/$defs/metric_alarm"}, {"$ref": "#/$defs/composite_alarm"}]
-                },
-            },
-            "cluster": {
-                "type": "object",
-                "description": "runners sharing work through a broker: a source of `type`"
-                " (default mqtt, with its settings) on the group's intake topic",
-                "required": ["group"],
-                "properties": {
-                    "group": {"type": "string", "pattern": "^[A-Za-z0-9_.\\-]{1,64}$"},
-                    "type": {"type": "string", "default": "mqtt"},
-                    "topic": {"type": "string", "description": "default pipelines/GROUP/events"},
-                    "bus": {"type": "string", "default": "default"},
-                },
-            },
-        },
+        "properties": declared(TOP_KEYS, _sections(plugins)),
         "$defs": {
             "rule": _rule(),
             "target": _target(),
@@ -85,11 +64,60 @@ def config_schema(plugins: pluggy.PluginManager | None = None) -> dict[str, Any]
     }
 
 
+def _sections(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
+    return {
+        "state": {
+            "description": "SQLite state database, relative to the config; false for none",
+            "anyOf": [{"type": "string", "minLength": 1}, {"const": False}, {"type": "null"}],
+            "default": ".pipelines/state.db",
+        },
+        "buses": {"type": "array", "items": _NAME, "description": "extra event buses"},
+        "resources": {
+            "type": "object",
+            "description": "target resources by name",
+            "additionalProperties": _resource(plugins),
+        },
+        "rules": {
+            "type": "object",
+            "description": "rules by name",
+            "propertyNames": _NAME,
+            "additionalProperties": {"$ref": "#/$defs/rule"},
+        },
+        "archives": {
+            "type": "object",
+            "description": "archives by name: the events a bus keeps for replays",
+            "propertyNames": {"type": "string", "pattern": "^[.\\-_A-Za-z0-9]{1,48}$"},
+            "additionalProperties": {"$ref": "#/$defs/archive"},
+        },
+        "alarms": {
+            "type": "object",
+            "description": "alarms by name: metric alarms, or composite ones with a rule",
+            "propertyNames": {"type": "string", "minLength": 1, "maxLength": 255},
+            "additionalProperties": {
+                "oneOf": [{"$ref": "#/$defs/metric_alarm"}, {"$ref": "#/$defs/composite_alarm"}]
+            },
+        },
+        "cluster": {
+            "type": "object",
+            "description": "runners sharing work through a broker: a source of `type`"
+            " (default mqtt, with its settings) on the group's intake topic",
+            "required": ["group"],
+            "properties": {
+                "group": {"type": "string", "pattern": "^[A-Za-z0-9_.\\-]{1,64}$"},
+                "type": {"type": "string", "default": "mqtt"},
+                "topic": {"type": "string", "description": "default pipelines/GROUP/events"},
+                "bus": {"type": "string", "default": "default"},
+            },
+        },
+    }
+
+
 def _resource(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
     types = target_types(plugins)
     variants = []
     for name, target_type in types.items():
-        settings = dict(target_type.settings_schema or {})
+        described = target_type.described_settings()
+        settings = dict(described or {})
         properties = {"type": {"const": name}, **settings.get("properties", {})}
         variant: dict[str, Any] = {
             "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
@@ -99,7 +127,7 @@ def _resource(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
                 "required": ["type", *settings.get("required", [])],
             },
         }
-        if target_type.settings_schema is not None:
+        if described is not None:
             variant["then"]["additionalProperties"] = False
         variants.append(variant)
     return {
@@ -114,14 +142,17 @@ def _rule() -> dict[str, Any]:
     return {
         "type": "object",
         "additionalProperties": False,
-        "properties": {
-            "bus": {**_NAME, "default": "default"},
-            "description": {"type": "string", "maxLength": 512},
-            "state": {"enum": ["ENABLED", "DISABLED"], "default": "ENABLED"},
-            "pattern": {"type": "object", "description": "an EventBridge event pattern"},
-            "schedule": {"$ref": "#/$defs/schedule"},
-            "targets": {"type": "array", "items": {"$ref": "#/$defs/target"}, "maxItems": 5},
-        },
+        "properties": declared(
+            RULE_KEYS,
+            {
+                "bus": {**_NAME, "default": "default"},
+                "description": {"type": "string", "maxLength": 512},
+                "state": {"enum": ["ENABLED", "DISABLED"], "default": "ENABLED"},
+                "pattern": {"type": "object", "description": "an EventBridge event pattern"},
+                "schedule": {"$ref": "#/$defs/schedule"},
+                "targets": {"type": "array", "items": {"$ref": "#/$defs/target"}, "maxItems": 5},
+            },
+        ),
         "oneOf": [{"required": ["pattern"]}, {"required": ["schedule"]}],
     }
 
@@ -131,35 +162,31 @@ def _target() -> dict[str, Any]:
         "type": "object",
         "additionalProperties": False,
         "required": ["id", "resource"],
-        "properties": {
-            "id": {"type": "string", "minLength": 1, "maxLength": 64},
-            "resource": {"type": "string", "description": "a resource name"},
-            "dead_letter": {"type": "string", "description": "a resource name"},
-            "input": {"type": "string", "description": "constant JSON text"},
-            "input_path": _JSONPATH,
-            "input_jmespath": {"type": "string"},
-            "input_transformer": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["input_template"],
-                "properties": {
-                    "input_paths_map": {
-                        "type": "object",
-                        "additionalProperties": _JSONPATH,
-                        "maxProperties": 100,
+        "properties": declared(
+            TARGET_KEYS,
+            {
+                "id": {"type": "string", "minLength": 1, "maxLength": 64},
+                "resource": {"type": "string", "description": "a resource name"},
+                "dead_letter": {"type": "string", "description": "a resource name"},
+                "input": {"type": "string", "description": "constant JSON text"},
+                "input_path": _JSONPATH,
+                "input_jmespath": {"type": "string"},
+                "input_transformer": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["input_template"],
+                    "properties": {
+                        "input_paths_map": {
+                            "type": "object",
+                            "additionalProperties": _JSONPATH,
+                            "maxProperties": 100,
+                        },
+                        "input_template": {"type": "string", "minLength": 1, "maxLength": 8192},
                     },
-                    "input_template": {"type": "string", "minLength": 1, "maxLength": 8192},
                 },
+                "retry_policy": RETRY_POLICY.schema(),
             },
-            "retry_policy": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "maximum_retry_attempts": {"type": "integer", "minimum": 0, "maximum": 185},
-                    "maximum_event_age": {"type": "integer", "minimum": 60, "maximum": 86400},
-                },
-            },
-        },
+        ),
     }
 
 
@@ -184,7 +211,7 @@ def _schedule() -> dict[str, Any]:
                 "type": "object",
                 "additionalProperties": False,
                 "required": ["expression"],
-                "properties": properties,
+                "properties": declared(SCHEDULE_KEYS, properties),
             },
         ]
     }
@@ -194,22 +221,29 @@ def _archive() -> dict[str, Any]:
     return {
         "type": "object",
         "additionalProperties": False,
-        "properties": {
-            "bus": {**_NAME, "default": "default", "description": "the bus whose events it keeps"},
-            "pattern": {"type": "object", "description": "keep only matching events"},
-            "retention_days": {
-                "type": "integer",
-                "minimum": 0,
-                "default": 0,
-                "description": "days events are kept; 0 keeps them forever",
+        "properties": declared(
+            ARCHIVE_KEYS,
+            {
+                "bus": {
+                    **_NAME,
+                    "default": "default",
+                    "description": "the bus whose events it keeps",
+                },
+                "pattern": {"type": "object", "description": "keep only matching events"},
+                "retention_days": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "default": 0,
+                    "description": "days events are kept; 0 keeps them forever",
+                },
+                "durability": {
+                    "enum": ["normal", "strict"],
+                    "default": "normal",
+                    "description": "normal survives a process crash; strict also a power loss",
+                },
+                "description": {"type": "string", "maxLength": 512},
             },
-            "durability": {
-                "enum": ["normal", "strict"],
-                "default": "normal",
-                "description": "normal survives a process crash; strict also a power loss",
-            },
-            "description": {"type": "string", "maxLength": 512},
-        },
+        ),
     }
 
 
@@ -238,43 +272,46 @@ def _metric_alarm() -> dict[str, Any]:
         "type": "object",
         "additionalProperties": False,
         "required": ["namespace", "metric_name", "threshold", "period", "evaluation_periods"],
-        "properties": {
-            "namespace": {"type": "string", "minLength": 1, "maxLength": 255},
-            "metric_name": {"type": "string", "minLength": 1, "maxLength": 255},
-            "dimensions": {
-                "type": "object",
-                "maxProperties": 30,
-                "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "properties": declared(
+            METRIC_ALARM_KEYS,
+            {
+                "namespace": {"type": "string", "minLength": 1, "maxLength": 255},
+                "metric_name": {"type": "string", "minLength": 1, "maxLength": 255},
+                "dimensions": {
+                    "type": "object",
+                    "maxProperties": 30,
+                    "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 1024},
+                },
+                "statistic": {
+                    "type": "string",
+                    "pattern": "^(SampleCount|Average|Sum|Minimum|Maximum"
+                    "|p(\\d{1,2}(\\.\\d{0,10})?|100))$",
+                    "default": "Average",
+                },
+                "period": {
+                    "type": "integer",
+                    "description": "seconds: 10, 20, 30 or a multiple of 60",
+                    "anyOf": [{"enum": [10, 20, 30]}, {"multipleOf": 60, "minimum": 60}],
+                },
+                "evaluation_periods": {"type": "integer", "minimum": 1},
+                "datapoints_to_alarm": {"type": "integer", "minimum": 1},
+                "threshold": {"type": "number"},
+                "comparison_operator": {
+                    "enum": [
+                        "GreaterThanOrEqualToThreshold",
+                        "GreaterThanThreshold",
+                        "LessThanThreshold",
+                        "LessThanOrEqualToThreshold",
+                    ],
+                    "default": "GreaterThanOrEqualToThreshold",
+                },
+                "treat_missing_data": {
+                    "enum": ["missing", "ignore", "breaching", "notBreaching"],
+                    "default": "missing",
+                },
+                **_alarm_common(),
             },
-            "statistic": {
-                "type": "string",
-                "pattern": "^(SampleCount|Average|Sum|Minimum|Maximum"
-                "|p(\\d{1,2}(\\.\\d{0,10})?|100))$",
-                "default": "Average",
-            },
-            "period": {
-                "type": "integer",
-                "description": "seconds: 10, 20, 30 or a multiple of 60",
-                "anyOf": [{"enum": [10, 20, 30]}, {"multipleOf": 60, "minimum": 60}],
-            },
-            "evaluation_periods": {"type": "integer", "minimum": 1},
-            "datapoints_to_alarm": {"type": "integer", "minimum": 1},
-            "threshold": {"type": "number"},
-            "comparison_operator": {
-                "enum": [
-                    "GreaterThanOrEqualToThreshold",
-                    "GreaterThanThreshold",
-                    "LessThanThreshold",
-                    "LessThanOrEqualToThreshold",
-                ],
-                "default": "GreaterThanOrEqualToThreshold",
-            },
-            "treat_missing_data": {
-                "enum": ["missing", "ignore", "breaching", "notBreaching"],
-                "default": "missing",
-            },
-            **_alarm_common(),
-        },
+        ),
     }
 
 
@@ -283,14 +320,17 @@ def _composite_alarm() -> dict[str, Any]:
         "type": "object",
         "additionalProperties": False,
         "required": ["rule"],
-        "properties": {
-            "rule": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": 10240,
-                "description": "ALARM(name), OK(name), INSUFFICIENT_DATA(name), TRUE, FALSE,"
-                " AND, OR, NOT and parentheses",
+        "properties": declared(
+            COMPOSITE_ALARM_KEYS,
+            {
+                "rule": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 10240,
+                    "description": "ALARM(name), OK(name), INSUFFICIENT_DATA(name), TRUE, FALSE,"
+                    " AND, OR, NOT and parentheses",
+                },
+                **_alarm_common(),
             },
-            **_alarm_common(),
-        },
+        ),
     }

@@ -18,8 +18,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from pipelines import settings
 from pipelines.clock import sleep
-from pipelines.errors import CodedError, ConfigError, DeliveryError, PipelinesError, unknown_setting
+from pipelines.errors import (
+    CodedError,
+    DeliveryError,
+    PipelinesError,
+    Where,
+)
+from pipelines.settings import Flag, Number, Settings
 from pipelines.store import Store, Upkeep
 
 if TYPE_CHECKING:
@@ -199,10 +206,19 @@ class TargetType(ABC):
     name: str
     #: One line for ``pipelines plugins``.
     description: str = ""
-    #: JSON Schema of a resource's settings (``properties`` and ``required``;
-    #: ``type`` is added), published by ``pipelines schema`` for editors.
-    #: None: the settings are not described, and any are allowed there.
+    #: The settings ``create`` accepts, as the table it checks them with:
+    #: ``pipelines schema`` publishes it, so the two agree.
+    settings: Settings | None = None
+    #: For a type without ``settings``: the JSON Schema of a resource's
+    #: settings (``properties`` and ``required``; ``type`` is added).
+    #: None for both: the settings are not described, and any are allowed there.
     settings_schema: Mapping[str, Any] | None = None
+
+    def described_settings(self) -> Mapping[str, Any] | None:
+        """What ``pipelines schema`` says of its settings (None: not described)."""
+        if self.settings is not None:
+            return self.settings.properties()
+        return self.settings_schema
 
     @abstractmethod
     def create(self, name: str, config: Mapping[str, Any]) -> Target:
@@ -210,13 +226,6 @@ class TargetType(ABC):
 
         Raise ``ConfigError`` naming the field. No I/O here: ``Target.start`` does it.
         """
-
-
-def check_keys(where: str, config: Mapping[str, Any], allowed: set[str]) -> None:
-    """Reject unknown keys, suggesting the closest allowed one."""
-    for key in config:
-        if key not in allowed:
-            raise ConfigError(f"{where}.{key}", unknown_setting(str(key), allowed))
 
 
 def key_text(found: Any) -> str | None:
@@ -229,17 +238,14 @@ def key_text(found: Any) -> str | None:
 
 
 def flag_setting(
-    where: str, config: Mapping[str, Any], key: str, default: bool | None
+    where: Where | str, config: Mapping[str, Any], key: str, default: bool | None
 ) -> bool | None:
     """A true/false setting (None only when that is the default), named when it is not."""
-    value = config.get(key, default)
-    if value is not None and not isinstance(value, bool):
-        raise ConfigError(f"{where}.{key}", f"must be true or false, not {value!r}")
-    return value
+    return Flag(default).check(Where.of(where) / key, config.get(key, default))
 
 
 def number_setting(
-    where: str,
+    where: Where | str,
     config: Mapping[str, Any],
     key: str,
     default: float,
@@ -248,15 +254,16 @@ def number_setting(
     *,
     integer: bool = False,
 ) -> float:
-    """A numeric setting within [low, high], with a message naming it when it is not."""
-    value = config.get(key, default)
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind):
-        noun = "an integer" if integer else "a number"
-        raise ConfigError(f"{where}.{key}", f"must be {noun}, not {value!r}")
-    if not low <= value <= high:
-        raise ConfigError(f"{where}.{key}", f"must be between {low:g} and {high:g}, not {value!r}")
-    return float(value)
+    """A numeric setting within [low, high], with a message naming it when it is not.
+    (A setting declared in a ``Settings`` table is read with ``Settings.number``.)"""
+    return Number(default, low, high, integer).check(
+        Where.of(where) / key, config.get(key, default)
+    )
+
+
+def check_keys(where: Where | str, config: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    """Reject unknown keys, every one of them, suggesting the closest allowed one."""
+    settings.check_keys(Where.of(where), config, allowed)
 
 
 def describe_error(exc: BaseException) -> str:

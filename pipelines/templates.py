@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.errors import ConfigError, DeliveryError
+from pipelines.errors import ConfigError, DeliveryError, Where
 
 _PLACEHOLDER = re.compile(r"<([^<>]*)>")
 _PATH_PART = re.compile(r"[^.\s]+")
@@ -27,7 +27,7 @@ class PathTemplate:
     parts: tuple[str | tuple[str, ...], ...]
 
     @classmethod
-    def parse(cls, where: str, text: Any, what: str) -> PathTemplate:
+    def parse(cls, where: Where, text: Any, what: str) -> PathTemplate:
         """``text`` as a template; ``ConfigError`` at ``where`` when it is not
         text or a placeholder is no dotted path (``what`` names the setting's
         purpose for the message)."""

@@ -44,7 +44,13 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.clock import ManualClock
-from pipelines.config import PipelineConfig, _located, build_runtime, load_config, load_yaml
+from pipelines.config import (
+    PipelineConfig,
+    build_runtime,
+    load_config,
+    load_yaml,
+    locate,
+)
 from pipelines.errors import (
     ConfigError,
     ConfigInvalid,
@@ -52,6 +58,7 @@ from pipelines.errors import (
     PatternError,
     PipelinesError,
     Problem,
+    Where,
     unknown_setting,
 )
 from pipelines.patterns import compile_pattern
@@ -69,7 +76,11 @@ QUIET_TIMEOUT = 30.0
 
 
 class _Invalid(Exception):
-    """A test's own declaration is wrong; the message is located (file:line:column)."""
+    """A test's own declaration is wrong: each failure is located (file:line:column)."""
+
+    def __init__(self, *failures: str) -> None:
+        super().__init__(*failures)
+        self.failures = failures
 
 
 @dataclass
@@ -123,7 +134,7 @@ async def run_file(file: Path) -> list[CaseResult]:
         except ConfigInvalid as exc:
             failures = [str(p) for p in exc.problems]
         except _Invalid as exc:
-            failures = [str(exc)]
+            failures = list(exc.failures)
         except PipelinesError as exc:  # a resource that cannot start, a missing module
             failures = [at((), f"{name}: {exc}")]
         results.append(CaseResult(file, name, failures))
@@ -132,14 +143,16 @@ async def run_file(file: Path) -> list[CaseResult]:
 
 def _at(file: Path, positions: Any, base: tuple[str | int, ...]) -> Any:
     def at(path: tuple[str | int, ...], message: str) -> str:
-        return str(_located(positions, (*base, *path), str(file), message))
+        return str(locate(positions, (*base, *path), str(file), message))
 
     return at
 
 
-def _check_file(file: Path, data: Any, positions: Any) -> list[Problem]:
+def _check_file(
+    file: Path, data: Any, positions: Mapping[tuple[str | int, ...], tuple[str, int, int]]
+) -> list[Problem]:
     def at(path: tuple[str | int, ...], message: str) -> Problem:
-        return _located(positions, path, str(file), message)
+        return locate(positions, path, str(file), message)
 
     if not isinstance(data, dict):
         return [at((), "a test file is a mapping with config and tests")]
@@ -164,9 +177,9 @@ async def _run_case(paths: list[Path], case: Any, index: int, at: Any) -> list[s
     if not isinstance(case, dict):
         return [at((), f"tests[{index}]: a test is a mapping (name, input, expect, ...)")]
     try:
-        check_keys(f"tests[{index}]", case, CASE_KEYS)
+        check_keys(Where(f"tests[{index}]"), case, CASE_KEYS)
     except ConfigError as exc:
-        return [at((exc.where.rsplit(".", 1)[1],), f"{exc.where}: {exc.message}")]
+        return [at(error.path, f"{error.where}: {error.message}") for error in exc.errors]
     environment = case.get("environment") or {}
     if not isinstance(environment, dict):
         return [at(("environment",), "environment: a mapping of variable names to values")]
@@ -311,10 +324,11 @@ def _mock_failure(name: str, mock: Any, at: Any) -> DeliveryError | None:
     if not isinstance(mock, dict):
         raise _Invalid(at(("mocks", name), f"mocks.{name}: a mapping (or {{}})"))
     try:
-        check_keys(f"mocks.{name}", mock, MOCK_KEYS)
+        check_keys(Where(f"mocks.{name}"), mock, MOCK_KEYS)
     except ConfigError as exc:
-        key = exc.where.rsplit(".", 1)[1]
-        raise _Invalid(at(("mocks", name, key), f"{exc.where}: {exc.message}")) from None
+        raise _Invalid(
+            *(at(("mocks", name, *e.path), f"{e.where}: {e.message}") for e in exc.errors)
+        ) from None
     if "fail" not in mock:
         return None
     return DeliveryError(

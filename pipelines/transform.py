@@ -27,7 +27,7 @@ import jmespath
 import jmespath.exceptions
 import orjson
 
-from pipelines.errors import ConfigError, DeliveryError
+from pipelines.errors import ConfigError, DeliveryError, Where
 from pipelines.event import format_time_ms
 from pipelines.targets import check_keys
 
@@ -54,8 +54,9 @@ def _identity(event: dict[str, Any], rule: str, rule_arn: str, ingested: float) 
     return event
 
 
-def compile_transform(where: str, config: Mapping[str, Any]) -> Transform:
+def compile_transform(where: Where | str, config: Mapping[str, Any]) -> Transform:
     """The payload function a target's declaration asks for (the event when none)."""
+    where = Where.of(where)
     given = [
         key
         for key in ("input", "input_path", "input_transformer", "input_jmespath")
@@ -68,16 +69,16 @@ def compile_transform(where: str, config: Mapping[str, Any]) -> Transform:
     key = given[0]
     value = config[key]
     if key == "input":
-        return _constant(f"{where}.input", value)
+        return _constant(where / "input", value)
     if key == "input_path":
-        path = compile_path(f"{where}.input_path", value)
+        path = compile_path(where / "input_path", value)
         return lambda event, rule, rule_arn, ingested: _missing_to_none(path(event))
     if key == "input_jmespath":
-        return _jmespath(f"{where}.input_jmespath", value)
-    return compile_input_transformer(f"{where}.input_transformer", value)
+        return _jmespath(where / "input_jmespath", value)
+    return compile_input_transformer(where / "input_transformer", value)
 
 
-def _constant(where: str, value: Any) -> Transform:
+def _constant(where: Where, value: Any) -> Transform:
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -88,7 +89,7 @@ def _constant(where: str, value: Any) -> Transform:
     return lambda event, rule, rule_arn, ingested: orjson.loads(frozen)
 
 
-def _jmespath(where: str, expression: Any) -> Transform:
+def _jmespath(where: Where, expression: Any) -> Transform:
     if not isinstance(expression, str):
         raise ConfigError(where, "must be a JMESPath expression")
     try:
@@ -108,7 +109,7 @@ def _jmespath(where: str, expression: Any) -> Transform:
     return search
 
 
-def compile_path(where: str, path: Any) -> Callable[[Any], Any]:
+def compile_path(where: Where, path: Any) -> Callable[[Any], Any]:
     """A function reading ``path`` from an event; it returns ``_MISSING`` where nothing is.
 
     A wildcard (``[*]`` or ``.*``) fans out over an array's items or an
@@ -165,23 +166,23 @@ def _missing_to_none(value: Any) -> Any:
     return None if value is _MISSING else value
 
 
-def compile_input_transformer(where: str, config: Any) -> Transform:
+def compile_input_transformer(where: Where, config: Any) -> Transform:
     if not isinstance(config, Mapping):
         raise ConfigError(where, "must be a mapping with input_paths_map and input_template")
     check_keys(where, config, {"input_paths_map", "input_template"})
     paths = config.get("input_paths_map") or {}
     template = config.get("input_template")
     if not isinstance(paths, Mapping):
-        raise ConfigError(f"{where}.input_paths_map", "must map variable names to JSONPaths")
+        raise ConfigError(where / "input_paths_map", "must map variable names to JSONPaths")
     if len(paths) > MAX_INPUT_PATHS:
-        raise ConfigError(f"{where}.input_paths_map", f"has more than {MAX_INPUT_PATHS} entries")
+        raise ConfigError(where / "input_paths_map", f"has more than {MAX_INPUT_PATHS} entries")
     if not isinstance(template, str) or not 1 <= len(template) <= MAX_TEMPLATE_LENGTH:
         raise ConfigError(
-            f"{where}.input_template", f"is required: 1 to {MAX_TEMPLATE_LENGTH} characters"
+            where / "input_template", f"is required: 1 to {MAX_TEMPLATE_LENGTH} characters"
         )
     readers: dict[str, Callable[[Any], Any]] = {}
     for name, path in paths.items():
-        here = f"{where}.input_paths_map.{name}"
+        here = where / "input_paths_map" / name
         if not isinstance(name, str) or not _VARIABLE.fullmatch(name):
             raise ConfigError(here, "a variable name is 1 to 256 letters, digits, '-' and '_'")
         readers[name] = compile_path(here, path)
@@ -192,13 +193,13 @@ def compile_input_transformer(where: str, config: Any) -> Transform:
         name, in_string = piece
         if name not in readers and name not in RESERVED:
             raise ConfigError(
-                f"{where}.input_template",
+                where / "input_template",
                 f"contains invalid placeholder {name}: it is neither in input_paths_map "
                 "nor a reserved aws.events variable",
             )
         if in_string and name in _WHOLE_EVENT:
             raise ConfigError(
-                f"{where}.input_template",
+                where / "input_template",
                 f"<{name}> can only be the value of a JSON field, not part of a string",
             )
     structured = template.lstrip()[:1] in ("{", "[")

@@ -45,31 +45,51 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.clock import Cancellable
-from pipelines.errors import ConfigError, DeliveryError
+from pipelines.errors import ConfigError, DeliveryError, Problems, Where
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_time_ms
 from pipelines.hookspecs import hookimpl
+from pipelines.settings import Number, Section, Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
     Target,
     TargetServices,
     TargetType,
-    check_keys,
-    number_setting,
     started,
 )
 
-SETTINGS = {"function", "timeout", "max_concurrency", "async_invoke"}
-ASYNC_SETTINGS = {
-    "maximum_retry_attempts",
-    "maximum_event_age",
-    "on_success",
-    "on_failure",
-    "queue_size",
-}
+_RESOURCE_NAME = Shape({"type": "string", "minLength": 1}, "a resource name")
+#: Lambda's asynchronous invocation (PutFunctionEventInvokeConfig's limits).
+ASYNC_TABLE = Settings(
+    {
+        "maximum_retry_attempts": Number(2, 0, 2, integer=True),
+        "maximum_event_age": Number(21_600, 60, 21_600, integer=True),
+        "on_success": _RESOURCE_NAME,
+        "on_failure": _RESOURCE_NAME,
+        "queue_size": Number(10_000, 1, 1_000_000, integer=True),
+    }
+)
+SETTINGS_TABLE = Settings(
+    {
+        "function": Shape(
+            {"type": "string", "pattern": "^[^:]+:[^:]+$"},
+            "package.module:callable, taking (payload) or (payload, context)",
+        ),
+        "timeout": Number(3, 1, 900, description="seconds a call may take"),
+        "max_concurrency": Number(10, 1, 1000, integer=True),
+        "async_invoke": Section(
+            ASYNC_TABLE, "Lambda's asynchronous invocation: own queue, retries, destinations"
+        ),
+    },
+    required=("function",),
+)
+SETTINGS = SETTINGS_TABLE.names
+ASYNC_SETTINGS = ASYNC_TABLE.names
+#: For ``pipelines schema``: the settings above, as JSON Schema.
+SETTINGS_SCHEMA = SETTINGS_TABLE.properties()
 log = logging.getLogger("plugins.function")
 
 
-def resolve(where: str, reference: str) -> Callable[..., Any]:
+def resolve(where: Where, reference: str) -> Callable[..., Any]:
     """Import ``module:attribute`` (attribute may be dotted) and check it is callable."""
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
@@ -92,7 +112,7 @@ def resolve(where: str, reference: str) -> Callable[..., Any]:
     return found  # type: ignore[no-any-return]
 
 
-def check_findable(where: str, reference: str) -> None:
+def check_findable(where: Where, reference: str) -> None:
     """Fail at validation, with the config's location, when the module cannot be found.
 
     Only the module's spec is looked up, so validating a config does not run
@@ -234,20 +254,31 @@ class AsyncInvoke:
     queue_size: int = 10_000
 
     @classmethod
-    def from_config(cls, where: str, config: Any) -> AsyncInvoke:
+    def from_config(cls, where: Where, config: Any) -> AsyncInvoke:
         if not isinstance(config, Mapping):
             raise ConfigError(where, "must be a mapping of Lambda's async-invoke settings")
-        check_keys(where, config, ASYNC_SETTINGS)
-        attempts = number_setting(where, config, "maximum_retry_attempts", 2, 0, 2, integer=True)
-        age = number_setting(where, config, "maximum_event_age", 21_600, 60, 21_600, integer=True)
-        size = number_setting(where, config, "queue_size", 10_000, 1, 1_000_000, integer=True)
-        destinations = []
+        problems = Problems()
+        with problems:
+            ASYNC_TABLE.check_keys(where, config)
+        numbers: dict[str, int] = {}
+        for key in ("maximum_retry_attempts", "maximum_event_age", "queue_size"):
+            with problems:
+                numbers[key] = int(ASYNC_TABLE.number(where, config, key))
+        destinations: dict[str, str | None] = {}
         for key in ("on_success", "on_failure"):
             value = config.get(key)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise ConfigError(f"{where}.{key}", "must name a target resource")
-            destinations.append(value)
-        return cls(int(attempts), int(age), destinations[0], destinations[1], int(size))
+            with problems:
+                if value is not None and (not isinstance(value, str) or not value):
+                    raise ConfigError(where / key, "must name a target resource")
+                destinations[key] = value
+        problems.raise_any()
+        return cls(
+            numbers["maximum_retry_attempts"],
+            numbers["maximum_event_age"],
+            destinations["on_success"],
+            destinations["on_failure"],
+            numbers["queue_size"],
+        )
 
 
 @dataclass(slots=True, eq=False)
@@ -296,7 +327,7 @@ class FunctionTarget(Target):
         return f"arn:aws:lambda:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:function:{self.name}:$LATEST"
 
     async def start(self, services: TargetServices) -> None:
-        function = resolve(f"{self.where}.function", self.reference)
+        function = resolve(Where(self.where) / "function", self.reference)
         self._function = function
         self._with_context = _takes_context(function)
         self._is_async = inspect.iscoroutinefunction(function)
@@ -517,56 +548,41 @@ def invocation_record(
     }
 
 
-#: For ``pipelines schema``: the settings above, as JSON Schema.
-SETTINGS_SCHEMA: dict[str, Any] = {
-    "properties": {
-        "function": {
-            "type": "string",
-            "pattern": "^[^:]+:[^:]+$",
-            "description": "package.module:callable, taking (payload) or (payload, context)",
-        },
-        "timeout": {"type": "number", "minimum": 1, "maximum": 900, "default": 3},
-        "max_concurrency": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
-        "async_invoke": {
-            "type": "object",
-            "description": "Lambda's asynchronous invocation: own queue, retries, destinations",
-            "properties": {
-                "maximum_retry_attempts": {"type": "integer", "minimum": 0, "maximum": 2},
-                "maximum_event_age": {"type": "integer", "minimum": 60, "maximum": 21600},
-                "on_success": {"type": "string", "description": "a resource name"},
-                "on_failure": {"type": "string", "description": "a resource name"},
-                "queue_size": {"type": "integer", "minimum": 1, "maximum": 1000000},
-            },
-            "additionalProperties": False,
-        },
-    },
-    "required": ["function"],
-}
-
-
 class FunctionType(TargetType):
     name = "function"
     description = "Invoke a Python callable (module:function), sync or async, Lambda-style"
-    settings_schema = SETTINGS_SCHEMA
+    settings = SETTINGS_TABLE
 
     def create(self, name: str, config: Mapping[str, Any]) -> FunctionTarget:
-        where = f"target {name}"
-        check_keys(where, config, SETTINGS)
+        where = Where(f"target {name}")
+        problems = Problems()
+        with problems:
+            SETTINGS_TABLE.check_keys(where, config)
         reference = config.get("function")
-        if not isinstance(reference, str):
-            raise ConfigError(f"{where}.function", "is required: 'package.module:function'")
-        if ":" not in reference:
-            raise ConfigError(
-                f"{where}.function", f"{reference!r} is not of the form 'package.module:function'"
-            )
-        timeout = number_setting(where, config, "timeout", 3, 1, 900)
-        concurrency = number_setting(where, config, "max_concurrency", 10, 1, 1000, integer=True)
+        with problems:
+            if not isinstance(reference, str):
+                raise ConfigError(where / "function", "is required: 'package.module:function'")
+            if ":" not in reference:
+                raise ConfigError(
+                    where / "function",
+                    f"{reference!r} is not of the form 'package.module:function'",
+                )
+        with problems:
+            timeout = SETTINGS_TABLE.number(where, config, "timeout")
+        with problems:
+            concurrency = SETTINGS_TABLE.number(where, config, "max_concurrency")
         declared = config.get("async_invoke")
-        async_invoke = (
-            None if declared is None else AsyncInvoke.from_config(f"{where}.async_invoke", declared)
-        )
-        check_findable(f"{where}.function", reference)
-        return FunctionTarget(name, reference, timeout, int(concurrency), async_invoke)
+        with problems:
+            async_invoke = (
+                None
+                if declared is None
+                else AsyncInvoke.from_config(where / "async_invoke", declared)
+            )
+        if isinstance(reference, str) and ":" in reference:
+            with problems:  # last: the settings' own problems come first
+                check_findable(where / "function", reference)
+        problems.raise_any()
+        return FunctionTarget(name, str(reference), timeout, int(concurrency), async_invoke)
 
 
 @hookimpl

@@ -20,24 +20,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from pipelines.clock import Clock, sleep
-from pipelines.errors import ConfigError, DeliveryError, LogsError, PipelinesError
+from pipelines.errors import ConfigError, DeliveryError, LogsError, PipelinesError, Problems, Where
 from pipelines.event import parse_time
 from pipelines.groupcommit import GroupCommit
+from pipelines.settings import Number, Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
     Target,
     TargetServices,
     TargetType,
-    check_keys,
     hand_over,
-    number_setting,
     started,
 )
 from pipelines.templates import PathTemplate
@@ -60,70 +59,57 @@ from plugins.logs.store import (
 
 log = logging.getLogger("plugins.logs")
 
-SETTINGS = {"log_group", "retention_days", "log_stream", "metric_filters", "subscription_filters"}
-METRIC_SETTINGS = {
-    "pattern",
-    "metric_name",
-    "metric_namespace",
-    "metric_value",
-    "default_value",
-    "dimensions",
-    "unit",
-}
-SUBSCRIPTION_SETTINGS = {"pattern", "target", "batch_size", "maximum_retry_attempts", "poll"}
+_TEXT = {"type": "string"}
+_PATTERN = Shape(_TEXT, "a filter pattern (default: every event)")
+METRIC_TABLE = Settings(
+    {
+        "pattern": _PATTERN,
+        "metric_name": Shape(_TEXT),
+        "metric_namespace": Shape(_TEXT),
+        "metric_value": Shape(
+            {"type": ["string", "number"]},
+            "a number, or $.field (JSON) / $field (space-delimited)",
+        ),
+        "default_value": Shape({"type": "number"}),
+        "dimensions": Shape({"type": "object", "additionalProperties": _TEXT}),
+        "unit": Shape(_TEXT),
+    },
+    required=("metric_name", "metric_namespace"),
+)
+SUBSCRIPTION_TABLE = Settings(
+    {
+        "pattern": _PATTERN,
+        "target": Shape(_TEXT, "the resource given the batches"),
+        "batch_size": Number(1000, 1, MAX_BATCH_EVENTS, integer=True),
+        "maximum_retry_attempts": Number(
+            -1, -1, 10_000, integer=True, description="-1: until it is taken"
+        ),
+        "poll": Number(1.0, 0.01, 60, description="seconds between looks for new events"),
+    },
+    required=("target",),
+)
+SETTINGS_TABLE = Settings(
+    {
+        "log_group": Shape(_TEXT, "the group's name (default: the resource's)"),
+        "retention_days": Shape({"enum": list(RETENTION_DAYS)}, "default: never expire"),
+        "log_stream": Shape(
+            _TEXT,
+            "the stream of each event: text with <path> placeholders over the"
+            " event, such as <detail-type> (default: the rule's name)",
+        ),
+        "metric_filters": Shape({"type": "object", "additionalProperties": METRIC_TABLE.schema()}),
+        "subscription_filters": Shape(
+            {
+                "type": "object",
+                "maxProperties": MAX_SUBSCRIPTION_FILTERS,
+                "additionalProperties": SUBSCRIPTION_TABLE.schema(),
+            }
+        ),
+    }
+)
+EXPIRE_INTERVAL = 3600.0
 #: Refusals a retry cannot cure.
 SENDER_FAULTS = {"InvalidParameterException", "ResourceNotFoundException"}
-
-SETTINGS_SCHEMA: dict[str, Any] = {
-    "properties": {
-        "log_group": {
-            "type": "string",
-            "description": "the group's name (default: the resource's)",
-        },
-        "retention_days": {"enum": list(RETENTION_DAYS), "description": "default: never expire"},
-        "log_stream": {
-            "type": "string",
-            "description": "the stream of each event: text with <path> placeholders over the"
-            " event, such as <detail-type> (default: the rule's name)",
-        },
-        "metric_filters": {
-            "type": "object",
-            "additionalProperties": {
-                "type": "object",
-                "required": ["metric_name", "metric_namespace"],
-                "additionalProperties": False,
-                "properties": {
-                    "pattern": {"type": "string", "description": "a filter pattern"},
-                    "metric_name": {"type": "string"},
-                    "metric_namespace": {"type": "string"},
-                    "metric_value": {
-                        "type": ["string", "number"],
-                        "description": "a number, or $.field (JSON) / $field (space-delimited)",
-                    },
-                    "default_value": {"type": "number"},
-                    "dimensions": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "unit": {"type": "string"},
-                },
-            },
-        },
-        "subscription_filters": {
-            "type": "object",
-            "maxProperties": MAX_SUBSCRIPTION_FILTERS,
-            "additionalProperties": {
-                "type": "object",
-                "required": ["target"],
-                "additionalProperties": False,
-                "properties": {
-                    "pattern": {"type": "string"},
-                    "target": {"type": "string", "description": "the resource given the batches"},
-                    "batch_size": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH_EVENTS},
-                    "maximum_retry_attempts": {"type": "integer", "minimum": -1},
-                    "poll": {"type": "number", "minimum": 0.01},
-                },
-            },
-        },
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -133,7 +119,7 @@ class StreamTemplate:
     template: PathTemplate
 
     @classmethod
-    def parse(cls, where: str, text: Any) -> StreamTemplate:
+    def parse(cls, where: Where, text: Any) -> StreamTemplate:
         template = PathTemplate.parse(where, text, "the log stream's name")
         if ":" in template.literal or "*" in template.literal:
             raise ConfigError(where, f"{text!r}: a log stream name has no ':' or '*'")
@@ -164,35 +150,41 @@ class SubscriptionSettings:
     poll: float = 1.0  # how often to look for events written by other processes
 
 
-def _mapping(where: str, config: Any, what: str) -> Mapping[str, Any]:
+def _mapping(where: Where, config: Any, what: str) -> Mapping[str, Any]:
     if not isinstance(config, Mapping):
         raise ConfigError(where, f"must be a mapping of {what}")
     return config
 
 
-def _pattern(where: str, config: Mapping[str, Any]) -> str:
+def _pattern(where: Where, config: Mapping[str, Any]) -> str:
     pattern = config.get("pattern", "")
     if not isinstance(pattern, str):
-        raise ConfigError(f"{where}.pattern", f"must be a filter pattern (text), not {pattern!r}")
+        raise ConfigError(where / "pattern", f"must be a filter pattern (text), not {pattern!r}")
     try:
         compiled(pattern)
     except LogsError as exc:
-        raise ConfigError(f"{where}.pattern", exc.message) from None
+        raise ConfigError(where / "pattern", exc.message) from None
     return pattern
 
 
-def parse_metric_filter(where: str, name: str, config: Any) -> MetricFilterSettings:
+def parse_metric_filter(where: Where, name: str, config: Any) -> MetricFilterSettings:
     config = _mapping(where, config, "pattern, metric_name, metric_namespace, metric_value, ...")
-    check_keys(where, config, METRIC_SETTINGS)
-    pattern = _pattern(where, config)
+    problems = Problems()
+    with problems:
+        METRIC_TABLE.check_keys(where, config)
+    with problems:
+        pattern = _pattern(where, config)
     for key in ("metric_name", "metric_namespace"):
         if not isinstance(config.get(key), str) or not config[key]:
-            raise ConfigError(f"{where}.{key}", "is required (text)")
+            problems.add(ConfigError(where / key, "is required (text)"))
     value = config.get("metric_value", "1")
     default = config.get("default_value")
     if isinstance(default, bool) or not isinstance(default, int | float | None):
-        raise ConfigError(f"{where}.default_value", f"must be a number, not {default!r}")
-    dimensions = _mapping(f"{where}.dimensions", config.get("dimensions", {}), "name: $.field")
+        problems.add(ConfigError(where / "default_value", f"must be a number, not {default!r}"))
+    with problems:
+        dimensions = _mapping(where / "dimensions", config.get("dimensions", {}), "name: $.field")
+    # What follows checks them together: only once each is right.
+    problems.raise_any()
     unit = config.get("unit", "None")
     t = MetricTransformation(
         config["metric_name"],
@@ -210,21 +202,35 @@ def parse_metric_filter(where: str, name: str, config: Any) -> MetricFilterSetti
     return MetricFilterSettings(name, pattern, t)
 
 
-def parse_subscription(where: str, name: str, config: Any) -> SubscriptionSettings:
+def parse_subscription(where: Where, name: str, config: Any) -> SubscriptionSettings:
     config = _mapping(where, config, "pattern, target, batch_size, ...")
-    check_keys(where, config, SUBSCRIPTION_SETTINGS)
-    pattern = _pattern(where, config)
+    problems = Problems()
+    with problems:
+        SUBSCRIPTION_TABLE.check_keys(where, config)
+    with problems:
+        pattern = _pattern(where, config)
     target = config.get("target")
     if not isinstance(target, str) or not target:
-        raise ConfigError(f"{where}.target", "must name the resource that gets the log events")
-    batch = number_setting(where, config, "batch_size", 1000, 1, MAX_BATCH_EVENTS, integer=True)
-    retries = number_setting(where, config, "maximum_retry_attempts", -1, -1, 10_000, integer=True)
-    poll = number_setting(where, config, "poll", 1.0, 0.01, 60)
+        problems.add(
+            ConfigError(where / "target", "must name the resource that gets the log events")
+        )
+    numbers: dict[str, float] = {}
+    for key in ("batch_size", "maximum_retry_attempts", "poll"):
+        with problems:
+            numbers[key] = SUBSCRIPTION_TABLE.number(where, config, key)
     try:
         check_filter_name(name)
     except LogsError as exc:
-        raise ConfigError(where, exc.message) from None
-    return SubscriptionSettings(name, pattern, target, int(batch), int(retries), poll)
+        problems.add(ConfigError(where, exc.message))
+    problems.raise_any()
+    return SubscriptionSettings(
+        name,
+        pattern,
+        str(target),
+        int(numbers["batch_size"]),
+        int(numbers["maximum_retry_attempts"]),
+        numbers["poll"],
+    )
 
 
 @dataclass(slots=True)
@@ -494,49 +500,66 @@ def _stream_of(context: DeliveryContext) -> str:
 class LogGroupType(TargetType):
     name = "log_group"
     description = "A log group with CloudWatch Logs' semantics, in the state database"
-    settings_schema = SETTINGS_SCHEMA
+    settings = SETTINGS_TABLE
 
     def create(self, name: str, config: Mapping[str, Any]) -> LogGroupTarget:
-        where = f"target {name}"
-        check_keys(where, config, SETTINGS)
+        where = Where(f"target {name}")
+        problems = Problems()
+        with problems:
+            SETTINGS_TABLE.check_keys(where, config)
         group = config.get("log_group", name)
         try:
             check_group_name(group)
-            retention = (
-                {"days": check_retention(config["retention_days"])}
-                if "retention_days" in config
-                else {}
-            )
         except LogsError as exc:
-            key = "retention_days" if "retention" in exc.message else "log_group"
-            raise ConfigError(f"{where}.{key}", exc.message) from None
-        stream = (
-            StreamTemplate.parse(f"{where}.log_stream", config["log_stream"])
-            if "log_stream" in config
-            else None
-        )
+            problems.add(ConfigError(where / "log_group", exc.message))
+        retention: dict[str, int | None] = {}
+        if "retention_days" in config:
+            try:
+                retention["days"] = check_retention(config["retention_days"])
+            except LogsError as exc:
+                problems.add(ConfigError(where / "retention_days", exc.message))
+        stream = None
+        if "log_stream" in config:
+            with problems:
+                stream = StreamTemplate.parse(where / "log_stream", config["log_stream"])
         metric_filters = None
         if "metric_filters" in config:
-            declared = _mapping(
-                f"{where}.metric_filters", config["metric_filters"] or {}, "filters"
-            )
-            metric_filters = [
-                parse_metric_filter(f"{where}.metric_filters.{key}", str(key), value)
-                for key, value in declared.items()
-            ]
+            with problems:
+                metric_filters = _filters(
+                    where / "metric_filters", config["metric_filters"], parse_metric_filter
+                )
         subscriptions = None
         if "subscription_filters" in config:
-            declared = _mapping(
-                f"{where}.subscription_filters", config["subscription_filters"] or {}, "filters"
-            )
-            if len(declared) > MAX_SUBSCRIPTION_FILTERS:
-                raise ConfigError(
-                    f"{where}.subscription_filters",
-                    f"a log group has at most {MAX_SUBSCRIPTION_FILTERS} subscription filters,"
-                    f" not {len(declared)}",
+            with problems:
+                subscriptions = _filters(
+                    where / "subscription_filters",
+                    config["subscription_filters"],
+                    parse_subscription,
+                    MAX_SUBSCRIPTION_FILTERS,
                 )
-            subscriptions = [
-                parse_subscription(f"{where}.subscription_filters.{key}", str(key), value)
-                for key, value in declared.items()
-            ]
+        problems.raise_any()
         return LogGroupTarget(name, group, retention, stream, metric_filters, subscriptions)
+
+
+_Filter = TypeVar("_Filter", MetricFilterSettings, SubscriptionSettings)
+
+
+def _filters(
+    where: Where,
+    declared: Any,
+    parse: Callable[[Where, str, Any], _Filter],
+    limit: int | None = None,
+) -> list[_Filter]:
+    """A log group's metric or subscription filters, by name: every bad one named."""
+    declared = _mapping(where, declared or {}, "filters")
+    if limit is not None and len(declared) > limit:
+        raise ConfigError(
+            where, f"a log group has at most {limit} subscription filters, not {len(declared)}"
+        )
+    problems = Problems()
+    found = []
+    for key, value in declared.items():
+        with problems:
+            found.append(parse(where / key, str(key), value))
+    problems.raise_any()
+    return found

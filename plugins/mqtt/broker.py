@@ -17,24 +17,44 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from pipelines.errors import ConfigError
-from pipelines.targets import check_keys, flag_setting, number_setting
+from pipelines.errors import ConfigError, Problems, Where
+from pipelines.settings import Flag, Number, Section, Settings, Shape
 
-BROKER_KEYS = {
-    "host",
-    "port",
-    "username",
-    "password",
-    "tls",
-    "client_id",
-    "clean_start",
-    "session_expiry",
-    "keepalive",
-    "connect_timeout",
-    "reconnect",
-}
-TLS_KEYS = {"ca_file", "cert_file", "key_file", "insecure"}
-RECONNECT_KEYS = {"initial", "maximum"}
+_TEXT = {"type": "string"}
+TLS_TABLE = Settings(
+    {
+        "ca_file": Shape(_TEXT, "default: the system's trusted certificates"),
+        "cert_file": Shape(_TEXT, "the client certificate"),
+        "key_file": Shape(_TEXT, "its key, when not in cert_file"),
+        "insecure": Flag(False, "skip hostname verification (never in production)"),
+    }
+)
+RECONNECT_TABLE = Settings(
+    {
+        "initial": Number(0.5, 0.01, 3600, description="seconds before the first retry"),
+        "maximum": Number(30, 0.01, 3600, description="at least initial"),
+    }
+)
+BROKER_TABLE = Settings(
+    {
+        "host": Shape({**_TEXT, "default": "127.0.0.1"}),
+        "port": Number(
+            None, 1, 65535, integer=True, variable=True, description="default 1883, 8883 with tls"
+        ),
+        "username": Shape(_TEXT),
+        "password": Shape(_TEXT),
+        "tls": Shape({"oneOf": [{"type": "boolean"}, TLS_TABLE.schema()]}),
+        "client_id": Shape(_TEXT),
+        "clean_start": Flag(None),
+        "session_expiry": Number(3600, 0, 2**32 - 1, integer=True),
+        "keepalive": Number(60, 5, 65535, integer=True),
+        "connect_timeout": Number(10, 0.1, 300),
+        "reconnect": Section(RECONNECT_TABLE),
+    }
+)
+BROKER_KEYS = BROKER_TABLE.names
+TLS_KEYS = TLS_TABLE.names
+RECONNECT_KEYS = RECONNECT_TABLE.names
 
 
 @dataclass(frozen=True)
@@ -120,112 +140,92 @@ def client_id_for(broker: Broker, resource: str, state_path: Path | None) -> tup
     return f"pipelines-{resource}-{host}-{digest}", clean
 
 
-def parse_broker(where: str, config: Any) -> Broker:
+def parse_broker(where: Where, config: Any) -> Broker:
     """The ``broker`` settings, each problem named by its place."""
     if config is None:
         config = {}
     if not isinstance(config, Mapping):
         raise ConfigError(where, "must be a mapping (host, port, username, password, tls, ...)")
-    check_keys(where, config, BROKER_KEYS)
+    problems = Problems()
+    with problems:
+        BROKER_TABLE.check_keys(where, config)
     host = config.get("host", "127.0.0.1")
     if not isinstance(host, str) or not host:
-        raise ConfigError(f"{where}.host", f"must be a host name or address, not {host!r}")
-    tls = _tls(f"{where}.tls", config.get("tls"))
-    port = number_setting(where, config, "port", 8883 if tls else 1883, 1, 65535, integer=True)
-    strings = _optional_strings(where, config, ("username", "password", "client_id"), "a string")
-    if strings["password"] is not None and strings["username"] is None:
-        raise ConfigError(f"{where}.password", "needs a username")
-    clean_start = flag_setting(where, config, "clean_start", None)
-    reconnect = config.get("reconnect") or {}
-    if not isinstance(reconnect, Mapping):
-        raise ConfigError(f"{where}.reconnect", "must be a mapping with initial and maximum")
-    check_keys(f"{where}.reconnect", reconnect, RECONNECT_KEYS)
-    initial = number_setting(f"{where}.reconnect", reconnect, "initial", 0.5, 0.01, 3600)
-    maximum = number_setting(f"{where}.reconnect", reconnect, "maximum", 30, initial, 3600)
+        problems.add(ConfigError(where / "host", f"must be a host name or address, not {host!r}"))
+    tls = None
+    with problems:
+        tls = _tls(where / "tls", config.get("tls"))
+    numbers: dict[str, float] = {}
+    with problems:
+        numbers["port"] = BROKER_TABLE.number(where, config, "port", default=8883 if tls else 1883)
+    for key in ("session_expiry", "keepalive", "connect_timeout"):
+        with problems:
+            numbers[key] = BROKER_TABLE.number(where, config, key)
+    with problems:
+        strings = _optional_strings(
+            where, config, ("username", "password", "client_id"), "a string"
+        )
+        if strings["password"] is not None and strings["username"] is None:
+            raise ConfigError(where / "password", "needs a username")
+    with problems:
+        clean_start = BROKER_TABLE.flag(where, config, "clean_start")
+    with problems:
+        initial, maximum = _reconnect(where / "reconnect", config.get("reconnect") or {})
+    problems.raise_any()
     return Broker(
         host=host,
-        port=int(port),
+        port=int(numbers["port"]),
         username=strings["username"],
         password=strings["password"],
         tls=tls,
         client_id=strings["client_id"],
         clean_start=clean_start,
-        session_expiry=int(
-            number_setting(where, config, "session_expiry", 3600, 0, 2**32 - 1, integer=True)
-        ),
-        keepalive=int(number_setting(where, config, "keepalive", 60, 5, 65535, integer=True)),
-        connect_timeout=number_setting(where, config, "connect_timeout", 10, 0.1, 300),
+        session_expiry=int(numbers["session_expiry"]),
+        keepalive=int(numbers["keepalive"]),
+        connect_timeout=numbers["connect_timeout"],
         reconnect_initial=initial,
         reconnect_maximum=maximum,
     )
 
 
-def _tls(where: str, config: Any) -> Tls | None:
+def _reconnect(where: Where, reconnect: Any) -> tuple[float, float]:
+    """The reconnect backoff: its first delay and the most it grows to."""
+    if not isinstance(reconnect, Mapping):
+        raise ConfigError(where, "must be a mapping with initial and maximum")
+    RECONNECT_TABLE.check_keys(where, reconnect)
+    initial = RECONNECT_TABLE.number(where, reconnect, "initial")
+    return initial, RECONNECT_TABLE.number(where, reconnect, "maximum", low=initial)
+
+
+def _tls(where: Where, config: Any) -> Tls | None:
     if config is None or config is False:
         return None
     if config is True:
         return Tls()
     if not isinstance(config, Mapping):
         raise ConfigError(where, "must be true or a mapping (ca_file, cert_file, key_file)")
-    check_keys(where, config, TLS_KEYS)
+    TLS_TABLE.check_keys(where, config)
     files = _optional_strings(where, config, ("ca_file", "cert_file", "key_file"), "a file path")
     if files["key_file"] is not None and files["cert_file"] is None:
-        raise ConfigError(f"{where}.key_file", "needs cert_file (the client certificate)")
-    insecure = bool(flag_setting(where, config, "insecure", False))
+        raise ConfigError(where / "key_file", "needs cert_file (the client certificate)")
+    insecure = bool(TLS_TABLE.flag(where, config, "insecure"))
     return Tls(files["ca_file"], files["cert_file"], files["key_file"], insecure)
 
 
 def _optional_strings(
-    where: str, config: Mapping[str, Any], keys: tuple[str, ...], noun: str
+    where: Where, config: Mapping[str, Any], keys: tuple[str, ...], noun: str
 ) -> dict[str, str | None]:
     """Settings that are strings when given, each named when it is not."""
     found: dict[str, str | None] = {}
     for key in keys:
         value = config.get(key)
         if value is not None and not isinstance(value, str):
-            raise ConfigError(f"{where}.{key}", f"must be {noun}, not {value!r}")
+            raise ConfigError(where / key, f"must be {noun}, not {value!r}")
         found[key] = value
     return found
 
 
 BROKER_SCHEMA: dict[str, Any] = {
-    "type": "object",
+    **BROKER_TABLE.schema(),
     "description": "Where the MQTT broker is and how to connect (MQTT 5).",
-    "additionalProperties": False,
-    "properties": {
-        "host": {"type": "string", "default": "127.0.0.1"},
-        "port": {
-            "anyOf": [
-                {"type": "integer", "minimum": 1, "maximum": 65535},
-                {"type": "string", "pattern": "^\\$\\{", "description": "${VAR:-1883}"},
-            ]
-        },
-        "username": {"type": "string"},
-        "password": {"type": "string"},
-        "tls": {
-            "oneOf": [
-                {"type": "boolean"},
-                {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "ca_file": {"type": "string"},
-                        "cert_file": {"type": "string"},
-                        "key_file": {"type": "string"},
-                        "insecure": {"type": "boolean"},
-                    },
-                },
-            ]
-        },
-        "client_id": {"type": "string"},
-        "clean_start": {"type": "boolean"},
-        "session_expiry": {"type": "integer", "minimum": 0},
-        "keepalive": {"type": "integer", "minimum": 5},
-        "connect_timeout": {"type": "number", "minimum": 0.1},
-        "reconnect": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {"initial": {"type": "number"}, "maximum": {"type": "number"}},
-        },
-    },
 }

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, Where
 from pipelines.templates import PathTemplate
 
 
@@ -83,7 +83,7 @@ class TopicTemplate:
         return self.template.text
 
     @classmethod
-    def parse(cls, where: str, text: Any) -> TopicTemplate:
+    def parse(cls, where: Where, text: Any) -> TopicTemplate:
         template = PathTemplate.parse(where, text, "the topic to publish to")
         literal = template.literal
         if "+" in literal or "#" in literal or "\0" in literal:

@@ -22,15 +22,20 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from pipelines.errors import ConfigError, DeliveryError, NotRunningError, PipelinesError
+from pipelines.errors import (
+    ConfigError,
+    DeliveryError,
+    NotRunningError,
+    PipelinesError,
+    Problems,
+    Where,
+)
+from pipelines.settings import Flag, Number, Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
     Target,
     TargetServices,
     TargetType,
-    check_keys,
-    flag_setting,
-    number_setting,
 )
 
 from .broker import BROKER_SCHEMA, Broker, client_id_for, parse_broker
@@ -38,18 +43,37 @@ from .messages import Received, TopicTemplate, entries_of, event_entry
 
 log = logging.getLogger("plugins.mqtt")
 
-SETTINGS = {
-    "broker",
-    "topic",
-    "qos",
-    "retain",
-    "user_properties",
-    "subscribe",
-    "ack",
-    "metadata_key",
-    "concurrency",
-}
-SUBSCRIPTION_KEYS = {"topic", "qos", "bus", "source", "detail_type", "format", "shared"}
+_TEXT = {"type": "string"}
+_QOS = Shape({"enum": [0, 1, 2], "default": 1})
+SUBSCRIPTION_TABLE = Settings(
+    {
+        "topic": Shape(_TEXT, "a topic filter (+ and # wildcards)"),
+        "qos": _QOS,
+        "bus": Shape({**_TEXT, "default": "default"}),
+        "source": Shape({**_TEXT, "default": "mqtt"}),
+        "detail_type": Shape({**_TEXT, "default": "MQTT Message"}),
+        "format": Shape({"enum": ["event", "entries"], "default": "event"}),
+        "shared": Flag(True, "in a cluster: shared with the group's other runners"),
+    },
+    required=("topic",),
+)
+SETTINGS_TABLE = Settings(
+    {
+        "broker": Shape(BROKER_SCHEMA),
+        "topic": Shape(_TEXT, "Topic to publish to; <detail.x> takes a value from the event."),
+        "qos": _QOS,
+        "retain": Flag(False),
+        "user_properties": Shape({"type": "object", "additionalProperties": _TEXT}),
+        "subscribe": Shape(
+            {"type": "array", "items": {"oneOf": [_TEXT, SUBSCRIPTION_TABLE.schema()]}}
+        ),
+        "ack": Shape({"enum": ["delivered", "accepted"], "default": "delivered"}),
+        "metadata_key": Shape({"type": ["string", "null"], "default": "mqtt"}),
+        "concurrency": Number(32, 1, 1000, integer=True),
+    }
+)
+SETTINGS = SETTINGS_TABLE.names
+SUBSCRIPTION_KEYS = SUBSCRIPTION_TABLE.names
 BATCH = 100  # messages put on the bus in one put_events call, at most
 #: CONNACK reason codes of a refused login (MQTT 5: bad user name or password,
 #: not authorized, bad authentication method).
@@ -81,41 +105,53 @@ class Subscription:
         return f"$share/{group}/{self.topic}" if group and self.shared else self.topic
 
 
-def _qos(where: str, config: Mapping[str, Any], default: int = 1) -> int:
+def _qos(where: Where, config: Mapping[str, Any], default: int = 1) -> int:
     value = config.get("qos", default)
     if value not in (0, 1, 2) or isinstance(value, bool):
-        raise ConfigError(f"{where}.qos", f"must be 0, 1 or 2, not {value!r}")
+        raise ConfigError(where / "qos", f"must be 0, 1 or 2, not {value!r}")
     return int(value)
 
 
-def _string(where: str, config: Mapping[str, Any], key: str, default: str) -> str:
+def _string(where: Where, config: Mapping[str, Any], key: str, default: str) -> str:
     value = config.get(key, default)
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}.{key}", f"must be a non-empty string, not {value!r}")
+        raise ConfigError(where / key, f"must be a non-empty string, not {value!r}")
     return value
 
 
-def parse_subscription(where: str, config: Any) -> Subscription:
+def parse_subscription(where: Where, config: Any) -> Subscription:
     if isinstance(config, str):
         config = {"topic": config}
     if not isinstance(config, Mapping):
         raise ConfigError(where, "must be a topic filter or a mapping with topic, qos, ...")
-    check_keys(where, config, SUBSCRIPTION_KEYS)
-    topic = _string(where, config, "topic", "")
-    if topic.startswith("$share/"):
-        raise ConfigError(
-            f"{where}.topic", "give the plain filter: a cluster section shares it ($share/GROUP/)"
-        )
+    problems = Problems()
+    with problems:
+        SUBSCRIPTION_TABLE.check_keys(where, config)
+    with problems:
+        topic = _string(where, config, "topic", "")
+        if topic.startswith("$share/"):
+            raise ConfigError(
+                where / "topic",
+                "give the plain filter: a cluster section shares it ($share/GROUP/)",
+            )
     form = config.get("format", "event")
     if form not in ("event", "entries"):
-        raise ConfigError(f"{where}.format", f"must be event or entries, not {form!r}")
-    shared = bool(flag_setting(where, config, "shared", True))
+        problems.add(ConfigError(where / "format", f"must be event or entries, not {form!r}"))
+    with problems:
+        shared = bool(SUBSCRIPTION_TABLE.flag(where, config, "shared"))
+    with problems:
+        qos = _qos(where, config)
+    texts: dict[str, str] = {}
+    for key, default in (("bus", "default"), ("source", "mqtt"), ("detail_type", "MQTT Message")):
+        with problems:
+            texts[key] = _string(where, config, key, default)
+    problems.raise_any()
     return Subscription(
         topic=topic,
-        qos=_qos(where, config),
-        bus=_string(where, config, "bus", "default"),
-        source=_string(where, config, "source", "mqtt"),
-        detail_type=_string(where, config, "detail_type", "MQTT Message"),
+        qos=qos,
+        bus=texts["bus"],
+        source=texts["source"],
+        detail_type=texts["detail_type"],
         format=form,
         shared=shared,
     )
@@ -407,77 +443,52 @@ def _received(message: aiomqtt.Message) -> Received:
 class MqttType(TargetType):
     name = "mqtt"
     description = "Publish to and subscribe from an MQTT broker (MQTT 5, aiomqtt)"
-    settings_schema: Mapping[str, Any] = {
-        "properties": {
-            "broker": BROKER_SCHEMA,
-            "topic": {
-                "type": "string",
-                "description": "Topic to publish to; <detail.x> takes a value from the event.",
-            },
-            "qos": {"enum": [0, 1, 2], "default": 1},
-            "retain": {"type": "boolean", "default": False},
-            "user_properties": {"type": "object", "additionalProperties": {"type": "string"}},
-            "subscribe": {
-                "type": "array",
-                "items": {
-                    "oneOf": [
-                        {"type": "string"},
-                        {
-                            "type": "object",
-                            "required": ["topic"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "topic": {"type": "string"},
-                                "qos": {"enum": [0, 1, 2]},
-                                "bus": {"type": "string"},
-                                "source": {"type": "string"},
-                                "detail_type": {"type": "string"},
-                                "format": {"enum": ["event", "entries"]},
-                                "shared": {"type": "boolean"},
-                            },
-                        },
-                    ]
-                },
-            },
-            "ack": {"enum": ["delivered", "accepted"], "default": "delivered"},
-            "metadata_key": {"type": ["string", "null"], "default": "mqtt"},
-            "concurrency": {"type": "integer", "minimum": 1, "maximum": 1000},
-        },
-    }
+    settings = SETTINGS_TABLE
 
     def create(self, name: str, config: Mapping[str, Any]) -> MqttTarget:
-        where = f"target {name}"
-        check_keys(where, config, SETTINGS)
-        broker = parse_broker(f"{where}.broker", config.get("broker"))
+        where = Where(f"target {name}")
+        problems = Problems()
+        with problems:
+            SETTINGS_TABLE.check_keys(where, config)
+        with problems:
+            broker = parse_broker(where / "broker", config.get("broker"))
         declared = config.get("subscribe") or []
         if not isinstance(declared, list):
-            raise ConfigError(f"{where}.subscribe", "must be a list of topic filters")
-        subscriptions = [
-            parse_subscription(f"{where}.subscribe[{i}]", s) for i, s in enumerate(declared)
-        ]
-        topic = (
-            TopicTemplate.parse(f"{where}.topic", config["topic"]) if "topic" in config else None
-        )
-        if topic is None and not subscriptions:
-            raise ConfigError(where, "give a topic to publish to, or subscribe, or both")
-        retain = bool(flag_setting(where, config, "retain", False))
+            problems.add(ConfigError(where / "subscribe", "must be a list of topic filters"))
+            declared = []
+        subscriptions = []
+        for index, item in enumerate(declared):
+            with problems:
+                subscriptions.append(parse_subscription(where / "subscribe" / index, item))
+        topic = None
+        if "topic" in config:
+            with problems:
+                topic = TopicTemplate.parse(where / "topic", config["topic"])
+        elif not declared:
+            problems.add(ConfigError(where, "give a topic to publish to, or subscribe, or both"))
+        with problems:
+            retain = bool(SETTINGS_TABLE.flag(where, config, "retain"))
         properties = config.get("user_properties") or {}
         if not isinstance(properties, Mapping) or not all(
             isinstance(v, str) for v in properties.values()
         ):
-            raise ConfigError(f"{where}.user_properties", "must map names to string values")
+            problems.add(ConfigError(where / "user_properties", "must map names to string values"))
         ack = config.get("ack", "delivered")
         if ack not in ("delivered", "accepted"):
-            raise ConfigError(f"{where}.ack", f"must be delivered or accepted, not {ack!r}")
+            problems.add(ConfigError(where / "ack", f"must be delivered or accepted, not {ack!r}"))
         metadata_key = config.get("metadata_key", "mqtt")
         if metadata_key is not None and not isinstance(metadata_key, str):
-            raise ConfigError(f"{where}.metadata_key", "must be a string, or null for none")
-        concurrency = number_setting(where, config, "concurrency", 32, 1, 1000, integer=True)
+            problems.add(ConfigError(where / "metadata_key", "must be a string, or null for none"))
+        with problems:
+            concurrency = SETTINGS_TABLE.number(where, config, "concurrency")
+        with problems:
+            qos = _qos(where, config)
+        problems.raise_any()
         return MqttTarget(
             name,
             broker,
             topic,
-            _qos(where, config),
+            qos,
             retain,
             {str(k): v for k, v in properties.items()},
             subscriptions,

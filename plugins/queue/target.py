@@ -30,13 +30,13 @@ import jmespath
 import jmespath.exceptions
 import orjson
 
-from pipelines.errors import ConfigError, DeliveryError, QueueError
+from pipelines.errors import ConfigError, DeliveryError, Problems, QueueError, Where
+from pipelines.settings import Flag, Number, Section, Setting, Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
     Target,
     TargetServices,
     TargetType,
-    check_keys,
     key_text,
     started,
 )
@@ -47,49 +47,41 @@ from plugins.queue.store import (
     check_queue_name,
 )
 
-TARGET_SETTINGS = {"queue", "message_group_id", "message_group_id_jmespath"}
-ATTRIBUTE_SETTINGS = {*QueueAttributes.RANGES, "redrive_policy", "content_based_deduplication"}
+_DEFAULTS = QueueAttributes()
+#: Its keys are checked here (the store names no unknown one); its values by the store.
+REDRIVE_TABLE = Settings(
+    {
+        "dead_letter_queue": Shape({"type": "string"}, "the queue's name"),
+        "max_receive_count": Number(None, 1, 1000, integer=True),
+    },
+    required=("dead_letter_queue", "max_receive_count"),
+)
+#: The queue's attributes: their ranges are the store's own (CreateQueue's).
+ATTRIBUTE_TABLE: dict[str, Setting] = {
+    **{
+        key: Number(getattr(_DEFAULTS, key), low, high, integer=True)
+        for key, (low, high) in QueueAttributes.RANGES.items()
+    },
+    "redrive_policy": Section(REDRIVE_TABLE),
+    "content_based_deduplication": Flag(False, "FIFO: deduplicate by a hash of the body"),
+}
+SETTINGS_TABLE = Settings(
+    {
+        "queue": Shape({"type": "string"}, "the queue's name (default: the resource's)"),
+        **ATTRIBUTE_TABLE,
+        "message_group_id": Shape({"type": "string"}, "FIFO: a fixed message group id"),
+        "message_group_id_jmespath": Shape(
+            {"type": "string"}, "FIFO: a JMESPath expression over the event giving the group id"
+        ),
+    }
+)
+ATTRIBUTE_SETTINGS = set(ATTRIBUTE_TABLE)
+TARGET_SETTINGS = SETTINGS_TABLE.names - ATTRIBUTE_SETTINGS
 #: Codes of requests that will never succeed as they are: not worth a retry.
 SENDER_FAULTS = {
     "InvalidMessageContents",
     "InvalidParameterValue",
     "MissingParameter",
-}
-
-SETTINGS_SCHEMA: dict[str, Any] = {
-    "properties": {
-        "queue": {"type": "string", "description": "the queue's name (default: the resource's)"},
-        "visibility_timeout": {"type": "integer", "minimum": 0, "maximum": 43200, "default": 30},
-        "delay_seconds": {"type": "integer", "minimum": 0, "maximum": 900, "default": 0},
-        "message_retention_period": {
-            "type": "integer",
-            "minimum": 60,
-            "maximum": 1209600,
-            "default": 345600,
-        },
-        "maximum_message_size": {
-            "type": "integer",
-            "minimum": 1024,
-            "maximum": 1048576,
-            "default": 1048576,
-        },
-        "receive_wait_time_seconds": {"type": "integer", "minimum": 0, "maximum": 20},
-        "redrive_policy": {
-            "type": "object",
-            "properties": {
-                "dead_letter_queue": {"type": "string"},
-                "max_receive_count": {"type": "integer", "minimum": 1, "maximum": 1000},
-            },
-            "required": ["dead_letter_queue", "max_receive_count"],
-            "additionalProperties": False,
-        },
-        "content_based_deduplication": {"type": "boolean"},
-        "message_group_id": {"type": "string", "description": "FIFO: a fixed message group id"},
-        "message_group_id_jmespath": {
-            "type": "string",
-            "description": "FIFO: a JMESPath expression over the event giving the group id",
-        },
-    },
 }
 
 
@@ -192,31 +184,54 @@ def _deduplication_id(context: DeliveryContext) -> str:
 class QueueType(TargetType):
     name = "queue"
     description = "A durable queue with SQS's semantics (standard or FIFO), in the state database"
-    settings_schema = SETTINGS_SCHEMA
+    settings = SETTINGS_TABLE
 
     def create(self, name: str, config: Mapping[str, Any]) -> QueueTarget:
-        where = f"target {name}"
-        check_keys(where, config, TARGET_SETTINGS | ATTRIBUTE_SETTINGS)
+        where = Where(f"target {name}")
+        problems = Problems()
+        with problems:
+            SETTINGS_TABLE.check_keys(where, config)
         queue = config.get("queue", name)
         try:
             check_queue_name(queue)
-            attributes = {key: config[key] for key in ATTRIBUTE_SETTINGS if key in config}
-            QueueAttributes.parse(queue, attributes)
         except QueueError as exc:
-            raise ConfigError(where, exc.message) from None
-        group_id = config.get("message_group_id")
-        expression = config.get("message_group_id_jmespath")
-        fifo = queue.endswith(FIFO_SUFFIX)
-        if (group_id is not None or expression is not None) and not fifo:
-            raise ConfigError(where, "message_group_id is for FIFO queues (names ending .fifo)")
-        if group_id is not None and expression is not None:
-            raise ConfigError(where, "give message_group_id or message_group_id_jmespath, not both")
-        if group_id is not None and (not isinstance(group_id, str) or not group_id):
-            raise ConfigError(f"{where}.message_group_id", "must be a non-empty string")
-        compiled = None
-        if expression is not None:
+            problems.add(ConfigError(where / "queue" if "queue" in config else where, exc.message))
+            queue = name if isinstance(name, str) else ""
+        # Each attribute on its own, as CreateQueue checks it: every bad one is named.
+        attributes = {key: config[key] for key in ATTRIBUTE_SETTINGS if key in config}
+        for key, value in attributes.items():
+            if key == "redrive_policy" and isinstance(value, Mapping):
+                try:
+                    REDRIVE_TABLE.check_keys(where / key, value)
+                except ConfigError as exc:
+                    problems.add(exc)
+                    continue  # the store would refuse the same key again
             try:
-                compiled = jmespath.compile(expression)
-            except (jmespath.exceptions.JMESPathError, TypeError) as exc:
-                raise ConfigError(f"{where}.message_group_id_jmespath", str(exc)) from None
+                QueueAttributes.parse(queue, {key: value})
+            except QueueError as exc:
+                problems.add(ConfigError(where / key, exc.message))
+        with problems:
+            group_id, compiled = _group(where, queue, config)
+        problems.raise_any()
         return QueueTarget(name, queue, attributes, group_id, compiled)
+
+
+def _group(
+    where: Where, queue: str, config: Mapping[str, Any]
+) -> tuple[str | None, jmespath.parser.ParsedResult | None]:
+    """A FIFO queue's fixed message group id, or its JMESPath expression."""
+    group_id = config.get("message_group_id")
+    expression = config.get("message_group_id_jmespath")
+    fifo = queue.endswith(FIFO_SUFFIX)
+    if (group_id is not None or expression is not None) and not fifo:
+        raise ConfigError(where, "message_group_id is for FIFO queues (names ending .fifo)")
+    if group_id is not None and expression is not None:
+        raise ConfigError(where, "give message_group_id or message_group_id_jmespath, not both")
+    if group_id is not None and (not isinstance(group_id, str) or not group_id):
+        raise ConfigError(where / "message_group_id", "must be a non-empty string")
+    if expression is None:
+        return group_id, None
+    try:
+        return group_id, jmespath.compile(expression)
+    except (jmespath.exceptions.JMESPathError, TypeError) as exc:
+        raise ConfigError(where / "message_group_id_jmespath", str(exc)) from None

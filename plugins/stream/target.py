@@ -26,20 +26,25 @@ import jmespath.exceptions
 import orjson
 
 from pipelines.clock import sleep
-from pipelines.errors import ConfigError, DeliveryError, PipelinesError, StreamError
+from pipelines.errors import (
+    ConfigError,
+    DeliveryError,
+    PipelinesError,
+    Problems,
+    StreamError,
+    Where,
+)
 from pipelines.event import DEFAULT_REGION
 from pipelines.groupcommit import GroupCommit
+from pipelines.settings import Flag, Number, Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
     Target,
     TargetServices,
     TargetType,
-    check_keys,
     describe_error,
-    flag_setting,
     hand_over,
     key_text,
-    number_setting,
     started,
 )
 from plugins.stream.store import (
@@ -58,64 +63,44 @@ from plugins.stream.store import (
 
 log = logging.getLogger("plugins.stream")
 
-SETTINGS = {
-    "stream",
-    "shards",
-    "retention_hours",
-    "max_record_size",
-    "write_limits",
-    "partition_key",
-    "partition_key_jmespath",
-    "consumers",
-}
-CONSUMER_SETTINGS = {"target", "batch_size", "start", "maximum_retry_attempts", "poll"}
+STARTS = ("trim_horizon", "latest")
+CONSUMER_TABLE = Settings(
+    {
+        "target": Shape({"type": "string"}, "the resource given batches"),
+        "batch_size": Number(100, 1, MAX_GET_RECORDS, integer=True),
+        "start": Shape({"enum": list(STARTS), "default": STARTS[0]}),
+        "maximum_retry_attempts": Number(
+            -1, -1, 10_000, integer=True, description="-1: until taken or expired"
+        ),
+        "poll": Number(1.0, 0.01, 60, description="seconds between looks for new records"),
+    },
+    required=("target",),
+)
+SETTINGS_TABLE = Settings(
+    {
+        "stream": Shape({"type": "string"}, "the stream's name (default: the resource's)"),
+        "shards": Number(1, 1, MAX_SHARDS, integer=True),
+        "retention_hours": Number(
+            MIN_RETENTION_HOURS, MIN_RETENTION_HOURS, MAX_RETENTION_HOURS, integer=True
+        ),
+        "max_record_size": Number(DEFAULT_RECORD_SIZE, 1024, MAX_RECORD_SIZE, integer=True),
+        "write_limits": Flag(
+            False, "per shard 1,000 records/s and 1 MiB/s, as provisioned Kinesis"
+        ),
+        "partition_key": Shape({"type": "string"}, "a fixed partition key"),
+        "partition_key_jmespath": Shape(
+            {"type": "string", "default": "source"},
+            "JMESPath over the event giving the partition key",
+        ),
+        "consumers": Shape(
+            {"type": "object", "additionalProperties": CONSUMER_TABLE.schema()},
+            "consumers by name: each hands batches of records to a resource",
+        ),
+    }
+)
+TRIM_INTERVAL = 60.0
 #: Refusals a retry cannot cure.
 SENDER_FAULTS = {"InvalidArgumentException", "ResourceNotFoundException"}
-
-SETTINGS_SCHEMA: dict[str, Any] = {
-    "properties": {
-        "stream": {"type": "string", "description": "the stream's name (default: the resource's)"},
-        "shards": {"type": "integer", "minimum": 1, "maximum": MAX_SHARDS, "default": 1},
-        "retention_hours": {
-            "type": "integer",
-            "minimum": MIN_RETENTION_HOURS,
-            "maximum": MAX_RETENTION_HOURS,
-            "default": MIN_RETENTION_HOURS,
-        },
-        "max_record_size": {
-            "type": "integer",
-            "minimum": 1024,
-            "maximum": MAX_RECORD_SIZE,
-            "default": DEFAULT_RECORD_SIZE,
-        },
-        "write_limits": {
-            "type": "boolean",
-            "default": False,
-            "description": "per shard 1,000 records/s and 1 MiB/s, as provisioned Kinesis",
-        },
-        "partition_key": {"type": "string", "description": "a fixed partition key"},
-        "partition_key_jmespath": {
-            "type": "string",
-            "default": "source",
-            "description": "JMESPath over the event giving the partition key",
-        },
-        "consumers": {
-            "type": "object",
-            "additionalProperties": {
-                "type": "object",
-                "required": ["target"],
-                "additionalProperties": False,
-                "properties": {
-                    "target": {"type": "string", "description": "the resource given batches"},
-                    "batch_size": {"type": "integer", "minimum": 1, "maximum": MAX_GET_RECORDS},
-                    "start": {"enum": ["trim_horizon", "latest"]},
-                    "maximum_retry_attempts": {"type": "integer", "minimum": -1},
-                    "poll": {"type": "number", "minimum": 0.01},
-                },
-            },
-        },
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -128,20 +113,33 @@ class ConsumerSettings:
     poll: float = 1.0  # how often to look for records written by other processes
 
 
-def parse_consumer(where: str, name: str, config: Any) -> ConsumerSettings:
+def parse_consumer(where: Where, name: str, config: Any) -> ConsumerSettings:
     if not isinstance(config, Mapping):
         raise ConfigError(where, "must be a mapping with target, batch_size, start, ...")
-    check_keys(where, config, CONSUMER_SETTINGS)
+    problems = Problems()
+    with problems:
+        CONSUMER_TABLE.check_keys(where, config)
     target = config.get("target")
-    if not isinstance(target, str) or not target:
-        raise ConfigError(f"{where}.target", "must name the resource that gets the batches")
-    start = config.get("start", "trim_horizon")
-    if start not in ("trim_horizon", "latest"):
-        raise ConfigError(f"{where}.start", f"must be trim_horizon or latest, not {start!r}")
-    batch = number_setting(where, config, "batch_size", 100, 1, MAX_GET_RECORDS, integer=True)
-    retries = number_setting(where, config, "maximum_retry_attempts", -1, -1, 10_000, integer=True)
-    poll = number_setting(where, config, "poll", 1.0, 0.01, 60)
-    return ConsumerSettings(name, target, int(batch), start, int(retries), poll)
+    with problems:
+        if not isinstance(target, str) or not target:
+            raise ConfigError(where / "target", "must name the resource that gets the batches")
+    start = config.get("start", STARTS[0])
+    with problems:
+        if start not in STARTS:
+            raise ConfigError(where / "start", f"must be trim_horizon or latest, not {start!r}")
+    numbers: dict[str, float] = {}
+    for key in ("batch_size", "maximum_retry_attempts", "poll"):
+        with problems:
+            numbers[key] = CONSUMER_TABLE.number(where, config, key)
+    problems.raise_any()
+    return ConsumerSettings(
+        name,
+        str(target),
+        int(numbers["batch_size"]),
+        start,
+        int(numbers["maximum_retry_attempts"]),
+        numbers["poll"],
+    )
 
 
 class StreamTarget(Target):
@@ -371,61 +369,57 @@ def kinesis_event(stream: str, records: list[Record]) -> dict[str, Any]:
 class StreamType(TargetType):
     name = "stream"
     description = "A durable stream with Kinesis Data Streams' semantics, in the state database"
-    settings_schema = SETTINGS_SCHEMA
+    settings = SETTINGS_TABLE
 
     def create(self, name: str, config: Mapping[str, Any]) -> StreamTarget:
-        where = f"target {name}"
-        check_keys(where, config, SETTINGS)
+        where = Where(f"target {name}")
+        problems = Problems()
+        with problems:
+            SETTINGS_TABLE.check_keys(where, config)
         stream = config.get("stream", name)
         try:
             check_stream_name(stream)
         except StreamError as exc:
-            raise ConfigError(f"{where}.stream", exc.message) from None
-        shards = number_setting(where, config, "shards", 1, 1, MAX_SHARDS, integer=True)
-        retention = number_setting(
-            where,
-            config,
-            "retention_hours",
-            MIN_RETENTION_HOURS,
-            MIN_RETENTION_HOURS,
-            MAX_RETENTION_HOURS,
-            integer=True,
-        )
-        size = number_setting(
-            where,
-            config,
-            "max_record_size",
-            DEFAULT_RECORD_SIZE,
-            1024,
-            MAX_RECORD_SIZE,
-            integer=True,
-        )
-        limits = bool(flag_setting(where, config, "write_limits", False))
+            problems.add(ConfigError(where / "stream", exc.message))
         # Only what the config says is applied to an existing stream: a
         # retention set with ``pipelines stream create`` is not reset to 24 h.
-        attributes: dict[str, Any] = {"shards": int(shards)}
-        for key, value in (
-            ("retention_hours", int(retention)),
-            ("max_record_size", int(size)),
-            ("write_limits", limits),
-        ):
-            if key in config:
-                attributes[key] = value
-        fixed = config.get("partition_key")
-        expression = config.get("partition_key_jmespath")
-        if fixed is not None and expression is not None:
-            raise ConfigError(where, "give partition_key or partition_key_jmespath, not both")
-        if fixed is not None and (not isinstance(fixed, str) or not 1 <= len(fixed) <= 256):
-            raise ConfigError(f"{where}.partition_key", "must be a string of 1 to 256 characters")
-        try:
-            compiled = jmespath.compile(expression if expression is not None else "source")
-        except (jmespath.exceptions.JMESPathError, TypeError) as exc:
-            raise ConfigError(f"{where}.partition_key_jmespath", str(exc)) from None
+        attributes: dict[str, Any] = {"shards": 1}
+        for key in ("shards", "retention_hours", "max_record_size"):
+            with problems:
+                value = int(SETTINGS_TABLE.number(where, config, key))
+                if key in config or key == "shards":
+                    attributes[key] = value
+        with problems:
+            limits = bool(SETTINGS_TABLE.flag(where, config, "write_limits"))
+            if "write_limits" in config:
+                attributes["write_limits"] = limits
+        with problems:
+            fixed, compiled = _partition_key(where, config)
+        consumers = []
         declared = config.get("consumers") or {}
         if not isinstance(declared, Mapping):
-            raise ConfigError(f"{where}.consumers", "must map consumer names to their settings")
-        consumers = [
-            parse_consumer(f"{where}.consumers.{key}", str(key), value)
-            for key, value in declared.items()
-        ]
+            problems.add(
+                ConfigError(where / "consumers", "must map consumer names to their settings")
+            )
+            declared = {}
+        for key, value in declared.items():
+            with problems:
+                consumers.append(parse_consumer(where / "consumers" / key, str(key), value))
+        problems.raise_any()
         return StreamTarget(name, stream, attributes, fixed, compiled, consumers)
+
+
+def _partition_key(
+    where: Where, config: Mapping[str, Any]
+) -> tuple[str | None, jmespath.parser.ParsedResult]:
+    """A fixed partition key, and the expression giving one (``source`` by default)."""
+    fixed = config.get("partition_key")
+    expression = config.get("partition_key_jmespath")
+    if fixed is not None and expression is not None:
+        raise ConfigError(where, "give partition_key or partition_key_jmespath, not both")
+    if fixed is not None and (not isinstance(fixed, str) or not 1 <= len(fixed) <= 256):
+        raise ConfigError(where / "partition_key", "must be a string of 1 to 256 characters")
+    try:
+        return fixed, jmespath.compile(expression if expression is not None else "source")
+    except (jmespath.exceptions.JMESPathError, TypeError) as exc:
+        raise ConfigError(where / "partition_key_jmespath", str(exc)) from None

@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from pipelines.errors import ConfigError, PatternError
+from pipelines.errors import ConfigError, PatternError, Where
 from pipelines.patterns import Pattern, compile_pattern
 
 ATTRIBUTES_SCOPE = "MessageAttributes"
@@ -35,39 +35,42 @@ class FilterPolicy:
         self.scope = scope
 
     @classmethod
-    def compile(cls, where: str, policy: Any, scope: str = ATTRIBUTES_SCOPE) -> FilterPolicy:
+    def compile(
+        cls, where: Where | str, policy: Any, scope: str = ATTRIBUTES_SCOPE
+    ) -> FilterPolicy:
+        where = Where.of(where)
         if scope not in (ATTRIBUTES_SCOPE, BODY_SCOPE):
             raise ConfigError(
-                f"{where}.filter_policy_scope", f"must be {ATTRIBUTES_SCOPE} or {BODY_SCOPE}"
+                where / "filter_policy_scope", f"must be {ATTRIBUTES_SCOPE} or {BODY_SCOPE}"
             )
         if not isinstance(policy, Mapping) or not policy:
-            raise ConfigError(f"{where}.filter_policy", "must be a non-empty mapping")
+            raise ConfigError(where / "filter_policy", "must be a non-empty mapping")
         text = json.dumps(policy)
         if len(text.encode()) > MAX_SIZE:
-            raise ConfigError(f"{where}.filter_policy", "is larger than SNS's 256 KB")
+            raise ConfigError(where / "filter_policy", "is larger than SNS's 256 KB")
         keys = _leaf_keys(policy)
         if len(keys) > MAX_KEYS:
             raise ConfigError(
-                f"{where}.filter_policy",
+                where / "filter_policy",
                 f"names {len(keys)} keys ({', '.join(keys)}); SNS allows at most {MAX_KEYS}",
             )
         if scope == ATTRIBUTES_SCOPE:
             nested = [key for key, value in policy.items() if isinstance(value, Mapping)]
             if nested:
                 raise ConfigError(
-                    f"{where}.filter_policy.{nested[0]}",
+                    where / "filter_policy" / nested[0],
                     "an attributes policy cannot nest keys (use filter_policy_scope: MessageBody)",
                 )
         combinations = _combinations(policy)
         if combinations > MAX_COMBINATIONS:
             raise ConfigError(
-                f"{where}.filter_policy",
+                where / "filter_policy",
                 f"has {combinations} value combinations; SNS allows at most {MAX_COMBINATIONS}",
             )
         try:
             pattern = compile_pattern(text)
         except PatternError as exc:
-            raise ConfigError(f"{where}.filter_policy", str(exc)) from None
+            raise ConfigError(where / "filter_policy", str(exc)) from None
         return cls(pattern, scope)
 
     def matches(self, message: str, attributes: Mapping[str, Mapping[str, str]]) -> bool:

@@ -46,16 +46,14 @@ import jmespath
 import jmespath.exceptions
 import orjson
 
-from pipelines.errors import ConfigError, DeliveryError, PipelinesError
+from pipelines.errors import ConfigError, DeliveryError, PipelinesError, Problems, Where
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_time_ms
+from pipelines.settings import Flag, Number, Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
     Target,
     TargetServices,
     TargetType,
-    check_keys,
-    flag_setting,
-    number_setting,
     started,
 )
 from plugins.queue.target import delivery_key, group_id_of
@@ -63,23 +61,35 @@ from plugins.topic.filterpolicy import ATTRIBUTES_SCOPE, FilterPolicy
 
 log = logging.getLogger("plugins.topic")
 FIFO_SUFFIX = ".fifo"
-SETTINGS = {
-    "topic",
-    "subject",
-    "message_attributes",
-    "message_group_id",
-    "message_group_id_jmespath",
-    "subscriptions",
-}
-SUBSCRIPTION_SETTINGS = {
-    "id",
-    "resource",
-    "filter_policy",
-    "filter_policy_scope",
-    "raw_message_delivery",
-    "dead_letter",
-    "maximum_retry_attempts",
-}
+_STRING = {"type": "string"}
+SUBSCRIPTION_TABLE = Settings(
+    {
+        "id": Shape(_STRING, "a name for the subscription"),
+        "resource": Shape(_STRING, "the resource it delivers to"),
+        "filter_policy": Shape({"type": "object"}, "an SNS filter policy"),
+        "filter_policy_scope": Shape({"enum": ["MessageAttributes", "MessageBody"]}),
+        "raw_message_delivery": Flag(False),
+        "dead_letter": Shape(_STRING, "a resource name"),
+        "maximum_retry_attempts": Number(None, 0, 185, integer=True),
+    },
+    required=("id", "resource"),
+)
+SETTINGS_TABLE = Settings(
+    {
+        "topic": Shape(_STRING, "the topic's name (default: the resource's)"),
+        "subject": Shape(_STRING),
+        "message_attributes": Shape(
+            {
+                "type": "object",
+                "additionalProperties": {**_STRING, "description": "JMESPath over the event"},
+            }
+        ),
+        "message_group_id": Shape(_STRING),
+        "message_group_id_jmespath": Shape(_STRING),
+        "subscriptions": Shape({"type": "array", "items": SUBSCRIPTION_TABLE.schema()}),
+    },
+    required=("subscriptions",),
+)
 # Messages whose fan-out is unfinished, remembered for their retries (the
 # oldest are forgotten beyond this: their retry then serves everyone again).
 REMEMBERED = 100_000
@@ -101,32 +111,36 @@ class Subscription:
     maximum_retry_attempts: int | None
 
     @classmethod
-    def parse(cls, where: str, declared: Any) -> Subscription:
+    def parse(cls, where: Where, declared: Any) -> Subscription:
         if not isinstance(declared, Mapping):
             raise ConfigError(where, "a subscription is a mapping with 'id' and 'resource'")
-        check_keys(where, declared, SUBSCRIPTION_SETTINGS)
+        problems = Problems()
+        with problems:
+            SUBSCRIPTION_TABLE.check_keys(where, declared)
         sub_id = declared.get("id")
         resource = declared.get("resource")
         if not isinstance(sub_id, str) or not sub_id:
-            raise ConfigError(f"{where}.id", "is required: a name for the subscription")
+            problems.add(ConfigError(where / "id", "is required: a name for the subscription"))
         if not isinstance(resource, str) or not resource:
-            raise ConfigError(f"{where}.resource", "is required: the resource to deliver to")
+            problems.add(ConfigError(where / "resource", "is required: the resource to deliver to"))
         policy = None
-        if "filter_policy" in declared:
-            scope = declared.get("filter_policy_scope", ATTRIBUTES_SCOPE)
-            policy = FilterPolicy.compile(where, declared["filter_policy"], scope)
-        elif "filter_policy_scope" in declared:
-            raise ConfigError(f"{where}.filter_policy_scope", "is given without a filter_policy")
-        raw = bool(flag_setting(where, declared, "raw_message_delivery", False))
+        with problems:
+            if "filter_policy" in declared:
+                scope = declared.get("filter_policy_scope", ATTRIBUTES_SCOPE)
+                policy = FilterPolicy.compile(where, declared["filter_policy"], scope)
+            elif "filter_policy_scope" in declared:
+                raise ConfigError(where / "filter_policy_scope", "is given without a filter_policy")
+        with problems:
+            raw = bool(SUBSCRIPTION_TABLE.flag(where, declared, "raw_message_delivery"))
         dead_letter = declared.get("dead_letter")
         if dead_letter is not None and (not isinstance(dead_letter, str) or not dead_letter):
-            raise ConfigError(f"{where}.dead_letter", "must name a resource")
+            problems.add(ConfigError(where / "dead_letter", "must name a resource"))
         attempts = None
         if "maximum_retry_attempts" in declared:
-            attempts = int(
-                number_setting(where, declared, "maximum_retry_attempts", 0, 0, 185, integer=True)
-            )
-        return cls(sub_id, resource, policy, raw, dead_letter, attempts)
+            with problems:
+                attempts = int(SUBSCRIPTION_TABLE.number(where, declared, "maximum_retry_attempts"))
+        problems.raise_any()
+        return cls(str(sub_id), str(resource), policy, raw, dead_letter, attempts)
 
 
 class TopicTarget(Target):
@@ -389,46 +403,16 @@ def message_attribute(value: Any) -> dict[str, str] | None:
     return {"Type": "String", "Value": json.dumps(value)}
 
 
-SETTINGS_SCHEMA: dict[str, Any] = {
-    "properties": {
-        "topic": {"type": "string", "description": "the topic's name (default: the resource's)"},
-        "subject": {"type": "string"},
-        "message_attributes": {
-            "type": "object",
-            "additionalProperties": {"type": "string", "description": "JMESPath over the event"},
-        },
-        "message_group_id": {"type": "string"},
-        "message_group_id_jmespath": {"type": "string"},
-        "subscriptions": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "string"},
-                    "resource": {"type": "string"},
-                    "filter_policy": {"type": "object"},
-                    "filter_policy_scope": {"enum": ["MessageAttributes", "MessageBody"]},
-                    "raw_message_delivery": {"type": "boolean"},
-                    "dead_letter": {"type": "string"},
-                    "maximum_retry_attempts": {"type": "integer", "minimum": 0, "maximum": 185},
-                },
-                "required": ["id", "resource"],
-                "additionalProperties": False,
-            },
-        },
-    },
-    "required": ["subscriptions"],
-}
-
-
 class TopicType(TargetType):
     name = "topic"
     description = "SNS-style fan-out: subscriptions with filter policies, raw or enveloped"
-    settings_schema = SETTINGS_SCHEMA
+    settings = SETTINGS_TABLE
 
     def create(self, name: str, config: Mapping[str, Any]) -> TopicTarget:
-        where = f"target {name}"
-        check_keys(where, config, SETTINGS)
+        where = Where(f"target {name}")
+        problems = Problems()
+        with problems:
+            SETTINGS_TABLE.check_keys(where, config)
         topic = config.get("topic", name)
         stem = (
             topic[: -len(FIFO_SUFFIX)]
@@ -436,49 +420,75 @@ class TopicType(TargetType):
             else topic
         )
         if not isinstance(stem, str) or not re.fullmatch(_TOPIC_NAME, stem):
-            raise ConfigError(
-                f"{where}.topic", f"topic name {topic!r}: letters, digits, '-' and '_' (and .fifo)"
+            problems.add(
+                ConfigError(
+                    where / "topic",
+                    f"topic name {topic!r}: letters, digits, '-' and '_' (and .fifo)",
+                )
             )
+            topic = name
         subject = config.get("subject")
         if subject is not None and not isinstance(subject, str):
-            raise ConfigError(f"{where}.subject", "must be a string")
-        expressions = {}
-        declared_attributes = config.get("message_attributes") or {}
-        if not isinstance(declared_attributes, Mapping):
-            raise ConfigError(f"{where}.message_attributes", "must map names to JMESPath")
-        for attribute, text in declared_attributes.items():
-            expressions[str(attribute)] = _compile(f"{where}.message_attributes.{attribute}", text)
-        group_id = config.get("message_group_id")
-        group_text = config.get("message_group_id_jmespath")
-        fifo = topic.endswith(FIFO_SUFFIX)
-        if not fifo and (group_id is not None or group_text is not None):
-            raise ConfigError(where, "message_group_id is for FIFO topics (names ending .fifo)")
-        if fifo and (group_id is None) == (group_text is None):
-            raise ConfigError(
-                where, "a FIFO topic needs message_group_id or message_group_id_jmespath"
-            )
-        group_expression = (
-            None
-            if group_text is None
-            else _compile(f"{where}.message_group_id_jmespath", group_text)
-        )
+            problems.add(ConfigError(where / "subject", "must be a string"))
+        with problems:
+            expressions = _attribute_expressions(where, config)
+        with problems:
+            group_id, group_expression = _group(where, topic, config)
+        subscriptions: list[Subscription] = []
         declared = config.get("subscriptions")
         if not isinstance(declared, list):
-            raise ConfigError(f"{where}.subscriptions", "is required: a list of subscriptions")
-        subscriptions = [
-            Subscription.parse(f"{where}.subscriptions[{index}]", item)
-            for index, item in enumerate(declared)
-        ]
+            problems.add(
+                ConfigError(where / "subscriptions", "is required: a list of subscriptions")
+            )
+            declared = []
+        for index, item in enumerate(declared):
+            with problems:
+                subscriptions.append(Subscription.parse(where / "subscriptions" / index, item))
         ids = [s.id for s in subscriptions]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
-            raise ConfigError(f"{where}.subscriptions", f"id {duplicates[0]!r} is given twice")
+            problems.add(
+                ConfigError(where / "subscriptions", f"id {duplicates[0]!r} is given twice")
+            )
+        problems.raise_any()
         return TopicTarget(
             name, topic, subject, expressions, group_id, group_expression, subscriptions
         )
 
 
-def _compile(where: str, text: Any) -> jmespath.parser.ParsedResult:
+def _attribute_expressions(
+    where: Where, config: Mapping[str, Any]
+) -> dict[str, jmespath.parser.ParsedResult]:
+    """``message_attributes``: each attribute's JMESPath over the event."""
+    declared = config.get("message_attributes") or {}
+    if not isinstance(declared, Mapping):
+        raise ConfigError(where / "message_attributes", "must map names to JMESPath")
+    problems = Problems()
+    expressions = {}
+    for attribute, text in declared.items():
+        with problems:
+            expressions[str(attribute)] = _compile(where / "message_attributes" / attribute, text)
+    problems.raise_any()
+    return expressions
+
+
+def _group(
+    where: Where, topic: str, config: Mapping[str, Any]
+) -> tuple[str | None, jmespath.parser.ParsedResult | None]:
+    """A FIFO topic's fixed message group id, or its JMESPath expression."""
+    group_id = config.get("message_group_id")
+    group_text = config.get("message_group_id_jmespath")
+    fifo = topic.endswith(FIFO_SUFFIX)
+    if not fifo and (group_id is not None or group_text is not None):
+        raise ConfigError(where, "message_group_id is for FIFO topics (names ending .fifo)")
+    if fifo and (group_id is None) == (group_text is None):
+        raise ConfigError(where, "a FIFO topic needs message_group_id or message_group_id_jmespath")
+    if group_text is None:
+        return group_id, None
+    return group_id, _compile(where / "message_group_id_jmespath", group_text)
+
+
+def _compile(where: Where, text: Any) -> jmespath.parser.ParsedResult:
     if not isinstance(text, str):
         raise ConfigError(where, "must be a JMESPath expression")
     try:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import ConfigError, DeliveryError
+from pipelines.errors import ConfigError, DeliveryError, Where
 from pipelines.hookspecs import hookimpl
 from pipelines.targets import (
     DeliveryContext,
@@ -99,7 +99,9 @@ class JsonlTarget(Target):
         self.path = self.path.absolute()
         # Fail at start on a mistyped directory, rather than as retries later.
         if not self.path.parent.is_dir():
-            raise ConfigError(f"{self.where}.path", f"directory {self.path.parent} does not exist")
+            raise ConfigError(
+                Where(self.where) / "path", f"directory {self.path.parent} does not exist"
+            )
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> None:
         line = encode(payload)
@@ -199,14 +201,14 @@ class JsonlTargetType(TargetType):
     def create(self, name: str, config: Mapping[str, Any]) -> JsonlTarget:
         # "target <name>" is the prefix pipelines expects in ConfigError.where:
         # it maps "target orders.path" back to the YAML line of that setting.
-        where = f"target {name}"
+        where = Where(f"target {name}")
         check_keys(where, config, SETTINGS)
         path = config.get("path")
         if not isinstance(path, str) or not path:
-            raise ConfigError(f"{where}.path", "is required: the file to append JSON lines to")
+            raise ConfigError(where / "path", "is required: the file to append JSON lines to")
         fsync = config.get("fsync", False)
         if not isinstance(fsync, bool):
-            raise ConfigError(f"{where}.fsync", f"must be true or false, not {fsync!r}")
+            raise ConfigError(where / "fsync", f"must be true or false, not {fsync!r}")
         max_bytes = None
         if config.get("max_bytes") is not None:
             limit = number_setting(where, config, "max_bytes", 0, 1, float("inf"), integer=True)
