@@ -26,6 +26,7 @@ from pipelines import metrics as m
 from pipelines.delivery import Deliverer, Delivery, Job, RetryPolicy, Settlement, notify
 from pipelines.errors import ConfigError, Problems, ResourceNotFoundError, Where
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
+from pipelines.intake import DurableIntake
 from pipelines.limits import Limits
 from pipelines.patterns import Matcher, Pattern, compile_pattern
 from pipelines.schedule import Schedule, parse_schedule
@@ -63,6 +64,12 @@ class BusHost(Protocol):
 
     @property
     def taps(self) -> list[Observer]: ...
+
+    @property
+    def intake(self) -> DurableIntake | None:
+        """Where accepted events are written before they are answered for
+        (None: ``durability: memory``, or no state database)."""
+        ...
 
     def resource(self, name: str, *, where: str | None = None) -> Target: ...
 
@@ -463,6 +470,16 @@ class Bus:
             return 0
         room = max(self._intake_size - len(self._intake), 0)
         taken = events[:room]
+        durable = self.host.intake
+        if durable is not None:
+            # Each event gets its row and a settlement that deletes it once
+            # every delivery of it is settled (telling its producer, if one waits).
+            name = self.name
+            given = settlements if settlements is not None else repeat(None)
+            settlements = [
+                durable.reserve(name, event, ingested, addressed, producer)
+                for event, producer in zip(taken, given, strict=False)
+            ]
         if settlements is None:
             self._intake.extend((event, ingested, addressed, None) for event in taken)
         else:
@@ -489,9 +506,35 @@ class Bus:
         event per run keeps the overshoot bounded by the number of schedules)."""
         if self._closed:
             return False
-        self._intake.append((event, ingested, rule_name, None))
+        durable = self.host.intake
+        settlement = (
+            durable.reserve(self.name, event, ingested, rule_name, None)
+            if durable is not None
+            else None
+        )
+        self._intake.append((event, ingested, rule_name, settlement))
         self._ready.set()
         return True
+
+    def resume(
+        self, event: dict[str, Any], ingested: float, addressed: Addressed, settlement: Settlement
+    ) -> bool:
+        """Put an event found in the durable intake at start back in the intake,
+        with its settlement (it has its row already); False when there is no
+        room now (``wait_for_room``) or the bus is closed."""
+        if self._closed or len(self._intake) >= self._intake_size:
+            return False
+        self._intake.append((event, ingested, addressed, settlement))
+        self._ready.set()
+        return True
+
+    async def committed(self) -> None:
+        """Return once every event taken in so far is in the durable intake
+        (at once without one): a replay saves its position, the scheduler its
+        marks, only after the events they put are safe."""
+        durable = self.host.intake
+        if durable is not None:
+            await durable.committed(durable.reserved)
 
     def close_intake(self) -> None:
         """At shutdown, once the dispatcher has stopped: wake producers waiting
@@ -575,8 +618,11 @@ class Bus:
         """One job per target of each matched rule, sharing the event's
         settlement when its producer waits for one."""
         added = len(jobs)
+        done = settlement.done if settlement is not None else None
         for name in names:
             for delivery in self._rules[name].deliveries:
+                if done and (name, delivery.target_id) in done:
+                    continue  # its retry was saved: it resumes on its own
                 job = Job(name, delivery.target_id, event, ingested, settlement=settlement)
                 jobs.append((delivery, job))
         if settlement is not None:

@@ -50,10 +50,10 @@ from pipelines.errors import (
     path_label,
 )
 from pipelines.process import tuned_process
-from pipelines.runtime import DEFAULT_BUS, Runtime
+from pipelines.runtime import DEFAULT_BUS, DURABILITIES, Runtime
 from pipelines.targets import check_keys
 
-TOP_KEYS = {"state", "buses", "resources", "rules", "archives", "alarms", "cluster"}
+TOP_KEYS = {"state", "durability", "buses", "resources", "rules", "archives", "alarms", "cluster"}
 #: The resource a ``cluster`` section becomes: the runners' shared intake.
 CLUSTER_RESOURCE = "cluster"
 _GROUP = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -77,6 +77,8 @@ class PipelineConfig:
     alarms: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: ``cluster.group``: the runners that share subscriptions (None: alone).
     cluster_group: str | None = None
+    #: ``durable`` (answer puts once in the state database) or ``memory``.
+    durability: str = "durable"
     #: Where each node was declared: path -> (file, line, column), 1-based.
     positions: dict[Path_, tuple[str, int, int]] = field(default_factory=dict)
 
@@ -230,6 +232,19 @@ def load_config(
         problems += _merge(config, data, loader)
         if isinstance(data, dict) and "state" in data:
             state = data["state"]
+        if isinstance(data, dict) and "durability" in data:
+            if data["durability"] in DURABILITIES:
+                config.durability = data["durability"]
+            else:
+                problems.append(
+                    locate(
+                        loader.positions,
+                        ("durability",),
+                        loader.file,
+                        f"durability must be {' or '.join(DURABILITIES)},"
+                        f" not {data['durability']!r}",
+                    )
+                )
         if isinstance(data, dict) and data.get("cluster") is not None:
             clusters.append(data["cluster"])
     problems += _cluster(config, clusters)
@@ -367,6 +382,7 @@ async def build_runtime(
     ``pipelines test``) puts the config's directory on its path itself.
     """
     state = config.state if state_path is True else state_path
+    options.setdefault("durability", config.durability)
     runtime = Runtime(state_path=state or None, clock=clock, **options)
     runtime.cluster_group = config.cluster_group
     problems: list[Problem] = []

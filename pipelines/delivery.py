@@ -103,6 +103,9 @@ class Settlement:
 
     callback: Callable[[], None]
     remaining: int = 0
+    #: (rule, target id) of the deliveries already settled in an earlier run
+    #: (an event resumed from the durable intake whose retry was saved).
+    done: frozenset[tuple[str, str]] = frozenset()
 
     def settle(self) -> None:
         self.remaining -= 1

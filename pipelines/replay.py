@@ -376,6 +376,8 @@ class Replays:
                     replay.replayed += taken
                 if done < due and not await bus.wait_for_room():
                     raise ResourceNotFoundError(f"Event bus {bus.name} is stopped or deleted.")
+            # The position moves on only once the chunk's events are safe.
+            await bus.committed()
             await save(store, replay)
 
 

@@ -63,6 +63,7 @@ from pipelines.errors import (
     Where,
 )
 from pipelines.event import validate_entry
+from pipelines.intake import DurableIntake, Unsettled
 from pipelines.limits import Limits
 from pipelines.pluginmanager import target_types
 from pipelines.replay import Replays
@@ -75,6 +76,8 @@ from pipelines.targets import StoreT, Target, open_state_store, run_upkeep
 log = logging.getLogger("pipelines.runtime")
 
 DEFAULT_BUS = "default"
+DURABLE, MEMORY = "durable", "memory"
+DURABILITIES = (DURABLE, MEMORY)
 
 
 async def _poll(condition: Callable[[], bool], timeout: float | None, every: float = 0.01) -> bool:
@@ -115,8 +118,20 @@ class Runtime:
         plugins: pluggy.PluginManager | None = None,
         limits: Limits | None = None,
         seed: int | None = None,
+        durability: str = DURABLE,
     ) -> None:
+        if durability not in DURABILITIES:
+            raise ConfigError(
+                "durability", f"must be {' or '.join(DURABILITIES)}, not {durability!r}"
+            )
         self.state_path = Path(state_path) if state_path is not None else None
+        #: ``durable``: with a state database, put_events answers once its events
+        #: are in the durable intake (``pipelines.intake``); ``memory``: at once.
+        self.durability = durability
+        #: The durable intake, while running with one.
+        self.intake: DurableIntake | None = None
+        self._intake_task: asyncio.Task[None] | None = None
+        self._resuming: asyncio.Task[None] | None = None
         self.clock: Clock = clock or SystemClock()
         #: The buses' and targets' counters, under EventBridge's metric names.
         self.counters = m.Metrics()
@@ -457,6 +472,9 @@ class Runtime:
                 if self.archives.archives_of(bus.name):
                     await self.archives.archive(bus.name, events)
                 accepted = await bus.accept(events, now, settlements)
+                if self.intake is not None:
+                    # Answered only once they are in the durable intake.
+                    await self.intake.committed(self.intake.reserved)
             except StateError as exc:
                 failure = f"{exc}; put it again."
             for index in positions[accepted:]:
@@ -566,7 +584,8 @@ class Runtime:
                 await target.stop()
             await self._close_state()
             raise
-        await self._load_pending()
+        done = await self._load_pending()
+        await self._open_intake(done)
         self._accepting = True
         self._opened.set()
         if self.archives.store is not None:
@@ -620,11 +639,51 @@ class Runtime:
             for bus in self._buses.values():
                 bus.close_intake()
 
-    async def _load_pending(self) -> None:
-        if self._state is None:
+    async def _open_intake(self, done: dict[str, set[tuple[str, str]]]) -> None:
+        """Start the durable intake's writer and dispatch again what it holds
+        from the last run (``done``: event id -> deliveries whose retry resumes)."""
+        if self._state is None or self.durability != DURABLE:
             return
+        intake = DurableIntake(self._state)
+        unsettled = await intake.open()
+        self.intake = self.scheduler.intake = intake
+        # Its own task, not the group's: it outlives the group at stop, to
+        # write the deletes of what the last deliveries settled.
+        self._intake_task = asyncio.create_task(intake.run(), name="pipelines-intake")
+        if unsettled:
+            log.info("resuming %d events not settled when the runtime last stopped", len(unsettled))
+            self._resuming = self.spawn(self._resume(intake, unsettled, done))
+
+    async def _resume(
+        self,
+        intake: DurableIntake,
+        rows: list[Unsettled],
+        done: dict[str, set[tuple[str, str]]],
+    ) -> None:
+        for row in rows:
+            bus = self._buses.get(row.bus)
+            if bus is None:
+                log.warning(
+                    "event %s of bus %s kept in the intake: that bus no longer exists",
+                    row.event.get("id"),
+                    row.bus,
+                )
+                continue
+            settlement = intake.settlement(row.seq)
+            settlement.done = frozenset(done.get(row.event.get("id", ""), ()))
+            while not bus.resume(row.event, row.ingested, row.addressed, settlement):
+                if not await bus.wait_for_room():
+                    return  # stopping: the rest stays in the intake for next time
+
+    async def _load_pending(self) -> dict[str, set[tuple[str, str]]]:
+        """Schedule the saved retries; returns, per event id, the deliveries
+        they are (so the durable intake does not dispatch those again)."""
+        done: dict[str, set[tuple[str, str]]] = {}
+        if self._state is None:
+            return done
         for bus in self._buses.values():
             for row in await self._state.pending(bus.name):
+                done.setdefault(row.event.get("id", ""), set()).add((row.rule, row.target_id))
                 try:
                     delivery = bus.delivery(row.rule, row.target_id)
                 except ResourceNotFoundError:
@@ -643,6 +702,7 @@ class Runtime:
                 job = Job(row.rule, row.target_id, row.event, row.ingested, row.attempts)
                 job.key = row.key
                 self.deliverer.retries.schedule(delivery, job, row.due)
+        return done
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop intake, drain in-flight work for up to ``timeout`` seconds, persist the rest."""
@@ -684,6 +744,7 @@ class Runtime:
             failure = exc
         self._runner = None
         await self._persist_unfinished()
+        await self._close_intake()
         for name, target in self._resources.items():
             try:
                 await target.stop()
@@ -710,6 +771,8 @@ class Runtime:
         alarming = self._alarm_task is not None and not self._alarm_task.done()
         if alarming and not self.alarms.idle:
             return False
+        if self._resuming is not None and not self._resuming.done():
+            return False
         return all(bus.idle for bus in self._buses.values()) and all(
             delivery.idle for delivery in self._all_deliveries()
         )
@@ -732,7 +795,20 @@ class Runtime:
                 lost,
             )
 
+    async def _close_intake(self) -> None:
+        """Let the intake's writer write what the last settlements deleted."""
+        if self._intake_task is None or self.intake is None:
+            return
+        self.intake.close()
+        try:
+            await self._intake_task
+        except Exception:
+            log.exception("the intake writer failed")
+        self._intake_task = None
+
     async def _close_state(self) -> None:
+        await self._close_intake()
+        self.intake = self.scheduler.intake = None
         await self.alarms.close()
         if self._metric_store is not None:
             try:

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from pipelines.clock import Cancellable, Clock
 from pipelines.event import make_event
+from pipelines.intake import DurableIntake
 from pipelines.schedule import FIRE_ONCE, Schedule
 from pipelines.state import ScheduleMark, StateDB
 
@@ -90,6 +91,8 @@ class Scheduler:
         self.clock = clock
         self.rng = rng
         self.state: StateDB | None = None
+        #: The runtime's durable intake, while it runs with one.
+        self.intake: DurableIntake | None = None
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._heap: list[_Item] = []
         self._order = itertools.count()
@@ -140,6 +143,8 @@ class Scheduler:
             await self._admit()
             fired = await self._fire_due()
             if fired:
+                if self.intake is not None:  # the runs' events are safe before their marks
+                    await self.intake.committed(self.intake.reserved)
                 await self._save([entry.mark() for entry in fired])
             if not self._wake.is_set():
                 await self._sleep()

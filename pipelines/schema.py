@@ -21,6 +21,7 @@ from pipelines.bus import TARGET_KEYS
 from pipelines.config import RULE_KEYS, TOP_KEYS
 from pipelines.delivery import RETRY_POLICY
 from pipelines.pluginmanager import target_types
+from pipelines.runtime import DURABILITIES
 from pipelines.schedule import SCHEDULE_KEYS
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -70,6 +71,12 @@ def _sections(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
             "description": "SQLite state database, relative to the config; false for none",
             "anyOf": [{"type": "string", "minLength": 1}, {"const": False}, {"type": "null"}],
             "default": ".pipelines/state.db",
+        },
+        "durability": {
+            "enum": list(DURABILITIES),
+            "default": "durable",
+            "description": "durable: put answers once its events are in the state database;"
+            " memory: at once (faster; a crash loses what is not delivered)",
         },
         "buses": {"type": "array", "items": _NAME, "description": "extra event buses"},
         "resources": {

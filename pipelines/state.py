@@ -1,7 +1,8 @@
 """The runner's own tables in the state database (one SQLite file, WAL).
 
-It holds what must survive a restart. For the bus that is the deliveries
-waiting for a retry (``pending_deliveries``), for the scheduler its marks
+It holds what must survive a restart. For the bus that is the events taken
+in and not yet settled (``intake``, see ``pipelines.intake``) and the
+deliveries waiting for a retry (``pending_deliveries``), for the scheduler its marks
 (``schedule_marks``); the other capabilities (archives, queues, streams,
 metrics, ...) keep their tables in the same file, each through its own store.
 Opening, the connection, its lock and transactions come from
@@ -29,6 +30,13 @@ CREATE TABLE IF NOT EXISTS pending_deliveries (
     due           REAL NOT NULL,
     error_code    TEXT,
     error_message TEXT
+);
+CREATE TABLE IF NOT EXISTS intake (
+    seq       INTEGER PRIMARY KEY,
+    bus       TEXT NOT NULL,
+    event     BLOB NOT NULL,
+    ingested  REAL NOT NULL,
+    addressed TEXT
 );
 CREATE TABLE IF NOT EXISTS schedule_marks (
     bus         TEXT NOT NULL,

@@ -1,0 +1,256 @@
+"""The durable intake: an accepted event is in the state database before its
+producer hears so, and leaves it only once every delivery of it is settled.
+
+Every event a bus takes in (from ``put_events``, a schedule, a replay, an
+alarm, a source) gets a sequence number and a row in ``intake``. The row is
+written by one writer task in group commit: the events reserved while one
+transaction commits go into the next, so the transaction grows with the load
+and a producer waits for one commit, not one per event. ``put_events`` answers
+only once the rows of its events are committed (``committed``); the event is
+dispatched meanwhile, from memory, so the write adds no latency to delivery.
+
+When every job of an event is delivered, dead-lettered, dropped or saved as a
+retry (its ``Settlement`` reaches zero) the row's number joins the next
+transaction's deletes. At start, every row left is an event whose deliveries
+were not all settled when the runner stopped or died: it is dispatched again,
+to every rule target it matches except those whose retry was saved
+(``pending_deliveries``), which resume on their own.
+
+So delivery is at least once: a crash between a delivery and the delete of
+its event's row delivers that event again (to the targets it matches then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from pipelines.delivery import Settlement, notify
+from pipelines.errors import StateError
+from pipelines.state import StateDB
+
+log = logging.getLogger("pipelines.intake")
+
+#: An intake row: (seq, bus, event as stored, ingested, addressed as stored:
+#: None for every rule the event matches, else JSON: a scheduled rule's name or
+#: the sorted names a replay is for).
+Row = tuple[int, str, bytes, float, str | None]
+INSERT = (
+    "INSERT INTO intake (seq, bus, event, ingested, addressed) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (seq) DO NOTHING"
+)
+DELETE = "DELETE FROM intake WHERE seq = ?"
+
+
+@dataclass(frozen=True, slots=True)
+class Unsettled:
+    """An intake row found at start: an event not settled when the runner stopped."""
+
+    seq: int
+    bus: str
+    event: dict[str, Any]
+    ingested: float
+    addressed: str | frozenset[str] | None
+
+
+def encode_event(event: dict[str, Any]) -> bytes:
+    """The event as stored. orjson refuses what JSON allows but it cannot hold
+    (integers beyond 64 bits); the standard library writes those."""
+    try:
+        return orjson.dumps(event)
+    except TypeError:
+        return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode(
+            "utf-8", "surrogatepass"
+        )
+
+
+def decode_event(body: bytes) -> dict[str, Any]:
+    try:
+        decoded: dict[str, Any] = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        decoded = json.loads(body.decode("utf-8", "surrogatepass"))
+    return decoded
+
+
+def _stored(addressed: str | frozenset[str] | None) -> str | None:
+    if addressed is None:
+        return None
+    return json.dumps(addressed if isinstance(addressed, str) else sorted(addressed))
+
+
+def _address(stored: str | None) -> str | frozenset[str] | None:
+    if stored is None:
+        return None
+    value = json.loads(stored)
+    return value if isinstance(value, str) else frozenset(value)
+
+
+class DurableIntake:
+    """Intake rows of one state database: reserve, commit, settle, recover.
+
+    ``run()`` is the writer task (owned by the runtime); ``close()`` after it
+    has stopped writes the last deletes."""
+
+    def __init__(self, store: StateDB) -> None:
+        self.store = store
+        self._next = 1
+        #: Rows reserved and not yet written: (seq, bus, body, ingested, addressed).
+        self._rows: list[Row] = []
+        #: Sequence numbers whose events are settled, to delete.
+        self._settled: list[int] = []
+        self._committed = 0  # every seq up to this one is written (or failed)
+        #: Callers waiting for a seq to be committed, in seq order.
+        self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+        #: The lowest seq a failed write lost; callers at or above it are told.
+        self._lost_from: int | None = None
+        self._wake = asyncio.Event()
+        self._closing = False
+        self.written = 0  # rows written, for tests and the metrics
+
+    async def open(self) -> list[Unsettled]:
+        """The rows a previous run left, in the order they were taken in; new
+        numbers continue after them."""
+        rows = await self.store.rows(
+            "SELECT seq, bus, event, ingested, addressed FROM intake ORDER BY seq"
+        )
+        top = await self.store.scalar("SELECT max(seq) FROM intake")
+        self._next = self._committed = (top or 0) + 1
+        self._committed -= 1
+        return [
+            Unsettled(seq, bus, decode_event(body), ingested, _address(addressed))
+            for seq, bus, body, ingested, addressed in rows
+        ]
+
+    # -- on the hot path: no await ---------------------------------------------------
+
+    def reserve(
+        self,
+        bus: str,
+        event: dict[str, Any],
+        ingested: float,
+        addressed: str | frozenset[str] | None,
+        producer: Settlement | None,
+    ) -> Settlement:
+        """Number the event, queue its row for the next commit, and return the
+        settlement its jobs share: settling it deletes the row (then tells the
+        producer, if one waits)."""
+        seq = self._next
+        self._next = seq + 1
+        self._rows.append((seq, bus, encode_event(event), ingested, _stored(addressed)))
+        self._wake.set()
+        return self.settlement(seq, producer)
+
+    def settlement(self, seq: int, producer: Settlement | None = None) -> Settlement:
+        callback = producer.callback if producer is not None else None
+        return Settlement(lambda: self._settle(seq, callback))
+
+    def _settle(self, seq: int, producer: Callable[[], None] | None) -> None:
+        self._settled.append(seq)
+        self._wake.set()
+        if producer is not None:
+            notify(producer)
+
+    @property
+    def reserved(self) -> int:
+        """The last sequence number given out."""
+        return self._next - 1
+
+    # -- durability --------------------------------------------------------------------
+
+    async def committed(self, seq: int) -> None:
+        """Return once every row up to ``seq`` is committed; ``StateError`` when
+        a write that held one of them failed (the producer should put again)."""
+        if self._lost_from is not None and seq >= self._lost_from:
+            raise self._lost_error()
+        if seq <= self._committed:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append((seq, done))
+        await done
+
+    def _lost_error(self) -> StateError:
+        return StateError(f"the intake write to {self.store.path} failed; put it again")
+
+    def close(self) -> None:
+        """Tell the writer to write what is left and return (at stop, once
+        nothing more is taken in or settled)."""
+        self._closing = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The writer task: commit what gathered, wake who waits, repeat, until
+        ``close()``."""
+        try:
+            while not self._closing:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._rows or self._settled:
+                    await self._write()
+        finally:
+            for _, done in self._waiting:
+                if not done.done():
+                    done.set_exception(StateError("the intake writer stopped before this write"))
+            self._waiting.clear()
+
+    async def _write(self) -> None:
+        rows, self._rows = self._rows, []
+        settled, self._settled = self._settled, []
+        try:
+            async with self.store.transaction() as db:
+                if rows:
+                    await db.executemany(INSERT, rows)
+                if settled:
+                    await db.executemany(DELETE, [(seq,) for seq in settled])
+        except asyncio.CancelledError:
+            # Put back for a later write: the INSERT ignores a row the
+            # interrupted transaction may still have committed.
+            self._rows[:0], self._settled[:0] = rows, settled
+            raise
+        except Exception as exc:  # the database refused the write (disk full, I/O)
+            self._failed(rows, exc)
+            return
+        self.written += len(rows)
+        if rows:
+            self._committed = rows[-1][0]
+        self._release()
+
+    def _failed(self, rows: list[Row], exc: Exception) -> None:
+        log.error("intake write of %d events failed: %s", len(rows), exc)
+        if rows:
+            first = rows[0][0]
+            self._lost_from = first if self._lost_from is None else min(first, self._lost_from)
+            self._committed = rows[-1][0]
+        error = self._lost_error()
+        while self._waiting and self._waiting[0][0] <= self._committed:
+            seq, done = self._waiting.popleft()
+            if not done.done():
+                if self._lost_from is not None and seq >= self._lost_from:
+                    done.set_exception(error)
+                else:
+                    done.set_result(None)
+
+    def _release(self) -> None:
+        while self._waiting and self._waiting[0][0] <= self._committed:
+            seq, done = self._waiting.popleft()
+            if done.done():
+                continue
+            if self._lost_from is not None and seq >= self._lost_from:
+                done.set_exception(self._lost_error())
+            else:
+                done.set_result(None)
+
+    @property
+    def idle(self) -> bool:
+        return not self._rows and not self._settled
+
+    async def flush(self) -> None:
+        """Write what is reserved or settled now (at stop, the writer stopped)."""
+        while self._rows or self._settled:
+            await self._write()

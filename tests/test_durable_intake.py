@@ -1,0 +1,164 @@
+"""The durable intake: put_events answers once its events are in the state
+database, and an event leaves it only once every delivery of it is settled;
+what a stop or a crash leaves is dispatched again at start."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from pipelines.clock import ManualClock
+from pipelines.errors import ConfigError
+from pipelines.state import StateDB
+
+from .test_bus import eventually, make_runtime, recorder, routed
+
+
+def order(n: int) -> dict[str, Any]:
+    return {"Source": "shop", "DetailType": "o", "Detail": json.dumps({"n": n})}
+
+
+def intake_rows(state: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(state) as db:
+        rows = db.execute("SELECT seq, event FROM intake ORDER BY seq").fetchall()
+    return [(seq, orjson.loads(body)["id"]) for seq, body in rows]
+
+
+async def test_an_answered_event_is_in_the_intake_until_its_deliveries_settle(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state.db"
+    runtime = make_runtime(state_path=state)
+    runtime.add_resource("fast", "recorder", {})
+    runtime.add_resource("slow", "recorder", {"hold": True})
+    await routed(runtime, [{"id": "a", "resource": "fast"}, {"id": "b", "resource": "slow"}])
+    async with runtime:
+        result = await runtime.put_events([order(1), order(2)])
+        ids = [entry["EventId"] for entry in result["Entries"]]
+        # Answered: both are committed, whatever happens next.
+        assert [event_id for _, event_id in intake_rows(state)] == ids
+        await eventually(lambda: recorder(runtime, "slow").waiting == 2)
+        assert len(recorder(runtime, "fast").received) == 2
+        assert len(intake_rows(state)) == 2  # "slow" has not settled them
+        recorder(runtime, "slow").release()
+        await runtime.wait_until_idle()
+    assert intake_rows(state) == []  # settled, and the deletes written at stop
+
+
+async def test_memory_durability_answers_without_writing_the_intake(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    runtime = make_runtime(state_path=state, durability="memory")
+    runtime.add_resource("slow", "recorder", {"hold": True})
+    await routed(runtime, [{"id": "b", "resource": "slow"}])
+    async with runtime:
+        result = await runtime.put_events([order(1)])
+        assert result["FailedEntryCount"] == 0
+        assert runtime.intake is None
+        assert intake_rows(state) == []
+        recorder(runtime, "slow").release()
+    with pytest.raises(ConfigError, match="durability"):
+        make_runtime(durability="fast")
+
+
+async def seed(state: Path, rows: list[tuple[int, dict[str, Any]]], retry_of: str | None) -> None:
+    """A state database as a killed runner leaves it: intake rows, and a saved
+    retry of target "a" for the event ``retry_of``."""
+    store = await StateDB.open(state)
+    try:
+        async with store.transaction() as db:
+            await db.executemany(
+                "INSERT INTO intake (seq, bus, event, ingested, addressed) VALUES (?, ?, ?, ?, ?)",
+                [(seq, "default", orjson.dumps(event), 1000.0, None) for seq, event in rows],
+            )
+        if retry_of is not None:
+            event = next(event for _, event in rows if event["id"] == retry_of)
+            await store.save_pending(
+                "k1", "default", "orders", "a", event, 1000.0, 1, 2000.0, ("Boom", "down")
+            )
+    finally:
+        await store.close()
+
+
+def event(n: int) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": f"e-{n}",
+        "detail-type": "o",
+        "source": "shop",
+        "account": "123456789012",
+        "time": "2026-01-01T00:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {"n": n},
+    }
+
+
+async def test_what_a_crash_left_is_dispatched_again_but_not_to_a_saved_retry(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state.db"
+    await seed(state, [(7, event(1)), (9, event(2))], retry_of="e-1")
+    clock = ManualClock(1500.0)
+    runtime = make_runtime(clock, state_path=state)
+    runtime.add_resource("a", "recorder", {})
+    runtime.add_resource("b", "recorder", {})
+    await routed(runtime, [{"id": "a", "resource": "a"}, {"id": "b", "resource": "b"}])
+    async with runtime:
+        await runtime.wait_until_idle()
+        a = [r.payload["id"] for r in recorder(runtime, "a").received]
+        b = [r.payload["id"] for r in recorder(runtime, "b").received]
+        # "a" has e-1 as a retry due at 2000: only e-2 now; "b" gets both.
+        assert a == ["e-2"] and sorted(b) == ["e-1", "e-2"]
+        await clock.advance(600)  # the saved retry comes due
+        await runtime.wait_until_idle()
+        assert sorted(r.payload["id"] for r in recorder(runtime, "a").received) == ["e-1", "e-2"]
+        # New events are numbered after what was there.
+        await runtime.put_events([order(3)])
+        await runtime.wait_until_idle()
+        assert runtime.intake is not None and runtime.intake.reserved == 10
+    assert intake_rows(state) == []
+
+
+async def test_an_event_of_a_bus_that_is_gone_is_kept(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    store = await StateDB.open(state)
+    async with store.transaction() as db:
+        await db.execute(
+            "INSERT INTO intake (seq, bus, event, ingested, addressed) VALUES (1, 'gone', ?, 1, NULL)",
+            (orjson.dumps(event(1)),),
+        )
+    await store.close()
+    runtime = make_runtime(state_path=state)
+    async with runtime:
+        await runtime.wait_until_idle()
+    assert intake_rows(state) == [(1, "e-1")]
+
+
+async def test_a_scheduled_run_is_in_the_intake_before_its_mark(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    clock = ManualClock(0.0)
+    runtime = make_runtime(clock, state_path=state)
+    runtime.add_resource("slow", "recorder", {"hold": True})
+    bus = runtime.bus()
+    bus.put_rule("tick", schedule="rate(1 minute)")
+    await bus.put_targets("tick", [{"id": "t", "resource": "slow"}])
+
+    def marked() -> list[tuple[float | None]]:
+        with sqlite3.connect(state) as db:
+            return db.execute("SELECT last_due FROM schedule_marks").fetchall()
+
+    async with runtime:
+        await clock.advance(60)
+        await eventually(lambda: [due for (due,) in marked() if due is not None] != [])
+        # A run is marked only once its event is in the intake ("slow" holds
+        # it: it is not settled, so its row is still there).
+        assert intake_rows(state) != []
+        await eventually(lambda: recorder(runtime, "slow").waiting >= 1)
+        recorder(runtime, "slow").release()
+        await runtime.wait_until_idle()
+    assert intake_rows(state) == []
