@@ -9,6 +9,11 @@ events, is the least an asyncio pipeline can do: a bounded ``asyncio.Queue``
 handing each event to one consumer that calls the same no-op. The ratio says
 what validation, ids, matching, per-target queues and metrics cost on top.
 
+Durable intake: with a state database, the same throughput run with
+``durability: memory`` (answered at once) and with the durable intake (each
+event committed before put_events answers, deleted once delivered), at 1 and
+100 rules, in the same process; the ratio is what durability costs.
+
 Latency: at a fixed offered load (default 5,000 events/s, batches of 10) with
 100 rules, the time from ``put_events`` to the start of the target call,
 p50 and p99.
@@ -22,8 +27,11 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from pipelines.limits import Limits
@@ -58,8 +66,14 @@ def entries(count: int, rules: int) -> list[dict[str, Any]]:
     ]
 
 
-def build(rules: int, function: str) -> Runtime:
-    runtime = Runtime(limits=Limits(intake_size=10_000, target_queue_size=1_000))
+def build(
+    rules: int, function: str, state: Path | None = None, durability: str = "durable"
+) -> Runtime:
+    runtime = Runtime(
+        limits=Limits(intake_size=10_000, target_queue_size=1_000),
+        state_path=state,
+        durability=durability,
+    )
     runtime.add_resource("noop", "function", {"function": function, "max_concurrency": 16})
     bus = runtime.bus()
     for n in range(rules):
@@ -69,9 +83,11 @@ def build(rules: int, function: str) -> Runtime:
     return runtime
 
 
-async def bus_throughput(rules: int, batch: list[dict[str, Any]]) -> float:
+async def bus_throughput(
+    rules: int, batch: list[dict[str, Any]], state: Path | None = None, durability: str = "durable"
+) -> float:
     global delivered, expected, finished
-    runtime = build(rules, "__main__:noop")
+    runtime = build(rules, "__main__:noop", state, durability)
     for n in range(rules):
         await runtime.bus().put_targets(f"store-{n}", [{"id": "t", "resource": "noop"}])
     delivered, expected, finished = 0, len(batch), asyncio.Event()
@@ -156,7 +172,21 @@ async def main() -> None:
         bus_rate, queue_rate = statistics.median(ours), statistics.median(peer)
         print(f"{rules:>6} {bus_rate:>10,.0f} {queue_rate:>11,.0f} {bus_rate / queue_rate:>9.2f}")
 
+    print(f"\ndurable intake: state database, {args.events:,} events, medians of {args.repeats}")
+    print(f"{'rules':>6} {'memory ev/s':>12} {'durable ev/s':>13} {'durable/memory':>15}")
+    for rules in (1, 100):
+        batch = entries(args.events, rules)
+        memory, durable = [], []
+        for _ in range(args.repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                memory.append(await bus_throughput(rules, batch, Path(tmp) / "m.db", "memory"))
+            with tempfile.TemporaryDirectory() as tmp:
+                durable.append(await bus_throughput(rules, batch, Path(tmp) / "d.db", "durable"))
+        m_rate, d_rate = statistics.median(memory), statistics.median(durable)
+        print(f"{rules:>6} {m_rate:>12,.0f} {d_rate:>13,.0f} {d_rate / m_rate:>15.2f}")
+
     p50, p99, count = await latency(100, args.rate, args.seconds)
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(
         f"\nlatency put->deliver, 100 rules, {args.rate:,.0f} ev/s offered, {count:,} events: "
         f"p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms"
