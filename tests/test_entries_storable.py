@@ -1,0 +1,164 @@
+"""What PutEvents accepts, storage can hold: archived, saved as a retry,
+replayed and delivered with the same value (docs/delivery.md, "What PutEvents
+accepts"). Whatever it cannot hold is refused per entry, never by the batch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from pipelines.clock import ManualClock
+from pipelines.runtime import Runtime
+from plugins.queue.store import QueueStore
+
+from .recorder import Recorder, plugin_manager
+
+PLUGINS = plugin_manager()
+GOOD = {"Source": "shop", "DetailType": "t", "Detail": '{"ok": 1}'}
+#: A lone surrogate, written as JSON's escape: valid JSON text.
+SURROGATE = '{"a": "\\ud800", "b": ["x\\udfff", {"\\udbff": 1}]}'
+SURROGATE_VALUE = {"a": "\ud800", "b": ["x\udfff", {"\udbff": 1}]}
+
+
+def entry(detail: str) -> dict[str, Any]:
+    return {**GOOD, "Detail": detail}
+
+
+def nested(levels: int) -> str:
+    """A Detail of ``levels`` nested objects."""
+    return '{"a":' * (levels - 1) + "{}" + "}" * (levels - 1)
+
+
+def recorder(runtime: Runtime, name: str) -> Recorder:
+    target = runtime.resource(name)
+    assert isinstance(target, Recorder)
+    return target
+
+
+def stored_details(state: Path, table: str, column: str) -> list[Any]:
+    with sqlite3.connect(state) as db:
+        rows = db.execute(f"SELECT {column} FROM {table}").fetchall()  # noqa: S608 - test's own names
+    return [json.loads(row[0])["detail"] for row in rows]
+
+
+async def archived(state: Path) -> Runtime:
+    runtime = Runtime(state_path=state, plugins=PLUGINS)
+    runtime.add_resource("sink", "recorder", {})
+    bus = runtime.bus()
+    bus.put_rule("all", pattern={"source": ["shop"]})
+    await bus.put_targets("all", [{"id": "t", "resource": "sink"}])
+    await runtime.archives.create_archive("all")
+    return runtime
+
+
+async def test_an_escaped_lone_surrogate_is_archived_and_replayed_as_it_was(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    runtime = await archived(state)
+    async with runtime:
+        result = await runtime.put_events([GOOD, entry(SURROGATE), GOOD])
+        await runtime.wait_until_idle()
+        await runtime.replays.start("again", "all", 0, 4e9)
+        async with asyncio.timeout(10):
+            while (await runtime.replays.describe("again"))["State"] != "COMPLETED":
+                await asyncio.sleep(0.01)
+        await runtime.wait_until_idle()
+    assert result["FailedEntryCount"] == 0
+    assert stored_details(state, "archive_events", "body")[1] == SURROGATE_VALUE
+    details = [r.payload["detail"] for r in recorder(runtime, "sink").received]
+    assert details == [{"ok": 1}, SURROGATE_VALUE, {"ok": 1}] * 2  # put, then replayed
+
+
+async def test_what_storage_cannot_hold_fails_alone_with_malformed_detail(tmp_path: Path) -> None:
+    runtime = await archived(tmp_path / "state.db")
+    refused = [
+        '{"n": 123456789012345678901234567890}',  # beyond EventBridge's 64-bit integers
+        '{"n": 9223372036854775808}',
+        '{"n": -9223372036854775809}',
+        '{"x": 1e400}',  # no double holds it
+        nested(254),
+        nested(1000),
+    ]
+    async with runtime:
+        result = await runtime.put_events([GOOD, *map(entry, refused), GOOD])
+        await runtime.wait_until_idle()
+        archive = await runtime.archives.describe_archive("all")
+    outcomes = result["Entries"]
+    assert "EventId" in outcomes[0] and "EventId" in outcomes[-1]
+    assert [o.get("ErrorCode") for o in outcomes[1:-1]] == ["MalformedDetail"] * len(refused)
+    messages = [o["ErrorMessage"] for o in outcomes[1:-1]]
+    assert "64-bit" in messages[0] and "64-bit" in messages[1] and "64-bit" in messages[2]
+    assert "out of range" in messages[3]
+    assert "deeper than 253 levels" in messages[4] and "deeper than 253" in messages[5]
+    assert archive["EventCount"] == 2
+    assert len(recorder(runtime, "sink").received) == 2
+
+
+async def test_the_edges_of_what_is_accepted_are_stored_exactly(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    runtime = await archived(state)
+    edges = [
+        '{"n": 9223372036854775807, "m": -9223372036854775808}',
+        '{"f": 1.7976931348623157e308, "g": 5e-324, "h": 0.1}',
+        nested(253),
+    ]
+    async with runtime:
+        result = await runtime.put_events([entry(text) for text in edges])
+        await runtime.wait_until_idle()
+    assert result["FailedEntryCount"] == 0
+    expected = [json.loads(text) for text in edges]
+    assert stored_details(state, "archive_events", "body") == expected
+    assert [r.payload["detail"] for r in recorder(runtime, "sink").received] == expected
+
+
+async def test_an_unstorable_retry_is_kept_across_a_restart(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    clock = ManualClock()
+
+    async def configured(fail: int) -> Runtime:
+        runtime = Runtime(clock=clock, plugins=PLUGINS, seed=7, state_path=state)
+        runtime.add_resource("flaky", "recorder", {"fail": fail})
+        bus = runtime.bus()
+        bus.put_rule("all", pattern={"source": ["shop"]})
+        await bus.put_targets("all", [{"id": "t", "resource": "flaky"}])
+        return runtime
+
+    first = await configured(fail=-1)
+    async with first:
+        result = await first.put_events([entry(SURROGATE)])
+        await clock.advance(0.1, quiet=first.wait_until_idle)
+    assert result["FailedEntryCount"] == 0
+    assert stored_details(state, "pending_deliveries", "event") == [SURROGATE_VALUE]
+    second = await configured(fail=0)
+    async with second:
+        await clock.advance(600, quiet=second.wait_until_idle)
+    [got] = recorder(second, "flaky").received
+    assert got.payload["detail"] == SURROGATE_VALUE
+
+
+async def test_a_queue_receives_the_event_and_a_transform_the_value(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    runtime = Runtime(state_path=state, plugins=PLUGINS)
+    runtime.add_resource("events", "queue", {})
+    runtime.add_resource("sink", "recorder", {})
+    bus = runtime.bus()
+    bus.put_rule("all", pattern={"source": ["shop"]})
+    template = {"input_paths_map": {"a": "$.detail.a"}, "input_template": '{"got": <a>}'}
+    await bus.put_targets(
+        "all",
+        [
+            {"id": "q", "resource": "events"},
+            {"id": "t", "resource": "sink", "input_transformer": template},
+        ],
+    )
+    async with runtime:
+        result = await runtime.put_events([entry(SURROGATE)])
+        await runtime.wait_until_idle()
+    assert result["FailedEntryCount"] == 0
+    async with await QueueStore.open(state) as store:
+        [message] = await store.receive("events", 10)
+    assert json.loads(message.body)["detail"] == SURROGATE_VALUE
+    [got] = recorder(runtime, "sink").received
+    assert got.payload == {"got": "\ud800"}
