@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
-import orjson
 
 from pipelines.errors import StateError
+from pipelines.event import dump_json, parse_json
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending_deliveries (
@@ -190,7 +190,7 @@ class StateDB:
                 bus,
                 rule,
                 target_id,
-                orjson.dumps(event),
+                dump_json(event),
                 ingested,
                 attempts,
                 due,
@@ -213,8 +213,7 @@ class StateDB:
         ) as cursor:
             rows = await cursor.fetchall()
         return [
-            PendingRow(row[0], row[1], row[2], row[3], orjson.loads(row[4]), *row[5:])
-            for row in rows
+            PendingRow(row[0], row[1], row[2], row[3], parse_json(row[4]), *row[5:]) for row in rows
         ]
 
     async def schedule_marks(self) -> dict[tuple[str, str], ScheduleMark]:

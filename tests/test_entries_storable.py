@@ -10,8 +10,14 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import orjson
+import pytest
+
 from pipelines.clock import ManualClock
+from pipelines.errors import ConfigError, EventValidationError
+from pipelines.event import EntryLimits, dump_json, parse_json, validate_entry
 from pipelines.runtime import Runtime
+from pipelines.transform import compile_transform
 from plugins.queue.store import QueueStore
 
 from .recorder import Recorder, plugin_manager
@@ -40,7 +46,7 @@ def recorder(runtime: Runtime, name: str) -> Recorder:
 
 def stored_details(state: Path, table: str, column: str) -> list[Any]:
     with sqlite3.connect(state) as db:
-        rows = db.execute(f"SELECT {column} FROM {table}").fetchall()  # noqa: S608 - test's own names
+        rows = db.execute(f"SELECT {column} FROM {table}").fetchall()
     return [json.loads(row[0])["detail"] for row in rows]
 
 
@@ -162,3 +168,42 @@ async def test_a_queue_receives_the_event_and_a_transform_the_value(tmp_path: Pa
     assert json.loads(message.body)["detail"] == SURROGATE_VALUE
     [got] = recorder(runtime, "sink").received
     assert got.payload == {"got": "\ud800"}
+
+
+def test_dump_json_takes_the_slow_way_only_for_what_orjson_refuses() -> None:
+    assert dump_json({"a": "é", "n": 1}) == orjson.dumps({"a": "é", "n": 1})
+    # Lone surrogates become their escapes; every other character stays UTF-8.
+    assert dump_json({"\udbff": ["é\ud800"]}) == '{"\\udbff":["é\\ud800"]}'.encode()
+    assert dump_json([2**70]) == b"[1180591620717411303424]"
+    deep: Any = []
+    for _ in range(300):
+        deep = [deep]
+    assert parse_json(dump_json(deep)) == deep
+    for not_json in ({"x": {1, 2}}, [float("nan"), "\ud800"]):
+        with pytest.raises(TypeError):
+            dump_json(not_json)
+
+
+def test_a_detail_given_as_an_object_is_held_as_its_json_text() -> None:
+    event = validate_entry({**GOOD, "Detail": {"a": "\ud800", "t": (1, 2)}})
+    assert event["detail"] == {"a": "\ud800", "t": [1, 2]}
+    # orjson writes NaN as null: the event holds null too, not a NaN no store keeps.
+    assert validate_entry({**GOOD, "Detail": {"f": float("nan")}})["detail"] == {"f": None}
+    with pytest.raises(EventValidationError) as refused:
+        validate_entry({**GOOD, "Detail": {"n": 2**64}})
+    assert refused.value.code == "MalformedDetail"
+    assert "64-bit" in refused.value.message
+
+
+def test_a_depth_limit_storage_cannot_hold_is_refused() -> None:
+    assert EntryLimits().max_depth == 253
+    with pytest.raises(ValueError, match="max_depth"):
+        EntryLimits(max_depth=1000)
+
+
+def test_a_constant_input_must_read_back_as_it_was_written() -> None:
+    assert compile_transform("t", {"input": '{"a": "\\ud800"}'})({}, "r", "arn", 0) == {
+        "a": "\ud800"
+    }
+    with pytest.raises(ConfigError, match="beyond 64 bits"):
+        compile_transform("t", {"input": '{"n": 123456789012345678901234567890}'})

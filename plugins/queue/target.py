@@ -29,10 +29,10 @@ from typing import Any
 
 import jmespath
 import jmespath.exceptions
-import orjson
 
 from pipelines.clock import sleep
 from pipelines.errors import ConfigError, DeliveryError, PipelinesError, QueueError
+from pipelines.event import dump_json
 from pipelines.targets import (
     DeliveryContext,
     Target,
@@ -156,7 +156,7 @@ class QueueTarget(Target):
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         assert self.store is not None, "deliver before start"
-        body = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
+        body = payload if isinstance(payload, str) else dump_json(payload).decode()
         # SQS stores no empty attribute (an exception's message may be empty).
         attributes = {name: str(v) for name, v in context.attributes.items() if str(v)}
         group_id = dedup_id = None

@@ -23,11 +23,10 @@ from typing import Any
 
 import jmespath
 import jmespath.exceptions
-import orjson
 
 from pipelines.clock import sleep
 from pipelines.errors import ConfigError, DeliveryError, PipelinesError, StreamError
-from pipelines.event import DEFAULT_REGION
+from pipelines.event import DEFAULT_REGION, dump_json
 from pipelines.groupcommit import GroupCommit
 from pipelines.targets import (
     DeliveryContext,
@@ -226,7 +225,7 @@ class StreamTarget(Target):
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         if self.store is None:
             raise DeliveryError("StreamStopped", f"{self.where} is not running", retryable=True)
-        data = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
+        data = payload.encode() if isinstance(payload, str) else dump_json(payload)
         entry = {"Data": data, "PartitionKey": self._partition_key(context.event)}
         result = await self._commit.submit(entry)
         return result["SequenceNumber"]
