@@ -6,16 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipelines.clock import ManualClock
 from pipelines.errors import ConfigError, EventValidationError
-from pipelines.event import EntryLimits, dump_json, parse_json, validate_entry
+from pipelines.event import (
+    INT64_MAX,
+    INT64_MIN,
+    EntryLimits,
+    dump_json,
+    parse_json,
+    reject_json_constant,
+    validate_entry,
+)
 from pipelines.runtime import Runtime
 from pipelines.transform import compile_transform
 from plugins.queue.store import QueueStore
@@ -207,3 +219,156 @@ def test_a_constant_input_must_read_back_as_it_was_written() -> None:
     }
     with pytest.raises(ConfigError, match="beyond 64 bits"):
         compile_transform("t", {"input": '{"n": 123456789012345678901234567890}'})
+
+
+# -- property: whatever a batch holds -------------------------------------------
+
+#: Strings with lone surrogates too: a Detail carries them as JSON escapes.
+TEXT = st.text(st.one_of(st.characters(), st.characters(categories=["Cs"])), max_size=6)
+NUMBERS = st.one_of(
+    st.integers(),
+    st.sampled_from([INT64_MAX, INT64_MAX + 1, INT64_MIN, INT64_MIN - 1, 2**64, 10**30]),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), NUMBERS, TEXT),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(TEXT, inner, max_size=3)),
+    max_leaves=12,
+)
+#: Texts that are JSON, or nearly, at the edges of what an event holds.
+EDGES = st.sampled_from(
+    [
+        '{"x": 1e400}',
+        '{"x": -1e-400}',
+        '{"n": 123456789012345678901234567890}',
+        '{"n": -9223372036854775808, "m": 18446744073709551615}',
+        '{"a": "\\ud800\\udc00\\udc00"}',
+        '{"a": NaN}',
+        '{"a": 1} []',
+        "[]",
+        '"\\ud800"',
+        "\ufeff{}",
+    ]
+)
+
+
+@st.composite
+def deep(draw: st.DrawFn) -> dict[str, Any]:
+    """An object nesting ``value`` about as deep as storage allows, or deeper."""
+    value = draw(VALUES)
+    for level in range(draw(st.sampled_from([0, 1, 249, 250, 251, 252, 253, 300]))):
+        value = [value] if level % 2 else {"k": value}
+    return {"deep": value}
+
+
+DOCUMENTS = st.one_of(st.dictionaries(TEXT, VALUES, max_size=4), deep(), VALUES)
+DETAILS = st.one_of(
+    DOCUMENTS.map(json.dumps),  # lone surrogates escaped: valid JSON text
+    DOCUMENTS.map(lambda doc: json.dumps(doc, ensure_ascii=False)),  # raw: not UTF-8
+    DOCUMENTS.map(lambda doc: json.dumps(doc).encode()),
+    DOCUMENTS,  # given as an object
+    EDGES,
+    st.binary(max_size=24),
+    st.text(max_size=24),
+)
+
+
+def accepted_value(detail: Any) -> Any | None:
+    """What an event holds of ``detail`` if PutEvents should accept it, else
+    None: JSON text in UTF-8 that is an object, with 64-bit integers, finite
+    numbers and at most 253 levels (docs/delivery.md). Read with the stdlib
+    alone, independently of pipelines' parser."""
+    try:
+        if isinstance(detail, dict):
+            text = json.dumps(detail, allow_nan=False)
+        elif isinstance(detail, bytes):
+            text = detail.decode("utf-8")
+        elif isinstance(detail, str):
+            text = detail.encode("utf-8").decode("utf-8")  # refuses raw surrogates
+        else:
+            return None
+        value = json.loads(text, parse_constant=reject_json_constant)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) and holdable(value, 1) else None
+
+
+def holdable(value: Any, depth: int) -> bool:
+    if isinstance(value, dict | list):
+        children = value.values() if isinstance(value, dict) else value
+        return depth <= 253 and all(holdable(child, depth + 1) for child in children)
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return INT64_MIN <= value <= INT64_MAX
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+async def fuzz_pipeline(state: Path, clock: ManualClock, *, fail: bool) -> Runtime:
+    """An archive of everything, a queue, and a target that fails retryably
+    (``fail``) so each event is saved as a retry; restarted with ``fail`` off,
+    it delivers the retries."""
+    runtime = Runtime(state_path=state, plugins=PLUGINS, clock=clock, seed=3)
+    runtime.add_resource("events", "queue", {})
+    runtime.add_resource("flaky", "recorder", {"fail": -1 if fail else 0})
+    bus = runtime.bus()
+    bus.put_rule("all", pattern={"source": ["fuzz"]})
+    targets = [{"id": "q", "resource": "events"}, {"id": "f", "resource": "flaky"}]
+    await bus.put_targets("all", targets)
+    await runtime.archives.create_archive("all")
+    return runtime
+
+
+async def queued(state: Path, clock: ManualClock) -> list[Any]:
+    bodies: list[Any] = []
+    async with await QueueStore.open(state, clock) as store:  # the pipeline's time
+        while batch := await store.receive("events", 10, wait_time=0):
+            bodies += [json.loads(message.body) for message in batch]
+    return bodies
+
+
+def by_id(events: list[Any]) -> dict[str, Any]:
+    return {event["id"]: event["detail"] for event in events}
+
+
+async def put_stop_restart(state: Path, details: list[Any]) -> None:
+    clock = ManualClock()
+    entries = [{"Source": "fuzz", "DetailType": "t", "Detail": detail} for detail in details]
+    first = await fuzz_pipeline(state, clock, fail=True)
+    async with first:
+        result = await first.put_events(entries)
+        await clock.advance(0.1, quiet=first.wait_until_idle)
+    expected = {}
+    assert len(result["Entries"]) == len(details)
+    for detail, outcome in zip(details, result["Entries"], strict=True):
+        value = accepted_value(detail)
+        if value is None:
+            assert set(outcome) == {"ErrorCode", "ErrorMessage"}
+            missing = detail is None  # EventBridge: "Detail is a required argument."
+            code = "InvalidArgument" if missing else "MalformedDetail"
+            assert outcome["ErrorCode"] == code, (detail, outcome)
+        else:
+            assert set(outcome) == {"EventId"}, (detail, outcome)
+            expected[outcome["EventId"]] = value
+    assert result["FailedEntryCount"] == len(details) - len(expected)
+    assert by_id(stored(state, "SELECT body FROM archive_events")) == expected
+    assert by_id(await queued(state, clock)) == expected
+    assert by_id(stored(state, "SELECT event FROM pending_deliveries")) == expected
+    second = await fuzz_pipeline(state, clock, fail=False)
+    async with second:
+        await clock.advance(600, quiet=second.wait_until_idle)
+    delivered = [r.payload for r in recorder(second, "flaky").received]
+    assert len(delivered) == len(expected)
+    assert by_id(delivered) == expected
+
+
+def stored(state: Path, query: str) -> list[Any]:
+    with sqlite3.connect(state) as db:
+        return [json.loads(row[0]) for row in db.execute(query)]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(DETAILS, min_size=1, max_size=5))
+def test_every_accepted_entry_is_archived_queued_and_retried_as_it_was(details: list[Any]) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        asyncio.run(put_stop_restart(Path(directory) / "state.db", details))
