@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from pipelines.event import dump_json, parse_json
 from pipelines.store import Store
 
 SCHEMA = """
@@ -109,7 +108,7 @@ class StateDB(Store):
                 bus,
                 rule,
                 target_id,
-                orjson.dumps(event),
+                dump_json(event),
                 ingested,
                 attempts,
                 due,
@@ -129,8 +128,7 @@ class StateDB(Store):
             (bus,),
         )
         return [
-            PendingRow(row[0], row[1], row[2], row[3], orjson.loads(row[4]), *row[5:])
-            for row in rows
+            PendingRow(row[0], row[1], row[2], row[3], parse_json(row[4]), *row[5:]) for row in rows
         ]
 
     async def schedule_marks(self) -> dict[tuple[str, str], ScheduleMark]:
