@@ -28,11 +28,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from pipelines.clock import Clock
 from pipelines.errors import ConfigError, NotRunningError, ResourceNotFoundError, StateError, Where
-from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_epoch, parse_time
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, dump_json, format_epoch, parse_time
 from pipelines.patterns import Matcher, Pattern, compile_pattern
 from pipelines.store import Row, Store, Upkeep
 from pipelines.targets import check_keys
@@ -494,7 +492,7 @@ class Archiver:
             if matcher is not None:
                 names += matcher.match(event)
             if names:
-                body = orjson.dumps(event)
+                body = dump_json(event)
                 moment = event_time(event["time"])
                 for name in names:
                     rows.append((name, moment, body))

@@ -17,6 +17,7 @@ a bad entry never fails the others in its batch (``validate_entries``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -33,8 +34,13 @@ from pipelines.errors import EventValidationError
 #: EventBridge's per-entry size limit: 1 MB since January 2026 (was 256 KB).
 #: AWS publishes no exact byte count; we read it as 1 MiB, as SQS does.
 DEFAULT_MAX_ENTRY_SIZE = 1_048_576
-#: EventBridge processes nested JSON up to 1000 levels deep.
-DEFAULT_MAX_DEPTH = 1000
+#: How deep a Detail may nest. EventBridge processes 1000 levels; we take what
+#: storage holds: orjson writes 254 levels (and stops with TypeError beyond),
+#: and an event's envelope is one level above its Detail. A deeper Detail is
+#: refused as MalformedDetail (docs/delivery.md, "What PutEvents accepts").
+DEFAULT_MAX_DEPTH = 253
+#: EventBridge's JSON integers are 64-bit signed (the PutEvents reference).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 #: Time counts as a flat 14 bytes in EventBridge's entry size.
 TIME_SIZE = 14
 MAX_DETAIL_TYPE_LENGTH = 128
@@ -59,6 +65,13 @@ class EntryLimits:
 
     max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE
     max_depth: int = DEFAULT_MAX_DEPTH
+
+    def __post_init__(self) -> None:
+        # Deeper than storage can write, an accepted event could not be archived or retried.
+        if not 1 <= self.max_depth <= DEFAULT_MAX_DEPTH:
+            raise ValueError(
+                f"EntryLimits.max_depth must be 1 to {DEFAULT_MAX_DEPTH}, not {self.max_depth!r}"
+            )
 
 
 def format_time(moment: datetime) -> str:
@@ -110,12 +123,43 @@ def reject_json_constant(name: str) -> Any:
 
 def parse_json(raw: str | bytes) -> Any:
     """Parse JSON text with orjson, falling back to ``json`` where orjson refuses
-    valid JSON (integers beyond 64 bits, very deep nesting). Raises ValueError
-    (or RecursionError) on text that is not JSON."""
+    valid JSON (a lone surrogate's escape, a number beyond a double, nesting
+    deeper than 1024 levels). Raises ValueError (or RecursionError) on text that
+    is not JSON. What ``dump_json`` wrote of an accepted event reads back equal.
+
+    orjson reads an integer beyond 64 bits as a float: exact only for the
+    integers events can hold (``validate_entry`` refuses the others)."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return json.loads(raw, parse_constant=reject_json_constant)
+
+
+def dump_json(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON: the one way events and payloads are
+    written for storage (archives, retries, queue, stream and log targets).
+
+    orjson first; only what it refuses although JSON carries it goes the slow
+    way: a string with a lone surrogate (an escape in the Detail it came
+    from), an integer beyond 64 bits, nesting deeper than 254 levels. Raises
+    TypeError for a value that is not JSON (NaN included, in the slow way)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return _dump_slowly(value)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _dump_slowly(value: Any) -> bytes:
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (ValueError, RecursionError) as exc:
+        raise TypeError(f"not storable as JSON: {exc}") from None
+    # UTF-8 has no lone surrogates: JSON's escape for them is the faithful text
+    # (a parser reads back the same string); every other character stays as is.
+    return _LONE_SURROGATE.sub(lambda found: f"\\u{ord(found[0]):04x}", text).encode()
 
 
 _ids = random.Random(os.urandom(32))
@@ -200,36 +244,93 @@ def _required_string(entry: Mapping[str, Any], field: str, index: int | None) ->
     return value
 
 
-def _detail(entry: Mapping[str, Any], index: int | None) -> tuple[dict[str, Any], int]:
+def _detail(
+    entry: Mapping[str, Any], index: int | None, max_depth: int
+) -> tuple[dict[str, Any], int]:
     """The parsed Detail and its size in bytes (as EventBridge counts it)."""
     raw = entry.get("Detail")
     if raw is None:
         raise _invalid("Detail", "Detail is a required argument.", index)
     if isinstance(raw, Mapping):
-        # A caller handing us an object: its size is that of its JSON text.
-        parsed: Any = dict(raw)
+        # A caller handing us an object: it stands for its JSON text, read back
+        # as any Detail is, so the event holds exactly what storage will hold.
         try:
-            size = len(orjson.dumps(parsed))
+            raw_bytes = dump_json(dict(raw))
         except TypeError as exc:
-            raise EventValidationError(
-                "MalformedDetail", f"Detail is malformed. {exc}", index
-            ) from None
-        return parsed, size
-    if isinstance(raw, str):
+            raise _malformed(str(exc), index) from None
+    elif isinstance(raw, str):
         raw_bytes = raw.encode("utf-8", "surrogatepass")
     elif isinstance(raw, bytes | bytearray):
         raw_bytes = bytes(raw)
     else:
-        raise EventValidationError("MalformedDetail", "Detail is malformed.", index)
+        raise _malformed("", index)
     try:
-        parsed = parse_json(raw_bytes)
-    except (ValueError, RecursionError):
-        raise EventValidationError("MalformedDetail", "Detail is malformed.", index) from None
+        parsed = _parse_detail(raw_bytes)
+    except _Unstorable as exc:
+        raise _malformed(str(exc), index) from None
+    except RecursionError:
+        raise _malformed(f"It nests deeper than {max_depth} levels.", index) from None
+    except ValueError:
+        raise _malformed("", index) from None
     if not isinstance(parsed, dict):
-        raise EventValidationError(
-            "MalformedDetail", "Detail is malformed. It must be a JSON object.", index
-        )
+        raise _malformed("It must be a JSON object.", index)
+    # Cheap first: a text with no more brackets than the limit cannot nest deeper.
+    if raw_bytes.count(b"{") + raw_bytes.count(b"[") > max_depth and json_depth_exceeds(
+        parsed, max_depth
+    ):
+        raise _malformed(f"It nests deeper than {max_depth} levels.", index)
     return parsed, len(raw_bytes)
+
+
+def _malformed(reason: str, index: int | None) -> EventValidationError:
+    message = f"Detail is malformed. {reason}" if reason else "Detail is malformed."
+    return EventValidationError("MalformedDetail", message, index)
+
+
+class _Unstorable(ValueError):
+    """A number in a Detail that is JSON but that an event cannot hold."""
+
+
+#: Maps each digit to "d" and every other byte to " ": only a run of 19 "d"s
+#: can write an integer outside (or at the edge of) 64 bits.
+_DIGITS = bytes(ord("d") if byte in b"0123456789" else ord(" ") for byte in range(256))
+_LONG_DIGITS = b"d" * 19
+
+
+def _parse_detail(raw: bytes) -> Any:
+    """A Detail's value, exact: orjson reads integers past 64 bits as floats
+    without a word, so text with a 19-digit run (rare: a time or an id has
+    fewer) goes to ``json``, whose hooks refuse what an event cannot hold."""
+    if _LONG_DIGITS not in raw.translate(_DIGITS):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # a lone surrogate's escape, a number past a double, or not JSON
+    # Strict UTF-8, as JSON text is (json alone would also guess UTF-16 and -32).
+    return json.loads(
+        raw.decode("utf-8"),
+        parse_int=_int64,
+        parse_float=_finite,
+        parse_constant=reject_json_constant,
+    )
+
+
+def _int64(text: str) -> int:
+    # 20 characters write every 64-bit integer: a longer one is out of range
+    # without converting it (Python refuses over 4300 digits anyway).
+    value = int(text) if len(text) <= 20 else None
+    if value is None or not INT64_MIN <= value <= INT64_MAX:
+        shown = text if len(text) <= 30 else f"{text[:27]}..."
+        raise _Unstorable(f"Integer {shown} is outside the 64-bit range EventBridge accepts.")
+    return value
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # JSON has no infinity to write it back as
+        shown = text if len(text) <= 30 else f"{text[:27]}..."
+        raise _Unstorable(f"Number {shown} is out of range of a double.")
+    return value
 
 
 def _resources(entry: Mapping[str, Any], index: int | None) -> list[str]:
@@ -292,7 +393,7 @@ def entry_size(entry: Mapping[str, Any], *, detail_size: int | None = None) -> i
     elif isinstance(detail, bytes | bytearray):
         size += len(detail)
     elif isinstance(detail, Mapping):
-        size += len(orjson.dumps(dict(detail)))
+        size += len(dump_json(dict(detail)))
     for resource in entry.get("Resources") or ():
         if isinstance(resource, str):
             size += len(resource.encode("utf-8", "surrogatepass"))
@@ -331,14 +432,7 @@ def validate_entry(
             f"DetailType is longer than {MAX_DETAIL_TYPE_LENGTH} characters.",
             index,
         )
-    detail, detail_size = _detail(entry, index)
-    # A text with fewer brackets than the limit cannot nest deeper than it.
-    if detail_size > limits.max_depth and json_depth_exceeds(detail, limits.max_depth):
-        raise EventValidationError(
-            "MalformedDetail",
-            f"Detail is malformed. It nests deeper than {limits.max_depth} levels.",
-            index,
-        )
+    detail, detail_size = _detail(entry, index, limits.max_depth)
     resources = _resources(entry, index)
     bus = entry.get("EventBusName")
     if bus is not None and (

@@ -35,7 +35,7 @@ import orjson
 from pipelines.archive import Archiver, ArchiveStore, archive_arn, iso
 from pipelines.clock import Clock, sleep
 from pipelines.errors import ReplayError, ResourceNotFoundError, StateError
-from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, parse_json
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -361,7 +361,7 @@ class Replays:
         ):
             events = []
             for _, _, body in rows:
-                event = orjson.loads(body)
+                event = parse_json(body)
                 event["replay-name"] = replay.name
                 events.append(event)
             done = 0

@@ -14,8 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from pipelines.event import dump_json, parse_json
 from pipelines.store import Store
 
 SCHEMA = """
@@ -117,7 +116,7 @@ class StateDB(Store):
                 bus,
                 rule,
                 target_id,
-                orjson.dumps(event),
+                dump_json(event),
                 ingested,
                 attempts,
                 due,
@@ -137,8 +136,7 @@ class StateDB(Store):
             (bus,),
         )
         return [
-            PendingRow(row[0], row[1], row[2], row[3], orjson.loads(row[4]), *row[5:])
-            for row in rows
+            PendingRow(row[0], row[1], row[2], row[3], parse_json(row[4]), *row[5:]) for row in rows
         ]
 
     async def schedule_marks(self) -> dict[tuple[str, str], ScheduleMark]:

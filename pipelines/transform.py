@@ -25,10 +25,9 @@ from typing import Any
 
 import jmespath
 import jmespath.exceptions
-import orjson
 
 from pipelines.errors import ConfigError, DeliveryError, Where
-from pipelines.event import format_time_ms
+from pipelines.event import dump_json, format_time_ms, parse_json
 from pipelines.targets import check_keys
 
 Transform = Callable[[dict[str, Any], str, str, float], Any]
@@ -84,9 +83,15 @@ def _constant(where: Where, value: Any) -> Transform:
             value = json.loads(value)
         except ValueError as exc:
             raise ConfigError(where, f"is not valid JSON text: {exc}") from None
-    frozen = orjson.dumps(value)
+    try:
+        frozen = dump_json(value)
+    except TypeError as exc:
+        raise ConfigError(where, f"is not JSON: {exc}") from None
+    # Read back as deliveries will: a huge integer comes back a float, NaN null.
+    if parse_json(frozen) != value:
+        raise ConfigError(where, "holds an integer beyond 64 bits, NaN or Infinity")
     # Each delivery gets its own copy, so a target that mutates it harms no other.
-    return lambda event, rule, rule_arn, ingested: orjson.loads(frozen)
+    return lambda event, rule, rule_arn, ingested: parse_json(frozen)
 
 
 def _jmespath(where: Where, expression: Any) -> Transform:
@@ -211,8 +216,8 @@ def compile_input_transformer(where: Where, config: Any) -> Transform:
             values[name] = _reserved(name, event, rule, rule_arn, ingested)
         text = render(pieces, values)
         try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
+            return parse_json(text)
+        except (ValueError, RecursionError):
             if structured:
                 raise DeliveryError(
                     "INVALID_JSON",
@@ -279,14 +284,14 @@ def render(pieces: list[Piece], values: dict[str, Any]) -> str:
         if value is _MISSING:
             value = ""
         if not in_string:
-            out.append(orjson.dumps(value).decode())
+            out.append(dump_json(value).decode())
         elif isinstance(value, str):
-            out.append(orjson.dumps(value).decode()[1:-1])
+            out.append(dump_json(value).decode()[1:-1])
         elif isinstance(value, dict | list):
-            text = orjson.dumps(value).decode().replace('"', "")
-            out.append(orjson.dumps(text).decode()[1:-1])
+            text = dump_json(value).decode().replace('"', "")
+            out.append(dump_json(text).decode()[1:-1])
         else:
-            out.append(orjson.dumps(value).decode())
+            out.append(dump_json(value).decode())
     return "".join(out)
 
 

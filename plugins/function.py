@@ -39,6 +39,7 @@ import importlib
 import importlib.util
 import inspect
 import logging
+import sys
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -119,6 +120,8 @@ def check_findable(where: Where, reference: str) -> None:
     user code (a dotted name imports its parent packages, as Python must).
     """
     module_name = reference.partition(":")[0]
+    if module_name in sys.modules:  # imported already (``__main__`` has no spec to find)
+        return
     try:
         found = importlib.util.find_spec(module_name)
     except Exception as exc:  # a parent package that fails to import

@@ -24,11 +24,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import orjson
-
 from pipelines.clock import Clock, sleep
 from pipelines.errors import ConfigError, DeliveryError, LogsError, PipelinesError, Problems, Where
-from pipelines.event import parse_time
+from pipelines.event import dump_json, parse_time
 from pipelines.groupcommit import GroupCommit
 from pipelines.settings import Number, Settings, Shape
 from pipelines.targets import (
@@ -351,7 +349,7 @@ class LogGroupTarget(Target):
             # A dead letter: the error attributes go with it, so a filter
             # pattern or a query can pick them out ($.attributes.ERROR_CODE).
             payload = {"attributes": dict(context.attributes), "payload": payload}
-        message = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
+        message = payload if isinstance(payload, str) else dump_json(payload).decode()
         moment = _event_time(context.event, self._services.clock if self._services else None)
         await self._commit.submit(_Pending(stream, moment, message))
         return stream

@@ -28,9 +28,9 @@ from typing import Any
 
 import jmespath
 import jmespath.exceptions
-import orjson
 
 from pipelines.errors import ConfigError, DeliveryError, Problems, QueueError, Where
+from pipelines.event import dump_json
 from pipelines.settings import Flag, Number, Section, Setting, Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
@@ -126,7 +126,7 @@ class QueueTarget(Target):
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         store = started(self.store, f"queue {self.queue}")
-        body = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
+        body = payload if isinstance(payload, str) else dump_json(payload).decode()
         # SQS stores no empty attribute (an exception's message may be empty).
         attributes = {name: str(v) for name, v in context.attributes.items() if str(v)}
         group_id = dedup_id = None

@@ -23,7 +23,6 @@ from typing import Any
 
 import jmespath
 import jmespath.exceptions
-import orjson
 
 from pipelines.clock import sleep
 from pipelines.errors import (
@@ -34,7 +33,7 @@ from pipelines.errors import (
     StreamError,
     Where,
 )
-from pipelines.event import DEFAULT_REGION
+from pipelines.event import DEFAULT_REGION, dump_json
 from pipelines.groupcommit import GroupCommit
 from pipelines.settings import Flag, Number, Settings, Shape
 from pipelines.targets import (
@@ -221,7 +220,7 @@ class StreamTarget(Target):
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         started(self.store, self.where)
-        data = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
+        data = payload.encode() if isinstance(payload, str) else dump_json(payload)
         entry = {"Data": data, "PartitionKey": self._partition_key(context.event)}
         result = await self._commit.submit(entry)
         return result["SequenceNumber"]

@@ -44,10 +44,9 @@ from typing import Any
 
 import jmespath
 import jmespath.exceptions
-import orjson
 
 from pipelines.errors import ConfigError, DeliveryError, PipelinesError, Problems, Where
-from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_time_ms
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, dump_json, format_time_ms
 from pipelines.settings import Flag, Number, Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
@@ -193,7 +192,7 @@ class TopicTarget(Target):
                 )
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
-        message = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
+        message = payload if isinstance(payload, str) else dump_json(payload).decode()
         return await self.publish(message, self._attributes(context), context)
 
     def matching(self, message: str, attributes: Mapping[str, Mapping[str, str]]) -> list[str]:
