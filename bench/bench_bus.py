@@ -12,7 +12,9 @@ what validation, ids, matching, per-target queues and metrics cost on top.
 Durable intake: with a state database, the same throughput run with
 ``durability: memory`` (answered at once) and with the durable intake (each
 event committed before put_events answers, deleted once delivered), at 1 and
-100 rules, in the same process; the ratio is what durability costs.
+100 rules, in the same process; the ratio is what durability costs. With one
+producer each call waits for its own commit (latency-bound); with 16 calls in
+flight (as an endpoint serving many clients has) they share commits.
 
 Latency: at a fixed offered load (default 5,000 events/s, batches of 10) with
 100 rules, the time from ``put_events`` to the start of the target call,
@@ -84,7 +86,11 @@ def build(
 
 
 async def bus_throughput(
-    rules: int, batch: list[dict[str, Any]], state: Path | None = None, durability: str = "durable"
+    rules: int,
+    batch: list[dict[str, Any]],
+    state: Path | None = None,
+    durability: str = "durable",
+    producers: int = 1,
 ) -> float:
     global delivered, expected, finished
     runtime = build(rules, "__main__:noop", state, durability)
@@ -93,8 +99,13 @@ async def bus_throughput(
     delivered, expected, finished = 0, len(batch), asyncio.Event()
     async with runtime:
         start = time.perf_counter()
-        for offset in range(0, len(batch), 10):
-            await runtime.put_events(batch[offset : offset + 10])
+        calls = [batch[offset : offset + 10] for offset in range(0, len(batch), 10)]
+
+        async def produce(first: int) -> None:
+            for call in calls[first::producers]:
+                await runtime.put_events(call)
+
+        await asyncio.gather(*(produce(first) for first in range(producers)))
         await finished.wait()
         elapsed = time.perf_counter() - start
     assert delivered == len(batch)
@@ -173,17 +184,24 @@ async def main() -> None:
         print(f"{rules:>6} {bus_rate:>10,.0f} {queue_rate:>11,.0f} {bus_rate / queue_rate:>9.2f}")
 
     print(f"\ndurable intake: state database, {args.events:,} events, medians of {args.repeats}")
-    print(f"{'rules':>6} {'memory ev/s':>12} {'durable ev/s':>13} {'durable/memory':>15}")
+    print(
+        f"{'rules':>6} {'producers':>9} {'memory ev/s':>12} {'durable ev/s':>13}"
+        f" {'durable/memory':>15}"
+    )
     for rules in (1, 100):
         batch = entries(args.events, rules)
-        memory, durable = [], []
-        for _ in range(args.repeats):
-            with tempfile.TemporaryDirectory() as tmp:
-                memory.append(await bus_throughput(rules, batch, Path(tmp) / "m.db", "memory"))
-            with tempfile.TemporaryDirectory() as tmp:
-                durable.append(await bus_throughput(rules, batch, Path(tmp) / "d.db", "durable"))
-        m_rate, d_rate = statistics.median(memory), statistics.median(durable)
-        print(f"{rules:>6} {m_rate:>12,.0f} {d_rate:>13,.0f} {d_rate / m_rate:>15.2f}")
+        for producers in (1, 16):
+            memory, durable = [], []
+            for _ in range(args.repeats):
+                for mode, rates in (("memory", memory), ("durable", durable)):
+                    with tempfile.TemporaryDirectory() as tmp:
+                        state = Path(tmp) / "state.db"
+                        rates.append(await bus_throughput(rules, batch, state, mode, producers))
+            m_rate, d_rate = statistics.median(memory), statistics.median(durable)
+            print(
+                f"{rules:>6} {producers:>9} {m_rate:>12,.0f} {d_rate:>13,.0f}"
+                f" {d_rate / m_rate:>15.2f}"
+            )
 
     p50, p99, count = await latency(100, args.rate, args.seconds)
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -34,19 +34,25 @@ import orjson
 
 from pipelines.delivery import Settlement, notify
 from pipelines.errors import StateError
+from pipelines.event import dump_json, parse_json
 from pipelines.state import StateDB
 
 log = logging.getLogger("pipelines.intake")
 
-#: An intake row: (seq, bus, event as stored, ingested, addressed as stored:
-#: None for every rule the event matches, else JSON: a scheduled rule's name or
-#: the sorted names a replay is for).
-Row = tuple[int, str, bytes, float, str | None]
+#: An intake row: [seq, bus, event as stored (JSON text), ingested, addressed
+#: as stored: None for every rule the event matches, else JSON: a scheduled
+#: rule's name or the sorted names a replay is for].
+Row = tuple[int, str, str, float, str | None]
+# One statement each, so each is its own transaction and one trip to the
+# database's thread: the rows go as one JSON array (the event's text as a
+# JSON string, so it is stored exactly as written). A row an interrupted
+# write may have committed already is skipped.
 INSERT = (
-    "INSERT INTO intake (seq, bus, event, ingested, addressed) VALUES (?, ?, ?, ?, ?)"
-    " ON CONFLICT (seq) DO NOTHING"
+    "INSERT INTO intake (seq, bus, event, ingested, addressed)"
+    " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4"
+    " FROM json_each(?) WHERE true ON CONFLICT (seq) DO NOTHING"
 )
-DELETE = "DELETE FROM intake WHERE seq = ?"
+DELETE = "DELETE FROM intake WHERE seq IN (SELECT value FROM json_each(?))"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,25 +64,6 @@ class Unsettled:
     event: dict[str, Any]
     ingested: float
     addressed: str | frozenset[str] | None
-
-
-def encode_event(event: dict[str, Any]) -> bytes:
-    """The event as stored. orjson refuses what JSON allows but it cannot hold
-    (integers beyond 64 bits); the standard library writes those."""
-    try:
-        return orjson.dumps(event)
-    except TypeError:
-        return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode(
-            "utf-8", "surrogatepass"
-        )
-
-
-def decode_event(body: bytes) -> dict[str, Any]:
-    try:
-        decoded: dict[str, Any] = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        decoded = json.loads(body.decode("utf-8", "surrogatepass"))
-    return decoded
 
 
 def _stored(addressed: str | frozenset[str] | None) -> str | None:
@@ -124,7 +111,7 @@ class DurableIntake:
         self._next = self._committed = (top or 0) + 1
         self._committed -= 1
         return [
-            Unsettled(seq, bus, decode_event(body), ingested, _address(addressed))
+            Unsettled(seq, bus, parse_json(body), ingested, _address(addressed))
             for seq, bus, body, ingested, addressed in rows
         ]
 
@@ -143,7 +130,7 @@ class DurableIntake:
         producer, if one waits)."""
         seq = self._next
         self._next = seq + 1
-        self._rows.append((seq, bus, encode_event(event), ingested, _stored(addressed)))
+        self._rows.append((seq, bus, dump_json(event).decode(), ingested, _stored(addressed)))
         self._wake.set()
         return self.settlement(seq, producer)
 
@@ -200,26 +187,32 @@ class DurableIntake:
             self._waiting.clear()
 
     async def _write(self) -> None:
+        """Insert what is reserved (then tell who waits), then delete what is
+        settled. In that order: an event settled before its row was written
+        would otherwise leave its row behind."""
         rows, self._rows = self._rows, []
-        settled, self._settled = self._settled, []
-        try:
-            async with self.store.transaction() as db:
-                if rows:
-                    await db.executemany(INSERT, rows)
-                if settled:
-                    await db.executemany(DELETE, [(seq,) for seq in settled])
-        except asyncio.CancelledError:
-            # Put back for a later write: the INSERT ignores a row the
-            # interrupted transaction may still have committed.
-            self._rows[:0], self._settled[:0] = rows, settled
-            raise
-        except Exception as exc:  # the database refused the write (disk full, I/O)
-            self._failed(rows, exc)
-            return
-        self.written += len(rows)
         if rows:
-            self._committed = rows[-1][0]
-        self._release()
+            try:
+                await self.store.execute(INSERT, (orjson.dumps(rows),))
+            except asyncio.CancelledError:
+                self._rows[:0] = rows  # for the write at close
+                raise
+            except Exception as exc:  # the database refused the write (disk full, I/O)
+                self._failed(rows, exc)
+            else:
+                self.written += len(rows)
+                self._committed = rows[-1][0]
+                self._release()
+        settled, self._settled = self._settled, []
+        if settled:
+            try:
+                await self.store.execute(DELETE, (orjson.dumps(settled),))
+            except asyncio.CancelledError:
+                self._settled[:0] = settled
+                raise
+            except Exception as exc:
+                # Left in the intake: delivered again after a restart (at least once).
+                log.error("intake delete of %d settled events failed: %s", len(settled), exc)
 
     def _failed(self, rows: list[Row], exc: Exception) -> None:
         log.error("intake write of %d events failed: %s", len(rows), exc)
