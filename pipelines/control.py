@@ -45,6 +45,7 @@ from pipelines.config import PipelineConfig
 from pipelines.errors import ControlError, PatternError, PipelinesError
 from pipelines.patterns import compile_pattern
 from pipelines.runtime import Runtime
+from pipelines.store import private_directory
 
 log = logging.getLogger("pipelines.control")
 
@@ -78,7 +79,7 @@ class ControlServer:
                 f"control socket path {self.path} is longer than {MAX_PATH} bytes:"
                 " give a shorter one with --control"
             )
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_directory(self.path.parent)
         if self.path.exists() or self.path.is_symlink():
             if await _answers(self.path):
                 raise ControlError(

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from pipelines.errors import StateError
+from pipelines.store import private_directory
 
 
 def lock_path(state: Path) -> Path:
@@ -33,7 +34,7 @@ class RunnerLock:
 
     def acquire(self) -> None:
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_directory(self.path.parent)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise StateError(

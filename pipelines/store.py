@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 import urllib.parse
@@ -222,10 +223,10 @@ class SQLiteBackend(Backend):
     ) -> SQLiteConnection:
         if create and location != IN_MEMORY:
             try:
-                location.parent.mkdir(parents=True, exist_ok=True)
+                private_file(location)
             except OSError as exc:
                 raise StateError(
-                    f"state database {location}: cannot create its directory: {exc.strerror};"
+                    f"state database {location}: cannot create it: {exc.strerror};"
                     " point state at a writable place"
                 ) from None
         raw = None
@@ -252,6 +253,24 @@ class SQLiteBackend(Backend):
 
 
 SQLITE = SQLiteBackend()
+
+
+def private_directory(path: Path) -> None:
+    """Create ``path`` and its missing parents readable by their owner only (0700)."""
+    missing = [parent for parent in (*reversed(path.parents), path) if not parent.exists()]
+    for directory in missing:
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another process
+            directory.mkdir(mode=0o700)
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` readable by its owner only (0600), and the directories
+    it needs (0700), unless they exist: a state database holds archived
+    events and queue messages. SQLite gives its -wal and -shm files the
+    database's own mode. Existing files and directories keep theirs."""
+    private_directory(path.parent)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
 
 
 def unusable(location: Path, exc: Exception) -> StateError:
