@@ -528,13 +528,20 @@ class Bus:
         self._ready.set()
         return True
 
-    async def committed(self) -> None:
-        """Return once every event taken in so far is in the durable intake
-        (at once without one): a replay saves its position, the scheduler its
-        marks, only after the events they put are safe."""
+    def intake_position(self) -> int:
+        """Where the durable intake's numbering is now (0 without one): pass it
+        to ``committed`` after putting events."""
+        durable = self.host.intake
+        return durable.reserved if durable is not None else 0
+
+    async def committed(self, since: int) -> None:
+        """Return once every event taken in after ``since`` (an
+        ``intake_position``) is in the durable intake (at once without one):
+        a replay saves its position only then. ``StateError`` when one of
+        their writes failed."""
         durable = self.host.intake
         if durable is not None:
-            await durable.committed(durable.reserved)
+            await durable.committed(durable.reserved, since + 1)
 
     def close_intake(self) -> None:
         """At shutdown, once the dispatcher has stopped: wake producers waiting

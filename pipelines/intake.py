@@ -96,7 +96,8 @@ class DurableIntake:
         #: Callers waiting for a seq to be committed, in seq order.
         self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         #: The lowest seq a failed write lost; callers at or above it are told.
-        self._lost_from: int | None = None
+        #: Ranges of seqs whose write failed (the last few: failures are rare).
+        self._lost: collections.deque[tuple[int, int]] = collections.deque(maxlen=64)
         self._wake = asyncio.Event()
         self._closing = False
         self.written = 0  # rows written, for tests and the metrics
@@ -151,19 +152,18 @@ class DurableIntake:
 
     # -- durability --------------------------------------------------------------------
 
-    async def committed(self, seq: int) -> None:
-        """Return once every row up to ``seq`` is committed; ``StateError`` when
-        a write that held one of them failed (the producer should put again)."""
-        if self._lost_from is not None and seq >= self._lost_from:
-            raise self._lost_error()
-        if seq <= self._committed:
-            return
-        done = asyncio.get_running_loop().create_future()
-        self._waiting.append((seq, done))
-        await done
-
-    def _lost_error(self) -> StateError:
-        return StateError(f"the intake write to {self.store.path} failed; put it again")
+    async def committed(self, last: int, first: int = 1) -> None:
+        """Return once every row up to ``last`` is committed; ``StateError`` when
+        a write that held one of ``first``..``last`` failed (the producer should
+        put again). A caller passes the range its events fell in (other
+        producers' may be in it too: a failure near them refuses it as well,
+        and a put again delivers twice rather than never)."""
+        if last > self._committed:
+            done = asyncio.get_running_loop().create_future()
+            self._waiting.append((last, done))
+            await done
+        if any(lo <= last and first <= hi for lo, hi in self._lost):
+            raise StateError(f"the intake write to {self.store.path} failed")
 
     def close(self) -> None:
         """Tell the writer to write what is left and return (at stop, once
@@ -216,27 +216,14 @@ class DurableIntake:
 
     def _failed(self, rows: list[Row], exc: Exception) -> None:
         log.error("intake write of %d events failed: %s", len(rows), exc)
-        if rows:
-            first = rows[0][0]
-            self._lost_from = first if self._lost_from is None else min(first, self._lost_from)
-            self._committed = rows[-1][0]
-        error = self._lost_error()
-        while self._waiting and self._waiting[0][0] <= self._committed:
-            seq, done = self._waiting.popleft()
-            if not done.done():
-                if self._lost_from is not None and seq >= self._lost_from:
-                    done.set_exception(error)
-                else:
-                    done.set_result(None)
+        self._lost.append((rows[0][0], rows[-1][0]))
+        self._committed = rows[-1][0]  # settled, badly: who waits learns it
+        self._release()
 
     def _release(self) -> None:
         while self._waiting and self._waiting[0][0] <= self._committed:
-            seq, done = self._waiting.popleft()
-            if done.done():
-                continue
-            if self._lost_from is not None and seq >= self._lost_from:
-                done.set_exception(self._lost_error())
-            else:
+            _, done = self._waiting.popleft()
+            if not done.done():
                 done.set_result(None)
 
     @property

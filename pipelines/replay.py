@@ -365,6 +365,7 @@ class Replays:
                 event["replay-name"] = replay.name
                 events.append(event)
             done = 0
+            since = bus.intake_position()
             while done < len(rows):
                 due = await pace.wait(clock, rows, done)
                 taken = bus.offer(events[done:due], clock.time(), addressed)
@@ -377,7 +378,7 @@ class Replays:
                 if done < due and not await bus.wait_for_room():
                     raise ResourceNotFoundError(f"Event bus {bus.name} is stopped or deleted.")
             # The position moves on only once the chunk's events are safe.
-            await bus.committed()
+            await bus.committed(since)
             await save(store, replay)
 
 

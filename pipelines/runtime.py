@@ -466,6 +466,7 @@ class Runtime:
             if settled is not None:
                 settlements = [Settlement(functools.partial(settled, i)) for i in positions]
             accepted = 0
+            first = self.intake.reserved + 1 if self.intake is not None else 0
             try:
                 # Archived before accepted: once this call returns, an event
                 # it accepted is in its archives, whatever happens next.
@@ -474,12 +475,15 @@ class Runtime:
                 accepted = await bus.accept(events, now, settlements)
                 if self.intake is not None:
                     # Answered only once they are in the durable intake.
-                    await self.intake.committed(self.intake.reserved)
+                    await self.intake.committed(self.intake.reserved, first)
             except StateError as exc:
                 failure = f"{exc}; put it again."
+                # Not durable: not answered for (they may still be delivered:
+                # a put again then delivers twice, never zero times).
+                accepted = 0
             for index in positions[accepted:]:
                 # Not accepted (the runtime stopped while this call waited
-                # for room, or the archive write failed): say so per entry,
+                # for room, or a write failed): say so per entry,
                 # retryable as EventBridge's InternalFailure is.
                 failed += 1
                 results[index] = {"ErrorCode": "InternalFailure", "ErrorMessage": failure}

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pipelines.clock import Cancellable, Clock
+from pipelines.errors import StateError
 from pipelines.event import make_event
 from pipelines.intake import DurableIntake
 from pipelines.schedule import FIRE_ONCE, Schedule
@@ -141,10 +142,9 @@ class Scheduler:
             self.wakeups += 1
             self._wake.clear()
             await self._admit()
+            since = self.intake.reserved if self.intake is not None else 0
             fired = await self._fire_due()
-            if fired:
-                if self.intake is not None:  # the runs' events are safe before their marks
-                    await self.intake.committed(self.intake.reserved)
+            if fired and await self._committed(since):
                 await self._save([entry.mark() for entry in fired])
             if not self._wake.is_set():
                 await self._sleep()
@@ -257,6 +257,19 @@ class Scheduler:
         )
         if bus.fire(entry.rule, event, self.clock.time()):
             self.fired += 1
+
+    async def _committed(self, since: int) -> bool:
+        """Whether the runs' events are in the durable intake (or there is none):
+        a run is marked done only then. When the write failed the marks wait
+        for the next turn, so a restart fires those runs again rather than
+        never (the error is logged by the intake)."""
+        if self.intake is None:
+            return True
+        try:
+            await self.intake.committed(self.intake.reserved, since + 1)
+        except StateError:
+            return False
+        return True
 
     async def _save(self, marks: list[ScheduleMark]) -> None:
         assert self._marks is not None

@@ -162,3 +162,28 @@ async def test_a_scheduled_run_is_in_the_intake_before_its_mark(tmp_path: Path) 
         recorder(runtime, "slow").release()
         await runtime.wait_until_idle()
     assert intake_rows(state) == []
+
+
+async def test_a_failed_intake_write_fails_its_entries_alone_and_the_next_puts_go_on(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state.db"
+    runtime = make_runtime(state_path=state)
+    runtime.add_resource("sink", "recorder", {})
+    await routed(runtime, [{"id": "a", "resource": "sink"}])
+    async with runtime:
+        assert (await runtime.put_events([order(1)]))["FailedEntryCount"] == 0
+        # The database refuses the next write: the table is gone.
+        with sqlite3.connect(state) as db:
+            db.execute("ALTER TABLE intake RENAME TO intake_away")
+        refused = await runtime.put_events([order(2), order(3)])
+        assert refused["FailedEntryCount"] == 2
+        assert {e["ErrorCode"] for e in refused["Entries"]} == {"InternalFailure"}
+        assert "intake write" in refused["Entries"][0]["ErrorMessage"]
+        assert refused["Entries"][0]["ErrorMessage"].endswith("put it again.")
+        with sqlite3.connect(state) as db:
+            db.execute("ALTER TABLE intake_away RENAME TO intake")
+        again = await runtime.put_events([order(4)])
+        assert again["FailedEntryCount"] == 0  # a past failure refuses nothing more
+        await runtime.wait_until_idle()
+        assert runtime.running
