@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -163,6 +164,7 @@ def main() -> None:
         f"{'receive + delete':<24}{receive:>12,.0f}{peer_receive:>12,.0f}"
         f"{receive / peer_receive:>8.2f}"
     )
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
