@@ -248,7 +248,9 @@ class _Loader:
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, index)) for index, item in enumerate(node.value)]
+            items = [self.build(item, (*path, index)) for index, item in enumerate(node.value)]
+            # An item without a value keeps its place: the positions count it.
+            return [None if item is _UNBUILT else item for item in items]
         value = self._construct(node)
         if isinstance(node, yaml.ScalarNode) and isinstance(value, str) and "${" in value:
             return self._substitute(node, value)
@@ -271,7 +273,9 @@ class _Loader:
                 chosen[key] = (key_node, value_node)
         result: dict[Any, Any] = {}
         for key, (key_node, value_node) in chosen.items():
-            result[key] = self.build(value_node, (*path, key))
+            value = self.build(value_node, (*path, key))
+            if value is not _UNBUILT:  # its problem says why; nothing follows from it
+                result[key] = value
             # A setting's problems point at its key: the line a user edits.
             self.positions[(*path, key)] = self.where(key_node)
         return result
@@ -318,7 +322,10 @@ class _Loader:
             return self._constructor.construct_object(node, deep=deep)
         except yaml.MarkedYAMLError as exc:
             self.problems.append(_marked(self.file, exc, "YAML:"))
-        except (yaml.YAMLError, ValueError, OverflowError, TypeError) as exc:
+        except Exception as exc:
+            # PyYAML's constructors fail on an explicit tag's odd value with
+            # whatever Python raises (``!!float ''``: IndexError); each is
+            # this value's problem alone.
             text = node.value if isinstance(node, yaml.ScalarNode) else _tag(node)
             shown = text if len(text) <= 40 else text[:37] + "..."
             reason = str(exc).split(";")[0]  # not Python's advice on its own limits
@@ -446,7 +453,8 @@ def load_yaml(path: Path, environ: Mapping[str, str]) -> tuple[Any, _Loader]:
         return None, loader
     if node is None:
         return {}, loader
-    return loader.build(node, ()), loader
+    data = loader.build(node, ())
+    return (None if data is _UNBUILT else data), loader
 
 
 def load_config(
@@ -718,9 +726,12 @@ def _check_alone(
 
 
 def _children(body: Mapping[str, Any]) -> set[str]:
+    rule = body.get("rule")
+    if not isinstance(rule, str):  # not a rule: the alarm's own check says so
+        return set()
     try:
-        return set(parse_alarm_rule(body["rule"]).names)
-    except (AlarmRuleError, TypeError):
+        return set(parse_alarm_rule(rule).names)
+    except AlarmRuleError:
         return set()
 
 
@@ -785,11 +796,14 @@ async def _add_rule(
     except ConfigError as exc:
         problems += _problems(config, path, exc)
     bus_name = rule_bus(declared)
-    try:
-        bus: Bus | None = runtime.bus(bus_name)
-    except ResourceNotFoundError:
-        problems.append(_no_bus(config, path, bus_name))
-        bus = None
+    bus: Bus | None = None
+    if not isinstance(bus_name, str):  # a list is no name (nor a dict key)
+        problems.append(config.at((*path, "bus"), f"{label(path)}.bus: a bus name"))
+    else:
+        try:
+            bus = runtime.bus(bus_name)
+        except ResourceNotFoundError:
+            problems.append(_no_bus(config, path, bus_name))
     # A misspelt pattern or schedule is reported as an unknown key: that the
     # rule then has neither would be the same problem again.
     misspelt = problems and "pattern" not in declared and "schedule" not in declared
@@ -807,10 +821,11 @@ async def _add_rule(
             *problems,
             config.at((*path, "targets"), f"rules.{name}.targets: a list of targets"),
         ]
-    seen: set[Any] = set()
+    seen: set[str] = set()
     for index, target in enumerate(targets):
         target_id = target.get("id") if isinstance(target, dict) else None
-        if target_id is not None and target_id in seen:
+        # Only a string is an id (the target's own check says so of a list).
+        if isinstance(target_id, str) and target_id in seen:
             problems.append(
                 config.at(
                     (*path, "targets", index, "id"),
@@ -818,7 +833,8 @@ async def _add_rule(
                 )
             )
             continue
-        seen.add(target_id)
+        if isinstance(target_id, str):
+            seen.add(target_id)
         found, ready = _target_problems(runtime, config, (*path, "targets", index), target)
         problems += found
         if put and bus is not None and ready:
