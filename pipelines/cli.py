@@ -62,12 +62,44 @@ def _one_line_errors() -> Iterator[None]:
         raise SystemExit(exc.exit_code) from None
 
 
+#: Set by ``run --debug``: show the traceback of an unexpected error too.
+_debugging = False
+
+
+def _traceback_wanted() -> bool:
+    return _debugging or bool(os.environ.get("PIPELINES_DEBUG"))
+
+
+def _one_line(exc: BaseException) -> str:
+    """An unexpected error as one line: its type (a MemoryError says nothing
+    else) and its message's lines joined."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
 class _Commands(click.Group):
     """Every command: an error is one line on stderr and a non-zero exit, not a
     traceback (set PIPELINES_DEBUG=1, or pass run --debug, for the traceback
     of a ``PipelinesError``)."""
 
     _plugin_commands = False
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """The last resort: an error no command expected (a bug, an OSError,
+        a RecursionError, a MemoryError) is one line and exit 1, as any other
+        error. Each known cause is reported where it happens; this only keeps
+        one that is not from ending in a traceback. It is here, not in
+        ``main``, because the ``pipelines`` script calls ``cli`` itself."""
+        try:
+            return super().main(*args, **kwargs)
+        except Exception as exc:  # SystemExit and KeyboardInterrupt are not caught
+            if _traceback_wanted():
+                raise
+            click.echo(
+                f"error: unexpected {_one_line(exc)} (set PIPELINES_DEBUG=1 to see the traceback)",
+                err=True,
+            )
+            raise SystemExit(1) from None
 
     def _add_plugin_commands(self) -> None:
         if self._plugin_commands:
@@ -307,6 +339,8 @@ def run_command(
     from pipelines.logs import configure_logging
     from pipelines.process import tuned_process
 
+    global _debugging
+    _debugging = debug
     configure_logging(log_format, log_level)
     try:
         with tuned_process():

@@ -120,6 +120,118 @@ def located_errors(
 # -- loading ----------------------------------------------------------------
 
 
+#: Limits on what a config file may make the loader build, so that a hostile
+#: file fails with a located error instead of exhausting memory or the stack.
+#:
+#: An alias repeats the node its anchor names, so nine short lines of aliases
+#: (the "billion laughs") stand for a billion nodes. A real pipeline repeats a
+#: few shared blocks (retry policies, patterns) with aliases: dozens of uses,
+#: each of tens of nodes, far below both limits.
+MAX_ALIASES = 1_000
+#: The nodes aliases add, each use counting every node under its anchor.
+MAX_ALIAS_NODES = 100_000
+#: PyYAML composes (and this loader builds) nested nodes recursively: 3,000
+#: levels exhaust Python's stack. A config's deepest part, a pattern on a
+#: nested detail field or an input template, is a dozen levels or so.
+MAX_DEPTH = 100
+#: Larger than any config a person or a generator writes; it keeps a device
+#: such as /dev/zero, given as a config, from being read without end.
+MAX_FILE_BYTES = 16 * 1024 * 1024
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+Pair = tuple[yaml.Node, yaml.Node]
+
+
+class _Refused(Exception):
+    """A file past one of the limits: the message, at a YAML mark."""
+
+    def __init__(self, message: str, mark: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        # PyYAML's pure-Python and C marks both have 0-based line and column.
+        self.line: int = mark.line + 1 if mark else 1
+        self.column: int = mark.column + 1 if mark else 1
+
+
+class _Composer(yaml.SafeLoader):
+    """PyYAML's safe composer, refusing a node tree past the limits while it
+    composes it (before anything is expanded or built).
+
+    Each node's expanded size and height (aliases counted as the nodes they
+    stand for) are known once it is composed, so an alias is weighed when it
+    is used, against the nodes aliases added so far and the depth it is at.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.depth = 0
+        self.aliases = 0
+        self.alias_nodes = 0
+        #: id(node) -> (nodes it expands to, its height), once composed.
+        self.measured: dict[int, tuple[int, int]] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            self._weigh_alias(event)
+            return self._composed(parent, index)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _Refused(f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+        node = self._composed(parent, index)
+        self.depth -= 1
+        self.measured[id(node)] = self._measure(node)
+        return node
+
+    def _composed(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        node = super().compose_node(parent, index)
+        assert node is not None  # PyYAML composes a node for every node event
+        return node
+
+    def _measure(self, node: yaml.Node) -> tuple[int, int]:
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            return 1, 1
+        sizes = [self.measured[id(child)] for child in children]
+        return 1 + sum(size for size, _ in sizes), 1 + max((h for _, h in sizes), default=0)
+
+    def _weigh_alias(self, event: yaml.AliasEvent) -> None:
+        anchored = self.anchors.get(event.anchor)
+        if anchored is None:
+            return  # PyYAML reports the undefined alias
+        name = f"alias *{event.anchor}"
+        measured = self.measured.get(id(anchored))
+        if measured is None:  # its anchor's node is still being composed
+            raise _Refused(f"{name} is used inside the node it names", event.start_mark)
+        size, height = measured
+        self.aliases += 1
+        self.alias_nodes += size
+        if self.aliases > MAX_ALIASES:
+            raise _Refused(f"{name}: more than {MAX_ALIASES:,} alias uses", event.start_mark)
+        if self.alias_nodes > MAX_ALIAS_NODES:
+            raise _Refused(
+                f"{name}: aliases expand to more than {MAX_ALIAS_NODES:,} nodes",
+                event.start_mark,
+            )
+        if self.depth + height > MAX_DEPTH:
+            raise _Refused(
+                f"{name}: nests the config deeper than {MAX_DEPTH} levels", event.start_mark
+            )
+
+
+def compose(text: str) -> yaml.Node | None:
+    """YAML text as a node tree, within the limits. Raises ``yaml.YAMLError``
+    (syntax, a character YAML does not allow) or ``_Refused``."""
+    composer = _Composer(text)
+    try:
+        return composer.get_single_node()
+    finally:
+        composer.dispose()
+
+
 class _Loader:
     """Builds plain data from a YAML node tree, recording each node's position."""
 
@@ -136,26 +248,93 @@ class _Loader:
     def build(self, node: yaml.Node, path: Path_) -> Any:
         self.positions[path] = self.where(node)
         if isinstance(node, yaml.MappingNode):
-            self._constructor.flatten_mapping(node)  # YAML merge keys (<<)
-            result: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                key = self._constructor.construct_object(key_node, deep=True)
-                if not isinstance(key, str | int) or isinstance(key, bool):
-                    self.problems.append(Problem(*self.where(key_node), "a key must be a string"))
-                    continue
-                if key in result:
-                    self.problems.append(Problem(*self.where(key_node), f"{key!r} is given twice"))
-                    continue
-                result[key] = self.build(value_node, (*path, key))
-                # A setting's problems point at its key: the line a user edits.
-                self.positions[(*path, key)] = self.where(key_node)
-            return result
+            return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, index)) for index, item in enumerate(node.value)]
-        value = self._constructor.construct_object(node)
+            items = [self.build(item, (*path, index)) for index, item in enumerate(node.value)]
+            # An item without a value keeps its place: the positions count it.
+            return [None if item is _UNBUILT else item for item in items]
+        value = self._construct(node)
         if isinstance(node, yaml.ScalarNode) and isinstance(value, str) and "${" in value:
             return self._substitute(node, value)
         return value
+
+    def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[Any, Any]:
+        own, merged = self._pairs(node)
+        chosen: dict[Any, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in own:
+            key = self._key(key_node)
+            if key is _UNBUILT:
+                continue
+            if key in chosen:
+                self.problems.append(Problem(*self.where(key_node), f"{key!r} is given twice"))
+                continue
+            chosen[key] = (key_node, value_node)
+        for key_node, value_node in merged:
+            key = self._key(key_node)
+            if key is not _UNBUILT and key not in chosen:  # the first merged wins
+                chosen[key] = (key_node, value_node)
+        result: dict[Any, Any] = {}
+        for key, (key_node, value_node) in chosen.items():
+            value = self.build(value_node, (*path, key))
+            if value is not _UNBUILT:  # its problem says why; nothing follows from it
+                result[key] = value
+            # A setting's problems point at its key: the line a user edits.
+            self.positions[(*path, key)] = self.where(key_node)
+        return result
+
+    def _pairs(self, node: yaml.MappingNode) -> tuple[list[Pair], list[Pair]]:
+        """A mapping's own pairs, and those its merge keys (``<<: *base``) bring,
+        in the order that decides: a mapping's own keys win over merged ones,
+        the first mapping merged wins over later ones (YAML's merge key).
+
+        PyYAML's ``flatten_mapping`` would do this by changing the node, which an
+        alias shares: a second use would see the merged keys as its own."""
+        own: list[Pair] = []
+        merged: list[Pair] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                own.append((key_node, value_node))
+                continue
+            sources = (
+                value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            )
+            for source in sources:
+                if not isinstance(source, yaml.MappingNode):
+                    self.problems.append(
+                        Problem(*self.where(source), "<< merges a mapping or a list of mappings")
+                    )
+                    continue
+                inner_own, inner_merged = self._pairs(source)
+                merged += inner_own + inner_merged
+        return own, merged
+
+    def _key(self, node: yaml.Node) -> Any:
+        key = self._construct(node, deep=True)
+        if key is _UNBUILT:
+            return key
+        if not isinstance(key, str | int) or isinstance(key, bool):
+            self.problems.append(Problem(*self.where(node), "a key must be a string"))
+            return _UNBUILT
+        return key
+
+    def _construct(self, node: yaml.Node, *, deep: bool = False) -> Any:
+        """PyYAML's value for a node, or ``_UNBUILT`` with a problem when it has
+        none: a tag it cannot construct, 2001-13-01, an int of 5,000 digits."""
+        try:
+            return self._constructor.construct_object(node, deep=deep)
+        except yaml.MarkedYAMLError as exc:
+            self.problems.append(_marked(self.file, exc, "YAML:"))
+        except Exception as exc:
+            # PyYAML's constructors fail on an explicit tag's odd value with
+            # whatever Python raises (``!!float ''``: IndexError); each is
+            # this value's problem alone.
+            text = node.value if isinstance(node, yaml.ScalarNode) else _tag(node)
+            shown = text if len(text) <= 40 else text[:37] + "..."
+            reason = str(exc).split(";")[0]  # not Python's advice on its own limits
+            self.problems.append(
+                Problem(*self.where(node), f"{shown!r} is not a valid {_tag(node)}: {reason}")
+            )
+        return _UNBUILT
 
     def _substitute(self, node: yaml.ScalarNode, text: str) -> Any:
         def replace(match: re.Match[str]) -> str:
@@ -176,34 +355,108 @@ class _Loader:
 
         substituted = _VARIABLE.sub(replace, text)
         if node.style is None:  # unquoted: type the result as YAML would
-            try:
-                typed = yaml.safe_load(substituted)
-            except yaml.YAMLError:
-                return substituted
+            return _typed(substituted)
+        return substituted
+
+
+#: What ``_Loader._construct`` returns for a node that has no value.
+_UNBUILT: Any = object()
+
+
+def _tag(node: yaml.Node) -> str:
+    """``tag:yaml.org,2002:timestamp`` -> ``timestamp``."""
+    return str(node.tag).rpartition(":")[2] or str(node.tag)
+
+
+def _typed(text: str) -> Any:
+    """An unquoted substituted value typed as YAML would type it: a scalar
+    (``8080`` is a number); anything else (a mapping, bad YAML) stays text."""
+    try:
+        node = compose(text)
+        if isinstance(node, yaml.ScalarNode):
+            typed = yaml.SafeLoader("").construct_object(node)
             if typed is None or isinstance(typed, str | int | float | bool):
                 return typed
-        return substituted
+    except (yaml.YAMLError, _Refused, ValueError, OverflowError, TypeError):
+        pass
+    return text
+
+
+def _marked(file: str, exc: yaml.MarkedYAMLError, kind: str) -> Problem:
+    mark = exc.problem_mark or exc.context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    problem = " ".join(part for part in (exc.context, exc.problem) if part)
+    return Problem(file, line, column, f"{kind} {problem}")
+
+
+def _read(path: Path) -> str | Problem:
+    """A config file's text, or the one problem that keeps it from being read:
+    the file cannot be opened, is too large, or is not UTF-8."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        return Problem(str(path), 1, 1, f"cannot read: {exc.strerror or exc}")
+    if len(data) > MAX_FILE_BYTES:
+        return Problem(
+            str(path), 1, 1, f"larger than {MAX_FILE_BYTES // 2**20} MiB: not a pipeline config"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _not_utf8(path, data, exc.start)
+
+
+def _not_utf8(path: Path, data: bytes, start: int) -> Problem:
+    """Where the first byte that is not UTF-8 is (its column counted in the
+    characters before it on its line, which decode: it is the first bad one)."""
+    before = data[:start]
+    line_start = before.rfind(b"\n") + 1
+    column = len(before[line_start:].decode("utf-8")) + 1
+    return Problem(
+        str(path),
+        before.count(b"\n") + 1,
+        column,
+        f"not UTF-8: byte 0x{data[start]:02x} is not UTF-8 text (save the file as UTF-8)",
+    )
+
+
+def _character_problem(file: str, text: str, exc: yaml.reader.ReaderError) -> Problem:
+    """A character YAML does not allow (a NUL, a control character), located."""
+    before = text[: exc.position]
+    line_start = before.rfind("\n") + 1
+    # PyYAML gives the character's code point when it read text, not bytes.
+    code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+    return Problem(
+        file,
+        before.count("\n") + 1,
+        exc.position - line_start + 1,
+        f"YAML does not allow the character U+{code:04X} in a file",
+    )
 
 
 def load_yaml(path: Path, environ: Mapping[str, str]) -> tuple[Any, _Loader]:
     """A YAML file as plain data, with its loader (node positions and problems)."""
     loader = _Loader(str(path), environ)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        loader.problems.append(Problem(str(path), 1, 1, f"cannot read: {exc.strerror}"))
+    text = _read(path)
+    if isinstance(text, Problem):
+        loader.problems.append(text)
         return None, loader
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = compose(text)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = " ".join(part for part in (exc.context, exc.problem) if part)
-        loader.problems.append(Problem(str(path), line, column, f"YAML syntax: {problem}"))
+        loader.problems.append(_marked(str(path), exc, "YAML syntax:"))
+        return None, loader
+    except yaml.reader.ReaderError as exc:
+        loader.problems.append(_character_problem(str(path), text, exc))
+        return None, loader
+    except _Refused as exc:
+        loader.problems.append(Problem(str(path), exc.line, exc.column, exc.message))
         return None, loader
     if node is None:
         return {}, loader
-    return loader.build(node, ()), loader
+    data = loader.build(node, ())
+    return (None if data is _UNBUILT else data), loader
 
 
 def load_config(
@@ -489,9 +742,12 @@ def _check_alone(
 
 
 def _children(body: Mapping[str, Any]) -> set[str]:
+    rule = body.get("rule")
+    if not isinstance(rule, str):  # not a rule: the alarm's own check says so
+        return set()
     try:
-        return set(parse_alarm_rule(body["rule"]).names)
-    except (AlarmRuleError, TypeError):
+        return set(parse_alarm_rule(rule).names)
+    except AlarmRuleError:
         return set()
 
 
@@ -556,11 +812,14 @@ async def _add_rule(
     except ConfigError as exc:
         problems += _problems(config, path, exc)
     bus_name = rule_bus(declared)
-    try:
-        bus: Bus | None = runtime.bus(bus_name)
-    except ResourceNotFoundError:
-        problems.append(_no_bus(config, path, bus_name))
-        bus = None
+    bus: Bus | None = None
+    if not isinstance(bus_name, str):  # a list is no name (nor a dict key)
+        problems.append(config.at((*path, "bus"), f"{label(path)}.bus: a bus name"))
+    else:
+        try:
+            bus = runtime.bus(bus_name)
+        except ResourceNotFoundError:
+            problems.append(_no_bus(config, path, bus_name))
     # A misspelt pattern or schedule is reported as an unknown key: that the
     # rule then has neither would be the same problem again.
     misspelt = problems and "pattern" not in declared and "schedule" not in declared
@@ -578,10 +837,11 @@ async def _add_rule(
             *problems,
             config.at((*path, "targets"), f"rules.{name}.targets: a list of targets"),
         ]
-    seen: set[Any] = set()
+    seen: set[str] = set()
     for index, target in enumerate(targets):
         target_id = target.get("id") if isinstance(target, dict) else None
-        if target_id is not None and target_id in seen:
+        # Only a string is an id (the target's own check says so of a list).
+        if isinstance(target_id, str) and target_id in seen:
             problems.append(
                 config.at(
                     (*path, "targets", index, "id"),
@@ -589,7 +849,8 @@ async def _add_rule(
                 )
             )
             continue
-        seen.add(target_id)
+        if isinstance(target_id, str):
+            seen.add(target_id)
         found, ready = _target_problems(runtime, config, (*path, "targets", index), target)
         problems += found
         if put and bus is not None and ready:

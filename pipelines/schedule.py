@@ -61,8 +61,21 @@ _DAYS = {
     name: number for number, name in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"), 1)
 }
 _RATE_UNITS = {"minute": 60, "hour": 3600, "day": 86400}
+# No rate AWS runs is longer: its documentation gives no upper bound, but a
+# schedule of more than a century is a mistake, and a longer one soon counts
+# past the last time a datetime holds (the year 9999).
+_MAX_RATE_YEARS = 100
+_MAX_RATE_SECONDS = _MAX_RATE_YEARS * 365 * 86400
+# PutRule's (and EventBridge Scheduler's) limit on a ScheduleExpression.
+MAX_EXPRESSION_LENGTH = 256
+# The times a schedule may name or reach: a day inside datetime's years, so
+# that the wall time of any of them, in any time zone, is still a datetime.
+_FIRST_INSTANT = datetime(1, 1, 2, tzinfo=UTC).timestamp()
+_LAST_INSTANT = datetime(9999, 12, 30, tzinfo=UTC).timestamp()
+_RANGE = "0001-01-02 to 9999-12-30 UTC"
 _WRAPPED = re.compile(r"(cron|rate|at)\((.*)\)", re.DOTALL)
-_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
+# ASCII digits only: \d (and str.isdigit) also take "٣" and "²".
+_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +102,17 @@ class _CronSyntax(ValueError):
     """A cron field is invalid (message names the field)."""
 
 
+def _is_number(text: str) -> bool:
+    """Whether ``text`` is a number written in ASCII digits (``str.isdigit``
+    alone also takes "²", which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def _value(field: _Field, text: str) -> int:
     upper = text.upper()
     if upper in field.names:
         return field.names[upper]
-    if not text.isdigit():
+    if not _is_number(text):
         raise _CronSyntax(f"{field.name}: {text!r} is not a value ({field.expected})")
     number = int(text)
     if not field.low <= number <= field.high:
@@ -112,7 +131,7 @@ def _expand(field: _Field, text: str) -> list[int]:
         body, slash, step_text = item.partition("/")
         step = 1
         if slash:
-            if not step_text.isdigit() or int(step_text) == 0:
+            if not _is_number(step_text) or int(step_text) == 0:
                 raise _CronSyntax(
                     f"{field.name}: step {step_text!r} in {item!r} must be a positive integer"
                 )
@@ -140,7 +159,7 @@ def _day_of_month(text: str) -> str:
         raise _CronSyntax("day-of-month: LW (the last weekday) is not supported; use L or 15W")
     if upper.endswith("W"):
         day = upper[:-1]
-        if not day.isdigit() or not 1 <= int(day) <= 31:
+        if not _is_number(day) or not 1 <= int(day) <= 31:
             raise _CronSyntax(f"day-of-month: {text!r}: W follows a day 1-31, as in 15W")
         return f"{int(day)}W"
     if "L" in upper or "W" in upper:
@@ -158,7 +177,7 @@ def _day_of_week(text: str) -> str:
         if "," in upper:
             raise _CronSyntax(f"day-of-week: {text!r}: a # day stands alone, as in 2#1")
         day, _, nth = upper.partition("#")
-        if not nth.isdigit() or not 1 <= int(nth) <= 5:
+        if not _is_number(nth) or not 1 <= int(nth) <= 5:
             raise _CronSyntax(f"day-of-week: {text!r}: # is followed by 1-5, as in 2#1")
         return f"{_value(field, day) - 1}#{int(nth)}"
     if upper.endswith("L"):
@@ -228,7 +247,12 @@ def _instant(where: Where, value: object, zone: tzinfo) -> float | None:
         raise ConfigError(where, f"expected an ISO 8601 date-time, not {value!r}")
     if value.tzinfo is None:
         value = value.replace(tzinfo=zone)
-    return value.timestamp()
+    try:
+        return _within_range(value.timestamp(), value.isoformat())
+    except (_CronSyntax, OverflowError):
+        raise ConfigError(
+            where, f"{value.isoformat()} is outside the times a schedule can name ({_RANGE})"
+        ) from None
 
 
 def _wall_to_epoch(wall: datetime, zone: tzinfo) -> float | None:
@@ -297,7 +321,8 @@ class Schedule:
             found = self._cron_after(moment)
         if found is None or (self.end is not None and found > self.end):
             return None
-        return found
+        # Past the last time a datetime holds (a rate from a start in 9999).
+        return found if found <= _LAST_INSTANT else None
 
     def at_or_after(self, moment: float, anchor: float) -> float | None:
         return self.next_after(moment - _EPSILON, anchor)
@@ -362,7 +387,7 @@ class Schedule:
 
 def _parse_rate(body: str) -> float:
     parts = body.split()
-    if len(parts) != 2 or not parts[0].isdigit():
+    if len(parts) != 2 or not _is_number(parts[0]):
         raise _CronSyntax("a rate is rate(value unit), as in rate(5 minutes)")
     value, unit = int(parts[0]), parts[1].lower()
     if value == 0:
@@ -373,7 +398,20 @@ def _parse_rate(body: str) -> float:
     if (value == 1) != (unit == singular):
         expected = singular if value == 1 else singular + "s"
         raise _CronSyntax(f"write rate({value} {expected}): the unit is singular for 1 only")
-    return value * _RATE_UNITS[singular]
+    seconds = value * _RATE_UNITS[singular]
+    if seconds > _MAX_RATE_SECONDS:
+        most = _MAX_RATE_SECONDS // _RATE_UNITS[singular]
+        raise _CronSyntax(
+            f"the rate's value is at most {most} {singular}s ({_MAX_RATE_YEARS} years)"
+        )
+    return seconds
+
+
+def _within_range(seconds: float, text: str) -> float:
+    """``seconds``, unless the time is outside those a schedule counts with."""
+    if not _FIRST_INSTANT <= seconds <= _LAST_INSTANT:
+        raise _CronSyntax(f"{text} is outside the times a schedule can name ({_RANGE})")
+    return seconds
 
 
 def parse_expression(where: Where, expression: object, zone: tzinfo = UTC) -> Schedule:
@@ -381,6 +419,13 @@ def parse_expression(where: Where, expression: object, zone: tzinfo = UTC) -> Sc
     if not isinstance(expression, str):
         raise ConfigError(
             where, f"a schedule is cron(...), rate(...) or at(...), not {expression!r}"
+        )
+    if len(expression) > MAX_EXPRESSION_LENGTH:
+        # AWS's own words for a value past a length constraint.
+        raise ConfigError(
+            where,
+            f"an expression of {len(expression)} characters failed to satisfy constraint:"
+            f" Member must have length less than or equal to {MAX_EXPRESSION_LENGTH}",
         )
     match = _WRAPPED.fullmatch(expression.strip())
     if match is None:
@@ -397,7 +442,7 @@ def parse_expression(where: Where, expression: object, zone: tzinfo = UTC) -> Sc
             if not _AT.fullmatch(body.strip()):
                 raise _CronSyntax("a one-time schedule is at(yyyy-mm-ddThh:mm:ss)")
             moment = datetime.fromisoformat(body.strip()).replace(tzinfo=zone)
-            return Schedule(expression, kind, zone, at=moment.timestamp())
+            return Schedule(expression, kind, zone, at=_within_range(moment.timestamp(), body))
         cron = translate_cron(body)
         croniter(cron)  # croniter's own checks (a day that no month has, ...)
     except (_CronSyntax, CroniterBadCronError, ValueError) as exc:
