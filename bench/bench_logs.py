@@ -1,5 +1,6 @@
 """Log group throughput: log events ingested per second with a metric filter
-active, and the time of a Logs Insights ``stats count() by bin(1m)`` query.
+active, and the time of two Logs Insights queries: ``stats count() by bin(1m)``
+and the latest 20 events (``sort @timestamp desc | limit 20``).
 
 Each repeat uses a fresh SQLite file at the default durability (the state
 database as the stores' backend opens it: WAL, synchronous=NORMAL).
@@ -10,14 +11,17 @@ database as the stores' backend opens it: WAL, synchronous=NORMAL).
   ``MetricStore`` on the same file;
 - query: ``LogStore.query(group, "stats count() by bin(1m)")`` over
   ``--events`` (1,000,000) log events spread over about 17 hours (one event
-  every 60 ms), written beforehand, untimed.
+  every 60 ms), written beforehand, untimed; then, on the same events,
+  ``LogStore.query(group, "sort @timestamp desc | limit 20")``.
 
 The peers, run in the same process on the same kind of file, are what SQLite
 itself costs through aiosqlite: for ingest, the same rows inserted with
 ``executemany`` into a bare table with the same columns and index, one
 transaction per batch (no checks, no metric filter); for the query, the same
 count per minute as one SQL ``GROUP BY`` (SQLite's C code, no Python per
-row). Ratios are ours / peer as rates (1.00: as fast as bare SQLite).
+row), and the latest 20 as one ``ORDER BY ts DESC LIMIT 20``. Ratios are
+ours / peer as rates (1.00: as fast as bare SQLite). ``--ingest 0`` skips
+ingest. The load average is printed (two shared cores make figures noisy).
 
     python bench/bench_logs.py [--events 1000000] [--ingest 200000] [--repeats 3]
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 import tempfile
 import time
@@ -44,6 +49,8 @@ from plugins.logs.store import LogStore, MetricTransformation
 
 INGEST_TARGET = 50_000  # log events per second
 QUERY_TARGET = 2.0  # seconds for the query over 1M events
+LATEST_TARGET = 1.0  # seconds for the latest 20 of 1M events
+LATEST = "sort @timestamp desc | limit 20"
 START = 1_700_000_000_000  # ms: the ManualClock's start
 GROUP, STREAM = "bench", "web"
 
@@ -136,7 +143,8 @@ async def ingest_peer(path: Path, work: list[list[dict[str, Any]]]) -> float:
     return sum(map(len, work)) / elapsed
 
 
-async def query_ours(path: Path, events: int) -> tuple[float, int]:
+async def query_ours(path: Path, events: int) -> tuple[float, int, float]:
+    """Seconds for stats by bin(1m), the number of bins, seconds for the latest 20."""
     clock = ManualClock(START / 1000 + events * 0.06 + 60)
     store = await LogStore.open(path, clock)
     try:
@@ -149,12 +157,20 @@ async def query_ours(path: Path, events: int) -> tuple[float, int]:
         elapsed = time.perf_counter() - began
         counted = sum(int(row["count()"]) for row in result.rows)
         assert counted == events, counted
+        began = time.perf_counter()
+        latest = await store.query(GROUP, LATEST)
+        latest_elapsed = time.perf_counter() - began
+        assert [row["@message"] for row in latest.rows] == [
+            message(n) for n in range(events - 1, events - 21, -1)
+        ]
+        assert latest.records_scanned == latest.records_matched == events
     finally:
         await store.close()
-    return elapsed, len(result.rows)
+    return elapsed, len(result.rows), latest_elapsed
 
 
-async def query_peer(path: Path, events: int) -> float:
+async def query_peer(path: Path, events: int) -> tuple[float, float]:
+    """Seconds for the count per minute, and for the latest 20, in SQL."""
     db = await peer_connection(path)
     try:
         await db.executemany(
@@ -167,9 +183,15 @@ async def query_peer(path: Path, events: int) -> float:
         )
         elapsed = time.perf_counter() - began
         assert sum(r[1] for r in rows) == events
+        began = time.perf_counter()
+        rows = await db.execute_fetchall(
+            "SELECT ts, message FROM events WHERE grp = 1 ORDER BY ts DESC, id LIMIT 20"
+        )
+        latest = time.perf_counter() - began
+        assert len(list(rows)) == 20
     finally:
         await db.close()
-    return elapsed
+    return elapsed, latest
 
 
 async def main() -> None:
@@ -180,40 +202,61 @@ async def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    work = batches(args.ingest, args.batch, START, 1)
-    size = statistics.mean(len(e["message"]) for e in work[0])
+    print(f"load average: {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
-        ours_rates, peer_rates = [], []
-        for n in range(args.repeats):
-            ours_rates.append(await ingest_ours(Path(tmp) / f"ours{n}.db", work))
-            peer_rates.append(await ingest_peer(Path(tmp) / f"peer{n}.db", work))
-        ours, peer = statistics.median(ours_rates), statistics.median(peer_rates)
-        print(
-            f"ingest: {args.ingest:,} log events of {size:.0f} bytes in batches of"
-            f" {args.batch:,}, one metric filter; median of {args.repeats}"
-        )
-        print(f"  put_log_events   {ours:>10,.0f} events/s  (runs: {_runs(ours_rates)})")
-        print(f"  bare SQLite      {peer:>10,.0f} events/s  (runs: {_runs(peer_rates)})")
-        met = _verdict(ours >= INGEST_TARGET)
-        print(f"  ratio {ours / peer:.2f}; target {INGEST_TARGET:,}/s: {met}")
+        if args.ingest:
+            await ingest(Path(tmp), args.ingest, args.batch, args.repeats)
+        await queries(Path(tmp), args.events, args.repeats)
+    print(f"load average: {os.getloadavg()}")
 
-        times, peer_times = [], []
-        bins = 0
-        for n in range(args.repeats):
-            elapsed, bins = await query_ours(Path(tmp) / f"query{n}.db", args.events)
-            times.append(elapsed)
-            peer_times.append(await query_peer(Path(tmp) / f"qpeer{n}.db", args.events))
-        ours_t, peer_t = statistics.median(times), statistics.median(peer_times)
-        print(
-            f"query: stats count() by bin(1m) over {args.events:,} events ({bins:,} bins);"
-            f" median of {args.repeats}"
-        )
-        print(f"  LogStore.query   {ours_t:>8.3f} s  (runs: {_runs(times, '.3f')})")
-        print(f"  SQL GROUP BY     {peer_t:>8.3f} s  (runs: {_runs(peer_times, '.3f')})")
-        print(
-            f"  ratio (rate) {peer_t / ours_t:.2f}; target under {QUERY_TARGET:.0f} s:"
-            f" {_verdict(ours_t < QUERY_TARGET)}"
-        )
+
+async def ingest(tmp: Path, count: int, size: int, repeats: int) -> None:
+    work = batches(count, size, START, 1)
+    mean = statistics.mean(len(e["message"]) for e in work[0])
+    ours_rates, peer_rates = [], []
+    for n in range(repeats):
+        ours_rates.append(await ingest_ours(tmp / f"ours{n}.db", work))
+        peer_rates.append(await ingest_peer(tmp / f"peer{n}.db", work))
+    ours, peer = statistics.median(ours_rates), statistics.median(peer_rates)
+    print(
+        f"ingest: {count:,} log events of {mean:.0f} bytes in batches of"
+        f" {size:,}, one metric filter; median of {repeats}"
+    )
+    print(f"  put_log_events   {ours:>10,.0f} events/s  (runs: {_runs(ours_rates)})")
+    print(f"  bare SQLite      {peer:>10,.0f} events/s  (runs: {_runs(peer_rates)})")
+    met = _verdict(ours >= INGEST_TARGET)
+    print(f"  ratio {ours / peer:.2f}; target {INGEST_TARGET:,}/s: {met}")
+
+
+async def queries(tmp: Path, events: int, repeats: int) -> None:
+    times, peer_times, latest, peer_latest = [], [], [], []
+    bins = 0
+    for n in range(repeats):
+        elapsed, bins, latest_elapsed = await query_ours(tmp / f"query{n}.db", events)
+        times.append(elapsed)
+        latest.append(latest_elapsed)
+        peer_elapsed, peer_latest_elapsed = await query_peer(tmp / f"qpeer{n}.db", events)
+        peer_times.append(peer_elapsed)
+        peer_latest.append(peer_latest_elapsed)
+    ours_t, peer_t = statistics.median(times), statistics.median(peer_times)
+    print(
+        f"query: stats count() by bin(1m) over {events:,} events ({bins:,} bins);"
+        f" median of {repeats}"
+    )
+    print(f"  LogStore.query   {ours_t:>8.3f} s  (runs: {_runs(times, '.3f')})")
+    print(f"  SQL GROUP BY     {peer_t:>8.3f} s  (runs: {_runs(peer_times, '.3f')})")
+    print(
+        f"  ratio (rate) {peer_t / ours_t:.2f}; target under {QUERY_TARGET:.0f} s:"
+        f" {_verdict(ours_t < QUERY_TARGET)}"
+    )
+    ours_l, peer_l = statistics.median(latest), statistics.median(peer_latest)
+    print(f"query: {LATEST} over {events:,} events; median of {repeats}")
+    print(f"  LogStore.query   {ours_l:>8.4f} s  (runs: {_runs(latest, '.4f')})")
+    print(f"  SQL LIMIT 20     {peer_l:>8.4f} s  (runs: {_runs(peer_latest, '.4f')})")
+    print(
+        f"  ratio (rate) {peer_l / ours_l:.2f}; target under {LATEST_TARGET:.0f} s:"
+        f" {_verdict(ours_l < LATEST_TARGET)}"
+    )
 
 
 def _runs(values: list[float], spec: str = ",.0f") -> str:

@@ -34,6 +34,7 @@ import bisect
 import contextlib
 import cProfile
 import io
+import os
 import pstats
 import statistics
 import tempfile
@@ -45,8 +46,16 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from pipelines.clock import ManualClock
 from pipelines.store import SQLITE
-from plugins.stream.store import StreamStore, even_ranges, partition_hash
+from plugins.stream.store import (
+    FIRST_AT,
+    StreamStore,
+    even_ranges,
+    parse_sequence_number,
+    partition_hash,
+    shard_id,
+)
 
 SHARDS = 4
 TARGET = 50_000  # records per second, written and read
@@ -229,6 +238,94 @@ async def peer(path: Path, rows: list[tuple[Any, ...]], batch: int, page: int) -
     return rates
 
 
+# -- AT_TIMESTAMP iterators ----------------------------------------------------------
+
+BATCH_SECONDS = 0.001  # the clock moves on by this after each PutRecords
+
+
+async def fill(path: Path, puts: list[dict[str, Any]], batch: int) -> tuple[float, float]:
+    """The stream written once, each PutRecords a millisecond after the one
+    before; the first and last arrival times."""
+    clock = ManualClock()
+    first = clock.time()
+    async with await StreamStore.open(path, clock) as store:
+        await store.create_stream(STREAM, SHARDS)
+        for part in chunks(puts, batch):
+            await write(store, [part])
+            clock.jump(BATCH_SECONDS)
+    return first, clock.time() - BATCH_SECONDS
+
+
+def moments(first: float, last: float, count: int) -> list[float]:
+    """``count`` times from just after the first arrival to just before the last
+    (between two PutRecords, so each lands on a batch's first record)."""
+    step = (last - first) / count
+    return [first + (n + 0.5) * step for n in range(count)]
+
+
+async def store_iterators(path: Path, times: list[float]) -> tuple[list[float], list[int]]:
+    """Seconds per ``get_shard_iterator`` AT_TIMESTAMP, and the sequence counter
+    of the record each one starts at (read untimed with GetRecords)."""
+    elapsed: list[float] = []
+    starts: list[int] = []
+    clock = ManualClock(times[-1] + 1.0)  # iterators are fresh: they expire after 5 minutes
+    async with await StreamStore.open(path, clock) as store:
+        for moment in times:
+            for shard in range(SHARDS):
+                started = time.perf_counter()
+                iterator = await store.get_shard_iterator(
+                    STREAM, shard_id(shard), "AT_TIMESTAMP", timestamp=moment
+                )
+                elapsed.append(time.perf_counter() - started)
+                first = (await store.get_records(iterator, limit=1))["Records"]
+                starts.append(parse_sequence_number(first[0]["SequenceNumber"])[0] if first else 0)
+    return elapsed, starts
+
+
+async def peer_iterators(path: Path, times: list[float]) -> tuple[list[float], list[int]]:
+    """The same positions from the store's own query on a bare connection."""
+    elapsed: list[float] = []
+    starts: list[int] = []
+    db = (await SQLITE.connect(path, create=False, functions={})).raw
+    try:
+        for moment in times:
+            for shard in range(SHARDS):
+                started = time.perf_counter()
+                rows = list(await db.execute_fetchall(FIRST_AT, (1, shard, moment)))
+                elapsed.append(time.perf_counter() - started)
+                starts.append(rows[0][0] if rows else 0)
+    finally:
+        await db.close()
+    return elapsed, starts
+
+
+def milliseconds(seconds: list[float]) -> str:
+    ordered = sorted(seconds)
+    return (
+        f"{statistics.median(ordered) * 1000:>9.3f}"
+        f"{ordered[int(len(ordered) * 0.9)] * 1000:>9.3f}{ordered[-1] * 1000:>9.3f}"
+    )
+
+
+def at_timestamp(path: Path, count: int, keys: int, batch: int, timestamps: int) -> None:
+    puts = entries(count, keys)
+    started = time.perf_counter()
+    first, last = asyncio.run(fill(path, puts, batch))
+    print(
+        f"\nAT_TIMESTAMP shard iterators: {count:,} records ({count // SHARDS:,} per shard,"
+        f" {SHARDS} shards), written in {time.perf_counter() - started:.1f} s;"
+        f" {timestamps} times x {SHARDS} shards; load average {os.getloadavg()}"
+    )
+    ours_s, ours_at = asyncio.run(store_iterators(path, moments(first, last, timestamps)))
+    peer_s, peer_at = asyncio.run(peer_iterators(path, moments(first, last, timestamps)))
+    if ours_at != peer_at:
+        raise SystemExit(f"iterators start elsewhere than the query says: {ours_at} {peer_at}")
+    print(f"{'ms per iterator':<36}{'median':>9}{'p90':>9}{'max':>9}")
+    print(f"{'stream (get_shard_iterator)':<36}{milliseconds(ours_s)}")
+    print(f"{'bare sqlite (its query)':<36}{milliseconds(peer_s)}")
+    print(f"load average after: {os.getloadavg()}")
+
+
 # -- profile --------------------------------------------------------------------
 
 
@@ -268,7 +365,22 @@ def main() -> None:
     parser.add_argument("--read-batch", type=int, default=500, help="consumer batch / page")
     parser.add_argument("--keys", type=int, default=1000, help="distinct partition keys")
     parser.add_argument("--profile", action="store_true", help="then cProfile one run")
+    parser.add_argument(
+        "--iterator-records", type=int, default=1_000_000, help="AT_TIMESTAMP (0: skip)"
+    )
+    parser.add_argument("--timestamps", type=int, default=25, help="AT_TIMESTAMP times")
     args = parser.parse_args()
+    if args.iterator_records:
+        with tempfile.TemporaryDirectory() as scratch:
+            at_timestamp(
+                Path(scratch) / "iterators.db",
+                args.iterator_records,
+                args.keys,
+                args.batch,
+                args.timestamps,
+            )
+    if not args.records:
+        return
     count, page = args.records, args.read_batch
     puts = entries(count, args.keys)
     rows = peer_rows(puts)

@@ -642,3 +642,54 @@ def test_count_by_bin_over_many_sorted_rows_counts_each_bin() -> None:
     for (ts,) in rows:
         expected[ts // 60_000] = expected.get(ts // 60_000, 0) + 1
     assert sorted(r["count()"] for r in result.rows) == sorted(expected.values())
+
+
+# -- what the store may read alone: the first events in time order
+
+
+@pytest.mark.parametrize(
+    ("text", "head"),
+    [
+        ("sort @timestamp desc | limit 20", (20, True, False)),
+        ("sort @timestamp asc | limit 3", (3, False, False)),
+        ("fields @message | sort @timestamp | limit 3 | sort @message", (3, True, False)),
+        ("limit 5", (5, True, True)),  # newest first, as rows without sort come
+        ("limit 5 | sort @message", (5, False, False)),  # a later sort: as they come
+        ("display @message, @logStream | limit 2", (2, True, True)),
+    ],
+)
+def test_a_query_that_only_orders_by_time_before_its_limit_has_a_head(
+    text: str, head: tuple[int, bool, bool]
+) -> None:
+    found = parse_query(text).head
+    assert found is not None
+    assert (found.limit, found.newest_first, found.ties_newest_first) == head
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sort @timestamp desc",  # no limit
+        "filter @message like /x/ | sort @timestamp desc | limit 20",
+        "sort @message | limit 20",
+        "sort @timestamp desc, @message | limit 20",
+        "sort @message | sort @timestamp desc | limit 20",
+        "fields @ingestionTime as @timestamp | sort @timestamp desc | limit 20",
+        "parse @message '* *' as a, b | limit 20",
+        "stats count() by bin(1m) | limit 20",
+    ],
+)
+def test_a_query_that_may_keep_events_otherwise_has_no_head(text: str) -> None:
+    assert parse_query(text).head is None
+
+
+def test_a_head_run_alone_gives_the_same_rows_and_the_whole_ranges_counts() -> None:
+    events = [event(T0 + i // 2, str(i)) for i in range(10)]  # two events per millisecond
+    text = "sort @timestamp desc | limit 3"
+    query = parse_query(text)
+    # The head: newest time first, equal times oldest first: 8, 9 (T0+4), then 6 of 6, 7.
+    kept = [(e["@timestamp"], e["@message"]) for e in events if e["@message"] in ("6", "8", "9")]
+    alone = query.run(kept, total=10)
+    assert alone.rows == run(text, events).rows
+    assert values(alone, "@message") == ["8", "9", "6"]
+    assert (alone.records_scanned, alone.records_matched) == (10, 10)

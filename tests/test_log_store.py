@@ -496,3 +496,72 @@ async def test_query_reads_json_fields_and_streams(store: LogStore) -> None:
     await store.put_log_events("app", "api", events(json.dumps({"level": "INFO", "ms": 7})))
     result = await store.query("app", 'filter level = "INFO" | fields @logStream, ms, @message')
     assert [(r["@logStream"], str(r["ms"])) for r in result.rows] == [("api", "7")]
+
+
+# Queries whose commands before the first limit only order by time: the store
+# reads just the events they keep (Query.head).
+HEAD_QUERIES = [
+    "sort @timestamp desc | limit 5",
+    "sort @timestamp asc | limit 5",
+    "sort @timestamp | limit 7",
+    "limit 4",
+    "fields @logStream | limit 4 | sort @message",
+    "fields @timestamp, @logStream, @message | sort @timestamp desc | limit 6",
+    "display @message | sort @timestamp desc | limit 5 | sort @message asc",
+    "sort @timestamp desc | limit 100",
+]
+
+
+async def tied_events(store: LogStore) -> None:
+    """Three events per millisecond over two streams: ties in time everywhere."""
+    await store.create_log_stream("app", "api")
+    for stream, first in (("web", 0), ("api", 100), ("web", 200)):
+        lines = [{"timestamp": NOW + i // 3, "message": f"m{first + i}"} for i in range(30)]
+        await store.put_log_events("app", stream, lines)
+
+
+@pytest.mark.parametrize("text", HEAD_QUERIES)
+@pytest.mark.parametrize("window", [{}, {"start_time": NOW + 2, "end_time": NOW + 6}])
+async def test_a_query_kept_by_time_reads_only_its_events_with_the_same_result(
+    store: LogStore, text: str, window: dict[str, int]
+) -> None:
+    await tied_events(store)
+    # The oracle: the same query behind a filter that keeps every event, which
+    # makes the store read all of them and leave the work to the query.
+    everything = await store.query("app", f"filter ispresent(@timestamp) | {text}", **window)
+    kept = await store.query("app", text, **window)
+    assert kept.rows and kept.rows == everything.rows
+    assert kept.fields == everything.fields
+    assert kept.records_scanned == kept.records_matched == everything.records_scanned
+    assert kept.records_scanned == (90 if not window else 45)
+
+
+async def test_a_query_kept_by_time_of_an_empty_range_finds_nothing(store: LogStore) -> None:
+    result = await store.query("app", "sort @timestamp desc | limit 20")
+    assert (result.rows, result.records_scanned, result.records_matched) == ([], 0, 0)
+
+
+async def test_a_query_kept_by_time_walks_the_time_index(
+    store: LogStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await tied_events(store)
+    statements: list[tuple[str, Any]] = []
+    rows = store.rows
+
+    async def recorded(sql: str, parameters: Any = ()) -> list[Any]:
+        statements.append((sql, parameters))
+        return await rows(sql, parameters)
+
+    monkeypatch.setattr(store, "rows", recorded)
+    for text in ("sort @timestamp desc | limit 20", "limit 20", "sort @timestamp asc | limit 3"):
+        statements.clear()
+        await store.query("app", text, start_time=NOW + 1)
+        [(sql, parameters)] = [s for s in statements if "log_events" in s[0]]
+        plan = await rows(f"EXPLAIN QUERY PLAN {sql}", parameters)
+        details = [detail for _, _, _, detail in plan]
+        # The events kept: found in the time index; read by row id; no scan.
+        assert any("INDEX log_events_by_time (grp=? AND ts>?)" in d for d in details), details
+        assert "SEARCH e USING INTEGER PRIMARY KEY (rowid=?)" in details, details
+        assert not any(d.startswith("SCAN") for d in details), details
+        # A full sort only of the rows read (the outer query), never of the range.
+        assert all(parent == 0 for _, parent, _, d in plan if d == "USE TEMP B-TREE FOR ORDER BY")

@@ -4,6 +4,7 @@ and a ManualClock."""
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ import pytest
 from pipelines.clock import ManualClock
 from pipelines.errors import StreamError
 from plugins.stream.store import (
+    FIRST_AT,
     HASH_SPACE,
+    STREAM_FIRST_AT,
     Record,
     StreamStore,
     parse_sequence_number,
@@ -405,3 +408,121 @@ async def test_only_adjacent_shards_merge_and_updates_keep_unnamed_settings(
     with pytest.raises(StreamError) as exists:
         await store.create_stream("s", 3)
     assert exists.value.code == "ResourceInUseException"
+
+
+# -- finding a time: AT_TIMESTAMP, retention, consumers starting at a time ------------
+
+
+def spread(count: int, start: int = 0) -> list[dict[str, Any]]:
+    """Entries with a key each, so they land in every shard."""
+    return [{"Data": f"r{n}", "PartitionKey": f"key{n}"} for n in range(start, start + count)]
+
+
+async def test_at_timestamp_starts_each_shard_at_its_first_record_at_or_after_the_time(
+    store: StreamStore, clock: ManualClock
+) -> None:
+    await store.create_stream("s", 3)
+    began = clock.time()
+    for n in range(4):  # four PutRecords a second apart: four arrival times
+        await store.put_records("s", spread(30, start=n * 30))
+        clock.jump(1)
+    times = [began - 5, began, began + 0.5, began + 1, began + 2.9, began + 3, began + 3.1]
+    for shard in await store.list_shards("s"):
+        every = (await read_all(store, "s", shard["ShardId"]))["Records"]
+        assert len({r["ApproximateArrivalTimestamp"] for r in every}) == 4
+        for moment in times:
+            answer = await read_all(store, "s", shard["ShardId"], "AT_TIMESTAMP", timestamp=moment)
+            expected = [r for r in every if r["ApproximateArrivalTimestamp"] >= moment]
+            assert answer["Records"] == expected, (shard["ShardId"], moment - began)
+
+
+async def test_at_timestamp_after_the_last_record_reads_what_comes_next(
+    store: StreamStore, clock: ManualClock
+) -> None:
+    await store.create_stream("s", 1)
+    await store.put_records("s", entries(3))
+    shard = "shardId-000000000000"
+    iterator = await store.get_shard_iterator(
+        "s", shard, "AT_TIMESTAMP", timestamp=clock.time() + 1
+    )
+    clock.jump(2)
+    await store.put_records("s", entries(2, start=3))
+    assert data(await store.get_records(iterator)) == ["r3", "r4"]
+
+
+async def test_times_across_a_reshard_read_parents_before_children(
+    store: StreamStore, clock: ManualClock
+) -> None:
+    await store.create_stream("s", 1)
+    parent = "shardId-000000000000"
+    await store.put_records("s", spread(10))
+    clock.jump(1)
+    second = clock.time()
+    await store.put_records("s", spread(10, start=10))
+    clock.jump(1)
+    low, high = await store.split_shard("s", parent, str(HASH_SPACE // 2))
+    clock.jump(1)
+    await store.put_records("s", spread(10, start=20))
+
+    at_second = await read_all(store, "s", parent, "AT_TIMESTAMP", timestamp=second)
+    assert data(at_second) == [f"r{n}" for n in range(10, 20)]
+    after_close = await read_all(store, "s", parent, "AT_TIMESTAMP", timestamp=second + 1.5)
+    assert data(after_close) == [] and after_close["NextShardIterator"] is None
+    assert {child["ShardId"] for child in after_close["ChildShards"]} == {low, high}
+    in_children = []
+    for child in (low, high):  # every record of a child arrived after ``second``
+        in_children += data(await read_all(store, "s", child, "AT_TIMESTAMP", timestamp=second))
+    assert sorted(in_children) == sorted(f"r{n}" for n in range(20, 30))
+
+    read = [r.data.decode() for r in await store.stream("s").records(start=second)]
+    assert read[:10] == [f"r{n}" for n in range(10, 20)]  # the parent's, first
+    assert sorted(read[10:]) == sorted(f"r{n}" for n in range(20, 30))
+    assert [r.data.decode() for r in await store.stream("s").records(start=second + 5)] == []
+
+
+def plan(path: Path, sql: str, parameters: tuple[Any, ...]) -> list[str]:
+    with sqlite3.connect(path) as db:
+        return [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", parameters)]
+
+
+async def test_finding_a_time_seeks_the_arrival_index(store: StreamStore) -> None:
+    await store.create_stream("s", 2)
+    await store.put_records("s", spread(20))
+    for sql, parameters in ((FIRST_AT, (1, 0, 0.0)), (STREAM_FIRST_AT, (0.0, 1))):
+        steps = plan(store.path, sql, parameters)
+        seeks = [step for step in steps if "stream_records" in step or step.startswith("SEARCH r ")]
+        assert seeks, steps
+        # A seek on (stream, shard, arrival) in the covering index; no sort, no scan.
+        assert all(
+            "USING COVERING INDEX stream_records_arrival (stream=? AND shard=? AND arrival>?)"
+            in step
+            for step in seeks
+        ), steps
+        assert not any("TEMP B-TREE" in step or step.startswith("SCAN") for step in steps), steps
+
+    await store.execute("DROP INDEX stream_records_arrival")
+    assert "stream_records_arrival" not in " ".join(plan(store.path, FIRST_AT, (1, 0, 0.0)))
+
+
+async def test_an_older_database_gets_the_arrival_index_when_opened(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    path = tmp_path / "state.db"
+    async with await StreamStore.open(path, clock) as store:
+        await store.create_stream("s", 1)
+        await store.put_records("s", entries(3))
+        clock.jump(1)
+        await store.put_records("s", entries(2, start=3))
+    with sqlite3.connect(path) as db:  # as version 1 left it: no arrival index
+        db.execute("DROP INDEX stream_records_arrival")
+        db.execute("UPDATE store_versions SET version = 1 WHERE store = 'streams'")
+
+    async with await StreamStore.open(path, clock) as store:
+        indexes = await store.rows(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'stream_records'"
+        )
+        assert ("stream_records_arrival",) in indexes
+        assert await store.scalar("SELECT version FROM store_versions WHERE store = 'streams'") == 2
+        shard = "shardId-000000000000"
+        answer = await read_all(store, "s", shard, "AT_TIMESTAMP", timestamp=clock.time())
+        assert data(answer) == ["r3", "r4"]

@@ -7,6 +7,9 @@ them) and ``Query.run(rows)`` evaluates it over rows in ascending
 tuples themselves; a row becomes a dict only when a query defines fields
 (``parse``, ``fields x as y``) or reads discovered ones, and a message is
 parsed as JSON at most once, on the first read of a field it might hold.
+``Query.head`` says when a query keeps only the first events in time order
+(``sort @timestamp desc | limit 20``): the store then reads just those, and
+``run`` them with the range's ``total`` gives the same result.
 
 Supported (as AWS documents it)
 -------------------------------
@@ -1263,6 +1266,19 @@ class QueryResult:
 Stage = Callable[[Iterable[Any]], Iterable[Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The events a query keeps when all it does before its first ``limit`` is
+    order them by time: the first ``limit`` in (@timestamp, then ingestion)
+    order, each ascending or descending. The store can find those in SQL and
+    ``run`` them alone (with ``total``): the result is the same, without
+    reading every event of the range."""
+
+    limit: int
+    newest_first: bool  # @timestamp descending
+    ties_newest_first: bool  # among equal timestamps, the last ingested first
+
+
 def _filter_stage(pred: Getter) -> Stage:
     return lambda events: filter(pred, events)
 
@@ -1389,6 +1405,32 @@ class Query:
         self._stages_after: list[tuple[str, Stage]] = []
         if self._after:
             self._compile_after(scope)
+        self.head = self._plan_head()
+
+    def _plan_head(self) -> Head | None:
+        """A ``Head`` when the commands before the first ``limit`` only select
+        fields and sort by @timestamp alone (once); None otherwise: a filter,
+        parse, stats or a computed field may keep or reorder events other
+        than by time, so every event must be read."""
+        if self._after:
+            return None
+        sort: Command | None = None
+        for cmd in self._before:
+            if cmd.kind == "limit":
+                return self._head(sort, cmd.limit)
+            if cmd.kind == "sort" and sort is None and _by_timestamp(cmd):
+                sort = cmd
+            elif cmd.kind not in ("fields", "display") or _defined_by(cmd):
+                return None
+        return None
+
+    def _head(self, sort: Command | None, limit: int) -> Head:
+        if sort is not None and sort.keys:
+            # Stable sort of rows in ascending order: equal times stay oldest first.
+            return Head(limit, newest_first=sort.keys[0][1], ties_newest_first=False)
+        # No sort before the limit: ``run`` reverses the rows (newest first)
+        # unless a later command sorts, then takes them as they come.
+        return Head(limit, newest_first=not self._sorted, ties_newest_first=not self._sorted)
 
     def _stages(self, commands: list[Command], scope: _Scope) -> list[tuple[str, Stage]]:
         stages = [(cmd.kind, self._stage(cmd, scope)) for cmd in commands]
@@ -1463,14 +1505,18 @@ class Query:
 
     # -- running
 
-    def run(self, rows: Iterable[tuple[Any, ...]], log: str | None = None) -> QueryResult:
+    def run(
+        self, rows: Iterable[tuple[Any, ...]], log: str | None = None, *, total: int | None = None
+    ) -> QueryResult:
         """Evaluate over ``rows`` (``columns`` order, ascending @timestamp).
 
         ``log`` is the value of ``@log`` (``account-id:log-group-name``).
+        ``total``: how many events the range holds, when ``rows`` are only
+        those of ``head`` (what the counts report is the whole range's).
         """
         self._log[0] = log
         rows = rows if isinstance(rows, list) else list(rows)
-        scanned = matched = len(rows)
+        scanned = matched = len(rows) if total is None else total
         events: Iterable[Any] = rows
         if self._stats is None and not self._sorted:
             events = reversed(rows)  # newest first, before any limit applies
@@ -1514,6 +1560,12 @@ class Query:
 
     def _result(self, rows: list[dict[str, Any]], matched: int, scanned: int) -> QueryResult:
         return QueryResult(list(self._display), rows, matched, scanned)
+
+
+def _by_timestamp(cmd: Command) -> bool:
+    """Whether a sort has @timestamp as its one key."""
+    keys = cmd.keys or []
+    return len(keys) == 1 and isinstance(keys[0][0], Field) and keys[0][0].name == "@timestamp"
 
 
 def _nodes(cmd: Command) -> list[Node]:

@@ -46,7 +46,7 @@ from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.metrics import UNITS
 from pipelines.store import Queries, Store, Upkeep
 from plugins.logs.filterpattern import FilterPattern, parse_filter_pattern
-from plugins.logs.insights import QueryResult, parse_query
+from plugins.logs.insights import Head, Query, QueryResult, parse_query
 
 log = logging.getLogger("plugins.logs")
 
@@ -785,11 +785,34 @@ class LogStore(Store):
         }
         selected = ", ".join(columns[c] for c in parsed.columns) or "e.ts"
         join = " JOIN log_streams s ON s.id = e.stream" if "@logStream" in parsed.columns else ""
+        if parsed.head is not None:
+            return await self._query_head(parsed, parsed.head, selected, join, where, params)
         # The rows are plain tuples, handed over as they are: copying a million would cost.
         rows = await self.rows(
             f"SELECT {selected} FROM log_events e{join} WHERE {where} ORDER BY e.ts, e.id", params
         )
         return await asyncio.to_thread(parsed.run, rows)
+
+    async def _query_head(
+        self, parsed: Query, head: Head, selected: str, join: str, where: str, params: list[Any]
+    ) -> QueryResult:
+        """A query that keeps the first events in time order (``Head``): only
+        those are read, found by walking log_events_by_time (grp, ts; the row
+        id, in every index entry, orders equal times), and handed to ``run``
+        in ascending order with the count of the whole range, taken in the
+        same statement so both see the same events."""
+        order = f"e.ts {_direction(head.newest_first)}, e.id {_direction(head.ties_newest_first)}"
+        kept = f"SELECT e.id FROM log_events e WHERE {where} ORDER BY {order} LIMIT ?"
+        total = f"SELECT count(*) FROM log_events e WHERE {where}"
+        rows = await self.rows(
+            f"SELECT ({total}), {selected} FROM log_events e{join}"
+            f" WHERE e.id IN ({kept}) ORDER BY e.ts, e.id",
+            [*params, *params, head.limit],
+        )
+        if not rows:
+            return await asyncio.to_thread(parsed.run, [], total=0)
+        events = [row[1:] for row in rows]
+        return await asyncio.to_thread(parsed.run, events, total=rows[0][0])
 
     # -- subscription filters -------------------------------------------------
 
@@ -933,6 +956,10 @@ class _Plan:
     too_old: int = 0
     expired: int = 0
     info: dict[str, int] = field(default_factory=dict)
+
+
+def _direction(descending: bool) -> str:
+    return "DESC" if descending else "ASC"
 
 
 def _check_entries(

@@ -89,6 +89,32 @@ CREATE TABLE IF NOT EXISTS stream_checkpoints (
 ) WITHOUT ROWID;
 """
 
+#: Version 2 added this index: finding where a time falls in a shard (AT_TIMESTAMP,
+#: retention, a consumer starting at a time) was a scan of the shard without it.
+ARRIVAL_INDEX = (
+    "CREATE INDEX IF NOT EXISTS stream_records_arrival"
+    " ON stream_records (stream, shard, arrival, seq)"
+)
+
+#: The first record of a shard that arrived at or after a time: (stream, shard,
+#: time). Arrival times never go backwards along a stream, so the first in
+#: (arrival, seq) order is also the first in sequence order, and that order is
+#: the arrival index's: one seek, not a scan of the shard.
+FIRST_AT = (
+    "SELECT seq FROM stream_records WHERE stream = ? AND shard = ? AND arrival >= ?"
+    " ORDER BY arrival, seq LIMIT 1"
+)
+
+#: The first record of a whole stream at or after a time: (time, stream). The
+#: earliest of each shard's first (one seek each, as FIRST_AT), since sequence
+#: numbers grow along the stream.
+STREAM_FIRST_AT = (
+    "SELECT min((SELECT r.seq FROM stream_records AS r"
+    " WHERE r.stream = s.stream AND r.shard = s.shard AND r.arrival >= ?"
+    " ORDER BY r.arrival, r.seq LIMIT 1))"
+    " FROM stream_shards AS s WHERE s.stream = ?"
+)
+
 HASH_SPACE = 2**128
 MAX_SHARDS = 1000  # per stream, at creation (Kinesis's default account quota is 500)
 MAX_PUT_RECORDS = 500
@@ -335,7 +361,8 @@ class StreamStore(Store):
     then ``close()`` (or ``async with``)."""
 
     name = "streams"
-    schema = SCHEMA
+    version = 2
+    schema = f"{SCHEMA}{ARRIVAL_INDEX};"
 
     def __init__(self, clock: Clock | None = None) -> None:
         super().__init__(clock)
@@ -355,6 +382,13 @@ class StreamStore(Store):
     def stream(self, name: str) -> Stream:
         """A handle on stream ``name``: ``put``, ``consume``..."""
         return Stream(self, check_stream_name(name))
+
+    async def migrate(self, connection: Queries, found: int) -> None:
+        """Version 1 had no arrival index. The schema, run at every open, has
+        already made it (IF NOT EXISTS); the step stays written down here,
+        where a version's change belongs, and costs nothing when done."""
+        if found < 2:
+            await connection.execute(ARRIVAL_INDEX)
 
     # -- plumbing -----------------------------------------------------------
 
@@ -721,11 +755,7 @@ class StreamStore(Store):
         return int(rows[0][0]) if rows else 0
 
     async def _at_time(self, info: StreamInfo, shard: Shard, timestamp: float) -> int:
-        rows = await self.rows(
-            "SELECT seq FROM stream_records WHERE stream = ? AND shard = ? AND arrival >= ?"
-            " ORDER BY seq LIMIT 1",
-            (info.id, shard.index, timestamp),
-        )
+        rows = await self.rows(FIRST_AT, (info.id, shard.index, timestamp))
         return rows[0][0] - 1 if rows else await self._latest(info, shard)
 
     def _iterator(self, info: StreamInfo, shard: int, after: int) -> str:
@@ -905,11 +935,7 @@ class StreamStore(Store):
         for shard in await self._shards(info.id):
             async with self.transaction() as db:
                 # Arrival times only grow along a stream: the expired are a prefix.
-                first_kept = await db.rows(
-                    "SELECT seq FROM stream_records WHERE stream = ? AND shard = ?"
-                    " AND arrival >= ? ORDER BY seq LIMIT 1",
-                    (info.id, shard.index, cutoff),
-                )
+                first_kept = await db.rows(FIRST_AT, (info.id, shard.index, cutoff))
                 bound = first_kept[0][0] if first_kept else None
                 deleted += await db.execute(
                     "DELETE FROM stream_records WHERE stream = ? AND shard = ? AND seq < ?",
@@ -1186,10 +1212,7 @@ class StreamConsumer:
             self._positions[shard.index] = (boundary - 1, done)
 
     async def _first_at(self, info: StreamInfo, timestamp: float) -> int:
-        rows = await self.store.rows(
-            "SELECT min(seq) FROM stream_records WHERE stream = ? AND arrival >= ?",
-            (info.id, timestamp),
-        )
+        rows = await self.store.rows(STREAM_FIRST_AT, (timestamp, info.id))
         if rows and rows[0][0] is not None:
             return int(rows[0][0])
         return await self.store._last_seq(info) + 1
