@@ -716,6 +716,10 @@ class RetryScheduler:
         self._arm()
         return taken
 
+    def waiting(self) -> list[Waiting]:
+        """The heap's entries, for tests and tools (what a retry costs to hold)."""
+        return list(self._heap)
+
     def held(self) -> int:
         """How many waiting retries keep their job (and event) in memory."""
         return len(self._held)
