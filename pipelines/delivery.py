@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines import metrics as m
 from pipelines.clock import Cancellable, Clock
-from pipelines.errors import DeliveryError, Problems, Where
+from pipelines.errors import DeliveryError, NotRunningError, Problems, Where
 from pipelines.event import dump_json
 from pipelines.settings import Number, Settings
 from pipelines.targets import DeliveryContext, Target
@@ -335,8 +335,11 @@ class Deliverer:
     def _load_due(self, due: list[tuple[int, Delivery]]) -> None:
         """Retries came due whose events wait in the database: read them back,
         all in one SELECT, then queue them."""
+        try:
+            self.spawn(self._load(due))
+        except NotRunningError:
+            return  # stopping: the rows stay in the database for the next start
         self.loading += len(due)
-        self.spawn(self._load(due))
 
     async def _load(self, due: list[tuple[int, Delivery]]) -> None:
         try:
