@@ -736,7 +736,7 @@ class Runtime:
         and new keys continue above every one."""
         keys = {key: int(key) for key in stored if key.isascii() and key.isdigit()}
         keys = {key: number for key, number in keys.items() if str(number) == key}
-        self.deliverer.retries.keys_from(max(keys.values(), default=0) + 1)
+        self.deliverer.retries.keys_from(await state.top_pending_key() + 1)
         renamed = {key: self.deliverer.retries.new_key() for key in stored if key not in keys}
         if renamed:
             await state.rekey_pending({key: str(number) for key, number in renamed.items()})

@@ -140,6 +140,14 @@ class StateDB(Store):
         rows = await self.rows(LOAD_PENDING, (orjson.dumps(keys),))
         return {row[0]: LoadedRow(parse_json(row[1]), *row[2:]) for row in rows}
 
+    async def top_pending_key(self) -> int:
+        """The highest numeric key of any row, of every bus (0 when none): new
+        keys go above it, so a new row never lands on a row left by a removed
+        bus or rule. (A key that is not a number counts by its leading digits,
+        which can only raise the figure.)"""
+        top = await self.scalar("SELECT max(CAST(key AS INTEGER)) FROM pending_deliveries")
+        return max(int(top or 0), 0)
+
     async def rekey_pending(self, keys: dict[str, str]) -> None:
         """Give rows new keys (old key -> new), in one transaction: rows from
         before numeric keys get one, so the retry heap holds small ints."""

@@ -239,3 +239,19 @@ def count_calls(db: StateDB, method: str) -> list[list[str]]:
 
     setattr(db, method, counted)
     return calls
+
+
+async def test_new_keys_never_land_on_a_row_left_by_a_removed_rule(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    stale = {"id": "e-old", "source": "shop", "detail-type": "o", "detail": {"n": -1}}
+    db = await StateDB.open(state)
+    try:
+        await db.save_pending("5", "other", "gone", "t", stale, 1_700_000_000.0, 3, 1.0, None)
+    finally:
+        await db.close()
+    runtime = await failing(make_runtime(state_path=state), {"fail": -1})
+    async with runtime:
+        await put(runtime, 1)
+        await runtime.wait_until_idle()
+        assert [key for _, key, _ in runtime.deliverer.retries.waiting()] == [6]
+    assert rows(state) == [("5", 3, {"n": -1}), ("6", 1, {"n": 0})]
