@@ -53,7 +53,7 @@ from pipelines.alarms import Alarms
 from pipelines.archive import Archiver, ArchiveStore
 from pipelines.bus import Bus, Observer, check_name
 from pipelines.clock import Clock, SystemClock
-from pipelines.delivery import Deliverer, Delivery, Job, Settlement
+from pipelines.delivery import Deliverer, Delivery, Settlement
 from pipelines.errors import (
     ConfigError,
     EventValidationError,
@@ -65,6 +65,7 @@ from pipelines.errors import (
 from pipelines.event import validate_entry
 from pipelines.intake import DurableIntake, Unsettled
 from pipelines.limits import Limits
+from pipelines.pending import PendingWriter
 from pipelines.pluginmanager import target_types
 from pipelines.replay import Replays
 from pipelines.runnerlock import RunnerLock
@@ -131,6 +132,7 @@ class Runtime:
         #: The durable intake, while running with one.
         self.intake: DurableIntake | None = None
         self._intake_task: asyncio.Task[None] | None = None
+        self._pending_task: asyncio.Task[None] | None = None
         self._resuming: asyncio.Task[None] | None = None
         self.clock: Clock = clock or SystemClock()
         #: The buses' and targets' counters, under EventBridge's metric names.
@@ -569,6 +571,7 @@ class Runtime:
                 self._lock.release()
                 raise
             self.deliverer.state = self.scheduler.state = self._state
+            self._open_pending(self._state)
             await self._open_archives()
         elif self.archives.specs:
             raise StateError("archives need a state database: give the runtime a state_path")
@@ -643,6 +646,24 @@ class Runtime:
             for bus in self._buses.values():
                 bus.close_intake()
 
+    def _open_pending(self, state: StateDB) -> None:
+        """Start the group-commit writer of pending retries."""
+        writer = self.deliverer.pending = PendingWriter(state)
+        # Its own task, not the group's: it outlives the group at stop, to
+        # write the retries of what was still queued or in flight.
+        self._pending_task = asyncio.create_task(writer.run(), name="pipelines-pending")
+
+    async def _close_pending(self) -> None:
+        """Let the writer write what waits, before the database closes."""
+        if self._pending_task is None or self.deliverer.pending is None:
+            return
+        self.deliverer.pending.close()
+        try:
+            await self._pending_task
+        except Exception:
+            log.exception("the pending retries' writer failed")
+        self._pending_task = None
+
     async def _open_intake(self, done: dict[str, set[tuple[str, str]]]) -> None:
         """Start the durable intake's writer and dispatch again what it holds
         from the last run (``done``: event id -> deliveries whose retry resumes)."""
@@ -685,28 +706,41 @@ class Runtime:
         done: dict[str, set[tuple[str, str]]] = {}
         if self._state is None:
             return done
-        for bus in self._buses.values():
-            for row in await self._state.pending(bus.name):
-                done.setdefault(row.event.get("id", ""), set()).add((row.rule, row.target_id))
-                try:
-                    delivery = bus.delivery(row.rule, row.target_id)
-                except ResourceNotFoundError:
-                    delivery = None
-                if delivery is None:
-                    log.warning(
-                        "pending delivery %s for rule %s target %s on bus %s kept in %s: "
-                        "that rule target no longer exists",
-                        row.key,
-                        row.rule,
-                        row.target_id,
-                        bus.name,
-                        self._state.path,
-                    )
-                    continue
-                job = Job(row.rule, row.target_id, row.event, row.ingested, row.attempts)
-                job.key = row.key
-                self.deliverer.retries.schedule(delivery, job, row.due)
+        rows = [row for bus in self._buses.values() for row in await self._state.pending(bus.name)]
+        keys = await self._number_pending(self._state, [row.key for row in rows])
+        for row in rows:
+            done.setdefault(row.event.get("id", ""), set()).add((row.rule, row.target_id))
+            bus = self._buses[row.bus]
+            try:
+                delivery = bus.delivery(row.rule, row.target_id)
+            except ResourceNotFoundError:
+                delivery = None
+            if delivery is None:
+                log.warning(
+                    "pending delivery %s for rule %s target %s on bus %s kept in %s: "
+                    "that rule target no longer exists",
+                    keys[row.key],
+                    row.rule,
+                    row.target_id,
+                    bus.name,
+                    self._state.path,
+                )
+                continue
+            # Only the key waits in memory: the event is read back when due.
+            self.deliverer.retries.schedule_stored(delivery, keys[row.key], row.due)
         return done
+
+    async def _number_pending(self, state: StateDB, stored: list[str]) -> dict[str, int]:
+        """The pending rows' keys as ints (the retry heap holds small ints);
+        rows keyed otherwise (saved before keys were numbers) are renumbered,
+        and new keys continue above every one."""
+        keys = {key: int(key) for key in stored if key.isascii() and key.isdigit()}
+        keys = {key: number for key, number in keys.items() if str(number) == key}
+        self.deliverer.retries.keys_from(await state.top_pending_key() + 1)
+        renamed = {key: self.deliverer.retries.new_key() for key in stored if key not in keys}
+        if renamed:
+            await state.rekey_pending({key: str(number) for key, number in renamed.items()})
+        return keys | renamed
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop intake, drain in-flight work for up to ``timeout`` seconds, persist the rest."""
@@ -748,6 +782,7 @@ class Runtime:
             failure = exc
         self._runner = None
         await self._persist_unfinished()
+        await self._close_pending()
         await self._close_intake()
         for name, target in self._resources.items():
             try:
@@ -776,6 +811,8 @@ class Runtime:
         if alarming and not self.alarms.idle:
             return False
         if self._resuming is not None and not self._resuming.done():
+            return False
+        if not self.deliverer.idle:  # retries due are being read back
             return False
         return all(bus.idle for bus in self._buses.values()) and all(
             delivery.idle for delivery in self._all_deliveries()
@@ -811,6 +848,8 @@ class Runtime:
         self._intake_task = None
 
     async def _close_state(self) -> None:
+        await self._close_pending()
+        self.deliverer.pending = None
         await self._close_intake()
         self.intake = self.scheduler.intake = None
         await self.alarms.close()

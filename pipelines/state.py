@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from pipelines.event import dump_json, parse_json
 from pipelines.store import Store
 
@@ -80,11 +82,80 @@ class PendingRow:
     error_message: str | None
 
 
+# Pending rows written and deleted in groups (``pipelines.pending``), each
+# group one transaction. Saves go as one executemany of a plain upsert: the
+# rows carry their events' JSON text, which a ``json_each`` array would have
+# SQLite parse again (half the speed, measured in bench/bench_retries.py).
+# Deletes carry only keys: one statement over a JSON array of them.
+SAVE_PENDING = (
+    "INSERT INTO pending_deliveries (key, bus, rule, target_id, event, ingested, attempts,"
+    " due, error_code, error_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT(key) DO UPDATE SET attempts = excluded.attempts, due = excluded.due,"
+    " error_code = excluded.error_code, error_message = excluded.error_message"
+)
+DELETE_PENDING = "DELETE FROM pending_deliveries WHERE key IN (SELECT value FROM json_each(?))"
+LOAD_PENDING = (
+    "SELECT key, event, ingested, attempts, error_code, error_message FROM pending_deliveries"
+    " WHERE key IN (SELECT value FROM json_each(?))"
+)
+#: A pending row as the group commit writes it: [key, bus, rule, target id,
+#: event as JSON text, ingested, attempts, due, error code, error message].
+PendingSave = tuple[str, str, str, str, str, float, int, float, str | None, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedRow:
+    """What a retry that comes due reads back: all but what the heap kept."""
+
+    event: dict[str, Any]
+    ingested: float
+    attempts: int
+    error_code: str | None
+    error_message: str | None
+
+
 class StateDB(Store):
     """The runner's tables. Use ``await StateDB.open(path)`` and ``close()``."""
 
     name = "state"
     schema = SCHEMA
+    #: Transactions that wrote or deleted pending rows in groups: how tests
+    #: see that many failures share few commits.
+    pending_writes = 0
+
+    async def save_pending_rows(self, rows: list[PendingSave]) -> None:
+        """Insert or update many pending rows in one transaction."""
+        async with self.transaction() as db:
+            await db.executemany(SAVE_PENDING, rows)
+        self.pending_writes += 1
+
+    async def delete_pending_keys(self, keys: list[str]) -> None:
+        """Delete many pending rows in one statement (one transaction)."""
+        await self.execute(DELETE_PENDING, (orjson.dumps(keys),))
+        self.pending_writes += 1
+
+    async def load_pending(self, keys: list[str]) -> dict[str, LoadedRow]:
+        """The rows of ``keys`` that exist, in one SELECT; a key without a row
+        (deleted meanwhile) is absent."""
+        rows = await self.rows(LOAD_PENDING, (orjson.dumps(keys),))
+        return {row[0]: LoadedRow(parse_json(row[1]), *row[2:]) for row in rows}
+
+    async def top_pending_key(self) -> int:
+        """The highest numeric key of any row, of every bus (0 when none): new
+        keys go above it, so a new row never lands on a row left by a removed
+        bus or rule. (A key that is not a number counts by its leading digits,
+        which can only raise the figure.)"""
+        top = await self.scalar("SELECT max(CAST(key AS INTEGER)) FROM pending_deliveries")
+        return max(int(top or 0), 0)
+
+    async def rekey_pending(self, keys: dict[str, str]) -> None:
+        """Give rows new keys (old key -> new), in one transaction: rows from
+        before numeric keys get one, so the retry heap holds small ints."""
+        async with self.transaction() as db:
+            await db.executemany(
+                "UPDATE pending_deliveries SET key = ? WHERE key = ?",
+                [(new, old) for old, new in keys.items()],
+            )
 
     async def save_pending(
         self,
