@@ -34,7 +34,7 @@ import orjson
 from pipelines.clock import Clock, sleep
 from pipelines.errors import QueueError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
-from pipelines.store import Row, Store, Upkeep
+from pipelines.store import Queries, Row, Store, Upkeep
 
 log = logging.getLogger("plugins.queue")
 
@@ -63,6 +63,14 @@ CREATE TABLE IF NOT EXISTS queue_messages (
 CREATE INDEX IF NOT EXISTS queue_messages_visible ON queue_messages (queue, visible, seq);
 CREATE INDEX IF NOT EXISTS queue_messages_group ON queue_messages (queue, group_id, seq)
     WHERE group_id IS NOT NULL;
+-- Version 2: what retention and GetQueueAttributes search for. Retention
+-- deletes by sent time, and the oldest message's age is its minimum.
+CREATE INDEX IF NOT EXISTS queue_messages_sent ON queue_messages (queue, sent);
+-- Delayed messages (sent with a delay, never received yet) are usually few:
+-- a partial index holds only them, so they are counted without touching
+-- the backlog, and a plain send (visible = sent) never enters it.
+CREATE INDEX IF NOT EXISTS queue_messages_delayed ON queue_messages (queue, visible)
+    WHERE receives = 0 AND visible > sent;
 CREATE TABLE IF NOT EXISTS queue_dedup (
     queue      TEXT NOT NULL,
     dedup_id   TEXT NOT NULL,
@@ -72,6 +80,14 @@ CREATE TABLE IF NOT EXISTS queue_dedup (
     PRIMARY KEY (queue, dedup_id)
 ) WITHOUT ROWID;
 """
+
+# What version 2 added, one statement each (``execute`` inside the migration's
+# transaction: a script would commit it).
+_V2_INDEXES = [
+    statement.strip()
+    for statement in SCHEMA.split(";")
+    if "queue_messages_sent" in statement or "queue_messages_delayed" in statement
+]
 
 FIFO_SUFFIX = ".fifo"
 DEDUP_WINDOW = 300.0
@@ -438,6 +454,8 @@ class QueueStore(Store):
     """
 
     name = "queues"
+    #: 2: the indexes for retention and GetQueueAttributes.
+    version = 2
     schema = SCHEMA
 
     def __init__(self, clock: Clock | None = None) -> None:
@@ -449,6 +467,14 @@ class QueueStore(Store):
 
     async def opened(self) -> None:
         self._key = str(self.path.resolve())
+
+    async def migrate(self, connection: Queries, found: int) -> None:
+        """``schema`` (run at every open, ``IF NOT EXISTS``) has already made
+        the indexes of version 2; each step is idempotent all the same, so a
+        step never depends on what ``schema`` did first."""
+        if found < 2:
+            for statement in _V2_INDEXES:
+                await connection.execute(statement)
 
     def retention(self, queue_name: str) -> Upkeep:
         """The upkeep of a queue that a pipeline runs: messages past its
