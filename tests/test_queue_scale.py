@@ -61,4 +61,120 @@ async def test_an_older_database_gets_the_indexes_on_open(tmp_path: Path) -> Non
 async def test_retention_deletes_through_the_sent_index(store: QueueStore) -> None:
     await store.create_queue("q")
     found = plan(store.path, "DELETE FROM queue_messages WHERE queue = ? AND sent < ?", ("q", 0.0))
-    assert "USING INDEX queue_messages_sent (queue=? AND sent<?)" in found
+    assert "INDEX queue_messages_sent (queue=? AND sent<?)" in found
+
+
+# -- exact counts ------------------------------------------------------------
+
+COUNTS = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+    "ApproximateAgeOfOldestMessage",
+)
+
+
+async def scanned(store: QueueStore, name: str) -> tuple[int, int, int, int]:
+    """The counts by a scan of every row (what ``stats`` did before): the truth."""
+    now = store.clock.time()
+    retention = (await store.get_attributes(name)).message_retention_period
+    row = await store.one(
+        "SELECT coalesce(sum(visible <= :now), 0),"
+        " coalesce(sum(visible > :now AND receives > 0), 0),"
+        " coalesce(sum(visible > :now AND receives = 0), 0), min(sent)"
+        " FROM queue_messages WHERE queue = :queue AND sent >= :expiry",
+        {"now": now, "queue": name, "expiry": now - retention},
+    )
+    assert row is not None
+    visible, in_flight, delayed, oldest = row
+    return visible, in_flight, delayed, 0 if oldest is None else int(now - oldest)
+
+
+async def counts(store: QueueStore, name: str) -> tuple[int, int, int, int]:
+    """``stats``' counts, checked against the scan before they are returned."""
+    stats = await store.stats(name)
+    found = (stats[COUNTS[0]], stats[COUNTS[1]], stats[COUNTS[2]], stats[COUNTS[3]])
+    assert found == await scanned(store, name)
+    return found
+
+
+async def test_counts_stay_exact_through_a_queue_s_life(
+    store: QueueStore, clock: ManualClock
+) -> None:
+    await store.create_queue("dlq")
+    policy = {"dead_letter_queue": "dlq", "max_receive_count": 1}
+    await store.create_queue(
+        "q", {"visibility_timeout": 10, "message_retention_period": 600, "redrive_policy": policy}
+    )
+    assert await counts(store, "q") == (0, 0, 0, 0)
+    for n in range(5):
+        await store.send("q", f"m{n}")
+    await store.send("q", "later", delay_seconds=30)
+    assert await counts(store, "q") == (5, 0, 1, 0)
+
+    received = await store.receive("q", 3)
+    clock.jump(5)
+    assert await counts(store, "q") == (2, 3, 1, 5)
+    await store.delete("q", received[0].receipt_handle)
+    assert await counts(store, "q") == (2, 2, 1, 5)
+    clock.jump(5)  # the other two come back: their visibility timeout is over
+    assert await counts(store, "q") == (4, 0, 1, 10)
+
+    # The second receive of those two moves them to the dead-letter queue.
+    assert len(await store.receive("q", 10)) == 2
+    assert await store.receive("q", 10) == []
+    assert await counts(store, "q") == (0, 2, 1, 10)
+    assert await counts(store, "dlq") == (2, 0, 0, 10)
+    clock.jump(20)  # the delayed message becomes visible
+    assert await counts(store, "q") == (3, 0, 0, 30)
+
+    assert await store.move_messages("dlq", "q") == 2
+    assert await counts(store, "dlq") == (0, 0, 0, 0)
+    assert await counts(store, "q") == (5, 0, 0, 30)
+
+    # Retention: hidden from the counts at once, deleted by the sweep later.
+    clock.jump(575)
+    await store.send("q", "young")
+    clock.jump(10)
+    assert await counts(store, "q") == (1, 0, 0, 10)
+    assert await store.expire("q") == 5
+    assert await counts(store, "q") == (1, 0, 0, 10)
+
+    assert await store.purge("q") == 1
+    assert await counts(store, "q") == (0, 0, 0, 0)
+    await store.send("q", "after the purge")
+    assert await counts(store, "q") == (1, 0, 0, 0)
+
+
+async def test_counts_of_a_fifo_queue_and_a_deleted_queue(store: QueueStore) -> None:
+    await store.create_queue("q.fifo", {"content_based_deduplication": True})
+    for body in ("a", "b", "a"):  # the second "a" is a duplicate, not stored
+        await store.send("q.fifo", body, group_id="g")
+    [first] = await store.receive("q.fifo")  # the group is blocked behind it
+    assert await counts(store, "q.fifo") == (1, 1, 0, 0)
+    await store.delete_batch("q.fifo", [("0", first.receipt_handle)])
+    assert await counts(store, "q.fifo") == (1, 0, 0, 0)
+
+    await store.delete_queue("q.fifo")
+    await store.create_queue("q.fifo", {"content_based_deduplication": True})
+    assert await counts(store, "q.fifo") == (0, 0, 0, 0)
+
+
+async def test_an_older_database_s_messages_are_counted_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = await QueueStore.open(path)
+    await store.create_queue("q")
+    for n in range(7):
+        await store.send("q", f"m{n}")
+    await store.close()
+    # What version 2 left: no counts table, nor its triggers.
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE queue_counts")
+        for trigger in ("insert", "delete", "move"):
+            db.execute(f"DROP TRIGGER queue_counts_{trigger}")
+        db.execute("UPDATE store_versions SET version = 2 WHERE store = 'queues'")
+
+    async with QueueStore.existing(path) as reopened:
+        assert await counts(reopened, "q") == (7, 0, 0, 0)
+        await reopened.send("q", "one more")
+        assert await counts(reopened, "q") == (8, 0, 0, 0)

@@ -89,6 +89,48 @@ _V2_INDEXES = [
     if "queue_messages_sent" in statement or "queue_messages_delayed" in statement
 ]
 
+# Version 3: each queue's number of messages, kept by triggers in the very
+# statement that inserts, deletes or moves a message (no code path can forget
+# it, and it commits or rolls back with that statement), so GetQueueAttributes
+# never counts the backlog. Expired messages not yet deleted are still in it.
+COUNTS = """
+CREATE TABLE IF NOT EXISTS queue_counts (
+    queue    TEXT PRIMARY KEY,
+    messages INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS queue_counts_insert AFTER INSERT ON queue_messages BEGIN
+    INSERT INTO queue_counts (queue, messages) VALUES (new.queue, 1)
+        ON CONFLICT (queue) DO UPDATE SET messages = messages + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS queue_counts_delete AFTER DELETE ON queue_messages BEGIN
+    UPDATE queue_counts SET messages = messages - 1 WHERE queue = old.queue;
+END;
+CREATE TRIGGER IF NOT EXISTS queue_counts_move AFTER UPDATE OF queue ON queue_messages
+    WHEN new.queue IS NOT old.queue BEGIN
+    UPDATE queue_counts SET messages = messages - 1 WHERE queue = old.queue;
+    INSERT INTO queue_counts (queue, messages) VALUES (new.queue, 1)
+        ON CONFLICT (queue) DO UPDATE SET messages = messages + 1;
+END;
+"""
+
+# GetQueueAttributes in one statement, each part a seek or a short index range.
+# A delayed message (never received, visible later) has visible > sent, as
+# ``queue_messages_delayed`` requires: it was sent no later than now.
+_STATS = """
+SELECT
+    (SELECT coalesce(sum(messages), 0) FROM queue_counts WHERE queue = :queue),
+    (SELECT count(*) FROM queue_messages INDEXED BY queue_messages_visible
+        WHERE queue = :queue AND visible > :now),
+    (SELECT count(*) FROM queue_messages INDEXED BY queue_messages_delayed
+        WHERE queue = :queue AND visible > :now AND receives = 0 AND visible > sent),
+    (SELECT min(sent) FROM queue_messages INDEXED BY queue_messages_sent
+        WHERE queue = :queue AND sent >= :expiry),
+    coalesce(sum(visible <= :now), 0),
+    coalesce(sum(visible > :now AND receives > 0), 0),
+    coalesce(sum(visible > :now AND receives = 0), 0)
+FROM queue_messages INDEXED BY queue_messages_sent WHERE queue = :queue AND sent < :expiry
+"""
+
 FIFO_SUFFIX = ".fifo"
 DEDUP_WINDOW = 300.0
 PURGE_INTERVAL = 60.0
@@ -454,9 +496,9 @@ class QueueStore(Store):
     """
 
     name = "queues"
-    #: 2: the indexes for retention and GetQueueAttributes.
-    version = 2
-    schema = SCHEMA
+    #: 2: the indexes for retention and GetQueueAttributes; 3: queue_counts.
+    version = 3
+    schema = SCHEMA + COUNTS
 
     def __init__(self, clock: Clock | None = None) -> None:
         super().__init__(clock)
@@ -475,6 +517,14 @@ class QueueStore(Store):
         if found < 2:
             for statement in _V2_INDEXES:
                 await connection.execute(statement)
+        if found < 3:
+            # The triggers (made by ``schema``) count from now on; the messages
+            # already there are counted once, under this transaction's write lock.
+            await connection.execute(
+                "INSERT INTO queue_counts (queue, messages)"
+                " SELECT queue, count(*) FROM queue_messages WHERE true GROUP BY queue"
+                " ON CONFLICT (queue) DO UPDATE SET messages = excluded.messages"
+            )
 
     def retention(self, queue_name: str) -> Upkeep:
         """The upkeep of a queue that a pipeline runs: messages past its
@@ -541,6 +591,7 @@ class QueueStore(Store):
             await db.execute("DELETE FROM queue_messages WHERE queue = ?", (name,))
             await db.execute("DELETE FROM queue_dedup WHERE queue = ?", (name,))
             await db.execute("DELETE FROM queues WHERE name = ?", (name,))
+            await db.execute("DELETE FROM queue_counts WHERE queue = ?", (name,))
         self._queues.pop(name, None)
 
     async def purge(self, name: str) -> int:
@@ -559,21 +610,23 @@ class QueueStore(Store):
         return deleted
 
     async def stats(self, name: str) -> dict[str, Any]:
-        """GetQueueAttributes' approximate counts, and the oldest message's age."""
+        """GetQueueAttributes' counts, and the oldest message's age: exact, and
+        without a scan of the backlog. The total comes from ``queue_counts``;
+        what is not visible is counted in the visibility index (SQS keeps at
+        most 120,000 in flight), the delayed in their own partial index, the
+        expired not yet deleted in the sent index (retention deletes them
+        every minute); the visible are the rest."""
         queue = await self._queue(name)
         now = self.clock.time()
-        rows = await self.rows(
-            "SELECT coalesce(sum(visible <= :now), 0),"
-            " coalesce(sum(visible > :now AND receives > 0), 0),"
-            " coalesce(sum(visible > :now AND receives = 0), 0), min(sent)"
-            " FROM queue_messages WHERE queue = :queue AND sent >= :expiry",
-            {"now": now, "queue": name, "expiry": now - queue.attributes.message_retention_period},
-        )
-        visible, in_flight, delayed, oldest = rows[0]
+        expiry = now - queue.attributes.message_retention_period
+        row = await self.reader.one(_STATS, {"queue": name, "now": now, "expiry": expiry})
+        assert row is not None  # an aggregate always has its row
+        total, hidden, delayed, oldest, old_visible, old_in_flight, old_delayed = row
+        in_flight = hidden - delayed
         return {
-            "ApproximateNumberOfMessages": visible,
-            "ApproximateNumberOfMessagesNotVisible": in_flight,
-            "ApproximateNumberOfMessagesDelayed": delayed,
+            "ApproximateNumberOfMessages": total - hidden - old_visible,
+            "ApproximateNumberOfMessagesNotVisible": in_flight - old_in_flight,
+            "ApproximateNumberOfMessagesDelayed": delayed - old_delayed,
             "ApproximateAgeOfOldestMessage": 0 if oldest is None else int(now - oldest),
             "FifoQueue": queue.fifo,
             **queue.attributes.to_json(),
