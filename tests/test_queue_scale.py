@@ -3,14 +3,21 @@ an older database on open), exact counts without a scan, batched trips."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipelines.clock import ManualClock
-from plugins.queue.store import QueueStore
+from plugins.queue.store import QueueStore, SendEntry
+
+
+async def io_settles() -> None:
+    """Let SQLite calls (in aiosqlite's thread) finish between clock steps."""
+    await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -178,3 +185,84 @@ async def test_an_older_database_s_messages_are_counted_on_open(tmp_path: Path) 
         assert await counts(reopened, "q") == (7, 0, 0, 0)
         await reopened.send("q", "one more")
         assert await counts(reopened, "q") == (8, 0, 0, 0)
+
+
+# -- several consumers -------------------------------------------------------
+
+
+def claims_counted(store: QueueStore) -> list[str]:
+    """The claim statements run on the store's connection from now on."""
+    seen: list[str] = []
+    connection = store.connection
+    rows = connection.rows
+
+    async def counted(sql: str, parameters: object = ()) -> Any:
+        if sql.startswith("UPDATE queue_messages SET queue = CASE"):
+            seen.append(sql)
+        return await rows(sql, parameters)  # type: ignore[arg-type]
+
+    connection.rows = counted  # type: ignore[method-assign]
+    return seen
+
+
+async def test_a_send_wakes_one_poll_per_batch_not_all(
+    store: QueueStore, clock: ManualClock
+) -> None:
+    await store.create_queue("q")
+    polls = [asyncio.create_task(store.receive("q", 10, wait_time=20)) for _ in range(4)]
+    await asyncio.sleep(0.05)
+    claims = claims_counted(store)
+    await store.send_batch("q", [SendEntry(f"m{n}", id=str(n)) for n in range(10)])
+    await asyncio.sleep(0.05)
+    done = [poll for poll in polls if poll.done()]
+    assert len(done) == 1
+    assert [m.body for m in done[0].result()] == [f"m{n}" for n in range(10)]
+    assert len(claims) == 1  # the three others did not look for nothing
+
+    # A send of two wakes one poll that wants ten; it takes both.
+    polls = [poll for poll in polls if not poll.done()]
+    await store.send_batch("q", [SendEntry("a", id="a"), SendEntry("b", id="b")])
+    await asyncio.sleep(0.05)
+    done = [poll for poll in polls if poll.done()]
+    assert [sorted(m.body for m in poll.result()) for poll in done] == [["a", "b"]]
+    assert len(claims) == 2
+    for poll in polls:
+        poll.cancel()
+    await asyncio.gather(*polls, return_exceptions=True)
+
+
+async def test_polls_wanting_one_are_woken_one_per_message(store: QueueStore) -> None:
+    await store.create_queue("q")
+    polls = [asyncio.create_task(store.receive("q", 1, wait_time=20)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    await store.send_batch("q", [SendEntry("a", id="a"), SendEntry("b", id="b")])
+    await asyncio.sleep(0.05)
+    assert sorted(m.body for poll in polls if poll.done() for m in poll.result()) == ["a", "b"]
+    assert sum(poll.done() for poll in polls) == 2
+    for poll in polls:
+        poll.cancel()
+    await asyncio.gather(*polls, return_exceptions=True)
+
+
+async def test_a_poll_after_an_empty_look_waits_without_looking_again(
+    store: QueueStore, clock: ManualClock
+) -> None:
+    await store.create_queue("q")
+    assert await store.receive("q", 10) == []  # a short poll always looks
+    claims = claims_counted(store)
+    polling = asyncio.create_task(store.receive("q", 10, wait_time=20))
+    await asyncio.sleep(0.05)
+    assert claims == []  # the queue was seen empty, and nothing was sent since
+    await store.send("q", "now")
+    assert [m.body for m in await asyncio.wait_for(polling, 5)] == ["now"]
+    assert len(claims) == 1
+    # Another process's sends are seen at the next cross-process check.
+    polling = asyncio.create_task(store.receive("q", 10, wait_time=20))
+    await asyncio.sleep(0.05)
+    with sqlite3.connect(store.path) as db:
+        db.execute(
+            "INSERT INTO queue_messages (queue, id, body, sent, visible) VALUES (?, ?, ?, ?, ?)",
+            ("q", "elsewhere", "from another process", clock.time(), clock.time()),
+        )
+    await clock.advance(0.3, quiet=io_settles)
+    assert [m.body for m in await asyncio.wait_for(polling, 5)] == ["from another process"]
