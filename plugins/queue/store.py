@@ -443,30 +443,64 @@ def _parse_receipt(handle: object) -> tuple[int, str]:
 
 class _Wakeups:
     """Long polls waiting for a queue, in this process (any event loop), each
-    with how many messages it wants, first come first woken."""
+    with how many messages it wants, first come first woken; and what this
+    process knows of a queue being empty, so that a poll need not claim
+    nothing to find out (with several consumers, each receive after the batch
+    it took did: two statements for nothing on the one writer)."""
 
     def __init__(self) -> None:
         self.waiting: dict[tuple[str, str], dict[asyncio.Future[None], int]] = {}
-        #: Per queue, how many notifications so far: what a look at it saw is
-        #: still true while this has not changed.
-        self.generation: dict[tuple[str, str], int] = {}
-        #: Per queue: (generation, until) when a claim found it empty and
-        #: nothing in it becomes visible before ``until``.
-        self.empty: dict[tuple[str, str], tuple[int, float]] = {}
+        #: Per queue, how many messages were notified in all: a clock that
+        #: moves only when messages arrive.
+        self.arrived: dict[tuple[str, str], int] = {}
+        #: Per queue, how many notifications said "look again" (no count).
+        self.resets: dict[tuple[str, str], int] = {}
+        #: Per queue, what a claim that found it empty knows: ``arrived`` when
+        #: it began, until when nothing becomes visible by time, and how many
+        #: messages may have arrived since, not yet claimed in this process.
+        self.empty: dict[tuple[str, str], list[Any]] = {}
+        #: Per queue, the last claims' (``arrived`` when begun, messages taken):
+        #: those begun after an empty look's start took what arrived meanwhile.
+        self.takes: dict[tuple[str, str], collections.deque[tuple[int, int]]] = {}
 
-    def seen_empty(self, key: tuple[str, str], generation: int, until: float) -> None:
-        """A claim begun at ``generation`` found nothing visible before ``until``."""
-        if self.generation.get(key, 0) == generation:
-            self.empty[key] = (generation, until)
+    def mark(self, key: tuple[str, str]) -> tuple[int, int]:
+        """Where the queue's notifications are, before a claim."""
+        return self.arrived.get(key, 0), self.resets.get(key, 0)
+
+    def seen_empty(self, key: tuple[str, str], mark: tuple[int, int], until: float) -> None:
+        """A claim begun at ``mark`` found nothing visible before ``until``.
+        Messages notified meanwhile may be there: they count as not claimed."""
+        arrived, resets = self.mark(key)
+        recent = self.takes.get(key, ())
+        # A take forgotten (only the last are kept) leaves more counted: safe.
+        taken = sum(count for began, count in recent if began >= mark[0])
+        backlog = arrived - mark[0] - taken
+        if resets == mark[1] and backlog >= 0:  # less: others' messages were there
+            self.empty[key] = [mark[0], until, backlog]
+
+    def took(self, key: tuple[str, str], mark: tuple[int, int], count: int) -> None:
+        """A claim begun at ``mark`` took ``count`` messages. Once what may
+        have arrived since the empty look is all taken, the queue is empty
+        again as far as this process knows; a claim that took more than that
+        found messages it did not know of, so nothing is known any more."""
+        recent = self.takes.get(key)
+        if recent is None:
+            recent = self.takes[key] = collections.deque(maxlen=64)
+        recent.append((mark[0], count))
+        known = self.empty.get(key)
+        if known is None or mark[0] < known[0]:
+            return  # begun before the look: what it took is not in the count
+        if count > known[2]:
+            del self.empty[key]
+        else:
+            known[2] -= count
 
     def known_empty(self, key: tuple[str, str], now: float) -> float | None:
-        """Until when the queue is known to be empty in this process, if it is:
-        a long poll then waits at once instead of claiming nothing again (with
-        several consumers, an empty claim per receive took a third of the
-        writer's statements). Another process's sends are seen when it ends."""
-        generation, until = self.empty.get(key, (-1, 0.0))
-        if generation == self.generation.get(key, 0) and now < until:
-            return until
+        """Until when the queue is known to be empty, if it is. Another
+        process's sends are not known: they are seen at that time."""
+        known = self.empty.get(key)
+        if known is not None and known[2] <= 0 and now < known[1]:
+            return float(known[1])
         return None
 
     def wait(self, key: tuple[str, str], wanted: int) -> asyncio.Future[None]:
@@ -485,10 +519,22 @@ class _Wakeups:
         return False
 
     def notify(self, key: tuple[str, str], count: int) -> None:
-        """``count`` messages arrived: wake as many polls as it takes to want
-        them all, no more. Waking every poll for one send (a stampede) would
-        have all but one claim nothing, each a statement on the one writer."""
-        self.generation[key] = self.generation.get(key, 0) + 1
+        """``count`` messages became visible (0: some may, sooner than
+        known): wake as many polls as it takes to want them all, no more.
+        Waking every poll for one send (a stampede) would have all but one
+        claim nothing, each a statement on the one writer."""
+        known = self.empty.get(key)
+        if count > 0:
+            self.arrived[key] = self.arrived.get(key, 0) + count
+            if known is not None:
+                known[2] += count
+        else:
+            self.resets[key] = self.resets.get(key, 0) + 1
+            self.empty.pop(key, None)
+        self.wake(key, count)
+
+    def wake(self, key: tuple[str, str], count: int) -> None:
+        """Wake polls wanting ``count`` messages in all (first come first)."""
         waiters = self.waiting.get(key)
         while waiters and count > 0:
             future = next(iter(waiters))
@@ -881,8 +927,8 @@ class QueueStore(Store):
                 taken = _WAKEUPS.forget(key, woken)
         if taken:
             # A send woke this poll while it claimed, and it is not looking
-            # again: pass the wake-up on to a poll that will.
-            _WAKEUPS.notify(key, max_messages)
+            # again: pass the wake-up on to a poll that will (no new messages).
+            _WAKEUPS.wake(key, max_messages)
         return messages
 
     async def _look(
@@ -892,16 +938,17 @@ class QueueStore(Store):
         (the next one due to become visible, or the next cross-process check),
         recorded for the other polls of this process."""
         key = (self._key, queue.name)
-        generation = _WAKEUPS.generation.get(key, 0)
+        mark = _WAKEUPS.mark(key)
         messages = await self._claim_or_release(queue, limit, timeout)
         if messages:
+            _WAKEUPS.took(key, mark, len(messages))
             return messages, None
         now = self.clock.time()
         until = now + CROSS_PROCESS_CHECK
         due = await self._next_visible(queue, now)
         if due is not None:
             until = min(until, due)
-        _WAKEUPS.seen_empty(key, generation, until)
+        _WAKEUPS.seen_empty(key, mark, until)
         return [], until
 
     async def _claim_or_release(self, queue: _Queue, limit: int, timeout: int) -> list[Message]:
