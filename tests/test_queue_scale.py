@@ -197,7 +197,7 @@ def claims_counted(store: QueueStore) -> list[str]:
     rows = connection.rows
 
     async def counted(sql: str, parameters: object = ()) -> Any:
-        if sql.startswith("UPDATE queue_messages SET queue = CASE"):
+        if sql.startswith("UPDATE queue_messages SET") and "WHERE seq IN (SELECT" in sql:
             seen.append(sql)
         return await rows(sql, parameters)  # type: ignore[arg-type]
 

@@ -1002,26 +1002,8 @@ class QueueStore(Store):
             )
         else:
             candidates += " ORDER BY visible, seq LIMIT :limit"
-        # One statement: a candidate received too often moves to the dead-letter
-        # queue instead (SQS's redrive), the others are claimed with a new receipt.
-        # (Only to a dead-letter queue that exists: a message moved elsewhere is lost.)
-        moving = (
-            "(receives >= :max_receives"
-            " AND EXISTS (SELECT 1 FROM queues WHERE name = :dead_letter))"
-        )
         rows = await self.rows(
-            "UPDATE queue_messages SET"
-            f" queue = CASE WHEN {moving} THEN :dead_letter ELSE queue END,"
-            f" source = CASE WHEN {moving} THEN queue ELSE source END,"
-            f" sent = CASE WHEN {moving} AND :fifo THEN :now ELSE sent END,"
-            f" visible = CASE WHEN {moving} THEN :now ELSE :until END,"
-            f" receipt = CASE WHEN {moving} THEN NULL ELSE :token END,"
-            f" receives = CASE WHEN {moving} THEN receives ELSE receives + 1 END,"
-            f" first_receive = CASE WHEN {moving} THEN first_receive"
-            " ELSE coalesce(first_receive, :now) END"
-            f" WHERE seq IN ({candidates})"
-            " RETURNING queue, seq, id, body, attributes, sent, receives, first_receive,"
-            " group_id, dedup_id, source",
+            _claim_sql(candidates, redrive is not None),
             {
                 "queue": queue.name,
                 "now": now,
@@ -1241,6 +1223,46 @@ class QueueStore(Store):
             if offset + chunk < len(seqs) and due > self.clock.time():
                 await sleep(self.clock, due - self.clock.time())
         return moved
+
+
+_RETURNED = (
+    " RETURNING queue, seq, id, body, attributes, sent, receives, first_receive,"
+    " group_id, dedup_id, source"
+)
+
+
+@functools.cache
+def _claim_sql(candidates: str, redrive: bool) -> str:
+    """The claim of ``candidates``, in one statement.
+
+    With a redrive policy, a candidate received too often moves to the
+    dead-letter queue instead (SQS's redrive), the others are claimed with a
+    new receipt (only to a dead-letter queue that exists: a message moved
+    elsewhere is lost). Without one, nothing moves: the statement assigns no
+    ``queue`` nor ``sent``, so SQLite rewrites only the visibility index's
+    entry of each claimed message, not every index holding those columns,
+    and the counting trigger on moves does not run."""
+    if not redrive:
+        return (
+            "UPDATE queue_messages SET visible = :until, receipt = :token,"
+            " receives = receives + 1, first_receive = coalesce(first_receive, :now)"
+            f" WHERE seq IN ({candidates}){_RETURNED}"
+        )
+    moving = (
+        "(receives >= :max_receives AND EXISTS (SELECT 1 FROM queues WHERE name = :dead_letter))"
+    )
+    return (
+        "UPDATE queue_messages SET"
+        f" queue = CASE WHEN {moving} THEN :dead_letter ELSE queue END,"
+        f" source = CASE WHEN {moving} THEN queue ELSE source END,"
+        f" sent = CASE WHEN {moving} AND :fifo THEN :now ELSE sent END,"
+        f" visible = CASE WHEN {moving} THEN :now ELSE :until END,"
+        f" receipt = CASE WHEN {moving} THEN NULL ELSE :token END,"
+        f" receives = CASE WHEN {moving} THEN receives ELSE receives + 1 END,"
+        f" first_receive = CASE WHEN {moving} THEN first_receive"
+        " ELSE coalesce(first_receive, :now) END"
+        f" WHERE seq IN ({candidates}){_RETURNED}"
+    )
 
 
 def _md5(body: str) -> str:
