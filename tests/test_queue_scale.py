@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -266,3 +267,15 @@ async def test_a_poll_after_an_empty_look_waits_without_looking_again(
         )
     await clock.advance(0.3, quiet=io_settles)
     assert [m.body for m in await asyncio.wait_for(polling, 5)] == ["from another process"]
+
+
+async def test_message_ids_are_distinct_random_uuids(store: QueueStore) -> None:
+    await store.create_queue("q")
+    sent, _ = await store.send_batch("q", [SendEntry(f"m{n}", id=str(n)) for n in range(10)])
+    ids = [result.message_id for result in sent]
+    assert len(set(ids)) == 10
+    for message_id in ids:
+        parsed = uuid.UUID(message_id)
+        assert str(parsed) == message_id
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122

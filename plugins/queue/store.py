@@ -24,8 +24,8 @@ import functools
 import hashlib
 import logging
 import math
+import os
 import re
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -426,6 +426,20 @@ def _check_attributes(attributes: Mapping[str, Any]) -> tuple[dict[str, dict[str
     return checked, size
 
 
+# The variant digit of a random UUID (RFC 9562: 10xx) for each random hex digit.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+def _message_id() -> str:
+    """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` gives, in
+    a quarter of its time: it is made for every message sent."""
+    digits = os.urandom(16).hex()
+    return (
+        f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}"
+        f"-{_VARIANT[digits[16]]}{digits[17:20]}-{digits[20:]}"
+    )
+
+
 def _receipt(seq: int, token: str) -> str:
     return f"{seq}.{token}"
 
@@ -822,7 +836,7 @@ class QueueStore(Store):
                 "InvalidParameterValue", "MessageDeduplicationId is only for FIFO queues"
             )
         encoded = orjson.dumps(attributes) if attributes else None
-        message_id = str(uuid.uuid4())
+        message_id = _message_id()
         return (queue.name, message_id, body, encoded, now, now + delay, entry.group_id, dedup)
 
     async def _insert(self, rows: list[tuple[SendEntry, tuple[Any, ...]]]) -> list[SendResult]:
@@ -955,7 +969,7 @@ class QueueStore(Store):
         """Claim messages; if the caller is cancelled meanwhile, the claim (which
         goes on in SQLite's thread) is undone, so no receive is used up unseen."""
         await self._expire_now_and_then(queue)
-        token = uuid.uuid4().hex
+        token = os.urandom(16).hex()
         try:
             return await self._claim(queue, limit, timeout, token)
         except asyncio.CancelledError:
