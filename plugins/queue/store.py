@@ -10,7 +10,10 @@ it is invisible.
 Every operation is one statement in autocommit mode, or one ``BEGIN
 IMMEDIATE`` transaction (FIFO deduplication, redrive), under the store's lock
 so that statements from concurrent coroutines never land inside another's
-transaction. Times come from the injected ``Clock``.
+transaction. A single statement holds the lock only while it is handed to
+the connection's thread, which runs them in order (``rows``).
+GetQueueAttributes reads counts the writes keep (``queue_counts``) and short
+index ranges, never the backlog. Times come from the injected ``Clock``.
 """
 
 from __future__ import annotations
