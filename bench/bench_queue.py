@@ -8,14 +8,19 @@ default durability (WAL, synchronous=NORMAL: a sent message survives a
 process crash). Phases are also timed alone: send only, then receive and
 delete only from the full queue.
 
-The peer, run in the same process over the same messages, batches and file
-settings, is the least a SQLite queue can do: blocking stdlib ``sqlite3``
-calls on one table, no validation, no attributes, no event loop. The ratio
-says what SQS's semantics and never blocking the event loop (aiosqlite's
-thread hop per statement) cost on top. (moto's in-memory SQS backend was
-tried as a peer and left out: it managed about 50 sends a second.)
+The peer is bare SQLite running the very statements ours ran: the phases
+run records every statement the store handed its connection (SQL and
+parameters, BEGIN and COMMIT), and the peer replays them with blocking
+stdlib ``sqlite3`` calls on a fresh file with the same schema and settings,
+no validation, no event loop. The ratio is then what the store's Python and
+never blocking the event loop (aiosqlite's thread hop per statement) cost,
+not a difference of SQL. (moto's in-memory SQS backend was tried as a peer
+and left out: it managed about 50 sends a second.)
 
-    python bench/bench_queue.py [--messages 20000] [--repeats 3]
+``--stats N`` times GetQueueAttributes on a queue of N messages (a million:
+``--stats 1000000``), filled by bare inserts of the store's own rows.
+
+    python bench/bench_queue.py [--messages 20000] [--repeats 3] [--stats 1000000]
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sqlite3
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from pipelines.store import VERSIONS_SCHEMA, Connection
 from plugins.queue.store import QueueStore, SendEntry
 
 BODY = '{"source": "shop", "detail-type": "order", "detail": {"order": 12345, "total": 99.5}}'
@@ -74,13 +81,39 @@ async def ours_end_to_end(path: Path, count: int, consumers: int) -> float:
     return count / (finished - started)
 
 
-async def ours_phases(path: Path, count: int) -> tuple[float, float]:
+#: What a store handed its connection: (kind, SQL, parameters).
+Statement = tuple[str, str, Any]
+
+
+def record(connection: Connection, into: list[Statement]) -> None:
+    """Record every statement run on ``connection`` into ``into`` (by
+    wrapping its methods on the instance), for the peer to replay."""
+
+    def wrap(kind: str) -> None:
+        method = getattr(connection, kind)
+
+        async def recorded(*args: Any) -> Any:
+            into.append((kind, args[0] if args else "", args[1] if len(args) > 1 else ()))
+            return await method(*args)
+
+        setattr(connection, kind, recorded)
+
+    for kind in ("rows", "execute", "executemany", "begin", "commit", "rollback"):
+        wrap(kind)
+
+
+async def ours_phases(path: Path, count: int, log: list[list[Statement]]) -> tuple[float, float]:
+    """Send only, then receive and delete only; ``log`` gets the statements
+    of each phase."""
     store = await QueueStore.open(path)
     await store.create_queue("bench")
+    statements: list[Statement] = []
+    record(store.connection, statements)
     started = time.perf_counter()
     for batch in batches(count):
         await store.send_batch("bench", batch)
     sent = time.perf_counter()
+    mark = len(statements)
     received = 0
     while received < count:
         messages = await store.receive("bench", 10)
@@ -90,42 +123,74 @@ async def ours_phases(path: Path, count: int) -> tuple[float, float]:
         received += len(messages)
     finished = time.perf_counter()
     await store.close()
+    log[:] = [statements[:mark], statements[mark:]]
     return count / (sent - started), count / (finished - sent)
 
 
-def bare_sqlite_phases(path: Path, count: int) -> tuple[float, float]:
-    """The floor: the same file settings and batches through the stdlib's
-    sqlite3, blocking, one table, no validation, no attributes, no event loop."""
-    import sqlite3
+def replay(db: sqlite3.Connection, statements: Iterable[Statement]) -> None:
+    for kind, sql, parameters in statements:
+        if kind == "begin":
+            db.execute("BEGIN IMMEDIATE")
+        elif kind == "commit":
+            db.execute("COMMIT")
+        elif kind == "rollback":
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+        elif kind == "executemany":
+            db.executemany(sql, parameters)
+        else:
+            db.execute(sql, parameters).fetchall()
 
+
+def bare_database(path: Path) -> sqlite3.Connection:
+    """A fresh file as the store makes it: its settings, its schema and the queue."""
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("CREATE TABLE m (seq INTEGER PRIMARY KEY, body TEXT, visible REAL, receipt TEXT)")
-    db.execute("CREATE INDEX m_visible ON m (visible, seq)")
+    db.executescript(VERSIONS_SCHEMA + QueueStore.schema)
+    db.execute(
+        "INSERT INTO queues (name, attributes, created) VALUES ('bench', '{}', ?)", (time.time(),)
+    )
+    return db
+
+
+def bare_sqlite_phases(path: Path, count: int, log: list[list[Statement]]) -> tuple[float, float]:
+    """The floor: our statements of each phase, replayed blocking with the stdlib's sqlite3."""
+    sending, receiving = log
+    db = bare_database(path)
     started = time.perf_counter()
-    for batch in batches(count):
-        db.execute("BEGIN")
-        db.executemany("INSERT INTO m (body, visible) VALUES (?, 0)", [(e.body,) for e in batch])
-        db.execute("COMMIT")
+    replay(db, sending)
     sent = time.perf_counter()
-    received = 0
-    while received < count:
-        token = str(received)
-        rows = db.execute(
-            "UPDATE m SET visible = ?, receipt = ? WHERE seq IN"
-            " (SELECT seq FROM m WHERE visible <= ? ORDER BY visible, seq LIMIT 10)"
-            " RETURNING seq, body",
-            (time.time() + 30, token, time.time()),
-        ).fetchall()
-        marks = ", ".join("?" * len(rows))
-        db.execute(
-            f"DELETE FROM m WHERE seq IN ({marks}) AND receipt = ?", [r[0] for r in rows] + [token]
-        )
-        received += len(rows)
+    replay(db, receiving)
     finished = time.perf_counter()
     db.close()
     return count / (sent - started), count / (finished - sent)
+
+
+async def time_stats(path: Path, count: int) -> tuple[float, dict[str, Any]]:
+    """GetQueueAttributes on a queue of ``count`` messages, a tenth of them
+    in flight: the best of 20 calls, in milliseconds."""
+    db = bare_database(path)
+    now = time.time()
+    rows = (("bench", f"id{n}", BODY, now - 60, now - 60) for n in range(count))
+    db.execute("BEGIN")
+    db.executemany(
+        "INSERT INTO queue_messages (queue, id, body, sent, visible) VALUES (?, ?, ?, ?, ?)", rows
+    )
+    db.execute(
+        "UPDATE queue_messages SET visible = ?, receives = 1 WHERE seq % 10 = 0", (now + 600,)
+    )
+    db.execute("COMMIT")
+    db.close()
+    store = await QueueStore.open(path)
+    best = float("inf")
+    stats: dict[str, Any] = {}
+    for _ in range(20):
+        started = time.perf_counter()
+        stats = await store.stats("bench")
+        best = min(best, time.perf_counter() - started)
+    await store.close()
+    return best * 1000, stats
 
 
 def median_of(repeats: int, run: Callable[[], Any]) -> Any:
@@ -139,8 +204,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--stats", type=int, default=0, metavar="N")
     args = parser.parse_args()
     count = args.messages
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     with tempfile.TemporaryDirectory() as scratch:
         runs = iter(range(10_000))
@@ -148,23 +215,43 @@ def main() -> None:
         def fresh() -> Path:
             return Path(scratch) / f"state{next(runs)}.db"
 
+        if args.stats:
+            took, stats = asyncio.run(time_stats(fresh(), args.stats))
+            counts = [
+                stats[key]
+                for key in ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
+            ]
+            print(
+                f"GetQueueAttributes at {args.stats:,} messages: {took:.2f} ms"
+                f" (visible {counts[0]:,}, in flight {counts[1]:,})"
+            )
+
         one = median_of(args.repeats, lambda: asyncio.run(ours_end_to_end(fresh(), count, 1)))
         four = median_of(args.repeats, lambda: asyncio.run(ours_end_to_end(fresh(), count, 4)))
-        send, receive = median_of(args.repeats, lambda: asyncio.run(ours_phases(fresh(), count)))
-        peer_send, peer_receive = median_of(
-            args.repeats, lambda: bare_sqlite_phases(fresh(), count)
-        )
+        log: list[list[Statement]] = []
 
+        def phases() -> tuple[float, float, float, float]:
+            ours = asyncio.run(ours_phases(fresh(), count, log))
+            return (*ours, *bare_sqlite_phases(fresh(), count, log))
+
+        send, receive, peer_send, peer_receive = median_of(args.repeats, phases)
+
+    both = 1 / (1 / send + 1 / receive)
+    peer_both = 1 / (1 / peer_send + 1 / peer_receive)
     print(f"{count:,} messages of {len(BODY)} bytes, batches of 10, median of {args.repeats}")
     print(f"end to end, 1 producer + 1 consumer task:  {one:>9,.0f} msg/s")
-    print(f"end to end, 1 producer + 4 consumer tasks: {four:>9,.0f} msg/s")
-    print(f"{'phase':<24}{'ours msg/s':>12}{'bare msg/s':>12}{'ratio':>8}")
-    print(f"{'send':<24}{send:>12,.0f}{peer_send:>12,.0f}{send / peer_send:>8.2f}")
-    print(
-        f"{'receive + delete':<24}{receive:>12,.0f}{peer_receive:>12,.0f}"
-        f"{receive / peer_receive:>8.2f}"
-    )
-    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"end to end, 1 producer + 4 consumer tasks: {four:>9,.0f} msg/s  ({four / one:.2f}x)")
+    print("bare: the same statements replayed with blocking sqlite3")
+    print(f"{'phase':<32}{'ours msg/s':>12}{'bare msg/s':>12}{'ratio':>8}")
+    for what, ours, peer in (
+        ("send", send, peer_send),
+        ("receive + delete", receive, peer_receive),
+        ("send + receive + delete", both, peer_both),
+        ("  end to end, 1 consumer", one, peer_both),
+        ("  end to end, 4 consumers", four, peer_both),
+    ):
+        print(f"{what:<32}{ours:>12,.0f}{peer:>12,.0f}{ours / peer:>8.2f}")
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,281 @@
+"""The queue store at scale, by design: indexes for what it searches (added to
+an older database on open), exact counts without a scan, batched trips."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.clock import ManualClock
+from plugins.queue.store import QueueStore, SendEntry
+
+
+async def io_settles() -> None:
+    """Let SQLite calls (in aiosqlite's thread) finish between clock steps."""
+    await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: ManualClock) -> AsyncIterator[QueueStore]:
+    opened = await QueueStore.open(tmp_path / "state.db", clock)
+    yield opened
+    await opened.close()
+
+
+def plan(path: Path, sql: str, parameters: tuple[object, ...]) -> str:
+    """SQLite's query plan for ``sql``, one line per step."""
+    with sqlite3.connect(path) as db:
+        steps = db.execute(f"EXPLAIN QUERY PLAN {sql}", parameters).fetchall()
+    return "\n".join(step[-1] for step in steps)
+
+
+# -- indexes -----------------------------------------------------------------
+
+
+async def test_an_older_database_gets_the_indexes_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = await QueueStore.open(path)
+    await store.create_queue("q")
+    await store.send("q", "kept")
+    await store.close()
+    # Make it what version 1 left: no indexes of version 2, version 1 recorded.
+    with sqlite3.connect(path) as db:
+        db.execute("DROP INDEX queue_messages_sent")
+        db.execute("DROP INDEX queue_messages_delayed")
+        db.execute("UPDATE store_versions SET version = 1 WHERE store = 'queues'")
+
+    async with QueueStore.existing(path) as reopened:
+        assert [m.body for m in await reopened.receive("q")] == ["kept"]
+    with sqlite3.connect(path) as db:
+        indexes = {
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+        version = db.execute("SELECT version FROM store_versions WHERE store = 'queues'").fetchone()
+    assert {"queue_messages_sent", "queue_messages_delayed"} <= indexes
+    assert version == (QueueStore.version,)
+
+
+async def test_retention_deletes_through_the_sent_index(store: QueueStore) -> None:
+    await store.create_queue("q")
+    found = plan(store.path, "DELETE FROM queue_messages WHERE queue = ? AND sent < ?", ("q", 0.0))
+    assert "INDEX queue_messages_sent (queue=? AND sent<?)" in found
+
+
+# -- exact counts ------------------------------------------------------------
+
+COUNTS = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+    "ApproximateAgeOfOldestMessage",
+)
+
+
+async def scanned(store: QueueStore, name: str) -> tuple[int, int, int, int]:
+    """The counts by a scan of every row (what ``stats`` did before): the truth."""
+    now = store.clock.time()
+    retention = (await store.get_attributes(name)).message_retention_period
+    row = await store.one(
+        "SELECT coalesce(sum(visible <= :now), 0),"
+        " coalesce(sum(visible > :now AND receives > 0), 0),"
+        " coalesce(sum(visible > :now AND receives = 0), 0), min(sent)"
+        " FROM queue_messages WHERE queue = :queue AND sent >= :expiry",
+        {"now": now, "queue": name, "expiry": now - retention},
+    )
+    assert row is not None
+    visible, in_flight, delayed, oldest = row
+    return visible, in_flight, delayed, 0 if oldest is None else int(now - oldest)
+
+
+async def counts(store: QueueStore, name: str) -> tuple[int, int, int, int]:
+    """``stats``' counts, checked against the scan before they are returned."""
+    stats = await store.stats(name)
+    found = (stats[COUNTS[0]], stats[COUNTS[1]], stats[COUNTS[2]], stats[COUNTS[3]])
+    assert found == await scanned(store, name)
+    return found
+
+
+async def test_counts_stay_exact_through_a_queue_s_life(
+    store: QueueStore, clock: ManualClock
+) -> None:
+    await store.create_queue("dlq")
+    policy = {"dead_letter_queue": "dlq", "max_receive_count": 1}
+    await store.create_queue(
+        "q", {"visibility_timeout": 10, "message_retention_period": 600, "redrive_policy": policy}
+    )
+    assert await counts(store, "q") == (0, 0, 0, 0)
+    for n in range(5):
+        await store.send("q", f"m{n}")
+    await store.send("q", "later", delay_seconds=30)
+    assert await counts(store, "q") == (5, 0, 1, 0)
+
+    received = await store.receive("q", 3)
+    clock.jump(5)
+    assert await counts(store, "q") == (2, 3, 1, 5)
+    await store.delete("q", received[0].receipt_handle)
+    assert await counts(store, "q") == (2, 2, 1, 5)
+    clock.jump(5)  # the other two come back: their visibility timeout is over
+    assert await counts(store, "q") == (4, 0, 1, 10)
+
+    # The second receive of those two moves them to the dead-letter queue.
+    assert len(await store.receive("q", 10)) == 2
+    assert await store.receive("q", 10) == []
+    assert await counts(store, "q") == (0, 2, 1, 10)
+    assert await counts(store, "dlq") == (2, 0, 0, 10)
+    clock.jump(20)  # the delayed message becomes visible
+    assert await counts(store, "q") == (3, 0, 0, 30)
+
+    assert await store.move_messages("dlq", "q") == 2
+    assert await counts(store, "dlq") == (0, 0, 0, 0)
+    assert await counts(store, "q") == (5, 0, 0, 30)
+
+    # Retention: hidden from the counts at once, deleted by the sweep later.
+    clock.jump(575)
+    await store.send("q", "young")
+    clock.jump(10)
+    assert await counts(store, "q") == (1, 0, 0, 10)
+    assert await store.expire("q") == 5
+    assert await counts(store, "q") == (1, 0, 0, 10)
+
+    assert await store.purge("q") == 1
+    assert await counts(store, "q") == (0, 0, 0, 0)
+    await store.send("q", "after the purge")
+    assert await counts(store, "q") == (1, 0, 0, 0)
+
+
+async def test_counts_of_a_fifo_queue_and_a_deleted_queue(store: QueueStore) -> None:
+    await store.create_queue("q.fifo", {"content_based_deduplication": True})
+    for body in ("a", "b", "a"):  # the second "a" is a duplicate, not stored
+        await store.send("q.fifo", body, group_id="g")
+    [first] = await store.receive("q.fifo")  # the group is blocked behind it
+    assert await counts(store, "q.fifo") == (1, 1, 0, 0)
+    await store.delete_batch("q.fifo", [("0", first.receipt_handle)])
+    assert await counts(store, "q.fifo") == (1, 0, 0, 0)
+
+    await store.delete_queue("q.fifo")
+    await store.create_queue("q.fifo", {"content_based_deduplication": True})
+    assert await counts(store, "q.fifo") == (0, 0, 0, 0)
+
+
+async def test_an_older_database_s_messages_are_counted_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = await QueueStore.open(path)
+    await store.create_queue("q")
+    for n in range(7):
+        await store.send("q", f"m{n}")
+    await store.close()
+    # What version 2 left: no counts table, nor its triggers.
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE queue_counts")
+        for trigger in ("insert", "delete", "move"):
+            db.execute(f"DROP TRIGGER queue_counts_{trigger}")
+        db.execute("UPDATE store_versions SET version = 2 WHERE store = 'queues'")
+
+    async with QueueStore.existing(path) as reopened:
+        assert await counts(reopened, "q") == (7, 0, 0, 0)
+        await reopened.send("q", "one more")
+        assert await counts(reopened, "q") == (8, 0, 0, 0)
+
+
+# -- several consumers -------------------------------------------------------
+
+
+def claims_counted(store: QueueStore) -> list[str]:
+    """The claim statements run on the store's connection from now on."""
+    seen: list[str] = []
+    connection = store.connection
+    rows = connection.rows
+
+    async def counted(sql: str, parameters: object = ()) -> Any:
+        if sql.startswith("UPDATE queue_messages SET") and "WHERE seq IN (SELECT" in sql:
+            seen.append(sql)
+        return await rows(sql, parameters)  # type: ignore[arg-type]
+
+    connection.rows = counted  # type: ignore[method-assign]
+    return seen
+
+
+async def test_a_send_wakes_one_poll_per_batch_not_all(
+    store: QueueStore, clock: ManualClock
+) -> None:
+    await store.create_queue("q")
+    polls = [asyncio.create_task(store.receive("q", 10, wait_time=20)) for _ in range(4)]
+    await asyncio.sleep(0.05)
+    claims = claims_counted(store)
+    await store.send_batch("q", [SendEntry(f"m{n}", id=str(n)) for n in range(10)])
+    await asyncio.sleep(0.05)
+    done = [poll for poll in polls if poll.done()]
+    assert len(done) == 1
+    assert [m.body for m in done[0].result()] == [f"m{n}" for n in range(10)]
+    assert len(claims) == 1  # the three others did not look for nothing
+
+    # A send of two wakes one poll that wants ten; it takes both.
+    polls = [poll for poll in polls if not poll.done()]
+    await store.send_batch("q", [SendEntry("a", id="a"), SendEntry("b", id="b")])
+    await asyncio.sleep(0.05)
+    done = [poll for poll in polls if poll.done()]
+    assert [sorted(m.body for m in poll.result()) for poll in done] == [["a", "b"]]
+    assert len(claims) == 2
+    for poll in polls:
+        poll.cancel()
+    await asyncio.gather(*polls, return_exceptions=True)
+
+
+async def test_polls_wanting_one_are_woken_one_per_message(store: QueueStore) -> None:
+    await store.create_queue("q")
+    polls = [asyncio.create_task(store.receive("q", 1, wait_time=20)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    await store.send_batch("q", [SendEntry("a", id="a"), SendEntry("b", id="b")])
+    await asyncio.sleep(0.05)
+    assert sorted(m.body for poll in polls if poll.done() for m in poll.result()) == ["a", "b"]
+    assert sum(poll.done() for poll in polls) == 2
+    for poll in polls:
+        poll.cancel()
+    await asyncio.gather(*polls, return_exceptions=True)
+
+
+async def test_a_poll_after_an_empty_look_waits_without_looking_again(
+    store: QueueStore, clock: ManualClock
+) -> None:
+    await store.create_queue("q")
+    assert await store.receive("q", 10) == []  # a short poll always looks
+    claims = claims_counted(store)
+    polling = asyncio.create_task(store.receive("q", 10, wait_time=20))
+    await asyncio.sleep(0.05)
+    assert claims == []  # the queue was seen empty, and nothing was sent since
+    await store.send("q", "now")
+    assert [m.body for m in await asyncio.wait_for(polling, 5)] == ["now"]
+    assert len(claims) == 1
+    # Another process's sends are seen at the next cross-process check.
+    polling = asyncio.create_task(store.receive("q", 10, wait_time=20))
+    await asyncio.sleep(0.05)
+    with sqlite3.connect(store.path) as db:
+        db.execute(
+            "INSERT INTO queue_messages (queue, id, body, sent, visible) VALUES (?, ?, ?, ?, ?)",
+            ("q", "elsewhere", "from another process", clock.time(), clock.time()),
+        )
+    await clock.advance(0.3, quiet=io_settles)
+    assert [m.body for m in await asyncio.wait_for(polling, 5)] == ["from another process"]
+
+
+async def test_message_ids_are_distinct_random_uuids(store: QueueStore) -> None:
+    await store.create_queue("q")
+    sent, _ = await store.send_batch("q", [SendEntry(f"m{n}", id=str(n)) for n in range(10)])
+    ids = [result.message_id for result in sent]
+    assert len(set(ids)) == 10
+    for message_id in ids:
+        parsed = uuid.UUID(message_id)
+        assert str(parsed) == message_id
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
