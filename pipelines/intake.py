@@ -82,8 +82,8 @@ def _address(stored: str | None) -> str | frozenset[str] | None:
 class DurableIntake:
     """Intake rows of one state database: reserve, commit, settle, recover.
 
-    ``run()`` is the writer task (owned by the runtime); ``close()`` after it
-    has stopped writes the last deletes."""
+    ``run()`` is the writer task (owned by the runtime); ``close()`` tells it
+    to write what is left, the last deletes of a stop, and return."""
 
     def __init__(self, store: StateDB) -> None:
         self.store = store
@@ -95,7 +95,6 @@ class DurableIntake:
         self._committed = 0  # every seq up to this one is written (or failed)
         #: Callers waiting for a seq to be committed, in seq order.
         self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
-        #: The lowest seq a failed write lost; callers at or above it are told.
         #: Ranges of seqs whose write failed (the last few: failures are rare).
         self._lost: collections.deque[tuple[int, int]] = collections.deque(maxlen=64)
         self._wake = asyncio.Event()
@@ -108,9 +107,9 @@ class DurableIntake:
         rows = await self.store.rows(
             "SELECT seq, bus, event, ingested, addressed FROM intake ORDER BY seq"
         )
-        top = await self.store.scalar("SELECT max(seq) FROM intake")
-        self._next = self._committed = (top or 0) + 1
-        self._committed -= 1
+        # Numbers only need to be unique among the rows there are.
+        self._committed = rows[-1][0] if rows else 0
+        self._next = self._committed + 1
         return [
             Unsettled(seq, bus, parse_json(body), ingested, _address(addressed))
             for seq, bus, body, ingested, addressed in rows
