@@ -187,14 +187,17 @@ class DurableIntake:
 
     async def _write(self) -> None:
         """Insert what is reserved (then tell who waits), then delete what is
-        settled. In that order: an event settled before its row was written
-        would otherwise leave its row behind."""
+        settled, both as they were when this write began: a number settled
+        meanwhile may belong to a row reserved meanwhile, not written yet,
+        and waits for the next write (its DELETE would find nothing and the
+        row, inserted next, would stay behind)."""
         rows, self._rows = self._rows, []
+        settled, self._settled = self._settled, []
         if rows:
             try:
                 await self.store.execute(INSERT, (orjson.dumps(rows),))
             except asyncio.CancelledError:
-                self._rows[:0] = rows  # for the write at close
+                self._rows[:0], self._settled[:0] = rows, settled  # for the write at close
                 raise
             except Exception as exc:  # the database refused the write (disk full, I/O)
                 self._failed(rows, exc)
@@ -202,7 +205,6 @@ class DurableIntake:
                 self.written += len(rows)
                 self._committed = rows[-1][0]
                 self._release()
-        settled, self._settled = self._settled, []
         if settled:
             try:
                 await self.store.execute(DELETE, (orjson.dumps(settled),))

@@ -4,6 +4,7 @@ what a stop or a crash leaves is dispatched again at start."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from pipelines.clock import ManualClock
 from pipelines.errors import ConfigError
+from pipelines.intake import DurableIntake
 from pipelines.state import StateDB
 
 from .test_bus import eventually, make_runtime, recorder, routed
@@ -187,3 +189,25 @@ async def test_a_failed_intake_write_fails_its_entries_alone_and_the_next_puts_g
         assert again["FailedEntryCount"] == 0  # a past failure refuses nothing more
         await runtime.wait_until_idle()
         assert runtime.running
+
+
+async def test_an_event_reserved_and_settled_during_a_write_leaves_no_row(tmp_path: Path) -> None:
+    store = await StateDB.open(tmp_path / "state.db")
+    intake = DurableIntake(store)
+    await intake.open()
+    writer = asyncio.create_task(intake.run())
+    try:
+        first = intake.reserve("default", event(1), 0.0, None, None)
+        await asyncio.sleep(0)  # the writer takes e-1's row and waits for its INSERT
+        second = intake.reserve("default", event(2), 0.0, None, None)
+        second.settle()  # matched no rule: settled at once, its row not yet written
+        first.settle()
+        await intake.committed(intake.reserved)
+        await eventually(lambda: intake.idle)
+        intake.close()
+        await writer
+        assert await store.rows("SELECT seq FROM intake") == []
+    finally:
+        if not writer.done():
+            writer.cancel()
+        await store.close()
