@@ -337,8 +337,10 @@ class Deliverer:
         all in one SELECT, then queue them."""
         try:
             self.spawn(self._load(due))
-        except NotRunningError:
-            return  # stopping: the rows stay in the database for the next start
+        except (NotRunningError, RuntimeError):
+            # Stopping (the task group is gone or shutting down): the rows stay
+            # in the database for the next start.
+            return
         self.loading += len(due)
 
     async def _load(self, due: list[tuple[int, Delivery]]) -> None:
@@ -397,8 +399,11 @@ class Deliverer:
             parked.set_result(None)
         elif delivery.active == len(delivery.in_flight) and delivery.active < delivery.concurrency:
             # Every worker is busy with a call: add one.
+            try:
+                self.spawn(self._work(delivery))
+            except (NotRunningError, RuntimeError):
+                return  # stopping: what is queued is persisted by stop()
             delivery.active += 1
-            self.spawn(self._work(delivery))
 
     def _help(self, delivery: Delivery) -> None:
         """One loop turn after a worker took a job with more queued behind it:
@@ -507,6 +512,10 @@ class Deliverer:
             await self._give_up(delivery, job, AGE_EXCEEDED)
             return
         await self._persist(delivery, job, due)
+        if _retired(delivery):  # its target was removed while the row was written
+            await self._forget(job)
+            job.settled()
+            return
         self.retries.schedule(delivery, job, due)
 
     async def _give_up(self, delivery: Delivery, job: Job, condition: str | None) -> None:
@@ -655,6 +664,12 @@ class Deliverer:
 #: its job waits in ``RetryScheduler._held`` under the key. Equal due times
 #: compare the keys, which are unique, so deliveries are never compared.
 Waiting = tuple[float, int, Delivery]
+
+
+def _retired(delivery: Delivery) -> bool:
+    """Whether the delivery's target was removed: asked again after an await
+    (a check before it says nothing of what happened during it)."""
+    return delivery.retired
 
 
 class RetryScheduler:

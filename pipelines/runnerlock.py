@@ -51,9 +51,12 @@ class RunnerLock:
                 f"{f' (pid {holder})' if holder else ''}: stop it, or give this pipeline"
                 " another state path"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+        self._fd = fd  # held from here: release() closes it whatever follows
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # the pid is for the message a second runner prints; the lock holds
 
     def release(self) -> None:
         if self._fd is None:

@@ -104,6 +104,16 @@ async def _finish(task: asyncio.Task[None] | None, deadline: float) -> None:
         await asyncio.wait([task])
 
 
+#: Per copy of an event, the deliveries whose retry is saved: (rule, target id).
+Done = dict[tuple[str, str, str | None], set[tuple[str, str]]]
+
+
+def _copy_of(bus: str, event: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    """Which copy of an event a row is: its bus, its id and, for a replayed
+    copy (which keeps the original's id), the replay's name."""
+    return (bus, str(event.get("id", "")), event.get("replay-name"))
+
+
 class _Shutdown(Exception):
     """Raised inside the task group to cancel its tasks at shutdown."""
 
@@ -591,6 +601,18 @@ class Runtime:
                 await target.stop()
             await self._close_state()
             raise
+        try:
+            await self._open_for_events()
+        except BaseException:
+            # Nothing half-started stays behind: tasks, targets, the database
+            # and its lock; a put waiting for the start hears it failed.
+            try:
+                await self.stop(0)
+            except Exception:
+                log.exception("stopping after a failed start failed")
+            raise
+
+    async def _open_for_events(self) -> None:
         done = await self._load_pending()
         await self._open_intake(done)
         self._accepting = True
@@ -664,7 +686,7 @@ class Runtime:
             log.exception("the pending retries' writer failed")
         self._pending_task = None
 
-    async def _open_intake(self, done: dict[str, set[tuple[str, str]]]) -> None:
+    async def _open_intake(self, done: Done) -> None:
         """Start the durable intake's writer and dispatch again what it holds
         from the last run (``done``: event id -> deliveries whose retry resumes)."""
         if self._state is None or self.durability != DURABLE:
@@ -683,7 +705,7 @@ class Runtime:
         self,
         intake: DurableIntake,
         rows: list[Unsettled],
-        done: dict[str, set[tuple[str, str]]],
+        done: Done,
     ) -> None:
         for row in rows:
             bus = self._buses.get(row.bus)
@@ -695,21 +717,21 @@ class Runtime:
                 )
                 continue
             settlement = intake.settlement(row.seq)
-            settlement.done = frozenset(done.get(row.event.get("id", ""), ()))
+            settlement.done = frozenset(done.get(_copy_of(row.bus, row.event), ()))
             while not bus.resume(row.event, row.ingested, row.addressed, settlement):
                 if not await bus.wait_for_room():
                     return  # stopping: the rest stays in the intake for next time
 
-    async def _load_pending(self) -> dict[str, set[tuple[str, str]]]:
+    async def _load_pending(self) -> Done:
         """Schedule the saved retries; returns, per event id, the deliveries
         they are (so the durable intake does not dispatch those again)."""
-        done: dict[str, set[tuple[str, str]]] = {}
+        done: Done = {}
         if self._state is None:
             return done
         rows = [row for bus in self._buses.values() for row in await self._state.pending(bus.name)]
         keys = await self._number_pending(self._state, [row.key for row in rows])
         for row in rows:
-            done.setdefault(row.event.get("id", ""), set()).add((row.rule, row.target_id))
+            done.setdefault(_copy_of(row.bus, row.event), set()).add((row.rule, row.target_id))
             bus = self._buses[row.bus]
             try:
                 delivery = bus.delivery(row.rule, row.target_id)

@@ -14,8 +14,9 @@ import orjson
 import pytest
 
 from pipelines.clock import ManualClock
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, NotRunningError
 from pipelines.intake import DurableIntake
+from pipelines.runnerlock import RunnerLock
 from pipelines.state import StateDB
 
 from .test_bus import eventually, make_runtime, recorder, routed
@@ -211,3 +212,45 @@ async def test_an_event_reserved_and_settled_during_a_write_leaves_no_row(tmp_pa
         if not writer.done():
             writer.cancel()
         await store.close()
+
+
+async def test_a_replayed_copy_is_not_skipped_for_the_originals_saved_retry(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state.db"
+    copy = {**event(1), "replay-name": "r1"}
+    await seed(state, [(3, event(1)), (4, copy)], retry_of="e-1")
+    clock = ManualClock(1500.0)
+    runtime = make_runtime(clock, state_path=state)
+    runtime.add_resource("a", "recorder", {})
+    runtime.add_resource("b", "recorder", {})
+    await routed(runtime, [{"id": "a", "resource": "a"}, {"id": "b", "resource": "b"}])
+    async with runtime:
+        await runtime.wait_until_idle()
+        a = [r.payload.get("replay-name") for r in recorder(runtime, "a").received]
+        # The original's "a" waits as its saved retry; the replayed copy is its own.
+        assert a == ["r1"]
+        assert len(recorder(runtime, "b").received) == 2
+
+
+async def test_a_start_that_fails_half_way_leaves_nothing_running(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    store = await StateDB.open(state)
+    await store.execute(
+        "INSERT INTO pending_deliveries (key, bus, rule, target_id, event, ingested, attempts,"
+        " due) VALUES ('1', 'default', 'orders', 'a', 'not json', 0, 1, 0)"
+    )
+    await store.close()
+    runtime = make_runtime(state_path=state)
+    runtime.add_resource("a", "recorder", {})
+    await routed(runtime, [{"id": "a", "resource": "a"}])
+    before = asyncio.all_tasks()
+    with pytest.raises(ValueError):
+        await runtime.start()  # the corrupt retry row fails it after the targets started
+    assert asyncio.all_tasks() == before  # no task of it left
+    assert not runtime.running
+    with pytest.raises(NotRunningError, match="stopping"):
+        await runtime.put_events([order(1)])
+    lock = RunnerLock(state)
+    lock.acquire()  # released
+    lock.release()
