@@ -34,7 +34,7 @@ import orjson
 
 from pipelines.archive import Archiver, ArchiveStore, archive_arn, iso
 from pipelines.clock import Clock, sleep
-from pipelines.errors import ReplayError, ResourceNotFoundError, StateError
+from pipelines.errors import PipelinesError, ReplayError, ResourceNotFoundError, StateError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, parse_json
 
 if TYPE_CHECKING:
@@ -194,6 +194,11 @@ class Replays:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._replays: dict[str, Replay] = {}
         self._cancelling: set[str] = set()
+        #: Per replay, its progress as last saved once its events were safe
+        #: (cursor time, cursor seq, last replayed, replayed): a stop resumes there.
+        self._safe: dict[str, tuple[float, int, float | None, int]] = {}
+        #: Per replay, the intake position before its chunk under way.
+        self._since: dict[str, int] = {}
 
     @property
     def store(self) -> ArchiveStore:
@@ -316,6 +321,10 @@ class Replays:
                 state, reason = COMPLETED, ""
             except asyncio.CancelledError:
                 if replay.name not in self._cancelling:  # the runtime stops: resume later
+                    # The position it saves must have its events in the intake:
+                    # wait for the chunk's write, or go back to the last safe one
+                    # (that chunk is then replayed again: at least once).
+                    await self._secure(replay)
                     try:
                         await save(self.store, replay)
                     except Exception:
@@ -333,6 +342,29 @@ class Replays:
             del self._tasks[replay.name]
             del self._replays[replay.name]
             self._cancelling.discard(replay.name)
+            self._safe.pop(replay.name, None)
+            self._since.pop(replay.name, None)
+
+    async def _secure(self, replay: Replay) -> None:
+        since = self._since.get(replay.name)
+        try:
+            if since is not None:
+                await self.host.bus(replay.bus).committed(since)
+        except (PipelinesError, asyncio.CancelledError):
+            self._rewind(replay)
+
+    def _mark_safe(self, replay: Replay) -> None:
+        self._safe[replay.name] = (
+            replay.cursor_time,
+            replay.cursor_seq,
+            replay.last_replayed,
+            replay.replayed,
+        )
+
+    def _rewind(self, replay: Replay) -> None:
+        safe = self._safe.get(replay.name)
+        if safe is not None:
+            (replay.cursor_time, replay.cursor_seq, replay.last_replayed, replay.replayed) = safe
 
     async def _finish(self, replay: Replay, state: str, reason: str) -> None:
         # The state changes before the save: a cancel() meanwhile finds it ended.
@@ -356,6 +388,7 @@ class Replays:
         if replay.cursor_time == float("-inf"):
             replay.cursor_time = replay.start_time - 1e-9  # strictly before the window
         pace = _Pace(clock.time(), replay.speed)
+        self._mark_safe(replay)
         while rows := await store.read(
             replay.archive, (replay.cursor_time, replay.cursor_seq), replay.end_time, CHUNK
         ):
@@ -365,7 +398,7 @@ class Replays:
                 event["replay-name"] = replay.name
                 events.append(event)
             done = 0
-            since = bus.intake_position()
+            since = self._since[replay.name] = bus.intake_position()
             while done < len(rows):
                 due = await pace.wait(clock, rows, done)
                 taken = bus.offer(events[done:due], clock.time(), addressed)
@@ -379,6 +412,7 @@ class Replays:
                     raise ResourceNotFoundError(f"Event bus {bus.name} is stopped or deleted.")
             # The position moves on only once the chunk's events are safe.
             await bus.committed(since)
+            self._mark_safe(replay)
             await save(store, replay)
 
 
