@@ -638,21 +638,8 @@ async def build_runtime(
     options.setdefault("durability", config.durability)
     runtime = Runtime(state_path=state or None, clock=clock, **options)
     runtime.cluster_group = config.cluster_group
-    problems: list[Problem] = []
-    for name, declared in config.resources.items():
-        path: Path_ = ("resources", name)
-        settings = {k: v for k, v in declared.items() if k != "type"}
-        type_name = declared.get("type")
-        if not isinstance(type_name, str):
-            problems.append(
-                config.at(path, f"resources.{name}: 'type' is required (a target type)")
-            )
-            continue
-        try:
-            with tuned_process([config.directory], switch_interval=None):
-                runtime.add_resource(name, type_name, settings)
-        except ConfigError as exc:
-            problems += _problems(config, path, exc)
+    with tuned_process([config.directory], switch_interval=None):
+        problems = _add_resources(runtime, config)
     problems += _resource_references(runtime, config)
     for bus in config.buses:
         try:
@@ -671,6 +658,24 @@ async def build_runtime(
     if problems:
         raise ConfigInvalid(problems)
     return runtime
+
+
+def _add_resources(runtime: Runtime, config: PipelineConfig) -> list[Problem]:
+    problems: list[Problem] = []
+    for name, declared in config.resources.items():
+        path: Path_ = ("resources", name)
+        settings = {k: v for k, v in declared.items() if k != "type"}
+        type_name = declared.get("type")
+        if not isinstance(type_name, str):
+            problems.append(
+                config.at(path, f"resources.{name}: 'type' is required (a target type)")
+            )
+            continue
+        try:
+            runtime.add_resource(name, type_name, settings)
+        except ConfigError as exc:
+            problems += _problems(config, path, exc)
+    return problems
 
 
 async def _add_archive(
