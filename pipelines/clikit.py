@@ -102,7 +102,9 @@ def with_store(
     ``--config``/``--state`` name, run ``call`` on it and close it. Only
     ``create`` (the commands that create things) may make a new database; the
     others open one that exists (``Store.existing``), or fail naming the path."""
-    path = state_path(config, state, create=create)
+    # Store.existing checks that the database exists (the same one-line error
+    # as state_path), in the same step as opening it.
+    path = state_database(config, state)
 
     async def run() -> T:
         if create:
