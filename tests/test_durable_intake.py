@@ -17,6 +17,7 @@ from pipelines.clock import ManualClock
 from pipelines.errors import ConfigError, NotRunningError
 from pipelines.intake import DurableIntake
 from pipelines.runnerlock import RunnerLock
+from pipelines.runtime import Runtime
 from pipelines.state import StateDB
 
 from .test_bus import eventually, make_runtime, recorder, routed
@@ -101,16 +102,22 @@ def event(n: int) -> dict[str, Any]:
     }
 
 
+async def two_targets(state: Path, clock: ManualClock) -> Runtime:
+    """A runtime on ``state`` whose rule "orders" has targets "a" and "b"."""
+    runtime = make_runtime(clock, state_path=state)
+    runtime.add_resource("a", "recorder", {})
+    runtime.add_resource("b", "recorder", {})
+    await routed(runtime, [{"id": "a", "resource": "a"}, {"id": "b", "resource": "b"}])
+    return runtime
+
+
 async def test_what_a_crash_left_is_dispatched_again_but_not_to_a_saved_retry(
     tmp_path: Path,
 ) -> None:
     state = tmp_path / "state.db"
     await seed(state, [(7, event(1)), (9, event(2))], retry_of="e-1")
     clock = ManualClock(1500.0)
-    runtime = make_runtime(clock, state_path=state)
-    runtime.add_resource("a", "recorder", {})
-    runtime.add_resource("b", "recorder", {})
-    await routed(runtime, [{"id": "a", "resource": "a"}, {"id": "b", "resource": "b"}])
+    runtime = await two_targets(state, clock)
     async with runtime:
         await runtime.wait_until_idle()
         a = [r.payload["id"] for r in recorder(runtime, "a").received]
@@ -221,10 +228,7 @@ async def test_a_replayed_copy_is_not_skipped_for_the_originals_saved_retry(
     copy = {**event(1), "replay-name": "r1"}
     await seed(state, [(3, event(1)), (4, copy)], retry_of="e-1")
     clock = ManualClock(1500.0)
-    runtime = make_runtime(clock, state_path=state)
-    runtime.add_resource("a", "recorder", {})
-    runtime.add_resource("b", "recorder", {})
-    await routed(runtime, [{"id": "a", "resource": "a"}, {"id": "b", "resource": "b"}])
+    runtime = await two_targets(state, clock)
     async with runtime:
         await runtime.wait_until_idle()
         a = [r.payload.get("replay-name") for r in recorder(runtime, "a").received]
