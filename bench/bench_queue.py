@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from pipelines.process import tuned_process
 from pipelines.store import VERSIONS_SCHEMA, Connection
 from plugins.queue.store import QueueStore, SendEntry
 
@@ -47,9 +48,13 @@ def batches(count: int) -> list[list[SendEntry]]:
     return [entries[start : start + 10] for start in range(0, count, 10)]
 
 
-async def ours_end_to_end(path: Path, count: int, consumers: int) -> float:
+async def ours_end_to_end(
+    path: Path, count: int, consumers: int, statements: list[Statement]
+) -> float:
+    """Messages per second; ``statements`` gets what the store ran meanwhile."""
     store = await QueueStore.open(path)
     await store.create_queue("bench")
+    record(store.connection, statements)
     remaining = count
     done = asyncio.Event()
     finished = 0.0
@@ -92,14 +97,18 @@ def record(connection: Connection, into: list[Statement]) -> None:
     def wrap(kind: str) -> None:
         method = getattr(connection, kind)
 
-        async def recorded(*args: Any) -> Any:
-            into.append((kind, args[0] if args else "", args[1] if len(args) > 1 else ()))
-            return await method(*args)
+        async def recorded(*args: Any, **options: Any) -> Any:
+            if kind == "batch":  # the plan, and whether it is one transaction
+                into.append((kind, list(args[0]), options.get("transaction", True)))
+            else:
+                into.append((kind, args[0] if args else "", args[1] if len(args) > 1 else ()))
+            return await method(*args, **options)
 
         setattr(connection, kind, recorded)
 
-    for kind in ("rows", "execute", "executemany", "begin", "commit", "rollback"):
-        wrap(kind)
+    for kind in ("rows", "execute", "executemany", "begin", "commit", "rollback", "batch"):
+        if hasattr(connection, kind):  # code before ``batch`` existed has none
+            wrap(kind)
 
 
 async def ours_phases(path: Path, count: int, log: list[list[Statement]]) -> tuple[float, float]:
@@ -129,7 +138,9 @@ async def ours_phases(path: Path, count: int, log: list[list[Statement]]) -> tup
 
 def replay(db: sqlite3.Connection, statements: Iterable[Statement]) -> None:
     for kind, sql, parameters in statements:
-        if kind == "begin":
+        if kind == "batch":
+            replay_batch(db, sql, parameters)
+        elif kind == "begin":
             db.execute("BEGIN IMMEDIATE")
         elif kind == "commit":
             db.execute("COMMIT")
@@ -142,6 +153,19 @@ def replay(db: sqlite3.Connection, statements: Iterable[Statement]) -> None:
             db.execute(sql, parameters).fetchall()
 
 
+def replay_batch(db: sqlite3.Connection, steps: list[Any], transaction: bool) -> None:
+    """A batch as the store ran it: its statements, in one transaction if it was one."""
+    if transaction:
+        db.execute("BEGIN IMMEDIATE")
+    for step in steps:
+        if step.many:
+            db.executemany(step.sql, step.parameters)
+        else:
+            db.execute(step.sql, step.parameters).fetchall()
+    if transaction:
+        db.execute("COMMIT")
+
+
 def bare_database(path: Path) -> sqlite3.Connection:
     """A fresh file as the store makes it: its settings, its schema and the queue."""
     db = sqlite3.connect(path, isolation_level=None)
@@ -152,6 +176,17 @@ def bare_database(path: Path) -> sqlite3.Connection:
         "INSERT INTO queues (name, attributes, created) VALUES ('bench', '{}', ?)", (time.time(),)
     )
     return db
+
+
+def bare_sqlite(path: Path, count: int, statements: list[Statement]) -> float:
+    """The floor of an end-to-end run: its statements, in the order the store
+    ran them (its group commits included), replayed blocking."""
+    db = bare_database(path)
+    started = time.perf_counter()
+    replay(db, statements)
+    finished = time.perf_counter()
+    db.close()
+    return count / (finished - started)
 
 
 def bare_sqlite_phases(path: Path, count: int, log: list[list[Statement]]) -> tuple[float, float]:
@@ -201,6 +236,11 @@ def median_of(repeats: int, run: Callable[[], Any]) -> Any:
 
 
 def main() -> None:
+    with tuned_process():  # as the pipelines command runs a pipeline
+        measure()
+
+
+def measure() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
@@ -226,8 +266,13 @@ def main() -> None:
                 f" (visible {counts[0]:,}, in flight {counts[1]:,})"
             )
 
-        one = median_of(args.repeats, lambda: asyncio.run(ours_end_to_end(fresh(), count, 1)))
-        four = median_of(args.repeats, lambda: asyncio.run(ours_end_to_end(fresh(), count, 4)))
+        def end_to_end(consumers: int) -> tuple[float, float]:
+            statements: list[Statement] = []
+            ours = asyncio.run(ours_end_to_end(fresh(), count, consumers, statements))
+            return ours, bare_sqlite(fresh(), count, statements)
+
+        one, peer_one = median_of(args.repeats, lambda: end_to_end(1))
+        four, peer_four = median_of(args.repeats, lambda: end_to_end(4))
         log: list[list[Statement]] = []
 
         def phases() -> tuple[float, float, float, float]:
@@ -247,8 +292,8 @@ def main() -> None:
         ("send", send, peer_send),
         ("receive + delete", receive, peer_receive),
         ("send + receive + delete", both, peer_both),
-        ("  end to end, 1 consumer", one, peer_both),
-        ("  end to end, 4 consumers", four, peer_both),
+        ("end to end, 1 consumer", one, peer_one),
+        ("end to end, 4 consumers", four, peer_four),
     ):
         print(f"{what:<32}{ours:>12,.0f}{peer:>12,.0f}{ours / peer:>8.2f}")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

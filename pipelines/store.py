@@ -37,6 +37,7 @@ base. This module holds no tables, only what they share.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -66,6 +67,10 @@ SQLFunction = tuple[int, Callable[..., Any]]
 
 IN_MEMORY = Path(":memory:")
 
+#: ``grouped`` trips handed to the database at once: one running, the next
+#: queued behind it, so its thread never idles while the event loop answers.
+TRIPS_IN_FLIGHT = 1
+
 
 @dataclass(frozen=True, slots=True)
 class Step:
@@ -86,6 +91,7 @@ class Done:
     rows: list[Row]
     changed: int
 
+
 VERSIONS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS store_versions (
     store   TEXT PRIMARY KEY,
@@ -93,6 +99,10 @@ CREATE TABLE IF NOT EXISTS store_versions (
     applied REAL NOT NULL
 );
 """
+
+
+#: A ``grouped`` statement and the future its caller awaits.
+_Waiting = tuple[Step, "asyncio.Future[list[Row]]"]
 
 
 # -- the backend: one database engine ------------------------------------------------
@@ -483,9 +493,13 @@ class Store(Queries):
         #: The task inside ``transaction()`` or ``exclusive()``, if any.
         self._holder: asyncio.Task[Any] | None = None
         #: ``grouped`` statements waiting for the next trip, with their callers' futures.
-        self._grouped: list[tuple[Step, asyncio.Future[list[Row]]]] = []
+        self._grouped: list[_Waiting] = []
         #: The task making those trips while any wait (owned here, drained by ``close``).
         self._trips: asyncio.Task[None] | None = None
+        #: Lone ``grouped`` statements under way (see ``_lone``).
+        self._alone = 0
+        #: Set when a lone statement is back (the trip task may wait for it).
+        self._back = asyncio.Event()
 
     # -- opening and closing --------------------------------------------------------
 
@@ -664,24 +678,56 @@ class Store(Queries):
         failing statement fails its own caller only."""
         if self._inside():
             return await self._writer.rows(sql, parameters)
+        if self._trips is None and not self._alone and not self._lock.locked():
+            return await self._lone(Step(sql, parameters))
         done: asyncio.Future[list[Row]] = asyncio.get_running_loop().create_future()
         self._grouped.append((Step(sql, parameters), done))
         if self._trips is None:
             self._trips = asyncio.ensure_future(self._make_trips())
         return await done
 
-    async def _make_trips(self) -> None:
-        """While grouped statements wait: take them all, write them in one
-        trip, answer their callers, repeat. Ends when none wait."""
+    async def _lone(self, step: Step) -> list[Row]:
+        """Nothing else under way: the statement goes at once, from the
+        caller's own task (no trip task, no extra turn of the event loop).
+        Those submitted while it runs gather for the next trip. No lock is
+        taken: none is held now, and the hand-over happens before this
+        coroutine first yields, so no transaction can begin in between."""
+        self._alone += 1
         try:
-            while self._grouped:
-                taken = [(step, done) for step, done in self._grouped if not done.done()]
-                self._grouped = []
-                if taken:
-                    await self._trip(taken)
+            return (await self._writer.batch([step], transaction=False))[0].rows
+        finally:
+            self._alone -= 1
+            self._back.set()
+
+    async def _make_trips(self) -> None:
+        """While grouped statements wait: take them all, hand them to the
+        database as one trip, answer their callers when it is back; repeat
+        until none wait. Up to ``TRIPS_IN_FLIGHT`` trips are handed over at
+        once, so the database's thread starts the next one as soon as one
+        ends instead of waiting for the event loop to hand it over."""
+        in_flight: collections.deque[tuple[list[_Waiting], asyncio.Task[list[Done]]]]
+        in_flight = collections.deque()
+        try:
+            while self._grouped or in_flight:
+                if self._grouped and len(in_flight) + self._alone < TRIPS_IN_FLIGHT:
+                    taken = [(step, done) for step, done in self._grouped if not done.done()]
+                    self._grouped = []
+                    if taken:
+                        in_flight.append((taken, await self._leave([s for s, _ in taken])))
+                    continue
+                if not in_flight:  # a lone statement is under way: more gather meanwhile
+                    self._back.clear()
+                    await self._back.wait()
+                    continue
+                taken, running = in_flight.popleft()
+                await self._arrive(taken, running)
         except BaseException:
-            # Cancelled (the loop is closing): nobody may wait for ever.
-            stopped = StateError(f"the {self.name} store stopped before this write")
+            # Cancelled (the loop is closing): nobody may wait for ever. A trip
+            # already handed over still commits or rolls back as a whole.
+            stopped = StateError(f"the {self.name} store stopped before this write was confirmed")
+            for taken, _ in in_flight:
+                for _, done in taken:
+                    _settle(done, stopped)
             for _, done in self._grouped:
                 _settle(done, stopped)
             self._grouped = []
@@ -689,41 +735,23 @@ class Store(Queries):
         finally:
             self._trips = None
 
-    async def _trip(self, taken: list[tuple[Step, asyncio.Future[list[Row]]]]) -> None:
+    async def _leave(self, steps: list[Step]) -> asyncio.Task[list[Done]]:
+        """Hand ``steps`` to the database (one transaction if several)."""
+        async with self._lock:
+            running = asyncio.ensure_future(self._writer.batch(steps, transaction=len(steps) > 1))
+            await asyncio.sleep(0)  # its first step hands the plan over (see ``batch``)
+        return running
+
+    @staticmethod
+    async def _arrive(taken: list[_Waiting], running: asyncio.Task[list[Done]]) -> None:
+        """Answer each caller of a trip with its rows, or all with its error
+        (a shared trip is rolled back as a whole: none of it was written)."""
         try:
-            outcomes = await self._outcomes([step for step, _ in taken])
-        except BaseException:
-            for _, done in taken:
-                _settle(done, StateError(f"the {self.name} store stopped during this write"))
-            raise
+            outcomes: list[Any] = [done.rows for done in await running]
+        except Exception as exc:
+            outcomes = [exc] * len(taken)
         for (_, done), outcome in zip(taken, outcomes, strict=True):
             _settle(done, outcome)
-
-    async def _outcomes(self, steps: list[Step]) -> list[list[Row] | BaseException]:
-        """Each step's rows or error: one trip, and one transaction if several."""
-        if len(steps) == 1:
-            return await self._one_by_one(steps)
-        try:
-            return [done.rows for done in await self.batch(steps)]
-        except Exception:
-            # Rolled back as a whole: each statement again, alone.
-            return await self._one_by_one(steps)
-
-    async def _hand_over_rows(self, sql: str, parameters: Parameters) -> list[Row]:
-        done = await self._hand_over(
-            self._writer.batch([Step(sql, parameters)], transaction=False)
-        )
-        return done[0].rows
-
-    async def _one_by_one(self, steps: list[Step]) -> list[list[Row] | BaseException]:
-        """Each statement alone (its own transaction): its rows or its error."""
-        outcomes: list[list[Row] | BaseException] = []
-        for step in steps:
-            try:
-                outcomes.append(await self._hand_over_rows(step.sql, step.parameters))
-            except Exception as exc:
-                outcomes.append(exc)
-        return outcomes
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[Queries]:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipelines.clock import ManualClock
+from pipelines.store import Step
 from plugins.queue.store import QueueStore, SendEntry
 
 
@@ -195,14 +196,18 @@ def claims_counted(store: QueueStore) -> list[str]:
     """The claim statements run on the store's connection from now on."""
     seen: list[str] = []
     connection = store.connection
-    rows = connection.rows
+    batch = connection.batch
 
-    async def counted(sql: str, parameters: object = ()) -> Any:
-        if sql.startswith("UPDATE queue_messages SET") and "WHERE seq IN (SELECT" in sql:
-            seen.append(sql)
-        return await rows(sql, parameters)  # type: ignore[arg-type]
+    async def counted(steps: Sequence[Step], **options: Any) -> Any:
+        for step in steps:  # claims go in trips (``Store.grouped``)
+            if (
+                step.sql.startswith("UPDATE queue_messages SET")
+                and "WHERE seq IN (SELECT" in step.sql
+            ):
+                seen.append(step.sql)
+        return await batch(steps, **options)
 
-    connection.rows = counted  # type: ignore[method-assign]
+    connection.batch = counted  # type: ignore[method-assign]
     return seen
 
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 
 from pipelines.clock import ManualClock
 from pipelines.errors import QueueError
-from pipelines.store import SQLiteConnection
+from pipelines.store import SQLiteConnection, Step
 from plugins.queue.store import QueueStore, SendEntry
 
 
@@ -541,19 +541,19 @@ async def test_a_cancelled_receive_gives_its_claim_back(store: QueueStore) -> No
     await store.create_queue("q", {"redrive_policy": policy})
     await store.send("q", "hello")
     assert isinstance(store.connection, SQLiteConnection)
-    connection = store.connection.raw
-    original = connection.execute_fetchall
+    connection = store.connection
+    original = connection.batch
 
-    def cancel_during_the_claim(sql: str, *args: Any, **kwargs: Any) -> Any:
-        if sql.startswith("UPDATE queue_messages SET queue = CASE"):
+    def cancel_during_the_claim(steps: Sequence[Step], **options: Any) -> Any:
+        if any(step.sql.startswith("UPDATE queue_messages SET queue = CASE") for step in steps):
             asyncio.get_running_loop().call_soon(receiving.cancel)
-        return original(sql, *args, **kwargs)
+        return original(steps, **options)
 
-    connection.execute_fetchall = cancel_during_the_claim  # type: ignore[method-assign]
+    connection.batch = cancel_during_the_claim  # type: ignore[method-assign]
     receiving = asyncio.create_task(store.receive("q", wait_time=5))
     with pytest.raises(asyncio.CancelledError):
         await receiving
-    connection.execute_fetchall = original  # type: ignore[method-assign]
+    connection.batch = original  # type: ignore[method-assign]
     # Nobody saw it: visible again at once, not counted, not dead-lettered.
     [message] = await store.receive("q")
     assert message.body == "hello"
