@@ -284,3 +284,35 @@ async def test_message_ids_are_distinct_random_uuids(store: QueueStore) -> None:
         assert str(parsed) == message_id
         assert parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
+
+
+@pytest.mark.parametrize("name", ["q", "q.fifo"])
+async def test_concurrent_consumers_never_receive_a_message_twice_while_it_is_invisible(
+    store: QueueStore, clock: ManualClock, name: str
+) -> None:
+    # Four consumers on this store (their claims share trips) and two on a
+    # second store of the same file; nobody deletes, so a second receive of
+    # any message within its visibility timeout would show up here.
+    await store.create_queue(name, {"content_based_deduplication": True} if "fifo" in name else {})
+    other = await QueueStore.open(store.path, clock)
+    try:
+        for start in range(0, 300, 10):
+            entries = [
+                SendEntry(f"m{n}", id=str(n), group_id=f"g{n % 7}" if "fifo" in name else None)
+                for n in range(start, start + 10)
+            ]
+            await store.send_batch(name, entries)
+        seen: list[str] = []
+
+        async def consume(on: QueueStore) -> None:
+            while messages := await on.receive(name, 10, visibility_timeout=600):
+                seen.extend(message.message_id for message in messages)
+
+        async with asyncio.TaskGroup() as group:
+            for on in (store, store, store, store, other, other):
+                group.create_task(consume(on))
+        assert len(seen) == len(set(seen))
+        if "fifo" not in name:  # a FIFO group in flight holds its later messages back
+            assert len(seen) == 300
+    finally:
+        await other.close()

@@ -6,16 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
 from pipelines.clock import ManualClock
 from pipelines.errors import StateError
 from pipelines.runtime import Runtime
-from pipelines.store import Queries, Store, Upkeep
+from pipelines.store import Done, Queries, Step, Store, Upkeep
 
 
 class Notes(Store):
@@ -286,3 +286,126 @@ async def test_upkeep_goes_on_after_a_failure(caplog: pytest.LogCaptureFixture) 
             await task
     assert "purging failed; tried again in 10 s" in caplog.text
     assert "purging: 7 removed" in caplog.text
+
+
+# -- batches and group commit ---------------------------------------------------------
+
+
+async def test_a_batch_runs_its_steps_in_one_committed_transaction(notes: Notes) -> None:
+    done = await notes.batch(
+        [
+            Step("INSERT INTO notes (text) VALUES (?)", ("a",)),
+            Step("INSERT INTO notes (text) VALUES (?)", [("b",), ("c",)], many=True),
+            Step("UPDATE notes SET text = upper(text) WHERE text != 'a' RETURNING text"),
+        ]
+    )
+    assert [d.changed for d in done] == [1, 2, 2]
+    assert sorted(done[2].rows) == [("B",), ("C",)]
+    with sqlite3.connect(notes.path) as other:  # committed: another connection sees it
+        assert other.execute("SELECT text FROM notes ORDER BY rowid").fetchall() == [
+            ("a",),
+            ("B",),
+            ("C",),
+        ]
+
+
+async def test_a_failing_step_rolls_the_whole_batch_back(notes: Notes) -> None:
+    await notes.add("before")
+    with pytest.raises(sqlite3.IntegrityError):
+        await notes.batch(
+            [
+                Step("INSERT INTO notes (text) VALUES ('lost')"),
+                Step("INSERT INTO notes (text) VALUES (NULL)"),  # NOT NULL
+            ]
+        )
+    assert await notes.texts() == ["before"]
+    async with notes.transaction() as db:  # no transaction was left open
+        await db.execute("INSERT INTO notes (text) VALUES ('after')")
+    assert await notes.texts() == ["before", "after"]
+
+
+async def test_a_batch_inside_a_transaction_joins_it(notes: Notes) -> None:
+    with pytest.raises(RuntimeError):
+        async with notes.transaction():
+            await notes.batch([Step("INSERT INTO notes (text) VALUES ('lost')")])
+            raise RuntimeError("the enclosing transaction rolls back")
+    assert await notes.texts() == []
+
+
+async def test_a_cancelled_batch_is_written_whole_or_not_at_all(notes: Notes) -> None:
+    other = sqlite3.connect(notes.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        task = asyncio.create_task(
+            notes.batch([Step(f"INSERT INTO notes (text) VALUES ('{n}')") for n in range(3)])
+        )
+        await asyncio.sleep(0.1)  # the batch's BEGIN waits in SQLite's thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        other.execute("ROLLBACK")  # the batch goes through now, after its caller left
+    finally:
+        other.close()
+    await notes.add("after")  # no transaction was left open
+    texts = await notes.texts()
+    assert texts in (["after"], ["0", "1", "2", "after"])
+
+
+async def test_grouped_statements_submitted_together_share_one_trip(notes: Notes) -> None:
+    trips: list[int] = []
+    batch = notes.connection.batch
+
+    async def counted(steps: Sequence[Step], **options: Any) -> list[Done]:
+        trips.append(len(steps))
+        return await batch(steps, **options)
+
+    notes.connection.batch = counted  # type: ignore[method-assign]
+    results = await asyncio.gather(
+        *(
+            notes.grouped("INSERT INTO notes (text) VALUES (?) RETURNING text", (str(n),))
+            for n in range(5)
+        )
+    )
+    assert results == [[(str(n),)] for n in range(5)]  # each caller gets its own rows
+    assert trips == [1, 4]  # the first went alone; the others gathered meanwhile
+    assert await notes.texts() == [str(n) for n in range(5)]  # in the order submitted
+
+
+async def test_a_failing_shared_trip_fails_its_callers_and_writes_none(notes: Notes) -> None:
+    first = asyncio.create_task(notes.grouped("INSERT INTO notes (text) VALUES ('alone')"))
+    await asyncio.sleep(0)  # under way: the next two gather into one trip
+    results = await asyncio.gather(
+        notes.grouped("INSERT INTO notes (text) VALUES ('rolled back')"),
+        notes.grouped("INSERT INTO notes (text) VALUES (NULL)"),
+        return_exceptions=True,
+    )
+    await first
+    assert all(isinstance(result, sqlite3.IntegrityError) for result in results)
+    assert await notes.texts() == ["alone"]
+
+
+async def test_a_grouped_caller_cancelled_before_its_trip_is_not_written(notes: Notes) -> None:
+    first = asyncio.create_task(notes.grouped("INSERT INTO notes (text) VALUES ('first')"))
+    await asyncio.sleep(0)
+    dropped = asyncio.create_task(notes.grouped("INSERT INTO notes (text) VALUES ('dropped')"))
+    kept = asyncio.create_task(notes.grouped("INSERT INTO notes (text) VALUES ('kept')"))
+    await asyncio.sleep(0)  # both wait for the next trip
+    dropped.cancel()
+    await first
+    await kept
+    with pytest.raises(asyncio.CancelledError):
+        await dropped
+    assert await notes.texts() == ["first", "kept"]
+
+
+async def test_close_waits_for_the_grouped_statements_submitted(tmp_path: Path) -> None:
+    store = await Notes.open(tmp_path / "state.db")
+    writes = [
+        asyncio.create_task(store.grouped(f"INSERT INTO notes (text) VALUES ('{n}')"))
+        for n in range(4)
+    ]
+    await asyncio.sleep(0)
+    await store.close()
+    await asyncio.gather(*writes)
+    async with Notes.existing(tmp_path / "state.db") as again:
+        assert await again.texts() == ["0", "1", "2", "3"]
