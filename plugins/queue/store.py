@@ -7,11 +7,16 @@ statement. SQLite runs one write at a time per database file, so two
 processes receiving from the same queue can never both claim a message while
 it is invisible.
 
-Every operation is one statement in autocommit mode, or one ``BEGIN
-IMMEDIATE`` transaction (FIFO deduplication, redrive), under the store's lock
+Every operation is one statement, or one ``BEGIN IMMEDIATE`` transaction
+(FIFO deduplication, ChangeMessageVisibility, purge), under the store's lock
 so that statements from concurrent coroutines never land inside another's
-transaction. A single statement holds the lock only while it is handed to
-the connection's thread, which runs them in order (``rows``).
+transaction. The hot statements (a standard queue's send, the claim of a
+receive and its release, DeleteMessageBatch) go through ``Store.grouped``:
+alone, one goes at once in autocommit mode; those of concurrent callers
+submitted while a trip is under way share the next trip and its transaction,
+in the order submitted, so several consumers make fewer, bigger commits.
+Each claim is still its own statement with its own receipt token: a later
+claim in the same transaction sees the earlier one's rows as in flight.
 GetQueueAttributes reads counts the writes keep (``queue_counts``) and short
 index ranges, never the backlog. Times come from the injected ``Clock``.
 """
