@@ -742,16 +742,27 @@ class Store(Queries):
             await asyncio.sleep(0)  # its first step hands the plan over (see ``batch``)
         return running
 
-    @staticmethod
-    async def _arrive(taken: list[_Waiting], running: asyncio.Task[list[Done]]) -> None:
-        """Answer each caller of a trip with its rows, or all with its error
-        (a shared trip is rolled back as a whole: none of it was written)."""
+    async def _arrive(self, taken: list[_Waiting], running: asyncio.Task[list[Done]]) -> None:
+        """Answer each caller of a trip with its rows. A shared trip that
+        failed was rolled back as a whole (none of it was written): its
+        statements are tried again one by one, so that a failing statement
+        fails its own caller only."""
         try:
             outcomes: list[Any] = [done.rows for done in await running]
         except Exception as exc:
-            outcomes = [exc] * len(taken)
+            if len(taken) == 1:
+                outcomes = [exc]
+            else:
+                outcomes = [await self._alone_again(step) for step, _ in taken]
         for (_, done), outcome in zip(taken, outcomes, strict=True):
             _settle(done, outcome)
+
+    async def _alone_again(self, step: Step) -> list[Row] | Exception:
+        try:
+            running = await self._leave([step])
+            return (await running)[0].rows
+        except Exception as exc:
+            return exc
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[Queries]:

@@ -371,17 +371,20 @@ async def test_grouped_statements_submitted_together_share_one_trip(notes: Notes
     assert await notes.texts() == [str(n) for n in range(5)]  # in the order submitted
 
 
-async def test_a_failing_shared_trip_fails_its_callers_and_writes_none(notes: Notes) -> None:
+async def test_a_failing_statement_in_a_shared_trip_fails_its_caller_alone(notes: Notes) -> None:
     first = asyncio.create_task(notes.grouped("INSERT INTO notes (text) VALUES ('alone')"))
-    await asyncio.sleep(0)  # under way: the next two gather into one trip
+    await asyncio.sleep(0)  # under way: the next three gather into one trip
     results = await asyncio.gather(
-        notes.grouped("INSERT INTO notes (text) VALUES ('rolled back')"),
+        notes.grouped("INSERT INTO notes (text) VALUES ('before')"),
         notes.grouped("INSERT INTO notes (text) VALUES (NULL)"),
+        notes.grouped("INSERT INTO notes (text) VALUES ('after')"),
         return_exceptions=True,
     )
     await first
-    assert all(isinstance(result, sqlite3.IntegrityError) for result in results)
-    assert await notes.texts() == ["alone"]
+    # The shared trip was rolled back, then each statement went again alone.
+    assert results[0] == [] and results[2] == []
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert await notes.texts() == ["alone", "before", "after"]
 
 
 async def test_a_grouped_caller_cancelled_before_its_trip_is_not_written(notes: Notes) -> None:
