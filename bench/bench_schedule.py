@@ -1,21 +1,40 @@
 """Scheduler cost and firing accuracy with 10,000 ``rate(1 minute)`` schedules.
 
-The rules have no targets, so what is measured is the scheduler and the bus's
-intake (building each scheduled event and dispatching it), not any delivery.
-All runs are real time on the system clock, in one process.
+The runtime runs as a pipeline does: a state database (durable intake,
+schedule marks, the metric store the bus's counters are flushed into). The
+rules have no targets, so what is measured is the scheduler and what a run
+costs the bus and the state database (building each scheduled event, its
+intake row written and deleted, its mark, dispatching it, its rule's
+counters and their metric series), not any delivery. All runs are real
+time on the system clock, in one process.
 
-1. Aligned: every schedule is due at the same second, once a minute (what
-   10,000 "every minute" jobs look like). Reported: the burst (how late the
-   last of the 10,000 runs fires, its CPU), and the CPU share of one core
-   *between* firings. The peer is the design the scheduler avoids: a loop
-   that checks every schedule once a second.
-2. Staggered: start dates spread evenly over the minute, so a run is due
-   every 6 ms: CPU share in steady state and lateness (fire time minus
-   scheduled time) percentiles. The peer is the other naive design: one
-   asyncio task per schedule, sleeping until its next run and building the
-   same event.
+Two cases, each timed with ``time.process_time()`` over whole minutes: the
+first minute (from the runtime's start: opening the state database, saving
+10,000 marks, the first firings, which create the rules' metric series) and
+the minutes after it (steady state).
 
-    python bench/bench_schedule.py [--schedules 10000] [--seconds 30] [--idle 40]
+1. Staggered: start dates spread evenly over the minute, so a run is due
+   every 6 ms.
+2. Aligned: every schedule is due at the same second, once a minute (what
+   10,000 "every minute" jobs look like): one burst a minute.
+
+Lateness is the time a run's event is dispatched (``Runtime.tap``) minus its
+scheduled time, as percentiles.
+
+Peers, in the same run, doing the same number of runs: one asyncio task per
+schedule, each sleeping until its next run and building the same event (CPU
+share over ``--peer-seconds``, staggered), and a loop that checks every
+schedule once a second (its share while nothing is due). Neither writes
+anything, so they are a floor for the design, not for the durable work.
+
+Before and after: run this script against the code of another commit by
+putting its ``pipelines`` first on the path, e.g.
+
+    git archive BASE pipelines plugins | tar -x -C /tmp/base
+    PYTHONPATH=/tmp/base python bench/bench_schedule.py
+
+    python bench/bench_schedule.py [--schedules 10000] [--minutes 1]
+        [--peer-seconds 30] [--case staggered|aligned|both]
 """
 
 from __future__ import annotations
@@ -23,12 +42,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import statistics
+import os
+import tempfile
 import time
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pipelines
 from pipelines.event import make_event
 from pipelines.limits import Limits
 from pipelines.process import tuned_process
@@ -41,44 +63,51 @@ def iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
-def build(runtime: Runtime, count: int, first: float, spread: float = MINUTE) -> None:
+def load() -> str:
+    return "load %.2f %.2f %.2f" % os.getloadavg()
+
+
+def build(runtime: Runtime, starts: list[float]) -> None:
     bus = runtime.bus()
-    for n in range(count):
-        start = first + spread * n / count
+    for n, start in enumerate(starts):
         bus.put_rule(
             f"every-minute-{n}", schedule={"expression": "rate(1 minute)", "start_date": iso(start)}
         )
 
 
-def record_lateness(runtime: Runtime, lateness: list[float]) -> None:
-    """Wrap the scheduler's firing to note how late each run fires."""
-    scheduler = runtime.scheduler
-    fire: Callable[[Any, float], None] = scheduler._fire
-
-    def timed(entry: Any, due: float) -> None:
-        lateness.append(runtime.clock.time() - due)
-        fire(entry, due)
-
-    scheduler._fire = timed  # type: ignore[method-assign]
+@dataclass
+class Minute:
+    cpu: float = 0.0
+    lateness: list[float] = field(default_factory=list)
 
 
-async def aligned(count: int, idle: float) -> tuple[list[float], float, float]:
-    """Returns lateness of the burst's runs, the burst's CPU seconds and the
-    CPU share between firings."""
-    runtime = Runtime(limits=Limits(intake_size=count))
-    due = float(int(time.time()) + 3)
-    build(runtime, count, due, spread=0.0)
-    lateness: list[float] = []
-    record_lateness(runtime, lateness)
+async def scheduler(
+    count: int, spread: float, minutes: int, state: Path
+) -> tuple[list[Minute], str]:
+    """The runtime's CPU and lateness per whole minute from its start (the
+    first one included), and where its figures came from."""
+    first = float(int(time.time()) + 3)
+    starts = [first + spread * n / count for n in range(count)]
+    runtime = Runtime(state_path=state, limits=Limits(intake_size=count))
+    build(runtime, starts)
+    periods = [Minute() for _ in range(minutes + 1)]
+    current = periods[0]
+
+    def observe(bus: str, event: dict[str, Any]) -> None:
+        # The rule's number is the ARN's tail; its runs are due at its start
+        # plus whole minutes, so lateness is the time since then, mod a minute.
+        n = int(event["resources"][0].rpartition("-")[2])
+        current.lateness.append((time.time() - starts[n]) % MINUTE)
+
+    began_wall, began_cpu = time.time(), time.process_time()
     async with runtime:
-        await asyncio.sleep(max(due - 0.5 - time.time(), 0))
-        started = time.process_time()
-        while len(lateness) < count:
-            await asyncio.sleep(0.01)
-        burst_cpu = time.process_time() - started
-        await asyncio.sleep(max(due + 5 - time.time(), 0))
-        share = await cpu_share(idle)
-    return lateness, burst_cpu, share
+        with runtime.tap(observe):
+            for index, period in enumerate(periods):
+                current = period
+                await asyncio.sleep(max(began_wall + MINUTE * (index + 1) - time.time(), 0))
+                cpu = time.process_time()
+                period.cpu, began_cpu = cpu - began_cpu, cpu
+    return periods, f"{runtime.scheduler.fired} runs fired"
 
 
 async def cpu_share(seconds: float) -> float:
@@ -87,7 +116,7 @@ async def cpu_share(seconds: float) -> float:
     return (time.process_time() - started) / seconds
 
 
-async def polling_peer(count: int, idle: float) -> float:
+async def polling_peer(count: int, seconds: float) -> float:
     """A scheduler that checks every schedule once a second: its CPU share
     while nothing is due."""
     dues = [time.time() + 3600.0 + n for n in range(count)]
@@ -103,25 +132,13 @@ async def polling_peer(count: int, idle: float) -> float:
     async with asyncio.TaskGroup() as group:
         task = group.create_task(poll())
         await asyncio.sleep(1.5)
-        share = await cpu_share(idle)
+        share = await cpu_share(seconds)
         task.cancel()
     return share
 
 
-async def real(count: int, seconds: float) -> tuple[float, list[float], int]:
-    runtime = Runtime(limits=Limits(intake_size=count))
-    build(runtime, count, time.time() + 2)
-    lateness: list[float] = []
-    record_lateness(runtime, lateness)
-    async with runtime:
-        await asyncio.sleep(2)
-        lateness.clear()
-        share = await cpu_share(seconds)
-    return share, lateness, len(lateness)
-
-
-async def peer(count: int, seconds: float) -> tuple[float, list[float], int]:
-    """One task per schedule, each sleeping until its next run."""
+async def task_peer(count: int, seconds: float) -> tuple[float, list[float]]:
+    """One task per schedule, each sleeping until its next run (staggered)."""
     lateness: list[float] = []
     fired: list[dict[str, Any]] = []
     first = time.time() + 2
@@ -151,16 +168,32 @@ async def peer(count: int, seconds: float) -> tuple[float, list[float], int]:
         share = await cpu_share(seconds)
         for task in tasks:
             task.cancel()
-    return share, lateness, len(lateness)
+    return share, lateness
 
 
 def percentiles(values: list[float]) -> str:
+    if not values:
+        return "no runs"
     ordered = sorted(values)
 
     def at(q: float) -> float:
         return ordered[min(int(q * len(ordered)), len(ordered) - 1)] * 1000
 
-    return f"p50 {at(0.5):.2f} ms, p99 {at(0.99):.2f} ms, max {ordered[-1] * 1000:.2f} ms"
+    return f"p50 {at(0.5):.1f} ms, p99 {at(0.99):.1f} ms, max {ordered[-1] * 1000:.1f} ms"
+
+
+async def case(name: str, count: int, spread: float, minutes: int) -> None:
+    gc.collect()
+    with tempfile.TemporaryDirectory() as directory:
+        print(f"{name}: {count} rate(1 minute) schedules, state database ({load()})", flush=True)
+        periods, fired = await scheduler(count, spread, minutes, Path(directory) / "state.db")
+    for index, period in enumerate(periods):
+        which = "first minute" if index == 0 else f"minute {index + 1}  "
+        print(
+            f"  {which}: CPU {period.cpu * 1000:6.0f} ms = {period.cpu / MINUTE:.3%} of one core;"
+            f" {len(period.lateness)} runs, late {percentiles(period.lateness)}"
+        )
+    print(f"  ({fired}; {load()})", flush=True)
 
 
 async def main() -> None:
@@ -168,38 +201,28 @@ async def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--schedules", type=int, default=10_000)
-    parser.add_argument("--seconds", type=float, default=30.0, help="staggered run length")
-    parser.add_argument("--idle", type=float, default=40.0, help="idle stretch measured")
+    parser.add_argument("--minutes", type=int, default=1, help="steady minutes after the first")
+    parser.add_argument("--peer-seconds", type=float, default=30.0)
+    parser.add_argument("--case", choices=("staggered", "aligned", "both"), default="both")
     args = parser.parse_args()
     n = args.schedules
-    gc.collect()
-
-    lateness, burst_cpu, idle_share = await aligned(n, args.idle)
-    poll_share = await polling_peer(n, args.idle)
-    print(f"aligned: {n} rate(1 minute) schedules due at the same second")
-    print(
-        f"  burst: {percentiles(lateness)} late; CPU {burst_cpu * 1000:.0f} ms"
-        f" ({burst_cpu / n * 1e6:.0f} us per run)"
-    )
-    print(
-        f"  between firings ({args.idle:.0f} s): CPU {idle_share:.3%} of one core;"
-        f" peer polling every second {poll_share:.3%}"
-    )
-
-    share, lateness, fired = await real(n, args.seconds)
-    peer_share, peer_lateness, peer_fired = await peer(n, args.seconds)
-    print(f"staggered: {n} schedules spread over the minute, {args.seconds:.0f} s")
-    print(
-        f"  scheduler: {fired} runs, CPU {share:.2%} of one core, lateness {percentiles(lateness)}"
-    )
-    print(
-        f"  peer (a task per schedule): {peer_fired} runs, CPU {peer_share:.2%} of one core,"
-        f" lateness {percentiles(peer_lateness)}"
-    )
-    print(
-        f"  ratio scheduler/peer: CPU {share / peer_share:.2f}x,"
-        f" p50 lateness {statistics.median(lateness) / statistics.median(peer_lateness):.2f}x"
-    )
+    print(f"pipelines from {Path(pipelines.__file__).parent}")
+    if args.case in ("staggered", "both"):
+        await case("staggered", n, MINUTE, args.minutes)
+    if args.case in ("aligned", "both"):
+        await case("aligned", n, 0.0, args.minutes)
+    if args.peer_seconds > 0:
+        gc.collect()
+        share, lateness = await task_peer(n, args.peer_seconds)
+        print(
+            f"peer, a task per schedule (staggered, {args.peer_seconds:.0f} s):"
+            f" CPU {share:.3%} of one core; {len(lateness)} runs, late {percentiles(lateness)}"
+        )
+        polled = await polling_peer(n, args.peer_seconds)
+        print(
+            f"peer, a loop over every schedule each second (nothing due):"
+            f" CPU {polled:.3%} of one core ({load()})"
+        )
 
 
 if __name__ == "__main__":
