@@ -598,24 +598,39 @@ class MetricStore(Store):
         self, db: Queries, keys: Iterable[SeriesKey], *, create: bool = True
     ) -> dict[SeriesKey, int]:
         """The ids of ``keys`` that exist (made first when ``create``); known
-        ones from the cache, which the caller updates once its writes committed."""
-        found = {key: self._ids[key] for key in keys if key in self._ids}
+        ones from the cache, which the caller updates once its writes committed.
+
+        The unknown ones take two statements however many they are (the first
+        flush of 10,000 rules' counters meets 20,000 new series): one INSERT
+        of them all that skips those that exist, and one SELECT of their ids,
+        each over one JSON array of (namespace, name, dimensions)."""
+        found: dict[SeriesKey, int] = {}
+        named: dict[tuple[str, str, str], SeriesKey] = {}
         for key in keys:
-            if key in found:
-                continue
-            namespace, name, dims = key
-            text = _dims_text(dims)
-            if create:
-                await db.execute(
-                    self.dialect.insert_new("metric_series", ("namespace", "name", "dimensions")),
-                    (namespace, name, text),
-                )
-            series = await db.scalar(
-                "SELECT id FROM metric_series WHERE namespace = ? AND name = ? AND dimensions = ?",
-                (namespace, name, text),
+            known = self._ids.get(key)
+            if known is not None:
+                found[key] = known
+            else:
+                named[(key[0], key[1], _dims_text(key[2]))] = key
+        if not named:
+            return found
+        given = orjson.dumps(list(named))
+        if create:
+            await db.execute(
+                "INSERT INTO metric_series (namespace, name, dimensions)"
+                " SELECT given.value ->> 0, given.value ->> 1, given.value ->> 2"
+                f" FROM {self.dialect.json_rows('given')} WHERE true ON CONFLICT DO NOTHING",
+                (given,),
             )
-            if series is not None:
-                found[key] = series
+        rows = await db.rows(
+            "SELECT series.id, series.namespace, series.name, series.dimensions"
+            f" FROM {self.dialect.json_rows('given')} JOIN metric_series AS series"
+            " ON series.namespace = given.value ->> 0 AND series.name = given.value ->> 1"
+            " AND series.dimensions = given.value ->> 2",
+            (given,),
+        )
+        for series, namespace, name, text in rows:
+            found[named[(namespace, name, text)]] = series
         return found
 
     # -- reading ------------------------------------------------------------

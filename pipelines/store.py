@@ -212,6 +212,15 @@ class Dialect:
             " ON CONFLICT DO NOTHING"
         )
 
+    def json_rows(self, alias: str) -> str:
+        """A FROM item named ``alias``: one row per element of the JSON array
+        bound to its one placeholder, the element in column ``value`` (read an
+        array's items as ``alias.value ->> 0``, which SQLite and PostgreSQL
+        both accept). Many rows then go in one statement and one parameter.
+        PostgreSQL's spelling would be ``jsonb_array_elements(?::jsonb) AS
+        alias(value)``."""
+        return f"json_each(?) AS {alias}"
+
 
 class Backend(ABC):
     """A database engine: where a store's connections come from."""

@@ -336,3 +336,24 @@ async def test_cli_metrics_get_prints_datapoints_and_a_chart_on_a_terminal(tmp_p
     assert not (tmp_path / "none.db").exists()
     quiet = subprocess.run([*command, "--since", "5m"], capture_output=True, text=True, timeout=60)
     assert quiet.returncode == 0 and "no data for Shop Latency in the last 5m" in quiet.stderr
+
+
+async def test_a_flush_names_many_new_series_at_once(
+    tmp_path: Path, store: MetricStore, clock: ManualClock
+) -> None:
+    """A flush meeting hundreds of new series (a bus's first counts) gives
+    each its own id, and the next flush finds the known ones and adds new ones."""
+    for n in range(300):
+        store.put_metric_data(NS, "Hits", {"Api": f"a{n}"}, value=n, timestamp=T0 + 5)
+    await store.flush()
+    for n in range(150, 450):
+        store.put_metric_data(NS, "Hits", {"Api": f"a{n}"}, value=1000 + n, timestamp=T0 + 65)
+    await store.flush()
+    keys = [(NS, "Hits", (("Api", f"a{n}"),)) for n in range(450)]
+    sums = await store.read_many(keys, int(T0) + 120, 60, 2, "Sum")
+    for n, key in enumerate(keys):
+        expected = [float(n) if n < 300 else None, 1000.0 + n if n >= 150 else None]
+        assert sums[key] == expected, key
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        series = db.execute("SELECT count(*), count(DISTINCT dimensions) FROM metric_series")
+        assert series.fetchone() == (450, 450)

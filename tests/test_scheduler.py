@@ -408,3 +408,88 @@ async def test_a_backed_up_bus_does_not_hold_up_schedules_on_other_buses() -> No
             await clock_of(runtime).advance(60)
         assert [t - T0 for t in times(runtime)] == [60.0 * k for k in range(11)]
         sink(runtime, "stuck").release()
+
+
+def stagger(runtime: Runtime, count: int, step: float, first: float = T0 + 60) -> list[float]:
+    """``count`` rate(1 minute) rules ``r0``... starting ``step`` seconds apart
+    from ``first``, each with the recorder as target; their start times."""
+    bus = runtime.bus()
+    starts = [first + step * n for n in range(count)]
+    for n, start in enumerate(starts):
+        moment = datetime.fromtimestamp(start, UTC).isoformat()
+        bus.put_rule(f"r{n}", schedule={"expression": "rate(1 minute)", "start_date": moment})
+    return starts
+
+
+async def test_runs_due_within_the_window_fire_together_once_each_in_order() -> None:
+    runtime = make_runtime()
+    starts = stagger(runtime, 6, 0.5)  # due at T0+60, 60.5, 61, 61.5, 62, 62.5
+    seen: list[tuple[float, str, str]] = []
+
+    def observe(bus: str, event: dict[str, Any]) -> None:
+        rule = event["resources"][0].rpartition("/")[2]
+        seen.append((runtime.clock.time(), rule, event["time"]))
+
+    async with runtime:
+        with runtime.tap(observe):
+            await advance(runtime, 59)
+            turns = runtime.scheduler.wakeups
+            await advance(runtime, 5)
+            # The first run fires on time; the next ones wait for the window
+            # (1 s) after it and fire together, never before their time.
+            assert [at - T0 for at, _, _ in seen] == [60, 61, 61, 62, 62, 63]
+            assert runtime.scheduler.wakeups - turns == 4
+            await advance(runtime, 60 * 3)
+    rules = [rule for _, rule, _ in seen]
+    assert rules == [f"r{n}" for n in range(6)] * 4  # each once a minute, in due order
+    for (at, rule, text) in seen:
+        n = int(rule[1:])
+        due = parse_time(text).timestamp()
+        # ``time`` is the run's scheduled time (to the second, as EventBridge writes it).
+        assert (at - starts[n]) % 60 <= runtime.scheduler.window
+        assert due == int(at - (at - starts[n]) % 60)
+
+
+async def test_a_busy_minute_takes_one_turn_a_second() -> None:
+    runtime = make_runtime()
+    stagger(runtime, 480, 0.125)  # a run due every 125 ms from T0+60
+    async with runtime:
+        await advance(runtime, 60)
+        turns = runtime.scheduler.wakeups
+        await advance(runtime, 119.5)
+        # One turn a second (T0+61 ... T0+179), each firing the runs due by
+        # then: the whole first minute and the second's up to T0+179.
+        assert runtime.scheduler.wakeups - turns == 119
+        assert runtime.scheduler.fired == 480 + 473
+
+
+async def test_without_a_window_each_run_fires_at_its_own_time() -> None:
+    runtime = make_runtime()
+    runtime.scheduler.window = 0.0
+    await scheduled(runtime, "rate(1 minute)", name="first")
+    bus = runtime.bus()
+    start = datetime.fromtimestamp(T0 + 0.5, UTC).isoformat()
+    bus.put_rule("second", schedule={"expression": "rate(1 minute)", "start_date": start})
+    await bus.put_targets("second", [{"id": "t", "resource": "sink"}])
+    async with runtime:
+        await advance(runtime, 61)
+    assert sorted(times(runtime)) == [T0, T0 + 0.5, T0 + 60, T0 + 60.5]
+
+
+async def test_coalesced_runs_are_marked_done(tmp_path: Path) -> None:
+    """Runs fired together have their marks saved: a restart neither fires
+    them again nor counts anything missed."""
+    state = tmp_path / "state.db"
+    runtime = make_runtime(state=state)
+    stagger(runtime, 3, 0.4, first=T0 + 10)
+    await runtime.bus().put_targets("r2", [{"id": "t", "resource": "sink"}])
+    async with runtime:
+        await advance(runtime, 75)
+    assert times(runtime) == [T0 + 11, T0 + 71]  # r2 due at T0+10.8 and T0+70.8
+    again = make_runtime(T0 + 75, state=state)
+    stagger(again, 3, 0.4, first=T0 + 10)
+    await again.bus().put_targets("r2", [{"id": "t", "resource": "sink"}])
+    async with again:
+        await advance(again, 60)
+    assert times(again) == [T0 + 131]
+    assert again.scheduler.skipped == 0
