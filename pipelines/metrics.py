@@ -64,12 +64,16 @@ class Datapoint:
 
 
 class Counter:
-    """One counter; the hot path increments ``value`` directly."""
+    """One counter; the hot path increments ``value`` directly. ``harvested``
+    is its value at the last harvest, kept beside it so that a harvest of
+    20,000 counters (10,000 scheduled rules) compares two attributes each
+    instead of looking each up in a dict."""
 
-    __slots__ = ("value",)
+    __slots__ = ("harvested", "value")
 
     def __init__(self) -> None:
         self.value = 0.0
+        self.harvested = 0.0
 
 
 class Metrics:
@@ -78,7 +82,6 @@ class Metrics:
     def __init__(self, namespace: str = NAMESPACE) -> None:
         self.namespace = namespace
         self._counters: dict[tuple[str, Dimensions], Counter] = {}
-        self._harvested: dict[tuple[str, Dimensions], float] = {}
 
     def counter(self, name: str, dims: Dimensions) -> Counter:
         """The counter for (name, dims), created at zero; keep it to count cheaply."""
@@ -107,12 +110,11 @@ class Metrics:
     def harvest(self) -> list[tuple[str, Dimensions, float]]:
         """What each counter counted since the last harvest (those that moved)."""
         moved = []
-        last = self._harvested
         for key, counter in self._counters.items():
-            delta = counter.value - last.get(key, 0.0)
-            if delta:
-                last[key] = counter.value
-                moved.append((key[0], key[1], delta))
+            value = counter.value
+            if value != counter.harvested:
+                moved.append((key[0], key[1], value - counter.harvested))
+                counter.harvested = value
         return moved
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from pipelines.event import dump_json, parse_json
-from pipelines.store import Store
+from pipelines.store import Step, Store
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending_deliveries (
@@ -217,13 +217,12 @@ class StateDB(Store):
         return {(row[0], row[1]): ScheduleMark(*row) for row in rows}
 
     async def save_schedule_marks(self, marks: list[ScheduleMark]) -> None:
-        """Insert or replace marks, in one transaction."""
+        """Insert or replace marks, in one transaction and one trip to the
+        database (the scheduler saves a turn's marks, up to one per rule, at once)."""
         columns = ("bus", "rule", "fingerprint", "anchor", "last_due")
-        async with self.transaction() as db:
-            await db.executemany(
-                self.dialect.upsert("schedule_marks", columns, ("bus", "rule")),
-                [(k.bus, k.rule, k.fingerprint, k.anchor, k.last_due) for k in marks],
-            )
+        rows = [(k.bus, k.rule, k.fingerprint, k.anchor, k.last_due) for k in marks]
+        upsert = self.dialect.upsert("schedule_marks", columns, ("bus", "rule"))
+        await self.batch([Step(upsert, rows, many=True)])
 
     async def delete_schedule_mark(self, bus: str, rule: str) -> None:
         await self.execute("DELETE FROM schedule_marks WHERE bus = ? AND rule = ?", (bus, rule))
