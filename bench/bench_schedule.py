@@ -25,7 +25,13 @@ Peers, in the same run, doing the same number of runs: one asyncio task per
 schedule, each sleeping until its next run and building the same event (CPU
 share over ``--peer-seconds``, staggered), and a loop that checks every
 schedule once a second (its share while nothing is due). Neither writes
-anything, so they are a floor for the design, not for the durable work.
+anything, so they are a floor for the design, not for the durable work. The
+floor for that is the bare store: ``sqlite3`` (WAL, synchronous=NORMAL, as
+the store sets them) running a minute's statements of the batched design
+back to back: each second one intake INSERT of 167 scheduled events and one
+DELETE of them (``pipelines.intake``'s statements), one upsert of 167 marks,
+and every 5 s the metric rows of the runs' two counters (20,000 a minute);
+its CPU per minute is the share of one core.
 
 Before and after: run this script against the code of another commit by
 putting its ``pipelines`` first on the path, e.g.
@@ -43,6 +49,7 @@ import argparse
 import asyncio
 import gc
 import os
+import sqlite3
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -50,11 +57,31 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 import pipelines
-from pipelines.event import make_event
+from pipelines.event import dump_json, make_event
+from pipelines.intake import DELETE, INSERT
 from pipelines.limits import Limits
 from pipelines.process import tuned_process
 from pipelines.runtime import Runtime
+from pipelines.state import SCHEMA
+
+MARKS = (
+    "INSERT INTO schedule_marks (bus, rule, fingerprint, anchor, last_due) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (bus, rule) DO UPDATE SET fingerprint = excluded.fingerprint,"
+    " anchor = excluded.anchor, last_due = excluded.last_due"
+)
+METRIC_DATA = """CREATE TABLE metric_data (
+    series INTEGER NOT NULL, time INTEGER NOT NULL, unit TEXT NOT NULL, count REAL NOT NULL,
+    sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL, dist BLOB,
+    PRIMARY KEY (series, time, unit)) WITHOUT ROWID;
+CREATE INDEX metric_data_time ON metric_data (time);"""
+METRIC_UPSERT = (
+    "INSERT INTO metric_data (series, time, unit, count, sum, min, max, dist)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (series, time, unit) DO UPDATE SET"
+    " count = count + excluded.count, sum = sum + excluded.sum"
+)
 
 MINUTE = 60.0
 
@@ -64,7 +91,8 @@ def iso(seconds: float) -> str:
 
 
 def load() -> str:
-    return "load %.2f %.2f %.2f" % os.getloadavg()
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def build(runtime: Runtime, starts: list[float]) -> None:
@@ -171,6 +199,45 @@ async def task_peer(count: int, seconds: float) -> tuple[float, list[float]]:
     return share, lateness
 
 
+def bare_store(count: int, state: Path) -> float:
+    """CPU seconds of bare SQLite running one minute of the batched design's
+    statements for ``count`` schedules (see the module's docstring)."""
+    db = sqlite3.connect(state, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(SCHEMA + METRIC_DATA)
+    per_second = count // 60
+    addressed = orjson.dumps("every-minute-0").decode()
+    blob = orjson.dumps([False, [[1.0, 1.0]]])
+    started, seq = time.process_time(), 0
+    for second in range(60):
+        rows, marks = [], []
+        for n in range(second * per_second, (second + 1) * per_second):
+            event = make_event("aws.events", "Scheduled Event", resources=[f"arn:rule/r-{n}"])
+            seq += 1
+            rows.append((seq, "default", dump_json(event).decode(), time.time(), addressed))
+            marks.append(("default", f"every-minute-{n}", "rate(1 minute)", 0.0, float(second)))
+        db.execute(INSERT, (orjson.dumps(rows),))
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany(MARKS, marks)
+        db.execute("COMMIT")
+        db.execute(DELETE, (orjson.dumps([row[0] for row in rows]),))
+        if second % 5 == 4:  # the metric store's flush: both counters of the runs since
+            first = (second - 4) * per_second * 2
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                METRIC_UPSERT,
+                [
+                    (s, 0, "Count", 1.0, 1.0, 1.0, 1.0, blob)
+                    for s in range(first, first + 10 * per_second)
+                ],
+            )
+            db.execute("COMMIT")
+    spent = time.process_time() - started
+    db.close()
+    return spent
+
+
 def percentiles(values: list[float]) -> str:
     if not values:
         return "no runs"
@@ -211,6 +278,12 @@ async def main() -> None:
         await case("staggered", n, MINUTE, args.minutes)
     if args.case in ("aligned", "both"):
         await case("aligned", n, 0.0, args.minutes)
+    with tempfile.TemporaryDirectory() as directory:
+        bare = bare_store(n, Path(directory) / "bare.db")
+    print(
+        f"bare store, the same statements for a minute of {n} staggered runs:"
+        f" CPU {bare * 1000:.0f} ms = {bare / MINUTE:.3%} of one core"
+    )
     if args.peer_seconds > 0:
         gc.collect()
         share, lateness = await task_peer(n, args.peer_seconds)

@@ -442,7 +442,7 @@ async def test_runs_due_within_the_window_fire_together_once_each_in_order() -> 
             await advance(runtime, 60 * 3)
     rules = [rule for _, rule, _ in seen]
     assert rules == [f"r{n}" for n in range(6)] * 4  # each once a minute, in due order
-    for (at, rule, text) in seen:
+    for at, rule, text in seen:
         n = int(rule[1:])
         due = parse_time(text).timestamp()
         # ``time`` is the run's scheduled time (to the second, as EventBridge writes it).
