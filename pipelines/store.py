@@ -660,11 +660,13 @@ class Store(Queries):
         caller's work is queued behind it without a round trip in between."""
         if self._inside():
             return await self._writer.batch(steps, transaction=False)
-        return await self._hand_over(self._writer.batch(steps, transaction=True))
+        return await self._hand_over(steps)
 
-    async def _hand_over(self, work: Awaitable[list[Done]]) -> list[Done]:
+    async def _hand_over(self, steps: Sequence[Step]) -> list[Done]:
         async with self._lock:
-            running = asyncio.ensure_future(work)
+            # The plan's coroutine is made only once the lock is held: a caller
+            # cancelled while waiting for it leaves no coroutine never awaited.
+            running = asyncio.ensure_future(self._writer.batch(steps, transaction=True))
             # The task's first step (handing the plan to the connection) runs
             # before this coroutine resumes: the ready queue is first in, first out.
             await asyncio.sleep(0)
