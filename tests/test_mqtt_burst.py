@@ -75,7 +75,9 @@ async def test_a_qos1_burst_is_delivered_whole_and_acknowledged(
         assert isinstance(sink, Recorder) and sink.received == []
 
 
-async def test_a_broker_restart_mid_burst_loses_nothing(mosquitto: Mosquitto, tmp_path: Path) -> None:
+async def test_a_broker_restart_mid_burst_loses_nothing(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
     """The broker keeps its sessions on disk and restarts while deliveries are
     held: what it had not seen acknowledged comes again on the resumed
     session, so every message is delivered at least once."""
