@@ -149,8 +149,9 @@ class Commits:
 
 async def bus_run(
     entries: list[dict[str, Any]], patterns: list[Any], jobs: int, producers: int
-) -> tuple[float, float]:
-    """Events/s through the bus with the durable intake, and rows per intake commit."""
+) -> tuple[float, float, float]:
+    """Events/s through the bus with the durable intake, CPU µs per event (all
+    threads: the store's included) and rows per intake commit."""
     global delivered, expected, finished
     with tempfile.TemporaryDirectory() as tmp:
         runtime = Runtime(
@@ -172,12 +173,13 @@ async def bus_run(
                     answer = await runtime.put_events(call)
                     assert not answer["FailedEntryCount"], answer
 
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             await asyncio.gather(*(produce(first) for first in range(producers)))
             await finished.wait()
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     assert delivered == jobs
-    return len(entries) / elapsed, commits.rows / max(commits.inserts, 1)
+    count = len(entries)
+    return count / elapsed, cpu * 1e6 / count, commits.rows / max(commits.inserts, 1)
 
 
 # -- the peer: the same work written by hand -----------------------------------
@@ -294,8 +296,9 @@ class PeerIntake:
 
 async def peer_run(
     entries: list[dict[str, Any]], patterns: list[Any], jobs: int, group: int, durable: bool
-) -> float:
-    """Events/s through the hand-written fan-out (with or without its intake rows)."""
+) -> tuple[float, float]:
+    """Events/s through the hand-written fan-out (with or without its intake
+    rows), and CPU µs per event."""
     global delivered, expected, finished
     matcher = rule_matcher(patterns)
     queues = {f"rule-{n}": asyncio.Queue[tuple[int, Any]](1_000) for n in range(len(patterns))}
@@ -319,15 +322,15 @@ async def peer_run(
 
         async with asyncio.TaskGroup() as group_:
             consumers = [group_.create_task(consume(queue)) for queue in queues.values()]
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             await peer_produce(entries, matcher, queues, intake, remaining)
             await finished.wait()
             if intake is not None:
                 await intake.close()
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
             for consumer in consumers:
                 consumer.cancel()
-    return len(entries) / elapsed
+    return len(entries) / elapsed, cpu * 1e6 / len(entries)
 
 
 async def peer_produce(
@@ -368,28 +371,30 @@ async def realistic_main(args: argparse.Namespace) -> None:
         f" (median {statistics.median(sizes):.0f}), durable intake, {args.producers} producers,"
         f" batches of 10; medians of {args.repeats} alternating runs"
     )
-    ours: list[float] = []
-    peers: list[float] = []
-    bare: list[float] = []
+    figures: dict[str, list[tuple[float, float]]] = {"bus": [], "peer": [], "bare": []}
     groups: list[float] = []
-    await bus_run(entries[:2_000], patterns, expected_jobs(entries[:2_000], patterns), 4)  # warm
+    warm = entries[:2_000]
+    await bus_run(warm, patterns, expected_jobs(warm, patterns), args.producers)
     for _ in range(args.repeats):
-        rate, group = await bus_run(entries, patterns, jobs, args.producers)
-        ours.append(rate)
+        rate, cpu, group = await bus_run(entries, patterns, jobs, args.producers)
+        figures["bus"].append((rate, cpu))
         groups.append(group)
         size = max(1, round(statistics.median(groups)))
-        peers.append(await peer_run(entries, patterns, jobs, size, durable=True))
-        bare.append(await peer_run(entries, patterns, jobs, size, durable=False))
-        print(f"  run: bus {rate:,.0f} ev/s, peer {peers[-1]:,.0f}, peer w/o intake {bare[-1]:,.0f}")
-    bus_rate, peer_rate, bare_rate = map(statistics.median, (ours, peers, bare))
-    print(f"{'bus ev/s':>10} {'peer ev/s':>10} {'bus/peer':>9} {'no-intake peer':>15} {'bus/it':>7}")
+        figures["peer"].append(await peer_run(entries, patterns, jobs, size, durable=True))
+        figures["bare"].append(await peer_run(entries, patterns, jobs, size, durable=False))
+        print("  run: " + ", ".join(f"{k} {v[-1][0]:,.0f} ev/s" for k, v in figures.items()))
+    rate = {k: statistics.median(r for r, _ in v) for k, v in figures.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in figures.items()}
+    print(f"{'':>24} {'ev/s':>8} {'CPU µs/ev':>10} {'bus/it ev/s':>12} {'it/bus CPU':>11}")
+    names = {"bus": "bus", "peer": "peer (durable)", "bare": "peer without its intake"}
+    for key, name in names.items():
+        print(
+            f"{name:>24} {rate[key]:>8,.0f} {cpu[key]:>10.1f}"
+            f" {rate['bus'] / rate[key]:>12.2f} {cpu[key] / cpu['bus']:>11.2f}"
+        )
     print(
-        f"{bus_rate:>10,.0f} {peer_rate:>10,.0f} {bus_rate / peer_rate:>9.2f}"
-        f" {bare_rate:>15,.0f} {bus_rate / bare_rate:>7.2f}"
-    )
-    print(
-        f"bus per event {1e6 / bus_rate:.1f} µs; intake rows per commit (bus, median)"
-        f" {statistics.median(groups):.1f}, the peer's group {round(statistics.median(groups))}"
+        f"intake rows per commit (bus, median) {statistics.median(groups):.1f};"
+        f" the peer's group {round(statistics.median(groups))}"
     )
     print(f"load average: {load()}")
 
