@@ -471,7 +471,10 @@ class Runtime:
                 failed += 1
                 results.append({"ErrorCode": exc.code, "ErrorMessage": exc.message})
                 continue
-            positions, events = valid.setdefault(bus, ([], []))
+            group = valid.get(bus)
+            if group is None:  # (setdefault would build its default for every entry)
+                group = valid[bus] = ([], [])
+            positions, events = group
             positions.append(index)
             events.append(event)
             results.append({"EventId": event["id"]})
