@@ -23,8 +23,11 @@ appended to one ``asyncio.Queue`` per matched rule, each consumed by a task
 calling the same no-op. Its durable part writes and deletes the same intake
 rows with bare ``sqlite3`` (WAL, synchronous=NORMAL, as the store sets them)
 and the same statements, in group commits of the size the bus's intake made
-in its run (printed). The ratio is printed against the peer with and without
-its durable part.
+in its run (printed), on one writer thread as the store's are (one commit in
+flight while the next group gathers). The ratio is printed against the peer
+with and without its durable part, in events/s and in CPU time per event
+(``process_time``: every thread, so the SQLite work counts; steadier than
+events/s on a shared machine).
 
 ``--kind`` runs the earlier, kindest cases instead: 1, 100 and 1,000 exact
 rules on one field, tiny events, no state database, against a bare queue with
