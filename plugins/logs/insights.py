@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import json
 import math
 import operator
 import re
@@ -1229,7 +1230,7 @@ def discover(message: Any) -> dict[str, Any]:
     try:
         obj = orjson.loads(message)
     except orjson.JSONDecodeError:
-        return {}
+        obj = _strict_json(message)
     if not isinstance(obj, dict):
         return {}
     out: dict[str, Any] = {}
@@ -1237,6 +1238,20 @@ def discover(message: Any) -> dict[str, Any]:
         # AWS shows a discovered field whose name starts with @ with one more @.
         _flatten(v, f"@{k}." if k.startswith("@") else f"{k}.", out)
     return out
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _strict_json(message: str) -> Any:
+    """What orjson refuses but RFC 8259 allows (a number past a double's
+    range, read as infinity; a lone surrogate escape), read by the standard
+    library: a valid JSON line keeps its fields. NaN and Infinity stay refused."""
+    try:
+        return json.loads(message, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return {}
 
 
 class _Event(dict[str, Any]):

@@ -16,10 +16,12 @@ A pushed field is a top-level key of a plain name (letters, digits, ``_``,
   strict RFC 8259; checked case by case in the tests): the field is missing;
 - a message where the two parsers could disagree is *risky* and evaluated by
   the reference code through a SQL function (``insights_eval``, ...): a
-  ``\\u`` escape (lone surrogates; a key spelled with escapes), a NUL, a digit
-  run of 19 or more (integers past 64 bits, infinities), an exponent of three
-  digits, nesting that may pass orjson's depth limit, or the key written
-  twice (orjson keeps the last duplicate, SQLite the first);
+  ``\\u`` escape (lone surrogates; a key spelled with escapes), a NUL (SQLite
+  stops reading there), nesting that may pass Python's depth limit, or the
+  key written twice (orjson keeps the last duplicate, SQLite the first). The
+  per-message checks run once per row (``kind``, in an inner SELECT);
+- an integer past 64 bits reads as a float in SQLite: that value is left to
+  the reference code too;
 - otherwise SQLite reads the value: ``json_type`` gives its kind (``true``
   and ``false`` are the strings "true"/"false", ``null``, objects and arrays
   are missing), and each test is spelled for text and for numbers.
@@ -154,26 +156,30 @@ FUNCTIONS: dict[str, tuple[int, Callable[..., Any]]] = {
 class SQLiteSpelling:
     """SQLite's JSON1 and text functions for the checks above."""
 
-    def valid(self, message: str) -> str:
-        return f"json_valid({message})"
-
     def json_type(self, message: str, key: str) -> str:
         return f"json_type({message}, '$.\"{key}\"')"
 
     def json_value(self, message: str, key: str) -> str:
         return f"({message} ->> '$.\"{key}\"')"
 
-    def risky(self, message: str, key: str) -> str:
-        quoted = f'"{key}"'
-        digits = "[0-9]" * 19
+    def kind(self, message: str) -> str:
+        """0: not JSON (no fields); 2: a message the two parsers could read
+        differently (the reference evaluates it); 1: SQLite reads it as orjson."""
         return (
-            f"(instr({message}, '\\u') > 0 OR instr({message}, char(0)) > 0"
-            f" OR {message} GLOB '*{digits}*' OR {message} GLOB '*[eE][0-9][0-9][0-9]*'"
-            f" OR {message} GLOB '*[eE][+][0-9][0-9][0-9]*'"
-            f" OR instr(substr({message}, instr({message}, '{quoted}') + {len(quoted)}),"
-            f" '{quoted}') > 0"
+            f"(CASE WHEN NOT json_valid({message}) THEN 0"
+            f" WHEN instr({message}, '\\u') > 0 OR instr({message}, char(0)) > 0"
             f" OR (length({message}) > 2048 AND length({message})"
-            f" - length(replace(replace({message}, '{{', ''), '[', '')) > 1024))"
+            f" - length(replace(replace({message}, '{{', ''), '[', '')) > 1024) THEN 2"
+            " ELSE 1 END)"
+        )
+
+    def repeated(self, message: str, key: str) -> str:
+        """Whether ``"key"`` appears twice (orjson keeps a duplicate key's
+        last value, SQLite its first)."""
+        quoted = f'"{key}"'
+        return (
+            f"(instr(substr({message}, instr({message}, '{quoted}') + {len(quoted)}),"
+            f" '{quoted}') > 0)"
         )
 
     def contains(self, text: str, part: str) -> str:
@@ -219,6 +225,8 @@ class Plan:
     where: str
     join: bool
     slots: Slots
+    #: The per-row SQL the pushed conditions read as ``e.kind``, if any.
+    kind: str | None = None
     rest: Query | None = None
     #: Stats: the per-row values (``c0``, ``c1``, ... in an inner SELECT, so
     #: each is computed once per row) and the aggregates over them.
@@ -265,7 +273,9 @@ def plan(query: Query, spelling: SQLiteSpelling = SQLITE_SPELLING) -> Plan | Non
     if not pushed:
         release(slots)
         return None
-    return Plan(query, where, compiler.join, slots, rest=Query(query.text, rest))
+    out = Plan(query, where, compiler.join, slots, rest=Query(query.text, rest))
+    out.kind = spelling.kind("e.message") if compiler.json else None
+    return out
 
 
 def _stats_plan(query: Query, cmd: Command, compiler: _Compiler, where: str) -> Plan | None:
@@ -286,6 +296,7 @@ def _stats_plan(query: Query, cmd: Command, compiler: _Compiler, where: str) -> 
     except Unplannable:
         return None
     out.join = compiler.join
+    out.kind = compiler.sp.kind("e.message") if compiler.json else None
     return out
 
 
@@ -313,6 +324,7 @@ class _Compiler:
         self.sp = spelling
         self.slots = slots
         self.join = False
+        self.json = False  # reads JSON fields: the rows need their kind
 
     # -- fields
 
@@ -324,6 +336,7 @@ class _Compiler:
             return node
         if not _PLAIN_KEY.fullmatch(node.name):
             raise Unplannable(f"field {node.name!r}")
+        self.json = True
         return node
 
     def _typed(
@@ -344,13 +357,14 @@ class _Compiler:
         m, sp = "e.message", self.sp
         value = sp.json_value(m, f.name)
         return (
-            f"(CASE WHEN NOT {sp.valid(m)} THEN {constant(None)}"
-            f" WHEN {sp.risky(m, f.name)} THEN {risky}"
+            f"(CASE e.kind WHEN 0 THEN {constant(None)} WHEN 2 THEN {risky}"
+            f" ELSE CASE WHEN {sp.repeated(m, f.name)} THEN {risky}"
             f" ELSE CASE {sp.json_type(m, f.name)}"
             f" WHEN 'text' THEN {text(value)}"
-            f" WHEN 'integer' THEN {num(value)} WHEN 'real' THEN {num(value)}"
+            f" WHEN 'integer' THEN CASE typeof({value}) WHEN 'integer' THEN {num(value)}"
+            f" ELSE {risky} END WHEN 'real' THEN {num(value)}"
             f" WHEN 'true' THEN {constant('true')} WHEN 'false' THEN {constant('false')}"
-            f" ELSE {constant(None)} END END)"
+            f" ELSE {constant(None)} END END END)"
         )
 
     def _reference(self, fn: Callable[[Any], Any]) -> str:

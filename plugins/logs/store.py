@@ -833,17 +833,18 @@ class LogStore(Store):
         """The pushed filters in SQL, the rest of the query in Python over
         the events that pass (in ascending time, as ``run`` wants them)."""
         join = planned.join or "@logStream" in rest.columns
-        source = f"log_events e{_STREAM_JOIN if join else ''}"
+        source = _source(planned, where, join)
         selected = ", ".join(_COLUMNS[c] for c in rest.columns) or "e.ts"
         scanned = f"(SELECT count(*) FROM log_events e WHERE {where})"
-        passing = f"{where} AND {planned.where}"
+        passing = planned.where
         head = rest.head
         if head is not None:
             order = f"e.ts {_direction(head.newest_first)}, e.id {_direction(head.ties_newest_first)}"
             kept = f"SELECT e.id FROM {source} WHERE {passing} ORDER BY {order} LIMIT ?"
             matched = f"(SELECT count(*) FROM {source} WHERE {passing})"
             rows = await self.rows(
-                f"SELECT {scanned}, {matched}, {selected} FROM {source}"
+                f"SELECT {scanned}, {matched}, {selected}"
+                f" FROM log_events e{_STREAM_JOIN if join else ''}"
                 f" WHERE e.id IN ({kept}) ORDER BY e.ts, e.id",
                 [*params, *params, *params, head.limit],
             )
@@ -870,14 +871,11 @@ class LogStore(Store):
         self, planned: Plan, where: str, params: list[Any]
     ) -> QueryResult | None:
         """Filters and the first stats in one GROUP BY; the commands after it in Python."""
-        source = f"log_events e{_STREAM_JOIN if planned.join else ''}"
+        source = _source(planned, where, planned.join)
         values = "".join(f", {sql} AS c{i}" for i, sql in enumerate(planned.inner))
         # LIMIT -1 keeps the inner SELECT from being flattened into the outer
         # one, which would compute each value once per use instead of once.
-        inner = (
-            f"SELECT e.ts AS ts, e.id AS id{values} FROM {source}"
-            f" WHERE {where} AND {planned.where} LIMIT -1"
-        )
+        inner = f"SELECT e.ts AS ts, e.id AS id{values} FROM {source} WHERE {planned.where} LIMIT -1"
         keys = ", ".join(f"c{i}" for i in range(planned.keys))
         group = f" GROUP BY {keys}" if keys else ""
         scanned = f"(SELECT count(*) FROM log_events e WHERE {where})"
@@ -1087,6 +1085,15 @@ _COLUMNS = {
     "@ingestionTime": "e.ingested",
 }
 _STREAM_JOIN = " JOIN log_streams s ON s.id = e.stream"
+
+
+def _source(planned: Plan, where: str, join: bool) -> str:
+    """The events of the range as ``e`` (with ``e.kind`` when the pushed
+    conditions read JSON fields: checked once per row, not once per field)."""
+    kind = f", {planned.kind} AS kind" if planned.kind is not None else ""
+    # LIMIT -1: not flattened into the outer query (which would repeat ``kind``).
+    ranged = f"(SELECT e.*{kind} FROM log_events e WHERE {where} LIMIT -1) e"
+    return ranged + (_STREAM_JOIN if join else "")
 
 
 def _group_values(row: Any, planned: Plan) -> list[Any]:
