@@ -108,9 +108,17 @@ def release(slots: Slots) -> None:
 
 
 def _to_sql(slots: Slots, value: Any) -> Any:
+    """``value`` for SQL; None and ``failed`` when SQL cannot hold it (an
+    integer past 64 bits, a string with a lone surrogate)."""
     if type(value) is int and not _INT64[0] <= value <= _INT64[1]:
         slots.failed = True
         return None
+    if type(value) is str and not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            slots.failed = True
+            return None
     return value
 
 

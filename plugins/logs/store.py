@@ -840,8 +840,8 @@ class LogStore(Store):
         head = rest.head
         if head is not None:
             order = f"e.ts {_direction(head.newest_first)}, e.id {_direction(head.ties_newest_first)}"
-            kept = f"SELECT e.id FROM {source} WHERE {passing} ORDER BY {order} LIMIT ?"
-            matched = f"(SELECT count(*) FROM {source} WHERE {passing})"
+            kept = f"SELECT e.id FROM {source} {passing} ORDER BY {order} LIMIT ?"
+            matched = f"(SELECT count(*) FROM {source} {passing})"
             rows = await self.rows(
                 f"SELECT {scanned}, {matched}, {selected}"
                 f" FROM log_events e{_STREAM_JOIN if join else ''}"
@@ -857,7 +857,7 @@ class LogStore(Store):
             events = [row[2:] for row in rows]
             return await asyncio.to_thread(rest.run, events, total=rows[0][1], scanned=rows[0][0])
         rows = await self.rows(
-            f"SELECT {scanned}, {selected} FROM {source} WHERE {passing} ORDER BY e.ts, e.id",
+            f"SELECT {scanned}, {selected} FROM {source} {passing} ORDER BY e.ts, e.id",
             [*params, *params],
         )
         if planned.slots.failed:
@@ -875,7 +875,7 @@ class LogStore(Store):
         values = "".join(f", {sql} AS c{i}" for i, sql in enumerate(planned.inner))
         # LIMIT -1 keeps the inner SELECT from being flattened into the outer
         # one, which would compute each value once per use instead of once.
-        inner = f"SELECT e.ts AS ts, e.id AS id{values} FROM {source} WHERE {planned.where} LIMIT -1"
+        inner = f"SELECT e.ts AS ts, e.id AS id{values} FROM {source} {planned.where} LIMIT -1"
         keys = ", ".join(f"c{i}" for i in range(planned.keys))
         group = f" GROUP BY {keys}" if keys else ""
         scanned = f"(SELECT count(*) FROM log_events e WHERE {where})"
@@ -1088,12 +1088,15 @@ _STREAM_JOIN = " JOIN log_streams s ON s.id = e.stream"
 
 
 def _source(planned: Plan, where: str, join: bool) -> str:
-    """The events of the range as ``e`` (with ``e.kind`` when the pushed
-    conditions read JSON fields: checked once per row, not once per field)."""
-    kind = f", {planned.kind} AS kind" if planned.kind is not None else ""
+    """FROM the events of the range as ``e`` (with ``e.kind`` when the pushed
+    conditions read JSON fields: checked once per row, not once per field),
+    up to a WHERE its caller completes with the pushed conditions."""
+    join_sql = _STREAM_JOIN if join else ""
+    if planned.kind is None:
+        return f"log_events e{join_sql} WHERE {where} AND"
     # LIMIT -1: not flattened into the outer query (which would repeat ``kind``).
-    ranged = f"(SELECT e.*{kind} FROM log_events e WHERE {where} LIMIT -1) e"
-    return ranged + (_STREAM_JOIN if join else "")
+    ranged = f"(SELECT e.*, {planned.kind} AS kind FROM log_events e WHERE {where} LIMIT -1) e"
+    return f"{ranged}{join_sql} WHERE"
 
 
 def _group_values(row: Any, planned: Plan) -> list[Any]:
