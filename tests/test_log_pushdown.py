@@ -124,9 +124,7 @@ async def test_sql_gives_the_reference_answer(store: LogStore, text: str) -> Non
 
 
 @pytest.mark.parametrize("text", QUERIES[:8])
-async def test_sql_gives_the_reference_answer_in_a_time_window(
-    store: LogStore, text: str
-) -> None:
+async def test_sql_gives_the_reference_answer_in_a_time_window(store: LogStore, text: str) -> None:
     window = {"start_time": NOW + 3, "end_time": NOW + 9}
     ours = await store.query("app", text, **window)
     reference = await store.query("app", text, pushdown=False, **window)
@@ -170,7 +168,9 @@ def test_what_sql_cannot_answer_exactly_is_not_planned(text: str) -> None:
 
 async def test_floats_in_a_sum_fall_back_to_python(store: LogStore) -> None:
     await store.put_log_events(
-        "app", "web", [{"timestamp": NOW + 50 + i, "message": json.dumps({"ms": 0.1})} for i in range(3)]
+        "app",
+        "web",
+        [{"timestamp": NOW + 50 + i, "message": json.dumps({"ms": 0.1})} for i in range(3)],
     )
     ours = await store.query("app", "stats sum(ms) as s")
     reference = await store.query("app", "stats sum(ms) as s", pushdown=False)

@@ -9,7 +9,9 @@ tuples themselves; a row becomes a dict only when a query defines fields
 parsed as JSON at most once, on the first read of a field it might hold.
 ``Query.head`` says when a query keeps only the first events in time order
 (``sort @timestamp desc | limit 20``): the store then reads just those, and
-``run`` them with the range's ``total`` gives the same result.
+``run`` them with the range's ``total`` gives the same result. This module
+is the reference: ``pushdown`` runs leading filters and a first ``stats`` in
+SQL with the same answers, and hands the rest to ``run``/``finish_stats``.
 
 Supported (as AWS documents it)
 -------------------------------
@@ -59,7 +61,9 @@ Choices where AWS's documentation is silent
   a group with none has no value for that column (left out of the row, as are
   missing fields). A missing ``by`` value forms its own group.
 - JSON ``true``/``false`` become the strings ``"true"``/``"false"``; ``null``
-  is missing. A glob ``*`` matches as little as it can, except a trailing one,
+  is missing. A message orjson refuses but RFC 8259 allows (a number past a
+  double's range, read as infinity; a lone surrogate escape) is read by the
+  standard library; a duplicated key keeps its last value. A glob ``*`` matches as little as it can, except a trailing one,
   which takes the rest of the value; a pattern may match anywhere.
 
 Not supported

@@ -54,6 +54,7 @@ from plugins.logs.insights import (
     Node,
     Op,
     Query,
+    compare,
     discover,
     event_getter,
     to_number,
@@ -448,8 +449,6 @@ class _Compiler:
     def _compare_sql(
         self, op: str, lit: Any
     ) -> tuple[Callable[[Any], bool], Callable[[str], str], Callable[[str], str]]:
-        from plugins.logs.insights import compare
-
         def fn(v: Any) -> bool:
             return compare(op, v, lit)
 
@@ -497,7 +496,8 @@ class _Compiler:
 
         def num(x: str) -> str:
             # An integer's text is the same in SQL and Python; a float's is not.
-            return f"(CASE typeof({x}) WHEN 'integer' THEN {text(self.sp.as_text(x))} ELSE {reference} END)"
+            as_text = text(self.sp.as_text(x))
+            return f"(CASE typeof({x}) WHEN 'integer' THEN {as_text} ELSE {reference} END)"
 
         return self._test(node.arg, fn, text, num)
 
@@ -506,7 +506,6 @@ class _Compiler:
             raise Unplannable("in")
         parts = [self._compare_sql("=", value) for value in node.values]
         negate = node.negate
-        from plugins.logs.insights import compare
 
         def fn(v: Any) -> bool:
             return any(compare("=", v, x) for x in node.values) != negate
@@ -561,10 +560,8 @@ def required_literal(source: str) -> str:
         literal: str | None = None
         width = 1
         if c == "\\":
-            if not nxt or nxt.isalnum() or nxt in _CLASS_ESCAPES:
-                literal = None
-            else:
-                literal = nxt
+            # \d, \w, \1, \n...: not one known character; \. \/ \$: that character.
+            literal = None if not nxt or nxt.isalnum() or nxt in _CLASS_ESCAPES else nxt
             width = 2
         elif c not in ".^$[]+*?{}()":
             literal = c

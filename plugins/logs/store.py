@@ -839,7 +839,9 @@ class LogStore(Store):
         passing = planned.where
         head = rest.head
         if head is not None:
-            order = f"e.ts {_direction(head.newest_first)}, e.id {_direction(head.ties_newest_first)}"
+            order = (
+                f"e.ts {_direction(head.newest_first)}, e.id {_direction(head.ties_newest_first)}"
+            )
             kept = f"SELECT e.id FROM {source} {passing} ORDER BY {order} LIMIT ?"
             matched = f"(SELECT count(*) FROM {source} {passing})"
             rows = await self.rows(
@@ -900,13 +902,14 @@ class LogStore(Store):
         by the first event's time, and where groups share it, by the lowest
         event id at that time (one more, narrow, query)."""
         first = [row[-2] for row in rows]
-        tied = sorted({t for t in first if first.count(t) > 1}) if len(set(first)) < len(first) else []
+        tied = (
+            sorted({t for t in first if first.count(t) > 1}) if len(set(first)) < len(first) else []
+        )
         if not tied:
             return sorted(rows, key=lambda row: row[-2])
         marks = self.dialect.marks(len(tied))
         found = await self.rows(
-            f"SELECT {keys}, ts, min(id) FROM ({inner}) WHERE ts IN ({marks})"
-            f" GROUP BY {keys}, ts",
+            f"SELECT {keys}, ts, min(id) FROM ({inner}) WHERE ts IN ({marks}) GROUP BY {keys}, ts",
             [*params, *tied],
         )
         n = planned.keys
