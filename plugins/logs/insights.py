@@ -63,8 +63,9 @@ Choices where AWS's documentation is silent
 - JSON ``true``/``false`` become the strings ``"true"``/``"false"``; ``null``
   is missing. A message orjson refuses but RFC 8259 allows (a number past a
   double's range, read as infinity; a lone surrogate escape) is read by the
-  standard library; a duplicated key keeps its last value. A glob ``*`` matches as little as it can, except a trailing one,
-  which takes the rest of the value; a pattern may match anywhere.
+  standard library; a duplicated key keeps its last value. A glob ``*``
+  matches as little as it can, except a trailing one, which takes the rest
+  of the value; a pattern may match anywhere.
 
 Not supported
 -------------
