@@ -190,6 +190,7 @@ async def test_an_integer_sum_past_64_bits_falls_back_to_python(store: LogStore)
 def test_a_number_past_a_double_is_discovered_as_infinity() -> None:
     assert discover('{"a": 1e400, "b": "x"}') == {"a": float("inf"), "b": "x"}
     assert discover('{"a": NaN}') == {}
+    assert discover('{"a": "\\ud800", "b": 1e400}') == {}  # a lone surrogate: no fields
 
 
 @pytest.mark.parametrize(

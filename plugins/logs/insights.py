@@ -62,8 +62,8 @@ Choices where AWS's documentation is silent
   missing fields). A missing ``by`` value forms its own group.
 - JSON ``true``/``false`` become the strings ``"true"``/``"false"``; ``null``
   is missing. A message orjson refuses but RFC 8259 allows (a number past a
-  double's range, read as infinity; a lone surrogate escape) is read by the
-  standard library; a duplicated key keeps its last value. A glob ``*``
+  double's range, read as infinity) is read by the standard library; a
+  duplicated key keeps its last value. A glob ``*``
   matches as little as it can, except a trailing one, which takes the rest
   of the value; a pattern may match anywhere.
 
@@ -1249,10 +1249,16 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def _strict_json(message: str) -> Any:
     """What orjson refuses but RFC 8259 allows (a number past a double's
-    range, read as infinity; a lone surrogate escape), read by the standard
-    library: a valid JSON line keeps its fields. NaN and Infinity stay refused."""
+    range, read as infinity), read by the standard library: a valid JSON
+    line keeps its fields. NaN and Infinity stay refused, and so do lone
+    surrogates (no UTF-8 output could hold them)."""
+    if _SURROGATE_ESCAPE.search(message):
+        return {}
     try:
         return json.loads(message, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):
