@@ -1,26 +1,47 @@
-"""Bus throughput and latency: put_events -> matching -> a no-op function target.
+"""Bus throughput with a realistic rule mix and the durable intake, against a
+hand-written fan-out doing the same work in the same process.
 
-Throughput: with 1, 100 and 1,000 rules (each selective: an event matches
-exactly one rule, which has one ``function`` target calling an async no-op),
-a producer puts events in PutEvents-sized batches of 10 as fast as the bus
-accepts them (backpressure paces it), and the clock stops when the last
-event has been delivered. The peer, run in the same process over the same
-events, is the least an asyncio pipeline can do: a bounded ``asyncio.Queue``
-handing each event to one consumer that calls the same no-op. The ratio says
-what validation, ids, matching, per-target queues and metrics cost on top.
+Default (realistic) case: 100 rules of ``bench_patterns``' mix (exact,
+prefix, numeric, anything-but and wildcard rules, made by its ``make_rule``)
+over its order events (``make_events``), with the customer and tenant value
+spaces narrowed (``--spread``, default 40) so that an event matches about one
+rule, as routing rules do; each Detail is padded with order lines to a size
+drawn between 0.2 and 1 KB. Every rule has one ``function`` target calling an
+async no-op. The runtime has a state database with the durable intake
+(``durability: durable``): each event is committed before ``put_events``
+answers and deleted once delivered. ``--producers`` (default 16) callers put
+PutEvents-sized batches of 10 as fast as the bus accepts them; the clock
+stops when every matched rule's no-op has been called and every put has
+returned.
 
-Durable intake: with a state database, the same throughput run with
-``durability: memory`` (answered at once) and with the durable intake (each
-event committed before put_events answers, deleted once delivered), at 1 and
-100 rules, in the same process; the ratio is what durability costs. With one
-producer each call waits for its own commit (latency-bound); with 16 calls in
-flight (as an endpoint serving many clients has) they share commits.
+The peer, run alternately with the bus in the same process over the same
+entries, is what one would write by hand for the same work: each entry checked
+with PutEvents' field rules written directly (orjson decoding, required
+strings, lengths, Resources, the size rule, the 64-bit integer and nesting
+checks), the envelope built as a dict, matched by the same ``Matcher``, and
+appended to one ``asyncio.Queue`` per matched rule, each consumed by a task
+calling the same no-op. Its durable part writes and deletes the same intake
+rows with bare ``sqlite3`` (WAL, synchronous=NORMAL, as the store sets them)
+and the same statements, in group commits of the size the bus's intake made
+in its run (printed), on one writer thread as the store's are (one commit in
+flight while the next group gathers). The ratio is printed against the peer
+with and without its durable part, in events/s and in CPU time per event
+(``process_time``: every thread, so the SQLite work counts; steadier than
+events/s on a shared machine).
 
-Latency: at a fixed offered load (default 5,000 events/s, batches of 10) with
-100 rules, the time from ``put_events`` to the start of the target call,
-p50 and p99.
+``--kind`` runs the earlier, kindest cases instead: 1, 100 and 1,000 exact
+rules on one field, tiny events, no state database, against a bare queue with
+one consumer; and the memory vs durable intake comparison.
 
-    python bench/bench_bus.py [--events 50000] [--repeats 3] [--rate 5000]
+Before and after: run this file against the code of another commit by
+putting its ``pipelines`` and ``plugins`` first on the path, e.g.
+
+    git archive BASE pipelines plugins | tar -x -C /tmp/base
+    PYTHONPATH=/tmp/base python bench/bench_bus.py
+
+    pip install -e '.[bench]'     # bench_patterns imports moto
+    python bench/bench_bus.py [--events 30000] [--repeats 5] [--producers 16]
+    python bench/bench_bus.py --kind [--events 50000] [--repeats 3] [--rate 5000]
 """
 
 from __future__ import annotations
@@ -30,13 +51,21 @@ import asyncio
 import gc
 import json
 import os
+import random
+import sqlite3
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import bench_patterns
+import orjson
+
 from pipelines.limits import Limits
+from pipelines.patterns import Matcher
 from pipelines.process import tuned_process
 from pipelines.runtime import Runtime
 
@@ -57,7 +86,326 @@ async def timed(payload: Any) -> None:
     latencies.append(time.perf_counter() - payload["detail"]["sent"])
 
 
-def entries(count: int, rules: int) -> list[dict[str, Any]]:
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# -- the realistic case --------------------------------------------------------
+
+
+def realistic(count: int, rules: int, spread: int) -> tuple[list[dict[str, Any]], list[Any]]:
+    """PutEvents entries (Detail as JSON text, as SDKs send it) and rule patterns."""
+    bench_patterns.CUSTOMERS = bench_patterns.TENANTS = spread
+    rng = random.Random(20261204)
+    patterns = [bench_patterns.make_rule(n, rng) for n in range(rules)]
+    entries = []
+    for event in bench_patterns.make_events(count, rng):
+        detail = event["detail"]
+        size = rng.randint(200, 1000)
+        line = {"sku": f"SKU-{rng.randrange(100_000):05d}", "qty": rng.randrange(1, 5)}
+        while len(orjson.dumps(detail)) + len(orjson.dumps(line)) < size:
+            detail["items"].append(line)
+            line = {"sku": f"SKU-{rng.randrange(100_000):05d}", "qty": rng.randrange(1, 5)}
+        entries.append(
+            {
+                "Source": event["source"],
+                "DetailType": event["detail-type"],
+                "Resources": event["resources"],
+                "Detail": orjson.dumps(detail).decode(),
+            }
+        )
+    return entries, patterns
+
+
+def expected_jobs(entries: list[dict[str, Any]], patterns: list[Any]) -> int:
+    matcher = rule_matcher(patterns)
+    ids = random.Random(0)
+    events = [peer_event(entry, "2024-01-01T00:00:00Z", ids) for entry in entries]
+    return sum(len(matcher.match(event)) for event in events if event is not None)
+
+
+def rule_matcher(patterns: list[Any]) -> Matcher:
+    matcher = Matcher()
+    for number, pattern in enumerate(patterns):
+        matcher.add(f"rule-{number}", pattern)
+    return matcher
+
+
+class Commits:
+    """Counts the durable intake's INSERT commits (to give the peer the same size)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.inserts = 0
+        self.rows = 0
+        assert runtime.intake is not None
+        store = runtime.intake.store
+        execute = store.execute
+
+        async def counted(sql: str, parameters: Any = ()) -> Any:
+            if sql.lstrip().upper().startswith("INSERT INTO INTAKE"):
+                self.inserts += 1
+                self.rows += len(orjson.loads(parameters[0]))
+            return await execute(sql, parameters)
+
+        store.execute = counted  # type: ignore[method-assign]
+
+
+async def bus_run(
+    entries: list[dict[str, Any]], patterns: list[Any], jobs: int, producers: int
+) -> tuple[float, float, float]:
+    """Events/s through the bus with the durable intake, CPU µs per event (all
+    threads: the store's included) and rows per intake commit."""
+    global delivered, expected, finished
+    with tempfile.TemporaryDirectory() as tmp:
+        runtime = Runtime(
+            limits=Limits(intake_size=10_000, target_queue_size=1_000),
+            state_path=Path(tmp) / "state.db",
+        )
+        runtime.add_resource("noop", "function", {"function": f"{__name__}:noop"})
+        bus = runtime.bus()
+        for number, pattern in enumerate(patterns):
+            bus.put_rule(f"rule-{number}", pattern=pattern)
+            await bus.put_targets(f"rule-{number}", [{"id": "t", "resource": "noop"}])
+        delivered, expected, finished = 0, jobs, asyncio.Event()
+        async with runtime:
+            commits = Commits(runtime)
+            calls = [entries[offset : offset + 10] for offset in range(0, len(entries), 10)]
+
+            async def produce(first: int) -> None:
+                for call in calls[first::producers]:
+                    answer = await runtime.put_events(call)
+                    assert not answer["FailedEntryCount"], answer
+
+            start, cpu = time.perf_counter(), time.process_time()
+            await asyncio.gather(*(produce(first) for first in range(producers)))
+            await finished.wait()
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    assert delivered == jobs
+    count = len(entries)
+    return count / elapsed, cpu * 1e6 / count, commits.rows / max(commits.inserts, 1)
+
+
+# -- the peer: the same work written by hand -----------------------------------
+
+_FIELDS = frozenset(
+    {"Source", "DetailType", "Detail", "Resources", "Time", "EventBusName", "TraceHeader"}
+)
+_DIGITS = bytes(ord("d") if byte in b"0123456789" else ord(" ") for byte in range(256))
+
+
+def peer_event(entry: Any, now: str, ids: random.Random) -> dict[str, Any] | None:
+    """PutEvents' field rules, written directly; None for an entry they refuse."""
+    if not isinstance(entry, dict) or not _FIELDS.issuperset(entry):
+        return None
+    source, detail_type = entry.get("Source"), entry.get("DetailType")
+    if not isinstance(source, str) or not source or not isinstance(detail_type, str):
+        return None
+    if not detail_type or len(detail_type) > 128:
+        return None
+    raw = entry.get("Detail")
+    if not isinstance(raw, str):
+        return None
+    text = raw.encode()
+    if b"d" * 19 in text.translate(_DIGITS):  # an integer an event cannot hold
+        return None
+    try:
+        detail = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(detail, dict) or text.count(b"{") + text.count(b"[") > 253:
+        return None  # (the nesting is measured only past the bracket count)
+    resources = entry.get("Resources") or []
+    if not isinstance(resources, list):
+        return None
+    size = len(source.encode()) + len(detail_type.encode()) + len(text)
+    for resource in resources:
+        if not isinstance(resource, str) or len(resource) > 2048:
+            return None
+        size += len(resource.encode())
+    if size > 1_048_576:
+        return None
+    bits = f"{ids.getrandbits(128) & _MASK | _V4:032x}"
+    return {
+        "version": "0",
+        "id": f"{bits[:8]}-{bits[8:12]}-{bits[12:16]}-{bits[16:20]}-{bits[20:]}",
+        "detail-type": detail_type,
+        "source": source,
+        "account": "000000000000",
+        "time": now,
+        "region": "local",
+        "resources": resources,
+        "detail": detail,
+    }
+
+
+_MASK = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_V4 = (0x4 << 76) | (0x2 << 62)
+
+
+INTAKE = (
+    "CREATE TABLE intake (seq INTEGER PRIMARY KEY, bus TEXT NOT NULL, event BLOB NOT NULL,"
+    " ingested REAL NOT NULL, addressed TEXT)"
+)
+INSERT = (
+    "INSERT INTO intake (seq, bus, event, ingested, addressed)"
+    " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4"
+    " FROM json_each(?) WHERE true ON CONFLICT (seq) DO NOTHING"
+)
+DELETE = "DELETE FROM intake WHERE seq IN (SELECT value FROM json_each(?))"
+
+
+class PeerIntake:
+    """The intake rows, written with bare sqlite3 in commits of ``group`` rows,
+    by one writer thread (as the bus's store writes in its own thread): one
+    commit in flight while the next group gathers."""
+
+    def __init__(self, path: Path, group: int) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(INTAKE)
+        self.group = group
+        self.rows: list[tuple[int, str, str, float, None]] = []
+        self.settled: list[int] = []
+        self.thread = ThreadPoolExecutor(1)
+        self.writing: asyncio.Future[None] | None = None
+
+    def add(self, seq: int, event: dict[str, Any], ingested: float) -> bool:
+        """Queue the event's row; True when a group is full (``flush`` it)."""
+        self.rows.append((seq, "default", orjson.dumps(event).decode(), ingested, None))
+        return len(self.rows) >= self.group
+
+    async def flush(self) -> None:
+        if self.writing is not None:
+            await self.writing
+        rows, self.rows = self.rows, []
+        settled, self.settled = self.settled, []
+        loop = asyncio.get_running_loop()
+        self.writing = loop.run_in_executor(self.thread, self._write, rows, settled)
+
+    def _write(self, rows: list[Any], settled: list[int]) -> None:
+        if rows:
+            self.db.execute(INSERT, (orjson.dumps(rows),))
+        if settled:
+            self.db.execute(DELETE, (orjson.dumps(settled),))
+
+    async def close(self) -> None:
+        await self.flush()
+        assert self.writing is not None
+        await self.writing
+        self.thread.shutdown()
+        self.db.close()
+
+
+async def peer_run(
+    entries: list[dict[str, Any]], patterns: list[Any], jobs: int, group: int, durable: bool
+) -> tuple[float, float]:
+    """Events/s through the hand-written fan-out (with or without its intake
+    rows), and CPU µs per event."""
+    global delivered, expected, finished
+    matcher = rule_matcher(patterns)
+    queues = {f"rule-{n}": asyncio.Queue[tuple[int, Any]](1_000) for n in range(len(patterns))}
+    delivered, expected, finished = 0, jobs, asyncio.Event()
+    with tempfile.TemporaryDirectory() as tmp:
+        intake = PeerIntake(Path(tmp) / "peer.db", group) if durable else None
+        remaining: dict[int, int] = {}
+
+        def settle(seq: int) -> None:
+            left = remaining.pop(seq) - 1
+            if left:
+                remaining[seq] = left
+            elif intake is not None:
+                intake.settled.append(seq)
+
+        async def consume(queue: asyncio.Queue[tuple[int, Any]]) -> None:
+            while True:
+                seq, event = await queue.get()
+                await noop(event)
+                settle(seq)
+
+        async with asyncio.TaskGroup() as group_:
+            consumers = [group_.create_task(consume(queue)) for queue in queues.values()]
+            start, cpu = time.perf_counter(), time.process_time()
+            await peer_produce(entries, matcher, queues, intake, remaining)
+            await finished.wait()
+            if intake is not None:
+                await intake.close()
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+            for consumer in consumers:
+                consumer.cancel()
+    return len(entries) / elapsed, cpu * 1e6 / len(entries)
+
+
+async def peer_produce(
+    entries: list[dict[str, Any]],
+    matcher: Matcher,
+    queues: dict[str, asyncio.Queue[tuple[int, Any]]],
+    intake: PeerIntake | None,
+    remaining: dict[int, int],
+) -> None:
+    ids = random.Random(os.urandom(16))
+    seq = 0
+    for offset in range(0, len(entries), 10):  # PutEvents-sized calls
+        ingested = time.time()
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ingested))
+        for entry in entries[offset : offset + 10]:
+            event = peer_event(entry, now, ids)
+            assert event is not None
+            seq += 1
+            if intake is not None and intake.add(seq, event, ingested):
+                await intake.flush()
+            names = matcher.match(event)
+            if names:
+                remaining[seq] = len(names)
+            elif intake is not None:
+                intake.settled.append(seq)
+            for name in names:
+                await queues[name].put((seq, event))
+        await asyncio.sleep(0)  # a caller's turn ends with each call, as put_events' does
+
+
+async def realistic_main(args: argparse.Namespace) -> None:
+    entries, patterns = realistic(args.events, args.rules, args.spread)
+    jobs = expected_jobs(entries, patterns)
+    sizes = [len(entry["Detail"]) for entry in entries]
+    print(
+        f"realistic: {len(entries):,} events, {args.rules} rules of bench_patterns' mix,"
+        f" {jobs / len(entries):.2f} matches/event, Detail {min(sizes)}-{max(sizes)} bytes"
+        f" (median {statistics.median(sizes):.0f}), durable intake, {args.producers} producers,"
+        f" batches of 10; medians of {args.repeats} alternating runs"
+    )
+    figures: dict[str, list[tuple[float, float]]] = {"bus": [], "peer": [], "bare": []}
+    groups: list[float] = []
+    warm = entries[:2_000]
+    await bus_run(warm, patterns, expected_jobs(warm, patterns), args.producers)
+    for _ in range(args.repeats):
+        rate, cpu, group = await bus_run(entries, patterns, jobs, args.producers)
+        figures["bus"].append((rate, cpu))
+        groups.append(group)
+        size = max(1, round(statistics.median(groups)))
+        figures["peer"].append(await peer_run(entries, patterns, jobs, size, durable=True))
+        figures["bare"].append(await peer_run(entries, patterns, jobs, size, durable=False))
+        print("  run: " + ", ".join(f"{k} {v[-1][0]:,.0f} ev/s" for k, v in figures.items()))
+    rate = {k: statistics.median(r for r, _ in v) for k, v in figures.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in figures.items()}
+    print(f"{'':>24} {'ev/s':>8} {'CPU µs/ev':>10} {'bus/it ev/s':>12} {'it/bus CPU':>11}")
+    names = {"bus": "bus", "peer": "peer (durable)", "bare": "peer without its intake"}
+    for key, name in names.items():
+        print(
+            f"{name:>24} {rate[key]:>8,.0f} {cpu[key]:>10.1f}"
+            f" {rate['bus'] / rate[key]:>12.2f} {cpu[key] / cpu['bus']:>11.2f}"
+        )
+    print(
+        f"intake rows per commit (bus, median) {statistics.median(groups):.1f};"
+        f" the peer's group {round(statistics.median(groups))}"
+    )
+    print(f"load average: {load()}")
+
+
+# -- the kind cases (--kind) -----------------------------------------------------
+
+
+def entries_kind(count: int, rules: int) -> list[dict[str, Any]]:
     return [
         {
             "Source": "bench.shop",
@@ -93,7 +441,7 @@ async def bus_throughput(
     producers: int = 1,
 ) -> float:
     global delivered, expected, finished
-    runtime = build(rules, "__main__:noop", state, durability)
+    runtime = build(rules, f"{__name__}:noop", state, durability)
     for n in range(rules):
         await runtime.bus().put_targets(f"store-{n}", [{"id": "t", "resource": "noop"}])
     delivered, expected, finished = 0, len(batch), asyncio.Event()
@@ -113,7 +461,7 @@ async def bus_throughput(
 
 
 async def queue_throughput(batch: list[dict[str, Any]]) -> float:
-    """The peer: a bounded queue and one consumer calling the no-op."""
+    """The kind cases' peer: a bounded queue and one consumer calling the no-op."""
     global delivered, expected, finished
     queue: asyncio.Queue[Any] = asyncio.Queue(10_000)
     delivered, expected, finished = 0, len(batch), asyncio.Event()
@@ -135,7 +483,7 @@ async def queue_throughput(batch: list[dict[str, Any]]) -> float:
 
 async def latency(rules: int, rate: float, seconds: float) -> tuple[float, float, int]:
     latencies.clear()
-    runtime = build(rules, "__main__:timed")
+    runtime = build(rules, f"{__name__}:timed")
     for n in range(rules):
         await runtime.bus().put_targets(f"store-{n}", [{"id": "t", "resource": "noop"}])
     loop = asyncio.get_running_loop()
@@ -163,19 +511,11 @@ async def latency(rules: int, rate: float, seconds: float) -> tuple[float, float
     return ordered[len(ordered) // 2], ordered[int(len(ordered) * 0.99)], len(ordered)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rate", type=float, default=5_000)
-    parser.add_argument("--seconds", type=float, default=4)
-    args = parser.parse_args()
-    gc.freeze()
-
+async def kind_main(args: argparse.Namespace) -> None:
     print(f"throughput: {args.events:,} events, batches of 10, medians of {args.repeats} runs")
     print(f"{'rules':>6} {'bus ev/s':>10} {'queue ev/s':>11} {'bus/queue':>9}")
     for rules in (1, 100, 1_000):
-        batch = entries(args.events, rules)
+        batch = entries_kind(args.events, rules)
         ours, peer = [], []
         for _ in range(args.repeats):
             ours.append(await bus_throughput(rules, batch))
@@ -189,9 +529,10 @@ async def main() -> None:
         f" {'durable/memory':>15}"
     )
     for rules in (1, 100):
-        batch = entries(args.events, rules)
+        batch = entries_kind(args.events, rules)
         for producers in (1, 16):
-            memory, durable = [], []
+            memory: list[float] = []
+            durable: list[float] = []
             for _ in range(args.repeats):
                 for mode, rates in (("memory", memory), ("durable", durable)):
                     with tempfile.TemporaryDirectory() as tmp:
@@ -204,13 +545,36 @@ async def main() -> None:
             )
 
     p50, p99, count = await latency(100, args.rate, args.seconds)
-    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average: {load()}")
     print(
         f"\nlatency put->deliver, 100 rules, {args.rate:,.0f} ev/s offered, {count:,} events: "
         f"p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms"
     )
 
 
-if __name__ == "__main__":
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--kind", action="store_true", help="the earlier, kindest cases")
+    parser.add_argument("--events", type=int, default=None, help="30,000 (--kind: 50,000)")
+    parser.add_argument("--repeats", type=int, default=None, help="5 (--kind: 3)")
+    parser.add_argument("--rules", type=int, default=100)
+    parser.add_argument("--spread", type=int, default=40, help="customers and tenants")
+    parser.add_argument("--producers", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=5_000, help="--kind latency's load")
+    parser.add_argument("--seconds", type=float, default=4, help="--kind latency's length")
+    args = parser.parse_args()
+    args.events = args.events or (50_000 if args.kind else 30_000)
+    args.repeats = args.repeats or (3 if args.kind else 5)
+    return args
+
+
+def main() -> None:
+    args = arguments()
+    run: Callable[[argparse.Namespace], Any] = kind_main if args.kind else realistic_main
+    gc.freeze()
     with tuned_process():  # as the pipelines command runs a pipeline
-        asyncio.run(main())
+        asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -9,18 +9,29 @@ an MQTT target, read back by mosquitto_sub, against a real Mosquitto.
 
 The peer, run in the same process on the same broker, is the broker alone:
 mosquitto_pub straight to mosquitto_sub on one topic at the same QoS. Its
-ratio says what subscribing, matching, delivering and publishing again cost
-on top of what the clients and broker need anyway. Runner scaling is quoted
+ratio (runner events/s over broker msgs/s, the target is 0.3x at QoS 0 and
+0.5x at QoS 1) says what subscribing, matching, delivering and publishing
+again cost on top of what the clients and broker need anyway. A second peer,
+"client alone", is the ceiling of any runner on this client library: two
+aiomqtt connections in this process that only pass each message from ``in``
+to ``out`` (and acknowledge it), with no bus. The runner has a state
+database (durable intake), as a deployed one does. Each figure is the median
+of the repeats, runner and peers run alternately; the load average is
+printed with them. Runner scaling is quoted
 against one runner in the same group setup. The machine has 2 cores, which
 mosquitto, the clients and the runners share: read the scaling with that.
 
-    python bench/bench_mqtt.py [--events 20000] [--repeats 3]
+    python bench/bench_mqtt.py [--events 20000] [--repeats 3] [--runners 1,2,3]
+
+To measure other code with this script (a base commit, say), put its tree
+first on the path: ``PYTHONPATH=/path/to/base python bench/bench_mqtt.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -31,6 +42,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import aiomqtt
 
 from pipelines.runtime import Runtime
 
@@ -83,8 +96,36 @@ def broker_only(broker: Mosquitto, count: int, qos: int) -> float:
     return timed_through(broker, "out", count, qos)
 
 
-async def one_runner(broker: Mosquitto, count: int, qos: int) -> float:
-    runtime = Runtime()
+async def client_alone(broker: Mosquitto, count: int, qos: int) -> float:
+    """Two aiomqtt connections passing messages from in to out, nothing else."""
+
+    def client(name: str) -> aiomqtt.Client:
+        made = aiomqtt.Client(
+            broker.host, broker.port, identifier=name, protocol=aiomqtt.ProtocolVersion.V5
+        )
+        made.pending_calls_threshold = 1_000_000  # one task per message in flight: no warning
+        return made
+
+    async with client("alone-in") as inbound, client("alone-out") as outbound:
+        await inbound.subscribe("in", qos=qos)
+
+        async def forward() -> None:
+            async with asyncio.TaskGroup() as group:
+                async for message in inbound.messages:  # aiomqtt acknowledges on arrival
+                    group.create_task(outbound.publish("out", message.payload, qos=qos))
+
+        task = asyncio.create_task(forward())
+        try:
+            return await asyncio.to_thread(timed_through, broker, "in", count, qos)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def one_runner(broker: Mosquitto, count: int, qos: int, state: Path) -> float:
+    state.unlink(missing_ok=True)
+    runtime = Runtime(state_path=state)
     settings = {"broker": broker.broker(), "qos": qos}
     runtime.add_resource("in", "mqtt", {**settings, "subscribe": [{"topic": "in", "qos": qos}]})
     runtime.add_resource("out", "mqtt", {**settings, "topic": "out"})
@@ -142,12 +183,18 @@ def runners(broker: Mosquitto, directory: Path, size: int, count: int) -> float:
             process.wait(timeout=60)
 
 
+def load() -> str:
+    return " ".join(f"{figure:.2f}" for figure in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--runners", default="1,2,3", help="group sizes to run; empty for none")
     args = parser.parse_args()
     count = args.events
+    sizes = [int(size) for size in args.runners.split(",") if size]
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         broker = Mosquitto(directory, free_port())
@@ -155,22 +202,30 @@ def main() -> None:
         try:
             print(f"{count} events per run, median of {args.repeats} runs\n")
             for qos in (0, 1):
-                ours = [asyncio.run(one_runner(broker, count, qos)) for _ in range(args.repeats)]
-                peer = [broker_only(broker, count, qos) for _ in range(args.repeats)]
+                ours, peer, alone = [], [], []
+                for _ in range(args.repeats):  # alternately: the same conditions for each
+                    state = directory / "one" / "state.db"
+                    state.parent.mkdir(exist_ok=True)
+                    ours.append(asyncio.run(one_runner(broker, count, qos, state)))
+                    peer.append(broker_only(broker, count, qos))
+                    alone.append(asyncio.run(client_alone(broker, count, qos)))
                 mine, base = statistics.median(ours), statistics.median(peer)
+                ceiling = statistics.median(alone)
                 print(
-                    f"QoS {qos}: one runner {count / mine:10,.0f} events/s"
-                    f" | broker alone {count / base:10,.0f} msgs/s | ratio {mine / base:5.1f}x"
+                    f"QoS {qos}: one runner {count / mine:8,.0f} events/s"
+                    f" | broker alone {count / base:8,.0f} msgs/s | ratio {base / mine:5.2f}x"
+                    f" | client alone {count / ceiling:8,.0f} msgs/s ({ceiling / mine:4.2f}x)"
+                    f" | load {load()}"
                 )
             print()
             single = 0.0
-            for size in (1, 2, 3):
+            for size in sizes:
                 times = [runners(broker, directory, size, count) for _ in range(args.repeats)]
                 median = statistics.median(times)
                 single = single or median
                 print(
                     f"shared group, {size} runner(s): {count / median:10,.0f} events/s"
-                    f" | vs one runner {single / median:4.2f}x"
+                    f" | vs the first size {single / median:4.2f}x | load {load()}"
                 )
         finally:
             broker.stop()

@@ -550,10 +550,16 @@ class Bus:
         self._space.set()
 
     async def dispatch(self) -> None:
-        """The bus's dispatcher: intake -> matcher -> deliveries. Runs until cancelled."""
+        """The bus's dispatcher: intake -> matcher -> deliveries. Runs until cancelled.
+
+        Each wake-up takes everything that gathered in the intake; an event's
+        jobs go straight onto their targets' queues, and the dispatcher awaits
+        only when one of those queues is full (backpressure)."""
         intake, ready, space = self._intake, self._ready, self._space
         low_water = self._low_water
         taps = self.host.taps
+        jobs = self._dispatching
+        deliverer = self.host.deliverer
         while True:
             await ready.wait()
             ready.clear()
@@ -563,7 +569,12 @@ class Bus:
                     space.set()
                 if taps:
                     self._tap(taps, event)
-                await self._route(event, ingested, addressed, settlement)
+                self._route(event, ingested, addressed, settlement)
+                while jobs:
+                    delivery, job = jobs[-1]
+                    if not deliverer.offer(delivery, job):
+                        await deliverer.submit(delivery, job)
+                    jobs.pop()
 
     def _tap(self, taps: list[Observer], event: dict[str, Any]) -> None:
         for observe in list(taps):
@@ -579,13 +590,15 @@ class Bus:
             return [addressed] if self.scheduled_rule(addressed) is not None else []
         return [name for name in self._matcher.match(event) if name in addressed]
 
-    async def _route(
+    def _route(
         self,
         event: dict[str, Any],
         ingested: float,
         addressed: Addressed,
         settlement: Settlement | None,
     ) -> None:
+        """Count the event's matches and add one job per matched rule target
+        to ``_dispatching`` (the dispatcher queues them)."""
         names = self._names(event, addressed)
         if not names:
             if settlement is not None:  # no target wants it: nothing to wait for
@@ -593,17 +606,12 @@ class Bus:
             return
         if not isinstance(addressed, str):
             self._matched.value += 1
+        rules = self._rules
         for name in names:
-            rule = self._rules[name]
+            rule = rules[name]
             rule.matched.value += 1
             rule.triggered.value += 1
-        jobs = self._dispatching
-        self._add_jobs(jobs, names, event, ingested, settlement)
-        submit = self.host.deliverer.submit
-        while jobs:
-            delivery, job = jobs[-1]
-            await submit(delivery, job)
-            jobs.pop()
+        self._add_jobs(self._dispatching, names, event, ingested, settlement)
 
     def undispatched(self) -> list[tuple[Delivery, Job]]:
         """At shutdown: jobs of events accepted but not yet queued to a target."""

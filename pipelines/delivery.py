@@ -309,6 +309,15 @@ class Deliverer:
 
     # -- intake -------------------------------------------------------------
 
+    def offer(self, delivery: Delivery, job: Job) -> bool:
+        """Queue a job if its delivery's queue has room, without waiting;
+        False when it has none (or its target is gone): ``submit`` then."""
+        if len(delivery.queue) >= delivery.queue_size or delivery.retired:
+            return False
+        delivery.queue.append(job)
+        self._wake(delivery)
+        return True
+
     async def submit(self, delivery: Delivery, job: Job) -> None:
         """Queue a job; waits while the delivery's queue is full (backpressure)."""
         while len(delivery.queue) >= delivery.queue_size and not delivery.retired:

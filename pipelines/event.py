@@ -415,6 +415,10 @@ def validate_entry(
     or ``MalformedDetail``) and a message naming the field; ``index`` is
     carried into the error so batch callers can report which entry failed.
     """
+    moment = now or datetime.now(UTC)
+    usual = _usual_event(entry, limits, moment, account, region)
+    if usual is not None:
+        return usual
     if not isinstance(entry, Mapping):
         raise EventValidationError("InvalidArgument", "Each entry must be an object.", index)
     if not _ENTRY_FIELDS.issuperset(entry):
@@ -453,7 +457,7 @@ def validate_entry(
             f"Entry size {size} bytes is over the limit of {limits.max_entry_size} bytes.",
             index,
         )
-    moment = _time(entry, index, now or datetime.now(UTC))
+    moment = _time(entry, index, moment)
     return make_event(
         source,
         detail_type,
@@ -463,6 +467,68 @@ def validate_entry(
         account=account,
         region=region,
     )
+
+
+#: The fields of an entry in PutEvents' usual shape (``_usual_event``).
+_USUAL_FIELDS = frozenset({"Source", "DetailType", "Detail", "Resources", "EventBusName"})
+
+
+def _usual_event(
+    entry: object, limits: EntryLimits, now: datetime, account: str, region: str
+) -> Event | None:
+    """The event of an entry in the shape SDKs send (exact dict and str types,
+    Detail as JSON text, no Time or TraceHeader), checked in one pass with
+    every rule ``validate_entry`` applies; None for any other entry, valid or
+    not, which the careful path then checks (and words the error of).
+
+    About half the cost of the careful path: no ABC checks, no second encoding
+    for the size, one dict for the event (the parsed Detail is not copied)."""
+    if type(entry) is not dict or not _USUAL_FIELDS.issuperset(entry):
+        return None
+    source, detail_type, raw = entry.get("Source"), entry.get("DetailType"), entry.get("Detail")
+    if type(source) is not str or type(detail_type) is not str or type(raw) is not str:
+        return None
+    if not source or not detail_type or len(detail_type) > MAX_DETAIL_TYPE_LENGTH:
+        return None
+    resources = entry.get("Resources")
+    bus = entry.get("EventBusName")
+    if bus is not None and not (
+        type(bus) is str and 1 <= len(bus) <= 1600 and _BUS_NAME.fullmatch(bus)
+    ):
+        return None
+    try:
+        # Strict UTF-8: a lone surrogate (which only the careful path's
+        # surrogatepass encodes) raises here and goes the careful way.
+        text = raw.encode()
+        size = len(source.encode()) + len(detail_type.encode()) + len(text)
+        if resources is None:
+            resources = []
+        elif type(resources) is list:
+            resources = list(resources)  # the caller's list stays the caller's
+            for resource in resources:
+                if type(resource) is not str or len(resource) > MAX_RESOURCE_LENGTH:
+                    return None
+                size += len(resource.encode())
+        else:
+            return None
+        if size > limits.max_entry_size or _LONG_DIGITS in text.translate(_DIGITS):
+            return None
+        detail = orjson.loads(text)
+    except (UnicodeEncodeError, orjson.JSONDecodeError):
+        return None
+    if type(detail) is not dict or text.count(b"{") + text.count(b"[") > limits.max_depth:
+        return None
+    return {
+        "version": "0",
+        "id": new_event_id(),
+        "detail-type": detail_type,
+        "source": source,
+        "account": account,
+        "time": format_time(now),
+        "region": region,
+        "resources": resources,
+        "detail": detail,
+    }
 
 
 @dataclass(frozen=True, slots=True)

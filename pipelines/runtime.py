@@ -457,15 +457,24 @@ class Runtime:
         results: list[dict[str, str]] = []
         valid: dict[Bus, tuple[list[int], list[dict[str, Any]]]] = {}
         failed = 0
+        limits = self.limits.entries
+        # Most entries name no bus: the default one is looked up once per call.
+        default = self._buses.get(default_bus)
         for index, entry in enumerate(entries):
             try:
-                event = validate_entry(entry, index=index, limits=self.limits.entries, now=moment)
-                bus = self._entry_bus(entry, default_bus, index)
+                event = validate_entry(entry, index=index, limits=limits, now=moment)
+                if default is None or entry.get("EventBusName"):
+                    bus = self._entry_bus(entry, default_bus, index)
+                else:
+                    bus = default
             except EventValidationError as exc:
                 failed += 1
                 results.append({"ErrorCode": exc.code, "ErrorMessage": exc.message})
                 continue
-            positions, events = valid.setdefault(bus, ([], []))
+            group = valid.get(bus)
+            if group is None:  # (setdefault would build its default for every entry)
+                group = valid[bus] = ([], [])
+            positions, events = group
             positions.append(index)
             events.append(event)
             results.append({"EventId": event["id"]})

@@ -148,3 +148,86 @@ def test_detail_may_be_given_as_a_mapping() -> None:
     event = validate_entry({**GOOD, "Detail": {"n": 1}})
     assert event["detail"] == {"n": 1}
     assert make_event("s", "t")["detail"] == {}
+
+
+# -- the usual shape's one-pass path and the careful path agree ---------------------
+# An entry as SDKs send it (a dict of str) takes the one-pass path; the same
+# entry behind a read-only Mapping takes the careful path. Both must give the
+# same event, or the same error, word for word.
+
+USUAL = [
+    GOOD,
+    {**GOOD, "Resources": ["arn:aws:shop:eu-west-1:1:order/1", "r2"]},
+    {**GOOD, "EventBusName": "orders"},
+    {**GOOD, "EventBusName": "arn:aws:events:eu-west-1:123456789012:event-bus/orders"},
+    {**GOOD, "Detail": '{"a": {"b": [1, 2.5, "x", null, true]}, "ü": "é€😀"}'},
+    {**GOOD, "Source": "ünïcode", "DetailType": "τύπος"},
+    {**GOOD, "Detail": json.dumps({"n": 2**63 - 1, "m": -(2**63), "big": 123456789012345678})},
+    {**GOOD, "Resources": []},
+    {**GOOD, "Detail": '{"s": "\\ud800"}'},
+]
+REFUSED = [
+    {**GOOD, "Source": ""},
+    {**GOOD, "Source": 5},
+    {**GOOD, "DetailType": "x" * 129},
+    {**GOOD, "Detail": "[1]"},
+    {**GOOD, "Detail": "{not json"},
+    {**GOOD, "Detail": '{"n": 9223372036854775808}'},
+    {**GOOD, "Detail": '{"n": 1e400}'},
+    {**GOOD, "Detail": '{"s": "\ud800"}'},
+    {**GOOD, "Detail": "[" * 300 + "]" * 300},
+    {**GOOD, "Detail": '{"a": ' * 254 + "1" + "}" * 254},
+    {**GOOD, "Resources": ["ok", 5]},
+    {**GOOD, "Resources": ["r" * 2049]},
+    {**GOOD, "Resources": "arn:x"},
+    {**GOOD, "EventBusName": ""},
+    {**GOOD, "EventBusName": "no spaces"},
+    {**GOOD, "TraceHeader": ""},
+    {**GOOD, "Detail": json.dumps({"pad": "x" * 2000})},
+    {**GOOD, "Extra": 1},
+]
+
+
+def _without_id(event: dict[str, object]) -> dict[str, object]:
+    return {key: value for key, value in event.items() if key != "id"}
+
+
+@pytest.mark.parametrize("entry", USUAL)
+def test_the_usual_shape_builds_the_event_the_careful_path_builds(entry: dict[str, object]) -> None:
+    from types import MappingProxyType
+
+    quick = validate_entry(entry, now=NOW)
+    careful = validate_entry(MappingProxyType(entry), now=NOW)
+    assert _without_id(quick) == _without_id(careful)
+    assert quick["id"] != careful["id"]
+    assert json.loads(json.dumps(quick["detail"])) == quick["detail"]
+
+
+@pytest.mark.parametrize("entry", REFUSED)
+def test_an_entry_refused_is_refused_alike_whichever_path_it_takes(
+    entry: dict[str, object],
+) -> None:
+    from types import MappingProxyType
+
+    limits = EntryLimits(max_entry_size=1024)
+    with pytest.raises(EventValidationError) as quick:
+        validate_entry(entry, index=3, limits=limits, now=NOW)
+    with pytest.raises(EventValidationError) as careful:
+        validate_entry(MappingProxyType(entry), index=3, limits=limits, now=NOW)
+    assert (quick.value.code, quick.value.message, quick.value.index) == (
+        careful.value.code,
+        careful.value.message,
+        careful.value.index,
+    )
+
+
+def test_the_event_does_not_share_the_callers_resources_list() -> None:
+    resources = ["arn:a"]
+    event = validate_entry({**GOOD, "Resources": resources}, now=NOW)
+    resources.append("arn:b")
+    assert event["resources"] == ["arn:a"]
+
+
+def test_a_lone_surrogate_escape_goes_the_careful_way_and_is_kept() -> None:
+    event = validate_entry({**GOOD, "Detail": '{"s": "a\\ud800b"}'}, now=NOW)
+    assert event["detail"] == {"s": "a\ud800b"}

@@ -9,7 +9,9 @@ tuples themselves; a row becomes a dict only when a query defines fields
 parsed as JSON at most once, on the first read of a field it might hold.
 ``Query.head`` says when a query keeps only the first events in time order
 (``sort @timestamp desc | limit 20``): the store then reads just those, and
-``run`` them with the range's ``total`` gives the same result.
+``run`` them with the range's ``total`` gives the same result. This module
+is the reference: ``pushdown`` runs leading filters and a first ``stats`` in
+SQL with the same answers, and hands the rest to ``run``/``finish_stats``.
 
 Supported (as AWS documents it)
 -------------------------------
@@ -59,8 +61,11 @@ Choices where AWS's documentation is silent
   a group with none has no value for that column (left out of the row, as are
   missing fields). A missing ``by`` value forms its own group.
 - JSON ``true``/``false`` become the strings ``"true"``/``"false"``; ``null``
-  is missing. A glob ``*`` matches as little as it can, except a trailing one,
-  which takes the rest of the value; a pattern may match anywhere.
+  is missing. A message orjson refuses but RFC 8259 allows (a number past a
+  double's range, read as infinity) is read by the standard library; a
+  duplicated key keeps its last value. A glob ``*``
+  matches as little as it can, except a trailing one, which takes the rest
+  of the value; a pattern may match anywhere.
 
 Not supported
 -------------
@@ -76,6 +81,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import json
 import math
 import operator
 import re
@@ -1141,10 +1147,19 @@ class _Stats:
         else:
             states, matched = self.aggregate(events)
             rows = [self.row(key, state) for key, state in states.items()]
+        return self.sorted(rows), matched
+
+    def sorted(self, rows: list[_Row]) -> list[_Row]:
+        """Newest bin first when grouped by bin() (a stable sort: within a
+        bin, groups stay in the order they first appeared)."""
         if self.bin_first:
             name = self.names[self.bin_first[0]]
             rows.sort(key=lambda r: -1 if r[name] is None else r[name], reverse=True)
-        return rows, matched
+        return rows
+
+    def ordered(self, groups: list[list[Any]]) -> list[_Row]:
+        """Rows from values computed elsewhere (SQL), in first-appearance order."""
+        return self.sorted([_Row(zip(self.names, values, strict=True)) for values in groups])
 
     def count_groups(self, events: Iterable[Any]) -> dict[tuple[Any, ...], int]:
         if self.fast_bin is not None and isinstance(events, list):
@@ -1220,7 +1235,7 @@ def discover(message: Any) -> dict[str, Any]:
     try:
         obj = orjson.loads(message)
     except orjson.JSONDecodeError:
-        return {}
+        obj = _strict_json(message)
     if not isinstance(obj, dict):
         return {}
     out: dict[str, Any] = {}
@@ -1228,6 +1243,26 @@ def discover(message: Any) -> dict[str, Any]:
         # AWS shows a discovered field whose name starts with @ with one more @.
         _flatten(v, f"@{k}." if k.startswith("@") else f"{k}.", out)
     return out
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _strict_json(message: str) -> Any:
+    """What orjson refuses but RFC 8259 allows (a number past a double's
+    range, read as infinity), read by the standard library: a valid JSON
+    line keeps its fields. NaN and Infinity stay refused, and so do lone
+    surrogates (no UTF-8 output could hold them)."""
+    if _SURROGATE_ESCAPE.search(message):
+        return {}
+    try:
+        return json.loads(message, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return {}
 
 
 class _Event(dict[str, Any]):
@@ -1341,6 +1376,8 @@ class Query:
 
     def __init__(self, text: str, commands: list[Command]) -> None:
         self.text = text
+        #: The parsed commands, for a store planning what SQL can answer (``pushdown``).
+        self.commands = commands
         self._log: list[str | None] = [None]
         first = next((i for i, c in enumerate(commands) if c.kind == "stats"), len(commands))
         self._before, self._after = commands[:first], commands[first:]
@@ -1506,17 +1543,25 @@ class Query:
     # -- running
 
     def run(
-        self, rows: Iterable[tuple[Any, ...]], log: str | None = None, *, total: int | None = None
+        self,
+        rows: Iterable[tuple[Any, ...]],
+        log: str | None = None,
+        *,
+        total: int | None = None,
+        scanned: int | None = None,
     ) -> QueryResult:
         """Evaluate over ``rows`` (``columns`` order, ascending @timestamp).
 
         ``log`` is the value of ``@log`` (``account-id:log-group-name``).
         ``total``: how many events the range holds, when ``rows`` are only
         those of ``head`` (what the counts report is the whole range's).
+        ``scanned``: how many events the range holds when SQL has already
+        filtered ``rows`` (``total`` is then how many passed).
         """
         self._log[0] = log
         rows = rows if isinstance(rows, list) else list(rows)
-        scanned = matched = len(rows) if total is None else total
+        matched = len(rows) if total is None else total
+        scanned = matched if scanned is None else scanned
         events: Iterable[Any] = rows
         if self._stats is None and not self._sorted:
             events = reversed(rows)  # newest first, before any limit applies
@@ -1533,6 +1578,19 @@ class Query:
         out, in_stats = self._stats.run(events)
         if self._last_filter < 0:
             matched = in_stats
+        return self._after_stats_result(out, matched, scanned)
+
+    def finish_stats(
+        self, groups: list[list[Any]], matched: int, scanned: int, log: str | None = None
+    ) -> QueryResult:
+        """The result of a query whose first ``stats`` SQL computed: ``groups``
+        holds each group's by values then aggregate values (None: missing),
+        in the order the groups first appeared in time."""
+        assert self._stats is not None
+        self._log[0] = log
+        return self._after_stats_result(self._stats.ordered(groups), matched, scanned)
+
+    def _after_stats_result(self, out: list[_Row], matched: int, scanned: int) -> QueryResult:
         after: Iterable[Any] = out
         for _kind, stage in self._stages_after:
             after = stage(after)
@@ -1592,6 +1650,22 @@ def _chain(updates: list[Callable[[Any], None]]) -> Callable[[Any], None]:
             update(ev)
 
     return apply
+
+
+def to_number(v: Any) -> int | float | None:
+    """A value as the evaluator reads it as a number: numbers, and strings
+    that read as one (finite); else None."""
+    return _num(v)
+
+
+def compare(op: str, a: Any, b: Any) -> bool:
+    """The evaluator's comparison (``=``, ``!=``, ``<``, ...) of two values."""
+    return _compare(op, a, b)
+
+
+def event_getter(name: str) -> Getter:
+    """How the evaluator reads field ``name`` from an event dict."""
+    return lambda ev: ev[name]
 
 
 def parse_query(text: str) -> Query:

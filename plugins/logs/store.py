@@ -47,6 +47,7 @@ from pipelines.metrics import UNITS
 from pipelines.store import Queries, Store, Upkeep
 from plugins.logs.filterpattern import FilterPattern, parse_filter_pattern
 from plugins.logs.insights import Head, Query, QueryResult, parse_query
+from plugins.logs.pushdown import FUNCTIONS, Plan, plan, release
 
 log = logging.getLogger("plugins.logs")
 
@@ -326,6 +327,8 @@ class LogStore(Store):
 
     name = "logs"
     schema = SCHEMA
+    #: The reference evaluator, callable from the SQL of pushed-down queries.
+    functions = FUNCTIONS
 
     def __init__(
         self,
@@ -769,14 +772,31 @@ class LogStore(Store):
         return int(row[0]) if row else 0
 
     async def query(
-        self, group: str, text: str, *, start_time: int | None = None, end_time: int | None = None
+        self,
+        group: str,
+        text: str,
+        *,
+        start_time: int | None = None,
+        end_time: int | None = None,
+        pushdown: bool = True,
     ) -> QueryResult:
         """A Logs Insights query over the group's events with a timestamp in
-        [start_time, end_time] (ms). Only the columns the query needs are read,
-        and the query runs in a worker thread: the event loop stays free."""
+        [start_time, end_time] (ms). Leading filters and the first stats run
+        in SQL when SQL answers them exactly (``pushdown``; False: the
+        reference evaluator does all the work, what tests compare against).
+        Only the columns the rest needs are read, and the rest runs in a
+        worker thread: the event loop stays free."""
         parsed = parse_query(text)
         group_id, retention = await self._group(group)
         where, params = self._time_range(group_id, retention, start_time, end_time)
+        planned = plan(parsed) if pushdown else None
+        if planned is not None:
+            try:
+                result = await self._query_planned(planned, where, params)
+            finally:
+                release(planned.slots)
+            if result is not None:
+                return result
         columns = {
             "@timestamp": "e.ts",
             "@logStream": "s.name",
@@ -792,6 +812,109 @@ class LogStore(Store):
             f"SELECT {selected} FROM log_events e{join} WHERE {where} ORDER BY e.ts, e.id", params
         )
         return await asyncio.to_thread(parsed.run, rows)
+
+    async def _query_planned(
+        self, planned: Plan, where: str, params: list[Any]
+    ) -> QueryResult | None:
+        """A query with its filters (and first stats) in SQL; None when SQL
+        could not answer exactly (the reference evaluator then runs it)."""
+        try:
+            if planned.rest is None:
+                return await self._stats_in_sql(planned, where, params)
+            return await self._filtered(planned, planned.rest, where, params)
+        except self.backend.errors as exc:
+            if "integer overflow" in str(exc):  # a sum past 64 bits: Python's ints do not overflow
+                return None
+            raise
+
+    async def _filtered(
+        self, planned: Plan, rest: Query, where: str, params: list[Any]
+    ) -> QueryResult | None:
+        """The pushed filters in SQL, the rest of the query in Python over
+        the events that pass (in ascending time, as ``run`` wants them)."""
+        join = planned.join or "@logStream" in rest.columns
+        source = _source(planned, where, join)
+        selected = ", ".join(_COLUMNS[c] for c in rest.columns) or "e.ts"
+        scanned = f"(SELECT count(*) FROM log_events e WHERE {where})"
+        passing = planned.where
+        head = rest.head
+        if head is not None:
+            order = (
+                f"e.ts {_direction(head.newest_first)}, e.id {_direction(head.ties_newest_first)}"
+            )
+            kept = f"SELECT e.id FROM {source} {passing} ORDER BY {order} LIMIT ?"
+            matched = f"(SELECT count(*) FROM {source} {passing})"
+            rows = await self.rows(
+                f"SELECT {scanned}, {matched}, {selected}"
+                f" FROM log_events e{_STREAM_JOIN if join else ''}"
+                f" WHERE e.id IN ({kept}) ORDER BY e.ts, e.id",
+                [*params, *params, *params, head.limit],
+            )
+            if planned.slots.failed:
+                return None
+            if not rows:
+                counts = await self.one(f"SELECT {scanned}, {matched}", [*params, *params])
+                assert counts is not None
+                return await asyncio.to_thread(rest.run, [], total=counts[1], scanned=counts[0])
+            events = [row[2:] for row in rows]
+            return await asyncio.to_thread(rest.run, events, total=rows[0][1], scanned=rows[0][0])
+        rows = await self.rows(
+            f"SELECT {scanned}, {selected} FROM {source} {passing} ORDER BY e.ts, e.id",
+            [*params, *params],
+        )
+        if planned.slots.failed:
+            return None
+        if not rows:
+            total = await self.scalar(f"SELECT {scanned}", params)
+            return await asyncio.to_thread(rest.run, [], scanned=total)
+        return await asyncio.to_thread(rest.run, [r[1:] for r in rows], scanned=rows[0][0])
+
+    async def _stats_in_sql(
+        self, planned: Plan, where: str, params: list[Any]
+    ) -> QueryResult | None:
+        """Filters and the first stats in one GROUP BY; the commands after it in Python."""
+        source = _source(planned, where, planned.join)
+        values = "".join(f", {sql} AS c{i}" for i, sql in enumerate(planned.inner))
+        # LIMIT -1 keeps the inner SELECT from being flattened into the outer
+        # one, which would compute each value once per use instead of once.
+        inner = f"SELECT e.ts AS ts, e.id AS id{values} FROM {source} {planned.where} LIMIT -1"
+        keys = ", ".join(f"c{i}" for i in range(planned.keys))
+        group = f" GROUP BY {keys}" if keys else ""
+        scanned = f"(SELECT count(*) FROM log_events e WHERE {where})"
+        rows = await self.rows(
+            f"SELECT {', '.join(planned.select)}, count(*), min(ts), {scanned}"
+            f" FROM ({inner}){group}",
+            [*params, *params],
+        )
+        if planned.slots.failed or any(row[i] for row in rows for i in planned.checks):
+            return None
+        if rows and planned.keys:
+            rows = await self._first_appearance(rows, planned, inner, keys, params)
+        scanned_count = rows[0][-1] if rows else await self.scalar(f"SELECT {scanned}", params)
+        matched = sum(row[-3] for row in rows)
+        groups = [_group_values(row, planned) for row in rows]
+        return planned.query.finish_stats(groups, matched, scanned_count)
+
+    async def _first_appearance(
+        self, rows: list[Any], planned: Plan, inner: str, keys: str, params: list[Any]
+    ) -> list[Any]:
+        """Groups in the order their first events come (time, then ingestion):
+        by the first event's time, and where groups share it, by the lowest
+        event id at that time (one more, narrow, query)."""
+        first = [row[-2] for row in rows]
+        tied = (
+            sorted({t for t in first if first.count(t) > 1}) if len(set(first)) < len(first) else []
+        )
+        if not tied:
+            return sorted(rows, key=lambda row: row[-2])
+        marks = self.dialect.marks(len(tied))
+        found = await self.rows(
+            f"SELECT {keys}, ts, min(id) FROM ({inner}) WHERE ts IN ({marks}) GROUP BY {keys}, ts",
+            [*params, *tied],
+        )
+        n = planned.keys
+        lowest = {(tuple(r[:n]), r[n]): r[n + 1] for r in found}
+        return sorted(rows, key=lambda row: (row[-2], lowest.get((tuple(row[:n]), row[-2]), 0)))
 
     async def _query_head(
         self, parsed: Query, head: Head, selected: str, join: str, where: str, params: list[Any]
@@ -956,6 +1079,40 @@ class _Plan:
     too_old: int = 0
     expired: int = 0
     info: dict[str, int] = field(default_factory=dict)
+
+
+_COLUMNS = {
+    "@timestamp": "e.ts",
+    "@logStream": "s.name",
+    "@message": "e.message",
+    "@ingestionTime": "e.ingested",
+}
+_STREAM_JOIN = " JOIN log_streams s ON s.id = e.stream"
+
+
+def _source(planned: Plan, where: str, join: bool) -> str:
+    """FROM the events of the range as ``e`` (with ``e.kind`` when the pushed
+    conditions read JSON fields: checked once per row, not once per field),
+    up to a WHERE its caller completes with the pushed conditions."""
+    join_sql = _STREAM_JOIN if join else ""
+    if planned.kind is None:
+        return f"log_events e{join_sql} WHERE {where} AND"
+    # LIMIT -1: not flattened into the outer query (which would repeat ``kind``).
+    ranged = f"(SELECT e.*, {planned.kind} AS kind FROM log_events e WHERE {where} LIMIT -1) e"
+    return f"{ranged}{join_sql} WHERE"
+
+
+def _group_values(row: Any, planned: Plan) -> list[Any]:
+    """A stats group's by values and aggregates, from its SQL row."""
+    values = list(row[: planned.keys])
+    for agg in planned.aggregates:
+        found = [row[i] for i in agg.columns]
+        if agg.kind == "avg":
+            total, count = found
+            values.append(total / count if count else None)
+        else:
+            values.append(found[0])
+    return values
 
 
 def _direction(descending: bool) -> str:

@@ -38,6 +38,7 @@ from pipelines.targets import (
     TargetType,
 )
 
+from .acks import InOrderAcks
 from .broker import BROKER_SCHEMA, Broker, client_id_for, parse_broker
 from .messages import Received, TopicTemplate, entries_of, event_entry
 
@@ -190,6 +191,12 @@ class MqttTarget(Target):
         self._clean = True
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        #: Built once: paho's Properties costs tens of microseconds to make, and
+        #: only reads it when it packs a PUBLISH.
+        self._properties: Properties | None = None
+        if self.user_properties:
+            self._properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            self._properties.UserProperty = list(self.user_properties.items())
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -318,12 +325,15 @@ class MqttTarget(Target):
             await client._disconnected
             raise aiomqtt.MqttError("disconnected")
         messages = client.messages
+        acks: InOrderAcks[aiomqtt.Message] = InOrderAcks(
+            lambda message: self._acknowledge(client, message)
+        )
         while True:
             batch = [await anext(messages)]
             while len(batch) < BATCH and len(messages):
                 batch.append(await anext(messages))
             try:
-                await self._put(client, batch)
+                await self._put(acks, batch)
             except NotRunningError:
                 # The runtime is stopping: what was not acknowledged stays with
                 # the broker, which hands it out again (to our session, or to
@@ -336,45 +346,58 @@ class MqttTarget(Target):
                 return subscription
         return self.subscriptions[0]
 
-    async def _put(self, client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> None:
+    def _entries(self, message: aiomqtt.Message) -> list[Any]:
+        """The PutEvents entries one message makes (none, one, or several)."""
+        subscription = self._subscription(message.topic)
+        received = _received(message)
+        if subscription.format == "entries":
+            return entries_of(received, subscription.bus)
+        return [
+            event_entry(
+                received,
+                subscription.source,
+                subscription.detail_type,
+                subscription.bus,
+                self.metadata_key,
+            )
+        ]
+
+    async def _put(self, acks: InOrderAcks[aiomqtt.Message], batch: list[aiomqtt.Message]) -> None:
+        """One put_events call for a batch of messages; each QoS 1/2 message
+        is acknowledged (in arrival order, through ``acks``) once all its
+        entries are safe."""
         assert self._services is not None
         entries: list[Any] = []
-        owners: list[aiomqtt.Message] = []  # per entry, the message it came from
-        pending: dict[int, int] = {}  # per message (index in batch), entries not yet safe
-        for position, message in enumerate(batch):
-            subscription = self._subscription(message.topic)
-            received = _received(message)
-            if subscription.format == "entries":
-                made = entries_of(received, subscription.bus)
-            else:
-                made = [
-                    event_entry(
-                        received,
-                        subscription.source,
-                        subscription.detail_type,
-                        subscription.bus,
-                        self.metadata_key,
-                    )
-                ]
-            if not made:  # an empty list of entries: nothing to wait for
-                self._acknowledge(client, message)
+        tickets: list[int] = []  # per entry, the ticket of the message it came from
+        owners: list[aiomqtt.Message] = []  # per entry, that message
+        pending: dict[int, int] = {}  # per ticket, entries not yet safe
+        for message in batch:
+            made = self._entries(message)
+            ticket = acks.add(message)
+            if not made or message.qos == 0:
+                # Nothing to wait for (no entries), or nothing to acknowledge:
+                # a QoS 0 message must not hold back the acknowledgements after it.
+                acks.settle(ticket)
             entries += made
+            tickets += [ticket] * len(made)
             owners += [message] * len(made)
-            pending[position] = len(made)
+            pending[ticket] = len(made)
         self.received += len(batch)
-        index_of = {id(message): position for position, message in enumerate(batch)}
 
         def safe(index: int) -> None:
-            position = index_of[id(owners[index])]
-            pending[position] -= 1
-            if pending[position] == 0:
-                self._acknowledge(client, batch[position])
+            ticket = tickets[index]
+            pending[ticket] -= 1
+            if pending[ticket] == 0:
+                acks.settle(ticket)
 
         delivered = self.ack == "delivered"
         result = await self._services.put_events(entries, settled=safe if delivered else None)
         for index, outcome in enumerate(result["Entries"]):
             if outcome.get("ErrorCode") == "InternalFailure":
-                continue  # not accepted for now (stopping): unacknowledged, it comes back
+                # Not accepted for now (stopping, a failed write): unacknowledged,
+                # it comes back when the session resumes.
+                acks.drop(tickets[index])
+                continue
             if "ErrorCode" in outcome:
                 # It can never be accepted: acknowledge it (or it would come back
                 # for ever) and say so.
@@ -415,13 +438,9 @@ class MqttTarget(Target):
             if isinstance(payload, str | bytes)
             else json.dumps(payload, separators=(",", ":"))
         )
-        properties = None
-        if self.user_properties:
-            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            properties.UserProperty = list(self.user_properties.items())
         try:
             await client.publish(
-                topic, body, qos=self.qos, retain=self.retain, properties=properties
+                topic, body, qos=self.qos, retain=self.retain, properties=self._properties
             )
         except aiomqtt.MqttError as exc:
             message = f"publish to {topic}: {exc}"
