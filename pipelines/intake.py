@@ -18,6 +18,13 @@ to every rule target it matches except those whose retry was saved
 
 So delivery is at least once: a crash between a delivery and the delete of
 its event's row delivers that event again (to the targets it matches then).
+
+The archives' rows of the events ``put_events`` takes in ride along
+(``attach``): each write is ONE transaction holding the new intake rows, the
+archive rows and the deletes of what settled, run in one trip to the
+database's thread. So a durable put costs one commit, and an event is in its
+archives exactly when it is in the intake: a crash cannot leave it archived
+but unacknowledged (and archived again by the put that follows).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import orjson
 from pipelines.delivery import Settlement, notify
 from pipelines.errors import StateError
 from pipelines.event import dump_json, parse_json
-from pipelines.state import StateDB
+from pipelines.state import StateDB, Statement, in_one_trip
 
 log = logging.getLogger("pipelines.intake")
 
@@ -53,6 +60,10 @@ INSERT = (
     " FROM json_each(?) WHERE true ON CONFLICT (seq) DO NOTHING"
 )
 DELETE = "DELETE FROM intake WHERE seq IN (SELECT value FROM json_each(?))"
+#: Archive rows: (archive name, event time in epoch seconds, event JSON), as
+#: ``pipelines.archive`` makes them (``Archiver.rows``).
+ArchiveRows = list[tuple[str, float, bytes]]
+SYNC_FULL, SYNC_NORMAL = ("PRAGMA synchronous=FULL",), ("PRAGMA synchronous=NORMAL",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +108,16 @@ class DurableIntake:
         self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         #: Ranges of seqs whose write failed (the last few: failures are rare).
         self._lost: collections.deque[tuple[int, int]] = collections.deque(maxlen=64)
+        #: Archive rows to write with the next intake rows, and whether one
+        #: of them belongs to a ``strict`` archive (that commit syncs to disk).
+        self._archived: ArchiveRows = []
+        self._strict = False
+        #: How the archive rows go into their table (``ArchiveStore.insert``).
+        self.archive_insert: Callable[[ArchiveRows], Statement] | None = None
         self._wake = asyncio.Event()
         self._closing = False
         self.written = 0  # rows written, for tests and the metrics
+        self.archived = 0  # archive rows written
 
     async def open(self) -> list[Unsettled]:
         """The rows a previous run left, in the order they were taken in; new
@@ -144,6 +162,18 @@ class DurableIntake:
         if producer is not None:
             notify(producer)
 
+    def attach(self, rows: ArchiveRows, *, strict: bool) -> None:
+        """Write archive rows in the same transaction as the intake rows
+        reserved last (call it with no await since their ``reserve``). They
+        take a number of their own, so ``committed(reserved)`` waits for
+        them even when their events' rows went in an earlier write."""
+        if self.archive_insert is None:
+            raise StateError("the durable intake was not given the archive table")
+        self._archived += rows
+        self._strict = self._strict or strict
+        self._next += 1
+        self._wake.set()
+
     @property
     def reserved(self) -> int:
         """The last sequence number given out."""
@@ -162,7 +192,9 @@ class DurableIntake:
             self._waiting.append((last, done))
             await done
         if any(lo <= last and first <= hi for lo, hi in self._lost):
-            raise StateError(f"the intake write to {self.store.path} failed")
+            raise StateError(
+                f"the intake write to {self.store.path} failed (with its events' archive rows)"
+            )
 
     def close(self) -> None:
         """Tell the writer to write what is left and return (at stop, once
@@ -177,7 +209,7 @@ class DurableIntake:
             while not self._closing:
                 await self._wake.wait()
                 self._wake.clear()
-                while self._rows or self._settled:
+                while not self.idle:
                     await self._write()
         finally:
             for _, done in self._waiting:
@@ -186,40 +218,86 @@ class DurableIntake:
             self._waiting.clear()
 
     async def _write(self) -> None:
-        """Insert what is reserved (then tell who waits), then delete what is
-        settled, both as they were when this write began: a number settled
-        meanwhile may belong to a row reserved meanwhile, not written yet,
-        and waits for the next write (its DELETE would find nothing and the
-        row, inserted next, would stay behind)."""
+        """Write what is reserved and attached (then tell who waits) and delete
+        what is settled, all as it was when this write began, in one
+        transaction: inserts first, so a number settled meanwhile whose row
+        was reserved meanwhile waits for the next write (its DELETE would find
+        nothing and the row, inserted next, would stay behind)."""
         rows, self._rows = self._rows, []
         settled, self._settled = self._settled, []
-        if rows:
-            try:
-                await self.store.execute(INSERT, (orjson.dumps(rows),))
-            except asyncio.CancelledError:
-                self._rows[:0], self._settled[:0] = rows, settled  # for the write at close
-                raise
-            except Exception as exc:  # the database refused the write (disk full, I/O)
-                self._failed(rows, exc)
-            else:
-                self.written += len(rows)
-                self._committed = rows[-1][0]
-                self._release()
-        if settled:
-            try:
-                await self.store.execute(DELETE, (orjson.dumps(settled),))
-            except asyncio.CancelledError:
-                self._settled[:0] = settled
-                raise
-            except Exception as exc:
-                # Left in the intake: delivered again after a restart (at least once).
-                log.error("intake delete of %d settled events failed: %s", len(settled), exc)
+        archived, self._archived = self._archived, []
+        strict, self._strict = self._strict, False
+        last = self._next - 1  # every number given out so far is in this write
+        statements = self._statements(rows, archived, settled)
+        if not statements:
+            return
+        # strict: this commit is synced to disk (SQLite cannot switch inside a transaction).
+        before, after = (SYNC_FULL, SYNC_NORMAL) if strict else ((), ())
+        writing = in_one_trip(self.store, statements, before=before, after=after)
+        trip = asyncio.ensure_future(writing)
+        try:
+            # The trip ends on the database's thread whatever happens here:
+            # a cancelled writer waits for it, so what it says stays true.
+            await asyncio.shield(trip)
+        except asyncio.CancelledError:
+            await asyncio.wait([trip])
+            self._wrote(trip, rows, archived, settled, last)
+            raise
+        except Exception:  # the database refused the write (disk full, I/O): see _wrote
+            pass
+        self._wrote(trip, rows, archived, settled, last)
 
-    def _failed(self, rows: list[Row], exc: Exception) -> None:
-        log.error("intake write of %d events failed: %s", len(rows), exc)
-        self._lost.append((rows[0][0], rows[-1][0]))
-        self._committed = rows[-1][0]  # settled, badly: who waits learns it
-        self._release()
+    def _statements(
+        self, rows: list[Row], archived: ArchiveRows, settled: list[int]
+    ) -> list[Statement]:
+        statements: list[Statement] = []
+        if rows:
+            statements.append((INSERT, (orjson.dumps(rows),)))
+        if archived:
+            assert self.archive_insert is not None  # attach() checked
+            statements.append(self.archive_insert(archived))
+        if settled:
+            statements.append((DELETE, (orjson.dumps(settled),)))
+        return statements
+
+    def _wrote(
+        self,
+        trip: asyncio.Future[list[int]],
+        rows: list[Row],
+        archived: ArchiveRows,
+        settled: list[int],
+        last: int,
+    ) -> None:
+        """Account for a finished write: who waits learns its outcome."""
+        exc = trip.exception() if not trip.cancelled() else None
+        if exc is None and not trip.cancelled():
+            self.written += len(rows)
+            self.archived += len(archived)
+        elif rows or archived:
+            self._failed(rows, archived, exc, last)
+            # The refusal may be theirs (an archive table gone): the deletes
+            # go again with the next write.
+            self._settled[:0] = settled
+        elif settled:
+            # Left in the intake: delivered again after a restart (at least once).
+            log.error("intake delete of %d settled events failed: %s", len(settled), exc)
+        if last > self._committed:
+            self._committed = last
+            self._release()
+
+    def _failed(
+        self, rows: list[Row], archived: ArchiveRows, exc: BaseException | None, last: int
+    ) -> None:
+        """A write the database refused (disk full, I/O, a table gone): none
+        of it is kept, and who waits for a number in it hears so."""
+        log.error(
+            "intake and archive write of %d events (%d archive rows) failed: %s",
+            len(rows),
+            len(archived),
+            exc,
+        )
+        # Every number after the last write's is in this one.
+        self._lost.append((self._committed + 1, last))
 
     def _release(self) -> None:
         while self._waiting and self._waiting[0][0] <= self._committed:
@@ -229,9 +307,9 @@ class DurableIntake:
 
     @property
     def idle(self) -> bool:
-        return not self._rows and not self._settled
+        return not self._rows and not self._settled and not self._archived
 
     async def flush(self) -> None:
         """Write what is reserved or settled now (at stop, the writer stopped)."""
-        while self._rows or self._settled:
+        while not self.idle:
             await self._write()
