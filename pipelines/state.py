@@ -260,20 +260,21 @@ async def in_one_trip(
 
     def run() -> list[int]:
         db: sqlite3.Connection = raw._conn
-        for sql in before:
-            db.execute(sql)
-        db.execute("BEGIN IMMEDIATE")
         try:
-            counts = [max(db.execute(sql, values).rowcount, 0) for sql, values in statements]
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        finally:
+            for sql in before:
+                db.execute(sql)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                counts = [max(db.execute(sql, values).rowcount, 0) for sql, values in statements]
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            return counts
+        finally:  # also when BEGIN failed: the connection is left as it was
             for sql in after:
                 db.execute(sql)
-        return counts
 
     async with store.exclusive():
         counts: list[int] = await raw._execute(run)  # type: ignore[no-untyped-call]

@@ -7,7 +7,7 @@ import asyncio
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -38,9 +38,7 @@ def entry(n: int, *, source: str = "shop", at: float | None = None) -> dict[str,
     return made
 
 
-def pipeline(
-    state: Path, clock: ManualClock | None = None, durability: str = "durable"
-) -> Runtime:
+def pipeline(state: Path, clock: ManualClock | None = None, durability: str = "durable") -> Runtime:
     """Rules "all" (every shop event) and "even" (even n), each with a recorder."""
     runtime = Runtime(
         state_path=state, plugins=plugin_manager(), clock=clock, durability=durability
@@ -406,6 +404,47 @@ def levels_of_archive_commits(statements: list[str]) -> list[str]:
                 levels.append(level)
             archiving = None
     return levels
+
+
+async def test_a_durable_put_archives_in_the_intakes_transaction(tmp_path: Path) -> None:
+    """One commit per durable put: the intake's rows and the archive's rows
+    in one transaction on the intake's connection; the archive store's own
+    connection writes no event."""
+    runtime = pipeline(tmp_path / "state.db")
+    await runtime.archives.create_archive("all")
+    intake_side: list[str] = []
+    archive_side: list[str] = []
+    async with runtime:
+        assert runtime.intake is not None and runtime.archives.store is not None
+        connections = [runtime.intake.store.connection, runtime.archives.store.connection]
+        assert all(isinstance(c, SQLiteConnection) for c in connections)
+        intake, archive = cast("list[SQLiteConnection]", connections)
+        await intake.raw.set_trace_callback(intake_side.append)
+        await archive.raw.set_trace_callback(archive_side.append)
+        result = await runtime.put_events([entry(1), entry(2), entry(3)])
+        await intake.raw.set_trace_callback(None)
+        await archive.raw.set_trace_callback(None)
+        described = await runtime.archives.describe_archive("all")
+    assert result["FailedEntryCount"] == 0
+    assert described["EventCount"] == 3
+    assert not [sql for sql in archive_side if "archive_events" in sql]
+    holding = [t for t in transactions(intake_side) if "INSERT INTO intake" in t]
+    assert len(holding) == 1
+    assert "INSERT INTO archive_events" in holding[0]
+
+
+def transactions(statements: list[str]) -> list[str]:
+    """The statements between each BEGIN and its COMMIT, joined."""
+    found, current = [], None
+    for sql in statements:
+        if sql.startswith("BEGIN"):
+            current = []
+        elif sql == "COMMIT" and current is not None:
+            found.append("\n".join(current))
+            current = None
+        elif current is not None:
+            current.append(sql)
+    return found
 
 
 async def test_a_reload_adds_archives_and_a_dropped_one_keeps_its_events(
