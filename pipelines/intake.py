@@ -233,19 +233,17 @@ class DurableIntake:
             return
         # strict: this commit is synced to disk (SQLite cannot switch inside a transaction).
         before, after = (SYNC_FULL, SYNC_NORMAL) if strict else ((), ())
-        writing = in_one_trip(self.store, statements, before=before, after=after)
-        trip = asyncio.ensure_future(writing)
         try:
-            # The trip ends on the database's thread whatever happens here:
-            # a cancelled writer waits for it, so what it says stays true.
-            await asyncio.shield(trip)
+            await in_one_trip(self.store, statements, before=before, after=after)
         except asyncio.CancelledError:
-            await asyncio.wait([trip])
-            self._wrote(trip, rows, archived, settled, last)
+            # Cancelled mid-write (the loop torn down without stop()): whether
+            # it committed is unknown, so it is not written again (its archive
+            # rows would be twice); who waits hears the writer stopped.
             raise
-        except Exception:  # the database refused the write (disk full, I/O): see _wrote
-            pass
-        self._wrote(trip, rows, archived, settled, last)
+        except Exception as exc:  # the database refused the write (disk full, I/O)
+            self._wrote(rows, archived, settled, last, exc)
+        else:
+            self._wrote(rows, archived, settled, last, None)
 
     def _statements(
         self, rows: list[Row], archived: ArchiveRows, settled: list[int]
@@ -262,15 +260,14 @@ class DurableIntake:
 
     def _wrote(
         self,
-        trip: asyncio.Future[list[int]],
         rows: list[Row],
         archived: ArchiveRows,
         settled: list[int],
         last: int,
+        exc: Exception | None,
     ) -> None:
         """Account for a finished write: who waits learns its outcome."""
-        exc = trip.exception() if not trip.cancelled() else None
-        if exc is None and not trip.cancelled():
+        if exc is None:
             self.written += len(rows)
             self.archived += len(archived)
         elif rows or archived:
@@ -285,9 +282,7 @@ class DurableIntake:
             self._committed = last
             self._release()
 
-    def _failed(
-        self, rows: list[Row], archived: ArchiveRows, exc: BaseException | None, last: int
-    ) -> None:
+    def _failed(self, rows: list[Row], archived: ArchiveRows, exc: Exception, last: int) -> None:
         """A write the database refused (disk full, I/O, a table gone): none
         of it is kept, and who waits for a number in it hears so."""
         log.error(
