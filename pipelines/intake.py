@@ -30,12 +30,14 @@ but unacknowledged (and archived again by the put that follows).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import json
 import logging
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -64,6 +66,15 @@ DELETE = "DELETE FROM intake WHERE seq IN (SELECT value FROM json_each(?))"
 #: ``pipelines.archive`` makes them (``Archiver.rows``).
 ArchiveRows = list[tuple[str, float, bytes]]
 SYNC_FULL, SYNC_NORMAL = ("PRAGMA synchronous=FULL",), ("PRAGMA synchronous=NORMAL",)
+
+
+Numbered = TypeVar("Numbered", bound=tuple[Any, ...])
+
+
+def _split(items: list[Numbered], last: int) -> tuple[list[Numbered], list[Numbered]]:
+    """Items (in number order, the number first) up to ``last``, and the rest."""
+    cut = bisect.bisect_right(items, last, key=operator.itemgetter(0))
+    return items[:cut], items[cut:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +119,10 @@ class DurableIntake:
         self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         #: Ranges of seqs whose write failed (the last few: failures are rare).
         self._lost: collections.deque[tuple[int, int]] = collections.deque(maxlen=64)
-        #: Archive rows to write with the next intake rows, and whether one
-        #: of them belongs to a ``strict`` archive (that commit syncs to disk).
-        self._archived: ArchiveRows = []
-        self._strict = False
+        #: Archive rows to write with the intake rows, each group under the
+        #: number it took, and whether one of them belongs to a ``strict``
+        #: archive (the commit holding it syncs to disk).
+        self._archived: list[tuple[int, ArchiveRows, bool]] = []
         #: How the archive rows go into their table (``ArchiveStore.insert``).
         self.archive_insert: Callable[[ArchiveRows], Statement] | None = None
         self._wake = asyncio.Event()
@@ -169,8 +180,7 @@ class DurableIntake:
         them even when their events' rows went in an earlier write."""
         if self.archive_insert is None:
             raise StateError("the durable intake was not given the archive table")
-        self._archived += rows
-        self._strict = self._strict or strict
+        self._archived.append((self._next, rows, strict))
         self._next += 1
         self._wake.set()
 
@@ -223,11 +233,13 @@ class DurableIntake:
         transaction: inserts first, so a number settled meanwhile whose row
         was reserved meanwhile waits for the next write (its DELETE would find
         nothing and the row, inserted next, would stay behind)."""
-        rows, self._rows = self._rows, []
-        settled, self._settled = self._settled, []
-        archived, self._archived = self._archived, []
-        strict, self._strict = self._strict, False
-        last = self._next - 1  # every number given out so far is in this write
+        last = self._cut()
+        rows, self._rows = _split(self._rows, last)
+        settled = [seq for seq in self._settled if seq <= last]
+        self._settled = [seq for seq in self._settled if seq > last]
+        groups, self._archived = _split(self._archived, last)
+        archived = [row for _, group, _ in groups for row in group]
+        strict = any(strict for _, _, strict in groups)
         statements = self._statements(rows, archived, settled)
         if not statements:
             return
@@ -244,6 +256,19 @@ class DurableIntake:
             self._wrote(rows, archived, settled, last, exc)
         else:
             self._wrote(rows, archived, settled, last, None)
+
+    def _cut(self) -> int:
+        """The last number this write takes: that of the older half of the
+        callers waiting (all when one or none waits). Taking everything
+        would keep many producers in step (all validate while the database
+        idles, then all wait for one commit); taking half lets one half's
+        commit run on the database's thread while the other half is taken
+        in on the event loop. A caller's numbers are never split from its
+        archive rows: they go under its last number, so in its last write."""
+        waiting = len(self._waiting)
+        if waiting < 2:
+            return self._next - 1
+        return self._waiting[(waiting + 1) // 2 - 1][0]
 
     def _statements(
         self, rows: list[Row], archived: ArchiveRows, settled: list[int]
