@@ -4,8 +4,9 @@ producer hears so, and leaves it only once every delivery of it is settled.
 Every event a bus takes in (from ``put_events``, a schedule, a replay, an
 alarm, a source) gets a sequence number and a row in ``intake``. The row is
 written by one writer task in group commit: the events reserved while one
-transaction commits go into the next, so the transaction grows with the load
-and a producer waits for one commit, not one per event. ``put_events`` answers
+transaction commits go into the next ones (the older half of the callers
+waiting at a time, so producers do not fall in step), so the transaction
+grows with the load and a producer waits for one commit, not one per event. ``put_events`` answers
 only once the rows of its events are committed (``committed``); the event is
 dispatched meanwhile, from memory, so the write adds no latency to delivery.
 
@@ -22,9 +23,11 @@ its event's row delivers that event again (to the targets it matches then).
 The archives' rows of the events ``put_events`` takes in ride along
 (``attach``): each write is ONE transaction holding the new intake rows, the
 archive rows and the deletes of what settled, run in one trip to the
-database's thread. So a durable put costs one commit, and an event is in its
-archives exactly when it is in the intake: a crash cannot leave it archived
-but unacknowledged (and archived again by the put that follows).
+database's thread. So a durable put costs one commit, and an event's archive
+rows are committed with its intake row (after it, when the bus made the put
+wait for room), never before, and before the put is answered: a crash cannot
+leave an event archived but unacknowledged (then archived again by the put
+that follows).
 """
 
 from __future__ import annotations
