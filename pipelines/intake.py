@@ -223,6 +223,12 @@ class DurableIntake:
                 await self._wake.wait()
                 self._wake.clear()
                 while not self.idle:
+                    if not self._rows and not self._archived:
+                        # Only deletes, which nobody waits for: one turn of
+                        # the loop first, so a producer just answered adds
+                        # its next rows and both share one commit (else a lone
+                        # producer waits for a commit of deletes, then its own).
+                        await asyncio.sleep(0)
                     await self._write()
         finally:
             for _, done in self._waiting:
