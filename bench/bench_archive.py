@@ -1,25 +1,34 @@
-"""Archive write rate and replay rate.
+"""Archive write rate, one producer against many, and replay rate.
 
-Write: ``--producers`` tasks put ``--events`` events of about 1 KB in
-PutEvents batches of 10 on a bus whose archive keeps everything (no rules),
-at the default durability and at ``strict``; each call returns once its
-events are committed (group commit shares a transaction between the calls
-waiting at the same moment). Peers, in the same process over the same
+Write: ``--producers`` tasks (1 and 100 by default, in the same run) put
+``--events`` events of about 1 KB in PutEvents batches of 10 on a bus whose
+archive keeps everything (no rules), at the default durability and at
+``strict``; each call returns once its events are committed (group commit
+shares a transaction between the calls waiting at the same moment). Each of
+these runs once with the runtime's intake durability ``memory`` (the
+archive's own cost: its writer commits alone) and once ``durable`` (the
+intake's rows and the archive's rows of a put are one transaction). The
+figure the issue sets: one producer over the most producers, per intake and
+durability (target at least 0.5). Peers, in the same process over the same
 events: the same ``put_events`` without an archive (what archiving adds), and
 blocking stdlib ``sqlite3`` inserting the same bodies in transactions of
-1,000 on the same schema (the floor for SQLite itself).
+1,000 on the same schema (the floor for SQLite itself). Runs alternate
+between the cases within each repeat, so they share the machine's load;
+figures are medians.
 
 Replay: the archived events are replayed into a bus with one rule matching
 them all and a ``function`` target calling an async no-op; the clock stops
 at the last delivery. Peer: the same events put with ``put_events`` into the
-same pipeline without an archive, also until the last delivery.
+same pipeline without an archive, also until the last delivery (intake
+durability ``memory``, the most producers).
 
-Every runtime here runs with ``--intake`` durability: ``memory`` by default,
-so the figures are the archive's own cost (as they were before the durable
-intake existed; bench_bus.py measures that one); ``--intake durable`` shows
-both writes together.
+Before and after: run the code at another commit by putting its ``pipelines``
+and ``plugins`` first on the path, e.g.
 
-    python bench/bench_archive.py [--events 50000] [--repeats 3] [--producers 100]
+    git archive BASE pipelines plugins | tar -x -C /tmp/base
+    PYTHONPATH=/tmp/base python bench/bench_archive.py
+
+    python bench/bench_archive.py [--events 50000] [--repeats 3] [--producers 1,100]
 """
 
 from __future__ import annotations
@@ -41,9 +50,6 @@ import orjson
 from pipelines.archive import SCHEMA
 from pipelines.process import tuned_process
 from pipelines.runtime import Runtime
-
-#: The runtimes' durability (--intake).
-INTAKE = "memory"
 
 delivered = 0
 expected = 0
@@ -84,11 +90,15 @@ async def put_all(runtime: Runtime, batch: list[dict[str, Any]], producers: int)
 
 
 async def write_rate(
-    directory: Path, batch: list[dict[str, Any]], producers: int, durability: str | None
+    directory: Path,
+    batch: list[dict[str, Any]],
+    producers: int,
+    intake: str,
+    durability: str | None,
 ) -> float:
     """Events per second put (and archived, unless ``durability`` is None)."""
     path = directory / f"write-{time.monotonic_ns()}.db"
-    runtime = Runtime(state_path=path, durability=INTAKE)
+    runtime = Runtime(state_path=path, durability=intake)
     if durability is not None:
         await runtime.archives.create_archive("all", durability=durability)
     async with runtime:
@@ -120,7 +130,7 @@ def sqlite_rate(directory: Path, bodies: list[bytes]) -> float:
 
 
 def pipeline(path: Path) -> Runtime:
-    runtime = Runtime(state_path=path, durability=INTAKE)
+    runtime = Runtime(state_path=path, durability="memory")
     runtime.add_resource("noop", "function", {"function": "__main__:noop", "max_concurrency": 16})
     runtime.bus().put_rule("all", pattern={"source": ["bench.shop"]})
     return runtime
@@ -159,7 +169,7 @@ async def put_rate(directory: Path, batch: list[dict[str, Any]], producers: int)
 
 
 async def archive_once(path: Path, batch: list[dict[str, Any]], producers: int) -> None:
-    runtime = Runtime(state_path=path, durability=INTAKE)
+    runtime = Runtime(state_path=path, durability="memory")
     await runtime.archives.create_archive("all")
     async with runtime:
         await put_all(runtime, batch, producers)
@@ -167,45 +177,82 @@ async def archive_once(path: Path, batch: list[dict[str, Any]], producers: int) 
 
 def row(label: str, ours: list[float], peer: list[float], peer_label: str) -> None:
     a, b = statistics.median(ours), statistics.median(peer)
-    print(f"{label:<28} {a:>10,.0f} ev/s   {peer_label:<24} {b:>10,.0f} ev/s   ratio {a / b:.2f}")
+    print(f"{label:<36} {a:>8,.0f} ev/s   {peer_label:<30} {b:>8,.0f} ev/s   ratio {a / b:.2f}")
+
+
+#: The write cases: (intake durability, archive durability or None for no archive).
+CASES = [(i, d) for i in ("memory", "durable") for d in ("normal", "strict", None)]
+
+
+async def write_figures(
+    directory: Path, batch: list[dict[str, Any]], producers: list[int], repeats: int
+) -> None:
+    """Each repeat runs every case, its producer counts back to back, so a
+    ratio between them is taken within one repeat (under one load) and the
+    median of those ratios is printed beside the ratio of the medians."""
+    rates: dict[tuple[str, str | None, int], list[float]] = {}
+    floor: list[float] = []
+    bodies = [orjson.dumps({"n": n, "detail": entry}) for n, entry in enumerate(batch)]
+    for _ in range(repeats):
+        for intake, durability in CASES:
+            for count in producers:
+                rate = await write_rate(directory, batch, count, intake, durability)
+                rates.setdefault((intake, durability, count), []).append(rate)
+        floor.append(sqlite_rate(directory, bodies))
+    most = max(producers)
+    for intake, durability in CASES:
+        if durability is None:
+            continue
+        for count in producers:
+            bare = rates[intake, None, count]
+            row(
+                f"{intake} intake, {durability}, {count} prod.",
+                rates[intake, durability, count],
+                bare,
+                "put_events, no archive",
+            )
+        for count in producers:
+            if count != most:
+                ours, theirs = rates[intake, durability, count], rates[intake, durability, most]
+                row(
+                    f"{intake} intake, {durability}: {count} / {most} prod.",
+                    ours,
+                    theirs,
+                    f"{most} producers",
+                )
+                paired = statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
+                print(f"{'':<36} ratio within each repeat, median: {paired:.2f}")
+    archived = rates["memory", "normal", most]
+    row(f"memory intake, normal, {most} prod.", archived, floor, "bare sqlite3 inserts")
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--producers", type=int, default=100)
-    parser.add_argument("--intake", choices=("memory", "durable"), default="memory")
+    parser.add_argument("--producers", default="1,100", help="comma-separated counts")
+    parser.add_argument("--no-replay", action="store_true", help="only the write figures")
     args = parser.parse_args()
-    global INTAKE
-    INTAKE = args.intake
+    producers = sorted({int(p) for p in args.producers.split(",")})
     gc.freeze()
     batch = entries(args.events)
     size = len(orjson.dumps({"detail": json.loads(batch[0]["Detail"]), "envelope": "x" * 250}))
     print(
-        f"{args.events:,} events of ~{size} bytes, {args.producers} producers, batches of 10,"
-        f" medians of {args.repeats} runs, intake durability {INTAKE}"
+        f"{args.events:,} events of ~{size} bytes, producers {producers}, batches of 10,"
+        f" medians of {args.repeats} runs; load average before:"
+        f" {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        normal, strict, bare, floor = [], [], [], []
-        bodies = [orjson.dumps({"n": n, "detail": entry}) for n, entry in enumerate(batch)]
-        for _ in range(args.repeats):
-            normal.append(await write_rate(directory, batch, args.producers, "normal"))
-            strict.append(await write_rate(directory, batch, args.producers, "strict"))
-            bare.append(await write_rate(directory, batch, args.producers, None))
-            floor.append(sqlite_rate(directory, bodies))
-        row("archive write (normal)", normal, bare, "put_events, no archive")
-        row("archive write (strict)", strict, bare, "put_events, no archive")
-        row("archive write (normal)", normal, floor, "bare sqlite3 inserts")
-
-        archived = directory / "archived.db"
-        await archive_once(archived, batch, args.producers)
-        replayed, put = [], []
-        for _ in range(args.repeats):
-            replayed.append(await replay_rate(archived, args.events))
-            put.append(await put_rate(directory, batch, args.producers))
-        row("replay -> rule -> no-op", replayed, put, "put_events -> same")
+        await write_figures(directory, batch, producers, args.repeats)
+        if not args.no_replay:
+            archived = directory / "archived.db"
+            await archive_once(archived, batch, max(producers))
+            replayed, put = [], []
+            for _ in range(args.repeats):
+                replayed.append(await replay_rate(archived, args.events))
+                put.append(await put_rate(directory, batch, max(producers)))
+            row("replay -> rule -> no-op", replayed, put, "put_events -> same")
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -32,7 +32,7 @@ from pipelines.clock import Clock
 from pipelines.errors import ConfigError, NotRunningError, ResourceNotFoundError, StateError, Where
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, dump_json, format_epoch, parse_time
 from pipelines.patterns import Matcher, Pattern, compile_pattern
-from pipelines.store import Row, Store, Upkeep
+from pipelines.store import Row, Step, Store, Upkeep
 from pipelines.targets import check_keys
 
 log = logging.getLogger("pipelines.archive")
@@ -50,6 +50,10 @@ MAX_NAME = 48
 MIN_SQLITE = (3, 38, 0)  # the ->> operator
 #: Events to archive: (archive name, event time in epoch seconds, event JSON).
 Rows = list[tuple[str, float, bytes]]
+INSERT = (
+    "INSERT INTO archive_events (archive, time, body)"
+    " SELECT value ->> 0, value ->> 1, substr(?2, value ->> 2, value ->> 3) FROM json_each(?1)"
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS archives (
@@ -201,7 +205,6 @@ class ArchiveStore(Store):
 
     def __init__(self, clock: Clock | None = None) -> None:
         super().__init__(clock)
-        self._synchronous = "NORMAL"  # what the backend sets
 
     async def opened(self) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE:
@@ -279,7 +282,13 @@ class ArchiveStore(Store):
 
     async def append(self, rows: Rows, *, strict: bool) -> None:
         """Write events in one statement, so one transaction, synced to disk
-        when ``strict``; triggers keep the archives' counters.
+        when ``strict``; triggers keep the archives' counters."""
+        await self.batch([self.insert(rows)], synced=strict)
+
+    @staticmethod
+    def insert(rows: Rows) -> Step:
+        """The statement that archives ``rows``, and its parameters (the
+        durable intake runs it in its own transaction, on its connection).
 
         The statement takes the bodies as one BLOB and a JSON array of
         (archive, time, offset, length); SQLite cuts the BLOB itself. A
@@ -287,21 +296,13 @@ class ArchiveStore(Store):
         and waiting for it while the event loop is busy costs far more than
         the insert (measured: 90,000 rows/s alone, a few hundred beside a
         busy thread); one statement waits for it once."""
-        async with self.exclusive() as db:
-            level = "FULL" if strict else "NORMAL"
-            if level != self._synchronous:
-                await db.execute(f"PRAGMA synchronous={level}")
-                self._synchronous = level
-            places, offset = [], 1
-            for name, moment, body in rows:
-                places.append(b'["%s",%.3f,%d,%d]' % (name.encode(), moment, offset, len(body)))
-                offset += len(body)
-            await db.execute(
-                "INSERT INTO archive_events (archive, time, body)"
-                " SELECT value ->> 0, value ->> 1, substr(?2, value ->> 2, value ->> 3)"
-                " FROM json_each(?1)",
-                (b"[" + b",".join(places) + b"]", b"".join(body for _, _, body in rows)),
-            )
+        places, offset = [], 1
+        for name, moment, body in rows:
+            places.append(b'["%s",%.3f,%d,%d]' % (name.encode(), moment, offset, len(body)))
+            offset += len(body)
+        return Step(
+            INSERT, (b"[" + b",".join(places) + b"]", b"".join(body for _, _, body in rows))
+        )
 
     async def purge(self, name: str, before: float) -> int:
         """Delete the archive's events older than ``before`` (epoch seconds), in
@@ -480,7 +481,16 @@ class Archiver:
 
     async def archive(self, bus: str, events: list[dict[str, Any]]) -> None:
         """Write the events that the bus's archives keep; returns once committed.
-        Raises ``StateError`` when the write failed (nothing of it is kept)."""
+        Raises ``StateError`` when the write failed (nothing of it is kept).
+        (With a durable intake, ``put_events`` hands ``rows`` to it instead:
+        one commit for both.)"""
+        rows, strict = self.rows(bus, events)
+        if rows:
+            await self.write(rows, strict=strict)
+
+    def rows(self, bus: str, events: list[dict[str, Any]]) -> tuple[Rows, bool]:
+        """The rows of the events the bus's archives keep, and whether one of
+        those archives is ``strict``."""
         everything = self._unfiltered.get(bus, ())
         matcher = self._matchers.get(bus)
         rows: Rows = []
@@ -497,8 +507,7 @@ class Archiver:
                 for name in names:
                     rows.append((name, moment, body))
                     strict = strict or self.specs[name].strict
-        if rows:
-            await self.write(rows, strict=strict)
+        return rows, strict
 
     async def write(self, rows: Rows, *, strict: bool) -> None:
         """Archive ``Rows``; returns once they are committed."""

@@ -4,8 +4,9 @@ producer hears so, and leaves it only once every delivery of it is settled.
 Every event a bus takes in (from ``put_events``, a schedule, a replay, an
 alarm, a source) gets a sequence number and a row in ``intake``. The row is
 written by one writer task in group commit: the events reserved while one
-transaction commits go into the next, so the transaction grows with the load
-and a producer waits for one commit, not one per event. ``put_events`` answers
+transaction commits go into the next ones (the older half of the callers
+waiting at a time, so producers do not fall in step), so the transaction
+grows with the load and a producer waits for one commit, not one per event. ``put_events`` answers
 only once the rows of its events are committed (``committed``); the event is
 dispatched meanwhile, from memory, so the write adds no latency to delivery.
 
@@ -18,17 +19,28 @@ to every rule target it matches except those whose retry was saved
 
 So delivery is at least once: a crash between a delivery and the delete of
 its event's row delivers that event again (to the targets it matches then).
+
+The archives' rows of the events ``put_events`` takes in ride along
+(``attach``): each write is ONE transaction holding the new intake rows, the
+archive rows and the deletes of what settled, run in one trip to the
+database's thread. So a durable put costs one commit, and an event's archive
+rows are committed with its intake row (after it, when the bus made the put
+wait for room), never before, and before the put is answered: a crash cannot
+leave an event archived but unacknowledged (then archived again by the put
+that follows).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import json
 import logging
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -36,6 +48,7 @@ from pipelines.delivery import Settlement, notify
 from pipelines.errors import StateError
 from pipelines.event import dump_json, parse_json
 from pipelines.state import StateDB
+from pipelines.store import Step
 
 log = logging.getLogger("pipelines.intake")
 
@@ -53,6 +66,18 @@ INSERT = (
     " FROM json_each(?) WHERE true ON CONFLICT (seq) DO NOTHING"
 )
 DELETE = "DELETE FROM intake WHERE seq IN (SELECT value FROM json_each(?))"
+#: Archive rows: (archive name, event time in epoch seconds, event JSON), as
+#: ``pipelines.archive`` makes them (``Archiver.rows``).
+ArchiveRows = list[tuple[str, float, bytes]]
+
+
+Numbered = TypeVar("Numbered", bound=tuple[Any, ...])
+
+
+def _split(items: list[Numbered], last: int) -> tuple[list[Numbered], list[Numbered]]:
+    """Items (in number order, the number first) up to ``last``, and the rest."""
+    cut = bisect.bisect_right(items, last, key=operator.itemgetter(0))
+    return items[:cut], items[cut:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +122,16 @@ class DurableIntake:
         self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         #: Ranges of seqs whose write failed (the last few: failures are rare).
         self._lost: collections.deque[tuple[int, int]] = collections.deque(maxlen=64)
+        #: Archive rows to write with the intake rows, each group under the
+        #: number it took, and whether one of them belongs to a ``strict``
+        #: archive (the commit holding it syncs to disk).
+        self._archived: list[tuple[int, ArchiveRows, bool]] = []
+        #: How the archive rows go into their table (``ArchiveStore.insert``).
+        self.archive_insert: Callable[[ArchiveRows], Step] | None = None
         self._wake = asyncio.Event()
         self._closing = False
         self.written = 0  # rows written, for tests and the metrics
+        self.archived = 0  # archive rows written
 
     async def open(self) -> list[Unsettled]:
         """The rows a previous run left, in the order they were taken in; new
@@ -144,6 +176,17 @@ class DurableIntake:
         if producer is not None:
             notify(producer)
 
+    def attach(self, rows: ArchiveRows, *, strict: bool) -> None:
+        """Write archive rows in the same transaction as the intake rows
+        reserved last (call it with no await since their ``reserve``). They
+        take a number of their own, so ``committed(reserved)`` waits for
+        them even when their events' rows went in an earlier write."""
+        if self.archive_insert is None:
+            raise StateError("the durable intake was not given the archive table")
+        self._archived.append((self._next, rows, strict))
+        self._next += 1
+        self._wake.set()
+
     @property
     def reserved(self) -> int:
         """The last sequence number given out."""
@@ -162,7 +205,9 @@ class DurableIntake:
             self._waiting.append((last, done))
             await done
         if any(lo <= last and first <= hi for lo, hi in self._lost):
-            raise StateError(f"the intake write to {self.store.path} failed")
+            raise StateError(
+                f"the intake write to {self.store.path} failed (with its events' archive rows)"
+            )
 
     def close(self) -> None:
         """Tell the writer to write what is left and return (at stop, once
@@ -177,7 +222,13 @@ class DurableIntake:
             while not self._closing:
                 await self._wake.wait()
                 self._wake.clear()
-                while self._rows or self._settled:
+                while not self.idle:
+                    if not self._rows and not self._archived:
+                        # Only deletes, which nobody waits for: one turn of
+                        # the loop first, so a producer just answered adds
+                        # its next rows and both share one commit (else a lone
+                        # producer waits for a commit of deletes, then its own).
+                        await asyncio.sleep(0)
                     await self._write()
         finally:
             for _, done in self._waiting:
@@ -186,40 +237,93 @@ class DurableIntake:
             self._waiting.clear()
 
     async def _write(self) -> None:
-        """Insert what is reserved (then tell who waits), then delete what is
-        settled, both as they were when this write began: a number settled
-        meanwhile may belong to a row reserved meanwhile, not written yet,
-        and waits for the next write (its DELETE would find nothing and the
-        row, inserted next, would stay behind)."""
-        rows, self._rows = self._rows, []
-        settled, self._settled = self._settled, []
-        if rows:
-            try:
-                await self.store.execute(INSERT, (orjson.dumps(rows),))
-            except asyncio.CancelledError:
-                self._rows[:0], self._settled[:0] = rows, settled  # for the write at close
-                raise
-            except Exception as exc:  # the database refused the write (disk full, I/O)
-                self._failed(rows, exc)
-            else:
-                self.written += len(rows)
-                self._committed = rows[-1][0]
-                self._release()
-        if settled:
-            try:
-                await self.store.execute(DELETE, (orjson.dumps(settled),))
-            except asyncio.CancelledError:
-                self._settled[:0] = settled
-                raise
-            except Exception as exc:
-                # Left in the intake: delivered again after a restart (at least once).
-                log.error("intake delete of %d settled events failed: %s", len(settled), exc)
+        """Write what is reserved and attached (then tell who waits) and delete
+        what is settled, all as it was when this write began, in one
+        transaction: inserts first, so a number settled meanwhile whose row
+        was reserved meanwhile waits for the next write (its DELETE would find
+        nothing and the row, inserted next, would stay behind)."""
+        last = self._cut()
+        rows, self._rows = _split(self._rows, last)
+        settled = [seq for seq in self._settled if seq <= last]
+        self._settled = [seq for seq in self._settled if seq > last]
+        groups, self._archived = _split(self._archived, last)
+        archived = [row for _, group, _ in groups for row in group]
+        strict = any(strict for _, _, strict in groups)
+        statements = self._statements(rows, archived, settled)
+        if not statements:
+            return
+        try:
+            # strict: this commit is synced to disk before the puts answer.
+            await self.store.batch(statements, synced=strict)
+        except asyncio.CancelledError:
+            # Cancelled mid-write (the loop torn down without stop()): whether
+            # it committed is unknown, so it is not written again (its archive
+            # rows would be twice); who waits hears the writer stopped.
+            raise
+        except Exception as exc:  # the database refused the write (disk full, I/O)
+            self._wrote(rows, archived, settled, last, exc)
+        else:
+            self._wrote(rows, archived, settled, last, None)
 
-    def _failed(self, rows: list[Row], exc: Exception) -> None:
-        log.error("intake write of %d events failed: %s", len(rows), exc)
-        self._lost.append((rows[0][0], rows[-1][0]))
-        self._committed = rows[-1][0]  # settled, badly: who waits learns it
-        self._release()
+    def _cut(self) -> int:
+        """The last number this write takes: that of the older half of the
+        callers waiting (all when one or none waits). Taking everything
+        would keep many producers in step (all validate while the database
+        idles, then all wait for one commit); taking half lets one half's
+        commit run on the database's thread while the other half is taken
+        in on the event loop. A caller's numbers are never split from its
+        archive rows: they go under its last number, so in its last write."""
+        waiting = len(self._waiting)
+        if waiting < 2:
+            return self._next - 1
+        return self._waiting[(waiting + 1) // 2 - 1][0]
+
+    def _statements(self, rows: list[Row], archived: ArchiveRows, settled: list[int]) -> list[Step]:
+        statements: list[Step] = []
+        if rows:
+            statements.append(Step(INSERT, (orjson.dumps(rows),)))
+        if archived:
+            assert self.archive_insert is not None  # attach() checked
+            statements.append(self.archive_insert(archived))
+        if settled:
+            statements.append(Step(DELETE, (orjson.dumps(settled),)))
+        return statements
+
+    def _wrote(
+        self,
+        rows: list[Row],
+        archived: ArchiveRows,
+        settled: list[int],
+        last: int,
+        exc: Exception | None,
+    ) -> None:
+        """Account for a finished write: who waits learns its outcome."""
+        if exc is None:
+            self.written += len(rows)
+            self.archived += len(archived)
+        elif rows or archived:
+            self._failed(rows, archived, exc, last)
+            # The refusal may be theirs (an archive table gone): the deletes
+            # go again with the next write.
+            self._settled[:0] = settled
+        elif settled:
+            # Left in the intake: delivered again after a restart (at least once).
+            log.error("intake delete of %d settled events failed: %s", len(settled), exc)
+        if last > self._committed:
+            self._committed = last
+            self._release()
+
+    def _failed(self, rows: list[Row], archived: ArchiveRows, exc: Exception, last: int) -> None:
+        """A write the database refused (disk full, I/O, a table gone): none
+        of it is kept, and who waits for a number in it hears so."""
+        log.error(
+            "intake and archive write of %d events (%d archive rows) failed: %s",
+            len(rows),
+            len(archived),
+            exc,
+        )
+        # Every number after the last write's is in this one.
+        self._lost.append((self._committed + 1, last))
 
     def _release(self) -> None:
         while self._waiting and self._waiting[0][0] <= self._committed:
@@ -229,9 +333,9 @@ class DurableIntake:
 
     @property
     def idle(self) -> bool:
-        return not self._rows and not self._settled
+        return not self._rows and not self._settled and not self._archived
 
     async def flush(self) -> None:
         """Write what is reserved or settled now (at stop, the writer stopped)."""
-        while self._rows or self._settled:
+        while not self.idle:
             await self._write()

@@ -487,16 +487,20 @@ class Runtime:
             if settled is not None:
                 settlements = [Settlement(functools.partial(settled, i)) for i in positions]
             accepted = 0
-            first = self.intake.reserved + 1 if self.intake is not None else 0
+            intake = self.intake
+            first = intake.reserved + 1 if intake is not None else 0
+            archived = self.archives.archives_of(bus.name)
             try:
-                # Archived before accepted: once this call returns, an event
-                # it accepted is in its archives, whatever happens next.
-                if self.archives.archives_of(bus.name):
+                if archived and intake is None:
+                    # Archived before accepted: once this call returns, an
+                    # event it accepted is in its archives, whatever happens next.
                     await self.archives.archive(bus.name, events)
                 accepted = await bus.accept(events, now, settlements)
-                if self.intake is not None:
+                if intake is not None:
+                    if archived:
+                        self._archive_in(intake, bus.name, events[:accepted])
                     # Answered only once they are in the durable intake.
-                    await self.intake.committed(self.intake.reserved, first)
+                    await intake.committed(intake.reserved, first)
             except StateError as exc:
                 failure = f"{exc}; put it again."
                 # Not durable: not answered for (they may still be delivered:
@@ -509,6 +513,14 @@ class Runtime:
                 failed += 1
                 results[index] = {"ErrorCode": "InternalFailure", "ErrorMessage": failure}
         return {"FailedEntryCount": failed, "Entries": results}
+
+    def _archive_in(self, intake: DurableIntake, bus: str, events: list[dict[str, Any]]) -> None:
+        """Hand the archive rows of accepted events to the durable intake: no
+        await since their rows were reserved, so both go in one transaction
+        (one commit per put; archived exactly when taken in)."""
+        rows, strict = self.archives.rows(bus, events)
+        if rows:
+            intake.attach(rows, strict=strict)
 
     def _entry_bus(self, entry: Mapping[str, Any], default: str, index: int) -> Bus:
         name = entry.get("EventBusName") or default
@@ -701,6 +713,7 @@ class Runtime:
         if self._state is None or self.durability != DURABLE:
             return
         intake = DurableIntake(self._state)
+        intake.archive_insert = ArchiveStore.insert  # archives ride in its writes
         unsettled = await intake.open()
         self.intake = self.scheduler.intake = intake
         # Its own task, not the group's: it outlives the group at stop, to

@@ -156,16 +156,22 @@ class Connection(Queries):
     @abstractmethod
     async def close(self) -> None: ...
 
-    async def batch(self, steps: Sequence[Step], *, transaction: bool = True) -> list[Done]:
+    async def batch(
+        self, steps: Sequence[Step], *, transaction: bool = True, synced: bool = False
+    ) -> list[Done]:
         """Run ``steps`` in order, in one transaction when ``transaction`` (else
         in the caller's, or each alone); what each did. All or nothing: on an
-        error the transaction is rolled back and the error raised.
+        error the transaction is rolled back and the error raised. ``synced``:
+        this transaction's commit reaches the disk before it returns, whatever
+        the connection's usual setting (an archive with ``durability: strict``).
 
         A backend runs the whole plan in one trip to its database (SQLite: one
         call on aiosqlite's thread), so a cancelled caller leaves no
         transaction half done: the plan commits or rolls back as a whole, and
         the caller just does not learn which. This default, statement by
         statement, is for backends that have no such trip."""
+        if synced:
+            raise NotImplementedError(f"{type(self).__name__} has no synced batch")
         if transaction:
             await self.begin()
         try:
@@ -279,18 +285,35 @@ class SQLiteConnection(Connection):
     async def close(self) -> None:
         await self.raw.close()
 
-    async def batch(self, steps: Sequence[Step], *, transaction: bool = True) -> list[Done]:
+    async def batch(
+        self, steps: Sequence[Step], *, transaction: bool = True, synced: bool = False
+    ) -> list[Done]:
         # One call on the connection's thread for the whole plan: one thread
         # hop (50-100 us each way on two busy cores) instead of one per
         # statement, and BEGIN ... COMMIT cannot be split by a cancellation.
         # aiosqlite has no public way to run a function on its thread;
         # ``_execute`` is how its own methods do it (present since 0.17).
         in_thread = cast("Callable[..., Awaitable[list[Done]]]", self.raw._execute)
-        return await in_thread(_run_steps, self.raw._conn, list(steps), transaction)
+        return await in_thread(_run_steps, self.raw._conn, list(steps), transaction, synced)
 
 
-def _run_steps(db: sqlite3.Connection, steps: list[Step], transaction: bool) -> list[Done]:
-    """A batch, on the connection's own thread (blocking calls are fine there)."""
+def _run_steps(
+    db: sqlite3.Connection, steps: list[Step], transaction: bool, synced: bool
+) -> list[Done]:
+    """A batch, on the connection's own thread (blocking calls are fine there).
+    ``synced``: SQLite cannot change ``synchronous`` inside a transaction, so
+    it is FULL around this one and back to NORMAL (what the backend sets)
+    after it, whatever happened."""
+    if not synced:
+        return _run_plan(db, steps, transaction)
+    db.execute("PRAGMA synchronous=FULL")
+    try:
+        return _run_plan(db, steps, transaction)
+    finally:
+        db.execute("PRAGMA synchronous=NORMAL")
+
+
+def _run_plan(db: sqlite3.Connection, steps: list[Step], transaction: bool) -> list[Done]:
     if transaction:
         db.execute("BEGIN IMMEDIATE")
     try:
@@ -647,26 +670,31 @@ class Store(Queries):
         async with self._lock:
             return await self._writer.executemany(sql, parameters)
 
-    async def batch(self, steps: Sequence[Step]) -> list[Done]:
+    async def batch(self, steps: Sequence[Step], *, synced: bool = False) -> list[Done]:
         """Run ``steps`` in one trip to the database, in one transaction: all
         of them or none (a failure rolls every one back and is raised; a
         cancelled caller does not learn which, but no transaction is left
         half done). Called by the coroutine holding ``transaction()``, they
-        run inside it instead.
+        run inside it instead. ``synced``: the commit reaches the disk before
+        this returns (not inside ``transaction()``, whose commit is its own).
 
         The writer's lock is held only while the plan is handed over, not
         while it runs: the connection runs what it is handed in order, so no
         other coroutine's statement lands inside the batch, and the next
         caller's work is queued behind it without a round trip in between."""
         if self._inside():
+            if synced:
+                raise StateError("a synced batch cannot run inside transaction()")
             return await self._writer.batch(steps, transaction=False)
-        return await self._hand_over(steps)
+        return await self._hand_over(steps, synced)
 
-    async def _hand_over(self, steps: Sequence[Step]) -> list[Done]:
+    async def _hand_over(self, steps: Sequence[Step], synced: bool) -> list[Done]:
         async with self._lock:
             # The plan's coroutine is made only once the lock is held: a caller
             # cancelled while waiting for it leaves no coroutine never awaited.
-            running = asyncio.ensure_future(self._writer.batch(steps, transaction=True))
+            running = asyncio.ensure_future(
+                self._writer.batch(steps, transaction=True, synced=synced)
+            )
             # The task's first step (handing the plan to the connection) runs
             # before this coroutine resumes: the ready queue is first in, first out.
             await asyncio.sleep(0)

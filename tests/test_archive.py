@@ -7,7 +7,7 @@ import asyncio
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -23,6 +23,7 @@ from pipelines.errors import (
 from pipelines.limits import Limits
 from pipelines.replay import replay_status
 from pipelines.runtime import Runtime
+from pipelines.store import SQLiteConnection
 
 from .recorder import Recorder, plugin_manager
 
@@ -37,9 +38,11 @@ def entry(n: int, *, source: str = "shop", at: float | None = None) -> dict[str,
     return made
 
 
-def pipeline(state: Path, clock: ManualClock | None = None) -> Runtime:
+def pipeline(state: Path, clock: ManualClock | None = None, durability: str = "durable") -> Runtime:
     """Rules "all" (every shop event) and "even" (even n), each with a recorder."""
-    runtime = Runtime(state_path=state, plugins=plugin_manager(), clock=clock)
+    runtime = Runtime(
+        state_path=state, plugins=plugin_manager(), clock=clock, durability=durability
+    )
     runtime.add_resource("all-sink", "recorder", {})
     runtime.add_resource("even-sink", "recorder", {})
     bus = runtime.bus()
@@ -270,10 +273,12 @@ async def test_retention_purges_old_events_and_their_counts(tmp_path: Path) -> N
     assert week["SizeBytes"] < forever["SizeBytes"]
 
 
-async def test_a_failed_archive_write_fails_the_entries_and_delivers_nothing(
+async def test_without_a_durable_intake_a_failed_archive_write_fails_the_entries_and_delivers_nothing(
     tmp_path: Path,
 ) -> None:
-    runtime = await archived(tmp_path / "state.db")
+    runtime = pipeline(tmp_path / "state.db", durability="memory")
+    await targets(runtime)
+    await runtime.archives.create_archive("all")
     async with runtime:
         with sqlite3.connect(tmp_path / "state.db") as db:  # the disk "breaks"
             db.execute("DROP TABLE archive_events")
@@ -283,6 +288,49 @@ async def test_a_failed_archive_write_fails_the_entries_and_delivers_nothing(
     assert result["FailedEntryCount"] == 2
     assert {e["ErrorCode"] for e in result["Entries"]} == {"InternalFailure"}
     assert "archive write" in result["Entries"][0]["ErrorMessage"]
+
+
+def count(state: Path, table: str) -> int:
+    with sqlite3.connect(state) as db:
+        found: int = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    return found
+
+
+async def test_a_failed_archive_write_keeps_neither_its_archive_nor_its_intake_rows(
+    tmp_path: Path,
+) -> None:
+    """With a durable intake, an event's intake row and archive rows are one
+    transaction: the archive refusing its rows refuses the intake's too."""
+    state = tmp_path / "state.db"
+    runtime = Runtime(state_path=state, plugins=plugin_manager())
+    runtime.add_resource("held", "recorder", {"hold": True})
+    runtime.bus().put_rule("all", pattern={"source": ["shop"]})
+    await runtime.bus().put_targets("all", [{"id": "t", "resource": "held"}])
+    await runtime.archives.create_archive("all")
+    async with runtime:
+        with sqlite3.connect(state) as db:  # the database refuses archive rows
+            db.execute("ALTER TABLE archive_events RENAME TO away")
+        refused = await runtime.put_events([entry(1), entry(2)])
+        # The events are held by their target, unsettled: had their intake
+        # rows been committed apart, they would be there.
+        refused_rows = count(state, "intake")
+        with sqlite3.connect(state) as db:
+            db.execute("ALTER TABLE away RENAME TO archive_events")
+        again = await runtime.put_events([entry(3)])
+        kept_rows = count(state, "intake")
+        sink = runtime.resource("held")
+        assert isinstance(sink, Recorder)
+        sink.release()
+        await runtime.wait_until_idle()
+        described = await runtime.archives.describe_archive("all")
+    assert refused["FailedEntryCount"] == 2
+    assert {e["ErrorCode"] for e in refused["Entries"]} == {"InternalFailure"}
+    assert "archive rows" in refused["Entries"][0]["ErrorMessage"]
+    assert refused_rows == 0
+    assert again["FailedEntryCount"] == 0  # a past failure refuses nothing more
+    assert kept_rows == 1
+    assert described["EventCount"] == 1
+    assert count(state, "intake") == 0  # settled since
 
 
 async def test_archive_declarations_are_checked(tmp_path: Path) -> None:
@@ -305,24 +353,98 @@ async def test_archive_declarations_are_checked(tmp_path: Path) -> None:
         await memory.start()
 
 
-async def test_strict_durability_commits_with_synchronous_full(tmp_path: Path) -> None:
-    runtime = pipeline(tmp_path / "state.db")
+@pytest.mark.parametrize("durability", ["durable", "memory"])
+async def test_strict_durability_commits_with_synchronous_full(
+    tmp_path: Path, durability: str
+) -> None:
+    """The archive rows of a strict archive are committed with SQLite's
+    synchronous=FULL, the others at NORMAL: seen in the statements the
+    writing connection runs (the intake's when durable, else the archive
+    store's)."""
+    runtime = pipeline(tmp_path / "state.db", durability=durability)
     await runtime.archives.create_archive("normal")
     await runtime.archives.create_archive(
         "strict", durability="strict", pattern={"detail": {"n": [1]}}
     )
-    levels: list[str] = []
+    statements: list[str] = []
     async with runtime:
-        store = runtime.archives.store
-        assert store is not None
+        store = runtime.intake.store if runtime.intake is not None else runtime.archives.store
+        assert store is not None and isinstance(store.connection, SQLiteConnection)
+        await store.connection.raw.set_trace_callback(statements.append)
         for n in (0, 1, 0):
             await runtime.put_events([entry(n)])
-            levels.append(store._synchronous)
+        await store.connection.raw.set_trace_callback(None)
         counts = [
             (await runtime.archives.describe_archive(a))["EventCount"] for a in ("normal", "strict")
         ]
-    assert levels == ["NORMAL", "FULL", "NORMAL"]
+    assert levels_of_archive_commits(statements) == ["NORMAL", "FULL", "NORMAL"]
     assert counts == [3, 1]
+
+
+def levels_of_archive_commits(statements: list[str]) -> list[str]:
+    """The synchronous level of each commit that held archive rows: an
+    INSERT outside BEGIN ... COMMIT commits alone. (SQLite traces a
+    statement again for each trigger it fires: repeats are one statement.)"""
+    level, levels, archiving, previous = "NORMAL", [], None, ""
+    for sql in statements:
+        if sql == previous:
+            continue
+        previous = sql
+        if sql.startswith("PRAGMA synchronous="):
+            level = sql.removeprefix("PRAGMA synchronous=")
+        elif sql == "BEGIN IMMEDIATE":
+            archiving = False
+        elif sql.startswith("INSERT INTO archive_events"):
+            if archiving is None:
+                levels.append(level)
+            else:
+                archiving = True
+        elif sql == "COMMIT":
+            if archiving:
+                levels.append(level)
+            archiving = None
+    return levels
+
+
+async def test_a_durable_put_archives_in_the_intakes_transaction(tmp_path: Path) -> None:
+    """One commit per durable put: the intake's rows and the archive's rows
+    in one transaction on the intake's connection; the archive store's own
+    connection writes no event."""
+    runtime = pipeline(tmp_path / "state.db")
+    await runtime.archives.create_archive("all")
+    intake_side: list[str] = []
+    archive_side: list[str] = []
+    async with runtime:
+        assert runtime.intake is not None and runtime.archives.store is not None
+        connections = [runtime.intake.store.connection, runtime.archives.store.connection]
+        assert all(isinstance(c, SQLiteConnection) for c in connections)
+        intake, archive = cast("list[SQLiteConnection]", connections)
+        await intake.raw.set_trace_callback(intake_side.append)
+        await archive.raw.set_trace_callback(archive_side.append)
+        result = await runtime.put_events([entry(1), entry(2), entry(3)])
+        await intake.raw.set_trace_callback(None)
+        await archive.raw.set_trace_callback(None)
+        described = await runtime.archives.describe_archive("all")
+    assert result["FailedEntryCount"] == 0
+    assert described["EventCount"] == 3
+    assert not [sql for sql in archive_side if "archive_events" in sql]
+    holding = [t for t in transactions(intake_side) if "INSERT INTO intake" in t]
+    assert len(holding) == 1
+    assert "INSERT INTO archive_events" in holding[0]
+
+
+def transactions(statements: list[str]) -> list[str]:
+    """The statements between each BEGIN and its COMMIT, joined."""
+    found, current = [], None
+    for sql in statements:
+        if sql.startswith("BEGIN"):
+            current = []
+        elif sql == "COMMIT" and current is not None:
+            found.append("\n".join(current))
+            current = None
+        elif current is not None:
+            current.append(sql)
+    return found
 
 
 async def test_a_reload_adds_archives_and_a_dropped_one_keeps_its_events(

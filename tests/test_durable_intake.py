@@ -19,6 +19,7 @@ from pipelines.intake import DurableIntake
 from pipelines.runnerlock import RunnerLock
 from pipelines.runtime import Runtime
 from pipelines.state import StateDB
+from pipelines.store import SQLiteConnection
 
 from .test_bus import eventually, make_runtime, recorder, routed
 
@@ -258,3 +259,30 @@ async def test_a_start_that_fails_half_way_leaves_nothing_running(tmp_path: Path
     lock = RunnerLock(state)
     lock.acquire()  # released
     lock.release()
+
+
+async def test_a_lone_producers_put_is_one_commit_with_the_last_puts_deletes(
+    tmp_path: Path,
+) -> None:
+    """The events of one put settle (no rule matches them) while their write
+    commits; their deletes wait for the next put's rows instead of taking a
+    commit of their own that the next put would wait behind."""
+    runtime = make_runtime(state_path=tmp_path / "state.db")
+    statements: list[str] = []
+    puts = 50
+    async with runtime:
+        assert runtime.intake is not None
+        connection = runtime.intake.store.connection
+        assert isinstance(connection, SQLiteConnection)
+        await connection.raw.set_trace_callback(statements.append)
+        for n in range(puts):
+            result = await runtime.put_events([order(n * 10 + i) for i in range(10)])
+            assert result["FailedEntryCount"] == 0
+        await runtime.wait_until_idle()
+        await eventually(lambda: runtime.intake is not None and runtime.intake.idle)
+        await connection.raw.set_trace_callback(None)
+    commits = statements.count("COMMIT")
+    deletes = [sql for sql in statements if sql.startswith("DELETE FROM intake")]
+    assert puts <= commits <= puts + 1  # the last deletes may go alone
+    assert len(deletes) >= puts - 1  # every put's deletes rode with a later write
+    assert intake_rows(tmp_path / "state.db") == []

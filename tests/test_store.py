@@ -412,3 +412,21 @@ async def test_close_waits_for_the_grouped_statements_submitted(tmp_path: Path) 
     await asyncio.gather(*writes)
     async with Notes.existing(tmp_path / "state.db") as again:
         assert await again.texts() == ["0", "1", "2", "3"]
+
+
+async def test_a_synced_batch_commits_with_synchronous_full_then_goes_back(notes: Notes) -> None:
+    traced: list[str] = []
+    raw = notes.connection.raw  # type: ignore[attr-defined]
+    await raw.set_trace_callback(traced.append)
+    await notes.batch([Step("INSERT INTO notes (text) VALUES ('synced')")], synced=True)
+    with pytest.raises(sqlite3.IntegrityError):
+        await notes.batch([Step("INSERT INTO notes (text) VALUES (NULL)")], synced=True)
+    await notes.batch([Step("INSERT INTO notes (text) VALUES ('usual')")])
+    around = [s for s in traced if s.startswith(("PRAGMA", "BEGIN", "COMMIT", "ROLLBACK"))]
+    assert around == [
+        "PRAGMA synchronous=FULL", "BEGIN IMMEDIATE", "COMMIT", "PRAGMA synchronous=NORMAL",
+        "PRAGMA synchronous=FULL", "BEGIN IMMEDIATE", "ROLLBACK", "PRAGMA synchronous=NORMAL",
+        "BEGIN IMMEDIATE", "COMMIT",
+    ]  # fmt: skip
+    assert await notes.texts() == ["synced", "usual"]
+    assert await notes.scalar("PRAGMA synchronous") == 1  # NORMAL again
