@@ -43,6 +43,10 @@ MESSAGES = [
     '{"level":"INFO", "ms": 9, "svc": "b", "note": "level"}',
     '  {"level":"ERROR","ms":11}  ',
     '{"level":"ERROR","ms":"\\ud800"}',  # a lone surrogate
+    '{"level":"INFO","ms":9223372036854775807,"status":-9223372036854775809}',  # 64-bit edges
+    '{"level":"INFO","ms":2.5,"status":200.0,"svc":"a\\u0000b"}',  # floats; an escaped NUL
+    '{"a":{"b":1},"a.b":2,"@x":3,"level":"ERROR"}',  # dotted names that collide; an @ key
+    '{"level":null,"ms":true,"status":false}',
 ]
 
 QUERIES = [
@@ -93,20 +97,32 @@ QUERIES = [
     "stats avg(status) by level | sort level asc",
     "filter path like /orders/ | stats count() by path | sort path",
     "stats count() as n by svc | filter n > 1",
+    "filter `a.b` = 1",
+    "filter status = 200 | stats count() by `a.b`",
 ]
 
+#: The field index policies the comparisons run under: none, every field the
+#: queries read (set before the events, or after half of them: older events
+#: keep reading their JSON).
+INDEXED = ["level", "ms", "path", "status", "svc", "a.b", "@@x"]
+POLICIES = ["none", "before", "halfway"]
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[LogStore]:
+
+@pytest.fixture(params=POLICIES)
+async def store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[LogStore]:
     opened = await LogStore.open(tmp_path / "state.db", ManualClock(NOW / 1000 + 60))
     await opened.create_log_group("app")
     for stream in ("web", "api"):
         await opened.create_log_stream("app", stream)
+    if request.param == "before":
+        await opened.put_index_policy("app", {"Fields": INDEXED})
     lines = [m if isinstance(m, str) else json.dumps(m) for m in MESSAGES]
     for stream, part in (("web", lines[::2]), ("api", lines[1::2])):
         # Two events per millisecond: ties in time between streams and groups.
         batch = [{"timestamp": NOW + i, "message": m} for i, m in enumerate(part)]
         await opened.put_log_events("app", stream, batch)
+        if request.param == "halfway":
+            await opened.put_index_policy("app", {"Fields": INDEXED})
     yield opened
     await opened.close()
 
@@ -156,7 +172,7 @@ def test_the_queries_the_issue_names_are_planned(text: str) -> None:
     [
         "fields @timestamp | sort @timestamp desc | limit 20",  # the head path
         "filter ms + 1 > 2",  # arithmetic
-        "filter `a.b` = 1",  # a dotted name: several JSON spellings
+        "filter `a.b` = 1",  # a dotted name: several JSON spellings (unless indexed)
         "filter a = b",  # two fields
         "parse @message 'x=*' as x | stats count() by x",
         "stats count() by bin(1w)",  # calendar bins

@@ -26,6 +26,13 @@ A pushed field is a top-level key of a plain name (letters, digits, ``_``,
   and ``false`` are the strings "true"/"false", ``null``, objects and arrays
   are missing), and each test is spelled for text and for numbers.
 
+Indexed fields (a field index policy, ``fieldindex``) are read from their
+column for the events written since the field was indexed: ingest stored
+exactly what the reference discovers, so the column's SQL type is the
+value's kind (``typeof``), no JSON is read and no per-message check runs;
+a value the column could not hold (a BLOB) goes to the reference code.
+Older events read their JSON as above (``CASE WHEN e.id >= since``).
+
 Aggregates stay exact the same way: ``sum``/``avg`` of integers are exact in
 SQL; floats (whose sum depends on the order of additions), a group mixing
 1 and 1.0, or an integer overflow make the store run the query in Python.
@@ -69,6 +76,14 @@ _SYSTEM = {
     "@logStream": ("s.name", "text"),
 }
 _FLIP = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """An indexed field's column and the first event id that carries it."""
+
+    column: str
+    since: int
 
 
 class Unplannable(Exception):
@@ -258,11 +273,16 @@ class Plan:
         return len(self.select) - 1
 
 
-def plan(query: Query, spelling: SQLiteSpelling = SQLITE_SPELLING) -> Plan | None:
-    """The SQL part of ``query``, or None when nothing can be pushed down."""
+def plan(
+    query: Query,
+    spelling: SQLiteSpelling = SQLITE_SPELLING,
+    indexed: dict[str, Indexed] | None = None,
+) -> Plan | None:
+    """The SQL part of ``query``, or None when nothing can be pushed down.
+    ``indexed``: the group's indexed fields, read from their columns."""
     commands = query.commands
     slots = Slots()
-    compiler = _Compiler(spelling, slots)
+    compiler = _Compiler(spelling, slots, indexed or {})
     conditions = []
     pushed = 0
     for cmd in commands:
@@ -283,7 +303,7 @@ def plan(query: Query, spelling: SQLiteSpelling = SQLITE_SPELLING) -> Plan | Non
         release(slots)
         return None
     out = Plan(query, where, compiler.join, slots, rest=Query(query.text, rest))
-    out.kind = spelling.kind("e.message") if compiler.json else None
+    out.kind = compiler.kind()
     return out
 
 
@@ -305,7 +325,7 @@ def _stats_plan(query: Query, cmd: Command, compiler: _Compiler, where: str) -> 
     except Unplannable:
         return None
     out.join = compiler.join
-    out.kind = compiler.sp.kind("e.message") if compiler.json else None
+    out.kind = compiler.kind()
     return out
 
 
@@ -329,11 +349,25 @@ def _aggregate(call: Call, compiler: _Compiler, out: Plan) -> Aggregate:
 class _Compiler:
     """Expressions to SQL, or Unplannable."""
 
-    def __init__(self, spelling: SQLiteSpelling, slots: Slots) -> None:
+    def __init__(self, spelling: SQLiteSpelling, slots: Slots, indexed: dict[str, Indexed]) -> None:
         self.sp = spelling
         self.slots = slots
+        self.indexed = indexed
         self.join = False
         self.json = False  # reads JSON fields: the rows need their kind
+        #: Indexed fields read: rows before this id read their JSON (and need their kind).
+        self.json_before = 0
+
+    def kind(self) -> str | None:
+        """The per-row kind the conditions read as ``e.kind``: for every row
+        when a field is read from JSON, for the rows older than an indexed
+        field's column otherwise (CASE computes it only there), or none."""
+        if self.json:
+            return self.sp.kind("e.message")
+        if self.json_before > 1:
+            older = self.sp.kind("e.message")
+            return f"(CASE WHEN e.id >= {self.json_before} THEN 1 ELSE {older} END)"
+        return None
 
     # -- fields
 
@@ -342,6 +376,11 @@ class _Compiler:
             raise Unplannable("not a field")
         if node.name in _SYSTEM:
             self.join = self.join or node.name == "@logStream"
+            return node
+        found = self.indexed.get(node.name)
+        if found is not None:
+            if _PLAIN_KEY.fullmatch(node.name):
+                self.json_before = max(self.json_before, found.since)
             return node
         if not _PLAIN_KEY.fullmatch(node.name):
             raise Unplannable(f"field {node.name!r}")
@@ -363,12 +402,39 @@ class _Compiler:
         if f.name in _SYSTEM:
             column, kind = _SYSTEM[f.name]
             return text(column) if kind == "text" else num(column)
+        found = self.indexed.get(f.name)
+        if found is None:
+            return self._json_typed(f.name, text, num, constant, risky)
+        c = f"e.{found.column}"
+        extracted = (
+            f"(CASE typeof({c}) WHEN 'text' THEN {text(c)} WHEN 'integer' THEN {num(c)}"
+            f" WHEN 'real' THEN {num(c)} WHEN 'null' THEN {constant(None)} ELSE {risky} END)"
+        )
+        if found.since <= 1:
+            return extracted  # every event of the store carries it
+        # Older events: their JSON as below, or the reference for a name JSON paths cannot spell.
+        older = (
+            self._json_typed(f.name, text, num, constant, risky)
+            if _PLAIN_KEY.fullmatch(f.name)
+            else risky
+        )
+        return f"(CASE WHEN e.id >= {found.since} THEN {extracted} ELSE {older} END)"
+
+    def _json_typed(
+        self,
+        name: str,
+        text: Callable[[str], str],
+        num: Callable[[str], str],
+        constant: Callable[[Any], str],
+        risky: str,
+    ) -> str:
+        """``_typed`` of a field read from the message's JSON (``e.kind`` per row)."""
         m, sp = "e.message", self.sp
-        value = sp.json_value(m, f.name)
+        value = sp.json_value(m, name)
         return (
             f"(CASE e.kind WHEN 0 THEN {constant(None)} WHEN 2 THEN {risky}"
-            f" ELSE CASE WHEN {sp.repeated(m, f.name)} THEN {risky}"
-            f" ELSE CASE {sp.json_type(m, f.name)}"
+            f" ELSE CASE WHEN {sp.repeated(m, name)} THEN {risky}"
+            f" ELSE CASE {sp.json_type(m, name)}"
             f" WHEN 'text' THEN {text(value)}"
             f" WHEN 'integer' THEN CASE typeof({value}) WHEN 'integer' THEN {num(value)}"
             f" ELSE {risky} END WHEN 'real' THEN {num(value)}"
