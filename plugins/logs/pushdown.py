@@ -406,9 +406,8 @@ class _Compiler:
         if found is None:
             return self._json_typed(f.name, text, num, constant, risky)
         c = f"e.{found.column}"
-        extracted = (
-            f"(CASE typeof({c}) WHEN 'text' THEN {text(c)} WHEN 'integer' THEN {num(c)}"
-            f" WHEN 'real' THEN {num(c)} WHEN 'null' THEN {constant(None)} ELSE {risky} END)"
+        extracted = _by_type(
+            c, {"text": text(c), "integer": num(c), "real": num(c), "null": constant(None)}, risky
         )
         if found.since <= 1:
             return extracted  # every event of the store carries it
@@ -548,13 +547,17 @@ class _Compiler:
             search = pattern.search
             slot = _slot(self.slots, lambda t: search(_as_text(t)))
             required = required_literal(pattern.pattern)
+            globs = required_globs(pattern)
 
             def fn(v: Any) -> bool:
                 return (v is not None and search(_as_text(v)) is not None) != negate
 
             def text(x: str) -> str:
                 sql = f"insights_search({slot}, {x})"
-                if required:
+                if globs:
+                    shapes = " OR ".join(f"{x} GLOB {quote(g)}" for g in globs)
+                    sql = f"(({shapes}) AND {sql})"
+                elif required:
                     sql = f"({self.sp.contains(x, quote(required))} AND {sql})"
                 return _negated(sql, negate)
 
@@ -583,6 +586,18 @@ class _Compiler:
             return _negated(_any(p[2](x) for p in parts), negate)
 
         return self._test(node.arg, fn, text, num)
+
+
+def _by_type(column: str, branches: dict[str, str], unsure: str) -> str:
+    """SQL by a value column's type (a BLOB: the reference's ``unsure``),
+    with the fewest tests per row: the SQL most kinds share is the ELSE, and
+    NULL needs no branch of its own when that ELSE is the column itself."""
+    branches = {**branches, "blob": unsure}
+    common = max(branches.values(), key=list(branches.values()).count)
+    if common == column and branches["null"] == "NULL":
+        branches["null"] = column
+    tests = "".join(f" WHEN '{kind}' THEN {sql}" for kind, sql in branches.items() if sql != common)
+    return f"(CASE typeof({column}){tests} ELSE {common} END)" if tests else common
 
 
 def _present(v: Any) -> bool:
@@ -648,6 +663,59 @@ def required_literal(source: str) -> str:
         i += width
     runs.append("".join(run))
     return max(runs, key=len)
+
+
+_ONE_CHARACTER = set("dDwWsS")
+_GLOB_SPECIAL = {"*": "[*]", "?": "[?]", "[": "[[]"}
+
+
+def required_globs(pattern: re.Pattern[str]) -> list[str]:
+    """GLOB patterns one of which every text the regex finds a match in
+    matches (a narrower prefilter than a literal), or [] when the regex is
+    not a fixed run of single characters.
+
+    Only a regex of single-character atoms (literals, escaped punctuation,
+    ``\\d``-style classes, ``.``, ``[...]``) with an optional ``^`` first and
+    ``$`` last, without flags, qualifies: each of its matches has that many
+    characters, so ``?`` stands for each class (GLOB's ``?`` takes any one
+    character: a superset) and the text around is ``*`` unless anchored. A
+    ``$`` also matches before a final newline: the second pattern."""
+    source = pattern.pattern
+    if pattern.flags != re.UNICODE or not source:
+        return []
+    start = source.startswith("^")
+    end = source.endswith("$") and not source.endswith("\\$")
+    body = source[int(start) : len(source) - int(end)]
+    parts: list[str] = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\":
+            nxt = body[i + 1 : i + 2]
+            if nxt in _ONE_CHARACTER:
+                parts.append("?")
+            elif nxt and not nxt.isalnum() and nxt != "_":
+                parts.append(_GLOB_SPECIAL.get(nxt, nxt))
+            else:
+                return []  # \b, \A, \1, \n...: not one known character
+            i += 2
+        elif c == "[":
+            close = _closing(body, i)
+            if close < 0:
+                return []
+            parts.append("?")
+            i = close + 1
+        elif c in "^$*+?{}()|":
+            return []  # quantifiers, groups, alternation, inner anchors: not fixed
+        else:
+            parts.append("?" if c == "." else _GLOB_SPECIAL.get(c, c))
+            i += 1
+        if body[i : i + 1] in ("*", "+", "?", "{"):
+            return []
+    glob = ("" if start else "*") + "".join(parts)
+    if not end:
+        return [glob + "*"]
+    return [glob, glob + "\n"]
 
 
 def _closing(source: str, i: int) -> int:
