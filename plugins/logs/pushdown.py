@@ -554,11 +554,15 @@ class _Compiler:
 
             def text(x: str) -> str:
                 sql = f"insights_search({slot}, {x})"
+                # CASE, not AND: SQLite evaluates both sides of an AND in a
+                # value, so only CASE keeps Python off the rows ruled out.
                 if globs:
                     shapes = " OR ".join(f"{x} GLOB {quote(g)}" for g in globs)
-                    sql = f"(({shapes}) AND {sql})"
+                    sql = f"(CASE WHEN {shapes} THEN {sql} ELSE 0 END)"
                 elif required:
-                    sql = f"({self.sp.contains(x, quote(required))} AND {sql})"
+                    sql = (
+                        f"(CASE WHEN {self.sp.contains(x, quote(required))} THEN {sql} ELSE 0 END)"
+                    )
                 return _negated(sql, negate)
 
         reference = self._reference(lambda ev: fn(get(ev)))
