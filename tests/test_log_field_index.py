@@ -160,3 +160,31 @@ async def test_a_version_1_database_is_upgraded(tmp_path: Path) -> None:
         assert result.rows == [{"s": 3, "n": 2}]
     finally:
         await store.close()
+
+
+async def test_a_column_of_one_type_is_read_as_it_is_until_another_type_comes(
+    store: LogStore,
+) -> None:
+    await store.put_index_policy("app", {"Fields": ["svc", "ms"]})
+    lines = [json.dumps({"svc": f"s{i % 3}", "ms": i}) for i in range(9)] + ["not json"]
+    await store.put_log_events(
+        "app", "web", [{"timestamp": NOW + i, "message": m} for i, m in enumerate(lines)]
+    )
+    text = "stats count() as n, avg(ms) as a, max(ms) as m by svc"
+    planned = plan(parse_query(text), indexed=await store._indexed(1))
+    assert planned is not None
+    assert planned.inner == ["e.f0", "e.f1"] and planned.checks == []
+    release(planned.slots)
+    for more in [
+        '{"svc": 1.5, "ms": 2.5}',
+        '{"svc": "s1", "ms": "7"}',
+        '{"ms": 9223372036854775808}',
+    ]:
+        ours = await store.query("app", text)
+        reference = await store.query("app", text, pushdown=False)
+        assert ours.rows == reference.rows
+        await store.put_log_events("app", "web", [{"timestamp": NOW + 20, "message": more}])
+    kinds = dict(await store.rows("SELECT field, kinds FROM log_index_fields"))
+    assert kinds == {"svc": 1 | 4, "ms": 2 | 4 | 1 | 8}
+    ours = await store.query("app", text)
+    assert ours.rows == (await store.query("app", text, pushdown=False)).rows

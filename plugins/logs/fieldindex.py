@@ -36,6 +36,10 @@ MAX_FIELD_LENGTH = 100
 SLOTS = tuple(f"f{i}" for i in range(MAX_FIELDS))
 #: A value SQL cannot hold exactly: the reference code decides for that event.
 UNSURE = b"\x00"
+#: The SQL types a field's column has held (``log_index_fields.kinds``, a bit
+#: each): a planner need not test for a type the column never held.
+KINDS = {str: 1, int: 2, float: 4, bytes: 8}
+ALL_KINDS = 15
 _INT64 = (-(2**63), 2**63 - 1)
 #: A top-level key read straight from the parsed object (no dots, no leading @):
 #: discover's flattening gives exactly obj[key] for it.
@@ -111,8 +115,18 @@ class Extractor:
         found = discover(message)
         return tuple(sql_value(found.get(name)) for name in self.order)
 
-    def rows(self, messages: Iterable[str]) -> list[tuple[Any, ...]]:
-        return [self.values(m) for m in messages]
+    def rows(self, messages: Iterable[str]) -> tuple[list[tuple[Any, ...]], list[int]]:
+        """The values of each message, and per field the kinds they hold."""
+        found = [self.values(m) for m in messages]
+        kinds = [_kinds(column) for column in zip(*found, strict=True)]
+        return found, kinds or [0] * len(self.order)
+
+
+def _kinds(values: Iterable[Any]) -> int:
+    bits = 0
+    for kind in set(map(type, values)):
+        bits |= KINDS.get(kind, 0)
+    return bits
 
 
 def _top_level(value: Any) -> Any:

@@ -84,6 +84,9 @@ class Indexed:
 
     column: str
     since: int
+    #: The SQL types the column has held (fieldindex.KINDS bits: text 1,
+    #: integer 2, real 4, a value SQL could not hold 8); NULL is always possible.
+    kinds: int = 15
 
 
 class Unplannable(Exception):
@@ -310,12 +313,14 @@ def plan(
 def _stats_plan(query: Query, cmd: Command, compiler: _Compiler, where: str) -> Plan | None:
     try:
         out = Plan(query, where, False, compiler.slots)
-        keys = [out.value(compiler.key(item.expr)) for item in cmd.by]
+        sqls = [compiler.key(item.expr) for item in cmd.by]
+        keys = [out.value(sql) for sql in sqls]
         out.select += keys
         out.keys = len(keys)
-        for key in keys:
+        for sql, key in zip(sqls, keys, strict=True):
             # A group mixing 1 and 1.0 shows the first one seen: Python decides.
-            out.checks.append(out.column(f"sum(typeof({key}) = 'real')"))
+            if sql not in compiler.never_real:
+                out.checks.append(out.column(f"sum(typeof({key}) = 'real')"))
         for i, item in enumerate(cmd.by):
             if isinstance(item.expr, Call) and item.expr.name == "bin":
                 out.bin_key = i
@@ -336,14 +341,16 @@ def _aggregate(call: Call, compiler: _Compiler, out: Plan) -> Aggregate:
     (arg,) = call.args
     if call.name == "count":
         return Aggregate("count", [column(f"count({out.value(compiler.key(arg))})")])
-    value = out.value(compiler.numeric(arg))
+    sql = compiler.numeric(arg)
+    value = out.value(sql)
     # Floats are summed in Python (the order of additions decides the last
     # bits); a float among min/max values could tie with an integer.
-    out.checks.append(column(f"sum(typeof({value}) = 'real')"))
+    if sql not in compiler.never_real:
+        out.checks.append(column(f"sum(typeof({value}) = 'real')"))
     if call.name == "avg":
         return Aggregate("avg", [column(f"sum({value})"), column(f"count({value})")])
-    sql = {"sum": "sum", "min": "min", "max": "max"}[call.name]
-    return Aggregate(call.name, [column(f"{sql}({value})")])
+    function = {"sum": "sum", "min": "min", "max": "max"}[call.name]
+    return Aggregate(call.name, [column(f"{function}({value})")])
 
 
 class _Compiler:
@@ -353,6 +360,8 @@ class _Compiler:
         self.sp = spelling
         self.slots = slots
         self.indexed = indexed
+        #: Values (SQL) known never to be a float: their real checks are skipped.
+        self.never_real: set[str] = set()
         self.join = False
         self.json = False  # reads JSON fields: the rows need their kind
         #: Indexed fields read: rows before this id read their JSON (and need their kind).
@@ -406,10 +415,12 @@ class _Compiler:
         if found is None:
             return self._json_typed(f.name, text, num, constant, risky)
         c = f"e.{found.column}"
-        extracted = _by_type(
-            c, {"text": text(c), "integer": num(c), "real": num(c), "null": constant(None)}, risky
-        )
+        branches = {"text": text(c), "integer": num(c), "real": num(c), "blob": risky}
+        held = {k: sql for k, sql in branches.items() if found.kinds & _KIND_BITS[k]}
+        extracted = _by_type(c, {**held, "null": constant(None)})
         if found.since <= 1:
+            if extracted == c and not found.kinds & (_KIND_BITS["real"] | _KIND_BITS["blob"]):
+                self.never_real.add(c)  # the column as it is: no float to check for
             return extracted  # every event of the store carries it
         # Older events: their JSON as below, or the reference for a name JSON paths cannot spell.
         older = (
@@ -592,11 +603,13 @@ class _Compiler:
         return self._test(node.arg, fn, text, num)
 
 
-def _by_type(column: str, branches: dict[str, str], unsure: str) -> str:
-    """SQL by a value column's type (a BLOB: the reference's ``unsure``),
-    with the fewest tests per row: the SQL most kinds share is the ELSE, and
+_KIND_BITS = {"text": 1, "integer": 2, "real": 4, "blob": 8}
+
+
+def _by_type(column: str, branches: dict[str, str]) -> str:
+    """SQL by a value column's type (only the types it has held, and NULL),
+    with the fewest tests per row: the SQL most types share is the ELSE, and
     NULL needs no branch of its own when that ELSE is the column itself."""
-    branches = {**branches, "blob": unsure}
     common = max(branches.values(), key=list(branches.values()).count)
     if common == column and branches["null"] == "NULL":
         branches["null"] = column

@@ -89,6 +89,7 @@ CREATE TABLE IF NOT EXISTS log_index_fields (
     field TEXT NOT NULL,
     slot  INTEGER NOT NULL,  -- its column: f<slot>
     since INTEGER NOT NULL,  -- the first event id carrying it; older events keep their JSON
+    kinds INTEGER NOT NULL DEFAULT 0,  -- the SQL types its column has held (fieldindex.KINDS)
     PRIMARY KEY (grp, field)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS log_metric_filters (
@@ -492,9 +493,9 @@ class LogStore(Store):
     async def _indexed(self, group_id: int) -> dict[str, Indexed]:
         """What a query may read from columns: field -> (column, since)."""
         rows = await self.rows(
-            "SELECT field, slot, since FROM log_index_fields WHERE grp = ?", (group_id,)
+            "SELECT field, slot, since, kinds FROM log_index_fields WHERE grp = ?", (group_id,)
         )
-        return {name: Indexed(SLOTS[slot], since) for name, slot, since in rows}
+        return {name: Indexed(SLOTS[slot], since, kinds) for name, slot, since, kinds in rows}
 
     async def delete_log_group(self, name: str) -> None:
         """DeleteLogGroup: the group, its streams, events and filters."""
@@ -688,7 +689,7 @@ class LogStore(Store):
             )
         else:
             # Parsing is CPU work: a worker thread, so the event loop stays free.
-            values = await asyncio.to_thread(extractor.rows, [m for _, m in rows])
+            values, kinds = await asyncio.to_thread(extractor.rows, [m for _, m in rows])
             columns = "".join(f", {c}" for c in extractor.columns)
             marks = ", ?" * len(extractor.columns)
             await db.executemany(
@@ -698,6 +699,15 @@ class LogStore(Store):
                     (group_id, stream_id, ts, now, message, *found)
                     for (ts, message), found in zip(rows, values, strict=True)
                 ],
+            )
+            # One statement per batch: each field's kinds grow with what it wrote.
+            cases = " ".join(
+                f"WHEN {c!r} THEN {k}" for c, k in zip(extractor.columns, kinds, strict=True)
+            )
+            await db.execute(
+                f"UPDATE log_index_fields SET kinds = kinds | (CASE 'f' || slot {cases} ELSE 0 END)"
+                " WHERE grp = ?",
+                (group_id,),
             )
         await db.execute(
             "UPDATE log_streams SET"
@@ -1002,8 +1012,11 @@ class LogStore(Store):
         source = _source(planned, where, planned.join)
         values = "".join(f", {sql} AS c{i}" for i, sql in enumerate(planned.inner))
         # LIMIT -1 keeps the inner SELECT from being flattened into the outer
-        # one, which would compute each value once per use instead of once.
-        inner = f"SELECT e.ts AS ts, e.id AS id{values} FROM {source} {planned.where} LIMIT -1"
+        # one, which would compute each value once per use instead of once;
+        # values that are plain columns (indexed fields) cost nothing to reread.
+        computed = any(not _PLAIN_COLUMN.fullmatch(sql) for sql in planned.inner)
+        limit = " LIMIT -1" if computed else ""
+        inner = f"SELECT e.ts AS ts, e.id AS id{values} FROM {source} {planned.where}{limit}"
         keys = ", ".join(f"c{i}" for i in range(planned.keys))
         group = f" GROUP BY {keys}" if keys else ""
         scanned = f"(SELECT count(*) FROM log_events e WHERE {where})"
@@ -1220,6 +1233,7 @@ _COLUMNS = {
     "@ingestionTime": "e.ingested",
 }
 _STREAM_JOIN = " JOIN log_streams s ON s.id = e.stream"
+_PLAIN_COLUMN = re.compile(r"e\.\w+")
 
 
 def _source(planned: Plan, where: str, join: bool) -> str:
