@@ -33,7 +33,8 @@ reading the JSON with JSON1's ``->>`` (what the previous layout could reach
 at best); the regex through a Python ``regexp`` function, as a user of
 SQLite would register it. The answers are checked equal. Ratios are ours /
 peer as rates (1.00: as fast as bare SQLite).
-``--ingest 0`` skips ingest; ``--only NAME`` runs one query. The load
+``--ingest 0`` skips ingest; ``--only NAME`` runs one query; ``--no-policy``
+queries a group without the policy (every field read from the JSON). The load
 average is printed (two shared cores make figures noisy).
 
     python bench/bench_logs.py [--events 1000000] [--ingest 200000] [--repeats 3]
@@ -253,12 +254,13 @@ QUERIES = [
 ]
 
 
-async def fill_ours(path: Path, events: int) -> LogStore:
+async def fill_ours(path: Path, events: int, indexed: bool = True) -> LogStore:
     clock = ManualClock(START / 1000 + events * 0.06 + 60)
     store = await LogStore.open(path, clock)
     await store.create_log_group(GROUP)
     await store.create_log_stream(GROUP, STREAM)
-    await store.put_index_policy(GROUP, POLICY)
+    if indexed:
+        await store.put_index_policy(GROUP, POLICY)
     for batch in batches(events, 4000, START, 60):  # within the 1 MiB a request takes
         await store.put_log_events(GROUP, STREAM, batch)
     return store
@@ -307,6 +309,7 @@ async def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=[c.name for c in QUERIES], help="one query")
+    parser.add_argument("--no-policy", action="store_true", help="query without field indexes")
     args = parser.parse_args()
 
     print(f"load average: {os.getloadavg()}")
@@ -314,7 +317,7 @@ async def main() -> None:
         if args.ingest:
             await ingest(Path(tmp), args.ingest, args.batch, args.repeats)
         if args.events:
-            await queries(Path(tmp), args.events, args.repeats, args.only)
+            await queries(Path(tmp), args.events, args.repeats, args.only, not args.no_policy)
     print(f"load average: {os.getloadavg()}")
 
 
@@ -345,12 +348,12 @@ async def ingest(tmp: Path, count: int, size: int, repeats: int) -> None:
     )
 
 
-async def queries(tmp: Path, events: int, repeats: int, only: str | None) -> None:
+async def queries(tmp: Path, events: int, repeats: int, only: str | None, indexed: bool) -> None:
     cases = [c for c in QUERIES if only is None or c.name == only]
     ours: dict[str, list[float]] = {c.name: [] for c in cases}
     peers: dict[str, list[float]] = {c.name: [] for c in cases}
     json_peers: dict[str, list[float]] = {c.name: [] for c in cases}
-    store = await fill_ours(tmp / "query.db", events)
+    store = await fill_ours(tmp / "query.db", events, indexed)
     db = await fill_peer(tmp / "qpeer.db", events)
     try:
         for _ in range(repeats):  # ours and the peer alternately, same conditions
@@ -367,7 +370,8 @@ async def queries(tmp: Path, events: int, repeats: int, only: str | None) -> Non
         await store.close()
         await db.close()
     print(
-        f"queries over {events:,} events, policy {POLICY['Fields']}; median of {repeats};"
+        f"queries over {events:,} events, policy {POLICY['Fields'] if indexed else None};"
+        f" median of {repeats};"
         f" load {os.getloadavg()}"
     )
     for case in cases:
