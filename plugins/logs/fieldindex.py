@@ -17,6 +17,9 @@ The stored value is exactly what the reference evaluator discovers
 - a value SQL cannot hold exactly (an integer past 64 bits, a string with a
   NUL, which SQLite's text functions stop at) as ``UNSURE`` (a BLOB): the
   reference code reads that event's message at query time.
+
+Ingest also keeps, per indexed field, the SQL types its column has held
+(``KINDS`` bits in ``log_index_fields.kinds``): what the planner must test for.
 """
 
 from __future__ import annotations

@@ -31,7 +31,9 @@ column for the events written since the field was indexed: ingest stored
 exactly what the reference discovers, so the column's SQL type is the
 value's kind (``typeof``), no JSON is read and no per-message check runs;
 a value the column could not hold (a BLOB) goes to the reference code.
-Older events read their JSON as above (``CASE WHEN e.id >= since``).
+Older events read their JSON as above (``CASE WHEN e.id >= since``). The
+types a column has held (``Indexed.kinds``) decide which tests it needs: a
+column that only held integers is read as it is, with no float check.
 
 Aggregates stay exact the same way: ``sum``/``avg`` of integers are exact in
 SQL; floats (whose sum depends on the order of additions), a group mixing
