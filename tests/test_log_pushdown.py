@@ -4,6 +4,8 @@ the same answers as the reference evaluator, on a real SQLite file."""
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 
 from pipelines.clock import ManualClock
 from plugins.logs.insights import discover, parse_query
-from plugins.logs.pushdown import plan, release, required_literal
+from plugins.logs.pushdown import plan, release, required_globs, required_literal
 from plugins.logs.store import LogStore
 
 NOW = 1_700_000_000_000
@@ -43,6 +45,11 @@ MESSAGES = [
     '{"level":"INFO", "ms": 9, "svc": "b", "note": "level"}',
     '  {"level":"ERROR","ms":11}  ',
     '{"level":"ERROR","ms":"\\ud800"}',  # a lone surrogate
+    '{"level":"INFO","ms":9223372036854775807,"status":-9223372036854775809}',  # 64-bit edges
+    '{"level":"INFO","ms":2.5,"status":200.0,"svc":"a\\u0000b"}',  # floats; an escaped NUL
+    '{"a":{"b":1},"a.b":2,"@x":3,"level":"ERROR"}',  # dotted names that collide; an @ key
+    '{"level":null,"ms":true,"status":false}',
+    {"level": "INFO", "path": "/orders/412\n", "ms": 12},  # regex $ before a final newline
 ]
 
 QUERIES = [
@@ -65,6 +72,8 @@ QUERIES = [
     "filter level not like /^I/",
     "filter level like 'NF'",
     "filter path like /orders\\/4\\d\\d$/",
+    "filter path like /^\\/orders\\/\\d\\d$/",
+    "filter ms like /^1.$/",
     "filter ms like /^1/",
     "filter ms =~ /\\d/",
     "filter @message like /ERROR/",
@@ -93,20 +102,32 @@ QUERIES = [
     "stats avg(status) by level | sort level asc",
     "filter path like /orders/ | stats count() by path | sort path",
     "stats count() as n by svc | filter n > 1",
+    "filter `a.b` = 1",
+    "filter status = 200 | stats count() by `a.b`",
 ]
 
+#: The field index policies the comparisons run under: none, every field the
+#: queries read (set before the events, or after half of them: older events
+#: keep reading their JSON).
+INDEXED = ["level", "ms", "path", "status", "svc", "a.b", "@@x"]
+POLICIES = ["none", "before", "halfway"]
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[LogStore]:
+
+@pytest.fixture(params=POLICIES)
+async def store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[LogStore]:
     opened = await LogStore.open(tmp_path / "state.db", ManualClock(NOW / 1000 + 60))
     await opened.create_log_group("app")
     for stream in ("web", "api"):
         await opened.create_log_stream("app", stream)
+    if request.param == "before":
+        await opened.put_index_policy("app", {"Fields": INDEXED})
     lines = [m if isinstance(m, str) else json.dumps(m) for m in MESSAGES]
     for stream, part in (("web", lines[::2]), ("api", lines[1::2])):
         # Two events per millisecond: ties in time between streams and groups.
         batch = [{"timestamp": NOW + i, "message": m} for i, m in enumerate(part)]
         await opened.put_log_events("app", stream, batch)
+        if request.param == "halfway":
+            await opened.put_index_policy("app", {"Fields": INDEXED})
     yield opened
     await opened.close()
 
@@ -156,7 +177,7 @@ def test_the_queries_the_issue_names_are_planned(text: str) -> None:
     [
         "fields @timestamp | sort @timestamp desc | limit 20",  # the head path
         "filter ms + 1 > 2",  # arithmetic
-        "filter `a.b` = 1",  # a dotted name: several JSON spellings
+        "filter `a.b` = 1",  # a dotted name: several JSON spellings (unless indexed)
         "filter a = b",  # two fields
         "parse @message 'x=*' as x | stats count() by x",
         "stats count() by bin(1w)",  # calendar bins
@@ -212,3 +233,34 @@ def test_a_number_past_a_double_is_discovered_as_infinity() -> None:
 )
 def test_a_regex_required_literal_is_in_every_match(source: str, literal: str) -> None:
     assert required_literal(source) == literal
+
+
+@pytest.mark.parametrize(
+    ("source", "globs"),
+    [
+        (r"orders\/4\d\d$", ["*orders/4??", "*orders/4??\n"]),
+        ("^ERR.R", ["ERR?R*"]),
+        (r"a[*?]b\*", ["*a?b[*]*"]),
+        ("ab+c", []),
+        ("a|b", []),
+        (r"\bword", []),
+        ("(?i)abc", []),
+    ],
+)
+def test_a_fixed_width_regex_gives_globs(source: str, globs: list[str]) -> None:
+    assert required_globs(re.compile(source)) == globs
+
+
+@pytest.mark.parametrize("source", [r"orders\/4\d\d$", "^a.c", r"\d\d", "x[^y]z$", r"\.\*"])
+def test_every_text_the_regex_matches_passes_its_globs(source: str) -> None:
+    texts = [
+        "orders/412", "orders/412\n", "/api/orders/4x9", "abc", "a\nc", "a\u00e9c", "\u0663\u0664",
+        "xyz", "x\nz", "x\u00e9z\n", ".*", "orders/4123", "abcd", "12", "", "\n",
+    ]  # fmt: skip
+    pattern = re.compile(source)
+    globs = required_globs(pattern)
+    assert globs
+    with sqlite3.connect(":memory:") as db:
+        for text in texts:
+            passes = any(db.execute("SELECT ? GLOB ?", (text, g)).fetchone()[0] for g in globs)
+            assert passes or pattern.search(text) is None, (source, text)

@@ -249,10 +249,31 @@ async def test_the_config_owns_the_filters_it_names(tmp_path: Path) -> None:
         assert await store.describe_subscription_filters("app-logs") == []
 
 
+async def test_index_fields_in_the_config_become_the_groups_index_policy(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state.db"
+    clock = ManualClock(T0)
+    runtime = runtime_with(state, clock, index_fields=["level", "app"])
+    await runtime.bus().put_targets(
+        "everything", [{"id": "t", "resource": "app-logs", "input_path": "$.detail"}]
+    )
+    async with runtime:
+        await runtime.put_events([entry("ERROR", n=1), entry("INFO", n=2)])
+        await runtime.wait_until_idle()
+    async with await LogStore.open(state, clock) as store:
+        (policy,) = (await store.describe_index_policies(["app-logs"]))["indexPolicies"]
+        assert json.loads(policy["policyDocument"]) == {"Fields": ["level", "app"]}
+        assert await store.rows("SELECT f0 FROM log_events ORDER BY f0") == [("ERROR",), ("INFO",)]
+        result = await store.query("app-logs", 'filter level = "ERROR" | stats count() as n')
+        assert result.rows == [{"n": 1}]
+
+
 @pytest.mark.parametrize(
     ("settings", "where", "message"),
     [
         ({"retention_days": 10}, "target g.retention_days", "is not one of"),
+        ({"index_fields": ["a", "a"]}, "target g.index_fields", "named twice"),
         ({"log_group": "a b"}, "target g.log_group", "not valid"),
         ({"log_stream": "a:<source>"}, "target g.log_stream", "no ':' or '*'"),
         ({"log_stream": "<>"}, "target g.log_stream", "is not a path"),

@@ -26,6 +26,15 @@ A pushed field is a top-level key of a plain name (letters, digits, ``_``,
   and ``false`` are the strings "true"/"false", ``null``, objects and arrays
   are missing), and each test is spelled for text and for numbers.
 
+Indexed fields (a field index policy, ``fieldindex``) are read from their
+column for the events written since the field was indexed: ingest stored
+exactly what the reference discovers, so the column's SQL type is the
+value's kind (``typeof``), no JSON is read and no per-message check runs;
+a value the column could not hold (a BLOB) goes to the reference code.
+Older events read their JSON as above (``CASE WHEN e.id >= since``). The
+types a column has held (``Indexed.kinds``) decide which tests it needs: a
+column that only held integers is read as it is, with no float check.
+
 Aggregates stay exact the same way: ``sum``/``avg`` of integers are exact in
 SQL; floats (whose sum depends on the order of additions), a group mixing
 1 and 1.0, or an integer overflow make the store run the query in Python.
@@ -69,6 +78,17 @@ _SYSTEM = {
     "@logStream": ("s.name", "text"),
 }
 _FLIP = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """An indexed field's column and the first event id that carries it."""
+
+    column: str
+    since: int
+    #: The SQL types the column has held (fieldindex.KINDS bits: text 1,
+    #: integer 2, real 4, a value SQL could not hold 8); NULL is always possible.
+    kinds: int = 15
 
 
 class Unplannable(Exception):
@@ -258,11 +278,16 @@ class Plan:
         return len(self.select) - 1
 
 
-def plan(query: Query, spelling: SQLiteSpelling = SQLITE_SPELLING) -> Plan | None:
-    """The SQL part of ``query``, or None when nothing can be pushed down."""
+def plan(
+    query: Query,
+    spelling: SQLiteSpelling = SQLITE_SPELLING,
+    indexed: dict[str, Indexed] | None = None,
+) -> Plan | None:
+    """The SQL part of ``query``, or None when nothing can be pushed down.
+    ``indexed``: the group's indexed fields, read from their columns."""
     commands = query.commands
     slots = Slots()
-    compiler = _Compiler(spelling, slots)
+    compiler = _Compiler(spelling, slots, indexed or {})
     conditions = []
     pushed = 0
     for cmd in commands:
@@ -283,19 +308,21 @@ def plan(query: Query, spelling: SQLiteSpelling = SQLITE_SPELLING) -> Plan | Non
         release(slots)
         return None
     out = Plan(query, where, compiler.join, slots, rest=Query(query.text, rest))
-    out.kind = spelling.kind("e.message") if compiler.json else None
+    out.kind = compiler.kind()
     return out
 
 
 def _stats_plan(query: Query, cmd: Command, compiler: _Compiler, where: str) -> Plan | None:
     try:
         out = Plan(query, where, False, compiler.slots)
-        keys = [out.value(compiler.key(item.expr)) for item in cmd.by]
+        sqls = [compiler.key(item.expr) for item in cmd.by]
+        keys = [out.value(sql) for sql in sqls]
         out.select += keys
         out.keys = len(keys)
-        for key in keys:
+        for sql, key in zip(sqls, keys, strict=True):
             # A group mixing 1 and 1.0 shows the first one seen: Python decides.
-            out.checks.append(out.column(f"sum(typeof({key}) = 'real')"))
+            if sql not in compiler.never_real:
+                out.checks.append(out.column(f"sum(typeof({key}) = 'real')"))
         for i, item in enumerate(cmd.by):
             if isinstance(item.expr, Call) and item.expr.name == "bin":
                 out.bin_key = i
@@ -305,7 +332,7 @@ def _stats_plan(query: Query, cmd: Command, compiler: _Compiler, where: str) -> 
     except Unplannable:
         return None
     out.join = compiler.join
-    out.kind = compiler.sp.kind("e.message") if compiler.json else None
+    out.kind = compiler.kind()
     return out
 
 
@@ -316,24 +343,42 @@ def _aggregate(call: Call, compiler: _Compiler, out: Plan) -> Aggregate:
     (arg,) = call.args
     if call.name == "count":
         return Aggregate("count", [column(f"count({out.value(compiler.key(arg))})")])
-    value = out.value(compiler.numeric(arg))
+    sql = compiler.numeric(arg)
+    value = out.value(sql)
     # Floats are summed in Python (the order of additions decides the last
     # bits); a float among min/max values could tie with an integer.
-    out.checks.append(column(f"sum(typeof({value}) = 'real')"))
+    if sql not in compiler.never_real:
+        out.checks.append(column(f"sum(typeof({value}) = 'real')"))
     if call.name == "avg":
         return Aggregate("avg", [column(f"sum({value})"), column(f"count({value})")])
-    sql = {"sum": "sum", "min": "min", "max": "max"}[call.name]
-    return Aggregate(call.name, [column(f"{sql}({value})")])
+    function = {"sum": "sum", "min": "min", "max": "max"}[call.name]
+    return Aggregate(call.name, [column(f"{function}({value})")])
 
 
 class _Compiler:
     """Expressions to SQL, or Unplannable."""
 
-    def __init__(self, spelling: SQLiteSpelling, slots: Slots) -> None:
+    def __init__(self, spelling: SQLiteSpelling, slots: Slots, indexed: dict[str, Indexed]) -> None:
         self.sp = spelling
         self.slots = slots
+        self.indexed = indexed
+        #: Values (SQL) known never to be a float: their real checks are skipped.
+        self.never_real: set[str] = set()
         self.join = False
         self.json = False  # reads JSON fields: the rows need their kind
+        #: Indexed fields read: rows before this id read their JSON (and need their kind).
+        self.json_before = 0
+
+    def kind(self) -> str | None:
+        """The per-row kind the conditions read as ``e.kind``: for every row
+        when a field is read from JSON, for the rows older than an indexed
+        field's column otherwise (CASE computes it only there), or none."""
+        if self.json:
+            return self.sp.kind("e.message")
+        if self.json_before > 1:
+            older = self.sp.kind("e.message")
+            return f"(CASE WHEN e.id >= {self.json_before} THEN 1 ELSE {older} END)"
+        return None
 
     # -- fields
 
@@ -342,6 +387,11 @@ class _Compiler:
             raise Unplannable("not a field")
         if node.name in _SYSTEM:
             self.join = self.join or node.name == "@logStream"
+            return node
+        found = self.indexed.get(node.name)
+        if found is not None:
+            if _PLAIN_KEY.fullmatch(node.name):
+                self.json_before = max(self.json_before, found.since)
             return node
         if not _PLAIN_KEY.fullmatch(node.name):
             raise Unplannable(f"field {node.name!r}")
@@ -363,12 +413,40 @@ class _Compiler:
         if f.name in _SYSTEM:
             column, kind = _SYSTEM[f.name]
             return text(column) if kind == "text" else num(column)
+        found = self.indexed.get(f.name)
+        if found is None:
+            return self._json_typed(f.name, text, num, constant, risky)
+        c = f"e.{found.column}"
+        branches = {"text": text(c), "integer": num(c), "real": num(c), "blob": risky}
+        held = {k: sql for k, sql in branches.items() if found.kinds & _KIND_BITS[k]}
+        extracted = _by_type(c, {**held, "null": constant(None)})
+        if found.since <= 1:
+            if extracted == c and not found.kinds & (_KIND_BITS["real"] | _KIND_BITS["blob"]):
+                self.never_real.add(c)  # the column as it is: no float to check for
+            return extracted  # every event of the store carries it
+        # Older events: their JSON as below, or the reference for a name JSON paths cannot spell.
+        older = (
+            self._json_typed(f.name, text, num, constant, risky)
+            if _PLAIN_KEY.fullmatch(f.name)
+            else risky
+        )
+        return f"(CASE WHEN e.id >= {found.since} THEN {extracted} ELSE {older} END)"
+
+    def _json_typed(
+        self,
+        name: str,
+        text: Callable[[str], str],
+        num: Callable[[str], str],
+        constant: Callable[[Any], str],
+        risky: str,
+    ) -> str:
+        """``_typed`` of a field read from the message's JSON (``e.kind`` per row)."""
         m, sp = "e.message", self.sp
-        value = sp.json_value(m, f.name)
+        value = sp.json_value(m, name)
         return (
             f"(CASE e.kind WHEN 0 THEN {constant(None)} WHEN 2 THEN {risky}"
-            f" ELSE CASE WHEN {sp.repeated(m, f.name)} THEN {risky}"
-            f" ELSE CASE {sp.json_type(m, f.name)}"
+            f" ELSE CASE WHEN {sp.repeated(m, name)} THEN {risky}"
+            f" ELSE CASE {sp.json_type(m, name)}"
             f" WHEN 'text' THEN {text(value)}"
             f" WHEN 'integer' THEN CASE typeof({value}) WHEN 'integer' THEN {num(value)}"
             f" ELSE {risky} END WHEN 'real' THEN {num(value)}"
@@ -482,14 +560,22 @@ class _Compiler:
             search = pattern.search
             slot = _slot(self.slots, lambda t: search(_as_text(t)))
             required = required_literal(pattern.pattern)
+            globs = required_globs(pattern)
 
             def fn(v: Any) -> bool:
                 return (v is not None and search(_as_text(v)) is not None) != negate
 
             def text(x: str) -> str:
                 sql = f"insights_search({slot}, {x})"
-                if required:
-                    sql = f"({self.sp.contains(x, quote(required))} AND {sql})"
+                # CASE, not AND: SQLite evaluates both sides of an AND in a
+                # value, so only CASE keeps Python off the rows ruled out.
+                if globs:
+                    shapes = " OR ".join(f"{x} GLOB {quote(g)}" for g in globs)
+                    sql = f"(CASE WHEN {shapes} THEN {sql} ELSE 0 END)"
+                elif required:
+                    sql = (
+                        f"(CASE WHEN {self.sp.contains(x, quote(required))} THEN {sql} ELSE 0 END)"
+                    )
                 return _negated(sql, negate)
 
         reference = self._reference(lambda ev: fn(get(ev)))
@@ -517,6 +603,20 @@ class _Compiler:
             return _negated(_any(p[2](x) for p in parts), negate)
 
         return self._test(node.arg, fn, text, num)
+
+
+_KIND_BITS = {"text": 1, "integer": 2, "real": 4, "blob": 8}
+
+
+def _by_type(column: str, branches: dict[str, str]) -> str:
+    """SQL by a value column's type (only the types it has held, and NULL),
+    with the fewest tests per row: the SQL most types share is the ELSE, and
+    NULL needs no branch of its own when that ELSE is the column itself."""
+    common = max(branches.values(), key=list(branches.values()).count)
+    if common == column and branches["null"] == "NULL":
+        branches["null"] = column
+    tests = "".join(f" WHEN '{kind}' THEN {sql}" for kind, sql in branches.items() if sql != common)
+    return f"(CASE typeof({column}){tests} ELSE {common} END)" if tests else common
 
 
 def _present(v: Any) -> bool:
@@ -582,6 +682,59 @@ def required_literal(source: str) -> str:
         i += width
     runs.append("".join(run))
     return max(runs, key=len)
+
+
+_ONE_CHARACTER = set("dDwWsS")
+_GLOB_SPECIAL = {"*": "[*]", "?": "[?]", "[": "[[]"}
+
+
+def required_globs(pattern: re.Pattern[str]) -> list[str]:
+    """GLOB patterns one of which every text the regex finds a match in
+    matches (a narrower prefilter than a literal), or [] when the regex is
+    not a fixed run of single characters.
+
+    Only a regex of single-character atoms (literals, escaped punctuation,
+    ``\\d``-style classes, ``.``, ``[...]``) with an optional ``^`` first and
+    ``$`` last, without flags, qualifies: each of its matches has that many
+    characters, so ``?`` stands for each class (GLOB's ``?`` takes any one
+    character: a superset) and the text around is ``*`` unless anchored. A
+    ``$`` also matches before a final newline: the second pattern."""
+    source = pattern.pattern
+    if pattern.flags != re.UNICODE or not source:
+        return []
+    start = source.startswith("^")
+    end = source.endswith("$") and not source.endswith("\\$")
+    body = source[int(start) : len(source) - int(end)]
+    parts: list[str] = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\":
+            nxt = body[i + 1 : i + 2]
+            if nxt in _ONE_CHARACTER:
+                parts.append("?")
+            elif nxt and not nxt.isalnum() and nxt != "_":
+                parts.append(_GLOB_SPECIAL.get(nxt, nxt))
+            else:
+                return []  # \b, \A, \1, \n...: not one known character
+            i += 2
+        elif c == "[":
+            close = _closing(body, i)
+            if close < 0:
+                return []
+            parts.append("?")
+            i = close + 1
+        elif c in "^$*+?{}()|":
+            return []  # quantifiers, groups, alternation, inner anchors: not fixed
+        else:
+            parts.append("?" if c == "." else _GLOB_SPECIAL.get(c, c))
+            i += 1
+        if body[i : i + 1] in ("*", "+", "?", "{"):
+            return []
+    glob = ("" if start else "*") + "".join(parts)
+    if not end:
+        return [glob + "*"]
+    return [glob, glob + "\n"]
 
 
 def _closing(source: str, i: int) -> int:

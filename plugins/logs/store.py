@@ -45,9 +45,10 @@ from pipelines.errors import LogsError, MetricError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.metrics import UNITS
 from pipelines.store import Queries, Store, Upkeep
+from plugins.logs.fieldindex import SLOTS, Extractor, assign_slots, parse_policy
 from plugins.logs.filterpattern import FilterPattern, parse_filter_pattern
 from plugins.logs.insights import Head, Query, QueryResult, parse_query
-from plugins.logs.pushdown import FUNCTIONS, Plan, plan, release
+from plugins.logs.pushdown import FUNCTIONS, Indexed, Plan, plan, release
 
 log = logging.getLogger("plugins.logs")
 
@@ -56,7 +57,10 @@ CREATE TABLE IF NOT EXISTS log_groups (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
     name           TEXT NOT NULL UNIQUE,
     created        INTEGER NOT NULL,
-    retention_days INTEGER
+    retention_days INTEGER,
+    index_policy   TEXT,     -- PutIndexPolicy's document, as stored (NULL: none)
+    index_updated  INTEGER,
+    index_slots    TEXT      -- {field: slot}: what ingest extracts (read with the group)
 );
 CREATE TABLE IF NOT EXISTS log_streams (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -75,9 +79,19 @@ CREATE TABLE IF NOT EXISTS log_events (
     stream   INTEGER NOT NULL,
     ts       INTEGER NOT NULL,
     ingested INTEGER NOT NULL,
-    message  TEXT NOT NULL
+    message  TEXT NOT NULL,
+    -- the values of the group's indexed fields (fieldindex.py), NULL otherwise
+    EXTRACTED
 );
 CREATE INDEX IF NOT EXISTS log_events_by_time ON log_events (grp, ts);
+CREATE TABLE IF NOT EXISTS log_index_fields (
+    grp   INTEGER NOT NULL,
+    field TEXT NOT NULL,
+    slot  INTEGER NOT NULL,  -- its column: f<slot>
+    since INTEGER NOT NULL,  -- the first event id carrying it; older events keep their JSON
+    kinds INTEGER NOT NULL DEFAULT 0,  -- the SQL types its column has held (fieldindex.KINDS)
+    PRIMARY KEY (grp, field)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS log_metric_filters (
     grp            INTEGER NOT NULL,
     name           TEXT NOT NULL,
@@ -95,7 +109,7 @@ CREATE TABLE IF NOT EXISTS log_subscription_filters (
     cursor      INTEGER NOT NULL,
     PRIMARY KEY (grp, name)
 ) WITHOUT ROWID;
-"""
+""".replace("EXTRACTED", ",\n    ".join(SLOTS))
 
 #: PutRetentionPolicy's allowed values (days).
 RETENTION_DAYS = (
@@ -327,6 +341,8 @@ class LogStore(Store):
 
     name = "logs"
     schema = SCHEMA
+    #: 2: field index policies (log_groups.index_*, log_events.f0-f19, log_index_fields).
+    version = 2
     #: The reference evaluator, callable from the SQL of pushed-down queries.
     functions = FUNCTIONS
 
@@ -342,6 +358,15 @@ class LogStore(Store):
         self.metrics = metrics
         self.account = account
         self.region = region
+
+    async def migrate(self, connection: Queries, found: int) -> None:
+        """Version 1 had no field indexes: add their columns (ALTER TABLE ADD
+        COLUMN rewrites no row; ``schema`` has made log_index_fields)."""
+        if found < 2:
+            for column in ("index_policy TEXT", "index_updated INTEGER", "index_slots TEXT"):
+                await connection.execute(f"ALTER TABLE log_groups ADD COLUMN {column}")
+            for slot in SLOTS:
+                await connection.execute(f"ALTER TABLE log_events ADD COLUMN {slot}")
 
     def retention(self) -> Upkeep:
         """The upkeep of the log groups a pipeline runs: events past their
@@ -394,6 +419,84 @@ class LogStore(Store):
                 "UPDATE log_groups SET retention_days = ? WHERE name = ?", (days, name)
             )
 
+    # -- field index policies -------------------------------------------------
+
+    async def put_index_policy(
+        self, group: str, document: str | Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """PutIndexPolicy: the fields (``{"Fields": [...]}``) whose values
+        ingest extracts from now on. A field indexed already keeps its column
+        and the events it covers; a new one covers the events written after."""
+        fields = parse_policy(document)
+        text = orjson.dumps({"Fields": fields}).decode()
+        now = self._now_ms()
+        async with self.transaction() as db:
+            group_id, _ = await self._group(group)
+            found = await db.rows(
+                "SELECT field, slot FROM log_index_fields WHERE grp = ?", (group_id,)
+            )
+            current = {name: slot for name, slot in found}
+            slots = assign_slots(fields, current)
+            since = await db.scalar("SELECT coalesce(max(id), 0) + 1 FROM log_events")
+            for name in set(current) - set(fields):
+                await db.execute(
+                    "DELETE FROM log_index_fields WHERE grp = ? AND field = ?", (group_id, name)
+                )
+            await db.executemany(
+                "INSERT INTO log_index_fields (grp, field, slot, since) VALUES (?, ?, ?, ?)",
+                [(group_id, name, slots[name], since) for name in fields if name not in current],
+            )
+            await db.execute(
+                "UPDATE log_groups SET index_policy = ?, index_updated = ?, index_slots = ?"
+                " WHERE id = ?",
+                (text, now, orjson.dumps(slots).decode(), group_id),
+            )
+        return {"indexPolicy": self._index_policy(group, text, now)}
+
+    def _index_policy(self, group: str, document: str, updated: int) -> dict[str, Any]:
+        return {
+            "logGroupIdentifier": self.arn(group),
+            "lastUpdateTime": updated,
+            "policyDocument": document,
+            "source": "LOG_GROUP",
+        }
+
+    async def describe_index_policies(self, groups: Sequence[str]) -> dict[str, Any]:
+        """DescribeIndexPolicies: the policies of these groups (a group
+        without one is left out; an unknown group is ResourceNotFoundException)."""
+        policies = []
+        for group in groups:
+            await self._group(group)
+            row = await self.one(
+                "SELECT index_policy, index_updated FROM log_groups WHERE name = ?", (group,)
+            )
+            if row is not None and row[0] is not None:
+                policies.append(self._index_policy(group, row[0], row[1]))
+        return {"indexPolicies": policies}
+
+    async def delete_index_policy(self, group: str) -> None:
+        """DeleteIndexPolicy: ingest extracts nothing more; queries read JSON again."""
+        async with self.transaction() as db:
+            group_id, _ = await self._group(group)
+            gone = await db.one(
+                "UPDATE log_groups SET index_policy = NULL, index_updated = NULL,"
+                " index_slots = NULL WHERE id = ? AND index_policy IS NOT NULL RETURNING id",
+                (group_id,),
+            )
+            if gone is None:
+                raise LogsError(
+                    "ResourceNotFoundException",
+                    f"The specified log group has no field index policy: {group}",
+                )
+            await db.execute("DELETE FROM log_index_fields WHERE grp = ?", (group_id,))
+
+    async def _indexed(self, group_id: int) -> dict[str, Indexed]:
+        """What a query may read from columns: field -> (column, since)."""
+        rows = await self.rows(
+            "SELECT field, slot, since, kinds FROM log_index_fields WHERE grp = ?", (group_id,)
+        )
+        return {name: Indexed(SLOTS[slot], since, kinds) for name, slot, since, kinds in rows}
+
     async def delete_log_group(self, name: str) -> None:
         """DeleteLogGroup: the group, its streams, events and filters."""
         async with self.transaction() as db:
@@ -403,6 +506,7 @@ class LogStore(Store):
                 "log_streams",
                 "log_metric_filters",
                 "log_subscription_filters",
+                "log_index_fields",
             ):
                 await db.execute(f"DELETE FROM {table} WHERE grp = ?", (group,))
             await db.execute("DELETE FROM log_groups WHERE id = ?", (group,))
@@ -516,12 +620,19 @@ class LogStore(Store):
         # The group is looked up inside the write: one deleted meanwhile by
         # another process is not written to.
         async with self.transaction() as db:
-            group_id, retention = await self._group(group)
+            found = await db.one(
+                "SELECT id, retention_days, index_slots FROM log_groups WHERE name = ?", (group,)
+            )
+            if found is None:
+                await self._group(group)  # raises ResourceNotFoundException
+            assert found is not None
+            group_id, retention, slots = found
             plan = _plan(valid, now, retention)
             rows = plan.accepted
             if rows:
                 stream_id = await self._stream_id(db, group_id, group, stream, create_stream)
-                await self._append(db, group_id, stream_id, rows, plan.bytes, now)
+                extractor = _extractor(slots) if slots is not None else None
+                await self._append(db, group_id, stream_id, rows, plan.bytes, now, extractor)
                 filters = await self._metric_filters(group_id)
             elif not create_stream:
                 await self._require_stream(group_id, group, stream)
@@ -568,11 +679,36 @@ class LogStore(Store):
         rows: list[tuple[int, str]],
         size: int,
         now: int,
+        extractor: Extractor | None,
     ) -> None:
-        await db.executemany(
-            "INSERT INTO log_events (grp, stream, ts, ingested, message) VALUES (?, ?, ?, ?, ?)",
-            [(group_id, stream_id, ts, now, message) for ts, message in rows],
-        )
+        if extractor is None:
+            await db.executemany(
+                "INSERT INTO log_events (grp, stream, ts, ingested, message)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(group_id, stream_id, ts, now, message) for ts, message in rows],
+            )
+        else:
+            # Parsing is CPU work: a worker thread, so the event loop stays free.
+            values, kinds = await asyncio.to_thread(extractor.rows, [m for _, m in rows])
+            columns = "".join(f", {c}" for c in extractor.columns)
+            marks = ", ?" * len(extractor.columns)
+            await db.executemany(
+                f"INSERT INTO log_events (grp, stream, ts, ingested, message{columns})"
+                f" VALUES (?, ?, ?, ?, ?{marks})",
+                [
+                    (group_id, stream_id, ts, now, message, *found)
+                    for (ts, message), found in zip(rows, values, strict=True)
+                ],
+            )
+            # One statement per batch: each field's kinds grow with what it wrote.
+            cases = " ".join(
+                f"WHEN {c!r} THEN {k}" for c, k in zip(extractor.columns, kinds, strict=True)
+            )
+            await db.execute(
+                f"UPDATE log_index_fields SET kinds = kinds | (CASE 'f' || slot {cases} ELSE 0 END)"
+                " WHERE grp = ?",
+                (group_id,),
+            )
         await db.execute(
             "UPDATE log_streams SET"
             " first_event = min(coalesce(first_event, ?1), ?1),"
@@ -789,13 +925,17 @@ class LogStore(Store):
         parsed = parse_query(text)
         group_id, retention = await self._group(group)
         where, params = self._time_range(group_id, retention, start_time, end_time)
-        planned = plan(parsed) if pushdown else None
+        indexed = await self._indexed(group_id)
+        planned = plan(parsed, indexed=indexed) if pushdown else None
         if planned is not None:
             try:
                 result = await self._query_planned(planned, where, params)
             finally:
                 release(planned.slots)
-            if result is not None:
+            # The plan trusts the columns' kinds as read before the query; a
+            # write since (kinds only grow, a policy change moves ``since``)
+            # may hold what it did not test for: then the reference answers.
+            if result is not None and await self._indexed(group_id) == indexed:
                 return result
         columns = {
             "@timestamp": "e.ts",
@@ -876,8 +1016,11 @@ class LogStore(Store):
         source = _source(planned, where, planned.join)
         values = "".join(f", {sql} AS c{i}" for i, sql in enumerate(planned.inner))
         # LIMIT -1 keeps the inner SELECT from being flattened into the outer
-        # one, which would compute each value once per use instead of once.
-        inner = f"SELECT e.ts AS ts, e.id AS id{values} FROM {source} {planned.where} LIMIT -1"
+        # one, which would compute each value once per use instead of once;
+        # values that are plain columns (indexed fields) cost nothing to reread.
+        computed = any(not _PLAIN_COLUMN.fullmatch(sql) for sql in planned.inner)
+        limit = " LIMIT -1" if computed else ""
+        inner = f"SELECT e.ts AS ts, e.id AS id{values} FROM {source} {planned.where}{limit}"
         keys = ", ".join(f"c{i}" for i in range(planned.keys))
         group = f" GROUP BY {keys}" if keys else ""
         scanned = f"(SELECT count(*) FROM log_events e WHERE {where})"
@@ -1053,6 +1196,12 @@ class LogStore(Store):
         return deleted
 
 
+@functools.lru_cache(maxsize=64)
+def _extractor(slots: str) -> Extractor:
+    """The extractor of a group's ``index_slots`` (JSON text), built once."""
+    return Extractor(orjson.loads(slots))
+
+
 def subscription_payload(
     owner: str, group: str, stream: str, name: str, events: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -1088,6 +1237,7 @@ _COLUMNS = {
     "@ingestionTime": "e.ingested",
 }
 _STREAM_JOIN = " JOIN log_streams s ON s.id = e.stream"
+_PLAIN_COLUMN = re.compile(r"e\.\w+")
 
 
 def _source(planned: Plan, where: str, join: bool) -> str:

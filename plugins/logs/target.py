@@ -38,6 +38,7 @@ from pipelines.targets import (
     started,
 )
 from pipelines.templates import PathTemplate
+from plugins.logs.fieldindex import MAX_FIELD_LENGTH, MAX_FIELDS, parse_policy
 from plugins.logs.store import (
     EVENT_OVERHEAD,
     MAX_BATCH_BYTES,
@@ -90,6 +91,17 @@ SETTINGS_TABLE = Settings(
     {
         "log_group": Shape(_TEXT, "the group's name (default: the resource's)"),
         "retention_days": Shape({"enum": list(RETENTION_DAYS)}, "default: never expire"),
+        "index_fields": Shape(
+            {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": MAX_FIELD_LENGTH},
+                "minItems": 1,
+                "maxItems": MAX_FIELDS,
+                "uniqueItems": True,
+            },
+            "the group's field index policy (PutIndexPolicy): fields extracted at ingest"
+            " so queries on them read no JSON",
+        ),
         "log_stream": Shape(
             _TEXT,
             "the stream of each event: text with <path> placeholders over the"
@@ -249,8 +261,10 @@ class LogGroupTarget(Target):
         stream: StreamTemplate | None,
         metric_filters: list[MetricFilterSettings] | None,
         subscriptions: list[SubscriptionSettings] | None,
+        index_fields: list[str] | None = None,
     ) -> None:
         self.name = name
+        self.index_fields = index_fields  # None when the config does not set it
         self.where = f"target {name}"
         self.group = group
         self.retention = retention  # {} when the config does not set it
@@ -293,6 +307,8 @@ class LogGroupTarget(Target):
             await store.create_log_group(self.group, exist_ok=True)
             if self.retention:
                 await store.put_retention_policy(self.group, self.retention["days"])
+            if self.index_fields is not None:
+                await store.put_index_policy(self.group, {"Fields": self.index_fields})
             if self.metric_filters is not None:
                 await self._apply_metric_filters(store, self.metric_filters)
             if self.subscriptions is not None:
@@ -516,6 +532,12 @@ class LogGroupType(TargetType):
                 retention["days"] = check_retention(config["retention_days"])
             except LogsError as exc:
                 problems.add(ConfigError(where / "retention_days", exc.message))
+        index_fields = None
+        if "index_fields" in config:
+            try:
+                index_fields = parse_policy({"Fields": config["index_fields"]})
+            except LogsError as exc:
+                problems.add(ConfigError(where / "index_fields", exc.message))
         stream = None
         if "log_stream" in config:
             with problems:
@@ -536,7 +558,9 @@ class LogGroupType(TargetType):
                     MAX_SUBSCRIPTION_FILTERS,
                 )
         problems.raise_any()
-        return LogGroupTarget(name, group, retention, stream, metric_filters, subscriptions)
+        return LogGroupTarget(
+            name, group, retention, stream, metric_filters, subscriptions, index_fields
+        )
 
 
 _Filter = TypeVar("_Filter", MetricFilterSettings, SubscriptionSettings)
