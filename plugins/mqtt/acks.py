@@ -61,3 +61,11 @@ class InOrderAcks(Generic[M]):
             message = self._messages.pop(head)
             if self._done.pop(head):
                 self._acknowledge(message)
+
+    def abandon(self) -> list[M]:
+        """The connection is gone: every message still waiting, none acknowledged."""
+        messages = list(self._messages.values())
+        self._waiting.clear()
+        self._messages.clear()
+        self._done.clear()
+        return messages

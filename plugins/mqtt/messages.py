@@ -98,3 +98,19 @@ def _topic_level(text: str) -> str | None:
     if not text or any(c in text for c in "+#/\0"):
         return f"{text!r}, which cannot be one topic level (empty, or has + # /)"
     return None
+
+
+def topic_matches(pattern: str, topic: str) -> bool:
+    """Whether a topic filter (``+`` one level, ``#`` the rest) takes a topic.
+    A filter starting with a wildcard does not take a ``$`` topic (MQTT 5,
+    section 4.7.2)."""
+    if topic.startswith("$") and pattern[:1] in ("+", "#"):
+        return False
+    wanted = pattern.split("/")
+    levels = topic.split("/")
+    for index, level in enumerate(wanted):
+        if level == "#":
+            return True  # also the parent level: "a/#" takes "a"
+        if index >= len(levels) or (level != "+" and level != levels[index]):
+            return False
+    return len(wanted) == len(levels)

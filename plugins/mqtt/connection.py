@@ -1,0 +1,234 @@
+"""One connection to an MQTT broker, over gmqtt (an asyncio Protocol client,
+MQTT 5).
+
+A ``Connection`` lives as long as its network connection: the resource makes
+a new one after a loss (its own backoff, its own resubscription), so
+everything that belongs to a connection (acknowledgements owed, publishes
+awaiting PUBACK, packet ids) ends with it and never leaks onto the next.
+
+What gmqtt offers and how it is used here:
+
+- **Withheld acknowledgements.** With ``optimistic_acknowledgement=False``
+  gmqtt runs an ``async`` ``on_message`` as a task and sends the PUBACK (QoS
+  1) or PUBREC (QoS 2) when that task returns (gmqtt/mqtt/handler.py). Each
+  QoS 1/2 message's task waits here on a future that ``InOrderAcks`` resolves
+  once the message is safe, in arrival order.
+- **PUBACK of a publish.** gmqtt keeps each QoS 1/2 PUBLISH in its
+  ``persistent_storage`` until the PUBACK (or PUBCOMP) and removes it then:
+  ``_Outbound`` is that storage, with a future per packet id.
+- **Publishes in flight.** gmqtt takes packet ids up to the broker's Receive
+  Maximum and raises ``OverflowError`` past it: a publish that meets it waits
+  for the next PUBACK and tries again, so the broker's window bounds what is
+  in flight.
+- **Reconnecting** is gmqtt's by default (a fixed delay, the same client id):
+  ``reconnect`` is overridden to only report the loss, so two clients never
+  fight over one client id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from typing import Any
+
+import gmqtt
+from gmqtt.mqtt.constants import SubAckReasonCode
+from gmqtt.storage import PersistentStorage
+
+from .acks import InOrderAcks
+from .messages import Received
+
+
+class MqttFailure(Exception):
+    """The connection failed or ended: retried with backoff by the resource."""
+
+
+class ConnectionLost(MqttFailure):
+    pass
+
+
+class SubscriptionRefused(MqttFailure):
+    """SUBACK refused a topic filter (an ACL, $share unsupported)."""
+
+
+class _Outbound(PersistentStorage):  # type: ignore[misc]
+    """gmqtt's store of QoS 1/2 publishes awaiting PUBACK, telling who waits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done: dict[int, asyncio.Future[None]] = {}  # per packet id in flight
+        self.latest: asyncio.Future[None] | None = None  # of the publish just sent
+        self._slots: deque[asyncio.Future[None]] = deque()  # publishes waiting for an id
+
+    def push_message(self, mid: int, raw_package: bytes) -> None:
+        super().push_message(mid, raw_package)
+        if mid not in self.done:  # not QoS 2's PUBREL taking its PUBLISH's place
+            self.latest = self.done[mid] = asyncio.get_running_loop().create_future()
+
+    def remove_message_by_mid(self, mid: int) -> None:
+        super().remove_message_by_mid(mid)
+        done = self.done.pop(mid, None)
+        if done is not None and not done.done():
+            done.set_result(None)
+        while self._slots:  # an id is free: the oldest waiting publish takes it
+            slot = self._slots.popleft()
+            if not slot.done():
+                slot.set_result(None)
+                break
+
+    def slot(self) -> asyncio.Future[None]:
+        """Resolved when a PUBACK frees a packet id."""
+        slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._slots.append(slot)
+        return slot
+
+    def fail(self, reason: str) -> None:
+        """The connection ended: every publish waiting fails (retryable)."""
+        for future in (*self.done.values(), *self._slots):
+            if not future.done():
+                future.set_exception(ConnectionLost(reason))
+        self.done.clear()
+        self._slots.clear()
+
+
+class Connection(gmqtt.Client):  # type: ignore[misc]
+    """One network connection: messages in (``inbox``, with the future each
+    QoS 1/2 message's acknowledgement waits on), publishes out (``send``)."""
+
+    def __init__(
+        self, client_id: str, clean_start: bool, session_expiry: int, receive_maximum: int
+    ) -> None:
+        self._outbound = _Outbound()
+        super().__init__(
+            client_id,
+            clean_session=clean_start,
+            optimistic_acknowledgement=False,
+            persistent_storage=self._outbound,
+            session_expiry_interval=session_expiry,
+            receive_maximum=receive_maximum,
+        )
+        self.lost = asyncio.Event()
+        self.wake = asyncio.Event()  # a message came, or the connection ended
+        #: messages not yet taken by the resource, in arrival order, with
+        #: their ticket in ``acks`` (None at QoS 0: nothing to acknowledge)
+        self.inbox: deque[tuple[Received, int | None]] = deque()
+        self.acks: InOrderAcks[asyncio.Future[int]] = InOrderAcks(_release)
+        self._subacks: dict[int, asyncio.Future[tuple[int, ...]]] = {}
+        self.on_message = self._arrived
+        self.on_subscribe = self._subscribed
+        self.on_disconnect = self._disconnected
+
+    async def open(
+        self, host: str, port: int, tls: ssl.SSLContext | None, keepalive: int, timeout: float
+    ) -> None:
+        """Connect and wait for CONNACK (gmqtt's errors, TimeoutError, OSError)."""
+        await asyncio.wait_for(
+            self.connect(host, port, ssl=tls or False, keepalive=keepalive), timeout
+        )
+
+    async def close(self) -> None:
+        """Disconnect (if still connected), then let every acknowledgement
+        still owed go: the socket is closed, so none reaches the broker, which
+        sends those messages again when the session resumes."""
+        by_broker = self.lost.is_set()  # its socket is closed already
+        self._lose("closed")
+        try:
+            if not by_broker:
+                await self.disconnect()
+        finally:
+            for done in self.acks.abandon():
+                _release(done)
+
+    async def reconnect(self, delay: bool = False) -> None:
+        """gmqtt's own reconnect, disabled: the resource reconnects with backoff."""
+        self._lose("connection lost")
+
+    # -- the source side ------------------------------------------------------
+
+    async def subscribe_checked(self, topic: str, qos: int, timeout: float) -> None:
+        """SUBSCRIBE and wait for its SUBACK; a refusal raises."""
+        mid = self.subscribe(gmqtt.Subscription(topic, qos=qos))
+        answer = self._subacks[mid] = asyncio.get_running_loop().create_future()
+        try:
+            [granted] = await asyncio.wait_for(answer, timeout)
+        finally:
+            self._subacks.pop(mid, None)
+        if granted >= 0x80:
+            # A refusal comes back in SUBACK, not as an error: without this
+            # check the source would wait in silence.
+            raise SubscriptionRefused(f"refused the subscription to {topic}: {_reason(granted)}")
+
+    async def _arrived(
+        self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
+    ) -> int:
+        """gmqtt's on_message: queue the message; at QoS 1/2 return (so gmqtt
+        acknowledges) only once ``acks`` releases it."""
+        received = Received(
+            topic=topic,
+            payload=payload,
+            qos=qos,
+            retain=bool(properties.get("retain")),
+            user_properties=tuple(properties.get("user_property", ())),
+        )
+        if qos == 0:
+            self.inbox.append((received, None))
+            self.wake.set()
+            return 0
+        released: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.inbox.append((received, self.acks.add(released)))
+        self.wake.set()
+        return await released  # 0: success, the PUBACK/PUBREC gmqtt sends now
+
+    def _subscribed(self, client: Any, mid: int, granted: tuple[int, ...], properties: Any) -> None:
+        answer = self._subacks.get(mid)
+        if answer is not None and not answer.done():
+            answer.set_result(granted)
+
+    def _disconnected(self, client: Any, packet: Any, exc: Any = None) -> None:
+        self._lose("disconnected")
+
+    def _lose(self, reason: str) -> None:
+        if self.lost.is_set():
+            return
+        self.lost.set()
+        self.wake.set()
+        self._outbound.fail(reason)
+        for answer in self._subacks.values():
+            if not answer.done():
+                answer.set_exception(ConnectionLost(reason))
+
+    # -- the target side ------------------------------------------------------
+
+    async def send(
+        self, topic: str, body: str | bytes, qos: int, retain: bool, properties: dict[str, Any]
+    ) -> None:
+        """Publish; at QoS 1/2 return once the broker has it (PUBACK, PUBCOMP)."""
+        while True:
+            if self.lost.is_set():
+                raise ConnectionLost("not connected")
+            try:
+                self.publish(topic, body, qos=qos, retain=retain, **properties)
+            except OverflowError:
+                # Every packet id the broker's Receive Maximum allows is in
+                # flight: wait for a PUBACK to free one.
+                await self._outbound.slot()
+                continue
+            break
+        if qos:
+            done = self._outbound.latest
+            assert done is not None
+            await done
+
+
+def _release(released: asyncio.Future[int]) -> None:
+    if not released.done():
+        released.set_result(0)
+
+
+def _reason(code: int) -> str:
+    """A SUBACK reason code as MQTT 5 names it: 0x87 -> "Not authorized"."""
+    try:
+        return SubAckReasonCode(code).name.replace("_", " ").capitalize()
+    except ValueError:
+        return f"reason code {code:#x}"
