@@ -20,6 +20,11 @@ What gmqtt offers and how it is used here:
   Maximum and raises ``OverflowError`` past it: a publish that meets it waits
   for the next PUBACK and tries again, so the broker's window bounds what is
   in flight.
+- **Messages in flight.** The Receive Maximum sent in CONNECT asks the broker
+  to hold back QoS 1/2 messages past that many unacknowledged; Mosquitto 2.0.11
+  sends past it once PUBACKs flow (measured: each PUBACK lets a whole window
+  more come). So ``take`` also keeps to it: messages past the window wait in
+  ``inbox``, not on the bus, and a crash delivers at most a window twice.
 - **Reconnecting** is gmqtt's by default (a fixed delay, the same client id):
   ``reconnect`` is overridden to only report the loss, so two clients never
   fight over one client id.
@@ -113,7 +118,9 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         #: messages not yet taken by the resource, in arrival order, with
         #: their ticket in ``acks`` (None at QoS 0: nothing to acknowledge)
         self.inbox: deque[tuple[Received, int | None]] = deque()
-        self.acks: InOrderAcks[asyncio.Future[int]] = InOrderAcks(_release)
+        self.acks: InOrderAcks[asyncio.Future[int]] = InOrderAcks(self._acknowledge)
+        self._window = receive_maximum
+        self._taken = 0  # QoS 1/2 messages handed on by ``take``
         self._subacks: dict[int, asyncio.Future[tuple[int, ...]]] = {}
         self.on_message = self._arrived
         self.on_subscribe = self._subscribed
@@ -158,6 +165,25 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
             # A refusal comes back in SUBACK, not as an error: without this
             # check the source would wait in silence.
             raise SubscriptionRefused(f"refused the subscription to {topic}: {_reason(granted)}")
+
+    def take(self, limit: int) -> list[tuple[Received, int | None]]:
+        """The oldest messages waiting, at most ``limit``, and no QoS 1/2
+        message past the window of unacknowledged ones (arrival order kept)."""
+        room = self._window - (self._taken - self.acks.released)
+        inbox = self.inbox
+        batch: list[tuple[Received, int | None]] = []
+        while inbox and len(batch) < limit:
+            if inbox[0][1] is not None:
+                if room <= 0:
+                    break
+                room -= 1
+                self._taken += 1
+            batch.append(inbox.popleft())
+        return batch
+
+    def _acknowledge(self, released: asyncio.Future[int]) -> None:
+        _release(released)
+        self.wake.set()  # the window has room again
 
     async def _arrived(
         self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]

@@ -318,14 +318,12 @@ class MqttTarget(Target):
 
     async def _consume(self, connection: Connection) -> None:
         """Take what arrived, a batch per wake-up, until the connection ends."""
-        inbox = connection.inbox
         while True:
             await connection.wake.wait()
             connection.wake.clear()
             if connection.lost.is_set():
                 raise ConnectionLost("disconnected")
-            while inbox:
-                batch = [inbox.popleft() for _ in range(min(BATCH, len(inbox)))]
+            while batch := connection.take(BATCH):
                 try:
                     await self._put(connection.acks, batch)
                 except NotRunningError:
