@@ -65,6 +65,10 @@ class _Outbound(PersistentStorage):  # type: ignore[misc]
         self.done: dict[int, asyncio.Future[None]] = {}  # per packet id in flight
         self.latest: asyncio.Future[None] | None = None  # of the publish just sent
         self._slots: deque[asyncio.Future[None]] = deque()  # publishes waiting for an id
+        #: publishes in flight when gmqtt first ran out of packet ids (the
+        #: broker's Receive Maximum, which gmqtt does not tell): past it a
+        #: publish waits before building its packet, not after
+        self.limit: int | None = None
 
     def push_message(self, mid: int, raw_package: bytes) -> None:
         super().push_message(mid, raw_package)
@@ -81,6 +85,10 @@ class _Outbound(PersistentStorage):  # type: ignore[misc]
             if not slot.done():
                 slot.set_result(None)
                 break
+
+    @property
+    def full(self) -> bool:
+        return self.limit is not None and len(self.done) >= self.limit
 
     def slot(self) -> asyncio.Future[None]:
         """Resolved when a PUBACK frees a packet id."""
@@ -230,15 +238,19 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         self, topic: str, body: str | bytes, qos: int, retain: bool, properties: dict[str, Any]
     ) -> None:
         """Publish; at QoS 1/2 return once the broker has it (PUBACK, PUBCOMP)."""
+        outbound = self._outbound
         while True:
             if self.lost.is_set():
                 raise ConnectionLost("not connected")
+            if qos and outbound.full:
+                await outbound.slot()
+                continue
             try:
                 self.publish(topic, body, qos=qos, retain=retain, **properties)
             except OverflowError:
                 # Every packet id the broker's Receive Maximum allows is in
                 # flight: wait for a PUBACK to free one.
-                await self._outbound.slot()
+                outbound.limit = max(1, len(outbound.done))
                 continue
             break
         if qos:

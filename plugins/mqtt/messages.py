@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pipelines.errors import ConfigError, Where
+from pipelines.event import dump_json, parse_json
 from pipelines.templates import PathTemplate
 
 
@@ -26,8 +26,8 @@ class Received:
 def decode_payload(payload: bytes) -> tuple[Any, str]:
     """(value, encoding): parsed JSON, else UTF-8 text, else base64."""
     try:
-        return json.loads(payload), "json"
-    except (UnicodeDecodeError, ValueError):
+        return parse_json(payload), "json"
+    except (UnicodeDecodeError, ValueError, RecursionError):
         pass
     try:
         return payload.decode("utf-8"), "utf-8"
@@ -54,7 +54,7 @@ def event_entry(
     return {
         "Source": source,
         "DetailType": detail_type,
-        "Detail": json.dumps(detail, separators=(",", ":")),
+        "Detail": dump_json(detail).decode(),
         "Resources": [message.topic],
         "EventBusName": bus,
     }

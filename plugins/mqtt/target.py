@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import weakref
@@ -28,6 +27,7 @@ from pipelines.errors import (
     Problems,
     Where,
 )
+from pipelines.event import dump_json
 from pipelines.settings import Flag, Number, Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
@@ -307,9 +307,7 @@ class MqttTarget(Target):
     async def _subscribe(self, connection: Connection) -> None:
         for subscription in self.subscriptions:
             topic = subscription.filter(self._group())
-            await connection.subscribe_checked(
-                topic, subscription.qos, self.broker.connect_timeout
-            )
+            await connection.subscribe_checked(topic, subscription.qos, self.broker.connect_timeout)
 
     def _group(self) -> str | None:
         return self._services.cluster_group if self._services is not None else None
@@ -354,9 +352,7 @@ class MqttTarget(Target):
             )
         ]
 
-    async def _put(
-        self, acks: InOrderAcks[Any], batch: list[tuple[Received, int | None]]
-    ) -> None:
+    async def _put(self, acks: InOrderAcks[Any], batch: list[tuple[Received, int | None]]) -> None:
         """One put_events call for a batch of messages; each QoS 1/2 message
         is acknowledged (in arrival order, through ``acks``) once all its
         entries are safe. QoS 0 messages have no ticket: nothing to acknowledge."""
@@ -423,11 +419,7 @@ class MqttTarget(Target):
                 f"not connected to {self.broker.address} (reconnecting)",
                 retryable=True,
             )
-        body = (
-            payload
-            if isinstance(payload, str | bytes)
-            else json.dumps(payload, separators=(",", ":"))
-        )
+        body = payload if isinstance(payload, str | bytes) else dump_json(payload)
         try:
             await connection.send(topic, body, self.qos, self.retain, self._properties)
         except ConnectionLost as exc:
