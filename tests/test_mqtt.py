@@ -80,6 +80,21 @@ async def test_messages_become_events_matched_by_patterns(mosquitto: Mosquitto) 
     }
 
 
+async def test_a_qos0_subscription_takes_messages_without_acknowledging(
+    mosquitto: Mosquitto,
+) -> None:
+    """Every subscription at QoS 0: messages come at QoS 0 whatever they were
+    published with (the broker downgrades them), nothing is withheld."""
+    runtime = runtime_with(mosquitto, subscribe=[{"topic": "q0/#", "qos": 0}])
+    await route(runtime, {"source": ["mqtt"]})
+    async with runtime:
+        await asyncio.to_thread(mosquitto.pub, "q0/a", '{"n": 1}', '{"n": 2}', qos=1)
+        await eventually(lambda: len(sink(runtime).received) == 2)
+    details = [r.payload["detail"] for r in sink(runtime).received]
+    assert sorted(d["n"] for d in details) == [1, 2]
+    assert {d["mqtt"]["qos"] for d in details} == {0}
+
+
 async def test_payloads_that_are_not_json_objects_are_wrapped(mosquitto: Mosquitto) -> None:
     runtime = runtime_with(mosquitto, subscribe=["raw/#"], metadata_key=None)
     await route(runtime, {"source": ["mqtt"]}, input_path="$.detail")

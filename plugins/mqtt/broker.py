@@ -102,15 +102,19 @@ class Broker:
     def address(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
-    async def connect(self, client_id: str, clean_start: bool, first: bool) -> Connection:
+    async def connect(
+        self, client_id: str, clean_start: bool, first: bool, acknowledges: bool = True
+    ) -> Connection:
         """A new connection, CONNACK received (gmqtt's errors, TimeoutError,
         OSError otherwise; nothing is left open). A clean start applies to a
-        resource's first connection only: a reconnect resumes the session."""
+        resource's first connection only: a reconnect resumes the session.
+        ``acknowledges``: some subscription is at QoS 1 or 2."""
         connection = Connection(
             client_id,
             clean_start and first,
             0 if clean_start else self.session_expiry,
             self.receive_maximum,
+            acknowledges,
         )
         if self.username is not None:
             connection.set_auth_credentials(self.username, self.password)

@@ -110,13 +110,24 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
     QoS 1/2 message's acknowledgement waits on), publishes out (``send``)."""
 
     def __init__(
-        self, client_id: str, clean_start: bool, session_expiry: int, receive_maximum: int
+        self,
+        client_id: str,
+        clean_start: bool,
+        session_expiry: int,
+        receive_maximum: int,
+        acknowledges: bool = True,
     ) -> None:
+        """``acknowledges``: False when every subscription is at QoS 0 (or
+        there is none), so no message needs an acknowledgement withheld."""
         self._outbound = _Outbound()
         super().__init__(
             client_id,
             clean_session=clean_start,
-            optimistic_acknowledgement=False,
+            # Withheld acknowledgements cost a task per message (gmqtt's
+            # async on_message); at QoS 0 nothing is acknowledged, so a plain
+            # function takes messages (and gmqtt would acknowledge at once a
+            # QoS 1 message the broker should not send).
+            optimistic_acknowledgement=not acknowledges,
             persistent_storage=self._outbound,
             session_expiry_interval=session_expiry,
             receive_maximum=receive_maximum,
@@ -130,7 +141,7 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         self._window = receive_maximum
         self._taken = 0  # QoS 1/2 messages handed on by ``take``
         self._subacks: dict[int, asyncio.Future[tuple[int, ...]]] = {}
-        self.on_message = self._arrived
+        self.on_message = self._arrived if acknowledges else self._arrived_at_most_once
         self.on_subscribe = self._subscribed
         self.on_disconnect = self._disconnected
 
@@ -189,6 +200,13 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
             batch.append(inbox.popleft())
         return batch
 
+    def _arrived_at_most_once(
+        self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
+    ) -> None:
+        """gmqtt's on_message when nothing is withheld: queue the message."""
+        self.inbox.append((_received(topic, payload, qos, properties), None))
+        self.wake.set()
+
     def _acknowledge(self, released: asyncio.Future[int]) -> None:
         _release(released)
         self.wake.set()  # the window has room again
@@ -198,13 +216,7 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
     ) -> int:
         """gmqtt's on_message: queue the message; at QoS 1/2 return (so gmqtt
         acknowledges) only once ``acks`` releases it."""
-        received = Received(
-            topic=topic,
-            payload=payload,
-            qos=qos,
-            retain=bool(properties.get("retain")),
-            user_properties=tuple(properties.get("user_property", ())),
-        )
+        received = _received(topic, payload, qos, properties)
         if qos == 0:
             self.inbox.append((received, None))
             self.wake.set()
@@ -257,6 +269,16 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
             done = self._outbound.latest
             assert done is not None
             await done
+
+
+def _received(topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> Received:
+    return Received(
+        topic=topic,
+        payload=payload,
+        qos=qos,
+        retain=bool(properties.get("retain")),
+        user_properties=tuple(properties.get("user_property", ())),
+    )
 
 
 def _release(released: asyncio.Future[int]) -> None:

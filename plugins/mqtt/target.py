@@ -288,7 +288,12 @@ class MqttTarget(Target):
     async def _connected_once(self, first: asyncio.Future[None]) -> None:
         """One connection, from CONNACK until it ends (it always ends in an error)."""
         connection = await asyncio.wait_for(
-            self.broker.connect(self._client_id, self._clean, first=self.connections == 0),
+            self.broker.connect(
+                self._client_id,
+                self._clean,
+                first=self.connections == 0,
+                acknowledges=any(subscription.qos for subscription in self.subscriptions),
+            ),
             self.broker.connect_timeout * 2,  # the socket and CONNACK have their own limit
         )
         try:
