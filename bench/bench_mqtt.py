@@ -163,13 +163,26 @@ async def client_alone(broker: Mosquitto, count: int, qos: int) -> float:
 async def one_runner(broker: Mosquitto, count: int, qos: int, state: Path) -> float:
     state.unlink(missing_ok=True)
     runtime = Runtime(state_path=state)
-    settings = {"broker": broker.broker(), "qos": qos}
+    settings = {"broker": {**broker.broker(), "client_id": "bench-in"}, "qos": qos}
     runtime.add_resource("in", "mqtt", {**settings, "subscribe": [{"topic": "in", "qos": qos}]})
-    runtime.add_resource("out", "mqtt", {**settings, "topic": "out"})
+    out = {**settings, "broker": broker.broker(), "topic": "out"}
+    runtime.add_resource("out", "mqtt", out)
     runtime.bus().put_rule("all", pattern={"source": ["mqtt"]})
     await runtime.bus().put_targets("all", [{"id": "t", "resource": "out"}])
-    async with runtime:
-        return await asyncio.to_thread(timed_through, broker, "in", count, qos)
+    try:
+        async with runtime:
+            return await asyncio.to_thread(timed_through, broker, "in", count, qos)
+    finally:
+        await end_session(broker, "bench-in")
+
+
+async def end_session(broker: Mosquitto, client_id: str) -> None:
+    """End a runner's persistent session: otherwise the broker keeps queueing
+    for it what the peers publish to ``in``, and hands all that to the next
+    run (which then counts messages that are not its own)."""
+    client = gmqtt.Client(client_id, clean_session=True, session_expiry_interval=0)
+    await client.connect(broker.host, broker.port)
+    await client.disconnect()
 
 
 CLUSTER = """

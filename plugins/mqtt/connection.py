@@ -33,6 +33,7 @@ What gmqtt offers and how it is used here:
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections import deque
 from typing import Any
@@ -43,6 +44,8 @@ from gmqtt.storage import PersistentStorage
 
 from .acks import InOrderAcks
 from .messages import Received
+
+log = logging.getLogger("plugins.mqtt")
 
 
 class MqttFailure(Exception):
@@ -140,6 +143,10 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         self.acks: InOrderAcks[asyncio.Future[int]] = InOrderAcks(self._acknowledge)
         self._window = receive_maximum
         self._taken = 0  # QoS 1/2 messages handed on by ``take``
+        #: acknowledgements due after the connection was lost: never sent
+        self._owed: list[asyncio.Future[int]] = []
+        #: gmqtt's on_message tasks waiting for their acknowledgement
+        self._waiting: set[asyncio.Task[Any]] = set()
         self._subacks: dict[int, asyncio.Future[tuple[int, ...]]] = {}
         self.on_message = self._arrived if acknowledges else self._arrived_at_most_once
         self.on_subscribe = self._subscribed
@@ -154,8 +161,8 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         )
 
     async def close(self) -> None:
-        """Disconnect (if still connected), then let every acknowledgement
-        still owed go: the socket is closed, so none reaches the broker, which
+        """Disconnect (if still connected), then end the acknowledgements
+        still owed: the socket is closed, so none reaches the broker, which
         sends those messages again when the session resumes."""
         by_broker = self.lost.is_set()  # its socket is closed already
         self._lose("closed")
@@ -163,8 +170,30 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
             if not by_broker:
                 await self.disconnect()
         finally:
-            for done in self.acks.abandon():
-                _release(done)
+            await self._abandon()
+
+    async def _abandon(self) -> None:
+        """Let gmqtt's on_message tasks still waiting return. gmqtt then writes
+        each PUBACK to the closed socket and logs a warning for each: one line
+        here says it instead, and theirs are filtered while it happens."""
+        owed = [*self.acks.abandon(), *self._owed]
+        self._owed.clear()
+        if not owed:
+            return
+        log.info(
+            "%d acknowledgements not sent (connection closed): the broker sends"
+            " those messages again when the session resumes",
+            len(owed),
+        )
+        gmqtt_log = logging.getLogger("gmqtt.mqtt.protocol")
+        gmqtt_log.addFilter(_closed_socket_writes)
+        try:
+            for released in owed:
+                _release(released)
+            # gmqtt's callback (the write) runs before gather's own.
+            await asyncio.gather(*self._waiting, return_exceptions=True)
+        finally:
+            gmqtt_log.removeFilter(_closed_socket_writes)
 
     async def reconnect(self, delay: bool = False) -> None:
         """gmqtt's own reconnect, disabled: the resource reconnects with backoff."""
@@ -208,6 +237,9 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         self.wake.set()
 
     def _acknowledge(self, released: asyncio.Future[int]) -> None:
+        if self.lost.is_set():
+            self._owed.append(released)  # not on a dead socket (see ``_abandon``)
+            return
         _release(released)
         self.wake.set()  # the window has room again
 
@@ -224,7 +256,13 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         released: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.inbox.append((received, self.acks.add(released)))
         self.wake.set()
-        return await released  # 0: success, the PUBACK/PUBREC gmqtt sends now
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting.add(task)
+        try:
+            return await released  # 0: success, the PUBACK/PUBREC gmqtt sends now
+        finally:
+            self._waiting.discard(task)
 
     def _subscribed(self, client: Any, mid: int, granted: tuple[int, ...], properties: Any) -> None:
         answer = self._subacks.get(mid)
@@ -279,6 +317,10 @@ def _received(topic: str, payload: bytes, qos: int, properties: dict[str, Any]) 
         retain=bool(properties.get("retain")),
         user_properties=tuple(properties.get("user_property", ())),
     )
+
+
+def _closed_socket_writes(record: logging.LogRecord) -> bool:
+    return record.getMessage() != "[TRYING WRITE TO CLOSED SOCKET]"
 
 
 def _release(released: asyncio.Future[int]) -> None:
