@@ -46,7 +46,7 @@ BROKER_TABLE = Settings(
         "session_expiry": Number(3600, 0, 2**32 - 1, integer=True),
         "keepalive": Number(60, 5, 65535, integer=True),
         "receive_maximum": Number(
-            200,
+            100,
             1,
             65535,
             integer=True,
@@ -93,7 +93,7 @@ class Broker:
     keepalive: int = 60
     #: MQTT 5 Receive Maximum: QoS 1/2 messages unacknowledged at once. With
     #: ``ack: delivered`` throughput is this window over a delivery's time.
-    receive_maximum: int = 200
+    receive_maximum: int = 100
     connect_timeout: float = 10.0
     reconnect_initial: float = 0.5
     reconnect_maximum: float = 30.0

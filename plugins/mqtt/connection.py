@@ -24,7 +24,8 @@ What gmqtt offers and how it is used here:
   to hold back QoS 1/2 messages past that many unacknowledged; Mosquitto 2.0.11
   sends past it once PUBACKs flow (measured: each PUBACK lets a whole window
   more come). So ``take`` also keeps to it: messages past the window wait in
-  ``inbox``, not on the bus, and a crash delivers at most a window twice.
+  ``inbox``, not on the bus, and what a crash delivers twice stays about a
+  window (Mosquitto issue 2301 reports the same from a v5 bridge).
 - **Reconnecting** is gmqtt's by default (a fixed delay, the same client id):
   ``reconnect`` is overridden to only report the loss, so two clients never
   fight over one client id.
