@@ -332,6 +332,7 @@ def _release(released: asyncio.Future[int]) -> None:
 def _reason(code: int) -> str:
     """A SUBACK reason code as MQTT 5 names it: 0x87 -> "Not authorized"."""
     try:
-        return SubAckReasonCode(code).name.replace("_", " ").capitalize()
+        name = str(SubAckReasonCode(code).name)
     except ValueError:
         return f"reason code {code:#x}"
+    return name.replace("_", " ").capitalize()

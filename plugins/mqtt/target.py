@@ -249,10 +249,11 @@ class MqttTarget(Target):
             )
         if code is not None:
             return f"{at} refused the connection ({exc}); see the broker's log"
+        what = str(exc)
         if isinstance(exc, TimeoutError):
-            exc = f"no CONNACK within {self.broker.connect_timeout:g} s"
+            what = f"no CONNACK within {self.broker.connect_timeout:g} s"
         return (
-            f"cannot connect to {at}: {exc};"
+            f"cannot connect to {at}: {what};"
             " check that it runs and that broker.host, broker.port and broker.tls are right"
         )
 
