@@ -14,9 +14,11 @@ ratio (runner events/s over broker msgs/s, the target is 0.3x at QoS 0 and
 again cost on top of what the clients and broker need anyway. A second peer,
 "client alone", is the ceiling of any runner on this client library: two
 gmqtt connections in this process that only pass each message from ``in``
-to ``out`` (acknowledged on arrival; at QoS 1 each publish waits for its
-PUBACK, within the broker's window), with no bus. The runner has a state
-database (durable intake), as a deployed one does. Each figure is the median
+to ``out`` (acknowledged on arrival; at QoS 1 the publishes in flight kept
+within the broker's Receive Maximum), with no bus. The runner has a state
+database (durable intake) and a persistent session, as a deployed one does;
+its session is ended after each run, or the broker would queue for it what
+the peers publish. Each figure is the median
 of the repeats, runner and peers run alternately; the load average is
 printed with them. Runner scaling is quoted
 against one runner in the same group setup. The machine has 2 cores, which
@@ -25,7 +27,9 @@ mosquitto, the clients and the runners share: read the scaling with that.
     python bench/bench_mqtt.py [--events 20000] [--repeats 3] [--runners 1,2,3]
 
 To measure other code with this script (a base commit, say), put its tree
-first on the path: ``PYTHONPATH=/path/to/base python bench/bench_mqtt.py``.
+first on the path: ``PYTHONPATH=/path/to/base python bench/bench_mqtt.py``
+(its ``pipelines`` and ``plugins`` are used; the peers are this script's, so
+they stay the same; the first line printed says where the code came from).
 """
 
 from __future__ import annotations

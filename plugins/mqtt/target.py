@@ -74,7 +74,7 @@ SETTINGS_TABLE = Settings(
 )
 SETTINGS = SETTINGS_TABLE.names
 SUBSCRIPTION_KEYS = SUBSCRIPTION_TABLE.names
-BATCH = 100  # messages put on the bus in one put_events call, at most
+BATCH = 1000  # messages put on the bus in one put_events call, at most
 #: CONNACK reason codes of a refused login (MQTT 5: bad user name or password,
 #: not authorized, bad authentication method).
 LOGIN_REFUSED = {0x86, 0x87, 0x8C}
