@@ -18,10 +18,11 @@ to ``out`` (acknowledged on arrival; at QoS 1 the publishes in flight kept
 within the broker's Receive Maximum), with no bus. The runner has a state
 database (durable intake) and a persistent session, as a deployed one does;
 its session is ended after each run, or the broker would queue for it what
-the peers publish. Each figure is the median
-of the repeats, runner and peers run alternately; the load average is
-printed with them. Runner scaling is quoted
-against one runner in the same group setup. The machine has 2 cores, which
+the peers publish. Everything runs under ``tuned_process`` (thread switch
+interval 0.2 ms), as the pipelines command runs a pipeline. Each figure is
+the median of the repeats, runner and peers run alternately; the load
+average is printed with them. Runner scaling is quoted against one runner in
+the same group setup. The machine has 2 cores, which
 mosquitto, the clients and the runners share: read the scaling with that.
 
     python bench/bench_mqtt.py [--events 20000] [--repeats 3] [--runners 1,2,3]
@@ -51,6 +52,7 @@ from pathlib import Path
 import gmqtt
 from gmqtt.storage import PersistentStorage
 
+from pipelines.process import tuned_process
 from pipelines.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -249,7 +251,7 @@ def main() -> None:
     args = parser.parse_args()
     count = args.events
     sizes = [int(size) for size in args.runners.split(",") if size]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tuned_process(), tempfile.TemporaryDirectory() as tmp:  # as the pipelines command
         directory = Path(tmp)
         broker = Mosquitto(directory, free_port())
         broker.start()
