@@ -13,18 +13,24 @@ ratio (runner events/s over broker msgs/s, the target is 0.3x at QoS 0 and
 0.5x at QoS 1) says what subscribing, matching, delivering and publishing
 again cost on top of what the clients and broker need anyway. A second peer,
 "client alone", is the ceiling of any runner on this client library: two
-aiomqtt connections in this process that only pass each message from ``in``
-to ``out`` (and acknowledge it), with no bus. The runner has a state
-database (durable intake), as a deployed one does. Each figure is the median
-of the repeats, runner and peers run alternately; the load average is
-printed with them. Runner scaling is quoted
-against one runner in the same group setup. The machine has 2 cores, which
+gmqtt connections in this process that only pass each message from ``in``
+to ``out`` (acknowledged on arrival; at QoS 1 the publishes in flight kept
+within the broker's Receive Maximum), with no bus. The runner has a state
+database (durable intake) and a persistent session, as a deployed one does;
+its session is ended after each run, or the broker would queue for it what
+the peers publish. Everything runs under ``tuned_process`` (thread switch
+interval 0.2 ms), as the pipelines command runs a pipeline. Each figure is
+the median of the repeats, runner and peers run alternately; the load
+average is printed with them. Runner scaling is quoted against one runner in
+the same group setup. The machine has 2 cores, which
 mosquitto, the clients and the runners share: read the scaling with that.
 
     python bench/bench_mqtt.py [--events 20000] [--repeats 3] [--runners 1,2,3]
 
 To measure other code with this script (a base commit, say), put its tree
-first on the path: ``PYTHONPATH=/path/to/base python bench/bench_mqtt.py``.
+first on the path: ``PYTHONPATH=/path/to/base python bench/bench_mqtt.py``
+(its ``pipelines`` and ``plugins`` are used; the peers are this script's, so
+they stay the same; the first line printed says where the code came from).
 """
 
 from __future__ import annotations
@@ -43,13 +49,20 @@ import threading
 import time
 from pathlib import Path
 
-import aiomqtt
+import gmqtt
+from gmqtt.storage import PersistentStorage
 
+from pipelines.process import tuned_process
 from pipelines.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
+# For the tests' broker helper only, then off the path again: pipelines and
+# plugins come from the path as given (PYTHONPATH=/path/to/base measures the
+# base's code).
 sys.path.insert(0, str(ROOT))
 from tests.mosquitto import Mosquitto, free_port  # noqa: E402 - the tests' broker
+
+sys.path.remove(str(ROOT))
 
 
 def lines(count: int) -> list[str]:
@@ -96,43 +109,86 @@ def broker_only(broker: Mosquitto, count: int, qos: int) -> float:
     return timed_through(broker, "out", count, qos)
 
 
+class Acked(PersistentStorage):  # type: ignore[misc]
+    """gmqtt's store of QoS 1 publishes awaiting PUBACK (it removes each when
+    its PUBACK comes): here also a wake-up per PUBACK."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.freed = asyncio.Event()
+
+    def remove_message_by_mid(self, mid: int) -> None:
+        super().remove_message_by_mid(mid)
+        self.freed.set()
+
+
 async def client_alone(broker: Mosquitto, count: int, qos: int) -> float:
-    """Two aiomqtt connections passing messages from in to out, nothing else."""
+    """Two gmqtt connections passing messages from in to out, nothing else.
 
-    def client(name: str) -> aiomqtt.Client:
-        made = aiomqtt.Client(
-            broker.host, broker.port, identifier=name, protocol=aiomqtt.ProtocolVersion.V5
-        )
-        made.pending_calls_threshold = 1_000_000  # one task per message in flight: no warning
-        return made
+    The inbound one acknowledges on arrival (gmqtt's default); the outbound
+    one publishes as they come, and at QoS 1 keeps to the broker's Receive
+    Maximum (gmqtt raises OverflowError past it: wait for a PUBACK), as the
+    runner does. Self-contained, so it measures the same whichever tree of
+    pipelines is on the path."""
+    acked = Acked()
+    inbound, outbound = (
+        gmqtt.Client("alone-in"),
+        gmqtt.Client("alone-out", persistent_storage=acked),
+    )
+    forwarded: asyncio.Queue[bytes] = asyncio.Queue()
+    inbound.on_message = lambda client, topic, payload, qos, properties: forwarded.put_nowait(
+        payload
+    )
+    await outbound.connect(broker.host, broker.port)
+    await inbound.connect(broker.host, broker.port)
+    inbound.subscribe("in", qos=qos)
 
-    async with client("alone-in") as inbound, client("alone-out") as outbound:
-        await inbound.subscribe("in", qos=qos)
+    async def forward() -> None:
+        while True:
+            payload = await forwarded.get()
+            while True:
+                try:
+                    outbound.publish("out", payload, qos=qos)
+                    break
+                except OverflowError:  # the broker's window is full
+                    acked.freed.clear()
+                    await acked.freed.wait()
 
-        async def forward() -> None:
-            async with asyncio.TaskGroup() as group:
-                async for message in inbound.messages:  # aiomqtt acknowledges on arrival
-                    group.create_task(outbound.publish("out", message.payload, qos=qos))
-
-        task = asyncio.create_task(forward())
-        try:
-            return await asyncio.to_thread(timed_through, broker, "in", count, qos)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    task = asyncio.create_task(forward())
+    try:
+        await asyncio.sleep(0.3)  # subscribed
+        return await asyncio.to_thread(timed_through, broker, "in", count, qos)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await inbound.disconnect()
+        await outbound.disconnect()
 
 
 async def one_runner(broker: Mosquitto, count: int, qos: int, state: Path) -> float:
     state.unlink(missing_ok=True)
     runtime = Runtime(state_path=state)
-    settings = {"broker": broker.broker(), "qos": qos}
+    settings = {"broker": {**broker.broker(), "client_id": "bench-in"}, "qos": qos}
     runtime.add_resource("in", "mqtt", {**settings, "subscribe": [{"topic": "in", "qos": qos}]})
-    runtime.add_resource("out", "mqtt", {**settings, "topic": "out"})
+    out = {**settings, "broker": broker.broker(), "topic": "out"}
+    runtime.add_resource("out", "mqtt", out)
     runtime.bus().put_rule("all", pattern={"source": ["mqtt"]})
     await runtime.bus().put_targets("all", [{"id": "t", "resource": "out"}])
-    async with runtime:
-        return await asyncio.to_thread(timed_through, broker, "in", count, qos)
+    try:
+        async with runtime:
+            return await asyncio.to_thread(timed_through, broker, "in", count, qos)
+    finally:
+        await end_session(broker, "bench-in")
+
+
+async def end_session(broker: Mosquitto, client_id: str) -> None:
+    """End a runner's persistent session: otherwise the broker keeps queueing
+    for it what the peers publish to ``in``, and hands all that to the next
+    run (which then counts messages that are not its own)."""
+    client = gmqtt.Client(client_id, clean_session=True, session_expiry_interval=0)
+    await client.connect(broker.host, broker.port)
+    await client.disconnect()
 
 
 CLUSTER = """
@@ -195,12 +251,15 @@ def main() -> None:
     args = parser.parse_args()
     count = args.events
     sizes = [int(size) for size in args.runners.split(",") if size]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tuned_process(), tempfile.TemporaryDirectory() as tmp:  # as the pipelines command
         directory = Path(tmp)
         broker = Mosquitto(directory, free_port())
         broker.start()
         try:
-            print(f"{count} events per run, median of {args.repeats} runs\n")
+            import plugins.mqtt
+
+            code = Path(plugins.mqtt.__file__).resolve().parent.parent.parent
+            print(f"{count} events per run, median of {args.repeats} runs; code from {code}\n")
             for qos in (0, 1):
                 ours, peer, alone = [], [], []
                 for _ in range(args.repeats):  # alternately: the same conditions for each

@@ -23,6 +23,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line)
 
 
+#: Libraries that log routine steps at INFO (gmqtt: every connection,
+#: subscription and close); the plugins using them log what matters. Their
+#: warnings still show; everything with ``--log-level debug``.
+CHATTY_LIBRARIES = ("gmqtt",)
+
+
 def configure_logging(log_format: str = "text", level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
@@ -32,3 +38,7 @@ def configure_logging(log_format: str = "text", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for library in CHATTY_LIBRARIES:
+        logging.getLogger(library).setLevel(
+            logging.NOTSET if root.level <= logging.DEBUG else max(logging.WARNING, root.level)
+        )

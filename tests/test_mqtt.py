@@ -80,6 +80,21 @@ async def test_messages_become_events_matched_by_patterns(mosquitto: Mosquitto) 
     }
 
 
+async def test_a_qos0_subscription_takes_messages_without_acknowledging(
+    mosquitto: Mosquitto,
+) -> None:
+    """Every subscription at QoS 0: messages come at QoS 0 whatever they were
+    published with (the broker downgrades them), nothing is withheld."""
+    runtime = runtime_with(mosquitto, subscribe=[{"topic": "q0/#", "qos": 0}])
+    await route(runtime, {"source": ["mqtt"]})
+    async with runtime:
+        await asyncio.to_thread(mosquitto.pub, "q0/a", '{"n": 1}', '{"n": 2}', qos=1)
+        await eventually(lambda: len(sink(runtime).received) == 2)
+    details = [r.payload["detail"] for r in sink(runtime).received]
+    assert sorted(d["n"] for d in details) == [1, 2]
+    assert {d["mqtt"]["qos"] for d in details} == {0}
+
+
 async def test_payloads_that_are_not_json_objects_are_wrapped(mosquitto: Mosquitto) -> None:
     runtime = runtime_with(mosquitto, subscribe=["raw/#"], metadata_key=None)
     await route(runtime, {"source": ["mqtt"]}, input_path="$.detail")
@@ -135,6 +150,34 @@ async def test_events_are_published_to_templated_topics(mosquitto: Mosquitto) ->
     [dead] = dlq.received  # the third has no device_id: not retryable
     assert dead.context.attributes["ERROR_CODE"] == "InvalidTopic"
     assert dead.context.attributes["RETRY_ATTEMPTS"] == "0"
+
+
+async def test_published_messages_carry_user_properties(
+    mosquitto: Mosquitto,
+) -> None:
+    """A delivery publishes with the resource's user properties; read back by
+    a subscription of another resource, they are in the event's metadata."""
+    runtime = Runtime(plugins=PLUGINS)
+    settings = {"broker": mosquitto.broker(), "topic": "loop/<detail.n>", "qos": 1}
+    runtime.add_resource("out", "mqtt", {**settings, "user_properties": {"origin": "pipelines"}})
+    runtime.add_resource("in", "mqtt", {"broker": mosquitto.broker(), "subscribe": ["loop/#"]})
+    runtime.add_resource("sink", "recorder", {})
+    runtime.bus().put_rule("publish", pattern={"source": ["local"]})
+    await runtime.bus().put_targets("publish", [{"id": "o", "resource": "out"}])
+    runtime.bus().put_rule("read", pattern={"source": ["mqtt"]})
+    await runtime.bus().put_targets("read", [{"id": "s", "resource": "sink"}])
+    async with runtime:
+        entries = [
+            {"Source": "local", "DetailType": "d", "Detail": json.dumps({"n": n})} for n in range(3)
+        ]
+        await runtime.put_events(entries)
+        await eventually(lambda: len(sink(runtime).received) == 3)
+    read = sorted(sink(runtime).received, key=lambda r: r.payload["detail"]["mqtt"]["topic"])
+    assert [r.payload["detail"]["mqtt"]["topic"] for r in read] == ["loop/0", "loop/1", "loop/2"]
+    assert all(
+        r.payload["detail"]["mqtt"]["user_properties"] == {"origin": "pipelines"} for r in read
+    )
+    assert read[0].payload["detail"]["detail"] == {"n": 0}  # the event, published as JSON
 
 
 async def test_an_unreachable_broker_is_a_clear_error_at_start(mosquitto: Mosquitto) -> None:

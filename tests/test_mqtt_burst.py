@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pipelines.runtime import Runtime
 from plugins.mqtt.acks import InOrderAcks
+from plugins.mqtt.target import MqttTarget
 
 from .helpers import eventually
 from .mosquitto import Mosquitto
@@ -104,3 +105,33 @@ async def test_a_broker_restart_mid_burst_loses_nothing(
     # More than once: the resumed session sent again what was held, so none
     # of it had been acknowledged before its delivery.
     assert len(sink.received) > total
+
+
+async def test_no_more_than_the_receive_window_is_on_the_bus_unacknowledged(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """A resource takes at most ``receive_maximum`` unacknowledged QoS 1
+    messages onto the bus. The first few are delivered (their PUBACKs flow,
+    and each lets Mosquitto 2.0.11 send a whole window more); the rest are
+    held: only a window of them is on the bus, the others wait. Released,
+    every message arrives."""
+    total, fast, window = 300, 5, 10
+    runtime = Runtime(plugins=PLUGINS, state_path=tmp_path / "state.db")
+    broker = {**mosquitto.broker(), "receive_maximum": window}
+    runtime.add_resource("in", "mqtt", {"broker": broker, "subscribe": [{"topic": "in"}]})
+    runtime.add_resource("fast", "recorder", {})
+    runtime.add_resource("held", "recorder", {"hold": True, "concurrency": 100})
+    runtime.bus().put_rule("fast", pattern={"detail": {"n": [{"numeric": ["<", fast]}]}})
+    runtime.bus().put_rule("held", pattern={"detail": {"n": [{"numeric": [">=", fast]}]}})
+    await runtime.bus().put_targets("fast", [{"id": "t", "resource": "fast"}])
+    await runtime.bus().put_targets("held", [{"id": "t", "resource": "held"}])
+    async with runtime:
+        source, held = runtime.resource("in"), runtime.resource("held")
+        assert isinstance(source, MqttTarget) and isinstance(held, Recorder)
+        await asyncio.to_thread(mosquitto.pub, "in", *[json.dumps({"n": n}) for n in range(total)])
+        await eventually(lambda: held.waiting == window)
+        await asyncio.sleep(0.5)  # time for more to come, were the window not kept
+        assert source.received == fast + window and held.waiting == window
+        held.release()
+        await eventually(lambda: len(held.received) == total - fast, seconds=30)
+    assert sorted(r.payload["detail"]["n"] for r in held.received) == list(range(fast, total))

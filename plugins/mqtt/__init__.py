@@ -1,5 +1,5 @@
 """The built-in ``mqtt`` plugin: an MQTT broker as a source of events and as
-a target, over aiomqtt (MQTT 5); with a ``cluster`` section, runners share
+a target, over gmqtt (MQTT 5); with a ``cluster`` section, runners share
 their subscriptions through the broker. See docs/mqtt.md.
 """
 

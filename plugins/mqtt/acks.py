@@ -28,6 +28,8 @@ class InOrderAcks(Generic[M]):
         #: acknowledge, False to let go unacknowledged (see ``drop``)
         self._done: dict[int, bool] = {}
         self._next = 0
+        #: messages let go so far (acknowledged or dropped), in arrival order
+        self.released = 0
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -58,6 +60,15 @@ class InOrderAcks(Generic[M]):
         waiting = self._waiting
         while waiting and waiting[0] in self._done:
             head = waiting.popleft()
+            self.released += 1
             message = self._messages.pop(head)
             if self._done.pop(head):
                 self._acknowledge(message)
+
+    def abandon(self) -> list[M]:
+        """The connection is gone: every message still waiting, none acknowledged."""
+        messages = list(self._messages.values())
+        self._waiting.clear()
+        self._messages.clear()
+        self._done.clear()
+        return messages

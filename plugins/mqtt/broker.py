@@ -1,5 +1,5 @@
-"""How to reach an MQTT broker: the ``broker`` settings, and an aiomqtt client
-built from them (MQTT 5, TLS, username and password, sessions)."""
+"""How to reach an MQTT broker: the ``broker`` settings, and a connection
+opened with them (MQTT 5, TLS, username and password, sessions)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 from pipelines.errors import ConfigError, Problems, Where
 from pipelines.settings import Flag, Number, Section, Settings, Shape
+
+from .connection import Connection
 
 _TEXT = {"type": "string"}
 TLS_TABLE = Settings(
@@ -48,6 +45,13 @@ BROKER_TABLE = Settings(
         "clean_start": Flag(None),
         "session_expiry": Number(3600, 0, 2**32 - 1, integer=True),
         "keepalive": Number(60, 5, 65535, integer=True),
+        "receive_maximum": Number(
+            100,
+            1,
+            65535,
+            integer=True,
+            description="QoS 1/2 messages the broker may send before their acknowledgement",
+        ),
         "connect_timeout": Number(10, 0.1, 300),
         "reconnect": Section(RECONNECT_TABLE),
     }
@@ -87,6 +91,9 @@ class Broker:
     clean_start: bool | None = None
     session_expiry: int = 3600  # seconds the broker keeps a session (and its messages) offline
     keepalive: int = 60
+    #: MQTT 5 Receive Maximum: QoS 1/2 messages unacknowledged at once. With
+    #: ``ack: delivered`` throughput is this window over a delivery's time.
+    receive_maximum: int = 100
     connect_timeout: float = 10.0
     reconnect_initial: float = 0.5
     reconnect_maximum: float = 30.0
@@ -95,30 +102,34 @@ class Broker:
     def address(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
-    def client(self, client_id: str, clean_start: bool) -> aiomqtt.Client:
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = 0 if clean_start else self.session_expiry
-        client = aiomqtt.Client(
-            self.host,
-            self.port,
-            username=self.username,
-            password=self.password,
-            identifier=client_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY if clean_start else False,
-            keepalive=self.keepalive,
-            timeout=self.connect_timeout,
-            properties=properties,
-            tls_context=self.tls.context() if self.tls else None,
-            max_inflight_messages=100,
+    async def connect(
+        self, client_id: str, clean_start: bool, first: bool, acknowledges: bool = True
+    ) -> Connection:
+        """A new connection, CONNACK received (gmqtt's errors, TimeoutError,
+        OSError otherwise; nothing is left open). A clean start applies to a
+        resource's first connection only: a reconnect resumes the session.
+        ``acknowledges``: some subscription is at QoS 1 or 2."""
+        connection = Connection(
+            client_id,
+            clean_start and first,
+            0 if clean_start else self.session_expiry,
+            self.receive_maximum,
+            acknowledges,
         )
-        # aiomqtt warns past 10 unanswered calls; a target's concurrency is the limit here.
-        client.pending_calls_threshold = 1000
-        # aiomqtt has no manual acknowledgement yet (aiomqtt issue #345): paho's
-        # own switch, set before connecting, holds each PUBACK until we send it
-        # (a resumed session's messages arrive right after CONNACK).
-        client._client.manual_ack_set(True)
-        return client
+        if self.username is not None:
+            connection.set_auth_credentials(self.username, self.password)
+        try:
+            await connection.open(
+                self.host,
+                self.port,
+                self.tls.context() if self.tls else None,
+                self.keepalive,
+                self.connect_timeout,
+            )
+        except BaseException:
+            await connection.close()
+            raise
+        return connection
 
 
 def client_id_for(broker: Broker, resource: str, state_path: Path | None) -> tuple[str, bool]:
@@ -158,7 +169,7 @@ def parse_broker(where: Where, config: Any) -> Broker:
     numbers: dict[str, float] = {}
     with problems:
         numbers["port"] = BROKER_TABLE.number(where, config, "port", default=8883 if tls else 1883)
-    for key in ("session_expiry", "keepalive", "connect_timeout"):
+    for key in ("session_expiry", "keepalive", "receive_maximum", "connect_timeout"):
         with problems:
             numbers[key] = BROKER_TABLE.number(where, config, key)
     with problems:
@@ -182,6 +193,7 @@ def parse_broker(where: Where, config: Any) -> Broker:
         clean_start=clean_start,
         session_expiry=int(numbers["session_expiry"]),
         keepalive=int(numbers["keepalive"]),
+        receive_maximum=int(numbers["receive_maximum"]),
         connect_timeout=numbers["connect_timeout"],
         reconnect_initial=initial,
         reconnect_maximum=maximum,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pipelines.errors import ConfigError, Where
+from pipelines.event import dump_json, parse_json
 from pipelines.templates import PathTemplate
 
 
@@ -26,8 +26,8 @@ class Received:
 def decode_payload(payload: bytes) -> tuple[Any, str]:
     """(value, encoding): parsed JSON, else UTF-8 text, else base64."""
     try:
-        return json.loads(payload), "json"
-    except (UnicodeDecodeError, ValueError):
+        return parse_json(payload), "json"
+    except (UnicodeDecodeError, ValueError, RecursionError):
         pass
     try:
         return payload.decode("utf-8"), "utf-8"
@@ -54,7 +54,7 @@ def event_entry(
     return {
         "Source": source,
         "DetailType": detail_type,
-        "Detail": json.dumps(detail, separators=(",", ":")),
+        "Detail": dump_json(detail).decode(),
         "Resources": [message.topic],
         "EventBusName": bus,
     }
@@ -98,3 +98,19 @@ def _topic_level(text: str) -> str | None:
     if not text or any(c in text for c in "+#/\0"):
         return f"{text!r}, which cannot be one topic level (empty, or has + # /)"
     return None
+
+
+def topic_matches(pattern: str, topic: str) -> bool:
+    """Whether a topic filter (``+`` one level, ``#`` the rest) takes a topic.
+    A filter starting with a wildcard does not take a ``$`` topic (MQTT 5,
+    section 4.7.2)."""
+    if topic.startswith("$") and pattern[:1] in ("+", "#"):
+        return False
+    wanted = pattern.split("/")
+    levels = topic.split("/")
+    for index, level in enumerate(wanted):
+        if level == "#":
+            return True  # also the parent level: "a/#" takes "a"
+        if index >= len(levels) or (level != "+" and level != levels[index]):
+            return False
+    return len(wanted) == len(levels)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import weakref
@@ -18,9 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from gmqtt.mqtt.handler import MQTTConnectError
 
 from pipelines.errors import (
     ConfigError,
@@ -30,6 +27,7 @@ from pipelines.errors import (
     Problems,
     Where,
 )
+from pipelines.event import dump_json
 from pipelines.settings import Flag, Number, Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
@@ -40,7 +38,8 @@ from pipelines.targets import (
 
 from .acks import InOrderAcks
 from .broker import BROKER_SCHEMA, Broker, client_id_for, parse_broker
-from .messages import Received, TopicTemplate, entries_of, event_entry
+from .connection import Connection, ConnectionLost, MqttFailure, SubscriptionRefused
+from .messages import Received, TopicTemplate, entries_of, event_entry, topic_matches
 
 log = logging.getLogger("plugins.mqtt")
 
@@ -75,7 +74,7 @@ SETTINGS_TABLE = Settings(
 )
 SETTINGS = SETTINGS_TABLE.names
 SUBSCRIPTION_KEYS = SUBSCRIPTION_TABLE.names
-BATCH = 100  # messages put on the bus in one put_events call, at most
+BATCH = 1000  # messages put on the bus in one put_events call, at most
 #: CONNACK reason codes of a refused login (MQTT 5: bad user name or password,
 #: not authorized, bad authentication method).
 LOGIN_REFUSED = {0x86, 0x87, 0x8C}
@@ -85,11 +84,6 @@ LOGIN_REFUSED = {0x86, 0x87, 0x8C}
 _holders: weakref.WeakKeyDictionary[TargetServices, dict[str, MqttTarget]] = (
     weakref.WeakKeyDictionary()
 )
-
-
-class SubscriptionRefused(aiomqtt.MqttError):
-    """SUBACK refused a topic filter. An MqttError, so that after a reconnect
-    it is retried with backoff (an ACL may be fixed) rather than ending the source."""
 
 
 @dataclass(frozen=True)
@@ -183,20 +177,17 @@ class MqttTarget(Target):
         self.metadata_key = metadata_key
         self.concurrency = concurrency
         self.where = f"target {name}"
-        self.client: aiomqtt.Client | None = None  # while connected
+        self.client: Connection | None = None  # while connected
         self.connections = 0  # how many times it connected (a reconnect counts)
         self.received = 0
         self._services: TargetServices | None = None
         self._client_id = ""
         self._clean = True
         self._task: asyncio.Task[None] | None = None
-        self._connected = asyncio.Event()
-        #: Built once: paho's Properties costs tens of microseconds to make, and
-        #: only reads it when it packs a PUBLISH.
-        self._properties: Properties | None = None
+        #: MQTT 5 properties of every PUBLISH (gmqtt packs them by name)
+        self._properties: dict[str, Any] = {}
         if self.user_properties:
-            self._properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            self._properties.UserProperty = list(self.user_properties.items())
+            self._properties["user_property"] = list(self.user_properties.items())
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -225,7 +216,7 @@ class MqttTarget(Target):
         self._task = self._services.spawn(self._connection(first))
         try:
             await first  # the broker must be reachable at start: a clear error if not
-        except (aiomqtt.MqttError, OSError, ValueError) as exc:
+        except (MqttFailure, MQTTConnectError, OSError, ValueError) as exc:
             await self._release()
             raise PipelinesError(f"{self.where}: {self._start_failure(exc)}") from None
 
@@ -250,7 +241,7 @@ class MqttTarget(Target):
         at = f"the MQTT broker at {self.broker.address}"
         if isinstance(exc, SubscriptionRefused):
             return f"{at} {exc}; check the broker's ACL for this user and client id"
-        code = getattr(getattr(exc, "rc", None), "value", None)
+        code = _connack_code(exc)
         if code in LOGIN_REFUSED:
             return (
                 f"{at} refused the login ({exc});"
@@ -258,8 +249,11 @@ class MqttTarget(Target):
             )
         if code is not None:
             return f"{at} refused the connection ({exc}); see the broker's log"
+        what = str(exc)
+        if isinstance(exc, TimeoutError):
+            what = f"no CONNACK within {self.broker.connect_timeout:g} s"
         return (
-            f"cannot connect to {at}: {exc};"
+            f"cannot connect to {at}: {what};"
             " check that it runs and that broker.host, broker.port and broker.tls are right"
         )
 
@@ -274,22 +268,13 @@ class MqttTarget(Target):
         delay = self.broker.reconnect_initial
         while True:
             try:
-                async with self.broker.client(self._client_id, self._clean) as client:
-                    self.client = client
-                    self.connections += 1
-                    self._connected.set()
-                    await self._subscribe(client)
-                    if not first.done():
-                        first.set_result(None)
-                    delay = self.broker.reconnect_initial
-                    if self.connections > 1:
-                        log.info("%s: reconnected to %s", self.where, self.broker.address)
-                    await self._consume(client)
+                await self._connected_once(first)
+                delay = self.broker.reconnect_initial
             except BaseException as exc:
                 if not first.done():
                     first.set_exception(exc)  # start() reports it
                     return
-                if not isinstance(exc, aiomqtt.MqttError):
+                if not isinstance(exc, MqttFailure | MQTTConnectError | OSError):
                     raise
                 log.warning(
                     "%s: connection to %s lost (%s); reconnecting in %.1f s",
@@ -298,58 +283,69 @@ class MqttTarget(Target):
                     exc,
                     delay,
                 )
-            finally:
-                self.client = None
-                self._connected.clear()
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, self.broker.reconnect_maximum)
 
-    async def _subscribe(self, client: aiomqtt.Client) -> None:
+    async def _connected_once(self, first: asyncio.Future[None]) -> None:
+        """One connection, from CONNACK until it ends (it always ends in an error)."""
+        connection = await asyncio.wait_for(
+            self.broker.connect(
+                self._client_id,
+                self._clean,
+                first=self.connections == 0,
+                acknowledges=any(subscription.qos for subscription in self.subscriptions),
+            ),
+            self.broker.connect_timeout * 2,  # the socket and CONNACK have their own limit
+        )
+        try:
+            self.connections += 1
+            await self._subscribe(connection)
+            self.client = connection
+            if not first.done():
+                first.set_result(None)
+            if self.connections > 1:
+                log.info("%s: reconnected to %s", self.where, self.broker.address)
+            await self._consume(connection)
+        finally:
+            self.client = None
+            await connection.close()
+
+    async def _subscribe(self, connection: Connection) -> None:
         for subscription in self.subscriptions:
             topic = subscription.filter(self._group())
-            granted = await client.subscribe(topic, qos=subscription.qos)
-            # A refusal (an ACL, $share unsupported) comes back in SUBACK, not
-            # as an error: without this check the source would wait in silence.
-            refused = [code for code in granted if getattr(code, "is_failure", False)]
-            if refused:
-                raise SubscriptionRefused(f"refused the subscription to {topic}: {refused[0]}")
+            await connection.subscribe_checked(topic, subscription.qos, self.broker.connect_timeout)
 
     def _group(self) -> str | None:
         return self._services.cluster_group if self._services is not None else None
 
     # -- the source side ------------------------------------------------------
 
-    async def _consume(self, client: aiomqtt.Client) -> None:
-        if not self.subscriptions:
-            # Publish only: hold the connection until it drops (then reconnect).
-            await client._disconnected
-            raise aiomqtt.MqttError("disconnected")
-        messages = client.messages
-        acks: InOrderAcks[aiomqtt.Message] = InOrderAcks(
-            lambda message: self._acknowledge(client, message)
-        )
+    async def _consume(self, connection: Connection) -> None:
+        """Take what arrived, a batch per wake-up, until the connection ends."""
         while True:
-            batch = [await anext(messages)]
-            while len(batch) < BATCH and len(messages):
-                batch.append(await anext(messages))
-            try:
-                await self._put(acks, batch)
-            except NotRunningError:
-                # The runtime is stopping: what was not acknowledged stays with
-                # the broker, which hands it out again (to our session, or to
-                # the group once our session ends).
-                await asyncio.Future()
+            await connection.wake.wait()
+            connection.wake.clear()
+            if connection.lost.is_set():
+                raise ConnectionLost("disconnected")
+            while batch := connection.take(BATCH):
+                try:
+                    await self._put(connection.acks, batch)
+                except NotRunningError:
+                    # The runtime is stopping: what was not acknowledged stays
+                    # with the broker, which hands it out again (to our session,
+                    # or to the group once our session ends).
+                    await connection.lost.wait()
+                    raise ConnectionLost("stopping") from None
 
-    def _subscription(self, topic: aiomqtt.Topic) -> Subscription:
+    def _subscription(self, topic: str) -> Subscription:
         for subscription in self.subscriptions:
-            if topic.matches(subscription.topic):
+            if topic_matches(subscription.topic, topic):
                 return subscription
         return self.subscriptions[0]
 
-    def _entries(self, message: aiomqtt.Message) -> list[Any]:
+    def _entries(self, received: Received) -> list[Any]:
         """The PutEvents entries one message makes (none, one, or several)."""
-        subscription = self._subscription(message.topic)
-        received = _received(message)
+        subscription = self._subscription(received.topic)
         if subscription.format == "entries":
             return entries_of(received, subscription.bus)
         return [
@@ -362,33 +358,33 @@ class MqttTarget(Target):
             )
         ]
 
-    async def _put(self, acks: InOrderAcks[aiomqtt.Message], batch: list[aiomqtt.Message]) -> None:
+    async def _put(self, acks: InOrderAcks[Any], batch: list[tuple[Received, int | None]]) -> None:
         """One put_events call for a batch of messages; each QoS 1/2 message
         is acknowledged (in arrival order, through ``acks``) once all its
-        entries are safe."""
+        entries are safe. QoS 0 messages have no ticket: nothing to acknowledge."""
         assert self._services is not None
         entries: list[Any] = []
-        tickets: list[int] = []  # per entry, the ticket of the message it came from
-        owners: list[aiomqtt.Message] = []  # per entry, that message
+        tickets: list[int | None] = []  # per entry, the ticket of the message it came from
+        owners: list[Received] = []  # per entry, that message
         pending: dict[int, int] = {}  # per ticket, entries not yet safe
-        for message in batch:
+        for message, ticket in batch:
             made = self._entries(message)
-            ticket = acks.add(message)
-            if not made or message.qos == 0:
-                # Nothing to wait for (no entries), or nothing to acknowledge:
-                # a QoS 0 message must not hold back the acknowledgements after it.
-                acks.settle(ticket)
+            if ticket is not None:
+                if made:
+                    pending[ticket] = len(made)
+                else:
+                    acks.settle(ticket)  # nothing to wait for
             entries += made
             tickets += [ticket] * len(made)
             owners += [message] * len(made)
-            pending[ticket] = len(made)
         self.received += len(batch)
 
         def safe(index: int) -> None:
             ticket = tickets[index]
-            pending[ticket] -= 1
-            if pending[ticket] == 0:
-                acks.settle(ticket)
+            if ticket is not None:
+                pending[ticket] -= 1
+                if pending[ticket] == 0:
+                    acks.settle(ticket)
 
         delivered = self.ack == "delivered"
         result = await self._services.put_events(entries, settled=safe if delivered else None)
@@ -396,7 +392,9 @@ class MqttTarget(Target):
             if outcome.get("ErrorCode") == "InternalFailure":
                 # Not accepted for now (stopping, a failed write): unacknowledged,
                 # it comes back when the session resumes.
-                acks.drop(tickets[index])
+                ticket = tickets[index]
+                if ticket is not None:
+                    acks.drop(ticket)
                 continue
             if "ErrorCode" in outcome:
                 # It can never be accepted: acknowledge it (or it would come back
@@ -412,12 +410,6 @@ class MqttTarget(Target):
             elif not delivered:
                 safe(index)
 
-    def _acknowledge(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-        """PUBACK (QoS 1) or PUBCOMP (QoS 2), on the connection it came by. After
-        a reconnect that connection is gone: the broker sends it again instead."""
-        if message.qos > 0 and self.client is client:
-            client._client.ack(message.mid, message.qos)
-
     # -- the target side ------------------------------------------------------
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
@@ -426,42 +418,38 @@ class MqttTarget(Target):
                 "NotPublishing", f"{self.where} has no topic to publish to", retryable=False
             )
         topic = self.topic.render(context.event)
-        client = self.client
-        if client is None:
+        connection = self.client
+        if connection is None:
             raise DeliveryError(
                 "BrokerUnavailable",
                 f"not connected to {self.broker.address} (reconnecting)",
                 retryable=True,
             )
-        body = (
-            payload
-            if isinstance(payload, str | bytes)
-            else json.dumps(payload, separators=(",", ":"))
-        )
+        body = payload if isinstance(payload, str | bytes) else dump_json(payload)
         try:
-            await client.publish(
-                topic, body, qos=self.qos, retain=self.retain, properties=self._properties
-            )
-        except aiomqtt.MqttError as exc:
+            await connection.send(topic, body, self.qos, self.retain, self._properties)
+        except ConnectionLost as exc:
+            message = f"publish to {topic}: {exc} ({self.broker.address}, reconnecting)"
+            raise DeliveryError("BrokerUnavailable", message, retryable=True) from None
+        except (ValueError, OSError) as exc:
             message = f"publish to {topic}: {exc}"
             raise DeliveryError("BrokerError", message, retryable=True) from None
         return topic
 
 
-def _received(message: aiomqtt.Message) -> Received:
-    properties = getattr(message.properties, "UserProperty", None) or []
-    return Received(
-        topic=message.topic.value,
-        payload=bytes(message.payload),  # paho hands bytes (aiomqtt types it wider)
-        qos=message.qos,
-        retain=message.retain,
-        user_properties=tuple((str(k), str(v)) for k, v in properties),
-    )
+def _connack_code(exc: BaseException) -> int | None:
+    """The CONNACK reason code of a refused connection (gmqtt words it only)."""
+    if not isinstance(exc, MQTTConnectError):
+        return None
+    for code, text in MQTTConnectError.__messages__.items():
+        if text == exc.message:
+            return int(code)
+    return 0x80
 
 
 class MqttType(TargetType):
     name = "mqtt"
-    description = "Publish to and subscribe from an MQTT broker (MQTT 5, aiomqtt)"
+    description = "Publish to and subscribe from an MQTT broker (MQTT 5, gmqtt)"
     settings = SETTINGS_TABLE
 
     def create(self, name: str, config: Mapping[str, Any]) -> MqttTarget:
