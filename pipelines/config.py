@@ -377,8 +377,8 @@ def _typed(text: str) -> Any:
             typed = yaml.SafeLoader("").construct_object(node)
             if typed is None or isinstance(typed, str | int | float | bool):
                 return typed
-    except (yaml.YAMLError, _Refused, ValueError, OverflowError, TypeError):
-        pass
+    except (yaml.YAMLError, _Refused, ValueError, OverflowError, TypeError, IndexError):
+        pass  # PyYAML indexes an empty tagged scalar (`!!float ` after substitution)
     return text
 
 

@@ -147,6 +147,20 @@ async def test_environment_substitution_types_plain_values(tmp_path: Path) -> No
     ]
 
 
+def test_a_substitution_that_leaves_an_empty_tagged_scalar_is_text(tmp_path: Path) -> None:
+    # Found by the hostile-input property: PyYAML raised IndexError on "!!float ".
+    for tag in ("!!float", "!!int"):
+        config = tmp_path / f"{tag[2:]}.yaml"
+        config.write_text(f"state: ${{EMPTY}}{tag} \n")
+        assert load_config(config, environ={"EMPTY": ""}).state == tmp_path / tag
+        with pytest.raises(ConfigInvalid) as caught:
+            load_config(config, environ={})
+        assert [str(p) for p in caught.value.problems] == [
+            f"{config}:1:8: environment variable EMPTY is not set"
+            " (give a default with ${EMPTY:-value})"
+        ]
+
+
 async def test_files_merge_and_a_name_declared_twice_is_reported(tmp_path: Path) -> None:
     first = write(
         tmp_path,
