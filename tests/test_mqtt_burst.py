@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pipelines.runtime import Runtime
 from plugins.mqtt.acks import InOrderAcks
+from plugins.mqtt.connection import Connection
 from plugins.mqtt.target import MqttTarget
 
 from .helpers import eventually
@@ -135,3 +136,82 @@ async def test_no_more_than_the_receive_window_is_on_the_bus_unacknowledged(
         held.release()
         await eventually(lambda: len(held.received) == total - fast, seconds=30)
     assert sorted(r.payload["detail"]["n"] for r in held.received) == list(range(fast, total))
+
+
+async def test_acknowledgements_released_together_leave_in_one_write(
+    mosquitto: Mosquitto,
+) -> None:
+    """QoS 1 messages are taken without a task per message and without any
+    PUBACK; settled out of order, their PUBACKs go out only once the oldest
+    is settled, in arrival order, all in one write. The broker took them:
+    the resumed session brings nothing back."""
+    total = 50
+    connection = Connection("acks-in-one-write", True, 60, 100)
+    await connection.open(mosquitto.host, mosquitto.port, None, 60, 5)
+    writes: list[bytes] = []  # what reaches the socket, from the SUBACK on
+    transport = connection._connection._protocol._transport
+    write = transport.write
+
+    def recorded(data: bytes) -> None:
+        writes.append(bytes(data))
+        write(data)
+
+    try:
+        await connection.subscribe_checked("in", 1, 5)
+        transport.write = recorded
+        tasks = len(asyncio.all_tasks())
+        await asyncio.to_thread(mosquitto.pub, "in", *[json.dumps({"n": n}) for n in range(total)])
+        await eventually(lambda: len(connection.inbox) == total)
+        assert len(asyncio.all_tasks()) == tasks  # no task per message waits for its PUBACK
+        batch = connection.take(total)
+        assert [json.loads(m.payload)["n"] for m, _ in batch] == list(range(total))
+        tickets = [ticket for _, ticket in batch if ticket is not None]
+        for ticket in reversed(tickets[1:]):
+            connection.acks.settle(ticket)
+        await asyncio.sleep(0.05)
+        assert writes == []  # the oldest is not safe yet: nothing goes
+        connection.acks.settle(tickets[0])
+        await asyncio.sleep(0.05)
+        [written] = writes
+        packets = [written[i : i + 4] for i in range(0, len(written), 4)]
+        assert len(packets) == total and len(written) == 4 * total
+        assert {packet[:2] for packet in packets} == {b"\x40\x02"}  # PUBACK, Success
+        ids = [int.from_bytes(packet[2:], "big") for packet in packets]
+        assert ids == list(range(ids[0], ids[0] + total))  # Mosquitto's ids, in arrival order
+    finally:
+        await connection.close()
+
+    again = Connection("acks-in-one-write", False, 0, 100)
+    await again.open(mosquitto.host, mosquitto.port, None, 60, 5)
+    try:
+        await asyncio.sleep(0.5)
+        assert len(again.inbox) == 0  # every PUBACK was taken: nothing is sent again
+    finally:
+        await again.close()
+
+
+async def test_publishes_of_one_turn_of_the_loop_leave_in_one_write(
+    mosquitto: Mosquitto,
+) -> None:
+    """Publishes made in one turn of the event loop go out together, in
+    order, in one write (gmqtt alone writes each); each still has its own
+    PUBACK."""
+    connection = Connection("publishes-in-one-write", True, 0, 100, acknowledges=False)
+    await connection.open(mosquitto.host, mosquitto.port, None, 60, 5)
+    transport = connection._connection._protocol._transport
+    write = transport.write
+    writes: list[bytes] = []
+
+    def recorded(data: bytes) -> None:
+        writes.append(bytes(data))
+        write(data)
+
+    transport.write = recorded
+    listener = mosquitto.sub("out", 10)
+    try:
+        await asyncio.gather(*(connection.send("out", str(n), 1, False, {}) for n in range(10)))
+        out, _ = await asyncio.to_thread(listener.communicate)
+    finally:
+        await connection.close()
+    assert out.splitlines() == [f"out {n}" for n in range(10)]
+    assert writes[0].count(b"\x00\x03out") == 10  # the ten PUBLISH packets, at once
