@@ -7,6 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
+
+import pytest
+from gmqtt import Message
+from gmqtt.mqtt.constants import MQTTv50
+from gmqtt.mqtt.package import PublishPacket
+from gmqtt.mqtt.utils import IdGenerator
 
 from pipelines.runtime import Runtime
 from plugins.mqtt.acks import InOrderAcks
@@ -215,3 +222,34 @@ async def test_publishes_of_one_turn_of_the_loop_leave_in_one_write(
         await connection.close()
     assert out.splitlines() == [f"out {n}" for n in range(10)]
     assert writes[0].count(b"\x00\x03out") == 10  # the ten PUBLISH packets, at once
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+@pytest.mark.parametrize("retain", [False, True])
+@pytest.mark.parametrize("size", [0, 100, 200, 20_000, 3_000_000])
+@pytest.mark.parametrize("properties", [{}, {"user_property": [("origin", "pipelines")]}])
+def test_publish_packets_are_those_gmqtt_builds(
+    qos: int, retain: bool, size: int, properties: dict[str, Any]
+) -> None:
+    """The connection builds its PUBLISH packets itself (one join, no
+    Message object): byte for byte what gmqtt's own builder makes, whatever
+    the QoS, retain flag, properties and payload size (remaining lengths of
+    1 to 4 bytes)."""
+
+    class Protocol:
+        proto_ver = MQTTv50
+        id_generator = IdGenerator(65536)
+
+    body = "é" * (size // 2)
+    expected = PublishPacket.build_package(
+        Message("devices/d1/commands", body, qos=qos, retain=retain, **properties), Protocol()
+    )[1]
+
+    async def built() -> bytes:
+        connection = Connection("packets", True, 0, 100, acknowledges=False)
+        written: list[bytes] = []
+        connection._write = written.append
+        connection._publish("devices/d1/commands", body, qos, retain, properties)
+        return b"".join(written)
+
+    assert asyncio.run(built()) == bytes(expected)

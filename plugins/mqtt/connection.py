@@ -52,7 +52,8 @@ from collections.abc import Callable
 from typing import Any
 
 import gmqtt
-from gmqtt.mqtt.constants import SubAckReasonCode
+from gmqtt.mqtt.constants import MQTTv50, SubAckReasonCode
+from gmqtt.mqtt.package import PackageFactory
 from gmqtt.storage import PersistentStorage
 
 from .acks import InOrderAcks
@@ -65,6 +66,11 @@ log = logging.getLogger("plugins.mqtt")
 #: section 3.4.2.1), which is also MQTT 3.1.1's form.
 _ACK = struct.Struct("!BBH")
 _ACK_COMMAND = {1: 0x40, 2: 0x50}
+#: A PUBLISH's first byte, by ``qos | retain << 2``
+_PUBLISH = {
+    qos | retain << 2: bytes((0x30 | qos << 1 | retain,)) for qos in (0, 1, 2) for retain in (0, 1)
+}
+_MAXIMUM_REMAINING = 268_435_455  # the largest remaining length MQTT can say
 
 
 class MqttFailure(Exception):
@@ -165,6 +171,8 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         #: packets written this turn of the loop, and gmqtt's own write (see ``_write``)
         self._pending: list[bytes] = []
         self._write_now: Callable[[bytes], None] | None = None
+        self._protocol_version = MQTTv50  # as connected (see ``open``)
+        self._no_properties = b"\x00"
         self._subacks: dict[int, asyncio.Future[tuple[int, ...]]] = {}
         self.on_message = self._arrived_at_most_once
         self.on_subscribe = self._subscribed
@@ -185,6 +193,9 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
             self.connect(host, port, ssl=tls or False, keepalive=keepalive), timeout
         )
         protocol = self._connection._protocol
+        self._protocol_version = protocol.proto_ver
+        #: a PUBLISH's properties when it has none: MQTT 5 says their length, 0
+        self._no_properties = b"\x00" if protocol.proto_ver >= MQTTv50 else b""
         self._write_now = protocol.write_data
         protocol.write_data = self._write
 
@@ -324,7 +335,7 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
                 await outbound.slot()
                 continue
             try:
-                self.publish(topic, body, qos=qos, retain=retain, **properties)
+                self._publish(topic, body, qos, retain, properties)
             except OverflowError:
                 # Every packet id the broker's Receive Maximum allows is in
                 # flight: wait for a PUBACK to free one.
@@ -335,6 +346,51 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
             done = self._outbound.latest
             assert done is not None
             await done
+
+    def _publish(
+        self, topic: str, body: str | bytes, qos: int, retain: bool, properties: dict[str, Any]
+    ) -> None:
+        """gmqtt's ``Client.publish``, without its Message object, its
+        debug logging and its byte-by-byte packing: a PUBLISH packet built
+        in one join, stored for its PUBACK (QoS 1/2) and written with the
+        others of this turn. OverflowError: no packet id free."""
+        name = topic.encode()
+        payload = body.encode() if isinstance(body, str) else body
+        if not properties:
+            extra = self._no_properties
+        else:
+            extra = bytes(PackageFactory._build_properties_data(properties, self._protocol_version))
+        if qos:
+            mid = self._package_handler.id_generator.next_id()
+            extra = mid.to_bytes(2, "big") + extra
+        remaining = 2 + len(name) + len(extra) + len(payload)
+        if remaining > _MAXIMUM_REMAINING:
+            raise ValueError("the payload is too large for one MQTT packet")
+        packet = b"".join(
+            (
+                _PUBLISH[qos | retain << 2],
+                _remaining_length(remaining),
+                len(name).to_bytes(2, "big"),
+                name,
+                extra,
+                payload,
+            )
+        )
+        if qos:
+            self._outbound.push_message(mid, packet)
+        self._write(packet)
+
+
+def _remaining_length(value: int) -> bytes:
+    """MQTT's variable byte integer (section 1.5.5)."""
+    if value < 128:
+        return bytes((value,))
+    encoded = bytearray()
+    while True:
+        value, digit = divmod(value, 128)
+        encoded.append(digit | 0x80 if value else digit)
+        if not value:
+            return bytes(encoded)
 
 
 def _received(topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> Received:
