@@ -253,3 +253,58 @@ def test_publish_packets_are_those_gmqtt_builds(
         return b"".join(written)
 
     assert asyncio.run(built()) == bytes(expected)
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+@pytest.mark.parametrize("retain", [False, True])
+@pytest.mark.parametrize(
+    "properties", [{}, {"user_property": [("site", "berlin")]}, {"content_type": "text/plain"}]
+)
+@pytest.mark.parametrize("topic", ["sensors/s1/telemetry", "capteurs/é/t"])
+def test_publish_packets_are_read_as_gmqtt_reads_them(
+    qos: int, retain: bool, properties: dict[str, Any], topic: str
+) -> None:
+    """The connection reads the usual PUBLISH (no properties) itself and
+    hands any other to gmqtt's parser: either way the same message comes
+    out, with a ticket (and, once settled, the PUBACK or PUBREC of its
+    packet id) at QoS 1 and 2."""
+
+    class Protocol:
+        proto_ver = MQTTv50
+        id_generator = IdGenerator(65536)
+
+    for _ in range(7):  # a packet id past one byte's worth, and not 1
+        Protocol.id_generator.next_id()
+    payload = b'{"temperature": 35.5}'
+    mid, packet = PublishPacket.build_package(
+        Message(topic, payload, qos=qos, retain=retain, **properties), Protocol()
+    )
+    command, body = packet[0], bytes(packet[2:])  # (remaining length: one byte here)
+
+    async def read(fast: bool) -> tuple[Any, bytes]:
+        connection = Connection("read", True, 0, 100)
+        written: list[bytes] = []
+        connection._write = written.append
+        if fast:
+            connection._package_handler._handle_packet(command, body)
+        else:
+            connection._parse_publish(command, body)
+        [(received, ticket)] = connection.inbox
+        assert (ticket is None) == (qos == 0)
+        if ticket is not None:
+            connection.acks.settle(ticket)
+        return received, b"".join(written)
+
+    fast, slow = asyncio.run(read(True)), asyncio.run(read(False))
+    assert fast == slow
+    received, acknowledgement = fast
+    assert (received.topic, received.payload, received.qos, received.retain) == (
+        topic,
+        payload,
+        qos,
+        retain,
+    )
+    assert received.user_properties == tuple(properties.get("user_property", ()))
+    assert acknowledgement == (
+        bytes((0x40 if qos == 1 else 0x50, 2)) + mid.to_bytes(2, "big") if qos else b""
+    )

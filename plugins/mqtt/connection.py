@@ -177,13 +177,20 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         self.on_message = self._arrived_at_most_once
         self.on_subscribe = self._subscribed
         self.on_disconnect = self._disconnected
+        self._acknowledges = acknowledges
+        handler = self._package_handler
+        names = ["_handle_publish_packet"]
         if acknowledges:
-            handler = self._package_handler
-            for qos in (1, 2):
-                name = f"_handle_qos_{qos}_publish_packet"
-                if not callable(getattr(handler, name, None)):  # pragma: no cover - gmqtt changed
-                    raise RuntimeError(f"gmqtt's package handler has no {name}: see connection.py")
-                setattr(handler, name, functools.partial(self._arrived, qos))
+            names += ["_handle_qos_1_publish_packet", "_handle_qos_2_publish_packet"]
+        for name in names:
+            if not callable(getattr(handler, name, None)):  # pragma: no cover - gmqtt changed
+                raise RuntimeError(f"gmqtt's package handler has no {name}: see connection.py")
+        #: gmqtt's own parser: for a PUBLISH with properties (see ``_publish_packet``)
+        self._parse_publish = handler._handle_publish_packet
+        handler._handle_publish_packet = self._publish_packet
+        if acknowledges:
+            handler._handle_qos_1_publish_packet = functools.partial(self._arrived, 1)
+            handler._handle_qos_2_publish_packet = functools.partial(self._arrived, 2)
 
     async def open(
         self, host: str, port: int, tls: ssl.SSLContext | None, keepalive: int, timeout: float
@@ -281,6 +288,34 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
     ) -> None:
         """gmqtt's on_message (QoS 0, or nothing acknowledged): queue the message."""
         self.inbox.append((_received(topic, payload, qos, properties), None))
+        self.wake.set()
+
+    def _publish_packet(self, command: int, packet: bytes) -> None:
+        """gmqtt's ``_handle_publish_packet``, for the usual PUBLISH: no
+        properties (MQTT 5 says their length, 0), a UTF-8 topic, and at QoS
+        1/2 a connection that acknowledges. Parsed here in a few slices; any
+        other packet goes to gmqtt's parser (user properties, topic aliases,
+        a malformed packet), which ends in ``_arrived`` too."""
+        qos = (command >> 1) & 3
+        try:
+            end = 2 + int.from_bytes(packet[:2], "big")
+            topic = packet[2:end].decode()
+            if qos:
+                mid = int.from_bytes(packet[end : end + 2], "big")
+                end += 2
+            if self._connection_state.protocol_version >= MQTTv50:
+                if packet[end]:  # some properties: gmqtt reads them
+                    raise ValueError
+                end += 1
+        except (UnicodeDecodeError, IndexError, ValueError):
+            self._parse_publish(command, packet)
+            return
+        if not topic or (qos and not self._acknowledges) or qos == 3:
+            self._parse_publish(command, packet)
+            return
+        received = Received(topic, packet[end:], qos, bool(command & 1))
+        ticket = self.acks.add(_ACK.pack(_ACK_COMMAND[qos], 2, mid)) if qos else None
+        self.inbox.append((received, ticket))
         self.wake.set()
 
     def _arrived(
