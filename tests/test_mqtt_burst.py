@@ -7,9 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
+
+import pytest
+from gmqtt import Message
+from gmqtt.mqtt.constants import MQTTv50
+from gmqtt.mqtt.package import PublishPacket
+from gmqtt.mqtt.utils import IdGenerator
 
 from pipelines.runtime import Runtime
 from plugins.mqtt.acks import InOrderAcks
+from plugins.mqtt.connection import Connection
 from plugins.mqtt.target import MqttTarget
 
 from .helpers import eventually
@@ -135,3 +143,168 @@ async def test_no_more_than_the_receive_window_is_on_the_bus_unacknowledged(
         held.release()
         await eventually(lambda: len(held.received) == total - fast, seconds=30)
     assert sorted(r.payload["detail"]["n"] for r in held.received) == list(range(fast, total))
+
+
+async def test_acknowledgements_released_together_leave_in_one_write(
+    mosquitto: Mosquitto,
+) -> None:
+    """QoS 1 messages are taken without a task per message and without any
+    PUBACK; settled out of order, their PUBACKs go out only once the oldest
+    is settled, in arrival order, all in one write. The broker took them:
+    the resumed session brings nothing back."""
+    total = 50
+    connection = Connection("acks-in-one-write", True, 60, 100)
+    await connection.open(mosquitto.host, mosquitto.port, None, 60, 5)
+    writes: list[bytes] = []  # what reaches the socket, from the SUBACK on
+    transport = connection._connection._protocol._transport
+    write = transport.write
+
+    def recorded(data: bytes) -> None:
+        writes.append(bytes(data))
+        write(data)
+
+    try:
+        await connection.subscribe_checked("in", 1, 5)
+        transport.write = recorded
+        tasks = len(asyncio.all_tasks())
+        await asyncio.to_thread(mosquitto.pub, "in", *[json.dumps({"n": n}) for n in range(total)])
+        await eventually(lambda: len(connection.inbox) == total)
+        assert len(asyncio.all_tasks()) == tasks  # no task per message waits for its PUBACK
+        batch = connection.take(total)
+        assert [json.loads(m.payload)["n"] for m, _ in batch] == list(range(total))
+        tickets = [ticket for _, ticket in batch if ticket is not None]
+        for ticket in reversed(tickets[1:]):
+            connection.acks.settle(ticket)
+        await asyncio.sleep(0.05)
+        assert writes == []  # the oldest is not safe yet: nothing goes
+        connection.acks.settle(tickets[0])
+        await asyncio.sleep(0.05)
+        [written] = writes
+        packets = [written[i : i + 4] for i in range(0, len(written), 4)]
+        assert len(packets) == total and len(written) == 4 * total
+        assert {packet[:2] for packet in packets} == {b"\x40\x02"}  # PUBACK, Success
+        ids = [int.from_bytes(packet[2:], "big") for packet in packets]
+        assert ids == list(range(ids[0], ids[0] + total))  # Mosquitto's ids, in arrival order
+    finally:
+        await connection.close()
+
+    again = Connection("acks-in-one-write", False, 0, 100)
+    await again.open(mosquitto.host, mosquitto.port, None, 60, 5)
+    try:
+        await asyncio.sleep(0.5)
+        assert len(again.inbox) == 0  # every PUBACK was taken: nothing is sent again
+    finally:
+        await again.close()
+
+
+async def test_publishes_of_one_turn_of_the_loop_leave_in_one_write(
+    mosquitto: Mosquitto,
+) -> None:
+    """Publishes made in one turn of the event loop go out together, in
+    order, in one write (gmqtt alone writes each); each still has its own
+    PUBACK."""
+    connection = Connection("publishes-in-one-write", True, 0, 100, acknowledges=False)
+    await connection.open(mosquitto.host, mosquitto.port, None, 60, 5)
+    transport = connection._connection._protocol._transport
+    write = transport.write
+    writes: list[bytes] = []
+
+    def recorded(data: bytes) -> None:
+        writes.append(bytes(data))
+        write(data)
+
+    transport.write = recorded
+    listener = mosquitto.sub("out", 10)
+    try:
+        await asyncio.gather(*(connection.send("out", str(n), 1, False, {}) for n in range(10)))
+        out, _ = await asyncio.to_thread(listener.communicate)
+    finally:
+        await connection.close()
+    assert out.splitlines() == [f"out {n}" for n in range(10)]
+    assert writes[0].count(b"\x00\x03out") == 10  # the ten PUBLISH packets, at once
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+@pytest.mark.parametrize("retain", [False, True])
+@pytest.mark.parametrize("size", [0, 100, 200, 20_000, 3_000_000])
+@pytest.mark.parametrize("properties", [{}, {"user_property": [("origin", "pipelines")]}])
+def test_publish_packets_are_those_gmqtt_builds(
+    qos: int, retain: bool, size: int, properties: dict[str, Any]
+) -> None:
+    """The connection builds its PUBLISH packets itself (one join, no
+    Message object): byte for byte what gmqtt's own builder makes, whatever
+    the QoS, retain flag, properties and payload size (remaining lengths of
+    1 to 4 bytes)."""
+
+    class Protocol:
+        proto_ver = MQTTv50
+        id_generator = IdGenerator(65536)
+
+    body = "é" * (size // 2)
+    expected = PublishPacket.build_package(
+        Message("devices/d1/commands", body, qos=qos, retain=retain, **properties), Protocol()
+    )[1]
+
+    async def built() -> bytes:
+        connection = Connection("packets", True, 0, 100, acknowledges=False)
+        written: list[bytes] = []
+        connection._write = written.append
+        connection._publish("devices/d1/commands", body, qos, retain, properties)
+        return b"".join(written)
+
+    assert asyncio.run(built()) == bytes(expected)
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+@pytest.mark.parametrize("retain", [False, True])
+@pytest.mark.parametrize(
+    "properties", [{}, {"user_property": [("site", "berlin")]}, {"content_type": "text/plain"}]
+)
+@pytest.mark.parametrize("topic", ["sensors/s1/telemetry", "capteurs/é/t"])
+def test_publish_packets_are_read_as_gmqtt_reads_them(
+    qos: int, retain: bool, properties: dict[str, Any], topic: str
+) -> None:
+    """The connection reads the usual PUBLISH (no properties) itself and
+    hands any other to gmqtt's parser: either way the same message comes
+    out, with a ticket (and, once settled, the PUBACK or PUBREC of its
+    packet id) at QoS 1 and 2."""
+
+    class Protocol:
+        proto_ver = MQTTv50
+        id_generator = IdGenerator(65536)
+
+    for _ in range(7):  # a packet id past one byte's worth, and not 1
+        Protocol.id_generator.next_id()
+    payload = b'{"temperature": 35.5}'
+    mid, packet = PublishPacket.build_package(
+        Message(topic, payload, qos=qos, retain=retain, **properties), Protocol()
+    )
+    command, body = packet[0], bytes(packet[2:])  # (remaining length: one byte here)
+
+    async def read(fast: bool) -> tuple[Any, bytes]:
+        connection = Connection("read", True, 0, 100)
+        written: list[bytes] = []
+        connection._write = written.append
+        if fast:
+            connection._package_handler._handle_packet(command, body)
+        else:
+            connection._parse_publish(command, body)
+        [(received, ticket)] = connection.inbox
+        assert (ticket is None) == (qos == 0)
+        if ticket is not None:
+            connection.acks.settle(ticket)
+        return received, b"".join(written)
+
+    fast, slow = asyncio.run(read(True)), asyncio.run(read(False))
+    assert fast == slow
+    received, acknowledgement = fast
+    assert (received.topic, received.payload, received.qos, received.retain) == (
+        topic,
+        payload,
+        qos,
+        retain,
+    )
+    assert received.user_properties == tuple(properties.get("user_property", ()))
+    assert acknowledgement == (
+        bytes((0x40 if qos == 1 else 0x50, 2)) + mid.to_bytes(2, "big") if qos else b""
+    )

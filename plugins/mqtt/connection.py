@@ -8,11 +8,20 @@ awaiting PUBACK, packet ids) ends with it and never leaks onto the next.
 
 What gmqtt offers and how it is used here:
 
-- **Withheld acknowledgements.** With ``optimistic_acknowledgement=False``
-  gmqtt runs an ``async`` ``on_message`` as a task and sends the PUBACK (QoS
-  1) or PUBREC (QoS 2) when that task returns (gmqtt/mqtt/handler.py). Each
-  QoS 1/2 message's task waits here on a future that ``InOrderAcks`` resolves
-  once the message is safe, in arrival order.
+- **Withheld acknowledgements.** gmqtt's own way (``optimistic_acknowledgement
+  =False``: an ``async`` ``on_message`` run as a task per message, the
+  PUBACK sent when it returns) costs a task, a future and a write per
+  message. Instead this client takes QoS 1/2 PUBLISH packets itself: it
+  replaces its package handler's ``_handle_qos_1_publish_packet`` and
+  ``_handle_qos_2_publish_packet`` (gmqtt/mqtt/handler.py, called with the
+  packet id once the packet is parsed), queues the message with its ticket
+  in ``acks``, and writes the PUBACK (PUBREC) itself when ``InOrderAcks``
+  releases it: no task and no future per message.
+- **Writes gathered.** gmqtt writes each packet on its own (a ``send``
+  system call per PUBLISH and per PUBACK). Once connected, its protocol's
+  ``write_data`` is replaced by ``_write``: packets written in one turn of
+  the event loop leave together in one write at the end of it, in order
+  (the PUBACKs a batch releases, the publishes of its deliveries).
 - **PUBACK of a publish.** gmqtt keeps each QoS 1/2 PUBLISH in its
   ``persistent_storage`` until the PUBACK (or PUBCOMP) and removes it then:
   ``_Outbound`` is that storage, with a future per packet id.
@@ -34,19 +43,34 @@ What gmqtt offers and how it is used here:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
+import struct
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import gmqtt
-from gmqtt.mqtt.constants import SubAckReasonCode
+from gmqtt.mqtt.constants import MQTTv50, SubAckReasonCode
+from gmqtt.mqtt.package import PackageFactory
 from gmqtt.storage import PersistentStorage
 
 from .acks import InOrderAcks
 from .messages import Received
 
 log = logging.getLogger("plugins.mqtt")
+
+#: PUBACK (QoS 1) and PUBREC (QoS 2) of a packet id, reason code Success: MQTT
+#: 5 lets its reason code and properties be left out (remaining length 2,
+#: section 3.4.2.1), which is also MQTT 3.1.1's form.
+_ACK = struct.Struct("!BBH")
+_ACK_COMMAND = {1: 0x40, 2: 0x50}
+#: A PUBLISH's first byte, by ``qos | retain << 2``
+_PUBLISH = {
+    qos | retain << 2: bytes((0x30 | qos << 1 | retain,)) for qos in (0, 1, 2) for retain in (0, 1)
+}
+_MAXIMUM_REMAINING = 268_435_455  # the largest remaining length MQTT can say
 
 
 class MqttFailure(Exception):
@@ -110,8 +134,8 @@ class _Outbound(PersistentStorage):  # type: ignore[misc]
 
 
 class Connection(gmqtt.Client):  # type: ignore[misc]
-    """One network connection: messages in (``inbox``, with the future each
-    QoS 1/2 message's acknowledgement waits on), publishes out (``send``)."""
+    """One network connection: messages in (``inbox``, each QoS 1/2 message
+    with its ticket in ``acks``), publishes out (``send``)."""
 
     def __init__(
         self,
@@ -127,10 +151,8 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         super().__init__(
             client_id,
             clean_session=clean_start,
-            # Withheld acknowledgements cost a task per message (gmqtt's
-            # async on_message); at QoS 0 nothing is acknowledged, so a plain
-            # function takes messages (and gmqtt would acknowledge at once a
-            # QoS 1 message the broker should not send).
+            # Not acknowledging (QoS 0 only): gmqtt acknowledges at once a QoS
+            # 1 message the broker should not send.
             optimistic_acknowledgement=not acknowledges,
             persistent_storage=self._outbound,
             session_expiry_interval=session_expiry,
@@ -141,17 +163,34 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         #: messages not yet taken by the resource, in arrival order, with
         #: their ticket in ``acks`` (None at QoS 0: nothing to acknowledge)
         self.inbox: deque[tuple[Received, int | None]] = deque()
-        self.acks: InOrderAcks[asyncio.Future[int]] = InOrderAcks(self._acknowledge)
+        #: per QoS 1/2 message, its PUBACK (PUBREC) packet, written once released
+        self.acks: InOrderAcks[bytes] = InOrderAcks(self._acknowledge)
         self._window = receive_maximum
         self._taken = 0  # QoS 1/2 messages handed on by ``take``
-        #: acknowledgements due after the connection was lost: never sent
-        self._owed: list[asyncio.Future[int]] = []
-        #: gmqtt's on_message tasks waiting for their acknowledgement
-        self._waiting: set[asyncio.Task[Any]] = set()
+        self._unsent = 0  # acknowledgements released after the connection was lost
+        #: packets written this turn of the loop, and gmqtt's own write (see ``_write``)
+        self._pending: list[bytes] = []
+        self._write_now: Callable[[bytes], None] | None = None
+        self._protocol_version = MQTTv50  # as connected (see ``open``)
+        self._no_properties = b"\x00"
         self._subacks: dict[int, asyncio.Future[tuple[int, ...]]] = {}
-        self.on_message = self._arrived if acknowledges else self._arrived_at_most_once
+        self.on_message = self._arrived_at_most_once
         self.on_subscribe = self._subscribed
         self.on_disconnect = self._disconnected
+        self._acknowledges = acknowledges
+        handler = self._package_handler
+        names = ["_handle_publish_packet"]
+        if acknowledges:
+            names += ["_handle_qos_1_publish_packet", "_handle_qos_2_publish_packet"]
+        for name in names:
+            if not callable(getattr(handler, name, None)):  # pragma: no cover - gmqtt changed
+                raise RuntimeError(f"gmqtt's package handler has no {name}: see connection.py")
+        #: gmqtt's own parser: for a PUBLISH with properties (see ``_publish_packet``)
+        self._parse_publish = handler._handle_publish_packet
+        handler._handle_publish_packet = self._publish_packet
+        if acknowledges:
+            handler._handle_qos_1_publish_packet = functools.partial(self._arrived, 1)
+            handler._handle_qos_2_publish_packet = functools.partial(self._arrived, 2)
 
     async def open(
         self, host: str, port: int, tls: ssl.SSLContext | None, keepalive: int, timeout: float
@@ -160,41 +199,55 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         await asyncio.wait_for(
             self.connect(host, port, ssl=tls or False, keepalive=keepalive), timeout
         )
+        protocol = self._connection._protocol
+        self._protocol_version = protocol.proto_ver
+        #: a PUBLISH's properties when it has none: MQTT 5 says their length, 0
+        self._no_properties = b"\x00" if protocol.proto_ver >= MQTTv50 else b""
+        self._write_now = protocol.write_data
+        protocol.write_data = self._write
 
     async def close(self) -> None:
-        """Disconnect (if still connected), then end the acknowledgements
-        still owed: the socket is closed, so none reaches the broker, which
-        sends those messages again when the session resumes."""
+        """Disconnect (if still connected). The acknowledgements still owed
+        are never sent: the broker sends those messages again when the
+        session resumes."""
         by_broker = self.lost.is_set()  # its socket is closed already
         self._lose("closed")
+        self._uncork()  # what is written already goes first, DISCONNECT after it
         try:
             if not by_broker:
                 await self.disconnect()
         finally:
-            await self._abandon()
+            unsent = len(self.acks.abandon()) + self._unsent
+            if unsent:
+                log.info(
+                    "%d acknowledgements not sent (connection closed): the broker sends"
+                    " those messages again when the session resumes",
+                    unsent,
+                )
 
-    async def _abandon(self) -> None:
-        """Let gmqtt's on_message tasks still waiting return. gmqtt then writes
-        each PUBACK to the closed socket and logs a warning for each: one line
-        here says it instead, and theirs are filtered while it happens."""
-        owed = [*self.acks.abandon(), *self._owed]
-        self._owed.clear()
-        if not owed:
+    def _write(self, data: bytes) -> None:
+        """gmqtt's protocol's ``write_data`` while connected: a packet waits
+        for the end of this turn of the event loop, then leaves with the
+        others written in it, in one write."""
+        pending = self._pending
+        pending.append(data)
+        if len(pending) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        pending = self._pending
+        if not pending or self._write_now is None:
             return
-        log.info(
-            "%d acknowledgements not sent (connection closed): the broker sends"
-            " those messages again when the session resumes",
-            len(owed),
-        )
-        gmqtt_log = logging.getLogger("gmqtt.mqtt.protocol")
-        gmqtt_log.addFilter(_closed_socket_writes)
-        try:
-            for released in owed:
-                _release(released)
-            # gmqtt's callback (the write) runs before gather's own.
-            await asyncio.gather(*self._waiting, return_exceptions=True)
-        finally:
-            gmqtt_log.removeFilter(_closed_socket_writes)
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._write_now(data)  # gmqtt's: the keepalive's clock, a closed socket's warning
+
+    def _uncork(self) -> None:
+        """Write what waits, and from now on each packet as it comes (gmqtt's
+        DISCONNECT, then the socket closes at once)."""
+        self._flush()
+        if self._write_now is not None:
+            self._connection._protocol.write_data = self._write_now
 
     async def reconnect(self, delay: bool = False) -> None:
         """gmqtt's own reconnect, disabled: the resource reconnects with backoff."""
@@ -233,37 +286,57 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
     def _arrived_at_most_once(
         self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
     ) -> None:
-        """gmqtt's on_message when nothing is withheld: queue the message."""
+        """gmqtt's on_message (QoS 0, or nothing acknowledged): queue the message."""
         self.inbox.append((_received(topic, payload, qos, properties), None))
         self.wake.set()
 
-    def _acknowledge(self, released: asyncio.Future[int]) -> None:
-        if self.lost.is_set():
-            self._owed.append(released)  # not on a dead socket (see ``_abandon``)
-            return
-        _release(released)
-        self.wake.set()  # the window has room again
-
-    async def _arrived(
-        self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
-    ) -> int:
-        """gmqtt's on_message: queue the message; at QoS 1/2 return (so gmqtt
-        acknowledges) only once ``acks`` releases it."""
-        received = _received(topic, payload, qos, properties)
-        if qos == 0:
-            self.inbox.append((received, None))
-            self.wake.set()
-            return 0
-        released: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.inbox.append((received, self.acks.add(released)))
-        self.wake.set()
-        task = asyncio.current_task()
-        assert task is not None
-        self._waiting.add(task)
+    def _publish_packet(self, command: int, packet: bytes) -> None:
+        """gmqtt's ``_handle_publish_packet``, for the usual PUBLISH: no
+        properties (MQTT 5 says their length, 0), a UTF-8 topic, and at QoS
+        1/2 a connection that acknowledges. Parsed here in a few slices; any
+        other packet goes to gmqtt's parser (user properties, topic aliases,
+        a malformed packet), which ends in ``_arrived`` too."""
+        qos = (command >> 1) & 3
         try:
-            return await released  # 0: success, the PUBACK/PUBREC gmqtt sends now
-        finally:
-            self._waiting.discard(task)
+            end = 2 + int.from_bytes(packet[:2], "big")
+            topic = packet[2:end].decode()
+            if qos:
+                mid = int.from_bytes(packet[end : end + 2], "big")
+                end += 2
+            if self._connection_state.protocol_version >= MQTTv50:
+                if packet[end]:  # some properties: gmqtt reads them
+                    raise ValueError
+                end += 1
+        except (UnicodeDecodeError, IndexError, ValueError):
+            self._parse_publish(command, packet)
+            return
+        if not topic or (qos and not self._acknowledges) or qos == 3:
+            self._parse_publish(command, packet)
+            return
+        received = Received(topic, packet[end:], qos, bool(command & 1))
+        ticket = self.acks.add(_ACK.pack(_ACK_COMMAND[qos], 2, mid)) if qos else None
+        self.inbox.append((received, ticket))
+        self.wake.set()
+
+    def _arrived(
+        self, qos: int, mid: int, payload: bytes, topic: str, properties: dict[str, Any]
+    ) -> None:
+        """A QoS 1/2 PUBLISH, parsed by gmqtt: queue the message with its
+        ticket; its acknowledgement is written once ``acks`` releases it."""
+        self.inbox.append(
+            (
+                _received(topic, payload, qos, properties),
+                self.acks.add(_ACK.pack(_ACK_COMMAND[qos], 2, mid)),
+            )
+        )
+        self.wake.set()
+
+    def _acknowledge(self, packet: bytes) -> None:
+        if self.lost.is_set():
+            self._unsent += 1  # not on a dead socket: the broker sends it again
+            return
+        self._write(packet)
+        self.wake.set()  # the window has room again
 
     def _subscribed(self, client: Any, mid: int, granted: tuple[int, ...], properties: Any) -> None:
         answer = self._subacks.get(mid)
@@ -297,7 +370,7 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
                 await outbound.slot()
                 continue
             try:
-                self.publish(topic, body, qos=qos, retain=retain, **properties)
+                self._publish(topic, body, qos, retain, properties)
             except OverflowError:
                 # Every packet id the broker's Receive Maximum allows is in
                 # flight: wait for a PUBACK to free one.
@@ -309,6 +382,51 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
             assert done is not None
             await done
 
+    def _publish(
+        self, topic: str, body: str | bytes, qos: int, retain: bool, properties: dict[str, Any]
+    ) -> None:
+        """gmqtt's ``Client.publish``, without its Message object, its
+        debug logging and its byte-by-byte packing: a PUBLISH packet built
+        in one join, stored for its PUBACK (QoS 1/2) and written with the
+        others of this turn. OverflowError: no packet id free."""
+        name = topic.encode()
+        payload = body.encode() if isinstance(body, str) else body
+        if not properties:
+            extra = self._no_properties
+        else:
+            extra = bytes(PackageFactory._build_properties_data(properties, self._protocol_version))
+        if qos:
+            mid = self._package_handler.id_generator.next_id()
+            extra = mid.to_bytes(2, "big") + extra
+        remaining = 2 + len(name) + len(extra) + len(payload)
+        if remaining > _MAXIMUM_REMAINING:
+            raise ValueError("the payload is too large for one MQTT packet")
+        packet = b"".join(
+            (
+                _PUBLISH[qos | retain << 2],
+                _remaining_length(remaining),
+                len(name).to_bytes(2, "big"),
+                name,
+                extra,
+                payload,
+            )
+        )
+        if qos:
+            self._outbound.push_message(mid, packet)
+        self._write(packet)
+
+
+def _remaining_length(value: int) -> bytes:
+    """MQTT's variable byte integer (section 1.5.5)."""
+    if value < 128:
+        return bytes((value,))
+    encoded = bytearray()
+    while True:
+        value, digit = divmod(value, 128)
+        encoded.append(digit | 0x80 if value else digit)
+        if not value:
+            return bytes(encoded)
+
 
 def _received(topic: str, payload: bytes, qos: int, properties: dict[str, Any]) -> Received:
     return Received(
@@ -318,15 +436,6 @@ def _received(topic: str, payload: bytes, qos: int, properties: dict[str, Any]) 
         retain=bool(properties.get("retain")),
         user_properties=tuple(properties.get("user_property", ())),
     )
-
-
-def _closed_socket_writes(record: logging.LogRecord) -> bool:
-    return record.getMessage() != "[TRYING WRITE TO CLOSED SOCKET]"
-
-
-def _release(released: asyncio.Future[int]) -> None:
-    if not released.done():
-        released.set_result(0)
 
 
 def _reason(code: int) -> str:
