@@ -53,7 +53,17 @@ from pipelines.process import tuned_process
 from pipelines.runtime import DEFAULT_BUS, DURABILITIES, Runtime
 from pipelines.targets import check_keys
 
-TOP_KEYS = {"state", "durability", "buses", "resources", "rules", "archives", "alarms", "cluster"}
+TOP_KEYS = {
+    "state",
+    "durability",
+    "api",
+    "buses",
+    "resources",
+    "rules",
+    "archives",
+    "alarms",
+    "cluster",
+}
 #: The resource a ``cluster`` section becomes: the runners' shared intake.
 CLUSTER_RESOURCE = "cluster"
 _GROUP = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -79,6 +89,8 @@ class PipelineConfig:
     cluster_group: str | None = None
     #: ``durable`` (answer puts once in the state database) or ``memory``.
     durability: str = "durable"
+    #: ``api``: where ``pipelines run`` serves AWS's APIs (``HOST:PORT``), or None.
+    api: str | None = None
     #: Where each node was declared: path -> (file, line, column), 1-based.
     positions: dict[Path_, tuple[str, int, int]] = field(default_factory=dict)
 
@@ -92,6 +104,25 @@ class PipelineConfig:
     def problems_of(self, base: Path_, exc: ConfigError) -> list[Problem]:
         """Each problem of a check of the node at ``base``, at its own position."""
         return located_errors(self.positions, base, str(self.files[0]), exc)
+
+
+def _api(
+    config: PipelineConfig,
+    listen: Any,
+    positions: Mapping[Path_, tuple[str, int, int]],
+    file: str,
+) -> list[Problem]:
+    """``api: HOST:PORT``, checked as ``--api`` is."""
+    from pipelines.api.server import parse_listen
+
+    try:
+        if not isinstance(listen, str | int):
+            raise ValueError(f"{listen!r} is not HOST:PORT")
+        parse_listen(str(listen))
+    except ValueError as error:
+        return [locate(positions, ("api",), file, f"api: {error}")]
+    config.api = str(listen)
+    return []
 
 
 def locate(
@@ -498,6 +529,8 @@ def load_config(
                         f" not {data['durability']!r}",
                     )
                 )
+        if isinstance(data, dict) and data.get("api") is not None:
+            problems += _api(config, data["api"], loader.positions, loader.file)
         if isinstance(data, dict) and data.get("cluster") is not None:
             clusters.append(data["cluster"])
     problems += _cluster(config, clusters)

@@ -78,6 +78,11 @@ def _sections(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
             "description": "durable: put answers once its events are in the state database;"
             " memory: at once (faster; a crash loses what is not delivered)",
         },
+        "api": {
+            "type": ["string", "integer"],
+            "description": "HOST:PORT where `pipelines run` serves AWS's APIs (events, ...)"
+            " for boto3, the AWS CLI and the SDKs; --api overrides it",
+        },
         "buses": {"type": "array", "items": _NAME, "description": "extra event buses"},
         "resources": {
             "type": "object",

@@ -512,6 +512,7 @@ def _stream_of(context: DeliveryContext) -> str:
 
 
 class LogGroupType(TargetType):
+    arn_template = "arn:aws:logs:{region}:{account}:log-group:{name}"
     name = "log_group"
     description = "A log group with CloudWatch Logs' semantics, in the state database"
     settings = SETTINGS_TABLE

@@ -403,6 +403,7 @@ def message_attribute(value: Any) -> dict[str, str] | None:
 
 
 class TopicType(TargetType):
+    arn_template = "arn:aws:sns:{region}:{account}:{name}"
     name = "topic"
     description = "SNS-style fan-out: subscriptions with filter policies, raw or enveloped"
     settings = SETTINGS_TABLE

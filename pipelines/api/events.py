@@ -1,0 +1,325 @@
+"""The events service (EventBridge's API) over the runtime's buses and rules.
+
+The engine serves it itself: buses, rules and PutEvents are the engine's.
+Each operation is a thin translation between AWS's names and the library's
+(``Bus.put_rule``, ``Runtime.put_events``...), so a rule made through the
+API is the same object a YAML config makes. Targets name resources by ARN
+(``arn:aws:sqs:REGION:ACCOUNT:orders`` is the resource ``orders``, of type
+``queue``); region and account in a given ARN are not compared.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from pipelines.api.errors import ApiError, validation
+from pipelines.api.services import Call, Service
+from pipelines.bus import Bus
+from pipelines.errors import ConfigError, PatternError, ResourceNotFoundError
+from pipelines.patterns import evaluate_pattern
+
+events = Service("events")
+
+#: ListRules and the other List* operations answer at most this many per page.
+PAGE = 100
+
+
+def _bus_name(given: str | None) -> str:
+    """A bus named by name or ARN (``arn:aws:events:...:event-bus/NAME``)."""
+    if not given:
+        return "default"
+    return given.rsplit("event-bus/", 1)[-1] if given.startswith("arn:") else given
+
+
+def _bus(call: Call, given: str | None) -> Bus:
+    name = _bus_name(given)
+    try:
+        return call.runtime.bus(name)
+    except (KeyError, ResourceNotFoundError):
+        raise ApiError("ResourceNotFoundException", f"Event bus {name} does not exist.") from None
+
+
+def _page(items: Sequence[Any], params: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """One page of ``items`` as ``{key: [...], "NextToken": ...}``."""
+    start = 0
+    token = params.get("NextToken")
+    if token:
+        try:
+            start = int(base64.urlsafe_b64decode(token.encode()).decode())
+        except ValueError:
+            raise validation("The NextToken is not valid.") from None
+    limit = params.get("Limit") or PAGE
+    answer: dict[str, Any] = {key: list(items[start : start + limit])}
+    if start + limit < len(items):
+        answer["NextToken"] = base64.urlsafe_b64encode(str(start + limit).encode()).decode()
+    return answer
+
+
+# -- PutEvents and patterns --------------------------------------------------
+
+
+@events.operation()
+async def put_events(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    entries = params["Entries"]
+    return await call.runtime.put_events(
+        [{**entry, "EventBusName": _bus_name(entry.get("EventBusName"))} for entry in entries]
+    )
+
+
+@events.operation()
+async def test_event_pattern(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    try:
+        event = orjson.loads(params["Event"])
+    except orjson.JSONDecodeError:
+        raise validation("Parameter Event is not valid.") from None
+    missing = [
+        key
+        for key in ("id", "account", "source", "time", "region", "detail-type")
+        if not isinstance(event, dict) or key not in event
+    ]
+    if missing:
+        raise validation(f"Parameter Event is not valid. Missing fields: {', '.join(missing)}")
+    try:
+        return {"Result": evaluate_pattern(params["EventPattern"], event)}
+    except PatternError as error:
+        raise ApiError("InvalidEventPatternException", str(error)) from None
+
+
+# -- buses -------------------------------------------------------------------
+
+
+def _describe_bus(bus: Bus) -> dict[str, Any]:
+    return {"Name": bus.name, "Arn": bus.arn}
+
+
+@events.operation()
+async def create_event_bus(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    name = params["Name"]
+    if name in {bus.name for bus in call.runtime.buses()}:
+        raise ApiError("ResourceAlreadyExistsException", f"Event bus {name} already exists.")
+    return {"EventBusArn": call.runtime.create_bus(name).arn}
+
+
+@events.operation()
+async def describe_event_bus(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    return _describe_bus(_bus(call, params.get("Name")))
+
+
+@events.operation()
+async def list_event_buses(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    prefix = params.get("NamePrefix", "")
+    buses = sorted(call.runtime.buses(), key=lambda bus: bus.name)
+    found = [_describe_bus(bus) for bus in buses if bus.name.startswith(prefix)]
+    return _page(found, params, "EventBuses")
+
+
+@events.operation()
+async def delete_event_bus(call: Call, params: dict[str, Any]) -> None:
+    name = _bus_name(params["Name"])
+    if name == "default":
+        raise validation("Cannot delete event bus default.")
+    if name in {bus.name for bus in call.runtime.buses()}:
+        await call.runtime.delete_bus(name)
+
+
+# -- rules -------------------------------------------------------------------
+
+
+@events.operation()
+async def put_rule(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    bus = _bus(call, params.get("EventBusName"))
+    pattern = params.get("EventPattern")
+    schedule = params.get("ScheduleExpression")
+    if pattern is None and schedule is None:
+        raise validation("Parameter(s) EventPattern or ScheduleExpression must be specified.")
+    if schedule is not None and bus.name != "default":
+        raise validation("ScheduleExpression is supported only on the default event bus.")
+    state = params.get("State", "ENABLED")
+    if state not in ("ENABLED", "DISABLED"):
+        raise validation(f"State {state} is not supported by pipelines.")
+    try:
+        return bus.put_rule(
+            params["Name"],
+            pattern=pattern,
+            schedule=schedule,
+            state=state,
+            description=params.get("Description", ""),
+        )
+    except PatternError as error:
+        raise ApiError("InvalidEventPatternException", str(error)) from None
+    except ConfigError as error:
+        if schedule is not None and "schedule" in str(error.location):
+            raise validation("Parameter ScheduleExpression is not valid.") from None
+        raise
+
+
+def _rule(bus: Bus, name: str) -> dict[str, Any]:
+    try:
+        return bus.describe_rule(name)
+    except ResourceNotFoundError as error:
+        raise ApiError("ResourceNotFoundException", str(error)) from None
+
+
+@events.operation()
+async def describe_rule(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    return _rule(_bus(call, params.get("EventBusName")), params["Name"])
+
+
+@events.operation()
+async def list_rules(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    bus = _bus(call, params.get("EventBusName"))
+    return _page(bus.list_rules(params.get("NamePrefix", "")), params, "Rules")
+
+
+@events.operation()
+async def enable_rule(call: Call, params: dict[str, Any]) -> None:
+    bus = _bus(call, params.get("EventBusName"))
+    _rule(bus, params["Name"])
+    bus.enable_rule(params["Name"])
+
+
+@events.operation()
+async def disable_rule(call: Call, params: dict[str, Any]) -> None:
+    bus = _bus(call, params.get("EventBusName"))
+    _rule(bus, params["Name"])
+    bus.disable_rule(params["Name"])
+
+
+@events.operation()
+async def delete_rule(call: Call, params: dict[str, Any]) -> None:
+    bus = _bus(call, params.get("EventBusName"))
+    name = params["Name"]
+    if name not in {rule["Name"] for rule in bus.list_rules(name)}:
+        return  # AWS: deleting a rule that does not exist succeeds
+    if bus.list_targets_by_rule(name) and not params.get("Force"):
+        raise validation("Rule can't be deleted since it has targets.")
+    await bus.delete_rule(name, force=bool(params.get("Force")))
+
+
+@events.operation()
+async def list_rule_names_by_target(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    bus = _bus(call, params.get("EventBusName"))
+    wanted = _resource_of(call, params["TargetArn"])
+    names = [
+        rule["Name"]
+        for rule in bus.list_rules()
+        if any(target["resource"] == wanted for target in bus.list_targets_by_rule(rule["Name"]))
+    ]
+    return _page(names, params, "RuleNames")
+
+
+# -- targets -----------------------------------------------------------------
+
+
+def _resource_of(call: Call, arn: str) -> str | None:
+    """The resource an ARN names (its last name segment), if it exists."""
+    tail = arn.split(":", 5)[-1] if arn.startswith("arn:") else arn
+    for separator in ("function:", "log-group:", "stream/"):
+        if tail.startswith(separator):
+            tail = tail[len(separator) :]
+    if ":" in tail and arn.startswith("arn:aws:lambda"):
+        tail = tail.split(":", 1)[0]  # a qualified function ARN: name:version
+    tail = tail.removesuffix(":*")
+    return tail if tail in call.runtime.resource_names() else None
+
+
+def _target_config(call: Call, target: Mapping[str, Any]) -> dict[str, Any]:
+    """A PutTargets target in the library's names (``Bus.put_targets``)."""
+    resource = _resource_of(call, target["Arn"])
+    if resource is None:
+        raise validation(f"No resource of this pipeline has the ARN {target['Arn']}.")
+    config: dict[str, Any] = {"id": target["Id"], "resource": resource}
+    if "Input" in target:
+        config["input"] = target["Input"]
+    if "InputPath" in target:
+        config["input_path"] = target["InputPath"]
+    if "InputTransformer" in target:
+        transformer = target["InputTransformer"]
+        config["input_transformer"] = {
+            "input_paths_map": transformer.get("InputPathsMap", {}),
+            "input_template": transformer["InputTemplate"],
+        }
+    if "RetryPolicy" in target:
+        policy = target["RetryPolicy"]
+        config["retry_policy"] = {
+            key: policy[aws]
+            for key, aws in (
+                ("maximum_retry_attempts", "MaximumRetryAttempts"),
+                ("maximum_event_age", "MaximumEventAgeInSeconds"),
+            )
+            if aws in policy
+        }
+    dead_letter = target.get("DeadLetterConfig", {}).get("Arn")
+    if dead_letter:
+        named = _resource_of(call, dead_letter)
+        if named is None:
+            raise validation(f"No resource of this pipeline has the ARN {dead_letter}.")
+        config["dead_letter"] = named
+    return config
+
+
+def _aws_target(call: Call, declared: Mapping[str, Any]) -> dict[str, Any]:
+    """A rule target as ListTargetsByRule answers it."""
+    target: dict[str, Any] = {
+        "Id": declared["id"],
+        "Arn": call.runtime.resource_arn(declared["resource"]),
+    }
+    given = declared.get("input")
+    if given is not None:
+        target["Input"] = given if isinstance(given, str) else orjson.dumps(given).decode()
+    if declared.get("input_path") is not None:
+        target["InputPath"] = declared["input_path"]
+    transformer = declared.get("input_transformer")
+    if transformer is not None:
+        target["InputTransformer"] = {
+            "InputPathsMap": transformer.get("input_paths_map") or {},
+            "InputTemplate": transformer["input_template"],
+        }
+    policy = declared.get("retry_policy")
+    if policy:
+        target["RetryPolicy"] = {
+            "MaximumRetryAttempts": policy["maximum_retry_attempts"],
+            "MaximumEventAgeInSeconds": policy["maximum_event_age"],
+        }
+    if declared.get("dead_letter"):
+        target["DeadLetterConfig"] = {"Arn": call.runtime.resource_arn(declared["dead_letter"])}
+    return target
+
+
+@events.operation()
+async def put_targets(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    bus = _bus(call, params.get("EventBusName"))
+    _rule(bus, params["Rule"])
+    accepted: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for target in params["Targets"]:
+        try:
+            accepted.append(_target_config(call, target))
+        except ApiError as error:
+            failed.append(
+                {"TargetId": target["Id"], "ErrorCode": error.code, "ErrorMessage": error.message}
+            )
+    if accepted:
+        await bus.put_targets(params["Rule"], accepted)
+    return {"FailedEntryCount": len(failed), "FailedEntries": failed}
+
+
+@events.operation()
+async def remove_targets(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    bus = _bus(call, params.get("EventBusName"))
+    _rule(bus, params["Rule"])
+    present = {target["id"] for target in bus.list_targets_by_rule(params["Rule"])}
+    await bus.remove_targets(params["Rule"], [i for i in params["Ids"] if i in present])
+    return {"FailedEntryCount": 0, "FailedEntries": []}
+
+
+@events.operation()
+async def list_targets_by_rule(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    bus = _bus(call, params.get("EventBusName"))
+    _rule(bus, params["Rule"])
+    targets = [_aws_target(call, declared) for declared in bus.list_targets_by_rule(params["Rule"])]
+    return _page(targets, params, "Targets")
