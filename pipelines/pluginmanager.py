@@ -10,16 +10,12 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
-from typing import TYPE_CHECKING
 
 import pluggy
 
 from pipelines import hookspecs
 from pipelines.errors import PluginError
 from pipelines.targets import TargetType
-
-if TYPE_CHECKING:
-    from pipelines.api.services import Service
 
 ENTRY_POINT_GROUP = "pipelines"
 #: Our own distribution: its entry points are the built-in plugins.
@@ -86,25 +82,6 @@ def _registered_targets(manager: pluggy.PluginManager) -> dict[str, tuple[Target
 
         implementation.function(register=register)
     return found
-
-
-def api_services(manager: pluggy.PluginManager | None = None) -> dict[str, Service]:
-    """Every AWS service a plugin serves, by botocore's name; one name registered
-    twice is an error naming both plugins."""
-    found: dict[str, tuple[Service, str]] = {}
-    for implementation in (manager or get_plugin_manager()).hook.register_services.get_hookimpls():
-        plugin_name = implementation.plugin_name
-
-        def register(service: Service, plugin_name: str = plugin_name) -> None:
-            if service.name in found:
-                raise PluginError(
-                    f"AWS service {service.name!r} is served by both "
-                    f"{found[service.name][1]!r} and {plugin_name!r}"
-                )
-            found[service.name] = (service, plugin_name)
-
-        implementation.function(register=register)
-    return {name: service for name, (service, _) in found.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,18 +14,15 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from pipelines.api.errors import ApiError, not_implemented, translate
-from pipelines.api.services import Call, Service
+from pipelines.api.services import ApiHost, Call, Service
 from pipelines.api.wire import read_input, write_output
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
-
-if TYPE_CHECKING:
-    from pipelines.runtime import Runtime
 
 log = logging.getLogger("pipelines.api")
 
@@ -88,7 +85,7 @@ class ApiServer:
 
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: ApiHost,
         services: Mapping[str, Service],
         host: str = "127.0.0.1",
         port: int = 0,

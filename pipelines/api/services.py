@@ -11,23 +11,50 @@ raises ``ApiError`` (or a library exception ``errors.translate`` knows).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.model import ServiceModel
 
 from pipelines.api.models import service_model
 
 if TYPE_CHECKING:
-    from pipelines.runtime import Runtime
+    from pipelines.bus import Bus
+    from pipelines.targets import Target
+
+
+class ApiHost(Protocol):
+    """What operations reach of the runtime (``Runtime`` implements it)."""
+
+    def bus(self, name: str = ...) -> Bus: ...
+
+    def buses(self) -> list[Bus]: ...
+
+    def create_bus(self, name: str) -> Bus: ...
+
+    async def delete_bus(self, name: str, *, timeout: float | None = None) -> None: ...
+
+    async def put_events(
+        self,
+        entries: Iterable[Mapping[str, Any]],
+        *,
+        default_bus: str = ...,
+        settled: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]: ...
+
+    def resource(self, name: str, *, where: str | None = None) -> Target: ...
+
+    def resource_names(self) -> list[str]: ...
+
+    def resource_arn(self, name: str) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Call:
     """One request as an operation sees it."""
 
-    runtime: Runtime
+    runtime: ApiHost
     service: str
     operation: str
     #: From the request's SigV4 credential scope (the runtime's defaults without one).
