@@ -289,13 +289,89 @@ async def test_requests_are_checked_by_the_model_with_aws_wording(api: Api) -> N
 async def test_unknown_and_unserved_operations_answer_aws_errors_not_500(api: Api) -> None:
     status, body = await api.raw("AWSEvents.MakeCoffee", b"{}")
     assert (status, body["__type"]) == (400, "UnknownOperationException")
-    unserved = await api.error("list_archives")
+    unserved = await api.error("list_connections")
     assert unserved["Error"]["Code"] == "NotImplemented"
     assert unserved["ResponseMetadata"]["HTTPStatusCode"] == 501
-    assert "ListArchives" in unserved["Error"]["Message"]
+    assert "ListConnections" in unserved["Error"]["Message"]
     status, body = await api.raw("Nobody_2020.Do", b"{}", scope="nobody")
     assert (status, body["__type"]) == (400, "UnknownService")
     assert "'nobody' is not a service this endpoint serves (served: events" in body["message"]
+
+
+async def test_an_archive_made_through_the_api_keeps_events_and_a_replay_redelivers_them(
+    api: Api,
+) -> None:
+    made = await api.call(
+        "create_archive",
+        ArchiveName="orders",
+        EventSourceArn="arn:aws:events:us-east-1:123456789012:event-bus/default",
+        EventPattern='{"source": ["shop"]}',
+        RetentionDays=3,
+    )
+    assert made["ArchiveArn"].endswith(":archive/orders")
+    assert made["State"] == "ENABLED"
+    again = await api.error(
+        "create_archive",
+        ArchiveName="orders",
+        EventSourceArn="arn:aws:events:us-east-1:123456789012:event-bus/default",
+    )
+    assert again["Error"]["Code"] == "ResourceAlreadyExistsException"
+    await api.call("put_rule", Name="r", EventPattern='{"source": ["shop"]}')
+    await api.call("put_targets", Rule="r", Targets=[{"Id": "a", "Arn": AUDIT_ARN}])
+    before = api.runtime.clock.time()
+    await api.call(
+        "put_events",
+        Entries=[
+            {"Source": "shop", "DetailType": "Order", "Detail": '{"n": 1}'},
+            {"Source": "other", "DetailType": "Order", "Detail": '{"n": 2}'},
+        ],
+    )
+    audit = api.recorder("audit")
+    await eventually(lambda: len(audit.received) == 1)
+    described = await api.call("describe_archive", ArchiveName="orders")
+    assert described["EventCount"] == 1  # the pattern keeps the shop event only
+    assert described["RetentionDays"] == 3
+    assert described["EventPattern"] == '{"source": ["shop"]}'
+    listed = await api.call("list_archives", NamePrefix="ord")
+    assert [a["ArchiveName"] for a in listed["Archives"]] == ["orders"]
+    updated = await api.call("update_archive", ArchiveName="orders", RetentionDays=9)
+    assert updated["ArchiveArn"] == made["ArchiveArn"]
+    assert (await api.call("describe_archive", ArchiveName="orders"))["RetentionDays"] == 9
+    started = await api.call(
+        "start_replay",
+        ReplayName="again",
+        EventSourceArn=made["ArchiveArn"],
+        EventStartTime=before - 60,
+        EventEndTime=api.runtime.clock.time() + 60,
+        Destination={
+            "Arn": "arn:aws:events:us-east-1:123456789012:event-bus/default",
+            "FilterArns": [made["ArchiveArn"].replace("archive/orders", "rule/r")],
+        },
+    )
+    assert started["State"] in ("STARTING", "RUNNING", "COMPLETED")
+    await eventually(lambda: len(audit.received) == 2)
+    replayed = audit.received[1].payload
+    assert replayed["detail"] == {"n": 1}
+    assert replayed["replay-name"] == "again"
+
+    async def completed() -> bool:
+        return (await api.call("describe_replay", ReplayName="again"))["State"] == "COMPLETED"
+
+    for _ in range(200):
+        if await completed():
+            break
+        await asyncio.sleep(0.05)
+    replay = await api.call("describe_replay", ReplayName="again")
+    assert replay["State"] == "COMPLETED"
+    assert replay["EventSourceArn"] == made["ArchiveArn"]
+    assert [r["ReplayName"] for r in (await api.call("list_replays"))["Replays"]] == ["again"]
+    done = await api.error("cancel_replay", ReplayName="again")
+    assert done["Error"]["Code"] == "IllegalStatusException"
+    missing = await api.error("describe_replay", ReplayName="nope")
+    assert missing["Error"]["Code"] == "ResourceNotFoundException"
+    await api.call("delete_archive", ArchiveName="orders")
+    gone = await api.error("describe_archive", ArchiveName="orders")
+    assert gone["Error"]["Code"] == "ResourceNotFoundException"
 
 
 def test_docs_list_exactly_the_served_operations() -> None:

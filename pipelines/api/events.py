@@ -335,3 +335,135 @@ async def list_targets_by_rule(call: Call, params: dict[str, Any]) -> Mapping[st
     _rule(bus, params["Rule"])
     targets = [_aws_target(call, declared) for declared in bus.list_targets_by_rule(params["Rule"])]
     return _page(targets, params, "Targets")
+
+
+# -- archives and replays ----------------------------------------------------
+
+
+def _archive_name(arn_or_name: str) -> str:
+    return arn_or_name.rsplit("archive/", 1)[-1] if arn_or_name.startswith("arn:") else arn_or_name
+
+
+async def _archive_exists(call: Call, name: str) -> bool:
+    try:
+        await call.runtime.archives.describe_archive(name)
+    except ResourceNotFoundError:
+        return False
+    return True
+
+
+@events.operation()
+async def create_archive(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    name = params["ArchiveName"]
+    bus = _bus(call, params["EventSourceArn"])
+    if await _archive_exists(call, name):
+        raise ApiError("ResourceAlreadyExistsException", f"Archive {name} already exists.")
+    options: dict[str, Any] = {"bus": bus.name, "retention_days": params.get("RetentionDays", 0)}
+    if params.get("EventPattern") is not None:
+        options["pattern"] = params["EventPattern"]
+    if params.get("Description") is not None:
+        options["description"] = params["Description"]
+    await call.runtime.archives.create_archive(name, options)
+    described = await call.runtime.archives.describe_archive(name)
+    return {**described, "State": "ENABLED"}
+
+
+@events.operation()
+async def update_archive(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    name = params["ArchiveName"]
+    try:
+        current = await call.runtime.archives.describe_archive(name)
+    except ResourceNotFoundError:
+        raise ApiError("ResourceNotFoundException", f"Archive {name} does not exist.") from None
+    options: dict[str, Any] = {
+        "bus": _bus_name(current["EventSourceArn"]),
+        "retention_days": params.get("RetentionDays", current["RetentionDays"]),
+        "description": params.get("Description", current.get("Description", "")),
+        "durability": current.get("Durability", "normal"),
+    }
+    pattern = params.get("EventPattern", current.get("EventPattern"))
+    if pattern is not None:
+        options["pattern"] = pattern
+    await call.runtime.archives.create_archive(name, options)
+    return await call.runtime.archives.describe_archive(name)
+
+
+@events.operation()
+async def describe_archive(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    try:
+        return await call.runtime.archives.describe_archive(params["ArchiveName"])
+    except ResourceNotFoundError as error:
+        raise ApiError("ResourceNotFoundException", str(error)) from None
+
+
+@events.operation()
+async def list_archives(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    found = await call.runtime.archives.list_archives(params.get("NamePrefix", ""))
+    if params.get("EventSourceArn"):
+        source = _bus_name(params["EventSourceArn"])
+        found = [a for a in found if _bus_name(a["EventSourceArn"]) == source]
+    if params.get("State"):
+        found = [a for a in found if a["State"] == params["State"]]
+    return _page(found, params, "Archives")
+
+
+@events.operation()
+async def delete_archive(call: Call, params: dict[str, Any]) -> None:
+    try:
+        await call.runtime.archives.delete_archive(params["ArchiveName"])
+    except ResourceNotFoundError as error:
+        raise ApiError("ResourceNotFoundException", str(error)) from None
+
+
+def _rule_name(arn: str) -> str:
+    return arn.rsplit("/", 1)[-1] if arn.startswith("arn:") else arn
+
+
+@events.operation()
+async def start_replay(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    destination = params["Destination"]
+    bus = _bus(call, destination["Arn"])
+    filters = destination.get("FilterArns")
+    try:
+        return await call.runtime.replays.start(
+            params["ReplayName"],
+            _archive_name(params["EventSourceArn"]),
+            params["EventStartTime"],
+            params["EventEndTime"],
+            bus.name,
+            [_rule_name(arn) for arn in filters] if filters else None,
+            description=params.get("Description", ""),
+        )
+    except ResourceNotFoundError as error:
+        raise ApiError("ResourceNotFoundException", str(error)) from None
+
+
+@events.operation()
+async def describe_replay(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    try:
+        return await call.runtime.replays.describe(params["ReplayName"])
+    except (ResourceNotFoundError, IndexError):
+        raise ApiError(
+            "ResourceNotFoundException", f"Replay {params['ReplayName']} does not exist."
+        ) from None
+
+
+@events.operation()
+async def list_replays(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    found = sorted(await call.runtime.replays.list(), key=lambda r: r["ReplayName"])
+    prefix = params.get("NamePrefix", "")
+    found = [r for r in found if r["ReplayName"].startswith(prefix)]
+    if params.get("State"):
+        found = [r for r in found if r["State"] == params["State"]]
+    if params.get("EventSourceArn"):
+        archive = _archive_name(params["EventSourceArn"])
+        found = [r for r in found if _archive_name(r["EventSourceArn"]) == archive]
+    return _page(found, params, "Replays")
+
+
+@events.operation()
+async def cancel_replay(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    try:
+        return await call.runtime.replays.cancel(params["ReplayName"])
+    except ResourceNotFoundError as error:
+        raise ApiError("ResourceNotFoundException", str(error)) from None

@@ -20,7 +20,9 @@ from botocore.model import ServiceModel
 from pipelines.api.models import service_model
 
 if TYPE_CHECKING:
+    from pipelines.archive import Archiver
     from pipelines.bus import Bus
+    from pipelines.replay import Replays
     from pipelines.targets import Target
 
 
@@ -48,6 +50,12 @@ class ApiHost(Protocol):
     def resource_names(self) -> list[str]: ...
 
     def resource_arn(self, name: str) -> str: ...
+
+    @property
+    def archives(self) -> Archiver: ...
+
+    @property
+    def replays(self) -> Replays: ...
 
 
 @dataclass(frozen=True, slots=True)
