@@ -10,6 +10,7 @@ the one HTTP stack of the project.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import uuid
@@ -18,8 +19,10 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from botocore.model import ServiceModel
 
 from pipelines.api.errors import ApiError, not_implemented, translate
+from pipelines.api.query import error_xml, read_query, write_xml
 from pipelines.api.services import ApiHost, Call, Service
 from pipelines.api.wire import read_input, write_output
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
@@ -31,7 +34,6 @@ _SCOPE = re.compile(r"Credential=([^/\s,]+)/\d{8}/([^/\s,]+)/([^/\s,]+)/aws4_req
 #: AWS's largest request body among the served operations is 1 MiB (SQS); a
 #: little more leaves room for JSON's own encoding of it.
 MAX_BODY = 2 * 1024 * 1024
-_JSON_PROTOCOLS = {"json"}
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -47,7 +49,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 class Router:
-    """Finds a request's service and operation among the served ones."""
+    """Finds a request's service among the served ones."""
 
     def __init__(self, services: Mapping[str, Service]) -> None:
         self.services = dict(services)
@@ -59,8 +61,8 @@ class Router:
             if "targetPrefix" in meta:
                 self._by_target[meta["targetPrefix"]] = service
 
-    def route(self, signing_name: str | None, target: str | None) -> tuple[Service, str]:
-        prefix, _, operation = (target or "").rpartition(".")
+    def service(self, signing_name: str | None, target: str | None) -> Service:
+        prefix = (target or "").rpartition(".")[0]
         service = self._by_target.get(prefix) if prefix else None
         if service is None and signing_name is not None:
             service = self._by_signing.get(signing_name)
@@ -70,14 +72,108 @@ class Router:
                 "UnknownService",
                 f"{named!r} is not a service this endpoint serves"
                 f" (served: {', '.join(sorted(self.services))})",
-                400,
             )
-        if service.model.metadata.get("protocol") not in _JSON_PROTOCOLS or not operation:
+        return service
+
+
+class _Request:
+    """One request in its protocol: JSON (``X-Amz-Target``) or query (a form)."""
+
+    def __init__(self, service: Service, request: web.Request, request_id: str) -> None:
+        self.service = service
+        self.request_id = request_id
+        meta = service.model.metadata
+        target = request.headers.get("X-Amz-Target")
+        # A JSON service still takes the query protocol from clients that send
+        # it (SQS's older SDKs): a form without X-Amz-Target.
+        self.query = meta.get("protocol") == "query" or (
+            target is None and request.content_type == "application/x-www-form-urlencoded"
+        )
+        self.version = meta.get("jsonVersion", "1.0")
+        self.operation = (target or "").rpartition(".")[2] or None
+        self.form: Mapping[str, str] = {}
+
+    async def read(self, request: web.Request) -> dict[str, Any]:
+        """The operation's parameters (sets ``operation`` from a form's Action)."""
+        model = self.service.model
+        if self.query:
+            form = await request.post() if request.method == "POST" else request.query
+            self.form = {key: str(value) for key, value in form.items()}
+            self.operation = self.form.get("Action")
+        if not self.operation:
+            wanted = "an Action parameter" if self.query else "X-Amz-Target"
             raise ApiError(
                 "UnknownOperationException",
-                f"no operation given for {service.name} (X-Amz-Target is required)",
+                f"no operation given for {self.service.name} ({wanted} is required)",
             )
-        return service, operation
+        if self.operation not in model.operation_names:
+            raise ApiError(
+                "InvalidAction" if self.query else "UnknownOperationException",
+                f"{self.service.name} has no operation {self.operation!r}",
+            )
+        op_model = model.operation_model(self.operation)
+        if self.query:
+            return read_query(op_model, self.form)
+        return read_input(op_model.input_shape, await request.read())
+
+    def answer(self, result: Mapping[str, Any]) -> web.Response:
+        op_model = self.service.model.operation_model(self.operation)
+        if self.query:
+            return web.Response(
+                body=write_xml(op_model, result, self.request_id),
+                headers={"Content-Type": "text/xml", "x-amzn-RequestId": self.request_id},
+            )
+        return web.Response(
+            body=orjson.dumps(write_output(op_model.output_shape, result)),
+            headers={
+                "Content-Type": f"application/x-amz-json-{self.version}",
+                "x-amzn-RequestId": self.request_id,
+            },
+        )
+
+    def error(self, error: ApiError) -> web.Response:
+        shape_name, query_code, status = _error_shape(self.service.model, error)
+        headers = {"x-amzn-RequestId": self.request_id}
+        if self.query:
+            namespace = self.service.model.metadata.get("xmlNamespace", "")
+            body = error_xml(error, query_code, namespace, self.request_id)
+            headers["Content-Type"] = "text/xml"
+            return web.Response(status=status, body=body, headers=headers)
+        headers["Content-Type"] = f"application/x-amz-json-{self.version}"
+        headers["x-amzn-ErrorType"] = shape_name
+        if "awsQueryCompatible" in self.service.model.metadata:
+            # What botocore reads back as the error's code for a service that
+            # moved from the query protocol to JSON (SQS).
+            fault = "Sender" if error.sender_fault else "Receiver"
+            headers["x-amzn-query-error"] = f"{query_code};{fault}"
+        body = orjson.dumps({"__type": shape_name, "message": error.message})
+        return web.Response(status=status, body=body, headers=headers)
+
+
+@functools.cache
+def _error_codes(model: ServiceModel) -> dict[str, tuple[str, str, int | None]]:
+    """Each error shape by its name and by its query code: (name, code, status)."""
+    found: dict[str, tuple[str, str, int | None]] = {}
+    for name in model.shape_names:
+        shape = model.shape_for(name)
+        if not shape.metadata.get("exception"):
+            continue
+        error = shape.metadata.get("error", {})
+        entry = (name, error.get("code", name), error.get("httpStatusCode"))
+        found.setdefault(name, entry)
+        found.setdefault(entry[1], entry)
+    return found
+
+
+def _error_shape(model: ServiceModel, error: ApiError) -> tuple[str, str, int]:
+    """An error's shape name, query code and status by the model: an operation
+    may raise either name (``NotFoundException`` or ``NotFound``); the model's
+    status applies unless the error sets its own."""
+    entry = _error_codes(model).get(error.code)
+    if entry is None:
+        return error.code, error.code, error.status
+    name, code, status = entry
+    return name, code, status if status is not None and error.status == 400 else error.status
 
 
 class ApiServer:
@@ -127,73 +223,50 @@ class ApiServer:
         request_id = str(uuid.uuid4())
         scope = _SCOPE.search(request.headers.get("Authorization", ""))
         try:
-            service, operation = self.router.route(
+            service = self.router.service(
                 scope.group(3) if scope else None, request.headers.get("X-Amz-Target")
             )
         except ApiError as error:
-            return _json_error(error, request_id, "1.0")
-        version = service.model.metadata.get("jsonVersion", "1.0")
+            return _unrouted(error, request_id)
+        wire = _Request(service, request, request_id)
         try:
-            body = await request.read()
-            answer = await self._call(service, operation, body, scope, request)
+            params = await wire.read(request)
+            function = service.operations.get(wire.operation or "")
+            if function is None:
+                raise not_implemented(service.name, wire.operation or "")
+            call = Call(
+                runtime=self.runtime,
+                service=service.name,
+                operation=wire.operation or "",
+                region=scope.group(2) if scope else DEFAULT_REGION,
+                account=DEFAULT_ACCOUNT,
+                access_key=scope.group(1) if scope else None,
+                base_url=f"{request.scheme}://{request.host}",
+            )
+            result = await function(call, params)
         except web.HTTPRequestEntityTooLarge:
             too_large = ApiError("RequestEntityTooLarge", f"the body is over {MAX_BODY} bytes", 413)
-            return _json_error(too_large, request_id, version)
+            return wire.error(too_large)
         except ApiError as error:
-            return _json_error(error, request_id, version)
+            return wire.error(error)
         except Exception as exc:
             known = translate(exc)
             if known is None:
-                log.exception("%s %s failed", service.name, operation)
+                log.exception("%s %s failed", service.name, wire.operation)
                 known = ApiError(
                     "InternalFailure", f"{type(exc).__name__}: {exc}", 500, sender_fault=False
                 )
-            return _json_error(known, request_id, version)
-        return web.Response(
-            body=orjson.dumps(answer),
-            headers={
-                "Content-Type": f"application/x-amz-json-{version}",
-                "x-amzn-RequestId": request_id,
-            },
-        )
-
-    async def _call(
-        self,
-        service: Service,
-        operation: str,
-        body: bytes,
-        scope: re.Match[str] | None,
-        request: web.Request,
-    ) -> Any:
-        model = service.model
-        if operation not in model.operation_names:
-            raise ApiError(
-                "UnknownOperationException", f"{service.name} has no operation {operation!r}"
-            )
-        function = service.operations.get(operation)
-        if function is None:
-            raise not_implemented(service.name, operation)
-        op_model = model.operation_model(operation)
-        params = read_input(op_model.input_shape, body)
-        call = Call(
-            runtime=self.runtime,
-            service=service.name,
-            operation=operation,
-            region=scope.group(2) if scope else DEFAULT_REGION,
-            account=DEFAULT_ACCOUNT,
-            access_key=scope.group(1) if scope else None,
-            base_url=f"{request.scheme}://{request.host}",
-        )
-        result = await function(call, params)
-        return write_output(op_model.output_shape, result or {})
+            return wire.error(known)
+        return wire.answer(result or {})
 
 
-def _json_error(error: ApiError, request_id: str, version: str) -> web.Response:
+def _unrouted(error: ApiError, request_id: str) -> web.Response:
+    """An error for a request of no served service (its protocol is unknown: JSON)."""
     return web.Response(
         status=error.status,
         body=orjson.dumps({"__type": error.code, "message": error.message}),
         headers={
-            "Content-Type": f"application/x-amz-json-{version}",
+            "Content-Type": "application/x-amz-json-1.0",
             "x-amzn-RequestId": request_id,
             "x-amzn-ErrorType": error.code,
         },

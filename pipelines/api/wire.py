@@ -181,12 +181,20 @@ def read_input(shape: StructureShape | None, body: bytes) -> dict[str, Any]:
             raise ApiError("SerializationException", f"the body is not JSON: {error}") from None
     if shape is None:
         return {}
+    return check_input(shape, raw)
+
+
+def check_input(
+    shape: StructureShape, raw: Any, *, validation_code: str = "ValidationException"
+) -> dict[str, Any]:
+    """``raw`` (JSON's types) checked against ``shape``: every problem in one
+    error, AWS's ``validation_code`` (query services say ``ValidationError``)."""
     reader = _Reader()
     params = reader.structure(shape, raw, "")
     if reader.problems:
         count = len(reader.problems)
         raise ApiError(
-            "ValidationException",
+            validation_code,
             f"{count} validation error{'s' if count > 1 else ''} detected: "
             + "; ".join(reader.problems),
         )
