@@ -179,3 +179,38 @@ async def test_a_form_with_a_missing_member_or_an_unknown_action_is_refused(clie
     assert status == 200
     assert body.startswith('<ListTopicsResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/">')
     assert "<ListTopicsResult><Topics></Topics></ListTopicsResult>" in body
+
+
+async def test_a_query_service_refuses_a_bad_signature_with_its_own_codes() -> None:
+    from pipelines.api.server import ApiSettings
+    from pipelines.api.sigv4 import AccessKey
+
+    plugins = _plugins()
+    runtime = Runtime(plugins=plugins)
+    settings = ApiSettings(access_keys={"AKIDQ": AccessKey("right", "000000000000")})
+    server = ApiServer(runtime, served_services(plugins), settings=settings)
+    await server.start()
+    try:
+        async with runtime:
+
+            def client(key: str, secret: str) -> Any:
+                return boto3.client(
+                    "sns",
+                    endpoint_url=server.url,
+                    region_name="eu-west-1",
+                    aws_access_key_id=key,
+                    aws_secret_access_key=secret,
+                )
+
+            listed = await asyncio.to_thread(client("AKIDQ", "right").list_topics)
+            assert listed["Topics"] == []
+            for key, secret, code in (
+                ("AKIDQ", "wrong", "SignatureDoesNotMatch"),
+                ("AKIDX", "right", "InvalidClientTokenId"),
+            ):
+                with pytest.raises(botocore.exceptions.ClientError) as raised:
+                    await asyncio.to_thread(client(key, secret).list_topics)
+                assert raised.value.response["Error"]["Code"] == code
+                assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    finally:
+        await server.close()

@@ -10,11 +10,15 @@ the one HTTP stack of the project.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import re
+import ssl
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,6 +28,7 @@ from botocore.model import ServiceModel
 from pipelines.api.errors import ApiError, not_implemented, translate
 from pipelines.api.query import error_xml, read_query, write_xml
 from pipelines.api.services import ApiHost, Call, Service
+from pipelines.api.sigv4 import AccessKey, verify
 from pipelines.api.wire import read_input, write_output
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 
@@ -176,8 +181,28 @@ def _error_shape(model: ServiceModel, error: ApiError) -> tuple[str, str, int]:
     return name, code, status if status is not None and error.status == 400 else error.status
 
 
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """Where and how the endpoint serves (a config's ``api``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    #: With keys, every request must be signed by one of them (strict mode).
+    access_keys: Mapping[str, AccessKey] = field(default_factory=dict)
+    #: PEM files: serve HTTPS.
+    certificate: Path | None = None
+    key: Path | None = None
+
+
+def _account(access_key: str | None) -> str:
+    # As LocalStack does: a 12-digit access key acts as that account.
+    if access_key is not None and len(access_key) == 12 and access_key.isdigit():
+        return access_key
+    return DEFAULT_ACCOUNT
+
+
 class ApiServer:
-    """Serves ``services`` for ``runtime`` on ``host:port`` until closed."""
+    """Serves ``services`` for ``runtime`` as ``settings`` say until closed."""
 
     def __init__(
         self,
@@ -185,17 +210,28 @@ class ApiServer:
         services: Mapping[str, Service],
         host: str = "127.0.0.1",
         port: int = 0,
+        *,
+        settings: ApiSettings | None = None,
     ) -> None:
         self.runtime = runtime
         self.router = Router(services)
-        self.host = host
-        self.port = port
+        self.settings = settings or ApiSettings(host, port)
+        self.host = self.settings.host
+        self.port = self.settings.port
         self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.settings.certificate is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
+
+    def _tls(self) -> ssl.SSLContext | None:
+        if self.settings.certificate is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.settings.certificate, self.settings.key)
+        return context
 
     async def start(self) -> None:
         """Bind the port (an error if it is taken) and serve."""
@@ -203,7 +239,9 @@ class ApiServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(
+            runner, self.host, self.port, reuse_address=True, ssl_context=self._tls()
+        )
         try:
             await site.start()
         except OSError:
@@ -229,7 +267,10 @@ class ApiServer:
         except ApiError as error:
             return _unrouted(error, request_id)
         wire = _Request(service, request, request_id)
+        access_key = scope.group(1) if scope else None
         try:
+            if self.settings.access_keys:
+                access_key = await self._verify(request, wire)
             params = await wire.read(request)
             function = service.operations.get(wire.operation or "")
             if function is None:
@@ -239,8 +280,8 @@ class ApiServer:
                 service=service.name,
                 operation=wire.operation or "",
                 region=scope.group(2) if scope else DEFAULT_REGION,
-                account=DEFAULT_ACCOUNT,
-                access_key=scope.group(1) if scope else None,
+                account=self._account_of(access_key),
+                access_key=access_key,
                 base_url=f"{request.scheme}://{request.host}",
             )
             result = await function(call, params)
@@ -258,6 +299,22 @@ class ApiServer:
                 )
             return wire.error(known)
         return wire.answer(result or {})
+
+    def _account_of(self, access_key: str | None) -> str:
+        known = self.settings.access_keys.get(access_key or "")
+        return known.account if known is not None else _account(access_key)
+
+    async def _verify(self, request: web.Request, wire: _Request) -> str:
+        headers = {name.lower(): ",".join(request.headers.getall(name)) for name in request.headers}
+        return verify(
+            request.method,
+            str(request.url),
+            headers,
+            await request.read(),
+            self.settings.access_keys,
+            dt.datetime.now(dt.UTC),
+            query=wire.query,
+        )
 
 
 def _unrouted(error: ApiError, request_id: str) -> web.Response:
