@@ -8,97 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import boto3
-import botocore.exceptions
 import pytest
 
-from pipelines.api import ApiServer, served_services
-from pipelines.runtime import Runtime
+from pipelines.api import served_services
 
+from .apiclient import PLUGINS, Api, started_api
 from .helpers import eventually
-from .recorder import Recorder, plugin_manager
 
-PLUGINS = plugin_manager()
 QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:orders"
 #: The recorder type (tests' own) has no AWS ARN: the project's form.
 AUDIT_ARN = "arn:pipelines:recorder:us-east-1:123456789012:audit"
-DEAD_ARN = "arn:pipelines:recorder:local:000000000000:dead"
-
-
-class Api:
-    """A started runtime and endpoint, and a boto3 events client for it."""
-
-    def __init__(self, runtime: Runtime, server: ApiServer) -> None:
-        self.runtime = runtime
-        self.server = server
-        self.client = boto3.client(
-            "events",
-            endpoint_url=server.url,
-            region_name="us-east-1",
-            aws_access_key_id="AKIDEXAMPLE",
-            aws_secret_access_key="secret",
-        )
-
-    async def call(self, operation: str, **params: Any) -> dict[str, Any]:
-        method: Callable[..., dict[str, Any]] = getattr(self.client, operation)
-        answer = await asyncio.to_thread(method, **params)
-        answer.pop("ResponseMetadata")
-        return answer
-
-    async def error(self, operation: str, **params: Any) -> dict[str, Any]:
-        with pytest.raises(botocore.exceptions.ClientError) as raised:
-            await self.call(operation, **params)
-        return raised.value.response
-
-    async def raw(
-        self, target: str, body: bytes, scope: str = "events"
-    ) -> tuple[int, dict[str, Any]]:
-        """A request as a client without botocore's own checks would send it."""
-        request = urllib.request.Request(
-            self.server.url,
-            data=body,
-            headers={
-                "X-Amz-Target": target,
-                "Content-Type": "application/x-amz-json-1.1",
-                "Authorization": f"AWS4-HMAC-SHA256 Credential=AKID/20261204/us-east-1/{scope}/"
-                "aws4_request, SignedHeaders=host, Signature=00",
-            },
-        )
-
-        def send() -> tuple[int, dict[str, Any]]:
-            try:
-                with urllib.request.urlopen(request, timeout=10) as answer:
-                    return answer.status, json.loads(answer.read())
-            except urllib.error.HTTPError as error:
-                return error.code, json.loads(error.read())
-
-        return await asyncio.to_thread(send)
-
-    def recorder(self, name: str) -> Recorder:
-        target = self.runtime.resource(name)
-        assert isinstance(target, Recorder)
-        return target
+DEAD_ARN = "arn:pipelines:recorder:us-east-1:000000000000:dead"
 
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    runtime = Runtime(state_path=tmp_path / "state.db", plugins=PLUGINS)
-    runtime.add_resource("orders", "queue", {})
-    runtime.add_resource("audit", "recorder", {})
-    runtime.add_resource("dead", "recorder", {})
-    server = ApiServer(runtime, served_services(PLUGINS), "127.0.0.1", 0)
-    await server.start()
-    try:
-        async with runtime:
-            yield Api(runtime, server)
-    finally:
-        await server.close()
+    async for started in started_api(tmp_path):
+        yield started
 
 
 async def test_a_rule_put_through_the_api_delivers_put_events_to_its_target(api: Api) -> None:

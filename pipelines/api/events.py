@@ -20,6 +20,7 @@ from pipelines.api.errors import ApiError, validation
 from pipelines.api.services import Call, Service
 from pipelines.bus import Bus
 from pipelines.errors import ConfigError, PatternError, ResourceNotFoundError
+from pipelines.event import entry_size, new_event_id
 from pipelines.patterns import evaluate_pattern
 
 events = Service("events")
@@ -64,10 +65,27 @@ def _page(items: Sequence[Any], params: Mapping[str, Any], key: str) -> dict[str
 
 @events.operation()
 async def put_events(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
-    entries = params["Entries"]
-    return await call.runtime.put_events(
-        [{**entry, "EventBusName": _bus_name(entry.get("EventBusName"))} for entry in entries]
-    )
+    entries = [
+        {**entry, "EventBusName": _bus_name(entry.get("EventBusName"))}
+        for entry in params["Entries"]
+    ]
+    total = sum(entry_size(entry) for entry in entries)
+    if total > call.runtime.limits.entries.max_entry_size:
+        raise validation("Total size of the entries in the request is over the limit.")
+    buses = {bus.name for bus in call.runtime.buses()}
+    known = [entry for entry in entries if entry["EventBusName"] in buses]
+    if len(known) == len(entries):
+        return await call.runtime.put_events(entries)
+    # AWS answers an entry for a bus that does not exist with an EventId and
+    # delivers it nowhere (recorded: test_put_events_nonexistent_event_bus).
+    result = await call.runtime.put_events(known) if known else {"Entries": []}
+    answers = iter(result["Entries"])
+    merged = [
+        next(answers) if entry["EventBusName"] in buses else {"EventId": new_event_id()}
+        for entry in entries
+    ]
+    failed = sum(1 for answer in merged if "ErrorCode" in answer)
+    return {"FailedEntryCount": failed, "Entries": merged}
 
 
 @events.operation()
@@ -93,7 +111,12 @@ async def test_event_pattern(call: Call, params: dict[str, Any]) -> Mapping[str,
 
 
 def _describe_bus(bus: Bus) -> dict[str, Any]:
-    return {"Name": bus.name, "Arn": bus.arn}
+    return {
+        "Name": bus.name,
+        "Arn": bus.arn,
+        "CreationTime": bus.created,
+        "LastModifiedTime": bus.created,
+    }
 
 
 @events.operation()
@@ -122,8 +145,8 @@ async def delete_event_bus(call: Call, params: dict[str, Any]) -> None:
     name = _bus_name(params["Name"])
     if name == "default":
         raise validation("Cannot delete event bus default.")
-    if name in {bus.name for bus in call.runtime.buses()}:
-        await call.runtime.delete_bus(name)
+    _bus(call, name)
+    await call.runtime.delete_bus(name)
 
 
 # -- rules -------------------------------------------------------------------
@@ -159,20 +182,29 @@ async def put_rule(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
 
 def _rule(bus: Bus, name: str) -> dict[str, Any]:
     try:
-        return bus.describe_rule(name)
+        return _shown_rule(bus.describe_rule(name))
     except ResourceNotFoundError as error:
         raise ApiError("ResourceNotFoundException", str(error)) from None
 
 
+def _shown_rule(described: dict[str, Any]) -> dict[str, Any]:
+    # AWS leaves out a Description that was never given.
+    return {key: value for key, value in described.items() if value != "" or key != "Description"}
+
+
 @events.operation()
 async def describe_rule(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
-    return _rule(_bus(call, params.get("EventBusName")), params["Name"])
+    return {
+        **_rule(_bus(call, params.get("EventBusName")), params["Name"]),
+        "CreatedBy": call.account,
+    }
 
 
 @events.operation()
 async def list_rules(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     bus = _bus(call, params.get("EventBusName"))
-    return _page(bus.list_rules(params.get("NamePrefix", "")), params, "Rules")
+    rules = [_shown_rule(rule) for rule in bus.list_rules(params.get("NamePrefix", ""))]
+    return _page(rules, params, "Rules")
 
 
 @events.operation()
@@ -294,8 +326,12 @@ def _aws_target(call: Call, declared: Mapping[str, Any]) -> dict[str, Any]:
     policy = declared.get("retry_policy")
     if policy:
         target["RetryPolicy"] = {
-            "MaximumRetryAttempts": policy["maximum_retry_attempts"],
-            "MaximumEventAgeInSeconds": policy["maximum_event_age"],
+            aws: policy[key]
+            for key, aws in (
+                ("maximum_retry_attempts", "MaximumRetryAttempts"),
+                ("maximum_event_age", "MaximumEventAgeInSeconds"),
+            )
+            if key in policy
         }
     if declared.get("dead_letter"):
         target["DeadLetterConfig"] = {"Arn": call.runtime.resource_arn(declared["dead_letter"])}
@@ -315,8 +351,17 @@ async def put_targets(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
             failed.append(
                 {"TargetId": target["Id"], "ErrorCode": error.code, "ErrorMessage": error.message}
             )
+    present = {target.id for target in bus.rule_targets(params["Rule"])}
+    if (
+        len(present | {target["id"] for target in accepted})
+        > call.runtime.limits.max_targets_per_rule
+    ):
+        raise ApiError(
+            "LimitExceededException", "The requested resource exceeds the maximum number allowed."
+        )
     if accepted:
-        await bus.put_targets(params["Rule"], accepted)
+        # The last of several targets with one Id wins, as AWS's does.
+        await bus.put_targets(params["Rule"], list({t["id"]: t for t in accepted}.values()))
     return {"FailedEntryCount": len(failed), "FailedEntries": failed}
 
 
@@ -324,7 +369,7 @@ async def put_targets(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
 async def remove_targets(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     bus = _bus(call, params.get("EventBusName"))
     _rule(bus, params["Rule"])
-    present = {target["id"] for target in bus.list_targets_by_rule(params["Rule"])}
+    present = {target.id for target in bus.rule_targets(params["Rule"])}
     await bus.remove_targets(params["Rule"], [i for i in params["Ids"] if i in present])
     return {"FailedEntryCount": 0, "FailedEntries": []}
 
@@ -333,7 +378,7 @@ async def remove_targets(call: Call, params: dict[str, Any]) -> Mapping[str, Any
 async def list_targets_by_rule(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     bus = _bus(call, params.get("EventBusName"))
     _rule(bus, params["Rule"])
-    targets = [_aws_target(call, declared) for declared in bus.list_targets_by_rule(params["Rule"])]
+    targets = [_aws_target(call, target.declared) for target in bus.rule_targets(params["Rule"])]
     return _page(targets, params, "Targets")
 
 

@@ -22,6 +22,7 @@ from pipelines.api.models import service_model
 if TYPE_CHECKING:
     from pipelines.archive import Archiver
     from pipelines.bus import Bus
+    from pipelines.limits import Limits
     from pipelines.replay import Replays
     from pipelines.targets import Target
 
@@ -50,6 +51,9 @@ class ApiHost(Protocol):
     def resource_names(self) -> list[str]: ...
 
     def resource_arn(self, name: str) -> str: ...
+
+    @property
+    def limits(self) -> Limits: ...
 
     @property
     def archives(self) -> Archiver: ...

@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,11 +34,14 @@ def _member_path(path: str, name: str) -> str:
 
 
 def _shown(value: Any) -> str:
+    # AWS quotes every value but null (a list as its own toString: ours is JSON).
     if value is None:
         return "null"
     if isinstance(value, str):
         return f"'{value}'"
-    return str(value)
+    if isinstance(value, list | dict):
+        return f"'{orjson.dumps(value).decode()}'"
+    return f"'{value}'"
 
 
 def _kind(value: Any) -> str:
@@ -120,6 +125,11 @@ class _Reader:
         allowed = shape.metadata.get("enum")
         if allowed and value not in allowed:
             self.fail(value, path, f"Member must satisfy enum value set: [{', '.join(allowed)}]")
+        pattern = shape.metadata.get("pattern")
+        if pattern is not None:
+            compiled = _pattern(pattern)
+            if compiled is not None and compiled.fullmatch(value) is None:
+                self.fail(value, path, f"Member must satisfy regular expression pattern: {pattern}")
         return value
 
     def number(self, shape: Shape, value: Any, path: str, *, whole: bool) -> int | float:
@@ -161,6 +171,16 @@ class _Reader:
             except (binascii.Error, ValueError):
                 pass
         raise ApiError("SerializationException", f"'{path}' is not valid base64")
+
+
+@functools.cache
+def _pattern(pattern: str) -> re.Pattern[str] | None:
+    """A model's pattern (Java's syntax, matched whole), or None where Python's
+    ``re`` reads it otherwise (``\\p{...}`` classes): then it is not checked."""
+    try:
+        return re.compile(pattern)
+    except re.error:
+        return None
 
 
 def _wrong_type(value: Any, path: str, wanted: str) -> ApiError:
