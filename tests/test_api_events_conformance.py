@@ -258,3 +258,75 @@ async def test_targets_as_aws_lists_and_limits_them(api: Api) -> None:
         "list_rule_names_by_target", TargetArn="arn:aws:sqs:us-east-1:000000000000:other"
     )
     assert nothing["RuleNames"] == []
+
+
+# test_events_schedule.py: TestScheduleCron::tests_put_rule_with_schedule_cron[...] (accepted)
+VALID_CRONS = [
+    "cron(0 10 * * ? *)",
+    "cron(15 12 * * ? *)",
+    "cron(0 18 ? * MON-FRI *)",
+    "cron(0 8 1 * ? *)",
+    "cron(0/15 * * * ? *)",
+    "cron(0/10 * ? * MON-FRI *)",
+    "cron(0/5 8-17 ? * MON-FRI *)",
+    "cron(0/30 20-23 ? * MON-FRI *)",
+    "cron(0/30 0-2 ? * MON-FRI *)",
+    "cron(0 2 ? * SAT *)",
+    "cron(0 12 * * ? *)",
+    "cron(5,35 14 * * ? *)",
+    "cron(15 10 ? * 6L 2002-2005)",
+    "cron(0 2 ? * SAT#3 *)",
+    "cron(* * ? * SAT#3 *)",
+    "cron(0/5 5 ? JAN 1-5 2022)",
+]
+# ...tests_put_rule_with_invalid_schedule_cron[...] and
+# TestScheduleRate::test_put_rule_with_invalid_schedule_rate[...] (refused)
+INVALID_SCHEDULES = [
+    "cron(INVALID)",
+    "cron(0 dummy ? * MON-FRI *)",
+    "cron(7 20 * * NOT *)",
+    "cron(71 8 1 * ? *)",
+    "cron(0 1 * * * *)",
+    "rate(10 seconds)",
+    "rate(10 years)",
+    "rate(1 minutes)",
+    "rate(1 hours)",
+    "rate(1 days)",
+    "rate(10 minute)",
+    "rate(10 hour)",
+    "rate(10 day)",
+    "rate()",
+    "rate(10)",
+    "rate(10 minutess)",
+    "rate(foo minutes)",
+    "rate(0 minutes)",
+    "rate(-10 minutes)",
+    "rate(10 MINUTES)",
+    "rate( 10 minutes )",
+    " rate(10 minutes)",
+]
+
+
+async def test_schedule_expressions_accepted_and_refused_as_aws_does(api: Api) -> None:
+    for n, expression in enumerate(VALID_CRONS):
+        await api.call("put_rule", Name=f"cron-{n}", ScheduleExpression=expression)
+        described = await api.call("describe_rule", Name=f"cron-{n}")
+        assert described["ScheduleExpression"] == expression
+    wrong = []
+    for n, expression in enumerate(INVALID_SCHEDULES):
+        refused = await api.error("put_rule", Name=f"bad-{n}", ScheduleExpression=expression)
+        if refused["Error"] != {
+            "Code": "ValidationException",
+            "Message": "Parameter ScheduleExpression is not valid.",
+        }:
+            wrong.append((expression, refused["Error"]))
+    assert wrong == []
+    # TestScheduleRate::tests_put_rule_with_schedule_custom_event_bus
+    await api.call("create_event_bus", Name="custom")
+    custom = await api.error(
+        "put_rule", Name="r", EventBusName="custom", ScheduleExpression="rate(1 minute)"
+    )
+    assert custom["Error"] == {
+        "Code": "ValidationException",
+        "Message": "ScheduleExpression is supported only on the default event bus.",
+    }
