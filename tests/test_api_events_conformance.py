@@ -8,6 +8,7 @@ messages, members and statuses are AWS's.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -330,3 +331,157 @@ async def test_schedule_expressions_accepted_and_refused_as_aws_does(api: Api) -
         "Code": "ValidationException",
         "Message": "ScheduleExpression is supported only on the default event bus.",
     }
+
+
+# test_archive_and_replay.snapshot.json
+async def test_archives_as_aws_answers_them(api: Api) -> None:
+    bus_arn = "arn:aws:events:us-east-1:000000000000:event-bus/default"
+    # TestArchive::test_create_list_describe_update_delete_archive
+    made = await api.call(
+        "create_archive",
+        ArchiveName="archive-1",
+        EventSourceArn=bus_arn,
+        EventPattern=json.dumps(PATTERN),
+        RetentionDays=1,
+        Description="description of the archive",
+    )
+    assert sorted(made) == ["ArchiveArn", "CreationTime", "State"]
+    assert made["State"] == "ENABLED"
+    (listed,) = (await api.call("list_archives"))["Archives"]
+    assert sorted(listed) == [
+        "ArchiveName",
+        "CreationTime",
+        "EventCount",
+        "EventSourceArn",
+        "RetentionDays",
+        "SizeBytes",
+        "State",
+    ]
+    assert (listed["EventCount"], listed["SizeBytes"], listed["RetentionDays"]) == (0, 0, 1)
+    described = await api.call("describe_archive", ArchiveName="archive-1")
+    assert sorted(described) == sorted([*listed, "ArchiveArn", "Description", "EventPattern"])
+    # TestArchive::test_create_archive_error_unknown_event_bus / _duplicate
+    unknown_bus = await api.error(
+        "create_archive",
+        ArchiveName="archive-2",
+        EventSourceArn=bus_arn.replace("/default", "/nope"),
+    )
+    assert unknown_bus["Error"] == {
+        "Code": "ResourceNotFoundException",
+        "Message": "Event bus nope does not exist.",
+    }
+    duplicate = await api.error("create_archive", ArchiveName="archive-1", EventSourceArn=bus_arn)
+    assert duplicate["Error"] == {
+        "Code": "ResourceAlreadyExistsException",
+        "Message": "Archive archive-1 already exists.",
+    }
+    # TestArchive::test_list_archive_with_name_prefix / _with_source_arn / _state_enabled
+    assert len((await api.call("list_archives", NamePrefix="archive"))["Archives"]) == 1
+    assert (await api.call("list_archives", NamePrefix="none"))["Archives"] == []
+    assert len((await api.call("list_archives", EventSourceArn=bus_arn))["Archives"]) == 1
+    assert len((await api.call("list_archives", State="ENABLED"))["Archives"]) == 1
+    # TestArchive::test_list_archive_error_unknown_source_arn
+    unknown_source = await api.error(
+        "list_archives", EventSourceArn=bus_arn.replace("/default", "/nope")
+    )
+    assert unknown_source["Error"] == {
+        "Code": "ResourceNotFoundException",
+        "Message": "Event bus nope does not exist.",
+    }
+    # TestArchive::test_update_archive_error_unknown_archive
+    nothing = await api.error("update_archive", ArchiveName="archive-x")
+    assert nothing["Error"] == {
+        "Code": "ValidationException",
+        "Message": "At least one of EventPattern, RetentionDays or Description must be provided.",
+    }
+    # TestArchive::test_describe_archive_error_unknown_archive / test_delete_archive_error_...
+    for operation in ("describe_archive", "delete_archive"):
+        missing = await api.error(operation, ArchiveName="archive-x")
+        assert missing["Error"] == {
+            "Code": "ResourceNotFoundException",
+            "Message": "Archive archive-x does not exist.",
+        }
+
+
+async def test_replay_errors_as_aws_answers_them(api: Api) -> None:
+    bus_arn = "arn:aws:events:us-east-1:000000000000:event-bus/default"
+    archive = await api.call("create_archive", ArchiveName="a", EventSourceArn=bus_arn)
+    await api.call("create_event_bus", Name="other")
+    window = {"EventStartTime": 1_700_000_000, "EventEndTime": 1_700_000_100}
+
+    async def start(name: str, **options: Any) -> dict[str, Any]:
+        params = {
+            "ReplayName": name,
+            "EventSourceArn": archive["ArchiveArn"],
+            "Destination": {"Arn": bus_arn},
+            **window,
+            **options,
+        }
+        return await api.error("start_replay", **params)
+
+    # TestReplay::test_start_replay_error_unknown_event_bus
+    unknown = await start("r", Destination={"Arn": bus_arn.replace("/default", "/nope")})
+    assert unknown["Error"] == {
+        "Code": "ResourceNotFoundException",
+        "Message": "Event bus nope does not exist.",
+    }
+    cross = await start("r", Destination={"Arn": bus_arn.replace("/default", "/other")})
+    assert cross["Error"] == {
+        "Code": "ValidationException",
+        "Message": "Parameter Destination.Arn is not valid."
+        " Reason: Cross event bus replay is not permitted.",
+    }
+    # TestReplay::test_start_replay_error_unknown_archive
+    no_archive = await start(
+        "r", EventSourceArn=archive["ArchiveArn"].replace("archive/a", "archive/gone")
+    )
+    assert no_archive["Error"] == {
+        "Code": "ValidationException",
+        "Message": "Parameter EventSourceArn is not valid. Reason: Archive gone does not exist.",
+    }
+    # TestReplay::test_start_replay_error_invalid_end_time[0, 10]
+    for later in (0, 10):
+        backwards = await start(
+            "r", EventStartTime=1_700_000_000 + later, EventEndTime=1_700_000_000
+        )
+        assert backwards["Error"] == {
+            "Code": "ValidationException",
+            "Message": "Parameter EventEndTime is not valid."
+            " Reason: EventStartTime must be before EventEndTime.",
+        }
+    # TestReplay::test_start_replay_error_duplicate_name_same_archive
+    started = await api.call(
+        "start_replay",
+        ReplayName="r",
+        EventSourceArn=archive["ArchiveArn"],
+        Destination={"Arn": bus_arn},
+        **window,
+    )
+    assert sorted(started) == ["ReplayArn", "ReplayStartTime", "State"]
+    again = await start("r")
+    assert again["Error"] == {
+        "Code": "ResourceAlreadyExistsException",
+        "Message": "Replay r already exists.",
+    }
+    # TestReplay::test_describe_replay_error_unknown_replay
+    missing = await api.error("describe_replay", ReplayName="gone")
+    assert missing["Error"] == {
+        "Code": "ResourceNotFoundException",
+        "Message": "Replay gone does not exist.",
+    }
+    # TestReplay::test_list_replays_with_prefix: a finished replay's members
+    for _ in range(200):
+        listed = (await api.call("list_replays", NamePrefix="r"))["Replays"]
+        if listed and listed[0]["State"] == "COMPLETED":
+            break
+        await asyncio.sleep(0.05)
+    (replay,) = listed
+    assert sorted(replay) == [
+        "EventEndTime",
+        "EventSourceArn",
+        "EventStartTime",
+        "ReplayEndTime",
+        "ReplayName",
+        "ReplayStartTime",
+        "State",
+    ]

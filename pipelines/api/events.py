@@ -410,12 +410,16 @@ async def create_archive(call: Call, params: dict[str, Any]) -> Mapping[str, Any
         options["description"] = params["Description"]
     await call.runtime.archives.create_archive(name, options)
     described = await call.runtime.archives.describe_archive(name)
-    return {**described, "State": "ENABLED"}
+    return {**_given(described), "State": "ENABLED"}
 
 
 @events.operation()
 async def update_archive(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     name = params["ArchiveName"]
+    if not any(key in params for key in ("EventPattern", "RetentionDays", "Description")):
+        raise validation(
+            "At least one of EventPattern, RetentionDays or Description must be provided."
+        )
     try:
         current = await call.runtime.archives.describe_archive(name)
     except ResourceNotFoundError:
@@ -430,22 +434,29 @@ async def update_archive(call: Call, params: dict[str, Any]) -> Mapping[str, Any
     if pattern is not None:
         options["pattern"] = pattern
     await call.runtime.archives.create_archive(name, options)
-    return await call.runtime.archives.describe_archive(name)
+    return _given(await call.runtime.archives.describe_archive(name))
+
+
+def _given(described: Mapping[str, Any]) -> dict[str, Any]:
+    """AWS leaves out what is empty (a Description never given, a StateReason)."""
+    return {key: value for key, value in described.items() if value not in ("", None)}
 
 
 @events.operation()
 async def describe_archive(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     try:
-        return await call.runtime.archives.describe_archive(params["ArchiveName"])
+        return _given(await call.runtime.archives.describe_archive(params["ArchiveName"]))
     except ResourceNotFoundError as error:
         raise ApiError("ResourceNotFoundException", str(error)) from None
 
 
 @events.operation()
 async def list_archives(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
-    found = await call.runtime.archives.list_archives(params.get("NamePrefix", ""))
+    found = [
+        _given(a) for a in await call.runtime.archives.list_archives(params.get("NamePrefix", ""))
+    ]
     if params.get("EventSourceArn"):
-        source = _bus_name(params["EventSourceArn"])
+        source = _bus(call, params["EventSourceArn"]).name
         found = [a for a in found if _bus_name(a["EventSourceArn"]) == source]
     if params.get("State"):
         found = [a for a in found if a["State"] == params["State"]]
@@ -469,10 +480,27 @@ async def start_replay(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     destination = params["Destination"]
     bus = _bus(call, destination["Arn"])
     filters = destination.get("FilterArns")
+    archive = _archive_name(params["EventSourceArn"])
+    if params["EventStartTime"] >= params["EventEndTime"]:
+        raise validation(
+            "Parameter EventEndTime is not valid."
+            " Reason: EventStartTime must be before EventEndTime."
+        )
+    try:
+        source = await call.runtime.archives.describe_archive(archive)
+    except ResourceNotFoundError:
+        raise validation(
+            f"Parameter EventSourceArn is not valid. Reason: Archive {archive} does not exist."
+        ) from None
+    if _bus_name(source["EventSourceArn"]) != bus.name:
+        raise validation(
+            "Parameter Destination.Arn is not valid."
+            " Reason: Cross event bus replay is not permitted."
+        )
     try:
         return await call.runtime.replays.start(
             params["ReplayName"],
-            _archive_name(params["EventSourceArn"]),
+            archive,
             params["EventStartTime"],
             params["EventEndTime"],
             bus.name,
@@ -486,7 +514,7 @@ async def start_replay(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
 @events.operation()
 async def describe_replay(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     try:
-        return await call.runtime.replays.describe(params["ReplayName"])
+        return _given(await call.runtime.replays.describe(params["ReplayName"]))
     except (ResourceNotFoundError, IndexError):
         raise ApiError(
             "ResourceNotFoundException", f"Replay {params['ReplayName']} does not exist."
@@ -495,7 +523,9 @@ async def describe_replay(call: Call, params: dict[str, Any]) -> Mapping[str, An
 
 @events.operation()
 async def list_replays(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
-    found = sorted(await call.runtime.replays.list(), key=lambda r: r["ReplayName"])
+    found = sorted(
+        (_given(r) for r in await call.runtime.replays.list()), key=lambda r: r["ReplayName"]
+    )
     prefix = params.get("NamePrefix", "")
     found = [r for r in found if r["ReplayName"].startswith(prefix)]
     if params.get("State"):
