@@ -183,7 +183,7 @@ async def test_a_declared_stream_is_listed_and_its_consumer_gets_records_put_thr
     assert not listed["HasMoreStreams"]
     assert [s["StreamName"] for s in listed["StreamSummaries"]] == ["clicks", "made"]
     arns = [s["StreamARN"] for s in listed["StreamSummaries"]]
-    assert arns[0] == "arn:aws:kinesis:local:000000000000:stream/clicks"
+    assert arns[0] == "arn:aws:kinesis:us-east-1:000000000000:stream/clicks"
     answer = await api.call(
         "put_records",
         StreamName="clicks",
@@ -231,6 +231,7 @@ async def test_put_records_answers_per_record_and_iterators_of_every_type(api: K
     assert "ExplicitHashKey" in bad["ErrorMessage"]
     assert answer["EncryptionType"] == "NONE"
     first, second = ok["SequenceNumber"], two["SequenceNumber"]
+    assert first.isdigit() and not first.startswith("0")  # AWS's pattern: 0|[1-9]\d*
 
     async def datas(kind: str, **more: Any) -> list[bytes]:
         got = await api.call("get_records", ShardIterator=await api.iterator("s", kind, **more))

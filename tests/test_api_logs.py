@@ -110,8 +110,8 @@ async def test_recorded_describe_log_groups_by_prefix(api: Logs) -> None:
             "storedBytes",
         }
         name = group["logGroupName"]
-        assert group["arn"] == f"arn:aws:logs:local:000000000000:log-group:{name}:*"
-        assert group["logGroupArn"] == f"arn:aws:logs:local:000000000000:log-group:{name}"
+        assert group["arn"] == f"arn:aws:logs:us-east-1:000000000000:log-group:{name}:*"
+        assert group["logGroupArn"] == f"arn:aws:logs:us-east-1:000000000000:log-group:{name}"
         assert (group["logGroupClass"], group["deletionProtectionEnabled"]) == ("STANDARD", False)
         assert (group["metricFilterCount"], group["storedBytes"]) == (0, 0)
 
@@ -132,7 +132,7 @@ async def test_recorded_log_streams_are_described_by_name_identifier_arn_and_pre
     await api.group()
     expected = [
         {
-            "arn": "arn:aws:logs:local:000000000000:log-group:g:log-stream:s",
+            "arn": "arn:aws:logs:us-east-1:000000000000:log-group:g:log-stream:s",
             "logStreamName": "s",
             "storedBytes": 0,
         }
@@ -355,7 +355,7 @@ async def test_recorded_subscription_filters_errors_and_shape(api: Logs) -> None
     assert isinstance(found.pop("creationTime"), int)
     assert found == {
         "applyOnTransformedLogs": False,
-        "destinationArn": "arn:pipelines:recorder:local:000000000000:seen",
+        "destinationArn": "arn:pipelines:recorder:us-east-1:000000000000:seen",
         "distribution": "ByLogStream",
         "filterName": "test",
         "filterPattern": "",
@@ -513,7 +513,7 @@ async def test_queries_run_in_the_background_and_index_policies_round_trip(api: 
     arn = "arn:aws:logs:us-east-1:000000000000:log-group:g"
     put = await api.call("put_index_policy", logGroupIdentifier=arn,
                          policyDocument='{"Fields": ["level"]}')  # fmt: skip
-    assert put["indexPolicy"]["logGroupIdentifier"] == "arn:aws:logs:local:000000000000:log-group:g"
+    assert put["indexPolicy"]["logGroupIdentifier"] == "arn:aws:logs:us-east-1:000000000000:log-group:g"
     assert json.loads(put["indexPolicy"]["policyDocument"]) == {"Fields": ["level"]}
     described = await api.call("describe_index_policies", logGroupIdentifiers=["g"])
     assert [p["source"] for p in described["indexPolicies"]] == ["LOG_GROUP"]

@@ -77,6 +77,37 @@ def _aws(call: Call, error: StreamError, stream: str | None = None) -> ApiError:
     return ApiError(error.code, message)
 
 
+def _aws_sequence(number: str) -> str:
+    """A sequence number as AWS writes one: no leading zeros (AWS's pattern
+    ``0|([1-9]\\d{0,128})``); the store's are 56 digits, zero-padded, which
+    sort as text."""
+    return str(int(number))
+
+
+def _store_sequence(number: str) -> str:
+    """A sequence number given to the API, in the store's 56 digits."""
+    return number.zfill(56) if number.isdigit() and len(number) <= 56 else number
+
+
+def _shards_out(shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            **shard,
+            "SequenceNumberRange": {
+                key: _aws_sequence(value) for key, value in shard["SequenceNumberRange"].items()
+            },
+        }
+        for shard in shards
+    ]
+
+
+def _records_out(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {**r, "SequenceNumber": _aws_sequence(r["SequenceNumber"])} if "SequenceNumber" in r else r
+        for r in results
+    ]
+
+
 def _page_token(position: int) -> str:
     return base64.urlsafe_b64encode(str(position).encode()).decode()
 
@@ -149,7 +180,7 @@ def _common(described: Mapping[str, Any]) -> dict[str, Any]:
 @kinesis.operation()
 async def describe_stream(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     described = await _described(call, _name(params))
-    shards: list[dict[str, Any]] = described["Shards"]
+    shards = _shards_out(described["Shards"])
     after = params.get("ExclusiveStartShardId")
     if after is not None:
         shards = [s for s in shards if s["ShardId"] > after]
@@ -227,7 +258,7 @@ async def list_shards(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
         name, start = _name(params), 0
     store = await _store(call, name)
     try:
-        shards = await store.list_shards(name)
+        shards = _shards_out(await store.list_shards(name))
     except StreamError as error:
         raise _aws(call, error, name) from None
     after = params.get("ExclusiveStartShardId")
@@ -309,7 +340,7 @@ async def put_record(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
         answer = await store.put_records(name, [_entry(params)])
     except StreamError as error:
         raise _aws(call, error, name) from None
-    [result] = answer["Records"]
+    [result] = _records_out(answer["Records"])
     if "ErrorCode" in result:
         raise ApiError(result["ErrorCode"], result["ErrorMessage"])
     return {**result, "EncryptionType": "NONE"}
@@ -323,7 +354,7 @@ async def put_records(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
         answer = await store.put_records(name, [_entry(r) for r in params["Records"]])
     except StreamError as error:
         raise _aws(call, error, name) from None
-    return {**answer, "EncryptionType": "NONE"}
+    return {**answer, "Records": _records_out(answer["Records"]), "EncryptionType": "NONE"}
 
 
 @kinesis.operation()
@@ -335,7 +366,9 @@ async def get_shard_iterator(call: Call, params: dict[str, Any]) -> Mapping[str,
             name,
             _shard(params["ShardId"]),
             params["ShardIteratorType"],
-            sequence_number=params.get("StartingSequenceNumber"),
+            sequence_number=_store_sequence(params["StartingSequenceNumber"])
+            if params.get("StartingSequenceNumber") is not None
+            else None,
             timestamp=params.get("Timestamp"),
         )
     except StreamError as error:
@@ -363,7 +396,7 @@ async def get_records(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
         if error.code == "InvalidArgumentException" and "not a shard iterator" in error.message:
             raise ApiError("InvalidArgumentException", "Invalid ShardIterator.") from None
         raise ApiError(error.code, error.message) from None
-    return answer
+    return {**answer, "Records": _records_out(answer["Records"])}
 
 
 # -- resharding --------------------------------------------------------------
