@@ -513,7 +513,10 @@ async def test_queries_run_in_the_background_and_index_policies_round_trip(api: 
     arn = "arn:aws:logs:us-east-1:000000000000:log-group:g"
     put = await api.call("put_index_policy", logGroupIdentifier=arn,
                          policyDocument='{"Fields": ["level"]}')  # fmt: skip
-    assert put["indexPolicy"]["logGroupIdentifier"] == "arn:aws:logs:us-east-1:000000000000:log-group:g"
+    assert (
+        put["indexPolicy"]["logGroupIdentifier"]
+        == "arn:aws:logs:us-east-1:000000000000:log-group:g"
+    )
     assert json.loads(put["indexPolicy"]["policyDocument"]) == {"Fields": ["level"]}
     described = await api.call("describe_index_policies", logGroupIdentifiers=["g"])
     assert [p["source"] for p in described["indexPolicies"]] == ["LOG_GROUP"]
