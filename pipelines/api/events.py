@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from pipelines.api.errors import ApiError, validation
-from pipelines.api.services import Call, Service
+from pipelines.api.services import Call, Service, resource_of
 from pipelines.bus import Bus
 from pipelines.errors import ConfigError, PatternError, ResourceNotFoundError
 from pipelines.event import entry_size, new_event_id
@@ -248,27 +248,7 @@ async def list_rule_names_by_target(call: Call, params: dict[str, Any]) -> Mappi
 
 
 def _resource_of(call: Call, arn: str) -> str | None:
-    """The resource an ARN names, if it exists and is of the ARN's kind.
-
-    The name is the ARN's last segment; the ARN must be the one the
-    resource's type gives (``Runtime.resource_arn``) up to region and account
-    (a queue's ARN does not name a function of the same name). A plain name
-    is taken as the resource's name.
-    """
-    if not arn.startswith("arn:"):
-        return arn if arn in call.runtime.resource_names() else None
-    parts = arn.split(":", 5)
-    if len(parts) < 6:
-        return None
-    partition, service, resource = parts[1], parts[2], parts[5]
-    if service == "lambda" and resource.count(":") == 2:
-        resource = resource.rsplit(":", 1)[0]  # a qualified function: its version or alias
-    resource = resource.removesuffix(":*")
-    name = resource.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
-    if name not in call.runtime.resource_names():
-        return None
-    expected = call.runtime.resource_arn(name).split(":", 5)
-    return name if expected[1:3] == [partition, service] and expected[5] == resource else None
+    return resource_of(call, arn)
 
 
 def _target_config(call: Call, target: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from botocore.model import ServiceModel
 
 from pipelines.api.errors import ApiError, not_implemented, translate
 from pipelines.api.query import error_xml, read_query, write_xml
-from pipelines.api.services import ApiHost, Call, Service
+from pipelines.api.services import ApiHost, Call, Kept, Service
 from pipelines.api.sigv4 import AccessKey, verify
 from pipelines.api.wire import read_input, write_output
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
@@ -119,7 +119,11 @@ class _Request:
         op_model = model.operation_model(self.operation)
         if self.query:
             return read_query(op_model, self.form)
-        return read_input(op_model.input_shape, await request.read())
+        return read_input(
+            op_model.input_shape,
+            await request.read(),
+            validation_code=self.service.validation_code,
+        )
 
     def answer(self, result: Mapping[str, Any]) -> web.Response:
         op_model = self.service.model.operation_model(self.operation)
@@ -219,6 +223,8 @@ class ApiServer:
         self.host = self.settings.host
         self.port = self.settings.port
         self._runner: web.AppRunner | None = None
+        #: The stores and values services keep while this endpoint serves.
+        self.keeping = Kept()
 
     @property
     def url(self) -> str:
@@ -252,10 +258,12 @@ class ApiServer:
             self.port = runner.addresses[0][1]
 
     async def close(self) -> None:
-        """Stop taking requests; those in flight finish (aiohttp's shutdown)."""
+        """Stop taking requests; those in flight finish (aiohttp's shutdown);
+        then close what services kept (their stores)."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+        await self.keeping.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         request_id = str(uuid.uuid4())
@@ -283,6 +291,7 @@ class ApiServer:
                 account=self._account_of(access_key),
                 access_key=access_key,
                 base_url=f"{request.scheme}://{request.host}",
+                keeping=self.keeping,
             )
             result = await function(call, params)
         except web.HTTPRequestEntityTooLarge:

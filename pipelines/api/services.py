@@ -7,24 +7,39 @@ operation is an async function of a ``Call`` and the request's parameters,
 already read and checked against the operation's input shape; it returns a
 mapping in the output shape's member names (extra keys are dropped) or
 raises ``ApiError`` (or a library exception ``errors.translate`` knows).
+
+A service whose data lives in a store of the state database (the stream
+plugin's kinesis, the logs plugin's logs) opens it with ``call.store(...)``:
+one store of each type per endpoint, opened on the runtime's state database
+at first use (once the runtime runs) and closed with the endpoint. What else
+a service keeps while the endpoint serves (the logs service's queries) is
+``call.kept(key, make, close)``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from botocore.model import ServiceModel
 
+from pipelines.api.errors import ApiError
 from pipelines.api.models import service_model
+from pipelines.errors import PipelinesError
 
 if TYPE_CHECKING:
     from pipelines.archive import Archiver
     from pipelines.bus import Bus
     from pipelines.limits import Limits
     from pipelines.replay import Replays
+    from pipelines.store import Store
     from pipelines.targets import Target
+
+    StoreT = TypeVar("StoreT", bound=Store)
+
+T = TypeVar("T")
 
 
 class ApiHost(Protocol):
@@ -52,6 +67,18 @@ class ApiHost(Protocol):
 
     def resource_arn(self, name: str) -> str: ...
 
+    async def wait_running(self, timeout: float | None = None) -> None: ...
+
+    async def open_store(self, store_type: type[StoreT], *args: Any, where: str) -> StoreT: ...
+
+    def put_metric_data(
+        self,
+        namespace: str,
+        name: str,
+        dimensions: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> None: ...
+
     @property
     def limits(self) -> Limits: ...
 
@@ -60,6 +87,69 @@ class ApiHost(Protocol):
 
     @property
     def replays(self) -> Replays: ...
+
+
+#: How long a request arriving while the runtime starts waits for it (then 503).
+STARTING_WAIT = 30.0
+
+
+class Kept:
+    """What services keep while an endpoint serves: stores opened on the
+    runtime's state database (one per type) and values by key; ``close``
+    (the endpoint's) closes them all."""
+
+    def __init__(self) -> None:
+        self._stores: dict[type[Any], Any] = {}
+        self._values: dict[str, tuple[Any, Callable[[Any], Awaitable[None]] | None]] = {}
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    async def store(
+        self, runtime: ApiHost, store_type: type[StoreT], *args: Any, where: str
+    ) -> StoreT:
+        """The endpoint's ``store_type`` on the runtime's state database, opened
+        at first use with ``args`` (later calls' ``args`` are not looked at)."""
+        await runtime.wait_running(STARTING_WAIT)
+        found = self._stores.get(store_type)
+        if found is None:
+            async with self._lock:
+                found = self._stores.get(store_type)
+                if found is None:
+                    if self._closed:
+                        raise RuntimeError("the endpoint is closed")
+                    try:
+                        found = await runtime.open_store(store_type, *args, where=where)
+                    except PipelinesError as error:  # no state database
+                        raise ApiError(
+                            "ServiceUnavailable", str(error), 503, sender_fault=False
+                        ) from None
+                    self._stores[store_type] = found
+        store: StoreT = found
+        return store
+
+    def value(
+        self,
+        key: str,
+        make: Callable[[], T],
+        close: Callable[[T], Awaitable[None]] | None = None,
+    ) -> T:
+        """The value kept under ``key``, made by ``make`` the first time;
+        ``close(value)`` runs when the endpoint closes."""
+        if key not in self._values:
+            self._values[key] = (make(), close)
+        kept: T = self._values[key][0]
+        return kept
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._closed = True
+            values, self._values = self._values, {}
+            stores, self._stores = self._stores, {}
+        for value, close in values.values():
+            if close is not None:
+                await close(value)
+        for store in stores.values():
+            await store.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +165,23 @@ class Call:
     access_key: str | None
     #: The endpoint's own URL as the client reached it (queue URLs point back at it).
     base_url: str
+    #: What the endpoint keeps for its services (``store``, ``kept``).
+    keeping: Kept = field(default_factory=Kept)
+
+    async def store(self, store_type: type[StoreT], *args: Any, where: str) -> StoreT:
+        """The endpoint's ``store_type`` on the runtime's state database (see
+        ``Kept.store``); waits while the runtime starts; ``NotRunningError``
+        (503) when it does not run; ``PipelinesError`` without a state database."""
+        return await self.keeping.store(self.runtime, store_type, *args, where=where)
+
+    def kept(
+        self,
+        key: str,
+        make: Callable[[], T],
+        close: Callable[[T], Awaitable[None]] | None = None,
+    ) -> T:
+        """A value the endpoint keeps under ``key`` (see ``Kept.value``)."""
+        return self.keeping.value(key, make, close)
 
 
 Operation = Callable[[Call, dict[str, Any]], Awaitable[Mapping[str, Any] | None]]
@@ -86,6 +193,9 @@ class Service:
 
     name: str
     operations: dict[str, Operation] = field(default_factory=dict)
+    #: The code of a request the input shape refuses (CloudWatch Logs says
+    #: ``InvalidParameterException`` where most JSON services say this).
+    validation_code: str = "ValidationException"
 
     @property
     def model(self) -> ServiceModel:
@@ -103,3 +213,27 @@ class Service:
             return function
 
         return register
+
+
+def resource_of(call: Call, arn: str) -> str | None:
+    """The resource an ARN names, if it exists and is of the ARN's kind.
+
+    The name is the ARN's last segment; the ARN must be the one the
+    resource's type gives (``Runtime.resource_arn``) up to region and account
+    (a queue's ARN does not name a function of the same name). A plain name
+    is taken as the resource's name.
+    """
+    if not arn.startswith("arn:"):
+        return arn if arn in call.runtime.resource_names() else None
+    parts = arn.split(":", 5)
+    if len(parts) < 6:
+        return None
+    partition, service, resource = parts[1], parts[2], parts[5]
+    if service == "lambda" and resource.count(":") == 2:
+        resource = resource.rsplit(":", 1)[0]  # a qualified function: its version or alias
+    resource = resource.removesuffix(":*")
+    name = resource.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    if name not in call.runtime.resource_names():
+        return None
+    expected = call.runtime.resource_arn(name).split(":", 5)
+    return name if expected[1:3] == [partition, service] and expected[5] == resource else None

@@ -190,8 +190,11 @@ def _wrong_type(value: Any, path: str, wanted: str) -> ApiError:
     )
 
 
-def read_input(shape: StructureShape | None, body: bytes) -> dict[str, Any]:
-    """The parameters of a JSON-protocol request, checked against ``shape``."""
+def read_input(
+    shape: StructureShape | None, body: bytes, *, validation_code: str = "ValidationException"
+) -> dict[str, Any]:
+    """The parameters of a JSON-protocol request, checked against ``shape``
+    (a refusal's code is ``validation_code``)."""
     if not body.strip():
         raw: Any = {}
     else:
@@ -201,7 +204,7 @@ def read_input(shape: StructureShape | None, body: bytes) -> dict[str, Any]:
             raise ApiError("SerializationException", f"the body is not JSON: {error}") from None
     if shape is None:
         return {}
-    return check_input(shape, raw)
+    return check_input(shape, raw, validation_code=validation_code)
 
 
 def check_input(
