@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 
 from pipelines.api.errors import ApiError, not_implemented, translate
-from pipelines.api.services import ApiHost, Call, Service
+from pipelines.api.services import ApiHost, Call, QueryError, Service
 from pipelines.api.wire import read_input, write_output
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 
@@ -118,10 +118,23 @@ class ApiServer:
             self.port = runner.addresses[0][1]
 
     async def close(self) -> None:
-        """Stop taking requests; those in flight finish (aiohttp's shutdown)."""
+        """Stop taking requests; those in flight finish (aiohttp's shutdown),
+        long polls at once with what they have; then each service's ``closed``."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
-            await runner.cleanup()
+            services = list(self.router.services.values())
+            for service in services:
+                if service.stopping is not None:
+                    service.stopping(self.runtime)
+            try:
+                await runner.cleanup()
+            finally:
+                for service in services:
+                    if service.closed is not None:
+                        try:
+                            await service.closed(self.runtime)
+                        except Exception:
+                            log.exception("closing %s failed", service.name)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         request_id = str(uuid.uuid4())
@@ -131,16 +144,16 @@ class ApiServer:
                 scope.group(3) if scope else None, request.headers.get("X-Amz-Target")
             )
         except ApiError as error:
-            return _json_error(error, request_id, "1.0")
+            return _json_error(None, error, request_id, "1.0")
         version = service.model.metadata.get("jsonVersion", "1.0")
         try:
             body = await request.read()
             answer = await self._call(service, operation, body, scope, request)
         except web.HTTPRequestEntityTooLarge:
             too_large = ApiError("RequestEntityTooLarge", f"the body is over {MAX_BODY} bytes", 413)
-            return _json_error(too_large, request_id, version)
+            return _json_error(service, too_large, request_id, version)
         except ApiError as error:
-            return _json_error(error, request_id, version)
+            return _json_error(service, error, request_id, version)
         except Exception as exc:
             known = translate(exc)
             if known is None:
@@ -148,7 +161,7 @@ class ApiServer:
                 known = ApiError(
                     "InternalFailure", f"{type(exc).__name__}: {exc}", 500, sender_fault=False
                 )
-            return _json_error(known, request_id, version)
+            return _json_error(service, known, request_id, version)
         return web.Response(
             body=orjson.dumps(answer),
             headers={
@@ -174,7 +187,7 @@ class ApiServer:
         if function is None:
             raise not_implemented(service.name, operation)
         op_model = model.operation_model(operation)
-        params = read_input(op_model.input_shape, body)
+        params = read_input(op_model.input_shape, body, enums=service.check_enums)
         call = Call(
             runtime=self.runtime,
             service=service.name,
@@ -188,13 +201,40 @@ class ApiServer:
         return write_output(op_model.output_shape, result or {})
 
 
-def _json_error(error: ApiError, request_id: str, version: str) -> web.Response:
+def query_error(service: Service, code: str, status: int) -> QueryError:
+    """How an ``awsQueryCompatible`` service names the error ``code``: the
+    error shape's ``error`` in botocore's model when it has one, else what the
+    service declares (``Service.query_errors``), else the code itself."""
+    declared = service.query_errors.get(code)
+    if declared is not None:
+        return declared
+    for shape in service.model.error_shapes:
+        if shape.name == code:
+            error = shape.metadata.get("error") or {}
+            return QueryError(code, error.get("code", code), error.get("httpStatusCode", status))
+    return QueryError(code, code, status)
+
+
+def _json_error(
+    service: Service | None, error: ApiError, request_id: str, version: str
+) -> web.Response:
+    headers = {
+        "Content-Type": f"application/x-amz-json-{version}",
+        "x-amzn-RequestId": request_id,
+    }
+    code, status = error.code, error.status
+    if service is not None and "awsQueryCompatible" in service.model.metadata:
+        # AWS's answer for such a service (SQS): the shape's name qualified by
+        # the service's namespace, the query code and fault in a header (botocore
+        # shows the query code as the error's Code, and raises the shape's class).
+        named = query_error(service, error.code, error.status)
+        code = f"com.amazonaws.{service.model.metadata['endpointPrefix']}#{named.type}"
+        status = named.status if error.status == 400 else error.status
+        fault = "Sender" if error.sender_fault else "Receiver"
+        headers["x-amzn-query-error"] = f"{named.query};{fault}"
+    headers["x-amzn-ErrorType"] = code
     return web.Response(
-        status=error.status,
-        body=orjson.dumps({"__type": error.code, "message": error.message}),
-        headers={
-            "Content-Type": f"application/x-amz-json-{version}",
-            "x-amzn-RequestId": request_id,
-            "x-amzn-ErrorType": error.code,
-        },
+        status=status,
+        body=orjson.dumps({"__type": code, "message": error.message}),
+        headers=headers,
     )

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from botocore.model import ServiceModel
 
@@ -21,7 +22,10 @@ from pipelines.api.models import service_model
 
 if TYPE_CHECKING:
     from pipelines.bus import Bus
+    from pipelines.store import Store
     from pipelines.targets import Target
+
+    StoreT = TypeVar("StoreT", bound=Store)
 
 
 class ApiHost(Protocol):
@@ -49,6 +53,17 @@ class ApiHost(Protocol):
 
     def resource_arn(self, name: str) -> str: ...
 
+    async def put_resource(
+        self, name: str, type_name: str, config: Mapping[str, Any], *, timeout: float | None = None
+    ) -> Target: ...
+
+    async def delete_resource(self, name: str, *, timeout: float | None = None) -> None: ...
+
+    @property
+    def state_path(self) -> Path | None: ...
+
+    async def open_store(self, store_type: type[StoreT], *args: Any, where: str) -> StoreT: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Call:
@@ -68,12 +83,42 @@ class Call:
 Operation = Callable[[Call, dict[str, Any]], Awaitable[Mapping[str, Any] | None]]
 
 
+@dataclass(frozen=True, slots=True)
+class QueryError:
+    """How a service of the ``awsQueryCompatible`` kind names one of its errors.
+
+    Such a service (SQS) moved from AWS's query protocol to JSON and still
+    tells clients its old query code: ``type`` is the JSON ``__type`` (the
+    error shape's name), ``query`` the code in the ``x-amzn-query-error``
+    header, which botocore shows as the error's ``Code``. botocore's model
+    carries the query code in an error shape's ``error.code`` for most such
+    services; where it does not (SQS's), the service declares them.
+    """
+
+    type: str
+    query: str
+    status: int = 400
+
+
 @dataclass(slots=True)
 class Service:
     """An AWS service the endpoint serves: botocore's ``name`` and its operations."""
 
     name: str
     operations: dict[str, Operation] = field(default_factory=dict)
+    #: ``awsQueryCompatible`` services: the error codes operations raise
+    #: (``ApiError.code``, a library ``CodedError``'s code) that botocore's
+    #: model does not map to a query code itself.
+    query_errors: dict[str, QueryError] = field(default_factory=dict)
+    #: Called when an endpoint serving the service closes: ``stopping`` before
+    #: the requests in flight finish (end long polls), ``closed`` after (close
+    #: what the service opened for that runtime).
+    #: Whether requests' enum values are checked against the model's (SQS's
+    #: front door does not: ReceiveMessage takes message attribute names in
+    #: ``AttributeNames``, whose enum lists queue attributes).
+    check_enums: bool = True
+    stopping: Callable[[ApiHost], None] | None = None
+    closed: Callable[[ApiHost], Awaitable[None]] | None = None
 
     @property
     def model(self) -> ServiceModel:

@@ -48,8 +48,9 @@ def _kind(value: Any) -> str:
 class _Reader:
     """One request's parameters walked against the input shape; problems kept."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, enums: bool = True) -> None:
         self.problems: list[str] = []
+        self.enums = enums
 
     def fail(self, value: Any, path: str, constraint: str) -> None:
         self.problems.append(
@@ -117,7 +118,7 @@ class _Reader:
         if not isinstance(value, str):
             raise _wrong_type(value, path, "String")
         self.length(shape, value, path, len(value))
-        allowed = shape.metadata.get("enum")
+        allowed = shape.metadata.get("enum") if self.enums else None
         if allowed and value not in allowed:
             self.fail(value, path, f"Member must satisfy enum value set: [{', '.join(allowed)}]")
         return value
@@ -170,8 +171,9 @@ def _wrong_type(value: Any, path: str, wanted: str) -> ApiError:
     )
 
 
-def read_input(shape: StructureShape | None, body: bytes) -> dict[str, Any]:
-    """The parameters of a JSON-protocol request, checked against ``shape``."""
+def read_input(shape: StructureShape | None, body: bytes, *, enums: bool = True) -> dict[str, Any]:
+    """The parameters of a JSON-protocol request, checked against ``shape``
+    (its enums too, unless ``enums`` is false: a service that does not check them)."""
     if not body.strip():
         raw: Any = {}
     else:
@@ -181,7 +183,7 @@ def read_input(shape: StructureShape | None, body: bytes) -> dict[str, Any]:
             raise ApiError("SerializationException", f"the body is not JSON: {error}") from None
     if shape is None:
         return {}
-    reader = _Reader()
+    reader = _Reader(enums=enums)
     params = reader.structure(shape, raw, "")
     if reader.problems:
         count = len(reader.problems)
