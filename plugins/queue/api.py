@@ -34,6 +34,7 @@ import orjson
 from pipelines.api import ApiError, Call, QueryError, Service
 from pipelines.api.services import ApiHost
 from pipelines.errors import ConfigError, PipelinesError, QueueError, ResourceNotFoundError
+from pipelines.targets import Target
 from plugins.queue.store import (
     FIFO_SUFFIX,
     MAX_BATCH,
@@ -124,8 +125,9 @@ class _Context:
     """What the sqs service keeps per runtime while an endpoint serves it."""
 
     store: QueueStore
-    #: Resources made by this API (``DeleteQueue`` may remove them again).
-    adopted: set[str] = field(default_factory=set)
+    #: Resources made by this API (``DeleteQueue`` may remove them again,
+    #: unless a config reload has put its own resource under the name since).
+    adopted: dict[str, Target] = field(default_factory=dict)
     #: Long polls under way, ended when the endpoint closes.
     polls: set[asyncio.Task[list[Message]]] = field(default_factory=set)
     stopping: bool = False
@@ -221,8 +223,16 @@ async def _adopt(call: Call, context: _Context, name: str, attributes: QueueAttr
         runtime = call.runtime
         if _serving(runtime, name) is not None or name in runtime.resource_names():
             return
-        await runtime.put_resource(name, "queue", attributes.to_json())
-        context.adopted.add(name)
+        context.adopted[name] = await runtime.put_resource(name, "queue", attributes.to_json())
+
+
+def _adopted(runtime: ApiHost, context: _Context, name: str) -> Target | None:
+    """The resource this API made for the queue ``name``, if it is still the one."""
+    made = context.adopted.get(name)
+    try:
+        return made if made is not None and runtime.resource(name) is made else None
+    except ResourceNotFoundError:
+        return None
 
 
 # -- attributes ----------------------------------------------------------------
@@ -446,12 +456,12 @@ async def delete_queue(call: Call, params: dict[str, Any]) -> None:
     context = await _context(call)
     name = _queue_name(params["QueueUrl"])
     await _run(context.store.delete_queue(name))
-    if name in context.adopted:
+    if _adopted(call.runtime, context, name) is not None:
         # A rule may still use it: then it stays, and its deliveries fail
         # (QueueDoesNotExist, retried) until the queue is created again.
         with contextlib.suppress(ConfigError, ResourceNotFoundError):
             await call.runtime.delete_resource(name)
-            context.adopted.discard(name)
+            del context.adopted[name]
 
 
 @sqs.operation()
@@ -496,12 +506,10 @@ async def set_queue_attributes(call: Call, params: dict[str, Any]) -> None:
     if merged.get("redrive_policy") is None:
         merged.pop("redrive_policy", None)
     await context.store.create_queue(name, merged, update=True)
-    if name in context.adopted:
+    target = _adopted(call.runtime, context, name)
+    if isinstance(target, QueueTarget):
         # The resource this API made applies its attributes when it starts again.
-        with contextlib.suppress(ResourceNotFoundError):
-            target = call.runtime.resource(name)
-            if isinstance(target, QueueTarget):
-                target.attributes = merged
+        target.attributes = merged
 
 
 # -- messages ------------------------------------------------------------------
