@@ -10,6 +10,7 @@ stops gracefully: intake closed, in-flight work drained within
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -124,7 +125,7 @@ async def _run_pipeline(
     )
     report = RunReport()
     server = ControlServer(runtime, control) if control is not None else None
-    endpoint = _endpoint(runtime, api or config.api)
+    endpoint = _endpoint(runtime, api, config)
     started = False
     try:
         if server is not None:
@@ -154,17 +155,21 @@ async def _run_pipeline(
     return report
 
 
-def _endpoint(runtime: Runtime, listen: str | None) -> ApiServer | None:
-    if listen is None:
+def _endpoint(runtime: Runtime, listen: str | None, config: PipelineConfig) -> ApiServer | None:
+    """The AWS endpoint the config's ``api`` and ``--api`` (its address) ask for."""
+    if listen is None and config.api is None:
         return None
     from pipelines.api import ApiServer, served_services
-    from pipelines.api.server import parse_listen
+    from pipelines.api.server import ApiSettings, parse_listen
 
-    try:
-        host, port = parse_listen(listen)
-    except ValueError as error:
-        raise PipelinesError(f"--api: {error}") from None
-    return ApiServer(runtime, served_services(), host, port)
+    settings = config.api or ApiSettings()
+    if listen is not None:
+        try:
+            host, port = parse_listen(listen)
+        except ValueError as error:
+            raise PipelinesError(f"--api: {error}") from None
+        settings = dataclasses.replace(settings, host=host, port=port)
+    return ApiServer(runtime, served_services(), settings=settings)
 
 
 async def _listen(endpoint: ApiServer) -> None:

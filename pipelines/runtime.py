@@ -380,6 +380,7 @@ class Runtime:
         if name in self._buses:
             raise ConfigError(Where(f"bus {name}"), "an event bus of this name already exists")
         bus = Bus(self, name)
+        bus.created = self.clock.time()
         self._buses[name] = bus
         if self._group is not None:
             bus.dispatcher = self.spawn(bus.dispatch())

@@ -92,7 +92,9 @@ async def test_failed_invocations_raise_an_alarm_routed_as_an_event(tmp_path: Pa
             "aws.cloudwatch",
             "CloudWatch Alarm State Change",
         )
-        assert event["resources"] == ["arn:aws:cloudwatch:local:000000000000:alarm:orders-failing"]
+        assert event["resources"] == [
+            "arn:aws:cloudwatch:us-east-1:000000000000:alarm:orders-failing"
+        ]
         assert event["time"] == "2023-11-14T22:15:00Z"
         state = event["detail"]["state"]
         assert state["reason"] == (
@@ -182,7 +184,7 @@ async def test_composite_alarms_follow_their_children_at_once(tmp_path: Path) ->
         ]
         first = {e["detail"]["alarmName"]: e for e in received(runtime)}
         assert first["both"]["detail"]["state"]["reason"] == (
-            "arn:aws:cloudwatch:local:000000000000:alarm:both was created and its alarm rule"
+            "arn:aws:cloudwatch:us-east-1:000000000000:alarm:both was created and its alarm rule"
             " evaluates to OK"
         )
         assert first["both"]["detail"]["configuration"]["alarmRule"] == "ALARM(a) AND NOT OK(b)"
@@ -191,7 +193,7 @@ async def test_composite_alarms_follow_their_children_at_once(tmp_path: Path) ->
         assert states(runtime)[4:] == [("a", "OK", "ALARM"), ("either", "OK", "ALARM")]
         either = received(runtime)[5]["detail"]["state"]
         assert either["reason"] == (
-            "arn:aws:cloudwatch:local:000000000000:alarm:a transitioned to ALARM at"
+            "arn:aws:cloudwatch:us-east-1:000000000000:alarm:a transitioned to ALARM at"
             " Tuesday 14 November, 2023 22:15:00 UTC"
         )
         assert json.loads(either["reasonData"])["triggeringAlarms"][0]["state"]["value"] == "ALARM"

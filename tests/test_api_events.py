@@ -8,97 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import boto3
-import botocore.exceptions
 import pytest
 
-from pipelines.api import ApiServer, served_services
-from pipelines.runtime import Runtime
+from pipelines.api import served_services
 
+from .apiclient import PLUGINS, Api, started_api
 from .helpers import eventually
-from .recorder import Recorder, plugin_manager
 
-PLUGINS = plugin_manager()
 QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:orders"
 #: The recorder type (tests' own) has no AWS ARN: the project's form.
 AUDIT_ARN = "arn:pipelines:recorder:us-east-1:123456789012:audit"
-DEAD_ARN = "arn:pipelines:recorder:local:000000000000:dead"
-
-
-class Api:
-    """A started runtime and endpoint, and a boto3 events client for it."""
-
-    def __init__(self, runtime: Runtime, server: ApiServer) -> None:
-        self.runtime = runtime
-        self.server = server
-        self.client = boto3.client(
-            "events",
-            endpoint_url=server.url,
-            region_name="us-east-1",
-            aws_access_key_id="AKIDEXAMPLE",
-            aws_secret_access_key="secret",
-        )
-
-    async def call(self, operation: str, **params: Any) -> dict[str, Any]:
-        method: Callable[..., dict[str, Any]] = getattr(self.client, operation)
-        answer = await asyncio.to_thread(method, **params)
-        answer.pop("ResponseMetadata")
-        return answer
-
-    async def error(self, operation: str, **params: Any) -> dict[str, Any]:
-        with pytest.raises(botocore.exceptions.ClientError) as raised:
-            await self.call(operation, **params)
-        return raised.value.response
-
-    async def raw(
-        self, target: str, body: bytes, scope: str = "events"
-    ) -> tuple[int, dict[str, Any]]:
-        """A request as a client without botocore's own checks would send it."""
-        request = urllib.request.Request(
-            self.server.url,
-            data=body,
-            headers={
-                "X-Amz-Target": target,
-                "Content-Type": "application/x-amz-json-1.1",
-                "Authorization": f"AWS4-HMAC-SHA256 Credential=AKID/20261204/us-east-1/{scope}/"
-                "aws4_request, SignedHeaders=host, Signature=00",
-            },
-        )
-
-        def send() -> tuple[int, dict[str, Any]]:
-            try:
-                with urllib.request.urlopen(request, timeout=10) as answer:
-                    return answer.status, json.loads(answer.read())
-            except urllib.error.HTTPError as error:
-                return error.code, json.loads(error.read())
-
-        return await asyncio.to_thread(send)
-
-    def recorder(self, name: str) -> Recorder:
-        target = self.runtime.resource(name)
-        assert isinstance(target, Recorder)
-        return target
+DEAD_ARN = "arn:pipelines:recorder:us-east-1:000000000000:dead"
 
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    runtime = Runtime(state_path=tmp_path / "state.db", plugins=PLUGINS)
-    runtime.add_resource("orders", "queue", {})
-    runtime.add_resource("audit", "recorder", {})
-    runtime.add_resource("dead", "recorder", {})
-    server = ApiServer(runtime, served_services(PLUGINS), "127.0.0.1", 0)
-    await server.start()
-    try:
-        async with runtime:
-            yield Api(runtime, server)
-    finally:
-        await server.close()
+    async for started in started_api(tmp_path):
+        yield started
 
 
 async def test_a_rule_put_through_the_api_delivers_put_events_to_its_target(api: Api) -> None:
@@ -289,13 +218,89 @@ async def test_requests_are_checked_by_the_model_with_aws_wording(api: Api) -> N
 async def test_unknown_and_unserved_operations_answer_aws_errors_not_500(api: Api) -> None:
     status, body = await api.raw("AWSEvents.MakeCoffee", b"{}")
     assert (status, body["__type"]) == (400, "UnknownOperationException")
-    unserved = await api.error("list_archives")
+    unserved = await api.error("list_connections")
     assert unserved["Error"]["Code"] == "NotImplemented"
     assert unserved["ResponseMetadata"]["HTTPStatusCode"] == 501
-    assert "ListArchives" in unserved["Error"]["Message"]
+    assert "ListConnections" in unserved["Error"]["Message"]
     status, body = await api.raw("Nobody_2020.Do", b"{}", scope="nobody")
     assert (status, body["__type"]) == (400, "UnknownService")
     assert "'nobody' is not a service this endpoint serves (served: events" in body["message"]
+
+
+async def test_an_archive_made_through_the_api_keeps_events_and_a_replay_redelivers_them(
+    api: Api,
+) -> None:
+    made = await api.call(
+        "create_archive",
+        ArchiveName="orders",
+        EventSourceArn="arn:aws:events:us-east-1:123456789012:event-bus/default",
+        EventPattern='{"source": ["shop"]}',
+        RetentionDays=3,
+    )
+    assert made["ArchiveArn"].endswith(":archive/orders")
+    assert made["State"] == "ENABLED"
+    again = await api.error(
+        "create_archive",
+        ArchiveName="orders",
+        EventSourceArn="arn:aws:events:us-east-1:123456789012:event-bus/default",
+    )
+    assert again["Error"]["Code"] == "ResourceAlreadyExistsException"
+    await api.call("put_rule", Name="r", EventPattern='{"source": ["shop"]}')
+    await api.call("put_targets", Rule="r", Targets=[{"Id": "a", "Arn": AUDIT_ARN}])
+    before = api.runtime.clock.time()
+    await api.call(
+        "put_events",
+        Entries=[
+            {"Source": "shop", "DetailType": "Order", "Detail": '{"n": 1}'},
+            {"Source": "other", "DetailType": "Order", "Detail": '{"n": 2}'},
+        ],
+    )
+    audit = api.recorder("audit")
+    await eventually(lambda: len(audit.received) == 1)
+    described = await api.call("describe_archive", ArchiveName="orders")
+    assert described["EventCount"] == 1  # the pattern keeps the shop event only
+    assert described["RetentionDays"] == 3
+    assert described["EventPattern"] == '{"source": ["shop"]}'
+    listed = await api.call("list_archives", NamePrefix="ord")
+    assert [a["ArchiveName"] for a in listed["Archives"]] == ["orders"]
+    updated = await api.call("update_archive", ArchiveName="orders", RetentionDays=9)
+    assert updated["ArchiveArn"] == made["ArchiveArn"]
+    assert (await api.call("describe_archive", ArchiveName="orders"))["RetentionDays"] == 9
+    started = await api.call(
+        "start_replay",
+        ReplayName="again",
+        EventSourceArn=made["ArchiveArn"],
+        EventStartTime=before - 60,
+        EventEndTime=api.runtime.clock.time() + 60,
+        Destination={
+            "Arn": "arn:aws:events:us-east-1:123456789012:event-bus/default",
+            "FilterArns": [made["ArchiveArn"].replace("archive/orders", "rule/r")],
+        },
+    )
+    assert started["State"] in ("STARTING", "RUNNING", "COMPLETED")
+    await eventually(lambda: len(audit.received) == 2)
+    replayed = audit.received[1].payload
+    assert replayed["detail"] == {"n": 1}
+    assert replayed["replay-name"] == "again"
+
+    async def completed() -> bool:
+        return (await api.call("describe_replay", ReplayName="again"))["State"] == "COMPLETED"
+
+    for _ in range(200):
+        if await completed():
+            break
+        await asyncio.sleep(0.05)
+    replay = await api.call("describe_replay", ReplayName="again")
+    assert replay["State"] == "COMPLETED"
+    assert replay["EventSourceArn"] == made["ArchiveArn"]
+    assert [r["ReplayName"] for r in (await api.call("list_replays"))["Replays"]] == ["again"]
+    done = await api.error("cancel_replay", ReplayName="again")
+    assert done["Error"]["Code"] == "IllegalStatusException"
+    missing = await api.error("describe_replay", ReplayName="nope")
+    assert missing["Error"]["Code"] == "ResourceNotFoundException"
+    await api.call("delete_archive", ArchiveName="orders")
+    gone = await api.error("describe_archive", ArchiveName="orders")
+    assert gone["Error"]["Code"] == "ResourceNotFoundException"
 
 
 def test_docs_list_exactly_the_served_operations() -> None:

@@ -313,7 +313,7 @@ async def test_queue_attributes_and_counts(api: Api) -> None:
     assert every["ApproximateNumberOfMessagesDelayed"] == "1"
     assert every["VisibilityTimeout"] == "20"
     assert every["MaximumMessageSize"] == "1048576"
-    assert every["QueueArn"] == "arn:aws:sqs:local:000000000000:counted"
+    assert every["QueueArn"] == "arn:aws:sqs:us-east-1:000000000000:counted"
     assert "FifoQueue" not in every
     assert abs(int(every["CreatedTimestamp"]) - time.time()) < 60
     some = await api.call(
@@ -379,7 +379,7 @@ async def test_declared_and_created_queues_are_the_same_queues(api: Api) -> None
     for n in range(5):
         await api.queue(f"made-{n}")
     assert "made-0" in api.runtime.resource_names()
-    assert api.runtime.resource_arn("made-0") == "arn:aws:sqs:local:000000000000:made-0"
+    assert api.runtime.resource_arn("made-0") == "arn:aws:sqs:us-east-1:000000000000:made-0"
     page = await api.call("list_queues", QueueNamePrefix="made-", MaxResults=2)
     assert [url.rsplit("/", 1)[1] for url in page["QueueUrls"]] == ["made-0", "made-1"]
     rest = await api.call(

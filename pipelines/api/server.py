@@ -10,17 +10,25 @@ the one HTTP stack of the project.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import logging
 import re
+import ssl
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
+from botocore.model import ServiceModel
 
 from pipelines.api.errors import ApiError, not_implemented, translate
-from pipelines.api.services import ApiHost, Call, QueryError, Service
+from pipelines.api.query import error_xml, read_query, write_xml
+from pipelines.api.services import ApiHost, Call, Service
+from pipelines.api.sigv4 import AccessKey, verify
 from pipelines.api.wire import read_input, write_output
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 
@@ -31,7 +39,6 @@ _SCOPE = re.compile(r"Credential=([^/\s,]+)/\d{8}/([^/\s,]+)/([^/\s,]+)/aws4_req
 #: AWS's largest request body among the served operations is 1 MiB (SQS); a
 #: little more leaves room for JSON's own encoding of it.
 MAX_BODY = 2 * 1024 * 1024
-_JSON_PROTOCOLS = {"json"}
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -47,7 +54,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 class Router:
-    """Finds a request's service and operation among the served ones."""
+    """Finds a request's service among the served ones."""
 
     def __init__(self, services: Mapping[str, Service]) -> None:
         self.services = dict(services)
@@ -59,8 +66,8 @@ class Router:
             if "targetPrefix" in meta:
                 self._by_target[meta["targetPrefix"]] = service
 
-    def route(self, signing_name: str | None, target: str | None) -> tuple[Service, str]:
-        prefix, _, operation = (target or "").rpartition(".")
+    def service(self, signing_name: str | None, target: str | None) -> Service:
+        prefix = (target or "").rpartition(".")[0]
         service = self._by_target.get(prefix) if prefix else None
         if service is None and signing_name is not None:
             service = self._by_signing.get(signing_name)
@@ -70,18 +77,142 @@ class Router:
                 "UnknownService",
                 f"{named!r} is not a service this endpoint serves"
                 f" (served: {', '.join(sorted(self.services))})",
-                400,
             )
-        if service.model.metadata.get("protocol") not in _JSON_PROTOCOLS or not operation:
+        return service
+
+
+class _Request:
+    """One request in its protocol: JSON (``X-Amz-Target``) or query (a form)."""
+
+    def __init__(self, service: Service, request: web.Request, request_id: str) -> None:
+        self.service = service
+        self.request_id = request_id
+        meta = service.model.metadata
+        target = request.headers.get("X-Amz-Target")
+        # A JSON service still takes the query protocol from clients that send
+        # it (SQS's older SDKs): a form without X-Amz-Target.
+        self.query = meta.get("protocol") == "query" or (
+            target is None and request.content_type == "application/x-www-form-urlencoded"
+        )
+        self.version = meta.get("jsonVersion", "1.0")
+        self.operation = (target or "").rpartition(".")[2] or None
+        self.form: Mapping[str, str] = {}
+
+    async def read(self, request: web.Request) -> dict[str, Any]:
+        """The operation's parameters (sets ``operation`` from a form's Action)."""
+        model = self.service.model
+        if self.query:
+            form = await request.post() if request.method == "POST" else request.query
+            self.form = {key: str(value) for key, value in form.items()}
+            self.operation = self.form.get("Action")
+        if not self.operation:
+            wanted = "an Action parameter" if self.query else "X-Amz-Target"
             raise ApiError(
                 "UnknownOperationException",
-                f"no operation given for {service.name} (X-Amz-Target is required)",
+                f"no operation given for {self.service.name} ({wanted} is required)",
             )
-        return service, operation
+        if self.operation not in model.operation_names:
+            raise ApiError(
+                "InvalidAction" if self.query else "UnknownOperationException",
+                f"{self.service.name} has no operation {self.operation!r}",
+            )
+        op_model = model.operation_model(self.operation)
+        enums = self.service.check_enums
+        if self.query:
+            return read_query(op_model, self.form, enums=enums)
+        return read_input(op_model.input_shape, await request.read(), enums=enums)
+
+    def answer(self, result: Mapping[str, Any]) -> web.Response:
+        op_model = self.service.model.operation_model(self.operation)
+        if self.query:
+            return web.Response(
+                body=write_xml(op_model, result, self.request_id),
+                headers={"Content-Type": "text/xml", "x-amzn-RequestId": self.request_id},
+            )
+        return web.Response(
+            body=orjson.dumps(write_output(op_model.output_shape, result)),
+            headers={
+                "Content-Type": f"application/x-amz-json-{self.version}",
+                "x-amzn-RequestId": self.request_id,
+            },
+        )
+
+    def error(self, error: ApiError) -> web.Response:
+        declared = self.service.query_errors.get(error.code)
+        if declared is not None:  # what the model lacks (botocore's sqs model)
+            shape_name, query_code = declared.type, declared.query
+            status = declared.status if error.status == 400 else error.status
+        else:
+            shape_name, query_code, status = _error_shape(self.service.model, error)
+        headers = {"x-amzn-RequestId": self.request_id}
+        if self.query:
+            namespace = self.service.model.metadata.get("xmlNamespace", "")
+            body = error_xml(error, query_code, namespace, self.request_id)
+            headers["Content-Type"] = "text/xml"
+            return web.Response(status=status, body=body, headers=headers)
+        headers["Content-Type"] = f"application/x-amz-json-{self.version}"
+        headers["x-amzn-ErrorType"] = shape_name
+        error_type = shape_name
+        if "awsQueryCompatible" in self.service.model.metadata:
+            # What botocore reads back as the error's code for a service that
+            # moved from the query protocol to JSON (SQS); ``__type`` is the
+            # shape qualified by the service's namespace, as SQS answers it.
+            fault = "Sender" if error.sender_fault else "Receiver"
+            headers["x-amzn-query-error"] = f"{query_code};{fault}"
+            prefix = self.service.model.metadata["endpointPrefix"]
+            error_type = f"com.amazonaws.{prefix}#{shape_name}"
+        body = orjson.dumps({"__type": error_type, "message": error.message})
+        return web.Response(status=status, body=body, headers=headers)
+
+
+@functools.cache
+def _error_codes(model: ServiceModel) -> dict[str, tuple[str, str, int | None]]:
+    """Each error shape by its name and by its query code: (name, code, status)."""
+    found: dict[str, tuple[str, str, int | None]] = {}
+    for name in model.shape_names:
+        shape = model.shape_for(name)
+        if not shape.metadata.get("exception"):
+            continue
+        error = shape.metadata.get("error", {})
+        entry = (name, error.get("code", name), error.get("httpStatusCode"))
+        found.setdefault(name, entry)
+        found.setdefault(entry[1], entry)
+    return found
+
+
+def _error_shape(model: ServiceModel, error: ApiError) -> tuple[str, str, int]:
+    """An error's shape name, query code and status by the model: an operation
+    may raise either name (``NotFoundException`` or ``NotFound``); the model's
+    status applies unless the error sets its own."""
+    entry = _error_codes(model).get(error.code)
+    if entry is None:
+        return error.code, error.code, error.status
+    name, code, status = entry
+    return name, code, status if status is not None and error.status == 400 else error.status
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """Where and how the endpoint serves (a config's ``api``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    #: With keys, every request must be signed by one of them (strict mode).
+    access_keys: Mapping[str, AccessKey] = field(default_factory=dict)
+    #: PEM files: serve HTTPS.
+    certificate: Path | None = None
+    key: Path | None = None
+
+
+def _account(access_key: str | None) -> str:
+    # As LocalStack does: a 12-digit access key acts as that account.
+    if access_key is not None and len(access_key) == 12 and access_key.isdigit():
+        return access_key
+    return DEFAULT_ACCOUNT
 
 
 class ApiServer:
-    """Serves ``services`` for ``runtime`` on ``host:port`` until closed."""
+    """Serves ``services`` for ``runtime`` as ``settings`` say until closed."""
 
     def __init__(
         self,
@@ -89,17 +220,28 @@ class ApiServer:
         services: Mapping[str, Service],
         host: str = "127.0.0.1",
         port: int = 0,
+        *,
+        settings: ApiSettings | None = None,
     ) -> None:
         self.runtime = runtime
         self.router = Router(services)
-        self.host = host
-        self.port = port
+        self.settings = settings or ApiSettings(host, port)
+        self.host = self.settings.host
+        self.port = self.settings.port
         self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.settings.certificate is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
+
+    def _tls(self) -> ssl.SSLContext | None:
+        if self.settings.certificate is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.settings.certificate, self.settings.key)
+        return context
 
     async def start(self) -> None:
         """Bind the port (an error if it is taken) and serve."""
@@ -107,7 +249,9 @@ class ApiServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(
+            runner, self.host, self.port, reuse_address=True, ssl_context=self._tls()
+        )
         try:
             await site.start()
         except OSError:
@@ -140,101 +284,70 @@ class ApiServer:
         request_id = str(uuid.uuid4())
         scope = _SCOPE.search(request.headers.get("Authorization", ""))
         try:
-            service, operation = self.router.route(
+            service = self.router.service(
                 scope.group(3) if scope else None, request.headers.get("X-Amz-Target")
             )
         except ApiError as error:
-            return _json_error(None, error, request_id, "1.0")
-        version = service.model.metadata.get("jsonVersion", "1.0")
+            return _unrouted(error, request_id)
+        wire = _Request(service, request, request_id)
+        access_key = scope.group(1) if scope else None
         try:
-            body = await request.read()
-            answer = await self._call(service, operation, body, scope, request)
+            if self.settings.access_keys:
+                access_key = await self._verify(request, wire)
+            params = await wire.read(request)
+            function = service.operations.get(wire.operation or "")
+            if function is None:
+                raise not_implemented(service.name, wire.operation or "")
+            call = Call(
+                runtime=self.runtime,
+                service=service.name,
+                operation=wire.operation or "",
+                region=scope.group(2) if scope else DEFAULT_REGION,
+                account=self._account_of(access_key),
+                access_key=access_key,
+                base_url=f"{request.scheme}://{request.host}",
+            )
+            result = await function(call, params)
         except web.HTTPRequestEntityTooLarge:
             too_large = ApiError("RequestEntityTooLarge", f"the body is over {MAX_BODY} bytes", 413)
-            return _json_error(service, too_large, request_id, version)
+            return wire.error(too_large)
         except ApiError as error:
-            return _json_error(service, error, request_id, version)
+            return wire.error(error)
         except Exception as exc:
             known = translate(exc)
             if known is None:
-                log.exception("%s %s failed", service.name, operation)
+                log.exception("%s %s failed", service.name, wire.operation)
                 known = ApiError(
                     "InternalFailure", f"{type(exc).__name__}: {exc}", 500, sender_fault=False
                 )
-            return _json_error(service, known, request_id, version)
-        return web.Response(
-            body=orjson.dumps(answer),
-            headers={
-                "Content-Type": f"application/x-amz-json-{version}",
-                "x-amzn-RequestId": request_id,
-            },
+            return wire.error(known)
+        return wire.answer(result or {})
+
+    def _account_of(self, access_key: str | None) -> str:
+        known = self.settings.access_keys.get(access_key or "")
+        return known.account if known is not None else _account(access_key)
+
+    async def _verify(self, request: web.Request, wire: _Request) -> str:
+        headers = {name.lower(): ",".join(request.headers.getall(name)) for name in request.headers}
+        return verify(
+            request.method,
+            str(request.url),
+            headers,
+            await request.read(),
+            self.settings.access_keys,
+            dt.datetime.now(dt.UTC),
+            query=wire.query,
         )
 
-    async def _call(
-        self,
-        service: Service,
-        operation: str,
-        body: bytes,
-        scope: re.Match[str] | None,
-        request: web.Request,
-    ) -> Any:
-        model = service.model
-        if operation not in model.operation_names:
-            raise ApiError(
-                "UnknownOperationException", f"{service.name} has no operation {operation!r}"
-            )
-        function = service.operations.get(operation)
-        if function is None:
-            raise not_implemented(service.name, operation)
-        op_model = model.operation_model(operation)
-        params = read_input(op_model.input_shape, body, enums=service.check_enums)
-        call = Call(
-            runtime=self.runtime,
-            service=service.name,
-            operation=operation,
-            region=scope.group(2) if scope else DEFAULT_REGION,
-            account=DEFAULT_ACCOUNT,
-            access_key=scope.group(1) if scope else None,
-            base_url=f"{request.scheme}://{request.host}",
-        )
-        result = await function(call, params)
-        return write_output(op_model.output_shape, result or {})
 
-
-def query_error(service: Service, code: str, status: int) -> QueryError:
-    """How an ``awsQueryCompatible`` service names the error ``code``: the
-    error shape's ``error`` in botocore's model when it has one, else what the
-    service declares (``Service.query_errors``), else the code itself."""
-    declared = service.query_errors.get(code)
-    if declared is not None:
-        return declared
-    for shape in service.model.error_shapes:
-        if shape.name == code:
-            error = shape.metadata.get("error") or {}
-            return QueryError(code, error.get("code", code), error.get("httpStatusCode", status))
-    return QueryError(code, code, status)
-
-
-def _json_error(
-    service: Service | None, error: ApiError, request_id: str, version: str
-) -> web.Response:
-    headers = {
-        "Content-Type": f"application/x-amz-json-{version}",
-        "x-amzn-RequestId": request_id,
-    }
-    code, status = error.code, error.status
-    if service is not None and "awsQueryCompatible" in service.model.metadata:
-        # AWS's answer for such a service (SQS): the shape's name qualified by
-        # the service's namespace, the query code and fault in a header (botocore
-        # shows the query code as the error's Code, and raises the shape's class).
-        named = query_error(service, error.code, error.status)
-        code = f"com.amazonaws.{service.model.metadata['endpointPrefix']}#{named.type}"
-        status = named.status if error.status == 400 else error.status
-        fault = "Sender" if error.sender_fault else "Receiver"
-        headers["x-amzn-query-error"] = f"{named.query};{fault}"
-    headers["x-amzn-ErrorType"] = code
+def _unrouted(error: ApiError, request_id: str) -> web.Response:
+    """An error for a request of no served service (its protocol is unknown: JSON)."""
     return web.Response(
-        status=status,
-        body=orjson.dumps({"__type": code, "message": error.message}),
-        headers=headers,
+        status=error.status,
+        body=orjson.dumps({"__type": error.code, "message": error.message}),
+        headers={
+            "Content-Type": "application/x-amz-json-1.0",
+            "x-amzn-RequestId": request_id,
+            "x-amzn-ErrorType": error.code,
+        },
     )

@@ -21,7 +21,10 @@ from botocore.model import ServiceModel
 from pipelines.api.models import service_model
 
 if TYPE_CHECKING:
+    from pipelines.archive import Archiver
     from pipelines.bus import Bus
+    from pipelines.limits import Limits
+    from pipelines.replay import Replays
     from pipelines.store import Store
     from pipelines.targets import Target
 
@@ -63,6 +66,15 @@ class ApiHost(Protocol):
     def state_path(self) -> Path | None: ...
 
     async def open_store(self, store_type: type[StoreT], *args: Any, where: str) -> StoreT: ...
+
+    @property
+    def limits(self) -> Limits: ...
+
+    @property
+    def archives(self) -> Archiver: ...
+
+    @property
+    def replays(self) -> Replays: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,11 +34,14 @@ def _member_path(path: str, name: str) -> str:
 
 
 def _shown(value: Any) -> str:
+    # AWS quotes every value but null (a list as its own toString: ours is JSON).
     if value is None:
         return "null"
     if isinstance(value, str):
         return f"'{value}'"
-    return str(value)
+    if isinstance(value, list | dict):
+        return f"'{orjson.dumps(value).decode()}'"
+    return f"'{value}'"
 
 
 def _kind(value: Any) -> str:
@@ -121,6 +126,11 @@ class _Reader:
         allowed = shape.metadata.get("enum") if self.enums else None
         if allowed and value not in allowed:
             self.fail(value, path, f"Member must satisfy enum value set: [{', '.join(allowed)}]")
+        pattern = shape.metadata.get("pattern")
+        if pattern is not None:
+            compiled = _pattern(pattern)
+            if compiled is not None and compiled.fullmatch(value) is None:
+                self.fail(value, path, f"Member must satisfy regular expression pattern: {pattern}")
         return value
 
     def number(self, shape: Shape, value: Any, path: str, *, whole: bool) -> int | float:
@@ -164,6 +174,16 @@ class _Reader:
         raise ApiError("SerializationException", f"'{path}' is not valid base64")
 
 
+@functools.cache
+def _pattern(pattern: str) -> re.Pattern[str] | None:
+    """A model's pattern (Java's syntax, matched whole), or None where Python's
+    ``re`` reads it otherwise (``\\p{...}`` classes): then it is not checked."""
+    try:
+        return re.compile(pattern)
+    except re.error:
+        return None
+
+
 def _wrong_type(value: Any, path: str, wanted: str) -> ApiError:
     return ApiError(
         "SerializationException",
@@ -183,12 +203,25 @@ def read_input(shape: StructureShape | None, body: bytes, *, enums: bool = True)
             raise ApiError("SerializationException", f"the body is not JSON: {error}") from None
     if shape is None:
         return {}
+    return check_input(shape, raw, enums=enums)
+
+
+def check_input(
+    shape: StructureShape,
+    raw: Any,
+    *,
+    validation_code: str = "ValidationException",
+    enums: bool = True,
+) -> dict[str, Any]:
+    """``raw`` (JSON's types) checked against ``shape``: every problem in one
+    error, AWS's ``validation_code`` (query services say ``ValidationError``);
+    enum values too unless ``enums`` is false."""
     reader = _Reader(enums=enums)
     params = reader.structure(shape, raw, "")
     if reader.problems:
         count = len(reader.problems)
         raise ApiError(
-            "ValidationException",
+            validation_code,
             f"{count} validation error{'s' if count > 1 else ''} detected: "
             + "; ".join(reader.problems),
         )
