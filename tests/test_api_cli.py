@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -125,6 +126,86 @@ def test_the_aws_cli_puts_events_and_lists_rules(runner: Runner) -> None:
     )
     assert refused.returncode != 0
     assert "ResourceNotFoundException" in refused.stderr
+
+
+def test_the_aws_cli_runs_sqs_against_declared_and_created_queues(tmp_path: Path) -> None:
+    started = _start(
+        tmp_path,
+        "resources:\n  declared: {type: queue, visibility_timeout: 45}\n",
+        "--api",
+        "127.0.0.1:0",
+    )
+    env = {**os.environ, **CREDENTIALS}
+    aws = [str(Path(sys.executable).with_name("aws")), "--endpoint-url", started.url]
+
+    def run(*args: str, ok: bool = True) -> Any:
+        done = subprocess.run(
+            [*aws, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        if not ok:
+            assert done.returncode != 0
+            return done.stderr
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout) if done.stdout.strip() else {}
+
+    try:
+        declared = f"{started.url}/000000000000/declared"
+        assert run("sqs", "list-queues")["QueueUrls"] == [declared]
+        url = run("sqs", "create-queue", "--queue-name", "orders")["QueueUrl"]
+        assert url == f"{started.url}/000000000000/orders"
+        sent = run(
+            "sqs",
+            "send-message",
+            "--queue-url",
+            declared,
+            "--message-body",
+            "hello",
+            "--message-attributes",
+            '{"Hello": {"DataType": "String", "StringValue": "There"}}',
+        )
+        assert sent["MD5OfMessageAttributes"] == "a311262e065454b75da111d535b8dacd"  # recorded
+        got = run(
+            "sqs",
+            "receive-message",
+            "--queue-url",
+            declared,
+            "--message-attribute-names",
+            "All",
+        )
+        (message,) = got["Messages"]
+        assert message["Body"] == "hello"
+        assert message["MessageAttributes"]["Hello"]["StringValue"] == "There"
+        run(
+            "sqs",
+            "delete-message",
+            "--queue-url",
+            declared,
+            "--receipt-handle",
+            message["ReceiptHandle"],
+        )
+        arn = run(
+            "sqs", "get-queue-attributes", "--queue-url", url, "--attribute-names", "QueueArn"
+        )["Attributes"]["QueueArn"]
+        run("events", "put-rule", "--name", "shop", "--event-pattern", '{"source": ["shop"]}')
+        run("events", "put-targets", "--rule", "shop", "--targets", f"Id=q,Arn={arn}")
+        entries = json.dumps([{"Source": "shop", "DetailType": "Order", "Detail": '{"n": 1}'}])
+        put = run("events", "put-events", "--entries", entries)
+        routed = run("sqs", "receive-message", "--queue-url", url, "--wait-time-seconds", "10")[
+            "Messages"
+        ][0]
+        event = json.loads(routed["Body"])
+        assert event["id"] == put["Entries"][0]["EventId"]
+        assert (event["source"], event["detail-type"], event["detail"]) == (
+            "shop",
+            "Order",
+            {"n": 1},
+        )
+        missing = run("sqs", "get-queue-url", "--queue-name", "nope", ok=False)
+        assert "AWS.SimpleQueueService.NonExistentQueue" in missing
+        started.process.send_signal(signal.SIGTERM)
+        assert started.process.wait(timeout=30) == 0
+    finally:
+        started.process.kill()
 
 
 def test_the_config_can_name_the_endpoint(tmp_path: Path) -> None:

@@ -12,11 +12,19 @@ import pluggy
 from pipelines.api.errors import ApiError
 from pipelines.api.events import events
 from pipelines.api.server import ApiServer
-from pipelines.api.services import Call, Service, resource_of
+from pipelines.api.services import Call, QueryError, Service, resource_of
 from pipelines.errors import PluginError
 from pipelines.pluginmanager import get_plugin_manager
 
-__all__ = ["ApiError", "ApiServer", "Call", "Service", "resource_of", "served_services"]
+__all__ = [
+    "ApiError",
+    "ApiServer",
+    "Call",
+    "QueryError",
+    "Service",
+    "resource_of",
+    "served_services",
+]
 
 
 def served_services(manager: pluggy.PluginManager | None = None) -> dict[str, Service]:

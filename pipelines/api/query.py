@@ -89,13 +89,16 @@ def _read(shape: Shape, form: Mapping[str, str], prefix: str) -> Any:
     return _scalar(shape, form[prefix], prefix)
 
 
-def read_query(operation: OperationModel, form: Mapping[str, str]) -> dict[str, Any]:
-    """The parameters of a query-protocol request, checked against the input shape."""
+def read_query(
+    operation: OperationModel, form: Mapping[str, str], *, enums: bool = True
+) -> dict[str, Any]:
+    """The parameters of a query-protocol request, checked against the input
+    shape (its enums too, unless ``enums`` is false)."""
     shape = operation.input_shape
     if shape is None:
         return {}
     raw = _read(shape, form, "")
-    return check_input(shape, raw, validation_code="ValidationError")
+    return check_input(shape, raw, validation_code="ValidationError", enums=enums)
 
 
 def _iso(value: Any) -> str:

@@ -117,12 +117,14 @@ class _Request:
                 f"{self.service.name} has no operation {self.operation!r}",
             )
         op_model = model.operation_model(self.operation)
+        enums = self.service.check_enums
         if self.query:
-            return read_query(op_model, self.form)
+            return read_query(op_model, self.form, enums=enums)
         return read_input(
             op_model.input_shape,
             await request.read(),
             validation_code=self.service.validation_code,
+            enums=enums,
         )
 
     def answer(self, result: Mapping[str, Any]) -> web.Response:
@@ -141,7 +143,12 @@ class _Request:
         )
 
     def error(self, error: ApiError) -> web.Response:
-        shape_name, query_code, status = _error_shape(self.service.model, error)
+        declared = self.service.query_errors.get(error.code)
+        if declared is not None:  # what the model lacks (botocore's sqs model)
+            shape_name, query_code = declared.type, declared.query
+            status = declared.status if error.status == 400 else error.status
+        else:
+            shape_name, query_code, status = _error_shape(self.service.model, error)
         headers = {"x-amzn-RequestId": self.request_id}
         if self.query:
             namespace = self.service.model.metadata.get("xmlNamespace", "")
@@ -150,12 +157,16 @@ class _Request:
             return web.Response(status=status, body=body, headers=headers)
         headers["Content-Type"] = f"application/x-amz-json-{self.version}"
         headers["x-amzn-ErrorType"] = shape_name
+        error_type = shape_name
         if "awsQueryCompatible" in self.service.model.metadata:
             # What botocore reads back as the error's code for a service that
-            # moved from the query protocol to JSON (SQS).
+            # moved from the query protocol to JSON (SQS); ``__type`` is the
+            # shape qualified by the service's namespace, as SQS answers it.
             fault = "Sender" if error.sender_fault else "Receiver"
             headers["x-amzn-query-error"] = f"{query_code};{fault}"
-        body = orjson.dumps({"__type": shape_name, "message": error.message})
+            prefix = self.service.model.metadata["endpointPrefix"]
+            error_type = f"com.amazonaws.{prefix}#{shape_name}"
+        body = orjson.dumps({"__type": error_type, "message": error.message})
         return web.Response(status=status, body=body, headers=headers)
 
 
@@ -258,12 +269,18 @@ class ApiServer:
             self.port = runner.addresses[0][1]
 
     async def close(self) -> None:
-        """Stop taking requests; those in flight finish (aiohttp's shutdown);
-        then close what services kept (their stores)."""
+        """Stop taking requests; those in flight finish (aiohttp's shutdown),
+        long polls at once with what they have (``Kept.stop``); then what
+        services kept is closed (their stores)."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
-            await runner.cleanup()
-        await self.keeping.close()
+            self.keeping.stop()
+            try:
+                await runner.cleanup()
+            finally:
+                await self.keeping.close()
+        else:
+            await self.keeping.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         request_id = str(uuid.uuid4())

@@ -19,8 +19,10 @@ a service keeps while the endpoint serves (the logs service's queries) is
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from botocore.model import ServiceModel
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 
     StoreT = TypeVar("StoreT", bound=Store)
 
+log = logging.getLogger("pipelines.api")
 T = TypeVar("T")
 
 
@@ -79,6 +82,15 @@ class ApiHost(Protocol):
         **options: Any,
     ) -> None: ...
 
+    async def put_resource(
+        self, name: str, type_name: str, config: Mapping[str, Any], *, timeout: float | None = None
+    ) -> Target: ...
+
+    async def delete_resource(self, name: str, *, timeout: float | None = None) -> None: ...
+
+    @property
+    def state_path(self) -> Path | None: ...
+
     @property
     def limits(self) -> Limits: ...
 
@@ -100,7 +112,7 @@ class Kept:
 
     def __init__(self) -> None:
         self._stores: dict[type[Any], Any] = {}
-        self._values: dict[str, tuple[Any, Callable[[Any], Awaitable[None]] | None]] = {}
+        self._values: dict[str, _KeptValue] = {}
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -132,24 +144,42 @@ class Kept:
         key: str,
         make: Callable[[], T],
         close: Callable[[T], Awaitable[None]] | None = None,
+        stop: Callable[[T], None] | None = None,
     ) -> T:
-        """The value kept under ``key``, made by ``make`` the first time;
-        ``close(value)`` runs when the endpoint closes."""
+        """The value kept under ``key``, made by ``make`` the first time.
+        When the endpoint closes, ``stop(value)`` runs before the requests in
+        flight finish (end long polls) and ``close(value)`` after them."""
         if key not in self._values:
-            self._values[key] = (make(), close)
-        kept: T = self._values[key][0]
+            self._values[key] = _KeptValue(make(), close, stop)
+        kept: T = self._values[key].value
         return kept
+
+    def stop(self) -> None:
+        """The endpoint is closing: each value's ``stop``, before requests end."""
+        for kept in list(self._values.values()):
+            if kept.stop is not None:
+                kept.stop(kept.value)
 
     async def close(self) -> None:
         async with self._lock:
             self._closed = True
             values, self._values = self._values, {}
             stores, self._stores = self._stores, {}
-        for value, close in values.values():
-            if close is not None:
-                await close(value)
+        for kept in values.values():
+            if kept.close is not None:
+                try:
+                    await kept.close(kept.value)
+                except Exception:
+                    log.exception("closing what the endpoint kept failed")
         for store in stores.values():
             await store.close()
+
+
+@dataclass(slots=True)
+class _KeptValue:
+    value: Any
+    close: Callable[[Any], Awaitable[None]] | None
+    stop: Callable[[Any], None] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,12 +209,30 @@ class Call:
         key: str,
         make: Callable[[], T],
         close: Callable[[T], Awaitable[None]] | None = None,
+        stop: Callable[[T], None] | None = None,
     ) -> T:
         """A value the endpoint keeps under ``key`` (see ``Kept.value``)."""
-        return self.keeping.value(key, make, close)
+        return self.keeping.value(key, make, close, stop)
 
 
 Operation = Callable[[Call, dict[str, Any]], Awaitable[Mapping[str, Any] | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryError:
+    """How a service of the ``awsQueryCompatible`` kind names one of its errors.
+
+    Such a service (SQS) moved from AWS's query protocol to JSON and still
+    tells clients its old query code: ``type`` is the JSON ``__type`` (the
+    error shape's name), ``query`` the code in the ``x-amzn-query-error``
+    header, which botocore shows as the error's ``Code``. botocore's model
+    carries the query code in an error shape's ``error.code`` for most such
+    services; where it does not (SQS's), the service declares them.
+    """
+
+    type: str
+    query: str
+    status: int = 400
 
 
 @dataclass(slots=True)
@@ -196,6 +244,14 @@ class Service:
     #: The code of a request the input shape refuses (CloudWatch Logs says
     #: ``InvalidParameterException`` where most JSON services say this).
     validation_code: str = "ValidationException"
+    #: ``awsQueryCompatible`` services: the error codes operations raise
+    #: (``ApiError.code``, a library ``CodedError``'s code) that botocore's
+    #: model does not map to a query code itself.
+    query_errors: dict[str, QueryError] = field(default_factory=dict)
+    #: Whether requests' enum values are checked against the model's (SQS's
+    #: front door does not: ReceiveMessage takes message attribute names in
+    #: ``AttributeNames``, whose enum lists queue attributes).
+    check_enums: bool = True
 
     @property
     def model(self) -> ServiceModel:

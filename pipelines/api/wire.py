@@ -53,8 +53,9 @@ def _kind(value: Any) -> str:
 class _Reader:
     """One request's parameters walked against the input shape; problems kept."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, enums: bool = True) -> None:
         self.problems: list[str] = []
+        self.enums = enums
 
     def fail(self, value: Any, path: str, constraint: str) -> None:
         self.problems.append(
@@ -122,7 +123,7 @@ class _Reader:
         if not isinstance(value, str):
             raise _wrong_type(value, path, "String")
         self.length(shape, value, path, len(value))
-        allowed = shape.metadata.get("enum")
+        allowed = shape.metadata.get("enum") if self.enums else None
         if allowed and value not in allowed:
             self.fail(value, path, f"Member must satisfy enum value set: [{', '.join(allowed)}]")
         pattern = shape.metadata.get("pattern")
@@ -191,10 +192,15 @@ def _wrong_type(value: Any, path: str, wanted: str) -> ApiError:
 
 
 def read_input(
-    shape: StructureShape | None, body: bytes, *, validation_code: str = "ValidationException"
+    shape: StructureShape | None,
+    body: bytes,
+    *,
+    validation_code: str = "ValidationException",
+    enums: bool = True,
 ) -> dict[str, Any]:
     """The parameters of a JSON-protocol request, checked against ``shape``
-    (a refusal's code is ``validation_code``)."""
+    (a refusal's code is ``validation_code``; enums are checked unless
+    ``enums`` is false: a service that does not check them)."""
     if not body.strip():
         raw: Any = {}
     else:
@@ -204,15 +210,20 @@ def read_input(
             raise ApiError("SerializationException", f"the body is not JSON: {error}") from None
     if shape is None:
         return {}
-    return check_input(shape, raw, validation_code=validation_code)
+    return check_input(shape, raw, validation_code=validation_code, enums=enums)
 
 
 def check_input(
-    shape: StructureShape, raw: Any, *, validation_code: str = "ValidationException"
+    shape: StructureShape,
+    raw: Any,
+    *,
+    validation_code: str = "ValidationException",
+    enums: bool = True,
 ) -> dict[str, Any]:
     """``raw`` (JSON's types) checked against ``shape``: every problem in one
-    error, AWS's ``validation_code`` (query services say ``ValidationError``)."""
-    reader = _Reader()
+    error, AWS's ``validation_code`` (query services say ``ValidationError``);
+    enum values too unless ``enums`` is false."""
+    reader = _Reader(enums=enums)
     params = reader.structure(shape, raw, "")
     if reader.problems:
         count = len(reader.problems)

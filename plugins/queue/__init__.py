@@ -2,7 +2,8 @@
 
 ``store.QueueStore`` is the queue API (and the client the CLI uses);
 ``target.QueueType`` makes a queue a rule target or a dead-letter target;
-``cli`` adds ``pipelines queue ...``.
+``cli`` adds ``pipelines queue ...``; ``api`` serves SQS's API on the
+runner's AWS endpoint (``register_services``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable
 
 import click
 
+from pipelines.api.services import Service
 from pipelines.hookspecs import hookimpl
 from pipelines.targets import TargetType
 from plugins.queue.target import QueueType
@@ -26,3 +28,10 @@ def register_commands(cli: click.Group) -> None:
     from plugins.queue.cli import queue_group
 
     cli.add_command(queue_group)
+
+
+@hookimpl
+def register_services(register: Callable[[Service], None]) -> None:
+    from plugins.queue.api import sqs
+
+    register(sqs)
