@@ -758,8 +758,8 @@ class MetricStore(Store):
             )
         buckets = await self._read(key, begin, finish, period, unit)
         points = []
-        for moment in sorted(buckets):
-            aggregate, units = buckets[moment]
+        for moment, row_unit in sorted(buckets):
+            aggregate = buckets[moment, row_unit]
             point: dict[str, Any] = {"Timestamp": format_epoch(moment, "seconds")}
             for stat in statistics:
                 point[stat] = aggregate.statistic(stat)
@@ -769,13 +769,13 @@ class MetricStore(Store):
                     for stat in extended_statistics
                     if (value := aggregate.statistic(stat)) is not None
                 }
-            point["Unit"] = units.pop() if len(units) == 1 else "None"
+            point["Unit"] = row_unit
             points.append(point)
         return {"Label": name, "Datapoints": points}
 
     async def _read(
         self, key: SeriesKey, begin: float, end: float, period: int, unit: str | None
-    ) -> dict[int, tuple[Aggregate, set[str]]]:
+    ) -> dict[tuple[int, str], Aggregate]:
         await self.flush()
         async with self.exclusive() as db:  # not inside another's transaction (upkeep's)
             ids = await self._series_ids(db, [key], create=False)
@@ -783,17 +783,18 @@ class MetricStore(Store):
             rows = await self._rows_of(db, ids.get(key), begin, end, unit)
         if key not in ids:
             return {}
-        buckets: dict[int, tuple[Aggregate, set[str]]] = {}
+        # One datapoint per period and unit, as CloudWatch answers data put
+        # in several units when no Unit is asked for.
+        buckets: dict[tuple[int, str], Aggregate] = {}
         for moment, row_unit, count, total, low, high, dist in rows:
             if begin <= moment < end:
-                slot = int(begin + (moment - begin) // period * period)
+                slot = (int(begin + (moment - begin) // period * period), row_unit)
                 sample = Aggregate.decode(count, total, low, high, dist)
                 found = buckets.get(slot)
                 if found is None:
-                    buckets[slot] = (sample, {row_unit})
+                    buckets[slot] = sample
                 else:
-                    found[0].merge(sample)
-                    found[1].add(row_unit)
+                    found.merge(sample)
         return buckets
 
     async def _rows_of(

@@ -371,3 +371,18 @@ async def test_a_batch_is_refused_whole_and_names_the_datum_at_fault(store: Metr
     store.put_metric_batch(NS, [good, {**good, "value": 3.0}])
     (point,) = await stats(store)
     assert point["SampleCount"] == 2
+
+
+async def test_data_in_several_units_is_one_datapoint_per_unit(store: MetricStore) -> None:
+    # AWS's recorded answer (LocalStack's test_handle_different_units): one
+    # datapoint per unit when no Unit is asked for.
+    for value, unit in ((1.0, "Seconds"), (5.0, "Count"), (10.0, "None")):
+        store.put_metric_data(NS, "Latency", {"Api": "put"}, value=value, unit=unit, timestamp=T0)
+    points = await stats(store, statistics=["Average"])
+    assert sorted((p["Unit"], p["Average"]) for p in points) == [
+        ("Count", 5.0),
+        ("None", 10.0),
+        ("Seconds", 1.0),
+    ]
+    (counted,) = await stats(store, statistics=["Average"], unit="Count")
+    assert counted["Average"] == 5.0
