@@ -748,7 +748,9 @@ class MetricStore(Store):
                 "InvalidParameterValue",
                 "The parameter StartTime must be less than the parameter EndTime.",
             )
-        wanted = math.ceil((finish - begin) / period)
+        # Counted over the times given, as CloudWatch counts them (a day of
+        # 1-second periods is 86400 whatever the rounding of StartTime).
+        wanted = math.ceil((finish - _seconds(start)) / period)
         if wanted > max_datapoints:
             raise MetricError(
                 "InvalidParameterCombination",
