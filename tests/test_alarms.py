@@ -155,6 +155,17 @@ async def test_actions_fire_on_transitions_only(tmp_path: Path) -> None:
         await advance(runtime, 300)  # and back to OK: no action for OK
         assert [s for _, _, s in states(runtime)] == ["OK", "ALARM", "OK"]
         assert states(runtime, "pager") == [("orders-failing", "OK", "ALARM")]
+        # Updating an alarm that has actions keeps them (the targets it had are
+        # compared with the wanted ones), and disabling them disables the rule.
+        await runtime.alarms.put_metric_alarm(
+            "orders-failing",
+            FAILING,
+            evaluation_periods=2,
+            actions={"alarm": ["pager"]},
+            actions_enabled=False,
+        )
+        assert runtime.bus().describe_rule(rule)["State"] == "DISABLED"
+        assert [t["id"] for t in runtime.bus().list_targets_by_rule(rule)] == ["action-1"]
         # Dropping the actions drops the rule.
         await runtime.alarms.put_metric_alarm("orders-failing", FAILING)
         assert all(r["Name"] != rule for r in runtime.bus().list_rules())

@@ -248,3 +248,64 @@ def _boto_credentials() -> dict[str, str]:
         "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
         "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
     }
+
+
+def test_the_aws_cli_puts_and_reads_metrics_and_describes_alarms(tmp_path: Path) -> None:
+    config = (
+        "resources:\n  sink: {type: function, function: 'sinkmod:record'}\n"
+        "alarms:\n"
+        "  latency-high:\n"
+        "    namespace: Shop\n    metric_name: Latency\n    statistic: Average\n"
+        "    period: 60\n    evaluation_periods: 1\n    threshold: 100\n"
+    )
+    started = _start(tmp_path, config, "--api", "127.0.0.1:0")
+    env = {**os.environ, **CREDENTIALS}
+    aws = [str(Path(sys.executable).with_name("aws")), "--endpoint-url", started.url]
+
+    def run(*args: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [*aws, "cloudwatch", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout) if done.stdout.strip() else {}
+
+    try:
+        now = int(time.time())
+        for value in (10, 30):
+            run(
+                "put-metric-data",
+                "--namespace",
+                "Shop",
+                "--metric-name",
+                "Latency",
+                "--value",
+                str(value),
+                "--unit",
+                "Milliseconds",
+            )
+        stats = run(
+            "get-metric-statistics",
+            "--namespace",
+            "Shop",
+            "--metric-name",
+            "Latency",
+            "--start-time",
+            str(now - 120),
+            "--end-time",
+            str(now + 120),
+            "--period",
+            "60",
+            "--statistics",
+            "Average",
+            "SampleCount",
+        )
+        assert [(p["Average"], p["SampleCount"], p["Unit"]) for p in stats["Datapoints"]] == [
+            (20.0, 2.0, "Milliseconds")
+        ]
+        alarms = run("describe-alarms", "--alarm-name-prefix", "latency")
+        (alarm,) = alarms["MetricAlarms"]
+        assert (alarm["AlarmName"], alarm["StateValue"]) == ("latency-high", "INSUFFICIENT_DATA")
+        started.process.send_signal(signal.SIGTERM)
+        assert started.process.wait(timeout=30) == 0
+    finally:
+        started.process.kill()

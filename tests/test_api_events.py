@@ -224,7 +224,10 @@ async def test_unknown_and_unserved_operations_answer_aws_errors_not_500(api: Ap
     assert "ListConnections" in unserved["Error"]["Message"]
     status, body = await api.raw("Nobody_2020.Do", b"{}", scope="nobody")
     assert (status, body["__type"]) == (400, "UnknownService")
-    assert "'nobody' is not a service this endpoint serves (served: events" in body["message"]
+    assert (
+        "'nobody' is not a service this endpoint serves (served: cloudwatch, events"
+        in body["message"]
+    )
 
 
 async def test_an_archive_made_through_the_api_keeps_events_and_a_replay_redelivers_them(

@@ -1,7 +1,7 @@
 """The AWS-compatible endpoint: AWS's wire protocols over the running pipeline.
 
 ``ApiServer`` serves, on one port, every service in ``served_services()``:
-the engine's own ``events`` and what plugins register through the
+the engine's own ``events`` and ``cloudwatch`` and what plugins register through the
 ``register_services`` hook. See docs/api.md.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pluggy
 
+from pipelines.api.cloudwatch import cloudwatch
 from pipelines.api.errors import ApiError
 from pipelines.api.events import events
 from pipelines.api.server import ApiServer
@@ -30,7 +31,10 @@ __all__ = [
 def served_services(manager: pluggy.PluginManager | None = None) -> dict[str, Service]:
     """The engine's services and every plugin's (the ``register_services``
     hook), by botocore's service name; one served twice is an error naming both."""
-    found: dict[str, tuple[Service, str]] = {"events": (events, "the engine")}
+    found: dict[str, tuple[Service, str]] = {
+        "events": (events, "the engine"),
+        "cloudwatch": (cloudwatch, "the engine"),
+    }
     hook = (manager or get_plugin_manager()).hook.register_services
     for implementation in hook.get_hookimpls():
         plugin_name = implementation.plugin_name

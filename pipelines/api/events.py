@@ -235,7 +235,7 @@ async def delete_rule(call: Call, params: dict[str, Any]) -> None:
 @events.operation()
 async def list_rule_names_by_target(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     bus = _bus(call, params.get("EventBusName"))
-    wanted = _resource_of(call, params["TargetArn"])
+    wanted = resource_of(call, params["TargetArn"])
     names = [
         rule["Name"]
         for rule in bus.list_rules()
@@ -247,13 +247,9 @@ async def list_rule_names_by_target(call: Call, params: dict[str, Any]) -> Mappi
 # -- targets -----------------------------------------------------------------
 
 
-def _resource_of(call: Call, arn: str) -> str | None:
-    return resource_of(call, arn)
-
-
 def _target_config(call: Call, target: Mapping[str, Any]) -> dict[str, Any]:
     """A PutTargets target in the library's names (``Bus.put_targets``)."""
-    resource = _resource_of(call, target["Arn"])
+    resource = resource_of(call, target["Arn"])
     if resource is None:
         raise validation(f"No resource of this pipeline has the ARN {target['Arn']}.")
     config: dict[str, Any] = {"id": target["Id"], "resource": resource}
@@ -279,7 +275,7 @@ def _target_config(call: Call, target: Mapping[str, Any]) -> dict[str, Any]:
         }
     dead_letter = target.get("DeadLetterConfig", {}).get("Arn")
     if dead_letter:
-        named = _resource_of(call, dead_letter)
+        named = resource_of(call, dead_letter)
         if named is None:
             raise validation(f"No resource of this pipeline has the ARN {dead_letter}.")
         config["dead_letter"] = named

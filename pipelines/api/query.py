@@ -174,8 +174,10 @@ def write_xml(operation: OperationModel, value: Mapping[str, Any], request_id: s
 
 def error_xml(error: ApiError, code: str, namespace: str, request_id: str) -> bytes:
     kind = "Sender" if error.sender_fault else "Receiver"
+    # An error without a message has no Message element (CloudWatch's ResourceNotFound).
+    message = f"<Message>{escape(error.message)}</Message>" if error.message else ""
     return (
         f'<ErrorResponse xmlns="{namespace}"><Error><Type>{kind}</Type>'
-        f"<Code>{escape(code)}</Code><Message>{escape(error.message)}</Message></Error>"
+        f"<Code>{escape(code)}</Code>{message}</Error>"
         f"<RequestId>{request_id}</RequestId></ErrorResponse>"
     ).encode()

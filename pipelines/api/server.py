@@ -2,9 +2,11 @@
 
 A request is routed as AWS routes it: the service from the SigV4 credential
 scope of its ``Authorization`` header, else from its ``X-Amz-Target``
-prefix; the operation from ``X-Amz-Target``; the region from the scope. The
-request is read by the operation's input shape, the operation runs, and its
-answer (or error) is written in the service's protocol. Served with aiohttp,
+prefix; the operation from ``X-Amz-Target`` (a form's ``Action`` in the query
+protocol, the path ``/service/PREFIX/operation/OP`` in Smithy RPC v2 CBOR);
+the region from the scope. The request is read by the operation's input
+shape, the operation runs, and its answer (or error) is written in the
+protocol the request came in. Served with aiohttp,
 the one HTTP stack of the project.
 """
 
@@ -25,6 +27,7 @@ import orjson
 from aiohttp import web
 from botocore.model import ServiceModel
 
+from pipelines.api import cbor
 from pipelines.api.errors import ApiError, not_implemented, translate
 from pipelines.api.query import error_xml, read_query, write_xml
 from pipelines.api.services import ApiHost, Call, Kept, Service
@@ -82,25 +85,47 @@ class Router:
 
 
 class _Request:
-    """One request in its protocol: JSON (``X-Amz-Target``) or query (a form)."""
+    """One request in its protocol: JSON (``X-Amz-Target``), query (a form) or
+    Smithy RPC v2 CBOR (``/service/PREFIX/operation/OP`` with ``Smithy-Protocol``)."""
 
     def __init__(self, service: Service, request: web.Request, request_id: str) -> None:
         self.service = service
         self.request_id = request_id
         meta = service.model.metadata
         target = request.headers.get("X-Amz-Target")
-        # A JSON service still takes the query protocol from clients that send
-        # it (SQS's older SDKs): a form without X-Amz-Target.
-        self.query = meta.get("protocol") == "query" or (
-            target is None and request.content_type == "application/x-www-form-urlencoded"
-        )
-        self.version = meta.get("jsonVersion", "1.0")
         self.operation = (target or "").rpartition(".")[2] or None
+        self.protocol = "json"
+        smithy = _smithy_operation(request)
+        if smithy is not None:
+            self.protocol = "cbor"
+            self.operation = smithy
+        elif meta.get("protocol") == "query" or (
+            # A JSON service still takes the query protocol from clients that
+            # send it (SQS's older SDKs): a form without X-Amz-Target.
+            target is None and request.content_type == "application/x-www-form-urlencoded"
+        ):
+            self.protocol = "query"
+        self.version = meta.get("jsonVersion", "1.0")
         self.form: Mapping[str, str] = {}
+        # botocore's JSON and CBOR clients of a service that came from the query
+        # protocol say so; AWS answers them the model's statuses (404 and so
+        # on), other clients of those protocols 400 for every modelled error.
+        self.query_mode = request.headers.get("x-amzn-query-mode", "").lower() == "true"
+
+    @property
+    def query(self) -> bool:
+        return self.protocol == "query"
 
     async def read(self, request: web.Request) -> dict[str, Any]:
         """The operation's parameters (sets ``operation`` from a form's Action)."""
         model = self.service.model
+        if self.protocol == "cbor" and cbor.MODEL_PROTOCOL not in model.metadata.get(
+            "protocols", [model.metadata.get("protocol")]
+        ):
+            raise ApiError(
+                "UnknownOperationException",
+                f"{self.service.name} does not take the {cbor.MODEL_PROTOCOL} protocol",
+            )
         if self.query:
             form = await request.post() if request.method == "POST" else request.query
             self.form = {key: str(value) for key, value in form.items()}
@@ -120,12 +145,11 @@ class _Request:
         enums = self.service.check_enums
         if self.query:
             return read_query(op_model, self.form, enums=enums)
-        return read_input(
-            op_model.input_shape,
-            await request.read(),
-            validation_code=self.service.validation_code,
-            enums=enums,
-        )
+        body = await request.read()
+        code = self.service.validation_code
+        if self.protocol == "cbor":
+            return cbor.read_cbor(op_model, body, validation_code=code, enums=enums)
+        return read_input(op_model.input_shape, body, validation_code=code, enums=enums)
 
     def answer(self, result: Mapping[str, Any]) -> web.Response:
         op_model = self.service.model.operation_model(self.operation)
@@ -134,6 +158,12 @@ class _Request:
                 body=write_xml(op_model, result, self.request_id),
                 headers={"Content-Type": "text/xml", "x-amzn-RequestId": self.request_id},
             )
+        if self.protocol == "cbor":
+            headers = {"Smithy-Protocol": cbor.PROTOCOL, "x-amzn-RequestId": self.request_id}
+            body = cbor.write_cbor(op_model, result)
+            if body:  # an operation without output answers no body and no type
+                headers["Content-Type"] = cbor.CONTENT_TYPE
+            return web.Response(body=body, headers=headers)
         return web.Response(
             body=orjson.dumps(write_output(op_model.output_shape, result)),
             headers={
@@ -155,34 +185,63 @@ class _Request:
             body = error_xml(error, query_code, namespace, self.request_id)
             headers["Content-Type"] = "text/xml"
             return web.Response(status=status, body=body, headers=headers)
-        headers["Content-Type"] = f"application/x-amz-json-{self.version}"
-        headers["x-amzn-ErrorType"] = shape_name
         error_type = shape_name
         if "awsQueryCompatible" in self.service.model.metadata:
             # What botocore reads back as the error's code for a service that
-            # moved from the query protocol to JSON (SQS); ``__type`` is the
-            # shape qualified by the service's namespace, as SQS answers it.
+            # moved from the query protocol to JSON (SQS) or CBOR (CloudWatch);
+            # ``__type`` is the shape qualified by the service's namespace, as
+            # SQS answers it (botocore drops the namespace).
             fault = "Sender" if error.sender_fault else "Receiver"
             headers["x-amzn-query-error"] = f"{query_code};{fault}"
             prefix = self.service.model.metadata["endpointPrefix"]
             error_type = f"com.amazonaws.{prefix}#{shape_name}"
+            if not self.query_mode and status < 500 and error.status == 400:
+                status = 400
+        if self.protocol == "cbor":
+            headers["Content-Type"] = cbor.CONTENT_TYPE
+            headers["Smithy-Protocol"] = cbor.PROTOCOL
+            body = cbor.error_cbor(shape_name, error.message)
+            return web.Response(status=status, body=body, headers=headers)
+        headers["Content-Type"] = f"application/x-amz-json-{self.version}"
+        headers["x-amzn-ErrorType"] = shape_name
         body = orjson.dumps({"__type": error_type, "message": error.message})
         return web.Response(status=status, body=body, headers=headers)
+
+
+def _target(request: web.Request) -> str | None:
+    """``X-Amz-Target``, or its equivalent in a Smithy RPC v2 request's path."""
+    target = request.headers.get("X-Amz-Target")
+    if target is None and _smithy_operation(request) is not None:
+        found = cbor.PATH.fullmatch(request.path)
+        assert found is not None
+        target = f"{found.group(1)}.{found.group(2)}"
+    return target
+
+
+def _smithy_operation(request: web.Request) -> str | None:
+    """The operation of a Smithy RPC v2 CBOR request, or None for another protocol."""
+    if request.headers.get("Smithy-Protocol", "").lower() != cbor.PROTOCOL:
+        return None
+    found = cbor.PATH.fullmatch(request.path)
+    return found.group(2) if found else None
 
 
 @functools.cache
 def _error_codes(model: ServiceModel) -> dict[str, tuple[str, str, int | None]]:
     """Each error shape by its name and by its query code: (name, code, status)."""
-    found: dict[str, tuple[str, str, int | None]] = {}
+    by_name: dict[str, tuple[str, str, int | None]] = {}
+    by_code: dict[str, tuple[str, str, int | None]] = {}
     for name in model.shape_names:
         shape = model.shape_for(name)
         if not shape.metadata.get("exception"):
             continue
         error = shape.metadata.get("error", {})
         entry = (name, error.get("code", name), error.get("httpStatusCode"))
-        found.setdefault(name, entry)
-        found.setdefault(entry[1], entry)
-    return found
+        by_name[name] = entry
+        by_code.setdefault(entry[1], entry)
+    # A shape's own name wins over another's code (CloudWatch's ResourceNotFound
+    # is a shape, and DashboardNotFoundError's code).
+    return {**by_code, **by_name}
 
 
 def _error_shape(model: ServiceModel, error: ApiError) -> tuple[str, str, int]:
@@ -286,9 +345,7 @@ class ApiServer:
         request_id = str(uuid.uuid4())
         scope = _SCOPE.search(request.headers.get("Authorization", ""))
         try:
-            service = self.router.service(
-                scope.group(3) if scope else None, request.headers.get("X-Amz-Target")
-            )
+            service = self.router.service(scope.group(3) if scope else None, _target(request))
         except ApiError as error:
             return _unrouted(error, request_id)
         wire = _Request(service, request, request_id)

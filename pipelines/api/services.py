@@ -32,9 +32,11 @@ from pipelines.api.models import service_model
 from pipelines.errors import PipelinesError
 
 if TYPE_CHECKING:
+    from pipelines.alarms import Alarms
     from pipelines.archive import Archiver
     from pipelines.bus import Bus
     from pipelines.limits import Limits
+    from pipelines.metrics import MetricStore
     from pipelines.replay import Replays
     from pipelines.store import Store
     from pipelines.targets import Target
@@ -99,6 +101,12 @@ class ApiHost(Protocol):
 
     @property
     def replays(self) -> Replays: ...
+
+    @property
+    def metrics(self) -> MetricStore: ...
+
+    @property
+    def alarms(self) -> Alarms: ...
 
 
 #: How long a request arriving while the runtime starts waits for it (then 503).

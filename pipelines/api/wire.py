@@ -15,7 +15,7 @@ import binascii
 import datetime as dt
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -25,6 +25,7 @@ from pipelines.api.errors import ApiError
 
 # What AWS calls each JSON type in a SerializationException's message.
 _JSON_KIND = {str: "STRING_VALUE", bool: "BOOLEAN_VALUE", list: "START_ARRAY", dict: "START_OBJECT"}
+_JSON_KIND.update({bytes: "BYTE_STRING", dt.datetime: "TIMESTAMP"})  # CBOR's own types
 
 
 def _member_path(path: str, name: str) -> str:
@@ -156,6 +157,8 @@ class _Reader:
             self.fail(value, path, f"Member must have length less than or equal to {high}")
 
     def timestamp(self, value: Any, path: str) -> float:
+        if isinstance(value, dt.datetime):  # CBOR's tag 1
+            return value.timestamp()
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         if isinstance(value, str):
@@ -166,6 +169,8 @@ class _Reader:
         raise _wrong_type(value, path, "Timestamp")
 
     def blob(self, value: Any, path: str) -> bytes:
+        if isinstance(value, bytes):  # CBOR's byte string
+            return value
         if isinstance(value, str):
             try:
                 return base64.b64decode(value, validate=True)
@@ -235,34 +240,53 @@ def check_input(
     return params
 
 
-def write_output(shape: Shape | None, value: Any) -> Any:
-    """``value`` as the JSON of ``shape``: model members only, AWS's encodings."""
-    if shape is None or value is None:
-        return {} if shape is None else None
-    kind = shape.type_name
-    if kind == "structure":
-        if not isinstance(value, Mapping):
-            return {}
-        members = shape.members
-        written = {}
-        for name, member in members.items():
-            item = value.get(name)
-            if item is not None:
-                written[name] = write_output(member, item)
-        return written
-    if kind == "list":
-        return [write_output(shape.member, item) for item in value]
-    if kind == "map":
-        return {key: write_output(shape.value, item) for key, item in value.items()}
-    if kind == "timestamp":
-        return _epoch(value)
-    if kind == "blob":
-        data = value.encode() if isinstance(value, str) else bytes(value)
-        return base64.b64encode(data).decode()
-    return value
+def write_output(
+    shape: Shape | None,
+    value: Any,
+    *,
+    timestamp: Callable[[Any], Any] | None = None,
+    blob: Callable[[bytes], Any] | None = None,
+) -> Any:
+    """``value`` as the JSON of ``shape``: model members only, AWS's encodings
+    (timestamps as epoch seconds, blobs in base64; another protocol passes
+    its own: CBOR's tag 1 and byte strings)."""
+    return _Writer(timestamp or epoch_seconds, blob or _base64).write(shape, value)
 
 
-def _epoch(value: Any) -> float | int:
+class _Writer:
+    def __init__(self, timestamp: Callable[[Any], Any], blob: Callable[[bytes], Any]) -> None:
+        self.timestamp = timestamp
+        self.blob = blob
+
+    def write(self, shape: Shape | None, value: Any) -> Any:
+        if shape is None or value is None:
+            return {} if shape is None else None
+        kind = shape.type_name
+        if kind == "structure":
+            if not isinstance(value, Mapping):
+                return {}
+            written = {}
+            for name, member in shape.members.items():
+                item = value.get(name)
+                if item is not None:
+                    written[name] = self.write(member, item)
+            return written
+        if kind == "list":
+            return [self.write(shape.member, item) for item in value]
+        if kind == "map":
+            return {key: self.write(shape.value, item) for key, item in value.items()}
+        if kind == "timestamp":
+            return self.timestamp(value)
+        if kind == "blob":
+            return self.blob(value.encode() if isinstance(value, str) else bytes(value))
+        return value
+
+
+def _base64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def epoch_seconds(value: Any) -> float | int:
     if isinstance(value, dt.datetime):
         return value.timestamp()
     if isinstance(value, str):
