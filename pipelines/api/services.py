@@ -11,7 +11,8 @@ raises ``ApiError`` (or a library exception ``errors.translate`` knows).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,6 +51,14 @@ class ApiHost(Protocol):
     def resource_names(self) -> list[str]: ...
 
     def resource_arn(self, name: str) -> str: ...
+
+    async def put_resource(
+        self, name: str, type_name: str, config: Mapping[str, Any], *, timeout: float | None = None
+    ) -> Target: ...
+
+    async def delete_resource(self, name: str, *, timeout: float | None = None) -> None: ...
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
 
     @property
     def archives(self) -> Archiver: ...
