@@ -157,12 +157,14 @@ class FilterPolicyInvalid(ValueError):
 
 def _anything_but_operators(value: Any) -> list[str]:
     """The operators nested in ``anything-but`` objects of a policy (SNS
-    takes only ``prefix`` there)."""
+    takes only ``prefix`` there, with a string)."""
     found: list[str] = []
     if isinstance(value, Mapping):
         for key, item in value.items():
             if key == "anything-but" and isinstance(item, Mapping):
                 found.extend(str(k) for k in item)
+                if not isinstance(item.get("prefix", ""), str):
+                    raise FilterPolicyInvalid("prefix match pattern must be a string")
             found.extend(_anything_but_operators(item))
     elif isinstance(value, list):
         for item in value:
