@@ -109,14 +109,14 @@ async def test_topics_yaml_and_api_alike_attributes_and_idempotence(sns: Sns) ->
     arn = await sns.topic(
         "news", Attributes={"DisplayName": "News"}, Tags=[{"Key": "t", "Value": "1"}]
     )
-    assert arn == "arn:aws:sns:local:000000000000:news"
+    assert arn == "arn:aws:sns:us-east-1:000000000000:news"
     # the same name and attributes: the same topic; no attributes: the same too
     assert await sns.topic("news", Attributes={"DisplayName": "News"}) == arn
     assert await sns.topic("news", Attributes={"FifoTopic": "false"}) == arn
     assert await sns.topic("news") == arn
     listed = await sns.call("list_topics")
     assert [t["TopicArn"] for t in listed["Topics"]] == [
-        "arn:aws:sns:local:000000000000:declared",
+        "arn:aws:sns:us-east-1:000000000000:declared",
         arn,
     ]
     attributes = (await sns.call("get_topic_attributes", TopicArn=arn))["Attributes"]
@@ -291,7 +291,7 @@ async def test_filter_policies_and_message_structure(sns: Sns) -> None:
 async def test_a_yaml_topic_takes_api_subscriptions_and_keeps_them_across_a_reload(
     sns: Sns,
 ) -> None:
-    arn = "arn:aws:sns:local:000000000000:declared"
+    arn = "arn:aws:sns:us-east-1:000000000000:declared"
     await sns.queue_subscription(arn, RawMessageDelivery="true")
     await sns.call("publish", TopicArn=arn, Message="both")
     assert [m.body for m in await received(sns.runtime, "orders")] == ["both"]

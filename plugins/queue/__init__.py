@@ -9,13 +9,16 @@ runner's AWS endpoint (``register_services``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
-from pipelines.api.services import Service
 from pipelines.hookspecs import hookimpl
 from pipelines.targets import TargetType
 from plugins.queue.target import QueueType
+
+if TYPE_CHECKING:  # the endpoint's code loads only when an endpoint starts
+    from pipelines.api.services import Service
 
 
 @hookimpl
