@@ -635,6 +635,8 @@ class _Transition:
 class Alarm:
     spec: AlarmSpec
     state: AlarmState = field(default_factory=AlarmState)
+    #: When it was last put (created or updated) in this run.
+    configured: float = 0.0
 
 
 def alarm_arn(name: str, account: str = DEFAULT_ACCOUNT, region: str = DEFAULT_REGION) -> str:
@@ -768,6 +770,11 @@ class Alarms:
     def spec(self, name: str) -> AlarmSpec:
         return self._get(name).spec
 
+    def configured(self, name: str) -> float:
+        """When the alarm was last put (created or updated) since the runtime
+        started (DescribeAlarms' AlarmConfigurationUpdatedTimestamp)."""
+        return self._get(name).configured
+
     def children(self, name: str) -> set[str]:
         """The alarms a composite alarm's rule names (none for a metric alarm)."""
         spec = self._get(name).spec
@@ -812,11 +819,12 @@ class Alarms:
             if alarm is not None and alarm.spec.bus != spec.bus:
                 await self._drop_actions(alarm.spec)  # its action rules are on the old bus
             await self._sync_actions(spec)
+            now = self.clock.time()
             if alarm is None:
-                now = self.clock.time()
                 alarm = self._alarms[spec.name] = Alarm(spec, AlarmState(updated=now))
             else:
                 alarm.spec = spec
+            alarm.configured = now
             self._rules.pop(spec.name, None)
             if isinstance(spec, CompositeAlarmSpec):
                 self._rules[spec.name] = spec.rule
@@ -857,9 +865,9 @@ class Alarms:
             )
             wanted = [{"id": f"action-{i}", "resource": r} for i, r in enumerate(targets, 1)]
             stale = [
-                t["Id"]
+                t["id"]
                 for t in bus.list_targets_by_rule(rule)
-                if t["Id"] not in {w["id"] for w in wanted}
+                if t["id"] not in {w["id"] for w in wanted}
             ]
             if stale:
                 await bus.remove_targets(rule, stale)

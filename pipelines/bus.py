@@ -183,6 +183,8 @@ class Bus:
         self.host = host
         self.name = name
         self.arn = f"arn:aws:events:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:event-bus/{name}"
+        #: When it was made (epoch seconds; its owner sets it from its clock).
+        self.created = 0.0
         self._rules: dict[str, Rule] = {}
         self._matcher = Matcher()
         # The intake: a bounded deque of ``Intake`` items. put_events waits on
@@ -414,6 +416,11 @@ class Bus:
 
     def list_targets_by_rule(self, rule_name: str) -> list[dict[str, Any]]:
         return [config.describe() for config in self._rule(rule_name).targets.values()]
+
+    def rule_targets(self, rule_name: str) -> list[RuleTarget]:
+        """The rule's targets as declared (``RuleTarget.declared``: what was
+        given, without the defaults ``list_targets_by_rule`` fills in)."""
+        return list(self._rule(rule_name).targets.values())
 
     def deliveries(self) -> Iterable[Delivery]:
         for rule in self._rules.values():

@@ -318,6 +318,14 @@ def test_command(path: str) -> None:
     help="Control socket for put and tap (default: control.sock beside the state database).",
 )
 @click.option("--no-control", is_flag=True, help="Do not listen for put and tap.")
+@click.option(
+    "--api",
+    "api",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve AWS's APIs (events, ...) on HOST:PORT for boto3, the AWS CLI and the SDKs"
+    " (`:PORT` listens on 127.0.0.1; port 0 picks a free one and logs it).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def run_command(
     files: tuple[str, ...],
@@ -329,6 +337,7 @@ def run_command(
     watch: bool,
     control: str | None,
     no_control: bool,
+    api: str | None,
     debug: bool,
 ) -> None:
     """Run the pipeline in FILES until SIGINT or SIGTERM (or until --input is delivered).
@@ -346,7 +355,14 @@ def run_command(
         with tuned_process():
             report = asyncio.run(
                 _run(
-                    list(files), input_path, shutdown_timeout, max_wait, watch, control, no_control
+                    list(files),
+                    input_path,
+                    shutdown_timeout,
+                    max_wait,
+                    watch,
+                    control,
+                    no_control,
+                    api,
                 )
             )
     except ConfigInvalid as exc:
@@ -375,6 +391,7 @@ async def _run(
     watch: bool,
     control: str | None,
     no_control: bool,
+    api: str | None,
 ) -> RunReport:
     from pipelines.config import load_config
     from pipelines.control import default_socket
@@ -396,6 +413,7 @@ async def _run(
         reload_requested=reload_requested,
         watch=watch,
         control=socket,
+        api=api,
         shutdown_timeout=shutdown_timeout,
         max_wait=max_wait,
     )

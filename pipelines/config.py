@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -48,12 +48,27 @@ from pipelines.errors import (
     Where,
     did_you_mean,
     path_label,
+    unknown_setting,
 )
+from pipelines.event import DEFAULT_ACCOUNT
 from pipelines.process import tuned_process
 from pipelines.runtime import DEFAULT_BUS, DURABILITIES, Runtime
 from pipelines.targets import check_keys
 
-TOP_KEYS = {"state", "durability", "buses", "resources", "rules", "archives", "alarms", "cluster"}
+if TYPE_CHECKING:
+    from pipelines.api.server import ApiSettings
+
+TOP_KEYS = {
+    "state",
+    "durability",
+    "api",
+    "buses",
+    "resources",
+    "rules",
+    "archives",
+    "alarms",
+    "cluster",
+}
 #: The resource a ``cluster`` section becomes: the runners' shared intake.
 CLUSTER_RESOURCE = "cluster"
 _GROUP = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -79,6 +94,8 @@ class PipelineConfig:
     cluster_group: str | None = None
     #: ``durable`` (answer puts once in the state database) or ``memory``.
     durability: str = "durable"
+    #: ``api``: where and how ``pipelines run`` serves AWS's APIs, or None.
+    api: ApiSettings | None = None
     #: Where each node was declared: path -> (file, line, column), 1-based.
     positions: dict[Path_, tuple[str, int, int]] = field(default_factory=dict)
 
@@ -92,6 +109,69 @@ class PipelineConfig:
     def problems_of(self, base: Path_, exc: ConfigError) -> list[Problem]:
         """Each problem of a check of the node at ``base``, at its own position."""
         return located_errors(self.positions, base, str(self.files[0]), exc)
+
+
+API_KEYS = {"listen", "access_keys", "tls"}
+
+
+def _api(
+    config: PipelineConfig,
+    declared: Any,
+    positions: Mapping[Path_, tuple[str, int, int]],
+    file: str,
+) -> list[Problem]:
+    """``api: HOST:PORT``, or a mapping: ``listen``, ``access_keys`` (KEY:
+    {secret, account}: signatures are then checked), ``tls`` ({certificate, key})."""
+    from pipelines.api.server import ApiSettings, parse_listen
+    from pipelines.api.sigv4 import AccessKey
+
+    problems: list[Problem] = []
+
+    def problem(path: Path_, message: str) -> None:
+        problems.append(locate(positions, ("api", *path), file, f"api: {message}"))
+
+    listen = declared if not isinstance(declared, dict) else declared.get("listen", ":0")
+    if isinstance(declared, dict):
+        for key in declared:
+            if key not in API_KEYS:
+                problem((key,), f"{key!r}: {unknown_setting(str(key), API_KEYS)}")
+    host, port = "127.0.0.1", 0
+    try:
+        if not isinstance(listen, str | int) or isinstance(listen, bool):
+            raise ValueError(f"{listen!r} is not HOST:PORT")
+        host, port = parse_listen(str(listen))
+    except ValueError as error:
+        problem(("listen",) if isinstance(declared, dict) else (), str(error))
+    keys: dict[str, AccessKey] = {}
+    raw_keys = declared.get("access_keys") or {} if isinstance(declared, dict) else {}
+    if not isinstance(raw_keys, dict):
+        problem(("access_keys",), "must map access key ids to {secret, account}")
+        raw_keys = {}
+    for key_id, entry in raw_keys.items():
+        secret = entry.get("secret") if isinstance(entry, dict) else None
+        account = str(entry.get("account", DEFAULT_ACCOUNT)) if isinstance(entry, dict) else ""
+        if not isinstance(secret, str) or not secret:
+            problem(
+                ("access_keys", key_id), "needs a secret (use ${VAR} to keep it out of the file)"
+            )
+        elif not (len(account) == 12 and account.isdigit()):
+            problem(("access_keys", key_id, "account"), f"{account!r} is not a 12-digit account")
+        else:
+            keys[str(key_id)] = AccessKey(secret, account)
+    tls = declared.get("tls") if isinstance(declared, dict) else None
+    certificate = key = None
+    if tls is not None:
+        if not isinstance(tls, dict) or not tls.get("certificate") or not tls.get("key"):
+            problem(("tls",), "needs certificate and key (PEM files)")
+        else:
+            certificate = config.directory / str(tls["certificate"])
+            key = config.directory / str(tls["key"])
+            for name, path in (("certificate", certificate), ("key", key)):
+                if not path.is_file():
+                    problem(("tls", name), f"{path} is not a file")
+    if not problems:
+        config.api = ApiSettings(host, port, keys, certificate, key)
+    return problems
 
 
 def locate(
@@ -498,6 +578,8 @@ def load_config(
                         f" not {data['durability']!r}",
                     )
                 )
+        if isinstance(data, dict) and data.get("api") is not None:
+            problems += _api(config, data["api"], loader.positions, loader.file)
         if isinstance(data, dict) and data.get("cluster") is not None:
             clusters.append(data["cluster"])
     problems += _cluster(config, clusters)

@@ -4,7 +4,7 @@ An event on a bus is a plain ``dict`` in EventBridge's envelope::
 
     {"version": "0", "id": "<uuid4>", "detail-type": "...", "source": "...",
      "account": "123456789012", "time": "2024-01-02T03:04:05Z",
-     "region": "local", "resources": [...], "detail": {...}}
+     "region": "us-east-1", "resources": [...], "detail": {...}}
 
 Plain dicts keep events cheap to match and to serialise; this module is the one
 place that builds and checks them.
@@ -47,7 +47,9 @@ MAX_DETAIL_TYPE_LENGTH = 128
 MAX_RESOURCE_LENGTH = 2048
 MAX_TRACE_HEADER_LENGTH = 500
 DEFAULT_ACCOUNT = "000000000000"
-DEFAULT_REGION = "local"
+#: AWS's usual default region: ARNs must name a real-looking region (EventBridge's
+#: own EventBusName pattern refuses ``arn:aws:events:local:...``).
+DEFAULT_REGION = "us-east-1"
 
 _BUS_NAME = re.compile(
     r"(arn:aws[\w-]*:events:[a-z]+-[a-z]+-[\w-]+:[0-9]{12}:event-bus/)?[.\-_A-Za-z0-9]+"
@@ -273,7 +275,7 @@ def _detail(
     except ValueError:
         raise _malformed("", index) from None
     if not isinstance(parsed, dict):
-        raise _malformed("It must be a JSON object.", index)
+        raise _malformed("", index)  # AWS words it so (recorded: test_put_event_malformed_detail)
     # Cheap first: a text with no more brackets than the limit cannot nest deeper.
     if raw_bytes.count(b"{") + raw_bytes.count(b"[") > max_depth and json_depth_exceeds(
         parsed, max_depth

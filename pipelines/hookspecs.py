@@ -26,6 +26,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from pipelines.api.services import Service
     from pipelines.targets import TargetType
 
 hookspec = pluggy.HookspecMarker("pipelines")
@@ -62,4 +63,24 @@ def register_commands(cli: click.Group) -> None:
     ``echo_output`` (``--output json|jsonl|table``, as every command prints).
 
     Must return None; what counts is the commands added to ``cli``.
+    """
+
+
+@hookspec
+def register_services(register: Callable[[Service], None]) -> None:
+    """Serve an AWS service's operations on the runner's AWS endpoint (``--api``).
+
+    Called once, when an endpoint starts. ``register`` takes one
+    ``pipelines.api.services.Service`` per call: botocore's name of the
+    service (``sqs``, ``kinesis``...) and its operations, each an async
+    function of a ``Call`` (the runtime, the region and account of the
+    request) and the request's parameters, read and checked against the
+    operation's input shape in botocore's model. An operation returns a
+    mapping in the output shape's member names, or raises
+    ``pipelines.api.errors.ApiError`` with AWS's error code. The engine
+    parses HTTP and the wire protocols; a plugin never does. An operation the
+    model has and no plugin serves answers AWS's error shape, ``NotImplemented``
+    (501). A service registered by two plugins is an error naming both.
+
+    Must return None; what counts is the calls to ``register``.
     """

@@ -462,11 +462,63 @@ class MetricStore(Store):
         timestamp: float | datetime | None = None,
         unit: str = "None",
         storage_resolution: int = 60,
+        member: str = "MetricData.member.1",
     ) -> None:
         """PutMetricData for one datum: ``value``, or ``values`` (each put
         ``counts[i]`` times, default once), or ``statistic_values`` (a
         statistic set: SampleCount, Sum, Minimum, Maximum). Raises
-        ``MetricError`` with CloudWatch's code for what CloudWatch refuses."""
+        ``MetricError`` with CloudWatch's code and wording for what CloudWatch
+        refuses (``member`` is how its messages name the datum)."""
+        datum = self._datum(
+            namespace,
+            name,
+            dimensions,
+            value=value,
+            values=values,
+            counts=counts,
+            statistic_values=statistic_values,
+            timestamp=timestamp,
+            unit=unit,
+            storage_resolution=storage_resolution,
+            member=member,
+        )
+        if datum is not None:
+            self._keep(*datum)
+
+    def put_metric_batch(self, namespace: str, data: Sequence[Mapping[str, Any]]) -> None:
+        """PutMetricData for a request's data, each a mapping of
+        ``put_metric_data``'s keywords with ``name`` (and ``dimensions``): all
+        are checked before any is kept, as CloudWatch refuses a request whole;
+        the n-th is named ``MetricData.member.n`` in errors."""
+        checked = []
+        for index, item in enumerate(data, start=1):
+            options = dict(item)
+            name = options.pop("name")
+            dims = options.pop("dimensions", None)
+            datum = self._datum(
+                namespace, name, dims, member=f"MetricData.member.{index}", **options
+            )
+            if datum is not None:
+                checked.append(datum)
+        for slot, sample in checked:
+            self._keep(slot, sample)
+
+    def _datum(
+        self,
+        namespace: str,
+        name: str,
+        dimensions: Mapping[str, str] | None,
+        *,
+        value: float | None = None,
+        values: Sequence[float] | None = None,
+        counts: Sequence[float] | None = None,
+        statistic_values: Mapping[str, float] | None = None,
+        timestamp: float | datetime | None = None,
+        unit: str = "None",
+        storage_resolution: int = 60,
+        member: str = "MetricData.member.1",
+    ) -> tuple[tuple[SeriesKey, int, str], Aggregate] | None:
+        """One datum checked and aggregated, not yet kept (None: nothing measured)."""
         if namespace.startswith("AWS/"):
             raise MetricError(
                 "InvalidParameterValue", "The value AWS/ for parameter Namespace is reserved"
@@ -482,32 +534,49 @@ class MetricStore(Store):
             raise MetricError(
                 "InvalidParameterValue", "The parameter StorageResolution must be 1 or 60"
             )
-        moment = self._check_time(timestamp)
-        given = sum(x is not None for x in (value, values, statistic_values))
-        if given != 1:
+        moment = self._check_time(timestamp, member)
+        given = [
+            part
+            for part, found in (
+                ("Value", value),
+                ("Values", values),
+                ("StatisticValues", statistic_values),
+            )
+            if found is not None
+        ]
+        if len(given) > 1:
             raise MetricError(
                 "InvalidParameterCombination",
-                "Give exactly one of Value, Values (with Counts) and StatisticValues",
+                f"The parameters {member}.{given[0]} and {member}.{given[1]} are mutually"
+                " exclusive and you have specified both.",
+            )
+        if not given:
+            raise MetricError(
+                "InvalidParameterCombination",
+                f"One of the parameters {member}.Value, {member}.Values and"
+                f" {member}.StatisticValues must be specified.",
             )
         bucket = int(moment // storage_resolution) * storage_resolution
         sample = Aggregate()
         if value is not None:
-            sample.add(_number("Value", value))
+            sample.add(_number(f"{member}.Value", value))
         elif values is not None:
-            self._add_values(sample, values, counts)
+            self._add_values(sample, values, counts, member)
         else:
             assert statistic_values is not None
-            self._add_set(sample, statistic_values)
+            self._add_set(sample, statistic_values, member)
         if not sample.count:
-            return  # every count was 0: nothing was measured
-        slot = (key, bucket, unit)
+            return None  # every count was 0: nothing was measured
+        return (key, bucket, unit), sample
+
+    def _keep(self, slot: tuple[SeriesKey, int, str], sample: Aggregate) -> None:
         found = self._pending.get(slot)
         if found is None:
             self._pending[slot] = sample
         else:
             found.merge(sample)
 
-    def _check_time(self, timestamp: float | datetime | None) -> float:
+    def _check_time(self, timestamp: float | datetime | None, member: str) -> float:
         now = self.clock.time()
         if timestamp is None:
             return now
@@ -515,7 +584,7 @@ class MetricStore(Store):
         if not now - PAST_LIMIT <= moment <= now + FUTURE_LIMIT:
             raise MetricError(
                 "InvalidParameterValue",
-                f"The parameter MetricData.member.1.Timestamp must specify a time no more than"
+                f"The parameter {member}.Timestamp must specify a time no more than"
                 f" two weeks in the past and no more than two hours in the future"
                 f" ({format_epoch(moment, 'seconds')} given)",
             )
@@ -523,35 +592,34 @@ class MetricStore(Store):
 
     @staticmethod
     def _add_values(
-        sample: Aggregate, values: Sequence[float], counts: Sequence[float] | None
+        sample: Aggregate, values: Sequence[float], counts: Sequence[float] | None, member: str
     ) -> None:
         if not values or len(values) > MAX_VALUES:
             raise MetricError(
                 "InvalidParameterValue",
-                f"The parameter Values must hold 1 to {MAX_VALUES} values ({len(values)} given)",
+                f"The parameter {member}.Values must hold 1 to {MAX_VALUES} values"
+                f" ({len(values)} given)",
             )
         if counts is not None and len(counts) != len(values):
             raise MetricError(
-                "InvalidParameterCombination",
-                f"The parameters Values and Counts must have the same length"
-                f" ({len(values)} and {len(counts)})",
+                "InvalidParameterValue",
+                f"The parameters {member}.Values and {member}.Counts must be of the same size.",
             )
         for index, item in enumerate(values):
-            count = 1.0 if counts is None else _number(f"Counts.member.{index + 1}", counts[index])
+            where = f"{member}.Counts.member.{index + 1}"
+            count = 1.0 if counts is None else _number(where, counts[index])
             if count < 0:
-                raise MetricError(
-                    "InvalidParameterValue", f"The value of Counts.member.{index + 1} is negative"
-                )
+                raise MetricError("InvalidParameterValue", f"The value of {where} is negative")
             if count:
-                sample.add(_number(f"Values.member.{index + 1}", item), count)
+                sample.add(_number(f"{member}.Values.member.{index + 1}", item), count)
 
     @staticmethod
-    def _add_set(sample: Aggregate, stats: Mapping[str, float]) -> None:
-        parts = {k: _number(f"StatisticValues.{k}", stats.get(k)) for k in STATISTIC_SET}
+    def _add_set(sample: Aggregate, stats: Mapping[str, float], member: str) -> None:
+        parts = {k: _number(f"{member}.StatisticValues.{k}", stats.get(k)) for k in STATISTIC_SET}
         if parts["SampleCount"] <= 0 or parts["Minimum"] > parts["Maximum"]:
             raise MetricError(
                 "InvalidParameterValue",
-                "StatisticValues needs a positive SampleCount and Minimum <= Maximum",
+                f"{member}.StatisticValues needs a positive SampleCount and Minimum <= Maximum",
             )
         sample.add_set(parts["SampleCount"], parts["Sum"], parts["Minimum"], parts["Maximum"])
 
@@ -649,11 +717,13 @@ class MetricStore(Store):
         statistics: Sequence[str] = (),
         extended_statistics: Sequence[str] = (),
         unit: str | None = None,
+        max_datapoints: int = MAX_DATAPOINTS,
     ) -> dict[str, Any]:
         """GetMetricStatistics: ``{"Label": name, "Datapoints": [...]}``, one
         datapoint per period that has data, stamped at the period's start,
         oldest first; each has the requested statistics, ``ExtendedStatistics``
-        for percentiles, and ``Unit``."""
+        for percentiles, and ``Unit``. ``max_datapoints``: GetMetricData reads
+        up to 100,800 periods where GetMetricStatistics answers 1,440."""
         key = series_key(namespace, name, dimensions)
         check_period(period)
         if not statistics and not extended_statistics:
@@ -675,20 +745,23 @@ class MetricStore(Store):
         finish = _seconds(end)
         if finish <= begin:
             raise MetricError(
-                "InvalidParameterValue", "The parameter StartTime must be before EndTime"
+                "InvalidParameterValue",
+                "The parameter StartTime must be less than the parameter EndTime.",
             )
-        wanted = math.ceil((finish - begin) / period)
-        if wanted > MAX_DATAPOINTS:
+        # Counted over the times given, as CloudWatch counts them (a day of
+        # 1-second periods is 86400 whatever the rounding of StartTime).
+        wanted = math.ceil((finish - _seconds(start)) / period)
+        if wanted > max_datapoints:
             raise MetricError(
                 "InvalidParameterCombination",
-                f"You have requested up to {wanted:,} datapoints, which exceeds the limit of"
-                f" {MAX_DATAPOINTS:,}. You may reduce the datapoints requested by increasing"
+                f"You have requested up to {wanted} datapoints, which exceeds the limit of"
+                f" {max_datapoints}. You may reduce the datapoints requested by increasing"
                 " Period, or decreasing the time range.",
             )
         buckets = await self._read(key, begin, finish, period, unit)
         points = []
-        for moment in sorted(buckets):
-            aggregate, units = buckets[moment]
+        for moment, row_unit in sorted(buckets):
+            aggregate = buckets[moment, row_unit]
             point: dict[str, Any] = {"Timestamp": format_epoch(moment, "seconds")}
             for stat in statistics:
                 point[stat] = aggregate.statistic(stat)
@@ -698,13 +771,13 @@ class MetricStore(Store):
                     for stat in extended_statistics
                     if (value := aggregate.statistic(stat)) is not None
                 }
-            point["Unit"] = units.pop() if len(units) == 1 else "None"
+            point["Unit"] = row_unit
             points.append(point)
         return {"Label": name, "Datapoints": points}
 
     async def _read(
         self, key: SeriesKey, begin: float, end: float, period: int, unit: str | None
-    ) -> dict[int, tuple[Aggregate, set[str]]]:
+    ) -> dict[tuple[int, str], Aggregate]:
         await self.flush()
         async with self.exclusive() as db:  # not inside another's transaction (upkeep's)
             ids = await self._series_ids(db, [key], create=False)
@@ -712,17 +785,18 @@ class MetricStore(Store):
             rows = await self._rows_of(db, ids.get(key), begin, end, unit)
         if key not in ids:
             return {}
-        buckets: dict[int, tuple[Aggregate, set[str]]] = {}
+        # One datapoint per period and unit, as CloudWatch answers data put
+        # in several units when no Unit is asked for.
+        buckets: dict[tuple[int, str], Aggregate] = {}
         for moment, row_unit, count, total, low, high, dist in rows:
             if begin <= moment < end:
-                slot = int(begin + (moment - begin) // period * period)
+                slot = (int(begin + (moment - begin) // period * period), row_unit)
                 sample = Aggregate.decode(count, total, low, high, dist)
                 found = buckets.get(slot)
                 if found is None:
-                    buckets[slot] = (sample, {row_unit})
+                    buckets[slot] = sample
                 else:
-                    found[0].merge(sample)
-                    found[1].add(row_unit)
+                    found.merge(sample)
         return buckets
 
     async def _rows_of(

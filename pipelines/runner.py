@@ -10,6 +10,7 @@ stops gracefully: intake closed, in-flight work drained within
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import sys
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.clock import Clock
 from pipelines.config import PipelineConfig, build_runtime, load_config
@@ -28,6 +29,9 @@ from pipelines.limits import Limits
 from pipelines.process import tuned_process
 from pipelines.reload import reload
 from pipelines.runtime import Runtime
+
+if TYPE_CHECKING:
+    from pipelines.api import ApiServer
 
 log = logging.getLogger("pipelines.runner")
 
@@ -71,6 +75,7 @@ async def run_pipeline(
     reload_requested: asyncio.Event | None = None,
     watch: bool = False,
     control: Path | None = None,
+    api: str | None = None,
     shutdown_timeout: float = 10.0,
     clock: Clock | None = None,
     max_wait: float = MAX_WAIT,
@@ -81,6 +86,9 @@ async def run_pipeline(
 
     Setting ``reload_requested`` (the CLI does on SIGHUP) reloads the config
     files; so does a change to them with ``watch``. See ``pipelines.reload``.
+
+    ``api`` (``HOST:PORT``, else the config's ``api``) serves AWS's APIs for
+    the pipeline there (``pipelines.api``).
     """
     # The config's functions import from beside it while it runs.
     with tuned_process([config.directory], switch_interval=None):
@@ -91,6 +99,7 @@ async def run_pipeline(
             reload_requested,
             watch,
             control,
+            api,
             shutdown_timeout,
             clock,
             max_wait,
@@ -104,6 +113,7 @@ async def _run_pipeline(
     reload_requested: asyncio.Event | None,
     watch: bool,
     control: Path | None,
+    api: str | None,
     shutdown_timeout: float,
     clock: Clock | None,
     max_wait: float,
@@ -115,10 +125,13 @@ async def _run_pipeline(
     )
     report = RunReport()
     server = ControlServer(runtime, control) if control is not None else None
+    endpoint = _endpoint(runtime, api, config)
     started = False
     try:
         if server is not None:
             await server.start()  # first: a socket in use stops us before anything runs
+        if endpoint is not None:
+            await _listen(endpoint)
         await runtime.start()  # cleans up after itself when it fails
         started = True
         rules = sum(len(bus.list_rules()) for bus in runtime.buses())
@@ -131,6 +144,8 @@ async def _run_pipeline(
         )
         await _running(runtime, config, events, stop, reload_requested, watch, report, max_wait)
     finally:
+        if endpoint is not None:
+            await endpoint.close()  # requests in flight finish; no new ones
         if server is not None:
             await server.close()  # no more puts or taps while draining
         if started:
@@ -138,6 +153,33 @@ async def _run_pipeline(
             await runtime.stop(shutdown_timeout)
             log.info("stopped")
     return report
+
+
+def _endpoint(runtime: Runtime, listen: str | None, config: PipelineConfig) -> ApiServer | None:
+    """The AWS endpoint the config's ``api`` and ``--api`` (its address) ask for."""
+    if listen is None and config.api is None:
+        return None
+    from pipelines.api import ApiServer, served_services
+    from pipelines.api.server import ApiSettings, parse_listen
+
+    settings = config.api or ApiSettings()
+    if listen is not None:
+        try:
+            host, port = parse_listen(listen)
+        except ValueError as error:
+            raise PipelinesError(f"--api: {error}") from None
+        settings = dataclasses.replace(settings, host=host, port=port)
+    return ApiServer(runtime, served_services(), settings=settings)
+
+
+async def _listen(endpoint: ApiServer) -> None:
+    try:
+        await endpoint.start()
+    except OSError as error:
+        raise PipelinesError(
+            f"the AWS endpoint cannot listen on {endpoint.host}:{endpoint.port}: {error.strerror}"
+        ) from None
+    log.info("AWS endpoint: %s", endpoint.url)
 
 
 async def _running(

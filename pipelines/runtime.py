@@ -62,7 +62,7 @@ from pipelines.errors import (
     StateError,
     Where,
 )
-from pipelines.event import validate_entry
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, validate_entry
 from pipelines.intake import DurableIntake, Unsettled
 from pipelines.limits import Limits
 from pipelines.pending import PendingWriter
@@ -151,6 +151,8 @@ class Runtime:
         self.plugins = plugins  # None: the installed plugins
         self._types = target_types(plugins)
         self._resources: dict[str, Target] = {}
+        #: Each resource's type name (a resource installed ready-made has none).
+        self._resource_types: dict[str, str] = {}
         self._buses: dict[str, Bus] = {}
         self._state: StateDB | None = None
         self._lock: RunnerLock | None = None
@@ -210,7 +212,9 @@ class Runtime:
         if target_type is None:
             known = ", ".join(sorted(self._types)) or "none"
             raise ConfigError(where / "type", f"unknown target type {type_name!r} (known: {known})")
-        return target_type.create(name, config)
+        made = target_type.create(name, config)
+        self._resource_types[name] = type_name
+        return made
 
     async def put_resource(
         self, name: str, type_name: str, config: Mapping[str, Any], *, timeout: float | None = None
@@ -295,6 +299,7 @@ class Runtime:
                     " still uses it: remove that target first",
                 )
         del self._resources[name]
+        self._resource_types.pop(name, None)
         if self._group is not None:
             await self._stop_resource(name, target, [], timeout)
 
@@ -350,6 +355,16 @@ class Runtime:
     def resource_names(self) -> list[str]:
         return list(self._resources)
 
+    def resource_arn(self, name: str) -> str:
+        """The ARN API clients know the resource ``name`` by (its type's
+        ``arn_template``; ``arn:pipelines:resource:...`` for one installed
+        ready-made)."""
+        self.resource(name)
+        target_type = self._types.get(self._resource_types.get(name, ""))
+        if target_type is None:
+            return f"arn:pipelines:resource:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:{name}"
+        return target_type.arn(name, DEFAULT_REGION, DEFAULT_ACCOUNT)
+
     def resource(self, name: str, *, where: str | None = None) -> Target:
         try:
             return self._resources[name]
@@ -365,6 +380,7 @@ class Runtime:
         if name in self._buses:
             raise ConfigError(Where(f"bus {name}"), "an event bus of this name already exists")
         bus = Bus(self, name)
+        bus.created = self.clock.time()
         self._buses[name] = bus
         if self._group is not None:
             bus.dispatcher = self.spawn(bus.dispatch())

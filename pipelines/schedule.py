@@ -386,10 +386,12 @@ class Schedule:
 
 
 def _parse_rate(body: str) -> float:
-    parts = body.split()
+    # AWS takes exactly "value unit": one space, no padding, a lower-case unit
+    # (rate( 10 minutes ) and rate(10 MINUTES) are refused, as recorded).
+    parts = body.split(" ")
     if len(parts) != 2 or not _is_number(parts[0]):
         raise _CronSyntax("a rate is rate(value unit), as in rate(5 minutes)")
-    value, unit = int(parts[0]), parts[1].lower()
+    value, unit = int(parts[0]), parts[1]
     if value == 0:
         raise _CronSyntax("the rate's value must be a positive integer")
     singular = unit.removesuffix("s")
@@ -427,7 +429,7 @@ def parse_expression(where: Where, expression: object, zone: tzinfo = UTC) -> Sc
             f"an expression of {len(expression)} characters failed to satisfy constraint:"
             f" Member must have length less than or equal to {MAX_EXPRESSION_LENGTH}",
         )
-    match = _WRAPPED.fullmatch(expression.strip())
+    match = _WRAPPED.fullmatch(expression)  # AWS refuses " rate(10 minutes)" too
     if match is None:
         raise ConfigError(
             where,

@@ -78,6 +78,42 @@ def _sections(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
             "description": "durable: put answers once its events are in the state database;"
             " memory: at once (faster; a crash loses what is not delivered)",
         },
+        "api": {
+            "description": "where `pipelines run` serves AWS's APIs (events, ...) for boto3,"
+            " the AWS CLI and the SDKs: HOST:PORT, or a mapping; --api overrides the address",
+            "anyOf": [
+                {"type": ["string", "integer"]},
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "listen": {"type": ["string", "integer"], "description": "HOST:PORT"},
+                        "access_keys": {
+                            "type": "object",
+                            "description": "with keys, SigV4 signatures are checked (strict)",
+                            "additionalProperties": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["secret"],
+                                "properties": {
+                                    "secret": {"type": "string", "minLength": 1},
+                                    "account": {"type": "string", "pattern": "^[0-9]{12}$"},
+                                },
+                            },
+                        },
+                        "tls": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["certificate", "key"],
+                            "properties": {
+                                "certificate": {"type": "string"},
+                                "key": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            ],
+        },
         "buses": {"type": "array", "items": _NAME, "description": "extra event buses"},
         "resources": {
             "type": "object",

@@ -213,6 +213,16 @@ class TargetType(ABC):
     #: settings (``properties`` and ``required``; ``type`` is added).
     #: None for both: the settings are not described, and any are allowed there.
     settings_schema: Mapping[str, Any] | None = None
+    #: How AWS names a resource of this kind, with ``{region}``, ``{account}``
+    #: and ``{name}`` (``arn:aws:sqs:{region}:{account}:{name}``): what API
+    #: clients give as a rule target's ``Arn``. None: the type is the
+    #: project's own, named ``arn:pipelines:<type>:{region}:{account}:{name}``.
+    arn_template: str | None = None
+
+    def arn(self, name: str, region: str, account: str) -> str:
+        """The ARN of the resource ``name`` of this type."""
+        template = self.arn_template or f"arn:pipelines:{self.name}:{{region}}:{{account}}:{{name}}"
+        return template.format(region=region, account=account, name=name)
 
     def described_settings(self) -> Mapping[str, Any] | None:
         """What ``pipelines schema`` says of its settings (None: not described)."""

@@ -552,6 +552,7 @@ def invocation_record(
 
 
 class FunctionType(TargetType):
+    arn_template = "arn:aws:lambda:{region}:{account}:function:{name}"
     name = "function"
     description = "Invoke a Python callable (module:function), sync or async, Lambda-style"
     settings = SETTINGS_TABLE

@@ -92,7 +92,9 @@ async def test_failed_invocations_raise_an_alarm_routed_as_an_event(tmp_path: Pa
             "aws.cloudwatch",
             "CloudWatch Alarm State Change",
         )
-        assert event["resources"] == ["arn:aws:cloudwatch:local:000000000000:alarm:orders-failing"]
+        assert event["resources"] == [
+            "arn:aws:cloudwatch:us-east-1:000000000000:alarm:orders-failing"
+        ]
         assert event["time"] == "2023-11-14T22:15:00Z"
         state = event["detail"]["state"]
         assert state["reason"] == (
@@ -153,6 +155,17 @@ async def test_actions_fire_on_transitions_only(tmp_path: Path) -> None:
         await advance(runtime, 300)  # and back to OK: no action for OK
         assert [s for _, _, s in states(runtime)] == ["OK", "ALARM", "OK"]
         assert states(runtime, "pager") == [("orders-failing", "OK", "ALARM")]
+        # Updating an alarm that has actions keeps them (the targets it had are
+        # compared with the wanted ones), and disabling them disables the rule.
+        await runtime.alarms.put_metric_alarm(
+            "orders-failing",
+            FAILING,
+            evaluation_periods=2,
+            actions={"alarm": ["pager"]},
+            actions_enabled=False,
+        )
+        assert runtime.bus().describe_rule(rule)["State"] == "DISABLED"
+        assert [t["id"] for t in runtime.bus().list_targets_by_rule(rule)] == ["action-1"]
         # Dropping the actions drops the rule.
         await runtime.alarms.put_metric_alarm("orders-failing", FAILING)
         assert all(r["Name"] != rule for r in runtime.bus().list_rules())
@@ -182,7 +195,7 @@ async def test_composite_alarms_follow_their_children_at_once(tmp_path: Path) ->
         ]
         first = {e["detail"]["alarmName"]: e for e in received(runtime)}
         assert first["both"]["detail"]["state"]["reason"] == (
-            "arn:aws:cloudwatch:local:000000000000:alarm:both was created and its alarm rule"
+            "arn:aws:cloudwatch:us-east-1:000000000000:alarm:both was created and its alarm rule"
             " evaluates to OK"
         )
         assert first["both"]["detail"]["configuration"]["alarmRule"] == "ALARM(a) AND NOT OK(b)"
@@ -191,7 +204,7 @@ async def test_composite_alarms_follow_their_children_at_once(tmp_path: Path) ->
         assert states(runtime)[4:] == [("a", "OK", "ALARM"), ("either", "OK", "ALARM")]
         either = received(runtime)[5]["detail"]["state"]
         assert either["reason"] == (
-            "arn:aws:cloudwatch:local:000000000000:alarm:a transitioned to ALARM at"
+            "arn:aws:cloudwatch:us-east-1:000000000000:alarm:a transitioned to ALARM at"
             " Tuesday 14 November, 2023 22:15:00 UTC"
         )
         assert json.loads(either["reasonData"])["triggeringAlarms"][0]["state"]["value"] == "ALARM"

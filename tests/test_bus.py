@@ -143,7 +143,7 @@ async def test_rule_lifecycle(runtime: Runtime) -> None:
     runtime.add_resource("sink", "recorder", {})
     bus = runtime.bus()
     arn = bus.put_rule("orders", pattern={"source": ["shop"]}, description="shop orders")
-    assert arn == {"RuleArn": "arn:aws:events:local:000000000000:rule/orders"}
+    assert arn == {"RuleArn": "arn:aws:events:us-east-1:000000000000:rule/orders"}
     described = bus.describe_rule("orders")
     assert described["State"] == "ENABLED"
     assert json.loads(described["EventPattern"]) == {"source": ["shop"]}

@@ -76,9 +76,9 @@ def test_time_is_rfc3339_utc_and_taken_from_the_entry() -> None:
             "InvalidArgument",
             "Parameter Detail is not valid. Reason: Detail is a required argument.",
         ),
-        ({"Detail": "[]"}, "MalformedDetail", "Detail is malformed. It must be a JSON object."),
+        ({"Detail": "[]"}, "MalformedDetail", "Detail is malformed."),
         ({"Detail": "{{}"}, "MalformedDetail", "Detail is malformed."),
-        ({"Detail": '"text"'}, "MalformedDetail", "Detail is malformed. It must be a JSON object."),
+        ({"Detail": '"text"'}, "MalformedDetail", "Detail is malformed."),
         ({"DetailType": "x" * 129}, "InvalidArgument", "DetailType is longer than 128 characters."),
         ({"Resources": "arn"}, "InvalidArgument", "Resources must be a list of strings."),
         (

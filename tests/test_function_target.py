@@ -169,7 +169,7 @@ async def test_async_success_sends_the_invocation_record_to_on_success() -> None
     assert record["requestContext"]["condition"] == "Success"
     assert record["requestContext"]["approximateInvokeCount"] == 1
     assert record["requestContext"]["functionArn"] == (
-        "arn:aws:lambda:local:000000000000:function:fn:$LATEST"
+        "arn:aws:lambda:us-east-1:000000000000:function:fn:$LATEST"
     )
     assert record["requestPayload"] == {"n": 1}
     assert record["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST"}

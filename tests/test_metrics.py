@@ -166,9 +166,9 @@ async def test_high_resolution_data_and_short_periods(store: MetricStore) -> Non
         ({"value": 1, "timestamp": T0 + 600 + 3 * 3_600}, "InvalidParameterValue", "two hours"),
         ({"value": 1, "unit": "Furlongs"}, "InvalidParameterValue", "Unit"),
         ({"value": 1, "storage_resolution": 30}, "InvalidParameterValue", "StorageResolution"),
-        ({}, "InvalidParameterCombination", "exactly one"),
-        ({"value": 1, "values": [1]}, "InvalidParameterCombination", "exactly one"),
-        ({"values": [1, 2], "counts": [1]}, "InvalidParameterCombination", "same length"),
+        ({}, "InvalidParameterCombination", "must be specified"),
+        ({"value": 1, "values": [1]}, "InvalidParameterCombination", "mutually exclusive"),
+        ({"values": [1, 2], "counts": [1]}, "InvalidParameterValue", "same size"),
         ({"values": list(range(151))}, "InvalidParameterValue", "1 to 150"),
         ({"values": [1], "counts": [-1]}, "InvalidParameterValue", "Counts.member.1"),
         ({"values": [1, math.nan]}, "InvalidParameterValue", "Values.member.2"),
@@ -201,12 +201,12 @@ async def test_metric_identity_is_checked(store: MetricStore) -> None:
     [
         ({"period": 7}, "InvalidParameterValue", "multiple of 60"),
         ({"period": 90}, "InvalidParameterValue", "multiple of 60"),
-        ({"period": 1, "end": T0 + 1441}, "InvalidParameterCombination", "1,441 datapoints"),
+        ({"period": 1, "end": T0 + 1441}, "InvalidParameterCombination", "1441 datapoints"),
         ({"statistics": ["p99"]}, "InvalidParameterValue", "ExtendedStatistics"),
         ({"statistics": ["Median"]}, "InvalidParameterValue", "Median"),
         ({"statistics": [], "extended_statistics": ["p101"]}, "InvalidParameterValue", "p101"),
         ({"statistics": []}, "MissingParameter", "Statistics"),
-        ({"end": T0}, "InvalidParameterValue", "before EndTime"),
+        ({"end": T0}, "InvalidParameterValue", "less than the parameter EndTime"),
     ],
 )
 async def test_get_metric_statistics_refuses_what_cloudwatch_refuses(
@@ -357,3 +357,32 @@ async def test_a_flush_names_many_new_series_at_once(
     with sqlite3.connect(tmp_path / "state.db") as db:
         series = db.execute("SELECT count(*), count(DISTINCT dimensions) FROM metric_series")
         assert series.fetchone() == (450, 450)
+
+
+async def test_a_batch_is_refused_whole_and_names_the_datum_at_fault(store: MetricStore) -> None:
+    good = {"name": "Latency", "dimensions": {"Api": "put"}, "value": 1.0, "timestamp": T0 + 5}
+    with pytest.raises(MetricError) as caught:
+        store.put_metric_batch(NS, [good, {"name": "Latency", "value": 2.0, "values": [1.0]}])
+    assert caught.value.message == (
+        "The parameters MetricData.member.2.Value and MetricData.member.2.Values are"
+        " mutually exclusive and you have specified both."
+    )
+    assert await stats(store) == []  # the good datum was not kept either
+    store.put_metric_batch(NS, [good, {**good, "value": 3.0}])
+    (point,) = await stats(store)
+    assert point["SampleCount"] == 2
+
+
+async def test_data_in_several_units_is_one_datapoint_per_unit(store: MetricStore) -> None:
+    # AWS's recorded answer (LocalStack's test_handle_different_units): one
+    # datapoint per unit when no Unit is asked for.
+    for value, unit in ((1.0, "Seconds"), (5.0, "Count"), (10.0, "None")):
+        store.put_metric_data(NS, "Latency", {"Api": "put"}, value=value, unit=unit, timestamp=T0)
+    points = await stats(store, statistics=["Average"])
+    assert sorted((p["Unit"], p["Average"]) for p in points) == [
+        ("Count", 5.0),
+        ("None", 10.0),
+        ("Seconds", 1.0),
+    ]
+    (counted,) = await stats(store, statistics=["Average"], unit="Count")
+    assert counted["Average"] == 5.0

@@ -6,6 +6,7 @@ import inspect
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pluggy
@@ -176,3 +177,19 @@ def test_a_type_name_registered_twice_names_both_plugins() -> None:
 def test_registering_something_else_is_an_error() -> None:
     with pytest.raises(PluginError, match="'third-party' registered 'not a target type'"):
         target_types(_manager_with(_Wrong()))
+
+
+def test_loading_the_plugins_does_not_load_the_aws_endpoint() -> None:
+    # Every command loads the plugins; botocore and aiohttp cost about a second
+    # at start-up, so they load only when an endpoint starts (--api).
+    code = (
+        "import sys\n"
+        "from pipelines.pluginmanager import target_types\n"
+        "from pipelines.cli import cli\n"
+        "target_types()\n"
+        "print(sorted(m for m in ('botocore', 'aiohttp', 'pipelines.api') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"

@@ -87,9 +87,9 @@ async def test_the_scheduled_event_is_eventbridges() -> None:
     assert first["source"] == "aws.events"
     assert first["detail-type"] == "Scheduled Event"
     assert first["detail"] == {}
-    assert first["resources"] == ["arn:aws:events:local:000000000000:rule/tick"]
+    assert first["resources"] == ["arn:aws:events:us-east-1:000000000000:rule/tick"]
     assert first["version"] == "0"
-    assert first["account"] == "000000000000" and first["region"] == "local"
+    assert first["account"] == "000000000000" and first["region"] == "us-east-1"
     # 09:00 is due as the runtime starts: it fires.
     assert [first["time"], second["time"]] == ["2026-01-05T09:00:00Z", "2026-01-05T09:05:00Z"]
     assert first["id"] != second["id"]
@@ -137,7 +137,7 @@ async def test_scheduled_events_use_transformers_retries_and_dead_letters() -> N
     async with runtime:
         await advance(runtime, 3600)
     assert [r.payload for r in sink(runtime).received] == [
-        {"run": "2026-01-05T09:00:00Z", "by": "arn:aws:events:local:000000000000:rule/nightly"}
+        {"run": "2026-01-05T09:00:00Z", "by": "arn:aws:events:us-east-1:000000000000:rule/nightly"}
     ]
     assert len(sink(runtime, "flaky").attempts) == 3
     [dead] = sink(runtime, "dlq").received

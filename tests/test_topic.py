@@ -115,7 +115,7 @@ async def test_fan_out_with_envelope_raw_delivery_and_filters(tmp_path: Path) ->
     envelope = enveloped.payload
     assert envelope["Type"] == "Notification"
     assert envelope["Subject"] == "new order"
-    assert envelope["TopicArn"] == "arn:aws:sns:local:000000000000:orders"
+    assert envelope["TopicArn"] == "arn:aws:sns:us-east-1:000000000000:orders"
     assert json.loads(envelope["Message"]) == {"order": 7, "total": 150}
     assert envelope["MessageAttributes"] == {"total": {"Type": "Number", "Value": "150"}}
     assert envelope["Timestamp"].endswith("Z")

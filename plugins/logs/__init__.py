@@ -4,18 +4,23 @@
 metric and subscription filters, retention, queries); ``filterpattern`` parses
 CloudWatch's filter patterns and ``insights`` runs Logs Insights queries;
 ``target.LogGroupType`` makes a log group a rule target; ``cli`` adds
-``pipelines logs ...``.
+``pipelines logs ...``; ``api`` serves logs on the AWS
+endpoint (``pipelines run --api``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
 from pipelines.hookspecs import hookimpl
 from pipelines.targets import TargetType
 from plugins.logs.target import LogGroupType
+
+if TYPE_CHECKING:
+    from pipelines.api import Service
 
 
 @hookimpl
@@ -28,3 +33,10 @@ def register_commands(cli: click.Group) -> None:
     from plugins.logs.cli import logs_group
 
     cli.add_command(logs_group)
+
+
+@hookimpl
+def register_services(register: Callable[[Service], None]) -> None:
+    from plugins.logs.api import logs
+
+    register(logs)

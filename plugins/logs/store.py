@@ -336,6 +336,20 @@ def _untoken(token: str) -> tuple[int, int]:
         raise LogsError("InvalidParameterException", f"nextToken {token!r} is not valid") from None
 
 
+def _read_token(token: str) -> tuple[bool, tuple[int, int]]:
+    """A GetLogEvents token: (forward, (timestamp, event id))."""
+    direction, _, rest = token.partition("/")
+    ts, _, event_id = rest.partition("/")
+    try:
+        if direction not in ("f", "b"):
+            raise ValueError(direction)
+        return direction == "f", (int(ts), int(event_id))
+    except ValueError:
+        raise LogsError(
+            "InvalidParameterException", "The specified nextToken is invalid."
+        ) from None
+
+
 class LogStore(Store):
     """The log groups of one state database. ``await LogStore.open(path)``, then ``close()``."""
 
@@ -887,6 +901,64 @@ class LogStore(Store):
         if len(found) == limit:
             answer["nextToken"] = _token(*last)
         return answer
+
+    async def get_log_events(
+        self,
+        group: str,
+        stream: str,
+        *,
+        start_time: int | None = None,
+        end_time: int | None = None,
+        limit: int = MAX_FILTER_EVENTS,
+        start_from_head: bool = False,
+        next_token: str | None = None,
+    ) -> dict[str, Any]:
+        """GetLogEvents: one stream's events with a timestamp in [start_time,
+        end_time) (ms; CloudWatch's end is exclusive here), at most ``limit``,
+        always in time order: the first ones with ``start_from_head``, else the
+        last ones. ``nextForwardToken`` reads on after the last event given
+        (the same token comes back once there is nothing newer),
+        ``nextBackwardToken`` back before the first; a token passed as
+        ``next_token`` sets the direction."""
+        if not 1 <= limit <= MAX_FILTER_EVENTS:
+            raise LogsError(
+                "InvalidParameterException", f"limit must be 1 to {MAX_FILTER_EVENTS}, not {limit}"
+            )
+        forward = start_from_head
+        position: tuple[int, int] | None = None
+        if next_token is not None:
+            forward, position = _read_token(next_token)
+        group_id, retention = await self._group(group)
+        stream_id = await self._require_stream(group_id, group, stream)
+        where, params = self._time_range(group_id, retention, start_time, None)
+        where += " AND e.stream = ?"
+        params.append(stream_id)
+        if end_time is not None:
+            where += " AND e.ts < ?"
+            params.append(end_time)
+        if position is not None:
+            where += f" AND (e.ts, e.id) {'>' if forward else '<'} (?, ?)"
+            params += list(position)
+        order = "ASC" if forward else "DESC"
+        rows = await self.rows(
+            "SELECT e.id, e.ts, e.message, e.ingested FROM log_events e"
+            f" WHERE {where} ORDER BY e.ts {order}, e.id {order} LIMIT ?",
+            [*params, limit],
+        )
+        if not forward:
+            rows.reverse()
+        if rows:
+            first, last = (rows[0][1], rows[0][0]), (rows[-1][1], rows[-1][0])
+        else:
+            first = last = position if position is not None else (-1, 0)
+        return {
+            "events": [
+                {"timestamp": ts, "message": message, "ingestionTime": ingested}
+                for _, ts, message, ingested in rows
+            ],
+            "nextForwardToken": f"f/{last[0]}/{last[1]}",
+            "nextBackwardToken": f"b/{first[0]}/{first[1]}",
+        }
 
     def _time_range(
         self, group_id: int, retention: int | None, start: int | None, end: int | None

@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pipelines.clock import Clock, sleep
-from pipelines.errors import ConfigError, DeliveryError, LogsError, PipelinesError, Problems, Where
+from pipelines.errors import (
+    ConfigError,
+    DeliveryError,
+    LogsError,
+    PipelinesError,
+    Problems,
+    ResourceNotFoundError,
+    Where,
+)
 from pipelines.event import dump_json, parse_time
 from pipelines.groupcommit import GroupCommit
 from pipelines.settings import Number, Settings, Shape
@@ -278,6 +286,7 @@ class LogGroupTarget(Target):
         )
         self._written: dict[str, asyncio.Event] = {}  # per subscription: a write happened
         self._tasks: list[asyncio.Task[None]] = []
+        self._forwarding: dict[str, asyncio.Task[None]] = {}  # per subscription filter
         self._handing = 0  # subscriptions handing a batch over right now
 
     def references(self) -> list[tuple[tuple[str | int, ...], str]]:
@@ -299,7 +308,65 @@ class LogGroupTarget(Target):
             raise
         self._services = services
         self._tasks = [services.spawn(self._commit.run()), services.upkeep(store.retention())]
-        self._tasks += [services.spawn(self._forward(store, s)) for s in self.subscriptions or []]
+        for sub in (
+            self.subscriptions if self.subscriptions is not None else await self._made(store)
+        ):
+            self._forwarding[sub.name] = services.spawn(self._forward(store, sub))
+
+    async def _made(self, store: LogStore) -> list[SubscriptionSettings]:
+        """The group's filters made outside the config (the API, the library)
+        whose destination is a resource of this pipeline: forwarded too."""
+        assert self._services is not None
+        found = []
+        for made in await store.describe_subscription_filters(self.group):
+            try:
+                self._services.resource(made["destinationArn"])
+            except ResourceNotFoundError:
+                log.warning(
+                    "%s: subscription filter %s sends to %r, no resource of this pipeline:"
+                    " not forwarded",
+                    self.where,
+                    made["filterName"],
+                    made["destinationArn"],
+                )
+                continue
+            found.append(
+                SubscriptionSettings(
+                    made["filterName"], made["filterPattern"], made["destinationArn"]
+                )
+            )
+        return found
+
+    async def subscribe(self, name: str, pattern: str, target: str) -> None:
+        """PutSubscriptionFilter on the running group: the filter is put and
+        forwarded to resource ``target`` (as a config's is) until it is
+        deleted or the target stops; one of the same name is replaced."""
+        store = started(self.store, self.where)
+        assert self._services is not None
+        self._services.resource(target, where=f"{self.where}.subscription_filters.{name}")
+        await store.put_subscription_filter(self.group, name, pattern, target)
+        await self._stop_forwarding(name)
+        sub = SubscriptionSettings(name, pattern, target)
+        self._forwarding[name] = self._services.spawn(self._forward(store, sub))
+
+    async def unsubscribe(self, name: str) -> None:
+        """DeleteSubscriptionFilter on the running group: forwarding stops."""
+        store = started(self.store, self.where)
+        await store.delete_subscription_filter(self.group, name)
+        await self._stop_forwarding(name)
+
+    async def _stop_forwarding(self, name: str) -> None:
+        task = self._forwarding.pop(name, None)
+        self._written.pop(name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def written(self) -> None:
+        """Events were written to the group by another writer (the API): the
+        subscriptions look for them now rather than at their next poll."""
+        for event in self._written.values():
+            event.set()
 
     async def _apply(self, store: LogStore) -> None:
         """Create the group if need be and apply what the config names."""
@@ -346,11 +413,13 @@ class LogGroupTarget(Target):
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._forwarding.values()]
+        for task in tasks:
             task.cancel()
         # gather, not a suppressed await: a cancellation of stop() itself goes on.
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
+        self._forwarding = {}
         self._commit.fail_waiting(_stopped("the log group target stopped"))
         if self.store is not None:
             await self.store.close()
@@ -512,6 +581,7 @@ def _stream_of(context: DeliveryContext) -> str:
 
 
 class LogGroupType(TargetType):
+    arn_template = "arn:aws:logs:{region}:{account}:log-group:{name}"
     name = "log_group"
     description = "A log group with CloudWatch Logs' semantics, in the state database"
     settings = SETTINGS_TABLE

@@ -2,18 +2,23 @@
 
 ``store.QueueStore`` is the queue API (and the client the CLI uses);
 ``target.QueueType`` makes a queue a rule target or a dead-letter target;
-``cli`` adds ``pipelines queue ...``.
+``cli`` adds ``pipelines queue ...``; ``api`` serves SQS's API on the
+runner's AWS endpoint (``register_services``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
 from pipelines.hookspecs import hookimpl
 from pipelines.targets import TargetType
 from plugins.queue.target import QueueType
+
+if TYPE_CHECKING:  # the endpoint's code loads only when an endpoint starts
+    from pipelines.api.services import Service
 
 
 @hookimpl
@@ -26,3 +31,10 @@ def register_commands(cli: click.Group) -> None:
     from plugins.queue.cli import queue_group
 
     cli.add_command(queue_group)
+
+
+@hookimpl
+def register_services(register: Callable[[Service], None]) -> None:
+    from plugins.queue.api import sqs
+
+    register(sqs)

@@ -147,6 +147,7 @@ EXPIRE_INTERVAL = 60.0
 HOUSEKEEPING_INTERVAL = 60.0  # retention of the queues a pipeline runs
 MAX_BATCH = 10
 MAX_ATTRIBUTES = 10
+MAX_BATCH_BYTES = 1_048_576  # bodies and message attributes of a SendMessageBatch
 MAX_WAIT = 20
 # Another process's sends cannot wake us; a long poll looks again this often.
 CROSS_PROCESS_CHECK = 0.25
@@ -434,6 +435,21 @@ def _check_attributes(attributes: Mapping[str, Any]) -> tuple[dict[str, dict[str
     return checked, size
 
 
+def _entry_size(entry: SendEntry) -> int:
+    """A batch entry's bytes as SQS counts them: body, and each attribute's
+    name, data type and value."""
+    size = len(entry.body.encode()) if isinstance(entry.body, str) else 0
+    for name, given in entry.attributes.items():
+        value = message_attribute(given)
+        size += len(str(name).encode()) + len(str(value.get("DataType", "")).encode())
+        text, binary = value.get("StringValue"), value.get("BinaryValue")
+        if isinstance(text, str):
+            size += len(text.encode())
+        if isinstance(binary, str):
+            size += len(binary) * 3 // 4  # base64: about the bytes it holds
+    return size
+
+
 # The variant digit of a random UUID (RFC 9562: 10xx) for each random hex digit.
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
@@ -694,6 +710,14 @@ class QueueStore(Store):
         self._queues.pop(name, None)
         return (await self._queue(name)).attributes
 
+    async def created(self, name: str) -> float:
+        """When the queue was created (epoch seconds): GetQueueAttributes' CreatedTimestamp."""
+        await self._queue(name)
+        rows = await self.rows("SELECT created FROM queues WHERE name = ?", (name,))
+        if not rows:
+            raise QueueError("QueueDoesNotExist", f"queue {name!r} does not exist")
+        return float(rows[0][0])
+
     async def list_queues(self, prefix: str = "") -> list[str]:
         rows = await self.rows(
             "SELECT name FROM queues WHERE substr(name, 1, ?) = ? ORDER BY name",
@@ -773,12 +797,14 @@ class QueueStore(Store):
         """SendMessageBatch: up to 10 entries; each succeeds or fails on its own."""
         queue = await self._queue(queue_name)
         _check_batch([entry.id for entry in entries])
-        total = sum(len(entry.body.encode()) for entry in entries)
-        if total > queue.attributes.maximum_message_size:
+        # SQS's limit of a whole batch is its largest message size, whatever
+        # the queue's own (each entry is held to that one on its own).
+        total = sum(_entry_size(entry) for entry in entries)
+        if total > MAX_BATCH_BYTES:
             raise QueueError(
                 "BatchRequestTooLong",
-                f"the batch's bodies total {total} bytes; the queue's limit is"
-                f" {queue.attributes.maximum_message_size}",
+                f"Batch requests cannot be longer than {MAX_BATCH_BYTES} bytes."
+                f" You have sent {total} bytes.",
             )
         return await self._send(queue, entries)
 

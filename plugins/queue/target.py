@@ -182,6 +182,7 @@ def _deduplication_id(context: DeliveryContext) -> str:
 
 
 class QueueType(TargetType):
+    arn_template = "arn:aws:sqs:{region}:{account}:{name}"
     name = "queue"
     description = "A durable queue with SQS's semantics (standard or FIFO), in the state database"
     settings = SETTINGS_TABLE

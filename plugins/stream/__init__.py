@@ -3,18 +3,23 @@ semantics.
 
 ``store.StreamStore`` is the stream API (shards, put, iterators, resharding,
 retention, consumers with checkpoints); ``target.StreamType`` makes a stream a
-rule target with consumers; ``cli`` adds ``pipelines stream ...``.
+rule target with consumers; ``cli`` adds ``pipelines stream ...``; ``api`` serves
+kinesis on the AWS endpoint (``pipelines run --api``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
 from pipelines.hookspecs import hookimpl
 from pipelines.targets import TargetType
 from plugins.stream.target import StreamType
+
+if TYPE_CHECKING:
+    from pipelines.api import Service
 
 
 @hookimpl
@@ -27,3 +32,10 @@ def register_commands(cli: click.Group) -> None:
     from plugins.stream.cli import stream_group
 
     cli.add_command(stream_group)
+
+
+@hookimpl
+def register_services(register: Callable[[Service], None]) -> None:
+    from plugins.stream.api import kinesis
+
+    register(kinesis)

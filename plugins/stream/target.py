@@ -366,6 +366,7 @@ def kinesis_event(stream: str, records: list[Record]) -> dict[str, Any]:
 
 
 class StreamType(TargetType):
+    arn_template = "arn:aws:kinesis:{region}:{account}:stream/{name}"
     name = "stream"
     description = "A durable stream with Kinesis Data Streams' semantics, in the state database"
     settings = SETTINGS_TABLE

@@ -2,18 +2,23 @@
 
 ``target.TopicType`` is the target type; ``filterpolicy`` compiles SNS's
 subscription filter policies onto the event-pattern engine; ``cli`` adds
-``pipelines topic ...``.
+``pipelines topic ...``; ``api`` serves SNS's API (``sns``) on the AWS
+endpoint through ``register_services``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
 from pipelines.hookspecs import hookimpl
 from pipelines.targets import TargetType
 from plugins.topic.target import TopicType
+
+if TYPE_CHECKING:
+    from pipelines.api import Service
 
 
 @hookimpl
@@ -26,3 +31,10 @@ def register_commands(cli: click.Group) -> None:
     from plugins.topic.cli import topic_group
 
     cli.add_command(topic_group)
+
+
+@hookimpl
+def register_services(register: Callable[[Service], None]) -> None:
+    from plugins.topic.api import sns
+
+    register(sns)

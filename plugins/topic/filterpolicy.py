@@ -8,6 +8,12 @@ is its value, a ``Number`` a number (so ``301.5`` equals ``3.015e2``), a
 are left out. With ``MessageBody`` the policy applies to the message, which
 must be a JSON object. A message with no attributes never matches an
 attributes policy, not even ``{"exists": false}`` (as SNS documents).
+
+SNS's limits, as AWS counts them: at most 5 keys (for a nested policy, the
+top-level keys), and at most 150 combinations: the product over keys of
+each leaf's depth times its number of values, ``$or`` adding its branches.
+``sns_policy`` reads a policy as SNS's API takes it (JSON text) and refuses
+it with SNS's reasons (``FilterPolicyInvalid``).
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ class FilterPolicy:
         text = json.dumps(policy)
         if len(text.encode()) > MAX_SIZE:
             raise ConfigError(where / "filter_policy", "is larger than SNS's 256 KB")
-        keys = _leaf_keys(policy)
+        keys = _top_keys(policy)
         if len(keys) > MAX_KEYS:
             raise ConfigError(
                 where / "filter_policy",
@@ -111,28 +117,86 @@ def attribute_document(attributes: Mapping[str, Mapping[str, str]]) -> dict[str,
     return document
 
 
-def _leaf_keys(policy: Mapping[str, Any], prefix: str = "") -> list[str]:
+def _top_keys(policy: Mapping[str, Any]) -> list[str]:
+    """The keys SNS counts: the top-level ones (those of ``$or`` branches too)."""
     keys: list[str] = []
     for key, value in policy.items():
         if key == "$or" and isinstance(value, list):
             for branch in value:
                 if isinstance(branch, Mapping):
-                    keys.extend(k for k in _leaf_keys(branch, prefix) if k not in keys)
-        elif isinstance(value, Mapping):
-            keys.extend(_leaf_keys(value, f"{prefix}{key}."))
+                    keys.extend(_top_keys(branch))
         else:
-            keys.append(f"{prefix}{key}")
+            keys.append(key)
     return list(dict.fromkeys(keys))
 
 
-def _combinations(policy: Mapping[str, Any]) -> int:
-    """SNS's count: the product of the sizes of the value arrays ($or adds up)."""
+def _combinations(policy: Mapping[str, Any], depth: int = 1) -> int:
+    """SNS's count: the product over keys of each leaf's depth times its
+    number of values; ``$or`` adds up its branches (AWS's documented examples:
+    a 3-level key with 4 values counts 12)."""
     total = 1
     for key, value in policy.items():
         if key == "$or" and isinstance(value, list):
-            total *= sum(_combinations(b) for b in value if isinstance(b, Mapping)) or 1
+            total *= sum(_combinations(b, depth) for b in value if isinstance(b, Mapping)) or 1
         elif isinstance(value, Mapping):
-            total *= _combinations(value)
+            total *= _combinations(value, depth + 1)
         elif isinstance(value, list):
-            total *= max(len(value), 1)
+            total *= depth * max(len(value), 1)
     return total
+
+
+class FilterPolicyInvalid(ValueError):
+    """A policy SNS's API refuses: ``reason`` in SNS's words. ``attribute``:
+    whether SNS prefixes it with the attribute's name (``FilterPolicy: ...``)."""
+
+    def __init__(self, reason: str, *, attribute: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.attribute = attribute
+
+
+def _anything_but_operators(value: Any) -> list[str]:
+    """The operators nested in ``anything-but`` objects of a policy (SNS
+    takes only ``prefix`` there, with a string)."""
+    found: list[str] = []
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if key == "anything-but" and isinstance(item, Mapping):
+                found.extend(str(k) for k in item)
+                if not isinstance(item.get("prefix", ""), str):
+                    raise FilterPolicyInvalid("prefix match pattern must be a string")
+            found.extend(_anything_but_operators(item))
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(_anything_but_operators(item))
+    return found
+
+
+def sns_policy(text: str, scope: str = ATTRIBUTES_SCOPE) -> FilterPolicy:
+    """A filter policy given as SNS's API gives it (JSON text), checked as SNS
+    checks it; ``FilterPolicyInvalid`` with SNS's reason otherwise."""
+    try:
+        policy = json.loads(text)
+    except ValueError as error:
+        raise FilterPolicyInvalid(f"failed to parse JSON. {error}") from None
+    if not isinstance(policy, dict):
+        raise FilterPolicyInvalid("Filter policy must be a JSON object")
+    if len(text.encode()) > MAX_SIZE:
+        raise FilterPolicyInvalid("Filter policy is too large")
+    if scope == ATTRIBUTES_SCOPE and any(isinstance(v, Mapping) for v in policy.values()):
+        raise FilterPolicyInvalid(
+            f"Filter policy scope {ATTRIBUTES_SCOPE} does not support nested filter policy",
+            attribute=False,
+        )
+    unsupported = [op for op in _anything_but_operators(policy) if op != "prefix"]
+    if unsupported:
+        raise FilterPolicyInvalid(f"Unsupported anything-but pattern: {unsupported[0]}")
+    try:
+        pattern = compile_pattern(text)
+    except PatternError as error:
+        raise FilterPolicyInvalid(error.reason) from None
+    if len(_top_keys(policy)) > MAX_KEYS:
+        raise FilterPolicyInvalid(f"Filter policy can not have more than {MAX_KEYS} keys")
+    if _combinations(policy) > MAX_COMBINATIONS:
+        raise FilterPolicyInvalid("Filter policy is too complex")
+    return FilterPolicy(pattern, scope)

@@ -23,10 +23,16 @@ Settings:
 - ``message_attributes``: ``{name: JMESPath over the event}``; a string
   value becomes a ``String`` attribute, a number ``Number``, a list
   ``String.Array``; a missing value no attribute;
-- ``message_group_id`` or ``message_group_id_jmespath`` (FIFO topics);
+- ``message_group_id`` or ``message_group_id_jmespath`` (FIFO topics;
+  without either, a FIFO topic takes its group from each publish, and a rule
+  delivering to it fails without retry);
 - ``subscriptions``: a list of ``{id, resource, filter_policy,
   filter_policy_scope, raw_message_delivery, dead_letter,
   maximum_retry_attempts}``.
+
+The topics of one runtime share a ``TopicState`` (their type's): what the
+AWS API added to them (subscriptions, attributes, tags), by topic name, so
+it survives a reload that replaces a topic declared in the config.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jmespath
@@ -142,6 +148,43 @@ class Subscription:
         return cls(str(sub_id), str(resource), policy, raw, dead_letter, attempts)
 
 
+@dataclass(slots=True)
+class AddedSubscription:
+    """A subscription made through the API: the topic's ``Subscription`` and
+    how the API names it (protocol, endpoint ARN, attributes as given)."""
+
+    subscription: Subscription
+    protocol: str
+    endpoint: str
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+class TopicState:
+    """What the API changed of a runtime's topics, by topic name: added
+    subscriptions (by subscription id), topic attributes, tags and FIFO
+    sequence numbers. One per ``TopicType`` (so per runtime), kept while the
+    runtime lives; a topic replaced by a reload finds its own again."""
+
+    def __init__(self) -> None:
+        self.added: dict[str, dict[str, AddedSubscription]] = {}
+        self.attributes: dict[str, dict[str, str]] = {}
+        self.tags: dict[str, dict[str, str]] = {}
+        self._sequence: dict[str, int] = {}
+
+    def subscriptions(self, topic: str) -> list[Subscription]:
+        return [added.subscription for added in self.added.get(topic, {}).values()]
+
+    def next_sequence(self, topic: str) -> str:
+        """A FIFO topic's next SequenceNumber (SNS's 20 digits)."""
+        number = self._sequence.get(topic, 0) + 1
+        self._sequence[topic] = number
+        return f"{number:020d}"
+
+    def forget(self, topic: str) -> None:
+        for kept in (self.added, self.attributes, self.tags, self._sequence):
+            kept.pop(topic, None)
+
+
 class TopicTarget(Target):
     concurrency = 16
 
@@ -154,6 +197,7 @@ class TopicTarget(Target):
         group_id: str | None,
         group_expression: jmespath.parser.ParsedResult | None,
         subscriptions: list[Subscription],
+        state: TopicState | None = None,
     ) -> None:
         self.name = name
         self.topic = topic
@@ -162,7 +206,10 @@ class TopicTarget(Target):
         self.attribute_expressions = attributes
         self.group_id = group_id
         self.group_expression = group_expression
-        self.subscriptions = subscriptions
+        #: The subscriptions the config declares.
+        self.declared = subscriptions
+        #: What the API added (shared by the topics of one runtime).
+        self.state = state or TopicState()
         self.services: TargetServices | None = None
         #: MessageId -> subscription id -> failed attempts so far; ``None`` once served.
         self._progress: collections.OrderedDict[str, dict[str, int | None]] = (
@@ -172,6 +219,12 @@ class TopicTarget(Target):
     @property
     def fifo(self) -> bool:
         return self.topic.endswith(FIFO_SUFFIX)
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        """The declared subscriptions, then those the API added."""
+        added = self.state.added.get(self.topic)
+        return self.declared + self.state.subscriptions(self.topic) if added else self.declared
 
     def references(self) -> list[tuple[tuple[str | int, ...], str]]:
         found: list[tuple[tuple[str | int, ...], str]] = []
@@ -195,6 +248,11 @@ class TopicTarget(Target):
         message = payload if isinstance(payload, str) else dump_json(payload).decode()
         return await self.publish(message, self._attributes(context), context)
 
+    @staticmethod
+    def message_id(context: DeliveryContext) -> str:
+        """The MessageId a publish in ``context`` gets (the same on its retries)."""
+        return str(uuid.uuid5(_MESSAGE_IDS, delivery_key(context)))
+
     def matching(self, message: str, attributes: Mapping[str, Mapping[str, str]]) -> list[str]:
         """The ids of the subscriptions whose filter policy lets this message through."""
         return [
@@ -204,49 +262,65 @@ class TopicTarget(Target):
         ]
 
     async def publish(
-        self, message: str, attributes: dict[str, dict[str, str]], context: DeliveryContext
+        self,
+        message: str,
+        attributes: dict[str, dict[str, str]],
+        context: DeliveryContext,
+        *,
+        subject: str | None = None,
+        group_id: str | None = None,
+        messages: Mapping[str, str] | None = None,
     ) -> str:
         """Publish: hand the message to each matching subscription; return its MessageId.
 
-        Raises a retryable ``DeliveryError`` when a subscription failed and
-        has no dead letter yet; the same ``context`` again serves only those."""
+        ``subject`` replaces the configured one; ``group_id`` is a FIFO
+        topic's group for this message; ``messages`` (by subscription id)
+        what a subscription gets instead of ``message`` (SNS's
+        MessageStructure=json). Raises a retryable ``DeliveryError`` when a
+        subscription failed and has no dead letter yet; the same ``context``
+        again serves only those."""
         started(self.services, f"topic {self.topic}")
-        message_id = str(uuid.uuid5(_MESSAGE_IDS, delivery_key(context)))
+        message_id = self.message_id(context)
         progress = self._progress.get(message_id)
         if progress is None:
             matched = self.matching(message, attributes)
             progress = self._progress[message_id] = dict.fromkeys(matched, 0)
             while len(self._progress) > REMEMBERED:
                 self._progress.popitem(last=False)
-        envelope = self._envelope(message_id, message, attributes)
-        group_id = self._group_id(context) if self.fifo else None
-        pending = [s for s in self.subscriptions if progress.get(s.id) is not None]
+        envelope = self._envelope(message_id, message, attributes, subject)
+        if self.fifo and group_id is None:
+            group_id = self._group_id(context)
+        elif not self.fifo:
+            group_id = None
+        subscriptions = self.subscriptions
+        pending = [s for s in subscriptions if progress.get(s.id) is not None]
         errors: dict[str, DeliveryError] = {}
         async with asyncio.TaskGroup() as group:
             for subscription in pending:
                 extra = None
                 if group_id is not None:
                     extra = _fifo_ids(group_id, f"{message_id}/{subscription.id}")
+                own = messages.get(subscription.id) if messages else None
                 group.create_task(
                     self._serve(
                         subscription,
                         progress,
                         errors,
-                        envelope,
-                        message,
+                        envelope if own is None else {**envelope, "Message": own},
+                        message if own is None else own,
                         attributes,
                         context,
                         extra,
                     )
                 )
-        failed = [s.id for s in self.subscriptions if progress.get(s.id) is not None]
+        failed = [s.id for s in subscriptions if progress.get(s.id) is not None]
         if not failed:
             self._progress.pop(message_id, None)
             return message_id
         # Retry only if one of them may still get through.
         retry = any(
             errors[s.id].retryable and not self._exhausted(s, progress[s.id])
-            for s in self.subscriptions
+            for s in subscriptions
             if s.id in failed and s.id in errors
         )
         first = errors.get(failed[0])
@@ -356,7 +430,11 @@ class TopicTarget(Target):
         return attributes
 
     def _envelope(
-        self, message_id: str, message: str, attributes: dict[str, dict[str, str]]
+        self,
+        message_id: str,
+        message: str,
+        attributes: dict[str, dict[str, str]],
+        subject: str | None = None,
     ) -> dict[str, Any]:
         assert self.services is not None
         envelope: dict[str, Any] = {
@@ -364,8 +442,9 @@ class TopicTarget(Target):
             "MessageId": message_id,
             "TopicArn": self.arn,
         }
-        if self.subject is not None:
-            envelope["Subject"] = self.subject
+        subject = subject if subject is not None else self.subject
+        if subject is not None:
+            envelope["Subject"] = subject
         envelope["Message"] = message
         envelope["Timestamp"] = format_time_ms(self.services.clock.time())
         if attributes:
@@ -374,7 +453,13 @@ class TopicTarget(Target):
 
     def _group_id(self, context: DeliveryContext) -> str:
         if self.group_expression is None:
-            assert self.group_id is not None
+            if self.group_id is None:
+                raise DeliveryError(
+                    "MissingMessageGroupId",
+                    f"FIFO topic {self.topic} has no message_group_id: a rule delivering to"
+                    " it needs one in the topic's settings (a publish gives its own)",
+                    retryable=False,
+                )
             return self.group_id
         return group_id_of(self.group_expression, context.event)
 
@@ -403,9 +488,14 @@ def message_attribute(value: Any) -> dict[str, str] | None:
 
 
 class TopicType(TargetType):
+    arn_template = "arn:aws:sns:{region}:{account}:{name}"
     name = "topic"
     description = "SNS-style fan-out: subscriptions with filter policies, raw or enveloped"
     settings = SETTINGS_TABLE
+
+    def __init__(self) -> None:
+        #: What the API changed of this type's topics (one type per runtime).
+        self.state = TopicState()
 
     def create(self, name: str, config: Mapping[str, Any]) -> TopicTarget:
         where = Where(f"target {name}")
@@ -451,7 +541,14 @@ class TopicType(TargetType):
             )
         problems.raise_any()
         return TopicTarget(
-            name, topic, subject, expressions, group_id, group_expression, subscriptions
+            name,
+            topic,
+            subject,
+            expressions,
+            group_id,
+            group_expression,
+            subscriptions,
+            self.state,
         )
 
 
@@ -480,8 +577,8 @@ def _group(
     fifo = topic.endswith(FIFO_SUFFIX)
     if not fifo and (group_id is not None or group_text is not None):
         raise ConfigError(where, "message_group_id is for FIFO topics (names ending .fifo)")
-    if fifo and (group_id is None) == (group_text is None):
-        raise ConfigError(where, "a FIFO topic needs message_group_id or message_group_id_jmespath")
+    if group_id is not None and group_text is not None:
+        raise ConfigError(where, "give message_group_id or message_group_id_jmespath, not both")
     if group_text is None:
         return group_id, None
     return group_id, _compile(where / "message_group_id_jmespath", group_text)

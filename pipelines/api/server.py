@@ -1,0 +1,413 @@
+"""The AWS-compatible endpoint: one HTTP port, every served service's wire protocol.
+
+A request is routed as AWS routes it: the service from the SigV4 credential
+scope of its ``Authorization`` header, else from its ``X-Amz-Target``
+prefix; the operation from ``X-Amz-Target`` (a form's ``Action`` in the query
+protocol, the path ``/service/PREFIX/operation/OP`` in Smithy RPC v2 CBOR);
+the region from the scope. The request is read by the operation's input
+shape, the operation runs, and its answer (or error) is written in the
+protocol the request came in. Served with aiohttp,
+the one HTTP stack of the project.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import re
+import ssl
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from botocore.model import ServiceModel
+
+from pipelines.api import cbor
+from pipelines.api.errors import ApiError, not_implemented, translate
+from pipelines.api.query import error_xml, read_query, write_xml
+from pipelines.api.services import ApiHost, Call, Kept, Service
+from pipelines.api.sigv4 import AccessKey, verify
+from pipelines.api.wire import read_input, write_output
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
+
+log = logging.getLogger("pipelines.api")
+
+#: ``Credential=AKID/20261204/us-east-1/events/aws4_request`` in a SigV4 header.
+_SCOPE = re.compile(r"Credential=([^/\s,]+)/\d{8}/([^/\s,]+)/([^/\s,]+)/aws4_request")
+#: AWS's largest request body among the served operations is 1 MiB (SQS); a
+#: little more leaves room for JSON's own encoding of it.
+MAX_BODY = 2 * 1024 * 1024
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (or ``:PORT``, ``PORT``: on 127.0.0.1) as (host, port)."""
+    host, _, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"{text!r} is not HOST:PORT") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"{text!r}: the port must be 0-65535")
+    return host.strip("[]") or "127.0.0.1", number
+
+
+class Router:
+    """Finds a request's service among the served ones."""
+
+    def __init__(self, services: Mapping[str, Service]) -> None:
+        self.services = dict(services)
+        self._by_signing: dict[str, Service] = {}
+        self._by_target: dict[str, Service] = {}
+        for service in self.services.values():
+            meta = service.model.metadata
+            self._by_signing[meta.get("signingName", meta["endpointPrefix"])] = service
+            if "targetPrefix" in meta:
+                self._by_target[meta["targetPrefix"]] = service
+
+    def service(self, signing_name: str | None, target: str | None) -> Service:
+        prefix = (target or "").rpartition(".")[0]
+        service = self._by_target.get(prefix) if prefix else None
+        if service is None and signing_name is not None:
+            service = self._by_signing.get(signing_name)
+        if service is None:
+            named = signing_name or prefix or "no service"
+            raise ApiError(
+                "UnknownService",
+                f"{named!r} is not a service this endpoint serves"
+                f" (served: {', '.join(sorted(self.services))})",
+            )
+        return service
+
+
+class _Request:
+    """One request in its protocol: JSON (``X-Amz-Target``), query (a form) or
+    Smithy RPC v2 CBOR (``/service/PREFIX/operation/OP`` with ``Smithy-Protocol``)."""
+
+    def __init__(self, service: Service, request: web.Request, request_id: str) -> None:
+        self.service = service
+        self.request_id = request_id
+        meta = service.model.metadata
+        target = request.headers.get("X-Amz-Target")
+        self.operation = (target or "").rpartition(".")[2] or None
+        self.protocol = "json"
+        smithy = _smithy_operation(request)
+        if smithy is not None:
+            self.protocol = "cbor"
+            self.operation = smithy
+        elif meta.get("protocol") == "query" or (
+            # A JSON service still takes the query protocol from clients that
+            # send it (SQS's older SDKs): a form without X-Amz-Target.
+            target is None and request.content_type == "application/x-www-form-urlencoded"
+        ):
+            self.protocol = "query"
+        self.version = meta.get("jsonVersion", "1.0")
+        self.form: Mapping[str, str] = {}
+        # botocore's JSON and CBOR clients of a service that came from the query
+        # protocol say so; AWS answers them the model's statuses (404 and so
+        # on), other clients of those protocols 400 for every modelled error.
+        self.query_mode = request.headers.get("x-amzn-query-mode", "").lower() == "true"
+
+    @property
+    def query(self) -> bool:
+        return self.protocol == "query"
+
+    async def read(self, request: web.Request) -> dict[str, Any]:
+        """The operation's parameters (sets ``operation`` from a form's Action)."""
+        model = self.service.model
+        if self.protocol == "cbor" and cbor.MODEL_PROTOCOL not in model.metadata.get(
+            "protocols", [model.metadata.get("protocol")]
+        ):
+            raise ApiError(
+                "UnknownOperationException",
+                f"{self.service.name} does not take the {cbor.MODEL_PROTOCOL} protocol",
+            )
+        if self.query:
+            form = await request.post() if request.method == "POST" else request.query
+            self.form = {key: str(value) for key, value in form.items()}
+            self.operation = self.form.get("Action")
+        if not self.operation:
+            wanted = "an Action parameter" if self.query else "X-Amz-Target"
+            raise ApiError(
+                "UnknownOperationException",
+                f"no operation given for {self.service.name} ({wanted} is required)",
+            )
+        if self.operation not in model.operation_names:
+            raise ApiError(
+                "InvalidAction" if self.query else "UnknownOperationException",
+                f"{self.service.name} has no operation {self.operation!r}",
+            )
+        op_model = model.operation_model(self.operation)
+        enums = self.service.check_enums
+        if self.query:
+            return read_query(op_model, self.form, enums=enums)
+        body = await request.read()
+        code = self.service.validation_code
+        if self.protocol == "cbor":
+            return cbor.read_cbor(op_model, body, validation_code=code, enums=enums)
+        return read_input(op_model.input_shape, body, validation_code=code, enums=enums)
+
+    def answer(self, result: Mapping[str, Any]) -> web.Response:
+        op_model = self.service.model.operation_model(self.operation)
+        if self.query:
+            return web.Response(
+                body=write_xml(op_model, result, self.request_id),
+                headers={"Content-Type": "text/xml", "x-amzn-RequestId": self.request_id},
+            )
+        if self.protocol == "cbor":
+            headers = {"Smithy-Protocol": cbor.PROTOCOL, "x-amzn-RequestId": self.request_id}
+            body = cbor.write_cbor(op_model, result)
+            if body:  # an operation without output answers no body and no type
+                headers["Content-Type"] = cbor.CONTENT_TYPE
+            return web.Response(body=body, headers=headers)
+        return web.Response(
+            body=orjson.dumps(write_output(op_model.output_shape, result)),
+            headers={
+                "Content-Type": f"application/x-amz-json-{self.version}",
+                "x-amzn-RequestId": self.request_id,
+            },
+        )
+
+    def error(self, error: ApiError) -> web.Response:
+        declared = self.service.query_errors.get(error.code)
+        if declared is not None:  # what the model lacks (botocore's sqs model)
+            shape_name, query_code = declared.type, declared.query
+            status = declared.status if error.status == 400 else error.status
+        else:
+            shape_name, query_code, status = _error_shape(self.service.model, error)
+        headers = {"x-amzn-RequestId": self.request_id}
+        if self.query:
+            namespace = self.service.model.metadata.get("xmlNamespace", "")
+            body = error_xml(error, query_code, namespace, self.request_id)
+            headers["Content-Type"] = "text/xml"
+            return web.Response(status=status, body=body, headers=headers)
+        error_type = shape_name
+        if "awsQueryCompatible" in self.service.model.metadata:
+            # What botocore reads back as the error's code for a service that
+            # moved from the query protocol to JSON (SQS) or CBOR (CloudWatch);
+            # ``__type`` is the shape qualified by the service's namespace, as
+            # SQS answers it (botocore drops the namespace).
+            fault = "Sender" if error.sender_fault else "Receiver"
+            headers["x-amzn-query-error"] = f"{query_code};{fault}"
+            prefix = self.service.model.metadata["endpointPrefix"]
+            error_type = f"com.amazonaws.{prefix}#{shape_name}"
+            if not self.query_mode and status < 500 and error.status == 400:
+                status = 400
+        if self.protocol == "cbor":
+            headers["Content-Type"] = cbor.CONTENT_TYPE
+            headers["Smithy-Protocol"] = cbor.PROTOCOL
+            body = cbor.error_cbor(shape_name, error.message)
+            return web.Response(status=status, body=body, headers=headers)
+        headers["Content-Type"] = f"application/x-amz-json-{self.version}"
+        headers["x-amzn-ErrorType"] = shape_name
+        body = orjson.dumps({"__type": error_type, "message": error.message})
+        return web.Response(status=status, body=body, headers=headers)
+
+
+def _target(request: web.Request) -> str | None:
+    """``X-Amz-Target``, or its equivalent in a Smithy RPC v2 request's path."""
+    target = request.headers.get("X-Amz-Target")
+    if target is None and _smithy_operation(request) is not None:
+        found = cbor.PATH.fullmatch(request.path)
+        assert found is not None
+        target = f"{found.group(1)}.{found.group(2)}"
+    return target
+
+
+def _smithy_operation(request: web.Request) -> str | None:
+    """The operation of a Smithy RPC v2 CBOR request, or None for another protocol."""
+    if request.headers.get("Smithy-Protocol", "").lower() != cbor.PROTOCOL:
+        return None
+    found = cbor.PATH.fullmatch(request.path)
+    return found.group(2) if found else None
+
+
+@functools.cache
+def _error_codes(model: ServiceModel) -> dict[str, tuple[str, str, int | None]]:
+    """Each error shape by its name and by its query code: (name, code, status)."""
+    by_name: dict[str, tuple[str, str, int | None]] = {}
+    by_code: dict[str, tuple[str, str, int | None]] = {}
+    for name in model.shape_names:
+        shape = model.shape_for(name)
+        if not shape.metadata.get("exception"):
+            continue
+        error = shape.metadata.get("error", {})
+        entry = (name, error.get("code", name), error.get("httpStatusCode"))
+        by_name[name] = entry
+        by_code.setdefault(entry[1], entry)
+    # A shape's own name wins over another's code (CloudWatch's ResourceNotFound
+    # is a shape, and DashboardNotFoundError's code).
+    return {**by_code, **by_name}
+
+
+def _error_shape(model: ServiceModel, error: ApiError) -> tuple[str, str, int]:
+    """An error's shape name, query code and status by the model: an operation
+    may raise either name (``NotFoundException`` or ``NotFound``); the model's
+    status applies unless the error sets its own."""
+    entry = _error_codes(model).get(error.code)
+    if entry is None:
+        return error.code, error.code, error.status
+    name, code, status = entry
+    return name, code, status if status is not None and error.status == 400 else error.status
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """Where and how the endpoint serves (a config's ``api``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    #: With keys, every request must be signed by one of them (strict mode).
+    access_keys: Mapping[str, AccessKey] = field(default_factory=dict)
+    #: PEM files: serve HTTPS.
+    certificate: Path | None = None
+    key: Path | None = None
+
+
+def _account(access_key: str | None) -> str:
+    # As LocalStack does: a 12-digit access key acts as that account.
+    if access_key is not None and len(access_key) == 12 and access_key.isdigit():
+        return access_key
+    return DEFAULT_ACCOUNT
+
+
+class ApiServer:
+    """Serves ``services`` for ``runtime`` as ``settings`` say until closed."""
+
+    def __init__(
+        self,
+        runtime: ApiHost,
+        services: Mapping[str, Service],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        settings: ApiSettings | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.router = Router(services)
+        self.settings = settings or ApiSettings(host, port)
+        self.host = self.settings.host
+        self.port = self.settings.port
+        self._runner: web.AppRunner | None = None
+        #: The stores and values services keep while this endpoint serves.
+        self.keeping = Kept()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        scheme = "https" if self.settings.certificate is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
+
+    def _tls(self) -> ssl.SSLContext | None:
+        if self.settings.certificate is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.settings.certificate, self.settings.key)
+        return context
+
+    async def start(self) -> None:
+        """Bind the port (an error if it is taken) and serve."""
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(
+            runner, self.host, self.port, reuse_address=True, ssl_context=self._tls()
+        )
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        if runner.addresses:  # the port picked when 0 was asked for
+            self.port = runner.addresses[0][1]
+
+    async def close(self) -> None:
+        """Stop taking requests; those in flight finish (aiohttp's shutdown),
+        long polls at once with what they have (``Kept.stop``); then what
+        services kept is closed (their stores)."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            self.keeping.stop()
+            try:
+                await runner.cleanup()
+            finally:
+                await self.keeping.close()
+        else:
+            await self.keeping.close()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        request_id = str(uuid.uuid4())
+        scope = _SCOPE.search(request.headers.get("Authorization", ""))
+        try:
+            service = self.router.service(scope.group(3) if scope else None, _target(request))
+        except ApiError as error:
+            return _unrouted(error, request_id)
+        wire = _Request(service, request, request_id)
+        access_key = scope.group(1) if scope else None
+        try:
+            if self.settings.access_keys:
+                access_key = await self._verify(request, wire)
+            params = await wire.read(request)
+            function = service.operations.get(wire.operation or "")
+            if function is None:
+                raise not_implemented(service.name, wire.operation or "")
+            call = Call(
+                runtime=self.runtime,
+                service=service.name,
+                operation=wire.operation or "",
+                region=scope.group(2) if scope else DEFAULT_REGION,
+                account=self._account_of(access_key),
+                access_key=access_key,
+                base_url=f"{request.scheme}://{request.host}",
+                keeping=self.keeping,
+            )
+            result = await function(call, params)
+        except web.HTTPRequestEntityTooLarge:
+            too_large = ApiError("RequestEntityTooLarge", f"the body is over {MAX_BODY} bytes", 413)
+            return wire.error(too_large)
+        except ApiError as error:
+            return wire.error(error)
+        except Exception as exc:
+            known = translate(exc)
+            if known is None:
+                log.exception("%s %s failed", service.name, wire.operation)
+                known = ApiError(
+                    "InternalFailure", f"{type(exc).__name__}: {exc}", 500, sender_fault=False
+                )
+            return wire.error(known)
+        return wire.answer(result or {})
+
+    def _account_of(self, access_key: str | None) -> str:
+        known = self.settings.access_keys.get(access_key or "")
+        return known.account if known is not None else _account(access_key)
+
+    async def _verify(self, request: web.Request, wire: _Request) -> str:
+        headers = {name.lower(): ",".join(request.headers.getall(name)) for name in request.headers}
+        return verify(
+            request.method,
+            str(request.url),
+            headers,
+            await request.read(),
+            self.settings.access_keys,
+            dt.datetime.now(dt.UTC),
+            query=wire.query,
+        )
+
+
+def _unrouted(error: ApiError, request_id: str) -> web.Response:
+    """An error for a request of no served service (its protocol is unknown: JSON)."""
+    return web.Response(
+        status=error.status,
+        body=orjson.dumps({"__type": error.code, "message": error.message}),
+        headers={
+            "Content-Type": "application/x-amz-json-1.0",
+            "x-amzn-RequestId": request_id,
+            "x-amzn-ErrorType": error.code,
+        },
+    )

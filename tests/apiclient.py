@@ -1,0 +1,92 @@
+"""An events API client for tests: a started runtime and endpoint, boto3 calls in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import pytest
+
+from pipelines.api import ApiServer, served_services
+from pipelines.runtime import Runtime
+
+from .recorder import Recorder, plugin_manager
+
+PLUGINS = plugin_manager()
+
+
+class Api:
+    """A started runtime and endpoint, and a boto3 events client for it."""
+
+    def __init__(self, runtime: Runtime, server: ApiServer) -> None:
+        self.runtime = runtime
+        self.server = server
+        self.client = boto3.client(
+            "events",
+            endpoint_url=server.url,
+            region_name="us-east-1",
+            aws_access_key_id="AKIDEXAMPLE",
+            aws_secret_access_key="secret",
+        )
+
+    async def call(self, operation: str, **params: Any) -> dict[str, Any]:
+        method: Callable[..., dict[str, Any]] = getattr(self.client, operation)
+        answer = await asyncio.to_thread(method, **params)
+        answer.pop("ResponseMetadata")
+        return answer
+
+    async def error(self, operation: str, **params: Any) -> dict[str, Any]:
+        with pytest.raises(botocore.exceptions.ClientError) as raised:
+            await self.call(operation, **params)
+        return raised.value.response
+
+    async def raw(
+        self, target: str, body: bytes, scope: str = "events"
+    ) -> tuple[int, dict[str, Any]]:
+        """A request as a client without botocore's own checks would send it."""
+        request = urllib.request.Request(
+            self.server.url,
+            data=body,
+            headers={
+                "X-Amz-Target": target,
+                "Content-Type": "application/x-amz-json-1.1",
+                "Authorization": f"AWS4-HMAC-SHA256 Credential=AKID/20261204/us-east-1/{scope}/"
+                "aws4_request, SignedHeaders=host, Signature=00",
+            },
+        )
+
+        def send() -> tuple[int, dict[str, Any]]:
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return answer.status, json.loads(answer.read())
+            except urllib.error.HTTPError as error:
+                return error.code, json.loads(error.read())
+
+        return await asyncio.to_thread(send)
+
+    def recorder(self, name: str) -> Recorder:
+        target = self.runtime.resource(name)
+        assert isinstance(target, Recorder)
+        return target
+
+
+async def started_api(tmp_path: Path) -> AsyncIterator[Api]:
+    """A runtime with a queue ``orders`` and recorders ``audit`` and ``dead``, served."""
+    runtime = Runtime(state_path=tmp_path / "state.db", plugins=PLUGINS)
+    runtime.add_resource("orders", "queue", {})
+    runtime.add_resource("audit", "recorder", {})
+    runtime.add_resource("dead", "recorder", {})
+    server = ApiServer(runtime, served_services(PLUGINS), "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with runtime:
+            yield Api(runtime, server)
+    finally:
+        await server.close()
