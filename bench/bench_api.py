@@ -11,6 +11,10 @@ another, the bodies built once (JSON as boto3 sends it, a fixed SigV4
 
 Cases (``--cases``):
 
+- ``sqs``: cycles of SendMessageBatch (10 messages of 200 bytes),
+  ReceiveMessage (up to 10) and DeleteMessageBatch (what was received) on a
+  standard queue, each connection one cycle after another;
+- ``kinesis``: PutRecords of 10 records of 200 bytes to a stream of 4 shards;
 - ``put_events``: PutEvents of 10 entries of about 300 bytes each, routed
   (each event matches the rule and goes to the queue) and unrouted (no rule
   matches: the intake alone). moto's server is given fewer requests
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import re
@@ -66,6 +71,8 @@ CONFIG = """
 state: state.db
 resources:
   sink: {type: queue}
+  work: {type: queue}
+  clicks: {type: stream, shards: 4}
 rules:
   bench:
     pattern: {source: [bench]}
@@ -173,6 +180,8 @@ class Servers:
         events.put_rule(Name="bench", EventPattern='{"source": ["bench"]}')
         arn = "arn:aws:sqs:us-east-1:123456789012:" + queue.rsplit("/", 1)[-1]
         events.put_targets(Rule="bench", Targets=[{"Id": "q", "Arn": arn}])
+        boto3.client("sqs", **options).create_queue(QueueName="work")
+        boto3.client("kinesis", **options).create_stream(StreamName="clicks", ShardCount=4)
 
     def close(self) -> None:
         for process in self.processes:
@@ -204,6 +213,79 @@ async def drive(url: str, body: bytes, headers: dict[str, str], count: int, lane
     if failures:
         raise RuntimeError(f"{failures} requests to {url} failed")
     return (count // lanes * lanes) / elapsed
+
+
+def _json_headers(target: str, version: str, service: str) -> dict[str, str]:
+    return {
+        "X-Amz-Target": target,
+        "Content-Type": f"application/x-amz-json-{version}",
+        "X-Amz-Date": "20261204T000000Z",
+        "Authorization": AUTHORIZATION.format(service=service),
+    }
+
+
+async def sqs_cycles(url: str, account: str, cycles: int, lanes: int) -> float:
+    """Requests per second of SendMessageBatch (10) + ReceiveMessage (10) +
+    DeleteMessageBatch cycles on the queue ``work``, each lane one after another."""
+    queue_url = f"{url}/{account}/work"
+    body = "m" * 200
+    send = json.dumps(
+        {
+            "QueueUrl": queue_url,
+            "Entries": [{"Id": str(n), "MessageBody": body} for n in range(10)],
+        }
+    ).encode()
+    receive = json.dumps(
+        {"QueueUrl": queue_url, "MaxNumberOfMessages": 10, "VisibilityTimeout": 60}
+    ).encode()
+    target = "AmazonSQS.{}"
+    requests = 0
+    connector = aiohttp.TCPConnector(limit=lanes)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def call(operation: str, data: bytes) -> Any:
+            nonlocal requests
+            headers = _json_headers(target.format(operation), "1.0", "sqs")
+            async with session.post(url, data=data, headers=headers) as answer:
+                found = await answer.read()
+                if answer.status != 200:
+                    raise RuntimeError(f"{operation} to {url}: {answer.status} {found[:200]!r}")
+            requests += 1
+            return json.loads(found)
+
+        async def lane(share: int) -> None:
+            for _ in range(share):
+                await call("SendMessageBatch", send)
+                got = (await call("ReceiveMessage", receive)).get("Messages", [])
+                if got:
+                    handles = [
+                        {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]}
+                        for n, m in enumerate(got)
+                    ]
+                    await call(
+                        "DeleteMessageBatch",
+                        json.dumps({"QueueUrl": queue_url, "Entries": handles}).encode(),
+                    )
+
+        await lane(1)
+        requests = 0
+        started = time.perf_counter()
+        await asyncio.gather(*(lane(cycles // lanes) for _ in range(lanes)))
+        elapsed = time.perf_counter() - started
+    return requests / elapsed
+
+
+async def kinesis_puts(url: str, count: int, lanes: int) -> float:
+    """Requests per second of PutRecords (10 records of 200 bytes) to ``clicks``."""
+    data = base64.b64encode(b"c" * 200).decode()
+    body = json.dumps(
+        {
+            "StreamName": "clicks",
+            "Records": [{"Data": data, "PartitionKey": f"user-{n}"} for n in range(10)],
+        }
+    ).encode()
+    headers = _json_headers("Kinesis_20131202.PutRecords", "1.1", "kinesis")
+    return await drive(url, body, headers, count, lanes)
 
 
 async def in_process(directory: Path, batch: list[dict[str, Any]], count: int, lanes: int) -> float:
@@ -263,6 +345,23 @@ async def main(args: argparse.Namespace) -> None:
                         args.requests // (args.moto_share * (10 if kind == "routed" else 1)),
                         args.connections,
                     )
+                if "sqs" in args.cases:
+                    runs["project sqs"] = lambda: sqs_cycles(
+                        servers.project, "000000000000", args.requests // 3, args.connections
+                    )
+                    runs["moto sqs"] = lambda: sqs_cycles(
+                        servers.moto,
+                        "123456789012",
+                        args.requests // 3 // args.moto_share,
+                        args.connections,
+                    )
+                if "kinesis" in args.cases:
+                    runs["project kinesis"] = lambda: kinesis_puts(
+                        servers.project, args.requests, args.connections
+                    )
+                    runs["moto kinesis"] = lambda: kinesis_puts(
+                        servers.moto, args.requests // args.moto_share, args.connections
+                    )
                 for name, run in runs.items():
                     figures.setdefault(name, []).append(await run())
                     print(
@@ -288,6 +387,16 @@ async def main(args: argparse.Namespace) -> None:
         "  project / client ceiling (requests/s, routed): "
         f"{median['project routed'] / median['bare']:.2f}x"
     )
+    for case, what in (
+        ("sqs", "SendMessageBatch + ReceiveMessage + DeleteMessageBatch, 10 messages each"),
+        ("kinesis", "PutRecords, 10 records of 200 bytes"),
+    ):
+        if f"project {case}" in median:
+            project, moto = median[f"project {case}"], median[f"moto {case}"]
+            print(
+                f"  {case:<9} project {project:>8,.0f} requests/s, moto {moto:>8,.1f}"
+                f" requests/s: {project / moto:,.1f}x (target 10x)  [{what}]"
+            )
 
 
 def arguments() -> argparse.Namespace:
@@ -297,6 +406,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument(
         "--moto-share", type=int, default=4, help="moto gets requests / this many requests"
+    )
+    parser.add_argument(
+        "--cases",
+        default="put_events,sqs,kinesis",
+        help="comma-separated: put_events (always run), sqs, kinesis",
     )
     return parser.parse_args()
 
