@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -307,3 +308,52 @@ async def test_an_iterator_expires_after_five_minutes(tmp_path: Path) -> None:
         await advance(api.runtime, 301)
         refused = await api.error("get_records", ShardIterator=iterator)
         assert refused["Error"]["Code"] == "ExpiredIteratorException"
+
+
+async def test_concurrent_put_records_share_one_write_and_each_gets_its_own_results(
+    api: Kinesis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first write is held; the calls arriving meanwhile must go in one
+    # write after it, each answered with its own records' results, in order.
+    writes: list[list[bytes]] = []
+    held = asyncio.Event()
+    original = StreamStore.put_records
+
+    async def recording(store: StreamStore, stream: str, entries: Any) -> Any:
+        writes.append([entry["Data"] for entry in entries])
+        if len(writes) == 1:
+            await held.wait()
+        return await original(store, stream, entries)
+
+    monkeypatch.setattr(StreamStore, "put_records", recording)
+    await api.call("create_stream", StreamName="grouped", ShardCount=1)
+
+    # A thread each (the default executor has fewer threads than callers here).
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=9)
+
+    async def put(caller: int) -> dict[str, Any]:
+        records = [{"Data": f"{caller}-{n}".encode(), "PartitionKey": "k"} for n in range(3)]
+        answer: dict[str, Any] = await asyncio.get_running_loop().run_in_executor(
+            pool, lambda: api.client.put_records(StreamName="grouped", Records=records)
+        )
+        return answer
+
+    first = asyncio.ensure_future(put(0))
+    await eventually(lambda: len(writes) == 1)
+    rest = [asyncio.ensure_future(put(caller)) for caller in range(1, 9)]
+    await asyncio.sleep(1.0)  # the eight reach the endpoint and wait behind the held write
+    held.set()
+    answers = [await first, *[await task for task in rest]]
+    pool.shutdown()
+    assert len(writes) == 2
+    assert sorted(writes[1]) == sorted(f"{c}-{n}".encode() for c in range(1, 9) for n in range(3))
+    for answer in answers:
+        assert answer["FailedRecordCount"] == 0
+        assert len(answer["Records"]) == 3
+    iterator = await api.iterator("grouped")
+    got = await api.call("get_records", ShardIterator=iterator, Limit=100)
+    by_data = {r["Data"]: r["SequenceNumber"] for r in got["Records"]}
+    assert len(by_data) == 27
+    for caller, answer in enumerate(answers):
+        mine = [by_data[f"{caller}-{n}".encode()] for n in range(3)]
+        assert [r["SequenceNumber"] for r in answer["Records"]] == mine

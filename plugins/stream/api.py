@@ -16,6 +16,7 @@ region and account are not compared).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import Mapping, Sequence
@@ -23,7 +24,8 @@ from typing import Any
 
 from pipelines.api import ApiError, Call, Service
 from pipelines.errors import StreamError
-from plugins.stream.store import MAX_GET_RECORDS, StreamStore, shard_index
+from pipelines.groupcommit import GroupCommit
+from plugins.stream.store import MAX_GET_RECORDS, MAX_PUT_REQUEST_BYTES, StreamStore, shard_index
 from plugins.stream.target import StreamTarget
 
 kinesis = Service("kinesis")
@@ -346,15 +348,79 @@ async def put_record(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     return {**result, "EncryptionType": "NONE"}
 
 
+class _Writer:
+    """PutRecords calls to one stream at the same moment share one write.
+
+    Each call waits for its records' commit, as alone; a store's write is a
+    transaction whatever its size, so concurrent clients pay one between
+    them (group commit) instead of queueing one each behind the writer.
+    Calls are kept whole: a write takes whole calls up to the limits of one
+    PutRecords (500 records, 5 MiB), and each call gets its records' results.
+    """
+
+    def __init__(self, call: Call, store: StreamStore, stream: str) -> None:
+        self.store = store
+        self.stream = stream
+        self.commit: GroupCommit[list[dict[str, Any]], list[dict[str, Any]]] = GroupCommit(
+            _whole_calls, self._write, _closing
+        )
+        self.task = call.runtime.spawn(self.commit.run())
+
+    async def _write(
+        self, calls: list[list[dict[str, Any]]]
+    ) -> list[list[dict[str, Any]] | BaseException]:
+        answer = await self.store.put_records(self.stream, [r for c in calls for r in c])
+        results = iter(answer["Records"])
+        return [[next(results) for _ in records] for records in calls]
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        self.commit.fail_waiting(_closing())
+
+
+def _closing() -> ApiError:
+    return ApiError("ServiceUnavailable", "the endpoint is closing", 503, sender_fault=False)
+
+
+def _whole_calls(calls: list[list[dict[str, Any]]]) -> list[list[list[dict[str, Any]]]]:
+    writes: list[list[list[dict[str, Any]]]] = []
+    count = size = 0
+    for records in calls:
+        weight = sum(len(r["Data"]) + len(r["PartitionKey"].encode()) for r in records)
+        if not writes or count + len(records) > 500 or size + weight > MAX_PUT_REQUEST_BYTES:
+            writes.append([])
+            count = size = 0
+        writes[-1].append(records)
+        count += len(records)
+        size += weight
+    return writes
+
+
+def _writer(call: Call, store: StreamStore, stream: str) -> _Writer:
+    # One per store and stream: a resource replaced by a reload has a new store.
+    return call.kept(
+        f"kinesis writer {id(store)} {stream}",
+        lambda: _Writer(call, store, stream),
+        _Writer.close,
+    )
+
+
 @kinesis.operation()
 async def put_records(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     name = _name(params)
     store = await _store(call, name)
+    records = [_entry(r) for r in params["Records"]]
     try:
-        answer = await store.put_records(name, [_entry(r) for r in params["Records"]])
+        results = await _writer(call, store, name).commit.submit(records)
     except StreamError as error:
         raise _aws(call, error, name) from None
-    return {**answer, "Records": _records_out(answer["Records"]), "EncryptionType": "NONE"}
+    failed = sum(1 for result in results if "ErrorCode" in result)
+    return {
+        "FailedRecordCount": failed,
+        "Records": _records_out(results),
+        "EncryptionType": "NONE",
+    }
 
 
 @kinesis.operation()
