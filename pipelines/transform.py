@@ -46,6 +46,9 @@ RESERVED = (
     "aws.events.event.ingestion-time",
 )
 _WHOLE_EVENT = ("aws.events.event", "aws.events.event.json")
+#: <aws.events.event>'s keys as AWS delivers them (recorded: test_events_inputs.snapshot.json).
+_EVENT_KEYS = {"detail-type": "detailType"}
+_EVENT_ORDER = ("id", "account", "detailType", "time", "source", "region", "resources", "version")
 _MISSING = object()
 
 
@@ -303,6 +306,9 @@ def _reserved(name: str, event: dict[str, Any], rule: str, rule_arn: str, ingest
     if name == "aws.events.event.ingestion-time":
         return format_time_ms(ingested)
     if name == "aws.events.event":
-        # AWS documents this one as the original event without its detail.
-        return {key: value for key, value in event.items() if key != "detail"}
+        # The original event without its detail, as AWS delivers it: detail-type
+        # named detailType, in AWS's order; a key of no envelope follows as it is.
+        known = {_EVENT_KEYS.get(key, key): key for key in event if key != "detail"}
+        ordered = {key: event[known[key]] for key in _EVENT_ORDER if key in known}
+        return ordered | {key: event[old] for key, old in known.items() if key not in ordered}
     return event  # aws.events.event.json: the whole event

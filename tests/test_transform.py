@@ -72,8 +72,10 @@ def test_reserved_variables_in_json() -> None:
     assert result["instance"] == "i-0123456789"
     assert result["ruleArn"] == RULE_ARN
     assert result["ruleName"] == "example"
-    # AWS: the original event without its detail; .json is the whole event.
-    assert result["originalEvent"] == {k: v for k, v in EVENT.items() if k != "detail"}
+    # AWS: the original event without its detail, detail-type named detailType
+    # (recorded from AWS: tests/test_conformance_inputs.py); .json is the whole event.
+    expected = {k: v for k, v in EVENT.items() if k not in ("detail", "detail-type")}
+    assert result["originalEvent"] == {**expected, "detailType": EVENT["detail-type"]}
     assert transformed('{"e": <aws.events.event.json>}') == {"e": EVENT}
 
 
