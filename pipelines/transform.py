@@ -28,7 +28,7 @@ import jmespath.exceptions
 
 from pipelines.errors import ConfigError, DeliveryError, Where
 from pipelines.event import dump_json, format_time_ms, parse_json
-from pipelines.targets import check_keys
+from pipelines.targets import JsonString, check_keys
 
 Transform = Callable[[dict[str, Any], str, str, float], Any]
 
@@ -74,7 +74,7 @@ def compile_transform(where: Where | str, config: Mapping[str, Any]) -> Transfor
         return _constant(where / "input", value)
     if key == "input_path":
         path = compile_path(where / "input_path", value)
-        return lambda event, rule, rule_arn, ingested: _missing_to_none(path(event))
+        return lambda event, rule, rule_arn, ingested: _json_value(path(event))
     if key == "input_jmespath":
         return _jmespath(where / "input_jmespath", value)
     return compile_input_transformer(where / "input_transformer", value)
@@ -93,6 +93,9 @@ def _constant(where: Where, value: Any) -> Transform:
     # Read back as deliveries will: a huge integer comes back a float, NaN null.
     if parse_json(frozen) != value:
         raise ConfigError(where, "holds an integer beyond 64 bits, NaN or Infinity")
+    if isinstance(value, str):  # immutable: one copy serves every delivery
+        text = JsonString(value, frozen.decode())
+        return lambda event, rule, rule_arn, ingested: text
     # Each delivery gets its own copy, so a target that mutates it harms no other.
     return lambda event, rule, rule_arn, ingested: parse_json(frozen)
 
@@ -170,8 +173,12 @@ def _read(value: Any, steps: list[str | int | None], start: int) -> Any:
     return value
 
 
-def _missing_to_none(value: Any) -> Any:
-    return None if value is _MISSING else value
+def _json_value(value: Any) -> Any:
+    """What an input path selected, as a payload: nothing is ``None``; a string is
+    a ``JsonString`` (AWS's SQS body for ``$.detail.name`` is ``"baz"``, quoted)."""
+    if value is _MISSING:
+        return None
+    return JsonString(value) if isinstance(value, str) else value
 
 
 def compile_input_transformer(where: Where, config: Any) -> Transform:
@@ -219,7 +226,7 @@ def compile_input_transformer(where: Where, config: Any) -> Transform:
             values[name] = _reserved(name, event, rule, rule_arn, ingested)
         text = render(pieces, values)
         try:
-            return parse_json(text)
+            value = parse_json(text)
         except (ValueError, RecursionError):
             if structured:
                 raise DeliveryError(
@@ -227,7 +234,9 @@ def compile_input_transformer(where: Where, config: Any) -> Transform:
                     f"the input template produced invalid JSON: {text[:200]}",
                     retryable=False,
                 ) from None
-            return text  # a plain-text template (a log line, a message body)
+            return text  # text that is not JSON (lines, plain text): sent as it is
+        # A string template ("... <name> ..."): AWS sends the rendered text, quotes included.
+        return JsonString(value, text) if isinstance(value, str) else value
 
     return transform
 

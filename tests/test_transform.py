@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import json
+import pickle
 from typing import Any
 
 import pytest
 
 from pipelines.errors import ConfigError, DeliveryError
+from pipelines.targets import payload_text
 from pipelines.transform import compile_transform
 
 EVENT: dict[str, Any] = {
@@ -189,3 +191,23 @@ def test_input_path_and_constant_input_and_jmespath() -> None:
 def test_bad_declarations_name_the_setting(config: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         compile_transform("t", config)
+
+
+def test_string_results_carry_the_json_text_targets_send() -> None:
+    """A JSON-string result equals its value and carries the text AWS sends for it
+    (its SQS body): quotes included, a string template's text as rendered."""
+    by_path = compile_transform("t", {"input_path": "$.detail.state"})(
+        EVENT, "example", RULE_ARN, INGESTED
+    )
+    assert by_path == "RUNNING" and payload_text(by_path) == '"RUNNING"'
+    template = '"instance <instance> is in <state>"'
+    assert payload_text(transformed(template)) == '"instance i-0123456789 is in RUNNING"'
+    constant = compile_transform("t", {"input": '"fixed"'})(EVENT, "example", RULE_ARN, INGESTED)
+    assert constant == "fixed" and payload_text(constant) == '"fixed"'
+    # Output that is not JSON (two JSON strings, plain text) is sent as it is.
+    lines = '"<instance>"\n"<state>"'
+    assert payload_text(transformed(lines)) == '"i-0123456789"\n"RUNNING"'
+    assert payload_text(transformed("at <state>")) == 'at "RUNNING"'
+    # Objects and the like as JSON; a JsonString inside one is its plain value.
+    assert payload_text({"s": by_path}) == '{"s":"RUNNING"}'
+    assert pickle.loads(pickle.dumps(by_path)).json == '"RUNNING"'
