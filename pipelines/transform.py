@@ -224,7 +224,7 @@ def compile_input_transformer(where: Where, config: Any) -> Transform:
         values = {name: read(event) for name, read in readers.items()}
         for name in reserved:
             values[name] = _reserved(name, event, rule, rule_arn, ingested)
-        text = render(pieces, values)
+        text = render(pieces, values, structured)
         try:
             value = parse_json(text)
         except (ValueError, RecursionError):
@@ -275,16 +275,20 @@ def _split(template: str) -> list[Piece]:
     return pieces
 
 
-def render(pieces: list[Piece], values: dict[str, Any]) -> str:
+def render(pieces: list[Piece], values: dict[str, Any], structured: bool = False) -> str:
     """Substitute placeholders with EventBridge's quoting rules.
 
     Outside a JSON string a value goes in as JSON: strings get quotes,
     objects, arrays, numbers and booleans do not. Inside a JSON string
     (``"... <name> ..."``) a string goes in without quotes and an object or
     array loses its internal quotes (``{"a":"b"}`` -> ``{a:b}``), as AWS
-    documents. A path missing from the event gives an empty string (``""``
-    outside a string), as AWS does. Where AWS leaves values unescaped, we
-    escape them, so a value holding a quote cannot break the JSON.
+    documents and delivers for a string template. In a ``structured``
+    template (a JSON object or array) an object or array inside a string is
+    an error (``INVALID_JSON``): AWS delivers nothing for
+    ``{"payload": "<payload>"}``. A path missing from the event gives an
+    empty string (``""`` outside a string), as AWS does. Where AWS leaves
+    values unescaped, we escape them, so a value holding a quote cannot
+    break the JSON.
     """
     out: list[str] = []
     for piece in pieces:
@@ -300,6 +304,14 @@ def render(pieces: list[Piece], values: dict[str, Any]) -> str:
         elif isinstance(value, str):
             out.append(dump_json(value).decode()[1:-1])
         elif isinstance(value, dict | list):
+            if structured:
+                raise DeliveryError(
+                    "INVALID_JSON",
+                    f"the input template puts the object or array <{name}> inside a JSON string"
+                    " of a JSON template; AWS delivers nothing for that (give it as a field's"
+                    " value, or use a string template)",
+                    retryable=False,
+                )
             text = dump_json(value).decode().replace('"', "")
             out.append(dump_json(text).decode()[1:-1])
         else:

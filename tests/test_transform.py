@@ -211,3 +211,14 @@ def test_string_results_carry_the_json_text_targets_send() -> None:
     # Objects and the like as JSON; a JsonString inside one is its plain value.
     assert payload_text({"s": by_path}) == '{"s":"RUNNING"}'
     assert pickle.loads(pickle.dumps(by_path)).json == '"RUNNING"'
+
+
+def test_an_object_inside_a_string_of_a_json_template_fails_without_retry() -> None:
+    """AWS delivers nothing for {"payload": "<payload>"} (an object inside a string
+    of a JSON template); in a string template the object loses its quotes."""
+    paths = {"detail": "$.detail"}
+    for template in ('{"a": "x <detail>"}', '["<detail>"]'):
+        with pytest.raises(DeliveryError) as raised:
+            transformed(template, paths)
+        assert raised.value.code == "INVALID_JSON" and not raised.value.retryable
+    assert transformed('"x <detail>"', paths) == "x {instance-id:i-0123456789,state:RUNNING}"
