@@ -65,7 +65,12 @@ def compile_transform(where: Where | str, config: Mapping[str, Any]) -> Transfor
         if config.get(key) is not None
     ]
     if len(given) > 1:
-        raise ConfigError(where, f"give at most one of {', '.join(given)}")
+        # AWS: "Only one of Input, InputPath, or InputTransformer must be provided".
+        raise ConfigError(
+            where,
+            "only one of input, input_path, input_transformer or input_jmespath may be given,"
+            f" not {' and '.join(given)}",
+        )
     if not given:
         return _identity
     key = given[0]

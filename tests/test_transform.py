@@ -165,7 +165,10 @@ def test_input_path_and_constant_input_and_jmespath() -> None:
         ({"input_path": "detail"}, r"t\.input_path: 'detail' is not a JSONPath starting with '\$'"),
         ({"input_path": "$.detail[?(@.x)]"}, r"not supported at character 9"),
         ({"input_jmespath": "detail.["}, r"t\.input_jmespath: is not a valid JMESPath"),
-        ({"input": "{}", "input_path": "$"}, r"give at most one of input, input_path"),
+        (
+            {"input": "{}", "input_path": "$"},
+            r"t: only one of input, input_path, .* may be given, not input and input_path",
+        ),
         (
             {"input_transformer": {"input_template": '"<nope>"'}},
             r"input_template: contains invalid placeholder nope",
