@@ -545,3 +545,28 @@ async def test_each_rule_transforms_for_its_own_target(tmp_path: Path) -> None:
         {"detail-payload-with-id": {"payload": {"id": "123"}}},
         {"detail-with-id": {"id": "123"}},
     ]
+
+
+async def test_input_path_of_the_event_a_detail_pattern_matches(tmp_path: Path) -> None:
+    """test_events_targets.py TestEventsTargetSqs::test_put_events_with_target_sqs_event_detail_match:
+    a rule on detail.EventType ["0", "1"] with InputPath $.detail; of two events
+    (EventType "1" and "2") the queue gets one message, Body {"EventType": "1"}."""
+    state = tmp_path / "state.db"
+    runtime = Runtime(state_path=state, plugins=plugin_manager())
+    runtime.add_resource("transformed", "queue", {})
+    bus = runtime.create_bus(BUS)
+    bus.put_rule(RULE, pattern={"detail": {"EventType": ["0", "1"]}})
+    await bus.put_targets(RULE, [{"id": "t", "resource": "transformed", "input_path": "$.detail"}])
+    async with runtime:
+        for kind in ("1", "2"):
+            entry = {
+                "EventBusName": BUS,
+                "Source": "core.update-account-command",
+                "DetailType": "core.update-account-command",
+                "Detail": json.dumps({"EventType": kind}),
+            }
+            assert (await runtime.put_events([entry]))["FailedEntryCount"] == 0
+        await runtime.wait_until_idle()
+    assert [json.loads(m.body) for m in await _received(state, "transformed")] == [
+        {"EventType": "1"}
+    ]
