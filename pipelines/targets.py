@@ -26,6 +26,7 @@ from pipelines.errors import (
     PipelinesError,
     Where,
 )
+from pipelines.event import dump_json
 from pipelines.settings import Flag, Number, Settings
 from pipelines.store import Store, Upkeep
 
@@ -39,6 +40,37 @@ T = TypeVar("T")
 
 
 _NOTHING: Mapping[str, Any] = MappingProxyType({})
+
+
+class JsonString(str):
+    """A payload that is a JSON string: the ``str`` is its value, ``json`` the JSON
+    text EventBridge hands a target for it (quotes included, as rendered).
+
+    A rule target's input (``input``, ``input_path``, ``input_transformer``)
+    that is a JSON string arrives as one: Python code sees the string, a target
+    that writes text sends ``payload_text(payload)``, which is what AWS puts in
+    an SQS message body (``"baz"``, not ``baz``).
+    """
+
+    json: str
+
+    def __new__(cls, value: str, text: str | None = None) -> JsonString:
+        made = super().__new__(cls, value)
+        made.json = dump_json(value).decode() if text is None else text
+        return made
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (JsonString, (str(self), self.json))
+
+
+def payload_text(payload: Any) -> str:
+    """The text a target writing text (a message body, a record, a log line) sends:
+    a ``JsonString``'s JSON text, any other string as it is, anything else as JSON."""
+    if isinstance(payload, JsonString):
+        return payload.json
+    if isinstance(payload, str):
+        return payload
+    return dump_json(payload).decode()
 
 
 class DeliveryContext:

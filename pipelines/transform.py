@@ -28,7 +28,7 @@ import jmespath.exceptions
 
 from pipelines.errors import ConfigError, DeliveryError, Where
 from pipelines.event import dump_json, format_time_ms, parse_json
-from pipelines.targets import check_keys
+from pipelines.targets import JsonString, check_keys
 
 Transform = Callable[[dict[str, Any], str, str, float], Any]
 
@@ -46,6 +46,9 @@ RESERVED = (
     "aws.events.event.ingestion-time",
 )
 _WHOLE_EVENT = ("aws.events.event", "aws.events.event.json")
+#: <aws.events.event>'s keys as AWS delivers them (recorded: test_events_inputs.snapshot.json).
+_EVENT_KEYS = {"detail-type": "detailType"}
+_EVENT_ORDER = ("id", "account", "detailType", "time", "source", "region", "resources", "version")
 _MISSING = object()
 
 
@@ -62,7 +65,12 @@ def compile_transform(where: Where | str, config: Mapping[str, Any]) -> Transfor
         if config.get(key) is not None
     ]
     if len(given) > 1:
-        raise ConfigError(where, f"give at most one of {', '.join(given)}")
+        # AWS: "Only one of Input, InputPath, or InputTransformer must be provided".
+        raise ConfigError(
+            where,
+            "only one of input, input_path, input_transformer or input_jmespath may be given,"
+            f" not {' and '.join(given)}",
+        )
     if not given:
         return _identity
     key = given[0]
@@ -71,7 +79,7 @@ def compile_transform(where: Where | str, config: Mapping[str, Any]) -> Transfor
         return _constant(where / "input", value)
     if key == "input_path":
         path = compile_path(where / "input_path", value)
-        return lambda event, rule, rule_arn, ingested: _missing_to_none(path(event))
+        return lambda event, rule, rule_arn, ingested: _json_value(path(event))
     if key == "input_jmespath":
         return _jmespath(where / "input_jmespath", value)
     return compile_input_transformer(where / "input_transformer", value)
@@ -90,6 +98,9 @@ def _constant(where: Where, value: Any) -> Transform:
     # Read back as deliveries will: a huge integer comes back a float, NaN null.
     if parse_json(frozen) != value:
         raise ConfigError(where, "holds an integer beyond 64 bits, NaN or Infinity")
+    if isinstance(value, str):  # immutable: one copy serves every delivery
+        text = JsonString(value, frozen.decode())
+        return lambda event, rule, rule_arn, ingested: text
     # Each delivery gets its own copy, so a target that mutates it harms no other.
     return lambda event, rule, rule_arn, ingested: parse_json(frozen)
 
@@ -167,8 +178,12 @@ def _read(value: Any, steps: list[str | int | None], start: int) -> Any:
     return value
 
 
-def _missing_to_none(value: Any) -> Any:
-    return None if value is _MISSING else value
+def _json_value(value: Any) -> Any:
+    """What an input path selected, as a payload: nothing is ``None``; a string is
+    a ``JsonString`` (AWS's SQS body for ``$.detail.name`` is ``"baz"``, quoted)."""
+    if value is _MISSING:
+        return None
+    return JsonString(value) if isinstance(value, str) else value
 
 
 def compile_input_transformer(where: Where, config: Any) -> Transform:
@@ -214,9 +229,9 @@ def compile_input_transformer(where: Where, config: Any) -> Transform:
         values = {name: read(event) for name, read in readers.items()}
         for name in reserved:
             values[name] = _reserved(name, event, rule, rule_arn, ingested)
-        text = render(pieces, values)
+        text = render(pieces, values, structured)
         try:
-            return parse_json(text)
+            value = parse_json(text)
         except (ValueError, RecursionError):
             if structured:
                 raise DeliveryError(
@@ -224,7 +239,9 @@ def compile_input_transformer(where: Where, config: Any) -> Transform:
                     f"the input template produced invalid JSON: {text[:200]}",
                     retryable=False,
                 ) from None
-            return text  # a plain-text template (a log line, a message body)
+            return text  # text that is not JSON (lines, plain text): sent as it is
+        # A string template ("... <name> ..."): AWS sends the rendered text, quotes included.
+        return JsonString(value, text) if isinstance(value, str) else value
 
     return transform
 
@@ -263,16 +280,20 @@ def _split(template: str) -> list[Piece]:
     return pieces
 
 
-def render(pieces: list[Piece], values: dict[str, Any]) -> str:
+def render(pieces: list[Piece], values: dict[str, Any], structured: bool = False) -> str:
     """Substitute placeholders with EventBridge's quoting rules.
 
     Outside a JSON string a value goes in as JSON: strings get quotes,
     objects, arrays, numbers and booleans do not. Inside a JSON string
     (``"... <name> ..."``) a string goes in without quotes and an object or
     array loses its internal quotes (``{"a":"b"}`` -> ``{a:b}``), as AWS
-    documents. A path missing from the event gives an empty string (``""``
-    outside a string), as AWS does. Where AWS leaves values unescaped, we
-    escape them, so a value holding a quote cannot break the JSON.
+    documents and delivers for a string template. In a ``structured``
+    template (a JSON object or array) an object or array inside a string is
+    an error (``INVALID_JSON``): AWS delivers nothing for
+    ``{"payload": "<payload>"}``. A path missing from the event gives an
+    empty string (``""`` outside a string), as AWS does. Where AWS leaves
+    values unescaped, we escape them, so a value holding a quote cannot
+    break the JSON.
     """
     out: list[str] = []
     for piece in pieces:
@@ -288,6 +309,14 @@ def render(pieces: list[Piece], values: dict[str, Any]) -> str:
         elif isinstance(value, str):
             out.append(dump_json(value).decode()[1:-1])
         elif isinstance(value, dict | list):
+            if structured:
+                raise DeliveryError(
+                    "INVALID_JSON",
+                    f"the input template puts the object or array <{name}> inside a JSON string"
+                    " of a JSON template; AWS delivers nothing for that (give it as a field's"
+                    " value, or use a string template)",
+                    retryable=False,
+                )
             text = dump_json(value).decode().replace('"', "")
             out.append(dump_json(text).decode()[1:-1])
         else:
@@ -303,6 +332,9 @@ def _reserved(name: str, event: dict[str, Any], rule: str, rule_arn: str, ingest
     if name == "aws.events.event.ingestion-time":
         return format_time_ms(ingested)
     if name == "aws.events.event":
-        # AWS documents this one as the original event without its detail.
-        return {key: value for key, value in event.items() if key != "detail"}
+        # The original event without its detail, as AWS delivers it: detail-type
+        # named detailType, in AWS's order; a key of no envelope follows as it is.
+        known = {_EVENT_KEYS.get(key, key): key for key in event if key != "detail"}
+        ordered = {key: event[known[key]] for key in _EVENT_ORDER if key in known}
+        return ordered | {key: event[old] for key, old in known.items() if key not in ordered}
     return event  # aws.events.event.json: the whole event

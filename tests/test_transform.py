@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import json
+import pickle
 from typing import Any
 
 import pytest
 
 from pipelines.errors import ConfigError, DeliveryError
+from pipelines.targets import payload_text
 from pipelines.transform import compile_transform
 
 EVENT: dict[str, Any] = {
@@ -72,8 +74,10 @@ def test_reserved_variables_in_json() -> None:
     assert result["instance"] == "i-0123456789"
     assert result["ruleArn"] == RULE_ARN
     assert result["ruleName"] == "example"
-    # AWS: the original event without its detail; .json is the whole event.
-    assert result["originalEvent"] == {k: v for k, v in EVENT.items() if k != "detail"}
+    # AWS: the original event without its detail, detail-type named detailType
+    # (recorded from AWS: tests/test_conformance_inputs.py); .json is the whole event.
+    expected = {k: v for k, v in EVENT.items() if k not in ("detail", "detail-type")}
+    assert result["originalEvent"] == {**expected, "detailType": EVENT["detail-type"]}
     assert transformed('{"e": <aws.events.event.json>}') == {"e": EVENT}
 
 
@@ -161,7 +165,10 @@ def test_input_path_and_constant_input_and_jmespath() -> None:
         ({"input_path": "detail"}, r"t\.input_path: 'detail' is not a JSONPath starting with '\$'"),
         ({"input_path": "$.detail[?(@.x)]"}, r"not supported at character 9"),
         ({"input_jmespath": "detail.["}, r"t\.input_jmespath: is not a valid JMESPath"),
-        ({"input": "{}", "input_path": "$"}, r"give at most one of input, input_path"),
+        (
+            {"input": "{}", "input_path": "$"},
+            r"t: only one of input, input_path, .* may be given, not input and input_path",
+        ),
         (
             {"input_transformer": {"input_template": '"<nope>"'}},
             r"input_template: contains invalid placeholder nope",
@@ -187,3 +194,34 @@ def test_input_path_and_constant_input_and_jmespath() -> None:
 def test_bad_declarations_name_the_setting(config: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         compile_transform("t", config)
+
+
+def test_string_results_carry_the_json_text_targets_send() -> None:
+    """A JSON-string result equals its value and carries the text AWS sends for it
+    (its SQS body): quotes included, a string template's text as rendered."""
+    by_path = compile_transform("t", {"input_path": "$.detail.state"})(
+        EVENT, "example", RULE_ARN, INGESTED
+    )
+    assert by_path == "RUNNING" and payload_text(by_path) == '"RUNNING"'
+    template = '"instance <instance> is in <state>"'
+    assert payload_text(transformed(template)) == '"instance i-0123456789 is in RUNNING"'
+    constant = compile_transform("t", {"input": '"fixed"'})(EVENT, "example", RULE_ARN, INGESTED)
+    assert constant == "fixed" and payload_text(constant) == '"fixed"'
+    # Output that is not JSON (two JSON strings, plain text) is sent as it is.
+    lines = '"<instance>"\n"<state>"'
+    assert payload_text(transformed(lines)) == '"i-0123456789"\n"RUNNING"'
+    assert payload_text(transformed("at <state>")) == 'at "RUNNING"'
+    # Objects and the like as JSON; a JsonString inside one is its plain value.
+    assert payload_text({"s": by_path}) == '{"s":"RUNNING"}'
+    assert pickle.loads(pickle.dumps(by_path)).json == '"RUNNING"'
+
+
+def test_an_object_inside_a_string_of_a_json_template_fails_without_retry() -> None:
+    """AWS delivers nothing for {"payload": "<payload>"} (an object inside a string
+    of a JSON template); in a string template the object loses its quotes."""
+    paths = {"detail": "$.detail"}
+    for template in ('{"a": "x <detail>"}', '["<detail>"]'):
+        with pytest.raises(DeliveryError) as raised:
+            transformed(template, paths)
+        assert raised.value.code == "INVALID_JSON" and not raised.value.retryable
+    assert transformed('"x <detail>"', paths) == "x {instance-id:i-0123456789,state:RUNNING}"

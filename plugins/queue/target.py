@@ -11,7 +11,10 @@ Settings are the queue's attributes (``visibility_timeout``, ``delay_seconds``,
   fixed group id, or a JMESPath expression over the event. A FIFO queue
   subscribed to a FIFO topic takes the publish's group id instead.
 
-The body is the payload: a string as it is, anything else as JSON. As a
+The body is ``payload_text(payload)``: a rule target's JSON-string input
+(a string template, an ``input_path`` to a string) as its JSON text, quotes
+included, as AWS's SQS body is; any other string as it is (an SNS raw
+message, a template's output that is not JSON); anything else as JSON. As a
 dead-letter target, the bus's error attributes (``RULE_NAME``,
 ``ERROR_CODE``...) become String message attributes. On a FIFO queue the
 deduplication id is derived from the event id, rule and target, so a retried
@@ -30,7 +33,6 @@ import jmespath
 import jmespath.exceptions
 
 from pipelines.errors import ConfigError, DeliveryError, Problems, QueueError, Where
-from pipelines.event import dump_json
 from pipelines.settings import Flag, Number, Section, Setting, Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
@@ -38,6 +40,7 @@ from pipelines.targets import (
     TargetServices,
     TargetType,
     key_text,
+    payload_text,
     started,
 )
 from plugins.queue.store import (
@@ -126,7 +129,7 @@ class QueueTarget(Target):
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         store = started(self.store, f"queue {self.queue}")
-        body = payload if isinstance(payload, str) else dump_json(payload).decode()
+        body = payload_text(payload)
         # SQS stores no empty attribute (an exception's message may be empty).
         attributes = {name: str(v) for name, v in context.attributes.items() if str(v)}
         group_id = dedup_id = None

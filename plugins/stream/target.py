@@ -33,7 +33,7 @@ from pipelines.errors import (
     StreamError,
     Where,
 )
-from pipelines.event import DEFAULT_REGION, dump_json
+from pipelines.event import DEFAULT_REGION
 from pipelines.groupcommit import GroupCommit
 from pipelines.settings import Flag, Number, Settings, Shape
 from pipelines.targets import (
@@ -44,6 +44,7 @@ from pipelines.targets import (
     describe_error,
     hand_over,
     key_text,
+    payload_text,
     started,
 )
 from plugins.stream.store import (
@@ -220,7 +221,7 @@ class StreamTarget(Target):
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         started(self.store, self.where)
-        data = payload.encode() if isinstance(payload, str) else dump_json(payload)
+        data = payload_text(payload).encode()
         entry = {"Data": data, "PartitionKey": self._partition_key(context.event)}
         result = await self._commit.submit(entry)
         return result["SequenceNumber"]

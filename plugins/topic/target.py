@@ -1,6 +1,7 @@
 """The ``topic`` target type: SNS-style fan-out to subscriptions.
 
-Each payload delivered to a topic is published as one SNS message and handed
+Each payload delivered to a topic is published as one SNS message (its text:
+``payload_text``, as the queue target writes a body) and handed
 to every subscription whose filter policy matches it. A subscription names
 any target resource (a queue, a function, another topic...); it receives
 SNS's JSON envelope, or with ``raw_message_delivery`` the message itself
@@ -52,13 +53,14 @@ import jmespath
 import jmespath.exceptions
 
 from pipelines.errors import ConfigError, DeliveryError, PipelinesError, Problems, Where
-from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, dump_json, format_time_ms
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_time_ms
 from pipelines.settings import Flag, Number, Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
     Target,
     TargetServices,
     TargetType,
+    payload_text,
     started,
 )
 from plugins.queue.target import delivery_key, group_id_of
@@ -245,7 +247,7 @@ class TopicTarget(Target):
                 )
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
-        message = payload if isinstance(payload, str) else dump_json(payload).decode()
+        message = payload_text(payload)
         return await self.publish(message, self._attributes(context), context)
 
     @staticmethod
