@@ -271,6 +271,8 @@ def test_the_aws_cli_puts_and_reads_metrics_and_describes_alarms(tmp_path: Path)
 
     try:
         now = int(time.time())
+        # Both in one minute, whenever each call runs (a minute may turn between them).
+        moment = now - now % 60 + 30
         for value in (10, 30):
             run(
                 "put-metric-data",
@@ -282,6 +284,8 @@ def test_the_aws_cli_puts_and_reads_metrics_and_describes_alarms(tmp_path: Path)
                 str(value),
                 "--unit",
                 "Milliseconds",
+                "--timestamp",
+                str(moment),
             )
         stats = run(
             "get-metric-statistics",
