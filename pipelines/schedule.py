@@ -23,7 +23,7 @@ import dataclasses
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -287,15 +287,16 @@ class Schedule:
     period: float = 0.0  # rate
     at: float = 0.0  # at
     cron: str = ""  # croniter's expression
+    #: What decides the firing times; a change starts the schedule afresh.
+    #: Worked out once: every mark the scheduler saves carries it.
+    fingerprint: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fingerprint", f"{self.expression}|{self.timezone}|{self.start}")
 
     @property
     def timezone(self) -> str:
         return str(getattr(self.zone, "key", "UTC"))
-
-    @property
-    def fingerprint(self) -> str:
-        """What decides the firing times; a change starts the schedule afresh."""
-        return f"{self.expression}|{self.timezone}|{self.start}"
 
     def describe(self) -> dict[str, Any]:
         described: dict[str, Any] = {"expression": self.expression, "timezone": self.timezone}

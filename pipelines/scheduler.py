@@ -87,6 +87,8 @@ class _Entry:
     active: bool = True
     #: The rule's ARN (the event's resource), worked out once.
     arn: str = ""
+    #: Placed in the heap (its anchor and last run are known).
+    admitted: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -121,7 +123,12 @@ class Scheduler:
         self._order = itertools.count()
         self._joining: list[_Entry] = []
         self._leaving: list[tuple[str, str]] = []
+        #: Saved marks of rules not yet placed (loaded at the first turn); a
+        #: placed rule's mark is its entry's anchor and last run.
         self._marks: dict[tuple[str, str], ScheduleMark] | None = None
+        #: While rules are being placed, their first runs wait here, to join
+        #: the heap together.
+        self._placing: list[_Item] | None = None
         self._wake = asyncio.Event()
         #: Scheduled events put onto buses; missed runs skipped; loop turns.
         self.fired = 0
@@ -136,6 +143,10 @@ class Scheduler:
         old = self._entries.get((bus.name, rule))
         if old is not None:
             old.active = False
+            if old.admitted and self._marks is not None:
+                # The new entry resumes from where the old one got to, if
+                # the schedule's times did not change.
+                self._marks[old.key] = old.mark()
         entry = _Entry(bus, rule, schedule, arn=bus.rule_arn(rule))
         self._entries[entry.key] = entry
         self._joining.append(entry)
@@ -189,24 +200,40 @@ class Scheduler:
             return
         now = self.clock.time()
         fresh: list[_Entry] = []
-        for entry in joining:
-            mark = self._marks.get(entry.key)
-            if mark is None or mark.fingerprint != entry.schedule.fingerprint:
-                fresh.append(entry)
-                # New (or changed): runs before now are not missed, they were
-                # never due. A rate without a start date fires at once.
-                start = entry.schedule.start
-                entry.anchor = start if start is not None else now
-                # Runs before now (a start date in the past) count as done,
-                # so a restart does not take them for missed ones.
-                entry.last_due = entry.schedule.latest_before(now, entry.anchor)
-                self._advance(entry, now - _EPSILON, now)
-            else:
-                entry.anchor, entry.last_due = mark.anchor, mark.last_due
-                since = mark.last_due if mark.last_due is not None else mark.anchor - _EPSILON
-                self._advance(entry, since, now)
+        self._placing = []
+        try:
+            for entry in joining:
+                entry.admitted = True
+                mark = self._marks.pop(entry.key, None)
+                if mark is None or mark.fingerprint != entry.schedule.fingerprint:
+                    fresh.append(entry)
+                    # New (or changed): runs before now are not missed, they were
+                    # never due. A rate without a start date fires at once.
+                    start = entry.schedule.start
+                    entry.anchor = start if start is not None else now
+                    # Runs before now (a start date in the past) count as done,
+                    # so a restart does not take them for missed ones.
+                    entry.last_due = entry.schedule.latest_before(now, entry.anchor)
+                    self._advance(entry, now - _EPSILON, now)
+                else:
+                    entry.anchor, entry.last_due = mark.anchor, mark.last_due
+                    since = mark.last_due if mark.last_due is not None else mark.anchor - _EPSILON
+                    self._advance(entry, since, now)
+        finally:
+            placed, self._placing = self._placing, None
+            self._place(placed)
         if fresh:  # a known schedule's mark is unchanged until it fires
             await self._save([entry.mark() for entry in fresh])
+
+    def _place(self, items: list[_Item]) -> None:
+        """Put runs into the heap: many at once (the runtime's start, 10,000
+        rules) by one O(n) heapify, a few by a push each."""
+        if len(items) > len(self._heap) // 4:
+            self._heap.extend(items)
+            heapq.heapify(self._heap)
+        else:
+            for item in items:
+                heapq.heappush(self._heap, item)
 
     def _advance(self, entry: _Entry, since: float, now: float) -> None:
         """Queue the entry's first run after ``since``; runs already too late to
@@ -245,7 +272,11 @@ class Scheduler:
         )
 
     def _push(self, fire_at: float, entry: _Entry, due: float, *, chain: bool) -> None:
-        heapq.heappush(self._heap, (fire_at, next(self._order), entry, due, chain))
+        item = (fire_at, next(self._order), entry, due, chain)
+        if self._placing is not None:
+            self._placing.append(item)
+        else:
+            heapq.heappush(self._heap, item)
 
     async def _fire_due(self) -> list[_Entry]:
         """Fire every run due by now, earliest first; the entries that fired."""
@@ -298,9 +329,6 @@ class Scheduler:
         return True
 
     async def _save(self, marks: list[ScheduleMark]) -> None:
-        assert self._marks is not None
-        for mark in marks:
-            self._marks[(mark.bus, mark.rule)] = mark
         if self.state is not None:
             await self.state.save_schedule_marks(marks)
 

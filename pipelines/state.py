@@ -12,7 +12,7 @@ Opening, the connection, its lock and transactions come from
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -50,13 +50,16 @@ CREATE TABLE IF NOT EXISTS schedule_marks (
 """
 
 
-@dataclass(frozen=True, slots=True)
-class ScheduleMark:
+class ScheduleMark(NamedTuple):
     """What the scheduler remembers of a scheduled rule across restarts.
 
     ``fingerprint`` identifies the schedule (a changed schedule starts afresh),
     ``anchor`` is when it was first scheduled (a rate counts from it) and
     ``last_due`` the scheduled time of its last firing, if any.
+
+    A tuple in the table's column order: the scheduler makes one per run
+    it fires (10,000 a minute for 10,000 ``rate(1 minute)`` rules), and
+    they go to the database as they are.
     """
 
     bus: str
@@ -64,6 +67,10 @@ class ScheduleMark:
     fingerprint: str
     anchor: float
     last_due: float | None
+
+
+#: ScheduleMark's fields: the columns of ``schedule_marks``, in that order.
+MARK_COLUMNS = ("bus", "rule", "fingerprint", "anchor", "last_due")
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,10 +226,8 @@ class StateDB(Store):
     async def save_schedule_marks(self, marks: list[ScheduleMark]) -> None:
         """Insert or replace marks, in one transaction and one trip to the
         database (the scheduler saves a turn's marks, up to one per rule, at once)."""
-        columns = ("bus", "rule", "fingerprint", "anchor", "last_due")
-        rows = [(k.bus, k.rule, k.fingerprint, k.anchor, k.last_due) for k in marks]
-        upsert = self.dialect.upsert("schedule_marks", columns, ("bus", "rule"))
-        await self.batch([Step(upsert, rows, many=True)])
+        upsert = self.dialect.upsert("schedule_marks", MARK_COLUMNS, ("bus", "rule"))
+        await self.batch([Step(upsert, marks, many=True)])
 
     async def delete_schedule_mark(self, bus: str, rule: str) -> None:
         await self.execute("DELETE FROM schedule_marks WHERE bus = ? AND rule = ?", (bus, rule))

@@ -386,3 +386,30 @@ async def test_data_in_several_units_is_one_datapoint_per_unit(store: MetricStor
     ]
     (counted,) = await stats(store, statistics=["Average"], unit="Count")
     assert counted["Average"] == 5.0
+
+
+async def test_a_reopened_store_finds_old_series_among_new_ones(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """New series are read back by id range, the ones that existed before the
+    store opened (nothing cached) by key: a flush mixing both, in an order
+    that is not the ids', gives every datapoint to its own series."""
+    first = await MetricStore.open(tmp_path / "state.db", clock)
+    for n in range(0, 400, 2):  # the even ones exist before
+        first.put_metric_data(NS, "Hits", {"Api": f"a{n}"}, value=n, timestamp=T0 + 5)
+    await first.flush()
+    await first.close()
+    second = await MetricStore.open(tmp_path / "state.db", clock)
+    try:
+        for n in reversed(range(400)):
+            second.put_metric_data(NS, "Hits", {"Api": f"a{n}"}, value=1000 + n, timestamp=T0 + 5)
+        await second.flush()
+        keys = [(NS, "Hits", (("Api", f"a{n}"),)) for n in range(400)]
+        sums = await second.read_many(keys, int(T0) + 60, 60, 1, "Sum")
+    finally:
+        await second.close()
+    for n, key in enumerate(keys):
+        assert sums[key] == [1000.0 + n + (n if n % 2 == 0 else 0)], key
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        series = db.execute("SELECT count(*), count(DISTINCT dimensions) FROM metric_series")
+        assert series.fetchone() == (400, 400)

@@ -493,3 +493,23 @@ async def test_coalesced_runs_are_marked_done(tmp_path: Path) -> None:
         await advance(again, 60)
     assert times(again) == [T0 + 131]
     assert again.scheduler.skipped == 0
+
+
+async def test_a_running_schedule_changed_but_not_its_times_keeps_its_phase() -> None:
+    """A new end date or missed-run policy re-places the rule (twice here
+    before the scheduler's next turn) where it got to: no run at once, the
+    same phase. A new expression starts afresh."""
+    runtime = make_runtime()
+    await scheduled(runtime, "rate(5 minutes)")  # no start date: anchored at T0
+    bus = runtime.bus()
+    async with runtime:
+        await advance(runtime, 400)
+        bus.put_rule("tick", schedule={"expression": "rate(5 minutes)", "missed_runs": "fire_once"})
+        await advance(runtime, 100)
+        bus.put_rule("tick", schedule={"expression": "rate(5 minutes)", "end_date": "2026-01-06"})
+        bus.put_rule("tick", schedule={"expression": "rate(5 minutes)", "end_date": "2026-01-07"})
+        await advance(runtime, 300)
+        assert [t - T0 for t in times(runtime)] == [0, 300, 600]
+        bus.put_rule("tick", schedule="rate(7 minutes)")
+        await advance(runtime, 1)
+        assert [t - T0 for t in times(runtime)] == [0, 300, 600, 800]
