@@ -317,3 +317,15 @@ def test_docs_list_exactly_the_served_operations() -> None:
     }
     served = {name: set(service.operations) for name, service in served_services(PLUGINS).items()}
     assert rows == served
+
+
+async def test_a_body_over_the_limit_is_refused_in_aws_shape(api: Api) -> None:
+    from pipelines.api.server import MAX_BODY
+
+    entry = {"Source": "s", "DetailType": "d", "Detail": json.dumps({"pad": "x" * MAX_BODY})}
+    status, body = await api.raw("AWSEvents.PutEvents", json.dumps({"Entries": [entry]}).encode())
+    assert status == 413
+    assert body == {
+        "__type": "RequestEntityTooLarge",
+        "message": f"the body is over {MAX_BODY} bytes",
+    }
