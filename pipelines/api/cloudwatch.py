@@ -15,7 +15,6 @@ alarm's state-change events to them.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -28,7 +27,7 @@ from pipelines.alarms import (
     MetricAlarmSpec,
 )
 from pipelines.api.errors import ApiError
-from pipelines.api.services import Call, Service, resource_of
+from pipelines.api.services import Call, Service, page, resource_of
 from pipelines.api.wire import epoch_seconds
 from pipelines.event import format_epoch
 from pipelines.metrics import STATISTICS, parse_statistic, series_key
@@ -67,16 +66,9 @@ def _dimensions(given: Iterable[Mapping[str, str]] | None) -> dict[str, str]:
 
 
 def _page(items: Sequence[Any], token: str | None, size: int) -> tuple[list[Any], str | None]:
-    """One page of ``items`` from ``token`` (an offset) and the next token."""
-    start = 0
-    if token:
-        try:
-            start = int(base64.urlsafe_b64decode(token.encode()).decode())
-        except ValueError:
-            raise ApiError("InvalidNextToken", "The service couldn't process the token.") from None
-    end = start + size
-    following = base64.urlsafe_b64encode(str(end).encode()).decode() if end < len(items) else None
-    return list(items[start:end]), following
+    """One page of ``items`` from ``token`` and the next token."""
+    invalid = ApiError("InvalidNextToken", "The service couldn't process the token.")
+    return page(items, token, size, invalid)
 
 
 # -- metrics -------------------------------------------------------------------

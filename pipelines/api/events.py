@@ -10,14 +10,13 @@ API is the same object a YAML config makes. Targets name resources by ARN
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from pipelines.api.errors import ApiError, validation
-from pipelines.api.services import Call, Service, resource_of
+from pipelines.api.services import Call, Service, page, resource_of
 from pipelines.bus import Bus
 from pipelines.errors import ConfigError, PatternError, ResourceNotFoundError
 from pipelines.event import entry_size, new_event_id
@@ -46,18 +45,9 @@ def _bus(call: Call, given: str | None) -> Bus:
 
 def _page(items: Sequence[Any], params: Mapping[str, Any], key: str) -> dict[str, Any]:
     """One page of ``items`` as ``{key: [...], "NextToken": ...}``."""
-    start = 0
-    token = params.get("NextToken")
-    if token:
-        try:
-            start = int(base64.urlsafe_b64decode(token.encode()).decode())
-        except ValueError:
-            raise validation("The NextToken is not valid.") from None
-    limit = params.get("Limit") or PAGE
-    answer: dict[str, Any] = {key: list(items[start : start + limit])}
-    if start + limit < len(items):
-        answer["NextToken"] = base64.urlsafe_b64encode(str(start + limit).encode()).decode()
-    return answer
+    invalid = validation("The NextToken is not valid.")
+    found, token = page(items, params.get("NextToken"), params.get("Limit") or PAGE, invalid)
+    return {key: found, "NextToken": token} if token else {key: found}
 
 
 # -- PutEvents and patterns --------------------------------------------------

@@ -19,8 +19,9 @@ a service keeps while the endpoint serves (the logs service's queries) is
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -279,6 +280,31 @@ class Service:
             return function
 
         return register
+
+
+def page_token(position: int) -> str:
+    """A List* operation's NextToken: where the next page starts, opaque to clients."""
+    return base64.urlsafe_b64encode(str(position).encode()).decode()
+
+
+def page_start(token: str | None, invalid: ApiError) -> int:
+    """Where a page starts by ``token`` (0 without one); ``invalid`` (the
+    service's own error for a token it did not give) otherwise."""
+    if not token:
+        return 0
+    try:
+        return int(base64.urlsafe_b64decode(token.encode()).decode())
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise invalid from None
+
+
+def page(
+    items: Sequence[T], token: str | None, size: int, invalid: ApiError
+) -> tuple[list[T], str | None]:
+    """One page of ``items`` from ``token`` and the token of the next (None: the last)."""
+    start = page_start(token, invalid)
+    end = start + size
+    return list(items[start:end]), page_token(end) if end < len(items) else None
 
 
 def resource_of(call: Call, arn: str) -> str | None:

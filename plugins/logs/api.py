@@ -20,8 +20,6 @@ are kept in memory while the endpoint serves.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import math
 import time
 import uuid
@@ -30,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.api import ApiError, Call, Service, resource_of
+from pipelines.api.services import page
 from pipelines.errors import LogsError
 from plugins.logs.insights import QueryResult, parse_query
 from plugins.logs.store import LogStore, MetricTransformation
@@ -112,20 +111,9 @@ def _identified(identifier: str) -> str:
 
 
 def _page(items: Sequence[Any], params: Mapping[str, Any], key: str, limit: str) -> dict[str, Any]:
-    start = 0
-    token = params.get("nextToken")
-    if token:
-        try:
-            start = int(base64.urlsafe_b64decode(token.encode()).decode())
-        except (ValueError, binascii.Error):
-            raise ApiError(
-                "InvalidParameterException", "The specified nextToken is invalid."
-            ) from None
-    size = params.get(limit) or PAGE
-    answer: dict[str, Any] = {key: list(items[start : start + size])}
-    if start + size < len(items):
-        answer["nextToken"] = base64.urlsafe_b64encode(str(start + size).encode()).decode()
-    return answer
+    invalid = ApiError("InvalidParameterException", "The specified nextToken is invalid.")
+    found, token = page(items, params.get("nextToken"), params.get(limit) or PAGE, invalid)
+    return {key: found, "nextToken": token} if token else {key: found}
 
 
 # -- groups and streams --------------------------------------------------------

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipelines.api import ApiError, Call, Service
+from pipelines.api.services import page_start, page_token
 from pipelines.errors import StreamError
 from pipelines.groupcommit import GroupCommit
 from plugins.stream.store import MAX_GET_RECORDS, MAX_PUT_REQUEST_BYTES, StreamStore, shard_index
@@ -108,19 +109,6 @@ def _records_out(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {**r, "SequenceNumber": _aws_sequence(r["SequenceNumber"])} if "SequenceNumber" in r else r
         for r in results
     ]
-
-
-def _page_token(position: int) -> str:
-    return base64.urlsafe_b64encode(str(position).encode()).decode()
-
-
-def _page_start(token: str | None) -> int:
-    if not token:
-        return 0
-    try:
-        return int(base64.urlsafe_b64decode(token.encode()).decode())
-    except (ValueError, binascii.Error):
-        raise ApiError("InvalidArgumentException", "NextToken is not valid.") from None
 
 
 # -- streams -----------------------------------------------------------------
@@ -213,7 +201,9 @@ async def describe_stream_summary(call: Call, params: dict[str, Any]) -> Mapping
 async def list_streams(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     store = await _own(call)
     names = await store.list_streams()
-    start = _page_start(params.get("NextToken"))
+    start = page_start(
+        params.get("NextToken"), ApiError("InvalidArgumentException", "NextToken is not valid.")
+    )
     after = params.get("ExclusiveStartStreamName")
     if after is not None:
         names = [name for name in names if name > after]
@@ -239,7 +229,7 @@ async def list_streams(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
         "StreamSummaries": summaries,
     }
     if more:
-        answer["NextToken"] = _page_token(start + limit)
+        answer["NextToken"] = page_token(start + limit)
     return answer
 
 

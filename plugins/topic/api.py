@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipelines.api import ApiError, Call, Service
-from pipelines.api.services import ApiHost
+from pipelines.api.services import ApiHost, page, resource_of
 from pipelines.errors import ConfigError, DeliveryError, NotRunningError, Where
 from pipelines.event import DEFAULT_ACCOUNT
 from pipelines.targets import DeliveryContext
@@ -306,16 +306,8 @@ async def delete_topic(call: Call, params: dict[str, Any]) -> None:
 
 
 def _page(items: Sequence[Any], token: str | None, key: str) -> dict[str, Any]:
-    start = 0
-    if token:
-        try:
-            start = int(base64.urlsafe_b64decode(token.encode()).decode())
-        except ValueError:
-            raise invalid("NextToken") from None
-    answer: dict[str, Any] = {key: list(items[start : start + PAGE])}
-    if start + PAGE < len(items):
-        answer["NextToken"] = base64.urlsafe_b64encode(str(start + PAGE).encode()).decode()
-    return answer
+    found, following = page(items, token, PAGE, invalid("NextToken"))
+    return {key: found, "NextToken": following} if following else {key: found}
 
 
 @sns.operation()
@@ -388,21 +380,10 @@ async def list_tags_for_resource(call: Call, params: dict[str, Any]) -> dict[str
 
 def _resource_by_arn(call: Call, arn: str, service: str) -> str | None:
     """The resource of the pipeline an SQS or Lambda ARN names (region and
-    account not compared), or None."""
-    parts = arn.split(":")
-    if len(parts) < 6 or parts[0] != "arn" or parts[2] != service:
+    account not compared), or None: ``resource_of``, for ARNs of ``service`` only."""
+    if not arn.startswith("arn:") or arn.split(":")[2:3] != [service]:
         return None
-    if service == "lambda":
-        if parts[5] != "function" or len(parts) not in (7, 8):
-            return None
-        name = parts[6]
-    else:
-        if len(parts) != 6:
-            return None
-        name = parts[5]
-    if name not in call.runtime.resource_names():
-        return None
-    return name if call.runtime.resource_arn(name).split(":")[2] == service else None
+    return resource_of(call, arn)
 
 
 def _is_fifo_queue(call: Call, resource: str) -> bool:
