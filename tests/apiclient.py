@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.config
 import botocore.exceptions
 import pytest
 
@@ -22,30 +23,49 @@ from .recorder import Recorder, plugin_manager
 PLUGINS = plugin_manager()
 
 
+def boto(service: str, url: str, **config: Any) -> Any:
+    """A boto3 client of ``service`` for the endpoint at ``url``, with test credentials."""
+    return boto3.client(
+        service,
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="secret",
+        config=botocore.config.Config(**config) if config else None,
+    )
+
+
+async def aws_call(client: Any, operation: str, **params: Any) -> dict[str, Any]:
+    """``client.operation(**params)`` in a thread (boto3 blocks), without its metadata."""
+    method: Callable[..., dict[str, Any]] = getattr(client, operation)
+    answered = await asyncio.to_thread(method, **params)
+    answered.pop("ResponseMetadata")
+    return answered
+
+
+async def aws_refusal(
+    client: Any, operation: str, **params: Any
+) -> botocore.exceptions.ClientError:
+    """The error AWS's client raises for the call (the test fails if it succeeds)."""
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        await aws_call(client, operation, **params)
+    return raised.value
+
+
 class Api:
     """A started runtime and endpoint, and a boto3 events client for it."""
 
     def __init__(self, runtime: Runtime, server: ApiServer) -> None:
         self.runtime = runtime
         self.server = server
-        self.client = boto3.client(
-            "events",
-            endpoint_url=server.url,
-            region_name="us-east-1",
-            aws_access_key_id="AKIDEXAMPLE",
-            aws_secret_access_key="secret",
-        )
+        self.client = boto("events", server.url)
 
     async def call(self, operation: str, **params: Any) -> dict[str, Any]:
-        method: Callable[..., dict[str, Any]] = getattr(self.client, operation)
-        answer = await asyncio.to_thread(method, **params)
-        answer.pop("ResponseMetadata")
-        return answer
+        return await aws_call(self.client, operation, **params)
 
     async def error(self, operation: str, **params: Any) -> dict[str, Any]:
-        with pytest.raises(botocore.exceptions.ClientError) as raised:
-            await self.call(operation, **params)
-        return raised.value.response
+        response: dict[str, Any] = (await aws_refusal(self.client, operation, **params)).response
+        return response
 
     async def raw(
         self, target: str, body: bytes, scope: str = "events"

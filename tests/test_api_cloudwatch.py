@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import botocore.exceptions
 import pytest
 
 from pipelines.api import ApiServer, served_services
 from pipelines.runtime import Runtime
 
+from .apiclient import aws_call, aws_refusal
 from .recorder import Recorder, plugin_manager
 from .test_api_cbor import protocol_client
 
@@ -51,15 +51,10 @@ class Api:
         self.client = protocol_client(server.url, protocol)
 
     async def call(self, operation: str, **params: Any) -> dict[str, Any]:
-        method: Callable[..., dict[str, Any]] = getattr(self.client, operation)
-        answer = await asyncio.to_thread(method, **params)
-        answer.pop("ResponseMetadata")
-        return answer
+        return await aws_call(self.client, operation, **params)
 
     async def error(self, operation: str, **params: Any) -> tuple[dict[str, Any], int]:
-        with pytest.raises(botocore.exceptions.ClientError) as raised:
-            await self.call(operation, **params)
-        response = raised.value.response
+        response = (await aws_refusal(self.client, operation, **params)).response
         return response["Error"], response["ResponseMetadata"]["HTTPStatusCode"]
 
 

@@ -11,13 +11,10 @@ import asyncio
 import base64
 import concurrent.futures
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import boto3
-import botocore.config
-import botocore.exceptions
 import pytest
 
 from pipelines.api import ApiServer, served_services
@@ -25,6 +22,7 @@ from pipelines.clock import ManualClock
 from pipelines.runtime import Runtime
 from plugins.stream.store import StreamStore
 
+from .apiclient import aws_call, aws_refusal, boto
 from .helpers import advance, eventually
 from .recorder import Recorder, plugin_manager
 
@@ -35,25 +33,14 @@ class Kinesis:
     def __init__(self, runtime: Runtime, url: str, **config: Any) -> None:
         self.runtime = runtime
         self.url = url
-        self.client = boto3.client(
-            "kinesis",
-            endpoint_url=url,
-            region_name="us-east-1",
-            aws_access_key_id="AKIDEXAMPLE",
-            aws_secret_access_key="secret",
-            config=botocore.config.Config(**config) if config else None,
-        )
+        self.client = boto("kinesis", url, **config)
 
     async def call(self, operation: str, **params: Any) -> dict[str, Any]:
-        method: Callable[..., dict[str, Any]] = getattr(self.client, operation)
-        answer = await asyncio.to_thread(method, **params)
-        answer.pop("ResponseMetadata")
-        return answer
+        return await aws_call(self.client, operation, **params)
 
     async def error(self, operation: str, **params: Any) -> dict[str, Any]:
-        with pytest.raises(botocore.exceptions.ClientError) as raised:
-            await self.call(operation, **params)
-        return raised.value.response
+        response: dict[str, Any] = (await aws_refusal(self.client, operation, **params)).response
+        return response
 
     async def shards(self, stream: str) -> list[str]:
         listed = await self.call("list_shards", StreamName=stream)
@@ -347,13 +334,13 @@ async def test_concurrent_put_records_share_one_write_and_each_gets_its_own_resu
     pool.shutdown()
     assert len(writes) == 2
     assert sorted(writes[1]) == sorted(f"{c}-{n}".encode() for c in range(1, 9) for n in range(3))
-    for answer in answers:
-        assert answer["FailedRecordCount"] == 0
-        assert len(answer["Records"]) == 3
+    for each in answers:
+        assert each["FailedRecordCount"] == 0
+        assert len(each["Records"]) == 3
     iterator = await api.iterator("grouped")
     got = await api.call("get_records", ShardIterator=iterator, Limit=100)
     by_data = {r["Data"]: r["SequenceNumber"] for r in got["Records"]}
     assert len(by_data) == 27
-    for caller, answer in enumerate(answers):
+    for caller, each in enumerate(answers):
         mine = [by_data[f"{caller}-{n}".encode()] for n in range(3)]
-        assert [r["SequenceNumber"] for r in answer["Records"]] == mine
+        assert [r["SequenceNumber"] for r in each["Records"]] == mine

@@ -10,18 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import boto3
-import botocore.exceptions
 import pytest
 
 from pipelines.api import ApiServer, served_services
 from pipelines.runtime import Runtime
 from plugins.logs.store import LogStore
 
+from .apiclient import aws_call, aws_refusal, boto
 from .helpers import eventually
 from .recorder import Recorder, plugin_manager
 
@@ -33,25 +32,15 @@ DAY_MS = 86_400_000
 class Logs:
     def __init__(self, runtime: Runtime, url: str) -> None:
         self.runtime = runtime
-        self.client = boto3.client(
-            "logs",
-            endpoint_url=url,
-            region_name="us-east-1",
-            aws_access_key_id="AKIDEXAMPLE",
-            aws_secret_access_key="secret",
-        )
+        self.client = boto("logs", url)
 
     async def call(self, operation: str, **params: Any) -> dict[str, Any]:
-        method: Callable[..., dict[str, Any]] = getattr(self.client, operation)
-        answer = await asyncio.to_thread(method, **params)
-        answer.pop("ResponseMetadata")
-        return answer
+        return await aws_call(self.client, operation, **params)
 
     async def error(self, operation: str, **params: Any) -> dict[str, str]:
-        with pytest.raises(botocore.exceptions.ClientError) as raised:
-            await self.call(operation, **params)
-        assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
-        error: dict[str, str] = raised.value.response["Error"]
+        response = (await aws_refusal(self.client, operation, **params)).response
+        assert response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        error: dict[str, str] = response["Error"]
         return {"Code": error["Code"], "Message": error["Message"]}
 
     async def group(self, name: str = "g", stream: str | None = "s") -> None:

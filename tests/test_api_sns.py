@@ -16,18 +16,17 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import boto3
-import botocore.exceptions
 import pytest
 
 from pipelines.api import ApiServer, served_services
 from pipelines.runtime import Runtime
 from plugins.queue.store import QueueStore
 
+from .apiclient import aws_call, aws_refusal, boto
 from .helpers import eventually
 from .recorder import plugin_manager
 from .test_api_cli import CREDENTIALS, _start
@@ -43,24 +42,13 @@ class Sns:
 
     def __init__(self, runtime: Runtime, server: ApiServer) -> None:
         self.runtime = runtime
-        self.client = boto3.client(
-            "sns",
-            endpoint_url=server.url,
-            region_name="us-east-1",
-            aws_access_key_id="AKIDEXAMPLE",
-            aws_secret_access_key="secret",
-        )
+        self.client = boto("sns", server.url)
 
     async def call(self, operation: str, **params: Any) -> dict[str, Any]:
-        method: Callable[..., dict[str, Any]] = getattr(self.client, operation)
-        answer = await asyncio.to_thread(method, **params)
-        answer.pop("ResponseMetadata")
-        return answer
+        return await aws_call(self.client, operation, **params)
 
     async def error(self, operation: str, **params: Any) -> tuple[int, dict[str, Any]]:
-        with pytest.raises(botocore.exceptions.ClientError) as raised:
-            await self.call(operation, **params)
-        response = raised.value.response
+        response = (await aws_refusal(self.client, operation, **params)).response
         return response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]
 
     async def topic(self, name: str = "news", **params: Any) -> str:

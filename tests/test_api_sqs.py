@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import botocore.exceptions
 import pytest
 
@@ -22,6 +21,7 @@ from pipelines.api import ApiServer, served_services
 from pipelines.runtime import Runtime
 from plugins.queue.api import md5_of_attributes
 
+from .apiclient import aws_call, aws_refusal, boto
 from .recorder import plugin_manager
 
 PLUGINS = plugin_manager()
@@ -33,25 +33,14 @@ class Api:
     def __init__(self, runtime: Runtime, server: ApiServer) -> None:
         self.runtime = runtime
         self.server = server
-        options: dict[str, Any] = {
-            "endpoint_url": server.url,
-            "region_name": "us-east-1",
-            "aws_access_key_id": "AKIDEXAMPLE",
-            "aws_secret_access_key": "secret",
-        }
-        self.sqs = boto3.client("sqs", **options)
-        self.events = boto3.client("events", **options)
+        self.sqs = boto("sqs", server.url)
+        self.events = boto("events", server.url)
 
     async def call(self, operation: str, client: str = "sqs", **params: Any) -> dict[str, Any]:
-        method: Callable[..., dict[str, Any]] = getattr(getattr(self, client), operation)
-        answer = await asyncio.to_thread(method, **params)
-        answer.pop("ResponseMetadata")
-        return answer
+        return await aws_call(getattr(self, client), operation, **params)
 
     async def error(self, operation: str, **params: Any) -> botocore.exceptions.ClientError:
-        with pytest.raises(botocore.exceptions.ClientError) as raised:
-            await self.call(operation, **params)
-        return raised.value
+        return await aws_refusal(self.sqs, operation, **params)
 
     async def queue(self, name: str, **attributes: str) -> str:
         made = await self.call("create_queue", QueueName=name, Attributes=attributes)
