@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -33,6 +36,32 @@ def boto(service: str, url: str, **config: Any) -> Any:
         aws_secret_access_key="secret",
         config=botocore.config.Config(**config) if config else None,
     )
+
+
+#: The AWS CLI's credentials in tests (any key: the endpoint does not check them).
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def aws_cli(url: str, *args: str, ok: bool = True) -> Any:
+    """``aws --endpoint-url URL ARGS`` (the AWS CLI in a subprocess): its JSON
+    answer; with ``ok=False`` it must fail, and its stderr is returned."""
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("aws")), "--endpoint-url", url, *args],
+        env={**os.environ, **CREDENTIALS},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if not ok:
+        assert done.returncode != 0, done.stdout
+        return done.stderr
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout) if done.stdout.strip() else {}
 
 
 async def aws_call(client: Any, operation: str, **params: Any) -> dict[str, Any]:

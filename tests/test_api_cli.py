@@ -8,23 +8,17 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
+from .apiclient import aws_cli, boto
 from .helpers import SINK_MODULE, pipelines_command, run_cli
 
 SINK_ARN = "arn:aws:lambda:us-east-1:123456789012:function:sink"
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
-    "AWS_SECRET_ACCESS_KEY": "secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 class Runner:
@@ -84,7 +78,7 @@ def runner(tmp_path: Path) -> Iterator[Runner]:
 
 
 def test_boto3_makes_a_rule_and_its_events_reach_the_target(runner: Runner) -> None:
-    client = boto3.client("events", endpoint_url=runner.url, **_boto_credentials())
+    client = boto("events", runner.url)
     client.put_rule(Name="orders", EventPattern=json.dumps({"source": ["shop"]}))
     client.put_targets(
         Rule="orders", Targets=[{"Id": "s", "Arn": SINK_ARN, "InputPath": "$.detail"}]
@@ -97,35 +91,20 @@ def test_boto3_makes_a_rule_and_its_events_reach_the_target(runner: Runner) -> N
 
 
 def test_the_aws_cli_puts_events_and_lists_rules(runner: Runner) -> None:
-    env = {**os.environ, **CREDENTIALS}
-    aws = [str(Path(sys.executable).with_name("aws")), "--endpoint-url", runner.url, "events"]
-
-    def run(*args: str) -> dict[str, object]:
-        done = subprocess.run(
-            [*aws, *args], env=env, capture_output=True, text=True, timeout=60, check=False
-        )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout) if done.stdout.strip() else {}
+    def run(*args: str, ok: bool = True) -> Any:
+        return aws_cli(runner.url, "events", *args, ok=ok)
 
     run("put-rule", "--name", "cli", "--event-pattern", '{"source": ["cli"]}')
     run("put-targets", "--rule", "cli", "--targets", f"Id=s,Arn={SINK_ARN}")
     listed = run("list-rules")
-    assert [rule["Name"] for rule in listed["Rules"]] == ["cli"]  # type: ignore[attr-defined]
+    assert [rule["Name"] for rule in listed["Rules"]] == ["cli"]
     entries = json.dumps([{"Source": "cli", "DetailType": "t", "Detail": '{"via": "aws"}'}])
     answer = run("put-events", "--entries", entries)
     assert answer["FailedEntryCount"] == 0
     (event,) = runner.delivered(1)
     assert event["detail"] == {"via": "aws"}  # type: ignore[index]
-    refused = subprocess.run(
-        [*aws, "describe-rule", "--name", "nope"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert refused.returncode != 0
-    assert "ResourceNotFoundException" in refused.stderr
+    refused = run("describe-rule", "--name", "nope", ok=False)
+    assert "ResourceNotFoundException" in refused
 
 
 def test_the_aws_cli_runs_sqs_against_declared_and_created_queues(tmp_path: Path) -> None:
@@ -135,18 +114,9 @@ def test_the_aws_cli_runs_sqs_against_declared_and_created_queues(tmp_path: Path
         "--api",
         "127.0.0.1:0",
     )
-    env = {**os.environ, **CREDENTIALS}
-    aws = [str(Path(sys.executable).with_name("aws")), "--endpoint-url", started.url]
 
     def run(*args: str, ok: bool = True) -> Any:
-        done = subprocess.run(
-            [*aws, *args], env=env, capture_output=True, text=True, timeout=60, check=False
-        )
-        if not ok:
-            assert done.returncode != 0
-            return done.stderr
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout) if done.stdout.strip() else {}
+        return aws_cli(started.url, *args, ok=ok)
 
     try:
         declared = f"{started.url}/000000000000/declared"
@@ -214,7 +184,7 @@ def test_the_config_can_name_the_endpoint(tmp_path: Path) -> None:
         "api: '127.0.0.1:0'\nresources:\n  sink: {type: function, function: 'sinkmod:record'}\n",
     )
     try:
-        client = boto3.client("events", endpoint_url=started.url, **_boto_credentials())
+        client = boto("events", started.url)
         assert [bus["Name"] for bus in client.list_event_buses()["EventBuses"]] == ["default"]
         started.process.send_signal(signal.SIGTERM)
         assert started.process.wait(timeout=30) == 0
@@ -242,14 +212,6 @@ def test_a_bad_or_taken_address_is_a_clear_error(tmp_path: Path) -> None:
     assert re.search(r"pipeline\.yaml:1:\d+: api: \[1\] is not HOST:PORT", wrong.stderr)
 
 
-def _boto_credentials() -> dict[str, str]:
-    return {
-        "region_name": CREDENTIALS["AWS_DEFAULT_REGION"],
-        "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    }
-
-
 def test_the_aws_cli_puts_and_reads_metrics_and_describes_alarms(tmp_path: Path) -> None:
     config = (
         "resources:\n  sink: {type: function, function: 'sinkmod:record'}\n"
@@ -259,15 +221,9 @@ def test_the_aws_cli_puts_and_reads_metrics_and_describes_alarms(tmp_path: Path)
         "    period: 60\n    evaluation_periods: 1\n    threshold: 100\n"
     )
     started = _start(tmp_path, config, "--api", "127.0.0.1:0")
-    env = {**os.environ, **CREDENTIALS}
-    aws = [str(Path(sys.executable).with_name("aws")), "--endpoint-url", started.url]
 
-    def run(*args: str) -> dict[str, Any]:
-        done = subprocess.run(
-            [*aws, "cloudwatch", *args], env=env, capture_output=True, text=True, timeout=60
-        )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout) if done.stdout.strip() else {}
+    def run(*args: str) -> Any:
+        return aws_cli(started.url, "cloudwatch", *args)
 
     try:
         now = int(time.time())

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from .apiclient import aws_cli
 from .helpers import pipelines_command
 
 CONFIG = """\
@@ -23,11 +22,6 @@ resources:
   clicks: {type: stream, shards: 2}
   audit: {type: log_group, log_group: /pipelines/audit}
 """
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
-    "AWS_SECRET_ACCESS_KEY": "secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 class Aws:
@@ -35,22 +29,7 @@ class Aws:
         self.url = url
 
     def __call__(self, service: str, *args: str) -> Any:
-        done = subprocess.run(
-            [
-                str(Path(sys.executable).with_name("aws")),
-                "--endpoint-url",
-                self.url,
-                service,
-                *args,
-            ],
-            env={**os.environ, **CREDENTIALS},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout) if done.stdout.strip() else {}
+        return aws_cli(self.url, service, *args)
 
 
 @pytest.fixture

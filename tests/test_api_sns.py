@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,10 +23,10 @@ from pipelines.api import ApiServer, served_services
 from pipelines.runtime import Runtime
 from plugins.queue.store import QueueStore
 
-from .apiclient import aws_call, aws_refusal, boto
+from .apiclient import aws_call, aws_cli, aws_refusal, boto
 from .helpers import eventually
 from .recorder import plugin_manager
-from .test_api_cli import CREDENTIALS, _start
+from .test_api_cli import _start
 
 PLUGINS = plugin_manager()
 QUEUE_ARN = "arn:aws:sqs:us-east-1:000000000000:orders"
@@ -1362,15 +1359,9 @@ resources:
 def test_the_aws_cli_publishes_to_a_topic_a_queue_receives(tmp_path: Path) -> None:
     runner = _start(tmp_path, CONFIG, "--api", "127.0.0.1:0")
     try:
-        env = {**os.environ, **CREDENTIALS}
-        aws = [str(Path(sys.executable).with_name("aws")), "--endpoint-url", runner.url, "sns"]
 
-        def run(*args: str) -> dict[str, Any]:
-            done = subprocess.run(
-                [*aws, *args], env=env, capture_output=True, text=True, timeout=60, check=False
-            )
-            assert done.returncode == 0, done.stderr
-            return json.loads(done.stdout) if done.stdout.strip() else {}
+        def run(*args: str, ok: bool = True) -> Any:
+            return aws_cli(runner.url, "sns", *args, ok=ok)
 
         topic = run("create-topic", "--name", "news")["TopicArn"]
         run(
@@ -1406,16 +1397,8 @@ def test_the_aws_cli_publishes_to_a_topic_a_queue_receives(tmp_path: Path) -> No
         assert delivered == "hello from the cli"
         listed = run("list-subscriptions-by-topic", "--topic-arn", topic)
         assert {s["Protocol"] for s in listed["Subscriptions"]} == {"sqs", "lambda"}
-        refused = subprocess.run(
-            [*aws, "publish", "--topic-arn", topic + "-missing", "--message", "m"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert refused.returncode != 0
-        assert "NotFound" in refused.stderr and "Topic does not exist" in refused.stderr
+        refused = run("publish", "--topic-arn", topic + "-missing", "--message", "m", ok=False)
+        assert "NotFound" in refused and "Topic does not exist" in refused
     finally:
         runner.process.send_signal(signal.SIGTERM)
         assert runner.process.wait(timeout=30) == 0
