@@ -12,6 +12,7 @@ as EventBridge publishes its own).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import re
@@ -109,13 +110,16 @@ class Metrics:
 
     def harvest(self) -> list[tuple[str, Dimensions, float]]:
         """What each counter counted since the last harvest (those that moved)."""
-        moved = []
-        for key, counter in self._counters.items():
+        # One comprehension finds the few that moved among many (10,000
+        # scheduled rules have 20,000 counters, a twelfth of them moved in
+        # 5 s); the loop then touches only those.
+        moved = [item for item in self._counters.items() if item[1].value != item[1].harvested]
+        deltas = []
+        for (name, dims), counter in moved:
             value = counter.value
-            if value != counter.harvested:
-                moved.append((key[0], key[1], value - counter.harvested))
-                counter.harvested = value
-        return moved
+            deltas.append((name, dims, value - counter.harvested))
+            counter.harvested = value
+        return deltas
 
 
 # -- the metric store ---------------------------------------------------------
@@ -324,6 +328,16 @@ def _merge_blobs(old: bytes | None, new: bytes | None) -> bytes | None:
     """SQLite function: the distribution of two rows of one datapoint merged."""
     if old is None or new is None:
         return None
+    old_binned, old_pairs = orjson.loads(old)
+    new_binned, new_pairs = orjson.loads(new)
+    if not old_binned and not new_binned:
+        # The usual case (a counter's minute): exact values added up, without
+        # Aggregates; only past DISTINCT_LIMIT does the general merge bin them.
+        values = dict(old_pairs)
+        for value, count in new_pairs:
+            values[value] = values.get(value, 0.0) + count
+        if len(values) <= DISTINCT_LIMIT:
+            return orjson.dumps([False, list(values.items())])
     merged = Aggregate.decode(0, 0, math.inf, -math.inf, old)
     merged.merge(Aggregate.decode(0, 0, math.inf, -math.inf, new))
     return merged.encode()
@@ -623,18 +637,17 @@ class MetricStore(Store):
             )
         sample.add_set(parts["SampleCount"], parts["Sum"], parts["Minimum"], parts["Maximum"])
 
-    def _harvest(self, now: float) -> None:
-        """Put what the counters counted since the last harvest, as one value each."""
+    def _harvest(self, now: float) -> list[_Counted]:
+        """What the counters counted since the last harvest, as one value each
+        (a datapoint per counter that moved, in its minute)."""
         if self.counters is None:
-            return
+            return []
         bucket = int(now // 60) * 60  # EventBridge's metrics are per minute
         namespace = self.counters.namespace
-        for name, dims, delta in self.counters.harvest():
-            slot = ((namespace, name, dims), bucket, "Count")
-            found = self._pending.get(slot)
-            if found is None:
-                found = self._pending[slot] = Aggregate()
-            found.add(delta)
+        return [
+            ((namespace, name, dims), bucket, delta)
+            for name, dims, delta in self.counters.harvest()
+        ]
 
     async def flush(self, *, harvest_time: float | None = None) -> None:
         """Write what was put since the last flush, merged into its rows. The
@@ -642,22 +655,29 @@ class MetricStore(Store):
         alarm evaluated at a minute's end counts them in the minute that ended.
         Flushes take turns: one that returns has seen the previous one commit."""
         async with self._flushing:
-            self._harvest(self.clock.time() if harvest_time is None else harvest_time)
-            if not self._pending:
+            counted = self._harvest(self.clock.time() if harvest_time is None else harvest_time)
+            if not self._pending and not counted:
                 return
             pending, self._pending = self._pending, {}
+            keys = {key for key, _, _ in pending}
+            keys.update(key for key, _, _ in counted)
             try:
                 async with self.transaction() as db:
-                    ids = await self._series_ids(db, {key for key, _, _ in pending})
-                    await db.executemany(_UPSERT, _rows(pending, ids))
+                    ids = await self._series_ids(db, keys)
+                    await db.executemany(_UPSERT, _rows(pending, counted, ids))
             except BaseException:
-                self._restore(pending)
+                self._restore(pending, counted)
                 raise
             # Only now: ids made by a transaction rolled back would name nothing.
             self._ids.update(ids)
 
-    def _restore(self, pending: dict[tuple[SeriesKey, int, str], Aggregate]) -> None:
+    def _restore(
+        self, pending: dict[tuple[SeriesKey, int, str], Aggregate], counted: list[_Counted]
+    ) -> None:
         """A flush that failed wrote nothing: keep its data for the next one."""
+        for key, bucket, delta in counted:
+            sample = pending.setdefault((key, bucket, "Count"), Aggregate())
+            sample.add(delta)
         for slot, sample in pending.items():
             found = self._pending.get(slot)
             if found is not None:
@@ -975,11 +995,28 @@ WHERE series IN (SELECT value FROM json_each(?1)) AND time >= ?2 AND time < ?3
 """
 
 
+#: A counter's harvest: its series, its minute, what it counted since the last.
+_Counted = tuple[SeriesKey, int, float]
+
+
 def _rows(
-    pending: Mapping[tuple[SeriesKey, int, str], Aggregate], ids: Mapping[SeriesKey, int]
+    pending: Mapping[tuple[SeriesKey, int, str], Aggregate],
+    counted: Iterable[_Counted],
+    ids: Mapping[SeriesKey, int],
 ) -> Iterator[tuple[Any, ...]]:
     for (key, moment, unit), a in pending.items():
         yield (ids[key], moment, unit, a.count, a.sum, a.min, a.max, a.encode())
+    # A counter's delta is one sample: its row is made directly, without an
+    # Aggregate (10,000 scheduled rules harvest 20,000 a minute).
+    for key, moment, delta in counted:
+        yield (ids[key], moment, "Count", 1.0, delta, delta, delta, _one_value(delta))
+
+
+@functools.lru_cache(maxsize=256)
+def _one_value(value: float) -> bytes:
+    """The distribution of one sample of ``value`` (as ``Aggregate.encode``
+    writes it); counters' deltas repeat (1.0, 2.0, ...), so it is cached."""
+    return orjson.dumps([False, [(value, 1.0)]])
 
 
 def _dims_text(dims: Dimensions) -> str:
