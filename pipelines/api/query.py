@@ -48,6 +48,17 @@ def _scalar(shape: Shape, text: str, where: str) -> Any:
     return text
 
 
+def _flattened_stem(prefix: str, member: Shape) -> str:
+    """Where a flattened list's items are: botocore's query serializer names
+    them by the member's XML name in place of the list's own last name
+    (SQS's ``AttributeNames`` are ``AttributeName.1``, ``AttributeName.2``)."""
+    item_name = member.serialization.get("name")
+    if not item_name:
+        return prefix
+    head, dot, _ = prefix.rpartition(".")
+    return f"{head}{dot}{item_name}"
+
+
 def _read(shape: Shape, form: Mapping[str, str], prefix: str) -> Any:
     kind = shape.type_name
     if kind == "structure":
@@ -60,8 +71,10 @@ def _read(shape: Shape, form: Mapping[str, str], prefix: str) -> Any:
         return found if found or not prefix else _MISSING
     if kind == "list":
         member = shape.member
-        flattened = shape.serialization.get("flattened")
-        stem = prefix if flattened else f"{prefix}.{_name(member, 'member')}"
+        if shape.serialization.get("flattened"):
+            stem = _flattened_stem(prefix, member)
+        else:
+            stem = f"{prefix}.{_name(member, 'member')}"
         items = []
         index = 1
         while True:

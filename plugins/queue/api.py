@@ -1,4 +1,4 @@
-"""The sqs service (SQS's JSON 1.0 protocol) on the endpoint, over ``QueueStore``.
+"""The sqs service (SQS's JSON 1.0 and query protocols) on the endpoint, over ``QueueStore``.
 
 Registered through the ``register_services`` hook. Each operation translates
 AWS's names (``VisibilityTimeout``, string attribute values, queue URLs) to
@@ -88,7 +88,71 @@ QUERY_ERRORS = {
     "MissingParameter": QueryError("MissingRequiredParameterException", "MissingParameter"),
 }
 
-sqs = Service("sqs", query_errors=QUERY_ERRORS, check_enums=False)
+#: The XML names of SQS's query protocol (older SDKs and AWS CLI v1 send
+#: ``Attribute.1.Name``, ``MessageAttribute.1.Value.StringValue``,
+#: ``AttributeName.1`` and read ``<Message>``, ``<Attribute>``, ``<QueueUrl>``),
+#: which botocore's JSON model of sqs dropped: the ``locationName``s of
+#: botocore's last query model of sqs (before botocore 1.31.81), by shape,
+#: and ``MessageSystemAttributeName`` (AWS's ``xmlName``), newer than it.
+XML_NAMES: dict[str, dict[str, str]] = {
+    "AWSAccountIdList": {"member": "AWSAccountId"},
+    "ActionNameList": {"member": "ActionName"},
+    "AttributeNameList": {"member": "AttributeName"},
+    "BatchResultErrorEntryList": {"member": "BatchResultErrorEntry"},
+    "BinaryList": {"member": "BinaryListValue"},
+    "ChangeMessageVisibilityBatchRequestEntryList": {
+        "member": "ChangeMessageVisibilityBatchRequestEntry"
+    },
+    "ChangeMessageVisibilityBatchResultEntryList": {
+        "member": "ChangeMessageVisibilityBatchResultEntry"
+    },
+    "CreateQueueRequest": {"Attributes": "Attribute", "tags": "Tag"},
+    "DeleteMessageBatchRequestEntryList": {"member": "DeleteMessageBatchRequestEntry"},
+    "DeleteMessageBatchResultEntryList": {"member": "DeleteMessageBatchResultEntry"},
+    "GetQueueAttributesResult": {"Attributes": "Attribute"},
+    "ListMessageMoveTasksResultEntryList": {"member": "ListMessageMoveTasksResultEntry"},
+    "ListQueueTagsResult": {"Tags": "Tag"},
+    "Message": {"Attributes": "Attribute", "MessageAttributes": "MessageAttribute"},
+    "MessageAttributeNameList": {"member": "MessageAttributeName"},
+    "MessageAttributeValue": {
+        "StringListValues": "StringListValue",
+        "BinaryListValues": "BinaryListValue",
+    },
+    "MessageBodyAttributeMap": {"key": "Name", "value": "Value"},
+    "MessageBodySystemAttributeMap": {"key": "Name", "value": "Value"},
+    "MessageList": {"member": "Message"},
+    "MessageSystemAttributeList": {"member": "MessageSystemAttributeName"},
+    "MessageSystemAttributeMap": {"key": "Name", "value": "Value"},
+    "MessageSystemAttributeValue": {
+        "StringListValues": "StringListValue",
+        "BinaryListValues": "BinaryListValue",
+    },
+    "QueueAttributeMap": {"key": "Name", "value": "Value"},
+    "QueueUrlList": {"member": "QueueUrl"},
+    "SendMessageBatchRequestEntry": {
+        "MessageAttributes": "MessageAttribute",
+        "MessageSystemAttributes": "MessageSystemAttribute",
+    },
+    "SendMessageBatchRequestEntryList": {"member": "SendMessageBatchRequestEntry"},
+    "SendMessageBatchResultEntryList": {"member": "SendMessageBatchResultEntry"},
+    "SendMessageRequest": {
+        "MessageAttributes": "MessageAttribute",
+        "MessageSystemAttributes": "MessageSystemAttribute",
+    },
+    "SetQueueAttributesRequest": {"Attributes": "Attribute"},
+    "StringList": {"member": "StringListValue"},
+    "TagKeyList": {"member": "TagKey"},
+    "TagMap": {"key": "Key", "value": "Value"},
+}
+
+sqs = Service(
+    "sqs",
+    query_errors=QUERY_ERRORS,
+    check_enums=False,
+    xml_names=XML_NAMES,
+    xml_namespace="http://queue.amazonaws.com/doc/2012-11-05/",
+    path_parameter="QueueUrl",
+)
 
 #: CreateQueue's and SetQueueAttributes' numeric attributes, by AWS's name.
 NUMBERS = {
