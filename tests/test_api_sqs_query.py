@@ -253,7 +253,8 @@ async def test_errors_by_the_query_client(api: Api) -> None:
     assert missing.response["Error"] == {
         "Type": "Sender",
         "Code": "AWS.SimpleQueueService.NonExistentQueue",
-        "Message": "The specified queue does not exist.",
+        "Message": "The specified queue does not exist for this wsdl version.",  # recorded
+        "Detail": None,  # SQS's empty <Detail/>
     }
     assert missing.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     url = (await api.call("create_queue", QueueName="errs"))["QueueUrl"]
@@ -352,7 +353,10 @@ async def test_errors_as_aws_s_xml(api: Api) -> None:
     assert error.tag == f"{{{NS['sqs']}}}ErrorResponse"
     assert _text(error, "sqs:Error/sqs:Type") == "Sender"
     assert _text(error, "sqs:Error/sqs:Code") == "AWS.SimpleQueueService.NonExistentQueue"
-    assert _text(error, "sqs:Error/sqs:Message") == "The specified queue does not exist."
+    assert _text(error, "sqs:Error/sqs:Message") == (
+        "The specified queue does not exist for this wsdl version."
+    )
+    assert error.find("sqs:Error/sqs:Detail", NS) is not None
     assert _text(error, "sqs:RequestId")
     status, _, sent = await api.form(
         {"Action": "SendMessage", "MessageBody": "x"}, path="/000000000000/nope"

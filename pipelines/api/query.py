@@ -185,10 +185,16 @@ def write_xml(operation: OperationModel, value: Mapping[str, Any], request_id: s
     return "".join(out).encode()
 
 
-def error_xml(error: ApiError, code: str, namespace: str, request_id: str) -> bytes:
+def error_xml(
+    error: ApiError, code: str, namespace: str, request_id: str, *, detail: bool = False
+) -> bytes:
+    """The ``ErrorResponse``; with ``detail`` an empty ``<Detail/>`` after the
+    message, as SQS writes it (botocore shows it as ``Detail: None``)."""
     kind = "Sender" if error.sender_fault else "Receiver"
     # An error without a message has no Message element (CloudWatch's ResourceNotFound).
     message = f"<Message>{escape(error.message)}</Message>" if error.message else ""
+    if detail:
+        message += "<Detail/>"
     return (
         f'<ErrorResponse xmlns="{namespace}"><Error><Type>{kind}</Type>'
         f"<Code>{escape(code)}</Code>{message}</Error>"

@@ -200,8 +200,16 @@ class _Request:
             shape_name, query_code, status = _error_shape(self.service.model, error)
         headers = {"x-amzn-RequestId": self.request_id}
         if self.query:
+            if declared is not None and declared.query_message is not None:
+                error = ApiError(
+                    error.code,
+                    declared.query_message,
+                    error.status,
+                    sender_fault=error.sender_fault,
+                )
             namespace = self.model.metadata.get("xmlNamespace", "")
-            body = error_xml(error, query_code, namespace, self.request_id)
+            detail = self.service.query_error_detail
+            body = error_xml(error, query_code, namespace, self.request_id, detail=detail)
             headers["Content-Type"] = "text/xml"
             return web.Response(status=status, body=body, headers=headers)
         error_type = shape_name

@@ -244,6 +244,9 @@ class QueryError:
     type: str
     query: str
     status: int = 400
+    #: The message query-protocol clients get instead of the operation's, where
+    #: the service words the error otherwise there (SQS's "... for this wsdl version.").
+    query_message: str | None = None
 
 
 @dataclass(slots=True)
@@ -271,6 +274,8 @@ class Service:
     #: The parameter a query request sent to a resource's own URL leaves out
     #: (older SDKs post to the queue URL without ``QueueUrl``): the URL fills it.
     path_parameter: str | None = None
+    #: Whether query-protocol errors carry an empty ``<Detail/>`` (SQS's do).
+    query_error_detail: bool = False
     _query_model: ServiceModel | None = field(default=None, init=False, repr=False)
 
     @property
