@@ -283,7 +283,7 @@ async def test_visibility_timeout_and_change_message_visibility(api: Api) -> Non
     )
     assert batch["Successful"] == [{"Id": "two"}]
     assert batch["Failed"][0]["Id"] == "old"
-    assert batch["Failed"][0]["Code"] == "ReceiptHandleIsInvalid"
+    assert batch["Failed"][0]["Code"] == "InvalidParameterValue"
     short = await api.call("receive_message", QueueUrl=url, VisibilityTimeout=0)
     assert [m["Body"] for m in short["Messages"]] == ["two"]
 

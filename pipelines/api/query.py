@@ -48,6 +48,17 @@ def _scalar(shape: Shape, text: str, where: str) -> Any:
     return text
 
 
+def _flattened_stem(prefix: str, member: Shape) -> str:
+    """Where a flattened list's items are: botocore's query serializer names
+    them by the member's XML name in place of the list's own last name
+    (SQS's ``AttributeNames`` are ``AttributeName.1``, ``AttributeName.2``)."""
+    item_name = member.serialization.get("name")
+    if not item_name:
+        return prefix
+    head, dot, _ = prefix.rpartition(".")
+    return f"{head}{dot}{item_name}"
+
+
 def _read(shape: Shape, form: Mapping[str, str], prefix: str) -> Any:
     kind = shape.type_name
     if kind == "structure":
@@ -60,8 +71,10 @@ def _read(shape: Shape, form: Mapping[str, str], prefix: str) -> Any:
         return found if found or not prefix else _MISSING
     if kind == "list":
         member = shape.member
-        flattened = shape.serialization.get("flattened")
-        stem = prefix if flattened else f"{prefix}.{_name(member, 'member')}"
+        if shape.serialization.get("flattened"):
+            stem = _flattened_stem(prefix, member)
+        else:
+            stem = f"{prefix}.{_name(member, 'member')}"
         items = []
         index = 1
         while True:
@@ -172,10 +185,16 @@ def write_xml(operation: OperationModel, value: Mapping[str, Any], request_id: s
     return "".join(out).encode()
 
 
-def error_xml(error: ApiError, code: str, namespace: str, request_id: str) -> bytes:
+def error_xml(
+    error: ApiError, code: str, namespace: str, request_id: str, *, detail: bool = False
+) -> bytes:
+    """The ``ErrorResponse``; with ``detail`` an empty ``<Detail/>`` after the
+    message, as SQS writes it (botocore shows it as ``Detail: None``)."""
     kind = "Sender" if error.sender_fault else "Receiver"
     # An error without a message has no Message element (CloudWatch's ResourceNotFound).
     message = f"<Message>{escape(error.message)}</Message>" if error.message else ""
+    if detail:
+        message += "<Detail/>"
     return (
         f'<ErrorResponse xmlns="{namespace}"><Error><Type>{kind}</Type>'
         f"<Code>{escape(code)}</Code>{message}</Error>"

@@ -101,8 +101,13 @@ class _Request:
             self.operation = smithy
         elif meta.get("protocol") == "query" or (
             # A JSON service still takes the query protocol from clients that
-            # send it (SQS's older SDKs): a form without X-Amz-Target.
-            target is None and request.content_type == "application/x-www-form-urlencoded"
+            # send it (SQS's older SDKs): a form without X-Amz-Target, or a GET
+            # with its Action in the URL (AWS's query API reference's examples).
+            target is None
+            and (
+                request.content_type == "application/x-www-form-urlencoded"
+                or (request.method == "GET" and "Action" in request.query)
+            )
         ):
             self.protocol = "query"
         self.version = meta.get("jsonVersion", "1.0")
@@ -116,9 +121,15 @@ class _Request:
     def query(self) -> bool:
         return self.protocol == "query"
 
+    @property
+    def model(self) -> ServiceModel:
+        """The model the request is read and answered by (a query request's
+        has the XML names a JSON service's model may lack)."""
+        return self.service.query_model if self.query else self.service.model
+
     async def read(self, request: web.Request) -> dict[str, Any]:
         """The operation's parameters (sets ``operation`` from a form's Action)."""
-        model = self.service.model
+        model = self.model
         if self.protocol == "cbor" and cbor.MODEL_PROTOCOL not in model.metadata.get(
             "protocols", [model.metadata.get("protocol")]
         ):
@@ -128,7 +139,7 @@ class _Request:
             )
         if self.query:
             form = await request.post() if request.method == "POST" else request.query
-            self.form = {key: str(value) for key, value in form.items()}
+            self.form = self._with_path({key: str(value) for key, value in form.items()}, request)
             self.operation = self.form.get("Action")
         if not self.operation:
             wanted = "an Action parameter" if self.query else "X-Amz-Target"
@@ -151,8 +162,16 @@ class _Request:
             return cbor.read_cbor(op_model, body, validation_code=code, enums=enums)
         return read_input(op_model.input_shape, body, validation_code=code, enums=enums)
 
+    def _with_path(self, form: dict[str, str], request: web.Request) -> dict[str, str]:
+        """A form sent to a resource's own URL names it by that URL when it
+        does not name it itself (older SDKs post to the queue's URL)."""
+        name = self.service.path_parameter
+        if name is not None and name not in form and request.path.strip("/"):
+            form[name] = str(request.url.with_query(None))
+        return form
+
     def answer(self, result: Mapping[str, Any]) -> web.Response:
-        op_model = self.service.model.operation_model(self.operation)
+        op_model = self.model.operation_model(self.operation)
         if self.query:
             return web.Response(
                 body=write_xml(op_model, result, self.request_id),
@@ -181,8 +200,16 @@ class _Request:
             shape_name, query_code, status = _error_shape(self.service.model, error)
         headers = {"x-amzn-RequestId": self.request_id}
         if self.query:
-            namespace = self.service.model.metadata.get("xmlNamespace", "")
-            body = error_xml(error, query_code, namespace, self.request_id)
+            if declared is not None and declared.query_message is not None:
+                error = ApiError(
+                    error.code,
+                    declared.query_message,
+                    error.status,
+                    sender_fault=error.sender_fault,
+                )
+            namespace = self.model.metadata.get("xmlNamespace", "")
+            detail = self.service.query_error_detail
+            body = error_xml(error, query_code, namespace, self.request_id, detail=detail)
             headers["Content-Type"] = "text/xml"
             return web.Response(status=status, body=body, headers=headers)
         error_type = shape_name

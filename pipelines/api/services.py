@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from botocore.model import ServiceModel
 
 from pipelines.api.errors import ApiError
-from pipelines.api.models import service_model
+from pipelines.api.models import service_model, with_xml_names
 from pipelines.errors import PipelinesError
 
 if TYPE_CHECKING:
@@ -244,6 +244,9 @@ class QueryError:
     type: str
     query: str
     status: int = 400
+    #: The message query-protocol clients get instead of the operation's, where
+    #: the service words the error otherwise there (SQS's "... for this wsdl version.").
+    query_message: str | None = None
 
 
 @dataclass(slots=True)
@@ -263,10 +266,31 @@ class Service:
     #: front door does not: ReceiveMessage takes message attribute names in
     #: ``AttributeNames``, whose enum lists queue attributes).
     check_enums: bool = True
+    #: A JSON service that still takes the query protocol from older clients
+    #: (SQS) gives the XML names its botocore model dropped, by shape
+    #: (``models.with_xml_names``), and its XML namespace.
+    xml_names: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    xml_namespace: str = ""
+    #: The parameter a query request sent to a resource's own URL leaves out
+    #: (older SDKs post to the queue URL without ``QueueUrl``): the URL fills it.
+    path_parameter: str | None = None
+    #: Whether query-protocol errors carry an empty ``<Detail/>`` (SQS's do).
+    query_error_detail: bool = False
+    _query_model: ServiceModel | None = field(default=None, init=False, repr=False)
 
     @property
     def model(self) -> ServiceModel:
         return service_model(self.name)
+
+    @property
+    def query_model(self) -> ServiceModel:
+        """The model query-protocol requests are read and answered by: the
+        service's, with ``xml_names`` added where it has them."""
+        if not self.xml_names:
+            return self.model
+        if self._query_model is None:
+            self._query_model = with_xml_names(self.model, self.xml_names, self.xml_namespace)
+        return self._query_model
 
     def operation(self, name: str | None = None) -> Callable[[Operation], Operation]:
         """Decorator: serve the function as the operation ``name`` (default: its

@@ -1,4 +1,4 @@
-"""The sqs service (SQS's JSON 1.0 protocol) on the endpoint, over ``QueueStore``.
+"""The sqs service (SQS's JSON 1.0 and query protocols) on the endpoint, over ``QueueStore``.
 
 Registered through the ``register_services`` hook. Each operation translates
 AWS's names (``VisibilityTimeout``, string attribute values, queue URLs) to
@@ -38,6 +38,8 @@ from plugins.queue.store import (
     FIFO_SUFFIX,
     MAX_BATCH,
     MAX_WAIT,
+    NO_DEDUPLICATION,
+    BatchError,
     Message,
     QueueAttributes,
     QueueStore,
@@ -51,7 +53,12 @@ from plugins.queue.target import QueueTarget
 #: leaves out; and the JSON names AWS gives the two codes that have no shape
 #: (recorded answers: ``InvalidParameterValueException``, ``MissingRequiredParameterException``).
 QUERY_ERRORS = {
-    "QueueDoesNotExist": QueryError("QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"),
+    "QueueDoesNotExist": QueryError(
+        "QueueDoesNotExist",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        # What SQS answers query clients (recorded), JSON clients without "for this wsdl version".
+        query_message="The specified queue does not exist for this wsdl version.",
+    ),
     "QueueNameExists": QueryError("QueueNameExists", "QueueAlreadyExists"),
     "QueueDeletedRecently": QueryError(
         "QueueDeletedRecently", "AWS.SimpleQueueService.QueueDeletedRecently"
@@ -88,7 +95,72 @@ QUERY_ERRORS = {
     "MissingParameter": QueryError("MissingRequiredParameterException", "MissingParameter"),
 }
 
-sqs = Service("sqs", query_errors=QUERY_ERRORS, check_enums=False)
+#: The XML names of SQS's query protocol (older SDKs and AWS CLI v1 send
+#: ``Attribute.1.Name``, ``MessageAttribute.1.Value.StringValue``,
+#: ``AttributeName.1`` and read ``<Message>``, ``<Attribute>``, ``<QueueUrl>``),
+#: which botocore's JSON model of sqs dropped: the ``locationName``s of
+#: botocore's last query model of sqs (before botocore 1.31.81), by shape,
+#: and ``MessageSystemAttributeName`` (AWS's ``xmlName``), newer than it.
+XML_NAMES: dict[str, dict[str, str]] = {
+    "AWSAccountIdList": {"member": "AWSAccountId"},
+    "ActionNameList": {"member": "ActionName"},
+    "AttributeNameList": {"member": "AttributeName"},
+    "BatchResultErrorEntryList": {"member": "BatchResultErrorEntry"},
+    "BinaryList": {"member": "BinaryListValue"},
+    "ChangeMessageVisibilityBatchRequestEntryList": {
+        "member": "ChangeMessageVisibilityBatchRequestEntry"
+    },
+    "ChangeMessageVisibilityBatchResultEntryList": {
+        "member": "ChangeMessageVisibilityBatchResultEntry"
+    },
+    "CreateQueueRequest": {"Attributes": "Attribute", "tags": "Tag"},
+    "DeleteMessageBatchRequestEntryList": {"member": "DeleteMessageBatchRequestEntry"},
+    "DeleteMessageBatchResultEntryList": {"member": "DeleteMessageBatchResultEntry"},
+    "GetQueueAttributesResult": {"Attributes": "Attribute"},
+    "ListMessageMoveTasksResultEntryList": {"member": "ListMessageMoveTasksResultEntry"},
+    "ListQueueTagsResult": {"Tags": "Tag"},
+    "Message": {"Attributes": "Attribute", "MessageAttributes": "MessageAttribute"},
+    "MessageAttributeNameList": {"member": "MessageAttributeName"},
+    "MessageAttributeValue": {
+        "StringListValues": "StringListValue",
+        "BinaryListValues": "BinaryListValue",
+    },
+    "MessageBodyAttributeMap": {"key": "Name", "value": "Value"},
+    "MessageBodySystemAttributeMap": {"key": "Name", "value": "Value"},
+    "MessageList": {"member": "Message"},
+    "MessageSystemAttributeList": {"member": "MessageSystemAttributeName"},
+    "MessageSystemAttributeMap": {"key": "Name", "value": "Value"},
+    "MessageSystemAttributeValue": {
+        "StringListValues": "StringListValue",
+        "BinaryListValues": "BinaryListValue",
+    },
+    "QueueAttributeMap": {"key": "Name", "value": "Value"},
+    "QueueUrlList": {"member": "QueueUrl"},
+    "SendMessageBatchRequestEntry": {
+        "MessageAttributes": "MessageAttribute",
+        "MessageSystemAttributes": "MessageSystemAttribute",
+    },
+    "SendMessageBatchRequestEntryList": {"member": "SendMessageBatchRequestEntry"},
+    "SendMessageBatchResultEntryList": {"member": "SendMessageBatchResultEntry"},
+    "SendMessageRequest": {
+        "MessageAttributes": "MessageAttribute",
+        "MessageSystemAttributes": "MessageSystemAttribute",
+    },
+    "SetQueueAttributesRequest": {"Attributes": "Attribute"},
+    "StringList": {"member": "StringListValue"},
+    "TagKeyList": {"member": "TagKey"},
+    "TagMap": {"key": "Key", "value": "Value"},
+}
+
+sqs = Service(
+    "sqs",
+    query_errors=QUERY_ERRORS,
+    check_enums=False,
+    xml_names=XML_NAMES,
+    xml_namespace="http://queue.amazonaws.com/doc/2012-11-05/",
+    path_parameter="QueueUrl",
+    query_error_detail=True,
+)
 
 #: CreateQueue's and SetQueueAttributes' numeric attributes, by AWS's name.
 NUMBERS = {
@@ -112,7 +184,15 @@ FIFO_ONLY_IGNORED = {"DeduplicationScope", "FifoThroughputLimit"}
 KNOWN_ATTRIBUTES = set(sqs.model.shape_for("QueueAttributeName").enum)
 #: ListQueues without MaxResults answers at most this many, as SQS does.
 LIST_LIMIT = 1000
-_ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,256}")
+#: Letters (any script: AWS takes ``attr.1øßä``, recorded), digits, ``_``, ``-``, ``.``.
+_ATTRIBUTE_NAME = re.compile(r"[\w.\-]{1,256}")
+#: A message attribute's DataType, at most 256 characters (``Number.`` + 256 is refused).
+_DATA_TYPE = re.compile(r"(String|Number|Binary)(\..+)?")
+MAX_DATA_TYPE = 256
+#: What SQS takes in a body and in string attribute values (W3C XML's characters).
+_INVALID_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+#: MessageGroupId and MessageDeduplicationId: 1 to 128 printable ASCII characters, no space.
+_MESSAGE_ID_PARAMETER = re.compile(r"[!-~]{1,128}")
 _TRANSPORT = {"String": 1, "Number": 1, "Binary": 2}
 
 
@@ -278,21 +358,7 @@ async def _library_attributes(
                 raise ApiError("InvalidAttributeName", f"Unknown Attribute {key}.")
             found["content_based_deduplication"] = _flag(key, value)
         elif key == "FifoQueue":
-            wanted = _flag(key, value)
-            if not creating:
-                if not fifo:
-                    raise ApiError("InvalidAttributeName", f"Unknown Attribute {key}.")
-                raise _invalid_value(key, "Modifying queue type is not supported.")
-            if wanted != fifo:
-                raise ApiError(
-                    "InvalidParameterValue",
-                    "The name of a FIFO queue can only include alphanumeric characters,"
-                    " hyphens, or underscores, must end with .fifo suffix and be 1 to 80 in"
-                    " length."
-                    if wanted
-                    else f"Value {value} for parameter FifoQueue is invalid. Reason: a queue"
-                    " whose name ends in .fifo is a FIFO queue.",
-                )
+            _fifo_queue(name, value, creating=creating)
         elif key in FIFO_ONLY_IGNORED:
             if not fifo:
                 raise ApiError(
@@ -302,6 +368,30 @@ async def _library_attributes(
         elif key not in IGNORED:
             raise ApiError("InvalidAttributeName", f"Unknown Attribute {key}.")
     return found
+
+
+def _fifo_queue(name: str, value: str, *, creating: bool) -> None:
+    """The FifoQueue attribute as AWS takes it (recorded): on a standard queue
+    it is unknown, whatever its value, except ``true`` at CreateQueue, which
+    asks for a FIFO name; on a FIFO queue only ``true`` is taken."""
+    wanted = _flag("FifoQueue", value)
+    if name.endswith(FIFO_SUFFIX):
+        if wanted:
+            return
+        if not creating:
+            raise _invalid_value("FifoQueue", "Modifying queue type is not supported.")
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Value {value} for parameter FifoQueue is invalid. Reason: a queue whose name"
+            " ends in .fifo is a FIFO queue.",
+        )
+    if creating and wanted:
+        raise ApiError(
+            "InvalidParameterValue",
+            "The name of a FIFO queue can only include alphanumeric characters, hyphens, or"
+            " underscores, must end with .fifo suffix and be 1 to 80 in length.",
+        )
+    raise ApiError("InvalidAttributeName", "Unknown Attribute FifoQueue.")
 
 
 def _aws_attributes(
@@ -317,7 +407,9 @@ def _aws_attributes(
         "ApproximateNumberOfMessagesDelayed": str(stats["ApproximateNumberOfMessagesDelayed"]),
         "CreatedTimestamp": str(int(created)),
         **{aws: str(getattr(attributes, key)) for aws, key in NUMBERS.items()},
-        "SqsManagedSseEnabled": "false",
+        # AWS's default for a new queue since 2022 (recorded); nothing is
+        # encrypted here, and SSE settings are not kept.
+        "SqsManagedSseEnabled": "true",
     }
     if attributes.redrive_policy is not None:
         answer["RedrivePolicy"] = orjson.dumps(
@@ -463,9 +555,9 @@ async def get_queue_attributes(call: Call, params: dict[str, Any]) -> Mapping[st
     wanted = set(params.get("AttributeNames", []))
     for unknown in sorted(wanted - KNOWN_ATTRIBUTES):
         raise ApiError("InvalidAttributeName", f"Unknown Attribute {unknown}.")
+    attributes = await _run(context.store.get_attributes(name))  # a missing queue: its error
     if not wanted:
         return {}
-    attributes = await _run(context.store.get_attributes(name))
     stats = await _run(context.store.stats(name))
     created = await _run(context.store.created(name))
     every = _aws_attributes(attributes, stats, name, created)
@@ -533,11 +625,32 @@ def _check_attribute_names(attributes: Mapping[str, Any]) -> None:
             )
 
 
+def _check_attribute_value(name: str, value: Mapping[str, Any]) -> None:
+    """A message attribute's DataType and string value as SQS checks them
+    (AWS-validated: an unknown or over-long type, control characters in a
+    value are ``InvalidParameterValue``)."""
+    kind = value.get("DataType", "")
+    if len(kind) > MAX_DATA_TYPE or not _DATA_TYPE.fullmatch(kind):
+        raise QueueError(
+            "InvalidParameterValue",
+            f"The type of message (user) attribute '{name}' is invalid. You must use only the"
+            " following supported type prefixes: Binary, Number, String.",
+        )
+    text = value.get("StringValue")
+    if isinstance(text, str) and _INVALID_TEXT.search(text):
+        raise QueueError(
+            "InvalidParameterValue",
+            f"Message (user) attribute '{name}' must contain only characters SQS allows"
+            " (#x9, #xA, #xD, #x20 to #xD7FF, #xE000 to #xFFFD, #x10000 to #x10FFFF).",
+        )
+
+
 def _store_attributes(given: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, str]]:
     """MessageAttributes as the store takes them (binary values in base64)."""
     _check_attribute_names(given)
     stored = {}
     for name, value in given.items():
+        _check_attribute_value(name, value)
         kept = {"DataType": value.get("DataType", "")}
         if "StringValue" in value:
             kept["StringValue"] = value["StringValue"]
@@ -553,10 +666,24 @@ def _store_attributes(given: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[
     return stored
 
 
+def _check_message_ids(given: Mapping[str, Any]) -> None:
+    """MessageGroupId and MessageDeduplicationId, when given, as SQS checks
+    them on any queue (recorded: empty, 129 characters, a space)."""
+    for parameter in ("MessageGroupId", "MessageDeduplicationId"):
+        value = given.get(parameter)
+        if value is not None and not _MESSAGE_ID_PARAMETER.fullmatch(value):
+            raise QueueError(
+                "InvalidParameterValue",
+                f"Value {value} for parameter {parameter} is invalid. Reason: {parameter} can"
+                " only include alphanumeric and punctuation characters. 1 to 128 in length.",
+            )
+
+
 def _entry(given: Mapping[str, Any], entry_id: str = "0") -> SendEntry:
     body = given.get("MessageBody", "")
     if body == "":
         raise QueueError("MissingParameter", "The request must contain the parameter MessageBody.")
+    _check_message_ids(given)
     return SendEntry(
         body,
         _store_attributes(given.get("MessageAttributes", {})),
@@ -567,10 +694,15 @@ def _entry(given: Mapping[str, Any], entry_id: str = "0") -> SendEntry:
     )
 
 
-def _sent(entry: SendEntry, result: Mapping[str, Any]) -> dict[str, Any]:
+def _sent(entry: SendEntry, result: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
     answer = dict(result)
     if entry.attributes:
         answer["MD5OfMessageAttributes"] = md5_of_attributes(entry.attributes)
+    system = given.get("MessageSystemAttributes")
+    if system:
+        # Not kept (AWSTraceHeader has no use here), but its MD5 is answered
+        # as AWS answers it, so SDKs that check it are satisfied (recorded).
+        answer["MD5OfMessageSystemAttributes"] = md5_of_attributes(system)
     return answer
 
 
@@ -589,7 +721,7 @@ async def send_message(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
             deduplication_id=entry.deduplication_id,
         )
     )
-    return _sent(entry, result.to_json())
+    return _sent(entry, result.to_json(), params)
 
 
 def _check_batch(ids: list[str]) -> None:
@@ -612,6 +744,30 @@ def _check_batch(ids: list[str]) -> None:
         raise ApiError("BatchEntryIdsNotDistinct", f"Id {repeated} repeated.")
 
 
+async def _check_fifo_batch(context: _Context, name: str, given: list[dict[str, Any]]) -> None:
+    """A FIFO batch with an entry lacking its group, or its deduplication id
+    where the queue does not make one, is refused whole (AWS recorded; the
+    same message alone is refused, not failed)."""
+    if any(item.get("MessageGroupId") is None for item in given):
+        raise ApiError(
+            "InvalidParameterValue", "The request must contain the parameter MessageGroupId."
+        )
+    if any(item.get("MessageDeduplicationId") is None for item in given):
+        attributes = await _run(context.store.get_attributes(name))
+        if not attributes.content_based_deduplication:
+            raise ApiError("InvalidParameterValue", NO_DEDUPLICATION)
+
+
+def _batch_failure(error: BatchError) -> dict[str, Any]:
+    """A batch entry the store refused, as SQS words it: a message over the
+    queue's size is "cannot be validated" in a batch, "are invalid" alone (recorded)."""
+    answer = error.to_json()
+    answer["Message"] = error.message.replace(
+        "One or more parameters are invalid.", "One or more parameters cannot be validated.", 1
+    )
+    return answer
+
+
 def _failure(entry_id: str, error: QueueError) -> dict[str, Any]:
     return {"Id": entry_id, "Code": error.code, "Message": error.message, "SenderFault": True}
 
@@ -622,6 +778,8 @@ async def send_message_batch(call: Call, params: dict[str, Any]) -> Mapping[str,
     name = _queue_name(params["QueueUrl"])
     given = params["Entries"]
     _check_batch([entry["Id"] for entry in given])
+    if name.endswith(FIFO_SUFFIX):
+        await _check_fifo_batch(context, name, given)
     entries: list[SendEntry] = []
     failed: list[dict[str, Any]] = []
     for item in given:
@@ -633,8 +791,11 @@ async def send_message_batch(call: Call, params: dict[str, Any]) -> Mapping[str,
     if entries:
         sent, refused = await _run(context.store.send_batch(name, entries))
         by_id = {entry.id: entry for entry in entries}
-        successful = [_sent(by_id[result.id], result.to_json()) for result in sent]
-        failed += [error.to_json() for error in refused]
+        given_by_id = {item["Id"]: item for item in given}
+        successful = [
+            _sent(by_id[result.id], result.to_json(), given_by_id[result.id]) for result in sent
+        ]
+        failed += [_batch_failure(error) for error in refused]
     order = {item["Id"]: n for n, item in enumerate(given)}
     failed.sort(key=lambda item: order[item["Id"]])
     return {"Successful": successful, "Failed": failed}
@@ -714,7 +875,19 @@ async def receive_message(call: Call, params: dict[str, Any]) -> Mapping[str, An
         [*params.get("AttributeNames", []), *params.get("MessageSystemAttributeNames", [])]
     )
     user = _matcher(params.get("MessageAttributeNames", []))
-    return {"Messages": [_received(message, system, user) for message in messages]}
+    if not messages:
+        return {}  # AWS answers no Messages member at all (recorded)
+    return {"Messages": [_received(message, system, user) for message in _by_group(messages)]}
+
+
+def _by_group(messages: list[Message]) -> list[Message]:
+    """A FIFO receive's messages group by group, each group in the order its
+    first message came, as AWS answers them (recorded: g1-m1, g1-m2, g1-m3,
+    g2-m1 for messages sent g1, g2, g1, g1); without groups, as they came."""
+    first: dict[str | None, int] = {}
+    for n, message in enumerate(messages):
+        first.setdefault(message.attributes.get("MessageGroupId"), n)
+    return sorted(messages, key=lambda message: first[message.attributes.get("MessageGroupId")])
 
 
 @sqs.operation()

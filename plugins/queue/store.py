@@ -148,6 +148,11 @@ HOUSEKEEPING_INTERVAL = 60.0  # retention of the queues a pipeline runs
 MAX_BATCH = 10
 MAX_ATTRIBUTES = 10
 MAX_BATCH_BYTES = 1_048_576  # bodies and message attributes of a SendMessageBatch
+#: A FIFO message without a deduplication id on a queue that does not make them (SQS's words).
+NO_DEDUPLICATION = (
+    "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId"
+    " provided explicitly"
+)
 MAX_WAIT = 20
 # Another process's sends cannot wake us; a long poll looks again this often.
 CROSS_PROCESS_CHECK = 0.25
@@ -474,7 +479,10 @@ def _parse_receipt(handle: object) -> tuple[int, str]:
         seq, dot, token = handle.partition(".")
         if dot and seq.isdigit() and token:
             return int(seq), token
-    raise QueueError("ReceiptHandleIsInvalid", f"the receipt handle {handle!r} is not valid")
+    raise QueueError(
+        "ReceiptHandleIsInvalid",
+        f'The input receipt handle "{handle}" is not a valid receipt handle.',
+    )
 
 
 # -- the store ---------------------------------------------------------------
@@ -840,33 +848,36 @@ class QueueStore(Store):
         size = len(body.encode()) + attributes_size
         limit = queue.attributes.maximum_message_size
         if size > limit:
+            # SQS's words (recorded): body and attributes together, over the queue's limit.
             raise QueueError(
                 "InvalidParameterValue",
-                f"the message is {size} bytes (body and attributes); the queue's limit is {limit}",
+                f"One or more parameters are invalid. Reason: Message must be shorter than"
+                f" {limit} bytes.",
             )
         delay = queue.attributes.delay_seconds
         if entry.delay_seconds is not None:
             if queue.fifo:
-                raise QueueError(
-                    "InvalidParameterValue",
-                    "DelaySeconds cannot be set per message on a FIFO queue; set the queue's",
-                )
-            if not 0 <= entry.delay_seconds <= 900:
+                # 0 is taken and means the queue's delay (AWS recorded); another is refused.
+                if entry.delay_seconds != 0:
+                    raise QueueError(
+                        "InvalidParameterValue",
+                        f"Value {entry.delay_seconds} for parameter DelaySeconds is invalid."
+                        " Reason: The request include parameter that is not valid for this"
+                        " queue type.",
+                    )
+            elif not 0 <= entry.delay_seconds <= 900:
                 raise QueueError("InvalidParameterValue", "DelaySeconds must be from 0 to 900")
-            delay = entry.delay_seconds
+            else:
+                delay = entry.delay_seconds
         dedup = entry.deduplication_id
         if queue.fifo:
             if not entry.group_id:
                 raise QueueError(
-                    "MissingParameter", "a FIFO queue needs a MessageGroupId on every message"
+                    "MissingParameter", "The request must contain the parameter MessageGroupId."
                 )
             if dedup is None:
                 if not queue.attributes.content_based_deduplication:
-                    raise QueueError(
-                        "InvalidParameterValue",
-                        "give a MessageDeduplicationId, or enable content_based_deduplication"
-                        " on the queue",
-                    )
+                    raise QueueError("InvalidParameterValue", NO_DEDUPLICATION)
                 dedup = hashlib.sha256(body.encode()).hexdigest()
         elif dedup is not None:
             raise QueueError(
@@ -1155,6 +1166,7 @@ class QueueStore(Store):
         )
         if queue.fifo:
             gone = {row[0] for row in rows}
+            given = dict(entries)
             valid = [entry_id for entry_id, _ in entries if entry_id in deleted]
             deleted = []
             for entry_id, (seq, _) in zip(valid, handles, strict=True):
@@ -1163,7 +1175,10 @@ class QueueStore(Store):
                 else:
                     failed.append(
                         BatchError(
-                            entry_id, "InvalidParameterValue", "the receipt handle has expired"
+                            entry_id,
+                            "InvalidParameterValue",
+                            f"Value {given[entry_id]} for parameter ReceiptHandle is invalid."
+                            " Reason: The receipt handle has expired.",
                         )
                     )
         return deleted, failed
@@ -1183,11 +1198,15 @@ class QueueStore(Store):
                 (seq, queue.name),
             )
             if not rows or rows[0][1] != token:
+                # SQS's answer for a deleted message (AWS-validated).
                 raise QueueError(
-                    "ReceiptHandleIsInvalid",
-                    "the message was deleted or received again since this receipt handle",
+                    "InvalidParameterValue",
+                    f"Value {receipt_handle} for parameter ReceiptHandle is invalid. Reason:"
+                    " Message does not exist or is not available for visibility timeout change.",
                 )
-            if rows[0][0] <= now:
+            if rows[0][0] <= now and queue.fifo:
+                # A standard queue takes the handle of a message whose timeout
+                # has ended and that nobody received since (AWS recorded).
                 raise QueueError(
                     "MessageNotInflight", "the message's visibility timeout has already ended"
                 )
