@@ -714,6 +714,8 @@ async def receive_message(call: Call, params: dict[str, Any]) -> Mapping[str, An
         [*params.get("AttributeNames", []), *params.get("MessageSystemAttributeNames", [])]
     )
     user = _matcher(params.get("MessageAttributeNames", []))
+    if not messages:
+        return {}  # AWS's JSON answer omits an empty Messages (`{}`)
     return {"Messages": [_received(message, system, user) for message in messages]}
 
 
