@@ -95,6 +95,13 @@ class Client:
         assert isinstance(answer, dict)
         return answer
 
+    def attempt(self, service: str, operation: str, **params: Any) -> tuple[bool, Any]:
+        """(True, the answer) or (False, the error code): a call that may fail."""
+        ok, answer = self.send(service, operation, params)
+        if ok:
+            self.ran.add((service, operation))
+        return ok, answer
+
     def refused(self, service: str, operation: str, **params: Any) -> str:
         """The error code of a call that must fail."""
         ok, answer = self.send(service, operation, params)
@@ -743,8 +750,9 @@ def logs(c: Context) -> None:
     ] == [[("text", "ERROR disk full")]]
     queries = aws("logs", "DescribeQueries", logGroupName=group)["queries"]
     assert [(q["queryId"], q["status"]) for q in queries] == [(query, "Complete")]
-    # A finished query is not stopped (success false), as CloudWatch Logs answers.
-    assert aws("logs", "StopQuery", queryId=query) == {"success": False}
+    # A query that has ended is not stopped: an error, as AWS documents.
+    assert aws.refused("logs", "StopQuery", queryId=query) == "InvalidParameterException"
+    stop_a_running_query(c)
 
     assert aws("logs", "DeleteIndexPolicy", logGroupIdentifier=group) == {}
     assert aws("logs", "DescribeIndexPolicies", logGroupIdentifiers=[group])["indexPolicies"] == []
@@ -758,6 +766,36 @@ def logs(c: Context) -> None:
     assert aws("logs", "DescribeLogStreams", logGroupName=group)["logStreams"] == []
     assert aws("logs", "DeleteLogGroup", logGroupName=group) == {}
     assert aws("logs", "DescribeLogGroups", logGroupNamePrefix=f"/{t}/")["logGroups"] == []
+
+
+#: A query that takes most of a second over the fixture's ``BULK_LOGS`` events.
+SLOW_QUERY = (
+    "parse @message '* * * * *' as user, verb, path, code, ms"
+    " | stats avg(ms), count(*) by user, path | sort path"
+)
+
+
+def stop_a_running_query(c: Context) -> None:
+    """StopQuery needs a query still running: one over the group ``/bulk`` (filled
+    by the fixture) takes most of a second, and the stop follows its start at
+    once. Should one end first all the same, the stop is refused and another
+    query is started (three tries)."""
+    aws = c.aws
+    for _ in range(3):
+        query = aws(
+            "logs",
+            "StartQuery",
+            logGroupName="/bulk",
+            startTime=0,
+            endTime=int(time.time()) + 60,
+            queryString=SLOW_QUERY,
+        )["queryId"]
+        ok, answer = aws.attempt("logs", "StopQuery", queryId=query)
+        if ok:
+            break
+        assert answer == "InvalidParameterException"
+    assert (ok, answer) == (True, {"success": True})
+    assert aws("logs", "GetQueryResults", queryId=query)["status"] == "Cancelled"
 
 
 def cloudwatch(c: Context) -> None:
@@ -929,6 +967,7 @@ def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
         # Its log read on: a runner blocked on a full pipe would answer nothing.
         threading.Thread(target=_copy, args=(process.stderr, logged), daemon=True).start()
         _fill_bulk_archive(url)
+        _fill_bulk_log_group(url)
         yield Runner(url, gate)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
@@ -967,6 +1006,23 @@ def _fill_bulk_archive(url: str) -> None:
         EventBusName="bulk",
         Targets=[{"Id": "gate", "Arn": f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:gate"}],
     )
+
+
+BULK_LOGS = 50_000
+
+
+def _fill_bulk_log_group(url: str) -> None:
+    """A log group ``/bulk`` with ``BULK_LOGS`` events for ``SLOW_QUERY``."""
+    client = boto("logs", url)
+    client.create_log_group(logGroupName="/bulk")
+    client.create_log_stream(logGroupName="/bulk", logStreamName="web")
+    now = int(time.time() * 1000)
+    for start in range(0, BULK_LOGS, 10_000):
+        events = [
+            {"timestamp": now, "message": f"user{n % 97} GET /page/{n} 200 {n % 1000}"}
+            for n in range(start, start + 10_000)
+        ]
+        client.put_log_events(logGroupName="/bulk", logStreamName="web", logEvents=events)
 
 
 @pytest.fixture(scope="module")
