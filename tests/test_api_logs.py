@@ -492,7 +492,11 @@ async def test_queries_run_in_the_background_and_index_policies_round_trip(api: 
     assert [(q["queryId"], q["status"]) for q in listed["queries"]] == [
         (started["queryId"], "Complete")
     ]
-    assert await api.call("stop_query", queryId=started["queryId"]) == {"success": False}
+    ended = await api.error("stop_query", queryId=started["queryId"])
+    assert (ended["Code"], ended["Message"]) == (
+        "InvalidParameterException",
+        f"Query {started['queryId']} is not running: it is Complete.",
+    )
     bad = await api.error(
         "start_query", logGroupName="g", startTime=0, endTime=1, queryString="stats nope("
     )

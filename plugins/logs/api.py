@@ -570,7 +570,11 @@ async def get_query_results(call: Call, params: dict[str, Any]) -> Mapping[str, 
 async def stop_query(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     query = _query(call, params["queryId"])
     if query.task is None or query.task.done():
-        return {"success": False}
+        # AWS documents an error for a query that has ended (its wording is not recorded).
+        raise ApiError(
+            "InvalidParameterException",
+            f"Query {query.id} is not running: it is {query.status}.",
+        )
     query.task.cancel()
     await asyncio.gather(query.task, return_exceptions=True)
     return {"success": True}

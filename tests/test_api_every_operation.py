@@ -1,0 +1,1069 @@
+"""Every served operation of every service, run by boto3 and by the AWS CLI.
+
+One runner (``pipelines run CONFIG --api``) in a subprocess; one scenario per
+service, written once over a ``Client`` and run twice: through boto3 and
+through the AWS CLI (each with names of its own). Each call's answer is
+checked. The operations to cover are what the endpoint serves
+(``served_services``, as docs/api.md's table is): a served operation that no
+scenario runs, through either client, fails the test.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+import botocore.exceptions
+import pytest
+from botocore import xform_name
+
+from pipelines.api import served_services
+
+from . import awsclidriver
+from .apiclient import CREDENTIALS, boto
+from .helpers import pipelines_command
+from .recorder import plugin_manager
+
+SERVED = {
+    name: set(service.operations) for name, service in served_services(plugin_manager()).items()
+}
+
+#: Served operations the AWS CLI has no command for (so only boto3 runs them),
+#: with the reason. Checked against the CLI's own command table: exactly these
+#: lack a command.
+NO_CLI_COMMAND: dict[tuple[str, str], str] = {}
+
+CONFIG = """\
+resources:
+  gate: {type: function, function: 'gatemod:hold', max_concurrency: 1, timeout: 60}
+"""
+
+GATE_MODULE = """
+import os, time
+
+def hold(payload):
+    while os.path.exists(os.environ["GATE_FILE"]):
+        time.sleep(0.01)
+"""
+ACCOUNT = "000000000000"
+
+
+def _plain(value: Any) -> Any:
+    """An answer as the AWS CLI prints it: timestamps in ISO 8601, blobs in base64."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return value
+
+
+class Client:
+    """One of the two AWS clients, counting the operations it ran successfully."""
+
+    name = ""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.ran: set[tuple[str, str]] = set()
+
+    def send(self, service: str, operation: str, params: dict[str, Any]) -> tuple[bool, Any]:
+        """(True, the answer) or (False, the error code)."""
+        raise NotImplementedError
+
+    def __call__(self, service: str, operation: str, **params: Any) -> dict[str, Any]:
+        ok, answer = self.send(service, operation, params)
+        assert ok, f"{self.name}: {service} {operation} {params}: {answer}"
+        self.ran.add((service, operation))
+        assert isinstance(answer, dict)
+        return answer
+
+    def attempt(self, service: str, operation: str, **params: Any) -> tuple[bool, Any]:
+        """(True, the answer) or (False, the error code): a call that may fail."""
+        ok, answer = self.send(service, operation, params)
+        if ok:
+            self.ran.add((service, operation))
+        return ok, answer
+
+    def refused(self, service: str, operation: str, **params: Any) -> str:
+        """The error code of a call that must fail."""
+        ok, answer = self.send(service, operation, params)
+        assert not ok, f"{self.name}: {service} {operation} {params} answered {answer}"
+        assert isinstance(answer, str)
+        return answer
+
+
+class Boto(Client):
+    name = "boto3"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.clients = {service: boto(service, url) for service in SERVED}
+
+    def send(self, service: str, operation: str, params: dict[str, Any]) -> tuple[bool, Any]:
+        method = getattr(self.clients[service], xform_name(operation))
+        try:
+            answer = method(**params)
+        except botocore.exceptions.ClientError as error:
+            return False, error.response["Error"]["Code"]
+        answer.pop("ResponseMetadata")
+        return True, _plain(answer)
+
+
+class Cli(Client):
+    """The AWS CLI, every command in one long-lived process (tests/awsclidriver.py):
+    started anew for each of its ~150 commands, the CLI would spend well over a
+    minute starting (0.5 s each) in this test."""
+
+    name = "aws-cli"
+
+    def __init__(self, url: str, driver: subprocess.Popen[str]) -> None:
+        super().__init__(url)
+        self.driver = driver
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self.driver.stdin is not None and self.driver.stdout is not None
+        self.driver.stdin.write(json.dumps(request) + "\n")
+        self.driver.stdin.flush()
+        answer: dict[str, Any] = json.loads(self.driver.stdout.readline())
+        return answer
+
+    def send(self, service: str, operation: str, params: dict[str, Any]) -> tuple[bool, Any]:
+        done = self.ask(
+            {"service": service, "operation": operation, "params": params, "endpoint": self.url}
+        )
+        if done["rc"] == 0:
+            return True, json.loads(done["stdout"]) if done["stdout"].strip() else {}
+        code = re.search(r"An error occurred \(([^)]+)\)", done["stderr"])
+        return False, code.group(1) if code else f"rc {done['rc']}: {done['stderr']}"
+
+
+# The scenarios. Each runs every served operation of its service at least
+# once through the client it is given; ``t`` prefixes the names it makes.
+
+
+class Context:
+    """What scenarios share: the client, its prefix, its inbox queue."""
+
+    def __init__(self, aws: Client, tag: str, gate: Path) -> None:
+        self.aws = aws
+        self.t = tag
+        self.gate = gate
+        self.inbox_url = ""
+        self.inbox_arn = ""
+
+    def drain(self, count: int, wait: int = 5) -> list[dict[str, Any]]:
+        """``count`` messages from the inbox queue (received and deleted)."""
+        got: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 20
+        while len(got) < count:
+            assert time.monotonic() < deadline, f"{len(got)} of {count} messages"
+            answer = self.aws(
+                "sqs",
+                "ReceiveMessage",
+                QueueUrl=self.inbox_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=wait,
+                MessageAttributeNames=["All"],
+            )
+            messages = answer.get("Messages", [])
+            got += messages
+            if messages:
+                self.aws(
+                    "sqs",
+                    "DeleteMessageBatch",
+                    QueueUrl=self.inbox_url,
+                    Entries=[
+                        {"Id": str(n), "ReceiptHandle": message["ReceiptHandle"]}
+                        for n, message in enumerate(messages)
+                    ],
+                )
+        return got
+
+
+def until(check: Callable[[], Any], what: str, seconds: float = 20.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while not (found := check()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+    return found
+
+
+def sqs(c: Context) -> None:
+    aws, t = c.aws, c.t
+    prefix = f"{aws.url}/{ACCOUNT}/"
+    dead = aws("sqs", "CreateQueue", QueueName=f"{t}-dead")["QueueUrl"]
+    assert dead == f"{prefix}{t}-dead"
+    dead_arn = aws("sqs", "GetQueueAttributes", QueueUrl=dead, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]
+    assert dead_arn == {"QueueArn": f"arn:aws:sqs:us-east-1:{ACCOUNT}:{t}-dead"}
+    redrive = json.dumps({"deadLetterTargetArn": dead_arn["QueueArn"], "maxReceiveCount": 5})
+    work = aws(
+        "sqs",
+        "CreateQueue",
+        QueueName=f"{t}-work",
+        Attributes={"VisibilityTimeout": "30", "RedrivePolicy": redrive},
+    )["QueueUrl"]
+    c.inbox_url = aws("sqs", "CreateQueue", QueueName=f"{t}-inbox")["QueueUrl"]
+    c.inbox_arn = f"arn:aws:sqs:us-east-1:{ACCOUNT}:{t}-inbox"
+    assert aws("sqs", "GetQueueUrl", QueueName=f"{t}-work") == {"QueueUrl": work}
+    listed = aws("sqs", "ListQueues", QueueNamePrefix=f"{t}-")["QueueUrls"]
+    assert sorted(listed) == [dead, c.inbox_url, work]
+    assert (
+        aws("sqs", "SetQueueAttributes", QueueUrl=work, Attributes={"VisibilityTimeout": "45"})
+        == {}
+    )
+    attributes = aws("sqs", "GetQueueAttributes", QueueUrl=work, AttributeNames=["All"])[
+        "Attributes"
+    ]
+    assert attributes["VisibilityTimeout"] == "45"
+    assert json.loads(attributes["RedrivePolicy"]) == json.loads(redrive)
+    sources = aws("sqs", "ListDeadLetterSourceQueues", QueueUrl=dead)
+    assert sources["queueUrls"] == [work]
+
+    sent = aws(
+        "sqs",
+        "SendMessage",
+        QueueUrl=work,
+        MessageBody="hello",
+        MessageAttributes={"Hello": {"DataType": "String", "StringValue": "There"}},
+    )
+    assert sent["MD5OfMessageBody"] == hashlib.md5(b"hello").hexdigest()
+    assert sent["MD5OfMessageAttributes"] == "a311262e065454b75da111d535b8dacd"  # recorded
+    batch = aws(
+        "sqs",
+        "SendMessageBatch",
+        QueueUrl=work,
+        Entries=[{"Id": "1", "MessageBody": "one"}, {"Id": "2", "MessageBody": "two"}],
+    )
+    assert sorted(entry["Id"] for entry in batch["Successful"]) == ["1", "2"]
+    assert batch.get("Failed", []) == []
+    received = aws(
+        "sqs",
+        "ReceiveMessage",
+        QueueUrl=work,
+        MaxNumberOfMessages=10,
+        MessageAttributeNames=["All"],
+    )["Messages"]
+    handles = {message["Body"]: message["ReceiptHandle"] for message in received}
+    assert sorted(handles) == ["hello", "one", "two"]
+    hello = next(message for message in received if message["Body"] == "hello")
+    assert hello["MessageAttributes"]["Hello"]["StringValue"] == "There"
+    assert (
+        aws(
+            "sqs",
+            "ChangeMessageVisibility",
+            QueueUrl=work,
+            ReceiptHandle=handles["hello"],
+            VisibilityTimeout=0,
+        )
+        == {}
+    )
+    again = aws("sqs", "ReceiveMessage", QueueUrl=work, MaxNumberOfMessages=10)["Messages"]
+    assert [message["Body"] for message in again] == ["hello"]  # visible again, alone
+    changed = aws(
+        "sqs",
+        "ChangeMessageVisibilityBatch",
+        QueueUrl=work,
+        Entries=[
+            {"Id": "one", "ReceiptHandle": handles["one"], "VisibilityTimeout": 60},
+            {"Id": "two", "ReceiptHandle": handles["two"], "VisibilityTimeout": 60},
+        ],
+    )
+    assert sorted(entry["Id"] for entry in changed["Successful"]) == ["one", "two"]
+    assert aws("sqs", "DeleteMessage", QueueUrl=work, ReceiptHandle=again[0]["ReceiptHandle"]) == {}
+    deleted = aws(
+        "sqs",
+        "DeleteMessageBatch",
+        QueueUrl=work,
+        Entries=[
+            {"Id": "one", "ReceiptHandle": handles["one"]},
+            {"Id": "two", "ReceiptHandle": handles["two"]},
+        ],
+    )
+    assert sorted(entry["Id"] for entry in deleted["Successful"]) == ["one", "two"]
+    counts = aws(
+        "sqs",
+        "GetQueueAttributes",
+        QueueUrl=work,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    assert counts == {
+        "ApproximateNumberOfMessages": "0",
+        "ApproximateNumberOfMessagesNotVisible": "0",
+    }
+    aws("sqs", "SendMessage", QueueUrl=work, MessageBody="gone soon")
+    assert aws("sqs", "PurgeQueue", QueueUrl=work) == {}
+    assert "Messages" not in aws("sqs", "ReceiveMessage", QueueUrl=work)
+    assert aws("sqs", "DeleteQueue", QueueUrl=work) == {}
+    assert aws.refused("sqs", "GetQueueUrl", QueueName=f"{t}-work") == (
+        "AWS.SimpleQueueService.NonExistentQueue"
+    )
+
+
+def sns(c: Context) -> None:
+    aws, t = c.aws, c.t
+    topic = aws(
+        "sns",
+        "CreateTopic",
+        Name=f"{t}-news",
+        Attributes={"DisplayName": "News"},
+        Tags=[{"Key": "team", "Value": "shop"}],
+    )["TopicArn"]
+    assert topic == f"arn:aws:sns:us-east-1:{ACCOUNT}:{t}-news"
+    assert topic in [entry["TopicArn"] for entry in aws("sns", "ListTopics")["Topics"]]
+    assert (
+        aws(
+            "sns",
+            "SetTopicAttributes",
+            TopicArn=topic,
+            AttributeName="DisplayName",
+            AttributeValue="Daily",
+        )
+        == {}
+    )
+    attributes = aws("sns", "GetTopicAttributes", TopicArn=topic)["Attributes"]
+    assert (attributes["TopicArn"], attributes["DisplayName"]) == (topic, "Daily")
+    subscription = aws(
+        "sns",
+        "Subscribe",
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint=c.inbox_arn,
+        Attributes={"RawMessageDelivery": "true"},
+        ReturnSubscriptionArn=True,
+    )["SubscriptionArn"]
+    assert subscription.startswith(topic + ":")
+    by_topic = aws("sns", "ListSubscriptionsByTopic", TopicArn=topic)["Subscriptions"]
+    assert [(s["SubscriptionArn"], s["Protocol"], s["Endpoint"]) for s in by_topic] == [
+        (subscription, "sqs", c.inbox_arn)
+    ]
+    everyone = aws("sns", "ListSubscriptions")["Subscriptions"]
+    assert subscription in [s["SubscriptionArn"] for s in everyone]
+    policy = json.dumps({"kind": ["news"]})
+    assert (
+        aws(
+            "sns",
+            "SetSubscriptionAttributes",
+            SubscriptionArn=subscription,
+            AttributeName="FilterPolicy",
+            AttributeValue=policy,
+        )
+        == {}
+    )
+    kept = aws("sns", "GetSubscriptionAttributes", SubscriptionArn=subscription)["Attributes"]
+    assert (kept["TopicArn"], kept["RawMessageDelivery"]) == (topic, "true")
+    assert json.loads(kept["FilterPolicy"]) == {"kind": ["news"]}
+
+    def kind(value: str) -> dict[str, Any]:
+        return {"kind": {"DataType": "String", "StringValue": value}}
+
+    published = aws(
+        "sns", "Publish", TopicArn=topic, Message="extra!", MessageAttributes=kind("news")
+    )
+    assert re.fullmatch(r"[0-9a-f-]{36}", published["MessageId"])
+    assert [m["Body"] for m in c.drain(1)] == ["extra!"]
+    batch = aws(
+        "sns",
+        "PublishBatch",
+        TopicArn=topic,
+        PublishBatchRequestEntries=[
+            {"Id": "a", "Message": "sport", "MessageAttributes": kind("sport")},
+            {"Id": "b", "Message": "weather", "MessageAttributes": kind("news")},
+        ],
+    )
+    assert sorted(entry["Id"] for entry in batch["Successful"]) == ["a", "b"]
+    assert [m["Body"] for m in c.drain(1)] == ["weather"]  # the filter policy holds "sport"
+
+    assert (
+        aws("sns", "TagResource", ResourceArn=topic, Tags=[{"Key": "env", "Value": "test"}]) == {}
+    )
+    tags = aws("sns", "ListTagsForResource", ResourceArn=topic)["Tags"]
+    assert sorted((tag["Key"], tag["Value"]) for tag in tags) == [("env", "test"), ("team", "shop")]
+    assert aws("sns", "UntagResource", ResourceArn=topic, TagKeys=["team"]) == {}
+    tags = aws("sns", "ListTagsForResource", ResourceArn=topic)["Tags"]
+    assert tags == [{"Key": "env", "Value": "test"}]
+    assert aws("sns", "Unsubscribe", SubscriptionArn=subscription) == {}
+    assert aws("sns", "ListSubscriptionsByTopic", TopicArn=topic)["Subscriptions"] == []
+    assert aws("sns", "DeleteTopic", TopicArn=topic) == {}
+    assert topic not in [entry["TopicArn"] for entry in aws("sns", "ListTopics")["Topics"]]
+
+
+def events(c: Context) -> None:
+    aws, t = c.aws, c.t
+    bus = f"{t}-shop"
+    bus_arn = aws("events", "CreateEventBus", Name=bus)["EventBusArn"]
+    assert bus_arn == f"arn:aws:events:us-east-1:{ACCOUNT}:event-bus/{bus}"
+    described = aws("events", "DescribeEventBus", Name=bus)
+    assert (described["Name"], described["Arn"]) == (bus, bus_arn)
+    buses = aws("events", "ListEventBuses", NamePrefix=f"{t}-")["EventBuses"]
+    assert [(b["Name"], b["Arn"]) for b in buses] == [(bus, bus_arn)]
+    rule = f"{t}-orders"
+    pattern = {"source": ["shop"], "detail-type": ["Order"]}
+    made = aws(
+        "events",
+        "PutRule",
+        Name=rule,
+        EventBusName=bus,
+        EventPattern=json.dumps(pattern),
+        Description="orders to the inbox",
+    )
+    assert made["RuleArn"] == f"arn:aws:events:us-east-1:{ACCOUNT}:rule/{bus}/{rule}"
+    shown = aws("events", "DescribeRule", Name=rule, EventBusName=bus)
+    assert (json.loads(shown["EventPattern"]), shown["State"]) == (pattern, "ENABLED")
+    rules = aws("events", "ListRules", NamePrefix=f"{t}-", EventBusName=bus)["Rules"]
+    assert [(r["Name"], r["Description"]) for r in rules] == [(rule, "orders to the inbox")]
+    put = aws(
+        "events",
+        "PutTargets",
+        Rule=rule,
+        EventBusName=bus,
+        Targets=[{"Id": "inbox", "Arn": c.inbox_arn, "InputPath": "$.detail"}],
+    )
+    assert put["FailedEntryCount"] == 0
+    targets = aws("events", "ListTargetsByRule", Rule=rule, EventBusName=bus)["Targets"]
+    assert [(target["Id"], target["Arn"]) for target in targets] == [("inbox", c.inbox_arn)]
+    names = aws("events", "ListRuleNamesByTarget", TargetArn=c.inbox_arn, EventBusName=bus)
+    assert names["RuleNames"] == [rule]
+    assert aws("events", "DisableRule", Name=rule, EventBusName=bus) == {}
+    assert aws("events", "DescribeRule", Name=rule, EventBusName=bus)["State"] == "DISABLED"
+    assert aws("events", "EnableRule", Name=rule, EventBusName=bus) == {}
+    assert aws("events", "DescribeRule", Name=rule, EventBusName=bus)["State"] == "ENABLED"
+    event = {
+        "id": "1",
+        "account": ACCOUNT,
+        "source": "shop",
+        "time": "2026-01-01T00:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail-type": "Order",
+        "detail": {},
+    }
+    tested = aws(
+        "events", "TestEventPattern", EventPattern=json.dumps(pattern), Event=json.dumps(event)
+    )
+    assert tested["Result"] is True
+    event["source"] = "elsewhere"
+    tested = aws(
+        "events", "TestEventPattern", EventPattern=json.dumps(pattern), Event=json.dumps(event)
+    )
+    assert tested["Result"] is False
+
+    archive = f"{t}-orders"
+    created = aws(
+        "events", "CreateArchive", ArchiveName=archive, EventSourceArn=bus_arn, RetentionDays=1
+    )
+    archive_arn = created["ArchiveArn"]
+    assert archive_arn == f"arn:aws:events:us-east-1:{ACCOUNT}:archive/{archive}"
+    assert created["State"] == "ENABLED"
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    entries = [
+        {
+            "EventBusName": bus,
+            "Source": "shop",
+            "DetailType": "Order",
+            "Detail": json.dumps({"n": n}),
+        }
+        for n in (1, 2)
+    ]
+    answer = aws("events", "PutEvents", Entries=entries)
+    assert answer["FailedEntryCount"] == 0 and len(answer["Entries"]) == 2
+    assert sorted(json.loads(m["Body"])["n"] for m in c.drain(2)) == [1, 2]
+    updated = aws(
+        "events", "UpdateArchive", ArchiveName=archive, Description="kept", RetentionDays=2
+    )
+    assert (updated["ArchiveArn"], updated["State"]) == (archive_arn, "ENABLED")
+    shown = aws("events", "DescribeArchive", ArchiveName=archive)
+    assert (shown["Description"], shown["RetentionDays"], shown["EventSourceArn"]) == (
+        "kept",
+        2,
+        bus_arn,
+    )
+    archives = aws("events", "ListArchives", NamePrefix=f"{t}-")["Archives"]
+    assert [(a["ArchiveName"], a["State"]) for a in archives] == [(archive, "ENABLED")]
+
+    replay = f"{t}-again"
+    # The window's end is exclusive and events' times are whole seconds (as
+    # the AWS CLI sends times): it ends at the next second, once that is past.
+    end = math.floor(time.time()) + 1
+    time.sleep(max(0.0, end - time.time()))
+    started = aws(
+        "events",
+        "StartReplay",
+        ReplayName=replay,
+        EventSourceArn=archive_arn,
+        EventStartTime=before.isoformat(),
+        EventEndTime=end,
+        Destination={"Arn": bus_arn},
+    )
+    assert started["ReplayArn"] == f"arn:aws:events:us-east-1:{ACCOUNT}:replay/{replay}"
+    assert started["State"] in ("STARTING", "RUNNING", "COMPLETED")
+    done = until(
+        lambda: (
+            (d := aws("events", "DescribeReplay", ReplayName=replay))["State"] == "COMPLETED" and d
+        ),
+        "the replay completes",
+    )
+    assert (done["EventSourceArn"], done["Destination"]["Arn"]) == (archive_arn, bus_arn)
+    assert sorted(json.loads(m["Body"])["n"] for m in c.drain(2)) == [1, 2]  # replayed
+    replays = aws("events", "ListReplays", NamePrefix=f"{t}-")["Replays"]
+    assert [(r["ReplayName"], r["State"]) for r in replays] == [(replay, "COMPLETED")]
+    cancel_a_running_replay(c)
+
+    removed = aws("events", "RemoveTargets", Rule=rule, EventBusName=bus, Ids=["inbox"])
+    assert removed["FailedEntryCount"] == 0
+    assert aws("events", "ListTargetsByRule", Rule=rule, EventBusName=bus)["Targets"] == []
+    assert aws("events", "DeleteRule", Name=rule, EventBusName=bus) == {}
+    assert aws("events", "ListRules", NamePrefix=f"{t}-", EventBusName=bus)["Rules"] == []
+    assert aws("events", "DeleteArchive", ArchiveName=archive) == {}
+    assert (
+        aws.refused("events", "DescribeArchive", ArchiveName=archive) == "ResourceNotFoundException"
+    )
+    assert aws("events", "DeleteEventBus", Name=bus) == {}
+    assert aws("events", "ListEventBuses", NamePrefix=f"{t}-")["EventBuses"] == []
+
+
+def cancel_a_running_replay(c: Context) -> None:
+    """CancelReplay needs a replay that is still running: one of the archive
+    ``bulk`` (filled by the fixture), replayed to its bus while the rule there
+    targets the function ``gate``, which holds every call while the gate file
+    exists. The target's queue fills, then the bus's intake, and the replay
+    waits for room until it is cancelled."""
+    aws, gate = c.aws, c.gate
+    name = f"{c.t}-cancelled"
+    gate.touch()
+    try:
+        aws(
+            "events",
+            "StartReplay",
+            ReplayName=name,
+            EventSourceArn=f"arn:aws:events:us-east-1:{ACCOUNT}:archive/bulk",
+            EventStartTime="2020-01-01T00:00:00Z",
+            EventEndTime=dt.datetime.now(dt.UTC).isoformat(),
+            Destination={"Arn": f"arn:aws:events:us-east-1:{ACCOUNT}:event-bus/bulk"},
+        )
+        running = aws("events", "DescribeReplay", ReplayName=name)
+        assert running["State"] in ("STARTING", "RUNNING")
+        cancelled = aws("events", "CancelReplay", ReplayName=name)
+        assert cancelled == {
+            "ReplayArn": f"arn:aws:events:us-east-1:{ACCOUNT}:replay/{name}",
+            "State": "CANCELLING",
+        }
+        until(
+            lambda: aws("events", "DescribeReplay", ReplayName=name)["State"] == "CANCELLED",
+            "the replay is cancelled",
+        )
+    finally:
+        gate.unlink()
+
+
+def kinesis(c: Context) -> None:
+    aws, t = c.aws, c.t
+    stream = f"{t}-clicks"
+    assert aws("kinesis", "CreateStream", StreamName=stream, ShardCount=1) == {}
+    description = aws("kinesis", "DescribeStream", StreamName=stream)["StreamDescription"]
+    assert (description["StreamName"], description["StreamStatus"]) == (stream, "ACTIVE")
+    assert [shard["ShardId"] for shard in description["Shards"]] == ["shardId-000000000000"]
+    summary = aws("kinesis", "DescribeStreamSummary", StreamName=stream)["StreamDescriptionSummary"]
+    assert (summary["OpenShardCount"], summary["RetentionPeriodHours"]) == (1, 24)
+    assert stream in aws("kinesis", "ListStreams")["StreamNames"]
+    assert (
+        aws("kinesis", "IncreaseStreamRetentionPeriod", StreamName=stream, RetentionPeriodHours=48)
+        == {}
+    )
+    summary = aws("kinesis", "DescribeStreamSummary", StreamName=stream)["StreamDescriptionSummary"]
+    assert summary["RetentionPeriodHours"] == 48
+    assert (
+        aws("kinesis", "DecreaseStreamRetentionPeriod", StreamName=stream, RetentionPeriodHours=36)
+        == {}
+    )
+    summary = aws("kinesis", "DescribeStreamSummary", StreamName=stream)["StreamDescriptionSummary"]
+    assert summary["RetentionPeriodHours"] == 36
+
+    # The AWS CLI v1 sends a blob's text as it is (base64 on the wire); boto3 takes text too.
+    put = aws("kinesis", "PutRecord", StreamName=stream, Data='{"page": "/"}', PartitionKey="u1")
+    assert put["ShardId"] == "shardId-000000000000"
+    many = aws(
+        "kinesis",
+        "PutRecords",
+        StreamName=stream,
+        Records=[{"Data": f'{{"page": "/{n}"}}', "PartitionKey": f"u{n}"} for n in (2, 3)],
+    )
+    assert many["FailedRecordCount"] == 0 and len(many["Records"]) == 2
+    shards = aws("kinesis", "ListShards", StreamName=stream)["Shards"]
+    assert [shard["ShardId"] for shard in shards] == ["shardId-000000000000"]
+    iterator = aws(
+        "kinesis",
+        "GetShardIterator",
+        StreamName=stream,
+        ShardId=put["ShardId"],
+        ShardIteratorType="TRIM_HORIZON",
+    )["ShardIterator"]
+    records = aws("kinesis", "GetRecords", ShardIterator=iterator)["Records"]
+    assert [base64.b64decode(record["Data"]) for record in records] == [
+        b'{"page": "/"}',
+        b'{"page": "/2"}',
+        b'{"page": "/3"}',
+    ]
+    assert records[0]["SequenceNumber"] == put["SequenceNumber"]
+    assert (
+        aws(
+            "kinesis",
+            "SplitShard",
+            StreamName=stream,
+            ShardToSplit="shardId-000000000000",
+            NewStartingHashKey=str(2**127),
+        )
+        == {}
+    )
+    shards = aws("kinesis", "ListShards", StreamName=stream, ShardFilter={"Type": "AT_LATEST"})[
+        "Shards"
+    ]
+    children = [shard["ShardId"] for shard in shards]
+    assert len(children) == 2 and "shardId-000000000000" not in children
+    assert (
+        aws(
+            "kinesis",
+            "MergeShards",
+            StreamName=stream,
+            ShardToMerge=children[0],
+            AdjacentShardToMerge=children[1],
+        )
+        == {}
+    )
+    shards = aws("kinesis", "ListShards", StreamName=stream, ShardFilter={"Type": "AT_LATEST"})[
+        "Shards"
+    ]
+    (merged,) = shards
+    assert merged["ParentShardId"] == children[0]
+    assert merged["AdjacentParentShardId"] == children[1]
+    assert aws("kinesis", "DeleteStream", StreamName=stream) == {}
+    assert stream not in aws("kinesis", "ListStreams")["StreamNames"]
+
+
+def logs(c: Context) -> None:
+    aws, t = c.aws, c.t
+    group = f"/{t}/app"
+    assert aws("logs", "CreateLogGroup", logGroupName=group) == {}
+    groups = aws("logs", "DescribeLogGroups", logGroupNamePrefix=f"/{t}/")["logGroups"]
+    assert [g["logGroupName"] for g in groups] == [group]
+    assert "retentionInDays" not in groups[0]
+    assert aws("logs", "PutRetentionPolicy", logGroupName=group, retentionInDays=7) == {}
+    groups = aws("logs", "DescribeLogGroups", logGroupNamePrefix=f"/{t}/")["logGroups"]
+    assert groups[0]["retentionInDays"] == 7
+    assert aws("logs", "DeleteRetentionPolicy", logGroupName=group) == {}
+    groups = aws("logs", "DescribeLogGroups", logGroupNamePrefix=f"/{t}/")["logGroups"]
+    assert "retentionInDays" not in groups[0]
+    assert aws("logs", "CreateLogStream", logGroupName=group, logStreamName="web") == {}
+    streams = aws("logs", "DescribeLogStreams", logGroupName=group)["logStreams"]
+    assert [s["logStreamName"] for s in streams] == ["web"]
+
+    transformation = {"metricName": "Errors", "metricNamespace": f"{t}-App", "metricValue": "1"}
+    assert (
+        aws(
+            "logs",
+            "PutMetricFilter",
+            logGroupName=group,
+            filterName="errors",
+            filterPattern="ERROR",
+            metricTransformations=[transformation],
+        )
+        == {}
+    )
+    filters = aws("logs", "DescribeMetricFilters", logGroupName=group)["metricFilters"]
+    assert [(f["filterName"], f["filterPattern"]) for f in filters] == [("errors", "ERROR")]
+    assert filters[0]["metricTransformations"] == [transformation]
+    assert (
+        aws(
+            "logs",
+            "PutSubscriptionFilter",
+            logGroupName=group,
+            filterName="forward",
+            filterPattern="",
+            destinationArn=c.inbox_arn,
+        )
+        == {}
+    )
+    subscriptions = aws("logs", "DescribeSubscriptionFilters", logGroupName=group)[
+        "subscriptionFilters"
+    ]
+    assert [(s["filterName"], s["destinationArn"]) for s in subscriptions] == [
+        ("forward", c.inbox_arn)
+    ]
+    assert (
+        aws(
+            "logs",
+            "PutIndexPolicy",
+            logGroupIdentifier=group,
+            policyDocument=json.dumps({"Fields": ["level"]}),
+        )["indexPolicy"]["logGroupIdentifier"]
+        == f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:{group}"  # AWS answers the group's ARN
+    )
+    policies = aws("logs", "DescribeIndexPolicies", logGroupIdentifiers=[group])["indexPolicies"]
+    assert [json.loads(p["policyDocument"]) for p in policies] == [{"Fields": ["level"]}]
+
+    now = int(time.time() * 1000)
+    lines = [
+        {"timestamp": now, "message": json.dumps({"level": "ERROR", "text": "ERROR disk full"})},
+        {"timestamp": now + 1, "message": json.dumps({"level": "INFO", "text": "all good"})},
+    ]
+    put = aws("logs", "PutLogEvents", logGroupName=group, logStreamName="web", logEvents=lines)
+    assert "rejectedLogEventsInfo" not in put and put["nextSequenceToken"]
+    got = aws("logs", "GetLogEvents", logGroupName=group, logStreamName="web", startFromHead=True)
+    assert [e["message"] for e in got["events"]] == [line["message"] for line in lines]
+    found = aws("logs", "FilterLogEvents", logGroupName=group, filterPattern="ERROR")["events"]
+    assert [(e["logStreamName"], e["message"]) for e in found] == [("web", lines[0]["message"])]
+
+    query = aws(
+        "logs",
+        "StartQuery",
+        logGroupName=group,
+        startTime=now // 1000 - 60,
+        endTime=now // 1000 + 60,
+        queryString="filter level = 'ERROR' | fields text",
+    )["queryId"]
+    results = until(
+        lambda: (r := aws("logs", "GetQueryResults", queryId=query))["status"] == "Complete" and r,
+        "the query completes",
+    )
+    assert [
+        [(f["field"], f["value"]) for f in row if f["field"] == "text"]
+        for row in results["results"]
+    ] == [[("text", "ERROR disk full")]]
+    queries = aws("logs", "DescribeQueries", logGroupName=group)["queries"]
+    assert [(q["queryId"], q["status"]) for q in queries] == [(query, "Complete")]
+    # A query that has ended is not stopped: an error, as AWS documents.
+    assert aws.refused("logs", "StopQuery", queryId=query) == "InvalidParameterException"
+    stop_a_running_query(c)
+
+    assert aws("logs", "DeleteIndexPolicy", logGroupIdentifier=group) == {}
+    assert aws("logs", "DescribeIndexPolicies", logGroupIdentifiers=[group])["indexPolicies"] == []
+    assert aws("logs", "DeleteSubscriptionFilter", logGroupName=group, filterName="forward") == {}
+    assert (
+        aws("logs", "DescribeSubscriptionFilters", logGroupName=group)["subscriptionFilters"] == []
+    )
+    assert aws("logs", "DeleteMetricFilter", logGroupName=group, filterName="errors") == {}
+    assert aws("logs", "DescribeMetricFilters", logGroupName=group)["metricFilters"] == []
+    assert aws("logs", "DeleteLogStream", logGroupName=group, logStreamName="web") == {}
+    assert aws("logs", "DescribeLogStreams", logGroupName=group)["logStreams"] == []
+    assert aws("logs", "DeleteLogGroup", logGroupName=group) == {}
+    assert aws("logs", "DescribeLogGroups", logGroupNamePrefix=f"/{t}/")["logGroups"] == []
+
+
+#: A query that takes most of a second over the fixture's ``BULK_LOGS`` events.
+SLOW_QUERY = (
+    "parse @message '* * * * *' as user, verb, path, code, ms"
+    " | stats avg(ms), count(*) by user, path | sort path"
+)
+
+
+def stop_a_running_query(c: Context) -> None:
+    """StopQuery needs a query still running: one over the group ``/bulk`` (filled
+    by the fixture) takes most of a second, and the stop follows its start at
+    once. Should one end first all the same, the stop is refused and another
+    query is started (three tries)."""
+    aws = c.aws
+    for _ in range(3):
+        query = aws(
+            "logs",
+            "StartQuery",
+            logGroupName="/bulk",
+            startTime=0,
+            endTime=int(time.time()) + 60,
+            queryString=SLOW_QUERY,
+        )["queryId"]
+        ok, answer = aws.attempt("logs", "StopQuery", queryId=query)
+        if ok:
+            break
+        assert answer == "InvalidParameterException"
+    assert (ok, answer) == (True, {"success": True})
+    assert aws("logs", "GetQueryResults", queryId=query)["status"] == "Cancelled"
+
+
+def cloudwatch(c: Context) -> None:
+    aws, t = c.aws, c.t
+    namespace = f"{t}-Shop"
+    dimensions = [{"Name": "Api", "Value": "put"}]
+    now = int(time.time())
+    moment = now - now % 60 + 30  # both values in one minute, whenever each call runs
+    data = [
+        {
+            "MetricName": "Latency",
+            "Dimensions": dimensions,
+            "Value": value,
+            "Unit": "Milliseconds",
+            "Timestamp": moment,
+        }
+        for value in (10.0, 30.0)
+    ]
+    assert aws("cloudwatch", "PutMetricData", Namespace=namespace, MetricData=data) == {}
+    window = {"StartTime": moment - 120, "EndTime": moment + 120}
+    stats = aws(
+        "cloudwatch",
+        "GetMetricStatistics",
+        Namespace=namespace,
+        MetricName="Latency",
+        Dimensions=dimensions,
+        Period=60,
+        Statistics=["Average", "SampleCount"],
+        **window,
+    )
+    assert [(p["Average"], p["SampleCount"], p["Unit"]) for p in stats["Datapoints"]] == [
+        (20.0, 2.0, "Milliseconds")
+    ]
+    metric = {"Namespace": namespace, "MetricName": "Latency", "Dimensions": dimensions}
+    got = aws(
+        "cloudwatch",
+        "GetMetricData",
+        MetricDataQueries=[
+            {"Id": "m", "MetricStat": {"Metric": metric, "Period": 60, "Stat": "Maximum"}}
+        ],
+        **window,
+    )
+    (result,) = got["MetricDataResults"]
+    assert (result["Id"], result["Values"], result["StatusCode"]) == ("m", [30.0], "Complete")
+    listed = aws("cloudwatch", "ListMetrics", Namespace=namespace)["Metrics"]
+    assert listed == [metric]
+
+    alarm = f"{t}-latency-high"
+    composite = f"{t}-unhealthy"
+    assert (
+        aws(
+            "cloudwatch",
+            "PutMetricAlarm",
+            AlarmName=alarm,
+            Namespace=namespace,
+            MetricName="Latency",
+            Dimensions=dimensions,
+            Statistic="Average",
+            Period=60,
+            EvaluationPeriods=1,
+            Threshold=100.0,
+            ComparisonOperator="GreaterThanThreshold",
+            AlarmActions=[c.inbox_arn],
+        )
+        == {}
+    )
+    assert (
+        aws("cloudwatch", "PutCompositeAlarm", AlarmName=composite, AlarmRule=f"ALARM({alarm})")
+        == {}
+    )
+    described = aws(
+        "cloudwatch",
+        "DescribeAlarms",
+        AlarmNamePrefix=f"{t}-",
+        AlarmTypes=["CompositeAlarm", "MetricAlarm"],
+    )
+    assert [a["AlarmName"] for a in described["MetricAlarms"]] == [alarm]
+    assert described["MetricAlarms"][0]["AlarmActions"] == [c.inbox_arn]
+    assert [a["AlarmRule"] for a in described["CompositeAlarms"]] == [f"ALARM({alarm})"]
+    for_metric = aws(
+        "cloudwatch",
+        "DescribeAlarmsForMetric",
+        Namespace=namespace,
+        MetricName="Latency",
+        Dimensions=dimensions,
+        Statistic="Average",
+    )
+    assert [a["AlarmName"] for a in for_metric["MetricAlarms"]] == [alarm]
+    assert (
+        aws(
+            "cloudwatch",
+            "SetAlarmState",
+            AlarmName=alarm,
+            StateValue="ALARM",
+            StateReason="testing",
+        )
+        == {}
+    )
+    (changed,) = c.drain(1)  # the alarm action: the state-change event, in the inbox
+    event = json.loads(changed["Body"])
+    assert (event["detail-type"], event["detail"]["alarmName"]) == (
+        "CloudWatch Alarm State Change",
+        alarm,
+    )
+    assert event["detail"]["state"]["value"] == "ALARM"
+    history = aws("cloudwatch", "DescribeAlarmHistory", AlarmName=alarm)["AlarmHistoryItems"]
+    assert [(h["HistoryItemType"], h["HistorySummary"]) for h in history] == [
+        ("StateUpdate", "Alarm updated from INSUFFICIENT_DATA to ALARM")
+    ]
+    assert aws("cloudwatch", "DisableAlarmActions", AlarmNames=[alarm]) == {}
+    shown = aws("cloudwatch", "DescribeAlarms", AlarmNames=[alarm])["MetricAlarms"]
+    assert shown[0]["ActionsEnabled"] is False
+    assert aws("cloudwatch", "EnableAlarmActions", AlarmNames=[alarm]) == {}
+    shown = aws("cloudwatch", "DescribeAlarms", AlarmNames=[alarm])["MetricAlarms"]
+    assert shown[0]["ActionsEnabled"] is True
+    assert aws("cloudwatch", "DeleteAlarms", AlarmNames=[composite, alarm]) == {}
+    after = aws(
+        "cloudwatch",
+        "DescribeAlarms",
+        AlarmNamePrefix=f"{t}-",
+        AlarmTypes=["CompositeAlarm", "MetricAlarm"],
+    )
+    assert (after["MetricAlarms"], after["CompositeAlarms"]) == ([], [])
+
+
+#: In order: sqs first (the inbox queue the others deliver to).
+SCENARIOS = [sqs, sns, events, kinesis, logs, cloudwatch]
+
+
+def _run_every_operation(aws: Client, tag: str, gate: Path, skipped: set[tuple[str, str]]) -> None:
+    context = Context(aws, tag, gate)
+    for scenario in SCENARIOS:
+        scenario(context)
+    served = {(service, op) for service, ops in SERVED.items() for op in ops}
+    missing = sorted(served - skipped - aws.ran)
+    assert not missing, f"served operations no scenario runs through {aws.name}: {missing}"
+    assert aws.ran <= served
+
+
+class Runner:
+    def __init__(self, url: str, gate: Path) -> None:
+        self.url = url
+        self.gate = gate
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
+    directory = tmp_path_factory.mktemp("every")
+    config = directory / "pipeline.yaml"
+    config.write_text(CONFIG)
+    (directory / "gatemod.py").write_text(GATE_MODULE)
+    gate = directory / "gate"
+    process = subprocess.Popen(
+        [*pipelines_command(), "run", str(config), "--no-control", "--api", "127.0.0.1:0"],
+        stderr=subprocess.PIPE,
+        env={**os.environ, "GATE_FILE": str(gate)},
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        url = None
+        for _ in range(5):
+            found = re.search(r"AWS endpoint: (http://\S+)", process.stderr.readline())
+            if found:
+                url = found.group(1)
+                break
+        assert url is not None, "the runner did not report its endpoint"
+        logged = directory / "runner.log"
+        # Its log read on: a runner blocked on a full pipe would answer nothing.
+        threading.Thread(target=_copy, args=(process.stderr, logged), daemon=True).start()
+        _fill_bulk_archive(url)
+        _fill_bulk_log_group(url)
+        yield Runner(url, gate)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+
+
+def _copy(lines: IO[str], path: Path) -> None:
+    with path.open("a") as out:
+        for line in lines:
+            out.write(line)
+            out.flush()
+
+
+#: More events than the gate's target queue (1,000) and the bus's intake
+#: (10,000) hold, with the dispatcher's batch in hand (Limits' defaults).
+BULK = 15_000
+
+
+def _fill_bulk_archive(url: str) -> None:
+    """A bus ``bulk`` whose archive keeps ``BULK`` events, and its rule to ``gate``."""
+    client = boto("events", url)
+    arn = client.create_event_bus(Name="bulk")["EventBusArn"]
+    client.create_archive(ArchiveName="bulk", EventSourceArn=arn)
+    entry = {"EventBusName": "bulk", "Source": "bulk", "DetailType": "Bulk", "Detail": "{}"}
+
+    def put(_: int) -> None:
+        assert client.put_events(Entries=[entry] * 10)["FailedEntryCount"] == 0
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(put, range(BULK // 10)))
+    # Made after the events are put: only replays reach the gate.
+    client.put_rule(Name="hold", EventBusName="bulk", EventPattern='{"source": ["bulk"]}')
+    client.put_targets(
+        Rule="hold",
+        EventBusName="bulk",
+        Targets=[{"Id": "gate", "Arn": f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:gate"}],
+    )
+
+
+BULK_LOGS = 50_000
+
+
+def _fill_bulk_log_group(url: str) -> None:
+    """A log group ``/bulk`` with ``BULK_LOGS`` events for ``SLOW_QUERY``."""
+    client = boto("logs", url)
+    client.create_log_group(logGroupName="/bulk")
+    client.create_log_stream(logGroupName="/bulk", logStreamName="web")
+    now = int(time.time() * 1000)
+    for start in range(0, BULK_LOGS, 10_000):
+        events = [
+            {"timestamp": now, "message": f"user{n % 97} GET /page/{n} 200 {n % 1000}"}
+            for n in range(start, start + 10_000)
+        ]
+        client.put_log_events(logGroupName="/bulk", logStreamName="web", logEvents=events)
+
+
+@pytest.fixture(scope="module")
+def cli(runner: Runner, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
+    directory = tmp_path_factory.mktemp("cli")
+    (directory / "config").write_text("[default]\ncli_timestamp_format = iso8601\n")
+    env = {
+        **os.environ,
+        **CREDENTIALS,
+        "AWS_CONFIG_FILE": str(directory / "config"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "tests.awsclidriver"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        yield Cli(runner.url, driver)
+    finally:
+        assert driver.stdin is not None
+        driver.stdin.close()
+        driver.wait(timeout=30)
+
+
+def test_boto3_runs_every_served_operation(runner: Runner) -> None:
+    _run_every_operation(Boto(runner.url), "b", runner.gate, set())
+
+
+def test_the_aws_cli_runs_every_served_operation(runner: Runner, cli: Cli) -> None:
+    _run_every_operation(cli, "c", runner.gate, set(NO_CLI_COMMAND))
+
+
+def test_the_cli_lacks_a_command_for_exactly_the_excluded_operations() -> None:
+    commands = awsclidriver.commands(sorted(SERVED))
+    lacking = {
+        (service, op)
+        for service, ops in SERVED.items()
+        for op in ops
+        if op not in commands[service]
+    }
+    assert lacking == set(NO_CLI_COMMAND)
