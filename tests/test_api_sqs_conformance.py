@@ -30,6 +30,8 @@ from .test_api_sqs_query import query_client
 
 PLUGINS = plugin_manager()
 PROTOCOLS = ["json", "query"]
+#: A case AWS recorded through the JSON client alone runs through that one.
+JSON_ONLY = pytest.mark.parametrize("api", ["json"], indirect=True)
 #: Query codes of the two InvalidParameterValue/MissingParameter answers in JSON (recorded).
 INVALID = ("InvalidParameterValue", "InvalidParameterValueException")
 MISSING = ("MissingParameter", "MissingRequiredParameterException")
@@ -188,9 +190,8 @@ async def test_send_message_batch_ignores_the_queue_s_maximum_message_size(api: 
     ]
 
 
+@JSON_ONLY
 async def test_send_batch_message_size(api: Api) -> None:
-    if api.protocol == "query":
-        pytest.skip("recorded with the JSON client only")
     url = await api.queue(MaximumMessageSize="1024")
     answer = await api.call(
         "send_message_batch",
@@ -368,12 +369,10 @@ async def test_receive_message_attribute_names_filters(api: Api) -> None:
     assert set((await receive(["SenderId", "SequenceNumber"]))["Attributes"]) == {"SenderId"}
 
 
+@JSON_ONLY  # botocore's last query model predates MessageSystemAttributeNames
 async def test_receive_message_message_system_attribute_names(api: Api) -> None:
     # test_receive_message_message_system_attribute_names_filters and
-    # test_message_system_attribute_names_with_attribute_names; botocore's last
-    # query model predates MessageSystemAttributeNames, so JSON only.
-    if api.protocol == "query":
-        pytest.skip("MessageSystemAttributeNames is newer than the query model")
+    # test_message_system_attribute_names_with_attribute_names.
     url = await api.queue(VisibilityTimeout="0")
     await api.call("send_message", QueueUrl=url, MessageBody="msg")
 
@@ -479,12 +478,11 @@ async def test_system_attributes_have_no_effect_on_attr_md5(api: Api) -> None:
 # -- FIFO ----------------------------------------------------------------------------------------
 
 
+@JSON_ONLY
 @pytest.mark.parametrize("group", ["", "a" * 129, "group 123"])
 async def test_send_message_to_standard_queue_with_invalid_message_group_id(
     api: Api, group: str
 ) -> None:
-    if api.protocol == "query":
-        pytest.skip("recorded with the JSON client only")
     url = await api.queue()
     message = (
         f"Value {group} for parameter MessageGroupId is invalid. Reason: MessageGroupId {ID_RULE}"
@@ -498,10 +496,9 @@ async def test_send_message_to_standard_queue_with_invalid_message_group_id(
     )
 
 
+@JSON_ONLY
 @pytest.mark.parametrize("dedup", ["", "a" * 129, "group 123"])
 async def test_message_deduplication_id_invalid(api: Api, dedup: str) -> None:
-    if api.protocol == "query":
-        pytest.skip("recorded with the JSON client only")
     url = await api.queue("q.fifo", FifoQueue="true")
     reason = f"Reason: MessageDeduplicationId {ID_RULE}"
     await api.error(
@@ -848,9 +845,8 @@ async def test_receipt_handles_of_deleted_and_illegal_messages(api: Api) -> None
     assert "ReceiptHandleIsInvalid" in str(invalid)
 
 
+@JSON_ONLY
 async def test_list_queues_pagination(api: Api) -> None:
-    if api.protocol == "query":
-        pytest.skip("recorded with the JSON client only")
     urls = [await api.queue(f"q-{n}") for n in range(3)]
     assert (await api.call("list_queues", QueueNamePrefix="q-"))["QueueUrls"] == urls
     first = await api.call("list_queues", QueueNamePrefix="q-", MaxResults=2)
