@@ -491,7 +491,7 @@ class Bus:
             self._intake.extend((event, ingested, addressed, None) for event in taken)
         else:
             self._intake.extend(zip(taken, repeat(ingested), repeat(addressed), settlements))
-        self._events.value += len(taken)
+        self._events.add(len(taken))
         self._ready.set()
         return len(taken)
 
@@ -612,12 +612,12 @@ class Bus:
                 notify(settlement.callback)
             return
         if not isinstance(addressed, str):
-            self._matched.value += 1
+            self._matched.add()
         rules = self._rules
         for name in names:
             rule = rules[name]
-            rule.matched.value += 1
-            rule.triggered.value += 1
+            rule.matched.add()
+            rule.triggered.add()
         self._add_jobs(self._dispatching, names, event, ingested, settlement)
 
     def undispatched(self) -> list[tuple[Delivery, Job]]:

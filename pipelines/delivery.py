@@ -470,7 +470,7 @@ class Deliverer:
             await self._give_up(delivery, job, AGE_EXCEEDED)
             return
         job.attempts += 1
-        delivery.attempted.value += 1
+        delivery.attempted.add()
         if job.attempts > 1:
             self.metrics.add(m.RETRY_INVOCATION_ATTEMPTS, delivery.dims)
         try:
@@ -493,8 +493,8 @@ class Deliverer:
             job.error = DeliveryError(type(exc).__name__, str(exc), retryable=True)
             self.failures.failed(delivery, job, exc)
         else:
-            delivery.succeeded.value += 1
-            delivery.invoked.value += 1
+            delivery.succeeded.add()
+            delivery.invoked.add()
             self.outcomes.delivered += 1
             if job.key is not None:
                 await self._forget(job)

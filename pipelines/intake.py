@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
-import json
 import logging
 import operator
 from collections.abc import Callable
@@ -94,13 +93,13 @@ class Unsettled:
 def _stored(addressed: str | frozenset[str] | None) -> str | None:
     if addressed is None:
         return None
-    return json.dumps(addressed if isinstance(addressed, str) else sorted(addressed))
+    return orjson.dumps(addressed if isinstance(addressed, str) else sorted(addressed)).decode()
 
 
 def _address(stored: str | None) -> str | frozenset[str] | None:
     if stored is None:
         return None
-    value = json.loads(stored)
+    value = orjson.loads(stored)
     return value if isinstance(value, str) else frozenset(value)
 
 

@@ -65,16 +65,26 @@ class Datapoint:
 
 
 class Counter:
-    """One counter; the hot path increments ``value`` directly. ``harvested``
-    is its value at the last harvest, kept beside it so that a harvest of
-    20,000 counters (10,000 scheduled rules) compares two attributes each
-    instead of looking each up in a dict."""
+    """One counter. ``add`` counts; the first count after a harvest also puts
+    the counter on its ``Metrics``' list of those that moved, so a harvest
+    visits only those (10,000 scheduled rules have 20,000 counters, a
+    twelfth of them moved in 5 s: walking them all took 3-4 ms a harvest).
+    ``harvested`` is the value at the last harvest."""
 
-    __slots__ = ("harvested", "value")
+    __slots__ = ("harvested", "key", "moved", "value")
 
-    def __init__(self) -> None:
+    def __init__(
+        self, key: tuple[str, Dimensions] = ("", ()), moved: list[Counter] | None = None
+    ) -> None:
         self.value = 0.0
         self.harvested = 0.0
+        self.key = key
+        self.moved: list[Counter] = [] if moved is None else moved
+
+    def add(self, amount: float = 1.0) -> None:
+        if self.value == self.harvested:
+            self.moved.append(self)
+        self.value += amount
 
 
 class Metrics:
@@ -83,17 +93,18 @@ class Metrics:
     def __init__(self, namespace: str = NAMESPACE) -> None:
         self.namespace = namespace
         self._counters: dict[tuple[str, Dimensions], Counter] = {}
+        self._moved: list[Counter] = []
 
     def counter(self, name: str, dims: Dimensions) -> Counter:
         """The counter for (name, dims), created at zero; keep it to count cheaply."""
         key = (name, dims)
         found = self._counters.get(key)
         if found is None:
-            found = self._counters[key] = Counter()
+            found = self._counters[key] = Counter(key, self._moved)
         return found
 
     def add(self, name: str, dims: Dimensions, value: float = 1.0) -> None:
-        self.counter(name, dims).value += value
+        self.counter(name, dims).add(value)
 
     def value(self, name: str, **dims: str) -> float:
         """The count for exactly these dimensions (0 when never counted)."""
@@ -110,15 +121,16 @@ class Metrics:
 
     def harvest(self) -> list[tuple[str, Dimensions, float]]:
         """What each counter counted since the last harvest (those that moved)."""
-        # One comprehension finds the few that moved among many (10,000
-        # scheduled rules have 20,000 counters, a twelfth of them moved in
-        # 5 s); the loop then touches only those.
-        moved = [item for item in self._counters.items() if item[1].value != item[1].harvested]
+        moved = self._moved[:]
+        # Emptied in place: every counter holds this very list.
+        self._moved.clear()
         deltas = []
-        for (name, dims), counter in moved:
+        for counter in moved:
             value = counter.value
-            deltas.append((name, dims, value - counter.harvested))
-            counter.harvested = value
+            if value != counter.harvested:  # else a counter listed twice (counted 0)
+                name, dims = counter.key
+                deltas.append((name, dims, value - counter.harvested))
+                counter.harvested = value
         return deltas
 
 
