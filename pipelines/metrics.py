@@ -71,14 +71,14 @@ class Counter:
     twelfth of them moved in 5 s: walking them all took 3-4 ms a harvest).
     ``harvested`` is the value at the last harvest."""
 
-    __slots__ = ("harvested", "key", "moved", "value")
+    __slots__ = ("harvested", "moved", "series", "value")
 
     def __init__(
-        self, key: tuple[str, Dimensions] = ("", ()), moved: list[Counter] | None = None
+        self, series: SeriesKey = ("", "", ()), moved: list[Counter] | None = None
     ) -> None:
         self.value = 0.0
         self.harvested = 0.0
-        self.key = key
+        self.series = series
         self.moved: list[Counter] = [] if moved is None else moved
 
     def add(self, amount: float = 1.0) -> None:
@@ -100,7 +100,7 @@ class Metrics:
         key = (name, dims)
         found = self._counters.get(key)
         if found is None:
-            found = self._counters[key] = Counter(key, self._moved)
+            found = self._counters[key] = Counter((self.namespace, name, dims), self._moved)
         return found
 
     def add(self, name: str, dims: Dimensions, value: float = 1.0) -> None:
@@ -119,8 +119,9 @@ class Metrics:
             if counter.value
         ]
 
-    def harvest(self) -> list[tuple[str, Dimensions, float]]:
-        """What each counter counted since the last harvest (those that moved)."""
+    def harvest(self) -> list[tuple[SeriesKey, float]]:
+        """What each counter counted since the last harvest (those that moved),
+        by series."""
         moved = self._moved[:]
         # Emptied in place: every counter holds this very list.
         self._moved.clear()
@@ -128,8 +129,7 @@ class Metrics:
         for counter in moved:
             value = counter.value
             if value != counter.harvested:  # else a counter listed twice (counted 0)
-                name, dims = counter.key
-                deltas.append((name, dims, value - counter.harvested))
+                deltas.append((counter.series, value - counter.harvested))
                 counter.harvested = value
         return deltas
 
@@ -649,17 +649,11 @@ class MetricStore(Store):
             )
         sample.add_set(parts["SampleCount"], parts["Sum"], parts["Minimum"], parts["Maximum"])
 
-    def _harvest(self, now: float) -> list[_Counted]:
+    def _harvest(self, now: float) -> _Counted:
         """What the counters counted since the last harvest, as one value each
-        (a datapoint per counter that moved, in its minute)."""
-        if self.counters is None:
-            return []
+        (a datapoint per counter that moved), and their minute."""
         bucket = int(now // 60) * 60  # EventBridge's metrics are per minute
-        namespace = self.counters.namespace
-        return [
-            ((namespace, name, dims), bucket, delta)
-            for name, dims, delta in self.counters.harvest()
-        ]
+        return bucket, [] if self.counters is None else self.counters.harvest()
 
     async def flush(self, *, harvest_time: float | None = None) -> None:
         """Write what was put since the last flush, merged into its rows. The
@@ -668,11 +662,11 @@ class MetricStore(Store):
         Flushes take turns: one that returns has seen the previous one commit."""
         async with self._flushing:
             counted = self._harvest(self.clock.time() if harvest_time is None else harvest_time)
-            if not self._pending and not counted:
+            if not self._pending and not counted[1]:
                 return
             pending, self._pending = self._pending, {}
             keys = {key for key, _, _ in pending}
-            keys.update(key for key, _, _ in counted)
+            keys.update(key for key, _ in counted[1])
             try:
                 async with self.transaction() as db:
                     ids = await self._series_ids(db, keys)
@@ -684,10 +678,11 @@ class MetricStore(Store):
             self._ids.update(ids)
 
     def _restore(
-        self, pending: dict[tuple[SeriesKey, int, str], Aggregate], counted: list[_Counted]
+        self, pending: dict[tuple[SeriesKey, int, str], Aggregate], counted: _Counted
     ) -> None:
         """A flush that failed wrote nothing: keep its data for the next one."""
-        for key, bucket, delta in counted:
+        bucket, deltas = counted
+        for key, delta in deltas:
             sample = pending.setdefault((key, bucket, "Count"), Aggregate())
             sample.add(delta)
         for slot, sample in pending.items():
@@ -1007,20 +1002,22 @@ WHERE series IN (SELECT value FROM json_each(?1)) AND time >= ?2 AND time < ?3
 """
 
 
-#: A counter's harvest: its series, its minute, what it counted since the last.
-_Counted = tuple[SeriesKey, int, float]
+#: A harvest of counters: its minute, and each moved counter's series and
+#: what it counted since the last.
+_Counted = tuple[int, list[tuple[SeriesKey, float]]]
 
 
 def _rows(
     pending: Mapping[tuple[SeriesKey, int, str], Aggregate],
-    counted: Iterable[_Counted],
+    counted: _Counted,
     ids: Mapping[SeriesKey, int],
 ) -> Iterator[tuple[Any, ...]]:
     for (key, moment, unit), a in pending.items():
         yield (ids[key], moment, unit, a.count, a.sum, a.min, a.max, a.encode())
     # A counter's delta is one sample: its row is made directly, without an
     # Aggregate (10,000 scheduled rules harvest 20,000 a minute).
-    for key, moment, delta in counted:
+    moment, deltas = counted
+    for key, delta in deltas:
         yield (ids[key], moment, "Count", 1.0, delta, delta, delta, _one_value(delta))
 
 
