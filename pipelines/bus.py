@@ -17,7 +17,7 @@ import asyncio
 import collections
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any, Protocol
@@ -37,10 +37,13 @@ from pipelines.transform import Transform, compile_transform
 log = logging.getLogger("pipelines.bus")
 #: Sees each dispatched event: (bus name, event). See ``Runtime.tap``.
 Observer = Callable[[str, dict[str, Any]], None]
-#: Which rules an event in the intake is for: None, every rule it matches; a
-#: rule name, that scheduled rule (its run); a set, the matched rules among
-#: them (a replay to chosen rules).
-Addressed = str | frozenset[str] | None
+#: Which rules an event put on a bus is for (and what its intake row keeps):
+#: None, every rule it matches; a rule name, that scheduled rule (its run); a
+#: set, the matched rules among them (a replay to chosen rules).
+Address = str | frozenset[str] | None
+#: The same in memory, or a list: the rules it matched when it was taken in
+#: (see ``Bus._matched_in``).
+Addressed = Address | list[str]
 #: An event in the intake: (event, ingested, addressed, its producer's
 #: settlement if the producer waits for one). The settlement travels with the
 #: event so the dispatcher hands it to the event's jobs without a lookup.
@@ -459,7 +462,7 @@ class Bus:
         return accepted
 
     def offer(
-        self, events: list[dict[str, Any]], ingested: float, addressed: Addressed = None
+        self, events: list[dict[str, Any]], ingested: float, addressed: Address = None
     ) -> int:
         """Append as many of ``events`` as the intake has room for, without
         waiting; returns how many (a replay's position follows it exactly).
@@ -470,7 +473,7 @@ class Bus:
         self,
         events: list[dict[str, Any]],
         ingested: float,
-        addressed: Addressed,
+        addressed: Address,
         settlements: list[Settlement | None] | None,
     ) -> int:
         if self._closed:
@@ -478,22 +481,48 @@ class Bus:
         room = max(self._intake_size - len(self._intake), 0)
         taken = events[:room]
         durable = self.host.intake
-        if durable is not None:
-            # Each event gets its row and a settlement that deletes it once
-            # every delivery of it is settled (telling its producer, if one waits).
-            name = self.name
-            given = settlements if settlements is not None else repeat(None)
-            settlements = [
-                durable.reserve(name, event, ingested, addressed, producer)
-                for event, producer in zip(taken, given, strict=False)
-            ]
-        if settlements is None:
-            self._intake.extend((event, ingested, addressed, None) for event in taken)
+        if durable is not None and addressed is None:
+            self._intake.extend(self._matched_in(durable, taken, ingested, settlements))
         else:
-            self._intake.extend(zip(taken, repeat(ingested), repeat(addressed), settlements))
+            if durable is not None:
+                # Each event gets its row and a settlement that deletes it once
+                # every delivery of it is settled (telling its producer, if one waits).
+                name = self.name
+                given = settlements if settlements is not None else repeat(None)
+                settlements = [
+                    durable.reserve(name, event, ingested, addressed, producer)
+                    for event, producer in zip(taken, given, strict=False)
+                ]
+            if settlements is None:
+                self._intake.extend((event, ingested, addressed, None) for event in taken)
+            else:
+                self._intake.extend(zip(taken, repeat(ingested), repeat(addressed), settlements))
         self._events.add(len(taken))
         self._ready.set()
         return len(taken)
+
+    def _matched_in(
+        self,
+        durable: DurableIntake,
+        events: list[dict[str, Any]],
+        ingested: float,
+        settlements: list[Settlement | None] | None,
+    ) -> Iterator[Intake]:
+        """Events for the durable intake, matched as they are taken in, not
+        when dispatched: an event no rule matches has nothing to deliver, so
+        it gets no intake row and its producer waits for no commit (a bus
+        that many producers put on and few rules read answers most puts at
+        once). The matched rules travel with the event, so it is matched
+        once; after a restart, an event from its row is matched again."""
+        match = self._matcher.match
+        name = self.name
+        given = settlements if settlements is not None else repeat(None)
+        for event, producer in zip(events, given, strict=False):
+            names = match(event)
+            if names:
+                yield event, ingested, names, durable.reserve(name, event, ingested, None, producer)
+            else:
+                yield event, ingested, names, producer
 
     async def wait_for_room(self) -> bool:
         """Wait until the intake has room again (a quarter of it free); False
@@ -524,7 +553,7 @@ class Bus:
         return True
 
     def resume(
-        self, event: dict[str, Any], ingested: float, addressed: Addressed, settlement: Settlement
+        self, event: dict[str, Any], ingested: float, addressed: Address, settlement: Settlement
     ) -> bool:
         """Put an event found in the durable intake at start back in the intake,
         with its settlement (it has its row already); False when there is no
@@ -593,6 +622,9 @@ class Bus:
     def _names(self, event: dict[str, Any], addressed: Addressed) -> list[str]:
         if addressed is None:
             return self._matcher.match(event)
+        if isinstance(addressed, list):  # matched when taken in: less a rule deleted since
+            rules = self._rules
+            return [name for name in addressed if name in rules]
         if isinstance(addressed, str):
             return [addressed] if self.scheduled_rule(addressed) is not None else []
         return [name for name in self._matcher.match(event) if name in addressed]

@@ -55,6 +55,36 @@ async def test_an_answered_event_is_in_the_intake_until_its_deliveries_settle(
     assert intake_rows(state) == []  # settled, and the deletes written at stop
 
 
+async def test_an_event_no_rule_matches_is_answered_without_an_intake_row(
+    tmp_path: Path,
+) -> None:
+    """Nothing would deliver it, so nothing is written for it: its put waits
+    for no commit. An event put with it that a rule matches gets its row."""
+    state = tmp_path / "state.db"
+    runtime = make_runtime(state_path=state)
+    runtime.add_resource("slow", "recorder", {"hold": True})
+    await routed(runtime, [{"id": "b", "resource": "slow"}])
+    unmatched = {"Source": "elsewhere", "DetailType": "other", "Detail": "{}"}
+    async with runtime:
+        assert runtime.intake is not None
+        statements: list[str] = []
+        connection = runtime.intake.store.connection
+        assert isinstance(connection, SQLiteConnection)
+        await connection.raw.set_trace_callback(statements.append)
+        alone = await runtime.put_events([unmatched, unmatched])
+        assert alone["FailedEntryCount"] == 0
+        assert not [sql for sql in statements if sql.startswith("INSERT INTO intake")]
+        both = await runtime.put_events([unmatched, order(1)])
+        assert [event_id for _, event_id in intake_rows(state)] == [
+            both["Entries"][1]["EventId"]
+        ]
+        await eventually(lambda: recorder(runtime, "slow").waiting == 1)
+        await connection.raw.set_trace_callback(None)
+        recorder(runtime, "slow").release()
+        await runtime.wait_until_idle()
+    assert intake_rows(state) == []
+
+
 async def test_memory_durability_answers_without_writing_the_intake(tmp_path: Path) -> None:
     state = tmp_path / "state.db"
     runtime = make_runtime(state_path=state, durability="memory")
@@ -264,10 +294,12 @@ async def test_a_start_that_fails_half_way_leaves_nothing_running(tmp_path: Path
 async def test_a_lone_producers_put_is_one_commit_with_the_last_puts_deletes(
     tmp_path: Path,
 ) -> None:
-    """The events of one put settle (no rule matches them) while their write
-    commits; their deletes wait for the next put's rows instead of taking a
-    commit of their own that the next put would wait behind."""
+    """The events of one put settle (a quick target takes them) while their
+    write commits; their deletes wait for the next put's rows instead of
+    taking a commit of their own that the next put would wait behind."""
     runtime = make_runtime(state_path=tmp_path / "state.db")
+    runtime.add_resource("fast", "recorder", {})
+    await routed(runtime, [{"id": "a", "resource": "fast"}])
     statements: list[str] = []
     puts = 50
     async with runtime:
