@@ -75,9 +75,7 @@ async def test_an_event_no_rule_matches_is_answered_without_an_intake_row(
         assert alone["FailedEntryCount"] == 0
         assert not [sql for sql in statements if sql.startswith("INSERT INTO intake")]
         both = await runtime.put_events([unmatched, order(1)])
-        assert [event_id for _, event_id in intake_rows(state)] == [
-            both["Entries"][1]["EventId"]
-        ]
+        assert [event_id for _, event_id in intake_rows(state)] == [both["Entries"][1]["EventId"]]
         await eventually(lambda: recorder(runtime, "slow").waiting == 1)
         await connection.raw.set_trace_callback(None)
         recorder(runtime, "slow").release()
