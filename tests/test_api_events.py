@@ -7,6 +7,7 @@ the server run on the test's event loop.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -308,12 +309,14 @@ async def test_an_archive_made_through_the_api_keeps_events_and_a_replay_redeliv
 
 def test_docs_list_exactly_the_served_operations() -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    # The table whose header starts "| service |", to its last row.
+    lines = doc.splitlines()
+    start = lines.index("| service | protocol | operations |")
+    table = itertools.takewhile(lambda line: line.startswith("|"), lines[start + 2 :])
     rows = {
         cells[0]: {op.strip() for op in cells[2].split(",")}
-        for line in doc.splitlines()
-        if line.startswith("| ") and not line.startswith("| ---")
+        for line in table
         for cells in [[cell.strip() for cell in line.strip("|").split("|")]]
-        if cells[0] not in ("service",)
     }
     served = {name: set(service.operations) for name, service in served_services(PLUGINS).items()}
     assert rows == served
