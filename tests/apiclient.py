@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.error
@@ -24,6 +25,17 @@ from pipelines.runtime import Runtime
 from .recorder import Recorder, plugin_manager
 
 PLUGINS = plugin_manager()
+
+
+def endpoint_of(process: subprocess.Popen[str]) -> str:
+    """The URL a ``pipelines run --api`` subprocess reports among the first
+    lines of its stderr (which must be a text pipe)."""
+    assert process.stderr is not None
+    for _ in range(5):
+        found = re.search(r"AWS endpoint: (http://\S+)", process.stderr.readline())
+        if found:
+            return found.group(1)
+    raise AssertionError("the runner did not report its endpoint")
 
 
 def boto(service: str, url: str, **config: Any) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .apiclient import aws_cli, boto
+from .apiclient import aws_cli, boto, endpoint_of
 from .helpers import SINK_MODULE, pipelines_command, run_cli
 
 SINK_ARN = "arn:aws:lambda:us-east-1:123456789012:function:sink"
@@ -49,16 +49,7 @@ def _start(tmp_path: Path, config_text: str, *args: str) -> Runner:
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert process.stderr is not None
-    url = None
-    for _ in range(5):
-        line = process.stderr.readline()
-        found = re.search(r"AWS endpoint: (http://\S+)", line)
-        if found:
-            url = found.group(1)
-            break
-    assert url is not None, "the runner did not report its endpoint"
-    return Runner(process, url, sink)
+    return Runner(process, endpoint_of(process), sink)
 
 
 @pytest.fixture

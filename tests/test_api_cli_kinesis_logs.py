@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import signal
 import subprocess
 import time
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .apiclient import aws_cli
+from .apiclient import aws_cli, endpoint_of
 from .helpers import pipelines_command
 
 CONFIG = """\
@@ -42,14 +41,7 @@ def aws(tmp_path: Path) -> Iterator[Aws]:
         text=True,
     )
     try:
-        assert process.stderr is not None
-        url = None
-        for _ in range(5):
-            found = re.search(r"AWS endpoint: (http://\S+)", process.stderr.readline())
-            if found:
-                url = found.group(1)
-                break
-        assert url is not None, "the runner did not report its endpoint"
+        url = endpoint_of(process)
         yield Aws(url)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0

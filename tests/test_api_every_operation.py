@@ -34,7 +34,7 @@ from botocore import xform_name
 from pipelines.api import served_services
 
 from . import awsclidriver
-from .apiclient import CREDENTIALS, boto
+from .apiclient import CREDENTIALS, boto, endpoint_of
 from .helpers import pipelines_command
 from .recorder import plugin_manager
 
@@ -955,14 +955,7 @@ def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
         text=True,
     )
     try:
-        assert process.stderr is not None
-        url = None
-        for _ in range(5):
-            found = re.search(r"AWS endpoint: (http://\S+)", process.stderr.readline())
-            if found:
-                url = found.group(1)
-                break
-        assert url is not None, "the runner did not report its endpoint"
+        url = endpoint_of(process)
         logged = directory / "runner.log"
         # Its log read on: a runner blocked on a full pipe would answer nothing.
         threading.Thread(target=_copy, args=(process.stderr, logged), daemon=True).start()
