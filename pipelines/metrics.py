@@ -1022,10 +1022,12 @@ def _rows(
 
 
 @functools.lru_cache(maxsize=256)
-def _one_value(value: float) -> bytes:
-    """The distribution of one sample of ``value`` (as ``Aggregate.encode``
-    writes it); counters' deltas repeat (1.0, 2.0, ...), so it is cached."""
-    return orjson.dumps([False, [(value, 1.0)]])
+def _one_value(value: float) -> bytes | None:
+    """The encoded distribution of one sample of ``value``; counters' deltas
+    repeat (1.0, 2.0, ...), so it is cached."""
+    sample = Aggregate()
+    sample.add(value)
+    return sample.encode()
 
 
 def _dims_text(dims: Dimensions) -> str:
