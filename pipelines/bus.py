@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import repeat
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from pipelines import metrics as m
@@ -32,7 +33,12 @@ from pipelines.patterns import Matcher, Pattern, compile_pattern
 from pipelines.schedule import Schedule, parse_schedule
 from pipelines.scheduler import Scheduler
 from pipelines.targets import Target, check_keys
-from pipelines.transform import Transform, compile_transform
+from pipelines.transform import (
+    TARGET_PARAMETERS,
+    Transform,
+    check_target_parameters,
+    compile_transform,
+)
 
 log = logging.getLogger("pipelines.bus")
 #: Sees each dispatched event: (bus name, event). See ``Runtime.tap``.
@@ -93,6 +99,7 @@ TARGET_KEYS = {
     "input_jmespath",
     "retry_policy",
     "dead_letter",
+    *TARGET_PARAMETERS,
 }
 
 
@@ -114,6 +121,9 @@ class RuleTarget:
     dead_letter: str | None
     transform: Transform
     declared: Mapping[str, Any]
+    #: What the target's type reads at each delivery (``http_parameters``):
+    #: ``DeliveryContext.extra``, checked by the resource (``Target.accept``).
+    parameters: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, where: Where, config: Mapping[str, Any]) -> RuleTarget:
@@ -145,6 +155,11 @@ class RuleTarget:
             )
         with problems:
             transform = compile_transform(where, config)
+        parameters: dict[str, Any] = {}
+        for key in TARGET_PARAMETERS:
+            if config.get(key) is not None:
+                with problems:
+                    parameters[key] = check_target_parameters(where / key, key, config[key])
         problems.raise_any()
         return cls(
             id=target_id,
@@ -153,6 +168,7 @@ class RuleTarget:
             dead_letter=dead_letter,
             transform=transform,
             declared=dict(config),
+            parameters=MappingProxyType(parameters),
         )
 
     def describe(self) -> dict[str, Any]:
@@ -343,7 +359,10 @@ class Bus:
                 raise ConfigError(
                     Where(f"{where} targets[{index}]") / "id", f"{config.id!r} is given twice"
                 )
-            self.host.resource(config.resource, where=f"{where} targets[{index}].resource")
+            resource = self.host.resource(
+                config.resource, where=f"{where} targets[{index}].resource"
+            )
+            resource.accept(Where(f"{where} targets[{index}]"), config.parameters)
             if config.dead_letter is not None:
                 self.host.resource(
                     config.dead_letter, where=f"{where} targets[{index}].dead_letter"
@@ -389,6 +408,7 @@ class Bus:
         delivery.target = resource(config.resource)
         delivery.transform = config.transform
         delivery.policy = config.retry_policy
+        delivery.parameters = config.parameters
         delivery.dead_letter = resource(config.dead_letter) if config.dead_letter else None
         delivery.dead_letter_name = config.dead_letter
         delivery.concurrency = max(1, delivery.target.concurrency)

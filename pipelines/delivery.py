@@ -181,6 +181,8 @@ class Delivery:
     dead_letter_name: str | None
     concurrency: int
     queue_size: int
+    #: The rule target's parameters for its target type (``http_parameters``).
+    parameters: Mapping[str, Any] = field(default_factory=dict)
     queue: collections.deque[Job] = field(default_factory=collections.deque)
     active: int = 0
     parked: asyncio.Future[None] | None = None
@@ -475,7 +477,9 @@ class Deliverer:
             self.metrics.add(m.RETRY_INVOCATION_ATTEMPTS, delivery.dims)
         try:
             payload = delivery.transform(job.event, job.rule, delivery.rule_arn, job.ingested)
-            context = DeliveryContext(job.rule, job.target_id, job.event, job.attempts)
+            context = DeliveryContext(
+                job.rule, job.target_id, job.event, job.attempts, extra=delivery.parameters
+            )
             target = job.calling = delivery.target
             await target.deliver(payload, context)
         except asyncio.CancelledError:
@@ -515,7 +519,13 @@ class Deliverer:
         if job.attempts > delivery.policy.maximum_retry_attempts:
             await self._give_up(delivery, job, RETRIES_EXHAUSTED)
             return
-        due = self.clock.time() + self.backoff.delay(job.attempts, self.rng)
+        delay = self.backoff.delay(job.attempts, self.rng)
+        if error.retry_after is not None:
+            if error.retry_after < 0:  # the target said not to come back
+                await self._give_up(delivery, job, None)
+                return
+            delay = max(delay, error.retry_after)  # the more patient of the two
+        due = self.clock.time() + delay
         if due - job.ingested > delivery.policy.maximum_event_age:
             # The next attempt would come too late: the age limit ends retrying now.
             await self._give_up(delivery, job, AGE_EXCEEDED)

@@ -224,10 +224,16 @@ class DeliveryError(PipelinesError):
     ``Timeout`` or ``FunctionError``, recorded as the dead letter's ERROR_CODE.
     """
 
-    def __init__(self, code: str, message: str, *, retryable: bool) -> None:
+    def __init__(
+        self, code: str, message: str, *, retryable: bool, retry_after: float | None = None
+    ) -> None:
         self.code = code
         self.message = message
         self.retryable = retryable
+        #: Seconds the target asked to wait before the next attempt (an HTTP
+        #: ``Retry-After``): the retry waits at least this long; a negative
+        #: value ends retrying (EventBridge's rule for API destinations).
+        self.retry_after = retry_after
         super().__init__(f"{code}: {message}")
 
 

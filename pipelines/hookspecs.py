@@ -80,7 +80,9 @@ def register_services(register: Callable[[Service], None]) -> None:
     ``pipelines.api.errors.ApiError`` with AWS's error code. The engine
     parses HTTP and the wire protocols; a plugin never does. An operation the
     model has and no plugin serves answers AWS's error shape, ``NotImplemented``
-    (501). A service registered by two plugins is an error naming both.
+    (501). Several plugins may serve one service, each its own operations
+    (the http plugin adds connections and API destinations to the engine's
+    events service); an operation registered twice is an error naming both.
 
     Must return None; what counts is the calls to ``register``.
     """

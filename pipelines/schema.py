@@ -211,6 +211,23 @@ def _target() -> dict[str, Any]:
                 "id": {"type": "string", "minLength": 1, "maxLength": 64},
                 "resource": {"type": "string", "description": "a resource name"},
                 "dead_letter": {"type": "string", "description": "a resource name"},
+                "http_parameters": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "description": "an api_destination's path, header and query values"
+                    " (a value starting with $ is read from the event)",
+                    "properties": {
+                        "path_parameter_values": {"type": "array", "items": {"type": "string"}},
+                        "header_parameters": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string"},
+                        },
+                        "query_string_parameters": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string"},
+                        },
+                    },
+                },
                 "input": {"type": "string", "description": "constant JSON text"},
                 "input_path": _JSONPATH,
                 "input_jmespath": {"type": "string"},

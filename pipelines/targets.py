@@ -22,6 +22,7 @@ from pipelines import settings
 from pipelines.clock import sleep
 from pipelines.errors import (
     CodedError,
+    ConfigError,
     DeliveryError,
     PipelinesError,
     Where,
@@ -219,6 +220,13 @@ class Target(ABC):
 
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Release it. Called once, after the last ``deliver`` has returned."""
+
+    def accept(self, where: Where, parameters: Mapping[str, Any]) -> None:
+        """Check a rule target's parameters for this resource (``http_parameters``,
+        already checked for shape) when a rule names it: raise ``ConfigError``
+        at ``where / key``. A target that reads none takes none."""
+        for key in parameters:
+            raise ConfigError(where / key, "is not taken by this target's resource type")
 
     def references(self) -> Iterable[tuple[tuple[str | int, ...], str]]:
         """The other resources its settings name, each as (path within its

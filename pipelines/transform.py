@@ -26,7 +26,7 @@ from typing import Any
 import jmespath
 import jmespath.exceptions
 
-from pipelines.errors import ConfigError, DeliveryError, Where
+from pipelines.errors import ConfigError, DeliveryError, Problems, Where
 from pipelines.event import dump_json, format_time_ms, parse_json
 from pipelines.targets import JsonString, check_keys
 
@@ -156,6 +156,18 @@ def compile_path(where: Where, path: Any) -> Callable[[Any], Any]:
             steps.append(None)
         position = step.end()
     return lambda event: _read(event, steps, 0)
+
+
+def compile_lookup(where: Where, path: Any) -> Callable[[Any], Any]:
+    """``compile_path`` whose function gives None where nothing is (an
+    API destination's dynamic header: absent, it is not sent)."""
+    read = compile_path(where, path)
+
+    def lookup(event: Any) -> Any:
+        found = read(event)
+        return None if found is _MISSING else found
+
+    return lookup
 
 
 def _read(value: Any, steps: list[str | int | None], start: int) -> Any:
@@ -338,3 +350,58 @@ def _reserved(name: str, event: dict[str, Any], rule: str, rule_arn: str, ingest
         ordered = {key: event[known[key]] for key in _EVENT_ORDER if key in known}
         return ordered | {key: event[old] for key, old in known.items() if key not in ordered}
     return event  # aws.events.event.json: the whole event
+
+
+#: A rule target's parameters for its target's type, as EventBridge's
+#: PutTargets has them (``HttpParameters`` for API destinations): the
+#: resource checks them (``Target.accept``) and reads them at each delivery
+#: from ``DeliveryContext.extra``.
+TARGET_PARAMETERS = ("http_parameters",)
+HTTP_PARAMETER_KEYS = ("path_parameter_values", "header_parameters", "query_string_parameters")
+#: An HTTP header's name (RFC 9110's token), as HttpParameters allows it.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-zA-Z]{1,512}")
+#: A static value: printable ASCII (a dynamic value is a JSONPath, ``$.detail.id``).
+_HEADER_VALUE = re.compile(r"[\x20-\x7E]{0,512}")
+
+
+def check_target_parameters(where: Where, key: str, value: Any) -> Mapping[str, Any]:
+    """A rule target's ``key`` (one of ``TARGET_PARAMETERS``) checked for its
+    shape; which resources take it is theirs to say (``Target.accept``)."""
+    if key != "http_parameters":
+        raise ConfigError(where, f"{key!r} is not a target parameter")
+    if not isinstance(value, Mapping):
+        raise ConfigError(where, "must be a mapping of " + ", ".join(HTTP_PARAMETER_KEYS))
+    problems = Problems()
+    with problems:
+        check_keys(where, value, HTTP_PARAMETER_KEYS)
+    path_values = value.get("path_parameter_values", [])
+    if not isinstance(path_values, list) or not all(isinstance(v, str) for v in path_values):
+        problems.add(ConfigError(where / "path_parameter_values", "must be a list of strings"))
+    else:
+        for index, item in enumerate(path_values):
+            with problems:
+                _check_value(where / "path_parameter_values" / index, item)
+    for kind in ("header_parameters", "query_string_parameters"):
+        given = value.get(kind, {})
+        if not isinstance(given, Mapping):
+            problems.add(ConfigError(where / kind, "must be a mapping of names to values"))
+            continue
+        for name, item in given.items():
+            at = where / kind / str(name)
+            if kind == "header_parameters" and not _HEADER_NAME.fullmatch(str(name)):
+                problems.add(ConfigError(at, f"{name!r} is not a header name"))
+            if not isinstance(item, str):
+                problems.add(ConfigError(at, f"must be a string, not {item!r}"))
+                continue
+            with problems:
+                _check_value(at, item)
+    problems.raise_any()
+    return value
+
+
+def _check_value(where: Where, value: str) -> None:
+    """A static value of printable text, or a JSONPath into the event."""
+    if value.startswith("$"):
+        compile_path(where, value)
+    elif not _HEADER_VALUE.fullmatch(value):
+        raise ConfigError(where, "must be at most 512 printable ASCII characters or a JSONPath")

@@ -219,10 +219,10 @@ async def test_requests_are_checked_by_the_model_with_aws_wording(api: Api) -> N
 async def test_unknown_and_unserved_operations_answer_aws_errors_not_500(api: Api) -> None:
     status, body = await api.raw("AWSEvents.MakeCoffee", b"{}")
     assert (status, body["__type"]) == (400, "UnknownOperationException")
-    unserved = await api.error("list_connections")
+    unserved = await api.error("deauthorize_connection", Name="c")
     assert unserved["Error"]["Code"] == "NotImplemented"
     assert unserved["ResponseMetadata"]["HTTPStatusCode"] == 501
-    assert "ListConnections" in unserved["Error"]["Message"]
+    assert "DeauthorizeConnection" in unserved["Error"]["Message"]
     status, body = await api.raw("Nobody_2020.Do", b"{}", scope="nobody")
     assert (status, body["__type"]) == (400, "UnknownService")
     assert (

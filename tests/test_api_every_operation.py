@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import http.server
 import json
 import math
 import os
@@ -921,8 +922,109 @@ def cloudwatch(c: Context) -> None:
     assert (after["MetricAlarms"], after["CompositeAlarms"]) == ([], [])
 
 
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    """Records each request an API destination sends (to ``server.seen``)."""
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        self.server.seen.append((self.path, dict(self.headers), body))  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def connections(c: Context) -> None:
+    """Connections and API destinations: made, changed, used by a rule, deleted."""
+    aws, t = c.aws, c.t
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    server.seen = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _connections(aws, t, f"http://127.0.0.1:{server.server_port}", server.seen)  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _connections(aws: Client, t: str, url: str, seen: list[Any]) -> None:
+    name = f"{t}-partner"
+    auth = {"ApiKeyAuthParameters": {"ApiKeyName": "x-api-key", "ApiKeyValue": "first"}}
+    made = aws(
+        "events", "CreateConnection", Name=name, AuthorizationType="API_KEY", AuthParameters=auth
+    )
+    connection_arn = made["ConnectionArn"]
+    assert connection_arn.startswith(f"arn:aws:events:us-east-1:{ACCOUNT}:connection/{name}/")
+    assert made["ConnectionState"] == "AUTHORIZED"
+    shown = aws("events", "DescribeConnection", Name=name)
+    # As AWS answers: the key's name, never its value.
+    assert shown["AuthParameters"] == {"ApiKeyAuthParameters": {"ApiKeyName": "x-api-key"}}
+    assert (shown["Name"], shown["AuthorizationType"]) == (name, "API_KEY")
+    auth["ApiKeyAuthParameters"]["ApiKeyValue"] = "second"
+    updated = aws("events", "UpdateConnection", Name=name, AuthParameters=auth, Description="v2")
+    assert updated["ConnectionArn"] == connection_arn
+    listed = aws("events", "ListConnections", NamePrefix=f"{t}-")["Connections"]
+    assert [(one["Name"], one["ConnectionState"]) for one in listed] == [(name, "AUTHORIZED")]
+    destination = f"{t}-hook"
+    created = aws(
+        "events",
+        "CreateApiDestination",
+        Name=destination,
+        ConnectionArn=connection_arn,
+        InvocationEndpoint=f"{url}/orders/*",
+        HttpMethod="POST",
+    )
+    destination_arn = created["ApiDestinationArn"]
+    assert created["ApiDestinationState"] == "ACTIVE"
+    aws("events", "UpdateApiDestination", Name=destination, InvocationRateLimitPerSecond=50)
+    described = aws("events", "DescribeApiDestination", Name=destination)
+    assert (described["InvocationRateLimitPerSecond"], described["ConnectionArn"]) == (
+        50,
+        connection_arn,
+    )
+    listed = aws("events", "ListApiDestinations", NamePrefix=f"{t}-")["ApiDestinations"]
+    assert [one["ApiDestinationArn"] for one in listed] == [destination_arn]
+    rule = f"{t}-partner"
+    aws("events", "PutRule", Name=rule, EventPattern=json.dumps({"source": [f"{t}-partner"]}))
+    target = {
+        "Id": "hook",
+        "Arn": destination_arn,
+        "HttpParameters": {
+            "PathParameterValues": ["$.detail.order"],
+            "HeaderParameters": {"x-order": "$.detail.order"},
+        },
+    }
+    assert aws("events", "PutTargets", Rule=rule, Targets=[target])["FailedEntryCount"] == 0
+    listed_targets = aws("events", "ListTargetsByRule", Rule=rule)["Targets"]
+    assert listed_targets[0]["HttpParameters"] == target["HttpParameters"]
+    entry = {"Source": f"{t}-partner", "DetailType": "Order", "Detail": '{"order": "o-7"}'}
+    assert aws("events", "PutEvents", Entries=[entry])["FailedEntryCount"] == 0
+    deadline = time.monotonic() + 20
+    while not seen:
+        assert time.monotonic() < deadline, "the API destination was never called"
+        time.sleep(0.02)
+    path, headers, body = seen[0]
+    assert path == "/orders/o-7"
+    headers = {key.lower(): value for key, value in headers.items()}
+    assert (headers["x-api-key"], headers["x-order"]) == ("second", "o-7")
+    assert json.loads(body)["detail"] == {"order": "o-7"}
+    aws("events", "RemoveTargets", Rule=rule, Ids=["hook"])
+    aws("events", "DeleteRule", Name=rule)
+    assert aws("events", "DeleteApiDestination", Name=destination) == {}
+    assert aws.refused("events", "DescribeApiDestination", Name=destination) == (
+        "ResourceNotFoundException"
+    )
+    deleted = aws("events", "DeleteConnection", Name=name)
+    assert deleted["ConnectionState"] == "DELETING"
+    assert aws.refused("events", "DescribeConnection", Name=name) == "ResourceNotFoundException"
+
+
 #: In order: sqs first (the inbox queue the others deliver to).
-SCENARIOS = [sqs, sns, events, kinesis, logs, cloudwatch]
+SCENARIOS = [sqs, sns, events, connections, kinesis, logs, cloudwatch]
 
 
 def _run_every_operation(aws: Client, tag: str, gate: Path, skipped: set[tuple[str, str]]) -> None:
@@ -1021,7 +1123,11 @@ def _fill_bulk_log_group(url: str) -> None:
 @pytest.fixture(scope="module")
 def cli(runner: Runner, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
     directory = tmp_path_factory.mktemp("cli")
-    (directory / "config").write_text("[default]\ncli_timestamp_format = iso8601\n")
+    # cli_follow_urlparam off: AWS CLI v1 would fetch an http:// parameter
+    # value (an API destination's endpoint) and send what it read instead.
+    (directory / "config").write_text(
+        "[default]\ncli_timestamp_format = iso8601\ncli_follow_urlparam = false\n"
+    )
     env = {
         **os.environ,
         **CREDENTIALS,

@@ -7,6 +7,8 @@ the engine's own ``events`` and ``cloudwatch`` and what plugins register through
 
 from __future__ import annotations
 
+import dataclasses
+
 import pluggy
 
 from pipelines.api.cloudwatch import cloudwatch
@@ -30,22 +32,36 @@ __all__ = [
 
 def served_services(manager: pluggy.PluginManager | None = None) -> dict[str, Service]:
     """The engine's services and every plugin's (the ``register_services``
-    hook), by botocore's service name; one served twice is an error naming both."""
-    found: dict[str, tuple[Service, str]] = {
-        "events": (events, "the engine"),
-        "cloudwatch": (cloudwatch, "the engine"),
-    }
+    hook), by botocore's service name. Several may serve one service, each
+    its own operations (the http plugin serves the events service's
+    connections and API destinations beside the engine's rules); the first
+    registered gives the service's settings. An operation served twice is an
+    error naming both."""
+    found: dict[str, Service] = {}
+    owners: dict[tuple[str, str], str] = {}
+
+    def add(service: Service, owner: str) -> None:
+        for operation in service.operations:
+            first = owners.setdefault((service.name, operation), owner)
+            if first != owner:
+                raise PluginError(
+                    f"AWS operation {service.name}:{operation} is served by both"
+                    f" {first!r} and {owner!r}"
+                )
+        served = found.get(service.name)
+        if served is None:
+            found[service.name] = service
+        else:  # a copy: the first's Service object is a module's, shared
+            operations = {**served.operations, **service.operations}
+            found[service.name] = dataclasses.replace(served, operations=operations)
+
+    add(events, "the engine")
+    add(cloudwatch, "the engine")
     hook = (manager or get_plugin_manager()).hook.register_services
     for implementation in hook.get_hookimpls():
-        plugin_name = implementation.plugin_name
 
-        def register(service: Service, plugin_name: str = plugin_name) -> None:
-            if service.name in found:
-                raise PluginError(
-                    f"AWS service {service.name!r} is served by both"
-                    f" {found[service.name][1]!r} and {plugin_name!r}"
-                )
-            found[service.name] = (service, plugin_name)
+        def register(service: Service, owner: str = implementation.plugin_name) -> None:
+            add(service, owner)
 
         implementation.function(register=register)
-    return {name: service for name, (service, _) in found.items()}
+    return found

@@ -237,6 +237,14 @@ async def list_rule_names_by_target(call: Call, params: dict[str, Any]) -> Mappi
 # -- targets -----------------------------------------------------------------
 
 
+#: A target's HttpParameters (API destinations) in AWS's names and ours.
+_HTTP_PARAMETERS = (
+    ("PathParameterValues", "path_parameter_values"),
+    ("HeaderParameters", "header_parameters"),
+    ("QueryStringParameters", "query_string_parameters"),
+)
+
+
 def _target_config(call: Call, target: Mapping[str, Any]) -> dict[str, Any]:
     """A PutTargets target in the library's names (``Bus.put_targets``)."""
     resource = resource_of(call, target["Arn"])
@@ -262,6 +270,11 @@ def _target_config(call: Call, target: Mapping[str, Any]) -> dict[str, Any]:
                 ("maximum_event_age", "MaximumEventAgeInSeconds"),
             )
             if aws in policy
+        }
+    if "HttpParameters" in target:
+        given = target["HttpParameters"]
+        config["http_parameters"] = {
+            ours: given[aws] for aws, ours in _HTTP_PARAMETERS if given.get(aws) is not None
         }
     dead_letter = target.get("DeadLetterConfig", {}).get("Arn")
     if dead_letter:
@@ -298,6 +311,11 @@ def _aws_target(call: Call, declared: Mapping[str, Any]) -> dict[str, Any]:
                 ("maximum_event_age", "MaximumEventAgeInSeconds"),
             )
             if key in policy
+        }
+    http = declared.get("http_parameters")
+    if http:
+        target["HttpParameters"] = {
+            aws: http[ours] for aws, ours in _HTTP_PARAMETERS if ours in http
         }
     if declared.get("dead_letter"):
         target["DeadLetterConfig"] = {"Arn": call.runtime.resource_arn(declared["dead_letter"])}

@@ -348,8 +348,13 @@ def resource_of(call: Call, arn: str) -> str | None:
     if service == "lambda" and resource.count(":") == 2:
         resource = resource.rsplit(":", 1)[0]  # a qualified function: its version or alias
     resource = resource.removesuffix(":*")
-    name = resource.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
-    if name not in call.runtime.resource_names():
-        return None
-    expected = call.runtime.resource_arn(name).split(":", 5)
-    return name if expected[1:3] == [partition, service] and expected[5] == resource else None
+    # The name is the last segment, or the one before an id (EventBridge's
+    # ``connection/NAME/ID``); the whole ARN must be that resource's.
+    segments = resource.split("/")
+    for name in (segments[-1].rsplit(":", 1)[-1], *segments[-2:-1]):
+        if name not in call.runtime.resource_names():
+            continue
+        expected = call.runtime.resource_arn(name).split(":", 5)
+        if expected[1:3] == [partition, service] and expected[5] == resource:
+            return name
+    return None

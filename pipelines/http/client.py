@@ -1,0 +1,176 @@
+"""``HttpClient``: requests over one keep-alive pool, answered as ``Sent``.
+
+One client per destination (an API destination, a subscription endpoint):
+its pool's connections are kept alive between requests (HTTP/1.1), so a
+steady flow of deliveries costs one TCP and TLS handshake, not one each.
+TLS certificates are verified unless a destination says otherwise; a CA
+file adds a private authority. A request that times out or cannot connect
+raises ``RequestFailed``; any answer, whatever its status, is a ``Sent``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # aiohttp loads with the first client started, not with the plugins
+    import aiohttp
+
+#: How much of an answer's body is kept (an error's start goes into a dead
+#: letter's attributes); the rest of a larger body is not read at all.
+BODY_KEPT = 64 * 1024
+
+
+class RequestFailed(Exception):
+    """No answer: ``code`` is ``Timeout`` or ``ConnectionError``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What a request got back."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    #: The body's first ``BODY_KEPT`` bytes.
+    body: bytes
+
+    def text(self, limit: int = 256) -> str:
+        """The start of the body as text, for a message."""
+        return self.body[:limit].decode("utf-8", "replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Tls:
+    """How a destination's certificate is checked."""
+
+    verify: bool = True
+    #: A PEM file of authorities trusted besides the system's.
+    ca_file: Path | None = None
+
+    def context(self) -> ssl.SSLContext | bool:
+        if not self.verify:
+            return False
+        context = ssl.create_default_context()
+        if self.ca_file is not None:
+            context.load_verify_locations(cafile=str(self.ca_file))
+        return context
+
+
+class HttpClient:
+    """Sends requests for one destination; ``start`` in the loop that uses it,
+    ``close`` when done (its pooled connections are closed)."""
+
+    def __init__(self, *, timeout: float = 5.0, tls: Tls | None = None, pool: int = 100) -> None:
+        self.timeout = timeout
+        self.tls = tls or Tls()
+        self.pool = pool
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        import aiohttp
+
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self.pool, ssl=self.tls.context())
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                # Headers go out as the destination's settings give them.
+                skip_auto_headers=("User-Agent",),
+                auto_decompress=True,
+            )
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> Sent:
+        """One request; its answer, or ``RequestFailed``."""
+        import aiohttp
+
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        try:
+            async with self._session.request(
+                method, url, headers=headers, params=params, data=body, allow_redirects=False
+            ) as response:
+                kept = await _start_of(response)
+                return Sent(response.status, response.reason or "", _plain(response.headers), kept)
+        except TimeoutError:
+            raise RequestFailed("Timeout", f"no answer within {self.timeout:g} s") from None
+        except aiohttp.ClientError as error:
+            raise RequestFailed("ConnectionError", str(error) or type(error).__name__) from None
+
+
+async def _start_of(response: aiohttp.ClientResponse) -> bytes:
+    """The body's first ``BODY_KEPT`` bytes; a longer body ends the connection
+    instead of being read to its end."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < BODY_KEPT:
+        chunk = await response.content.read(BODY_KEPT - size)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+    if not response.content.at_eof():
+        response.close()
+    return b"".join(chunks)
+
+
+def _plain(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """The ``Retry-After`` header (lower-case key) as seconds from ``now``:
+    a number of seconds, or an HTTP date; None when absent or unreadable.
+    A negative number is kept: EventBridge stops retrying on one."""
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return float(int(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() - now
+
+
+def header_safe(value: Any) -> str:
+    """A value as a header may carry it: text without line breaks."""
+    return str(value).replace("\r", " ").replace("\n", " ")
+
+
+__all__ = [
+    "BODY_KEPT",
+    "HttpClient",
+    "RequestFailed",
+    "Sent",
+    "Tls",
+    "header_safe",
+    "retry_after",
+]

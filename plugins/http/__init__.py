@@ -1,0 +1,32 @@
+"""The built-in ``http`` plugin: EventBridge's connections and API destinations.
+
+``destination`` has the ``connection`` and ``api_destination`` target types
+(requests through ``pipelines.http``); ``api`` serves the events API's
+connection and API destination operations beside the engine's
+(``register_services``). See docs/http.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pipelines.hookspecs import hookimpl
+from pipelines.targets import TargetType
+from plugins.http.destination import ApiDestinationType, ConnectionType
+
+if TYPE_CHECKING:
+    from pipelines.api.services import Service
+
+
+@hookimpl
+def register_targets(register: Callable[[TargetType], None]) -> None:
+    register(ConnectionType())
+    register(ApiDestinationType())
+
+
+@hookimpl
+def register_services(register: Callable[[Service], None]) -> None:
+    from plugins.http.api import events
+
+    register(events)
