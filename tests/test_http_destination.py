@@ -15,6 +15,7 @@ import pytest
 from pipelines.clock import ManualClock
 from pipelines.config import build_runtime, load_config
 from pipelines.http.ratelimit import TokenBucket
+from pipelines.metrics import MetricStore
 from pipelines.runtime import Runtime
 
 from .httpserver import Answer, ScriptedServer
@@ -33,9 +34,8 @@ async def server() -> AsyncIterator[ScriptedServer]:
 async def running(tmp_path: Path, text: str, **options: Any) -> Runtime:
     path = tmp_path / "pipeline.yaml"
     path.write_text(text)
-    runtime = await build_runtime(
-        load_config([path]), state_path=None, plugins=plugin_manager(), **options
-    )
+    options.setdefault("state_path", None)
+    runtime = await build_runtime(load_config([path]), plugins=plugin_manager(), **options)
     await runtime.start()
     return runtime
 
@@ -309,3 +309,32 @@ def test_a_burst_lets_that_many_through_at_once() -> None:
     clock = ManualClock()
     bucket = TokenBucket(10, clock, burst=5)
     assert [bucket.reserve() for _ in range(6)] == [0, 0, 0, 0, 0, pytest.approx(0.1, abs=1e-5)]
+
+
+async def test_answers_are_counted_by_status_code_per_destination(
+    tmp_path: Path, server: ScriptedServer
+) -> None:
+    server.script("/hook", [Answer(200), Answer(200), Answer(400), Answer(200)])
+    text = DEAD_LETTER_PIPELINE.format(url=server.url)
+    runtime = await running(tmp_path, text, state_path=tmp_path / "state.db")
+    try:
+        for n in range(4):  # one at a time: the answers go in the scripted order
+            await runtime.put_events([event(n=n)])
+            await server.wait_for(n + 1)
+        await asyncio.sleep(0.05)
+    finally:
+        await runtime.stop()
+    counted = {}
+    async with MetricStore.existing(tmp_path / "state.db", runtime.clock) as store:
+        for status in ("200", "400"):
+            found = await store.get_metric_statistics(
+                "Pipelines/ApiDestinations",
+                "Responses",
+                {"ApiDestination": "hook", "StatusCode": status},
+                start=runtime.clock.time() - 3600,
+                end=runtime.clock.time() + 3600,
+                period=60,
+                statistics=["Sum"],
+            )
+            counted[status] = sum(point["Sum"] for point in found["Datapoints"])
+    assert counted == {"200": 3, "400": 1}

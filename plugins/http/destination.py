@@ -325,6 +325,8 @@ class ApiDestinationTarget(Target):
         self._bucket: TokenBucket | None = None
         self._inline: Authorization | None = None
         self._fetch: TokenFetcher | None = None
+        self._counts: dict[tuple[str, str, str], int] = {}
+        self._next_flush = 0.0
         # Compiled rule target parameters, by the mapping declared (kept alive by its rule).
         self._parameters: dict[int, tuple[Mapping[str, Any], _Parameters]] = {}
 
@@ -376,6 +378,8 @@ class ApiDestinationTarget(Target):
         return "INACTIVE" if authorization.authorized_at is None else "ACTIVE"
 
     async def stop(self) -> None:
+        if self._services is not None and self._counts:
+            self._flush(self._services)
         self._services = None
         client, self._client = self._client, None
         if client is not None:
@@ -458,17 +462,32 @@ class ApiDestinationTarget(Target):
                 body=body,
             )
         except RequestFailed as error:
-            self._metric("Failures", Reason=error.code)
+            self._metric("Failures", "Reason", error.code)
             raise DeliveryError(error.code, error.message, retryable=True) from None
 
     def _count(self, sent: Sent) -> None:
-        self._metric("Responses", StatusCode=str(sent.status))
+        self._metric("Responses", "StatusCode", str(sent.status))
 
-    def _metric(self, name: str, **dimensions: str) -> None:
+    def _metric(self, name: str, dimension: str, value: str) -> None:
+        """Count one answer (or failure): counts are kept here and handed to
+        the metric store at most once a second, as one statistic set per
+        series (a datum per delivery would cost more than the request)."""
+        key = (name, dimension, value)
+        self._counts[key] = self._counts.get(key, 0) + 1
         services = self._services
-        if services is not None:
+        if services is not None and services.clock.time() >= self._next_flush:
+            self._flush(services)
+
+    def _flush(self, services: TargetServices) -> None:
+        counts, self._counts = self._counts, {}
+        self._next_flush = services.clock.time() + 1.0
+        for (name, dimension, value), count in counts.items():
             services.put_metric_data(
-                METRICS_NAMESPACE, name, {"ApiDestination": self.name, **dimensions}, value=1.0
+                METRICS_NAMESPACE,
+                name,
+                {"ApiDestination": self.name, dimension: value},
+                statistic_values={"SampleCount": count, "Sum": count, "Minimum": 1, "Maximum": 1},
+                unit="Count",
             )
 
     def _judge(self, sent: Sent, now: float) -> None:
