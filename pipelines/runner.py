@@ -126,6 +126,12 @@ async def _run_pipeline(
     report = RunReport()
     server = ControlServer(runtime, control) if control is not None else None
     endpoint = _endpoint(runtime, api, config)
+    serving = [n for n in runtime.resource_names() if runtime.resource(n).serves_http]
+    if serving and endpoint is None:
+        raise PipelinesError(
+            f"{', '.join(serving)} take HTTP requests on the runner's port:"
+            " give the config an `api: HOST:PORT` (or run with --api HOST:PORT)"
+        )
     started = False
     try:
         if server is not None:

@@ -68,6 +68,7 @@ from pipelines.limits import Limits
 from pipelines.pending import PendingWriter
 from pipelines.pluginmanager import target_types
 from pipelines.replay import Replays
+from pipelines.routes import Routes
 from pipelines.runnerlock import RunnerLock
 from pipelines.scheduler import Scheduler
 from pipelines.state import StateDB
@@ -167,6 +168,8 @@ class Runtime:
         self.taps: list[Observer] = []
         #: ``cluster.group`` of the config: sources share their subscriptions.
         self.cluster_group: str | None = None
+        #: Paths sources serve on the runner's HTTP port (webhooks), by path.
+        self.routes = Routes()
         #: Deliveries taken off their rules, finishing their work before retiring.
         self._detached: set[Delivery] = set()
         self.deliverer = Deliverer(

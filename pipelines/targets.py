@@ -33,6 +33,7 @@ from pipelines.store import Store, Upkeep
 
 if TYPE_CHECKING:
     from pipelines.clock import Clock
+    from pipelines.routes import Routes
 
 log = logging.getLogger("pipelines.targets")
 
@@ -155,6 +156,13 @@ class TargetServices(Protocol):
         ...
 
     @property
+    def routes(self) -> Routes:
+        """The paths served on the runner's HTTP port besides AWS's APIs: a
+        source taking requests (a webhook) adds its handler in ``start`` and
+        removes it in ``stop`` (``pipelines.routes``)."""
+        ...
+
+    @property
     def cluster_group(self) -> str | None:
         """The config's ``cluster.group``: sources share their subscriptions
         with the other runners of this group (None outside a cluster)."""
@@ -206,6 +214,9 @@ class Target(ABC):
 
     #: How many deliveries of one rule target may run at once.
     concurrency: int = 16
+    #: It serves requests on the runner's HTTP port (a webhook): a runner
+    #: without one (no ``api``) refuses to start it.
+    serves_http: bool = False
 
     async def start(self, services: TargetServices) -> None:  # noqa: B027 - optional hook
         """Acquire what delivery needs (connections, imports). Called once."""

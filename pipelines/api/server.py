@@ -12,6 +12,7 @@ the one HTTP stack of the project.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import logging
@@ -30,10 +31,12 @@ from botocore.model import ServiceModel
 from pipelines.api import cbor
 from pipelines.api.errors import ApiError, not_implemented, translate
 from pipelines.api.query import error_xml, read_query, write_xml
-from pipelines.api.services import ApiHost, Call, Kept, Service
+from pipelines.api.services import STARTING_WAIT, ApiHost, Call, Kept, Service
 from pipelines.api.sigv4 import AccessKey, verify
 from pipelines.api.wire import read_input, write_output
+from pipelines.errors import NotRunningError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
+from pipelines.routes import HttpRequest, Route
 
 log = logging.getLogger("pipelines.api")
 
@@ -369,6 +372,15 @@ class ApiServer:
             await self.keeping.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        route = self.runtime.routes.find(request.path)
+        if route is None and request.path != "/":
+            # Sources add their paths as they start, after the port opened:
+            # a request meanwhile waits for them (AWS's APIs are served at "/").
+            with contextlib.suppress(NotRunningError):
+                await self.runtime.wait_running(STARTING_WAIT)
+            route = self.runtime.routes.find(request.path)
+        if route is not None:
+            return await _routed(route, request)
         request_id = str(uuid.uuid4())
         scope = _SCOPE.search(request.headers.get("Authorization", ""))
         try:
@@ -425,6 +437,32 @@ class ApiServer:
             dt.datetime.now(dt.UTC),
             query=wire.query,
         )
+
+
+async def _routed(route: Route, request: web.Request) -> web.Response:
+    """A request to a path a source serves (a webhook), answered by its handler."""
+    if request.content_length is not None and request.content_length > route.max_body:
+        return _plain(413, f"the body is over {route.max_body} bytes")
+    body = await request.content.read(route.max_body + 1)
+    if len(body) > route.max_body:
+        return _plain(413, f"the body is over {route.max_body} bytes")
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    seen = HttpRequest(
+        request.method, request.path, dict(request.query), headers, body, request.remote or ""
+    )
+    try:
+        answer = await route.handler(seen)
+    except Exception:
+        log.exception("the handler of %s failed", route.path)
+        return _plain(500, "internal error")
+    return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+
+
+def _plain(status: int, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=status)
 
 
 def _unrouted(error: ApiError, request_id: str) -> web.Response:

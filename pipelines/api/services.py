@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from pipelines.limits import Limits
     from pipelines.metrics import MetricStore
     from pipelines.replay import Replays
+    from pipelines.routes import Routes
     from pipelines.store import Store
     from pipelines.targets import Target
 
@@ -93,6 +94,9 @@ class ApiHost(Protocol):
 
     @property
     def state_path(self) -> Path | None: ...
+
+    @property
+    def routes(self) -> Routes: ...
 
     @property
     def limits(self) -> Limits: ...

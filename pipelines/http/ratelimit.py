@@ -33,6 +33,17 @@ class TokenBucket:
         self._due = due + self._interval
         return max(0.0, due - (self.burst - 1) * self._interval - now)
 
+    def try_take(self) -> float:
+        """Take a slot if one is free now (0.0); else take nothing and say
+        how long until one is (a webhook answers 429 with it)."""
+        now = self.clock.time()
+        due = max(self._due, now)
+        wait = due - (self.burst - 1) * self._interval - now
+        if wait > 0:
+            return wait
+        self._due = due + self._interval
+        return 0.0
+
     async def acquire(self) -> None:
         """Wait for a slot."""
         delay = self.reserve()

@@ -1,7 +1,8 @@
 """The built-in ``http`` plugin: EventBridge's connections and API destinations.
 
 ``destination`` has the ``connection`` and ``api_destination`` target types
-(requests through ``pipelines.http``); ``api`` serves the events API's
+(requests through ``pipelines.http``); ``webhook`` the ``webhook`` source
+(requests on the runner's port, through ``TargetServices.routes``); ``api`` serves the events API's
 connection and API destination operations beside the engine's
 (``register_services``). See docs/http.md.
 """
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from pipelines.hookspecs import hookimpl
 from pipelines.targets import TargetType
 from plugins.http.destination import ApiDestinationType, ConnectionType
+from plugins.http.webhook import WebhookType
 
 if TYPE_CHECKING:
     from pipelines.api.services import Service
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 def register_targets(register: Callable[[TargetType], None]) -> None:
     register(ConnectionType())
     register(ApiDestinationType())
+    register(WebhookType())
 
 
 @hookimpl

@@ -22,6 +22,7 @@ from pipelines.errors import DeliveryError, NotRunningError, PipelinesError
 from pipelines.event import new_event_id
 from pipelines.metrics import MetricStore
 from pipelines.pluginmanager import target_types
+from pipelines.routes import Routes
 from pipelines.store import Upkeep
 from pipelines.targets import DeliveryContext, StoreT, Target, open_state_store, run_upkeep
 from plugins.topic.target import TopicTarget, message_attribute
@@ -46,6 +47,8 @@ class _Services:
         self._resources = resources
         self._tasks: set[asyncio.Task[Any]] = set()
         self._metrics: MetricStore | None = None
+        #: No HTTP port: a one-off publish serves nothing.
+        self.routes = Routes()
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coroutine)

@@ -1,0 +1,74 @@
+"""HTTP routes a plugin serves on the runner's port, without touching HTTP itself.
+
+A source that takes requests (a webhook) adds a handler for a path while
+it runs (``TargetServices.routes``); the endpoint (``pipelines.api``)
+answers a request whose path has a handler with it, and any other as an
+AWS request. A handler sees an ``HttpRequest`` (method, path, query,
+headers with lower-case names, the body) and returns an ``HttpResponse``:
+the engine reads and writes HTTP, a plugin never does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from pipelines.errors import PipelinesError
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    method: str
+    path: str
+    query: Mapping[str, str]
+    #: Names in lower case; a repeated header's values joined with ", ".
+    headers: Mapping[str, str]
+    body: bytes
+    remote: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    path: str
+    handler: Handler
+    #: The largest body the handler takes; a larger one is answered 413 unread.
+    max_body: int
+
+
+class Routes:
+    """The paths served besides AWS's APIs, by exact path."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, Route] = {}
+
+    def add(self, path: str, handler: Handler, *, max_body: int) -> Callable[[], None]:
+        """Serve ``path`` with ``handler``; the function returned removes it.
+        A path served twice is an error naming it."""
+        if not path.startswith("/"):
+            raise PipelinesError(f"a served path starts with '/', not {path!r}")
+        if path in self._routes:
+            raise PipelinesError(f"the path {path} is served twice")
+        route = Route(path, handler, max_body)
+        self._routes[path] = route
+
+        def remove() -> None:
+            if self._routes.get(path) is route:
+                del self._routes[path]
+
+        return remove
+
+    def find(self, path: str) -> Route | None:
+        return self._routes.get(path)
+
+    def __len__(self) -> int:
+        return len(self._routes)
