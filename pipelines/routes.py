@@ -50,6 +50,9 @@ class Routes:
 
     def __init__(self) -> None:
         self._routes: dict[str, Route] = {}
+        #: The port's URL as its server reports it (``http://127.0.0.1:4010``),
+        #: for URLs handed out (SNS's SigningCertURL); None while none serves.
+        self.base_url: str | None = None
 
     def add(self, path: str, handler: Handler, *, max_body: int) -> Callable[[], None]:
         """Serve ``path`` with ``handler``; the function returned removes it.

@@ -11,6 +11,7 @@ scenario runs, through either client, fails the test.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import http.server
@@ -404,6 +405,7 @@ def sns(c: Context) -> None:
     assert tags == [{"Key": "env", "Value": "test"}]
     assert aws("sns", "Unsubscribe", SubscriptionArn=subscription) == {}
     assert aws("sns", "ListSubscriptionsByTopic", TopicArn=topic)["Subscriptions"] == []
+    _http_subscription(aws, topic)
     assert aws("sns", "DeleteTopic", TopicArn=topic) == {}
     assert topic not in [entry["TopicArn"] for entry in aws("sns", "ListTopics")["Topics"]]
 
@@ -938,17 +940,49 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def connections(c: Context) -> None:
-    """Connections and API destinations: made, changed, used by a rule, deleted."""
-    aws, t = c.aws, c.t
+@contextlib.contextmanager
+def receiving() -> Iterator[tuple[str, list[Any]]]:
+    """A local HTTP server recording what is posted to it: (its URL, the posts)."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    server.seen = []  # type: ignore[attr-defined]
+    seen: list[Any] = []
+    server.seen = seen  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        _connections(aws, t, f"http://127.0.0.1:{server.server_port}", server.seen)  # type: ignore[attr-defined]
+        yield f"http://127.0.0.1:{server.server_port}", seen
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _posted(seen: list[Any], count: int) -> list[Any]:
+    deadline = time.monotonic() + 20
+    while len(seen) < count:
+        assert time.monotonic() < deadline, f"{len(seen)} of {count} requests arrived"
+        time.sleep(0.02)
+    return seen
+
+
+def _http_subscription(aws: Client, topic: str) -> None:
+    """An HTTP subscription: pending, confirmed with the token it was sent, notified."""
+    with receiving() as (url, seen):
+        made = aws("sns", "Subscribe", TopicArn=topic, Protocol="http", Endpoint=f"{url}/sns")
+        assert made["SubscriptionArn"] == "pending confirmation"
+        confirmation = json.loads(_posted(seen, 1)[0][2])
+        assert confirmation["Type"] == "SubscriptionConfirmation"
+        confirmed = aws("sns", "ConfirmSubscription", TopicArn=topic, Token=confirmation["Token"])
+        assert confirmed["SubscriptionArn"].startswith(f"{topic}:")
+        aws("sns", "Publish", TopicArn=topic, Message="over http")
+        _, headers, body = _posted(seen, 2)[1]
+        assert json.loads(body)["Message"] == "over http"
+        lowered = {key.lower(): value for key, value in headers.items()}
+        assert lowered["x-amz-sns-message-type"] == "Notification"
+        aws("sns", "Unsubscribe", SubscriptionArn=confirmed["SubscriptionArn"])
+
+
+def connections(c: Context) -> None:
+    """Connections and API destinations: made, changed, used by a rule, deleted."""
+    with receiving() as (url, seen):
+        _connections(c.aws, c.t, url, seen)
 
 
 def _connections(aws: Client, t: str, url: str, seen: list[Any]) -> None:

@@ -313,10 +313,15 @@ async def test_an_api_topic_is_a_rule_target(sns: Sns) -> None:
 async def test_lambda_subscriptions_and_refused_protocols(sns: Sns, tmp_path: Path) -> None:
     topic = await sns.topic()
     status, error = await sns.error(
-        "subscribe", TopicArn=topic, Protocol="https", Endpoint="https://example.com/hook"
+        "subscribe", TopicArn=topic, Protocol="email", Endpoint="ops@example.com"
     )
     assert (status, error["Code"]) == (400, "InvalidParameter")
     assert error["Message"].startswith("Invalid parameter: Protocol Reason:")
+    status, error = await sns.error(
+        "subscribe", TopicArn=topic, Protocol="https", Endpoint="http://example.com/hook"
+    )
+    assert (status, error["Code"]) == (400, "InvalidParameter")
+    assert "must be a URL beginning with https://" in error["Message"]
     status, error = await sns.error(
         "subscribe",
         TopicArn=topic,

@@ -356,6 +356,7 @@ class ApiServer:
         self._runner = runner
         if runner.addresses:  # the port picked when 0 was asked for
             self.port = runner.addresses[0][1]
+        self.runtime.routes.base_url = self.url
 
     async def close(self) -> None:
         """Stop taking requests; those in flight finish (aiohttp's shutdown),

@@ -35,6 +35,7 @@ from pipelines.api import ApiError, Call, Service
 from pipelines.api.services import ApiHost, page, resource_of
 from pipelines.errors import ConfigError, DeliveryError, NotRunningError, Where
 from pipelines.event import DEFAULT_ACCOUNT
+from pipelines.http.auth import is_http_url
 from pipelines.targets import DeliveryContext
 from plugins.topic.filterpolicy import (
     ATTRIBUTES_SCOPE,
@@ -74,7 +75,7 @@ PROTOCOLS = (
     "lambda",
     "firehose",
 )
-SERVED_PROTOCOLS = {"sqs": "sqs", "lambda": "lambda"}
+SERVED_PROTOCOLS = {"sqs": "sqs", "lambda": "lambda", "http": "http", "https": "https"}
 #: Topic attributes SetTopicAttributes takes (kept and answered; only
 #: ContentBasedDeduplication changes what the topic does).
 TOPIC_ATTRIBUTES = {
@@ -93,6 +94,7 @@ SUBSCRIPTION_ATTRIBUTES = (
     "FilterPolicyScope",
     "RawMessageDelivery",
     "RedrivePolicy",
+    "DeliveryPolicy",
 )
 _DELIVERY_POLICY = {
     "http": {
@@ -391,6 +393,12 @@ def _is_fifo_queue(call: Call, resource: str) -> bool:
 
 
 def _endpoint_resource(call: Call, topic: TopicTarget, protocol: str, endpoint: str) -> str:
+    if protocol in ("http", "https"):
+        if not endpoint.startswith(f"{protocol}://") or not is_http_url(endpoint):
+            raise invalid(f"Endpoint Reason: must be a URL beginning with {protocol}://")
+        if topic.fifo:
+            raise invalid("Endpoint Reason: a FIFO topic delivers only to FIFO SQS queues")
+        return ""
     resource = _resource_by_arn(call, endpoint, SERVED_PROTOCOLS[protocol])
     if resource is None:
         label = "SQS" if protocol == "sqs" else "Lambda"
@@ -438,6 +446,9 @@ def _subscription_settings(
         elif name == "RedrivePolicy":
             if value.strip():
                 settings["dead_letter"] = _dead_letter(call, topic, value, reason)
+        elif name == "DeliveryPolicy":
+            if value.strip():
+                settings["delivery_policy"] = value
         else:
             raise invalid(f"{reason}Unknown attribute {name}" if reason else "AttributeName")
     if "filter_policy" in settings:
@@ -469,11 +480,23 @@ def _dead_letter(call: Call, topic: TopicTarget, value: str, reason: str) -> str
     return resource
 
 
-def _subscription(sub_id: str, resource: str, settings: Mapping[str, Any]) -> Subscription:
-    declared = {"id": sub_id, "resource": resource, **settings}
+def _subscription(
+    sub_id: str, resource: str, settings: Mapping[str, Any], endpoint: str | None = None
+) -> Subscription:
+    declared = {"id": sub_id, **settings}
+    if endpoint is not None:
+        declared["endpoint"] = endpoint
+    else:
+        declared["resource"] = resource
+        if "delivery_policy" in declared:
+            raise invalid("DeliveryPolicy Reason: only HTTP(S) subscriptions take one")
     if "filter_policy" not in declared:
         declared.pop("filter_policy_scope", None)  # kept for a policy that may follow
-    return Subscription.parse(Where(f"subscription {sub_id}"), declared)
+    try:
+        return Subscription.parse(Where(f"subscription {sub_id}"), declared)
+    except ConfigError as error:
+        at = ".".join(str(part) for part in error.location.path)
+        raise invalid(f"Attributes Reason: {at}: {error.message}") from None
 
 
 @sns.operation()
@@ -484,7 +507,7 @@ async def subscribe(call: Call, params: dict[str, Any]) -> dict[str, Any]:
         raise invalid(f"Amazon SNS does not support this protocol string: {params['Protocol']}")
     if protocol not in SERVED_PROTOCOLS:
         raise invalid(
-            f"Protocol Reason: pipelines delivers to sqs and lambda subscriptions only"
+            f"Protocol Reason: pipelines delivers to sqs, lambda, http and https subscriptions only"
             f" ({protocol} is not implemented)"
         )
     endpoint = params.get("Endpoint") or ""
@@ -500,10 +523,27 @@ async def subscribe(call: Call, params: dict[str, Any]) -> dict[str, Any]:
                 )
             return {"SubscriptionArn": f"{topic.arn}:{sub_id}"}
     sub_id = str(uuid.uuid4())
-    added[sub_id] = AddedSubscription(
-        _subscription(sub_id, resource, settings), protocol, endpoint, attributes
-    )
+    http = protocol in ("http", "https")
+    subscription = _subscription(sub_id, resource, settings, endpoint if http else None)
+    added[sub_id] = AddedSubscription(subscription, protocol, endpoint, attributes)
+    if http:  # pending until its endpoint confirms it
+        call.runtime.spawn(topic.request_confirmation(subscription))
+        if not params.get("ReturnSubscriptionArn"):
+            return {"SubscriptionArn": "pending confirmation"}
     return {"SubscriptionArn": f"{topic.arn}:{sub_id}"}
+
+
+@sns.operation()
+async def confirm_subscription(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    topic = _topic(call, params["TopicArn"])
+    confirmed = topic.state.http.confirm(topic.arn, params["Token"])
+    if confirmed is None:
+        raise invalid("Token")
+    return {"SubscriptionArn": f"{topic.arn}:{confirmed[1]}"}
+
+
+def _pending(topic: TopicTarget, sub_id: str, endpoint: str | None) -> bool:
+    return endpoint is not None and not topic.state.http.is_confirmed(topic.topic, sub_id)
 
 
 def _declared_protocol(call: Call, resource: str) -> tuple[str, str]:
@@ -520,13 +560,22 @@ def _listed(call: Call, topic: TopicTarget) -> list[dict[str, str]]:
     """A topic's subscriptions as the List*Subscriptions operations answer them."""
     listed = []
     for subscription in topic.declared:
+        if subscription.endpoint is not None:
+            assert subscription.protocol is not None
+            listed.append((subscription.id, subscription.protocol, subscription.endpoint))
+            continue
         protocol, endpoint = _declared_protocol(call, subscription.resource)
         listed.append((subscription.id, protocol, endpoint))
     for sub_id, added in topic.state.added.get(topic.topic, {}).items():
         listed.append((sub_id, added.protocol, added.endpoint))
+    http = topic.state.http
     return [
         {
-            "SubscriptionArn": f"{topic.arn}:{sub_id}",
+            "SubscriptionArn": (
+                "PendingConfirmation"
+                if protocol in ("http", "https") and not http.is_confirmed(topic.topic, sub_id)
+                else f"{topic.arn}:{sub_id}"
+            ),
             "Owner": DEFAULT_ACCOUNT,
             "Protocol": protocol,
             "Endpoint": endpoint,
@@ -590,6 +639,7 @@ async def unsubscribe(call: Call, params: dict[str, Any]) -> None:
         return  # AWS: unsubscribing twice succeeds
     topic, sub_id, _ = _added(call, arn)
     topic.state.added.get(topic.topic, {}).pop(sub_id, None)
+    topic.state.http.forget(topic.topic, sub_id)
 
 
 @sns.operation()
@@ -599,10 +649,14 @@ async def get_subscription_attributes(call: Call, params: dict[str, Any]) -> dic
     if found is None:
         raise ApiError("NotFound", "Subscription does not exist")
     topic, sub_id, subscription = found
+    inner = (
+        subscription.subscription if isinstance(subscription, AddedSubscription) else subscription
+    )
+    pending = _pending(topic, sub_id, inner.endpoint)
     attributes = {
         "ConfirmationWasAuthenticated": "true",
         "Owner": DEFAULT_ACCOUNT,
-        "PendingConfirmation": "false",
+        "PendingConfirmation": "true" if pending else "false",
         "SubscriptionArn": f"{topic.arn}:{sub_id}",
         "TopicArn": topic.arn,
     }
@@ -615,6 +669,9 @@ async def get_subscription_attributes(call: Call, params: dict[str, Any]) -> dic
             attributes["FilterPolicy"] = given["FilterPolicy"]
         if "RedrivePolicy" in given and subscription.dead_letter is not None:
             attributes["RedrivePolicy"] = given["RedrivePolicy"]
+    elif subscription.endpoint is not None:
+        attributes["Protocol"] = subscription.protocol or "http"
+        attributes["Endpoint"] = subscription.endpoint
     else:
         protocol, endpoint = _declared_protocol(call, subscription.resource)
         attributes["Protocol"], attributes["Endpoint"] = protocol, endpoint
@@ -638,7 +695,9 @@ async def set_subscription_attributes(call: Call, params: dict[str, Any]) -> Non
     settings = _subscription_settings(call, topic, attributes, "")
     if name == "FilterPolicy" and value.strip() in ("", "{}"):
         attributes.pop("FilterPolicy")
-    added.subscription = _subscription(sub_id, added.subscription.resource, settings)
+    added.subscription = _subscription(
+        sub_id, added.subscription.resource, settings, added.subscription.endpoint
+    )
     added.attributes = attributes
 
 

@@ -54,6 +54,7 @@ import jmespath.exceptions
 
 from pipelines.errors import ConfigError, DeliveryError, PipelinesError, Problems, Where
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_time_ms
+from pipelines.http.auth import is_http_url
 from pipelines.settings import Flag, Number, Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
@@ -64,6 +65,7 @@ from pipelines.targets import (
     started,
 )
 from plugins.queue.target import delivery_key, group_id_of
+from plugins.topic.endpoints import DeliveryPolicy, HttpEndpoints
 from plugins.topic.filterpolicy import ATTRIBUTES_SCOPE, FilterPolicy
 
 log = logging.getLogger("plugins.topic")
@@ -73,13 +75,15 @@ SUBSCRIPTION_TABLE = Settings(
     {
         "id": Shape(_STRING, "a name for the subscription"),
         "resource": Shape(_STRING, "the resource it delivers to"),
+        "endpoint": Shape(_STRING, "or an http(s) URL (SNS's HTTP(S) subscriptions)"),
+        "delivery_policy": Shape({"type": "object"}, "an HTTP(S) subscription's DeliveryPolicy"),
         "filter_policy": Shape({"type": "object"}, "an SNS filter policy"),
         "filter_policy_scope": Shape({"enum": ["MessageAttributes", "MessageBody"]}),
         "raw_message_delivery": Flag(False),
         "dead_letter": Shape(_STRING, "a resource name"),
         "maximum_retry_attempts": Number(None, 0, 185, integer=True),
     },
-    required=("id", "resource"),
+    required=("id",),
 )
 SETTINGS_TABLE = Settings(
     {
@@ -94,6 +98,7 @@ SETTINGS_TABLE = Settings(
         "message_group_id": Shape(_STRING),
         "message_group_id_jmespath": Shape(_STRING),
         "subscriptions": Shape({"type": "array", "items": SUBSCRIPTION_TABLE.schema()}),
+        "signature_version": Shape({"enum": ["1", "2"], "default": "1"}, "SNS's, for HTTP(S)"),
     },
     required=("subscriptions",),
 )
@@ -116,6 +121,14 @@ class Subscription:
     raw: bool
     dead_letter: str | None
     maximum_retry_attempts: int | None
+    #: An HTTP(S) subscription's URL (then ``resource`` is "").
+    endpoint: str | None = None
+    delivery_policy: DeliveryPolicy | None = None
+
+    @property
+    def protocol(self) -> str | None:
+        """http or https for an HTTP(S) subscription, else None."""
+        return None if self.endpoint is None else self.endpoint.split(":", 1)[0]
 
     @classmethod
     def parse(cls, where: Where, declared: Any) -> Subscription:
@@ -126,10 +139,28 @@ class Subscription:
             SUBSCRIPTION_TABLE.check_keys(where, declared)
         sub_id = declared.get("id")
         resource = declared.get("resource")
+        endpoint = declared.get("endpoint")
         if not isinstance(sub_id, str) or not sub_id:
             problems.add(ConfigError(where / "id", "is required: a name for the subscription"))
-        if not isinstance(resource, str) or not resource:
+        delivery_policy = None
+        if endpoint is not None:
+            if resource is not None:
+                problems.add(ConfigError(where / "endpoint", "give a resource or an endpoint"))
+            if not isinstance(endpoint, str) or not is_http_url(endpoint):
+                problems.add(
+                    ConfigError(where / "endpoint", f"must be an http(s) URL, not {endpoint!r}")
+                )
+            resource = ""
+            with problems:
+                delivery_policy = DeliveryPolicy.parse(
+                    where / "delivery_policy", declared.get("delivery_policy", {})
+                )
+        elif not isinstance(resource, str) or not resource:
             problems.add(ConfigError(where / "resource", "is required: the resource to deliver to"))
+        elif "delivery_policy" in declared:
+            problems.add(
+                ConfigError(where / "delivery_policy", "is for HTTP(S) endpoint subscriptions")
+            )
         policy = None
         with problems:
             if "filter_policy" in declared:
@@ -146,8 +177,19 @@ class Subscription:
         if "maximum_retry_attempts" in declared:
             with problems:
                 attempts = int(SUBSCRIPTION_TABLE.number(where, declared, "maximum_retry_attempts"))
+        elif delivery_policy is not None:
+            attempts = delivery_policy.retries  # SNS's: the policy's retries, then the dead letter
         problems.raise_any()
-        return cls(str(sub_id), str(resource), policy, raw, dead_letter, attempts)
+        return cls(
+            str(sub_id),
+            str(resource),
+            policy,
+            raw,
+            dead_letter,
+            attempts,
+            endpoint if isinstance(endpoint, str) else None,
+            delivery_policy,
+        )
 
 
 @dataclass(slots=True)
@@ -172,6 +214,15 @@ class TopicState:
         self.attributes: dict[str, dict[str, str]] = {}
         self.tags: dict[str, dict[str, str]] = {}
         self._sequence: dict[str, int] = {}
+        #: HTTP(S) subscriptions' confirmations, signing and requests.
+        self.http = HttpEndpoints()
+        self.http.unsubscribe = self._unsubscribe
+
+    def _unsubscribe(self, topic: str, sub_id: str) -> None:
+        """An UnsubscribeURL was visited: an added subscription goes; a
+        declared one stays declared but must be confirmed again."""
+        self.added.get(topic, {}).pop(sub_id, None)
+        self.http.forget(topic, sub_id)
 
     def subscriptions(self, topic: str) -> list[Subscription]:
         return [added.subscription for added in self.added.get(topic, {}).values()]
@@ -200,6 +251,7 @@ class TopicTarget(Target):
         group_expression: jmespath.parser.ParsedResult | None,
         subscriptions: list[Subscription],
         state: TopicState | None = None,
+        signature_version: str = "1",
     ) -> None:
         self.name = name
         self.topic = topic
@@ -210,6 +262,8 @@ class TopicTarget(Target):
         self.group_expression = group_expression
         #: The subscriptions the config declares.
         self.declared = subscriptions
+        #: SNS's SignatureVersion of what it sends HTTP(S) subscriptions.
+        self.signature_version = signature_version
         #: What the API added (shared by the topics of one runtime).
         self.state = state or TopicState()
         self.services: TargetServices | None = None
@@ -228,23 +282,63 @@ class TopicTarget(Target):
         added = self.state.added.get(self.topic)
         return self.declared + self.state.subscriptions(self.topic) if added else self.declared
 
+    @property
+    def serves_http(self) -> bool:  # type: ignore[override]
+        """Its declared HTTP(S) subscriptions need the runner's port (the
+        signing certificate, SubscribeURL)."""
+        return any(s.endpoint is not None for s in self.declared)
+
+    @property
+    def version(self) -> str:
+        """The SignatureVersion in force: the API's topic attribute, else the config's."""
+        given = self.state.attributes.get(self.topic, {}).get("SignatureVersion")
+        return given if given in ("1", "2") else self.signature_version
+
     def references(self) -> list[tuple[tuple[str | int, ...], str]]:
         found: list[tuple[tuple[str | int, ...], str]] = []
         for index, subscription in enumerate(self.subscriptions):
-            found.append((("subscriptions", index, "resource"), subscription.resource))
+            if subscription.endpoint is None:
+                found.append((("subscriptions", index, "resource"), subscription.resource))
             if subscription.dead_letter is not None:
                 found.append((("subscriptions", index, "dead_letter"), subscription.dead_letter))
         return found
 
     async def start(self, services: TargetServices) -> None:
         self.services = services
+        await self.state.http.start(services)
         for subscription in self.subscriptions:
+            if subscription.endpoint is not None:
+                if self.fifo:
+                    raise PipelinesError(
+                        f"topic {self.topic}: subscription {subscription.id}: a FIFO topic"
+                        " delivers only to FIFO queues, not to an HTTP(S) endpoint"
+                    )
+                if subscription in self.declared and not self.state.http.is_confirmed(
+                    self.topic, subscription.id
+                ):
+                    services.spawn(self.request_confirmation(subscription))
+                continue
             resource = services.resource(subscription.resource)
             if self.fifo and not str(getattr(resource, "queue", "")).endswith(FIFO_SUFFIX):
                 raise PipelinesError(
                     f"topic {self.topic}: subscription {subscription.id} delivers to"
                     f" {subscription.resource}, but a FIFO topic delivers only to FIFO queues"
                 )
+
+    async def stop(self) -> None:
+        if self.services is not None:
+            self.services = None
+            await self.state.http.stop()
+
+    async def request_confirmation(self, subscription: Subscription) -> None:
+        """Ask an HTTP(S) subscription's endpoint to confirm it (in the background)."""
+        assert subscription.endpoint is not None
+        try:
+            await self.state.http.request_confirmation(
+                self.topic, self.arn, subscription.id, subscription.endpoint, self.version
+            )
+        except DeliveryError as error:
+            log.warning("topic %s: %s", self.topic, error.message)
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         message = payload_text(payload)
@@ -257,10 +351,12 @@ class TopicTarget(Target):
 
     def matching(self, message: str, attributes: Mapping[str, Mapping[str, str]]) -> list[str]:
         """The ids of the subscriptions whose filter policy lets this message through."""
+        http = self.state.http
         return [
             s.id
             for s in self.subscriptions
-            if s.policy is None or s.policy.matches(message, attributes)
+            if (s.policy is None or s.policy.matches(message, attributes))
+            and (s.endpoint is None or http.is_confirmed(self.topic, s.id))  # pending: nothing
         ]
 
     async def publish(
@@ -334,7 +430,23 @@ class TopicTarget(Target):
             + (f": {first.message}" if first is not None else "")
             + ("; retried later" if retry else ""),
             retryable=retry,
+            retry_after=self._next_retry(subscriptions, failed, progress) if retry else None,
         )
+
+    @staticmethod
+    def _next_retry(
+        subscriptions: list[Subscription], failed: list[str], progress: dict[str, int | None]
+    ) -> float | None:
+        """The earliest time the failed subscriptions' delivery policies allow
+        the next try (None when one of them has no policy: the rule's backoff)."""
+        delays = []
+        for subscription in subscriptions:
+            if subscription.id not in failed:
+                continue
+            if subscription.delivery_policy is None:
+                return None
+            delays.append(subscription.delivery_policy.delay(progress[subscription.id] or 1))
+        return min(delays) if delays else None
 
     @staticmethod
     def _exhausted(subscription: Subscription, attempts: int | None) -> bool:
@@ -365,7 +477,16 @@ class TopicTarget(Target):
             extra=extra,
         )
         try:
-            await self.services.resource(subscription.resource).deliver(delivered, sub_context)
+            if subscription.endpoint is not None:
+                await self.state.http.notify(
+                    subscription.endpoint,
+                    envelope,
+                    f"{self.arn}:{subscription.id}",
+                    self.version,
+                    raw=message if subscription.raw else None,
+                )
+            else:
+                await self.services.resource(subscription.resource).deliver(delivered, sub_context)
         except Exception as exc:
             error = (
                 exc
@@ -535,6 +656,9 @@ class TopicType(TargetType):
         for index, item in enumerate(declared):
             with problems:
                 subscriptions.append(Subscription.parse(where / "subscriptions" / index, item))
+        signature_version = str(config.get("signature_version", "1"))
+        if signature_version not in ("1", "2"):
+            problems.add(ConfigError(where / "signature_version", "must be 1 or 2"))
         ids = [s.id for s in subscriptions]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
@@ -551,6 +675,7 @@ class TopicType(TargetType):
             group_expression,
             subscriptions,
             self.state,
+            signature_version,
         )
 
 
