@@ -479,3 +479,29 @@ def test_failures_pipeline_logs_failed_deliveries_and_counts_them(tmp_path: Path
     assert sum(p["Sum"] for p in json.loads(got.stdout)["Datapoints"]) == 7
     [alarm] = json.loads(pipelines("alarms", "list", "-c", config).stdout)
     assert (alarm["AlarmName"], alarm["MetricName"]) == ("failing-often", "FailedDeliveries")
+
+
+def test_webhooks_example_verifies_pushes_posts_to_chat_and_dead_letters() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "webhooks" / "demo.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    # Three signed pushes accepted; the one with a wrong signature refused.
+    assert report["answers"] == [200, 200, 200, 401]
+    # Only pushes to main become messages; the feature branch matches no rule.
+    assert report["chat"] == [
+        {
+            "channel": "deploys",
+            "repository": "shop/api",
+            "text": "ada pushed to shop/api: Add the order endpoint",
+        }
+    ]
+    # The chat refused eve's message (400): the event went to the queue as it was.
+    (failed,) = report["failed"]
+    assert (failed["source"], failed["detail-type"]) == ("github.com", "push")
+    assert failed["detail"]["pusher"] == {"name": "eve"}
