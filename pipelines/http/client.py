@@ -40,6 +40,7 @@ class Sent:
 
     status: int
     reason: str
+    #: Read case-insensitively (``headers.get("retry-after")``).
     headers: Mapping[str, str]
     #: The body's first ``BODY_KEPT`` bytes.
     body: bytes
@@ -111,10 +112,16 @@ class HttpClient:
         assert self._session is not None
         try:
             async with self._session.request(
-                method, url, headers=headers, params=params, data=body, allow_redirects=False
+                method,
+                url,
+                headers=headers,
+                params=params or None,
+                data=body,
+                allow_redirects=False,
             ) as response:
                 kept = await _start_of(response)
-                return Sent(response.status, response.reason or "", _plain(response.headers), kept)
+                # aiohttp's headers: read case-insensitively, kept as they are.
+                return Sent(response.status, response.reason or "", response.headers, kept)
         except TimeoutError:
             raise RequestFailed("Timeout", f"no answer within {self.timeout:g} s") from None
         except aiohttp.ClientError as error:
@@ -124,6 +131,9 @@ class HttpClient:
 async def _start_of(response: aiohttp.ClientResponse) -> bytes:
     """The body's first ``BODY_KEPT`` bytes; a longer body ends the connection
     instead of being read to its end."""
+    length = response.content_length
+    if length is not None and length <= BODY_KEPT:
+        return await response.read()  # the usual small answer: one read
     chunks: list[bytes] = []
     size = 0
     while size < BODY_KEPT:
@@ -137,12 +147,9 @@ async def _start_of(response: aiohttp.ClientResponse) -> bytes:
     return b"".join(chunks)
 
 
-def _plain(headers: Mapping[str, str]) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers.items()}
-
-
 def retry_after(headers: Mapping[str, str], now: float) -> float | None:
-    """The ``Retry-After`` header (lower-case key) as seconds from ``now``:
+    """The ``Retry-After`` header as seconds from ``now`` (``headers`` read
+    case-insensitively, or with lower-case keys):
     a number of seconds, or an HTTP date; None when absent or unreadable.
     A negative number is kept: EventBridge stops retrying on one."""
     value = headers.get("retry-after")
