@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,16 +67,16 @@ class ScriptedServer:
     def revoke(self) -> None:
         self.valid_token = None
 
-    async def start(self) -> ScriptedServer:
+    async def start(self, tls: ssl.SSLContext | None = None) -> ScriptedServer:
         app = web.Application()
         app.router.add_route("*", "/token", self._token)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=tls)
         await site.start()
         port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         return self
 
     async def close(self) -> None:

@@ -338,3 +338,53 @@ async def test_answers_are_counted_by_status_code_per_destination(
             )
             counted[status] = sum(point["Sum"] for point in found["Datapoints"])
     assert counted == {"200": 3, "400": 1}
+
+
+TLS_PIPELINE = """
+resources:
+  trusted:
+    type: api_destination
+    endpoint: {url}/hook
+    tls: {{ca_file: {ca}}}
+    connection: {{authorization_type: API_KEY, api_key: {{name: k, value: v}}}}
+  untrusted:
+    type: api_destination
+    endpoint: {url}/hook
+    connection: {{authorization_type: API_KEY, api_key: {{name: k, value: v}}}}
+  dead: {{type: recorder}}
+rules:
+  r:
+    pattern: {{source: [shop]}}
+    targets:
+      - {{id: a, resource: trusted}}
+      - {{id: b, resource: untrusted, dead_letter: dead, retry_policy: {{maximum_retry_attempts: 0}}}}
+"""
+
+
+async def test_tls_is_verified_and_a_ca_file_adds_a_private_authority(tmp_path: Path) -> None:
+    import ssl
+
+    from .mosquitto import make_certificates
+
+    certificates = make_certificates(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificates.server_cert, certificates.server_key)
+    server = await ScriptedServer().start(tls=context)
+    text = TLS_PIPELINE.format(url=server.url, ca=certificates.ca)
+    runtime = await running(tmp_path, text)
+    dead = runtime.resource("dead")
+    assert isinstance(dead, Recorder)
+    try:
+        await runtime.put_events([event(n=1)])
+        await server.wait_for(1)
+        for _ in range(300):
+            if dead.received:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await runtime.stop()
+        await server.close()
+    assert len(server.requests) == 1  # only the destination trusting the CA got through
+    (refused,) = dead.received
+    assert refused.context.attributes["ERROR_CODE"] == "ConnectionError"
+    assert "certificate" in refused.context.attributes["ERROR_MESSAGE"].lower()
