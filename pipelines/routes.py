@@ -10,6 +10,8 @@ the engine reads and writes HTTP, a plugin never does.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -53,6 +55,28 @@ class Routes:
         #: The port's URL as its server reports it (``http://127.0.0.1:4010``),
         #: for URLs handed out (SNS's SigningCertURL); None while none serves.
         self.base_url: str | None = None
+        # Set while sources that will add paths are starting: a request
+        # meanwhile waits for them (``wait``) instead of being taken for AWS's.
+        self._starting: asyncio.Event | None = None
+
+    def expect(self) -> None:
+        """Sources serving paths are about to start: requests wait for ``ready``."""
+        if self._starting is None:
+            self._starting = asyncio.Event()
+
+    def ready(self) -> None:
+        """The sources have started (or failed to): requests stop waiting."""
+        starting, self._starting = self._starting, None
+        if starting is not None:
+            starting.set()
+
+    async def wait(self, path: str, timeout: float) -> Route | None:
+        """The route of ``path``, once the sources expected have started."""
+        starting = self._starting
+        if starting is not None and path not in self._routes:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(starting.wait(), timeout)
+        return self._routes.get(path)
 
     def add(self, path: str, handler: Handler, *, max_body: int) -> Callable[[], None]:
         """Serve ``path`` with ``handler``; the function returned removes it.

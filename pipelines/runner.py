@@ -132,6 +132,8 @@ async def _run_pipeline(
             f"{', '.join(serving)} take HTTP requests on the runner's port:"
             " give the config an `api: HOST:PORT` (or run with --api HOST:PORT)"
         )
+    if serving:
+        runtime.routes.expect()  # the port opens first: their requests wait for them
     started = False
     try:
         if server is not None:

@@ -641,6 +641,8 @@ class Runtime:
                 await target.stop()
             await self._close_state()
             raise
+        finally:
+            self.routes.ready()  # the sources serving paths have added them
         try:
             await self._open_for_events()
         except BaseException:

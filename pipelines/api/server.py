@@ -12,7 +12,6 @@ the one HTTP stack of the project.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import logging
@@ -34,7 +33,6 @@ from pipelines.api.query import error_xml, read_query, write_xml
 from pipelines.api.services import STARTING_WAIT, ApiHost, Call, Kept, Service
 from pipelines.api.sigv4 import AccessKey, verify
 from pipelines.api.wire import read_input, write_output
-from pipelines.errors import NotRunningError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.routes import HttpRequest, Route
 
@@ -373,13 +371,12 @@ class ApiServer:
             await self.keeping.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        route = self.runtime.routes.find(request.path)
+        routes = self.runtime.routes
+        route = routes.find(request.path)
         if route is None and request.path != "/":
             # Sources add their paths as they start, after the port opened:
             # a request meanwhile waits for them (AWS's APIs are served at "/").
-            with contextlib.suppress(NotRunningError):
-                await self.runtime.wait_running(STARTING_WAIT)
-            route = self.runtime.routes.find(request.path)
+            route = await routes.wait(request.path, STARTING_WAIT)
         if route is not None:
             return await _routed(route, request)
         request_id = str(uuid.uuid4())

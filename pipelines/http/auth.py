@@ -151,6 +151,8 @@ class ConnectionSettings:
     oauth: OAuthSettings | None = None
     parameters: Parameters = Parameters()
     description: str = ""
+    #: Whether ``parameters`` was given (even empty: AWS describes it then).
+    parameters_given: bool = False
 
     @classmethod
     def parse(cls, where: Where, config: Any) -> ConnectionSettings:
@@ -196,6 +198,7 @@ class ConnectionSettings:
                 found["oauth"] = _oauth(at, given)
         with problems:
             found["parameters"] = Parameters.parse(where / "parameters", config.get("parameters"))
+        found["parameters_given"] = config.get("parameters") is not None
         description = config.get("description", "")
         if not isinstance(description, str) or len(description) > 512:
             problems.add(

@@ -103,7 +103,7 @@ def settings_config(settings: ConnectionSettings) -> dict[str, Any]:
             "client_secret": oauth.client_secret,
             "parameters": parameters(oauth.parameters),
         }
-    if settings.parameters != Parameters():
+    if settings.parameters_given:
         config["parameters"] = parameters(settings.parameters)
     if settings.description:
         config["description"] = settings.description
@@ -172,7 +172,7 @@ def _connection(call: Call, name: str) -> ConnectionTarget:
     )
 
 
-def _times(call: Call, target: ConnectionTarget | ApiDestinationTarget) -> dict[str, Any]:
+def _times(target: ConnectionTarget | ApiDestinationTarget) -> dict[str, Any]:
     return {"CreationTime": target.created, "LastModifiedTime": target.modified}
 
 
@@ -180,14 +180,14 @@ def _connection_summary(call: Call, target: ConnectionTarget) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "ConnectionArn": call.runtime.resource_arn(target.name),
         "ConnectionState": target.state,
-        **_times(call, target),
+        **_times(target),
     }
-    if target.authorized_at is not None:
-        summary["LastAuthorizedTime"] = target.authorized_at
+    # AWS answers it also while an OAuth connection is still AUTHORIZING.
+    summary["LastAuthorizedTime"] = target.authorized_at or target.created
     return summary
 
 
-def _new_target(call: Call, name: str, type_name: str) -> None:
+def _new_target(call: Call, name: str) -> None:
     """A name a new resource may take: not one of any type already."""
     if name in call.runtime.resource_names():
         found = call.runtime.resource(name)
@@ -200,7 +200,7 @@ def _new_target(call: Call, name: str, type_name: str) -> None:
 @events.operation()
 async def create_connection(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     name = params["Name"]
-    _new_target(call, name, "connection")
+    _new_target(call, name)
     config = _auth_config(params["AuthorizationType"], params.get("AuthParameters") or {}, {})
     if params.get("Description"):
         config["description"] = params["Description"]
@@ -250,7 +250,7 @@ async def describe_connection(call: Call, params: dict[str, Any]) -> Mapping[str
             oauth["OAuthHttpParameters"] = extra
         auth["OAuthParameters"] = oauth
     invocation = _parameters_aws(settings.parameters)
-    if invocation:
+    if invocation or settings.parameters_given:
         auth["InvocationHttpParameters"] = invocation
     described = {
         **_connection_summary(call, target),
@@ -326,7 +326,7 @@ def _destination_summary(call: Call, target: ApiDestinationTarget) -> dict[str, 
     return {
         "ApiDestinationArn": call.runtime.resource_arn(target.name),
         "ApiDestinationState": target.state,
-        **_times(call, target),
+        **_times(target),
     }
 
 
@@ -358,7 +358,7 @@ async def _put_destination(call: Call, name: str, config: dict[str, Any]) -> Api
 @events.operation()
 async def create_api_destination(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     name = params["Name"]
-    _new_target(call, name, "api_destination")
+    _new_target(call, name)
     config: dict[str, Any] = {
         "connection": _connection_name(call, params["ConnectionArn"]),
         "endpoint": params["InvocationEndpoint"],

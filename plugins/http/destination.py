@@ -402,6 +402,8 @@ class ApiDestinationTarget(Target):
             return _NO_PARAMETERS
         cached = self._parameters.get(id(given))
         if cached is None or cached[0] is not given:
+            if len(self._parameters) > 1000:  # rules replaced many times: start afresh
+                self._parameters.clear()
             cached = (given, _compiled(given))
             self._parameters[id(given)] = cached
         return cached[1]
