@@ -334,7 +334,8 @@ class Authorization:
         for p in parameters.query:
             request.params[p.key] = p.value
         if parameters.body and isinstance(request.body, dict):
-            request.body.update({p.key: p.value for p in parameters.body})
+            # A new object: the payload is the event's, shared with other targets.
+            request.body = {**request.body, **{p.key: p.value for p in parameters.body}}
         if self._header is not None:
             request.headers[self._header[0]] = self._header[1]
         else:

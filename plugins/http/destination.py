@@ -443,9 +443,7 @@ class ApiDestinationTarget(Target):
             found = value(event)
             if found is not None:
                 query[name] = found
-        # A copy: the connection's body parameters are added to an object payload.
-        body = dict(payload) if isinstance(payload, dict) else payload
-        return Request(self.settings.http_method, url, headers, query, body)
+        return Request(self.settings.http_method, url, headers, query, payload)
 
     async def _send(
         self, client: HttpClient, authorization: Authorization, request: Request
