@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from .mosquitto import mosquitto  # noqa: F401 - the real broker fixture of the MQTT tests
+from .postgres import postgres_server, postgres_url  # noqa: F401 - a private PostgreSQL
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
