@@ -25,7 +25,7 @@ import asyncio
 import base64
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,22 +236,13 @@ def _oauth(where: Where, config: Mapping[str, Any]) -> OAuthSettings:
     keys = ("authorization_endpoint", "http_method", "client_id", "client_secret", "parameters")
     with problems:
         check_keys(where, config, keys)
-    endpoint = config.get("authorization_endpoint")
-    if not isinstance(endpoint, str) or not is_http_url(endpoint) or len(endpoint) > 2048:
-        problems.add(
-            ConfigError(
-                where / "authorization_endpoint",
-                f"must be an http(s) URL of at most 2048 characters, not {endpoint!r}",
-            )
+    endpoint = method = client_id = client_secret = ""
+    with problems:
+        endpoint = url_setting(
+            where / "authorization_endpoint", config.get("authorization_endpoint")
         )
-    method = config.get("http_method", "POST")
-    if method not in OAUTH_METHODS:
-        problems.add(
-            ConfigError(
-                where / "http_method", f"must be one of {', '.join(OAUTH_METHODS)}, not {method!r}"
-            )
-        )
-    client_id = client_secret = ""
+    with problems:
+        method = choice(where / "http_method", config.get("http_method", "POST"), OAUTH_METHODS)
     with problems:
         client_id = _text(where, config, "client_id")
     with problems:
@@ -260,7 +251,23 @@ def _oauth(where: Where, config: Mapping[str, Any]) -> OAuthSettings:
     with problems:
         parameters = Parameters.parse(where / "parameters", config.get("parameters"))
     problems.raise_any()
-    return OAuthSettings(str(endpoint), str(method), client_id, client_secret, parameters)
+    return OAuthSettings(endpoint, method, client_id, client_secret, parameters)
+
+
+def url_setting(where: Where, value: Any, limit: int = 2048) -> str:
+    """An http(s) URL of at most ``limit`` characters, or a ``ConfigError`` at ``where``."""
+    if not isinstance(value, str) or len(value) > limit or not is_http_url(value):
+        raise ConfigError(
+            where, f"must be an http(s) URL of at most {limit} characters, not {value!r}"
+        )
+    return value
+
+
+def choice(where: Where, value: Any, choices: Sequence[str]) -> str:
+    """One of ``choices``, or a ``ConfigError`` at ``where`` listing them."""
+    if value not in choices:
+        raise ConfigError(where, f"must be one of {', '.join(choices)}, not {value!r}")
+    return str(value)
 
 
 def is_http_url(text: str) -> bool:

@@ -110,6 +110,13 @@ def settings_config(settings: ConnectionSettings) -> dict[str, Any]:
     return config
 
 
+#: BASIC and API_KEY parameters: AWS's member, ours, and their fields' names.
+_PLAIN_AUTH = (
+    ("BasicAuthParameters", "basic", (("Username", "username"), ("Password", "password"))),
+    ("ApiKeyAuthParameters", "api_key", (("ApiKeyName", "name"), ("ApiKeyValue", "value"))),
+)
+
+
 def _auth_config(kind: str, auth: Mapping[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     """AWS's AuthParameters over ``base`` (a connection's config): what is
     given replaces, what is not is kept (UpdateConnection's rule)."""
@@ -118,20 +125,10 @@ def _auth_config(kind: str, auth: Mapping[str, Any], base: dict[str, Any]) -> di
     for other in ("basic", "api_key", "oauth"):
         if other != {BASIC: "basic", API_KEY: "api_key", OAUTH: "oauth"}[kind]:
             config.pop(other, None)
-    if "BasicAuthParameters" in auth:
-        given = auth["BasicAuthParameters"]
-        old = config.get("basic") or {}
-        config["basic"] = {
-            "username": given.get("Username", old.get("username")),
-            "password": given.get("Password", old.get("password")),
-        }
-    if "ApiKeyAuthParameters" in auth:
-        given = auth["ApiKeyAuthParameters"]
-        old = config.get("api_key") or {}
-        config["api_key"] = {
-            "name": given.get("ApiKeyName", old.get("name")),
-            "value": given.get("ApiKeyValue", old.get("value")),
-        }
+    for aws, ours, members in _PLAIN_AUTH:
+        if aws in auth:
+            old = config.get(ours) or {}
+            config[ours] = {key: auth[aws].get(member, old.get(key)) for member, key in members}
     if "OAuthParameters" in auth:
         given = auth["OAuthParameters"]
         old = dict(config.get("oauth") or {})

@@ -47,7 +47,8 @@ from pipelines.http.auth import (
     ConnectionSettings,
     Request,
     TokenFetcher,
-    is_http_url,
+    choice,
+    url_setting,
 )
 from pipelines.http.client import HttpClient, RequestFailed, Sent, Tls, header_safe, retry_after
 from pipelines.http.ratelimit import TokenBucket
@@ -206,21 +207,11 @@ def parse_destination(where: Where, config: Mapping[str, Any]) -> DestinationSet
     problems = Problems()
     with problems:
         DESTINATION_TABLE.check_keys(where, config)
-    endpoint = config.get("endpoint")
-    if not isinstance(endpoint, str) or len(endpoint) > 2048 or not is_http_url(endpoint):
-        problems.add(
-            ConfigError(
-                where / "endpoint",
-                f"must be an http(s) URL of at most 2048 characters, not {endpoint!r}",
-            )
-        )
-    method = config.get("http_method", "POST")
-    if method not in HTTP_METHODS:
-        problems.add(
-            ConfigError(
-                where / "http_method", f"must be one of {', '.join(HTTP_METHODS)}, not {method!r}"
-            )
-        )
+    endpoint = method = ""
+    with problems:
+        endpoint = url_setting(where / "endpoint", config.get("endpoint"))
+    with problems:
+        method = choice(where / "http_method", config.get("http_method", "POST"), HTTP_METHODS)
     connection: str | ConnectionSettings = ""
     given = config.get("connection")
     if isinstance(given, str) and given:
@@ -259,8 +250,8 @@ def parse_destination(where: Where, config: Mapping[str, Any]) -> DestinationSet
         problems.add(ConfigError(where / "description", "is a string of at most 512 characters"))
     problems.raise_any()
     return DestinationSettings(
-        str(endpoint),
-        str(method),
+        endpoint,
+        method,
         connection,
         int(rate),
         timeout,
