@@ -20,7 +20,7 @@ served (it answers AWS's error shape, ``NotImplemented``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from pipelines.api.errors import ApiError, validation
 from pipelines.api.services import Call, Service, page, resource_of
@@ -33,6 +33,7 @@ from plugins.http.destination import (
 )
 
 events = Service("events")
+T = TypeVar("T")
 
 PAGE = 100
 _KINDS = (
@@ -158,15 +159,32 @@ def _invalid(error: ConfigError) -> ApiError:
 # -- connections -------------------------------------------------------------
 
 
-def _connection(call: Call, name: str) -> ConnectionTarget:
+def _of_kind(call: Call, kind: type[T]) -> list[tuple[str, T]]:
+    """The runtime's resources of one kind, by name."""
+    found: list[tuple[str, T]] = []
+    for name in sorted(call.runtime.resource_names()):
+        target = call.runtime.resource(name)
+        if isinstance(target, kind):
+            found.append((name, target))
+    return found
+
+
+def _named(call: Call, name: str, kind: type[T]) -> T | None:
     if name in call.runtime.resource_names():
         found = call.runtime.resource(name)
-        if isinstance(found, ConnectionTarget):
+        if isinstance(found, kind):
             return found
-    raise ApiError(
-        "ResourceNotFoundException",
-        f"Failed to describe the connection(s). Connection '{name}' does not exist.",
-    )
+    return None
+
+
+def _connection(call: Call, name: str) -> ConnectionTarget:
+    found = _named(call, name, ConnectionTarget)
+    if found is None:
+        raise ApiError(
+            "ResourceNotFoundException",
+            f"Failed to describe the connection(s). Connection '{name}' does not exist.",
+        )
+    return found
 
 
 def _times(target: ConnectionTarget | ApiDestinationTarget) -> dict[str, Any]:
@@ -264,9 +282,8 @@ async def describe_connection(call: Call, params: dict[str, Any]) -> Mapping[str
 async def list_connections(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     prefix = params.get("NamePrefix", "")
     found = []
-    for name in sorted(call.runtime.resource_names()):
-        target = call.runtime.resource(name)
-        if not isinstance(target, ConnectionTarget) or not name.startswith(prefix):
+    for name, target in _of_kind(call, ConnectionTarget):
+        if not name.startswith(prefix):
             continue
         summary = {
             **_connection_summary(call, target),
@@ -283,9 +300,8 @@ async def delete_connection(call: Call, params: dict[str, Any]) -> Mapping[str, 
     target = _connection(call, params["Name"])
     users = [
         name
-        for name in call.runtime.resource_names()
-        if isinstance(d := call.runtime.resource(name), ApiDestinationTarget)
-        and d.settings.connection == target.name
+        for name, destination in _of_kind(call, ApiDestinationTarget)
+        if destination.settings.connection == target.name
     ]
     if users:
         raise validation(
@@ -300,14 +316,14 @@ async def delete_connection(call: Call, params: dict[str, Any]) -> Mapping[str, 
 
 
 def _destination(call: Call, name: str) -> ApiDestinationTarget:
-    if name in call.runtime.resource_names():
-        found = call.runtime.resource(name)
-        if isinstance(found, ApiDestinationTarget):
-            return found
-    raise ApiError(
-        "ResourceNotFoundException",
-        f"Failed to describe the api-destination(s). An api-destination '{name}' does not exist.",
-    )
+    found = _named(call, name, ApiDestinationTarget)
+    if found is None:
+        raise ApiError(
+            "ResourceNotFoundException",
+            "Failed to describe the api-destination(s)."
+            f" An api-destination '{name}' does not exist.",
+        )
+    return found
 
 
 def _connection_name(call: Call, arn: str) -> str:
@@ -400,9 +416,8 @@ async def list_api_destinations(call: Call, params: dict[str, Any]) -> Mapping[s
     connection = params.get("ConnectionArn")
     wanted = _connection_name(call, connection) if connection else None
     found = []
-    for name in sorted(call.runtime.resource_names()):
-        target = call.runtime.resource(name)
-        if not isinstance(target, ApiDestinationTarget) or not name.startswith(prefix):
+    for name, target in _of_kind(call, ApiDestinationTarget):
+        if not name.startswith(prefix):
             continue
         if wanted is not None and target.settings.connection != wanted:
             continue
