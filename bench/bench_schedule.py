@@ -61,11 +61,16 @@ import orjson
 
 import pipelines
 from pipelines.event import dump_json, make_event
-from pipelines.intake import DELETE, INSERT
+from pipelines.intake import delete_statement, insert_statement
 from pipelines.limits import Limits
 from pipelines.process import tuned_process
 from pipelines.runtime import Runtime
 from pipelines.state import SCHEMA
+from pipelines.store import SQLITE
+
+#: The intake's own statements, as the runtime runs them on SQLite.
+INSERT = insert_statement(SQLITE.dialect)
+DELETE = delete_statement(SQLITE.dialect)
 
 MARKS = (
     "INSERT INTO schedule_marks (bus, rule, fingerprint, anchor, last_due) VALUES (?, ?, ?, ?, ?)"

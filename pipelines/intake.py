@@ -47,7 +47,7 @@ from pipelines.delivery import Settlement, notify
 from pipelines.errors import StateError
 from pipelines.event import dump_json, parse_json
 from pipelines.state import StateDB
-from pipelines.store import Step
+from pipelines.store import Dialect, Step
 
 log = logging.getLogger("pipelines.intake")
 
@@ -55,16 +55,26 @@ log = logging.getLogger("pipelines.intake")
 #: as stored: None for every rule the event matches, else JSON: a scheduled
 #: rule's name or the sorted names a replay is for].
 Row = tuple[int, str, str, float, str | None]
+
+
 # One statement each, so each is its own transaction and one trip to the
 # database's thread: the rows go as one JSON array (the event's text as a
 # JSON string, so it is stored exactly as written). A row an interrupted
 # write may have committed already is skipped.
-INSERT = (
-    "INSERT INTO intake (seq, bus, event, ingested, addressed)"
-    " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4"
-    " FROM json_each(?) WHERE true ON CONFLICT (seq) DO NOTHING"
-)
-DELETE = "DELETE FROM intake WHERE seq IN (SELECT value FROM json_each(?))"
+def insert_statement(dialect: Dialect) -> str:
+    kinds = ("integer", "text", "blob", "real", "text")
+    items = ", ".join(dialect.json_item("r", n, kind) for n, kind in enumerate(kinds))
+    return (
+        f"INSERT INTO intake (seq, bus, event, ingested, addressed) SELECT {items}"
+        f" FROM {dialect.json_rows('r')} WHERE true ON CONFLICT (seq) DO NOTHING"
+    )
+
+
+def delete_statement(dialect: Dialect) -> str:
+    seq = dialect.json_value("k", "integer")
+    return f"DELETE FROM intake WHERE seq IN (SELECT {seq} FROM {dialect.json_values('k')})"
+
+
 #: Archive rows: (archive name, event time in epoch seconds, event JSON), as
 #: ``pipelines.archive`` makes them (``Archiver.rows``).
 ArchiveRows = list[tuple[str, float, bytes]]
@@ -111,6 +121,10 @@ class DurableIntake:
 
     def __init__(self, store: StateDB) -> None:
         self.store = store
+        # The rows go as one JSON array, the deleted numbers as another, in
+        # the spelling of the store's engine.
+        self._insert = insert_statement(store.dialect)
+        self._delete = delete_statement(store.dialect)
         self._next = 1
         #: Rows reserved and not yet written: (seq, bus, body, ingested, addressed).
         self._rows: list[Row] = []
@@ -280,12 +294,12 @@ class DurableIntake:
     def _statements(self, rows: list[Row], archived: ArchiveRows, settled: list[int]) -> list[Step]:
         statements: list[Step] = []
         if rows:
-            statements.append(Step(INSERT, (orjson.dumps(rows),)))
+            statements.append(Step(self._insert, (orjson.dumps(rows),)))
         if archived:
             assert self.archive_insert is not None  # attach() checked
             statements.append(self.archive_insert(archived))
         if settled:
-            statements.append(Step(DELETE, (orjson.dumps(settled),)))
+            statements.append(Step(self._delete, (orjson.dumps(settled),)))
         return statements
 
     def _wrote(

@@ -88,12 +88,31 @@ def translate_ddl(script: str) -> str:
     return script
 
 
+#: How an item of a JSON array reads as a column of each kind.
+_CASTS = {
+    "integer": "({0})::bigint",
+    "real": "({0})::double precision",
+    "text": "{0}",
+    "blob": "convert_to({0}, 'UTF8')",
+}
+
+
 class PostgresDialect(Dialect):
+    # The stores bind a JSON array as orjson's UTF-8 bytes (BYTEA to psycopg).
     def json_rows(self, alias: str) -> str:
-        return f"jsonb_array_elements(?::jsonb) AS {alias}(value)"
+        return f"jsonb_array_elements(convert_from(?, 'UTF8')::jsonb) AS {alias}(value)"
 
     def json_values(self, alias: str) -> str:
-        return f"jsonb_array_elements_text(?::jsonb) AS {alias}(value)"
+        return f"jsonb_array_elements_text(convert_from(?, 'UTF8')::jsonb) AS {alias}(value)"
+
+    def json_value(self, alias: str, kind: str) -> str:
+        return _CASTS[kind].format(f"{alias}.value")
+
+    def json_item(self, alias: str, index: int, kind: str) -> str:
+        return _CASTS[kind].format(f"{alias}.value ->> {index}")
+
+    def leading_integer(self, column: str) -> str:
+        return f"COALESCE(substring({column} from '^[0-9]+')::bigint, 0)"
 
 
 def _parameters(parameters: Parameters) -> Any:
@@ -204,6 +223,12 @@ class PostgresBackend(Backend):
         except psycopg.Error as exc:
             raise StateError(f"state database {_shown(str(location))}: {exc}".strip()) from None
         return PostgresConnection(raw)
+
+
+@functools.cache
+def backend() -> PostgresBackend:
+    """The one PostgreSQL backend (its connections are the stores' own)."""
+    return PostgresBackend()
 
 
 def _shown(url: str) -> str:

@@ -100,10 +100,10 @@ SAVE_PENDING = (
     " ON CONFLICT(key) DO UPDATE SET attempts = excluded.attempts, due = excluded.due,"
     " error_code = excluded.error_code, error_message = excluded.error_message"
 )
-DELETE_PENDING = "DELETE FROM pending_deliveries WHERE key IN (SELECT value FROM json_each(?))"
+DELETE_PENDING = "DELETE FROM pending_deliveries WHERE key IN (SELECT value FROM {keys})"
 LOAD_PENDING = (
     "SELECT key, event, ingested, attempts, error_code, error_message FROM pending_deliveries"
-    " WHERE key IN (SELECT value FROM json_each(?))"
+    " WHERE key IN (SELECT value FROM {keys})"
 )
 #: A pending row as the group commit writes it: [key, bus, rule, target id,
 #: event as JSON text, ingested, attempts, due, error code, error message].
@@ -136,15 +136,20 @@ class StateDB(Store):
             await db.executemany(SAVE_PENDING, rows)
         self.pending_writes += 1
 
+    async def opened(self) -> None:
+        keys = self.dialect.json_values("k")
+        self._delete_pending = DELETE_PENDING.format(keys=keys)
+        self._load_pending = LOAD_PENDING.format(keys=keys)
+
     async def delete_pending_keys(self, keys: list[str]) -> None:
         """Delete many pending rows in one statement (one transaction)."""
-        await self.execute(DELETE_PENDING, (orjson.dumps(keys),))
+        await self.execute(self._delete_pending, (orjson.dumps(keys),))
         self.pending_writes += 1
 
     async def load_pending(self, keys: list[str]) -> dict[str, LoadedRow]:
         """The rows of ``keys`` that exist, in one SELECT; a key without a row
         (deleted meanwhile) is absent."""
-        rows = await self.rows(LOAD_PENDING, (orjson.dumps(keys),))
+        rows = await self.rows(self._load_pending, (orjson.dumps(keys),))
         return {row[0]: LoadedRow(parse_json(row[1]), *row[2:]) for row in rows}
 
     async def top_pending_key(self) -> int:
@@ -152,7 +157,9 @@ class StateDB(Store):
         keys go above it, so a new row never lands on a row left by a removed
         bus or rule. (A key that is not a number counts by its leading digits,
         which can only raise the figure.)"""
-        top = await self.scalar("SELECT max(CAST(key AS INTEGER)) FROM pending_deliveries")
+        top = await self.scalar(
+            f"SELECT max({self.dialect.leading_integer('key')}) FROM pending_deliveries"
+        )
         return max(int(top or 0), 0)
 
     async def rekey_pending(self, keys: dict[str, str]) -> None:
@@ -210,7 +217,8 @@ class StateDB(Store):
         """Every pending delivery of ``bus``, earliest due first."""
         rows = await self.rows(
             "SELECT key, bus, rule, target_id, event, ingested, attempts, due, error_code,"
-            " error_message FROM pending_deliveries WHERE bus = ? ORDER BY due, rowid",
+            " error_message FROM pending_deliveries WHERE bus = ?"
+            f" ORDER BY due, {self.dialect.leading_integer('key')}, key",
             (bus,),
         )
         return [

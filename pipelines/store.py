@@ -66,6 +66,8 @@ Parameters = Sequence[Any] | Mapping[str, Any]
 SQLFunction = tuple[int, Callable[..., Any]]
 
 IN_MEMORY = Path(":memory:")
+#: Where a database is: a SQLite file's path, or a PostgreSQL URL (text).
+Location = Path | str
 
 #: ``grouped`` trips handed to the database at once: one running, the next
 #: queued behind it, so its thread never idles while the event loop answers.
@@ -220,12 +222,33 @@ class Dialect:
 
     def json_rows(self, alias: str) -> str:
         """A FROM item named ``alias``: one row per element of the JSON array
-        bound to its one placeholder, the element in column ``value`` (read an
-        array's items as ``alias.value ->> 0``, which SQLite and PostgreSQL
-        both accept). Many rows then go in one statement and one parameter.
+        bound to its one placeholder (as UTF-8 bytes, orjson's), the element
+        in column ``value`` (read an array's items with ``json_item``). Many
+        rows then go in one statement and one parameter.
         PostgreSQL's spelling would be ``jsonb_array_elements(?::jsonb) AS
         alias(value)``."""
         return f"json_each(?) AS {alias}"
+
+    def json_values(self, alias: str) -> str:
+        """A FROM item named ``alias``: one row per element of a JSON array of
+        scalars bound to its one placeholder, as text in column ``value``
+        (``key IN (SELECT value FROM ...)`` over a list of keys)."""
+        return f"json_each(?) AS {alias}"
+
+    def json_value(self, alias: str, kind: str) -> str:
+        """A ``json_values`` row's value as a column of ``kind`` (see ``json_item``)."""
+        return f"{alias}.value"
+
+    def json_item(self, alias: str, index: int, kind: str) -> str:
+        """Item ``index`` of the array in ``alias.value`` (a ``json_rows``
+        row) as a column of ``kind`` (``integer``, ``real``, ``text``,
+        ``blob``: a JSON string stored as bytes). SQLite's ``->>`` gives the
+        item's own type; other engines cast."""
+        return f"{alias}.value ->> {index}"
+
+    def leading_integer(self, column: str) -> str:
+        """A text column's leading digits as an integer (0 for none)."""
+        return f"CAST({column} AS INTEGER)"
 
 
 class Backend(ABC):
@@ -236,12 +259,12 @@ class Backend(ABC):
     errors: tuple[type[Exception], ...] = ()
 
     @abstractmethod
-    def exists(self, location: Path) -> bool:
+    def exists(self, location: Location) -> bool:
         """Whether the database at ``location`` exists."""
 
     @abstractmethod
     async def connect(
-        self, location: Path, *, create: bool, functions: Mapping[str, SQLFunction]
+        self, location: Location, *, create: bool, functions: Mapping[str, SQLFunction]
     ) -> Connection:
         """A connection to the database at ``location``, made first when
         ``create`` (else it must exist), with ``functions`` callable from SQL."""
@@ -341,12 +364,13 @@ class SQLiteBackend(Backend):
 
     errors = (sqlite3.Error,)
 
-    def exists(self, location: Path) -> bool:
-        return location == IN_MEMORY or location.exists()
+    def exists(self, location: Location) -> bool:
+        return location == IN_MEMORY or Path(location).exists()
 
     async def connect(
-        self, location: Path, *, create: bool, functions: Mapping[str, SQLFunction]
+        self, location: Location, *, create: bool, functions: Mapping[str, SQLFunction]
     ) -> SQLiteConnection:
+        location = Path(location)
         if create and location != IN_MEMORY:
             try:
                 private_file(location)
@@ -381,6 +405,24 @@ class SQLiteBackend(Backend):
 SQLITE = SQLiteBackend()
 
 
+def location_of(given: str | Path) -> Location:
+    """A state given as text: a ``postgresql://`` URL stays text, anything
+    else is a SQLite file's path."""
+    if isinstance(given, str) and given.startswith(("postgresql://", "postgres://")):
+        return given
+    return Path(given)
+
+
+def backend_for(location: Location) -> Backend:
+    """The engine of ``location``: PostgreSQL for a URL (loaded only then:
+    a SQLite user never imports its driver), else SQLite."""
+    if isinstance(location, str):
+        from pipelines.postgres import backend
+
+        return backend()
+    return SQLITE
+
+
 def private_directory(path: Path) -> None:
     """Create ``path`` and its missing parents readable by their owner only (0700)."""
     missing = [parent for parent in (*reversed(path.parents), path) if not parent.exists()]
@@ -399,7 +441,7 @@ def private_file(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
 
 
-def unusable(location: Path, exc: Exception) -> StateError:
+def unusable(location: Location, exc: Exception) -> StateError:
     """The one-line error for a state database that cannot be used."""
     return StateError(
         f"state database {location}: {exc}; point state at another file,"
@@ -514,11 +556,13 @@ class Store(Queries):
     functions: ClassVar[Mapping[str, SQLFunction]] = {}
     #: A second connection for ``reader``, so long reads do not wait behind writes.
     separate_reader: ClassVar[bool] = False
-    backend: ClassVar[Backend] = SQLITE
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.path = IN_MEMORY
+        #: Where the database is: a SQLite file, or a PostgreSQL URL.
+        self.path: Location = IN_MEMORY
+        #: Its engine, by ``path`` (SQLite until connected).
+        self.backend: Backend = SQLITE
         self._writer: Connection = _NotOpen(self.name)
         self._reader: Connection | None = None
         self._lock = asyncio.Lock()
@@ -540,7 +584,7 @@ class Store(Queries):
         """The store of the database at ``path`` (created if need be; None: in
         memory only). ``args`` and ``options`` go to the store's ``__init__``."""
         store = cls(*args, **options)
-        await store._connect(IN_MEMORY if path is None else Path(path), create=True)
+        await store._connect(IN_MEMORY if path is None else location_of(path), create=True)
         return store
 
     @classmethod
@@ -549,8 +593,8 @@ class Store(Queries):
         """The store of a state database that must already exist (the CLI's view
         of a pipeline, running or not), closed after the block. Never creates
         a database: ``StateError`` naming the path when there is none."""
-        location = Path(path)
-        if not cls.backend.exists(location):
+        location = location_of(path)
+        if not backend_for(location).exists(location):
             raise StateError(f"state database {location} does not exist: run the pipeline first")
         store = cls(*args, **options)
         await store._connect(location, create=False)
@@ -559,8 +603,8 @@ class Store(Queries):
         finally:
             await store.close()
 
-    async def _connect(self, location: Path, *, create: bool) -> None:
-        backend = type(self).backend
+    async def _connect(self, location: Location, *, create: bool) -> None:
+        backend = self.backend = backend_for(location)
         self.path = location
         self._writer = await backend.connect(location, create=create, functions=self.functions)
         try:
@@ -633,7 +677,7 @@ class Store(Queries):
 
     @property
     def dialect(self) -> Dialect:
-        return type(self).backend.dialect
+        return self.backend.dialect
 
     @property
     def connection(self) -> Connection:

@@ -62,7 +62,7 @@ async def test_a_connection_runs_statements_batches_and_transactions(postgres_ur
         await connection.execute("DELETE FROM notes")
         await connection.rollback()
         assert await connection.scalar("SELECT count(*) FROM notes") == 3
-        keys = '["2", "4"]'
+        keys = b'["2", "4"]'
         found = await connection.rows(
             "SELECT id FROM notes WHERE id::text IN (SELECT value FROM "
             + PostgresBackend.dialect.json_values("k")

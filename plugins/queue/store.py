@@ -36,6 +36,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
@@ -631,7 +632,8 @@ class QueueStore(Store):
         self._key = ""
 
     async def opened(self) -> None:
-        self._key = str(self.path.resolve())
+        path = self.path
+        self._key = str(path.resolve()) if isinstance(path, Path) else path
 
     async def rows(self, sql: str, parameters: Parameters = ()) -> list[Row]:
         """One statement alone, pipelined: the lock is held only while the
