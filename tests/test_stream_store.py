@@ -332,6 +332,58 @@ async def test_order_per_partition_key_holds_across_a_reshard(store: StreamStore
     assert seen == {key: list(range(9)) for key in keys}
 
 
+async def test_a_writer_follows_what_another_store_changed(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Each store keeps its shard map; a write made with a map another store
+    (another process) has since made stale writes nothing and is made again
+    on the current map: no record lands in a closed shard, numbers stay
+    unique and growing, a deleted stream is not found."""
+    path = tmp_path / "state.db"
+    async with (
+        await StreamStore.open(path, clock) as mine,
+        await StreamStore.open(path, clock) as other,
+    ):
+        await mine.create_stream("s", 1)
+        before = await mine.put_records("s", entries(3, key="a"))
+        parent = before["Records"][0]["ShardId"]
+        shards = await other.list_shards("s")
+        children = await other.split_shard("s", parent, str(_middle(shards, parent)))
+        await other.put_records("s", entries(2, key="b", start=3))
+        after = await mine.put_records("s", entries(4, key="c", start=5))
+        assert after["FailedRecordCount"] == 0
+        assert {r["ShardId"] for r in after["Records"]} <= set(children)
+        numbers = [
+            parse_sequence_number(record.sequence_number)[0]
+            for record in await mine.stream("s").records()
+        ]
+        assert sorted(numbers) == list(range(1, 10))
+        assert data(await read_all(mine, "s", parent)) == ["r0", "r1", "r2"]
+
+        await other.delete_stream("s")
+        with pytest.raises(StreamError) as gone:
+            await mine.put_records("s", entries(1))
+        assert gone.value.code == "ResourceNotFoundException"
+
+
+async def test_a_write_made_again_takes_its_allowance_once(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """With write limits, a write whose map was stale gives back what it took
+    of its shards' allowances before it is made again."""
+    path = tmp_path / "state.db"
+    async with (
+        await StreamStore.open(path, clock) as mine,
+        await StreamStore.open(path, clock) as other,
+    ):
+        await mine.create_stream("s", 1, write_limits=True)
+        assert (await mine.put_records("s", entries(500)))["FailedRecordCount"] == 0
+        await other.create_stream("s", update=True, retention_hours=48)  # a new version
+        assert (await mine.put_records("s", entries(500)))["FailedRecordCount"] == 0
+        over = await mine.put_records("s", entries(1))
+        assert over["Records"][0]["ErrorCode"] == "ProvisionedThroughputExceededException"
+
+
 # -- consumers -------------------------------------------------------------------
 
 

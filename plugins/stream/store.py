@@ -13,12 +13,14 @@
   before), so "older than the retention period" is a prefix of every shard.
 - A reshard closes parents (their last sequence number is the stream's
   counter at that moment) and adds children; writers pick up the new shard
-  map through the stream's ``version``, read inside every write transaction,
-  so a writer in another process never writes to a closed shard.
+  map through the stream's ``version``, checked inside every write
+  transaction (a write routed by an older map writes nothing and is made
+  again), so a writer in another process never writes to a closed shard.
 - Shard iterators are self-contained tokens (stream, shard, position, time
   issued): nothing to store, and they expire after 5 minutes as Kinesis's do.
 
-Every write is one ``BEGIN IMMEDIATE`` transaction under the store's lock.
+Every write is one ``BEGIN IMMEDIATE`` transaction under the store's lock;
+PutRecords' is one trip to the database (``Store.batch``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import orjson
 from pipelines.clock import Clock
 from pipelines.errors import StreamError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
-from pipelines.store import Queries, Store, Upkeep
+from pipelines.store import Queries, Step, Store, Upkeep
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -331,6 +333,11 @@ class _Bucket:
         self.bytes = float(SHARD_BYTES_PER_SECOND)
         self.at = now
 
+    def copy(self) -> _Bucket:
+        twin = _Bucket(self.at)
+        twin.records, twin.bytes = self.records, self.bytes
+        return twin
+
     def take(self, size: int, now: float) -> bool:
         elapsed = max(now - self.at, 0.0)
         self.at = now
@@ -572,7 +579,10 @@ class StreamStore(Store):
         results: list[dict[str, Any]] = [{} for _ in records]
         puts: list[_Put] = []
         total = 0
-        info = await self._info(name) if name not in self._maps else self._maps[name].info
+        shard_map = self._maps.get(name)
+        if shard_map is None:
+            shard_map = await self._load_map(name, self)
+        info = shard_map.info
         for index, entry in enumerate(records):
             try:
                 put = self._checked(index, entry, info.max_record_size)
@@ -588,7 +598,7 @@ class StreamStore(Store):
                 f" partition keys, not {total}",
             )
         if puts:
-            await self._write(name, puts, results)
+            await self._write(name, shard_map, puts, results)
         failed = sum(1 for result in results if "ErrorCode" in result)
         if puts and failed < len(results):
             self._appended.set()
@@ -631,50 +641,109 @@ class StreamStore(Store):
                 )
         return _Put(index, key, data, hash_key)
 
-    async def _write(self, name: str, puts: list[_Put], results: list[dict[str, Any]]) -> None:
-        now = self.clock.time()
-        async with self.transaction() as db:
-            rows = await db.rows(
-                "SELECT id, last_seq, last_arrival, version FROM streams WHERE name = ?",
-                (name,),
-            )
-            if not rows:
-                raise StreamError("ResourceNotFoundException", f"stream {name} not found")
-            stream, last_seq, last_arrival, version = rows[0]
-            shard_map = self._maps.get(name)
-            if (
-                shard_map is None
-                or shard_map.info.version != version
-                or shard_map.info.id != stream
-            ):
-                shard_map = await self._load_map(name, db)
-            arrival = max(now, last_arrival)  # never backwards: retention trims a prefix
-            written = []
-            seq = last_seq
-            for put in puts:
-                shard = shard_map.route(put.hash_key)
-                if shard_map.info.write_limits and not self._allowed(stream, shard.index, put, now):
-                    results[put.index] = {
-                        "ErrorCode": "ProvisionedThroughputExceededException",
-                        "ErrorMessage": f"Rate exceeded for shard {shard.id} in stream {name}",
-                    }
-                    continue
-                seq += 1
-                written.append((stream, shard.index, seq, put.partition_key, put.data, arrival))
-                results[put.index] = {
-                    "SequenceNumber": sequence_number(seq, shard.index),
-                    "ShardId": shard.id,
-                }
+    async def _write(
+        self, name: str, shard_map: _ShardMap, puts: list[_Put], results: list[dict[str, Any]]
+    ) -> None:
+        """Write ``puts`` in one trip to the database (one transaction), routed
+        by the shard map this store keeps. The plan's first statement takes
+        the sequence numbers only if the stream's ``version`` is still the
+        map's (no reshard, no change of settings, the same stream), and the
+        inserts read them from it under the same condition: with a stale map
+        the plan writes nothing, and the map is read again and the plan made
+        again (a reshard by this store or another process, a stream deleted:
+        ``ResourceNotFoundException``)."""
+        while True:
+            now = self.clock.time()
+            saved = self._saved_buckets(shard_map)
+            written = self._route(name, shard_map, puts, results, now)
+            stream, version = shard_map.info.id, shard_map.info.version
             if written:
-                await db.executemany(
-                    "INSERT INTO stream_records (stream, shard, seq, partition_key, data, arrival)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    written,
-                )
-                await db.execute(
-                    "UPDATE streams SET last_seq = ?, last_arrival = ? WHERE id = ?",
-                    (seq, arrival, stream),
-                )
+                count = len(written)
+                steps = [
+                    # Arrival times never go backwards: retention trims a prefix.
+                    # (CASE, not SQLite's two-argument max: both engines read it.)
+                    Step(
+                        "UPDATE streams SET last_seq = last_seq + ?, last_arrival ="
+                        " CASE WHEN last_arrival > ? THEN last_arrival ELSE ? END"
+                        " WHERE id = ? AND version = ? RETURNING last_seq",
+                        (count, now, now, stream, version),
+                    ),
+                    # Each record's number and the arrival time are the stream
+                    # row's as just updated: the k-th of n is last_seq - (n - 1 - k).
+                    Step(
+                        "INSERT INTO stream_records (stream, shard, seq, partition_key, data,"
+                        " arrival) SELECT id, ?, last_seq - ?, ?, ?, last_arrival FROM streams"
+                        " WHERE id = ? AND version = ?",
+                        [
+                            (
+                                shard.index,
+                                count - 1 - k,
+                                put.partition_key,
+                                put.data,
+                                stream,
+                                version,
+                            )
+                            for k, (put, shard) in enumerate(written)
+                        ],
+                        many=True,
+                    ),
+                ]
+            else:  # every record refused by its shard's limit: the map must still be current
+                steps = [
+                    Step(
+                        "SELECT last_seq FROM streams WHERE id = ? AND version = ?",
+                        (stream, version),
+                    )
+                ]
+            current = (await self.batch(steps))[0].rows
+            if current:
+                break
+            self._buckets.update(saved)  # nothing was written: the allowances taken are back
+            shard_map = await self._load_map(name, self)
+        first = current[0][0] - len(written) + 1
+        for seq, (put, shard) in enumerate(written, first):
+            results[put.index] = {
+                "SequenceNumber": sequence_number(seq, shard.index),
+                "ShardId": shard.id,
+            }
+
+    def _route(
+        self,
+        name: str,
+        shard_map: _ShardMap,
+        puts: list[_Put],
+        results: list[dict[str, Any]],
+        now: float,
+    ) -> list[tuple[_Put, Shard]]:
+        """Each put with the open shard its hash key falls in; those over
+        their shard's allowance (write limits on) refused in ``results``."""
+        route = shard_map.route
+        if not shard_map.info.write_limits:
+            return [(put, route(put.hash_key)) for put in puts]
+        stream = shard_map.info.id
+        written = []
+        for put in puts:
+            shard = route(put.hash_key)
+            if self._allowed(stream, shard.index, put, now):
+                written.append((put, shard))
+            else:
+                results[put.index] = {
+                    "ErrorCode": "ProvisionedThroughputExceededException",
+                    "ErrorMessage": f"Rate exceeded for shard {shard.id} in stream {name}",
+                }
+        return written
+
+    def _saved_buckets(self, shard_map: _ShardMap) -> dict[tuple[int, int], _Bucket]:
+        """Copies of the allowances of the map's shards, as they are now."""
+        if not shard_map.info.write_limits:
+            return {}
+        stream = shard_map.info.id
+        saved = {}
+        for shard in shard_map.shards:
+            key = (stream, shard.index)
+            bucket = self._buckets.get(key)
+            saved[key] = bucket.copy() if bucket is not None else _Bucket(self.clock.time())
+        return saved
 
     async def _load_map(self, name: str, db: Queries) -> _ShardMap:
         info = await self._info(name, db)
