@@ -206,3 +206,18 @@ def test_answers_hold_the_output_shape_members_only() -> None:
     assert write_output(None, answer) == {}
     assert write_output(shape, None) is None
     assert write_output(shape, "not a mapping") == {}
+
+
+def test_a_refused_list_holding_cbor_values_is_shown() -> None:
+    """CBOR brings byte strings and integer keys, which JSON does not spell:
+    a refusal that shows such a value words it, and is no server error."""
+    shape = service_model("kinesis").operation_model("PutRecords").input_shape
+    assert shape is not None
+    record = {"Data": b"\x00", "PartitionKey": "k", 7: "?"}
+    with pytest.raises(ApiError) as refused:
+        check_input(shape, {"Records": [record] * 501})
+    assert refused.value.code == "ValidationException"
+    assert """Value '[{"Data":"AA==","PartitionKey":"k","7":"?"},""" in refused.value.message
+    with pytest.raises(ApiError) as refused:  # shown as Python writes it, then refused
+        check_input(shape, {"Records": [record] * 500 + [2**70]})
+    assert refused.value.code == "SerializationException"

@@ -48,8 +48,20 @@ def _shown(value: Any) -> str:
     if isinstance(value, str):
         return f"'{value}'"
     if isinstance(value, list | dict):
-        return f"'{orjson.dumps(value).decode()}'"
+        try:
+            text = orjson.dumps(value, default=_plain, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:  # what JSON cannot spell (a CBOR integer past 64 bits)
+            return f"'{value}'"
+        return f"'{text.decode()}'"
     return f"'{value}'"
+
+
+def _plain(value: Any) -> str:
+    # CBOR's values in a list or map shown as JSON: a byte string as base64, as
+    # JSON carries blobs; anything else as its text.
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return str(value)
 
 
 def _kind(value: Any) -> str:
