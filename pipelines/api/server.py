@@ -12,19 +12,22 @@ the one HTTP stack of the project.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import logging
 import re
 import ssl
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import StreamReader, web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.web_protocol import RequestHandler
 from botocore.model import ServiceModel
 
 from pipelines.api import cbor
@@ -33,7 +36,7 @@ from pipelines.api.query import error_xml, read_query, write_xml
 from pipelines.api.services import STARTING_WAIT, ApiHost, Call, Kept, Service
 from pipelines.api.sigv4 import AccessKey, verify
 from pipelines.api.wire import read_input, write_output
-from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, new_event_id
 from pipelines.routes import HttpRequest, Route
 
 log = logging.getLogger("pipelines.api")
@@ -89,7 +92,7 @@ class _Request:
     """One request in its protocol: JSON (``X-Amz-Target``), query (a form) or
     Smithy RPC v2 CBOR (``/service/PREFIX/operation/OP`` with ``Smithy-Protocol``)."""
 
-    def __init__(self, service: Service, request: web.Request, request_id: str) -> None:
+    def __init__(self, service: Service, request: web.BaseRequest, request_id: str) -> None:
         self.service = service
         self.request_id = request_id
         meta = service.model.metadata
@@ -128,7 +131,7 @@ class _Request:
         has the XML names a JSON service's model may lack)."""
         return self.service.query_model if self.query else self.service.model
 
-    async def read(self, request: web.Request) -> dict[str, Any]:
+    async def read(self, request: web.BaseRequest) -> dict[str, Any]:
         """The operation's parameters (sets ``operation`` from a form's Action)."""
         model = self.model
         if self.protocol == "cbor" and cbor.MODEL_PROTOCOL not in model.metadata.get(
@@ -163,7 +166,7 @@ class _Request:
             return cbor.read_cbor(op_model, body, validation_code=code, enums=enums)
         return read_input(op_model.input_shape, body, validation_code=code, enums=enums)
 
-    def _with_path(self, form: dict[str, str], request: web.Request) -> dict[str, str]:
+    def _with_path(self, form: dict[str, str], request: web.BaseRequest) -> dict[str, str]:
         """A form sent to a resource's own URL names it by that URL when it
         does not name it itself (older SDKs post to the queue's URL)."""
         name = self.service.path_parameter
@@ -236,7 +239,7 @@ class _Request:
         return web.Response(status=status, body=body, headers=headers)
 
 
-def _target(request: web.Request) -> str | None:
+def _target(request: web.BaseRequest) -> str | None:
     """``X-Amz-Target``, or its equivalent in a Smithy RPC v2 request's path."""
     target = request.headers.get("X-Amz-Target")
     if target is None and _smithy_operation(request) is not None:
@@ -246,7 +249,7 @@ def _target(request: web.Request) -> str | None:
     return target
 
 
-def _smithy_operation(request: web.Request) -> str | None:
+def _smithy_operation(request: web.BaseRequest) -> str | None:
     """The operation of a Smithy RPC v2 CBOR request, or None for another protocol."""
     if request.headers.get("Smithy-Protocol", "").lower() != cbor.PROTOCOL:
         return None
@@ -320,7 +323,7 @@ class ApiServer:
         self.settings = settings or ApiSettings(host, port)
         self.host = self.settings.host
         self.port = self.settings.port
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
         #: The stores and values services keep while this endpoint serves.
         self.keeping = Kept()
 
@@ -339,9 +342,11 @@ class ApiServer:
 
     async def start(self) -> None:
         """Bind the port (an error if it is taken) and serve."""
-        app = web.Application(client_max_size=MAX_BODY)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # aiohttp's low-level server: every request, whatever its method and
+        # path, goes to one handler, without an application's router and
+        # middlewares in between (the protocols route by headers and paths).
+        server = web.Server(self._handle, request_factory=self._request, access_log=None)
+        runner = web.ServerRunner(server, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(
             runner, self.host, self.port, reuse_address=True, ssl_context=self._tls()
@@ -355,6 +360,25 @@ class ApiServer:
         if runner.addresses:  # the port picked when 0 was asked for
             self.port = runner.addresses[0][1]
         self.runtime.routes.base_url = self.url
+
+    @staticmethod
+    def _request(
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        """A request whose body may be up to ``MAX_BODY`` bytes."""
+        return web.BaseRequest(
+            message,
+            payload,
+            protocol,
+            writer,
+            task,
+            asyncio.get_running_loop(),
+            client_max_size=MAX_BODY,
+        )
 
     async def close(self) -> None:
         """Stop taking requests; those in flight finish (aiohttp's shutdown),
@@ -370,7 +394,7 @@ class ApiServer:
         else:
             await self.keeping.close()
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         routes = self.runtime.routes
         route = routes.find(request.path)
         if route is None and request.path != "/":
@@ -379,7 +403,7 @@ class ApiServer:
             route = await routes.wait(request.path, STARTING_WAIT)
         if route is not None:
             return await _routed(route, request)
-        request_id = str(uuid.uuid4())
+        request_id = new_event_id()  # a version 4 UUID, as AWS's request ids are
         scope = _SCOPE.search(request.headers.get("Authorization", ""))
         try:
             service = self.router.service(scope.group(3) if scope else None, _target(request))
@@ -424,7 +448,7 @@ class ApiServer:
         known = self.settings.access_keys.get(access_key or "")
         return known.account if known is not None else _account(access_key)
 
-    async def _verify(self, request: web.Request, wire: _Request) -> str:
+    async def _verify(self, request: web.BaseRequest, wire: _Request) -> str:
         headers = {name.lower(): ",".join(request.headers.getall(name)) for name in request.headers}
         return verify(
             request.method,
@@ -437,7 +461,7 @@ class ApiServer:
         )
 
 
-async def _routed(route: Route, request: web.Request) -> web.Response:
+async def _routed(route: Route, request: web.BaseRequest) -> web.Response:
     """A request to a path a source serves (a webhook), answered by its handler."""
     if request.content_length is not None and request.content_length > route.max_body:
         return _plain(413, f"the body is over {route.max_body} bytes")
