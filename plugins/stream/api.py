@@ -84,7 +84,7 @@ def _aws_sequence(number: str) -> str:
     """A sequence number as AWS writes one: no leading zeros (AWS's pattern
     ``0|([1-9]\\d{0,128})``); the store's are 56 digits, zero-padded, which
     sort as text."""
-    return str(int(number))
+    return number.lstrip("0") or "0"
 
 
 def _store_sequence(number: str) -> str:
@@ -400,7 +400,8 @@ def _writer(call: Call, store: StreamStore, stream: str) -> _Writer:
 async def put_records(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     name = _name(params)
     store = await _store(call, name)
-    records = [_entry(r) for r in params["Records"]]
+    # The records as read (model members only, Data decoded): this request's own.
+    records: list[dict[str, Any]] = params["Records"]
     try:
         results = await _writer(call, store, name).commit.submit(records)
     except StreamError as error:

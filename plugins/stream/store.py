@@ -610,13 +610,15 @@ class StreamStore(Store):
         def refuse(message: str) -> StreamError:
             return StreamError("InvalidArgumentException", f"record {index}: {message}")
 
-        if not isinstance(entry, Mapping):
+        if type(entry) is not dict and not isinstance(entry, Mapping):
             raise refuse("must be a mapping with Data and PartitionKey")
         key = entry.get("PartitionKey")
         if not isinstance(key, str) or not 1 <= len(key) <= MAX_PARTITION_KEY:
             raise refuse(f"PartitionKey must be a string of 1 to {MAX_PARTITION_KEY} characters")
         data = entry.get("Data")
-        if isinstance(data, str):
+        if type(data) is bytes:
+            pass
+        elif isinstance(data, str):
             data = data.encode()
         elif isinstance(data, bytearray | memoryview):
             data = bytes(data)
