@@ -143,13 +143,16 @@ async def test_event_buses_are_created_used_and_deleted(api: Api) -> None:
         EventBusName=made["EventBusArn"],  # a bus named by its ARN
         Targets=[{"Id": "a", "Arn": AUDIT_ARN}],
     )
-    await api.call(
+    put = await api.call(
         "put_events",
-        Entries=[{"Source": "b", "DetailType": "d", "Detail": "{}", "EventBusName": "billing"}],
+        Entries=[
+            {"Source": "b", "DetailType": "d", "Detail": "{}", "EventBusName": "billing"},
+            {"Source": "b", "DetailType": "d", "Detail": "{}", "EventBusName": made["EventBusArn"]},
+        ],
     )
     audit = api.recorder("audit")
-    await eventually(lambda: len(audit.received) == 1)
-    assert audit.received[0].payload["source"] == "b"
+    await eventually(lambda: len(audit.received) == 2)
+    assert {r.payload["id"] for r in audit.received} == {e["EventId"] for e in put["Entries"]}
     assert (await api.call("describe_event_bus", Name="billing"))["Arn"] == made["EventBusArn"]
     await api.call("remove_targets", Rule="all", EventBusName="billing", Ids=["a"])
     await api.call("delete_rule", Name="all", EventBusName="billing")

@@ -55,25 +55,26 @@ def _page(items: Sequence[Any], params: Mapping[str, Any], key: str) -> dict[str
 
 @events.operation()
 async def put_events(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
-    entries = [
-        {**entry, "EventBusName": _bus_name(entry.get("EventBusName"))}
-        for entry in params["Entries"]
-    ]
-    total = sum(entry_size(entry) for entry in entries)
+    # The entries as read go to the runtime as they are (it takes a bus by
+    # name or ARN too); one pass here adds up their sizes and finds the buses.
+    entries: list[dict[str, Any]] = params["Entries"]
+    buses = {bus.name for bus in call.runtime.buses()}
+    total = 0
+    missing = False
+    for entry in entries:
+        total += entry_size(entry)
+        missing = missing or _bus_name(entry.get("EventBusName")) not in buses
     if total > call.runtime.limits.entries.max_entry_size:
         raise validation("Total size of the entries in the request is over the limit.")
-    buses = {bus.name for bus in call.runtime.buses()}
-    known = [entry for entry in entries if entry["EventBusName"] in buses]
-    if len(known) == len(entries):
+    if not missing:
         return await call.runtime.put_events(entries)
     # AWS answers an entry for a bus that does not exist with an EventId and
     # delivers it nowhere (recorded: test_put_events_nonexistent_event_bus).
+    found = [_bus_name(entry.get("EventBusName")) in buses for entry in entries]
+    known = [entry for entry, exists in zip(entries, found, strict=True) if exists]
     result = await call.runtime.put_events(known) if known else {"Entries": []}
     answers = iter(result["Entries"])
-    merged = [
-        next(answers) if entry["EventBusName"] in buses else {"EventId": new_event_id()}
-        for entry in entries
-    ]
+    merged = [next(answers) if exists else {"EventId": new_event_id()} for exists in found]
     failed = sum(1 for answer in merged if "ErrorCode" in answer)
     return {"FailedEntryCount": failed, "Entries": merged}
 
