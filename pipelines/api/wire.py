@@ -297,9 +297,9 @@ def _blob(value: Any) -> bytes:
         return value
     if type(value) is not str:
         _refuse()
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
+    try:  # base64.b64decode(value, validate=True) without its wrapping
+        return binascii.a2b_base64(value, strict_mode=True)
+    except (binascii.Error, ValueError):  # not base64, or not ASCII
         _refuse()
 
 

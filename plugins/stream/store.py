@@ -352,7 +352,7 @@ class _Bucket:
         return True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made for every record, and a frozen one's __init__ is slow
 class _Put:
     index: int  # in the request
     partition_key: str
