@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pipelines.clock import ManualClock
-from pipelines.store import Step
+from pipelines.store import SQLiteConnection, Trip
 from plugins.queue.store import QueueStore, SendEntry
 
 
@@ -196,18 +195,17 @@ def claims_counted(store: QueueStore) -> list[str]:
     """The claim statements run on the store's connection from now on."""
     seen: list[str] = []
     connection = store.connection
-    batch = connection.batch
+    assert isinstance(connection, SQLiteConnection)
 
-    async def counted(steps: Sequence[Step], **options: Any) -> Any:
-        for step in steps:  # claims go in trips (``Store.grouped``)
+    def counted(trip: Trip) -> None:  # on the connection's thread, before it runs
+        for step in trip.steps:  # claims go in trips (``Store.grouped``)
             if (
                 step.sql.startswith("UPDATE queue_messages SET")
                 and "WHERE seq IN (SELECT" in step.sql
             ):
                 seen.append(step.sql)
-        return await batch(steps, **options)
 
-    connection.batch = counted  # type: ignore[method-assign]
+    connection.on_trip = counted
     return seen
 
 

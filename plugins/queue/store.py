@@ -43,7 +43,7 @@ import orjson
 from pipelines.clock import Clock, sleep
 from pipelines.errors import QueueError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
-from pipelines.store import Parameters, Queries, Row, Store, Upkeep
+from pipelines.store import Queries, Row, Store, Upkeep
 
 log = logging.getLogger("plugins.queue")
 
@@ -632,23 +632,6 @@ class QueueStore(Store):
 
     async def opened(self) -> None:
         self._key = str(self.path.resolve())
-
-    async def rows(self, sql: str, parameters: Parameters = ()) -> list[Row]:
-        """One statement alone, pipelined: the lock is held only while the
-        statement is handed to the connection's thread, not while it runs.
-        That thread runs statements in the order they were handed over, so a
-        statement still never lands inside another coroutine's transaction
-        (which holds the lock from BEGIN to COMMIT), while concurrent senders
-        and receivers keep the thread busy instead of each waiting for the
-        previous one's round trip (about 80 us on two cores)."""
-        if self._inside():
-            return await self.connection.rows(sql, parameters)
-        async with self._lock:
-            running = asyncio.ensure_future(self.connection.rows(sql, parameters))
-            # The task's first step (handing the statement over) runs before
-            # this coroutine resumes: the ready queue is first in, first out.
-            await asyncio.sleep(0)
-        return await running
 
     async def migrate(self, connection: Queries, found: int) -> None:
         """``schema`` (run at every open, ``IF NOT EXISTS``) has already made
