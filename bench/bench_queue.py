@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sqlite3
 import statistics
@@ -66,12 +67,13 @@ async def ours_end_to_end(
     store = await QueueStore.open(path)
     await store.create_queue("bench")
     record(store.connection, statements)
+    sending = batches(count)
     remaining = count
     done = asyncio.Event()
     finished = 0.0
 
     async def produce() -> None:
-        for batch in batches(count):
+        for batch in sending:
             await store.send_batch("bench", batch)
 
     async def consume() -> None:
@@ -97,15 +99,20 @@ async def ours_end_to_end(
     return count / (finished - started)
 
 
-#: What a store handed its connection: (kind, SQL, parameters).
-Statement = tuple[str, str, Any]
+#: What a store's connection ran: a ``Trip`` as its thread took it (steps, in
+#: one transaction or not), or, for code from before ``Trip``, a call on the
+#: connection recorded as (kind, SQL, parameters).
+Statement = Any
 
 
 def record(connection: Connection, into: list[Statement]) -> None:
-    """Record every statement run on ``connection`` into ``into`` (by
-    wrapping its methods on the instance), for the peer to replay."""
+    """Record every statement run on ``connection`` into ``into``, in the
+    order and the transactions it ran them, for the peer to replay."""
+    if hasattr(connection, "on_trip"):  # each trip, as the connection's thread runs it
+        connection.on_trip = into.append
+        return
 
-    def wrap(kind: str) -> None:
+    def wrap(kind: str) -> None:  # code from before: its calls, on the instance
         method = getattr(connection, kind)
 
         async def recorded(*args: Any, **options: Any) -> Any:
@@ -129,8 +136,9 @@ async def ours_phases(path: Path, count: int, log: list[list[Statement]]) -> tup
     await store.create_queue("bench")
     statements: list[Statement] = []
     record(store.connection, statements)
+    sending = batches(count)
     started = time.perf_counter()
-    for batch in batches(count):
+    for batch in sending:
         await store.send_batch("bench", batch)
     sent = time.perf_counter()
     mark = len(statements)
@@ -148,9 +156,13 @@ async def ours_phases(path: Path, count: int, log: list[list[Statement]]) -> tup
 
 
 def replay(db: sqlite3.Connection, statements: Iterable[Statement]) -> None:
-    for kind, sql, parameters in statements:
+    for statement in statements:
+        if hasattr(statement, "steps"):
+            replay_trip(db, statement.steps, statement.transaction, statement.synced)
+            continue
+        kind, sql, parameters = statement
         if kind == "batch":
-            replay_batch(db, sql, parameters)
+            replay_trip(db, sql, parameters, False)
         elif kind == "begin":
             db.execute("BEGIN IMMEDIATE")
         elif kind == "commit":
@@ -164,17 +176,28 @@ def replay(db: sqlite3.Connection, statements: Iterable[Statement]) -> None:
             db.execute(sql, parameters).fetchall()
 
 
-def replay_batch(db: sqlite3.Connection, steps: list[Any], transaction: bool) -> None:
-    """A batch as the store ran it: its statements, in one transaction if it was one."""
-    if transaction:
-        db.execute("BEGIN IMMEDIATE")
-    for step in steps:
-        if step.many:
-            db.executemany(step.sql, step.parameters)
-        else:
-            db.execute(step.sql, step.parameters).fetchall()
-    if transaction:
-        db.execute("COMMIT")
+def replay_trip(db: sqlite3.Connection, steps: list[Any], transaction: bool, synced: bool) -> None:
+    """A trip as the store ran it: its statements, in one transaction if it
+    was one, synced if it was. One that failed is rolled back (as the store's
+    was; the store then ran its statements again alone: they follow)."""
+    if synced:
+        db.execute("PRAGMA synchronous=FULL")
+    try:
+        if transaction:
+            db.execute("BEGIN IMMEDIATE")
+        for step in steps:
+            if step.many:
+                db.executemany(step.sql, step.parameters)
+            else:
+                db.execute(step.sql, step.parameters).fetchall()
+        if transaction:
+            db.execute("COMMIT")
+    except sqlite3.Error:
+        if transaction and db.in_transaction:
+            db.execute("ROLLBACK")
+    finally:
+        if synced:
+            db.execute("PRAGMA synchronous=NORMAL")
 
 
 def bare_database(path: Path) -> sqlite3.Connection:
@@ -211,6 +234,24 @@ def bare_sqlite_phases(path: Path, count: int, log: list[list[Statement]]) -> tu
     finished = time.perf_counter()
     db.close()
     return count / (sent - started), count / (finished - sent)
+
+
+def same_end(ours: Path, peer: Path) -> None:
+    """The peer's replay left its file as the store left its own: as many
+    messages inserted (the sequence), left and counted. A statement left
+    out of the record, or replayed in another order, would show here."""
+
+    def end(path: Path) -> tuple[Any, ...]:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            queries = (
+                "SELECT seq FROM sqlite_sequence WHERE name = 'queue_messages'",
+                "SELECT count(*), total(receives) FROM queue_messages",
+                "SELECT queue, messages FROM queue_counts",
+            )
+            return tuple(db.execute(query).fetchall() for query in queries)
+
+    if end(ours) != end(peer):
+        raise SystemExit(f"the peer's replay ended elsewhere: {end(ours)} != {end(peer)}")
 
 
 async def time_stats(path: Path, count: int) -> tuple[float, dict[str, Any]]:
@@ -279,16 +320,22 @@ def measure() -> None:
 
         def end_to_end(consumers: int) -> tuple[float, float]:
             statements: list[Statement] = []
-            ours = asyncio.run(ours_end_to_end(fresh(), count, consumers, statements))
-            return ours, bare_sqlite(fresh(), count, statements)
+            ours_path, peer_path = fresh(), fresh()
+            ours = asyncio.run(ours_end_to_end(ours_path, count, consumers, statements))
+            peer = bare_sqlite(peer_path, count, statements)
+            same_end(ours_path, peer_path)
+            return ours, peer
 
         one, peer_one = median_of(args.repeats, lambda: end_to_end(1))
         four, peer_four = median_of(args.repeats, lambda: end_to_end(4))
         log: list[list[Statement]] = []
 
         def phases() -> tuple[float, float, float, float]:
-            ours = asyncio.run(ours_phases(fresh(), count, log))
-            return (*ours, *bare_sqlite_phases(fresh(), count, log))
+            ours_path, peer_path = fresh(), fresh()
+            ours = asyncio.run(ours_phases(ours_path, count, log))
+            peer = bare_sqlite_phases(peer_path, count, log)
+            same_end(ours_path, peer_path)
+            return (*ours, *peer)
 
         send, receive, peer_send, peer_receive = median_of(args.repeats, phases)
 
