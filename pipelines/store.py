@@ -355,7 +355,7 @@ class SQLiteConnection(Connection):
         await self.execute("COMMIT")
 
     async def rollback(self) -> None:
-        await self.call(_roll_back)
+        await self.call(self._roll_back)
 
     async def close(self) -> None:
         """Once what was handed over before has run; a second call does nothing."""
@@ -478,6 +478,13 @@ class SQLiteConnection(Connection):
         except BaseException as exc:
             return future, exc, None
 
+    def _roll_back(self, db: sqlite3.Connection) -> None:
+        # No error when no transaction is open (it may not have begun).
+        if db.in_transaction:
+            if self.on_trip is not None:
+                self.on_trip(Trip([Step("ROLLBACK")], False))
+            db.execute("ROLLBACK")
+
     def _stop(self, db: sqlite3.Connection, stop: _Job, taken: list[_Job]) -> None:
         """Close the database; anything handed over after the stop is refused."""
         late = taken[taken.index(stop) + 1 :]
@@ -523,12 +530,6 @@ def _settle_all(outcomes: list[_Outcome]) -> None:
             future.set_exception(error)
         else:
             future.set_result(result)
-
-
-def _roll_back(db: sqlite3.Connection) -> None:
-    # No error when no transaction is open (it may not have begun).
-    if db.in_transaction:
-        db.execute("ROLLBACK")
 
 
 def _run_trip(db: sqlite3.Connection, trip: Trip) -> list[Done]:
