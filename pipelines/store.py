@@ -296,9 +296,7 @@ class SQLiteConnection(Connection):
         #: Called on the connection's thread with each trip before it runs.
         self.on_trip: Callable[[Trip], None] | None = None
 
-    async def start(
-        self, target: str, *, uri: bool, functions: Mapping[str, SQLFunction]
-    ) -> None:
+    async def start(self, target: str, *, uri: bool, functions: Mapping[str, SQLFunction]) -> None:
         """Open the database on a thread started for it; sqlite3's errors raised."""
         opened: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         thread = threading.Thread(
@@ -939,12 +937,21 @@ class Store(Queries):
         shared trip fails, its statements are tried again one by one, so a
         failing statement fails its own caller only (if the trip could not
         even begin, the database being locked, every caller gets that error)."""
+        return await self.share(sql, parameters)
+
+    def share(self, sql: str, parameters: Parameters = ()) -> Awaitable[list[Row]]:
+        """``grouped``, handed over at once (unless another coroutine's
+        transaction holds the writer): the caller may do other work before
+        it awaits the rows, and that work overlaps the database's."""
         if self._inside():
-            return await self._writer.rows(sql, parameters)
+            return self._writer.rows(sql, parameters)
         if not self._lock.locked():
-            return await self._writer.share(Step(sql, parameters))
+            return self._writer.share(Step(sql, parameters))
+        return self._share_after_lock(Step(sql, parameters))
+
+    async def _share_after_lock(self, step: Step) -> list[Row]:
         async with self._lock:
-            running = self._writer.share(Step(sql, parameters))
+            running = self._writer.share(step)
         return await running
 
     @contextlib.asynccontextmanager

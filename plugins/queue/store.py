@@ -387,8 +387,13 @@ def message_attribute(value: Any) -> dict[str, str]:
     return {"DataType": "String", "StringValue": str(value)}
 
 
-def _check_attributes(attributes: Mapping[str, Any]) -> tuple[dict[str, dict[str, str]], int]:
-    """Validate message attributes; return them and their size in bytes."""
+def _check_attributes(attributes: Mapping[str, Any]) -> tuple[bytes | None, int]:
+    """Validate message attributes (SQS's shape, or plain values as
+    ``message_attribute`` reads them); return them as stored (JSON, None
+    when there are none) and their size in bytes as SQS counts it: each
+    one's name, data type and value."""
+    if not attributes:
+        return None, 0
     if len(attributes) > MAX_ATTRIBUTES:
         raise QueueError(
             "InvalidParameterValue",
@@ -397,52 +402,84 @@ def _check_attributes(attributes: Mapping[str, Any]) -> tuple[dict[str, dict[str
     checked: dict[str, dict[str, str]] = {}
     size = 0
     for name, given in attributes.items():
-        value = message_attribute(given)
-        kind = value.get("DataType", "")
-        if not _DATA_TYPE.fullmatch(kind):
+        if isinstance(given, Mapping):
+            value, value_size = _checked_shape(name, given)
+        else:
+            value, value_size = _checked_plain(name, given)
+        checked[name] = value
+        size += _utf8_size(name) + value_size
+    return orjson.dumps(checked), size
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def _checked_plain(name: str, given: Any) -> tuple[dict[str, str], int]:
+    """A plain value as an attribute (``message_attribute``'s reading), and its
+    data type's and value's size: its data type needs no check."""
+    if isinstance(given, bool) or not isinstance(given, int | float | bytes):
+        text = str(given).lower() if isinstance(given, bool) else str(given)
+        if not text:
             raise QueueError(
                 "InvalidParameterValue",
-                f"message attribute {name!r}: DataType must be String, Number or Binary"
-                f" (optionally .custom), not {kind!r}",
+                f"message attribute {name!r}: StringValue must be a non-empty string",
             )
-        if kind.startswith("Binary"):
-            raw = value.get("BinaryValue")
-            try:
-                payload = base64.b64decode(raw or "", validate=True)
-            except (binascii.Error, ValueError):
-                raise QueueError(
-                    "InvalidParameterValue",
-                    f"message attribute {name!r}: BinaryValue must be base64",
-                ) from None
-            size += len(payload)
-            value = {"DataType": kind, "BinaryValue": raw or ""}
-        else:
-            text = value.get("StringValue")
-            if not isinstance(text, str) or not text:
-                raise QueueError(
-                    "InvalidParameterValue",
-                    f"message attribute {name!r}: StringValue must be a non-empty string",
-                )
-            if kind.startswith("Number"):
-                try:
-                    number = float(text)
-                except ValueError:
-                    number = math.nan
-                if not math.isfinite(number):
-                    raise QueueError(
-                        "InvalidParameterValue",
-                        f"message attribute {name!r}: {text!r} is not a number",
-                    )
-            size += len(text.encode())
-            value = {"DataType": kind, "StringValue": text}
-        size += len(name.encode()) + len(kind.encode())
-        checked[name] = value
-    return checked, size
+        return {"DataType": "String", "StringValue": text}, 6 + _utf8_size(text)
+    if isinstance(given, bytes):
+        return {"DataType": "Binary", "BinaryValue": base64.b64encode(given).decode()}, 6 + len(
+            given
+        )
+    text = repr(given)
+    _check_number(name, text)
+    return {"DataType": "Number", "StringValue": text}, 6 + len(text)
+
+
+def _check_number(name: str, text: str) -> None:
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise QueueError(
+            "InvalidParameterValue", f"message attribute {name!r}: {text!r} is not a number"
+        )
+
+
+def _checked_shape(name: str, given: Mapping[str, Any]) -> tuple[dict[str, str], int]:
+    """An attribute in SQS's shape, checked, and its data type's and value's size."""
+    kind = given.get("DataType", "")
+    if not isinstance(kind, str) or not _DATA_TYPE.fullmatch(kind):
+        raise QueueError(
+            "InvalidParameterValue",
+            f"message attribute {name!r}: DataType must be String, Number or Binary"
+            f" (optionally .custom), not {kind!r}",
+        )
+    if kind.startswith("Binary"):
+        raw = given.get("BinaryValue")
+        try:
+            payload = base64.b64decode(raw or "", validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            raise QueueError(
+                "InvalidParameterValue",
+                f"message attribute {name!r}: BinaryValue must be base64",
+            ) from None
+        return {"DataType": kind, "BinaryValue": raw or ""}, _utf8_size(kind) + len(payload)
+    text = given.get("StringValue")
+    if not isinstance(text, str) or not text:
+        raise QueueError(
+            "InvalidParameterValue",
+            f"message attribute {name!r}: StringValue must be a non-empty string",
+        )
+    if kind.startswith("Number"):
+        _check_number(name, text)
+    return {"DataType": kind, "StringValue": text}, _utf8_size(kind) + _utf8_size(text)
 
 
 def _entry_size(entry: SendEntry) -> int:
-    """A batch entry's bytes as SQS counts them: body, and each attribute's
-    name, data type and value."""
+    """The bytes of a batch entry that failed its checks, as near as SQS
+    would count them (body, and each attribute's name, data type and value):
+    what it adds to its batch's size."""
     size = len(entry.body.encode()) if isinstance(entry.body, str) else 0
     for name, given in entry.attributes.items():
         value = message_attribute(given)
@@ -459,11 +496,40 @@ def _entry_size(entry: SendEntry) -> int:
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
+class _Randomness:
+    """Random 128-bit values as 32 hex digits, drawn from the OS
+    (``os.urandom``) 256 at a time: message ids and receipt tokens stay
+    unpredictable, but a send or a receive makes no system call of its own.
+    (A system call lets go of the GIL: while a connection's thread runs,
+    getting it back cost the event loop tens of microseconds each time.)
+    ``popleft`` is atomic, so threads never get the same value; a forked
+    child drops what its parent drew."""
+
+    DRAW = 256
+
+    def __init__(self) -> None:
+        self._values: collections.deque[str] = collections.deque()
+
+    def hex32(self) -> str:
+        try:
+            return self._values.popleft()
+        except IndexError:
+            digits = os.urandom(16 * self.DRAW).hex()
+            self._values.extend(digits[n : n + 32] for n in range(0, len(digits), 32))
+            return self.hex32()
+
+    def forget(self) -> None:
+        self._values.clear()
+
+
+_RANDOM = _Randomness()
+os.register_at_fork(after_in_child=_RANDOM.forget)
+
+
 def _message_id(digits: str) -> str:
     """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` gives, in
     a quarter of its time: it is made for every message sent. ``digits``:
-    32 random hex digits (a batch draws all of its ids' in one ``urandom``
-    call, which costs a system call of about 8 us)."""
+    32 random hex digits."""
     return (
         f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}"
         f"-{_VARIANT[digits[16]]}{digits[17:20]}-{digits[20:]}"
@@ -586,11 +652,23 @@ class _Wakeups:
         while waiters and count > 0:
             future = next(iter(waiters))
             count -= waiters.pop(future)
-            if not future.done():
+            if future.done():
+                continue
+            loop = future.get_loop()
+            if loop is _running_loop():
+                _wake(future)  # its poll goes on at the loop's next turn
+            else:
                 with contextlib.suppress(RuntimeError):  # that loop is closed
-                    future.get_loop().call_soon_threadsafe(_wake, future)
+                    loop.call_soon_threadsafe(_wake, future)
         if waiters is not None and not waiters:
             self.waiting.pop(key, None)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -788,36 +866,41 @@ class QueueStore(Store):
         """SendMessageBatch: up to 10 entries; each succeeds or fails on its own."""
         queue = await self._queue(queue_name)
         _check_batch([entry.id for entry in entries])
+        return await self._send(queue, entries, batch=True)
+
+    async def _send(
+        self, queue: _Queue, entries: Sequence[SendEntry], *, batch: bool = False
+    ) -> tuple[list[SendResult], list[BatchError]]:
+        """Each entry checked and made a row in one pass; a batch over SQS's
+        size limit refused whole; then the rows stored."""
+        now = self.clock.time()
+        rows: list[tuple[SendEntry, tuple[Any, ...]]] = []
+        failed: list[BatchError] = []
+        total = 0
+        for entry in entries:
+            try:
+                row, size = self._row(queue, entry, now)
+            except QueueError as exc:
+                failed.append(BatchError(entry.id, exc.code, exc.message))
+                total += _entry_size(entry)
+            else:
+                rows.append((entry, row))
+                total += size
         # SQS's limit of a whole batch is its largest message size, whatever
         # the queue's own (each entry is held to that one on its own).
-        total = sum(_entry_size(entry) for entry in entries)
-        if total > MAX_BATCH_BYTES:
+        if batch and total > MAX_BATCH_BYTES:
             raise QueueError(
                 "BatchRequestTooLong",
                 f"Batch requests cannot be longer than {MAX_BATCH_BYTES} bytes."
                 f" You have sent {total} bytes.",
             )
-        return await self._send(queue, entries)
-
-    async def _send(
-        self, queue: _Queue, entries: Sequence[SendEntry]
-    ) -> tuple[list[SendResult], list[BatchError]]:
-        now = self.clock.time()
-        rows: list[tuple[SendEntry, tuple[Any, ...]]] = []
-        failed: list[BatchError] = []
-        randomness = os.urandom(16 * len(entries)).hex()
-        for n, entry in enumerate(entries):
-            try:
-                digits = randomness[32 * n : 32 * n + 32]
-                rows.append((entry, self._row(queue, entry, now, digits)))
-            except QueueError as exc:
-                failed.append(BatchError(entry.id, exc.code, exc.message))
         sent = await (self._insert_fifo(queue, rows, now) if queue.fifo else self._insert(rows))
         if sent:
             _WAKEUPS.notify((self._key, queue.name), len(sent))
         return sent, failed
 
-    def _row(self, queue: _Queue, entry: SendEntry, now: float, digits: str) -> tuple[Any, ...]:
+    def _row(self, queue: _Queue, entry: SendEntry, now: float) -> tuple[tuple[Any, ...], int]:
+        """The entry's row, and its size in bytes (body and attributes)."""
         body = entry.body
         if not isinstance(body, str) or not body:
             raise QueueError("MissingParameter", "the message body must be a non-empty string")
@@ -827,8 +910,8 @@ class QueueStore(Store):
                 "InvalidMessageContents",
                 f"the body holds the character U+{ord(bad.group()):04X}, which SQS does not allow",
             )
-        attributes, attributes_size = _check_attributes(entry.attributes)
-        size = len(body.encode()) + attributes_size
+        encoded, attributes_size = _check_attributes(entry.attributes)
+        size = _utf8_size(body) + attributes_size
         limit = queue.attributes.maximum_message_size
         if size > limit:
             # SQS's words (recorded): body and attributes together, over the queue's limit.
@@ -866,9 +949,9 @@ class QueueStore(Store):
             raise QueueError(
                 "InvalidParameterValue", "MessageDeduplicationId is only for FIFO queues"
             )
-        encoded = orjson.dumps(attributes) if attributes else None
-        message_id = _message_id(digits)
-        return (queue.name, message_id, body, encoded, now, now + delay, entry.group_id, dedup)
+        message_id = _message_id(_RANDOM.hex32())
+        row = (queue.name, message_id, body, encoded, now, now + delay, entry.group_id, dedup)
+        return row, size
 
     async def _insert(self, rows: list[tuple[SendEntry, tuple[Any, ...]]]) -> list[SendResult]:
         if not rows:
@@ -876,13 +959,16 @@ class QueueStore(Store):
         # One statement: all of the batch is stored, or none of it.
         values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
         flat = [value for _, row in rows for value in row]
-        await self.grouped(
+        stored = self.share(
             "INSERT INTO queue_messages"
             " (queue, id, body, attributes, sent, visible, group_id, dedup_id)"
             f" VALUES {values}",
             flat,
         )
-        return [SendResult(entry.id, row[1], _md5(entry.body)) for entry, row in rows]
+        # Made while the database stores them (told only once it has).
+        results = [SendResult(entry.id, row[1], _md5(entry.body)) for entry, row in rows]
+        await stored
+        return results
 
     async def _insert_fifo(
         self, queue: _Queue, rows: list[tuple[SendEntry, tuple[Any, ...]]], now: float
@@ -1000,7 +1086,7 @@ class QueueStore(Store):
         """Claim messages; if the caller is cancelled meanwhile, the claim (which
         goes on in SQLite's thread) is undone, so no receive is used up unseen."""
         await self._expire_now_and_then(queue)
-        token = os.urandom(16).hex()
+        token = _RANDOM.hex32()
         try:
             return await self._claim(queue, limit, timeout, token)
         except asyncio.CancelledError:
