@@ -1218,38 +1218,42 @@ class QueueStore(Store):
             return deleted, failed
         marks = self.dialect.marks(len(handles))
         receipts = " ".join(["WHEN ? THEN ?"] * len(handles))
-        now = self.clock.time()
-        # On a FIFO queue a handle expires with its visibility timeout (SQS then
-        # refuses it); on a standard queue an old handle is accepted and does nothing.
-        expiring = " AND visible > ?" if queue.fifo else " AND ? IS NOT NULL"
         # "+queue": look rows up by seq (the primary key), not by the queue's index.
-        rows = await self.grouped(
+        deleting = (
             f"DELETE FROM queue_messages WHERE seq IN ({marks}) AND +queue = ?"
-            f" AND receipt = CASE seq {receipts} END{expiring} RETURNING seq",
-            [
-                *(seq for seq, _ in handles),
-                queue.name,
-                *(value for pair in handles for value in pair),
-                now,
-            ],
+            f" AND receipt = CASE seq {receipts} END"
         )
-        if queue.fifo:
-            gone = {row[0] for row in rows}
-            given = dict(entries)
-            valid = [entry_id for entry_id, _ in entries if entry_id in deleted]
-            deleted = []
-            for entry_id, (seq, _) in zip(valid, handles, strict=True):
-                if seq in gone:
-                    deleted.append(entry_id)
-                else:
-                    failed.append(
-                        BatchError(
-                            entry_id,
-                            "InvalidParameterValue",
-                            f"Value {given[entry_id]} for parameter ReceiptHandle is invalid."
-                            " Reason: The receipt handle has expired.",
-                        )
+        parameters = [
+            *(seq for seq, _ in handles),
+            queue.name,
+            *(value for pair in handles for value in pair),
+        ]
+        if not queue.fifo:
+            # On a standard queue an old handle is accepted and deletes nothing:
+            # no row to return, no answer to wait for but the commit.
+            await self.grouped(deleting, parameters)
+            return deleted, failed
+        # On a FIFO queue a handle expires with its visibility timeout (SQS then
+        # refuses it): the rows deleted say which were still valid.
+        rows = await self.grouped(
+            f"{deleting} AND visible > ? RETURNING seq", [*parameters, self.clock.time()]
+        )
+        gone = {row[0] for row in rows}
+        given = dict(entries)
+        valid = [entry_id for entry_id, _ in entries if entry_id in deleted]
+        deleted = []
+        for entry_id, (seq, _) in zip(valid, handles, strict=True):
+            if seq in gone:
+                deleted.append(entry_id)
+            else:
+                failed.append(
+                    BatchError(
+                        entry_id,
+                        "InvalidParameterValue",
+                        f"Value {given[entry_id]} for parameter ReceiptHandle is invalid."
+                        " Reason: The receipt handle has expired.",
                     )
+                )
         return deleted, failed
 
     async def change_visibility(self, queue_name: str, receipt_handle: str, timeout: int) -> None:
