@@ -235,6 +235,41 @@ async def test_a_send_wakes_one_poll_per_batch_not_all(
     await asyncio.gather(*polls, return_exceptions=True)
 
 
+async def test_a_poll_does_not_claim_what_a_woken_poll_is_about_to_take(
+    store: QueueStore,
+) -> None:
+    """A consumer coming back for more while a send's wake-up is on its way to
+    another poll waits for the next send instead of claiming nothing (with
+    several consumers, half of their claims did)."""
+    await store.create_queue("q")
+    waiting = asyncio.create_task(store.receive("q", 10, wait_time=20))
+    await asyncio.sleep(0.05)
+    claims = claims_counted(store)
+    await store.send_batch("q", [SendEntry(f"m{n}", id=str(n)) for n in range(10)])
+    # The waiting poll is woken but has not claimed yet: another comes.
+    coming_back = asyncio.create_task(store.receive("q", 10, wait_time=20))
+    await asyncio.sleep(0.05)
+    assert [m.body for m in await waiting] == [f"m{n}" for n in range(10)]
+    assert len(claims) == 1  # the one that came back did not look
+    assert not coming_back.done()
+    await store.send_batch("q", [SendEntry("next", id="0")])
+    assert [m.body for m in await asyncio.wait_for(coming_back, 5)] == ["next"]
+    assert len(claims) == 2
+
+
+async def test_a_woken_poll_that_stops_passes_its_wake_up_on(store: QueueStore) -> None:
+    await store.create_queue("q")
+    first = asyncio.create_task(store.receive("q", 10, wait_time=20))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(store.receive("q", 10, wait_time=20))
+    await asyncio.sleep(0.05)
+    await store.send("q", "m")
+    first.cancel()  # woken, it never looks: the message is the second's
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert [m.body for m in await asyncio.wait_for(second, 5)] == ["m"]
+
+
 async def test_polls_wanting_one_are_woken_one_per_message(store: QueueStore) -> None:
     await store.create_queue("q")
     polls = [asyncio.create_task(store.receive("q", 1, wait_time=20)) for _ in range(3)]

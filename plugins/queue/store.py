@@ -575,6 +575,10 @@ class _Wakeups:
         #: Per queue, the last claims' (``arrived`` when begun, messages taken):
         #: those begun after an empty look's start took what arrived meanwhile.
         self.takes: dict[tuple[str, str], collections.deque[tuple[int, int]]] = {}
+        #: Per queue, the polls a notification woke that have not looked yet,
+        #: each with the messages it wants: what they will take is not there
+        #: for another poll to claim (it would claim nothing).
+        self.promised: dict[tuple[str, str], dict[asyncio.Future[None], int]] = {}
 
     def mark(self, key: tuple[str, str]) -> tuple[int, int]:
         """Where the queue's notifications are, before a claim."""
@@ -608,13 +612,55 @@ class _Wakeups:
         else:
             known[2] -= count
 
-    def known_empty(self, key: tuple[str, str], now: float) -> float | None:
-        """Until when the queue is known to be empty, if it is. Another
-        process's sends are not known: they are seen at that time."""
+    def known_empty(
+        self, key: tuple[str, str], now: float, promise: asyncio.Future[None] | None = None
+    ) -> float | None:
+        """Until when the queue is known to be empty, if it is, for a poll
+        holding ``promise`` (its wake-up by a notification, or None): what
+        may have arrived is promised to the other polls woken for it.
+        Another process's sends are not known: they are seen at that time."""
         known = self.empty.get(key)
-        if known is not None and known[2] <= 0 and now < known[1]:
+        if known is not None and now < known[1] and known[2] <= self._promised(key, promise):
             return float(known[1])
         return None
+
+    def _promised(self, key: tuple[str, str], but: asyncio.Future[None] | None = None) -> int:
+        """The messages promised to woken polls (``but``'s aside). A poll of
+        a loop that closed before it looked will not look."""
+        promises = self.promised.get(key)
+        if not promises:
+            return 0
+        total = 0
+        for future, wanted in list(promises.items()):
+            if future.get_loop().is_closed():
+                del promises[future]
+            elif future is not but:
+                total += wanted
+        return total
+
+    def spent(self, key: tuple[str, str], promise: asyncio.Future[None] | None) -> None:
+        """A poll looked, or knew there was nothing to look for: its wake-up
+        (``promise``, if it held one) is spent. Messages known to have
+        arrived that no woken poll will take wake polls that will."""
+        if promise is not None:
+            self._drop(key, promise)
+        known = self.empty.get(key)
+        if known is not None:
+            spare = known[2] - self._promised(key)
+            if spare > 0:
+                self.wake(key, spare)
+
+    def pass_on(self, key: tuple[str, str], promise: asyncio.Future[None]) -> None:
+        """A poll woken while it claimed is not looking again: its wake-up goes
+        to a poll that will."""
+        self.wake(key, self._drop(key, promise))
+
+    def _drop(self, key: tuple[str, str], promise: asyncio.Future[None]) -> int:
+        promises = self.promised.get(key)
+        wanted = 0 if promises is None else promises.pop(promise, 0)
+        if promises is not None and not promises:
+            del self.promised[key]
+        return wanted
 
     def wait(self, key: tuple[str, str], wanted: int) -> asyncio.Future[None]:
         future = asyncio.get_running_loop().create_future()
@@ -622,7 +668,8 @@ class _Wakeups:
         return future
 
     def forget(self, key: tuple[str, str], future: asyncio.Future[None]) -> bool:
-        """Stop waiting; whether ``future`` had been woken (its wake-up taken)."""
+        """Stop waiting; whether ``future`` had been woken by a notification
+        (then its poll holds the wake-up: see ``spent`` and ``pass_on``)."""
         waiters = self.waiting.get(key)
         if waiters is None or future not in waiters:
             return True
@@ -651,7 +698,9 @@ class _Wakeups:
         waiters = self.waiting.get(key)
         while waiters and count > 0:
             future = next(iter(waiters))
-            count -= waiters.pop(future)
+            wanted = waiters.pop(future)
+            count -= wanted
+            self.promised.setdefault(key, {})[future] = wanted
             if future.done():
                 continue
             loop = future.get_loop()
@@ -1035,31 +1084,44 @@ class QueueStore(Store):
             timeout = visibility_timeout
         deadline = self.clock.time() + wait
         key = (self._key, queue.name)
-        while True:
-            # Listen before looking, so a send in between is not missed.
-            woken = _WAKEUPS.wait(key, max_messages)
-            try:
-                now = self.clock.time()
-                messages: list[Message] = []
-                empty_until = _WAKEUPS.known_empty(key, now) if wait > 0 else None
-                if empty_until is None:
-                    messages, empty_until = await self._look(queue, max_messages, timeout)
-                now = self.clock.time()
-                if messages or now >= deadline:
-                    break
-                assert empty_until is not None  # an empty look says until when
-                until = min(deadline, empty_until)
-                timer = self.clock.call_later(until - now, functools.partial(_wake, woken))
+        # The wake-up this poll holds, when a notification woke it: until it
+        # looks, the messages it wants are promised to it, and the other
+        # polls do not claim them too (they would claim nothing).
+        promise: asyncio.Future[None] | None = None
+        try:
+            while True:
+                # Listen before looking, so a send in between is not missed.
+                woken = _WAKEUPS.wait(key, max_messages)
                 try:
-                    await woken
+                    now = self.clock.time()
+                    messages: list[Message] = []
+                    try:
+                        empty_until = None
+                        if wait > 0:
+                            empty_until = _WAKEUPS.known_empty(key, now, promise)
+                        if empty_until is None:
+                            messages, empty_until = await self._look(queue, max_messages, timeout)
+                    finally:
+                        _WAKEUPS.spent(key, promise)
+                        promise = None
+                    now = self.clock.time()
+                    if messages or now >= deadline:
+                        break
+                    assert empty_until is not None  # an empty look says until when
+                    until = min(deadline, empty_until)
+                    timer = self.clock.call_later(until - now, functools.partial(_wake, woken))
+                    try:
+                        await woken
+                    finally:
+                        timer.cancel()
                 finally:
-                    timer.cancel()
-            finally:
-                taken = _WAKEUPS.forget(key, woken)
-        if taken:
-            # A send woke this poll while it claimed, and it is not looking
-            # again: pass the wake-up on to a poll that will (no new messages).
-            _WAKEUPS.wake(key, max_messages)
+                    if _WAKEUPS.forget(key, woken):
+                        promise = woken
+        finally:
+            if promise is not None:
+                # A send woke this poll while it claimed, and it is not looking
+                # again: pass the wake-up on to a poll that will.
+                _WAKEUPS.pass_on(key, promise)
         return messages
 
     async def _look(
