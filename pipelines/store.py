@@ -306,6 +306,9 @@ class SQLiteConnection(Connection):
         try:
             await opened
         except BaseException:
+            # Failed (the thread has ended), or cancelled meanwhile: then the
+            # thread closes the database once it has opened it.
+            self._jobs.put((_STOP, asyncio.get_running_loop().create_future(), None))
             self._closed = True
             raise
 

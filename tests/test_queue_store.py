@@ -30,7 +30,7 @@ async def store(tmp_path: Path, clock: ManualClock) -> AsyncIterator[QueueStore]
 
 
 async def io_settles() -> None:
-    """Let SQLite calls (in aiosqlite's thread) finish between clock steps."""
+    """Let SQLite calls (on the connection's thread) finish between clock steps."""
     await asyncio.sleep(0.02)
 
 

@@ -489,6 +489,54 @@ async def test_close_waits_for_the_grouped_statements_submitted(tmp_path: Path) 
         assert await again.texts() == ["0", "1", "2", "3"]
 
 
+async def test_share_hands_the_statement_over_before_it_is_awaited(notes: Notes) -> None:
+    trips = trips_of(notes)
+    pending = notes.share("INSERT INTO notes (text) VALUES ('early') RETURNING text")
+    # Not awaited yet, and the connection's thread has run it all the same:
+    # what the caller does before awaiting overlaps the database's work.
+    await until(lambda: len(trips) == 1)
+    assert await pending == [("early",)]
+
+
+async def test_work_handed_to_a_closed_connection_is_refused(tmp_path: Path) -> None:
+    store = await Notes.open(tmp_path / "state.db")
+    connection = store.connection
+    await store.close()
+    with pytest.raises(StateError, match="closed"):
+        await connection.rows("SELECT 1")
+    with pytest.raises(StateError, match="not open"):
+        await store.grouped("INSERT INTO notes (text) VALUES ('late')")
+
+
+async def test_call_runs_a_function_of_the_sqlite_connection_on_its_thread(notes: Notes) -> None:
+    import threading
+
+    assert isinstance(notes.connection, SQLiteConnection)
+
+    def where(db: sqlite3.Connection, extra: int) -> tuple[str, int]:
+        return threading.current_thread().name, db.execute("SELECT ?", (extra,)).fetchone()[0]
+
+    name, value = await notes.connection.call(where, 7)
+    assert value == 7
+    assert name != threading.current_thread().name  # not the event loop's
+
+
+async def test_an_open_cancelled_midway_leaves_no_thread_behind(tmp_path: Path) -> None:
+    import threading
+
+    before = {thread for thread in threading.enumerate() if thread.name.startswith("sqlite:")}
+    opening = asyncio.create_task(Notes.open(tmp_path / "state.db"))
+    await asyncio.sleep(0)
+    opening.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await opening
+    if opening.cancelled():  # else it was open already: close it
+        stray = {t for t in threading.enumerate() if t.name.startswith("sqlite:")} - before
+        await until(lambda: not any(thread.is_alive() for thread in stray))
+    else:
+        await opening.result().close()
+
+
 async def test_a_synced_batch_commits_with_synchronous_full_then_goes_back(notes: Notes) -> None:
     traced: list[str] = []
     assert isinstance(notes.connection, SQLiteConnection)

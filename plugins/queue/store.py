@@ -1,4 +1,4 @@
-"""Queues with SQS's semantics, durable in the state database (SQLite, aiosqlite).
+"""Queues with SQS's semantics, durable in the state database (SQLite).
 
 One row per message in ``queue_messages``. A message is *visible* when its
 ``visible`` time has passed; receiving it sets ``visible`` to the end of its
