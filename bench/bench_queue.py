@@ -9,16 +9,20 @@ process crash). Phases are also timed alone: send only, then receive and
 delete only from the full queue.
 
 The peer is bare SQLite running the very statements ours ran: each run
-(each end-to-end run, and the phases) records every statement the store
-handed its connection (SQL and parameters, BEGIN and COMMIT, and each
-``batch``: a group commit's statements in their one transaction), and the
-peer replays them in that order with blocking stdlib ``sqlite3`` calls on a
-fresh file with the same schema and settings, no validation, no event loop.
-So when several consumers' statements share a transaction, the peer's
-replay shares it too. The ratio is then what the store's Python and
-never blocking the event loop (aiosqlite's thread hop per trip) cost,
-not a difference of SQL. (moto's in-memory SQS backend was tried as a peer
-and left out: it managed about 50 sends a second.)
+(each end-to-end run, and the phases) records every trip the store's
+connection ran, as its thread ran it (``SQLiteConnection.on_trip``: the
+statements with their parameters, and whether they were one transaction,
+as a group commit makes them), and the peer replays them in that order with
+blocking stdlib ``sqlite3`` calls on a fresh file with the same schema and
+settings (WAL, ``synchronous=NORMAL``), no validation, no event loop. So
+when several consumers' statements share a transaction, the peer's replay
+shares it too. The run stops if the peer's file does not end as ours did
+(messages inserted, left, receive counts, the counts table): a statement
+left out of the record would show there. The ratio is then what the
+store's Python and never blocking the event loop (a hop to the
+connection's thread and back per trip) cost, not a difference of SQL.
+(moto's in-memory SQS backend was tried as a peer and left out: it managed
+about 50 sends a second.)
 
 It runs under ``tuned_process`` (thread switch interval 0.2 ms), as the
 ``pipelines`` command runs a pipeline and as the other benchmarks do.
@@ -26,7 +30,8 @@ It runs under ``tuned_process`` (thread switch interval 0.2 ms), as the
 Before and after: run this script over the code of another commit by
 putting its ``pipelines`` and ``plugins`` first on the path, e.g.
 ``PYTHONPATH=/path/to/checkout-of-BASE python bench/bench_queue.py``
-(statements of code without ``batch`` are recorded all the same).
+(the statements of code from before ``on_trip`` are recorded from its
+connection's calls).
 
 ``--stats N`` times GetQueueAttributes on a queue of N messages (a million:
 ``--stats 1000000``), filled by bare inserts of the store's own rows.

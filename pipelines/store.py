@@ -16,7 +16,10 @@ database and offers an API over them. ``Store`` gives each one, once:
   ``batch(steps)`` runs several statements in ONE trip to the database
   (one transaction, all or nothing), and ``grouped(sql)`` runs one statement
   in a trip it shares with the statements other coroutines submit at the
-  same moment (group commit: under load, fewer and bigger transactions);
+  same moment (group commit: under load, fewer and bigger transactions;
+  ``share(sql)`` is the same, handed over before it is awaited). Work is
+  handed to the connection at once; the lock is held only while a
+  transaction is open, so no statement lands inside another's;
 - schema and versions: a store declares its ``name``, ``version`` and DDL
   (``schema``); the ``store_versions`` table records what each database has,
   and ``migrate`` is where a later version brings an older database up;
@@ -27,8 +30,10 @@ The *backend* (``Backend``, ``Connection``, ``Dialect``) is the database
 engine: how to connect, run a statement, begin and end a transaction, and
 the few SQL spellings that differ between engines. Stores write their SQL
 with ``?`` placeholders in what SQLite and PostgreSQL share, and take the
-rest from ``self.dialect``; SQLite (the stdlib's ``sqlite3``, each connection on
-a thread of its own) is the one backend today.
+rest from ``self.dialect``. SQLite is the one backend today: the stdlib's
+``sqlite3``, each connection on a thread of its own (``SQLiteConnection``),
+which takes the work handed over in order and, for shared statements, all
+of those waiting at once as one trip.
 
 ``pipelines.state`` stays the module of the state database's own tables
 (pending deliveries, schedule marks): a store like the others, now on this

@@ -13,10 +13,14 @@ so that statements from concurrent coroutines never land inside another's
 transaction. The hot statements (a standard queue's send, the claim of a
 receive and its release, DeleteMessageBatch) go through ``Store.grouped``:
 alone, one goes at once in autocommit mode; those of concurrent callers
-submitted while a trip is under way share the next trip and its transaction,
-in the order submitted, so several consumers make fewer, bigger commits.
-Each claim is still its own statement with its own receipt token: a later
-claim in the same transaction sees the earlier one's rows as in flight.
+handed over while a trip is under way share the next trip and its
+transaction, in the order submitted, so several consumers make fewer,
+bigger commits. Each claim is still its own statement with its own receipt
+token: a later claim in the same transaction sees the earlier one's rows
+as in flight. A send checks and prepares each entry in one pass, and makes
+its results while its INSERT runs. In this process, a send wakes as many
+long polls as want its messages, and those are promised to them until they
+have looked, so the other polls wait instead of claiming nothing.
 GetQueueAttributes reads counts the writes keep (``queue_counts``) and short
 index ranges, never the backlog. Times come from the injected ``Clock``.
 """
@@ -43,7 +47,7 @@ import orjson
 from pipelines.clock import Clock, sleep
 from pipelines.errors import QueueError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
-from pipelines.store import Queries, Row, Store, Upkeep
+from pipelines.store import Queries, Row, Step, Store, Upkeep
 
 log = logging.getLogger("plugins.queue")
 
@@ -845,11 +849,17 @@ class QueueStore(Store):
 
     async def delete_queue(self, name: str) -> None:
         await self._queue(name)
-        async with self.transaction() as db:
-            await db.execute("DELETE FROM queue_messages WHERE queue = ?", (name,))
-            await db.execute("DELETE FROM queue_dedup WHERE queue = ?", (name,))
-            await db.execute("DELETE FROM queues WHERE name = ?", (name,))
-            await db.execute("DELETE FROM queue_counts WHERE queue = ?", (name,))
+        await self.batch(  # one transaction in one trip
+            [
+                Step(f"DELETE FROM {table} WHERE {column} = ?", (name,))
+                for table, column in (
+                    ("queue_messages", "queue"),
+                    ("queue_dedup", "queue"),
+                    ("queues", "name"),
+                    ("queue_counts", "queue"),
+                )
+            ]
+        )
         self._queues.pop(name, None)
 
     async def purge(self, name: str) -> int:
@@ -1358,15 +1368,16 @@ class QueueStore(Store):
         """Delete messages older than the retention period, and old deduplication ids."""
         queue = await self._queue(queue_name)
         now = self.clock.time()
-        async with self.transaction() as db:
-            deleted = await db.execute(
-                "DELETE FROM queue_messages WHERE queue = ? AND sent < ?",
-                (queue.name, now - queue.attributes.message_retention_period),
-            )
-            await db.execute(
-                "DELETE FROM queue_dedup WHERE queue = ? AND expires <= ?", (queue.name, now)
-            )
-        return deleted
+        done = await self.batch(  # one transaction in one trip
+            [
+                Step(
+                    "DELETE FROM queue_messages WHERE queue = ? AND sent < ?",
+                    (queue.name, now - queue.attributes.message_retention_period),
+                ),
+                Step("DELETE FROM queue_dedup WHERE queue = ? AND expires <= ?", (queue.name, now)),
+            ]
+        )
+        return done[0].changed
 
     async def move_messages(
         self,
