@@ -23,8 +23,9 @@ database as the stores' backend opens it: WAL, synchronous=NORMAL).
   on AWS) for the fields these queries search: ``POLICY``.
 
 The peers, run in the same process on the same kind of file, are what SQLite
-itself costs through aiosqlite: for ingest, the same rows inserted with
-``executemany`` into a bare table with the same columns and index, one
+itself costs through the stores' backend (a connection on its own thread):
+for ingest, the same rows inserted with ``executemany`` into a bare table
+with the same columns and index, one
 transaction per batch (no checks, no metric filter); for each query, one
 hand-written SQL statement (or two: the rows and the count of matches) giving
 the same answer, run twice: on columns holding the same fields extracted at
@@ -56,12 +57,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import orjson
 
 from pipelines.clock import ManualClock
 from pipelines.metrics import MetricStore
-from pipelines.store import SQLITE
+from pipelines.store import SQLITE, SQLFunction, SQLiteConnection
 from plugins.logs.insights import QueryResult
 from plugins.logs.store import LogStore, MetricTransformation
 
@@ -83,19 +83,21 @@ CREATE INDEX IF NOT EXISTS events_by_time ON events (grp, ts);
 """
 
 
-async def peer_connection(path: Path) -> aiosqlite.Connection:
-    """A bare aiosqlite connection set up as the stores' backend sets its own
+async def peer_connection(
+    path: Path, functions: dict[str, SQLFunction] | None = None
+) -> SQLiteConnection:
+    """A bare connection of the stores' backend, set up as it sets its own
     (WAL, synchronous=NORMAL), with the peer's tables."""
-    db = (await SQLITE.connect(path, create=True, functions={})).raw
-    await db.executescript(PEER_SCHEMA)
+    db = await SQLITE.connect(path, create=True, functions=functions or {})
+    await db.script(PEER_SCHEMA)
     return db
 
 
 @contextlib.asynccontextmanager
-async def peer_transaction(db: aiosqlite.Connection) -> AsyncIterator[None]:
-    await db.execute("BEGIN IMMEDIATE")
+async def peer_transaction(db: SQLiteConnection) -> AsyncIterator[None]:
+    await db.begin()
     yield
-    await db.execute("COMMIT")
+    await db.commit()
 
 
 def message(n: int) -> str:
@@ -266,15 +268,13 @@ async def fill_ours(path: Path, events: int, indexed: bool = True) -> LogStore:
     return store
 
 
-async def fill_peer(path: Path, events: int) -> aiosqlite.Connection:
-    db = await peer_connection(path)
-    await db.create_function("regexp", 2, _regexp, deterministic=True)
+async def fill_peer(path: Path, events: int) -> SQLiteConnection:
+    db = await peer_connection(path, {"regexp": (2, _regexp)})
     await db.executemany(
         "INSERT INTO events (grp, stream, ts, ingested, message, level, service, path,"
         " latency_ms, status) VALUES (1, 1, ?, 0, ?, ?, ?, ?, ?, ?)",
         (_peer_row(START + i * 60, message(i)) for i in range(events)),
     )
-    await db.commit()
     return db
 
 
@@ -294,11 +294,9 @@ async def time_ours(store: LogStore, case: Case) -> tuple[float, Any]:
     return time.perf_counter() - began, case.answer(result)
 
 
-async def time_peer(
-    db: aiosqlite.Connection, case: Case, statements: list[str]
-) -> tuple[float, Any]:
+async def time_peer(db: SQLiteConnection, case: Case, statements: list[str]) -> tuple[float, Any]:
     began = time.perf_counter()
-    found = [list(await db.execute_fetchall(sql)) for sql in statements]
+    found = [list(await db.rows(sql)) for sql in statements]
     return time.perf_counter() - began, case.peer_answer(found)
 
 

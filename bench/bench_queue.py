@@ -9,16 +9,20 @@ process crash). Phases are also timed alone: send only, then receive and
 delete only from the full queue.
 
 The peer is bare SQLite running the very statements ours ran: each run
-(each end-to-end run, and the phases) records every statement the store
-handed its connection (SQL and parameters, BEGIN and COMMIT, and each
-``batch``: a group commit's statements in their one transaction), and the
-peer replays them in that order with blocking stdlib ``sqlite3`` calls on a
-fresh file with the same schema and settings, no validation, no event loop.
-So when several consumers' statements share a transaction, the peer's
-replay shares it too. The ratio is then what the store's Python and
-never blocking the event loop (aiosqlite's thread hop per trip) cost,
-not a difference of SQL. (moto's in-memory SQS backend was tried as a peer
-and left out: it managed about 50 sends a second.)
+(each end-to-end run, and the phases) records every trip the store's
+connection ran, as its thread ran it (``SQLiteConnection.on_trip``: the
+statements with their parameters, and whether they were one transaction,
+as a group commit makes them), and the peer replays them in that order with
+blocking stdlib ``sqlite3`` calls on a fresh file with the same schema and
+settings (WAL, ``synchronous=NORMAL``), no validation, no event loop. So
+when several consumers' statements share a transaction, the peer's replay
+shares it too. The run stops if the peer's file does not end as ours did
+(messages inserted, left, receive counts, the counts table): a statement
+left out of the record would show there. The ratio is then what the
+store's Python and never blocking the event loop (a hop to the
+connection's thread and back per trip) cost, not a difference of SQL.
+(moto's in-memory SQS backend was tried as a peer and left out: it managed
+about 50 sends a second.)
 
 It runs under ``tuned_process`` (thread switch interval 0.2 ms), as the
 ``pipelines`` command runs a pipeline and as the other benchmarks do.
@@ -26,7 +30,8 @@ It runs under ``tuned_process`` (thread switch interval 0.2 ms), as the
 Before and after: run this script over the code of another commit by
 putting its ``pipelines`` and ``plugins`` first on the path, e.g.
 ``PYTHONPATH=/path/to/checkout-of-BASE python bench/bench_queue.py``
-(statements of code without ``batch`` are recorded all the same).
+(the statements of code from before ``on_trip`` are recorded from its
+connection's calls).
 
 ``--stats N`` times GetQueueAttributes on a queue of N messages (a million:
 ``--stats 1000000``), filled by bare inserts of the store's own rows.
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sqlite3
 import statistics
@@ -66,12 +72,13 @@ async def ours_end_to_end(
     store = await QueueStore.open(path)
     await store.create_queue("bench")
     record(store.connection, statements)
+    sending = batches(count)
     remaining = count
     done = asyncio.Event()
     finished = 0.0
 
     async def produce() -> None:
-        for batch in batches(count):
+        for batch in sending:
             await store.send_batch("bench", batch)
 
     async def consume() -> None:
@@ -97,15 +104,20 @@ async def ours_end_to_end(
     return count / (finished - started)
 
 
-#: What a store handed its connection: (kind, SQL, parameters).
-Statement = tuple[str, str, Any]
+#: What a store's connection ran: a ``Trip`` as its thread took it (steps, in
+#: one transaction or not), or, for code from before ``Trip``, a call on the
+#: connection recorded as (kind, SQL, parameters).
+Statement = Any
 
 
 def record(connection: Connection, into: list[Statement]) -> None:
-    """Record every statement run on ``connection`` into ``into`` (by
-    wrapping its methods on the instance), for the peer to replay."""
+    """Record every statement run on ``connection`` into ``into``, in the
+    order and the transactions it ran them, for the peer to replay."""
+    if hasattr(connection, "on_trip"):  # each trip, as the connection's thread runs it
+        connection.on_trip = into.append
+        return
 
-    def wrap(kind: str) -> None:
+    def wrap(kind: str) -> None:  # code from before: its calls, on the instance
         method = getattr(connection, kind)
 
         async def recorded(*args: Any, **options: Any) -> Any:
@@ -129,8 +141,9 @@ async def ours_phases(path: Path, count: int, log: list[list[Statement]]) -> tup
     await store.create_queue("bench")
     statements: list[Statement] = []
     record(store.connection, statements)
+    sending = batches(count)
     started = time.perf_counter()
-    for batch in batches(count):
+    for batch in sending:
         await store.send_batch("bench", batch)
     sent = time.perf_counter()
     mark = len(statements)
@@ -148,9 +161,13 @@ async def ours_phases(path: Path, count: int, log: list[list[Statement]]) -> tup
 
 
 def replay(db: sqlite3.Connection, statements: Iterable[Statement]) -> None:
-    for kind, sql, parameters in statements:
+    for statement in statements:
+        if hasattr(statement, "steps"):
+            replay_trip(db, statement.steps, statement.transaction, statement.synced)
+            continue
+        kind, sql, parameters = statement
         if kind == "batch":
-            replay_batch(db, sql, parameters)
+            replay_trip(db, sql, parameters, False)
         elif kind == "begin":
             db.execute("BEGIN IMMEDIATE")
         elif kind == "commit":
@@ -164,17 +181,28 @@ def replay(db: sqlite3.Connection, statements: Iterable[Statement]) -> None:
             db.execute(sql, parameters).fetchall()
 
 
-def replay_batch(db: sqlite3.Connection, steps: list[Any], transaction: bool) -> None:
-    """A batch as the store ran it: its statements, in one transaction if it was one."""
-    if transaction:
-        db.execute("BEGIN IMMEDIATE")
-    for step in steps:
-        if step.many:
-            db.executemany(step.sql, step.parameters)
-        else:
-            db.execute(step.sql, step.parameters).fetchall()
-    if transaction:
-        db.execute("COMMIT")
+def replay_trip(db: sqlite3.Connection, steps: list[Any], transaction: bool, synced: bool) -> None:
+    """A trip as the store ran it: its statements, in one transaction if it
+    was one, synced if it was. One that failed is rolled back (as the store's
+    was; the store then ran its statements again alone: they follow)."""
+    if synced:
+        db.execute("PRAGMA synchronous=FULL")
+    try:
+        if transaction:
+            db.execute("BEGIN IMMEDIATE")
+        for step in steps:
+            if step.many:
+                db.executemany(step.sql, step.parameters)
+            else:
+                db.execute(step.sql, step.parameters).fetchall()
+        if transaction:
+            db.execute("COMMIT")
+    except sqlite3.Error:
+        if transaction and db.in_transaction:
+            db.execute("ROLLBACK")
+    finally:
+        if synced:
+            db.execute("PRAGMA synchronous=NORMAL")
 
 
 def bare_database(path: Path) -> sqlite3.Connection:
@@ -211,6 +239,24 @@ def bare_sqlite_phases(path: Path, count: int, log: list[list[Statement]]) -> tu
     finished = time.perf_counter()
     db.close()
     return count / (sent - started), count / (finished - sent)
+
+
+def same_end(ours: Path, peer: Path) -> None:
+    """The peer's replay left its file as the store left its own: as many
+    messages inserted (the sequence), left and counted. A statement left
+    out of the record, or replayed in another order, would show here."""
+
+    def end(path: Path) -> tuple[Any, ...]:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            queries = (
+                "SELECT seq FROM sqlite_sequence WHERE name = 'queue_messages'",
+                "SELECT count(*), total(receives) FROM queue_messages",
+                "SELECT queue, messages FROM queue_counts",
+            )
+            return tuple(db.execute(query).fetchall() for query in queries)
+
+    if end(ours) != end(peer):
+        raise SystemExit(f"the peer's replay ended elsewhere: {end(ours)} != {end(peer)}")
 
 
 async def time_stats(path: Path, count: int) -> tuple[float, dict[str, Any]]:
@@ -279,16 +325,22 @@ def measure() -> None:
 
         def end_to_end(consumers: int) -> tuple[float, float]:
             statements: list[Statement] = []
-            ours = asyncio.run(ours_end_to_end(fresh(), count, consumers, statements))
-            return ours, bare_sqlite(fresh(), count, statements)
+            ours_path, peer_path = fresh(), fresh()
+            ours = asyncio.run(ours_end_to_end(ours_path, count, consumers, statements))
+            peer = bare_sqlite(peer_path, count, statements)
+            same_end(ours_path, peer_path)
+            return ours, peer
 
         one, peer_one = median_of(args.repeats, lambda: end_to_end(1))
         four, peer_four = median_of(args.repeats, lambda: end_to_end(4))
         log: list[list[Statement]] = []
 
         def phases() -> tuple[float, float, float, float]:
-            ours = asyncio.run(ours_phases(fresh(), count, log))
-            return (*ours, *bare_sqlite_phases(fresh(), count, log))
+            ours_path, peer_path = fresh(), fresh()
+            ours = asyncio.run(ours_phases(ours_path, count, log))
+            peer = bare_sqlite_phases(peer_path, count, log)
+            same_end(ours_path, peer_path)
+            return (*ours, *peer)
 
         send, receive, peer_send, peer_receive = median_of(args.repeats, phases)
 

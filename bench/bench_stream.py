@@ -14,14 +14,16 @@ database as the stores' backend opens it: WAL, synchronous=NORMAL).
   A consumer saves its checkpoints after every batch, so that is timed too.
 
 The peer, run in the same process on the same kind of file, is what SQLite
-itself costs through aiosqlite: the same rows (shard and sequence numbers
-computed beforehand, untimed) inserted with ``executemany`` into a bare table
-of the same columns and unique index, one transaction per batch, and read back
-with a plain keyset SELECT per shard in pages of ``--read-batch``, by two
-readers one after the other and then at once. No validation, no routing, no
-Record objects, no checkpoints. Ratios are ours / peer (1.00: as fast as bare
-SQLite). ``--profile`` runs cProfile (main thread: aiosqlite's SQLite work on
-its own thread shows as waiting) around one write loop and one read loop.
+itself costs through the stores' backend (a connection on its own thread):
+the same rows (shard and sequence numbers computed beforehand, untimed)
+inserted with ``executemany`` into a bare table of the same columns and
+unique index, one transaction per batch, and read back with a plain keyset
+SELECT per shard in pages of ``--read-batch``, by two readers one after the
+other and then at once. No validation, no routing, no Record objects, no
+checkpoints. Ratios are ours / peer (1.00: as fast as bare SQLite).
+``--profile`` runs cProfile (main thread: the SQLite work on the
+connection's own thread shows as waiting) around one write loop and one
+read loop.
 
     python bench/bench_stream.py [--records 200000] [--repeats 3] [--profile]
 """
@@ -43,11 +45,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import orjson
 
 from pipelines.clock import ManualClock
-from pipelines.store import SQLITE
+from pipelines.store import SQLITE, SQLFunction, SQLiteConnection
 from plugins.stream.store import (
     FIRST_AT,
     StreamStore,
@@ -74,19 +75,21 @@ CREATE UNIQUE INDEX IF NOT EXISTS records_order ON records (stream, shard, seq);
 """
 
 
-async def peer_connection(path: Path) -> aiosqlite.Connection:
-    """A bare aiosqlite connection set up as the stores' backend sets its own
+async def peer_connection(
+    path: Path, functions: dict[str, SQLFunction] | None = None
+) -> SQLiteConnection:
+    """A bare connection of the stores' backend, set up as it sets its own
     (WAL, synchronous=NORMAL), with the peer's tables."""
-    db = (await SQLITE.connect(path, create=True, functions={})).raw
-    await db.executescript(PEER_SCHEMA)
+    db = await SQLITE.connect(path, create=True, functions=functions or {})
+    await db.script(PEER_SCHEMA)
     return db
 
 
 @contextlib.asynccontextmanager
-async def peer_transaction(db: aiosqlite.Connection) -> AsyncIterator[None]:
-    await db.execute("BEGIN IMMEDIATE")
+async def peer_transaction(db: SQLiteConnection) -> AsyncIterator[None]:
+    await db.begin()
     yield
-    await db.execute("COMMIT")
+    await db.commit()
 
 
 def entries(count: int, keys: int) -> list[dict[str, Any]]:
@@ -195,15 +198,15 @@ async def ours(path: Path, puts: list[dict[str, Any]], batch: int, page: int) ->
     return rates
 
 
-# -- the peer: bare SQLite through aiosqlite -----------------------------------
+# -- the peer: bare SQLite through the backend -----------------------------------
 
 
-def peer_reader(db: aiosqlite.Connection, page: int) -> Callable[[], Awaitable[int]]:
+def peer_reader(db: SQLiteConnection, page: int) -> Callable[[], Awaitable[int]]:
     async def read() -> int:
         count = 0
         for shard in range(SHARDS):
             after = 0
-            while rows := await db.execute_fetchall(
+            while rows := await db.rows(
                 "SELECT seq, partition_key, data, arrival FROM records"
                 " WHERE stream = ? AND shard = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (1, shard, after, page),
@@ -286,12 +289,12 @@ async def peer_iterators(path: Path, times: list[float]) -> tuple[list[float], l
     """The same positions from the store's own query on a bare connection."""
     elapsed: list[float] = []
     starts: list[int] = []
-    db = (await SQLITE.connect(path, create=False, functions={})).raw
+    db = await SQLITE.connect(path, create=False, functions={})
     try:
         for moment in times:
             for shard in range(SHARDS):
                 started = time.perf_counter()
-                rows = list(await db.execute_fetchall(FIRST_AT, (1, shard, moment)))
+                rows = list(await db.rows(FIRST_AT, (1, shard, moment)))
                 elapsed.append(time.perf_counter() - started)
                 starts.append(rows[0][0] if rows else 0)
     finally:

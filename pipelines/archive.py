@@ -1,4 +1,4 @@
-"""Archives: the durable record of the events put on a bus (SQLite, aiosqlite).
+"""Archives: the durable record of the events put on a bus (SQLite).
 
 An archive has a name, a source bus, an optional event pattern (only matching
 events are kept) and a retention in days (0 keeps forever). ``put_events``

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 #: CPython's thread switch interval (default 5 ms) while the CLI runs a
-#: pipeline. SQLite statements run on aiosqlite's threads, and each time one
+#: pipeline. SQLite statements run on their connections' threads, and each time one
 #: comes back it waits for the GIL; while the event loop is busy that wait
 #: lasts the whole interval. Measured with bench/bench_archive.py: archiving
 #: goes from about 35,000 to 60,000 events/s at 0.2 ms.

@@ -16,7 +16,10 @@ database and offers an API over them. ``Store`` gives each one, once:
   ``batch(steps)`` runs several statements in ONE trip to the database
   (one transaction, all or nothing), and ``grouped(sql)`` runs one statement
   in a trip it shares with the statements other coroutines submit at the
-  same moment (group commit: under load, fewer and bigger transactions);
+  same moment (group commit: under load, fewer and bigger transactions;
+  ``share(sql)`` is the same, handed over before it is awaited). Work is
+  handed to the connection at once; the lock is held only while a
+  transaction is open, so no statement lands inside another's;
 - schema and versions: a store declares its ``name``, ``version`` and DDL
   (``schema``); the ``store_versions`` table records what each database has,
   and ``migrate`` is where a later version brings an older database up;
@@ -27,7 +30,10 @@ The *backend* (``Backend``, ``Connection``, ``Dialect``) is the database
 engine: how to connect, run a statement, begin and end a transaction, and
 the few SQL spellings that differ between engines. Stores write their SQL
 with ``?`` placeholders in what SQLite and PostgreSQL share, and take the
-rest from ``self.dialect``; SQLite (aiosqlite) is the one backend today.
+rest from ``self.dialect``. SQLite is the one backend today: the stdlib's
+``sqlite3``, each connection on a thread of its own (``SQLiteConnection``),
+which takes the work handed over in order and, for shared statements, all
+of those waiting at once as one trip.
 
 ``pipelines.state`` stays the module of the state database's own tables
 (pending deliveries, schedule marks): a store like the others, now on this
@@ -37,20 +43,19 @@ base. This module holds no tables, only what they share.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
+import queue
 import sqlite3
+import threading
 import time
 import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self, cast
-
-import aiosqlite
+from typing import Any, ClassVar, Self
 
 from pipelines.clock import Clock, SystemClock, sleep
 from pipelines.errors import StateError
@@ -68,10 +73,6 @@ SQLFunction = tuple[int, Callable[..., Any]]
 IN_MEMORY = Path(":memory:")
 #: Where a database is: a SQLite file's path, or a PostgreSQL URL (text).
 Location = Path | str
-
-#: ``grouped`` trips handed to the database at once: one running, the next
-#: queued behind it, so its thread never idles while the event loop answers.
-TRIPS_IN_FLIGHT = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,17 @@ class Done:
     changed: int
 
 
+@dataclass(frozen=True, slots=True)
+class Trip:
+    """What a connection runs in one go: ``steps`` in order, in one
+    transaction when ``transaction`` (its commit synced to the disk when
+    ``synced``), else each alone or in the caller's transaction."""
+
+    steps: list[Step]
+    transaction: bool
+    synced: bool = False
+
+
 VERSIONS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS store_versions (
     store   TEXT PRIMARY KEY,
@@ -101,10 +113,6 @@ CREATE TABLE IF NOT EXISTS store_versions (
     applied REAL NOT NULL
 );
 """
-
-
-#: A ``grouped`` statement and the future its caller awaits.
-_Waiting = tuple[Step, "asyncio.Future[list[Row]]"]
 
 
 # -- the backend: one database engine ------------------------------------------------
@@ -168,7 +176,7 @@ class Connection(Queries):
         the connection's usual setting (an archive with ``durability: strict``).
 
         A backend runs the whole plan in one trip to its database (SQLite: one
-        call on aiosqlite's thread), so a cancelled caller leaves no
+        hand-over to its thread), so a cancelled caller leaves no
         transaction half done: the plan commits or rolls back as a whole, and
         the caller just does not learn which. This default, statement by
         statement, is for backends that have no such trip."""
@@ -185,6 +193,28 @@ class Connection(Queries):
                 await asyncio.shield(self.rollback())
             raise
         return done
+
+    def submit(
+        self, steps: Sequence[Step], *, transaction: bool = True, synced: bool = False
+    ) -> asyncio.Future[list[Done]]:
+        """``batch``, handed over now: the future of what it did. Work handed
+        over runs in the order it was handed over, so a caller holding the
+        store's lock only while it hands over keeps its place. This default
+        runs ``batch`` in a task: handed over at the loop's next turn, in
+        the order of the calls."""
+        return asyncio.ensure_future(self.batch(steps, transaction=transaction, synced=synced))
+
+    def share(self, step: Step) -> asyncio.Future[list[Row]]:
+        """One statement that may share a trip (and its transaction) with the
+        others handed over meanwhile; handed over now, the future of its
+        rows. If a shared trip fails, each of its statements goes again
+        alone, so that a failing statement fails its own caller only. This
+        default runs it alone."""
+
+        async def alone() -> list[Row]:
+            return (await self.batch([step], transaction=False))[0].rows
+
+        return asyncio.ensure_future(alone())
 
     async def _step(self, step: Step) -> Done:
         if step.many:
@@ -271,74 +301,286 @@ class Backend(ABC):
 
 
 class SQLiteConnection(Connection):
-    """An aiosqlite connection. aiosqlite runs it in its own thread, so no
-    statement blocks the event loop; ``raw`` is there for SQLite's own needs."""
+    """A SQLite connection with a thread of its own: every statement runs
+    there, so none blocks the event loop, in the order it was handed over.
 
-    def __init__(self, raw: aiosqlite.Connection) -> None:
-        self.raw = raw
+    Each call hands its work to the thread at once (a queue the thread
+    waits on) and gets a future the thread settles, with one wake-up of the
+    event loop per trip. ``share`` hands over a statement that may share a
+    trip: the thread takes, each time it is free, every shared statement
+    handed over meanwhile and runs them in one transaction (group commit),
+    so under load it goes from one trip to the next without waiting for
+    the event loop, and a lone statement goes at once.
+
+    ``call`` runs a function of the ``sqlite3.Connection`` on the thread,
+    for what only SQLite can do (a test's trace callback or busy timeout).
+    ``on_trip``, when set, is called on the thread with each ``Trip``
+    before it runs: what a benchmark's peer replays, or a test counts."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._name = name
+        self._closed = False
+        #: Called on the connection's thread with each trip before it runs.
+        self.on_trip: Callable[[Trip], None] | None = None
+
+    async def start(self, target: str, *, uri: bool, functions: Mapping[str, SQLFunction]) -> None:
+        """Open the database on a thread started for it; sqlite3's errors raised."""
+        opened: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        thread = threading.Thread(
+            target=self._serve, args=(opened, target, uri, functions), name=self._name, daemon=True
+        )
+        thread.start()
+        try:
+            await opened
+        except BaseException:
+            # Failed (the thread has ended), or cancelled meanwhile: then the
+            # thread closes the database once it has opened it.
+            self._jobs.put((_STOP, asyncio.get_running_loop().create_future(), None))
+            self._closed = True
+            raise
+
+    # -- handing work over (on the event loop) ------------------------------------
+
+    def _hand(self, kind: int, payload: Any) -> asyncio.Future[Any]:
+        if self._closed:
+            raise StateError(f"{self._name}: the connection is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._jobs.put((kind, future, payload))
+        return future
+
+    def submit(
+        self, steps: Sequence[Step], *, transaction: bool = True, synced: bool = False
+    ) -> asyncio.Future[list[Done]]:
+        return self._hand(_PLAN, Trip(list(steps), transaction, synced))
+
+    def share(self, step: Step) -> asyncio.Future[list[Row]]:
+        return self._hand(_SHARED, step)
+
+    def call(self, function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """``function(db, *args)`` on the connection's thread, ``db`` its
+        ``sqlite3.Connection``; the future of what it returns."""
+        return self._hand(_CALL, (function, args))
 
     async def rows(self, sql: str, parameters: Parameters = ()) -> list[Row]:
-        # execute_fetchall: one trip to the connection's thread, and its list
-        # as it is (a query's million rows are not copied again).
-        return cast("list[Row]", await self.raw.execute_fetchall(sql, parameters))
+        return (await self.submit([Step(sql, parameters)], transaction=False))[0].rows
 
     async def execute(self, sql: str, parameters: Parameters = ()) -> int:
-        cursor = await self.raw.execute(sql, parameters)
-        return max(cursor.rowcount, 0)
+        return (await self.submit([Step(sql, parameters)], transaction=False))[0].changed
 
     async def executemany(self, sql: str, parameters: Iterable[Parameters]) -> int:
-        cursor = await self.raw.executemany(sql, parameters)
-        return max(cursor.rowcount, 0)
+        done = await self.submit([Step(sql, parameters, many=True)], transaction=False)
+        return done[0].changed
 
     async def script(self, sql: str) -> None:
-        await self.raw.executescript(sql)
+        await self.call(sqlite3.Connection.executescript, sql)
 
     async def begin(self) -> None:
         # IMMEDIATE: the write lock now, not at the first write, so two
         # processes cannot both read and then fail to upgrade (SQLITE_BUSY).
-        await self.raw.execute("BEGIN IMMEDIATE")
+        await self.execute("BEGIN IMMEDIATE")
 
     async def commit(self) -> None:
-        await self.raw.execute("COMMIT")
+        await self.execute("COMMIT")
 
     async def rollback(self) -> None:
-        with contextlib.suppress(sqlite3.Error):  # "no transaction is active"
-            await self.raw.execute("ROLLBACK")
+        await self.call(self._roll_back)
 
     async def close(self) -> None:
-        await self.raw.close()
+        """Once what was handed over before has run; a second call does nothing."""
+        if self._closed:
+            return
+        stopped = self._hand(_STOP, None)
+        self._closed = True
+        await stopped
 
     async def batch(
         self, steps: Sequence[Step], *, transaction: bool = True, synced: bool = False
     ) -> list[Done]:
-        # One call on the connection's thread for the whole plan: one thread
-        # hop (50-100 us each way on two busy cores) instead of one per
-        # statement, and BEGIN ... COMMIT cannot be split by a cancellation.
-        # aiosqlite has no public way to run a function on its thread;
-        # ``_execute`` is how its own methods do it (present since 0.17).
-        in_thread = cast("Callable[..., Awaitable[list[Done]]]", self.raw._execute)
-        return await in_thread(_run_steps, self.raw._conn, list(steps), transaction, synced)
+        # One trip to the connection's thread for the whole plan, and
+        # BEGIN ... COMMIT cannot be split by a cancellation.
+        return await self.submit(steps, transaction=transaction, synced=synced)
+
+    # -- the connection's thread ------------------------------------------------------
+
+    def _serve(
+        self,
+        opened: asyncio.Future[Any],
+        target: str,
+        uri: bool,
+        functions: Mapping[str, SQLFunction],
+    ) -> None:
+        try:
+            db = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=True)
+        except BaseException as exc:
+            _post([(opened, exc, None)])
+            return
+        try:
+            # WAL + NORMAL: a committed transaction survives a process crash (the
+            # WAL is in the OS's hands); only power loss can drop the last commits.
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=10000")
+            for name, (arguments, function) in functions.items():
+                db.create_function(name, arguments, function, deterministic=True)
+        except BaseException as exc:
+            db.close()
+            _post([(opened, exc, None)])
+            return
+        _post([(opened, None, None)])
+        self._work(db)
+
+    def _work(self, db: sqlite3.Connection) -> None:
+        """Take every job handed over, in order, until told to stop: shared
+        statements next to each other go as one trip."""
+        jobs = self._jobs
+        while True:
+            taken = [jobs.get()]
+            while True:
+                try:
+                    taken.append(jobs.get_nowait())
+                except queue.Empty:
+                    break
+            shared: list[_Job] = []
+            for job in taken:
+                kind = job[0]
+                if kind == _SHARED:
+                    shared.append(job)
+                    continue
+                if shared:
+                    self._share(db, shared)
+                    shared = []
+                if kind == _STOP:
+                    self._stop(db, job, taken)
+                    return
+                _post([self._run(db, job)])
+            if shared:
+                self._share(db, shared)
+
+    def _run(self, db: sqlite3.Connection, job: _Job) -> _Outcome:
+        kind, future, payload = job
+        try:
+            if kind == _PLAN:
+                if self.on_trip is not None:
+                    self.on_trip(payload)
+                return future, None, _run_trip(db, payload)
+            function, args = payload
+            return future, None, function(db, *args)
+        except _NotBegun as exc:
+            return future, exc.__cause__, None
+        except BaseException as exc:
+            return future, exc, None
+
+    def _share(self, db: sqlite3.Connection, jobs: list[_Job]) -> None:
+        """Shared statements as one trip (one transaction if several) and
+        each caller answered with its rows. Those whose callers stopped
+        waiting are left out. If the trip fails after it began, it was
+        rolled back whole, and each statement goes again alone, so that a
+        failing statement fails its own caller only; if it could not begin
+        (the database stayed locked), every caller gets that error."""
+        jobs = [job for job in jobs if not job[1].done()]
+        if not jobs:
+            return
+        steps: list[Step] = [job[2] for job in jobs]
+        trip = Trip(steps, len(steps) > 1)
+        try:
+            if self.on_trip is not None:
+                self.on_trip(trip)
+            done = _run_trip(db, trip)
+        except _NotBegun as exc:
+            _post([(job[1], exc.__cause__, None) for job in jobs])
+            return
+        except BaseException as exc:
+            if len(jobs) == 1:
+                _post([(jobs[0][1], exc, None)])
+                return
+            _post([self._alone(db, job[1], step) for job, step in zip(jobs, steps, strict=True)])
+            return
+        _post([(job[1], None, d.rows) for job, d in zip(jobs, done, strict=True)])
+
+    def _alone(self, db: sqlite3.Connection, future: asyncio.Future[Any], step: Step) -> _Outcome:
+        try:
+            trip = Trip([step], False)
+            if self.on_trip is not None:
+                self.on_trip(trip)
+            return future, None, _run_trip(db, trip)[0].rows
+        except BaseException as exc:
+            return future, exc, None
+
+    def _roll_back(self, db: sqlite3.Connection) -> None:
+        # No error when no transaction is open (it may not have begun).
+        if db.in_transaction:
+            if self.on_trip is not None:
+                self.on_trip(Trip([Step("ROLLBACK")], False))
+            db.execute("ROLLBACK")
+
+    def _stop(self, db: sqlite3.Connection, stop: _Job, taken: list[_Job]) -> None:
+        """Close the database; anything handed over after the stop is refused."""
+        late = taken[taken.index(stop) + 1 :]
+        refused = StateError(f"{self._name}: the connection is closed")
+        try:
+            db.close()
+        except BaseException as exc:
+            outcome: _Outcome = (stop[1], exc, None)
+        else:
+            outcome = (stop[1], None, None)
+        _post([outcome, *((job[1], refused, None) for job in late)])
 
 
-def _run_steps(
-    db: sqlite3.Connection, steps: list[Step], transaction: bool, synced: bool
-) -> list[Done]:
-    """A batch, on the connection's own thread (blocking calls are fine there).
+#: A job for a connection's thread: (kind, the future it settles, its payload).
+_Job = tuple[int, "asyncio.Future[Any]", Any]
+#: What a job came to: (its future, the error or None, the result).
+_Outcome = tuple["asyncio.Future[Any]", BaseException | None, Any]
+_PLAN, _SHARED, _CALL, _STOP = range(4)
+
+
+class _NotBegun(Exception):
+    """A trip's BEGIN failed (its cause says why): none of it ran."""
+
+
+def _post(outcomes: list[_Outcome]) -> None:
+    """From the connection's thread: settle ``outcomes``' futures on their
+    event loop, with one wake-up of each loop (usually one loop)."""
+    loop = outcomes[0][0].get_loop()
+    if any(outcome[0].get_loop() is not loop for outcome in outcomes):
+        for outcome in outcomes:
+            _post([outcome])
+        return
+    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+        loop.call_soon_threadsafe(_settle_all, outcomes)
+
+
+def _settle_all(outcomes: list[_Outcome]) -> None:
+    """On the event loop: answer each caller, unless it stopped waiting."""
+    for future, error, result in outcomes:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+def _run_trip(db: sqlite3.Connection, trip: Trip) -> list[Done]:
+    """A trip, on the connection's own thread (blocking calls are fine there).
     ``synced``: SQLite cannot change ``synchronous`` inside a transaction, so
     it is FULL around this one and back to NORMAL (what the backend sets)
     after it, whatever happened."""
-    if not synced:
-        return _run_plan(db, steps, transaction)
+    if not trip.synced:
+        return _run_steps(db, trip.steps, trip.transaction)
     db.execute("PRAGMA synchronous=FULL")
     try:
-        return _run_plan(db, steps, transaction)
+        return _run_steps(db, trip.steps, trip.transaction)
     finally:
         db.execute("PRAGMA synchronous=NORMAL")
 
 
-def _run_plan(db: sqlite3.Connection, steps: list[Step], transaction: bool) -> list[Done]:
+def _run_steps(db: sqlite3.Connection, steps: list[Step], transaction: bool) -> list[Done]:
     if transaction:
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _NotBegun() from exc
     try:
         done = []
         for step in steps:
@@ -360,7 +602,8 @@ def _run_plan(db: sqlite3.Connection, steps: list[Step], transaction: bool) -> l
 
 class SQLiteBackend(Backend):
     """SQLite files in WAL mode: readers in other processes (the CLI) go on
-    while the runtime writes."""
+    while the runtime writes. Each connection runs on a thread of its own
+    (``SQLiteConnection``)."""
 
     errors = (sqlite3.Error,)
 
@@ -379,27 +622,19 @@ class SQLiteBackend(Backend):
                     f"state database {location}: cannot create it: {exc.strerror};"
                     " point state at a writable place"
                 ) from None
-        raw = None
+        if create:
+            target, uri = str(location), False
+        else:
+            # mode=rw: SQLite itself refuses to make the file (no race
+            # with a check made before).
+            target = f"file:{urllib.parse.quote(str(location.absolute()))}?mode=rw"
+            uri = True
+        connection = SQLiteConnection(f"sqlite:{location.name}")
         try:
-            if create:
-                raw = await aiosqlite.connect(location, isolation_level=None)
-            else:
-                # mode=rw: SQLite itself refuses to make the file (no race
-                # with a check made before).
-                uri = f"file:{urllib.parse.quote(str(location.absolute()))}?mode=rw"
-                raw = await aiosqlite.connect(uri, uri=True, isolation_level=None)
-            # WAL + NORMAL: a committed transaction survives a process crash (the
-            # WAL is in the OS's hands); only power loss can drop the last commits.
-            await raw.execute("PRAGMA journal_mode=WAL")
-            await raw.execute("PRAGMA synchronous=NORMAL")
-            await raw.execute("PRAGMA busy_timeout=10000")
-            for name, (arguments, function) in functions.items():
-                await raw.create_function(name, arguments, function, deterministic=True)
+            await connection.start(target, uri=uri, functions=functions)
         except sqlite3.Error as exc:
-            if raw is not None:
-                await raw.close()
             raise unusable(location, exc) from None
-        return SQLiteConnection(raw)
+        return connection
 
 
 SQLITE = SQLiteBackend()
@@ -456,16 +691,6 @@ def existing(path: str | Path) -> Path:
     if not SQLITE.exists(path):
         raise StateError(f"state database {path} does not exist: run the pipeline first")
     return path
-
-
-def _settle(done: asyncio.Future[Any], outcome: Any) -> None:
-    """Answer a caller, unless it stopped waiting (cancelled)."""
-    if done.done():
-        return
-    if isinstance(outcome, BaseException):
-        done.set_exception(outcome)
-    else:
-        done.set_result(outcome)
 
 
 # -- periodic upkeep -----------------------------------------------------------------
@@ -535,6 +760,14 @@ class _NotOpen(Connection):
     async def close(self) -> None:
         pass
 
+    def submit(
+        self, steps: Sequence[Step], *, transaction: bool = True, synced: bool = False
+    ) -> asyncio.Future[list[Done]]:
+        raise self._refuse()
+
+    def share(self, step: Step) -> asyncio.Future[list[Row]]:
+        raise self._refuse()
+
 
 class Store(Queries):
     """The base of every store. A subclass declares its tables and keeps its
@@ -568,14 +801,6 @@ class Store(Queries):
         self._lock = asyncio.Lock()
         #: The task inside ``transaction()`` or ``exclusive()``, if any.
         self._holder: asyncio.Task[Any] | None = None
-        #: ``grouped`` statements waiting for the next trip, with their callers' futures.
-        self._grouped: list[_Waiting] = []
-        #: The task making those trips while any wait (owned here, drained by ``close``).
-        self._trips: asyncio.Task[None] | None = None
-        #: Lone ``grouped`` statements under way (see ``_lone``).
-        self._alone = 0
-        #: Set when a lone statement is back (the trip task may wait for it).
-        self._back = asyncio.Event()
 
     # -- opening and closing --------------------------------------------------------
 
@@ -657,10 +882,8 @@ class Store(Queries):
         """Called once connected, before ``open`` returns (load what it caches)."""
 
     async def close(self) -> None:
-        """Close its connections (a second call does nothing), once the
-        ``grouped`` statements already submitted are written."""
-        if self._trips is not None:
-            await asyncio.shield(self._trips)
+        """Close its connections (a second call does nothing), once what was
+        already handed to them (``grouped`` statements too) is written."""
         writer, reader = self._writer, self._reader
         self._writer, self._reader = _NotOpen(self.name), None
         try:
@@ -699,20 +922,18 @@ class Store(Queries):
     async def rows(self, sql: str, parameters: Parameters = ()) -> list[Row]:
         if self._inside():
             return await self._writer.rows(sql, parameters)
-        async with self._lock:
-            return await self._writer.rows(sql, parameters)
+        return (await self._hand_over([Step(sql, parameters)], False, False))[0].rows
 
     async def execute(self, sql: str, parameters: Parameters = ()) -> int:
         if self._inside():
             return await self._writer.execute(sql, parameters)
-        async with self._lock:
-            return await self._writer.execute(sql, parameters)
+        return (await self._hand_over([Step(sql, parameters)], False, False))[0].changed
 
     async def executemany(self, sql: str, parameters: Iterable[Parameters]) -> int:
         if self._inside():
             return await self._writer.executemany(sql, parameters)
-        async with self._lock:
-            return await self._writer.executemany(sql, parameters)
+        step = Step(sql, parameters, many=True)
+        return (await self._hand_over([step], False, False))[0].changed
 
     async def batch(self, steps: Sequence[Step], *, synced: bool = False) -> list[Done]:
         """Run ``steps`` in one trip to the database, in one transaction: all
@@ -720,132 +941,70 @@ class Store(Queries):
         cancelled caller does not learn which, but no transaction is left
         half done). Called by the coroutine holding ``transaction()``, they
         run inside it instead. ``synced``: the commit reaches the disk before
-        this returns (not inside ``transaction()``, whose commit is its own).
-
-        The writer's lock is held only while the plan is handed over, not
-        while it runs: the connection runs what it is handed in order, so no
-        other coroutine's statement lands inside the batch, and the next
-        caller's work is queued behind it without a round trip in between."""
+        this returns (not inside ``transaction()``, whose commit is its own)."""
         if self._inside():
             if synced:
                 raise StateError("a synced batch cannot run inside transaction()")
             return await self._writer.batch(steps, transaction=False)
-        return await self._hand_over(steps, synced)
+        return await self._hand_over(steps, True, synced)
 
-    async def _hand_over(self, steps: Sequence[Step], synced: bool) -> list[Done]:
+    def _hand_over(
+        self, steps: Sequence[Step], transaction: bool, synced: bool
+    ) -> Awaitable[list[Done]]:
+        """Hand ``steps`` to the writer connection; what they did, to await.
+
+        The writer's lock is held only while the work is handed over, not
+        while it runs: the connection runs what it is handed in order, so no
+        other coroutine's statement lands inside a transaction (which holds
+        the lock from BEGIN to COMMIT), and the next caller's work is queued
+        behind this one without a round trip in between. With the lock free
+        (the usual case) the work is handed over at once, before any turn of
+        the event loop."""
+        if not self._lock.locked():
+            return self._writer.submit(steps, transaction=transaction, synced=synced)
+        return self._after_lock(steps, transaction, synced)
+
+    async def _after_lock(
+        self, steps: Sequence[Step], transaction: bool, synced: bool
+    ) -> list[Done]:
         async with self._lock:
-            # The plan's coroutine is made only once the lock is held: a caller
-            # cancelled while waiting for it leaves no coroutine never awaited.
-            running = asyncio.ensure_future(
-                self._writer.batch(steps, transaction=True, synced=synced)
-            )
-            # The task's first step (handing the plan to the connection) runs
-            # before this coroutine resumes: the ready queue is first in, first out.
-            await asyncio.sleep(0)
+            running = self._writer.submit(steps, transaction=transaction, synced=synced)
         return await running
 
     async def grouped(self, sql: str, parameters: Parameters = ()) -> list[Row]:
         """One statement, written in a trip it shares with the ``grouped``
         statements other coroutines submit meanwhile (group commit); its rows.
 
-        Alone, it runs as it is (its own transaction). Those submitted while
-        a trip is under way go together in the next one: one ``batch``, one
-        transaction, one trip to the database. So a store busy with several
-        callers makes fewer, bigger trips, and a lone caller waits no more
-        than for ``rows``. Statements run in the order they were submitted.
+        Alone, it goes at once, as it is (its own transaction). Those
+        submitted while a trip is under way go together in the next one:
+        one transaction, one trip to the database, which the connection
+        starts as soon as the one before ends (see ``Connection.share``). So
+        a store busy with several callers makes fewer, bigger trips, and a
+        lone caller waits no more than for ``rows``. Statements run in the
+        order they were submitted.
 
         A caller cancelled before its trip leaves is not written; one
         cancelled after may be (as with ``rows``): a statement submitted
         after that cancellation runs after it, so it can undo it. When a
         shared trip fails, its statements are tried again one by one, so a
-        failing statement fails its own caller only."""
+        failing statement fails its own caller only (if the trip could not
+        even begin, the database being locked, every caller gets that error)."""
+        return await self.share(sql, parameters)
+
+    def share(self, sql: str, parameters: Parameters = ()) -> Awaitable[list[Row]]:
+        """``grouped``, handed over at once (unless another coroutine's
+        transaction holds the writer): the caller may do other work before
+        it awaits the rows, and that work overlaps the database's."""
         if self._inside():
-            return await self._writer.rows(sql, parameters)
-        if self._trips is None and not self._alone and not self._lock.locked():
-            return await self._lone(Step(sql, parameters))
-        done: asyncio.Future[list[Row]] = asyncio.get_running_loop().create_future()
-        self._grouped.append((Step(sql, parameters), done))
-        if self._trips is None:
-            self._trips = asyncio.ensure_future(self._make_trips())
-        return await done
+            return self._writer.rows(sql, parameters)
+        if not self._lock.locked():
+            return self._writer.share(Step(sql, parameters))
+        return self._share_after_lock(Step(sql, parameters))
 
-    async def _lone(self, step: Step) -> list[Row]:
-        """Nothing else under way: the statement goes at once, from the
-        caller's own task (no trip task, no extra turn of the event loop).
-        Those submitted while it runs gather for the next trip. No lock is
-        taken: none is held now, and the hand-over happens before this
-        coroutine first yields, so no transaction can begin in between."""
-        self._alone += 1
-        try:
-            return (await self._writer.batch([step], transaction=False))[0].rows
-        finally:
-            self._alone -= 1
-            self._back.set()
-
-    async def _make_trips(self) -> None:
-        """While grouped statements wait: take them all, hand them to the
-        database as one trip, answer their callers when it is back; repeat
-        until none wait. Up to ``TRIPS_IN_FLIGHT`` trips are handed over at
-        once, so the database's thread starts the next one as soon as one
-        ends instead of waiting for the event loop to hand it over."""
-        in_flight: collections.deque[tuple[list[_Waiting], asyncio.Task[list[Done]]]]
-        in_flight = collections.deque()
-        try:
-            while self._grouped or in_flight:
-                if self._grouped and len(in_flight) + self._alone < TRIPS_IN_FLIGHT:
-                    taken = [(step, done) for step, done in self._grouped if not done.done()]
-                    self._grouped = []
-                    if taken:
-                        in_flight.append((taken, await self._leave([s for s, _ in taken])))
-                    continue
-                if not in_flight:  # a lone statement is under way: more gather meanwhile
-                    self._back.clear()
-                    await self._back.wait()
-                    continue
-                taken, running = in_flight.popleft()
-                await self._arrive(taken, running)
-        except BaseException:
-            # Cancelled (the loop is closing): nobody may wait for ever. A trip
-            # already handed over still commits or rolls back as a whole.
-            stopped = StateError(f"the {self.name} store stopped before this write was confirmed")
-            for taken, _ in in_flight:
-                for _, done in taken:
-                    _settle(done, stopped)
-            for _, done in self._grouped:
-                _settle(done, stopped)
-            self._grouped = []
-            raise
-        finally:
-            self._trips = None
-
-    async def _leave(self, steps: list[Step]) -> asyncio.Task[list[Done]]:
-        """Hand ``steps`` to the database (one transaction if several)."""
+    async def _share_after_lock(self, step: Step) -> list[Row]:
         async with self._lock:
-            running = asyncio.ensure_future(self._writer.batch(steps, transaction=len(steps) > 1))
-            await asyncio.sleep(0)  # its first step hands the plan over (see ``batch``)
-        return running
-
-    async def _arrive(self, taken: list[_Waiting], running: asyncio.Task[list[Done]]) -> None:
-        """Answer each caller of a trip with its rows. A shared trip that
-        failed was rolled back as a whole (none of it was written): its
-        statements are tried again one by one, so that a failing statement
-        fails its own caller only."""
-        try:
-            outcomes: list[Any] = [done.rows for done in await running]
-        except Exception as exc:
-            if len(taken) == 1:
-                outcomes = [exc]
-            else:
-                outcomes = [await self._alone_again(step) for step, _ in taken]
-        for (_, done), outcome in zip(taken, outcomes, strict=True):
-            _settle(done, outcome)
-
-    async def _alone_again(self, step: Step) -> list[Row] | Exception:
-        try:
-            running = await self._leave([step])
-            return (await running)[0].rows
-        except Exception as exc:
-            return exc
+            running = self._writer.share(step)
+        return await running
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[Queries]:

@@ -377,7 +377,7 @@ async def test_a_failed_flush_keeps_its_data_and_does_not_confuse_metrics(
     blocker = sqlite3.connect(tmp_path / "state.db", timeout=0)
     try:
         assert isinstance(store.connection, SQLiteConnection)
-        await store.connection.raw.execute("PRAGMA busy_timeout=0")
+        await store.connection.execute("PRAGMA busy_timeout=0")
         blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database
         store.put_metric_data("Shop", "A", value=1, timestamp=T0)
         with pytest.raises(sqlite3.OperationalError, match="locked"):

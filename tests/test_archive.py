@@ -370,10 +370,10 @@ async def test_strict_durability_commits_with_synchronous_full(
     async with runtime:
         store = runtime.intake.store if runtime.intake is not None else runtime.archives.store
         assert store is not None and isinstance(store.connection, SQLiteConnection)
-        await store.connection.raw.set_trace_callback(statements.append)
+        await store.connection.call(sqlite3.Connection.set_trace_callback, statements.append)
         for n in (0, 1, 0):
             await runtime.put_events([entry(n)])
-        await store.connection.raw.set_trace_callback(None)
+        await store.connection.call(sqlite3.Connection.set_trace_callback, None)
         counts = [
             (await runtime.archives.describe_archive(a))["EventCount"] for a in ("normal", "strict")
         ]
@@ -419,11 +419,11 @@ async def test_a_durable_put_archives_in_the_intakes_transaction(tmp_path: Path)
         connections = [runtime.intake.store.connection, runtime.archives.store.connection]
         assert all(isinstance(c, SQLiteConnection) for c in connections)
         intake, archive = cast("list[SQLiteConnection]", connections)
-        await intake.raw.set_trace_callback(intake_side.append)
-        await archive.raw.set_trace_callback(archive_side.append)
+        await intake.call(sqlite3.Connection.set_trace_callback, intake_side.append)
+        await archive.call(sqlite3.Connection.set_trace_callback, archive_side.append)
         result = await runtime.put_events([entry(1), entry(2), entry(3)])
-        await intake.raw.set_trace_callback(None)
-        await archive.raw.set_trace_callback(None)
+        await intake.call(sqlite3.Connection.set_trace_callback, None)
+        await archive.call(sqlite3.Connection.set_trace_callback, None)
         described = await runtime.archives.describe_archive("all")
     assert result["FailedEntryCount"] == 0
     assert described["EventCount"] == 3

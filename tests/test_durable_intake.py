@@ -70,14 +70,14 @@ async def test_an_event_no_rule_matches_is_answered_without_an_intake_row(
         statements: list[str] = []
         connection = runtime.intake.store.connection
         assert isinstance(connection, SQLiteConnection)
-        await connection.raw.set_trace_callback(statements.append)
+        await connection.call(sqlite3.Connection.set_trace_callback, statements.append)
         alone = await runtime.put_events([unmatched, unmatched])
         assert alone["FailedEntryCount"] == 0
         assert not [sql for sql in statements if sql.startswith("INSERT INTO intake")]
         both = await runtime.put_events([unmatched, order(1)])
         assert [event_id for _, event_id in intake_rows(state)] == [both["Entries"][1]["EventId"]]
         await eventually(lambda: recorder(runtime, "slow").waiting == 1)
-        await connection.raw.set_trace_callback(None)
+        await connection.call(sqlite3.Connection.set_trace_callback, None)
         recorder(runtime, "slow").release()
         await runtime.wait_until_idle()
     assert intake_rows(state) == []
@@ -304,13 +304,13 @@ async def test_a_lone_producers_put_is_one_commit_with_the_last_puts_deletes(
         assert runtime.intake is not None
         connection = runtime.intake.store.connection
         assert isinstance(connection, SQLiteConnection)
-        await connection.raw.set_trace_callback(statements.append)
+        await connection.call(sqlite3.Connection.set_trace_callback, statements.append)
         for n in range(puts):
             result = await runtime.put_events([order(n * 10 + i) for i in range(10)])
             assert result["FailedEntryCount"] == 0
         await runtime.wait_until_idle()
         await eventually(lambda: runtime.intake is not None and runtime.intake.idle)
-        await connection.raw.set_trace_callback(None)
+        await connection.call(sqlite3.Connection.set_trace_callback, None)
     commits = statements.count("COMMIT")
     deletes = [sql for sql in statements if sql.startswith("DELETE FROM intake")]
     assert puts <= commits <= puts + 1  # the last deletes may go alone

@@ -4,21 +4,22 @@ an older database on open), exact counts without a scan, batched trips."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pipelines.clock import ManualClock
-from pipelines.store import Step
+from pipelines.store import SQLiteConnection, Trip
 from plugins.queue.store import QueueStore, SendEntry
+from tests.helpers import eventually
 
 
 async def io_settles() -> None:
-    """Let SQLite calls (in aiosqlite's thread) finish between clock steps."""
+    """Let SQLite calls (on the connection's thread) finish between clock steps."""
     await asyncio.sleep(0.02)
 
 
@@ -196,18 +197,17 @@ def claims_counted(store: QueueStore) -> list[str]:
     """The claim statements run on the store's connection from now on."""
     seen: list[str] = []
     connection = store.connection
-    batch = connection.batch
+    assert isinstance(connection, SQLiteConnection)
 
-    async def counted(steps: Sequence[Step], **options: Any) -> Any:
-        for step in steps:  # claims go in trips (``Store.grouped``)
+    def counted(trip: Trip) -> None:  # on the connection's thread, before it runs
+        for step in trip.steps:  # claims go in trips (``Store.grouped``)
             if (
                 step.sql.startswith("UPDATE queue_messages SET")
                 and "WHERE seq IN (SELECT" in step.sql
             ):
                 seen.append(step.sql)
-        return await batch(steps, **options)
 
-    connection.batch = counted  # type: ignore[method-assign]
+    connection.on_trip = counted
     return seen
 
 
@@ -235,6 +235,41 @@ async def test_a_send_wakes_one_poll_per_batch_not_all(
     for poll in polls:
         poll.cancel()
     await asyncio.gather(*polls, return_exceptions=True)
+
+
+async def test_a_poll_does_not_claim_what_a_woken_poll_is_about_to_take(
+    store: QueueStore,
+) -> None:
+    """A consumer coming back for more while a send's wake-up is on its way to
+    another poll waits for the next send instead of claiming nothing (with
+    several consumers, half of their claims did)."""
+    await store.create_queue("q")
+    waiting = asyncio.create_task(store.receive("q", 10, wait_time=20))
+    await asyncio.sleep(0.05)
+    claims = claims_counted(store)
+    await store.send_batch("q", [SendEntry(f"m{n}", id=str(n)) for n in range(10)])
+    # The waiting poll is woken but has not claimed yet: another comes.
+    coming_back = asyncio.create_task(store.receive("q", 10, wait_time=20))
+    await asyncio.sleep(0.05)
+    assert [m.body for m in await waiting] == [f"m{n}" for n in range(10)]
+    assert len(claims) == 1  # the one that came back did not look
+    assert not coming_back.done()
+    await store.send_batch("q", [SendEntry("next", id="0")])
+    assert [m.body for m in await asyncio.wait_for(coming_back, 5)] == ["next"]
+    assert len(claims) == 2
+
+
+async def test_a_woken_poll_that_stops_passes_its_wake_up_on(store: QueueStore) -> None:
+    await store.create_queue("q")
+    first = asyncio.create_task(store.receive("q", 10, wait_time=20))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(store.receive("q", 10, wait_time=20))
+    await asyncio.sleep(0.05)
+    await store.send("q", "m")
+    first.cancel()  # woken, it never looks: the message is the second's
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert [m.body for m in await asyncio.wait_for(second, 5)] == ["m"]
 
 
 async def test_polls_wanting_one_are_woken_one_per_message(store: QueueStore) -> None:
@@ -316,3 +351,91 @@ async def test_concurrent_consumers_never_receive_a_message_twice_while_it_is_in
             assert len(seen) == 300
     finally:
         await other.close()
+
+
+@contextlib.asynccontextmanager
+async def held_elsewhere(path: Path) -> AsyncIterator[None]:
+    """Another process holds the write lock until the block ends: the
+    statement the store's thread took waits in SQLite, and those handed over
+    meanwhile gather into the next trip."""
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        yield
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+def trips_of(store: QueueStore) -> list[Trip]:
+    trips: list[Trip] = []
+    assert isinstance(store.connection, SQLiteConnection)
+    store.connection.on_trip = trips.append
+    return trips
+
+
+async def test_claims_and_deletes_sharing_a_trip_each_get_their_own(store: QueueStore) -> None:
+    await store.create_queue("q")
+    for start in range(0, 40, 10):
+        await store.send_batch(
+            "q", [SendEntry(f"m{n}", id=str(n)) for n in range(start, start + 10)]
+        )
+    assert await store.receive("q", 1, visibility_timeout=0)  # its retention pass done
+    trips = trips_of(store)
+    async with held_elsewhere(store.path):
+        first = asyncio.create_task(store.receive("q", 10))
+        await eventually(lambda: len(trips) == 1)  # taken alone, it waits for the lock
+        together = [asyncio.create_task(store.receive("q", 10)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+    received = [await first] + [await task for task in together]
+    claims = [len(trip.steps) for trip in trips]
+    assert claims == [1, 3]  # three claims in one trip (one transaction)
+    bodies = [sorted(m.body for m in messages) for messages in received]
+    assert all(len(mine) == 10 for mine in bodies)
+    assert sorted(b for mine in bodies for b in mine) == sorted(f"m{n}" for n in range(40))
+
+    # Their deletes share a trip too; each deletes its own messages, all of them.
+    trips.clear()
+    async with held_elsewhere(store.path):
+        alone = asyncio.create_task(store.delete("q", received[0][0].receipt_handle))
+        await eventually(lambda: len(trips) == 1)
+        deleting = [
+            asyncio.create_task(
+                store.delete_batch("q", [(str(n), m.receipt_handle) for n, m in enumerate(mine)])
+            )
+            for mine in received[1:]
+        ]
+        await asyncio.sleep(0.05)
+    await alone
+    answers = [await task for task in deleting]
+    assert [len(trip.steps) for trip in trips] == [1, 3]
+    assert all(deleted == [str(n) for n in range(10)] and not failed for deleted, failed in answers)
+    stats = await store.stats("q")  # left: the first's nine others, still in flight
+    assert (
+        stats["ApproximateNumberOfMessages"],
+        stats["ApproximateNumberOfMessagesNotVisible"],
+    ) == (0, 9)
+
+
+async def test_a_failing_claim_in_a_shared_trip_fails_its_receive_alone(
+    store: QueueStore,
+) -> None:
+    await store.create_queue("q")
+    for start in (0, 10):
+        await store.send_batch(
+            "q", [SendEntry(f"m{n}", id=str(n)) for n in range(start, start + 10)]
+        )
+    assert await store.receive("q", 1, visibility_timeout=0)
+    trips = trips_of(store)
+    async with held_elsewhere(store.path):
+        first = asyncio.create_task(store.receive("q", 10))
+        await eventually(lambda: len(trips) == 1)
+        good = asyncio.create_task(store.receive("q", 10))
+        # A statement that fails in SQLite shares the trip with the claim.
+        bad = asyncio.create_task(store.grouped("INSERT INTO queues (name) VALUES ('x')"))
+        await asyncio.sleep(0.05)
+    assert len(await first) == 10
+    with pytest.raises(sqlite3.IntegrityError):
+        await bad
+    assert len(await good) == 10  # rolled back with the trip, then claimed alone
+    assert [len(trip.steps) for trip in trips] == [1, 2, 1, 1]

@@ -6,15 +6,14 @@ import asyncio
 import contextlib
 import hashlib
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pipelines.clock import ManualClock
 from pipelines.errors import QueueError
-from pipelines.store import SQLiteConnection, Step
+from pipelines.store import SQLiteConnection, Trip
 from plugins.queue.store import QueueStore, SendEntry
 
 
@@ -31,7 +30,7 @@ async def store(tmp_path: Path, clock: ManualClock) -> AsyncIterator[QueueStore]
 
 
 async def io_settles() -> None:
-    """Let SQLite calls (in aiosqlite's thread) finish between clock steps."""
+    """Let SQLite calls (on the connection's thread) finish between clock steps."""
     await asyncio.sleep(0.02)
 
 
@@ -557,19 +556,19 @@ async def test_a_cancelled_receive_gives_its_claim_back(store: QueueStore) -> No
     await store.create_queue("q", {"redrive_policy": policy})
     await store.send("q", "hello")
     assert isinstance(store.connection, SQLiteConnection)
-    connection = store.connection
-    original = connection.batch
+    loop = asyncio.get_running_loop()
 
-    def cancel_during_the_claim(steps: Sequence[Step], **options: Any) -> Any:
-        if any(step.sql.startswith("UPDATE queue_messages SET queue = CASE") for step in steps):
-            asyncio.get_running_loop().call_soon(receiving.cancel)
-        return original(steps, **options)
+    def cancel_during_the_claim(trip: Trip) -> None:  # on the connection's thread
+        if any(
+            step.sql.startswith("UPDATE queue_messages SET queue = CASE") for step in trip.steps
+        ):
+            loop.call_soon_threadsafe(receiving.cancel)
 
-    connection.batch = cancel_during_the_claim  # type: ignore[method-assign]
+    store.connection.on_trip = cancel_during_the_claim
     receiving = asyncio.create_task(store.receive("q", wait_time=5))
     with pytest.raises(asyncio.CancelledError):
         await receiving
-    connection.batch = original  # type: ignore[method-assign]
+    store.connection.on_trip = None
     # Nobody saw it: visible again at once, not counted, not dead-lettered.
     [message] = await store.receive("q")
     assert message.body == "hello"

@@ -4,18 +4,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 
 from pipelines.clock import ManualClock
 from pipelines.errors import StateError
 from pipelines.runtime import Runtime
-from pipelines.store import Done, Queries, Step, Store, Upkeep
+from pipelines.store import Queries, SQLiteConnection, Step, Store, Trip, Upkeep
 
 
 class Notes(Store):
@@ -351,54 +352,128 @@ async def test_a_cancelled_batch_is_written_whole_or_not_at_all(notes: Notes) ->
     assert texts in (["after"], ["0", "1", "2", "after"])
 
 
+def trips_of(store: Store) -> list[Trip]:
+    """The trips the store's writer runs from now on (as its thread takes them)."""
+    trips: list[Trip] = []
+    assert isinstance(store.connection, SQLiteConnection)
+    store.connection.on_trip = trips.append
+    return trips
+
+
+@contextlib.asynccontextmanager
+async def held_elsewhere(path: Path) -> AsyncIterator[None]:
+    """Another process holds the database's write lock until the block ends:
+    what the store's thread takes meanwhile waits in SQLite (busy timeout),
+    and what is handed over meanwhile gathers behind it."""
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        yield
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
 async def test_grouped_statements_submitted_together_share_one_trip(notes: Notes) -> None:
-    trips: list[int] = []
-    batch = notes.connection.batch
-
-    async def counted(steps: Sequence[Step], **options: Any) -> list[Done]:
-        trips.append(len(steps))
-        return await batch(steps, **options)
-
-    notes.connection.batch = counted  # type: ignore[method-assign]
-    results = await asyncio.gather(
-        *(
-            notes.grouped("INSERT INTO notes (text) VALUES (?) RETURNING text", (str(n),))
-            for n in range(5)
-        )
-    )
+    trips = trips_of(notes)
+    insert = "INSERT INTO notes (text) VALUES (?) RETURNING text"
+    async with held_elsewhere(notes.path):
+        first = asyncio.create_task(notes.grouped(insert, ("0",)))
+        await until(lambda: len(trips) == 1)  # taken alone, it waits for the lock
+        others = [asyncio.create_task(notes.grouped(insert, (str(n),))) for n in range(1, 5)]
+        await asyncio.sleep(0.05)
+    results = [await first] + [await task for task in others]
     assert results == [[(str(n),)] for n in range(5)]  # each caller gets its own rows
-    assert trips == [1, 4]  # the first went alone; the others gathered meanwhile
+    assert [(len(t.steps), t.transaction) for t in trips] == [(1, False), (4, True)]
     assert await notes.texts() == [str(n) for n in range(5)]  # in the order submitted
 
 
 async def test_a_failing_statement_in_a_shared_trip_fails_its_caller_alone(notes: Notes) -> None:
-    first = asyncio.create_task(notes.grouped("INSERT INTO notes (text) VALUES ('alone')"))
-    await asyncio.sleep(0)  # under way: the next three gather into one trip
-    results = await asyncio.gather(
-        notes.grouped("INSERT INTO notes (text) VALUES ('before')"),
-        notes.grouped("INSERT INTO notes (text) VALUES (NULL)"),
-        notes.grouped("INSERT INTO notes (text) VALUES ('after')"),
-        return_exceptions=True,
-    )
+    trips = trips_of(notes)
+    async with held_elsewhere(notes.path):
+        first = asyncio.create_task(notes.grouped("INSERT INTO notes (text) VALUES ('alone')"))
+        await until(lambda: len(trips) == 1)  # under way: the next three gather into one trip
+        together = asyncio.gather(
+            notes.grouped("INSERT INTO notes (text) VALUES ('before')"),
+            notes.grouped("INSERT INTO notes (text) VALUES (NULL)"),
+            notes.grouped("INSERT INTO notes (text) VALUES ('after')"),
+            return_exceptions=True,
+        )
+        await asyncio.sleep(0.05)
+    results = await together
     await first
     # The shared trip was rolled back, then each statement went again alone.
+    assert [len(t.steps) for t in trips] == [1, 3, 1, 1, 1]
     assert results[0] == [] and results[2] == []
     assert isinstance(results[1], sqlite3.IntegrityError)
     assert await notes.texts() == ["alone", "before", "after"]
 
 
+async def test_a_shared_trip_that_cannot_begin_fails_every_caller_with_why(
+    notes: Notes,
+) -> None:
+    await notes.connection.execute("PRAGMA busy_timeout=100")
+    trips = trips_of(notes)
+    other = sqlite3.connect(notes.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        first = asyncio.create_task(notes.grouped("INSERT INTO notes (text) VALUES ('a')"))
+        await until(lambda: len(trips) == 1)
+        results = await asyncio.gather(
+            *(notes.grouped(f"INSERT INTO notes (text) VALUES ('{n}')") for n in range(3)),
+            return_exceptions=True,
+        )
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await first
+    finally:
+        other.close()
+    # The three shared a trip whose BEGIN found the database locked: none
+    # was tried again alone (each would wait as long again), all were told.
+    assert [len(t.steps) for t in trips] == [1, 3]
+    assert all(isinstance(r, sqlite3.OperationalError) for r in results)
+    assert "locked" in str(results[0])
+    assert await notes.texts() == []
+
+
 async def test_a_grouped_caller_cancelled_before_its_trip_is_not_written(notes: Notes) -> None:
-    first = asyncio.create_task(notes.grouped("INSERT INTO notes (text) VALUES ('first')"))
-    await asyncio.sleep(0)
-    dropped = asyncio.create_task(notes.grouped("INSERT INTO notes (text) VALUES ('dropped')"))
-    kept = asyncio.create_task(notes.grouped("INSERT INTO notes (text) VALUES ('kept')"))
-    await asyncio.sleep(0)  # both wait for the next trip
-    dropped.cancel()
+    trips = trips_of(notes)
+    async with held_elsewhere(notes.path):
+        first = asyncio.create_task(notes.grouped("INSERT INTO notes (text) VALUES ('first')"))
+        await until(lambda: len(trips) == 1)
+        dropped = asyncio.create_task(notes.grouped("INSERT INTO notes (text) VALUES ('dropped')"))
+        kept = asyncio.create_task(notes.grouped("INSERT INTO notes (text) VALUES ('kept')"))
+        await asyncio.sleep(0)  # both wait for the next trip
+        dropped.cancel()
     await first
     await kept
     with pytest.raises(asyncio.CancelledError):
         await dropped
     assert await notes.texts() == ["first", "kept"]
+
+
+async def test_work_handed_over_runs_in_order_whatever_its_kind(notes: Notes) -> None:
+    """Shared statements gather between the other work, never across it: a
+    statement alone or a batch handed over between two shared ones runs
+    between them."""
+    trips = trips_of(notes)
+    async with held_elsewhere(notes.path):
+        first = asyncio.create_task(notes.grouped("INSERT INTO notes (text) VALUES ('0')"))
+        await until(lambda: len(trips) == 1)
+        tasks = [
+            asyncio.create_task(notes.grouped("INSERT INTO notes (text) VALUES ('1')")),
+            asyncio.create_task(notes.grouped("INSERT INTO notes (text) VALUES ('2')")),
+            asyncio.create_task(notes.add("3")),
+            asyncio.create_task(notes.grouped("INSERT INTO notes (text) VALUES ('4')")),
+            asyncio.create_task(notes.batch([Step("INSERT INTO notes (text) VALUES ('5')")])),
+            asyncio.create_task(notes.grouped("INSERT INTO notes (text) VALUES ('6')")),
+        ]
+        await asyncio.sleep(0.05)
+    await first
+    await asyncio.gather(*tasks)
+    assert [(len(t.steps), t.transaction) for t in trips] == [
+        (1, False), (2, True), (1, False), (1, False), (1, True), (1, False),
+    ]  # fmt: skip
+    assert await notes.texts() == [str(n) for n in range(7)]
 
 
 async def test_close_waits_for_the_grouped_statements_submitted(tmp_path: Path) -> None:
@@ -414,10 +489,58 @@ async def test_close_waits_for_the_grouped_statements_submitted(tmp_path: Path) 
         assert await again.texts() == ["0", "1", "2", "3"]
 
 
+async def test_share_hands_the_statement_over_before_it_is_awaited(notes: Notes) -> None:
+    trips = trips_of(notes)
+    pending = notes.share("INSERT INTO notes (text) VALUES ('early') RETURNING text")
+    # Not awaited yet, and the connection's thread has run it all the same:
+    # what the caller does before awaiting overlaps the database's work.
+    await until(lambda: len(trips) == 1)
+    assert await pending == [("early",)]
+
+
+async def test_work_handed_to_a_closed_connection_is_refused(tmp_path: Path) -> None:
+    store = await Notes.open(tmp_path / "state.db")
+    connection = store.connection
+    await store.close()
+    with pytest.raises(StateError, match="closed"):
+        await connection.rows("SELECT 1")
+    with pytest.raises(StateError, match="not open"):
+        await store.grouped("INSERT INTO notes (text) VALUES ('late')")
+
+
+async def test_call_runs_a_function_of_the_sqlite_connection_on_its_thread(notes: Notes) -> None:
+    import threading
+
+    assert isinstance(notes.connection, SQLiteConnection)
+
+    def where(db: sqlite3.Connection, extra: int) -> tuple[str, int]:
+        return threading.current_thread().name, db.execute("SELECT ?", (extra,)).fetchone()[0]
+
+    name, value = await notes.connection.call(where, 7)
+    assert value == 7
+    assert name != threading.current_thread().name  # not the event loop's
+
+
+async def test_an_open_cancelled_midway_leaves_no_thread_behind(tmp_path: Path) -> None:
+    import threading
+
+    before = {thread for thread in threading.enumerate() if thread.name.startswith("sqlite:")}
+    opening = asyncio.create_task(Notes.open(tmp_path / "state.db"))
+    await asyncio.sleep(0)
+    opening.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await opening
+    if opening.cancelled():  # else it was open already: close it
+        stray = {t for t in threading.enumerate() if t.name.startswith("sqlite:")} - before
+        await until(lambda: not any(thread.is_alive() for thread in stray))
+    else:
+        await opening.result().close()
+
+
 async def test_a_synced_batch_commits_with_synchronous_full_then_goes_back(notes: Notes) -> None:
     traced: list[str] = []
-    raw = notes.connection.raw  # type: ignore[attr-defined]
-    await raw.set_trace_callback(traced.append)
+    assert isinstance(notes.connection, SQLiteConnection)
+    await notes.connection.call(sqlite3.Connection.set_trace_callback, traced.append)
     await notes.batch([Step("INSERT INTO notes (text) VALUES ('synced')")], synced=True)
     with pytest.raises(sqlite3.IntegrityError):
         await notes.batch([Step("INSERT INTO notes (text) VALUES (NULL)")], synced=True)

@@ -1,5 +1,5 @@
 """Log groups with CloudWatch Logs' semantics, durable in the state database
-(SQLite, aiosqlite).
+(SQLite).
 
 - A group holds streams; a stream holds events ``{timestamp (ms), message}``.
   Every event also gets an id (its row id: the order of ingestion) and its

@@ -1,4 +1,4 @@
-"""Queues with SQS's semantics, durable in the state database (SQLite, aiosqlite).
+"""Queues with SQS's semantics, durable in the state database (SQLite).
 
 One row per message in ``queue_messages``. A message is *visible* when its
 ``visible`` time has passed; receiving it sets ``visible`` to the end of its
@@ -13,10 +13,14 @@ so that statements from concurrent coroutines never land inside another's
 transaction. The hot statements (a standard queue's send, the claim of a
 receive and its release, DeleteMessageBatch) go through ``Store.grouped``:
 alone, one goes at once in autocommit mode; those of concurrent callers
-submitted while a trip is under way share the next trip and its transaction,
-in the order submitted, so several consumers make fewer, bigger commits.
-Each claim is still its own statement with its own receipt token: a later
-claim in the same transaction sees the earlier one's rows as in flight.
+handed over while a trip is under way share the next trip and its
+transaction, in the order submitted, so several consumers make fewer,
+bigger commits. Each claim is still its own statement with its own receipt
+token: a later claim in the same transaction sees the earlier one's rows
+as in flight. A send checks and prepares each entry in one pass, and makes
+its results while its INSERT runs. In this process, a send wakes as many
+long polls as want its messages, and those are promised to them until they
+have looked, so the other polls wait instead of claiming nothing.
 GetQueueAttributes reads counts the writes keep (``queue_counts``) and short
 index ranges, never the backlog. Times come from the injected ``Clock``.
 """
@@ -44,7 +48,7 @@ import orjson
 from pipelines.clock import Clock, sleep
 from pipelines.errors import QueueError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
-from pipelines.store import Parameters, Queries, Row, Store, Upkeep
+from pipelines.store import Queries, Row, Step, Store, Upkeep
 
 log = logging.getLogger("plugins.queue")
 
@@ -388,8 +392,13 @@ def message_attribute(value: Any) -> dict[str, str]:
     return {"DataType": "String", "StringValue": str(value)}
 
 
-def _check_attributes(attributes: Mapping[str, Any]) -> tuple[dict[str, dict[str, str]], int]:
-    """Validate message attributes; return them and their size in bytes."""
+def _check_attributes(attributes: Mapping[str, Any]) -> tuple[bytes | None, int]:
+    """Validate message attributes (SQS's shape, or plain values as
+    ``message_attribute`` reads them); return them as stored (JSON, None
+    when there are none) and their size in bytes as SQS counts it: each
+    one's name, data type and value."""
+    if not attributes:
+        return None, 0
     if len(attributes) > MAX_ATTRIBUTES:
         raise QueueError(
             "InvalidParameterValue",
@@ -398,52 +407,84 @@ def _check_attributes(attributes: Mapping[str, Any]) -> tuple[dict[str, dict[str
     checked: dict[str, dict[str, str]] = {}
     size = 0
     for name, given in attributes.items():
-        value = message_attribute(given)
-        kind = value.get("DataType", "")
-        if not _DATA_TYPE.fullmatch(kind):
+        if isinstance(given, Mapping):
+            value, value_size = _checked_shape(name, given)
+        else:
+            value, value_size = _checked_plain(name, given)
+        checked[name] = value
+        size += _utf8_size(name) + value_size
+    return orjson.dumps(checked), size
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def _checked_plain(name: str, given: Any) -> tuple[dict[str, str], int]:
+    """A plain value as an attribute (``message_attribute``'s reading), and its
+    data type's and value's size: its data type needs no check."""
+    if isinstance(given, bool) or not isinstance(given, int | float | bytes):
+        text = str(given).lower() if isinstance(given, bool) else str(given)
+        if not text:
             raise QueueError(
                 "InvalidParameterValue",
-                f"message attribute {name!r}: DataType must be String, Number or Binary"
-                f" (optionally .custom), not {kind!r}",
+                f"message attribute {name!r}: StringValue must be a non-empty string",
             )
-        if kind.startswith("Binary"):
-            raw = value.get("BinaryValue")
-            try:
-                payload = base64.b64decode(raw or "", validate=True)
-            except (binascii.Error, ValueError):
-                raise QueueError(
-                    "InvalidParameterValue",
-                    f"message attribute {name!r}: BinaryValue must be base64",
-                ) from None
-            size += len(payload)
-            value = {"DataType": kind, "BinaryValue": raw or ""}
-        else:
-            text = value.get("StringValue")
-            if not isinstance(text, str) or not text:
-                raise QueueError(
-                    "InvalidParameterValue",
-                    f"message attribute {name!r}: StringValue must be a non-empty string",
-                )
-            if kind.startswith("Number"):
-                try:
-                    number = float(text)
-                except ValueError:
-                    number = math.nan
-                if not math.isfinite(number):
-                    raise QueueError(
-                        "InvalidParameterValue",
-                        f"message attribute {name!r}: {text!r} is not a number",
-                    )
-            size += len(text.encode())
-            value = {"DataType": kind, "StringValue": text}
-        size += len(name.encode()) + len(kind.encode())
-        checked[name] = value
-    return checked, size
+        return {"DataType": "String", "StringValue": text}, 6 + _utf8_size(text)
+    if isinstance(given, bytes):
+        return {"DataType": "Binary", "BinaryValue": base64.b64encode(given).decode()}, 6 + len(
+            given
+        )
+    text = repr(given)
+    _check_number(name, text)
+    return {"DataType": "Number", "StringValue": text}, 6 + len(text)
+
+
+def _check_number(name: str, text: str) -> None:
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise QueueError(
+            "InvalidParameterValue", f"message attribute {name!r}: {text!r} is not a number"
+        )
+
+
+def _checked_shape(name: str, given: Mapping[str, Any]) -> tuple[dict[str, str], int]:
+    """An attribute in SQS's shape, checked, and its data type's and value's size."""
+    kind = given.get("DataType", "")
+    if not isinstance(kind, str) or not _DATA_TYPE.fullmatch(kind):
+        raise QueueError(
+            "InvalidParameterValue",
+            f"message attribute {name!r}: DataType must be String, Number or Binary"
+            f" (optionally .custom), not {kind!r}",
+        )
+    if kind.startswith("Binary"):
+        raw = given.get("BinaryValue")
+        try:
+            payload = base64.b64decode(raw or "", validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            raise QueueError(
+                "InvalidParameterValue",
+                f"message attribute {name!r}: BinaryValue must be base64",
+            ) from None
+        return {"DataType": kind, "BinaryValue": raw or ""}, _utf8_size(kind) + len(payload)
+    text = given.get("StringValue")
+    if not isinstance(text, str) or not text:
+        raise QueueError(
+            "InvalidParameterValue",
+            f"message attribute {name!r}: StringValue must be a non-empty string",
+        )
+    if kind.startswith("Number"):
+        _check_number(name, text)
+    return {"DataType": kind, "StringValue": text}, _utf8_size(kind) + _utf8_size(text)
 
 
 def _entry_size(entry: SendEntry) -> int:
-    """A batch entry's bytes as SQS counts them: body, and each attribute's
-    name, data type and value."""
+    """The bytes of a batch entry that failed its checks, as near as SQS
+    would count them (body, and each attribute's name, data type and value):
+    what it adds to its batch's size."""
     size = len(entry.body.encode()) if isinstance(entry.body, str) else 0
     for name, given in entry.attributes.items():
         value = message_attribute(given)
@@ -460,11 +501,40 @@ def _entry_size(entry: SendEntry) -> int:
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
+class _Randomness:
+    """Random 128-bit values as 32 hex digits, drawn from the OS
+    (``os.urandom``) 256 at a time: message ids and receipt tokens stay
+    unpredictable, but a send or a receive makes no system call of its own.
+    (A system call lets go of the GIL: while a connection's thread runs,
+    getting it back cost the event loop tens of microseconds each time.)
+    ``popleft`` is atomic, so threads never get the same value; a forked
+    child drops what its parent drew."""
+
+    DRAW = 256
+
+    def __init__(self) -> None:
+        self._values: collections.deque[str] = collections.deque()
+
+    def hex32(self) -> str:
+        try:
+            return self._values.popleft()
+        except IndexError:
+            digits = os.urandom(16 * self.DRAW).hex()
+            self._values.extend(digits[n : n + 32] for n in range(0, len(digits), 32))
+            return self.hex32()
+
+    def forget(self) -> None:
+        self._values.clear()
+
+
+_RANDOM = _Randomness()
+os.register_at_fork(after_in_child=_RANDOM.forget)
+
+
 def _message_id(digits: str) -> str:
     """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` gives, in
     a quarter of its time: it is made for every message sent. ``digits``:
-    32 random hex digits (a batch draws all of its ids' in one ``urandom``
-    call, which costs a system call of about 8 us)."""
+    32 random hex digits."""
     return (
         f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}"
         f"-{_VARIANT[digits[16]]}{digits[17:20]}-{digits[20:]}"
@@ -510,6 +580,10 @@ class _Wakeups:
         #: Per queue, the last claims' (``arrived`` when begun, messages taken):
         #: those begun after an empty look's start took what arrived meanwhile.
         self.takes: dict[tuple[str, str], collections.deque[tuple[int, int]]] = {}
+        #: Per queue, the polls a notification woke that have not looked yet,
+        #: each with the messages it wants: what they will take is not there
+        #: for another poll to claim (it would claim nothing).
+        self.promised: dict[tuple[str, str], dict[asyncio.Future[None], int]] = {}
 
     def mark(self, key: tuple[str, str]) -> tuple[int, int]:
         """Where the queue's notifications are, before a claim."""
@@ -543,13 +617,55 @@ class _Wakeups:
         else:
             known[2] -= count
 
-    def known_empty(self, key: tuple[str, str], now: float) -> float | None:
-        """Until when the queue is known to be empty, if it is. Another
-        process's sends are not known: they are seen at that time."""
+    def known_empty(
+        self, key: tuple[str, str], now: float, promise: asyncio.Future[None] | None = None
+    ) -> float | None:
+        """Until when the queue is known to be empty, if it is, for a poll
+        holding ``promise`` (its wake-up by a notification, or None): what
+        may have arrived is promised to the other polls woken for it.
+        Another process's sends are not known: they are seen at that time."""
         known = self.empty.get(key)
-        if known is not None and known[2] <= 0 and now < known[1]:
+        if known is not None and now < known[1] and known[2] <= self._promised(key, promise):
             return float(known[1])
         return None
+
+    def _promised(self, key: tuple[str, str], but: asyncio.Future[None] | None = None) -> int:
+        """The messages promised to woken polls (``but``'s aside). A poll of
+        a loop that closed before it looked will not look."""
+        promises = self.promised.get(key)
+        if not promises:
+            return 0
+        total = 0
+        for future, wanted in list(promises.items()):
+            if future.get_loop().is_closed():
+                del promises[future]
+            elif future is not but:
+                total += wanted
+        return total
+
+    def spent(self, key: tuple[str, str], promise: asyncio.Future[None] | None) -> None:
+        """A poll looked, or knew there was nothing to look for: its wake-up
+        (``promise``, if it held one) is spent. Messages known to have
+        arrived that no woken poll will take wake polls that will."""
+        if promise is not None:
+            self._drop(key, promise)
+        known = self.empty.get(key)
+        if known is not None:
+            spare = known[2] - self._promised(key)
+            if spare > 0:
+                self.wake(key, spare)
+
+    def pass_on(self, key: tuple[str, str], promise: asyncio.Future[None]) -> None:
+        """A poll woken while it claimed is not looking again: its wake-up goes
+        to a poll that will."""
+        self.wake(key, self._drop(key, promise))
+
+    def _drop(self, key: tuple[str, str], promise: asyncio.Future[None]) -> int:
+        promises = self.promised.get(key)
+        wanted = 0 if promises is None else promises.pop(promise, 0)
+        if promises is not None and not promises:
+            del self.promised[key]
+        return wanted
 
     def wait(self, key: tuple[str, str], wanted: int) -> asyncio.Future[None]:
         future = asyncio.get_running_loop().create_future()
@@ -557,7 +673,8 @@ class _Wakeups:
         return future
 
     def forget(self, key: tuple[str, str], future: asyncio.Future[None]) -> bool:
-        """Stop waiting; whether ``future`` had been woken (its wake-up taken)."""
+        """Stop waiting; whether ``future`` had been woken by a notification
+        (then its poll holds the wake-up: see ``spent`` and ``pass_on``)."""
         waiters = self.waiting.get(key)
         if waiters is None or future not in waiters:
             return True
@@ -586,12 +703,26 @@ class _Wakeups:
         waiters = self.waiting.get(key)
         while waiters and count > 0:
             future = next(iter(waiters))
-            count -= waiters.pop(future)
-            if not future.done():
+            wanted = waiters.pop(future)
+            count -= wanted
+            self.promised.setdefault(key, {})[future] = wanted
+            if future.done():
+                continue
+            loop = future.get_loop()
+            if loop is _running_loop():
+                _wake(future)  # its poll goes on at the loop's next turn
+            else:
                 with contextlib.suppress(RuntimeError):  # that loop is closed
-                    future.get_loop().call_soon_threadsafe(_wake, future)
+                    loop.call_soon_threadsafe(_wake, future)
         if waiters is not None and not waiters:
             self.waiting.pop(key, None)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -634,23 +765,6 @@ class QueueStore(Store):
     async def opened(self) -> None:
         path = self.path
         self._key = str(path.resolve()) if isinstance(path, Path) else path
-
-    async def rows(self, sql: str, parameters: Parameters = ()) -> list[Row]:
-        """One statement alone, pipelined: the lock is held only while the
-        statement is handed to the connection's thread, not while it runs.
-        That thread runs statements in the order they were handed over, so a
-        statement still never lands inside another coroutine's transaction
-        (which holds the lock from BEGIN to COMMIT), while concurrent senders
-        and receivers keep the thread busy instead of each waiting for the
-        previous one's round trip (about 80 us on two cores)."""
-        if self._inside():
-            return await self.connection.rows(sql, parameters)
-        async with self._lock:
-            running = asyncio.ensure_future(self.connection.rows(sql, parameters))
-            # The task's first step (handing the statement over) runs before
-            # this coroutine resumes: the ready queue is first in, first out.
-            await asyncio.sleep(0)
-        return await running
 
     async def migrate(self, connection: Queries, found: int) -> None:
         """``schema`` (run at every open, ``IF NOT EXISTS``) has already made
@@ -737,11 +851,17 @@ class QueueStore(Store):
 
     async def delete_queue(self, name: str) -> None:
         await self._queue(name)
-        async with self.transaction() as db:
-            await db.execute("DELETE FROM queue_messages WHERE queue = ?", (name,))
-            await db.execute("DELETE FROM queue_dedup WHERE queue = ?", (name,))
-            await db.execute("DELETE FROM queues WHERE name = ?", (name,))
-            await db.execute("DELETE FROM queue_counts WHERE queue = ?", (name,))
+        await self.batch(  # one transaction in one trip
+            [
+                Step(f"DELETE FROM {table} WHERE {column} = ?", (name,))
+                for table, column in (
+                    ("queue_messages", "queue"),
+                    ("queue_dedup", "queue"),
+                    ("queues", "name"),
+                    ("queue_counts", "queue"),
+                )
+            ]
+        )
         self._queues.pop(name, None)
 
     async def purge(self, name: str) -> int:
@@ -807,36 +927,41 @@ class QueueStore(Store):
         """SendMessageBatch: up to 10 entries; each succeeds or fails on its own."""
         queue = await self._queue(queue_name)
         _check_batch([entry.id for entry in entries])
+        return await self._send(queue, entries, batch=True)
+
+    async def _send(
+        self, queue: _Queue, entries: Sequence[SendEntry], *, batch: bool = False
+    ) -> tuple[list[SendResult], list[BatchError]]:
+        """Each entry checked and made a row in one pass; a batch over SQS's
+        size limit refused whole; then the rows stored."""
+        now = self.clock.time()
+        rows: list[tuple[SendEntry, tuple[Any, ...]]] = []
+        failed: list[BatchError] = []
+        total = 0
+        for entry in entries:
+            try:
+                row, size = self._row(queue, entry, now)
+            except QueueError as exc:
+                failed.append(BatchError(entry.id, exc.code, exc.message))
+                total += _entry_size(entry)
+            else:
+                rows.append((entry, row))
+                total += size
         # SQS's limit of a whole batch is its largest message size, whatever
         # the queue's own (each entry is held to that one on its own).
-        total = sum(_entry_size(entry) for entry in entries)
-        if total > MAX_BATCH_BYTES:
+        if batch and total > MAX_BATCH_BYTES:
             raise QueueError(
                 "BatchRequestTooLong",
                 f"Batch requests cannot be longer than {MAX_BATCH_BYTES} bytes."
                 f" You have sent {total} bytes.",
             )
-        return await self._send(queue, entries)
-
-    async def _send(
-        self, queue: _Queue, entries: Sequence[SendEntry]
-    ) -> tuple[list[SendResult], list[BatchError]]:
-        now = self.clock.time()
-        rows: list[tuple[SendEntry, tuple[Any, ...]]] = []
-        failed: list[BatchError] = []
-        randomness = os.urandom(16 * len(entries)).hex()
-        for n, entry in enumerate(entries):
-            try:
-                digits = randomness[32 * n : 32 * n + 32]
-                rows.append((entry, self._row(queue, entry, now, digits)))
-            except QueueError as exc:
-                failed.append(BatchError(entry.id, exc.code, exc.message))
         sent = await (self._insert_fifo(queue, rows, now) if queue.fifo else self._insert(rows))
         if sent:
             _WAKEUPS.notify((self._key, queue.name), len(sent))
         return sent, failed
 
-    def _row(self, queue: _Queue, entry: SendEntry, now: float, digits: str) -> tuple[Any, ...]:
+    def _row(self, queue: _Queue, entry: SendEntry, now: float) -> tuple[tuple[Any, ...], int]:
+        """The entry's row, and its size in bytes (body and attributes)."""
         body = entry.body
         if not isinstance(body, str) or not body:
             raise QueueError("MissingParameter", "the message body must be a non-empty string")
@@ -846,8 +971,8 @@ class QueueStore(Store):
                 "InvalidMessageContents",
                 f"the body holds the character U+{ord(bad.group()):04X}, which SQS does not allow",
             )
-        attributes, attributes_size = _check_attributes(entry.attributes)
-        size = len(body.encode()) + attributes_size
+        encoded, attributes_size = _check_attributes(entry.attributes)
+        size = _utf8_size(body) + attributes_size
         limit = queue.attributes.maximum_message_size
         if size > limit:
             # SQS's words (recorded): body and attributes together, over the queue's limit.
@@ -885,9 +1010,9 @@ class QueueStore(Store):
             raise QueueError(
                 "InvalidParameterValue", "MessageDeduplicationId is only for FIFO queues"
             )
-        encoded = orjson.dumps(attributes) if attributes else None
-        message_id = _message_id(digits)
-        return (queue.name, message_id, body, encoded, now, now + delay, entry.group_id, dedup)
+        message_id = _message_id(_RANDOM.hex32())
+        row = (queue.name, message_id, body, encoded, now, now + delay, entry.group_id, dedup)
+        return row, size
 
     async def _insert(self, rows: list[tuple[SendEntry, tuple[Any, ...]]]) -> list[SendResult]:
         if not rows:
@@ -895,13 +1020,16 @@ class QueueStore(Store):
         # One statement: all of the batch is stored, or none of it.
         values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
         flat = [value for _, row in rows for value in row]
-        await self.grouped(
+        stored = self.share(
             "INSERT INTO queue_messages"
             " (queue, id, body, attributes, sent, visible, group_id, dedup_id)"
             f" VALUES {values}",
             flat,
         )
-        return [SendResult(entry.id, row[1], _md5(entry.body)) for entry, row in rows]
+        # Made while the database stores them (told only once it has).
+        results = [SendResult(entry.id, row[1], _md5(entry.body)) for entry, row in rows]
+        await stored
+        return results
 
     async def _insert_fifo(
         self, queue: _Queue, rows: list[tuple[SendEntry, tuple[Any, ...]]], now: float
@@ -968,31 +1096,44 @@ class QueueStore(Store):
             timeout = visibility_timeout
         deadline = self.clock.time() + wait
         key = (self._key, queue.name)
-        while True:
-            # Listen before looking, so a send in between is not missed.
-            woken = _WAKEUPS.wait(key, max_messages)
-            try:
-                now = self.clock.time()
-                messages: list[Message] = []
-                empty_until = _WAKEUPS.known_empty(key, now) if wait > 0 else None
-                if empty_until is None:
-                    messages, empty_until = await self._look(queue, max_messages, timeout)
-                now = self.clock.time()
-                if messages or now >= deadline:
-                    break
-                assert empty_until is not None  # an empty look says until when
-                until = min(deadline, empty_until)
-                timer = self.clock.call_later(until - now, functools.partial(_wake, woken))
+        # The wake-up this poll holds, when a notification woke it: until it
+        # looks, the messages it wants are promised to it, and the other
+        # polls do not claim them too (they would claim nothing).
+        promise: asyncio.Future[None] | None = None
+        try:
+            while True:
+                # Listen before looking, so a send in between is not missed.
+                woken = _WAKEUPS.wait(key, max_messages)
                 try:
-                    await woken
+                    now = self.clock.time()
+                    messages: list[Message] = []
+                    try:
+                        empty_until = None
+                        if wait > 0:
+                            empty_until = _WAKEUPS.known_empty(key, now, promise)
+                        if empty_until is None:
+                            messages, empty_until = await self._look(queue, max_messages, timeout)
+                    finally:
+                        _WAKEUPS.spent(key, promise)
+                        promise = None
+                    now = self.clock.time()
+                    if messages or now >= deadline:
+                        break
+                    assert empty_until is not None  # an empty look says until when
+                    until = min(deadline, empty_until)
+                    timer = self.clock.call_later(until - now, functools.partial(_wake, woken))
+                    try:
+                        await woken
+                    finally:
+                        timer.cancel()
                 finally:
-                    timer.cancel()
-            finally:
-                taken = _WAKEUPS.forget(key, woken)
-        if taken:
-            # A send woke this poll while it claimed, and it is not looking
-            # again: pass the wake-up on to a poll that will (no new messages).
-            _WAKEUPS.wake(key, max_messages)
+                    if _WAKEUPS.forget(key, woken):
+                        promise = woken
+        finally:
+            if promise is not None:
+                # A send woke this poll while it claimed, and it is not looking
+                # again: pass the wake-up on to a poll that will.
+                _WAKEUPS.pass_on(key, promise)
         return messages
 
     async def _look(
@@ -1019,7 +1160,7 @@ class QueueStore(Store):
         """Claim messages; if the caller is cancelled meanwhile, the claim (which
         goes on in SQLite's thread) is undone, so no receive is used up unseen."""
         await self._expire_now_and_then(queue)
-        token = os.urandom(16).hex()
+        token = _RANDOM.hex32()
         try:
             return await self._claim(queue, limit, timeout, token)
         except asyncio.CancelledError:
@@ -1151,38 +1292,42 @@ class QueueStore(Store):
             return deleted, failed
         marks = self.dialect.marks(len(handles))
         receipts = " ".join(["WHEN ? THEN ?"] * len(handles))
-        now = self.clock.time()
-        # On a FIFO queue a handle expires with its visibility timeout (SQS then
-        # refuses it); on a standard queue an old handle is accepted and does nothing.
-        expiring = " AND visible > ?" if queue.fifo else " AND ? IS NOT NULL"
         # "+queue": look rows up by seq (the primary key), not by the queue's index.
-        rows = await self.grouped(
+        deleting = (
             f"DELETE FROM queue_messages WHERE seq IN ({marks}) AND +queue = ?"
-            f" AND receipt = CASE seq {receipts} END{expiring} RETURNING seq",
-            [
-                *(seq for seq, _ in handles),
-                queue.name,
-                *(value for pair in handles for value in pair),
-                now,
-            ],
+            f" AND receipt = CASE seq {receipts} END"
         )
-        if queue.fifo:
-            gone = {row[0] for row in rows}
-            given = dict(entries)
-            valid = [entry_id for entry_id, _ in entries if entry_id in deleted]
-            deleted = []
-            for entry_id, (seq, _) in zip(valid, handles, strict=True):
-                if seq in gone:
-                    deleted.append(entry_id)
-                else:
-                    failed.append(
-                        BatchError(
-                            entry_id,
-                            "InvalidParameterValue",
-                            f"Value {given[entry_id]} for parameter ReceiptHandle is invalid."
-                            " Reason: The receipt handle has expired.",
-                        )
+        parameters = [
+            *(seq for seq, _ in handles),
+            queue.name,
+            *(value for pair in handles for value in pair),
+        ]
+        if not queue.fifo:
+            # On a standard queue an old handle is accepted and deletes nothing:
+            # no row to return, no answer to wait for but the commit.
+            await self.grouped(deleting, parameters)
+            return deleted, failed
+        # On a FIFO queue a handle expires with its visibility timeout (SQS then
+        # refuses it): the rows deleted say which were still valid.
+        rows = await self.grouped(
+            f"{deleting} AND visible > ? RETURNING seq", [*parameters, self.clock.time()]
+        )
+        gone = {row[0] for row in rows}
+        given = dict(entries)
+        valid = [entry_id for entry_id, _ in entries if entry_id in deleted]
+        deleted = []
+        for entry_id, (seq, _) in zip(valid, handles, strict=True):
+            if seq in gone:
+                deleted.append(entry_id)
+            else:
+                failed.append(
+                    BatchError(
+                        entry_id,
+                        "InvalidParameterValue",
+                        f"Value {given[entry_id]} for parameter ReceiptHandle is invalid."
+                        " Reason: The receipt handle has expired.",
                     )
+                )
         return deleted, failed
 
     async def change_visibility(self, queue_name: str, receipt_handle: str, timeout: int) -> None:
@@ -1225,15 +1370,16 @@ class QueueStore(Store):
         """Delete messages older than the retention period, and old deduplication ids."""
         queue = await self._queue(queue_name)
         now = self.clock.time()
-        async with self.transaction() as db:
-            deleted = await db.execute(
-                "DELETE FROM queue_messages WHERE queue = ? AND sent < ?",
-                (queue.name, now - queue.attributes.message_retention_period),
-            )
-            await db.execute(
-                "DELETE FROM queue_dedup WHERE queue = ? AND expires <= ?", (queue.name, now)
-            )
-        return deleted
+        done = await self.batch(  # one transaction in one trip
+            [
+                Step(
+                    "DELETE FROM queue_messages WHERE queue = ? AND sent < ?",
+                    (queue.name, now - queue.attributes.message_retention_period),
+                ),
+                Step("DELETE FROM queue_dedup WHERE queue = ? AND expires <= ?", (queue.name, now)),
+            ]
+        )
+        return done[0].changed
 
     async def move_messages(
         self,

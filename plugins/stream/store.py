@@ -1,5 +1,5 @@
 """Streams with Kinesis Data Streams' semantics, durable in the state database
-(SQLite, aiosqlite).
+(SQLite).
 
 - A stream has shards, each owning a contiguous range of the 128-bit hash key
   space. A record goes to the open shard whose range holds the MD5 of its
