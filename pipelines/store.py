@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import queue
@@ -643,18 +644,25 @@ SQLITE = SQLiteBackend()
 def location_of(given: str | Path) -> Location:
     """A state given as text: a ``postgresql://`` URL stays text, anything
     else is a SQLite file's path."""
-    if isinstance(given, str) and given.startswith(("postgresql://", "postgres://")):
+    if isinstance(given, str) and given.startswith(tuple(URL_BACKENDS)):
         return given
     return Path(given)
 
 
-def backend_for(location: Location) -> Backend:
-    """The engine of ``location``: PostgreSQL for a URL (loaded only then:
-    a SQLite user never imports its driver), else SQLite."""
-    if isinstance(location, str):
-        from pipelines.postgres import backend
+#: The modules of the engines a URL names, by scheme; each has ``backend()``.
+#: Named, not imported: such a module builds on this one, and is loaded only
+#: when a location needs it (a SQLite user never imports PostgreSQL's driver).
+URL_BACKENDS = {"postgresql://": "pipelines.postgres", "postgres://": "pipelines.postgres"}
 
-        return backend()
+
+def backend_for(location: Location) -> Backend:
+    """The engine of ``location``: the one its URL's scheme names, else SQLite."""
+    if isinstance(location, str):
+        for scheme, module in URL_BACKENDS.items():
+            if location.startswith(scheme):
+                made: Backend = importlib.import_module(module).backend()
+                return made
+        raise StateError(f"state database {location}: no engine takes this URL")
     return SQLITE
 
 
