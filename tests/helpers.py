@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +93,17 @@ async def advance(runtime: Runtime, seconds: float) -> None:
                 await asyncio.sleep(0.001)
 
     await clock.advance(seconds, quiet=quiet)
+
+
+@contextlib.asynccontextmanager
+async def held_elsewhere(path: Path | str) -> AsyncIterator[None]:
+    """Another process holds the database's write lock until the block ends:
+    what the store's thread takes meanwhile waits in SQLite (busy timeout),
+    and what is handed over meanwhile gathers behind it."""
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        yield
+        other.execute("ROLLBACK")
+    finally:
+        other.close()

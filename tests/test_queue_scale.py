@@ -4,7 +4,6 @@ an older database on open), exact counts without a scan, batched trips."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +14,7 @@ import pytest
 from pipelines.clock import ManualClock
 from pipelines.store import SQLiteConnection, Trip
 from plugins.queue.store import QueueStore, SendEntry
-from tests.helpers import eventually
+from tests.helpers import eventually, held_elsewhere
 
 
 async def io_settles() -> None:
@@ -351,20 +350,6 @@ async def test_concurrent_consumers_never_receive_a_message_twice_while_it_is_in
             assert len(seen) == 300
     finally:
         await other.close()
-
-
-@contextlib.asynccontextmanager
-async def held_elsewhere(path: Path) -> AsyncIterator[None]:
-    """Another process holds the write lock until the block ends: the
-    statement the store's thread took waits in SQLite, and those handed over
-    meanwhile gather into the next trip."""
-    other = sqlite3.connect(path, isolation_level=None)
-    try:
-        other.execute("BEGIN IMMEDIATE")
-        yield
-        other.execute("ROLLBACK")
-    finally:
-        other.close()
 
 
 def trips_of(store: QueueStore) -> list[Trip]:

@@ -17,6 +17,7 @@ from pipelines.clock import ManualClock
 from pipelines.errors import StateError
 from pipelines.runtime import Runtime
 from pipelines.store import Queries, SQLiteConnection, Step, Store, Trip, Upkeep
+from tests.helpers import held_elsewhere
 
 
 class Notes(Store):
@@ -358,20 +359,6 @@ def trips_of(store: Store) -> list[Trip]:
     assert isinstance(store.connection, SQLiteConnection)
     store.connection.on_trip = trips.append
     return trips
-
-
-@contextlib.asynccontextmanager
-async def held_elsewhere(path: Path) -> AsyncIterator[None]:
-    """Another process holds the database's write lock until the block ends:
-    what the store's thread takes meanwhile waits in SQLite (busy timeout),
-    and what is handed over meanwhile gathers behind it."""
-    other = sqlite3.connect(path, isolation_level=None)
-    try:
-        other.execute("BEGIN IMMEDIATE")
-        yield
-        other.execute("ROLLBACK")
-    finally:
-        other.close()
 
 
 async def test_grouped_statements_submitted_together_share_one_trip(notes: Notes) -> None:
