@@ -17,7 +17,8 @@ from pipelines.clock import ManualClock
 from pipelines.errors import StateError
 from pipelines.runtime import Runtime
 from pipelines.store import Queries, SQLiteConnection, Step, Store, Trip, Upkeep
-from tests.helpers import held_elsewhere
+
+from .helpers import held_elsewhere
 
 
 class Notes(Store):
