@@ -139,6 +139,13 @@ class OAuthSettings:
     parameters: Parameters = Parameters()
 
 
+#: BASIC's and API_KEY's settings: each key and the field it fills.
+_PLAIN_FIELDS = {
+    BASIC: {"username": "username", "password": "password"},
+    API_KEY: {"name": "api_key_name", "value": "api_key_value"},
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionSettings:
     """A connection as declared (in our names; the events API translates)."""
@@ -179,20 +186,13 @@ class ConnectionSettings:
             raise AssertionError("unreachable: a problem was added")
         found: dict[str, Any] = {"authorization_type": kind}
         at = where / wanted
-        if kind == BASIC:
+        if kind in _PLAIN_FIELDS:
+            fields = _PLAIN_FIELDS[kind]
             with problems:
-                check_keys(at, given, ("username", "password"))
-            with problems:
-                found["username"] = _text(at, given, "username")
-            with problems:
-                found["password"] = _text(at, given, "password")
-        elif kind == API_KEY:
-            with problems:
-                check_keys(at, given, ("name", "value"))
-            with problems:
-                found["api_key_name"] = _text(at, given, "name")
-            with problems:
-                found["api_key_value"] = _text(at, given, "value")
+                check_keys(at, given, fields)
+            for key, field_name in fields.items():
+                with problems:
+                    found[field_name] = _text(at, given, key)
         else:
             with problems:
                 found["oauth"] = _oauth(at, given)
