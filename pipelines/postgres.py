@@ -12,8 +12,8 @@ PRECISION``; ``BLOB`` is ``BYTEA``; ``INTEGER`` is ``BIGINT``).
 A connection runs in autocommit mode as SQLite's does; ``batch`` sends a
 whole plan in one round trip (psycopg's pipeline mode) inside one
 transaction. Python functions cannot be called from PostgreSQL's SQL: a
-store that registers some (``Store.functions``) is refused here with a
-clear error until it is ported.
+store that registers some (``Store.functions``, for SQLite) gives their
+PostgreSQL equivalents in ``Store.engine_schema``.
 """
 
 from __future__ import annotations
@@ -103,6 +103,11 @@ _CASTS = {
 
 
 class PostgresDialect(Dialect):
+    name = "postgresql"
+    # One key for every store's schema: runners opening one database at once
+    # apply DDL (CREATE ... IF NOT EXISTS is not safe concurrently) in turn.
+    schema_lock = "SELECT pg_advisory_xact_lock(7370651826912)"
+
     # The stores bind a JSON array as orjson's UTF-8 bytes (BYTEA to psycopg).
     def json_rows(self, alias: str) -> str:
         return f"jsonb_array_elements(convert_from(?, 'UTF8')::jsonb) AS {alias}(value)"
@@ -218,11 +223,8 @@ class PostgresBackend(Backend):
     ) -> PostgresConnection:
         import psycopg
 
-        if functions:
-            raise StateError(
-                f"the store needs SQL functions ({', '.join(sorted(functions))}),"
-                " which only the SQLite backend runs: keep its state in SQLite"
-            )
+        # ``functions`` are SQLite's: a store gives PostgreSQL's own in its
+        # ``engine_schema``.
         try:
             raw = await psycopg.AsyncConnection.connect(str(location), autocommit=True)
         except psycopg.Error as exc:

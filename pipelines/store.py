@@ -231,6 +231,13 @@ class Dialect:
     (``ON CONFLICT``, ``RETURNING``); a backend with other spellings gives
     its own ``Dialect``."""
 
+    #: The engine's name: the key of a store's engine-only DDL (``Store.engine_schema``).
+    name = "sqlite"
+    #: A statement run first in the transaction that applies a store's schema,
+    #: so that runners opening one database at once do not race (PostgreSQL's
+    #: DDL is transactional; SQLite's write lock already serializes it).
+    schema_lock: str | None = None
+
     def marks(self, count: int) -> str:
         """``count`` placeholders for an ``IN (...)`` list or a VALUES row."""
         return ", ".join("?" * count)
@@ -793,7 +800,12 @@ class Store(Queries):
     version: ClassVar[int] = 1
     #: DDL creating its tables if they do not exist (run at every open).
     schema: ClassVar[str] = ""
-    #: SQL functions its statements call, registered on each of its connections.
+    #: DDL for one engine only, by ``Dialect.name``, run after ``schema``:
+    #: what the engines spell too differently to share (triggers, functions).
+    engine_schema: ClassVar[Mapping[str, str]] = {}
+    #: Python functions its statements call, registered on each SQLite
+    #: connection (PostgreSQL cannot call Python: a store that has some gives
+    #: their PostgreSQL equivalents in ``engine_schema["postgresql"]``).
     functions: ClassVar[Mapping[str, SQLFunction]] = {}
     #: A second connection for ``reader``, so long reads do not wait behind writes.
     separate_reader: ClassVar[bool] = False
@@ -858,12 +870,26 @@ class Store(Queries):
         """Create what is missing, then record the version, or bring an older
         database up to it. Only a database without this version takes the
         write lock: a CLI reading a busy pipeline's database does not wait."""
-        await connection.script(VERSIONS_SCHEMA + self.schema)
+        dialect = self.dialect
+        script = VERSIONS_SCHEMA + self.schema + self.engine_schema.get(dialect.name, "")
+        if dialect.schema_lock is not None:
+            await connection.begin()
+            try:
+                await connection.execute(dialect.schema_lock)
+                await connection.script(script)
+                await connection.commit()
+            except BaseException:
+                await asyncio.shield(connection.rollback())
+                raise
+        else:
+            await connection.script(script)
         query = "SELECT version FROM store_versions WHERE store = ?"
         if await connection.scalar(query, (self.name,)) == self.version:
             return
         await connection.begin()
         try:
+            if dialect.schema_lock is not None:
+                await connection.execute(dialect.schema_lock)
             found = await connection.scalar(query, (self.name,))
             if found is not None and found > self.version:
                 raise StateError(
@@ -873,7 +899,7 @@ class Store(Queries):
             if found is not None and found < self.version:
                 await self.migrate(connection, found)
             await connection.execute(
-                self.dialect.upsert("store_versions", ("store", "version", "applied"), ("store",)),
+                dialect.upsert("store_versions", ("store", "version", "applied"), ("store",)),
                 (self.name, self.version, time.time()),
             )
             await connection.commit()

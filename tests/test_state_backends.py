@@ -6,27 +6,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
 from pipelines.intake import DurableIntake
 from pipelines.state import ScheduleMark, StateDB
+from pipelines.store import Store
 
 from .helpers import eventually
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "state.db")
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 @pytest.fixture
-async def state(location: str) -> AsyncIterator[StateDB]:
-    store = await StateDB.open(location)
+async def state(state_location: str) -> AsyncIterator[StateDB]:
+    store = await StateDB.open(state_location)
     try:
         yield store
     finally:
@@ -79,9 +72,9 @@ async def test_schedule_marks_are_upserted(state: StateDB) -> None:
 
 
 async def test_the_intake_commits_rows_reads_them_back_and_deletes_settled_ones(
-    location: str,
+    state_location: str,
 ) -> None:
-    store = await StateDB.open(location)
+    store = await StateDB.open(state_location)
     intake = DurableIntake(store)
     assert await intake.open() == []
     writer = asyncio.create_task(intake.run())
@@ -100,7 +93,7 @@ async def test_the_intake_commits_rows_reads_them_back_and_deletes_settled_ones(
         await store.close()
     assert addressed is not None
     # What a next run finds: the unsettled rows, in order, events as they were.
-    store = await StateDB.open(location)
+    store = await StateDB.open(state_location)
     try:
         again = DurableIntake(store)
         left = await again.open()
@@ -110,3 +103,54 @@ async def test_the_intake_commits_rows_reads_them_back_and_deletes_settled_ones(
     assert left[0].event == event(3)
     assert left[0].ingested == 1_700_000_000.25
     assert left[2].addressed == frozenset({"a", "b"})
+
+
+class _Counted(Store):
+    """A store whose count is kept by a trigger each engine spells its own way."""
+
+    name = "counted"
+    schema = """
+CREATE TABLE IF NOT EXISTS counted_items (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS counted_total (one INTEGER PRIMARY KEY, total INTEGER NOT NULL);
+"""
+    engine_schema = MappingProxyType(
+        {
+            "sqlite": """
+CREATE TRIGGER IF NOT EXISTS counted_added AFTER INSERT ON counted_items BEGIN
+    INSERT INTO counted_total (one, total) VALUES (1, 1)
+        ON CONFLICT (one) DO UPDATE SET total = total + 1;
+END;
+""",
+            "postgresql": """
+CREATE OR REPLACE FUNCTION counted_added() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO counted_total (one, total) VALUES (1, 1)
+        ON CONFLICT (one) DO UPDATE SET total = counted_total.total + 1;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER counted_added AFTER INSERT ON counted_items
+    FOR EACH ROW EXECUTE FUNCTION counted_added();
+""",
+        }
+    )
+
+
+async def test_engine_only_ddl_runs_on_its_engine_and_concurrent_opens_do_not_race(
+    state_location: str,
+) -> None:
+    # Three runners opening one database at once each apply the schema:
+    # on PostgreSQL, CREATE OR REPLACE racing itself fails unless serialized.
+    stores = await asyncio.gather(*(_Counted.open(state_location) for _ in range(3)))
+    try:
+        for n, store in enumerate(stores):
+            await store.execute("INSERT INTO counted_items (name) VALUES (?)", (f"i{n}",))
+        assert await stores[0].scalar("SELECT total FROM counted_total") == 3
+        assert (
+            await stores[2].scalar(
+                "SELECT version FROM store_versions WHERE store = ?", ("counted",)
+            )
+            == 1
+        )
+    finally:
+        for store in stores:
+            await store.close()
