@@ -38,7 +38,7 @@ from pipelines.metrics import (
     parse_statistic,
     series_key,
 )
-from pipelines.store import Row, Store
+from pipelines.store import Location, Row, Store
 from pipelines.targets import check_keys, flag_setting
 
 if TYPE_CHECKING:
@@ -882,7 +882,7 @@ class Alarms:
 
     # -- state database ----------------------------------------------------------------
 
-    async def open(self, path: Path | None, store: MetricStore) -> None:
+    async def open(self, path: Location | None, store: MetricStore) -> None:
         """Open the alarm tables (in memory without a state database) and take
         back the state of each alarm that already existed."""
         self.store = store
@@ -895,6 +895,17 @@ class Alarms:
         gone = [row[0] for row in rows if row[0] not in self._alarms]
         await self._store.delete(gone)
         await self._save_alarms(list(self._alarms.values()))
+
+    async def reload_states(self) -> None:
+        """Take each alarm's state from the store again: in a cluster, the
+        runner that becomes the evaluating one continues from the last
+        one's transitions, not from what it read at its start."""
+        if self._store is None:
+            return
+        for name, value, reason, data, updated in await self._store.states():
+            alarm = self._alarms.get(name)
+            if alarm is not None:
+                alarm.state = AlarmState(value, reason, data, updated)
 
     async def close(self) -> None:
         if self._store is not None:

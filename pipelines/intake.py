@@ -65,14 +65,17 @@ def insert_statement(dialect: Dialect) -> str:
     kinds = ("integer", "text", "blob", "real", "text")
     items = ", ".join(dialect.json_item("r", n, kind) for n, kind in enumerate(kinds))
     return (
-        f"INSERT INTO intake (seq, bus, event, ingested, addressed) SELECT {items}"
-        f" FROM {dialect.json_rows('r')} WHERE true ON CONFLICT (seq) DO NOTHING"
+        f"INSERT INTO intake (runner, seq, bus, event, ingested, addressed) SELECT ?, {items}"
+        f" FROM {dialect.json_rows('r')} WHERE true ON CONFLICT (runner, seq) DO NOTHING"
     )
 
 
 def delete_statement(dialect: Dialect) -> str:
     seq = dialect.json_value("k", "integer")
-    return f"DELETE FROM intake WHERE seq IN (SELECT {seq} FROM {dialect.json_values('k')})"
+    return (
+        "DELETE FROM intake WHERE runner = ?"
+        f" AND seq IN (SELECT {seq} FROM {dialect.json_values('k')})"
+    )
 
 
 #: Archive rows: (archive name, event time in epoch seconds, event JSON), as
@@ -150,7 +153,8 @@ class DurableIntake:
         """The rows a previous run left, in the order they were taken in; new
         numbers continue after them."""
         rows = await self.store.rows(
-            "SELECT seq, bus, event, ingested, addressed FROM intake ORDER BY seq"
+            "SELECT seq, bus, event, ingested, addressed FROM intake WHERE runner = ? ORDER BY seq",
+            (self.store.runner,),
         )
         # Numbers only need to be unique among the rows there are.
         self._committed = rows[-1][0] if rows else 0
@@ -294,12 +298,12 @@ class DurableIntake:
     def _statements(self, rows: list[Row], archived: ArchiveRows, settled: list[int]) -> list[Step]:
         statements: list[Step] = []
         if rows:
-            statements.append(Step(self._insert, (orjson.dumps(rows),)))
+            statements.append(Step(self._insert, (self.store.runner, orjson.dumps(rows))))
         if archived:
             assert self.archive_insert is not None  # attach() checked
             statements.append(self.archive_insert(archived))
         if settled:
-            statements.append(Step(self._delete, (orjson.dumps(settled),)))
+            statements.append(Step(self._delete, (self.store.runner, orjson.dumps(settled))))
         return statements
 
     def _wrote(

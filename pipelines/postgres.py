@@ -109,6 +109,9 @@ class PostgresDialect(Dialect):
     schema_lock = "SELECT pg_advisory_xact_lock(7370651826912)"
 
     # The stores bind a JSON array as orjson's UTF-8 bytes (BYTEA to psycopg).
+    def ddl(self, statement: str) -> str:
+        return translate_ddl(statement)
+
     def json_rows(self, alias: str) -> str:
         return f"jsonb_array_elements(convert_from(?, 'UTF8')::jsonb) AS {alias}(value)"
 

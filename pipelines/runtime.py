@@ -40,7 +40,7 @@ import contextlib
 import functools
 import logging
 import random
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -53,6 +53,7 @@ from pipelines.alarms import Alarms
 from pipelines.archive import Archiver, ArchiveStore
 from pipelines.bus import Bus, Observer, check_name
 from pipelines.clock import Clock, SystemClock
+from pipelines.cluster import ALARMS, SCHEDULER, Membership, membership_for
 from pipelines.delivery import Deliverer, Delivery, Settlement
 from pipelines.errors import (
     ConfigError,
@@ -69,10 +70,9 @@ from pipelines.pending import PendingWriter
 from pipelines.pluginmanager import target_types
 from pipelines.replay import Replays
 from pipelines.routes import Routes
-from pipelines.runnerlock import RunnerLock
 from pipelines.scheduler import Scheduler
 from pipelines.state import StateDB
-from pipelines.store import Upkeep
+from pipelines.store import Location, Upkeep, location_of
 from pipelines.targets import StoreT, Target, open_state_store, run_upkeep
 
 log = logging.getLogger("pipelines.runtime")
@@ -126,6 +126,7 @@ class Runtime:
         self,
         *,
         state_path: str | Path | None = None,
+        runner: str | None = None,
         clock: Clock | None = None,
         plugins: pluggy.PluginManager | None = None,
         limits: Limits | None = None,
@@ -136,7 +137,14 @@ class Runtime:
             raise ConfigError(
                 "durability", f"must be {' or '.join(DURABILITIES)}, not {durability!r}"
             )
-        self.state_path = Path(state_path) if state_path is not None else None
+        #: The state database: a SQLite file, or a PostgreSQL URL (a cluster).
+        self.state_path: Location | None = (
+            location_of(state_path) if state_path is not None else None
+        )
+        #: This runner's name in a cluster (None: the host and the pid).
+        self.runner = runner
+        #: Who this runner is among the state database's runners, while running.
+        self.membership: Membership | None = None
         #: ``durable``: with a state database, put_events answers once its events
         #: are in the durable intake (``pipelines.intake``); ``memory``: at once.
         self.durability = durability
@@ -156,7 +164,6 @@ class Runtime:
         self._resource_types: dict[str, str] = {}
         self._buses: dict[str, Bus] = {}
         self._state: StateDB | None = None
-        self._lock: RunnerLock | None = None
         self._group: asyncio.TaskGroup | None = None
         self._runner: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -611,14 +618,17 @@ class Runtime:
         if self._runner is not None or self._stopping.is_set():
             raise NotRunningError("a runtime starts once: create a new Runtime to start again")
         if self.state_path is not None:
-            # First: a second runner on this database stops here, before it
-            # resumes retries or fires schedules the first one owns.
-            self._lock = RunnerLock(self.state_path)
-            self._lock.acquire()
+            # First: a second runner on this file (or under this name in a
+            # cluster) stops here, before it resumes retries or fires
+            # schedules the first one owns.
+            membership = self.membership = membership_for(self.state_path, self.runner)
+            await membership.join()
+            self.runner = membership.runner or None
             try:
-                self._state = await StateDB.open(self.state_path)
+                self._state = await StateDB.open(self.state_path, runner=membership.runner)
+                await self._adopt_gone_runners(membership, self._state)
             except BaseException:
-                self._lock.release()
+                await self._close_state()
                 raise
             self.deliverer.state = self.scheduler.state = self._state
             self._open_pending(self._state)
@@ -665,9 +675,36 @@ class Runtime:
             await self.replays.resume()
         assert self._metric_store is not None
         self._store_task = self.spawn(self._metric_store.run())
-        self._alarm_task = self.spawn(self.alarms.run())
+        self._alarm_task = self.spawn(self._lead(ALARMS, self.alarms.run))
         # Last: the scheduler's first events find the targets started.
-        self._scheduling = self.spawn(self.scheduler.run())
+        self._scheduling = self.spawn(self._lead(SCHEDULER, self.scheduler.run))
+
+    async def _adopt_gone_runners(self, membership: Membership, state: StateDB) -> None:
+        """Make the rows of the cluster's runners that are gone this runner's,
+        before it loads its intake and retries: what they accepted and had
+        not delivered is delivered by this one (at least once)."""
+        for other in await state.runners_with_rows():
+            async with membership.claim(other) as gone:
+                if gone:
+                    intake, pending = await state.adopt(other)
+                    log.warning(
+                        "runner %s is gone: adopted its %d unsettled events and %d pending retries",
+                        other,
+                        intake,
+                        pending,
+                    )
+
+    async def _lead(self, role: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` once this runner leads ``role`` (at once when it is
+        the only runner of its state; in a cluster, when it takes the role)."""
+        if self.membership is not None:
+            await self.membership.wait_to_lead(role)
+            if role == ALARMS:
+                await self.alarms.reload_states()  # the last leader's transitions
+        await work()
+
+    def _leads(self, role: str) -> bool:
+        return self.membership is None or self.membership.leads(role)
 
     async def _open_metrics(self) -> None:
         """The metric store and alarm tables: in the state database, or in
@@ -816,6 +853,8 @@ class Runtime:
         deadline = loop.time() + limit
         # The alarm task first: a cycle publishes while put_events still accepts.
         self.alarms.stop_running()
+        if self._alarm_task is not None and not self._leads(ALARMS):
+            self._alarm_task.cancel()  # waiting to lead: nothing under way
         await _finish(self._alarm_task, deadline)
         self._accepting = False
         if self._metric_store is not None:
@@ -870,10 +909,10 @@ class Runtime:
 
     def _drained(self) -> bool:
         scheduling = self._scheduling is not None and not self._scheduling.done()
-        if scheduling and not self.scheduler.idle:
+        if scheduling and self._leads(SCHEDULER) and not self.scheduler.idle:
             return False
         alarming = self._alarm_task is not None and not self._alarm_task.done()
-        if alarming and not self.alarms.idle:
+        if alarming and self._leads(ALARMS) and not self.alarms.idle:
             return False
         if self._resuming is not None and not self._resuming.done():
             return False
@@ -931,9 +970,9 @@ class Runtime:
             await self._state.close()
             self._state = None
             self.deliverer.state = self.scheduler.state = None
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        if self.membership is not None:
+            await self.membership.leave()
+            self.membership = None
 
     # -- TargetServices' store helpers (pipelines.store; issue 23) ------------
 

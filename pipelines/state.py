@@ -16,12 +16,19 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from pipelines.clock import Clock
 from pipelines.event import dump_json, parse_json
-from pipelines.store import Step, Store
+from pipelines.store import Queries, Step, Store
 
-SCHEMA = """
+# The intake's rows and the pending retries are each runner's own: on a
+# shared PostgreSQL database several runners write them, each numbering its
+# rows itself (``runner`` is '' for the one runner of a SQLite file). A
+# runner that dies leaves its rows to the next one that adopts them
+# (``adopt``). Schedule marks are the cluster's: one per scheduled rule.
+PENDING_TABLE = """
 CREATE TABLE IF NOT EXISTS pending_deliveries (
-    key           TEXT PRIMARY KEY,
+    runner        TEXT NOT NULL DEFAULT '',
+    key           TEXT NOT NULL,
     bus           TEXT NOT NULL,
     rule          TEXT NOT NULL,
     target_id     TEXT NOT NULL,
@@ -30,15 +37,25 @@ CREATE TABLE IF NOT EXISTS pending_deliveries (
     attempts      INTEGER NOT NULL,
     due           REAL NOT NULL,
     error_code    TEXT,
-    error_message TEXT
+    error_message TEXT,
+    PRIMARY KEY (runner, key)
 );
+"""
+INTAKE_TABLE = """
 CREATE TABLE IF NOT EXISTS intake (
-    seq       INTEGER PRIMARY KEY,
+    runner    TEXT NOT NULL DEFAULT '',
+    seq       INTEGER NOT NULL,
     bus       TEXT NOT NULL,
     event     BLOB NOT NULL,
     ingested  REAL NOT NULL,
-    addressed TEXT
+    addressed TEXT,
+    PRIMARY KEY (runner, seq)
 );
+"""
+SCHEMA = (
+    PENDING_TABLE
+    + INTAKE_TABLE
+    + """
 CREATE TABLE IF NOT EXISTS schedule_marks (
     bus         TEXT NOT NULL,
     rule        TEXT NOT NULL,
@@ -48,6 +65,22 @@ CREATE TABLE IF NOT EXISTS schedule_marks (
     PRIMARY KEY (bus, rule)
 );
 """
+)
+#: Version 1's two tables were keyed without a runner: each is copied aside,
+#: made again keyed by runner, and its rows (the one runner's, '') copied back.
+#: A copy rather than a rename: PostgreSQL keeps a renamed table's key index
+#: under its old name, which the new table's key would collide with.
+MIGRATE_TO_2 = [
+    (table, columns, create)
+    for table, columns, create in (
+        (
+            "pending_deliveries",
+            "key, bus, rule, target_id, event, ingested, attempts, due, error_code, error_message",
+            PENDING_TABLE,
+        ),
+        ("intake", "seq, bus, event, ingested, addressed", INTAKE_TABLE),
+    )
+]
 
 
 class ScheduleMark(NamedTuple):
@@ -95,15 +128,17 @@ class PendingRow:
 # SQLite parse again (half the speed, measured in bench/bench_retries.py).
 # Deletes carry only keys: one statement over a JSON array of them.
 SAVE_PENDING = (
-    "INSERT INTO pending_deliveries (key, bus, rule, target_id, event, ingested, attempts,"
-    " due, error_code, error_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT(key) DO UPDATE SET attempts = excluded.attempts, due = excluded.due,"
+    "INSERT INTO pending_deliveries (runner, key, bus, rule, target_id, event, ingested,"
+    " attempts, due, error_code, error_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT(runner, key) DO UPDATE SET attempts = excluded.attempts, due = excluded.due,"
     " error_code = excluded.error_code, error_message = excluded.error_message"
 )
-DELETE_PENDING = "DELETE FROM pending_deliveries WHERE key IN (SELECT value FROM {keys})"
+DELETE_PENDING = (
+    "DELETE FROM pending_deliveries WHERE runner = ? AND key IN (SELECT value FROM {keys})"
+)
 LOAD_PENDING = (
     "SELECT key, event, ingested, attempts, error_code, error_message FROM pending_deliveries"
-    " WHERE key IN (SELECT value FROM {keys})"
+    " WHERE runner = ? AND key IN (SELECT value FROM {keys})"
 )
 #: A pending row as the group commit writes it: [key, bus, rule, target id,
 #: event as JSON text, ingested, attempts, due, error code, error message].
@@ -122,18 +157,37 @@ class LoadedRow:
 
 
 class StateDB(Store):
-    """The runner's tables. Use ``await StateDB.open(path)`` and ``close()``."""
+    """The runner's tables. Use ``await StateDB.open(path)`` and ``close()``;
+    ``runner`` names whose intake rows and pending retries these are (a
+    cluster's runners share one PostgreSQL database, each its own rows)."""
 
     name = "state"
+    version = 2
     schema = SCHEMA
     #: Transactions that wrote or deleted pending rows in groups: how tests
     #: see that many failures share few commits.
     pending_writes = 0
 
+    def __init__(self, clock: Clock | None = None, *, runner: str = "") -> None:
+        super().__init__(clock)
+        self.runner = runner
+
+    async def migrate(self, connection: Queries, found: int) -> None:
+        if found < 2:
+            for table, columns, create in MIGRATE_TO_2:
+                await connection.execute(f"CREATE TABLE {table}_v1 AS SELECT * FROM {table}")
+                await connection.execute(f"DROP TABLE {table}")
+                await connection.execute(self.dialect.ddl(create))
+                await connection.execute(
+                    f"INSERT INTO {table} (runner, {columns}) SELECT '', {columns} FROM {table}_v1"
+                )
+                await connection.execute(f"DROP TABLE {table}_v1")
+
     async def save_pending_rows(self, rows: list[PendingSave]) -> None:
         """Insert or update many pending rows in one transaction."""
+        runner = self.runner
         async with self.transaction() as db:
-            await db.executemany(SAVE_PENDING, rows)
+            await db.executemany(SAVE_PENDING, [(runner, *row) for row in rows])
         self.pending_writes += 1
 
     async def opened(self) -> None:
@@ -143,22 +197,24 @@ class StateDB(Store):
 
     async def delete_pending_keys(self, keys: list[str]) -> None:
         """Delete many pending rows in one statement (one transaction)."""
-        await self.execute(self._delete_pending, (orjson.dumps(keys),))
+        await self.execute(self._delete_pending, (self.runner, orjson.dumps(keys)))
         self.pending_writes += 1
 
     async def load_pending(self, keys: list[str]) -> dict[str, LoadedRow]:
         """The rows of ``keys`` that exist, in one SELECT; a key without a row
         (deleted meanwhile) is absent."""
-        rows = await self.rows(self._load_pending, (orjson.dumps(keys),))
+        rows = await self.rows(self._load_pending, (self.runner, orjson.dumps(keys)))
         return {row[0]: LoadedRow(parse_json(row[1]), *row[2:]) for row in rows}
 
     async def top_pending_key(self) -> int:
-        """The highest numeric key of any row, of every bus (0 when none): new
-        keys go above it, so a new row never lands on a row left by a removed
-        bus or rule. (A key that is not a number counts by its leading digits,
-        which can only raise the figure.)"""
+        """The highest numeric key of this runner's rows, of every bus (0 when
+        none): new keys go above it, so a new row never lands on a row left
+        by a removed bus or rule. (A key that is not a number counts by its
+        leading digits, which can only raise the figure.)"""
         top = await self.scalar(
             f"SELECT max({self.dialect.leading_integer('key')}) FROM pending_deliveries"
+            " WHERE runner = ?",
+            (self.runner,),
         )
         return max(int(top or 0), 0)
 
@@ -167,8 +223,8 @@ class StateDB(Store):
         before numeric keys get one, so the retry heap holds small ints."""
         async with self.transaction() as db:
             await db.executemany(
-                "UPDATE pending_deliveries SET key = ? WHERE key = ?",
-                [(new, old) for old, new in keys.items()],
+                "UPDATE pending_deliveries SET key = ? WHERE runner = ? AND key = ?",
+                [(new, self.runner, old) for old, new in keys.items()],
             )
 
     async def save_pending(
@@ -189,41 +245,62 @@ class StateDB(Store):
         (which SQLite may still complete) and the write after it agree on one row.
         """
         code, message = error or (None, None)
-        await self.execute(
-            "INSERT INTO pending_deliveries"
-            " (key, bus, rule, target_id, event, ingested, attempts, due, error_code,"
-            " error_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET attempts = excluded.attempts,"
-            " due = excluded.due, error_code = excluded.error_code,"
-            " error_message = excluded.error_message",
-            (
-                key,
-                bus,
-                rule,
-                target_id,
-                dump_json(event),
-                ingested,
-                attempts,
-                due,
-                code,
-                message,
-            ),
-        )
+        row = (key, bus, rule, target_id, dump_json(event), ingested, attempts, due, code, message)
+        await self.execute(SAVE_PENDING, (self.runner, *row))
 
     async def delete_pending(self, key: str) -> None:
-        await self.execute("DELETE FROM pending_deliveries WHERE key = ?", (key,))
+        await self.execute(
+            "DELETE FROM pending_deliveries WHERE runner = ? AND key = ?", (self.runner, key)
+        )
 
     async def pending(self, bus: str) -> list[PendingRow]:
-        """Every pending delivery of ``bus``, earliest due first."""
+        """This runner's pending deliveries of ``bus``, earliest due first."""
         rows = await self.rows(
             "SELECT key, bus, rule, target_id, event, ingested, attempts, due, error_code,"
-            " error_message FROM pending_deliveries WHERE bus = ?"
+            " error_message FROM pending_deliveries WHERE runner = ? AND bus = ?"
             f" ORDER BY due, {self.dialect.leading_integer('key')}, key",
-            (bus,),
+            (self.runner, bus),
         )
         return [
             PendingRow(row[0], row[1], row[2], row[3], parse_json(row[4]), *row[5:]) for row in rows
         ]
+
+    async def runners_with_rows(self) -> list[str]:
+        """The other runners that left intake rows or pending retries here."""
+        rows = await self.rows(
+            "SELECT runner FROM intake WHERE runner <> ?"
+            " UNION SELECT runner FROM pending_deliveries WHERE runner <> ?",
+            (self.runner, self.runner),
+        )
+        return sorted(row[0] for row in rows)
+
+    async def adopt(self, other: str) -> tuple[int, int]:
+        """Make ``other``'s intake rows and pending retries this runner's (a
+        runner that is gone: the caller holds its name's lock), numbered
+        after this runner's own, in one transaction; how many of each. Call
+        it before the intake and the retries are loaded (at start)."""
+        integer = self.dialect.leading_integer("key")
+        async with self.transaction() as db:
+            seq = await db.scalar(
+                "SELECT coalesce(max(seq), 0) FROM intake WHERE runner = ?", (self.runner,)
+            )
+            key = await db.scalar(
+                f"SELECT coalesce(max({integer}), 0) FROM pending_deliveries WHERE runner = ?",
+                (self.runner,),
+            )
+            intake = await db.execute(
+                "UPDATE intake SET runner = ?, seq = seq + ? WHERE runner = ?",
+                (self.runner, int(seq), other),
+            )
+            # A key is its number in text; one that is not (an old row) keeps
+            # its text after a prefix that cannot collide with a number.
+            pending = await db.execute(
+                "UPDATE pending_deliveries SET runner = ?, key = CASE"
+                f" WHEN key = CAST({integer} AS TEXT) THEN CAST({integer} + ? AS TEXT)"
+                " ELSE ? || key END WHERE runner = ?",
+                (self.runner, int(key), f"{other}:", other),
+            )
+        return intake, pending
 
     async def schedule_marks(self) -> dict[tuple[str, str], ScheduleMark]:
         rows = await self.rows(

@@ -238,6 +238,11 @@ class Dialect:
     #: DDL is transactional; SQLite's write lock already serializes it).
     schema_lock: str | None = None
 
+    def ddl(self, statement: str) -> str:
+        """One DDL statement in this engine's type names, to ``execute``
+        inside a transaction (``script`` commits first on SQLite)."""
+        return statement
+
     def marks(self, count: int) -> str:
         """``count`` placeholders for an ``IN (...)`` list or a VALUES row."""
         return ", ".join("?" * count)

@@ -14,7 +14,6 @@ import logging
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -29,7 +28,7 @@ from pipelines.errors import (
 )
 from pipelines.event import dump_json
 from pipelines.settings import Flag, Number, Settings
-from pipelines.store import Store, Upkeep
+from pipelines.store import Location, Store, Upkeep
 
 if TYPE_CHECKING:
     from pipelines.clock import Clock
@@ -126,9 +125,16 @@ class TargetServices(Protocol):
         ...
 
     @property
-    def state_path(self) -> Path | None:
-        """The runtime's state database (SQLite), for targets that keep durable
-        state there (queues, topics); None when the runtime has none."""
+    def state_path(self) -> Location | None:
+        """The runtime's state database (a SQLite file or a PostgreSQL URL),
+        for targets that keep durable state there (queues, topics); None when
+        the runtime has none."""
+        ...
+
+    @property
+    def runner(self) -> str | None:
+        """This runner's name in a cluster (a PostgreSQL state shared by
+        several runners), once started; None for the one runner of a file."""
         ...
 
     async def put_events(

@@ -10,9 +10,10 @@ from types import MappingProxyType
 
 import pytest
 
+from pipelines.errors import StateError
 from pipelines.intake import DurableIntake
 from pipelines.state import ScheduleMark, StateDB
-from pipelines.store import Store
+from pipelines.store import Store, backend_for, location_of
 
 from .helpers import eventually
 
@@ -154,3 +155,85 @@ async def test_engine_only_ddl_runs_on_its_engine_and_concurrent_opens_do_not_ra
     finally:
         for store in stores:
             await store.close()
+
+
+V1_TABLES = """
+CREATE TABLE store_versions (store TEXT PRIMARY KEY, version INTEGER NOT NULL, applied REAL NOT NULL);
+CREATE TABLE pending_deliveries (
+    key TEXT PRIMARY KEY, bus TEXT NOT NULL, rule TEXT NOT NULL, target_id TEXT NOT NULL,
+    event BLOB NOT NULL, ingested REAL NOT NULL, attempts INTEGER NOT NULL, due REAL NOT NULL,
+    error_code TEXT, error_message TEXT
+);
+CREATE TABLE intake (
+    seq INTEGER PRIMARY KEY, bus TEXT NOT NULL, event BLOB NOT NULL, ingested REAL NOT NULL,
+    addressed TEXT
+);
+CREATE TABLE schedule_marks (
+    bus TEXT NOT NULL, rule TEXT NOT NULL, fingerprint TEXT NOT NULL, anchor REAL NOT NULL,
+    last_due REAL, PRIMARY KEY (bus, rule)
+);
+"""
+
+
+async def test_version_1_tables_migrate_forward_keeping_their_rows(state_location: str) -> None:
+    # A database a runner of version 1 left: rows keyed without a runner.
+    backend = backend_for(location_of(state_location))
+    raw = await backend.connect(location_of(state_location), create=True, functions={})
+    try:
+        await raw.script(V1_TABLES)
+        await raw.execute("INSERT INTO store_versions VALUES ('state', 1, 0)")
+        await raw.execute(
+            "INSERT INTO intake (seq, bus, event, ingested, addressed) VALUES (?, ?, ?, ?, ?)",
+            (7, "default", b'{"id": "e-7"}', 1.5, None),
+        )
+        await raw.execute(
+            "INSERT INTO pending_deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            pending_row("4", 9.0),
+        )
+    finally:
+        await raw.close()
+    store = await StateDB.open(state_location)
+    try:
+        assert await store.scalar("SELECT version FROM store_versions WHERE store = 'state'") == 2
+        assert [row.key for row in await store.pending("default")] == ["4"]
+        left = await DurableIntake(store).open()
+        assert [(row.seq, row.event) for row in left] == [(7, {"id": "e-7"})]
+    finally:
+        await store.close()
+
+
+async def test_a_newer_schema_is_refused_by_name(state_location: str) -> None:
+    async with await StateDB.open(state_location) as store:
+        await store.execute("UPDATE store_versions SET version = 99 WHERE store = 'state'")
+    with pytest.raises(StateError, match=r"state tables are version 99, newer than .* \(2\)"):
+        await StateDB.open(state_location)
+
+
+async def test_each_runner_keeps_its_own_rows_and_one_adopts_a_gone_runners(
+    state_location: str,
+) -> None:
+    first = await StateDB.open(state_location, runner="a")
+    second = await StateDB.open(state_location, runner="b")
+    try:
+        for store, n in ((first, 1), (second, 1), (second, 2)):
+            intake = DurableIntake(store)
+            await intake.open()
+            writer = asyncio.create_task(intake.run())
+            intake.reserve("default", event(n), 1.0, None, None)
+            await intake.committed(intake.reserved)
+            intake.close()
+            await writer
+        # Both numbered theirs from 1: the same numbers, each its own rows.
+        await first.save_pending_rows([pending_row("1", 5.0)[:10]])
+        await second.save_pending_rows([pending_row("1", 6.0), pending_row("old", 7.0)])
+        assert [row.key for row in await first.pending("default")] == ["1"]
+        assert await second.runners_with_rows() == ["a"]
+        assert await first.adopt("b") == (2, 2)
+        left = await DurableIntake(first).open()
+        assert [(row.seq, row.event["id"]) for row in left] == [(1, "e-1"), (2, "e-1"), (3, "e-2")]
+        keys = [row.key for row in await first.pending("default")]
+        assert keys == ["1", "2", "b:old"]  # b's "1" numbered after a's own
+        assert await first.runners_with_rows() == []
+    finally:
+        await first.close()
+        await second.close()

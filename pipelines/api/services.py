@@ -23,7 +23,6 @@ import base64
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from botocore.model import ServiceModel
@@ -31,6 +30,7 @@ from botocore.model import ServiceModel
 from pipelines.api.errors import ApiError
 from pipelines.api.models import service_model, with_xml_names
 from pipelines.errors import PipelinesError
+from pipelines.store import Location
 
 if TYPE_CHECKING:
     from pipelines.alarms import Alarms
@@ -93,7 +93,7 @@ class ApiHost(Protocol):
     async def delete_resource(self, name: str, *, timeout: float | None = None) -> None: ...
 
     @property
-    def state_path(self) -> Path | None: ...
+    def state_path(self) -> Location | None: ...
 
     @property
     def routes(self) -> Routes: ...

@@ -14,6 +14,7 @@ from typing import Any
 
 from pipelines.errors import ConfigError, Problems, Where
 from pipelines.settings import Flag, Number, Section, Settings, Shape
+from pipelines.store import Location
 
 from .connection import Connection
 
@@ -132,20 +133,25 @@ class Broker:
         return connection
 
 
-def client_id_for(broker: Broker, resource: str, state_path: Path | None) -> tuple[str, bool]:
+def client_id_for(
+    broker: Broker, resource: str, state_path: Location | None, runner: str | None = None
+) -> tuple[str, bool]:
     """The client id and clean-start flag a resource connects with.
 
     A runner with a state database gets an id derived from that database's
     path: stable across restarts (so the broker hands a restarted runner the
     messages it had not acknowledged) and different for each runner of a
-    cluster on one machine. Without a state database nothing survives a
-    restart anyway: a random id and a clean start.
+    cluster on one machine; on a PostgreSQL state shared by a cluster, from
+    its URL and the runner's name (stable when the runner is named).
+    Without a state database nothing survives a restart anyway: a random id
+    and a clean start.
     """
     if broker.client_id is not None:
         return broker.client_id, bool(broker.clean_start)
     if state_path is None:
         return f"pipelines-{resource}-{uuid.uuid4().hex[:12]}", True
-    digest = hashlib.sha256(str(state_path.resolve()).encode()).hexdigest()[:12]
+    where = str(state_path.resolve()) if isinstance(state_path, Path) else f"{state_path}#{runner}"
+    digest = hashlib.sha256(where.encode()).hexdigest()[:12]
     host = socket.gethostname()[:40]
     clean = bool(broker.clean_start) if broker.clean_start is not None else False
     return f"pipelines-{resource}-{host}-{digest}", clean

@@ -193,7 +193,9 @@ class MqttTarget(Target):
 
     async def start(self, services: TargetServices) -> None:
         self._services = services
-        self._client_id, self._clean = client_id_for(self.broker, self.name, services.state_path)
+        self._client_id, self._clean = client_id_for(
+            self.broker, self.name, services.state_path, services.runner
+        )
         # A replacement (a reload) starts while its predecessor still runs.
         # Both would use one client id, and the broker keeps one connection per
         # id, kicking the other: so the predecessor lets go first, and takes

@@ -49,6 +49,8 @@ class _Services:
         self._metrics: MetricStore | None = None
         #: No HTTP port: a one-off publish serves nothing.
         self.routes = Routes()
+        #: Not a runner of a cluster.
+        self.runner: str | None = None
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coroutine)
