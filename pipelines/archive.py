@@ -25,14 +25,13 @@ import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from pipelines.clock import Clock
 from pipelines.errors import ConfigError, NotRunningError, ResourceNotFoundError, StateError, Where
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, dump_json, format_epoch, parse_time
 from pipelines.patterns import Matcher, Pattern, compile_pattern
-from pipelines.store import Row, Step, Store, Upkeep
+from pipelines.store import Location, Row, Step, Store, Upkeep
 from pipelines.targets import check_keys
 
 log = logging.getLogger("pipelines.archive")
@@ -379,7 +378,7 @@ def _described(row: Sequence[Any], oldest: float | None, newest: float | None) -
     return described
 
 
-async def read_archives(state: Path, name: str | None = None) -> list[dict[str, Any]]:
+async def read_archives(state: Location, name: str | None = None) -> list[dict[str, Any]]:
     """Describe one archive (``name``) or all, from the state database at
     ``state``, whether its pipeline runs or not (what ``pipelines archive`` shows)."""
     async with ArchiveStore.existing(state) as store:

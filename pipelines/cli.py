@@ -326,6 +326,12 @@ def test_command(path: str) -> None:
     help="Serve AWS's APIs (events, ...) on HOST:PORT for boto3, the AWS CLI and the SDKs"
     " (`:PORT` listens on 127.0.0.1; port 0 picks a free one and logs it).",
 )
+@click.option(
+    "--runner",
+    default=None,
+    help="This runner's name among the runners sharing a PostgreSQL state"
+    " (default: the host and the pid).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def run_command(
     files: tuple[str, ...],
@@ -338,6 +344,7 @@ def run_command(
     control: str | None,
     no_control: bool,
     api: str | None,
+    runner: str | None,
     debug: bool,
 ) -> None:
     """Run the pipeline in FILES until SIGINT or SIGTERM (or until --input is delivered).
@@ -363,6 +370,7 @@ def run_command(
                     control,
                     no_control,
                     api,
+                    runner,
                 )
             )
     except ConfigInvalid as exc:
@@ -392,6 +400,7 @@ async def _run(
     control: str | None,
     no_control: bool,
     api: str | None,
+    runner: str | None,
 ) -> RunReport:
     from pipelines.config import load_config
     from pipelines.control import default_socket
@@ -416,6 +425,7 @@ async def _run(
         api=api,
         shutdown_timeout=shutdown_timeout,
         max_wait=max_wait,
+        runner=runner,
     )
 
 

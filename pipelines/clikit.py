@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import click
 
 from pipelines.errors import PipelinesError
-from pipelines.store import Store, existing
+from pipelines.store import Location, Store, existing, location_of
 
 T = TypeVar("T")
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -62,12 +62,13 @@ def state_options(command: Command) -> Command:
     )(command)
 
 
-def state_database(config: str | None, state: str | None) -> Path:
-    """The state database ``--config``/``--state`` name (it may not exist yet)."""
+def state_database(config: str | None, state: str | None) -> Location:
+    """The state database ``--config``/``--state`` name (it may not exist
+    yet): a SQLite file, or a PostgreSQL URL."""
     from pipelines.config import load_config
 
     if state is not None:
-        return Path(state)
+        return location_of(state)
     path = Path(config) if config is not None else Path("pipeline.yaml")
     if config is None and not path.exists():
         raise PipelinesError(
@@ -80,7 +81,7 @@ def state_database(config: str | None, state: str | None) -> Path:
     return found
 
 
-def state_path(config: str | None, state: str | None, *, create: bool = False) -> Path:
+def state_path(config: str | None, state: str | None, *, create: bool = False) -> Location:
     """The state database ``--config``/``--state`` name. It must exist unless
     ``create``: a mistyped --state must fail, not leave an empty database behind."""
     path = state_database(config, state)

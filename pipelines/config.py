@@ -53,6 +53,7 @@ from pipelines.errors import (
 from pipelines.event import DEFAULT_ACCOUNT
 from pipelines.process import tuned_process
 from pipelines.runtime import DEFAULT_BUS, DURABILITIES, Runtime
+from pipelines.store import Location, is_url
 from pipelines.targets import check_keys
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ class PipelineConfig:
     """The merged, syntax-checked declaration of one pipeline."""
 
     files: list[Path]
-    state: Path | None
+    state: Location | None
     buses: list[str] = field(default_factory=list)
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -585,10 +586,17 @@ def load_config(
     problems += _cluster(config, clusters)
     if state is None or state is False:
         config.state = None
+    elif isinstance(state, str) and is_url(state):
+        config.state = state  # PostgreSQL: the runners of a cluster share it
     elif isinstance(state, str) and state:
         config.state = config.directory / state
     else:
-        problems.append(config.at(("state",), "state must be a file path (or false for none)"))
+        problems.append(
+            config.at(
+                ("state",),
+                "state must be a file path, a postgresql:// URL (or false for none)",
+            )
+        )
     if problems:
         raise ConfigInvalid(problems)
     return config

@@ -59,8 +59,10 @@ START_WAIT = 30.0
 
 def default_socket(config: PipelineConfig) -> Path:
     """Beside the state database (so one state, one socket), or in
-    ``.pipelines`` next to the config when it has none."""
-    directory = config.state.parent if config.state else config.directory / ".pipelines"
+    ``.pipelines`` next to the config when it has none or it is on a server
+    (each runner of a cluster on its own machine, or its own --control)."""
+    state = config.state
+    directory = state.parent if isinstance(state, Path) else config.directory / ".pipelines"
     return directory / SOCKET_NAME
 
 

@@ -34,6 +34,7 @@ from pipelines.store import (
     Row,
     SQLFunction,
     Step,
+    shown,
 )
 
 #: The schemes of a PostgreSQL state location.
@@ -231,7 +232,7 @@ class PostgresBackend(Backend):
         try:
             raw = await psycopg.AsyncConnection.connect(str(location), autocommit=True)
         except psycopg.Error as exc:
-            raise StateError(f"state database {_shown(str(location))}: {exc}".strip()) from None
+            raise StateError(f"state database {shown(str(location))}: {exc}".strip()) from None
         return PostgresConnection(raw)
 
 
@@ -239,8 +240,3 @@ class PostgresBackend(Backend):
 def backend() -> PostgresBackend:
     """The one PostgreSQL backend (its connections are the stores' own)."""
     return PostgresBackend()
-
-
-def _shown(url: str) -> str:
-    """A URL without its password (never in an error or a log line)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)

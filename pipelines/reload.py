@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipelines.config import (
@@ -89,7 +90,8 @@ async def check_reload(runtime: Runtime, current: PipelineConfig, new: PipelineC
 
 
 def _resolved(config: PipelineConfig) -> Any:
-    return config.state.resolve() if config.state is not None else None
+    state = config.state
+    return state.resolve() if isinstance(state, Path) else state
 
 
 async def reload(

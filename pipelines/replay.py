@@ -27,7 +27,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -36,6 +35,7 @@ from pipelines.archive import Archiver, ArchiveStore, archive_arn, iso
 from pipelines.clock import Clock, sleep
 from pipelines.errors import PipelinesError, ReplayError, ResourceNotFoundError, StateError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, parse_json
+from pipelines.store import Location
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -178,7 +178,7 @@ async def read_replays(store: ArchiveStore, name: str | None = None) -> list[dic
     return [replay.describe() for replay in replays]
 
 
-async def replay_status(state: Path, name: str | None = None) -> list[dict[str, Any]]:
+async def replay_status(state: Location, name: str | None = None) -> list[dict[str, Any]]:
     """Describe one replay or all from the state database at ``state``, whether
     its pipeline runs or not (what ``pipelines replay status`` shows)."""
     async with ArchiveStore.existing(state) as store:

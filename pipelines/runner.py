@@ -29,6 +29,7 @@ from pipelines.limits import Limits
 from pipelines.process import tuned_process
 from pipelines.reload import reload
 from pipelines.runtime import Runtime
+from pipelines.store import shown
 
 if TYPE_CHECKING:
     from pipelines.api import ApiServer
@@ -79,6 +80,7 @@ async def run_pipeline(
     shutdown_timeout: float = 10.0,
     clock: Clock | None = None,
     max_wait: float = MAX_WAIT,
+    runner: str | None = None,
 ) -> RunReport:
     """Run ``config`` until ``stop`` is set, or until ``events`` (JSON lines, each
     a PutEvents entry) are all delivered. Raises ``ConfigInvalid`` before
@@ -88,7 +90,8 @@ async def run_pipeline(
     files; so does a change to them with ``watch``. See ``pipelines.reload``.
 
     ``api`` (``HOST:PORT``, else the config's ``api``) serves AWS's APIs for
-    the pipeline there (``pipelines.api``).
+    the pipeline there (``pipelines.api``). ``runner`` names this runner
+    among a cluster's (a PostgreSQL state; default: the host and the pid).
     """
     # The config's functions import from beside it while it runs.
     with tuned_process([config.directory], switch_interval=None):
@@ -103,6 +106,7 @@ async def run_pipeline(
             shutdown_timeout,
             clock,
             max_wait,
+            runner,
         )
 
 
@@ -117,11 +121,12 @@ async def _run_pipeline(
     shutdown_timeout: float,
     clock: Clock | None,
     max_wait: float,
+    runner: str | None,
 ) -> RunReport:
     stop = stop or asyncio.Event()
     reload_requested = reload_requested or asyncio.Event()
     runtime = await build_runtime(
-        config, clock=clock, limits=Limits(drain_timeout=shutdown_timeout)
+        config, clock=clock, limits=Limits(drain_timeout=shutdown_timeout), runner=runner
     )
     report = RunReport()
     server = ControlServer(runtime, control) if control is not None else None
@@ -147,7 +152,7 @@ async def _run_pipeline(
             "pipeline started: %d rules on %d buses, state %s%s",
             rules,
             len(runtime.buses()),
-            config.state or "none (in memory)",
+            shown(config.state) if config.state is not None else "none (in memory)",
             f", control socket {control}" if control is not None else "",
         )
         await _running(runtime, config, events, stop, reload_requested, watch, report, max_wait)

@@ -48,6 +48,7 @@ import importlib
 import logging
 import os
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -667,6 +668,16 @@ def location_of(given: str | Path) -> Location:
 URL_BACKENDS = {"postgresql://": "pipelines.postgres", "postgres://": "pipelines.postgres"}
 
 
+def is_url(given: str) -> bool:
+    """Whether a state location is a server's URL rather than a file."""
+    return given.startswith(tuple(URL_BACKENDS))
+
+
+def shown(location: Location) -> str:
+    """A location as logs and errors show it: a URL without its password."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", str(location))
+
+
 def backend_for(location: Location) -> Backend:
     """The engine of ``location``: the one its URL's scheme names, else SQLite."""
     if isinstance(location, str):
@@ -674,7 +685,7 @@ def backend_for(location: Location) -> Backend:
             if location.startswith(scheme):
                 made: Backend = importlib.import_module(module).backend()
                 return made
-        raise StateError(f"state database {location}: no engine takes this URL")
+        raise StateError(f"state database {shown(location)}: no engine takes this URL")
     return SQLITE
 
 
@@ -699,18 +710,19 @@ def private_file(path: Path) -> None:
 def unusable(location: Location, exc: Exception) -> StateError:
     """The one-line error for a state database that cannot be used."""
     return StateError(
-        f"state database {location}: {exc}; point state at another file,"
+        f"state database {shown(location)}: {exc}; point state at another file,"
         " or move this one away if it is not a pipelines database"
     )
 
 
-def existing(path: str | Path) -> Path:
+def existing(path: Location) -> Location:
     """``path``, a pipeline's state database that must already exist (what the
-    CLI reads, whether the pipeline runs or not); StateError otherwise."""
-    path = Path(path)
-    if not SQLITE.exists(path):
-        raise StateError(f"state database {path} does not exist: run the pipeline first")
-    return path
+    CLI reads, whether the pipeline runs or not); StateError otherwise. A
+    server's database is taken as it is: connecting says what is wrong."""
+    location = location_of(path)
+    if isinstance(location, Path) and not SQLITE.exists(location):
+        raise StateError(f"state database {location} does not exist: run the pipeline first")
+    return location
 
 
 # -- periodic upkeep -----------------------------------------------------------------
@@ -845,7 +857,9 @@ class Store(Queries):
         a database: ``StateError`` naming the path when there is none."""
         location = location_of(path)
         if not backend_for(location).exists(location):
-            raise StateError(f"state database {location} does not exist: run the pipeline first")
+            raise StateError(
+                f"state database {shown(location)} does not exist: run the pipeline first"
+            )
         store = cls(*args, **options)
         await store._connect(location, create=False)
         try:
@@ -898,7 +912,8 @@ class Store(Queries):
             found = await connection.scalar(query, (self.name,))
             if found is not None and found > self.version:
                 raise StateError(
-                    f"state database {self.path}: its {self.name} tables are version {found},"
+                    f"state database {shown(self.path)}: its {self.name} tables are"
+                    f" version {found},"
                     f" newer than this pipelines knows ({self.version}); upgrade pipelines"
                 )
             if found is not None and found < self.version:

@@ -23,7 +23,7 @@ from pipelines.event import new_event_id
 from pipelines.metrics import MetricStore
 from pipelines.pluginmanager import target_types
 from pipelines.routes import Routes
-from pipelines.store import Upkeep
+from pipelines.store import Location, Upkeep
 from pipelines.targets import DeliveryContext, StoreT, Target, open_state_store, run_upkeep
 from plugins.topic.target import TopicTarget, message_attribute
 
@@ -41,7 +41,7 @@ def declared_topics(config_file: str | Path) -> dict[str, dict[str, Any]]:
 class _Services:
     """What the targets of a one-off publish need from a runtime."""
 
-    def __init__(self, state_path: Path | None, resources: Mapping[str, Target]) -> None:
+    def __init__(self, state_path: Location | None, resources: Mapping[str, Target]) -> None:
         self.clock: Clock = SystemClock()
         self.state_path = state_path
         self._resources = resources
