@@ -544,6 +544,42 @@ def tap_command(
 # -- archives and replays ------------------------------------------------------------
 
 
+@cli.group("state")
+def state_group() -> None:
+    """The state database: its stores' versions, and migrating them forward."""
+
+
+#: What ``state info --output table`` shows of each store.
+STATE_COLUMNS = ("store", "version", "known", "status")
+
+
+@state_group.command("info")
+@state_options
+@output_option
+def state_info_command(config: str | None, state: str | None, output: str) -> None:
+    """The state database's engine and each store's version (changes nothing)."""
+    from pipelines.migrations import state_info
+
+    info = asyncio.run(state_info(state_path(config, state)))
+    if output == "table":
+        caption = f"{info['state']} ({info['engine']})"
+        echo_output(info["stores"], output, columns=STATE_COLUMNS, caption=caption)
+    else:
+        echo_output(info, output)
+
+
+@state_group.command("migrate")
+@state_options
+@output_option
+def state_migrate_command(config: str | None, state: str | None, output: str) -> None:
+    """Bring every store of the state database that is behind to this version."""
+    from pipelines.migrations import migrate_state
+
+    done = asyncio.run(migrate_state(state_path(config, state)))
+    caption = None if done else "every store is current"
+    echo_output(done, output, columns=("store", "from", "to"), caption=caption)
+
+
 @cli.group("archive")
 def archive_group() -> None:
     """Archives: the events a pipeline keeps for replays (read from its state database)."""

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import click
 
     from pipelines.api.services import Service
+    from pipelines.store import Store
     from pipelines.targets import TargetType
 
 hookspec = pluggy.HookspecMarker("pipelines")
@@ -83,6 +84,23 @@ def register_services(register: Callable[[Service], None]) -> None:
     (501). Several plugins may serve one service, each its own operations
     (the http plugin adds connections and API destinations to the engine's
     events service); an operation registered twice is an error naming both.
+
+    Must return None; what counts is the calls to ``register``.
+    """
+
+
+@hookspec
+def register_stores(register: Callable[[type[Store]], None]) -> None:
+    """Name the durable stores the plugin keeps in a pipeline's state database.
+
+    Called when ``pipelines state info`` or ``pipelines state migrate`` looks
+    at a state database. ``register`` takes one ``pipelines.store.Store``
+    subclass per call (the class, not an instance): its ``name``, ``version``
+    and ``migrate`` are how the state's tables of that store are reported and
+    brought forward. A store opens (and migrates) its tables by itself when a
+    runner uses it; registering it lets an operator see and migrate them
+    before starting the new version, and lets ``info`` name a version this
+    pipelines does not know.
 
     Must return None; what counts is the calls to ``register``.
     """

@@ -21,6 +21,7 @@ from plugins.logs.target import LogGroupType
 
 if TYPE_CHECKING:
     from pipelines.api import Service
+    from pipelines.store import Store
 
 
 @hookimpl
@@ -40,3 +41,10 @@ def register_services(register: Callable[[Service], None]) -> None:
     from plugins.logs.api import logs
 
     register(logs)
+
+
+@hookimpl
+def register_stores(register: Callable[[type[Store]], None]) -> None:
+    from plugins.logs.store import LogStore
+
+    register(LogStore)

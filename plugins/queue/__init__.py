@@ -17,8 +17,10 @@ from pipelines.hookspecs import hookimpl
 from pipelines.targets import TargetType
 from plugins.queue.target import QueueType
 
-if TYPE_CHECKING:  # the endpoint's code loads only when an endpoint starts
+if TYPE_CHECKING:
+    # the endpoint's code loads only when an endpoint starts
     from pipelines.api.services import Service
+    from pipelines.store import Store
 
 
 @hookimpl
@@ -38,3 +40,10 @@ def register_services(register: Callable[[Service], None]) -> None:
     from plugins.queue.api import sqs
 
     register(sqs)
+
+
+@hookimpl
+def register_stores(register: Callable[[type[Store]], None]) -> None:
+    from plugins.queue.store import QueueStore
+
+    register(QueueStore)

@@ -20,6 +20,7 @@ from plugins.stream.target import StreamType
 
 if TYPE_CHECKING:
     from pipelines.api import Service
+    from pipelines.store import Store
 
 
 @hookimpl
@@ -39,3 +40,10 @@ def register_services(register: Callable[[Service], None]) -> None:
     from plugins.stream.api import kinesis
 
     register(kinesis)
+
+
+@hookimpl
+def register_stores(register: Callable[[type[Store]], None]) -> None:
+    from plugins.stream.store import StreamStore
+
+    register(StreamStore)
