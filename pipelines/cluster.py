@@ -156,7 +156,9 @@ class SharedMembership(Membership):
             return await self._connection.scalar(sql, (key,))
 
 
-def membership_for(location: Location, runner: str | None = None) -> Membership:
+def membership_for(
+    location: Location, runner: str | None = None, *, check_every: float = CHECK_EVERY
+) -> Membership:
     """How a runner on ``location`` takes part: alone on a file, or in a cluster."""
     if isinstance(location, Path):
         if runner:
@@ -165,7 +167,7 @@ def membership_for(location: Location, runner: str | None = None) -> Membership:
                 " which one runner uses"
             )
         return Membership(location)
-    return SharedMembership(location, runner)
+    return SharedMembership(location, runner, check_every=check_every)
 
 
 async def led(membership: Membership, role: str, work: Callable[[], Awaitable[None]]) -> None:

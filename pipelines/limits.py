@@ -29,6 +29,10 @@ class Limits:
     drain_timeout: float = 10.0
     #: The delays between retries (equal jitter between base and cap).
     backoff: Backoff = field(default_factory=Backoff)
+    #: In a cluster (a PostgreSQL state), how often a runner that does not
+    #: fire the schedules or evaluate the alarms tries to take that role:
+    #: about how long a dead leader's work waits for another runner.
+    leader_check: float = 5.0
     #: PutEvents' per-entry size and nesting limits.
     entries: EntryLimits = field(default_factory=EntryLimits)
 
@@ -37,5 +41,7 @@ class Limits:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Limits.{name} must be a positive integer, not {value!r}")
+        if not self.leader_check > 0:
+            raise ValueError(f"Limits.leader_check must be > 0, not {self.leader_check!r}")
         if not self.drain_timeout >= 0:
             raise ValueError(f"Limits.drain_timeout must be >= 0, not {self.drain_timeout!r}")

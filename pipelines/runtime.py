@@ -621,7 +621,9 @@ class Runtime:
             # First: a second runner on this file (or under this name in a
             # cluster) stops here, before it resumes retries or fires
             # schedules the first one owns.
-            membership = self.membership = membership_for(self.state_path, self.runner)
+            membership = self.membership = membership_for(
+                self.state_path, self.runner, check_every=self.limits.leader_check
+            )
             await membership.join()
             self.runner = membership.runner or None
             try:
