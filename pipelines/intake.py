@@ -37,7 +37,7 @@ import bisect
 import collections
 import logging
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -116,6 +116,14 @@ def _address(stored: str | None) -> str | frozenset[str] | None:
     return value if isinstance(value, str) else frozenset(value)
 
 
+def unsettled(rows: Iterable[tuple[int, str, Any, float, str | None]]) -> list[Unsettled]:
+    """Intake rows as stored, read back as events to dispatch again."""
+    return [
+        Unsettled(seq, bus, parse_json(body), ingested, _address(addressed))
+        for seq, bus, body, ingested, addressed in rows
+    ]
+
+
 class DurableIntake:
     """Intake rows of one state database: reserve, commit, settle, recover.
 
@@ -159,10 +167,7 @@ class DurableIntake:
         # Numbers only need to be unique among the rows there are.
         self._committed = rows[-1][0] if rows else 0
         self._next = self._committed + 1
-        return [
-            Unsettled(seq, bus, parse_json(body), ingested, _address(addressed))
-            for seq, bus, body, ingested, addressed in rows
-        ]
+        return unsettled(rows)
 
     # -- on the hot path: no await ---------------------------------------------------
 
@@ -203,6 +208,14 @@ class DurableIntake:
         self._archived.append((self._next, rows, strict))
         self._next += 1
         self._wake.set()
+
+    def numbers(self, count: int) -> range:
+        """``count`` new sequence numbers for rows already in the table under
+        another runner's name (adopted: ``StateDB.take_over`` renumbers them),
+        which settle and are deleted as this runner's own."""
+        first = self._next
+        self._next += count
+        return range(first, first + count)
 
     @property
     def reserved(self) -> int:

@@ -64,15 +64,15 @@ from pipelines.errors import (
     Where,
 )
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, validate_entry
-from pipelines.intake import DurableIntake, Unsettled
+from pipelines.intake import DurableIntake, Unsettled, unsettled
 from pipelines.limits import Limits
 from pipelines.pending import PendingWriter
 from pipelines.pluginmanager import target_types
 from pipelines.replay import Replays
 from pipelines.routes import Routes
 from pipelines.scheduler import Scheduler
-from pipelines.state import StateDB
-from pipelines.store import Location, Upkeep, location_of
+from pipelines.state import PendingRow, StateDB
+from pipelines.store import Location, Upkeep, location_of, shown
 from pipelines.targets import StoreT, Target, open_state_store, run_upkeep
 
 log = logging.getLogger("pipelines.runtime")
@@ -628,7 +628,9 @@ class Runtime:
             self.runner = membership.runner or None
             try:
                 self._state = await StateDB.open(self.state_path, runner=membership.runner)
-                await self._adopt_gone_runners(membership, self._state)
+                if membership.shared:
+                    await self._state.join(self.clock.time())
+                    await self._adopt_gone_runners(membership, self._state)
             except BaseException:
                 await self._close_state()
                 raise
@@ -678,6 +680,8 @@ class Runtime:
         assert self._metric_store is not None
         self._store_task = self.spawn(self._metric_store.run())
         self._alarm_task = self.spawn(self._lead(ALARMS, self.alarms.run))
+        if self.membership is not None and self.membership.shared and self._state is not None:
+            self.spawn(self._adopt_while_running(self.membership, self._state))
         # Last: the scheduler's first events find the targets started.
         self._scheduling = self.spawn(self._lead(SCHEDULER, self.scheduler.run))
 
@@ -685,7 +689,8 @@ class Runtime:
         """Make the rows of the cluster's runners that are gone this runner's,
         before it loads its intake and retries: what they accepted and had
         not delivered is delivered by this one (at least once)."""
-        for other in await state.runners_with_rows():
+        others = set(await state.runners_with_rows()) | set(await state.other_runners())
+        for other in sorted(others):
             async with membership.claim(other) as gone:
                 if gone:
                     intake, pending = await state.adopt(other)
@@ -695,6 +700,38 @@ class Runtime:
                         intake,
                         pending,
                     )
+
+    async def _adopt_while_running(self, membership: Membership, state: StateDB) -> None:
+        """Every ``leader_check`` seconds, take over what the cluster's gone
+        runners left (their names' locks are free) and deliver it: a runner
+        that dies and does not come back loses nothing."""
+        while True:
+            await asyncio.sleep(self.limits.leader_check)
+            try:
+                for other in await state.other_runners():
+                    await self._take_over(membership, state, other)
+            except Exception:
+                log.exception("taking over a gone runner's rows failed; trying again later")
+
+    async def _take_over(self, membership: Membership, state: StateDB, other: str) -> None:
+        intake = self.intake
+        async with membership.claim(other) as gone:
+            if not gone or intake is None:
+                return
+            pending, rows = await state.rows_of(other)
+            keys = {row.key: self.deliverer.retries.new_key() for row in pending}
+            seqs = dict(zip((row.seq for row in rows), intake.numbers(len(rows)), strict=True))
+            await state.take_over(other, {key: str(number) for key, number in keys.items()}, seqs)
+        if pending or rows:
+            log.warning(
+                "runner %s is gone: took over its %d unsettled events and %d pending retries",
+                other,
+                len(rows),
+                len(pending),
+            )
+        done = self._schedule_pending(state, pending, keys)
+        adopted = unsettled((seqs[row.seq], *row[1:]) for row in rows)
+        await self._resume(intake, adopted, done)
 
     async def _lead(self, role: str, work: Callable[[], Awaitable[None]]) -> None:
         """Run ``work`` once this runner leads ``role`` (at once when it is
@@ -812,11 +849,19 @@ class Runtime:
             return done
         rows = [row for bus in self._buses.values() for row in await self._state.pending(bus.name)]
         keys = await self._number_pending(self._state, [row.key for row in rows])
+        return self._schedule_pending(self._state, rows, keys)
+
+    def _schedule_pending(
+        self, state: StateDB, rows: list[PendingRow], keys: dict[str, int]
+    ) -> Done:
+        """Put saved retries (their rows under ``keys``) in the retry heap;
+        per event, the deliveries they are."""
+        done: Done = {}
         for row in rows:
             done.setdefault(_copy_of(row.bus, row.event), set()).add((row.rule, row.target_id))
-            bus = self._buses[row.bus]
+            bus = self._buses.get(row.bus)
             try:
-                delivery = bus.delivery(row.rule, row.target_id)
+                delivery = bus.delivery(row.rule, row.target_id) if bus is not None else None
             except ResourceNotFoundError:
                 delivery = None
             if delivery is None:
@@ -826,8 +871,8 @@ class Runtime:
                     keys[row.key],
                     row.rule,
                     row.target_id,
-                    bus.name,
-                    self._state.path,
+                    row.bus,
+                    shown(state.path),
                 )
                 continue
             # Only the key waits in memory: the event is read back when due.

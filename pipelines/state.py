@@ -24,7 +24,8 @@ from pipelines.store import Queries, Step, Store
 # shared PostgreSQL database several runners write them, each numbering its
 # rows itself (``runner`` is '' for the one runner of a SQLite file). A
 # runner that dies leaves its rows to the next one that adopts them
-# (``adopt``). Schedule marks are the cluster's: one per scheduled rule.
+# (``adopt`` at its start, ``take_over`` while it runs); ``runners`` lists
+# who may have left rows. Schedule marks are the cluster's: one per scheduled rule.
 PENDING_TABLE = """
 CREATE TABLE IF NOT EXISTS pending_deliveries (
     runner        TEXT NOT NULL DEFAULT '',
@@ -56,6 +57,10 @@ SCHEMA = (
     PENDING_TABLE
     + INTAKE_TABLE
     + """
+CREATE TABLE IF NOT EXISTS runners (
+    runner TEXT PRIMARY KEY,
+    joined REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS schedule_marks (
     bus         TEXT NOT NULL,
     rule        TEXT NOT NULL,
@@ -143,6 +148,16 @@ LOAD_PENDING = (
 #: A pending row as the group commit writes it: [key, bus, rule, target id,
 #: event as JSON text, ingested, attempts, due, error code, error message].
 PendingSave = tuple[str, str, str, str, str, float, int, float, str | None, str | None]
+
+
+class IntakeRow(NamedTuple):
+    """An intake row as stored (the event as JSON text or bytes)."""
+
+    seq: int
+    bus: str
+    event: Any
+    ingested: float
+    addressed: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +289,48 @@ class StateDB(Store):
         )
         return sorted(row[0] for row in rows)
 
+    async def join(self, now: float) -> None:
+        """Record this runner among those that may leave rows behind."""
+        await self.execute(
+            self.dialect.upsert("runners", ("runner", "joined"), ("runner",)), (self.runner, now)
+        )
+
+    async def other_runners(self) -> list[str]:
+        """The other runners recorded (alive or gone: their locks say which)."""
+        rows = await self.rows("SELECT runner FROM runners WHERE runner <> ?", (self.runner,))
+        return sorted(row[0] for row in rows)
+
+    async def rows_of(self, other: str) -> tuple[list[PendingRow], list[IntakeRow]]:
+        """A gone runner's pending retries and intake rows (in its order)."""
+        pending = await self.rows(
+            "SELECT key, bus, rule, target_id, event, ingested, attempts, due, error_code,"
+            " error_message FROM pending_deliveries WHERE runner = ? ORDER BY due, key",
+            (other,),
+        )
+        intake = await self.rows(
+            "SELECT seq, bus, event, ingested, addressed FROM intake WHERE runner = ? ORDER BY seq",
+            (other,),
+        )
+        return [
+            PendingRow(row[0], row[1], row[2], row[3], parse_json(row[4]), *row[5:])
+            for row in pending
+        ], [IntakeRow(*row) for row in intake]
+
+    async def take_over(self, other: str, pending: dict[str, str], intake: dict[int, int]) -> None:
+        """Make rows of gone runner ``other`` this one's under new numbers
+        (old key -> new, old seq -> new), and forget ``other``: one transaction."""
+        me = self.runner
+        async with self.transaction() as db:
+            await db.executemany(
+                "UPDATE pending_deliveries SET runner = ?, key = ? WHERE runner = ? AND key = ?",
+                [(me, new, other, old) for old, new in pending.items()],
+            )
+            await db.executemany(
+                "UPDATE intake SET runner = ?, seq = ? WHERE runner = ? AND seq = ?",
+                [(me, new, other, old) for old, new in intake.items()],
+            )
+            await db.execute("DELETE FROM runners WHERE runner = ?", (other,))
+
     async def adopt(self, other: str) -> tuple[int, int]:
         """Make ``other``'s intake rows and pending retries this runner's (a
         runner that is gone: the caller holds its name's lock), numbered
@@ -300,6 +357,7 @@ class StateDB(Store):
                 " ELSE ? || key END WHERE runner = ?",
                 (self.runner, int(key), f"{other}:", other),
             )
+            await db.execute("DELETE FROM runners WHERE runner = ?", (other,))
         return intake, pending
 
     async def schedule_marks(self) -> dict[tuple[str, str], ScheduleMark]:
