@@ -124,6 +124,8 @@ class PostgresDialect(Dialect):
     def leading_integer(self, column: str) -> str:
         return f"COALESCE(substring({column} from '^[0-9]+')::bigint, 0)"
 
+    for_update = " FOR UPDATE"
+
 
 def _parameters(parameters: Parameters) -> Any:
     """Parameters as psycopg takes them (bytes of JSON stay bytes: BYTEA)."""
