@@ -18,11 +18,12 @@ PostgreSQL equivalents in ``Store.engine_schema``.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pipelines.errors import StateError
 from pipelines.store import (
@@ -36,6 +37,8 @@ from pipelines.store import (
     Step,
     shown,
 )
+
+T = TypeVar("T")
 
 #: The schemes of a PostgreSQL state location.
 SCHEMES = ("postgresql://", "postgres://")
@@ -128,6 +131,8 @@ class PostgresDialect(Dialect):
     def leading_integer(self, column: str) -> str:
         return f"COALESCE(substring({column} from '^[0-9]+')::bigint, 0)"
 
+    for_update = " FOR UPDATE"
+
 
 def _parameters(parameters: Parameters) -> Any:
     """Parameters as psycopg takes them (bytes of JSON stay bytes: BYTEA)."""
@@ -137,13 +142,67 @@ def _parameters(parameters: Parameters) -> Any:
 
 
 class PostgresConnection(Connection):
-    """A psycopg ``AsyncConnection`` in autocommit mode."""
+    """A psycopg ``AsyncConnection`` in autocommit mode.
+
+    One connection runs one command at a time: the work handed to it runs
+    in the order it was handed over, each piece after the one before has
+    ended (a chain of tasks, as SQLite's connection thread takes its queue),
+    so two coroutines of one store never use it at once, and a statement
+    handed over before a transaction's BEGIN never runs inside it."""
 
     def __init__(self, raw: Any) -> None:
         self.raw = raw
         self._transaction: Any = None
+        self._last: asyncio.Future[Any] | None = None
+
+    def _in_turn(self, work: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
+        """``work`` once everything handed over before it has ended."""
+        before = self._last
+
+        async def turn() -> T:
+            if before is not None and not before.done():
+                await asyncio.wait([before])
+            return await work()
+
+        self._last = task = asyncio.ensure_future(turn())
+        return task
+
+    def submit(
+        self, steps: Sequence[Step], *, transaction: bool = True, synced: bool = False
+    ) -> asyncio.Future[list[Done]]:
+        return self._in_turn(lambda: self._batch(steps, transaction))
+
+    async def batch(
+        self, steps: Sequence[Step], *, transaction: bool = True, synced: bool = False
+    ) -> list[Done]:
+        return await self.submit(steps, transaction=transaction, synced=synced)
 
     async def rows(self, sql: str, parameters: Parameters = ()) -> list[Row]:
+        return await self._in_turn(lambda: self._rows(sql, parameters))
+
+    async def execute(self, sql: str, parameters: Parameters = ()) -> int:
+        return await self._in_turn(lambda: self._execute(sql, parameters))
+
+    async def executemany(self, sql: str, parameters: Iterable[Parameters]) -> int:
+        return await self._in_turn(lambda: self._executemany(sql, parameters))
+
+    async def script(self, sql: str) -> None:
+        await self._in_turn(lambda: self.raw.execute(translate_ddl(sql).encode()))
+
+    async def begin(self) -> None:
+        await self._in_turn(lambda: self.raw.execute("BEGIN"))
+
+    async def commit(self) -> None:
+        await self._in_turn(lambda: self.raw.execute("COMMIT"))
+
+    async def rollback(self) -> None:
+        # A warning, not an error, outside a transaction.
+        await self._in_turn(lambda: self.raw.execute("ROLLBACK"))
+
+    async def close(self) -> None:
+        await self._in_turn(self.raw.close)
+
+    async def _rows(self, sql: str, parameters: Parameters = ()) -> list[Row]:
         async with self.raw.cursor() as cursor:
             await cursor.execute(translate(sql), _parameters(parameters))
             if cursor.description is None:
@@ -151,34 +210,17 @@ class PostgresConnection(Connection):
             found: list[Row] = await cursor.fetchall()
             return found
 
-    async def execute(self, sql: str, parameters: Parameters = ()) -> int:
+    async def _execute(self, sql: str, parameters: Parameters = ()) -> int:
         async with self.raw.cursor() as cursor:
             await cursor.execute(translate(sql), _parameters(parameters))
             return int(max(cursor.rowcount, 0))
 
-    async def executemany(self, sql: str, parameters: Iterable[Parameters]) -> int:
+    async def _executemany(self, sql: str, parameters: Iterable[Parameters]) -> int:
         async with self.raw.cursor() as cursor:
             await cursor.executemany(translate(sql), [_parameters(p) for p in parameters])
             return int(max(cursor.rowcount, 0))
 
-    async def script(self, sql: str) -> None:
-        await self.raw.execute(translate_ddl(sql).encode())
-
-    async def begin(self) -> None:
-        await self.raw.execute("BEGIN")
-
-    async def commit(self) -> None:
-        await self.raw.execute("COMMIT")
-
-    async def rollback(self) -> None:
-        await self.raw.execute("ROLLBACK")  # a warning, not an error, outside a transaction
-
-    async def close(self) -> None:
-        await self.raw.close()
-
-    async def batch(
-        self, steps: Sequence[Step], *, transaction: bool = True, synced: bool = False
-    ) -> list[Done]:
+    async def _batch(self, steps: Sequence[Step], transaction: bool) -> list[Done]:
         # One round trip for the whole plan (psycopg's pipeline mode); every
         # commit is synchronous on PostgreSQL (synchronous_commit), so a
         # ``synced`` batch needs nothing more.

@@ -294,6 +294,11 @@ class Dialect:
         """A text column's leading digits as an integer (0 for none)."""
         return f"CAST({column} AS INTEGER)"
 
+    #: Appended to a SELECT inside a transaction: the rows it reads stay as
+    #: read until the commit. SQLite needs nothing (its write transaction
+    #: holds the whole database); PostgreSQL locks the rows (FOR UPDATE).
+    for_update = ""
+
 
 class Backend(ABC):
     """A database engine: where a store's connections come from."""

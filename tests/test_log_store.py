@@ -4,9 +4,9 @@ metric filters, subscription filters, retention and queries."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,8 +50,8 @@ def sink() -> Sink:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: ManualClock, sink: Sink) -> AsyncIterator[LogStore]:
-    opened = await LogStore.open(tmp_path / "state.db", clock, sink)
+async def store(state_location: str, clock: ManualClock, sink: Sink) -> AsyncIterator[LogStore]:
+    opened = await LogStore.open(state_location, clock, sink)
     await opened.create_log_group("app")
     await opened.create_log_stream("app", "web")
     yield opened
@@ -227,12 +227,12 @@ async def test_create_stream_makes_the_stream_on_demand(store: LogStore) -> None
     assert [s["logStreamName"] for s in await store.describe_log_streams("app")] == ["new", "web"]
 
 
-async def test_events_survive_reopening(tmp_path: Path, clock: ManualClock) -> None:
-    first = await LogStore.open(tmp_path / "state.db", clock)
+async def test_events_survive_reopening(state_location: str, clock: ManualClock) -> None:
+    first = await LogStore.open(state_location, clock)
     await first.create_log_group("app")
     await first.put_log_events("app", "web", events("kept"), create_stream=True)
     await first.close()
-    async with LogStore.existing(tmp_path / "state.db") as again:
+    async with LogStore.existing(state_location) as again:
         assert await messages(again) == ["kept"]
 
 
@@ -384,9 +384,14 @@ async def test_metric_filter_checks(store: LogStore) -> None:
     assert await store.describe_metric_filters("app") == []
 
 
-async def test_metric_filters_feed_the_metric_store(tmp_path: Path, clock: ManualClock) -> None:
-    metrics = await MetricStore.open(tmp_path / "state.db", clock)
-    store = await LogStore.open(tmp_path / "state.db", clock, metrics.put_metric_data)
+# SQLite only until MetricStore runs on PostgreSQL (its port is under way
+# apart): then drop this line and the test runs on both.
+@pytest.mark.parametrize("state_location", ["sqlite"], indirect=True)
+async def test_metric_filters_feed_the_metric_store(
+    state_location: str, clock: ManualClock
+) -> None:
+    metrics = await MetricStore.open(state_location, clock)
+    store = await LogStore.open(state_location, clock, metrics.put_metric_data)
     try:
         await store.create_log_group("app")
         errors = MetricTransformation("Errors", "App", "1", unit="Count")
@@ -541,6 +546,8 @@ async def test_a_query_kept_by_time_of_an_empty_range_finds_nothing(store: LogSt
     assert (result.rows, result.records_scanned, result.records_matched) == ([], 0, 0)
 
 
+# SQLite only: the plan read is SQLite's own (EXPLAIN QUERY PLAN).
+@pytest.mark.parametrize("state_location", ["sqlite"], indirect=True)
 async def test_a_query_kept_by_time_walks_the_time_index(
     store: LogStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -565,3 +572,82 @@ async def test_a_query_kept_by_time_walks_the_time_index(
         assert not any(d.startswith("SCAN") for d in details), details
         # A full sort only of the rows read (the outer query), never of the range.
         assert all(parent == 0 for _, parent, _, d in plan if d == "USE TEMP B-TREE FOR ORDER BY")
+
+
+# -- several runners on one database ---------------------------------------------
+
+
+async def test_runners_putting_at_once_write_one_group_that_every_read_sees_whole(
+    state_location: str, clock: ManualClock
+) -> None:
+    """Two runners (two stores on one database) put into one group at once,
+    a stream of its own each and one they share, while a subscription is read
+    and advanced through them: every event is in the group once, every query
+    through either sees them all, and the subscription forwards each once.
+    (That a group's ids follow its commits, so that no cursor skips an event
+    committed late, rests on the group's row lock: this test does not force
+    the interleaving that would show its absence.)"""
+    runners = [await LogStore.open(state_location, clock) for _ in range(2)]
+    try:
+        await asyncio.gather(*(r.create_log_group("app", exist_ok=True) for r in runners))
+        await runners[0].put_subscription_filter("app", "all", "", "sink")
+        forwarded: list[str] = []
+        done = asyncio.Event()
+
+        async def put(n: int, runner: LogStore) -> None:
+            for request in range(20):
+                for stream in (f"own{n}", "shared"):
+                    lines = [f"{n}-{stream}-{request}-{k} ERROR" for k in range(10)]
+                    answer = await runner.put_log_events(
+                        "app", stream, events(*lines), create_stream=True
+                    )
+                    assert answer["acceptedCount"] == 10
+
+        async def follow() -> None:
+            turn = 0
+            while True:
+                reader = runners[turn % 2]  # the cursor moves through either runner
+                batch = await reader.read_subscription("app", "all", limit=7)
+                forwarded.extend(e["message"] for p in batch.payloads for e in p["logEvents"])
+                await reader.advance_subscription("app", "all", batch.cursor)
+                turn += 1
+                if done.is_set() and not batch.scanned:
+                    return
+                await asyncio.sleep(0)
+
+        following = asyncio.ensure_future(follow())
+        await asyncio.gather(*(put(n, runner) for n, runner in enumerate(runners)))
+        done.set()
+        await asyncio.wait_for(following, 30)
+
+        everything = sorted(
+            f"{n}-{stream}-{request}-{k} ERROR"
+            for n in range(2)
+            for stream in (f"own{n}", "shared")
+            for request in range(20)
+            for k in range(10)
+        )
+        assert sorted(forwarded) == everything
+        for reader in runners:
+            found = await reader.filter_log_events("app", "ERROR")
+            assert sorted(e["message"] for e in found["events"]) == everything
+            counted = await reader.query("app", "stats count() as n by @logStream")
+            assert sorted((row["@logStream"], row["n"]) for row in counted.rows) == [
+                ("own0", 200), ("own1", 200), ("shared", 400)
+            ]  # fmt: skip
+            streams = await reader.describe_log_streams("app")
+            assert [s["logStreamName"] for s in streams] == ["own0", "own1", "shared"]
+    finally:
+        for runner in runners:
+            await runner.close()
+
+
+async def test_a_message_with_a_nul_reads_back_as_it_was_put(store: LogStore) -> None:
+    # PostgreSQL's text holds no NUL: the store escapes it there (and its escape).
+    odd = ["a\x00b", "\ue000", "\ue000\ue002", "x\ue000\x00\ue001"]
+    await store.put_log_events("app", "web", events(*odd))
+    assert await messages(store) == odd
+    read = await store.get_log_events("app", "web", start_from_head=True)
+    assert [e["message"] for e in read["events"]] == odd
+    found = await store.query("app", "fields @message | sort @timestamp asc")
+    assert [row["@message"] for row in found.rows] == odd

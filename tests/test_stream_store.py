@@ -3,6 +3,7 @@ and a ManualClock."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
 from collections.abc import AsyncIterator
@@ -23,6 +24,8 @@ from plugins.stream.store import (
     partition_hash,
 )
 
+from .helpers import eventually
+
 
 @pytest.fixture
 def clock() -> ManualClock:
@@ -30,8 +33,8 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: ManualClock) -> AsyncIterator[StreamStore]:
-    opened = await StreamStore.open(tmp_path / "state.db", clock)
+async def store(state_location: str, clock: ManualClock) -> AsyncIterator[StreamStore]:
+    opened = await StreamStore.open(state_location, clock)
     yield opened
     await opened.close()
 
@@ -333,13 +336,13 @@ async def test_order_per_partition_key_holds_across_a_reshard(store: StreamStore
 
 
 async def test_a_writer_follows_what_another_store_changed(
-    tmp_path: Path, clock: ManualClock
+    state_location: str, clock: ManualClock
 ) -> None:
     """Each store keeps its shard map; a write made with a map another store
     (another process) has since made stale writes nothing and is made again
     on the current map: no record lands in a closed shard, numbers stay
     unique and growing, a deleted stream is not found."""
-    path = tmp_path / "state.db"
+    path = state_location
     async with (
         await StreamStore.open(path, clock) as mine,
         await StreamStore.open(path, clock) as other,
@@ -367,11 +370,11 @@ async def test_a_writer_follows_what_another_store_changed(
 
 
 async def test_a_write_made_again_takes_its_allowance_once(
-    tmp_path: Path, clock: ManualClock
+    state_location: str, clock: ManualClock
 ) -> None:
     """With write limits, a write whose map was stale gives back what it took
     of its shards' allowances before it is made again."""
-    path = tmp_path / "state.db"
+    path = state_location
     async with (
         await StreamStore.open(path, clock) as mine,
         await StreamStore.open(path, clock) as other,
@@ -387,8 +390,10 @@ async def test_a_write_made_again_takes_its_allowance_once(
 # -- consumers -------------------------------------------------------------------
 
 
-async def test_consumers_keep_their_own_checkpoints(tmp_path: Path, clock: ManualClock) -> None:
-    path = tmp_path / "state.db"
+async def test_consumers_keep_their_own_checkpoints(
+    state_location: str, clock: ManualClock
+) -> None:
+    path = state_location
     async with await StreamStore.open(path, clock) as store:
         await store.create_stream("s", 3)
         await store.put_records("s", [{"Data": str(n), "PartitionKey": str(n)} for n in range(30)])
@@ -537,7 +542,17 @@ def plan(path: Path, sql: str, parameters: tuple[Any, ...]) -> list[str]:
         return [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", parameters)]
 
 
-async def test_finding_a_time_seeks_the_arrival_index(store: StreamStore) -> None:
+async def test_finding_a_time_seeks_the_arrival_index(tmp_path: Path, clock: ManualClock) -> None:
+    # SQLite only: the plan read is SQLite's own (EXPLAIN QUERY PLAN).
+    store = await StreamStore.open(tmp_path / "state.db", clock)
+    try:
+        await _seeks_the_arrival_index(store)
+    finally:
+        await store.close()
+
+
+async def _seeks_the_arrival_index(store: StreamStore) -> None:
+    assert isinstance(store.path, Path)
     await store.create_stream("s", 2)
     await store.put_records("s", spread(20))
     for sql, parameters in ((FIRST_AT, (1, 0, 0.0)), (STREAM_FIRST_AT, (0.0, 1))):
@@ -559,6 +574,8 @@ async def test_finding_a_time_seeks_the_arrival_index(store: StreamStore) -> Non
 async def test_an_older_database_gets_the_arrival_index_when_opened(
     tmp_path: Path, clock: ManualClock
 ) -> None:
+    # SQLite only: a version 1 database exists only as a SQLite file (it is
+    # older than the PostgreSQL backend).
     path = tmp_path / "state.db"
     async with await StreamStore.open(path, clock) as store:
         await store.create_stream("s", 1)
@@ -574,7 +591,166 @@ async def test_an_older_database_gets_the_arrival_index_when_opened(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'stream_records'"
         )
         assert ("stream_records_arrival",) in indexes
-        assert await store.scalar("SELECT version FROM store_versions WHERE store = 'streams'") == 2
+        assert await store.scalar("SELECT version FROM store_versions WHERE store = 'streams'") == (
+            StreamStore.version
+        )
         shard = "shardId-000000000000"
         answer = await read_all(store, "s", shard, "AT_TIMESTAMP", timestamp=clock.time())
         assert data(answer) == ["r3", "r4"]
+
+
+# -- several runners on one database ---------------------------------------------
+# Each StreamStore stands for a runner: its own connection, shard map and
+# allowances. On PostgreSQL their transactions run truly at once; on SQLite
+# they take turns at the write lock (what several processes on one file do).
+
+
+async def test_runners_putting_at_once_get_unique_growing_numbers_and_see_all_records(
+    state_location: str, clock: ManualClock
+) -> None:
+    runners = [await StreamStore.open(state_location, clock) for _ in range(3)]
+    try:
+        await runners[0].create_stream("s", 4)
+
+        async def put(runner: StreamStore, n: int) -> list[dict[str, Any]]:
+            written = []
+            for request in range(20):  # in order per runner: its own numbers must grow
+                keys = [f"r{n}-{k % 8}" for k in range(25)]
+                answer = await runner.put_records(
+                    "s", [{"Data": f"{n}:{request}:{k}", "PartitionKey": key}
+                          for k, key in enumerate(keys)],
+                )  # fmt: skip
+                assert answer["FailedRecordCount"] == 0
+                written += answer["Records"]
+            return written
+
+        results = await asyncio.gather(*(put(runner, n) for n, runner in enumerate(runners)))
+        numbers = [
+            parse_sequence_number(r["SequenceNumber"])[0] for written in results for r in written
+        ]
+        # One counter for the stream, allocated by the database: 1..1500, no gap, no twice.
+        assert sorted(numbers) == list(range(1, 1501))
+        for written in results:
+            per_shard: dict[str, list[str]] = {}
+            for r in written:
+                per_shard.setdefault(r["ShardId"], []).append(r["SequenceNumber"])
+            assert all(found == sorted(found) for found in per_shard.values())
+        # Any runner reads every record, in sequence order per shard.
+        for reader in runners:
+            seen = []
+            for shard in await reader.list_shards("s"):
+                answer = await read_all(reader, "s", shard["ShardId"])
+                found = [r["SequenceNumber"] for r in answer["Records"]]
+                assert found == sorted(found)
+                seen += found
+            assert len(seen) == 1500 and len(set(seen)) == 1500
+    finally:
+        for runner in runners:
+            await runner.close()
+
+
+async def test_a_consumer_name_reads_each_shard_in_one_runner_at_a_time(
+    state_location: str, clock: ManualClock
+) -> None:
+    """Three runners run consumer "c" at once: every record is read once
+    (two runners reading one shard would both read it from its checkpoint),
+    in order per shard, and the shards are shared out."""
+    runners = [await StreamStore.open(state_location, clock) for _ in range(3)]
+    try:
+        await runners[0].create_stream("s", 6)
+        await runners[0].put_records(
+            "s", [{"Data": str(n), "PartitionKey": f"k{n % 60}"} for n in range(480)]
+        )
+        read: list[tuple[int, Record]] = []
+
+        async def run(n: int, runner: StreamStore) -> None:
+            async with runner.consume("s", "c", batch=4, poll=0.01) as records:
+                while batch := await records.next_batch():
+                    read.extend((n, record) for record in batch)
+                    await asyncio.sleep(0)  # the others' turn (a handler's await)
+
+        tasks = [asyncio.ensure_future(run(n, runner)) for n, runner in enumerate(runners)]
+        try:
+            await eventually(lambda: len(read) >= 480, 60)
+            await asyncio.sleep(0.1)  # time to read a record twice, were it possible
+        finally:
+            for task in tasks:
+                task.cancel()  # each closes its consumer: checkpoints, then leases given up
+            await asyncio.gather(*tasks, return_exceptions=True)
+        numbers = [record.sequence_number for _, record in read]
+        assert len(numbers) == 480 and len(set(numbers)) == 480
+        per_shard: dict[str, list[str]] = {}
+        for _, record in read:
+            per_shard.setdefault(record.shard_id, []).append(record.sequence_number)
+        assert all(found == sorted(found) for found in per_shard.values())
+        assert len({n for n, _ in read}) > 1  # shared, not one runner reading all
+        # Closing gave every lease up; the checkpoints are at each shard's end.
+        assert await runners[1].scalar("SELECT count(*) FROM stream_leases") == 0
+        saved = await runners[2].checkpoints("s", "c")
+        assert {shard: p["SequenceNumber"] for shard, p in saved.items()} == {
+            shard: found[-1] for shard, found in per_shard.items()
+        }
+    finally:
+        for runner in runners:
+            await runner.close()
+
+
+async def test_a_dead_runners_shards_are_taken_over_when_its_leases_expire(
+    state_location: str, clock: ManualClock
+) -> None:
+    async with (
+        await StreamStore.open(state_location, clock) as first,
+        await StreamStore.open(state_location, clock) as second,
+    ):
+        await first.create_stream("s", 2)
+        await first.put_records("s", [{"Data": str(n), "PartitionKey": f"k{n}"} for n in range(40)])
+        dying = first.consume("s", "c", batch=5, lease=10)
+        one = await dying.next_batch()
+        two = await dying.next_batch()  # the first batch is processed and checkpointed
+        assert len(one) == len(two) == 5
+        # The first runner dies here (no close: its leases stay until they expire).
+        survivor = second.consume("s", "c", batch=50, follow=False, lease=10)
+        assert await survivor.next_batch() == []  # both shards are leased to the dead one
+        await survivor.aclose()
+        clock.jump(11)
+        taken = second.consume("s", "c", batch=50, follow=False, lease=10)
+        rest = [record async for record in taken]
+        # From the dead one's checkpoint: its unfinished batch comes again (at least once).
+        done = {r.sequence_number for r in one}
+        assert {r.sequence_number for r in rest} | done == {
+            r.sequence_number for r in await second.stream("s").records()
+        }
+        assert not done & {r.sequence_number for r in rest}
+        assert {r.sequence_number for r in two} <= {r.sequence_number for r in rest}
+        # The dead one, back, cannot move a checkpoint it no longer holds.
+        before = await second.checkpoints("s", "c")
+        await dying.aclose()
+        assert await second.checkpoints("s", "c") == before
+
+
+async def test_runners_creating_and_resharding_at_once_take_turns(
+    state_location: str, clock: ManualClock
+) -> None:
+    runners = [await StreamStore.open(state_location, clock) for _ in range(3)]
+    try:
+        # Three runners starting with one stream target each make it if need be.
+        made = await asyncio.gather(
+            *(runner.create_stream("s", 2, update=True) for runner in runners)
+        )
+        assert {len(m["Shards"]) for m in made} == {2}
+        assert await runners[0].list_streams() == ["s"]
+        with pytest.raises(StreamError) as taken:
+            await runners[1].create_stream("s", 2)
+        assert taken.value.code == "ResourceInUseException"
+        # Two split the same shard at once: one does, the other finds it closed.
+        middle = str(HASH_SPACE // 4)
+        split = await asyncio.gather(
+            *(runner.split_shard("s", "shardId-000000000000", middle) for runner in runners[:2]),
+            return_exceptions=True,
+        )
+        refused = [r for r in split if isinstance(r, StreamError)]
+        assert len(refused) == 1 and refused[0].code == "ResourceInUseException", split
+        assert len((await runners[2].describe_stream("s"))["Shards"]) == 4
+    finally:
+        for runner in runners:
+            await runner.close()

@@ -23,6 +23,20 @@
   ``expire`` deletes them.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction under the store's lock.
+
+Event ids and several runners (PostgreSQL): a subscription's cursor, ``tail
+--follow`` and a field's ``since`` read "the events after id N" of a group,
+which holds only if the group's ids are given in the order their writes
+commit. SQLite's single writer gives that; on PostgreSQL ids come from a
+sequence as rows are inserted, and transactions commit in any order, so
+every transaction that writes a group's events or reads where they stand
+first locks the group's row (``Dialect.for_update``): the group's writes
+take turns, and an id given after a commit is above every id committed
+before it. Different groups still write at the same time.
+
+Messages on PostgreSQL: its text cannot hold NUL, which a log message may;
+there a NUL is stored as two private-use characters (and U+E000 itself as
+two others), and read back as it was (``_stored``, ``_shown``).
 """
 
 from __future__ import annotations
@@ -109,7 +123,11 @@ CREATE TABLE IF NOT EXISTS log_subscription_filters (
     cursor      INTEGER NOT NULL,
     PRIMARY KEY (grp, name)
 ) WITHOUT ROWID;
-""".replace("EXTRACTED", ",\n    ".join(SLOTS))
+""".replace("EXTRACTED", ",\n    ".join(f"{slot} BLOB" for slot in SLOTS))
+# The value columns are declared BLOB: SQLite's affinity for it is none, so
+# a value keeps the type ingest wrote (as with no declared type, what
+# version 2's ALTER TABLE made); PostgreSQL needs a type (BYTEA), and leaves
+# them empty: queries are not pushed down there (see ``LogStore.query``).
 
 #: PutRetentionPolicy's allowed values (days).
 RETENTION_DAYS = (
@@ -382,6 +400,30 @@ class LogStore(Store):
             for slot in SLOTS:
                 await connection.execute(f"ALTER TABLE log_events ADD COLUMN {slot}")
 
+    @property
+    def _pushes_down(self) -> bool:
+        """Whether queries run their leading filters and first stats in SQL.
+
+        SQLite only: the pushed-down SQL is SQLite's (JSON1, ``typeof``,
+        GLOB) and calls the reference evaluator back for the rows where
+        SQL and Python could read a message differently, which PostgreSQL
+        cannot (it runs no Python). On PostgreSQL the store reads the
+        group's events in the time range (the columns the query needs)
+        and the reference evaluator does the rest in Python: the same
+        answers, with more rows read. So ingest extracts no indexed values
+        there either (no query would read them); policies are kept all
+        the same."""
+        return self.dialect.name == "sqlite"
+
+    @property
+    def _escapes(self) -> bool:
+        """Whether messages are stored escaped (the module's notes: PostgreSQL)."""
+        return self.dialect.name != "sqlite"
+
+    def _read_messages(self, rows: list[Any], index: int) -> list[Any]:
+        """Rows read with a message in column ``index``, as the messages were put."""
+        return _shown_rows(rows, index) if self._escapes and rows else rows
+
     def retention(self) -> Upkeep:
         """The upkeep of the log groups a pipeline runs: events past their
         group's retention are deleted once an hour."""
@@ -395,9 +437,15 @@ class LogStore(Store):
 
     # -- groups and streams -------------------------------------------------
 
-    async def _group(self, name: str) -> tuple[int, int | None]:
-        """The id and retention of group ``name``; ResourceNotFoundException otherwise."""
-        row = await self.one("SELECT id, retention_days FROM log_groups WHERE name = ?", (name,))
+    async def _group(self, name: str, *, lock: bool = False) -> tuple[int, int | None]:
+        """The id and retention of group ``name``; ResourceNotFoundException otherwise.
+        ``lock`` (inside a transaction): the group's writes take turns until
+        it ends (the module's notes on event ids)."""
+        row = await self.one(
+            "SELECT id, retention_days FROM log_groups WHERE name = ?"
+            + (self.dialect.for_update if lock else ""),
+            (name,),
+        )
         if row is None:
             raise LogsError(
                 "ResourceNotFoundException", f"The specified log group does not exist: {name}"
@@ -411,24 +459,24 @@ class LogStore(Store):
         ``exist_ok`` an existing group is kept as it is."""
         check_group_name(name)
         days = check_retention(retention_days)
-        async with self.transaction() as db:
-            if await db.one("SELECT 1 FROM log_groups WHERE name = ?", (name,)) is not None:
-                if exist_ok:
-                    return
-                raise LogsError(
-                    "ResourceAlreadyExistsException",
-                    f"The specified log group already exists: {name}",
-                )
-            await db.execute(
-                "INSERT INTO log_groups (name, created, retention_days) VALUES (?, ?, ?)",
-                (name, self._now_ms(), days),
+        # One statement: runners creating the group at once (a pipeline's
+        # start on each) find it made by the name's uniqueness, not an error.
+        made = await self.one(
+            "INSERT INTO log_groups (name, created, retention_days) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO NOTHING RETURNING id",
+            (name, self._now_ms(), days),
+        )
+        if made is None and not exist_ok:
+            raise LogsError(
+                "ResourceAlreadyExistsException",
+                f"The specified log group already exists: {name}",
             )
 
     async def put_retention_policy(self, name: str, days: int | None) -> None:
         """PutRetentionPolicy (``None``: DeleteRetentionPolicy, never expire)."""
         days = check_retention(days)
         async with self.transaction() as db:
-            await self._group(name)
+            await self._group(name, lock=True)
             await db.execute(
                 "UPDATE log_groups SET retention_days = ? WHERE name = ?", (days, name)
             )
@@ -445,7 +493,9 @@ class LogStore(Store):
         text = orjson.dumps({"Fields": fields}).decode()
         now = self._now_ms()
         async with self.transaction() as db:
-            group_id, _ = await self._group(group)
+            # Locked: ``since`` below is above every event id of the group
+            # committed or to come before this commit (the module's notes on event ids).
+            group_id, _ = await self._group(group, lock=True)
             found = await db.rows(
                 "SELECT field, slot FROM log_index_fields WHERE grp = ?", (group_id,)
             )
@@ -491,7 +541,7 @@ class LogStore(Store):
     async def delete_index_policy(self, group: str) -> None:
         """DeleteIndexPolicy: ingest extracts nothing more; queries read JSON again."""
         async with self.transaction() as db:
-            group_id, _ = await self._group(group)
+            group_id, _ = await self._group(group, lock=True)
             gone = await db.one(
                 "UPDATE log_groups SET index_policy = NULL, index_updated = NULL,"
                 " index_slots = NULL WHERE id = ? AND index_policy IS NOT NULL RETURNING id",
@@ -514,7 +564,7 @@ class LogStore(Store):
     async def delete_log_group(self, name: str) -> None:
         """DeleteLogGroup: the group, its streams, events and filters."""
         async with self.transaction() as db:
-            group, _ = await self._group(name)
+            group, _ = await self._group(name, lock=True)
             for table in (
                 "log_events",
                 "log_streams",
@@ -530,7 +580,9 @@ class LogStore(Store):
         rows = await self.rows(
             "SELECT g.id, g.name, g.created, g.retention_days,"
             " (SELECT count(*) FROM log_metric_filters f WHERE f.grp = g.id),"
-            " (SELECT coalesce(sum(stored_bytes), 0) FROM log_streams s WHERE s.grp = g.id)"
+            # BIGINT: PostgreSQL's sum of integers is NUMERIC (a Decimal to Python).
+            " (SELECT CAST(coalesce(sum(stored_bytes), 0) AS BIGINT) FROM log_streams s"
+            " WHERE s.grp = g.id)"
             " FROM log_groups g WHERE substr(g.name, 1, ?) = ? ORDER BY g.name",
             (len(prefix), prefix),
         )
@@ -558,19 +610,22 @@ class LogStore(Store):
     async def _create_stream(
         self, db: Queries, group_id: int, group: str, name: str, *, exist_ok: bool
     ) -> int:
+        # Made by one statement: another runner making it at the same moment
+        # (PostgreSQL) is found by the name's uniqueness, not an error.
         row = await db.one(
-            "SELECT id FROM log_streams WHERE grp = ? AND name = ?", (group_id, name)
+            "INSERT INTO log_streams (grp, name, created) VALUES (?, ?, ?)"
+            " ON CONFLICT (grp, name) DO NOTHING RETURNING id",
+            (group_id, name, self._now_ms()),
         )
         if row is not None:
-            if exist_ok:
-                return int(row[0])
+            return int(row[0])
+        if not exist_ok:
             raise LogsError(
                 "ResourceAlreadyExistsException",
                 f"The specified log stream already exists: {group}/{name}",
             )
         row = await db.one(
-            "INSERT INTO log_streams (grp, name, created) VALUES (?, ?, ?) RETURNING id",
-            (group_id, name, self._now_ms()),
+            "SELECT id FROM log_streams WHERE grp = ? AND name = ?", (group_id, name)
         )
         assert row is not None
         return int(row[0])
@@ -632,10 +687,12 @@ class LogStore(Store):
         now = self._now_ms()
         filters: list[_MetricFilter] = []
         # The group is looked up inside the write: one deleted meanwhile by
-        # another process is not written to.
+        # another process is not written to. Locked: the module's notes on event ids.
         async with self.transaction() as db:
             found = await db.one(
-                "SELECT id, retention_days, index_slots FROM log_groups WHERE name = ?", (group,)
+                "SELECT id, retention_days, index_slots FROM log_groups WHERE name = ?"
+                + self.dialect.for_update,
+                (group,),
             )
             if found is None:
                 await self._group(group)  # raises ResourceNotFoundException
@@ -645,7 +702,7 @@ class LogStore(Store):
             rows = plan.accepted
             if rows:
                 stream_id = await self._stream_id(db, group_id, group, stream, create_stream)
-                extractor = _extractor(slots) if slots is not None else None
+                extractor = _extractor(slots) if slots is not None and self._pushes_down else None
                 await self._append(db, group_id, stream_id, rows, plan.bytes, now, extractor)
                 filters = await self._metric_filters(group_id)
             elif not create_stream:
@@ -695,6 +752,8 @@ class LogStore(Store):
         now: int,
         extractor: Extractor | None,
     ) -> None:
+        if self._escapes:
+            rows = [(ts, _stored(message)) for ts, message in rows]
         if extractor is None:
             await db.executemany(
                 "INSERT INTO log_events (grp, stream, ts, ingested, message)"
@@ -723,12 +782,15 @@ class LogStore(Store):
                 " WHERE grp = ?",
                 (group_id,),
             )
+        # CASE, not SQLite's two-argument min/max (PostgreSQL's LEAST/GREATEST):
+        # both engines read it. A NULL bound compares false: the new one is taken.
+        first, last = rows[0][0], rows[-1][0]
         await db.execute(
             "UPDATE log_streams SET"
-            " first_event = min(coalesce(first_event, ?1), ?1),"
-            " last_event = max(coalesce(last_event, ?2), ?2),"
-            " last_ingestion = ?3, stored_bytes = stored_bytes + ?4 WHERE id = ?5",
-            (rows[0][0], rows[-1][0], now, size, stream_id),
+            " first_event = CASE WHEN first_event <= ? THEN first_event ELSE ? END,"
+            " last_event = CASE WHEN last_event >= ? THEN last_event ELSE ? END,"
+            " last_ingestion = ?, stored_bytes = stored_bytes + ? WHERE id = ?",
+            (first, first, last, last, now, size, stream_id),
         )
 
     # -- metric filters -----------------------------------------------------
@@ -740,8 +802,8 @@ class LogStore(Store):
         a filter of the same name."""
         check_filter_name(name)
         check_transformation(compiled(pattern), transformation)
-        group_id, _ = await self._group(group)
         async with self.transaction() as db:
+            group_id, _ = await self._group(group, lock=True)  # the count below holds
             row = await db.one(
                 "SELECT count(*) FROM log_metric_filters WHERE grp = ? AND name != ?",
                 (group_id, name),
@@ -765,7 +827,7 @@ class LogStore(Store):
 
     async def _delete_filter(self, table: str, kind: str, group: str, name: str) -> None:
         async with self.transaction() as db:
-            group_id, _ = await self._group(group)
+            group_id, _ = await self._group(group, lock=True)
             deleted = await db.one(
                 f"DELETE FROM {table} WHERE grp = ? AND name = ? RETURNING name", (group_id, name)
             )
@@ -877,7 +939,7 @@ class LogStore(Store):
         last = _untoken(next_token) if next_token is not None else (-1, 0)
         # Read in pages: a selective pattern may look at many rows for few matches.
         while len(found) < limit:
-            page = await self.rows(query, [*params, *last])
+            page = self._read_messages(await self.rows(query, [*params, *last]), 3)
             if not page:
                 break
             hits = await asyncio.to_thread(_matching, matcher, page, 3)
@@ -945,6 +1007,7 @@ class LogStore(Store):
             f" WHERE {where} ORDER BY e.ts {order}, e.id {order} LIMIT ?",
             [*params, limit],
         )
+        rows = self._read_messages(rows, 2)
         if not forward:
             rows.reverse()
         if rows:
@@ -997,8 +1060,8 @@ class LogStore(Store):
         parsed = parse_query(text)
         group_id, retention = await self._group(group)
         where, params = self._time_range(group_id, retention, start_time, end_time)
-        indexed = await self._indexed(group_id)
-        planned = plan(parsed, indexed=indexed) if pushdown else None
+        indexed = await self._indexed(group_id) if pushdown and self._pushes_down else None
+        planned = plan(parsed, indexed=indexed) if indexed is not None else None
         if planned is not None:
             try:
                 result = await self._query_planned(planned, where, params)
@@ -1023,6 +1086,8 @@ class LogStore(Store):
         rows = await self.rows(
             f"SELECT {selected} FROM log_events e{join} WHERE {where} ORDER BY e.ts, e.id", params
         )
+        if "@message" in parsed.columns:
+            rows = self._read_messages(rows, parsed.columns.index("@message"))
         return await asyncio.to_thread(parsed.run, rows)
 
     async def _query_planned(
@@ -1149,6 +1214,8 @@ class LogStore(Store):
         )
         if not rows:
             return await asyncio.to_thread(parsed.run, [], total=0)
+        if "@message" in parsed.columns:
+            rows = self._read_messages(rows, 1 + parsed.columns.index("@message"))
         events = [row[1:] for row in rows]
         return await asyncio.to_thread(parsed.run, events, total=rows[0][0])
 
@@ -1161,8 +1228,10 @@ class LogStore(Store):
         the events that arrive after it is made; replacing one keeps its cursor."""
         check_filter_name(name)
         compiled(pattern)
-        group_id, _ = await self._group(group)
         async with self.transaction() as db:
+            # Locked: the count below holds, and the cursor (the newest id)
+            # is below every event of the group to come (the module's notes on event ids).
+            group_id, _ = await self._group(group, lock=True)
             found = await db.rows(
                 "SELECT name FROM log_subscription_filters WHERE grp = ?", (group_id,)
             )
@@ -1227,6 +1296,7 @@ class LogStore(Store):
             " WHERE e.grp = ? AND e.id > ? ORDER BY e.id LIMIT ?",
             (group_id, position, limit),
         )
+        rows = self._read_messages(rows, 2)
         if rows:
             position = rows[-1][0]
         per_stream: dict[str, list[dict[str, Any]]] = {}
@@ -1245,9 +1315,10 @@ class LogStore(Store):
         group_id, _ = await self._group(group)
         async with self.transaction() as db:
             await db.execute(
-                "UPDATE log_subscription_filters SET cursor = max(cursor, ?)"
+                "UPDATE log_subscription_filters"
+                " SET cursor = CASE WHEN cursor > ? THEN cursor ELSE ? END"
                 " WHERE grp = ? AND name = ?",
-                (cursor, group_id, name),
+                (cursor, cursor, group_id, name),
             )
 
     # -- retention ------------------------------------------------------------
@@ -1266,6 +1337,35 @@ class LogStore(Store):
                     (group_id, now - days * DAY_MS),
                 )
         return deleted
+
+
+#: How a message with a NUL is stored where text cannot hold one (PostgreSQL).
+_ESCAPE = "\ue000"
+_ESCAPED = re.compile("\ue000([\ue001\ue002])")
+
+
+def _stored(message: str) -> str:
+    """``message`` as PostgreSQL's text holds it: NUL as U+E000 U+E002,
+    U+E000 itself as U+E000 U+E001 (so every message reads back as it was)."""
+    if "\x00" not in message and _ESCAPE not in message:
+        return message
+    return message.replace(_ESCAPE, "\ue000\ue001").replace("\x00", "\ue000\ue002")
+
+
+def _shown(message: str) -> str:
+    """A message ``_stored`` wrote, as it was put."""
+    return _ESCAPED.sub(lambda m: _ESCAPE if m.group(1) == "\ue001" else "\x00", message)
+
+
+def _shown_rows(rows: list[Any], index: int) -> list[Any]:
+    """``rows`` with the message in column ``index`` as it was put (copied
+    only when one of them was escaped)."""
+    if not any(_ESCAPE in row[index] for row in rows):
+        return rows
+    return [
+        (*row[:index], _shown(row[index]), *row[index + 1 :]) if _ESCAPE in row[index] else row
+        for row in rows
+    ]
 
 
 @functools.lru_cache(maxsize=64)

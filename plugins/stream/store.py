@@ -34,7 +34,8 @@ import contextlib
 import functools
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +92,28 @@ CREATE TABLE IF NOT EXISTS stream_checkpoints (
 ) WITHOUT ROWID;
 """
 
+#: Version 3 added these: which consumer instance reads which shard (a lease,
+#: taken over once expired), and which instances of a named consumer are alive
+#: (each reads its share of the shards). Several runners on one database
+#: (PostgreSQL) then read each shard once per consumer name.
+LEASES = """
+CREATE TABLE IF NOT EXISTS stream_leases (
+    stream   INTEGER NOT NULL,
+    consumer TEXT NOT NULL,
+    shard    INTEGER NOT NULL,
+    owner    TEXT NOT NULL,
+    expires  REAL NOT NULL,
+    PRIMARY KEY (stream, consumer, shard)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stream_members (
+    stream   INTEGER NOT NULL,
+    consumer TEXT NOT NULL,
+    owner    TEXT NOT NULL,
+    expires  REAL NOT NULL,
+    PRIMARY KEY (stream, consumer, owner)
+) WITHOUT ROWID;
+"""
+
 #: Version 2 added this index: finding where a time falls in a shard (AT_TIMESTAMP,
 #: retention, a consumer starting at a time) was a scan of the shard without it.
 ARRIVAL_INDEX = (
@@ -128,6 +151,9 @@ MAX_GET_RECORDS = 10_000
 TRIM_INTERVAL = 60.0  # retention of the streams a pipeline runs
 MAX_GET_BYTES = 10 * 1024 * 1024  # GetRecords returns at most 10 MiB per call
 ITERATOR_LIFETIME = 300.0
+#: How long a named consumer's lease on a shard lasts unless renewed (each
+#: read renews it): how soon another instance takes over a dead one's shards.
+LEASE_SECONDS = 30.0
 MIN_RETENTION_HOURS = 24
 MAX_RETENTION_HOURS = 8760
 #: Per shard and second, when write limits are on (Kinesis's provisioned mode).
@@ -368,8 +394,9 @@ class StreamStore(Store):
     then ``close()`` (or ``async with``)."""
 
     name = "streams"
-    version = 2
-    schema = f"{SCHEMA}{ARRIVAL_INDEX};"
+    #: 2: the arrival index; 3: consumer leases (stream_leases, stream_members).
+    version = 3
+    schema = f"{SCHEMA}{ARRIVAL_INDEX};{LEASES}"
 
     def __init__(self, clock: Clock | None = None) -> None:
         super().__init__(clock)
@@ -393,7 +420,8 @@ class StreamStore(Store):
     async def migrate(self, connection: Queries, found: int) -> None:
         """Version 1 had no arrival index. The schema, run at every open, has
         already made it (IF NOT EXISTS); the step stays written down here,
-        where a version's change belongs, and costs nothing when done."""
+        where a version's change belongs, and costs nothing when done.
+        Version 3's lease tables are new tables: the schema has made them."""
         if found < 2:
             await connection.execute(ARRIVAL_INDEX)
 
@@ -460,7 +488,35 @@ class StreamStore(Store):
         }
         now = self.clock.time()
         async with self.transaction() as db:
-            found = await db.rows("SELECT id FROM streams WHERE name = ?", (name,))
+            found = await self._lock_stream(db, name)
+            if not found:
+                # Another runner may be creating it at this moment (PostgreSQL:
+                # no database-wide write lock): the name's uniqueness decides.
+                stream = await db.scalar(
+                    "INSERT INTO streams (name, created, retention_hours, max_record_size,"
+                    " write_limits, next_shard, last_seq, last_arrival, version)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0) ON CONFLICT (name) DO NOTHING"
+                    " RETURNING id",
+                    (
+                        name,
+                        now,
+                        retention_hours or MIN_RETENTION_HOURS,
+                        max_record_size or DEFAULT_RECORD_SIZE,
+                        int(bool(write_limits)),
+                        shard_count,
+                    ),
+                )
+                if stream is None:
+                    found = await self._lock_stream(db, name)
+                else:
+                    await db.executemany(
+                        "INSERT INTO stream_shards (stream, shard, start_hash, end_hash, created,"
+                        " first_seq) VALUES (?, ?, ?, ?, ?, 1)",
+                        [
+                            (stream, index, _hash_text(start), _hash_text(end), now)
+                            for index, (start, end) in enumerate(even_ranges(shard_count))
+                        ],
+                    )
             if found:
                 if not update:
                     raise StreamError("ResourceInUseException", f"stream {name} already exists")
@@ -471,39 +527,30 @@ class StreamStore(Store):
                     + "version = version + 1 WHERE id = ?",
                     (*changes.values(), found[0][0]),
                 )
-            else:
-                retention_hours = retention_hours or MIN_RETENTION_HOURS
-                max_record_size = max_record_size or DEFAULT_RECORD_SIZE
-                stream = await db.scalar(
-                    "INSERT INTO streams (name, created, retention_hours, max_record_size,"
-                    " write_limits, next_shard, last_seq, last_arrival, version)"
-                    " VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0) RETURNING id",
-                    (
-                        name,
-                        now,
-                        retention_hours,
-                        max_record_size,
-                        int(bool(write_limits)),
-                        shard_count,
-                    ),
-                )
-                await db.executemany(
-                    "INSERT INTO stream_shards (stream, shard, start_hash, end_hash, created,"
-                    " first_seq) VALUES (?, ?, ?, ?, ?, 1)",
-                    [
-                        (stream, index, _hash_text(start), _hash_text(end), now)
-                        for index, (start, end) in enumerate(even_ranges(shard_count))
-                    ],
-                )
         self._maps.pop(name, None)
         return await self.describe_stream(name)
 
+    async def _lock_stream(self, db: Queries, name: str) -> list[Any]:
+        """The stream's id row, locked until the transaction ends: the
+        transactions that change a stream's shards or settings take turns
+        (SQLite's write lock does that for the whole database; on PostgreSQL
+        the row lock does, and a put's UPDATE of the row waits for it too)."""
+        return await db.rows(
+            f"SELECT id FROM streams WHERE name = ?{self.dialect.for_update}", (name,)
+        )
+
     async def delete_stream(self, name: str) -> None:
         async with self.transaction() as db:
-            found = await db.rows("SELECT id FROM streams WHERE name = ?", (name,))
+            found = await self._lock_stream(db, name)
             if not found:
                 raise StreamError("ResourceNotFoundException", f"stream {name} not found")
-            for table in ("stream_records", "stream_shards", "stream_checkpoints"):
+            for table in (
+                "stream_records",
+                "stream_shards",
+                "stream_checkpoints",
+                "stream_leases",
+                "stream_members",
+            ):
                 await db.execute(f"DELETE FROM {table} WHERE stream = ?", (found[0][0],))
             await db.execute("DELETE FROM streams WHERE id = ?", (found[0][0],))
         self._maps.pop(name, None)
@@ -958,6 +1005,7 @@ class StreamStore(Store):
     async def _open_shard(
         self, name: str, index: int, db: Queries
     ) -> tuple[StreamInfo, Shard, int, int]:
+        await self._lock_stream(db, name)  # two runners resharding at once take turns
         info = await self._info(name, db)
         shard = await self._shard(info, index, db)
         if shard.closed is not None:
@@ -1030,12 +1078,13 @@ class StreamStore(Store):
         batch: int = 1000,
         poll: float = 0.2,
         follow: bool = True,
+        lease: float = LEASE_SECONDS,
     ) -> StreamConsumer:
         """Every record of the stream, in order per shard (and so per partition
         key, also across a reshard: a child is read once its parents are read
         to their end). See ``StreamConsumer``."""
         check_stream_name(name)
-        return StreamConsumer(self, name, consumer, start, batch, poll, follow)
+        return StreamConsumer(self, name, consumer, start, batch, poll, follow, lease)
 
     async def checkpoints(self, name: str, consumer: str) -> dict[str, dict[str, Any]]:
         """Where ``consumer`` stands in each shard: {shard id: {"SequenceNumber", "Finished"}}."""
@@ -1066,10 +1115,25 @@ class StreamStore(Store):
         return {shard: (seq, bool(done)) for shard, seq, done in rows}
 
     async def _save_checkpoints(
-        self, stream: int, consumer: str, positions: Mapping[int, tuple[int, bool]]
-    ) -> None:
+        self,
+        stream: int,
+        consumer: str,
+        positions: Mapping[int, tuple[int, bool]],
+        owner: str | None = None,
+    ) -> set[int]:
+        """Save ``positions``; with ``owner``, only those of the shards whose
+        lease it holds (one whose lease another instance has taken is not
+        this one's to move). The shards saved."""
         now = self.clock.time()
         async with self.transaction() as db:
+            if owner is not None:
+                held = await db.rows(
+                    "SELECT shard FROM stream_leases WHERE stream = ? AND consumer = ?"
+                    f" AND owner = ?{self.dialect.for_update}",
+                    (stream, consumer, owner),
+                )
+                mine = {row[0] for row in held}
+                positions = {s: p for s, p in positions.items() if s in mine}
             await db.executemany(
                 "INSERT INTO stream_checkpoints (stream, consumer, shard, seq, finished, updated)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stream, consumer, shard) DO UPDATE SET"
@@ -1079,6 +1143,96 @@ class StreamStore(Store):
                     for shard, (seq, done) in positions.items()
                 ],
             )
+        return set(positions)
+
+    async def _lease(
+        self,
+        stream: int,
+        consumer: str,
+        owner: str,
+        duration: float,
+        readable: Callable[[dict[int, tuple[int, bool]]], list[int]],
+    ) -> tuple[set[int], dict[int, tuple[int, bool]]]:
+        """One turn of ``owner``'s leases, in one transaction: it says it is
+        alive, renews the leases it holds, gives up those above its share
+        (the shards ``readable`` lists, given every checkpoint saved, divided
+        by the instances alive) or no longer readable, and takes free or
+        expired ones up to its share. The shards it holds now, and the
+        checkpoints. Two instances racing for a shard: the lease row's
+        conflict decides (the loser's upsert finds it unexpired)."""
+        now = self.clock.time()
+        until = now + duration
+        key = (stream, consumer)
+        async with self.transaction() as db:
+            await db.execute(
+                self.dialect.upsert(
+                    "stream_members",
+                    ("stream", "consumer", "owner", "expires"),
+                    ("stream", "consumer", "owner"),
+                ),
+                (*key, owner, until),
+            )
+            await db.execute(
+                "DELETE FROM stream_members WHERE stream = ? AND consumer = ? AND expires <= ?",
+                (*key, now),
+            )
+            alive = await db.scalar(
+                "SELECT count(*) FROM stream_members WHERE stream = ? AND consumer = ?", key
+            )
+            saved = {
+                shard: (seq, bool(done))
+                for shard, seq, done in await db.rows(
+                    "SELECT shard, seq, finished FROM stream_checkpoints"
+                    " WHERE stream = ? AND consumer = ?",
+                    key,
+                )
+            }
+            wanted = readable(saved)
+            share = -(-len(wanted) // max(int(alive), 1))  # ceiling
+            leases = await db.rows(
+                "SELECT shard, owner, expires FROM stream_leases WHERE stream = ? AND consumer = ?",
+                key,
+            )
+            held = sorted(shard for shard, holder, _ in leases if holder == owner)
+            keep = [shard for shard in held if shard in wanted][:share]
+            dropped = [shard for shard in held if shard not in keep]
+            if dropped:
+                await db.execute(
+                    "DELETE FROM stream_leases WHERE stream = ? AND consumer = ? AND owner = ?"
+                    f" AND shard IN ({self.dialect.marks(len(dropped))})",
+                    (*key, owner, *dropped),
+                )
+            if keep:
+                await db.execute(
+                    "UPDATE stream_leases SET expires = ? WHERE stream = ? AND consumer = ?"
+                    f" AND owner = ? AND shard IN ({self.dialect.marks(len(keep))})",
+                    (until, *key, owner, *keep),
+                )
+            taken = {shard for shard, holder, expires in leases if expires > now}
+            for shard in wanted:
+                if len(keep) >= share:
+                    break
+                if shard in taken:
+                    continue
+                got = await db.rows(
+                    "INSERT INTO stream_leases (stream, consumer, shard, owner, expires)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream, consumer, shard) DO UPDATE"
+                    " SET owner = excluded.owner, expires = excluded.expires"
+                    " WHERE stream_leases.expires <= ? RETURNING shard",
+                    (*key, shard, owner, until, now),
+                )
+                if got:
+                    keep.append(shard)
+        return set(keep), saved
+
+    async def _release(self, stream: int, consumer: str, owner: str) -> None:
+        """``owner`` stops: its leases are free at once for the others."""
+        async with self.transaction() as db:
+            for table in ("stream_leases", "stream_members"):
+                await db.execute(
+                    f"DELETE FROM {table} WHERE stream = ? AND consumer = ? AND owner = ?",
+                    (stream, consumer, owner),
+                )
 
     async def _wait_for_records(self, timeout: float) -> None:
         """Until a put on this store, or ``timeout`` (another process may write)."""
@@ -1109,6 +1263,15 @@ class StreamConsumer:
     (``async with`` or ``aclose()``) and by ``checkpoint()``: a consumer that
     stops abruptly reads at most the last batch again (at least once).
     ``follow=False`` stops when every shard has been read to its end for now.
+
+    A named consumer reads a shard only while it holds the shard's lease
+    (``stream_leases``): instances of one consumer name (in other runners on
+    one PostgreSQL database, or in one process) each take their share of the
+    shards and never read a shard at the same time. Each read renews its
+    leases; a lease not renewed for ``lease`` seconds (its holder died, or
+    took that long over one batch) is taken over, from the last checkpoint
+    (at least once). Closing gives the leases up at once. A checkpoint is
+    saved only for shards whose lease this instance still holds.
     """
 
     def __init__(
@@ -1120,6 +1283,7 @@ class StreamConsumer:
         batch: int,
         poll: float,
         follow: bool,
+        lease: float = LEASE_SECONDS,
     ) -> None:
         if not 1 <= batch <= MAX_GET_RECORDS:
             raise StreamError("InvalidArgumentException", f"batch must be 1 to {MAX_GET_RECORDS}")
@@ -1140,6 +1304,10 @@ class StreamConsumer:
         self._shard_done: int | None = None  # the shard whose batch ended its reading
         self._closed = False
         self._turn = 0  # where the next look for records starts: no shard starves
+        self.lease = lease
+        #: This instance, in the lease tables (a named consumer only).
+        self.owner = uuid.uuid4().hex
+        self._held: set[int] = set()  # the shards whose lease it holds
 
     def __aiter__(self) -> StreamConsumer:
         return self
@@ -1159,16 +1327,26 @@ class StreamConsumer:
             self._closed = True
             if processed:
                 self._processed()
-            await self.checkpoint()
+            try:
+                await self.checkpoint()
+            finally:
+                if self.consumer is not None and self._info is not None:
+                    await self.store._release(self._info.id, self.consumer, self.owner)
+                    self._held = set()
 
     async def checkpoint(self) -> None:
         """Save where this consumer stands (a named consumer only)."""
         if self.consumer is None or self._info is None:
             return
-        changed = {s: p for s, p in self._positions.items() if self._saved.get(s) != p}
+        changed = {
+            s: p for s, p in self._positions.items() if s in self._held and self._saved.get(s) != p
+        }
         if changed:
-            await self.store._save_checkpoints(self._info.id, self.consumer, changed)
-            self._saved.update(changed)
+            saved = await self.store._save_checkpoints(
+                self._info.id, self.consumer, changed, self.owner
+            )
+            self._saved.update((s, changed[s]) for s in saved)
+            self._held &= saved | (self._held - set(changed))  # a lease lost is not held
 
     def _processed(self) -> None:
         if self._current is not None:
@@ -1223,12 +1401,16 @@ class StreamConsumer:
         self._info = info
         shards = await store._shards(info.id)
         present = {shard.index for shard in shards}
+        if self.consumer is not None:
+            await self._take_leases(info, shards, present)
         progress = True
         while progress:  # a shard read to its end may free its children
             progress = False
             count = len(shards)
             for offset in range(count):
                 shard = shards[(self._turn + offset) % count]
+                if self.consumer is not None and shard.index not in self._held:
+                    continue  # another instance of this consumer reads it
                 after, finished = self._position(shard)
                 if finished or not all(self._finished(p, present) for p in shard.parents):
                     continue
@@ -1245,6 +1427,28 @@ class StreamConsumer:
                     self._positions[shard.index] = (after, True)
                     progress = True
         return False
+
+    async def _take_leases(self, info: StreamInfo, shards: list[Shard], present: set[int]) -> None:
+        """Renew and take this instance's share of the leases. Where the
+        others stand comes from their checkpoints (a parent read to its end
+        by another instance frees its children here too); a shard taken
+        over starts at its checkpoint, not where this instance last was."""
+
+        def readable(saved: dict[int, tuple[int, bool]]) -> list[int]:
+            for shard, position in saved.items():
+                if shard not in self._held:
+                    self._positions[shard] = self._saved[shard] = position
+            return [
+                shard.index
+                for shard in shards
+                if not self._position(shard)[1]
+                and all(self._finished(p, present) for p in shard.parents)
+            ]
+
+        assert self.consumer is not None
+        self._held, _ = await self.store._lease(
+            info.id, self.consumer, self.owner, self.lease, readable
+        )
 
     def _position(self, shard: Shard) -> tuple[int, bool]:
         if shard.index not in self._positions:
