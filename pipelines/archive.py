@@ -25,13 +25,14 @@ import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from pipelines.clock import Clock
 from pipelines.errors import ConfigError, NotRunningError, ResourceNotFoundError, StateError, Where
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, dump_json, format_epoch, parse_time
 from pipelines.patterns import Matcher, Pattern, compile_pattern
-from pipelines.store import Location, Row, Step, Store, Upkeep
+from pipelines.store import Dialect, Location, Queries, Row, Step, Store, Upkeep
 from pipelines.targets import check_keys
 
 log = logging.getLogger("pipelines.archive")
@@ -49,10 +50,6 @@ MAX_NAME = 48
 MIN_SQLITE = (3, 38, 0)  # the ->> operator
 #: Events to archive: (archive name, event time in epoch seconds, event JSON).
 Rows = list[tuple[str, float, bytes]]
-INSERT = (
-    "INSERT INTO archive_events (archive, time, body)"
-    " SELECT value ->> 0, value ->> 1, substr(?2, value ->> 2, value ->> 3) FROM json_each(?1)"
-)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS archives (
@@ -74,14 +71,6 @@ CREATE TABLE IF NOT EXISTS archive_events (
     body    BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS archive_events_time ON archive_events (archive, time);
-CREATE TRIGGER IF NOT EXISTS archive_events_added AFTER INSERT ON archive_events BEGIN
-    UPDATE archives SET event_count = event_count + 1, size_bytes = size_bytes + length(NEW.body)
-    WHERE name = NEW.archive;
-END;
-CREATE TRIGGER IF NOT EXISTS archive_events_removed AFTER DELETE ON archive_events BEGIN
-    UPDATE archives SET event_count = event_count - 1, size_bytes = size_bytes - length(OLD.body)
-    WHERE name = OLD.archive;
-END;
 CREATE TABLE IF NOT EXISTS replays (
     name          TEXT PRIMARY KEY,
     archive       TEXT NOT NULL,
@@ -99,9 +88,61 @@ CREATE TABLE IF NOT EXISTS replays (
     cursor_seq    INTEGER NOT NULL,
     last_replayed REAL,
     started       REAL,
-    ended         REAL
+    ended         REAL,
+    owner         TEXT,
+    lease         REAL
 );
 """
+
+#: The triggers that keep each archive's count and size, in each engine's words.
+ENGINE_SCHEMA = MappingProxyType(
+    {
+        "sqlite": """
+CREATE TRIGGER IF NOT EXISTS archive_events_added AFTER INSERT ON archive_events BEGIN
+    UPDATE archives SET event_count = event_count + 1, size_bytes = size_bytes + length(NEW.body)
+    WHERE name = NEW.archive;
+END;
+CREATE TRIGGER IF NOT EXISTS archive_events_removed AFTER DELETE ON archive_events BEGIN
+    UPDATE archives SET event_count = event_count - 1, size_bytes = size_bytes - length(OLD.body)
+    WHERE name = OLD.archive;
+END;
+""",
+        # Statement-level triggers over the transition table: one UPDATE per
+        # archive a statement touched, not one per row (in PostgreSQL each
+        # UPDATE of a row makes a new version of it: a group of 1,000 events
+        # would leave 1,000 dead versions of its archive's row). Runners
+        # writing at once wait for each other on the archive's row until
+        # commit, so no count is lost; the rows are locked in name order,
+        # so two writers touching the same archives cannot deadlock.
+        "postgresql": """
+CREATE OR REPLACE FUNCTION archive_events_counted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM 1 FROM archives WHERE name IN (SELECT archive FROM changed)
+            ORDER BY name FOR NO KEY UPDATE;
+        UPDATE archives SET event_count = archives.event_count + moved.events,
+            size_bytes = archives.size_bytes + moved.bytes
+        FROM (SELECT archive, count(*) AS events, sum(length(body)) AS bytes
+              FROM changed GROUP BY archive) AS moved
+        WHERE archives.name = moved.archive;
+    ELSE
+        PERFORM 1 FROM archives WHERE name IN (SELECT archive FROM gone)
+            ORDER BY name FOR NO KEY UPDATE;
+        UPDATE archives SET event_count = archives.event_count - moved.events,
+            size_bytes = archives.size_bytes - moved.bytes
+        FROM (SELECT archive, count(*) AS events, sum(length(body)) AS bytes
+              FROM gone GROUP BY archive) AS moved
+        WHERE archives.name = moved.archive;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER archive_events_added AFTER INSERT ON archive_events
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION archive_events_counted();
+CREATE OR REPLACE TRIGGER archive_events_removed AFTER DELETE ON archive_events
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION archive_events_counted();
+""",
+    }
+)
 
 
 #: The columns of ``replays``, in the order ``ArchiveStore`` reads and writes them.
@@ -124,6 +165,26 @@ REPLAY_COLUMNS = (
     "started",
     "ended",
 )
+
+
+#: The states of a replay under way (``pipelines.replay``'s STARTING, RUNNING,
+#: CANCELLING): one runner runs it.
+REPLAY_ACTIVE = ("STARTING", "RUNNING", "CANCELLING")
+REPLAY_CANCELLING = "CANCELLING"
+
+
+@lru_cache(maxsize=8)
+def _insert_sql(dialect: Dialect) -> str:
+    """``ArchiveStore.insert``'s statement in ``dialect``'s words: the bodies'
+    BLOB first, then the JSON array of (archive, time, offset, length)."""
+    item = dialect.json_item
+    return (
+        "INSERT INTO archive_events (archive, time, body)"
+        f" SELECT {item('given', 0, 'text')}, {item('given', 1, 'real')},"
+        f" substr(?, CAST({item('given', 2, 'integer')} AS INTEGER),"
+        f" CAST({item('given', 3, 'integer')} AS INTEGER))"
+        f" FROM {dialect.json_rows('given')}"
+    )
 
 
 @lru_cache(maxsize=4096)
@@ -199,14 +260,23 @@ class ArchiveStore(Store):
     """
 
     name = "archives"
+    #: 2: a replay's ``owner`` and ``lease`` (which runner runs it, until when).
+    version = 2
     schema = SCHEMA
+    engine_schema = ENGINE_SCHEMA
     separate_reader = True
 
     def __init__(self, clock: Clock | None = None) -> None:
         super().__init__(clock)
 
+    async def migrate(self, connection: Queries, found: int) -> None:
+        if found < 2:
+            # DOUBLE PRECISION: SQLite reads it as REAL, PostgreSQL's REAL is 4 bytes.
+            await connection.execute("ALTER TABLE replays ADD COLUMN owner TEXT")
+            await connection.execute("ALTER TABLE replays ADD COLUMN lease DOUBLE PRECISION")
+
     async def opened(self) -> None:
-        if sqlite3.sqlite_version_info < MIN_SQLITE:
+        if self.dialect.name == "sqlite" and sqlite3.sqlite_version_info < MIN_SQLITE:
             raise StateError(
                 f"archives need SQLite {'.'.join(map(str, MIN_SQLITE))} or newer (JSON operators);"
                 f" this Python uses SQLite {sqlite3.sqlite_version}"
@@ -241,12 +311,10 @@ class ArchiveStore(Store):
         """Mark every archive not in ``names`` DISABLED: no running pipeline
         declares it, so nothing is written to it (its events stay replayable)."""
         names = list(names)
-        marks = self.dialect.marks(len(names))
+        # PostgreSQL has no empty IN list: none declared disables every archive.
+        kept = f" WHERE name NOT IN ({self.dialect.marks(len(names))})" if names else ""
         async with self.transaction() as db:
-            await db.execute(
-                f"UPDATE archives SET state = ? WHERE name NOT IN ({marks})",
-                (DISABLED, *names),
-            )
+            await db.execute(f"UPDATE archives SET state = ?{kept}", (DISABLED, *names))
 
     async def delete_archive(self, name: str) -> None:
         async with self.transaction() as db:
@@ -282,15 +350,17 @@ class ArchiveStore(Store):
     async def append(self, rows: Rows, *, strict: bool) -> None:
         """Write events in one statement, so one transaction, synced to disk
         when ``strict``; triggers keep the archives' counters."""
-        await self.batch([self.insert(rows)], synced=strict)
+        await self.batch([self.insert(rows, self.dialect)], synced=strict)
 
     @staticmethod
-    def insert(rows: Rows) -> Step:
-        """The statement that archives ``rows``, and its parameters (the
-        durable intake runs it in its own transaction, on its connection).
+    def insert(rows: Rows, dialect: Dialect) -> Step:
+        """The statement that archives ``rows`` on ``dialect``'s engine, and its
+        parameters (the durable intake runs it in its own transaction, on its
+        connection: see ``inserter``).
 
         The statement takes the bodies as one BLOB and a JSON array of
-        (archive, time, offset, length); SQLite cuts the BLOB itself. A
+        (archive, time, offset, length); the database cuts the BLOB itself
+        (``substr`` of a BLOB counts bytes from 1 on both engines). A
         row-by-row ``executemany`` would take Python's GIL back at every row,
         and waiting for it while the event loop is busy costs far more than
         the insert (measured: 90,000 rows/s alone, a few hundred beside a
@@ -300,8 +370,15 @@ class ArchiveStore(Store):
             places.append(b'["%s",%.3f,%d,%d]' % (name.encode(), moment, offset, len(body)))
             offset += len(body)
         return Step(
-            INSERT, (b"[" + b",".join(places) + b"]", b"".join(body for _, _, body in rows))
+            _insert_sql(dialect),
+            (b"".join(body for _, _, body in rows), b"[" + b",".join(places) + b"]"),
         )
+
+    @staticmethod
+    def inserter(dialect: Dialect) -> Callable[[Rows], Step]:
+        """``insert`` for the engine of ``dialect``: what a durable intake on
+        that database is given to write archive rows in its own writes."""
+        return lambda rows: ArchiveStore.insert(rows, dialect)
 
     async def purge(self, name: str, before: float) -> int:
         """Delete the archive's events older than ``before`` (epoch seconds), in
@@ -344,16 +421,85 @@ class ArchiveStore(Store):
 
     # -- replays --------------------------------------------------------------
 
-    async def save_replay(self, row: Sequence[Any]) -> None:
-        """Insert or update a replay: values of ``REPLAY_COLUMNS``, the name first."""
-        async with self.transaction() as db:
-            await db.execute(self.dialect.upsert("replays", REPLAY_COLUMNS, ("name",)), row)
+    #
+    # Runners sharing a database share its replays: a replay is run by the
+    # runner whose ``owner`` it carries, until ``lease`` (clock seconds),
+    # which the owner renews as it goes. Each write of a replay's progress
+    # says who writes it, and changes nothing unless the writer still owns
+    # it: a runner that lost a replay (its lease ran out and another runner
+    # took it over) learns so, and stops, instead of both putting its events.
+
+    async def create_replay(self, row: Sequence[Any], owner: str, lease: float) -> bool:
+        """Insert a new replay (values of ``REPLAY_COLUMNS``, the name first),
+        owned by ``owner`` until ``lease``; False when one of that name exists
+        (another runner may have started it meanwhile: one of them wins)."""
+        columns = (*REPLAY_COLUMNS, "owner", "lease")
+        return (
+            await self.execute(self.dialect.insert_new("replays", columns), (*row, owner, lease))
+            == 1
+        )
+
+    async def claim_replay(self, name: str, owner: str, now: float, lease: float) -> bool:
+        """Take a replay that is under way and that no runner runs (its owner
+        let it go, or its lease ended before ``now``), or that ``owner``
+        already holds: whether ``owner`` now holds it, until ``lease``. Of
+        runners claiming one replay at once, exactly one gets it."""
+        changed = await self.execute(
+            "UPDATE replays SET owner = ?, lease = ? WHERE name = ?"
+            f" AND state IN ({self.dialect.marks(len(REPLAY_ACTIVE))})"
+            " AND (owner IS NULL OR owner = ? OR lease < ?)",
+            (owner, lease, name, *REPLAY_ACTIVE, owner, now),
+        )
+        return changed == 1
+
+    async def save_replay(
+        self, row: Sequence[Any], owner: str, lease: float | None, *, progress: bool = False
+    ) -> bool:
+        """Write a replay's state and progress (values of ``REPLAY_COLUMNS``)
+        if ``owner`` holds it, renewing its lease (None: letting it go, for
+        another runner to claim); False, and nothing written, when it does
+        not. A ``progress`` write is refused too once another runner asked
+        to cancel the replay (``cancel_replay``): its owner finishes it."""
+        updated = REPLAY_COLUMNS[1:]
+        assignments = ", ".join(f"{column} = ?" for column in updated)
+        query = f"UPDATE replays SET {assignments}, lease = ? WHERE name = ? AND owner = ?"
+        arguments = [*row[1:], lease, row[0], owner]
+        if lease is None:
+            query = query.replace("lease = ?", "lease = ?, owner = NULL", 1)
+        if progress:
+            query += " AND state <> ?"
+            arguments.append(REPLAY_CANCELLING)
+        return await self.execute(query, arguments) == 1
+
+    async def renew_replay(self, name: str, owner: str, lease: float) -> str | None:
+        """Extend ``owner``'s lease of a replay; the replay's stored state if
+        ``owner`` still holds it, else None."""
+        return await self.scalar(  # type: ignore[no-any-return]
+            "UPDATE replays SET lease = ? WHERE name = ? AND owner = ? RETURNING state",
+            (lease, name, owner),
+        )
+
+    async def cancel_replay(self, name: str) -> bool:
+        """Ask for a STARTING or RUNNING replay to be cancelled, whichever
+        runner runs it (it finishes it at its next step); whether it was."""
+        changed = await self.execute(
+            "UPDATE replays SET state = ? WHERE name = ? AND state IN (?, ?)",
+            (REPLAY_CANCELLING, name, *REPLAY_ACTIVE[:2]),
+        )
+        return changed == 1
+
+    async def replay_owners(self) -> dict[str, tuple[str | None, float | None]]:
+        """Each stored replay's owner and lease."""
+        rows = await self.reader.rows("SELECT name, owner, lease FROM replays")
+        return {name: (owner, lease) for name, owner, lease in rows}
 
     async def replays(self, name: str | None = None) -> list[Row]:
-        """The stored replays (``REPLAY_COLUMNS``): the one named, or all by start."""
+        """The stored replays (``REPLAY_COLUMNS``): the one named, or all by
+        start (not started first, as SQLite orders NULLs; PostgreSQL's
+        default would put them last)."""
         query = f"SELECT {', '.join(REPLAY_COLUMNS)} FROM replays"
         if name is None:
-            return await self.reader.rows(query + " ORDER BY started, name")
+            return await self.reader.rows(query + " ORDER BY started NULLS FIRST, name")
         return await self.reader.rows(query + " WHERE name = ?", (name,))
 
 
@@ -549,9 +695,11 @@ class Archiver:
         rows = [row for call, _, _ in calls for row in call]
         strict = any(strict for _, strict, _ in calls)
         waiting = [done for _, _, done in calls]
+        # The engine's own errors: the database refused or failed the write.
+        refused: tuple[type[Exception], ...] = (*self.store.backend.errors, ValueError)
         try:
             await self.store.append(rows, strict=strict)
-        except (sqlite3.Error, ValueError) as exc:
+        except refused as exc:
             log.error("archive write of %d events failed: %s", len(rows), exc)
             error = StateError(f"archive write to {self.store.path} failed: {exc}")
             for done in waiting:

@@ -3,10 +3,16 @@
 Counting happens on the hot path, so a counter is a dict entry keyed by
 ``(metric name, dimensions)`` where dimensions are a sorted tuple of
 ``(name, value)`` pairs (``Metrics``). ``MetricStore`` is CloudWatch's
-PutMetricData / GetMetricStatistics on SQLite: what is put is aggregated per
-period in memory and merged into one row per metric and period at each flush,
-where the bus's counters are harvested too (under ``NAMESPACE``, per minute,
-as EventBridge publishes its own).
+PutMetricData / GetMetricStatistics on the state database: what is put is
+aggregated per period in memory and merged into one row per metric and period
+at each flush, where the bus's counters are harvested too (under
+``NAMESPACE``, per minute, as EventBridge publishes its own).
+
+On PostgreSQL several runners flush into the same rows: each flush is an
+upsert that merges into the row in the database (``pipelines_merge``, a
+PL/pgSQL twin of the Python function SQLite calls), so the rows of one
+series and minute written by every runner add up, and an alarm evaluated on
+any runner reads all of them.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ import functools
 import logging
 import math
 import re
-import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,7 +34,7 @@ import orjson
 from pipelines.clock import Clock
 from pipelines.errors import MetricError, StateError
 from pipelines.event import format_epoch
-from pipelines.store import Queries, Row, Store
+from pipelines.store import Dialect, Queries, Row, Store
 
 log = logging.getLogger("pipelines.metrics")
 
@@ -213,6 +218,71 @@ CREATE TABLE IF NOT EXISTS metric_data (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS metric_data_time ON metric_data (time);
 """
+#: ``pipelines_merge`` for PostgreSQL, which cannot call Python: the same
+#: merge as ``_merge_blobs`` (``Aggregate.merge``), on the same JSON, in the
+#: database, so concurrent flushes of one row by several runners each merge
+#: into what the one before committed (the upsert waits on the row's lock).
+#: Values are binned as ``_bin`` does (the same libm ``log`` and ``pow``,
+#: so the same bins); numbers go back out as float8's text, which with
+#: ``extra_float_digits`` 1 is the shortest that reads back exactly.
+ENGINE_SCHEMA = MappingProxyType(
+    {
+        "postgresql": f"""
+CREATE OR REPLACE FUNCTION pipelines_bin(value double precision) RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN value = 0 THEN 0::double precision
+        ELSE sign(value) * (2 * power({_GAMMA}::double precision,
+            ceil(ln(abs(value)) / ln({_GAMMA}::double precision)))
+            / ({_GAMMA}::double precision + 1)) END
+$$;
+CREATE OR REPLACE FUNCTION pipelines_merge(old bytea, new bytea) RETURNS bytea
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET extra_float_digits = 1 AS $$
+DECLARE
+    a json;
+    b json;
+    a_binned boolean;
+    b_binned boolean;
+    binned boolean;
+    vs double precision[];
+    cs double precision[];
+    merged text;
+BEGIN
+    IF old IS NULL OR new IS NULL THEN
+        RETURN NULL;
+    END IF;
+    a := convert_from(old, 'UTF8')::json;
+    b := convert_from(new, 'UTF8')::json;
+    a_binned := (a ->> 0)::boolean;
+    b_binned := (b ->> 0)::boolean;
+    binned := a_binned OR b_binned;
+    -- One side binned: the other's values go into bins, then counts add up.
+    SELECT array_agg(v), array_agg(c) INTO vs, cs FROM (
+        SELECT v, sum(c) AS c FROM (
+            SELECT CASE WHEN binned AND NOT a_binned THEN pipelines_bin((p ->> 0)::float8)
+                ELSE (p ->> 0)::float8 END AS v, (p ->> 1)::float8 AS c
+            FROM json_array_elements(a -> 1) AS p
+            UNION ALL
+            SELECT CASE WHEN binned AND NOT b_binned THEN pipelines_bin((p ->> 0)::float8)
+                ELSE (p ->> 0)::float8 END, (p ->> 1)::float8
+            FROM json_array_elements(b -> 1) AS p
+        ) AS pairs GROUP BY v
+    ) AS summed;
+    IF NOT binned AND coalesce(cardinality(vs), 0) > {DISTINCT_LIMIT} THEN
+        binned := true;
+        SELECT array_agg(v), array_agg(c) INTO vs, cs FROM (
+            SELECT pipelines_bin(x.v) AS v, sum(x.c) AS c
+            FROM unnest(vs, cs) AS x(v, c) GROUP BY 1
+        ) AS rebinned;
+    END IF;
+    SELECT string_agg('[' || x.v::text || ',' || x.c::text || ']', ',') INTO merged
+    FROM unnest(vs, cs) AS x(v, c);
+    RETURN convert_to(
+        '[' || CASE WHEN binned THEN 'true' ELSE 'false' END || ',[' || coalesce(merged, '')
+        || ']]', 'UTF8');
+END $$;
+"""
+    }
+)
 
 
 def _bin(value: float) -> float:
@@ -333,7 +403,8 @@ class Aggregate:
         if blob is None:
             return cls(count, total, low, high, None)
         binned, pairs = orjson.loads(blob)
-        return cls(count, total, low, high, {value: n for value, n in pairs}, binned)
+        # float(): PostgreSQL's merge writes 1.0 as 1, which JSON reads as an int.
+        return cls(count, total, low, high, {float(value): n for value, n in pairs}, binned)
 
 
 def _merge_blobs(old: bytes | None, new: bytes | None) -> bytes | None:
@@ -442,6 +513,7 @@ class MetricStore(Store):
 
     name = "metrics"
     schema = STORE_SCHEMA
+    engine_schema = ENGINE_SCHEMA
     functions = MappingProxyType({"pipelines_merge": (2, _merge_blobs)})
 
     def __init__(
@@ -670,7 +742,11 @@ class MetricStore(Store):
             try:
                 async with self.transaction() as db:
                     ids = await self._series_ids(db, keys)
-                    await db.executemany(_UPSERT, _rows(pending, counted, ids))
+                    # In key order: runners flushing the same rows at once
+                    # (PostgreSQL) lock them in one order, so neither waits
+                    # for the other in a cycle (a deadlock).
+                    rows = sorted(_rows(pending, counted, ids), key=_slot)
+                    await db.executemany(_UPSERT, rows)
             except BaseException:
                 self._restore(pending, counted)
                 raise
@@ -719,7 +795,7 @@ class MetricStore(Store):
             made = await db.executemany(
                 "INSERT INTO metric_series (namespace, name, dimensions) VALUES (?, ?, ?)"
                 " ON CONFLICT DO NOTHING",
-                list(named),
+                sorted(named),  # in one order, as the rows' upserts (see flush)
             )
             if made:
                 rows = await db.rows(
@@ -872,10 +948,15 @@ class MetricStore(Store):
             by_id = {ids[key]: key for key in keys if key in ids}
             if not by_id:
                 return found
-            window = (orjson.dumps(list(by_id)).decode(), end - count * period, end, period)
+            window = {
+                "ids": orjson.dumps(list(by_id)),
+                "start": end - count * period,
+                "end": end,
+                "period": period,
+            }
             simple = statistic in STATISTICS
             # All rows at once: one hand-over from SQLite's thread, not one per 64 rows.
-            rows = await db.rows(_READ_MANY if simple else _READ_MANY_ROWS, window)
+            rows = await db.rows(_read_many(self.dialect, simple), window)
         if simple:
             for series, back, n, total, low, high in rows:
                 value = Aggregate(n, total, low, high, None).statistic(statistic)
@@ -897,7 +978,7 @@ class MetricStore(Store):
     ) -> list[dict[str, Any]]:
         """ListMetrics: every metric with data, optionally of one namespace or name."""
         await self.flush()
-        query = "SELECT namespace, name, dimensions FROM metric_series WHERE 1"
+        query = "SELECT namespace, name, dimensions FROM metric_series WHERE TRUE"
         arguments: list[str] = []
         if namespace is not None:
             query += " AND namespace = ?"
@@ -931,12 +1012,14 @@ class MetricStore(Store):
             finally:
                 timer.cancel()
                 self._wake.clear()
+            # The engine's own errors too (a lock held too long, a lost connection).
+            failures: tuple[type[Exception], ...] = (StateError, *self.backend.errors)
             try:
                 await self.flush()
                 if self.clock.time() >= upkeep_due:
                     await self.upkeep()
                     upkeep_due = self.clock.time() + 3_600
-            except (StateError, sqlite3.Error) as exc:
+            except failures as exc:
                 log.error("writing metrics failed (%s); retrying in %s s", exc, self.flush_interval)
 
     def stop_running(self) -> None:
@@ -978,28 +1061,38 @@ class MetricStore(Store):
 
 STATISTIC_SET = ("SampleCount", "Sum", "Minimum", "Maximum")
 
+# The existing row named by the table (PostgreSQL would find a bare ``count``
+# ambiguous); CASE, not SQLite's two-argument min() (PostgreSQL's LEAST).
 _UPSERT = """
 INSERT INTO metric_data (series, time, unit, count, sum, min, max, dist)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (series, time, unit) DO UPDATE SET
-    count = count + excluded.count,
-    sum = sum + excluded.sum,
-    min = min(min, excluded.min),
-    max = max(max, excluded.max),
-    dist = pipelines_merge(dist, excluded.dist)
+    count = metric_data.count + excluded.count,
+    sum = metric_data.sum + excluded.sum,
+    min = CASE WHEN excluded.min < metric_data.min THEN excluded.min ELSE metric_data.min END,
+    max = CASE WHEN excluded.max > metric_data.max THEN excluded.max ELSE metric_data.max END,
+    dist = pipelines_merge(metric_data.dist, excluded.dist)
 """
-# ?1 series ids (JSON), ?2 start, ?3 end, ?4 period; "back" counts periods
-# back from the newest (0).
-_READ_MANY = """
-SELECT series, (?3 - 1 - time) / ?4 AS back, SUM(count), SUM(sum), MIN(min), MAX(max)
-FROM metric_data
-WHERE series IN (SELECT value FROM json_each(?1)) AND time >= ?2 AND time < ?3
-GROUP BY series, back
-"""
-_READ_MANY_ROWS = """
-SELECT series, (?3 - 1 - time) / ?4 AS back, count, sum, min, max, dist FROM metric_data
-WHERE series IN (SELECT value FROM json_each(?1)) AND time >= ?2 AND time < ?3
-"""
+
+
+@functools.lru_cache(maxsize=8)
+def _read_many(dialect: Dialect, simple: bool) -> str:
+    """The read of ``read_many``: :ids the series ids (a JSON array), :start,
+    :end, :period; "back" counts periods back from the newest (0), in
+    integer division on both engines (every operand is an integer). With
+    ``simple``, the statistics SQL can add up, per period; else every row."""
+    back = "(:end - 1 - time) / :period AS back"
+    ids = dialect.json_value("given", "integer")
+    where = (
+        f"WHERE series IN (SELECT {ids} FROM {dialect.json_values('given')})"
+        " AND time >= :start AND time < :end"
+    ).replace("?", ":ids")
+    if simple:
+        return (
+            f"SELECT series, {back}, SUM(count), SUM(sum), MIN(min), MAX(max)"
+            f" FROM metric_data {where} GROUP BY series, back"
+        )
+    return f"SELECT series, {back}, count, sum, min, max, dist FROM metric_data {where}"
 
 
 #: A harvest of counters: its minute, and each moved counter's series and
@@ -1019,6 +1112,11 @@ def _rows(
     moment, deltas = counted
     for key, delta in deltas:
         yield (ids[key], moment, "Count", 1.0, delta, delta, delta, _one_value(delta))
+
+
+def _slot(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An upsert row's key: (series, time, unit)."""
+    return row[:3]
 
 
 @functools.lru_cache(maxsize=256)

@@ -16,6 +16,16 @@ last event the bus accepted: a RUNNING replay resumes there when the runtime
 starts again, so nothing is put twice (after a crash, the events of the last
 unsaved chunk are put again: at least once). Beyond AWS, ``speed`` replays at
 the original pace times a factor instead of as fast as the bus takes them.
+
+Runners sharing a state database (PostgreSQL) share its replays, and each
+replay runs on one of them: the runner that started it (or claimed it later)
+owns it, for a lease of ``LEASE`` seconds that it renews as it goes (each
+chunk, and while a paced replay waits). Every write of its progress is
+conditional on still owning it. Another runner describes it from the shared
+row (RUNNING, its progress as of the last chunk), can cancel it (the owner
+finishes it at its next step), and claims it, at its start (``resume``) or
+when ``adoption`` runs, once the owner let it go (a graceful stop) or its
+lease ran out (the owner died): of runners claiming at once, exactly one wins.
 """
 
 from __future__ import annotations
@@ -23,8 +33,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import re
-from collections.abc import Sequence
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -35,7 +48,7 @@ from pipelines.archive import Archiver, ArchiveStore, archive_arn, iso
 from pipelines.clock import Clock, sleep
 from pipelines.errors import PipelinesError, ReplayError, ResourceNotFoundError, StateError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, parse_json
-from pipelines.store import Location
+from pipelines.store import Location, Upkeep
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -63,6 +76,11 @@ STARTING, RUNNING, CANCELLING = "STARTING", "RUNNING", "CANCELLING"
 COMPLETED, CANCELLED, FAILED = "COMPLETED", "CANCELLED", "FAILED"
 ACTIVE = (STARTING, RUNNING, CANCELLING)
 CHUNK = 1000  # events read, put and saved as one step
+#: Seconds a runner holds a replay without renewing it; another runner takes
+#: over a replay whose owner has not renewed it for that long (it died).
+LEASE = 60.0
+#: How often the owner renews while it waits (a paced replay's gaps).
+RENEW_EVERY = LEASE / 3
 _NAME = re.compile(r"[.\-_A-Za-z0-9]{1,64}")
 
 
@@ -162,8 +180,18 @@ def _check_times(start: float, end: float) -> None:
         raise _invalid("EventStartTime must be before EventEndTime.")
 
 
-async def save(store: ArchiveStore, replay: Replay) -> None:
-    await store.save_replay(replay.row())
+class _Lost(Exception):
+    """This runner no longer owns the replay: another runner took it over."""
+
+
+class _CancelledElsewhere(Exception):
+    """Another runner asked for the replay to be cancelled."""
+
+
+def runner_name() -> str:
+    """A name for this runner's claims, unique among the runners of a cluster
+    (and between two runtimes of one process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 async def load(store: ArchiveStore, name: str | None = None) -> list[Replay]:
@@ -189,8 +217,10 @@ class Replays:
     """The runtime's replays (``runtime.replays``): started, resumed, cancelled,
     each a task of the runtime."""
 
-    def __init__(self, host: ReplayHost) -> None:
+    def __init__(self, host: ReplayHost, owner: str | None = None) -> None:
         self.host = host
+        #: Who this runner is in the replays' ``owner`` column.
+        self.owner = owner if owner is not None else runner_name()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._replays: dict[str, Replay] = {}
         self._cancelling: set[str] = set()
@@ -244,7 +274,9 @@ class Replays:
                 raise _exists(name)
             if not await store.exists(archive):
                 raise ResourceNotFoundError(f"Archive {archive} does not exist.")
-            await save(store, replay)
+            # Another runner may start the same name meanwhile: one insert wins.
+            if not await store.create_replay(replay.row(), self.owner, self._lease()):
+                raise _exists(name)
         except BaseException:
             del self._replays[name]
             raise
@@ -256,19 +288,23 @@ class Replays:
         }
 
     async def cancel(self, name: str) -> dict[str, Any]:
-        """CancelReplay: a STARTING or RUNNING replay becomes CANCELLING, then CANCELLED."""
+        """CancelReplay: a STARTING or RUNNING replay becomes CANCELLING, then
+        CANCELLED (by the runner that runs it, if another one does)."""
         replay = self._replays.get(name)
         if replay is None:
             stored = await load(self.store, name)
             if not stored:
                 raise ResourceNotFoundError(f"Replay {name} does not exist.")
             replay = stored[0]
+            if replay.state in (STARTING, RUNNING) and await self.store.cancel_replay(name):
+                return {"ReplayArn": replay.describe()["ReplayArn"], "State": CANCELLING}
+            replay = (await load(self.store, name))[0]  # it moved meanwhile
         task = self._tasks.get(name)
         if replay.state not in (STARTING, RUNNING) or task is None:
             raise ReplayError(
                 "IllegalStatusException",
                 f"Replay {name} is {replay.state}: only a STARTING or RUNNING replay"
-                " of this running pipeline can be cancelled.",
+                " can be cancelled.",
             )
         # No await from the check to here: the replay cannot end in between.
         replay.state = CANCELLING
@@ -288,13 +324,32 @@ class Replays:
         return [replay.describe() for replay in stored.values()]
 
     async def resume(self) -> None:
-        """At start: go on with replays that were running when the runtime stopped."""
-        for replay in await load(self.store):
+        """At start: go on with replays that were running when the runtime
+        stopped, and take over those whose runner let them go or died (its
+        lease ended); replays another runner runs stay there."""
+        store, clock = self.store, self.host.clock
+        for stored in await load(store):
+            name = stored.name
+            if stored.state not in ACTIVE or name in self._replays:
+                continue
+            if not await store.claim_replay(name, self.owner, clock.time(), self._lease()):
+                log.debug("replay %s runs on another runner", name)
+                continue
+            # Read again now that it is ours: its owner may have saved since.
+            found = await load(store, name)
+            if not found:
+                continue
+            replay = found[0]
             if replay.state == CANCELLING:  # cancelled, then stopped before it ended
                 await self._finish(replay, CANCELLED, "Cancelled before the runtime stopped.")
             elif replay.state in ACTIVE:
                 log.info("resuming replay %s after %d events", replay.name, replay.replayed)
                 self._spawn(replay)
+
+    def adoption(self) -> Upkeep:
+        """Taking over, now and then, the replays of runners that died (a
+        cluster's runners run it; ``resume`` does it once, at start)."""
+        return Upkeep(LEASE, self.resume, "replays left by a stopped runner")
 
     async def stop(self) -> None:
         """At shutdown: stop every replay where it is, progress saved; RUNNING
@@ -326,7 +381,9 @@ class Replays:
                     # (that chunk is then replayed again: at least once).
                     await self._secure(replay)
                     try:
-                        await save(self.store, replay)
+                        # Let go of it: the next runner to start takes it over.
+                        if not await self._save(replay, release=True):
+                            log.warning("replay %s: another runner took it over", replay.name)
                     except Exception:
                         log.exception("saving the progress of replay %s failed", replay.name)
                     raise
@@ -334,6 +391,15 @@ class Replays:
                 if current is not None:
                     current.uncancel()  # asked for by cancel(), and handled here
                 state, reason = CANCELLED, "Cancelled by request."
+            except _CancelledElsewhere:
+                state, reason = CANCELLED, "Cancelled by request."
+            except _Lost:
+                log.warning(
+                    "replay %s: another runner took it over after %d events; this one stops",
+                    replay.name,
+                    replay.replayed,
+                )
+                return
             except Exception as exc:  # a gone archive or bus, a database error, a bug
                 log.error("replay %s failed: %s", replay.name, exc)
                 state, reason = FAILED, f"{type(exc).__name__}: {exc}"[:512]
@@ -371,9 +437,35 @@ class Replays:
         replay.state, replay.reason = state, reason
         replay.ended = self.host.clock.time()
         try:
-            await save(self.store, replay)
+            if not await self._save(replay, release=True):
+                log.warning("replay %s: another runner took it over; not ended", replay.name)
         except Exception:
             log.exception("saving the end of replay %s failed", replay.name)
+
+    def _lease(self) -> float:
+        return self.host.clock.time() + LEASE
+
+    async def _save(self, replay: Replay, *, release: bool = False) -> bool:
+        """Write the replay's state if this runner owns it (renewing its lease,
+        or letting it go when ``release``); whether it did."""
+        lease = None if release else self._lease()
+        return await self.store.save_replay(replay.row(), self.owner, lease)
+
+    async def _progress(self, replay: Replay) -> None:
+        """Write the replay's progress; ``_Lost`` if another runner took it
+        over, ``_CancelledElsewhere`` if another runner cancelled it."""
+        store = self.store
+        if not await store.save_replay(replay.row(), self.owner, self._lease(), progress=True):
+            await self._renew(replay)
+            raise _Lost(replay.name)  # still ours, and not cancelled: it was taken meanwhile
+
+    async def _renew(self, replay: Replay) -> None:
+        """Extend the lease; raise as ``_progress`` when it is not ours to run."""
+        state = await self.store.renew_replay(replay.name, self.owner, self._lease())
+        if state is None:
+            raise _Lost(replay.name)
+        if state == CANCELLING:
+            raise _CancelledElsewhere(replay.name)
 
     async def _replay(self, replay: Replay) -> None:
         store, clock = self.store, self.host.clock
@@ -383,11 +475,11 @@ class Replays:
         if replay.state == STARTING:
             replay.total = await store.count(replay.archive, replay.start_time, replay.end_time)
             replay.state = RUNNING
-            await save(store, replay)
+            await self._progress(replay)
         addressed = frozenset(replay.rules) if replay.rules is not None else None
         if replay.cursor_time == float("-inf"):
             replay.cursor_time = replay.start_time - 1e-9  # strictly before the window
-        pace = _Pace(clock.time(), replay.speed)
+        pace = _Pace(clock.time(), replay.speed, lambda: self._renew(replay))
         self._mark_safe(replay)
         while rows := await store.read(
             replay.archive, (replay.cursor_time, replay.cursor_seq), replay.end_time, CHUNK
@@ -413,15 +505,19 @@ class Replays:
             # The position moves on only once the chunk's events are safe.
             await bus.committed(since)
             self._mark_safe(replay)
-            await save(store, replay)
+            await self._progress(replay)
 
 
 class _Pace:
     """When rows may go: all at once (no speed), or at the archive's pace / speed."""
 
-    def __init__(self, began: float, speed: float | None) -> None:
+    def __init__(
+        self, began: float, speed: float | None, renew: Callable[[], Awaitable[None]]
+    ) -> None:
         self.began = began
         self.speed = speed
+        #: Called at least every ``RENEW_EVERY`` seconds of a long wait.
+        self.renew = renew
         self.first: float | None = None  # event time of the first row replayed this run
 
     async def wait(self, clock: Clock, rows: list[tuple[float, int, bytes]], done: int) -> int:
@@ -431,7 +527,12 @@ class _Pace:
         if self.first is None:
             self.first = rows[done][0]
         offset = (rows[done][0] - self.first) / self.speed
-        await sleep(clock, self.began + offset - clock.time())
+        until = self.began + offset
+        while True:
+            await sleep(clock, min(until - clock.time(), RENEW_EVERY))
+            if clock.time() >= until:
+                break
+            await self.renew()  # the owner keeps its replay through a long gap
         horizon = (clock.time() - self.began) * self.speed + self.first
         due = done + 1
         while due < len(rows) and rows[due][0] <= horizon:

@@ -810,7 +810,8 @@ class Runtime:
         if self._state is None or self.durability != DURABLE:
             return
         intake = DurableIntake(self._state)
-        intake.archive_insert = ArchiveStore.insert  # archives ride in its writes
+        # Archives ride in its writes, in the words of its database's engine.
+        intake.archive_insert = ArchiveStore.inserter(self._state.dialect)
         unsettled = await intake.open()
         self.intake = self.scheduler.intake = intake
         # Its own task, not the group's: it outlives the group at stop, to

@@ -107,3 +107,19 @@ async def held_elsewhere(path: Path | str) -> AsyncIterator[None]:
         other.execute("ROLLBACK")
     finally:
         other.close()
+
+
+def sql(location: Path | str, statement: str, parameters: tuple[Any, ...] = ()) -> list[Any]:
+    """Run one statement on a state database from outside its stores (what
+    a test reads, or breaks, behind a running pipeline's back), on either
+    engine: a SQLite file or a PostgreSQL URL (``?`` placeholders). Its rows."""
+    if isinstance(location, str) and location.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        from pipelines.postgres import translate
+
+        with psycopg.connect(location, autocommit=True) as db:
+            cursor = db.execute(translate(statement), parameters)
+            return cursor.fetchall() if cursor.description is not None else []
+    with sqlite3.connect(location) as db:
+        return db.execute(statement, parameters).fetchall()

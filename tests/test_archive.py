@@ -1,10 +1,12 @@
-"""Archives and replays on a real SQLite file: what is kept, for how long, and
-what a replay puts back on the bus (to which rules, in which states)."""
+"""Archives and replays on a real SQLite file and on a real PostgreSQL
+(``state_location``): what is kept, for how long, and what a replay puts back
+on the bus (to which rules, in which states)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any, cast
@@ -25,6 +27,7 @@ from pipelines.replay import replay_status
 from pipelines.runtime import Runtime
 from pipelines.store import SQLiteConnection
 
+from .helpers import sql
 from .recorder import Recorder, plugin_manager
 
 ENDED = ("COMPLETED", "CANCELLED", "FAILED")
@@ -38,7 +41,9 @@ def entry(n: int, *, source: str = "shop", at: float | None = None) -> dict[str,
     return made
 
 
-def pipeline(state: Path, clock: ManualClock | None = None, durability: str = "durable") -> Runtime:
+def pipeline(
+    state: Path | str, clock: ManualClock | None = None, durability: str = "durable"
+) -> Runtime:
     """Rules "all" (every shop event) and "even" (even n), each with a recorder."""
     runtime = Runtime(
         state_path=state, plugins=plugin_manager(), clock=clock, durability=durability
@@ -51,7 +56,7 @@ def pipeline(state: Path, clock: ManualClock | None = None, durability: str = "d
     return runtime
 
 
-async def archived(state: Path, clock: ManualClock | None = None) -> Runtime:
+async def archived(state: Path | str, clock: ManualClock | None = None) -> Runtime:
     """``pipeline`` with its targets and the archive "all" of every event."""
     runtime = pipeline(state, clock)
     await targets(runtime)
@@ -78,8 +83,8 @@ async def until_ended(runtime: Runtime, name: str, timeout: float = 10.0) -> dic
     return described
 
 
-async def test_an_archive_keeps_the_events_its_pattern_matches(tmp_path: Path) -> None:
-    runtime = pipeline(tmp_path / "state.db")
+async def test_an_archive_keeps_the_events_its_pattern_matches(state_location: str) -> None:
+    runtime = pipeline(state_location)
     await runtime.archives.create_archive("all")
     await runtime.archives.create_archive(
         "big", pattern={"detail": {"n": [{"numeric": [">=", 7]}]}}
@@ -98,23 +103,23 @@ async def test_an_archive_keeps_the_events_its_pattern_matches(tmp_path: Path) -
     assert everything["NewestEventTime"] == "2023-11-14T22:13:29Z"
     assert big["OldestEventTime"] == "2023-11-14T22:13:27Z"
     # The counters are kept as events arrive, and agree with the stored rows.
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        count, size = db.execute(
-            "SELECT count(*), sum(length(body)) FROM archive_events WHERE archive = 'all'"
-        ).fetchone()
-        stored = [json.loads(row[0]) for row in db.execute("SELECT body FROM archive_events")]
+    [(count, size)] = sql(
+        state_location,
+        "SELECT count(*), sum(length(body)) FROM archive_events WHERE archive = 'all'",
+    )
+    stored = [json.loads(row[0]) for row in sql(state_location, "SELECT body FROM archive_events")]
     assert (count, size) == (10, everything["SizeBytes"])
     ids = {e["EventId"] for e in result["Entries"]}
     assert {event["id"] for event in stored} == ids
     # Readable after the pipeline stopped, as the CLI reads it.
-    offline = await read_archives(tmp_path / "state.db", "big")
+    offline = await read_archives(state_location, "big")
     assert offline[0]["EventCount"] == 3
 
 
 async def test_a_replay_puts_the_window_back_with_replay_name_and_is_not_archived(
-    tmp_path: Path,
+    state_location: str,
 ) -> None:
-    runtime = await archived(tmp_path / "state.db")
+    runtime = await archived(state_location)
     async with runtime:
         await runtime.put_events([entry(n, at=T0 + n) for n in range(10)])
         await runtime.wait_until_idle()
@@ -136,8 +141,8 @@ async def test_a_replay_puts_the_window_back_with_replay_name_and_is_not_archive
     assert archive["EventCount"] == 10  # the replay did not archive itself again
 
 
-async def test_a_replay_to_named_rules_reaches_only_those(tmp_path: Path) -> None:
-    runtime = await archived(tmp_path / "state.db")
+async def test_a_replay_to_named_rules_reaches_only_those(state_location: str) -> None:
+    runtime = await archived(state_location)
     async with runtime:
         await runtime.put_events([entry(n, at=T0 + n) for n in range(6)])
         await runtime.wait_until_idle()
@@ -151,8 +156,8 @@ async def test_a_replay_to_named_rules_reaches_only_those(tmp_path: Path) -> Non
     assert described["Destination"]["FilterArns"] == ["even"]
 
 
-async def test_replay_requests_are_checked_as_eventbridge_does(tmp_path: Path) -> None:
-    runtime = pipeline(tmp_path / "state.db")
+async def test_replay_requests_are_checked_as_eventbridge_does(state_location: str) -> None:
+    runtime = pipeline(state_location)
     runtime.bus().put_rule("nightly", schedule="rate(1 day)")
     await runtime.archives.create_archive("all")
     async with runtime:
@@ -179,9 +184,9 @@ async def test_replay_requests_are_checked_as_eventbridge_does(tmp_path: Path) -
         assert [r["ReplayName"] for r in await runtime.replays.list()] == ["once"]
 
 
-async def test_a_cancelled_replay_stops_and_says_so(tmp_path: Path) -> None:
+async def test_a_cancelled_replay_stops_and_says_so(state_location: str) -> None:
     clock = ManualClock(T0 + 1000)
-    runtime = await archived(tmp_path / "state.db", clock)
+    runtime = await archived(state_location, clock)
     async with runtime:
         await runtime.put_events([entry(n, at=T0 + 60 * n) for n in range(5)])
         await runtime.wait_until_idle()
@@ -198,9 +203,9 @@ async def test_a_cancelled_replay_stops_and_says_so(tmp_path: Path) -> None:
     assert described["EventsTotal"] == 5
 
 
-async def test_speed_replays_at_the_original_pace_times_the_factor(tmp_path: Path) -> None:
+async def test_speed_replays_at_the_original_pace_times_the_factor(state_location: str) -> None:
     clock = ManualClock(T0 + 1000)
-    runtime = await archived(tmp_path / "state.db", clock)
+    runtime = await archived(state_location, clock)
     async with runtime:
         await runtime.put_events([entry(n, at=T0 + 10 * n) for n in range(3)])
         await runtime.wait_until_idle()
@@ -219,9 +224,9 @@ async def test_speed_replays_at_the_original_pace_times_the_factor(tmp_path: Pat
 
 
 async def test_a_running_replay_resumes_after_a_restart_without_repeating(
-    tmp_path: Path,
+    state_location: str,
 ) -> None:
-    state = tmp_path / "state.db"
+    state = state_location
     clock = ManualClock(T0 + 1000)
     runtime = pipeline(state, clock)
     await targets(runtime)
@@ -255,9 +260,9 @@ async def test_a_running_replay_resumes_after_a_restart_without_repeating(
     assert described["EventsReplayed"] == 4
 
 
-async def test_retention_purges_old_events_and_their_counts(tmp_path: Path) -> None:
+async def test_retention_purges_old_events_and_their_counts(state_location: str) -> None:
     clock = ManualClock(T0)
-    runtime = pipeline(tmp_path / "state.db", clock)
+    runtime = pipeline(state_location, clock)
     await runtime.archives.create_archive("week", retention_days=7)
     await runtime.archives.create_archive("forever", retention_days=0)
     async with runtime:
@@ -274,14 +279,13 @@ async def test_retention_purges_old_events_and_their_counts(tmp_path: Path) -> N
 
 
 async def test_without_a_durable_intake_a_failed_archive_write_fails_the_entries_and_delivers_nothing(
-    tmp_path: Path,
+    state_location: str,
 ) -> None:
-    runtime = pipeline(tmp_path / "state.db", durability="memory")
+    runtime = pipeline(state_location, durability="memory")
     await targets(runtime)
     await runtime.archives.create_archive("all")
     async with runtime:
-        with sqlite3.connect(tmp_path / "state.db") as db:  # the disk "breaks"
-            db.execute("DROP TABLE archive_events")
+        sql(state_location, "DROP TABLE archive_events")  # the disk "breaks"
         result = await runtime.put_events([entry(1), entry(2)])
         await runtime.wait_until_idle()
         assert received(runtime, "all-sink") == []
@@ -290,32 +294,29 @@ async def test_without_a_durable_intake_a_failed_archive_write_fails_the_entries
     assert "archive write" in result["Entries"][0]["ErrorMessage"]
 
 
-def count(state: Path, table: str) -> int:
-    with sqlite3.connect(state) as db:
-        found: int = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+def count(state: Path | str, table: str) -> int:
+    found: int = sql(state, f"SELECT count(*) FROM {table}")[0][0]
     return found
 
 
 async def test_a_failed_archive_write_keeps_neither_its_archive_nor_its_intake_rows(
-    tmp_path: Path,
+    state_location: str,
 ) -> None:
     """With a durable intake, an event's intake row and archive rows are one
     transaction: the archive refusing its rows refuses the intake's too."""
-    state = tmp_path / "state.db"
+    state = state_location
     runtime = Runtime(state_path=state, plugins=plugin_manager())
     runtime.add_resource("held", "recorder", {"hold": True})
     runtime.bus().put_rule("all", pattern={"source": ["shop"]})
     await runtime.bus().put_targets("all", [{"id": "t", "resource": "held"}])
     await runtime.archives.create_archive("all")
     async with runtime:
-        with sqlite3.connect(state) as db:  # the database refuses archive rows
-            db.execute("ALTER TABLE archive_events RENAME TO away")
+        sql(state, "ALTER TABLE archive_events RENAME TO away")  # the database refuses them
         refused = await runtime.put_events([entry(1), entry(2)])
         # The events are held by their target, unsettled: had their intake
         # rows been committed apart, they would be there.
         refused_rows = count(state, "intake")
-        with sqlite3.connect(state) as db:
-            db.execute("ALTER TABLE away RENAME TO archive_events")
+        sql(state, "ALTER TABLE away RENAME TO archive_events")
         again = await runtime.put_events([entry(3)])
         kept_rows = count(state, "intake")
         sink = runtime.resource("held")
@@ -333,8 +334,8 @@ async def test_a_failed_archive_write_keeps_neither_its_archive_nor_its_intake_r
     assert count(state, "intake") == 0  # settled since
 
 
-async def test_archive_declarations_are_checked(tmp_path: Path) -> None:
-    runtime = pipeline(tmp_path / "state.db")
+async def test_archive_declarations_are_checked(state_location: str) -> None:
+    runtime = pipeline(state_location)
     with pytest.raises(ConfigError, match="durability"):
         await runtime.archives.create_archive("a", durability="sometimes")
     with pytest.raises(ConfigError, match="retention_days"):
@@ -360,7 +361,7 @@ async def test_strict_durability_commits_with_synchronous_full(
     """The archive rows of a strict archive are committed with SQLite's
     synchronous=FULL, the others at NORMAL: seen in the statements the
     writing connection runs (the intake's when durable, else the archive
-    store's)."""
+    store's). SQLite only: PostgreSQL syncs every commit."""
     runtime = pipeline(tmp_path / "state.db", durability=durability)
     await runtime.archives.create_archive("normal")
     await runtime.archives.create_archive(
@@ -386,20 +387,20 @@ def levels_of_archive_commits(statements: list[str]) -> list[str]:
     INSERT outside BEGIN ... COMMIT commits alone. (SQLite traces a
     statement again for each trigger it fires: repeats are one statement.)"""
     level, levels, archiving, previous = "NORMAL", [], None, ""
-    for sql in statements:
-        if sql == previous:
+    for statement in statements:
+        if statement == previous:
             continue
-        previous = sql
-        if sql.startswith("PRAGMA synchronous="):
-            level = sql.removeprefix("PRAGMA synchronous=")
-        elif sql == "BEGIN IMMEDIATE":
+        previous = statement
+        if statement.startswith("PRAGMA synchronous="):
+            level = statement.removeprefix("PRAGMA synchronous=")
+        elif statement == "BEGIN IMMEDIATE":
             archiving = False
-        elif sql.startswith("INSERT INTO archive_events"):
+        elif statement.startswith("INSERT INTO archive_events"):
             if archiving is None:
                 levels.append(level)
             else:
                 archiving = True
-        elif sql == "COMMIT":
+        elif statement == "COMMIT":
             if archiving:
                 levels.append(level)
             archiving = None
@@ -409,7 +410,9 @@ def levels_of_archive_commits(statements: list[str]) -> list[str]:
 async def test_a_durable_put_archives_in_the_intakes_transaction(tmp_path: Path) -> None:
     """One commit per durable put: the intake's rows and the archive's rows
     in one transaction on the intake's connection; the archive store's own
-    connection writes no event."""
+    connection writes no event. (SQLite only: seen through SQLite's trace of
+    statements; ``test_a_failed_archive_write_keeps_neither...`` shows the
+    one transaction on both engines.)"""
     runtime = pipeline(tmp_path / "state.db")
     await runtime.archives.create_archive("all")
     intake_side: list[str] = []
@@ -436,19 +439,19 @@ async def test_a_durable_put_archives_in_the_intakes_transaction(tmp_path: Path)
 def transactions(statements: list[str]) -> list[str]:
     """The statements between each BEGIN and its COMMIT, joined."""
     found, current = [], None
-    for sql in statements:
-        if sql.startswith("BEGIN"):
+    for statement in statements:
+        if statement.startswith("BEGIN"):
             current = []
-        elif sql == "COMMIT" and current is not None:
+        elif statement == "COMMIT" and current is not None:
             found.append("\n".join(current))
             current = None
         elif current is not None:
-            current.append(sql)
+            current.append(statement)
     return found
 
 
 async def test_a_reload_adds_archives_and_a_dropped_one_keeps_its_events(
-    tmp_path: Path,
+    tmp_path: Path, state_location: str
 ) -> None:
     from pipelines.config import build_runtime, load_config
     from pipelines.reload import reload
@@ -459,7 +462,7 @@ async def test_a_reload_adds_archives_and_a_dropped_one_keeps_its_events(
         return load_config(path)
 
     first = config("archives: {old: {}}\n")
-    runtime = await build_runtime(first)
+    runtime = await build_runtime(first, state_path=state_location)
     async with runtime:
         await runtime.put_events([entry(1)])
         second = config("archives: {new: {pattern: {detail: {n: [2]}}}}\n")
@@ -471,9 +474,9 @@ async def test_a_reload_adds_archives_and_a_dropped_one_keeps_its_events(
     assert (archives["new"]["State"], archives["new"]["EventCount"]) == ("ENABLED", 1)
 
 
-async def test_a_replay_through_a_tiny_intake_puts_each_event_once(tmp_path: Path) -> None:
+async def test_a_replay_through_a_tiny_intake_puts_each_event_once(state_location: str) -> None:
     runtime = Runtime(
-        state_path=tmp_path / "state.db", plugins=plugin_manager(), limits=Limits(intake_size=3)
+        state_path=state_location, plugins=plugin_manager(), limits=Limits(intake_size=3)
     )
     runtime.add_resource("all-sink", "recorder", {})
     runtime.bus().put_rule("all", pattern={"source": ["shop"]})
@@ -489,23 +492,23 @@ async def test_a_replay_through_a_tiny_intake_puts_each_event_once(tmp_path: Pat
     assert described["EventsReplayed"] == 25
 
 
-async def test_a_failing_replay_fails_alone_and_the_pipeline_goes_on(tmp_path: Path) -> None:
-    runtime = await archived(tmp_path / "state.db")
+async def test_a_failing_replay_fails_alone_and_the_pipeline_goes_on(state_location: str) -> None:
+    runtime = await archived(state_location)
     async with runtime:
-        with sqlite3.connect(tmp_path / "state.db") as db:
-            db.execute("ALTER TABLE archive_events RENAME TO gone")
+        sql(state_location, "ALTER TABLE archive_events RENAME TO gone")
         await runtime.replays.start("r", "all", T0, T0 + 100)
         described = await until_ended(runtime, "r")
         result = await runtime.put_events([{**entry(1), "EventBusName": "default"}])
         await runtime.wait_until_idle()
         assert runtime.running
     assert described["State"] == "FAILED"
-    assert "no such table" in described["StateReason"]
+    # SQLite's words, or PostgreSQL's.
+    assert re.search("no such table|does not exist", described["StateReason"])
     assert result["FailedEntryCount"] == 1  # the archive write fails: reported, not delivered
 
 
-async def test_two_starts_of_one_name_at_once_make_one_replay(tmp_path: Path) -> None:
-    runtime = await archived(tmp_path / "state.db")
+async def test_two_starts_of_one_name_at_once_make_one_replay(state_location: str) -> None:
+    runtime = await archived(state_location)
     async with runtime:
         await runtime.put_events([entry(n, at=T0 + n) for n in range(3)])
         await runtime.wait_until_idle()
@@ -522,8 +525,8 @@ async def test_two_starts_of_one_name_at_once_make_one_replay(tmp_path: Path) ->
     assert len(replayed) == 3
 
 
-async def test_out_of_range_replay_times_and_bad_settings_are_refused(tmp_path: Path) -> None:
-    runtime = pipeline(tmp_path / "state.db")
+async def test_out_of_range_replay_times_and_bad_settings_are_refused(state_location: str) -> None:
+    runtime = pipeline(state_location)
     await runtime.archives.create_archive("all")
     with pytest.raises(ConfigError, match="durability"):
         await runtime.archives.create_archive("x", durability=["strict"])
@@ -536,8 +539,8 @@ async def test_out_of_range_replay_times_and_bad_settings_are_refused(tmp_path: 
         assert await runtime.replays.list() == []
 
 
-async def test_size_counts_bytes_and_early_years_are_archived(tmp_path: Path) -> None:
-    runtime = pipeline(tmp_path / "state.db")
+async def test_size_counts_bytes_and_early_years_are_archived(state_location: str) -> None:
+    runtime = pipeline(state_location)
     await runtime.archives.create_archive("all")
     async with runtime:
         accented = {"Source": "shop", "DetailType": "t", "Detail": json.dumps({"s": "é" * 100})}
@@ -545,8 +548,7 @@ async def test_size_counts_bytes_and_early_years_are_archived(tmp_path: Path) ->
         one = await runtime.archives.describe_archive("all")
         early = await runtime.put_events([{**entry(1), "Time": "0702-01-01T00:00:00Z"}])
         both = await runtime.archives.describe_archive("all")
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        [(stored,)] = db.execute("SELECT body FROM archive_events ORDER BY seq LIMIT 1")
+    [(stored,)] = sql(state_location, "SELECT body FROM archive_events ORDER BY seq LIMIT 1")
     assert isinstance(stored, bytes)
     assert one["SizeBytes"] == len(stored) and stored.count("é".encode()) == 100
     assert early["FailedEntryCount"] == 0

@@ -1,11 +1,11 @@
-"""The metric store on a real SQLite file: CloudWatch's PutMetricData checks,
-GetMetricStatistics' statistics and periods, flushing, rollup and retention."""
+"""The metric store on a real SQLite file and on a real PostgreSQL
+(``state_location``): CloudWatch's PutMetricData checks, GetMetricStatistics'
+statistics and periods, flushing, rollup and retention."""
 
 from __future__ import annotations
 
 import json
 import math
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,8 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: ManualClock) -> AsyncIterator[MetricStore]:
-    opened = await MetricStore.open(tmp_path / "state.db", clock)
+async def store(state_location: str, clock: ManualClock) -> AsyncIterator[MetricStore]:
+    opened = await MetricStore.open(state_location, clock)
     try:
         yield opened
     finally:
@@ -219,24 +219,23 @@ async def test_get_metric_statistics_refuses_what_cloudwatch_refuses(
 
 
 async def test_flushes_merge_into_one_row_per_metric_and_period(
-    tmp_path: Path, store: MetricStore, clock: ManualClock
+    state_location: str, store: MetricStore, clock: ManualClock
 ) -> None:
     for value in (1.0, 5.0, 3.0):
         store.put_metric_data(NS, "Latency", {"Api": "put"}, value=value, timestamp=T0 + value)
         await store.flush()
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        rows = db.execute("SELECT time, count, sum, min, max FROM metric_data").fetchall()
+    rows = await store.rows("SELECT time, count, sum, min, max FROM metric_data")
     assert rows == [(int(T0), 3.0, 9.0, 1.0, 5.0)]
-    # A new store on the same file reads what the first one wrote.
+    # A new store on the same database reads what the first one wrote.
     await store.close()
-    reopened = await MetricStore.open(tmp_path / "state.db", clock)
+    reopened = await MetricStore.open(state_location, clock)
     try:
         (point,) = await stats(reopened, extended_statistics=["p50"])
     finally:
         await reopened.close()
     assert (point["SampleCount"], point["Maximum"]) == (3, 5)
     assert point["ExtendedStatistics"] == {"p50": 3.0}
-    listed = await MetricStore.open(tmp_path / "state.db", clock)
+    listed = await MetricStore.open(state_location, clock)
     try:
         assert await listed.list_metrics(NS) == [
             {
@@ -250,7 +249,7 @@ async def test_flushes_merge_into_one_row_per_metric_and_period(
 
 
 async def test_upkeep_rolls_up_old_seconds_and_drops_expired_rows(
-    tmp_path: Path, store: MetricStore, clock: ManualClock
+    store: MetricStore, clock: ManualClock
 ) -> None:
     for second in (1, 2, 30):
         store.put_metric_data(
@@ -260,14 +259,12 @@ async def test_upkeep_rolls_up_old_seconds_and_drops_expired_rows(
     await store.flush()
     await clock.advance(4 * 3_600)
     await store.upkeep()
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        rows = db.execute("SELECT time, count, sum FROM metric_data ORDER BY time").fetchall()
+    rows = await store.rows("SELECT time, count, sum FROM metric_data ORDER BY time")
     assert rows == [(int(T0 - 600), 1.0, 9.0), (int(T0), 3.0, 33.0)]
     store.retention_days = 0.1  # 2.4 hours: the older row is 4 h 10 min old
     await clock.advance(0)
     await store.upkeep()
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        assert db.execute("SELECT count(*) FROM metric_data").fetchone() == (0,)
+    assert await store.scalar("SELECT count(*) FROM metric_data") == 0
 
 
 def test_start_time_is_rounded_down_by_age() -> None:
@@ -288,6 +285,7 @@ def test_sparkline_scales_from_lowest_to_highest_and_leaves_gaps() -> None:
 
 
 async def test_cli_metrics_get_prints_datapoints_and_a_chart_on_a_terminal(tmp_path: Path) -> None:
+    # SQLite only: the CLI's --state names a file (a URL there is the CLI's own work).
     import os
     import pty
     import subprocess
@@ -339,7 +337,7 @@ async def test_cli_metrics_get_prints_datapoints_and_a_chart_on_a_terminal(tmp_p
 
 
 async def test_a_flush_names_many_new_series_at_once(
-    tmp_path: Path, store: MetricStore, clock: ManualClock
+    store: MetricStore, clock: ManualClock
 ) -> None:
     """A flush meeting hundreds of new series (a bus's first counts) gives
     each its own id, and the next flush finds the known ones and adds new ones."""
@@ -354,9 +352,8 @@ async def test_a_flush_names_many_new_series_at_once(
     for n, key in enumerate(keys):
         expected = [float(n) if n < 300 else None, 1000.0 + n if n >= 150 else None]
         assert sums[key] == expected, key
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        series = db.execute("SELECT count(*), count(DISTINCT dimensions) FROM metric_series")
-        assert series.fetchone() == (450, 450)
+    series = await store.one("SELECT count(*), count(DISTINCT dimensions) FROM metric_series")
+    assert series == (450, 450)
 
 
 async def test_a_batch_is_refused_whole_and_names_the_datum_at_fault(store: MetricStore) -> None:
@@ -389,27 +386,26 @@ async def test_data_in_several_units_is_one_datapoint_per_unit(store: MetricStor
 
 
 async def test_a_reopened_store_finds_old_series_among_new_ones(
-    tmp_path: Path, clock: ManualClock
+    state_location: str, clock: ManualClock
 ) -> None:
     """New series are read back by id range, the ones that existed before the
     store opened (nothing cached) by key: a flush mixing both, in an order
     that is not the ids', gives every datapoint to its own series."""
-    first = await MetricStore.open(tmp_path / "state.db", clock)
+    first = await MetricStore.open(state_location, clock)
     for n in range(0, 400, 2):  # the even ones exist before
         first.put_metric_data(NS, "Hits", {"Api": f"a{n}"}, value=n, timestamp=T0 + 5)
     await first.flush()
     await first.close()
-    second = await MetricStore.open(tmp_path / "state.db", clock)
+    second = await MetricStore.open(state_location, clock)
     try:
         for n in reversed(range(400)):
             second.put_metric_data(NS, "Hits", {"Api": f"a{n}"}, value=1000 + n, timestamp=T0 + 5)
         await second.flush()
         keys = [(NS, "Hits", (("Api", f"a{n}"),)) for n in range(400)]
         sums = await second.read_many(keys, int(T0) + 60, 60, 1, "Sum")
+        series = await second.one("SELECT count(*), count(DISTINCT dimensions) FROM metric_series")
     finally:
         await second.close()
     for n, key in enumerate(keys):
         assert sums[key] == [1000.0 + n + (n if n % 2 == 0 else 0)], key
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        series = db.execute("SELECT count(*), count(DISTINCT dimensions) FROM metric_series")
-        assert series.fetchone() == (400, 400)
+    assert series == (400, 400)
