@@ -544,29 +544,52 @@ class AlarmStore(Store):
         async with self.transaction() as db:
             await db.executemany("DELETE FROM alarms WHERE name = ?", [(n,) for n in names])
 
+    @property
+    def shared(self) -> bool:
+        """Whether several runners may write these tables (a PostgreSQL
+        state: a cluster); a SQLite file has one runner."""
+        return self.dialect.name != "sqlite"
+
     async def save(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Write alarms' definitions and states (rows of ``_alarm_row``)."""
-        columns = ("name", "kind", "config", "state", "reason", "reason_data", "updated")
+        """Write alarms' definitions (rows of ``_alarm_row``): a new alarm with
+        its state, an existing one keeps the state it has in the database
+        (the runner evaluating it may have moved it since this one read it)."""
         async with self.transaction() as db:
-            await db.executemany(self.dialect.upsert("alarms", columns, ("name",)), rows)
+            await db.executemany(
+                "INSERT INTO alarms (name, kind, config, state, reason, reason_data, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, config = excluded.config",
+                rows,
+            )
 
     async def save_transitions(
-        self, states: Sequence[Sequence[Any]], history: Sequence[Sequence[Any]], before: float
-    ) -> None:
-        """New states (state, reason, reason_data, updated, name) and their
-        history rows in one transaction; history older than ``before`` goes."""
+        self, moves: Sequence[Sequence[Any]], history: Sequence[Sequence[Any]], before: float
+    ) -> list[str]:
+        """New states and their history rows in one transaction; history older
+        than ``before`` goes. A move is (state, reason, reason_data, updated,
+        name, the state it moves from, that state's time), history one row
+        per move. A move is written only if the alarm is still in the state
+        it moves from: of two runners moving one alarm from one state, one
+        writes (and records) its move and the other learns that it lost.
+        The names of the moves not written."""
+        lost = []
         async with self.transaction() as db:
-            await db.executemany(
-                "UPDATE alarms SET state = ?, reason = ?, reason_data = ?, updated = ?"
-                " WHERE name = ?",
-                states,
-            )
-            await db.executemany(
-                "INSERT INTO alarm_history (name, time, kind, summary, data)"
-                " VALUES (?, ?, ?, ?, ?)",
-                history,
-            )
+            for move, entry in zip(moves, history, strict=True):
+                moved = await db.execute(
+                    "UPDATE alarms SET state = ?, reason = ?, reason_data = ?, updated = ?"
+                    " WHERE name = ? AND state = ? AND updated = ?",
+                    move,
+                )
+                if not moved:
+                    lost.append(move[4])
+                    continue
+                await db.execute(
+                    "INSERT INTO alarm_history (name, time, kind, summary, data)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    entry,
+                )
             await db.execute("DELETE FROM alarm_history WHERE time < ?", (before,))
+        return lost
 
     async def described(self, name: str | None = None) -> list[Row]:
         """(config, state, reason, reason_data, updated) of one alarm or all, by name."""
@@ -917,17 +940,40 @@ class Alarms:
         assert self._store is not None
         await self._store.save([_alarm_row(a) for a in alarms])
 
-    async def _save_transitions(self, transitions: Sequence[_Transition]) -> None:
-        """Write new states and their history in one transaction."""
+    async def _save_transitions(self, transitions: Sequence[_Transition]) -> list[_Transition]:
+        """Write new states and their history in one transaction; the
+        transitions written. One whose alarm is no longer in the state it
+        moved from (another runner moved it meanwhile) is not: that alarm
+        takes its stored state back."""
         assert self._store is not None
-        await self._store.save_transitions(
-            [
-                (t.new.value, t.new.reason, t.new.reason_data, t.new.updated, t.spec.name)
-                for t in transitions
-            ],
-            [_history_row(t) for t in transitions],
-            self.clock.time() - HISTORY_DAYS * 86_400,
+        lost = set(
+            await self._store.save_transitions(
+                [
+                    (
+                        t.new.value,
+                        t.new.reason,
+                        t.new.reason_data,
+                        t.new.updated,
+                        t.spec.name,
+                        t.old.value,
+                        t.old.updated,
+                    )
+                    for t in transitions
+                ],
+                [_history_row(t) for t in transitions],
+                self.clock.time() - HISTORY_DAYS * 86_400,
+            )
         )
+        if lost:
+            log.warning(
+                "alarms moved by another runner meanwhile, their transitions here dropped: %s",
+                ", ".join(sorted(lost)),
+            )
+            for name, value, reason, data, updated in await self._store.states():
+                alarm = self._alarms.get(name)
+                if name in lost and alarm is not None:
+                    alarm.state = AlarmState(value, reason, data, updated)
+        return [t for t in transitions if t.spec.name not in lost]
 
     # -- evaluation -------------------------------------------------------------------
 
@@ -1132,9 +1178,18 @@ class Alarms:
     async def _publish(self, transitions: Sequence[_Transition]) -> None:
         """Put one event per transition on its alarm's bus, then save the new
         states and history. In that order a crash between the two announces a
-        transition again after the restart rather than never."""
+        transition again after the restart rather than never.
+
+        When several runners share the alarms (a cluster), the new states are
+        saved first, each only if its alarm is still in the state it moves
+        from, and only the transitions saved are announced: two runners
+        moving one alarm at once (a SetAlarmState on one while the other
+        evaluates) never both announce it. A crash between the two then
+        loses the announcement instead (at most once)."""
         if self._store is None or not transitions:
             return
+        if self._store.shared:
+            transitions = await self._save_transitions(transitions)
         entries: dict[str, list[dict[str, Any]]] = {}
         for t in transitions:
             entries.setdefault(t.spec.bus, []).append(_event_entry(t))
@@ -1149,7 +1204,8 @@ class Alarms:
                     bus,
                     failures[0],
                 )
-        await self._save_transitions(transitions)
+        if not self._store.shared:
+            await self._save_transitions(transitions)
 
     # -- describing -----------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Alarms in a running pipeline: the bus's own metrics raising an alarm, its
 state-change events routed by rules, actions, composites, set_alarm_state,
-history and restarts, on a real SQLite file and the injectable clock."""
+history and restarts, on a real SQLite file and on a real PostgreSQL
+(``state_location``), with the injectable clock."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pipelines.metrics import MetricStore
 from pipelines.runtime import Runtime
 from pipelines.store import SQLiteConnection
 
-from .helpers import advance
+from .helpers import advance, sql
 from .recorder import Recorder, plugin_manager
 
 T0 = 1_700_000_040.0  # 2023-11-14T22:14:00Z, a minute boundary
@@ -35,7 +36,7 @@ FAILING = {
 }
 
 
-def pipeline(state: Path, clock: ManualClock) -> Runtime:
+def pipeline(state: Path | str, clock: ManualClock) -> Runtime:
     """Rule "orders" delivers to a target that always fails; rule "alarms"
     routes every alarm state change to the recorder "alerts"."""
     runtime = Runtime(state_path=state, plugins=plugin_manager(), clock=clock)
@@ -76,8 +77,8 @@ async def orders(runtime: Runtime, count: int) -> None:
     await runtime.wait_until_idle()
 
 
-async def test_failed_invocations_raise_an_alarm_routed_as_an_event(tmp_path: Path) -> None:
-    runtime = pipeline(tmp_path / "state.db", ManualClock(T0 + 5))
+async def test_failed_invocations_raise_an_alarm_routed_as_an_event(state_location: str) -> None:
+    runtime = pipeline(state_location, ManualClock(T0 + 5))
     await wire(runtime)
     await runtime.alarms.put_metric_alarm("orders-failing", FAILING, description="orders fail")
     async with runtime:
@@ -129,16 +130,16 @@ async def test_failed_invocations_raise_an_alarm_routed_as_an_event(tmp_path: Pa
         "Alarm updated from INSUFFICIENT_DATA to ALARM",
     ]
     # The statistics the alarm read are in the store, as the CLI reads them.
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        (total,) = db.execute(
-            "SELECT sum(d.sum) FROM metric_data d JOIN metric_series s ON s.id = d.series"
-            " WHERE s.name = 'FailedInvocations'"
-        ).fetchone()
+    [(total,)] = sql(
+        state_location,
+        "SELECT sum(d.sum) FROM metric_data d JOIN metric_series s ON s.id = d.series"
+        " WHERE s.name = 'FailedInvocations'",
+    )
     assert total == 3
 
 
-async def test_actions_fire_on_transitions_only(tmp_path: Path) -> None:
-    runtime = pipeline(tmp_path / "state.db", ManualClock(T0 + 5))
+async def test_actions_fire_on_transitions_only(state_location: str) -> None:
+    runtime = pipeline(state_location, ManualClock(T0 + 5))
     await wire(runtime)
     await runtime.alarms.put_metric_alarm(
         "orders-failing", FAILING, evaluation_periods=2, actions={"alarm": ["pager"]}
@@ -172,8 +173,8 @@ async def test_actions_fire_on_transitions_only(tmp_path: Path) -> None:
         assert runtime.alarms.describe_alarms(["orders-failing"])[0]["StateValue"] == "OK"
 
 
-async def test_composite_alarms_follow_their_children_at_once(tmp_path: Path) -> None:
-    runtime = pipeline(tmp_path / "state.db", ManualClock(T0 + 5))
+async def test_composite_alarms_follow_their_children_at_once(state_location: str) -> None:
+    runtime = pipeline(state_location, ManualClock(T0 + 5))
     await wire(runtime)
     await runtime.alarms.put_metric_alarm("a", FAILING)
     await runtime.alarms.put_metric_alarm("b", FAILING, threshold=100)
@@ -220,38 +221,38 @@ async def test_composite_alarms_follow_their_children_at_once(tmp_path: Path) ->
             await runtime.alarms.set_alarm_state("a", "OK", "bad data", "{not json")
 
 
-async def test_state_and_history_survive_a_restart(tmp_path: Path) -> None:
+async def test_state_and_history_survive_a_restart(state_location: str) -> None:
     clock = ManualClock(T0 + 5)
-    runtime = pipeline(tmp_path / "state.db", clock)
+    runtime = pipeline(state_location, clock)
     await wire(runtime)
     await runtime.alarms.put_metric_alarm("orders-failing", FAILING)
     async with runtime:
         await orders(runtime, 1)
         await advance(runtime, 55)
         assert [s for _, _, s in states(runtime)] == ["ALARM"]
-    again = pipeline(tmp_path / "state.db", clock)
+    again = pipeline(state_location, clock)
     await wire(again)
     await again.alarms.put_metric_alarm("orders-failing", FAILING)
     async with again:
         assert again.alarms.describe_alarms()[0]["StateValue"] == "ALARM"
         await advance(again, 60)  # still the newest real point: no transition
         assert received(again) == []
-    stored = await read_alarms(tmp_path / "state.db")
+    stored = await read_alarms(state_location)
     assert [(a["AlarmName"], a["StateValue"], a["Threshold"]) for a in stored] == [
         ("orders-failing", "ALARM", 1.0)
     ]
-    history = await read_alarm_history(tmp_path / "state.db", "orders-failing")
+    history = await read_alarm_history(state_location, "orders-failing")
     assert len(history) == 1 and history[0]["HistoryItemType"] == "StateUpdate"
     # An alarm no longer declared is gone at the next start; its history stays.
-    gone = pipeline(tmp_path / "state.db", clock)
+    gone = pipeline(state_location, clock)
     async with gone:
         assert gone.alarms.describe_alarms() == []
-    assert await read_alarms(tmp_path / "state.db") == []
-    assert len(await read_alarm_history(tmp_path / "state.db")) == 1
+    assert await read_alarms(state_location) == []
+    assert len(await read_alarm_history(state_location)) == 1
 
 
-async def test_short_periods_are_evaluated_every_ten_seconds(tmp_path: Path) -> None:
-    runtime = pipeline(tmp_path / "state.db", ManualClock(T0 + 1))
+async def test_short_periods_are_evaluated_every_ten_seconds(state_location: str) -> None:
+    runtime = pipeline(state_location, ManualClock(T0 + 1))
     await wire(runtime)
     await runtime.alarms.put_metric_alarm(
         "hot",
@@ -286,8 +287,8 @@ async def test_short_periods_are_evaluated_every_ten_seconds(tmp_path: Path) -> 
         assert runtime.alarms.cycles == 4
 
 
-async def test_many_alarms_share_one_read(tmp_path: Path) -> None:
-    runtime = pipeline(tmp_path / "state.db", ManualClock(T0 + 5))
+async def test_many_alarms_share_one_read(state_location: str) -> None:
+    runtime = pipeline(state_location, ManualClock(T0 + 5))
     await wire(runtime)
     for n in range(50):
         await runtime.alarms.put_metric_alarm(
@@ -328,9 +329,9 @@ async def test_many_alarms_share_one_read(tmp_path: Path) -> None:
     ],
 )
 async def test_bad_alarm_declarations_name_the_setting(
-    tmp_path: Path, change: dict[str, Any], where: str
+    state_location: str, change: dict[str, Any], where: str
 ) -> None:
-    runtime = pipeline(tmp_path / "state.db", ManualClock(T0))
+    runtime = pipeline(state_location, ManualClock(T0))
     with pytest.raises((ConfigError, LookupError)) as caught:
         await runtime.alarms.put_metric_alarm("x", {**FAILING, **change})
     assert where in str(caught.value)
@@ -338,9 +339,9 @@ async def test_bad_alarm_declarations_name_the_setting(
 
 
 async def test_set_state_on_a_composite_holds_and_moving_bus_moves_the_actions(
-    tmp_path: Path,
+    state_location: str,
 ) -> None:
-    runtime = pipeline(tmp_path / "state.db", ManualClock(T0 + 5))
+    runtime = pipeline(state_location, ManualClock(T0 + 5))
     runtime.create_bus("ops")
     await wire(runtime)
     await runtime.alarms.put_metric_alarm("a", FAILING)
@@ -372,6 +373,7 @@ async def test_set_state_on_a_composite_holds_and_moving_bus_moves_the_actions(
 async def test_a_failed_flush_keeps_its_data_and_does_not_confuse_metrics(
     tmp_path: Path,
 ) -> None:
+    # SQLite only: another connection holds SQLite's write lock.
     clock = ManualClock(T0)
     store = await MetricStore.open(tmp_path / "state.db", clock)
     blocker = sqlite3.connect(tmp_path / "state.db", timeout=0)

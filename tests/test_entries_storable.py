@@ -32,6 +32,7 @@ from pipelines.runtime import Runtime
 from pipelines.transform import compile_transform
 from plugins.queue.store import QueueStore
 
+from .helpers import sql
 from .recorder import Recorder, plugin_manager
 
 PLUGINS = plugin_manager()
@@ -56,13 +57,12 @@ def recorder(runtime: Runtime, name: str) -> Recorder:
     return target
 
 
-def stored_details(state: Path, table: str, column: str) -> list[Any]:
-    with sqlite3.connect(state) as db:
-        rows = db.execute(f"SELECT {column} FROM {table}").fetchall()
+def stored_details(state: Path | str, table: str, column: str) -> list[Any]:
+    rows = sql(state, f"SELECT {column} FROM {table}")
     return [json.loads(row[0])["detail"] for row in rows]
 
 
-async def archived(state: Path) -> Runtime:
+async def archived(state: Path | str) -> Runtime:
     runtime = Runtime(state_path=state, plugins=PLUGINS)
     runtime.add_resource("sink", "recorder", {})
     bus = runtime.bus()
@@ -72,8 +72,10 @@ async def archived(state: Path) -> Runtime:
     return runtime
 
 
-async def test_an_escaped_lone_surrogate_is_archived_and_replayed_as_it_was(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
+async def test_an_escaped_lone_surrogate_is_archived_and_replayed_as_it_was(
+    state_location: str,
+) -> None:
+    state = state_location
     runtime = await archived(state)
     async with runtime:
         result = await runtime.put_events([GOOD, entry(SURROGATE), GOOD])
@@ -89,8 +91,10 @@ async def test_an_escaped_lone_surrogate_is_archived_and_replayed_as_it_was(tmp_
     assert details == [{"ok": 1}, SURROGATE_VALUE, {"ok": 1}] * 2  # put, then replayed
 
 
-async def test_what_storage_cannot_hold_fails_alone_with_malformed_detail(tmp_path: Path) -> None:
-    runtime = await archived(tmp_path / "state.db")
+async def test_what_storage_cannot_hold_fails_alone_with_malformed_detail(
+    state_location: str,
+) -> None:
+    runtime = await archived(state_location)
     refused = [
         '{"n": 123456789012345678901234567890}',  # beyond EventBridge's 64-bit integers
         '{"n": 9223372036854775808}',
@@ -114,8 +118,8 @@ async def test_what_storage_cannot_hold_fails_alone_with_malformed_detail(tmp_pa
     assert len(recorder(runtime, "sink").received) == 2
 
 
-async def test_the_edges_of_what_is_accepted_are_stored_exactly(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
+async def test_the_edges_of_what_is_accepted_are_stored_exactly(state_location: str) -> None:
+    state = state_location
     runtime = await archived(state)
     edges = [
         '{"n": 9223372036854775807, "m": -9223372036854775808}',
