@@ -554,3 +554,36 @@ async def test_size_counts_bytes_and_early_years_are_archived(state_location: st
     assert early["FailedEntryCount"] == 0
     assert both["EventCount"] == 2
     assert both["OldestEventTime"] == "0702-01-01T00:00:00Z"
+
+
+async def test_version_1_replays_migrate_forward_and_can_be_claimed(state_location: str) -> None:
+    """A state database of archives version 1 (replays without an owner)
+    gains the owner and lease columns; its running replay is free to claim."""
+    from pipelines.archive import REPLAY_COLUMNS, ArchiveStore
+    from pipelines.replay import Replay
+    from pipelines.store import backend_for, location_of
+
+    location = location_of(state_location)
+    raw = await backend_for(location).connect(location, create=True, functions={})
+    try:
+        await raw.script(
+            "CREATE TABLE store_versions (store TEXT PRIMARY KEY, version INTEGER NOT NULL,"
+            " applied REAL NOT NULL);"
+            "CREATE TABLE replays (name TEXT PRIMARY KEY, archive TEXT NOT NULL, bus TEXT NOT NULL,"
+            " rules TEXT, start_time REAL NOT NULL, end_time REAL NOT NULL, speed REAL,"
+            " description TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL,"
+            " total INTEGER NOT NULL, replayed INTEGER NOT NULL, cursor_time REAL NOT NULL,"
+            " cursor_seq INTEGER NOT NULL, last_replayed REAL, started REAL, ended REAL);"
+        )
+        await raw.execute("INSERT INTO store_versions VALUES ('archives', 1, 0)")
+        running = Replay("old", "all", "default", None, T0, T0 + 60, None, state="RUNNING")
+        marks = ", ".join("?" * len(REPLAY_COLUMNS))
+        await raw.execute(f"INSERT INTO replays VALUES ({marks})", running.row())
+    finally:
+        await raw.close()
+    async with await ArchiveStore.open(state_location) as store:
+        version = "SELECT version FROM store_versions WHERE store = 'archives'"
+        assert await store.scalar(version) == 2
+        assert await store.replay_owners() == {"old": (None, None)}
+        assert await store.claim_replay("old", "me", T0, T0 + 60)
+        assert (await store.replays("old"))[0][REPLAY_COLUMNS.index("state")] == "RUNNING"
