@@ -5,6 +5,7 @@ history and restarts, on a real SQLite file and on a real PostgreSQL
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -19,7 +20,8 @@ from pipelines.metrics import MetricStore
 from pipelines.runtime import Runtime
 from pipelines.store import SQLiteConnection
 
-from .helpers import advance, sql
+from . import helpers
+from .helpers import sql
 from .recorder import Recorder, plugin_manager
 
 T0 = 1_700_000_040.0  # 2023-11-14T22:14:00Z, a minute boundary
@@ -47,6 +49,17 @@ def pipeline(state: Path | str, clock: ManualClock) -> Runtime:
     bus.put_rule("orders", pattern={"source": ["shop"]})
     bus.put_rule("alarms", pattern={"source": ["aws.cloudwatch"]})
     return runtime
+
+
+async def advance(runtime: Runtime, seconds: float) -> None:
+    """``helpers.advance`` once the runtime's alarm task waits for its first
+    tick: on PostgreSQL that task first takes the cluster's alarms role (a
+    round trip to the server), and ticks the clock passed before would not
+    be evaluated."""
+    async with asyncio.timeout(5):
+        while not runtime.alarms.idle:
+            await asyncio.sleep(0.001)
+    await helpers.advance(runtime, seconds)
 
 
 async def wire(runtime: Runtime) -> None:
