@@ -1033,9 +1033,13 @@ class MetricStore(Store):
         now = self.clock.time()
         async with self.transaction() as db:
             cutoff = int(now - HIGH_RESOLUTION_KEEP)
+            # Taken and deleted in one statement: of two runners of a cluster
+            # rolling up at once, each row goes to one of them (the other's
+            # DELETE waits for the first to commit, then finds it gone), so
+            # no minute counts it twice.
             rows = await db.rows(
-                "SELECT series, time, unit, count, sum, min, max, dist FROM metric_data"
-                " WHERE time < ? AND time % 60 != 0",
+                "DELETE FROM metric_data WHERE time < ? AND time % 60 != 0"
+                " RETURNING series, time, unit, count, sum, min, max, dist",
                 (cutoff,),
             )
             minutes: dict[tuple[int, int, str], Aggregate] = {}
@@ -1046,14 +1050,13 @@ class MetricStore(Store):
                     minutes[slot].merge(sample)
                 else:
                     minutes[slot] = sample
-            await db.execute("DELETE FROM metric_data WHERE time < ? AND time % 60 != 0", (cutoff,))
-            await db.executemany(
-                _UPSERT,
-                [
-                    (series, moment, unit, a.count, a.sum, a.min, a.max, a.encode())
-                    for (series, moment, unit), a in minutes.items()
-                ],
-            )
+            rolled: list[tuple[Any, ...]] = [
+                (series, moment, unit, a.count, a.sum, a.min, a.max, a.encode())
+                for (series, moment, unit), a in minutes.items()
+            ]
+            # In key order, as flush writes: no deadlock with a runner's flush.
+            rolled.sort(key=_slot)
+            await db.executemany(_UPSERT, rolled)
             if self.retention_days > 0:
                 expired = int(now - self.retention_days * 86_400)
                 await db.execute("DELETE FROM metric_data WHERE time < ?", (expired,))

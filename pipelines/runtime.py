@@ -677,6 +677,9 @@ class Runtime:
             self.spawn(self.archives.run())
             self.spawn(self.archives.purge_loop())
             await self.replays.resume()
+            if self.membership is not None and self.membership.shared:
+                # Replays whose runner died are taken over once their lease ends.
+                self.spawn(self.replays.adoption().run(self.clock))
         assert self._metric_store is not None
         self._store_task = self.spawn(self._metric_store.run())
         self._alarm_task = self.spawn(self._lead(ALARMS, self.alarms.run))

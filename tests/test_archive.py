@@ -587,3 +587,19 @@ async def test_version_1_replays_migrate_forward_and_can_be_claimed(state_locati
         assert await store.replay_owners() == {"old": (None, None)}
         assert await store.claim_replay("old", "me", T0, T0 + 60)
         assert (await store.replays("old"))[0][REPLAY_COLUMNS.index("state")] == "RUNNING"
+
+
+async def test_a_replay_whose_owner_holds_a_lease_is_free_only_on_sqlite(
+    state_location: str,
+) -> None:
+    """A SQLite file has one runner: a replay's owner is a process that ended
+    (it crashed before its lease did), and the restarted runner resumes it at
+    once. On PostgreSQL the owner may be another runner, alive: it waits."""
+    from pipelines.archive import ArchiveStore
+    from pipelines.replay import Replay
+
+    async with await ArchiveStore.open(state_location) as store:
+        row = Replay("r", "all", "default", None, T0, T0 + 60, None).row()
+        assert await store.create_replay(row, "crashed", T0 + 60)
+        taken = await store.claim_replay("r", "restarted", T0, T0 + 60)
+    assert taken == (not state_location.startswith("postgresql://"))

@@ -19,7 +19,7 @@ from pipelines.alarms import AlarmStore
 from pipelines.archive import REPLAY_COLUMNS, ArchiveSpec, ArchiveStore
 from pipelines.clock import ManualClock
 from pipelines.metrics import DISTINCT_LIMIT, Aggregate, MetricStore, _merge_blobs
-from pipelines.replay import Replay
+from pipelines.replay import LEASE, Replay
 from pipelines.runtime import Runtime
 
 from .recorder import Recorder, plugin_manager
@@ -313,3 +313,49 @@ async def test_of_two_runners_moving_one_alarm_one_wins(postgres_url: str) -> No
         assert [r[1] for r in await first.states()] == ["ALARM"]
     finally:
         await closed(runners)
+
+
+async def test_runners_rolling_up_at_once_count_each_second_once(postgres_url: str) -> None:
+    clock = ManualClock(T0 + 30)
+    runners = await opened(MetricStore, postgres_url, 2, clock)
+    try:
+        for second in range(1, 31):
+            runners[0].put_metric_data(
+                "Plant", "Heat", value=second, timestamp=T0 + second, storage_resolution=1
+            )
+        await runners[0].flush()
+        await clock.advance(4 * 3_600)
+        await asyncio.gather(*(store.upkeep() for store in runners))
+        rows = await runners[1].rows("SELECT time, count, sum, min, max FROM metric_data")
+        assert rows == [(int(T0), 30.0, 465.0, 1.0, 30.0)]  # one minute, each second once
+    finally:
+        await closed(runners)
+
+
+async def test_a_dead_runners_replay_is_taken_over_once_its_lease_ends(postgres_url: str) -> None:
+    clock = ManualClock(T0 + 1000)
+    runtime = cluster_runtime(postgres_url, "survivor", clock)
+    await runtime.bus().put_targets("all", [{"id": "t", "resource": "sink"}])
+    await runtime.archives.create_archive("all")
+    async with runtime:
+        entries = [
+            {"Source": "shop", "DetailType": "t", "Detail": json.dumps({"n": n}), "Time": T0 + n}
+            for n in range(3)
+        ]
+        assert (await runtime.put_events(entries))["FailedEntryCount"] == 0
+        await runtime.wait_until_idle()
+        # A runner that started this replay died without letting it go.
+        store = runtime.archives.store
+        assert store is not None
+        orphan = Replay("orphan", "all", "default", None, T0, T0 + 60, None, state="RUNNING")
+        assert await store.create_replay(orphan.row(), "dead", clock.time() + LEASE)
+        await clock.advance(LEASE / 2, quiet=lambda: asyncio.sleep(0.05))
+        assert runtime.replays.running == 0  # its lease runs: it may be alive
+        async with asyncio.timeout(10):
+            while (await runtime.replays.describe("orphan"))["State"] != "COMPLETED":
+                await clock.advance(LEASE / 2, quiet=lambda: asyncio.sleep(0.05))
+        await runtime.wait_until_idle()
+        sink = runtime.resource("sink")
+        assert isinstance(sink, Recorder)
+        replayed = [r.payload["detail"]["n"] for r in sink.received if "replay-name" in r.payload]
+    assert replayed == [0, 1, 2]
