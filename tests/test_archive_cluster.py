@@ -359,3 +359,65 @@ async def test_a_dead_runners_replay_is_taken_over_once_its_lease_ends(postgres_
         assert isinstance(sink, Recorder)
         replayed = [r.payload["detail"]["n"] for r in sink.received if "replay-name" in r.payload]
     assert replayed == [0, 1, 2]
+
+
+def alarm_runtime(url: str, runner: str, clock: ManualClock) -> Runtime:
+    runtime = Runtime(state_path=url, plugins=plugin_manager(), clock=clock, runner=runner)
+    runtime.add_resource("alerts", "recorder", {})
+    runtime.bus().put_rule("alarms", pattern={"source": ["aws.cloudwatch"]})
+    return runtime
+
+
+def moves(runtime: Runtime) -> list[tuple[str, str]]:
+    sink = runtime.resource("alerts")
+    assert isinstance(sink, Recorder)
+    return [
+        (r.payload["detail"]["previousState"]["value"], r.payload["detail"]["state"]["value"])
+        for r in sink.received
+    ]
+
+
+async def test_a_transition_another_runner_made_meanwhile_is_not_announced_again(
+    postgres_url: str,
+) -> None:
+    """Runner b sets an alarm's state while runner a, which evaluates the
+    cluster's alarms, still holds the state it read: a's next verdict moves
+    from a state that is gone, so it is dropped (not announced, not in the
+    history), and a goes on from b's state."""
+    clock = ManualClock(T0 + 5)
+    a, b = (alarm_runtime(postgres_url, name, clock) for name in ("a", "b"))
+    for runtime in (a, b):
+        await runtime.bus().put_targets("alarms", [{"id": "t", "resource": "alerts"}])
+        await runtime.alarms.put_metric_alarm(
+            "hot",
+            namespace="Plant",
+            metric_name="Temperature",
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=1,
+            threshold=80,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+        )
+
+    async def quiet() -> None:
+        async with asyncio.timeout(5):
+            while not (a.alarms.idle and all(r._drained() for r in (a, b))):
+                await asyncio.sleep(0.001)
+
+    async with a:
+        await quiet()  # a leads the alarms (it started first)
+        async with b:
+            await b.alarms.set_alarm_state("hot", "ALARM", "set by hand")
+            await b.wait_until_idle()
+            await clock.advance(55, quiet=quiet)  # a evaluates: OK, from its INSUFFICIENT_DATA
+            assert moves(a) == []
+            assert a.alarms.describe("hot")["StateValue"] == "ALARM"  # b's, read back
+            await clock.advance(60, quiet=quiet)  # from ALARM to OK: announced once
+            history = await a.alarms.history("hot")
+    assert moves(b) == [("INSUFFICIENT_DATA", "ALARM")]
+    assert moves(a) == [("ALARM", "OK")]
+    assert [h["HistorySummary"] for h in history] == [
+        "Alarm updated from ALARM to OK",
+        "Alarm updated from INSUFFICIENT_DATA to ALARM",
+    ]
