@@ -284,8 +284,9 @@ def test_sparkline_scales_from_lowest_to_highest_and_leaves_gaps() -> None:
     assert sparkline([None, None]) == "  "
 
 
-async def test_cli_metrics_get_prints_datapoints_and_a_chart_on_a_terminal(tmp_path: Path) -> None:
-    # SQLite only: the CLI's --state names a file (a URL there is the CLI's own work).
+async def test_cli_metrics_get_prints_datapoints_and_a_chart_on_a_terminal(
+    tmp_path: Path, state_location: str
+) -> None:
     import os
     import pty
     import subprocess
@@ -296,14 +297,14 @@ async def test_cli_metrics_get_prints_datapoints_and_a_chart_on_a_terminal(tmp_p
     from .helpers import pipelines_command
 
     now = time.time()
-    store = await MetricStore.open(tmp_path / "state.db", SystemClock())
+    store = await MetricStore.open(state_location, SystemClock())
     for minutes_ago, value in [(30, 1.0), (20, 9.0), (10, 5.0)]:
         store.put_metric_data(
             NS, "Latency", {"Api": "put"}, value=value, timestamp=now - minutes_ago * 60
         )
     await store.close()
     command = [*pipelines_command(), "metrics", "get", NS, "Latency", "-d", "Api=put"]
-    command += ["--stat", "Maximum", "--since", "45m", "--state", str(tmp_path / "state.db")]
+    command += ["--stat", "Maximum", "--since", "45m", "--state", state_location]
     piped = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
     points = json.loads(piped.stdout)["Datapoints"]
     assert [point["Maximum"] for point in points] == [1.0, 9.0, 5.0]
