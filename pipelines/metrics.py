@@ -243,8 +243,7 @@ DECLARE
     a_binned boolean;
     b_binned boolean;
     binned boolean;
-    vs double precision[];
-    cs double precision[];
+    distinct_values bigint;
     merged text;
 BEGIN
     IF old IS NULL OR new IS NULL THEN
@@ -256,7 +255,9 @@ BEGIN
     b_binned := (b ->> 0)::boolean;
     binned := a_binned OR b_binned;
     -- One side binned: the other's values go into bins, then counts add up.
-    SELECT array_agg(v), array_agg(c) INTO vs, cs FROM (
+    SELECT count(*), string_agg('[' || v::text || ',' || c::text || ']', ',')
+    INTO distinct_values, merged
+    FROM (
         SELECT v, sum(c) AS c FROM (
             SELECT CASE WHEN binned AND NOT a_binned THEN pipelines_bin((p ->> 0)::float8)
                 ELSE (p ->> 0)::float8 END AS v, (p ->> 1)::float8 AS c
@@ -267,15 +268,20 @@ BEGIN
             FROM json_array_elements(b -> 1) AS p
         ) AS pairs GROUP BY v
     ) AS summed;
-    IF NOT binned AND coalesce(cardinality(vs), 0) > {DISTINCT_LIMIT} THEN
+    IF NOT binned AND distinct_values > {DISTINCT_LIMIT} THEN
+        -- Too many distinct values: every one goes into its bin (the common
+        -- case above took one query; this one is rare).
         binned := true;
-        SELECT array_agg(v), array_agg(c) INTO vs, cs FROM (
-            SELECT pipelines_bin(x.v) AS v, sum(x.c) AS c
-            FROM unnest(vs, cs) AS x(v, c) GROUP BY 1
+        SELECT string_agg('[' || v::text || ',' || c::text || ']', ',') INTO merged
+        FROM (
+            SELECT pipelines_bin(v) AS v, sum(c) AS c FROM (
+                SELECT (p ->> 0)::float8 AS v, (p ->> 1)::float8 AS c
+                FROM json_array_elements(a -> 1) AS p
+                UNION ALL
+                SELECT (p ->> 0)::float8, (p ->> 1)::float8 FROM json_array_elements(b -> 1) AS p
+            ) AS pairs GROUP BY 1
         ) AS rebinned;
     END IF;
-    SELECT string_agg('[' || x.v::text || ',' || x.c::text || ']', ',') INTO merged
-    FROM unnest(vs, cs) AS x(v, c);
     RETURN convert_to(
         '[' || CASE WHEN binned THEN 'true' ELSE 'false' END || ',[' || coalesce(merged, '')
         || ']]', 'UTF8');
