@@ -48,8 +48,8 @@ async def logged(
         return (await store.filter_log_events(group))["events"]
 
 
-async def test_events_become_log_events_in_the_rules_stream(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
+async def test_events_become_log_events_in_the_rules_stream(state_location: str) -> None:
+    state = state_location
     clock = ManualClock(T0)
     runtime = runtime_with(state, clock, retention_days=7)
     await runtime.bus().put_targets(
@@ -69,8 +69,8 @@ async def test_events_become_log_events_in_the_rules_stream(tmp_path: Path) -> N
     assert group["logGroupName"] == "app-logs" and group["retentionInDays"] == 7
 
 
-async def test_the_stream_name_is_a_template_over_the_event(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
+async def test_the_stream_name_is_a_template_over_the_event(state_location: str) -> None:
+    state = state_location
     runtime = runtime_with(state, log_group="/pipelines/apps", log_stream="<source>/<detail.level>")
     await runtime.bus().put_targets("everything", [{"id": "t", "resource": "app-logs"}])
     async with runtime:
@@ -82,9 +82,9 @@ async def test_the_stream_name_is_a_template_over_the_event(tmp_path: Path) -> N
 
 
 async def test_an_event_without_the_template_field_goes_to_the_dead_letter(
-    tmp_path: Path,
+    state_location: str,
 ) -> None:
-    state = tmp_path / "state.db"
+    state = state_location
     runtime = runtime_with(state, log_stream="<detail.request_id>")
     runtime.add_resource("dlq", "recorder", {})
     await runtime.bus().put_targets(
@@ -101,8 +101,8 @@ async def test_an_event_without_the_template_field_goes_to_the_dead_letter(
     assert [e["logStreamName"] for e in await logged(state)] == ["r-1"]
 
 
-async def test_an_event_older_than_14_days_goes_to_the_dead_letter(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
+async def test_an_event_older_than_14_days_goes_to_the_dead_letter(state_location: str) -> None:
+    state = state_location
     runtime = runtime_with(state)
     runtime.add_resource("dlq", "recorder", {})
     await runtime.bus().put_targets(
@@ -119,9 +119,9 @@ async def test_an_event_older_than_14_days_goes_to_the_dead_letter(tmp_path: Pat
     assert len(await logged(state)) == 1
 
 
-async def test_a_metric_filter_drives_an_alarm(tmp_path: Path) -> None:
+async def test_a_metric_filter_drives_an_alarm(state_location: str) -> None:
     """More than 5 ERROR lines in a minute: the alarm goes off."""
-    state = tmp_path / "state.db"
+    state = state_location
     errors = {
         "pattern": '{ $.level = "ERROR" }',
         "metric_name": "ErrorCount",
@@ -168,8 +168,8 @@ async def test_a_metric_filter_drives_an_alarm(tmp_path: Path) -> None:
         assert states[-1] == "ALARM"
 
 
-async def test_a_subscription_filter_forwards_matches_in_batches(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
+async def test_a_subscription_filter_forwards_matches_in_batches(state_location: str) -> None:
+    state = state_location
     subscriptions = {"errors": {"pattern": "ERROR", "target": "sink", "poll": 0.05}}
     runtime = runtime_with(state, log_stream="<source>", subscription_filters=subscriptions)
     runtime.add_resource("sink", "recorder", {})
@@ -206,8 +206,8 @@ async def test_a_subscription_filter_forwards_matches_in_batches(tmp_path: Path)
     assert len(sink.received) < 10  # batched, not one delivery per event
 
 
-async def test_a_failing_subscription_target_is_retried_without_loss(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
+async def test_a_failing_subscription_target_is_retried_without_loss(state_location: str) -> None:
+    state = state_location
     subscriptions = {"all": {"target": "flaky", "poll": 0.05}}
     runtime = runtime_with(state, subscription_filters=subscriptions)
     runtime.add_resource("flaky", "recorder", {"fail": 1})
@@ -226,8 +226,8 @@ async def test_a_failing_subscription_target_is_retried_without_loss(tmp_path: P
     assert len(flaky.attempts) >= 2  # the first attempt failed and was retried
 
 
-async def test_the_config_owns_the_filters_it_names(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
+async def test_the_config_owns_the_filters_it_names(state_location: str) -> None:
+    state = state_location
     async with await LogStore.open(state) as store:
         await store.create_log_group("app-logs")
         await store.put_subscription_filter("app-logs", "old", "", "somewhere")
@@ -250,9 +250,9 @@ async def test_the_config_owns_the_filters_it_names(tmp_path: Path) -> None:
 
 
 async def test_index_fields_in_the_config_become_the_groups_index_policy(
-    tmp_path: Path,
+    state_location: str,
 ) -> None:
-    state = tmp_path / "state.db"
+    state = state_location
     clock = ManualClock(T0)
     runtime = runtime_with(state, clock, index_fields=["level", "app"])
     await runtime.bus().put_targets(
@@ -264,7 +264,9 @@ async def test_index_fields_in_the_config_become_the_groups_index_policy(
     async with await LogStore.open(state, clock) as store:
         (policy,) = (await store.describe_index_policies(["app-logs"]))["indexPolicies"]
         assert json.loads(policy["policyDocument"]) == {"Fields": ["level", "app"]}
-        assert await store.rows("SELECT f0 FROM log_events ORDER BY f0") == [("ERROR",), ("INFO",)]
+        if store.dialect.name == "sqlite":  # only SQLite's pushdown reads the value columns
+            found = await store.rows("SELECT f0 FROM log_events ORDER BY f0")
+            assert found == [("ERROR",), ("INFO",)]
         result = await store.query("app-logs", 'filter level = "ERROR" | stats count() as n')
         assert result.rows == [{"n": 1}]
 
@@ -311,10 +313,10 @@ def test_config_errors_name_the_setting(settings: dict[str, Any], where: str, me
     assert message in caught.value.message
 
 
-async def test_a_log_group_can_subscribe_another_log_group(tmp_path: Path) -> None:
+async def test_a_log_group_can_subscribe_another_log_group(state_location: str) -> None:
     """A subscription's payload is no bus event: it has no time (now is used)
     and its default stream is named after the source group, ':' made '/'."""
-    state = tmp_path / "state.db"
+    state = state_location
     clock = ManualClock(T0)
     subscriptions = {"copy": {"pattern": "ERROR", "target": "archive", "poll": 0.05}}
     runtime = runtime_with(state, clock, subscription_filters=subscriptions)

@@ -40,8 +40,8 @@ def runtime_with(state: Path, **settings: Any) -> Runtime:
     return runtime
 
 
-async def test_events_become_records_keyed_by_a_jmespath_expression(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
+async def test_events_become_records_keyed_by_a_jmespath_expression(state_location: str) -> None:
+    state = state_location
     runtime = runtime_with(state, shards=4, partition_key_jmespath="detail.user")
     await runtime.bus().put_targets("all", [{"id": "s", "resource": "clicks"}])
     users = [f"u{n}" for n in range(8)]
@@ -67,9 +67,9 @@ async def test_events_become_records_keyed_by_a_jmespath_expression(tmp_path: Pa
 
 
 async def test_the_default_partition_key_is_the_source_and_input_is_the_data(
-    tmp_path: Path,
+    state_location: str,
 ) -> None:
-    state = tmp_path / "state.db"
+    state = state_location
     runtime = runtime_with(state)
     await runtime.bus().put_targets(
         "all", [{"id": "s", "resource": "clicks", "input_path": "$.detail"}]
@@ -83,8 +83,8 @@ async def test_the_default_partition_key_is_the_source_and_input_is_the_data(
     assert record.json() == {"user": "ann", "n": 1}
 
 
-async def test_a_bad_partition_key_goes_to_the_dead_letter(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
+async def test_a_bad_partition_key_goes_to_the_dead_letter(state_location: str) -> None:
+    state = state_location
     runtime = runtime_with(state, partition_key_jmespath="detail.missing")
     runtime.add_resource("dlq", "recorder", {})
     await runtime.bus().put_targets(
@@ -100,10 +100,10 @@ async def test_a_bad_partition_key_goes_to_the_dead_letter(tmp_path: Path) -> No
     assert dead.context.attributes["RETRY_ATTEMPTS"] == "0"
 
 
-async def test_write_limits_throttle_and_the_bus_retries(tmp_path: Path) -> None:
+async def test_write_limits_throttle_and_the_bus_retries(state_location: str) -> None:
     """One shard takes 1,000 records a second: 1,300 at once are partly
     refused with ProvisionedThroughputExceededException, then retried."""
-    state = tmp_path / "state.db"
+    state = state_location
     runtime = runtime_with(state, write_limits=True, partition_key="one")
     await runtime.bus().put_targets("all", [{"id": "s", "resource": "clicks"}])
     async with runtime, await StreamStore.open(state) as store:
@@ -121,11 +121,11 @@ async def test_write_limits_throttle_and_the_bus_retries(tmp_path: Path) -> None
     assert sorted(r.json()["detail"]["n"] for r in records) == list(range(1300))
 
 
-async def test_throttling_refuses_past_a_shards_allowance(tmp_path: Path) -> None:
+async def test_throttling_refuses_past_a_shards_allowance(state_location: str) -> None:
     clock = ManualClock()
     first = {"PartitionKey": "k", "ExplicitHashKey": "0"}  # shard 0
     second = {"PartitionKey": "k", "ExplicitHashKey": str(HASH_SPACE - 1)}  # shard 1
-    async with await StreamStore.open(tmp_path / "state.db", clock) as store:
+    async with await StreamStore.open(state_location, clock) as store:
         await store.create_stream("s", 2, write_limits=True)
         for _ in range(2):
             answer = await store.put_records("s", [{"Data": b"x", **first}] * 500)
@@ -147,9 +147,9 @@ async def test_throttling_refuses_past_a_shards_allowance(tmp_path: Path) -> Non
 
 
 async def test_consumers_get_batches_in_order_and_resume_after_a_restart(
-    tmp_path: Path,
+    state_location: str,
 ) -> None:
-    state = tmp_path / "state.db"
+    state = state_location
 
     def build() -> Runtime:
         runtime = runtime_with(
@@ -228,9 +228,9 @@ def test_settings_problems_name_their_place() -> None:
 
 
 async def test_a_consumer_that_cannot_read_does_not_stop_the_pipeline(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture, state_location: str
 ) -> None:
-    state = tmp_path / "state.db"
+    state = state_location
     runtime = runtime_with(state, consumers={"c": {"target": "sink", "poll": 0.05}})
     runtime.add_resource("sink", "recorder", {})
     await runtime.bus().put_targets("all", [{"id": "s", "resource": "clicks"}])
@@ -243,7 +243,9 @@ async def test_a_consumer_that_cannot_read_does_not_stop_the_pipeline(
         assert answer["FailedEntryCount"] == 0  # the bus still takes events
 
 
-async def test_stopping_mid_write_fails_the_waiting_delivery(tmp_path: Path) -> None:
+# SQLite's own: another process holding the file's write lock.
+@pytest.mark.parametrize("state_location", ["sqlite"], indirect=True)
+async def test_stopping_mid_write_fails_the_waiting_delivery(state_location: str) -> None:
     """Another process holds the write lock when the target stops (a reload
     replacing it, after its drain time): the delivery waiting for that write
     gets a retryable error instead of waiting for ever."""
@@ -252,7 +254,7 @@ async def test_stopping_mid_write_fails_the_waiting_delivery(tmp_path: Path) -> 
     from pipelines.errors import DeliveryError
     from pipelines.targets import DeliveryContext
 
-    state = tmp_path / "state.db"
+    state = state_location
     runtime = runtime_with(state, partition_key="k")
     async with runtime:
         target = runtime.resource("clicks")
