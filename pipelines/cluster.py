@@ -75,6 +75,10 @@ class Membership:
     async def wait_to_lead(self, role: str) -> None:
         """Return once this runner leads ``role`` (at once: it is alone)."""
 
+    async def try_to_lead(self, role: str) -> bool:
+        """Take ``role`` if no other runner holds it; whether this one leads it."""
+        return self.leads(role)
+
     @contextlib.asynccontextmanager
     async def claim(self, other: str) -> AsyncIterator[bool]:
         """Whether ``other`` is gone (a SQLite file has no other runner)."""
@@ -122,11 +126,11 @@ class SharedMembership(Membership):
     async def wait_to_lead(self, role: str) -> None:
         """Return once this runner leads ``role``: try now, then every
         ``check_every`` seconds (cancel to give up)."""
-        while not await self._try_lead(role):
+        while not await self.try_to_lead(role):
             await asyncio.sleep(self.check_every)
         log.info("runner %s now leads the cluster's %s", self.runner, role)
 
-    async def _try_lead(self, role: str) -> bool:
+    async def try_to_lead(self, role: str) -> bool:
         if role not in self._led and await self._try_lock("role", role):
             self._led.add(role)
         return role in self._led

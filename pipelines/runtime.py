@@ -682,6 +682,11 @@ class Runtime:
                 self.spawn(self.replays.adoption().run(self.clock))
         assert self._metric_store is not None
         self._store_task = self.spawn(self._metric_store.run())
+        if self.membership is not None:
+            # Before the tasks start: a runner that can lead does so from its
+            # start (``wait_until_idle`` then counts its scheduler and alarms).
+            for role in (ALARMS, SCHEDULER):
+                await self.membership.try_to_lead(role)
         self._alarm_task = self.spawn(self._lead(ALARMS, self.alarms.run))
         if self.membership is not None and self.membership.shared and self._state is not None:
             self.spawn(self._adopt_while_running(self.membership, self._state))
