@@ -177,6 +177,16 @@ class PostgresConnection(Connection):
     ) -> list[Done]:
         return await self.submit(steps, transaction=transaction, synced=synced)
 
+    def share(self, step: Step) -> asyncio.Future[list[Row]]:
+        # Its turn taken now, at the call (not when a task first runs): a
+        # ``begin()`` called next cannot get ahead of it.
+        done = self._in_turn(lambda: self._batch([step], False))
+
+        async def rows() -> list[Row]:
+            return (await done)[0].rows
+
+        return asyncio.ensure_future(rows())
+
     async def rows(self, sql: str, parameters: Parameters = ()) -> list[Row]:
         return await self._in_turn(lambda: self._rows(sql, parameters))
 

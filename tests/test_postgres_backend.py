@@ -75,3 +75,20 @@ async def test_a_connection_runs_statements_batches_and_transactions(postgres_ur
         assert found == [(2,), (4,)]
     finally:
         await connection.close()
+
+
+async def test_a_shared_statement_keeps_its_place_before_a_transaction(postgres_url: str) -> None:
+    # share() hands its statement over at the call: a BEGIN handed over after
+    # it must not run first (the statement would land inside the transaction
+    # and be rolled back with it).
+    connection = await PostgresBackend().connect(postgres_url, create=True, functions={})
+    try:
+        await connection.execute("CREATE TABLE kept (n BIGINT)")
+        shared = connection.share(Step("INSERT INTO kept (n) VALUES (?)", (1,)))
+        await connection.begin()
+        await connection.execute("INSERT INTO kept (n) VALUES (?)", (2,))
+        await connection.rollback()
+        await shared
+        assert await connection.rows("SELECT n FROM kept") == [(1,)]
+    finally:
+        await connection.close()
