@@ -62,6 +62,9 @@ class Membership:
     def __init__(self, location: Path) -> None:
         self.runner = ""
         self._lock = RunnerLock(location)
+        #: Set when the runner can no longer tell whether it holds its locks
+        #: (in a cluster, its connection to the database was lost).
+        self.lost = asyncio.Event()
 
     async def join(self) -> None:
         self._lock.acquire()
@@ -71,6 +74,9 @@ class Membership:
 
     def leads(self, role: str) -> bool:
         return self._lock.held
+
+    async def watch(self) -> None:
+        """Watch the locks while the runner runs (nothing to watch for a file)."""
 
     async def wait_to_lead(self, role: str) -> None:
         """Return once this runner leads ``role`` (at once: it is alone)."""
@@ -99,6 +105,7 @@ class SharedMembership(Membership):
         self.check_every = check_every
         self._connection: Connection | None = None
         self._led: set[str] = set()
+        self.lost = asyncio.Event()
         #: Serializes the statements on the one connection.
         self._serial = asyncio.Lock()
 
@@ -122,6 +129,25 @@ class SharedMembership(Membership):
 
     def leads(self, role: str) -> bool:
         return role in self._led
+
+    async def watch(self) -> None:
+        """Every ``check_every`` seconds, check the connection holding the
+        locks. When it is lost the server has freed them: another runner
+        may take the roles, so this one stops leading at once (``lost``)
+        rather than fire schedules a second time."""
+        while not self.lost.is_set():
+            await asyncio.sleep(self.check_every)
+            try:
+                await self._call("SELECT ?", 1)
+            except Exception as exc:
+                self._led.clear()
+                self.lost.set()
+                log.error(
+                    "runner %s lost its connection to the cluster's database (%s): it no"
+                    " longer fires schedules or evaluates alarms; restart it",
+                    self.runner,
+                    exc,
+                )
 
     async def wait_to_lead(self, role: str) -> None:
         """Return once this runner leads ``role``: try now, then every

@@ -690,6 +690,7 @@ class Runtime:
         self._alarm_task = self.spawn(self._lead(ALARMS, self.alarms.run))
         if self.membership is not None and self.membership.shared and self._state is not None:
             self.spawn(self._adopt_while_running(self.membership, self._state))
+            self.spawn(self.membership.watch())
         # Last: the scheduler's first events find the targets started.
         self._scheduling = self.spawn(self._lead(SCHEDULER, self.scheduler.run))
 
@@ -744,11 +745,25 @@ class Runtime:
     async def _lead(self, role: str, work: Callable[[], Awaitable[None]]) -> None:
         """Run ``work`` once this runner leads ``role`` (at once when it is
         the only runner of its state; in a cluster, when it takes the role)."""
-        if self.membership is not None:
-            await self.membership.wait_to_lead(role)
-            if role == ALARMS:
-                await self.alarms.reload_states()  # the last leader's transitions
-        await work()
+        membership = self.membership
+        if membership is None:
+            await work()
+            return
+        await membership.wait_to_lead(role)
+        if role == ALARMS:
+            await self.alarms.reload_states()  # the last leader's transitions
+        # The work runs while this runner holds the role: when its locks
+        # are lost, another runner may lead, so this one's work stops.
+        running = asyncio.ensure_future(work())
+        lost = asyncio.ensure_future(membership.lost.wait())
+        try:
+            await asyncio.wait([running, lost], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (running, lost):
+                task.cancel()
+            await asyncio.wait([running, lost])
+        if not running.cancelled():
+            running.result()  # the work's own failure, if it failed
 
     def _leads(self, role: str) -> bool:
         return self.membership is None or self.membership.leads(role)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from pipelines.clock import ManualClock
+from pipelines.cluster import lock_key
 from pipelines.errors import StateError
 from pipelines.limits import Limits
 from pipelines.runtime import Runtime
@@ -179,3 +180,35 @@ async def until_async(read: Callable[[], Any], expected: object, seconds: float 
     while (found := await read()) != expected:
         assert loop.time() < deadline, found
         await asyncio.sleep(0.02)
+
+
+async def test_a_leader_that_loses_its_database_connection_stops_leading(
+    postgres_url: str,
+) -> None:
+    clock = ManualClock(T0)
+    first, second = runtime_on(postgres_url, "a", clock), runtime_on(postgres_url, "b", clock)
+    for runtime in (first, second):
+        await with_tick(runtime)
+    async with running(first), running(second):
+        assert first.membership is not None and second.membership is not None
+        assert first.membership.leads("scheduler")
+        await until(lambda: len(sink(first).events) == 1)
+        # The server ends the session holding a's locks (a network cut, a
+        # failover): b takes the role; a must not fire anything more.
+        key = lock_key("role", "scheduler")
+        store = await StateDB.open(postgres_url, runner="observer")
+        try:
+            await store.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND classid = ? AND objid = ? AND objsubid = 1",
+                ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
+            )
+        finally:
+            await store.close()
+        await until(lambda: first.membership is not None and first.membership.lost.is_set())
+        assert not first.membership.leads("scheduler")
+        await until(lambda: second.membership is not None and second.membership.leads("scheduler"))
+        await clock.advance(60)
+        await until(lambda: len(sink(second).events) == 1)
+        await asyncio.sleep(0.2)
+        assert len(sink(first).events) == 1  # only the run it fired before
