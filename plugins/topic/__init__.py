@@ -3,7 +3,8 @@
 ``target.TopicType`` is the target type; ``filterpolicy`` compiles SNS's
 subscription filter policies onto the event-pattern engine; ``cli`` adds
 ``pipelines topic ...``; ``api`` serves SNS's API (``sns``) on the AWS
-endpoint through ``register_services``.
+endpoint through ``register_services``; ``store`` keeps what the API
+changed (``TopicStore``, named through ``register_stores``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from plugins.topic.target import TopicType
 
 if TYPE_CHECKING:
     from pipelines.api import Service
+    from pipelines.store import Store
 
 
 @hookimpl
@@ -38,3 +40,10 @@ def register_services(register: Callable[[Service], None]) -> None:
     from plugins.topic.api import sns
 
     register(sns)
+
+
+@hookimpl
+def register_stores(register: Callable[[type[Store]], None]) -> None:
+    from plugins.topic.store import TopicStore
+
+    register(TopicStore)

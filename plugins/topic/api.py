@@ -3,10 +3,15 @@
 Topics are the runtime's topic resources: one declared in the config is
 listed, published to and subscribed to like one made by ``CreateTopic``
 (which puts a ``topic`` resource, so a rule can target it by its ARN).
-Subscriptions, topic attributes and tags made through the API are kept by
-the runtime's ``TopicState`` (see ``plugins.topic.target``): they last as
-long as the runner, across reloads, as rules made through the events API
-do; a config declares what must outlive a restart.
+Topics made by ``CreateTopic``, and the subscriptions, topic attributes and
+tags made through the API, are kept by the runtime's ``TopicState`` on a
+``TopicStore`` (see ``plugins.topic.target``): on the state database, so
+they outlive a restart and a cluster's runners share them. Each operation
+first brings this runner's view up to the store's (``_sync``): a topic made
+by CreateTopic (before a restart, or on another runner) is put back as a
+``topic`` resource, one deleted elsewhere is removed, and subscriptions are
+read again when the store's change counter moved. Publish compares the
+counter at most once a second, and at once for a topic it does not know.
 
 Subscriptions deliver to resources of the pipeline: ``sqs`` to a queue by
 its ARN, ``lambda`` to a function by its ARN. A publish is handed to every
@@ -26,9 +31,11 @@ import hashlib
 import json
 import logging
 import re
+import time
 import uuid
 import weakref
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.api import ApiError, Call, Service
@@ -36,15 +43,17 @@ from pipelines.api.services import ApiHost, page, resource_of
 from pipelines.errors import ConfigError, DeliveryError, NotRunningError, Where
 from pipelines.event import DEFAULT_ACCOUNT
 from pipelines.http.auth import is_http_url
-from pipelines.targets import DeliveryContext
+from pipelines.targets import DeliveryContext, Target
 from plugins.topic.filterpolicy import (
     ATTRIBUTES_SCOPE,
     BODY_SCOPE,
     FilterPolicyInvalid,
     sns_policy,
 )
+from plugins.topic.store import StoredSubscription, TopicStore, settings_text
 from plugins.topic.target import (
     FIFO_SUFFIX,
+    REFRESH,
     AddedSubscription,
     Subscription,
     TopicTarget,
@@ -157,12 +166,77 @@ def _arn_parts(arn: str, parameter: str) -> list[str]:
     return parts
 
 
-def _topic(call: Call, arn: str | None, parameter: str = "TopicArn") -> TopicTarget:
-    """The topic an ARN names (region and account are not compared)."""
+@dataclass
+class _Synced:
+    """What the sns service keeps of the state database while an endpoint serves."""
+
+    #: The topic resources this API put (CreateTopic, or one made before a
+    #: restart or on another runner), removed again when the store no longer has them.
+    adopted: dict[str, Target] = field(default_factory=dict)
+    #: The store's change counter when the topics were last brought up to it.
+    seen: int | None = None
+    checked: float = -float("inf")
+
+
+async def _sync(call: Call, max_age: float = 0.0) -> None:
+    """Bring this runner's topics up to the state database's, if it was not
+    looked at within ``max_age`` seconds: topics made by CreateTopic become
+    resources here (one whose name another resource has is left out, with
+    a warning), those deleted meanwhile go, and the topics' state is loaded
+    again when it changed. Nothing to do without a state database (the
+    API's changes are then this runner's alone)."""
+    runtime = call.runtime
+    if runtime.state_path is None:
+        return
+    context = call.kept("sns", _Synced)
+    if time.monotonic() - context.checked < max_age:
+        return
+    store = await call.store(TopicStore, where="the sns API")
+    async with _lock(call):
+        context.checked = time.monotonic()
+        version = await store.changes()
+        if version != context.seen:
+            await _adopt(runtime, context, set(await store.made()))
+            context.seen = version
+    for topic in topics(runtime).values():
+        await topic.state.catch_up(version)  # one state for the runtime's topics
+        break
+
+
+async def _adopt(runtime: ApiHost, context: _Synced, made: set[str]) -> None:
+    """Topics made by CreateTopic as resources here; gone ones removed."""
+    present = topics(runtime)
+    for name in sorted(made - present.keys()):
+        if name in runtime.resource_names():
+            log.warning("sns: topic %s is not served here: another resource has its name", name)
+            continue
+        context.adopted[name] = await runtime.put_resource(name, "topic", {"subscriptions": []})
+    for name, target in list(context.adopted.items()):
+        if name in made:
+            continue
+        del context.adopted[name]
+        if name not in runtime.resource_names() or runtime.resource(name) is not target:
+            continue  # replaced by a reload meanwhile: not this API's any more
+        try:
+            await runtime.delete_resource(name)
+        except ConfigError as error:  # a rule of this runner still targets it
+            log.warning("sns: topic %s was deleted, but stays here: %s", name, error.message)
+
+
+async def _topic(
+    call: Call, arn: str | None, parameter: str = "TopicArn", max_age: float = 0.0
+) -> TopicTarget:
+    """The topic an ARN names (region and account are not compared), once
+    this runner's topics are no older than ``max_age`` seconds (a topic not
+    found is looked for again at once)."""
     parts = _arn_parts(arn or "", parameter)
     if parts[0] != "arn" or parts[2] != "sns" or len(parts) != 6:
         raise invalid(parameter)
+    await _sync(call, max_age)
     found = topics(call.runtime).get(parts[5])
+    if found is None and max_age > 0:
+        await _sync(call)
+        found = topics(call.runtime).get(parts[5])
     if found is None:
         raise ApiError("NotFound", "Topic does not exist")
     return found
@@ -266,6 +340,7 @@ async def create_topic(call: Call, params: dict[str, Any]) -> dict[str, Any]:
         for key, value in given.items()
     }
     tags = _tags(params.get("Tags") or [])
+    await _sync(call)
     async with _lock(call):
         existing = topics(call.runtime).get(name)
         if existing is not None:
@@ -283,11 +358,9 @@ async def create_topic(call: Call, params: dict[str, Any]) -> dict[str, Any]:
             )
         made = await call.runtime.put_resource(name, "topic", {"subscriptions": []})
         assert isinstance(made, TopicTarget)
-        made.state.forget(name)  # what a topic of this name had before is not its
-        if attributes:
-            made.state.attributes[name] = attributes
-        if tags:
-            made.state.tags[name] = tags
+        if call.runtime.state_path is not None:
+            call.kept("sns", _Synced).adopted[name] = made
+        await made.state.create_topic(name, attributes, tags)
         return {"TopicArn": made.arn}
 
 
@@ -296,15 +369,19 @@ async def delete_topic(call: Call, params: dict[str, Any]) -> None:
     parts = _arn_parts(params["TopicArn"], "TopicArn")
     if parts[2] != "sns" or len(parts) != 6:
         raise invalid("TopicArn")
+    await _sync(call)
     async with _lock(call):
         topic = topics(call.runtime).get(parts[5])
         if topic is None:
             return  # AWS: deleting a topic that does not exist succeeds
-        try:
-            await call.runtime.delete_resource(topic.name)
-        except ConfigError as error:
-            raise invalid(f"TopicArn Reason: {error.message}") from None
-        topic.state.forget(topic.topic)
+        async with topic.state.held():  # past its stop, to forget it
+            try:
+                await call.runtime.delete_resource(topic.name)
+            except ConfigError as error:
+                raise invalid(f"TopicArn Reason: {error.message}") from None
+            if call.runtime.state_path is not None:
+                call.kept("sns", _Synced).adopted.pop(topic.name, None)
+            await topic.state.forget(topic.topic)
 
 
 def _page(items: Sequence[Any], token: str | None, key: str) -> dict[str, Any]:
@@ -314,21 +391,22 @@ def _page(items: Sequence[Any], token: str | None, key: str) -> dict[str, Any]:
 
 @sns.operation()
 async def list_topics(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    await _sync(call)
     arns = sorted(topic.arn for topic in topics(call.runtime).values())
     return _page([{"TopicArn": arn} for arn in arns], params.get("NextToken"), "Topics")
 
 
 @sns.operation()
 async def get_topic_attributes(call: Call, params: dict[str, Any]) -> dict[str, Any]:
-    return {"Attributes": _attributes_of(_topic(call, params["TopicArn"]))}
+    return {"Attributes": _attributes_of(await _topic(call, params["TopicArn"]))}
 
 
 @sns.operation()
 async def set_topic_attributes(call: Call, params: dict[str, Any]) -> None:
-    topic = _topic(call, params["TopicArn"])
+    topic = await _topic(call, params["TopicArn"])
     name = params["AttributeName"]
     value = _topic_attribute(name, params.get("AttributeValue") or "", topic.fifo)
-    topic.state.attributes.setdefault(topic.topic, {})[name] = value
+    await topic.state.set_attribute(topic.topic, name, value)
 
 
 # -- tags --------------------------------------------------------------------
@@ -341,9 +419,9 @@ def _tags(given: list[dict[str, str]]) -> dict[str, str]:
     return {tag["Key"]: tag.get("Value", "") for tag in given}
 
 
-def _tagged(call: Call, arn: str) -> TopicTarget:
+async def _tagged(call: Call, arn: str) -> TopicTarget:
     try:
-        return _topic(call, arn, "ResourceArn")
+        return await _topic(call, arn, "ResourceArn")
     except ApiError as error:
         if error.code == "NotFound":
             raise ApiError("ResourceNotFound", "Resource does not exist") from None
@@ -352,27 +430,25 @@ def _tagged(call: Call, arn: str) -> TopicTarget:
 
 @sns.operation()
 async def tag_resource(call: Call, params: dict[str, Any]) -> None:
-    topic = _tagged(call, params["ResourceArn"])
+    topic = await _tagged(call, params["ResourceArn"])
     added = _tags(params["Tags"])
     tags = {**topic.state.tags.get(topic.topic, {}), **added}
     if len(tags) > 50:
         raise ApiError(
             "TagLimitExceeded", "Could not complete request: tag quota of per resource exceeded"
         )
-    topic.state.tags[topic.topic] = tags
+    await topic.state.set_tags(topic.topic, tags)
 
 
 @sns.operation()
 async def untag_resource(call: Call, params: dict[str, Any]) -> None:
-    topic = _tagged(call, params["ResourceArn"])
-    tags = topic.state.tags.get(topic.topic, {})
-    for key in params["TagKeys"]:
-        tags.pop(key, None)
+    topic = await _tagged(call, params["ResourceArn"])
+    await topic.state.untag(topic.topic, params["TagKeys"])
 
 
 @sns.operation()
 async def list_tags_for_resource(call: Call, params: dict[str, Any]) -> dict[str, Any]:
-    topic = _tagged(call, params["ResourceArn"])
+    topic = await _tagged(call, params["ResourceArn"])
     tags = topic.state.tags.get(topic.topic, {})
     return {"Tags": [{"Key": key, "Value": value} for key, value in tags.items()]}
 
@@ -482,7 +558,8 @@ def _dead_letter(call: Call, topic: TopicTarget, value: str, reason: str) -> str
 
 def _subscription(
     sub_id: str, resource: str, settings: Mapping[str, Any], endpoint: str | None = None
-) -> Subscription:
+) -> tuple[Subscription, str]:
+    """The topic's subscription of SNS's settings, and those as stored."""
     declared = {"id": sub_id, **settings}
     if endpoint is not None:
         declared["endpoint"] = endpoint
@@ -493,7 +570,9 @@ def _subscription(
     if "filter_policy" not in declared:
         declared.pop("filter_policy_scope", None)  # kept for a policy that may follow
     try:
-        return Subscription.parse(Where(f"subscription {sub_id}"), declared)
+        return Subscription.parse(Where(f"subscription {sub_id}"), declared), settings_text(
+            declared
+        )
     except ConfigError as error:
         at = ".".join(str(part) for part in error.location.path)
         raise invalid(f"Attributes Reason: {at}: {error.message}") from None
@@ -501,7 +580,7 @@ def _subscription(
 
 @sns.operation()
 async def subscribe(call: Call, params: dict[str, Any]) -> dict[str, Any]:
-    topic = _topic(call, params["TopicArn"])
+    topic = await _topic(call, params["TopicArn"])
     protocol = params["Protocol"].lower()
     if protocol not in PROTOCOLS:
         raise invalid(f"Amazon SNS does not support this protocol string: {params['Protocol']}")
@@ -514,18 +593,16 @@ async def subscribe(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     resource = _endpoint_resource(call, topic, protocol, endpoint)
     attributes = dict(params.get("Attributes") or {})
     settings = _subscription_settings(call, topic, attributes, "Attributes Reason: ")
-    added = topic.state.added.setdefault(topic.topic, {})
-    for sub_id, existing in added.items():
-        if existing.protocol == protocol and existing.endpoint == endpoint:
-            if attributes and attributes != existing.attributes:
-                raise invalid(
-                    "Attributes Reason: Subscription already exists with different attributes"
-                )
-            return {"SubscriptionArn": f"{topic.arn}:{sub_id}"}
-    sub_id = str(uuid.uuid4())
     http = protocol in ("http", "https")
-    subscription = _subscription(sub_id, resource, settings, endpoint if http else None)
-    added[sub_id] = AddedSubscription(subscription, protocol, endpoint, attributes)
+    for sub_id, existing in topic.state.added.get(topic.topic, {}).items():
+        if existing.protocol == protocol and existing.endpoint == endpoint:
+            return _existing(topic, sub_id, attributes, existing.attributes)
+    sub_id = str(uuid.uuid4())
+    subscription, stored = _subscription(sub_id, resource, settings, endpoint if http else None)
+    made = StoredSubscription(topic.topic, sub_id, protocol, endpoint, attributes, stored)
+    kept = await topic.state.subscribe(made)
+    if kept.id != sub_id:  # another runner subscribed the same endpoint a moment ago
+        return _existing(topic, kept.id, attributes, kept.attributes)
     if http:  # pending until its endpoint confirms it
         call.runtime.spawn(topic.request_confirmation(subscription))
         if not params.get("ReturnSubscriptionArn"):
@@ -533,17 +610,26 @@ async def subscribe(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     return {"SubscriptionArn": f"{topic.arn}:{sub_id}"}
 
 
+def _existing(
+    topic: TopicTarget, sub_id: str, given: Mapping[str, str], kept: Mapping[str, str]
+) -> dict[str, Any]:
+    """Subscribe's answer for a subscription the topic has already."""
+    if given and given != kept:
+        raise invalid("Attributes Reason: Subscription already exists with different attributes")
+    return {"SubscriptionArn": f"{topic.arn}:{sub_id}"}
+
+
 @sns.operation()
 async def confirm_subscription(call: Call, params: dict[str, Any]) -> dict[str, Any]:
-    topic = _topic(call, params["TopicArn"])
-    confirmed = topic.state.http.confirm(topic.arn, params["Token"])
+    topic = await _topic(call, params["TopicArn"])
+    confirmed = await topic.state.confirm(topic.arn, params["Token"])
     if confirmed is None:
         raise invalid("Token")
     return {"SubscriptionArn": f"{topic.arn}:{confirmed[1]}"}
 
 
 def _pending(topic: TopicTarget, sub_id: str, endpoint: str | None) -> bool:
-    return endpoint is not None and not topic.state.http.is_confirmed(topic.topic, sub_id)
+    return endpoint is not None and not topic.state.http.is_confirmed(topic.topic, sub_id, endpoint)
 
 
 def _declared_protocol(call: Call, resource: str) -> tuple[str, str]:
@@ -573,7 +659,8 @@ def _listed(call: Call, topic: TopicTarget) -> list[dict[str, str]]:
         {
             "SubscriptionArn": (
                 "PendingConfirmation"
-                if protocol in ("http", "https") and not http.is_confirmed(topic.topic, sub_id)
+                if protocol in ("http", "https")
+                and not http.is_confirmed(topic.topic, sub_id, endpoint)
                 else f"{topic.arn}:{sub_id}"
             ),
             "Owner": DEFAULT_ACCOUNT,
@@ -587,6 +674,7 @@ def _listed(call: Call, topic: TopicTarget) -> list[dict[str, str]]:
 
 @sns.operation()
 async def list_subscriptions(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    await _sync(call)
     every = [
         item for _, topic in sorted(topics(call.runtime).items()) for item in _listed(call, topic)
     ]
@@ -595,17 +683,18 @@ async def list_subscriptions(call: Call, params: dict[str, Any]) -> dict[str, An
 
 @sns.operation()
 async def list_subscriptions_by_topic(call: Call, params: dict[str, Any]) -> dict[str, Any]:
-    topic = _topic(call, params["TopicArn"])
+    topic = await _topic(call, params["TopicArn"])
     return _page(_listed(call, topic), params.get("NextToken"), "Subscriptions")
 
 
-def _find_subscription(
+async def _find_subscription(
     call: Call, arn: str
 ) -> tuple[TopicTarget, str, AddedSubscription | Subscription] | None:
     """The topic, id and subscription an ARN names (``None``: none does)."""
     parts = _arn_parts(arn, "SubscriptionArn")
     if len(parts) < 7:
         raise invalid("SubscriptionId")
+    await _sync(call)
     topic = topics(call.runtime).get(parts[5])
     if topic is None or parts[2] != "sns":
         return None
@@ -619,8 +708,8 @@ def _find_subscription(
     return None
 
 
-def _added(call: Call, arn: str) -> tuple[TopicTarget, str, AddedSubscription]:
-    found = _find_subscription(call, arn)
+async def _added(call: Call, arn: str) -> tuple[TopicTarget, str, AddedSubscription]:
+    found = await _find_subscription(call, arn)
     if found is None:
         raise ApiError("NotFound", "Subscription does not exist")
     topic, sub_id, subscription = found
@@ -635,17 +724,16 @@ def _added(call: Call, arn: str) -> tuple[TopicTarget, str, AddedSubscription]:
 @sns.operation()
 async def unsubscribe(call: Call, params: dict[str, Any]) -> None:
     arn = params["SubscriptionArn"]
-    if _find_subscription(call, arn) is None:
+    if await _find_subscription(call, arn) is None:
         return  # AWS: unsubscribing twice succeeds
-    topic, sub_id, _ = _added(call, arn)
-    topic.state.added.get(topic.topic, {}).pop(sub_id, None)
-    topic.state.http.forget(topic.topic, sub_id)
+    topic, sub_id, _ = await _added(call, arn)
+    await topic.state.unsubscribe(topic.topic, sub_id)
 
 
 @sns.operation()
 async def get_subscription_attributes(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     arn = params["SubscriptionArn"]
-    found = _find_subscription(call, arn)
+    found = await _find_subscription(call, arn)
     if found is None:
         raise ApiError("NotFound", "Subscription does not exist")
     topic, sub_id, subscription = found
@@ -688,17 +776,18 @@ async def get_subscription_attributes(call: Call, params: dict[str, Any]) -> dic
 async def set_subscription_attributes(call: Call, params: dict[str, Any]) -> None:
     name = params["AttributeName"]
     value = params.get("AttributeValue") or ""
-    topic, sub_id, added = _added(call, params["SubscriptionArn"])
+    topic, sub_id, added = await _added(call, params["SubscriptionArn"])
     if name not in SUBSCRIPTION_ATTRIBUTES:
         raise invalid("AttributeName")
     attributes = {**added.attributes, name: value}
     settings = _subscription_settings(call, topic, attributes, "")
     if name == "FilterPolicy" and value.strip() in ("", "{}"):
         attributes.pop("FilterPolicy")
-    added.subscription = _subscription(
+    _, stored = _subscription(
         sub_id, added.subscription.resource, settings, added.subscription.endpoint
     )
-    added.attributes = attributes
+    if not await topic.state.set_subscription(topic.topic, sub_id, attributes, stored):
+        raise ApiError("NotFound", "Subscription does not exist")  # unsubscribed meanwhile
 
 
 # -- publishing --------------------------------------------------------------
@@ -881,7 +970,7 @@ class _Publish:
                 log.error("sns publish to %s: %s", self.topic.topic, error.message)
         answer = {"MessageId": message_id}
         if self.topic.fifo:
-            answer["SequenceNumber"] = self.topic.state.next_sequence(self.topic.topic)
+            answer["SequenceNumber"] = await self.topic.state.next_sequence(self.topic.topic)
         return answer
 
     async def _attempt(self, topic: TopicTarget, attempt: int) -> str:
@@ -914,16 +1003,16 @@ class _Publish:
         )
 
 
-def _publish_topic(call: Call, params: Mapping[str, Any]) -> TopicTarget:
+async def _publish_topic(call: Call, params: Mapping[str, Any]) -> TopicTarget:
     if params.get("PhoneNumber"):
         raise invalid("PhoneNumber Reason: pipelines does not send SMS")
     if params.get("TopicArn"):
-        return _topic(call, params["TopicArn"])
+        return await _topic(call, params["TopicArn"], max_age=REFRESH)
     target = params.get("TargetArn")
     if not target:
         raise invalid("TopicArn or TargetArn Reason: no value for required parameter")
     try:
-        return _topic(call, target, "TargetArn")
+        return await _topic(call, target, "TargetArn", max_age=REFRESH)
     except ApiError as error:
         if error.code == "NotFound" or error.message == "Invalid parameter: TargetArn":
             raise invalid(
@@ -934,13 +1023,13 @@ def _publish_topic(call: Call, params: Mapping[str, Any]) -> TopicTarget:
 
 @sns.operation()
 async def publish(call: Call, params: dict[str, Any]) -> dict[str, Any]:
-    topic = _publish_topic(call, params)
+    topic = await _publish_topic(call, params)
     return await _Publish(call, topic, params).send(call)
 
 
 @sns.operation()
 async def publish_batch(call: Call, params: dict[str, Any]) -> dict[str, Any]:
-    topic = _topic(call, params["TopicArn"])
+    topic = await _topic(call, params["TopicArn"], max_age=REFRESH)
     entries = params["PublishBatchRequestEntries"]
     if not entries:
         raise ApiError("EmptyBatchRequest", "The batch request doesn't contain any entries.")

@@ -123,6 +123,9 @@ async def publish(
     target = resources[topic]
     if not isinstance(target, TopicTarget):
         raise PipelinesError(f"{config_file}: resource {topic!r} is not a topic")
+    # The config's subscriptions only: those the API added name resources
+    # this one-off publish has not made.
+    target.state.persisted = False
     services = _Services(config.state, resources)
     started: list[Target] = []
     try:

@@ -4,8 +4,12 @@ A subscription whose endpoint is an http(s) URL is pending until confirmed,
 as SNS's are: it is sent a ``SubscriptionConfirmation`` (with a ``Token``
 and a ``SubscribeURL``), and is confirmed by a GET of that URL or by
 ConfirmSubscription with the token. A pending subscription gets no
-notifications. Confirmation lasts while the runner runs: a restarted runner
-asks a declared subscription to confirm again.
+notifications. Tokens and confirmations are kept by the topics' ``Keeper``
+(``TopicState``, on the ``TopicStore``): on a state database they outlive a
+restart and are one set for a cluster's runners, so a token sent by one
+runner confirms on any, and a confirmed subscription gets notifications
+from every runner. A declared subscription is confirmed for its endpoint:
+a config that gives it another endpoint asks that one to confirm.
 
 Every message (confirmations and notifications) is signed as SNS signs
 them: the string to sign is the message's fields, each ``Name\\nValue\\n``
@@ -43,7 +47,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipelines.errors import ConfigError, DeliveryError, Where
 from pipelines.event import format_time_ms
@@ -209,28 +213,36 @@ _FIELDS = {
 }
 
 
-@dataclass(slots=True)
-class Pending:
-    topic: str
-    topic_arn: str
-    sub_id: str
+class Keeper(Protocol):
+    """Where HTTP(S) subscriptions' tokens and confirmations are kept (the
+    topics' ``TopicState``)."""
+
+    async def add_token(
+        self, token: str, topic: str, topic_arn: str, sub_id: str, endpoint: str
+    ) -> None:
+        """A confirmation request carrying ``token`` is about to be sent."""
+
+    async def confirm(self, topic_arn: str, token: str) -> tuple[str, str] | None:
+        """Confirm what ``token`` was sent for: (topic, subscription id), or
+        None for a token that does not wait for ``topic_arn``."""
+
+    async def unsubscribe(self, topic: str, sub_id: str) -> None:
+        """An UnsubscribeURL was visited."""
 
 
 class HttpEndpoints:
     """What a runtime's topics share for HTTP(S) subscriptions: the signer,
-    one HTTP client, confirmation tokens, and the routes on the runner's port
-    (the certificate, SubscribeURL, UnsubscribeURL)."""
+    one HTTP client, the confirmations (as their ``Keeper`` last loaded
+    them), and the routes on the runner's port (the certificate,
+    SubscribeURL, UnsubscribeURL)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keeper: Keeper) -> None:
+        self.keeper = keeper
         self.signer: Signer | None = None
         self.client: HttpClient | None = None
         self.base_url: str | None = None
-        #: Token -> the subscription it confirms.
-        self.pending: dict[str, Pending] = {}
-        #: (topic, subscription id) of confirmed subscriptions.
-        self.confirmed: set[tuple[str, str]] = set()
-        #: Unsubscribes a subscription (set by the API module): (topic, sub_id) -> None.
-        self.unsubscribe: Callable[[str, str], None] | None = None
+        #: (topic, subscription id) -> the endpoint confirmed (the keeper's view).
+        self.confirmed: dict[tuple[str, str], str] = {}
         self._users = 0
         self._routes: Routes | None = None
         self._removers: list[Callable[[], None]] = []
@@ -279,30 +291,16 @@ class HttpEndpoints:
             )
         return base
 
-    def is_confirmed(self, topic: str, sub_id: str) -> bool:
-        return (topic, sub_id) in self.confirmed
-
-    def confirm(self, topic_arn: str, token: str) -> tuple[str, str] | None:
-        """Confirm the subscription ``token`` was sent to: (topic, sub_id), or
-        None for a token that is not pending for ``topic_arn``."""
-        found = self.pending.get(token)
-        if found is None or found.topic_arn != topic_arn:
-            return None
-        del self.pending[token]
-        self.confirmed.add((found.topic, found.sub_id))
-        return found.topic, found.sub_id
-
-    def forget(self, topic: str, sub_id: str) -> None:
-        self.confirmed.discard((topic, sub_id))
-        for token in [t for t, p in self.pending.items() if (p.topic, p.sub_id) == (topic, sub_id)]:
-            del self.pending[token]
+    def is_confirmed(self, topic: str, sub_id: str, endpoint: str | None) -> bool:
+        """Whether the subscription is confirmed for ``endpoint``."""
+        return endpoint is not None and self.confirmed.get((topic, sub_id)) == endpoint
 
     async def request_confirmation(
         self, topic: str, topic_arn: str, sub_id: str, endpoint: str, version: str
     ) -> None:
         """Send the SubscriptionConfirmation (three tries, a second apart)."""
         token = secrets.token_hex(64)
-        self.pending[token] = Pending(topic, topic_arn, sub_id)
+        await self.keeper.add_token(token, topic, topic_arn, sub_id, endpoint)
         query = urllib.parse.urlencode({"TopicArn": topic_arn, "Token": token})
         base = self._base()
         message = {
@@ -400,7 +398,9 @@ class HttpEndpoints:
         return HttpResponse(200, signer.pem, {"Content-Type": "application/x-pem-file"})
 
     async def _confirm_url(self, request: HttpRequest) -> HttpResponse:
-        confirmed = self.confirm(request.query.get("TopicArn", ""), request.query.get("Token", ""))
+        confirmed = await self.keeper.confirm(
+            request.query.get("TopicArn", ""), request.query.get("Token", "")
+        )
         if confirmed is None:
             return _xml_error(400, "InvalidParameter", "Invalid parameter: Token")
         topic_arn = request.query["TopicArn"]
@@ -418,9 +418,9 @@ class HttpEndpoints:
         arn = request.query.get("SubscriptionArn", "")
         topic_arn, _, sub_id = arn.rpartition(":")
         topic = topic_arn.rsplit(":", 1)[-1]
-        if not sub_id or self.unsubscribe is None:
+        if not sub_id:
             return _xml_error(400, "InvalidParameter", "Invalid parameter: SubscriptionArn")
-        self.unsubscribe(topic, sub_id)
+        await self.keeper.unsubscribe(topic, sub_id)
         return HttpResponse(
             200, b"<UnsubscribeResponse><UnsubscribeResult/></UnsubscribeResponse>", {}
         )

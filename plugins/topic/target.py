@@ -40,19 +40,29 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import json
 import logging
+import math
 import re
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import jmespath
 import jmespath.exceptions
 
-from pipelines.errors import ConfigError, DeliveryError, PipelinesError, Problems, Where
+from pipelines.errors import (
+    ConfigError,
+    DeliveryError,
+    PipelinesError,
+    Problems,
+    ResourceNotFoundError,
+    Where,
+)
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_time_ms
 from pipelines.http.auth import is_http_url
 from pipelines.settings import Flag, Number, Settings, Shape
@@ -67,8 +77,10 @@ from pipelines.targets import (
 from plugins.queue.target import delivery_key, group_id_of
 from plugins.topic.endpoints import DeliveryPolicy, HttpEndpoints
 from plugins.topic.filterpolicy import ATTRIBUTES_SCOPE, FilterPolicy
+from plugins.topic.store import Snapshot, StoredSubscription, TopicStore
 
 log = logging.getLogger("plugins.topic")
+T = TypeVar("T")
 FIFO_SUFFIX = ".fifo"
 _STRING = {"type": "string"}
 SUBSCRIPTION_TABLE = Settings(
@@ -195,47 +207,227 @@ class Subscription:
 @dataclass(slots=True)
 class AddedSubscription:
     """A subscription made through the API: the topic's ``Subscription`` and
-    how the API names it (protocol, endpoint ARN, attributes as given)."""
+    how the API names it (protocol, endpoint ARN, attributes as given), with
+    the settings it was parsed from as stored (``store.settings_text``)."""
 
     subscription: Subscription
     protocol: str
     endpoint: str
     attributes: dict[str, str] = field(default_factory=dict)
+    settings: str = "{}"
+
+
+#: How often (seconds, at most) a topic of a runtime on a state database
+#: compares the store's change counter before a publish: what another
+#: runner of a cluster changed is seen within this long.
+REFRESH = 1.0
 
 
 class TopicState:
     """What the API changed of a runtime's topics, by topic name: added
-    subscriptions (by subscription id), topic attributes, tags and FIFO
-    sequence numbers. One per ``TopicType`` (so per runtime), kept while the
-    runtime lives; a topic replaced by a reload finds its own again."""
+    subscriptions (by subscription id), topic attributes, tags, topics made
+    by CreateTopic, and HTTP(S) subscriptions' confirmations.
+
+    One per ``TopicType`` (so per runtime). It is kept by a ``TopicStore``,
+    opened when the first topic starts and closed when the last stops: on
+    the runtime's state database when it has one (so it outlives a restart,
+    and a cluster's runners share it), else in memory (lasting while some
+    topic runs, across reloads). The dictionaries here are the store as last
+    loaded: every change is written to the store, then the whole is loaded
+    again; before a publish, a state shared with others compares the
+    store's change counter at most every ``REFRESH`` seconds (``fresh``).
+    """
 
     def __init__(self) -> None:
         self.added: dict[str, dict[str, AddedSubscription]] = {}
         self.attributes: dict[str, dict[str, str]] = {}
         self.tags: dict[str, dict[str, str]] = {}
-        self._sequence: dict[str, int] = {}
+        #: Topics made by CreateTopic (on any runner of a cluster).
+        self.made: list[str] = []
         #: HTTP(S) subscriptions' confirmations, signing and requests.
-        self.http = HttpEndpoints()
-        self.http.unsubscribe = self._unsubscribe
+        self.http = HttpEndpoints(self)
+        #: False: kept in memory even when the runtime has a state database
+        #: (a one-off ``pipelines topic publish`` reaches declared subscriptions only).
+        self.persisted = True
+        self.store: TopicStore | None = None
+        #: Whether other processes may change the store (a state database).
+        self.shared = False
+        self._users = 0
+        self._seen: int | None = None
+        self._checked = -math.inf
+        self._opening = asyncio.Lock()
+        self._loading = asyncio.Lock()
 
-    def _unsubscribe(self, topic: str, sub_id: str) -> None:
-        """An UnsubscribeURL was visited: an added subscription goes; a
-        declared one stays declared but must be confirmed again."""
-        self.added.get(topic, {}).pop(sub_id, None)
-        self.http.forget(topic, sub_id)
+    # -- the store's life ------------------------------------------------------------
+
+    async def start(self, services: TargetServices) -> None:
+        """A topic starts: the first opens the store and loads it."""
+        async with self._opening:
+            if self.store is None:
+                path = services.state_path if self.persisted else None
+                if path is None:
+                    store = await TopicStore.open(None, services.clock)
+                else:
+                    store = await services.open_store(TopicStore, where="the topics")
+                try:
+                    self.store, self.shared, self._seen = store, path is not None, None
+                    await self.reload()
+                except BaseException:
+                    self.store = None
+                    await store.close()
+                    raise
+            self._users += 1
+        try:
+            await self.http.start(services)
+        except BaseException:
+            await self._release()
+            raise
+
+    async def stop(self) -> None:
+        await self.http.stop()
+        await self._release()
+
+    async def _release(self) -> None:
+        async with self._opening:
+            self._users -= 1
+            if self._users == 0 and self.store is not None:
+                store, self.store = self.store, None
+                await store.close()
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[TopicStore]:
+        """The store, kept open for the block even if the last topic stops
+        meanwhile (DeleteTopic forgets a topic after it stopped)."""
+        async with self._opening:
+            store = started(self.store, "the topics")
+            self._users += 1
+        try:
+            yield store
+        finally:
+            await self._release()
+
+    # -- reading it ----------------------------------------------------------------
+
+    async def reload(self) -> None:
+        """Load everything from the store again."""
+        store = started(self.store, "the topics")
+        async with self._loading:
+            snapshot = await store.snapshot()
+            self._apply(snapshot)
+            self._checked = time.monotonic()
+
+    async def fresh(self, max_age: float = REFRESH) -> None:
+        """Reload if another runner changed the store: compared at most every
+        ``max_age`` seconds (0: now). A state in memory has no other writer.
+        A store that cannot be read now is logged and tried again later
+        (the topics go on as last loaded)."""
+        if not self.shared or time.monotonic() - self._checked < max_age:
+            return
+        store = self.store
+        if store is None:
+            return
+        async with self._loading:
+            if time.monotonic() - self._checked < max_age:
+                return  # checked meanwhile
+            self._checked = time.monotonic()
+            try:
+                if await store.changes() == self._seen:
+                    return
+                self._apply(await store.snapshot())
+            except Exception as error:
+                log.warning("topics: reading the state database failed (%s); tried again", error)
+
+    async def catch_up(self, version: int) -> None:
+        """Reload unless what was loaded is at least ``version`` of the
+        store's change counter (read just now by the caller)."""
+        if self.shared and self.store is not None and (self._seen is None or self._seen < version):
+            await self.reload()
+
+    def _apply(self, snapshot: Snapshot) -> None:
+        added: dict[str, dict[str, AddedSubscription]] = {}
+        for row in snapshot.subscriptions:
+            kept = self.added.get(row.topic, {}).get(row.id)
+            if kept is None or kept.settings != row.settings or kept.endpoint != row.endpoint:
+                try:
+                    subscription = Subscription.parse(
+                        Where(f"topic {row.topic}") / "subscription" / row.id,
+                        json.loads(row.settings),
+                    )
+                except ConfigError as error:  # kept by a version that took it
+                    log.error("topics: a stored subscription is skipped: %s", error)
+                    continue
+                kept = AddedSubscription(
+                    subscription, row.protocol, row.endpoint, settings=row.settings
+                )
+            kept.attributes = row.attributes
+            added.setdefault(row.topic, {})[row.id] = kept
+        self.added = added
+        self.attributes = snapshot.attributes
+        self.tags = snapshot.tags
+        self.made = snapshot.made
+        self.http.confirmed = snapshot.confirmed
+        self._seen = snapshot.version
 
     def subscriptions(self, topic: str) -> list[Subscription]:
         return [added.subscription for added in self.added.get(topic, {}).values()]
 
-    def next_sequence(self, topic: str) -> str:
-        """A FIFO topic's next SequenceNumber (SNS's 20 digits)."""
-        number = self._sequence.get(topic, 0) + 1
-        self._sequence[topic] = number
-        return f"{number:020d}"
+    # -- changing it (each change written, then loaded again) ----------------------------
 
-    def forget(self, topic: str) -> None:
-        for kept in (self.added, self.attributes, self.tags, self._sequence):
-            kept.pop(topic, None)
+    async def _change(self, change: Callable[[TopicStore], Awaitable[T]]) -> T:
+        done = await change(started(self.store, "the topics"))
+        await self.reload()
+        return done
+
+    async def create_topic(
+        self, topic: str, attributes: Mapping[str, str], tags: Mapping[str, str]
+    ) -> None:
+        await self._change(lambda store: store.create_topic(topic, attributes, tags))
+
+    async def forget(self, topic: str) -> None:
+        """A topic deleted: what the API kept of it goes."""
+        async with self.held() as store:
+            await store.delete_topic(topic)
+            await self.reload()
+
+    async def set_attribute(self, topic: str, name: str, value: str) -> None:
+        await self._change(lambda store: store.set_attributes(topic, {name: value}))
+
+    async def set_tags(self, topic: str, tags: Mapping[str, str]) -> None:
+        await self._change(lambda store: store.set_tags(topic, tags))
+
+    async def untag(self, topic: str, keys: Sequence[str]) -> None:
+        await self._change(lambda store: store.untag(topic, keys))
+
+    async def subscribe(self, made: StoredSubscription) -> StoredSubscription:
+        """Add ``made``; or the subscription of the same protocol and
+        endpoint the store has (made meanwhile on another runner)."""
+        return await self._change(lambda store: store.subscribe(made))
+
+    async def set_subscription(
+        self, topic: str, sub_id: str, attributes: Mapping[str, str], settings: str
+    ) -> bool:
+        return await self._change(
+            lambda store: store.set_subscription(topic, sub_id, attributes, settings)
+        )
+
+    async def unsubscribe(self, topic: str, sub_id: str) -> None:
+        """An added subscription goes; a declared one stays declared but must
+        be confirmed again (an UnsubscribeURL was visited)."""
+        await self._change(lambda store: store.unsubscribe(topic, sub_id))
+
+    async def add_token(
+        self, token: str, topic: str, topic_arn: str, sub_id: str, endpoint: str
+    ) -> None:
+        store = started(self.store, "the topics")
+        await store.add_token(token, topic, topic_arn, sub_id, endpoint)
+
+    async def confirm(self, topic_arn: str, token: str) -> tuple[str, str] | None:
+        return await self._change(lambda store: store.confirm(topic_arn, token))
+
+    async def next_sequence(self, topic: str) -> str:
+        """A FIFO topic's next SequenceNumber (SNS's 20 digits)."""
+        number = await started(self.store, "the topics").next_sequence(topic)
+        return f"{number:020d}"
 
 
 class TopicTarget(Target):
@@ -295,8 +487,9 @@ class TopicTarget(Target):
         return given if given in ("1", "2") else self.signature_version
 
     def references(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """The resources its declared subscriptions name (the API checked its own)."""
         found: list[tuple[tuple[str | int, ...], str]] = []
-        for index, subscription in enumerate(self.subscriptions):
+        for index, subscription in enumerate(self.declared):
             if subscription.endpoint is None:
                 found.append((("subscriptions", index, "resource"), subscription.resource))
             if subscription.dead_letter is not None:
@@ -304,17 +497,27 @@ class TopicTarget(Target):
         return found
 
     async def start(self, services: TargetServices) -> None:
+        await self.state.start(services)
+        try:
+            self._check(services)
+        except BaseException:
+            await self.state.stop()
+            raise
         self.services = services
-        await self.state.http.start(services)
-        for subscription in self.subscriptions:
+
+    def _check(self, services: TargetServices) -> None:
+        """Check the declared subscriptions (the API checked those it added,
+        and one whose resource a later config dropped fails its deliveries,
+        not the runtime's start) and ask unconfirmed HTTP(S) ones to confirm."""
+        for subscription in self.declared:
             if subscription.endpoint is not None:
                 if self.fifo:
                     raise PipelinesError(
                         f"topic {self.topic}: subscription {subscription.id}: a FIFO topic"
                         " delivers only to FIFO queues, not to an HTTP(S) endpoint"
                     )
-                if subscription in self.declared and not self.state.http.is_confirmed(
-                    self.topic, subscription.id
+                if not self.state.http.is_confirmed(
+                    self.topic, subscription.id, subscription.endpoint
                 ):
                     services.spawn(self.request_confirmation(subscription))
                 continue
@@ -328,7 +531,7 @@ class TopicTarget(Target):
     async def stop(self) -> None:
         if self.services is not None:
             self.services = None
-            await self.state.http.stop()
+            await self.state.stop()
 
     async def request_confirmation(self, subscription: Subscription) -> None:
         """Ask an HTTP(S) subscription's endpoint to confirm it (in the background)."""
@@ -339,6 +542,8 @@ class TopicTarget(Target):
             )
         except DeliveryError as error:
             log.warning("topic %s: %s", self.topic, error.message)
+        except Exception as error:  # the token could not be kept: no request
+            log.error("topic %s: confirming %s: %s", self.topic, subscription.id, error)
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         message = payload_text(payload)
@@ -356,7 +561,7 @@ class TopicTarget(Target):
             s.id
             for s in self.subscriptions
             if (s.policy is None or s.policy.matches(message, attributes))
-            and (s.endpoint is None or http.is_confirmed(self.topic, s.id))  # pending: nothing
+            and (s.endpoint is None or http.is_confirmed(self.topic, s.id, s.endpoint))  # pending
         ]
 
     async def publish(
@@ -378,6 +583,7 @@ class TopicTarget(Target):
         subscription failed and has no dead letter yet; the same ``context``
         again serves only those."""
         started(self.services, f"topic {self.topic}")
+        await self.state.fresh()
         message_id = self.message_id(context)
         progress = self._progress.get(message_id)
         if progress is None:
@@ -486,7 +692,15 @@ class TopicTarget(Target):
                     raw=message if subscription.raw else None,
                 )
             else:
-                await self.services.resource(subscription.resource).deliver(delivered, sub_context)
+                try:
+                    resource = self.services.resource(subscription.resource)
+                except ResourceNotFoundError as missing:  # a config since changed
+                    raise DeliveryError(
+                        "ResourceNotFound",
+                        f"subscription {subscription.id}: {missing}",
+                        retryable=False,
+                    ) from None
+                await resource.deliver(delivered, sub_context)
         except Exception as exc:
             error = (
                 exc
