@@ -18,7 +18,6 @@ Tokens and sequence numbers are read where they are used and bump nothing.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -193,7 +192,9 @@ class TopicStore(Store):
             for table in _OF_A_TOPIC
         ]
         steps.append(
-            Step(self.dialect.insert_new("topic_made", ("topic", "made")), (topic, time.time()))
+            Step(
+                self.dialect.insert_new("topic_made", ("topic", "made")), (topic, self.clock.time())
+            )
         )
         steps += self._attribute_steps(topic, attributes)
         if tags:
@@ -250,7 +251,8 @@ class TopicStore(Store):
         done = await self.batch(
             [
                 Step(
-                    self.dialect.insert_new("topic_subscriptions", columns), (*values, time.time())
+                    self.dialect.insert_new("topic_subscriptions", columns),
+                    (*values, self.clock.time()),
                 ),
                 Step(
                     "SELECT id, attributes, settings FROM topic_subscriptions"
@@ -299,7 +301,7 @@ class TopicStore(Store):
     ) -> None:
         """A confirmation request is on its way with ``token`` (tokens older
         than ``TOKEN_LIFE`` go meanwhile)."""
-        now = time.time()
+        now = self.clock.time()
         await self.batch(
             [
                 Step("DELETE FROM topic_tokens WHERE made < ?", (now - TOKEN_LIFE,)),
