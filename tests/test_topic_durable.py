@@ -9,7 +9,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
+
 from pipelines.api import ApiServer, served_services
+from pipelines.archive import ArchiveStore
 from pipelines.runtime import Runtime
 from plugins.topic.target import REFRESH
 
@@ -19,6 +22,12 @@ from .helpers import eventually
 from .test_sns_http import Subscriber, fetch, verified
 
 DECLARED = "arn:aws:sns:us-east-1:000000000000:alerts"
+#: A runtime on PostgreSQL opens every engine store there; until the archive
+#: store has its PostgreSQL schema (the pgarchive branch), none starts.
+RUNTIME_ON_POSTGRES = "postgresql" in ArchiveStore.engine_schema
+needs_runtime_on_postgres = pytest.mark.skipif(
+    not RUNTIME_ON_POSTGRES, reason="the archive store is not on PostgreSQL yet"
+)
 SINK = "arn:aws:lambda:us-east-1:000000000000:function:sink"
 
 
@@ -64,6 +73,8 @@ async def subscribe(sns: Any, topic: str, protocol: str, endpoint: str, **given:
 
 
 async def test_what_the_api_made_outlives_a_restart(state_location: str) -> None:
+    if not state_location.endswith(".db") and not RUNTIME_ON_POSTGRES:
+        pytest.skip("the archive store is not on PostgreSQL yet")
     functions.calls.clear()
     subscriber = await Subscriber().start()
     try:
@@ -160,6 +171,7 @@ async def test_without_a_state_database_the_api_changes_last_while_the_runtime_r
         functions.calls.clear()
 
 
+@needs_runtime_on_postgres
 async def test_two_runners_share_the_topics(postgres_url: str) -> None:
     functions.calls.clear()
     subscriber = await Subscriber().start()
@@ -167,14 +179,16 @@ async def test_two_runners_share_the_topics(postgres_url: str) -> None:
     try:
         async with serving(first) as a, serving(second) as b:
             await aws_call(b, "list_topics")  # b has looked at the state just now
-            # A subscription made through a's endpoint gets what is published
-            # through b's, once b has looked again (within REFRESH seconds).
+            # A subscription made through a's endpoint gets what b delivers
+            # to the topic, once b has looked again (within REFRESH seconds):
+            # from a rule, then from a publish through b's endpoint.
             sub = await subscribe(a, DECLARED, "lambda", SINK)
             await asyncio.sleep(REFRESH + 0.1)
-            await aws_call(b, "publish", TopicArn=DECLARED, Message="via b")
-            assert messages() == ["via b"]  # b handed it over before answering
             await second.put_events([{"Source": "mon", "DetailType": "x", "Detail": "{}"}])
-            await eventually(lambda: len(messages()) == 2)
+            await eventually(lambda: len(messages()) == 1)
+            assert json.loads(messages()[0])["source"] == "mon"
+            await aws_call(b, "publish", TopicArn=DECLARED, Message="via b")
+            assert messages()[-1] == "via b"  # b handed it over before answering
             # b's other operations see a's changes at once.
             by_topic = await aws_call(b, "list_subscriptions_by_topic", TopicArn=DECLARED)
             assert [s["SubscriptionArn"] for s in by_topic["Subscriptions"]] == [sub]
@@ -226,8 +240,9 @@ async def test_two_runners_share_the_topics(postgres_url: str) -> None:
             # Unsubscribed through b: a stops delivering to it within REFRESH seconds.
             await aws_call(b, "unsubscribe", SubscriptionArn=sub)
             await asyncio.sleep(REFRESH + 0.1)
-            before = len(messages())
-            await aws_call(a, "publish", TopicArn=DECLARED, Message="nobody")
+            before, posted = len(messages()), len(subscriber.posts)
+            await first.put_events([{"Source": "mon", "DetailType": "x", "Detail": "{}"}])
+            await subscriber.wait(posted + 1)  # the HTTP subscription still gets it
             assert len(messages()) == before
             # Deleted through b: gone from a too.
             await aws_call(b, "delete_topic", TopicArn=made)

@@ -32,8 +32,10 @@ Settings:
   maximum_retry_attempts}``.
 
 The topics of one runtime share a ``TopicState`` (their type's): what the
-AWS API added to them (subscriptions, attributes, tags), by topic name, so
-it survives a reload that replaces a topic declared in the config.
+AWS API added to them (subscriptions, attributes, tags, confirmations), by
+topic name, so it survives a reload that replaces a topic declared in the
+config. It is kept by a ``TopicStore`` on the runtime's state database, so
+it outlives a restart and a cluster's runners share it (see ``TopicState``).
 """
 
 from __future__ import annotations
