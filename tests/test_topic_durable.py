@@ -9,10 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
-
 from pipelines.api import ApiServer, served_services
-from pipelines.archive import ArchiveStore
 from pipelines.runtime import Runtime
 from plugins.topic.target import REFRESH
 
@@ -22,12 +19,6 @@ from .helpers import eventually
 from .test_sns_http import Subscriber, fetch, verified
 
 DECLARED = "arn:aws:sns:us-east-1:000000000000:alerts"
-#: A runtime on PostgreSQL opens every engine store there; until the archive
-#: store has its PostgreSQL schema (the pgarchive branch), none starts.
-RUNTIME_ON_POSTGRES = "postgresql" in ArchiveStore.engine_schema
-needs_runtime_on_postgres = pytest.mark.skipif(
-    not RUNTIME_ON_POSTGRES, reason="the archive store is not on PostgreSQL yet"
-)
 SINK = "arn:aws:lambda:us-east-1:000000000000:function:sink"
 
 
@@ -73,8 +64,6 @@ async def subscribe(sns: Any, topic: str, protocol: str, endpoint: str, **given:
 
 
 async def test_what_the_api_made_outlives_a_restart(state_location: str) -> None:
-    if not state_location.endswith(".db") and not RUNTIME_ON_POSTGRES:
-        pytest.skip("the archive store is not on PostgreSQL yet")
     functions.calls.clear()
     subscriber = await Subscriber().start()
     try:
@@ -171,7 +160,6 @@ async def test_without_a_state_database_the_api_changes_last_while_the_runtime_r
         functions.calls.clear()
 
 
-@needs_runtime_on_postgres
 async def test_two_runners_share_the_topics(postgres_url: str) -> None:
     functions.calls.clear()
     subscriber = await Subscriber().start()
