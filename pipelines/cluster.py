@@ -121,10 +121,20 @@ class SharedMembership(Membership):
         log.info("joined the cluster as runner %s", self.runner)
 
     async def leave(self) -> None:
-        """Close the connection: the server frees every lock it held."""
+        """Give up every lock, then close the connection. Unlocking first:
+        the server frees a closed session's locks a moment after the close
+        returns, and a runner restarted at once under this name must find
+        its name free."""
         connection, self._connection = self._connection, None
         self._led.clear()
-        if connection is not None:
+        if connection is None:
+            return
+        try:
+            if not self.lost.is_set():
+                await connection.execute("SELECT pg_advisory_unlock_all()")
+        except Exception as exc:  # the server frees them with the session anyway
+            log.warning("runner %s could not give up its locks: %s", self.runner, exc)
+        finally:
             await connection.close()
 
     def leads(self, role: str) -> bool:

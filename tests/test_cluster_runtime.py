@@ -212,3 +212,10 @@ async def test_a_leader_that_loses_its_database_connection_stops_leading(
         await until(lambda: len(sink(second).events) == 1)
         await asyncio.sleep(0.2)
         assert len(sink(first).events) == 1  # only the run it fired before
+
+
+async def test_a_runner_restarted_at_once_under_its_name_is_not_refused(postgres_url: str) -> None:
+    clock = ManualClock(T0)
+    for _ in range(5):
+        async with running(runtime_on(postgres_url, "same", clock)) as runtime:
+            assert runtime.membership is not None and runtime.membership.runner == "same"
