@@ -110,10 +110,11 @@ def iso_time(seconds: float) -> str:
 
 @dataclass(slots=True)
 class _Scope:
-    """What a running state sees besides its input: its thread and the Map item it serves."""
+    """What a running state sees besides its input: its thread and the history it writes to
+    (the execution's, or a Distributed Map's child execution's)."""
 
     flow: Flow
-    map_item: tuple[int, Json] | None = None
+    history: History
 
 
 @dataclass(slots=True)
@@ -166,7 +167,7 @@ class Interpreter:
             flow.last = resume.flow_last
             start, data = resume.next_state, resume.input
         try:
-            output = await self._with_timeout(self._top(start, data, _Scope(flow)))
+            output = await self._with_timeout(self._top(start, data, _Scope(flow, self.history)))
         except _ExecutionTimedOut:
             self.history.emit(flow, "ExecutionTimedOut", {"error": TIMEOUT}, advance=True)
             return Outcome("TIMED_OUT", error=TIMEOUT)
@@ -214,7 +215,7 @@ class Interpreter:
 
     async def _state(self, state: State, data: Json, scope: _Scope) -> tuple[Json, str | None]:
         entered_at = self.clock.time()
-        entered = self.history.emit(
+        entered = scope.history.emit(
             scope.flow,
             f"{state.type}StateEntered",
             {"input": dump(data), "inputDetails": {"truncated": False}, "name": state.name},
@@ -306,10 +307,10 @@ class _StateRun:
 
     @property
     def history(self) -> History:
-        return self.it.history
+        return self.scope.history
 
     def emit(self, type: str, details: dict[str, Json] | None = None, **kw: Any) -> int:
-        return self.history.emit(self.scope.flow, type, details, **kw)
+        return self.scope.history.emit(self.scope.flow, type, details, **kw)
 
     def context(self) -> Json:
         retries = self.retry_count if isinstance(self.state, HandlingState) else None
@@ -484,6 +485,9 @@ class _StateRun:
                         attempts[index] += 1
                         self.retry_count += 1
                         continue
+                if isinstance(state, ParallelState | MapState):
+                    # only a failure no retrier takes ends the state: one Failed event
+                    self.emit(f"{state.type}StateFailed")
                 for catcher in state.catch:
                     if matches(catcher.error_equals, failure.error):
                         output = self.result_path(catcher.result_path, self.raw, failure.output())
@@ -601,7 +605,7 @@ class _StateRun:
         ends: list[int] = []
 
         async def branch(index: int, program: Program) -> None:
-            child = _Scope(flow.fork())
+            child = _Scope(flow.fork(), self.history)
             try:
                 results[index] = await self.it._program(program, effective, child)
             except StatesError as failure:
@@ -614,9 +618,7 @@ class _StateRun:
                 for index, program in enumerate(state.branches):
                     group.create_task(branch(index, program))
         except* _Abort as aborted:
-            failure = _first_abort(aborted)
-            self.emit("ParallelStateFailed")
-            raise failure from None
+            raise _first_abort(aborted) from None
         # ParallelStateSucceeded points at the branch that finished last, without moving on
         if ends:
             flow.last = ends[-1]
@@ -639,7 +641,7 @@ class _StateRun:
             )
         return value
 
-    def map_limits(self, state: MapState) -> tuple[int, int | None, float | None]:
+    def max_concurrency(self, state: MapState) -> int:
         concurrency = state.max_concurrency
         if state.max_concurrency_path is not None:
             concurrency = int(
@@ -647,6 +649,10 @@ class _StateRun:
             )
             if concurrency < 0:
                 raise StateFault("MaxConcurrency cannot be negative.")
+        return concurrency
+
+    def tolerance(self, state: MapState) -> tuple[int | None, float | None]:
+        """ToleratedFailureCount and ...Percentage (AWS reads them once the Map has started)."""
         count = state.tolerated_failure_count
         if state.tolerated_failure_count_path is not None:
             count = int(
@@ -668,10 +674,10 @@ class _StateRun:
             )
         if percentage is not None and not 0 <= percentage <= 100:
             raise StateFault("ToleratedFailurePercentage must be between 0 and 100.")
-        return concurrency, count, percentage
+        return count, percentage
 
     async def run_map(self, state: MapState, effective: Json) -> Json:
-        concurrency, tolerated_count, tolerated_percentage = self.map_limits(state)
+        concurrency = self.max_concurrency(state)
         items = self.select(state.items_path, effective, "ItemsPath")
         if not isinstance(items, list):
             raise StateFault(f"Map state input must be an array but was: {dump(items)}")
@@ -687,6 +693,10 @@ class _StateRun:
         processor = state.processor
         assert processor is not None
         self.emit("MapStateStarted", {"length": len(inputs)})
+        tolerated_count, tolerated_percentage = self.tolerance(state)
+        distributed = state.mode == "DISTRIBUTED"
+        if distributed:
+            self.emit("MapRunStarted", {"mapRunArn": self.map_run_arn(state)})
         flow = self.scope.flow
         results: list[Json] = [None] * len(inputs)
         limit = concurrency if concurrency > 0 else len(inputs) or 1
@@ -696,7 +706,7 @@ class _StateRun:
         tolerating = tolerated_count is not None or tolerated_percentage is not None
         failures = 0
         last_end = [flow.last]
-        running: dict[int, Flow] = {}
+        running: dict[int, _Scope] = {}
 
         def over_threshold() -> bool:
             if tolerated_count is not None and failures > tolerated_count:
@@ -705,38 +715,38 @@ class _StateRun:
                 return failures * 100 / len(inputs) > tolerated_percentage
             return not tolerating and failures > 0
 
+        def mark(child: _Scope, kind: str, index: int, advance: bool = False) -> int:
+            # a Distributed Map's iterations are child executions: not in this history
+            if distributed:
+                return flow.last
+            details = {"index": index, "name": state.name}
+            return child.history.emit(child.flow, kind, details, advance=advance)
+
         async def iteration(index: int, item: Json) -> None:
             nonlocal failures
             try:
-                child = _Scope(flow.fork())
-                running[index] = child.flow
-                self.history.emit(
-                    child.flow, "MapIterationStarted", {"index": index, "name": state.name}
-                )
+                if distributed:
+                    child = _Scope(Flow(), History(MemoryLog(), self.it.clock.time))
+                else:
+                    child = _Scope(flow.fork(), self.history)
+                running[index] = child
+                mark(child, "MapIterationStarted", index, advance=True)
                 try:
                     results[index] = await self.it._program(processor, item, child)
                 except StatesError as failure:
                     running.pop(index, None)
-                    self.history.emit(
-                        child.flow,
-                        "MapIterationFailed",
-                        {"index": index, "name": state.name},
-                        advance=False,
-                    )
-                    flow.last = child.flow.last
+                    mark(child, "MapIterationFailed", index)
+                    if not distributed:
+                        flow.last = child.flow.last
                     failures += 1
                     results[index] = failure.output()
                     if over_threshold():
                         raise _Abort(failure) from None
                     return
                 running.pop(index, None)
-                end = self.history.emit(
-                    child.flow,
-                    "MapIterationSucceeded",
-                    {"index": index, "name": state.name},
-                    advance=False,
-                )
-                flow.last = child.flow.last
+                end = mark(child, "MapIterationSucceeded", index)
+                if not distributed:
+                    flow.last = child.flow.last
                 last_end[0] = end
             finally:
                 slots.release()
@@ -751,20 +761,31 @@ class _StateRun:
                     group.create_task(iteration(index, item))
         except* _Abort as aborted:
             failure = _first_abort(aborted)
-            for index, child_flow in sorted(running.items()):
-                self.history.emit(
-                    child_flow, "MapIterationAborted", {"index": index, "name": state.name}
-                )
-            self.emit("MapStateFailed")
+            for index, child in sorted(running.items()):
+                mark(child, "MapIterationAborted", index, advance=True)
             if tolerating:
-                raise StatesError(
+                failure = StatesError(
                     EXCEED_TOLERATED_FAILURE_THRESHOLD,
                     "The specified tolerance threshold was exceeded",
-                ) from None
+                )
+            if distributed:
+                self.emit("MapRunFailed", {"error": failure.error, "cause": failure.cause or ""})
             raise failure from None
+        if distributed:
+            # as AWS has recorded since November 2024: the run's end and the state's
+            # success point back without moving on; MapStateExited follows MapRunStarted
+            run_end = self.emit("MapRunSucceeded", advance=False)
+            self.emit("MapStateSucceeded", advance=False, previous=run_end)
+            return results
         flow.last = last_end[0]
         self.emit("MapStateSucceeded", advance=False)
         return results
+
+    def map_run_arn(self, state: MapState) -> str:
+        execution = self.it.execution
+        assert execution is not None
+        prefix = execution.state_machine_arn.replace(":stateMachine:", ":mapRun:", 1)
+        return f"{prefix}/{state.label or uuid.uuid4()}:{uuid.uuid4()}"
 
     def batches(self, state: MapState, inputs: list[Json], effective: Json) -> list[Json]:
         """ItemBatcher: items grouped ``{"Items": [...], **BatchInput}``."""

@@ -1,0 +1,419 @@
+"""Our interpreter against executions recorded on real AWS.
+
+Each case names a recording (LocalStack's test module and test id, whose
+snapshot holds what AWS answered) and the definition that ran (a template
+constant or path). The input is the one the recorded history starts with;
+the whole history (event types, ids, previousEventId, details) and the
+DescribeExecution fields recorded are compared with ours.
+
+The cases are our own table; the recorded values are facts read from the
+mirror at test time (see ``states_recordings``).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from pipelines.clock import ManualClock
+from plugins.states.definition import parse_definition
+from plugins.states.history import MemoryLog
+from plugins.states.interpreter import Execution, Interpreter, Outcome
+from tests import states_recordings as rec
+
+Json = Any
+
+ACCOUNT = "111111111111"
+
+
+@functools.cache
+def _constants(area: str) -> dict[str, str]:
+    """A templates module's constants: ``MAP_STATE`` -> ``scenarios/statemachines/map_state.json5``."""
+    module = {
+        "base": "base/base_templates.py",
+        "scenarios": "scenarios/scenarios_templates.py",
+        "intrinsic": "intrinsicfunctions/intrinsic_functions_templates.py",
+        "context": "context_object/context_object_templates.py",
+        "comment": "comment/comment_templates.py",
+        "choice": "choiceoperators/choice_operators_templates.py",
+    }[area]
+    text = rec._show(f"templates/{module}")
+    folder = module.rsplit("/", 1)[0]
+    found = re.findall(
+        r"(\w+): Final\[str\] = os\.path\.join\(\s*_THIS_FOLDER,\s*\"([^\"]+)\"", text
+    )
+    return {name: f"{folder}/{path}" for name, path in found}
+
+
+def _set(definition: Json, where: list[str], value: Json) -> Json:
+    node = definition
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    return definition
+
+
+@dataclass(frozen=True)
+class Case:
+    module: str
+    test: str
+    area: str
+    template: str
+    patch: Callable[[Json], Json] | None = None
+    #: the recorded content's key holding the history (several for multi-execution tests)
+    histories: tuple[str, ...] = ("get_execution_history",)
+    #: why this case does not pass yet (run, and expected to fail)
+    known_gap: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.module.rsplit('/', 1)[-1][:-3]}::{self.test.split('::')[-1]}"
+
+    def definition(self) -> Json:
+        path = _constants(self.area).get(self.template, self.template)
+        definition = rec.template(path)
+        return self.patch(copy.deepcopy(definition)) if self.patch else definition
+
+
+BASE = "v2/base/test_base.py"
+SCEN = "v2/scenarios/test_base_scenarios.py"
+B = "TestSnfBase::"
+S = "TestBaseScenarios::"
+
+CASES: list[Case] = [
+    Case(BASE, B + "test_state_fail", "base", "BASE_RAISE_FAILURE"),
+    Case(BASE, B + "test_state_fail_path", "base", "BASE_RAISE_FAILURE_PATH"),
+    Case(BASE, B + "test_state_fail_intrinsic", "base", "BASE_RAISE_FAILURE_INTRINSIC"),
+    Case(BASE, B + "test_state_fail_empty", "base", "RAISE_EMPTY_FAILURE"),
+    Case(BASE, B + "test_state_pass_result", "base", "BASE_PASS_RESULT"),
+    Case(
+        BASE,
+        B + "test_state_pass_result_jsonpaths",
+        "base",
+        "BASE_PASS_RESULT",
+        patch=lambda d: _set(
+            d,
+            ["States", "State_1", "Result"],
+            {"unsupported1.$": "$.jsonpath", "unsupported2.$": "$$"},
+        ),
+    ),
+    Case(BASE, B + "test_decl_version_1_0", "base", "DECL_VERSION_1_0"),
+    Case(BASE, B + "test_query_context_object_values", "base", "QUERY_CONTEXT_OBJECT_VALUES"),
+    Case(
+        BASE,
+        B + "test_state_pass_result_null_input_output_paths",
+        "base",
+        "PASS_RESULT_NULL_INPUT_OUTPUT_PATHS",
+    ),
+    Case(
+        BASE, B + "test_state_pass_regex_json_path_base", "base", "PASS_RESULT_REGEX_JSON_PATH_BASE"
+    ),
+    Case(SCEN, S + "test_parallel_state[PARALLEL_STATE]", "scenarios", "PARALLEL_STATE"),
+    Case(
+        SCEN,
+        S + "test_parallel_state[PARALLEL_STATE_PARAMETERS]",
+        "scenarios",
+        "PARALLEL_STATE_PARAMETERS",
+    ),
+    Case(SCEN, S + "test_parallel_state_order", "scenarios", "PARALLEL_STATE_ORDER"),
+    Case(SCEN, S + "test_parallel_state_fail", "scenarios", "PARALLEL_STATE_FAIL"),
+    Case(SCEN, S + "test_parallel_state_nested", "scenarios", "PARALLEL_NESTED_NESTED"),
+    Case(SCEN, S + "test_parallel_state_catch", "scenarios", "PARALLEL_STATE_CATCH"),
+    Case(SCEN, S + "test_parallel_state_retry", "scenarios", "PARALLEL_STATE_RETRY"),
+    Case(
+        SCEN,
+        S + "test_max_concurrency_path[max_concurrency_value0]",
+        "scenarios",
+        "MAX_CONCURRENCY",
+    ),
+    Case(SCEN, S + "test_max_concurrency_path[NoNumber]", "scenarios", "MAX_CONCURRENCY"),
+    Case(SCEN, S + "test_max_concurrency_path[0]", "scenarios", "MAX_CONCURRENCY"),
+    Case(SCEN, S + "test_max_concurrency_path[1]", "scenarios", "MAX_CONCURRENCY"),
+    Case(SCEN, S + "test_map_state", "scenarios", "MAP_STATE"),
+    Case(SCEN, S + "test_map_state_nested", "scenarios", "MAP_STATE_NESTED"),
+    Case(
+        SCEN, S + "test_map_state_no_processor_config", "scenarios", "MAP_STATE_NO_PROCESSOR_CONFIG"
+    ),
+    Case(SCEN, S + "test_map_state_legacy", "scenarios", "MAP_STATE_LEGACY"),
+    Case(
+        SCEN,
+        S + "test_map_state_legacy_config_inline",
+        "scenarios",
+        "MAP_STATE_LEGACY_CONFIG_INLINE",
+    ),
+    Case(
+        SCEN,
+        S + "test_map_state_legacy_config_distributed",
+        "scenarios",
+        "MAP_STATE_LEGACY_CONFIG_DISTRIBUTED",
+    ),
+    Case(
+        SCEN,
+        S + "test_map_state_legacy_config_distributed_parameters",
+        "scenarios",
+        "MAP_STATE_LEGACY_CONFIG_DISTRIBUTED_PARAMETERS",
+    ),
+    Case(
+        SCEN,
+        S + "test_map_state_legacy_config_distributed_item_selector",
+        "scenarios",
+        "MAP_STATE_LEGACY_CONFIG_DISTRIBUTED_ITEM_SELECTOR",
+    ),
+    Case(
+        SCEN,
+        S + "test_map_state_legacy_config_inline_parameters",
+        "scenarios",
+        "MAP_STATE_LEGACY_CONFIG_INLINE_PARAMETERS",
+    ),
+    Case(
+        SCEN,
+        S + "test_map_state_legacy_config_inline_item_selector",
+        "scenarios",
+        "MAP_STATE_LEGACY_CONFIG_INLINE_ITEM_SELECTOR",
+    ),
+    Case(
+        SCEN,
+        S + "test_map_state_config_distributed_item_selector",
+        "scenarios",
+        "MAP_STATE_CONFIG_DISTRIBUTED_ITEM_SELECTOR",
+    ),
+    Case(
+        SCEN,
+        S + "test_map_state_config_distributed_item_selector_parameters",
+        "scenarios",
+        "MAP_STATE_CONFIG_DISTRIBUTED_ITEM_SELECTOR_PARAMETERS",
+    ),
+    Case(SCEN, S + "test_map_state_legacy_reentrant", "scenarios", "MAP_STATE_LEGACY_REENTRANT"),
+    Case(
+        SCEN,
+        S + "test_map_state_config_distributed_reentrant",
+        "scenarios",
+        "MAP_STATE_CONFIG_DISTRIBUTED_REENTRANT",
+    ),
+    Case(
+        SCEN,
+        S + "test_map_state_config_distributed_parameters",
+        "scenarios",
+        "MAP_STATE_CONFIG_DISTRIBUTED_PARAMETERS",
+    ),
+    Case(
+        SCEN,
+        S + "test_map_state_config_inline_item_selector",
+        "scenarios",
+        "MAP_STATE_CONFIG_DISTRIBUTED_ITEM_SELECTOR",
+    ),
+    Case(
+        SCEN,
+        S + "test_map_state_config_inline_parameters",
+        "scenarios",
+        "MAP_STATE_CONFIG_INLINE_PARAMETERS",
+    ),
+    Case(
+        SCEN,
+        S + "test_map_state_item_selector[MAP_STATE_ITEM_SELECTOR]",
+        "scenarios",
+        "MAP_STATE_ITEM_SELECTOR",
+    ),
+    Case(
+        SCEN,
+        S + "test_map_state_item_selector_parameters",
+        "scenarios",
+        "MAP_STATE_ITEM_SELECTOR_PARAMETERS",
+    ),
+    Case(SCEN, S + "test_map_state_parameters_legacy", "scenarios", "MAP_STATE_PARAMETERS_LEGACY"),
+    Case(
+        SCEN,
+        S + "test_map_state_item_selector_singleton",
+        "scenarios",
+        "MAP_STATE_ITEM_SELECTOR_SINGLETON",
+    ),
+    Case(
+        SCEN,
+        S + "test_map_state_parameters_singleton_legacy",
+        "scenarios",
+        "MAP_STATE_PARAMETERS_SINGLETON_LEGACY",
+    ),
+    Case(SCEN, S + "test_map_state_catch", "scenarios", "MAP_STATE_CATCH"),
+    Case(SCEN, S + "test_map_state_catch_empty_fail", "scenarios", "MAP_STATE_CATCH_EMPTY_FAIL"),
+    Case(SCEN, S + "test_map_state_catch_legacy", "scenarios", "MAP_STATE_CATCH_LEGACY"),
+    Case(SCEN, S + "test_map_state_retry", "scenarios", "MAP_STATE_RETRY"),
+    Case(
+        SCEN,
+        S + "test_map_state_retry_multiple_retriers",
+        "scenarios",
+        "MAP_STATE_RETRY_MULTIPLE_RETRIERS",
+    ),
+    Case(SCEN, S + "test_map_state_retry_legacy", "scenarios", "MAP_STATE_RETRY_LEGACY"),
+    Case(SCEN, S + "test_map_state_break_condition", "scenarios", "MAP_STATE_BREAK_CONDITION"),
+    Case(
+        SCEN,
+        S + "test_map_state_break_condition_legacy",
+        "scenarios",
+        "MAP_STATE_BREAK_CONDITION_LEGACY",
+    ),
+    Case(
+        SCEN,
+        S + "test_map_state_tolerated_failure_values[count_literal]",
+        "scenarios",
+        "MAP_STATE_TOLERATED_FAILURE_COUNT",
+    ),
+    Case(
+        SCEN,
+        S + "test_map_state_tolerated_failure_values[percentage_literal]",
+        "scenarios",
+        "MAP_STATE_TOLERATED_FAILURE_PERCENTAGE",
+    ),
+    *[
+        Case(
+            SCEN,
+            S + f"test_map_state_tolerated_failure_count_path[{param}]",
+            "scenarios",
+            "MAP_STATE_TOLERATED_FAILURE_COUNT_PATH",
+        )
+        for param in ("tolerated_failure_count_value0", "NoNumber", "-1", "0", "1")
+    ],
+    *[
+        Case(
+            SCEN,
+            S + f"test_map_state_tolerated_failure_percentage_path[{param}]",
+            "scenarios",
+            "MAP_STATE_TOLERATED_FAILURE_PERCENTAGE_PATH",
+        )
+        for param in (
+            "tolerated_failure_percentage_value0",
+            "NoNumber",
+            "-1.1",
+            "-1",
+            "0",
+            "1",
+            "1.1",
+            "100",
+            "100.1",
+        )
+    ],
+    Case(SCEN, S + "test_map_state_label", "scenarios", "MAP_STATE_LABEL"),
+    Case(
+        SCEN,
+        S + "test_map_state_nested_config_distributed",
+        "scenarios",
+        "MAP_STATE_NESTED_CONFIG_DISTRIBUTED",
+    ),
+    Case(
+        SCEN,
+        S + "test_choice_unsorted_parameters_positive[CHOICE_STATE_UNSORTED_CHOICE_PARAMETERS]",
+        "scenarios",
+        "CHOICE_STATE_UNSORTED_CHOICE_PARAMETERS",
+    ),
+    Case(
+        SCEN,
+        S + "test_choice_unsorted_parameters_negative[CHOICE_STATE_UNSORTED_CHOICE_PARAMETERS]",
+        "scenarios",
+        "CHOICE_STATE_UNSORTED_CHOICE_PARAMETERS",
+    ),
+    Case(
+        SCEN,
+        S + "test_choice_aws_docs_scenario[CHOICE_STATE_AWS_SCENARIO]",
+        "scenarios",
+        "CHOICE_STATE_AWS_SCENARIO",
+    ),
+    Case(
+        SCEN,
+        S + "test_choice_singleton_composite[CHOICE_STATE_SINGLETON_COMPOSITE]",
+        "scenarios",
+        "CHOICE_STATE_SINGLETON_COMPOSITE",
+    ),
+]
+
+
+async def _run(case: Case, input_text: str, clock: ManualClock) -> tuple[Outcome, MemoryLog]:
+    machine = parse_definition(case.definition())
+    name = "execution-name"
+    machine_name = "machine-name"
+    region = "us-east-1"
+    execution = Execution(
+        arn=f"arn:aws:states:{region}:{ACCOUNT}:execution:{machine_name}:{name}",
+        name=name,
+        state_machine_arn=f"arn:aws:states:{region}:{ACCOUNT}:stateMachine:{machine_name}",
+        state_machine_name=machine_name,
+        input_text=input_text,
+        role_arn="arn:aws:iam::111111111111:role/snf-role",
+        start_time=clock.time(),
+    )
+    log = MemoryLog()
+    interpreter = Interpreter(machine, log=log, clock=clock)
+    outcome = await _drive(clock, interpreter.run(execution))
+    return outcome, log
+
+
+async def _drive(clock: ManualClock, work: Any) -> Any:
+    """Run ``work``, moving the manual clock to each timer it sets (waits, retries)."""
+    import asyncio
+
+    from pipelines.clock import settle
+
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        await settle()
+        if task.done():
+            break
+        deadline = clock.next_deadline()
+        if deadline is None:
+            await asyncio.sleep(0)
+            continue
+        await clock.advance(max(deadline - clock.time(), 0))
+    return task.result()
+
+
+def content_date(case: Case) -> str:
+    return rec.recording_date(case.module, case.test)
+
+
+def _before_map_run_change(date: str) -> bool:
+    day, month, rest = date.split("-", 2)
+    year = rest.split(",")[0]
+    return (int(year), int(month), int(day)) < (2024, 11, 13)
+
+
+def _describe(outcome: Outcome) -> dict[str, Json]:
+    out: dict[str, Json] = {"status": outcome.status}
+    if outcome.status == "SUCCEEDED":
+        out["output"] = json.dumps(outcome.output)
+    if outcome.error is not None:
+        out["error"] = outcome.error
+    if outcome.cause is not None:
+        out["cause"] = outcome.cause
+    return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+async def test_recorded_execution(case: Case) -> None:
+    rec.require_mirror()
+    content = rec.recording(case.module, case.test)
+    problems: list[str] = []
+    for key in case.histories:
+        recorded = content[key]["events"]
+        clock = ManualClock(start=1_700_000_000.0)
+        outcome, log = await _run(case, rec.recorded_input(recorded), clock)
+        ours = [event.to_aws() for event in log.events]
+        if _before_map_run_change(content_date(case)):
+            recorded = rec.map_run_exit_as_since_november_2024(recorded)
+        parallel = any(event["type"] == "ParallelStateStarted" for event in recorded)
+        problems += rec.history_differences(recorded, ours, parallel)
+        described = content.get("describe_execution")
+        if described is not None:
+            recorded_fields = {
+                k: described[k] for k in ("status", "output", "error", "cause") if k in described
+            }
+            problems += rec.differences(recorded_fields, _describe(outcome), "describe_execution")
+    if case.known_gap:
+        if not problems:
+            pytest.fail(f"passes now: remove its known gap ({case.known_gap})")
+        pytest.xfail(case.known_gap)
+    assert not problems, "\n".join(problems[:20])
