@@ -67,9 +67,19 @@ def _snapshot(module: str) -> dict[str, Json]:
     return loaded
 
 
+def full_name(module: str, test: str) -> str:
+    """``Class::test[param]`` of a test named with or without its class."""
+    if "::" in test:
+        return test
+    names = [key.split("::", 1)[1] for key in _snapshot(module) if key.endswith(f"::{test}")]
+    if len(names) != 1:
+        raise KeyError(f"{len(names)} recordings of {test} in {module}")
+    return names[0]
+
+
 def recording(module: str, test: str) -> dict[str, Json]:
     """The recorded content of ``module``'s ``test`` (``Class::test_name[param]``)."""
-    key = f"{ROOT}/{module}::{test}"
+    key = f"{ROOT}/{module}::{full_name(module, test)}"
     snapshot = _snapshot(module)
     if key not in snapshot:
         raise KeyError(f"no recording {key}")
@@ -79,7 +89,7 @@ def recording(module: str, test: str) -> dict[str, Json]:
 
 def recording_date(module: str, test: str) -> str:
     """When the recording was made: ``"13-11-2024, 15:09:11"``."""
-    date: str = _snapshot(module)[f"{ROOT}/{module}::{test}"]["recorded-date"]
+    date: str = _snapshot(module)[f"{ROOT}/{module}::{full_name(module, test)}"]["recorded-date"]
     return date
 
 
@@ -108,8 +118,10 @@ def map_run_exit_as_since_november_2024(events: list[dict[str, Json]]) -> list[d
 
 def template(path: str) -> dict[str, Json]:
     """A definition from ``templates/`` (``scenarios/statemachines/map_state.json5``)."""
-    loaded: dict[str, Json] = json5.loads(_show(f"templates/{path}"))
-    return loaded
+    loaded = json5.loads(_show(f"templates/{path}"))
+    # json5 leaves a surrogate pair ("\\ud83c\\udd97") as two code points; JSON joins them
+    joined: dict[str, Json] = json.loads(json.dumps(loaded))
+    return joined
 
 
 def recorded_input(events: list[dict[str, Json]]) -> str:

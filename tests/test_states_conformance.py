@@ -67,14 +67,18 @@ class Case:
     area: str
     template: str
     patch: Callable[[Json], Json] | None = None
-    #: the recorded content's key holding the history (several for multi-execution tests)
-    histories: tuple[str, ...] = ("get_execution_history",)
+    #: the recorded content's keys holding histories (None: every one it has)
+    histories: tuple[str, ...] | None = None
     #: why this case does not pass yet (run, and expected to fail)
     known_gap: str | None = None
 
     @property
     def id(self) -> str:
-        return f"{self.module.rsplit('/', 1)[-1][:-3]}::{self.test.split('::')[-1]}"
+        return f"{self.module.rsplit('/', 1)[-1][:-3]}::{self.test}"
+
+    @property
+    def area_name(self) -> str:
+        return self.module.split("/")[1]
 
     def definition(self) -> Json:
         path = _constants(self.area).get(self.template, self.template)
@@ -332,6 +336,170 @@ CASES: list[Case] = [
 ]
 
 
+INTR = "v2/intrinsic_functions/"
+CASES += [
+    Case(INTR + "test_array.py", "test_array_0", "intrinsic", "ARRAY_0"),
+    Case(INTR + "test_array.py", "test_array_2", "intrinsic", "ARRAY_2"),
+    Case(INTR + "test_array.py", "test_array_partition", "intrinsic", "ARRAY_PARTITION"),
+    Case(INTR + "test_array.py", "test_array_contains", "intrinsic", "ARRAY_CONTAINS"),
+    Case(INTR + "test_array.py", "test_array_range", "intrinsic", "ARRAY_RANGE"),
+    *[
+        Case(INTR + "test_array.py", f"{cls}::test_array_get_item", "intrinsic", "ARRAY_GET_ITEM")
+        for cls in ("TestArray", "TestSfnIntrinsicFunctionsArray")
+    ],
+    *[
+        Case(INTR + "test_array.py", f"{cls}::test_array_length", "intrinsic", "ARRAY_LENGTH")
+        for cls in ("TestArray", "TestSfnIntrinsicFunctionsArray")
+    ],
+    # recorded with the ARRAY_LENGTH definition, as the recording's test ran it
+    *[
+        Case(INTR + "test_array.py", f"{cls}::test_array_unique", "intrinsic", "ARRAY_LENGTH")
+        for cls in ("TestArray", "TestSfnIntrinsicFunctionsArray")
+    ],
+    Case(INTR + "test_generic.py", "test_format_1", "intrinsic", "FORMAT_1"),
+    Case(INTR + "test_generic.py", "test_format_2", "intrinsic", "FORMAT_2"),
+    Case(INTR + "test_generic.py", "test_context_json_path", "intrinsic", "FORMAT_CONTEXT_PATH"),
+    Case(INTR + "test_generic.py", "test_nested_calls_1", "intrinsic", "NESTED_CALLS_1"),
+    Case(INTR + "test_generic.py", "test_nested_calls_2", "intrinsic", "NESTED_CALLS_2"),
+    Case(INTR + "test_generic.py", "test_escape_sequence", "intrinsic", "ESCAPE_SEQUENCE"),
+    Case(INTR + "test_string_operations.py", "test_string_split", "intrinsic", "STRING_SPLIT"),
+    Case(
+        INTR + "test_string_operations.py",
+        "test_string_split_context_object",
+        "intrinsic",
+        "STRING_SPLIT_CONTEXT_OBJECT",
+    ),
+    Case(INTR + "test_hash_calculations.py", "test_hash", "intrinsic", "HASH"),
+    Case(INTR + "test_encode_decode.py", "test_base_64_encode", "intrinsic", "BASE_64_ENCODE"),
+    Case(INTR + "test_encode_decode.py", "test_base_64_decode", "intrinsic", "BASE_64_DECODE"),
+    Case(INTR + "test_json_manipulation.py", "test_string_to_json", "intrinsic", "STRING_TO_JSON"),
+    Case(INTR + "test_json_manipulation.py", "test_json_to_string", "intrinsic", "JSON_TO_STRING"),
+    Case(INTR + "test_json_manipulation.py", "test_json_merge", "intrinsic", "JSON_MERGE"),
+    Case(
+        INTR + "test_json_manipulation.py",
+        "test_json_merge_escaped_argument",
+        "intrinsic",
+        "JSON_MERGE_ESCAPED_ARGUMENT",
+    ),
+    Case(INTR + "test_math_operations.py", "test_math_add", "intrinsic", "MATH_ADD"),
+]
+
+
+def _replace(placeholder: str, value: str) -> Callable[[Json], Json]:
+    def patch(definition: Json) -> Json:
+        loaded: Json = json.loads(json.dumps(definition).replace(placeholder, value))
+        return loaded
+
+    return patch
+
+
+def _item_path(path: str) -> Callable[[Json], Json]:
+    return lambda d: _set(d, ["States", "EntryState", "Parameters", "item.$"], path)
+
+
+def _wait_until(timestamp: str) -> Callable[[Json], Json]:
+    return lambda d: _set(d, ["States", "WaitUntil", "Timestamp"], timestamp)
+
+
+CONTEXT = "v2/context_object/test_context_object.py"
+WAIT = "v2/base/test_wait.py"
+CO = "%CONTEXT_OBJECT_LITERAL_PLACEHOLDER%"
+ARRAY_PATHS = (
+    "$[*]",
+    "$.items[*]",
+    "$.items[1:]",
+    "$.items[:1]",
+    "$.item.items[*]",
+    "$.item.items[1:]",
+    "$.item.items[:1]",
+    "$.item.items[1:5]",
+    "$.items[*].itemValue",
+    "$.items[1:].itemValue",
+    "$.items[:1].itemValue",
+    "$.item.items[1:5].itemValue",
+)
+INVALID_JSONPATH = (
+    "INVALID_JSONPATH_IN_ERRORPATH",
+    "INVALID_JSONPATH_IN_STRING_EXPR_JSONPATH",
+    "INVALID_JSONPATH_IN_STRING_EXPR_CONTEXTPATH",
+    "INVALID_JSONPATH_IN_CAUSEPATH",
+    "INVALID_JSONPATH_IN_INPUTPATH",
+    "INVALID_JSONPATH_IN_OUTPUTPATH",
+    "INVALID_JSONPATH_IN_TIMEOUTSECONDSPATH",
+    "INVALID_JSONPATH_IN_HEARTBEATSECONDSPATH",
+)
+WAIT_TIMESTAMPS = {
+    "SECONDS": "2016-03-14T01:59:00Z",
+    "NANOSECONDS": "2016-03-05T21:29:29.243167252Z",
+}
+CASES += [
+    *[
+        Case(
+            BASE,
+            f"test_json_path_array_access[{p}]",
+            "base",
+            "JSON_PATH_ARRAY_ACCESS",
+            _item_path(p),
+        )
+        for p in ("$.items[0]", "$.items[10]")
+    ],
+    *[
+        Case(
+            BASE,
+            f"test_json_path_array_wildcard_or_slice_with_no_input[{p}]",
+            "base",
+            "JSON_PATH_ARRAY_ACCESS",
+            _item_path(p),
+        )
+        for p in ARRAY_PATHS
+    ],
+    *[
+        Case(WAIT, f"test_base_wait_seconds_path[{p}]", "base", "WAIT_SECONDS_PATH")
+        for p in ("-1", "0", "1", "1.5", "-1.5")
+    ],
+    *[
+        Case(CONTEXT, f"test_{kind}_path[{literal}]", "context", template, _replace(CO, literal))
+        for kind, template in (
+            ("input", "CONTEXT_OBJECT_INPUT_PATH"),
+            ("output", "CONTEXT_OBJECT_OUTPUT_PATH"),
+        )
+        for literal in ("$$", "$$.Execution.Input")
+    ],
+    Case(
+        CONTEXT,
+        "test_variable",
+        "context",
+        "CONTEXT_OBJECT_VARIABLE",
+        _replace(CO, "$$.Execution.Input.input-value"),
+    ),
+    Case(
+        CONTEXT,
+        "test_items_path",
+        "context",
+        "CONTEXT_OBJECT_ITEMS_PATH",
+        _replace(CO, "$$.Execution.Input.input-values"),
+    ),
+    Case(CONTEXT, "test_error_cause_path", "context", "CONTEXT_OBJECT_ERROR_CAUSE_PATH"),
+    *[
+        Case(
+            SCEN, f"test_wait_timestamp[{name}]", "scenarios", "WAIT_TIMESTAMP", _wait_until(value)
+        )
+        for name, value in WAIT_TIMESTAMPS.items()
+    ],
+    # test_wait_timestamp_path is not ported: its recording replaced the input's timestamps
+    *[
+        Case(
+            SCEN, f"test_invalid_jsonpath[{name if index < 3 else 'ST.' + name}]", "scenarios", name
+        )
+        for index, name in enumerate(INVALID_JSONPATH)
+    ],
+    *[
+        Case(SCEN, f"test_escape_sequence_parsing[{name}]", "scenarios", name)
+        for name in ("ESCAPE_SEQUENCES_STRING_LITERALS", "ESCAPE_SEQUENCES_JSONPATH")
+    ],
+]
+
+
 async def _run(case: Case, input_text: str, clock: ManualClock) -> tuple[Outcome, MemoryLog]:
     machine = parse_definition(case.definition())
     name = "execution-name"
@@ -397,7 +565,11 @@ async def test_recorded_execution(case: Case) -> None:
     rec.require_mirror()
     content = rec.recording(case.module, case.test)
     problems: list[str] = []
-    for key in case.histories:
+    keys = case.histories or tuple(
+        key for key in content if key == "get_execution_history" or key.startswith("exec_hist_resp")
+    )
+    assert keys, "the recording holds no history"
+    for key in keys:
         recorded = content[key]["events"]
         clock = ManualClock(start=1_700_000_000.0)
         outcome, log = await _run(case, rec.recorded_input(recorded), clock)
@@ -417,3 +589,82 @@ async def test_recorded_execution(case: Case) -> None:
             pytest.fail(f"passes now: remove its known gap ({case.known_gap})")
         pytest.xfail(case.known_gap)
     assert not problems, "\n".join(problems[:20])
+
+
+# -- Choice operators: tables of recorded (Variable, Value) -> which branch ran --------------
+
+CHOICE_MODULES = {
+    "test_boolean_equals.py": ("test_boolean_equals", "test_boolean_equals_path"),
+    "test_is_operators.py": (
+        "test_is_boolean",
+        "test_is_null",
+        "test_is_numeric",
+        "test_is_present",
+        "test_is_string",
+    ),
+    "test_numeric.py": tuple(
+        f"test_numeric_{op}{path}"
+        for op in (
+            "equals",
+            "greater_than",
+            "greater_than_equals",
+            "less_than",
+            "less_than_equals",
+        )
+        for path in ("", "_path")
+    ),
+    "test_string_operators.py": tuple(
+        f"test_string_{op}{path}"
+        for op in ("equals", "greater_than", "greater_than_equals", "less_than", "less_than_equals")
+        for path in ("", "_path")
+    ),
+    # test_timestamp_operators.py is not ported: its recording replaced every
+    # timestamp of the inputs by "date", so the inputs cannot be rebuilt
+}
+
+CHOICE_CASES = [
+    (f"v2/choice_operators/{module}", test)
+    for module, tests in CHOICE_MODULES.items()
+    for test in tests
+]
+
+
+def _operator(test: str) -> str:
+    """``test_numeric_greater_than_path`` -> ``NumericGreaterThanPath``."""
+    return "".join(word.capitalize() for word in test.removeprefix("test_").split("_"))
+
+
+def _choice_definition(operator: str, literal: Json, use_literal: bool) -> Json:
+    text = json.dumps(rec.template("choiceoperators/statemachines/template.json5"))
+    text = text.replace("%ComparisonOperatorType%", operator)
+    if use_literal:
+        text = text.replace('"$.Value"', json.dumps(literal))
+    return json.loads(text)
+
+
+@pytest.mark.parametrize(("module", "test"), CHOICE_CASES, ids=[t for _, t in CHOICE_CASES])
+async def test_recorded_choice_operator(module: str, test: str) -> None:
+    rec.require_mirror()
+    operator = _operator(test)
+    use_literal = not operator.endswith("Path") or operator == "IsPresentPath"
+    problems = []
+    for index, case in enumerate(rec.recording(module, test)["cases"]):
+        given = rec.decode(case["input"])
+        definition = _choice_definition(operator, given["Value"], use_literal)
+        machine = parse_definition(definition)
+        clock = ManualClock()
+        execution = Execution(
+            arn="arn:aws:states:us-east-1:111111111111:execution:m:e",
+            name="e",
+            state_machine_arn="arn:aws:states:us-east-1:111111111111:stateMachine:m",
+            state_machine_name="m",
+            input_text=json.dumps(given),
+            start_time=clock.time(),
+        )
+        outcome = await Interpreter(machine, clock=clock).run(execution)
+        expected = rec.decode(case["output"])
+        if isinstance(expected, list):
+            expected = rec.decode(expected[0])
+        if outcome.status != "SUCCEEDED" or outcome.output != expected:
+            problems.append(f"case {index} {given}: recorded {expected}, got {outcome}")
+    assert not problems, "\n".join(problems)

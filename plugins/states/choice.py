@@ -39,37 +39,42 @@ def parse_timestamp(text: Json) -> datetime | None:
         return None
 
 
-def first_match(rules: tuple[Rule, ...], data: Json) -> str | None:
-    """The Next of the first top-level rule that holds for ``data``, or None."""
+def first_match(rules: tuple[Rule, ...], data: Json, context: Json = None) -> str | None:
+    """The Next of the first top-level rule that holds for ``data``, or None.
+
+    ``context`` is the context object, for Variables (and ...Path operands)
+    starting with ``$$``.
+    """
     for rule in rules:
-        if holds(rule, data):
+        if holds(rule, data, context):
             return rule.next
     return None
 
 
-def holds(rule: Rule, data: Json) -> bool:
+def holds(rule: Rule, data: Json, context: Json = None) -> bool:
     if isinstance(rule, Compound):
         if rule.operator == "And":
-            return all(holds(inner, data) for inner in rule.rules)
+            return all(holds(inner, data, context) for inner in rule.rules)
         if rule.operator == "Or":
-            return any(holds(inner, data) for inner in rule.rules)
-        return not holds(rule.rules[0], data)
-    return _compare(rule, data)
+            return any(holds(inner, data, context) for inner in rule.rules)
+        return not holds(rule.rules[0], data, context)
+    return _compare(rule, data, context)
 
 
 _MISSING = object()
 
 
-def _select(path: str, data: Json) -> Json:
+def _select(path: str, data: Json, context: Json) -> Json:
+    parsed = paths.parse(path)
     try:
-        return paths.parse(path).find(data)
+        return parsed.find(context if parsed.context else data)
     except paths.PathError:
         return _MISSING
 
 
-def _compare(rule: Comparison, data: Json) -> bool:
+def _compare(rule: Comparison, data: Json, context: Json) -> bool:
     operator = rule.operator
-    value = _select(rule.variable, data)
+    value = _select(rule.variable, data, context)
     if operator == "IsPresent":
         return (value is not _MISSING) == rule.value
     if value is _MISSING:
@@ -82,7 +87,7 @@ def _compare(rule: Comparison, data: Json) -> bool:
     expected = rule.value
     if operator.endswith("Path"):
         operator = operator[: -len("Path")]
-        expected = _select(rule.value, data)
+        expected = _select(rule.value, data, context)
         if expected is _MISSING:
             raise StateFault(
                 f"Invalid path '{rule.value}': The choice state's condition path references "

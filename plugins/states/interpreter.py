@@ -318,7 +318,7 @@ class _StateRun:
 
     def exited(self, output: Json) -> None:
         text = dump(output)
-        if len(text.encode()) > PAYLOAD_LIMIT:
+        if len(text.encode("utf-8", "surrogatepass")) > PAYLOAD_LIMIT:
             raise StatesError(
                 DATA_LIMIT_EXCEEDED,
                 f"The state/task '{self.state.name}' returned a result with a size exceeding "
@@ -394,7 +394,7 @@ class _StateRun:
 
     def run_choice(self, state: ChoiceState) -> tuple[Json, str | None]:
         effective = self.input_path()
-        nxt = choice.first_match(state.choices, effective)
+        nxt = choice.first_match(state.choices, effective, self.context())
         if nxt is None:
             nxt = state.default
         if nxt is None:
@@ -581,7 +581,7 @@ class _StateRun:
         except StatesError as failure:
             events.failed(failure)
             raise
-        if len(dump(result).encode()) > PAYLOAD_LIMIT:
+        if len(dump(result).encode("utf-8", "surrogatepass")) > PAYLOAD_LIMIT:
             failure = StatesError(
                 DATA_LIMIT_EXCEEDED,
                 f"The state/task '{resource.arn}' returned a result with a size exceeding the "
@@ -809,7 +809,7 @@ class _StateRun:
         batch: list[Json] = []
         size = 0
         for item in inputs:
-            item_size = len(dump(item).encode())
+            item_size = len(dump(item).encode("utf-8", "surrogatepass"))
             full = most is not None and len(batch) >= most
             too_big = most_bytes is not None and batch and size + item_size > most_bytes
             if full or too_big:

@@ -16,6 +16,7 @@ import base64
 import functools
 import hashlib
 import json
+import math
 import random
 import uuid
 from collections.abc import Callable
@@ -300,13 +301,7 @@ def _format(*values: Json) -> str:
             if used >= len(args):
                 raise _fail("States.Format has more {} placeholders than arguments")
             arg = args[used]
-            if isinstance(arg, dict | list):
-                raise _fail(
-                    f"The {_ordinal(used + 2)} argument of States.Format must be a string, "
-                    f"number, boolean or null, but was {_article(_type_name(arg))} "
-                    f"{_type_name(arg)}"
-                )
-            out.append(arg if isinstance(arg, str) else _dump(arg))
+            out.append(_java_text(arg))
             used += 1
             i += 2
             continue
@@ -317,9 +312,23 @@ def _format(*values: Json) -> str:
     return "".join(out)
 
 
+def _java_text(value: Json) -> str:
+    """A value as States.Format writes it: Java's toString of the JSON value
+    (recorded: ``{Arg1=1, Arg2=[]}`` for an object, strings bare)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={_java_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_java_text(v) for v in value) + "]"
+    return _dump(value)
+
+
 def _string_to_json(*values: Json) -> Json:
     _arity("States.StringToJson", values, 1)
     _want("States.StringToJson", 1, values[0], "string")
+    if not values[0].strip():
+        return None  # recorded: "" and " " give null
     try:
         return json.loads(values[0])
     except ValueError:
@@ -476,8 +485,9 @@ def _math_random(*values: Json) -> int:
 def _math_add(*values: Json) -> int:
     _arity("States.MathAdd", values, 2)
     for position, value in enumerate(values, 1):
-        _want("States.MathAdd", position, value, "integer")
-    return int(values[0]) + int(values[1])
+        _want("States.MathAdd", position, value, "number")
+    # AWS rounds each operand half up first (recorded: 1.49 + 1.5 = 3, -1.5 + 0 = -1)
+    return sum(math.floor(value + 0.5) for value in values)
 
 
 def _string_split(*values: Json) -> list[str]:

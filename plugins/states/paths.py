@@ -306,7 +306,8 @@ class _Reader:
         self.pos += 1
         out = []
         while not self.done() and self.peek() != quote:
-            if self.peek() == "\\":
+            # only the quote itself is escaped; another backslash is part of the name
+            if self.peek() == "\\" and self.peek(1) == quote:
                 self.pos += 1
             out.append(self.peek())
             self.pos += 1
