@@ -76,14 +76,14 @@ def _compare(rule: Comparison, data: Json, context: Json) -> bool:
     operator = rule.operator
     value = _select(rule.variable, data, context)
     if operator == "IsPresent":
-        return (value is not _MISSING) == rule.value
+        return (value is not _MISSING) == bool(rule.value)
     if value is _MISSING:
         raise StateFault(
             f"Invalid path '{rule.variable}': The choice state's condition path references "
             "an invalid value."
         )
     if operator.startswith("Is"):
-        return _is(operator, value) == rule.value
+        return _is(operator, value) == bool(rule.value)
     expected = rule.value
     if operator.endswith("Path"):
         operator = operator[: -len("Path")]

@@ -665,7 +665,7 @@ class _Checker:
                 self.problem(f"The value for the field '{operator}' must be a valid TIMESTAMP", at)
         elif not _json_type_is(value, kind):
             self.problem(f"The value for the field '{operator}' must be a {kind.upper()}", at)
-        return Comparison(variable, operator, value, nxt if top else None)
+        return Comparison(str(variable), operator, value, nxt if top else None)
 
     def _wait(self, body: dict[str, Json], location: str, common: dict[str, Json]) -> WaitState:
         given = [k for k in ("Seconds", "Timestamp", "SecondsPath", "TimestampPath") if k in body]
@@ -788,7 +788,7 @@ class _Checker:
                 self.integer(body[name], _pointer(location, name), low=0)
         percentage = body.get("ToleratedFailurePercentage")
         if "ToleratedFailurePercentage" in body and (
-            not _json_type_is(percentage, "number") or not 0 <= percentage <= 100
+            not _json_type_is(percentage, "number") or not 0 <= float(percentage or 0) <= 100
         ):
             self.problem(
                 "The value for the field 'ToleratedFailurePercentage' must be a number "

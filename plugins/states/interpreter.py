@@ -304,6 +304,8 @@ class _StateRun:
         self.entered = entered
         self.entered_at = entered_at
         self.retry_count = 0
+        #: ``$$.Task.Token`` of a ``.waitForTaskToken`` attempt
+        self.task_token: str | None = None
 
     @property
     def history(self) -> History:
@@ -314,7 +316,10 @@ class _StateRun:
 
     def context(self) -> Json:
         retries = self.retry_count if isinstance(self.state, HandlingState) else None
-        return self.it.context(self.state, self.entered_at, retries)
+        context = self.it.context(self.state, self.entered_at, retries)
+        if self.task_token is not None:
+            context["Task"] = {"Token": self.task_token}
+        return context
 
     def exited(self, output: Json) -> None:
         text = dump(output)
@@ -508,6 +513,9 @@ class _StateRun:
         return float(delay)
 
     async def attempt(self, state: HandlingState) -> Json:
+        if isinstance(state, TaskState) and ".waitForTaskToken" in state.resource:
+            # each attempt has its own token, in the context before Parameters are filled
+            self.task_token = str(uuid.uuid4())
         effective = self.input_path()
         if state.has_parameters:
             effective = self.resolve(state.parameters, effective)
@@ -541,12 +549,7 @@ class _StateRun:
             state.heartbeat_seconds, state.heartbeat_seconds_path, self.raw
         )
         context = self.context()
-        token = None
-        if resource.pattern == "waitForTaskToken":
-            token = str(uuid.uuid4())
-            context["Task"] = {"Token": token}
-            if state.has_parameters:
-                effective = self.resolve_again(state, context)
+        token = self.task_token
         events = _TaskEvents(self, resource)
         events.scheduled(effective, timeout, heartbeat)
         beat: _Heartbeat | None = None
@@ -582,19 +585,15 @@ class _StateRun:
             events.failed(failure)
             raise
         if len(dump(result).encode("utf-8", "surrogatepass")) > PAYLOAD_LIMIT:
-            failure = StatesError(
+            too_big = StatesError(
                 DATA_LIMIT_EXCEEDED,
                 f"The state/task '{resource.arn}' returned a result with a size exceeding the "
                 "maximum number of bytes service limit.",
             )
-            events.failed(failure)
-            raise failure
+            events.failed(too_big)
+            raise too_big
         events.succeeded(result)
         return result
-
-    def resolve_again(self, state: TaskState, context: Json) -> Json:
-        """Parameters filled again once ``$$.Task.Token`` exists."""
-        return templates.resolve(state.parameters, self.input_path(), context)
 
     # -- Parallel ----------------------------------------------------------------------------
 
