@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from pipelines.clock import ManualClock
-from plugins.states.definition import parse_definition
+from plugins.states.definition import parse_definition, validate
+from plugins.states.errors import DefinitionError
 from plugins.states.history import MemoryLog
 from plugins.states.interpreter import Execution, Interpreter, Outcome
 from tests import states_recordings as rec
@@ -668,3 +669,54 @@ async def test_recorded_choice_operator(module: str, test: str) -> None:
         if outcome.status != "SUCCEEDED" or outcome.output != expected:
             problems.append(f"case {index} {given}: recorded {expected}, got {outcome}")
     assert not problems, "\n".join(problems)
+
+
+# -- definitions AWS refused or accepted ------------------------------------------------------
+
+VALIDATION = "v2/test_sfn_api_validation.py"
+VALIDATION_CASES = [
+    ("test_validate_state_machine_definition_not_a_definition[EMPTY_STRING]", " "),
+    ("test_validate_state_machine_definition_not_a_definition[EMPTY_DICT]", "{}"),
+    *[
+        (
+            f"test_validate_state_machine_definition_type_{kind}[{name}]",
+            f"validation/statemachines/{name.lower()}.json5",
+        )
+        for kind in ("standard", "express")
+        for name in ("VALID_BASE_PASS", "INVALID_BASE_NO_STARTAT")
+    ],
+]
+
+
+@pytest.mark.parametrize(
+    ("test", "definition"), VALIDATION_CASES, ids=[t for t, _ in VALIDATION_CASES]
+)
+def test_recorded_validation(test: str, definition: str) -> None:
+    """ValidateStateMachineDefinition's recorded diagnostics, field by field."""
+    rec.require_mirror()
+    recorded = rec.recording(VALIDATION, test)["validation_response"]["diagnostics"]
+    text = json.dumps(rec.template(definition)) if definition.endswith(".json5") else definition
+    ours = [problem.diagnostic() for problem in validate(text)]
+    assert not rec.differences(recorded, ours)
+
+
+@pytest.mark.parametrize(
+    "name", ["NO_T", "NO_Z", "INVALID_DATE", "INVALID_TIME", "INVALID_ISO", "JSONATA"]
+)
+def test_recorded_invalid_wait_timestamp(name: str) -> None:
+    """CreateStateMachine's recorded InvalidDefinition for a Wait state's bad Timestamp."""
+    rec.require_mirror()
+    recorded = rec.recording(SCEN, f"test_wait_timestamp_invalid[{name}]")["exception"]
+    values = {
+        "NO_T": "2016-12-05 21:29:29Z",
+        "NO_Z": "2016-12-05T21:29:29",
+        "INVALID_DATE": "2016-13-05T21:29:29Z",
+        "INVALID_TIME": "2016-12-05T25:29:29Z",
+        "INVALID_ISO": "05-12-2016T21:29:29Z",
+        "JSONATA": "{% '2016-03-14T01:59:00Z' %}",
+    }
+    definition = _wait_until(values[name])(rec.template(_constants("scenarios")["WAIT_TIMESTAMP"]))
+    with pytest.raises(DefinitionError) as caught:
+        parse_definition(definition)
+    assert recorded["exception_typename"] == "InvalidDefinition"
+    assert recorded["exception_value"].endswith(f"CreateStateMachine operation: {caught.value}")

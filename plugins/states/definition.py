@@ -662,7 +662,7 @@ class _Checker:
             self.path(value, at)
         elif kind == "timestamp":
             if not is_timestamp(value):
-                self.problem(f"The value for the field '{operator}' must be a valid TIMESTAMP", at)
+                self.problem("String does not match RFC3339 timestamp", at)
         elif not _json_type_is(value, kind):
             self.problem(f"The value for the field '{operator}' must be a {kind.upper()}", at)
         return Comparison(str(variable), operator, value, nxt if top else None)
@@ -681,7 +681,7 @@ class _Checker:
         timestamp = body.get("Timestamp")
         if "Timestamp" in body and not is_timestamp(timestamp):
             self.problem(
-                "The value for the field 'Timestamp' must be a valid TIMESTAMP",
+                "String does not match RFC3339 timestamp",
                 _pointer(location, "Timestamp"),
             )
         return WaitState(
