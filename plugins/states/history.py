@@ -1,0 +1,127 @@
+"""An execution's history: AWS's event types, ids and previousEventId.
+
+Every event goes through an ``ExecutionLog``. The in-memory ``MemoryLog``
+serves EXPRESS executions and tests; a durable log (a later slice) keeps
+STANDARD executions in the state database: ``checkpoint`` is awaited at each
+transition of the top-level program with what resuming there needs, and the
+execution may go on only once it returns.
+
+``previousEventId`` follows how AWS numbers it: each thread of an execution
+(the top level, each Parallel branch, each Map iteration) is a ``Flow`` whose
+events point at the flow's last event; some events point back without moving
+the flow on ("side" events: ExecutionStarted, MapIterationSucceeded, ...),
+as the recorded histories show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Json = Any
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEvent:
+    id: int
+    previous_event_id: int
+    #: seconds since the epoch, from the execution's clock
+    timestamp: float
+    type: str
+    #: the ``...EventDetails`` member, None for events without one
+    details: dict[str, Json] | None = None
+
+    @property
+    def details_key(self) -> str:
+        if self.type.endswith("StateEntered"):
+            return "stateEnteredEventDetails"
+        if self.type.endswith("StateExited"):
+            return "stateExitedEventDetails"
+        return self.type[0].lower() + self.type[1:] + "EventDetails"
+
+    def to_aws(self) -> dict[str, Json]:
+        """The event as GetExecutionHistory answers it (the timestamp left as seconds)."""
+        out: dict[str, Json] = {
+            "id": self.id,
+            "previousEventId": self.previous_event_id,
+            "timestamp": self.timestamp,
+            "type": self.type,
+        }
+        if self.details is not None:
+            out[self.details_key] = self.details
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where a top-level program stands between two states: enough to resume there.
+
+    ``next_state`` is the state to run with ``input``; ``last_event_id`` is the
+    highest event id written, ``flow_last`` the top-level flow's last event
+    (the next event's previousEventId).
+    """
+
+    next_state: str
+    input: Json
+    last_event_id: int
+    flow_last: int
+
+
+class ExecutionLog(Protocol):
+    def append(self, event: HistoryEvent) -> None:
+        """Record ``event`` (in order; a durable log may buffer until ``checkpoint``)."""
+        ...
+
+    async def checkpoint(self, point: Checkpoint) -> None:
+        """Make everything appended so far, and ``point``, durable before returning."""
+        ...
+
+
+@dataclass
+class MemoryLog:
+    """The history kept in memory (EXPRESS executions, tests)."""
+
+    events: list[HistoryEvent] = field(default_factory=list)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+
+    def append(self, event: HistoryEvent) -> None:
+        self.events.append(event)
+
+    async def checkpoint(self, point: Checkpoint) -> None:
+        self.checkpoints.append(point)
+
+
+@dataclass(slots=True)
+class Flow:
+    """One thread of an execution: the id its next event points back to."""
+
+    last: int = 0
+
+    def fork(self) -> Flow:
+        return Flow(self.last)
+
+
+class History:
+    """Numbers events and writes them to the log."""
+
+    def __init__(self, log: ExecutionLog, clock_time: Any, next_id: int = 1) -> None:
+        self.log = log
+        self._time = clock_time
+        self.next_id = next_id
+
+    def emit(
+        self,
+        flow: Flow,
+        type: str,
+        details: dict[str, Json] | None = None,
+        *,
+        advance: bool = True,
+        previous: int | None = None,
+    ) -> int:
+        event_id = self.next_id
+        self.next_id += 1
+        prev = flow.last if previous is None else previous
+        self.log.append(HistoryEvent(event_id, prev, self._time(), type, details))
+        if advance:
+            flow.last = event_id
+        return event_id

@@ -1,0 +1,1011 @@
+"""Runs an execution of a state machine, state by state (JSONPath mode).
+
+``Interpreter(machine, log=..., tasks=..., clock=...)`` runs executions of
+one machine: ``await interpreter.run(execution)`` returns an ``Outcome`` and
+writes the history through the log. Everything an execution needs besides
+the definition is in ``Execution`` (its identity and input) and in the
+``Checkpoint``s the log receives between top-level states, so a durable log
+can resume a STANDARD execution with ``run(execution, resume=checkpoint)``:
+the next state runs with the recorded input, and event ids continue. A Map
+or Parallel state is one step at the top level: resumed, it runs again from
+its start.
+
+Time comes from the injected ``Clock`` (Wait, retry intervals, timeouts);
+Tasks go through the injected ``TaskRunner``. Parallel branches and Map
+iterations run concurrently as tasks of one ``asyncio.TaskGroup`` owned by
+their state, so a failure cancels its siblings and nothing outlives the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pipelines.clock import Clock, SystemClock, sleep
+from plugins.states import choice, paths, templates
+from plugins.states.definition import (
+    ChoiceState,
+    FailState,
+    HandlingState,
+    MapState,
+    ParallelState,
+    PassState,
+    Program,
+    Retrier,
+    State,
+    StateMachine,
+    SucceedState,
+    TaskState,
+    WaitState,
+)
+from plugins.states.errors import (
+    DATA_LIMIT_EXCEEDED,
+    EXCEED_TOLERATED_FAILURE_THRESHOLD,
+    HEARTBEAT_TIMEOUT,
+    NO_CHOICE_MATCHED,
+    PAYLOAD_LIMIT,
+    TIMEOUT,
+    UNCATCHABLE,
+    StateFault,
+    StatesError,
+    matches,
+    state_failure,
+)
+from plugins.states.history import Checkpoint, ExecutionLog, Flow, History, MemoryLog
+from plugins.states.tasks import NoTaskRunner, Resource, TaskRequest, TaskRunner, parse_resource
+
+Json = Any
+dump = templates.dump
+
+#: AWS runs at most 40 iterations of an inline Map at once, whatever MaxConcurrency says.
+INLINE_MAP_CONCURRENCY = 40
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """Who an execution is and what it was given (the context object's Execution, StateMachine)."""
+
+    arn: str
+    name: str
+    state_machine_arn: str
+    state_machine_name: str
+    #: the input as the caller wrote it (history shows this text)
+    input_text: str = "{}"
+    role_arn: str = ""
+    #: seconds since the epoch
+    start_time: float = 0.0
+    redrive_count: int = 0
+
+    @property
+    def input(self) -> Json:
+        return json.loads(self.input_text)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an execution ended: ``status`` is DescribeExecution's."""
+
+    status: str
+    output: Json = None
+    error: str | None = None
+    cause: str | None = None
+
+    @property
+    def output_text(self) -> str | None:
+        return None if self.status != "SUCCEEDED" else dump(self.output)
+
+
+def iso_time(seconds: float) -> str:
+    """The context object's times: ISO 8601 in UTC with milliseconds and a Z."""
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(slots=True)
+class _Scope:
+    """What a running state sees besides its input: its thread and the history it writes to
+    (the execution's, or a Distributed Map's child execution's)."""
+
+    flow: Flow
+    history: History
+
+
+@dataclass(slots=True)
+class _Abort(Exception):
+    """Raised inside a TaskGroup to cancel the siblings of a failed branch or iteration."""
+
+    failure: StatesError = field(default_factory=lambda: StatesError("States.Runtime"))
+
+
+class Interpreter:
+    def __init__(
+        self,
+        machine: StateMachine,
+        *,
+        log: ExecutionLog | None = None,
+        tasks: TaskRunner | None = None,
+        clock: Clock | None = None,
+        region: str = "us-east-1",
+        rng: random.Random | None = None,
+    ) -> None:
+        self.machine = machine
+        self.log = log if log is not None else MemoryLog()
+        self.tasks = tasks if tasks is not None else NoTaskRunner()
+        self.clock = clock if clock is not None else SystemClock()
+        self.region = region
+        # FULL jitter's draws; injectable so a test can predict them
+        self.rng = rng if rng is not None else random.Random()
+        self.history = History(self.log, self.clock.time)
+        self.execution: Execution | None = None
+
+    # -- an execution -----------------------------------------------------------
+
+    async def run(self, execution: Execution, resume: Checkpoint | None = None) -> Outcome:
+        self.execution = execution
+        flow = Flow()
+        if resume is None:
+            self.history.emit(
+                flow,
+                "ExecutionStarted",
+                {
+                    "input": execution.input_text,
+                    "inputDetails": {"truncated": False},
+                    "roleArn": execution.role_arn,
+                },
+                advance=False,
+            )
+            start, data = self.machine.program.start_at, execution.input
+        else:
+            self.history.next_id = resume.last_event_id + 1
+            flow.last = resume.flow_last
+            start, data = resume.next_state, resume.input
+        try:
+            output = await self._with_timeout(self._top(start, data, _Scope(flow, self.history)))
+        except _ExecutionTimedOut:
+            self.history.emit(flow, "ExecutionTimedOut", {"error": TIMEOUT}, advance=True)
+            return Outcome("TIMED_OUT", error=TIMEOUT)
+        except StatesError as failure:
+            details = {}
+            if failure.cause is not None:
+                details["cause"] = failure.cause
+            if failure.error:
+                details["error"] = failure.error
+            self.history.emit(flow, "ExecutionFailed", details)
+            return Outcome("FAILED", error=failure.error or None, cause=failure.cause)
+        self.history.emit(
+            flow,
+            "ExecutionSucceeded",
+            {"output": dump(output), "outputDetails": {"truncated": False}},
+        )
+        return Outcome("SUCCEEDED", output=output)
+
+    async def _with_timeout(self, work: Awaitable[Json]) -> Json:
+        limit = self.machine.timeout_seconds
+        if limit is None:
+            return await work
+        return await _deadline(self.clock, limit, work, _ExecutionTimedOut)
+
+    async def _top(self, start: str, data: Json, scope: _Scope) -> Json:
+        """The top-level program, with a checkpoint before each state."""
+        program = self.machine.program
+        name: str | None = start
+        while name is not None:
+            state = program.states[name]
+            data, name = await self._state(state, data, scope)
+            if name is not None:
+                await self.log.checkpoint(
+                    Checkpoint(name, data, self.history.next_id - 1, scope.flow.last)
+                )
+        return data
+
+    async def _program(self, program: Program, data: Json, scope: _Scope) -> Json:
+        name: str | None = program.start_at
+        while name is not None:
+            data, name = await self._state(program.states[name], data, scope)
+        return data
+
+    # -- one state -----------------------------------------------------------------
+
+    async def _state(self, state: State, data: Json, scope: _Scope) -> tuple[Json, str | None]:
+        entered_at = self.clock.time()
+        entered = scope.history.emit(
+            scope.flow,
+            f"{state.type}StateEntered",
+            {"input": dump(data), "inputDetails": {"truncated": False}, "name": state.name},
+        )
+        run = _StateRun(self, state, data, scope, entered, entered_at)
+        try:
+            output, nxt = await run.execute()
+        except StateFault as fault:
+            raise state_failure(state.name, entered, fault.message, fault.error) from None
+        return output, nxt
+
+    def context(self, state: State, entered_at: float, retry_count: int | None = None) -> Json:
+        execution = self.execution
+        assert execution is not None
+        state_context: dict[str, Json] = {"Name": state.name, "EnteredTime": iso_time(entered_at)}
+        if retry_count is not None:
+            state_context["RetryCount"] = retry_count
+        return {
+            "Execution": {
+                "Id": execution.arn,
+                "Input": execution.input,
+                "StartTime": iso_time(execution.start_time),
+                "Name": execution.name,
+                "RoleArn": execution.role_arn,
+                "RedriveCount": execution.redrive_count,
+            },
+            "StateMachine": {
+                "Id": execution.state_machine_arn,
+                "Name": execution.state_machine_name,
+            },
+            "State": state_context,
+        }
+
+
+class _ExecutionTimedOut(Exception):
+    pass
+
+
+class _TaskTimedOut(Exception):
+    pass
+
+
+async def _deadline(
+    clock: Clock, seconds: float, work: Awaitable[Json], error: type[Exception]
+) -> Json:
+    """``work``'s result, or ``error`` raised once ``seconds`` of clock time pass first."""
+    task = asyncio.ensure_future(work)
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    timer = clock.call_later(seconds, expire)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if expired:
+            raise error() from None
+        raise
+    finally:
+        timer.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+class _StateRun:
+    """One state's run: its data flow, its work, its retries and catchers."""
+
+    def __init__(
+        self,
+        interpreter: Interpreter,
+        state: State,
+        data: Json,
+        scope: _Scope,
+        entered: int,
+        entered_at: float,
+    ) -> None:
+        self.it = interpreter
+        self.state = state
+        self.raw = data
+        self.scope = scope
+        self.entered = entered
+        self.entered_at = entered_at
+        self.retry_count = 0
+        #: ``$$.Task.Token`` of a ``.waitForTaskToken`` attempt
+        self.task_token: str | None = None
+
+    @property
+    def history(self) -> History:
+        return self.scope.history
+
+    def emit(self, type: str, details: dict[str, Json] | None = None, **kw: Any) -> int:
+        return self.scope.history.emit(self.scope.flow, type, details, **kw)
+
+    def context(self) -> Json:
+        retries = self.retry_count if isinstance(self.state, HandlingState) else None
+        context = self.it.context(self.state, self.entered_at, retries)
+        if self.task_token is not None:
+            context["Task"] = {"Token": self.task_token}
+        return context
+
+    def exited(self, output: Json) -> None:
+        text = dump(output)
+        if len(text.encode("utf-8", "surrogatepass")) > PAYLOAD_LIMIT:
+            raise StatesError(
+                DATA_LIMIT_EXCEEDED,
+                f"The state/task '{self.state.name}' returned a result with a size exceeding "
+                "the maximum number of bytes service limit.",
+            )
+        self.emit(
+            f"{self.state.type}StateExited",
+            {"name": self.state.name, "output": text, "outputDetails": {"truncated": False}},
+        )
+
+    # -- the data flow ---------------------------------------------------------------
+
+    def input_path(self) -> Json:
+        path = self.state.input_path
+        if path is None:
+            return {}
+        return self.select(path, self.raw, "InputPath")
+
+    def output_path(self, data: Json) -> Json:
+        path = self.state.output_path
+        if path is None:
+            return {}
+        return self.select(path, data, "OutputPath")
+
+    def select(self, path: str, data: Json, field_name: str) -> Json:
+        parsed = paths.parse(path)
+        try:
+            return parsed.find(self.context() if parsed.context else data)
+        except paths.PathError as error:
+            raise StateFault(f"Invalid path '{path}' : {error.message}") from None
+
+    def result_path(self, path: str | None, raw: Json, result: Json) -> Json:
+        if path is None:
+            return raw
+        try:
+            return paths.set_path(path, raw, result)
+        except paths.PathError as error:
+            raise StateFault(error.message, "States.ResultPathMatchFailure") from None
+
+    def resolve(self, template: Json, data: Json, map_item: tuple[int, Json] | None = None) -> Json:
+        context = self.context()
+        if map_item is not None:
+            context["Map"] = {"Item": {"Index": map_item[0], "Value": map_item[1]}}
+        return templates.resolve(template, data, context)
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    async def execute(self) -> tuple[Json, str | None]:
+        state = self.state
+        if isinstance(state, PassState):
+            return self.run_pass(state)
+        if isinstance(state, ChoiceState):
+            return self.run_choice(state)
+        if isinstance(state, WaitState):
+            return await self.run_wait(state)
+        if isinstance(state, SucceedState):
+            output = self.output_path(self.input_path())
+            self.exited(output)
+            return output, None
+        if isinstance(state, FailState):
+            raise self.fail_error(state)
+        assert isinstance(state, HandlingState)
+        return await self.run_handling(state)
+
+    def run_pass(self, state: PassState) -> tuple[Json, str | None]:
+        effective = self.input_path()
+        if state.has_parameters:
+            effective = self.resolve(state.parameters, effective)
+        result = state.result if state.has_result else effective
+        output = self.output_path(self.result_path(state.result_path, self.raw, result))
+        self.exited(output)
+        return output, state.next
+
+    def run_choice(self, state: ChoiceState) -> tuple[Json, str | None]:
+        effective = self.input_path()
+        nxt = choice.first_match(state.choices, effective, self.context())
+        if nxt is None:
+            nxt = state.default
+        if nxt is None:
+            raise StatesError(
+                NO_CHOICE_MATCHED,
+                f"An error occurred while executing the state '{state.name}' (entered at the "
+                f"event id #{self.entered}). Failed to transition out of the state. The state "
+                "does not point to a next state.",
+            )
+        output = self.output_path(effective)
+        self.exited(output)
+        return output, nxt
+
+    async def run_wait(self, state: WaitState) -> tuple[Json, str | None]:
+        effective = self.input_path()
+        now = self.it.clock.time()
+        if state.seconds is not None:
+            delay = float(state.seconds)
+        elif state.timestamp is not None:
+            delay = _until(state.timestamp, now)
+        elif state.seconds_path is not None:
+            delay = self.seconds_at(state.seconds_path, effective)
+        else:
+            assert state.timestamp_path is not None
+            value = self.waited_value(state.timestamp_path, effective, "TimestampPath")
+            moment = choice.parse_timestamp(value)
+            if moment is None:
+                raise StateFault(
+                    "The TimestampPath parameter does not reference a valid ISO-8601 extended "
+                    f"offset date-time format string: {state.timestamp_path} == {value}"
+                )
+            delay = moment.timestamp() - now
+        await sleep(self.it.clock, delay)
+        output = self.output_path(effective)
+        self.exited(output)
+        return output, state.next
+
+    def waited_value(self, path: str, data: Json, field_name: str) -> Json:
+        try:
+            return paths.parse(path).find(data)
+        except paths.PathError:
+            raise StateFault(
+                f"The {field_name} parameter does not reference an input value: {path}"
+            ) from None
+
+    def seconds_at(self, path: str, data: Json) -> float:
+        value = self.waited_value(path, data, "SecondsPath")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise StateFault(f"The SecondsPath parameter cannot be parsed as a long value: {path}")
+        if isinstance(value, float) and not value.is_integer():
+            raise StateFault(
+                f"The SecondsPath parameter cannot be parsed as a long value: {path} == {value}"
+            )
+        if value < 0:
+            raise StateFault(
+                f"The SecondsPath parameter references a negative value: {path} == {int(value)}"
+            )
+        return float(value)
+
+    def fail_error(self, state: FailState) -> StatesError:
+        error, cause = state.error, state.cause
+        data = self.raw
+        if state.error_path is not None:
+            error = self.reference(state.error_path, "ErrorPath", data)
+        if state.cause_path is not None:
+            cause = self.reference(state.cause_path, "CausePath", data)
+        return StatesError(error or "", cause)
+
+    def reference(self, expression: str, field_name: str, data: Json) -> Json:
+        value = templates.reference(expression, field_name, data, self.context())
+        return value if isinstance(value, str) else dump(value)
+
+    # -- Task, Parallel and Map: retries and catchers ---------------------------------------
+
+    async def run_handling(self, state: HandlingState) -> tuple[Json, str | None]:
+        attempts = [0] * len(state.retry)
+        while True:
+            try:
+                output = await self.attempt(state)
+            except StatesError as failure:
+                if failure.error in UNCATCHABLE:
+                    raise
+                retrier = _first(state.retry, failure.error)
+                if retrier is not None:
+                    index, rule = retrier
+                    if attempts[index] < rule.max_attempts:
+                        await sleep(self.it.clock, self.backoff(rule, attempts[index]))
+                        attempts[index] += 1
+                        self.retry_count += 1
+                        continue
+                if isinstance(state, ParallelState | MapState):
+                    # only a failure no retrier takes ends the state: one Failed event
+                    self.emit(f"{state.type}StateFailed")
+                for catcher in state.catch:
+                    if matches(catcher.error_equals, failure.error):
+                        output = self.result_path(catcher.result_path, self.raw, failure.output())
+                        self.exited(output)
+                        return output, catcher.next
+                raise
+            self.exited(output)
+            return output, state.next
+
+    def backoff(self, rule: Retrier, attempt: int) -> float:
+        """The wait before retry ``attempt + 1``: IntervalSeconds x BackoffRate^attempt,
+        capped by MaxDelaySeconds, drawn from [0, that] under FULL jitter."""
+        delay = rule.interval_seconds * rule.backoff_rate**attempt
+        if rule.max_delay_seconds is not None:
+            delay = min(delay, rule.max_delay_seconds)
+        if rule.jitter_strategy == "FULL":
+            delay = self.it.rng.uniform(0, delay)
+        return float(delay)
+
+    async def attempt(self, state: HandlingState) -> Json:
+        if isinstance(state, TaskState) and ".waitForTaskToken" in state.resource:
+            # each attempt has its own token, in the context before Parameters are filled
+            self.task_token = str(uuid.uuid4())
+        effective = self.input_path()
+        if state.has_parameters:
+            effective = self.resolve(state.parameters, effective)
+        if isinstance(state, TaskState):
+            result = await self.run_task(state, effective)
+        elif isinstance(state, ParallelState):
+            result = await self.run_parallel(state, effective)
+        else:
+            assert isinstance(state, MapState)
+            result = await self.run_map(state, effective)
+        if state.has_result_selector:
+            result = self.resolve(state.result_selector, result)
+        return self.output_path(self.result_path(state.result_path, self.raw, result))
+
+    # -- Task ----------------------------------------------------------------------------------
+
+    def seconds_field(self, value: int | None, path: str | None, data: Json) -> int | None:
+        if path is None:
+            return value
+        found = self.select(path, data, path)
+        if isinstance(found, bool) or not isinstance(found, int) or found <= 0:
+            raise StateFault(
+                f"The value at '{path}' must be a positive integer, but was {dump(found)}"
+            )
+        return found
+
+    async def run_task(self, state: TaskState, effective: Json) -> Json:
+        resource = parse_resource(state.resource, self.it.region)
+        timeout = self.seconds_field(state.timeout_seconds, state.timeout_seconds_path, self.raw)
+        heartbeat = self.seconds_field(
+            state.heartbeat_seconds, state.heartbeat_seconds_path, self.raw
+        )
+        context = self.context()
+        token = self.task_token
+        events = _TaskEvents(self, resource)
+        events.scheduled(effective, timeout, heartbeat)
+        beat: _Heartbeat | None = None
+        request = TaskRequest(
+            resource=resource,
+            input=effective,
+            context=context,
+            timeout_seconds=timeout,
+            heartbeat_seconds=heartbeat,
+            credentials=state.credentials,
+            task_token=token,
+            submitted=events.submitted,
+        )
+        if heartbeat is not None:
+            beat = _Heartbeat(self.it.clock, heartbeat)
+            request.heartbeat = beat.beat
+        events.started()
+        try:
+            work = self.it.tasks.run(request)
+            if beat is not None:
+                work = beat.guard(work)
+            if timeout is not None:
+                result = await _deadline(self.it.clock, timeout, work, _TaskTimedOut)
+            else:
+                result = await work
+        except _TaskTimedOut:
+            events.timed_out(TIMEOUT)
+            raise StatesError(TIMEOUT) from None
+        except _HeartbeatMissed:
+            events.timed_out(HEARTBEAT_TIMEOUT)
+            raise StatesError(HEARTBEAT_TIMEOUT) from None
+        except StatesError as failure:
+            events.failed(failure)
+            raise
+        if len(dump(result).encode("utf-8", "surrogatepass")) > PAYLOAD_LIMIT:
+            too_big = StatesError(
+                DATA_LIMIT_EXCEEDED,
+                f"The state/task '{resource.arn}' returned a result with a size exceeding the "
+                "maximum number of bytes service limit.",
+            )
+            events.failed(too_big)
+            raise too_big
+        events.succeeded(result)
+        return result
+
+    # -- Parallel ----------------------------------------------------------------------------
+
+    async def run_parallel(self, state: ParallelState, effective: Json) -> Json:
+        self.emit("ParallelStateStarted")
+        flow = self.scope.flow
+        results: list[Json] = [None] * len(state.branches)
+        ends: list[int] = []
+
+        async def branch(index: int, program: Program) -> None:
+            child = _Scope(flow.fork(), self.history)
+            try:
+                results[index] = await self.it._program(program, effective, child)
+            except StatesError as failure:
+                flow.last = child.flow.last
+                raise _Abort(failure) from None
+            ends.append(child.flow.last)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index, program in enumerate(state.branches):
+                    group.create_task(branch(index, program))
+        except* _Abort as aborted:
+            raise _first_abort(aborted) from None
+        # ParallelStateSucceeded points at the branch that finished last, without moving on
+        if ends:
+            flow.last = ends[-1]
+        self.emit("ParallelStateSucceeded", advance=False)
+        return results
+
+    # -- Map ---------------------------------------------------------------------------------
+
+    def integer_at(self, path: str, data: Json, field_name: str, kind: str = "integer") -> Json:
+        value = self.select(path, data, field_name)
+        valid = (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and (kind == "float" or float(value).is_integer())
+        )
+        if not valid:
+            raise StateFault(
+                f'The {field_name} field refers to value "{_plain(value)}" which is not a '
+                f"valid {kind}: {path}"
+            )
+        return value
+
+    def max_concurrency(self, state: MapState) -> int:
+        concurrency = state.max_concurrency
+        if state.max_concurrency_path is not None:
+            concurrency = int(
+                self.integer_at(state.max_concurrency_path, self.raw, "MaxConcurrencyPath")
+            )
+            if concurrency < 0:
+                raise StateFault("MaxConcurrency cannot be negative.")
+        return concurrency
+
+    def tolerance(self, state: MapState) -> tuple[int | None, float | None]:
+        """ToleratedFailureCount and ...Percentage (AWS reads them once the Map has started)."""
+        count = state.tolerated_failure_count
+        if state.tolerated_failure_count_path is not None:
+            count = int(
+                self.integer_at(
+                    state.tolerated_failure_count_path, self.raw, "ToleratedFailureCountPath"
+                )
+            )
+        if count is not None and count < 0:
+            raise StateFault("ToleratedFailureCount cannot be negative.")
+        percentage = state.tolerated_failure_percentage
+        if state.tolerated_failure_percentage_path is not None:
+            percentage = float(
+                self.integer_at(
+                    state.tolerated_failure_percentage_path,
+                    self.raw,
+                    "ToleratedFailurePercentagePath",
+                    "float",
+                )
+            )
+        if percentage is not None and not 0 <= percentage <= 100:
+            raise StateFault("ToleratedFailurePercentage must be between 0 and 100.")
+        return count, percentage
+
+    async def run_map(self, state: MapState, effective: Json) -> Json:
+        concurrency = self.max_concurrency(state)
+        items = self.select(state.items_path, effective, "ItemsPath")
+        if not isinstance(items, list):
+            raise StateFault(f"Map state input must be an array but was: {dump(items)}")
+        if state.has_item_selector:
+            inputs = [
+                self.resolve(state.item_selector, effective, (index, item))
+                for index, item in enumerate(items)
+            ]
+        else:
+            inputs = list(items)
+        if state.item_batcher is not None:
+            inputs = self.batches(state, inputs, effective)
+        processor = state.processor
+        assert processor is not None
+        self.emit("MapStateStarted", {"length": len(inputs)})
+        tolerated_count, tolerated_percentage = self.tolerance(state)
+        distributed = state.mode == "DISTRIBUTED"
+        if distributed:
+            self.emit("MapRunStarted", {"mapRunArn": self.map_run_arn(state)})
+        flow = self.scope.flow
+        results: list[Json] = [None] * len(inputs)
+        limit = concurrency if concurrency > 0 else len(inputs) or 1
+        if state.mode == "INLINE":
+            limit = min(limit, INLINE_MAP_CONCURRENCY)
+        slots = asyncio.Semaphore(limit)
+        tolerating = tolerated_count is not None or tolerated_percentage is not None
+        failures = 0
+        last_end = [flow.last]
+        running: dict[int, _Scope] = {}
+
+        def over_threshold() -> bool:
+            if tolerated_count is not None and failures > tolerated_count:
+                return True
+            if tolerated_percentage is not None and inputs:
+                return failures * 100 / len(inputs) > tolerated_percentage
+            return not tolerating and failures > 0
+
+        def mark(child: _Scope, kind: str, index: int, advance: bool = False) -> int:
+            # a Distributed Map's iterations are child executions: not in this history
+            if distributed:
+                return flow.last
+            details = {"index": index, "name": state.name}
+            return child.history.emit(child.flow, kind, details, advance=advance)
+
+        async def iteration(index: int, item: Json) -> None:
+            nonlocal failures
+            try:
+                if distributed:
+                    child = _Scope(Flow(), History(MemoryLog(), self.it.clock.time))
+                else:
+                    child = _Scope(flow.fork(), self.history)
+                running[index] = child
+                mark(child, "MapIterationStarted", index, advance=True)
+                try:
+                    results[index] = await self.it._program(processor, item, child)
+                except StatesError as failure:
+                    running.pop(index, None)
+                    mark(child, "MapIterationFailed", index)
+                    if not distributed:
+                        flow.last = child.flow.last
+                    failures += 1
+                    results[index] = failure.output()
+                    if over_threshold():
+                        raise _Abort(failure) from None
+                    return
+                running.pop(index, None)
+                end = mark(child, "MapIterationSucceeded", index)
+                if not distributed:
+                    flow.last = child.flow.last
+                last_end[0] = end
+            finally:
+                slots.release()
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index, item in enumerate(inputs):
+                    await slots.acquire()
+                    if failures and over_threshold():
+                        slots.release()
+                        break
+                    group.create_task(iteration(index, item))
+        except* _Abort as aborted:
+            failure = _first_abort(aborted)
+            for index, child in sorted(running.items()):
+                mark(child, "MapIterationAborted", index, advance=True)
+            if tolerating:
+                failure = StatesError(
+                    EXCEED_TOLERATED_FAILURE_THRESHOLD,
+                    "The specified tolerance threshold was exceeded",
+                )
+            if distributed:
+                self.emit("MapRunFailed", {"error": failure.error, "cause": failure.cause or ""})
+            raise failure from None
+        if distributed:
+            # as AWS has recorded since November 2024: the run's end and the state's
+            # success point back without moving on; MapStateExited follows MapRunStarted
+            run_end = self.emit("MapRunSucceeded", advance=False)
+            self.emit("MapStateSucceeded", advance=False, previous=run_end)
+            return results
+        flow.last = last_end[0]
+        self.emit("MapStateSucceeded", advance=False)
+        return results
+
+    def map_run_arn(self, state: MapState) -> str:
+        execution = self.it.execution
+        assert execution is not None
+        prefix = execution.state_machine_arn.replace(":stateMachine:", ":mapRun:", 1)
+        return f"{prefix}/{state.label or uuid.uuid4()}:{uuid.uuid4()}"
+
+    def batches(self, state: MapState, inputs: list[Json], effective: Json) -> list[Json]:
+        """ItemBatcher: items grouped ``{"Items": [...], **BatchInput}``."""
+        batcher = state.item_batcher if isinstance(state.item_batcher, dict) else {}
+        most = batcher.get("MaxItemsPerBatch")
+        if "MaxItemsPerBatchPath" in batcher:
+            most = int(
+                self.integer_at(batcher["MaxItemsPerBatchPath"], self.raw, "MaxItemsPerBatchPath")
+            )
+        most_bytes = batcher.get("MaxInputBytesPerBatch")
+        if "MaxInputBytesPerBatchPath" in batcher:
+            most_bytes = int(
+                self.integer_at(
+                    batcher["MaxInputBytesPerBatchPath"], self.raw, "MaxInputBytesPerBatchPath"
+                )
+            )
+        extra = batcher.get("BatchInput", {})
+        if isinstance(extra, dict):
+            extra = self.resolve(extra, effective)
+        out: list[Json] = []
+        batch: list[Json] = []
+        size = 0
+        for item in inputs:
+            item_size = len(dump(item).encode("utf-8", "surrogatepass"))
+            full = most is not None and len(batch) >= most
+            too_big = most_bytes is not None and batch and size + item_size > most_bytes
+            if full or too_big:
+                out.append({**extra, "Items": batch})
+                batch, size = [], 0
+            batch.append(item)
+            size += item_size
+        if batch:
+            out.append({**extra, "Items": batch})
+        return out
+
+
+class _TaskEvents:
+    """A Task attempt's events: TaskScheduled ... or LambdaFunctionScheduled ..., by resource."""
+
+    def __init__(self, run: _StateRun, resource: Resource) -> None:
+        self.run = run
+        self.resource = resource
+        self.lambda_kind = resource.kind == "lambda"
+        self.activity = resource.kind == "activity"
+
+    def _ids(self) -> dict[str, Json]:
+        return {"resourceType": self.resource.resource_type, "resource": self.resource.resource}
+
+    def scheduled(self, effective: Json, timeout: int | None, heartbeat: int | None) -> None:
+        if self.lambda_kind or self.activity:
+            prefix = "LambdaFunction" if self.lambda_kind else "Activity"
+            details: dict[str, Json] = {
+                "resource": self.resource.arn,
+                "input": dump(effective),
+                "inputDetails": {"truncated": False},
+            }
+            if timeout is not None:
+                details["timeoutInSeconds"] = timeout
+            if heartbeat is not None and self.activity:
+                details["heartbeatInSeconds"] = heartbeat
+            self.run.emit(f"{prefix}Scheduled", details)
+            return
+        details = {
+            **self._ids(),
+            "region": self.resource.region,
+            "parameters": dump(effective),
+        }
+        if timeout is not None:
+            details["timeoutInSeconds"] = timeout
+        if heartbeat is not None:
+            details["heartbeatInSeconds"] = heartbeat
+        self.run.emit("TaskScheduled", details)
+
+    def started(self) -> None:
+        if self.lambda_kind:
+            self.run.emit("LambdaFunctionStarted")
+        elif self.activity:
+            self.run.emit("ActivityStarted", {})
+        else:
+            self.run.emit("TaskStarted", self._ids())
+
+    def submitted(self, output: Json) -> None:
+        self.run.emit(
+            "TaskSubmitted",
+            {**self._ids(), "output": dump(output), "outputDetails": {"truncated": False}},
+        )
+
+    def succeeded(self, result: Json) -> None:
+        body = {"output": dump(result), "outputDetails": {"truncated": False}}
+        if self.lambda_kind:
+            self.run.emit("LambdaFunctionSucceeded", body)
+        elif self.activity:
+            self.run.emit("ActivitySucceeded", body)
+        else:
+            self.run.emit("TaskSucceeded", {**self._ids(), **body})
+
+    def failed(self, failure: StatesError) -> None:
+        body: dict[str, Json] = {}
+        if failure.cause is not None:
+            body["cause"] = failure.cause
+        body["error"] = failure.error
+        if self.lambda_kind:
+            self.run.emit("LambdaFunctionFailed", body)
+        elif self.activity:
+            self.run.emit("ActivityFailed", body)
+        else:
+            self.run.emit("TaskFailed", {**body, **self._ids()})
+
+    def timed_out(self, error: str) -> None:
+        body = {"error": error}
+        if self.lambda_kind:
+            self.run.emit("LambdaFunctionTimedOut", body)
+        elif self.activity:
+            self.run.emit("ActivityTimedOut", body)
+        else:
+            self.run.emit("TaskTimedOut", {**body, **self._ids()})
+
+
+class _HeartbeatMissed(Exception):
+    pass
+
+
+class _Heartbeat:
+    """HeartbeatSeconds: the task fails unless ``beat`` is called within each interval."""
+
+    def __init__(self, clock: Clock, seconds: int) -> None:
+        self.clock = clock
+        self.seconds = seconds
+        self.task: asyncio.Future[Json] | None = None
+        self.missed = False
+        self.timer: Any = None
+
+    def _arm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.clock.call_later(self.seconds, self._expire)
+
+    def _expire(self) -> None:
+        self.missed = True
+        if self.task is not None:
+            self.task.cancel()
+
+    def beat(self) -> None:
+        if not self.missed:
+            self._arm()
+
+    async def guard(self, work: Awaitable[Json]) -> Json:
+        self.task = asyncio.ensure_future(work)
+        self._arm()
+        try:
+            return await self.task
+        except asyncio.CancelledError:
+            if self.missed:
+                raise _HeartbeatMissed() from None
+            raise
+        finally:
+            if self.timer is not None:
+                self.timer.cancel()
+
+
+def _first(retriers: tuple[Retrier, ...], error: str) -> tuple[int, Retrier] | None:
+    """The first retrier naming ``error``: only it applies, even once its attempts are spent."""
+    for index, rule in enumerate(retriers):
+        if matches(rule.error_equals, error):
+            return index, rule
+    return None
+
+
+def _first_abort(group: BaseExceptionGroup[_Abort]) -> StatesError:
+    for error in group.exceptions:
+        if isinstance(error, _Abort):
+            return error.failure
+        if isinstance(error, BaseExceptionGroup):
+            return _first_abort(error)
+    raise group
+
+
+def _plain(value: Json) -> str:
+    return value if isinstance(value, str) else dump(value)
+
+
+def _until(timestamp: str, now: float) -> float:
+    moment = choice.parse_timestamp(timestamp)
+    if moment is None:
+        raise StateFault(
+            "The Timestamp field cannot be parsed as an ISO-8601 extended offset date-time "
+            f"format string: {timestamp}"
+        )
+    return moment.timestamp() - now
+
+
+async def run_machine(
+    machine: StateMachine,
+    input_text: str = "{}",
+    *,
+    clock: Clock | None = None,
+    tasks: TaskRunner | None = None,
+    name: str | None = None,
+    machine_name: str = "machine",
+    account: str = "000000000000",
+    region: str = "us-east-1",
+    role_arn: str | None = None,
+) -> tuple[Outcome, MemoryLog]:
+    """Run one execution in memory (an EXPRESS execution, a test): its outcome and history."""
+    clock = clock if clock is not None else SystemClock()
+    name = name or str(uuid.uuid4())
+    machine_arn = f"arn:aws:states:{region}:{account}:stateMachine:{machine_name}"
+    execution = Execution(
+        arn=f"arn:aws:states:{region}:{account}:execution:{machine_name}:{name}",
+        name=name,
+        state_machine_arn=machine_arn,
+        state_machine_name=machine_name,
+        input_text=input_text,
+        role_arn=role_arn or f"arn:aws:iam::{account}:role/{machine_name}-role",
+        start_time=clock.time(),
+    )
+    log = MemoryLog()
+    interpreter = Interpreter(machine, log=log, tasks=tasks, clock=clock, region=region)
+    outcome = await interpreter.run(execution)
+    return outcome, log
+
+
+#: A coroutine function a test's task runner may be written as.
+TaskFunction = Callable[[TaskRequest], Awaitable[Json]]

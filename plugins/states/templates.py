@@ -1,0 +1,55 @@
+"""Payload templates: Parameters, ResultSelector, ItemSelector (JSONPath mode).
+
+A template is JSON whose keys ending in ``.$`` take their value from a path
+into the input (``$.x``), a path into the context object (``$$.x``) or an
+intrinsic function (``States.Format(...)``); the key loses its ``.$``. Other
+values are copied as they are, nested objects and arrays walked the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from plugins.states import intrinsics, paths
+from plugins.states.errors import INTRINSIC_FAILURE, StateFault, StatesError
+
+Json = Any
+
+
+def dump(value: Json) -> str:
+    """JSON as Step Functions writes it into history: compact, UTF-8 kept."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def resolve(template: Json, data: Json, context: Json) -> Json:
+    """``template`` filled from ``data`` (the input) and ``context`` (``$$``)."""
+    if isinstance(template, dict):
+        out = {}
+        for key, value in template.items():
+            if key.endswith(".$") and isinstance(value, str):
+                out[key[:-2]] = reference(value, key, data, context)
+            else:
+                out[key] = resolve(value, data, context)
+        return out
+    if isinstance(template, list):
+        return [resolve(item, data, context) for item in template]
+    return template
+
+
+def reference(expression: str, field: str, data: Json, context: Json) -> Json:
+    """The value of one ``.$`` field (or ErrorPath/CausePath): a path or an intrinsic."""
+    if intrinsics.is_intrinsic(expression):
+        try:
+            return intrinsics.evaluate(expression, data, context)
+        except intrinsics.IntrinsicSyntaxError as error:
+            raise StatesError(INTRINSIC_FAILURE, str(error)) from None
+    parsed = paths.parse(expression)
+    try:
+        return parsed.find(context if parsed.context else data)
+    except paths.PathError:
+        source = context if parsed.context else data
+        raise StateFault(
+            f"The JSONPath '{expression}' specified for the field '{field}' "
+            f"could not be found in the input '{dump(source)}'"
+        ) from None
