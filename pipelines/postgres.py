@@ -19,9 +19,10 @@ PostgreSQL equivalents in ``Store.engine_schema``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -132,6 +133,18 @@ class PostgresDialect(Dialect):
         return f"COALESCE(substring({column} from '^[0-9]+')::bigint, 0)"
 
     for_update = " FOR UPDATE"
+
+    def unindexed(self, column: str) -> str:
+        return column  # the planner needs no hint (and text has no unary +)
+
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    # A transaction-scoped advisory lock on the key's 64-bit hash: held to
+    # COMMIT or ROLLBACK, so nothing needs releasing.
+    serialize = "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))"
+
+    def notify(self, channel: str) -> str | None:
+        return f"SELECT pg_notify('{_channel(channel)}', ?)"
 
 
 def _parameters(parameters: Parameters) -> Any:
@@ -286,6 +299,33 @@ class PostgresBackend(Backend):
         except psycopg.Error as exc:
             raise StateError(f"state database {shown(str(location))}: {exc}".strip()) from None
         return PostgresConnection(raw)
+
+    @contextlib.asynccontextmanager
+    async def listen(self, location: Any, channel: str) -> AsyncIterator[AsyncIterator[str]]:
+        import psycopg
+
+        try:
+            raw = await psycopg.AsyncConnection.connect(str(location), autocommit=True)
+        except psycopg.Error as exc:
+            raise StateError(f"state database {shown(str(location))}: {exc}".strip()) from None
+        try:
+            # Listening once LISTEN has returned: a NOTIFY committed after that is heard.
+            await raw.execute(f'LISTEN "{_channel(channel)}"')
+            yield _payloads(raw)
+        finally:
+            await raw.close()
+
+
+async def _payloads(raw: Any) -> AsyncIterator[str]:
+    async for notification in raw.notifies():
+        yield notification.payload
+
+
+def _channel(name: str) -> str:
+    """A channel's name, checked: it is written into LISTEN and pg_notify as is."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise ValueError(f"notification channel {name!r}: lower-case letters, digits, '_'")
+    return name
 
 
 @functools.cache
