@@ -192,13 +192,16 @@ class PostgresConnection(Connection):
 
     def share(self, step: Step) -> asyncio.Future[list[Row]]:
         # Its turn taken now, at the call (not when a task first runs): a
-        # ``begin()`` called next cannot get ahead of it.
-        done = self._in_turn(lambda: self._batch([step], False))
+        # ``begin()`` called next cannot get ahead of it. Alone, as the
+        # default does, in one task (a queue's every send, claim and delete
+        # comes this way).
+        return self._in_turn(lambda: self._alone(step))
 
-        async def rows() -> list[Row]:
-            return (await done)[0].rows
-
-        return asyncio.ensure_future(rows())
+    async def _alone(self, step: Step) -> list[Row]:
+        if step.many:
+            await self._executemany(step.sql, step.parameters)
+            return []
+        return await self._rows(step.sql, step.parameters)
 
     async def rows(self, sql: str, parameters: Parameters = ()) -> list[Row]:
         return await self._in_turn(lambda: self._rows(sql, parameters))

@@ -15,7 +15,7 @@ import pytest
 
 from pipelines.clock import ManualClock
 from pipelines.postgres import PostgresConnection
-from pipelines.store import Done, SQLiteConnection, Step, Trip
+from pipelines.store import Done, Row, SQLiteConnection, Step, Trip
 from plugins.queue.store import CROSS_PROCESS_CHECK, LISTENING_CHECK, QueueStore, SendEntry
 from tests.helpers import eventually, held_elsewhere
 
@@ -226,13 +226,19 @@ def claims_counted(store: QueueStore, monkeypatch: pytest.MonkeyPatch) -> list[s
         connection.on_trip = lambda trip: count(trip.steps)  # on the connection's thread
     else:
         assert isinstance(connection, PostgresConnection)
-        batch = connection.batch  # every statement of the store goes through it
+        # Every statement of the store is handed to its connection by one of these.
+        submit, share = connection.submit, connection.share
 
-        async def counted(steps: list[Step], **options: bool) -> list[Done]:
+        def submitted(steps: list[Step], **options: bool) -> asyncio.Future[list[Done]]:
             count(steps)
-            return await batch(steps, **options)
+            return submit(steps, **options)
 
-        monkeypatch.setattr(connection, "batch", counted)
+        def shared(step: Step) -> asyncio.Future[list[Row]]:
+            count([step])
+            return share(step)
+
+        monkeypatch.setattr(connection, "submit", submitted)
+        monkeypatch.setattr(connection, "share", shared)
     return seen
 
 
