@@ -135,7 +135,10 @@ class PostgresDialect(Dialect):
     for_update = " FOR UPDATE"
 
     def unindexed(self, column: str) -> str:
-        return column  # the planner needs no hint (and text has no unary +)
+        # An expression no index holds (text has no unary +): under stale
+        # statistics PostgreSQL would otherwise read a queue's whole range of
+        # an index on it to find ten rows by their primary key.
+        return f"({column} || '')"
 
     skip_locked = " FOR UPDATE SKIP LOCKED"
 

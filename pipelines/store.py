@@ -300,8 +300,8 @@ class Dialect:
     for_update = ""
 
     def unindexed(self, column: str) -> str:
-        """``column`` in a WHERE term that must not pick the index (SQLite's
-        unary ``+``: look rows up by their primary key instead)."""
+        """``column`` (text) in a WHERE term that must not pick an index on it
+        (SQLite's unary ``+``: look rows up by their primary key instead)."""
         return f"+{column}"
 
     #: ``for_update``, but the SELECT passes over the rows another

@@ -907,16 +907,17 @@ class QueueStore(Store):
                     pause = 0.1
                     async for payload in payloads:
                         self._heard(payload)
-            except errors as exc:
-                if not ready.done():
+            except Exception as exc:
+                if not ready.done():  # opening fails with it
                     ready.set_exception(exc)
                     return
                 log.warning(
                     "queue store %s: not listening for other runners' messages (%s);"
                     " long polls look every %s s until it is back",
                     self._id,
-                    str(exc).strip(),
+                    str(exc).strip() or type(exc).__name__,
                     CROSS_PROCESS_CHECK,
+                    exc_info=not isinstance(exc, errors),  # not the database's: a bug
                 )
             finally:
                 self._check = CROSS_PROCESS_CHECK
