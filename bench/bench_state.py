@@ -222,15 +222,17 @@ def runner(
 ) -> None:  # pragma: no cover - a process of its own
     """One runner: a store with a producer of ``count`` messages and two
     consumers that receive and delete until the queue stays empty; puts
-    (messages deleted, wall time of its last delete) in ``results``."""
+    (messages deleted, wall time of its last delete, its CPU seconds
+    meanwhile) in ``results``."""
 
-    async def run() -> tuple[int, float]:
+    async def run() -> tuple[int, float, float]:
         store = await QueueStore.open(location)
         deleted = 0
         last = 0.0
         producing = True
         try:
             await asyncio.get_running_loop().run_in_executor(None, go.wait)
+            cpu = time.process_time()
 
             async def produce() -> None:
                 nonlocal producing
@@ -259,15 +261,16 @@ def runner(
                 group.create_task(consume())
         finally:
             await store.close()
-        return deleted, last
+        return deleted, last, time.process_time() - cpu
 
     with tuned_process():
         results.put(asyncio.run(run()))
 
 
-def runners_rate(location: str, count: int, processes: int) -> float:
-    """Messages per second of ``processes`` runners sharing the queue: from
-    the start to the last delete of any of them."""
+def runners_rate(location: str, count: int, processes: int) -> tuple[float, float]:
+    """Messages per second of ``processes`` runners sharing the queue, from
+    the start to the last delete of any of them; and the runners' share of
+    the machine's CPU time meanwhile (the rest: the server, and the others)."""
 
     async def create() -> None:
         async with await QueueStore.open(location) as store:
@@ -290,10 +293,12 @@ def runners_rate(location: str, count: int, processes: int) -> float:
     done = [results.get(timeout=600) for _ in workers]
     for worker in workers:
         worker.join(60)
-    total = sum(deleted for deleted, _ in done)
+    total = sum(deleted for deleted, _, _ in done)
     if total != share * processes:
         raise SystemExit(f"{processes} runners deleted {total} messages of {share * processes}")
-    return total / (max(last for _, last in done) - started)
+    took = max(last for _, last, _ in done) - started
+    cpu = sum(seconds for _, _, seconds in done)
+    return total / took, cpu / (took * (os.cpu_count() or 1))
 
 
 def queue_section(bench: Bench) -> None:
@@ -330,10 +335,16 @@ def queue_section(bench: Bench) -> None:
         " each runner 1 producer + 2 consumers",
         flush=True,
     )
-    one = bench.median(lambda: runners_rate(bench.location("postgresql"), shared, 1))
-    bench.row("1 runner msg/s", one)
-    three = bench.median(lambda: runners_rate(bench.location("postgresql"), shared, 3))
-    bench.row("3 runners msg/s", three, f"{three / one:.2f}x")
+    bench.row("", "msg/s", "ratio", "runners' CPU")
+    one, one_cpu = bench.median(lambda: runners_rate(bench.location("postgresql"), shared, 1))
+    bench.row("1 runner", one, "", f"{one_cpu:.0%}")
+    three, three_cpu = bench.median(lambda: runners_rate(bench.location("postgresql"), shared, 3))
+    bench.row("3 runners", three, f"{three / one:.2f}x", f"{three_cpu:.0%}")
+    print(
+        f"(runners' CPU: their processes' CPU time over the run's wall time on"
+        f" {os.cpu_count()} cores; the server's backends have the rest)",
+        flush=True,
+    )
     print(f"load average: {load()}", flush=True)
 
 
