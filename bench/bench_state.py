@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import multiprocessing
 import os
@@ -56,12 +57,14 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pipelines.process import tuned_process
 from plugins.queue.store import QueueStore, SendEntry
+
+T = TypeVar("T")
 
 BODY = '{"source": "shop", "detail-type": "order", "detail": {"order": 12345, "total": 99.5}}'
 
@@ -76,17 +79,35 @@ class Bench:
         self._server: Any = None
         self._names = itertools.count(1)
 
-    def location(self, engine: str) -> str:
-        """A fresh, empty database of ``engine`` (``sqlite`` or ``postgresql``)."""
+    @contextlib.contextmanager
+    def location(self, engine: str) -> Iterator[str]:
+        """A fresh, empty database of ``engine`` (``sqlite`` or ``postgresql``),
+        dropped after the block: the dead rows of a run left behind would
+        have autovacuum working through the runs after it."""
         if engine == "sqlite":
-            return str(self.directory / f"state{next(self._names)}.db")
+            path = self.directory / f"state{next(self._names)}.db"
+            try:
+                yield str(path)
+            finally:
+                for leftover in self.directory.glob(f"{path.name}*"):
+                    leftover.unlink()
+            return
         import psycopg
 
         admin = self._postgres()
         name = f"bench_{next(self._names)}_{os.getpid()}"
         with psycopg.connect(admin, autocommit=True) as db:
             db.execute(f'CREATE DATABASE "{name}"')
-        return admin.rsplit("/", 1)[0] + f"/{name}"
+        try:
+            yield admin.rsplit("/", 1)[0] + f"/{name}"
+        finally:
+            with psycopg.connect(admin, autocommit=True) as db:
+                db.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+    def on(self, engine: str, run: Callable[[str], T]) -> T:
+        """``run`` on a fresh database of ``engine``."""
+        with self.location(engine) as location:
+            return run(location)
 
     def _postgres(self) -> str:
         if self.args.postgres:
@@ -313,15 +334,21 @@ def queue_section(bench: Bench) -> None:
         send, receive = seconds
         return count / send, count / receive, count / (send + receive)
 
-    found: dict[str, tuple[float, float, float]] = {}
-    for label, engine, run in (
-        ("ours, SQLite", "sqlite", ours_phases),
-        ("ours, PostgreSQL", "postgresql", ours_phases),
-        ("pgmq's design in SQL, PostgreSQL", "postgresql", pgmq_phases),
-    ):
-        found[label] = bench.median(
-            lambda engine=engine, run=run: rates(asyncio.run(run(bench.location(engine), count)))
-        )
+    # The three take turns in each repeat, so that a change of the machine's
+    # load meanwhile (it is shared) falls on all of them.
+    runs: dict[str, list[tuple[float, float, float]]] = {}
+    for _ in range(bench.repeats):
+        for label, engine, phases in (
+            ("ours, SQLite", "sqlite", ours_phases),
+            ("ours, PostgreSQL", "postgresql", ours_phases),
+            ("pgmq's design in SQL, PostgreSQL", "postgresql", pgmq_phases),
+        ):
+            runs.setdefault(label, []).append(
+                rates(bench.on(engine, lambda at, run=phases: asyncio.run(run(at, count))))
+            )
+    found: dict[str, tuple[float, ...]] = {}
+    for label, rows in runs.items():
+        found[label] = tuple(statistics.median(column) for column in zip(*rows, strict=True))
         bench.row(f"{label} msg/s", *found[label])
     ours, peer = found["ours, PostgreSQL"], found["pgmq's design in SQL, PostgreSQL"]
     bench.row(
@@ -336,9 +363,13 @@ def queue_section(bench: Bench) -> None:
         flush=True,
     )
     bench.row("", "msg/s", "ratio", "runners' CPU")
-    one, one_cpu = bench.median(lambda: runners_rate(bench.location("postgresql"), shared, 1))
+    one, one_cpu = bench.median(
+        lambda: bench.on("postgresql", lambda at: runners_rate(at, shared, 1))
+    )
     bench.row("1 runner", one, "", f"{one_cpu:.0%}")
-    three, three_cpu = bench.median(lambda: runners_rate(bench.location("postgresql"), shared, 3))
+    three, three_cpu = bench.median(
+        lambda: bench.on("postgresql", lambda at: runners_rate(at, shared, 3))
+    )
     bench.row("3 runners", three, f"{three / one:.2f}x", f"{three_cpu:.0%}")
     print(
         f"(runners' CPU: their processes' CPU time over the run's wall time on"
