@@ -963,6 +963,7 @@ class QueueStore(Store):
         if found < 3:
             # The triggers (made by ``schema``) count from now on; the messages
             # already there are counted once, under this transaction's write lock.
+            # (SQLite's table: a PostgreSQL database's queue tables began at 3.)
             await connection.execute(
                 "INSERT INTO queue_counts (queue, messages)"
                 " SELECT queue, count(*) FROM queue_messages WHERE true GROUP BY queue"
