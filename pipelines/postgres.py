@@ -19,9 +19,10 @@ PostgreSQL equivalents in ``Store.engine_schema``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -133,6 +134,21 @@ class PostgresDialect(Dialect):
 
     for_update = " FOR UPDATE"
 
+    def unindexed(self, column: str) -> str:
+        # An expression no index holds (text has no unary +): under stale
+        # statistics PostgreSQL would otherwise read a queue's whole range of
+        # an index on it to find ten rows by their primary key.
+        return f"({column} || '')"
+
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    # A transaction-scoped advisory lock on the key's 64-bit hash: held to
+    # COMMIT or ROLLBACK, so nothing needs releasing.
+    serialize = "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))"
+
+    def notify(self, channel: str) -> str | None:
+        return f"SELECT pg_notify('{_channel(channel)}', ?)"
+
 
 def _parameters(parameters: Parameters) -> Any:
     """Parameters as psycopg takes them (bytes of JSON stay bytes: BYTEA)."""
@@ -179,13 +195,16 @@ class PostgresConnection(Connection):
 
     def share(self, step: Step) -> asyncio.Future[list[Row]]:
         # Its turn taken now, at the call (not when a task first runs): a
-        # ``begin()`` called next cannot get ahead of it.
-        done = self._in_turn(lambda: self._batch([step], False))
+        # ``begin()`` called next cannot get ahead of it. Alone, as the
+        # default does, in one task (a queue's every send, claim and delete
+        # comes this way).
+        return self._in_turn(lambda: self._alone(step))
 
-        async def rows() -> list[Row]:
-            return (await done)[0].rows
-
-        return asyncio.ensure_future(rows())
+    async def _alone(self, step: Step) -> list[Row]:
+        if step.many:
+            await self._executemany(step.sql, step.parameters)
+            return []
+        return await self._rows(step.sql, step.parameters)
 
     async def rows(self, sql: str, parameters: Parameters = ()) -> list[Row]:
         return await self._in_turn(lambda: self._rows(sql, parameters))
@@ -286,6 +305,33 @@ class PostgresBackend(Backend):
         except psycopg.Error as exc:
             raise StateError(f"state database {shown(str(location))}: {exc}".strip()) from None
         return PostgresConnection(raw)
+
+    @contextlib.asynccontextmanager
+    async def listen(self, location: Any, channel: str) -> AsyncIterator[AsyncIterator[str]]:
+        import psycopg
+
+        try:
+            raw = await psycopg.AsyncConnection.connect(str(location), autocommit=True)
+        except psycopg.Error as exc:
+            raise StateError(f"state database {shown(str(location))}: {exc}".strip()) from None
+        try:
+            # Listening once LISTEN has returned: a NOTIFY committed after that is heard.
+            await raw.execute(f'LISTEN "{_channel(channel)}"')
+            yield _payloads(raw)
+        finally:
+            await raw.close()
+
+
+async def _payloads(raw: Any) -> AsyncIterator[str]:
+    async for notification in raw.notifies():
+        yield notification.payload
+
+
+def _channel(name: str) -> str:
+    """A channel's name, checked: it is written into LISTEN and pg_notify as is."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise ValueError(f"notification channel {name!r}: lower-case letters, digits, '_'")
+    return name
 
 
 @functools.cache

@@ -299,6 +299,26 @@ class Dialect:
     #: holds the whole database); PostgreSQL locks the rows (FOR UPDATE).
     for_update = ""
 
+    def unindexed(self, column: str) -> str:
+        """``column`` (text) in a WHERE term that must not pick an index on it
+        (SQLite's unary ``+``: look rows up by their primary key instead)."""
+        return f"+{column}"
+
+    #: ``for_update``, but the SELECT passes over the rows another
+    #: transaction holds instead of waiting for them (competing consumers).
+    skip_locked = ""
+
+    #: A statement (one placeholder: a key, as text) run first in a
+    #: transaction so that those naming the same key run one at a time;
+    #: None when the engine runs one write transaction at a time anyway.
+    serialize: str | None = None
+
+    def notify(self, channel: str) -> str | None:
+        """A statement (one placeholder: the payload) telling every connection
+        listening on ``channel`` (``Backend.listen``) at its commit; None when
+        the engine has no such notifications."""
+        return None
+
 
 class Backend(ABC):
     """A database engine: where a store's connections come from."""
@@ -317,6 +337,16 @@ class Backend(ABC):
     ) -> Connection:
         """A connection to the database at ``location``, made first when
         ``create`` (else it must exist), with ``functions`` callable from SQL."""
+
+    def listen(
+        self, location: Location, channel: str
+    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[str]] | None:
+        """The payloads any connection to the database at ``location`` sends on
+        ``channel`` (``Dialect.notify``), from when the context is entered,
+        over a connection of its own closed when it exits; None when the
+        engine has no such notifications (SQLite: another process's writes
+        are only seen by reading)."""
+        return None
 
 
 class SQLiteConnection(Connection):

@@ -1,5 +1,7 @@
 """The queue store at scale, by design: indexes for what it searches (added to
-an older database on open), exact counts without a scan, batched trips."""
+an older database on open), exact counts without a scan, batched trips.
+On both engines, but for what is SQLite's own (its query plans, its
+migrations from older versions, its trips and write lock)."""
 
 from __future__ import annotations
 
@@ -12,13 +14,15 @@ from pathlib import Path
 import pytest
 
 from pipelines.clock import ManualClock
-from pipelines.store import SQLiteConnection, Trip
-from plugins.queue.store import QueueStore, SendEntry
+from pipelines.postgres import PostgresConnection
+from pipelines.store import Done, Row, SQLiteConnection, Step, Trip
+from plugins.queue.store import CROSS_PROCESS_CHECK, LISTENING_CHECK, QueueStore, SendEntry
 from tests.helpers import eventually, held_elsewhere
 
 
 async def io_settles() -> None:
-    """Let SQLite calls (on the connection's thread) finish between clock steps."""
+    """Let database calls (SQLite's thread, PostgreSQL's round trips) finish
+    between clock steps."""
     await asyncio.sleep(0.02)
 
 
@@ -28,7 +32,15 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: ManualClock) -> AsyncIterator[QueueStore]:
+async def store(state_location: str, clock: ManualClock) -> AsyncIterator[QueueStore]:
+    opened = await QueueStore.open(state_location, clock)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path, clock: ManualClock) -> AsyncIterator[QueueStore]:
+    """For what only SQLite has: its query plans, its trips, its write lock."""
     opened = await QueueStore.open(tmp_path / "state.db", clock)
     yield opened
     await opened.close()
@@ -45,6 +57,7 @@ def plan(path: Path, sql: str, parameters: tuple[object, ...]) -> str:
 
 
 async def test_an_older_database_gets_the_indexes_on_open(tmp_path: Path) -> None:
+    # SQLite only: a PostgreSQL database's queue tables begin at version 3.
     path = tmp_path / "state.db"
     store = await QueueStore.open(path)
     await store.create_queue("q")
@@ -67,8 +80,10 @@ async def test_an_older_database_gets_the_indexes_on_open(tmp_path: Path) -> Non
     assert version == (QueueStore.version,)
 
 
-async def test_retention_deletes_through_the_sent_index(store: QueueStore) -> None:
+async def test_retention_deletes_through_the_sent_index(sqlite_store: QueueStore) -> None:
+    store = sqlite_store
     await store.create_queue("q")
+    assert isinstance(store.path, Path)
     found = plan(store.path, "DELETE FROM queue_messages WHERE queue = ? AND sent < ?", ("q", 0.0))
     assert "INDEX queue_messages_sent (queue=? AND sent<?)" in found
 
@@ -88,9 +103,9 @@ async def scanned(store: QueueStore, name: str) -> tuple[int, int, int, int]:
     now = store.clock.time()
     retention = (await store.get_attributes(name)).message_retention_period
     row = await store.one(
-        "SELECT coalesce(sum(visible <= :now), 0),"
-        " coalesce(sum(visible > :now AND receives > 0), 0),"
-        " coalesce(sum(visible > :now AND receives = 0), 0), min(sent)"
+        "SELECT count(CASE WHEN visible <= :now THEN 1 END),"
+        " count(CASE WHEN visible > :now AND receives > 0 THEN 1 END),"
+        " count(CASE WHEN visible > :now AND receives = 0 THEN 1 END), min(sent)"
         " FROM queue_messages WHERE queue = :queue AND sent >= :expiry",
         {"now": now, "queue": name, "expiry": now - retention},
     )
@@ -170,6 +185,7 @@ async def test_counts_of_a_fifo_queue_and_a_deleted_queue(store: QueueStore) -> 
 
 
 async def test_an_older_database_s_messages_are_counted_on_open(tmp_path: Path) -> None:
+    # SQLite only: a PostgreSQL database's queue tables begin at version 3.
     path = tmp_path / "state.db"
     store = await QueueStore.open(path)
     await store.create_queue("q")
@@ -192,31 +208,47 @@ async def test_an_older_database_s_messages_are_counted_on_open(tmp_path: Path) 
 # -- several consumers -------------------------------------------------------
 
 
-def claims_counted(store: QueueStore) -> list[str]:
-    """The claim statements run on the store's connection from now on."""
+def claims_counted(store: QueueStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The claim statements the store sends its database from now on: seen
+    by SQLite's connection before each trip, or on their way to psycopg."""
     seen: list[str] = []
     connection = store.connection
-    assert isinstance(connection, SQLiteConnection)
 
-    def counted(trip: Trip) -> None:  # on the connection's thread, before it runs
-        for step in trip.steps:  # claims go in trips (``Store.grouped``)
+    def count(steps: list[Step]) -> None:
+        for step in steps:  # claims go in trips (``Store.grouped``)
             if (
                 step.sql.startswith("UPDATE queue_messages SET")
                 and "WHERE seq IN (SELECT" in step.sql
             ):
                 seen.append(step.sql)
 
-    connection.on_trip = counted
+    if isinstance(connection, SQLiteConnection):
+        connection.on_trip = lambda trip: count(trip.steps)  # on the connection's thread
+    else:
+        assert isinstance(connection, PostgresConnection)
+        # Every statement of the store is handed to its connection by one of these.
+        submit, share = connection.submit, connection.share
+
+        def submitted(steps: list[Step], **options: bool) -> asyncio.Future[list[Done]]:
+            count(steps)
+            return submit(steps, **options)
+
+        def shared(step: Step) -> asyncio.Future[list[Row]]:
+            count([step])
+            return share(step)
+
+        monkeypatch.setattr(connection, "submit", submitted)
+        monkeypatch.setattr(connection, "share", shared)
     return seen
 
 
 async def test_a_send_wakes_one_poll_per_batch_not_all(
-    store: QueueStore, clock: ManualClock
+    store: QueueStore, monkeypatch: pytest.MonkeyPatch, clock: ManualClock
 ) -> None:
     await store.create_queue("q")
     polls = [asyncio.create_task(store.receive("q", 10, wait_time=20)) for _ in range(4)]
     await asyncio.sleep(0.05)
-    claims = claims_counted(store)
+    claims = claims_counted(store, monkeypatch)
     await store.send_batch("q", [SendEntry(f"m{n}", id=str(n)) for n in range(10)])
     await asyncio.sleep(0.05)
     done = [poll for poll in polls if poll.done()]
@@ -238,6 +270,7 @@ async def test_a_send_wakes_one_poll_per_batch_not_all(
 
 async def test_a_poll_does_not_claim_what_a_woken_poll_is_about_to_take(
     store: QueueStore,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A consumer coming back for more while a send's wake-up is on its way to
     another poll waits for the next send instead of claiming nothing (with
@@ -245,7 +278,7 @@ async def test_a_poll_does_not_claim_what_a_woken_poll_is_about_to_take(
     await store.create_queue("q")
     waiting = asyncio.create_task(store.receive("q", 10, wait_time=20))
     await asyncio.sleep(0.05)
-    claims = claims_counted(store)
+    claims = claims_counted(store, monkeypatch)
     await store.send_batch("q", [SendEntry(f"m{n}", id=str(n)) for n in range(10)])
     # The waiting poll is woken but has not claimed yet: another comes.
     coming_back = asyncio.create_task(store.receive("q", 10, wait_time=20))
@@ -285,26 +318,34 @@ async def test_polls_wanting_one_are_woken_one_per_message(store: QueueStore) ->
 
 
 async def test_a_poll_after_an_empty_look_waits_without_looking_again(
-    store: QueueStore, clock: ManualClock
+    store: QueueStore, monkeypatch: pytest.MonkeyPatch, clock: ManualClock
 ) -> None:
     await store.create_queue("q")
     assert await store.receive("q", 10) == []  # a short poll always looks
-    claims = claims_counted(store)
+    claims = claims_counted(store, monkeypatch)
     polling = asyncio.create_task(store.receive("q", 10, wait_time=20))
     await asyncio.sleep(0.05)
     assert claims == []  # the queue was seen empty, and nothing was sent since
     await store.send("q", "now")
     assert [m.body for m in await asyncio.wait_for(polling, 5)] == ["now"]
     assert len(claims) == 1
-    # Another process's sends are seen at the next cross-process check.
+    # A message another process writes without a word (no notification: an
+    # older version, a hand-made row) is seen at the next check.
     polling = asyncio.create_task(store.receive("q", 10, wait_time=20))
     await asyncio.sleep(0.05)
-    with sqlite3.connect(store.path) as db:
-        db.execute(
-            "INSERT INTO queue_messages (queue, id, body, sent, visible) VALUES (?, ?, ?, ?, ?)",
-            ("q", "elsewhere", "from another process", clock.time(), clock.time()),
-        )
-    await clock.advance(0.3, quiet=io_settles)
+    insert = "INSERT INTO queue_messages (queue, id, body, sent, visible) VALUES (?, ?, ?, ?, ?)"
+    row = ("q", "elsewhere", "from another process", clock.time(), clock.time())
+    if isinstance(store.path, Path):
+        with sqlite3.connect(store.path) as db:
+            db.execute(insert, row)
+        check = CROSS_PROCESS_CHECK
+    else:
+        async with await QueueStore.open(store.path, clock) as elsewhere:
+            await elsewhere.execute(insert, row)  # not ``send``: it would announce it
+        check = LISTENING_CHECK
+    await clock.advance(check - 0.05, quiet=io_settles)
+    assert not polling.done()
+    await clock.advance(0.1, quiet=io_settles)
     assert [m.body for m in await asyncio.wait_for(polling, 5)] == ["from another process"]
 
 
@@ -352,6 +393,10 @@ async def test_concurrent_consumers_never_receive_a_message_twice_while_it_is_in
         await other.close()
 
 
+# SQLite only from here: its trips, shared by concurrent statements while
+# another process holds its write lock.
+
+
 def trips_of(store: QueueStore) -> list[Trip]:
     trips: list[Trip] = []
     assert isinstance(store.connection, SQLiteConnection)
@@ -359,7 +404,10 @@ def trips_of(store: QueueStore) -> list[Trip]:
     return trips
 
 
-async def test_claims_and_deletes_sharing_a_trip_each_get_their_own(store: QueueStore) -> None:
+async def test_claims_and_deletes_sharing_a_trip_each_get_their_own(
+    sqlite_store: QueueStore,
+) -> None:
+    store = sqlite_store
     await store.create_queue("q")
     for start in range(0, 40, 10):
         await store.send_batch(
@@ -403,8 +451,9 @@ async def test_claims_and_deletes_sharing_a_trip_each_get_their_own(store: Queue
 
 
 async def test_a_failing_claim_in_a_shared_trip_fails_its_receive_alone(
-    store: QueueStore,
+    sqlite_store: QueueStore,
 ) -> None:
+    store = sqlite_store
     await store.create_queue("q")
     for start in (0, 10):
         await store.send_batch(

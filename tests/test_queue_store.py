@@ -1,4 +1,5 @@
-"""SQS semantics of the queue store, on a real SQLite file and a ManualClock."""
+"""SQS semantics of the queue store, on both engines (a SQLite file, a private
+PostgreSQL server) and a ManualClock."""
 
 from __future__ import annotations
 
@@ -23,14 +24,15 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: ManualClock) -> AsyncIterator[QueueStore]:
-    opened = await QueueStore.open(tmp_path / "state.db", clock)
+async def store(state_location: str, clock: ManualClock) -> AsyncIterator[QueueStore]:
+    opened = await QueueStore.open(state_location, clock)
     yield opened
     await opened.close()
 
 
 async def io_settles() -> None:
-    """Let SQLite calls (on the connection's thread) finish between clock steps."""
+    """Let database calls (SQLite's thread, PostgreSQL's round trips) finish
+    between clock steps."""
     await asyncio.sleep(0.02)
 
 
@@ -477,9 +479,9 @@ async def test_fifo_delete_with_an_expired_handle_is_refused(
 
 
 async def test_restart_loses_nothing_and_in_flight_messages_reappear(
-    tmp_path: Path, clock: ManualClock
+    state_location: str, clock: ManualClock
 ) -> None:
-    path = tmp_path / "state.db"
+    path = state_location
     store = await QueueStore.open(path, clock)
     await store.create_queue("q", {"visibility_timeout": 30})
     for n in range(20):
@@ -506,10 +508,10 @@ CONSUMER = """
 import asyncio, os, sys
 from plugins.queue.store import QueueStore
 
-async def main(path, out):
+async def main(path, out, go):
     store = await QueueStore.open(path)
     open(out + ".ready", "w").close()
-    while not os.path.exists(path + ".go"):  # start together
+    while not os.path.exists(go):  # start together
         await asyncio.sleep(0.01)
     empty = 0
     with open(out, "w") as received:
@@ -520,12 +522,15 @@ async def main(path, out):
                 received.write(message.body + "\\n")
     await store.close()
 
-asyncio.run(main(sys.argv[1], sys.argv[2]))
+asyncio.run(main(*sys.argv[1:4]))
 """
 
 
-async def test_two_processes_never_hold_the_same_message(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
+async def test_two_processes_never_hold_the_same_message(
+    state_location: str, tmp_path: Path
+) -> None:
+    path = state_location
+    go = tmp_path / "go"
     store = await QueueStore.open(path)
     await store.create_queue("q")
     bodies = [f"m{n}" for n in range(2000)]
@@ -534,12 +539,14 @@ async def test_two_processes_never_hold_the_same_message(tmp_path: Path) -> None
         await store.send_batch("q", entries)
     outputs = [tmp_path / f"consumer{n}.txt" for n in range(2)]
     consumers = [
-        await asyncio.create_subprocess_exec(sys.executable, "-c", CONSUMER, str(path), str(out))
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CONSUMER, str(path), str(out), str(go)
+        )
         for out in outputs
     ]
     while not all(Path(f"{out}.ready").exists() for out in outputs):
         await asyncio.sleep(0.01)
-    Path(f"{path}.go").touch()
+    go.touch()
     codes = [await asyncio.wait_for(consumer.wait(), 120) for consumer in consumers]
     assert codes == [0, 0]
     held = [out.read_text().split() for out in outputs]
@@ -550,7 +557,18 @@ async def test_two_processes_never_hold_the_same_message(tmp_path: Path) -> None
     await store.close()
 
 
-async def test_a_cancelled_receive_gives_its_claim_back(store: QueueStore) -> None:
+async def test_a_cancelled_receive_gives_its_claim_back(tmp_path: Path, clock: ManualClock) -> None:
+    # SQLite only: the cancellation lands while the claim runs on SQLite's
+    # thread (its ``on_trip`` hook). PostgreSQL's case is
+    # test_a_receive_cancelled_while_it_waits_gives_nothing_away, in test_queue_cluster.py.
+    store = await QueueStore.open(tmp_path / "state.db", clock)
+    try:
+        await _cancelled_during_the_claim(store)
+    finally:
+        await store.close()
+
+
+async def _cancelled_during_the_claim(store: QueueStore) -> None:
     policy = {"dead_letter_queue": "dlq", "max_receive_count": 1}
     await store.create_queue("dlq")
     await store.create_queue("q", {"redrive_policy": policy})

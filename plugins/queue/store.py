@@ -1,11 +1,17 @@
-"""Queues with SQS's semantics, durable in the state database (SQLite).
+"""Queues with SQS's semantics, durable in the state database (SQLite or PostgreSQL).
 
 One row per message in ``queue_messages``. A message is *visible* when its
 ``visible`` time has passed; receiving it sets ``visible`` to the end of its
 visibility timeout and a fresh receipt token, in one ``UPDATE ... RETURNING``
 statement. SQLite runs one write at a time per database file, so two
 processes receiving from the same queue can never both claim a message while
-it is invisible.
+it is invisible. On PostgreSQL, where runners on several machines share the
+queues, the claim's ``SELECT`` locks its rows and passes over those another
+claim holds (``FOR UPDATE SKIP LOCKED``), a FIFO queue's claims (and its
+sends) run one at a time in the cluster under an advisory lock per queue,
+sequence numbers come from the table's identity column, and every store
+announces what it makes visible on a notification channel that the others
+listen to, so a long poll on one runner wakes when another sends.
 
 Every operation is one statement, or one ``BEGIN IMMEDIATE`` transaction
 (FIFO deduplication, ChangeMessageVisibility, purge), under the store's lock
@@ -21,8 +27,9 @@ as in flight. A send checks and prepares each entry in one pass, and makes
 its results while its INSERT runs. In this process, a send wakes as many
 long polls as want its messages, and those are promised to them until they
 have looked, so the other polls wait instead of claiming nothing.
-GetQueueAttributes reads counts the writes keep (``queue_counts``) and short
-index ranges, never the backlog. Times come from the injected ``Clock``.
+GetQueueAttributes reads counts the writes keep (``queue_counts``: the
+cluster's, since every runner's writes keep them) and short index ranges,
+never the backlog. Times come from the injected ``Clock``.
 """
 
 from __future__ import annotations
@@ -38,15 +45,18 @@ import logging
 import math
 import os
 import re
+import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import orjson
 
 from pipelines.clock import Clock, sleep
-from pipelines.errors import QueueError
+from pipelines.errors import QueueError, StateError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.store import Queries, Row, Step, Store, Upkeep
 
@@ -107,6 +117,7 @@ _V2_INDEXES = [
 # statement that inserts, deletes or moves a message (no code path can forget
 # it, and it commits or rolls back with that statement), so GetQueueAttributes
 # never counts the backlog. Expired messages not yet deleted are still in it.
+# SQLite's spelling; PostgreSQL's is ``PG_COUNTS``.
 COUNTS = """
 CREATE TABLE IF NOT EXISTS queue_counts (
     queue    TEXT PRIMARY KEY,
@@ -127,6 +138,61 @@ CREATE TRIGGER IF NOT EXISTS queue_counts_move AFTER UPDATE OF queue ON queue_me
 END;
 """
 
+# PostgreSQL's: runners on several machines write at once, and one row per
+# queue would make every send and delete of the cluster wait for the one
+# before it to commit (its row lock). So a queue's count is the sum of up to
+# 16 rows, one per slot, and a connection adds to the slot of its backend's
+# process id: mostly a row of its own. Inserts and deletes are counted once
+# per statement (a batch of ten adds 10 in one row update, from the
+# statement's transition table); moves (redrive, a move task) per row, the
+# trigger's WHEN sparing every other UPDATE (claims) a call. Rows are
+# upserted in order of queue name, so two transactions never wait for each
+# other's rows in opposite orders.
+PG_COUNTS = """
+CREATE TABLE IF NOT EXISTS queue_counts (
+    queue    TEXT NOT NULL,
+    slot     INTEGER NOT NULL,
+    messages INTEGER NOT NULL,
+    PRIMARY KEY (queue, slot)
+);
+CREATE OR REPLACE FUNCTION queue_counts_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO queue_counts (queue, slot, messages)
+        SELECT queue, pg_backend_pid() % 16, count(*) FROM queue_inserted
+        GROUP BY queue ORDER BY queue
+        ON CONFLICT (queue, slot)
+        DO UPDATE SET messages = queue_counts.messages + excluded.messages;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER queue_counts_insert AFTER INSERT ON queue_messages
+    REFERENCING NEW TABLE AS queue_inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION queue_counts_insert();
+CREATE OR REPLACE FUNCTION queue_counts_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO queue_counts (queue, slot, messages)
+        SELECT queue, pg_backend_pid() % 16, -count(*) FROM queue_deleted
+        GROUP BY queue ORDER BY queue
+        ON CONFLICT (queue, slot)
+        DO UPDATE SET messages = queue_counts.messages + excluded.messages;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER queue_counts_delete AFTER DELETE ON queue_messages
+    REFERENCING OLD TABLE AS queue_deleted
+    FOR EACH STATEMENT EXECUTE FUNCTION queue_counts_delete();
+CREATE OR REPLACE FUNCTION queue_counts_move() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO queue_counts (queue, slot, messages)
+        SELECT queue, pg_backend_pid() % 16, change
+        FROM (VALUES (old.queue, -1), (new.queue, 1)) AS moved (queue, change) ORDER BY queue
+        ON CONFLICT (queue, slot)
+        DO UPDATE SET messages = queue_counts.messages + excluded.messages;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER queue_counts_move AFTER UPDATE OF queue ON queue_messages
+    FOR EACH ROW WHEN (new.queue IS DISTINCT FROM old.queue)
+    EXECUTE FUNCTION queue_counts_move();
+"""
+
 # GetQueueAttributes in one statement, each part a seek or a short index range.
 # A delayed message (never received, visible later) has visible > sent, as
 # ``queue_messages_delayed`` requires: it was sent no later than now.
@@ -139,9 +205,9 @@ SELECT
         WHERE queue = :queue AND visible > :now AND receives = 0 AND visible > sent),
     (SELECT min(sent) FROM queue_messages INDEXED BY queue_messages_sent
         WHERE queue = :queue AND sent >= :expiry),
-    coalesce(sum(visible <= :now), 0),
-    coalesce(sum(visible > :now AND receives > 0), 0),
-    coalesce(sum(visible > :now AND receives = 0), 0)
+    coalesce(sum(CASE WHEN visible <= :now THEN 1 ELSE 0 END), 0),
+    coalesce(sum(CASE WHEN visible > :now AND receives > 0 THEN 1 ELSE 0 END), 0),
+    coalesce(sum(CASE WHEN visible > :now AND receives = 0 THEN 1 ELSE 0 END), 0)
 FROM queue_messages INDEXED BY queue_messages_sent WHERE queue = :queue AND sent < :expiry
 """
 
@@ -159,8 +225,20 @@ NO_DEDUPLICATION = (
     " provided explicitly"
 )
 MAX_WAIT = 20
-# Another process's sends cannot wake us; a long poll looks again this often.
+# Another process's sends cannot wake us on SQLite; a long poll looks again this often.
 CROSS_PROCESS_CHECK = 0.25
+# On PostgreSQL they do (LISTEN/NOTIFY on ``CHANNEL``: every send, release,
+# visibility change and move of every runner is announced there), and what
+# becomes visible by time is found by reading; a poll still looks again this
+# often, in case a notification was lost unseen. While the store is not
+# listening (its connection for it is down) it looks every CROSS_PROCESS_CHECK.
+LISTENING_CHECK = 5.0
+#: The notification channel of the queues on PostgreSQL: "<store> <queue> <count>".
+CHANNEL = "pipelines_queues"
+#: A queue's attributes as this store knows them are read again after this
+#: long (seconds), since another runner (or process) may have changed them,
+#: or deleted the queue.
+ATTRIBUTES_AGE = 1.0
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _INVALID_BODY = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -737,6 +815,8 @@ _WAKEUPS = _Wakeups()
 class _Queue:
     name: str
     attributes: QueueAttributes
+    #: When they were read (``time.monotonic``): see ``ATTRIBUTES_AGE``.
+    read: float = field(default_factory=time.monotonic)
 
     @property
     def fifo(self) -> bool:
@@ -748,12 +828,20 @@ class QueueStore(Store):
 
     Open with ``await QueueStore.open(path)``; close with ``close()`` (or use
     ``async with``). Every method takes the queue's name, as SQS's take its URL.
+
+    On PostgreSQL, several stores on one database (runners on several
+    machines) share its queues: claims skip the rows another runner's claim
+    holds (``FOR UPDATE SKIP LOCKED``), a FIFO queue's claims and sends each
+    run one at a time in the cluster (a transaction-scoped advisory lock per
+    queue), and the store listens on ``CHANNEL`` (a connection of its own,
+    closed with it) so that a send on another runner wakes its long polls.
     """
 
     name = "queues"
     #: 2: the indexes for retention and GetQueueAttributes; 3: queue_counts.
     version = 3
-    schema = SCHEMA + COUNTS
+    schema = SCHEMA
+    engine_schema = MappingProxyType({"sqlite": COUNTS, "postgresql": PG_COUNTS})
 
     def __init__(self, clock: Clock | None = None) -> None:
         super().__init__(clock)
@@ -761,10 +849,109 @@ class QueueStore(Store):
         self._expired: dict[str, float] = {}
         # Long polls of every store on the same file share wake-ups.
         self._key = ""
+        #: This store among those announcing on ``CHANNEL``: it skips its own.
+        self._id = _RANDOM.hex32()[:16]
+        #: The statement announcing messages to the other stores (PostgreSQL).
+        self._notify: str | None = None
+        #: How long a long poll that found nothing waits at most before it looks again.
+        self._check = CROSS_PROCESS_CHECK
+        self._listener: asyncio.Task[None] | None = None
+        self._json_batches = False
 
     async def opened(self) -> None:
         path = self.path
-        self._key = str(path.resolve()) if isinstance(path, Path) else path
+        if isinstance(path, Path):
+            self._key = str(path.resolve())
+        else:
+            # Each store of a shared database hears the others' sends on
+            # ``CHANNEL``, its own in process: a key of its own, so that a
+            # send is not counted twice by two stores of one process.
+            self._key = f"{path}#{self._id}"
+        self._notify = self.dialect.notify(CHANNEL)
+        # On PostgreSQL a batch's rows go as one JSON parameter, not 80: psycopg
+        # keeps a statement's conversion for the next call only up to 50
+        # parameters, and parsing it again cost a send more than its round
+        # trip. SQLite keeps its VALUES lists.
+        self._json_batches = self.dialect.name == "postgresql"
+        if self._notify is not None:
+            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._listener = asyncio.create_task(
+                self._listen(ready), name=f"queue store {self._id}: notifications"
+            )
+            await ready  # listening before open returns: no send after it is missed
+
+    async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+        await super().close()
+
+    async def _listen(self, ready: asyncio.Future[None]) -> None:
+        """Hear the other stores' announcements until the store closes; when
+        the connection for it fails, poll as on SQLite while it is made again."""
+        errors: tuple[type[Exception], ...] = (StateError, *self.backend.errors)
+        pause = 0.1
+        while True:
+            listening = self.backend.listen(self.path, CHANNEL)
+            assert listening is not None  # a backend with ``notify`` listens
+            try:
+                async with listening as payloads:
+                    self._check = LISTENING_CHECK
+                    if ready.done():
+                        log.info("queue store %s: listening again", self._id)
+                        self._look_again()  # what was announced meanwhile was missed
+                    else:
+                        ready.set_result(None)
+                    pause = 0.1
+                    async for payload in payloads:
+                        self._heard(payload)
+            except Exception as exc:
+                if not ready.done():  # opening fails with it
+                    ready.set_exception(exc)
+                    return
+                log.warning(
+                    "queue store %s: not listening for other runners' messages (%s);"
+                    " long polls look every %s s until it is back",
+                    self._id,
+                    str(exc).strip() or type(exc).__name__,
+                    CROSS_PROCESS_CHECK,
+                    exc_info=not isinstance(exc, errors),  # not the database's: a bug
+                )
+            finally:
+                self._check = CROSS_PROCESS_CHECK
+            self._look_again()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+    def _heard(self, payload: str) -> None:
+        store, _, rest = payload.partition(" ")
+        name, _, count = rest.partition(" ")
+        if store != self._id and count.isdigit():
+            self._wake(name, int(count))
+
+    def _look_again(self) -> None:
+        """Every long poll of this store looks again (announcements may be lost)."""
+        for name in {key[1] for key in _WAKEUPS.waiting if key[0] == self._key}:
+            self._wake(name, 0)
+
+    def _wake(self, queue_name: str, count: int) -> None:
+        """``count`` messages became visible in the queue (0: some may have,
+        sooner than known: every poll of this store looks again)."""
+        key = (self._key, queue_name)
+        _WAKEUPS.notify(key, count)
+        if count == 0:
+            _WAKEUPS.wake(key, sys.maxsize)
+
+    def _announcement(self, queue_name: str, count: int) -> str:
+        return f"{self._id} {queue_name} {count}"
+
+    async def _announce(self, queue_name: str, count: int) -> None:
+        """Wake this store's polls, and tell the others (PostgreSQL)."""
+        self._wake(queue_name, count)
+        if self._notify is not None:
+            await self.execute(self._notify, (self._announcement(queue_name, count),))
 
     async def migrate(self, connection: Queries, found: int) -> None:
         """``schema`` (run at every open, ``IF NOT EXISTS``) has already made
@@ -776,6 +963,7 @@ class QueueStore(Store):
         if found < 3:
             # The triggers (made by ``schema``) count from now on; the messages
             # already there are counted once, under this transaction's write lock.
+            # (SQLite's table: a PostgreSQL database's queue tables began at 3.)
             await connection.execute(
                 "INSERT INTO queue_counts (queue, messages)"
                 " SELECT queue, count(*) FROM queue_messages WHERE true GROUP BY queue"
@@ -792,12 +980,14 @@ class QueueStore(Store):
         )
 
     async def _queue(self, name: str) -> _Queue:
-        # Attributes are read again each time another process might have changed them;
-        # a dict hit is enough within the process, set_attributes refreshes it.
+        # Attributes are read again once they are ATTRIBUTES_AGE old: another
+        # runner or process may have changed them, or deleted the queue. This
+        # store's own changes refresh them at once.
         queue = self._queues.get(name)
-        if queue is None:
+        if queue is None or time.monotonic() - queue.read > ATTRIBUTES_AGE:
             rows = await self.rows("SELECT attributes FROM queues WHERE name = ?", (name,))
             if not rows:
+                self._queues.pop(name, None)
                 raise QueueError("QueueDoesNotExist", f"queue {name!r} does not exist")
             queue = _Queue(name, _attributes_from_json(orjson.loads(rows[0][0])))
             self._queues[name] = queue
@@ -814,13 +1004,22 @@ class QueueStore(Store):
         parsed = QueueAttributes.parse(name, attributes or {})
         stored = orjson.dumps(parsed.to_json()).decode()
         async with self.transaction() as db:
-            rows = await db.rows("SELECT attributes FROM queues WHERE name = ?", (name,))
-            if not rows:
-                await db.execute(
-                    "INSERT INTO queues (name, attributes, created) VALUES (?, ?, ?)",
-                    (name, stored, self.clock.time()),
+            # Created here, or found (another runner may create it at the same
+            # moment: then its row is the one found, locked until this commits).
+            created = await db.rows(
+                self.dialect.insert_new("queues", ("name", "attributes", "created"))
+                + " RETURNING name",
+                (name, stored, self.clock.time()),
+            )
+            rows = (
+                []
+                if created
+                else await db.rows(
+                    "SELECT attributes FROM queues WHERE name = ?" + self.dialect.for_update,
+                    (name,),
                 )
-            elif rows[0][0] != stored:
+            )
+            if rows and rows[0][0] != stored:
                 if not update:
                     raise QueueError(
                         "QueueNameExists",
@@ -869,7 +1068,9 @@ class QueueStore(Store):
         await self._queue(name)
         now = self.clock.time()
         async with self.transaction() as db:
-            last = await db.scalar("SELECT purged FROM queues WHERE name = ?", (name,))
+            last = await db.scalar(
+                "SELECT purged FROM queues WHERE name = ?" + self.dialect.for_update, (name,)
+            )
             if last is not None and now - last < PURGE_INTERVAL:
                 raise QueueError(
                     "PurgeQueueInProgress",
@@ -891,7 +1092,11 @@ class QueueStore(Store):
         expiry = now - queue.attributes.message_retention_period
         row = await self.reader.one(_STATS, {"queue": name, "now": now, "expiry": expiry})
         assert row is not None  # an aggregate always has its row
-        total, hidden, delayed, oldest, old_visible, old_in_flight, old_delayed = row
+        # (PostgreSQL's sum of BIGINTs is a NUMERIC: read as a Decimal.)
+        total, hidden, delayed, old_visible, old_in_flight, old_delayed = (
+            int(value) for value in (*row[:3], *row[4:])
+        )
+        oldest = row[3]
         in_flight = hidden - delayed
         return {
             "ApproximateNumberOfMessages": total - hidden - old_visible,
@@ -955,9 +1160,10 @@ class QueueStore(Store):
                 f"Batch requests cannot be longer than {MAX_BATCH_BYTES} bytes."
                 f" You have sent {total} bytes.",
             )
-        sent = await (self._insert_fifo(queue, rows, now) if queue.fifo else self._insert(rows))
-        if sent:
-            _WAKEUPS.notify((self._key, queue.name), len(sent))
+        if queue.fifo:
+            sent = await self._insert_fifo(queue, rows, now)
+        else:
+            sent = await self._insert(queue, rows)
         return sent, failed
 
     def _row(self, queue: _Queue, entry: SendEntry, now: float) -> tuple[tuple[Any, ...], int]:
@@ -1014,28 +1220,66 @@ class QueueStore(Store):
         row = (queue.name, message_id, body, encoded, now, now + delay, entry.group_id, dedup)
         return row, size
 
-    async def _insert(self, rows: list[tuple[SendEntry, tuple[Any, ...]]]) -> list[SendResult]:
+    async def _insert(
+        self, queue: _Queue, rows: list[tuple[SendEntry, tuple[Any, ...]]]
+    ) -> list[SendResult]:
         if not rows:
             return []
         # One statement: all of the batch is stored, or none of it.
-        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
-        flat = [value for _, row in rows for value in row]
-        stored = self.share(
-            "INSERT INTO queue_messages"
-            " (queue, id, body, attributes, sent, visible, group_id, dedup_id)"
-            f" VALUES {values}",
-            flat,
-        )
+        flat: list[Any]
+        if self._json_batches:
+            # (a standard queue's rows: one queue, one sent time, no group)
+            d = self.dialect
+            insert = (
+                "INSERT INTO queue_messages"
+                " (queue, id, body, attributes, sent, visible, group_id, dedup_id)"
+                f" SELECT ?, {d.json_item('r', 0, 'text')}, {d.json_item('r', 1, 'text')},"
+                f" {d.json_item('r', 2, 'blob')}, ?, {d.json_item('r', 3, 'real')}, NULL, NULL"
+                f" FROM {d.json_rows('r')}"
+            )
+            first = rows[0][1]
+            flat = [
+                first[0],
+                first[4],
+                orjson.dumps(
+                    [
+                        (row[1], row[2], None if row[3] is None else row[3].decode(), row[5])
+                        for _, row in rows
+                    ]
+                ),
+            ]
+        else:
+            values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+            flat = [value for _, row in rows for value in row]
+            insert = (
+                "INSERT INTO queue_messages"
+                " (queue, id, body, attributes, sent, visible, group_id, dedup_id)"
+                f" VALUES {values}"
+            )
+        if self._notify is not None:
+            # Announced to the other runners in the same statement (PostgreSQL
+            # delivers it at its commit): no second trip.
+            insert = f"WITH sent AS ({insert}) {self._notify}"
+            flat.append(self._announcement(queue.name, len(rows)))
+        stored = self.share(insert, flat)
         # Made while the database stores them (told only once it has).
         results = [SendResult(entry.id, row[1], _md5(entry.body)) for entry, row in rows]
         await stored
+        self._wake(queue.name, len(rows))
         return results
 
     async def _insert_fifo(
         self, queue: _Queue, rows: list[tuple[SendEntry, tuple[Any, ...]]], now: float
     ) -> list[SendResult]:
         results = []
+        stored = 0
         async with self.transaction() as db:
+            if self.dialect.serialize is not None:
+                # One send at a time per FIFO queue in the cluster: a message's
+                # sequence number is taken in the order sends commit (a claim
+                # never sees a later one of a group before an earlier one), and
+                # two runners sending one deduplication id store it once.
+                await db.execute(self.dialect.serialize, (f"queue send {queue.name}",))
             for entry, row in rows:
                 dedup_id = row[7]
                 found = await db.rows(
@@ -1053,6 +1297,7 @@ class QueueStore(Store):
                         row,
                     )
                     message_id, seq = row[1], inserted[0][0]
+                    stored += 1
                     await db.execute(
                         self.dialect.upsert(
                             "queue_dedup",
@@ -1062,6 +1307,10 @@ class QueueStore(Store):
                         (queue.name, dedup_id, now + DEDUP_WINDOW, message_id, seq),
                     )
                 results.append(SendResult(entry.id, message_id, _md5(entry.body), f"{seq:020d}"))
+            if stored and self._notify is not None:
+                await db.execute(self._notify, (self._announcement(queue.name, stored),))
+        if stored:
+            self._wake(queue.name, stored)
         return results
 
     # -- receiving ----------------------------------------------------------
@@ -1140,7 +1389,8 @@ class QueueStore(Store):
         self, queue: _Queue, limit: int, timeout: int
     ) -> tuple[list[Message], float | None]:
         """Claim messages; when there are none, also until when none can be
-        (the next one due to become visible, or the next cross-process check),
+        (the next one due to become visible, or the next check for what
+        another process may have sent unannounced),
         recorded for the other polls of this process."""
         key = (self._key, queue.name)
         mark = _WAKEUPS.mark(key)
@@ -1149,7 +1399,7 @@ class QueueStore(Store):
             _WAKEUPS.took(key, mark, len(messages))
             return messages, None
         now = self.clock.time()
-        until = now + CROSS_PROCESS_CHECK
+        until = now + self._check
         due = await self._next_visible(queue, now)
         if due is not None:
             until = min(until, due)
@@ -1176,7 +1426,8 @@ class QueueStore(Store):
             " WHERE queue = ? AND receipt = ? RETURNING seq",
             (self.clock.time(), queue.name, token),
         )
-        _WAKEUPS.notify((self._key, queue.name), len(released))
+        if released:
+            await self._announce(queue.name, len(released))
 
     async def _expire_now_and_then(self, queue: _Queue) -> None:
         """Retention also for queues no pipeline runs a target for: at most once
@@ -1193,9 +1444,17 @@ class QueueStore(Store):
         max_receives = 1 << 62
         if redrive is not None:
             dead_letter, max_receives = redrive.dead_letter_queue, redrive.max_receive_count
+        # PostgreSQL plans by statistics, which a queue's churn leaves stale (a
+        # queue filled since the last ANALYZE has an empty table's): it then
+        # reads the candidates through the sent index and sorts them all, a
+        # hundred times the work of the visibility index's first rows. With
+        # the unary plus, the sent index cannot serve the term and the claim
+        # stays on the visibility index. (SQLite picks that one by itself for
+        # a standard queue, and its FIFO claims do better by the sent index.)
+        sent = "+sent" if self.dialect.name == "postgresql" else "sent"
         candidates = (
             "SELECT seq FROM queue_messages m WHERE queue = :queue AND visible <= :now"
-            " AND sent >= :expiry"
+            f" AND {sent} >= :expiry"
         )
         if queue.fifo:
             # A group is blocked while one of its messages is in flight, or an
@@ -1208,7 +1467,10 @@ class QueueStore(Store):
             )
         else:
             candidates += " ORDER BY visible, seq LIMIT :limit"
-        rows = await self.grouped(
+        # Rows another runner's claim holds are passed over, not waited for
+        # (PostgreSQL; SQLite's write lock lets one claim run at a time).
+        candidates += self.dialect.skip_locked
+        claim = Step(
             _claim_sql(candidates, redrive is not None),
             {
                 "queue": queue.name,
@@ -1222,6 +1484,15 @@ class QueueStore(Store):
                 "token": token,
             },
         )
+        serialize = self.dialect.serialize
+        if queue.fifo and serialize is not None:
+            # One claim at a time per FIFO queue in the cluster: a claim that
+            # skipped a group's locked first message would take its second
+            # one. The lock is the transaction's: both statements, one trip.
+            key = Step(serialize, (f"queue claim {queue.name}",))
+            rows = (await self.batch([key, claim]))[1].rows
+        else:
+            rows = await self.grouped(claim.sql, claim.parameters)
         messages = []
         moved = 0
         for row in sorted(rows, key=lambda row: row[1]):
@@ -1231,7 +1502,7 @@ class QueueStore(Store):
             messages.append(self._message(queue, row, token))
         if moved:
             log.info("%d messages of queue %s moved to %s", moved, queue.name, dead_letter)
-            _WAKEUPS.notify((self._key, dead_letter), moved)
+            await self._announce(dead_letter, moved)
         return messages
 
     def _message(self, queue: _Queue, row: Row, token: str) -> Message:
@@ -1292,9 +1563,10 @@ class QueueStore(Store):
             return deleted, failed
         marks = self.dialect.marks(len(handles))
         receipts = " ".join(["WHEN ? THEN ?"] * len(handles))
-        # "+queue": look rows up by seq (the primary key), not by the queue's index.
+        # Rows looked up by seq (the primary key), not by the queue's index.
         deleting = (
-            f"DELETE FROM queue_messages WHERE seq IN ({marks}) AND +queue = ?"
+            f"DELETE FROM queue_messages WHERE seq IN ({marks})"
+            f" AND {self.dialect.unindexed('queue')} = ?"
             f" AND receipt = CASE seq {receipts} END"
         )
         parameters = [
@@ -1341,7 +1613,8 @@ class QueueStore(Store):
         now = self.clock.time()
         async with self.transaction() as db:
             rows = await db.rows(
-                "SELECT visible, receipt FROM queue_messages WHERE seq = ? AND +queue = ?",
+                "SELECT visible, receipt FROM queue_messages WHERE seq = ?"
+                f" AND {self.dialect.unindexed('queue')} = ?{self.dialect.for_update}",
                 (seq, queue.name),
             )
             if not rows or rows[0][1] != token:
@@ -1360,9 +1633,13 @@ class QueueStore(Store):
             await db.execute(
                 "UPDATE queue_messages SET visible = ? WHERE seq = ?", (now + timeout, seq)
             )
-        # Also a shorter timeout may make it visible before what the polls
-        # waiting for this queue know: a notification tells them to look again.
-        _WAKEUPS.notify((self._key, queue.name), 1 if timeout == 0 else 0)
+            # Also a shorter timeout may make it visible before what the polls
+            # waiting for this queue know: a notification tells them to look
+            # again (the other runners' at this commit).
+            changed = 1 if timeout == 0 else 0
+            if self._notify is not None:
+                await db.execute(self._notify, (self._announcement(queue.name, changed),))
+        self._wake(queue.name, changed)
 
     # -- housekeeping and redrive -------------------------------------------
 
@@ -1420,7 +1697,8 @@ class QueueStore(Store):
             moved_rows = await self.rows(
                 "UPDATE queue_messages SET queue = coalesce(?, source), source = NULL,"
                 " receives = 0, first_receive = NULL, receipt = NULL, visible = ?"
-                f" WHERE seq IN ({marks}) AND +queue = ? AND visible <= ?"
+                f" WHERE seq IN ({marks}) AND {self.dialect.unindexed('queue')} = ?"
+                " AND visible <= ?"
                 " AND EXISTS (SELECT 1 FROM queues WHERE name = coalesce(?, source))"
                 " RETURNING queue",
                 [
@@ -1434,7 +1712,7 @@ class QueueStore(Store):
             )
             moved += len(moved_rows)
             for name, count in collections.Counter(row[0] for row in moved_rows).items():
-                _WAKEUPS.notify((self._key, name), count)
+                await self._announce(name, count)
             if progress is not None:
                 progress(moved, len(seqs))
             # Keep to ``rate`` per second: the next chunk starts no earlier than due.
