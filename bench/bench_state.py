@@ -2,9 +2,11 @@
 
 Each section is a function taking the ``Bench`` (arguments, a fresh SQLite
 file or PostgreSQL database per run, medians, the table it prints) and is
-named in ``SECTIONS``; ``--only`` runs some of them, all by default. A
-section for another store (archive writes, durable-intake events/s, stream
-put_records) is one more function there.
+named in ``SECTIONS``; ``--only`` runs some of them, all by default:
+``queue`` (below), ``archive`` (appends by 8 writers on each engine),
+``intake`` (the durable intake's events/s on SQLite, on PostgreSQL, and
+with 2 runner processes sharing PostgreSQL: the cluster's scaling) and
+``stream`` (put_records of 500 by 1 and 4 writers on each engine).
 
 PostgreSQL: ``--postgres URL`` (an empty database is made on it per run),
 else a private server is started as the tests start theirs
@@ -379,8 +381,175 @@ def queue_section(bench: Bench) -> None:
     print(f"load average: {load()}", flush=True)
 
 
+# -- archive writes ------------------------------------------------------------------------
+
+
+def archive_section(bench: Bench) -> None:
+    """``ArchiveStore.append`` by 8 writers, batches of 10 events of about
+    1 KB, on each engine (bench/bench_state_archive.py has the peers and
+    the runtime's put_events with an archive)."""
+    from bench_state_archive import batches as archive_batches
+    from bench_state_archive import events as archive_events
+    from bench_state_archive import store_rate
+
+    count = bench.args.messages
+    work = archive_batches(archive_events(count))
+    print(f"archive: {count:,} events appended by 8 writers, batches of 10", flush=True)
+    bench.row("", "events/s")
+    for label, engine in (("SQLite", "sqlite"), ("PostgreSQL", "postgresql")):
+        rate = bench.median(
+            lambda engine=engine: bench.on(
+                engine, lambda at: asyncio.run(store_rate(at, work, writers=8))
+            )
+        )
+        bench.row(f"archive append, {label}", rate)
+    print(f"load average: {load()}", flush=True)
+
+
+# -- the durable intake ------------------------------------------------------------------
+
+
+async def intake_runner(
+    location: str, name: str, seconds: float, start: float
+) -> tuple[int, float]:
+    """One runner: a Runtime with the durable intake and no rules (every event
+    is written before put_events answers and deleted at once: it settles at
+    once), 16 producers putting batches of 10 for ``seconds`` from ``start``;
+    the events acknowledged and the process's CPU seconds meanwhile."""
+    from pipelines.runtime import Runtime
+
+    shared = "://" in location
+    runtime = Runtime(state_path=location, runner=name if shared else None)
+    await runtime.start()
+    entries = [{"Source": "bench", "DetailType": "n", "Detail": '{"n": 1}'} for _ in range(10)]
+    count = 0
+    try:
+        await asyncio.sleep(max(start - time.time(), 0))
+        deadline = time.monotonic() + seconds
+        cpu = time.process_time()
+
+        async def produce() -> None:
+            nonlocal count
+            while time.monotonic() < deadline:
+                answer = await runtime.put_events(entries)
+                count += 10 - answer["FailedEntryCount"]
+
+        await asyncio.gather(*(produce() for _ in range(16)))
+        cpu = time.process_time() - cpu
+    finally:
+        await runtime.stop(5)
+    return count, cpu
+
+
+def _intake_process(location: str, name: str, seconds: float, start: float, out: Any) -> None:
+    out.send(asyncio.run(intake_runner(location, name, seconds, start)))
+
+
+def intake_rate(location: str, runners: int, seconds: float) -> tuple[float, float]:
+    """Events/s of ``runners`` processes on ``location`` at once, and their
+    share of the machine's CPU."""
+    context = multiprocessing.get_context("spawn")
+    start = time.time() + 3.0  # every runner started and connected by then
+    pipes = [context.Pipe(duplex=False) for _ in range(runners)]
+    processes = [
+        context.Process(
+            target=_intake_process, args=(location, f"bench-{i}", seconds, start, sender)
+        )
+        for i, (_, sender) in enumerate(pipes)
+    ]
+    for process in processes:
+        process.start()
+    results = [receiver.recv() for receiver, _ in pipes]
+    for process in processes:
+        process.join(timeout=60)
+    events = sum(count for count, _ in results)
+    cpu = sum(seconds_used for _, seconds_used in results)
+    return events / seconds, cpu / seconds / (os.cpu_count() or 1)
+
+
+def intake_section(bench: Bench) -> None:
+    seconds = bench.args.seconds
+    print(
+        f"durable intake: put_events in batches of 10 by 16 producers per runner, no rules,"
+        f" {seconds:g} s",
+        flush=True,
+    )
+    bench.row("", "events/s", "ratio", "runners' CPU")
+    found: dict[str, float] = {}
+    for label, engine, runners in (
+        ("SQLite, 1 runner", "sqlite", 1),
+        ("PostgreSQL, 1 runner", "postgresql", 1),
+        ("PostgreSQL, 2 runners", "postgresql", 2),
+    ):
+        rate, cpu = bench.median(
+            lambda engine=engine, runners=runners: bench.on(
+                engine, lambda at: intake_rate(at, runners, seconds)
+            )
+        )
+        found[label] = rate
+        ratio = {
+            "PostgreSQL, 1 runner": f"{rate / found['SQLite, 1 runner']:.2f}x",
+            "PostgreSQL, 2 runners": f"{rate / found.get('PostgreSQL, 1 runner', rate):.2f}x",
+        }.get(label, "")
+        bench.row(label, rate, ratio, f"{cpu:.0%}")
+    print("(ratios: PostgreSQL/SQLite, 2 runners/1 runner; target 1.3x)", flush=True)
+    print(f"load average: {load()}", flush=True)
+
+
+# -- stream put_records ------------------------------------------------------------------
+
+
+async def stream_rate(location: str, count: int, writers: int) -> float:
+    """Records/s of ``writers`` tasks putting batches of 500 records of about
+    100 bytes into a 4-shard stream (PutRecords' largest batch)."""
+    from plugins.stream.store import StreamStore
+
+    records = [
+        {
+            "Data": (b'{"user": "u%d", "n": %d, "pad": "' % (n % 97, n)) + b"x" * 64 + b'"}',
+            "PartitionKey": f"u{n % 97}",
+        }
+        for n in range(count)
+    ]
+    work = [records[i : i + 500] for i in range(0, count, 500)]
+    async with await StreamStore.open(location) as store:
+        await store.create_stream("bench", 4)
+
+        async def write(mine: list[list[dict[str, Any]]]) -> None:
+            for batch in mine:
+                answer = await store.put_records("bench", batch)
+                if answer["FailedRecordCount"]:
+                    raise SystemExit(f"{answer['FailedRecordCount']} records failed")
+
+        started = time.perf_counter()
+        async with asyncio.TaskGroup() as group:
+            for w in range(writers):
+                group.create_task(write(work[w::writers]))
+        return count / (time.perf_counter() - started)
+
+
+def stream_section(bench: Bench) -> None:
+    count = bench.args.messages * 5
+    print(f"stream: {count:,} records, PutRecords of 500, 4 shards", flush=True)
+    bench.row("", "1 writer", "4 writers")
+    for label, engine in (("SQLite", "sqlite"), ("PostgreSQL", "postgresql")):
+        rates = bench.median(
+            lambda engine=engine: tuple(
+                bench.on(engine, lambda at, w=writers: asyncio.run(stream_rate(at, count, w)))
+                for writers in (1, 4)
+            )
+        )
+        bench.row(f"put_records records/s, {label}", *rates)
+    print(f"load average: {load()}", flush=True)
+
+
 #: The sections, in the order they run: each a function of the ``Bench``.
-SECTIONS: dict[str, Callable[[Bench], None]] = {"queue": queue_section}
+SECTIONS: dict[str, Callable[[Bench], None]] = {
+    "queue": queue_section,
+    "archive": archive_section,
+    "intake": intake_section,
+    "stream": stream_section,
+}
 
 
 def main() -> None:
@@ -391,6 +560,7 @@ def main() -> None:
     )
     parser.add_argument("--messages", type=int, default=10_000, help="queue messages per run")
     parser.add_argument("--postgres", default="", help="a server's URL (default: a private one)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="intake: seconds per run")
     args = parser.parse_args()
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in SECTIONS]
