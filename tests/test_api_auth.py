@@ -215,3 +215,53 @@ def test_the_config_declares_keys_and_tls_and_each_problem_has_its_place(tmp_pat
         f"6:9: api: {tmp_path / 'missing.pem'} is not a file",
         "7:3: api: 'strict': unknown setting (allowed: access_keys, listen, tls)",
     ]
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _sns(url: str, key: str, secret: str) -> Any:
+    return boto3.client(
+        "sns",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+    )
+
+
+async def test_a_presigned_url_is_served_until_it_expires(strict: ApiServer) -> None:
+    # generate_presigned_url signs a query-protocol service's form in the URL
+    # (Action=ListTopics...), the signature in X-Amz-Signature: a plain GET.
+    # The method is signed too: GET, as the URL is used. (A JSON service's
+    # presigned URL signs headers a plain GET does not send.)
+    client = _sns(strict.url, "AKIDSTRICT", "s3cret")
+    good = client.generate_presigned_url("list_topics", ExpiresIn=60, HttpMethod="GET")
+    assert "X-Amz-Signature=" in good and "Authorization" not in good
+    status, body = await asyncio.to_thread(_get, good)
+    assert status == 200, body
+    assert "<ListTopicsResponse" in body
+    # A parameter changed after signing breaks the signature.
+    status, body = await asyncio.to_thread(
+        _get, good.replace("Action=ListTopics", "Action=ListTopics&NextToken=x")
+    )
+    assert status == 403 and "<Code>SignatureDoesNotMatch</Code>" in body
+    forged = _sns(strict.url, "AKIDSTRICT", "guess").generate_presigned_url(
+        "list_topics", HttpMethod="GET"
+    )
+    status, body = await asyncio.to_thread(_get, forged)
+    assert status == 403 and "<Code>SignatureDoesNotMatch</Code>" in body
+    unknown = _sns(strict.url, "AKIDOTHER", "s3cret").generate_presigned_url(
+        "list_topics", HttpMethod="GET"
+    )
+    status, body = await asyncio.to_thread(_get, unknown)
+    assert status == 403 and "<Code>InvalidClientTokenId</Code>" in body
+    short = client.generate_presigned_url("list_topics", ExpiresIn=1, HttpMethod="GET")
+    await asyncio.sleep(2.1)
+    status, body = await asyncio.to_thread(_get, short)
+    assert status == 403 and "Signature expired" in body

@@ -43,6 +43,8 @@ log = logging.getLogger("pipelines.api")
 
 #: ``Credential=AKID/20261204/us-east-1/events/aws4_request`` in a SigV4 header.
 _SCOPE = re.compile(r"Credential=([^/\s,]+)/\d{8}/([^/\s,]+)/([^/\s,]+)/aws4_request")
+#: The same scope in a presigned URL's ``X-Amz-Credential``.
+_QUERY_SCOPE = re.compile(r"([^/\s,]+)/\d{8}/([^/\s,]+)/([^/\s,]+)/aws4_request")
 #: AWS's largest request body among the served operations is 1 MiB (SQS); a
 #: little more leaves room for JSON's own encoding of it.
 MAX_BODY = 2 * 1024 * 1024
@@ -404,7 +406,9 @@ class ApiServer:
         if route is not None:
             return await _routed(route, request)
         request_id = new_event_id()  # a version 4 UUID, as AWS's request ids are
-        scope = _SCOPE.search(request.headers.get("Authorization", ""))
+        scope = _SCOPE.search(request.headers.get("Authorization", "")) or _QUERY_SCOPE.match(
+            request.query.get("X-Amz-Credential", "")
+        )
         try:
             service = self.router.service(scope.group(3) if scope else None, _target(request))
         except ApiError as error:
@@ -452,7 +456,9 @@ class ApiServer:
         headers = {name.lower(): ",".join(request.headers.getall(name)) for name in request.headers}
         return verify(
             request.method,
-            str(request.url),
+            # The path and query as they arrived: a signature covers their
+            # encoding (``request.url`` would decode %2F in the query).
+            f"{request.scheme}://{request.host}{request.raw_path}",
             headers,
             await request.read(),
             self.settings.access_keys,

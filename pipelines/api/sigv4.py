@@ -15,6 +15,7 @@ import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -27,6 +28,10 @@ _AUTHORIZATION = re.compile(
     r"(?P<service>[^/\s,]+)/aws4_request,\s*SignedHeaders=(?P<signed>[^,\s]+),\s*"
     r"Signature=(?P<signature>[0-9a-f]+)"
 )
+#: A presigned URL's ``X-Amz-Credential``: key/date/region/service/aws4_request.
+CREDENTIAL = re.compile(r"([^/\s]+)/(\d{8})/([^/\s]+)/([^/\s]+)/aws4_request")
+#: The longest a presigned URL may last (SigV4: seven days).
+MAX_EXPIRES = 604_800
 #: How far a request's time may be from ours (AWS: 15 minutes).
 SKEW = dt.timedelta(minutes=15)
 _INVALID_TOKEN = "The security token included in the request is invalid."
@@ -66,6 +71,8 @@ def verify(
     joined with commas, as SigV4 does).
     """
     found = _AUTHORIZATION.search(headers.get("authorization", ""))
+    if found is None and "X-Amz-Signature=" in urlsplit(url).query:
+        return _verify_presigned(method, url, headers, body, keys, now, query=query)
     if found is None:
         raise _refused(
             query,
@@ -107,3 +114,80 @@ def verify(
     if not hmac.compare_digest(expected, found["signature"]):
         raise _refused(query, "InvalidSignatureException", "SignatureDoesNotMatch", _MISMATCH)
     return found["key"]
+
+
+def _verify_presigned(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    keys: Mapping[str, AccessKey],
+    now: dt.datetime,
+    *,
+    query: bool,
+) -> str:
+    """A presigned URL: the signature and its parameters in the query string
+    (what an SDK's ``generate_presigned_url`` makes). The canonical request
+    is the URL without ``X-Amz-Signature``, as the signer built it."""
+    parts = urlsplit(url)
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    credential = CREDENTIAL.fullmatch(params.get("X-Amz-Credential", ""))
+    needed = ("X-Amz-Date", "X-Amz-Expires", "X-Amz-SignedHeaders", "X-Amz-Signature")
+    if (
+        params.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256"
+        or credential is None
+        or any(name not in params for name in needed)
+    ):
+        raise _refused(
+            query,
+            "IncompleteSignatureException",
+            "IncompleteSignature",
+            "A presigned URL needs X-Amz-Algorithm=AWS4-HMAC-SHA256, X-Amz-Credential,"
+            f" {', '.join(needed)}",
+        )
+    key_id, _, region, service = credential.groups()
+    key = keys.get(key_id)
+    if key is None:
+        raise _refused(query, "UnrecognizedClientException", "InvalidClientTokenId", _INVALID_TOKEN)
+    stamp, lasts = params["X-Amz-Date"], params["X-Amz-Expires"]
+    try:
+        when = dt.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+        seconds = int(lasts)
+    except ValueError:
+        seconds = -1
+    if not 0 <= seconds <= MAX_EXPIRES:
+        raise _refused(
+            query,
+            "IncompleteSignatureException",
+            "IncompleteSignature",
+            f"X-Amz-Date must be yyyymmddThhmmssZ and X-Amz-Expires 0 to {MAX_EXPIRES}"
+            f" seconds, not {stamp!r} and {lasts!r}",
+        )
+    if now > when + dt.timedelta(seconds=seconds) or when - now > SKEW:
+        raise _refused(
+            query,
+            "InvalidSignatureException",
+            "SignatureDoesNotMatch",
+            f"Signature expired: the URL signed at {stamp} for {seconds} seconds"
+            f" is not valid at {now.strftime('%Y%m%dT%H%M%SZ')}",
+        )
+    # The query as sent, less the signature (the signer's canonical request
+    # had every other parameter, encoded as they arrive).
+    unsigned = "&".join(
+        pair for pair in parts.query.split("&") if not pair.startswith("X-Amz-Signature=")
+    )
+    signed = params["X-Amz-SignedHeaders"].split(";")
+    request = AWSRequest(
+        method=method,
+        url=urlunsplit(parts._replace(query=unsigned)),
+        headers={name: headers.get(name, "") for name in signed},
+        data=body,
+    )
+    request.context["timestamp"] = stamp
+    signer = SigV4Auth(Credentials(key_id, key.secret), service, region)
+    expected = signer.signature(
+        signer.string_to_sign(request, signer.canonical_request(request)), request
+    )
+    if not hmac.compare_digest(expected, params["X-Amz-Signature"]):
+        raise _refused(query, "InvalidSignatureException", "SignatureDoesNotMatch", _MISMATCH)
+    return key_id
