@@ -525,8 +525,12 @@ class Runtime:
                 if intake is not None:
                     if archived:
                         self._archive_in(intake, bus.name, events[:accepted])
-                    # Answered only once they are in the durable intake.
-                    await intake.committed(intake.reserved, first)
+                    # Answered only once they are in the durable intake. A
+                    # call that reserved no row (its events matched no rule,
+                    # none archived) has nothing to wait for: not even for
+                    # the commit of other producers' rows.
+                    if intake.reserved >= first:
+                        await intake.committed(intake.reserved, first)
             except StateError as exc:
                 failure = f"{exc}; put it again."
                 # Not durable: not answered for (they may still be delivered:

@@ -316,3 +316,35 @@ async def test_a_lone_producers_put_is_one_commit_with_the_last_puts_deletes(
     assert puts <= commits <= puts + 1  # the last deletes may go alone
     assert len(deletes) >= puts - 1  # every put's deletes rode with a later write
     assert intake_rows(tmp_path / "state.db") == []
+
+
+async def test_a_put_that_matches_no_rule_does_not_wait_for_others_commits(
+    tmp_path: Path,
+) -> None:
+    runtime = make_runtime(state_path=tmp_path / "state.db")
+    runtime.add_resource("sink", "recorder", {})
+    await routed(runtime, [{"id": "t", "resource": "sink"}])
+    async with runtime:
+        assert runtime._state is not None
+        gate = asyncio.Event()
+        original = runtime._state.batch
+
+        async def held(*args: Any, **kwargs: Any) -> Any:
+            await gate.wait()
+            return await original(*args, **kwargs)
+
+        runtime._state.batch = held  # type: ignore[method-assign]
+        held_put = asyncio.create_task(
+            runtime.put_events([{"Source": "shop", "DetailType": "o", "Detail": "{}"}])
+        )
+        try:
+            await asyncio.sleep(0.05)
+            assert not held_put.done()  # its row's commit is held
+            unrouted = await asyncio.wait_for(
+                runtime.put_events([{"Source": "other", "DetailType": "o", "Detail": "{}"}]), 2
+            )
+            assert unrouted["FailedEntryCount"] == 0
+            assert not held_put.done()
+        finally:
+            gate.set()  # also when an assertion failed: the runtime must stop
+        assert (await held_put)["FailedEntryCount"] == 0
