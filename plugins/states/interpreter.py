@@ -358,7 +358,8 @@ class _StateRun:
                 "the maximum number of bytes service limit.",
             )
         details: dict[str, Json] = {"name": self.state.name, "output": text}
-        if self.assigned is not None:
+        if self.assigned:
+            # an empty Assign binds nothing and AWS records nothing
             self.variables.bind(self.assigned)
             details.update(assigned_details(self.assigned))
         details["outputDetails"] = {"truncated": False}
@@ -628,7 +629,7 @@ class _StateRun:
         return StatesError(error or "", cause)
 
     def reference(self, expression: str, field_name: str, data: Json) -> Json:
-        value = templates.reference(expression, field_name, data, self.context())
+        value = templates.reference(expression, field_name, data, self.context(), self.variables)
         return value if isinstance(value, str) else dump(value)
 
     # -- Task, Parallel and Map: retries and catchers ---------------------------------------
@@ -813,6 +814,10 @@ class _StateRun:
 
     def integer_at(self, path: str, data: Json, field_name: str, kind: str = "integer") -> Json:
         value = self.select(path, data, field_name)
+        if isinstance(value, str):
+            # a numeric string is read as its number (AWS accepts "1" from a variable)
+            with contextlib.suppress(ValueError):
+                value = int(value) if kind == "integer" else float(value)
         valid = (
             isinstance(value, int | float)
             and not isinstance(value, bool)

@@ -1,0 +1,261 @@
+"""Variables (``Assign``) and JSONata mode against executions recorded on real AWS.
+
+The same comparison as ``test_states_conformance`` (whole history, event by
+event, and DescribeExecution's fields), over the recordings that exercise
+workflow variables and JSONata and need no other AWS service. Each case
+names the recording and the definition that ran: a template path, changed as
+the recorded test changed it. The recorded values are facts read from the
+mirror at test time (``states_recordings``); the table is ours.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from plugins.states.definition import validate
+from tests import states_recordings as rec
+from tests.test_states_conformance import Case, check_recorded
+
+Json = Any
+
+ASSIGN_BASE = "v2/assign/test_assign_base.py"
+ASSIGN_REF = "v2/assign/test_assign_reference_variables.py"
+QL_BASE = "v2/query_language/test_base_query_language.py"
+QL_MIXED = "v2/query_language/test_mixed_query_language.py"
+OUTPUT = "v2/outputdecl/test_output.py"
+INTR = "v2/intrinsic_functions/"
+
+A = "assign/statemachines/"
+QL = "querylanguage/statemachines/"
+OUT = "outputdecl/statemachines/"
+
+
+def _path(name: str, folder: str = A) -> str:
+    return f"{folder}{name.lower()}.json5"
+
+
+def _set_output(value: Json) -> Callable[[Json], Json]:
+    def patch(definition: Json) -> Json:
+        definition["States"]["State0"]["Output"] = value
+        return definition
+
+    return patch
+
+
+ASSIGN_CASES: list[Case] = [
+    *[
+        Case(ASSIGN_BASE, f"test_base_cases[{name}]", "assign", _path(name))
+        for name in ("BASE_EMPTY", "BASE_CONSTANT_LITERALS", "BASE_PATHS", "BASE_VAR")
+    ],
+    Case(ASSIGN_BASE, "test_base_cases[BASE_SCOPE_MAP]", "assign", _path("BASE_SCOPE_MAP")),
+    Case(
+        ASSIGN_BASE,
+        "test_base_parallel_cases[BASE_SCOPE_PARALLEL]",
+        "assign",
+        _path("BASE_SCOPE_PARALLEL"),
+    ),
+    *[
+        Case(
+            ASSIGN_BASE,
+            f"test_assign_in_choice[{name}]",
+            "assign",
+            _path("CHOICE_CONDITION_JSONATA"),
+        )
+        for name in ("CONDITION_TRUE", "CONDITION_FALSE")
+    ],
+    *[
+        Case(ASSIGN_REF, f"test_reference_assign[{name}]", "assign", _path(name))
+        for name in (
+            "BASE_REFERENCE_IN_PARAMETERS",
+            "BASE_REFERENCE_IN_CHOICE",
+            "BASE_REFERENCE_IN_WAIT",
+            "BASE_REFERENCE_IN_ITERATOR_OUTER_SCOPE",
+            "BASE_REFERENCE_IN_INPUTPATH",
+            "BASE_REFERENCE_IN_OUTPUTPATH",
+            "BASE_REFERENCE_IN_INTRINSIC_FUNCTION",
+            "BASE_REFERENCE_IN_FAIL",
+        )
+    ],
+    *[
+        Case(ASSIGN_REF, f"test_undefined_reference[{name}]", "assign", _path(name))
+        for name in (
+            "BASE_UNDEFINED_OUTPUT",
+            "BASE_UNDEFINED_OUTPUT_FIELD",
+            "BASE_UNDEFINED_OUTPUT_MULTIPLE_STATES",
+            "BASE_UNDEFINED_ASSIGN",
+            "BASE_UNDEFINED_ARGUMENTS",
+            "BASE_UNDEFINED_ARGUMENTS_FIELD",
+        )
+    ],
+    *[
+        Case(ASSIGN_REF, f"test_assign_from_value[{name}]", "assign", _path(name))
+        for name in (
+            "BASE_ASSIGN_FROM_PARAMETERS",
+            "BASE_ASSIGN_FROM_RESULT",
+            "BASE_ASSIGN_FROM_INTRINSIC_FUNCTION",
+        )
+    ],
+    Case(
+        ASSIGN_REF,
+        "test_state_assign_evaluation_order[BASE_EVALUATION_ORDER_PASS_STATE]",
+        "assign",
+        _path("BASE_EVALUATION_ORDER_PASS_STATE"),
+    ),
+    *[
+        Case(
+            ASSIGN_REF,
+            f"test_assign_in_choice_state[{name}]",
+            "assign",
+            _path("BASE_ASSIGN_IN_CHOICE"),
+        )
+        for name in ("CORRECT", "INCORRECT")
+    ],
+    Case(ASSIGN_REF, "test_assign_in_wait_state", "assign", _path("BASE_ASSIGN_IN_WAIT")),
+    *[
+        Case(ASSIGN_REF, f"test_reference_in_map_state[{name}]", "assign", _path(name))
+        for name in (
+            "MAP_STATE_REFERENCE_IN_INTRINSIC_FUNCTION",
+            "MAP_STATE_REFERENCE_IN_ITEMS_PATH",
+            "MAP_STATE_REFERENCE_IN_MAX_CONCURRENCY_PATH",
+            "MAP_STATE_REFERENCE_IN_TOLERATED_FAILURE_PATH",
+            "MAP_STATE_REFERENCE_IN_ITEM_SELECTOR",
+        )
+    ],
+]
+
+QUERY_LANGUAGE_CASES: list[Case] = [
+    Case(
+        QL_BASE, "test_base_query_language_field[JSON_PATH]", "ql", _path("BASE_PASS_JSONPATH", QL)
+    ),
+    Case(QL_BASE, "test_base_query_language_field[JSONATA]", "ql", _path("BASE_PASS_JSONATA", QL)),
+    Case(
+        QL_BASE,
+        "test_query_language_field_override[JSONATA_OVERRIDE]",
+        "ql",
+        _path("BASE_PASS_JSONATA_OVERRIDE", QL),
+    ),
+    Case(
+        QL_BASE,
+        "test_query_language_field_override[JSONATA_OVERRIDE_DEFAULT]",
+        "ql",
+        _path("BASE_PASS_JSONATA_OVERRIDE_DEFAULT", QL),
+    ),
+    *[
+        Case(QL_MIXED, f"test_variable_sampling[{name}]", "ql", _path(template, QL))
+        for name, template in (
+            ("JSONATA_ASSIGN_JSONPATH_REF", "JSONATA_ASSIGN_JSONPATH_REFERENCE"),
+            ("JSONPATH_ASSIGN_JSONATA_REF", "JSONPATH_ASSIGN_JSONATA_REFERENCE"),
+        )
+    ],
+    *[
+        Case(QL_MIXED, f"test_output_to_state[{name}]", "ql", _path(name, QL))
+        for name in ("JSONATA_OUTPUT_TO_JSONPATH", "JSONPATH_OUTPUT_TO_JSONATA")
+    ],
+]
+
+OUTPUT_VALUES: dict[str, Json] = {
+    "NULL": None,
+    "INT": 0,
+    "FLOAT": 0.1,
+    "BOOL": True,
+    "STR_LIT": "string literal",
+    "JSONATA_EXPR": "{% $states.input %}",
+    "LIST_EMPY": [],
+    "LIST_RICH": [
+        None,
+        0,
+        0.1,
+        True,
+        "string",
+        [],
+        "$nosuchvar",
+        "$.no.such.path",
+        "{% $states.input %}",
+        {"key": "{% true %}"},
+    ],
+}
+
+OUTPUT_CASES: list[Case] = [
+    *[
+        Case(OUTPUT, f"test_base_cases[{name}]", "output", _path(name, OUT))
+        for name in ("BASE_EMPTY", "BASE_LITERALS", "BASE_EXPR", "BASE_DIRECT_EXPR")
+    ],
+    *[
+        Case(
+            OUTPUT,
+            f"test_base_output_any_non_dict[{name}]",
+            "output",
+            _path("BASE_OUTPUT_ANY", OUT),
+            _set_output(value),
+        )
+        for name, value in OUTPUT_VALUES.items()
+    ],
+    *[
+        Case(
+            OUTPUT,
+            f"test_output_in_choice[{name}]",
+            "output",
+            _path("CHOICE_CONDITION_JSONATA", OUT),
+        )
+        for name in ("CONDITION_TRUE", "CONDITION_FALSE")
+    ],
+]
+
+INTRINSIC_CASES: list[Case] = [
+    Case(
+        INTR + "test_array_jsonata.py",
+        "test_array_partition",
+        "intrinsic",
+        "intrinsicfunctions/statemachines/array/array_partition_jsonata.json5",
+    ),
+    Case(
+        INTR + "test_array_jsonata.py",
+        "test_array_range",
+        "intrinsic",
+        "intrinsicfunctions/statemachines/array/array_range_jsonata.json5",
+    ),
+    Case(
+        INTR + "test_json_manipulation_jsonata.py",
+        "test_parse",
+        "intrinsic",
+        "intrinsicfunctions/statemachines/json_manipulation/parse_jsonata.json5",
+    ),
+    Case(
+        INTR + "test_math_operations_jsonata.py",
+        "test_math_random_seeded",
+        "intrinsic",
+        "intrinsicfunctions/statemachines/math_operations/math_random_seeded_jsonata.json5",
+    ),
+]
+
+CASES = [*ASSIGN_CASES, *QUERY_LANGUAGE_CASES, *OUTPUT_CASES, *INTRINSIC_CASES]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+async def test_recorded_execution(case: Case) -> None:
+    await check_recorded(case)
+
+
+# -- definitions AWS refused or accepted --------------------------------------------------
+
+VALIDATION = "v2/test_sfn_api_validation.py"
+VALIDATION_CASES = [
+    f"test_validate_state_machine_definition_type_{kind}[{name}]"
+    for kind in ("standard", "express")
+    for name in ("VALID_QUERY_LANGUAGE_PASS", "INVALID_DOWNGRADE_QUERY_LANGUAGE")
+]
+
+
+@pytest.mark.parametrize("test", VALIDATION_CASES)
+def test_recorded_validation(test: str) -> None:
+    """ValidateStateMachineDefinition's recorded diagnostics for query languages."""
+    rec.require_mirror()
+    name = test.split("[", 1)[1].rstrip("]")
+    recorded = rec.recording(VALIDATION, test)["validation_response"]["diagnostics"]
+    definition = rec.template(f"validation/statemachines/{name.lower()}.json5")
+    ours = [problem.diagnostic() for problem in validate(json.dumps(definition))]
+    assert not rec.differences(recorded, ours), (recorded, ours)
