@@ -232,7 +232,160 @@ INTRINSIC_CASES: list[Case] = [
     ),
 ]
 
-CASES = [*ASSIGN_CASES, *QUERY_LANGUAGE_CASES, *OUTPUT_CASES, *INTRINSIC_CASES]
+SCEN = "v2/scenarios/test_base_scenarios.py"
+
+
+def _replace_text(old: str, new: str) -> Callable[[Json], Json]:
+    """The definition's JSON text with ``old`` replaced, as the recorded test changed it."""
+
+    def patch(definition: Json) -> Json:
+        changed: Json = json.loads(json.dumps(definition).replace(old, new))
+        return changed
+
+    return patch
+
+
+def _items_expression(literal: str) -> Callable[[Json], Json]:
+    return _replace_text("_tbd_", "{% " + literal + " %}")
+
+
+ITEMS_FAIL = {
+    "number": "1",
+    "string": "'string'",
+    "boolean": "true",
+    "object": "{'foo': 'bar'}",
+    "null": "null",
+}
+ITEMS_VALUES = {
+    "number": "1",
+    "string": '"string"',
+    "boolean": "true",
+    "object": '{"foo": "bar"}',
+    "null": "null",
+}
+#: The recorded test's Timestamp inputs (the recording replaced each by "date").
+WAIT_TIMESTAMPS = {
+    "SECONDS": "2016-03-14T01:59:00Z",
+    "NANOSECONDS": "2016-03-05T21:29:29.243167252Z",
+    "NO_T": "2016-12-05 21:29:29Z",
+    "NO_Z": "2016-12-05T21:29:29",
+    "INVALID_DATE": "2016-13-05T21:29:29Z",
+    "INVALID_TIME": "2016-12-05T25:29:29Z",
+    "INVALID_ISO": "05-12-2016T21:29:29Z",
+}
+
+SCENARIO_CASES: list[Case] = [
+    Case(
+        SCEN,
+        "test_map_state_item_selector[MAP_STATE_ITEM_SELECTOR_JSONATA]",
+        "scenarios",
+        "MAP_STATE_ITEM_SELECTOR_JSONATA",
+    ),
+    *[
+        Case(
+            SCEN,
+            f"test_map_state_items_eval_jsonata_fail[{name}]",
+            "scenarios",
+            "MAP_STATE_ITEMS_LITERAL",
+            _items_expression(literal),
+        )
+        for name, literal in {**ITEMS_FAIL, "function": "$fn := function($x){$x}"}.items()
+    ],
+    *[
+        Case(
+            SCEN,
+            f"test_map_state_items_eval_jsonata[{name}]",
+            "scenarios",
+            "MAP_STATE_ITEMS_LITERAL",
+            _items_expression(literal),
+        )
+        for name, literal in (("empty", "[]"), ("singleton", "[0]"), ("mixed", "[1, 'two', 3]"))
+    ],
+    *[
+        Case(
+            SCEN,
+            f"test_map_state_items_eval_jsonata_variable_sampling_fail[{name}]",
+            "scenarios",
+            "MAP_STATE_ITEMS_VARIABLE",
+            _items_expression(literal),
+        )
+        for name, literal in ITEMS_FAIL.items()
+    ],
+    *[
+        Case(SCEN, f"test_map_state_items_input_types[{name}]", "scenarios", "MAP_STATE_ITEMS")
+        for name in ITEMS_VALUES
+    ],
+    *[
+        Case(SCEN, f"test_map_state_items_input_array[{name}]", "scenarios", "MAP_STATE_ITEMS")
+        for name in ("empty", "singleton", "mixed")
+    ],
+    *[
+        Case(
+            SCEN,
+            f"test_map_state_items_variable_sampling[{name}]",
+            "scenarios",
+            "MAP_STATE_ITEMS_VARIABLE",
+            _replace_text('"_tbd_"', literal),
+        )
+        for name, literal in ITEMS_VALUES.items()
+    ],
+    *[
+        Case(
+            SCEN,
+            f"test_choice_unsorted_parameters_{sign}[CHOICE_STATE_UNSORTED_CHOICE_PARAMETERS_JSONATA]",
+            "scenarios",
+            "CHOICE_STATE_UNSORTED_CHOICE_PARAMETERS_JSONATA",
+        )
+        for sign in ("positive", "negative")
+    ],
+    Case(
+        SCEN,
+        "test_choice_condition_constant_jsonata",
+        "scenarios",
+        "CHOICE_CONDITION_CONSTANT_JSONATA",
+    ),
+    Case(
+        SCEN,
+        "test_choice_aws_docs_scenario[CHOICE_STATE_AWS_SCENARIO_JSONATA]",
+        "scenarios",
+        "CHOICE_STATE_AWS_SCENARIO_JSONATA",
+    ),
+    *[
+        Case(SCEN, f"test_choice_singleton_composite[{name}]", "scenarios", name)
+        for name in (
+            "CHOICE_STATE_SINGLETON_COMPOSITE_JSONATA",
+            "CHOICE_STATE_SINGLETON_COMPOSITE_LITERAL_JSONATA",
+        )
+    ],
+    *[
+        Case(
+            SCEN,
+            f"test_wait_timestamp_jsonata[{name}]",
+            "scenarios",
+            "WAIT_TIMESTAMP_JSONATA",
+            input=json.dumps({"TimestampValue": value}),
+        )
+        for name, value in WAIT_TIMESTAMPS.items()
+    ],
+    Case(SCEN, "test_wait_seconds_jsonata", "scenarios", "WAIT_SECONDS_JSONATA"),
+    Case(SCEN, "test_fail_error_jsonata", "scenarios", "RAISE_FAILURE_ERROR_JSONATA"),
+    Case(SCEN, "test_fail_cause_jsonata", "scenarios", "RAISE_FAILURE_CAUSE_JSONATA"),
+    *[
+        Case(SCEN, f"test_escape_sequence_parsing[{name}]", "scenarios", name)
+        for name in (
+            "ESCAPE_SEQUENCES_JSONATA_COMPARISON_OUTPUT",
+            "ESCAPE_SEQUENCES_JSONATA_COMPARISON_ASSIGN",
+        )
+    ],
+]
+
+CASES = [
+    *ASSIGN_CASES,
+    *QUERY_LANGUAGE_CASES,
+    *OUTPUT_CASES,
+    *INTRINSIC_CASES,
+    *SCENARIO_CASES,
+]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)

@@ -46,6 +46,7 @@ from plugins.states.definition import (
     SucceedState,
     TaskState,
     WaitState,
+    is_timestamp,
 )
 from plugins.states.errors import (
     DATA_LIMIT_EXCEEDED,
@@ -241,12 +242,13 @@ class Interpreter:
             {"input": dump(data), "inputDetails": {"truncated": False}, "name": state.name},
         )
         run = _StateRun(self, state, data, scope, entered, entered_at)
+        run.before = before
         try:
             output, nxt = await run.execute()
         except StateFault as fault:
             raise state_failure(state.name, entered, fault.message, fault.error) from None
         except jsonata_mode.QueryFailure as failure:
-            raise run.evaluation_failed(failure, before) from None
+            raise run.evaluation_failed(failure) from None
         return output, nxt
 
     def context(self, state: State, entered_at: float, retry_count: int | None = None) -> Json:
@@ -330,6 +332,8 @@ class _StateRun:
         self.task_token: str | None = None
         #: the bindings of the Assign that applies, bound when the state exits
         self.assigned: dict[str, Json] | None = None
+        #: the event before the state's entered event (an EvaluationFailed event points there)
+        self.before = entered - 1
 
     @property
     def history(self) -> History:
@@ -384,20 +388,16 @@ class _StateRun:
     def query(self, template: Json, location: str, states: Json) -> Json:
         return jsonata_mode.resolve(template, location, states, self.variables)
 
-    def evaluation_failed(self, failure: jsonata_mode.QueryFailure, before: int) -> StatesError:
-        """An expression that failed: AWS's EvaluationFailed event, then the state's failure."""
+    def evaluation_failed(self, failure: jsonata_mode.QueryFailure) -> StatesError:
+        """An evaluation that failed: AWS's EvaluationFailed event, then the state's failure
+        (States.QueryEvaluationError, which Retry and Catch may take)."""
         error = state_failure(self.state.name, self.entered, failure.message, failure.error)
-        self.history.emit(
-            self.scope.flow,
-            "EvaluationFailed",
-            {
-                "cause": error.cause,
-                "error": QUERY_EVALUATION_ERROR,
-                "location": failure.location,
-                "state": self.state.name,
-            },
-            previous=before,
-        )
+        details: dict[str, Json] = {"cause": error.cause, "error": QUERY_EVALUATION_ERROR}
+        if failure.location is not None:
+            details["location"] = failure.location
+        details["state"] = self.state.name
+        previous = self.entered if failure.after_entered else self.before
+        self.history.emit(self.scope.flow, "EvaluationFailed", details, previous=previous)
         return error
 
     # -- the data flow ---------------------------------------------------------------
@@ -491,7 +491,7 @@ class _StateRun:
             if jsonata_mode.is_expression(held):
                 held = self.query(held, f"Choices/{index}/Condition", states)
             if not isinstance(held, bool):
-                raise jsonata_mode.QueryFailure(
+                raise jsonata_mode.expression_failure(
                     jsonata_mode.body(str(rule.condition)),
                     f"Choices/{index}/Condition",
                     f"returned an unexpected result type. Expected 'boolean', but was "
@@ -530,7 +530,7 @@ class _StateRun:
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if not number or (integer and not float(value).is_integer()):
             kind = "integer" if integer else "number"
-            raise jsonata_mode.QueryFailure(
+            raise jsonata_mode.expression_failure(
                 jsonata_mode.body(expression),
                 location,
                 f"returned an unexpected result type. Expected '{kind}', but was "
@@ -574,10 +574,12 @@ class _StateRun:
                 raise StateFault(f"The Seconds field references a negative value: {int(delay)}")
         elif state.timestamp_expression is not None:
             value = self.query(state.timestamp_expression, "Timestamp", states)
-            if choice.parse_timestamp(value) is None:
-                raise StateFault(
+            if not isinstance(value, str) or not is_timestamp(value):
+                raise jsonata_mode.QueryFailure(
                     "The Timestamp field cannot be parsed as an ISO-8601 extended offset "
-                    f"date-time format string: {_plain(value)}"
+                    f"date-time format string: {_plain(value)}",
+                    "Timestamp",
+                    after_entered=True,
                 )
             delay = _until(value, now)
         elif state.seconds is not None:
@@ -638,7 +640,10 @@ class _StateRun:
         attempts = [0] * len(state.retry)
         while True:
             try:
-                output = await self.attempt(state)
+                try:
+                    output = await self.attempt(state)
+                except jsonata_mode.QueryFailure as query_failure:
+                    raise self.evaluation_failed(query_failure) from None
             except StatesError as failure:
                 if failure.error in UNCATCHABLE:
                     raise
@@ -890,12 +895,14 @@ class _StateRun:
         if not state.has_items:
             items = effective
             if not isinstance(items, list):
-                raise StateFault(f"Map state input must be an array but was: {dump(items)}")
+                raise jsonata_mode.QueryFailure(
+                    f"Map state input must be an array but was: {dump(items)}"
+                )
             return items
         items = self.query(state.items, "Items", self.states())
         if not isinstance(items, list):
             assert isinstance(state.items, str)
-            raise jsonata_mode.QueryFailure(
+            raise jsonata_mode.expression_failure(
                 jsonata_mode.body(state.items),
                 "Items",
                 f"returned an unexpected result type. Expected 'array', but was "

@@ -52,16 +52,28 @@ def body(text: str) -> str:
 
 
 class QueryFailure(Exception):
-    """An expression that failed: ``cause`` as AWS words it after the state's prefix."""
+    """A JSONata state's evaluation that failed (States.QueryEvaluationError):
+    ``message`` as AWS words it after the state's prefix, ``location`` the field
+    (None when AWS names none, as for a Map whose input is not an array)."""
 
-    def __init__(self, expression: str, location: str, reason: str) -> None:
-        self.expression = expression
+    def __init__(
+        self, message: str, location: str | None = None, *, after_entered: bool = False
+    ) -> None:
         self.location = location
+        #: whether AWS's EvaluationFailed event points at the state's entered event (a Wait's
+        #: Timestamp that is not one) rather than at the event before it (everything else)
+        self.after_entered = after_entered
         self.error = QUERY_EVALUATION_ERROR
-        self.message = (
-            f"The JSONata expression '{expression}' specified for the field '{location}' {reason}"
-        )
-        super().__init__(self.message)
+        self.message = message
+        super().__init__(message)
+
+
+def expression_failure(expression: str, location: str, reason: str) -> QueryFailure:
+    """An expression's failure: ``The JSONata expression '...' specified for the field ...``."""
+    return QueryFailure(
+        f"The JSONata expression '{expression}' specified for the field '{location}' {reason}",
+        location,
+    )
 
 
 def syntax_problem(text: str) -> str | None:
@@ -97,21 +109,23 @@ def evaluate(
     try:
         result = _compile(expression).evaluate(None, bindings)
     except jexception.JException as error:
-        raise QueryFailure(
+        raise expression_failure(
             expression, location, f"threw an error during evaluation. {error.error}: {error}"
         ) from None
     except QueryFailure:
         raise
     except Exception as error:
-        raise QueryFailure(
+        raise expression_failure(
             expression, location, f"threw an error during evaluation. {error}"
         ) from None
     if result is None:
-        raise QueryFailure(expression, location, "returned nothing (undefined).")
+        raise expression_failure(expression, location, "returned nothing (undefined).")
     try:
         return _plain(result)
     except _NotJson:
-        raise QueryFailure(expression, location, "returned an unsupported result type.") from None
+        raise expression_failure(
+            expression, location, "returned an unsupported result type."
+        ) from None
 
 
 class _NotJson(Exception):
