@@ -379,12 +379,80 @@ SCENARIO_CASES: list[Case] = [
     ],
 ]
 
+EVAL = "v2/evaluate_jsonata/test_base_evaluate_expressions.py"
+EVAL_MAP = "evaluatejsonata/statemachines/base_map.json5"
+EVAL_PASS = "evaluatejsonata/statemachines/base_pass.json5"
+
+
+def _update_start(fields: dict[str, Json]) -> Callable[[Json], Json]:
+    def patch(definition: Json) -> Json:
+        definition["States"]["Start"].update(fields)
+        return definition
+
+    return patch
+
+
+NUMBER = "{% $variable := 1 %}"
+STATE_INPUT = "{% $states.input.input_value %}"
+EVAL_MAP_FIELDS: dict[str, dict[str, Json]] = {
+    "ITEMS": {"Items": [1, '{% $number("2") %}', 3]},
+    "ITEMS_DOUBLE_QUOTES": {"Items": [1, "{% $number('2') %}", 3]},
+    "MAX_CONCURRENCY": {"MaxConcurrency": NUMBER},
+    "TOLERATED_FAILURE_PERCENTAGE": {"ToleratedFailurePercentage": NUMBER},
+    "TOLERATED_FAILURE_COUNT": {"ToleratedFailureCount": NUMBER},
+}
+EVAL_REGEX = {
+    "BASE": r'{% $contains("hello$world", /^hello\$/) %}',
+    "BASE_FALSE": r'{% $contains("hello$world", /^hello\ /) %}',
+    "BASE_SINGLE_QUOTE": r"{% $contains('hello$world', /^hello\$/) %}",
+    "BASE_SINGLE_QUOTE_FALSE": r"{% $contains('hello$world', /^hello\ /) %}",
+}
+EVAL_CASES: list[Case] = [
+    *[
+        Case(EVAL, f"test_base_map[{name}]", "eval", EVAL_MAP, _update_start(fields))
+        for name, fields in EVAL_MAP_FIELDS.items()
+    ],
+    *[
+        Case(
+            EVAL,
+            f"test_base_map_from_input[{name}]",
+            "eval",
+            EVAL_MAP,
+            _update_start({field: STATE_INPUT}),
+        )
+        for name, field in (
+            ("ITEMS", "Items"),
+            ("MAX_CONCURRENCY", "MaxConcurrency"),
+            ("TOLERATED_FAILURE_PERCENTAGE", "ToleratedFailurePercentage"),
+            ("TOLERATED_FAILURE_COUNT", "ToleratedFailureCount"),
+        )
+    ],
+    *[
+        Case(
+            EVAL,
+            f"test_base_jsonata_regular_expressions[{name}]",
+            "eval",
+            EVAL_PASS,
+            _update_start({"Output": expression}),
+        )
+        for name, expression in EVAL_REGEX.items()
+    ],
+    Case(
+        EVAL,
+        "test_merge_with_dynamic_args",
+        "eval",
+        EVAL_PASS,
+        _update_start({"Output": "{% $merge([$states.input.part1, $states.input.part2]) %}"}),
+    ),
+]
+
 CASES = [
     *ASSIGN_CASES,
     *QUERY_LANGUAGE_CASES,
     *OUTPUT_CASES,
     *INTRINSIC_CASES,
     *SCENARIO_CASES,
+    *EVAL_CASES,
 ]
 
 
