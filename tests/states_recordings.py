@@ -133,6 +133,8 @@ def recorded_input(events: list[dict[str, Json]]) -> str:
 # -- comparison --------------------------------------------------------------------------
 
 _JSON_FIELDS = frozenset({"input", "output", "cause", "parameters", "error"})
+#: Objects whose every value is JSON text (the recordings decoded those holding an object).
+_JSON_MAPS = frozenset({"assignedVariables"})
 
 
 def decode(value: Json) -> Json:
@@ -172,6 +174,9 @@ def differences(recorded: Json, ours: Json, where: str = "$") -> list[str]:
                 rec, got = recorded[key], ours[key]
                 if key in _JSON_FIELDS:
                     rec, got = decode(rec), decode(got)
+                elif key in _JSON_MAPS and isinstance(rec, dict) and isinstance(got, dict):
+                    rec = {name: decode(value) for name, value in rec.items()}
+                    got = {name: decode(value) for name, value in got.items()}
                 out += differences(rec, got, f"{where}.{key}")
         return out
     if isinstance(recorded, list):

@@ -144,13 +144,22 @@ def test_required_fields_are_worded_as_aws_words_them() -> None:
 
 
 def test_what_is_not_built_yet_is_refused_by_name() -> None:
-    with pytest.raises(UnsupportedFeature, match="JSONata"):
+    with pytest.raises(UnsupportedFeature, match="ItemReader"):
         parse_definition(
-            {"QueryLanguage": "JSONata", "StartAt": "A", "States": {"A": {"Type": "Succeed"}}}
-        )
-    with pytest.raises(UnsupportedFeature, match="Assign"):
-        parse_definition(
-            {"StartAt": "A", "States": {"A": {"Type": "Pass", "Assign": {"x": 1}, "End": True}}}
+            {
+                "StartAt": "M",
+                "States": {
+                    "M": {
+                        "Type": "Map",
+                        "ItemReader": {"Resource": "arn:aws:states:::s3:getObject"},
+                        "ItemProcessor": {
+                            "StartAt": "P",
+                            "States": {"P": {"Type": "Succeed"}},
+                        },
+                        "End": True,
+                    }
+                },
+            }
         )
 
 

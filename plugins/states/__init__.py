@@ -5,7 +5,11 @@ This package holds the language core, run in memory:
 - ``definition``: a definition's JSON parsed into typed states and checked
   with ValidateStateMachineDefinition's located, AWS-worded diagnostics;
 - ``paths``: the JSONPath data flow (InputPath, Parameters, ResultSelector,
-  ResultPath, OutputPath), reference paths and the context object ``$$``;
+  ResultPath, OutputPath), reference paths, the context object ``$$`` and
+  variables ``$name``;
+- ``variables``: workflow variables (``Assign``): scopes, names, limits;
+- ``jsonata_mode``: JSONata mode's ``{% %}`` expressions on jsonata-python,
+  ``$states`` and AWS's added functions;
 - ``intrinsics``: the ``States.*`` intrinsic functions;
 - ``choice``: Choice rules evaluated against a state's input;
 - ``errors``: the built-in error names and how Retry and Catch match them;

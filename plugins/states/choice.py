@@ -9,11 +9,12 @@ the wrong type makes a comparison false rather than an error, as AWS does
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from plugins.states import paths
-from plugins.states.definition import Comparison, Compound, Rule
+from plugins.states.definition import Comparison, Compound, Condition, Rule
 from plugins.states.errors import StateFault
 
 Json = Any
@@ -39,42 +40,53 @@ def parse_timestamp(text: Json) -> datetime | None:
         return None
 
 
-def first_match(rules: tuple[Rule, ...], data: Json, context: Json = None) -> str | None:
-    """The Next of the first top-level rule that holds for ``data``, or None.
+def first_match(
+    rules: tuple[Rule, ...],
+    data: Json,
+    context: Json = None,
+    variables: Mapping[str, Json] | None = None,
+) -> Rule | None:
+    """The first top-level rule that holds for ``data`` (its Next is where to go), or None.
 
     ``context`` is the context object, for Variables (and ...Path operands)
-    starting with ``$$``.
+    starting with ``$$``; ``variables`` the workflow variables, for ``$name``.
     """
     for rule in rules:
-        if holds(rule, data, context):
-            return rule.next
+        if holds(rule, data, context, variables):
+            return rule
     return None
 
 
-def holds(rule: Rule, data: Json, context: Json = None) -> bool:
+def holds(
+    rule: Rule, data: Json, context: Json = None, variables: Mapping[str, Json] | None = None
+) -> bool:
     if isinstance(rule, Compound):
         if rule.operator == "And":
-            return all(holds(inner, data, context) for inner in rule.rules)
+            return all(holds(inner, data, context, variables) for inner in rule.rules)
         if rule.operator == "Or":
-            return any(holds(inner, data, context) for inner in rule.rules)
-        return not holds(rule.rules[0], data, context)
-    return _compare(rule, data, context)
+            return any(holds(inner, data, context, variables) for inner in rule.rules)
+        return not holds(rule.rules[0], data, context, variables)
+    if isinstance(rule, Condition):
+        raise TypeError("a JSONata Condition is evaluated by the interpreter, not here")
+    return _compare(rule, data, context, variables)
 
 
 _MISSING = object()
 
 
-def _select(path: str, data: Json, context: Json) -> Json:
+def _select(path: str, data: Json, context: Json, variables: Mapping[str, Json] | None) -> Json:
     parsed = paths.parse(path)
     try:
-        return parsed.find(context if parsed.context else data)
+        return parsed.find_in(data, context, variables)
     except paths.PathError:
         return _MISSING
 
 
-def _compare(rule: Comparison, data: Json, context: Json) -> bool:
+def _compare(
+    rule: Comparison, data: Json, context: Json, variables: Mapping[str, Json] | None
+) -> bool:
     operator = rule.operator
-    value = _select(rule.variable, data, context)
+    value = _select(rule.variable, data, context, variables)
     if operator == "IsPresent":
         return (value is not _MISSING) == bool(rule.value)
     if value is _MISSING:
@@ -87,7 +99,7 @@ def _compare(rule: Comparison, data: Json, context: Json) -> bool:
     expected = rule.value
     if operator.endswith("Path"):
         operator = operator[: -len("Path")]
-        expected = _select(rule.value, data, context)
+        expected = _select(rule.value, data, context, variables)
         if expected is _MISSING:
             raise StateFault(
                 f"Invalid path '{rule.value}': The choice state's condition path references "

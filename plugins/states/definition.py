@@ -6,9 +6,15 @@ and returns a ``StateMachine``, or raises the first ``DefinitionError``;
 the JSON pointer of the field (``/States/Choose/Choices/0/Next``), as
 ValidateStateMachineDefinition reports them.
 
-Only JSONPath mode is read here: a definition asking for JSONata, variables
-(``Assign``) or a Map's ItemReader/ResultWriter is refused with
-``UnsupportedFeature`` naming the field, rather than run half right.
+Both query languages are read: JSONPath (the default) and JSONata, for the
+whole machine (top-level ``QueryLanguage``) or one state. A JSONata state
+takes ``Arguments``, ``Output``, ``Items``, ``Condition`` and ``{% ... %}``
+expressions in place of the JSONPath fields (InputPath, Parameters,
+ResultSelector, ResultPath, OutputPath and the ``...Path`` fields), which are
+refused there as fields Step Functions does not support, as it refuses any
+unknown field; ``Assign`` (workflow variables) is read in both. A Map's
+ItemReader/ResultWriter is refused with ``UnsupportedFeature`` naming the
+field, rather than run half right.
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from plugins.states import intrinsics, paths
+from plugins.states import intrinsics, jsonata_mode, paths, variables
 from plugins.states.errors import BUILT_IN, DefinitionError
 
 Json = Any
 SCHEMA = "SCHEMA_VALIDATION_FAILED"
 
 STATE_TYPES = ("Task", "Wait", "Pass", "Succeed", "Fail", "Choice", "Parallel", "Map")
+
+JSONPATH = "JSONPath"
+JSONATA = "JSONata"
 
 
 class UnsupportedFeature(DefinitionError):
@@ -53,6 +62,10 @@ class Catcher:
     next: str
     #: None discards the error output (the state's input goes on unchanged)
     result_path: str | None = "$"
+    #: the catcher's Assign (both languages) and Output (JSONata)
+    assign: dict[str, Json] | None = None
+    output: Json = None
+    has_output: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +76,10 @@ class Comparison:
     operator: str
     value: Json
     next: str | None = None
+    #: a top-level rule's Assign, bound when the rule is the one taken
+    assign: dict[str, Json] | None = None
+    output: Json = None
+    has_output: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +89,23 @@ class Compound:
     operator: str
     rules: tuple[Rule, ...]
     next: str | None = None
+    assign: dict[str, Json] | None = None
+    output: Json = None
+    has_output: bool = False
 
 
-Rule = Comparison | Compound
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A JSONata choice rule: ``Condition`` (a ``{% %}`` expression or a boolean)."""
+
+    condition: Json
+    next: str | None = None
+    assign: dict[str, Json] | None = None
+    output: Json = None
+    has_output: bool = False
+
+
+Rule = Comparison | Compound | Condition
 
 
 @dataclass(slots=True, kw_only=True)
@@ -87,6 +118,16 @@ class State:
     end: bool = False
     input_path: str | None = "$"
     output_path: str | None = "$"
+    query_language: str = JSONPATH
+    #: Assign (None when absent): in JSONPath mode keys may end in ``.$``
+    assign: dict[str, Json] | None = None
+    #: Output (JSONata mode)
+    output: Json = None
+    has_output: bool = False
+
+    @property
+    def jsonata(self) -> bool:
+        return self.query_language == JSONATA
 
 
 @dataclass(slots=True, kw_only=True)
@@ -110,6 +151,9 @@ class HandlingState(State):
     result_path: str | None = "$"
     retry: tuple[Retrier, ...] = ()
     catch: tuple[Catcher, ...] = ()
+    #: Arguments (JSONata mode)
+    arguments: Json = None
+    has_arguments: bool = False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -120,6 +164,9 @@ class TaskState(HandlingState):
     heartbeat_seconds: int | None = None
     heartbeat_seconds_path: str | None = None
     credentials: Json = None
+    #: TimeoutSeconds and HeartbeatSeconds given as ``{% %}`` expressions (JSONata mode)
+    timeout_seconds_expression: str | None = None
+    heartbeat_seconds_expression: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -134,6 +181,9 @@ class WaitState(State):
     timestamp: str | None = None
     seconds_path: str | None = None
     timestamp_path: str | None = None
+    #: Seconds or Timestamp given as a ``{% %}`` expression (JSONata mode)
+    seconds_expression: str | None = None
+    timestamp_expression: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -171,6 +221,13 @@ class MapState(HandlingState):
     tolerated_failure_percentage_path: str | None = None
     item_batcher: Json = None
     label: str | None = None
+    #: Items (JSONata mode): an array (whose strings may be expressions) or an expression
+    items: Json = None
+    has_items: bool = False
+    #: the numeric fields given as ``{% %}`` expressions (JSONata mode)
+    max_concurrency_expression: str | None = None
+    tolerated_failure_count_expression: str | None = None
+    tolerated_failure_percentage_expression: str | None = None
 
 
 @dataclass(slots=True)
@@ -214,12 +271,37 @@ def validate(definition: str | dict[str, Json]) -> list[DefinitionError]:
 
 
 _COMMON = ("Type", "Comment", "QueryLanguage", "Assign", "Output")
+
+#: Fields only a JSONPath state has; a JSONata state refuses them as unknown fields.
+JSONPATH_ONLY = frozenset(
+    {
+        "InputPath",
+        "OutputPath",
+        "Parameters",
+        "ResultSelector",
+        "ResultPath",
+        "Result",
+        "TimeoutSecondsPath",
+        "HeartbeatSecondsPath",
+        "SecondsPath",
+        "TimestampPath",
+        "ErrorPath",
+        "CausePath",
+        "ItemsPath",
+        "MaxConcurrencyPath",
+        "ToleratedFailureCountPath",
+        "ToleratedFailurePercentagePath",
+    }
+)
+#: Fields only a JSONata state has.
+JSONATA_ONLY = frozenset({"Arguments", "Output", "Items"})
 _FLOW = ("Next", "End")
 _IO = ("InputPath", "OutputPath")
 _HANDLING = ("Parameters", "ResultSelector", "ResultPath", "Retry", "Catch")
 
 _ALLOWED: dict[str, tuple[str, ...]] = {
     "Pass": (*_COMMON, *_FLOW, *_IO, "Parameters", "Result", "ResultPath"),
+    # Assign and Output are in _COMMON: every state but Fail has them
     "Task": (
         *_COMMON,
         *_FLOW,
@@ -236,7 +318,7 @@ _ALLOWED: dict[str, tuple[str, ...]] = {
     "Choice": (*_COMMON, *_IO, "Choices", "Default"),
     "Wait": (*_COMMON, *_FLOW, *_IO, "Seconds", "Timestamp", "SecondsPath", "TimestampPath"),
     "Succeed": (*_COMMON, *_IO),
-    "Fail": (*_COMMON, "Error", "ErrorPath", "Cause", "CausePath"),
+    "Fail": ("Type", "Comment", "QueryLanguage", "Error", "ErrorPath", "Cause", "CausePath"),
     "Parallel": (*_COMMON, *_FLOW, *_IO, *_HANDLING, "Branches", "Arguments"),
     "Map": (
         *_COMMON,
@@ -316,9 +398,16 @@ def _pointer(location: str, key: str | int) -> str:
     return f"{location.rstrip('/')}/{key_text}"
 
 
+def _allowed(kind: str, language: str) -> tuple[str, ...]:
+    other = JSONATA_ONLY if language == JSONPATH else JSONPATH_ONLY
+    return tuple(name for name in _ALLOWED[kind] if name not in other)
+
+
 class _Checker:
     def __init__(self) -> None:
         self.problems: list[DefinitionError] = []
+        #: the machine's QueryLanguage, each state's default
+        self.language = JSONPATH
 
     def problem(self, message: str, location: str | None, code: str = SCHEMA) -> None:
         self.problems.append(DefinitionError(code, message, location))
@@ -339,15 +428,14 @@ class _Checker:
         if not isinstance(source, dict):
             self.problem("Definition must be a valid JSON object", None)
             return None
-        language = source.get("QueryLanguage", "JSONPath")
-        if language not in ("JSONPath", "JSONata"):
+        language = source.get("QueryLanguage", JSONPATH)
+        if language not in (JSONPATH, JSONATA):
             self.problem(
                 "The field 'QueryLanguage' should have one of these values: [JSONPath, JSONata]",
                 "/QueryLanguage",
             )
-        elif language == "JSONata":
-            self.problems.append(UnsupportedFeature("JSONata (QueryLanguage)", "/QueryLanguage"))
-            return None
+        else:
+            self.language = language
         self.unknown_fields(
             source,
             ("StartAt", "States", "Comment", "Version", "TimeoutSeconds", "QueryLanguage"),
@@ -368,6 +456,7 @@ class _Checker:
             timeout_seconds=timeout if isinstance(timeout, int) else None,
             version=version,
             comment=source.get("Comment"),
+            query_language=self.language,
             source=source,
         )
 
@@ -468,25 +557,33 @@ class _Checker:
                 _pointer(location, "Type"),
             )
             return None
-        self.unknown_fields(body, _ALLOWED[kind], location)
-        for feature, label in (
-            ("Assign", "Variables (Assign)"),
-            ("Output", "JSONata's Output"),
-            ("Arguments", "JSONata's Arguments"),
-        ):
-            if feature in body:
-                self.problems.append(UnsupportedFeature(label, _pointer(location, feature)))
-        if body.get("QueryLanguage", "JSONPath") != "JSONPath":
-            self.problems.append(
-                UnsupportedFeature("JSONata (QueryLanguage)", _pointer(location, "QueryLanguage"))
+        language = body.get("QueryLanguage", self.language)
+        if language not in (JSONPATH, JSONATA):
+            self.problem(
+                "The field 'QueryLanguage' should have one of these values: [JSONPath, JSONata]",
+                _pointer(location, "QueryLanguage"),
             )
+            language = self.language
+        elif language == JSONPATH and self.language == JSONATA:
+            self.problem(
+                "'QueryLanguage' can not be 'JSONPath' if set to 'JSONata' for whole state machine",
+                location,
+            )
+        self.unknown_fields(body, _allowed(kind, language), location)
         common: dict[str, Json] = {
             "name": name,
             "type": kind,
             "location": location,
             "comment": body.get("Comment"),
+            "query_language": language,
         }
-        if kind not in ("Fail",):
+        if "Assign" in body and "Assign" in _ALLOWED[kind]:
+            common["assign"] = self.assign(body["Assign"], _pointer(location, "Assign"), language)
+        if "Output" in body and language == JSONATA and "Output" in _ALLOWED[kind]:
+            common["output"] = body["Output"]
+            common["has_output"] = True
+            self.expressions(body["Output"], _pointer(location, "Output"))
+        if kind not in ("Fail",) and language == JSONPATH:
             common["input_path"] = self.optional_path(body, "InputPath", location)
             common["output_path"] = self.optional_path(body, "OutputPath", location)
         if kind not in ("Choice", "Succeed", "Fail"):
@@ -521,6 +618,8 @@ class _Checker:
         return {"next": nxt, "end": end is True}
 
     def _pass(self, body: dict[str, Json], location: str, common: dict[str, Json]) -> PassState:
+        if common["query_language"] == JSONATA:
+            return PassState(**common)
         return PassState(
             **common,
             result=body.get("Result"),
@@ -530,7 +629,18 @@ class _Checker:
             result_path=self.optional_path(body, "ResultPath", location, result_path=True),
         )
 
-    def handling(self, body: dict[str, Json], location: str) -> dict[str, Json]:
+    def handling(self, body: dict[str, Json], location: str, language: str) -> dict[str, Json]:
+        if language == JSONATA:
+            if "Arguments" in body:
+                self.expressions(body["Arguments"], _pointer(location, "Arguments"))
+            return {
+                "arguments": body.get("Arguments"),
+                "has_arguments": "Arguments" in body,
+                "retry": self.retriers(body.get("Retry", []), _pointer(location, "Retry")),
+                "catch": self.catchers(
+                    body.get("Catch", []), _pointer(location, "Catch"), language
+                ),
+            }
         return {
             "parameters": self.template(body, "Parameters", location),
             "has_parameters": "Parameters" in body,
@@ -538,7 +648,7 @@ class _Checker:
             "has_result_selector": "ResultSelector" in body,
             "result_path": self.optional_path(body, "ResultPath", location, result_path=True),
             "retry": self.retriers(body.get("Retry", []), _pointer(location, "Retry")),
-            "catch": self.catchers(body.get("Catch", []), _pointer(location, "Catch")),
+            "catch": self.catchers(body.get("Catch", []), _pointer(location, "Catch"), language),
         }
 
     def _task(self, body: dict[str, Json], location: str, common: dict[str, Json]) -> TaskState:
@@ -556,9 +666,17 @@ class _Checker:
         ):
             if all(name in body for name in pair):
                 self.problem(f"Only one of '{pair[0]}' or '{pair[1]}' may be set", location)
+        language = common["query_language"]
+        expressions: dict[str, str | None] = {}
         for name in ("TimeoutSeconds", "HeartbeatSeconds"):
-            if name in body:
-                self.integer(body[name], _pointer(location, name), low=1)
+            value = body.get(name)
+            if language == JSONATA and jsonata_mode.is_expression(value):
+                self.expressions(value, _pointer(location, name))
+                expressions[name] = value
+            elif name in body:
+                self.integer(value, _pointer(location, name), low=1)
+        if language == JSONATA and isinstance(body.get("Credentials"), dict):
+            self.expressions(body["Credentials"], _pointer(location, "Credentials"))
         timeout, heartbeat = body.get("TimeoutSeconds"), body.get("HeartbeatSeconds")
         if isinstance(timeout, int) and isinstance(heartbeat, int) and heartbeat >= timeout:
             self.problem(
@@ -575,8 +693,10 @@ class _Checker:
             )
         return TaskState(
             **common,
-            **self.handling(body, location),
+            **self.handling(body, location, language),
             resource=resource if isinstance(resource, str) else "",
+            timeout_seconds_expression=expressions.get("TimeoutSeconds"),
+            heartbeat_seconds_expression=expressions.get("HeartbeatSeconds"),
             timeout_seconds=timeout if isinstance(timeout, int) else None,
             timeout_seconds_path=self.optional_path(body, "TimeoutSecondsPath", location, None),
             heartbeat_seconds=heartbeat if isinstance(heartbeat, int) else None,
@@ -596,7 +716,9 @@ class _Checker:
             self.problem("Value cannot be empty", at)
         else:
             for index, node in enumerate(choices):
-                rule = self.rule(node, _pointer(at, index), top=True)
+                rule = self.rule(
+                    node, _pointer(at, index), top=True, language=common["query_language"]
+                )
                 if rule is not None:
                     rules.append(rule)
         default = body.get("Default")
@@ -607,29 +729,48 @@ class _Checker:
             default = None
         return ChoiceState(**common, choices=tuple(rules), default=default)
 
-    def rule(self, node: Json, location: str, top: bool) -> Rule | None:
+    def rule(self, node: Json, location: str, top: bool, language: str = JSONPATH) -> Rule | None:
         if not isinstance(node, dict):
             self.problem("The value for a choice rule must be an OBJECT", location)
             return None
         nxt = node.get("Next")
         if top and not isinstance(nxt, str):
             self.problem("These fields are required: [Next]", location)
-        if not top and "Next" in node:
-            self.problem(
-                'The field "Next" is not supported by Step Functions', _pointer(location, "Next")
+        if not top:
+            for name in ("Next", "Assign"):
+                if name in node:
+                    self.problem(
+                        f'The field "{name}" is not supported by Step Functions',
+                        _pointer(location, name),
+                    )
+        assign = None
+        if top and "Assign" in node:
+            assign = self.assign(node["Assign"], _pointer(location, "Assign"), language)
+        if language == JSONATA:
+            self.unknown_fields(
+                node, ("Next", "Comment", "Assign", "Condition", "Output"), location
+            )
+            if "Condition" not in node:
+                self.problem("These fields are required: [Condition]", location)
+                return None
+            condition = node["Condition"]
+            at = _pointer(location, "Condition")
+            if jsonata_mode.is_expression(condition):
+                self.expressions(condition, at)
+            elif not isinstance(condition, bool):
+                self.problem(
+                    "The value for the field 'Condition' must be a BOOLEAN or a JSONata expression",
+                    at,
+                )
+            if "Output" in node:
+                self.expressions(node["Output"], _pointer(location, "Output"))
+            return Condition(
+                condition, nxt, assign, node.get("Output"), has_output="Output" in node
             )
         compound = [k for k in ("And", "Or", "Not") if k in node]
         operators = [k for k in node if k in OPERATORS]
-        allowed = {"Next", "Comment", "Variable", "Assign", "Condition", *compound, *operators}
+        allowed = {"Next", "Comment", "Variable", "Assign", *compound, *operators}
         self.unknown_fields(node, tuple(allowed), location, rule=True)
-        if "Assign" in node:
-            self.problems.append(
-                UnsupportedFeature("Variables (Assign)", _pointer(location, "Assign"))
-            )
-        if "Condition" in node:
-            self.problems.append(
-                UnsupportedFeature("JSONata's Condition", _pointer(location, "Condition"))
-            )
         if len(compound) + len(operators) != 1:
             self.problem(
                 "A choice rule must have exactly one comparison operator or And, Or, Not", location
@@ -643,12 +784,12 @@ class _Checker:
                 self.problem('The field "Variable" is not supported by Step Functions', location)
             if kind == "Not":
                 rule = self.rule(inner, at, top=False)
-                return Compound("Not", (rule,) if rule else (), nxt if top else None)
+                return Compound("Not", (rule,) if rule else (), nxt if top else None, assign)
             if not isinstance(inner, list) or not inner:
                 self.problem("Value cannot be empty", at)
                 return None
             rules = [self.rule(n, _pointer(at, i), top=False) for i, n in enumerate(inner)]
-            return Compound(kind, tuple(r for r in rules if r), nxt if top else None)
+            return Compound(kind, tuple(r for r in rules if r), nxt if top else None, assign)
         operator = operators[0]
         variable = node.get("Variable")
         if "Variable" not in node:
@@ -665,7 +806,7 @@ class _Checker:
                 self.problem("String does not match RFC3339 timestamp", at)
         elif not _json_type_is(value, kind):
             self.problem(f"The value for the field '{operator}' must be a {kind.upper()}", at)
-        return Comparison(str(variable), operator, value, nxt if top else None)
+        return Comparison(str(variable), operator, value, nxt if top else None, assign)
 
     def _wait(self, body: dict[str, Json], location: str, common: dict[str, Json]) -> WaitState:
         given = [k for k in ("Seconds", "Timestamp", "SecondsPath", "TimestampPath") if k in body]
@@ -675,17 +816,27 @@ class _Checker:
                 "must be set",
                 location,
             )
+        jsonata = common["query_language"] == JSONATA
         seconds = body.get("Seconds")
-        if "Seconds" in body:
+        seconds_expression = timestamp_expression = None
+        if jsonata and jsonata_mode.is_expression(seconds):
+            self.expressions(seconds, _pointer(location, "Seconds"))
+            seconds_expression, seconds = seconds, None
+        elif "Seconds" in body:
             self.integer(seconds, _pointer(location, "Seconds"), low=0, high=99_999_999)
         timestamp = body.get("Timestamp")
-        if "Timestamp" in body and not is_timestamp(timestamp):
+        if jsonata and jsonata_mode.is_expression(timestamp):
+            self.expressions(timestamp, _pointer(location, "Timestamp"))
+            timestamp_expression, timestamp = timestamp, None
+        elif "Timestamp" in body and not is_timestamp(timestamp):
             self.problem(
                 "String does not match RFC3339 timestamp",
                 _pointer(location, "Timestamp"),
             )
         return WaitState(
             **common,
+            seconds_expression=seconds_expression,
+            timestamp_expression=timestamp_expression,
             seconds=seconds if isinstance(seconds, int) else None,
             timestamp=timestamp if isinstance(timestamp, str) else None,
             seconds_path=self.optional_path(body, "SecondsPath", location, None),
@@ -707,7 +858,10 @@ class _Checker:
                     f"The value for the field '{pair[0]}' must be a STRING",
                     _pointer(location, pair[0]),
                 )
-            self.reference(body, pair[1], location)
+            if common["query_language"] == JSONATA:
+                self.expressions(value, _pointer(location, pair[0]))
+            else:
+                self.reference(body, pair[1], location)
         common["input_path"] = "$"
         common["output_path"] = "$"
         return FailState(
@@ -742,10 +896,16 @@ class _Checker:
                 program = self.program(branch, where)
                 if program is not None:
                     programs.append(program)
-        return ParallelState(**common, **self.handling(body, location), branches=tuple(programs))
+        return ParallelState(
+            **common,
+            **self.handling(body, location, common["query_language"]),
+            branches=tuple(programs),
+        )
 
     def _map(self, body: dict[str, Json], location: str, common: dict[str, Json]) -> MapState:
-        for unsupported in ("ItemReader", "ResultWriter", "Items"):
+        language = common["query_language"]
+        jsonata = language == JSONATA
+        for unsupported in ("ItemReader", "ResultWriter"):
             if unsupported in body:
                 self.problems.append(
                     UnsupportedFeature(f"Map's {unsupported}", _pointer(location, unsupported))
@@ -781,13 +941,34 @@ class _Checker:
         if "ItemSelector" in body and "Parameters" in body:
             self.problem("Only one of 'ItemSelector' or 'Parameters' may be set", location)
         selector_key = "ItemSelector" if "ItemSelector" in body else "Parameters"
-        handling = self.handling(body, location)
-        handling["parameters"], handling["has_parameters"] = None, False
+        handling = self.handling(body, location, language)
+        if not jsonata:
+            handling["parameters"], handling["has_parameters"] = None, False
+        expressions: dict[str, str] = {}
+        for name in ("MaxConcurrency", "ToleratedFailureCount", "ToleratedFailurePercentage"):
+            if jsonata and jsonata_mode.is_expression(body.get(name)):
+                self.expressions(body[name], _pointer(location, name))
+                expressions[name] = body[name]
         for name in ("MaxConcurrency", "ToleratedFailureCount"):
-            if name in body:
+            if name in body and name not in expressions:
                 self.integer(body[name], _pointer(location, name), low=0)
+        if jsonata:
+            items = body.get("Items")
+            if "Items" in body and not (
+                isinstance(items, list) or jsonata_mode.is_expression(items)
+            ):
+                self.problem(
+                    "The value for the field 'Items' must be an ARRAY or a JSONata expression",
+                    _pointer(location, "Items"),
+                )
+            if "Items" in body:
+                self.expressions(items, _pointer(location, "Items"))
+            if "ItemSelector" in body:
+                self.expressions(body["ItemSelector"], _pointer(location, "ItemSelector"))
         percentage = body.get("ToleratedFailurePercentage")
-        if "ToleratedFailurePercentage" in body and (
+        if "ToleratedFailurePercentage" in expressions:
+            percentage = None
+        elif "ToleratedFailurePercentage" in body and (
             not _json_type_is(percentage, "number") or not 0 <= float(percentage or 0) <= 100
         ):
             self.problem(
@@ -805,11 +986,22 @@ class _Checker:
             mode=mode if isinstance(mode, str) else "INLINE",
             execution_type=execution_type,
             items_path=self.optional_path(body, "ItemsPath", location) or "$",
-            item_selector=self.template(body, selector_key, location),
+            item_selector=body.get("ItemSelector")
+            if jsonata
+            else self.template(body, selector_key, location),
             has_item_selector=selector_key in body,
-            max_concurrency=body.get("MaxConcurrency", 0),
+            items=body.get("Items"),
+            has_items="Items" in body,
+            max_concurrency_expression=expressions.get("MaxConcurrency"),
+            tolerated_failure_count_expression=expressions.get("ToleratedFailureCount"),
+            tolerated_failure_percentage_expression=expressions.get("ToleratedFailurePercentage"),
+            max_concurrency=body.get("MaxConcurrency", 0)
+            if "MaxConcurrency" not in expressions
+            else 0,
             max_concurrency_path=self.optional_path(body, "MaxConcurrencyPath", location, None),
-            tolerated_failure_count=body.get("ToleratedFailureCount"),
+            tolerated_failure_count=None
+            if "ToleratedFailureCount" in expressions
+            else body.get("ToleratedFailureCount"),
             tolerated_failure_count_path=self.optional_path(
                 body, "ToleratedFailureCountPath", location, None
             ),
@@ -898,7 +1090,7 @@ class _Checker:
             )
         return tuple(out)
 
-    def catchers(self, node: Json, location: str) -> tuple[Catcher, ...]:
+    def catchers(self, node: Json, location: str, language: str = JSONPATH) -> tuple[Catcher, ...]:
         if not isinstance(node, list):
             self.problem("The value for the field 'Catch' must be an ARRAY", location)
             return ()
@@ -908,21 +1100,36 @@ class _Checker:
             if not isinstance(item, dict):
                 self.problem("The value for a catcher must be an OBJECT", at)
                 continue
-            self.unknown_fields(
-                item, ("ErrorEquals", "Next", "ResultPath", "Comment", "Assign", "Output"), at
-            )
-            for feature in ("Assign", "Output"):
-                if feature in item:
-                    self.problems.append(
-                        UnsupportedFeature(f"a catcher's {feature}", _pointer(at, feature))
-                    )
+            own = "Output" if language == JSONATA else "ResultPath"
+            self.unknown_fields(item, ("ErrorEquals", "Next", own, "Comment", "Assign"), at)
             errors = self.error_equals(item, at, last=index == len(node) - 1)
             nxt = item.get("Next")
             if not isinstance(nxt, str):
                 self.problem("These fields are required: [Next]", at)
                 continue
+            assign = None
+            if "Assign" in item:
+                assign = self.assign(item["Assign"], _pointer(at, "Assign"), language)
+            if language == JSONATA:
+                if "Output" in item:
+                    self.expressions(item["Output"], _pointer(at, "Output"))
+                out.append(
+                    Catcher(
+                        errors,
+                        nxt,
+                        assign=assign,
+                        output=item.get("Output"),
+                        has_output="Output" in item,
+                    )
+                )
+                continue
             out.append(
-                Catcher(errors, nxt, self.optional_path(item, "ResultPath", at, result_path=True))
+                Catcher(
+                    errors,
+                    nxt,
+                    self.optional_path(item, "ResultPath", at, result_path=True),
+                    assign=assign,
+                )
             )
         return tuple(out)
 
@@ -947,6 +1154,50 @@ class _Checker:
                 "States.ALL must appear alone in ErrorEquals, in the last retrier or catcher", at
             )
         return tuple(errors)
+
+    # -- variables and JSONata ----------------------------------------------------
+
+    def assign(self, node: Json, location: str, language: str) -> dict[str, Json] | None:
+        """An Assign field: an object of variable names (JSONPath: ``name.$`` for a path)."""
+        if not isinstance(node, dict):
+            self.problem("The value for the field 'Assign' must be an OBJECT", location)
+            return None
+        seen: dict[str, str] = {}
+        for key, value in node.items():
+            at = _pointer(location, key)
+            name = key
+            if language == JSONPATH and key.endswith(".$"):
+                name = key[:-2]
+                if isinstance(value, str) and intrinsics.is_intrinsic(value):
+                    self.intrinsic(value, at)
+                else:
+                    self.path(value, at)
+            elif language == JSONATA:
+                self.expressions(value, at)
+            else:
+                self.template_fields(value, at)
+            problem = variables.name_problem(name)
+            if problem is not None:
+                self.problem(problem, at, "INVALID_VARIABLE_NAME")
+            elif name in seen:
+                self.problem(
+                    f"The variable '{name}' is assigned twice in one Assign "
+                    f"('{seen[name]}' and '{key}')",
+                    at,
+                )
+            seen.setdefault(name, key)
+        return node
+
+    def expressions(self, template: Json, location: str) -> None:
+        """Every ``{% %}`` string of ``template`` must be a JSONata expression that parses."""
+        for text, at in jsonata_mode.expressions(template, location):
+            problem = jsonata_mode.syntax_problem(text)
+            if problem is not None:
+                self.problem(
+                    f"The value for the field '{at.rsplit('/', 1)[-1]}' must be a valid JSONata "
+                    f"expression: {problem}",
+                    at,
+                )
 
     # -- field helpers -------------------------------------------------------------
 
@@ -1000,7 +1251,7 @@ class _Checker:
                 parsed = paths.parse(value)
             except paths.PathError:
                 return default
-            if parsed.context or not parsed.definite:
+            if parsed.context or parsed.variable is not None or not parsed.definite:
                 self.problem(f"The value for the field '{name}' must be a valid ReferencePath", at)
         return value if isinstance(value, str) else default
 

@@ -58,13 +58,17 @@ class Checkpoint:
 
     ``next_state`` is the state to run with ``input``; ``last_event_id`` is the
     highest event id written, ``flow_last`` the top-level flow's last event
-    (the next event's previousEventId).
+    (the next event's previousEventId); ``variables`` the workflow variables
+    bound so far.
     """
 
     next_state: str
     input: Json
     last_event_id: int
     flow_last: int
+    #: the workflow variables in scope (the execution's top level): a resumed
+    #: execution must see what the states before the checkpoint assigned
+    variables: dict[str, Json] = field(default_factory=dict)
 
 
 class ExecutionLog(Protocol):

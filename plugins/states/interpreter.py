@@ -29,9 +29,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.clock import Clock, SystemClock, sleep
-from plugins.states import choice, paths, templates
+from plugins.states import choice, jsonata_mode, paths, templates
 from plugins.states.definition import (
+    Catcher,
     ChoiceState,
+    Condition,
     FailState,
     HandlingState,
     MapState,
@@ -44,6 +46,7 @@ from plugins.states.definition import (
     SucceedState,
     TaskState,
     WaitState,
+    is_timestamp,
 )
 from plugins.states.errors import (
     DATA_LIMIT_EXCEEDED,
@@ -51,6 +54,7 @@ from plugins.states.errors import (
     HEARTBEAT_TIMEOUT,
     NO_CHOICE_MATCHED,
     PAYLOAD_LIMIT,
+    QUERY_EVALUATION_ERROR,
     TIMEOUT,
     UNCATCHABLE,
     StateFault,
@@ -60,6 +64,7 @@ from plugins.states.errors import (
 )
 from plugins.states.history import Checkpoint, ExecutionLog, Flow, History, MemoryLog
 from plugins.states.tasks import NoTaskRunner, Resource, TaskRequest, TaskRunner, parse_resource
+from plugins.states.variables import Scope, assigned_details
 
 Json = Any
 dump = templates.dump
@@ -115,6 +120,12 @@ class _Scope:
 
     flow: Flow
     history: History
+    #: the workflow variables this thread sees (a branch's or iteration's own child scope)
+    variables: Scope = field(default_factory=Scope)
+
+    def child(self, flow: Flow, history: History | None = None) -> _Scope:
+        """A Parallel branch's or Map iteration's scope: outer variables read-only."""
+        return _Scope(flow, history or self.history, self.variables.child())
 
 
 @dataclass(slots=True)
@@ -166,8 +177,11 @@ class Interpreter:
             self.history.next_id = resume.last_event_id + 1
             flow.last = resume.flow_last
             start, data = resume.next_state, resume.input
+        variables = Scope(resume.variables if resume is not None else None)
         try:
-            output = await self._with_timeout(self._top(start, data, _Scope(flow, self.history)))
+            output = await self._with_timeout(
+                self._top(start, data, _Scope(flow, self.history, variables))
+            )
         except _ExecutionTimedOut:
             self.history.emit(flow, "ExecutionTimedOut", {"error": TIMEOUT}, advance=True)
             return Outcome("TIMED_OUT", error=TIMEOUT)
@@ -201,7 +215,13 @@ class Interpreter:
             data, name = await self._state(state, data, scope)
             if name is not None:
                 await self.log.checkpoint(
-                    Checkpoint(name, data, self.history.next_id - 1, scope.flow.last)
+                    Checkpoint(
+                        name,
+                        data,
+                        self.history.next_id - 1,
+                        scope.flow.last,
+                        dict(scope.variables.own),
+                    )
                 )
         return data
 
@@ -215,16 +235,20 @@ class Interpreter:
 
     async def _state(self, state: State, data: Json, scope: _Scope) -> tuple[Json, str | None]:
         entered_at = self.clock.time()
+        before = scope.flow.last
         entered = scope.history.emit(
             scope.flow,
             f"{state.type}StateEntered",
             {"input": dump(data), "inputDetails": {"truncated": False}, "name": state.name},
         )
         run = _StateRun(self, state, data, scope, entered, entered_at)
+        run.before = before
         try:
             output, nxt = await run.execute()
         except StateFault as fault:
             raise state_failure(state.name, entered, fault.message, fault.error) from None
+        except jsonata_mode.QueryFailure as failure:
+            raise run.evaluation_failed(failure) from None
         return output, nxt
 
     def context(self, state: State, entered_at: float, retry_count: int | None = None) -> Json:
@@ -306,6 +330,10 @@ class _StateRun:
         self.retry_count = 0
         #: ``$$.Task.Token`` of a ``.waitForTaskToken`` attempt
         self.task_token: str | None = None
+        #: the bindings of the Assign that applies, bound when the state exits
+        self.assigned: dict[str, Json] | None = None
+        #: the event before the state's entered event (an EvaluationFailed event points there)
+        self.before = entered - 1
 
     @property
     def history(self) -> History:
@@ -321,6 +349,10 @@ class _StateRun:
             context["Task"] = {"Token": self.task_token}
         return context
 
+    @property
+    def variables(self) -> Scope:
+        return self.scope.variables
+
     def exited(self, output: Json) -> None:
         text = dump(output)
         if len(text.encode("utf-8", "surrogatepass")) > PAYLOAD_LIMIT:
@@ -329,10 +361,44 @@ class _StateRun:
                 f"The state/task '{self.state.name}' returned a result with a size exceeding "
                 "the maximum number of bytes service limit.",
             )
-        self.emit(
-            f"{self.state.type}StateExited",
-            {"name": self.state.name, "output": text, "outputDetails": {"truncated": False}},
-        )
+        details: dict[str, Json] = {"name": self.state.name, "output": text}
+        if self.assigned:
+            # an empty Assign binds nothing and AWS records nothing
+            self.variables.bind(self.assigned)
+            details.update(assigned_details(self.assigned))
+        details["outputDetails"] = {"truncated": False}
+        self.emit(f"{self.state.type}StateExited", details)
+
+    # -- variables and JSONata ----------------------------------------------------------
+
+    def assign(self, assign: dict[str, Json] | None, data: Json, states: Json = None) -> None:
+        """Evaluate ``assign`` (None: no Assign) against ``data`` (JSONPath: its ``$``) or
+        ``states`` (JSONata: ``$states``); bound once the state exits."""
+        if assign is None:
+            self.assigned = None
+        elif self.state.jsonata:
+            self.assigned = jsonata_mode.resolve(assign, "Assign", states, self.variables)
+        else:
+            self.assigned = self.resolve(assign, data)
+
+    def states(self, **more: Json) -> dict[str, Json]:
+        """JSONata's ``$states``: the state's input, its context and what ``more`` adds."""
+        return {"input": self.raw, "context": self.context(), **more}
+
+    def query(self, template: Json, location: str, states: Json) -> Json:
+        return jsonata_mode.resolve(template, location, states, self.variables)
+
+    def evaluation_failed(self, failure: jsonata_mode.QueryFailure) -> StatesError:
+        """An evaluation that failed: AWS's EvaluationFailed event, then the state's failure
+        (States.QueryEvaluationError, which Retry and Catch may take)."""
+        error = state_failure(self.state.name, self.entered, failure.message, failure.error)
+        details: dict[str, Json] = {"cause": error.cause, "error": QUERY_EVALUATION_ERROR}
+        if failure.location is not None:
+            details["location"] = failure.location
+        details["state"] = self.state.name
+        previous = self.entered if failure.after_entered else self.before
+        self.history.emit(self.scope.flow, "EvaluationFailed", details, previous=previous)
+        return error
 
     # -- the data flow ---------------------------------------------------------------
 
@@ -351,7 +417,7 @@ class _StateRun:
     def select(self, path: str, data: Json, field_name: str) -> Json:
         parsed = paths.parse(path)
         try:
-            return parsed.find(self.context() if parsed.context else data)
+            return parsed.find_in(data, self.context(), self.variables)
         except paths.PathError as error:
             raise StateFault(f"Invalid path '{path}' : {error.message}") from None
 
@@ -367,7 +433,7 @@ class _StateRun:
         context = self.context()
         if map_item is not None:
             context["Map"] = {"Item": {"Index": map_item[0], "Value": map_item[1]}}
-        return templates.resolve(template, data, context)
+        return templates.resolve(template, data, context, self.variables)
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -380,7 +446,12 @@ class _StateRun:
         if isinstance(state, WaitState):
             return await self.run_wait(state)
         if isinstance(state, SucceedState):
-            output = self.output_path(self.input_path())
+            if state.jsonata:
+                output = self.jsonata_output(self.raw, self.states())
+            else:
+                effective = self.input_path()
+                self.assign(state.assign, effective)
+                output = self.output_path(effective)
             self.exited(output)
             return output, None
         if isinstance(state, FailState):
@@ -388,20 +459,60 @@ class _StateRun:
         assert isinstance(state, HandlingState)
         return await self.run_handling(state)
 
+    def jsonata_output(self, default: Json, states: Json) -> Json:
+        """A JSONata state's Assign and Output (``default`` when it has no Output)."""
+        self.assign(self.state.assign, None, states)
+        if not self.state.has_output:
+            return default
+        return self.query(self.state.output, "Output", states)
+
     def run_pass(self, state: PassState) -> tuple[Json, str | None]:
+        if state.jsonata:
+            output = self.jsonata_output(self.raw, self.states())
+            self.exited(output)
+            return output, state.next
         effective = self.input_path()
         if state.has_parameters:
             effective = self.resolve(state.parameters, effective)
         result = state.result if state.has_result else effective
+        self.assign(state.assign, result)
         output = self.output_path(self.result_path(state.result_path, self.raw, result))
         self.exited(output)
         return output, state.next
 
+    def choose(self, state: ChoiceState, effective: Json) -> Json:
+        """The rule taken (its Assign and Output apply), or None for the Default."""
+        if not state.jsonata:
+            return choice.first_match(state.choices, effective, self.context(), self.variables)
+        states = self.states()
+        for index, rule in enumerate(state.choices):
+            assert isinstance(rule, Condition)
+            held = rule.condition
+            if jsonata_mode.is_expression(held):
+                held = self.query(held, f"Choices/{index}/Condition", states)
+            if not isinstance(held, bool):
+                raise jsonata_mode.expression_failure(
+                    jsonata_mode.body(str(rule.condition)),
+                    f"Choices/{index}/Condition",
+                    f"returned an unexpected result type. Expected 'boolean', but was "
+                    f"'{_json_type(held)}' for value: {dump(held)}",
+                )
+            if held:
+                return rule
+        return None
+
     def run_choice(self, state: ChoiceState) -> tuple[Json, str | None]:
-        effective = self.input_path()
-        nxt = choice.first_match(state.choices, effective, self.context())
-        if nxt is None:
-            nxt = state.default
+        effective = self.raw if state.jsonata else self.input_path()
+        rule = self.choose(state, effective)
+        nxt = rule.next if rule is not None else state.default
+        if state.jsonata:
+            states = self.states()
+            taken = rule if rule is not None else state
+            self.assign(taken.assign, None, states)
+            if taken.has_output:
+                effective = self.query(taken.output, "Output", states)
+        else:
+            self.assign(rule.assign if rule is not None else state.assign, effective)
         if nxt is None:
             raise StatesError(
                 NO_CHOICE_MATCHED,
@@ -409,12 +520,29 @@ class _StateRun:
                 f"event id #{self.entered}). Failed to transition out of the state. The state "
                 "does not point to a next state.",
             )
-        output = self.output_path(effective)
+        output = effective if state.jsonata else self.output_path(effective)
         self.exited(output)
         return output, nxt
 
+    def number(self, expression: str, location: str, states: Json, integer: bool = True) -> Json:
+        """A JSONata numeric field's value (an integer unless ``integer`` is false)."""
+        value = self.query(expression, location, states)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or (integer and not float(value).is_integer()):
+            kind = "integer" if integer else "number"
+            raise jsonata_mode.expression_failure(
+                jsonata_mode.body(expression),
+                location,
+                f"returned an unexpected result type. Expected '{kind}', but was "
+                f"'{_json_type(value)}' for value: {dump(value)}",
+            )
+        return int(value) if integer else value
+
     async def run_wait(self, state: WaitState) -> tuple[Json, str | None]:
+        if state.jsonata:
+            return await self.run_wait_jsonata(state)
         effective = self.input_path()
+        self.assign(state.assign, effective)
         now = self.it.clock.time()
         if state.seconds is not None:
             delay = float(state.seconds)
@@ -437,9 +565,36 @@ class _StateRun:
         self.exited(output)
         return output, state.next
 
+    async def run_wait_jsonata(self, state: WaitState) -> tuple[Json, str | None]:
+        states = self.states()
+        now = self.it.clock.time()
+        if state.seconds_expression is not None:
+            delay = float(self.number(state.seconds_expression, "Seconds", states))
+            if delay < 0:
+                raise StateFault(f"The Seconds field references a negative value: {int(delay)}")
+        elif state.timestamp_expression is not None:
+            value = self.query(state.timestamp_expression, "Timestamp", states)
+            if not isinstance(value, str) or not is_timestamp(value):
+                raise jsonata_mode.QueryFailure(
+                    "The Timestamp field cannot be parsed as an ISO-8601 extended offset "
+                    f"date-time format string: {_plain(value)}",
+                    "Timestamp",
+                    after_entered=True,
+                )
+            delay = _until(value, now)
+        elif state.seconds is not None:
+            delay = float(state.seconds)
+        else:
+            assert state.timestamp is not None
+            delay = _until(state.timestamp, now)
+        output = self.jsonata_output(self.raw, states)
+        await sleep(self.it.clock, delay)
+        self.exited(output)
+        return output, state.next
+
     def waited_value(self, path: str, data: Json, field_name: str) -> Json:
         try:
-            return paths.parse(path).find(data)
+            return paths.parse(path).find_in(data, self.context(), self.variables)
         except paths.PathError:
             raise StateFault(
                 f"The {field_name} parameter does not reference an input value: {path}"
@@ -461,6 +616,13 @@ class _StateRun:
 
     def fail_error(self, state: FailState) -> StatesError:
         error, cause = state.error, state.cause
+        if state.jsonata:
+            states = self.states()
+            if jsonata_mode.is_expression(error):
+                error = _plain(self.query(error, "Error", states))
+            if jsonata_mode.is_expression(cause):
+                cause = _plain(self.query(cause, "Cause", states))
+            return StatesError(error or "", cause)
         data = self.raw
         if state.error_path is not None:
             error = self.reference(state.error_path, "ErrorPath", data)
@@ -469,7 +631,7 @@ class _StateRun:
         return StatesError(error or "", cause)
 
     def reference(self, expression: str, field_name: str, data: Json) -> Json:
-        value = templates.reference(expression, field_name, data, self.context())
+        value = templates.reference(expression, field_name, data, self.context(), self.variables)
         return value if isinstance(value, str) else dump(value)
 
     # -- Task, Parallel and Map: retries and catchers ---------------------------------------
@@ -478,7 +640,10 @@ class _StateRun:
         attempts = [0] * len(state.retry)
         while True:
             try:
-                output = await self.attempt(state)
+                try:
+                    output = await self.attempt(state)
+                except jsonata_mode.QueryFailure as query_failure:
+                    raise self.evaluation_failed(query_failure) from None
             except StatesError as failure:
                 if failure.error in UNCATCHABLE:
                     raise
@@ -495,12 +660,24 @@ class _StateRun:
                     self.emit(f"{state.type}StateFailed")
                 for catcher in state.catch:
                     if matches(catcher.error_equals, failure.error):
-                        output = self.result_path(catcher.result_path, self.raw, failure.output())
+                        output = self.caught(catcher, failure)
                         self.exited(output)
                         return output, catcher.next
                 raise
             self.exited(output)
             return output, state.next
+
+    def caught(self, catcher: Catcher, failure: StatesError) -> Json:
+        """A catcher's output (and its Assign, in place of the state's)."""
+        error_output = failure.output()
+        if self.state.jsonata:
+            states = self.states(errorOutput=error_output)
+            self.assign(catcher.assign, None, states)
+            if catcher.has_output:
+                return self.query(catcher.output, "Output", states)
+            return error_output
+        self.assign(catcher.assign, error_output)
+        return self.result_path(catcher.result_path, self.raw, error_output)
 
     def backoff(self, rule: Retrier, attempt: int) -> float:
         """The wait before retry ``attempt + 1``: IntervalSeconds x BackoffRate^attempt,
@@ -516,9 +693,14 @@ class _StateRun:
         if isinstance(state, TaskState) and ".waitForTaskToken" in state.resource:
             # each attempt has its own token, in the context before Parameters are filled
             self.task_token = str(uuid.uuid4())
-        effective = self.input_path()
-        if state.has_parameters:
-            effective = self.resolve(state.parameters, effective)
+        if state.jsonata:
+            effective = self.raw
+            if state.has_arguments:
+                effective = self.query(state.arguments, "Arguments", self.states())
+        else:
+            effective = self.input_path()
+            if state.has_parameters:
+                effective = self.resolve(state.parameters, effective)
         if isinstance(state, TaskState):
             result = await self.run_task(state, effective)
         elif isinstance(state, ParallelState):
@@ -526,8 +708,11 @@ class _StateRun:
         else:
             assert isinstance(state, MapState)
             result = await self.run_map(state, effective)
+        if state.jsonata:
+            return self.jsonata_output(result, self.states(result=result))
         if state.has_result_selector:
             result = self.resolve(state.result_selector, result)
+        self.assign(state.assign, result)
         return self.output_path(self.result_path(state.result_path, self.raw, result))
 
     # -- Task ----------------------------------------------------------------------------------
@@ -548,6 +733,12 @@ class _StateRun:
         heartbeat = self.seconds_field(
             state.heartbeat_seconds, state.heartbeat_seconds_path, self.raw
         )
+        if state.timeout_seconds_expression is not None:
+            timeout = self.number(state.timeout_seconds_expression, "TimeoutSeconds", self.states())
+        if state.heartbeat_seconds_expression is not None:
+            heartbeat = self.number(
+                state.heartbeat_seconds_expression, "HeartbeatSeconds", self.states()
+            )
         context = self.context()
         token = self.task_token
         events = _TaskEvents(self, resource)
@@ -604,7 +795,7 @@ class _StateRun:
         ends: list[int] = []
 
         async def branch(index: int, program: Program) -> None:
-            child = _Scope(flow.fork(), self.history)
+            child = self.scope.child(flow.fork())
             try:
                 results[index] = await self.it._program(program, effective, child)
             except StatesError as failure:
@@ -628,6 +819,10 @@ class _StateRun:
 
     def integer_at(self, path: str, data: Json, field_name: str, kind: str = "integer") -> Json:
         value = self.select(path, data, field_name)
+        if isinstance(value, str):
+            # a numeric string is read as its number (AWS accepts "1" from a variable)
+            with contextlib.suppress(ValueError):
+                value = int(value) if kind == "integer" else float(value)
         valid = (
             isinstance(value, int | float)
             and not isinstance(value, bool)
@@ -641,6 +836,13 @@ class _StateRun:
         return value
 
     def max_concurrency(self, state: MapState) -> int:
+        if state.max_concurrency_expression is not None:
+            concurrency = self.number(
+                state.max_concurrency_expression, "MaxConcurrency", self.states()
+            )
+            if concurrency < 0:
+                raise StateFault("MaxConcurrency cannot be negative.")
+            return int(concurrency)
         concurrency = state.max_concurrency
         if state.max_concurrency_path is not None:
             concurrency = int(
@@ -653,6 +855,10 @@ class _StateRun:
     def tolerance(self, state: MapState) -> tuple[int | None, float | None]:
         """ToleratedFailureCount and ...Percentage (AWS reads them once the Map has started)."""
         count = state.tolerated_failure_count
+        if state.tolerated_failure_count_expression is not None:
+            count = self.number(
+                state.tolerated_failure_count_expression, "ToleratedFailureCount", self.states()
+            )
         if state.tolerated_failure_count_path is not None:
             count = int(
                 self.integer_at(
@@ -662,6 +868,15 @@ class _StateRun:
         if count is not None and count < 0:
             raise StateFault("ToleratedFailureCount cannot be negative.")
         percentage = state.tolerated_failure_percentage
+        if state.tolerated_failure_percentage_expression is not None:
+            percentage = float(
+                self.number(
+                    state.tolerated_failure_percentage_expression,
+                    "ToleratedFailurePercentage",
+                    self.states(),
+                    integer=False,
+                )
+            )
         if state.tolerated_failure_percentage_path is not None:
             percentage = float(
                 self.integer_at(
@@ -675,12 +890,45 @@ class _StateRun:
             raise StateFault("ToleratedFailurePercentage must be between 0 and 100.")
         return count, percentage
 
+    def jsonata_items(self, state: MapState, effective: Json) -> list[Json]:
+        """A JSONata Map's items: Items (an array or an expression), or its input."""
+        if not state.has_items:
+            items = effective
+            if not isinstance(items, list):
+                raise jsonata_mode.QueryFailure(
+                    f"Map state input must be an array but was: {dump(items)}"
+                )
+            return items
+        items = self.query(state.items, "Items", self.states())
+        if not isinstance(items, list):
+            assert isinstance(state.items, str)
+            raise jsonata_mode.expression_failure(
+                jsonata_mode.body(state.items),
+                "Items",
+                f"returned an unexpected result type. Expected 'array', but was "
+                f"'{_json_type(items)}' for value: {dump(items)}",
+            )
+        return items
+
+    def jsonata_item_selector(self, state: MapState, index: int, item: Json) -> Json:
+        context = self.context()
+        context["Map"] = {"Item": {"Index": index, "Value": item}}
+        states = {"input": self.raw, "context": context}
+        return self.query(state.item_selector, "ItemSelector", states)
+
     async def run_map(self, state: MapState, effective: Json) -> Json:
         concurrency = self.max_concurrency(state)
-        items = self.select(state.items_path, effective, "ItemsPath")
+        if state.jsonata:
+            items = self.jsonata_items(state, effective)
+        else:
+            items = self.select(state.items_path, effective, "ItemsPath")
         if not isinstance(items, list):
             raise StateFault(f"Map state input must be an array but was: {dump(items)}")
-        if state.has_item_selector:
+        if state.has_item_selector and state.jsonata:
+            inputs = [
+                self.jsonata_item_selector(state, index, item) for index, item in enumerate(items)
+            ]
+        elif state.has_item_selector:
             inputs = [
                 self.resolve(state.item_selector, effective, (index, item))
                 for index, item in enumerate(items)
@@ -725,9 +973,9 @@ class _StateRun:
             nonlocal failures
             try:
                 if distributed:
-                    child = _Scope(Flow(), History(MemoryLog(), self.it.clock.time))
+                    child = self.scope.child(Flow(), History(MemoryLog(), self.it.clock.time))
                 else:
-                    child = _Scope(flow.fork(), self.history)
+                    child = self.scope.child(flow.fork())
                 running[index] = child
                 mark(child, "MapIterationStarted", index, advance=True)
                 try:
@@ -964,6 +1212,21 @@ def _first_abort(group: BaseExceptionGroup[_Abort]) -> StatesError:
 
 def _plain(value: Json) -> str:
     return value if isinstance(value, str) else dump(value)
+
+
+def _json_type(value: Json) -> str:
+    """JSONata's name of a value's type, as AWS's messages use it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
 
 
 def _until(timestamp: str, now: float) -> float:

@@ -19,7 +19,7 @@ import json
 import math
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,13 +192,15 @@ class _Reader:
 # -- evaluation -----------------------------------------------------------------
 
 
-def evaluate(text: str | Call, data: Json, context: Json) -> Json:
+def evaluate(
+    text: str | Call, data: Json, context: Json, variables: Mapping[str, Json] | None = None
+) -> Json:
     call = parse(text) if isinstance(text, str) else text
-    return _run(call, data, context)
+    return _run(call, data, context, variables)
 
 
-def _run(call: Call, data: Json, context: Json) -> Json:
-    values = [_value(arg, data, context) for arg in call.args]
+def _run(call: Call, data: Json, context: Json, variables: Mapping[str, Json] | None) -> Json:
+    values = [_value(arg, data, context, variables) for arg in call.args]
     function = FUNCTIONS[call.name]
     if call.name == "States.Format" and call.args and isinstance(call.args[0], Literal):
         # Format reads its template's escapes itself: ``\{`` is a brace, ``{}`` a slot
@@ -207,13 +209,13 @@ def _run(call: Call, data: Json, context: Json) -> Json:
     return function(*values)
 
 
-def _value(arg: Arg, data: Json, context: Json) -> Json:
+def _value(arg: Arg, data: Json, context: Json, variables: Mapping[str, Json] | None) -> Json:
     if isinstance(arg, Literal):
         return arg.value
     if isinstance(arg, Call):
-        return _run(arg, data, context)
+        return _run(arg, data, context, variables)
     try:
-        return arg.path.find(context if arg.path.context else data)
+        return arg.path.find_in(data, context, variables)
     except paths.PathError as error:
         raise _fail(f"Invalid path '{arg.path.text}' : {error.message}") from None
 

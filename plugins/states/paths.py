@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,11 +85,33 @@ _MISSING = object()
 
 @dataclass(frozen=True, slots=True)
 class JsonPath:
-    """A parsed path: ``$`` (the input) or ``$$`` (the context object) and its segments."""
+    """A parsed path: ``$`` (the input), ``$$`` (the context object) or ``$name``
+    (the workflow variable ``name``), and its segments."""
 
     text: str
     context: bool
     segments: tuple[Segment, ...]
+    #: the variable the path starts from (``$name.x``), None for ``$`` and ``$$``
+    variable: str | None = None
+
+    def root(self, data: Json, context: Json, variables: Mapping[str, Json] | None = None) -> Json:
+        """The value the path starts from: ``data``, ``context`` or the variable's value.
+
+        Raises ``PathError`` when the variable is not in scope.
+        """
+        if self.context:
+            return context
+        if self.variable is not None:
+            if variables is None or self.variable not in variables:
+                raise PathError(f"The variable '${self.variable}' is not defined")
+            return variables[self.variable]
+        return data
+
+    def find_in(
+        self, data: Json, context: Json, variables: Mapping[str, Json] | None = None
+    ) -> Json:
+        """``find`` from the path's root (the input, ``$$`` or a variable)."""
+        return self.find(self.root(data, context, variables))
 
     @property
     def definite(self) -> bool:
@@ -187,15 +209,23 @@ def _descendants(value: Json) -> list[Json]:
 
 @functools.lru_cache(maxsize=4096)
 def parse(text: str) -> JsonPath:
-    """Parse ``$...`` or ``$$...``; a ``PathError(syntax=True)`` says what is wrong."""
+    """Parse ``$...``, ``$$...`` or ``$name...``; a ``PathError(syntax=True)`` says what
+    is wrong."""
     if not isinstance(text, str) or not text.startswith("$"):
         raise PathError(f"The value '{text}' is not a valid JSONPath", syntax=True)
     context = text.startswith("$$")
-    reader = _Reader(text, 2 if context else 1)
+    variable = _VARIABLE.match(text, 1)
+    start = 2 if context else variable.end() if variable else 1
+    reader = _Reader(text, start)
     segments = reader.segments(stop="")
     if not reader.done():
         raise PathError(f"The value '{text}' is not a valid JSONPath", syntax=True)
-    return JsonPath(text, context, tuple(segments))
+    name = variable.group(0) if variable and not context else None
+    return JsonPath(text, context, tuple(segments), name)
+
+
+#: A variable's name after ``$``: a Unicode identifier (ID_Start, then ID_Continue).
+_VARIABLE = re.compile(r"[^\W\d]\w*")
 
 
 def find(path: str, data: Json) -> Json:
@@ -542,9 +572,11 @@ def set_path(path: str, data: Json, value: Json) -> Json:
     ``data`` is not changed (the state's raw input may be reused by a Catch).
     """
     parsed = parse(path)
+    if parsed.context or parsed.variable is not None:
+        raise PathError(f"Invalid path '{path}'", syntax=True)
     if not parsed.segments:
         return value
-    if not parsed.definite or parsed.context:
+    if not parsed.definite:
         raise PathError(f"Invalid path '{path}'", syntax=True)
     root = copy.deepcopy(data)
     holder: Json = root

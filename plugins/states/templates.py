@@ -9,6 +9,7 @@ values are copied as they are, nested objects and arrays walked the same way.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from plugins.states import intrinsics, paths
@@ -22,33 +23,48 @@ def dump(value: Json) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def resolve(template: Json, data: Json, context: Json) -> Json:
-    """``template`` filled from ``data`` (the input) and ``context`` (``$$``)."""
+def resolve(
+    template: Json, data: Json, context: Json, variables: Mapping[str, Json] | None = None
+) -> Json:
+    """``template`` filled from ``data`` (the input), ``context`` (``$$``) and the
+    workflow ``variables`` (``$name``)."""
     if isinstance(template, dict):
         out = {}
         for key, value in template.items():
             if key.endswith(".$") and isinstance(value, str):
-                out[key[:-2]] = reference(value, key, data, context)
+                out[key[:-2]] = reference(value, key, data, context, variables)
             else:
-                out[key] = resolve(value, data, context)
+                out[key] = resolve(value, data, context, variables)
         return out
     if isinstance(template, list):
-        return [resolve(item, data, context) for item in template]
+        return [resolve(item, data, context, variables) for item in template]
     return template
 
 
-def reference(expression: str, field: str, data: Json, context: Json) -> Json:
+def reference(
+    expression: str,
+    field: str,
+    data: Json,
+    context: Json,
+    variables: Mapping[str, Json] | None = None,
+) -> Json:
     """The value of one ``.$`` field (or ErrorPath/CausePath): a path or an intrinsic."""
     if intrinsics.is_intrinsic(expression):
         try:
-            return intrinsics.evaluate(expression, data, context)
+            return intrinsics.evaluate(expression, data, context, variables)
         except intrinsics.IntrinsicSyntaxError as error:
             raise StatesError(INTRINSIC_FAILURE, str(error)) from None
     parsed = paths.parse(expression)
     try:
-        return parsed.find(context if parsed.context else data)
+        source = parsed.root(data, context, variables)
+    except paths.PathError as error:
+        raise StateFault(
+            f"The JSONPath '{expression}' specified for the field '{field}' could not be "
+            f"resolved: {error.message}"
+        ) from None
+    try:
+        return parsed.find(source)
     except paths.PathError:
-        source = context if parsed.context else data
         raise StateFault(
             f"The JSONPath '{expression}' specified for the field '{field}' "
             f"could not be found in the input '{dump(source)}'"
