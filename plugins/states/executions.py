@@ -154,6 +154,8 @@ class DurableLog:
         self.arn = arn
         self.pending: list[HistoryEvent] = []
         self.last_id = 0
+        #: the last checkpoint written
+        self.point: Checkpoint | None = None
 
     def append(self, event: HistoryEvent) -> None:
         self.pending.append(event)
@@ -168,9 +170,22 @@ class DurableLog:
         )
         if stop is None:
             raise _Lost(self.arn)
+        self.point = point
         if stop:
             asked = orjson.loads(stop)
             raise _Aborted(asked.get("error"), asked.get("cause"))
+
+    async def submitted(self, token: str) -> None:
+        """Write the TaskSubmitted event of a top-level ``.waitForTaskToken``
+        attempt under way at once (resumed, the attempt is not submitted
+        again): its checkpoint moved past it. Inside a Parallel or Map
+        (no checkpoint inside them) it waits for the next transition."""
+        point = self.point
+        within = None if point is None else point.within
+        if point is None or within is None or within.task_token != token or not self.pending:
+            return
+        moved = Checkpoint(point.next_state, point.input, self.last_id, self.last_id, within)
+        await self.checkpoint(moved)
 
 
 @dataclass(slots=True)
@@ -719,6 +734,12 @@ class Executions:
                 ".waitForTaskToken is for STANDARD state machines (kept in the state database)",
             )
         await self.store.add_token(token, execution, state)
+
+    async def submitted(self, execution: str, token: str) -> None:
+        """A ``.waitForTaskToken`` call was answered: its TaskSubmitted event made durable."""
+        run = self.runs.get(execution)
+        if run is not None and isinstance(run.log, DurableLog):
+            await run.log.submitted(token)
 
     async def await_token(
         self, token: str, beat: Callable[[], None]

@@ -108,6 +108,7 @@ class RuntimeTasks:
         if not request.resumed:
             await self.engine.add_token(token, self.execution.arn, state)
             request.submitted(await self._call(request))
+            await self.engine.submitted(self.execution.arn, token)
         output, error, cause = await self.engine.await_token(token, request.heartbeat)
         if output is None:
             raise StatesError(error or "", cause)

@@ -48,6 +48,8 @@ def parse_resource(arn: str, region: str = "us-east-1") -> Resource:
     if len(parts) >= 7 and parts[2] == "states" and parts[5] == "activity":
         return Resource(arn, "activity", "activity", arn, parts[3] or region, "")
     if len(parts) >= 7 and parts[2] == "states" and parts[3] == "" and parts[4] == "":
+        if parts[-2].endswith(".sync") and parts[-1].isdigit():  # startExecution.sync:2
+            parts = [*parts[:-2], f"{parts[-2]}:{parts[-1]}"]
         service = ":".join(parts[5:-1])
         action = parts[-1]
         pattern = ""
