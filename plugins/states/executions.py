@@ -165,9 +165,24 @@ class DurableLog:
         store = self.engine.store
         assert store is not None
         events, self.pending = self.pending, []
-        stop = await store.transition(
-            self.arn, self.engine.owner, self.engine.lease(), events, point.to_json()
+        write = asyncio.ensure_future(
+            store.transition(
+                self.arn, self.engine.owner, self.engine.lease(), events, point.to_json()
+            )
         )
+        try:
+            stop = await asyncio.shield(write)
+        except asyncio.CancelledError:
+            # stopped (or aborted) mid-write: know whether it was written,
+            # so what follows (an ExecutionAborted event) numbers on from it
+            with contextlib.suppress(Exception):
+                await asyncio.wait([write])
+            done = write.done() and not write.cancelled() and write.exception() is None
+            if done and write.result() is not None:
+                self.point = point
+            else:
+                self.pending = events + self.pending
+            raise
         if stop is None:
             raise _Lost(self.arn)
         self.point = point
