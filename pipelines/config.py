@@ -750,11 +750,26 @@ async def build_runtime(
     return runtime
 
 
+def resource_settings(
+    runtime: Runtime, directory: Path, declared: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A declared resource's settings for its type: its ``type`` left out, and
+    each setting its type names a file (``TargetType.file_settings``) that is
+    relative made relative to the config's ``directory``."""
+    settings = {k: v for k, v in declared.items() if k != "type"}
+    target_type = runtime.target_types.get(str(declared.get("type")))
+    for key in getattr(target_type, "file_settings", ()):
+        value = settings.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            settings[key] = str(directory / value)
+    return settings
+
+
 def _add_resources(runtime: Runtime, config: PipelineConfig) -> list[Problem]:
     problems: list[Problem] = []
     for name, declared in config.resources.items():
         path: Path_ = ("resources", name)
-        settings = {k: v for k, v in declared.items() if k != "type"}
+        settings = resource_settings(runtime, config.directory, declared)
         type_name = declared.get("type")
         if not isinstance(type_name, str):
             problems.append(

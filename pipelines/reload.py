@@ -34,6 +34,7 @@ from pipelines.config import (
     add_alarms,
     build_runtime,
     put_declared_rule,
+    resource_settings,
     rule_bus,
 )
 from pipelines.delivery import Delivery
@@ -112,7 +113,7 @@ async def reload(
         previous = current.resources.get(name)
         if previous == declared:
             continue
-        put[name] = (declared["type"], {k: v for k, v in declared.items() if k != "type"})
+        put[name] = (declared["type"], resource_settings(runtime, new.directory, declared))
         (summary.added if previous is None else summary.changed).append(f"resource {name}")
 
     # Resources first: one that fails to start leaves everything as it was.

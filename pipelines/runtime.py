@@ -73,7 +73,7 @@ from pipelines.routes import Routes
 from pipelines.scheduler import Scheduler
 from pipelines.state import PendingRow, StateDB
 from pipelines.store import Location, Upkeep, location_of, shown
-from pipelines.targets import StoreT, Target, open_state_store, run_upkeep
+from pipelines.targets import StoreT, Target, TargetType, open_state_store, run_upkeep
 
 log = logging.getLogger("pipelines.runtime")
 
@@ -198,6 +198,11 @@ class Runtime:
         self.create_bus(DEFAULT_BUS)
 
     # -- resources ----------------------------------------------------------
+
+    @property
+    def target_types(self) -> Mapping[str, TargetType]:
+        """The target types this runtime knows, by name (its plugins')."""
+        return self._types
 
     def add_resource(self, name: str, type_name: str, config: Mapping[str, Any]) -> Target:
         """Create a target resource of a registered type; rules' targets refer to it by name."""

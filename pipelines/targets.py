@@ -275,6 +275,9 @@ class TargetType(ABC):
     #: clients give as a rule target's ``Arn``. None: the type is the
     #: project's own, named ``arn:pipelines:<type>:{region}:{account}:{name}``.
     arn_template: str | None = None
+    #: Settings naming a file: a config resolves a relative path against its
+    #: own directory before ``create`` sees it (a state machine's definition_file).
+    file_settings: tuple[str, ...] = ()
 
     def arn(self, name: str, region: str, account: str) -> str:
         """The ARN of the resource ``name`` of this type."""

@@ -1,6 +1,6 @@
 """The built-in ``states`` plugin: state machines in the Amazon States Language.
 
-This package holds the language core, run in memory:
+The language core, run in memory:
 
 - ``definition``: a definition's JSON parsed into typed states and checked
   with ValidateStateMachineDefinition's located, AWS-worded diagnostics;
@@ -14,10 +14,44 @@ This package holds the language core, run in memory:
 - ``choice``: Choice rules evaluated against a state's input;
 - ``errors``: the built-in error names and how Retry and Catch match them;
 - ``history``: the execution's events with AWS's types, ids and
-  ``previousEventId``, written through an ``ExecutionLog``;
+  ``previousEventId``, written through an ``ExecutionLog``, and the
+  ``Checkpoint`` a durable log keeps;
 - ``tasks``: the ``TaskRunner`` a Task state calls its resource through;
 - ``interpreter``: runs an execution, state by state.
 
-The target type, the stepfunctions API and durable (STANDARD) executions
-plug into these interfaces later; no hooks are registered yet.
+Executions in a runtime:
+
+- ``store``: state machines, executions, history and task tokens in the
+  state database (SQLite or PostgreSQL);
+- ``executions``: the runtime's executions: STANDARD ones durable and
+  resumed after a restart (one runner each in a cluster, by lease),
+  EXPRESS ones in memory; status-change events and metrics; the functions
+  the API calls (start, describe, list, history, stop, SendTask*);
+- ``integrations``: the ``TaskRunner`` calling the runtime's resources;
+- ``target``: the ``state_machine`` target type.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pipelines.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from pipelines.store import Store
+    from pipelines.targets import TargetType
+
+
+@hookimpl
+def register_targets(register: Callable[[TargetType], None]) -> None:
+    from plugins.states.target import StateMachineType
+
+    register(StateMachineType())
+
+
+@hookimpl
+def register_stores(register: Callable[[type[Store]], None]) -> None:
+    from plugins.states.store import StatesStore
+
+    register(StatesStore)

@@ -1,10 +1,11 @@
 """An execution's history: AWS's event types, ids and previousEventId.
 
 Every event goes through an ``ExecutionLog``. The in-memory ``MemoryLog``
-serves EXPRESS executions and tests; a durable log (a later slice) keeps
+serves EXPRESS executions and tests; a durable log (``plugins.states.executions``) keeps
 STANDARD executions in the state database: ``checkpoint`` is awaited at each
-transition of the top-level program with what resuming there needs, and the
-execution may go on only once it returns.
+transition of the top-level program with what resuming there needs (and
+inside a top-level state that waits or calls a resource: ``Within``), and
+the execution may go on only once it returns.
 
 ``previousEventId`` follows how AWS numbers it: each thread of an execution
 (the top level, each Parallel branch, each Map iteration) is a ``Flow`` whose
@@ -52,23 +53,100 @@ class HistoryEvent:
         return out
 
 
+#: A top-level state's phases a checkpoint may be taken in (``Within.phase``).
+WAITING = "waiting"  # a Wait state, until ``until``
+BACKING_OFF = "backing-off"  # a Task, Parallel or Map between attempts: the next at ``until``
+CALLING = "calling"  # a Task's attempt under way: its resource was called
+
+
+@dataclass(frozen=True, slots=True)
+class Within:
+    """A top-level state entered and under way when its checkpoint was taken.
+
+    A resumed execution does not enter the state again: it goes on where it
+    was. A Wait waits only until ``until``; a state between attempts waits
+    until ``until`` for its next one, its retriers' counters (``attempts``)
+    and ``retry_count`` kept; a Task whose attempt was under way (``CALLING``)
+    does not call its resource again: the task runner is asked to resume the
+    attempt (``TaskRequest.resumed``), so each attempt's effect happens at
+    most once. ``until`` is then the attempt's TimeoutSeconds deadline.
+    """
+
+    phase: str
+    entered_id: int
+    entered_at: float
+    until: float | None = None
+    attempts: tuple[int, ...] = ()
+    retry_count: int = 0
+    task_token: str | None = None
+
+    def to_json(self) -> dict[str, Json]:
+        return {
+            "phase": self.phase,
+            "enteredId": self.entered_id,
+            "enteredAt": self.entered_at,
+            "until": self.until,
+            "attempts": list(self.attempts),
+            "retryCount": self.retry_count,
+            "taskToken": self.task_token,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Json]) -> Within:
+        return cls(
+            data["phase"],
+            data["enteredId"],
+            data["enteredAt"],
+            data.get("until"),
+            tuple(data.get("attempts") or ()),
+            data.get("retryCount", 0),
+            data.get("taskToken"),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """Where a top-level program stands between two states: enough to resume there.
+    """Where a top-level program stands: enough to resume there.
 
-    ``next_state`` is the state to run with ``input``; ``last_event_id`` is the
-    highest event id written, ``flow_last`` the top-level flow's last event
-    (the next event's previousEventId); ``variables`` the workflow variables
-    bound so far.
+    ``next_state`` is the state to run with ``input`` (its raw input);
+    ``last_event_id`` is the highest event id written, ``flow_last`` the
+    top-level flow's last event (the next event's previousEventId). Between
+    two states ``within`` is None; inside a state (a Wait, a retry's
+    backoff, a Task attempt under way) it says where (``Within``).
+    ``variables`` are the workflow variables bound so far.
     """
 
     next_state: str
     input: Json
     last_event_id: int
     flow_last: int
+    within: Within | None = None
     #: the workflow variables in scope (the execution's top level): a resumed
     #: execution must see what the states before the checkpoint assigned
     variables: dict[str, Json] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Json]:
+        """The checkpoint as JSON-ready values (a durable log stores it)."""
+        return {
+            "nextState": self.next_state,
+            "input": self.input,
+            "lastEventId": self.last_event_id,
+            "flowLast": self.flow_last,
+            "within": None if self.within is None else self.within.to_json(),
+            "variables": self.variables,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Json]) -> Checkpoint:
+        within = data.get("within")
+        return cls(
+            data["nextState"],
+            data["input"],
+            data["lastEventId"],
+            data["flowLast"],
+            None if within is None else Within.from_json(within),
+            dict(data.get("variables") or {}),
+        )
 
 
 class ExecutionLog(Protocol):

@@ -6,9 +6,13 @@ writes the history through the log. Everything an execution needs besides
 the definition is in ``Execution`` (its identity and input) and in the
 ``Checkpoint``s the log receives between top-level states, so a durable log
 can resume a STANDARD execution with ``run(execution, resume=checkpoint)``:
-the next state runs with the recorded input, and event ids continue. A Map
-or Parallel state is one step at the top level: resumed, it runs again from
-its start.
+the next state runs with the recorded input, and event ids continue. A
+top-level Wait, a retry's backoff and a Task attempt under way are
+checkpointed inside their state too (``history.Within``): resumed, a Wait
+waits only what is left and a Task attempt is resumed, not called again. A
+Map or Parallel state is one step at the top level: resumed, it runs again
+from its start. The execution's TimeoutSeconds counts from its start time,
+across resumes.
 
 Time comes from the injected ``Clock`` (Wait, retry intervals, timeouts);
 Tasks go through the injected ``TaskRunner``. Parallel branches and Map
@@ -23,7 +27,7 @@ import contextlib
 import json
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -62,7 +66,17 @@ from plugins.states.errors import (
     matches,
     state_failure,
 )
-from plugins.states.history import Checkpoint, ExecutionLog, Flow, History, MemoryLog
+from plugins.states.history import (
+    BACKING_OFF,
+    CALLING,
+    WAITING,
+    Checkpoint,
+    ExecutionLog,
+    Flow,
+    History,
+    MemoryLog,
+    Within,
+)
 from plugins.states.tasks import NoTaskRunner, Resource, TaskRequest, TaskRunner, parse_resource
 from plugins.states.variables import Scope, assigned_details
 
@@ -161,6 +175,7 @@ class Interpreter:
     async def run(self, execution: Execution, resume: Checkpoint | None = None) -> Outcome:
         self.execution = execution
         flow = Flow()
+        within: Within | None = None
         if resume is None:
             self.history.emit(
                 flow,
@@ -176,12 +191,11 @@ class Interpreter:
         else:
             self.history.next_id = resume.last_event_id + 1
             flow.last = resume.flow_last
-            start, data = resume.next_state, resume.input
+            start, data, within = resume.next_state, resume.input, resume.within
         variables = Scope(resume.variables if resume is not None else None)
         try:
-            output = await self._with_timeout(
-                self._top(start, data, _Scope(flow, self.history, variables))
-            )
+            top = self._top(start, data, _Scope(flow, self.history, variables), within)
+            output = await self._with_timeout(top, resumed=resume is not None)
         except _ExecutionTimedOut:
             self.history.emit(flow, "ExecutionTimedOut", {"error": TIMEOUT}, advance=True)
             return Outcome("TIMED_OUT", error=TIMEOUT)
@@ -200,19 +214,24 @@ class Interpreter:
         )
         return Outcome("SUCCEEDED", output=output)
 
-    async def _with_timeout(self, work: Awaitable[Json]) -> Json:
-        limit = self.machine.timeout_seconds
+    async def _with_timeout(self, work: Awaitable[Json], *, resumed: bool = False) -> Json:
+        limit: float | None = self.machine.timeout_seconds
         if limit is None:
             return await work
+        if resumed:  # the time limit counts from the execution's start
+            assert self.execution is not None
+            limit -= self.clock.time() - self.execution.start_time
         return await _deadline(self.clock, limit, work, _ExecutionTimedOut)
 
-    async def _top(self, start: str, data: Json, scope: _Scope) -> Json:
-        """The top-level program, with a checkpoint before each state."""
+    async def _top(self, start: str, data: Json, scope: _Scope, within: Within | None) -> Json:
+        """The top-level program, with a checkpoint before each state
+        (``within``: the first state was under way when the run was resumed)."""
         program = self.machine.program
         name: str | None = start
         while name is not None:
             state = program.states[name]
-            data, name = await self._state(state, data, scope)
+            data, name = await self._state(state, data, scope, top=True, within=within)
+            within = None
             if name is not None:
                 await self.log.checkpoint(
                     Checkpoint(
@@ -220,7 +239,7 @@ class Interpreter:
                         data,
                         self.history.next_id - 1,
                         scope.flow.last,
-                        dict(scope.variables.own),
+                        variables=dict(scope.variables.own),
                     )
                 )
         return data
@@ -233,16 +252,28 @@ class Interpreter:
 
     # -- one state -----------------------------------------------------------------
 
-    async def _state(self, state: State, data: Json, scope: _Scope) -> tuple[Json, str | None]:
-        entered_at = self.clock.time()
+    async def _state(
+        self,
+        state: State,
+        data: Json,
+        scope: _Scope,
+        *,
+        top: bool = False,
+        within: Within | None = None,
+    ) -> tuple[Json, str | None]:
         before = scope.flow.last
-        entered = scope.history.emit(
-            scope.flow,
-            f"{state.type}StateEntered",
-            {"input": dump(data), "inputDetails": {"truncated": False}, "name": state.name},
-        )
-        run = _StateRun(self, state, data, scope, entered, entered_at)
-        run.before = before
+        if within is None:
+            entered_at = self.clock.time()
+            entered = scope.history.emit(
+                scope.flow,
+                f"{state.type}StateEntered",
+                {"input": dump(data), "inputDetails": {"truncated": False}, "name": state.name},
+            )
+        else:  # resumed inside the state: it was entered before
+            entered_at, entered = within.entered_at, within.entered_id
+        run = _StateRun(self, state, data, scope, entered, entered_at, top=top, within=within)
+        if within is None:
+            run.before = before
         try:
             output, nxt = await run.execute()
         except StateFault as fault:
@@ -320,6 +351,9 @@ class _StateRun:
         scope: _Scope,
         entered: int,
         entered_at: float,
+        *,
+        top: bool = False,
+        within: Within | None = None,
     ) -> None:
         self.it = interpreter
         self.state = state
@@ -334,10 +368,38 @@ class _StateRun:
         self.assigned: dict[str, Json] | None = None
         #: the event before the state's entered event (an EvaluationFailed event points there)
         self.before = entered - 1
+        #: a state of the top-level program: checkpointed while it waits or calls
+        self.top = top
+        #: where a resumed run of the state was when it was checkpointed
+        self.within = within
 
     @property
     def history(self) -> History:
         return self.scope.history
+
+    async def hold(self, phase: str, until: float | None, attempts: Sequence[int] = ()) -> None:
+        """Checkpoint a top-level state under way (a state inside a branch or
+        an iteration is not: its Parallel or Map runs again when resumed)."""
+        if not self.top:
+            return
+        within = Within(
+            phase,
+            self.entered,
+            self.entered_at,
+            until,
+            tuple(attempts),
+            self.retry_count,
+            self.task_token,
+        )
+        point = Checkpoint(
+            self.state.name,
+            self.raw,
+            self.history.next_id - 1,
+            self.scope.flow.last,
+            within,
+            dict(self.scope.variables.own),
+        )
+        await self.it.log.checkpoint(point)
 
     def emit(self, type: str, details: dict[str, Json] | None = None, **kw: Any) -> int:
         return self.scope.history.emit(self.scope.flow, type, details, **kw)
@@ -560,7 +622,12 @@ class _StateRun:
                     f"offset date-time format string: {state.timestamp_path} == {value}"
                 )
             delay = moment.timestamp() - now
-        await sleep(self.it.clock, delay)
+        if self.within is not None and self.within.until is not None:
+            until = self.within.until  # resumed: only what is left
+        else:
+            until = now + delay
+            await self.hold(WAITING, until)
+        await sleep(self.it.clock, until - self.it.clock.time())
         output = self.output_path(effective)
         self.exited(output)
         return output, state.next
@@ -638,22 +705,33 @@ class _StateRun:
 
     async def run_handling(self, state: HandlingState) -> tuple[Json, str | None]:
         attempts = [0] * len(state.retry)
+        within, self.within = self.within, None
+        if within is not None:  # resumed inside the state: its counters as they were
+            attempts = list(within.attempts) or attempts
+            self.retry_count = within.retry_count
+            if within.phase == BACKING_OFF and within.until is not None:
+                await sleep(self.it.clock, within.until - self.it.clock.time())
+        resumed = within if within is not None and within.phase == CALLING else None
         while True:
             try:
                 try:
-                    output = await self.attempt(state)
+                    output = await self.attempt(state, attempts, resumed)
                 except jsonata_mode.QueryFailure as query_failure:
                     raise self.evaluation_failed(query_failure) from None
             except StatesError as failure:
+                resumed = None
                 if failure.error in UNCATCHABLE:
                     raise
                 retrier = _first(state.retry, failure.error)
                 if retrier is not None:
                     index, rule = retrier
                     if attempts[index] < rule.max_attempts:
-                        await sleep(self.it.clock, self.backoff(rule, attempts[index]))
+                        delay = self.backoff(rule, attempts[index])
                         attempts[index] += 1
                         self.retry_count += 1
+                        until = self.it.clock.time() + delay
+                        await self.hold(BACKING_OFF, until, attempts)
+                        await sleep(self.it.clock, until - self.it.clock.time())
                         continue
                 if isinstance(state, ParallelState | MapState):
                     # only a failure no retrier takes ends the state: one Failed event
@@ -689,10 +767,12 @@ class _StateRun:
             delay = self.it.rng.uniform(0, delay)
         return float(delay)
 
-    async def attempt(self, state: HandlingState) -> Json:
+    async def attempt(
+        self, state: HandlingState, attempts: Sequence[int] = (), resumed: Within | None = None
+    ) -> Json:
         if isinstance(state, TaskState) and ".waitForTaskToken" in state.resource:
             # each attempt has its own token, in the context before Parameters are filled
-            self.task_token = str(uuid.uuid4())
+            self.task_token = resumed.task_token if resumed is not None else str(uuid.uuid4())
         if state.jsonata:
             effective = self.raw
             if state.has_arguments:
@@ -702,7 +782,7 @@ class _StateRun:
             if state.has_parameters:
                 effective = self.resolve(state.parameters, effective)
         if isinstance(state, TaskState):
-            result = await self.run_task(state, effective)
+            result = await self.run_task(state, effective, attempts, resumed)
         elif isinstance(state, ParallelState):
             result = await self.run_parallel(state, effective)
         else:
@@ -727,7 +807,13 @@ class _StateRun:
             )
         return found
 
-    async def run_task(self, state: TaskState, effective: Json) -> Json:
+    async def run_task(
+        self,
+        state: TaskState,
+        effective: Json,
+        attempts: Sequence[int] = (),
+        resumed: Within | None = None,
+    ) -> Json:
         resource = parse_resource(state.resource, self.it.region)
         timeout = self.seconds_field(state.timeout_seconds, state.timeout_seconds_path, self.raw)
         heartbeat = self.seconds_field(
@@ -742,7 +828,9 @@ class _StateRun:
         context = self.context()
         token = self.task_token
         events = _TaskEvents(self, resource)
-        events.scheduled(effective, timeout, heartbeat)
+        clock = self.it.clock
+        if resumed is None:
+            events.scheduled(effective, timeout, heartbeat)
         beat: _Heartbeat | None = None
         request = TaskRequest(
             resource=resource,
@@ -753,17 +841,24 @@ class _StateRun:
             credentials=state.credentials,
             task_token=token,
             submitted=events.submitted,
+            resumed=resumed is not None,
         )
         if heartbeat is not None:
-            beat = _Heartbeat(self.it.clock, heartbeat)
+            beat = _Heartbeat(clock, heartbeat)
             request.heartbeat = beat.beat
-        events.started()
+        if resumed is None:
+            events.started()
+            due = None if timeout is None else clock.time() + timeout
+            # the call is recorded before it is made: resumed, it is not made again
+            await self.hold(CALLING, due, attempts)
+        else:
+            due = resumed.until
         try:
             work = self.it.tasks.run(request)
             if beat is not None:
                 work = beat.guard(work)
-            if timeout is not None:
-                result = await _deadline(self.it.clock, timeout, work, _TaskTimedOut)
+            if due is not None:
+                result = await _deadline(clock, due - clock.time(), work, _TaskTimedOut)
             else:
                 result = await work
         except _TaskTimedOut:

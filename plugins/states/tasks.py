@@ -48,6 +48,8 @@ def parse_resource(arn: str, region: str = "us-east-1") -> Resource:
     if len(parts) >= 7 and parts[2] == "states" and parts[5] == "activity":
         return Resource(arn, "activity", "activity", arn, parts[3] or region, "")
     if len(parts) >= 7 and parts[2] == "states" and parts[3] == "" and parts[4] == "":
+        if parts[-2].endswith(".sync") and parts[-1].isdigit():  # startExecution.sync:2
+            parts = [*parts[:-2], f"{parts[-2]}:{parts[-1]}"]
         service = ":".join(parts[5:-1])
         action = parts[-1]
         pattern = ""
@@ -75,6 +77,23 @@ class TaskRequest:
     task_token: str | None = None
     heartbeat: Callable[[], None] = field(default=lambda: None)
     submitted: Callable[[Json], None] = field(default=lambda output: None)
+    #: The attempt was under way when its execution stopped (a restart, a
+    #: crash) and is resumed: its call was made, and must not be made again.
+    #: A runner that can wait for its outcome (a task token, a nested
+    #: execution by name) does; one that cannot raises ``interrupted(request)``.
+    resumed: bool = False
+
+
+def interrupted(request: TaskRequest) -> StatesError:
+    """The failure of a resumed attempt whose outcome cannot be known: its
+    call was made before the execution stopped and is not made again (each
+    attempt's effect at most once); a retrier taking States.TaskFailed
+    makes a new attempt."""
+    return StatesError(
+        "States.TaskFailed",
+        f"The execution stopped while the task '{request.resource.arn}' was under way; "
+        "whether its call took effect is unknown, and it is not called again in this attempt",
+    )
 
 
 class TaskRunner(Protocol):
@@ -87,6 +106,8 @@ class NoTaskRunner:
     """The runner of an interpreter given none: every Task fails, naming its resource."""
 
     async def run(self, request: TaskRequest) -> Json:
+        if request.resumed:
+            raise interrupted(request)
         raise StatesError(
             "States.TaskFailed",
             f"No task runner is configured for the resource '{request.resource.arn}'",

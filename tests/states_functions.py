@@ -1,0 +1,28 @@
+"""Callables the state machine tests' function resources invoke (tests.states_functions:NAME)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+calls: list[Any] = []
+
+
+async def double(payload: Any) -> Any:
+    calls.append(payload)
+    return {"value": payload["value"] * 2}
+
+
+async def boom(payload: Any) -> Any:
+    raise ValueError(f"no good: {payload}")
+
+
+def record(payload: Any) -> Any:
+    """Append one line to the file ``payload["effects"]`` (the task's effect)
+    and make it durable, so a test killing the process counts what happened."""
+    line = f"{payload['execution']} {payload['state']}\n"
+    with open(payload["effects"], "a", encoding="utf-8") as out:
+        out.write(line)
+        out.flush()
+        os.fsync(out.fileno())
+    return {"done": payload["state"]}
