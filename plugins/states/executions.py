@@ -358,6 +358,8 @@ class Executions:
         input_text = _checked_input(input_text)
         name = _checked_name(name)
         arn = execution_arn(machine.arn, name, machine.machine_type)
+        if machine.machine_type == EXPRESS:  # AWS: express:MACHINE:NAME:ID, a name used again
+            arn += f":{uuid.uuid4()}"
         now = self.clock.time()
         execution = Execution(
             arn, name, machine.arn, machine.name, input_text, machine.role_arn, now, 0
@@ -874,9 +876,35 @@ def _checked_input(input_text: str | None) -> str:
         orjson.loads(input_text)
     except orjson.JSONDecodeError:
         raise ExecutionError(
-            "InvalidExecutionInput", f"Invalid State Machine Execution Input: '{input_text}'"
+            "InvalidExecutionInput", f"Invalid State Machine Execution Input: '{_why(input_text)}'"
         ) from None
     return input_text
+
+
+_TOKEN = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)")
+_OBJECT_KEY = re.compile(r"\s*\{\s*([^\s\"}])")
+
+
+def _why(text: str) -> str:
+    """Why an input is not JSON, worded as Step Functions' parser words the
+    cases AWS recorded (a bare word, an object key without double quotes,
+    nothing at all); the text itself otherwise."""
+    if not text.strip():
+        return "Invalid execution input."
+    word = _TOKEN.match(text)
+    if word and word.group(1) not in ("true", "false", "null"):
+        return (
+            f"Unrecognized token '{word.group(1)}': was expecting (JSON String, Number, Array,"
+            " Object or token 'null', 'true' or 'false')"
+        )
+    key = _OBJECT_KEY.match(text)
+    if key:
+        char = key.group(1)
+        return (
+            f"Unexpected character ('{char}' (code {ord(char)})): was expecting double-quote"
+            " to start field name"
+        )
+    return text
 
 
 def outcome_json(record: ExecutionRecord) -> Mapping[str, Any]:
