@@ -462,9 +462,8 @@ class Executions:
         history = run.interpreter.history
         event_id = history.next_id
         history.next_id += 1
-        run.log.append(
-            HistoryEvent(event_id, event_id - 1, self.clock.time(), "ExecutionAborted", details)
-        )
+        # AWS's ExecutionAborted points at no event (recorded: previousEventId 0)
+        run.log.append(HistoryEvent(event_id, 0, self.clock.time(), "ExecutionAborted", details))
         return Outcome(ABORTED, error=error, cause=cause)
 
     async def _let_go(self, run: _Run) -> None:
@@ -658,7 +657,7 @@ class Executions:
             # no live runner ran it: end it here
             details = {k: v for k, v in (("error", error), ("cause", cause)) if v is not None}
             last = record.last_event
-            event = HistoryEvent(last + 1, last, now, "ExecutionAborted", details)
+            event = HistoryEvent(last + 1, 0, now, "ExecutionAborted", details)
             await store.finish(arn, self.owner, [event], ABORTED, None, error, cause, now)
         else:
             await store.request_abort(arn, error, cause)
