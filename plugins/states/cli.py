@@ -268,16 +268,16 @@ def _iso(seconds: float) -> str:
 @click.option(
     "--output",
     "-o",
-    type=click.Choice(["text", "json"]),
-    default="text",
+    type=click.Choice(["json", "jsonl", "table"]),
+    default="json",
     show_default=True,
-    help="text: a timeline, one line per event; json: GetExecutionHistory's events.",
+    help="json, jsonl: GetExecutionHistory's events; table: a timeline, one line per event.",
 )
 def history_command(config: str | None, state: str | None, execution: str, output: str) -> None:
-    """An execution's history (its ARN, or its name) as a timeline."""
+    """An execution's history (its ARN, or its name): AWS's events, or (-o table) a timeline."""
     events = _with_store(config, state, lambda store: history(store, execution))
-    if output == "json":
-        click.echo(json.dumps(events, indent=2))
+    if output != "table":
+        echo_output(events, output)
         return
     for line in timeline(events):
         click.echo(line)
