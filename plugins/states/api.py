@@ -40,12 +40,12 @@ from pipelines.api.services import page
 from pipelines.errors import ConfigError, ResourceNotFoundError
 from plugins.states.definition import express_problems, validate
 from plugins.states.executions import (
-    _NAME,
     ExecutionError,
     Executions,
     Machine,
     executions_of,
     machine_arn,
+    valid_name,
 )
 from plugins.states.store import ENDED, EXPRESS, RUNNING, STANDARD, MachineRecord, StatesStore
 
@@ -211,7 +211,7 @@ async def create_state_machine(call: Call, params: dict[str, Any]) -> Mapping[st
     name, definition = params["name"], params["definition"]
     machine_type = params.get("type", STANDARD)
     role = params["roleArn"]
-    if not _NAME.match(name):
+    if not valid_name(name):
         raise ApiError("InvalidName", f"Invalid Name: '{name}'")
     if params.get("publish"):
         raise ApiError(

@@ -856,6 +856,12 @@ def _checked_token(token: Any) -> None:
         raise ExecutionError("InvalidToken", "Invalid Token: a task token is 1 to 2048 characters")
 
 
+def valid_name(name: str) -> bool:
+    """Whether ``name`` may name an execution or a state machine (1 to 80
+    characters, none of AWS's refused ones)."""
+    return _NAME.match(name) is not None
+
+
 def _checked_name(name: str | None) -> str:
     if name is None:
         return str(uuid.uuid4())
