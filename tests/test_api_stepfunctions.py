@@ -633,3 +633,30 @@ async def test_validate_definition(api: Api) -> None:
             "location": "/States/A/Next",
         }
     ]
+
+
+async def test_a_machine_made_through_the_api_is_a_resource_again_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state.db"
+    for run in range(2):
+        runtime = Runtime(state_path=state, plugins=PLUGINS)
+        server = ApiServer(runtime, served_services(PLUGINS), "127.0.0.1", 0)
+        await server.start()
+        try:
+            async with runtime:
+                api = Api(runtime, server)
+                if run == 0:
+                    arn = await api.machine("kept", tags=[{"key": "team", "value": "shop"}])
+                    assert "kept" in runtime.resource_names()
+                    continue
+                assert "kept" not in runtime.resource_names()  # until the first request
+                listed = await api.call("list_state_machines")
+                assert [m["stateMachineArn"] for m in listed["stateMachines"]] == [arn]
+                assert runtime.resource_arn("kept") == arn
+                started = await api.call("start_execution", stateMachineArn=arn)
+                assert (await api.ended(started["executionArn"]))["status"] == "SUCCEEDED"
+                tags = await api.call("list_tags_for_resource", resourceArn=arn)
+                assert tags["tags"] == [{"key": "team", "value": "shop"}]
+        finally:
+            await server.close()
