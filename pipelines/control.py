@@ -26,6 +26,12 @@ The protocol is JSON lines. A client sends one request per line:
 - ``{"op": "replay-describe", "name": ...}``: DescribeReplay.
 - ``{"op": "alarm-set-state", "name", "value", "reason", "reason_data"}``:
   SetAlarmState; answers with the alarm's description.
+- ``{"op": "aws", "service", "operation", "params"}``: one operation of a
+  service the endpoint serves (``served_services``: the engine's and the
+  plugins'), run in process against this runtime whether or not it has an
+  endpoint (``pipelines sfn start`` uses it); ``params`` are the operation's
+  (the CLI's own, not read against botocore's model), the answer is its
+  ``{"answer": result}`` (dates in epoch seconds), or ``{"error", "code"}``.
 
 A request the server cannot serve gets ``{"error": message}``.
 """
@@ -74,6 +80,9 @@ class ControlServer:
         self.path = path
         self._server: asyncio.Server | None = None
         self._clients: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        #: the ``aws`` op's services and what they keep (stores), made at its first use
+        self._services: dict[str, Any] | None = None
+        self._kept: Any = None
 
     async def start(self) -> None:
         if len(os.fsencode(self.path)) > MAX_PATH:
@@ -114,6 +123,10 @@ class ControlServer:
                 await asyncio.wait(stuck)
         await self._server.wait_closed()
         self._server = None
+        if self._kept is not None:
+            self._kept.stop()
+            await self._kept.close()
+            self._kept = None
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
@@ -152,6 +165,8 @@ class ControlServer:
             await _send(writer, await self._replay(op, request))
         elif op == "alarm-set-state":
             await _send(writer, await self._set_alarm_state(request))
+        elif op == "aws":
+            await _send(writer, await self._aws(request))
         else:
             await _send(writer, {"error": f"unknown op {op!r} (put, tap, replay-start, ...)"})
 
@@ -202,6 +217,36 @@ class ControlServer:
             return described
         except PipelinesError as exc:
             return {"error": str(exc)}
+
+    async def _aws(self, request: dict[str, Any]) -> dict[str, Any]:
+        from pipelines.api import ApiError, Call, served_services
+        from pipelines.api.errors import translate
+        from pipelines.api.services import Kept
+        from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
+
+        if self._services is None:
+            self._services = served_services(self.runtime.plugins)
+            self._kept = Kept()
+        name, operation = str(request.get("service")), str(request.get("operation"))
+        service = self._services.get(name)
+        function = None if service is None else service.operations.get(operation)
+        params = request.get("params") or {}
+        if function is None or not isinstance(params, dict):
+            return {"error": f"{name} {operation} is not served", "code": "UnknownOperation"}
+        assert self._kept is not None
+        call = Call(
+            self.runtime, name, operation, DEFAULT_REGION, DEFAULT_ACCOUNT, None, "", self._kept
+        )
+        try:
+            await self.runtime.wait_running(START_WAIT)
+            answer = await function(call, params)
+        except Exception as exc:
+            error = translate(exc)
+            if error is None:
+                log.exception("control: %s %s failed", name, operation)
+                error = ApiError("InternalFailure", f"{type(exc).__name__}: {exc}")
+            return {"error": error.message, "code": error.code}
+        return {"answer": dict(answer or {})}
 
     async def _tap(
         self, pattern: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -350,3 +395,25 @@ async def set_alarm_state(
 ) -> dict[str, Any]:
     message = {"op": "alarm-set-state", "name": name, "value": value, "reason": reason}
     return await request(path, {**message, "reason_data": reason_data})
+
+
+async def aws(
+    path: Path, service: str, operation: str, params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """One operation of a served AWS service, run by the pipeline listening on
+    ``path``; ``ControlError`` ("CODE: message") when it refused."""
+    reader, writer = await _connect(path)
+    try:
+        await _send(
+            writer,
+            {"op": "aws", "service": service, "operation": operation, "params": dict(params)},
+        )
+        answer = json.loads(await reader.readline() or b"null")
+    finally:
+        writer.close()
+    if not isinstance(answer, dict) or not isinstance(answer.get("answer", {}), dict):
+        raise ControlError(f"{service} {operation}: no answer")
+    if "answer" not in answer:
+        raise ControlError(f"{answer.get('code')}: {answer.get('error')}")
+    result: dict[str, Any] = answer["answer"]
+    return result

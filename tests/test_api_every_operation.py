@@ -117,7 +117,11 @@ class Boto(Client):
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        self.clients = {service: boto(service, url) for service in SERVED}
+        # StartSyncExecution's host is sync-HOST on AWS; a local endpoint is not
+        self.clients = {
+            service: boto(service, url, inject_host_prefix=service != "stepfunctions")
+            for service in SERVED
+        }
 
     def send(self, service: str, operation: str, params: dict[str, Any]) -> tuple[bool, Any]:
         method = getattr(self.clients[service], xform_name(operation))
@@ -1057,8 +1061,150 @@ def _connections(aws: Client, t: str, url: str, seen: list[Any]) -> None:
     assert aws.refused("events", "DescribeConnection", Name=name) == "ResourceNotFoundException"
 
 
+def stepfunctions(c: Context) -> None:
+    """Machines made, described, updated, tagged and deleted; executions started
+    by the API and by a rule (put_events), stopped, listed, their histories;
+    a task token answered; EXPRESS run synchronously."""
+    aws, t = c.aws, c.t
+    role = f"arn:aws:iam::{ACCOUNT}:role/sfn"
+    keep = {"StartAt": "Keep", "States": {"Keep": {"Type": "Pass", "End": True}}}
+    valid = aws("stepfunctions", "ValidateStateMachineDefinition", definition=json.dumps(keep))
+    assert valid["result"] == "OK"
+    made = aws(
+        "stepfunctions",
+        "CreateStateMachine",
+        name=f"{t}-flow",
+        definition=json.dumps(keep),
+        roleArn=role,
+        tags=[{"key": "team", "value": "shop"}],
+    )
+    arn = made["stateMachineArn"]
+    assert arn == f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:{t}-flow"
+    listed = aws("stepfunctions", "ListStateMachines")["stateMachines"]
+    assert arn in [m["stateMachineArn"] for m in listed]
+    assert aws("stepfunctions", "DescribeStateMachine", stateMachineArn=arn)["status"] == "ACTIVE"
+    shifted = {
+        "StartAt": "Keep",
+        "States": {"Keep": {"Type": "Pass", "InputPath": "$.detail", "End": True}},
+    }
+    updated = aws(
+        "stepfunctions", "UpdateStateMachine", stateMachineArn=arn, definition=json.dumps(shifted)
+    )
+    assert updated["revisionId"]
+    aws("stepfunctions", "TagResource", resourceArn=arn, tags=[{"key": "env", "value": "test"}])
+    aws("stepfunctions", "UntagResource", resourceArn=arn, tagKeys=["team"])
+    tags = aws("stepfunctions", "ListTagsForResource", resourceArn=arn)["tags"]
+    assert tags == [{"key": "env", "value": "test"}]
+    # a rule routes put_events to the machine
+    aws(
+        "events", "PutRule", Name=f"{t}-to-flow", EventPattern=json.dumps({"source": [f"{t}.shop"]})
+    )
+    aws("events", "PutTargets", Rule=f"{t}-to-flow", Targets=[{"Id": "flow", "Arn": arn}])
+    aws(
+        "events",
+        "PutEvents",
+        Entries=[{"Source": f"{t}.shop", "DetailType": "order", "Detail": '{"order": 7}'}],
+    )
+    found = until(
+        lambda: aws(
+            "stepfunctions", "ListExecutions", stateMachineArn=arn, statusFilter="SUCCEEDED"
+        )["executions"],
+        "the rule's execution",
+    )
+    routed = found[0]["executionArn"]
+    assert json.loads(aws("stepfunctions", "DescribeExecution", executionArn=routed)["output"]) == {
+        "order": 7
+    }
+    history = aws("stepfunctions", "GetExecutionHistory", executionArn=routed)["events"]
+    assert [e["type"] for e in history] == [
+        "ExecutionStarted",
+        "PassStateEntered",
+        "PassStateExited",
+        "ExecutionSucceeded",
+    ]
+    machine = aws("stepfunctions", "DescribeStateMachineForExecution", executionArn=routed)
+    assert json.loads(machine["definition"]) == shifted
+    aws("events", "RemoveTargets", Rule=f"{t}-to-flow", Ids=["flow"])
+    aws("events", "DeleteRule", Name=f"{t}-to-flow")
+    # a task token, answered by SendTask*
+    ask = {
+        "StartAt": "Ask",
+        "States": {
+            "Ask": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                "Parameters": {
+                    "QueueUrl": c.inbox_url,
+                    "MessageBody": {"token.$": "$$.Task.Token"},
+                },
+                "Next": "Hold",
+            },
+            "Hold": {"Type": "Wait", "Seconds": 3600, "End": True},
+        },
+    }
+    asks = aws(
+        "stepfunctions",
+        "CreateStateMachine",
+        name=f"{t}-asks",
+        definition=json.dumps(ask),
+        roleArn=role,
+    )["stateMachineArn"]
+    started = aws("stepfunctions", "StartExecution", stateMachineArn=asks, name="one", input="{}")
+    failing = aws("stepfunctions", "StartExecution", stateMachineArn=asks, name="two", input="{}")
+    tokens = {}
+    for message in c.drain(2):
+        token = json.loads(message["Body"])["token"]
+        tokens[token] = token
+    first, second = list(tokens)
+    aws("stepfunctions", "SendTaskHeartbeat", taskToken=first)
+    aws("stepfunctions", "SendTaskSuccess", taskToken=first, output='{"ok": true}')
+    aws("stepfunctions", "SendTaskFailure", taskToken=second, error="Refused", cause="no")
+    assert aws.refused("stepfunctions", "SendTaskFailure", taskToken=first) == "TaskTimedOut"
+    ended = until(
+        lambda: [
+            aws("stepfunctions", "DescribeExecution", executionArn=e["executionArn"])
+            for e in (started, failing)
+            if aws("stepfunctions", "DescribeExecution", executionArn=e["executionArn"])["status"]
+            == "FAILED"
+        ],
+        "the execution whose task failed",
+    )
+    assert (ended[0]["error"], ended[0]["cause"]) == ("Refused", "no")
+    waiting = next(e for e in (started, failing) if e["executionArn"] != ended[0]["executionArn"])
+    started = waiting
+    until(
+        lambda: any(
+            e["type"] == "WaitStateEntered"
+            for e in aws(
+                "stepfunctions", "GetExecutionHistory", executionArn=started["executionArn"]
+            )["events"]
+        ),
+        "the Wait after the answered task",
+    )
+    stopped = aws("stepfunctions", "StopExecution", executionArn=started["executionArn"])
+    assert stopped["stopDate"]
+    status = aws("stepfunctions", "DescribeExecution", executionArn=started["executionArn"])
+    assert status["status"] == "ABORTED"
+    # EXPRESS, run synchronously
+    quick = aws(
+        "stepfunctions",
+        "CreateStateMachine",
+        name=f"{t}-quick",
+        definition=json.dumps(keep),
+        roleArn=role,
+        type="EXPRESS",
+    )["stateMachineArn"]
+    ran = aws("stepfunctions", "StartSyncExecution", stateMachineArn=quick, input='{"n": 1}')
+    assert (ran["status"], json.loads(ran["output"])) == ("SUCCEEDED", {"n": 1})
+    for gone in (arn, asks, quick):
+        assert aws("stepfunctions", "DeleteStateMachine", stateMachineArn=gone) == {}
+    assert aws.refused("stepfunctions", "DescribeStateMachine", stateMachineArn=arn) == (
+        "StateMachineDoesNotExist"
+    )
+
+
 #: In order: sqs first (the inbox queue the others deliver to).
-SCENARIOS = [sqs, sns, events, connections, kinesis, logs, cloudwatch]
+SCENARIOS = [sqs, sns, events, connections, kinesis, logs, cloudwatch, stepfunctions]
 
 
 def _run_every_operation(aws: Client, tag: str, gate: Path, skipped: set[tuple[str, str]]) -> None:
@@ -1166,6 +1312,7 @@ def cli(runner: Runner, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
         **os.environ,
         **CREDENTIALS,
         "AWS_CONFIG_FILE": str(directory / "config"),
+        "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
     driver = subprocess.Popen(

@@ -123,4 +123,24 @@ async def test_executions_are_listed_newest_first(state_location: str) -> None:
         assert [r.name for r in listed] == ["n2", "n1", "n0"]
         assert [r.name for r in await store.executions("flow", RUNNING, limit=1)] == ["n2"]
     rows = sql(state_location, "SELECT version FROM store_versions WHERE store = 'states'")
-    assert rows == [(1,)]
+    assert rows == [(2,)]
+
+
+async def test_a_version_1_database_gains_the_api_s_columns(tmp_path: object) -> None:
+    """Version 2 added which machines the stepfunctions API made, and their tags."""
+    import sqlite3
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "state.db"
+    async with await StatesStore.open(path, ManualClock()) as store:
+        await store.put_machine("old", "arn:old", '{"StartAt": "A"}', "STANDARD", "role")
+    with sqlite3.connect(path) as db:  # as version 1 left it
+        db.execute("ALTER TABLE sfn_machines DROP COLUMN origin")
+        db.execute("ALTER TABLE sfn_machines DROP COLUMN tags")
+        db.execute("UPDATE store_versions SET version = 1 WHERE store = 'states'")
+    async with await StatesStore.open(path, ManualClock()) as store:
+        await store.mark_api("old")
+        await store.set_tags("old", {"team": "shop"})
+        assert [m.name for m in await store.made_by_api()] == ["old"]
+        assert await store.tags("old") == {"team": "shop"}
+    assert sql(str(path), "SELECT version FROM store_versions WHERE store = 'states'") == [(2,)]

@@ -29,6 +29,12 @@ Executions in a runtime:
   the API calls (start, describe, list, history, stop, SendTask*);
 - ``integrations``: the ``TaskRunner`` calling the runtime's resources;
 - ``target``: the ``state_machine`` target type.
+
+Where users reach them:
+
+- ``api``: the stepfunctions API on the runner's AWS endpoint
+  (``register_services``);
+- ``cli``: ``pipelines sfn ...`` (``register_commands``).
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ from typing import TYPE_CHECKING
 from pipelines.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    import click
+
+    from pipelines.api.services import Service
     from pipelines.store import Store
     from pipelines.targets import TargetType
 
@@ -55,3 +64,17 @@ def register_stores(register: Callable[[type[Store]], None]) -> None:
     from plugins.states.store import StatesStore
 
     register(StatesStore)
+
+
+@hookimpl
+def register_services(register: Callable[[Service], None]) -> None:
+    from plugins.states.api import stepfunctions
+
+    register(stepfunctions)
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    from plugins.states.cli import sfn_group
+
+    cli.add_command(sfn_group)

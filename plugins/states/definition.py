@@ -1323,3 +1323,49 @@ def _json_type_is(value: Json, kind: str) -> bool:
 
 def _int_or(value: Json, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def express_problems(definition: str | dict[str, Json]) -> list[DefinitionError]:
+    """What an EXPRESS machine may not have, worded as CreateStateMachine
+    refuses it (recorded): a ``.waitForTaskToken`` or ``.sync`` integration,
+    or an activity, in any Task of the machine, its branches and iterators."""
+    try:
+        document = json.loads(definition) if isinstance(definition, str) else definition
+    except ValueError:
+        return []
+    problems: list[DefinitionError] = []
+
+    def walk(node: Json, location: str) -> None:
+        states = node.get("States") if isinstance(node, dict) else None
+        if not isinstance(states, dict):
+            return
+        for name, state in states.items():
+            if not isinstance(state, dict):
+                continue
+            here = _pointer(f"{location}/States", name)
+            resource = state.get("Resource")
+            if state.get("Type") == "Task" and isinstance(resource, str):
+                what = None
+                if resource.endswith(".waitForTaskToken"):
+                    # AWS's message has two spaces before "at" here
+                    what = "'.waitForTaskToken' service integration "
+                elif re.search(r"\.sync(:2)?$", resource):
+                    what = "'.sync' service integration"
+                elif re.match(r"arn:[^:]+:states:[^:]*:[^:]*:activity:", resource):
+                    what = "Activity ARN"
+                if what is not None:
+                    problems.append(
+                        DefinitionError(
+                            SCHEMA,
+                            f"Express state machine does not support {what}",
+                            f"{here}/Resource",
+                        )
+                    )
+            for index, branch in enumerate(state.get("Branches") or []):
+                walk(branch, f"{here}/Branches/{index}")
+            for key in ("ItemProcessor", "Iterator"):
+                if isinstance(state.get(key), dict):
+                    walk(state[key], f"{here}/{key}")
+
+    walk(document, "")
+    return problems

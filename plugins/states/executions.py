@@ -358,6 +358,8 @@ class Executions:
         input_text = _checked_input(input_text)
         name = _checked_name(name)
         arn = execution_arn(machine.arn, name, machine.machine_type)
+        if machine.machine_type == EXPRESS:  # AWS: express:MACHINE:NAME:ID, a name used again
+            arn += f":{uuid.uuid4()}"
         now = self.clock.time()
         execution = Execution(
             arn, name, machine.arn, machine.name, input_text, machine.role_arn, now, 0
@@ -460,9 +462,8 @@ class Executions:
         history = run.interpreter.history
         event_id = history.next_id
         history.next_id += 1
-        run.log.append(
-            HistoryEvent(event_id, event_id - 1, self.clock.time(), "ExecutionAborted", details)
-        )
+        # AWS's ExecutionAborted points at no event (recorded: previousEventId 0)
+        run.log.append(HistoryEvent(event_id, 0, self.clock.time(), "ExecutionAborted", details))
         return Outcome(ABORTED, error=error, cause=cause)
 
     async def _let_go(self, run: _Run) -> None:
@@ -656,7 +657,7 @@ class Executions:
             # no live runner ran it: end it here
             details = {k: v for k, v in (("error", error), ("cause", cause)) if v is not None}
             last = record.last_event
-            event = HistoryEvent(last + 1, last, now, "ExecutionAborted", details)
+            event = HistoryEvent(last + 1, 0, now, "ExecutionAborted", details)
             await store.finish(arn, self.owner, [event], ABORTED, None, error, cause, now)
         else:
             await store.request_abort(arn, error, cause)
@@ -855,6 +856,12 @@ def _checked_token(token: Any) -> None:
         raise ExecutionError("InvalidToken", "Invalid Token: a task token is 1 to 2048 characters")
 
 
+def valid_name(name: str) -> bool:
+    """Whether ``name`` may name an execution or a state machine (1 to 80
+    characters, none of AWS's refused ones)."""
+    return _NAME.match(name) is not None
+
+
 def _checked_name(name: str | None) -> str:
     if name is None:
         return str(uuid.uuid4())
@@ -874,9 +881,35 @@ def _checked_input(input_text: str | None) -> str:
         orjson.loads(input_text)
     except orjson.JSONDecodeError:
         raise ExecutionError(
-            "InvalidExecutionInput", f"Invalid State Machine Execution Input: '{input_text}'"
+            "InvalidExecutionInput", f"Invalid State Machine Execution Input: '{_why(input_text)}'"
         ) from None
     return input_text
+
+
+_TOKEN = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)")
+_OBJECT_KEY = re.compile(r"\s*\{\s*([^\s\"}])")
+
+
+def _why(text: str) -> str:
+    """Why an input is not JSON, worded as Step Functions' parser words the
+    cases AWS recorded (a bare word, an object key without double quotes,
+    nothing at all); the text itself otherwise."""
+    if not text.strip():
+        return "Invalid execution input."
+    word = _TOKEN.match(text)
+    if word and word.group(1) not in ("true", "false", "null"):
+        return (
+            f"Unrecognized token '{word.group(1)}': was expecting (JSON String, Number, Array,"
+            " Object or token 'null', 'true' or 'false')"
+        )
+    key = _OBJECT_KEY.match(text)
+    if key:
+        char = key.group(1)
+        return (
+            f"Unexpected character ('{char}' (code {ord(char)})): was expecting double-quote"
+            " to start field name"
+        )
+    return text
 
 
 def outcome_json(record: ExecutionRecord) -> Mapping[str, Any]:

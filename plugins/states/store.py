@@ -4,7 +4,9 @@
 ``Dialect`` for what differs):
 
 - ``sfn_machines``: each state machine (name, ARN, definition, type
-  STANDARD or EXPRESS, role, created/updated, revision), and
+  STANDARD or EXPRESS, role, created/updated, revision; ``origin`` ``api``
+  for one CreateStateMachine made, which the stepfunctions API makes a
+  resource again after a restart; its ``tags``, JSON), and
   ``sfn_revisions``: the definition of each revision, so an execution
   resumed after the config changed runs the definition it started with;
 - ``sfn_executions``: each STANDARD execution (ARN, machine, name, status,
@@ -35,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from pipelines.store import Row, Step, Store
+from pipelines.store import Queries, Row, Step, Store
 from plugins.states.history import HistoryEvent
 
 RUNNING = "RUNNING"
@@ -54,7 +56,9 @@ CREATE TABLE IF NOT EXISTS sfn_machines (
     role_arn     TEXT NOT NULL,
     created      REAL NOT NULL,
     updated      REAL NOT NULL,
-    revision     INTEGER NOT NULL
+    revision     INTEGER NOT NULL,
+    origin       TEXT,
+    tags         TEXT
 );
 CREATE TABLE IF NOT EXISTS sfn_revisions (
     machine    TEXT NOT NULL,
@@ -233,8 +237,14 @@ class StatesStore(Store):
     """The state machines' tables: ``await StatesStore.open(state, clock)``."""
 
     name = "states"
-    version = 1
+    version = 2
     schema = SCHEMA
+
+    async def migrate(self, connection: Queries, found: int) -> None:
+        """Version 1 did not know which machines the API made, nor their tags."""
+        if found < 2:
+            for column in ("origin TEXT", "tags TEXT"):
+                await connection.execute(f"ALTER TABLE sfn_machines ADD COLUMN {column}")
 
     # -- state machines -----------------------------------------------------------
 
@@ -290,6 +300,37 @@ class StatesStore(Store):
     async def machines(self) -> list[MachineRecord]:
         rows = await self.reader.rows(f"SELECT {_MACHINE} FROM sfn_machines ORDER BY name")
         return [MachineRecord(*row) for row in rows]
+
+    async def made_by_api(self) -> list[MachineRecord]:
+        """The machines CreateStateMachine made (``mark_api``), by name."""
+        rows = await self.reader.rows(
+            f"SELECT {_MACHINE} FROM sfn_machines WHERE origin = 'api' ORDER BY name"
+        )
+        return [MachineRecord(*row) for row in rows]
+
+    async def mark_api(self, name: str) -> None:
+        """Note that the API made ``name`` (the API makes it a resource again after a restart)."""
+        await self.execute("UPDATE sfn_machines SET origin = 'api' WHERE name = ?", (name,))
+
+    async def tags(self, name: str) -> dict[str, str]:
+        found = await self.reader.scalar("SELECT tags FROM sfn_machines WHERE name = ?", (name,))
+        loaded: dict[str, str] = orjson.loads(found) if found else {}
+        return loaded
+
+    async def set_tags(self, name: str, tags: dict[str, str]) -> None:
+        await self.execute(
+            "UPDATE sfn_machines SET tags = ? WHERE name = ?", (orjson.dumps(tags).decode(), name)
+        )
+
+    async def delete_machine(self, name: str) -> None:
+        """Forget a state machine and its revisions (DeleteStateMachine); its
+        executions and their histories stay describable."""
+        await self.batch(
+            [
+                Step("DELETE FROM sfn_revisions WHERE machine = ?", (name,)),
+                Step("DELETE FROM sfn_machines WHERE name = ?", (name,)),
+            ]
+        )
 
     async def definition(self, machine: str, revision: int) -> str | None:
         found: str | None = await self.reader.scalar(

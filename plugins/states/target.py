@@ -41,7 +41,9 @@ from plugins.states.store import EXPRESS, STANDARD
 SETTINGS_TABLE = Settings(
     {
         "definition": Shape(
-            {"type": "object"}, "the state machine's definition (Amazon States Language)"
+            {"type": ["object", "string"]},
+            "the state machine's definition (Amazon States Language): a mapping,"
+            " or its JSON text (kept as written, as CreateStateMachine keeps it)",
         ),
         "definition_file": Shape(
             {"type": "string"},
@@ -144,9 +146,17 @@ def _definition(where: Where, config: Mapping[str, Any], problems: Problems) -> 
     file = config.get("definition_file")
     if (inline is None) == (file is None):
         raise ConfigError(where, "give definition (inline) or definition_file, one of them")
+    if isinstance(inline, str):
+        errors = validate(inline)
+        for error in errors:
+            at = f" at {error.location}" if error.location else ""
+            problems.add(ConfigError(where / "definition", f"{_said(error)}{at}"))
+        return None if errors else inline
     if inline is not None:
         if not isinstance(inline, Mapping):
-            raise ConfigError(where / "definition", "must be a mapping: StartAt, States, ...")
+            raise ConfigError(
+                where / "definition", "must be a mapping (StartAt, States, ...) or its JSON text"
+            )
         errors = validate(dict(inline))
         for error in errors:
             problems.add(ConfigError(_pointed(where / "definition", inline, error), _said(error)))
