@@ -649,6 +649,11 @@ async def test_runners_putting_at_once_get_unique_growing_numbers_and_see_all_re
             await runner.close()
 
 
+#: Enough records that, on a loaded machine, every runner joins the reading
+#: before one runner alone has read them all (the shards are then shared).
+RECORDS = 2500
+
+
 async def test_a_consumer_name_reads_each_shard_in_one_runner_at_a_time(
     state_location: str, clock: ManualClock
 ) -> None:
@@ -658,9 +663,11 @@ async def test_a_consumer_name_reads_each_shard_in_one_runner_at_a_time(
     runners = [await StreamStore.open(state_location, clock) for _ in range(3)]
     try:
         await runners[0].create_stream("s", 6)
-        await runners[0].put_records(
-            "s", [{"Data": str(n), "PartitionKey": f"k{n % 60}"} for n in range(480)]
-        )
+        for first in range(0, RECORDS, 500):  # PutRecords takes 500 at most
+            await runners[0].put_records(
+                "s",
+                [{"Data": str(n), "PartitionKey": f"k{n % 60}"} for n in range(first, first + 500)],
+            )
         read: list[tuple[int, Record]] = []
 
         async def run(n: int, runner: StreamStore) -> None:
@@ -671,14 +678,14 @@ async def test_a_consumer_name_reads_each_shard_in_one_runner_at_a_time(
 
         tasks = [asyncio.ensure_future(run(n, runner)) for n, runner in enumerate(runners)]
         try:
-            await eventually(lambda: len(read) >= 480, 60)
+            await eventually(lambda: len(read) >= RECORDS, 60)
             await asyncio.sleep(0.1)  # time to read a record twice, were it possible
         finally:
             for task in tasks:
                 task.cancel()  # each closes its consumer: checkpoints, then leases given up
             await asyncio.gather(*tasks, return_exceptions=True)
         numbers = [record.sequence_number for _, record in read]
-        assert len(numbers) == 480 and len(set(numbers)) == 480
+        assert len(numbers) == RECORDS and len(set(numbers)) == RECORDS
         per_shard: dict[str, list[str]] = {}
         for _, record in read:
             per_shard.setdefault(record.shard_id, []).append(record.sequence_number)

@@ -22,14 +22,23 @@ import hashlib
 import json
 import math
 import random
+import sys
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import jsonata
-from jsonata import jexception, utils
+# jsonata-python raises the process's recursion limit to 10,000 when it is
+# imported (to match JavaScript's). The rest of the process relies on
+# Python's own limit: deep patterns and events are refused by the
+# RecursionError they raise, and a limit that high lets recursive code
+# overflow the C stack instead. So the limit is put back.
+_LIMIT = sys.getrecursionlimit()
+import jsonata  # noqa: E402
+from jsonata import jexception, utils  # noqa: E402
 
-from plugins.states.errors import QUERY_EVALUATION_ERROR
+sys.setrecursionlimit(_LIMIT)
+
+from plugins.states.errors import QUERY_EVALUATION_ERROR  # noqa: E402
 
 Json = Any
 
