@@ -155,9 +155,15 @@ async def test_a_wait_resumed_after_a_restart_waits_only_what_is_left(
     first = await _runtime(tmp_path, state_location, WAITING, clock)
     async with first:
         started = await executions_of(first).start_execution("slow", "{}")
-        await clock.advance(1000.0)
         arn = started["executionArn"]
-        entered = await executions_of(first).get_execution_history(arn)
+        # Its Wait entered and checkpointed first (the history shows what is
+        # durable): on a loaded machine that takes a few turns of the loop.
+        for _ in range(500):
+            entered = await executions_of(first).get_execution_history(arn)
+            if entered and entered[-1]["type"] == "WaitStateEntered":
+                break
+            await asyncio.sleep(0.01)
+        await clock.advance(1000.0)
     assert entered[-1]["type"] == "WaitStateEntered"
     began = entered[-1]["timestamp"]
     # stopped gracefully: left RUNNING in its Wait, let go for the next runner
