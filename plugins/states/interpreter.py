@@ -478,8 +478,12 @@ class _StateRun:
 
     def select(self, path: str, data: Json, field_name: str) -> Json:
         parsed = paths.parse(path)
+        # the context object is built only for a path into it: it holds the
+        # execution's input, parsed again for each (a Map's iterations would
+        # otherwise each read the whole execution input, twice a state)
+        context = self.context() if parsed.context else None
         try:
-            return parsed.find_in(data, self.context(), self.variables)
+            return parsed.find_in(data, context, self.variables)
         except paths.PathError as error:
             raise StateFault(f"Invalid path '{path}' : {error.message}") from None
 
@@ -492,6 +496,8 @@ class _StateRun:
             raise StateFault(error.message, "States.ResultPathMatchFailure") from None
 
     def resolve(self, template: Json, data: Json, map_item: tuple[int, Json] | None = None) -> Json:
+        if not templates.uses_context(template):
+            return templates.resolve(template, data, None, self.variables)
         context = self.context()
         if map_item is not None:
             context["Map"] = {"Item": {"Index": map_item[0], "Value": map_item[1]}}
@@ -660,8 +666,10 @@ class _StateRun:
         return output, state.next
 
     def waited_value(self, path: str, data: Json, field_name: str) -> Json:
+        parsed = paths.parse(path)
+        context = self.context() if parsed.context else None
         try:
-            return paths.parse(path).find_in(data, self.context(), self.variables)
+            return parsed.find_in(data, context, self.variables)
         except paths.PathError:
             raise StateFault(
                 f"The {field_name} parameter does not reference an input value: {path}"

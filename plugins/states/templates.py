@@ -41,6 +41,21 @@ def resolve(
     return template
 
 
+def uses_context(template: Json) -> bool:
+    """Whether a ``.$`` field of ``template`` reads the context object (``$$``,
+    in a path or an intrinsic's argument): if none does, it is not built."""
+    if isinstance(template, dict):
+        return any(
+            ("$$" in value)
+            if key.endswith(".$") and isinstance(value, str)
+            else uses_context(value)
+            for key, value in template.items()
+        )
+    if isinstance(template, list):
+        return any(uses_context(item) for item in template)
+    return False
+
+
 def reference(
     expression: str,
     field: str,
