@@ -3,6 +3,7 @@
 A test file, named ``*.test.yaml``, sits next to the pipeline it tests::
 
     config: pipeline.yaml               # the config under test (or a list), relative to this file
+    mock_config: MockConfigFile.json    # optional: a Step Functions Local mock file
     tests:
       - name: big orders reach the warehouse
         environment: {REGION: eu}       # ${VAR}s for this test, over the process's environment
@@ -12,6 +13,8 @@ A test file, named ``*.test.yaml``, sits next to the pipeline it tests::
         mocks:                          # resources replaced by a stand-in that records ...
           warehouse: {}                 # ... and succeeds
           payments: {fail: card declined, retryable: false}   # ... and fails
+        state_machines:                 # Task states answered by a Step Functions Local mock file
+          orders-flow: HappyPath        # resource -> the test case (of the file's mock_config)
         run_for: 3600                   # seconds of simulated time after the input (default 0)
         expect:                         # resource -> every payload it accepted, in any order
           warehouse:
@@ -30,10 +33,22 @@ are not checked. An item that is a mapping with ``pattern`` or ``equals``
 (and optionally ``attributes``) is a matcher; anything else is an exact payload.
 A pattern is matched against the payload, or against the JSON a string
 payload holds (a queue message's body).
+
+``state_machines`` gives a ``state_machine`` resource's Task states the
+mocked responses of a test case in Step Functions Local's MockConfigFile
+format (``plugins.states.mocking``): ``name: TestCase`` takes the test case
+of the state machine ``name`` in the file's ``mock_config``; the long form
+``name: {test_case: HappyPath, state_machine: OrderFlow, mock_config: other.json}``
+names the state machine as the mock file does and another file. Task states
+the test case does not name call their resources for real. The clock moves
+on only once the executions wait (for a timer, a task token) or have ended.
+A resource takes part through two optional methods: ``mock_tasks(file,
+case, machine)`` and ``activity()`` (``(busy, progress)``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
@@ -43,7 +58,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipelines.clock import ManualClock
+from pipelines.clock import ManualClock, settle
 from pipelines.config import (
     PipelineConfig,
     build_runtime,
@@ -67,12 +82,17 @@ from pipelines.runtime import Runtime
 from pipelines.targets import DeliveryContext, Target, TargetServices, check_keys
 
 SUFFIX = ".test.yaml"
-FILE_KEYS = {"config", "tests"}
-CASE_KEYS = {"name", "environment", "now", "input", "mocks", "run_for", "expect"}
+FILE_KEYS = {"config", "tests", "mock_config"}
+CASE_KEYS = {
+    "name", "environment", "now", "input", "mocks", "state_machines", "run_for", "expect",
+}  # fmt: skip
+MACHINE_KEYS = {"test_case", "state_machine", "mock_config"}
 MOCK_KEYS = {"fail", "code", "retryable"}
 SKIP_DIRECTORIES = {".git", ".venv", "venv", "node_modules", "__pycache__", ".pipelines"}
 #: Real time allowed for the pipeline to go quiet between clock moves.
 QUIET_TIMEOUT = 30.0
+#: Real time a resource's progress (``activity``) must stay still to count as quiet.
+STILL = 0.005
 
 
 class _Invalid(Exception):
@@ -125,12 +145,13 @@ async def run_file(file: Path) -> list[CaseResult]:
         return [CaseResult(file, "(test file)", [str(p) for p in problems])]
     configs = data["config"] if isinstance(data["config"], list) else [data["config"]]
     paths = [file.parent / str(c) for c in configs]
+    mock_config = data.get("mock_config")
     results = []
     for index, case in enumerate(data["tests"]):
         name = str(case.get("name", f"tests[{index}]")) if isinstance(case, dict) else ""
         at = _at(file, loader.positions, ("tests", index))
         try:
-            failures = await _run_case(paths, case, index, at)
+            failures = await _run_case(paths, case, index, at, (file.parent, mock_config))
         except ConfigInvalid as exc:
             failures = [str(p) for p in exc.problems]
         except _Invalid as exc:
@@ -160,6 +181,8 @@ def _check_file(
     for key in data:
         if key not in FILE_KEYS:
             problems.append(at((key,), f"{key}: {unknown_setting(str(key), FILE_KEYS)}"))
+    if "mock_config" in data and not isinstance(data["mock_config"], str):
+        problems.append(at(("mock_config",), "mock_config: a mock file's path"))
     if not isinstance(data.get("config"), str | list):
         problems.append(
             at(("config",), "config: the pipeline file to test (or a list) is required")
@@ -173,7 +196,9 @@ def _check_file(
 # -- running one test ---------------------------------------------------------
 
 
-async def _run_case(paths: list[Path], case: Any, index: int, at: Any) -> list[str]:
+async def _run_case(
+    paths: list[Path], case: Any, index: int, at: Any, mock_config: tuple[Path, Any]
+) -> list[str]:
     if not isinstance(case, dict):
         return [at((), f"tests[{index}]: a test is a mapping (name, input, expect, ...)")]
     try:
@@ -200,13 +225,16 @@ async def _run_case(paths: list[Path], case: Any, index: int, at: Any) -> list[s
     ):
         runtime = await build_runtime(config, clock=clock, state_path=Path(directory) / "state.db")
         captures = await _capture(runtime, config, case.get("mocks") or {}, at)
+        reports = _mock_tasks(captures, case.get("state_machines") or {}, mock_config, at)
         failures: list[str] = []
         for name in expect:
             if name not in captures:
                 failures.append(at(("expect", name), f"expect.{name}: no resource named {name!r}"))
         async with runtime:
             failures += await _put(runtime, case.get("input") or [], at)
-            await _run(runtime, clock, float(run_for))
+            await _run(runtime, clock, float(run_for), list(captures.values()))
+    for name, problems in reports.items():
+        failures += [at(("state_machines", name), f"state_machines.{name}: {p}") for p in problems]
     for name, expected in expect.items():
         if name in captures:
             failures += _compare(name, expected, captures[name].received, at)
@@ -252,15 +280,80 @@ async def _put(runtime: Runtime, entries: Any, at: Any) -> list[str]:
     return failures
 
 
-async def _run(runtime: Runtime, clock: ManualClock, run_for: float) -> None:
+async def _run(
+    runtime: Runtime, clock: ManualClock, run_for: float, resources: list[_Recording]
+) -> None:
     """Let the pipeline deliver what it can, the clock moving from timer to
-    timer (retries, schedules) for ``run_for`` simulated seconds."""
+    timer (retries, schedules) for ``run_for`` simulated seconds. Resources
+    that work on their own (a state machine's executions) are waited for
+    too: until each is not busy and its progress stood still for a moment."""
+    active = [
+        activity
+        for recording in resources
+        if (activity := getattr(recording.inner, "activity", None)) is not None
+    ]
 
     async def quiet() -> None:
-        await runtime.wait_until_idle(QUIET_TIMEOUT)
+        deadline = asyncio.get_running_loop().time() + QUIET_TIMEOUT
+        while True:
+            await runtime.wait_until_idle(QUIET_TIMEOUT)
+            if not active:
+                return
+            before = [activity() for activity in active]
+            await asyncio.sleep(STILL)
+            await settle()
+            after = [activity() for activity in active]
+            if before == after and not any(busy for busy, _ in after):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"the state machines were not quiet within {QUIET_TIMEOUT} s")
 
     await quiet()
     await clock.advance(run_for, quiet=quiet)
+
+
+# -- state machines' mocked tasks (Step Functions Local's mock files) ------------
+
+
+def _mock_tasks(
+    captures: dict[str, _Recording], machines: Any, mock_config: tuple[Path, Any], at: Any
+) -> dict[str, list[str]]:
+    """Give each named state machine its test case; what each will have to report."""
+    if not isinstance(machines, dict):
+        raise _Invalid(at(("state_machines",), "state_machines: a mapping of resource names"))
+    directory, default_file = mock_config
+    reports: dict[str, list[str]] = {}
+    for name, given in machines.items():
+        where = ("state_machines", name)
+        settings = given if isinstance(given, dict) else {"test_case": given}
+        try:
+            check_keys(Where(f"state_machines.{name}"), settings, MACHINE_KEYS)
+        except ConfigError as exc:
+            raise _Invalid(
+                *(at((*where, *e.path), f"{e.where}: {e.message}") for e in exc.errors)
+            ) from None
+        case = settings.get("test_case")
+        file = settings.get("mock_config", default_file)
+        if not isinstance(case, str):
+            raise _Invalid(at(where, f"state_machines.{name}: the test case's name"))
+        if not isinstance(file, str):
+            raise _Invalid(
+                at(where, f"state_machines.{name}: no mock file: give mock_config"
+                   " (for the test file, or here)")
+            )  # fmt: skip
+        recording = captures.get(name)
+        mock = getattr(recording.inner, "mock_tasks", None) if recording is not None else None
+        if mock is None:
+            problem = "no resource of that name" if recording is None else (
+                "mocked (mocks)" if recording.inner is None else "not a state machine"
+            )  # fmt: skip
+            raise _Invalid(at(where, f"state_machines.{name}: {problem}"))
+        machine = settings.get("state_machine")
+        try:
+            reports[name] = mock(directory / file, case, None if machine is None else str(machine))
+        except ValueError as exc:
+            raise _Invalid(at(where, f"state_machines.{name}: {exc}")) from None
+    return reports
 
 
 # -- recording what resources receive -------------------------------------------
@@ -286,6 +379,11 @@ class _Recording(Target):
     async def stop(self) -> None:
         if self.inner is not None:
             await self.inner.stop()
+
+    def note(self, payload: Any) -> None:
+        """What the resource got other than by a delivery (a state machine's
+        Task calling it): it counts as accepted."""
+        self.received.append((payload, {}))
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         result = None

@@ -69,6 +69,7 @@ from plugins.states.store import (
     ExecutionRecord,
     StatesStore,
 )
+from plugins.states.tasks import TaskRunner
 
 log = logging.getLogger("plugins.states")
 
@@ -127,6 +128,9 @@ class Machine:
     definition: str
     program: StateMachine
     revision: int = 1
+    #: What its executions' Task states call: given the runtime's runner,
+    #: the one to use (a config test's mocked responses); None: the runtime's.
+    tasks: Callable[[TaskRunner], TaskRunner] | None = None
 
 
 @dataclass(slots=True)
@@ -165,11 +169,13 @@ class DurableLog:
         store = self.engine.store
         assert store is not None
         events, self.pending = self.pending, []
+        self.engine.writing += 1
         write = asyncio.ensure_future(
             store.transition(
                 self.arn, self.engine.owner, self.engine.lease(), events, point.to_json()
             )
         )
+        write.add_done_callback(self.engine.written)
         try:
             stop = await asyncio.shield(write)
         except asyncio.CancelledError:
@@ -264,6 +270,27 @@ class Executions:
         self.users = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._resumed = False
+        #: checkpoints and ends being written, tasks' calls under way (``activity``)
+        self.writing = 0
+        self.calling = 0
+
+    def written(self, _: object = None) -> None:
+        self.writing -= 1
+
+    def activity(self) -> tuple[bool, Any]:
+        """(busy, progress), for config tests: busy while a checkpoint is
+        being written or a task's call is under way; progress changes as
+        executions move (their events so far, those that ended). Not busy
+        and the same progress over a pause: each running execution waits
+        (for a timer, a task token, a child) or none runs."""
+        progress = (
+            len(self.express),
+            tuple(
+                (arn, run.log.last_id if isinstance(run.log, DurableLog) else len(run.log.events))
+                for arn, run in self.runs.items()
+            ),
+        )
+        return self.writing + self.calling > 0, progress
 
     # -- lifetime: one per runtime, shared by its state machines --------------------
 
@@ -405,10 +432,13 @@ class Executions:
         )
         from plugins.states.integrations import RuntimeTasks
 
+        tasks: TaskRunner = RuntimeTasks(self, execution)
+        if machine.tasks is not None:
+            tasks = machine.tasks(tasks)
         interpreter = Interpreter(
             machine.program,
             log=execution_log,
-            tasks=RuntimeTasks(self, execution),
+            tasks=tasks,
             clock=self.clock,
             region=DEFAULT_REGION,
         )
@@ -491,10 +521,14 @@ class Executions:
         if isinstance(run.log, DurableLog):
             assert self.store is not None
             events, run.log.pending = run.log.pending, []
-            written = await self.store.finish(
-                execution.arn, self.owner, events, outcome.status, output, outcome.error,
-                outcome.cause, now,
-            )  # fmt: skip
+            self.writing += 1
+            try:
+                written = await self.store.finish(
+                    execution.arn, self.owner, events, outcome.status, output, outcome.error,
+                    outcome.cause, now,
+                )  # fmt: skip
+            finally:
+                self.writing -= 1
             if not written:
                 raise _Lost(execution.arn)
         else:
@@ -592,7 +626,7 @@ class Executions:
             return machine
         return Machine(
             machine.name, machine.arn, machine.machine_type, machine.role_arn, text,
-            parse_definition(text), revision,
+            parse_definition(text), revision, machine.tasks,
         )  # fmt: skip
 
     async def _keep(self) -> None:

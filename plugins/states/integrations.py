@@ -115,6 +115,13 @@ class RuntimeTasks:
         return orjson.loads(output)
 
     async def _call(self, request: TaskRequest) -> Json:
+        self.engine.calling += 1
+        try:
+            return await self._calling(request)
+        finally:
+            self.engine.calling -= 1
+
+    async def _calling(self, request: TaskRequest) -> Json:
         resource = request.resource
         if resource.kind == "lambda":
             return await self._invoke(resource.arn, request.input, request, raw=True)
@@ -137,11 +144,13 @@ class RuntimeTasks:
 
     def _resource(self, name: str, error_prefix: str, kind: type[Target] | None = None) -> Target:
         """The runtime's resource named ``name`` (or whose queue, topic or
-        stream is so named); a task failure in the service's words when none is."""
+        stream is so named); a task failure in the service's words when none is.
+        A config test's stand-in (``pipelines test``) is seen through: the
+        resource it wraps is called and the stand-in notes what it got."""
         services = self.services
         try:
             found: Target = services.resource(name)
-            if kind is None or isinstance(found, kind):
+            if kind is None or isinstance(_real(found), kind):
                 return found
         except PipelinesError:
             pass
@@ -149,12 +158,28 @@ class RuntimeTasks:
         if kind is not None and names is not None:
             for other in names():
                 target: Target = services.resource(other)
-                if isinstance(target, kind) and name in _own_names(target):
+                if isinstance(_real(target), kind) and name in _own_names(_real(target)):
                     return target
+        stand_in = self._stand_in(name)
+        if stand_in is not None:
+            raise StatesError(
+                f"{error_prefix}.ResourceNotFoundException",
+                f"the resource '{name}' is replaced by a stand-in in this test (mocks):"
+                " give its Task state a mocked response (state_machines) instead",
+            )
         raise StatesError(
             f"{error_prefix}.ResourceNotFoundException",
             f"no resource named '{name}' in this runtime",
         )
+
+    def _stand_in(self, name: str) -> Target | None:
+        """A config test's stand-in with nothing behind it, under ``name``."""
+        try:
+            found: Target = self.services.resource(name)
+        except PipelinesError:
+            return None
+        wrapped = getattr(found, "inner", _NOTHING)
+        return found if wrapped is None else None
 
     # -- functions (Lambda) ------------------------------------------------------------
 
@@ -164,16 +189,22 @@ class RuntimeTasks:
         from plugins.function import FunctionTarget
 
         name = _function_name(function)
-        target = self._resource(name, "Lambda", FunctionTarget)
-        assert isinstance(target, FunctionTarget)
         request_id = str(uuid.uuid4())
         context = DeliveryContext(
             self.execution.arn,
             request.context.get("State", {}).get("Name", ""),
             {"id": request_id},
         )
+        stand_in = self._stand_in(name)
         try:
-            result = await target.invoke(payload, context)
+            if stand_in is not None:  # a config test's mocked function: it records, and
+                result = await stand_in.deliver(payload, context)  # succeeds or fails
+            else:
+                found = self._resource(name, "Lambda", FunctionTarget)
+                target = _real(found)
+                assert isinstance(target, FunctionTarget)
+                result = await target.invoke(payload, context)
+                _note(found, payload)
         except DeliveryError as error:
             raise _lambda_failure(error, request_id) from None
         if raw:
@@ -220,7 +251,8 @@ class RuntimeTasks:
             raise StatesError(
                 "SQS.MissingParameterException", "QueueUrl and MessageBody are required"
             )
-        target = self._resource(_last(url, "/"), "SQS", QueueTarget)
+        found = self._resource(_last(url, "/"), "SQS", QueueTarget)
+        target = _real(found)
         assert isinstance(target, QueueTarget)
         store = target.store
         if store is None:
@@ -237,6 +269,7 @@ class RuntimeTasks:
             )
         except QueueError as error:
             raise StatesError(f"SQS.{error.code}", error.message) from None
+        _note(found, _text(parameters["MessageBody"]))
         result: dict[str, Json] = {
             "MD5OfMessageBody": sent.md5_of_body,
             "MessageId": sent.message_id,
@@ -251,7 +284,8 @@ class RuntimeTasks:
         topic = parameters.get("TopicArn") or parameters.get("TargetArn")
         if not isinstance(topic, str) or "Message" not in parameters:
             raise StatesError("SNS.InvalidParameterException", "TopicArn and Message are required")
-        target = self._resource(_last(topic, ":"), "SNS", TopicTarget)
+        found = self._resource(_last(topic, ":"), "SNS", TopicTarget)
+        target = _real(found)
         assert isinstance(target, TopicTarget)
         request_id = str(uuid.uuid4())
         context = DeliveryContext(
@@ -270,6 +304,7 @@ class RuntimeTasks:
             )
         except (DeliveryError, CodedError) as error:
             raise StatesError(f"SNS.{error.code}", error.message) from None
+        _note(found, _text(parameters["Message"]))
         return {"MessageId": message_id, **_sdk_metadata(request_id)}
 
     async def _put_record(self, parameters: Mapping[str, Json], request: TaskRequest) -> Json:
@@ -283,7 +318,8 @@ class RuntimeTasks:
                 "Kinesis.InvalidArgumentException",
                 "StreamName (or StreamARN), Data and PartitionKey are required",
             )
-        target = self._resource(_last(stream, "/"), "Kinesis", StreamTarget)
+        found = self._resource(_last(stream, "/"), "Kinesis", StreamTarget)
+        target = _real(found)
         assert isinstance(target, StreamTarget)
         if target.store is None:
             raise StatesError(
@@ -291,7 +327,7 @@ class RuntimeTasks:
             )
         hash_key = parameters.get("ExplicitHashKey")
         try:
-            return await target.store.put_record(
+            put: Json = await target.store.put_record(
                 target.stream,
                 payload_text(parameters["Data"]).encode(),
                 key,
@@ -299,6 +335,8 @@ class RuntimeTasks:
             )
         except StreamError as error:
             raise StatesError(f"Kinesis.{error.code}", error.message) from None
+        _note(found, parameters["Data"])
+        return put
 
     async def _put_events(self, parameters: Mapping[str, Json], request: TaskRequest) -> Json:
         entries = parameters.get("Entries")
@@ -346,7 +384,11 @@ class RuntimeTasks:
                 "StartDate": int(started["startDate"] * 1000),
                 **_sdk_metadata(str(uuid.uuid4())),
             }
-        record = await self.engine.wait_for(started["executionArn"])
+        self.engine.calling -= 1  # the child runs on its own meanwhile (``activity``)
+        try:
+            record = await self.engine.wait_for(started["executionArn"])
+        finally:
+            self.engine.calling += 1
         described = _described(record, self.engine, json_output=pattern == "sync:2")
         if record.status != SUCCEEDED:
             raise StatesError("States.TaskFailed", orjson.dumps(described).decode())
@@ -411,6 +453,22 @@ def _lambda_failure(error: DeliveryError, request_id: str) -> StatesError:
         "stackTrace": [],
     }
     return StatesError(kind, orjson.dumps(body).decode())
+
+
+_NOTHING = object()
+
+
+def _real(target: Target) -> Target:
+    """The resource a config test's stand-in wraps (``inner``), or ``target``."""
+    inner = getattr(target, "inner", None)
+    return inner if isinstance(inner, Target) else target
+
+
+def _note(found: Target, payload: Json) -> None:
+    """Tell a config test's stand-in what its resource got from a task."""
+    note = getattr(found, "note", None)
+    if note is not None:
+        note(payload)
 
 
 def _own_names(target: Target) -> set[str]:

@@ -37,6 +37,7 @@ from plugins.states.definition import StateMachine, validate
 from plugins.states.errors import DefinitionError
 from plugins.states.executions import ExecutionError, Executions, Machine, machine_arn
 from plugins.states.store import EXPRESS, STANDARD
+from plugins.states.tasks import TaskRunner
 
 SETTINGS_TABLE = Settings(
     {
@@ -76,6 +77,28 @@ class StateMachineTarget(Target):
             await engine.detach()
             raise
         self.engine = engine
+
+    def mock_tasks(self, mock_file: str | Path, case: str, machine: str | None = None) -> list[str]:
+        """Answer this machine's Task states with the mocked responses of test
+        case ``case`` of a Step Functions Local mock file (``plugins.states.mocking``),
+        for the state machine named ``machine`` there (default: this resource's
+        name), before the runtime starts. What it returns fills, as executions
+        run, with what a test must report (a state invoked past its responses).
+        ``MockConfigError`` when the file or the case cannot be used."""
+        from plugins.states.mocking import MockedTasks, load_mock_config, test_case
+
+        chosen = test_case(load_mock_config(mock_file), machine or self.machine.name, case)
+        problems: list[str] = []
+
+        def tasks(real: TaskRunner) -> TaskRunner:
+            return MockedTasks(chosen, real, problems=problems)
+
+        self.machine.tasks = tasks
+        return problems
+
+    def activity(self) -> Any:
+        """What changes while its runtime's executions make progress (config tests)."""
+        return None if self.engine is None else self.engine.activity()
 
     async def drain(self, timeout: float) -> None:
         if self.engine is not None:
