@@ -132,7 +132,7 @@ async def test_failures_are_located_and_shown_as_a_diff(tmp_path: Path) -> None:
     ]
     assert typo.failures == [
         f"{file}:12:5: tests[1].inptu: unknown setting (allowed: environment, expect, input,"
-        " mocks, name, now, run_for); did you mean 'input'?"
+        " mocks, name, now, run_for, state_machines); did you mean 'input'?"
     ]
 
 
@@ -141,7 +141,7 @@ async def test_a_misspelt_key_of_the_test_file_is_located_with_a_hint(tmp_path: 
     (result,) = await run_tests(file)
     assert result.name == "(test file)"
     assert result.failures == [
-        f"{file}:2:1: test: unknown setting (allowed: config, tests); did you mean 'tests'?",
+        f"{file}:2:1: test: unknown setting (allowed: config, mock_config, tests); did you mean 'tests'?",
         f"{file}:1:1: tests: a list of tests is required",
     ]
 

@@ -505,3 +505,79 @@ def test_webhooks_example_verifies_pushes_posts_to_chat_and_dead_letters() -> No
     (failed,) = report["failed"]
     assert (failed["source"], failed["detail-type"]) == ("github.com", "push")
     assert failed["detail"]["pusher"] == {"name": "eve"}
+
+
+def test_orders_workflow_charges_reserves_waits_for_approval_and_publishes(
+    tmp_path: Path,
+) -> None:
+    workflow = ROOT / "examples" / "orders-workflow"
+    config = str(workflow / "pipeline.yaml")
+    env = {**os.environ, "PIPELINES_STATE": str(tmp_path / "state.db")}
+    assert run_cli("validate", config, env=env).returncode == 0
+    tested = run_cli("test", str(workflow), env=env)  # its MockConfigFile test cases
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "4 passed, 0 failed" in tested.stdout
+
+    runner = subprocess.Popen(
+        [*pipelines_command(), "run", config],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert runner.stderr is not None
+        assert "pipeline started" in runner.stderr.readline()
+        put = run_cli("put", "-c", config, "--input", str(workflow / "events.jsonl"), env=env)
+        assert put.returncode == 0, put.stderr
+        # o-1 and o-3 reach the approval (o-2's card is declined, o-4 has an item
+        # sold out): the approver answers their task tokens, rejecting o-3.
+        approved = subprocess.run(
+            [sys.executable, str(workflow / "approve.py"), "--reject", "o-3", "--count", "2"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert approved.returncode == 0, approved.stderr
+        answers = sorted(json.loads(line)["order"] for line in approved.stdout.splitlines())
+        assert answers == ["o-1", "o-3"]
+
+        outcomes: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + 30
+        while len(outcomes) < 4:
+            assert time.monotonic() < deadline, f"outcomes so far: {outcomes}"
+            received = run_cli(
+                "queue", "receive", "outcomes", "-c", config, "-n", "10", "--delete", env=env
+            )
+            assert received.returncode == 0, received.stderr
+            for message in json.loads(received.stdout):
+                body = json.loads(message["Body"])
+                outcomes[body.pop("order")] = body
+            time.sleep(0.2)
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        out, _ = runner.communicate(timeout=30)
+    assert runner.returncode == 0
+    assert outcomes == {
+        "o-1": {"outcome": "confirmed", "charge_id": "ch-o-1", "approved_by": "ada"},
+        "o-2": {"outcome": "refunded", "reason": "CardDeclined", "refunded": 0},
+        "o-3": {"outcome": "refunded", "reason": "Rejected", "refunded": 75},
+        "o-4": {"outcome": "refunded", "reason": "OutOfStock", "refunded": 60},
+    }
+    steps = [json.loads(line) for line in out.splitlines()]
+    charges = sorted(
+        (s["order"], s["attempt"], s["result"]) for s in steps if s["step"] == "charge"
+    )
+    assert charges == [
+        ("o-1", 1, "charged"),
+        ("o-2", 1, "declined"),
+        ("o-3", 1, "gateway busy"),
+        ("o-3", 2, "charged"),  # retried after its backoff
+        ("o-4", 1, "charged"),
+    ]
+    reserved = {(s["order"], s["sku"]) for s in steps if s["step"] == "reserve"}
+    # o-4's tea may or may not be reserved before its sold-out item fails the Map
+    assert {("o-1", "mug"), ("o-1", "tea"), ("o-3", "teapot"), ("o-4", "sold-out")} <= reserved
+    assert not any(order == "o-2" for order, _ in reserved)  # declined: never reserved

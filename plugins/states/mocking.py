@@ -68,10 +68,8 @@ class MockedResponse:
 
 
 @dataclass(frozen=True, slots=True)
-class TestCase:
+class MockTestCase:
     """A state machine's test case: state name -> its responses, by invocation."""
-
-    __test__ = False  # not a pytest test class
 
     machine: str
     name: str
@@ -93,7 +91,7 @@ def load_mock_config(path: str | Path) -> dict[str, Json]:
     return data
 
 
-def test_case(config: Mapping[str, Json], machine: str, case: str) -> TestCase:
+def mock_test_case(config: Mapping[str, Json], machine: str, case: str) -> MockTestCase:
     """Test case ``case`` of state machine ``machine`` in a mock file, checked."""
     unknown = set(config) - {"StateMachines", "MockedResponses"}
     if unknown:
@@ -131,7 +129,7 @@ def test_case(config: Mapping[str, Json], machine: str, case: str) -> TestCase:
                 f"{where}: no mocked response named {response_name!r} in MockedResponses"
             )
         out[state] = (response_name, _responses(response_name, responses[response_name]))
-    return TestCase(machine, case, out)
+    return MockTestCase(machine, case, out)
 
 
 def _responses(name: str, given: Json) -> tuple[MockedResponse, ...]:
@@ -187,7 +185,7 @@ class MockedTasks:
     """The ``TaskRunner`` of one execution under a test case: the states it
     names answer with their mocked responses, the others go to ``real``."""
 
-    case: TestCase
+    case: MockTestCase
     real: TaskRunner
     #: state name -> invocations so far in this execution
     counts: dict[str, int] = field(default_factory=dict)

@@ -85,9 +85,9 @@ class StateMachineTarget(Target):
         name), before the runtime starts. What it returns fills, as executions
         run, with what a test must report (a state invoked past its responses).
         ``MockConfigError`` when the file or the case cannot be used."""
-        from plugins.states.mocking import MockedTasks, load_mock_config, test_case
+        from plugins.states.mocking import MockedTasks, load_mock_config, mock_test_case
 
-        chosen = test_case(load_mock_config(mock_file), machine or self.machine.name, case)
+        chosen = mock_test_case(load_mock_config(mock_file), machine or self.machine.name, case)
         problems: list[str] = []
 
         def tasks(real: TaskRunner) -> TaskRunner:
