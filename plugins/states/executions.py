@@ -7,7 +7,7 @@ runtime's task group:
 - a STANDARD execution is durable: its row is in the state database
   (``StatesStore``) before ``start_execution`` returns; its history events
   are written with each checkpoint, one transaction per state transition
-  (``DurableLog``); a runner that stops (gracefully, or killed) leaves it
+  (``DurableLog``; after a Pass or Choice state, with the next one); a runner that stops (gracefully, or killed) leaves it
   RUNNING at its last checkpoint, and the next runner to start with its
   state machine resumes it there (``history.Within``: a Wait waits only
   what is left, a Task attempt under way is resumed, not called again);
@@ -53,7 +53,7 @@ from pipelines.errors import CodedError, NotRunningError, PipelinesError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.replay import runner_name
 from pipelines.targets import TargetServices
-from plugins.states.definition import StateMachine, parse_definition
+from plugins.states.definition import ChoiceState, PassState, StateMachine, parse_definition
 from plugins.states.errors import PAYLOAD_LIMIT, StatesError
 from plugins.states.history import Checkpoint, HistoryEvent, MemoryLog
 from plugins.states.interpreter import Execution, Interpreter, Outcome
@@ -82,6 +82,10 @@ RENEW_EVERY = LEASE / 3
 TOKEN_POLL = 1.0
 #: How often a ``.sync`` parent looks for the end of a child run elsewhere.
 CHILD_POLL = 1.0
+#: States whose checkpoint after them is written with the next (``DurableLog``).
+PURE = (PassState, ChoiceState)
+#: Checkpoints after Pass and Choice states left to the next one, at most in a row.
+PURE_RUN = 100
 #: EXPRESS executions kept in memory for DescribeExecution.
 KEPT_EXPRESS = 1000
 #: AWS publishes these under AWS/States; like the bus's own metrics (Pipelines/Events)
@@ -151,21 +155,42 @@ class _Run:
 
 class DurableLog:
     """A STANDARD execution's ``ExecutionLog``: events kept until the next
-    checkpoint, then written with it in one transaction by the owner."""
+    checkpoint, then written with it in one transaction by the owner.
 
-    def __init__(self, engine: Executions, arn: str) -> None:
+    The checkpoint after a Pass or Choice state (``PURE``: no effect, no
+    wait) is written with the next one, up to ``PURE_RUN`` in a row: a
+    runner that stops meanwhile resumes at the checkpoint before the run,
+    and those states are done again (nothing of them was durable, nothing
+    outside saw them)."""
+
+    def __init__(self, engine: Executions, arn: str, program: Any = None, at: str = "") -> None:
         self.engine = engine
         self.arn = arn
         self.pending: list[HistoryEvent] = []
         self.last_id = 0
         #: the last checkpoint written
         self.point: Checkpoint | None = None
+        #: the top-level program and the state under way (after the last checkpoint)
+        self.program = program
+        self.at = at
+        self.deferred = 0
 
     def append(self, event: HistoryEvent) -> None:
         self.pending.append(event)
         self.last_id = event.id
 
+    def _after_pure(self, point: Checkpoint) -> bool:
+        """Whether ``point`` follows a top-level Pass or Choice state."""
+        done, self.at = self.at, point.next_state
+        if point.within is not None or self.program is None:
+            return False
+        return isinstance(self.program.states.get(done), PURE)
+
     async def checkpoint(self, point: Checkpoint) -> None:
+        if self._after_pure(point) and self.deferred < PURE_RUN:
+            self.deferred += 1
+            return
+        self.deferred = 0
         store = self.engine.store
         assert store is not None
         events, self.pending = self.pending, []
@@ -428,7 +453,14 @@ class Executions:
     def _launch(self, execution: Execution, machine: Machine, resume: Checkpoint | None) -> _Run:
         durable = machine.machine_type == STANDARD and self.store is not None
         execution_log: DurableLog | MemoryLog = (
-            DurableLog(self, execution.arn) if durable else MemoryLog()
+            DurableLog(
+                self,
+                execution.arn,
+                machine.program.program,
+                resume.next_state if resume is not None else machine.program.program.start_at,
+            )
+            if durable
+            else MemoryLog()
         )
         from plugins.states.integrations import RuntimeTasks
 
