@@ -7,8 +7,9 @@ runtime's task group:
 - a STANDARD execution is durable: its row is in the state database
   (``StatesStore``) before ``start_execution`` returns; its history events
   are written with each checkpoint, one transaction per state transition
-  (``DurableLog``; after a Pass or Choice state, with the next one); a runner that stops (gracefully, or killed) leaves it
-  RUNNING at its last checkpoint, and the next runner to start with its
+  (``DurableLog``; after a Pass or Choice state, with the next one); a
+  runner that stops (gracefully, or killed) leaves it RUNNING at its last
+  checkpoint, and the next runner to start with its
   state machine resumes it there (``history.Within``: a Wait waits only
   what is left, a Task attempt under way is resumed, not called again);
 - in a cluster (a PostgreSQL state) an execution runs on one runner, its
@@ -53,7 +54,13 @@ from pipelines.errors import CodedError, NotRunningError, PipelinesError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.replay import runner_name
 from pipelines.targets import TargetServices
-from plugins.states.definition import ChoiceState, PassState, StateMachine, parse_definition
+from plugins.states.definition import (
+    ChoiceState,
+    PassState,
+    Program,
+    StateMachine,
+    parse_definition,
+)
 from plugins.states.errors import PAYLOAD_LIMIT, StatesError
 from plugins.states.history import Checkpoint, HistoryEvent, MemoryLog
 from plugins.states.interpreter import Execution, Interpreter, Outcome
@@ -163,7 +170,9 @@ class DurableLog:
     and those states are done again (nothing of them was durable, nothing
     outside saw them)."""
 
-    def __init__(self, engine: Executions, arn: str, program: Any = None, at: str = "") -> None:
+    def __init__(
+        self, engine: Executions, arn: str, program: Program | None = None, at: str = ""
+    ) -> None:
         self.engine = engine
         self.arn = arn
         self.pending: list[HistoryEvent] = []
