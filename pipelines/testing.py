@@ -293,6 +293,8 @@ async def _run(
         if (activity := getattr(recording.inner, "activity", None)) is not None
     ]
 
+    last: list[Any] = []
+
     async def quiet() -> None:
         deadline = asyncio.get_running_loop().time() + QUIET_TIMEOUT
         while True:
@@ -300,10 +302,12 @@ async def _run(
             if not active:
                 return
             before = [activity() for activity in active]
-            await asyncio.sleep(STILL)
+            if before != last:  # moved since the clock last moved: let it settle a while
+                await asyncio.sleep(STILL)
             await settle()
             after = [activity() for activity in active]
             if before == after and not any(busy for busy, _ in after):
+                last[:] = after
                 return
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"the state machines were not quiet within {QUIET_TIMEOUT} s")

@@ -516,7 +516,7 @@ def test_orders_workflow_charges_reserves_waits_for_approval_and_publishes(
     assert run_cli("validate", config, env=env).returncode == 0
     tested = run_cli("test", str(workflow), env=env)  # its MockConfigFile test cases
     assert tested.returncode == 0, tested.stdout + tested.stderr
-    assert "4 passed, 0 failed" in tested.stdout
+    assert "5 passed, 0 failed" in tested.stdout
 
     runner = subprocess.Popen(
         [*pipelines_command(), "run", config],
