@@ -541,8 +541,14 @@ def test_orders_workflow_charges_reserves_waits_for_approval_and_publishes(
             check=False,
         )
         assert approved.returncode == 0, approved.stderr
-        answers = sorted(json.loads(line)["order"] for line in approved.stdout.splitlines())
-        assert answers == ["o-1", "o-3"]
+        answers = sorted(
+            (json.loads(line) for line in approved.stdout.splitlines()), key=lambda a: a["order"]
+        )
+        # SendTaskSuccess through the running pipeline's control socket
+        assert [(a["order"], a["approved"], a["sent"]) for a in answers] == [
+            ("o-1", True, "answered"),
+            ("o-3", False, "answered"),
+        ]
 
         outcomes: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + 30

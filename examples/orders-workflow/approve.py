@@ -2,11 +2,17 @@
 
 Each request is a message on the `approvals` queue holding the order and
 the task token its execution waits on. This script takes them from the
-queue, answers each token with SendTaskSuccess (``{"approved": ..., "by":
-..., "reason": ...}``) and deletes the message. The answer goes into the
-pipeline's state database (the one pipeline.yaml names, or
-``$PIPELINES_STATE``), where the running state machine finds it within a
-second; given while the pipeline is stopped, it is found when it runs again.
+queue (in the pipeline's state database, as ``pipelines queue receive``
+does), answers each token with SendTaskSuccess (``{"approved": ..., "by":
+..., "reason": ...}``) and deletes the message.
+
+SendTaskSuccess goes to the running pipeline through its control socket
+(the stepfunctions operation the AWS endpoint serves, run in the runner:
+the waiting task goes on at once). With the pipeline stopped, the answer
+is written into its state database instead, and found when it runs again.
+From elsewhere, with the pipeline's ``api`` endpoint on, the same answer
+is ``aws stepfunctions send-task-success --task-token ... --task-output ...``
+(or boto3's ``send_task_success``).
 
     python examples/orders-workflow/approve.py [--reject o-3 ...] [--by ada]
         [--count N] [--wait SECONDS]
@@ -14,10 +20,6 @@ second; given while the pipeline is stopped, it is found when it runs again.
 It stops once it has answered ``--count`` requests (default: when the queue
 has stayed empty for ``--wait`` seconds, 5 by default), and prints one JSON
 line per answer.
-
-(Once the stepfunctions API is served on the AWS endpoint, the same answer
-is ``aws stepfunctions send-task-success --task-token ... --task-output
-...``, or boto3's ``send_task_success``, from anywhere.)
 """
 
 from __future__ import annotations
@@ -31,18 +33,36 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.clikit import state_database
+from pipelines.config import load_config
+from pipelines.control import aws, default_socket
+from pipelines.errors import ControlError
 from plugins.queue.store import QueueStore
 from plugins.states.store import StatesStore
 
 HERE = Path(__file__).resolve().parent
 
 
-async def approve(state: Any, rejected: set[str], by: str, count: int | None, wait: float) -> int:
+async def send_task_success(socket: Path, state: Any, token: str, output: str) -> str:
+    """SendTaskSuccess through the running pipeline, else into its state
+    database; how it went: "answered", "kept" (no pipeline runs) or an error."""
+    try:
+        await aws(
+            socket, "stepfunctions", "SendTaskSuccess", {"taskToken": token, "output": output}
+        )
+        return "answered"
+    except ControlError as error:
+        if "not running" not in str(error) and "no pipeline" not in str(error):
+            return str(error)
+    async with StatesStore.existing(state) as states:
+        kept = await states.answer_token(token, output, None, None)
+    return "kept" if kept else "its task no longer waits"
+
+
+async def approve(
+    socket: Path, state: Any, rejected: set[str], by: str, count: int | None, wait: float
+) -> int:
     answered = 0
-    async with (
-        QueueStore.existing(state) as queues,
-        StatesStore.existing(state) as states,
-    ):
+    async with QueueStore.existing(state) as queues:
         quiet_since = time.monotonic()
         while count is None or answered < count:
             messages = await queues.receive("approvals", 10, wait_time=0)
@@ -59,10 +79,11 @@ async def approve(state: Any, rejected: set[str], by: str, count: int | None, wa
                 answer = {"approved": approved, "by": by}
                 if not approved:
                     answer["reason"] = f"{by} rejected order {order}"
-                if not await states.answer_token(request["token"], json.dumps(answer), None, None):
-                    print(f"order {order}: its task no longer waits", file=sys.stderr)
+                how = await send_task_success(socket, state, request["token"], json.dumps(answer))
+                if how not in ("answered", "kept"):
+                    print(f"order {order}: {how}", file=sys.stderr)
                 await queues.delete("approvals", message.receipt_handle)
-                print(json.dumps({"order": order, **answer}), flush=True)
+                print(json.dumps({"order": order, **answer, "sent": how}), flush=True)
                 answered += 1
     return answered
 
@@ -76,7 +97,8 @@ def main() -> None:
     parser.add_argument("--wait", type=float, default=5.0)
     args = parser.parse_args()
     state = state_database(args.config, None)
-    asyncio.run(approve(state, set(args.reject), args.by, args.count, args.wait))
+    socket = default_socket(load_config([Path(args.config)]))
+    asyncio.run(approve(socket, state, set(args.reject), args.by, args.count, args.wait))
 
 
 if __name__ == "__main__":
