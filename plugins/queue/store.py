@@ -1452,6 +1452,12 @@ class QueueStore(Store):
         # stays on the visibility index. (SQLite picks that one by itself for
         # a standard queue, and its FIFO claims do better by the sent index.)
         sent = "+sent" if self.dialect.name == "postgresql" else "sent"
+        # The limit (1 to 10) is written into the statement, not bound: with
+        # ``LIMIT $n`` PostgreSQL's generic plan of the prepared claim must
+        # guess how many rows it takes, and it guesses a hash join over the
+        # whole table; so it planned every claim anew (as long as the rest
+        # of the claim takes to run). With the number, the generic plan is
+        # the custom one, made once per connection.
         candidates = (
             "SELECT seq FROM queue_messages m WHERE queue = :queue AND visible <= :now"
             f" AND {sent} >= :expiry"
@@ -1463,10 +1469,10 @@ class QueueStore(Store):
                 " AND NOT EXISTS (SELECT 1 FROM queue_messages x INDEXED BY queue_messages_group"
                 " WHERE x.queue = :queue"
                 " AND x.group_id = m.group_id AND x.visible > :now"
-                " AND (x.receives > 0 OR x.seq < m.seq)) ORDER BY seq LIMIT :limit"
+                f" AND (x.receives > 0 OR x.seq < m.seq)) ORDER BY seq LIMIT {int(limit)}"
             )
         else:
-            candidates += " ORDER BY visible, seq LIMIT :limit"
+            candidates += f" ORDER BY visible, seq LIMIT {int(limit)}"
         # Rows another runner's claim holds are passed over, not waited for
         # (PostgreSQL; SQLite's write lock lets one claim run at a time).
         candidates += self.dialect.skip_locked
