@@ -226,8 +226,10 @@ def claims_counted(store: QueueStore, monkeypatch: pytest.MonkeyPatch) -> list[s
         connection.on_trip = lambda trip: count(trip.steps)  # on the connection's thread
     else:
         assert isinstance(connection, PostgresConnection)
-        # Every statement of the store is handed to its connection by one of these.
+        # Every statement of the store is handed to its connection by one of
+        # these: handed over before it is awaited, or awaited at once.
         submit, share = connection.submit, connection.share
+        batch, run_shared = connection.batch, connection.shared
 
         def submitted(steps: list[Step], **options: bool) -> asyncio.Future[list[Done]]:
             count(steps)
@@ -237,8 +239,18 @@ def claims_counted(store: QueueStore, monkeypatch: pytest.MonkeyPatch) -> list[s
             count([step])
             return share(step)
 
+        async def batched(steps: list[Step], **options: bool) -> list[Done]:
+            count(steps)
+            return await batch(steps, **options)
+
+        async def shared_now(step: Step) -> list[Row]:
+            count([step])
+            return await run_shared(step)
+
         monkeypatch.setattr(connection, "submit", submitted)
         monkeypatch.setattr(connection, "share", shared)
+        monkeypatch.setattr(connection, "batch", batched)
+        monkeypatch.setattr(connection, "shared", shared_now)
     return seen
 
 
