@@ -63,6 +63,8 @@ _DDL_TYPES = (
     (re.compile(r"\bINTEGER\b", re.I), "BIGINT"),
     (re.compile(r"\)\s*WITHOUT ROWID", re.I), ")"),
 )
+#: The first number of the advisory lock keys that ``wait_on`` takes.
+_WAITING = 1_768_318_319
 #: SQLite's query planner hint, which PostgreSQL has no use for.
 _INDEXED_BY = re.compile(r"\s+INDEXED BY\s+\w+", re.I)
 
@@ -146,8 +148,21 @@ class PostgresDialect(Dialect):
     # COMMIT or ROLLBACK, so nothing needs releasing.
     serialize = "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))"
 
+    # Waiting on a key: a session-level shared advisory lock on it (in a
+    # key space of two 32-bit numbers, apart from ``serialize``'s 64-bit
+    # keys). A notifying statement tries the key's lock exclusively for its
+    # transaction: it gets it when no other session waits (a session's own
+    # locks never conflict with its own), and then tells nobody; a waiter
+    # coming meanwhile waits for it to commit, and reads what it wrote.
+    # Two keys of one hash only cost a notification nobody needed.
     def notify(self, channel: str) -> str | None:
-        return f"SELECT pg_notify('{_channel(channel)}', ?)"
+        return (
+            f"SELECT pg_notify('{_channel(channel)}', ?)"
+            f" WHERE NOT pg_try_advisory_xact_lock({_WAITING}, hashtext(?))"
+        )
+
+    wait_on = f"SELECT pg_advisory_lock_shared({_WAITING}, hashtext(?))"
+    stop_waiting = f"SELECT pg_advisory_unlock_shared({_WAITING}, hashtext(?))"
 
 
 def _parameters(parameters: Parameters) -> Any:

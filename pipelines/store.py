@@ -319,10 +319,26 @@ class Dialect:
     serialize: str | None = None
 
     def notify(self, channel: str) -> str | None:
-        """A statement (one placeholder: the payload) telling every connection
-        listening on ``channel`` (``Backend.listen``) at its commit; None when
-        the engine has no such notifications."""
+        """A statement (placeholders: the payload, then a key, as text)
+        telling every connection listening on ``channel`` (``Backend.listen``)
+        at its commit, if another connection is waiting on the key (between
+        ``wait_on`` and ``stop_waiting``); None when the engine has no such
+        notifications.
+
+        A connection that begins waiting on a key after that statement has
+        looked (and found none) waits for its transaction to end: whatever
+        it reads after ``wait_on`` returns includes what that transaction
+        wrote. So a waiter that reads after ``wait_on`` either sees the
+        change or hears of it, and nobody waiting, nothing is sent."""
         return None
+
+    #: A statement (one placeholder: a key, as text) after which the
+    #: connection is waiting on the key (``notify``) until ``stop_waiting``
+    #: or until it closes; None without notifications. Waiting is counted:
+    #: each ``wait_on`` needs a ``stop_waiting``.
+    wait_on: str | None = None
+    #: A statement (one placeholder: a key) undoing one ``wait_on``.
+    stop_waiting: str | None = None
 
 
 class Backend(ABC):
