@@ -191,9 +191,16 @@ class PostgresConnection(Connection):
     cost the event loop a turn or two per statement, about 20 µs each."""
 
     def __init__(self, raw: Any) -> None:
+        from psycopg import pq
+
         self.raw = raw
         self._transaction: Any = None
         self._last: asyncio.Future[Any] | None = None
+        #: The cursor that statements run alone reuse (one at a time, as the
+        #: connection runs them): making and closing one per statement cost
+        #: more Python than the statement's own.
+        self._cursor: Any = None
+        self._tuples = pq.ExecStatus.TUPLES_OK
 
     def _in_turn(self, work: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
         """``work`` once everything handed over before it has ended, in a
@@ -276,18 +283,35 @@ class PostgresConnection(Connection):
     async def close(self) -> None:
         await self._now(self.raw.close)
 
-    async def _rows(self, sql: str, parameters: Parameters = ()) -> list[Row]:
-        async with self.raw.cursor() as cursor:
+    async def _run(self, sql: str, parameters: Parameters) -> Any:
+        """The reused cursor, having run one statement (a new one after a
+        failure or a cancellation, whatever state that left it in)."""
+        cursor = self._cursor
+        if cursor is None:
+            cursor = self._cursor = self.raw.cursor()
+        try:
             await cursor.execute(translate(sql), _parameters(parameters))
-            if cursor.description is None:
-                return []
-            found: list[Row] = await cursor.fetchall()
-            return found
+        except BaseException:
+            self._cursor = None
+            raise
+        return cursor
+
+    async def _found(self, cursor: Any) -> list[Row]:
+        """The rows of the statement the cursor ran; none unless it returns
+        rows. (Its status, not ``description``: that makes a column object
+        per column at each call.)"""
+        result = cursor.pgresult
+        if result is None or result.status != self._tuples:
+            return []
+        found: list[Row] = await cursor.fetchall()
+        return found
+
+    async def _rows(self, sql: str, parameters: Parameters = ()) -> list[Row]:
+        return await self._found(await self._run(sql, parameters))
 
     async def _execute(self, sql: str, parameters: Parameters = ()) -> int:
-        async with self.raw.cursor() as cursor:
-            await cursor.execute(translate(sql), _parameters(parameters))
-            return int(max(cursor.rowcount, 0))
+        cursor = await self._run(sql, parameters)
+        return int(max(cursor.rowcount, 0))
 
     async def _executemany(self, sql: str, parameters: Iterable[Parameters]) -> int:
         async with self.raw.cursor() as cursor:
@@ -300,10 +324,8 @@ class PostgresConnection(Connection):
         # ``synced`` batch needs nothing more. One statement alone needs no
         # pipeline (which costs a trip's worth of Python of its own).
         if not transaction and len(steps) == 1 and not steps[0].many:
-            async with self.raw.cursor() as cursor:
-                await cursor.execute(translate(steps[0].sql), _parameters(steps[0].parameters))
-                rows = [] if cursor.description is None else await cursor.fetchall()
-                return [Done(rows, max(cursor.rowcount, 0))]
+            cursor = await self._run(steps[0].sql, steps[0].parameters)
+            return [Done(await self._found(cursor), max(cursor.rowcount, 0))]
         cursors: list[tuple[Step, Any]] = []
         try:
             async with self.raw.pipeline():
