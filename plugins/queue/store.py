@@ -11,7 +11,8 @@ claim holds (``FOR UPDATE SKIP LOCKED``), a FIFO queue's claims (and its
 sends) run one at a time in the cluster under an advisory lock per queue,
 sequence numbers come from the table's identity column, and every store
 announces what it makes visible on a notification channel that the others
-listen to, so a long poll on one runner wakes when another sends.
+listen to, so a long poll on one runner wakes when another sends (only to
+the stores waiting on that queue: those with a long poll of it under way).
 
 Every operation is one statement, or one ``BEGIN IMMEDIATE`` transaction
 (FIFO deduplication, ChangeMessageVisibility, purge), under the store's lock
