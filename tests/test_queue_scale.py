@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -87,41 +86,6 @@ async def test_retention_deletes_through_the_sent_index(sqlite_store: QueueStore
     assert isinstance(store.path, Path)
     found = plan(store.path, "DELETE FROM queue_messages WHERE queue = ? AND sent < ?", ("q", 0.0))
     assert "INDEX queue_messages_sent (queue=? AND sent<?)" in found
-
-
-async def test_a_claim_reads_the_visibility_index_before_any_analyze(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # PostgreSQL only: a backlog grown since the table was analyzed (never,
-    # here) looks like a handful of rows to the planner; the claim still
-    # reads the first entries of the visibility index, and sorts nothing.
-    store = await QueueStore.open(postgres_url)
-    try:
-        await store.create_queue("q")
-        await store.execute("ALTER TABLE queue_messages SET (autovacuum_enabled = false)")
-        await store.execute(
-            "INSERT INTO queue_messages (queue, id, body, sent, visible)"
-            " SELECT 'q', n::text, 'm', ?, ? FROM generate_series(1, 20000) AS n",
-            (time.time() - 10, time.time() - 10),
-        )
-        claims: list[Step] = []
-        shared = store.connection.shared
-
-        async def seen(step: Step) -> list[Row]:
-            if step.sql.startswith("UPDATE queue_messages SET"):
-                claims.append(step)
-            return await shared(step)
-
-        monkeypatch.setattr(store.connection, "shared", seen)
-        assert len(await store.receive("q", 10)) == 10
-        [claim] = claims
-        plan = "\n".join(
-            row[0] for row in await store.rows("EXPLAIN " + claim.sql, claim.parameters)
-        )
-        assert "Index Scan using queue_messages_visible" in plan
-        assert "Sort" not in plan
-    finally:
-        await store.close()
 
 
 # -- exact counts ------------------------------------------------------------

@@ -891,16 +891,6 @@ class QueueStore(Store):
         # parameters, and parsing it again cost a send more than its round
         # trip. SQLite keeps its VALUES lists.
         self._json_batches = self.dialect.name == "postgresql"
-        if self._json_batches:
-            # Every statement of the store reads a short range of an index. A
-            # claim, written with its limit (see ``_claim``), has one plan
-            # per connection; on a table filled since its last ANALYZE (the
-            # statistics of a small or empty one), PostgreSQL's estimate of
-            # a queue's visible messages is a handful, and it would read
-            # all of them by bitmap and sort them, for ten. Without bitmap
-            # scans, reading them all costs a sequential scan of the table,
-            # and the first ten entries of the visibility index win.
-            await self.execute("SET enable_bitmapscan = off")
         if self._notify is not None:
             ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._listener = asyncio.create_task(
