@@ -218,6 +218,11 @@ class Connection(Queries):
 
         return asyncio.ensure_future(alone())
 
+    async def shared(self, step: Step) -> list[Row]:
+        """``share``, awaited at once: its rows. A backend may run it in the
+        caller's task then, with no task of its own."""
+        return await self.share(step)
+
     async def _step(self, step: Step) -> Done:
         if step.many:
             return Done([], await self.executemany(step.sql, step.parameters))
@@ -314,10 +319,26 @@ class Dialect:
     serialize: str | None = None
 
     def notify(self, channel: str) -> str | None:
-        """A statement (one placeholder: the payload) telling every connection
-        listening on ``channel`` (``Backend.listen``) at its commit; None when
-        the engine has no such notifications."""
+        """A statement (placeholders: the payload, then a key, as text)
+        telling every connection listening on ``channel`` (``Backend.listen``)
+        at its commit, if another connection is waiting on the key (between
+        ``wait_on`` and ``stop_waiting``); None when the engine has no such
+        notifications.
+
+        A connection that begins waiting on a key after that statement has
+        looked (and found none) waits for its transaction to end: whatever
+        it reads after ``wait_on`` returns includes what that transaction
+        wrote. So a waiter that reads after ``wait_on`` either sees the
+        change or hears of it, and nobody waiting, nothing is sent."""
         return None
+
+    #: A statement (one placeholder: a key, as text) after which the
+    #: connection is waiting on the key (``notify``) until ``stop_waiting``
+    #: or until it closes; None without notifications. Waiting is counted:
+    #: each ``wait_on`` needs a ``stop_waiting``.
+    wait_on: str | None = None
+    #: A statement (one placeholder: a key) undoing one ``wait_on``.
+    stop_waiting: str | None = None
 
 
 class Backend(ABC):
@@ -1050,7 +1071,9 @@ class Store(Queries):
         (the usual case) the work is handed over at once, before any turn of
         the event loop."""
         if not self._lock.locked():
-            return self._writer.submit(steps, transaction=transaction, synced=synced)
+            # Awaited at once by every caller: the connection's ``batch``,
+            # which may run it in the caller's task (no task of its own).
+            return self._writer.batch(steps, transaction=transaction, synced=synced)
         return self._after_lock(steps, transaction, synced)
 
     async def _after_lock(
@@ -1078,7 +1101,11 @@ class Store(Queries):
         shared trip fails, its statements are tried again one by one, so a
         failing statement fails its own caller only (if the trip could not
         even begin, the database being locked, every caller gets that error)."""
-        return await self.share(sql, parameters)
+        if self._inside():
+            return await self._writer.rows(sql, parameters)
+        if not self._lock.locked():
+            return await self._writer.shared(Step(sql, parameters))
+        return await self._share_after_lock(Step(sql, parameters))
 
     def share(self, sql: str, parameters: Parameters = ()) -> Awaitable[list[Row]]:
         """``grouped``, handed over at once (unless another coroutine's

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 import pytest
 
 from pipelines.postgres import PostgresBackend, translate, translate_ddl
 from pipelines.store import Step
+from tests.helpers import eventually
 
 
 def test_statements_are_rewritten_for_psycopg_outside_quotes() -> None:
@@ -92,3 +97,82 @@ async def test_a_shared_statement_keeps_its_place_before_a_transaction(postgres_
         assert await connection.rows("SELECT n FROM kept") == [(1,)]
     finally:
         await connection.close()
+
+
+async def test_work_awaited_at_once_waits_for_what_was_handed_over_before(
+    postgres_url: str,
+) -> None:
+    # A statement awaited at once runs in the caller's task when nothing is
+    # queued before it; else after what is, and what is handed over while it
+    # runs comes after it.
+    connection = await PostgresBackend().connect(postgres_url, create=True, functions={})
+    try:
+        await connection.execute("CREATE TABLE kept (n BIGINT)")
+        early = connection.share(Step("INSERT INTO kept (n) SELECT 1 FROM pg_sleep(0.05)"))
+        assert await connection.rows("SELECT n FROM kept") == [(1,)]
+        assert early.done()
+        running = asyncio.ensure_future(
+            connection.execute("INSERT INTO kept (n) SELECT 2 FROM pg_sleep(0.05)")
+        )
+        await asyncio.sleep(0.01)  # under way, in its own task
+        late = connection.share(Step("SELECT max(n) FROM kept"))
+        assert await late == [(2,)]
+        assert running.done()
+        # Cancelled while under way: the connection goes on.
+        cancelled = asyncio.ensure_future(connection.execute("SELECT pg_sleep(5)"))
+        await asyncio.sleep(0.05)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert await connection.scalar("SELECT count(*) FROM kept") == 2
+    finally:
+        await connection.close()
+
+
+async def test_a_notification_goes_to_other_connections_waiting_on_its_key(
+    postgres_url: str,
+) -> None:
+    backend = PostgresBackend()
+    dialect = backend.dialect
+    notify, wait_on, stop_waiting = dialect.notify("chan"), dialect.wait_on, dialect.stop_waiting
+    assert notify is not None and wait_on is not None and stop_waiting is not None
+    sender = await backend.connect(postgres_url, create=True, functions={})
+    waiter = await backend.connect(postgres_url, create=True, functions={})
+    heard: list[str] = []
+    listening = backend.listen(postgres_url, "chan")
+    assert listening is not None
+
+    async def hear(payloads: AsyncIterator[str]) -> None:
+        async for payload in payloads:
+            heard.append(payload)
+
+    try:
+        async with listening as payloads:
+            hearing = asyncio.create_task(hear(payloads))
+            await sender.execute(notify, ("nobody waits", "q"))
+            await waiter.execute(wait_on, ("q",))
+            await sender.execute(notify, ("other key", "r"))
+            await waiter.execute(notify, ("its own waiting", "q"))  # not another's
+            await sender.execute(notify, ("waited for", "q"))
+            await eventually(lambda: heard == ["waited for"])
+            await waiter.execute(stop_waiting, ("q",))
+            await sender.execute(notify, ("no longer", "q"))
+            # A waiter coming after a notifying statement found nobody waits
+            # for that transaction to end, then reads what it wrote.
+            await sender.begin()
+            await sender.execute("CREATE TABLE written (n BIGINT)")
+            await sender.execute(notify, ("nobody yet", "q"))
+            coming = asyncio.ensure_future(waiter.execute(wait_on, ("q",)))
+            await asyncio.sleep(0.2)
+            assert not coming.done()
+            await sender.commit()
+            await coming
+            assert await waiter.scalar("SELECT count(*) FROM written") == 0
+            await asyncio.sleep(0.2)
+            assert heard == ["waited for"]
+            hearing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hearing
+    finally:
+        await sender.close()
+        await waiter.close()

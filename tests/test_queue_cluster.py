@@ -297,6 +297,36 @@ async def test_a_long_poll_wakes_when_another_runner_sends(
     assert clock.time() == 1_700_000_000.0  # no timer woke anything
 
 
+async def test_sends_are_announced_only_to_runners_waiting_on_the_queue(
+    runners: list[QueueStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b, _ = runners
+    monkeypatch.setattr("plugins.queue.store.STANDING_BY", 0.2)
+    await a.create_queue("q")
+    heard: list[str] = []
+    hear = b._heard
+    monkeypatch.setattr(b, "_heard", lambda payload: (heard.append(payload), hear(payload)))
+    # Nobody long polls: a's sends tell nobody (a short poll reads what is there).
+    await a.send("q", "unannounced")
+    await asyncio.sleep(0.1)
+    assert heard == []
+    assert [m.body for m in await b.receive("q", 10)] == ["unannounced"]
+    # b's long poll, having found the queue empty, waits on it: a's send wakes it.
+    polling = asyncio.create_task(b.receive("q", 10, wait_time=20))
+    await asyncio.sleep(0.1)
+    await a.send("q", "announced")
+    assert [m.body for m in await asyncio.wait_for(polling, 5)] == ["announced"]
+    assert len(heard) == 1
+    # A while after its last long poll, b no longer waits on the queue.
+    await asyncio.sleep(0.5)
+    await a.send("q", "after")
+    await asyncio.sleep(0.1)
+    assert len(heard) == 1
+    # What was sent unannounced is found by the next long poll's first look.
+    polling = asyncio.create_task(b.receive("q", 10, wait_time=20))
+    assert [m.body for m in await asyncio.wait_for(polling, 5)] == ["after"]
+
+
 async def listener_pids(url: str) -> list[int]:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as db:
         cursor = await db.execute(

@@ -11,7 +11,8 @@ claim holds (``FOR UPDATE SKIP LOCKED``), a FIFO queue's claims (and its
 sends) run one at a time in the cluster under an advisory lock per queue,
 sequence numbers come from the table's identity column, and every store
 announces what it makes visible on a notification channel that the others
-listen to, so a long poll on one runner wakes when another sends.
+listen to, so a long poll on one runner wakes when another sends (only to
+the stores waiting on that queue: those with a long poll of it under way).
 
 Every operation is one statement, or one ``BEGIN IMMEDIATE`` transaction
 (FIFO deduplication, ChangeMessageVisibility, purge), under the store's lock
@@ -41,6 +42,7 @@ import collections
 import contextlib
 import functools
 import hashlib
+import itertools
 import logging
 import math
 import os
@@ -233,6 +235,10 @@ CROSS_PROCESS_CHECK = 0.25
 # often, in case a notification was lost unseen. While the store is not
 # listening (its connection for it is down) it looks every CROSS_PROCESS_CHECK.
 LISTENING_CHECK = 5.0
+# Announcements go only to stores waiting on the queue (``Dialect.wait_on``):
+# a store waits on a queue from its first long poll that finds it empty
+# until none of its long polls has been under way for this long (seconds).
+STANDING_BY = 5.0
 #: The notification channel of the queues on PostgreSQL: "<store> <queue> <count>".
 CHANNEL = "pipelines_queues"
 #: A queue's attributes as this store knows them are read again after this
@@ -809,6 +815,8 @@ def _wake(future: asyncio.Future[None]) -> None:
 
 
 _WAKEUPS = _Wakeups()
+#: Numbers each time a store begins waiting on a queue (``QueueStore._stand_by``).
+_WAITINGS = itertools.count(1)
 
 
 @dataclass(slots=True)
@@ -857,6 +865,16 @@ class QueueStore(Store):
         self._check = CROSS_PROCESS_CHECK
         self._listener: asyncio.Task[None] | None = None
         self._json_batches = False
+        #: The queues this store waits on (PostgreSQL: the others announce
+        #: what they make visible in them), each with the number of its
+        #: waiting (a new one each time it begins).
+        self._standing_by: dict[str, int] = {}
+        self._standing = asyncio.Lock()
+        #: Per queue, the long polls under way; when the last of each ended.
+        self._polls: collections.Counter[str] = collections.Counter()
+        self._idle: dict[str, float] = {}
+        self._sitting: asyncio.TimerHandle | None = None
+        self._sit_downs: set[asyncio.Task[None]] = set()
 
     async def opened(self) -> None:
         path = self.path
@@ -886,6 +904,12 @@ class QueueStore(Store):
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+        if self._sitting is not None:
+            self._sitting.cancel()
+            self._sitting = None
+        for task in list(self._sit_downs):
+            task.cancel()
+        # (Closing the connection ends its waiting on every queue.)
         await super().close()
 
     async def _listen(self, ready: asyncio.Future[None]) -> None:
@@ -944,14 +968,86 @@ class QueueStore(Store):
         if count == 0:
             _WAKEUPS.wake(key, sys.maxsize)
 
-    def _announcement(self, queue_name: str, count: int) -> str:
-        return f"{self._id} {queue_name} {count}"
+    def _announcement(self, queue_name: str, count: int) -> tuple[str, str]:
+        """The parameters of ``_notify``: the payload, and the queue's key."""
+        return f"{self._id} {queue_name} {count}", queue_name
 
     async def _announce(self, queue_name: str, count: int) -> None:
-        """Wake this store's polls, and tell the others (PostgreSQL)."""
+        """Wake this store's polls, and tell the others waiting on the queue
+        (PostgreSQL)."""
         self._wake(queue_name, count)
         if self._notify is not None:
-            await self.execute(self._notify, (self._announcement(queue_name, count),))
+            await self.execute(self._notify, self._announcement(queue_name, count))
+
+    # -- waiting on a queue (PostgreSQL) ----------------------------------------
+    #
+    # The others announce what they make visible in a queue only while some
+    # store waits on it (``Dialect.notify``): a store waits on a queue from
+    # the first time one of its long polls finds it empty (and then looks
+    # again, since what was sent before told nobody) until STANDING_BY
+    # seconds after its last long poll of it ended. What a look finds empty
+    # is known to stay so (``_WAKEUPS.seen_empty``) only if the store waited
+    # on the queue all along. Its own sends are not announced to itself: it
+    # wakes its own polls in process.
+
+    def _waiting_since(self, name: str) -> int | None:
+        """Since which waiting the store waits on the queue (SQLite: always, 0)."""
+        if self._notify is None:
+            return 0
+        return self._standing_by.get(name)
+
+    async def _stand_by(self, name: str) -> None:
+        """Wait on the queue: the others announce it from when this returns.
+        Shielded: a cancelled poll does not leave the waiting half begun."""
+        await asyncio.shield(self._begin_waiting(name))
+
+    async def _begin_waiting(self, name: str) -> None:
+        async with self._standing:
+            if name not in self._standing_by:
+                assert self.dialect.wait_on is not None
+                await self.execute(self.dialect.wait_on, (name,))
+                self._standing_by[name] = next(_WAITINGS)
+
+    def _poll_ended(self, name: str) -> None:
+        self._polls[name] -= 1
+        if self._polls[name] > 0:
+            return
+        del self._polls[name]
+        self._idle[name] = time.monotonic()
+        if self._sitting is None and name in self._standing_by:
+            self._sitting = asyncio.get_running_loop().call_later(STANDING_BY, self._sit_down)
+
+    def _sit_down(self) -> None:
+        """Stop waiting on the queues no long poll has wanted for STANDING_BY."""
+        self._sitting = None
+        now = time.monotonic()
+        next_due = math.inf
+        for name in list(self._standing_by):
+            if name in self._polls:
+                continue
+            due = self._idle.get(name, now) + STANDING_BY
+            if due <= now:
+                task = asyncio.create_task(self._end_waiting(name))
+                self._sit_downs.add(task)
+                task.add_done_callback(self._sit_downs.discard)
+            else:
+                next_due = min(next_due, due)
+        if next_due < math.inf:
+            self._sitting = asyncio.get_running_loop().call_later(next_due - now, self._sit_down)
+
+    async def _end_waiting(self, name: str) -> None:
+        try:
+            async with self._standing:
+                if name in self._polls or name not in self._standing_by:
+                    return  # a poll came meanwhile
+                del self._standing_by[name]
+                self._idle.pop(name, None)
+                # Seen empty while waiting; from now on, sent unannounced.
+                _WAKEUPS.empty.pop((self._key, name), None)
+                assert self.dialect.stop_waiting is not None
+                await self.execute(self.dialect.stop_waiting, (name,))
+        except Exception as exc:  # closing: the connection's end ends the waiting
+            log.debug("queue store %s: waiting on %s not ended: %s", self._id, name, exc)
 
     async def migrate(self, connection: Queries, found: int) -> None:
         """``schema`` (run at every open, ``IF NOT EXISTS``) has already made
@@ -1257,14 +1353,20 @@ class QueueStore(Store):
                 f" VALUES {values}"
             )
         if self._notify is not None:
-            # Announced to the other runners in the same statement (PostgreSQL
-            # delivers it at its commit): no second trip.
+            # Announced to the other runners waiting on the queue in the same
+            # statement (PostgreSQL delivers it at its commit): no second trip.
             insert = f"WITH sent AS ({insert}) {self._notify}"
-            flat.append(self._announcement(queue.name, len(rows)))
-        stored = self.share(insert, flat)
-        # Made while the database stores them (told only once it has).
-        results = [SendResult(entry.id, row[1], _md5(entry.body)) for entry, row in rows]
-        await stored
+            flat.extend(self._announcement(queue.name, len(rows)))
+        if self._json_batches:
+            # PostgreSQL runs a statement awaited at once in this task (a task
+            # to overlap with would cost more than making the results).
+            results = [SendResult(entry.id, row[1], _md5(entry.body)) for entry, row in rows]
+            await self.grouped(insert, flat)
+        else:
+            stored = self.share(insert, flat)
+            # Made while SQLite's thread stores them (told only once it has).
+            results = [SendResult(entry.id, row[1], _md5(entry.body)) for entry, row in rows]
+            await stored
         self._wake(queue.name, len(rows))
         return results
 
@@ -1308,7 +1410,7 @@ class QueueStore(Store):
                     )
                 results.append(SendResult(entry.id, message_id, _md5(entry.body), f"{seq:020d}"))
             if stored and self._notify is not None:
-                await db.execute(self._notify, (self._announcement(queue.name, stored),))
+                await db.execute(self._notify, self._announcement(queue.name, stored))
         if stored:
             self._wake(queue.name, stored)
         return results
@@ -1349,6 +1451,8 @@ class QueueStore(Store):
         # looks, the messages it wants are promised to it, and the other
         # polls do not claim them too (they would claim nothing).
         promise: asyncio.Future[None] | None = None
+        if wait > 0:
+            self._polls[queue.name] += 1  # the store keeps waiting on the queue meanwhile
         try:
             while True:
                 # Listen before looking, so a send in between is not missed.
@@ -1356,19 +1460,27 @@ class QueueStore(Store):
                 try:
                     now = self.clock.time()
                     messages: list[Message] = []
+                    waiting = self._waiting_since(queue.name)
                     try:
                         empty_until = None
-                        if wait > 0:
+                        if wait > 0 and waiting is not None:
                             empty_until = _WAKEUPS.known_empty(key, now, promise)
                         if empty_until is None:
-                            messages, empty_until = await self._look(queue, max_messages, timeout)
+                            messages, empty_until = await self._look(
+                                queue, max_messages, timeout, waiting
+                            )
                     finally:
                         _WAKEUPS.spent(key, promise)
                         promise = None
                     now = self.clock.time()
                     if messages or now >= deadline:
                         break
-                    assert empty_until is not None  # an empty look says until when
+                    if empty_until is None:
+                        # Not waiting on the queue all along while it looked:
+                        # what the others sent meanwhile told nobody. Wait on
+                        # it, and look again.
+                        await self._stand_by(queue.name)
+                        continue
                     until = min(deadline, empty_until)
                     timer = self.clock.call_later(until - now, functools.partial(_wake, woken))
                     try:
@@ -1383,21 +1495,27 @@ class QueueStore(Store):
                 # A send woke this poll while it claimed, and it is not looking
                 # again: pass the wake-up on to a poll that will.
                 _WAKEUPS.pass_on(key, promise)
+            if wait > 0:
+                self._poll_ended(queue.name)
         return messages
 
     async def _look(
-        self, queue: _Queue, limit: int, timeout: int
+        self, queue: _Queue, limit: int, timeout: int, waiting: int | None
     ) -> tuple[list[Message], float | None]:
         """Claim messages; when there are none, also until when none can be
         (the next one due to become visible, or the next check for what
         another process may have sent unannounced),
-        recorded for the other polls of this process."""
+        recorded for the other polls of this process if the store waited on
+        the queue (``waiting``, from ``_waiting_since``) all along; not
+        waiting on it, nothing more (None)."""
         key = (self._key, queue.name)
         mark = _WAKEUPS.mark(key)
         messages = await self._claim_or_release(queue, limit, timeout)
         if messages:
             _WAKEUPS.took(key, mark, len(messages))
             return messages, None
+        if waiting is None or self._waiting_since(queue.name) != waiting:
+            return [], None
         now = self.clock.time()
         until = now + self._check
         due = await self._next_visible(queue, now)
@@ -1452,6 +1570,12 @@ class QueueStore(Store):
         # stays on the visibility index. (SQLite picks that one by itself for
         # a standard queue, and its FIFO claims do better by the sent index.)
         sent = "+sent" if self.dialect.name == "postgresql" else "sent"
+        # The limit (1 to 10) is written into the statement, not bound: with
+        # ``LIMIT $n`` PostgreSQL's generic plan of the prepared claim must
+        # guess how many rows it takes, and it guesses a hash join over the
+        # whole table; so it planned every claim anew (as long as the rest
+        # of the claim takes to run). With the number, the generic plan is
+        # the custom one, made once per connection.
         candidates = (
             "SELECT seq FROM queue_messages m WHERE queue = :queue AND visible <= :now"
             f" AND {sent} >= :expiry"
@@ -1463,10 +1587,10 @@ class QueueStore(Store):
                 " AND NOT EXISTS (SELECT 1 FROM queue_messages x INDEXED BY queue_messages_group"
                 " WHERE x.queue = :queue"
                 " AND x.group_id = m.group_id AND x.visible > :now"
-                " AND (x.receives > 0 OR x.seq < m.seq)) ORDER BY seq LIMIT :limit"
+                f" AND (x.receives > 0 OR x.seq < m.seq)) ORDER BY seq LIMIT {int(limit)}"
             )
         else:
-            candidates += " ORDER BY visible, seq LIMIT :limit"
+            candidates += f" ORDER BY visible, seq LIMIT {int(limit)}"
         # Rows another runner's claim holds are passed over, not waited for
         # (PostgreSQL; SQLite's write lock lets one claim run at a time).
         candidates += self.dialect.skip_locked
@@ -1476,7 +1600,6 @@ class QueueStore(Store):
                 "queue": queue.name,
                 "now": now,
                 "expiry": now - queue.attributes.message_retention_period,
-                "limit": limit,
                 "max_receives": max_receives,
                 "dead_letter": dead_letter,
                 "fifo": queue.fifo,
@@ -1638,7 +1761,7 @@ class QueueStore(Store):
             # again (the other runners' at this commit).
             changed = 1 if timeout == 0 else 0
             if self._notify is not None:
-                await db.execute(self._notify, (self._announcement(queue.name, changed),))
+                await db.execute(self._notify, self._announcement(queue.name, changed))
         self._wake(queue.name, changed)
 
     # -- housekeeping and redrive -------------------------------------------
