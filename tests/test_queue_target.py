@@ -26,8 +26,8 @@ async def received(path: Path, queue: str, count: int = 10) -> list[Any]:
         return await store.receive(queue, count)
 
 
-async def test_matched_events_become_messages(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
+async def test_matched_events_become_messages(state_location: str) -> None:
+    state = state_location
     runtime = Runtime(state_path=state, plugins=plugin_manager())
     runtime.add_resource("orders", "queue", {"visibility_timeout": 60})
     bus = runtime.bus()
@@ -55,8 +55,10 @@ async def test_matched_events_become_messages(tmp_path: Path) -> None:
         assert (await store.get_attributes("orders")).visibility_timeout == 60
 
 
-async def test_a_queue_as_dead_letter_target_carries_the_error_attributes(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
+async def test_a_queue_as_dead_letter_target_carries_the_error_attributes(
+    state_location: str,
+) -> None:
+    state = state_location
     runtime = Runtime(state_path=state, plugins=plugin_manager())
     runtime.add_resource("broken", "recorder", {"fail": -1, "retryable": False})
     runtime.add_resource("dlq", "queue", {})
@@ -76,8 +78,8 @@ async def test_a_queue_as_dead_letter_target_carries_the_error_attributes(tmp_pa
     assert "EXHAUSTED_RETRY_CONDITION" not in attributes  # not retryable: none exhausted
 
 
-async def test_fifo_target_groups_by_jmespath_and_stores_an_event_once(tmp_path: Path) -> None:
-    state = tmp_path / "state.db"
+async def test_fifo_target_groups_by_jmespath_and_stores_an_event_once(state_location: str) -> None:
+    state = state_location
     runtime = Runtime(state_path=state, plugins=plugin_manager())
     runtime.add_resource("orders.fifo", "queue", {"message_group_id_jmespath": "detail.customer"})
     bus = runtime.bus()
