@@ -135,3 +135,12 @@ def test_event_too_deep_for_the_walk_is_a_validation_error() -> None:
         nested = [nested]
     with pytest.raises(EventValidationError, match="nests too deeply"):
         matcher.match({"a": nested})
+
+
+def test_a_nested_array_of_numbers_in_numeric_is_a_pattern_error_naming_it() -> None:
+    # Found by tests/test_fuzz.py: the message spelled the member with
+    # json.dumps, which cannot take a pattern's numbers: a TypeError escaped.
+    with pytest.raises(PatternError, match=r"Invalid member in numeric match: \[0\.50, 7\]"):
+        compile_pattern('{"a": [{"numeric": [[0.50, 7]]}]}')
+    with pytest.raises(PatternError, match=r"numeric match: \[0\.0\]"):
+        compile_pattern({"": [{"numeric": [[0.0]]}]})

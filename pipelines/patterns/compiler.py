@@ -164,6 +164,21 @@ def _token(value: Any) -> str:
         return value.text
     if isinstance(value, Decimal):
         return str(value)
+    return _spelled(value)
+
+
+def _spelled(value: Any) -> str:
+    """A JSON value as json.dumps spells it, numbers of pattern text as they
+    were written (json.dumps cannot take them: a nested array of numbers in
+    an error message would raise instead of being shown)."""
+    if isinstance(value, PatternNumber):
+        return value.text
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_spelled(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {_spelled(v)}" for k, v in _items(value)) + "}"
     return json.dumps(value)
 
 
