@@ -102,18 +102,36 @@ def verify(
             f"Signature expired: {stamp} is now earlier than {earliest}"
             f" ({now.strftime('%Y%m%dT%H%M%SZ')} - 15 min.)",
         )
-    signed = found["signed"].split(";")
+    request = _request(method, url, headers, found["signed"], body, stamp)
+    scope = (found["key"], key.secret, found["service"], found["region"])
+    _check(request, scope, found["signature"], query=query)
+    return found["key"]
+
+
+def _request(
+    method: str, url: str, headers: Mapping[str, str], signed: str, body: bytes, stamp: str
+) -> AWSRequest:
+    """The request as its signer saw it: the signed headers only, its time."""
+    names = signed.split(";")
     request = AWSRequest(
-        method=method, url=url, headers={name: headers.get(name, "") for name in signed}, data=body
+        method=method, url=url, headers={name: headers.get(name, "") for name in names}, data=body
     )
     request.context["timestamp"] = stamp
-    signer = SigV4Auth(Credentials(found["key"], key.secret), found["service"], found["region"])
+    return request
+
+
+def _check(
+    request: AWSRequest, scope: tuple[str, str, str, str], given: str, *, query: bool
+) -> None:
+    """Raise AWS's mismatch unless ``given`` is the request's SigV4 signature
+    by (key, secret, service, region), computed with botocore's own signer."""
+    key_id, secret, service, region = scope
+    signer = SigV4Auth(Credentials(key_id, secret), service, region)
     expected = signer.signature(
         signer.string_to_sign(request, signer.canonical_request(request)), request
     )
-    if not hmac.compare_digest(expected, found["signature"]):
+    if not hmac.compare_digest(expected, given):
         raise _refused(query, "InvalidSignatureException", "SignatureDoesNotMatch", _MISMATCH)
-    return found["key"]
 
 
 def _verify_presigned(
@@ -176,18 +194,7 @@ def _verify_presigned(
     unsigned = "&".join(
         pair for pair in parts.query.split("&") if not pair.startswith("X-Amz-Signature=")
     )
-    signed = params["X-Amz-SignedHeaders"].split(";")
-    request = AWSRequest(
-        method=method,
-        url=urlunsplit(parts._replace(query=unsigned)),
-        headers={name: headers.get(name, "") for name in signed},
-        data=body,
-    )
-    request.context["timestamp"] = stamp
-    signer = SigV4Auth(Credentials(key_id, key.secret), service, region)
-    expected = signer.signature(
-        signer.string_to_sign(request, signer.canonical_request(request)), request
-    )
-    if not hmac.compare_digest(expected, params["X-Amz-Signature"]):
-        raise _refused(query, "InvalidSignatureException", "SignatureDoesNotMatch", _MISMATCH)
+    url = urlunsplit(parts._replace(query=unsigned))
+    request = _request(method, url, headers, params["X-Amz-SignedHeaders"], body, stamp)
+    _check(request, (key_id, key.secret, service, region), params["X-Amz-Signature"], query=query)
     return key_id
