@@ -370,6 +370,25 @@ class Backend(ABC):
         return None
 
 
+def _enter_wal(db: sqlite3.Connection, *, within: float = 10.0) -> None:
+    """Switch ``db`` to WAL, waiting out other connections doing the same.
+
+    Several runners opening a new file at once race on the switch, and
+    SQLite answers the losers "database is locked" at once, without calling
+    the busy handler, so the wait is ours: retried until ``within`` seconds."""
+    deadline = time.monotonic() + within
+    pause = 0.001
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)  # on the connection's own thread, never the event loop
+        pause = min(pause * 2, 0.05)
+
+
 class SQLiteConnection(Connection):
     """A SQLite connection with a thread of its own: every statement runs
     there, so none blocks the event loop, in the order it was handed over.
@@ -488,9 +507,9 @@ class SQLiteConnection(Connection):
         try:
             # WAL + NORMAL: a committed transaction survives a process crash (the
             # WAL is in the OS's hands); only power loss can drop the last commits.
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=10000")
+            _enter_wal(db)
+            db.execute("PRAGMA synchronous=NORMAL")
             for name, (arguments, function) in functions.items():
                 db.create_function(name, arguments, function, deterministic=True)
         except BaseException as exc:
