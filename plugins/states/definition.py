@@ -1292,7 +1292,8 @@ class _Checker:
         if not errors:
             self.problem("Value cannot be empty", at)
         for index, name in enumerate(errors):
-            if name.startswith("States.") and name not in BUILT_IN:
+            http_status = name.startswith("States.Http.StatusCode.")  # an HTTP Task's
+            if name.startswith("States.") and name not in BUILT_IN and not http_status:
                 self.problem(
                     f"The error name '{name}' is not a known States error", _pointer(at, index)
                 )
