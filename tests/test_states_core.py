@@ -164,6 +164,16 @@ def test_what_is_not_built_yet_is_refused_by_name() -> None:
     with pytest.raises(UnsupportedFeature, match="dynamodb:scan") as refused:
         parse_definition(reading({"Resource": "arn:aws:states:::dynamodb:scan"}))
     assert refused.value.location == "/States/M/ItemReader/Resource"
+    with pytest.raises(UnsupportedFeature, match="LOAD_AND_FLATTEN"):
+        parse_definition(
+            reading(
+                {
+                    "Resource": "arn:aws:states:::s3:listObjectsV2",
+                    "ReaderConfig": {"Transformation": "LOAD_AND_FLATTEN", "InputType": "JSON"},
+                    "Parameters": {"Bucket": "b"},
+                }
+            )
+        )
     with pytest.raises(UnsupportedFeature, match="PARQUET"):
         parse_definition(
             reading(

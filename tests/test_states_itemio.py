@@ -712,3 +712,72 @@ rules:
         await build_runtime(load_config([path]), state_path=None, plugins=plugin_manager())
     lines = [str(problem) for problem in raised.value.problems]
     assert any(":6:" in line and "is a bucket" in line for line in lines), lines
+
+
+async def test_a_queue_reader_deletes_the_messages_of_iterations_that_succeeded(
+    tmp_path: Path, state_location: str
+) -> None:
+    import asyncio
+
+    from pipelines.config import build_runtime, load_config
+    from plugins.queue.target import QueueTarget
+    from plugins.states.executions import executions_of
+    from tests.recorder import plugin_manager
+
+    definition = {
+        "StartAt": "Drain",
+        "States": {
+            "Drain": {
+                "Type": "Map",
+                "ItemReader": {
+                    "Resource": "arn:aws:states:::sqs:receiveMessage",
+                    "ReaderConfig": {"MaxItems": 4},
+                    "Parameters": {
+                        "QueueUrl": "http://127.0.0.1:4010/000000000000/work",
+                        "VisibilityTimeout": 0,
+                    },
+                },
+                "ItemSelector": {"body.$": "$$.Map.Item.Value.Body"},
+                "ToleratedFailureCount": 5,
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "EXPRESS"},
+                    "StartAt": "Check",
+                    "States": {
+                        "Check": {
+                            "Type": "Choice",
+                            "Choices": [
+                                {"Variable": "$.body", "StringEquals": "bad", "Next": "No"}
+                            ],
+                            "Default": "Yes",
+                        },
+                        "No": {"Type": "Fail", "Error": "Bad"},
+                        "Yes": {"Type": "Pass", "End": True},
+                    },
+                },
+                "End": True,
+            }
+        },
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(
+        f"""resources:
+  work: {{type: queue}}
+  flow: {{type: state_machine, definition: {json.dumps(json.dumps(definition))}}}
+"""
+    )
+    runtime = await build_runtime(
+        load_config([path]), state_path=state_location, plugins=plugin_manager()
+    )
+    async with runtime:
+        queue = runtime.resource("work")
+        assert isinstance(queue, QueueTarget) and queue.store is not None
+        for body in ("a", "bad", "b", "c", "later"):
+            await queue.store.send("work", body, {})
+        engine = executions_of(runtime)
+        started = await engine.start_execution("flow", "{}")
+        record = await asyncio.wait_for(engine.wait_for(started["executionArn"]), 10)
+        assert record.status == "SUCCEEDED", record
+        output = json.loads(record.output or "")
+        assert [item.get("body", item.get("Error")) for item in output] == ["a", "Bad", "b", "c"]
+        left = await queue.store.receive("work", 10, wait_time=0)
+        assert sorted(message.body for message in left) == ["bad", "later"]

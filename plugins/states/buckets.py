@@ -19,7 +19,7 @@ connection); it holds no state besides its files.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +115,8 @@ class BucketType(TargetType):
 
 
 class RuntimeItems:
-    """The ``ItemSource`` of a runtime's executions: its ``bucket`` resources."""
+    """The ``ItemSource`` of a runtime's executions: its ``bucket`` resources,
+    and its ``queue`` resources for the queue reader."""
 
     def __init__(self, services: Any) -> None:
         self.services = services
@@ -147,3 +148,53 @@ class RuntimeItems:
 
     async def put_object(self, bucket: str, key: str, body: bytes) -> None:
         await itemio.LocalBuckets({bucket: self.directory(bucket)}).put_object(bucket, key, body)
+
+    def _queue(self, name: str) -> Any:
+        """The queue resource named ``name`` (or whose queue is so named), started."""
+        from plugins.queue.target import QueueTarget
+
+        services = self.services
+        names = getattr(services, "resource_names", None)
+        for other in names() if names is not None else ():
+            found = services.resource(other)
+            target = getattr(found, "inner", None) or found  # a config test's stand-in
+            if isinstance(target, QueueTarget) and name in (target.name, target.queue):
+                if target.store is None:
+                    raise itemio.BucketError(f"queue {target.queue} is stopped")
+                return target
+        raise itemio.BucketError(f"no queue named '{name}' in this runtime")
+
+    async def receive_messages(
+        self, queue: str, most: int, visibility_timeout: int | None
+    ) -> list[Any]:
+        from pipelines.errors import QueueError
+
+        target = self._queue(queue)
+        items: list[Any] = []
+        try:
+            while len(items) < most:
+                received = await target.store.receive(
+                    target.queue,
+                    min(10, most - len(items)),
+                    wait_time=0,
+                    visibility_timeout=visibility_timeout,
+                )
+                if not received:
+                    break
+                items += [message.to_json() for message in received]
+        except QueueError as error:
+            raise itemio.BucketError(f"{error.code}: {error.message}") from None
+        return items
+
+    async def delete_messages(self, queue: str, receipt_handles: Sequence[str]) -> None:
+        from pipelines.errors import QueueError
+
+        target = self._queue(queue)
+        try:
+            for start in range(0, len(receipt_handles), 10):
+                chunk = receipt_handles[start : start + 10]
+                await target.store.delete_batch(
+                    target.queue, [(str(i), handle) for i, handle in enumerate(chunk)]
+                )
+        except QueueError as error:
+            raise itemio.BucketError(f"{error.code}: {error.message}") from None

@@ -1061,9 +1061,24 @@ class _Checker:
                 "CSVDelimiter",
                 "MaxItems",
                 *(() if jsonata else ("MaxItemsPath",)),
+                "Transformation",
+                "ManifestType",
+                "ItemsPointer",
             ),
             at,
         )
+        # newer fields AWS takes that this build does not run: refused by name
+        for name, value in (
+            ("Transformation", "LOAD_AND_FLATTEN"),
+            ("ManifestType", "ATHENA_DATA"),
+            ("ItemsPointer", None),
+        ):
+            if name in config and (value is None or config[name] == value):
+                self.problems.append(
+                    UnsupportedFeature(
+                        f"ReaderConfig's {name} {config[name]!r}", _pointer(at, name)
+                    )
+                )
         input_type = config.get("InputType")
         if resource == itemio.GET_OBJECT and "InputType" not in config:
             self.problem("These fields are required: [InputType]", at)

@@ -1051,17 +1051,19 @@ class _StateRun:
             return self.number(most, "MaxItems", self.states())
         return most
 
-    async def read_items(self, state: MapState, effective: Json, most: Json) -> list[Json]:
+    def reader_parameters(self, state: MapState, effective: Json) -> Json:
+        reader = state.item_reader
+        if state.jsonata:
+            return self.query(reader.get("Arguments", {}), "Arguments", self.states())
+        return self.resolve(reader.get("Parameters", {}), effective)
+
+    async def read_items(self, state: MapState, parameters: Json, most: Json) -> list[Json]:
         """The ItemReader's items (ItemsPath does not apply to them: AWS's recordings)."""
         reader = state.item_reader
-        config = reader.get("ReaderConfig", {})
-        if state.jsonata:
-            given = reader.get("Arguments", {})
-            parameters = self.query(given, "Arguments", self.states())
-        else:
-            parameters = self.resolve(reader.get("Parameters", {}), effective)
         limit = itemio.max_items(most)
-        items = await itemio.read_items(self.it.items, reader["Resource"], parameters, config)
+        items = await itemio.read_items(
+            self.it.items, reader["Resource"], parameters, reader.get("ReaderConfig", {}), limit
+        )
         return items[:limit]
 
     async def run_map(self, state: MapState, effective: Json) -> Json:
@@ -1086,11 +1088,13 @@ class _StateRun:
         if distributed:
             run_arn = self.map_run_arn(state)
             self.emit("MapRunStarted", {"mapRunArn": run_arn})
+        read: list[Json] = []
+        parameters: Json = None
         if reading:
             try:
-                inputs = self.map_inputs(
-                    state, await self.read_items(state, effective, most), effective
-                )
+                parameters = self.reader_parameters(state, effective)
+                read = await self.read_items(state, parameters, most)
+                inputs = self.map_inputs(state, read, effective)
             except StatesError as unread:
                 self.emit("MapRunFailed", {"error": unread.error, "cause": unread.cause or ""})
                 raise
@@ -1098,6 +1102,8 @@ class _StateRun:
         assert processor is not None
         flow = self.scope.flow
         results: list[Json] = [None] * len(inputs)
+        #: which iterations succeeded (a queue reader deletes their messages)
+        succeeded = [False] * len(inputs)
         #: each iteration as the child execution AWS runs (a ResultWriter's records)
         children: list[itemio.ChildRun | None] = [None] * len(inputs)
         limit = concurrency if concurrency > 0 else len(inputs) or 1
@@ -1150,6 +1156,7 @@ class _StateRun:
                         raise _Abort(failure) from None
                     return
                 running.pop(index, None)
+                succeeded[index] = True
                 ended = children[index]
                 if ended is not None:
                     ended.stop, ended.output = self.it.clock.time(), results[index]
@@ -1161,13 +1168,18 @@ class _StateRun:
                 slots.release()
 
         try:
-            async with asyncio.TaskGroup() as group:
-                for index, item in enumerate(inputs):
-                    await slots.acquire()
-                    if failures and over_threshold():
-                        slots.release()
-                        break
-                    group.create_task(iteration(index, item))
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for index, item in enumerate(inputs):
+                        await slots.acquire()
+                        if failures and over_threshold():
+                            slots.release()
+                            break
+                        group.create_task(iteration(index, item))
+            finally:
+                if reading and state.item_reader["Resource"] == itemio.RECEIVE_MESSAGE:
+                    done = self.processed(state, inputs, read, succeeded)
+                    await itemio.delete_messages(self.it.items, parameters, done)
         except* _Abort as aborted:
             failure = _first_abort(aborted)
             for index, child in sorted(running.items()):
@@ -1197,6 +1209,21 @@ class _StateRun:
         flow.last = last_end[0]
         self.emit("MapStateSucceeded", advance=False)
         return results
+
+    def processed(
+        self, state: MapState, inputs: list[Json], read: list[Json], succeeded: list[bool]
+    ) -> list[Json]:
+        """The items read whose iteration succeeded (a batch's items together)."""
+        sizes = (
+            [len(batch["Items"]) for batch in inputs] if state.item_batcher else [1] * len(inputs)
+        )
+        done: list[Json] = []
+        start = 0
+        for size, ok in zip(sizes, succeeded, strict=True):
+            if ok:
+                done.extend(read[start : start + size])
+            start += size
+        return done
 
     async def write_results(
         self,

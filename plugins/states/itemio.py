@@ -48,7 +48,10 @@ Json = Any
 GET_OBJECT = "arn:aws:states:::s3:getObject"
 LIST_OBJECTS = "arn:aws:states:::s3:listObjectsV2"
 PUT_OBJECT = "arn:aws:states:::s3:putObject"
-READERS = (GET_OBJECT, LIST_OBJECTS)
+#: Ours (AWS has no queue reader): a queue's messages as items, each deleted
+#: once its iteration succeeded.
+RECEIVE_MESSAGE = "arn:aws:states:::sqs:receiveMessage"
+READERS = (GET_OBJECT, LIST_OBJECTS, RECEIVE_MESSAGE)
 INPUT_TYPES = ("CSV", "JSON", "JSONL", "MANIFEST")
 CSV_DELIMITERS = {"COMMA": ",", "PIPE": "|", "SEMICOLON": ";", "SPACE": " ", "TAB": "\t"}
 TRANSFORMATIONS = ("NONE", "COMPACT", "FLATTEN")
@@ -90,8 +93,26 @@ class ItemSource(Protocol):
 
     async def put_object(self, bucket: str, key: str, body: bytes) -> None: ...
 
+    async def receive_messages(
+        self, queue: str, most: int, visibility_timeout: int | None
+    ) -> list[Json]: ...
 
-class NoItemSource:
+    async def delete_messages(self, queue: str, receipt_handles: Sequence[str]) -> None: ...
+
+
+class NoQueues:
+    """A source without queues (buckets only)."""
+
+    async def receive_messages(
+        self, queue: str, most: int, visibility_timeout: int | None
+    ) -> list[Json]:
+        raise BucketError(f"no queue named '{queue}' in this runtime")
+
+    async def delete_messages(self, queue: str, receipt_handles: Sequence[str]) -> None:
+        raise BucketError(f"no queue named '{queue}' in this runtime")
+
+
+class NoItemSource(NoQueues):
     """The source of an interpreter given none: every bucket is unknown."""
 
     async def get_object(self, bucket: str, key: str) -> bytes:
@@ -104,7 +125,7 @@ class NoItemSource:
         raise BucketError(f"no bucket named '{bucket}' in this runtime")
 
 
-class LocalBuckets:
+class LocalBuckets(NoQueues):
     """Buckets that are directories: ``{bucket name: directory}``."""
 
     def __init__(self, directories: Mapping[str, str | Path]) -> None:
@@ -197,11 +218,13 @@ def reader_failed(cause: str) -> StatesError:
 
 
 async def read_items(
-    source: ItemSource, resource: str, parameters: Json, config: Mapping[str, Json]
+    source: ItemSource, resource: str, parameters: Json, config: Mapping[str, Json], most: int
 ) -> list[Json]:
-    """The items an ItemReader gives (before MaxItems)."""
+    """The items an ItemReader gives: at most ``most`` (MaxItems) are used."""
     if not isinstance(parameters, Mapping):
         raise reader_failed("The ItemReader's Parameters must be an object")
+    if resource == RECEIVE_MESSAGE:
+        return await _messages(source, parameters, most)
     bucket = parameters.get("Bucket")
     if not isinstance(bucket, str) or not bucket:
         raise reader_failed("The ItemReader's Parameters must name a Bucket")
@@ -220,6 +243,37 @@ async def read_items(
         return parse_items(body, input_type, config)
     except BucketError as error:
         raise reader_failed(str(error)) from None
+
+
+def queue_name(url: str) -> str:
+    """A queue's name from its URL (its last part), ARN or the name."""
+    return url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+
+
+async def _messages(source: ItemSource, parameters: Mapping[str, Json], most: int) -> list[Json]:
+    """Up to ``most`` messages received from the queue (as ReceiveMessage gives
+    them), until it has none visible; each stays invisible for VisibilityTimeout."""
+    url = parameters.get("QueueUrl")
+    if not isinstance(url, str) or not url:
+        raise reader_failed("The ItemReader's Parameters must name a QueueUrl")
+    visibility = parameters.get("VisibilityTimeout")
+    if visibility is not None and (isinstance(visibility, bool) or not isinstance(visibility, int)):
+        raise reader_failed("VisibilityTimeout must be an integer")
+    try:
+        return await source.receive_messages(queue_name(url), most, visibility)
+    except BucketError as error:
+        raise reader_failed(str(error)) from None
+
+
+async def delete_messages(source: ItemSource, parameters: Json, items: Sequence[Json]) -> None:
+    """Delete the messages of the iterations that succeeded (a failed one's
+    message is seen again once its visibility timeout passes)."""
+    handles = [item["ReceiptHandle"] for item in items if isinstance(item, Mapping)]
+    if handles and isinstance(parameters, Mapping):
+        try:
+            await source.delete_messages(queue_name(str(parameters.get("QueueUrl"))), handles)
+        except BucketError as error:
+            raise reader_failed(f"the queue's messages were not deleted: {error}") from None
 
 
 def parse_items(body: bytes, input_type: str, config: Mapping[str, Json]) -> list[Json]:
