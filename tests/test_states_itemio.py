@@ -781,3 +781,62 @@ async def test_a_queue_reader_deletes_the_messages_of_iterations_that_succeeded(
         assert [item.get("body", item.get("Error")) for item in output] == ["a", "Bad", "b", "c"]
         left = await queue.store.receive("work", 10, wait_time=0)
         assert sorted(message.body for message in left) == ["bad", "later"]
+
+
+def test_pipelines_test_reads_a_buckets_file(tmp_path: Path) -> None:
+    from tests.helpers import run_cli
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "orders.jsonl").write_text('{"order": 1}\n{"order": 2}\n')
+    flow = {
+        "StartAt": "Each",
+        "States": {
+            "Each": {
+                "Type": "Map",
+                "MaxConcurrency": 1,  # the messages in the file's order
+                "ItemReader": {
+                    "Resource": "arn:aws:states:::s3:getObject",
+                    "ReaderConfig": {"InputType": "JSONL"},
+                    "Parameters": {"Bucket": "orders-bucket", "Key.$": "$.key"},
+                },
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "EXPRESS"},
+                    "StartAt": "Send",
+                    "States": {
+                        "Send": {
+                            "Type": "Task",
+                            "Resource": "arn:aws:states:::sqs:sendMessage",
+                            "Parameters": {"QueueUrl": "done", "MessageBody.$": "$"},
+                            "End": True,
+                        }
+                    },
+                },
+                "End": True,
+            }
+        },
+    }
+    (tmp_path / "flow.asl.json").write_text(json.dumps(flow))
+    (tmp_path / "pipeline.yaml").write_text(
+        """resources:
+  orders: {type: bucket, directory: data, bucket: orders-bucket}
+  done: {type: queue}
+  flow: {type: state_machine, definition_file: flow.asl.json}
+rules:
+  go:
+    pattern: {source: [shop]}
+    targets: [{id: flow, resource: flow, input_path: $.detail}]
+"""
+    )
+    test = tmp_path / "flow.test.yaml"
+    test.write_text(
+        """config: pipeline.yaml
+tests:
+  - name: each line is sent
+    input: [{Source: shop, DetailType: go, Detail: {key: orders.jsonl}}]
+    expect:
+      done: [{pattern: {order: [1]}}, {pattern: {order: [2]}}]
+"""
+    )
+    done = run_cli("test", str(test))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{test}::each line is sent PASSED" in done.stdout.splitlines()
