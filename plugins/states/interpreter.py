@@ -1167,20 +1167,23 @@ class _StateRun:
             finally:
                 slots.release()
 
+        async def settle() -> None:
+            # a queue reader's messages go once their iterations succeeded (not when
+            # the execution is stopped: those are received again, as SQS would)
+            if reading and state.item_reader["Resource"] == itemio.RECEIVE_MESSAGE:
+                done = self.processed(state, inputs, read, succeeded)
+                await itemio.delete_messages(self.it.items, parameters, done)
+
         try:
-            try:
-                async with asyncio.TaskGroup() as group:
-                    for index, item in enumerate(inputs):
-                        await slots.acquire()
-                        if failures and over_threshold():
-                            slots.release()
-                            break
-                        group.create_task(iteration(index, item))
-            finally:
-                if reading and state.item_reader["Resource"] == itemio.RECEIVE_MESSAGE:
-                    done = self.processed(state, inputs, read, succeeded)
-                    await itemio.delete_messages(self.it.items, parameters, done)
+            async with asyncio.TaskGroup() as group:
+                for index, item in enumerate(inputs):
+                    await slots.acquire()
+                    if failures and over_threshold():
+                        slots.release()
+                        break
+                    group.create_task(iteration(index, item))
         except* _Abort as aborted:
+            await settle()
             failure = _first_abort(aborted)
             for index, child in sorted(running.items()):
                 mark(child, "MapIterationAborted", index, advance=True)
@@ -1193,14 +1196,15 @@ class _StateRun:
                 self.emit("MapRunFailed", {"error": failure.error, "cause": failure.cause or ""})
             raise failure from None
         if distributed:
-            if state.result_writer is not None:
-                try:
+            try:
+                await settle()
+                if state.result_writer is not None:
                     results = await self.write_results(state, run_arn, children, effective)
-                except StatesError as unwritten:
-                    self.emit(
-                        "MapRunFailed", {"error": unwritten.error, "cause": unwritten.cause or ""}
-                    )
-                    raise
+            except StatesError as unwritten:
+                self.emit(
+                    "MapRunFailed", {"error": unwritten.error, "cause": unwritten.cause or ""}
+                )
+                raise
             # as AWS has recorded since November 2024: the run's end and the state's
             # success point back without moving on; MapStateExited follows MapRunStarted
             run_end = self.emit("MapRunSucceeded", advance=False)
