@@ -24,7 +24,6 @@ from plugins.states.definition import parse_definition, validate
 from plugins.states.history import MemoryLog
 from plugins.states.interpreter import Execution, Interpreter, Outcome
 from tests import states_recordings as rec
-from tests.test_states_conformance import _before_map_run_change, _drive, _set
 
 Json = Any
 SCEN = "v2/scenarios/test_base_scenarios.py"
@@ -80,7 +79,9 @@ class Case:
 
 
 def _reader(field: str, value: Json) -> Callable[[Json], Json]:
-    return lambda d: _set(d, ["States", "MapState", "ItemReader", "ReaderConfig", field], value)
+    return lambda d: rec.set_at(
+        d, ["States", "MapState", "ItemReader", "ReaderConfig", field], value
+    )
 
 
 def _listing_normalised(events: list[dict[str, Json]]) -> list[dict[str, Json]]:
@@ -179,7 +180,7 @@ CASES = [
             S + f"test_map_item_reader_base_json_with_items_path[{name}]",
             f"{FOLDER}/map_item_reader_base_json_with_items_path.json5",
             {"file.json": json.dumps([["from-bucket-item-0"]])},
-            patch=lambda d, path=path: _set(d, ["States", "MapState", "ItemsPath"], path),  # type: ignore[misc]
+            patch=lambda d, path=path: rec.set_at(d, ["States", "MapState", "ItemsPath"], path),  # type: ignore[misc]
         )
         for name, path in (
             ("VALID_ITEMS_PATH_FROM_PREVIOUS", "$.from_previous"),
@@ -251,7 +252,7 @@ async def _run(
     )
     log = MemoryLog()
     interpreter = Interpreter(machine, log=log, clock=clock, items=buckets)
-    outcome = await _drive(clock, interpreter.run(execution))
+    outcome = await rec.drive(clock, interpreter.run(execution))
     return outcome, log
 
 
@@ -268,7 +269,7 @@ async def test_recorded_item_reader(case: Case, tmp_path: Path) -> None:
     rec.require_mirror()
     content = rec.recording(case.module, case.test)
     recorded = content["get_execution_history"]["events"]
-    if _before_map_run_change(rec.recording_date(case.module, case.test)):
+    if rec.before_map_run_change(rec.recording_date(case.module, case.test)):
         recorded = rec.map_run_exit_as_since_november_2024(recorded)
     buckets = _bucket(tmp_path, case.bucket, case.files)
     clock = ManualClock(start=1_700_000_000.0)
