@@ -86,7 +86,8 @@ async def next_runs(
     run's scheduled time in the schedule's time zone and the moment it fires
     (later within a flexible window: the same moment the scheduler draws).
     A rate counts from where the running pipeline anchored it (its mark);
-    one never run counts from ``after``."""
+    one never run counts from ``after``. Without ``after``, runs the
+    pipeline already marked done are not shown."""
     async with ScheduleStore.existing(location) as store:
         row = await _row(store, name, group)
     async with StateDB.existing(location) as state:
@@ -99,8 +100,8 @@ async def next_runs(
     mark = marks.get((SCHEDULER_BUS, rule_name(group, name)))
     if mark is not None and mark.fingerprint == schedule.fingerprint:
         anchor = mark.anchor
-        if mark.last_due is not None:
-            moment = max(moment, mark.last_due)
+        if after is None and mark.last_due is not None:
+            moment = max(moment, mark.last_due)  # runs already marked are not next
     else:
         anchor = schedule.start if schedule.start is not None else moment
     identity = schedule_arn(group, name)
