@@ -339,3 +339,43 @@ schedules:
     async with runtime:
         assert _ids(runtime) == ["default/hourly", "reports/nightly"]
         assert schedules(runtime).groups["reports"].tags == {"team": "data"}
+
+
+async def test_a_reload_applies_the_schedules_section(tmp_path: Path) -> None:
+    from pipelines.reload import reload
+
+    before = """
+schedules:
+  kept: {expression: rate(1 hour), start_date: "2026-01-05T09:30:00Z", target: {resource: sink}}
+  dropped: {expression: rate(1 hour), target: {resource: sink}}
+"""
+    after = """
+schedules:
+  kept: {expression: rate(1 hour), start_date: "2026-01-05T09:30:00Z", target: {resource: sink}}
+  added: {expression: "at(2026-01-05T10:45:00)", target: {resource: dead}}
+"""
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(BASE + before)
+    current = load_config([path])
+    runtime = await build_runtime(
+        current, clock=ManualClock(T0), state_path=tmp_path / "state.db", plugins=PLUGINS
+    )
+    async with runtime:
+        await advance(runtime, 3600)  # kept at 09:30; dropped at 09:00 and 10:00
+        path.write_text(BASE + after)
+        await reload(runtime, current, load_config([path]))
+        assert _ids(runtime) == ["default/added", "default/kept"]
+        assert len(runtime.bus(SCHEDULER_BUS).list_rules()) == 2
+        await advance(runtime, 3600)
+    sink_times = [r.context.event["time"] for r in recorder(runtime).received]
+    # dropped fired at 09:00 and 10:00, before the reload, not at 11:00;
+    # kept went on from its mark: 10:30 once.
+    assert sink_times == [
+        "2026-01-05T09:00:00Z",
+        "2026-01-05T09:30:00Z",
+        "2026-01-05T10:00:00Z",
+        "2026-01-05T10:30:00Z",
+    ]
+    assert [r.context.event["time"] for r in recorder(runtime, "dead").received] == [
+        "2026-01-05T10:45:00Z"
+    ]

@@ -61,6 +61,8 @@ SCHEDULER_RESOURCE = "scheduler"
 SCHEDULER_BUS = "aws.scheduler"
 #: How often a runner of a cluster looks for schedules another runner changed (seconds).
 REFRESH = 5.0
+#: The start of every schedule's rule name (``spec.rule_name``).
+_RULE_PREFIX = "schedule-"
 #: A config's resource names stand for their ARNs until the runtime gives them.
 _NAMED = "resource:"
 _CONTEXT = (
@@ -284,6 +286,13 @@ class Schedules(Target):
             fresh = {(row.group, row.name): row for row in rows}
             for key in [key for key in self.schedules if key not in fresh]:
                 await self._unschedule(key)
+            # Rules no schedule has any more (this resource replaced by a
+            # reload: the old one's schedules are not in ``self.schedules``).
+            wanted = {rule_name(*key) for key in fresh}
+            bus = started(self._bus, "the scheduler")
+            for rule in bus.list_rules(_RULE_PREFIX):
+                if rule["Name"] not in wanted:
+                    await bus.delete_rule(rule["Name"], force=True)
             for key, row in fresh.items():
                 old = self.schedules.get(key)
                 if old is None or old.body != row.body:
