@@ -391,7 +391,8 @@ class Schedules(Target):
         row = StoredSchedule(body["GroupName"], body["Name"], body, API, now, now)
         if not await store.insert_schedule(row):
             return False
-        await self.reload()
+        async with self._lock:  # this one schedule: not a reload of them all
+            await self._schedule(row)
         return True
 
     async def replace(self, body: dict[str, Any], now: float) -> bool:
@@ -400,14 +401,17 @@ class Schedules(Target):
         old = await store.schedule(*key)
         if old is None:
             return False
-        await store.put_schedules([StoredSchedule(*key, body, old.origin, old.created, now)])
-        await self.reload()
+        row = StoredSchedule(*key, body, old.origin, old.created, now)
+        await store.put_schedules([row])
+        async with self._lock:
+            await self._schedule(row)
         return True
 
     async def delete(self, group: str, name: str) -> bool:
         store = started(self.store, "the scheduler")
         deleted = await store.delete_schedules([(group, name)])
-        await self.reload()
+        async with self._lock:
+            await self._unschedule((group, name))
         return deleted > 0
 
     async def add_group(self, name: str, tags: Mapping[str, str], now: float) -> bool:
