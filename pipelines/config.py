@@ -44,6 +44,7 @@ from pipelines.errors import (
     AlarmRuleError,
     CodedError,
     ConfigError,
+    ConfigErrors,
     ConfigInvalid,
     PatternError,
     Problem,
@@ -753,7 +754,7 @@ def _statements_path(exc: ConfigError) -> ConfigError:
         else ConfigError(Where(error.subject, ("statements", *error.path)), error.message)
         for error in exc.errors
     ]
-    return errors[0]
+    return ConfigErrors(errors)
 
 
 def apply_bus_policies(runtime: Runtime, config: PipelineConfig) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from pipelines.errors import CodedError, ConfigError, Where
+from pipelines.errors import CodedError, ConfigError, Problems, Where
 from pipelines.settings import Shape
 
 VERSION = "2012-10-17"
@@ -218,13 +218,16 @@ def check_document(where: Where, document: Any) -> dict[str, Any]:
     if not isinstance(statements, list) or not statements:
         raise ConfigError(where / "Statement", "a policy needs a list of statements")
     sids: set[str] = set()
+    problems = Problems()  # every statement's first problem, not only the first's
     for index, statement in enumerate(statements):
-        check_statement(where / "Statement" / index, statement)
-        sid = statement.get("Sid")
-        if sid:
+        with problems:
+            check_statement(where / "Statement" / index, statement)
+            sid = statement.get("Sid")
             if sid in sids:
                 raise ConfigError(where / "Statement" / index / "Sid", f"Sid {sid!r} is repeated")
-            sids.add(sid)
+            if sid:
+                sids.add(sid)
+    problems.raise_any()
     found = dict(document)
     found["Statement"] = [dict(statement) for statement in statements]
     return found
