@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -664,3 +668,83 @@ async def test_put_targets_takes_a_bus_arn_and_checks_the_target_bus_policy(
     )
     seen = _recorder(runtime, "seen")
     await eventually(lambda: any(r.payload["source"] == "shop" for r in seen.received))
+
+
+# -- sources put as their configured account ---------------------------------------------
+
+
+SOURCES = """
+api: 127.0.0.1:0
+state: state.db
+account: "111111111111"
+buses:
+  shared:
+    statements:
+      - {Sid: team, Effect: Allow, Principal: {AWS: "222222222222"}, Action: events:PutEvents}
+resources:
+  team-to-default: {type: webhook, path: /team/default, account: "222222222222"}
+  team-to-shared: {type: webhook, path: /team/shared, bus: shared, account: "222222222222"}
+  owner: {type: webhook, path: /owner}
+  sink: {type: function, function: "sinkmod:record"}
+rules:
+  all:
+    pattern: {source: [webhook]}
+    targets: [{id: t, resource: sink}]
+  shared:
+    bus: shared
+    pattern: {source: [webhook]}
+    targets: [{id: t, resource: sink}]
+"""
+
+
+def test_a_webhook_puts_as_its_configured_account(tmp_path: Path) -> None:
+    from .apiclient import endpoint_of
+    from .helpers import SINK_MODULE, pipelines_command
+    from .test_webhook import curl
+
+    (tmp_path / "pipeline.yaml").write_text(SOURCES)
+    (tmp_path / "sinkmod.py").write_text(SINK_MODULE)
+    sink = tmp_path / "sink.jsonl"
+    process = subprocess.Popen(
+        [*pipelines_command(), "run", "pipeline.yaml", "--no-control"],
+        cwd=tmp_path,
+        env={**os.environ, "SINK_FILE": str(sink)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = endpoint_of(process)
+        status, text = curl(f"{url}/team/default", b'{"a": 1}')
+        assert status == 403, text
+        assert json.loads(text)["code"] == "AccessDeniedException"
+        assert f"arn:aws:iam::{OTHER}:root is not authorized" in json.loads(text)["message"]
+        status, text = curl(f"{url}/team/shared", b'{"a": 2}')
+        assert status == 200, text
+        status, text = curl(f"{url}/owner", b'{"a": 3}')  # the owner's own bus: no policy needed
+        assert status == 200, text
+        until = time.monotonic() + 20
+        while time.monotonic() < until:
+            lines = sink.read_text().splitlines() if sink.exists() else []
+            if len(lines) >= 2:
+                break
+            time.sleep(0.05)
+        events = sorted((json.loads(line) for line in lines), key=lambda e: e["detail"]["a"])
+        assert [(e["detail"]["a"], e["account"]) for e in events] == [(2, OTHER), (3, OWNER)]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+
+
+def test_an_mqtt_source_takes_an_account_and_refuses_a_wrong_one() -> None:
+    from plugins.mqtt.target import MqttType
+
+    made = MqttType().create(
+        "m", {"broker": {"host": "localhost"}, "subscribe": ["a/#"], "account": OTHER}
+    )
+    assert made.caller == Caller(OTHER)
+    with pytest.raises(ConfigError) as refused:
+        MqttType().create(
+            "m", {"broker": {"host": "localhost"}, "subscribe": ["a/#"], "account": "x"}
+        )
+    assert refused.value.path == ("account",)
