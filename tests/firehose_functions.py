@@ -24,7 +24,11 @@ def upper_and_key(event: dict[str, Any]) -> dict[str, Any]:
             continue
         if body.get("bad"):
             out.append(
-                {"recordId": record["recordId"], "result": "ProcessingFailed", "data": record["data"]}
+                {
+                    "recordId": record["recordId"],
+                    "result": "ProcessingFailed",
+                    "data": record["data"],
+                }
             )
             continue
         body["name"] = str(body.get("name", "")).upper()

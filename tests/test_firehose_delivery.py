@@ -39,7 +39,10 @@ def partitioned(**more: Any) -> dict[str, Any]:
                 {
                     "Type": "MetadataExtraction",
                     "Parameters": [
-                        {"ParameterName": "MetadataExtractionQuery", "ParameterValue": "{customer: .customer}"},
+                        {
+                            "ParameterName": "MetadataExtractionQuery",
+                            "ParameterValue": "{customer: .customer}",
+                        },
                         {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"},
                     ],
                 },
@@ -65,9 +68,18 @@ class Harness:
         self.store = await FirehoseStore.open(self.location, self.clock)
         found = await self.store.find("clicks")
         if found is None:
-            request = {"DeliveryStreamType": "DirectPut", "ExtendedS3DestinationConfiguration": self.config}
+            request = {
+                "DeliveryStreamType": "DirectPut",
+                "ExtendedS3DestinationConfiguration": self.config,
+            }
             found = await self.store.create("clicks", request, {}, made_by_api=True)
-        identity = Identity("clicks", "arn:aws:firehose:us-east-1:1:deliverystream/clicks", found.version, found.created, "us-east-1")
+        identity = Identity(
+            "clicks",
+            "arn:aws:firehose:us-east-1:1:deliverystream/clicks",
+            found.version,
+            found.created,
+            "us-east-1",
+        )
         self.stream = DeliveryStream(
             identity,
             parse_destination(self.config),
@@ -102,7 +114,11 @@ def record(customer: str, n: int) -> bytes:
 async def test_an_interval_delivers_each_partition_as_one_object(
     state_location: str, tmp_path: Path
 ) -> None:
-    harness = Harness(state_location, tmp_path, partitioned(BufferingHints={"IntervalInSeconds": 60, "SizeInMBs": 1}))
+    harness = Harness(
+        state_location,
+        tmp_path,
+        partitioned(BufferingHints={"IntervalInSeconds": 60, "SizeInMBs": 1}),
+    )
     stream = await harness.start()
     try:
         results = await stream.put([record(c, n) for n in range(3) for c in ("a", "b")])
@@ -114,9 +130,9 @@ async def test_an_interval_delivers_each_partition_as_one_object(
         assert sorted(k.split("/")[0] for k in found) == ["customer=a", "customer=b"]
         for key, data in found.items():
             # The default name: stream, version, the oldest record's arrival, a UUID.
-            assert re.fullmatch(
-                r"customer=[ab]/clicks-1-2023-11-14-22-13-20-[0-9a-f-]{36}", key
-            ), key
+            assert re.fullmatch(r"customer=[ab]/clicks-1-2023-11-14-22-13-20-[0-9a-f-]{36}", key), (
+                key
+            )
             assert data.endswith(b"\n") and data.count(b"\n") == 3
         assert await stream.store.buffered("clicks") == (0, 0)
         names = [name for name, _ in harness.metrics]
@@ -128,10 +144,17 @@ async def test_an_interval_delivers_each_partition_as_one_object(
 async def test_a_full_buffer_goes_out_at_once_and_others_wait(
     state_location: str, tmp_path: Path
 ) -> None:
-    harness = Harness(state_location, tmp_path, partitioned(BufferingHints={"IntervalInSeconds": 900, "SizeInMBs": 1}))
+    harness = Harness(
+        state_location,
+        tmp_path,
+        partitioned(BufferingHints={"IntervalInSeconds": 900, "SizeInMBs": 1}),
+    )
     stream = await harness.start()
     try:
-        big = [json.dumps({"customer": "big", "pad": "x" * 10_000, "n": n}).encode() for n in range(110)]
+        big = [
+            json.dumps({"customer": "big", "pad": "x" * 10_000, "n": n}).encode()
+            for n in range(110)
+        ]
         await stream.put(big)
         await stream.put([record("small", 1)])
         await harness.advance(0)
@@ -139,7 +162,10 @@ async def test_a_full_buffer_goes_out_at_once_and_others_wait(
         assert [k.split("/")[0] for k in found] == ["customer=big"]
         assert sum(len(v) for v in found.values()) >= 1024 * 1024  # a buffer of 1 MiB went out
         await harness.advance(900)
-        assert {k.split("/")[0] for k in objects(tmp_path / "out" / "lake")} == {"customer=big", "customer=small"}
+        assert {k.split("/")[0] for k in objects(tmp_path / "out" / "lake")} == {
+            "customer=big",
+            "customer=small",
+        }
     finally:
         await harness.stop()
 
@@ -170,7 +196,11 @@ async def test_buffered_records_survive_a_restart_and_go_out_after_it(
 async def test_a_record_the_query_cannot_key_goes_to_the_error_output(
     state_location: str, tmp_path: Path
 ) -> None:
-    harness = Harness(state_location, tmp_path, partitioned(BufferingHints={"IntervalInSeconds": 60, "SizeInMBs": 1}))
+    harness = Harness(
+        state_location,
+        tmp_path,
+        partitioned(BufferingHints={"IntervalInSeconds": 60, "SizeInMBs": 1}),
+    )
     stream = await harness.start()
     try:
         await stream.put([b"not json", json.dumps({"other": 1}).encode(), record("a", 1)])
@@ -180,7 +210,9 @@ async def test_a_record_the_query_cannot_key_goes_to_the_error_output(
         (key,) = errors
         assert key.startswith("errors/partitioning-failed/2023/11/14/22/")
         failed = [json.loads(line) for line in errors[key].splitlines()]
-        assert [f["errorCode"] for f in failed] == ["DynamicPartitioning.MetadataExtractionFailed"] * 2
+        assert [f["errorCode"] for f in failed] == [
+            "DynamicPartitioning.MetadataExtractionFailed"
+        ] * 2
         assert failed[0]["rawData"] == "bm90IGpzb24="  # base64 of the record as sent
         assert failed[0]["arrivalTimestamp"] == int(START * 1000)
         assert "null" in failed[1]["errorMessage"]
@@ -214,7 +246,11 @@ async def test_each_compression_format_round_trips(tmp_path: Path, compression: 
 async def test_a_write_that_fails_is_retried_and_other_partitions_flow(
     state_location: str, tmp_path: Path
 ) -> None:
-    harness = Harness(state_location, tmp_path, partitioned(BufferingHints={"IntervalInSeconds": 60, "SizeInMBs": 1}))
+    harness = Harness(
+        state_location,
+        tmp_path,
+        partitioned(BufferingHints={"IntervalInSeconds": 60, "SizeInMBs": 1}),
+    )
     stream = await harness.start()
     try:
         (tmp_path / "out" / "lake").mkdir(parents=True)
@@ -232,7 +268,9 @@ async def test_a_write_that_fails_is_retried_and_other_partitions_flow(
         await harness.stop()
 
 
-async def test_records_buffered_from_outside_are_taken_up(state_location: str, tmp_path: Path) -> None:
+async def test_records_buffered_from_outside_are_taken_up(
+    state_location: str, tmp_path: Path
+) -> None:
     config = destination(BufferingHints={"IntervalInSeconds": 60, "SizeInMBs": 1})
     harness = Harness(state_location, tmp_path, config)
     stream = await harness.start()

@@ -28,6 +28,8 @@ firehose = Service("firehose")
 
 #: PutRecordBatch's limit on a request's data (the model holds the others).
 MAX_BATCH_BYTES = 4 * 1024 * 1024
+#: Record.Data's length limit in the model, which the wire layer does not check for blobs.
+MAX_RECORD_BYTES = 1_024_000
 MAX_TAGS = 50
 LIST_LIMIT = 10
 OTHER_DESTINATIONS = (
@@ -277,6 +279,22 @@ async def update_destination(call: Call, params: dict[str, Any]) -> None:
             target.reconfigure(updated)
 
 
+def _check_sizes(records: list[bytes], path: str) -> None:
+    """The model's length limit on each record, in AWS's validation wording."""
+    bad = [
+        f"Value at '{path.format(index=i + 1)}' failed to satisfy constraint: Member must have"
+        f" length less than or equal to {MAX_RECORD_BYTES}"
+        for i, data in enumerate(records)
+        if len(data) > MAX_RECORD_BYTES
+    ]
+    if bad:
+        count = len(bad)
+        raise ApiError(
+            "ValidationException",
+            f"{count} validation error{'s' if count > 1 else ''} detected: {'; '.join(bad)}",
+        )
+
+
 def _direct(call: Call, target: FirehoseTarget) -> None:
     if not target.direct_put:
         raise _invalid(
@@ -289,6 +307,7 @@ def _direct(call: Call, target: FirehoseTarget) -> None:
 async def put_record(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     target = await _target(call, params["DeliveryStreamName"])
     _direct(call, target)
+    _check_sizes([params["Record"]["Data"]], "record.data")
     result = (await target.put([params["Record"]["Data"]]))[0]
     if result.error_code is not None:
         raise ApiError("ServiceUnavailableException", result.error_message or "", 503)
@@ -300,6 +319,7 @@ async def put_record_batch(call: Call, params: dict[str, Any]) -> dict[str, Any]
     target = await _target(call, params["DeliveryStreamName"])
     _direct(call, target)
     records = [entry["Data"] for entry in params["Records"]]
+    _check_sizes(records, "records.{index}.member.data")
     total = sum(len(data) for data in records)
     if total > MAX_BATCH_BYTES:
         raise _invalid(

@@ -59,7 +59,9 @@ from plugins.firehose.transformation import Invoke, Transformed, transform
 
 log = logging.getLogger("plugins.firehose")
 
-NAMESPACE = "AWS/Firehose"
+#: The metric store reserves AWS/ (as CloudWatch does for PutMetricData): the
+#: engine publishes under Pipelines/..., as it does its events metrics.
+NAMESPACE = "Pipelines/Firehose"
 #: How much of a buffer is read back from the store at once while writing an object.
 PAGE_BYTES = 4 * 1024 * 1024
 #: Error output types (the ``!{firehose:error-output-type}`` values).
