@@ -27,17 +27,12 @@ from typing import Any
 
 import orjson
 
-from pipelines.errors import PipelinesError
+from pipelines.errors import CodedError
 from pipelines.store import Step, Store
 
 
-class FirehoseError(PipelinesError):
+class FirehoseError(CodedError):
     """A delivery stream that does not exist, or exists already: ``code`` is AWS's."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
