@@ -32,7 +32,9 @@ def _run_then_kill(state: Path, directory: Path, puts: int) -> set[int]:
     acked: set[int] = set()
     try:
         assert runner.stdout is not None
-        assert runner.stdout.readline().strip() == "ready", runner.stderr.read() if runner.stderr else ""
+        assert runner.stdout.readline().strip() == "ready", (
+            runner.stderr.read() if runner.stderr else ""
+        )
         deadline = time.monotonic() + 60
         seen = 0
         while seen < puts and time.monotonic() < deadline:

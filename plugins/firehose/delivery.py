@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -69,6 +69,10 @@ PROCESSING_FAILED = "processing-failed"
 PARTITIONING_FAILED = "partitioning-failed"
 #: A failed write of an object is tried again after this, doubling to the cap.
 RETRY_FIRST, RETRY_CAP = 1.0, 60.0
+#: Partitions written out at once by one delivery stream.
+DELIVERY_CONCURRENCY = 4
+#: Partition ids remembered by their keys' values (then forgotten all at once).
+PARTITION_CACHE = 10_000
 
 Metric = Callable[[str, float, str], None]
 
@@ -96,6 +100,16 @@ PLAIN = partition_id()
 def record_id(chunk: int, index: int) -> str:
     """A record's RecordId: where it is in the store, opaque to clients."""
     return f"{chunk:024x}{index:08x}"
+
+
+def record_ids(chunk: int, count: int) -> list[str]:
+    """``record_id`` of each record of a chunk."""
+    base = f"{chunk:024x}"
+    return [base + format(index, "08x") for index in range(count)]
+
+
+def _prefix_keys(destination: Destination) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return tuple(destination.prefix.keys("query")), tuple(destination.prefix.keys("lambda"))
 
 
 def error_record(
@@ -160,8 +174,10 @@ class Buffer:
         self.count += sum(c.count for c in chunks)
 
 
-@dataclass(frozen=True, slots=True)
-class PutResult:
+class PutResult(NamedTuple):
+    """One record's answer: its RecordId, or its error (a tuple: cheap to make
+    500 of per request)."""
+
     record_id: str | None = None
     error_code: str | None = None
     error_message: str | None = None
@@ -207,6 +223,10 @@ class DeliveryStream:
         self._retry_at: dict[str, float] = {}  # partition -> when a failed write is tried again
         self._failures: dict[str, int] = {}
         self._last_id = 0
+        #: The partition keys the prefix names (query, Lambda), and partition
+        #: ids by the values of a record's keys.
+        self._prefix_keys = _prefix_keys(destination)
+        self._partitions: dict[tuple[Any, Any], str] = {}
         self.delivered_objects: list[str] = []  # keys written since start (the CLI's view)
 
     # -- configuration ------------------------------------------------------------------
@@ -214,6 +234,8 @@ class DeliveryStream:
     def reconfigure(self, destination: Destination, version: int) -> None:
         """UpdateDestination: what is buffered goes out under the new settings."""
         self.destination = destination
+        self._prefix_keys = _prefix_keys(destination)
+        self._partitions.clear()
         self.identity.version = version
         self._wake.set()
 
@@ -272,7 +294,8 @@ class DeliveryStream:
             indexes = []
             delimiter = destination.delimiter or b""
             for partition, members in groups.items():
-                data = b"".join(records[i] + delimiter for i in members)
+                parts = [records[i] for i in members]
+                data = delimiter.join(parts) + delimiter if delimiter else b"".join(parts)
                 chunks.append((NewChunk(partition, arrival, len(members), data), []))
                 indexes.append(members)
             if errors:
@@ -295,8 +318,8 @@ class DeliveryStream:
                 continue
             chunk_id = int(outcome[0][0])
             self._track(Chunk(chunk_id, chunk.partition, arrival, chunk.count, len(chunk.data)))
-            for position, i in enumerate(members):
-                results[i] = PutResult(record_id(chunk_id, position))
+            for i, rid in zip(members, record_ids(chunk_id, len(members)), strict=True):
+                results[i] = PutResult(rid)
             stored += len(members)
         self.metric("IncomingPutRequests", 1, "Count")
         self.metric("IncomingRecords", stored, "Count")
@@ -305,20 +328,33 @@ class DeliveryStream:
         return results
 
     def _partition_of(self, data: bytes, from_lambda: Mapping[str, str] | None) -> str:
-        """The partition of one record (``QueryFailed`` when its keys fail)."""
+        """The partition of one record (``QueryFailed`` when its keys fail).
+        Partition ids are cached by the keys' values: most records of a busy
+        stream go to partitions it has seen."""
         destination = self.destination
         if not destination.partitioning:
             return PLAIN
         query: Mapping[str, str] | None = None
         if destination.query is not None:
             query = destination.query.keys(data)
-            for key in destination.prefix.keys("query"):
-                if key not in query:
-                    raise QueryFailed(f"the query gave no partition key {key!r}")
-        for key in destination.prefix.keys("lambda"):
+        seen = (
+            tuple(query.items()) if query is not None else None,
+            tuple(from_lambda.items()) if from_lambda is not None else None,
+        )
+        found = self._partitions.get(seen)
+        if found is not None:
+            return found
+        query_keys, lambda_keys = self._prefix_keys
+        for key in query_keys:
+            if query is None or key not in query:
+                raise QueryFailed(f"the query gave no partition key {key!r}")
+        for key in lambda_keys:
             if from_lambda is None or key not in from_lambda:
                 raise QueryFailed(f"the Lambda function gave no partition key {key!r}")
-        return partition_id(query, from_lambda)
+        if len(self._partitions) >= PARTITION_CACHE:
+            self._partitions.clear()
+        made = self._partitions[seen] = partition_id(query, from_lambda)
+        return made
 
     def _wake_if_due(self, touched: Sequence[str | None]) -> None:
         """Wake the delivery task when a buffer this put added to is full."""
@@ -395,20 +431,42 @@ class DeliveryStream:
                 force or self._waiting.size >= limit or now - self._waiting.oldest >= interval
             ):
                 await self._process(self._waiting.take(limit))
-        limit = self.destination.buffer_size
-        interval = self.destination.buffer_interval
+        due = [
+            (partition, buffer)
+            for partition, buffer in self._buffers.items()
+            if buffer.chunks and (force or self._is_due(partition, buffer, now))
+        ]
+        if due:
+            # Several partitions at once: compression and file writes run in
+            # threads (zlib lets go of the GIL), the store's reads interleave.
+            slots = asyncio.Semaphore(DELIVERY_CONCURRENCY)
+
+            async def empty(partition: str, buffer: Buffer) -> None:
+                async with slots:
+                    await self._empty(partition, buffer, force=force, now=now)
+
+            await asyncio.gather(*(empty(p, b) for p, b in due))
         for partition, buffer in list(self._buffers.items()):
-            while buffer.chunks and (
-                force or buffer.size >= limit or now - buffer.oldest >= interval
-            ):
-                if self._retry_at.get(partition, 0.0) > now:
-                    break
-                taken = buffer.take(limit)
-                if not await self._deliver(partition, taken):
-                    buffer.give_back(taken)
-                    break
             if not buffer.chunks:
                 del self._buffers[partition]
+
+    def _is_due(self, partition: str, buffer: Buffer, now: float) -> bool:
+        if self._retry_at.get(partition, 0.0) > now:
+            return False
+        destination = self.destination
+        return buffer.size >= destination.buffer_size or (
+            now - buffer.oldest >= destination.buffer_interval
+        )
+
+    async def _empty(self, partition: str, buffer: Buffer, *, force: bool, now: float) -> None:
+        """Write ``buffer`` out while it is due (a full buffer may make several objects)."""
+        while buffer.chunks and (force or self._is_due(partition, buffer, now)):
+            if self._retry_at.get(partition, 0.0) > now:
+                return
+            taken = buffer.take(self.destination.buffer_size)
+            if not await self._deliver(partition, taken):
+                buffer.give_back(taken)
+                return
 
     # -- transformation ---------------------------------------------------------------
 

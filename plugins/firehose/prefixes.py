@@ -101,6 +101,25 @@ def _letter(letter: str, count: int) -> Formatter:
     raise KeyError(letter)
 
 
+def _quoted(pattern: str, start: int) -> tuple[str, int]:
+    """The quoted text starting at ``start`` (``''`` is a quote, inside quotes
+    too) and where the pattern goes on after it."""
+    i = start + 1
+    if pattern[i : i + 1] == "'":
+        return "'", i + 1
+    text: list[str] = []
+    while i < len(pattern):
+        if pattern[i] == "'":
+            if pattern[i + 1 : i + 2] == "'":
+                text.append("'")
+                i += 2
+                continue
+            return "".join(text), i + 1
+        text.append(pattern[i])
+        i += 1
+    raise ValueError(f"unterminated quote at position {start} of {pattern!r}")
+
+
 def _literal(text: str) -> Formatter:
     return lambda t: text
 
@@ -117,12 +136,8 @@ def compile_pattern(pattern: str) -> Formatter:
     while i < len(pattern):
         char = pattern[i]
         if char == "'":
-            end = pattern.find("'", i + 1)
-            if end < 0:
-                raise ValueError(f"unterminated quote at position {i} of {pattern!r}")
-            literal = pattern[i + 1 : end] or "'"  # '' is a quote
+            literal, i = _quoted(pattern, i)
             pieces.append(_literal(literal))
-            i = end + 1
             continue
         if char.isascii() and char.isalpha():
             run = i

@@ -43,7 +43,20 @@ def _key_text(name: str, value: Any) -> str:
         raise QueryFailed(f"the query gave null for partition key {name!r}")
     if isinstance(value, dict | list):
         raise QueryFailed(f"the query gave an object or array for partition key {name!r}")
-    return orjson.dumps(value).decode()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _number_text(value)
+
+
+def _number_text(value: int | float) -> str:
+    """A number as key text, the same from libjq (which hands whole numbers
+    over as Python ints) and from a JSON parse: jq's numbers are doubles, so
+    an integer beyond 2**53 is the double it rounds to; a whole double below
+    1e17 prints as an integer, any other in Python's shortest form."""
+    number = float(value) if isinstance(value, int) and abs(value) > 2**53 else value
+    if isinstance(number, float) and number.is_integer() and abs(number) < 1e17:
+        return str(int(number))
+    return repr(number) if isinstance(number, float) else str(number)
 
 
 class MetadataQuery:
