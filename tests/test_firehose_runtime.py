@@ -223,3 +223,24 @@ def test_settings_problems_name_their_place() -> None:
     (problem,) = caught.value.errors
     assert problem.path == ("destination", "BufferingHints", "SizeInMBs")
     assert "between 1 and 128" in str(problem)
+
+
+async def test_a_config_problem_is_located_at_its_line_and_column(tmp_path: Path) -> None:
+    from pipelines.config import build_runtime, load_config
+    from pipelines.errors import ConfigInvalid
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(
+        "resources:\n"
+        "  lake:\n"
+        "    type: firehose\n"
+        "    destination:\n"
+        "      BucketARN: arn:aws:s3:::lake\n"
+        "      Prefix: 'x/!{partition:k}/'\n"
+        "      ErrorOutputPrefix: 'e/!{firehose:error-output-type}/'\n"
+    )
+    with pytest.raises(ConfigInvalid) as caught:
+        await build_runtime(load_config([path]), state_path=None, plugins=PLUGINS)
+    (problem,) = [str(p) for p in caught.value.problems]
+    assert problem.startswith(f"{path}:6:7: resources.lake.destination.Prefix: ")
+    assert "unknown namespace 'partition'" in problem
