@@ -283,3 +283,58 @@ async def test_records_buffered_from_outside_are_taken_up(
         assert lines(objects(tmp_path / "out" / "lake")) == [b"from the CLI"]
     finally:
         await harness.stop()
+
+
+async def test_a_prefix_a_partition_cannot_fill_sends_it_to_the_error_output(
+    state_location: str, tmp_path: Path
+) -> None:
+    config = partitioned(BufferingHints={"IntervalInSeconds": 60, "SizeInMBs": 1})
+    harness = Harness(state_location, tmp_path, config)
+    stream = await harness.start()
+    try:
+        await stream.put([record("a", 1)])
+        # An update names a key the buffered partition was not made with.
+        changed = dict(config, Prefix="region=!{partitionKeyFromQuery:region}/")
+        stream.reconfigure(parse_destination(changed), 2)
+        await harness.advance(60)
+        found = objects(tmp_path / "out" / "lake")
+        (key,) = found
+        assert key.startswith("errors/partitioning-failed/") and "/clicks-2-" in key
+        assert found[key] == record("a", 1) + b"\n"
+        assert await stream.store.buffered("clicks") == (0, 0)
+    finally:
+        await harness.stop()
+
+
+async def test_records_waiting_for_a_removed_processor_are_partitioned(
+    state_location: str, tmp_path: Path
+) -> None:
+    with_lambda = destination(
+        BufferingHints={"IntervalInSeconds": 60, "SizeInMBs": 1},
+        ProcessingConfiguration={
+            "Enabled": True,
+            "Processors": [
+                {
+                    "Type": "Lambda",
+                    "Parameters": [{"ParameterName": "LambdaArn", "ParameterValue": "gone"}],
+                },
+                {"Type": "AppendDelimiterToRecord"},
+            ],
+        },
+    )
+    harness = Harness(state_location, tmp_path, with_lambda)
+    stream = await harness.start()
+    try:
+        await stream.put([b"x", b"y"])
+        without = destination(
+            BufferingHints={"IntervalInSeconds": 60, "SizeInMBs": 1},
+            ProcessingConfiguration={
+                "Enabled": True,
+                "Processors": [{"Type": "AppendDelimiterToRecord"}],
+            },
+        )
+        stream.reconfigure(parse_destination(without), 2)
+        await harness.advance(60)
+        assert lines(objects(tmp_path / "out" / "lake")) == [b"x", b"y"]
+    finally:
+        await harness.stop()

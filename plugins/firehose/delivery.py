@@ -49,13 +49,13 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from pipelines.clock import Cancellable, Clock
+from pipelines.clock import Cancellable, Clock, sleep
 from plugins.firehose.formats import writer
 from plugins.firehose.prefixes import object_name
 from plugins.firehose.query import QueryFailed
 from plugins.firehose.spec import Destination
 from plugins.firehose.store import Chunk, FirehoseError, FirehoseStore, NewChunk
-from plugins.firehose.transformation import Invoke, Transformed, transform
+from plugins.firehose.transformation import Invoke, OkRecord, Transformed, transform
 
 log = logging.getLogger("plugins.firehose")
 
@@ -391,6 +391,13 @@ class DeliveryStream:
             flushing, self._flush_all = self._flush_all, []
             try:
                 await self._turn(force=bool(flushing))
+            except Exception:
+                # The store failed (a locked or lost database): what was
+                # taken is buffered again; the task must outlive it.
+                log.exception(
+                    "firehose %s: delivery failed; again in %.0f s", self.identity.name, RETRY_FIRST
+                )
+                await sleep(self.clock, RETRY_FIRST)
             finally:
                 for done in flushing:
                     if not done.done():
@@ -424,13 +431,23 @@ class DeliveryStream:
     async def _turn(self, *, force: bool) -> None:
         now = self.clock.time()
         processor = self.destination.processor
-        if self._waiting.chunks and processor is not None:
-            interval = min(processor.buffer_interval, self.destination.buffer_interval)
-            limit = min(processor.buffer_size, self.destination.buffer_size)
+        if self._waiting.chunks:
+            # Without a processor (an UpdateDestination removed it), what
+            # waited for one is partitioned now.
+            interval = 0.0 if processor is None else processor.buffer_interval
+            interval = min(interval, self.destination.buffer_interval)
+            limit = self.destination.buffer_size
+            if processor is not None:
+                limit = min(processor.buffer_size, limit)
             while self._waiting.chunks and (
                 force or self._waiting.size >= limit or now - self._waiting.oldest >= interval
             ):
-                await self._process(self._waiting.take(limit))
+                taken = self._waiting.take(limit)
+                try:
+                    await self._process(taken)
+                except BaseException:
+                    self._waiting.give_back(taken)
+                    raise
         due = [
             (partition, buffer)
             for partition, buffer in self._buffers.items()
@@ -473,7 +490,6 @@ class DeliveryStream:
     async def _process(self, chunks: list[Chunk]) -> None:
         """Run the Lambda processor over ``chunks``; its outcome replaces them."""
         processor = self.destination.processor
-        assert processor is not None and self.invoke is not None
         records: list[tuple[str, float, bytes]] = []
         for chunk_id, data, sizes in await self.store.chunk_data([c.id for c in chunks]):
             arrival = next(c.arrival for c in chunks if c.id == chunk_id)
@@ -485,16 +501,24 @@ class DeliveryStream:
                     (record_id(chunk_id, index), arrival, data[position : position + length])
                 )
                 position += length
+        if processor is None or self.invoke is None:
+            outcome = Transformed(
+                ok=[OkRecord(data, arrival, None) for _, arrival, data in records]
+            )
+            await self._store_outcome(chunks, outcome)
+            return
         started = self.clock.time()
         outcome = await transform(self.invoke, self.identity, processor, records, clock=self.clock)
         self.metric(
             "ExecuteProcessing.Duration", (self.clock.time() - started) * 1000, "Milliseconds"
         )
         self.metric("ExecuteProcessing.Success", 0 if outcome.invocation_failed else 1, "None")
+        self.metric("SucceedProcessing.Records", len(outcome.ok), "Count")
+        self.metric("SucceedProcessing.Bytes", sum(len(r.data) for r in outcome.ok), "Bytes")
+        await self._store_outcome(chunks, outcome)
+
+    async def _store_outcome(self, chunks: list[Chunk], outcome: Transformed) -> None:
         made = self._after_processing(outcome)
-        ok = [r for r in outcome.ok]
-        self.metric("SucceedProcessing.Records", len(ok), "Count")
-        self.metric("SucceedProcessing.Bytes", sum(len(r.data) for r in ok), "Bytes")
         ids = await self.store.replace_chunks(self.identity.name, [c.id for c in chunks], made)
         for new_id, chunk in zip(ids, made, strict=True):
             self._track(Chunk(new_id, chunk.partition, chunk.arrival, chunk.count, len(chunk.data)))
@@ -544,7 +568,14 @@ class DeliveryStream:
         when = datetime.fromtimestamp(oldest, destination.zone or UTC)
         template = destination.error_prefix if error else destination.prefix
         keys = {"query": query, "lambda": from_lambda}
-        prefix = template.render(when, keys, error)
+        try:
+            prefix = template.render(when, keys, error)
+        except (KeyError, ValueError) as exc:
+            # A prefix this partition cannot fill (a key an update removed,
+            # over 512 characters): never retried in vain, its records go
+            # as they are to the error output.
+            log.error("firehose %s: %s; written to the error output", self.identity.name, exc)
+            prefix = destination.error_prefix.render(when, {}, PARTITIONING_FAILED)
         # Derived from the first chunk, never reused: a redelivery after a
         # crash writes the same key again instead of a second object.
         seed = f"{self.identity.name}/{self.identity.created!r}/{chunks[0].id}".encode()
