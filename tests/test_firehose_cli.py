@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -156,6 +157,22 @@ async def test_flush_has_the_running_pipeline_write_its_buffers(
             stderr=subprocess.PIPE,
         )
         assert await process.wait() == 0
+        follower = await asyncio.create_subprocess_exec(
+            *pipelines_command(),
+            "firehose",
+            "objects",
+            "lake",
+            "--follow",
+            "--poll",
+            "0.1",
+            "--state",
+            str(state),
+            "--output",
+            "jsonl",
+            env=cli_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         process = await asyncio.create_subprocess_exec(
             *pipelines_command(),
             "firehose",
@@ -176,7 +193,15 @@ async def test_flush_has_the_running_pipeline_write_its_buffers(
             "BufferedRecords": 0,
             "BufferedBytes": 0,
         }
+        assert follower.stdout is not None
+        seen = json.loads(await asyncio.wait_for(follower.stdout.readline(), 30))
+        assert seen["Bucket"] == "lake" and seen["Key"].startswith("in/")
+        assert Path(seen["Path"]).stat().st_size == seen["Size"]
+        follower.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(follower.wait(), 10) == 0
     assert sorted(lines(objects(tmp_path / "b" / "lake"))) == [b"from-cli", b"running"]
+    listed = cli(cli_env, "objects", "lake", "--state", str(state), "--output", "json")
+    assert [item["Key"] for item in json.loads(listed.stdout)] == [seen["Key"]]
 
 
 def test_flush_without_a_running_pipeline_says_so(tmp_path: Path, cli_env: dict[str, str]) -> None:

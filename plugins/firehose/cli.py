@@ -17,10 +17,18 @@ from typing import Any
 import click
 
 from pipelines import clikit
-from pipelines.clikit import echo_output, output_option, state_options
+from pipelines.clikit import (
+    echo_output,
+    output_option,
+    printing_items,
+    state_options,
+    streaming_output_option,
+    until_signalled,
+)
 from pipelines.errors import PipelinesError
 from plugins.firehose.api import describe
 from plugins.firehose.delivery import buffer_records
+from plugins.firehose.objects import delivered
 from plugins.firehose.store import FirehoseStore
 
 
@@ -132,3 +140,40 @@ def flush_command(
         )
 
     echo_output(clikit.with_store(FirehoseStore, config, state, run), output)
+
+
+@firehose_group.command("objects")
+@click.argument("name")
+@click.option("--follow", is_flag=True, help="Go on printing objects as they are written.")
+@click.option("--poll", type=float, default=0.5, show_default=True, help="Seconds between looks.")
+@state_options
+@streaming_output_option
+def objects_command(
+    name: str, follow: bool, poll: float, config: str | None, state: str | None, output: str
+) -> None:
+    """Print the objects delivery stream NAME has written (Bucket, Key, Size,
+    LastModified, Path), oldest first; with --follow, then each new one as it
+    appears, until interrupted (Ctrl-C, SIGTERM)."""
+    location = clikit.state_path(config, state)
+
+    async def run(store: FirehoseStore) -> None:
+        record = await store.get(name)
+
+        async def pump() -> None:
+            seen: set[str] = set()
+            with printing_items(output, live=follow) as printer:
+                while True:
+                    found = await asyncio.to_thread(
+                        delivered, name, record.config, record.settings, location
+                    )
+                    for item in found:
+                        if item["Path"] not in seen:
+                            seen.add(item["Path"])
+                            printer.write(item)
+                    if not follow:
+                        return
+                    await asyncio.sleep(poll)
+
+        await until_signalled(pump())
+
+    clikit.with_store(FirehoseStore, config, state, run)

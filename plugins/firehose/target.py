@@ -39,6 +39,7 @@ from pipelines.targets import (
     started,
 )
 from plugins.firehose.delivery import NAMESPACE, DeliveryStream, Identity, PutResult
+from plugins.firehose.objects import bucket_directory
 from plugins.firehose.spec import Destination, SpecError, parse_destination
 from plugins.firehose.store import FirehoseStore, StreamRecord
 
@@ -204,14 +205,8 @@ class FirehoseTarget(Target):
         return found
 
     def _directory(self, bucket: str) -> Path:
-        buckets = self.settings.get("buckets") or {}
-        if bucket in buckets:
-            return Path(buckets[bucket])
-        base = self.settings.get("directory")
-        if base is None:
-            state = started(self._services, self.where).state_path
-            base = Path(state).parent / "buckets" if isinstance(state, Path) else Path("buckets")
-        return Path(base) / bucket
+        state = started(self._services, self.where).state_path
+        return bucket_directory(self.settings, bucket, state)
 
     def _metric(self, name: str, value: float, unit: str) -> None:
         if self._services is not None:
