@@ -48,3 +48,11 @@ def register_stores(register: Callable[[type[Store]], None]) -> None:
     from plugins.firehose.store import FirehoseStore
 
     register(FirehoseStore)
+
+
+@hookimpl
+def register_cloudformation(register: Callable[[object], None]) -> None:
+    from plugins.firehose.cloudformation import MAPPINGS
+
+    for mapping in MAPPINGS:
+        register(mapping)

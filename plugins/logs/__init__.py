@@ -48,3 +48,11 @@ def register_stores(register: Callable[[type[Store]], None]) -> None:
     from plugins.logs.store import LogStore
 
     register(LogStore)
+
+
+@hookimpl
+def register_cloudformation(register: Callable[[object], None]) -> None:
+    from plugins.logs.cloudformation import MAPPINGS
+
+    for mapping in MAPPINGS:
+        register(mapping)
