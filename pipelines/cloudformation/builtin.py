@@ -579,7 +579,7 @@ def _function_apply(context: ImportContext, resource: Resource) -> str:
     )
     detail = f"function {config_name} ({body['function']})"
     if resource.get("Environment"):
-        detail += "; Environment is not set for local functions"
+        detail += "; Environment: not set for local functions (they see the runner's)"
     return detail
 
 
@@ -878,7 +878,7 @@ MAPPINGS: tuple[TypeMapping | ConfigExport, ...] = (
             ("ReservedConcurrentExecutions", "max_concurrency"),
             ("PackageType", "Image: skipped"),
         ),
-        naming=("Role", "MemorySize", "Description", "Architectures", "Tags"),
+        naming=("Role", "MemorySize", "Description", "Architectures", "Tags", "Environment"),
     ),
     TypeMapping(
         "AWS::Lambda::EventInvokeConfig",

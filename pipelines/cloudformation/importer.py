@@ -221,6 +221,8 @@ class _Stack:
         )
         if self.problems:
             return self.problems
+        for logical_id in expansion.skipped:  # not run, but a Ref to it still resolves
+            resolver.identities[logical_id] = _any_identity(logical_id)
         order = self._order(resources, resolver)
         if self.problems:
             return self.problems
@@ -298,7 +300,7 @@ class _Stack:
             for name, where in references(body.get("Properties") or {}, (*path, "Properties")):
                 if name in names:
                     needs.append(name)
-                elif name not in resolver.parameters:
+                elif name not in resolver.parameters and name not in resolver.identities:
                     self.problem(
                         where, f"refers to {name!r}: no parameter or resource of that name"
                     )
