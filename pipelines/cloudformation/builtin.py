@@ -230,13 +230,16 @@ def _export_rule(context: ExportContext, name: str, body: dict[str, Any]) -> Non
     if "pattern" in body:
         properties["EventPattern"] = body["pattern"]
     schedule = body.get("schedule")
+    extra: dict[str, Any] = {}
     if isinstance(schedule, dict):
         properties["ScheduleExpression"] = schedule.get("expression")
-        for key in set(schedule) - {"expression"}:
+        for key in sorted(set(schedule) - {"expression"}):
             context.skip(
                 f"rules.{name}.schedule.{key}",
-                "EventBridge rules have no such setting (UTC, no missed runs)",
+                "EventBridge rules have no such setting (UTC, no missed runs): kept in Metadata",
             )
+        if set(schedule) - {"expression"}:
+            extra = {"Metadata": {"pipelines": {"settings": {"schedule": schedule}}}}
     elif schedule is not None:
         properties["ScheduleExpression"] = schedule
     if body.get("state", "ENABLED") != "ENABLED":
@@ -252,7 +255,7 @@ def _export_rule(context: ExportContext, name: str, body: dict[str, Any]) -> Non
             context.skip(f"rules.{name}.targets[{index}]", str(exc))
     if targets:
         properties["Targets"] = targets
-    context.add(context.logical_id("rules", name, "Rule"), "AWS::Events::Rule", properties)
+    context.add(context.logical_id("rules", name, "Rule"), "AWS::Events::Rule", properties, **extra)
 
 
 def bus_ref(context: ExportContext, bus: str) -> Any:
@@ -589,7 +592,7 @@ def _export_function(context: ExportContext, name: str, body: dict[str, Any]) ->
         "FunctionName": name,
         "Runtime": "python3.12",
         "Handler": f"{module}.{function}",
-        "CodeUri": ".",
+        "CodeUri": context.code_uri,
     }
     set_if(properties, "Timeout", body.get("timeout"))
     set_if(properties, "ReservedConcurrentExecutions", body.get("max_concurrency"))
@@ -934,11 +937,18 @@ MAPPINGS: tuple[TypeMapping | ConfigExport, ...] = (
     ConfigExport(
         "alarms", _export_alarm, ("AWS::CloudWatch::Alarm", "AWS::CloudWatch::CompositeAlarm")
     ),
-    ConfigExport("function", _export_function, ("AWS::Serverless::Function",), suffix="Function"),
+    ConfigExport(
+        "function",
+        _export_function,
+        ("AWS::Serverless::Function",),
+        suffix="Function",
+        keys=("function", "timeout", "max_concurrency", "async_invoke"),
+    ),
     ConfigExport(
         "state_machine",
         _export_machine,
         ("AWS::StepFunctions::StateMachine",),
         suffix="StateMachine",
+        keys=("definition", "definition_file", "state_machine_type", "role_arn"),
     ),
 )

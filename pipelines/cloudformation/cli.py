@@ -135,7 +135,11 @@ def export_command(configs: tuple[str, ...], write: str | None, strict: bool) ->
     from pipelines.errors import PipelinesError
 
     config = load_config(list(configs))
-    exported = export_config(config_data(config), directory=config.directory)
+    exported = export_config(
+        config_data(config),
+        directory=config.directory,
+        template_directory=Path(write).parent if write else Path("."),
+    )
     for where, reason in exported.skipped:
         click.echo(f"not exported: {where}: {reason}", err=True)
     if strict and exported.skipped:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,11 +61,19 @@ class Exported:
 
 
 def export_config(
-    config: dict[str, Any], *, directory: Path | None = None, registry: Registry | None = None
+    config: dict[str, Any],
+    *,
+    directory: Path | None = None,
+    template_directory: Path | None = None,
+    registry: Registry | None = None,
 ) -> Exported:
-    """The template of a config's data (its sections as a config file holds them)."""
+    """The template of a config's data (its sections as a config file holds
+    them). ``directory`` is the config's, ``template_directory`` where the
+    template goes (functions' ``CodeUri`` is the one from the other)."""
     registry = registry or build_registry()
-    context = ExportContext(config, directory=directory or Path("."))
+    directory = directory or Path(".")
+    code_uri = os.path.relpath(directory.resolve(), (template_directory or directory).resolve())
+    context = ExportContext(config, directory=directory, code_uri=code_uri)
     resources = config.get("resources") or {}
     for key in ("api", "cluster", "durability"):
         if config.get(key) is not None:

@@ -37,6 +37,7 @@ from pipelines.cloudformation.mapping import (
     Resource,
     Skip,
     TypeMapping,
+    alias_keys,
 )
 from pipelines.cloudformation.registry import Registry, build_registry
 from pipelines.cloudformation.template import Template, TemplateInvalid, label, load_template
@@ -120,6 +121,8 @@ def import_templates(
         (directory or first.parent).resolve(),
     )
     context.write_code = write_code
+    # The default bus is every stack's, never declared.
+    context.alias("buses", "default", *alias_keys(context.arn("events", "event-bus/default")), "default")
     problems: list[Problem] = []
     outputs: list[Output] = []
     exports: dict[str, Any] = {}

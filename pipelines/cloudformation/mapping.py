@@ -249,9 +249,8 @@ class ImportContext:
                 found = self.aliases.get(_without_region(value))
             if found is not None and found[0] in wanted:
                 return found
-        raise TemplateError(
-            path, f"{value!r} is no {' or '.join(s.rstrip('s') for s in wanted)} of the template"
-        )
+        kinds = " or ".join(_SINGULAR.get(s, s) for s in wanted)
+        raise TemplateError(path, f"{value!r} names no {kinds} of the template")
 
     def resource(self, value: Any, path: TPath) -> str:
         """The config resource an ARN, URL or name refers to."""
@@ -271,6 +270,13 @@ class ImportContext:
             f"{p.account if account else ''}:{rest}"
         )
 
+
+_SINGULAR = {
+    "resources": "resource",
+    "buses": "event bus",
+    "alarms": "alarm",
+    "schedule_groups": "schedule group",
+}
 
 _ARN = re.compile(r"^arn:([^:]*):([^:]*):([^:]*):([^:]*):(.*)$")
 
@@ -302,7 +308,10 @@ class ExportContext:
     #: Parts that could not be exported: (config path, reason).
     skipped: list[tuple[str, str]] = field(default_factory=list)
     needs_sam: bool = False
+    #: The config's directory (a definition_file is read from it).
     directory: Path = field(default_factory=Path)
+    #: The config's directory from the template's: functions' ``CodeUri``.
+    code_uri: str = "."
 
     def logical_id(self, section: str, name: str, suffix: str = "") -> str:
         """A logical id for a config part: alphanumerics of its name, in

@@ -94,9 +94,6 @@ def _export(context: ExportContext, name: str, body: dict[str, Any]) -> None:
         }
     if body.get("content_based_deduplication"):
         properties["ContentBasedDeduplication"] = True
-    for key in ("message_group_id", "message_group_id_jmespath"):
-        if key in body:
-            context.skip(f"resources.{name}.{key}", "how events are put in it: a local setting")
     context.add(context.primaries[name], "AWS::SQS::Queue", properties)
 
 
@@ -121,5 +118,11 @@ MAPPINGS = (
     ),
     TypeMapping("AWS::SQS::QueuePolicy", reason=PERMISSIONS_REASON, owner="queue"),
     TypeMapping("AWS::SQS::QueueInlinePolicy", reason=PERMISSIONS_REASON, owner="queue"),
-    ConfigExport("queue", _export, ("AWS::SQS::Queue",), suffix="Queue"),
+    ConfigExport(
+        "queue",
+        _export,
+        ("AWS::SQS::Queue",),
+        suffix="Queue",
+        keys=("queue", *(key for _, key in _NUMBERS), "redrive_policy", "content_based_deduplication"),
+    ),
 )

@@ -197,5 +197,11 @@ MAPPINGS = (
     ),
     TypeMapping("AWS::SNS::TopicPolicy", reason=PERMISSIONS_REASON, owner="topic"),
     TypeMapping("AWS::SNS::TopicInlinePolicy", reason=PERMISSIONS_REASON, owner="topic"),
-    ConfigExport("topic", _export, ("AWS::SNS::Topic", "AWS::SNS::Subscription"), suffix="Topic"),
+    ConfigExport(
+        "topic",
+        _export,
+        ("AWS::SNS::Topic", "AWS::SNS::Subscription"),
+        suffix="Topic",
+        keys=("topic", "subscriptions"),
+    ),
 )
