@@ -26,3 +26,12 @@ def record(payload: Any) -> Any:
         out.flush()
         os.fsync(out.fileno())
     return {"done": payload["state"]}
+
+
+async def hello(payload: Any) -> Any:
+    """LocalStack's recorded Lambda that answers a string (LAMBDA_RETURN_BYTES_STR)."""
+    return "HelloWorld!"
+
+
+async def identity(payload: Any) -> Any:
+    return payload

@@ -604,3 +604,32 @@ async def list_tags_for_resource(call: Call, params: dict[str, Any]) -> Mapping[
     store, name = await _tagged(call, params["resourceArn"])
     tags = await store.tags(name)
     return {"tags": [{"key": key, "value": value} for key, value in tags.items()]}
+
+
+# -- TestState ----------------------------------------------------------------------------
+
+
+@stepfunctions.operation()
+async def test_state(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    """One state run alone (``plugins.states.teststate``); a Task calls the runtime's
+    resources as an execution's would."""
+    from plugins.states.integrations import RuntimeTasks
+    from plugins.states.teststate import TestStateError
+    from plugins.states.teststate import test_state as run_test
+
+    attached = None
+    engine = _engine(call)
+    if engine is None:  # no machine runs here: an engine for this call's tasks only
+        services: Any = call.runtime  # the Runtime: its targets' services too
+        engine = attached = await Executions.attach(services, durable=False)
+    try:
+        return await run_test(
+            params,
+            tasks=lambda execution: RuntimeTasks(engine, execution),
+            clock=engine.clock,
+        )
+    except TestStateError as error:
+        raise ApiError(error.code, error.message) from None
+    finally:
+        if attached is not None:
+            await attached.detach()
