@@ -82,7 +82,7 @@ class TestStateError(PipelinesError):
     def __init__(self, code: str, message: str) -> None:
         self.code = code
         self.message = message
-        super().__init__(message)
+        super().__init__(f"{code}: {message}")
 
 
 def _invalid(message: str) -> TestStateError:
@@ -267,8 +267,8 @@ async def test_state(
     region: str = "us-east-1",
 ) -> dict[str, Json]:
     """TestState's answer to ``params`` (its request, by the model's names); ``tasks``
-    gives the task runner a Task's resource is called through (none: every unmocked
-    Task fails, naming its resource)."""
+    gives the task runner a Task's resource is called through (none: an unmocked Task
+    is refused)."""
     level = params.get("inspectionLevel") or "INFO"
     if level not in LEVELS:
         raise _invalid(f"Invalid inspectionLevel: {level}")
@@ -281,6 +281,11 @@ async def test_state(
     if mock is None and isinstance(state, TaskState):
         if not params.get("roleArn"):
             raise _invalid("RoleArn must be specified when testing a Task state")
+        if tasks is None:
+            raise _invalid(
+                "no resource can be called here: test the Task with a mock, or in the "
+                "running pipeline"
+            )
         if ".waitForTaskToken" in state.resource:
             # nothing could answer its token: AWS tests such a Task only with a mock
             raise _invalid("TestState tests a .waitForTaskToken Task only with a mock")
