@@ -129,7 +129,7 @@ def test_refusals_name_the_problem(tmp_path: Path) -> None:
     assert "State not found in definition" in unknown.stderr
     # with --state, the definition is a whole machine
     lone = run_cli("sfn", "test-state", '{"Type": "Pass", "End": true}', "--state", "A")
-    assert "The field \"Type\" is not supported by Step Functions at /Type" in lone.stderr
+    assert 'The field "Type" is not supported by Step Functions at /Type' in lone.stderr
     assert "Traceback" not in unknown.stderr + missing.stderr + no_mock.stderr
 
 
