@@ -102,6 +102,8 @@ class Execution:
     #: seconds since the epoch
     start_time: float = 0.0
     redrive_count: int = 0
+    #: when it was last redriven (seconds since the epoch): its TimeoutSeconds counts from there
+    redrive_time: float | None = None
 
     @property
     def input(self) -> Json:
@@ -175,6 +177,8 @@ class Interpreter:
         self.execution: Execution | None = None
         #: TestState's (``run_state``): the state under test notes its data flow there
         self.inspector: Inspector | None = None
+        #: the top-level state under way, as it was entered (where a redrive starts again)
+        self.under_way: Checkpoint | None = None
 
     # -- an execution -----------------------------------------------------------
 
@@ -234,9 +238,10 @@ class Interpreter:
         limit: float | None = self.machine.timeout_seconds
         if limit is None:
             return await work
-        if resumed:  # the time limit counts from the execution's start
+        if resumed:  # the time limit counts from the execution's start (or last redrive)
             assert self.execution is not None
-            limit -= self.clock.time() - self.execution.start_time
+            since = self.execution.redrive_time or self.execution.start_time
+            limit -= self.clock.time() - since
         return await _deadline(self.clock, limit, work, _ExecutionTimedOut)
 
     async def _top(self, start: str, data: Json, scope: _Scope, within: Within | None) -> Json:
@@ -246,6 +251,7 @@ class Interpreter:
         name: str | None = start
         while name is not None:
             state = program.states[name]
+            self.under_way = Checkpoint(name, data, 0, 0, variables=dict(scope.variables.own))
             data, name = await self._state(state, data, scope, top=True, within=within)
             within = None
             if name is not None:
@@ -312,6 +318,11 @@ class Interpreter:
                 "Name": execution.name,
                 "RoleArn": execution.role_arn,
                 "RedriveCount": execution.redrive_count,
+                **(
+                    {}
+                    if execution.redrive_time is None
+                    else {"RedriveTime": iso_time(execution.redrive_time)}
+                ),
             },
             "StateMachine": {
                 "Id": execution.state_machine_arn,
