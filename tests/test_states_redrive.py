@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pipelines.api import ApiServer, served_services
 from pipelines.clock import ManualClock
 from pipelines.config import build_runtime, load_config
 from pipelines.runtime import Runtime
@@ -17,6 +18,8 @@ from plugins.states.executions import ExecutionError, Executions, executions_of
 from plugins.states.redrive import REDRIVE_LIMIT, not_redrivable
 from plugins.states.store import ExecutionRecord
 
+from . import states_recordings as rec
+from .apiclient import aws_call, aws_refusal, boto
 from .recorder import plugin_manager
 
 PIPELINE = """
@@ -189,3 +192,73 @@ def test_the_limits_of_a_redrive() -> None:
     )
     limited = record("FAILED", redrive_count=REDRIVE_LIMIT)
     assert not_redrivable(limited, 20.0, 5) == "Execution redrive limit exceeded"
+
+
+# -- over the API ------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A boto3 answer as the recordings show it (dates as "datetime", no metadata)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if k != "ResponseMetadata"}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return "datetime" if hasattr(value, "isoformat") else value
+
+
+async def test_recorded_failed_descriptions_and_a_redrive_over_the_api(tmp_path: Path) -> None:
+    rec.require_mirror()
+    runtime = Runtime(state_path=tmp_path / "state.db", plugins=plugin_manager())
+    server = ApiServer(runtime, served_services(plugin_manager()), "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with runtime:
+            sfn = boto("stepfunctions", server.url)
+            role = "arn:aws:iam::000000000000:role/sfn"
+            arns = {}
+            for test, template in (
+                ("test_state_fail", "raise_failure"),
+                ("test_state_fail_empty", "raise_empty_failure"),
+            ):
+                definition = json.dumps(rec.template(f"base/statemachines/{template}.json5"))
+                machine = await aws_call(
+                    sfn, "create_state_machine", name=template, definition=definition, roleArn=role
+                )
+                started = await aws_call(
+                    sfn, "start_execution", stateMachineArn=machine["stateMachineArn"], input="{}"
+                )
+                arn = arns[test] = started["executionArn"]
+                await asyncio.wait_for(executions_of(runtime).wait_for(arn), 10)
+                described = await aws_call(sfn, "describe_execution", executionArn=arn)
+                recorded = rec.recording("v2/base/test_base.py", test)["describe_execution"]
+                recorded = json.loads(json.dumps(recorded).replace("111111111111", "000000000000"))
+                assert rec.differences(_plain(recorded), _plain(described)) == []
+            arn = arns["test_state_fail"]
+            redriven = await aws_call(sfn, "redrive_execution", executionArn=arn)
+            await asyncio.sleep(0)
+            await asyncio.wait_for(executions_of(runtime).wait_for(arn), 10)
+            described = await aws_call(sfn, "describe_execution", executionArn=arn)
+            assert (described["status"], described["redriveCount"]) == ("FAILED", 1)
+            assert described["redriveDate"] == redriven["redriveDate"]
+            assert described["redriveStatus"] == "REDRIVABLE"
+            events = (await aws_call(sfn, "get_execution_history", executionArn=arn))["events"]
+            assert [e["type"] for e in events] == [
+                "ExecutionStarted", "FailStateEntered", "ExecutionFailed",
+                "ExecutionRedriven", "FailStateEntered", "ExecutionFailed",
+            ]  # fmt: skip
+            machine_arn = described["stateMachineArn"]
+            for redrive_filter, count in (("REDRIVEN", 1), ("NOT_REDRIVEN", 0)):
+                listed = await aws_call(
+                    sfn,
+                    "list_executions",
+                    stateMachineArn=machine_arn,
+                    redriveFilter=redrive_filter,
+                )
+                assert [e["redriveCount"] for e in listed["executions"]] == [1] * count
+            missing = await aws_refusal(sfn, "redrive_execution", executionArn=arn + "x")
+            assert missing.response["Error"]["Code"] == "ExecutionDoesNotExist"
+            express = arn.replace(":execution:", ":express:") + ":id"
+            refused = await aws_refusal(sfn, "redrive_execution", executionArn=express)
+            assert refused.response["Error"]["Code"] == "InvalidArn"
+    finally:
+        await server.close()

@@ -2,7 +2,7 @@
 
 Two ways in, by what a command needs:
 
-- ``start`` reaches the **running pipeline** through its control socket
+- ``start`` and ``redrive`` reach the **running pipeline** through its control socket
   (the ``aws`` op: StartExecution run in process, as the stepfunctions API
   runs it): an execution runs in the runner, whose resources its tasks call,
   and a STANDARD one written to the database by another process would wait
@@ -20,7 +20,7 @@ Two ways in, by what a command needs:
 
 Each command is a thin layer over a public function below (``machines``,
 ``execution``, ``history``, ``timeline``, ``check_file``, ``start``,
-``test_state_request``, ``run_test_state``, ``inspection_lines``).
+``test_state_request``, ``run_test_state``, ``inspection_lines``, ``redrive``).
 """
 
 from __future__ import annotations
@@ -195,6 +195,20 @@ async def start(
         described = await aws(
             socket, "stepfunctions", "DescribeExecution", {"executionArn": execution_arn}
         )
+        if described["status"] in ENDED:
+            return described
+        await asyncio.sleep(WAIT_POLL)
+
+
+async def redrive(socket: Path, execution_arn: str, *, wait: bool) -> dict[str, Any]:
+    """RedriveExecution in the running pipeline; with ``wait``, its description once it
+    ended again."""
+    params = {"executionArn": execution_arn}
+    answer = await aws(socket, "stepfunctions", "RedriveExecution", params)
+    if not wait:
+        return answer
+    while True:
+        described = await aws(socket, "stepfunctions", "DescribeExecution", params)
         if described["status"] in ENDED:
             return described
         await asyncio.sleep(WAIT_POLL)
@@ -464,3 +478,20 @@ def test_state_command(
             click.echo(line)
     if answer.get("status") == "FAILED":
         raise SystemExit(1)
+
+
+@sfn_group.command("redrive")
+@click.argument("execution")
+@click.option("--wait", is_flag=True, help="Wait until it has ended again; print its description.")
+@control_options
+@output_option
+def redrive_command(
+    execution: str, wait: bool, config: str | None, control: str | None, output: str
+) -> None:
+    """Redrive a FAILED, TIMED_OUT or ABORTED execution (its ARN, or its name) in the
+    running pipeline: it runs again from the state that did not succeed."""
+    socket = control_socket(config, control)
+    arn = execution
+    if not execution.startswith("arn:"):  # a name: its ARN from the state database
+        arn = _with_store(config, None, lambda store: _find(store, execution))
+    echo_output(asyncio.run(redrive(socket, arn, wait=wait)), output)

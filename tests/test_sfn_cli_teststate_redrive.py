@@ -1,5 +1,6 @@
-"""``pipelines sfn test-state`` as a user runs it: the real CLI in subprocesses, in
-its own process (no resources) and through a running pipeline (its resources)."""
+"""``pipelines sfn test-state`` and ``sfn redrive`` as a user runs them: the real CLI
+in subprocesses; test-state in its own process (no resources) and through a running
+pipeline (its resources), redrive through a running pipeline."""
 
 from __future__ import annotations
 
@@ -15,6 +16,16 @@ from .helpers import pipelines_command, run_cli
 PIPELINE = """\
 resources:
   double: {type: function, function: "tests.states_functions:double"}
+  flaky: {type: function, function: "tests.states_functions:flaky"}
+  charge:
+    type: state_machine
+    definition:
+      StartAt: Charge
+      States:
+        Charge:
+          Type: Task
+          Resource: arn:aws:lambda:us-east-1:000000000000:function:flaky
+          End: true
 """
 CATCHING = {
     "Type": "Task",
@@ -142,3 +153,24 @@ def test_a_task_calls_the_running_pipelines_function(running: Path) -> None:
     answer = json.loads(done.stdout)
     assert (answer["status"], answer["nextState"]) == ("SUCCEEDED", "Ship")
     assert json.loads(answer["inspectionData"]["result"])["Payload"] == {"value": 42}
+
+
+def test_redrive_a_failed_execution_by_name(running: Path, tmp_path: Path) -> None:
+    config = str(running)
+    given = {"gate": str(tmp_path / "gate"), "calls": str(tmp_path / "calls"), "amount": 7}
+    started = run_cli(
+        "sfn", "start", "charge", "--input", json.dumps(given), "--name", "c-1", "--wait",
+        "-c", config,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    assert json.loads(started.stdout)["status"] == "FAILED"
+    (tmp_path / "gate").touch()
+    redriven = run_cli("sfn", "redrive", "c-1", "--wait", "-c", config)
+    assert redriven.returncode == 0, redriven.stderr
+    described = json.loads(redriven.stdout)
+    assert (described["status"], described["redriveCount"]) == ("SUCCEEDED", 1)
+    assert json.loads(described["output"]) == {"charged": 7}
+    again = run_cli("sfn", "redrive", "c-1", "-c", config)
+    assert again.returncode != 0
+    assert "ExecutionNotRedrivable: Execution is SUCCEEDED and cannot be redriven" in again.stderr
+    assert "Traceback" not in again.stderr
