@@ -311,6 +311,57 @@ for _level in LEVELS:
                 "mock": MOCK_ERROR_2,
             },
         )
+    for _key, _failures in [("below_tolerated_failure", 0), ("exceeds_tolerated_failure", 2)]:
+        case(
+            CONFIGURATION,
+            f"test_state_machine_with_state_error[{_level}]",
+            _key,
+            lambda lv=_level, f=_failures: {
+                "definition": definition("base_map_state_machine"),
+                "stateName": "State0",
+                "roleArn": ROLE,
+                "input": VALUES,
+                "stateConfiguration": {
+                    "mapIterationFailureCount": f,
+                    "errorCausedByState": "HandleItem",
+                },
+                "inspectionLevel": lv,
+                "mock": MOCK_ERROR_2,
+            },
+        )
+    case(
+        CONFIGURATION,
+        f"test_state_machine_configuration_map_iteration_item_reader[{_level}]",
+        "test_case_response",
+        lambda lv=_level: {
+            "definition": definition("map_item_reader_state_machine"),
+            "stateName": "State0",
+            "roleArn": ROLE,
+            "input": json.dumps({"Bucket": "test-bucket", "Key": "test-key"}),
+            "stateConfiguration": {"mapItemReaderData": json.dumps([1, 2, 3])},
+            "inspectionLevel": lv,
+            "mock": {"result": json.dumps([1, 4, 9])},
+        },
+    )
+    for _key, _failures in [("below_tolerated_failure", 0), ("exceeds_tolerated_failure", 2)]:
+        case(
+            CONFIGURATION,
+            f"test_state_machine_configuration_item_reader_with_error[{_level}]",
+            _key,
+            lambda lv=_level, f=_failures: {
+                "definition": definition("map_item_reader_state_machine"),
+                "stateName": "State0",
+                "roleArn": ROLE,
+                "input": json.dumps({"Bucket": "test-bucket", "Key": "test-key"}),
+                "stateConfiguration": {
+                    "mapIterationFailureCount": f,
+                    "errorCausedByState": "HandleItem",
+                    "mapItemReaderData": json.dumps([1, 2, 3]),
+                },
+                "inspectionLevel": lv,
+                "mock": MOCK_ERROR_2,
+            },
+        )
 for _level in ("DEBUG", "TRACE"):
     for _key, _count in [
         ("below_tolerated_retry_count_with_backoff", 4),
@@ -669,6 +720,14 @@ _VALIDATIONS: list[tuple[str, Callable[[], Request]]] = [
             "definition": definition("base_map_state"),
             "inspectionLevel": "TRACE",
             "mock": {"result": json.dumps({"mock": "array is expected"})},
+        },
+    ),
+    (
+        "test_mock_result_is_not_object_on_map_state_with_result_writer",
+        lambda: {
+            "definition": definition("base_map_state_result_writer"),
+            "inspectionLevel": "TRACE",
+            "mock": {"result": json.dumps(["object is expected"])},
         },
     ),
     (
