@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import pipelines_command, run_cli
+from .helpers import pipelines_command, project_env, run_cli
 
 PIPELINE = """\
 resources:
@@ -43,7 +43,10 @@ def running(tmp_path: Path) -> Iterator[Path]:
     config = tmp_path / "pipeline.yaml"
     config.write_text(PIPELINE)
     runner = subprocess.Popen(
-        [*pipelines_command(), "run", str(config)], stderr=subprocess.PIPE, text=True
+        [*pipelines_command(), "run", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=project_env(),
     )
     try:
         assert runner.stderr is not None
