@@ -70,7 +70,9 @@ def test_a_choice_from_a_file_reads_as_lines(tmp_path: Path) -> None:
             }
         )
     )
-    done = run_cli("sfn", "test-state", str(state), "--input", '{"order": {"total": 250}}')
+    done = run_cli(
+        "sfn", "test-state", str(state), "--input", '{"order": {"total": 250}}', "-o", "table"
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "status      SUCCEEDED",
@@ -82,11 +84,11 @@ def test_a_choice_from_a_file_reads_as_lines(tmp_path: Path) -> None:
     ]
 
 
-def test_a_mocked_task_retried_then_caught_as_json() -> None:
+def test_a_mocked_task_retried_then_caught_answers_json_by_default() -> None:
     definition = json.dumps(CATCHING)
     busy = run_cli(
         "sfn", "test-state", definition, "--mock-error", "Busy", "--mock-cause", "try later",
-        "--retrier-retry-count", "2", "-o", "json",
+        "--retrier-retry-count", "2",
     )  # fmt: skip
     assert busy.returncode == 0, busy.stderr
     answer = json.loads(busy.stdout)
@@ -97,7 +99,6 @@ def test_a_mocked_task_retried_then_caught_as_json() -> None:
     assert details == {"retryBackoffIntervalSeconds": 18, "retryIndex": 0}
     exhausted = run_cli(
         "sfn", "test-state", definition, "--mock-error", "Busy", "--retrier-retry-count", "3",
-        "-o", "json",
     )  # fmt: skip
     caught = json.loads(exhausted.stdout)
     assert (caught["status"], caught["nextState"]) == ("CAUGHT_ERROR", "Refund")
@@ -120,7 +121,7 @@ def test_a_whole_machine_state_by_name_and_a_failure_exits_1(tmp_path: Path) -> 
     )
     done = run_cli(
         "sfn", "test-state", str(machine), "--state", "Refuse", "--input", '{"why": "Closed"}',
-        "-l", "INFO",
+        "-l", "INFO", "-o", "table",
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stdout.splitlines() == [

@@ -423,14 +423,7 @@ def validate_command(file: Path, machine_type: str, output: str) -> None:
 @click.option("--map-iteration-failure-count", type=int, default=None)
 @click.option("--role-arn", default=TEST_STATE_ROLE, show_default=True)
 @control_options
-@click.option(
-    "--output",
-    "-o",
-    type=click.Choice(["json", "table"]),
-    default="table",
-    show_default=True,
-    help="table: readable lines; json: TestState's answer.",
-)
+@output_option
 def test_state_command(
     definition: str,
     state_name: str | None,
@@ -450,7 +443,8 @@ def test_state_command(
 ) -> None:
     """Run one state (TestState): DEFINITION is a state's JSON or a file holding it (or a
     whole machine, with --state). In this process (no resources: test a Task with a
-    mock) or, with --config/--control, in the running pipeline. Exit 1 when it FAILED."""
+    mock) or, with --config/--control, in the running pipeline. Exit 1 when it FAILED.
+    TestState's answer, or (-o table) readable lines."""
 
     def text(value: str | None) -> str | None:
         return None if value is None else read_argument(value)
@@ -471,11 +465,11 @@ def test_state_command(
     )
     socket = None if config is None and control is None else control_socket(config, control)
     answer = asyncio.run(run_test_state(params, socket))
-    if output == "json":
-        echo_output(answer, output)
-    else:
+    if output == "table":  # readable lines: the outcome, then each step of the data flow
         for line in inspection_lines(answer):
             click.echo(line)
+    else:
+        echo_output(answer, output)
     if answer.get("status") == "FAILED":
         raise SystemExit(1)
 
