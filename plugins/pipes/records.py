@@ -1,0 +1,122 @@
+"""Source records in the shapes AWS hands to a pipe's filters, enrichment and target.
+
+An SQS message becomes the record Lambda and Pipes give (``messageId``,
+``receiptHandle``, ``body``, ``attributes``, ``messageAttributes`` with
+lower-case keys, ``md5OfBody``, ``eventSource`` ``aws:sqs``, ``eventSourceARN``,
+``awsRegion``); a Kinesis record the flat record Pipes give (unlike Lambda's,
+no ``kinesis`` wrapper: ``data`` in base64 beside ``partitionKey`` and
+``sequenceNumber``).
+
+Each ``Item`` also has a *view*: the record with its ``body`` (SQS) or
+``data`` (Kinesis) parsed when it holds a JSON object or array, which is what
+filters match and templates read, as AWS decodes them for both.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, parse_json
+from plugins.queue.store import Message, queue_arn
+from plugins.stream.store import Record
+
+
+@dataclass(slots=True)
+class Item:
+    """One record of a batch, and what the pipe needs to settle it."""
+
+    record: dict[str, Any]
+    view: dict[str, Any]
+    #: What a target names in ``batchItemFailures`` (messageId, eventID).
+    identifier: str
+    #: Records of one group keep their order (a FIFO group, a partition key).
+    group: str | None
+    #: When the source took it in (seconds since the epoch).
+    arrival: float
+    #: The receipt handle of a message; the stream record.
+    handle: Any = None
+
+
+def _parsed(text: str) -> Any:
+    """``text`` parsed when it holds a JSON object or array, else None."""
+    if text.lstrip()[:1] not in ("{", "["):
+        return None
+    try:
+        return parse_json(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _view(record: dict[str, Any], key: str, text: str) -> dict[str, Any]:
+    parsed = _parsed(text)
+    if parsed is None:
+        return record
+    return {**record, key: parsed}
+
+
+def _attribute(value: dict[str, str]) -> dict[str, Any]:
+    """An SQS message attribute as Lambda shows it."""
+    shown: dict[str, Any] = {
+        "stringListValues": [],
+        "binaryListValues": [],
+        "dataType": value.get("DataType", "String"),
+    }
+    if "StringValue" in value:
+        shown["stringValue"] = value["StringValue"]
+    if "BinaryValue" in value:
+        shown["binaryValue"] = value["BinaryValue"]
+    return shown
+
+
+def queue_item(queue: str, message: Message) -> Item:
+    record: dict[str, Any] = {
+        "messageId": message.message_id,
+        "receiptHandle": message.receipt_handle,
+        "body": message.body,
+        "attributes": dict(message.attributes),
+        "messageAttributes": {
+            name: _attribute(value) for name, value in message.message_attributes.items()
+        },
+        "md5OfBody": message.md5_of_body,
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn(queue),
+        "awsRegion": DEFAULT_REGION,
+    }
+    sent = float(message.attributes.get("SentTimestamp", "0")) / 1000
+    return Item(
+        record,
+        _view(record, "body", message.body),
+        message.message_id,
+        message.attributes.get("MessageGroupId"),
+        sent,
+        message.receipt_handle,
+    )
+
+
+def stream_arn(stream: str) -> str:
+    return f"arn:aws:kinesis:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:stream/{stream}"
+
+
+def stream_item(stream: str, record: Record) -> Item:
+    shown: dict[str, Any] = {
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"{record.shard_id}:{record.sequence_number}",
+        "eventName": "aws:kinesis:record",
+        "awsRegion": DEFAULT_REGION,
+        "eventSourceARN": stream_arn(stream),
+        "kinesisSchemaVersion": "1.0",
+        "partitionKey": record.partition_key,
+        "sequenceNumber": record.sequence_number,
+        "data": base64.b64encode(record.data).decode(),
+        "approximateArrivalTimestamp": record.arrival,
+    }
+    try:
+        text = record.data.decode()
+    except UnicodeDecodeError:
+        view = shown
+    else:
+        view = _view(shown, "data", text)
+    return Item(shown, view, shown["eventID"], record.partition_key, record.arrival, record)
