@@ -122,7 +122,7 @@ def _sections(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
         },
         "pipes": {
             "type": "object",
-            "description": "EventBridge Pipes by name: each a resource of type pipe (docs/pipes.md)",
+            "description": "EventBridge Pipes by name, each a resource of type pipe",
             "additionalProperties": _pipe(plugins),
         },
         "rules": {
