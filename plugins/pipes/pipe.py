@@ -44,6 +44,7 @@ from typing import Any
 from pipelines.clock import sleep
 from pipelines.errors import ConfigError, DeliveryError, PipelinesError, Where
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, dump_json, parse_json
+from pipelines.patterns import Matcher
 from pipelines.targets import (
     DeliveryContext,
     Target,
@@ -51,7 +52,15 @@ from pipelines.targets import (
     TargetType,
     describe_error,
 )
-from plugins.pipes.definition import SETTINGS_TABLE, PipeSpec, bus_name, parse_pipe, resource_name
+from plugins.function import FunctionTarget
+from plugins.pipes.definition import (
+    MAX_PATTERN_LENGTH,
+    SETTINGS_TABLE,
+    PipeSpec,
+    bus_name,
+    parse_pipe,
+    resource_name,
+)
 from plugins.pipes.records import Item
 from plugins.pipes.sources import QueueSource, Source, StreamSource
 from plugins.pipes.store import COUNTS, PipeStore
@@ -145,6 +154,12 @@ class PipeTarget(Target):
         self._flushing: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._state_saved = ("", "")
+        #: The filters, all at once (the engine's matcher: a record passes when one matches).
+        self._matcher: Matcher | None = None
+        if spec.filters:
+            self._matcher = Matcher(max_pattern_length=MAX_PATTERN_LENGTH)
+            for index, pattern in enumerate(spec.filters):
+                self._matcher.add(str(index), pattern)
 
     # -- the resource's life ------------------------------------------------------
 
@@ -336,10 +351,10 @@ class PipeTarget(Target):
         self._count("received", len(items))
         self.metrics.add("Invocations", 1)
         self.metrics.add("EventCount", len(items))
-        filters = self.spec.filters
+        matcher = self._matcher
         kept = (
-            [i for i, item in enumerate(items) if any(f.matches(item.view) for f in filters)]
-            if filters
+            [i for i, item in enumerate(items) if matcher.match(item.view)]
+            if matcher is not None
             else list(range(len(items)))
         )
         self._count("filtered", len(items) - len(kept))
@@ -373,7 +388,9 @@ class PipeTarget(Target):
 
     async def _stages(self, services: TargetServices, chosen: list[Item]) -> set[int]:
         """Enrichment then target: positions in ``chosen`` that failed."""
-        ingested = datetime.now(UTC).isoformat(timespec="milliseconds")
+        spec = self.spec
+        templated = spec.enrichment_template is not None or spec.target_parameters.template
+        ingested = datetime.now(UTC).isoformat(timespec="milliseconds") if templated else ""
         if self.spec.enrichment is not None:
             began = time.perf_counter()
             events = await self._enrich(services, chosen, ingested)
@@ -430,7 +447,6 @@ class PipeTarget(Target):
     async def _enrich(
         self, services: TargetServices, chosen: list[Item], ingested: str
     ) -> list[Any]:
-        from plugins.function import FunctionTarget
         from plugins.states.target import StateMachineTarget
 
         assert self.spec.enrichment is not None
@@ -502,7 +518,6 @@ class PipeTarget(Target):
     async def _target(
         self, services: TargetServices, events: list[Any], chosen: list[Item], aligned: bool
     ) -> set[int]:
-        from plugins.function import FunctionTarget
         from plugins.states.target import StateMachineTarget
 
         bus = bus_name(self.spec.target)

@@ -15,7 +15,6 @@ filters match and templates read, as AWS decodes them for both.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from typing import Any
 
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, parse_json
@@ -23,20 +22,51 @@ from plugins.queue.store import Message, queue_arn
 from plugins.stream.store import Record
 
 
-@dataclass(slots=True)
 class Item:
     """One record of a batch, and what the pipe needs to settle it."""
 
-    record: dict[str, Any]
-    view: dict[str, Any]
-    #: What a target names in ``batchItemFailures`` (messageId, eventID).
-    identifier: str
-    #: Records of one group keep their order (a FIFO group, a partition key).
-    group: str | None
-    #: When the source took it in (seconds since the epoch).
-    arrival: float
-    #: The receipt handle of a message; the stream record.
-    handle: Any = None
+    __slots__ = ("_view", "arrival", "group", "handle", "identifier", "key", "record")
+
+    def __init__(
+        self,
+        record: dict[str, Any],
+        key: str,
+        identifier: str,
+        group: str | None,
+        arrival: float,
+        handle: Any = None,
+    ) -> None:
+        self.record = record
+        #: The field a view parses: ``body`` or ``data``.
+        self.key = key
+        #: What a target names in ``batchItemFailures`` (messageId, eventID).
+        self.identifier = identifier
+        #: Records of one group keep their order (a FIFO group, a partition key).
+        self.group = group
+        #: When the source took it in (seconds since the epoch).
+        self.arrival = arrival
+        #: The receipt handle of a message; the stream record.
+        self.handle = handle
+        self._view: dict[str, Any] | None = None
+
+    @property
+    def view(self) -> dict[str, Any]:
+        """The record with its body or data parsed when it is JSON: made on
+        first use (a pipe without filters or templates never needs it)."""
+        if self._view is None:
+            self._view = self._make_view()
+        return self._view
+
+    def _make_view(self) -> dict[str, Any]:
+        if self.key == "data":  # a stream record: its bytes are at hand
+            try:
+                text = self.handle.data.decode()
+            except UnicodeDecodeError:
+                return self.record
+        else:
+            text = self.record[self.key]
+        parsed = _parsed(text)
+        return self.record if parsed is None else {**self.record, self.key: parsed}
 
 
 def _parsed(text: str) -> Any:
@@ -47,13 +77,6 @@ def _parsed(text: str) -> Any:
         return parse_json(text)
     except (ValueError, RecursionError):
         return None
-
-
-def _view(record: dict[str, Any], key: str, text: str) -> dict[str, Any]:
-    parsed = _parsed(text)
-    if parsed is None:
-        return record
-    return {**record, key: parsed}
 
 
 def _attribute(value: dict[str, str]) -> dict[str, Any]:
@@ -87,7 +110,7 @@ def queue_item(queue: str, message: Message) -> Item:
     sent = float(message.attributes.get("SentTimestamp", "0")) / 1000
     return Item(
         record,
-        _view(record, "body", message.body),
+        "body",
         message.message_id,
         message.attributes.get("MessageGroupId"),
         sent,
@@ -113,10 +136,4 @@ def stream_item(stream: str, record: Record) -> Item:
         "data": base64.b64encode(record.data).decode(),
         "approximateArrivalTimestamp": record.arrival,
     }
-    try:
-        text = record.data.decode()
-    except UnicodeDecodeError:
-        view = shown
-    else:
-        view = _view(shown, "data", text)
-    return Item(shown, view, shown["eventID"], record.partition_key, record.arrival, record)
+    return Item(shown, "data", shown["eventID"], record.partition_key, record.arrival, record)

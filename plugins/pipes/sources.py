@@ -42,6 +42,8 @@ log = logging.getLogger("plugins.pipes")
 
 #: ``process(items)``: the indexes of the records that failed.
 Process = Callable[[list[Item]], Awaitable[set[int]]]
+#: Receive loops per queue source, at once.
+POLLERS = 2
 #: The first retry of a failed stream batch waits this long, doubling to MAX_BACKOFF.
 FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 10.0
@@ -104,6 +106,14 @@ class QueueSource(Source):
             self.store = None
 
     async def run(self, services: TargetServices, process: Process) -> None:
+        """``POLLERS`` loops at once, as AWS polls a queue with several: one
+        receives while another's batch is with the target. (A FIFO queue's
+        claims keep a message group with one of them at a time.)"""
+        async with asyncio.TaskGroup() as pollers:
+            for _ in range(POLLERS):
+                pollers.create_task(self._poll(services, process))
+
+    async def _poll(self, services: TargetServices, process: Process) -> None:
         assert self.store is not None
         while True:
             items = await self.gather(self.store, services)
