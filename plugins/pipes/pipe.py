@@ -246,7 +246,7 @@ class PipeTarget(Target):
 
         name = resource_name(self.spec.source)
         where = f"pipe {self.name}.source"
-        resource = services.resource(name, where=where)
+        resource = underlying(services.resource(name, where=where))
         parameters = self.spec.source_parameters
         if isinstance(resource, QueueTarget):
             batch = parameters.batch_size or 0
@@ -460,18 +460,18 @@ class PipeTarget(Target):
         ]
         try:
             resource = services.resource(name, where=f"pipe {self.name}.enrichment")
-            if isinstance(resource, FunctionTarget):
-                answer = await resource.invoke(batch, self._context(chosen[0].identifier))
-                return _events(answer)
-            if isinstance(resource, StateMachineTarget):
-                return await self._express(services, resource, batch)
+            inner = underlying(resource)
+            if isinstance(inner, FunctionTarget):
+                return _events(await _invoke(resource, batch, self._context(chosen[0].identifier)))
+            if isinstance(inner, StateMachineTarget):
+                return await self._express(services, inner, batch)
         except StageFailed:
             raise
         except Exception as exc:
             raise StageFailed("Enrichment", describe_error(exc)) from None
         raise StageFailed(
             "Enrichment",
-            f"{name} is a {type(resource).__name__}: an enrichment is a function"
+            f"{name} is a {type(inner).__name__}: an enrichment is a function"
             " or an EXPRESS state machine",
         )
 
@@ -528,13 +528,14 @@ class PipeTarget(Target):
             resource = services.resource(name, where=f"pipe {self.name}.target")
         except PipelinesError as exc:
             raise StageFailed("Target", str(exc)) from None
-        if isinstance(resource, FunctionTarget):
+        inner = underlying(resource)
+        if isinstance(inner, FunctionTarget):
             try:
-                answer = await resource.invoke(events, self._context(chosen[0].identifier))
+                answer = await _invoke(resource, events, self._context(chosen[0].identifier))
             except Exception as exc:
                 raise StageFailed("Target", describe_error(exc)) from None
             return _item_failures(answer, chosen)
-        if isinstance(resource, StateMachineTarget):
+        if isinstance(inner, StateMachineTarget):
             try:
                 await resource.deliver(events, self._context(chosen[0].identifier, events))
             except Exception as exc:
@@ -632,6 +633,23 @@ class PipeTarget(Target):
             "StateReason": self.state_reason,
             "Counts": dict(self.counts),
         }
+
+
+def underlying(resource: Target) -> Target:
+    """The resource under a wrapper that delivers through it (``pipelines
+    test`` wraps each resource in one, its ``inner``, to record what it takes)."""
+    inner = getattr(resource, "inner", None)
+    while isinstance(inner, Target):
+        resource, inner = inner, getattr(inner, "inner", None)
+    return resource
+
+
+async def _invoke(resource: Target, payload: Any, context: DeliveryContext) -> Any:
+    """A function's synchronous invocation: its answer (through a wrapper, its
+    ``deliver``, which answers what the function does)."""
+    if isinstance(resource, FunctionTarget):
+        return await resource.invoke(payload, context)
+    return await resource.deliver(payload, context)
 
 
 def _events(answer: Any) -> list[Any]:
