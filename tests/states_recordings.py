@@ -30,6 +30,8 @@ from typing import Any
 import json5
 import pytest
 
+from pipelines.clock import ManualClock
+
 MIRROR = Path("/work/.mirror/localstack+localstack/repo")
 ROOT = "tests/aws/services/stepfunctions"
 
@@ -265,3 +267,38 @@ def history_differences(
         got = {k: v for k, v in ours[index].items() if k != "timestamp"}
         out += differences(rec, got, f"event {index + 1} ({rec.get('type')})")
     return out
+
+
+def set_at(definition: Json, where: list[str], value: Json) -> Json:
+    """``definition`` with the value at path ``where`` replaced (a recorded test's patch)."""
+    node = definition
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    return definition
+
+
+async def drive(clock: ManualClock, work: Any) -> Any:
+    """Run ``work``, moving the manual clock to each timer it sets (waits, retries)."""
+    import asyncio
+
+    from pipelines.clock import settle
+
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        await settle()
+        if task.done():
+            break
+        deadline = clock.next_deadline()
+        if deadline is None:
+            await asyncio.sleep(0)
+            continue
+        await clock.advance(max(deadline - clock.time(), 0))
+    return task.result()
+
+
+def before_map_run_change(date: str) -> bool:
+    """Whether a recording dated ``date`` predates AWS's change of Map Run events (2024-11-13)."""
+    day, month, rest = date.split("-", 2)
+    year = rest.split(",")[0]
+    return (int(year), int(month), int(day)) < (2024, 11, 13)

@@ -53,14 +53,6 @@ def _constants(area: str) -> dict[str, str]:
     return {name: f"{folder}/{path}" for name, path in found}
 
 
-def _set(definition: Json, where: list[str], value: Json) -> Json:
-    node = definition
-    for key in where[:-1]:
-        node = node[key]
-    node[where[-1]] = value
-    return definition
-
-
 @dataclass(frozen=True)
 class Case:
     module: str
@@ -107,7 +99,7 @@ CASES: list[Case] = [
         B + "test_state_pass_result_jsonpaths",
         "base",
         "BASE_PASS_RESULT",
-        patch=lambda d: _set(
+        patch=lambda d: rec.set_at(
             d,
             ["States", "State_1", "Result"],
             {"unsupported1.$": "$.jsonpath", "unsupported2.$": "$$"},
@@ -399,11 +391,11 @@ def _replace(placeholder: str, value: str) -> Callable[[Json], Json]:
 
 
 def _item_path(path: str) -> Callable[[Json], Json]:
-    return lambda d: _set(d, ["States", "EntryState", "Parameters", "item.$"], path)
+    return lambda d: rec.set_at(d, ["States", "EntryState", "Parameters", "item.$"], path)
 
 
 def _wait_until(timestamp: str) -> Callable[[Json], Json]:
-    return lambda d: _set(d, ["States", "WaitUntil", "Timestamp"], timestamp)
+    return lambda d: rec.set_at(d, ["States", "WaitUntil", "Timestamp"], timestamp)
 
 
 CONTEXT = "v2/context_object/test_context_object.py"
@@ -521,37 +513,12 @@ async def _run(case: Case, input_text: str, clock: ManualClock) -> tuple[Outcome
     )
     log = MemoryLog()
     interpreter = Interpreter(machine, log=log, clock=clock)
-    outcome = await _drive(clock, interpreter.run(execution))
+    outcome = await rec.drive(clock, interpreter.run(execution))
     return outcome, log
-
-
-async def _drive(clock: ManualClock, work: Any) -> Any:
-    """Run ``work``, moving the manual clock to each timer it sets (waits, retries)."""
-    import asyncio
-
-    from pipelines.clock import settle
-
-    task = asyncio.ensure_future(work)
-    while not task.done():
-        await settle()
-        if task.done():
-            break
-        deadline = clock.next_deadline()
-        if deadline is None:
-            await asyncio.sleep(0)
-            continue
-        await clock.advance(max(deadline - clock.time(), 0))
-    return task.result()
 
 
 def content_date(case: Case) -> str:
     return rec.recording_date(case.module, case.test)
-
-
-def _before_map_run_change(date: str) -> bool:
-    day, month, rest = date.split("-", 2)
-    year = rest.split(",")[0]
-    return (int(year), int(month), int(day)) < (2024, 11, 13)
 
 
 def _describe(outcome: Outcome) -> dict[str, Json]:
@@ -585,7 +552,7 @@ async def check_recorded(case: Case) -> None:
         given = case.input if case.input is not None else rec.recorded_input(recorded)
         outcome, log = await _run(case, given, clock)
         ours = [event.to_aws() for event in log.events]
-        if _before_map_run_change(content_date(case)):
+        if rec.before_map_run_change(content_date(case)):
             recorded = rec.map_run_exit_as_since_november_2024(recorded)
         parallel = any(event["type"] == "ParallelStateStarted" for event in recorded)
         problems += rec.history_differences(recorded, ours, parallel)

@@ -144,22 +144,45 @@ def test_required_fields_are_worded_as_aws_words_them() -> None:
 
 
 def test_what_is_not_built_yet_is_refused_by_name() -> None:
-    with pytest.raises(UnsupportedFeature, match="ItemReader"):
+    def reading(reader: dict[str, object]) -> dict[str, object]:
+        return {
+            "StartAt": "M",
+            "States": {
+                "M": {
+                    "Type": "Map",
+                    "ItemReader": reader,
+                    "ItemProcessor": {
+                        "ProcessorConfig": {"Mode": "DISTRIBUTED"},
+                        "StartAt": "P",
+                        "States": {"P": {"Type": "Succeed"}},
+                    },
+                    "End": True,
+                }
+            },
+        }
+
+    with pytest.raises(UnsupportedFeature, match="dynamodb:scan") as refused:
+        parse_definition(reading({"Resource": "arn:aws:states:::dynamodb:scan"}))
+    assert refused.value.location == "/States/M/ItemReader/Resource"
+    with pytest.raises(UnsupportedFeature, match="LOAD_AND_FLATTEN"):
         parse_definition(
-            {
-                "StartAt": "M",
-                "States": {
-                    "M": {
-                        "Type": "Map",
-                        "ItemReader": {"Resource": "arn:aws:states:::s3:getObject"},
-                        "ItemProcessor": {
-                            "StartAt": "P",
-                            "States": {"P": {"Type": "Succeed"}},
-                        },
-                        "End": True,
-                    }
-                },
-            }
+            reading(
+                {
+                    "Resource": "arn:aws:states:::s3:listObjectsV2",
+                    "ReaderConfig": {"Transformation": "LOAD_AND_FLATTEN", "InputType": "JSON"},
+                    "Parameters": {"Bucket": "b"},
+                }
+            )
+        )
+    with pytest.raises(UnsupportedFeature, match="PARQUET"):
+        parse_definition(
+            reading(
+                {
+                    "Resource": "arn:aws:states:::s3:getObject",
+                    "ReaderConfig": {"InputType": "PARQUET"},
+                    "Parameters": {"Bucket": "b", "Key": "k"},
+                }
+            )
         )
 
 

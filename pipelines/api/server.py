@@ -4,7 +4,9 @@ A request is routed as AWS routes it: the service from the SigV4 credential
 scope of its ``Authorization`` header, else from its ``X-Amz-Target``
 prefix; the operation from ``X-Amz-Target`` (a form's ``Action`` in the query
 protocol, the path ``/service/PREFIX/operation/OP`` in Smithy RPC v2 CBOR);
-the region from the scope. The request is read by the operation's input
+the region from the scope. A REST-JSON service (scheduler, pipes) names
+its operation by the method and path instead (``rest``). The request is
+read by the operation's input
 shape, the operation runs, and its answer (or error) is written in the
 protocol the request came in. Served with aiohttp,
 the one HTTP stack of the project.
@@ -33,6 +35,7 @@ from botocore.model import ServiceModel
 from pipelines.api import cbor
 from pipelines.api.errors import ApiError, not_implemented, translate
 from pipelines.api.query import error_xml, read_query, write_xml
+from pipelines.api.rest import error_body, operation_of, read_rest, routes_of, write_rest
 from pipelines.api.services import STARTING_WAIT, ApiHost, Call, Kept, Service
 from pipelines.api.sigv4 import AccessKey, verify
 from pipelines.api.wire import read_input, write_output
@@ -69,17 +72,28 @@ class Router:
         self.services = dict(services)
         self._by_signing: dict[str, Service] = {}
         self._by_target: dict[str, Service] = {}
+        self._rest: list[Service] = []
         for service in self.services.values():
             meta = service.model.metadata
             self._by_signing[meta.get("signingName", meta["endpointPrefix"])] = service
+            self._by_signing.setdefault(meta["endpointPrefix"], service)
             if "targetPrefix" in meta:
                 self._by_target[meta["targetPrefix"]] = service
+            if meta.get("protocol") == "rest-json":
+                self._rest.append(service)
 
-    def service(self, signing_name: str | None, target: str | None) -> Service:
+    def service(
+        self,
+        signing_name: str | None,
+        target: str | None,
+        request: web.BaseRequest | None = None,
+    ) -> Service:
         prefix = (target or "").rpartition(".")[0]
         service = self._by_target.get(prefix) if prefix else None
         if service is None and signing_name is not None:
             service = self._by_signing.get(signing_name)
+        if service is None and signing_name is None and not prefix and request is not None:
+            service = self._by_path(request)
         if service is None:
             named = signing_name or prefix or "no service"
             raise ApiError(
@@ -88,6 +102,15 @@ class Router:
                 f" (served: {', '.join(sorted(self.services))})",
             )
         return service
+
+    def _by_path(self, request: web.BaseRequest) -> Service | None:
+        """An unsigned request of a REST-JSON service: the one whose
+        operations have its method and path (the first served, if several)."""
+        path = request.raw_path.partition("?")[0] or "/"
+        for service in self._rest:
+            if routes_of(service.model).find(request.method, path, request.query) is not None:
+                return service
+        return None
 
 
 class _Request:
@@ -105,6 +128,8 @@ class _Request:
         if smithy is not None:
             self.protocol = "cbor"
             self.operation = smithy
+        elif target is None and meta.get("protocol") == "rest-json":
+            self.protocol = "rest"
         elif meta.get("protocol") == "query" or (
             # A JSON service still takes the query protocol from clients that
             # send it (SQS's older SDKs): a form without X-Amz-Target, or a GET
@@ -142,6 +167,19 @@ class _Request:
             raise ApiError(
                 "UnknownOperationException",
                 f"{self.service.name} does not take the {cbor.MODEL_PROTOCOL} protocol",
+            )
+        if self.protocol == "rest":
+            self.operation, labels = operation_of(
+                model, request.method, request.raw_path, request.query
+            )
+            return read_rest(
+                model.operation_model(self.operation),
+                labels,
+                request.query,
+                request.headers,
+                await request.read(),
+                validation_code=self.service.validation_code,
+                enums=self.service.check_enums,
             )
         if self.query:
             form = await request.post() if request.method == "POST" else request.query
@@ -183,6 +221,12 @@ class _Request:
                 body=write_xml(op_model, result, self.request_id),
                 headers={"Content-Type": "text/xml", "x-amzn-RequestId": self.request_id},
             )
+        if self.protocol == "rest":
+            status, headers, body = write_rest(op_model, result)
+            headers["x-amzn-RequestId"] = self.request_id
+            if body is not None:
+                headers.setdefault("Content-Type", "application/json")
+            return web.Response(status=status, body=body, headers=headers)
         if self.protocol == "cbor":
             headers = {"Smithy-Protocol": cbor.PROTOCOL, "x-amzn-RequestId": self.request_id}
             body = cbor.write_cbor(op_model, result)
@@ -230,6 +274,13 @@ class _Request:
             error_type = f"com.amazonaws.{prefix}#{shape_name}"
             if not self.query_mode and status < 500 and error.status == 400:
                 status = 400
+        if self.protocol == "rest":
+            # botocore reads the code from this header, the message from the
+            # body's ``message`` or ``Message``.
+            headers["Content-Type"] = "application/json"
+            headers["x-amzn-ErrorType"] = shape_name
+            body = error_body(self.service.model, shape_name, error.message)
+            return web.Response(status=status, body=body, headers=headers)
         if self.protocol == "cbor":
             headers["Content-Type"] = cbor.CONTENT_TYPE
             headers["Smithy-Protocol"] = cbor.PROTOCOL
@@ -410,7 +461,9 @@ class ApiServer:
             request.query.get("X-Amz-Credential", "")
         )
         try:
-            service = self.router.service(scope.group(3) if scope else None, _target(request))
+            service = self.router.service(
+                scope.group(3) if scope else None, _target(request), request
+            )
         except ApiError as error:
             return _unrouted(error, request_id)
         wire = _Request(service, request, request_id)

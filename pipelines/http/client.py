@@ -71,10 +71,19 @@ class HttpClient:
     """Sends requests for one destination; ``start`` in the loop that uses it,
     ``close`` when done (its pooled connections are closed)."""
 
-    def __init__(self, *, timeout: float = 5.0, tls: Tls | None = None, pool: int = 100) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float = 5.0,
+        tls: Tls | None = None,
+        pool: int = 100,
+        body_kept: int = BODY_KEPT,
+    ) -> None:
         self.timeout = timeout
         self.tls = tls or Tls()
         self.pool = pool
+        #: How much of an answer's body is read (a state machine's HTTP Task keeps 256 KiB).
+        self.body_kept = body_kept
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -119,7 +128,7 @@ class HttpClient:
                 data=body,
                 allow_redirects=False,
             ) as response:
-                kept = await _start_of(response)
+                kept = await _start_of(response, self.body_kept)
                 # aiohttp's headers: read case-insensitively, kept as they are.
                 return Sent(response.status, response.reason or "", response.headers, kept)
         except TimeoutError:
@@ -128,16 +137,16 @@ class HttpClient:
             raise RequestFailed("ConnectionError", str(error) or type(error).__name__) from None
 
 
-async def _start_of(response: aiohttp.ClientResponse) -> bytes:
-    """The body's first ``BODY_KEPT`` bytes; a longer body ends the connection
+async def _start_of(response: aiohttp.ClientResponse, kept: int = BODY_KEPT) -> bytes:
+    """The body's first ``kept`` bytes; a longer body ends the connection
     instead of being read to its end."""
     length = response.content_length
-    if length is not None and length <= BODY_KEPT:
+    if length is not None and length <= kept:
         return await response.read()  # the usual small answer: one read
     chunks: list[bytes] = []
     size = 0
-    while size < BODY_KEPT:
-        chunk = await response.content.read(BODY_KEPT - size)
+    while size < kept:
+        chunk = await response.content.read(kept - size)
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)

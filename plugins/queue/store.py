@@ -157,30 +157,27 @@ CREATE TABLE IF NOT EXISTS queue_counts (
     messages INTEGER NOT NULL,
     PRIMARY KEY (queue, slot)
 );
-CREATE OR REPLACE FUNCTION queue_counts_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+-- One function for both statement triggers: each names its transition table
+-- queue_changed; an insert adds its rows to the count, a delete takes them off.
+CREATE OR REPLACE FUNCTION queue_counts_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO queue_counts (queue, slot, messages)
-        SELECT queue, pg_backend_pid() % 16, count(*) FROM queue_inserted
+        SELECT queue, pg_backend_pid() % 16,
+               CASE TG_OP WHEN 'INSERT' THEN count(*) ELSE -count(*) END
+        FROM queue_changed
         GROUP BY queue ORDER BY queue
         ON CONFLICT (queue, slot)
         DO UPDATE SET messages = queue_counts.messages + excluded.messages;
     RETURN NULL;
 END $$;
 CREATE OR REPLACE TRIGGER queue_counts_insert AFTER INSERT ON queue_messages
-    REFERENCING NEW TABLE AS queue_inserted
-    FOR EACH STATEMENT EXECUTE FUNCTION queue_counts_insert();
-CREATE OR REPLACE FUNCTION queue_counts_delete() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO queue_counts (queue, slot, messages)
-        SELECT queue, pg_backend_pid() % 16, -count(*) FROM queue_deleted
-        GROUP BY queue ORDER BY queue
-        ON CONFLICT (queue, slot)
-        DO UPDATE SET messages = queue_counts.messages + excluded.messages;
-    RETURN NULL;
-END $$;
+    REFERENCING NEW TABLE AS queue_changed
+    FOR EACH STATEMENT EXECUTE FUNCTION queue_counts_change();
 CREATE OR REPLACE TRIGGER queue_counts_delete AFTER DELETE ON queue_messages
-    REFERENCING OLD TABLE AS queue_deleted
-    FOR EACH STATEMENT EXECUTE FUNCTION queue_counts_delete();
+    REFERENCING OLD TABLE AS queue_changed
+    FOR EACH STATEMENT EXECUTE FUNCTION queue_counts_change();
+-- What databases made before queue_counts_change had in its place.
+DROP FUNCTION IF EXISTS queue_counts_insert(), queue_counts_delete();
 CREATE OR REPLACE FUNCTION queue_counts_move() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO queue_counts (queue, slot, messages)

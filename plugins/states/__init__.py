@@ -27,8 +27,11 @@ Executions in a runtime:
   resumed after a restart (one runner each in a cluster, by lease),
   EXPRESS ones in memory; status-change events and metrics; the functions
   the API calls (start, describe, list, history, stop, SendTask*);
-- ``integrations``: the ``TaskRunner`` calling the runtime's resources;
-- ``target``: the ``state_machine`` target type.
+- ``integrations``: the ``TaskRunner`` calling the runtime's resources
+  (``http_task``: ``http:invoke`` through a connection);
+- ``itemio``: a Distributed Map's ItemReader and ResultWriter over buckets;
+- ``target``: the ``state_machine`` target type; ``buckets``: the
+  ``bucket`` type (a local directory standing for an S3 bucket).
 
 Where users reach them:
 
@@ -54,9 +57,11 @@ if TYPE_CHECKING:
 
 @hookimpl
 def register_targets(register: Callable[[TargetType], None]) -> None:
+    from plugins.states.buckets import BucketType
     from plugins.states.target import StateMachineType
 
     register(StateMachineType())
+    register(BucketType())
 
 
 @hookimpl

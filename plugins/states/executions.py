@@ -476,12 +476,15 @@ class Executions:
         tasks: TaskRunner = RuntimeTasks(self, execution)
         if machine.tasks is not None:
             tasks = machine.tasks(tasks)
+        from plugins.states.buckets import RuntimeItems  # sfnitems: Map's ItemReader/ResultWriter
+
         interpreter = Interpreter(
             machine.program,
             log=execution_log,
             tasks=tasks,
             clock=self.clock,
             region=DEFAULT_REGION,
+            items=RuntimeItems(self.services),
         )
         run = _Run(execution, machine, interpreter, execution_log)
         self.runs[execution.arn] = run

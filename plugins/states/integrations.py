@@ -28,9 +28,10 @@ Functions' integrations do:
 Each of them also as ``.waitForTaskToken``: the token is recorded before
 the call (``$$.Task.Token`` goes in the Parameters), the call's answer is
 the ``TaskSubmitted`` event, and the task ends with SendTaskSuccess or
-SendTaskFailure (``Executions.send_task_*``). ``http:invoke`` (an API
-destination) and activities are not served yet: such a task fails with
-``States.TaskFailed`` naming the resource.
+SendTaskFailure (``Executions.send_task_*``). ``http:invoke`` calls an
+HTTP API through a ``connection`` resource (``plugins.states.http_task``).
+Activities are not served yet: such a task fails with ``States.TaskFailed``
+naming the resource.
 
 A resumed attempt (``TaskRequest.resumed``: its call was made before its
 execution stopped) is not called again: a ``.waitForTaskToken`` one waits
@@ -138,7 +139,7 @@ class RuntimeTasks:
                 "States.TaskFailed",
                 f"the resource '{resource.arn}' is not served by this runtime"
                 " (served: lambda:invoke, sqs:sendMessage, sns:publish, kinesis:putRecord,"
-                " events:putEvents, states:startExecution)",
+                " events:putEvents, states:startExecution, http:invoke)",
             )
         return await handler(self, parameters, request)
 
@@ -356,6 +357,29 @@ class RuntimeTasks:
             raise StatesError("EventBridge.FailedEntry", orjson.dumps(result).decode())
         return {**result, **_sdk_metadata(str(uuid.uuid4()))}
 
+    # -- HTTP APIs ------------------------------------------------------------------------
+
+    async def _http_invoke(self, parameters: Mapping[str, Json], request: TaskRequest) -> Json:
+        from plugins.http.destination import ConnectionTarget
+        from plugins.states.http_task import connection_name, invoke
+
+        given = parameters.get("Authentication")
+        arn = given.get("ConnectionArn") if isinstance(given, Mapping) else None
+        if not isinstance(arn, str) or not arn:
+            raise StatesError(
+                "States.Runtime",
+                "The HTTP Task's Parameters are not valid: "
+                "Authentication.ConnectionArn is required",
+            )
+        found = self._resource(connection_name(arn), "EventBridge", ConnectionTarget)
+        connection = _real(found)
+        assert isinstance(connection, ConnectionTarget)
+        if connection.authorization is None:
+            raise StatesError("States.Http.Socket", f"connection {connection.name} is not started")
+        result = await invoke(parameters, connection.authorization, request.resource.region)
+        _note(found, parameters.get("RequestBody"))
+        return result
+
     # -- nested executions --------------------------------------------------------------
 
     async def _start_execution(self, parameters: Mapping[str, Json], request: TaskRequest) -> Json:
@@ -493,4 +517,5 @@ _HANDLERS: dict[tuple[str, str], Any] = {
     ("events", "putEvents"): RuntimeTasks._put_events,
     ("eventbridge", "putEvents"): RuntimeTasks._put_events,
     ("states", "startExecution"): RuntimeTasks._start_execution,
+    ("http", "invoke"): RuntimeTasks._http_invoke,
 }

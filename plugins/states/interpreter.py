@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.clock import Clock, SystemClock, sleep
-from plugins.states import choice, jsonata_mode, paths, templates
+from plugins.states import choice, itemio, jsonata_mode, paths, templates
 from plugins.states.definition import (
     Catcher,
     ChoiceState,
@@ -159,10 +159,13 @@ class Interpreter:
         clock: Clock | None = None,
         region: str = "us-east-1",
         rng: random.Random | None = None,
+        items: itemio.ItemSource | None = None,
     ) -> None:
         self.machine = machine
         self.log = log if log is not None else MemoryLog()
         self.tasks = tasks if tasks is not None else NoTaskRunner()
+        #: where a Distributed Map's ItemReader reads and ResultWriter writes
+        self.items: itemio.ItemSource = items if items is not None else itemio.NoItemSource()
         self.clock = clock if clock is not None else SystemClock()
         self.region = region
         # FULL jitter's draws; injectable so a test can predict them
@@ -1019,12 +1022,8 @@ class _StateRun:
         states = {"input": self.raw, "context": context}
         return self.query(state.item_selector, "ItemSelector", states)
 
-    async def run_map(self, state: MapState, effective: Json) -> Json:
-        concurrency = self.max_concurrency(state)
-        if state.jsonata:
-            items = self.jsonata_items(state, effective)
-        else:
-            items = self.select(state.items_path, effective, "ItemsPath")
+    def map_inputs(self, state: MapState, items: Json, effective: Json) -> list[Json]:
+        """The iterations' inputs: the items through ItemSelector and ItemBatcher."""
         if not isinstance(items, list):
             raise StateFault(f"Map state input must be an array but was: {dump(items)}")
         if state.has_item_selector and state.jsonata:
@@ -1040,15 +1039,73 @@ class _StateRun:
             inputs = list(items)
         if state.item_batcher is not None:
             inputs = self.batches(state, inputs, effective)
-        processor = state.processor
-        assert processor is not None
-        self.emit("MapStateStarted", {"length": len(inputs)})
+        return inputs
+
+    def max_items(self, config: dict[str, Json]) -> Json:
+        """ReaderConfig's MaxItems (or MaxItemsPath, or its JSONata expression), as
+        given: a value that is no integer is a States.Runtime before the Map Run."""
+        if "MaxItemsPath" in config:
+            return self.integer_at(config["MaxItemsPath"], self.raw, "MaxItemsPath")
+        most = config.get("MaxItems", 0)
+        if self.state.jsonata and jsonata_mode.is_expression(most):
+            return self.number(most, "MaxItems", self.states())
+        return most
+
+    def reader_parameters(self, state: MapState, effective: Json) -> Json:
+        reader = state.item_reader
+        if state.jsonata:
+            return self.query(reader.get("Arguments", {}), "Arguments", self.states())
+        return self.resolve(reader.get("Parameters", {}), effective)
+
+    async def read_items(self, state: MapState, parameters: Json, most: Json) -> list[Json]:
+        """The ItemReader's items (ItemsPath does not apply to them: AWS's recordings)."""
+        reader = state.item_reader
+        limit = itemio.max_items(most)
+        items = await itemio.read_items(
+            self.it.items, reader["Resource"], parameters, reader.get("ReaderConfig", {}), limit
+        )
+        return items[:limit]
+
+    async def run_map(self, state: MapState, effective: Json) -> Json:
+        concurrency = self.max_concurrency(state)
+        reading = state.item_reader is not None
+        inputs: list[Json] = []
+        most: Json = 0
+        if reading:
+            # AWS does not know the length before its Map Run reads the items
+            self.emit("MapStateStarted", {"length": 0})
+            most = self.max_items(state.item_reader.get("ReaderConfig", {}))
+        else:
+            if state.jsonata:
+                items = self.jsonata_items(state, effective)
+            else:
+                items = self.select(state.items_path, effective, "ItemsPath")
+            inputs = self.map_inputs(state, items, effective)
+            self.emit("MapStateStarted", {"length": len(inputs)})
         tolerated_count, tolerated_percentage = self.tolerance(state)
         distributed = state.mode == "DISTRIBUTED"
+        run_arn = ""
         if distributed:
-            self.emit("MapRunStarted", {"mapRunArn": self.map_run_arn(state)})
+            run_arn = self.map_run_arn(state)
+            self.emit("MapRunStarted", {"mapRunArn": run_arn})
+        read: list[Json] = []
+        parameters: Json = None
+        if reading:
+            try:
+                parameters = self.reader_parameters(state, effective)
+                read = await self.read_items(state, parameters, most)
+                inputs = self.map_inputs(state, read, effective)
+            except StatesError as unread:
+                self.emit("MapRunFailed", {"error": unread.error, "cause": unread.cause or ""})
+                raise
+        processor = state.processor
+        assert processor is not None
         flow = self.scope.flow
         results: list[Json] = [None] * len(inputs)
+        #: which iterations succeeded (a queue reader deletes their messages)
+        succeeded = [False] * len(inputs)
+        #: each iteration as the child execution AWS runs (a ResultWriter's records)
+        children: list[itemio.ChildRun | None] = [None] * len(inputs)
         limit = concurrency if concurrency > 0 else len(inputs) or 1
         if state.mode == "INLINE":
             limit = min(limit, INLINE_MAP_CONCURRENCY)
@@ -1077,6 +1134,7 @@ class _StateRun:
             try:
                 if distributed:
                     child = self.scope.child(Flow(), History(MemoryLog(), self.it.clock.time))
+                    children[index] = itemio.ChildRun(str(uuid.uuid4()), item, self.it.clock.time())
                 else:
                     child = self.scope.child(flow.fork())
                 running[index] = child
@@ -1090,16 +1148,31 @@ class _StateRun:
                         flow.last = child.flow.last
                     failures += 1
                     results[index] = failure.output()
+                    ended = children[index]
+                    if ended is not None:
+                        ended.stop, ended.error = self.it.clock.time(), failure.error
+                        ended.cause = failure.cause
                     if over_threshold():
                         raise _Abort(failure) from None
                     return
                 running.pop(index, None)
+                succeeded[index] = True
+                ended = children[index]
+                if ended is not None:
+                    ended.stop, ended.output = self.it.clock.time(), results[index]
                 end = mark(child, "MapIterationSucceeded", index)
                 if not distributed:
                     flow.last = child.flow.last
                 last_end[0] = end
             finally:
                 slots.release()
+
+        async def settle() -> None:
+            # a queue reader's messages go once their iterations succeeded (not when
+            # the execution is stopped: those are received again, as SQS would)
+            if reading and state.item_reader["Resource"] == itemio.RECEIVE_MESSAGE:
+                done = self.processed(state, inputs, read, succeeded)
+                await itemio.delete_messages(self.it.items, parameters, done)
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -1110,6 +1183,7 @@ class _StateRun:
                         break
                     group.create_task(iteration(index, item))
         except* _Abort as aborted:
+            await settle()
             failure = _first_abort(aborted)
             for index, child in sorted(running.items()):
                 mark(child, "MapIterationAborted", index, advance=True)
@@ -1122,6 +1196,15 @@ class _StateRun:
                 self.emit("MapRunFailed", {"error": failure.error, "cause": failure.cause or ""})
             raise failure from None
         if distributed:
+            try:
+                await settle()
+                if state.result_writer is not None:
+                    results = await self.write_results(state, run_arn, children, effective)
+            except StatesError as unwritten:
+                self.emit(
+                    "MapRunFailed", {"error": unwritten.error, "cause": unwritten.cause or ""}
+                )
+                raise
             # as AWS has recorded since November 2024: the run's end and the state's
             # success point back without moving on; MapStateExited follows MapRunStarted
             run_end = self.emit("MapRunSucceeded", advance=False)
@@ -1131,6 +1214,45 @@ class _StateRun:
         self.emit("MapStateSucceeded", advance=False)
         return results
 
+    def processed(
+        self, state: MapState, inputs: list[Json], read: list[Json], succeeded: list[bool]
+    ) -> list[Json]:
+        """The items read whose iteration succeeded (a batch's items together)."""
+        sizes = (
+            [len(batch["Items"]) for batch in inputs] if state.item_batcher else [1] * len(inputs)
+        )
+        done: list[Json] = []
+        start = 0
+        for size, ok in zip(sizes, succeeded, strict=True):
+            if ok:
+                done.extend(read[start : start + size])
+            start += size
+        return done
+
+    async def write_results(
+        self,
+        state: MapState,
+        run_arn: str,
+        children: Sequence[itemio.ChildRun | None],
+        effective: Json,
+    ) -> Json:
+        """ResultWriter: the results transformed (WriterConfig) and, with a
+        Resource, exported (``itemio.write_results``)."""
+        writer = state.result_writer
+        config = writer.get("WriterConfig", {})
+        runs = [run for run in children if run is not None]  # stopped early: never started
+        # the children's ARNs as AWS names them: the run's machine/label and the child's name
+        prefix = run_arn.rsplit(":", 1)[0].replace(":mapRun:", ":execution:", 1)
+        machine = run_arn.rsplit(":", 1)[0].replace(":mapRun:", ":stateMachine:", 1)
+        records = [run.record(f"{prefix}:{run.name}", machine) for run in runs]
+        if "Resource" not in writer:
+            return itemio.transformed(config, runs, records, exporting=False)
+        if state.jsonata:
+            parameters = self.query(writer.get("Arguments", {}), "Arguments", self.states())
+        else:
+            parameters = self.resolve(writer.get("Parameters", {}), effective)
+        return await itemio.write_results(self.it.items, parameters, config, run_arn, runs, records)
+
     def map_run_arn(self, state: MapState) -> str:
         execution = self.it.execution
         assert execution is not None
@@ -1138,23 +1260,38 @@ class _StateRun:
         return f"{prefix}/{state.label or uuid.uuid4()}:{uuid.uuid4()}"
 
     def batches(self, state: MapState, inputs: list[Json], effective: Json) -> list[Json]:
-        """ItemBatcher: items grouped ``{"Items": [...], **BatchInput}``."""
+        """ItemBatcher: items grouped ``{"BatchInput": {...}, "Items": [...]}`` (AWS's
+        recorded shape; BatchInput only when given). In JSONata mode its fields
+        may be expressions."""
         batcher = state.item_batcher if isinstance(state.item_batcher, dict) else {}
+        states = self.states() if state.jsonata else None
         most = batcher.get("MaxItemsPerBatch")
+        most_bytes = batcher.get("MaxInputBytesPerBatch")
+        if state.jsonata:
+            if isinstance(most, str) and jsonata_mode.is_expression(most):
+                most = self.number(most, "MaxItemsPerBatch", states)
+            if isinstance(most_bytes, str) and jsonata_mode.is_expression(most_bytes):
+                most_bytes = self.number(most_bytes, "MaxInputBytesPerBatch", states)
         if "MaxItemsPerBatchPath" in batcher:
             most = int(
                 self.integer_at(batcher["MaxItemsPerBatchPath"], self.raw, "MaxItemsPerBatchPath")
             )
-        most_bytes = batcher.get("MaxInputBytesPerBatch")
         if "MaxInputBytesPerBatchPath" in batcher:
             most_bytes = int(
                 self.integer_at(
                     batcher["MaxInputBytesPerBatchPath"], self.raw, "MaxInputBytesPerBatchPath"
                 )
             )
+        given = "BatchInput" in batcher
         extra = batcher.get("BatchInput", {})
-        if isinstance(extra, dict):
+        if state.jsonata and given:
+            extra = self.query(extra, "BatchInput", states)
+        elif isinstance(extra, dict):
             extra = self.resolve(extra, effective)
+
+        def batch_of(items: list[Json]) -> Json:
+            return {"BatchInput": extra, "Items": items} if given else {"Items": items}
+
         out: list[Json] = []
         batch: list[Json] = []
         size = 0
@@ -1163,12 +1300,12 @@ class _StateRun:
             full = most is not None and len(batch) >= most
             too_big = most_bytes is not None and batch and size + item_size > most_bytes
             if full or too_big:
-                out.append({**extra, "Items": batch})
+                out.append(batch_of(batch))
                 batch, size = [], 0
             batch.append(item)
             size += item_size
         if batch:
-            out.append({**extra, "Items": batch})
+            out.append(batch_of(batch))
         return out
 
 
@@ -1353,6 +1490,7 @@ async def run_machine(
     account: str = "000000000000",
     region: str = "us-east-1",
     role_arn: str | None = None,
+    items: itemio.ItemSource | None = None,
 ) -> tuple[Outcome, MemoryLog]:
     """Run one execution in memory (an EXPRESS execution, a test): its outcome and history."""
     clock = clock if clock is not None else SystemClock()
@@ -1368,7 +1506,9 @@ async def run_machine(
         start_time=clock.time(),
     )
     log = MemoryLog()
-    interpreter = Interpreter(machine, log=log, tasks=tasks, clock=clock, region=region)
+    interpreter = Interpreter(
+        machine, log=log, tasks=tasks, clock=clock, region=region, items=items
+    )
     outcome = await interpreter.run(execution)
     return outcome, log
 
