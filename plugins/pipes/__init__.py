@@ -4,7 +4,8 @@
 section declares resources of it); ``sources`` reads queues and streams;
 ``definition`` checks a pipe's settings; ``template`` fills AWS's pipes input
 templates; ``store.PipeStore`` keeps pipes' definitions, states and counts;
-``cli`` adds ``pipelines pipes ...``. See docs/pipes.md.
+``cli`` adds ``pipelines pipes ...``; ``api`` serves the pipes API on the
+AWS endpoint. See docs/pipes.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pipelines.targets import TargetType
 from plugins.pipes.pipe import PipeType
 
 if TYPE_CHECKING:
+    from pipelines.api import Service
     from pipelines.store import Store
 
 
@@ -32,6 +34,13 @@ def register_commands(cli: click.Group) -> None:
     from plugins.pipes.cli import pipes_group
 
     cli.add_command(pipes_group)
+
+
+@hookimpl
+def register_services(register: Callable[[Service], None]) -> None:
+    from plugins.pipes.api import pipes
+
+    register(pipes)
 
 
 @hookimpl

@@ -81,6 +81,8 @@ BUS_BATCH = 10
 #: Deliveries of one batch under way at once to a target taking one event per call.
 PARALLEL_DELIVERIES = 16
 LOG_RANK = {"OFF": 0, "ERROR": 1, "INFO": 2, "TRACE": 3}
+#: The setting the pipes API adds to the pipes it makes (``api``): not one a config gives.
+ORIGIN = "__origin__"
 
 
 def pipe_arn(name: str) -> str:
@@ -707,6 +709,6 @@ class PipeType(TargetType):
     settings = SETTINGS_TABLE
 
     def create(self, name: str, config: Mapping[str, Any]) -> PipeTarget:
-        origin = str(config.get("__origin__", "config"))
-        settings = {k: v for k, v in config.items() if k != "__origin__"}
+        origin = str(config.get(ORIGIN, "config"))
+        settings = {k: v for k, v in config.items() if k != ORIGIN}
         return PipeTarget(parse_pipe(Where(f"pipe {name}"), name, settings), origin)
