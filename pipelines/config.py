@@ -69,10 +69,14 @@ TOP_KEYS = {
     "archives",
     "alarms",
     "cluster",
+    "schedules",
+    "schedule_groups",
     "pipes",
 }
 #: The resource a ``cluster`` section becomes: the runners' shared intake.
 CLUSTER_RESOURCE = "cluster"
+#: The resource ``schedules`` and ``schedule_groups`` become (the scheduler plugin's type).
+SCHEDULER_RESOURCE = "scheduler"
 _GROUP = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 RULE_KEYS = {"bus", "pattern", "schedule", "state", "description", "targets"}
 DEFAULT_STATE = ".pipelines/state.db"
@@ -92,6 +96,9 @@ class PipelineConfig:
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
     archives: dict[str, dict[str, Any]] = field(default_factory=dict)
     alarms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: EventBridge Scheduler's schedules (``name`` or ``group/name``) and groups.
+    schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    schedule_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: ``pipes``: each is also a resource of type ``pipe`` (``resources``).
     pipes: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: ``cluster.group``: the runners that share subscriptions (None: alone).
@@ -587,6 +594,7 @@ def load_config(
         if isinstance(data, dict) and data.get("cluster") is not None:
             clusters.append(data["cluster"])
     problems += _cluster(config, clusters)
+    problems += _scheduler(config)
     problems += _pipes(config)
     if state is None or state is False:
         config.state = None
@@ -622,7 +630,15 @@ def _merge(config: PipelineConfig, data: Any, loader: _Loader) -> list[Problem]:
         problems.append(at(("buses",), "buses is a list of bus names"))
     else:
         config.buses += [b for b in buses if b not in config.buses and b != DEFAULT_BUS]
-    for section in ("resources", "rules", "archives", "alarms", "pipes"):
+    for section in (
+        "resources",
+        "rules",
+        "archives",
+        "alarms",
+        "schedules",
+        "schedule_groups",
+        "pipes",
+    ):
         declared = data.get(section) or {}
         if not isinstance(declared, dict):
             problems.append(at((section,), f"{section} is a mapping of names to declarations"))
@@ -638,10 +654,10 @@ def _merge(config: PipelineConfig, data: Any, loader: _Loader) -> list[Problem]:
                         f" {first.file}:{first.line}:{first.column}",
                     )
                 )
-            elif not isinstance(body, dict):
+            elif not isinstance(body, dict) and not (section == "schedule_groups" and body is None):
                 problems.append(at((section, name), f"{section[:-1]} {name!r} must be a mapping"))
             else:
-                merged[str(name)] = body
+                merged[str(name)] = body or {}  # a schedule group may be just its name
     return problems
 
 
@@ -685,6 +701,30 @@ def _cluster(config: PipelineConfig, clusters: list[Any]) -> list[Problem]:
     for path, position in list(config.positions.items()):
         if path[:1] == ("cluster",):
             config.positions[("resources", CLUSTER_RESOURCE, *path[1:])] = position
+    return []
+
+
+def _scheduler(config: PipelineConfig) -> list[Problem]:
+    """``schedules`` and ``schedule_groups`` become the resource ``scheduler``
+    (EventBridge Scheduler, the scheduler plugin's type), their problems
+    located in those sections."""
+    if not config.schedules and not config.schedule_groups:
+        return []
+    if SCHEDULER_RESOURCE in config.resources:
+        return [
+            config.at(
+                ("resources", SCHEDULER_RESOURCE),
+                f"resources.{SCHEDULER_RESOURCE}: the name is taken by the schedules section",
+            )
+        ]
+    config.resources[SCHEDULER_RESOURCE] = {
+        "type": "scheduler",
+        "schedules": config.schedules,
+        "schedule_groups": {name: body or {} for name, body in config.schedule_groups.items()},
+    }
+    for path, position in list(config.positions.items()):
+        if path[:1] in (("schedules",), ("schedule_groups",)):
+            config.positions[("resources", SCHEDULER_RESOURCE, *path)] = position
     return []
 
 

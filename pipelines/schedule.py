@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -287,6 +288,13 @@ class Schedule:
     period: float = 0.0  # rate
     at: float = 0.0  # at
     cron: str = ""  # croniter's expression
+    #: What a flexible window's moment is drawn from, with the run's time
+    #: (``flexible_delay``); empty: the scheduled rule's ARN.
+    identity: str = ""
+    #: Under ``fire_once``, a missed run older than this many seconds is
+    #: dropped, not fired (None: however old). EventBridge Scheduler's
+    #: schedules set their retry policy's maximum event age.
+    late_limit: float | None = None
     #: What decides the firing times; a change starts the schedule afresh.
     #: Worked out once: every mark the scheduler saves carries it.
     fingerprint: str = field(init=False, repr=False)
@@ -481,6 +489,17 @@ def parse_schedule(where: Where | str, spec: object) -> Schedule:
     return dataclasses.replace(
         schedule, start=start, end=end, flexible_window=window * 60.0, missed_runs=missed
     )
+
+
+def flexible_delay(identity: str, due: float, window: float) -> float:
+    """How long after ``due`` a run with a flexible window of ``window``
+    seconds fires: a moment drawn uniformly from the window, seeded by the
+    schedule's ``identity`` and the run's time. So it is the same in every
+    runner and after a restart, and reproducible under a test clock; runs of
+    different schedules, or of one schedule at different times, spread out."""
+    if window <= 0:
+        return 0.0
+    return random.Random(f"{identity}|{due!r}").uniform(0, window)
 
 
 def next_firings(

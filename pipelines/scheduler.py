@@ -26,7 +26,16 @@ Missed runs: a run the scheduler could not fire within ``LATE_GRACE`` seconds
 of its time (plus the schedule's flexible window), because the process was
 down or the machine was asleep, follows the rule's ``missed_runs`` policy:
 ``skip`` drops it, ``fire_once`` fires one event for the latest missed run, at
-once, however many were missed.
+once, however many were missed (if it is no older than the schedule's
+``late_limit``, when it has one).
+
+A flexible window's moment is ``schedule.flexible_delay`` of the schedule's
+identity and the run's time: the same in every runner and after a restart.
+
+A schedule that will never fire again once its last run is marked (a
+one-time ``at()`` run, a run at its end date) is *complete*: the callables
+given to ``on_complete`` hear of it (EventBridge Scheduler's
+``ActionAfterCompletion: DELETE`` deletes such a schedule).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import itertools
 import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -45,7 +55,7 @@ from pipelines.clock import Cancellable, Clock
 from pipelines.errors import StateError
 from pipelines.event import make_event
 from pipelines.intake import DurableIntake
-from pipelines.schedule import FIRE_ONCE, Schedule
+from pipelines.schedule import FIRE_ONCE, Schedule, flexible_delay
 from pipelines.state import ScheduleMark, StateDB
 
 
@@ -89,6 +99,8 @@ class _Entry:
     arn: str = ""
     #: Placed in the heap (its anchor and last run are known).
     admitted: bool = False
+    #: Its runs in the heap (none once fired: the schedule is complete).
+    pending: int = 0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -143,6 +155,10 @@ class Scheduler:
         self._sleeping = False
         #: When the last turn that fired runs ended: the next waits for the window.
         self._quiet_until = -math.inf
+        #: Told (bus name, rule) of each schedule that has no run left once
+        #: its last run is marked; they must not block (queue the work).
+        self.on_complete: list[Callable[[str, str], None]] = []
+        self._complete: list[_Entry] = []
 
     def register(self, bus: ScheduledBus, rule: str, schedule: Schedule) -> None:
         """Schedule ``rule`` (new, or with a changed schedule)."""
@@ -189,6 +205,9 @@ class Scheduler:
                 self._quiet_until = self.clock.time() + self.window
                 if await self._committed(since):
                     await self._save([entry.mark() for entry in fired])
+                    self._tell_complete()
+            elif self._complete:  # missed to the last, nothing fired
+                self._tell_complete()
             if not self._wake.is_set():
                 await self._sleep()
 
@@ -225,11 +244,23 @@ class Scheduler:
                     entry.anchor, entry.last_due = mark.anchor, mark.last_due
                     since = mark.last_due if mark.last_due is not None else mark.anchor - _EPSILON
                     self._advance(entry, since, now)
+                    if not entry.pending and mark.last_due is not None:
+                        # Its last run was marked before a stop: complete.
+                        self._complete.append(entry)
         finally:
             placed, self._placing = self._placing, None
             self._place(placed)
         if fresh:  # a known schedule's mark is unchanged until it fires
             await self._save([entry.mark() for entry in fresh])
+        self._tell_complete()
+
+    def _tell_complete(self) -> None:
+        """Tell ``on_complete`` of the schedules whose last run is marked."""
+        complete, self._complete = self._complete, []
+        for entry in complete:
+            if entry.active:
+                for listener in self.on_complete:
+                    listener(entry.bus.name, entry.rule)
 
     def _place(self, items: list[_Item]) -> None:
         """Put runs into the heap: many at once (the runtime's start, 10,000
@@ -248,9 +279,12 @@ class Scheduler:
         upcoming = schedule.next_after(since, entry.anchor)
         overdue = _cutoff(schedule, now)
         if upcoming is not None and upcoming < overdue:
-            if schedule.missed_runs == FIRE_ONCE:
+            latest = schedule.latest_before(now + _EPSILON, entry.anchor)
+            limit = schedule.late_limit
+            if schedule.missed_runs == FIRE_ONCE and (
+                limit is None or (latest is not None and latest >= now - limit)
+            ):
                 # One event for the latest run due by now, late ones included.
-                latest = schedule.latest_before(now + _EPSILON, entry.anchor)
                 assert latest is not None  # ``upcoming`` is one
                 self._push(now, entry, latest, chain=False)
                 self._missed(entry, upcoming, latest, "firing once for the latest")
@@ -261,10 +295,10 @@ class Scheduler:
                 self._missed(entry, upcoming, latest or upcoming, "skipped (missed_runs: skip)")
                 upcoming = schedule.at_or_after(overdue, entry.anchor)
         if upcoming is not None:
-            jitter = (
-                self.rng.uniform(0, schedule.flexible_window) if schedule.flexible_window else 0
+            delay = flexible_delay(
+                schedule.identity or entry.arn, upcoming, schedule.flexible_window
             )
-            self._push(upcoming + jitter, entry, upcoming, chain=True)
+            self._push(upcoming + delay, entry, upcoming, chain=True)
 
     @staticmethod
     def _missed(entry: _Entry, first: float, last: float, outcome: str) -> None:
@@ -280,6 +314,7 @@ class Scheduler:
     def _push(self, fire_at: float, entry: _Entry, due: float, *, chain: bool) -> None:
         order = next(self._order)
         self._waiting[order] = entry
+        entry.pending += 1
         item = (fire_at, order, due, chain)
         if self._placing is not None:
             self._placing.append(item)
@@ -294,11 +329,14 @@ class Scheduler:
         while heap and heap[0][0] <= now:
             _, order, due, chain = heapq.heappop(heap)
             entry = self._waiting.pop(order)
+            entry.pending -= 1
             if not entry.active:
                 continue
             if chain and due < _cutoff(entry.schedule, now):
                 # Too late (the machine slept, the clock jumped): a missed run.
                 self._advance(entry, due - _EPSILON, now)
+                if not entry.pending:
+                    self._complete.append(entry)
                 continue
             self._fire(entry, due, now)
             if len(fired) % _BURST == _BURST - 1:
@@ -309,6 +347,8 @@ class Scheduler:
             fired.append(entry)
             if chain:
                 self._advance(entry, due, now)
+            if not entry.pending:
+                self._complete.append(entry)
         return fired
 
     def _fire(self, entry: _Entry, due: float, now: float) -> None:

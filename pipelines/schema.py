@@ -131,6 +131,47 @@ def _sections(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
             "propertyNames": _NAME,
             "additionalProperties": {"$ref": "#/$defs/rule"},
         },
+        "schedules": {
+            "type": "object",
+            "description": "EventBridge Scheduler's schedules by name or group/name (the"
+            " scheduler plugin; docs/scheduler.md)",
+            "propertyNames": {
+                "type": "string",
+                "pattern": "^([0-9A-Za-z._-]{1,64}/)?[0-9A-Za-z._-]{1,64}$",
+            },
+            "additionalProperties": {
+                "type": "object",
+                "required": ["expression", "target"],
+                "properties": {
+                    "group": {"type": "string"},
+                    "expression": {"type": "string", "description": "cron(), rate() or at()"},
+                    "timezone": {"type": "string"},
+                    "start_date": {"type": "string"},
+                    "end_date": {"type": "string"},
+                    "description": {"type": "string", "maxLength": 512},
+                    "state": {"enum": ["ENABLED", "DISABLED"]},
+                    "flexible_window_minutes": {"type": "integer", "minimum": 0, "maximum": 1440},
+                    "action_after_completion": {"enum": ["NONE", "DELETE"]},
+                    "missed_runs": {"enum": ["skip", "fire_once"]},
+                    "target": {
+                        "type": "object",
+                        "description": "resource (a name) or arn; input; retry_policy;"
+                        " dead_letter; eventbridge {detail_type, source}; sqs"
+                        " {message_group_id}",
+                    },
+                },
+            },
+        },
+        "schedule_groups": {
+            "type": "object",
+            "description": "EventBridge Scheduler's schedule groups by name, with their tags",
+            "additionalProperties": {
+                "anyOf": [
+                    {"type": "null"},
+                    {"type": "object", "properties": {"tags": {"type": "object"}}},
+                ]
+            },
+        },
         "archives": {
             "type": "object",
             "description": "archives by name: the events a bus keeps for replays",

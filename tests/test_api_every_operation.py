@@ -1204,7 +1204,68 @@ def stepfunctions(c: Context) -> None:
 
 
 #: In order: sqs first (the inbox queue the others deliver to).
+def scheduler(c: Context) -> None:
+    aws, t = c.aws, c.t
+    group = f"{t}-reports"
+    group_arn = f"arn:aws:scheduler:us-east-1:{ACCOUNT}:schedule-group/{group}"
+    made = aws("scheduler", "CreateScheduleGroup", Name=group, Tags=[{"Key": "k", "Value": "v"}])
+    assert made == {"ScheduleGroupArn": group_arn}
+    assert aws("scheduler", "GetScheduleGroup", Name=group)["State"] == "ACTIVE"
+    names = [g["Name"] for g in aws("scheduler", "ListScheduleGroups")["ScheduleGroups"]]
+    assert group in names
+    aws("scheduler", "TagResource", ResourceArn=group_arn, Tags=[{"Key": "k2", "Value": "w"}])
+    aws("scheduler", "UntagResource", ResourceArn=group_arn, TagKeys=["k"])
+    tags = aws("scheduler", "ListTagsForResource", ResourceArn=group_arn)
+    assert tags == {"Tags": [{"Key": "k2", "Value": "w"}]}
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)
+    target = {
+        "Arn": c.inbox_arn,
+        "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/scheduler",
+        "Input": f'{{"from": "{t}-once"}}',
+    }
+    aws(
+        "scheduler",
+        "CreateSchedule",
+        Name=f"{t}-once",
+        GroupName=group,
+        ScheduleExpression=f"at({when.strftime('%Y-%m-%dT%H:%M:%S')})",
+        FlexibleTimeWindow={"Mode": "OFF"},
+        ActionAfterCompletion="DELETE",
+        Target=target,
+    )
+    aws(
+        "scheduler",
+        "CreateSchedule",
+        Name=f"{t}-daily",
+        ScheduleExpression="cron(0 3 * * ? *)",
+        FlexibleTimeWindow={"Mode": "OFF"},
+        Target=target,
+    )
+    aws(
+        "scheduler",
+        "UpdateSchedule",
+        Name=f"{t}-daily",
+        ScheduleExpression="cron(0 4 * * ? *)",
+        State="DISABLED",
+        FlexibleTimeWindow={"Mode": "OFF"},
+        Target=target,
+    )
+    got = aws("scheduler", "GetSchedule", Name=f"{t}-daily")
+    assert (got["ScheduleExpression"], got["State"]) == ("cron(0 4 * * ? *)", "DISABLED")
+    listed = aws("scheduler", "ListSchedules", NamePrefix=t)["Schedules"]
+    assert {s["Name"] for s in listed} >= {f"{t}-once", f"{t}-daily"}
+    (message,) = c.drain(1, wait=10)
+    assert json.loads(message["Body"]) == {"from": f"{t}-once"}
+    aws("scheduler", "DeleteSchedule", Name=f"{t}-daily")
+    aws("scheduler", "DeleteScheduleGroup", Name=group)
+    assert c.aws.refused("scheduler", "GetScheduleGroup", Name=group) == (
+        "ResourceNotFoundException"
+    )
+
+
 SCENARIOS = [sqs, sns, events, connections, kinesis, logs, cloudwatch, stepfunctions]
+if "scheduler" in SERVED:  # the scheduler plugin's entry point is installed
+    SCENARIOS.append(scheduler)
 
 
 def _run_every_operation(aws: Client, tag: str, gate: Path, skipped: set[tuple[str, str]]) -> None:

@@ -1,0 +1,50 @@
+"""The built-in ``scheduler`` plugin: EventBridge Scheduler's schedules and schedule groups.
+
+``target.SchedulerType`` is the ``scheduler`` resource holding them (a
+config's ``schedules:`` and ``schedule_groups:`` sections become it), each
+schedule a rule of the internal bus ``aws.scheduler`` fired by the engine's
+scheduler; ``store.ScheduleStore`` keeps them in the state database; ``api``
+serves the scheduler API (REST-JSON) on the AWS endpoint; ``cli`` adds
+``pipelines schedules list|describe|next``. See docs/scheduler.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import click
+
+from pipelines.hookspecs import hookimpl
+from pipelines.targets import TargetType
+from plugins.scheduler.target import SchedulerType
+
+if TYPE_CHECKING:
+    from pipelines.api import Service
+    from pipelines.store import Store
+
+
+@hookimpl
+def register_targets(register: Callable[[TargetType], None]) -> None:
+    register(SchedulerType())
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    from plugins.scheduler.cli import schedules_group
+
+    cli.add_command(schedules_group)
+
+
+@hookimpl
+def register_services(register: Callable[[Service], None]) -> None:
+    from plugins.scheduler.api import scheduler
+
+    register(scheduler)
+
+
+@hookimpl
+def register_stores(register: Callable[[type[Store]], None]) -> None:
+    from plugins.scheduler.store import ScheduleStore
+
+    register(ScheduleStore)
