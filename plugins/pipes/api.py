@@ -293,6 +293,34 @@ def _check_references(call: Call, settings: Mapping[str, Any]) -> None:
             raise ApiError("ValidationException", f"{key.title()} {reference} does not exist.")
 
 
+def _check_source(call: Call, settings: Mapping[str, Any], given: Mapping[str, Any]) -> None:
+    """What depends on the source's kind, which the API knows before the pipe starts."""
+    reference = str(settings.get("source", ""))
+    arn = _arn_of(call, resource_name(reference))
+    kind = arn.split(":")[2] if arn.startswith("arn:") else ""
+    if kind not in ("sqs", "kinesis"):
+        raise ApiError(
+            "ValidationException", f"Source {reference} is neither a queue nor a stream."
+        )
+    wrong = "KinesisStreamParameters" if kind == "sqs" else "SqsQueueParameters"
+    if wrong in given:
+        raise ApiError(
+            "ValidationException", f"SourceParameters.{wrong} does not fit the source {reference}."
+        )
+    source = settings.get("source_parameters") or {}
+    if kind == "kinesis" and "starting_position" not in source:
+        raise ApiError(
+            "ValidationException",
+            "SourceParameters.KinesisStreamParameters.StartingPosition is required.",
+        )
+    wide = source.get("batch_size", 10) > 10
+    if kind == "sqs" and wide and source.get("maximum_batching_window_in_seconds", 0) < 1:
+        raise ApiError(
+            "ValidationException",
+            "MaximumBatchingWindowInSeconds must be at least 1 with a BatchSize above 10.",
+        )
+
+
 async def _put(call: Call, name: str, settings: dict[str, Any]) -> PipeTarget:
     """Put the pipe resource; a setting its check refuses is a ValidationException."""
     try:
@@ -312,6 +340,7 @@ async def create_pipe(call: Call, params: dict[str, Any]) -> dict[str, Any]:
         raise ApiError("ConflictException", f"Pipe {name} already exists.", 409)
     settings = settings_of(params)
     _check_references(call, settings)
+    _check_source(call, settings, params.get("SourceParameters") or {})
     desired = settings.get("desired_state", "RUNNING")
     await store.put(name, "api", settings, desired)
     try:
@@ -335,6 +364,7 @@ async def update_pipe(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     # UpdatePipe replaces what it names; an absent enrichment keeps the old one.
     settings = settings_of(params, base)
     _check_references(call, settings)
+    _check_source(call, settings, params.get("SourceParameters") or {})
     settings["desired_state"] = params.get("DesiredState", pipe.desired_state)
     previous = await store.get(name)
     await store.put(name, "api", settings, settings["desired_state"], current_state="UPDATING")
