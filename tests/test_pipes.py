@@ -545,3 +545,89 @@ async def test_the_store_keeps_definitions_states_and_counts(state_location: str
         assert [r.name for r in await store.made_by_api()] == ["api-made"]
         assert await store.delete("api-made")
         assert [r.name for r in await store.pipes()] == ["p"]
+
+
+ENRICH_MACHINE = {
+    "QueryLanguage": "JSONata",
+    "StartAt": "Tag",
+    "States": {
+        "Tag": {
+            "Type": "Pass",
+            "Output": "{% $map($states.input, function($r) { {'id': $parse($r.body).id, 'checked': true} }) %}",
+            "End": True,
+        }
+    },
+}
+
+
+async def test_an_express_state_machine_enriches_and_a_bus_is_the_target(tmp_path: Path) -> None:
+    path = config(
+        tmp_path,
+        f"""
+buses: [orders]
+resources:
+  orders: {{type: queue}}
+  tagger: {{type: state_machine, state_machine_type: EXPRESS, definition: {json.dumps(ENRICH_MACHINE)}}}
+  collect: {{type: function, function: "tests.pipes_functions:collect"}}
+rules:
+  checked:
+    bus: orders
+    pattern: {{source: [shop.pipe]}}
+    targets: [{{id: c, resource: collect}}]
+pipes:
+  p:
+    source: orders
+    enrichment: tagger
+    target: bus:orders
+    target_parameters: {{source: shop.pipe, detail_type: Checked}}
+""",
+    )
+    runtime = await runtime_of(path, str(tmp_path / "state.db"))
+    async with runtime:
+        await send(runtime, "orders", [{"id": 1}, {"id": 2}])
+        await until(lambda: asyncio.sleep(0, len(batches("collect")) == 2))
+    events = sorted(batches("collect"), key=lambda event: event["detail"]["id"])
+    assert [event["detail"] for event in events] == [
+        {"id": 1, "checked": True},
+        {"id": 2, "checked": True},
+    ]
+    assert events[0]["source"] == "shop.pipe"
+    assert events[0]["detail-type"] == "Checked"
+    assert events[0]["resources"] == ["arn:aws:pipes:us-east-1:000000000000:pipe/p"]
+
+
+async def test_a_standard_machine_is_no_enrichment_and_errors_reach_the_log_group(
+    tmp_path: Path,
+) -> None:
+    machine = json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}})
+    path = config(
+        tmp_path,
+        f"""
+resources:
+  orders: {{type: queue, visibility_timeout: 30}}
+  standard: {{type: state_machine, definition: {machine}}}
+  collect: {{type: function, function: "tests.pipes_functions:collect"}}
+  pipe-logs: {{type: log_group}}
+pipes:
+  p:
+    source: orders
+    enrichment: standard
+    target: collect
+    log_configuration: {{level: ERROR, log_group: pipe-logs}}
+""",
+    )
+    runtime = await runtime_of(path, str(tmp_path / "state.db"))
+    async with runtime:
+        await send(runtime, "orders", [{"id": 1}])
+        pipe = runtime.resource("p")
+        assert isinstance(pipe, PipeTarget)
+        await until(lambda: asyncio.sleep(0, pipe.counts["failed"] == 1))
+    from plugins.logs.store import LogStore
+
+    async with await LogStore.open(runtime.state_path) as store:
+        found = await store.filter_log_events("pipe-logs")
+    [record] = [json.loads(event["message"]) for event in found["events"]]
+    assert record["messageType"] == "ExecutionFailed"
+    assert record["logLevel"] == "ERROR" and record["stage"] == "Enrichment"
+    assert "STANDARD" in record["error"]
+    assert batches("collect") == []
