@@ -1,5 +1,5 @@
-"""Helpers for the scheduler plugin's tests: the plugin registered on a plugin
-manager (until the venv's entry points name it), and a CLI subprocess with it."""
+"""Helpers for the scheduler plugin's tests: the installed plugins with the
+test recorder, and the ``pipelines`` command in a subprocess."""
 
 from __future__ import annotations
 
@@ -20,28 +20,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def scheduler_plugins() -> pluggy.PluginManager:
-    """The installed plugins, the recorder and the scheduler plugin."""
+    """The installed plugins (the scheduler's entry point among them) and the recorder."""
     manager = plugin_manager()
-    if manager.get_plugin("scheduler") is None:
-        manager.register(plugins.scheduler, name="scheduler")
+    assert manager.get_plugin("scheduler") is plugins.scheduler, "reinstall: pip install -e ."
     return manager
-
-
-#: ``pipelines`` in a subprocess, with the scheduler plugin registered as its
-#: entry point will register it.
-_CLI = (
-    "import plugins.scheduler as p\n"
-    "from pipelines.pluginmanager import get_plugin_manager\n"
-    "m = get_plugin_manager()\n"
-    "m.get_plugin('scheduler') or m.register(p, name='scheduler')\n"
-    "from pipelines.cli import main\n"
-    "main()\n"
-)
 
 
 def pipelines_cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, "-c", _CLI, *args],
+        [sys.executable, "-m", "pipelines", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -421,6 +421,17 @@ def events(c: Context) -> None:
     assert bus_arn == f"arn:aws:events:us-east-1:{ACCOUNT}:event-bus/{bus}"
     described = aws("events", "DescribeEventBus", Name=bus)
     assert (described["Name"], described["Arn"]) == (bus, bus_arn)
+    assert "Policy" not in described
+    updated = aws("events", "UpdateEventBus", Name=bus, Description="the shop's")
+    assert (updated["Arn"], updated["Description"]) == (bus_arn, "the shop's")
+    granted = {"Action": "events:PutEvents", "Principal": "111122223333", "StatementId": "team"}
+    assert aws("events", "PutPermission", EventBusName=bus, **granted) == {}
+    policy = json.loads(aws("events", "DescribeEventBus", Name=bus)["Policy"])
+    assert [s["Principal"] for s in policy["Statement"]] == [
+        {"AWS": "arn:aws:iam::111122223333:root"}
+    ]
+    assert aws("events", "RemovePermission", EventBusName=bus, StatementId="team") == {}
+    assert "Policy" not in aws("events", "DescribeEventBus", Name=bus)
     buses = aws("events", "ListEventBuses", NamePrefix=f"{t}-")["EventBuses"]
     assert [(b["Name"], b["Arn"]) for b in buses] == [(bus, bus_arn)]
     rule = f"{t}-orders"

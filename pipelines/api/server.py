@@ -352,11 +352,12 @@ class ApiSettings:
     key: Path | None = None
 
 
-def _account(access_key: str | None) -> str:
-    # As LocalStack does: a 12-digit access key acts as that account.
+def _account(access_key: str | None, default: str = DEFAULT_ACCOUNT) -> str:
+    # As LocalStack does: a 12-digit access key acts as that account (any
+    # other key as the runner's own account).
     if access_key is not None and len(access_key) == 12 and access_key.isdigit():
         return access_key
-    return DEFAULT_ACCOUNT
+    return default
 
 
 class ApiServer:
@@ -484,6 +485,7 @@ class ApiServer:
                 access_key=access_key,
                 base_url=f"{request.scheme}://{request.host}",
                 keeping=self.keeping,
+                org=self._org_of(access_key),
             )
             result = await function(call, params)
         except web.HTTPRequestEntityTooLarge:
@@ -503,7 +505,13 @@ class ApiServer:
 
     def _account_of(self, access_key: str | None) -> str:
         known = self.settings.access_keys.get(access_key or "")
-        return known.account if known is not None else _account(access_key)
+        if known is not None:
+            return known.account
+        return _account(access_key, self.runtime.account)
+
+    def _org_of(self, access_key: str | None) -> str | None:
+        known = self.settings.access_keys.get(access_key or "")
+        return known.org if known is not None else None
 
     async def _verify(self, request: web.BaseRequest, wire: _Request) -> str:
         headers = {name.lower(): ",".join(request.headers.getall(name)) for name in request.headers}
