@@ -66,9 +66,7 @@ class served:
         runtime.add_resource("orders", "queue", {"visibility_timeout": 2})
         runtime.add_resource("clicks", "stream", {})
         runtime.add_resource("dlq", "queue", {})
-        runtime.add_resource(
-            "collect", "function", {"function": "tests.pipes_functions:collect"}
-        )
+        runtime.add_resource("collect", "function", {"function": "tests.pipes_functions:collect"})
         self.server = ApiServer(runtime, served_services(plugins), "127.0.0.1", 0)
         await self.server.start()
         await runtime.start()
@@ -96,7 +94,9 @@ async def test_a_pipe_made_through_the_api_runs_and_is_described_as_aws_does(
         Source=QUEUE_ARN,
         SourceParameters={
             "SqsQueueParameters": {"BatchSize": 5},
-            "FilterCriteria": {"Filters": [{"Pattern": '{"body": {"total": [{"numeric": [">", 100]}]}}'}]},
+            "FilterCriteria": {
+                "Filters": [{"Pattern": '{"body": {"total": [{"numeric": [">", 100]}]}}'}]
+            },
         },
         Target=FUNCTION_ARN,
         Tags={"team": "shop"},

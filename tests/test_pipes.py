@@ -631,3 +631,56 @@ pipes:
     assert record["logLevel"] == "ERROR" and record["stage"] == "Enrichment"
     assert "STANDARD" in record["error"]
     assert batches("collect") == []
+
+
+LOGS = """
+resources:
+  app-logs: {type: log_group}
+  collect: {type: function, function: "tests.pipes_functions:collect"}
+rules:
+  to-logs:
+    pattern: {source: [app]}
+    targets: [{id: logs, resource: app-logs, input_path: $.detail}]
+pipes:
+  errors:
+    source: app-logs
+    filters: [{message: {level: [error]}}]
+    target: collect
+"""
+
+
+async def test_a_log_group_is_a_source_and_its_place_survives_a_restart(
+    tmp_path: Path, state_location: str
+) -> None:
+    path = config(tmp_path, LOGS)
+
+    def entry(n: int, level: str) -> dict[str, Any]:
+        return {
+            "Source": "app",
+            "DetailType": "line",
+            "Detail": json.dumps({"n": n, "level": level}),
+        }
+
+    def seen() -> list[int]:
+        return [json.loads(r["message"])["n"] for batch in batches("collect") for r in batch]
+
+    runtime = await runtime_of(path, state_location)
+    async with runtime:
+        await runtime.put_events([entry(1, "error"), entry(2, "info"), entry(3, "error")])
+        await until(lambda: asyncio.sleep(0, len(seen()) == 2))
+        [record] = batches("collect")[0][:1]
+        assert record["eventSource"] == "aws:logs" and record["logGroup"] == "app-logs"
+        pipe = runtime.resource("errors")
+        assert isinstance(pipe, PipeTarget)
+        await pipe.set_desired("STOPPED")
+        await runtime.put_events([entry(4, "error")])
+        await runtime.wait_until_idle()
+        await asyncio.sleep(0.3)
+        assert seen() == [1, 3]  # stopped: read nothing
+    runtime = await runtime_of(path, state_location)
+    async with runtime:
+        await runtime.put_events([entry(5, "error")])
+        await runtime.resource("errors").set_desired("RUNNING")  # type: ignore[attr-defined]
+        await until(lambda: asyncio.sleep(0, len(seen()) == 4))
+        await asyncio.sleep(0.3)
+    assert seen() == [1, 3, 4, 5]  # from its place: none lost, none twice

@@ -102,7 +102,7 @@ def resource_name(reference: str) -> str:
     ``...:stream/clicks`` -> ``clicks``, ``...:function:enrich`` -> ``enrich``)."""
     if not reference.startswith("arn:"):
         return reference
-    resource = reference.split(":", 5)[-1]
+    resource = reference.split(":", 5)[-1].removesuffix(":*")  # a log group's ARN may end so
     return resource.replace(":", "/").rsplit("/", 1)[-1]
 
 

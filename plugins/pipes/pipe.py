@@ -62,7 +62,7 @@ from plugins.pipes.definition import (
     resource_name,
 )
 from plugins.pipes.records import Item
-from plugins.pipes.sources import QueueSource, Source, StreamSource
+from plugins.pipes.sources import LogsSource, QueueSource, Source, StreamSource
 from plugins.pipes.store import COUNTS, PipeStore
 from plugins.pipes.template import InputTemplate, Reserved
 
@@ -243,6 +243,7 @@ class PipeTarget(Target):
         await self._set_state(state)
 
     def _resolve_source(self, services: TargetServices) -> Source:
+        from plugins.logs.target import LogGroupTarget
         from plugins.queue.target import QueueTarget
         from plugins.stream.target import StreamTarget
 
@@ -266,9 +267,11 @@ class PipeTarget(Target):
                     "a stream source needs one: TRIM_HORIZON, LATEST or AT_TIMESTAMP",
                 )
             return StreamSource(self.name, resource.stream, parameters)
+        if isinstance(resource, LogGroupTarget):
+            return LogsSource(self.name, resource.group, parameters)
         raise ConfigError(
             Where(where),
-            f"{name} is a {type(resource).__name__}; a pipe reads a queue or a stream",
+            f"{name} is a {type(resource).__name__}; a pipe reads a queue, a stream or a log group",
         )
 
     async def _read(self, services: TargetServices, source: Source) -> None:

@@ -137,3 +137,23 @@ def stream_item(stream: str, record: Record) -> Item:
         "approximateArrivalTimestamp": record.arrival,
     }
     return Item(shown, "data", shown["eventID"], record.partition_key, record.arrival, record)
+
+
+def log_group_arn(group: str) -> str:
+    return f"arn:aws:logs:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:log-group:{group}"
+
+
+def log_item(group: str, stream: str, event: dict[str, Any]) -> Item:
+    """A log event as a pipe's record (AWS's Pipes read no log groups: the
+    subscription payload's event, with where it comes from)."""
+    shown: dict[str, Any] = {
+        "id": event["id"],
+        "timestamp": event["timestamp"],
+        "message": event["message"],
+        "logGroup": group,
+        "logStream": stream,
+        "eventSource": "aws:logs",
+        "eventSourceARN": log_group_arn(group),
+        "awsRegion": DEFAULT_REGION,
+    }
+    return Item(shown, "message", event["id"], None, event["timestamp"] / 1000)

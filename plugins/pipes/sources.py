@@ -1,4 +1,4 @@
-"""Where a pipe's records come from: a queue or a stream resource.
+"""Where a pipe's records come from: a queue, a stream or a log group resource.
 
 A source reads batches through the store's public API (``QueueStore``
 receives and deletes, ``StreamStore.consume`` with the pipe's own
@@ -31,10 +31,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.clock import sleep
-from pipelines.errors import PipelinesError, QueueError, StreamError
+from pipelines.errors import LogsError, PipelinesError, QueueError, StreamError
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.targets import TargetServices, describe_error, hand_over
+from plugins.logs.store import LogStore
 from plugins.pipes.definition import SourceParameters, resource_name
-from plugins.pipes.records import Item, queue_item, stream_arn, stream_item
+from plugins.pipes.records import (
+    Item,
+    log_group_arn,
+    log_item,
+    queue_item,
+    stream_arn,
+    stream_item,
+)
 from plugins.queue.store import MAX_BATCH, MAX_WAIT, QueueStore, queue_arn
 from plugins.stream.store import MAX_GET_RECORDS, Record, StreamStore
 
@@ -74,6 +83,49 @@ class Source:
         raise NotImplementedError
 
     async def close(self) -> None:
+        raise NotImplementedError
+
+    async def retrying(self, services: TargetServices, items: list[Item], process: Process) -> None:
+        """Process ``items`` until each is done or given up: a failed batch
+        again from its first failed record (those before it are done), halved
+        when it failed whole and ``bisect`` is on, given up after
+        ``maximum_retry_attempts`` retries or when older than
+        ``maximum_record_age`` (an ordered source: nothing after a failed
+        record goes on meanwhile)."""
+        parameters = self.parameters
+        pending = [items]
+        attempts = 0
+        while pending:
+            batch = pending.pop(0)
+            if parameters.maximum_record_age >= 0:
+                now = services.clock.time()
+                old = [i for i in batch if now - i.arrival > parameters.maximum_record_age]
+                if old:
+                    await self._give_up(services, old, "RecordAgeExceeded", attempts)
+                    batch = [i for i in batch if now - i.arrival <= parameters.maximum_record_age]
+            if not batch:
+                continue
+            failed = await process(batch)
+            if not failed:
+                attempts = 0
+                continue
+            first = min(failed)
+            if first == 0 and len(failed) == len(batch) and parameters.bisect and len(batch) > 1:
+                # Halving is no retry: each half is tried on its own.
+                half = len(batch) // 2
+                pending[:0] = [batch[:half], batch[half:]]
+                continue
+            attempts += 1
+            if 0 <= parameters.maximum_retry_attempts < attempts:
+                await self._give_up(services, batch[first:], "RetryAttemptsExhausted", attempts)
+                attempts = 0
+                continue
+            pending.insert(0, batch[first:])  # those before the first failure are done
+            await sleep(services.clock, min(FIRST_BACKOFF * 2 ** (attempts - 1), MAX_BACKOFF))
+
+    async def _give_up(
+        self, services: TargetServices, items: list[Item], condition: str, attempts: int
+    ) -> None:
         raise NotImplementedError
 
 
@@ -229,7 +281,7 @@ class StreamSource(Source):
         items = [stream_item(self.name, record) for record in records]
         factor = self.parameters.parallelization_factor
         if factor == 1:
-            await self._deliver(services, items, process)
+            await self.retrying(services, items, process)
             return
         groups: list[list[Item]] = [[] for _ in range(factor)]
         for item in items:
@@ -237,39 +289,7 @@ class StreamSource(Source):
         async with asyncio.TaskGroup() as tasks:
             for group in groups:
                 if group:
-                    tasks.create_task(self._deliver(services, group, process))
-
-    async def _deliver(self, services: TargetServices, items: list[Item], process: Process) -> None:
-        parameters = self.parameters
-        pending = [items]
-        attempts = 0
-        while pending:
-            batch = pending.pop(0)
-            if parameters.maximum_record_age >= 0:
-                now = services.clock.time()
-                old = [i for i in batch if now - i.arrival > parameters.maximum_record_age]
-                if old:
-                    await self._give_up(services, old, "RecordAgeExceeded", attempts)
-                    batch = [i for i in batch if now - i.arrival <= parameters.maximum_record_age]
-            if not batch:
-                continue
-            failed = await process(batch)
-            if not failed:
-                attempts = 0
-                continue
-            first = min(failed)
-            if first == 0 and len(failed) == len(batch) and parameters.bisect and len(batch) > 1:
-                # Halving is no retry: each half is tried on its own.
-                half = len(batch) // 2
-                pending[:0] = [batch[:half], batch[half:]]
-                continue
-            attempts += 1
-            if 0 <= parameters.maximum_retry_attempts < attempts:
-                await self._give_up(services, batch[first:], "RetryAttemptsExhausted", attempts)
-                attempts = 0
-                continue
-            pending.insert(0, batch[first:])  # those before the first failure are done
-            await sleep(services.clock, min(FIRST_BACKOFF * 2 ** (attempts - 1), MAX_BACKOFF))
+                    tasks.create_task(self.retrying(services, group, process))
 
     async def _give_up(
         self, services: TargetServices, items: list[Item], condition: str, attempts: int
@@ -324,3 +344,82 @@ class StreamSource(Source):
 
 def _iso(seconds: Any) -> str:
     return datetime.fromtimestamp(float(seconds), UTC).isoformat(timespec="milliseconds")
+
+
+class LogsSource(Source):
+    """A log group's events, through a subscription filter of the pipe's own
+    (``pipe-NAME``, no pattern: every event), read with ``LogStore``'s
+    ``read_subscription`` and moved past with ``advance_subscription`` once
+    done: the filter's cursor is the pipe's place, kept across restarts (a
+    replaced filter keeps its cursor). Not a source AWS's Pipes has: its
+    records are the subscription payload's events with their group and
+    stream (``plugins.pipes.records.log_item``)."""
+
+    kind = "aws:logs"
+    ordered = True
+    default_batch = 100
+    #: Seconds between looks for new events when the last look found none.
+    POLL = 0.2
+
+    def __init__(self, pipe: str, name: str, parameters: SourceParameters) -> None:
+        super().__init__(pipe, name, parameters)
+        self.store: LogStore | None = None
+        self.filter = f"pipe-{pipe}"[:512]
+        self.given_up = 0
+
+    @property
+    def arn(self) -> str:
+        return log_group_arn(self.name)
+
+    async def open(self, services: TargetServices) -> None:
+        self.store = await services.open_store(LogStore, where=f"pipe {self.pipe}")
+        try:
+            # Its destination names the pipe, not a resource: the log group
+            # forwards none of it (it says so once at its start); the pipe reads it.
+            await self.store.put_subscription_filter(
+                self.name,
+                self.filter,
+                "",
+                f"arn:aws:pipes:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:pipe/{self.pipe}",
+            )
+        except LogsError as error:
+            await self.close()
+            raise PipelinesError(
+                f"pipe {self.pipe}: source log group {self.name}: {error.message}"
+            ) from None
+
+    async def close(self) -> None:
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+
+    async def run(self, services: TargetServices, process: Process) -> None:
+        assert self.store is not None
+        while True:
+            batch = await self.store.read_subscription(self.name, self.filter, self.batch_size)
+            items = [
+                log_item(self.name, payload["logStream"], event)
+                for payload in batch.payloads
+                for event in payload["logEvents"]
+            ]
+            items.sort(key=lambda item: int(item.identifier))  # the group's order
+            if items:
+                await self.retrying(services, items, process)
+            if batch.scanned:
+                await self.store.advance_subscription(self.name, self.filter, batch.cursor)
+            if batch.scanned < self.batch_size:
+                await sleep(services.clock, self.POLL)
+
+    async def _give_up(
+        self, services: TargetServices, items: list[Item], condition: str, attempts: int
+    ) -> None:
+        self.given_up += len(items)
+        log.error(
+            "pipe %s: %d log events of %s given up (%s, ids %s to %s)",
+            self.pipe,
+            len(items),
+            self.name,
+            condition,
+            items[0].identifier,
+            items[-1].identifier,
+        )
