@@ -234,7 +234,9 @@ async def test_a_stream_pipe_and_an_api_pipe_that_outlives_a_restart(tmp_path: P
             "DeadLetterConfig": {"Arn": "arn:aws:sqs:us-east-1:000000000000:dlq"},
         }
     async with served(state) as endpoint:
-        # The first pipes request makes the API's pipes of the last run again.
+        # The runtime's start made the API's pipes of the last run again.
+        pipe = endpoint.runtime.resource("clicks-in")
+        assert isinstance(pipe, PipeTarget) and pipe.origin == "api"
         [listed] = (await endpoint.call("list_pipes"))["Pipes"]
         assert (listed["Name"], listed["DesiredState"]) == ("clicks-in", "STOPPED")
         pipe = endpoint.runtime.resource("clicks-in")

@@ -10,7 +10,7 @@ AWS endpoint. See docs/pipes.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -21,6 +21,7 @@ from plugins.pipes.pipe import PipeType
 
 if TYPE_CHECKING:
     from pipelines.api import Service
+    from pipelines.api.services import ApiHost
     from pipelines.store import Store
 
 
@@ -41,6 +42,13 @@ def register_services(register: Callable[[Service], None]) -> None:
     from plugins.pipes.api import pipes
 
     register(pipes)
+
+
+@hookimpl
+def register_restorers(register: Callable[[Callable[[ApiHost], Awaitable[None]]], None]) -> None:
+    from plugins.pipes.api import restore_pipes
+
+    register(restore_pipes)
 
 
 @hookimpl

@@ -4,9 +4,10 @@
 the runtime, declared under ``pipes:`` or made here: CreatePipe writes the
 pipe to ``PipeStore`` (``origin`` ``api``) and puts a resource of that name
 (``Runtime.put_resource``); UpdatePipe replaces it; DeletePipe removes both.
-After a restart, the first pipes request makes the API's pipes resources
-again, each in its saved desired state (as the stepfunctions API does for
-its machines). A config's pipe updated or deleted here gets its config back
+When a runtime starts, ``restore_pipes`` (the plugin's
+``register_restorers``) makes the API's pipes resources again, each in its
+saved desired state; the first pipes request does too, for a runtime
+started without the plugin's hooks. A config's pipe updated or deleted here gets its config back
 at the pipeline's next start or reload.
 
 Requests are read and checked by botocore's model (``pipelines.api.rest``);
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.api import ApiError, Call, Service
-from pipelines.api.services import page
+from pipelines.api.services import ApiHost, page
 from pipelines.errors import ConfigError, ResourceNotFoundError
 from plugins.pipes.definition import bus_name, resource_name
 from plugins.pipes.pipe import ORIGIN, PipeTarget, pipe_arn
@@ -61,15 +62,29 @@ async def _store(call: Call) -> PipeStore:
 
 
 async def _restore(call: Call, store: PipeStore) -> None:
-    """The API's pipes of earlier runs, resources again."""
-    names = call.runtime.resource_names()
+    await _made_again(call.runtime, store)
+
+
+async def _made_again(runtime: ApiHost, store: PipeStore) -> None:
+    """The API's pipes of earlier runs, resources again (those not running)."""
+    names = runtime.resource_names()
     for record in await store.made_by_api():
         if record.name in names:
             continue
         try:
-            await call.runtime.put_resource(record.name, "pipe", {**record.settings, ORIGIN: "api"})
+            await runtime.put_resource(record.name, "pipe", {**record.settings, ORIGIN: "api"})
         except Exception:
-            log.exception("pipe %s (made by the API) not restored", record.name)
+            log.exception("pipe %s (made by the API) not made again", record.name)
+
+
+async def restore_pipes(runtime: ApiHost) -> None:
+    """When a runtime starts (``register_restorers``): the pipes the API made
+    run again, each in its saved desired state."""
+    store = await runtime.open_store(PipeStore, where="the pipes made by the API")
+    try:
+        await _made_again(runtime, store)
+    finally:
+        await store.close()
 
 
 def _not_found(name: str) -> ApiError:
