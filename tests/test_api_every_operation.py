@@ -677,6 +677,58 @@ def kinesis(c: Context) -> None:
     assert stream not in aws("kinesis", "ListStreams")["StreamNames"]
 
 
+def firehose(c: Context) -> None:
+    aws, t = c.aws, c.t
+    name = f"{t}-lake"
+    destination = {
+        "BucketARN": "arn:aws:s3:::lake",
+        "RoleARN": "arn:aws:iam::123456789012:role/firehose",
+        "Prefix": f"{t}/",
+        "BufferingHints": {"IntervalInSeconds": 60, "SizeInMBs": 1},
+    }
+    made = aws(
+        "firehose",
+        "CreateDeliveryStream",
+        DeliveryStreamName=name,
+        ExtendedS3DestinationConfiguration=destination,
+        Tags=[{"Key": "team", "Value": "data"}],
+    )
+    assert made["DeliveryStreamARN"].endswith(f":deliverystream/{name}")
+    described = aws("firehose", "DescribeDeliveryStream", DeliveryStreamName=name)
+    assert described["DeliveryStreamDescription"]["VersionId"] == "1"
+    assert name in aws("firehose", "ListDeliveryStreams", Limit=100)["DeliveryStreamNames"]
+    put = aws("firehose", "PutRecord", DeliveryStreamName=name, Record={"Data": '{"n": 1}'})
+    assert put["RecordId"]
+    batch = aws(
+        "firehose",
+        "PutRecordBatch",
+        DeliveryStreamName=name,
+        Records=[{"Data": "a"}, {"Data": "b"}],
+    )
+    assert batch["FailedPutCount"] == 0 and len(batch["RequestResponses"]) == 2
+    update = {"CompressionFormat": "GZIP"}
+    assert (
+        aws(
+            "firehose",
+            "UpdateDestination",
+            DeliveryStreamName=name,
+            CurrentDeliveryStreamVersionId="1",
+            DestinationId="destinationId-000000000001",
+            ExtendedS3DestinationUpdate=update,
+        )
+        == {}
+    )
+    tag = [{"Key": "env", "Value": "dev"}]
+    assert aws("firehose", "TagDeliveryStream", DeliveryStreamName=name, Tags=tag) == {}
+    tags = aws("firehose", "ListTagsForDeliveryStream", DeliveryStreamName=name)["Tags"]
+    assert tags == [{"Key": "env", "Value": "dev"}, {"Key": "team", "Value": "data"}]
+    assert aws("firehose", "UntagDeliveryStream", DeliveryStreamName=name, TagKeys=["env"]) == {}
+    assert aws("firehose", "DeleteDeliveryStream", DeliveryStreamName=name) == {}
+    assert aws.refused("firehose", "DescribeDeliveryStream", DeliveryStreamName=name) == (
+        "ResourceNotFoundException"
+    )
+
+
 def logs(c: Context) -> None:
     aws, t = c.aws, c.t
     group = f"/{t}/app"
@@ -1318,6 +1370,8 @@ def pipes(c: Context) -> None:
 SCENARIOS = [sqs, sns, events, connections, kinesis, logs, cloudwatch, stepfunctions]
 if "scheduler" in SERVED:  # the scheduler plugin's entry point is installed
     SCENARIOS.append(scheduler)
+if "firehose" in SERVED:  # the firehose plugin's entry point is installed
+    SCENARIOS.append(firehose)
 if "pipes" in SERVED:  # the pipes plugin's entry point is installed
     SCENARIOS.append(pipes)
 

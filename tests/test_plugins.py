@@ -125,6 +125,7 @@ def test_external_plugins_load_unless_the_environment_says_not(tmp_path: Path) -
     assert plugin_names(tmp_path, **{LOAD_PLUGINS: ""})[1:] == (
         [
             "eventbus",
+            "firehose",
             "function",
             "http",
             "logs",

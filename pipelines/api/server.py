@@ -48,9 +48,10 @@ log = logging.getLogger("pipelines.api")
 _SCOPE = re.compile(r"Credential=([^/\s,]+)/\d{8}/([^/\s,]+)/([^/\s,]+)/aws4_request")
 #: The same scope in a presigned URL's ``X-Amz-Credential``.
 _QUERY_SCOPE = re.compile(r"([^/\s,]+)/\d{8}/([^/\s,]+)/([^/\s,]+)/aws4_request")
-#: AWS's largest request body among the served operations is 1 MiB (SQS); a
-#: little more leaves room for JSON's own encoding of it.
-MAX_BODY = 2 * 1024 * 1024
+#: AWS's largest requests among the served operations carry 5 MiB of data
+#: (Kinesis PutRecords; Firehose PutRecordBatch 4 MiB), in base64 inside JSON
+#: (4/3 more), so 8 MiB: the operations then refuse by their own limits.
+MAX_BODY = 8 * 1024 * 1024
 
 
 def parse_listen(text: str) -> tuple[str, int]:
