@@ -76,3 +76,9 @@ def reset() -> None:
     batches.clear()
     fail_once.clear()
     fail_always.clear()
+
+
+def fan_out(batch: list[Any]) -> list[Any]:
+    """Eleven events for each record: more than a queue target takes at once."""
+    _seen("fan_out", batch)
+    return [{"copy": n} for _ in batch for n in range(11)]

@@ -199,6 +199,22 @@ async def test_refusals(endpoint: Endpoint) -> None:
         },
     )
     assert wide["Code"] == "ValidationException", wide
+    to_queue = await endpoint.error(
+        "create_pipe",
+        Name="q",
+        RoleArn=ROLE,
+        Source=STREAM_ARN,
+        SourceParameters={
+            "KinesisStreamParameters": {"StartingPosition": "LATEST", "BatchSize": 100}
+        },
+        Target="arn:aws:sqs:us-east-1:000000000000:dlq",
+    )
+    assert to_queue == {
+        "Code": "ValidationException",
+        "Message": "source_parameters.batch_size: is 100; the target"
+        " arn:aws:sqs:us-east-1:000000000000:dlq takes batches of at most 10",
+        "Status": 400,
+    }
     assert "q" not in endpoint.runtime.resource_names()
     missing = await endpoint.error("stop_pipe", Name="nope")
     assert missing["Code"] == "NotFoundException"

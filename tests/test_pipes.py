@@ -684,3 +684,79 @@ async def test_a_log_group_is_a_source_and_its_place_survives_a_restart(
         await until(lambda: asyncio.sleep(0, len(seen()) == 4))
         await asyncio.sleep(0.3)
     assert seen() == [1, 3, 4, 5]  # from its place: none lost, none twice
+
+
+async def test_an_api_destination_enriches_record_by_record(tmp_path: Path) -> None:
+    from .httpserver import Answer, ScriptedServer
+
+    server = await ScriptedServer().start()
+    server.script("/enrich", [Answer(body='{"tier": "gold"}'), Answer(body="not json")])
+    try:
+        path = config(
+            tmp_path,
+            f"""
+resources:
+  orders: {{type: queue, visibility_timeout: 30}}
+  lookup:
+    type: api_destination
+    endpoint: {server.url}/enrich
+    connection: {{authorization_type: API_KEY, api_key: {{name: k, value: v}}}}
+  collect: {{type: function, function: "tests.pipes_functions:collect"}}
+pipes:
+  p:
+    source: orders
+    source_parameters: {{batch_size: 1}}
+    enrichment: lookup
+    enrichment_parameters: {{input_template: '{{"order": <$.body.id>}}'}}
+    target: collect
+""",
+        )
+        runtime = await runtime_of(path, str(tmp_path / "state.db"))
+        async with runtime:
+            await send(runtime, "orders", [{"id": 1}])
+            await until(lambda: asyncio.sleep(0, bool(batches("collect"))))
+            await send(runtime, "orders", [{"id": 2}])
+            pipe = runtime.resource("p")
+            assert isinstance(pipe, PipeTarget)
+            await until(lambda: asyncio.sleep(0, pipe.counts["failed"] == 1))
+    finally:
+        await server.close()
+    assert [seen.json() for seen in server.requests] == [{"order": 1}, {"order": 2}]
+    assert batches("collect") == [[{"tier": "gold"}]]
+
+
+async def test_a_batch_larger_than_the_target_takes_is_refused_and_so_is_too_much_enrichment(
+    tmp_path: Path,
+) -> None:
+    path = config(
+        tmp_path,
+        """
+resources:
+  clicks: {type: stream}
+  orders: {type: queue, visibility_timeout: 30}
+  out: {type: queue}
+  fan: {type: function, function: "tests.pipes_functions:fan_out"}
+pipes:
+  wide:
+    source: clicks
+    source_parameters: {starting_position: LATEST, batch_size: 100}
+    target: out
+  fans:
+    source: orders
+    source_parameters: {batch_size: 2}
+    enrichment: fan
+    target: out
+""",
+    )
+    runtime = await runtime_of(path, str(tmp_path / "state.db"))
+    async with runtime:
+        wide, fans = runtime.resource("wide"), runtime.resource("fans")
+        assert isinstance(wide, PipeTarget) and isinstance(fans, PipeTarget)
+        assert wide.current_state == "START_FAILED"
+        assert wide.state_reason == (
+            "pipe wide.source_parameters.batch_size: is 100; the target out takes batches"
+            " of at most 10"
+        )
+        await send(runtime, "orders", [{"n": 1}])
+        await until(lambda: asyncio.sleep(0, fans.counts["failed"] == 1))
+        assert await queue_size(runtime, "out") == 0  # AWS does not invoke the target

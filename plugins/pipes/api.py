@@ -336,14 +336,25 @@ def _check_source(call: Call, settings: Mapping[str, Any], given: Mapping[str, A
         )
 
 
-async def _put(call: Call, name: str, settings: dict[str, Any]) -> PipeTarget:
-    """Put the pipe resource; a setting its check refuses is a ValidationException."""
+async def _put(
+    call: Call, name: str, settings: dict[str, Any], previous: Mapping[str, Any] | None = None
+) -> PipeTarget:
+    """Put the pipe resource; a setting its check refuses is a ValidationException
+    (and the pipe as it was, ``previous``'s settings, or none, is put back)."""
     try:
         made = await call.runtime.put_resource(name, "pipe", {**settings, ORIGIN: "api"})
     except ConfigError as exc:
         messages = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in exc.errors]
         raise ApiError("ValidationException", "; ".join(messages)) from None
     assert isinstance(made, PipeTarget)
+    if made.refusal is not None:  # settings that cannot run: AWS refuses the request
+        refusal = made.refusal
+        if previous is None:
+            await call.runtime.delete_resource(name)
+        else:
+            await call.runtime.put_resource(name, "pipe", {**previous, ORIGIN: made.origin})
+        messages = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in refusal.errors]
+        raise ApiError("ValidationException", "; ".join(messages))
     return made
 
 
@@ -384,7 +395,7 @@ async def update_pipe(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     previous = await store.get(name)
     await store.put(name, "api", settings, settings["desired_state"], current_state="UPDATING")
     try:
-        updated = await _put(call, name, settings)
+        updated = await _put(call, name, settings, base)
     except BaseException:
         if previous is not None:
             await store.put(

@@ -156,6 +156,10 @@ class PipeTarget(Target):
         self._flushing: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._state_saved = ("", "")
+        #: Why the pipe did not start, when its settings are the reason (the API refuses them).
+        self.refusal: ConfigError | None = None
+        #: The most events one call of its target takes (None: the whole batch).
+        self.target_limit: int | None = None
         #: The filters, all at once (the engine's matcher: a record passes when one matches).
         self._matcher: Matcher | None = None
         if spec.filters:
@@ -220,16 +224,47 @@ class PipeTarget(Target):
     async def _begin(self, services: TargetServices) -> None:
         """Open the source and read it; a problem is the pipe's state, not an error."""
         await self._set_state("STARTING")
+        self.refusal = None
         try:
             source = self._resolve_source(services)
+            self._check_batching(services, source)
             await source.open(services)
         except (PipelinesError, ConfigError) as exc:
             log.error("pipe %s did not start: %s", self.name, exc)
+            if isinstance(exc, ConfigError):
+                self.refusal = exc
             await self._set_state("START_FAILED", str(exc))
             return
         self.source = source
         self._reading = services.spawn(self._read(services, source))
         await self._set_state("RUNNING")
+
+    def _check_batching(self, services: TargetServices, source: Source) -> None:
+        """A source's batch no larger than its enrichment and target take, as AWS
+        refuses such a pipe (a target without a batch API takes batches of 1)."""
+        from plugins.http.destination import ApiDestinationTarget
+
+        where = Where(f"pipe {self.name}") / "source_parameters" / "batch_size"
+        size = source.batch_size
+        if self.spec.enrichment is not None:
+            enrichment = services.resource(
+                resource_name(self.spec.enrichment), where=f"pipe {self.name}.enrichment"
+            )
+            if isinstance(underlying(enrichment), ApiDestinationTarget) and size > 1:
+                raise ConfigError(where, "an API destination enrichment takes no batches: give 1")
+        if bus_name(self.spec.target) is not None:
+            self.target_limit = BUS_BATCH
+        else:
+            target = services.resource(
+                resource_name(self.spec.target), where=f"pipe {self.name}.target"
+            )
+            self.target_limit = batch_limit(target)
+        if self.target_limit is not None and size > self.target_limit:
+            raise ConfigError(
+                where,
+                f"is {size}; the target {self.spec.target} takes batches of at most"
+                f" {self.target_limit}",
+            )
 
     async def _end(self, state: str) -> None:
         reading, self._reading = self._reading, None
@@ -406,6 +441,13 @@ class PipeTarget(Target):
             if not events:
                 await self._log("INFO", "EnrichmentDropped", size=len(chosen))
                 return set()
+            limit = self.target_limit
+            if limit is not None and len(events) > limit:
+                raise StageFailed(
+                    "Target",
+                    f"the enrichment answered {len(events)} events; the target takes at most"
+                    f" {limit} at once (AWS then does not invoke it)",
+                )
             # Events map to records one to one only when the enrichment kept their number.
             aligned = len(events) == len(chosen)
             views = events
@@ -452,6 +494,7 @@ class PipeTarget(Target):
     async def _enrich(
         self, services: TargetServices, chosen: list[Item], ingested: str
     ) -> list[Any]:
+        from plugins.http.destination import ApiDestinationTarget
         from plugins.states.target import StateMachineTarget
 
         assert self.spec.enrichment is not None
@@ -470,15 +513,33 @@ class PipeTarget(Target):
                 return _events(await _invoke(resource, batch, self._context(chosen[0].identifier)))
             if isinstance(inner, StateMachineTarget):
                 return await self._express(services, inner, batch)
+            if isinstance(inner, ApiDestinationTarget):
+                return await self._exchange(inner, batch, chosen)
         except StageFailed:
             raise
         except Exception as exc:
             raise StageFailed("Enrichment", describe_error(exc)) from None
         raise StageFailed(
             "Enrichment",
-            f"{name} is a {type(inner).__name__}: an enrichment is a function"
-            " or an EXPRESS state machine",
+            f"{name} is a {type(inner).__name__}: an enrichment is a function,"
+            " an EXPRESS state machine or an API destination",
         )
+
+    async def _exchange(self, destination: Any, batch: list[Any], chosen: list[Item]) -> list[Any]:
+        """An API destination's answers, one request per record (it takes no
+        batches): each answer's JSON body is that record's events."""
+        events: list[Any] = []
+        for payload, item in zip(batch, chosen, strict=True):
+            sent = await destination.exchange(payload, self._context(item.identifier, payload))
+            if not sent.body.strip():
+                continue
+            try:
+                events += _events(parse_json(sent.body))
+            except ValueError:
+                raise StageFailed(
+                    "Enrichment", f"the API destination answered malformed JSON: {sent.text(80)}"
+                ) from None
+        return events
 
     async def _express(
         self, services: TargetServices, resource: Any, batch: list[Any]
@@ -638,6 +699,34 @@ class PipeTarget(Target):
             "StateReason": self.state_reason,
             "Counts": dict(self.counts),
         }
+
+
+def batch_limit(resource: Target) -> int | None:
+    """The most events one call of a target takes, as AWS's Pipes batch to
+    it (None: the whole batch as one payload, a function's or a state
+    machine's); a target without a batch API takes one."""
+    from plugins.eventbus import EventBusTarget
+    from plugins.firehose.target import FirehoseTarget
+    from plugins.logs.target import LogGroupTarget
+    from plugins.queue.target import QueueTarget
+    from plugins.states.target import StateMachineTarget
+    from plugins.stream.target import StreamTarget
+    from plugins.topic.target import TopicTarget
+
+    inner = underlying(resource)
+    if isinstance(inner, FunctionTarget | StateMachineTarget):
+        return None
+    for kind, limit in (
+        (LogGroupTarget, 10_000),
+        (FirehoseTarget, 500),
+        (StreamTarget, 500),
+        (EventBusTarget, BUS_BATCH),
+        (QueueTarget, 10),
+        (TopicTarget, 10),
+    ):
+        if isinstance(inner, kind):
+            return limit
+    return 1
 
 
 def underlying(resource: Target) -> Target:
