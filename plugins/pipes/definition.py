@@ -46,6 +46,8 @@ SOURCE_TABLE = Settings(
         "maximum_record_age_in_seconds": Number(-1, -1, 604_800, integer=True),
         "maximum_retry_attempts": Number(-1, -1, 10_000, integer=True),
         "on_partial_batch_item_failure": Shape({"enum": ["AUTOMATIC_BISECT"]}),
+        "topic": Shape({"type": "string"}, "MQTT sources: the topic filter (default #)"),
+        "qos": Shape({"enum": [0, 1, 2], "default": 1}, "MQTT sources: the subscription's QoS"),
         "dead_letter_config": Shape(
             {"type": "object", "properties": {"arn": {"type": "string"}}},
             "streams: where records given up go (a queue or topic resource)",
@@ -127,6 +129,8 @@ class SourceParameters:
     maximum_retry_attempts: int = -1
     bisect: bool = False
     dead_letter: str | None = None  # a resource name or ARN
+    topic: str | None = None  # MQTT sources
+    qos: int = 1
 
 
 @dataclass(frozen=True)
@@ -248,6 +252,14 @@ def parse_source(where: Where, config: Any) -> SourceParameters:
             dead_letter = _reference(
                 where / "dead_letter_config" / "arn", dead["arn"], "a resource"
             )
+    topic = given.get("topic")
+    with problems:
+        if topic is not None and (not isinstance(topic, str) or not topic):
+            raise ConfigError(where / "topic", "must be an MQTT topic filter")
+    qos = given.get("qos", 1)
+    with problems:
+        if qos not in (0, 1, 2) or isinstance(qos, bool):
+            raise ConfigError(where / "qos", f"must be 0, 1 or 2, not {qos!r}")
     problems.raise_any()
     record_age = numbers["maximum_record_age_in_seconds"]
     if record_age is not None and 0 <= record_age < 60:
@@ -266,6 +278,8 @@ def parse_source(where: Where, config: Any) -> SourceParameters:
         else numbers["maximum_retry_attempts"],
         bisect=bisect is not None,
         dead_letter=dead_letter,
+        topic=topic,
+        qos=int(qos),
     )
 
 

@@ -62,7 +62,7 @@ from plugins.pipes.definition import (
     resource_name,
 )
 from plugins.pipes.records import Item
-from plugins.pipes.sources import LogsSource, QueueSource, Source, StreamSource
+from plugins.pipes.sources import LogsSource, MqttSource, QueueSource, Source, StreamSource
 from plugins.pipes.store import COUNTS, PipeStore
 from plugins.pipes.template import InputTemplate, Reserved
 
@@ -279,6 +279,7 @@ class PipeTarget(Target):
 
     def _resolve_source(self, services: TargetServices) -> Source:
         from plugins.logs.target import LogGroupTarget
+        from plugins.mqtt.target import MqttTarget
         from plugins.queue.target import QueueTarget
         from plugins.stream.target import StreamTarget
 
@@ -304,6 +305,8 @@ class PipeTarget(Target):
             return StreamSource(self.name, resource.stream, parameters)
         if isinstance(resource, LogGroupTarget):
             return LogsSource(self.name, resource.group, parameters)
+        if isinstance(resource, MqttTarget):
+            return MqttSource(self.name, name, parameters, resource.broker)
         raise ConfigError(
             Where(where),
             f"{name} is a {type(resource).__name__}; a pipe reads a queue, a stream or a log group",

@@ -18,6 +18,7 @@ import base64
 from typing import Any
 
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, parse_json
+from plugins.mqtt.messages import Received
 from plugins.queue.store import Message, queue_arn
 from plugins.stream.store import Record
 
@@ -157,3 +158,23 @@ def log_item(group: str, stream: str, event: dict[str, Any]) -> Item:
         "awsRegion": DEFAULT_REGION,
     }
     return Item(shown, "message", event["id"], None, event["timestamp"] / 1000)
+
+
+def mqtt_item(received: Received, broker: str, identifier: str, arrival: float) -> Item:
+    """An MQTT message as a pipe's record (AWS's Pipes read no MQTT topics):
+    its payload as text (base64 when it is not UTF-8)."""
+    try:
+        payload = received.payload.decode()
+    except UnicodeDecodeError:
+        payload = base64.b64encode(received.payload).decode()
+    shown: dict[str, Any] = {
+        "topic": received.topic,
+        "payload": payload,
+        "qos": received.qos,
+        "retain": received.retain,
+        "userProperties": dict(received.user_properties),
+        "eventSource": "mqtt",
+        "broker": broker,
+        "messageId": identifier,
+    }
+    return Item(shown, "payload", identifier, received.topic, arrival)

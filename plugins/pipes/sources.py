@@ -1,4 +1,4 @@
-"""Where a pipe's records come from: a queue, a stream or a log group resource.
+"""Where a pipe's records come from: a queue, a stream, a log group or an MQTT broker.
 
 A source reads batches through the store's public API (``QueueStore``
 receives and deletes, ``StreamStore.consume`` with the pipe's own
@@ -23,6 +23,7 @@ least once, as AWS delivers.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import uuid
 import zlib
@@ -35,11 +36,14 @@ from pipelines.errors import LogsError, PipelinesError, QueueError, StreamError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.targets import TargetServices, describe_error, hand_over
 from plugins.logs.store import LogStore
+from plugins.mqtt.broker import Broker, client_id_for
+from plugins.mqtt.connection import Connection, ConnectionLost, MqttFailure
 from plugins.pipes.definition import SourceParameters, resource_name
 from plugins.pipes.records import (
     Item,
     log_group_arn,
     log_item,
+    mqtt_item,
     queue_item,
     stream_arn,
     stream_item,
@@ -422,4 +426,113 @@ class LogsSource(Source):
             condition,
             items[0].identifier,
             items[-1].identifier,
+        )
+
+
+class MqttSource(Source):
+    """Messages of an MQTT topic filter, on the broker of an ``mqtt``
+    resource, through a connection and a subscription of the pipe's own
+    (client id ``pipelines-pipe-NAME-...``, a persistent session with a state
+    database: the broker keeps what arrives while the runner is down). A
+    QoS 1 or 2 message is acknowledged once the pipe is done with it, so the
+    broker hands an unfinished one out again. Not a source AWS's Pipes
+    have: a record is ``{topic, payload, qos, retain, userProperties,
+    eventSource: mqtt}``, its payload parsed for filters and templates when
+    it is JSON. An ordered source: a failed batch is retried in the pipe
+    (MQTT hands nothing out again before a reconnect)."""
+
+    kind = "mqtt"
+    ordered = True
+    default_batch = 10
+
+    def __init__(self, pipe: str, name: str, parameters: SourceParameters, broker: Broker) -> None:
+        super().__init__(pipe, name, parameters)
+        self.broker = broker
+        self.topic = parameters.topic or "#"
+        self.qos = parameters.qos
+        self._client_id = ""
+        self._clean = True
+        self._connection: Connection | None = None
+        self.given_up = 0
+        #: Each message's ``messageId`` (what a target names in batchItemFailures).
+        self._ids = itertools.count(1)
+
+    @property
+    def arn(self) -> str:
+        return f"mqtt://{self.broker.address}/{self.topic}"
+
+    async def open(self, services: TargetServices) -> None:
+        self._client_id, self._clean = client_id_for(
+            self.broker, f"pipe-{self.pipe}", services.state_path, services.runner
+        )
+        try:  # the broker must be reachable at start: a clear state if not
+            self._connection = await self._connect(first=True)
+        except (MqttFailure, OSError, ValueError, TimeoutError) as exc:
+            raise PipelinesError(
+                f"pipe {self.pipe}: the MQTT broker at {self.broker.address}: {exc}"
+            ) from None
+
+    async def _connect(self, *, first: bool) -> Connection:
+        connection = await asyncio.wait_for(
+            self.broker.connect(
+                self._client_id, self._clean, first=first, acknowledges=self.qos > 0
+            ),
+            self.broker.connect_timeout * 2,
+        )
+        try:
+            await connection.subscribe_checked(self.topic, self.qos, self.broker.connect_timeout)
+        except BaseException:
+            await connection.close()
+            raise
+        return connection
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
+
+    async def run(self, services: TargetServices, process: Process) -> None:
+        delay = self.broker.reconnect_initial
+        while True:
+            try:
+                connection = self._connection or await self._connect(first=False)
+                self._connection = connection
+                await self._consume(services, connection, process)
+            except (MqttFailure, OSError, TimeoutError) as exc:
+                log.warning(
+                    "pipe %s: MQTT connection lost (%s); again in %.1f s", self.pipe, exc, delay
+                )
+                await self.close()
+                await sleep(services.clock, delay)
+                delay = min(delay * 2, self.broker.reconnect_maximum)
+
+    async def _consume(
+        self, services: TargetServices, connection: Connection, process: Process
+    ) -> None:
+        while True:
+            await connection.wake.wait()
+            connection.wake.clear()
+            if connection.lost.is_set():
+                raise ConnectionLost("disconnected")
+            while batch := connection.take(self.batch_size):
+                now = services.clock.time()
+                items = [
+                    mqtt_item(received, self.broker.address, str(next(self._ids)), now)
+                    for received, _ in batch
+                ]
+                await self.retrying(services, items, process)
+                for _, ticket in batch:  # done or given up: the broker may forget it
+                    if ticket is not None:
+                        connection.acks.settle(ticket)
+
+    async def _give_up(
+        self, services: TargetServices, items: list[Item], condition: str, attempts: int
+    ) -> None:
+        self.given_up += len(items)
+        log.error(
+            "pipe %s: %d MQTT messages of %s given up (%s)",
+            self.pipe,
+            len(items),
+            self.topic,
+            condition,
         )
