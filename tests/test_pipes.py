@@ -799,3 +799,48 @@ pipes:
         await asyncio.sleep(0.3)
     # The checkpoint held across the swap: the first b (filtered out before) is not read again.
     assert kinds() == ["a", "b"]
+
+
+async def test_failed_messages_go_to_the_queues_own_dead_letter_queue_and_metrics_count(
+    tmp_path: Path,
+) -> None:
+    path = config(
+        tmp_path,
+        """
+resources:
+  orders:
+    type: queue
+    visibility_timeout: 1
+    redrive_policy: {dead_letter_queue: orders-dlq, max_receive_count: 2}
+  orders-dlq: {type: queue}
+  partial: {type: function, function: "tests.pipes_functions:partial"}
+pipes:
+  p: {source: orders, target: partial}
+""",
+    )
+    runtime = await runtime_of(path, str(tmp_path / "state.db"))
+    async with runtime:
+        async with await QueueStore.open(runtime.state_path) as store:
+            sent, _ = await store.send_batch(
+                "orders", [SendEntry(json.dumps({"n": n}), id=str(n)) for n in range(2)]
+            )
+        functions.fail_always.add(sent[0].message_id)
+        async with await QueueStore.open(runtime.state_path) as store:
+            [dead] = await store.receive("orders-dlq", 1, wait_time=15)
+        assert json.loads(dead.body) == {"n": 0}
+        pipe = runtime.resource("p")
+        assert isinstance(pipe, PipeTarget)
+        assert pipe.counts["delivered"] == 1 and pipe.counts["failed"] == 2  # received twice
+        pipe.metrics.flush(runtime, "p")
+        await runtime.metrics.flush()
+        now = runtime.clock.time()
+        found = await runtime.metrics.get_metric_statistics(
+            "Pipelines/Pipes",
+            "ExecutionPartiallyFailed",
+            {"PipeName": "p"},
+            start=now - 600,
+            end=now + 60,
+            period=60,
+            statistics=["Sum"],
+        )
+    assert sum(point["Sum"] for point in found["Datapoints"]) == 2

@@ -68,7 +68,9 @@ from plugins.pipes.template import InputTemplate, Reserved
 
 log = logging.getLogger("plugins.pipes")
 
-NAMESPACE = "AWS/EventBridge/Pipes"
+#: AWS's ``AWS/EventBridge/Pipes``, in the project's own namespace: PutMetricData
+#: reserves ``AWS/`` (as the other services' metrics here, ``Pipelines/States``...).
+NAMESPACE = "Pipelines/Pipes"
 #: How often counts and metrics are written while the pipe runs.
 FLUSH_EVERY = 5.0
 #: How often a pipe reads its desired state (set by ``pipelines pipes
@@ -131,8 +133,8 @@ class Metrics:
                     },
                     unit=unit,
                 )
-            except Exception:  # no metric store (a runtime without state): counts stay
-                log.debug("pipe %s: metric %s not put", pipe, name, exc_info=True)
+            except Exception as exc:  # the runtime stopping: the counts stay
+                log.warning("pipe %s: metric %s not put: %s", pipe, name, exc)
 
 
 class PipeTarget(Target):
