@@ -111,11 +111,11 @@ def register_restorers(register: Callable[[Callable[[ApiHost], Awaitable[None]]]
     """Make again, when a runtime starts, the resources a plugin keeps in its
     state database (those its API made: a pipe made by CreatePipe).
 
-    ``register`` takes one async function per call; each is awaited with the
-    runtime (an ``ApiHost``: ``open_store``, ``put_resource``,
-    ``resource_names``...) once the runtime takes events and its config's
-    resources run, only when it has a state database. An exception is
-    logged, naming the plugin; the runtime goes on.
+    Called once per start of a runtime that has a state database, once it
+    takes events and its config's resources run. ``register`` takes one
+    async function per call; each is awaited with the runtime (an
+    ``ApiHost``: ``open_store``, ``put_resource``, ``resource_names``...).
+    An exception is logged, naming the plugin; the runtime goes on.
 
     Must return None; what counts is the calls to ``register``.
     """
