@@ -844,3 +844,28 @@ pipes:
             statistics=["Sum"],
         )
     assert sum(point["Sum"] for point in found["Datapoints"]) == 2
+
+
+async def test_a_fifo_queue_target_gets_the_message_group_the_template_gives(
+    tmp_path: Path,
+) -> None:
+    path = config(
+        tmp_path,
+        """
+resources:
+  orders: {type: queue}
+  by-customer: {type: queue, queue: by-customer.fifo}
+pipes:
+  p:
+    source: orders
+    target: by-customer
+    target_parameters: {message_group_id: "<$.body.customer>"}
+""",
+    )
+    runtime = await runtime_of(path, str(tmp_path / "state.db"))
+    async with runtime:
+        await send(runtime, "orders", [{"customer": "ann", "n": 1}])
+        async with await QueueStore.open(runtime.state_path) as store:
+            [message] = await store.receive("by-customer.fifo", 1, wait_time=10)
+    assert message.attributes["MessageGroupId"] == "ann"
+    assert json.loads(json.loads(message.body)["body"]) == {"customer": "ann", "n": 1}
