@@ -82,3 +82,10 @@ def fan_out(batch: list[Any]) -> list[Any]:
     """Eleven events for each record: more than a queue target takes at once."""
     _seen("fan_out", batch)
     return [{"copy": n} for _ in batch for n in range(11)]
+
+
+def refuse_when_asked(batch: list[Any]) -> None:
+    """Fails the batch when an event's detail says refuse."""
+    _seen("refuse_when_asked", batch)
+    if any(event["detail"].get("refuse") for event in batch):
+        raise ValueError("refused as asked")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -259,3 +261,45 @@ async def test_a_stream_pipe_and_an_api_pipe_that_outlives_a_restart(tmp_path: P
         assert isinstance(pipe, PipeTarget) and pipe.current_state == "STOPPED"
         await endpoint.call("start_pipe", Name="clicks-in")
         assert pipe.current_state == "RUNNING"
+
+
+async def test_a_webhook_is_a_source_answered_once_the_pipe_is_done(tmp_path: Path) -> None:
+    plugins = manager()
+    runtime = Runtime(state_path=tmp_path / "state.db", plugins=plugins)
+    runtime.add_resource("hook", "webhook", {"path": "/hooks/orders", "source": "shop"})
+    runtime.add_resource(
+        "taker", "function", {"function": "tests.pipes_functions:refuse_when_asked"}
+    )
+    runtime.add_resource(
+        "hooked",
+        "pipe",
+        {"source": "hook", "filters": [{"detail": {"kind": ["order"]}}], "target": "taker"},
+    )
+    server = ApiServer(runtime, served_services(plugins), "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with runtime:
+
+            def post(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+                request = urllib.request.Request(
+                    f"{server.url}/hooks/orders",
+                    data=json.dumps(body).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as answer:
+                        return answer.status, json.loads(answer.read())
+                except urllib.error.HTTPError as error:
+                    return error.code, json.loads(error.read())
+
+            status, answer = await asyncio.to_thread(post, {"kind": "order", "n": 1})
+            assert status == 200 and answer["EventId"]
+            filtered = await asyncio.to_thread(post, {"kind": "other"})  # done: filtered out
+            assert filtered[0] == 200 and filtered[1]["EventId"] != answer["EventId"]
+            status, refused = await asyncio.to_thread(post, {"kind": "order", "refuse": True})
+            assert status == 500 and "did not take it" in refused["message"]
+    finally:
+        await server.close()
+    [[event], [_]] = functions.batches["refuse_when_asked"]
+    assert event["source"] == "shop" and event["detail"] == {"kind": "order", "n": 1}
+    assert event["id"] == answer["EventId"]

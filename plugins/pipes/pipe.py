@@ -62,7 +62,14 @@ from plugins.pipes.definition import (
     resource_name,
 )
 from plugins.pipes.records import Item
-from plugins.pipes.sources import LogsSource, MqttSource, QueueSource, Source, StreamSource
+from plugins.pipes.sources import (
+    LogsSource,
+    MqttSource,
+    QueueSource,
+    Source,
+    StreamSource,
+    WebhookSource,
+)
 from plugins.pipes.store import COUNTS, PipeStore
 from plugins.pipes.template import InputTemplate, Reserved
 
@@ -280,6 +287,7 @@ class PipeTarget(Target):
         await self._set_state(state)
 
     def _resolve_source(self, services: TargetServices) -> Source:
+        from plugins.http.webhook import WebhookTarget
         from plugins.logs.target import LogGroupTarget
         from plugins.mqtt.target import MqttTarget
         from plugins.queue.target import QueueTarget
@@ -309,6 +317,8 @@ class PipeTarget(Target):
             return LogsSource(self.name, resource.group, parameters)
         if isinstance(resource, MqttTarget):
             return MqttSource(self.name, name, parameters, resource.broker)
+        if isinstance(resource, WebhookTarget):
+            return WebhookSource(self.name, name, parameters, resource)
         raise ConfigError(
             Where(where),
             f"{name} is a {type(resource).__name__}; a pipe reads a queue, a stream or a log group",

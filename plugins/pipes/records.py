@@ -15,6 +15,8 @@ filters match and templates read, as AWS decodes them for both.
 from __future__ import annotations
 
 import base64
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, parse_json
@@ -59,6 +61,8 @@ class Item:
         return self._view
 
     def _make_view(self) -> dict[str, Any]:
+        if not self.key:  # already JSON throughout (a webhook's event)
+            return self.record
         if self.key == "data":  # a stream record: its bytes are at hand
             try:
                 text = self.handle.data.decode()
@@ -178,3 +182,22 @@ def mqtt_item(received: Received, broker: str, identifier: str, arrival: float) 
         "messageId": identifier,
     }
     return Item(shown, "payload", identifier, received.topic, arrival)
+
+
+def webhook_item(entry: dict[str, Any], webhook: str) -> Item:
+    """A webhook request as a pipe's record: the EventBridge event its
+    PutEvents entry would have made (AWS's Pipes read no webhooks)."""
+    identifier = str(uuid.uuid4())
+    detail = entry.get("Detail", "{}")
+    record: dict[str, Any] = {
+        "version": "0",
+        "id": identifier,
+        "detail-type": entry.get("DetailType", ""),
+        "source": entry.get("Source", ""),
+        "account": DEFAULT_ACCOUNT,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": DEFAULT_REGION,
+        "resources": list(entry.get("Resources") or []),
+        "detail": parse_json(detail) if isinstance(detail, str) else detail,
+    }
+    return Item(record, "", identifier, None, datetime.now(UTC).timestamp(), webhook)

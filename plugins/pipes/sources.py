@@ -1,4 +1,5 @@
-"""Where a pipe's records come from: a queue, a stream, a log group or an MQTT broker.
+"""Where a pipe's records come from: a queue, a stream, a log group, an MQTT
+broker or a webhook.
 
 A source reads batches through the store's public API (``QueueStore``
 receives and deletes, ``StreamStore.consume`` with the pipe's own
@@ -47,6 +48,7 @@ from plugins.pipes.records import (
     queue_item,
     stream_arn,
     stream_item,
+    webhook_item,
 )
 from plugins.queue.store import MAX_BATCH, MAX_WAIT, QueueStore, queue_arn
 from plugins.stream.store import MAX_GET_RECORDS, Record, StreamStore
@@ -536,3 +538,50 @@ class MqttSource(Source):
             self.topic,
             condition,
         )
+
+
+class WebhookSource(Source):
+    """Requests to a ``webhook`` resource's path: while the pipe runs, the
+    webhook hands each request's event to the pipe instead of its bus
+    (``WebhookTarget.attach``) and answers once the pipe is done with it:
+    200 when the target took it (or it was filtered out, or dropped by the
+    enrichment), 500 when it failed, so the sender sends it again (at least
+    once, as a webhook's sender retries). A batch is one request. Not a
+    source AWS's Pipes have: a record is the EventBridge event the webhook
+    would have put (``source``, ``detail-type``, ``detail``...)."""
+
+    kind = "webhook"
+    default_batch = 1
+
+    def __init__(self, pipe: str, name: str, parameters: SourceParameters, webhook: Any) -> None:
+        super().__init__(pipe, name, parameters)
+        self.webhook = webhook
+        self.process: Process | None = None
+
+    @property
+    def arn(self) -> str:
+        return f"webhook:{self.name}"
+
+    async def open(self, services: TargetServices) -> None:
+        self.webhook.attach(self.take)
+
+    async def close(self) -> None:
+        self.webhook.detach(self.take)
+        self.process = None
+
+    async def run(self, services: TargetServices, process: Process) -> None:
+        self.process = process
+        try:
+            await asyncio.Event().wait()  # requests arrive through ``take``
+        finally:
+            self.process = None
+
+    async def take(self, entry: dict[str, Any]) -> str:
+        """One request's event through the pipe: its id once done; raises when it failed."""
+        process = self.process
+        if process is None:
+            raise PipelinesError(f"pipe {self.pipe} is not running")
+        item = webhook_item(entry, self.name)
+        if await process([item]):
+            raise PipelinesError(f"pipe {self.pipe}: its target did not take the request")
+        return item.identifier
