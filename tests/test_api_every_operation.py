@@ -1248,6 +1248,23 @@ def stepfunctions(c: Context) -> None:
     assert stopped["stopDate"]
     status = aws("stepfunctions", "DescribeExecution", executionArn=started["executionArn"])
     assert status["status"] == "ABORTED"
+    # redriven from its Wait, then stopped again
+    redriven = aws("stepfunctions", "RedriveExecution", executionArn=started["executionArn"])
+    assert redriven["redriveDate"]
+    again = aws("stepfunctions", "DescribeExecution", executionArn=started["executionArn"])
+    assert (again["status"], again["redriveCount"]) == ("RUNNING", 1)
+    aws("stepfunctions", "StopExecution", executionArn=started["executionArn"])
+    # one state tested alone
+    lone = {"Type": "Pass", "Parameters": {"n.$": "$.n"}, "Next": "Later"}
+    tested = aws(
+        "stepfunctions",
+        "TestState",
+        definition=json.dumps(lone),
+        input='{"n": 2}',
+        inspectionLevel="DEBUG",
+    )
+    assert (tested["status"], tested["nextState"]) == ("SUCCEEDED", "Later")
+    assert json.loads(tested["inspectionData"]["afterParameters"]) == {"n": 2}
     # EXPRESS, run synchronously
     quick = aws(
         "stepfunctions",
