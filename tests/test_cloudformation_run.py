@@ -111,8 +111,15 @@ def _receive(sqs: Any, queue: str, count: int = 1, seconds: float = 15.0) -> lis
 
 @pytest.mark.parametrize("stack", [("rule-to-sqs",)], indirect=True)
 def test_an_eventbridge_rule_to_sqs_with_a_dead_letter_queue(stack: Stack) -> None:
-    assert any("EventBridgeToQueuePolicy (AWS::SQS::QueuePolicy): skipped: permissions are not enforced locally" in line for line in stack.report)
-    assert "output QueueUrl: https://sqs.us-east-1.amazonaws.com/000000000000/template-orders-dev" in stack.report
+    assert any(
+        "EventBridgeToQueuePolicy (AWS::SQS::QueuePolicy): skipped: permissions are not enforced locally"
+        in line
+        for line in stack.report
+    )
+    assert (
+        "output QueueUrl: https://sqs.us-east-1.amazonaws.com/000000000000/template-orders-dev"
+        in stack.report
+    )
     events = stack.client("events")
     assert events.describe_event_bus(Name="orders-dev")["Name"] == "orders-dev"
     rule = events.describe_rule(Name="order-placed", EventBusName="orders-dev")
@@ -122,16 +129,26 @@ def test_an_eventbridge_rule_to_sqs_with_a_dead_letter_queue(stack: Stack) -> No
     assert targets[0]["DeadLetterConfig"]["Arn"].endswith(":template-rule-dlq")
     answer = events.put_events(
         Entries=[
-            {"EventBusName": "orders-dev", "Source": "shop.orders", "DetailType": "OrderPlaced",
-             "Detail": json.dumps({"order": "o-1", "total": 25})},
-            {"EventBusName": "orders-dev", "Source": "shop.orders", "DetailType": "OrderPlaced",
-             "Detail": json.dumps({"order": "o-2", "total": 0})},
+            {
+                "EventBusName": "orders-dev",
+                "Source": "shop.orders",
+                "DetailType": "OrderPlaced",
+                "Detail": json.dumps({"order": "o-1", "total": 25}),
+            },
+            {
+                "EventBusName": "orders-dev",
+                "Source": "shop.orders",
+                "DetailType": "OrderPlaced",
+                "Detail": json.dumps({"order": "o-2", "total": 0}),
+            },
         ]
     )
     assert answer["FailedEntryCount"] == 0
     sqs = stack.client("sqs")
     messages = _receive(sqs, "template-orders-dev")
-    assert [json.loads(m["Body"]) for m in messages] == [{"order": "o-1", "total": 25, "stage": "dev"}]
+    assert [json.loads(m["Body"]) for m in messages] == [
+        {"order": "o-1", "total": 25, "stage": "dev"}
+    ]
     url = sqs.get_queue_url(QueueName="template-orders-dev")["QueueUrl"]
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     assert attributes["VisibilityTimeout"] == "30"  # IsProd is false
@@ -142,18 +159,36 @@ def test_an_eventbridge_rule_to_sqs_with_a_dead_letter_queue(stack: Stack) -> No
 @pytest.mark.parametrize("stack", [("sam-app",)], indirect=True)
 def test_a_sam_event_driven_app_runs_its_python_function(stack: Stack) -> None:
     assert any(
-        line.startswith("OrdersTable (AWS::Serverless::SimpleTable): skipped: DynamoDB") for line in stack.report
+        line.startswith("OrdersTable (AWS::Serverless::SimpleTable): skipped: DynamoDB")
+        for line in stack.report
     )
-    assert any(line.startswith("NodeFunction (AWS::Lambda::Function): skipped: runtime nodejs20.x") for line in stack.report)
+    assert any(
+        line.startswith("NodeFunction (AWS::Lambda::Function): skipped: runtime nodejs20.x")
+        for line in stack.report
+    )
     events = stack.client("events")
     events.put_events(
-        Entries=[{"Source": "shop.orders", "DetailType": "OrderPlaced", "Detail": json.dumps({"order": "o-7"})}]
+        Entries=[
+            {
+                "Source": "shop.orders",
+                "DetailType": "OrderPlaced",
+                "Detail": json.dumps({"order": "o-7"}),
+            }
+        ]
     )
     assert stack.sunk(1) == [{"order": "o-7"}]  # InputPath: $.detail
     sns = stack.client("sns")
     topic = "arn:aws:sns:us-east-1:000000000000:order-notifications"
-    sns.publish(TopicArn=topic, Message="ignored", MessageAttributes={"kind": {"DataType": "String", "StringValue": "refund"}})
-    sns.publish(TopicArn=topic, Message="order o-8", MessageAttributes={"kind": {"DataType": "String", "StringValue": "order"}})
+    sns.publish(
+        TopicArn=topic,
+        Message="ignored",
+        MessageAttributes={"kind": {"DataType": "String", "StringValue": "refund"}},
+    )
+    sns.publish(
+        TopicArn=topic,
+        Message="order o-8",
+        MessageAttributes={"kind": {"DataType": "String", "StringValue": "order"}},
+    )
     calls = stack.sunk(2)
     assert len(calls) == 2
     assert "order o-8" in json.dumps(calls[1])
@@ -164,22 +199,43 @@ def test_a_sam_event_driven_app_runs_its_python_function(stack: Stack) -> None:
 
 @pytest.mark.parametrize("stack", [("sns-fanout",)], indirect=True)
 def test_an_sns_fan_out_with_filter_policies(stack: Stack) -> None:
-    assert any(line.startswith("EmailSubscription (AWS::SNS::Subscription): skipped: email") for line in stack.report)
+    assert any(
+        line.startswith("EmailSubscription (AWS::SNS::Subscription): skipped: email")
+        for line in stack.report
+    )
     sns = stack.client("sns")
     topic = "arn:aws:sns:us-east-1:000000000000:orders"
+
     def attributes(total: int, country: str) -> dict[str, Any]:
         return {
             "total": {"DataType": "Number", "StringValue": str(total)},
             "country": {"DataType": "String", "StringValue": country},
         }
-    sns.publish(TopicArn=topic, Message=json.dumps({"kind": "order", "order": "o-1"}), MessageAttributes=attributes(250, "DE"))
-    sns.publish(TopicArn=topic, Message=json.dumps({"kind": "order", "order": "o-2"}), MessageAttributes=attributes(40, "US"))
-    sns.publish(TopicArn=topic, Message=json.dumps({"kind": "refund", "order": "o-3"}), MessageAttributes=attributes(15, "US"))
+
+    sns.publish(
+        TopicArn=topic,
+        Message=json.dumps({"kind": "order", "order": "o-1"}),
+        MessageAttributes=attributes(250, "DE"),
+    )
+    sns.publish(
+        TopicArn=topic,
+        Message=json.dumps({"kind": "order", "order": "o-2"}),
+        MessageAttributes=attributes(40, "US"),
+    )
+    sns.publish(
+        TopicArn=topic,
+        Message=json.dumps({"kind": "refund", "order": "o-3"}),
+        MessageAttributes=attributes(15, "US"),
+    )
     sqs = stack.client("sqs")
     big = _receive(sqs, "big-orders")
-    assert [json.loads(m["Body"])["order"] for m in big] == ["o-1"]  # raw delivery: the message itself
+    assert [json.loads(m["Body"])["order"] for m in big] == [
+        "o-1"
+    ]  # raw delivery: the message itself
     eu = _receive(sqs, "eu-orders")
-    assert [json.loads(json.loads(m["Body"])["Message"])["order"] for m in eu] == ["o-1"]  # SNS's envelope
+    assert [json.loads(json.loads(m["Body"])["Message"])["order"] for m in eu] == [
+        "o-1"
+    ]  # SNS's envelope
     refunds = _receive(sqs, "refunds")
     assert [json.loads(json.loads(m["Body"])["Message"])["order"] for m in refunds] == ["o-3"]
     subscriptions = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
@@ -194,7 +250,9 @@ def _soon(seconds: int) -> str:
     "stack", [("scheduled-workflow", "--parameter", "ScheduleExpression=SOON")], indirect=True
 )
 def test_a_step_functions_workflow_started_by_a_schedule(stack: Stack) -> None:
-    assert (Path(stack.sink).parent / "scheduled-workflow" / "inline_functions" / "build_report.py").exists()
+    assert (
+        Path(stack.sink).parent / "scheduled-workflow" / "inline_functions" / "build_report.py"
+    ).exists()
     scheduler = stack.client("scheduler")
     schedule = scheduler.get_schedule(Name="nightly", GroupName="reports")
     assert schedule["Target"]["Arn"].endswith(":stateMachine:nightly-report")

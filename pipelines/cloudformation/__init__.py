@@ -92,7 +92,15 @@ def config_data(config: PipelineConfig) -> dict[str, Any]:
         data["buses"] = buses
     elif config.buses:
         data["buses"] = list(config.buses)
-    for section in ("resources", "rules", "archives", "alarms", "schedule_groups", "schedules"):
+    for section in (
+        "resources",
+        "rules",
+        "archives",
+        "alarms",
+        "schedule_groups",
+        "schedules",
+        "pipes",
+    ):
         value = getattr(config, section)
         if value:
             data[section] = value

@@ -667,7 +667,9 @@ def _event_source_apply(context: ImportContext, resource: Resource) -> str:
     body = context.section("resources")[stream]
     kind = body.get("type")
     if kind == "queue":
-        raise Skip("an SQS event source needs pipes (a queue consumer), not merged yet")
+        from pipelines.cloudformation.pipes import queue_mapping
+
+        return queue_mapping(context, resource, stream, function)
     if kind != "stream":
         raise Skip(f"an event source of a {kind} resource has no local equivalent")
     consumer: dict[str, Any] = {"target": function}
@@ -903,7 +905,12 @@ MAPPINGS: tuple[TypeMapping | ConfigExport, ...] = (
         apply=_event_source_apply,
         phase=1,
         properties=props(
-            ("EventSourceArn", "a stream resource (SQS: skipped until pipes)"),
+            (
+                "EventSourceArn",
+                "a stream resource (a consumer) or a queue (a pipe to the function)",
+            ),
+            ("MaximumBatchingWindowInSeconds", "queues: the pipe's source_parameters"),
+            ("FilterCriteria", "queues: the pipe's filters"),
             ("FunctionName", "consumers.ID.target"),
             ("BatchSize", "consumers.ID.batch_size"),
             ("StartingPosition", "consumers.ID.start"),

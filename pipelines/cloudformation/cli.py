@@ -52,7 +52,6 @@ def import_command(
     the templates' Outputs."""
     from pipelines.cloudformation import check_strict, dump_yaml, import_templates
     from pipelines.config import Document, config_from_documents
-    from pipelines.errors import ConfigInvalid
 
     directory = Path(write).resolve().parent if write else None
     imported = import_templates(

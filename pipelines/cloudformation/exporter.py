@@ -50,7 +50,7 @@ NAME_PROPERTIES = (
     "ArchiveName",
 )
 #: Resource types a config gets from its sections (not exported as resources).
-DERIVED_TYPES = {"scheduler"}
+DERIVED_TYPES = {"scheduler", "pipe"}
 
 
 @dataclass
@@ -97,7 +97,7 @@ def export_config(
     for name, body in exportable.items():
         _export(registry, context, str(body.get("type")), name, body)
         _keep(context, registry, name, body)
-    for section in ("rules", "archives", "alarms", "schedules"):
+    for section in ("rules", "archives", "alarms", "schedules", "pipes"):
         for name, body in (config.get(section) or {}).items():
             _export(registry, context, section, name, body)
             _keep_name(context, section, name)
@@ -207,6 +207,14 @@ def equivalent(config: dict[str, Any], directory: Path | None = None) -> dict[st
         if schedule.get("action_after_completion") == "NONE":
             del schedule["action_after_completion"]
         _input_form(schedule.get("target") or {})
+    for pipe in (data.get("pipes") or {}).values():
+        if pipe.get("desired_state") == "RUNNING":
+            del pipe["desired_state"]
+        pipe["filters"] = [
+            json.loads(f) if isinstance(f, str) else f for f in pipe.get("filters") or []
+        ]
+        if not pipe["filters"]:
+            del pipe["filters"]
     for group, body in list((data.get("schedule_groups") or {}).items()):
         data["schedule_groups"][group] = body or {}
     return {k: v for k, v in data.items() if v not in ({}, [], None) and k != "state"}
@@ -233,6 +241,8 @@ def _resource_form(
             resources[f"{name}-connection"] = {"type": "connection", **body["connection"]}
             body["connection"] = f"{name}-connection"
     if kind == "stream":
+        if body.get("shards") == 1:
+            del body["shards"]
         for consumer in (body.get("consumers") or {}).values():
             if consumer.get("start") == "trim_horizon":
                 del consumer["start"]

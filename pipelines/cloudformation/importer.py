@@ -70,7 +70,16 @@ RESOURCE_KEYS = {
 _LOGICAL_ID = re.compile(r"^[A-Za-z0-9]+$")
 _KNOWN_TRANSFORMS = {sam.SAM_TRANSFORM, "AWS::LanguageExtensions"}
 #: The order of a config's sections, as a person would write them.
-SECTIONS = ("buses", "resources", "rules", "archives", "alarms", "schedule_groups", "schedules")
+SECTIONS = (
+    "buses",
+    "resources",
+    "rules",
+    "archives",
+    "alarms",
+    "schedule_groups",
+    "schedules",
+    "pipes",
+)
 
 
 @dataclass
@@ -122,7 +131,9 @@ def import_templates(
     )
     context.write_code = write_code
     # The default bus is every stack's, never declared.
-    context.alias("buses", "default", *alias_keys(context.arn("events", "event-bus/default")), "default")
+    context.alias(
+        "buses", "default", *alias_keys(context.arn("events", "event-bus/default")), "default"
+    )
     problems: list[Problem] = []
     outputs: list[Output] = []
     exports: dict[str, Any] = {}

@@ -103,7 +103,8 @@ class TypeMapping:
     it to the config and returns what it became, for the report (phase 0:
     parts of their own; phase 1: parts folded into others, such as a
     topic's subscription, once every phase-0 part is there); it raises
-    ``Skip`` to skip the resource, ``TemplateError`` for a problem. Without ``apply`` the type is skipped with ``reason``.
+    ``Skip`` to skip the resource, ``TemplateError`` for a problem.
+    Without ``apply`` the type is skipped with ``reason``.
     """
 
     type: str

@@ -88,13 +88,35 @@ def _export(context: ExportContext, name: str, body: dict[str, Any]) -> None:
         set_if(properties, prop, body.get(key))
     redrive = body.get("redrive_policy")
     if isinstance(redrive, dict):
+        dead = str(redrive.get("dead_letter_queue"))
         properties["RedrivePolicy"] = {
-            "deadLetterTargetArn": context.ref_of(str(redrive.get("dead_letter_queue"))),
+            # Queues dead-lettering into each other: an ARN written out, as
+            # a GetAtt each way is a circular dependency to CloudFormation.
+            "deadLetterTargetArn": (
+                {"Fn::Sub": "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:" + dead}
+                if _loops(context, name, dead)
+                else context.ref_of(dead)
+            ),
             "maxReceiveCount": redrive.get("max_receive_count"),
         }
     if body.get("content_based_deduplication"):
         properties["ContentBasedDeduplication"] = True
     context.add(context.primaries[name], "AWS::SQS::Queue", properties)
+
+
+def _loops(context: ExportContext, name: str, dead: str) -> bool:
+    """Whether following dead-letter queues from ``dead`` comes back to ``name``."""
+    resources = context.config.get("resources") or {}
+    seen = set()
+    while dead not in seen:
+        if dead == name:
+            return True
+        seen.add(dead)
+        redrive = (resources.get(dead) or {}).get("redrive_policy")
+        if not isinstance(redrive, dict):
+            return False
+        dead = str(redrive.get("dead_letter_queue"))
+    return False
 
 
 MAPPINGS = (
@@ -123,6 +145,11 @@ MAPPINGS = (
         _export,
         ("AWS::SQS::Queue",),
         suffix="Queue",
-        keys=("queue", *(key for _, key in _NUMBERS), "redrive_policy", "content_based_deduplication"),
+        keys=(
+            "queue",
+            *(key for _, key in _NUMBERS),
+            "redrive_policy",
+            "content_based_deduplication",
+        ),
     ),
 )
