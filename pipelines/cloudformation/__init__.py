@@ -71,10 +71,7 @@ def check_strict(imported: Imported) -> None:
         raise TemplateInvalid(
             [
                 Problem(
-                    row.template,
-                    1,
-                    1,
-                    f"Resources.{row.resource} ({row.type}) is skipped: {row.detail}",
+                    *row.where, f"Resources.{row.resource} ({row.type}) is skipped: {row.detail}"
                 )
                 for row in skipped
             ]

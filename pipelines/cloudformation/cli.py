@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -51,19 +52,27 @@ def import_command(
     of its own), mapped (folded into another part) or skipped (why), and
     the templates' Outputs."""
     from pipelines.cloudformation import check_strict, dump_yaml, import_templates
-    from pipelines.config import Document, config_from_documents
+    from pipelines.config import Document, build_runtime, config_from_documents
+    from pipelines.errors import ConfigInvalid
 
     directory = Path(write).resolve().parent if write else None
-    imported = import_templates(
-        list(templates), parameters=parameters_of(parameters), directory=directory
-    )
-    if strict:
-        check_strict(imported)
-    # The config's shape checked as a config file's would be (its problems
-    # located in the templates), before anything is written.
-    config_from_documents(
-        [Path(write or templates[0])], [Document(templates[0], imported.config, imported.positions)]
-    )
+    try:
+        imported = import_templates(
+            list(templates), parameters=parameters_of(parameters), directory=directory
+        )
+        if strict:
+            check_strict(imported)
+        # The config checked as `pipelines validate` checks a file (its
+        # problems located in the templates), before anything is written.
+        config = config_from_documents(
+            [Path(write or templates[0])],
+            [Document(templates[0], imported.config, imported.positions)],
+        )
+        asyncio.run(build_runtime(config, state_path=None))
+    except ConfigInvalid as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        raise SystemExit(1) from None
     text = _header(templates) + dump_yaml(imported.config)
     report = {
         "resources": [row.as_dict() for row in imported.rows],

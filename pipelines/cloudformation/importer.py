@@ -242,8 +242,16 @@ class _Stack:
             return self.problems
         first_row = len(self.context.rows)
         for logical_id, (kind, reason) in expansion.skipped.items():
+            where = self.template.positions.get(("Resources", logical_id))
             self.context.rows.append(
-                ReportRow(logical_id, kind, SKIPPED, reason, str(self.template.file))
+                ReportRow(
+                    logical_id,
+                    kind,
+                    SKIPPED,
+                    reason,
+                    str(self.template.file),
+                    where or (str(self.template.file), 1, 1),
+                )
             )
         built = self._resolve(order, resources, resolver, expansion)
         for phase in (0, 1):

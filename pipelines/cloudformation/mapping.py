@@ -153,6 +153,8 @@ class ReportRow:
     status: str
     detail: str
     template: str
+    #: Where it is declared: (file, line, column).
+    where: tuple[str, int, int] = ("", 1, 1)
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -161,6 +163,7 @@ class ReportRow:
             "status": self.status,
             "detail": self.detail,
             "template": self.template,
+            "at": f"{self.where[1]}:{self.where[2]}",
         }
 
 
@@ -258,9 +261,15 @@ class ImportContext:
         return self.reference(value, path)[1]
 
     def report(self, resource: Resource, status: str, detail: str) -> None:
+        template = resource.template
         self.rows.append(
             ReportRow(
-                resource.logical_id, resource.type, status, detail, str(resource.template.file)
+                resource.logical_id,
+                resource.type,
+                status,
+                detail,
+                str(template.file),
+                template.positions.get(resource.path, (str(template.file), 1, 1)),
             )
         )
 
