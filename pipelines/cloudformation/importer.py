@@ -442,7 +442,10 @@ class _Stack:
             text += f" (from {resource.made_from})"
         if ignored:
             text += f"; ignored: {', '.join(ignored)}"
-        self.context.report(resource, MAPPED if mapping.phase else RUNS, text.strip())
+        # A part of its own runs (an SQS event source mapping's pipe, though
+        # it is applied with the parts folded into others).
+        own = named is not None or not mapping.phase
+        self.context.report(resource, RUNS if own else MAPPED, text.strip())
 
     def _outputs(self, resolver: Resolver) -> None:
         declared = self.template.data.get("Outputs") or {}
