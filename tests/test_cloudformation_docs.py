@@ -12,7 +12,9 @@ DOC = Path(__file__).parent.parent / "docs" / "cloudformation.md"
 
 def test_the_docs_tables_match_the_mappings() -> None:
     text = DOC.read_text(encoding="utf-8")
-    assert render(text) == text, "run: python -m pipelines.cloudformation.docs docs/cloudformation.md"
+    assert render(text) == text, (
+        "run: python -m pipelines.cloudformation.docs docs/cloudformation.md"
+    )
 
 
 def test_every_type_the_issue_names_is_mapped_or_skipped_with_a_reason() -> None:

@@ -94,7 +94,9 @@ def test_conditions_choose_values_and_resources(tmp_path: Path) -> None:
         """
     dev = imported(tmp_path, text)
     assert dev.config["resources"] == {"q": {"type": "queue", "visibility_timeout": 30}}
-    assert [r.detail for r in dev.rows if r.resource == "ProdTopic"] == ["condition ProdInEu is false"]
+    assert [r.detail for r in dev.rows if r.resource == "ProdTopic"] == [
+        "condition ProdInEu is false"
+    ]
     assert outputs(dev) == {"Either": "yes"}
     prod = imported(tmp_path, text, parameters={"Stage": "prod"})
     assert prod.config["resources"]["q"] == {
@@ -236,7 +238,10 @@ def test_each_type_becomes_its_config(tmp_path: Path) -> None:
         "shards": 2,
         "consumers": {"Mapping": {"target": "reader", "batch_size": 50, "start": "latest"}},
     }
-    assert resources["reader"] == {"type": "function", "function": "inline_functions.reader:handler"}
+    assert resources["reader"] == {
+        "type": "function",
+        "function": "inline_functions.reader:handler",
+    }
     assert (tmp_path / "inline_functions" / "reader.py").read_text().endswith("return event\n")
     assert resources["Logs"] == {
         "type": "log_group",
@@ -268,7 +273,9 @@ def test_each_type_becomes_its_config(tmp_path: Path) -> None:
 def test_the_sam_transform_expands_functions_events_and_state_machines(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "machine.asl.json").write_text(
-        json.dumps({"StartAt": "Go", "States": {"Go": {"Type": "Task", "Resource": "${Fn}", "End": True}}})
+        json.dumps(
+            {"StartAt": "Go", "States": {"Go": {"Type": "Task", "Resource": "${Fn}", "End": True}}}
+        )
     )
     result = imported(
         tmp_path,
@@ -316,7 +323,10 @@ def test_the_sam_transform_expands_functions_events_and_state_machines(tmp_path:
         "source_parameters": {"batch_size": 5},
     }
     assert config["resources"]["Stream"]["consumers"] == {"WorkerClicks": {"target": "Worker"}}
-    assert config["schedules"]["WorkerLater"]["target"] == {"resource": "Worker", "input": '{"a": 1}'}
+    assert config["schedules"]["WorkerLater"]["target"] == {
+        "resource": "Worker",
+        "input": '{"a": 1}',
+    }
     assert config["resources"]["app"]["subscription_filters"] == {
         "WorkerLines": {"target": "Worker", "pattern": "ERROR"}
     }
@@ -349,8 +359,14 @@ def test_other_runtimes_and_code_elsewhere_are_skipped_never_faked(tmp_path: Pat
         """,
     )
     assert {r.resource: (r.status, r.detail) for r in result.rows} == {
-        "Node": ("skipped", "runtime nodejs20.x: only Python functions run locally (as a function resource)"),
-        "Java": ("skipped", "runtime java21: only Python functions run locally (as a function resource)"),
+        "Node": (
+            "skipped",
+            "runtime nodejs20.x: only Python functions run locally (as a function resource)",
+        ),
+        "Java": (
+            "skipped",
+            "runtime java21: only Python functions run locally (as a function resource)",
+        ),
         "FromS3": (
             "skipped",
             "code in S3 or an image is not fetched locally: give ZipFile, or CodeUri (SAM)",

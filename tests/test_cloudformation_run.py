@@ -198,7 +198,10 @@ def test_a_sam_event_driven_app_runs_its_python_function(stack: Stack) -> None:
     sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"order": "o-9"}))
     batch = stack.sunk(3)[2]  # a pipe does the work of Lambda's SQS poller
     assert [json.loads(record["body"]) for record in batch] == [{"order": "o-9"}]
-    assert any(line.startswith("ProcessOrderFunctionQueued (AWS::Lambda::EventSourceMapping): runs: pipe") for line in stack.report)
+    assert any(
+        line.startswith("ProcessOrderFunctionQueued (AWS::Lambda::EventSourceMapping): runs: pipe")
+        for line in stack.report
+    )
     rules = {r["Name"]: r for r in events.list_rules()["Rules"]}
     assert rules["ProcessOrderFunctionNightly"]["ScheduleExpression"] == "cron(0 3 * * ? *)"
 
