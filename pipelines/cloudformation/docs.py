@@ -33,10 +33,8 @@ def tables(registry: Registry) -> str:
             lines.append(f"| `{name}` | {owner} | | skipped: {_cell(mapping.reason)} |")
             continue
         for index, prop in enumerate(mapping.properties):
-            first = f"`{name}`" if index == 0 else ""
-            lines.append(
-                f"| {first} | {owner if index == 0 else ''} | `{prop.name}` | {_cell(prop.becomes)} |"
-            )
+            first, by = (f"`{name}`", owner) if index == 0 else ("", "")
+            lines.append(f"| {first} | {by} | `{prop.name}` | {_cell(prop.becomes)} |")
         if mapping.naming:
             listed = ", ".join(f"`{n}`" for n in mapping.naming)
             lines.append(f"| | | {listed} | read for naming or not used locally (not reported) |")
