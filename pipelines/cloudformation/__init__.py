@@ -66,7 +66,8 @@ def check_strict(imported: Imported) -> None:
     """``--strict``: every skipped resource is a problem."""
     from pipelines.errors import Problem
 
-    skipped = imported.skipped
+    # The permissions an export wrote stand for nothing a config holds.
+    skipped = [row for row in imported.skipped if not row.generated]
     if skipped:
         raise TemplateInvalid(
             [
@@ -106,4 +107,12 @@ def config_data(config: PipelineConfig) -> dict[str, Any]:
 
 def dump_yaml(data: Any) -> str:
     """YAML as a person would write it: keys in their order, block style."""
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(data, Dumper=_NoAliases, sort_keys=False, allow_unicode=True, width=100)
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Every value written out where it is used: CloudFormation refuses YAML
+    aliases (one dict used twice, such as a role's GetAtt, would be one)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.cloudformation.mapping import ExportContext, ExportSkip
+from pipelines.cloudformation.permissions import add_permissions
 from pipelines.cloudformation.registry import Registry, build_registry
 from pipelines.cloudformation.sam import SAM_TRANSFORM
 
@@ -101,6 +102,7 @@ def export_config(
         for name, body in (config.get(section) or {}).items():
             _export(registry, context, section, name, body)
             _keep_name(context, section, name)
+    add_permissions(context.resources)
     template: dict[str, Any] = {"AWSTemplateFormatVersion": "2010-09-09"}
     if context.needs_sam:
         template["Transform"] = SAM_TRANSFORM

@@ -155,6 +155,8 @@ class ReportRow:
     template: str
     #: Where it is declared: (file, line, column).
     where: tuple[str, int, int] = ("", 1, 1)
+    #: Written by ``pipelines export`` (a permission): nothing of the config.
+    generated: bool = False
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -262,6 +264,9 @@ class ImportContext:
 
     def report(self, resource: Resource, status: str, detail: str) -> None:
         template = resource.template
+        generated = bool(resource.metadata.get("generated"))
+        if generated:
+            detail += " (written by pipelines export)"
         self.rows.append(
             ReportRow(
                 resource.logical_id,
@@ -270,6 +275,7 @@ class ImportContext:
                 detail,
                 str(template.file),
                 template.positions.get(resource.path, (str(template.file), 1, 1)),
+                generated,
             )
         )
 
