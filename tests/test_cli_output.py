@@ -29,6 +29,7 @@ PRINT_NO_DATA = {
     "logs create": "creates; prints nothing",
     "logs retention": "sets a policy; prints nothing",
     "logs delete": "deletes; prints nothing",
+    "export": "prints a CloudFormation template (a document, not data); what is not exported on stderr",
 }
 
 #: Commands that print items as they come: JSON lines unless told otherwise.
