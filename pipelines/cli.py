@@ -37,7 +37,7 @@ from pipelines.errors import (
     PatternError,
     PipelinesError,
 )
-from pipelines.patterns import evaluate_pattern
+from pipelines.patterns import evaluate_pattern, explain_pattern
 
 if TYPE_CHECKING:
     from pipelines.runner import RunReport
@@ -153,21 +153,43 @@ def cli() -> None:
 @cli.command("test-pattern")
 @click.option("--pattern", "-p", required=True, help="Event pattern: JSON text or @file.")
 @click.option("--event", "-e", required=True, help="Event: JSON text or @file.")
-def test_pattern(pattern: str, event: str) -> None:
+@click.option(
+    "--explain", is_flag=True, help="Say why: each $or branch's failing fields and conditions."
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["json", "jsonl", "table"]),
+    default="table",
+    show_default=True,
+    help="With --explain: the reasons as text (table) or as JSON.",
+)
+def test_pattern(pattern: str, event: str, explain: bool, output: str) -> None:
     """Test an event against an event pattern, like `aws events test-event-pattern`.
 
     Prints true (exit 0) or false (exit 1); an invalid pattern or event is
-    reported on stderr with exit 2.
+    reported on stderr with exit 2. With --explain, the reasons follow: for
+    each branch of the pattern (its $or alternatives), each field whose
+    conditions the event fails, with the event's values there.
     """
     try:
-        matched = evaluate_pattern(read_argument(pattern), read_argument(event))
+        if explain:
+            explanation = explain_pattern(read_argument(pattern), read_argument(event))
+            matched = explanation.matched
+        else:
+            matched = evaluate_pattern(read_argument(pattern), read_argument(event))
     except PatternError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
     except EventValidationError as exc:
         click.echo(f"error: {exc.message}", err=True)
         raise SystemExit(2) from None
-    click.echo("true" if matched else "false")
+    if explain and output != "table":
+        echo_output(explanation.to_json(), output)
+    elif explain:
+        click.echo("\n".join(explanation.lines()))
+    else:
+        click.echo("true" if matched else "false")
     raise SystemExit(0 if matched else 1)
 
 
