@@ -67,8 +67,14 @@ class Pipeline:
         env = {**os.environ, "SINK_FILE": str(self.sink)}
         with self.log.open("w") as log:
             self.process = subprocess.Popen(
-                [*pipelines_command(), "run", str(self.config), "--control", str(self.control)]
-                + list(args),
+                [
+                    *pipelines_command(),
+                    "run",
+                    str(self.config),
+                    "--control",
+                    str(self.control),
+                    *args,
+                ],
                 env=env,
                 stderr=log,
                 stdout=subprocess.DEVNULL,

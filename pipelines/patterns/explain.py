@@ -197,7 +197,6 @@ def describe_condition(condition: Condition) -> Any:
             return {"cidr": _cidr_text(network)}
         case AnythingBut():
             return {"anything-but": _anything_but(condition)}
-    return repr(condition)
 
 
 def _number(value: float) -> int | float:
