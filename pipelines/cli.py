@@ -522,6 +522,34 @@ def put_command(
         raise SystemExit(1)
 
 
+@cli.command("top")
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1, 3600),
+    default=1.0,
+    show_default=True,
+    help="Seconds between refreshes.",
+)
+@click.option(
+    "--sort",
+    type=click.Choice(
+        ["matched", "delivered", "failed", "dead_lettered", "in_flight", "pending_retries", "name"]
+    ),
+    default="failed",
+    show_default=True,
+    help="The column sorted by at first (keys change it).",
+)
+@control_options
+def top_command(interval: float, sort: str, config: str | None, control: str | None) -> None:
+    """A live view of a running pipeline, per rule and target: rates of matched,
+    delivered, failed and dead-lettered events, in flight, queued, retries
+    waiting, and the last error. Keys sort (m d f l i r n); q quits."""
+    from pipelines.top import run_top
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_top(control_socket(config, control), interval=interval, sort=sort))
+
+
 @cli.command("tap")
 @click.option("--pattern", "-p", default=None, help="Only events matching this pattern (or @file).")
 @click.option("-n", "count", type=click.IntRange(min=1), default=None, help="Stop after N events.")
