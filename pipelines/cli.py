@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import textwrap
@@ -853,8 +854,20 @@ def metrics_list_command(
 @click.argument("name")
 @click.option("--dimension", "-d", "dimension", multiple=True, help="NAME=VALUE (repeatable).")
 @click.option("--stat", default="Average", show_default=True, help="Statistic or pNN.N.")
-@click.option("--period", type=int, default=60, show_default=True, help="Seconds per datapoint.")
+@click.option(
+    "--period",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Seconds per datapoint (default: what fits the terminal's width).",
+)
 @click.option("--since", default="1h", show_default=True, help="How far back: 90s, 15m, 2h, 3d.")
+@click.option(
+    "--png",
+    "png",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Also draw the chart into this PNG file (needs matplotlib: pipelines[charts]).",
+)
 @state_options
 @output_option
 def metrics_get_command(
@@ -862,19 +875,29 @@ def metrics_get_command(
     name: str,
     dimension: tuple[str, ...],
     stat: str,
-    period: int,
+    period: int | None,
     since: str,
+    png: str | None,
     config: str | None,
     state: str | None,
     output: str,
 ) -> None:
     """GetMetricStatistics for one metric. As a table: a row per period with
-    data, and on a terminal a sparkline of the whole window under it."""
+    data, and on a terminal a chart of the whole window under it (value axis
+    on the left, UTC times under it). Without --period, the period is the
+    shortest of 1, 2, 5, 10, 15, 30 minutes, 1, 2, 3, 6, 12 hours or days
+    whose points fit the terminal's width."""
+    from pipelines.charts import choose_period, slots, text_chart, write_png
     from pipelines.event import format_epoch
     from pipelines.metrics import STATISTICS, read_metric_statistics
 
     now = time.time()
-    start = now - _duration(since)
+    window = _duration(since)
+    start = now - window
+    columns = shutil.get_terminal_size((80, 24)).columns
+    chart_width = max(columns - 14, 10)  # the value axis's labels take the rest
+    if period is None:
+        period = choose_period(window, chart_width)
     extended = stat not in STATISTICS
     answer = asyncio.run(
         read_metric_statistics(
@@ -892,25 +915,31 @@ def metrics_get_command(
     points = answer["Datapoints"]
     if not points:
         click.echo(f"no data for {namespace} {name} in the last {since}", err=True)
-    if output != "table":
-        echo_output(answer, output)
-        return
 
     def value(point: dict[str, Any]) -> float | None:
         found = point.get("ExtendedStatistics", {}).get(stat) if extended else point.get(stat)
         return None if found is None else float(found)
 
-    chart = None
-    if sys.stdout.isatty():
-        by_time = {point["Timestamp"]: value(point) for point in points}
-        first = int(start // 60 * 60)
-        slots = [first + k * period for k in range(int((now - first) // period) + 1)]
-        series = [by_time.get(format_epoch(moment, "seconds")) for moment in slots]
-        known = [v for v in series if v is not None]
-        if known:
-            chart = f"{sparkline(series)}  {stat} min {min(known):g} max {max(known):g}"
+    by_time = {point["Timestamp"]: value(point) for point in points}
+    moments = slots(start, now, period)
+    series = [by_time.get(format_epoch(moment, "seconds")) for moment in moments]
+    label = f"{namespace} {name} {stat} per {_period_text(period)}, last {since}"
+    if png is not None:
+        write_png(Path(png), moments, series, title=label, ylabel=stat)
+    if output != "table":
+        echo_output(answer, output)
+        return
     rows = [{"Timestamp": point["Timestamp"], stat: value(point)} for point in points]
-    echo_table(rows, ["Timestamp", stat], caption=chart)
+    echo_table(rows, ["Timestamp", stat])
+    if sys.stdout.isatty() and points:
+        click.echo("\n".join(text_chart(moments, series, label=label)))
+
+
+def _period_text(period: int) -> str:
+    for unit, seconds in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if period % seconds == 0:
+            return f"{period // seconds} {unit}"
+    return f"{period} s"
 
 
 @cli.group("alarms")
