@@ -156,18 +156,22 @@ def write_png(
         raise PipelinesError(
             "--png needs matplotlib: pip install 'pipelines[charts]' (or matplotlib)"
         ) from None
-    moments = [datetime.fromtimestamp(t, UTC) for t in times]
+    # matplotlib's date numbers: days since its epoch, 1970-01-01 UTC (its
+    # default since 3.3), the x axis then read as dates.
+    moments = [t / 86_400 for t in times]
     shown = [math.nan if v is None else v for v in values]
     figure, axes = plt.subplots(figsize=(10, 4), dpi=100)
     try:
         axes.plot(moments, shown, marker="." if len(shown) <= 120 else None, linewidth=1.5)
+        axes.xaxis_date(UTC)
         axes.set_title(title)
         axes.set_ylabel(ylabel)
         axes.set_xlabel("time (UTC)")
         axes.grid(True, alpha=0.3)
-        locator = mdates.AutoDateLocator()
+        locator = mdates.AutoDateLocator(tz=UTC)  # type: ignore[no-untyped-call]
         axes.xaxis.set_major_locator(locator)
-        axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))
+        formatter = mdates.ConciseDateFormatter(locator, tz=UTC)  # type: ignore[no-untyped-call]
+        axes.xaxis.set_major_formatter(formatter)
         figure.tight_layout()
         try:
             figure.savefig(path, format="png")
