@@ -21,9 +21,10 @@ What is exported (every name prefixed ``pipelines_``):
                                            ``MatchedEvents``, ``Invocations``,
                                            ``FailedInvocations``...), per ``bus``, ``rule``
 ``bus_intake_events``                      events accepted, not yet matched, per bus
-``target_delivered_total`` etc.            per rule target (``bus``, ``rule``, ``target``,
-                                           ``resource``): delivered, failed attempts,
-                                           dead-lettered, dropped
+``target_info``                            1 per rule target (``bus``, ``rule``,
+                                           ``target``), its ``resource`` as a label
+``target_delivered_total`` etc.            per rule target (``bus``, ``rule``, ``target``):
+                                           delivered, failed attempts, dead-lettered, dropped
 ``target_in_flight``, ``target_queued``,   gauges per rule target
 ``target_pending_retries``
 ``target_last_failure_timestamp_seconds``  when its last attempt failed
@@ -54,7 +55,7 @@ from pipelines.routes import HttpRequest, HttpResponse, Routes
 from pipelines.runtime import Runtime
 from pipelines.snapshot import resource_gauges
 from pipelines.targets import Gauge
-from pipelines.targetstats import TargetStats
+from pipelines.targetstats import LATENCY_BUCKETS
 
 PREFIX = "pipelines_"
 METRICS_PATH = "/metrics"
@@ -62,7 +63,7 @@ HEALTH_PATH = "/health"
 READY_PATH = "/ready"
 #: The three alarm states, each a sample of ``alarm_state``.
 ALARM_STATES = ("OK", "ALARM", "INSUFFICIENT_DATA")
-_TARGET_LABELS = ["bus", "rule", "target", "resource"]
+_TARGET_LABELS = ["bus", "rule", "target"]
 
 
 class RuntimeCollector(Collector):
@@ -107,53 +108,78 @@ class RuntimeCollector(Collector):
         return family
 
     def _targets(self) -> Iterator[Metric]:
-        def counter(name: str, text: str) -> CounterMetricFamily:
-            return CounterMetricFamily(f"{PREFIX}target_{name}", text, labels=_TARGET_LABELS)
+        """Per rule target. Built sample by sample with one label dict per
+        target (``add_metric`` makes one per sample): a scrape of many targets
+        is most of what /metrics costs."""
+        prefix = f"{PREFIX}target_"
 
-        def gauge(name: str, text: str) -> GaugeMetricFamily:
-            return GaugeMetricFamily(f"{PREFIX}target_{name}", text, labels=_TARGET_LABELS)
+        def family(kind: Callable[..., Metric], name: str, text: str) -> Metric:
+            return kind(f"{prefix}{name}", text, labels=_TARGET_LABELS)
 
-        counters: list[tuple[CounterMetricFamily, Callable[[TargetStats], float]]] = [
-            (counter("delivered", "Events delivered."), lambda s: s.delivered),
-            (
-                counter("failed_attempts", "Delivery attempts that failed (retries count again)."),
-                lambda s: s.failed_attempts,
-            ),
-            (
-                counter("dead_lettered", "Events given up and sent to the dead-letter target."),
-                lambda s: s.dead_lettered,
-            ),
-            (
-                counter("dropped", "Events given up without a dead letter (or it failed)."),
-                lambda s: s.dropped,
-            ),
-        ]
-        in_flight = gauge("in_flight", "Deliveries under way.")
-        queued = gauge("queued", "Jobs waiting in the target's queue.")
-        pending = gauge("pending_retries", "Retries waiting for their next attempt.")
-        last_failure = gauge(
-            "last_failure_timestamp_seconds", "When its last failed attempt failed."
+        info = GaugeMetricFamily(
+            f"{prefix}info",
+            "The resource each rule target delivers to (always 1).",
+            labels=[*_TARGET_LABELS, "resource"],
         )
-        latency = HistogramMetricFamily(
-            f"{PREFIX}target_delivery_latency_seconds",
+        delivered = family(CounterMetricFamily, "delivered", "Events delivered.")
+        failed = family(
+            CounterMetricFamily,
+            "failed_attempts",
+            "Delivery attempts that failed (retries count again).",
+        )
+        dead = family(
+            CounterMetricFamily,
+            "dead_lettered",
+            "Events given up and sent to the dead-letter target.",
+        )
+        dropped = family(
+            CounterMetricFamily,
+            "dropped",
+            "Events given up without a dead letter (or it failed).",
+        )
+        in_flight = family(GaugeMetricFamily, "in_flight", "Deliveries under way.")
+        queued = family(GaugeMetricFamily, "queued", "Jobs waiting in the target's queue.")
+        pending = family(
+            GaugeMetricFamily, "pending_retries", "Retries waiting for their next attempt."
+        )
+        last_failure = family(
+            GaugeMetricFamily,
+            "last_failure_timestamp_seconds",
+            "When its last failed attempt failed.",
+        )
+        latency = family(
+            HistogramMetricFamily,
+            "delivery_latency_seconds",
             "From an event's ingestion to its delivery, retries included.",
-            labels=_TARGET_LABELS,
         )
+        bucket, count, total = (
+            f"{prefix}delivery_latency_seconds{suffix}" for suffix in ("_bucket", "_count", "_sum")
+        )
+        bounds = [_bound(bound) for bound in (*LATENCY_BUCKETS, float("inf"))]
         for bus in self.runtime.buses():
             for delivery in bus.deliveries():
-                labels = [bus.name, delivery.rule, delivery.target_id, delivery.resource]
+                labels = {"bus": bus.name, "rule": delivery.rule, "target": delivery.target_id}
                 stats = delivery.stats
-                for family, read in counters:
-                    family.add_metric(labels, read(stats))
-                in_flight.add_metric(labels, len(delivery.in_flight))
-                queued.add_metric(labels, len(delivery.queue))
-                pending.add_metric(labels, stats.waiting)
+                info.add_sample(f"{prefix}info", {**labels, "resource": delivery.resource}, 1)
+                delivered.add_sample(f"{prefix}delivered_total", labels, stats.delivered)
+                failed.add_sample(f"{prefix}failed_attempts_total", labels, stats.failed_attempts)
+                dead.add_sample(f"{prefix}dead_lettered_total", labels, stats.dead_lettered)
+                dropped.add_sample(f"{prefix}dropped_total", labels, stats.dropped)
+                in_flight.add_sample(f"{prefix}in_flight", labels, len(delivery.in_flight))
+                queued.add_sample(f"{prefix}queued", labels, len(delivery.queue))
+                pending.add_sample(f"{prefix}pending_retries", labels, stats.waiting)
                 if stats.last_error is not None:
-                    last_failure.add_metric(labels, stats.last_error.at)
-                buckets = [(_bound(b), float(n)) for b, n in stats.cumulative_buckets()]
-                latency.add_metric(labels, buckets, stats.latency_sum)
-        yield from (family for family, _ in counters)
-        yield from (in_flight, queued, pending, last_failure, latency)
+                    last_failure.add_sample(
+                        f"{prefix}last_failure_timestamp_seconds", labels, stats.last_error.at
+                    )
+                cumulative = 0
+                for bound, events in zip(bounds, stats.latency_buckets, strict=True):
+                    cumulative += events
+                    latency.add_sample(bucket, {**labels, "le": bound}, cumulative)
+                latency.add_sample(count, labels, cumulative)
+                latency.add_sample(total, labels, stats.latency_sum)
+        yield from (info, delivered, failed, dead, dropped, in_flight, queued, pending)
+        yield from (last_failure, latency)
 
     def _alarms(self) -> Metric:
         family = GaugeMetricFamily(

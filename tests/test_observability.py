@@ -69,22 +69,38 @@ def test_metrics_show_each_rule_target_its_failures_and_retries(pipeline: Pipeli
     def settled(samples: Samples) -> bool:
         key = (
             "pipelines_target_delivered_total",
-            frozenset({**TARGET, "target": "sink", "resource": "sink"}.items()),
+            frozenset(
+                {
+                    **TARGET,
+                    "target": "sink",
+                }.items()
+            ),
         )
         return (
             samples.get(key) == 5
             and samples.get(
                 (
                     "pipelines_target_pending_retries",
-                    frozenset({**TARGET, "target": "charge", "resource": "charge"}.items()),
+                    frozenset(
+                        {
+                            **TARGET,
+                            "target": "charge",
+                        }.items()
+                    ),
                 )
             )
             == 5
         )
 
     samples = scrape_until(pipeline, settled)
-    sink = {**TARGET, "target": "sink", "resource": "sink"}
-    charge = {**TARGET, "target": "charge", "resource": "charge"}
+    sink = {
+        **TARGET,
+        "target": "sink",
+    }
+    charge = {
+        **TARGET,
+        "target": "charge",
+    }
     # EventBridge's metrics, under their names, per bus and rule.
     assert (
         value(
@@ -121,11 +137,11 @@ def test_metrics_show_each_rule_target_its_failures_and_retries(pipeline: Pipeli
             bus="default",
             rule="refunds",
             target="sink",
-            resource="sink",
         )
         == 2
     )
     assert value(samples, "pipelines_target_delivered_total", **charge) == 0
+    assert value(samples, "pipelines_target_info", **charge, resource="charge") == 1
     assert value(samples, "pipelines_target_failed_attempts_total", **charge) >= 5
     assert value(samples, "pipelines_target_pending_retries", **charge) == 5
     assert value(samples, "pipelines_target_in_flight", **charge) == 0
