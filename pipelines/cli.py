@@ -346,7 +346,8 @@ def test_command(path: str) -> None:
     "api",
     default=None,
     metavar="HOST:PORT",
-    help="Serve AWS's APIs (events, ...) on HOST:PORT for boto3, the AWS CLI and the SDKs"
+    help="Serve AWS's APIs (events, ...) on HOST:PORT for boto3, the AWS CLI and the SDKs,"
+    " and /metrics, /health, /ready"
     " (`:PORT` listens on 127.0.0.1; port 0 picks a free one and logs it).",
 )
 @click.option(
