@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipelines.api import ApiServer, served_services
-from pipelines.observability import serve_observability
+from pipelines.observability import render_metrics, serve_observability
 from pipelines.runtime import Runtime
 from pipelines.targets import DeliveryContext, Target
 from tests.observed import Pipeline
@@ -228,3 +228,43 @@ async def test_ready_is_503_before_start_and_after_stop(tmp_path: Path) -> None:
         assert await _status(server.url + "/metrics") == 200  # still answers, ready 0
     finally:
         await server.close()
+
+
+async def test_target_stats_count_dead_letters_drops_and_retries_taken_away() -> None:
+    from pipelines.snapshot import snapshot
+    from tests.recorder import plugin_manager
+
+    runtime = Runtime(plugins=plugin_manager())
+    runtime.add_resource("refuses", "recorder", {"fail": -1, "retryable": False})
+    runtime.add_resource("flaky", "recorder", {"fail": -1})
+    runtime.add_resource("dlq", "recorder", {})
+    bus = runtime.bus()
+    bus.put_rule("r", pattern={"source": ["shop"]})
+    await bus.put_targets(
+        "r",
+        [
+            {"id": "lettered", "resource": "refuses", "dead_letter": "dlq"},
+            {"id": "dropped", "resource": "refuses"},
+            {"id": "retried", "resource": "flaky"},
+        ],
+    )
+    async with runtime:
+        await runtime.put_events([{"Source": "shop", "DetailType": "t", "Detail": "{}"}] * 2)
+        await runtime.wait_until_idle()
+        targets = {t["target"]: t for t in snapshot(runtime)["targets"]}
+        assert targets["lettered"]["dead_lettered"] == 2 and targets["lettered"]["dropped"] == 0
+        assert targets["dropped"]["dropped"] == 2 and targets["dropped"]["dead_lettered"] == 0
+        assert targets["retried"]["pending_retries"] == 2
+        assert targets["retried"]["failed_attempts"] == 2
+        assert targets["retried"]["last_error"]["code"] == "TestFailure"
+        await bus.remove_targets("r", ["retried"])  # its waiting retries go with it
+        assert runtime.deliverer.retries.waiting() == []
+        body, _ = await render_metrics(runtime)
+    samples = parse(body.decode())
+    labels = {"bus": "default", "rule": "r"}
+    assert value(samples, "pipelines_target_dead_lettered_total", **labels, target="lettered") == 2
+    assert value(samples, "pipelines_target_dropped_total", **labels, target="dropped") == 2
+    assert (
+        "pipelines_target_pending_retries",
+        frozenset({**labels, "target": "retried"}.items()),
+    ) not in samples
