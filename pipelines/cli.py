@@ -803,6 +803,7 @@ def replay_cancel_command(name: str, config: str | None, control: str | None, ou
 
 # -- metrics and alarms ---------------------------------------------------------------
 
+
 def _duration(value: str) -> float:
     """'90', '90s', '15m', '2h', '3d' -> seconds."""
     units = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
