@@ -221,15 +221,21 @@ class TokenRecord:
     beat: float
 
 
-def _event_row(execution: str, event: HistoryEvent) -> tuple[Any, ...]:
-    details = None if event.details is None else orjson.dumps(event.details).decode()
-    return (
-        execution,
-        event.id,
-        event.previous_event_id,
-        event.timestamp,
-        event.type,
-        details,
+def _event_rows(events: Sequence[HistoryEvent]) -> bytes:
+    """Events as one JSON array (``_insert_events``' one parameter): each
+    ``[id, previous, at, kind, details]``, the details as JSON text, stored
+    as written."""
+    return orjson.dumps(
+        [
+            (
+                e.id,
+                e.previous_event_id,
+                e.timestamp,
+                e.type,
+                None if e.details is None else orjson.dumps(e.details).decode(),
+            )
+            for e in events
+        ]
     )
 
 
@@ -394,7 +400,7 @@ class StatesStore(Store):
         asked of it by another runner (``request_abort``), or ""."""
         last = events[-1].id if events else None
         steps = [
-            Step(_INSERT_EVENTS, [(*_event_row(arn, e), arn, owner) for e in events], many=True),
+            self._events_step(arn, owner, events),
             Step(
                 "UPDATE sfn_executions SET checkpoint = ?, lease = ?,"
                 " last_event = COALESCE(?, last_event)"
@@ -423,7 +429,7 @@ class StatesStore(Store):
         ``owner`` still holds it; its tokens are over. Whether it did."""
         last = events[-1].id if events else None
         steps = [
-            Step(_INSERT_EVENTS, [(*_event_row(arn, e), arn, owner) for e in events], many=True),
+            self._events_step(arn, owner, events),
             Step(
                 "DELETE FROM sfn_tokens WHERE execution = ? AND EXISTS (SELECT 1 FROM"
                 " sfn_executions WHERE arn = ? AND owner = ? AND status = 'RUNNING')",
@@ -439,6 +445,19 @@ class StatesStore(Store):
         ]
         done = await self.batch(steps)
         return done[2].changed == 1
+
+    def _events_step(self, arn: str, owner: str, events: Sequence[HistoryEvent]) -> Step:
+        """The INSERT of ``events`` if ``owner`` holds the execution: one
+        statement whatever their number (a JSON array), not one per event."""
+        d = self.dialect
+        kinds = ("integer", "integer", "real", "text", "text")
+        items = ", ".join(d.json_item("e", n, kind) for n, kind in enumerate(kinds))
+        return Step(
+            "INSERT INTO sfn_history (execution, id, previous, at, kind, details)"
+            f" SELECT ?, {items} FROM {d.json_rows('e')} WHERE EXISTS (SELECT 1"
+            " FROM sfn_executions WHERE arn = ? AND owner = ? AND status = 'RUNNING')",
+            (arn, _event_rows(events), arn, owner),
+        )
 
     async def renew(self, owner: str, lease: float) -> dict[str, str]:
         """Extend ``owner``'s lease of every execution it runs: each one it
@@ -573,13 +592,6 @@ class StatesStore(Store):
 
 
 _MACHINE = "name, arn, definition, machine_type, role_arn, created, updated, revision"
-_INSERT_EVENTS = (
-    "INSERT INTO sfn_history (execution, id, previous, at, kind, details)"
-    " SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM sfn_executions"
-    " WHERE arn = ? AND owner = ? AND status = 'RUNNING')"
-)
-
-
 def _execution_values(record: ExecutionRecord) -> tuple[Any, ...]:
     checkpoint = None if record.checkpoint is None else orjson.dumps(record.checkpoint).decode()
     return (
