@@ -592,6 +592,8 @@ class StatesStore(Store):
 
 
 _MACHINE = "name, arn, definition, machine_type, role_arn, created, updated, revision"
+
+
 def _execution_values(record: ExecutionRecord) -> tuple[Any, ...]:
     checkpoint = None if record.checkpoint is None else orjson.dumps(record.checkpoint).decode()
     return (
