@@ -175,7 +175,7 @@ async def test_executions_are_listed_newest_first(state_location: str) -> None:
         assert [r.name for r in listed] == ["n2", "n1", "n0"]
         assert [r.name for r in await store.executions("flow", RUNNING, limit=1)] == ["n2"]
     rows = sql(state_location, "SELECT version FROM store_versions WHERE store = 'states'")
-    assert rows == [(2,)]
+    assert rows == [(3,)]
 
 
 async def test_a_version_1_database_gains_the_api_s_columns(tmp_path: object) -> None:
@@ -195,4 +195,4 @@ async def test_a_version_1_database_gains_the_api_s_columns(tmp_path: object) ->
         await store.set_tags("old", {"team": "shop"})
         assert [m.name for m in await store.made_by_api()] == ["old"]
         assert await store.tags("old") == {"team": "shop"}
-    assert sql(str(path), "SELECT version FROM store_versions WHERE store = 'states'") == [(2,)]
+    assert sql(str(path), "SELECT version FROM store_versions WHERE store = 'states'") == [(3,)]

@@ -54,16 +54,10 @@ from pipelines.errors import CodedError, NotRunningError, PipelinesError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.replay import runner_name
 from pipelines.targets import TargetServices
-from plugins.states.definition import (
-    ChoiceState,
-    PassState,
-    Program,
-    StateMachine,
-    parse_definition,
-)
+from plugins.states.definition import Program, StateMachine, parse_definition
 from plugins.states.errors import PAYLOAD_LIMIT, StatesError
-from plugins.states.history import Checkpoint, HistoryEvent, MemoryLog
-from plugins.states.interpreter import Execution, Interpreter, Outcome
+from plugins.states.history import CHILDREN, Checkpoint, HistoryEvent, MemoryLog
+from plugins.states.interpreter import PURE, Execution, Interpreter, Outcome
 from plugins.states.store import (
     ABORTED,
     ANSWERED,
@@ -89,8 +83,6 @@ RENEW_EVERY = LEASE / 3
 TOKEN_POLL = 1.0
 #: How often a ``.sync`` parent looks for the end of a child run elsewhere.
 CHILD_POLL = 1.0
-#: States whose checkpoint after them is written with the next (``DurableLog``).
-PURE = (PassState, ChoiceState)
 #: Checkpoints after Pass and Choice states left to the next one, at most in a row.
 PURE_RUN = 100
 #: EXPRESS executions kept in memory for DescribeExecution.
@@ -155,6 +147,8 @@ class _Run:
     task: asyncio.Task[None] | None = None
     #: StopExecution's error and cause, once asked
     abort: tuple[str | None, str | None] | None = None
+    #: another runner took it over (learnt inside a Parallel or Map)
+    lost: bool = False
     done: asyncio.Future[ExecutionRecord] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -168,10 +162,24 @@ class DurableLog:
     wait) is written with the next one, up to ``PURE_RUN`` in a row: a
     runner that stops meanwhile resumes at the checkpoint before the run,
     and those states are done again (nothing of them was durable, nothing
-    outside saw them)."""
+    outside saw them).
+
+    Inside a top-level Parallel or Map it takes checkpoints too (``nested``):
+    those its branches and iterations ask for at once share one write, whose
+    snapshot of the whole execution is taken when it is written; the
+    branches and iterations ended meanwhile (``child_done``) go with it, and
+    are cleared by the first write once the state has ended."""
+
+    nested = True
 
     def __init__(
-        self, engine: Executions, arn: str, program: Program | None = None, at: str = ""
+        self,
+        engine: Executions,
+        arn: str,
+        program: Program | None = None,
+        at: str = "",
+        *,
+        resumed: bool = False,
     ) -> None:
         self.engine = engine
         self.arn = arn
@@ -183,6 +191,13 @@ class DurableLog:
         self.program = program
         self.at = at
         self.deferred = 0
+        #: branches and iterations ended since the last write (``child_done``)
+        self.children: list[tuple[str, int, bool, Any]] = []
+        #: whether some may be kept in the store (written, or left by the run before a resume)
+        self.kept = resumed
+        #: the write inside a Parallel or Map that callers may still join, and its snapshot
+        self._inside: asyncio.Future[None] | None = None
+        self._snapshot: Callable[[], Checkpoint | None] | None = None
 
     def append(self, event: HistoryEvent) -> None:
         self.pending.append(event)
@@ -203,10 +218,20 @@ class DurableLog:
         store = self.engine.store
         assert store is not None
         events, self.pending = self.pending, []
+        children: list[tuple[str, int, bool, Any]] = []
+        clear = False
+        if point.within is not None and point.within.phase == CHILDREN:
+            children, self.children = self.children, []
+            self.kept = self.kept or bool(children)
+        else:  # no Parallel or Map under way: what its branches left is of no use
+            self.children = []
+            clear, self.kept = self.kept, False
         self.engine.writing += 1
+        lease = self.engine.lease()
+        checkpoint = point.to_json()
         write = asyncio.ensure_future(
             store.transition(
-                self.arn, self.engine.owner, self.engine.lease(), events, point.to_json()
+                self.arn, self.engine.owner, lease, events, checkpoint, children, clear=clear
             )
         )
         write.add_done_callback(self.engine.written)
@@ -229,6 +254,28 @@ class DurableLog:
         if stop:
             asked = orjson.loads(stop)
             raise _Aborted(asked.get("error"), asked.get("cause"))
+
+    def child_done(self, fork: str, index: int, failed: bool, result: Any) -> None:
+        self.children.append((fork, index, failed, result))
+
+    async def checkpoint_inside(self, snapshot: Callable[[], Checkpoint | None]) -> None:
+        """A checkpoint a branch or iteration asks for: written with those
+        asked for at the same moment, the snapshot taken as it is written."""
+        self._snapshot = snapshot
+        if self._inside is None:
+            self._inside = asyncio.ensure_future(self._write_inside())
+        try:
+            await asyncio.shield(self._inside)
+        except (_Lost, _Aborted) as stop:
+            # met in a branch or an iteration: the execution's own task ends it
+            self.engine.stopped(self.arn, stop)
+            raise asyncio.CancelledError from None
+
+    async def _write_inside(self) -> None:
+        self._inside = None  # from here, callers wait for the next write
+        point = None if self._snapshot is None else self._snapshot()
+        if point is not None:
+            await self.checkpoint(point)
 
     async def submitted(self, token: str) -> None:
         """Write the TaskSubmitted event of a top-level ``.waitForTaskToken``
@@ -467,6 +514,7 @@ class Executions:
                 execution.arn,
                 machine.program.program,
                 resume.next_state if resume is not None else machine.program.program.start_at,
+                resumed=resume is not None,
             )
             if durable
             else MemoryLog()
@@ -501,11 +549,19 @@ class Executions:
                 self._metric(machine, "ExecutionsStarted", 1.0, "Count")
                 await self._announce(run, RUNNING, None)
             try:
+                if resume is not None and isinstance(run.log, DurableLog) and self.store:
+                    # the branches and iterations that had ended in a Parallel or Map under way
+                    run.interpreter.finished = await self.store.children(execution.arn)
                 outcome = await run.interpreter.run(execution, resume)
             except _Aborted as asked:
                 outcome = self._aborted(run, asked.error, asked.cause)
             except asyncio.CancelledError:
                 if run.abort is None:  # the runner stops: resumed later, here or elsewhere
+                    if run.lost:
+                        task = asyncio.current_task()
+                        if task is not None:
+                            task.uncancel()
+                        raise _Lost(execution.arn) from None
                     await self._let_go(run)
                     raise
                 task = asyncio.current_task()
@@ -569,7 +625,7 @@ class Executions:
             try:
                 written = await self.store.finish(
                     execution.arn, self.owner, events, outcome.status, output, outcome.error,
-                    outcome.cause, now,
+                    outcome.cause, now, clear=run.log.kept,
                 )  # fmt: skip
             finally:
                 self.writing -= 1
@@ -707,6 +763,20 @@ class Executions:
                 log.exception("keeping the state machines' executions failed; trying again")
 
     # -- stopping an execution -------------------------------------------------------
+
+    def stopped(self, arn: str, stop: Exception) -> None:
+        """A write inside a Parallel or Map learnt that another runner took
+        the execution over, or that StopExecution asked to stop it: its task
+        ends it (``_drive``)."""
+        run = self.runs.get(arn)
+        if run is None or run.abort is not None or run.lost:
+            return
+        if isinstance(stop, _Aborted):
+            self._abort_local(run, stop.error, stop.cause)
+        else:
+            run.lost = True
+            if run.task is not None:
+                run.task.cancel()
 
     def _abort_local(self, run: _Run, error: str | None, cause: str | None) -> None:
         run.abort = (error, cause)

@@ -16,6 +16,7 @@ as the recorded histories show.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -57,6 +58,7 @@ class HistoryEvent:
 WAITING = "waiting"  # a Wait state, until ``until``
 BACKING_OFF = "backing-off"  # a Task, Parallel or Map between attempts: the next at ``until``
 CALLING = "calling"  # a Task's attempt under way: its resource was called
+CHILDREN = "children"  # a Parallel's branches or a Map's iterations under way: ``Within.fork``
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,16 @@ class Within:
     does not call its resource again: the task runner is asked to resume the
     attempt (``TaskRequest.resumed``), so each attempt's effect happens at
     most once. ``until`` is then the attempt's TimeoutSeconds deadline.
+
+    A Parallel or Map whose branches or iterations were under way
+    (``CHILDREN``) has them in ``fork``: ``key`` (the attempt's: its entered
+    event and retry count; the results of the finished ones are kept under
+    it, ``ExecutionLog.child_done``), ``lastEnd`` (the event its end points
+    back to) and ``threads``, each one under way by its index: where it
+    stands (``nextState``, ``input``, ``flowLast``, ``variables`` and its own
+    ``within``, nested Parallel and Map states in turn). Resumed, the finished
+    ones are not run again, those under way go on where they stood, the
+    others start.
     """
 
     phase: str
@@ -79,9 +91,10 @@ class Within:
     attempts: tuple[int, ...] = ()
     retry_count: int = 0
     task_token: str | None = None
+    fork: dict[str, Json] | None = None
 
     def to_json(self) -> dict[str, Json]:
-        return {
+        out = {
             "phase": self.phase,
             "enteredId": self.entered_id,
             "enteredAt": self.entered_at,
@@ -90,6 +103,9 @@ class Within:
             "retryCount": self.retry_count,
             "taskToken": self.task_token,
         }
+        if self.fork is not None:
+            out["fork"] = self.fork
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Json]) -> Within:
@@ -101,6 +117,7 @@ class Within:
             tuple(data.get("attempts") or ()),
             data.get("retryCount", 0),
             data.get("taskToken"),
+            data.get("fork"),
         )
 
 
@@ -158,6 +175,22 @@ class ExecutionLog(Protocol):
         """Make everything appended so far, and ``point``, durable before returning."""
         ...
 
+    #: Whether the log takes checkpoints inside Parallel branches and Map
+    #: iterations (``checkpoint_inside``, ``child_done``): a durable log does.
+    nested: bool
+
+    async def checkpoint_inside(self, snapshot: Callable[[], Checkpoint | None]) -> None:
+        """Make everything appended so far durable with ``snapshot()``, taken
+        when it is written (several threads asking at once share one write;
+        None: the Parallel or Map has ended meanwhile, nothing to write)."""
+        ...
+
+    def child_done(self, fork: str, index: int, failed: bool, result: Json) -> None:
+        """A branch or iteration of the Parallel or Map attempt ``fork`` ended
+        with ``result`` (its error output when ``failed``): kept with the
+        next ``checkpoint_inside``, so that a resumed run does not run it again."""
+        ...
+
 
 @dataclass
 class MemoryLog:
@@ -165,12 +198,31 @@ class MemoryLog:
 
     events: list[HistoryEvent] = field(default_factory=list)
     checkpoints: list[Checkpoint] = field(default_factory=list)
+    #: checkpoints inside Parallel and Map too (tests; EXPRESS does without)
+    nested: bool = False
+    #: ``child_done``'s kept by a ``checkpoint_inside``, by fork and index, as
+    #: a durable log keeps them (those after the last one are not)
+    children: dict[str, dict[int, tuple[bool, Json]]] = field(default_factory=dict)
+    _ended: list[tuple[str, int, bool, Json]] = field(default_factory=list)
 
     def append(self, event: HistoryEvent) -> None:
         self.events.append(event)
 
     async def checkpoint(self, point: Checkpoint) -> None:
         self.checkpoints.append(point)
+        self._ended.clear()
+
+    async def checkpoint_inside(self, snapshot: Callable[[], Checkpoint | None]) -> None:
+        point = snapshot()
+        if point is None:
+            return
+        self.checkpoints.append(point)
+        for fork, index, failed, result in self._ended:
+            self.children.setdefault(fork, {})[index] = (failed, result)
+        self._ended.clear()
+
+    def child_done(self, fork: str, index: int, failed: bool, result: Json) -> None:
+        self._ended.append((fork, index, failed, result))
 
 
 @dataclass(slots=True)

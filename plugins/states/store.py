@@ -16,6 +16,9 @@
   ``owner`` until ``lease`` (clock seconds), renewed as it goes, as a
   replay is (``pipelines.replay``);
 - ``sfn_history``: its history events, in id order;
+- ``sfn_children``: the branches and iterations that ended in a Parallel or
+  Map under way (by the attempt's key and their index, with their result),
+  so that a resumed one does not run them again; gone once the state ended;
 - ``sfn_tokens``: the task tokens of ``.waitForTaskToken`` attempts under
   way and their answers (SendTaskSuccess, SendTaskFailure,
   SendTaskHeartbeat), so an answer reaching any runner of a cluster gets to
@@ -118,6 +121,14 @@ CREATE TABLE IF NOT EXISTS sfn_tokens (
     created   REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sfn_tokens_execution ON sfn_tokens (execution);
+CREATE TABLE IF NOT EXISTS sfn_children (
+    execution TEXT NOT NULL,
+    fork      TEXT NOT NULL,
+    idx       INTEGER NOT NULL,
+    failed    INTEGER NOT NULL,
+    result    TEXT NOT NULL,
+    PRIMARY KEY (execution, fork, idx)
+);
 """
 
 EXECUTION_COLUMNS = (
@@ -250,7 +261,7 @@ class StatesStore(Store):
     """The state machines' tables: ``await StatesStore.open(state, clock)``."""
 
     name = "states"
-    version = 2
+    version = 3
     schema = SCHEMA
 
     def __init__(self, *args: Any, **options: Any) -> None:
@@ -331,7 +342,8 @@ class StatesStore(Store):
             at += len(steps)
 
     async def migrate(self, connection: Queries, found: int) -> None:
-        """Version 1 did not know which machines the API made, nor their tags."""
+        """Version 1 did not know which machines the API made, nor their tags;
+        version 3 added ``sfn_children`` (``schema`` creates it)."""
         if found < 2:
             for column in ("origin TEXT", "tags TEXT"):
                 await connection.execute(f"ALTER TABLE sfn_machines ADD COLUMN {column}")
@@ -476,14 +488,24 @@ class StatesStore(Store):
         lease: float,
         events: Sequence[HistoryEvent],
         checkpoint: dict[str, Any],
+        children: Sequence[tuple[str, int, bool, Any]] = (),
+        *,
+        clear: bool = False,
     ) -> str | None:
         """Write the events since the last transition and the new checkpoint,
         renewing the lease, in one transaction, if ``owner`` still holds the
-        execution. None when it does not (nothing written); else the stop
-        asked of it by another runner (``request_abort``), or ""."""
+        execution; with the branches and iterations ended meanwhile
+        (``children``: fork, index, failed, result), or, ``clear``, without
+        any kept before (their Parallel or Map has ended). None when it does
+        not hold it (nothing written); else the stop asked of it by another
+        runner (``request_abort``), or ""."""
         last = events[-1].id if events else None
-        steps = [
-            self._events_step(arn, owner, events),
+        steps = [self._events_step(arn, owner, events)]
+        if children:
+            steps.append(self._children_step(arn, owner, children))
+        if clear:
+            steps.append(self._clear_step(arn, owner))
+        steps += [
             Step(
                 "UPDATE sfn_executions SET checkpoint = ?, lease = ?,"
                 " last_event = COALESCE(?, last_event)"
@@ -492,7 +514,7 @@ class StatesStore(Store):
             ),
         ]
         done = await self.write(steps)
-        rows = done[1].rows
+        rows = done[-1].rows
         if not rows:
             return None
         return rows[0][0] or ""
@@ -507,12 +529,17 @@ class StatesStore(Store):
         error: str | None,
         cause: str | None,
         stopped: float,
+        *,
+        clear: bool = False,
     ) -> bool:
         """Write the last events and the execution's end, and let it go, if
-        ``owner`` still holds it; its tokens are over. Whether it did."""
+        ``owner`` still holds it; its tokens are over (``clear``: and the
+        branches and iterations it kept). Whether it did."""
         last = events[-1].id if events else None
-        steps = [
-            self._events_step(arn, owner, events),
+        steps = [self._events_step(arn, owner, events)]
+        if clear:
+            steps.append(self._clear_step(arn, owner))
+        steps += [
             Step(
                 "DELETE FROM sfn_tokens WHERE execution = ? AND EXISTS (SELECT 1 FROM"
                 " sfn_executions WHERE arn = ? AND owner = ? AND status = 'RUNNING')",
@@ -527,7 +554,7 @@ class StatesStore(Store):
             ),
         ]
         done = await self.write(steps)
-        return done[2].changed == 1
+        return done[-1].changed == 1
 
     def _events_step(self, arn: str, owner: str, events: Sequence[HistoryEvent]) -> Step:
         """The INSERT of ``events`` if ``owner`` holds the execution: one
@@ -541,6 +568,40 @@ class StatesStore(Store):
             " FROM sfn_executions WHERE arn = ? AND owner = ? AND status = 'RUNNING')",
             (arn, _event_rows(events), arn, owner),
         )
+
+    def _children_step(
+        self, arn: str, owner: str, children: Sequence[tuple[str, int, bool, Any]]
+    ) -> Step:
+        d = self.dialect
+        kinds = ("text", "integer", "integer", "text")
+        items = ", ".join(d.json_item("c", n, kind) for n, kind in enumerate(kinds))
+        rows = [(fork, index, int(failed), orjson.dumps(result).decode())
+                for fork, index, failed, result in children]  # fmt: skip
+        return Step(
+            "INSERT INTO sfn_children (execution, fork, idx, failed, result)"
+            f" SELECT ?, {items} FROM {d.json_rows('c')} WHERE EXISTS (SELECT 1"
+            " FROM sfn_executions WHERE arn = ? AND owner = ? AND status = 'RUNNING')"
+            " ON CONFLICT DO NOTHING",
+            (arn, orjson.dumps(rows), arn, owner),
+        )
+
+    def _clear_step(self, arn: str, owner: str) -> Step:
+        return Step(
+            "DELETE FROM sfn_children WHERE execution = ? AND EXISTS (SELECT 1 FROM"
+            " sfn_executions WHERE arn = ? AND owner = ? AND status = 'RUNNING')",
+            (arn, arn, owner),
+        )
+
+    async def children(self, arn: str) -> dict[str, dict[int, tuple[bool, Any]]]:
+        """The branches and iterations kept (``transition``'s ``children``):
+        by fork and index, (failed, result)."""
+        rows = await self.reader.rows(
+            "SELECT fork, idx, failed, result FROM sfn_children WHERE execution = ?", (arn,)
+        )
+        out: dict[str, dict[int, tuple[bool, Any]]] = {}
+        for fork, index, failed, result in rows:
+            out.setdefault(fork, {})[index] = (bool(failed), orjson.loads(result))
+        return out
 
     async def renew(self, owner: str, lease: float) -> dict[str, str]:
         """Extend ``owner``'s lease of every execution it runs: each one it
