@@ -195,6 +195,8 @@ class DurableLog:
         self.children: list[tuple[str, int, bool, Any]] = []
         #: whether some may be kept in the store (written, or left by the run before a resume)
         self.kept = resumed
+        #: whether it may have task tokens recorded (their rows go at its end)
+        self.tokens = resumed
         #: the write inside a Parallel or Map that callers may still join, and its snapshot
         self._inside: asyncio.Future[None] | None = None
         self._snapshot: Callable[[], Checkpoint | None] | None = None
@@ -625,7 +627,7 @@ class Executions:
             try:
                 written = await self.store.finish(
                     execution.arn, self.owner, events, outcome.status, output, outcome.error,
-                    outcome.cause, now, clear=run.log.kept,
+                    outcome.cause, now, clear=run.log.kept, tokens=run.log.tokens,
                 )  # fmt: skip
             finally:
                 self.writing -= 1
@@ -899,6 +901,9 @@ class Executions:
                 "States.TaskFailed",
                 ".waitForTaskToken is for STANDARD state machines (kept in the state database)",
             )
+        run = self.runs.get(execution)
+        if run is not None and isinstance(run.log, DurableLog):
+            run.log.tokens = True
         await self.store.add_token(token, execution, state)
 
     async def submitted(self, execution: str, token: str) -> None:

@@ -839,7 +839,12 @@ class _StateRun:
             assert state.timestamp is not None
             delay = _until(state.timestamp, now)
         output = self.jsonata_output(self.raw, states)
-        await sleep(self.it.clock, delay)
+        if self.within is not None and self.within.until is not None:
+            until = self.within.until  # resumed: only what is left
+        else:
+            until = now + delay
+            await self.hold(WAITING, until)
+        await sleep(self.it.clock, until - self.it.clock.time())
         self.exited(output)
         return output, state.next
 

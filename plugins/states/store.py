@@ -531,20 +531,25 @@ class StatesStore(Store):
         stopped: float,
         *,
         clear: bool = False,
+        tokens: bool = True,
     ) -> bool:
         """Write the last events and the execution's end, and let it go, if
-        ``owner`` still holds it; its tokens are over (``clear``: and the
-        branches and iterations it kept). Whether it did."""
+        ``owner`` still holds it; its tokens are over (``tokens``: it may
+        have some), and (``clear``) the branches and iterations it kept.
+        Whether it did."""
         last = events[-1].id if events else None
         steps = [self._events_step(arn, owner, events)]
         if clear:
             steps.append(self._clear_step(arn, owner))
+        if tokens:
+            steps.append(
+                Step(
+                    "DELETE FROM sfn_tokens WHERE execution = ? AND EXISTS (SELECT 1 FROM"
+                    " sfn_executions WHERE arn = ? AND owner = ? AND status = 'RUNNING')",
+                    (arn, arn, owner),
+                )
+            )
         steps += [
-            Step(
-                "DELETE FROM sfn_tokens WHERE execution = ? AND EXISTS (SELECT 1 FROM"
-                " sfn_executions WHERE arn = ? AND owner = ? AND status = 'RUNNING')",
-                (arn, arn, owner),
-            ),
             Step(
                 "UPDATE sfn_executions SET status = ?, output = ?, error = ?, cause = ?,"
                 " stopped = ?, checkpoint = NULL, owner = NULL, lease = NULL, stop_request = NULL,"
