@@ -617,7 +617,9 @@ class _StateRun:
         if assign is None:
             self.assigned = None
         elif self.state.jsonata:
-            self.assigned = jsonata_mode.resolve(assign, "Assign", states, self.variables)
+            self.assigned = jsonata_mode.resolve(
+                assign, "Assign", states, self.variables, self.it.clock.time()
+            )
         else:
             self.assigned = self.resolve(assign, data)
 
@@ -626,7 +628,9 @@ class _StateRun:
         return {"input": self.raw, "context": self.context(), **more}
 
     def query(self, template: Json, location: str, states: Json) -> Json:
-        return jsonata_mode.resolve(template, location, states, self.variables)
+        return jsonata_mode.resolve(
+            template, location, states, self.variables, self.it.clock.time()
+        )
 
     def evaluation_failed(self, failure: jsonata_mode.QueryFailure) -> StatesError:
         """An evaluation that failed: AWS's EvaluationFailed event, then the state's failure
