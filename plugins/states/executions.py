@@ -56,7 +56,13 @@ from pipelines.replay import runner_name
 from pipelines.targets import TargetServices
 from plugins.states.definition import Program, StateMachine, parse_definition
 from plugins.states.errors import PAYLOAD_LIMIT, StatesError
-from plugins.states.history import CHILDREN, Checkpoint, HistoryEvent, MemoryLog
+from plugins.states.history import (
+    CHILDREN,
+    HISTORY_LIMIT,
+    Checkpoint,
+    HistoryEvent,
+    MemoryLog,
+)
 from plugins.states.interpreter import PURE, Execution, Interpreter, Outcome
 from plugins.states.store import (
     ABORTED,
@@ -536,6 +542,8 @@ class Executions:
             region=DEFAULT_REGION,
             items=RuntimeItems(self.services),
         )
+        if machine.machine_type == STANDARD:  # AWS caps a STANDARD execution's history
+            interpreter.history.limit = HISTORY_LIMIT
         run = _Run(execution, machine, interpreter, execution_log)
         self.runs[execution.arn] = run
         run.task = self.services.spawn(self._drive(run, resume))

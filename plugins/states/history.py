@@ -20,7 +20,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from plugins.states.errors import RUNTIME, StatesError
+
 Json = Any
+
+#: A STANDARD execution's history holds at most this many events (AWS's hard
+#: quota; an EXPRESS execution's is unlimited): the last one must be its end.
+HISTORY_LIMIT = 25_000
+#: The events that may be the last one allowed (``History.limit``).
+_ENDS = frozenset(
+    {"ExecutionSucceeded", "ExecutionFailed", "ExecutionTimedOut", "ExecutionAborted"}
+)
+
+
+class HistoryFull(StatesError):
+    """The execution's next event would be the last one its history may
+    hold, and it is not the execution's end: the execution fails (AWS writes
+    ExecutionFailed as that event). States.Runtime: no Retry or Catch takes it."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            RUNTIME,
+            f"The execution reached the maximum number of events its history may hold ({limit})",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,12 +258,18 @@ class Flow:
 
 
 class History:
-    """Numbers events and writes them to the log."""
+    """Numbers events and writes them to the log; with a ``limit`` (a
+    STANDARD execution's ``HISTORY_LIMIT``), event ``limit`` is the
+    execution's end or ``HistoryFull`` is raised instead (and again at each
+    event but an end, so that no branch or iteration goes on)."""
 
-    def __init__(self, log: ExecutionLog, clock_time: Any, next_id: int = 1) -> None:
+    def __init__(
+        self, log: ExecutionLog, clock_time: Any, next_id: int = 1, limit: int | None = None
+    ) -> None:
         self.log = log
         self._time = clock_time
         self.next_id = next_id
+        self.limit = limit
 
     def emit(
         self,
@@ -253,6 +281,8 @@ class History:
         previous: int | None = None,
     ) -> int:
         event_id = self.next_id
+        if self.limit is not None and event_id >= self.limit and type not in _ENDS:
+            raise HistoryFull(self.limit)
         self.next_id += 1
         prev = flow.last if previous is None else previous
         self.log.append(HistoryEvent(event_id, prev, self._time(), type, details))

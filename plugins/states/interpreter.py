@@ -78,6 +78,7 @@ from plugins.states.history import (
     ExecutionLog,
     Flow,
     History,
+    HistoryFull,
     MemoryLog,
     Within,
 )
@@ -304,8 +305,16 @@ class Interpreter:
             start, data, within = resume.next_state, resume.input, resume.within
         variables = Scope(resume.variables if resume is not None else None)
         try:
-            top = self._top(start, data, _Scope(flow, self.history, variables), within)
-            output = await self._with_timeout(top, resumed=resume is not None)
+            try:
+                top = self._top(start, data, _Scope(flow, self.history, variables), within)
+                output = await self._with_timeout(top, resumed=resume is not None)
+            except BaseExceptionGroup as group:
+                # the history filled up inside branches or iterations, each
+                # failing with it: the execution fails, as for one alone
+                if group.subgroup(HistoryFull) is None:
+                    raise
+                assert self.history.limit is not None
+                raise HistoryFull(self.history.limit) from None
         except _ExecutionTimedOut:
             self.history.emit(flow, "ExecutionTimedOut", {"error": TIMEOUT}, advance=True)
             return Outcome("TIMED_OUT", error=TIMEOUT)
