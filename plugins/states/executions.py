@@ -356,6 +356,8 @@ class Executions:
             collections.OrderedDict()
         )
         self.tokens: dict[str, _TokenWait] = {}
+        #: STANDARD executions being started here (their row written, not yet running)
+        self.starting: set[str] = set()
         self.users = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._resumed = False
@@ -489,12 +491,17 @@ class Executions:
             arn, machine.name, name, RUNNING, input_text, None, None, None, now, None, 0,
             machine.revision, machine.role_arn, parent, None, 0,
         )  # fmt: skip
-        if not await self.store.create_execution(record, self.owner, self.lease()):
-            found = await self.store.execution(arn)
-            if found is not None and found.input == input_text and found.status == RUNNING:
-                return {"executionArn": arn, "startDate": found.started}
-            raise ExecutionError("ExecutionAlreadyExists", f"Execution Already Exists: '{arn}'")
-        self._launch(execution, machine, None)
+        # its row is RUNNING before it runs here: a resume looking meanwhile leaves it alone
+        self.starting.add(arn)
+        try:
+            if not await self.store.create_execution(record, self.owner, self.lease()):
+                found = await self.store.execution(arn)
+                if found is not None and found.input == input_text and found.status == RUNNING:
+                    return {"executionArn": arn, "startDate": found.started}
+                raise ExecutionError("ExecutionAlreadyExists", f"Execution Already Exists: '{arn}'")
+            self._launch(execution, machine, None)
+        finally:
+            self.starting.discard(arn)
         return {"executionArn": arn, "startDate": now}
 
     async def start_sync_execution(
@@ -708,13 +715,15 @@ class Executions:
         store = self.store
         assert store is not None
         for arn in await store.claimable(machines, self.owner, self.clock.time()):
-            if arn in self.runs:
+            if arn in self.runs or arn in self.starting:
                 continue
             if not await store.claim(arn, self.owner, self.clock.time(), self.lease()):
                 continue
             record = await store.execution(arn)
             machine = None if record is None else self.machines.get(record.machine)
             if record is None or machine is None or record.status != RUNNING:
+                continue
+            if arn in self.runs or arn in self.starting:  # started here meanwhile
                 continue
             if record.revision != machine.revision:
                 machine = await self._revision(machine, record.revision)
