@@ -358,6 +358,9 @@ class Executions:
         self.tokens: dict[str, _TokenWait] = {}
         #: STANDARD executions being started here (their row written, not yet running)
         self.starting: set[str] = set()
+        #: the events a STANDARD execution's history may hold (AWS's hard quota);
+        #: None lifts it (a benchmark measuring what AWS would fail)
+        self.history_limit: int | None = HISTORY_LIMIT
         self.users = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._resumed = False
@@ -550,7 +553,7 @@ class Executions:
             items=RuntimeItems(self.services),
         )
         if machine.machine_type == STANDARD:  # AWS caps a STANDARD execution's history
-            interpreter.history.limit = HISTORY_LIMIT
+            interpreter.history.limit = self.history_limit
         run = _Run(execution, machine, interpreter, execution_log)
         self.runs[execution.arn] = run
         run.task = self.services.spawn(self._drive(run, resume))

@@ -5,7 +5,10 @@ serves EXPRESS executions and tests; a durable log (``plugins.states.executions`
 STANDARD executions in the state database: ``checkpoint`` is awaited at each
 transition of the top-level program with what resuming there needs (and
 inside a top-level state that waits or calls a resource: ``Within``), and
-the execution may go on only once it returns.
+the execution may go on only once it returns. A log that is ``nested`` is
+also given checkpoints from inside Parallel branches and Map iterations
+(``checkpoint_inside``: a snapshot of every one under way, ``Within.fork``)
+and the ends of those that finished (``child_done``).
 
 ``previousEventId`` follows how AWS numbers it: each thread of an execution
 (the top level, each Parallel branch, each Map iteration) is a ``Flow`` whose

@@ -301,10 +301,15 @@ class StatesStore(Store):
             while self._waiting:
                 group = [w for w in self._waiting[:GROUP] if not w[1].done()]
                 del self._waiting[:GROUP]
-                if len(group) == 1:
-                    await self._write_alone(*group[0])
-                elif group:
-                    await self._write_group(group)
+                try:
+                    if len(group) == 1:
+                        await self._write_alone(*group[0])
+                    elif group:
+                        await self._write_group(group)
+                except BaseException:  # cancelled (the loop ends): nobody is left waiting
+                    for _, done in group:
+                        done.cancel()
+                    raise
         finally:
             self._writing = None
             for _, done in self._waiting:  # cancelled: the runner is stopping
