@@ -272,6 +272,8 @@ class DurableLog:
         self._snapshot = snapshot
         if self._inside is None:
             self._inside = asyncio.ensure_future(self._write_inside())
+            # its error reaches every caller; retrieved even if all were cancelled
+            self._inside.add_done_callback(_retrieve)
         try:
             await asyncio.shield(self._inside)
         except (_Lost, _Aborted) as stop:
@@ -298,6 +300,11 @@ class DurableLog:
             point.next_state, point.input, self.last_id, self.last_id, within, point.variables
         )
         await self.checkpoint(moved)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 @dataclass(slots=True)
