@@ -73,6 +73,7 @@ from plugins.states.store import (
     STANDARD,
     SUCCEEDED,
     TIMED_OUT,
+    ExecutionExists,
     ExecutionRecord,
     StatesStore,
 )
@@ -115,6 +116,10 @@ class ExecutionError(CodedError):
 
 class _Lost(Exception):
     """This runner no longer owns the execution: another runner took it over."""
+
+
+class _Unborn(Exception):
+    """An execution to start here found its ARN taken when its start was written."""
 
 
 class _Aborted(Exception):
@@ -186,9 +191,15 @@ class DurableLog:
         at: str = "",
         *,
         resumed: bool = False,
+        birth: ExecutionRecord | None = None,
     ) -> None:
         self.engine = engine
         self.arn = arn
+        #: a new execution's row, written with its first write (``born`` then)
+        self.birth = birth
+        self.born: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if birth is None:
+            self.born.set_result(None)
         self.pending: list[HistoryEvent] = []
         self.last_id = 0
         #: the last checkpoint written
@@ -237,11 +248,12 @@ class DurableLog:
         self.engine.writing += 1
         lease = self.engine.lease()
         checkpoint = point.to_json()
-        write = asyncio.ensure_future(
-            store.transition(
-                self.arn, self.engine.owner, lease, events, checkpoint, children, clear=clear
-            )
+        birth = self.birth
+        owner = self.engine.owner
+        transition = store.transition(
+            self.arn, owner, lease, events, checkpoint, children, clear=clear, create=birth
         )
+        write = asyncio.ensure_future(transition)
         write.add_done_callback(self.engine.written)
         try:
             stop = await asyncio.shield(write)
@@ -253,15 +265,35 @@ class DurableLog:
             done = write.done() and not write.cancelled() and write.exception() is None
             if done and write.result() is not None:
                 self.point = point
+                self.was_born()
             else:
                 self.pending = events + self.pending
+            raise
+        except Exception as exc:
+            if birth is not None:  # the start was not written: tell start_execution why
+                self.not_born(exc)
+                raise _Unborn(self.arn) from None
             raise
         if stop is None:
             raise _Lost(self.arn)
         self.point = point
+        if birth is not None:
+            self.was_born()
+            await self.engine.started(self.arn)
         if stop:
             asked = orjson.loads(stop)
             raise _Aborted(asked.get("error"), asked.get("cause"))
+
+    def was_born(self) -> None:
+        self.birth = None
+        if not self.born.done():
+            self.born.set_result(None)
+
+    def not_born(self, exc: BaseException) -> None:
+        self.birth = None
+        if not self.born.done():
+            self.born.set_exception(exc)
+            self.born.add_done_callback(_retrieve)
 
     def child_done(self, fork: str, index: int, failed: bool, result: Any) -> None:
         self.children.append((fork, index, failed, result))
@@ -363,8 +395,6 @@ class Executions:
             collections.OrderedDict()
         )
         self.tokens: dict[str, _TokenWait] = {}
-        #: STANDARD executions being started here (their row written, not yet running)
-        self.starting: set[str] = set()
         #: the events a STANDARD execution's history may hold (AWS's hard quota);
         #: None lifts it (a benchmark measuring what AWS would fail)
         self.history_limit: int | None = HISTORY_LIMIT
@@ -501,17 +531,27 @@ class Executions:
             arn, machine.name, name, RUNNING, input_text, None, None, None, now, None, 0,
             machine.revision, machine.role_arn, parent, None, 0,
         )  # fmt: skip
-        # its row is RUNNING before it runs here: a resume looking meanwhile leaves it alone
-        self.starting.add(arn)
+        local = self.runs.get(arn)
+        if local is not None:  # running here: the same one if the same input
+            if local.execution.input_text == input_text:
+                return {"executionArn": arn, "startDate": local.execution.start_time}
+            raise ExecutionError("ExecutionAlreadyExists", f"Execution Already Exists: '{arn}'")
+        # Its row is written with its first write (a checkpoint, or its end):
+        # the Pass and Choice states it may start with run meanwhile, and a
+        # chain of them is one transaction, start and end, instead of two.
+        # Nothing of it has an effect before (a Task's call, a Wait, comes
+        # after a checkpoint), and it answers once that write is durable.
+        run = self._launch(execution, machine, None, birth=record)
+        assert isinstance(run.log, DurableLog)
         try:
-            if not await self.store.create_execution(record, self.owner, self.lease()):
-                found = await self.store.execution(arn)
-                if found is not None and found.input == input_text and found.status == RUNNING:
-                    return {"executionArn": arn, "startDate": found.started}
-                raise ExecutionError("ExecutionAlreadyExists", f"Execution Already Exists: '{arn}'")
-            self._launch(execution, machine, None)
-        finally:
-            self.starting.discard(arn)
+            await asyncio.shield(run.log.born)
+        except ExecutionExists:
+            found = await self.store.execution(arn)
+            if found is not None and found.input == input_text and found.status == RUNNING:
+                return {"executionArn": arn, "startDate": found.started}
+            raise ExecutionError(
+                "ExecutionAlreadyExists", f"Execution Already Exists: '{arn}'"
+            ) from None
         return {"executionArn": arn, "startDate": now}
 
     async def start_sync_execution(
@@ -531,7 +571,13 @@ class Executions:
         out.pop("redriveCount", None)
         return out
 
-    def _launch(self, execution: Execution, machine: Machine, resume: Checkpoint | None) -> _Run:
+    def _launch(
+        self,
+        execution: Execution,
+        machine: Machine,
+        resume: Checkpoint | None,
+        birth: ExecutionRecord | None = None,
+    ) -> _Run:
         durable = machine.machine_type == STANDARD and self.store is not None
         execution_log: DurableLog | MemoryLog = (
             DurableLog(
@@ -540,6 +586,7 @@ class Executions:
                 machine.program.program,
                 resume.next_state if resume is not None else machine.program.program.start_at,
                 resumed=resume is not None,
+                birth=birth,
             )
             if durable
             else MemoryLog()
@@ -572,7 +619,8 @@ class Executions:
         """One execution's task: nothing it meets ends the runtime."""
         execution, machine = run.execution, run.machine
         try:
-            if resume is None or resume.last_event_id == 0:
+            unborn = isinstance(run.log, DurableLog) and run.log.birth is not None
+            if (resume is None or resume.last_event_id == 0) and not unborn:
                 self._metric(machine, "ExecutionsStarted", 1.0, "Count")
                 await self._announce(run, RUNNING, None)
             try:
@@ -596,6 +644,8 @@ class Executions:
                     task.uncancel()
                 outcome = self._aborted(run, *run.abort)
             await self._finish(run, outcome)
+        except _Unborn:
+            pass  # its ARN was taken: start_execution answers
         except _Lost:
             log.warning(
                 "execution %s: another runner took it over; this one stops running it",
@@ -609,6 +659,10 @@ class Executions:
             self.runs.pop(execution.arn, None)
             if not run.done.done():
                 run.done.cancel()
+            if isinstance(run.log, DurableLog):
+                run.log.not_born(
+                    NotRunningError("the runtime stopped before the execution started")
+                )
 
     def _aborted(self, run: _Run, error: str | None, cause: str | None) -> Outcome:
         details: dict[str, Any] = {}
@@ -648,16 +702,25 @@ class Executions:
         if isinstance(run.log, DurableLog):
             assert self.store is not None
             events, run.log.pending = run.log.pending, []
+            birth = run.log.birth
             self.writing += 1
             try:
                 written = await self.store.finish(
                     execution.arn, self.owner, events, outcome.status, output, outcome.error,
-                    outcome.cause, now, clear=run.log.kept, tokens=run.log.tokens,
+                    outcome.cause, now, clear=run.log.kept, tokens=run.log.tokens, create=birth,
                 )  # fmt: skip
+            except Exception as exc:
+                if birth is None:
+                    raise
+                run.log.not_born(exc)
+                raise _Unborn(execution.arn) from None
             finally:
                 self.writing -= 1
             if not written:
                 raise _Lost(execution.arn)
+            if birth is not None:  # started and ended in one write
+                run.log.was_born()
+                await self.started(execution.arn)
         else:
             self.express[execution.arn] = (record, list(run.log.events))
             while len(self.express) > KEPT_EXPRESS:
@@ -725,7 +788,7 @@ class Executions:
         store = self.store
         assert store is not None
         for arn in await store.claimable(machines, self.owner, self.clock.time()):
-            if arn in self.runs or arn in self.starting:
+            if arn in self.runs:
                 continue
             if not await store.claim(arn, self.owner, self.clock.time(), self.lease()):
                 continue
@@ -733,7 +796,7 @@ class Executions:
             machine = None if record is None else self.machines.get(record.machine)
             if record is None or machine is None or record.status != RUNNING:
                 continue
-            if arn in self.runs or arn in self.starting:  # started here meanwhile
+            if arn in self.runs:  # started here meanwhile
                 continue
             if record.revision != machine.revision:
                 machine = await self._revision(machine, record.revision)
@@ -792,6 +855,14 @@ class Executions:
                 log.exception("keeping the state machines' executions failed; trying again")
 
     # -- stopping an execution -------------------------------------------------------
+
+    async def started(self, arn: str) -> None:
+        """A new execution's start was written: counted and announced."""
+        run = self.runs.get(arn)
+        if run is None:
+            return
+        self._metric(run.machine, "ExecutionsStarted", 1.0, "Count")
+        await self._announce(run, RUNNING, None)
 
     def stopped(self, arn: str, stop: Exception) -> None:
         """A write inside a Parallel or Map learnt that another runner took

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -457,6 +458,32 @@ class StatesStore(Store):
         done = await self.write([Step(insert, (*values, owner, lease))])
         return len(done[0].rows) == 1
 
+    def _create_step(self, record: ExecutionRecord, owner: str, lease: float) -> Step:
+        """The INSERT of a new execution (a plain one: its ARN taken fails
+        the transaction it is in, with ``ExecutionExists``)."""
+        columns = (*EXECUTION_COLUMNS, "owner", "lease")
+        return Step(
+            f"INSERT INTO sfn_executions ({', '.join(columns)})"
+            f" VALUES ({self.dialect.marks(len(columns))})",
+            (*_execution_values(record), owner, lease),
+        )
+
+    async def _write_creating(
+        self, steps: list[Step], create: ExecutionRecord | None, owner: str, lease: float
+    ) -> list[Done]:
+        """``write(steps)``; with ``create``, that execution made first in the
+        same transaction (owned by ``owner`` until ``lease``):
+        ``ExecutionExists`` when its ARN is taken, and nothing written."""
+        if create is None:
+            return await self.write(steps)
+        try:
+            done = await self.write([self._create_step(create, owner, lease), *steps])
+        except Exception as exc:
+            if _is_conflict(exc):
+                raise ExecutionExists(create.arn) from None
+            raise
+        return done[1:]
+
     async def claimable(self, machines: Sequence[str], owner: str, now: float) -> list[str]:
         """The RUNNING executions of ``machines`` that no live runner runs:
         let go of (a graceful stop), their lease over (their runner died), or
@@ -496,6 +523,7 @@ class StatesStore(Store):
         children: Sequence[tuple[str, int, bool, Any]] = (),
         *,
         clear: bool = False,
+        create: ExecutionRecord | None = None,
     ) -> str | None:
         """Write the events since the last transition and the new checkpoint,
         renewing the lease, in one transaction, if ``owner`` still holds the
@@ -503,7 +531,8 @@ class StatesStore(Store):
         (``children``: fork, index, failed, result), or, ``clear``, without
         any kept before (their Parallel or Map has ended). None when it does
         not hold it (nothing written); else the stop asked of it by another
-        runner (``request_abort``), or ""."""
+        runner (``request_abort``), or "". ``create``: the execution is made
+        in the same transaction (its start written with its first transition)."""
         last = events[-1].id if events else None
         steps = [self._events_step(arn, owner, events)]
         if children:
@@ -518,7 +547,7 @@ class StatesStore(Store):
                 (orjson.dumps(checkpoint).decode(), lease, last, arn, owner),
             ),
         ]
-        done = await self.write(steps)
+        done = await self._write_creating(steps, create, owner, lease)
         rows = done[-1].rows
         if not rows:
             return None
@@ -537,11 +566,13 @@ class StatesStore(Store):
         *,
         clear: bool = False,
         tokens: bool = True,
+        create: ExecutionRecord | None = None,
     ) -> bool:
         """Write the last events and the execution's end, and let it go, if
         ``owner`` still holds it; its tokens are over (``tokens``: it may
         have some), and (``clear``) the branches and iterations it kept.
-        Whether it did."""
+        Whether it did. ``create``: the execution is made in the same
+        transaction (started and ended in one)."""
         last = events[-1].id if events else None
         steps = [self._events_step(arn, owner, events)]
         if clear:
@@ -563,7 +594,7 @@ class StatesStore(Store):
                 (status, output, error, cause, stopped, last, arn, owner),
             ),
         ]
-        done = await self.write(steps)
+        done = await self._write_creating(steps, create, owner, 0.0)
         return done[-1].changed == 1
 
     def _events_step(self, arn: str, owner: str, events: Sequence[HistoryEvent]) -> Step:
@@ -746,6 +777,21 @@ class StatesStore(Store):
 
 
 _MACHINE = "name, arn, definition, machine_type, role_arn, created, updated, revision"
+
+
+class ExecutionExists(Exception):
+    """An execution was to be made with an ARN another one has."""
+
+
+def _is_conflict(exc: Exception) -> bool:
+    """Whether ``exc`` is either engine's unique-constraint violation."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(exc, psycopg.IntegrityError)
 
 
 def _execution_values(record: ExecutionRecord) -> tuple[Any, ...]:
