@@ -256,6 +256,10 @@ class Interpreter:
         self.rng = rng if rng is not None else random.Random()
         self.history = History(self.log, self.clock.time)
         self.execution: Execution | None = None
+        #: TestState's (``run_state``): the state under test notes its data flow there
+        self.inspector: Inspector | None = None
+        #: the top-level state under way, as it was entered (where a redrive starts again)
+        self.under_way: Checkpoint | None = None
         #: the top-level Parallel or Map under way, checkpointed inside
         self._root: _Fork | None = None
         #: the branches and iterations ended before a resume, by fork and index
@@ -283,11 +287,6 @@ class Interpreter:
         """A checkpoint inside the top-level Parallel or Map."""
         if self._root is not None:
             await self.log.checkpoint_inside(self._snapshot)
-
-        #: TestState's (``run_state``): the state under test notes its data flow there
-        self.inspector: Inspector | None = None
-        #: the top-level state under way, as it was entered (where a redrive starts again)
-        self.under_way: Checkpoint | None = None
 
     # -- an execution -----------------------------------------------------------
 
