@@ -156,3 +156,40 @@ def test_run_takes_several_stacks_and_their_exports(tmp_path: Path) -> None:
         "queue", "receive", "shared", "--state", str(tmp_path / ".pipelines" / "state.db")
     )
     assert json.loads(json.loads(received.stdout)[0]["Body"])["source"] == "shop"
+
+
+def test_an_exported_example_runs_as_a_template(tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLES / "fanout", tmp_path / "fanout")
+    template = tmp_path / "fanout" / "template.yaml"
+    assert (
+        run_cli(
+            "export", str(tmp_path / "fanout" / "pipeline.yaml"), "-w", str(template)
+        ).returncode
+        == 0
+    )
+    result = run_cli(
+        "run",
+        str(template),
+        "--cloudformation",
+        "--no-control",
+        "--input",
+        str(tmp_path / "fanout" / "events.jsonl"),
+    )
+    assert result.returncode == 0, result.stderr
+    state = str(tmp_path / "fanout" / ".pipelines" / "state.db")
+    received = json.loads(
+        run_cli("queue", "receive", "big-orders", "--state", state, "-n", "10").stdout
+    )
+    assert received and all(json.loads(m["Body"])["source"] == "shop.orders" for m in received)
+
+
+def test_import_warns_of_text_a_config_would_substitute(tmp_path: Path) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text(
+        "Resources:\n  Q: {Type: AWS::SQS::Queue}\n  R:\n    Type: AWS::Events::Rule\n"
+        "    Properties:\n      EventPattern: {source: [shop]}\n"
+        '      Targets: [{Id: q, Arn: !GetAtt Q.Arn, Input: !Sub \'{"x": "${!HOME}"}\'}]\n'
+    )
+    result = run_cli("import", str(template))
+    assert result.returncode == 0, result.stderr
+    assert "warning: rules.R.targets[0].input holds ${...}" in result.stderr

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,12 @@ def import_command(
         for problem in exc.problems:
             click.echo(str(problem), err=True)
         raise SystemExit(1) from None
+    for where in variables_in(imported.config):
+        click.echo(
+            f"warning: {where} holds ${{...}}, which a config file reads as an environment"
+            " variable (run --cloudformation does not)",
+            err=True,
+        )
     text = _header(templates) + dump_yaml(imported.config)
     report = {
         "resources": [row.as_dict() for row in imported.rows],
@@ -88,6 +95,20 @@ def import_command(
         click.echo(text, nl=False)
         with _to_stderr():
             _report(report, "table")
+
+
+_VARIABLE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}")
+
+
+def variables_in(value: Any, path: str = "") -> list[str]:
+    """Where the config holds text the config loader would substitute."""
+    if isinstance(value, dict):
+        return [
+            w for k, v in value.items() for w in variables_in(v, f"{path}.{k}" if path else str(k))
+        ]
+    if isinstance(value, list):
+        return [w for i, v in enumerate(value) for w in variables_in(v, f"{path}[{i}]")]
+    return [path] if isinstance(value, str) and _VARIABLE.search(value) else []
 
 
 def _header(templates: tuple[str, ...]) -> str:
