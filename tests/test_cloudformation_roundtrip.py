@@ -259,6 +259,28 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
             "unhealthy": {"rule": "ALARM(failing)"},
         }
     if draw(st.booleans()):
+        data["pipes"] = {
+            "feedpipe0": {  # a name NAMES cannot make
+                "source": queues[0],
+                "target": draw(st.sampled_from(functions)),
+                "source_parameters": {"batch_size": draw(st.integers(1, 10))},
+                **draw(
+                    st.fixed_dictionaries(
+                        {}, optional={"filters": st.just([{"body": {"kind": ["a"]}}])}
+                    )
+                ),
+            }
+        }
+    if draw(st.booleans()):
+        resources["hookdest0"] = {  # a name NAMES cannot make
+            "type": "api_destination",
+            "endpoint": "https://example.com/*",
+            "connection": {
+                "authorization_type": "API_KEY",
+                "api_key": {"name": "X-Key", "value": "k"},
+            },
+        }
+    if draw(st.booleans()):
         data["schedule_groups"] = {"reports": {}}
         data["schedules"] = {
             "reports/nightly": {

@@ -273,3 +273,49 @@ def test_a_step_functions_workflow_started_by_a_schedule(stack: Stack) -> None:
     machine = "arn:aws:states:us-east-1:000000000000:stateMachine:nightly-report"
     executions = sfn.list_executions(stateMachineArn=machine)["executions"]
     assert [e["status"] for e in executions] == ["SUCCEEDED"]
+
+
+def test_a_reload_imports_the_template_again(tmp_path: Path) -> None:
+    directory = tmp_path / "app"
+    directory.mkdir()
+    template = directory / "template.yaml"
+    template.write_text(
+        "Resources:\n  First: {Type: AWS::SQS::Queue, Properties: {QueueName: first}}\n"
+    )
+    process = subprocess.Popen(
+        [
+            *pipelines_command(),
+            "run",
+            str(template),
+            "--cloudformation",
+            "--no-control",
+            "--api",
+            "127.0.0.1:0",
+            "--watch",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        url = None
+        while url is None:
+            line = process.stderr.readline()
+            assert line, "the runner stopped"
+            found = re.search(r"AWS endpoint: (http://\S+)", line)
+            url = found.group(1) if found else None
+        sqs = boto("sqs", url)
+        template.write_text(
+            "Resources:\n  First: {Type: AWS::SQS::Queue, Properties: {QueueName: first}}\n"
+            "  Second: {Type: AWS::SQS::Queue, Properties: {QueueName: second}}\n"
+        )
+        deadline = time.monotonic() + 20
+        names: list[str] = []
+        while time.monotonic() < deadline and "second" not in names:
+            names = [u.rsplit("/", 1)[-1] for u in sqs.list_queues().get("QueueUrls", [])]
+            time.sleep(0.2)
+        assert sorted(names) == ["first", "second"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
