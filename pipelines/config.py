@@ -1200,13 +1200,21 @@ def _target_problems(
 def _resource_references(runtime: Runtime, config: PipelineConfig) -> list[Problem]:
     """Resources named in other resources' settings (destinations, subscriptions)."""
     problems = []
-    for name in runtime.resource_names():
-        for where, referenced in runtime.resource(name).references():
-            if referenced in config.resources:
-                continue
-            problems.append(
-                _unknown_resource(config, (*resource_path(config, name), *where), referenced)
-            )
+    built = set(runtime.resource_names())
+    for name in built:
+        resource = runtime.resource(name)
+        unknown = [
+            _unknown_resource(config, (*resource_path(config, name), *where), referenced)
+            for where, referenced in resource.references()
+            if referenced not in config.resources
+        ]
+        problems += unknown
+        if unknown or any(named not in built for _, named in resource.references()):
+            continue  # (a named resource with problems of its own: those say why)
+        try:
+            resource.check_links(runtime.resource)
+        except ConfigError as exc:
+            problems += _problems(config, resource_path(config, name), exc)
     return problems
 
 

@@ -286,6 +286,13 @@ class Target(ABC):
         declared at that path, with its line and column."""
         return ()
 
+    def check_links(self, resource: Callable[[str], Target]) -> None:
+        """Check what its settings ask of the resources they name (their kind,
+        their limits), once every resource is built and each name in
+        ``references`` is declared: raise ``ConfigError`` at the setting.
+        ``resource(name)`` is the named resource as built. ``pipelines
+        validate`` calls it, so such a problem is found before a run."""
+
     @abstractmethod
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         """Deliver one payload; raise ``DeliveryError`` on failure."""
