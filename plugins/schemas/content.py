@@ -1,0 +1,143 @@
+"""Schema content: checked as CreateSchema and UpdateSchema check it, and
+compiled into a validator of events.
+
+``check_content`` parses the text and checks it is what its type says:
+
+- ``JSONSchemaDraft4``: a JSON object valid against the Draft 4 meta-schema
+  (jsonschema's ``Draft4Validator.check_schema``);
+- ``OpenApi3``: a JSON object with ``openapi`` 3.x, ``info`` with ``title``
+  and ``version``, ``paths`` an object, and each of ``components.schemas``
+  a valid schema (Draft 4's meta-schema, OpenAPI 3.0's schema object being
+  a subset of it plus ``nullable`` and such, which it leaves alone).
+
+A refusal is ``SchemaError("BadRequestException", ...)`` naming the JSON
+path of what is wrong. AWS's own wording of these refusals is not recorded
+anywhere we could find; ours says the type, the path and the reason.
+
+``compile_validator`` turns a version's content into a ``Validator``: the
+event (or its ``detail``, for a schema that describes only that) checked by
+fastjsonschema's generated code (about 10 µs for 20 fields, where
+jsonschema's interpreter takes 200); a refused event is checked again by
+jsonschema for the message, which names the JSON path and the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import fastjsonschema
+import jsonschema
+import orjson
+
+from pipelines.errors import CodedError
+from plugins.schemas.infer import DRAFT4, OPENAPI, export_draft4
+
+
+class SchemaError(CodedError):
+    """A request the schemas service refuses, with AWS's error ``code``
+    (``NotFoundException``, ``ConflictException``, ``BadRequestException``)."""
+
+
+def bad_request(message: str) -> SchemaError:
+    return SchemaError("BadRequestException", message)
+
+
+def _path(parts: Any) -> str:
+    text = "$"
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def check_content(kind: str, text: str) -> dict[str, Any]:
+    """The parsed content; ``BadRequestException`` when it is not a valid
+    schema of type ``kind``."""
+    try:
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"Invalid {kind} schema: the content is not JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise bad_request(f"Invalid {kind} schema: the content must be a JSON object")
+    if kind == DRAFT4:
+        _check_draft4(kind, document, ())
+    elif kind == OPENAPI:
+        _check_openapi(document)
+    else:
+        raise bad_request(f"Invalid schema type {kind!r}: OpenApi3 or JSONSchemaDraft4")
+    return document
+
+
+def _check_draft4(kind: str, document: Mapping[str, Any], base: tuple[str, ...]) -> None:
+    try:
+        jsonschema.Draft4Validator.check_schema(document)
+    except jsonschema.SchemaError as exc:
+        where = _path((*base, *exc.absolute_path))
+        raise bad_request(f"Invalid {kind} schema at {where}: {exc.message}") from None
+
+
+def _check_openapi(document: Mapping[str, Any]) -> None:
+    def refuse(where: str, why: str) -> SchemaError:
+        return bad_request(f"Invalid OpenApi3 schema at {where}: {why}")
+
+    version = document.get("openapi")
+    if not isinstance(version, str) or not version.startswith("3."):
+        raise refuse("$.openapi", f"must be an OpenAPI 3 version such as '3.0.0', not {version!r}")
+    info = document.get("info")
+    if not isinstance(info, dict):
+        raise refuse("$.info", "is required: an object with title and version")
+    for key in ("title", "version"):
+        if not isinstance(info.get(key), str):
+            raise refuse(f"$.info.{key}", "is required: a string")
+    if not isinstance(document.get("paths"), dict):
+        raise refuse("$.paths", "is required: an object")
+    components = document.get("components", {})
+    if not isinstance(components, dict):
+        raise refuse("$.components", "must be an object")
+    schemas = components.get("schemas", {})
+    if not isinstance(schemas, dict):
+        raise refuse("$.components.schemas", "must be an object")
+    for name, schema in schemas.items():
+        if not isinstance(schema, dict):
+            raise refuse(f"$.components.schemas.{name}", "must be a schema object")
+        _check_draft4(OPENAPI, schema, ("components", "schemas", name))
+
+
+@dataclass(frozen=True)
+class Validator:
+    """Checks events against one schema version."""
+
+    #: The Draft 4 schema events are checked against.
+    schema: dict[str, Any]
+    #: Whether it describes the whole event (an AWSEvent, with ``detail``) or
+    #: only its detail.
+    whole: bool
+    _fast: Any
+    _slow: jsonschema.Draft4Validator
+
+    def problem(self, event: Mapping[str, Any]) -> str | None:
+        """None when the event is valid, else the JSON path and the reason of
+        its first problem (``$.detail.total: 'x' is not of type 'number'``)."""
+        value = event if self.whole else event.get("detail")
+        try:
+            self._fast(value)
+            return None
+        except fastjsonschema.JsonSchemaException:
+            pass
+        error = jsonschema.exceptions.best_match(self._slow.iter_errors(value))
+        if error is None:  # the two disagree: the careful one decides
+            return None
+        base = () if self.whole else ("detail",)
+        return f"{_path((*base, *error.absolute_path))}: {error.message}"
+
+
+def compile_validator(kind: str, content: str) -> Validator:
+    """A validator of events for a schema version's content."""
+    document = check_content(kind, content)
+    schema = export_draft4(document) if kind == OPENAPI else dict(document)
+    schema.setdefault("$schema", "http://json-schema.org/draft-04/schema#")
+    whole = "detail" in schema.get("properties", {})
+    return Validator(
+        schema, whole, fastjsonschema.compile(schema), jsonschema.Draft4Validator(schema)
+    )
