@@ -171,7 +171,22 @@ def _components(root: Shape, root_name: str, detail_name: str) -> dict[str, Shap
 
 
 def render(source: str, detail_type: str, event_shape: Shape, kind: str) -> dict[str, Any]:
-    """The discovered schema of one event type from its merged event shape."""
+    """The discovered schema of one event type from its merged event shape.
+    JSON that is no event (neither source nor detail-type) is rendered as AWS
+    renders it: its root is the component ``Event``, without the envelope's
+    extensions."""
+    if not source and not detail_type:
+        named = _components(event_shape or {"type": "object"}, "Event", "Detail")
+        if kind == OPENAPI:
+            return {
+                "openapi": "3.0.0",
+                "info": {"version": "1.0.0", "title": "Event"},
+                "paths": {},
+                "components": {"schemas": _refs(named, "#/components/schemas/")},
+            }
+        definitions = _refs(named, "#/definitions/")
+        root = definitions.pop("Event")
+        return {"$schema": DRAFT4_URI, "title": "Event", "definitions": definitions, **root}
     title = pascal(detail_type)
     shape = dict(event_shape)
     properties = dict(shape.get("properties", {}))
