@@ -316,7 +316,8 @@ async def test_code_bindings(api: Clients) -> None:
         names = archive.namelist()
         models = archive.read("schema/shop/orderplaced/models.py").decode()
     assert "schema/shop/orderplaced/marshaller.py" in names
-    assert "class AWSEvent:" in models and "class Detail:" in models
+    assert "class AWSEvent:" in models and "class OrderPlaced:" not in models
+    assert "    detail: Detail\n" in models and "class Detail:" in models
     await api.call("put_code_binding", Language="TypeScript3", **where)
     body = (await api.call("get_code_binding_source", Language="TypeScript3", **where))["Body"]
     with zipfile.ZipFile(io.BytesIO(body.read())) as archive:
@@ -356,7 +357,7 @@ async def validating(tmp_path: Path) -> AsyncIterator[Clients]:
     async for clients in served(tmp_path, resources):
         for bus in ("default", "orders"):
             rules = clients.runtime.bus(bus)
-            rules.put_rule("all", pattern={"source": ["shop"]})
+            rules.put_rule("all", pattern={"source": ["shop", "other"]})
             await rules.put_targets("all", [{"id": "d", "resource": "delivered"}])
         yield clients
 

@@ -105,7 +105,36 @@ def models(kind: str, content: str) -> list[Model]:
     for model in made:
         for f in model.fields:
             f.schema = _renamed(f.schema, names)
-    return made
+    # Objects written inline (with properties) become classes of their own.
+    taken = {m.name for m in made}
+    detail = pascal(str(schema.get("x-amazon-events-detail-type") or "Detail"))
+    hoisted: list[Model] = []
+    for model in made:
+        for f in model.fields:
+            name = detail if model is root and f.key == "detail" else pascal(f.key)
+            f.schema = _hoist(f.schema, name, taken, hoisted)
+    return hoisted + made
+
+
+def _hoist(schema: Any, name: str, taken: set[str], hoisted: list[Model]) -> Any:
+    """``schema`` with an inline object that has properties made a class
+    (``hoisted``, named ``name`` or ``name_2``...), and a ``$ref`` to it."""
+    if not isinstance(schema, dict):
+        return schema
+    if schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+        return {**schema, "items": _hoist(schema["items"], name, taken, hoisted)}
+    if schema.get("type") != "object" or not isinstance(schema.get("properties"), dict):
+        return schema
+    unique, n = name, 1
+    while unique in taken:
+        n += 1
+        unique = f"{name}_{n}"
+    taken.add(unique)
+    model = _model(unique, schema)
+    for f in model.fields:
+        f.schema = _hoist(f.schema, pascal(f.key), taken, hoisted)
+    hoisted.append(model)
+    return {"$ref": unique}
 
 
 def _model(name: str, body: Mapping[str, Any]) -> Model:

@@ -37,7 +37,9 @@ A rule cannot target it: it takes no events of its own.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import datetime as dt
 import logging
 import weakref
 from collections.abc import Mapping
@@ -220,6 +222,8 @@ class SchemasResource(Target):
         self.screens: Screens | None = None
         self._stack = contextlib.ExitStack()
         self._tasks: list[asyncio.Task[None]] = []
+        self._announcements: collections.deque[list[dict[str, Any]]] = collections.deque()
+        self._announce_ready = asyncio.Event()
 
     def references(self) -> list[tuple[tuple[str | int, ...], str]]:
         return [
@@ -244,7 +248,11 @@ class SchemasResource(Target):
                 screens.add(await self._compile(index, requirement))
             for bus in screens.by_bus:
                 self._stack.enter_context(services.screen(bus, screens.screen_of(bus)))
-            self._tasks = [services.spawn(discovery.run()), services.spawn(screens.run())]
+            self._tasks = [
+                services.spawn(discovery.run()),
+                services.spawn(screens.run()),
+                services.spawn(self._announcing()),
+            ]
         except BaseException:
             await self.stop()
             raise
@@ -331,12 +339,25 @@ class SchemasResource(Target):
             }
             for kind in kinds
         ]
-        try:
-            result = await self.services.put_events(entries)
-        except NotRunningError:
-            return
-        if result["FailedEntryCount"]:
-            log.error("schema events not put: %s", result["Entries"])
+        # Put by the announcing task: a schema declared in YAML is made while
+        # the runtime starts, before it takes events.
+        self._announcements.append(entries)
+        self._announce_ready.set()
+
+    async def _announcing(self) -> None:
+        """Put the announcements, in order, until cancelled."""
+        assert self.services is not None
+        while True:
+            await self._announce_ready.wait()
+            self._announce_ready.clear()
+            while self._announcements:
+                entries = self._announcements.popleft()
+                try:
+                    result = await self.services.put_events(entries)
+                except NotRunningError:
+                    return
+                if result["FailedEntryCount"]:
+                    log.error("schema events not put: %s", result["Entries"])
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         raise DeliveryError(
@@ -372,6 +393,4 @@ def _same(stored: str, declared: str) -> bool:
 
 
 def _iso(seconds: float) -> str:
-    import datetime as dt
-
     return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
