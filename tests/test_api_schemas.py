@@ -145,14 +145,21 @@ async def test_schemas_and_versions(api: Clients) -> None:
         Description="orders",
     )
     assert made["SchemaVersion"] == "1"
-    assert made["SchemaArn"] == "arn:aws:schemas:us-east-1:000000000000:schema/shop/shop@OrderPlaced"
+    assert (
+        made["SchemaArn"] == "arn:aws:schemas:us-east-1:000000000000:schema/shop/shop@OrderPlaced"
+    )
     assert made["Type"] == "JSONSchemaDraft4"
     changed = {**DRAFT4, "title": "v2"}
     updated = await api.call(
-        "update_schema", RegistryName="shop", SchemaName="shop@OrderPlaced", Content=json.dumps(changed)
+        "update_schema",
+        RegistryName="shop",
+        SchemaName="shop@OrderPlaced",
+        Content=json.dumps(changed),
     )
     assert updated["SchemaVersion"] == "2"
-    described = await api.call("describe_schema", RegistryName="shop", SchemaName="shop@OrderPlaced")
+    described = await api.call(
+        "describe_schema", RegistryName="shop", SchemaName="shop@OrderPlaced"
+    )
     assert (described["SchemaVersion"], json.loads(described["Content"])) == ("2", changed)
     assert described["Description"] == "orders"
     first = await api.call(
@@ -174,7 +181,10 @@ async def test_schemas_and_versions(api: Clients) -> None:
     )
     assert json.loads(exported["Content"]) == changed
     await api.call(
-        "delete_schema_version", RegistryName="shop", SchemaName="shop@OrderPlaced", SchemaVersion="1"
+        "delete_schema_version",
+        RegistryName="shop",
+        SchemaName="shop@OrderPlaced",
+        SchemaVersion="1",
     )
     assert await api.error(
         "describe_schema", RegistryName="shop", SchemaName="shop@OrderPlaced", SchemaVersion="1"
@@ -217,9 +227,11 @@ async def test_content_that_is_no_schema_is_refused(api: Clients) -> None:
 
 
 async def test_discovery_through_the_api(api: Clients) -> None:
-    assert await api.error(
-        "create_discoverer", SourceArn=BUS_ARN.format("nowhere")
-    ) == ("BadRequestException", "Event bus nowhere does not exist.", 400)
+    assert await api.error("create_discoverer", SourceArn=BUS_ARN.format("nowhere")) == (
+        "BadRequestException",
+        "Event bus nowhere does not exist.",
+        400,
+    )
     made = await api.call("create_discoverer", SourceArn=BUS_ARN.format("orders"), Description="o")
     assert made["DiscovererId"] == "events-event-bus-orders"
     assert made["State"] == "STARTED"
@@ -321,9 +333,9 @@ async def test_code_bindings(api: Clients) -> None:
     await api.call("put_code_binding", Language="TypeScript3", **where)
     body = (await api.call("get_code_binding_source", Language="TypeScript3", **where))["Body"]
     with zipfile.ZipFile(io.BytesIO(body.read())) as archive:
-        assert "export interface AWSEvent" in archive.read(
-            "schema/shop/orderplaced/index.ts"
-        ).decode()
+        assert (
+            "export interface AWSEvent" in archive.read("schema/shop/orderplaced/index.ts").decode()
+        )
     code, message, _ = await api.error("put_code_binding", Language="Java8", **where)
     assert code == "BadRequestException"
     assert message == "Code bindings in Java8 are not made by pipelines: Python36, TypeScript3"
@@ -333,10 +345,17 @@ async def test_code_bindings(api: Clients) -> None:
 async def validating(tmp_path: Path) -> AsyncIterator[Clients]:
     settings = {
         "registries": {
-            "shop": {"schemas": {"shop@OrderPlaced": {"type": "JSONSchemaDraft4", "content": DRAFT4}}}
+            "shop": {
+                "schemas": {"shop@OrderPlaced": {"type": "JSONSchemaDraft4", "content": DRAFT4}}
+            }
         },
         "require": [
-            {"bus": "default", "source": "shop", "detail_type": "Order Placed", "schema": "shop/shop@OrderPlaced"},
+            {
+                "bus": "default",
+                "source": "shop",
+                "detail_type": "Order Placed",
+                "schema": "shop/shop@OrderPlaced",
+            },
             {
                 "bus": "orders",
                 "source": "shop",

@@ -159,15 +159,31 @@ def test_the_draft4_form_and_export_agree_and_validate_the_event() -> None:
 @pytest.mark.parametrize(
     ("kind", "content", "wording"),
     [
-        ("JSONSchemaDraft4", "{not json", "Invalid JSONSchemaDraft4 schema: the content is not JSON"),
-        ("JSONSchemaDraft4", "[]", "Invalid JSONSchemaDraft4 schema: the content must be a JSON object"),
+        (
+            "JSONSchemaDraft4",
+            "{not json",
+            "Invalid JSONSchemaDraft4 schema: the content is not JSON",
+        ),
+        (
+            "JSONSchemaDraft4",
+            "[]",
+            "Invalid JSONSchemaDraft4 schema: the content must be a JSON object",
+        ),
         (
             "JSONSchemaDraft4",
             '{"type": "object", "properties": {"a": {"type": "strin"}}}',
             "Invalid JSONSchemaDraft4 schema at $.properties.a.type:",
         ),
-        ("OpenApi3", '{"openapi": "2.0"}', "Invalid OpenApi3 schema at $.openapi: must be an OpenAPI 3 version"),
-        ("OpenApi3", '{"openapi": "3.0.0", "paths": {}}', "Invalid OpenApi3 schema at $.info: is required"),
+        (
+            "OpenApi3",
+            '{"openapi": "2.0"}',
+            "Invalid OpenApi3 schema at $.openapi: must be an OpenAPI 3 version",
+        ),
+        (
+            "OpenApi3",
+            '{"openapi": "3.0.0", "paths": {}}',
+            "Invalid OpenApi3 schema at $.info: is required",
+        ),
         (
             "OpenApi3",
             '{"openapi": "3.0.0", "info": {"title": "t", "version": "1"}, "paths": {},'

@@ -37,7 +37,15 @@ from plugins.schemas.infer import DRAFT4, OPENAPI, export_draft4
 
 class SchemaError(CodedError):
     """A request the schemas service refuses, with AWS's error ``code``
-    (``NotFoundException``, ``ConflictException``, ``BadRequestException``)."""
+    (``NotFoundException``, ``ConflictException``, ``BadRequestException``).
+    A content problem says where in the content (``path``) and why (``reason``)."""
+
+    def __init__(
+        self, code: str, message: str, path: tuple[str | int, ...] = (), reason: str = ""
+    ) -> None:
+        super().__init__(code, message)
+        self.path = path
+        self.reason = reason or message
 
 
 def bad_request(message: str) -> SchemaError:
@@ -73,13 +81,21 @@ def _check_draft4(kind: str, document: Mapping[str, Any], base: tuple[str, ...])
     try:
         jsonschema.Draft4Validator.check_schema(document)
     except jsonschema.SchemaError as exc:
-        where = _path((*base, *exc.absolute_path))
-        raise bad_request(f"Invalid {kind} schema at {where}: {exc.message}") from None
+        path = (*base, *exc.absolute_path)
+        raise SchemaError(
+            "BadRequestException",
+            f"Invalid {kind} schema at {_path(path)}: {exc.message}",
+            path,
+            exc.message,
+        ) from None
 
 
 def _check_openapi(document: Mapping[str, Any]) -> None:
     def refuse(where: str, why: str) -> SchemaError:
-        return bad_request(f"Invalid OpenApi3 schema at {where}: {why}")
+        path = tuple(where.split(".")[1:])
+        return SchemaError(
+            "BadRequestException", f"Invalid OpenApi3 schema at {where}: {why}", path, why
+        )
 
     version = document.get("openapi")
     if not isinstance(version, str) or not version.startswith("3."):

@@ -47,7 +47,7 @@ from typing import Any
 
 import orjson
 
-from pipelines.errors import ConfigError, DeliveryError, NotRunningError, Where
+from pipelines.errors import ConfigError, DeliveryError, NotRunningError, Problems, Where
 from pipelines.targets import DeliveryContext, Target, TargetServices, TargetType, check_keys
 from plugins.schemas.content import SchemaError, check_content, compile_validator
 from plugins.schemas.discovery import Discovery
@@ -108,7 +108,12 @@ def _parse_schema(where: Where, body: Any) -> DeclaredSchema:
     try:
         check_content(kind, text)
     except SchemaError as exc:
-        raise ConfigError(where / "content", exc.message) from None
+        if isinstance(content, str):  # JSON text: the path is within it
+            raise ConfigError(where / "content", exc.message) from None
+        at = where / "content"
+        for part in exc.path:
+            at = at / part
+        raise ConfigError(at, f"not a valid {kind} schema: {exc.reason}") from None
     return DeclaredSchema(kind, text, _text(where / "description", body.get("description", "")))
 
 
@@ -154,7 +159,10 @@ class SchemasType(TargetType):
 
     def create(self, name: str, config: Mapping[str, Any]) -> SchemasResource:
         where = Where(f"resource {name}")
-        check_keys(where, config, KEYS)
+        # Every problem of the declaration, not just its first.
+        problems = Problems()
+        with problems:
+            check_keys(where, config, KEYS)
         registries: dict[str, tuple[str, dict[str, DeclaredSchema]]] = {}
         declared = config.get("registries") or {}
         if not isinstance(declared, Mapping):
@@ -162,24 +170,38 @@ class SchemasType(TargetType):
         for registry, body in declared.items():
             at = where / "registries" / str(registry)
             if not isinstance(body, Mapping):
-                raise ConfigError(at, "a registry is a mapping with description and schemas")
-            check_keys(at, body, REGISTRY_KEYS)
+                problems.add(
+                    ConfigError(at, "a registry is a mapping with description and schemas")
+                )
+                continue
+            with problems:
+                check_keys(at, body, REGISTRY_KEYS)
             schemas = body.get("schemas") or {}
             if not isinstance(schemas, Mapping):
-                raise ConfigError(at / "schemas", "a mapping of schema names to schemas")
-            registries[str(registry)] = (
-                _text(at / "description", body.get("description", "")),
-                {str(n): _parse_schema(at / "schemas" / str(n), s) for n, s in schemas.items()},
-            )
+                problems.add(ConfigError(at / "schemas", "a mapping of schema names to schemas"))
+                continue
+            parsed: dict[str, DeclaredSchema] = {}
+            for schema_name, schema in schemas.items():
+                with problems:
+                    parsed[str(schema_name)] = _parse_schema(
+                        at / "schemas" / str(schema_name), schema
+                    )
+            with problems:
+                description = _text(at / "description", body.get("description", ""))
+                registries[str(registry)] = (description, parsed)
         buses = config.get("discoverers") or []
         if not isinstance(buses, list) or not all(isinstance(b, str) for b in buses):
-            raise ConfigError(where / "discoverers", "a list of bus names")
+            problems.add(ConfigError(where / "discoverers", "a list of bus names"))
+            buses = []
         require = config.get("require") or []
         if not isinstance(require, list):
-            raise ConfigError(where / "require", "a list of requirements")
-        requirements = [
-            _parse_requirement(where / "require" / i, body) for i, body in enumerate(require)
-        ]
+            problems.add(ConfigError(where / "require", "a list of requirements"))
+            require = []
+        requirements: list[Requirement] = []
+        for index, body in enumerate(require):
+            with problems:
+                requirements.append(_parse_requirement(where / "require" / index, body))
+        problems.raise_any()
         discovery = config.get("discovery") or {}
         if not isinstance(discovery, Mapping):
             raise ConfigError(where / "discovery", "a mapping with queue and interval")
