@@ -187,15 +187,15 @@ resources:
     done = cli(env, "validate", str(config), code=1)
     lines = done.stdout.strip().splitlines() + done.stderr.strip().splitlines()
     assert (
-        f"{config}:11:25: resources.schemas.registries.shop.schemas.shop@OrderPlaced"
+        f"{config}:11:15: resources.schemas.registries.shop.schemas.shop@OrderPlaced"
         ".content.required: not a valid JSONSchemaDraft4 schema: 'total' is not of type 'array'"
     ) in lines
     assert (
-        f"{config}:15:17: resources.schemas.require[0].schema: is REGISTRY/SCHEMA, not 'shop'"
+        f"{config}:15:9: resources.schemas.require[0].schema: is REGISTRY/SCHEMA, not 'shop'"
         in lines
     )
     assert any(
-        line.startswith(f"{config}:19:21: resources.schemas.require[1].on_failure:")
+        line.startswith(f"{config}:19:9: resources.schemas.require[1].on_failure:")
         for line in lines
     )
 
