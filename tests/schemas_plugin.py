@@ -28,7 +28,9 @@ def cli_env(directory: Path) -> dict[str, str]:
     site = directory / "entry-points"
     info = site / "pipelines_schemas_tests-0.dist-info"
     info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pipelines-schemas-tests\nVersion: 0\n")
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: pipelines-schemas-tests\nVersion: 0\n"
+    )
     (info / "entry_points.txt").write_text("[pipelines]\nschemas = plugins.schemas\n")
     path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH", "")]))
     return {**os.environ, "PYTHONPATH": path}

@@ -10,8 +10,10 @@ from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from plugins.schemas.content import SchemaError, check_content, compile_validator
+from plugins.schemas.content import SchemaError, check_content, compile_validator, msgspec_type
 from plugins.schemas.infer import (
     DRAFT4,
     OPENAPI,
@@ -223,3 +225,47 @@ def test_a_schema_of_the_detail_alone_validates_the_detail() -> None:
     assert validator.problem(ORDER) is None
     bad = {**ORDER, "detail": {"orderId": "o", "lines": {}}}
     assert validator.problem(bad) == "$.detail.lines: {} is not of type 'array'"
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["a", "b", "d", "n", "k"]), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+HELD = {
+    "$schema": "http://json-schema.org/draft-04/schema#",
+    "type": "object",
+    "required": ["a"],
+    "definitions": {
+        "B": {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}
+    },
+    "properties": {
+        "a": {"type": "array", "items": {"type": "number"}},
+        "b": {"$ref": "#/definitions/B"},
+        "k": {"enum": ["x", "y"]},
+        "d": {
+            "type": "object",
+            "properties": {"a": {"type": "string"}, "b": {"type": "boolean"}},
+        },
+        "n": {"type": "object"},
+    },
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {"a": st.lists(st.integers() | st.floats(allow_nan=False), max_size=3)},
+        optional={"b": JSON, "k": JSON, "d": JSON, "n": JSON},
+    )
+    | JSON
+)
+def test_the_fast_path_accepts_what_jsonschema_accepts(value: Any) -> None:
+    validator = compile_validator(DRAFT4, json.dumps(HELD))
+    assert msgspec_type(HELD) is not None  # the msgspec path is the one tested
+    valid = jsonschema.Draft4Validator(HELD).is_valid(value)
+    event = {"detail": value}
+    assert (validator.problem(event) is None) == valid, value

@@ -21,7 +21,7 @@ Declared in a pipeline's YAML like any resource (one per runtime)::
             schema: shop/shop@OrderPlaced      # registry/name
             version: 1                         # default: the latest at start
             on_failure: reject                 # or dead_letter (with dead_letter: RESOURCE)
-        discovery: {queue: 1024, interval: 0.05}
+        discovery: {queue: 64, interval: 0.1}       # sampling: at most queue/interval a second
 
 Its ``start`` opens the ``SchemaStore`` (the state database, or memory
 without one), puts the declared registries and schemas (a schema whose
@@ -50,7 +50,7 @@ import orjson
 from pipelines.errors import ConfigError, DeliveryError, NotRunningError, Problems, Where
 from pipelines.targets import DeliveryContext, Target, TargetServices, TargetType, check_keys
 from plugins.schemas.content import SchemaError, check_content, compile_validator
-from plugins.schemas.discovery import Discovery
+from plugins.schemas.discovery import INTERVAL, QUEUE, Discovery
 from plugins.schemas.infer import DRAFT4, TYPES, dumps
 from plugins.schemas.registry import STARTED, Registry, bus_of, schema_arn
 from plugins.schemas.store import SchemaStore, VersionRecord
@@ -206,10 +206,10 @@ class SchemasType(TargetType):
         if not isinstance(discovery, Mapping):
             raise ConfigError(where / "discovery", "a mapping with queue and interval")
         check_keys(where / "discovery", discovery, {"queue", "interval"})
-        queue = discovery.get("queue", 1024)
+        queue = discovery.get("queue", QUEUE)
         if isinstance(queue, bool) or not isinstance(queue, int) or not 1 <= queue <= 1_000_000:
             raise ConfigError(where / "discovery" / "queue", "a number of events, 1 to 1000000")
-        interval = discovery.get("interval", 0.05)
+        interval = discovery.get("interval", INTERVAL)
         if (
             isinstance(interval, bool)
             or not isinstance(interval, int | float)
@@ -228,8 +228,8 @@ class SchemasResource(Target):
         registries: dict[str, tuple[str, dict[str, DeclaredSchema]]],
         discoverers: list[str],
         requirements: list[Requirement],
-        queue: int = 1024,
-        interval: float = 0.05,
+        queue: int = QUEUE,
+        interval: float = INTERVAL,
     ) -> None:
         self.name = name
         self.declared = registries
