@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pipelines.api import ApiServer, served_services
+from pipelines.errors import ConfigError
 from pipelines.runtime import Runtime
 
 from .apiclient import aws_call, aws_refusal, boto
@@ -349,6 +350,7 @@ async def validating(tmp_path: Path) -> AsyncIterator[Clients]:
                 "schemas": {"shop@OrderPlaced": {"type": "JSONSchemaDraft4", "content": DRAFT4}}
             }
         },
+        "discoverers": ["orders"],
         "require": [
             {
                 "bus": "default",
@@ -420,3 +422,29 @@ async def test_validation_can_send_the_event_to_a_dead_letter(validating: Client
     delivered = validating.recorder("delivered")
     await until(lambda: len(delivered.received) == 1)
     assert delivered.received[0].payload["detail"]["orderId"] == "b"
+    # The declared discoverer saw the accepted event only (the refused one
+    # never reached the bus): a total, no other shape.
+    audit = validating.recorder("audit")
+    await until(
+        lambda: any(
+            r.payload["detail"]["RegistryName"] == "discovered-schemas" for r in audit.received
+        )
+    )
+    described = await validating.call(
+        "describe_schema", RegistryName="discovered-schemas", SchemaName="shop@OrderPlaced"
+    )
+    detail = json.loads(described["Content"])["components"]["schemas"]["OrderPlaced"]
+    assert detail["required"] == ["orderId", "total"]
+    assert (await validating.call("describe_discoverer", DiscovererId="events-event-bus-orders"))[
+        "State"
+    ] == "STARTED"
+
+
+async def test_a_declared_discoverer_on_a_missing_bus_stops_the_start(tmp_path: Path) -> None:
+    runtime = Runtime(state_path=tmp_path / "state.db", plugins=schema_plugins())
+    runtime.add_resource("schemas", "schemas", {"discoverers": ["nowhere"]})
+    with pytest.raises(ConfigError) as raised:
+        await runtime.start()
+    assert str(raised.value) == (
+        "resource schemas.discoverers[0]: no bus 'nowhere' (declare it under buses)"
+    )

@@ -238,7 +238,7 @@ JSON = st.recursive(
 HELD = {
     "$schema": "http://json-schema.org/draft-04/schema#",
     "type": "object",
-    "required": ["a"],
+    "required": ["a", "n"],  # n after optional properties
     "definitions": {
         "B": {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}
     },
@@ -258,8 +258,8 @@ HELD = {
 @settings(max_examples=300, deadline=None)
 @given(
     st.fixed_dictionaries(
-        {"a": st.lists(st.integers() | st.floats(allow_nan=False), max_size=3)},
-        optional={"b": JSON, "k": JSON, "d": JSON, "n": JSON},
+        {"a": st.lists(st.integers() | st.floats(allow_nan=False), max_size=3), "n": JSON},
+        optional={"b": JSON, "k": JSON, "d": JSON},
     )
     | JSON
 )

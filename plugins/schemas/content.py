@@ -224,7 +224,7 @@ def _msgspec(
             fields.append((field_name, typed))
         else:
             fields.append((field_name, typed | msgspec.UnsetType, msgspec.UNSET))
-    return msgspec.defstruct(f"S_{name}", fields, rename=rename)
+    return msgspec.defstruct(f"S_{name}", fields, rename=rename, kw_only=True)
 
 
 @dataclass(frozen=True)
