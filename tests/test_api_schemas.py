@@ -448,3 +448,15 @@ async def test_a_declared_discoverer_on_a_missing_bus_stops_the_start(tmp_path: 
     assert str(raised.value) == (
         "resource schemas.discoverers[0]: no bus 'nowhere' (declare it under buses)"
     )
+
+
+async def test_discoverers_made_by_the_api_run_again_after_a_restart(tmp_path: Path) -> None:
+    async for clients in served(tmp_path, {"audit": ("recorder", {})}):
+        await clients.call("create_discoverer", SourceArn=BUS_ARN.format("orders"))
+    # A new runner on the same state, no schemas resource declared, and no
+    # schemas request: the restorer makes the resource, which discovers.
+    async for clients in served(tmp_path, {"audit": ("recorder", {})}):
+        await clients.put(order({"orderId": "a", "total": 1}, "orders"))
+        audit = clients.recorder("audit")
+        await until(lambda: len(audit.received) >= 1)
+        assert audit.received[0].payload["detail"]["SchemaName"] == "shop@OrderPlaced"

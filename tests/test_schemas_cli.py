@@ -163,39 +163,37 @@ def test_validate_locates_problems_of_a_declaration(env: dict[str, str], tmp_pat
     config = write_config(
         tmp_path / "pipeline.yaml",
         """\
-resources:
-  schemas:
-    type: schemas
-    registries:
-      shop:
-        schemas:
-          shop@OrderPlaced:
-            type: JSONSchemaDraft4
-            content:
-              type: object
-              required: total
-    require:
-      - source: shop
-        detail_type: Order Placed
-        schema: shop
-      - source: shop
-        detail_type: Order Placed
-        schema: shop/shop@OrderPlaced
-        on_failure: bounce
+schemas:
+  registries:
+    shop:
+      schemas:
+        shop@OrderPlaced:
+          type: JSONSchemaDraft4
+          content:
+            type: object
+            required: total
+  require:
+    - source: shop
+      detail_type: Order Placed
+      schema: shop
+    - source: shop
+      detail_type: Order Placed
+      schema: shop/shop@OrderPlaced
+      on_failure: bounce
 """,
     )
     done = cli(env, "validate", str(config), code=1)
     lines = done.stdout.strip().splitlines() + done.stderr.strip().splitlines()
     assert (
-        f"{config}:11:15: resources.schemas.registries.shop.schemas.shop@OrderPlaced"
+        f"{config}:9:13: resources.schemas.registries.shop.schemas.shop@OrderPlaced"
         ".content.required: not a valid JSONSchemaDraft4 schema: 'total' is not of type 'array'"
     ) in lines
     assert (
-        f"{config}:15:9: resources.schemas.require[0].schema: is REGISTRY/SCHEMA, not 'shop'"
+        f"{config}:13:7: resources.schemas.require[0].schema: is REGISTRY/SCHEMA, not 'shop'"
         in lines
     )
     assert any(
-        line.startswith(f"{config}:19:9: resources.schemas.require[1].on_failure:")
+        line.startswith(f"{config}:17:7: resources.schemas.require[1].on_failure:")
         for line in lines
     )
 

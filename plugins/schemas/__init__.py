@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from pipelines.hookspecs import hookimpl
@@ -26,7 +26,7 @@ from pipelines.hookspecs import hookimpl
 if TYPE_CHECKING:
     import click
 
-    from pipelines.api.services import Service
+    from pipelines.api.services import ApiHost, Service
     from pipelines.store import Store
     from pipelines.targets import TargetType
 
@@ -50,6 +50,13 @@ def register_services(register: Callable[[Service], None]) -> None:
     from plugins.schemas.api import schemas
 
     register(schemas)
+
+
+@hookimpl
+def register_restorers(register: Callable[[Callable[[ApiHost], Awaitable[None]]], None]) -> None:
+    from plugins.schemas.api import restore_registry
+
+    register(restore_registry)
 
 
 @hookimpl
