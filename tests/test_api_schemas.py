@@ -457,6 +457,6 @@ async def test_discoverers_made_by_the_api_run_again_after_a_restart(tmp_path: P
     # schemas request: the restorer makes the resource, which discovers.
     async for clients in served(tmp_path, {"audit": ("recorder", {})}):
         await clients.put(order({"orderId": "a", "total": 1}, "orders"))
-        audit = clients.recorder("audit")
-        await until(lambda: len(audit.received) >= 1)
-        assert audit.received[0].payload["detail"]["SchemaName"] == "shop@OrderPlaced"
+        received = clients.recorder("audit").received
+        await until(lambda received=received: len(received) >= 1)  # type: ignore[misc]
+        assert received[0].payload["detail"]["SchemaName"] == "shop@OrderPlaced"
