@@ -14,14 +14,16 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
+from pipelines.schema import config_schema
 from plugins.schemas.infer import DRAFT4, OPENAPI, discovered
 from plugins.schemas.registry import Registry
 from plugins.schemas.store import SchemaStore
 
 from .helpers import run_cli
-from .schemas_plugin import cli_env
+from .schemas_plugin import cli_env, schema_plugins
 from .test_schemas_infer import ORDER
 
 
@@ -248,3 +250,18 @@ resources:
         ).stdout
     )
     assert [s["SchemaName"] for s in listed] == ["shop@OrderPlaced"]
+
+
+def test_the_published_config_schema_describes_the_section() -> None:
+    validator = jsonschema.Draft202012Validator(config_schema(schema_plugins()))
+    good = {
+        "schemas": {
+            "registries": {"shop": {"schemas": {"shop@A": {"content": {"type": "object"}}}}},
+            "discoverers": ["default"],
+            "require": [{"source": "s", "detail_type": "A", "schema": "shop/shop@A"}],
+        }
+    }
+    assert not list(validator.iter_errors(good))
+    bad = {"schemas": {"require": [{"source": "s", "schema": "x", "on_failure": "drop"}]}}
+    messages = sorted(e.message for e in validator.iter_errors(bad))
+    assert any("'detail_type' is a required property" in m for m in messages), messages

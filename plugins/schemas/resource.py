@@ -43,6 +43,7 @@ import datetime as dt
 import logging
 import weakref
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -153,9 +154,71 @@ def _parse_requirement(where: Where, body: Any) -> Requirement:
     )
 
 
+_SCHEMA_BODY = {
+    "type": "object",
+    "required": ["content"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"enum": list(TYPES), "default": DRAFT4},
+        "description": {"type": "string"},
+        "content": {
+            "type": ["object", "string"],
+            "description": "the schema: a mapping, or its JSON text",
+        },
+    },
+}
+
+
 class SchemasType(TargetType):
     name = TYPE_NAME
     description = "the schema registry: registries, schemas, discovery and validation"
+    settings_schema: Mapping[str, Any] | None = MappingProxyType(
+        {
+            "properties": {
+                "registries": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "description": {"type": "string"},
+                            "schemas": {"type": "object", "additionalProperties": _SCHEMA_BODY},
+                        },
+                    },
+                },
+                "discoverers": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "buses whose events are discovered",
+                },
+                "require": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["source", "detail_type", "schema"],
+                        "properties": {
+                            "bus": {"type": "string", "default": "default"},
+                            "source": {"type": "string"},
+                            "detail_type": {"type": "string"},
+                            "schema": {"type": "string", "description": "REGISTRY/SCHEMA"},
+                            "version": {"type": "integer", "minimum": 1},
+                            "on_failure": {"enum": [REJECT, DEAD_LETTER], "default": REJECT},
+                            "dead_letter": {"type": "string", "description": "a resource name"},
+                        },
+                    },
+                },
+                "discovery": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "queue": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                        "interval": {"type": "number", "minimum": 0, "maximum": 60},
+                    },
+                },
+            }
+        }
+    )
 
     def create(self, name: str, config: Mapping[str, Any]) -> SchemasResource:
         where = Where(f"resource {name}")
