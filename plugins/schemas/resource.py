@@ -450,11 +450,19 @@ class SchemasResource(Target):
         )
 
     async def drain(self, timeout: float) -> None:
-        """Look at the events still queued for discovery, within ``timeout``."""
-        if self.discovery is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
+        """Deliver the dead letters still waiting and look at the events still
+        queued for discovery, within ``timeout``; what is left is logged."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                if self.screens is not None:
+                    await self.screens.deliver_waiting()
+                if self.discovery is not None:
                     await self.discovery.drain()
+        if self.screens is not None and self.screens.waiting:
+            log.error(
+                "%d events refused by a schema were not dead-lettered before the stop",
+                self.screens.waiting,
+            )
 
     async def stop(self) -> None:
         if self.services is not None and _RUNNING.get(self.services) is self:

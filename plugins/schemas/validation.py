@@ -78,6 +78,7 @@ class Screens:
         self.by_bus: dict[str, dict[tuple[str, str], Compiled]] = {}
         self._letters: collections.deque[tuple[Compiled, dict[str, Any], str]] = collections.deque()
         self._ready = asyncio.Event()
+        self._delivering = asyncio.Lock()
 
     def add(self, compiled: Compiled) -> None:
         requirement = compiled.requirement
@@ -115,9 +116,16 @@ class Screens:
         while True:
             await self._ready.wait()
             self._ready.clear()
+            await self.deliver_waiting()
+
+    async def deliver_waiting(self) -> None:
+        """Deliver the dead letters waiting now, in order (one caller at a
+        time: the task, or the resource's drain at shutdown)."""
+        async with self._delivering:
             while self._letters:
-                compiled, event, message = self._letters.popleft()
+                compiled, event, message = self._letters[0]
                 await self._deliver(compiled, event, message)
+                self._letters.popleft()
 
     async def _deliver(self, compiled: Compiled, event: Mapping[str, Any], message: str) -> None:
         requirement = compiled.requirement
