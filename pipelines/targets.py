@@ -10,6 +10,7 @@ help; any other exception counts as a retryable failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from abc import ABC, abstractmethod
@@ -182,6 +183,24 @@ class TargetServices(Protocol):
     def cluster_group(self) -> str | None:
         """The config's ``cluster.group``: sources share their subscriptions
         with the other runners of this group (None outside a cluster)."""
+        ...
+
+    def tap(
+        self, observe: Callable[[str, dict[str, Any]], None]
+    ) -> contextlib.AbstractContextManager[None]:
+        """Call ``observe(bus_name, event)`` for every event a bus dispatches,
+        while in the ``with`` block (``Runtime.tap``): quick, never blocking."""
+        ...
+
+    def screen(
+        self, bus: str, screen: Callable[[dict[str, Any], int], bool]
+    ) -> contextlib.AbstractContextManager[None]:
+        """Have ``screen`` look at each event put on ``bus`` before it is
+        accepted, while in the ``with`` block (``Runtime.screen``, ``bus.Screen``)."""
+        ...
+
+    def bus_names(self) -> list[str]:
+        """The names of the runtime's buses."""
         ...
 
     async def open_store(self, store_type: type[StoreT], *args: Any, where: str) -> StoreT:

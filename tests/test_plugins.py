@@ -133,6 +133,7 @@ def test_external_plugins_load_unless_the_environment_says_not(tmp_path: Path) -
             "pipes",
             "queue",
             "scheduler",
+            "schemas",
             "states",
             "stream",
             "topic",
