@@ -135,9 +135,7 @@ async def test_flush_has_the_running_pipeline_write_its_buffers(
 ) -> None:
     state = tmp_path / "state.db"
     runtime = Runtime(state_path=state, plugins=firehose_plugins())
-    runtime.add_resource(
-        "lake", "firehose", {"destination": DESTINATION, "directory": str(tmp_path / "b")}
-    )
+    runtime.add_resource("lake", "firehose", {"destination": DESTINATION})
     async with runtime:
         from plugins.firehose.target import FirehoseTarget
 
@@ -199,7 +197,7 @@ async def test_flush_has_the_running_pipeline_write_its_buffers(
         assert Path(seen["Path"]).stat().st_size == seen["Size"]
         follower.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(follower.wait(), 10) == 0
-    assert sorted(lines(objects(tmp_path / "b" / "lake"))) == [b"from-cli", b"running"]
+    assert sorted(lines(objects(tmp_path / "buckets" / "lake"))) == [b"from-cli", b"running"]
     listed = cli(cli_env, "objects", "lake", "--state", str(state), "--output", "json")
     assert [item["Key"] for item in json.loads(listed.stdout)] == [seen["Key"]]
 

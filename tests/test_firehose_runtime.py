@@ -73,7 +73,6 @@ async def test_events_from_a_rule_become_objects(tmp_path: Path) -> None:
                     "Processors": [{"Type": "AppendDelimiterToRecord"}],
                 },
             },
-            "directory": str(tmp_path / "buckets"),
         },
     )
     runtime.bus().put_rule("all", pattern={"source": ["shop"]})
@@ -112,7 +111,7 @@ async def test_the_lambda_processor_transforms_drops_fails_and_keys(tmp_path: Pa
     runtime.add_resource(
         "lake",
         "firehose",
-        {"destination": lambda_destination("shape"), "directory": str(tmp_path / "buckets")},
+        {"destination": lambda_destination("shape")},
     )
     async with runtime:
         target = firehose_of(runtime, "lake")
@@ -153,7 +152,7 @@ async def test_a_failing_function_is_retried_then_its_records_go_to_the_error_ou
     runtime.add_resource(
         "lake",
         "firehose",
-        {"destination": lambda_destination("broken"), "directory": str(tmp_path / "buckets")},
+        {"destination": lambda_destination("broken")},
     )
     async with runtime:
         target = firehose_of(runtime, "lake")
@@ -183,7 +182,6 @@ async def test_a_kinesis_stream_is_read_into_the_delivery_stream(tmp_path: Path)
                 },
             },
             "kinesis_stream": "clicks",
-            "directory": str(tmp_path / "buckets"),
         },
     )
     async with runtime:

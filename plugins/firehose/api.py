@@ -102,10 +102,7 @@ async def _target(call: Call, name: str) -> FirehoseTarget:
 
 def _settings(record: StreamRecord) -> dict[str, Any]:
     config = record.config
-    settings: dict[str, Any] = {
-        "destination": config["ExtendedS3DestinationConfiguration"],
-        **record.settings,
-    }
+    settings: dict[str, Any] = {"destination": config["ExtendedS3DestinationConfiguration"]}
     source = config.get("KinesisStreamSourceConfiguration")
     if source:
         settings["kinesis_stream"] = source["KinesisStreamARN"].rsplit("/", 1)[-1]

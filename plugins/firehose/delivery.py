@@ -22,9 +22,10 @@ Two stages, each durable:
   until it holds ``SizeInMBs`` or its oldest record is ``IntervalInSeconds``
   old, whichever first, then becomes one object.
 
-Objects are written to ``<directory of the bucket>/<key>`` through a
-temporary file in the same directory, synced and renamed into place: a
-reader never sees half an object. The chunks are deleted after the rename.
+Objects are written to ``<directory of the bucket>/<key>`` (the bucket
+plugin's lookup and ``AtomicFile``: a temporary file in the same directory,
+synced, renamed into place, the directory synced): a reader never sees half
+an object. The chunks are deleted after the rename.
 A crash in between delivers them again after the restart (at least once);
 the object's name is derived from its first chunk's id, not random, so the
 second delivery replaces the first object under the same key rather than
@@ -35,10 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import logging
-import os
 import uuid
 from array import array
 from collections.abc import Callable, Mapping, Sequence
@@ -50,6 +49,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from pipelines.clock import Cancellable, Clock, sleep
+from plugins.bucket.objects import AtomicFile, BucketError, check_key, object_path
 from plugins.firehose.formats import writer
 from plugins.firehose.prefixes import object_name
 from plugins.firehose.query import QueryFailed
@@ -570,10 +570,13 @@ class DeliveryStream:
         keys = {"query": query, "lambda": from_lambda}
         try:
             prefix = template.render(when, keys, error)
-        except (KeyError, ValueError) as exc:
+            if prefix:
+                check_key(prefix + "x")  # a partition key's ".." must not leave the bucket
+        except (KeyError, ValueError, BucketError) as exc:
             # A prefix this partition cannot fill (a key an update removed,
-            # over 512 characters): never retried in vain, its records go
-            # as they are to the error output.
+            # over 512 characters, a value making a path outside the
+            # bucket): never retried in vain, its records go as they are
+            # to the error output.
             log.error("firehose %s: %s; written to the error output", self.identity.name, exc)
             prefix = destination.error_prefix.render(when, {}, PARTITIONING_FAILED)
         # Derived from the first chunk, never reused: a redelivery after a
@@ -593,7 +596,7 @@ class DeliveryStream:
         oldest = min(c.arrival for c in chunks)
         try:
             key = self.key_of(partition, chunks)
-            target = self.directory(self.destination.bucket) / key
+            target = object_path(self.directory(self.destination.bucket), key)
             await self._write(target, chunks)
             await self.store.delete_chunks([c.id for c in chunks])
         except asyncio.CancelledError:
@@ -621,8 +624,10 @@ class DeliveryStream:
         return True
 
     async def _write(self, target: Path, chunks: list[Chunk]) -> None:
-        """The object at ``target``, whole or not at all: a temporary file in
-        its directory, written a page of chunks at a time, synced, renamed."""
+        """The object at ``target``, whole or not at all (the bucket plugin's
+        ``AtomicFile``), compressed a page of chunks at a time as they are
+        read back. A chunk no longer in the store (another runner delivered
+        it meanwhile) is left out; with none left no object is written."""
         pages: list[list[int]] = [[]]
         size = 0
         for chunk in chunks:
@@ -633,42 +638,27 @@ class DeliveryStream:
             size += chunk.size
         compression = self.destination.compression
         member = target.name.removesuffix(self.destination.extension) or target.name
-        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        opened = await asyncio.to_thread(_open, temporary)
+        opened = await asyncio.to_thread(AtomicFile, target)
+        written = 0
         try:
-            out = writer(compression, opened, member)
+            out = writer(compression, opened.file, member)
             for page in pages:
                 found = await self.store.chunk_data(page)
+                written += len(found)
                 await asyncio.to_thread(_write_all, out, [data for _, data, _ in found])
-            await asyncio.to_thread(_finish, out, opened, temporary, target)
+            await asyncio.to_thread(out.close)  # the compressor's last bytes
+            if written:
+                await asyncio.to_thread(opened.commit)
+            else:
+                opened.discard()
         except BaseException:
-            opened.close()
-            with contextlib.suppress(OSError):
-                temporary.unlink()
+            opened.discard()
             raise
-
-
-def _open(path: Path) -> Any:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return open(path, "wb")
 
 
 def _write_all(out: Any, pieces: list[bytes]) -> None:
     for piece in pieces:
         out.write(piece)
-
-
-def _finish(out: Any, opened: Any, temporary: Path, target: Path) -> None:
-    out.close()
-    opened.flush()
-    os.fsync(opened.fileno())
-    opened.close()
-    os.replace(temporary, target)
-    directory = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 async def buffer_records(

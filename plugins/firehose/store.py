@@ -61,7 +61,7 @@ class StreamRecord:
 
     name: str
     config: dict[str, Any]  # CreateDeliveryStream's parameters (AWS's shapes)
-    settings: dict[str, Any]  # the resource's own settings (directory, buckets)
+    settings: dict[str, Any]  # the resource's own settings (none kept today)
     made_by_api: bool
     version: int
     created: float

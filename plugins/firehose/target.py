@@ -11,10 +11,11 @@ one record (PutRecord). Settings (docs/firehose.md):
   CompressionFormat, ProcessingConfiguration, DynamicPartitioningConfiguration, ...);
 - ``delivery_stream_name``: default the resource's name;
 - ``kinesis_stream``: a project stream to read (KinesisStreamAsSource);
-  without it the stream takes PutRecord and PutRecordBatch (DirectPut);
-- ``directory``: where buckets are: bucket ``B``'s object ``K`` is the file
-  ``<directory>/B/K`` (default: ``buckets`` beside the state database);
-  ``buckets`` maps a bucket's name to a directory of its own.
+  without it the stream takes PutRecord and PutRecordBatch (DirectPut).
+
+The BucketARN's bucket is a directory found by the bucket plugin's lookup
+(``plugins.bucket.lookup``): a ``bucket`` resource answering to its name,
+else ``<state dir>/buckets/<name>``; object ``K`` is the file ``K`` under it.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from pipelines.targets import (
     payload_text,
     started,
 )
+from plugins.bucket.lookup import buckets_of
 from plugins.firehose.delivery import NAMESPACE, DeliveryStream, Identity, PutResult
-from plugins.firehose.objects import bucket_directory
 from plugins.firehose.spec import Destination, SpecError, parse_destination
 from plugins.firehose.store import FirehoseStore, StreamRecord
 
@@ -54,11 +55,6 @@ SETTINGS_TABLE = Settings(
         "delivery_stream_name": Shape({"type": "string", "minLength": 1, "maxLength": 64}),
         "kinesis_stream": Shape(
             {"type": "string"}, "a project stream to read (KinesisStreamAsSource)"
-        ),
-        "directory": Shape({"type": "string"}, "where buckets are: <directory>/<bucket>/<key>"),
-        "buckets": Shape(
-            {"type": "object", "additionalProperties": {"type": "string"}},
-            "a bucket's own directory, by bucket name",
         ),
         "tags": Shape({"type": "object", "additionalProperties": {"type": "string"}}),
     },
@@ -90,10 +86,24 @@ def request_of(settings: Mapping[str, Any]) -> dict[str, Any]:
     return request
 
 
+#: Settings of an earlier version: where buckets are is the bucket plugin's now.
+MOVED = ("directory", "buckets")
+
+
 def check_settings(where: Where, config: Mapping[str, Any]) -> Destination:
     problems = Problems()
+    for key in MOVED:
+        if key in config:
+            problems.add(
+                ConfigError(
+                    where / key,
+                    "a delivery stream's bucket is a `bucket` resource now: declare"
+                    " {type: bucket, directory: DIR, bucket: NAME} (a bucket no resource"
+                    " declares is <state dir>/buckets/NAME)",
+                )
+            )
     with problems:
-        SETTINGS_TABLE.check_keys(where, config)
+        SETTINGS_TABLE.check_keys(where, {k: v for k, v in config.items() if k not in MOVED})
     destination = config.get("destination")
     parsed: Destination | None = None
     if not isinstance(destination, Mapping):
@@ -110,13 +120,12 @@ def check_settings(where: Where, config: Mapping[str, Any]) -> Destination:
             for step in exc.path:
                 path = path / step
             problems.add(ConfigError(path, exc.message))
-    for key in ("delivery_stream_name", "kinesis_stream", "directory"):
+    for key in ("delivery_stream_name", "kinesis_stream"):
         if key in config and (not isinstance(config[key], str) or not config[key]):
             problems.add(ConfigError(where / key, "must be a non-empty string"))
-    for key in ("buckets", "tags"):
-        value = config.get(key, {})
-        if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
-            problems.add(ConfigError(where / key, "must map names to strings"))
+    tags = config.get("tags", {})
+    if not isinstance(tags, Mapping) or not all(isinstance(v, str) for v in tags.values()):
+        problems.add(ConfigError(where / "tags", "must map names to strings"))
     problems.raise_any()
     assert parsed is not None
     return parsed
@@ -190,23 +199,21 @@ class FirehoseTarget(Target):
         """The stored stream: made now, or brought to the config's settings
         (a changed config raises the version, as UpdateDestination does)."""
         request = request_of(self.settings)
-        kept = {k: v for k, v in self.settings.items() if k in ("directory", "buckets")}
         found = await store.find(self.stream_name)
         if found is None:
             return await store.create(
                 self.stream_name,
                 request,
-                kept,
+                {},
                 made_by_api=False,
                 tags=dict(self.settings.get("tags") or {}),
             )
         if not found.made_by_api and found.config != request:
-            return await store.update(self.stream_name, request, kept)
+            return await store.update(self.stream_name, request, {})
         return found
 
     def _directory(self, bucket: str) -> Path:
-        state = started(self._services, self.where).state_path
-        return bucket_directory(self.settings, bucket, state)
+        return buckets_of(started(self._services, self.where)).directory(bucket)
 
     def _metric(self, name: str, value: float, unit: str) -> None:
         if self._services is not None:
@@ -344,7 +351,6 @@ class FirehoseType(TargetType):
     description = "A delivery stream with Kinesis Data Firehose's semantics, into local directories"
     settings = SETTINGS_TABLE
     arn_template = ARN
-    file_settings = ("directory",)
 
     def create(self, name: str, config: Mapping[str, Any]) -> FirehoseTarget:
         check_settings(Where(f"target {name}"), config)
