@@ -242,3 +242,41 @@ async def test_a_config_problem_is_located_at_its_line_and_column(tmp_path: Path
     (problem,) = [str(p) for p in caught.value.problems]
     assert problem.startswith(f"{path}:6:7: resources.lake.destination.Prefix: ")
     assert "unknown namespace 'partition'" in problem
+
+
+async def test_a_stream_writes_into_a_declared_bucket(tmp_path: Path) -> None:
+    # One bucket concept: a bucket resource is where a delivery stream writes;
+    # the old stream-level `directory` setting is refused where it is written.
+    from pipelines.config import build_runtime, load_config
+    from pipelines.errors import ConfigInvalid
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(
+        "resources:\n"
+        "  lake:\n"
+        "    type: firehose\n"
+        "    directory: old\n"
+        "    destination: {BucketARN: 'arn:aws:s3:::lake'}\n"
+    )
+    with pytest.raises(ConfigInvalid) as caught:
+        await build_runtime(load_config([path]), state_path=None, plugins=PLUGINS)
+    (problem,) = [str(p) for p in caught.value.problems]
+    assert problem.startswith(f"{path}:4:5: resources.lake.directory: ")
+    assert "is a `bucket` resource now" in problem
+    path.write_text(
+        "resources:\n"
+        "  objects: {type: bucket, directory: data/lake, bucket: lake}\n"
+        "  stream:\n"
+        "    type: firehose\n"
+        "    delivery_stream_name: lake\n"
+        "    destination:\n"
+        "      BucketARN: 'arn:aws:s3:::lake'\n"
+        "      BufferingHints: {IntervalInSeconds: 0}\n"
+    )
+    runtime = await build_runtime(
+        load_config([path]), state_path=tmp_path / "state.db", plugins=PLUGINS
+    )
+    async with runtime:
+        await firehose_of(runtime, "stream").put([b"one"])
+        await eventually(lambda: lines(objects(tmp_path / "data" / "lake")) == [b"one"])
+    assert not (tmp_path / "buckets").exists()
