@@ -60,8 +60,15 @@ SETTINGS_TABLE = Settings(
     },
     required=("destination",),
 )
-#: How often a running stream looks for records other processes wrote and for flush requests.
+#: How often a running stream renews or claims its ownership, and looks for
+#: records other processes wrote and for flush requests.
 POLL = 1.0
+#: How long an owner's claim lasts unless renewed: a dead runner's streams
+#: are taken over this long after its last renewal.
+LEASE = 10.0
+#: In a cluster, every this many polls the owner reads every buffered
+#: chunk's bookkeeping, not only those after the last id it saw.
+RESCAN_EVERY = 10
 ARN = "arn:aws:firehose:{region}:{account}:deliverystream/{name}"
 
 
@@ -145,6 +152,9 @@ class FirehoseTarget(Target):
         self.record: StreamRecord | None = None
         self._services: TargetServices | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        #: Who this runner is as a stream's owner ("" for a SQLite file's one runner).
+        self.owner_name = ""
+        self._polls = 0
 
     def references(self) -> list[tuple[tuple[str | int, ...], str]]:
         destination = self.settings.get("destination") or {}
@@ -190,7 +200,9 @@ class FirehoseTarget(Target):
             invoke=self._invoke,
             metric=self._metric,
         )
-        await self.stream.load()
+        self.owner_name = services.runner or ""
+        self.stream.owner = await self._claim()
+        await self.stream.load(everything=True)
         self._tasks = [services.spawn(self.stream.run()), services.spawn(self._watch())]
         if self.kinesis_stream is not None:
             self._tasks.append(services.spawn(self._read_source(self.kinesis_stream)))
@@ -253,12 +265,45 @@ class FirehoseTarget(Target):
                 log.warning("%s: %s", self.where, describe_error(exc))
 
     async def poll(self) -> None:
+        """Renew or claim the stream's ownership; as its owner, take up what
+        other processes or runners buffered and answer flush requests."""
         store, stream = started(self.store, self.where), started(self.stream, self.where)
-        await stream.load()
+        owns = await self._claim()
+        if owns and not stream.owner:
+            log.info("%s: this runner writes delivery stream %s now", self.where, self.stream_name)
+            await stream.own()
+        elif not owns and stream.owner:
+            log.warning(
+                "%s: another runner writes delivery stream %s now", self.where, self.stream_name
+            )
+            stream.disown()
+        if not stream.owner:
+            return
+        self._polls += 1
+        await stream.load(everything=bool(self.owner_name) and self._polls % RESCAN_EVERY == 0)
         record = await store.get(self.stream_name)
         if record.flush_requested is not None and record.flush_requested != record.flushed:
             await stream.flush()
             await store.mark_flushed(self.stream_name, record.flush_requested)
+
+    async def _claim(self) -> bool:
+        """Whether this runner owns the stream now (claimed or renewed)."""
+        store, clock = started(self.store, self.where), started(self._services, self.where).clock
+        now = clock.time()
+        return await store.claim(self.stream_name, self.owner_name, now, now + LEASE)
+
+    def _succeeded(self) -> bool:
+        """Whether another resource of this runtime runs the same stream (this
+        one is being replaced): it keeps the ownership."""
+        services: Any = self._services
+        names = getattr(services, "resource_names", None)
+        others = [services.resource(name) for name in (names() if names is not None else ())]
+        return any(
+            isinstance(other, FirehoseTarget)
+            and other is not self
+            and other.stream_name == self.stream_name
+            for other in others
+        )
 
     async def _read_source(self, name: str) -> None:
         """KinesisStreamAsSource: a named consumer of the project stream
@@ -326,7 +371,14 @@ class FirehoseTarget(Target):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        self.stream = None
+        stream, self.stream = self.stream, None
+        # Released, another runner may take over at once (unless this
+        # resource's successor in this runtime runs the stream on).
+        if self.store is not None and stream is not None and stream.owner and not self._succeeded():
+            try:
+                await self.store.release(self.stream_name, self.owner_name)
+            except Exception as exc:  # its lease runs out instead
+                log.warning("%s: ownership not released: %s", self.where, describe_error(exc))
         if self.store is not None:
             await self.store.close()
             self.store = None

@@ -1,0 +1,133 @@
+"""Two runners on one PostgreSQL state running one delivery stream: puts on
+either go into the shared buffer, one runner at a time writes the objects
+(its owner, by lease), and when the owner dies another takes over once its
+lease runs out. Each record lands in exactly one object."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+from pipelines.clock import ManualClock
+from pipelines.limits import Limits
+from pipelines.runtime import Runtime
+from plugins.firehose.target import LEASE, FirehoseTarget
+
+from .firehose_helpers import firehose_plugins, lines, objects
+
+PLUGINS = firehose_plugins()
+T0 = 1_700_000_000.0
+DESTINATION = {
+    "BucketARN": "arn:aws:s3:::lake",
+    "Prefix": "all/",
+    "BufferingHints": {"IntervalInSeconds": 60, "SizeInMBs": 1},
+    "ProcessingConfiguration": {
+        "Enabled": True,
+        "Processors": [{"Type": "AppendDelimiterToRecord"}],
+    },
+}
+
+
+def runner(url: str, name: str, clock: ManualClock, directory: Path) -> Runtime:
+    runtime = Runtime(
+        state_path=url, runner=name, clock=clock, plugins=PLUGINS, limits=Limits(leader_check=0.05)
+    )
+    runtime.add_resource("objects", "bucket", {"directory": str(directory), "bucket": "lake"})
+    runtime.add_resource("lake", "firehose", {"destination": DESTINATION})
+    return runtime
+
+
+def stream_of(runtime: Runtime) -> FirehoseTarget:
+    target = runtime.resource("lake")
+    assert isinstance(target, FirehoseTarget) and target.stream is not None
+    return target
+
+
+async def put(runtime: Runtime, numbers: range) -> None:
+    """``numbers`` as records, ten a put, all acknowledged."""
+    target = stream_of(runtime)
+    for start in range(numbers.start, numbers.stop, 10):
+        batch = [str(n).encode() for n in range(start, min(start + 10, numbers.stop))]
+        assert all(result.record_id for result in await target.put(batch))
+
+
+async def settle() -> None:
+    for _ in range(5):  # the database's and the files' threads
+        await asyncio.sleep(0.01)
+
+
+async def tick(clock: ManualClock, seconds: int) -> None:
+    """Move time on: each timer (every poll of both runners) fires at its
+    moment, the runners quiet in between."""
+    await clock.advance(seconds, quiet=settle)
+
+
+def written(directory: Path) -> Counter[int]:
+    """How many times each record is in the bucket's objects."""
+    return Counter(int(line) for line in lines(objects(directory)))
+
+
+async def test_one_runner_writes_a_streams_objects_and_another_takes_over_when_it_dies(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    clock = ManualClock(T0)
+    bucket = tmp_path / "lake"
+    first, second = (runner(postgres_url, name, clock, bucket) for name in ("a", "b"))
+    await first.start()
+    try:
+        await second.start()
+        try:
+            assert stream_of(first).stream.owner  # type: ignore[union-attr]
+            assert not stream_of(second).stream.owner  # type: ignore[union-attr]
+            # Puts on both runners at once: all into the one shared buffer.
+            await asyncio.gather(put(first, range(0, 100)), put(second, range(100, 200)))
+            await tick(clock, 59)
+            assert objects(bucket) == {} if bucket.exists() else True
+            await tick(clock, 2)
+            assert written(bucket) == Counter(range(200))  # each record once
+            assert len(objects(bucket)) == 1  # one buffer, one object, by its owner
+            store = stream_of(second).store
+            assert store is not None
+            assert (await store.owner("lake"))[0] == "a"
+
+            # Runner a dies: it stops renewing its lease, and writes nothing more.
+            a_stream = stream_of(first)
+            for task in a_stream._tasks:
+                task.cancel()
+            await asyncio.gather(*a_stream._tasks, return_exceptions=True)
+            await put(second, range(200, 250))
+            await put(first, range(250, 260))  # a put a dying runner still took
+            await tick(clock, int(LEASE) - 2)
+            assert not stream_of(second).stream.owner  # type: ignore[union-attr]
+            await tick(clock, 3)  # a's lease has run out: b claims the stream
+            assert stream_of(second).stream.owner  # type: ignore[union-attr]
+            assert (await store.owner("lake"))[0] == "b"
+            await tick(clock, 61)
+            assert written(bucket) == Counter(range(260))  # each record once, none lost
+            assert await store.buffered("lake") == (0, 0)
+        finally:
+            await second.stop(1)
+    finally:
+        await first.stop(1)
+
+
+async def test_a_stopping_owner_hands_its_streams_over_at_once(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    clock = ManualClock(T0)
+    bucket = tmp_path / "lake"
+    first, second = (runner(postgres_url, name, clock, bucket) for name in ("a", "b"))
+    await first.start()
+    await second.start()
+    try:
+        await put(first, range(0, 30))
+        await first.stop(1)  # graceful: its ownership is released
+        await tick(clock, 1)
+        assert stream_of(second).stream.owner  # type: ignore[union-attr]
+        await put(second, range(30, 40))
+        await tick(clock, 60)
+        assert written(bucket) == Counter(range(40))
+    finally:
+        await second.stop(1)
+        await first.stop(1)
