@@ -136,3 +136,51 @@ async def test_a_stopping_owner_hands_its_streams_over_at_once(
     finally:
         await second.stop(1)
         await first.stop(1)
+
+
+async def test_a_stream_made_through_one_runner_takes_puts_on_another(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    from pipelines.api import ApiServer, served_services
+
+    from .apiclient import aws_call, aws_refusal, boto
+
+    clock = ManualClock(T0)
+    runtimes = [
+        Runtime(state_path=postgres_url, runner=name, clock=clock, plugins=PLUGINS)
+        for name in ("a", "b")
+    ]
+    servers = [ApiServer(r, served_services(PLUGINS), "127.0.0.1", 0) for r in runtimes]
+    for runtime, server in zip(runtimes, servers, strict=True):
+        runtime.add_resource("objects", "bucket", {"directory": str(tmp_path), "bucket": "lake"})
+        await server.start()
+        await runtime.start()
+    try:
+        on_a, on_b = (boto("firehose", server.url) for server in servers)
+        await aws_call(
+            on_a,
+            "create_delivery_stream",
+            DeliveryStreamName="made-on-a",
+            ExtendedS3DestinationConfiguration={
+                "BucketARN": "arn:aws:s3:::lake",
+                "RoleARN": "arn:aws:iam::111111111111:role/firehose",
+                "BufferingHints": {"IntervalInSeconds": 60, "SizeInMBs": 1},
+            },
+        )
+        for client, data in ((on_b, b"1\n"), (on_a, b"2\n"), (on_b, b"3\n")):
+            await aws_call(
+                client, "put_record", DeliveryStreamName="made-on-a", Record={"Data": data}
+            )
+        await tick(clock, 61)
+        assert Counter(int(line) for line in lines(objects(tmp_path))) == Counter([1, 2, 3])
+        # Deleted through a: b stops taking puts for it.
+        await aws_call(on_a, "delete_delivery_stream", DeliveryStreamName="made-on-a")
+        await tick(clock, 2)
+        refused = await aws_refusal(
+            on_b, "put_record", DeliveryStreamName="made-on-a", Record={"Data": b"4\n"}
+        )
+        assert refused.response["Error"]["Code"] == "ResourceNotFoundException"
+    finally:
+        for runtime, server in zip(runtimes, servers, strict=True):
+            await server.close()
+            await runtime.stop(1)

@@ -155,6 +155,8 @@ class FirehoseTarget(Target):
         #: Who this runner is as a stream's owner ("" for a SQLite file's one runner).
         self.owner_name = ""
         self._polls = 0
+        #: Deleted through another runner of the cluster: nothing more runs here.
+        self.gone = False
 
     def references(self) -> list[tuple[tuple[str | int, ...], str]]:
         destination = self.settings.get("destination") or {}
@@ -268,6 +270,14 @@ class FirehoseTarget(Target):
         """Renew or claim the stream's ownership; as its owner, take up what
         other processes or runners buffered and answer flush requests."""
         store, stream = started(self.store, self.where), started(self.stream, self.where)
+        if self.gone:
+            return
+        record = await store.find(self.stream_name)
+        if record is None:
+            self.gone = True
+            stream.disown()
+            log.warning("%s: delivery stream %s was deleted", self.where, self.stream_name)
+            return
         owns = await self._claim()
         if owns and not stream.owner:
             log.info("%s: this runner writes delivery stream %s now", self.where, self.stream_name)
@@ -281,7 +291,6 @@ class FirehoseTarget(Target):
             return
         self._polls += 1
         await stream.load(everything=bool(self.owner_name) and self._polls % RESCAN_EVERY == 0)
-        record = await store.get(self.stream_name)
         if record.flush_requested is not None and record.flush_requested != record.flushed:
             await stream.flush()
             await store.mark_flushed(self.stream_name, record.flush_requested)
