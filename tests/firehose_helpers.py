@@ -5,6 +5,7 @@ bucket directory."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pluggy
 
@@ -38,3 +39,17 @@ def objects(directory: Path, compression: str = "UNCOMPRESSED") -> dict[str, byt
 
 def lines(found: dict[str, bytes]) -> list[bytes]:
     return [line for data in found.values() for line in data.splitlines() if line]
+
+
+def delimited(bucket: str, prefix: str, interval: int, size: int, **more: Any) -> dict[str, Any]:
+    """A destination writing records a line each under ``prefix``."""
+    return {
+        "BucketARN": f"arn:aws:s3:::{bucket}",
+        "Prefix": prefix,
+        "BufferingHints": {"IntervalInSeconds": interval, "SizeInMBs": size},
+        "ProcessingConfiguration": {
+            "Enabled": True,
+            "Processors": [{"Type": "AppendDelimiterToRecord"}],
+        },
+        **more,
+    }

@@ -18,19 +18,11 @@ import pytest
 from pipelines.runtime import Runtime
 from plugins.firehose.store import FirehoseStore
 
-from .firehose_helpers import firehose_plugins, lines, objects
+from .firehose_helpers import delimited, firehose_plugins, lines, objects
 from .helpers import pipelines_command
 
 ROOT = Path(__file__).resolve().parents[1]
-DESTINATION = {
-    "BucketARN": "arn:aws:s3:::lake",
-    "Prefix": "in/",
-    "BufferingHints": {"IntervalInSeconds": 900, "SizeInMBs": 5},
-    "ProcessingConfiguration": {
-        "Enabled": True,
-        "Processors": [{"Type": "AppendDelimiterToRecord"}],
-    },
-}
+DESTINATION = delimited("lake", "in/", 900, 5)
 
 
 @pytest.fixture

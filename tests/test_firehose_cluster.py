@@ -14,19 +14,11 @@ from pipelines.limits import Limits
 from pipelines.runtime import Runtime
 from plugins.firehose.target import LEASE, FirehoseTarget
 
-from .firehose_helpers import firehose_plugins, lines, objects
+from .firehose_helpers import delimited, firehose_plugins, lines, objects
 
 PLUGINS = firehose_plugins()
 T0 = 1_700_000_000.0
-DESTINATION = {
-    "BucketARN": "arn:aws:s3:::lake",
-    "Prefix": "all/",
-    "BufferingHints": {"IntervalInSeconds": 60, "SizeInMBs": 1},
-    "ProcessingConfiguration": {
-        "Enabled": True,
-        "Processors": [{"Type": "AppendDelimiterToRecord"}],
-    },
-}
+DESTINATION = delimited("lake", "all/", 60, 1)
 
 
 def runner(url: str, name: str, clock: ManualClock, directory: Path) -> Runtime:
@@ -36,6 +28,13 @@ def runner(url: str, name: str, clock: ManualClock, directory: Path) -> Runtime:
     runtime.add_resource("objects", "bucket", {"directory": str(directory), "bucket": "lake"})
     runtime.add_resource("lake", "firehose", {"destination": DESTINATION})
     return runtime
+
+
+def pair(url: str, bucket: Path) -> tuple[ManualClock, Runtime, Runtime]:
+    """A clock and runners a and b on it, their stream writing into ``bucket``/lake."""
+    clock = ManualClock(T0)
+    bucket = bucket / "lake"
+    return clock, runner(url, "a", clock, bucket), runner(url, "b", clock, bucket)
 
 
 def stream_of(runtime: Runtime) -> FirehoseTarget:
@@ -71,9 +70,8 @@ def written(directory: Path) -> Counter[int]:
 async def test_one_runner_writes_a_streams_objects_and_another_takes_over_when_it_dies(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    clock = ManualClock(T0)
+    clock, first, second = pair(postgres_url, tmp_path)
     bucket = tmp_path / "lake"
-    first, second = (runner(postgres_url, name, clock, bucket) for name in ("a", "b"))
     await first.start()
     try:
         await second.start()
@@ -120,11 +118,9 @@ async def test_one_runner_writes_a_streams_objects_and_another_takes_over_when_i
 async def test_a_stopping_owner_hands_its_streams_over_at_once(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    clock = ManualClock(T0)
-    bucket = tmp_path / "lake"
-    first, second = (runner(postgres_url, name, clock, bucket) for name in ("a", "b"))
-    await first.start()
-    await second.start()
+    clock, first, second = pair(postgres_url, tmp_path)
+    for runtime in (first, second):
+        await runtime.start()
     try:
         await put(first, range(0, 30))
         await first.stop(1)  # graceful: its ownership is released
@@ -132,7 +128,7 @@ async def test_a_stopping_owner_hands_its_streams_over_at_once(
         assert stream_of(second).stream.owner  # type: ignore[union-attr]
         await put(second, range(30, 40))
         await tick(clock, 60)
-        assert written(bucket) == Counter(range(40))
+        assert written(tmp_path / "lake") == Counter(range(40))
     finally:
         await second.stop(1)
         await first.stop(1)

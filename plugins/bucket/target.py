@@ -76,7 +76,10 @@ class BucketTarget(Target):
 
 class BucketType(TargetType):
     name = "bucket"
-    description = "A local directory standing for an S3 bucket (its files are the objects)"
+    description = (
+        "A local directory standing for an S3 bucket (its files are the objects; read and"
+        " written by state machines and delivery streams)"
+    )
     arn_template = "arn:aws:s3:::{name}"
     settings = SETTINGS_TABLE
     file_settings = ("directory",)
