@@ -278,7 +278,9 @@ class FirehoseTarget(Target):
             stream.disown()
             log.warning("%s: delivery stream %s was deleted", self.where, self.stream_name)
             return
-        owns = await self._claim()
+        # The one runner of a SQLite file owns its streams from its start:
+        # nothing to renew. A cluster's runners claim or renew every poll.
+        owns = stream.owner if not self.owner_name else await self._claim()
         if owns and not stream.owner:
             log.info("%s: this runner writes delivery stream %s now", self.where, self.stream_name)
             await stream.own()
