@@ -702,10 +702,7 @@ class DeliveryStream:
                 written += len(found)
                 await asyncio.to_thread(_write_all, out, [data for _, data, _ in found])
             await asyncio.to_thread(out.close)  # the compressor's last bytes
-            if written:
-                await asyncio.to_thread(opened.commit)
-            else:
-                opened.discard()
+            await asyncio.to_thread(opened.commit if written else opened.discard)
         except BaseException:
             opened.discard()
             raise
