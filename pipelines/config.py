@@ -486,8 +486,18 @@ def _typed(text: str) -> Any:
             typed = yaml.SafeLoader("").construct_object(node)
             if typed is None or isinstance(typed, str | int | float | bool):
                 return typed
-    except (yaml.YAMLError, _Refused, ValueError, OverflowError, TypeError, IndexError):
-        pass  # PyYAML indexes an empty tagged scalar (`!!float ` after substitution)
+    except (
+        yaml.YAMLError,
+        _Refused,
+        ValueError,
+        OverflowError,
+        TypeError,
+        IndexError,
+        AttributeError,
+    ):
+        # PyYAML indexes an empty tagged scalar (`!!float ` after substitution)
+        # and reads a group of a failed match (`!!timestamp `).
+        pass
     return text
 
 
