@@ -41,6 +41,9 @@ def test_every_type_the_issue_names_is_mapped_or_skipped_with_a_reason() -> None
         "AWS::Lambda::Function",
         "AWS::Lambda::EventSourceMapping",
         "AWS::Pipes::Pipe",
+        "AWS::EventSchemas::Registry",
+        "AWS::EventSchemas::Schema",
+        "AWS::EventSchemas::Discoverer",
     ]:
         mapping = registry.find(kind)
         assert mapping is not None and mapping.apply is not None, kind

@@ -417,3 +417,54 @@ def test_parameter_overrides_replace_defaults(tmp_path: Path, value: str) -> Non
         parameters={"Stage": value},
     )
     assert list(result.config["resources"]) == [f"q-{value}"]
+
+
+def test_the_schema_registry_types_become_the_schemas_section(tmp_path: Path) -> None:
+    from .helpers import run_cli
+
+    result = imported(
+        tmp_path,
+        """\
+        Resources:
+          Bus: {Type: AWS::Events::EventBus, Properties: {Name: orders}}
+          Registry:
+            Type: AWS::EventSchemas::Registry
+            Properties: {RegistryName: shop, Description: What the shop puts}
+          OrderSchema:
+            Type: AWS::EventSchemas::Schema
+            Properties:
+              RegistryName: !GetAtt Registry.RegistryName
+              SchemaName: shop@OrderPlaced
+              Type: JSONSchemaDraft4
+              Content: '{"type": "object", "required": ["detail"]}'
+          Discoverer:
+            Type: AWS::EventSchemas::Discoverer
+            Properties: {SourceArn: !GetAtt Bus.Arn}
+          Policy:
+            Type: AWS::EventSchemas::RegistryPolicy
+            Properties: {RegistryName: shop, Policy: {}}
+        """,
+    )
+    assert result.config["schemas"] == {
+        "registries": {
+            "shop": {
+                "description": "What the shop puts",
+                "schemas": {
+                    "shop@OrderPlaced": {
+                        "type": "JSONSchemaDraft4",
+                        "content": {"type": "object", "required": ["detail"]},
+                    }
+                },
+            }
+        },
+        "discoverers": ["orders"],
+    }
+    assert {r.resource: r.status for r in result.rows} == {
+        "Bus": "runs",
+        "Registry": "runs",
+        "OrderSchema": "mapped",
+        "Discoverer": "mapped",
+        "Policy": "skipped",
+    }
+    checked = run_cli("import", str(tmp_path / "stack.yaml"), "-w", str(tmp_path / "pipeline.yaml"))
+    assert checked.returncode == 0, checked.stderr

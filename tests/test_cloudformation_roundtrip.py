@@ -281,6 +281,22 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
             },
         }
     if draw(st.booleans()):
+        data["schemas"] = {
+            "registries": {
+                "shop": {
+                    "description": "what the shop puts",
+                    "schemas": {
+                        "shop@Order": {
+                            "type": "JSONSchemaDraft4",
+                            "content": {"type": "object", "required": ["detail"]},
+                        }
+                    },
+                }
+            },
+            "discoverers": ["default", *buses[:1]],
+            **draw(st.fixed_dictionaries({}, optional={"discovery": st.just({"queue": 64})})),
+        }
+    if draw(st.booleans()):
         data["schedule_groups"] = {"reports": {}}
         data["schedules"] = {
             "reports/nightly": {

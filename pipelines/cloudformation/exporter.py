@@ -98,6 +98,8 @@ def export_config(
     for name, body in exportable.items():
         _export(registry, context, str(body.get("type")), name, body)
         _keep(context, registry, name, body)
+    if config.get("schemas"):  # the section, as an import gives it
+        _export(registry, context, "schemas", "schemas", config["schemas"])
     for section in ("rules", "archives", "alarms", "schedules", "pipes"):
         for name, body in (config.get(section) or {}).items():
             _export(registry, context, section, name, body)
@@ -179,6 +181,9 @@ def equivalent(config: dict[str, Any], directory: Path | None = None) -> dict[st
     resources = data.get("resources") or {}
     for name in [n for n, b in resources.items() if b.get("type") in DERIVED_TYPES]:
         del resources[name]
+    schemas = resources.get("schemas")
+    if isinstance(schemas, dict) and schemas.get("type") == "schemas":  # the section's resource
+        data["schemas"] = {k: v for k, v in resources.pop("schemas").items() if k != "type"}
     for name, body in list(resources.items()):
         _resource_form(name, body, resources, directory or Path("."))
     buses = data.get("buses")

@@ -79,6 +79,7 @@ SECTIONS = (
     "schedule_groups",
     "schedules",
     "pipes",
+    "schemas",
 )
 
 

@@ -46,11 +46,11 @@ class Registry:
 
 
 def build_registry(manager: pluggy.PluginManager | None = None) -> Registry:
-    from pipelines.cloudformation import builtin, pipes
+    from pipelines.cloudformation import builtin, pipes, schemas
     from pipelines.pluginmanager import get_plugin_manager
 
     registry = Registry()
-    for item in (*builtin.MAPPINGS, *pipes.MAPPINGS):
+    for item in (*builtin.MAPPINGS, *pipes.MAPPINGS, *schemas.MAPPINGS):
         registry.register(item, "pipelines")
     manager = manager or get_plugin_manager()
     for implementation in manager.hook.register_cloudformation.get_hookimpls():
