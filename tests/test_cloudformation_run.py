@@ -299,11 +299,13 @@ def test_a_reload_imports_the_template_again(tmp_path: Path) -> None:
     try:
         assert process.stderr is not None
         url = None
-        while url is None:
+        while True:  # the files are watched once the pipeline has started
             line = process.stderr.readline()
             assert line, "the runner stopped"
             found = re.search(r"AWS endpoint: (http://\S+)", line)
-            url = found.group(1) if found else None
+            url = found.group(1) if found else url
+            if url and "pipeline started" in line:
+                break
         sqs = boto("sqs", url)
         template.write_text(
             "Resources:\n  First: {Type: AWS::SQS::Queue, Properties: {QueueName: first}}\n"
