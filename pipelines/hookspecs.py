@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import click
 
     from pipelines.api.services import Service
+    from pipelines.console.sections import Section
     from pipelines.store import Store
     from pipelines.targets import TargetType
 
@@ -101,6 +102,22 @@ def register_stores(register: Callable[[type[Store]], None]) -> None:
     runner uses it; registering it lets an operator see and migrate them
     before starting the new version, and lets ``info`` name a version this
     pipelines does not know.
+
+    Must return None; what counts is the calls to ``register``.
+    """
+
+
+@hookspec
+def register_console(register: Callable[[Section], None]) -> None:
+    """Add a section of pages to the runner's web console (``run --console``).
+
+    Called once, when a console starts. ``register`` takes one
+    ``pipelines.console.sections.Section`` per call: a name (its path,
+    ``/console/s/NAME``), a title, and async methods answering data (a
+    ``Listing`` of items, an item's ``Detail``, an action's outcome) that the
+    console draws; a plugin never writes HTML or reads HTTP. A section reads
+    its store through its ``SectionHost`` (opened on the runtime's state
+    database once). A name registered twice is an error naming both plugins.
 
     Must return None; what counts is the calls to ``register``.
     """
