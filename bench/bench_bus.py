@@ -147,7 +147,8 @@ class Commits:
             for step in steps:
                 if step.sql.lstrip().upper().startswith("INSERT INTO INTAKE"):
                     self.inserts += 1
-                    self.rows += len(orjson.loads(step.parameters[0]))
+                    # (runner, rows): the rows are the JSON array last.
+                    self.rows += len(orjson.loads(step.parameters[-1]))
             return await batch(steps, **options)
 
         store.batch = counted  # type: ignore[method-assign]

@@ -30,6 +30,7 @@ from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.intake import DurableIntake
 from pipelines.limits import Limits
 from pipelines.patterns import Matcher, Pattern, compile_pattern
+from pipelines.policy import BusPolicy
 from pipelines.schedule import Schedule, parse_schedule
 from pipelines.scheduler import Scheduler
 from pipelines.targets import Target, check_keys
@@ -198,10 +199,22 @@ class Rule:
 class Bus:
     """A named event bus. Create through ``Runtime.bus`` / ``Runtime.create_bus``."""
 
-    def __init__(self, host: BusHost, name: str) -> None:
+    def __init__(self, host: BusHost, name: str, account: str = DEFAULT_ACCOUNT) -> None:
         self.host = host
         self.name = name
-        self.arn = f"arn:aws:events:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:event-bus/{name}"
+        # -- bus permissions (pipelines.policy) --
+        #: The account that owns it: callers of other accounts need its policy's leave.
+        self.account = account
+        self.arn = f"arn:aws:events:{DEFAULT_REGION}:{account}:event-bus/{name}"
+        #: Its resource policy in force (PutPermission, or the config's).
+        self.policy = BusPolicy()
+        #: The policy its config declares (``buses: NAME: policy``): one made
+        #: through the API replaces it until the declaration changes.
+        self.declared_policy = BusPolicy()
+        #: CreateEventBus/UpdateEventBus's Description and DeadLetterConfig's Arn.
+        self.description = ""
+        self.dead_letter_arn: str | None = None
+        # -- end of bus permissions --
         #: When it was made (epoch seconds; its owner sets it from its clock).
         self.created = 0.0
         self._rules: dict[str, Rule] = {}
@@ -274,7 +287,7 @@ class Bus:
 
     def rule_arn(self, name: str) -> str:
         suffix = name if self.name == "default" else f"{self.name}/{name}"
-        return f"arn:aws:events:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:rule/{suffix}"
+        return f"arn:aws:events:{DEFAULT_REGION}:{self.account}:rule/{suffix}"
 
     def _rule(self, name: str) -> Rule:
         try:

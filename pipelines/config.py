@@ -1,7 +1,9 @@
 """Declarative pipelines: YAML files -> a checked config -> a ``Runtime``.
 
     state: .pipelines/state.db        # default; relative to the (first) file
+    account: "000000000000"           # the account that owns the buses (the default)
     buses: [audit]                    # extra buses; "default" always exists
+                                      # (or a mapping: audit: {policy: ..., account: ...})
     resources:
       report: {type: function, function: "handlers:report"}
     rules:
@@ -40,7 +42,9 @@ from pipelines.bus import Bus, RuleTarget
 from pipelines.clock import Clock
 from pipelines.errors import (
     AlarmRuleError,
+    CodedError,
     ConfigError,
+    ConfigErrors,
     ConfigInvalid,
     PatternError,
     Problem,
@@ -51,6 +55,7 @@ from pipelines.errors import (
     unknown_setting,
 )
 from pipelines.event import DEFAULT_ACCOUNT
+from pipelines.policy import VERSION, BusPolicy
 from pipelines.process import tuned_process
 from pipelines.runtime import DEFAULT_BUS, DURABILITIES, Runtime
 from pipelines.store import Location, is_url
@@ -60,6 +65,7 @@ if TYPE_CHECKING:
     from pipelines.api.server import ApiSettings
 
 TOP_KEYS = {
+    "account",
     "state",
     "durability",
     "api",
@@ -77,6 +83,8 @@ CLUSTER_RESOURCE = "cluster"
 #: The resource ``schedules`` and ``schedule_groups`` become (the scheduler plugin's type).
 SCHEDULER_RESOURCE = "scheduler"
 _GROUP = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+#: An AWS Organizations id (o-...), an access key's ``org``.
+_ORG = re.compile(r"o-[a-z0-9]{10,32}")
 RULE_KEYS = {"bus", "pattern", "schedule", "state", "description", "targets"}
 DEFAULT_STATE = ".pipelines/state.db"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -91,6 +99,12 @@ class PipelineConfig:
     files: list[Path]
     state: Location | None
     buses: list[str] = field(default_factory=list)
+    #: ``account``: the account that owns the buses it declares.
+    account: str = DEFAULT_ACCOUNT
+    #: Each bus's declared owner, where not ``account`` (``buses: NAME: account``).
+    bus_accounts: dict[str, str] = field(default_factory=dict)
+    #: Each bus's declared policy (``buses: NAME: policy`` or ``statements``).
+    bus_policies: dict[str, BusPolicy] = field(default_factory=dict)
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
     archives: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -165,7 +179,11 @@ def _api(
         elif not (len(account) == 12 and account.isdigit()):
             problem(("access_keys", key_id, "account"), f"{account!r} is not a 12-digit account")
         else:
-            keys[str(key_id)] = AccessKey(secret, account)
+            org = entry.get("org")
+            if org is not None and not (isinstance(org, str) and re.fullmatch(_ORG, org)):
+                problem(("access_keys", key_id, "org"), f"{org!r} is not an organization id")
+            else:
+                keys[str(key_id)] = AccessKey(secret, account, org)
     tls = declared.get("tls") if isinstance(declared, dict) else None
     certificate = key = None
     if tls is not None:
@@ -624,11 +642,13 @@ def _merge(config: PipelineConfig, data: Any, loader: _Loader) -> list[Problem]:
         check_keys(Where("config"), data, TOP_KEYS)
     except ConfigError as exc:
         problems += located_errors(loader.positions, (), loader.file, exc)
-    buses = data.get("buses") or []
-    if not isinstance(buses, list) or not all(isinstance(b, str) for b in buses):
-        problems.append(at(("buses",), "buses is a list of bus names"))
-    else:
-        config.buses += [b for b in buses if b not in config.buses and b != DEFAULT_BUS]
+    problems += _buses(config, data.get("buses") or [], loader.positions, loader.file)
+    if "account" in data:
+        account = str(data["account"])
+        if len(account) == 12 and account.isdigit():
+            config.account = account
+        else:
+            problems.append(at(("account",), f"account: {account!r} is not a 12-digit account"))
     for section in ("resources", "rules", "archives", "alarms", "schedules", "schedule_groups"):
         declared = data.get(section) or {}
         if not isinstance(declared, dict):
@@ -650,6 +670,105 @@ def _merge(config: PipelineConfig, data: Any, loader: _Loader) -> list[Problem]:
             else:
                 merged[str(name)] = body or {}  # a schedule group may be just its name
     return problems
+
+
+BUS_KEYS = {"policy", "statements", "account"}
+
+
+def _buses(
+    config: PipelineConfig,
+    buses: Any,
+    positions: Mapping[Path_, tuple[str, int, int]],
+    file: str,
+) -> list[Problem]:
+    """``buses``: a list of names, or a mapping of names to settings (or null):
+    ``policy`` (a policy document, or its JSON text), ``statements`` (its
+    statements alone), ``account`` (the owner, when not the config's)."""
+    if isinstance(buses, list) and all(isinstance(b, str) for b in buses):
+        buses = dict.fromkeys(buses)
+    if not isinstance(buses, dict):
+        return [locate(positions, ("buses",), file, "buses is a list of bus names, or a mapping")]
+    problems: list[Problem] = []
+    for name, settings in buses.items():
+        name = str(name)
+        if name not in config.buses and name != DEFAULT_BUS:
+            config.buses.append(name)
+        if settings is None:
+            continue
+        problems += _bus_settings(config, name, settings, positions, file)
+    return problems
+
+
+def _bus_settings(
+    config: PipelineConfig,
+    name: str,
+    settings: Any,
+    positions: Mapping[Path_, tuple[str, int, int]],
+    file: str,
+) -> list[Problem]:
+    path: Path_ = ("buses", name)
+    if not isinstance(settings, dict):
+        return [locate(positions, path, file, f"buses.{name}: a mapping (policy, account)")]
+    try:
+        check_keys(Where(f"buses.{name}"), settings, BUS_KEYS)
+        if "policy" in settings and "statements" in settings:
+            raise ConfigError(Where(f"buses.{name}", ("statements",)), "give policy or statements")
+    except ConfigError as exc:
+        return located_errors(positions, path, file, exc)
+    problems: list[Problem] = []
+    if "account" in settings:
+        account = str(settings["account"])
+        if len(account) == 12 and account.isdigit():
+            config.bus_accounts[name] = account
+        else:
+            problems.append(
+                locate(
+                    positions,
+                    (*path, "account"),
+                    file,
+                    f"buses.{name}.account: {account!r} is not a 12-digit account",
+                )
+            )
+    key = "policy" if "policy" in settings else "statements" if "statements" in settings else None
+    if key is not None:
+        given = settings[key]
+        if key == "statements":
+            given = {"Version": VERSION, "Statement": given}
+        try:
+            config.bus_policies[name] = BusPolicy.parse(Where(f"buses.{name}"), given)
+        except ConfigError as exc:
+            # A statements list is the document's Statement: its paths start there.
+            base = (*path, key) if key == "policy" else path
+            relative = exc if key == "policy" else _statements_path(exc)
+            problems += located_errors(positions, base, file, relative)
+        except CodedError as exc:  # over the size limit
+            problems.append(locate(positions, (*path, key), file, f"buses.{name}.{key}: {exc}"))
+    return problems
+
+
+def _statements_path(exc: ConfigError) -> ConfigError:
+    """An error in a document made of a ``statements`` list, at that list's path."""
+    errors = [
+        ConfigError(
+            Where(error.subject, ("statements", *error.path[1:])),
+            error.message,
+        )
+        if error.path[:1] == ("Statement",)
+        else ConfigError(Where(error.subject, ("statements", *error.path)), error.message)
+        for error in exc.errors
+    ]
+    return ConfigErrors(errors)
+
+
+def apply_bus_policies(runtime: Runtime, config: PipelineConfig) -> None:
+    """Each declared bus policy, in force where it changed (a reload) or is new.
+
+    The declaration a bus had is compared, not its policy in force: a policy
+    made through the API stays until the config declares a different one."""
+    for bus in runtime.buses():
+        declared = config.bus_policies.get(bus.name, BusPolicy())
+        if declared.text() != bus.declared_policy.text():
+            bus.declared_policy = bus.policy = declared
 
 
 def _cluster(config: PipelineConfig, clusters: list[Any]) -> list[Problem]:
@@ -761,6 +880,7 @@ async def build_runtime(
     """
     state = config.state if state_path is True else state_path
     options.setdefault("durability", config.durability)
+    options.setdefault("account", config.account)
     runtime = Runtime(state_path=state or None, clock=clock, **options)
     runtime.cluster_group = config.cluster_group
     with tuned_process([config.directory], switch_interval=None):
@@ -768,9 +888,17 @@ async def build_runtime(
     problems += _resource_references(runtime, config)
     for bus in config.buses:
         try:
-            runtime.create_bus(bus)
+            runtime.create_bus(bus, account=config.bus_accounts.get(bus))
         except ConfigError as exc:
             problems.append(config.at(("buses",), str(exc)))
+    if DEFAULT_BUS in config.bus_accounts:
+        problems.append(
+            config.at(
+                ("buses", DEFAULT_BUS, "account"),
+                "buses.default.account: the default bus is the config's account's (set account)",
+            )
+        )
+    apply_bus_policies(runtime, config)
     for name, declared in config.rules.items():
         problems += await _add_rule(runtime, config, str(name), declared)
     for name, declared in config.archives.items():

@@ -503,7 +503,12 @@ class Deliverer:
         try:
             payload = delivery.transform(job.event, job.rule, delivery.rule_arn, job.ingested)
             context = DeliveryContext(
-                job.rule, job.target_id, job.event, job.attempts, extra=delivery.parameters
+                job.rule,
+                job.target_id,
+                job.event,
+                job.attempts,
+                extra=delivery.parameters,
+                rule_arn=delivery.rule_arn,
             )
             target = job.calling = delivery.target
             await target.deliver(payload, context)

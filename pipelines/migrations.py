@@ -18,6 +18,7 @@ import pluggy
 
 from pipelines.alarms import AlarmStore
 from pipelines.archive import ArchiveStore
+from pipelines.buspolicies import PolicyStore
 from pipelines.errors import PluginError, StateError
 from pipelines.metrics import MetricStore
 from pipelines.pluginmanager import get_plugin_manager
@@ -25,7 +26,13 @@ from pipelines.state import StateDB
 from pipelines.store import Location, Store, backend_for, existing, shown
 
 #: The engine's own stores; plugins name theirs through ``register_stores``.
-ENGINE_STORES: tuple[type[Store], ...] = (StateDB, ArchiveStore, MetricStore, AlarmStore)
+ENGINE_STORES: tuple[type[Store], ...] = (
+    StateDB,
+    ArchiveStore,
+    MetricStore,
+    AlarmStore,
+    PolicyStore,
+)
 
 
 def known_stores(manager: pluggy.PluginManager | None = None) -> dict[str, type[Store]]:

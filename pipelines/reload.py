@@ -32,6 +32,7 @@ from typing import Any
 from pipelines.config import (
     PipelineConfig,
     add_alarms,
+    apply_bus_policies,
     build_runtime,
     put_declared_rule,
     resource_settings,
@@ -124,8 +125,9 @@ async def reload(
         group.create_task(runtime.retire(detached, timeout=remaining()))
         for bus_name in new.buses:
             if bus_name not in current.buses:
-                runtime.create_bus(bus_name)
+                runtime.create_bus(bus_name, account=new.bus_accounts.get(bus_name))
                 summary.added.append(f"bus {bus_name}")
+        apply_bus_policies(runtime, new)  # bus permissions: a changed declaration is in force
         await _put_rules(runtime, current, new, summary)
     # Before resources go: an alarm's actions may use one.
     await _put_alarms(runtime, current, new, summary)

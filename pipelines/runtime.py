@@ -52,6 +52,7 @@ from pipelines import metrics as m
 from pipelines.alarms import Alarms
 from pipelines.archive import Archiver, ArchiveStore
 from pipelines.bus import Bus, Observer, check_name
+from pipelines.buspolicies import BusPolicies
 from pipelines.clock import Clock, SystemClock
 from pipelines.cluster import ALARMS, SCHEDULER, Membership, membership_for
 from pipelines.delivery import Deliverer, Delivery, Settlement
@@ -63,11 +64,12 @@ from pipelines.errors import (
     StateError,
     Where,
 )
-from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, validate_entry
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, forwarded_event_id, validate_entry
 from pipelines.intake import DurableIntake, Unsettled, unsettled
 from pipelines.limits import Limits
 from pipelines.pending import PendingWriter
 from pipelines.pluginmanager import target_types
+from pipelines.policy import PUT_EVENTS, Caller, access_denied
 from pipelines.replay import Replays
 from pipelines.routes import Routes
 from pipelines.scheduler import Scheduler
@@ -132,6 +134,7 @@ class Runtime:
         limits: Limits | None = None,
         seed: int | None = None,
         durability: str = DURABLE,
+        account: str = DEFAULT_ACCOUNT,
     ) -> None:
         if durability not in DURABILITIES:
             raise ConfigError(
@@ -195,6 +198,10 @@ class Runtime:
         self._store_task: asyncio.Task[None] | None = None
         self._alarm_task: asyncio.Task[None] | None = None
         self._putting = 0  # put_events calls in progress: stop() lets them finish
+        #: The account that owns the buses it declares (bus permissions: callers of
+        #: other accounts need a bus's policy); saved policies (``pipelines.buspolicies``).
+        self.account = account
+        self.policies = BusPolicies()
         self.create_bus(DEFAULT_BUS)
 
     # -- resources ----------------------------------------------------------
@@ -390,11 +397,12 @@ class Runtime:
 
     # -- buses --------------------------------------------------------------
 
-    def create_bus(self, name: str) -> Bus:
+    def create_bus(self, name: str, *, account: str | None = None) -> Bus:
+        """A new bus, owned by ``account`` (default: the runtime's)."""
         check_name(Where(f"bus {name}"), "bus name", name)
         if name in self._buses:
             raise ConfigError(Where(f"bus {name}"), "an event bus of this name already exists")
-        bus = Bus(self, name)
+        bus = Bus(self, name, account or self.account)
         bus.created = self.clock.time()
         self._buses[name] = bus
         if self._group is not None:
@@ -451,8 +459,18 @@ class Runtime:
         *,
         default_bus: str = DEFAULT_BUS,
         settled: Callable[[int], None] | None = None,
+        caller: Caller | None = None,
+        forwarded_by: str | None = None,
     ) -> dict[str, Any]:
         """PutEvents: validate each entry alone, accept the valid ones, one result each.
+
+        ``caller``: who puts (its account and organization); None is the
+        runtime's own account. An entry for a bus of another account than the
+        caller's is refused with ``AccessDeniedException`` unless the bus's
+        policy allows it (``pipelines.policy``); the others go on.
+        ``forwarded_by``: the ARN of the rule whose target (another bus)
+        forwards these events: they get forwarded events' ids and are not
+        forwarded again (EventBridge's one hop).
 
         Returns ``{"FailedEntryCount": n, "Entries": [...]}`` where each entry is
         ``{"EventId": id}`` or ``{"ErrorCode": code, "ErrorMessage": message}``.
@@ -473,7 +491,7 @@ class Runtime:
             raise NotRunningError(self._not_running())
         self._putting += 1
         try:
-            return await self._put_events(entries, default_bus, settled)
+            return await self._put_events(entries, default_bus, settled, caller, forwarded_by)
         finally:
             self._putting -= 1
 
@@ -482,6 +500,8 @@ class Runtime:
         entries: Iterable[Mapping[str, Any]],
         default_bus: str,
         settled: Callable[[int], None] | None,
+        caller: Caller | None = None,
+        forwarded_by: str | None = None,
     ) -> dict[str, Any]:
         now = self.clock.time()
         moment = datetime.fromtimestamp(now, UTC)
@@ -491,17 +511,24 @@ class Runtime:
         limits = self.limits.entries
         # Most entries name no bus: the default one is looked up once per call.
         default = self._buses.get(default_bus)
+        account = self.account if caller is None else caller.account
         for index, entry in enumerate(entries):
             try:
-                event = validate_entry(entry, index=index, limits=limits, now=moment)
+                event = validate_entry(
+                    entry, index=index, limits=limits, now=moment, account=account
+                )
                 if default is None or entry.get("EventBusName"):
                     bus = self._entry_bus(entry, default_bus, index)
                 else:
                     bus = default
+                if account != bus.account:
+                    self._check_permission(bus, caller, event, forwarded_by, index)
             except EventValidationError as exc:
                 failed += 1
                 results.append({"ErrorCode": exc.code, "ErrorMessage": exc.message})
                 continue
+            if forwarded_by is not None:
+                event["id"] = forwarded_event_id()
             group = valid.get(bus)
             if group is None:  # (setdefault would build its default for every entry)
                 group = valid[bus] = ([], [])
@@ -556,6 +583,27 @@ class Runtime:
         rows, strict = self.archives.rows(bus, events)
         if rows:
             intake.attach(rows, strict=strict)
+
+    def _check_permission(
+        self,
+        bus: Bus,
+        caller: Caller | None,
+        event: Mapping[str, Any],
+        forwarded_by: str | None,
+        index: int,
+    ) -> None:
+        """Refuse an entry for a bus of another account unless its policy allows it."""
+        asking = Caller(
+            caller.account if caller is not None else self.account,
+            caller.org if caller is not None else None,
+            source=event.get("source"),
+            detail_type=event.get("detail-type"),
+            source_arn=forwarded_by,
+        )
+        if not bus.policy.allows(asking, PUT_EVENTS, [bus.arn]):
+            raise EventValidationError(
+                "AccessDeniedException", access_denied(asking.account, PUT_EVENTS, bus.arn), index
+            )
 
     def _entry_bus(self, entry: Mapping[str, Any], default: str, index: int) -> Bus:
         name = entry.get("EventBusName") or default
@@ -646,6 +694,7 @@ class Runtime:
             self.deliverer.state = self.scheduler.state = self._state
             self._open_pending(self._state)
             await self._open_archives()
+            await self._open_policies()
         elif self.archives.specs:
             raise StateError("archives need a state database: give the runtime a state_path")
         await self._open_metrics()
@@ -797,6 +846,14 @@ class Runtime:
             for spec in self.archives.specs.values():
                 await store.save_archive(spec, now)
             await store.disable_others(self.archives.specs)
+        except BaseException:
+            await self._close_state()
+            raise
+
+    async def _open_policies(self) -> None:
+        assert self.state_path is not None
+        try:
+            await self.policies.open(self.state_path, self._buses)
         except BaseException:
             await self._close_state()
             raise
@@ -1046,6 +1103,7 @@ class Runtime:
         if self.archives.store is not None:
             await self.archives.store.close()
             self.archives.store = None
+        await self.policies.close()
         if self._state is not None:
             await self._state.close()
             self._state = None

@@ -98,6 +98,7 @@ def _sections(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
                                 "properties": {
                                     "secret": {"type": "string", "minLength": 1},
                                     "account": {"type": "string", "pattern": "^[0-9]{12}$"},
+                                    "org": {"type": "string", "pattern": "^o-[a-z0-9]{10,32}$"},
                                 },
                             },
                         },
@@ -119,7 +120,39 @@ def _sections(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
                 },
             ],
         },
-        "buses": {"type": "array", "items": _NAME, "description": "extra event buses"},
+        # -- bus permissions --
+        "account": {
+            "type": "string",
+            "pattern": "^[0-9]{12}$",
+            "description": "the account that owns the buses (default 000000000000)",
+        },
+        "buses": {
+            "description": "extra event buses: names, or names to their settings",
+            "oneOf": [
+                {"type": "array", "items": _NAME},
+                {
+                    "type": "object",
+                    "propertyNames": _NAME,
+                    "additionalProperties": {
+                        "type": ["object", "null"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "policy": {
+                                "type": ["object", "string"],
+                                "description": "the bus's resource policy (IAM JSON)",
+                            },
+                            "statements": {
+                                "type": "array",
+                                "items": {"type": "object"},
+                                "description": "the policy's statements alone",
+                            },
+                            "account": {"type": "string", "pattern": "^[0-9]{12}$"},
+                        },
+                    },
+                },
+            ],
+        },
+        # -- end of bus permissions --
         "resources": {
             "type": "object",
             "description": "target resources by name",

@@ -32,6 +32,7 @@ from pipelines.store import Location, Store, Upkeep
 
 if TYPE_CHECKING:
     from pipelines.clock import Clock
+    from pipelines.policy import Caller
     from pipelines.routes import Routes
 
 log = logging.getLogger("pipelines.targets")
@@ -81,7 +82,7 @@ class DeliveryContext:
     attempt, and a frozen dataclass is three times slower to build.)
     """
 
-    __slots__ = ("attempt", "attributes", "event", "extra", "rule_name", "target_id")
+    __slots__ = ("attempt", "attributes", "event", "extra", "rule_arn", "rule_name", "target_id")
 
     def __init__(
         self,
@@ -91,6 +92,7 @@ class DeliveryContext:
         attempt: int = 1,
         attributes: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
+        rule_arn: str | None = None,
     ) -> None:
         self.rule_name = rule_name
         self.target_id = target_id
@@ -99,6 +101,9 @@ class DeliveryContext:
         #: Message attributes: a dead letter's RULE_NAME, ERROR_CODE, ... (strings).
         self.attributes: Mapping[str, str] = _NOTHING if attributes is None else attributes
         self.extra: Mapping[str, Any] = _NOTHING if extra is None else extra
+        #: The rule's ARN (its bus's account and name): a bus forwarding to
+        #: another puts as that account (bus permissions).
+        self.rule_arn = rule_arn
 
     def __repr__(self) -> str:
         return (
@@ -143,11 +148,15 @@ class TargetServices(Protocol):
         *,
         default_bus: str = "default",
         settled: Callable[[int], None] | None = None,
+        caller: Caller | None = None,
+        forwarded_by: str | None = None,
     ) -> dict[str, Any]:
         """PutEvents, for a resource that is also a source (an MQTT
         subscription): see ``Runtime.put_events``. ``settled(index)`` reports
         each accepted entry once every delivery of it is safe. Raises
-        ``NotRunningError`` once the runtime stops taking events."""
+        ``NotRunningError`` once the runtime stops taking events. ``caller``:
+        the account a source puts as (its ``account`` setting; None: the
+        runtime's own); ``forwarded_by``: the rule ARN of a bus forwarding."""
         ...
 
     def put_metric_data(

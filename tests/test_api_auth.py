@@ -31,7 +31,9 @@ KEYS = {"AKIDSTRICT": AccessKey("s3cret", "123456789012")}
 
 @pytest.fixture
 async def strict() -> AsyncIterator[ApiServer]:
-    runtime = Runtime()
+    # The key's account owns the buses (bus permissions: another account's
+    # entries would need a bus policy).
+    runtime = Runtime(account="123456789012")
     server = ApiServer(runtime, served_services(), settings=ApiSettings(access_keys=KEYS))
     await server.start()
     try:

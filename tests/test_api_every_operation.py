@@ -421,6 +421,17 @@ def events(c: Context) -> None:
     assert bus_arn == f"arn:aws:events:us-east-1:{ACCOUNT}:event-bus/{bus}"
     described = aws("events", "DescribeEventBus", Name=bus)
     assert (described["Name"], described["Arn"]) == (bus, bus_arn)
+    assert "Policy" not in described
+    updated = aws("events", "UpdateEventBus", Name=bus, Description="the shop's")
+    assert (updated["Arn"], updated["Description"]) == (bus_arn, "the shop's")
+    granted = {"Action": "events:PutEvents", "Principal": "111122223333", "StatementId": "team"}
+    assert aws("events", "PutPermission", EventBusName=bus, **granted) == {}
+    policy = json.loads(aws("events", "DescribeEventBus", Name=bus)["Policy"])
+    assert [s["Principal"] for s in policy["Statement"]] == [
+        {"AWS": "arn:aws:iam::111122223333:root"}
+    ]
+    assert aws("events", "RemovePermission", EventBusName=bus, StatementId="team") == {}
+    assert "Policy" not in aws("events", "DescribeEventBus", Name=bus)
     buses = aws("events", "ListEventBuses", NamePrefix=f"{t}-")["EventBuses"]
     assert [(b["Name"], b["Arn"]) for b in buses] == [(bus, bus_arn)]
     rule = f"{t}-orders"
@@ -664,6 +675,58 @@ def kinesis(c: Context) -> None:
     assert merged["AdjacentParentShardId"] == children[1]
     assert aws("kinesis", "DeleteStream", StreamName=stream) == {}
     assert stream not in aws("kinesis", "ListStreams")["StreamNames"]
+
+
+def firehose(c: Context) -> None:
+    aws, t = c.aws, c.t
+    name = f"{t}-lake"
+    destination = {
+        "BucketARN": "arn:aws:s3:::lake",
+        "RoleARN": "arn:aws:iam::123456789012:role/firehose",
+        "Prefix": f"{t}/",
+        "BufferingHints": {"IntervalInSeconds": 60, "SizeInMBs": 1},
+    }
+    made = aws(
+        "firehose",
+        "CreateDeliveryStream",
+        DeliveryStreamName=name,
+        ExtendedS3DestinationConfiguration=destination,
+        Tags=[{"Key": "team", "Value": "data"}],
+    )
+    assert made["DeliveryStreamARN"].endswith(f":deliverystream/{name}")
+    described = aws("firehose", "DescribeDeliveryStream", DeliveryStreamName=name)
+    assert described["DeliveryStreamDescription"]["VersionId"] == "1"
+    assert name in aws("firehose", "ListDeliveryStreams", Limit=100)["DeliveryStreamNames"]
+    put = aws("firehose", "PutRecord", DeliveryStreamName=name, Record={"Data": '{"n": 1}'})
+    assert put["RecordId"]
+    batch = aws(
+        "firehose",
+        "PutRecordBatch",
+        DeliveryStreamName=name,
+        Records=[{"Data": "a"}, {"Data": "b"}],
+    )
+    assert batch["FailedPutCount"] == 0 and len(batch["RequestResponses"]) == 2
+    update = {"CompressionFormat": "GZIP"}
+    assert (
+        aws(
+            "firehose",
+            "UpdateDestination",
+            DeliveryStreamName=name,
+            CurrentDeliveryStreamVersionId="1",
+            DestinationId="destinationId-000000000001",
+            ExtendedS3DestinationUpdate=update,
+        )
+        == {}
+    )
+    tag = [{"Key": "env", "Value": "dev"}]
+    assert aws("firehose", "TagDeliveryStream", DeliveryStreamName=name, Tags=tag) == {}
+    tags = aws("firehose", "ListTagsForDeliveryStream", DeliveryStreamName=name)["Tags"]
+    assert tags == [{"Key": "env", "Value": "dev"}, {"Key": "team", "Value": "data"}]
+    assert aws("firehose", "UntagDeliveryStream", DeliveryStreamName=name, TagKeys=["env"]) == {}
+    assert aws("firehose", "DeleteDeliveryStream", DeliveryStreamName=name) == {}
+    assert aws.refused("firehose", "DescribeDeliveryStream", DeliveryStreamName=name) == (
+        "ResourceNotFoundException"
+    )
 
 
 def logs(c: Context) -> None:
@@ -1266,6 +1329,8 @@ def scheduler(c: Context) -> None:
 SCENARIOS = [sqs, sns, events, connections, kinesis, logs, cloudwatch, stepfunctions]
 if "scheduler" in SERVED:  # the scheduler plugin's entry point is installed
     SCENARIOS.append(scheduler)
+if "firehose" in SERVED:  # the firehose plugin's entry point is installed
+    SCENARIOS.append(firehose)
 
 
 def _run_every_operation(aws: Client, tag: str, gate: Path, skipped: set[tuple[str, str]]) -> None:

@@ -123,7 +123,19 @@ def test_external_plugins_load_unless_the_environment_says_not(tmp_path: Path) -
     assert code == 0, stderr
     assert "nothing_plugin" in names and "function" in names
     assert plugin_names(tmp_path, **{LOAD_PLUGINS: ""})[1:] == (
-        ["function", "http", "logs", "mqtt", "queue", "scheduler", "states", "stream", "topic"],
+        [
+            "eventbus",
+            "firehose",
+            "function",
+            "http",
+            "logs",
+            "mqtt",
+            "queue",
+            "scheduler",
+            "states",
+            "stream",
+            "topic",
+        ],
         "",
     )
     assert "nothing_plugin" in plugin_names(tmp_path, **{LOAD_PLUGINS: "nothing_plugin"})[1]

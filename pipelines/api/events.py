@@ -10,6 +10,7 @@ API is the same object a YAML config makes. Targets name resources by ARN
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,9 +19,17 @@ import orjson
 from pipelines.api.errors import ApiError, validation
 from pipelines.api.services import Call, Service, page, resource_of
 from pipelines.bus import Bus
-from pipelines.errors import ConfigError, PatternError, ResourceNotFoundError
+from pipelines.errors import CodedError, ConfigError, PatternError, ResourceNotFoundError, Where
 from pipelines.event import entry_size, new_event_id
 from pipelines.patterns import evaluate_pattern
+from pipelines.policy import (
+    PUT_EVENTS,
+    PUT_RULE,
+    BusPolicy,
+    Caller,
+    access_denied,
+    permission_statement,
+)
 
 events = Service("events")
 
@@ -66,13 +75,14 @@ async def put_events(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
         missing = missing or _bus_name(entry.get("EventBusName")) not in buses
     if total > call.runtime.limits.entries.max_entry_size:
         raise validation("Total size of the entries in the request is over the limit.")
+    caller = _caller(call)
     if not missing:
-        return await call.runtime.put_events(entries)
+        return await call.runtime.put_events(entries, caller=caller)
     # AWS answers an entry for a bus that does not exist with an EventId and
     # delivers it nowhere (recorded: test_put_events_nonexistent_event_bus).
     found = [_bus_name(entry.get("EventBusName")) in buses for entry in entries]
     known = [entry for entry, exists in zip(entries, found, strict=True) if exists]
-    result = await call.runtime.put_events(known) if known else {"Entries": []}
+    result = await call.runtime.put_events(known, caller=caller) if known else {"Entries": []}
     answers = iter(result["Entries"])
     merged = [next(answers) if exists else {"EventId": new_event_id()} for exists in found]
     failed = sum(1 for answer in merged if "ErrorCode" in answer)
@@ -101,13 +111,36 @@ async def test_event_pattern(call: Call, params: dict[str, Any]) -> Mapping[str,
 # -- buses -------------------------------------------------------------------
 
 
-def _describe_bus(bus: Bus) -> dict[str, Any]:
-    return {
+def _describe_bus(bus: Bus, *, policy: bool = False) -> dict[str, Any]:
+    described: dict[str, Any] = {
         "Name": bus.name,
         "Arn": bus.arn,
         "CreationTime": bus.created,
         "LastModifiedTime": bus.created,
     }
+    if bus.description:
+        described["Description"] = bus.description
+    if bus.dead_letter_arn:
+        described["DeadLetterConfig"] = {"Arn": bus.dead_letter_arn}
+    text = bus.policy.text()
+    if policy and text is not None:  # AWS leaves it out without one (recorded)
+        described["Policy"] = text
+    return described
+
+
+def _bus_settings(bus: Bus, params: Mapping[str, Any]) -> dict[str, Any]:
+    """CreateEventBus's and UpdateEventBus's Description and DeadLetterConfig
+    (KMS keys and log configs are not taken: there is nothing to encrypt or log with)."""
+    if "Description" in params:
+        bus.description = params["Description"]
+    if "DeadLetterConfig" in params:
+        bus.dead_letter_arn = params["DeadLetterConfig"].get("Arn") or None
+    answer: dict[str, Any] = {}
+    if bus.description:
+        answer["Description"] = bus.description
+    if bus.dead_letter_arn:
+        answer["DeadLetterConfig"] = {"Arn": bus.dead_letter_arn}
+    return answer
 
 
 @events.operation()
@@ -115,12 +148,24 @@ async def create_event_bus(call: Call, params: dict[str, Any]) -> Mapping[str, A
     name = params["Name"]
     if name in {bus.name for bus in call.runtime.buses()}:
         raise ApiError("ResourceAlreadyExistsException", f"Event bus {name} already exists.")
-    return {"EventBusArn": call.runtime.create_bus(name).arn}
+    if params.get("EventSourceName"):
+        raise validation("Partner event sources are not served by pipelines.")
+    # A bus made through the API is its caller's (another account's caller
+    # makes a bus only the policy lets the runner's own account put to).
+    await call.runtime.policies.forget(name)
+    bus = call.runtime.create_bus(name, account=call.account)
+    return {"EventBusArn": bus.arn, **_bus_settings(bus, params)}
+
+
+@events.operation()
+async def update_event_bus(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    bus = _own_bus(call, params.get("Name"), "events:UpdateEventBus")
+    return {"Arn": bus.arn, "Name": bus.name, **_bus_settings(bus, params)}
 
 
 @events.operation()
 async def describe_event_bus(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
-    return _describe_bus(_bus(call, params.get("Name")))
+    return _describe_bus(_bus(call, params.get("Name")), policy=True)
 
 
 @events.operation()
@@ -136,8 +181,70 @@ async def delete_event_bus(call: Call, params: dict[str, Any]) -> None:
     name = _bus_name(params["Name"])
     if name == "default":
         raise validation("Cannot delete event bus default.")
-    _bus(call, name)
+    _own_bus(call, name, "events:DeleteEventBus")
     await call.runtime.delete_bus(name)
+    await call.runtime.policies.forget(name)
+
+
+# -- bus permissions (pipelines.policy) ------------------------------------------
+
+
+def _caller(call: Call) -> Caller:
+    return Caller(call.account, call.org)
+
+
+def _own_bus(call: Call, given: str | None, action: str) -> Bus:
+    """A bus only its own account may change (its policy, its settings)."""
+    bus = _bus(call, given)
+    if call.account != bus.account:
+        raise ApiError("AccessDeniedException", access_denied(call.account, action, bus.arn))
+    return bus
+
+
+@events.operation()
+async def put_permission(call: Call, params: dict[str, Any]) -> None:
+    bus = _own_bus(call, params.get("EventBusName"), "events:PutPermission")
+    try:
+        if params.get("Policy") is not None:
+            if any(key in params for key in ("Action", "Principal", "StatementId", "Condition")):
+                raise validation(
+                    "Policy cannot be given with Action, Principal, StatementId or Condition."
+                )
+            policy = BusPolicy.parse(Where("Policy"), params["Policy"])
+        else:
+            missing = [k for k in ("Action", "Principal", "StatementId") if k not in params]
+            if missing:
+                raise validation(
+                    f"Parameter(s) {', '.join(missing)} must be specified (or a Policy)."
+                )
+            statement = permission_statement(
+                bus.arn,
+                statement_id=params["StatementId"],
+                principal=params["Principal"],
+                action=params["Action"],
+                condition=params.get("Condition"),
+            )
+            policy = bus.policy.with_statement(statement)
+    except ConfigError as error:
+        raise validation(str(error)) from None
+    await call.runtime.policies.put(bus, policy)
+
+
+@events.operation()
+async def remove_permission(call: Call, params: dict[str, Any]) -> None:
+    bus = _own_bus(call, params.get("EventBusName"), "events:RemovePermission")
+    if params.get("RemoveAllPermissions"):
+        if params.get("StatementId"):
+            raise validation("StatementId cannot be given with RemoveAllPermissions.")
+        await call.runtime.policies.put(bus, BusPolicy())
+        return
+    if not params.get("StatementId"):
+        raise validation("Parameter StatementId must be specified (or RemoveAllPermissions).")
+    try:
+        policy = bus.policy.without(params["StatementId"])
+    except CodedError as error:
+        raise ApiError(error.code, error.message) from None
+    await call.runtime.policies.put(bus, policy)
 
 
 # -- rules -------------------------------------------------------------------
@@ -146,6 +253,10 @@ async def delete_event_bus(call: Call, params: dict[str, Any]) -> None:
 @events.operation()
 async def put_rule(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     bus = _bus(call, params.get("EventBusName"))
+    if call.account != bus.account:  # another account's bus: its policy decides
+        rule_arn = bus.rule_arn(params["Name"])
+        if not bus.policy.allows(_caller(call), PUT_RULE, [bus.arn, rule_arn]):
+            raise ApiError("AccessDeniedException", access_denied(call.account, PUT_RULE, rule_arn))
     pattern = params.get("EventPattern")
     schedule = params.get("ScheduleExpression")
     if pattern is None and schedule is None:
@@ -246,9 +357,11 @@ _HTTP_PARAMETERS = (
 )
 
 
-def _target_config(call: Call, target: Mapping[str, Any]) -> dict[str, Any]:
+def _target_config(
+    call: Call, target: Mapping[str, Any], resource: str | None = None
+) -> dict[str, Any]:
     """A PutTargets target in the library's names (``Bus.put_targets``)."""
-    resource = resource_of(call, target["Arn"])
+    resource = resource or resource_of(call, target["Arn"])
     if resource is None:
         raise validation(f"No resource of this pipeline has the ARN {target['Arn']}.")
     config: dict[str, Any] = {"id": target["Id"], "resource": resource}
@@ -290,7 +403,7 @@ def _aws_target(call: Call, declared: Mapping[str, Any]) -> dict[str, Any]:
     """A rule target as ListTargetsByRule answers it."""
     target: dict[str, Any] = {
         "Id": declared["id"],
-        "Arn": call.runtime.resource_arn(declared["resource"]),
+        "Arn": _target_arn(call, declared["resource"]),
     }
     given = declared.get("input")
     if given is not None:
@@ -323,6 +436,55 @@ def _aws_target(call: Call, declared: Mapping[str, Any]) -> dict[str, Any]:
     return target
 
 
+#: An event bus's ARN, as a rule target names the bus it forwards to.
+_BUS_ARN = re.compile(r"arn:aws[\w-]*:events:[^:]*:(\d{12}):event-bus/([.\-_A-Za-z0-9]{1,64})")
+#: The target type forwarding to a bus (the eventbus plugin's), and the name
+#: of the resource PutTargets makes for a bus it names by ARN.
+BUS_TARGET_TYPE = "event_bus"
+BUS_RESOURCE = "event-bus/{}"
+
+
+async def _bus_target(call: Call, source: Bus, rule: str, arn: str) -> str | None:
+    """The resource forwarding to the bus ``arn`` names (made at its first
+    use), or None when ``arn`` names no bus. A bus of another account than
+    ``source``'s must allow ``source``'s account to put events, as AWS checks
+    when the target is put (and this runner again at each delivery)."""
+    found = _BUS_ARN.fullmatch(arn)
+    if found is None:
+        return None
+    try:
+        bus = call.runtime.bus(found.group(2))
+    except ResourceNotFoundError:
+        raise validation(f"Event bus {found.group(2)} does not exist.") from None
+    if found.group(1) != bus.account:
+        raise validation(f"No event bus of this pipeline has the ARN {arn}.")
+    if source.account != bus.account:
+        asking = Caller(source.account, source_arn=source.rule_arn(rule))
+        if not bus.policy.allows(asking, PUT_EVENTS, [bus.arn]):
+            raise ApiError("AccessDeniedException", access_denied(source.account, PUT_EVENTS, arn))
+    name = BUS_RESOURCE.format(bus.name)
+    if name not in call.runtime.resource_names():
+        try:
+            await call.runtime.put_resource(name, BUS_TARGET_TYPE, {"bus": bus.name})
+        except ConfigError:
+            raise validation(
+                f"An event bus target needs the {BUS_TARGET_TYPE} target type (plugins.eventbus),"
+                " which is not installed."
+            ) from None
+    return name
+
+
+def _target_arn(call: Call, resource: str) -> str:
+    """A rule target's ARN: a bus's own for the resource forwarding to it."""
+    prefix = BUS_RESOURCE.format("")
+    if resource.startswith(prefix):
+        try:
+            return call.runtime.bus(resource.removeprefix(prefix)).arn
+        except ResourceNotFoundError:
+            pass
+    return call.runtime.resource_arn(resource)
+
+
 @events.operation()
 async def put_targets(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     bus = _bus(call, params.get("EventBusName"))
@@ -331,7 +493,8 @@ async def put_targets(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     failed: list[dict[str, Any]] = []
     for target in params["Targets"]:
         try:
-            accepted.append(_target_config(call, target))
+            forwarding = await _bus_target(call, bus, params["Rule"], target["Arn"])
+            accepted.append(_target_config(call, target, forwarding))
         except ApiError as error:
             failed.append(
                 {"TargetId": target["Id"], "ErrorCode": error.code, "ErrorMessage": error.message}

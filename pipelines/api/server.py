@@ -52,9 +52,10 @@ _QUERY_SCOPE = re.compile(r"([^/\s,]+)/\d{8}/([^/\s,]+)/([^/\s,]+)/aws4_request"
 #: (the web console: pages, files, a stream of server-sent events).
 Mounted = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
-#: AWS's largest request body among the served operations is 1 MiB (SQS); a
-#: little more leaves room for JSON's own encoding of it.
-MAX_BODY = 2 * 1024 * 1024
+#: AWS's largest requests among the served operations carry 5 MiB of data
+#: (Kinesis PutRecords; Firehose PutRecordBatch 4 MiB), in base64 inside JSON
+#: (4/3 more), so 8 MiB: the operations then refuse by their own limits.
+MAX_BODY = 8 * 1024 * 1024
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -358,11 +359,12 @@ class ApiSettings:
     console: bool = False
 
 
-def _account(access_key: str | None) -> str:
-    # As LocalStack does: a 12-digit access key acts as that account.
+def _account(access_key: str | None, default: str = DEFAULT_ACCOUNT) -> str:
+    # As LocalStack does: a 12-digit access key acts as that account (any
+    # other key as the runner's own account).
     if access_key is not None and len(access_key) == 12 and access_key.isdigit():
         return access_key
-    return DEFAULT_ACCOUNT
+    return default
 
 
 class ApiServer:
@@ -501,6 +503,7 @@ class ApiServer:
                 access_key=access_key,
                 base_url=f"{request.scheme}://{request.host}",
                 keeping=self.keeping,
+                org=self._org_of(access_key),
             )
             result = await function(call, params)
         except web.HTTPRequestEntityTooLarge:
@@ -520,7 +523,13 @@ class ApiServer:
 
     def _account_of(self, access_key: str | None) -> str:
         known = self.settings.access_keys.get(access_key or "")
-        return known.account if known is not None else _account(access_key)
+        if known is not None:
+            return known.account
+        return _account(access_key, self.runtime.account)
+
+    def _org_of(self, access_key: str | None) -> str | None:
+        known = self.settings.access_keys.get(access_key or "")
+        return known.org if known is not None else None
 
     async def _verify(self, request: web.BaseRequest, wire: _Request) -> str:
         headers = {name.lower(): ",".join(request.headers.getall(name)) for name in request.headers}

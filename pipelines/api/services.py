@@ -36,8 +36,10 @@ if TYPE_CHECKING:
     from pipelines.alarms import Alarms
     from pipelines.archive import Archiver
     from pipelines.bus import Bus
+    from pipelines.buspolicies import BusPolicies
     from pipelines.limits import Limits
     from pipelines.metrics import MetricStore
+    from pipelines.policy import Caller
     from pipelines.replay import Replays
     from pipelines.routes import Routes
     from pipelines.store import Store
@@ -56,7 +58,15 @@ class ApiHost(Protocol):
 
     def buses(self) -> list[Bus]: ...
 
-    def create_bus(self, name: str) -> Bus: ...
+    def create_bus(self, name: str, *, account: str | None = None) -> Bus: ...
+
+    @property
+    def account(self) -> str:
+        """The account that owns the buses the runtime declares."""
+        ...
+
+    @property
+    def policies(self) -> BusPolicies: ...
 
     async def delete_bus(self, name: str, *, timeout: float | None = None) -> None: ...
 
@@ -66,6 +76,7 @@ class ApiHost(Protocol):
         *,
         default_bus: str = ...,
         settled: Callable[[int], None] | None = None,
+        caller: Caller | None = None,
     ) -> dict[str, Any]: ...
 
     def resource(self, name: str, *, where: str | None = None) -> Target: ...
@@ -212,6 +223,9 @@ class Call:
     base_url: str
     #: What the endpoint keeps for its services (``store``, ``kept``).
     keeping: Kept = field(default_factory=Kept)
+    #: The organization of the caller's account, where its access key says
+    #: (``api.access_keys.KEY.org``): bus policies' aws:PrincipalOrgID.
+    org: str | None = None
 
     async def store(self, store_type: type[StoreT], *args: Any, where: str) -> StoreT:
         """The endpoint's ``store_type`` on the runtime's state database (see

@@ -48,6 +48,8 @@ class AccessKey:
 
     secret: str
     account: str
+    #: The organization the account belongs to (bus policies' aws:PrincipalOrgID).
+    org: str | None = None
 
 
 def _refused(query: bool, json_code: str, query_code: str, message: str) -> ApiError:

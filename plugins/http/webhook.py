@@ -46,6 +46,7 @@ from pipelines.errors import (
     Where,
 )
 from pipelines.http.ratelimit import TokenBucket
+from pipelines.policy import ACCOUNT_SETTING, Caller, source_caller
 from pipelines.routes import HttpRequest, HttpResponse
 from pipelines.settings import Number, Section, Settings, Shape
 from pipelines.targets import DeliveryContext, Target, TargetServices, TargetType
@@ -82,6 +83,7 @@ WEBHOOK_TABLE = Settings(
         "verify": Section(VERIFY_TABLE),
         "max_body": Number(256 * 1024, 1, MAX_BODY, integer=True, description="bytes"),
         "rate_limit_per_second": Number(None, 0.1, 100_000, description="requests"),
+        "account": ACCOUNT_SETTING,
     },
     required=("path",),
 )
@@ -198,6 +200,8 @@ class WebhookSettings:
     verify: Verify | None
     max_body: int
     rate: float | None
+    #: Who its requests put events as (bus permissions; None: the runner).
+    caller: Caller | None = None
 
 
 def parse_webhook(where: Where, config: Mapping[str, Any]) -> WebhookSettings:
@@ -230,6 +234,9 @@ def parse_webhook(where: Where, config: Mapping[str, Any]) -> WebhookSettings:
     if config.get("rate_limit_per_second") is not None:
         with problems:
             rate = WEBHOOK_TABLE.number(where, config, "rate_limit_per_second")
+    caller = None
+    with problems:
+        caller = source_caller(where, config)
     problems.raise_any()
     return WebhookSettings(
         str(path),
@@ -240,6 +247,7 @@ def parse_webhook(where: Where, config: Mapping[str, Any]) -> WebhookSettings:
         verify,
         int(max_body),
         rate,
+        caller,
     )
 
 
@@ -309,14 +317,14 @@ class WebhookTarget(Target):
         except ValueError as error:
             return _json(400, {"message": str(error)})
         try:
-            result = await services.put_events([entry])
+            result = await services.put_events([entry], caller=self.settings.caller)
         except NotRunningError:
             return _json(503, {"message": "the pipeline is stopping; send it again"})
         (outcome,) = result["Entries"]
         if "EventId" in outcome:
             return _json(200, {"EventId": outcome["EventId"]})
         code = outcome.get("ErrorCode", "InternalFailure")
-        status = 400 if code in _SENDER_CODES else 500
+        status = 403 if code == "AccessDeniedException" else 400 if code in _SENDER_CODES else 500
         return _json(status, {"message": outcome.get("ErrorMessage", ""), "code": code})
 
     def _entry(self, request: HttpRequest) -> dict[str, Any]:

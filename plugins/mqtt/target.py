@@ -28,6 +28,7 @@ from pipelines.errors import (
     Where,
 )
 from pipelines.event import dump_json
+from pipelines.policy import ACCOUNT_SETTING, Caller, source_caller
 from pipelines.settings import Flag, Number, Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
@@ -70,6 +71,7 @@ SETTINGS_TABLE = Settings(
         "ack": Shape({"enum": ["delivered", "accepted"], "default": "delivered"}),
         "metadata_key": Shape({"type": ["string", "null"], "default": "mqtt"}),
         "concurrency": Number(32, 1, 1000, integer=True),
+        "account": ACCOUNT_SETTING,
     }
 )
 SETTINGS = SETTINGS_TABLE.names
@@ -165,8 +167,11 @@ class MqttTarget(Target):
         ack: str,
         metadata_key: str | None,
         concurrency: int,
+        caller: Caller | None = None,
     ) -> None:
         self.name = name
+        #: Who its subscriptions put events as (bus permissions; None: the runner).
+        self.caller = caller
         self.broker = broker
         self.topic = topic
         self.qos = qos
@@ -389,7 +394,9 @@ class MqttTarget(Target):
                     acks.settle(ticket)
 
         delivered = self.ack == "delivered"
-        result = await self._services.put_events(entries, settled=safe if delivered else None)
+        result = await self._services.put_events(
+            entries, settled=safe if delivered else None, caller=self.caller
+        )
         for index, outcome in enumerate(result["Entries"]):
             if outcome.get("ErrorCode") == "InternalFailure":
                 # Not accepted for now (stopping, a failed write): unacknowledged,
@@ -492,6 +499,9 @@ class MqttType(TargetType):
             concurrency = SETTINGS_TABLE.number(where, config, "concurrency")
         with problems:
             qos = _qos(where, config)
+        caller = None
+        with problems:
+            caller = source_caller(where, config)
         problems.raise_any()
         return MqttTarget(
             name,
@@ -504,4 +514,5 @@ class MqttType(TargetType):
             ack,
             metadata_key,
             int(concurrency),
+            caller,
         )

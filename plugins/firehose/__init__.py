@@ -1,0 +1,50 @@
+"""The built-in ``firehose`` plugin: delivery streams with Kinesis Data
+Firehose's semantics (buffer, transform, partition, compress, deliver).
+
+``store.FirehoseStore`` keeps delivery streams and their buffered records;
+``delivery.DeliveryStream`` runs one; ``target.FirehoseType`` makes a
+delivery stream a resource and a rule target; ``api`` serves firehose on the
+AWS endpoint; ``cli`` adds ``pipelines firehose ...``. See docs/firehose.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import click
+
+from pipelines.hookspecs import hookimpl
+from pipelines.targets import TargetType
+
+if TYPE_CHECKING:
+    from pipelines.api import Service
+    from pipelines.store import Store
+
+
+@hookimpl
+def register_targets(register: Callable[[TargetType], None]) -> None:
+    from plugins.firehose.target import FirehoseType
+
+    register(FirehoseType())
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    from plugins.firehose.cli import firehose_group
+
+    cli.add_command(firehose_group)
+
+
+@hookimpl
+def register_services(register: Callable[[Service], None]) -> None:
+    from plugins.firehose.api import firehose
+
+    register(firehose)
+
+
+@hookimpl
+def register_stores(register: Callable[[type[Store]], None]) -> None:
+    from plugins.firehose.store import FirehoseStore
+
+    register(FirehoseStore)

@@ -1,0 +1,692 @@
+"""One delivery stream at work: records in, buffered, transformed, partitioned,
+compressed, written as objects.
+
+``DeliveryStream.put`` takes a PutRecordBatch's records. Each goes, in the
+put's one trip to the database (``FirehoseStore.add_chunk``, group commit
+with concurrent puts), into a *chunk* of its partition; the put is answered
+once the chunks are committed. In memory a buffer keeps only the chunks'
+ids, sizes and arrival times, never their bytes: those are read back from
+the store, a page at a time, when the buffer is written out, so buffered
+data is held once (in the database) and memory stays flat however much is
+buffered.
+
+Two stages, each durable:
+
+- with a Lambda processor, a put's chunk waits unpartitioned (``partition``
+  NULL) until the processor's buffer is full by size or age; the function is
+  called with Firehose's record contract (``transformation``), and its
+  outcome (records Ok, partitioned by the function's and the query's keys;
+  ProcessingFailed ones as error records) replaces the chunks in one
+  transaction;
+- per partition (its keys, or the error output and its type) a buffer waits
+  until it holds ``SizeInMBs`` or its oldest record is ``IntervalInSeconds``
+  old, whichever first, then becomes one object.
+
+Objects are written to ``<directory of the bucket>/<key>`` through a
+temporary file in the same directory, synced and renamed into place: a
+reader never sees half an object. The chunks are deleted after the rename.
+A crash in between delivers them again after the restart (at least once);
+the object's name is derived from its first chunk's id, not random, so the
+second delivery replaces the first object under the same key rather than
+adding a duplicate beside it (its content may then hold later records too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+import os
+import uuid
+from array import array
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+
+from pipelines.clock import Cancellable, Clock, sleep
+from plugins.firehose.formats import writer
+from plugins.firehose.prefixes import object_name
+from plugins.firehose.query import QueryFailed
+from plugins.firehose.spec import Destination
+from plugins.firehose.store import Chunk, FirehoseError, FirehoseStore, NewChunk
+from plugins.firehose.transformation import Invoke, OkRecord, Transformed, transform
+
+log = logging.getLogger("plugins.firehose")
+
+#: The metric store reserves AWS/ (as CloudWatch does for PutMetricData): the
+#: engine publishes under Pipelines/..., as it does its events metrics.
+NAMESPACE = "Pipelines/Firehose"
+#: How much of a buffer is read back from the store at once while writing an object.
+PAGE_BYTES = 4 * 1024 * 1024
+#: Error output types (the ``!{firehose:error-output-type}`` values).
+PROCESSING_FAILED = "processing-failed"
+PARTITIONING_FAILED = "partitioning-failed"
+#: A failed write of an object is tried again after this, doubling to the cap.
+RETRY_FIRST, RETRY_CAP = 1.0, 60.0
+#: Partitions written out at once by one delivery stream.
+DELIVERY_CONCURRENCY = 4
+#: Partition ids remembered by their keys' values (then forgotten all at once).
+PARTITION_CACHE = 10_000
+
+Metric = Callable[[str, float, str], None]
+
+
+def partition_id(
+    query: Mapping[str, str] | None = None,
+    from_lambda: Mapping[str, str] | None = None,
+    error: str | None = None,
+) -> str:
+    """The buffer a record goes to, as text: its partition keys, or the
+    error output type. Records with the same id share objects."""
+    return orjson.dumps(
+        [error, query or {}, from_lambda or {}], option=orjson.OPT_SORT_KEYS
+    ).decode()
+
+
+def parse_partition(partition: str) -> tuple[str | None, dict[str, str], dict[str, str]]:
+    error, query, from_lambda = orjson.loads(partition)
+    return error, query, from_lambda
+
+
+PLAIN = partition_id()
+
+
+def record_id(chunk: int, index: int) -> str:
+    """A record's RecordId: where it is in the store, opaque to clients."""
+    return f"{chunk:024x}{index:08x}"
+
+
+def record_ids(chunk: int, count: int) -> list[str]:
+    """``record_id`` of each record of a chunk."""
+    base = f"{chunk:024x}"
+    return [base + format(index, "08x") for index in range(count)]
+
+
+def _prefix_keys(destination: Destination) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return tuple(destination.prefix.keys("query")), tuple(destination.prefix.keys("lambda"))
+
+
+def error_record(
+    data: bytes,
+    arrival: float,
+    code: str,
+    message: str,
+    *,
+    attempts: int,
+    ended: float,
+    lambda_arn: str | None = None,
+) -> bytes:
+    """A failed record as Firehose writes it to the error output (one JSON line)."""
+    body: dict[str, Any] = {
+        "attemptsMade": attempts,
+        "arrivalTimestamp": int(arrival * 1000),
+        "errorCode": code,
+        "errorMessage": message,
+        "attemptEndingTimestamp": int(ended * 1000),
+        "rawData": base64.b64encode(data).decode(),
+    }
+    if lambda_arn is not None:
+        body["lambdaArn"] = lambda_arn
+    return orjson.dumps(body) + b"\n"
+
+
+@dataclass(slots=True)
+class Buffer:
+    """One partition's chunks waiting (bookkeeping only: the bytes stay in the store)."""
+
+    partition: str | None
+    chunks: list[Chunk] = field(default_factory=list)
+    size: int = 0
+    count: int = 0
+
+    @property
+    def oldest(self) -> float:
+        return min(chunk.arrival for chunk in self.chunks)
+
+    def add(self, chunk: Chunk) -> None:
+        self.chunks.append(chunk)
+        self.size += chunk.size
+        self.count += chunk.count
+
+    def take(self, limit: int) -> list[Chunk]:
+        """The first chunks up to ``limit`` bytes (at least one)."""
+        taken: list[Chunk] = []
+        size = 0
+        for chunk in self.chunks:
+            if taken and size + chunk.size > limit:
+                break
+            taken.append(chunk)
+            size += chunk.size
+        del self.chunks[: len(taken)]
+        self.size -= size
+        self.count -= sum(c.count for c in taken)
+        return taken
+
+    def give_back(self, chunks: list[Chunk]) -> None:
+        self.chunks[:0] = chunks
+        self.size += sum(c.size for c in chunks)
+        self.count += sum(c.count for c in chunks)
+
+
+class PutResult(NamedTuple):
+    """One record's answer: its RecordId, or its error (a tuple: cheap to make
+    500 of per request)."""
+
+    record_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(slots=True)
+class Identity:
+    """What names a delivery stream's objects and invocations."""
+
+    name: str
+    arn: str
+    version: int
+    created: float
+    region: str
+    source_arn: str | None = None
+
+
+class DeliveryStream:
+    """A delivery stream's buffers and the task that empties them (``run``)."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        destination: Destination,
+        store: FirehoseStore,
+        clock: Clock,
+        directory: Callable[[str], Path],
+        *,
+        invoke: Invoke | None = None,
+        metric: Metric | None = None,
+    ) -> None:
+        self.identity = identity
+        self.destination = destination
+        self.store = store
+        self.clock = clock
+        self.directory = directory
+        self.invoke = invoke
+        self.metric: Metric = metric or (lambda name, value, unit: None)
+        self._buffers: dict[str, Buffer] = {}
+        self._waiting = Buffer(None)  # chunks waiting for the Lambda processor
+        self._wake = asyncio.Event()
+        self._flush_all: list[asyncio.Future[None]] = []
+        self._retry_at: dict[str, float] = {}  # partition -> when a failed write is tried again
+        self._failures: dict[str, int] = {}
+        self._last_id = 0
+        #: The partition keys the prefix names (query, Lambda), and partition
+        #: ids by the values of a record's keys.
+        self._prefix_keys = _prefix_keys(destination)
+        self._partitions: dict[tuple[Any, Any], str] = {}
+        self.delivered_objects: list[str] = []  # keys written since start (the CLI's view)
+
+    # -- configuration ------------------------------------------------------------------
+
+    def reconfigure(self, destination: Destination, version: int) -> None:
+        """UpdateDestination: what is buffered goes out under the new settings."""
+        self.destination = destination
+        self._prefix_keys = _prefix_keys(destination)
+        self._partitions.clear()
+        self.identity.version = version
+        self._wake.set()
+
+    async def load(self) -> None:
+        """Take up the chunks the store holds (left by a stop, a crash, or
+        written by another process such as ``pipelines firehose put``)."""
+        for chunk in await self.store.chunks(self.identity.name, self._last_id):
+            self._track(chunk)
+        self._wake.set()
+
+    def _track(self, chunk: Chunk) -> None:
+        self._last_id = max(self._last_id, chunk.id)
+        if chunk.partition is None:
+            buffer = self._waiting
+        else:
+            found = self._buffers.get(chunk.partition)
+            if found is None:
+                found = self._buffers[chunk.partition] = Buffer(chunk.partition)
+            buffer = found
+        if not buffer.chunks:
+            self._wake.set()  # a new deadline: the delivery task sets its timer
+        buffer.add(chunk)
+
+    # -- intake -------------------------------------------------------------------------
+
+    async def put(self, records: Sequence[bytes]) -> list[PutResult]:
+        """Buffer ``records`` durably; each one's RecordId, or its failure."""
+        arrival = self.clock.time()
+        groups: dict[str, list[int]] = {}
+        chunks: list[tuple[NewChunk, list[int]]] = []
+        destination = self.destination
+        if destination.processor is not None:
+            sizes = array("I", (len(r) for r in records)).tobytes()
+            chunks.append((NewChunk(None, arrival, len(records), b"".join(records), sizes), []))
+            indexes = [list(range(len(records)))]
+        else:
+            errors: list[bytes] = []
+            error_indexes: list[int] = []
+            for index, data in enumerate(records):
+                try:
+                    partition = self._partition_of(data, None)
+                except QueryFailed as exc:
+                    errors.append(
+                        error_record(
+                            data,
+                            arrival,
+                            "DynamicPartitioning.MetadataExtractionFailed",
+                            str(exc),
+                            attempts=1,
+                            ended=arrival,
+                        )
+                    )
+                    error_indexes.append(index)
+                    continue
+                groups.setdefault(partition, []).append(index)
+            indexes = []
+            delimiter = destination.delimiter or b""
+            for partition, members in groups.items():
+                parts = [records[i] for i in members]
+                data = delimiter.join(parts) + delimiter if delimiter else b"".join(parts)
+                chunks.append((NewChunk(partition, arrival, len(members), data), []))
+                indexes.append(members)
+            if errors:
+                error_partition = partition_id(error=PARTITIONING_FAILED)
+                chunks.append(
+                    (NewChunk(error_partition, arrival, len(errors), b"".join(errors)), [])
+                )
+                indexes.append(error_indexes)
+        results: list[PutResult] = [PutResult()] * len(records)
+        writes = [self.store.add_chunk(self.identity.name, chunk) for chunk, _ in chunks]
+        outcomes = await asyncio.gather(*writes, return_exceptions=True)
+        stored = 0
+        for (chunk, _), members, outcome in zip(chunks, indexes, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if isinstance(outcome, asyncio.CancelledError):
+                    raise outcome
+                log.error("firehose %s: buffering failed: %s", self.identity.name, outcome)
+                for i in members:
+                    results[i] = PutResult(None, "InternalFailure", str(outcome))
+                continue
+            chunk_id = int(outcome[0][0])
+            self._track(Chunk(chunk_id, chunk.partition, arrival, chunk.count, len(chunk.data)))
+            for i, rid in zip(members, record_ids(chunk_id, len(members)), strict=True):
+                results[i] = PutResult(rid)
+            stored += len(members)
+        self.metric("IncomingPutRequests", 1, "Count")
+        self.metric("IncomingRecords", stored, "Count")
+        self.metric("IncomingBytes", sum(len(r) for r in records), "Bytes")
+        self._wake_if_due([chunk.partition for chunk, _ in chunks])
+        return results
+
+    def _partition_of(self, data: bytes, from_lambda: Mapping[str, str] | None) -> str:
+        """The partition of one record (``QueryFailed`` when its keys fail).
+        Partition ids are cached by the keys' values: most records of a busy
+        stream go to partitions it has seen."""
+        destination = self.destination
+        if not destination.partitioning:
+            return PLAIN
+        query: Mapping[str, str] | None = None
+        if destination.query is not None:
+            query = destination.query.keys(data)
+        seen = (
+            tuple(query.items()) if query is not None else None,
+            tuple(from_lambda.items()) if from_lambda is not None else None,
+        )
+        found = self._partitions.get(seen)
+        if found is not None:
+            return found
+        query_keys, lambda_keys = self._prefix_keys
+        for key in query_keys:
+            if query is None or key not in query:
+                raise QueryFailed(f"the query gave no partition key {key!r}")
+        for key in lambda_keys:
+            if from_lambda is None or key not in from_lambda:
+                raise QueryFailed(f"the Lambda function gave no partition key {key!r}")
+        if len(self._partitions) >= PARTITION_CACHE:
+            self._partitions.clear()
+        made = self._partitions[seen] = partition_id(query, from_lambda)
+        return made
+
+    def _wake_if_due(self, touched: Sequence[str | None]) -> None:
+        """Wake the delivery task when a buffer this put added to is full."""
+        destination = self.destination
+        if destination.buffer_interval == 0:
+            self._wake.set()
+            return
+        processor = destination.processor
+        if processor is not None:
+            if self._waiting.size >= min(processor.buffer_size, destination.buffer_size):
+                self._wake.set()
+            return
+        for partition in touched:
+            buffer = self._buffers.get(partition) if partition is not None else None
+            if buffer is not None and buffer.size >= destination.buffer_size:
+                self._wake.set()
+                return
+
+    # -- the delivery task ----------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Deliver everything buffered now, whatever the hints (the CLI's
+        ``flush``); returns once it is written (or has failed and waits for
+        its retry)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flush_all.append(done)
+        self._wake.set()
+        await done
+
+    async def run(self) -> None:
+        """Empty the buffers as they come due, until cancelled."""
+        while True:
+            self._wake.clear()
+            flushing, self._flush_all = self._flush_all, []
+            try:
+                await self._turn(force=bool(flushing))
+            except Exception:
+                # The store failed (a locked or lost database): what was
+                # taken is buffered again; the task must outlive it.
+                log.exception(
+                    "firehose %s: delivery failed; again in %.0f s", self.identity.name, RETRY_FIRST
+                )
+                await sleep(self.clock, RETRY_FIRST)
+            finally:
+                for done in flushing:
+                    if not done.done():
+                        done.set_result(None)
+            if self._wake.is_set():
+                continue
+            await self._sleep(self._next_due())
+
+    async def _sleep(self, due: float | None) -> None:
+        timer: Cancellable | None = None
+        if due is not None:
+            timer = self.clock.call_later(max(due - self.clock.time(), 0.0), self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _next_due(self) -> float | None:
+        dues = [
+            max(b.oldest + self.destination.buffer_interval, self._retry_at.get(p, 0.0))
+            for p, b in self._buffers.items()
+            if b.chunks
+        ]
+        processor = self.destination.processor
+        if self._waiting.chunks and processor is not None:
+            interval = min(processor.buffer_interval, self.destination.buffer_interval)
+            dues.append(self._waiting.oldest + interval)
+        return min(dues) if dues else None
+
+    async def _turn(self, *, force: bool) -> None:
+        now = self.clock.time()
+        processor = self.destination.processor
+        if self._waiting.chunks:
+            # Without a processor (an UpdateDestination removed it), what
+            # waited for one is partitioned now.
+            interval = 0.0 if processor is None else processor.buffer_interval
+            interval = min(interval, self.destination.buffer_interval)
+            limit = self.destination.buffer_size
+            if processor is not None:
+                limit = min(processor.buffer_size, limit)
+            while self._waiting.chunks and (
+                force or self._waiting.size >= limit or now - self._waiting.oldest >= interval
+            ):
+                taken = self._waiting.take(limit)
+                try:
+                    await self._process(taken)
+                except BaseException:
+                    self._waiting.give_back(taken)
+                    raise
+        due = [
+            (partition, buffer)
+            for partition, buffer in self._buffers.items()
+            if buffer.chunks and (force or self._is_due(partition, buffer, now))
+        ]
+        if due:
+            # Several partitions at once: compression and file writes run in
+            # threads (zlib lets go of the GIL), the store's reads interleave.
+            slots = asyncio.Semaphore(DELIVERY_CONCURRENCY)
+
+            async def empty(partition: str, buffer: Buffer) -> None:
+                async with slots:
+                    await self._empty(partition, buffer, force=force, now=now)
+
+            await asyncio.gather(*(empty(p, b) for p, b in due))
+        for partition, buffer in list(self._buffers.items()):
+            if not buffer.chunks:
+                del self._buffers[partition]
+
+    def _is_due(self, partition: str, buffer: Buffer, now: float) -> bool:
+        if self._retry_at.get(partition, 0.0) > now:
+            return False
+        destination = self.destination
+        return buffer.size >= destination.buffer_size or (
+            now - buffer.oldest >= destination.buffer_interval
+        )
+
+    async def _empty(self, partition: str, buffer: Buffer, *, force: bool, now: float) -> None:
+        """Write ``buffer`` out while it is due (a full buffer may make several objects)."""
+        while buffer.chunks and (force or self._is_due(partition, buffer, now)):
+            if self._retry_at.get(partition, 0.0) > now:
+                return
+            taken = buffer.take(self.destination.buffer_size)
+            if not await self._deliver(partition, taken):
+                buffer.give_back(taken)
+                return
+
+    # -- transformation ---------------------------------------------------------------
+
+    async def _process(self, chunks: list[Chunk]) -> None:
+        """Run the Lambda processor over ``chunks``; its outcome replaces them."""
+        processor = self.destination.processor
+        records: list[tuple[str, float, bytes]] = []
+        for chunk_id, data, sizes in await self.store.chunk_data([c.id for c in chunks]):
+            arrival = next(c.arrival for c in chunks if c.id == chunk_id)
+            lengths = array("I")
+            lengths.frombytes(sizes or b"")
+            position = 0
+            for index, length in enumerate(lengths):
+                records.append(
+                    (record_id(chunk_id, index), arrival, data[position : position + length])
+                )
+                position += length
+        if processor is None or self.invoke is None:
+            outcome = Transformed(
+                ok=[OkRecord(data, arrival, None) for _, arrival, data in records]
+            )
+            await self._store_outcome(chunks, outcome)
+            return
+        started = self.clock.time()
+        outcome = await transform(self.invoke, self.identity, processor, records, clock=self.clock)
+        self.metric(
+            "ExecuteProcessing.Duration", (self.clock.time() - started) * 1000, "Milliseconds"
+        )
+        self.metric("ExecuteProcessing.Success", 0 if outcome.invocation_failed else 1, "None")
+        self.metric("SucceedProcessing.Records", len(outcome.ok), "Count")
+        self.metric("SucceedProcessing.Bytes", sum(len(r.data) for r in outcome.ok), "Bytes")
+        await self._store_outcome(chunks, outcome)
+
+    async def _store_outcome(self, chunks: list[Chunk], outcome: Transformed) -> None:
+        made = self._after_processing(outcome)
+        ids = await self.store.replace_chunks(self.identity.name, [c.id for c in chunks], made)
+        for new_id, chunk in zip(ids, made, strict=True):
+            self._track(Chunk(new_id, chunk.partition, chunk.arrival, chunk.count, len(chunk.data)))
+
+    def _after_processing(self, outcome: Transformed) -> list[NewChunk]:
+        groups: dict[str, list[bytes]] = {}
+        arrivals: dict[str, float] = {}
+        delimiter = self.destination.delimiter or b""
+        failed: list[bytes] = list(outcome.failed)
+        for record in outcome.ok:
+            try:
+                partition = self._partition_of(record.data, record.partition_keys)
+            except QueryFailed as exc:
+                failed.append(
+                    error_record(
+                        record.data,
+                        record.arrival,
+                        "DynamicPartitioning.MetadataExtractionFailed",
+                        str(exc),
+                        attempts=1,
+                        ended=self.clock.time(),
+                    )
+                )
+                continue
+            groups.setdefault(partition, []).append(record.data + delimiter)
+            arrivals[partition] = min(arrivals.get(partition, record.arrival), record.arrival)
+        made = [
+            NewChunk(partition, arrivals[partition], len(items), b"".join(items))
+            for partition, items in groups.items()
+        ]
+        if failed:
+            oldest = min((r.arrival for r in outcome.ok), default=self.clock.time())
+            made.append(
+                NewChunk(
+                    partition_id(error=PROCESSING_FAILED), oldest, len(failed), b"".join(failed)
+                )
+            )
+        return made
+
+    # -- objects ------------------------------------------------------------------------
+
+    def key_of(self, partition: str, chunks: Sequence[Chunk]) -> str:
+        """The S3 key of the object holding ``chunks`` of ``partition``."""
+        destination = self.destination
+        error, query, from_lambda = parse_partition(partition)
+        oldest = min(chunk.arrival for chunk in chunks)
+        when = datetime.fromtimestamp(oldest, destination.zone or UTC)
+        template = destination.error_prefix if error else destination.prefix
+        keys = {"query": query, "lambda": from_lambda}
+        try:
+            prefix = template.render(when, keys, error)
+        except (KeyError, ValueError) as exc:
+            # A prefix this partition cannot fill (a key an update removed,
+            # over 512 characters): never retried in vain, its records go
+            # as they are to the error output.
+            log.error("firehose %s: %s; written to the error output", self.identity.name, exc)
+            prefix = destination.error_prefix.render(when, {}, PARTITIONING_FAILED)
+        # Derived from the first chunk, never reused: a redelivery after a
+        # crash writes the same key again instead of a second object.
+        seed = f"{self.identity.name}/{self.identity.created!r}/{chunks[0].id}".encode()
+        unique = str(uuid.UUID(bytes=hashlib.sha256(seed).digest()[:16], version=4))
+        name = object_name(
+            self.identity.name, self.identity.version, when, unique, destination.extension
+        )
+        return prefix + name
+
+    async def _deliver(self, partition: str, chunks: list[Chunk]) -> bool:
+        """Write ``chunks`` as one object, then delete them; False when it failed
+        (they stay buffered and are tried again after a backoff)."""
+        count = sum(c.count for c in chunks)
+        size = sum(c.size for c in chunks)
+        oldest = min(c.arrival for c in chunks)
+        try:
+            key = self.key_of(partition, chunks)
+            target = self.directory(self.destination.bucket) / key
+            await self._write(target, chunks)
+            await self.store.delete_chunks([c.id for c in chunks])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failures = self._failures[partition] = self._failures.get(partition, 0) + 1
+            delay = min(RETRY_FIRST * 2 ** (failures - 1), RETRY_CAP)
+            self._retry_at[partition] = self.clock.time() + delay
+            log.error(
+                "firehose %s: writing an object of %d records failed (%s); again in %.0f s",
+                self.identity.name,
+                count,
+                exc,
+                delay,
+            )
+            self.metric("DeliveryToS3.Success", 0, "None")
+            return False
+        self._failures.pop(partition, None)
+        self._retry_at.pop(partition, None)
+        self.delivered_objects.append(key)
+        self.metric("DeliveryToS3.Records", count, "Count")
+        self.metric("DeliveryToS3.Bytes", size, "Bytes")
+        self.metric("DeliveryToS3.Success", 1, "None")
+        self.metric("DeliveryToS3.DataFreshness", max(self.clock.time() - oldest, 0.0), "Seconds")
+        return True
+
+    async def _write(self, target: Path, chunks: list[Chunk]) -> None:
+        """The object at ``target``, whole or not at all: a temporary file in
+        its directory, written a page of chunks at a time, synced, renamed."""
+        pages: list[list[int]] = [[]]
+        size = 0
+        for chunk in chunks:
+            if pages[-1] and size + chunk.size > PAGE_BYTES:
+                pages.append([])
+                size = 0
+            pages[-1].append(chunk.id)
+            size += chunk.size
+        compression = self.destination.compression
+        member = target.name.removesuffix(self.destination.extension) or target.name
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        opened = await asyncio.to_thread(_open, temporary)
+        try:
+            out = writer(compression, opened, member)
+            for page in pages:
+                found = await self.store.chunk_data(page)
+                await asyncio.to_thread(_write_all, out, [data for _, data, _ in found])
+            await asyncio.to_thread(_finish, out, opened, temporary, target)
+        except BaseException:
+            opened.close()
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise
+
+
+def _open(path: Path) -> Any:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "wb")
+
+
+def _write_all(out: Any, pieces: list[bytes]) -> None:
+    for piece in pieces:
+        out.write(piece)
+
+
+def _finish(out: Any, opened: Any, temporary: Path, target: Path) -> None:
+    out.close()
+    opened.flush()
+    os.fsync(opened.fileno())
+    opened.close()
+    os.replace(temporary, target)
+    directory = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+async def buffer_records(
+    store: FirehoseStore, name: str, records: Sequence[bytes]
+) -> list[PutResult]:
+    """Buffer ``records`` into delivery stream ``name`` from outside its
+    runner (``pipelines firehose put``): partitioned and stored as a put
+    would be; the running pipeline takes them up within a second
+    (``FirehoseTarget.poll``), or at its next start."""
+    from plugins.firehose.spec import parse_destination
+
+    record = await store.get(name)
+    if record.config.get("DeliveryStreamType") == "KinesisStreamAsSource":
+        raise FirehoseError(
+            "InvalidArgumentException",
+            f"delivery stream {name} reads a Kinesis stream and takes no PutRecord",
+        )
+    destination = parse_destination(record.config["ExtendedS3DestinationConfiguration"])
+    identity = Identity(name, "", record.version, record.created, "")
+    stream = DeliveryStream(identity, destination, store, store.clock, lambda bucket: Path(bucket))
+    return await stream.put(records)

@@ -1,0 +1,387 @@
+"""A delivery stream's destination as configured, checked and parsed once.
+
+The configuration is AWS's own ``ExtendedS3DestinationConfiguration`` (the
+API's and CloudFormation's shape; a config file gives the same object under
+``destination:``), so one checker serves both: ``parse_destination`` raises
+``SpecError`` with the path of the value at fault, which the API words as
+InvalidArgumentException and a config file locates at its line and column.
+``describe_destination`` is DescribeDeliveryStream's view of it, defaults
+filled in as AWS fills them (LocalStack's recording of an AWS answer:
+CloudWatchLoggingOptions, EncryptionConfiguration, S3BackupMode, the
+S3DestinationDescription beside the extended one).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from plugins.firehose.formats import EXTENSIONS, FORMATS
+from plugins.firehose.prefixes import (
+    Prefix,
+    PrefixError,
+    check_prefixes,
+    error_prefix_for,
+    parse_prefix,
+)
+from plugins.firehose.query import ENGINE, MetadataQuery
+
+MIB = 1024 * 1024
+#: BufferingHints' defaults and ranges (botocore's model).
+DEFAULT_SIZE_MB = 5
+DEFAULT_INTERVAL = 300
+SIZE_RANGE = (1, 128)
+INTERVAL_RANGE = (0, 900)
+#: The Lambda processor's buffer (ProcessorParameter BufferSizeInMBs and
+#: BufferIntervalInSeconds) and retries (NumberOfRetries), as AWS documents them.
+LAMBDA_SIZE_RANGE = (0.2, 3.0)
+LAMBDA_DEFAULT_SIZE = 1.0
+LAMBDA_INTERVAL_RANGE = (60, 900)
+LAMBDA_DEFAULT_INTERVAL = 60
+LAMBDA_RETRIES_RANGE = (0, 300)
+LAMBDA_DEFAULT_RETRIES = 3
+DEFAULT_RETRY_DURATION = 300
+PROCESSOR_TYPES = (
+    "RecordDeAggregation",
+    "Decompression",
+    "CloudWatchLogProcessing",
+    "Lambda",
+    "MetadataExtraction",
+    "AppendDelimiterToRecord",
+)
+#: Processors this project runs; the others are refused by name.
+SUPPORTED_PROCESSORS = ("Lambda", "MetadataExtraction", "AppendDelimiterToRecord")
+_BUCKET_ARN = re.compile(r"^arn:[^:]*:s3:::(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])$")
+_EXTENSION = re.compile(r"^$|\.[0-9a-z!\-_.*'()]+$")
+
+Path = tuple[str | int, ...]
+
+
+class SpecError(ValueError):
+    """A destination AWS (or this project) would refuse: ``path`` leads to the value."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class LambdaProcessor:
+    function: str  # the function resource's name
+    arn: str
+    retries: int
+    buffer_size: int  # bytes
+    buffer_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """What delivery needs of an ExtendedS3DestinationConfiguration."""
+
+    bucket: str
+    prefix: Prefix
+    error_prefix: Prefix
+    buffer_size: int  # bytes
+    buffer_interval: float  # seconds
+    compression: str
+    extension: str
+    zone: zoneinfo.ZoneInfo | None
+    partitioning: bool
+    processor: LambdaProcessor | None
+    query: MetadataQuery | None
+    delimiter: bytes | None
+
+
+def bucket_of(arn: Any) -> str:
+    if not isinstance(arn, str) or (found := _BUCKET_ARN.match(arn)) is None:
+        raise SpecError(("BucketARN",), f"BucketARN {arn!r} is not an S3 bucket's ARN")
+    return found.group("bucket")
+
+
+def function_name(arn: str) -> str:
+    """The function resource a LambdaArn names: an ARN's function name
+    (without a version or alias), or a plain name."""
+    if arn.startswith("arn:"):
+        parts = arn.split(":")
+        if len(parts) < 7 or parts[2] != "lambda" or parts[5] != "function":
+            raise ValueError(f"{arn!r} is not a Lambda function's ARN")
+        return parts[6]
+    return arn
+
+
+def _number(
+    value: Any, path: Path, low: float, high: float, *, whole: bool = True, name: str = ""
+) -> float:
+    try:
+        number = float(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or (whole and number != int(number)):
+        raise SpecError(path, f"{name or path[-1]} must be a number, not {value!r}")
+    if not low <= number <= high:
+        raise SpecError(path, f"{name or path[-1]} must be between {low:g} and {high:g}")
+    return number
+
+
+def _mapping(value: Any, path: Path) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(path, f"{path[-1]} must be an object")
+    return value
+
+
+def parse_destination(config: Mapping[str, Any]) -> Destination:
+    """Check an ExtendedS3DestinationConfiguration and parse it."""
+    bucket = bucket_of(config.get("BucketARN"))
+    hints = _mapping(config.get("BufferingHints"), ("BufferingHints",))
+    size = _number(
+        hints.get("SizeInMBs", DEFAULT_SIZE_MB), ("BufferingHints", "SizeInMBs"), *SIZE_RANGE
+    )
+    interval = _number(
+        hints.get("IntervalInSeconds", DEFAULT_INTERVAL),
+        ("BufferingHints", "IntervalInSeconds"),
+        *INTERVAL_RANGE,
+    )
+    compression = config.get("CompressionFormat", "UNCOMPRESSED")
+    if compression not in FORMATS:
+        raise SpecError(
+            ("CompressionFormat",),
+            f"CompressionFormat {compression!r} is not one of {', '.join(FORMATS)}",
+        )
+    extension = config.get("FileExtension")
+    if extension is not None and (
+        not isinstance(extension, str) or not _EXTENSION.match(extension)
+    ):
+        raise SpecError(("FileExtension",), f"FileExtension {extension!r} is not a file extension")
+    zone = None
+    if config.get("CustomTimeZone") not in (None, "", "UTC"):
+        try:
+            zone = zoneinfo.ZoneInfo(str(config["CustomTimeZone"]))
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise SpecError(
+                ("CustomTimeZone",), f"CustomTimeZone {config['CustomTimeZone']!r} is unknown"
+            ) from None
+    _unsupported(config)
+    dynamic = _mapping(
+        config.get("DynamicPartitioningConfiguration"), ("DynamicPartitioningConfiguration",)
+    )
+    partitioning = bool(dynamic.get("Enabled", False))
+    if partitioning and interval == 0:
+        raise SpecError(
+            ("BufferingHints", "IntervalInSeconds"),
+            "zero buffering (IntervalInSeconds 0) is not available with dynamic partitioning",
+        )
+    processor, query, delimiter = _processors(config, partitioning)
+    prefix, error_prefix = _prefixes(config, partitioning, query, processor)
+    return Destination(
+        bucket=bucket,
+        prefix=prefix,
+        error_prefix=error_prefix,
+        buffer_size=int(size * MIB),
+        buffer_interval=interval,
+        compression=compression,
+        extension=EXTENSIONS[compression] if extension is None else extension,
+        zone=zone,
+        partitioning=partitioning,
+        processor=processor,
+        query=query,
+        delimiter=delimiter,
+    )
+
+
+def _unsupported(config: Mapping[str, Any]) -> None:
+    """What AWS takes and this project does not do yet: refused by name."""
+    conversion = _mapping(
+        config.get("DataFormatConversionConfiguration"), ("DataFormatConversionConfiguration",)
+    )
+    if conversion.get("Enabled", bool(conversion)):
+        raise SpecError(
+            ("DataFormatConversionConfiguration",),
+            "record format conversion (Parquet, ORC) is not supported yet",
+        )
+    if config.get("S3BackupMode", "Disabled") != "Disabled":
+        raise SpecError(("S3BackupMode",), "S3 backup of source records is not supported yet")
+
+
+def _parameters(processor: Mapping[str, Any], path: Path) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for index, parameter in enumerate(processor.get("Parameters") or []):
+        where = (*path, "Parameters", index)
+        if not isinstance(parameter, Mapping):
+            raise SpecError(where, "a processor parameter must be an object")
+        name, value = parameter.get("ParameterName"), parameter.get("ParameterValue")
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise SpecError(where, "a processor parameter needs ParameterName and ParameterValue")
+        if name in found:
+            raise SpecError(where, f"parameter {name} is given twice")
+        found[name] = value
+    return found
+
+
+def _processors(
+    config: Mapping[str, Any], partitioning: bool
+) -> tuple[LambdaProcessor | None, MetadataQuery | None, bytes | None]:
+    processing = _mapping(config.get("ProcessingConfiguration"), ("ProcessingConfiguration",))
+    if not processing.get("Enabled", False):
+        return None, None, None
+    processor: LambdaProcessor | None = None
+    query: MetadataQuery | None = None
+    delimiter: bytes | None = None
+    for index, item in enumerate(processing.get("Processors") or []):
+        path: Path = ("ProcessingConfiguration", "Processors", index)
+        if not isinstance(item, Mapping):
+            raise SpecError(path, "a processor must be an object")
+        kind = item.get("Type")
+        if kind not in PROCESSOR_TYPES:
+            raise SpecError((*path, "Type"), f"unknown processor type {kind!r}")
+        if kind not in SUPPORTED_PROCESSORS:
+            raise SpecError((*path, "Type"), f"the {kind} processor is not supported yet")
+        parameters = _parameters(item, path)
+        if kind == "Lambda":
+            if processor is not None:
+                raise SpecError(path, "only one Lambda processor may be given")
+            processor = _lambda(parameters, path)
+        elif kind == "MetadataExtraction":
+            if not partitioning:
+                raise SpecError(
+                    path, "the MetadataExtraction processor needs dynamic partitioning enabled"
+                )
+            query = _query(parameters, path)
+        else:
+            delimiter = _delimiter(parameters, path)
+    return processor, query, delimiter
+
+
+def _lambda(parameters: Mapping[str, str], path: Path) -> LambdaProcessor:
+    where = (*path, "Parameters")
+    allowed = {"LambdaArn", "NumberOfRetries", "RoleArn", "BufferSizeInMBs"}
+    allowed.add("BufferIntervalInSeconds")
+    for name in parameters:
+        if name not in allowed:
+            raise SpecError(where, f"the Lambda processor takes no parameter {name}")
+    arn = parameters.get("LambdaArn")
+    if not arn:
+        raise SpecError(where, "the Lambda processor needs the parameter LambdaArn")
+    try:
+        name = function_name(arn)
+    except ValueError as exc:
+        raise SpecError(where, str(exc)) from None
+    retries = _number(
+        parameters.get("NumberOfRetries", LAMBDA_DEFAULT_RETRIES),
+        where,
+        *LAMBDA_RETRIES_RANGE,
+        name="NumberOfRetries",
+    )
+    size = _number(
+        parameters.get("BufferSizeInMBs", LAMBDA_DEFAULT_SIZE),
+        where,
+        *LAMBDA_SIZE_RANGE,
+        whole=False,
+        name="BufferSizeInMBs",
+    )
+    interval = _number(
+        parameters.get("BufferIntervalInSeconds", LAMBDA_DEFAULT_INTERVAL),
+        where,
+        *LAMBDA_INTERVAL_RANGE,
+        name="BufferIntervalInSeconds",
+    )
+    return LambdaProcessor(name, arn, int(retries), int(size * MIB), interval)
+
+
+def _query(parameters: Mapping[str, str], path: Path) -> MetadataQuery:
+    where = (*path, "Parameters")
+    text = parameters.get("MetadataExtractionQuery")
+    if not text:
+        raise SpecError(where, "MetadataExtraction needs the parameter MetadataExtractionQuery")
+    engine = parameters.get("JsonParsingEngine", ENGINE)
+    if engine != ENGINE:
+        raise SpecError(where, f"JsonParsingEngine must be {ENGINE}, not {engine!r}")
+    try:
+        return MetadataQuery(text)
+    except ValueError as exc:
+        raise SpecError(
+            where, f"MetadataExtractionQuery {text!r} does not compile: {exc}"
+        ) from None
+
+
+def _delimiter(parameters: Mapping[str, str], path: Path) -> bytes:
+    text = parameters.get("Delimiter")
+    if text is None:
+        return b"\n"
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise SpecError((*path, "Parameters"), "Delimiter must be base64") from None
+
+
+def _prefixes(
+    config: Mapping[str, Any],
+    partitioning: bool,
+    query: MetadataQuery | None,
+    processor: LambdaProcessor | None,
+) -> tuple[Prefix, Prefix]:
+    try:
+        prefix = parse_prefix("Prefix", str(config.get("Prefix") or ""))
+        given = config.get("ErrorOutputPrefix")
+        error = parse_prefix("ErrorOutputPrefix", str(given)) if given else None
+        check_prefixes(
+            prefix,
+            error,
+            partitioning=partitioning,
+            query=query is not None,
+            lambda_keys=processor is not None,
+        )
+    except PrefixError as exc:
+        raise SpecError((exc.field,), exc.message) from None
+    if not partitioning:
+        prefix = prefix.with_default_time()
+    error = error.with_default_time() if error is not None else error_prefix_for(prefix)
+    return prefix, error
+
+
+def describe_destination(config: Mapping[str, Any], parsed: Destination) -> dict[str, Any]:
+    """One entry of DescribeDeliveryStream's Destinations, defaults filled in."""
+    hints = {
+        "SizeInMBs": parsed.buffer_size // MIB,
+        "IntervalInSeconds": int(parsed.buffer_interval),
+    }
+    common: dict[str, Any] = {
+        "RoleARN": config.get("RoleARN", ""),
+        "BucketARN": config["BucketARN"],
+        "BufferingHints": hints,
+        "CompressionFormat": parsed.compression,
+        "EncryptionConfiguration": config.get(
+            "EncryptionConfiguration", {"NoEncryptionConfig": "NoEncryption"}
+        ),
+        "CloudWatchLoggingOptions": config.get("CloudWatchLoggingOptions", {"Enabled": False}),
+    }
+    for key in ("Prefix", "ErrorOutputPrefix"):
+        if config.get(key) is not None:
+            common[key] = config[key]
+    extended: dict[str, Any] = {**common, "S3BackupMode": config.get("S3BackupMode", "Disabled")}
+    for key in ("ProcessingConfiguration", "FileExtension", "CustomTimeZone"):
+        if config.get(key) is not None:
+            extended[key] = config[key]
+    if config.get("DynamicPartitioningConfiguration") is not None:
+        dynamic = dict(config["DynamicPartitioningConfiguration"])
+        dynamic.setdefault("RetryOptions", {"DurationInSeconds": DEFAULT_RETRY_DURATION})
+        extended["DynamicPartitioningConfiguration"] = dynamic
+    if config.get("DataFormatConversionConfiguration") is not None:
+        extended["DataFormatConversionConfiguration"] = config["DataFormatConversionConfiguration"]
+    return {
+        "DestinationId": "destinationId-000000000001",
+        "S3DestinationDescription": common,
+        "ExtendedS3DestinationDescription": extended,
+    }
+
+
+def extended_from_plain(config: Mapping[str, Any]) -> dict[str, Any]:
+    """An S3DestinationConfiguration (the older shape) as the extended one."""
+    return dict(config)

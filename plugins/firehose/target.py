@@ -1,0 +1,351 @@
+"""The ``firehose`` target type: a delivery stream as a resource.
+
+Declared in a config (or made by CreateDeliveryStream, which puts such a
+resource), it keeps its configuration in the ``FirehoseStore``, runs its
+``DeliveryStream`` (buffers and the task that writes objects), reads its
+Kinesis source if it has one, and, as a rule target, puts each payload as
+one record (PutRecord). Settings (docs/firehose.md):
+
+- ``destination`` (required): an ExtendedS3DestinationConfiguration in
+  AWS's own shape (BucketARN, Prefix, ErrorOutputPrefix, BufferingHints,
+  CompressionFormat, ProcessingConfiguration, DynamicPartitioningConfiguration, ...);
+- ``delivery_stream_name``: default the resource's name;
+- ``kinesis_stream``: a project stream to read (KinesisStreamAsSource);
+  without it the stream takes PutRecord and PutRecordBatch (DirectPut);
+- ``directory``: where buckets are: bucket ``B``'s object ``K`` is the file
+  ``<directory>/B/K`` (default: ``buckets`` beside the state database);
+  ``buckets`` maps a bucket's name to a directory of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipelines.clock import sleep
+from pipelines.errors import ConfigError, DeliveryError, PipelinesError, Problems, Where
+from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
+from pipelines.settings import Settings, Shape
+from pipelines.targets import (
+    DeliveryContext,
+    Target,
+    TargetServices,
+    TargetType,
+    describe_error,
+    payload_text,
+    started,
+)
+from plugins.firehose.delivery import NAMESPACE, DeliveryStream, Identity, PutResult
+from plugins.firehose.objects import bucket_directory
+from plugins.firehose.spec import Destination, SpecError, parse_destination
+from plugins.firehose.store import FirehoseStore, StreamRecord
+
+log = logging.getLogger("plugins.firehose")
+
+SETTINGS_TABLE = Settings(
+    {
+        "destination": Shape(
+            {"type": "object"},
+            "an ExtendedS3DestinationConfiguration, in AWS's shape",
+        ),
+        "delivery_stream_name": Shape({"type": "string", "minLength": 1, "maxLength": 64}),
+        "kinesis_stream": Shape(
+            {"type": "string"}, "a project stream to read (KinesisStreamAsSource)"
+        ),
+        "directory": Shape({"type": "string"}, "where buckets are: <directory>/<bucket>/<key>"),
+        "buckets": Shape(
+            {"type": "object", "additionalProperties": {"type": "string"}},
+            "a bucket's own directory, by bucket name",
+        ),
+        "tags": Shape({"type": "object", "additionalProperties": {"type": "string"}}),
+    },
+    required=("destination",),
+)
+#: How often a running stream looks for records other processes wrote and for flush requests.
+POLL = 1.0
+ARN = "arn:aws:firehose:{region}:{account}:deliverystream/{name}"
+
+
+def stream_arn(name: str) -> str:
+    return ARN.format(region=DEFAULT_REGION, account=DEFAULT_ACCOUNT, name=name)
+
+
+def request_of(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A resource's settings as CreateDeliveryStream's parameters."""
+    request: dict[str, Any] = {
+        "DeliveryStreamType": "DirectPut",
+        "ExtendedS3DestinationConfiguration": dict(settings["destination"]),
+    }
+    if settings.get("kinesis_stream"):
+        request["DeliveryStreamType"] = "KinesisStreamAsSource"
+        request["KinesisStreamSourceConfiguration"] = {
+            "KinesisStreamARN": (
+                f"arn:aws:kinesis:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:stream/{settings['kinesis_stream']}"
+            ),
+            "RoleARN": f"arn:aws:iam::{DEFAULT_ACCOUNT}:role/firehose",
+        }
+    return request
+
+
+def check_settings(where: Where, config: Mapping[str, Any]) -> Destination:
+    problems = Problems()
+    with problems:
+        SETTINGS_TABLE.check_keys(where, config)
+    destination = config.get("destination")
+    parsed: Destination | None = None
+    if not isinstance(destination, Mapping):
+        problems.add(
+            ConfigError(
+                where / "destination", "must be an ExtendedS3DestinationConfiguration object"
+            )
+        )
+    else:
+        try:
+            parsed = parse_destination(destination)
+        except SpecError as exc:
+            path = where / "destination"
+            for step in exc.path:
+                path = path / step
+            problems.add(ConfigError(path, exc.message))
+    for key in ("delivery_stream_name", "kinesis_stream", "directory"):
+        if key in config and (not isinstance(config[key], str) or not config[key]):
+            problems.add(ConfigError(where / key, "must be a non-empty string"))
+    for key in ("buckets", "tags"):
+        value = config.get(key, {})
+        if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+            problems.add(ConfigError(where / key, "must map names to strings"))
+    problems.raise_any()
+    assert parsed is not None
+    return parsed
+
+
+class FirehoseTarget(Target):
+    concurrency = 64  # deliveries in flight: their records share a commit
+
+    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
+        self.name = name
+        self.where = f"target {name}"
+        self.settings = dict(config)
+        self.stream_name: str = config.get("delivery_stream_name", name)
+        self.kinesis_stream: str | None = config.get("kinesis_stream")
+        self.store: FirehoseStore | None = None
+        self.stream: DeliveryStream | None = None
+        self.record: StreamRecord | None = None
+        self._services: TargetServices | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def references(self) -> list[tuple[tuple[str | int, ...], str]]:
+        destination = self.settings.get("destination") or {}
+        try:
+            processor = parse_destination(destination).processor
+        except SpecError:
+            return []
+        return [] if processor is None else [(("destination",), processor.function)]
+
+    @property
+    def direct_put(self) -> bool:
+        return self.kinesis_stream is None
+
+    async def start(self, services: TargetServices) -> None:
+        store = await services.open_store(
+            FirehoseStore, where=f"delivery stream {self.stream_name}"
+        )
+        try:
+            record = await self._record(store)
+            destination = parse_destination(record.config["ExtendedS3DestinationConfiguration"])
+            if destination.processor is not None:
+                services.resource(destination.processor.function, where=f"{self.where}.destination")
+        except BaseException:
+            await store.close()
+            raise
+        self.store, self.record, self._services = store, record, services
+        identity = Identity(
+            self.stream_name,
+            stream_arn(self.stream_name),
+            record.version,
+            record.created,
+            DEFAULT_REGION,
+            request_of(self.settings)
+            .get("KinesisStreamSourceConfiguration", {})
+            .get("KinesisStreamARN"),
+        )
+        self.stream = DeliveryStream(
+            identity,
+            destination,
+            store,
+            services.clock,
+            self._directory,
+            invoke=self._invoke,
+            metric=self._metric,
+        )
+        await self.stream.load()
+        self._tasks = [services.spawn(self.stream.run()), services.spawn(self._watch())]
+        if self.kinesis_stream is not None:
+            self._tasks.append(services.spawn(self._read_source(self.kinesis_stream)))
+
+    async def _record(self, store: FirehoseStore) -> StreamRecord:
+        """The stored stream: made now, or brought to the config's settings
+        (a changed config raises the version, as UpdateDestination does)."""
+        request = request_of(self.settings)
+        kept = {k: v for k, v in self.settings.items() if k in ("directory", "buckets")}
+        found = await store.find(self.stream_name)
+        if found is None:
+            return await store.create(
+                self.stream_name,
+                request,
+                kept,
+                made_by_api=False,
+                tags=dict(self.settings.get("tags") or {}),
+            )
+        if not found.made_by_api and found.config != request:
+            return await store.update(self.stream_name, request, kept)
+        return found
+
+    def _directory(self, bucket: str) -> Path:
+        state = started(self._services, self.where).state_path
+        return bucket_directory(self.settings, bucket, state)
+
+    def _metric(self, name: str, value: float, unit: str) -> None:
+        if self._services is not None:
+            try:
+                self._services.put_metric_data(
+                    NAMESPACE,
+                    name,
+                    {"DeliveryStreamName": self.stream_name},
+                    value=value,
+                    unit=unit,
+                )
+            except PipelinesError as exc:  # the metric store refused it: never the delivery
+                log.warning("%s: metric %s not recorded: %s", self.where, name, exc)
+
+    async def _invoke(self, event: dict[str, Any]) -> Any:
+        from plugins.function import FunctionTarget
+
+        services = started(self._services, self.where)
+        destination = started(self.stream, self.where).destination
+        assert destination.processor is not None
+        target = services.resource(
+            destination.processor.function, where=f"{self.where}.destination"
+        )
+        context = DeliveryContext(f"firehose:{self.stream_name}", "processor", event)
+        if isinstance(target, FunctionTarget):
+            return await target.invoke(event, context)
+        return await target.deliver(event, context)
+
+    async def _watch(self) -> None:
+        """Take up records other processes buffered; answer flush requests."""
+        services = started(self._services, self.where)
+        while True:
+            await sleep(services.clock, POLL)
+            try:
+                await self.poll()
+            except Exception as exc:
+                log.warning("%s: %s", self.where, describe_error(exc))
+
+    async def poll(self) -> None:
+        store, stream = started(self.store, self.where), started(self.stream, self.where)
+        await stream.load()
+        record = await store.get(self.stream_name)
+        if record.flush_requested is not None and record.flush_requested != record.flushed:
+            await stream.flush()
+            await store.mark_flushed(self.stream_name, record.flush_requested)
+
+    async def _read_source(self, name: str) -> None:
+        """KinesisStreamAsSource: a named consumer of the project stream
+        ``name`` (checkpoints per shard); a batch counts as read once it is
+        buffered here (at least once: a crash in between reads it again)."""
+        from plugins.stream.store import StreamStore
+
+        services = started(self._services, self.where)
+        delay = 1.0
+        while True:
+            try:
+                source = await services.open_store(
+                    StreamStore, where=f"{self.where}.kinesis_stream"
+                )
+                try:
+                    reader = source.consume(
+                        name, f"firehose:{self.stream_name}", batch=500, poll=POLL
+                    )
+                    async with reader:
+                        while records := await reader.next_batch():
+                            await self._put_all([record.data for record in records])
+                            delay = 1.0
+                finally:
+                    await source.close()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error(
+                    "%s: reading stream %s: %s; again in %.0f s",
+                    self.where,
+                    name,
+                    describe_error(exc),
+                    delay,
+                )
+                await sleep(services.clock, delay)
+                delay = min(delay * 2, 60.0)
+
+    async def _put_all(self, records: list[bytes]) -> None:
+        stream = started(self.stream, self.where)
+        results = await stream.put(records)
+        failed = [r for r in results if r.error_code is not None]
+        if failed:
+            raise DeliveryError(
+                failed[0].error_code or "", failed[0].error_message or "", retryable=True
+            )
+
+    async def put(self, records: list[bytes]) -> list[PutResult]:
+        """PutRecordBatch's work (DirectPut only)."""
+        return await started(self.stream, self.where).put(records)
+
+    def reconfigure(self, record: StreamRecord) -> None:
+        stream = started(self.stream, self.where)
+        self.record = record
+        stream.reconfigure(
+            parse_destination(record.config["ExtendedS3DestinationConfiguration"]), record.version
+        )
+
+    async def drain(self, timeout: float) -> None:
+        """Nothing to finish: what is buffered is in the store and goes out
+        after the next start (AWS's buffering does not flush at a stop either)."""
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self.stream = None
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+
+    async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
+        stream = started(self.stream, self.where)
+        if not self.direct_put:
+            raise DeliveryError(
+                "InvalidArgumentException",
+                f"{self.where}: delivery stream {self.stream_name} reads a Kinesis stream and"
+                " takes no PutRecord",
+                retryable=False,
+            )
+        result = (await stream.put([payload_text(payload).encode()]))[0]
+        if result.error_code is not None:
+            raise DeliveryError(result.error_code, result.error_message or "", retryable=True)
+        return result.record_id
+
+
+class FirehoseType(TargetType):
+    name = "firehose"
+    description = "A delivery stream with Kinesis Data Firehose's semantics, into local directories"
+    settings = SETTINGS_TABLE
+    arn_template = ARN
+    file_settings = ("directory",)
+
+    def create(self, name: str, config: Mapping[str, Any]) -> FirehoseTarget:
+        check_settings(Where(f"target {name}"), config)
+        return FirehoseTarget(name, config)
