@@ -234,9 +234,7 @@ class FailureLog:
     log nor goes unseen. The last ``kept`` failures of each target are kept,
     logged or not, for the console (``recent``)."""
 
-    def __init__(
-        self, clock: Clock, burst: int = 5, window: float = 10.0, kept: int = 20
-    ) -> None:
+    def __init__(self, clock: Clock, burst: int = 5, window: float = 10.0, kept: int = 20) -> None:
         self.clock = clock
         self.burst = burst
         self.window = window

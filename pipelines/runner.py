@@ -136,7 +136,9 @@ async def _run_pipeline(
     report = RunReport()
     server = ControlServer(runtime, control) if control is not None else None
     console = console or (config.api is not None and config.api.console)
-    endpoint = _endpoint(runtime, api or ("127.0.0.1:0" if console and not config.api else None), config)
+    endpoint = _endpoint(
+        runtime, api or ("127.0.0.1:0" if console and not config.api else None), config
+    )
     login = _console(runtime, endpoint) if console and endpoint is not None else None
     serving = [n for n in runtime.resource_names() if runtime.resource(n).serves_http]
     if serving and endpoint is None:

@@ -395,5 +395,3 @@ def registered_sections(manager: Any = None) -> dict[str, Section]:
 
         implementation.function(register=register)
     return {name: section for name, (section, _) in sorted(found.items())}
-
-

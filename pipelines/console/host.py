@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
 from pipelines.alarms import Alarms
@@ -51,6 +51,6 @@ class ConsoleHost(Protocol):
 
     def resource_names(self) -> list[str]: ...
 
-    def tap(self, observe: Observer) -> Iterator[None]: ...
+    def tap(self, observe: Observer) -> AbstractContextManager[None]: ...
 
     async def open_store(self, store_type: type[StoreT], *args: Any, where: str) -> StoreT: ...

@@ -89,7 +89,9 @@ def table(
     head = "".join(f"<th>{esc(column)}</th>" for column in columns)
     if not body:
         body = f'<tr><td colspan="{len(columns)}" class=empty>{esc(empty)}</td></tr>'
-    return f'<table class="{esc(classes)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return (
+        f'<table class="{esc(classes)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    )
 
 
 def listing(found: Listing, link: str | None = None) -> str:
@@ -127,7 +129,7 @@ def facts(items: Mapping[str, Any]) -> str:
 def field_input(item: Field) -> str:
     if item.choices:
         options = "".join(
-            f'<option{" selected" if choice == item.value else ""}>{esc(choice)}</option>'
+            f"<option{' selected' if choice == item.value else ''}>{esc(choice)}</option>"
             for choice in item.choices
         )
         control = f'<select name="{esc(item.name)}">{options}</select>'
@@ -143,7 +145,8 @@ def action_form(post_to: str, key: str, action: Action) -> str:
         f'<form method=post action="{esc(post_to)}" class=action{confirm}>'
         f'<input type=hidden name=key value="{esc(key)}">'
         f'<input type=hidden name=action value="{esc(action.name)}">'
-        f'{fields}<button type=submit name=run value="{esc(action.name)}">{esc(action.label)}</button></form>'
+        f'{fields}<button type=submit name=run value="{esc(action.name)}">'
+        f"{esc(action.label)}</button></form>"
     )
 
 

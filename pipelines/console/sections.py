@@ -101,8 +101,6 @@ class Section(Protocol):
         """One item, with ``params`` from its search form."""
         ...
 
-    async def act(
-        self, host: SectionHost, key: str, action: str, params: Mapping[str, str]
-    ) -> str:
+    async def act(self, host: SectionHost, key: str, action: str, params: Mapping[str, str]) -> str:
         """Run ``action`` on the item; what happened, in a sentence."""
         ...

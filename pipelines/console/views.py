@@ -9,6 +9,7 @@ Each function returns the HTML of a page's body or of a part htmx swaps in;
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -227,7 +228,7 @@ async def alarm_page(host: ConsoleHost, name: str) -> str:
             "<figcaption>the metric per period, the threshold (dashed) and the time in ALARM"
             " (shaded)</figcaption></figure>"
         )
-    shown = {
+    shown: dict[str, Any] = {
         key: alarm[key]
         for key in (
             "StateValue",
@@ -283,9 +284,7 @@ async def alarm_json(host: ConsoleHost, name: str) -> bytes:
 
 
 def archives_page() -> str:
-    return (
-        f'<div hx-get="{url("/archives.part")}" hx-trigger="load, {REFRESH}">{loading()}</div>'
-    )
+    return f'<div hx-get="{url("/archives.part")}" hx-trigger="load, {REFRESH}">{loading()}</div>'
 
 
 async def archives_part(host: ConsoleHost) -> str:
@@ -317,8 +316,11 @@ async def archives_part(host: ConsoleHost) -> str:
     ]
     return (
         "<h2>Archives</h2>"
-        + table(["Archive", "Bus", "State", "Events", "Retention (days)"], archive_rows,
-                empty="no archives")
+        + table(
+            ["Archive", "Bus", "State", "Events", "Retention (days)"],
+            archive_rows,
+            empty="no archives",
+        )
         + "<h2>Replays</h2>"
         + table(
             ["Replay", "Archive", "State", "Progress", "Last replayed event", "Reason"],
@@ -357,14 +359,12 @@ EXAMPLE_EVENT = {
 def patterns_page(host: ConsoleHost, bus: str | None, rule: str | None) -> str:
     pattern = '{"source": ["shop.orders"], "detail": {"total": [{"numeric": [">", 100]}]}}'
     if bus and rule:
-        try:
+        with contextlib.suppress(PipelinesError):  # a rule gone meanwhile: the example
             pattern = host.bus(bus).describe_rule(rule).get("EventPattern") or pattern
-        except PipelinesError:
-            pass
     event = orjson.dumps(EXAMPLE_EVENT, option=orjson.OPT_INDENT_2).decode()
     return (
         f'<form class=tester hx-post="{url("/patterns")}" hx-target="#verdict">'
-        f'<label>Pattern<textarea name=pattern rows=12 spellcheck=false>{esc(pattern)}</textarea>'
+        f"<label>Pattern<textarea name=pattern rows=12 spellcheck=false>{esc(pattern)}</textarea>"
         "</label>"
         f"<label>Event<textarea name=event rows=12 spellcheck=false>{esc(event)}</textarea></label>"
         "<button type=submit>Test</button></form><div id=verdict></div>"
@@ -406,14 +406,15 @@ def _explained(pattern_text: str, event: dict[str, Any]) -> str:
 
 def tap_page(host: ConsoleHost, bus: str | None) -> str:
     options = "".join(
-        f'<option value="{esc(b.name)}"{" selected" if b.name == bus else ""}>{esc(b.name)}</option>'
+        f'<option value="{esc(b.name)}"{" selected" if b.name == bus else ""}>'
+        f"{esc(b.name)}</option>"
         for b in sorted(host.buses(), key=lambda b: b.name)
     )
     return (
         "<form class=tapform><label>Bus <select name=bus>"
         f'<option value="">every bus</option>{options}</select></label>'
         "<button type=submit>Watch</button></form>"
-        f'<p class=hint>Events as the buses dispatch them, newest first (the last 200).'
-        f' A browser that cannot keep up misses events; the count of those is shown.</p>'
+        f"<p class=hint>Events as the buses dispatch them, newest first (the last 200)."
+        f" A browser that cannot keep up misses events; the count of those is shown.</p>"
         f'<div id=tap data-stream="{url("/tap.events", bus=bus or None)}"></div>'
     )

@@ -99,9 +99,7 @@ class QueueSection:
             ],
         )
 
-    async def act(
-        self, host: SectionHost, key: str, action: str, params: Mapping[str, str]
-    ) -> str:
+    async def act(self, host: SectionHost, key: str, action: str, params: Mapping[str, str]) -> str:
         store = await self._store(host)
         try:
             if action == "redrive":
@@ -121,7 +119,8 @@ class QueueSection:
 def _message_row(message: Mapping[str, Any]) -> dict[str, Any]:
     attributes = message["MessageAttributes"]
     error = " ".join(
-        value for value in (_text(attributes, "ERROR_CODE"), _text(attributes, "ERROR_MESSAGE"))
+        value
+        for value in (_text(attributes, "ERROR_CODE"), _text(attributes, "ERROR_MESSAGE"))
         if value
     )
     from pipelines.console.html import when
