@@ -19,12 +19,32 @@ PERIODS_SHOWN = 120
 #: The window is at least an hour and at most a day.
 SHORTEST, LONGEST = 3600, 86400
 MAX_POINTS = 1440  # GetMetricStatistics' limit
+#: Periods drawn before the first datapoint or state change.
+LEAD = 30
 
 
 def window(period: int) -> int:
     """Seconds of history drawn for an alarm of ``period`` seconds."""
     seconds = min(max(period * PERIODS_SHOWN, SHORTEST), LONGEST)
     return min(seconds, period * MAX_POINTS)
+
+
+def first_shown(
+    points: Sequence[Mapping[str, Any]],
+    history: Sequence[Mapping[str, Any]],
+    start: float,
+    end: float,
+    period: int,
+) -> float:
+    """Where the chart starts: ``start``, or later when the data and the
+    history begin later (a runner started a minute ago draws that minute,
+    not an empty hour), with ``LEAD`` periods before them and at least
+    ``LEAD`` periods shown."""
+    moments = [parse_time(p["Timestamp"]).timestamp() for p in points]
+    moments += [parse_time(h["Timestamp"]).timestamp() for h in history]
+    if not moments:
+        return start
+    return max(start, min(min(moments) - LEAD * period, end - LEAD * period))
 
 
 def alarm_spans(

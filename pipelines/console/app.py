@@ -50,7 +50,8 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline';"
     " img-src 'self' data:; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # (no-referrer would make a browser send "Origin: null" with its POSTs)
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 

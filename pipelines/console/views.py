@@ -277,6 +277,7 @@ async def alarm_json(host: ConsoleHost, name: str) -> bytes:
         extended_statistics=[extended] if extended else [],
     )
     history = await host.alarms.describe_alarm_history(name, 100)
+    start = alarmchart.first_shown(answer["Datapoints"], history, start, end, period)
     return orjson.dumps(alarmchart.chart_data(alarm, answer["Datapoints"], history, start, end))
 
 

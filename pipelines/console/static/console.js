@@ -70,6 +70,8 @@
         var old = figure.querySelector(".uplot");
         if (old) old.remove();
         var plot = new uPlot(options, [data.times, data.values], figure);
+        plot.threshold = data.threshold;
+        figure.plot = plot; // for tests and the browser's console
         figure.dataset.threshold = String(data.threshold);
         figure.dataset.alarmSpans = String(data.alarms.length);
         figure.dataset.points = String(known.length);

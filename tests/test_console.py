@@ -1,0 +1,229 @@
+"""The web console without a browser: its token, its refusals, what it serves
+by default, the plugins' sections, and the pure parts (rates, the alarm
+chart's spans). The browser's view is tests/test_console_browser.py."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pluggy
+import pytest
+
+from pipelines import hookspecs
+from pipelines.console.alarmchart import alarm_spans, first_shown
+from pipelines.console.app import _loopback, registered_sections
+from pipelines.console.rates import Rates
+from pipelines.console.sections import Listing
+from pipelines.errors import ConfigInvalid, PipelinesError
+from tests.consolekit import ConsoleRunner, start_console
+from tests.helpers import run_cli
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleRunner]:
+    started = start_console(tmp_path_factory.mktemp("console"))
+    try:
+        yield started
+        started.stop()
+    finally:
+        started.process.kill()
+
+
+def post(runner: ConsoleRunner, path: str, form: str, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(
+        runner.url + path, data=form.encode(), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_every_page_but_the_login_and_the_files_wants_the_token(runner: ConsoleRunner) -> None:
+    for path in ("/console/", "/console/alarms", "/console/s/queues", "/console/tap.events"):
+        status, body = runner.get(path)
+        assert status == 401, path
+        assert "the token the runner printed" in body
+    status, body = runner.get("/console/static/htmx.min.js")
+    assert status == 200 and "htmx" in body[:2000]
+    status, _ = runner.get("/console/static/../app.py")
+    assert status in (401, 404)
+    bearer = {"Authorization": f"Bearer {runner.token}"}
+    assert runner.get("/console/alarms", bearer)[0] == 200
+    assert runner.get("/console/nothing-here", bearer)[0] == 404
+    assert runner.get("/console/s/nothing-here", bearer)[0] == 404
+
+
+def test_the_login_link_sets_a_strict_http_only_cookie(runner: ConsoleRunner) -> None:
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        opener.open(runner.login, timeout=10)
+    assert answer.value.code == 303
+    cookie = answer.value.headers["Set-Cookie"]
+    assert cookie.startswith(f"pipelines_console={runner.token};")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
+
+
+def test_a_post_from_another_origin_is_refused(runner: ConsoleRunner) -> None:
+    bearer = {"Authorization": f"Bearer {runner.token}"}
+    form = "key=work-dlq&action=purge"
+    elsewhere = {**bearer, "Origin": "http://evil.example"}
+    assert post(runner, "/console/s/queues/act", form, elsewhere) == 403
+    status, body = runner.get("/console/s/queues/item?key=work-dlq", bearer)
+    assert status == 200 and "Queue work-dlq" in body
+    # From the console's own origin it runs (and says so on the queue's page).
+    here = {**bearer, "Origin": runner.url}
+    assert post(runner, "/console/s/queues/act", "key=nope&action=purge", here) == 200
+    status, body = runner.get("/console/s/queues/item?key=nope&failed=x", bearer)
+    assert "does not exist" in body
+
+
+def test_pages_answer_a_bad_request_in_words(runner: ConsoleRunner) -> None:
+    bearer = {"Authorization": f"Bearer {runner.token}"}
+    status, body = runner.get("/console/target?bus=default", bearer)
+    assert status == 400 and "the page needs rule, id in its URL" in body
+    status, body = runner.get("/console/target.part?bus=default&rule=charge&id=nope", bearer)
+    assert "rule charge on bus default has no target nope" in body
+    status, body = runner.get(
+        "/console/s/logs/item?key=/shop/audit&filter=%7B%20%24.x%20%3D", bearer
+    )
+    assert status == 200 and 'class="notice error"' in body
+    status, body = runner.get("/console/alarm.json?name=nope", bearer)
+    assert status == 400
+
+
+def test_the_aws_endpoint_still_answers_beside_the_console(runner: ConsoleRunner) -> None:
+    from tests.apiclient import boto
+
+    rules = boto("events", runner.url).list_rules()["Rules"]
+    assert {rule["Name"] for rule in rules} == {"audit", "charge"}
+
+
+def test_the_console_is_off_unless_asked_for(tmp_path: Path) -> None:
+    config = tmp_path / "pipeline.yaml"
+    config.write_text("state: false\napi: {listen: '127.0.0.1:0', console: yes-please}\n")
+    done = run_cli("run", str(config), "--no-control")
+    assert done.returncode == 1
+    assert f"{config}:2:" in done.stderr and "api: must be true or false" in done.stderr
+    from pipelines.config import load_config
+
+    config.write_text("state: false\napi: '127.0.0.1:0'\n")
+    loaded = load_config([config])
+    assert loaded.api is not None and loaded.api.console is False
+    config.write_text("state: false\napi: {listen: '127.0.0.1:0', console: true}\n")
+    loaded = load_config([config])
+    assert loaded.api is not None and loaded.api.console is True
+    config.write_text("state: false\napi: {console: 1}\n")
+    with pytest.raises(ConfigInvalid):
+        load_config([config])
+
+
+def test_without_a_state_database_the_sections_say_what_they_need(tmp_path: Path) -> None:
+    runner = start_console(tmp_path, "state: false\n")
+    try:
+        bearer = {"Authorization": f"Bearer {runner.token}"}
+        status, body = runner.get("/console/s/queues", bearer)
+        assert status == 200
+        assert "the console&#x27;s queues needs a state database" in body
+        status, body = runner.get("/console/", bearer)
+        assert status == 200
+        runner.stop()
+    finally:
+        runner.process.kill()
+
+
+def test_only_loopback_addresses_are_this_machine() -> None:
+    assert _loopback("127.0.0.1") and _loopback("::1") and _loopback("127.8.0.3")
+    assert not _loopback("192.168.1.4") and not _loopback("") and not _loopback(None)
+    assert not _loopback("not-an-address")
+
+
+def test_the_builtin_plugins_register_their_sections() -> None:
+    sections = registered_sections()
+    assert {"queues", "streams", "logs"} <= set(sections)
+    assert sections["queues"].title == "Queues"
+
+
+def test_a_section_registered_twice_names_both_plugins() -> None:
+    class Section:
+        name = "things"
+        title = "Things"
+
+        async def listing(self, host: Any) -> Listing:
+            return Listing([], [])
+
+    class One:
+        @hookspecs.hookimpl
+        def register_console(self, register: Any) -> None:
+            register(Section())
+
+    class Two(One):
+        pass
+
+    manager = pluggy.PluginManager("pipelines")
+    manager.add_hookspecs(hookspecs)
+    manager.register(One(), name="one")
+    manager.register(Two(), name="two")
+    with pytest.raises(PipelinesError, match="'things' is registered by both 'one' and 'two'"):
+        registered_sections(manager)
+
+
+def test_rates_are_the_change_over_the_window() -> None:
+    rates = Rates(window=10)
+    key = ("MatchedEvents", "default", "r")
+    assert rates.sample(100.0, {key: 0}) == {}
+    assert rates.sample(102.0, {key: 20}) == {key: 10.0}
+    assert rates.sample(104.0, {key: 60}) == {key: 15.0}
+    # Samples older than the window go but the newest of them: the rate is
+    # over the last ten seconds or a little more.
+    assert rates.sample(115.0, {key: 104}) == {key: 4.0}
+    assert rates.sample(130.0, {key: 104}) == {key: 0.0}
+
+
+def _update(moment: str, old: str, new: str) -> dict[str, Any]:
+    data = {"oldState": {"stateValue": old}, "newState": {"stateValue": new}}
+    return {
+        "Timestamp": moment,
+        "HistoryItemType": "StateUpdate",
+        "HistorySummary": f"Alarm updated from {old} to {new}",
+        "HistoryData": json.dumps(data),
+    }
+
+
+def test_alarm_spans_come_from_the_state_history() -> None:
+    base = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+    history = [  # newest first, as DescribeAlarmHistory answers
+        _update("2027-01-15T08:10:00Z", "OK", "ALARM"),
+        _update("2027-01-15T08:05:00Z", "ALARM", "OK"),
+        _update("2027-01-15T08:01:00Z", "INSUFFICIENT_DATA", "ALARM"),
+        {"Timestamp": "2027-01-15T08:02:00Z", "HistoryItemType": "Action", "HistoryData": "{}"},
+    ]
+    spans = alarm_spans(history, "ALARM", base - 3600, base + 900)
+    assert spans == [(base + 60, base + 300), (base + 600, base + 900)]
+    # Clipped to the window; in ALARM since before the history kept.
+    assert alarm_spans(history, "ALARM", base + 120, base + 900) == [
+        (base + 120, base + 300),
+        (base + 600, base + 900),
+    ]
+    assert alarm_spans([], "ALARM", base, base + 60) == [(base, base + 60)]
+    assert alarm_spans([], "OK", base, base + 60) == []
+
+
+def test_the_chart_starts_shortly_before_the_data() -> None:
+    base = 1_800_000_000.0
+    points = [{"Timestamp": "2027-01-15T08:00:00Z", "Sum": 1.0}]
+    assert first_shown(points, [], base - 3600, base + 60, 10) == base - 300
+    assert first_shown([], [], base - 3600, base + 60, 10) == base - 3600
+    # Data from before the window: the window's start.
+    old = [{"Timestamp": "2027-01-15T06:00:00Z", "Sum": 1.0}]
+    assert first_shown(old, [], base - 3600, base + 60, 10) == base - 3600
