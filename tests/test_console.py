@@ -227,3 +227,19 @@ def test_the_chart_starts_shortly_before_the_data() -> None:
     # Data from before the window: the window's start.
     old = [{"Timestamp": "2027-01-15T06:00:00Z", "Sum": 1.0}]
     assert first_shown(old, [], base - 3600, base + 60, 10) == base - 3600
+
+
+def test_the_vendored_files_are_in_the_package_as_recorded() -> None:
+    import hashlib
+    import re
+    from importlib import resources
+
+    static = resources.files("pipelines.console") / "static"
+    recorded = re.findall(
+        r"^\| `([^`]+)` \|.*\| ([0-9a-f]{64}) \|$", (static / "README.md").read_text(), re.M
+    )
+    assert {name for name, _ in recorded} == {"htmx.min.js", "uPlot.iife.min.js", "uPlot.min.css"}
+    for name, digest in recorded:
+        assert hashlib.sha256((static / name).read_bytes()).hexdigest() == digest, name
+    for name in ("console.js", "console.css", "LICENSE.htmx", "LICENSE.uplot"):
+        assert (static / name).is_file(), name
