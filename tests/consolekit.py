@@ -57,10 +57,9 @@ rules:
       - {id: clicks, resource: clicks}
 alarms:
   payments-declined:
-    description: an order was declined
-    namespace: Pipelines/Events
-    metric_name: InvocationsSentToDlq
-    dimensions: {EventBusName: default, RuleName: charge}
+    description: the shop counts declined payments (PutMetricData, 1-second resolution)
+    namespace: Shop
+    metric_name: Declined
     statistic: Sum
     period: 10
     evaluation_periods: 1

@@ -13,7 +13,7 @@ pages (its ``Origin``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import hmac
 import ipaddress
 import logging
@@ -37,8 +37,8 @@ from pipelines.errors import PipelinesError
 log = logging.getLogger("pipelines.console")
 
 COOKIE = "pipelines_console"
-#: Events a tap's browser may fall behind by before the next are dropped.
-TAP_BACKLOG = 1000
+#: The live tap sends at most TAP_SHOWN events (the newest) every TAP_TICK seconds.
+TAP_SHOWN, TAP_TICK = 25, 0.25
 #: Seconds between comments on an idle tap stream (proxies close silent ones).
 TAP_HEARTBEAT = 15.0
 STATIC_TYPES = {
@@ -98,8 +98,7 @@ class Console:
         self.token = token or secrets.token_urlsafe(24)
         self.rates = Rates()
         self.stores = _Stores(host)
-        #: The queues of the tap streams open now; ``stop`` ends them.
-        self._taps: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        #: Set when the server closes: open tap streams end at their next tick.
         self._stopping = False
         self._pages: dict[tuple[str, str], Page] = {
             ("GET", "/login"): self._login,
@@ -125,10 +124,8 @@ class Console:
     # -- lifecycle ------------------------------------------------------------
 
     def stop(self) -> None:
-        """The server is closing: open tap streams end now."""
+        """The server is closing: open tap streams end (within a tick)."""
         self._stopping = True
-        for queue in self._taps:
-            _put_last(queue, None)
 
     async def close(self) -> None:
         await self.stores.close()
@@ -250,44 +247,47 @@ class Console:
         return self._page("Live tap", views.tap_page(self.host, request.query.get("bus")), "/tap")
 
     async def _tap_events(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Server-sent events: each event a bus dispatches (``Runtime.tap``).
-        The tap's observer only queues (it runs on the dispatcher's path);
-        a full queue drops the event and counts it, told with the next."""
+        """Server-sent events: what the buses dispatch (``Runtime.tap``), at
+        most ``TAP_SHOWN`` events per ``TAP_TICK``: a person reads a few
+        events a second, and a bus may dispatch thousands. The observer runs
+        on the dispatcher's path, so it only appends to a bounded deque (the
+        oldest fall out) and counts; each tick writes what the deque holds in
+        one write, with the count of the events not shown."""
         wanted = request.query.get("bus") or None
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(TAP_BACKLOG)
-        dropped = 0
+        shown: collections.deque[dict[str, Any]] = collections.deque(maxlen=TAP_SHOWN)
+        seen = 0
 
         def observe(bus: str, event: dict[str, Any]) -> None:
-            nonlocal dropped
-            if wanted is not None and bus != wanted:
-                return
-            try:
-                queue.put_nowait({"bus": bus, "event": event})
-            except asyncio.QueueFull:
-                dropped += 1
+            nonlocal seen
+            if wanted is None or bus == wanted:
+                seen += 1
+                shown.append({"bus": bus, "event": event})
 
         answer = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
         )
         await answer.prepare(request)
-        self._taps.add(queue)
+        quiet = 0.0
         try:
             with self.host.tap(observe):
                 await answer.write(b": tapping\n\n")
                 while not self._stopping:
-                    try:
-                        item = await asyncio.wait_for(queue.get(), TAP_HEARTBEAT)
-                    except TimeoutError:
-                        await answer.write(b": idle\n\n")
+                    await asyncio.sleep(TAP_TICK)
+                    if not shown:
+                        quiet += TAP_TICK
+                        if quiet >= TAP_HEARTBEAT:  # proxies close streams silent too long
+                            await answer.write(b": idle\n\n")
+                            quiet = 0.0
                         continue
-                    if item is None:
-                        break
-                    item["dropped"], dropped = dropped, 0
-                    await answer.write(b"data: " + orjson.dumps(item) + b"\n\n")
+                    items, missed = list(shown), seen - len(shown)
+                    shown.clear()
+                    seen, quiet = 0, 0.0
+                    items[-1]["dropped"] = missed
+                    await answer.write(
+                        b"".join(b"data: " + orjson.dumps(item) + b"\n\n" for item in items)
+                    )
         except ConnectionResetError:
-            pass  # the browser went away (noticed at the next write, a heartbeat at most)
-        finally:
-            self._taps.discard(queue)
+            pass  # the browser went away (noticed at the next write)
         return answer
 
     # -- the plugins' sections ------------------------------------------------
@@ -366,14 +366,6 @@ def _same_origin(request: web.BaseRequest) -> bool:
 
 def _text(status: int, message: str) -> web.Response:
     return web.Response(status=status, text=message, headers=SECURITY_HEADERS)
-
-
-def _put_last(queue: asyncio.Queue[dict[str, Any] | None], item: None) -> None:
-    """Put ``item`` even in a full queue (its oldest entry makes room)."""
-    with contextlib.suppress(asyncio.QueueEmpty):
-        if queue.full():
-            queue.get_nowait()
-    queue.put_nowait(item)
 
 
 def registered_sections(manager: Any = None) -> dict[str, Section]:

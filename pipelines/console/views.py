@@ -415,7 +415,8 @@ def tap_page(host: ConsoleHost, bus: str | None) -> str:
         "<form class=tapform><label>Bus <select name=bus>"
         f'<option value="">every bus</option>{options}</select></label>'
         "<button type=submit>Watch</button></form>"
-        f"<p class=hint>Events as the buses dispatch them, newest first (the last 200)."
-        f" A browser that cannot keep up misses events; the count of those is shown.</p>"
+        "<p class=hint>Events as the buses dispatch them, newest first (the last 200"
+        " kept). At most 100 a second are sent (the newest); the count of the others"
+        " is shown.</p>"
         f'<div id=tap data-stream="{url("/tap.events", bus=bus or None)}"></div>'
     )

@@ -114,7 +114,7 @@
       list.prepend(entry);
       while (list.children.length > 200) list.lastChild.remove();
       status.textContent = "watching: " + seen + " events" +
-        (missed ? ", " + missed + " missed (the browser fell behind)" : "");
+        (missed ? ", " + missed + " more not shown (at most 100 a second are)" : "");
     };
   }
 
