@@ -349,3 +349,9 @@ def test_archives_logs_and_streams_are_browsed(
     assert "shardId-000000000001" in tables[0].text
     assert "OrderPlaced" in tables[1].text
     shoot(browser, screenshots, "stream")
+
+    # The rules page once all of the above happened (docs/console.png is one).
+    browser.get(runner.url + "/console/")
+    wait_for(lambda: count(browser, "charge", "MatchedEvents"))
+    time.sleep(2.5)  # a second sample: rates shown
+    shoot(browser, screenshots, "overview")
