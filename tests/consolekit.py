@@ -95,7 +95,9 @@ class ConsoleRunner:
         assert code == 0, "\n".join(self.lines[-30:])
 
 
-def start_console(directory: Path, config: str = CONFIG) -> ConsoleRunner:
+def start_console(
+    directory: Path, config: str = CONFIG, listen: tuple[str, ...] = ("--api", "127.0.0.1:0")
+) -> ConsoleRunner:
     (directory / "shopfunctions.py").write_text(FUNCTIONS)
     (directory / "pipeline.yaml").write_text(config)
     process = subprocess.Popen(
@@ -104,8 +106,7 @@ def start_console(directory: Path, config: str = CONFIG) -> ConsoleRunner:
             "run",
             str(directory / "pipeline.yaml"),
             "--no-control",
-            "--api",
-            "127.0.0.1:0",
+            *listen,
             "--console",
         ],
         env=dict(os.environ),

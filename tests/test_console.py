@@ -243,3 +243,29 @@ def test_the_vendored_files_are_in_the_package_as_recorded() -> None:
         assert hashlib.sha256((static / name).read_bytes()).hexdigest() == digest, name
     for name in ("console.js", "console.css", "LICENSE.htmx", "LICENSE.uplot"):
         assert (static / name).is_file(), name
+
+
+def test_without_api_the_console_takes_a_free_port_and_a_stop_ends_its_tap(
+    tmp_path: Path,
+) -> None:
+    import http.client
+    import time
+
+    runner = start_console(
+        tmp_path, "state: false\nrules:\n  all: {pattern: {source: [shop]}}\n", ()
+    )
+    try:
+        assert runner.url.startswith("http://127.0.0.1:")
+        connection = http.client.HTTPConnection(runner.url.split("//")[1], timeout=10)
+        connection.request(
+            "GET", "/console/tap.events", headers={"Cookie": f"pipelines_console={runner.token}"}
+        )
+        answer = connection.getresponse()
+        assert answer.status == 200
+        assert answer.headers["Content-Type"] == "text/event-stream"
+        assert answer.readline() == b": tapping\n"
+        started = time.monotonic()
+        runner.stop()  # SIGTERM: the open stream must not hold the shutdown
+        assert time.monotonic() - started < 5
+    finally:
+        runner.process.kill()
