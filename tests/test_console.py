@@ -269,3 +269,43 @@ def test_without_api_the_console_takes_a_free_port_and_a_stop_ends_its_tap(
         assert time.monotonic() - started < 5
     finally:
         runner.process.kill()
+
+
+async def test_the_tap_sends_at_most_its_share_per_tick_and_counts_the_rest() -> None:
+    import aiohttp
+
+    from pipelines.api import ApiServer, served_services
+    from pipelines.console.app import TAP_SHOWN, Console
+    from pipelines.runtime import Runtime
+
+    runtime = Runtime()
+    runtime.bus().put_rule("all", pattern={"source": ["shop"]})
+    endpoint = ApiServer(runtime, served_services())
+    console = Console(runtime, {})
+    endpoint.keeping.value("console", lambda: console, close=Console.close, stop=Console.stop)
+    endpoint.mount("/console", console.handle)
+    await endpoint.start()
+    received: list[dict[str, Any]] = []
+    try:
+        async with runtime, aiohttp.ClientSession() as session:
+            headers = {"Authorization": f"Bearer {console.token}"}
+            async with session.get(endpoint.url + "/console/tap.events", headers=headers) as answer:
+                assert (await answer.content.readline()) == b": tapping\n"
+                entries = [{"Source": "shop", "DetailType": "n", "Detail": "{}"}] * 10
+                for _ in range(50):  # 500 events in one tick
+                    await runtime.put_events(entries)
+                await runtime.wait_until_idle()
+                while True:
+                    line = await answer.content.readline()
+                    if line.startswith(b"data: "):
+                        received.append(json.loads(line[6:]))
+                    if (
+                        received
+                        and sum(i.get("dropped", 0) for i in received) + len(received) >= 500
+                    ):
+                        break
+    finally:
+        await endpoint.close()
+    assert TAP_SHOWN <= len(received) < 500
+    assert sum(item.get("dropped", 0) for item in received) + len(received) == 500
+    assert all(item["bus"] == "default" and item["event"]["source"] == "shop" for item in received)
