@@ -15,7 +15,8 @@ each repeat:
   seen by the tap's observer, the newest 25 of each quarter second encoded
   and written to the browser).
 
-Printed: events/s and CPU µs per event (this process: the bus and the
+The cases run in turn, each repeat starting with the next one. Printed:
+events/s and CPU µs per event (this process: the bus and the
 console's handlers) per case, medians of ``--repeats`` runs, the ratio
 against ``none``, the requests the client made, and the load average.
 
@@ -164,9 +165,12 @@ async def main(args: argparse.Namespace) -> None:
     warm = entries[:2_000]
     await run(warm, patterns, bench_bus.expected_jobs(warm, patterns), args.producers, None)
     figures: dict[str, list[tuple[float, float]]] = {name: [] for name in CASES}
-    for _ in range(args.repeats):
+    names = list(CASES)
+    for repeat in range(args.repeats):
         line = []
-        for name, case in CASES.items():
+        # Each repeat starts with another case: no case always runs first.
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            case = CASES[name]
             rate, cpu, did = await run(entries, patterns, jobs, args.producers, case)
             figures[name].append((rate, cpu))
             line.append(f"{name} {rate:,.0f} ev/s" + (f" ({did})" if did else ""))
