@@ -77,6 +77,7 @@ TOP_KEYS = {
     "cluster",
     "schedules",
     "schedule_groups",
+    "pipes",
 }
 #: The resource a ``cluster`` section becomes: the runners' shared intake.
 CLUSTER_RESOURCE = "cluster"
@@ -112,6 +113,8 @@ class PipelineConfig:
     #: EventBridge Scheduler's schedules (``name`` or ``group/name``) and groups.
     schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
     schedule_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``pipes``: each is also a resource of type ``pipe`` (``resources``).
+    pipes: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: ``cluster.group``: the runners that share subscriptions (None: alone).
     cluster_group: str | None = None
     #: ``durable`` (answer puts once in the state database) or ``memory``.
@@ -613,6 +616,7 @@ def load_config(
             clusters.append(data["cluster"])
     problems += _cluster(config, clusters)
     problems += _scheduler(config)
+    problems += _pipes(config)
     if state is None or state is False:
         config.state = None
     elif isinstance(state, str) and is_url(state):
@@ -649,7 +653,15 @@ def _merge(config: PipelineConfig, data: Any, loader: _Loader) -> list[Problem]:
             config.account = account
         else:
             problems.append(at(("account",), f"account: {account!r} is not a 12-digit account"))
-    for section in ("resources", "rules", "archives", "alarms", "schedules", "schedule_groups"):
+    for section in (
+        "resources",
+        "rules",
+        "archives",
+        "alarms",
+        "schedules",
+        "schedule_groups",
+        "pipes",
+    ):
         declared = data.get(section) or {}
         if not isinstance(declared, dict):
             problems.append(at((section,), f"{section} is a mapping of names to declarations"))
@@ -838,6 +850,34 @@ def _scheduler(config: PipelineConfig) -> list[Problem]:
     return []
 
 
+def _pipes(config: PipelineConfig) -> list[Problem]:
+    """Each pipe becomes a resource of type ``pipe`` (the pipes plugin's), its
+    problems located under ``pipes`` (``resource_path``)."""
+    problems = []
+    for name, body in config.pipes.items():
+        if name in config.resources:
+            first = config.at(("resources", name), "")
+            problems.append(
+                config.at(
+                    ("pipes", name),
+                    f"pipes.{name}: a resource of this name is declared at"
+                    f" {first.file}:{first.line}:{first.column}",
+                )
+            )
+        elif "type" in body:
+            problems.append(
+                config.at(("pipes", name, "type"), f"pipes.{name}.type: a pipe has none")
+            )
+        else:
+            config.resources[name] = {**body, "type": "pipe"}
+    return problems
+
+
+def resource_path(config: PipelineConfig, name: str) -> Path_:
+    """Where the resource ``name`` is declared: under ``resources``, or ``pipes``."""
+    return ("pipes", name) if name in config.pipes else ("resources", name)
+
+
 # -- building ---------------------------------------------------------------
 
 
@@ -931,7 +971,7 @@ def resource_settings(
 def _add_resources(runtime: Runtime, config: PipelineConfig) -> list[Problem]:
     problems: list[Problem] = []
     for name, declared in config.resources.items():
-        path: Path_ = ("resources", name)
+        path = resource_path(config, name)
         settings = resource_settings(runtime, config.directory, declared)
         type_name = declared.get("type")
         if not isinstance(type_name, str):
@@ -1157,7 +1197,9 @@ def _resource_references(runtime: Runtime, config: PipelineConfig) -> list[Probl
         for where, referenced in runtime.resource(name).references():
             if referenced in config.resources:
                 continue
-            problems.append(_unknown_resource(config, ("resources", name, *where), referenced))
+            problems.append(
+                _unknown_resource(config, (*resource_path(config, name), *where), referenced)
+            )
     return problems
 
 

@@ -18,7 +18,7 @@ Built-in plugins (``plugins/``) register through the same entry point group.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -26,7 +26,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from pipelines.api.services import Service
+    from pipelines.api.services import ApiHost, Service
     from pipelines.console.sections import Section
     from pipelines.store import Store
     from pipelines.targets import TargetType
@@ -102,6 +102,21 @@ def register_stores(register: Callable[[type[Store]], None]) -> None:
     runner uses it; registering it lets an operator see and migrate them
     before starting the new version, and lets ``info`` name a version this
     pipelines does not know.
+
+    Must return None; what counts is the calls to ``register``.
+    """
+
+
+@hookspec
+def register_restorers(register: Callable[[Callable[[ApiHost], Awaitable[None]]], None]) -> None:
+    """Make again, when a runtime starts, the resources a plugin keeps in its
+    state database (those its API made: a pipe made by CreatePipe).
+
+    Called once per start of a runtime that has a state database, once it
+    takes events and its config's resources run. ``register`` takes one
+    async function per call; each is awaited with the runtime (an
+    ``ApiHost``: ``open_store``, ``put_resource``, ``resource_names``...).
+    An exception is logged, naming the plugin; the runtime goes on.
 
     Must return None; what counts is the calls to ``register``.
     """

@@ -7,9 +7,11 @@ load exactly as a third-party plugin does.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
+from typing import Any
 
 import pluggy
 
@@ -81,6 +83,18 @@ def _registered_targets(manager: pluggy.PluginManager) -> dict[str, tuple[Target
             found[target_type.name] = (target_type, plugin_name)
 
         implementation.function(register=register)
+    return found
+
+
+def restorers(
+    manager: pluggy.PluginManager | None = None,
+) -> list[tuple[str, Callable[[Any], Awaitable[None]]]]:
+    """What the plugins make again when a runtime starts (``register_restorers``),
+    each with the plugin's name."""
+    found: list[tuple[str, Callable[[Any], Awaitable[None]]]] = []
+    for implementation in (manager or get_plugin_manager()).hook.register_restorers.get_hookimpls():
+        name = implementation.plugin_name
+        implementation.function(register=lambda restore, name=name: found.append((name, restore)))
     return found
 
 

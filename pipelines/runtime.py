@@ -68,7 +68,7 @@ from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, forwarded_event_id,
 from pipelines.intake import DurableIntake, Unsettled, unsettled
 from pipelines.limits import Limits
 from pipelines.pending import PendingWriter
-from pipelines.pluginmanager import target_types
+from pipelines.pluginmanager import restorers, target_types
 from pipelines.policy import PUT_EVENTS, Caller, access_denied
 from pipelines.replay import Replays
 from pipelines.routes import Routes
@@ -725,6 +725,18 @@ class Runtime:
             except Exception:
                 log.exception("stopping after a failed start failed")
             raise
+        await self._restore()
+
+    async def _restore(self) -> None:
+        """The resources plugins keep in the state database (their APIs'),
+        made again (``register_restorers``); one that fails is logged."""
+        if self.state_path is None:
+            return
+        for plugin, restore in restorers(self.plugins):
+            try:
+                await restore(self)
+            except Exception:
+                log.exception("plugin %s: making its stored resources again failed", plugin)
 
     async def _open_for_events(self) -> None:
         done = await self._load_pending()

@@ -158,6 +158,11 @@ def _sections(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
             "description": "target resources by name",
             "additionalProperties": _resource(plugins),
         },
+        "pipes": {
+            "type": "object",
+            "description": "EventBridge Pipes by name, each a resource of type pipe",
+            "additionalProperties": _pipe(plugins),
+        },
         "rules": {
             "type": "object",
             "description": "rules by name",
@@ -258,6 +263,15 @@ def _resource(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
         "properties": {"type": {"enum": sorted(types), "description": "the target type"}},
         "allOf": variants,
     }
+
+
+def _pipe(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
+    """A pipe's settings: the ``pipe`` type's (the pipes plugin's), when loaded."""
+    pipe = target_types(plugins).get("pipe")
+    described = pipe.described_settings() if pipe is not None else None
+    if described is None:
+        return {"type": "object"}
+    return {"type": "object", **described, "additionalProperties": False}
 
 
 def _rule() -> dict[str, Any]:

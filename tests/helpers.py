@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -45,6 +46,13 @@ def pipelines_command() -> list[str]:
     """The installed console script, next to this interpreter when in a venv."""
     script = Path(sys.executable).with_name("pipelines")
     return [str(script)] if script.exists() else [sys.executable, "-m", "pipelines"]
+
+
+def project_env() -> dict[str, str]:
+    """This environment with the project first on a subprocess's path, so that
+    ``tests.X`` is this package: gmqtt installs a top-level ``tests`` package
+    into site-packages, which would be found before the editable install's."""
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
 
 def run_cli(

@@ -26,3 +26,22 @@ def record(payload: Any) -> Any:
         out.flush()
         os.fsync(out.fileno())
     return {"done": payload["state"]}
+
+
+async def hello(payload: Any) -> Any:
+    """LocalStack's recorded Lambda that answers a string (LAMBDA_RETURN_BYTES_STR)."""
+    return "HelloWorld!"
+
+
+async def identity(payload: Any) -> Any:
+    return payload
+
+
+def flaky(payload: Any) -> Any:
+    """Fails while the file ``payload["gate"]`` is absent (a redrive test opens it),
+    counting its calls in ``payload["calls"]``."""
+    with open(payload["calls"], "a", encoding="utf-8") as out:
+        out.write("call\n")
+    if not os.path.exists(payload["gate"]):
+        raise RuntimeError("the gate is closed")
+    return {"charged": payload["amount"]}

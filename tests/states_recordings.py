@@ -39,7 +39,16 @@ Json = Any
 
 #: Recorded values that stand for any value of ours (times, the role ARN).
 WILDCARDS = frozenset(
-    {"timestamp", "datetime", "start-time", "entered-time", "snf_role_arn", "date", "map_run_arn"}
+    {
+        "timestamp",
+        "datetime",
+        "start-time",
+        "start-date",
+        "entered-time",
+        "snf_role_arn",
+        "date",
+        "map_run_arn",
+    }
 )
 _PLACEHOLDER = re.compile(r"<[A-Za-z0-9_:\-]+>")
 

@@ -1248,6 +1248,23 @@ def stepfunctions(c: Context) -> None:
     assert stopped["stopDate"]
     status = aws("stepfunctions", "DescribeExecution", executionArn=started["executionArn"])
     assert status["status"] == "ABORTED"
+    # redriven from its Wait, then stopped again
+    redriven = aws("stepfunctions", "RedriveExecution", executionArn=started["executionArn"])
+    assert redriven["redriveDate"]
+    again = aws("stepfunctions", "DescribeExecution", executionArn=started["executionArn"])
+    assert (again["status"], again["redriveCount"]) == ("RUNNING", 1)
+    aws("stepfunctions", "StopExecution", executionArn=started["executionArn"])
+    # one state tested alone
+    lone = {"Type": "Pass", "Parameters": {"n.$": "$.n"}, "Next": "Later"}
+    tested = aws(
+        "stepfunctions",
+        "TestState",
+        definition=json.dumps(lone),
+        input='{"n": 2}',
+        inspectionLevel="DEBUG",
+    )
+    assert (tested["status"], tested["nextState"]) == ("SUCCEEDED", "Later")
+    assert json.loads(tested["inspectionData"]["afterParameters"]) == {"n": 2}
     # EXPRESS, run synchronously
     quick = aws(
         "stepfunctions",
@@ -1326,11 +1343,54 @@ def scheduler(c: Context) -> None:
     )
 
 
+def pipes(c: Context) -> None:
+    aws, t = c.aws, c.t
+    source = aws("sqs", "CreateQueue", QueueName=f"{t}-pipe-in")["QueueUrl"]
+    name = f"{t}-pipe"
+    arn = f"arn:aws:pipes:us-east-1:{ACCOUNT}:pipe/{name}"
+    made = aws(
+        "pipes",
+        "CreatePipe",
+        Name=name,
+        RoleArn=f"arn:aws:iam::{ACCOUNT}:role/pipes",
+        Source=f"arn:aws:sqs:us-east-1:{ACCOUNT}:{t}-pipe-in",
+        SourceParameters={"FilterCriteria": {"Filters": [{"Pattern": '{"body": {"ok": [true]}}'}]}},
+        Target=c.inbox_arn,
+        TargetParameters={"InputTemplate": '{"piped": <$.body.n>}'},
+        Tags={"k": "v"},
+    )
+    assert (made["Arn"], made["CurrentState"]) == (arn, "CREATING")
+    assert aws("pipes", "DescribePipe", Name=name)["CurrentState"] == "RUNNING"
+    listed = aws("pipes", "ListPipes", NamePrefix=name)["Pipes"]
+    assert [p["Name"] for p in listed] == [name]
+    for body in ('{"ok": false, "n": 1}', '{"ok": true, "n": 2}'):
+        aws("sqs", "SendMessage", QueueUrl=source, MessageBody=body)
+    (message,) = c.drain(1, wait=10)
+    assert json.loads(message["Body"]) == {"piped": 2}
+    assert aws("pipes", "StopPipe", Name=name)["DesiredState"] == "STOPPED"
+    assert aws("pipes", "StartPipe", Name=name)["CurrentState"] == "RUNNING"
+    aws(
+        "pipes",
+        "UpdatePipe",
+        Name=name,
+        RoleArn=f"arn:aws:iam::{ACCOUNT}:role/pipes",
+        DesiredState="STOPPED",
+    )
+    assert aws("pipes", "DescribePipe", Name=name)["DesiredState"] == "STOPPED"
+    aws("pipes", "TagResource", resourceArn=arn, tags={"k2": "w"})
+    aws("pipes", "UntagResource", resourceArn=arn, tagKeys=["k"])
+    assert aws("pipes", "ListTagsForResource", resourceArn=arn) == {"tags": {"k2": "w"}}
+    assert aws("pipes", "DeletePipe", Name=name)["CurrentState"] == "DELETING"
+    assert c.aws.refused("pipes", "DescribePipe", Name=name) == "NotFoundException"
+
+
 SCENARIOS = [sqs, sns, events, connections, kinesis, logs, cloudwatch, stepfunctions]
 if "scheduler" in SERVED:  # the scheduler plugin's entry point is installed
     SCENARIOS.append(scheduler)
 if "firehose" in SERVED:  # the firehose plugin's entry point is installed
     SCENARIOS.append(firehose)
+if "pipes" in SERVED:  # the pipes plugin's entry point is installed
+    SCENARIOS.append(pipes)
 
 
 def _run_every_operation(aws: Client, tag: str, gate: Path, skipped: set[tuple[str, str]]) -> None:

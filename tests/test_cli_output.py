@@ -32,7 +32,7 @@ PRINT_NO_DATA = {
 }
 
 #: Commands that print items as they come: JSON lines unless told otherwise.
-STREAMING = {"tap", "stream read", "logs tail"}
+STREAMING = {"tap", "stream read", "logs tail", "firehose objects"}
 
 
 def commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:

@@ -130,6 +130,7 @@ def test_external_plugins_load_unless_the_environment_says_not(tmp_path: Path) -
             "http",
             "logs",
             "mqtt",
+            "pipes",
             "queue",
             "scheduler",
             "states",

@@ -18,7 +18,7 @@ from pipelines.pluginmanager import target_types
 from pipelines.schema import config_schema
 from pipelines.settings import Flag, Number, Section, Settings, Shape
 
-BUILT_IN = ["function", "queue", "stream", "topic", "log_group", "mqtt"]
+BUILT_IN = ["function", "queue", "stream", "topic", "log_group", "mqtt", "pipe"]
 NOT_A_SETTING = "zz_not_a_setting"
 
 

@@ -400,6 +400,11 @@ class ApiDestinationTarget(Target):
         return cached[1]
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
+        return (await self.exchange(payload, context)).status
+
+    async def exchange(self, payload: Any, context: DeliveryContext) -> Sent:
+        """``deliver``, answering what the endpoint answered (its status, headers
+        and the first ``BODY_KEPT`` bytes of its body): a pipe's enrichment."""
         services = started(self._services, f"api_destination {self.name}")
         client, bucket = self._client, self._bucket
         assert client is not None and bucket is not None and self._fetch is not None
@@ -416,7 +421,7 @@ class ApiDestinationTarget(Target):
             sent = await self._send(client, authorization, request)
         self._count(sent)
         self._judge(sent, services.clock.time())
-        return sent.status
+        return sent
 
     def _request(self, payload: Any, context: DeliveryContext) -> Request:
         parameters = self._compiled(context.extra)

@@ -32,7 +32,7 @@ import hmac
 import logging
 import math
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -268,6 +268,18 @@ class WebhookTarget(Target):
         self._bucket: TokenBucket | None = None
         #: Requests answered, by status (for tests and the log).
         self.answered: dict[int, int] = {}
+        #: A pipe reading this webhook (``attach``): requests go there, not to the bus.
+        self._consumer: Callable[[dict[str, Any]], Awaitable[str]] | None = None
+
+    def attach(self, consumer: Callable[[dict[str, Any]], Awaitable[str]]) -> None:
+        """A pipe reads this webhook: each request's PutEvents entry goes to
+        ``consumer`` instead of the bus, answered 200 with the id it returns,
+        or 500 when it raises (the sender sends it again); ``detach`` ends it."""
+        self._consumer = consumer
+
+    def detach(self, consumer: Callable[[dict[str, Any]], Awaitable[str]]) -> None:
+        if self._consumer is consumer:
+            self._consumer = None
 
     async def start(self, services: TargetServices) -> None:
         settings = self.settings
@@ -316,6 +328,12 @@ class WebhookTarget(Target):
             entry = self._entry(request)
         except ValueError as error:
             return _json(400, {"message": str(error)})
+        consumer = self._consumer
+        if consumer is not None:
+            try:
+                return _json(200, {"EventId": await consumer(entry)})
+            except Exception as error:
+                return _json(500, {"message": f"the pipe did not take it: {error}"})
         try:
             result = await services.put_events([entry], caller=self.settings.caller)
         except NotRunningError:

@@ -47,6 +47,7 @@ from plugins.states.executions import (
     machine_arn,
     valid_name,
 )
+from plugins.states.redrive import redrive_status
 from plugins.states.store import ENDED, EXPRESS, RUNNING, STANDARD, MachineRecord, StatesStore
 
 log = logging.getLogger("plugins.states")
@@ -405,12 +406,17 @@ async def _execution(call: Call, store: StatesStore, arn: str) -> dict[str, Any]
     return record.describe(machine_arn(record.machine))
 
 
-def _redrive(status: str) -> dict[str, str]:
-    if status in (RUNNING, "SUCCEEDED"):
-        reason = f"Execution is {status} and cannot be redriven"
-    else:
-        reason = "RedriveExecution is not implemented by pipelines"
-    return {"redriveStatus": "NOT_REDRIVABLE", "redriveStatusReason": reason}
+async def _redrive(store: StatesStore, arn: str) -> dict[str, Any]:
+    """DescribeExecution's redrive fields: status, reason, and when it was last redriven."""
+    record = await store.execution(arn)
+    if record is None:
+        return {}
+    out = redrive_status(record, store.clock.time(), record.last_event)
+    if record.redrive_count:
+        date = (await store.redrive_dates([arn])).get(arn)
+        if date is not None:
+            out["redriveDate"] = date
+    return out
 
 
 @stepfunctions.operation()
@@ -418,8 +424,20 @@ async def describe_execution(call: Call, params: dict[str, Any]) -> Mapping[str,
     _, store = await _context(call)
     arn = _checked_execution_arn(params["executionArn"])
     described = await _execution(call, store, arn)
-    described.update(_redrive(described["status"]))
+    described.update(await _redrive(store, arn))
     return described
+
+
+@stepfunctions.operation()
+async def redrive_execution(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    _, store = await _context(call)
+    arn = _checked_execution_arn(params["executionArn"])
+    engine = _engine(call)
+    if engine is None:
+        if await store.execution(arn) is None:
+            raise ApiError("ExecutionDoesNotExist", f"Execution Does Not Exist: '{arn}'")
+        raise ApiError("ExecutionNotRedrivable", "State machine is in DELETING status")
+    return await engine.redrive_execution(arn, params.get("clientToken"))
 
 
 @stepfunctions.operation()
@@ -463,15 +481,15 @@ async def list_executions(call: Call, params: dict[str, Any]) -> Mapping[str, An
             "StateMachineTypeNotSupported",
             "This operation is not supported by this type of state machine",
         )
-    if "mapRunArn" in params or "redriveFilter" in params:
-        raise ApiError(
-            "NotImplemented", "map runs and redrives are not implemented by pipelines", 501
-        )
+    if "mapRunArn" in params:
+        raise ApiError("NotImplemented", "map runs are not implemented by pipelines", 501)
     engine = _running_engine(call, arn)
     found = await engine.list_executions(machine.name, params.get("statusFilter"))
+    redrive_filter = params.get("redriveFilter")
+    if redrive_filter is not None:
+        redriven = redrive_filter == "REDRIVEN"
+        found = [item for item in found if bool(item.get("redriveCount")) == redriven]
     items, token = _page_of(found, params)
-    for item in items:
-        item["redriveCount"] = 0
     answer: dict[str, Any] = {"executions": items}
     if token is not None:
         answer["nextToken"] = token
@@ -604,3 +622,32 @@ async def list_tags_for_resource(call: Call, params: dict[str, Any]) -> Mapping[
     store, name = await _tagged(call, params["resourceArn"])
     tags = await store.tags(name)
     return {"tags": [{"key": key, "value": value} for key, value in tags.items()]}
+
+
+# -- TestState ----------------------------------------------------------------------------
+
+
+@stepfunctions.operation()
+async def test_state(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
+    """One state run alone (``plugins.states.teststate``); a Task calls the runtime's
+    resources as an execution's would."""
+    from plugins.states.integrations import RuntimeTasks
+    from plugins.states.teststate import TestStateError
+    from plugins.states.teststate import test_state as run_test
+
+    attached = None
+    engine = _engine(call)
+    if engine is None:  # no machine runs here: an engine for this call's tasks only
+        services: Any = call.runtime  # the Runtime: its targets' services too
+        engine = attached = await Executions.attach(services, durable=False)
+    try:
+        return await run_test(
+            params,
+            tasks=lambda execution: RuntimeTasks(engine, execution),
+            clock=engine.clock,
+        )
+    except TestStateError as error:
+        raise ApiError(error.code, error.message) from None
+    finally:
+        if attached is not None:
+            await attached.detach()

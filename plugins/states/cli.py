@@ -2,7 +2,7 @@
 
 Two ways in, by what a command needs:
 
-- ``start`` reaches the **running pipeline** through its control socket
+- ``start`` and ``redrive`` reach the **running pipeline** through its control socket
   (the ``aws`` op: StartExecution run in process, as the stepfunctions API
   runs it): an execution runs in the runner, whose resources its tasks call,
   and a STANDARD one written to the database by another process would wait
@@ -14,9 +14,13 @@ Two ways in, by what a command needs:
   runner's memory only).
 - ``validate`` reads a file: ValidateStateMachineDefinition's diagnostics,
   each located by its JSON pointer and, in the file, its line and column.
+- ``test-state`` runs one state (TestState) in this process, where no
+  resource exists (a Task is tested with a mock), or, given ``--config`` or
+  ``--control``, in the running pipeline, whose resources its Task calls.
 
 Each command is a thin layer over a public function below (``machines``,
-``execution``, ``history``, ``timeline``, ``check_file``, ``start``).
+``execution``, ``history``, ``timeline``, ``check_file``, ``start``,
+``test_state_request``, ``run_test_state``, ``inspection_lines``, ``redrive``).
 """
 
 from __future__ import annotations
@@ -196,6 +200,100 @@ async def start(
         await asyncio.sleep(WAIT_POLL)
 
 
+async def redrive(socket: Path, execution_arn: str, *, wait: bool) -> dict[str, Any]:
+    """RedriveExecution in the running pipeline; with ``wait``, its description once it
+    ended again."""
+    params = {"executionArn": execution_arn}
+    answer = await aws(socket, "stepfunctions", "RedriveExecution", params)
+    if not wait:
+        return answer
+    while True:
+        described = await aws(socket, "stepfunctions", "DescribeExecution", params)
+        if described["status"] in ENDED:
+            return described
+        await asyncio.sleep(WAIT_POLL)
+
+
+#: The role a test-state request names when none is given (TestState requires one for a
+#: Task; nothing here assumes it).
+TEST_STATE_ROLE = "arn:aws:iam::000000000000:role/pipelines-test-state"
+
+
+def test_state_request(
+    definition: str,
+    *,
+    state_name: str | None = None,
+    input_text: str | None = None,
+    inspection_level: str = "INFO",
+    mock_result: str | None = None,
+    mock_error: str | None = None,
+    mock_cause: str | None = None,
+    variables: str | None = None,
+    context: str | None = None,
+    role_arn: str | None = TEST_STATE_ROLE,
+    retrier_retry_count: int | None = None,
+    map_iteration_failure_count: int | None = None,
+) -> dict[str, Any]:
+    """TestState's request (botocore's field names) from the command's options;
+    ``definition`` is a file's path or the JSON itself."""
+    text = definition
+    if not definition.lstrip().startswith("{"):
+        try:
+            text = Path(definition).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise PipelinesError(f"cannot read {definition}: {error}") from None
+    params: dict[str, Any] = {"definition": text, "inspectionLevel": inspection_level}
+    optional = {
+        "stateName": state_name,
+        "input": input_text,
+        "variables": variables,
+        "context": context,
+        "roleArn": role_arn,
+    }
+    params.update({key: value for key, value in optional.items() if value is not None})
+    if mock_result is not None:
+        params["mock"] = {"result": mock_result}
+    if mock_error is not None or mock_cause is not None:
+        error_output = {"error": mock_error or "", "cause": mock_cause or ""}
+        params.setdefault("mock", {})["errorOutput"] = error_output
+    configuration = {
+        "retrierRetryCount": retrier_retry_count,
+        "mapIterationFailureCount": map_iteration_failure_count,
+    }
+    if any(value is not None for value in configuration.values()):
+        params["stateConfiguration"] = {k: v for k, v in configuration.items() if v is not None}
+    return params
+
+
+async def run_test_state(params: dict[str, Any], socket: Path | None = None) -> dict[str, Any]:
+    """TestState: in the pipeline listening on ``socket`` (its tasks call its
+    resources), or in this process without resources (``socket`` None)."""
+    if socket is not None:
+        return await aws(socket, "stepfunctions", "TestState", params)
+    from plugins.states.teststate import test_state as run_here
+
+    return await run_here(params)
+
+
+def inspection_lines(answer: dict[str, Any]) -> list[str]:
+    """TestState's answer for a reader: status, next state, error, output, then each
+    step of the inspection data, one line each."""
+    lines = [f"status      {answer.get('status', '')}"]
+    for key, label in (("nextState", "next state"), ("error", "error"), ("cause", "cause")):
+        if answer.get(key) is not None:
+            lines.append(f"{label:<11} {answer[key]}")
+    if "output" in answer:
+        lines.append(f"output      {answer['output']}")
+    inspection = answer.get("inspectionData") or {}
+    if inspection:
+        lines.append("inspection:")
+        width = max(len(key) for key in inspection)
+        for key, value in inspection.items():
+            shown = value if isinstance(value, str) else json.dumps(value)
+            lines.append(f"  {key:<{width}}  {shown}")
+    return lines
+
+
 # -- commands ----------------------------------------------------------------------------
 
 
@@ -302,3 +400,92 @@ def validate_command(file: Path, machine_type: str, output: str) -> None:
         echo_output(diagnostics, output, columns=["place", "code", "message"])
     if diagnostics:
         raise SystemExit(1)
+
+
+@sfn_group.command("test-state")
+@click.argument("definition")
+@click.option("--state", "state_name", default=None, help="Test this state of a whole machine.")
+@click.option("--input", "input_text", default=None, help="The input: JSON, or @file (@- stdin).")
+@click.option(
+    "--inspection-level",
+    "-l",
+    type=click.Choice(["INFO", "DEBUG", "TRACE"]),
+    default="DEBUG",
+    show_default=True,
+    help="INFO: the outcome; DEBUG, TRACE: each step of the data flow too.",
+)
+@click.option("--mock-result", default=None, help="The mocked result (JSON, or @file).")
+@click.option("--mock-error", default=None, help="The mocked error's name.")
+@click.option("--mock-cause", default=None, help="The mocked error's cause.")
+@click.option("--variables", default=None, help="Variables in scope (a JSON object, or @file).")
+@click.option("--context", "context", default=None, help="The context object (JSON, or @file).")
+@click.option("--retrier-retry-count", type=int, default=None, help="Retries made before.")
+@click.option("--map-iteration-failure-count", type=int, default=None)
+@click.option("--role-arn", default=TEST_STATE_ROLE, show_default=True)
+@control_options
+@output_option
+def test_state_command(
+    definition: str,
+    state_name: str | None,
+    input_text: str | None,
+    inspection_level: str,
+    mock_result: str | None,
+    mock_error: str | None,
+    mock_cause: str | None,
+    variables: str | None,
+    context: str | None,
+    retrier_retry_count: int | None,
+    map_iteration_failure_count: int | None,
+    role_arn: str,
+    config: str | None,
+    control: str | None,
+    output: str,
+) -> None:
+    """Run one state (TestState): DEFINITION is a state's JSON or a file holding it (or a
+    whole machine, with --state). In this process (no resources: test a Task with a
+    mock) or, with --config/--control, in the running pipeline. Exit 1 when it FAILED.
+    TestState's answer, or (-o table) readable lines."""
+
+    def text(value: str | None) -> str | None:
+        return None if value is None else read_argument(value)
+
+    params = test_state_request(
+        definition,
+        state_name=state_name,
+        input_text=text(input_text),
+        inspection_level=inspection_level,
+        mock_result=text(mock_result),
+        mock_error=mock_error,
+        mock_cause=mock_cause,
+        variables=text(variables),
+        context=text(context),
+        role_arn=role_arn,
+        retrier_retry_count=retrier_retry_count,
+        map_iteration_failure_count=map_iteration_failure_count,
+    )
+    socket = None if config is None and control is None else control_socket(config, control)
+    answer = asyncio.run(run_test_state(params, socket))
+    if output == "table":  # readable lines: the outcome, then each step of the data flow
+        for line in inspection_lines(answer):
+            click.echo(line)
+    else:
+        echo_output(answer, output)
+    if answer.get("status") == "FAILED":
+        raise SystemExit(1)
+
+
+@sfn_group.command("redrive")
+@click.argument("execution")
+@click.option("--wait", is_flag=True, help="Wait until it has ended again; print its description.")
+@control_options
+@output_option
+def redrive_command(
+    execution: str, wait: bool, config: str | None, control: str | None, output: str
+) -> None:
+    """Redrive a FAILED, TIMED_OUT or ABORTED execution (its ARN, or its name) in the
+    running pipeline: it runs again from the state that did not succeed."""
+    socket = control_socket(config, control)
+    arn = execution
+    if not execution.startswith("arn:"):  # a name: its ARN from the state database
+        arn = _with_store(config, None, lambda store: _find(store, execution))
+    echo_output(asyncio.run(redrive(socket, arn, wait=wait)), output)

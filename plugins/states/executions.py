@@ -64,6 +64,13 @@ from plugins.states.definition import (
 from plugins.states.errors import PAYLOAD_LIMIT, StatesError
 from plugins.states.history import Checkpoint, HistoryEvent, MemoryLog
 from plugins.states.interpreter import Execution, Interpreter, Outcome
+from plugins.states.redrive import (
+    KEPT_TOKENS,
+    TOKEN_SECONDS,
+    not_redrivable,
+    redrive_point,
+    resumed_at,
+)
 from plugins.states.store import (
     ABORTED,
     ANSWERED,
@@ -158,6 +165,8 @@ class _Run:
     done: asyncio.Future[ExecutionRecord] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    #: a redrive's run: announced RUNNING again when it starts
+    redriven: bool = False
 
 
 class DurableLog:
@@ -307,6 +316,8 @@ class Executions:
         #: checkpoints and ends being written, tasks' calls under way (``activity``)
         self.writing = 0
         self.calling = 0
+        #: RedriveExecution's last client tokens per execution: (token, redriveDate, when)
+        self.redrive_tokens: dict[str, list[tuple[str, float, float]]] = {}
 
     def written(self, _: object = None) -> None:
         self.writing -= 1
@@ -500,6 +511,8 @@ class Executions:
             if resume is None or resume.last_event_id == 0:
                 self._metric(machine, "ExecutionsStarted", 1.0, "Count")
                 await self._announce(run, RUNNING, None)
+            elif run.redriven:
+                await self._announce(run, RUNNING, None)
             try:
                 outcome = await run.interpreter.run(execution, resume)
             except _Aborted as asked:
@@ -566,10 +579,14 @@ class Executions:
             assert self.store is not None
             events, run.log.pending = run.log.pending, []
             self.writing += 1
+            # an execution that did not succeed keeps where a redrive would start
+            point = (
+                None if outcome.status == SUCCEEDED else redrive_point(run.interpreter.under_way)
+            )
             try:
                 written = await self.store.finish(
                     execution.arn, self.owner, events, outcome.status, output, outcome.error,
-                    outcome.cause, now,
+                    outcome.cause, now, point,
                 )  # fmt: skip
             finally:
                 self.writing -= 1
@@ -653,9 +670,12 @@ class Executions:
             if record.revision != machine.revision:
                 machine = await self._revision(machine, record.revision)
             resume = None if record.checkpoint is None else Checkpoint.from_json(record.checkpoint)
+            redriven = None
+            if record.redrive_count:  # its time limit counts from the last redrive
+                redriven = (await store.redrive_dates([arn])).get(arn)
             execution = Execution(
                 record.arn, record.name, machine.arn, machine.name, record.input,
-                record.role_arn, record.started, record.redrive_count,
+                record.role_arn, record.started, record.redrive_count, redriven,
             )  # fmt: skip
             log.info(
                 "resuming execution %s at %s", arn, resume.next_state if resume else "its start"
@@ -736,10 +756,62 @@ class Executions:
             details = {k: v for k, v in (("error", error), ("cause", cause)) if v is not None}
             last = record.last_event
             event = HistoryEvent(last + 1, 0, now, "ExecutionAborted", details)
-            await store.finish(arn, self.owner, [event], ABORTED, None, error, cause, now)
+            # its last checkpoint stays: a redrive starts at the state it names
+            await store.finish(
+                arn, self.owner, [event], ABORTED, None, error, cause, now, record.checkpoint
+            )
         else:
             await store.request_abort(arn, error, cause)
         return {"stopDate": now}
+
+    # -- redriving an execution (plugins.states.redrive) ------------------------------
+
+    async def redrive_execution(self, arn: str, client_token: str | None = None) -> dict[str, Any]:
+        """RedriveExecution: ``{"redriveDate"}``. The ended execution runs again here
+        from the state under way when it ended; ``ExecutionNotRedrivable`` with AWS's
+        reason when it cannot. A client token used for one of its last 10 redrives, in
+        the last 15 minutes, answers that redrive again."""
+        now = self.clock.time()
+        if ":express:" in arn:  # AWS redrives STANDARD executions only
+            raise ExecutionError(
+                "InvalidArn", "Invalid Arn: 'Resource type not valid in this context: express'"
+            )
+        record = await self._record(arn)
+        kept = [t for t in self.redrive_tokens.get(arn, []) if now - t[2] < TOKEN_SECONDS]
+        for token, date, _ in kept:
+            if client_token is not None and token == client_token:
+                return {"redriveDate": date}
+        reason = not_redrivable(record, now, record.last_event)
+        if reason is not None:
+            raise ExecutionError("ExecutionNotRedrivable", reason)
+        machine = self.machines.get(record.machine)
+        if machine is None or self.store is None:
+            raise ExecutionError("ExecutionNotRedrivable", "State machine is in DELETING status")
+        if record.revision != machine.revision:
+            machine = await self._revision(machine, record.revision)
+        count = record.redrive_count + 1
+        event = HistoryEvent(
+            record.last_event + 1, record.last_event, now, "ExecutionRedriven",
+            {"redriveCount": count},
+        )  # fmt: skip
+        start_at = machine.program.program.start_at
+        resume = resumed_at(record.checkpoint, start_at, orjson.loads(record.input), event.id)
+        written = await self.store.redrive(
+            arn, self.owner, self.lease(), count, event, resume.to_json()
+        )
+        if not written:  # another redrive (or runner) was first
+            raise ExecutionError(
+                "ExecutionNotRedrivable", "Execution is RUNNING and cannot be redriven"
+            )
+        execution = Execution(
+            record.arn, record.name, machine.arn, machine.name, record.input, record.role_arn,
+            record.started, count, now,
+        )  # fmt: skip
+        run = self._launch(execution, machine, resume)
+        run.redriven = True
+        if client_token is not None:
+            self.redrive_tokens[arn] = [*kept, (client_token, now, now)][-KEPT_TOKENS:]
+        return {"redriveDate": now}
 
     # -- reading -----------------------------------------------------------------------
 
@@ -786,7 +858,14 @@ class Executions:
             }
             if record.stopped is not None:
                 item["stopDate"] = record.stopped
+            item["redriveCount"] = record.redrive_count
             out.append(item)
+        redriven = [item["executionArn"] for item in out if item["redriveCount"]]
+        if redriven and self.store is not None:
+            dates = await self.store.redrive_dates(redriven)
+            for item in out:
+                if item["executionArn"] in dates:
+                    item["redriveDate"] = dates[item["executionArn"]]
         return out
 
     async def get_execution_history(self, arn: str) -> list[dict[str, Any]]:

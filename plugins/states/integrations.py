@@ -221,7 +221,9 @@ class RuntimeTasks:
         function = parameters.get("FunctionName")
         if not isinstance(function, str):
             raise StatesError("Lambda.InvalidParameterValueException", "FunctionName is required")
-        payload = parameters.get("Payload", {})
+        payload = parameters.get("Payload")
+        if payload is None:  # none sent: the function receives {} (AWS's recorded TestState)
+            payload = {}
         if isinstance(payload, str):
             with contextlib.suppress(orjson.JSONDecodeError):
                 payload = orjson.loads(payload)

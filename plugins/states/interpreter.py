@@ -77,6 +77,7 @@ from plugins.states.history import (
     MemoryLog,
     Within,
 )
+from plugins.states.inspection import CAUGHT_ERROR, Inspector, Retriable
 from plugins.states.tasks import NoTaskRunner, Resource, TaskRequest, TaskRunner, parse_resource
 from plugins.states.variables import Scope, assigned_details
 
@@ -101,6 +102,8 @@ class Execution:
     #: seconds since the epoch
     start_time: float = 0.0
     redrive_count: int = 0
+    #: when it was last redriven (seconds since the epoch): its TimeoutSeconds counts from there
+    redrive_time: float | None = None
 
     @property
     def input(self) -> Json:
@@ -172,6 +175,10 @@ class Interpreter:
         self.rng = rng if rng is not None else random.Random()
         self.history = History(self.log, self.clock.time)
         self.execution: Execution | None = None
+        #: TestState's (``run_state``): the state under test notes its data flow there
+        self.inspector: Inspector | None = None
+        #: the top-level state under way, as it was entered (where a redrive starts again)
+        self.under_way: Checkpoint | None = None
 
     # -- an execution -----------------------------------------------------------
 
@@ -217,13 +224,24 @@ class Interpreter:
         )
         return Outcome("SUCCEEDED", output=output)
 
+    async def run_state(
+        self, execution: Execution, state: State, data: Json, variables: dict[str, Json]
+    ) -> tuple[Json, str | None]:
+        """TestState: ``state`` alone, as a top-level state, with ``self.inspector``
+        noting its data flow: its output and the next state's name (``StatesError``
+        when it fails, ``inspection.Retriable`` when a retrier takes the failure)."""
+        self.execution = execution
+        scope = _Scope(Flow(), self.history, Scope(variables))
+        return await self._state(state, data, scope, top=True)
+
     async def _with_timeout(self, work: Awaitable[Json], *, resumed: bool = False) -> Json:
         limit: float | None = self.machine.timeout_seconds
         if limit is None:
             return await work
-        if resumed:  # the time limit counts from the execution's start
+        if resumed:  # the time limit counts from the execution's start (or last redrive)
             assert self.execution is not None
-            limit -= self.clock.time() - self.execution.start_time
+            since = self.execution.redrive_time or self.execution.start_time
+            limit -= self.clock.time() - since
         return await _deadline(self.clock, limit, work, _ExecutionTimedOut)
 
     async def _top(self, start: str, data: Json, scope: _Scope, within: Within | None) -> Json:
@@ -233,6 +251,7 @@ class Interpreter:
         name: str | None = start
         while name is not None:
             state = program.states[name]
+            self.under_way = Checkpoint(name, data, 0, 0, variables=dict(scope.variables.own))
             data, name = await self._state(state, data, scope, top=True, within=within)
             within = None
             if name is not None:
@@ -291,7 +310,7 @@ class Interpreter:
         state_context: dict[str, Json] = {"Name": state.name, "EnteredTime": iso_time(entered_at)}
         if retry_count is not None:
             state_context["RetryCount"] = retry_count
-        return {
+        context: dict[str, Json] = {
             "Execution": {
                 "Id": execution.arn,
                 "Input": execution.input,
@@ -299,6 +318,11 @@ class Interpreter:
                 "Name": execution.name,
                 "RoleArn": execution.role_arn,
                 "RedriveCount": execution.redrive_count,
+                **(
+                    {}
+                    if execution.redrive_time is None
+                    else {"RedriveTime": iso_time(execution.redrive_time)}
+                ),
             },
             "StateMachine": {
                 "Id": execution.state_machine_arn,
@@ -306,6 +330,7 @@ class Interpreter:
             },
             "State": state_context,
         }
+        return context
 
 
 class _ExecutionTimedOut(Exception):
@@ -375,6 +400,8 @@ class _StateRun:
         self.top = top
         #: where a resumed run of the state was when it was checkpointed
         self.within = within
+        #: TestState's inspector, for the state under test only
+        self.inspector = interpreter.inspector if top else None
 
     @property
     def history(self) -> History:
@@ -407,11 +434,19 @@ class _StateRun:
     def emit(self, type: str, details: dict[str, Json] | None = None, **kw: Any) -> int:
         return self.scope.history.emit(self.scope.flow, type, details, **kw)
 
+    def note(self, key: str, value: Json) -> Json:
+        """TestState's inspectionData: ``value`` is the data after step ``key``."""
+        if self.inspector is not None:
+            self.inspector.note(key, value)
+        return value
+
     def context(self) -> Json:
         retries = self.retry_count if isinstance(self.state, HandlingState) else None
         context = self.it.context(self.state, self.entered_at, retries)
         if self.task_token is not None:
             context["Task"] = {"Token": self.task_token}
+        if self.inspector is not None:
+            return self.inspector.context_object(context)
         return context
 
     @property
@@ -520,12 +555,14 @@ class _StateRun:
             if state.jsonata:
                 output = self.jsonata_output(self.raw, self.states())
             else:
-                effective = self.input_path()
+                effective = self.note("afterInputPath", self.input_path())
                 self.assign(state.assign, effective)
                 output = self.output_path(effective)
             self.exited(output)
             return output, None
         if isinstance(state, FailState):
+            if not state.jsonata:
+                self.note("afterInputPath", self.raw)
             raise self.fail_error(state)
         assert isinstance(state, HandlingState)
         return await self.run_handling(state)
@@ -543,11 +580,18 @@ class _StateRun:
             self.exited(output)
             return output, state.next
         effective = self.input_path()
+        if not state.has_result:  # AWS shows the input's steps only when no Result replaces them
+            self.note("afterInputPath", effective)
         if state.has_parameters:
             effective = self.resolve(state.parameters, effective)
-        result = state.result if state.has_result else effective
+        if state.has_result:
+            result = self.note("result", state.result)
+        else:
+            result = self.note("afterParameters", effective)
+        self.note("afterResultSelector", result)
         self.assign(state.assign, result)
-        output = self.output_path(self.result_path(state.result_path, self.raw, result))
+        after = self.note("afterResultPath", self.result_path(state.result_path, self.raw, result))
+        output = self.output_path(after)
         self.exited(output)
         return output, state.next
 
@@ -573,7 +617,7 @@ class _StateRun:
         return None
 
     def run_choice(self, state: ChoiceState) -> tuple[Json, str | None]:
-        effective = self.raw if state.jsonata else self.input_path()
+        effective = self.raw if state.jsonata else self.note("afterInputPath", self.input_path())
         rule = self.choose(state, effective)
         nxt = rule.next if rule is not None else state.default
         if state.jsonata:
@@ -612,7 +656,7 @@ class _StateRun:
     async def run_wait(self, state: WaitState) -> tuple[Json, str | None]:
         if state.jsonata:
             return await self.run_wait_jsonata(state)
-        effective = self.input_path()
+        effective = self.note("afterInputPath", self.input_path())
         self.assign(state.assign, effective)
         now = self.it.clock.time()
         if state.seconds is not None:
@@ -636,7 +680,8 @@ class _StateRun:
         else:
             until = now + delay
             await self.hold(WAITING, until)
-        await sleep(self.it.clock, until - self.it.clock.time())
+        if self.inspector is None:  # TestState does not wait
+            await sleep(self.it.clock, until - self.it.clock.time())
         output = self.output_path(effective)
         self.exited(output)
         return output, state.next
@@ -664,7 +709,8 @@ class _StateRun:
             assert state.timestamp is not None
             delay = _until(state.timestamp, now)
         output = self.jsonata_output(self.raw, states)
-        await sleep(self.it.clock, delay)
+        if self.inspector is None:  # TestState does not wait
+            await sleep(self.it.clock, delay)
         self.exited(output)
         return output, state.next
 
@@ -715,6 +761,8 @@ class _StateRun:
     # -- Task, Parallel and Map: retries and catchers ---------------------------------------
 
     async def run_handling(self, state: HandlingState) -> tuple[Json, str | None]:
+        if self.inspector is not None:
+            return await self.inspected_handling(state, self.inspector)
         attempts = [0] * len(state.retry)
         within, self.within = self.within, None
         if within is not None:  # resumed inside the state: its counters as they were
@@ -756,6 +804,42 @@ class _StateRun:
             self.exited(output)
             return output, state.next
 
+    async def inspected_handling(
+        self, state: HandlingState, inspector: Inspector
+    ) -> tuple[Json, str | None]:
+        """TestState's one attempt: a retrier taking the failure answers RETRIABLE (with
+        the backoff the retry would wait), a catcher CAUGHT_ERROR; nothing is retried."""
+        self.retry_count = inspector.retrier_retry_count
+        try:
+            try:
+                output = await self.attempt(state)
+            except jsonata_mode.QueryFailure as query_failure:
+                raise self.evaluation_failed(query_failure) from None
+        except StatesError as failure:
+            if failure.error in UNCATCHABLE:
+                raise
+            retrier = _first(state.retry, failure.error)
+            if retrier is not None:
+                index, rule = retrier
+                if inspector.retrier_retry_count < rule.max_attempts:
+                    backoff = self.backoff(rule, inspector.retrier_retry_count)
+                    inspector.error_details(
+                        retryBackoffIntervalSeconds=int(backoff), retryIndex=index
+                    )
+                    raise Retriable(failure.error, failure.cause) from None
+                inspector.error_details(retryIndex=index)
+            for index, catcher in enumerate(state.catch):
+                if matches(catcher.error_equals, failure.error):
+                    inspector.error_details(catchIndex=index)
+                    inspector.status = CAUGHT_ERROR
+                    inspector.caught = failure
+                    output = self.caught(catcher, failure)
+                    self.exited(output)
+                    return output, catcher.next
+            raise
+        self.exited(output)
+        return output, state.next
+
     def caught(self, catcher: Catcher, failure: StatesError) -> Json:
         """A catcher's output (and its Assign, in place of the state's)."""
         error_output = failure.output()
@@ -788,12 +872,20 @@ class _StateRun:
             effective = self.raw
             if state.has_arguments:
                 effective = self.query(state.arguments, "Arguments", self.states())
+                if isinstance(state, TaskState):  # AWS shows it for a Task only
+                    self.note("afterArguments", effective)
         else:
             effective = self.input_path()
+            if not isinstance(state, ParallelState):  # AWS shows neither for a Parallel
+                self.note("afterInputPath", effective)
             if state.has_parameters:
                 effective = self.resolve(state.parameters, effective)
+            if isinstance(state, TaskState):
+                self.note("afterParameters", effective)
         if isinstance(state, TaskState):
-            result = await self.run_task(state, effective, attempts, resumed)
+            result = self.note("result", await self.run_task(state, effective, attempts, resumed))
+        elif self.inspector is not None and isinstance(state, ParallelState | MapState):
+            result = self.mocked_flow(state, effective, self.inspector)
         elif isinstance(state, ParallelState):
             result = await self.run_parallel(state, effective)
         else:
@@ -803,8 +895,36 @@ class _StateRun:
             return self.jsonata_output(result, self.states(result=result))
         if state.has_result_selector:
             result = self.resolve(state.result_selector, result)
+        self.note("afterResultSelector", result)
         self.assign(state.assign, result)
-        return self.output_path(self.result_path(state.result_path, self.raw, result))
+        after = self.note("afterResultPath", self.result_path(state.result_path, self.raw, result))
+        return self.output_path(after)
+
+    def mocked_flow(
+        self, state: ParallelState | MapState, effective: Json, inspector: Inspector
+    ) -> Json:
+        """TestState's Parallel or Map: its fields evaluated as the state would, its
+        result the mock's (TestState requires one)."""
+        if isinstance(state, ParallelState):
+            return inspector.map_result(None, None)
+        if not state.jsonata:
+            items = self.select(state.items_path, effective, "ItemsPath")
+            if not isinstance(items, list):
+                path = state.items_path  # AWS names a context path with one $ less
+                path = path[1:] if path.startswith("$$") else path
+                raise StatesError("States.Runtime", f'Reference path "{path}" must point to array.')
+            self.note("afterItemsPath", items)
+        inspector.note_number("maxConcurrency", self.max_concurrency(state))
+        count, percentage = self.tolerance(state)
+        if count is not None and (
+            state.tolerated_failure_count is not None
+            or state.tolerated_failure_count_path is not None
+            or state.tolerated_failure_count_expression is not None
+        ):
+            inspector.note_number("toleratedFailureCount", count)
+        if percentage is not None:
+            inspector.note_number("toleratedFailurePercentage", percentage)
+        return inspector.map_result(count, percentage)
 
     # -- Task ----------------------------------------------------------------------------------
 
@@ -865,7 +985,10 @@ class _StateRun:
         else:
             due = resumed.until
         try:
-            work = self.it.tasks.run(request)
+            if self.inspector is not None and self.inspector.mocked:
+                work = self.inspector.task_result()  # TestState's mock answers
+            else:
+                work = self.it.tasks.run(request)
             if beat is not None:
                 work = beat.guard(work)
             if due is not None:

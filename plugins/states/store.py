@@ -418,9 +418,11 @@ class StatesStore(Store):
         error: str | None,
         cause: str | None,
         stopped: float,
+        redrive_point: dict[str, Any] | None = None,
     ) -> bool:
         """Write the last events and the execution's end, and let it go, if
-        ``owner`` still holds it; its tokens are over. Whether it did."""
+        ``owner`` still holds it; its tokens are over. Whether it did.
+        ``redrive_point``: where a redrive would start (kept as its checkpoint)."""
         last = events[-1].id if events else None
         steps = [
             Step(_INSERT_EVENTS, [(*_event_row(arn, e), arn, owner) for e in events], many=True),
@@ -431,10 +433,20 @@ class StatesStore(Store):
             ),
             Step(
                 "UPDATE sfn_executions SET status = ?, output = ?, error = ?, cause = ?,"
-                " stopped = ?, checkpoint = NULL, owner = NULL, lease = NULL, stop_request = NULL,"
+                " stopped = ?, checkpoint = ?, owner = NULL, lease = NULL, stop_request = NULL,"
                 " last_event = COALESCE(?, last_event)"
                 " WHERE arn = ? AND owner = ? AND status = 'RUNNING'",
-                (status, output, error, cause, stopped, last, arn, owner),
+                (
+                    status,
+                    output,
+                    error,
+                    cause,
+                    stopped,
+                    _json_or_null(redrive_point),
+                    last,
+                    arn,
+                    owner,
+                ),
             ),
         ]
         done = await self.batch(steps)
@@ -571,6 +583,53 @@ class StatesStore(Store):
     async def drop_token(self, token: str) -> None:
         await self.execute("DELETE FROM sfn_tokens WHERE token = ?", (token,))
 
+    # -- redrives (RedriveExecution; plugins.states.redrive) ------------------------------
+
+    async def redrive(
+        self,
+        arn: str,
+        owner: str,
+        lease: float,
+        redrive_count: int,
+        event: HistoryEvent,
+        checkpoint: dict[str, Any],
+    ) -> bool:
+        """Make an ended execution RUNNING again, owned by ``owner``, from ``checkpoint``,
+        its ExecutionRedriven ``event`` written, in one transaction; only if it is still
+        ended and redriven ``redrive_count - 1`` times (of two redrives at once, one
+        does). Whether it did."""
+        steps = [
+            Step(
+                "UPDATE sfn_executions SET status = 'RUNNING', output = NULL, error = NULL,"
+                " cause = NULL, stopped = NULL, redrive_count = ?, checkpoint = ?, last_event = ?,"
+                " owner = ?, lease = ?, stop_request = NULL WHERE arn = ?"
+                " AND status IN ('FAILED', 'TIMED_OUT', 'ABORTED') AND redrive_count = ?",
+                (
+                    redrive_count,
+                    orjson.dumps(checkpoint).decode(),
+                    event.id,
+                    owner,
+                    lease,
+                    arn,
+                    redrive_count - 1,
+                ),
+            ),
+            Step(_INSERT_EVENTS, [(*_event_row(arn, event), arn, owner)], many=True),
+        ]
+        done = await self.batch(steps)
+        return done[0].changed == 1
+
+    async def redrive_dates(self, arns: Sequence[str]) -> dict[str, float]:
+        """When each of ``arns`` was last redriven (those never redriven are left out)."""
+        if not arns:
+            return {}
+        rows = await self.reader.rows(
+            "SELECT execution, MAX(at) FROM sfn_history WHERE kind = 'ExecutionRedriven'"
+            f" AND execution IN ({self.dialect.marks(len(arns))}) GROUP BY execution",
+            tuple(arns),
+        )
+        return {arn: float(at) for arn, at in rows}
+
 
 _MACHINE = "name, arn, definition, machine_type, role_arn, created, updated, revision"
 _INSERT_EVENTS = (
@@ -578,6 +637,10 @@ _INSERT_EVENTS = (
     " SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM sfn_executions"
     " WHERE arn = ? AND owner = ? AND status = 'RUNNING')"
 )
+
+
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
 
 
 def _execution_values(record: ExecutionRecord) -> tuple[Any, ...]:

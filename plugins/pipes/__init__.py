@@ -1,0 +1,58 @@
+"""The built-in ``pipes`` plugin: EventBridge Pipes.
+
+``pipe.PipeType`` is the ``pipe`` resource type (a config's ``pipes:``
+section declares resources of it); ``sources`` reads queues and streams;
+``definition`` checks a pipe's settings; ``template`` fills AWS's pipes input
+templates; ``store.PipeStore`` keeps pipes' definitions, states and counts;
+``cli`` adds ``pipelines pipes ...``; ``api`` serves the pipes API on the
+AWS endpoint. See docs/pipes.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import click
+
+from pipelines.hookspecs import hookimpl
+from pipelines.targets import TargetType
+from plugins.pipes.pipe import PipeType
+
+if TYPE_CHECKING:
+    from pipelines.api import Service
+    from pipelines.api.services import ApiHost
+    from pipelines.store import Store
+
+
+@hookimpl
+def register_targets(register: Callable[[TargetType], None]) -> None:
+    register(PipeType())
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    from plugins.pipes.cli import pipes_group
+
+    cli.add_command(pipes_group)
+
+
+@hookimpl
+def register_services(register: Callable[[Service], None]) -> None:
+    from plugins.pipes.api import pipes
+
+    register(pipes)
+
+
+@hookimpl
+def register_restorers(register: Callable[[Callable[[ApiHost], Awaitable[None]]], None]) -> None:
+    from plugins.pipes.api import restore_pipes
+
+    register(restore_pipes)
+
+
+@hookimpl
+def register_stores(register: Callable[[type[Store]], None]) -> None:
+    from plugins.pipes.store import PipeStore
+
+    register(PipeStore)
