@@ -150,6 +150,10 @@ class Console:
                 return await self._section(request, path[len("/s/") :])
         except (PipelinesError, ValueError) as error:
             return self._html(page("Error", notice(str(error), "error")), 400)
+        except Exception:
+            # A page must not take the runner down, nor show a traceback.
+            log.exception("console page %s failed", path)
+            return self._html(page("Error", notice("internal error (logged)", "error")), 500)
         return self._html(page("Not found", notice(f"no page {path}", "error")), 404)
 
     def _authorized(self, request: web.BaseRequest) -> bool:

@@ -42,6 +42,18 @@
     };
   }
 
+  // The time axis in UTC, 24-hour: seconds shown when the ticks are under a
+  // minute apart, the date when the chart spans more than a day.
+  function utcTimes(u, splits) {
+    var step = splits.length > 1 ? splits[1] - splits[0] : 60;
+    var span = splits.length ? splits[splits.length - 1] - splits[0] : 0;
+    return splits.map(function (value) {
+      var text = new Date(value * 1000).toISOString();
+      var time = step < 60 ? text.slice(11, 19) : text.slice(11, 16);
+      return span > 86400 ? text.slice(5, 10) + " " + time : time;
+    });
+  }
+
   function drawChart(figure) {
     fetch(figure.dataset.chart, { credentials: "same-origin" })
       .then(function (answer) {
@@ -59,7 +71,7 @@
           height: 320,
           plugins: [alarmPlugin(data)],
           scales: { x: { time: true }, y: { range: [Math.min(low - pad, 0), high + pad] } },
-          axes: [{ label: "time (UTC)" }, { label: data.label.split(" per ")[0] }],
+          axes: [{ label: "time (UTC)", values: utcTimes }, { label: data.label.split(" per ")[0] }],
           series: [
             {},
             { label: data.name, stroke: "#2563eb", width: 2, spanGaps: false,
