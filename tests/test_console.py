@@ -309,3 +309,18 @@ async def test_the_tap_sends_at_most_its_share_per_tick_and_counts_the_rest() ->
     assert TAP_SHOWN <= len(received) < 500
     assert sum(item.get("dropped", 0) for item in received) + len(received) == 500
     assert all(item["bus"] == "default" and item["event"]["source"] == "shop" for item in received)
+
+
+def test_what_pages_show_is_escaped(runner: ConsoleRunner) -> None:
+    from tests.apiclient import boto
+
+    sqs = boto("sqs", runner.url)
+    url = sqs.get_queue_url(QueueName="declined")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody='<script>alert("body")</script>')
+    bearer = {"Authorization": f"Bearer {runner.token}"}
+    status, body = runner.get("/console/s/queues/item?key=declined", bearer)
+    assert status == 200
+    assert "<script>alert" not in body
+    assert "&lt;script&gt;alert(&quot;body&quot;)&lt;/script&gt;" in body
+    status, body = runner.get("/console/s/queues/item?key=%3Cb%3Enope%3C/b%3E", bearer)
+    assert "<b>nope</b>" not in body and "&lt;b&gt;nope&lt;/b&gt;" in body
