@@ -159,6 +159,35 @@ def test_the_rules_page_lists_the_rules_with_counts_that_move(
     shoot(browser, screenshots, "rules")
 
 
+def test_a_rule_is_disabled_and_enabled_from_the_rules_page(
+    signed_in: Any, runner: ConsoleRunner
+) -> None:
+    browser = signed_in
+    browser.get(runner.url + "/console/")
+    wait_for(lambda: count(browser, "audit", "MatchedEvents") is not None)
+
+    def state_cell() -> Any:
+        row = browser.find_element(By.XPATH, "//table[@class='rules']//tr[td/a[text()='audit']]")
+        return row.find_elements(By.TAG_NAME, "td")[1]
+
+    state_cell().find_element(By.TAG_NAME, "button").click()
+    wait_for(lambda: state_cell().text.startswith("DISABLED"))
+    audit, charge = (
+        count(browser, "audit", "MatchedEvents"),
+        count(browser, "charge", "MatchedEvents"),
+    )
+    assert audit is not None and charge is not None
+    put(runner, 1)
+    wait_for(lambda: count(browser, "charge", "MatchedEvents") == charge + 1)
+    assert count(browser, "audit", "MatchedEvents") == audit  # disabled: not matched
+    rules = boto("events", runner.url).list_rules()["Rules"]
+    assert {r["Name"]: r["State"] for r in rules} == {"audit": "DISABLED", "charge": "ENABLED"}
+    state_cell().find_element(By.TAG_NAME, "button").click()
+    wait_for(lambda: state_cell().text.startswith("ENABLED"))
+    put(runner, 2)
+    wait_for(lambda: count(browser, "audit", "MatchedEvents") == audit + 1)
+
+
 def test_a_targets_page_shows_its_recent_failures(
     signed_in: Any, runner: ConsoleRunner, screenshots: Path
 ) -> None:

@@ -105,6 +105,7 @@ class Console:
             ("POST", "/login"): self._login,
             ("GET", "/"): self._rules,
             ("GET", "/rules.part"): self._rules_part,
+            ("POST", "/rule"): self._rule_state,
             ("GET", "/target"): self._target,
             ("GET", "/target.part"): self._target_part,
             ("GET", "/alarms"): self._alarms,
@@ -211,6 +212,13 @@ class Console:
 
     async def _rules_part(self, request: web.BaseRequest) -> web.StreamResponse:
         return self._html(views.rules_part(self.host, self.rates))
+
+    async def _rule_state(self, request: web.BaseRequest) -> web.StreamResponse:
+        form = await request.post()
+        bus, rule, state = (str(form.get(name, "")) for name in ("bus", "rule", "state"))
+        views.set_rule_state(self.host, bus, rule, state)
+        log.info("console: rule %s on bus %s set %s", rule, bus, state)
+        return web.HTTPSeeOther(f"{PREFIX}/")
 
     async def _target(self, request: web.BaseRequest) -> web.StreamResponse:
         bus, rule, target = _args(request, "bus", "rule", "id")

@@ -87,7 +87,8 @@ def _rule_row(
     row = [
         f'<a href="{url("/patterns", bus=bus.name, rule=name)}" title="test its pattern">'
         f"{esc(name)}</a>",
-        f'<span class="state {esc(rule["State"]).lower()}">{esc(rule["State"])}</span>',
+        f'<span class="state {esc(rule["State"]).lower()}">{esc(rule["State"])}</span>'
+        + _toggle(bus.name, name, rule["State"]),
         f"<code>{esc(what)}</code>",
     ]
     for metric, _ in RULE_COUNTERS:
@@ -100,6 +101,29 @@ def _rule_row(
         )
     row.append("".join(_target_badge(host, bus, name, t, retrying) for t in bus.rule_targets(name)))
     return row
+
+
+def _toggle(bus: str, rule: str, state: str) -> str:
+    """A button that disables an enabled rule, or enables a disabled one."""
+    wanted = "DISABLED" if state == "ENABLED" else "ENABLED"
+    label = "disable" if wanted == "DISABLED" else "enable"
+    return (
+        f'<form method=post action="{url("/rule")}" class=toggle>'
+        f'<input type=hidden name=bus value="{esc(bus)}">'
+        f'<input type=hidden name=rule value="{esc(rule)}">'
+        f'<button type=submit name=state value="{wanted}" class=small>{label}</button></form>'
+    )
+
+
+def set_rule_state(host: ConsoleHost, bus: str, rule: str, state: str) -> None:
+    """EnableRule or DisableRule (until the config is reloaded: a reload
+    applies the config's state)."""
+    if state == "ENABLED":
+        host.bus(bus).enable_rule(rule)
+    elif state == "DISABLED":
+        host.bus(bus).disable_rule(rule)
+    else:
+        raise ValueError(f"a rule's state is ENABLED or DISABLED, not {state!r}")
 
 
 def _target_badge(
