@@ -202,7 +202,7 @@ def _api(
     if not isinstance(console, bool):
         problem(("console",), "must be true or false (serve the web console on this port)")
     if not problems:
-        config.api = ApiSettings(host, port, keys, certificate, key, console is True)
+        config.api = ApiSettings(host, port, keys, certificate, key, console=console is True)
     return problems
 
 
