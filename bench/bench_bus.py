@@ -29,6 +29,12 @@ with and without its durable part, in events/s and in CPU time per event
 (``process_time``: every thread, so the SQLite work counts; steadier than
 events/s on a shared machine).
 
+``--scrape`` measures what serving Prometheus costs: the same realistic
+bus, alternately as it is and with its ``/metrics`` (``pipelines.observability``)
+on an HTTP port scraped every second by another process (a Prometheus
+stand-in), over runs long enough for several scrapes (120,000 events); it
+prints both arms' events/s and CPU per event, and their ratio.
+
 ``--kind`` runs the earlier, kindest cases instead: 1, 100 and 1,000 exact
 rules on one field, tiny events, no state database, against a bare queue with
 one consumer; and the memory vs durable intake comparison.
@@ -42,29 +48,37 @@ putting its ``pipelines`` and ``plugins`` first on the path, e.g.
     pip install -e '.[bench]'     # bench_patterns imports moto
     python bench/bench_bus.py [--events 30000] [--repeats 5] [--producers 16]
     python bench/bench_bus.py --kind [--events 50000] [--repeats 3] [--rate 5000]
+    python bench/bench_bus.py --scrape [--events 120000] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
 import random
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import bench_patterns
 import orjson
+from prometheus_client.core import Metric
+from prometheus_client.exposition import choose_encoder
 
+from pipelines import observability
+from pipelines.api import ApiServer
 from pipelines.limits import Limits
+from pipelines.observability import serve_observability
 from pipelines.patterns import Matcher
 from pipelines.process import tuned_process
 from pipelines.runtime import Runtime
@@ -154,11 +168,41 @@ class Commits:
         store.batch = counted  # type: ignore[method-assign]
 
 
+#: A Prometheus stand-in in its own process: GET /metrics every second, a
+#: line on stdout per scrape (its size), until killed.
+SCRAPER = """
+import sys, time, urllib.request
+url = sys.argv[1]
+while True:
+    began = time.monotonic()
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        print(len(answer.read()), flush=True)
+    time.sleep(max(0.0, 1.0 - (time.monotonic() - began)))
+"""
+
+
+class Scraped:
+    """What a run's scraper did: scrapes made, the last body's size, and the
+    CPU time the event loop's thread spent answering them."""
+
+    def __init__(self) -> None:
+        self.scrapes = 0
+        self.size = 0
+        self.cpu = 0.0
+        self.answered = 0
+
+
 async def bus_run(
-    entries: list[dict[str, Any]], patterns: list[Any], jobs: int, producers: int
+    entries: list[dict[str, Any]],
+    patterns: list[Any],
+    jobs: int,
+    producers: int,
+    scraped: Scraped | None = None,
 ) -> tuple[float, float, float]:
     """Events/s through the bus with the durable intake, CPU µs per event (all
-    threads: the store's included) and rows per intake commit."""
+    threads: the store's included) and rows per intake commit. With
+    ``scraped``: the runner's HTTP port serves /metrics, scraped every second
+    by another process while the events go through."""
     global delivered, expected, finished
     with tempfile.TemporaryDirectory() as tmp:
         runtime = Runtime(
@@ -171,7 +215,7 @@ async def bus_run(
             bus.put_rule(f"rule-{number}", pattern=pattern)
             await bus.put_targets(f"rule-{number}", [{"id": "t", "resource": "noop"}])
         delivered, expected, finished = 0, jobs, asyncio.Event()
-        async with runtime:
+        async with runtime, scraping(runtime, scraped):
             commits = Commits(runtime)
             calls = [entries[offset : offset + 10] for offset in range(0, len(entries), 10)]
 
@@ -187,6 +231,107 @@ async def bus_run(
     assert delivered == jobs
     count = len(entries)
     return count / elapsed, cpu * 1e6 / count, commits.rows / max(commits.inserts, 1)
+
+
+class _TimedCollector(observability.RuntimeCollector):
+    """The collector, timed: the CPU of the loop's thread reading the runtime."""
+
+    timed: Scraped | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        began = time.thread_time()
+        families = list(super().collect())
+        if self.timed is not None:
+            self.timed.cpu += time.thread_time() - began
+            self.timed.answered += 1
+        return iter(families)
+
+
+def _timed_encoder(accept: str) -> tuple[Callable[[Any], bytes], str]:
+    """prometheus_client's encoder, timed in the worker thread it runs in."""
+    encode, content_type = choose_encoder(accept)
+
+    def timed(registry: Any) -> bytes:
+        began = time.thread_time()
+        body = encode(registry)
+        if _TimedCollector.timed is not None:
+            _TimedCollector.timed.cpu += time.thread_time() - began
+        return body
+
+    return timed, content_type
+
+
+# The scrape's two parts timed where they run (bench instrumentation only).
+observability.RuntimeCollector = _TimedCollector  # type: ignore[misc]
+observability.choose_encoder = _timed_encoder
+
+
+@contextlib.asynccontextmanager
+async def scraping(runtime: Runtime, scraped: Scraped | None) -> AsyncIterator[None]:
+    """With ``scraped``: /metrics on an HTTP port, and a scraper process on it."""
+    if scraped is None:
+        yield
+        return
+    server = ApiServer(runtime, {})
+    serve_observability(runtime)
+    await server.start()
+    scraper = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SCRAPER, f"{server.url}/metrics", stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert scraper.stdout is not None
+        first = await scraper.stdout.readline()  # scraping from before the clock starts
+        scraped.size = int(first)
+        yield
+    finally:
+        scraper.kill()
+        out, _ = await scraper.communicate()
+        sizes = out.split()
+        scraped.scrapes += len(sizes)  # those made while the events went through
+        scraped.size = int(sizes[-1]) if sizes else scraped.size
+        await server.close()
+
+
+async def scrape_main(args: argparse.Namespace) -> None:
+    """The same bus with and without /metrics scraped every second, alternately."""
+    entries, patterns = realistic(args.events, args.rules, args.spread)
+    jobs = expected_jobs(entries, patterns)
+    print(
+        f"scrape: {len(entries):,} events, {args.rules} rules (one target each),"
+        f" {jobs / len(entries):.2f} matches/event, durable intake, {args.producers} producers;"
+        f" /metrics scraped every second by another process in one arm;"
+        f" medians of {args.repeats} alternating runs"
+    )
+    warm = entries[:2_000]
+    await bus_run(warm, patterns, expected_jobs(warm, patterns), args.producers)
+    figures: dict[str, list[tuple[float, float]]] = {"plain": [], "scraped": []}
+    scraped = _TimedCollector.timed = Scraped()
+    seconds = cpu_seconds = 0.0
+    for _ in range(args.repeats):
+        rate, cpu, _ = await bus_run(entries, patterns, jobs, args.producers)
+        figures["plain"].append((rate, cpu))
+        rate, cpu, _ = await bus_run(entries, patterns, jobs, args.producers, scraped)
+        figures["scraped"].append((rate, cpu))
+        seconds += len(entries) / rate
+        cpu_seconds += cpu * len(entries) / 1e6
+        print("  run: " + ", ".join(f"{k} {v[-1][0]:,.0f} ev/s" for k, v in figures.items()))
+    rate = {k: statistics.median(r for r, _ in v) for k, v in figures.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in figures.items()}
+    print(f"{'':>10} {'ev/s':>8} {'CPU µs/ev':>10}")
+    for key in figures:
+        print(f"{key:>10} {rate[key]:>8,.0f} {cpu[key]:>10.1f}")
+    print(
+        f"scraped/plain: throughput {rate['scraped'] / rate['plain']:.3f},"
+        f" CPU per event {cpu['scraped'] / cpu['plain']:.3f}"
+        f" ({scraped.scrapes} scrapes over {seconds:.0f} s of scraped runs,"
+        f" {scraped.size / 1024:.0f} KiB each)"
+    )
+    print(
+        f"scrape CPU (reading on the loop + encoding in its thread):"
+        f" {scraped.cpu / max(scraped.answered, 1) * 1e3:.1f} ms each,"
+        f" {scraped.cpu / cpu_seconds:.1%} of the scraped runs' process CPU"
+    )
+    print(f"load average: {load()}")
 
 
 # -- the peer: the same work written by hand -----------------------------------
@@ -559,6 +704,9 @@ async def kind_main(args: argparse.Namespace) -> None:
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--kind", action="store_true", help="the earlier, kindest cases")
+    parser.add_argument(
+        "--scrape", action="store_true", help="the cost of /metrics scraped every second"
+    )
     parser.add_argument("--events", type=int, default=None, help="30,000 (--kind: 50,000)")
     parser.add_argument("--repeats", type=int, default=None, help="5 (--kind: 3)")
     parser.add_argument("--rules", type=int, default=100)
@@ -567,14 +715,16 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=5_000, help="--kind latency's load")
     parser.add_argument("--seconds", type=float, default=4, help="--kind latency's length")
     args = parser.parse_args()
-    args.events = args.events or (50_000 if args.kind else 30_000)
-    args.repeats = args.repeats or (3 if args.kind else 5)
+    args.events = args.events or (50_000 if args.kind else 120_000 if args.scrape else 30_000)
+    args.repeats = args.repeats or (3 if args.kind or args.scrape else 5)
     return args
 
 
 def main() -> None:
     args = arguments()
-    run: Callable[[argparse.Namespace], Any] = kind_main if args.kind else realistic_main
+    run: Callable[[argparse.Namespace], Any] = (
+        kind_main if args.kind else scrape_main if args.scrape else realistic_main
+    )
     gc.freeze()
     with tuned_process():  # as the pipelines command runs a pipeline
         asyncio.run(run(args))

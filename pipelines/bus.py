@@ -419,6 +419,7 @@ class Bus:
         """Apply a target's declaration to its delivery (new, or updated in place)."""
         resource = self.host.resource
         delivery.target = resource(config.resource)
+        delivery.resource = config.resource
         delivery.transform = config.transform
         delivery.policy = config.retry_policy
         delivery.parameters = config.parameters

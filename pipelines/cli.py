@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import textwrap
@@ -37,7 +38,7 @@ from pipelines.errors import (
     PatternError,
     PipelinesError,
 )
-from pipelines.patterns import evaluate_pattern
+from pipelines.patterns import evaluate_pattern, explain_pattern
 
 if TYPE_CHECKING:
     from pipelines.runner import RunReport
@@ -153,21 +154,43 @@ def cli() -> None:
 @cli.command("test-pattern")
 @click.option("--pattern", "-p", required=True, help="Event pattern: JSON text or @file.")
 @click.option("--event", "-e", required=True, help="Event: JSON text or @file.")
-def test_pattern(pattern: str, event: str) -> None:
+@click.option(
+    "--explain", is_flag=True, help="Say why: each $or branch's failing fields and conditions."
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["json", "jsonl", "table"]),
+    default="table",
+    show_default=True,
+    help="With --explain: the reasons as text (table) or as JSON.",
+)
+def test_pattern(pattern: str, event: str, explain: bool, output: str) -> None:
     """Test an event against an event pattern, like `aws events test-event-pattern`.
 
     Prints true (exit 0) or false (exit 1); an invalid pattern or event is
-    reported on stderr with exit 2.
+    reported on stderr with exit 2. With --explain, the reasons follow: for
+    each branch of the pattern (its $or alternatives), each field whose
+    conditions the event fails, with the event's values there.
     """
     try:
-        matched = evaluate_pattern(read_argument(pattern), read_argument(event))
+        if explain:
+            explanation = explain_pattern(read_argument(pattern), read_argument(event))
+            matched = explanation.matched
+        else:
+            matched = evaluate_pattern(read_argument(pattern), read_argument(event))
     except PatternError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
     except EventValidationError as exc:
         click.echo(f"error: {exc.message}", err=True)
         raise SystemExit(2) from None
-    click.echo("true" if matched else "false")
+    if explain and output != "table":
+        echo_output(explanation.to_json(), output)
+    elif explain:
+        click.echo("\n".join(explanation.lines()))
+    else:
+        click.echo("true" if matched else "false")
     raise SystemExit(0 if matched else 1)
 
 
@@ -323,7 +346,8 @@ def test_command(path: str) -> None:
     "api",
     default=None,
     metavar="HOST:PORT",
-    help="Serve AWS's APIs (events, ...) on HOST:PORT for boto3, the AWS CLI and the SDKs"
+    help="Serve AWS's APIs (events, ...) on HOST:PORT for boto3, the AWS CLI and the SDKs,"
+    " and /metrics, /health, /ready"
     " (`:PORT` listens on 127.0.0.1; port 0 picks a free one and logs it).",
 )
 @click.option(
@@ -508,6 +532,34 @@ def put_command(
     echo_output(result, output)
     if result["FailedEntryCount"]:
         raise SystemExit(1)
+
+
+@cli.command("top")
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1, 3600),
+    default=1.0,
+    show_default=True,
+    help="Seconds between refreshes.",
+)
+@click.option(
+    "--sort",
+    type=click.Choice(
+        ["matched", "delivered", "failed", "dead_lettered", "in_flight", "pending_retries", "name"]
+    ),
+    default="failed",
+    show_default=True,
+    help="The column sorted by at first (keys change it).",
+)
+@control_options
+def top_command(interval: float, sort: str, config: str | None, control: str | None) -> None:
+    """A live view of a running pipeline, per rule and target: rates of matched,
+    delivered, failed and dead-lettered events, in flight, queued, retries
+    waiting, and the last error. Keys sort (m d f l i r n); q quits."""
+    from pipelines.top import run_top
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_top(control_socket(config, control), interval=interval, sort=sort))
 
 
 @cli.command("tap")
@@ -813,8 +865,20 @@ def metrics_list_command(
 @click.argument("name")
 @click.option("--dimension", "-d", "dimension", multiple=True, help="NAME=VALUE (repeatable).")
 @click.option("--stat", default="Average", show_default=True, help="Statistic or pNN.N.")
-@click.option("--period", type=int, default=60, show_default=True, help="Seconds per datapoint.")
+@click.option(
+    "--period",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Seconds per datapoint (default: what fits the terminal's width).",
+)
 @click.option("--since", default="1h", show_default=True, help="How far back: 90s, 15m, 2h, 3d.")
+@click.option(
+    "--png",
+    "png",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Also draw the chart into this PNG file (needs matplotlib: pipelines[charts]).",
+)
 @state_options
 @output_option
 def metrics_get_command(
@@ -822,19 +886,29 @@ def metrics_get_command(
     name: str,
     dimension: tuple[str, ...],
     stat: str,
-    period: int,
+    period: int | None,
     since: str,
+    png: str | None,
     config: str | None,
     state: str | None,
     output: str,
 ) -> None:
     """GetMetricStatistics for one metric. As a table: a row per period with
-    data, and on a terminal a sparkline of the whole window under it."""
+    data, and on a terminal a chart of the whole window under it (value axis
+    on the left, UTC times under it). Without --period, the period is the
+    shortest of 1, 2, 5, 10, 15, 30 minutes, 1, 2, 3, 6, 12 hours or days
+    whose points fit the terminal's width."""
+    from pipelines.charts import choose_period, slots, text_chart, write_png
     from pipelines.event import format_epoch
     from pipelines.metrics import STATISTICS, read_metric_statistics
 
     now = time.time()
-    start = now - _duration(since)
+    window = _duration(since)
+    start = now - window
+    columns = shutil.get_terminal_size((80, 24)).columns
+    chart_width = max(columns - 14, 10)  # the value axis's labels take the rest
+    if period is None:
+        period = choose_period(window, chart_width)
     extended = stat not in STATISTICS
     answer = asyncio.run(
         read_metric_statistics(
@@ -852,25 +926,31 @@ def metrics_get_command(
     points = answer["Datapoints"]
     if not points:
         click.echo(f"no data for {namespace} {name} in the last {since}", err=True)
-    if output != "table":
-        echo_output(answer, output)
-        return
 
     def value(point: dict[str, Any]) -> float | None:
         found = point.get("ExtendedStatistics", {}).get(stat) if extended else point.get(stat)
         return None if found is None else float(found)
 
-    chart = None
-    if sys.stdout.isatty():
-        by_time = {point["Timestamp"]: value(point) for point in points}
-        first = int(start // 60 * 60)
-        slots = [first + k * period for k in range(int((now - first) // period) + 1)]
-        series = [by_time.get(format_epoch(moment, "seconds")) for moment in slots]
-        known = [v for v in series if v is not None]
-        if known:
-            chart = f"{sparkline(series)}  {stat} min {min(known):g} max {max(known):g}"
+    by_time = {point["Timestamp"]: value(point) for point in points}
+    moments = slots(start, now, period)
+    series = [by_time.get(format_epoch(moment, "seconds")) for moment in moments]
+    label = f"{namespace} {name} {stat} per {_period_text(period)}, last {since}"
+    if png is not None:
+        write_png(Path(png), moments, series, title=label, ylabel=stat)
+    if output != "table":
+        echo_output(answer, output)
+        return
     rows = [{"Timestamp": point["Timestamp"], stat: value(point)} for point in points]
-    echo_table(rows, ["Timestamp", stat], caption=chart)
+    echo_table(rows, ["Timestamp", stat])
+    if sys.stdout.isatty() and points:
+        click.echo("\n".join(text_chart(moments, series, label=label)))
+
+
+def _period_text(period: int) -> str:
+    for unit, seconds in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if period % seconds == 0:
+            return f"{period // seconds} {unit}"
+    return f"{period} s"
 
 
 @cli.group("alarms")

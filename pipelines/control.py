@@ -26,6 +26,10 @@ The protocol is JSON lines. A client sends one request per line:
 - ``{"op": "replay-describe", "name": ...}``: DescribeReplay.
 - ``{"op": "alarm-set-state", "name", "value", "reason", "reason_data"}``:
   SetAlarmState; answers with the alarm's description.
+- ``{"op": "stats"}``: the running pipeline's numbers now
+  (``pipelines.snapshot.snapshot``: buses, rules, rule targets, alarms) and
+  its resources' ``gauges`` (``[{"resource", "name", "labels", "value"}]``):
+  what ``pipelines top`` shows.
 - ``{"op": "aws", "service", "operation", "params"}``: one operation of a
   service the endpoint serves (``served_services``: the engine's and the
   plugins'), run in process against this runtime whether or not it has an
@@ -167,6 +171,8 @@ class ControlServer:
             await _send(writer, await self._set_alarm_state(request))
         elif op == "aws":
             await _send(writer, await self._aws(request))
+        elif op == "stats":
+            await _send(writer, await self._stats())
         else:
             await _send(writer, {"error": f"unknown op {op!r} (put, tap, replay-start, ...)"})
 
@@ -217,6 +223,15 @@ class ControlServer:
             return described
         except PipelinesError as exc:
             return {"error": str(exc)}
+
+    async def _stats(self) -> dict[str, Any]:
+        from pipelines.snapshot import resource_gauges, snapshot
+
+        gauges = [
+            {"resource": name, "name": g.name, "labels": dict(g.labels), "value": g.value}
+            for name, g in await resource_gauges(self.runtime)
+        ]
+        return {**snapshot(self.runtime), "gauges": gauges}
 
     async def _aws(self, request: dict[str, Any]) -> dict[str, Any]:
         from pipelines.api import ApiError, Call, served_services
@@ -395,6 +410,11 @@ async def set_alarm_state(
 ) -> dict[str, Any]:
     message = {"op": "alarm-set-state", "name": name, "value": value, "reason": reason}
     return await request(path, {**message, "reason_data": reason_data})
+
+
+async def stats(path: Path) -> dict[str, Any]:
+    """The numbers of the pipeline listening on ``path`` now (the ``stats`` op)."""
+    return await request(path, {"op": "stats"})
 
 
 async def aws(

@@ -29,6 +29,7 @@ from pipelines.errors import DeliveryError, NotRunningError, Problems, Where
 from pipelines.event import dump_json
 from pipelines.settings import Number, Settings
 from pipelines.targets import DeliveryContext, Target
+from pipelines.targetstats import TargetStats
 from pipelines.transform import Transform
 
 if TYPE_CHECKING:
@@ -196,6 +197,10 @@ class Delivery:
     attempted: m.Counter = field(default_factory=m.Counter)
     succeeded: m.Counter = field(default_factory=m.Counter)
     invoked: m.Counter = field(default_factory=m.Counter)
+    #: What it has done, per rule target (``pipelines top``, ``/metrics``).
+    stats: TargetStats = field(default_factory=TargetStats)
+    #: The name of its target's resource (for those views).
+    resource: str = ""
 
     def __post_init__(self) -> None:
         self.space.set()
@@ -250,6 +255,7 @@ class FailureLog:
     def failed(self, delivery: Delivery, job: Job, error: BaseException) -> None:
         now = self.clock.time()
         code, message = _code_and_message(error)
+        delivery.stats.failed(code, message, now)
         recent = self._recent.get(delivery)
         if recent is None:
             recent = self._recent[delivery] = collections.deque(maxlen=self.kept)
@@ -527,6 +533,7 @@ class Deliverer:
         else:
             delivery.succeeded.add()
             delivery.invoked.add()
+            delivery.stats.delivered_after(self.clock.time() - job.ingested)
             self.outcomes.delivered += 1
             if job.key is not None:
                 await self._forget(job)
@@ -586,6 +593,7 @@ class Deliverer:
                 attributes,
             )
             self.outcomes.dropped += 1
+            delivery.stats.dropped += 1
             await self._forget(job)
             job.settled()
             return
@@ -599,6 +607,7 @@ class Deliverer:
         except Exception as exc:
             self.metrics.add(m.INVOCATIONS_FAILED_TO_BE_SENT_TO_DLQ, dims)
             self.outcomes.dropped += 1
+            delivery.stats.dropped += 1
             log.error(
                 "dead-letter target %s failed for event %s (rule %s target %s): %s; event dropped",
                 delivery.dead_letter_name,
@@ -610,6 +619,7 @@ class Deliverer:
         else:
             self.metrics.add(m.INVOCATIONS_SENT_TO_DLQ, dims)
             self.outcomes.dead_lettered += 1
+            delivery.stats.dead_lettered += 1
         await self._forget(job)
         job.settled()
 
@@ -767,11 +777,13 @@ class RetryScheduler:
         key = job.key if job.key is not None else self.new_key()
         self._held[key] = job
         heapq.heappush(self._heap, (due, key, delivery))
+        delivery.stats.waiting += 1
         self._arm()
 
     def schedule_stored(self, delivery: Delivery, key: int, due: float) -> None:
         """Wait until ``due`` for the retry whose row is ``key``."""
         heapq.heappush(self._heap, (due, key, delivery))
+        delivery.stats.waiting += 1
         self._arm()
 
     def remove(self, delivery: Delivery) -> list[Job | int]:
@@ -782,6 +794,7 @@ class RetryScheduler:
             if owner is delivery:
                 taken.append(self._held.pop(key, key))
         self._heap = [entry for entry in self._heap if entry[2] is not delivery]
+        delivery.stats.waiting = 0
         heapq.heapify(self._heap)
         self._arm()
         return taken
@@ -816,6 +829,7 @@ class RetryScheduler:
         stored: list[tuple[int, Delivery]] = []
         while self._heap and self._heap[0][0] <= now:
             _, key, delivery = heapq.heappop(self._heap)
+            delivery.stats.waiting -= 1
             job = self._held.pop(key, None)
             if job is not None:
                 self._due(delivery, job)

@@ -116,6 +116,12 @@ class Metrics:
         found = self._counters.get((name, dimensions(**dims)))
         return 0.0 if found is None else found.value
 
+    def counts(self) -> Iterator[tuple[str, Dimensions, float]]:
+        """Every counter as (name, dimensions, value), in no order: what a
+        scrape reads (``pipelines.observability``), without copying or sorting."""
+        for (name, dims), counter in self._counters.items():
+            yield name, dims, counter.value
+
     def snapshot(self) -> list[Datapoint]:
         """Every counter that has counted, sorted by name and dimensions."""
         return [

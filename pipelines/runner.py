@@ -148,6 +148,10 @@ async def _run_pipeline(
         )
     if serving:
         runtime.routes.expect()  # the port opens first: their requests wait for them
+    if endpoint is not None:
+        from pipelines.observability import serve_observability
+
+        serve_observability(runtime)  # /metrics, /health, /ready beside AWS's APIs
     started = False
     try:
         if server is not None:

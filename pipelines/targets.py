@@ -13,7 +13,8 @@ import asyncio
 import logging
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -224,6 +225,23 @@ def started(value: T | None, where: str) -> T:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class Gauge:
+    """A value a resource reports about itself when asked (``Target.gauges``):
+    a queue's depth, a stream consumer's lag. Served on ``/metrics`` as
+    ``pipelines_<name>`` with the resource's name as the ``resource`` label
+    besides ``labels``."""
+
+    #: Lower-case words joined by ``_``, its unit last (``queue_messages``,
+    #: ``stream_iterator_age_seconds``); one name keeps one meaning and one
+    #: set of label names across resources.
+    name: str
+    value: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+    #: One line saying what it measures (Prometheus's HELP).
+    help: str = ""
+
+
 class Target(ABC):
     """One configured target, alive between ``start`` and ``stop``."""
 
@@ -253,6 +271,14 @@ class Target(ABC):
         at ``where / key``. A target that reads none takes none."""
         for key in parameters:
             raise ConfigError(where / key, "is not taken by this target's resource type")
+
+    async def gauges(self) -> Sequence[Gauge]:
+        """What it reports about itself at each scrape of ``/metrics`` (and to
+        ``pipelines top``): the depth of a queue it keeps, a consumer's lag.
+        Called only while it runs, at most once a scrape; keep it to a read
+        (one query at most): a scrape waits for it, for up to a second. The
+        engine's own numbers (deliveries, retries, errors) need nothing here."""
+        return ()
 
     def references(self) -> Iterable[tuple[tuple[str | int, ...], str]]:
         """The other resources its settings name, each as (path within its

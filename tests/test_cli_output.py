@@ -23,7 +23,9 @@ PRINT_NO_DATA = {
     "run": "runs a pipeline; its logs go to stderr",
     "validate": "problems on stderr, exit code 1; a status line when valid",
     "test": "a test report for a person; the exit code is the answer",
-    "test-pattern": "prints true or false (JSON already); the exit code is the answer",
+    "test-pattern": "prints true or false (JSON already); the exit code is the answer"
+    " (--explain: the reasons for a person, -o json for them as data)",
+    "top": "a live view for a person at a terminal; the control socket's stats are the data",
     "queue delete": "deletes; prints nothing",
     "stream delete": "deletes; prints nothing",
     "logs create": "creates; prints nothing",

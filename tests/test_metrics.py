@@ -321,9 +321,16 @@ async def test_cli_metrics_get_prints_datapoints_and_a_chart_on_a_terminal(
     os.close(secondary)
     shown = os.read(primary, 65536).decode()
     os.close(primary)
-    chart = shown.splitlines()[-1]  # under the table
-    assert chart.endswith("Maximum min 1 max 9")
-    assert chart.split()[0:3] == ["▁", "█", "▅"]  # the three minutes, gaps between
+    lines = shown.splitlines()
+    label = next(i for i, line in enumerate(lines) if line.startswith(f"{NS} Latency"))
+    assert lines[label] == f"{NS} Latency Maximum per 1 min, last 45m"  # under the table
+    chart = lines[label + 1 :]
+    assert chart[0].startswith(" 9┤") and chart[-3].startswith(" 0┤")  # the value axis
+    assert chart[-1].rstrip().endswith("UTC")  # the time axis
+    columns = [row.split("┤")[1] for row in chart[:-2]]
+    filled = [i for i in range(len(columns[-1])) if columns[-1][i] != " "]
+    assert len(filled) == 3 and filled[1] - filled[0] == 10  # the three minutes, gaps between
+    assert columns[0][filled[1]] == "█"  # 9, the largest, reaches the top
     missing = subprocess.run(
         [*command[:-2], "--state", str(tmp_path / "none.db"), "--since", "5m"],
         capture_output=True,

@@ -276,3 +276,22 @@ async def test_stopping_mid_write_fails_the_waiting_delivery(state_location: str
         error = delivery.exception()
         assert isinstance(error, DeliveryError) and error.retryable
         assert error.code == "StreamStopped"
+
+
+async def test_a_stuck_consumer_reports_its_iterator_age(tmp_path: Path) -> None:
+    runtime = runtime_with(tmp_path / "state.db", consumers={"c": {"target": "down", "poll": 0.05}})
+    runtime.add_resource("down", "recorder", {"fail": -1})  # refuses every batch
+    await runtime.bus().put_targets("all", [{"id": "s", "resource": "clicks"}])
+    async with runtime:
+        stream = runtime.resource("clicks")
+        [idle] = await stream.gauges()
+        assert (idle.name, idle.value) == ("stream_iterator_age_seconds", 0.0)
+        assert idle.labels == {"stream": "clicks", "consumer": "c"}
+        await runtime.put_events([order("ann", 1)])
+        await runtime.wait_until_idle()
+        down = runtime.resource("down")
+        assert isinstance(down, Recorder)
+        await eventually(lambda: len(down.attempts) >= 1)
+        await asyncio.sleep(0.3)
+        [stuck] = await stream.gauges()
+        assert stuck.value >= 0.3  # the batch in hand has waited since it was written

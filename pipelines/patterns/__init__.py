@@ -24,16 +24,19 @@ from pipelines.patterns.compiler import (
     load_pattern,
 )
 from pipelines.patterns.evaluate import subrule_matches
+from pipelines.patterns.explain import Explanation, explain_subrules
 from pipelines.patterns.matcher import Matcher, parse_event_json
 
 __all__ = [
     "DEFAULT_MAX_PATTERN_LENGTH",
+    "Explanation",
     "FieldTest",
     "Matcher",
     "Pattern",
     "PatternError",
     "compile_pattern",
     "evaluate_pattern",
+    "explain_pattern",
 ]
 
 
@@ -55,6 +58,11 @@ class Pattern:
     def matches(self, event: Mapping[str, Any]) -> bool:
         """True when the event (a dict) matches, evaluated rule by rule."""
         return any(subrule_matches(subrule, event) for subrule in self.subrules)
+
+    def explain(self, event: Mapping[str, Any]) -> Explanation:
+        """Why the event (a dict) matches or not: each ``$or`` branch's failing
+        fields and conditions (``pipelines.patterns.explain``)."""
+        return explain_subrules(self.subrules, event)
 
     def __repr__(self) -> str:
         return f"Pattern({self.text})"
@@ -88,11 +96,31 @@ def evaluate_pattern(
     requires; otherwise ``EventValidationError`` ("Parameter Event is not
     valid.") is raised. An invalid pattern raises ``PatternError``.
     """
-    from pipelines.errors import EventValidationError
-
     compiled = (
         pattern if isinstance(pattern, Pattern) else compile_pattern(pattern, max_length=max_length)
     )
+    return compiled.matches(_test_event(event))
+
+
+def explain_pattern(
+    pattern: str | bytes | dict[str, Any] | Pattern,
+    event: str | bytes | Mapping[str, Any],
+    *,
+    max_length: int = DEFAULT_MAX_PATTERN_LENGTH,
+) -> Explanation:
+    """``evaluate_pattern`` with its reasons: for an event that does not match,
+    each field and condition that failed, in every ``$or`` branch. The same
+    errors as ``evaluate_pattern`` for an invalid pattern or event."""
+    compiled = (
+        pattern if isinstance(pattern, Pattern) else compile_pattern(pattern, max_length=max_length)
+    )
+    return compiled.explain(_test_event(event))
+
+
+def _test_event(event: str | bytes | Mapping[str, Any]) -> dict[str, Any]:
+    """The event TestEventPattern takes: a JSON object with the envelope's fields."""
+    from pipelines.errors import EventValidationError
+
     try:
         parsed = parse_event_json(event) if isinstance(event, str | bytes) else dict(event)
     except EventValidationError:
@@ -103,4 +131,4 @@ def evaluate_pattern(
             "ValidationException",
             f"Parameter Event is not valid. Reason: missing field {missing[0]!r}.",
         )
-    return compiled.matches(parsed)
+    return parsed

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jmespath
@@ -36,6 +36,7 @@ from pipelines.errors import ConfigError, DeliveryError, Problems, QueueError, W
 from pipelines.settings import Flag, Number, Section, Setting, Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
+    Gauge,
     Target,
     TargetServices,
     TargetType,
@@ -88,6 +89,9 @@ SENDER_FAULTS = {
 }
 
 
+_VISIBLE = "Messages available for retrieval."
+
+
 class QueueTarget(Target):
     concurrency = 16
 
@@ -126,6 +130,34 @@ class QueueTarget(Target):
         if self.store is not None:
             await self.store.close()
             self.store = None
+
+    async def gauges(self) -> Sequence[Gauge]:
+        """The queue's message counts and the age of its oldest message."""
+        if self.store is None:
+            return ()
+        stats = await self.store.stats(self.queue)
+        labels = {"queue": self.queue}
+        return [
+            Gauge("queue_messages", stats["ApproximateNumberOfMessages"], labels, _VISIBLE),
+            Gauge(
+                "queue_messages_in_flight",
+                stats["ApproximateNumberOfMessagesNotVisible"],
+                labels,
+                "Messages received and not yet deleted (invisible).",
+            ),
+            Gauge(
+                "queue_messages_delayed",
+                stats["ApproximateNumberOfMessagesDelayed"],
+                labels,
+                "Messages not yet visible because of their delay.",
+            ),
+            Gauge(
+                "queue_oldest_message_age_seconds",
+                stats["ApproximateAgeOfOldestMessage"],
+                labels,
+                "Age of the oldest message in the queue.",
+            ),
+        ]
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         store = started(self.store, f"queue {self.queue}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ from pipelines.groupcommit import GroupCommit
 from pipelines.settings import Flag, Number, Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
+    Gauge,
     Target,
     TargetServices,
     TargetType,
@@ -168,6 +169,9 @@ class StreamTarget(Target):
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.throttled = 0  # records refused by the write limits (each retried by the bus)
+        #: Per consumer, the arrival time of the oldest record it has in hand
+        #: (None: it waits for records), for its iterator age (``gauges``).
+        self._in_hand: dict[str, float | None] = {c.name: None for c in consumers}
 
     def references(self) -> list[tuple[tuple[str | int, ...], str]]:
         return [(("consumers", c.name, "target"), c.target) for c in self.consumers]
@@ -305,7 +309,32 @@ class StreamTarget(Target):
                 await sleep(self._services.clock, delay)
                 delay = min(delay * 2, 60.0)
 
+    async def gauges(self) -> Sequence[Gauge]:
+        """Each consumer's iterator age, as Kinesis's GetRecords.IteratorAgeMilliseconds
+        means it: how old the records it is handing over are (0 while it
+        waits for new ones). A consumer stuck on a failing target shows it growing."""
+        if self._services is None:
+            return ()
+        now = self._services.clock.time()
+        return [
+            Gauge(
+                "stream_iterator_age_seconds",
+                0.0 if arrival is None else max(now - arrival, 0.0),
+                {"stream": self.stream, "consumer": name},
+                "Age of the records a stream consumer is handing over (0: caught up).",
+            )
+            for name, arrival in self._in_hand.items()
+        ]
+
     async def _hand_over(self, settings: ConsumerSettings, records: list[Record]) -> None:
+        assert self._services is not None
+        self._in_hand[settings.name] = records[0].arrival
+        try:
+            await self._hand_to(settings, records)
+        finally:
+            self._in_hand[settings.name] = None
+
+    async def _hand_to(self, settings: ConsumerSettings, records: list[Record]) -> None:
         assert self._services is not None
         await hand_over(
             self._services,
