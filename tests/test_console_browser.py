@@ -8,6 +8,7 @@ temporary directory), printed at the end of the module, for review.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -97,11 +98,14 @@ def wait_for(check: Callable[[], Any], seconds: float = 20.0, every: float = 0.2
 
 
 def shoot(browser: Any, directory: Path, name: str) -> None:
-    # The whole page, not just the window: the body's height, at most 4000 px.
-    height = browser.execute_script("return document.body.scrollHeight")
-    browser.set_window_size(1400, min(max(height + 40, 700), 4000))
-    browser.save_screenshot(str(directory / f"{name}.png"))
-    browser.set_window_size(1400, 1000)
+    """The whole page, beyond the window (Chromium's DevTools protocol)."""
+    size = browser.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 4000)}
+    shot = browser.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {"format": "png", "captureBeyondViewport": True, "clip": {**clip, "scale": 1}},
+    )
+    (directory / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))
 
 
 def count(browser: Any, rule: str, metric: str) -> int | None:
@@ -204,6 +208,10 @@ def test_a_targets_page_shows_its_recent_failures(
         ]
     )
     assert "FunctionError" in row[0].text
+    facts = browser.find_element(By.CSS_SELECTOR, "dl.facts").text
+    assert "Dead-letter resource\ndeclined" in facts
+    dead = int(facts.split("Dead-lettered\n")[1].split("\n")[0])
+    assert dead >= 1  # 4321 went to the dead-letter queue
     shoot(browser, screenshots, "target")
 
 
@@ -316,7 +324,28 @@ def test_the_pattern_tester_says_whether_an_event_matches(
     browser.find_element(By.CSS_SELECTOR, "form.tester button").click()
     verdict = wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "#verdict .verdict"))
     assert verdict.text == "does not match"
+    # Why: the field, what the pattern wants there, what the event has.
+    why = browser.find_elements(By.CSS_SELECTOR, "#verdict table.why tbody tr")
+    assert [row.find_elements(By.TAG_NAME, "td")[0].text for row in why] == ["detail-type"]
+    cells = [cell.text for cell in why[0].find_elements(By.TAG_NAME, "td")]
+    assert cells[1:3] == ['["OrderPlaced"]', '["OrderShipped"]']
     shoot(browser, screenshots, "pattern-tester")
+    # Each $or branch says what failed in it.
+    pattern.clear()
+    pattern.send_keys(
+        json.dumps(
+            {"$or": [{"source": ["bank"]}, {"detail-type": ["OrderPlaced"], "detail": {"x": [1]}}]}
+        )
+    )
+    browser.find_element(By.CSS_SELECTOR, "form.tester button").click()
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#verdict table.why")) == 2)
+    branches = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "#verdict h3")]
+    assert branches == ["Branch 1 of 2 ($or)", "Branch 2 of 2 ($or)"]
+    second = browser.find_elements(By.CSS_SELECTOR, "#verdict table.why")[1].text
+    assert "detail-type" in second and "detail.x" in second
+    shoot(browser, screenshots, "pattern-tester-or")
+    pattern.clear()
+    pattern.send_keys('{"source": ["shop"], "detail-type": ["OrderPlaced"]}')
     event.clear()
     event.send_keys(json.dumps({"source": "shop", "detail-type": "OrderPlaced"}))
     browser.find_element(By.CSS_SELECTOR, "form.tester button").click()
@@ -365,6 +394,7 @@ def test_archives_logs_and_streams_are_browsed(
     search = browser.find_element(By.NAME, "filter")
     search.send_keys("{ $.detail.total > 1000 }")
     browser.find_element(By.CSS_SELECTOR, "form.search button").click()
+    wait_for(lambda: "filter=" in browser.current_url)  # the searched page, not the first
     rows = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "main table tbody tr"))
     assert rows and all('"total":' in row.text for row in rows)
     totals = {json.loads(row.find_elements(By.TAG_NAME, "td")[2].text)["detail"]["total"]

@@ -8,7 +8,6 @@ Each function returns the HTML of a page's body or of a part htmx swaps in;
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import time
 from collections.abc import Mapping
@@ -22,7 +21,6 @@ from pipelines.console import alarmchart
 from pipelines.console.host import ConsoleHost
 from pipelines.console.html import cell, esc, facts, notice, number, table, url, when
 from pipelines.console.rates import Key, Rates
-from pipelines.delivery import Delivery
 from pipelines.errors import PatternError, PipelinesError
 
 #: The rule counters the rules page shows, with their column titles.
@@ -58,12 +56,9 @@ def rules_part(host: ConsoleHost, rates: Rates) -> str:
                     metric, EventBusName=bus.name, RuleName=rule["Name"]
                 )
     per_second = rates.sample(time.monotonic(), values)
-    retrying = collections.Counter(entry[2] for entry in host.deliverer.retries.waiting())
     parts = []
     for bus in buses:
-        rows = [
-            _rule_row(host, bus, rule, values, per_second, retrying) for rule in bus.list_rules()
-        ]
+        rows = [_rule_row(host, bus, rule, values, per_second) for rule in bus.list_rules()]
         columns = ["Rule", "State", "Pattern or schedule"]
         columns += [title for _, title in RULE_COUNTERS] + ["Targets"]
         parts.append(
@@ -80,7 +75,6 @@ def _rule_row(
     rule: Mapping[str, Any],
     values: Mapping[Key, float],
     per_second: Mapping[Key, float],
-    retrying: Mapping[Delivery, int],
 ) -> list[str]:
     name = rule["Name"]
     what = rule.get("EventPattern") or rule.get("ScheduleExpression") or ""
@@ -99,7 +93,7 @@ def _rule_row(
             f'<span class=count data-bus="{esc(bus.name)}" data-rule="{esc(name)}"'
             f' data-metric="{esc(metric)}">{number(values[key])}</span>{shown}'
         )
-    row.append("".join(_target_badge(host, bus, name, t, retrying) for t in bus.rule_targets(name)))
+    row.append("".join(_target_badge(host, bus, name, t) for t in bus.rule_targets(name)))
     return row
 
 
@@ -126,20 +120,19 @@ def set_rule_state(host: ConsoleHost, bus: str, rule: str, state: str) -> None:
         raise ValueError(f"a rule's state is ENABLED or DISABLED, not {state!r}")
 
 
-def _target_badge(
-    host: ConsoleHost, bus: Bus, rule: str, target: Any, retrying: Mapping[Delivery, int]
-) -> str:
+def _target_badge(host: ConsoleHost, bus: Bus, rule: str, target: Any) -> str:
     delivery = bus.delivery(rule, target.id)
     link = url("/target", bus=bus.name, rule=rule, id=target.id)
     details = []
     kind = "ok"
     if delivery is not None:
+        details.append(f"{delivery.stats.delivered} delivered")
         if delivery.queue:
             details.append(f"{len(delivery.queue)} queued")
         if delivery.in_flight:
             details.append(f"{len(delivery.in_flight)} in flight")
-        if retrying.get(delivery):
-            details.append(f"{retrying[delivery]} retrying")
+        if delivery.stats.waiting:
+            details.append(f"{delivery.stats.waiting} retrying")
             kind = "warn"
         failures = host.deliverer.failures.recent(delivery)
         if failures:
@@ -180,7 +173,7 @@ def target_part(host: ConsoleHost, bus_name: str, rule: str, target_id: str) -> 
     delivery = bus.delivery(rule, target_id)
     if target is None or delivery is None:
         return notice(f"rule {rule} on bus {bus_name} has no target {target_id}", "error")
-    waiting = sum(1 for entry in host.deliverer.retries.waiting() if entry[2] is delivery)
+    stats = delivery.stats
     shown = {
         "Bus": bus_name,
         "Rule": rule,
@@ -191,7 +184,14 @@ def target_part(host: ConsoleHost, bus_name: str, rule: str, target_id: str) -> 
         "Concurrency": delivery.concurrency,
         "Queued": len(delivery.queue),
         "In flight": len(delivery.in_flight),
-        "Waiting to retry": waiting,
+        "Waiting to retry": stats.waiting,
+        "Delivered": stats.delivered,
+        "Mean time to delivery (s)": (
+            round(stats.latency_sum / stats.delivered, 3) if stats.delivered else "–"
+        ),
+        "Failed attempts": stats.failed_attempts,
+        "Dead-lettered": stats.dead_lettered,
+        "Dropped": stats.dropped,
     }
     failures = host.deliverer.failures.recent(delivery)
     rows = [
@@ -397,7 +397,9 @@ def patterns_page(host: ConsoleHost, bus: str | None, rule: str | None) -> str:
 
 
 def pattern_verdict(pattern_text: str, event_text: str) -> str:
-    """Whether the event matches; for a pattern or event that is not valid, why."""
+    """Whether the event matches; for one that does not, each field and
+    condition that failed in each ``$or`` branch (``Pattern.explain``); for a
+    pattern or event that is not valid, why."""
     from pipelines.patterns import compile_pattern
 
     try:
@@ -410,20 +412,35 @@ def pattern_verdict(pattern_text: str, event_text: str) -> str:
         return notice(f"the event is not JSON: {error}", "error")
     if not isinstance(event, dict):
         return notice("the event must be a JSON object", "error")
-    if pattern.matches(event):
-        return "<p class='verdict match'>matches</p>"
-    return "<p class='verdict nomatch'>does not match</p>" + _explained(pattern_text, event)
+    explanation = pattern.explain(event)
+    several = len(explanation.branches) > 1
+    if explanation.matched:
+        held = [str(n) for n, b in enumerate(explanation.branches, 1) if b.matched]
+        which = f" (branch {', '.join(held)} of {len(explanation.branches)})" if several else ""
+        return f"<p class='verdict match'>matches{esc(which)}</p>"
+    parts = ["<p class='verdict nomatch'>does not match</p>"]
+    for place, branch in enumerate(explanation.branches, 1):
+        rows = [
+            [
+                f"<code>{esc(failure.path)}</code>",
+                f"<code>{esc(_json(list(failure.conditions)))}</code>",
+                f"<code>{esc(_json(list(failure.values)))}</code>" if failure.values else "none",
+                esc(failure.message),
+            ]
+            for failure in branch.failures
+        ]
+        if several:
+            parts.append(
+                f"<h3>Branch {place} of {len(explanation.branches)} (<code>$or</code>)</h3>"
+            )
+        parts.append(
+            table(["Field", "The pattern wants", "The event has", "Why"], rows, classes="why")
+        )
+    return "".join(parts)
 
 
-def _explained(pattern_text: str, event: dict[str, Any]) -> str:
-    """Which field and condition failed, per ``$or`` branch, when the
-    library can say (``pipelines.patterns`` ``explain``)."""
-    try:
-        from pipelines.patterns import explain  # type: ignore[attr-defined]
-    except ImportError:
-        return ""
-    lines = explain(pattern_text, event)
-    return "<ul class=why>" + "".join(f"<li>{esc(line)}</li>" for line in lines) + "</ul>"
+def _json(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
 
 
 # -- the live tap ---------------------------------------------------------------
