@@ -23,7 +23,10 @@ from tests.apiclient import boto
 from tests.consolekit import ConsoleRunner, start_console
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import WebDriverException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -109,10 +112,17 @@ def shoot(browser: Any, directory: Path, name: str) -> None:
 
 
 def count(browser: Any, rule: str, metric: str) -> int | None:
-    found = browser.find_elements(
-        By.CSS_SELECTOR, f'span.count[data-rule="{rule}"][data-metric="{metric}"]'
-    )
-    return int(found[0].text) if found else None
+    """A rule's count as the rules table shows it (htmx swaps the table every
+    two seconds: an element read as it is replaced is read again)."""
+    for _ in range(5):
+        try:
+            found = browser.find_elements(
+                By.CSS_SELECTOR, f'span.count[data-rule="{rule}"][data-metric="{metric}"]'
+            )
+            return int(found[0].text) if found else None
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError("the rules table kept changing under the reader")
 
 
 def put(runner: ConsoleRunner, *totals: int) -> None:
@@ -145,18 +155,19 @@ def test_the_rules_page_lists_the_rules_with_counts_that_move(
     browser.get(runner.url + "/console/")
     before = wait_for(lambda: count(browser, "charge", "MatchedEvents") is not None)
     assert before
-    rules = [
-        cell.text
-        for cell in browser.find_elements(By.CSS_SELECTOR, "table.rules tbody tr td:first-child")
-    ]
-    assert rules == ["audit", "charge"]
+
+    def rules() -> list[str]:
+        cells = browser.find_elements(By.CSS_SELECTOR, "table.rules tbody tr td:first-child")
+        return [cell.text for cell in cells]
+
+    assert wait_for(rules) == ["audit", "charge"]
     start = count(browser, "charge", "MatchedEvents")
     assert start is not None
     put(runner, 10, 20, 30)
     # htmx refreshes the table every two seconds: the count moves by itself.
     wait_for(lambda: count(browser, "charge", "MatchedEvents") == start + 3)
     wait_for(lambda: (count(browser, "audit", "Invocations") or 0) >= 9)
-    targets = browser.find_element(By.CSS_SELECTOR, "table.rules").text
+    targets = wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "table.rules").text)
     assert "payments → payments" in targets and "work → work" in targets
     # Rates appear once two samples are a second apart.
     wait_for(lambda: "/s" in browser.find_element(By.CSS_SELECTOR, "table.rules").text)
@@ -174,7 +185,11 @@ def test_a_rule_is_disabled_and_enabled_from_the_rules_page(
         row = browser.find_element(By.XPATH, "//table[@class='rules']//tr[td/a[text()='audit']]")
         return row.find_elements(By.TAG_NAME, "td")[1]
 
-    state_cell().find_element(By.TAG_NAME, "button").click()
+    def toggle() -> bool:
+        state_cell().find_element(By.TAG_NAME, "button").click()
+        return True
+
+    wait_for(toggle)  # (tried again if the table was swapped under the click)
     wait_for(lambda: state_cell().text.startswith("DISABLED"))
     audit, charge = (
         count(browser, "audit", "MatchedEvents"),
@@ -186,7 +201,7 @@ def test_a_rule_is_disabled_and_enabled_from_the_rules_page(
     assert count(browser, "audit", "MatchedEvents") == audit  # disabled: not matched
     rules = boto("events", runner.url).list_rules()["Rules"]
     assert {r["Name"]: r["State"] for r in rules} == {"audit": "DISABLED", "charge": "ENABLED"}
-    state_cell().find_element(By.TAG_NAME, "button").click()
+    wait_for(toggle)
     wait_for(lambda: state_cell().text.startswith("ENABLED"))
     put(runner, 2)
     wait_for(lambda: count(browser, "audit", "MatchedEvents") == audit + 1)
@@ -198,8 +213,7 @@ def test_a_targets_page_shows_its_recent_failures(
     browser = signed_in
     put(runner, 4321)
     browser.get(runner.url + "/console/")
-    link = wait_for(lambda: browser.find_element(By.LINK_TEXT, "payments"))
-    link.click()
+    wait_for(lambda: browser.find_element(By.LINK_TEXT, "payments").click() or True)
     row = wait_for(
         lambda: [
             r
