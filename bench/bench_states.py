@@ -7,7 +7,9 @@ Two definitions, the issue's (docs/states.md):
   same number 20 at a time;
 - ``map``: an inline Map over ``--items`` (10,000) items whose iterator is
   3 Pass states; one execution (AWS's inline Map runs 40 iterations at
-  once, and so does ours).
+  once, and so does ours). Its 80,005 history events are past the 25,000
+  a STANDARD execution may have (AWS fails it, and so does ours): the
+  benchmark lifts that limit (``Executions.history_limit``).
 
 A transition is a state entered: the ``...StateEntered`` events of the
 executions' histories (the Map's iterations' included), counted after the
@@ -125,6 +127,10 @@ async def ours(
     )
     async with runtime:
         engine = executions_of(runtime)
+        # The Map's 80,005 events are past AWS's 25,000 for a STANDARD
+        # execution, which AWS (and ours) would fail: lifted, to measure the
+        # same work as EXPRESS does.
+        engine.history_limit = None
         arns: list[str] = []
 
         async def one(text: str) -> None:

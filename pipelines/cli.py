@@ -813,21 +813,6 @@ def replay_cancel_command(name: str, config: str | None, control: str | None, ou
 
 # -- metrics and alarms ---------------------------------------------------------------
 
-_SPARKS = "▁▂▃▄▅▆▇█"
-
-
-def sparkline(values: list[float | None]) -> str:
-    """A one-line chart: a block per value, scaled from the smallest to the
-    largest; a blank where a period has no data."""
-    known = [v for v in values if v is not None]
-    if not known:
-        return " " * len(values)
-    low, high = min(known), max(known)
-    span = high - low or 1.0
-    return "".join(
-        " " if v is None else _SPARKS[round((v - low) / span * (len(_SPARKS) - 1))] for v in values
-    )
-
 
 def _duration(value: str) -> float:
     """'90', '90s', '15m', '2h', '3d' -> seconds."""

@@ -1,8 +1,10 @@
-"""A runner of state machine executions for the crash test: ``start N``
-starts N executions of a five-task chain and runs them (until killed);
-``resume`` runs what the last one left until no execution is RUNNING.
+"""A runner of state machine executions for the crash tests: ``start N``
+starts N executions of a five-task chain (``nested``: of a Parallel of two
+two-task branches, then a Map of three one-task iterations) and runs them
+(until killed); ``resume`` runs what the last one left until no execution
+is RUNNING.
 
-    python -m tests.states_crash_runner STATE EFFECTS start|resume N
+    python -m tests.states_crash_runner STATE EFFECTS start|resume N [nested]
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from typing import Any
 
 from pipelines.runtime import Runtime
 from plugins.states.executions import executions_of
@@ -45,13 +48,65 @@ def definition(effects: str) -> dict[str, object]:
     return {"StartAt": "T1", "States": states}
 
 
-async def main(state: str, effects: str, mode: str, count: int) -> None:
+def _recorded(effects: str, name: str, **more: Any) -> dict[str, Any]:
+    return {
+        "Type": "Task",
+        "Resource": "arn:aws:lambda:us-east-1:000000000000:function:record",
+        "Parameters": {"effects": effects, "execution.$": "$$.Execution.Name", "state": name},
+        "ResultPath": None,
+        "Retry": [{"ErrorEquals": ["States.TaskFailed"], "IntervalSeconds": 1}],
+        **more,
+    }
+
+
+#: The tasks of ``nested_definition``, by the name each records.
+NESTED_TASKS = ("A1", "A2", "B1", "B2", "X0", "X1", "X2")
+
+
+def nested_definition(effects: str) -> dict[str, object]:
+    def branch(name: str) -> dict[str, Any]:
+        return {
+            "StartAt": f"{name}1",
+            "States": {
+                f"{name}1": _recorded(effects, f"{name}1", Next=f"{name}2"),
+                f"{name}2": _recorded(effects, f"{name}2", End=True),
+            },
+        }
+
+    item = _recorded(effects, "", Next="Y")
+    item["Parameters"] = {
+        "effects": effects,
+        "execution.$": "$$.Execution.Name",
+        "state.$": "States.Format('X{}', $.i)",
+    }
+    return {
+        "StartAt": "P",
+        "States": {
+            "P": {"Type": "Parallel", "Branches": [branch("A"), branch("B")], "Next": "I",
+                  "ResultPath": None},
+            "I": {"Type": "Pass", "Result": [0, 1, 2], "ResultPath": "$.items", "Next": "M"},
+            "M": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "ItemSelector": {"i.$": "$$.Map.Item.Value"},
+                "ItemProcessor": {
+                    "StartAt": "X",
+                    "States": {"X": item, "Y": {"Type": "Pass", "End": True}},
+                },
+                "End": True,
+            },
+        },
+    }  # fmt: skip
+
+
+async def main(state: str, effects: str, mode: str, count: int, shape: str = "chain") -> None:
     shared = state.startswith("postgresql://")
     runtime = Runtime(
         state_path=state, plugins=plugin_manager(), runner="crash-1" if shared else None
     )
     runtime.add_resource("record", "function", {"function": "tests.states_functions:record"})
-    runtime.add_resource("chain", "state_machine", {"definition": definition(effects)})
+    made = nested_definition(effects) if shape == "nested" else definition(effects)
+    runtime.add_resource("chain", "state_machine", {"definition": made})
     async with runtime:
         engine = executions_of(runtime)
         if mode == "start":
@@ -66,4 +121,4 @@ async def main(state: str, effects: str, mode: str, count: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), *sys.argv[5:]))

@@ -217,6 +217,12 @@ def test_the_aws_cli_puts_and_reads_metrics_and_describes_alarms(tmp_path: Path)
         return aws_cli(started.url, "cloudwatch", *args)
 
     try:
+        # Described before any data: INSUFFICIENT_DATA whenever the minute's
+        # evaluation runs (after the puts below, it may have moved to OK).
+        alarms = run("describe-alarms", "--alarm-name-prefix", "latency")
+        (alarm,) = alarms["MetricAlarms"]
+        assert (alarm["AlarmName"], alarm["StateValue"]) == ("latency-high", "INSUFFICIENT_DATA")
+        assert (alarm["Threshold"], alarm["Period"]) == (100.0, 60)
         now = int(time.time())
         # Both in one minute, whenever each call runs (a minute may turn between them).
         moment = now - now % 60 + 30
@@ -253,9 +259,6 @@ def test_the_aws_cli_puts_and_reads_metrics_and_describes_alarms(tmp_path: Path)
         assert [(p["Average"], p["SampleCount"], p["Unit"]) for p in stats["Datapoints"]] == [
             (20.0, 2.0, "Milliseconds")
         ]
-        alarms = run("describe-alarms", "--alarm-name-prefix", "latency")
-        (alarm,) = alarms["MetricAlarms"]
-        assert (alarm["AlarmName"], alarm["StateValue"]) == ("latency-high", "INSUFFICIENT_DATA")
         started.process.send_signal(signal.SIGTERM)
         assert started.process.wait(timeout=30) == 0
     finally:

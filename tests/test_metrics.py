@@ -276,14 +276,6 @@ def test_start_time_is_rounded_down_by_age() -> None:
     assert align_start(ancient, now) == ancient // 3600 * 3600
 
 
-def test_sparkline_scales_from_lowest_to_highest_and_leaves_gaps() -> None:
-    from pipelines.cli import sparkline
-
-    assert sparkline([0, 7, None, 3.5, 7]) == "▁█ ▅█"
-    assert sparkline([5, 5]) == "▁▁"
-    assert sparkline([None, None]) == "  "
-
-
 async def test_cli_metrics_get_prints_datapoints_and_a_chart_on_a_terminal(
     tmp_path: Path, state_location: str
 ) -> None:

@@ -9,10 +9,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pipelines.clock import ManualClock
 from pipelines.runtime import Runtime
 from pipelines.store import Trip
-from plugins.states.executions import PURE_RUN, executions_of
+from plugins.states.executions import PURE_RUN, ExecutionError, executions_of
 from plugins.states.store import StatesStore
 
 
@@ -94,3 +96,38 @@ async def test_resumed_after_a_run_of_pass_states_it_goes_on_once(tmp_path: Path
     kinds = [e["type"] for e in history]
     assert kinds.count("PassStateEntered") == 6  # each once: none done again
     assert kinds[-3:] == ["PassStateEntered", "PassStateExited", "ExecutionSucceeded"]
+
+
+async def test_a_new_execution_s_start_is_written_with_its_first_write(tmp_path: Path) -> None:
+    wait = {"Type": "Wait", "Seconds": 60, "End": True}
+    runtime = _runtime(tmp_path / "state.db", _chain(3), ManualClock(start=1_000.0))
+    runtime.add_resource("waits", "state_machine", {"definition": _chain(2, wait)})
+    trips: list[Trip] = []
+    async with runtime:
+        engine = executions_of(runtime)
+        assert isinstance(engine.store, StatesStore)
+        connection: Any = engine.store.connection
+        connection.on_trip = lambda trip: trips.append(trip)  # on its thread
+        started = await engine.start_execution("flow", "{}", "one")
+        record = await engine.wait_for(started["executionArn"])
+        assert record.status == "SUCCEEDED"
+        # a chain of Pass states: its start and its end in one transaction
+        writes = [t for t in trips if any(_writes_executions(s.sql) for s in t.steps)]
+        assert len(writes) == 1 and writes[0].steps[0].sql.startswith("INSERT INTO sfn_executions")
+        # one that waits: its row is written with the Wait's checkpoint, before
+        # start_execution answers (the Wait waits on the clock, not moved)
+        waiting = await engine.start_execution("waits", "{}", "two")
+        connection.on_trip = None
+        found = await engine.store.execution(waiting["executionArn"])
+        assert found is not None and found.status == "RUNNING"
+        assert found.checkpoint is not None and found.checkpoint["nextState"] == "Then"
+        # a name in use: the same execution with the same input while it runs, else refused
+        assert await engine.start_execution("waits", "{}", "two") == waiting
+        for machine, text, name in (("waits", '{"other": 1}', "two"), ("flow", "{}", "one")):
+            with pytest.raises(ExecutionError) as refused:
+                await engine.start_execution(machine, text, name)
+            assert refused.value.code == "ExecutionAlreadyExists"
+
+
+def _writes_executions(sql: str) -> bool:
+    return sql.startswith(("INSERT INTO sfn_executions", "UPDATE sfn_executions"))

@@ -227,3 +227,26 @@ async def test_the_execution_timeout_counts_from_its_start_across_a_resume() -> 
     await settle()
     assert task.result().status == "TIMED_OUT"
     assert log.events[-1].type == "ExecutionTimedOut" and log.events[-1].timestamp == 2000.0
+
+
+JSONATA_WAIT = {
+    "QueryLanguage": "JSONata",
+    "StartAt": "W",
+    "States": {
+        "W": {"Type": "Wait", "Seconds": "{% 3000 + 600 %}", "Next": "B"},
+        "B": {"Type": "Pass", "Output": "{% 'done' %}", "End": True},
+    },
+}
+
+
+async def test_a_jsonata_wait_is_checkpointed_and_resumed_as_one_in_jsonpath() -> None:
+    clock = ManualClock(start=0.0)
+    point = (await _killed_at(JSONATA_WAIT, clock, 1000.0)).checkpoints[-1]
+    assert point.within is not None
+    assert (point.within.phase, point.within.until) == (WAITING, 3600.0)
+    task, _ = await _resume(JSONATA_WAIT, clock, point)
+    await clock.advance(2599.0)
+    assert not task.done()
+    await clock.advance(1.0)
+    await settle()
+    assert task.result().output == "done"

@@ -444,3 +444,43 @@ async def test_an_execution_of_a_runner_that_died_is_taken_over(
         assert arn in engine.runs
         async with StatesStore.existing(postgres_url) as store:
             assert (await store.owner(arn))[0] == "web-2"
+
+
+async def test_a_standard_execution_fails_at_its_25000th_event_not_an_express_one(
+    tmp_path: Path, state_location: str
+) -> None:
+    items = {
+        "StartAt": "Each",
+        "States": {
+            "Each": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "ItemProcessor": {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}},
+                "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Caught"}],
+                "End": True,
+            },
+            "Caught": {"Type": "Succeed"},
+        },
+    }
+    definition = json.dumps(items)
+    runtime = await _runtime(
+        tmp_path,
+        state_location,
+        f"""
+  big: {{type: state_machine, definition: {definition}}}
+  quick: {{type: state_machine, state_machine_type: EXPRESS, definition: {definition}}}
+""",
+    )
+    text = json.dumps({"items": list(range(6300))})  # 4 events an item, 6 around: 25,206
+    async with runtime:
+        engine = executions_of(runtime)
+        started = await engine.start_execution("big", text, "e1")
+        record = await engine.wait_for(started["executionArn"])
+        assert (record.status, record.error) == ("FAILED", "States.Runtime")  # no Catch takes it
+        history = await engine.get_execution_history(started["executionArn"])
+        assert len(history) == 25_000 and history[-1]["type"] == "ExecutionFailed"
+        assert history[-1]["id"] == 25_000
+        answer = await engine.start_sync_execution("quick", text)
+        assert answer["status"] == "SUCCEEDED"
+        quick = await engine.get_execution_history(answer["executionArn"])
+        assert len(quick) == 25_206

@@ -3,6 +3,9 @@ only by their owner, claims by lease, history, task tokens."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from pipelines.clock import ManualClock
@@ -92,6 +95,55 @@ async def test_a_transition_is_one_transaction_of_events_and_checkpoint(
         assert [e.id for e in await store.history(record.arn)] == [1, 2]
 
 
+async def test_writes_at_one_moment_share_a_trip_and_a_failing_one_fails_alone(
+    state_location: str,
+) -> None:
+    async with await StatesStore.open(state_location, ManualClock()) as store:
+        records = [_record(f"g{i}") for i in range(6)]
+        trips: list[int] = []
+        batch = store.batch
+
+        async def counted(steps: Any, **options: Any) -> Any:
+            trips.append(len(steps))
+            return await batch(steps, **options)
+
+        store.batch = counted  # type: ignore[method-assign]
+        made = await asyncio.gather(*(store.create_execution(r, "a", 1e12) for r in records))
+        assert made == [True] * 6 and len(trips) == 1
+        trips.clear()
+        written = await asyncio.gather(
+            *(store.transition(r.arn, "a", 1e12, _events(1, 3), {"at": 3}) for r in records)
+        )
+        assert written == [""] * 6 and trips == [12]  # 6 x (events, checkpoint)
+        trips.clear()
+        # event 3 again for g0 (a bug): its trip fails, each write goes again alone
+        outcomes = await asyncio.gather(
+            *(
+                store.transition(r.arn, "a", 1e12, _events(3 if i == 0 else 4, 2), {"at": 5})
+                for i, r in enumerate(records)
+            ),
+            return_exceptions=True,
+        )
+        assert isinstance(outcomes[0], Exception) and outcomes[1:] == [""] * 5
+        assert trips == [12] + [2] * 6
+        assert [e.id for e in await store.history(records[0].arn)] == [1, 2, 3]
+        assert [e.id for e in await store.history(records[1].arn)] == [1, 2, 3, 4, 5]
+
+
+async def test_history_events_are_read_back_as_written(state_location: str) -> None:
+    async with await StatesStore.open(state_location, ManualClock()) as store:
+        record = _record("h1")
+        await store.create_execution(record, "a", lease=1e12)
+        details: dict[str, Any] = {"zeta": "ünïcode ✓ '%s' \\", "alpha": [1, 2.5, None], "b": {}}
+        events = [
+            HistoryEvent(1, 0, 1700000000.123456, "ExecutionStarted", details),
+            HistoryEvent(2, 0, 1700000000.5, "PassStateEntered", None),
+        ]
+        await store.transition(record.arn, "a", 1e12, events, {"at": 2})
+        found = await store.history(record.arn)
+        assert found == events and list(found[0].details or {}) == ["zeta", "alpha", "b"]
+
+
 async def test_a_stop_asked_by_another_runner_reaches_the_owner(state_location: str) -> None:
     async with await StatesStore.open(state_location, ManualClock()) as store:
         record = _record("e3")
@@ -123,7 +175,7 @@ async def test_executions_are_listed_newest_first(state_location: str) -> None:
         assert [r.name for r in listed] == ["n2", "n1", "n0"]
         assert [r.name for r in await store.executions("flow", RUNNING, limit=1)] == ["n2"]
     rows = sql(state_location, "SELECT version FROM store_versions WHERE store = 'states'")
-    assert rows == [(2,)]
+    assert rows == [(3,)]
 
 
 async def test_a_version_1_database_gains_the_api_s_columns(tmp_path: object) -> None:
@@ -143,4 +195,4 @@ async def test_a_version_1_database_gains_the_api_s_columns(tmp_path: object) ->
         await store.set_tags("old", {"team": "shop"})
         assert [m.name for m in await store.made_by_api()] == ["old"]
         assert await store.tags("old") == {"team": "shop"}
-    assert sql(str(path), "SELECT version FROM store_versions WHERE store = 'states'") == [(2,)]
+    assert sql(str(path), "SELECT version FROM store_versions WHERE store = 'states'") == [(3,)]

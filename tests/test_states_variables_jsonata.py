@@ -7,6 +7,7 @@ variables, catchers and retriers in JSONata mode, AWS's added functions.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -18,7 +19,7 @@ from plugins.states import jsonata_mode
 from plugins.states.definition import parse_definition, validate
 from plugins.states.errors import DefinitionError, StatesError
 from plugins.states.history import MemoryLog
-from plugins.states.interpreter import Execution, Interpreter, Outcome
+from plugins.states.interpreter import Execution, Interpreter, Outcome, run_machine
 from plugins.states.tasks import TaskRequest
 from plugins.states.variables import MAX_VARIABLE_BYTES, Scope
 
@@ -478,3 +479,26 @@ def test_null_and_undefined_are_told_apart() -> None:
     assert jsonata_mode.evaluate("{% $states.input %}", "Output", {"input": {"a": None}}, {}) == {
         "a": None
     }
+
+
+async def test_now_and_millis_read_the_execution_s_clock() -> None:
+    definition = {
+        "QueryLanguage": "JSONata",
+        "StartAt": "W",
+        "States": {
+            "W": {"Type": "Wait", "Seconds": 90, "Next": "T"},
+            "T": {
+                "Type": "Pass",
+                "Assign": {"at": "{% $millis() %}"},
+                "Output": "{% [$now(), $millis(), $now('[H01]:[m01]')] %}",
+                "End": True,
+            },
+        },
+    }
+    clock = ManualClock(start=1_700_000_000.25)
+    run = asyncio.ensure_future(run_machine(parse_definition(definition), clock=clock))
+    await clock.advance(90.0)
+    outcome, log = await run
+    assert outcome.output == ["2023-11-14T22:14:50.250Z", 1_700_000_090_250, "22:14"]
+    exited = next(e for e in log.events if e.type == "PassStateExited")
+    assert (exited.details or {})["assignedVariables"] == {"at": "1700000090250"}

@@ -54,16 +54,16 @@ from pipelines.errors import CodedError, NotRunningError, PipelinesError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.replay import runner_name
 from pipelines.targets import TargetServices
-from plugins.states.definition import (
-    ChoiceState,
-    PassState,
-    Program,
-    StateMachine,
-    parse_definition,
-)
+from plugins.states.definition import Program, StateMachine, parse_definition
 from plugins.states.errors import PAYLOAD_LIMIT, StatesError
-from plugins.states.history import Checkpoint, HistoryEvent, MemoryLog
-from plugins.states.interpreter import Execution, Interpreter, Outcome
+from plugins.states.history import (
+    CHILDREN,
+    HISTORY_LIMIT,
+    Checkpoint,
+    HistoryEvent,
+    MemoryLog,
+)
+from plugins.states.interpreter import PURE, Execution, Interpreter, Outcome
 from plugins.states.redrive import (
     KEPT_TOKENS,
     TOKEN_SECONDS,
@@ -80,6 +80,7 @@ from plugins.states.store import (
     STANDARD,
     SUCCEEDED,
     TIMED_OUT,
+    ExecutionExists,
     ExecutionRecord,
     StatesStore,
 )
@@ -96,8 +97,6 @@ RENEW_EVERY = LEASE / 3
 TOKEN_POLL = 1.0
 #: How often a ``.sync`` parent looks for the end of a child run elsewhere.
 CHILD_POLL = 1.0
-#: States whose checkpoint after them is written with the next (``DurableLog``).
-PURE = (PassState, ChoiceState)
 #: Checkpoints after Pass and Choice states left to the next one, at most in a row.
 PURE_RUN = 100
 #: EXPRESS executions kept in memory for DescribeExecution.
@@ -124,6 +123,10 @@ class ExecutionError(CodedError):
 
 class _Lost(Exception):
     """This runner no longer owns the execution: another runner took it over."""
+
+
+class _Unborn(Exception):
+    """An execution to start here found its ARN taken when its start was written."""
 
 
 class _Aborted(Exception):
@@ -162,6 +165,8 @@ class _Run:
     task: asyncio.Task[None] | None = None
     #: StopExecution's error and cause, once asked
     abort: tuple[str | None, str | None] | None = None
+    #: another runner took it over (learnt inside a Parallel or Map)
+    lost: bool = False
     done: asyncio.Future[ExecutionRecord] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -177,13 +182,33 @@ class DurableLog:
     wait) is written with the next one, up to ``PURE_RUN`` in a row: a
     runner that stops meanwhile resumes at the checkpoint before the run,
     and those states are done again (nothing of them was durable, nothing
-    outside saw them)."""
+    outside saw them).
+
+    Inside a top-level Parallel or Map it takes checkpoints too (``nested``):
+    those its branches and iterations ask for at once share one write, whose
+    snapshot of the whole execution is taken when it is written; the
+    branches and iterations ended meanwhile (``child_done``) go with it, and
+    are cleared by the first write once the state has ended."""
+
+    nested = True
 
     def __init__(
-        self, engine: Executions, arn: str, program: Program | None = None, at: str = ""
+        self,
+        engine: Executions,
+        arn: str,
+        program: Program | None = None,
+        at: str = "",
+        *,
+        resumed: bool = False,
+        birth: ExecutionRecord | None = None,
     ) -> None:
         self.engine = engine
         self.arn = arn
+        #: a new execution's row, written with its first write (``born`` then)
+        self.birth = birth
+        self.born: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if birth is None:
+            self.born.set_result(None)
         self.pending: list[HistoryEvent] = []
         self.last_id = 0
         #: the last checkpoint written
@@ -192,6 +217,15 @@ class DurableLog:
         self.program = program
         self.at = at
         self.deferred = 0
+        #: branches and iterations ended since the last write (``child_done``)
+        self.children: list[tuple[str, int, bool, Any]] = []
+        #: whether some may be kept in the store (written, or left by the run before a resume)
+        self.kept = resumed
+        #: whether it may have task tokens recorded (their rows go at its end)
+        self.tokens = resumed
+        #: the write inside a Parallel or Map that callers may still join, and its snapshot
+        self._inside: asyncio.Future[None] | None = None
+        self._snapshot: Callable[[], Checkpoint | None] | None = None
 
     def append(self, event: HistoryEvent) -> None:
         self.pending.append(event)
@@ -212,12 +246,23 @@ class DurableLog:
         store = self.engine.store
         assert store is not None
         events, self.pending = self.pending, []
+        children: list[tuple[str, int, bool, Any]] = []
+        clear = False
+        if point.within is not None and point.within.phase == CHILDREN:
+            children, self.children = self.children, []
+            self.kept = self.kept or bool(children)
+        else:  # no Parallel or Map under way: what its branches left is of no use
+            self.children = []
+            clear, self.kept = self.kept, False
         self.engine.writing += 1
-        write = asyncio.ensure_future(
-            store.transition(
-                self.arn, self.engine.owner, self.engine.lease(), events, point.to_json()
-            )
+        lease = self.engine.lease()
+        checkpoint = point.to_json()
+        birth = self.birth
+        owner = self.engine.owner
+        transition = store.transition(
+            self.arn, owner, lease, events, checkpoint, children, clear=clear, create=birth
         )
+        write = asyncio.ensure_future(transition)
         write.add_done_callback(self.engine.written)
         try:
             stop = await asyncio.shield(write)
@@ -229,15 +274,59 @@ class DurableLog:
             done = write.done() and not write.cancelled() and write.exception() is None
             if done and write.result() is not None:
                 self.point = point
+                self.was_born()
             else:
                 self.pending = events + self.pending
+            raise
+        except Exception as exc:
+            if birth is not None:  # the start was not written: tell start_execution why
+                self.not_born(exc)
+                raise _Unborn(self.arn) from None
             raise
         if stop is None:
             raise _Lost(self.arn)
         self.point = point
+        if birth is not None:
+            self.was_born()
+            await self.engine.started(self.arn)
         if stop:
             asked = orjson.loads(stop)
             raise _Aborted(asked.get("error"), asked.get("cause"))
+
+    def was_born(self) -> None:
+        self.birth = None
+        if not self.born.done():
+            self.born.set_result(None)
+
+    def not_born(self, exc: BaseException) -> None:
+        self.birth = None
+        if not self.born.done():
+            self.born.set_exception(exc)
+            self.born.add_done_callback(_retrieve)
+
+    def child_done(self, fork: str, index: int, failed: bool, result: Any) -> None:
+        self.children.append((fork, index, failed, result))
+
+    async def checkpoint_inside(self, snapshot: Callable[[], Checkpoint | None]) -> None:
+        """A checkpoint a branch or iteration asks for: written with those
+        asked for at the same moment, the snapshot taken as it is written."""
+        self._snapshot = snapshot
+        if self._inside is None:
+            self._inside = asyncio.ensure_future(self._write_inside())
+            # its error reaches every caller; retrieved even if all were cancelled
+            self._inside.add_done_callback(_retrieve)
+        try:
+            await asyncio.shield(self._inside)
+        except (_Lost, _Aborted) as stop:
+            # met in a branch or an iteration: the execution's own task ends it
+            self.engine.stopped(self.arn, stop)
+            raise asyncio.CancelledError from None
+
+    async def _write_inside(self) -> None:
+        self._inside = None  # from here, callers wait for the next write
+        point = None if self._snapshot is None else self._snapshot()
+        if point is not None:
+            await self.checkpoint(point)
 
     async def submitted(self, token: str) -> None:
         """Write the TaskSubmitted event of a top-level ``.waitForTaskToken``
@@ -252,6 +341,11 @@ class DurableLog:
             point.next_state, point.input, self.last_id, self.last_id, within, point.variables
         )
         await self.checkpoint(moved)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 @dataclass(slots=True)
@@ -310,6 +404,9 @@ class Executions:
             collections.OrderedDict()
         )
         self.tokens: dict[str, _TokenWait] = {}
+        #: the events a STANDARD execution's history may hold (AWS's hard quota);
+        #: None lifts it (a benchmark measuring what AWS would fail)
+        self.history_limit: int | None = HISTORY_LIMIT
         self.users = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._resumed = False
@@ -445,12 +542,27 @@ class Executions:
             arn, machine.name, name, RUNNING, input_text, None, None, None, now, None, 0,
             machine.revision, machine.role_arn, parent, None, 0,
         )  # fmt: skip
-        if not await self.store.create_execution(record, self.owner, self.lease()):
+        local = self.runs.get(arn)
+        if local is not None:  # running here: the same one if the same input
+            if local.execution.input_text == input_text:
+                return {"executionArn": arn, "startDate": local.execution.start_time}
+            raise ExecutionError("ExecutionAlreadyExists", f"Execution Already Exists: '{arn}'")
+        # Its row is written with its first write (a checkpoint, or its end):
+        # the Pass and Choice states it may start with run meanwhile, and a
+        # chain of them is one transaction, start and end, instead of two.
+        # Nothing of it has an effect before (a Task's call, a Wait, comes
+        # after a checkpoint), and it answers once that write is durable.
+        run = self._launch(execution, machine, None, birth=record)
+        assert isinstance(run.log, DurableLog)
+        try:
+            await asyncio.shield(run.log.born)
+        except ExecutionExists:
             found = await self.store.execution(arn)
             if found is not None and found.input == input_text and found.status == RUNNING:
                 return {"executionArn": arn, "startDate": found.started}
-            raise ExecutionError("ExecutionAlreadyExists", f"Execution Already Exists: '{arn}'")
-        self._launch(execution, machine, None)
+            raise ExecutionError(
+                "ExecutionAlreadyExists", f"Execution Already Exists: '{arn}'"
+            ) from None
         return {"executionArn": arn, "startDate": now}
 
     async def start_sync_execution(
@@ -470,7 +582,13 @@ class Executions:
         out.pop("redriveCount", None)
         return out
 
-    def _launch(self, execution: Execution, machine: Machine, resume: Checkpoint | None) -> _Run:
+    def _launch(
+        self,
+        execution: Execution,
+        machine: Machine,
+        resume: Checkpoint | None,
+        birth: ExecutionRecord | None = None,
+    ) -> _Run:
         durable = machine.machine_type == STANDARD and self.store is not None
         execution_log: DurableLog | MemoryLog = (
             DurableLog(
@@ -478,6 +596,8 @@ class Executions:
                 execution.arn,
                 machine.program.program,
                 resume.next_state if resume is not None else machine.program.program.start_at,
+                resumed=resume is not None,
+                birth=birth,
             )
             if durable
             else MemoryLog()
@@ -497,6 +617,8 @@ class Executions:
             region=DEFAULT_REGION,
             items=RuntimeItems(self.services),
         )
+        if machine.machine_type == STANDARD:  # AWS caps a STANDARD execution's history
+            interpreter.history.limit = self.history_limit
         run = _Run(execution, machine, interpreter, execution_log)
         self.runs[execution.arn] = run
         run.task = self.services.spawn(self._drive(run, resume))
@@ -508,17 +630,26 @@ class Executions:
         """One execution's task: nothing it meets ends the runtime."""
         execution, machine = run.execution, run.machine
         try:
-            if resume is None or resume.last_event_id == 0:
+            unborn = isinstance(run.log, DurableLog) and run.log.birth is not None
+            if (resume is None or resume.last_event_id == 0) and not unborn:
                 self._metric(machine, "ExecutionsStarted", 1.0, "Count")
                 await self._announce(run, RUNNING, None)
             elif run.redriven:
                 await self._announce(run, RUNNING, None)
             try:
+                if resume is not None and isinstance(run.log, DurableLog) and self.store:
+                    # the branches and iterations that had ended in a Parallel or Map under way
+                    run.interpreter.finished = await self.store.children(execution.arn)
                 outcome = await run.interpreter.run(execution, resume)
             except _Aborted as asked:
                 outcome = self._aborted(run, asked.error, asked.cause)
             except asyncio.CancelledError:
                 if run.abort is None:  # the runner stops: resumed later, here or elsewhere
+                    if run.lost:
+                        task = asyncio.current_task()
+                        if task is not None:
+                            task.uncancel()
+                        raise _Lost(execution.arn) from None
                     await self._let_go(run)
                     raise
                 task = asyncio.current_task()
@@ -526,6 +657,8 @@ class Executions:
                     task.uncancel()
                 outcome = self._aborted(run, *run.abort)
             await self._finish(run, outcome)
+        except _Unborn:
+            pass  # its ARN was taken: start_execution answers
         except _Lost:
             log.warning(
                 "execution %s: another runner took it over; this one stops running it",
@@ -539,6 +672,10 @@ class Executions:
             self.runs.pop(execution.arn, None)
             if not run.done.done():
                 run.done.cancel()
+            if isinstance(run.log, DurableLog):
+                run.log.not_born(
+                    NotRunningError("the runtime stopped before the execution started")
+                )
 
     def _aborted(self, run: _Run, error: str | None, cause: str | None) -> Outcome:
         details: dict[str, Any] = {}
@@ -578,6 +715,7 @@ class Executions:
         if isinstance(run.log, DurableLog):
             assert self.store is not None
             events, run.log.pending = run.log.pending, []
+            birth = run.log.birth
             self.writing += 1
             # an execution that did not succeed keeps where a redrive would start
             point = (
@@ -586,12 +724,21 @@ class Executions:
             try:
                 written = await self.store.finish(
                     execution.arn, self.owner, events, outcome.status, output, outcome.error,
-                    outcome.cause, now, point,
+                    outcome.cause, now, point, clear=run.log.kept, tokens=run.log.tokens,
+                    create=birth,
                 )  # fmt: skip
+            except Exception as exc:
+                if birth is None:
+                    raise
+                run.log.not_born(exc)
+                raise _Unborn(execution.arn) from None
             finally:
                 self.writing -= 1
             if not written:
                 raise _Lost(execution.arn)
+            if birth is not None:  # started and ended in one write
+                run.log.was_born()
+                await self.started(execution.arn)
         else:
             self.express[execution.arn] = (record, list(run.log.events))
             while len(self.express) > KEPT_EXPRESS:
@@ -667,6 +814,8 @@ class Executions:
             machine = None if record is None else self.machines.get(record.machine)
             if record is None or machine is None or record.status != RUNNING:
                 continue
+            if arn in self.runs:  # started here meanwhile
+                continue
             if record.revision != machine.revision:
                 machine = await self._revision(machine, record.revision)
             resume = None if record.checkpoint is None else Checkpoint.from_json(record.checkpoint)
@@ -727,6 +876,28 @@ class Executions:
                 log.exception("keeping the state machines' executions failed; trying again")
 
     # -- stopping an execution -------------------------------------------------------
+
+    async def started(self, arn: str) -> None:
+        """A new execution's start was written: counted and announced."""
+        run = self.runs.get(arn)
+        if run is None:
+            return
+        self._metric(run.machine, "ExecutionsStarted", 1.0, "Count")
+        await self._announce(run, RUNNING, None)
+
+    def stopped(self, arn: str, stop: Exception) -> None:
+        """A write inside a Parallel or Map learnt that another runner took
+        the execution over, or that StopExecution asked to stop it: its task
+        ends it (``_drive``)."""
+        run = self.runs.get(arn)
+        if run is None or run.abort is not None or run.lost:
+            return
+        if isinstance(stop, _Aborted):
+            self._abort_local(run, stop.error, stop.cause)
+        else:
+            run.lost = True
+            if run.task is not None:
+                run.task.cancel()
 
     def _abort_local(self, run: _Run, error: str | None, cause: str | None) -> None:
         run.abort = (error, cause)
@@ -908,6 +1079,9 @@ class Executions:
                 "States.TaskFailed",
                 ".waitForTaskToken is for STANDARD state machines (kept in the state database)",
             )
+        run = self.runs.get(execution)
+        if run is not None and isinstance(run.log, DurableLog):
+            run.log.tokens = True
         await self.store.add_token(token, execution, state)
 
     async def submitted(self, execution: str, token: str) -> None:

@@ -5,7 +5,10 @@ serves EXPRESS executions and tests; a durable log (``plugins.states.executions`
 STANDARD executions in the state database: ``checkpoint`` is awaited at each
 transition of the top-level program with what resuming there needs (and
 inside a top-level state that waits or calls a resource: ``Within``), and
-the execution may go on only once it returns.
+the execution may go on only once it returns. A log that is ``nested`` is
+also given checkpoints from inside Parallel branches and Map iterations
+(``checkpoint_inside``: a snapshot of every one under way, ``Within.fork``)
+and the ends of those that finished (``child_done``).
 
 ``previousEventId`` follows how AWS numbers it: each thread of an execution
 (the top level, each Parallel branch, each Map iteration) is a ``Flow`` whose
@@ -16,10 +19,33 @@ as the recorded histories show.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from plugins.states.errors import RUNTIME, StatesError
+
 Json = Any
+
+#: A STANDARD execution's history holds at most this many events (AWS's hard
+#: quota; an EXPRESS execution's is unlimited): the last one must be its end.
+HISTORY_LIMIT = 25_000
+#: The events that may be the last one allowed (``History.limit``).
+_ENDS = frozenset(
+    {"ExecutionSucceeded", "ExecutionFailed", "ExecutionTimedOut", "ExecutionAborted"}
+)
+
+
+class HistoryFull(StatesError):
+    """The execution's next event would be the last one its history may
+    hold, and it is not the execution's end: the execution fails (AWS writes
+    ExecutionFailed as that event). States.Runtime: no Retry or Catch takes it."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            RUNTIME,
+            f"The execution reached the maximum number of events its history may hold ({limit})",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +83,7 @@ class HistoryEvent:
 WAITING = "waiting"  # a Wait state, until ``until``
 BACKING_OFF = "backing-off"  # a Task, Parallel or Map between attempts: the next at ``until``
 CALLING = "calling"  # a Task's attempt under way: its resource was called
+CHILDREN = "children"  # a Parallel's branches or a Map's iterations under way: ``Within.fork``
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +97,16 @@ class Within:
     does not call its resource again: the task runner is asked to resume the
     attempt (``TaskRequest.resumed``), so each attempt's effect happens at
     most once. ``until`` is then the attempt's TimeoutSeconds deadline.
+
+    A Parallel or Map whose branches or iterations were under way
+    (``CHILDREN``) has them in ``fork``: ``key`` (the attempt's: its entered
+    event and retry count; the results of the finished ones are kept under
+    it, ``ExecutionLog.child_done``), ``lastEnd`` (the event its end points
+    back to) and ``threads``, each one under way by its index: where it
+    stands (``nextState``, ``input``, ``flowLast``, ``variables`` and its own
+    ``within``, nested Parallel and Map states in turn). Resumed, the finished
+    ones are not run again, those under way go on where they stood, the
+    others start.
     """
 
     phase: str
@@ -79,9 +116,10 @@ class Within:
     attempts: tuple[int, ...] = ()
     retry_count: int = 0
     task_token: str | None = None
+    fork: dict[str, Json] | None = None
 
     def to_json(self) -> dict[str, Json]:
-        return {
+        out = {
             "phase": self.phase,
             "enteredId": self.entered_id,
             "enteredAt": self.entered_at,
@@ -90,6 +128,9 @@ class Within:
             "retryCount": self.retry_count,
             "taskToken": self.task_token,
         }
+        if self.fork is not None:
+            out["fork"] = self.fork
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Json]) -> Within:
@@ -101,6 +142,7 @@ class Within:
             tuple(data.get("attempts") or ()),
             data.get("retryCount", 0),
             data.get("taskToken"),
+            data.get("fork"),
         )
 
 
@@ -158,6 +200,22 @@ class ExecutionLog(Protocol):
         """Make everything appended so far, and ``point``, durable before returning."""
         ...
 
+    #: Whether the log takes checkpoints inside Parallel branches and Map
+    #: iterations (``checkpoint_inside``, ``child_done``): a durable log does.
+    nested: bool
+
+    async def checkpoint_inside(self, snapshot: Callable[[], Checkpoint | None]) -> None:
+        """Make everything appended so far durable with ``snapshot()``, taken
+        when it is written (several threads asking at once share one write;
+        None: the Parallel or Map has ended meanwhile, nothing to write)."""
+        ...
+
+    def child_done(self, fork: str, index: int, failed: bool, result: Json) -> None:
+        """A branch or iteration of the Parallel or Map attempt ``fork`` ended
+        with ``result`` (its error output when ``failed``): kept with the
+        next ``checkpoint_inside``, so that a resumed run does not run it again."""
+        ...
+
 
 @dataclass
 class MemoryLog:
@@ -165,12 +223,31 @@ class MemoryLog:
 
     events: list[HistoryEvent] = field(default_factory=list)
     checkpoints: list[Checkpoint] = field(default_factory=list)
+    #: checkpoints inside Parallel and Map too (tests; EXPRESS does without)
+    nested: bool = False
+    #: ``child_done``'s kept by a ``checkpoint_inside``, by fork and index, as
+    #: a durable log keeps them (those after the last one are not)
+    children: dict[str, dict[int, tuple[bool, Json]]] = field(default_factory=dict)
+    _ended: list[tuple[str, int, bool, Json]] = field(default_factory=list)
 
     def append(self, event: HistoryEvent) -> None:
         self.events.append(event)
 
     async def checkpoint(self, point: Checkpoint) -> None:
         self.checkpoints.append(point)
+        self._ended.clear()
+
+    async def checkpoint_inside(self, snapshot: Callable[[], Checkpoint | None]) -> None:
+        point = snapshot()
+        if point is None:
+            return
+        self.checkpoints.append(point)
+        for fork, index, failed, result in self._ended:
+            self.children.setdefault(fork, {})[index] = (failed, result)
+        self._ended.clear()
+
+    def child_done(self, fork: str, index: int, failed: bool, result: Json) -> None:
+        self._ended.append((fork, index, failed, result))
 
 
 @dataclass(slots=True)
@@ -184,12 +261,18 @@ class Flow:
 
 
 class History:
-    """Numbers events and writes them to the log."""
+    """Numbers events and writes them to the log; with a ``limit`` (a
+    STANDARD execution's ``HISTORY_LIMIT``), event ``limit`` is the
+    execution's end or ``HistoryFull`` is raised instead (and again at each
+    event but an end, so that no branch or iteration goes on)."""
 
-    def __init__(self, log: ExecutionLog, clock_time: Any, next_id: int = 1) -> None:
+    def __init__(
+        self, log: ExecutionLog, clock_time: Any, next_id: int = 1, limit: int | None = None
+    ) -> None:
         self.log = log
         self._time = clock_time
         self.next_id = next_id
+        self.limit = limit
 
     def emit(
         self,
@@ -201,6 +284,8 @@ class History:
         previous: int | None = None,
     ) -> int:
         event_id = self.next_id
+        if self.limit is not None and event_id >= self.limit and type not in _ENDS:
+            raise HistoryFull(self.limit)
         self.next_id += 1
         prev = flow.last if previous is None else previous
         self.log.append(HistoryEvent(event_id, prev, self._time(), type, details))

@@ -9,10 +9,13 @@ can resume a STANDARD execution with ``run(execution, resume=checkpoint)``:
 the next state runs with the recorded input, and event ids continue. A
 top-level Wait, a retry's backoff and a Task attempt under way are
 checkpointed inside their state too (``history.Within``): resumed, a Wait
-waits only what is left and a Task attempt is resumed, not called again. A
-Map or Parallel state is one step at the top level: resumed, it runs again
-from its start. The execution's TimeoutSeconds counts from its start time,
-across resumes.
+waits only what is left and a Task attempt is resumed, not called again.
+With a log that takes them (``ExecutionLog.nested``: a durable one), the
+branches of a Parallel and the iterations of an inline Map are checkpointed
+the same way inside (``_Fork``, ``_Thread``): resumed, the finished ones
+are not run again and those under way go on from their last checkpoint (a
+Distributed Map's iterations run again). The execution's TimeoutSeconds
+counts from its start time, across resumes.
 
 Time comes from the injected ``Clock`` (Wait, retry intervals, timeouts);
 Tasks go through the injected ``TaskRunner``. Parallel branches and Map
@@ -69,11 +72,13 @@ from plugins.states.errors import (
 from plugins.states.history import (
     BACKING_OFF,
     CALLING,
+    CHILDREN,
     WAITING,
     Checkpoint,
     ExecutionLog,
     Flow,
     History,
+    HistoryFull,
     MemoryLog,
     Within,
 )
@@ -86,6 +91,9 @@ dump = templates.dump
 
 #: AWS runs at most 40 iterations of an inline Map at once, whatever MaxConcurrency says.
 INLINE_MAP_CONCURRENCY = 40
+#: States without effect that wait for nothing: the checkpoint after one may
+#: be left to the next (done again when resumed from the one before).
+PURE = (PassState, ChoiceState)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +147,83 @@ class _Scope:
     history: History
     #: the workflow variables this thread sees (a branch's or iteration's own child scope)
     variables: Scope = field(default_factory=Scope)
+    #: where this branch or iteration stands, when checkpointed inside (``_Fork``)
+    thread: _Thread | None = None
 
     def child(self, flow: Flow, history: History | None = None) -> _Scope:
         """A Parallel branch's or Map iteration's scope: outer variables read-only."""
         return _Scope(flow, history or self.history, self.variables.child())
+
+
+# -- checkpoints inside Parallel and Map (a durable log's) ---------------------------------
+
+
+@dataclass(slots=True)
+class _Thread:
+    """Where a branch or an iteration stands: the state it is in (or goes to
+    next) and that state's input; inside it, ``within`` (a Wait, a Task
+    attempt, a backoff) or ``fork`` (a nested Parallel or Map under way)."""
+
+    scope: _Scope
+    next_state: str
+    input: Json
+    within: Within | None = None
+    fork: _Fork | None = None
+    #: whether its last state had an effect or waited (not ``PURE``): its
+    #: end is then written at once, not with the next checkpoint
+    effect: bool = False
+
+    def to_json(self) -> dict[str, Json]:
+        within = self.fork.within() if self.fork is not None else self.within
+        return {
+            "nextState": self.next_state,
+            "input": self.input,
+            "flowLast": self.scope.flow.last,
+            "variables": dict(self.scope.variables.own),
+            "within": None if within is None else within.to_json(),
+        }
+
+
+@dataclass(slots=True)
+class _Fork:
+    """A Parallel or inline Map attempt under way, its branches or iterations
+    checkpointed inside: ``key`` names the attempt (its entered event and
+    retry count), ``threads`` are those under way by index, ``last_end`` the
+    event the state's end points back to."""
+
+    run: _StateRun
+    key: str
+    last_end: int
+    threads: dict[int, _Thread] = field(default_factory=dict)
+    #: the branches or iterations that had ended when it was resumed
+    finished: dict[int, tuple[bool, Json]] = field(default_factory=dict)
+    #: where those under way stood when it was resumed, by index
+    resumed: dict[int, dict[str, Json]] = field(default_factory=dict)
+
+    def within(self) -> Within:
+        run = self.run
+        fork = {
+            "key": self.key,
+            "lastEnd": self.last_end,
+            "threads": {str(index): thread.to_json() for index, thread in self.threads.items()},
+        }
+        return Within(
+            CHILDREN, run.entered, run.entered_at, None, tuple(run.attempts), run.retry_count,
+            None, fork,
+        )  # fmt: skip
+
+    def start(
+        self, index: int, child: _Scope, program: Program, data: Json
+    ) -> dict[str, Json] | None:
+        """Register ``index``'s thread (its scope ``child``); where it stood when resumed."""
+        at = self.resumed.pop(index, None)
+        thread = _Thread(child, program.start_at, data)
+        if at is not None:
+            child.flow.last = at["flowLast"]
+            child.variables.own.update(at.get("variables") or {})
+        child.thread = thread
+        self.threads[index] = thread
+        return at
 
 
 @dataclass(slots=True)
@@ -179,6 +260,33 @@ class Interpreter:
         self.inspector: Inspector | None = None
         #: the top-level state under way, as it was entered (where a redrive starts again)
         self.under_way: Checkpoint | None = None
+        #: the top-level Parallel or Map under way, checkpointed inside
+        self._root: _Fork | None = None
+        #: the branches and iterations ended before a resume, by fork and index
+        #: (a durable log's ``child_done``, read back)
+        self.finished: dict[str, dict[int, tuple[bool, Json]]] = {}
+
+    @property
+    def nested(self) -> bool:
+        """Whether branches and iterations are checkpointed inside (a durable log)."""
+        return bool(getattr(self.log, "nested", False))
+
+    def _snapshot(self) -> Checkpoint | None:
+        """The whole execution where it stands now: the top-level state, its
+        branches or iterations, theirs in turn (None once the state has ended)."""
+        fork = self._root
+        if fork is None:
+            return None
+        run = fork.run
+        return Checkpoint(
+            run.state.name, run.raw, self.history.next_id - 1, run.scope.flow.last,
+            fork.within(), dict(run.scope.variables.own),
+        )  # fmt: skip
+
+    async def _inside(self) -> None:
+        """A checkpoint inside the top-level Parallel or Map."""
+        if self._root is not None:
+            await self.log.checkpoint_inside(self._snapshot)
 
     # -- an execution -----------------------------------------------------------
 
@@ -204,8 +312,16 @@ class Interpreter:
             start, data, within = resume.next_state, resume.input, resume.within
         variables = Scope(resume.variables if resume is not None else None)
         try:
-            top = self._top(start, data, _Scope(flow, self.history, variables), within)
-            output = await self._with_timeout(top, resumed=resume is not None)
+            try:
+                top = self._top(start, data, _Scope(flow, self.history, variables), within)
+                output = await self._with_timeout(top, resumed=resume is not None)
+            except BaseExceptionGroup as group:
+                # the history filled up inside branches or iterations, each
+                # failing with it: the execution fails, as for one alone
+                if group.subgroup(HistoryFull) is None:
+                    raise
+                assert self.history.limit is not None
+                raise HistoryFull(self.history.limit) from None
         except _ExecutionTimedOut:
             self.history.emit(flow, "ExecutionTimedOut", {"error": TIMEOUT}, advance=True)
             return Outcome("TIMED_OUT", error=TIMEOUT)
@@ -266,10 +382,30 @@ class Interpreter:
                 )
         return data
 
-    async def _program(self, program: Program, data: Json, scope: _Scope) -> Json:
+    async def _program(
+        self, program: Program, data: Json, scope: _Scope, at: dict[str, Json] | None = None
+    ) -> Json:
+        """A branch or iteration (from ``at`` when resumed: ``_Thread.to_json``);
+        checkpointed after each state that is not ``PURE`` when it has a thread."""
         name: str | None = program.start_at
+        within: Within | None = None
+        if at is not None:
+            name, data = at["nextState"], at["input"]
+            within = None if at.get("within") is None else Within.from_json(at["within"])
+        thread = scope.thread
         while name is not None:
-            data, name = await self._state(program.states[name], data, scope)
+            state = program.states[name]
+            if thread is None:
+                data, name = await self._state(state, data, scope)
+                continue
+            thread.next_state, thread.input, thread.within, thread.fork = name, data, within, None
+            data, name = await self._state(state, data, scope, within=within)
+            within = None
+            thread.effect = not isinstance(state, PURE)
+            if name is not None:
+                thread.next_state, thread.input, thread.within = name, data, None
+                if thread.effect:
+                    await self._inside()
         return data
 
     # -- one state -----------------------------------------------------------------
@@ -400,6 +536,8 @@ class _StateRun:
         self.top = top
         #: where a resumed run of the state was when it was checkpointed
         self.within = within
+        #: the retriers' counters (a Task, Parallel or Map)
+        self.attempts: Sequence[int] = ()
         #: TestState's inspector, for the state under test only
         self.inspector = interpreter.inspector if top else None
 
@@ -408,9 +546,16 @@ class _StateRun:
         return self.scope.history
 
     async def hold(self, phase: str, until: float | None, attempts: Sequence[int] = ()) -> None:
-        """Checkpoint a top-level state under way (a state inside a branch or
-        an iteration is not: its Parallel or Map runs again when resumed)."""
+        """Checkpoint a state under way: a top-level one, or one inside a
+        branch or an iteration checkpointed inside (``_Thread``)."""
+        thread = self.scope.thread
         if not self.top:
+            if thread is not None:
+                thread.within = Within(
+                    phase, self.entered, self.entered_at, until, tuple(attempts),
+                    self.retry_count, self.task_token,
+                )  # fmt: skip
+                await self.it._inside()
             return
         within = Within(
             phase,
@@ -433,6 +578,45 @@ class _StateRun:
 
     def emit(self, type: str, details: dict[str, Json] | None = None, **kw: Any) -> int:
         return self.scope.history.emit(self.scope.flow, type, details, **kw)
+
+    def fork(self, resumed: Within | None) -> _Fork | None:
+        """This Parallel or inline Map attempt, checkpointed inside when the
+        log takes such checkpoints (and the state is at the top level or in
+        a thread that is); resumed as ``resumed.fork`` left it."""
+        thread = self.scope.thread
+        if not self.it.nested or not (self.top or thread is not None):
+            return None
+        fork = _Fork(self, f"{self.entered}:{self.retry_count}", self.scope.flow.last)
+        if resumed is not None and resumed.fork is not None:
+            fork.last_end = resumed.fork["lastEnd"]
+            fork.resumed = {int(i): at for i, at in resumed.fork["threads"].items()}
+            fork.finished = dict(self.it.finished.get(fork.key, {}))
+        if thread is None:
+            self.it._root = fork
+        else:
+            thread.fork = fork
+        return fork
+
+    def unfork(self, fork: _Fork | None) -> None:
+        if fork is None:
+            return
+        thread = self.scope.thread
+        if thread is None:
+            self.it._root = None
+        elif thread.fork is fork:
+            thread.fork = None
+
+    async def ended(
+        self, fork: _Fork, index: int, failed: bool, result: Json, end: int | None
+    ) -> None:
+        """A branch or iteration of ``fork`` ended: kept, and written at once
+        when its last state had an effect (or it failed)."""
+        thread = fork.threads.pop(index)
+        if end is not None:
+            fork.last_end = end
+        self.it.log.child_done(fork.key, index, failed, result)
+        if thread.effect or failed:
+            await self.it._inside()
 
     def note(self, key: str, value: Json) -> Json:
         """TestState's inspectionData: ``value`` is the data after step ``key``."""
@@ -477,7 +661,9 @@ class _StateRun:
         if assign is None:
             self.assigned = None
         elif self.state.jsonata:
-            self.assigned = jsonata_mode.resolve(assign, "Assign", states, self.variables)
+            self.assigned = jsonata_mode.resolve(
+                assign, "Assign", states, self.variables, self.it.clock.time()
+            )
         else:
             self.assigned = self.resolve(assign, data)
 
@@ -486,7 +672,9 @@ class _StateRun:
         return {"input": self.raw, "context": self.context(), **more}
 
     def query(self, template: Json, location: str, states: Json) -> Json:
-        return jsonata_mode.resolve(template, location, states, self.variables)
+        return jsonata_mode.resolve(
+            template, location, states, self.variables, self.it.clock.time()
+        )
 
     def evaluation_failed(self, failure: jsonata_mode.QueryFailure) -> StatesError:
         """An evaluation that failed: AWS's EvaluationFailed event, then the state's failure
@@ -709,8 +897,13 @@ class _StateRun:
             assert state.timestamp is not None
             delay = _until(state.timestamp, now)
         output = self.jsonata_output(self.raw, states)
+        if self.within is not None and self.within.until is not None:
+            until = self.within.until  # resumed: only what is left
+        else:
+            until = now + delay
+            await self.hold(WAITING, until)
         if self.inspector is None:  # TestState does not wait
-            await sleep(self.it.clock, delay)
+            await sleep(self.it.clock, until - self.it.clock.time())
         self.exited(output)
         return output, state.next
 
@@ -770,7 +963,8 @@ class _StateRun:
             self.retry_count = within.retry_count
             if within.phase == BACKING_OFF and within.until is not None:
                 await sleep(self.it.clock, within.until - self.it.clock.time())
-        resumed = within if within is not None and within.phase == CALLING else None
+        resumed = within if within is not None and within.phase in (CALLING, CHILDREN) else None
+        self.attempts = attempts
         while True:
             try:
                 try:
@@ -887,10 +1081,10 @@ class _StateRun:
         elif self.inspector is not None and isinstance(state, ParallelState | MapState):
             result = self.mocked_flow(state, effective, self.inspector)
         elif isinstance(state, ParallelState):
-            result = await self.run_parallel(state, effective)
+            result = await self.run_parallel(state, effective, resumed)
         else:
             assert isinstance(state, MapState)
-            result = await self.run_map(state, effective)
+            result = await self.run_map(state, effective, resumed)
         if state.jsonata:
             return self.jsonata_output(result, self.states(result=result))
         if state.has_result_selector:
@@ -1017,29 +1211,43 @@ class _StateRun:
 
     # -- Parallel ----------------------------------------------------------------------------
 
-    async def run_parallel(self, state: ParallelState, effective: Json) -> Json:
-        self.emit("ParallelStateStarted")
+    async def run_parallel(
+        self, state: ParallelState, effective: Json, resumed: Within | None = None
+    ) -> Json:
+        if resumed is None:
+            self.emit("ParallelStateStarted")
         flow = self.scope.flow
         results: list[Json] = [None] * len(state.branches)
         ends: list[int] = []
+        fork = self.fork(resumed)
 
         async def branch(index: int, program: Program) -> None:
             child = self.scope.child(flow.fork())
+            at = None if fork is None else fork.start(index, child, program, effective)
             try:
-                results[index] = await self.it._program(program, effective, child)
+                results[index] = await self.it._program(program, effective, child, at)
             except StatesError as failure:
                 flow.last = child.flow.last
                 raise _Abort(failure) from None
             ends.append(child.flow.last)
+            if fork is not None:
+                await self.ended(fork, index, False, results[index], child.flow.last)
 
         try:
             async with asyncio.TaskGroup() as group:
                 for index, program in enumerate(state.branches):
+                    if fork is not None and index in fork.finished:
+                        results[index] = fork.finished[index][1]  # ended before a resume
+                        continue
                     group.create_task(branch(index, program))
         except* _Abort as aborted:
             raise _first_abort(aborted) from None
+        finally:
+            self.unfork(fork)
         # ParallelStateSucceeded points at the branch that finished last, without moving on
-        if ends:
+        if fork is not None:
+            flow.last = fork.last_end
+        elif ends:
             flow.last = ends[-1]
         self.emit("ParallelStateSucceeded", advance=False)
         return results
@@ -1189,7 +1397,9 @@ class _StateRun:
         )
         return items[:limit]
 
-    async def run_map(self, state: MapState, effective: Json) -> Json:
+    async def run_map(
+        self, state: MapState, effective: Json, resumed: Within | None = None
+    ) -> Json:
         concurrency = self.max_concurrency(state)
         reading = state.item_reader is not None
         inputs: list[Json] = []
@@ -1204,9 +1414,12 @@ class _StateRun:
             else:
                 items = self.select(state.items_path, effective, "ItemsPath")
             inputs = self.map_inputs(state, items, effective)
-            self.emit("MapStateStarted", {"length": len(inputs)})
+            if resumed is None:
+                self.emit("MapStateStarted", {"length": len(inputs)})
         tolerated_count, tolerated_percentage = self.tolerance(state)
         distributed = state.mode == "DISTRIBUTED"
+        # a Distributed Map's iterations (child executions) are not checkpointed inside
+        fork = None if distributed else self.fork(resumed)
         run_arn = ""
         if distributed:
             run_arn = self.map_run_arn(state)
@@ -1261,9 +1474,11 @@ class _StateRun:
                 else:
                     child = self.scope.child(flow.fork())
                 running[index] = child
-                mark(child, "MapIterationStarted", index, advance=True)
+                at = None if fork is None else fork.start(index, child, processor, item)
+                if at is None:
+                    mark(child, "MapIterationStarted", index, advance=True)
                 try:
-                    results[index] = await self.it._program(processor, item, child)
+                    results[index] = await self.it._program(processor, item, child, at)
                 except StatesError as failure:
                     running.pop(index, None)
                     mark(child, "MapIterationFailed", index)
@@ -1277,6 +1492,8 @@ class _StateRun:
                         ended.cause = failure.cause
                     if over_threshold():
                         raise _Abort(failure) from None
+                    if fork is not None:
+                        await self.ended(fork, index, True, results[index], None)
                     return
                 running.pop(index, None)
                 succeeded[index] = True
@@ -1287,6 +1504,8 @@ class _StateRun:
                 if not distributed:
                     flow.last = child.flow.last
                 last_end[0] = end
+                if fork is not None:
+                    await self.ended(fork, index, False, results[index], end)
             finally:
                 slots.release()
 
@@ -1300,6 +1519,10 @@ class _StateRun:
         try:
             async with asyncio.TaskGroup() as group:
                 for index, item in enumerate(inputs):
+                    if fork is not None and index in fork.finished:  # ended before a resume
+                        failed, results[index] = fork.finished[index]
+                        failures += failed
+                        continue
                     await slots.acquire()
                     if failures and over_threshold():
                         slots.release()
@@ -1318,6 +1541,8 @@ class _StateRun:
             if distributed:
                 self.emit("MapRunFailed", {"error": failure.error, "cause": failure.cause or ""})
             raise failure from None
+        finally:
+            self.unfork(fork)
         if distributed:
             try:
                 await settle()
@@ -1333,7 +1558,7 @@ class _StateRun:
             run_end = self.emit("MapRunSucceeded", advance=False)
             self.emit("MapStateSucceeded", advance=False, previous=run_end)
             return results
-        flow.last = last_end[0]
+        flow.last = last_end[0] if fork is None else fork.last_end
         self.emit("MapStateSucceeded", advance=False)
         return results
 

@@ -6,7 +6,8 @@ JSON whose strings may be expressions, walked as they are. Each expression
 sees ``$states`` (``input``, ``result``, ``errorOutput``, ``context``, as the
 state offers them), the workflow variables by name, and AWS's added
 functions: ``$partition``, ``$range``, ``$hash``, ``$random``, ``$uuid`` and
-``$parse``.
+``$parse``. ``$now()`` and ``$millis()`` read the time given to ``resolve``
+(the execution's injected clock), as JSONata does once per evaluation.
 
 An expression that fails is a ``QueryFailure`` naming the field as AWS's
 EvaluationFailed event does (``Output/result``): it returned nothing
@@ -17,12 +18,14 @@ the state with States.QueryEvaluationError.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import hashlib
 import json
 import math
 import random
 import sys
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -35,6 +38,7 @@ from typing import Any
 _LIMIT = sys.getrecursionlimit()
 import jsonata  # noqa: E402
 from jsonata import jexception, utils  # noqa: E402
+from jsonata.functions import Functions  # noqa: E402
 
 sys.setrecursionlimit(_LIMIT)
 
@@ -43,6 +47,9 @@ from plugins.states.errors import QUERY_EVALUATION_ERROR  # noqa: E402
 Json = Any
 
 OPEN, CLOSE = "{%", "%}"
+#: The moment an evaluation reads with ``$now()`` and ``$millis()``, in
+#: milliseconds (the compiled expressions are shared: set per evaluation).
+_NOW: contextvars.ContextVar[int | None] = contextvars.ContextVar("jsonata_now", default=None)
 
 
 def is_expression(value: Json) -> bool:
@@ -106,9 +113,21 @@ def _compile(expression: str) -> jsonata.Jsonata:
 
 
 def evaluate(
-    text: str, location: str, states: Mapping[str, Json], variables: Mapping[str, Json]
+    text: str,
+    location: str,
+    states: Mapping[str, Json],
+    variables: Mapping[str, Json],
+    now: float | None = None,
 ) -> Json:
-    """The value of the expression ``text`` (``{% ... %}``) for the field at ``location``."""
+    """The value of the expression ``text`` (``{% ... %}``) for the field at
+    ``location``; ``now`` (epoch seconds) is what ``$now()`` and ``$millis()``
+    read (the wall clock when None)."""
+    if now is not None:
+        moment = _NOW.set(int(now * 1000))
+        try:
+            return evaluate(text, location, states, variables)
+        finally:
+            _NOW.reset(moment)
     expression = body(text)
     bindings: dict[str, Json] = {
         name: utils.Utils.NULL_VALUE if value is None else value
@@ -163,20 +182,25 @@ def _plain(value: Json) -> Json:
 
 
 def resolve(
-    template: Json, location: str, states: Mapping[str, Json], variables: Mapping[str, Json]
+    template: Json,
+    location: str,
+    states: Mapping[str, Json],
+    variables: Mapping[str, Json],
+    now: float | None = None,
 ) -> Json:
     """``template`` with each ``{% %}`` string replaced by its value; ``location`` is the
-    field's name (``Output``), extended by keys and indexes as AWS names them."""
+    field's name (``Output``), extended by keys and indexes as AWS names them; ``now``
+    as ``evaluate`` takes it."""
     if is_expression(template):
-        return evaluate(template, location, states, variables)
+        return evaluate(template, location, states, variables, now)
     if isinstance(template, dict):
         return {
-            key: resolve(value, f"{location}/{key}", states, variables)
+            key: resolve(value, f"{location}/{key}", states, variables, now)
             for key, value in template.items()
         }
     if isinstance(template, list):
         return [
-            resolve(item, f"{location}/{index}", states, variables)
+            resolve(item, f"{location}/{index}", states, variables, now)
             for index, item in enumerate(template)
         ]
     return template
@@ -264,6 +288,17 @@ def _random(seed: Json = None) -> float:
     return random.Random(int(seed)).random()
 
 
+def _millis() -> int:
+    """``$millis()``: the evaluation's moment (``evaluate``'s ``now``) in milliseconds."""
+    moment = _NOW.get()
+    return moment if moment is not None else int(time.time() * 1000)
+
+
+def _now(picture: Json = None, timezone: Json = None) -> Json:
+    """``$now([picture [, timezone]])``: the evaluation's moment as ISO 8601 (or ``picture``)."""
+    return Functions.datetime_from_millis(_millis(), picture, timezone)
+
+
 def _uuid() -> str:
     """``$uuid()``: a version 4 UUID."""
     return str(uuid.uuid4())
@@ -286,4 +321,6 @@ _FUNCTIONS = {
     "random": _random,
     "uuid": _uuid,
     "parse": _parse,
+    "now": _now,
+    "millis": _millis,
 }

@@ -16,6 +16,9 @@
   ``owner`` until ``lease`` (clock seconds), renewed as it goes, as a
   replay is (``pipelines.replay``);
 - ``sfn_history``: its history events, in id order;
+- ``sfn_children``: the branches and iterations that ended in a Parallel or
+  Map under way (by the attempt's key and their index, with their result),
+  so that a resumed one does not run them again; gone once the state ended;
 - ``sfn_tokens``: the task tokens of ``.waitForTaskToken`` attempts under
   way and their answers (SendTaskSuccess, SendTaskFailure,
   SendTaskHeartbeat), so an answer reaching any runner of a cluster gets to
@@ -26,24 +29,32 @@ nothing unless the writer still owns it: a runner whose lease ran out and
 whose execution another runner took over learns so at its next write and
 stops, instead of both running it. A transition (the events since the last
 checkpoint, and the new checkpoint) is one batch: one trip, one transaction.
+The starts, transitions and ends of executions written at the same moment
+share that trip and transaction (group commit: ``StatesStore.write``), so
+twenty executions running at once make one trip where they made twenty.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from pipelines.store import Queries, Row, Step, Store
+from pipelines.store import Done, Queries, Row, Step, Store
 from plugins.states.history import HistoryEvent
 
 RUNNING = "RUNNING"
 SUCCEEDED, FAILED, TIMED_OUT, ABORTED = "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"
 ENDED = (SUCCEEDED, FAILED, TIMED_OUT, ABORTED)
 STANDARD, EXPRESS = "STANDARD", "EXPRESS"
+#: Writes (``StatesStore.write``) sharing one transaction, at most.
+GROUP = 64
 #: A token's states: waiting for an answer, answered, or over (its attempt ended).
 WAITING, ANSWERED = "waiting", "answered"
 
@@ -111,6 +122,14 @@ CREATE TABLE IF NOT EXISTS sfn_tokens (
     created   REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sfn_tokens_execution ON sfn_tokens (execution);
+CREATE TABLE IF NOT EXISTS sfn_children (
+    execution TEXT NOT NULL,
+    fork      TEXT NOT NULL,
+    idx       INTEGER NOT NULL,
+    failed    INTEGER NOT NULL,
+    result    TEXT NOT NULL,
+    PRIMARY KEY (execution, fork, idx)
+);
 """
 
 EXECUTION_COLUMNS = (
@@ -221,15 +240,21 @@ class TokenRecord:
     beat: float
 
 
-def _event_row(execution: str, event: HistoryEvent) -> tuple[Any, ...]:
-    details = None if event.details is None else orjson.dumps(event.details).decode()
-    return (
-        execution,
-        event.id,
-        event.previous_event_id,
-        event.timestamp,
-        event.type,
-        details,
+def _event_rows(events: Sequence[HistoryEvent]) -> bytes:
+    """Events as one JSON array (``_insert_events``' one parameter): each
+    ``[id, previous, at, kind, details]``, the details as JSON text, stored
+    as written."""
+    return orjson.dumps(
+        [
+            (
+                e.id,
+                e.previous_event_id,
+                e.timestamp,
+                e.type,
+                None if e.details is None else orjson.dumps(e.details).decode(),
+            )
+            for e in events
+        ]
     )
 
 
@@ -237,11 +262,94 @@ class StatesStore(Store):
     """The state machines' tables: ``await StatesStore.open(state, clock)``."""
 
     name = "states"
-    version = 2
+    version = 3
     schema = SCHEMA
 
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
+        #: writes waiting for the next trip, and the task writing them (``write``)
+        self._waiting: list[tuple[list[Step], asyncio.Future[list[Done]]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        """Close, once the writes handed over are written."""
+        if self._writing is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._writing)
+        await super().close()
+
+    # -- group commit ---------------------------------------------------------------
+
+    def write(self, steps: list[Step]) -> asyncio.Future[list[Done]]:
+        """``batch(steps)`` in a trip and a transaction shared with the other
+        writes handed over meanwhile (group commit): handed over now, the
+        future of what its steps did. Every statement an execution writes
+        is conditional on its owner, so one write's nothing-changed does not
+        concern the others; a failing statement fails the whole trip, whose
+        writes then go again one by one, so it fails its own caller only.
+        A write whose caller is cancelled before its trip leaves is not
+        written (one cancelled after it left may be)."""
+        done: asyncio.Future[list[Done]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((steps, done))
+        if self._writing is None:
+            # Started at the loop's next turn: the writes handed over in this
+            # one (executions running at once) go together.
+            self._writing = asyncio.ensure_future(self._write_waiting())
+        return done
+
+    async def _write_waiting(self) -> None:
+        try:
+            while self._waiting:
+                group = [w for w in self._waiting[:GROUP] if not w[1].done()]
+                del self._waiting[:GROUP]
+                try:
+                    if len(group) == 1:
+                        await self._write_alone(*group[0])
+                    elif group:
+                        await self._write_group(group)
+                except BaseException:  # cancelled (the loop ends): nobody is left waiting
+                    for _, done in group:
+                        done.cancel()
+                    raise
+        finally:
+            self._writing = None
+            for _, done in self._waiting:  # cancelled: the runner is stopping
+                done.cancel()
+            self._waiting.clear()
+
+    async def _write_alone(self, steps: list[Step], done: asyncio.Future[list[Done]]) -> None:
+        try:
+            if len(steps) == 1 and not steps[0].many:
+                # one statement is its own transaction, without BEGIN and COMMIT
+                rows = await self.rows(steps[0].sql, steps[0].parameters)
+                result = [Done(rows, len(rows))]
+            else:
+                result = await self.batch(steps)
+        except Exception as exc:
+            if not done.done():
+                done.set_exception(exc)
+            return
+        if not done.done():
+            done.set_result(result)
+
+    async def _write_group(
+        self, group: list[tuple[list[Step], asyncio.Future[list[Done]]]]
+    ) -> None:
+        try:
+            result = await self.batch([step for steps, _ in group for step in steps])
+        except Exception:
+            for steps, done in group:
+                await self._write_alone(steps, done)
+            return
+        at = 0
+        for steps, done in group:
+            if not done.done():
+                done.set_result(result[at : at + len(steps)])
+            at += len(steps)
+
     async def migrate(self, connection: Queries, found: int) -> None:
-        """Version 1 did not know which machines the API made, nor their tags."""
+        """Version 1 did not know which machines the API made, nor their tags;
+        version 3 added ``sfn_children`` (``schema`` creates it)."""
         if found < 2:
             for column in ("origin TEXT", "tags TEXT"):
                 await connection.execute(f"ALTER TABLE sfn_machines ADD COLUMN {column}")
@@ -346,10 +454,35 @@ class StatesStore(Store):
         False when one with its ARN exists."""
         columns = (*EXECUTION_COLUMNS, "owner", "lease")
         values = list(_execution_values(record))
-        changed = await self.execute(
-            self.dialect.insert_new("sfn_executions", columns), (*values, owner, lease)
+        insert = self.dialect.insert_new("sfn_executions", columns) + " RETURNING arn"
+        done = await self.write([Step(insert, (*values, owner, lease))])
+        return len(done[0].rows) == 1
+
+    def _create_step(self, record: ExecutionRecord, owner: str, lease: float) -> Step:
+        """The INSERT of a new execution (a plain one: its ARN taken fails
+        the transaction it is in, with ``ExecutionExists``)."""
+        columns = (*EXECUTION_COLUMNS, "owner", "lease")
+        return Step(
+            f"INSERT INTO sfn_executions ({', '.join(columns)})"
+            f" VALUES ({self.dialect.marks(len(columns))})",
+            (*_execution_values(record), owner, lease),
         )
-        return changed == 1
+
+    async def _write_creating(
+        self, steps: list[Step], create: ExecutionRecord | None, owner: str, lease: float
+    ) -> list[Done]:
+        """``write(steps)``; with ``create``, that execution made first in the
+        same transaction (owned by ``owner`` until ``lease``):
+        ``ExecutionExists`` when its ARN is taken, and nothing written."""
+        if create is None:
+            return await self.write(steps)
+        try:
+            done = await self.write([self._create_step(create, owner, lease), *steps])
+        except Exception as exc:
+            if _is_conflict(exc):
+                raise ExecutionExists(create.arn) from None
+            raise
+        return done[1:]
 
     async def claimable(self, machines: Sequence[str], owner: str, now: float) -> list[str]:
         """The RUNNING executions of ``machines`` that no live runner runs:
@@ -387,14 +520,26 @@ class StatesStore(Store):
         lease: float,
         events: Sequence[HistoryEvent],
         checkpoint: dict[str, Any],
+        children: Sequence[tuple[str, int, bool, Any]] = (),
+        *,
+        clear: bool = False,
+        create: ExecutionRecord | None = None,
     ) -> str | None:
         """Write the events since the last transition and the new checkpoint,
         renewing the lease, in one transaction, if ``owner`` still holds the
-        execution. None when it does not (nothing written); else the stop
-        asked of it by another runner (``request_abort``), or ""."""
+        execution; with the branches and iterations ended meanwhile
+        (``children``: fork, index, failed, result), or, ``clear``, without
+        any kept before (their Parallel or Map has ended). None when it does
+        not hold it (nothing written); else the stop asked of it by another
+        runner (``request_abort``), or "". ``create``: the execution is made
+        in the same transaction (its start written with its first transition)."""
         last = events[-1].id if events else None
-        steps = [
-            Step(_INSERT_EVENTS, [(*_event_row(arn, e), arn, owner) for e in events], many=True),
+        steps = [self._events_step(arn, owner, events)]
+        if children:
+            steps.append(self._children_step(arn, owner, children))
+        if clear:
+            steps.append(self._clear_step(arn, owner))
+        steps += [
             Step(
                 "UPDATE sfn_executions SET checkpoint = ?, lease = ?,"
                 " last_event = COALESCE(?, last_event)"
@@ -402,8 +547,8 @@ class StatesStore(Store):
                 (orjson.dumps(checkpoint).decode(), lease, last, arn, owner),
             ),
         ]
-        done = await self.batch(steps)
-        rows = done[1].rows
+        done = await self._write_creating(steps, create, owner, lease)
+        rows = done[-1].rows
         if not rows:
             return None
         return rows[0][0] or ""
@@ -419,18 +564,30 @@ class StatesStore(Store):
         cause: str | None,
         stopped: float,
         redrive_point: dict[str, Any] | None = None,
+        *,
+        clear: bool = False,
+        tokens: bool = True,
+        create: ExecutionRecord | None = None,
     ) -> bool:
         """Write the last events and the execution's end, and let it go, if
-        ``owner`` still holds it; its tokens are over. Whether it did.
-        ``redrive_point``: where a redrive would start (kept as its checkpoint)."""
+        ``owner`` still holds it; its tokens are over (``tokens``: it may
+        have some), and (``clear``) the branches and iterations it kept.
+        Whether it did. ``redrive_point``: where a redrive would start (kept
+        as its checkpoint). ``create``: the execution is made in the same
+        transaction (started and ended in one)."""
         last = events[-1].id if events else None
-        steps = [
-            Step(_INSERT_EVENTS, [(*_event_row(arn, e), arn, owner) for e in events], many=True),
-            Step(
-                "DELETE FROM sfn_tokens WHERE execution = ? AND EXISTS (SELECT 1 FROM"
-                " sfn_executions WHERE arn = ? AND owner = ? AND status = 'RUNNING')",
-                (arn, arn, owner),
-            ),
+        steps = [self._events_step(arn, owner, events)]
+        if clear:
+            steps.append(self._clear_step(arn, owner))
+        if tokens:
+            steps.append(
+                Step(
+                    "DELETE FROM sfn_tokens WHERE execution = ? AND EXISTS (SELECT 1 FROM"
+                    " sfn_executions WHERE arn = ? AND owner = ? AND status = 'RUNNING')",
+                    (arn, arn, owner),
+                )
+            )
+        steps += [
             Step(
                 "UPDATE sfn_executions SET status = ?, output = ?, error = ?, cause = ?,"
                 " stopped = ?, checkpoint = ?, owner = NULL, lease = NULL, stop_request = NULL,"
@@ -449,8 +606,55 @@ class StatesStore(Store):
                 ),
             ),
         ]
-        done = await self.batch(steps)
-        return done[2].changed == 1
+        done = await self._write_creating(steps, create, owner, 0.0)
+        return done[-1].changed == 1
+
+    def _events_step(self, arn: str, owner: str, events: Sequence[HistoryEvent]) -> Step:
+        """The INSERT of ``events`` if ``owner`` holds the execution: one
+        statement whatever their number (a JSON array), not one per event."""
+        d = self.dialect
+        kinds = ("integer", "integer", "real", "text", "text")
+        items = ", ".join(d.json_item("e", n, kind) for n, kind in enumerate(kinds))
+        return Step(
+            "INSERT INTO sfn_history (execution, id, previous, at, kind, details)"
+            f" SELECT ?, {items} FROM {d.json_rows('e')} WHERE EXISTS (SELECT 1"
+            " FROM sfn_executions WHERE arn = ? AND owner = ? AND status = 'RUNNING')",
+            (arn, _event_rows(events), arn, owner),
+        )
+
+    def _children_step(
+        self, arn: str, owner: str, children: Sequence[tuple[str, int, bool, Any]]
+    ) -> Step:
+        d = self.dialect
+        kinds = ("text", "integer", "integer", "text")
+        items = ", ".join(d.json_item("c", n, kind) for n, kind in enumerate(kinds))
+        rows = [(fork, index, int(failed), orjson.dumps(result).decode())
+                for fork, index, failed, result in children]  # fmt: skip
+        return Step(
+            "INSERT INTO sfn_children (execution, fork, idx, failed, result)"
+            f" SELECT ?, {items} FROM {d.json_rows('c')} WHERE EXISTS (SELECT 1"
+            " FROM sfn_executions WHERE arn = ? AND owner = ? AND status = 'RUNNING')"
+            " ON CONFLICT DO NOTHING",
+            (arn, orjson.dumps(rows), arn, owner),
+        )
+
+    def _clear_step(self, arn: str, owner: str) -> Step:
+        return Step(
+            "DELETE FROM sfn_children WHERE execution = ? AND EXISTS (SELECT 1 FROM"
+            " sfn_executions WHERE arn = ? AND owner = ? AND status = 'RUNNING')",
+            (arn, arn, owner),
+        )
+
+    async def children(self, arn: str) -> dict[str, dict[int, tuple[bool, Any]]]:
+        """The branches and iterations kept (``transition``'s ``children``):
+        by fork and index, (failed, result)."""
+        rows = await self.reader.rows(
+            "SELECT fork, idx, failed, result FROM sfn_children WHERE execution = ?", (arn,)
+        )
+        out: dict[str, dict[int, tuple[bool, Any]]] = {}
+        for fork, index, failed, result in rows:
+            out.setdefault(fork, {})[index] = (bool(failed), orjson.loads(result))
+        return out
 
     async def renew(self, owner: str, lease: float) -> dict[str, str]:
         """Extend ``owner``'s lease of every execution it runs: each one it
@@ -614,7 +818,7 @@ class StatesStore(Store):
                     redrive_count - 1,
                 ),
             ),
-            Step(_INSERT_EVENTS, [(*_event_row(arn, event), arn, owner)], many=True),
+            self._events_step(arn, owner, [event]),
         ]
         done = await self.batch(steps)
         return done[0].changed == 1
@@ -632,11 +836,21 @@ class StatesStore(Store):
 
 
 _MACHINE = "name, arn, definition, machine_type, role_arn, created, updated, revision"
-_INSERT_EVENTS = (
-    "INSERT INTO sfn_history (execution, id, previous, at, kind, details)"
-    " SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM sfn_executions"
-    " WHERE arn = ? AND owner = ? AND status = 'RUNNING')"
-)
+
+
+class ExecutionExists(Exception):
+    """An execution was to be made with an ARN another one has."""
+
+
+def _is_conflict(exc: Exception) -> bool:
+    """Whether ``exc`` is either engine's unique-constraint violation."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(exc, psycopg.IntegrityError)
 
 
 def _json_or_null(value: Any) -> str | None:
