@@ -305,7 +305,7 @@ class Target(ABC):
         declared at that path, with its line and column."""
         return ()
 
-    def check_links(self, resource: Callable[[str], Target]) -> None:
+    def check_links(self, resource: Callable[[str], Target]) -> None:  # noqa: B027 - optional hook
         """Check what its settings ask of the resources they name (their kind,
         their limits), once every resource is built and each name in
         ``references`` is declared: raise ``ConfigError`` at the setting.
