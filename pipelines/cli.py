@@ -352,6 +352,12 @@ def test_command(path: str) -> None:
     " (`:PORT` listens on 127.0.0.1; port 0 picks a free one and logs it).",
 )
 @click.option(
+    "--console",
+    is_flag=True,
+    help="Serve the web console on the --api port (127.0.0.1:0 without one);"
+    " its login link, with a token, is logged at start.",
+)
+@click.option(
     "--runner",
     default=None,
     help="This runner's name among the runners sharing a PostgreSQL state"
@@ -381,6 +387,7 @@ def run_command(
     control: str | None,
     no_control: bool,
     api: str | None,
+    console: bool,
     runner: str | None,
     cloudformation: bool,
     parameters: tuple[str, ...],
@@ -410,6 +417,7 @@ def run_command(
                     no_control,
                     api,
                     runner,
+                    console,
                     _template_parameters(parameters) if cloudformation else None,
                 )
             )
@@ -441,6 +449,7 @@ async def _run(
     no_control: bool,
     api: str | None,
     runner: str | None,
+    console: bool = False,
     template_parameters: dict[str, str] | None = None,
 ) -> RunReport:
     from pipelines.config import load_config
@@ -470,6 +479,7 @@ async def _run(
         shutdown_timeout=shutdown_timeout,
         max_wait=max_wait,
         runner=runner,
+        console=console,
     )
 
 
