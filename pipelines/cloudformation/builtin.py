@@ -148,11 +148,6 @@ def _rule_target(
         set_if(parameters, "header_parameters", http.get("HeaderParameters"))
         set_if(parameters, "query_string_parameters", http.get("QueryStringParameters"))
         target["http_parameters"] = parameters
-    for index_key, prop in (("input", "Input"), ("dead_letter", "DeadLetterConfig")):
-        if index_key in target:
-            context.origin(
-                ("rules", "?", "targets", index, index_key), resource, ("Targets", index, prop)
-            )
     return target
 
 
@@ -165,6 +160,16 @@ def _bus_target(context: ImportContext, bus: str, resource: Resource) -> str:
     return name
 
 
+_TARGET_ORIGINS = (
+    ("id", "Id"),
+    ("resource", "Arn"),
+    ("input", "Input"),
+    ("input_path", "InputPath"),
+    ("input_transformer", "InputTransformer"),
+    ("retry_policy", "RetryPolicy"),
+    ("dead_letter", "DeadLetterConfig"),
+    ("http_parameters", "HttpParameters"),
+)
 _TARGET_KEYS = {
     "Id",
     "Arn",
@@ -216,6 +221,10 @@ def _rule_apply(context: ImportContext, resource: Resource) -> str:
     )
     for index in range(len(targets)):
         context.origin(("rules", config_name, "targets", index), resource, ("Targets", index))
+        for key, prop in _TARGET_ORIGINS:  # a target's problem at the property it came from
+            context.origin(
+                ("rules", config_name, "targets", index, key), resource, ("Targets", index, prop)
+            )
     detail = f"rule {config_name}" + (f" on bus {bus}" if bus != DEFAULT_BUS else "")
     if ignored:
         detail += f"; targets' {', '.join(sorted(ignored))} ignored"

@@ -40,7 +40,7 @@ from pipelines.cloudformation.mapping import (
     alias_keys,
 )
 from pipelines.cloudformation.registry import Registry, build_registry
-from pipelines.cloudformation.template import Template, TemplateInvalid, label, load_template
+from pipelines.cloudformation.template import Template, TemplateInvalid, load_template
 from pipelines.errors import Problem
 
 TOP_KEYS = {
@@ -536,7 +536,3 @@ def _parameter_value(name: str, spec: dict[str, Any], raw: Any) -> Any:
             if "MaxValue" in spec and float(item) > float(spec["MaxValue"]):
                 raise ValueError(f"{item} is above MaxValue {spec['MaxValue']}")
     return items if is_list else text
-
-
-def location(path: tuple[str | int, ...]) -> str:
-    return label(path)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipelines.cloudformation.intrinsics import Identity, TemplateError
+from pipelines.cloudformation.intrinsics import Identity
 from pipelines.cloudformation.mapping import (
     ConfigExport,
     ExportContext,
@@ -242,11 +242,6 @@ def _export(context: ExportContext, name: str, body: dict[str, Any]) -> None:
         properties["RoleArn"] = _PLACEHOLDER_ROLE
         extra = {"Metadata": {"pipelines": {"added": ["role_arn"]}}}
     context.add(context.logical_id("pipes", name, "Pipe"), "AWS::Pipes::Pipe", properties, **extra)
-
-
-def _check_source(value: Any, path: tuple[str | int, ...]) -> None:
-    if value is None:
-        raise TemplateError(path, "a pipe needs a Source")
 
 
 MAPPINGS = (
