@@ -994,12 +994,12 @@ async def build_runtime(
     runtime.cluster_group = config.cluster_group
     with tuned_process([config.directory], switch_interval=None):
         problems = _add_resources(runtime, config)
-    problems += _resource_references(runtime, config)
     for bus in config.buses:
         try:
             runtime.create_bus(bus, account=config.bus_accounts.get(bus))
         except ConfigError as exc:
             problems.append(config.at(("buses",), str(exc)))
+    problems += _resource_references(runtime, config)  # (check_links sees the buses)
     if DEFAULT_BUS in config.bus_accounts:
         problems.append(
             config.at(
@@ -1274,7 +1274,7 @@ def _resource_references(runtime: Runtime, config: PipelineConfig) -> list[Probl
         if unknown or any(named not in built for _, named in resource.references()):
             continue  # (a named resource with problems of its own: those say why)
         try:
-            resource.check_links(runtime.resource)
+            resource.check_links(runtime)
         except ConfigError as exc:
             problems += _problems(config, resource_path(config, name), exc)
     return problems
