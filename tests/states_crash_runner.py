@@ -104,7 +104,8 @@ async def main(state: str, effects: str, mode: str, count: int, shape: str = "ch
     runtime = Runtime(
         state_path=state, plugins=plugin_manager(), runner="crash-1" if shared else None
     )
-    runtime.add_resource("record", "function", {"function": "tests.states_functions:record"})
+    # Paced, so that the test's kill lands mid-way (see record_paced).
+    runtime.add_resource("record", "function", {"function": "tests.states_functions:record_paced"})
     made = nested_definition(effects) if shape == "nested" else definition(effects)
     runtime.add_resource("chain", "state_machine", {"definition": made})
     async with runtime:

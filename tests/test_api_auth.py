@@ -215,7 +215,7 @@ def test_the_config_declares_keys_and_tls_and_each_problem_has_its_place(tmp_pat
         "4:5: api: needs a secret (use ${VAR} to keep it out of the file)",
         "5:26: api: '12' is not a 12-digit account",
         f"6:9: api: {tmp_path / 'missing.pem'} is not a file",
-        "7:3: api: 'strict': unknown setting (allowed: access_keys, listen, tls)",
+        "7:3: api: 'strict': unknown setting (allowed: access_keys, console, listen, tls)",
     ]
 
 

@@ -972,9 +972,13 @@ def cloudwatch(c: Context) -> None:
     )
     assert event["detail"]["state"]["value"] == "ALARM"
     history = aws("cloudwatch", "DescribeAlarmHistory", AlarmName=alarm)["AlarmHistoryItems"]
-    assert [(h["HistoryItemType"], h["HistorySummary"]) for h in history] == [
-        ("StateUpdate", "Alarm updated from INSUFFICIENT_DATA to ALARM")
-    ]
+    items = [(h["HistoryItemType"], h["HistorySummary"]) for h in history]  # newest first
+    assert items[-1] == ("StateUpdate", "Alarm updated from INSUFFICIENT_DATA to ALARM")
+    # The minute's evaluation may have judged the metric since (a slow machine).
+    assert [summary.startswith("Alarm updated from ALARM to ") for _, summary in items[:-1]] in (
+        [],
+        [True],
+    ), items
     assert aws("cloudwatch", "DisableAlarmActions", AlarmNames=[alarm]) == {}
     shown = aws("cloudwatch", "DescribeAlarms", AlarmNames=[alarm])["MetricAlarms"]
     assert shown[0]["ActionsEnabled"] is False
