@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.store import Location
-from plugins.firehose.spec import bucket_of
+from plugins.firehose.spec import destination_of
 
 
 def bucket_directory(settings: Mapping[str, Any], bucket: str, state: Location | None) -> Path:
@@ -32,8 +32,7 @@ def delivered(
     name: str, config: Mapping[str, Any], settings: Mapping[str, Any], state: Location | None
 ) -> list[dict[str, Any]]:
     """The stream's objects now, oldest first: Key, Size, LastModified, Path."""
-    destination = config["ExtendedS3DestinationConfiguration"]
-    bucket = bucket_of(destination["BucketARN"])
+    bucket = destination_of(config).bucket
     root = bucket_directory(settings, bucket, state)
     found = []
     if root.is_dir():
