@@ -432,9 +432,11 @@ def _prefixes(
         )
     except PrefixError as exc:
         raise SpecError((exc.field,), exc.message) from None
+    # The default error prefix is made of Prefix as given (before the hour
+    # is added): <Prefix><error-output-type>/yyyy/MM/dd/HH/.
+    error = error.with_default_time() if error is not None else error_prefix_for(prefix)
     if not partitioning:
         prefix = prefix.with_default_time()
-    error = error.with_default_time() if error is not None else error_prefix_for(prefix)
     return prefix, error
 
 
