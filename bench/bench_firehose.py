@@ -126,7 +126,7 @@ async def pipeline(
     runtime.add_resource(
         "bench",
         "firehose",
-        {"destination": destination(size_mb, interval), "directory": str(root / "buckets")},
+        {"destination": destination(size_mb, interval)},
     )
     server = ApiServer(runtime, served_services(plugins), "127.0.0.1", 0)
     await server.start()

@@ -44,6 +44,12 @@ from pipelines.transform import (
 log = logging.getLogger("pipelines.bus")
 #: Sees each dispatched event: (bus name, event). See ``Runtime.tap``.
 Observer = Callable[[str, dict[str, Any]], None]
+#: Looks at each valid event put on one bus before it is accepted (a plugin's
+#: requirement: the schemas plugin's validation). Given (event, entry index),
+#: it returns True to let the event through, False when it took the event
+#: itself (answered for, not put on the bus: a dead letter), or raises
+#: ``EventValidationError`` to refuse the entry. See ``Runtime.screen``.
+Screen = Callable[[dict[str, Any], int], bool]
 #: Which rules an event put on a bus is for (and what its intake row keeps):
 #: None, every rule it matches; a rule name, that scheduled rule (its run); a
 #: set, the matched rules among them (a replay to chosen rules).
@@ -234,9 +240,16 @@ class Bus:
         self.dispatcher: asyncio.Task[None] | None = None
         #: Jobs of the event being dispatched, not yet queued to their targets.
         self._dispatching: list[tuple[Delivery, Job]] = []
+        #: What looks at each event put on it before it is accepted (``Screen``).
+        self.screens: list[Screen] = []
         self._dims = m.dimensions(EventBusName=name)
         self._events = host.counters.counter(m.EVENTS, self._dims)
         self._matched = host.counters.counter(m.MATCHED_EVENTS, self._dims)
+
+    def screened(self, event: dict[str, Any], index: int) -> bool:
+        """Whether the event goes on the bus after its ``screens`` looked at it
+        (False: one took it); ``EventValidationError`` when one refuses it."""
+        return all(screen(event, index) for screen in self.screens)
 
     # -- rules --------------------------------------------------------------
 

@@ -78,11 +78,14 @@ TOP_KEYS = {
     "schedules",
     "schedule_groups",
     "pipes",
+    "schemas",
 }
 #: The resource a ``cluster`` section becomes: the runners' shared intake.
 CLUSTER_RESOURCE = "cluster"
 #: The resource ``schedules`` and ``schedule_groups`` become (the scheduler plugin's type).
 SCHEDULER_RESOURCE = "scheduler"
+#: The resource a ``schemas`` section becomes (the schemas plugin's type).
+SCHEMAS_RESOURCE = "schemas"
 _GROUP = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 #: An AWS Organizations id (o-...), an access key's ``org``.
 _ORG = re.compile(r"o-[a-z0-9]{10,32}")
@@ -593,6 +596,7 @@ def load_config(
     problems: list[Problem] = []
     state: Any = DEFAULT_STATE
     clusters: list[Any] = []
+    schemas: list[Any] = []
     for path in files:
         data, loader = load_yaml(path, os.environ if environ is None else environ)
         problems += loader.problems
@@ -621,7 +625,10 @@ def load_config(
             problems += _api(config, data["api"], loader.positions, loader.file)
         if isinstance(data, dict) and data.get("cluster") is not None:
             clusters.append(data["cluster"])
+        if isinstance(data, dict) and data.get("schemas") is not None:
+            schemas.append(data["schemas"])
     problems += _cluster(config, clusters)
+    problems += _schemas(config, schemas)
     problems += _scheduler(config)
     problems += _pipes(config)
     if state is None or state is False:
@@ -830,6 +837,31 @@ def _cluster(config: PipelineConfig, clusters: list[Any]) -> list[Problem]:
     for path, position in list(config.positions.items()):
         if path[:1] == ("cluster",):
             config.positions[("resources", CLUSTER_RESOURCE, *path[1:])] = position
+    return []
+
+
+def _schemas(config: PipelineConfig, sections: list[Any]) -> list[Problem]:
+    """A ``schemas`` section (registries, discoverers, require, discovery)
+    becomes the resource ``schemas`` (the schemas plugin's type), its
+    problems located in the section."""
+    if not sections:
+        return []
+    if len(sections) > 1:
+        return [config.at(("schemas",), "schemas is declared in more than one file")]
+    declared = sections[0]
+    if not isinstance(declared, dict):
+        return [config.at(("schemas",), "schemas is a mapping: registries, discoverers, require")]
+    if SCHEMAS_RESOURCE in config.resources:
+        return [
+            config.at(
+                ("resources", SCHEMAS_RESOURCE),
+                f"resources.{SCHEMAS_RESOURCE}: the name is taken by the schemas section",
+            )
+        ]
+    config.resources[SCHEMAS_RESOURCE] = {**declared, "type": "schemas"}
+    for path, position in list(config.positions.items()):
+        if path[:1] == ("schemas",):
+            config.positions[("resources", SCHEMAS_RESOURCE, *path[1:])] = position
     return []
 
 
@@ -1200,13 +1232,21 @@ def _target_problems(
 def _resource_references(runtime: Runtime, config: PipelineConfig) -> list[Problem]:
     """Resources named in other resources' settings (destinations, subscriptions)."""
     problems = []
-    for name in runtime.resource_names():
-        for where, referenced in runtime.resource(name).references():
-            if referenced in config.resources:
-                continue
-            problems.append(
-                _unknown_resource(config, (*resource_path(config, name), *where), referenced)
-            )
+    built = set(runtime.resource_names())
+    for name in built:
+        resource = runtime.resource(name)
+        unknown = [
+            _unknown_resource(config, (*resource_path(config, name), *where), referenced)
+            for where, referenced in resource.references()
+            if referenced not in config.resources
+        ]
+        problems += unknown
+        if unknown or any(named not in built for _, named in resource.references()):
+            continue  # (a named resource with problems of its own: those say why)
+        try:
+            resource.check_links(runtime.resource)
+        except ConfigError as exc:
+            problems += _problems(config, resource_path(config, name), exc)
     return problems
 
 

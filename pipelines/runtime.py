@@ -51,7 +51,7 @@ import pluggy
 from pipelines import metrics as m
 from pipelines.alarms import Alarms
 from pipelines.archive import Archiver, ArchiveStore
-from pipelines.bus import Bus, Observer, check_name
+from pipelines.bus import Bus, Observer, Screen, check_name
 from pipelines.buspolicies import BusPolicies
 from pipelines.clock import Clock, SystemClock
 from pipelines.cluster import ALARMS, SCHEDULER, Membership, membership_for
@@ -523,6 +523,10 @@ class Runtime:
                     bus = default
                 if account != bus.account:
                     self._check_permission(bus, caller, event, forwarded_by, index)
+                # A plugin's screens (schema validation) see each event of their bus.
+                if bus.screens and not bus.screened(event, index):
+                    results.append({"EventId": event["id"]})
+                    continue
             except EventValidationError as exc:
                 failed += 1
                 results.append({"ErrorCode": exc.code, "ErrorMessage": exc.message})
@@ -625,6 +629,22 @@ class Runtime:
             yield
         finally:
             self.taps.remove(observe)
+
+    @contextlib.contextmanager
+    def screen(self, bus: str, screen: Screen) -> Iterator[None]:
+        """Have ``screen`` look at every valid event put on the bus ``bus``
+        before it is accepted, while in the ``with`` block (see ``bus.Screen``);
+        ``ResourceNotFoundError`` when there is no such bus. A bus without
+        screens pays one attribute test per entry."""
+        screens = self.bus(bus).screens
+        screens.append(screen)
+        try:
+            yield
+        finally:
+            screens.remove(screen)
+
+    def bus_names(self) -> list[str]:
+        return list(self._buses)
 
     # -- lifecycle ----------------------------------------------------------
 

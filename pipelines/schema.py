@@ -158,6 +158,11 @@ def _sections(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
             "description": "EventBridge Pipes by name, each a resource of type pipe",
             "additionalProperties": _pipe(plugins),
         },
+        "schemas": {
+            "description": "the schema registry (the schemas plugin; docs/schemas.md):"
+            " registries, discoverers, require",
+            **_section(plugins, "schemas"),
+        },
         "rules": {
             "type": "object",
             "description": "rules by name",
@@ -264,6 +269,16 @@ def _pipe(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
     """A pipe's settings: the ``pipe`` type's (the pipes plugin's), when loaded."""
     pipe = target_types(plugins).get("pipe")
     described = pipe.described_settings() if pipe is not None else None
+    if described is None:
+        return {"type": "object"}
+    return {"type": "object", **described, "additionalProperties": False}
+
+
+def _section(plugins: pluggy.PluginManager | None, type_name: str) -> dict[str, Any]:
+    """A section that becomes a resource of ``type_name``: that type's
+    settings, when its plugin is loaded."""
+    found = target_types(plugins).get(type_name)
+    described = found.described_settings() if found is not None else None
     if described is None:
         return {"type": "object"}
     return {"type": "object", **described, "additionalProperties": False}

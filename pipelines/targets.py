@@ -10,6 +10,7 @@ help; any other exception counts as a retryable failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from abc import ABC, abstractmethod
@@ -184,6 +185,24 @@ class TargetServices(Protocol):
         with the other runners of this group (None outside a cluster)."""
         ...
 
+    def tap(
+        self, observe: Callable[[str, dict[str, Any]], None]
+    ) -> contextlib.AbstractContextManager[None]:
+        """Call ``observe(bus_name, event)`` for every event a bus dispatches,
+        while in the ``with`` block (``Runtime.tap``): quick, never blocking."""
+        ...
+
+    def screen(
+        self, bus: str, screen: Callable[[dict[str, Any], int], bool]
+    ) -> contextlib.AbstractContextManager[None]:
+        """Have ``screen`` look at each event put on ``bus`` before it is
+        accepted, while in the ``with`` block (``Runtime.screen``, ``bus.Screen``)."""
+        ...
+
+    def bus_names(self) -> list[str]:
+        """The names of the runtime's buses."""
+        ...
+
     async def open_store(self, store_type: type[StoreT], *args: Any, where: str) -> StoreT:
         """Open ``store_type`` (a ``pipelines.store.Store``) on the runtime's
         state database with the runtime's clock (``args`` follow it); the
@@ -285,6 +304,13 @@ class Target(ABC):
         settings, name): ``pipelines validate`` reports a name that is not
         declared at that path, with its line and column."""
         return ()
+
+    def check_links(self, resource: Callable[[str], Target]) -> None:  # noqa: B027 - optional hook
+        """Check what its settings ask of the resources they name (their kind,
+        their limits), once every resource is built and each name in
+        ``references`` is declared: raise ``ConfigError`` at the setting.
+        ``resource(name)`` is the named resource as built. ``pipelines
+        validate`` calls it, so such a problem is found before a run."""
 
     @abstractmethod
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:

@@ -11,7 +11,9 @@ JSON line on stdout:
   same, with the command line built from boto3-style parameters: the
   operation's own CLI command, each parameter as the option the CLI's
   argument table gives it (``--queue-url URL``, ``--start-from-head``,
-  ``--attribute-names A B``, structures and lists of them as JSON).
+  ``--attribute-names A B``, structures and lists of them as JSON); a
+  command that writes a streamed payload to an ``outfile`` is given a
+  temporary one, and the payload is answered in base64 under its member.
 - ``{"commands": [service, ...]}``: per service, each operation's CLI
   command (``{"sqs": {"CreateQueue": "create-queue", ...}}``).
 
@@ -25,11 +27,14 @@ change, is shared (it makes a command three times faster).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import io
 import json
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from awscli.clidriver import create_clidriver
@@ -117,7 +122,20 @@ def _answer(request: dict[str, Any]) -> dict[str, Any]:
     if "argv" in request:
         return run(request["argv"])
     argv = command_line(request["service"], request["operation"], request["params"])
-    return run(["--endpoint-url", request["endpoint"], *argv])
+    command = service_commands(request["service"])[request["operation"]]
+    if "outfile" not in command.arg_table:
+        return run(["--endpoint-url", request["endpoint"], *argv])
+    # A streamed payload (GetCodeBindingSource's Body) goes to the file the
+    # CLI must be given; it is answered in base64, as the CLI shows blobs.
+    with tempfile.TemporaryDirectory() as directory:
+        outfile = Path(directory) / "payload"
+        done = run(["--endpoint-url", request["endpoint"], *argv, str(outfile)])
+        if done["rc"] == 0:
+            printed = json.loads(done["stdout"]) if done["stdout"].strip() else {}
+            member = command._operation_model.output_shape.serialization["payload"]
+            printed[member] = base64.b64encode(outfile.read_bytes()).decode()
+            done["stdout"] = json.dumps(printed)
+        return done
 
 
 def main() -> None:

@@ -41,7 +41,9 @@ DESTINATION = {
 
 def runtime(state: str, directory: str) -> Runtime:
     made = Runtime(state_path=Path(state), plugins=firehose_plugins())
-    made.add_resource("lake", "firehose", {"destination": DESTINATION, "directory": directory})
+    # A declared bucket: the stream finds its directory through the bucket plugin.
+    made.add_resource("objects", "bucket", {"directory": f"{directory}/lake", "bucket": "lake"})
+    made.add_resource("lake", "firehose", {"destination": DESTINATION})
     return made
 
 

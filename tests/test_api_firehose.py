@@ -275,3 +275,35 @@ async def test_an_api_made_stream_comes_back_after_a_restart(tmp_path: Path) -> 
         await asyncio.sleep(0)
     assert sorted(lines(objects(tmp_path / "buckets" / "lake"))) == [b"kept", b"more"]
     assert base64  # (imported for symmetry with the other API tests)
+
+
+async def test_an_api_made_stream_is_back_at_start_without_an_api_call(tmp_path: Path) -> None:
+    import time
+
+    from pipelines.clock import ManualClock
+
+    async for served in _serve(tmp_path):
+        await served.call(
+            "create_delivery_stream",
+            DeliveryStreamName="ds",
+            ExtendedS3DestinationConfiguration={
+                "BucketARN": "arn:aws:s3:::lake",
+                "RoleARN": ROLE,
+                "BufferingHints": {"IntervalInSeconds": 60, "SizeInMBs": 1},
+            },
+        )
+        await served.call("put_record", DeliveryStreamName="ds", Record={"Data": b"kept\n"})
+    # Started again with no endpoint at all: the stream is a resource at
+    # once, and its buffer goes out when due.
+    clock = ManualClock(time.time() + 1)
+    runtime = Runtime(state_path=tmp_path / "state.db", plugins=PLUGINS, clock=clock)
+    async with runtime:
+        assert "ds" in runtime.resource_names()
+        assert runtime.resource_arn("ds").endswith(":deliverystream/ds")  # a rule can target it
+
+        async def settle() -> None:
+            for _ in range(5):
+                await asyncio.sleep(0.01)
+
+        await clock.advance(120, quiet=settle)
+        assert lines(objects(tmp_path / "buckets" / "lake")) == [b"kept"]

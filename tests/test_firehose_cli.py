@@ -18,19 +18,11 @@ import pytest
 from pipelines.runtime import Runtime
 from plugins.firehose.store import FirehoseStore
 
-from .firehose_helpers import firehose_plugins, lines, objects
+from .firehose_helpers import delimited, firehose_plugins, lines, objects
 from .helpers import pipelines_command
 
 ROOT = Path(__file__).resolve().parents[1]
-DESTINATION = {
-    "BucketARN": "arn:aws:s3:::lake",
-    "Prefix": "in/",
-    "BufferingHints": {"IntervalInSeconds": 900, "SizeInMBs": 5},
-    "ProcessingConfiguration": {
-        "Enabled": True,
-        "Processors": [{"Type": "AppendDelimiterToRecord"}],
-    },
-}
+DESTINATION = delimited("lake", "in/", 900, 5)
 
 
 @pytest.fixture
@@ -135,9 +127,7 @@ async def test_flush_has_the_running_pipeline_write_its_buffers(
 ) -> None:
     state = tmp_path / "state.db"
     runtime = Runtime(state_path=state, plugins=firehose_plugins())
-    runtime.add_resource(
-        "lake", "firehose", {"destination": DESTINATION, "directory": str(tmp_path / "b")}
-    )
+    runtime.add_resource("lake", "firehose", {"destination": DESTINATION})
     async with runtime:
         from plugins.firehose.target import FirehoseTarget
 
@@ -199,7 +189,7 @@ async def test_flush_has_the_running_pipeline_write_its_buffers(
         assert Path(seen["Path"]).stat().st_size == seen["Size"]
         follower.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(follower.wait(), 10) == 0
-    assert sorted(lines(objects(tmp_path / "b" / "lake"))) == [b"from-cli", b"running"]
+    assert sorted(lines(objects(tmp_path / "buckets" / "lake"))) == [b"from-cli", b"running"]
     listed = cli(cli_env, "objects", "lake", "--state", str(state), "--output", "json")
     assert [item["Key"] for item in json.loads(listed.stdout)] == [seen["Key"]]
 

@@ -338,3 +338,31 @@ async def test_records_waiting_for_a_removed_processor_are_partitioned(
         assert lines(objects(tmp_path / "out" / "lake")) == [b"x", b"y"]
     finally:
         await harness.stop()
+
+
+async def test_a_partition_key_making_a_path_outside_the_bucket_goes_to_the_error_output(
+    state_location: str, tmp_path: Path
+) -> None:
+    # S3 takes "customer=../../x" as a key; a directory cannot hold it
+    # without writing outside the bucket: the record goes to the error output.
+    harness = Harness(
+        state_location,
+        tmp_path,
+        dict(
+            partitioned(BufferingHints={"IntervalInSeconds": 60, "SizeInMBs": 1}),
+            Prefix="!{partitionKeyFromQuery:customer}/",
+        ),
+    )
+    stream = await harness.start()
+    try:
+        await stream.put([record("../..", 1), record("a", 2)])
+        await harness.advance(60)
+        found = objects(tmp_path / "out" / "lake")
+        assert sorted(key.split("/")[0] for key in found) == ["a", "errors"]
+        (error_key,) = [key for key in found if key.startswith("errors/")]
+        assert error_key.startswith("errors/partitioning-failed/")
+        assert found[error_key] == record("../..", 1) + b"\n"
+        bucket = tmp_path / "out" / "lake"
+        assert [p for p in tmp_path.rglob("clicks-*") if bucket not in p.parents] == []
+    finally:
+        await harness.stop()

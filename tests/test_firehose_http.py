@@ -238,7 +238,7 @@ async def test_a_500_then_a_200_is_retried_after_the_backoff_under_one_request_i
         assert len(endpoint.requests) == 1
         await harness.advance(0.4)
         assert len(endpoint.requests) == 2
-        (h1, b1), (h2, b2) = endpoint.requests
+        (_, b1), (h2, b2) = endpoint.requests
         assert b1["requestId"] == b2["requestId"] == h2["X-Amz-Firehose-Request-Id"]
         assert decoded(b2) == sent
         assert await stream.store.buffered("clicks") == (0, 0)

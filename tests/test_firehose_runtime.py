@@ -17,7 +17,7 @@ from plugins.firehose.target import FirehoseTarget, FirehoseType
 from plugins.stream.store import StreamStore
 
 from . import firehose_functions
-from .firehose_helpers import firehose_plugins, lines, objects
+from .firehose_helpers import delimited, firehose_plugins, lines, objects
 from .helpers import eventually
 
 PLUGINS = firehose_plugins()
@@ -63,17 +63,7 @@ async def test_events_from_a_rule_become_objects(tmp_path: Path) -> None:
         "lake",
         "firehose",
         {
-            "destination": {
-                "BucketARN": "arn:aws:s3:::events",
-                "Prefix": "events/",
-                "CompressionFormat": "GZIP",
-                "BufferingHints": {"IntervalInSeconds": 900, "SizeInMBs": 5},
-                "ProcessingConfiguration": {
-                    "Enabled": True,
-                    "Processors": [{"Type": "AppendDelimiterToRecord"}],
-                },
-            },
-            "directory": str(tmp_path / "buckets"),
+            "destination": delimited("events", "events/", 900, 5, CompressionFormat="GZIP"),
         },
     )
     runtime.bus().put_rule("all", pattern={"source": ["shop"]})
@@ -112,7 +102,7 @@ async def test_the_lambda_processor_transforms_drops_fails_and_keys(tmp_path: Pa
     runtime.add_resource(
         "lake",
         "firehose",
-        {"destination": lambda_destination("shape"), "directory": str(tmp_path / "buckets")},
+        {"destination": lambda_destination("shape")},
     )
     async with runtime:
         target = firehose_of(runtime, "lake")
@@ -153,7 +143,7 @@ async def test_a_failing_function_is_retried_then_its_records_go_to_the_error_ou
     runtime.add_resource(
         "lake",
         "firehose",
-        {"destination": lambda_destination("broken"), "directory": str(tmp_path / "buckets")},
+        {"destination": lambda_destination("broken")},
     )
     async with runtime:
         target = firehose_of(runtime, "lake")
@@ -183,7 +173,6 @@ async def test_a_kinesis_stream_is_read_into_the_delivery_stream(tmp_path: Path)
                 },
             },
             "kinesis_stream": "clicks",
-            "directory": str(tmp_path / "buckets"),
         },
     )
     async with runtime:
@@ -225,22 +214,58 @@ def test_settings_problems_name_their_place() -> None:
     assert "between 1 and 128" in str(problem)
 
 
-async def test_a_config_problem_is_located_at_its_line_and_column(tmp_path: Path) -> None:
+async def config_problem(path: Path, stream: str) -> str:
+    """The one problem building a runtime from a config reports: the
+    firehose resource ``lake`` (``stream``: its lines after its type)."""
     from pipelines.config import build_runtime, load_config
     from pipelines.errors import ConfigInvalid
 
-    path = tmp_path / "pipeline.yaml"
-    path.write_text(
-        "resources:\n"
-        "  lake:\n"
-        "    type: firehose\n"
-        "    destination:\n"
-        "      BucketARN: arn:aws:s3:::lake\n"
-        "      Prefix: 'x/!{partition:k}/'\n"
-        "      ErrorOutputPrefix: 'e/!{firehose:error-output-type}/'\n"
-    )
+    path.write_text("resources:\n  lake:\n    type: firehose\n" + stream)
     with pytest.raises(ConfigInvalid) as caught:
         await build_runtime(load_config([path]), state_path=None, plugins=PLUGINS)
     (problem,) = [str(p) for p in caught.value.problems]
+    return problem
+
+
+async def test_a_config_problem_is_located_at_its_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.yaml"
+    problem = await config_problem(
+        path,
+        "    destination:\n"
+        "      BucketARN: arn:aws:s3:::lake\n"
+        "      Prefix: 'x/!{partition:k}/'\n"
+        "      ErrorOutputPrefix: 'e/!{firehose:error-output-type}/'\n",
+    )
     assert problem.startswith(f"{path}:6:7: resources.lake.destination.Prefix: ")
     assert "unknown namespace 'partition'" in problem
+
+
+async def test_a_stream_writes_into_a_declared_bucket(tmp_path: Path) -> None:
+    # One bucket concept: a bucket resource is where a delivery stream writes;
+    # the old stream-level `directory` setting is refused where it is written.
+    from pipelines.config import build_runtime, load_config
+
+    path = tmp_path / "pipeline.yaml"
+    problem = await config_problem(
+        path,
+        "    directory: old\n    destination: {BucketARN: 'arn:aws:s3:::lake'}\n",
+    )
+    assert problem.startswith(f"{path}:4:5: resources.lake.directory: ")
+    assert "is a `bucket` resource now" in problem
+    path.write_text(
+        "resources:\n"
+        "  objects: {type: bucket, directory: data/lake, bucket: lake}\n"
+        "  stream:\n"
+        "    type: firehose\n"
+        "    delivery_stream_name: lake\n"
+        "    destination:\n"
+        "      BucketARN: 'arn:aws:s3:::lake'\n"
+        "      BufferingHints: {IntervalInSeconds: 0}\n"
+    )
+    runtime = await build_runtime(
+        load_config([path]), state_path=tmp_path / "state.db", plugins=PLUGINS
+    )
+    async with runtime:
+        await firehose_of(runtime, "stream").put([b"one"])
+        await eventually(lambda: lines(objects(tmp_path / "data" / "lake")) == [b"one"])
+    assert not (tmp_path / "buckets").exists()

@@ -447,16 +447,20 @@ resources:
   collect: {type: function, function: "tests.pipes_functions:collect"}
   orders: {type: queue}
 pipes:
-  wrong: {source: collect, target: collect}
   right: {source: orders, target: collect}
 """,
     )
     runtime = await runtime_of(path, str(tmp_path / "state.db"))
     async with runtime:
-        wrong, right = runtime.resource("wrong"), runtime.resource("right")
+        # A config with it is refused (the test above); put while running, past
+        # that check, it fails alone.
+        wrong = await runtime.put_resource(
+            "wrong", "pipe", {"source": "collect", "target": "collect"}
+        )
+        right = runtime.resource("right")
         assert isinstance(wrong, PipeTarget) and isinstance(right, PipeTarget)
         assert wrong.current_state == "START_FAILED"
-        assert "pipe wrong.source: collect is a FunctionTarget" in wrong.state_reason
+        assert "pipe wrong.source: collect is not a queue" in wrong.state_reason
         assert right.current_state == "RUNNING"
 
 
@@ -501,6 +505,49 @@ async def test_bad_pipes_are_located_config_errors(tmp_path: Path) -> None:
     assert any(
         p.startswith(f"{file}:12:5: pipes.p.target: no resource named 'nowhere'") for p in problems
     ), problems
+
+
+async def test_what_a_pipe_asks_of_the_resources_it_names_is_checked_before_a_run(
+    tmp_path: Path,
+) -> None:
+    # What a starting pipe would refuse (START_FAILED) is found by validate too.
+    path = config(
+        tmp_path,
+        """
+resources:
+  fn: {type: function, function: "tests.pipes_functions:enrich"}
+  orders: {type: queue}
+  shipped: {type: stream}
+  events: {type: stream}
+pipes:
+  from-a-function:
+    source: fn
+    target: orders
+  wide-without-window:
+    source: orders
+    source_parameters: {batch_size: 50}
+    target: fn
+  no-position:
+    source: events
+    target: fn
+  over-the-target:
+    source: events
+    source_parameters: {batch_size: 600, starting_position: LATEST}
+    target: shipped
+""",
+    )
+    problems = {str(problem) for problem in await check([path])}
+    file = str(path)
+    assert problems == {
+        f"{file}:9:5: pipes.from-a-function.source: fn is not a queue, a stream, a log"
+        " group, an MQTT connection or a webhook: a pipe reads one of those",
+        f"{file}:13:5: pipes.wide-without-window.source_parameters: a queue source's"
+        " batch_size above 10 needs maximum_batching_window_in_seconds of at least 1 (as AWS)",
+        f"{file}:15:3: pipes.no-position.source_parameters.starting_position: a stream source"
+        " needs one: TRIM_HORIZON, LATEST or AT_TIMESTAMP",
+        f"{file}:20:25: pipes.over-the-target.source_parameters.batch_size: is 600; the target"
+        " shipped takes batches of at most 500",
+    }
 
 
 async def test_a_pipe_named_as_a_resource_is_refused(tmp_path: Path) -> None:
@@ -737,10 +784,6 @@ resources:
   out: {type: queue}
   fan: {type: function, function: "tests.pipes_functions:fan_out"}
 pipes:
-  wide:
-    source: clicks
-    source_parameters: {starting_position: LATEST, batch_size: 100}
-    target: out
   fans:
     source: orders
     source_parameters: {batch_size: 2}
@@ -750,7 +793,17 @@ pipes:
     )
     runtime = await runtime_of(path, str(tmp_path / "state.db"))
     async with runtime:
-        wide, fans = runtime.resource("wide"), runtime.resource("fans")
+        # (In a config, refused before the run: test_what_a_pipe_asks_of_...)
+        wide = await runtime.put_resource(
+            "wide",
+            "pipe",
+            {
+                "source": "clicks",
+                "source_parameters": {"starting_position": "LATEST", "batch_size": 100},
+                "target": "out",
+            },
+        )
+        fans = runtime.resource("fans")
         assert isinstance(wide, PipeTarget) and isinstance(fans, PipeTarget)
         assert wide.current_state == "START_FAILED"
         assert wide.state_reason == (

@@ -124,6 +124,7 @@ def test_external_plugins_load_unless_the_environment_says_not(tmp_path: Path) -
     assert "nothing_plugin" in names and "function" in names
     assert plugin_names(tmp_path, **{LOAD_PLUGINS: ""})[1:] == (
         [
+            "bucket",
             "eventbus",
             "firehose",
             "function",
@@ -133,6 +134,7 @@ def test_external_plugins_load_unless_the_environment_says_not(tmp_path: Path) -
             "pipes",
             "queue",
             "scheduler",
+            "schemas",
             "states",
             "stream",
             "topic",

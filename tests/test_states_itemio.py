@@ -622,26 +622,19 @@ def test_reader_and_writer_definitions_are_checked() -> None:
 # -- in a runtime: bucket resources --------------------------------------------------------
 
 
-async def test_a_runtimes_buckets_serve_readers_and_writers(
-    tmp_path: Path, state_location: str
-) -> None:
-    import asyncio
-
-    from pipelines.config import build_runtime, load_config
-    from plugins.states.executions import executions_of
-    from tests.recorder import plugin_manager
-
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "orders.csv").write_text("id;qty\n1;2\n2;5\n")
-    definition = {
+def _exporting(reader_config: Json, parameters: Json) -> Json:
+    """A Distributed Map over the object ``parameters`` name (read by
+    ``reader_config``), each item passed, results written to bucket
+    ``results`` under ``runs``."""
+    return {
         "StartAt": "Each",
         "States": {
             "Each": {
                 "Type": "Map",
                 "ItemReader": {
                     "Resource": "arn:aws:states:::s3:getObject",
-                    "ReaderConfig": {"InputType": "CSV", "CSVDelimiter": "SEMICOLON"},
-                    "Parameters": {"Bucket": "amzn-s3-demo-bucket", "Key.$": "$.key"},
+                    "ReaderConfig": reader_config,
+                    "Parameters": parameters,
                 },
                 "ItemProcessor": {
                     "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "EXPRESS"},
@@ -656,6 +649,33 @@ async def test_a_runtimes_buckets_serve_readers_and_writers(
             }
         },
     }
+
+
+def _plugins(manager: Any) -> Any:
+    """``manager`` with the bucket plugin (registered here until the venv is
+    reinstalled with its entry point)."""
+    import plugins.bucket
+
+    if manager.get_plugin("bucket") is None and not manager.is_registered(plugins.bucket):
+        manager.register(plugins.bucket, name="bucket")
+    return manager
+
+
+async def test_a_runtimes_buckets_serve_readers_and_writers(
+    tmp_path: Path, state_location: str
+) -> None:
+    import asyncio
+
+    from pipelines.config import build_runtime, load_config
+    from plugins.states.executions import executions_of
+    from tests.recorder import plugin_manager
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "orders.csv").write_text("id;qty\n1;2\n2;5\n")
+    definition = _exporting(
+        {"InputType": "CSV", "CSVDelimiter": "SEMICOLON"},
+        {"Bucket": "amzn-s3-demo-bucket", "Key.$": "$.key"},
+    )
     path = tmp_path / "pipeline.yaml"
     path.write_text(
         f"""resources:
@@ -665,7 +685,7 @@ async def test_a_runtimes_buckets_serve_readers_and_writers(
 """
     )
     runtime = await build_runtime(
-        load_config([path]), state_path=state_location, plugins=plugin_manager()
+        load_config([path]), state_path=state_location, plugins=_plugins(plugin_manager())
     )
     async with runtime:
         engine = executions_of(runtime)
@@ -696,7 +716,9 @@ async def test_bucket_settings_are_checked_where_they_are_written(tmp_path: Path
 """
     )
     with pytest.raises(ConfigInvalid) as raised:
-        await build_runtime(load_config([path]), state_path=None, plugins=plugin_manager())
+        await build_runtime(
+            load_config([path]), state_path=None, plugins=_plugins(plugin_manager())
+        )
     lines = [str(problem) for problem in raised.value.problems]
     assert any(":2:" in line and "Not_A_Bucket" in line for line in lines), lines
     assert any(":3:" in line and "directory" in line for line in lines), lines
@@ -710,7 +732,9 @@ rules:
 """
     )
     with pytest.raises(ConfigInvalid) as raised:
-        await build_runtime(load_config([path]), state_path=None, plugins=plugin_manager())
+        await build_runtime(
+            load_config([path]), state_path=None, plugins=_plugins(plugin_manager())
+        )
     lines = [str(problem) for problem in raised.value.problems]
     assert any(":6:" in line and "is a bucket" in line for line in lines), lines
 
@@ -767,7 +791,7 @@ async def test_a_queue_reader_deletes_the_messages_of_iterations_that_succeeded(
 """
     )
     runtime = await build_runtime(
-        load_config([path]), state_path=state_location, plugins=plugin_manager()
+        load_config([path]), state_path=state_location, plugins=_plugins(plugin_manager())
     )
     async with runtime:
         queue = runtime.resource("work")
@@ -841,3 +865,35 @@ tests:
     done = run_cli("test", str(test))
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{test}::each line is sent PASSED" in done.stdout.splitlines()
+
+
+async def test_a_bucket_no_resource_declares_is_under_the_state_directory(
+    tmp_path: Path, state_location: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An AWS definition runs unchanged without declaring its buckets: they
+    # are <state dir>/buckets/<name> (./buckets beside a PostgreSQL state).
+    import asyncio
+
+    from pipelines.runtime import Runtime
+    from plugins.states.executions import executions_of
+    from tests.recorder import plugin_manager
+
+    monkeypatch.chdir(tmp_path)  # the state file is in tmp_path too
+    runtime = Runtime(state_path=state_location, plugins=_plugins(plugin_manager()))
+    root = tmp_path / "buckets"
+    (root / "amzn-s3-demo-bucket").mkdir(parents=True)
+    (root / "amzn-s3-demo-bucket" / "items.json").write_text("[1, 2]")
+    definition = _exporting(
+        {"InputType": "JSON"}, {"Bucket": "amzn-s3-demo-bucket", "Key": "items.json"}
+    )
+    runtime.add_resource("flow", "state_machine", {"definition": json.dumps(definition)})
+    async with runtime:
+        engine = executions_of(runtime)
+        started = await engine.start_execution("flow", "{}")
+        record = await asyncio.wait_for(engine.wait_for(started["executionArn"]), 10)
+        assert record.status == "SUCCEEDED", record
+        key = json.loads(record.output or "")["ResultWriterDetails"]["Key"]
+    manifest = json.loads((root / "results" / key).read_text())
+    written = manifest["ResultFiles"]["SUCCEEDED"][0]["Key"]
+    rows = json.loads((root / "results" / written).read_text())
+    assert [json.loads(row["Output"]) for row in rows] == [1, 2]

@@ -222,12 +222,14 @@ def _body(shape: StructureShape, body: bytes) -> dict[str, Any]:
     raw = _json(body) if body.strip() else {}
     if not isinstance(raw, dict):
         raise ApiError("SerializationException", "the body is not a JSON object")
-    # Members that travel elsewhere are not read from the body.
-    return {
-        name: value
-        for name, value in raw.items()
-        if name not in shape.members or "location" not in shape.members[name].serialization
+    # Members that travel elsewhere are not read from the body; one with a
+    # ``locationName`` travels under it (the schemas service's ``tags``).
+    named = {
+        member.serialization.get("name", name): name
+        for name, member in shape.members.items()
+        if "location" not in member.serialization
     }
+    return {named[key]: value for key, value in raw.items() if key in named}
 
 
 def _json(body: bytes) -> Any:
@@ -337,8 +339,8 @@ def write_rest(
             return status, headers, value.encode() if isinstance(value, str) else bytes(value)
         if member.type_name == "string":
             return status, headers, str(value).encode()
-        return status, headers, orjson.dumps(write_output(member, value))
-    return status, headers, orjson.dumps(write_output(shape, body_members))
+        return status, headers, orjson.dumps(write_output(member, value, wire_names=True))
+    return status, headers, orjson.dumps(write_output(shape, body_members, wire_names=True))
 
 
 def _header_text(member: Shape, value: Any) -> str:

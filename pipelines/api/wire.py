@@ -483,15 +483,18 @@ def write_output(
     *,
     timestamp: Callable[[Any], Any] | None = None,
     blob: Callable[[bytes], Any] | None = None,
+    wire_names: bool = False,
 ) -> Any:
     """``value`` as the JSON of ``shape``: model members only, AWS's encodings
     (timestamps as epoch seconds, blobs in base64; another protocol passes
-    its own: CBOR's tag 1 and byte strings)."""
+    its own: CBOR's tag 1 and byte strings). ``wire_names``: each member
+    under its ``locationName`` where it has one (REST-JSON's bodies: the
+    schemas service's ``Tags`` travel as ``tags``)."""
     if shape is None:
         return {}
     if value is None:
         return None
-    write = _writer(shape, timestamp or epoch_seconds, blob or _base64)
+    write = _writer(shape, timestamp or epoch_seconds, blob or _base64, wire_names)
     return value if write is None else write(value)
 
 
@@ -500,11 +503,16 @@ _Write = Callable[[Any], Any] | None
 
 
 @functools.cache
-def _writer(shape: Shape, timestamp: Callable[[Any], Any], blob: Callable[[bytes], Any]) -> _Write:
+def _writer(
+    shape: Shape,
+    timestamp: Callable[[Any], Any],
+    blob: Callable[[bytes], Any],
+    wire_names: bool = False,
+) -> _Write:
     """The writer of ``shape``, made once per shape and encodings: each
     structure's members and each value's conversion are looked up when it
     is made, not for every value written."""
-    return _compile_writer(shape, timestamp, blob, {})
+    return _compile_writer(shape, timestamp, blob, {}, wire_names)
 
 
 def _compile_writer(
@@ -512,6 +520,7 @@ def _compile_writer(
     timestamp: Callable[[Any], Any],
     blob: Callable[[bytes], Any],
     made: dict[str, _Write],
+    wire_names: bool = False,
 ) -> _Write:
     if shape.name in made:
         return made[shape.name]
@@ -525,12 +534,12 @@ def _compile_writer(
     later: list[_Write] = []
     made[shape.name] = lambda value: later[0](value) if later[0] is not None else value
     if kind == "structure":
-        write = _structure_writer(cast(StructureShape, shape), timestamp, blob, made)
+        write = _structure_writer(cast(StructureShape, shape), timestamp, blob, made, wire_names)
     elif kind == "list":
-        item = _compile_writer(cast(ListShape, shape).member, timestamp, blob, made)
+        item = _compile_writer(cast(ListShape, shape).member, timestamp, blob, made, wire_names)
         write = _list_writer(item)
     else:
-        item = _compile_writer(cast(MapShape, shape).value, timestamp, blob, made)
+        item = _compile_writer(cast(MapShape, shape).value, timestamp, blob, made, wire_names)
         write = _map_writer(item)
     later.append(write)
     made[shape.name] = write
@@ -542,9 +551,14 @@ def _structure_writer(
     timestamp: Callable[[Any], Any],
     blob: Callable[[bytes], Any],
     made: dict[str, _Write],
+    wire_names: bool = False,
 ) -> Callable[[Any], Any]:
     plan = tuple(
-        (name, _compile_writer(member, timestamp, blob, made))
+        (
+            name,
+            member.serialization.get("name", name) if wire_names else name,
+            _compile_writer(member, timestamp, blob, made, wire_names),
+        )
         for name, member in shape.members.items()
     )
 
@@ -552,10 +566,10 @@ def _structure_writer(
         if type(value) is not dict and not isinstance(value, Mapping):
             return {}
         written = {}
-        for name, member in plan:
+        for name, wire_name, member in plan:
             item = value.get(name)
             if item is not None:
-                written[name] = item if member is None else member(item)
+                written[wire_name] = item if member is None else member(item)
         return written
 
     return write

@@ -4,12 +4,14 @@ Firehose's semantics (buffer, transform, partition, compress, deliver).
 ``store.FirehoseStore`` keeps delivery streams and their buffered records;
 ``delivery.DeliveryStream`` runs one; ``target.FirehoseType`` makes a
 delivery stream a resource and a rule target; ``api`` serves firehose on the
-AWS endpoint; ``cli`` adds ``pipelines firehose ...``. See docs/firehose.md.
+AWS endpoint (and makes the streams it made again when a runtime starts:
+``register_restorers``); ``cli`` adds ``pipelines firehose ...``. Buckets
+are the ``bucket`` plugin's (``plugins.bucket``). See docs/firehose.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -19,6 +21,7 @@ from pipelines.targets import TargetType
 
 if TYPE_CHECKING:
     from pipelines.api import Service
+    from pipelines.api.services import ApiHost
     from pipelines.store import Store
 
 
@@ -48,3 +51,10 @@ def register_stores(register: Callable[[type[Store]], None]) -> None:
     from plugins.firehose.store import FirehoseStore
 
     register(FirehoseStore)
+
+
+@hookimpl
+def register_restorers(register: Callable[[Callable[[ApiHost], Awaitable[None]]], None]) -> None:
+    from plugins.firehose.api import restore_streams
+
+    register(restore_streams)

@@ -6,8 +6,9 @@ model's limits (500 records a batch, 1,024,000 bytes a record, name
 patterns). A delivery stream is a ``firehose`` resource: CreateDeliveryStream
 stores its configuration (``FirehoseStore``, flagged as made by the API)
 and puts the resource; a stream a config declares is served the same way.
-API-made streams of an earlier run are resources again at the service's
-first call after a restart (their buffered records are delivered from then).
+API-made streams of an earlier run are resources again when the runtime
+starts (``restore_streams``, through ``register_restorers``), and one
+another runner of a cluster made is taken up at its first call here.
 Only the extended S3 (and plain S3) destination is taken; the others are
 refused by name (InvalidArgumentException).
 """
@@ -15,16 +16,19 @@ refused by name (InvalidArgumentException).
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.api import ApiError, Call, Service
+from pipelines.api.services import ApiHost
 from pipelines.errors import ConfigError, PipelinesError, ResourceNotFoundError
 from plugins.firehose.spec import SpecError, describe_destination, parse_destination
 from plugins.firehose.store import FirehoseError, FirehoseStore, StreamRecord
 from plugins.firehose.target import FirehoseTarget, stream_arn
 
 firehose = Service("firehose")
+log = logging.getLogger("plugins.firehose")
 
 #: PutRecordBatch's limit on a request's data (the model holds the others).
 MAX_BATCH_BYTES = 4 * 1024 * 1024
@@ -64,48 +68,70 @@ def _not_found(call: Call, name: str) -> ApiError:
 async def _store(call: Call) -> FirehoseStore:
     store = await call.store(FirehoseStore, where="the firehose API")
     context = call.kept("firehose", _Context)
-    if not context.restored:
+    if not context.restored:  # a runtime started without the plugin's hooks
         async with context.lock:
             if not context.restored:
-                await _restore(call, store)
+                await _made_again(call.runtime, store)
                 context.restored = True
     return store
 
 
-async def _restore(call: Call, store: FirehoseStore) -> None:
-    """Streams the API made in an earlier run become resources again."""
-    running = {t.stream_name for t in _targets(call)}
+async def restore_streams(runtime: ApiHost) -> None:
+    """When a runtime starts (``register_restorers``): the delivery streams
+    the API made in earlier runs are resources again, their buffers written
+    out as they come due."""
+    store = await runtime.open_store(FirehoseStore, where="the delivery streams made by the API")
+    try:
+        await _made_again(runtime, store)
+    finally:
+        await store.close()
+
+
+async def _made_again(runtime: ApiHost, store: FirehoseStore) -> None:
+    """The API's streams not running here, resources again (each alone: one
+    that fails is logged)."""
+    running = {t.stream_name for t in _targets(runtime)}
     for record in await store.streams():
         if record.made_by_api and record.name not in running:
-            await call.runtime.put_resource(record.name, "firehose", _settings(record))
+            try:
+                await runtime.put_resource(record.name, "firehose", _settings(record))
+            except Exception:
+                log.exception("delivery stream %s (made by the API) not made again", record.name)
 
 
-def _targets(call: Call) -> list[FirehoseTarget]:
+def _targets(runtime: ApiHost) -> list[FirehoseTarget]:
+    """The delivery streams running here (not those deleted through another runner)."""
     found = []
-    for name in call.runtime.resource_names():
+    for name in runtime.resource_names():
         try:
-            target = call.runtime.resource(name)
+            target = runtime.resource(name)
         except ResourceNotFoundError:
             continue
-        if isinstance(target, FirehoseTarget):
+        if isinstance(target, FirehoseTarget) and not target.gone:
             found.append(target)
     return found
 
 
 async def _target(call: Call, name: str) -> FirehoseTarget:
-    await _store(call)
-    for target in _targets(call):
+    store = await _store(call)
+    for target in _targets(call.runtime):
         if target.stream_name == name and target.stream is not None:
             return target
+    # Made through another runner of the cluster since this one started.
+    record = await store.find(name)
+    if record is not None and record.made_by_api:
+        async with call.kept("firehose", _Context).lock:
+            if name not in {t.stream_name for t in _targets(call.runtime)}:
+                await call.runtime.put_resource(name, "firehose", _settings(record))
+        for target in _targets(call.runtime):
+            if target.stream_name == name and target.stream is not None:
+                return target
     raise _not_found(call, name)
 
 
 def _settings(record: StreamRecord) -> dict[str, Any]:
     config = record.config
-    settings: dict[str, Any] = {
-        "destination": config["ExtendedS3DestinationConfiguration"],
-        **record.settings,
-    }
+    settings: dict[str, Any] = {"destination": config["ExtendedS3DestinationConfiguration"]}
     source = config.get("KinesisStreamSourceConfiguration")
     if source:
         settings["kinesis_stream"] = source["KinesisStreamARN"].rsplit("/", 1)[-1]
@@ -231,7 +257,7 @@ async def delete_delivery_stream(call: Call, params: dict[str, Any]) -> None:
     store = await _store(call)
     if await store.find(name) is None:
         raise _not_found(call, name)
-    for target in _targets(call):
+    for target in _targets(call.runtime):
         if target.stream_name == name:
             try:
                 await call.runtime.delete_resource(target.name)
@@ -274,7 +300,7 @@ async def update_destination(call: Call, params: dict[str, Any]) -> None:
         updated = await store.update(name, config, expect_version=expected)
     except FirehoseError as exc:
         raise ApiError(exc.code, exc.message) from None
-    for target in _targets(call):
+    for target in _targets(call.runtime):
         if target.stream_name == name and target.stream is not None:
             target.reconfigure(updated)
 

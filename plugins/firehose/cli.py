@@ -26,6 +26,7 @@ from pipelines.clikit import (
     until_signalled,
 )
 from pipelines.errors import PipelinesError
+from plugins.bucket.lookup import Buckets, buckets_of_config, default_root
 from plugins.firehose.api import describe
 from plugins.firehose.delivery import buffer_records
 from plugins.firehose.objects import delivered
@@ -154,7 +155,7 @@ def objects_command(
     """Print the objects delivery stream NAME has written (Bucket, Key, Size,
     LastModified, Path), oldest first; with --follow, then each new one as it
     appears, until interrupted (Ctrl-C, SIGTERM)."""
-    location = clikit.state_path(config, state)
+    buckets = _buckets(config, state)
 
     async def run(store: FirehoseStore) -> None:
         record = await store.get(name)
@@ -163,9 +164,7 @@ def objects_command(
             seen: set[str] = set()
             with printing_items(output, live=follow) as printer:
                 while True:
-                    found = await asyncio.to_thread(
-                        delivered, name, record.config, record.settings, location
-                    )
+                    found = await asyncio.to_thread(delivered, name, record.config, buckets)
                     for item in found:
                         if item["Path"] not in seen:
                             seen.add(item["Path"])
@@ -177,3 +176,15 @@ def objects_command(
         await until_signalled(pump())
 
     clikit.with_store(FirehoseStore, config, state, run)
+
+
+def _buckets(config: str | None, state: str | None) -> Buckets:
+    """The buckets the pipeline's config declares (when it is known: --config,
+    or pipeline.yaml without --state), the others in their default place."""
+    from pipelines.config import load_config
+
+    location = clikit.state_path(config, state)
+    path = Path(config) if config is not None else Path("pipeline.yaml")
+    if config is None and (state is not None or not path.exists()):
+        return Buckets({}, default_root(location))
+    return buckets_of_config(load_config([path]), location)

@@ -22,9 +22,10 @@ Two stages, each durable:
   until it holds ``SizeInMBs`` or its oldest record is ``IntervalInSeconds``
   old, whichever first, then becomes one object.
 
-Objects are written to ``<directory of the bucket>/<key>`` through a
-temporary file in the same directory, synced and renamed into place: a
-reader never sees half an object. The chunks are deleted after the rename.
+Objects are written to ``<directory of the bucket>/<key>`` (the bucket
+plugin's lookup and ``AtomicFile``: a temporary file in the same directory,
+synced, renamed into place, the directory synced): a reader never sees half
+an object. The chunks are deleted after the rename.
 A crash in between delivers them again after the restart (at least once);
 the object's name is derived from its first chunk's id, not random, so the
 second delivery replaces the first object under the same key rather than
@@ -35,10 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import logging
-import os
 import uuid
 from array import array
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -50,6 +49,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from pipelines.clock import Cancellable, Clock, sleep
+from plugins.bucket.objects import AtomicFile, BucketError, check_key, object_path
 from plugins.firehose import endpoint
 from plugins.firehose.formats import writer
 from plugins.firehose.prefixes import object_name
@@ -241,6 +241,14 @@ class DeliveryStream:
         self._retry_at: dict[str, float] = {}  # partition -> when a failed write is tried again
         self._failures: dict[str, int] = {}
         self._last_id = 0
+        #: Whether this runner writes the stream's objects (a cluster's other
+        #: runners only buffer puts: ``own``/``disown``).
+        self.owner = True
+        #: The ids of the chunks tracked (buffered or being written), and
+        #: those deleted while a ``load`` reads the store.
+        self._known: set[int] = set()
+        self._deleted: set[int] | None = None
+        self._loading = asyncio.Lock()
         #: The partition keys the prefix names (query, Lambda), and partition
         #: ids by the values of a record's keys.
         self._prefix_keys = _prefix_keys(destination)
@@ -257,14 +265,55 @@ class DeliveryStream:
         self.identity.version = version
         self._wake.set()
 
-    async def load(self) -> None:
-        """Take up the chunks the store holds (left by a stop, a crash, or
-        written by another process such as ``pipelines firehose put``)."""
-        for chunk in await self.store.chunks(self.identity.name, self._last_id):
-            self._track(chunk)
+    async def load(self, *, everything: bool = False) -> None:
+        """Take up the chunks the store holds that are not tracked yet (left
+        by a stop, a crash, or written by another process such as
+        ``pipelines firehose put``, or by another runner of a cluster).
+        Those after the last id seen, or with ``everything`` all of them: on
+        PostgreSQL another runner's chunk may commit after a later id's."""
+        if not self.owner:
+            return
+        async with self._loading:
+            deleted: set[int] = set()
+            self._deleted = deleted
+            try:
+                after = 0 if everything else self._last_id
+                found = await self.store.chunks(self.identity.name, after)
+            finally:
+                self._deleted = None
+            for chunk in found:
+                if chunk.id not in deleted:  # written out meanwhile
+                    self._track(chunk)
         self._wake.set()
 
+    async def own(self) -> None:
+        """This runner writes the stream's objects from now: everything
+        buffered (by any runner) is taken up."""
+        self.owner = True
+        await self.load(everything=True)
+
+    def disown(self) -> None:
+        """Another runner writes the objects: forget the buffers (their
+        chunks stay in the store for it); puts still go into the store."""
+        self.owner = False
+        self._buffers = {}
+        self._waiting = Buffer(None)
+        self._known = set()
+        self._last_id = 0
+        self._retry_at.clear()
+        self._failures.clear()
+        self._wake.set()
+
+    def _forget(self, ids: Sequence[int]) -> None:
+        """Chunks deleted from the store (written out, or transformed)."""
+        self._known.difference_update(ids)
+        if self._deleted is not None:
+            self._deleted.update(ids)
+
     def _track(self, chunk: Chunk) -> None:
+        if not self.owner or chunk.id in self._known:
+            return  # not ours to write, or seen by a load before its put came back
+        self._known.add(chunk.id)
         self._last_id = max(self._last_id, chunk.id)
         if chunk.partition is None:
             buffer = self._waiting
@@ -407,12 +456,14 @@ class DeliveryStream:
         await done
 
     async def run(self) -> None:
-        """Empty the buffers as they come due, until cancelled."""
+        """Empty the buffers as they come due, until cancelled (while this
+        runner is the stream's owner; else it waits to be woken)."""
         while True:
             self._wake.clear()
             flushing, self._flush_all = self._flush_all, []
             try:
-                await self._turn(force=bool(flushing))
+                if self.owner:
+                    await self._turn(force=bool(flushing))
             except Exception:
                 # The store failed (a locked or lost database): what was
                 # taken is buffered again; the task must outlive it.
@@ -499,7 +550,7 @@ class DeliveryStream:
 
     async def _empty(self, partition: str, buffer: Buffer, *, force: bool, now: float) -> None:
         """Write ``buffer`` out while it is due (a full buffer may make several objects)."""
-        while buffer.chunks and (force or self._is_due(partition, buffer, now)):
+        while self.owner and buffer.chunks and (force or self._is_due(partition, buffer, now)):
             if self._retry_at.get(partition, 0.0) > now:
                 return
             if self._to_endpoint(partition):
@@ -545,7 +596,9 @@ class DeliveryStream:
 
     async def _store_outcome(self, chunks: list[Chunk], outcome: Transformed) -> None:
         made = self._after_processing(outcome)
-        ids = await self.store.replace_chunks(self.identity.name, [c.id for c in chunks], made)
+        done = [c.id for c in chunks]
+        ids = await self.store.replace_chunks(self.identity.name, done, made)
+        self._forget(done)
         for new_id, chunk in zip(ids, made, strict=True):
             self._track(Chunk(new_id, chunk.partition, chunk.arrival, chunk.count, len(chunk.data)))
 
@@ -605,10 +658,13 @@ class DeliveryStream:
         keys = {"query": query, "lambda": from_lambda}
         try:
             prefix = template.render(when, keys, error)
-        except (KeyError, ValueError) as exc:
+            if prefix:
+                check_key(prefix + "x")  # a partition key's ".." must not leave the bucket
+        except (KeyError, ValueError, BucketError) as exc:
             # A prefix this partition cannot fill (a key an update removed,
-            # over 512 characters): never retried in vain, its records go
-            # as they are to the error output.
+            # over 512 characters, a value making a path outside the
+            # bucket): never retried in vain, its records go as they are
+            # to the error output.
             log.error("firehose %s: %s; written to the error output", self.identity.name, exc)
             prefix = destination.error_prefix.render(when, {}, PARTITIONING_FAILED)
         # Derived from the first chunk, never reused: a redelivery after a
@@ -630,7 +686,7 @@ class DeliveryStream:
         oldest = min(c.arrival for c in chunks)
         try:
             key = self.key_of(partition, chunks)
-            target = self.directory(self.destination.bucket) / key
+            target = object_path(self.directory(self.destination.bucket), key)
             # Records (not error records nor backups) become Parquet rows.
             converting = partition not in (BACKUP,) and not parse_partition(partition)[0]
             written, failed = await self._write(target, chunks, converting=converting)
@@ -775,11 +831,13 @@ class DeliveryStream:
         done = [c.id for c in chunks]
         if partition is None:
             await self.store.delete_chunks(done)
+            self._forget(done)
             return
         pieces = [r if isinstance(r, bytes) else r[1] for r in records]
         oldest = min(c.arrival for c in chunks)
         made = [NewChunk(partition, oldest, len(pieces), b"".join(pieces))]
         ids = await self.store.replace_chunks(self.identity.name, done, made)
+        self._forget(done)
         self._track(Chunk(ids[0], partition, oldest, len(pieces), len(made[0].data)))
 
     def _conversion_failed(self, failed: list[bytes]) -> str | None:
@@ -788,10 +846,12 @@ class DeliveryStream:
     async def _write(
         self, target: Path, chunks: list[Chunk], *, converting: bool = False
     ) -> tuple[bool, list[bytes]]:
-        """The object at ``target``, whole or not at all: a temporary file in
-        its directory, written a page of chunks at a time, synced, renamed.
+        """The object at ``target``, whole or not at all (the bucket plugin's
+        ``AtomicFile``), written a page of chunks at a time as they are read back.
+        A chunk no longer in the store (another runner delivered it
+        meanwhile) is left out; with none left no object is written (False).
         Converting to Parquet, the records that cannot be rows come back as
-        error records; no object is written when none could (False)."""
+        error records; no object is written when none could be a row."""
         pages: list[list[int]] = [[]]
         size = 0
         for chunk in chunks:
@@ -802,44 +862,37 @@ class DeliveryStream:
             size += chunk.size
         compression = self.destination.compression
         member = target.name.removesuffix(self.destination.extension) or target.name
-        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         conversion = self.destination.conversion if converting else None
-        opened = await asyncio.to_thread(_open, temporary)
+        opened = await asyncio.to_thread(AtomicFile, target)
+        written = 0
         try:
             if conversion is not None:
                 from plugins.firehose.parquet import ParquetWriter
 
-                parquet = await asyncio.to_thread(ParquetWriter, conversion, opened)
+                parquet = await asyncio.to_thread(ParquetWriter, conversion, opened.file)
                 out: Any = parquet
             else:
-                out = writer(compression, opened, member)
+                out = writer(compression, opened.file, member)
             for page in pages:
                 found = await self.store.chunk_data(page)
+                written += len(found)
                 await asyncio.to_thread(_write_all, out, found, conversion is not None)
-            if conversion is None or parquet.rows:
-                await asyncio.to_thread(_finish, out, opened, temporary, target)
-            else:
-                opened.close()
-                temporary.unlink()
+            await asyncio.to_thread(out.close)  # the compressor's (or Parquet's) last bytes
+            if conversion is not None and not parquet.rows:
+                written = 0
+            await asyncio.to_thread(opened.commit if written else opened.discard)
         except BaseException:
-            opened.close()
-            with contextlib.suppress(OSError):
-                temporary.unlink()
+            opened.discard()
             raise
         if conversion is None:
-            return True, []
+            return bool(written), []
         ended = self.clock.time()
         oldest = min(c.arrival for c in chunks)
         failed = [
             error_record(record, oldest, FORMAT_CONVERSION_ERROR, reason, attempts=1, ended=ended)
             for record, reason in parquet.failed
         ]
-        return bool(parquet.rows), failed
-
-
-def _open(path: Path) -> Any:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return open(path, "wb")
+        return bool(written), failed
 
 
 def _write_all(out: Any, found: list[tuple[int, bytes, bytes | None]], records: bool) -> None:
@@ -860,19 +913,6 @@ def _cut(data: bytes, sizes: bytes) -> list[bytes]:
         records.append(data[position : position + length])
         position += length
     return records
-
-
-def _finish(out: Any, opened: Any, temporary: Path, target: Path) -> None:
-    out.close()
-    opened.flush()
-    os.fsync(opened.fileno())
-    opened.close()
-    os.replace(temporary, target)
-    directory = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 async def buffer_records(

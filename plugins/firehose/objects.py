@@ -1,56 +1,42 @@
-"""Where a delivery stream's objects are, and which are there.
+"""The objects a delivery stream has written (the CLI's ``objects``).
 
-A bucket is a directory: the stream's ``buckets`` setting maps a bucket to
-one, else it is ``<directory>/<bucket>``, ``directory`` defaulting to
-``buckets`` beside the state database (``./buckets`` with a PostgreSQL
-state). ``delivered`` lists a stream's objects there (its key names begin
-with the stream's name; temporary files, hidden, are not listed).
+Its bucket's directory comes from the bucket plugin's lookup
+(``plugins.bucket.lookup``: a ``bucket`` resource's, else
+``<state dir>/buckets/<name>``); its objects are those whose file name
+begins with the stream's name (AWS's default object name), listed by the
+bucket plugin (temporary files are not objects).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
-from pipelines.store import Location
+from plugins.bucket.lookup import Buckets
+from plugins.bucket.objects import iso_millis, list_objects
 from plugins.firehose.spec import destination_of
 
 
-def bucket_directory(settings: Mapping[str, Any], bucket: str, state: Location | None) -> Path:
-    buckets = settings.get("buckets") or {}
-    if bucket in buckets:
-        return Path(buckets[bucket])
-    base = settings.get("directory")
-    if base is None:
-        base = Path(state).parent / "buckets" if isinstance(state, Path) else Path("buckets")
-    return Path(base) / bucket
-
-
-def delivered(
-    name: str, config: Mapping[str, Any], settings: Mapping[str, Any], state: Location | None
-) -> list[dict[str, Any]]:
-    """The stream's objects now, oldest first: Key, Size, LastModified, Path."""
+def delivered(name: str, config: Mapping[str, Any], buckets: Buckets) -> list[dict[str, Any]]:
+    """The stream's objects now, oldest first: Bucket, Key, Size, LastModified, Path."""
     bucket = destination_of(config).bucket
-    root = bucket_directory(settings, bucket, state)
-    found = []
-    if root.is_dir():
-        for path in root.rglob(f"{name}-*"):
-            if not path.is_file() or path.name.startswith("."):
-                continue
-            stat = path.stat()
-            found.append(
-                {
-                    "Bucket": bucket,
-                    "Key": path.relative_to(root).as_posix(),
-                    "Size": stat.st_size,
-                    "LastModified": datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(),
-                    "Path": str(path),
-                    "_mtime": stat.st_mtime_ns,
-                }
-            )
-    found.sort(key=lambda item: (item["_mtime"], item["Key"]))
-    for item in found:
-        del item["_mtime"]
-    return found
+    root = buckets.directory(bucket)
+    if not root.is_dir():
+        return []
+    found = [
+        info
+        for info in list_objects(root, bucket=bucket)
+        if PurePosixPath(info.key).name.startswith(f"{name}-")
+    ]
+    found.sort(key=lambda info: (info.last_modified, info.key))
+    return [
+        {
+            "Bucket": bucket,
+            "Key": info.key,
+            "Size": info.size,
+            "LastModified": iso_millis(info.last_modified),
+            "Path": str(info.path),
+        }
+        for info in found
+    ]

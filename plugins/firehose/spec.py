@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import re
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from plugins.bucket.lookup import bucket_name
+from plugins.bucket.objects import BucketError
 from plugins.firehose.formats import EXTENSIONS, FORMATS
 from plugins.firehose.prefixes import (
     Prefix,
@@ -60,7 +63,6 @@ PROCESSOR_TYPES = (
 )
 #: Processors this project runs; the others are refused by name.
 SUPPORTED_PROCESSORS = ("Lambda", "MetadataExtraction", "AppendDelimiterToRecord")
-_BUCKET_ARN = re.compile(r"^arn:[^:]*:s3:::(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])$")
 _EXTENSION = re.compile(r"^$|\.[0-9a-z!\-_.*'()]+$")
 
 Path = tuple[str | int, ...]
@@ -114,9 +116,10 @@ class Destination:
 
 
 def bucket_of(arn: Any) -> str:
-    if not isinstance(arn, str) or (found := _BUCKET_ARN.match(arn)) is None:
-        raise SpecError(("BucketARN",), f"BucketARN {arn!r} is not an S3 bucket's ARN")
-    return found.group("bucket")
+    if isinstance(arn, str) and arn.startswith("arn:"):
+        with contextlib.suppress(BucketError):
+            return bucket_name(arn)
+    raise SpecError(("BucketARN",), f"BucketARN {arn!r} is not an S3 bucket's ARN")
 
 
 def function_name(arn: str) -> str:

@@ -17,6 +17,12 @@ object holding it is in place (or, for a chunk waiting for the processor,
 in the same transaction that writes its transformed chunks): a record
 acknowledged is in the database until delivered. Ids are never reused
 (AUTOINCREMENT): an object's name is derived from its first chunk's id.
+
+``firehose_owners`` says which runner writes a stream's buffers out: its
+name (``""`` for the one runner of a SQLite file) and until when its lease
+runs. Every runner buffers puts into the shared chunks; only the owner
+writes objects. The owner renews its lease as it goes; when a runner dies
+its lease runs out and another claims the stream (store version 2).
 """
 
 from __future__ import annotations
@@ -61,7 +67,7 @@ class StreamRecord:
 
     name: str
     config: dict[str, Any]  # CreateDeliveryStream's parameters (AWS's shapes)
-    settings: dict[str, Any]  # the resource's own settings (directory, buckets)
+    settings: dict[str, Any]  # the resource's own settings (none kept today)
     made_by_api: bool
     version: int
     created: float
@@ -73,7 +79,8 @@ class StreamRecord:
 
 class FirehoseStore(Store):
     name = "firehose"
-    version = 1
+    #: 2: firehose_owners (a delivery stream's owner and lease, for clusters).
+    version = 2
     schema = """
     CREATE TABLE IF NOT EXISTS firehose_streams (
         name            TEXT PRIMARY KEY,
@@ -98,6 +105,11 @@ class FirehoseStore(Store):
         data      BLOB NOT NULL
     );
     CREATE INDEX IF NOT EXISTS firehose_chunks_stream ON firehose_chunks (stream, id);
+    CREATE TABLE IF NOT EXISTS firehose_owners (
+        stream TEXT PRIMARY KEY,
+        owner  TEXT,
+        lease  REAL
+    );
     """
 
     _COLUMNS = (
@@ -219,15 +231,43 @@ class FirehoseStore(Store):
             raise FirehoseError("ResourceNotFoundException", f"Firehose {name} not found")
 
     async def delete(self, name: str) -> None:
-        """The stream and every record it still buffers."""
+        """The stream, its owner and every record it still buffers."""
         done = await self.batch(
             [
                 Step("DELETE FROM firehose_chunks WHERE stream = ?", (name,)),
+                Step("DELETE FROM firehose_owners WHERE stream = ?", (name,)),
                 Step("DELETE FROM firehose_streams WHERE name = ?", (name,)),
             ]
         )
-        if not done[1].changed:
+        if not done[2].changed:
             raise FirehoseError("ResourceNotFoundException", f"Firehose {name} not found")
+
+    # -- owners (who writes a stream's objects) -------------------------------------
+
+    async def claim(self, stream: str, owner: str, now: float, until: float) -> bool:
+        """Make ``owner`` the stream's owner until ``until`` if it is already,
+        or nobody is, or the owner's lease ran out before ``now``; whether
+        ``owner`` owns it. Of runners claiming at once, exactly one does."""
+        changed = await self.execute(
+            "INSERT INTO firehose_owners (stream, owner, lease) VALUES (?, ?, ?)"
+            " ON CONFLICT (stream) DO UPDATE SET owner = excluded.owner, lease = excluded.lease"
+            " WHERE firehose_owners.owner = excluded.owner OR firehose_owners.owner IS NULL"
+            " OR firehose_owners.lease < ?",
+            (stream, owner, until, now),
+        )
+        return changed > 0
+
+    async def release(self, stream: str, owner: str) -> None:
+        """Let go of the stream (a graceful stop): another runner claims it at once."""
+        await self.execute(
+            "UPDATE firehose_owners SET owner = NULL, lease = NULL WHERE stream = ? AND owner = ?",
+            (stream, owner),
+        )
+
+    async def owner(self, stream: str) -> tuple[str | None, float | None]:
+        """The stream's owner and the end of its lease (None, None: nobody)."""
+        row = await self.one("SELECT owner, lease FROM firehose_owners WHERE stream = ?", (stream,))
+        return (None, None) if row is None else (row[0], row[1])
 
     # -- flush requests (the CLI's ``flush`` to a running pipeline) ---------------------
 

@@ -15,10 +15,11 @@ one record (PutRecord). Settings (docs/firehose.md):
   RequestConfiguration, RetryOptions, S3BackupMode, S3Configuration);
 - ``delivery_stream_name``: default the resource's name;
 - ``kinesis_stream``: a project stream to read (KinesisStreamAsSource);
-  without it the stream takes PutRecord and PutRecordBatch (DirectPut);
-- ``directory``: where buckets are: bucket ``B``'s object ``K`` is the file
-  ``<directory>/B/K`` (default: ``buckets`` beside the state database);
-  ``buckets`` maps a bucket's name to a directory of its own.
+  without it the stream takes PutRecord and PutRecordBatch (DirectPut).
+
+The BucketARN's bucket is a directory found by the bucket plugin's lookup
+(``plugins.bucket.lookup``): a ``bucket`` resource answering to its name,
+else ``<state dir>/buckets/<name>``; object ``K`` is the file ``K`` under it.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ from pipelines.targets import (
     payload_text,
     started,
 )
+from plugins.bucket.lookup import buckets_of
 from plugins.firehose import endpoint
 from plugins.firehose.delivery import NAMESPACE, DeliveryStream, Identity, PutResult
-from plugins.firehose.objects import bucket_directory
 from plugins.firehose.spec import (
     EXTENDED_S3,
     HTTP_ENDPOINT,
@@ -73,16 +74,18 @@ SETTINGS_TABLE = Settings(
         "kinesis_stream": Shape(
             {"type": "string"}, "a project stream to read (KinesisStreamAsSource)"
         ),
-        "directory": Shape({"type": "string"}, "where buckets are: <directory>/<bucket>/<key>"),
-        "buckets": Shape(
-            {"type": "object", "additionalProperties": {"type": "string"}},
-            "a bucket's own directory, by bucket name",
-        ),
         "tags": Shape({"type": "object", "additionalProperties": {"type": "string"}}),
     },
 )
-#: How often a running stream looks for records other processes wrote and for flush requests.
+#: How often a running stream renews or claims its ownership, and looks for
+#: records other processes wrote and for flush requests.
 POLL = 1.0
+#: How long an owner's claim lasts unless renewed: a dead runner's streams
+#: are taken over this long after its last renewal.
+LEASE = 10.0
+#: In a cluster, every this many polls the owner reads every buffered
+#: chunk's bookkeeping, not only those after the last id it saw.
+RESCAN_EVERY = 10
 ARN = "arn:aws:firehose:{region}:{account}:deliverystream/{name}"
 
 
@@ -108,10 +111,24 @@ def request_of(settings: Mapping[str, Any]) -> dict[str, Any]:
     return request
 
 
+#: Settings of an earlier version: where buckets are is the bucket plugin's now.
+MOVED = ("directory", "buckets")
+
+
 def check_settings(where: Where, config: Mapping[str, Any]) -> Destination:
     problems = Problems()
+    for key in MOVED:
+        if key in config:
+            problems.add(
+                ConfigError(
+                    where / key,
+                    "a delivery stream's bucket is a `bucket` resource now: declare"
+                    " {type: bucket, directory: DIR, bucket: NAME} (a bucket no resource"
+                    " declares is <state dir>/buckets/NAME)",
+                )
+            )
     with problems:
-        SETTINGS_TABLE.check_keys(where, config)
+        SETTINGS_TABLE.check_keys(where, {k: v for k, v in config.items() if k not in MOVED})
     key = "http_endpoint" if "http_endpoint" in config else "destination"
     destination = config.get(key)
     parsed: Destination | None = None
@@ -138,13 +155,12 @@ def check_settings(where: Where, config: Mapping[str, Any]) -> Destination:
             for step in exc.path:
                 path = path / step
             problems.add(ConfigError(path, exc.message))
-    for key in ("delivery_stream_name", "kinesis_stream", "directory"):
+    for key in ("delivery_stream_name", "kinesis_stream"):
         if key in config and (not isinstance(config[key], str) or not config[key]):
             problems.add(ConfigError(where / key, "must be a non-empty string"))
-    for key in ("buckets", "tags"):
-        value = config.get(key, {})
-        if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
-            problems.add(ConfigError(where / key, "must map names to strings"))
+    tags = config.get("tags", {})
+    if not isinstance(tags, Mapping) or not all(isinstance(v, str) for v in tags.values()):
+        problems.add(ConfigError(where / "tags", "must map names to strings"))
     problems.raise_any()
     assert parsed is not None
     return parsed
@@ -165,6 +181,11 @@ class FirehoseTarget(Target):
         self._services: TargetServices | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._client: HttpClient | None = None
+        #: Who this runner is as a stream's owner ("" for a SQLite file's one runner).
+        self.owner_name = ""
+        self._polls = 0
+        #: Deleted through another runner of the cluster: nothing more runs here.
+        self.gone = False
 
     def references(self) -> list[tuple[tuple[str | int, ...], str]]:
         key = "http_endpoint" if "http_endpoint" in self.settings else "destination"
@@ -211,7 +232,9 @@ class FirehoseTarget(Target):
             metric=self._metric,
             post=self._post,
         )
-        await self.stream.load()
+        self.owner_name = services.runner or ""
+        self.stream.owner = await self._claim()
+        await self.stream.load(everything=True)
         self._tasks = [services.spawn(self.stream.run()), services.spawn(self._watch())]
         if self.kinesis_stream is not None:
             self._tasks.append(services.spawn(self._read_source(self.kinesis_stream)))
@@ -220,18 +243,17 @@ class FirehoseTarget(Target):
         """The stored stream: made now, or brought to the config's settings
         (a changed config raises the version, as UpdateDestination does)."""
         request = request_of(self.settings)
-        kept = {k: v for k, v in self.settings.items() if k in ("directory", "buckets")}
         found = await store.find(self.stream_name)
         if found is None:
             return await store.create(
                 self.stream_name,
                 request,
-                kept,
+                {},
                 made_by_api=False,
                 tags=dict(self.settings.get("tags") or {}),
             )
         if not found.made_by_api and found.config != request:
-            return await store.update(self.stream_name, request, kept)
+            return await store.update(self.stream_name, request, {})
         return found
 
     async def _post(self, url: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
@@ -243,8 +265,7 @@ class FirehoseTarget(Target):
         return sent.status, sent.body
 
     def _directory(self, bucket: str) -> Path:
-        state = started(self._services, self.where).state_path
-        return bucket_directory(self.settings, bucket, state)
+        return buckets_of(started(self._services, self.where)).directory(bucket)
 
     def _metric(self, name: str, value: float, unit: str) -> None:
         if self._services is not None:
@@ -284,12 +305,54 @@ class FirehoseTarget(Target):
                 log.warning("%s: %s", self.where, describe_error(exc))
 
     async def poll(self) -> None:
+        """Renew or claim the stream's ownership; as its owner, take up what
+        other processes or runners buffered and answer flush requests."""
         store, stream = started(self.store, self.where), started(self.stream, self.where)
-        await stream.load()
-        record = await store.get(self.stream_name)
+        if self.gone:
+            return
+        record = await store.find(self.stream_name)
+        if record is None:
+            self.gone = True
+            stream.disown()
+            log.warning("%s: delivery stream %s was deleted", self.where, self.stream_name)
+            return
+        # The one runner of a SQLite file owns its streams from its start:
+        # nothing to renew. A cluster's runners claim or renew every poll.
+        owns = stream.owner if not self.owner_name else await self._claim()
+        if owns and not stream.owner:
+            log.info("%s: this runner writes delivery stream %s now", self.where, self.stream_name)
+            await stream.own()
+        elif not owns and stream.owner:
+            log.warning(
+                "%s: another runner writes delivery stream %s now", self.where, self.stream_name
+            )
+            stream.disown()
+        if not stream.owner:
+            return
+        self._polls += 1
+        await stream.load(everything=bool(self.owner_name) and self._polls % RESCAN_EVERY == 0)
         if record.flush_requested is not None and record.flush_requested != record.flushed:
             await stream.flush()
             await store.mark_flushed(self.stream_name, record.flush_requested)
+
+    async def _claim(self) -> bool:
+        """Whether this runner owns the stream now (claimed or renewed)."""
+        store, clock = started(self.store, self.where), started(self._services, self.where).clock
+        now = clock.time()
+        return await store.claim(self.stream_name, self.owner_name, now, now + LEASE)
+
+    def _succeeded(self) -> bool:
+        """Whether another resource of this runtime runs the same stream (this
+        one is being replaced): it keeps the ownership."""
+        services: Any = self._services
+        names = getattr(services, "resource_names", None)
+        others = [services.resource(name) for name in (names() if names is not None else ())]
+        return any(
+            isinstance(other, FirehoseTarget)
+            and other is not self
+            and other.stream_name == self.stream_name
+            for other in others
+        )
 
     async def _read_source(self, name: str) -> None:
         """KinesisStreamAsSource: a named consumer of the project stream
@@ -355,7 +418,14 @@ class FirehoseTarget(Target):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        self.stream = None
+        stream, self.stream = self.stream, None
+        # Released, another runner may take over at once (unless this
+        # resource's successor in this runtime runs the stream on).
+        if self.store is not None and stream is not None and stream.owner and not self._succeeded():
+            try:
+                await self.store.release(self.stream_name, self.owner_name)
+            except Exception as exc:  # its lease runs out instead
+                log.warning("%s: ownership not released: %s", self.where, describe_error(exc))
         client, self._client = self._client, None
         if client is not None:
             await client.close()
@@ -386,7 +456,6 @@ class FirehoseType(TargetType):
     )
     settings = SETTINGS_TABLE
     arn_template = ARN
-    file_settings = ("directory",)
 
     def create(self, name: str, config: Mapping[str, Any]) -> FirehoseTarget:
         check_settings(Where(f"target {name}"), config)

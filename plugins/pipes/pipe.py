@@ -37,9 +37,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pipelines.clock import sleep
 from pipelines.errors import ConfigError, DeliveryError, PipelinesError, Where
@@ -96,6 +96,24 @@ ORIGIN = "__origin__"
 
 def pipe_arn(name: str) -> str:
     return f"arn:aws:pipes:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:pipe/{name}"
+
+
+class Resources(Protocol):
+    """What resolving a pipe's source, enrichment and target needs: the
+    runner's ``TargetServices`` when it starts, or the built resources when
+    ``pipelines validate`` checks it (``PipeTarget.check_links``)."""
+
+    def resource(self, name: str, *, where: str | None = None) -> Target: ...
+
+
+class _Built:
+    """The built resources as ``Resources``."""
+
+    def __init__(self, resource: Callable[[str], Target]) -> None:
+        self._resource = resource
+
+    def resource(self, name: str, *, where: str | None = None) -> Target:
+        return self._resource(name)
 
 
 class StageFailed(Exception):
@@ -181,6 +199,12 @@ class PipeTarget(Target):
     def references(self) -> list[tuple[tuple[str | int, ...], str]]:
         return self.spec.references()
 
+    def check_links(self, resource: Callable[[str], Target]) -> None:
+        """Its source's kind and batching, and its batch against what the
+        enrichment and target take: what ``start`` would refuse (START_FAILED)."""
+        resources = _Built(resource)
+        self._check_batching(resources, self._resolve_source(resources))
+
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         raise DeliveryError(
             "NotATarget", f"pipe {self.name} reads its source; it takes no events", retryable=False
@@ -248,7 +272,7 @@ class PipeTarget(Target):
         self._reading = services.spawn(self._read(services, source))
         await self._set_state("RUNNING")
 
-    def _check_batching(self, services: TargetServices, source: Source) -> None:
+    def _check_batching(self, services: Resources, source: Source) -> None:
         """A source's batch no larger than its enrichment and target take, as AWS
         refuses such a pipe (a target without a batch API takes batches of 1)."""
         from plugins.http.destination import ApiDestinationTarget
@@ -286,7 +310,7 @@ class PipeTarget(Target):
             await source.close()
         await self._set_state(state)
 
-    def _resolve_source(self, services: TargetServices) -> Source:
+    def _resolve_source(self, services: Resources) -> Source:
         from plugins.http.webhook import WebhookTarget
         from plugins.logs.target import LogGroupTarget
         from plugins.mqtt.target import MqttTarget
@@ -320,8 +344,9 @@ class PipeTarget(Target):
         if isinstance(resource, WebhookTarget):
             return WebhookSource(self.name, name, parameters, resource)
         raise ConfigError(
-            Where(where),
-            f"{name} is a {type(resource).__name__}; a pipe reads a queue, a stream or a log group",
+            Where(f"pipe {self.name}") / "source",
+            f"{name} is not a queue, a stream, a log group, an MQTT connection or a webhook:"
+            " a pipe reads one of those",
         )
 
     async def _read(self, services: TargetServices, source: Source) -> None:

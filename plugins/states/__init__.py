@@ -29,9 +29,10 @@ Executions in a runtime:
   the API calls (start, describe, list, history, stop, SendTask*);
 - ``integrations``: the ``TaskRunner`` calling the runtime's resources
   (``http_task``: ``http:invoke`` through a connection);
-- ``itemio``: a Distributed Map's ItemReader and ResultWriter over buckets;
-- ``target``: the ``state_machine`` target type; ``buckets``: the
-  ``bucket`` type (a local directory standing for an S3 bucket).
+- ``itemio``: a Distributed Map's ItemReader and ResultWriter over buckets
+  (the ``bucket`` plugin's directories);
+- ``buckets``: ``RuntimeItems``, the runtime's buckets and queues as items;
+- ``target``: the ``state_machine`` target type.
 
 Where users reach them:
 
@@ -57,11 +58,9 @@ if TYPE_CHECKING:
 
 @hookimpl
 def register_targets(register: Callable[[TargetType], None]) -> None:
-    from plugins.states.buckets import BucketType
     from plugins.states.target import StateMachineType
 
     register(StateMachineType())
-    register(BucketType())
 
 
 @hookimpl

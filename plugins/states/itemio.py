@@ -1,9 +1,10 @@
 """A Distributed Map's ItemReader and ResultWriter over local files.
 
 AWS reads a Distributed Map's items from S3 and writes its results there.
-This project has no S3: a *bucket* is a local directory (a ``bucket``
-resource, ``plugins.states.buckets``), and an object's key is its path
-under that directory, so an AWS definition runs unchanged:
+This project has no S3: a *bucket* is a local directory (the ``bucket``
+plugin: a ``bucket`` resource, else ``<state dir>/buckets/<name>``), and
+an object's key is its path under that directory, so an AWS definition
+runs unchanged:
 
 - ``arn:aws:states:::s3:getObject`` (``Bucket``, ``Key``) with
   ``ReaderConfig.InputType`` JSON (the file is an array), JSONL (one value a
@@ -19,10 +20,11 @@ under that directory, so an AWS definition runs unchanged:
   NONE, COMPACT or FLATTEN; OutputType JSON or JSONL).
 
 Reading and writing go through an ``ItemSource`` (``LocalBuckets`` maps
-names to directories; the runtime's ``RuntimeItems`` finds its ``bucket``
-resources). Failures are ``States.ItemReaderFailed`` and
-``States.ResultWriterFailed`` with AWS's causes where a recording shows
-them. Files are read and written on a worker thread, never in the loop.
+names to directories; the runtime's ``RuntimeItems``, in
+``plugins.states.buckets``, uses the bucket plugin's lookup). Failures are
+``States.ItemReaderFailed`` and ``States.ResultWriterFailed`` with AWS's
+causes where a recording shows them. Files are read and written on a
+worker thread, never in the loop.
 """
 
 from __future__ import annotations
@@ -30,17 +32,15 @@ from __future__ import annotations
 import asyncio
 import csv
 import gzip
-import hashlib
 import io
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
+from plugins.bucket.lookup import Buckets
+from plugins.bucket.objects import BucketError, ObjectInfo
+from plugins.bucket.objects import iso_millis as _iso
 from plugins.states.errors import ITEM_READER_FAILED, RESULT_WRITER_FAILED, StatesError
 
 Json = Any
@@ -58,30 +58,6 @@ TRANSFORMATIONS = ("NONE", "COMPACT", "FLATTEN")
 OUTPUT_TYPES = ("JSON", "JSONL")
 #: AWS reads at most this many items, whatever MaxItems says.
 MAX_ITEMS = 100_000_000
-
-
-class BucketError(Exception):
-    """A bucket or object that cannot be read or written (the cause AWS would give)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectInfo:
-    """One object as ListObjectsV2 lists it."""
-
-    key: str
-    size: int
-    etag: str
-    last_modified: float
-
-    def item(self) -> dict[str, Json]:
-        """The Map item AWS makes of it (the keys in AWS's order)."""
-        return {
-            "Etag": self.etag,
-            "Key": self.key,
-            "LastModified": _iso(self.last_modified),
-            "Size": self.size,
-            "StorageClass": "STANDARD",
-        }
 
 
 class ItemSource(Protocol):
@@ -112,102 +88,15 @@ class NoQueues:
         raise BucketError(f"no queue named '{queue}' in this runtime")
 
 
-class NoItemSource(NoQueues):
+class LocalBuckets(Buckets, NoQueues):
+    """Buckets that are directories: ``{bucket name: directory}``, no other."""
+
+
+class NoItemSource(LocalBuckets):
     """The source of an interpreter given none: every bucket is unknown."""
 
-    async def get_object(self, bucket: str, key: str) -> bytes:
-        raise BucketError(f"no bucket named '{bucket}' in this runtime")
-
-    async def list_objects(self, bucket: str, prefix: str) -> list[ObjectInfo]:
-        raise BucketError(f"no bucket named '{bucket}' in this runtime")
-
-    async def put_object(self, bucket: str, key: str, body: bytes) -> None:
-        raise BucketError(f"no bucket named '{bucket}' in this runtime")
-
-
-class LocalBuckets(NoQueues):
-    """Buckets that are directories: ``{bucket name: directory}``."""
-
-    def __init__(self, directories: Mapping[str, str | Path]) -> None:
-        self.directories = {name: Path(path) for name, path in directories.items()}
-
-    def directory(self, bucket: str) -> Path:
-        found = self.directories.get(bucket)
-        if found is None:
-            raise BucketError(f"no bucket named '{bucket}' in this runtime")
-        return found
-
-    async def get_object(self, bucket: str, key: str) -> bytes:
-        return await asyncio.to_thread(read_object, self.directory(bucket), key, bucket)
-
-    async def list_objects(self, bucket: str, prefix: str) -> list[ObjectInfo]:
-        return await asyncio.to_thread(list_directory, self.directory(bucket), prefix)
-
-    async def put_object(self, bucket: str, key: str, body: bytes) -> None:
-        await asyncio.to_thread(write_object, self.directory(bucket), key, body)
-
-
-# -- objects as files ------------------------------------------------------------------
-
-
-def object_path(directory: Path, key: str) -> Path:
-    """The file of ``key`` under ``directory``; a key leaving it is refused."""
-    parts = PurePosixPath(key).parts
-    if not key or key.startswith("/") or any(part in ("..", ".") for part in parts):
-        raise BucketError(f"the key '{key}' does not name a file inside its bucket")
-    return directory.joinpath(*parts)
-
-
-def read_object(directory: Path, key: str, bucket: str = "") -> bytes:
-    path = object_path(directory, key)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise BucketError(
-            f"The specified key does not exist. (Bucket: {bucket}, Key: {key}; file {path})"
-        ) from None
-    except OSError as error:
-        raise BucketError(f"cannot read {path}: {error.strerror or error}") from None
-
-
-def list_directory(directory: Path, prefix: str) -> list[ObjectInfo]:
-    """Every file under ``directory`` whose key starts with ``prefix``, in key order
-    (S3 lists keys in UTF-8 binary order)."""
-    if not directory.is_dir():
-        raise BucketError(f"the bucket's directory {directory} does not exist")
-    found = []
-    for root, _dirs, files in os.walk(directory):
-        for name in files:
-            path = Path(root, name)
-            key = path.relative_to(directory).as_posix()
-            if not key.startswith(prefix):
-                continue
-            stat = path.stat()
-            digest = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
-            found.append(ObjectInfo(key, stat.st_size, f'"{digest}"', stat.st_mtime))
-    return sorted(found, key=lambda info: info.key.encode())
-
-
-def write_object(directory: Path, key: str, body: bytes) -> None:
-    """Write ``body`` as ``key``: a reader sees the old file or the new one, never half."""
-    path = object_path(directory, key)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(body)
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
-    except OSError as error:
-        raise BucketError(f"cannot write {path}: {error.strerror or error}") from None
-
-
-def _iso(seconds: float) -> str:
-    moment = datetime.fromtimestamp(seconds, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    def __init__(self) -> None:
+        super().__init__({})
 
 
 # -- reading items ------------------------------------------------------------------------

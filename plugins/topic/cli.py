@@ -9,7 +9,9 @@ subscribers get it in their queue, function subscribers are called here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Mapping
+import contextlib
+from collections.abc import Callable, Coroutine, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,18 @@ class _Services:
         return self._resources[name]
 
     cluster_group = None  # a one-off publish is no member of a cluster
+
+    # A one-off publish has no buses: nothing to tap or screen.
+    def tap(self, observe: Callable[[str, dict[str, Any]], None]) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def screen(
+        self, bus: str, screen: Callable[[dict[str, Any], int], bool]
+    ) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def bus_names(self) -> list[str]:
+        return []
 
     async def open_store(self, store_type: type[StoreT], *args: Any, where: str) -> StoreT:
         return await open_state_store(self, store_type, *args, where=where)
