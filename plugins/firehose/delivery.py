@@ -51,7 +51,7 @@ import orjson
 from pipelines.clock import Cancellable, Clock, sleep
 from plugins.bucket.objects import AtomicFile, BucketError, check_key, object_path
 from plugins.firehose import endpoint
-from plugins.firehose.formats import writer
+from plugins.firehose.formats import EXTENSIONS, writer
 from plugins.firehose.prefixes import object_name
 from plugins.firehose.query import QueryFailed
 from plugins.firehose.spec import Destination
@@ -671,9 +671,10 @@ class DeliveryStream:
         # crash writes the same key again instead of a second object.
         seed = f"{self.identity.name}/{self.identity.created!r}/{chunks[0].id}".encode()
         unique = str(uuid.UUID(bytes=hashlib.sha256(seed).digest()[:16], version=4))
-        name = object_name(
-            self.identity.name, self.identity.version, when, unique, destination.extension
-        )
+        extension = destination.extension
+        if error and destination.conversion is not None:
+            extension = EXTENSIONS[destination.compression]  # error records stay JSON lines
+        name = object_name(self.identity.name, self.identity.version, when, unique, extension)
         return prefix + name
 
     async def _deliver(self, partition: str, chunks: list[Chunk]) -> bool:
