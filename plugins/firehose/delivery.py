@@ -24,7 +24,8 @@ Two stages, each durable:
 
 Objects are written to ``<directory of the bucket>/<key>`` (the bucket
 plugin's lookup and ``AtomicFile``: a temporary file in the same directory,
-synced, renamed into place, the directory synced): a reader never sees half
+synced, renamed into place, the directory synced), or uploaded whole to a
+bucket of an S3-compatible store (``RemoteUpload``): a reader never sees half
 an object. The chunks are deleted after the rename.
 A crash in between delivers them again after the restart (at least once);
 the object's name is derived from its first chunk's id, not random, so the
@@ -49,7 +50,8 @@ from typing import Any, NamedTuple
 import orjson
 
 from pipelines.clock import Cancellable, Clock, sleep
-from plugins.bucket.objects import AtomicFile, BucketError, check_key, object_path
+from plugins.bucket.lookup import Place, open_object
+from plugins.bucket.objects import BucketError, check_key
 from plugins.firehose import endpoint
 from plugins.firehose.formats import EXTENSIONS, writer
 from plugins.firehose.prefixes import object_name
@@ -217,7 +219,7 @@ class DeliveryStream:
         destination: Destination,
         store: FirehoseStore,
         clock: Clock,
-        directory: Callable[[str], Path],
+        directory: Callable[[str], Place],
         *,
         invoke: Invoke | None = None,
         metric: Metric | None = None,
@@ -687,10 +689,10 @@ class DeliveryStream:
         oldest = min(c.arrival for c in chunks)
         try:
             key = self.key_of(partition, chunks)
-            target = object_path(self.directory(self.destination.bucket), key)
+            place = self.directory(self.destination.bucket)
             # Records (not error records nor backups) become Parquet rows.
             converting = partition not in (BACKUP,) and not parse_partition(partition)[0]
-            written, failed = await self._write(target, chunks, converting=converting)
+            written, failed = await self._write(place, key, chunks, converting=converting)
             await self._settle(chunks, self._conversion_failed(failed), failed)
         except asyncio.CancelledError:
             raise
@@ -845,10 +847,11 @@ class DeliveryStream:
         return partition_id(error=FORMAT_CONVERSION_FAILED) if failed else None
 
     async def _write(
-        self, target: Path, chunks: list[Chunk], *, converting: bool = False
+        self, place: Place, key: str, chunks: list[Chunk], *, converting: bool = False
     ) -> tuple[bool, list[bytes]]:
-        """The object at ``target``, whole or not at all (the bucket plugin's
-        ``AtomicFile``), written a page of chunks at a time as they are read back.
+        """The object ``key`` in ``place``, whole or not at all (the bucket
+        plugin's ``open_object``: a directory's ``AtomicFile``, a store's
+        upload), written a page of chunks at a time as they are read back.
         A chunk no longer in the store (another runner delivered it
         meanwhile) is left out; with none left no object is written (False).
         Converting to Parquet, the records that cannot be rows come back as
@@ -862,9 +865,10 @@ class DeliveryStream:
             pages[-1].append(chunk.id)
             size += chunk.size
         compression = self.destination.compression
-        member = target.name.removesuffix(self.destination.extension) or target.name
+        name = key.rsplit("/", 1)[-1]
+        member = name.removesuffix(self.destination.extension) or name
         conversion = self.destination.conversion if converting else None
-        opened = await asyncio.to_thread(AtomicFile, target)
+        opened = await asyncio.to_thread(open_object, place, key)
         written = 0
         try:
             if conversion is not None:

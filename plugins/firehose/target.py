@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from pipelines.clock import sleep
@@ -44,7 +43,7 @@ from pipelines.targets import (
     payload_text,
     started,
 )
-from plugins.bucket.lookup import buckets_of
+from plugins.bucket.lookup import Place, buckets_of
 from plugins.firehose import endpoint
 from plugins.firehose.delivery import NAMESPACE, DeliveryStream, Identity, PutResult
 from plugins.firehose.spec import (
@@ -264,8 +263,8 @@ class FirehoseTarget(Target):
         sent = await self._client.send("POST", url, headers=headers, body=body)
         return sent.status, sent.body
 
-    def _directory(self, bucket: str) -> Path:
-        return buckets_of(started(self._services, self.where)).directory(bucket)
+    def _directory(self, bucket: str) -> Place:
+        return buckets_of(started(self._services, self.where)).place(bucket)
 
     def _metric(self, name: str, value: float, unit: str) -> None:
         if self._services is not None:
