@@ -479,6 +479,45 @@ def describe_destination(config: Mapping[str, Any], parsed: Destination) -> dict
     }
 
 
+def describe_http_destination(config: Mapping[str, Any], parsed: Destination) -> dict[str, Any]:
+    """DescribeDeliveryStream's entry of an HTTP endpoint destination: its
+    settings with defaults filled in (the access key is not shown, as AWS
+    does not), the backup bucket's S3 description."""
+    http = parsed.http
+    assert http is not None
+    endpoint: dict[str, Any] = {"Url": http.url}
+    if http.name is not None:
+        endpoint["Name"] = http.name
+    backup = config["S3Configuration"]
+    s3 = describe_destination(backup, parse_destination(backup))["S3DestinationDescription"]
+    described: dict[str, Any] = {
+        "EndpointConfiguration": endpoint,
+        "BufferingHints": {
+            "SizeInMBs": parsed.buffer_size // MIB,
+            "IntervalInSeconds": int(parsed.buffer_interval),
+        },
+        "CloudWatchLoggingOptions": config.get("CloudWatchLoggingOptions", {"Enabled": False}),
+        "RequestConfiguration": {
+            "ContentEncoding": "GZIP" if http.gzip else "NONE",
+            **(
+                {"CommonAttributes": config["RequestConfiguration"]["CommonAttributes"]}
+                if http.attributes
+                else {}
+            ),
+        },
+        "RetryOptions": {"DurationInSeconds": int(http.retry_duration)},
+        "S3BackupMode": "AllData" if http.backup_all else "FailedDataOnly",
+        "S3DestinationDescription": s3,
+    }
+    for key in ("RoleARN", "ProcessingConfiguration"):
+        if config.get(key) is not None:
+            described[key] = config[key]
+    return {
+        "DestinationId": "destinationId-000000000001",
+        "HttpEndpointDestinationDescription": described,
+    }
+
+
 def extended_from_plain(config: Mapping[str, Any]) -> dict[str, Any]:
     """An S3DestinationConfiguration (the older shape) as the extended one."""
     return dict(config)
