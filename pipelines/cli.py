@@ -351,6 +351,12 @@ def test_command(path: str) -> None:
     " (`:PORT` listens on 127.0.0.1; port 0 picks a free one and logs it).",
 )
 @click.option(
+    "--console",
+    is_flag=True,
+    help="Serve the web console on the --api port (127.0.0.1:0 without one);"
+    " its login link, with a token, is logged at start.",
+)
+@click.option(
     "--runner",
     default=None,
     help="This runner's name among the runners sharing a PostgreSQL state"
@@ -368,6 +374,7 @@ def run_command(
     control: str | None,
     no_control: bool,
     api: str | None,
+    console: bool,
     runner: str | None,
     debug: bool,
 ) -> None:
@@ -395,6 +402,7 @@ def run_command(
                     no_control,
                     api,
                     runner,
+                    console,
                 )
             )
     except ConfigInvalid as exc:
@@ -425,6 +433,7 @@ async def _run(
     no_control: bool,
     api: str | None,
     runner: str | None,
+    console: bool = False,
 ) -> RunReport:
     from pipelines.config import load_config
     from pipelines.control import default_socket
@@ -450,6 +459,7 @@ async def _run(
         shutdown_timeout=shutdown_timeout,
         max_wait=max_wait,
         runner=runner,
+        console=console,
     )
 
 

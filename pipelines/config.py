@@ -139,7 +139,7 @@ class PipelineConfig:
         return located_errors(self.positions, base, str(self.files[0]), exc)
 
 
-API_KEYS = {"listen", "access_keys", "tls"}
+API_KEYS = {"listen", "access_keys", "tls", "console"}
 
 
 def _api(
@@ -201,8 +201,11 @@ def _api(
             for name, path in (("certificate", certificate), ("key", key)):
                 if not path.is_file():
                     problem(("tls", name), f"{path} is not a file")
+    console = declared.get("console", False) if isinstance(declared, dict) else False
+    if not isinstance(console, bool):
+        problem(("console",), "must be true or false (serve the web console on this port)")
     if not problems:
-        config.api = ApiSettings(host, port, keys, certificate, key)
+        config.api = ApiSettings(host, port, keys, certificate, key, console=console is True)
     return problems
 
 

@@ -211,6 +211,17 @@ class Delivery:
         return not self.queue and not self.in_flight
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed attempt as the console shows it (``FailureLog.recent``)."""
+
+    time: float
+    event_id: str
+    attempt: int
+    code: str
+    message: str
+
+
 @dataclass(slots=True)
 class Outcomes:
     """How the deliveries of a runtime ended, counted since it was made (the
@@ -225,19 +236,30 @@ class FailureLog:
     """Failed attempts, logged at WARNING at most ``burst`` times per target in
     each ``window`` seconds; the rest are counted and the count is told with
     the next line that is logged, so a storm of failures neither floods the
-    log nor goes unseen."""
+    log nor goes unseen. The last ``kept`` failures of each target are kept,
+    logged or not, for the console (``recent``)."""
 
-    def __init__(self, clock: Clock, burst: int = 5, window: float = 10.0) -> None:
+    def __init__(self, clock: Clock, burst: int = 5, window: float = 10.0, kept: int = 20) -> None:
         self.clock = clock
         self.burst = burst
         self.window = window
+        self.kept = kept
         # delivery -> (window start, lines logged in it, suppressed since the last line)
         self._windows: dict[Delivery, tuple[float, int, int]] = {}
+        self._recent: dict[Delivery, collections.deque[Failure]] = {}
+
+    def recent(self, delivery: Delivery) -> list[Failure]:
+        """The target's last failed attempts, the newest last."""
+        return list(self._recent.get(delivery, ()))
 
     def failed(self, delivery: Delivery, job: Job, error: BaseException) -> None:
         now = self.clock.time()
         code, message = _code_and_message(error)
         delivery.stats.failed(code, message, now)
+        recent = self._recent.get(delivery)
+        if recent is None:
+            recent = self._recent[delivery] = collections.deque(maxlen=self.kept)
+        recent.append(Failure(now, str(job.event.get("id", "")), job.attempts, code, message))
         start, logged, suppressed = self._windows.get(delivery, (now, 0, 0))
         if now - start >= self.window:
             start, logged = now, 0
@@ -261,6 +283,7 @@ class FailureLog:
 
     def forget(self, delivery: Delivery) -> None:
         self._windows.pop(delivery, None)
+        self._recent.pop(delivery, None)
 
     def flush(self) -> None:
         """Tell the counts not told yet (at stop: no later line would)."""

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import click
 
     from pipelines.api.services import ApiHost, Service
+    from pipelines.console.sections import Section
     from pipelines.store import Store
     from pipelines.targets import TargetType
 
@@ -116,6 +117,22 @@ def register_restorers(register: Callable[[Callable[[ApiHost], Awaitable[None]]]
     async function per call; each is awaited with the runtime (an
     ``ApiHost``: ``open_store``, ``put_resource``, ``resource_names``...).
     An exception is logged, naming the plugin; the runtime goes on.
+
+    Must return None; what counts is the calls to ``register``.
+    """
+
+
+@hookspec
+def register_console(register: Callable[[Section], None]) -> None:
+    """Add a section of pages to the runner's web console (``run --console``).
+
+    Called once, when a console starts. ``register`` takes one
+    ``pipelines.console.sections.Section`` per call: a name (its path,
+    ``/console/s/NAME``), a title, and async methods answering data (a
+    ``Listing`` of items, an item's ``Detail``, an action's outcome) that the
+    console draws; a plugin never writes HTML or reads HTTP. A section reads
+    its store through its ``SectionHost`` (opened on the runtime's state
+    database once). A name registered twice is an error naming both plugins.
 
     Must return None; what counts is the calls to ``register``.
     """

@@ -16,7 +16,7 @@ import logging
 import os
 import stat
 import sys
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,6 +81,7 @@ async def run_pipeline(
     clock: Clock | None = None,
     max_wait: float = MAX_WAIT,
     runner: str | None = None,
+    console: bool = False,
 ) -> RunReport:
     """Run ``config`` until ``stop`` is set, or until ``events`` (JSON lines, each
     a PutEvents entry) are all delivered. Raises ``ConfigInvalid`` before
@@ -92,6 +93,8 @@ async def run_pipeline(
     ``api`` (``HOST:PORT``, else the config's ``api``) serves AWS's APIs for
     the pipeline there (``pipelines.api``). ``runner`` names this runner
     among a cluster's (a PostgreSQL state; default: the host and the pid).
+    ``console`` (or the config's ``api: {console: true}``) serves the web
+    console on that port (127.0.0.1:0 without one) and logs its login link.
     """
     # The config's functions import from beside it while it runs.
     with tuned_process([config.directory], switch_interval=None):
@@ -107,6 +110,7 @@ async def run_pipeline(
             clock,
             max_wait,
             runner,
+            console,
         )
 
 
@@ -122,6 +126,7 @@ async def _run_pipeline(
     clock: Clock | None,
     max_wait: float,
     runner: str | None,
+    console: bool,
 ) -> RunReport:
     stop = stop or asyncio.Event()
     reload_requested = reload_requested or asyncio.Event()
@@ -130,7 +135,11 @@ async def _run_pipeline(
     )
     report = RunReport()
     server = ControlServer(runtime, control) if control is not None else None
-    endpoint = _endpoint(runtime, api, config)
+    console = console or (config.api is not None and config.api.console)
+    endpoint = _endpoint(
+        runtime, api or ("127.0.0.1:0" if console and not config.api else None), config
+    )
+    login = _console(runtime, endpoint) if console and endpoint is not None else None
     serving = [n for n in runtime.resource_names() if runtime.resource(n).serves_http]
     if serving and endpoint is None:
         raise PipelinesError(
@@ -149,6 +158,8 @@ async def _run_pipeline(
             await server.start()  # first: a socket in use stops us before anything runs
         if endpoint is not None:
             await _listen(endpoint)
+            if login is not None:
+                log.info("console: %s", login(endpoint.url))
         await runtime.start()  # cleans up after itself when it fails
         started = True
         rules = sum(len(bus.list_rules()) for bus in runtime.buses())
@@ -187,6 +198,18 @@ def _endpoint(runtime: Runtime, listen: str | None, config: PipelineConfig) -> A
             raise PipelinesError(f"--api: {error}") from None
         settings = dataclasses.replace(settings, host=host, port=port)
     return ApiServer(runtime, served_services(), settings=settings)
+
+
+def _console(runtime: Runtime, endpoint: ApiServer) -> Callable[[str], str]:
+    """Mount the web console on the endpoint; the function gives its login
+    link once the port is known. The endpoint keeps it: its open streams
+    end when the endpoint closes, then its stores close."""
+    from pipelines.console.app import Console, registered_sections
+
+    console = Console(runtime, registered_sections())
+    endpoint.keeping.value("console", lambda: console, close=Console.close, stop=Console.stop)
+    endpoint.mount("/console", console.handle)
+    return console.login_url
 
 
 async def _listen(endpoint: ApiServer) -> None:

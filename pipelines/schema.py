@@ -111,6 +111,11 @@ def _sections(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
                                 "key": {"type": "string"},
                             },
                         },
+                        "console": {
+                            "type": "boolean",
+                            "description": "serve the web console under /console"
+                            " (its login link is logged at start)",
+                        },
                     },
                 },
             ],

@@ -31,6 +31,7 @@ PRINT_NO_DATA = {
     "logs create": "creates; prints nothing",
     "logs retention": "sets a policy; prints nothing",
     "logs delete": "deletes; prints nothing",
+    "schemas codegen": "writes generated source files (into a directory, or a zip to stdout)",
 }
 
 #: Commands that print items as they come: JSON lines unless told otherwise.

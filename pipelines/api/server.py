@@ -20,7 +20,7 @@ import functools
 import logging
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,10 @@ log = logging.getLogger("pipelines.api")
 _SCOPE = re.compile(r"Credential=([^/\s,]+)/\d{8}/([^/\s,]+)/([^/\s,]+)/aws4_request")
 #: The same scope in a presigned URL's ``X-Amz-Credential``.
 _QUERY_SCOPE = re.compile(r"([^/\s,]+)/\d{8}/([^/\s,]+)/([^/\s,]+)/aws4_request")
+#: A handler of every request under a path prefix that reads HTTP itself
+#: (the web console: pages, files, a stream of server-sent events).
+Mounted = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
 #: AWS's largest requests among the served operations carry 5 MiB of data
 #: (Kinesis PutRecords; Firehose PutRecordBatch 4 MiB), in base64 inside JSON
 #: (4/3 more), so 8 MiB: the operations then refuse by their own limits.
@@ -351,6 +355,8 @@ class ApiSettings:
     #: PEM files: serve HTTPS.
     certificate: Path | None = None
     key: Path | None = None
+    #: Serve the web console under /console (``pipelines.console``).
+    console: bool = False
 
 
 def _account(access_key: str | None, default: str = DEFAULT_ACCOUNT) -> str:
@@ -381,6 +387,12 @@ class ApiServer:
         self._runner: web.ServerRunner | None = None
         #: The stores and values services keep while this endpoint serves.
         self.keeping = Kept()
+        self._mounts: dict[str, Mounted] = {}
+
+    def mount(self, prefix: str, handler: Mounted) -> None:
+        """Answer ``prefix`` and every path under it (``prefix/...``) with
+        ``handler`` (the console), before sources' paths and AWS's APIs."""
+        self._mounts[prefix.rstrip("/")] = handler
 
     @property
     def url(self) -> str:
@@ -450,6 +462,11 @@ class ApiServer:
             await self.keeping.close()
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if self._mounts:
+            top = "/" + request.path.split("/", 2)[1]
+            mounted = self._mounts.get(top)
+            if mounted is not None:
+                return await mounted(request)
         routes = self.runtime.routes
         route = routes.find(request.path)
         if route is None and request.path != "/":

@@ -21,6 +21,7 @@ from plugins.logs.target import LogGroupType
 
 if TYPE_CHECKING:
     from pipelines.api import Service
+    from pipelines.console.sections import Section
     from pipelines.store import Store
 
 
@@ -48,3 +49,10 @@ def register_stores(register: Callable[[type[Store]], None]) -> None:
     from plugins.logs.store import LogStore
 
     register(LogStore)
+
+
+@hookimpl
+def register_console(register: Callable[[Section], None]) -> None:
+    from plugins.logs.console import LogSection
+
+    register(LogSection())

@@ -3,7 +3,8 @@
 ``store.QueueStore`` is the queue API (and the client the CLI uses);
 ``target.QueueType`` makes a queue a rule target or a dead-letter target;
 ``cli`` adds ``pipelines queue ...``; ``api`` serves SQS's API on the
-runner's AWS endpoint (``register_services``).
+runner's AWS endpoint (``register_services``); ``console`` its pages
+of the web console (``register_console``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from plugins.queue.target import QueueType
 if TYPE_CHECKING:
     # the endpoint's code loads only when an endpoint starts
     from pipelines.api.services import Service
+    from pipelines.console.sections import Section
     from pipelines.store import Store
 
 
@@ -47,3 +49,10 @@ def register_stores(register: Callable[[type[Store]], None]) -> None:
     from plugins.queue.store import QueueStore
 
     register(QueueStore)
+
+
+@hookimpl
+def register_console(register: Callable[[Section], None]) -> None:
+    from plugins.queue.console import QueueSection
+
+    register(QueueSection())

@@ -1200,6 +1200,32 @@ class QueueStore(Store):
             **queue.attributes.to_json(),
         }
 
+    async def peek(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The queue's oldest messages as they are, without receiving them (no
+        receive counted, no visibility changed): what the console browses.
+        Each: MessageId, Body, MessageAttributes, SentTimestamp (epoch
+        seconds), ReceiveCount, Visible (not in flight nor delayed), and
+        DeadLetterQueueSource (the queue a redrive moved it from, if any)."""
+        await self._queue(name)
+        now = self.clock.time()
+        rows = await self.reader.rows(
+            "SELECT id, body, attributes, sent, receives, visible, source FROM queue_messages"
+            " WHERE queue = ? ORDER BY seq LIMIT ?",
+            (name, limit),
+        )
+        return [
+            {
+                "MessageId": message_id,
+                "Body": body,
+                "MessageAttributes": orjson.loads(attributes) if attributes else {},
+                "SentTimestamp": sent,
+                "ReceiveCount": receives,
+                "Visible": visible <= now,
+                "DeadLetterQueueSource": source,
+            }
+            for message_id, body, attributes, sent, receives, visible, source in rows
+        ]
+
     # -- sending ------------------------------------------------------------
 
     async def send(

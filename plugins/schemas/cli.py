@@ -21,7 +21,7 @@ from pipelines import clikit
 from pipelines.clikit import echo_output, output_option, state_options
 from pipelines.errors import PipelinesError
 from plugins.schemas.codegen import LANGUAGES, binding_zip
-from plugins.schemas.infer import OPENAPI, TYPES, discovered, dumps, export_draft4
+from plugins.schemas.infer import OPENAPI, TYPES, discovered, export_draft4
 from plugins.schemas.registry import Registry
 from plugins.schemas.store import SchemaStore
 
@@ -113,8 +113,14 @@ def describe_command(
 @click.argument("name")
 @click.option("--version", "version_text", default=None, help="A version (default: the latest).")
 @state_options
+@output_option
 def export_command(
-    registry: str, name: str, version_text: str | None, config: str | None, state: str | None
+    registry: str,
+    name: str,
+    version_text: str | None,
+    config: str | None,
+    state: str | None,
+    output: str,
 ) -> None:
     """Print schema NAME of REGISTRY as JSONSchema Draft 4 (ExportSchema)."""
 
@@ -123,7 +129,7 @@ def export_command(
         document = orjson.loads(version.content)
         return export_draft4(document) if version.type == OPENAPI else document
 
-    click.echo(orjson.dumps(_registry_call(config, state, work), option=orjson.OPT_INDENT_2))
+    echo_output(_registry_call(config, state, work), output)
 
 
 @schemas_group.command("codegen")
@@ -169,7 +175,8 @@ def codegen_command(
 @schemas_group.command("discover")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--type", "kind", type=click.Choice(TYPES), default=OPENAPI, show_default=True)
-def discover_command(files: tuple[str, ...], kind: str) -> None:
+@output_option
+def discover_command(files: tuple[str, ...], kind: str, output: str) -> None:
     """Print the schema AWS's discovery would give the events in FILES (JSON
     lines, or one JSON array; '-' or none: standard input), all of one
     source and detail-type."""
@@ -183,7 +190,7 @@ def discover_command(files: tuple[str, ...], kind: str) -> None:
     if len(kinds) > 1:
         shown = ", ".join(f"{s}/{d}" for s, d in sorted(kinds, key=str))
         raise PipelinesError(f"the events are of several source and detail-type: {shown}")
-    click.echo(dumps(discovered(events, kind)))
+    echo_output(discovered(events, kind), output)
 
 
 def _events(name: str, text: str) -> list[dict[str, Any]]:

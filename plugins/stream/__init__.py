@@ -20,6 +20,7 @@ from plugins.stream.target import StreamType
 
 if TYPE_CHECKING:
     from pipelines.api import Service
+    from pipelines.console.sections import Section
     from pipelines.store import Store
 
 
@@ -47,3 +48,10 @@ def register_stores(register: Callable[[type[Store]], None]) -> None:
     from plugins.stream.store import StreamStore
 
     register(StreamStore)
+
+
+@hookimpl
+def register_console(register: Callable[[Section], None]) -> None:
+    from plugins.stream.console import StreamSection
+
+    register(StreamSection())
