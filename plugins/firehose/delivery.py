@@ -517,12 +517,37 @@ class DeliveryStream:
             while self._waiting.chunks and (
                 force or self._waiting.size >= limit or now - self._waiting.oldest >= interval
             ):
-                taken = self._waiting.take(limit)
+                # Up to DELIVERY_CONCURRENCY invocations at once (AWS invokes
+                # the function for several batches at a time; the function
+                # resource's concurrency still caps them).
+                batches: list[list[Chunk]] = []
+                while (
+                    self._waiting.chunks
+                    and len(batches) < DELIVERY_CONCURRENCY
+                    and (
+                        force
+                        or self._waiting.size >= limit
+                        or now - self._waiting.oldest >= interval
+                    )
+                ):
+                    batches.append(self._waiting.take(limit))
                 try:
-                    await self._process(taken)
-                except BaseException:
-                    self._waiting.give_back(taken)
+                    outcomes = await asyncio.gather(
+                        *(self._process(batch) for batch in batches), return_exceptions=True
+                    )
+                except BaseException:  # cancelled: what was taken is buffered again
+                    for batch in reversed(batches):
+                        self._waiting.give_back(batch)
                     raise
+                failed = [
+                    (batch, outcome)
+                    for batch, outcome in zip(batches, outcomes, strict=True)
+                    if isinstance(outcome, BaseException)
+                ]
+                for batch, _ in reversed(failed):
+                    self._waiting.give_back(batch)
+                if failed:
+                    raise failed[0][1]
         due = [
             (partition, buffer)
             for partition, buffer in self._buffers.items()
