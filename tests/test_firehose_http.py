@@ -327,3 +327,41 @@ def test_a_bad_http_endpoint_configuration_is_located(
         check_settings(Where("target clicks"), {"http_endpoint": config})
     text = str(caught.value)
     assert where in text and message in text, text
+
+
+async def test_a_declared_stream_posts_through_the_projects_http_client(
+    tmp_path: Path, endpoint: Endpoint
+) -> None:
+    from pipelines.runtime import Runtime
+    from plugins.firehose.target import FirehoseTarget
+
+    from .firehose_helpers import firehose_plugins
+
+    runtime = Runtime(state_path=tmp_path / "state.db", plugins=firehose_plugins())
+    runtime.add_resource("to-http", "firehose", {"http_endpoint": http_config(endpoint.url)})
+    runtime.bus().put_rule("all", pattern={"source": ["shop"]})
+    await runtime.bus().put_targets("all", [{"id": "h", "resource": "to-http"}])
+    async with runtime:
+        await runtime.put_events(
+            [
+                {"Source": "shop", "DetailType": "click", "Detail": json.dumps({"n": n})}
+                for n in range(3)
+            ]
+        )
+        await runtime.wait_until_idle()
+        target = runtime.resource("to-http")
+        assert isinstance(target, FirehoseTarget) and target.stream is not None
+        await target.stream.flush()
+    ((headers, body),) = endpoint.requests
+    sent = [json.loads(data) for data in decoded(body)]
+    assert sorted(event["detail"]["n"] for event in sent) == [0, 1, 2]
+    assert headers["X-Amz-Firehose-Source-Arn"].endswith(":deliverystream/to-http")
+    assert target._client is None  # closed with the resource
+
+
+def test_a_stream_needs_one_destination() -> None:
+    both = {"http_endpoint": http_config("https://x.example/in"), "destination": {}}
+    with pytest.raises(ConfigError, match="give destination or http_endpoint, not both"):
+        check_settings(Where("target s"), both)
+    with pytest.raises(ConfigError, match=r"destination: .*\(or give http_endpoint\)"):
+        check_settings(Where("target s"), {})
