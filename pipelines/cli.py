@@ -41,6 +41,7 @@ from pipelines.errors import (
 from pipelines.patterns import evaluate_pattern, explain_pattern
 
 if TYPE_CHECKING:
+    from pipelines.config import PipelineConfig
     from pipelines.runner import RunReport
 
 
@@ -362,6 +363,18 @@ def test_command(path: str) -> None:
     help="This runner's name among the runners sharing a PostgreSQL state"
     " (default: the host and the pid).",
 )
+@click.option(
+    "--cloudformation",
+    is_flag=True,
+    help="FILES are CloudFormation or SAM templates: run what they import to.",
+)
+@click.option(
+    "--parameter",
+    "parameters",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="With --cloudformation: a template parameter's value (repeatable).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def run_command(
     files: tuple[str, ...],
@@ -376,6 +389,8 @@ def run_command(
     api: str | None,
     console: bool,
     runner: str | None,
+    cloudformation: bool,
+    parameters: tuple[str, ...],
     debug: bool,
 ) -> None:
     """Run the pipeline in FILES until SIGINT or SIGTERM (or until --input is delivered).
@@ -403,6 +418,7 @@ def run_command(
                     api,
                     runner,
                     console,
+                    _template_parameters(parameters) if cloudformation else None,
                 )
             )
     except ConfigInvalid as exc:
@@ -434,12 +450,16 @@ async def _run(
     api: str | None,
     runner: str | None,
     console: bool = False,
+    template_parameters: dict[str, str] | None = None,
 ) -> RunReport:
     from pipelines.config import load_config
     from pipelines.control import default_socket
     from pipelines.runner import read_lines, run_pipeline
 
-    config = load_config(files)
+    if template_parameters is not None:
+        config = _imported_config(files, template_parameters)
+    else:
+        config = load_config(files)
     socket = None
     if not no_control:
         socket = Path(control) if control else default_socket(config)
@@ -461,6 +481,24 @@ async def _run(
         runner=runner,
         console=console,
     )
+
+
+def _template_parameters(pairs: tuple[str, ...]) -> dict[str, str]:
+    from pipelines.cloudformation.cli import parameters_of
+
+    return parameters_of(pairs)
+
+
+def _imported_config(files: list[str], parameters: dict[str, str]) -> PipelineConfig:
+    """``run --cloudformation``: the templates' config, the report on stderr."""
+    from pipelines.cloudformation import config_for_run
+
+    config, imported = config_for_run(files, parameters=parameters)
+    for row in imported.rows:
+        click.echo(f"{row.resource} ({row.type}): {row.status}: {row.detail}", err=True)
+    for output in imported.outputs:
+        click.echo(f"output {output.name}: {output.value}", err=True)
+    return config
 
 
 def control_socket(config: str | None, control: str | None) -> Path:
@@ -1020,6 +1058,16 @@ def alarms_set_state_command(
         set_alarm_state(control_socket(config, control), name, state_value, reason, reason_data)
     )
     echo_output(described, output)
+
+
+def _add_cloudformation_commands() -> None:
+    from pipelines.cloudformation.cli import export_command, import_command
+
+    cli.add_command(import_command)
+    cli.add_command(export_command)
+
+
+_add_cloudformation_commands()
 
 
 def main() -> None:

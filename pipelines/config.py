@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,6 +126,9 @@ class PipelineConfig:
     api: ApiSettings | None = None
     #: Where each node was declared: path -> (file, line, column), 1-based.
     positions: dict[Path_, tuple[str, int, int]] = field(default_factory=dict)
+    #: How to read it again for a reload, when not from ``files`` as YAML
+    #: configs (a config made from CloudFormation templates).
+    reread: Callable[[], PipelineConfig] | None = field(default=None, repr=False, compare=False)
 
     @property
     def directory(self) -> Path:
@@ -584,6 +587,17 @@ def load_yaml(path: Path, environ: Mapping[str, str]) -> tuple[Any, _Loader]:
     return (None if data is _UNBUILT else data), loader
 
 
+@dataclass(frozen=True)
+class Document:
+    """One config's data as read, with the position of each node: a YAML
+    file's, or (``pipelines run --cloudformation``) the template nodes a
+    config made from templates came from."""
+
+    file: str
+    data: Any
+    positions: Mapping[Path_, tuple[str, int, int]]
+
+
 def load_config(
     paths: Sequence[str | Path] | str | Path, *, environ: Mapping[str, str] | None = None
 ) -> PipelineConfig:
@@ -595,16 +609,29 @@ def load_config(
     files = [Path(p) for p in ([paths] if isinstance(paths, str | Path) else paths)]
     if not files:
         raise ConfigInvalid([Problem("-", 1, 1, "no config file given")])
-    config = PipelineConfig(files=files, state=None)
     problems: list[Problem] = []
-    state: Any = DEFAULT_STATE
-    clusters: list[Any] = []
-    schemas: list[Any] = []
+    documents = []
     for path in files:
         data, loader = load_yaml(path, os.environ if environ is None else environ)
         problems += loader.problems
-        if data is None:
-            continue
+        if data is not None:
+            documents.append(Document(loader.file, data, loader.positions))
+    return config_from_documents(files, documents, problems)
+
+
+def config_from_documents(
+    files: Sequence[Path], documents: Sequence[Document], problems: Sequence[Problem] = ()
+) -> PipelineConfig:
+    """Merge config documents already read (``load_config``'s, or a config
+    made from CloudFormation templates) and check their shape, as
+    ``load_config`` does; raise ``ConfigInvalid`` listing every problem."""
+    config = PipelineConfig(files=list(files), state=None)
+    problems = list(problems)
+    state: Any = DEFAULT_STATE
+    clusters: list[Any] = []
+    schemas: list[Any] = []
+    for loader in documents:
+        data = loader.data
         config.positions.update(
             {k: v for k, v in loader.positions.items() if k not in config.positions}
         )
@@ -652,7 +679,7 @@ def load_config(
     return config
 
 
-def _merge(config: PipelineConfig, data: Any, loader: _Loader) -> list[Problem]:
+def _merge(config: PipelineConfig, data: Any, loader: _Loader | Document) -> list[Problem]:
     def at(path: Path_, message: str) -> Problem:
         return locate(loader.positions, path, loader.file, message)
 
@@ -967,12 +994,12 @@ async def build_runtime(
     runtime.cluster_group = config.cluster_group
     with tuned_process([config.directory], switch_interval=None):
         problems = _add_resources(runtime, config)
-    problems += _resource_references(runtime, config)
     for bus in config.buses:
         try:
             runtime.create_bus(bus, account=config.bus_accounts.get(bus))
         except ConfigError as exc:
             problems.append(config.at(("buses",), str(exc)))
+    problems += _resource_references(runtime, config)  # (check_links sees the buses)
     if DEFAULT_BUS in config.bus_accounts:
         problems.append(
             config.at(
@@ -1247,7 +1274,7 @@ def _resource_references(runtime: Runtime, config: PipelineConfig) -> list[Probl
         if unknown or any(named not in built for _, named in resource.references()):
             continue  # (a named resource with problems of its own: those say why)
         try:
-            resource.check_links(runtime.resource)
+            resource.check_links(runtime)
         except ConfigError as exc:
             problems += _problems(config, resource_path(config, name), exc)
     return problems

@@ -136,3 +136,19 @@ def register_console(register: Callable[[Section], None]) -> None:
 
     Must return None; what counts is the calls to ``register``.
     """
+
+
+@hookspec
+def register_cloudformation(register: Callable[[object], None]) -> None:
+    """Map CloudFormation resource types to a config, and config parts back.
+
+    Called when ``pipelines import``, ``export`` or ``run --cloudformation``
+    first needs the mappings. ``register`` takes one
+    ``pipelines.cloudformation.mapping.TypeMapping`` (a CloudFormation type:
+    what its ``Ref`` and ``Fn::GetAtt`` give, and how its properties become
+    config) or ``ConfigExport`` (a target type or config section: the
+    template resources it becomes) per call. A type registered twice is an
+    error naming both plugins. See docs/cloudformation.md.
+
+    Must return None; what counts is the calls to ``register``.
+    """

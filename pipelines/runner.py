@@ -287,7 +287,7 @@ async def _reload(runtime: Runtime, config: PipelineConfig, timeout: float) -> P
     """The config now running: the new one, or the old one when it was refused."""
     log.info("reloading %s", ", ".join(str(f) for f in config.files))
     try:
-        new = load_config(config.files)
+        new = config.reread() if config.reread is not None else load_config(config.files)
         summary = await reload(runtime, config, new, drain_timeout=timeout)
     except ConfigInvalid as exc:
         log.error("reload refused, the running config is kept: %d problems", len(exc.problems))

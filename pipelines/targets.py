@@ -114,6 +114,15 @@ class DeliveryContext:
         )
 
 
+class Built(Protocol):
+    """A pipeline as built from its config, before it runs: what
+    ``Target.check_links`` looks at (the runtime is one)."""
+
+    def resource(self, name: str) -> Target: ...
+
+    def bus_names(self) -> list[str]: ...
+
+
 class TargetServices(Protocol):
     """What the runtime offers a target while it runs (handed to ``Target.start``)."""
 
@@ -305,12 +314,12 @@ class Target(ABC):
         declared at that path, with its line and column."""
         return ()
 
-    def check_links(self, resource: Callable[[str], Target]) -> None:  # noqa: B027 - optional hook
-        """Check what its settings ask of the resources they name (their kind,
-        their limits), once every resource is built and each name in
-        ``references`` is declared: raise ``ConfigError`` at the setting.
-        ``resource(name)`` is the named resource as built. ``pipelines
-        validate`` calls it, so such a problem is found before a run."""
+    def check_links(self, built: Built) -> None:  # noqa: B027 - optional hook
+        """Check what its settings ask of the resources and buses they name
+        (a resource's kind, its limits; that a bus exists), once every
+        resource is built and each name in ``references`` is declared: raise
+        ``ConfigError`` at the setting. ``pipelines validate`` calls it, so
+        such a problem is found before a run."""
 
     @abstractmethod
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:

@@ -218,7 +218,7 @@ def compile_input_transformer(where: Where, config: Any) -> Transform:
         if not isinstance(name, str) or not _VARIABLE.fullmatch(name):
             raise ConfigError(here, "a variable name is 1 to 256 letters, digits, '-' and '_'")
         readers[name] = compile_path(here, path)
-    pieces = _split(template)
+    pieces = split_template(template)
     for piece in pieces:
         if isinstance(piece, str):
             continue
@@ -261,8 +261,10 @@ def compile_input_transformer(where: Where, config: Any) -> Transform:
 Piece = str | tuple[str, bool]
 
 
-def _split(template: str) -> list[Piece]:
-    """Literal text and placeholders, each marked with whether it sits inside a JSON string."""
+def split_template(template: str, placeholder: re.Pattern[str] = _PLACEHOLDER) -> list[Piece]:
+    """Literal text and placeholders (``placeholder``'s first group), each
+    marked with whether it sits inside a JSON string: an input transformer's
+    template, or (with its own placeholders) a pipe's input template."""
     pieces: list[Piece] = []
     in_string = False
     escaped = False
@@ -271,7 +273,7 @@ def _split(template: str) -> list[Piece]:
     while position < len(template):
         char = template[position]
         if char == "<":
-            found = _PLACEHOLDER.match(template, position)
+            found = placeholder.match(template, position)
             if found is not None:
                 if literal:
                     pieces.append("".join(literal))

@@ -32,6 +32,7 @@ PRINT_NO_DATA = {
     "logs retention": "sets a policy; prints nothing",
     "logs delete": "deletes; prints nothing",
     "schemas codegen": "writes generated source files (into a directory, or a zip to stdout)",
+    "export": "prints a CloudFormation template (a document, not data); what is not exported on stderr",
 }
 
 #: Commands that print items as they come: JSON lines unless told otherwise.

@@ -200,6 +200,29 @@ schemas:
     )
 
 
+def test_validate_finds_discoverers_and_requirements_on_missing_buses(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path / "pipeline.yaml",
+        """\
+buses: [orders]
+schemas:
+  discoverers: [orders, nowhere]
+  require:
+    - {bus: elsewhere, source: shop, detail_type: Order Placed, schema: shop/Order}
+""",
+    )
+    done = cli(env, "validate", str(config), code=1)
+    lines = done.stdout.strip().splitlines() + done.stderr.strip().splitlines()
+    assert lines == [
+        f"{config}:3:25: resources.schemas.discoverers[1]: no bus 'nowhere'"
+        " (declare it under buses)",
+        f"{config}:5:8: resources.schemas.require[0].bus: no bus 'elsewhere'"
+        " (declare it under buses)",
+    ]
+
+
 def test_a_pipeline_declares_its_schemas_and_validates(env: dict[str, str], tmp_path: Path) -> None:
     """A real runner: the declared schema is in the registry, a bad event is
     refused by PutEvents (the control socket's put), a good one is accepted."""

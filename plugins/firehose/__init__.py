@@ -58,3 +58,11 @@ def register_restorers(register: Callable[[Callable[[ApiHost], Awaitable[None]]]
     from plugins.firehose.api import restore_streams
 
     register(restore_streams)
+
+
+@hookimpl
+def register_cloudformation(register: Callable[[object], None]) -> None:
+    from plugins.firehose.cloudformation import MAPPINGS
+
+    for mapping in MAPPINGS:
+        register(mapping)

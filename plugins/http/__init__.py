@@ -33,3 +33,11 @@ def register_services(register: Callable[[Service], None]) -> None:
     from plugins.http.api import events
 
     register(events)
+
+
+@hookimpl
+def register_cloudformation(register: Callable[[object], None]) -> None:
+    from plugins.http.cloudformation import MAPPINGS
+
+    for mapping in MAPPINGS:
+        register(mapping)

@@ -56,3 +56,11 @@ def register_console(register: Callable[[Section], None]) -> None:
     from plugins.logs.console import LogSection
 
     register(LogSection())
+
+
+@hookimpl
+def register_cloudformation(register: Callable[[object], None]) -> None:
+    from plugins.logs.cloudformation import MAPPINGS
+
+    for mapping in MAPPINGS:
+        register(mapping)

@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -46,6 +46,7 @@ from pipelines.errors import ConfigError, DeliveryError, PipelinesError, Where
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, dump_json, parse_json
 from pipelines.patterns import Matcher
 from pipelines.targets import (
+    Built,
     DeliveryContext,
     Target,
     TargetServices,
@@ -107,13 +108,13 @@ class Resources(Protocol):
 
 
 class _Built:
-    """The built resources as ``Resources``."""
+    """A built pipeline's resources as ``Resources``."""
 
-    def __init__(self, resource: Callable[[str], Target]) -> None:
-        self._resource = resource
+    def __init__(self, built: Built) -> None:
+        self._built = built
 
     def resource(self, name: str, *, where: str | None = None) -> Target:
-        return self._resource(name)
+        return self._built.resource(name)
 
 
 class StageFailed(Exception):
@@ -199,10 +200,10 @@ class PipeTarget(Target):
     def references(self) -> list[tuple[tuple[str | int, ...], str]]:
         return self.spec.references()
 
-    def check_links(self, resource: Callable[[str], Target]) -> None:
+    def check_links(self, built: Built) -> None:
         """Its source's kind and batching, and its batch against what the
         enrichment and target take: what ``start`` would refuse (START_FAILED)."""
-        resources = _Built(resource)
+        resources = _Built(built)
         self._check_batching(resources, self._resolve_source(resources))
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:

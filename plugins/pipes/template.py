@@ -24,7 +24,7 @@ from typing import Any
 from pipelines.errors import ConfigError, DeliveryError, Where
 from pipelines.event import dump_json, parse_json
 from pipelines.targets import JsonString
-from pipelines.transform import compile_lookup, render
+from pipelines.transform import Piece, compile_lookup, render, split_template
 
 MAX_LENGTH = 8192
 _PLACEHOLDER = re.compile(r"<(\$[^<>\s]*|aws\.pipes\.[A-Za-z0-9_.\-]+)>")
@@ -38,8 +38,6 @@ RESERVED = (
     "aws.pipes.event",
     "aws.pipes.event.json",
 )
-
-Piece = str | tuple[str, bool]
 
 
 @dataclass(frozen=True)
@@ -88,7 +86,7 @@ class InputTemplate:
     def parse(cls, where: Where, text: Any) -> InputTemplate:
         if not isinstance(text, str) or len(text) > MAX_LENGTH:
             raise ConfigError(where, f"must be text of at most {MAX_LENGTH} characters")
-        pieces = _split(text)
+        pieces = split_template(text, _PLACEHOLDER)
         readers: dict[str, Callable[[Any], Any]] = {}
         for piece in pieces:
             if isinstance(piece, str):
@@ -124,33 +122,3 @@ class InputTemplate:
                 ) from None
             return text
         return JsonString(value, text) if isinstance(value, str) else value
-
-
-def _split(template: str) -> list[Piece]:
-    """Literal text and placeholders, each marked with whether it sits in a JSON string."""
-    pieces: list[Piece] = []
-    literal: list[str] = []
-    in_string = escaped = False
-    position = 0
-    while position < len(template):
-        char = template[position]
-        if char == "<":
-            found = _PLACEHOLDER.match(template, position)
-            if found is not None:
-                if literal:
-                    pieces.append("".join(literal))
-                    literal = []
-                pieces.append((found.group(1), in_string))
-                position = found.end()
-                continue
-        literal.append(char)
-        if escaped:
-            escaped = False
-        elif char == "\\" and in_string:
-            escaped = True
-        elif char == '"':
-            in_string = not in_string
-        position += 1
-    if literal:
-        pieces.append("".join(literal))
-    return pieces

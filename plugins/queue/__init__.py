@@ -56,3 +56,11 @@ def register_console(register: Callable[[Section], None]) -> None:
     from plugins.queue.console import QueueSection
 
     register(QueueSection())
+
+
+@hookimpl
+def register_cloudformation(register: Callable[[object], None]) -> None:
+    from plugins.queue.cloudformation import MAPPINGS
+
+    for mapping in MAPPINGS:
+        register(mapping)

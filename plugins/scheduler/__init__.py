@@ -48,3 +48,11 @@ def register_stores(register: Callable[[type[Store]], None]) -> None:
     from plugins.scheduler.store import ScheduleStore
 
     register(ScheduleStore)
+
+
+@hookimpl
+def register_cloudformation(register: Callable[[object], None]) -> None:
+    from plugins.scheduler.cloudformation import MAPPINGS
+
+    for mapping in MAPPINGS:
+        register(mapping)

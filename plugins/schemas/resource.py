@@ -49,7 +49,14 @@ from typing import Any
 import orjson
 
 from pipelines.errors import ConfigError, DeliveryError, NotRunningError, Problems, Where
-from pipelines.targets import DeliveryContext, Target, TargetServices, TargetType, check_keys
+from pipelines.targets import (
+    Built,
+    DeliveryContext,
+    Target,
+    TargetServices,
+    TargetType,
+    check_keys,
+)
 from plugins.schemas.content import SchemaError, check_content, compile_validator
 from plugins.schemas.discovery import INTERVAL, QUEUE, Discovery
 from plugins.schemas.infer import DRAFT4, TYPES, dumps
@@ -316,6 +323,29 @@ class SchemasResource(Target):
             for i, r in enumerate(self.requirements)
             if r.dead_letter is not None
         ]
+
+    def check_links(self, built: Built) -> None:
+        """The buses its discoverers and requirements name exist (what
+        ``start`` would refuse), so that ``pipelines validate`` says so."""
+        buses = built.bus_names()
+        where = Where(f"resource {self.name}")
+        problems = Problems()
+        for index, bus in enumerate(self.discoverer_buses):
+            if bus not in buses:
+                problems.add(
+                    ConfigError(
+                        where / "discoverers" / index, f"no bus {bus!r} (declare it under buses)"
+                    )
+                )
+        for index, requirement in enumerate(self.requirements):
+            if requirement.bus not in buses:
+                problems.add(
+                    ConfigError(
+                        where / "require" / index / "bus",
+                        f"no bus {requirement.bus!r} (declare it under buses)",
+                    )
+                )
+        problems.raise_any()
 
     async def start(self, services: TargetServices) -> None:
         self.services = services

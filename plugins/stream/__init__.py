@@ -55,3 +55,11 @@ def register_console(register: Callable[[Section], None]) -> None:
     from plugins.stream.console import StreamSection
 
     register(StreamSection())
+
+
+@hookimpl
+def register_cloudformation(register: Callable[[object], None]) -> None:
+    from plugins.stream.cloudformation import MAPPINGS
+
+    for mapping in MAPPINGS:
+        register(mapping)

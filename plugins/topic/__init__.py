@@ -47,3 +47,11 @@ def register_stores(register: Callable[[type[Store]], None]) -> None:
     from plugins.topic.store import TopicStore
 
     register(TopicStore)
+
+
+@hookimpl
+def register_cloudformation(register: Callable[[object], None]) -> None:
+    from plugins.topic.cloudformation import MAPPINGS
+
+    for mapping in MAPPINGS:
+        register(mapping)
