@@ -365,3 +365,35 @@ def test_a_stream_needs_one_destination() -> None:
         check_settings(Where("target s"), both)
     with pytest.raises(ConfigError, match=r"destination: .*\(or give http_endpoint\)"):
         check_settings(Where("target s"), {})
+
+
+def test_an_http_endpoint_stream_exports_to_cloudformation_and_back(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from pipelines.cloudformation import dump_yaml, export_config, import_templates
+
+    config = http_config("https://collector.example.com/in")
+    del config["S3Configuration"]["RoleARN"]  # the export adds the roles AWS requires
+    data = {"resources": {"to-http": {"type": "firehose", "http_endpoint": config}}}
+    exported = export_config(data, directory=tmp_path)
+    (resource,) = exported.template["Resources"].values()
+    assert resource["Type"] == "AWS::KinesisFirehose::DeliveryStream"
+    properties = resource["Properties"]
+    assert (
+        properties["HttpEndpointDestinationConfiguration"]["EndpointConfiguration"]
+        == (config["EndpointConfiguration"])
+    )
+    template = tmp_path / "template.yaml"
+    template.write_text(dump_yaml(exported.template))
+    lint = Path(sys.executable).with_name("cfn-lint")
+    if lint.exists():
+        found = subprocess.run(
+            [str(lint), "--format", "parseable", str(template)], capture_output=True, text=True
+        )
+        assert found.returncode == 0, found.stdout + found.stderr
+    back = import_templates([template], directory=tmp_path, write_code=False).config
+    assert (
+        back["resources"]["to-http"]["http_endpoint"]["EndpointConfiguration"]
+        == (config["EndpointConfiguration"])
+    )
