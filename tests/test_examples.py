@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import pty
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from .helpers import pipelines_command, run_cli
+
+try:  # Parquet is the optional `parquet` extra
+    import pyarrow.parquet as parquet
+except ImportError:  # pragma: no cover - without the extra
+    parquet = None
 from .mosquitto import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -587,3 +594,91 @@ def test_orders_workflow_charges_reserves_waits_for_approval_and_publishes(
     # o-4's tea may or may not be reserved before its sold-out item fails the Map
     assert {("o-1", "mug"), ("o-1", "tea"), ("o-3", "teapot"), ("o-4", "sold-out")} <= reserved
     assert not any(order == "o-2" for order, _ in reserved)  # declined: never reserved
+
+
+def test_clickstream_lake_writes_views_by_customer_and_hour_without_bots(tmp_path: Path) -> None:
+    lake_example = ROOT / "examples" / "clickstream-lake"
+    config = str(lake_example / "pipeline.yaml")
+    env = {**os.environ, "PIPELINES_STATE": str(tmp_path / "state.db")}
+    assert run_cli("validate", config, env=env).returncode == 0
+    tested = run_cli("test", str(lake_example), env=env)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    views = [json.loads(json.loads(line)["Detail"]) for line in
+             (lake_example / "events.jsonl").read_text().splitlines()]  # fmt: skip
+    humans = {v["n"]: v for v in views if "n" in v and "bot" not in v["user_agent"].lower()}
+    assert 0 < len(humans) < len([v for v in views if "n" in v])
+    lake = tmp_path / "buckets" / "clickstream-lake"  # an undeclared bucket: beside the state
+
+    def json_views() -> dict[str, list[dict[str, Any]]]:
+        found = {}
+        for path in sorted((lake / "json").rglob("*.gz")):
+            text = gzip.decompress(path.read_bytes()).decode()
+            found[path.relative_to(lake).as_posix()] = [json.loads(x) for x in text.splitlines()]
+        return found
+
+    def parquet_rows() -> dict[str, list[dict[str, Any]]]:
+        if parquet is None:
+            return {}
+        return {
+            path.relative_to(lake).as_posix(): parquet.read_table(path).to_pylist()
+            for path in sorted((lake / "parquet").rglob("*.parquet"))
+        }
+
+    def count(found: dict[str, list[dict[str, Any]]]) -> int:
+        return sum(len(rows) for rows in found.values())
+
+    runner = subprocess.Popen(
+        [*pipelines_command(), "run", config], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert runner.stderr is not None
+        assert "pipeline started" in runner.stderr.readline()
+        put = run_cli("put", "-c", config, "--input", str(lake_example / "events.jsonl"), env=env)
+        assert put.returncode == 0, put.stderr
+        # The buffers hold for 15 minutes: flushed until every view is written
+        # (the rule's deliveries reach the streams just after the put).
+        deadline = time.monotonic() + 60
+        while count(json_views()) < len(humans) or (
+            parquet is not None and count(parquet_rows()) < len(humans)
+        ):
+            assert time.monotonic() < deadline, (json_views(), parquet_rows())
+            for stream in ("views-json", "views-parquet"):
+                flushed = run_cli("firehose", "flush", stream, "-c", config, env=env)
+                assert flushed.returncode == 0, flushed.stderr
+            time.sleep(0.2)
+        listed = run_cli(
+            "firehose", "objects", "views-json", "-c", config, "--output", "json", env=env
+        )
+        assert listed.returncode == 0, listed.stderr
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        runner.communicate(timeout=30)
+    assert runner.returncode == 0
+
+    written = json_views()
+    assert sorted(v["n"] for rows in written.values() for v in rows) == sorted(humans)
+    layout = re.compile(
+        r"json/customer=(\w+)/hour=\d{4}-\d{2}-\d{2}-\d{2}/views-json-1-"
+        r"\d{4}(-\d{2}){5}-[0-9a-f-]{36}\.gz"
+    )
+    for key, rows in written.items():
+        match = layout.fullmatch(key)
+        assert match, key
+        assert {v["customer"] for v in rows} == {match.group(1)}  # partitioned by customer
+    assert {v["customer"] for v in humans.values()} == {
+        layout.fullmatch(k).group(1)  # type: ignore[union-attr]
+        for k in written
+    }
+    assert sorted(o["Key"] for o in json.loads(listed.stdout)) == sorted(written)
+    if parquet is not None:
+        tables = parquet_rows()
+        for key, found in tables.items():
+            assert {row["customer"] for row in found} == {key.split("/")[1].split("=")[1]}
+            assert re.fullmatch(
+                r"parquet/customer=(\w+)/hour=[\d-]+/views-parquet-1-.+\.parquet", key
+            )
+        rows = [row for found in tables.values() for row in found]
+        assert sorted(r["ms_on_page"] for r in rows) == sorted(
+            v["ms_on_page"] for v in humans.values()
+        )
+        assert set(rows[0]) == {"customer", "user", "page", "ms_on_page", "viewed_at"}

@@ -202,3 +202,42 @@ def test_flush_without_a_running_pipeline_says_so(tmp_path: Path, cli_env: dict[
         "error: delivery stream lake was not flushed within 0.5 s: is its pipeline running?\n"
     )
     assert sys.executable  # the CLI ran as a subprocess of this interpreter's venv
+
+
+def test_describe_and_put_for_an_http_endpoint_stream(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    state = tmp_path / "state.db"
+    config = {
+        "EndpointConfiguration": {"Url": "https://collector.example.com/in", "AccessKey": "k"},
+        "S3Configuration": {"BucketARN": "arn:aws:s3:::backup", "RoleARN": "arn:aws:iam::1:role/r"},
+    }
+
+    async def made() -> None:
+        async with await FirehoseStore.open(state) as store:
+            request = {
+                "DeliveryStreamType": "DirectPut",
+                "HttpEndpointDestinationConfiguration": config,
+            }
+            await store.create("to-http", request, {}, made_by_api=True)
+
+    asyncio.run(made())
+    described = json.loads(
+        cli(cli_env, "describe", "to-http", "--state", str(state), "--output", "json").stdout
+    )
+    http = described["Destinations"][0]["HttpEndpointDestinationDescription"]
+    assert http["EndpointConfiguration"] == {"Url": "https://collector.example.com/in"}
+    assert http["BufferingHints"] == {"SizeInMBs": 5, "IntervalInSeconds": 300}  # AWS's defaults
+    put = json.loads(
+        cli(cli_env, "put", "to-http", "a", "bc", "--state", str(state), "--output", "json").stdout
+    )
+    assert put["FailedPutCount"] == 0
+
+    async def buffered() -> list[bytes | None]:
+        async with await FirehoseStore.open(state) as store:
+            found = await store.chunks("to-http")
+            return [sizes for _, _, sizes in await store.chunk_data([c.id for c in found])]
+
+    # Each record's length is kept: the endpoint gets them one by one.
+    (sizes,) = asyncio.run(buffered())
+    assert sizes is not None and len(sizes) == 8

@@ -185,8 +185,8 @@ def base(**more: Any) -> dict[str, Any]:
         ),
         (
             base(DataFormatConversionConfiguration={"Enabled": True}),
-            ("DataFormatConversionConfiguration",),
-            "Parquet",
+            ("DataFormatConversionConfiguration", "OutputFormatConfiguration", "Serializer"),
+            "ParquetSerDe",
         ),
     ],
 )

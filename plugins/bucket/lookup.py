@@ -7,6 +7,11 @@ declares is ``<state dir>/buckets/<name>``: beside a SQLite state file, or
 state or none. So a definition or a delivery stream written for AWS runs
 unchanged: a bucket needs declaring only to put it elsewhere.
 
+A declared bucket may instead be in an S3-compatible object store (its
+resource's ``s3:`` settings: ``plugins.bucket.remote.RemoteBucket``);
+``Buckets.place`` is a bucket's directory or that store, and
+``open_object`` writes an object in either, whole or not at all.
+
 ``Buckets`` holds such a mapping and reads, writes and lists objects (on a
 worker thread, never in the event loop); ``buckets_of`` makes one of a
 running runtime's resources, as they are at the moment.
@@ -15,13 +20,26 @@ running runtime's resources, as they are at the moment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pipelines.store import Location
-from plugins.bucket.objects import BucketError, ObjectInfo, list_objects, read_object, write_object
+from plugins.bucket.objects import (
+    AtomicFile,
+    BucketError,
+    ObjectInfo,
+    list_objects,
+    object_path,
+    read_object,
+    write_object,
+)
+from plugins.bucket.remote import RemoteBucket, RemoteUpload
+
+#: Where a bucket's objects are: a directory, or a bucket of an object store.
+Place = Path | RemoteBucket
 
 #: S3's bucket name rule: 3 to 63 lowercase letters, digits, dots and hyphens
 #: (underscores too: older buckets have them, and AWS's recordings use one).
@@ -58,12 +76,17 @@ class Buckets:
     """Buckets by name: ``declared`` ones' directories, the others under
     ``root`` (None: an undeclared bucket is unknown)."""
 
-    def __init__(self, declared: Mapping[str, str | Path], root: Path | None = None) -> None:
-        self.declared = {name: Path(path) for name, path in declared.items()}
+    def __init__(
+        self, declared: Mapping[str, str | Path | RemoteBucket], root: Path | None = None
+    ) -> None:
+        self.declared: dict[str, Place] = {
+            name: place if isinstance(place, RemoteBucket) else Path(place)
+            for name, place in declared.items()
+        }
         self.root = root
 
-    def directory(self, bucket: str) -> Path:
-        """The directory of ``bucket`` (a name or an S3 ARN)."""
+    def place(self, bucket: str) -> Place:
+        """Where ``bucket`` (a name or an S3 ARN) is: its directory, or its object store."""
         name = bucket_name(bucket) if bucket.startswith("arn:") else bucket
         found = self.declared.get(name)
         if found is not None:
@@ -72,27 +95,52 @@ class Buckets:
             raise BucketError(f"no bucket named '{name}' in this runtime")
         return self.root / name
 
+    def directory(self, bucket: str) -> Path:
+        """The directory of ``bucket`` (a name or an S3 ARN); a bucket in an
+        object store has none."""
+        found = self.place(bucket)
+        if isinstance(found, RemoteBucket):
+            raise BucketError(f"bucket '{found.bucket}' is in an object store, not a directory")
+        return found
+
     async def get_object(self, bucket: str, key: str) -> bytes:
-        return await asyncio.to_thread(read_object, self.directory(bucket), key, bucket)
+        found = self.place(bucket)
+        if isinstance(found, RemoteBucket):
+            return await asyncio.to_thread(found.read, key)
+        return await asyncio.to_thread(read_object, found, key, bucket)
 
     async def list_objects(self, bucket: str, prefix: str = "") -> list[ObjectInfo]:
         """ListObjectsV2's objects, each with its ETag."""
-        directory = self.directory(bucket)
-        return await asyncio.to_thread(list_objects, directory, prefix, etags=True, bucket=bucket)
+        found = self.place(bucket)
+        if isinstance(found, RemoteBucket):
+            return await asyncio.to_thread(found.list, prefix)
+        return await asyncio.to_thread(list_objects, found, prefix, etags=True, bucket=bucket)
 
     async def put_object(self, bucket: str, key: str, body: bytes) -> None:
-        await asyncio.to_thread(write_object, self.directory(bucket), key, body)
+        found = self.place(bucket)
+        if isinstance(found, RemoteBucket):
+            await asyncio.to_thread(found.write, key, body)
+        else:
+            await asyncio.to_thread(write_object, found, key, body)
 
 
-def declared_buckets(resources: Mapping[str, Any]) -> dict[str, Path]:
-    """The buckets among ``resources`` (name -> target): bucket name -> directory."""
+def open_object(place: Place, key: str) -> AtomicFile | RemoteUpload:
+    """An object being written (blocking: on a worker thread): write to its
+    ``file``, then ``commit`` (it appears whole) or ``discard``."""
+    if isinstance(place, RemoteBucket):
+        return place.open(key)
+    return AtomicFile(object_path(place, key))
+
+
+def declared_buckets(resources: Mapping[str, Any]) -> dict[str, Place]:
+    """The buckets among ``resources`` (name -> target): bucket name -> place."""
     from plugins.bucket.target import BucketTarget
 
-    found: dict[str, Path] = {}
+    found: dict[str, Place] = {}
     for target in resources.values():
         target = getattr(target, "inner", None) or target  # a config test's stand-in
         if isinstance(target, BucketTarget):
-            found[target.bucket] = target.directory
+            found[target.bucket] = target.place
     return found
 
 
@@ -107,9 +155,16 @@ def buckets_of(services: Any) -> Buckets:
 def buckets_of_config(config: Any, state: Location | None) -> Buckets:
     """The buckets a loaded config (``pipelines.config.PipelineConfig``)
     declares, for commands that run beside a pipeline rather than in it."""
-    declared: dict[str, Path] = {}
+    from plugins.bucket.remote import parse_s3
+
+    declared: dict[str, str | Path | RemoteBucket] = {}
     for name, settings in config.resources.items():
-        if settings.get("type") != "bucket" or not isinstance(settings.get("directory"), str):
+        if settings.get("type") != "bucket":
             continue
-        declared[str(settings.get("bucket", name))] = config.directory / settings["directory"]
+        bucket = str(settings.get("bucket", name))
+        if isinstance(settings.get("s3"), Mapping):
+            with contextlib.suppress(ValueError):  # a bad one is the runner's to report
+                declared[bucket] = RemoteBucket(bucket, parse_s3(settings["s3"]))
+        elif isinstance(settings.get("directory"), str):
+            declared[bucket] = config.directory / settings["directory"]
     return Buckets(declared, default_root(state))

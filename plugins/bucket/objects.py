@@ -43,7 +43,8 @@ class ObjectInfo:
     key: str
     size: int
     last_modified: float
-    path: Path
+    #: Its file, or its ``s3://`` URL in a remote bucket.
+    path: Path | str
     #: The MD5 of its bytes in quotes (a single-part object's ETag), when asked for.
     etag: str | None = None
 

@@ -1,4 +1,5 @@
-"""The ``bucket`` resource: a local directory standing for an S3 bucket.
+"""The ``bucket`` resource: a local directory standing for an S3 bucket, or
+a bucket of an S3-compatible object store (``s3:``, ``plugins.bucket.remote``).
 
     resources:
       ratings:
@@ -25,6 +26,7 @@ from pipelines.errors import ConfigError, DeliveryError, PipelinesError, Problem
 from pipelines.settings import Flag, Settings, Shape
 from pipelines.targets import DeliveryContext, Target, TargetServices, TargetType
 from plugins.bucket.lookup import NAME, is_bucket_name
+from plugins.bucket.remote import RemoteBucket, parse_s3
 
 SETTINGS_TABLE = Settings(
     {
@@ -39,21 +41,36 @@ SETTINGS_TABLE = Settings(
             " resource's name)",
         ),
         "create": Flag(True, "make the directory when it does not exist"),
+        "s3": Shape(
+            {"type": "object", "additionalProperties": {"type": "string"}},
+            "instead of a directory, the bucket in an S3-compatible store (AWS S3, MinIO):"
+            " endpoint_url, region, access_key_id, secret_access_key, session_token,"
+            " addressing_style",
+        ),
     },
-    required=("directory",),
 )
 
 
 class BucketTarget(Target):
     """A bucket: a directory whose files are its objects."""
 
-    def __init__(self, name: str, bucket: str, directory: Path, create: bool) -> None:
+    def __init__(
+        self, name: str, bucket: str, directory: Path, create: bool, remote: RemoteBucket | None
+    ) -> None:
         self.name = name
         self.bucket = bucket
         self.directory = directory
         self.create = create
+        #: A bucket in an S3-compatible store: objects go there, not to ``directory``.
+        self.remote = remote
+
+    @property
+    def place(self) -> Path | RemoteBucket:
+        return self.remote if self.remote is not None else self.directory
 
     async def start(self, services: TargetServices) -> None:
+        if self.remote is not None:
+            return  # nothing local; the store is reached at the first object
         if self.create:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
@@ -85,19 +102,34 @@ class BucketType(TargetType):
     file_settings = ("directory",)
 
     def create(self, name: str, config: Mapping[str, Any]) -> BucketTarget:
-        directory, bucket, create = checked(Where(f"target {name}"), config, name)
-        return BucketTarget(name, bucket, Path(directory), create)
+        directory, bucket, create, remote = checked(Where(f"target {name}"), config, name)
+        return BucketTarget(name, bucket, Path(directory), create, remote)
 
 
-def checked(where: Where, config: Mapping[str, Any], name: str) -> tuple[str, str, bool]:
-    """A bucket's directory, S3 name and ``create``; every problem of its
-    settings reported at once (``ConfigError``)."""
+def checked(
+    where: Where, config: Mapping[str, Any], name: str
+) -> tuple[str, str, bool, RemoteBucket | None]:
+    """A bucket's directory, S3 name, ``create`` and remote store (``s3:``);
+    every problem of its settings reported at once (``ConfigError``)."""
     problems = Problems()
     with problems:
         SETTINGS_TABLE.check_keys(where, config)
-    directory, bucket = config.get("directory"), config.get("bucket", name)
-    if not isinstance(directory, str) or not directory:
-        problems.add(ConfigError(where / "directory", "must be a directory's path"))
+    directory, bucket = config.get("directory", ""), config.get("bucket", name)
+    remote: RemoteBucket | None = None
+    if "s3" in config:
+        if "directory" in config:
+            problems.add(ConfigError(where / "s3", "give directory or s3, not both"))
+        elif not isinstance(config["s3"], Mapping):
+            problems.add(ConfigError(where / "s3", "must be a mapping of settings"))
+        else:
+            try:
+                remote = RemoteBucket(str(bucket), parse_s3(config["s3"]))
+            except ValueError as exc:
+                setting, _, message = str(exc).partition(": ")
+                place = where / "s3" / setting if message else where / "s3"
+                problems.add(ConfigError(place, message or str(exc)))
+    elif not isinstance(directory, str) or not directory:
+        problems.add(ConfigError(where / "directory", "must be a directory's path (or give s3:)"))
     if not is_bucket_name(bucket):
         problems.add(
             ConfigError(
@@ -110,4 +142,4 @@ def checked(where: Where, config: Mapping[str, Any], name: str) -> tuple[str, st
     with problems:
         create = bool(SETTINGS_TABLE.flag(where, config, "create"))
     problems.raise_any()
-    return str(directory), str(bucket), create
+    return str(directory), str(bucket), create, remote

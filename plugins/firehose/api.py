@@ -23,7 +23,15 @@ from typing import Any
 from pipelines.api import ApiError, Call, Service
 from pipelines.api.services import ApiHost
 from pipelines.errors import ConfigError, PipelinesError, ResourceNotFoundError
-from plugins.firehose.spec import SpecError, describe_destination, parse_destination
+from plugins.firehose.spec import (
+    EXTENDED_S3,
+    HTTP_ENDPOINT,
+    SpecError,
+    describe_destination,
+    describe_http_destination,
+    parse_destination,
+    parse_http_destination,
+)
 from plugins.firehose.store import FirehoseError, FirehoseStore, StreamRecord
 from plugins.firehose.target import FirehoseTarget, stream_arn
 
@@ -41,7 +49,6 @@ OTHER_DESTINATIONS = (
     "ElasticsearchDestinationConfiguration",
     "AmazonopensearchserviceDestinationConfiguration",
     "SplunkDestinationConfiguration",
-    "HttpEndpointDestinationConfiguration",
     "AmazonOpenSearchServerlessDestinationConfiguration",
     "SnowflakeDestinationConfiguration",
     "IcebergDestinationConfiguration",
@@ -131,7 +138,11 @@ async def _target(call: Call, name: str) -> FirehoseTarget:
 
 def _settings(record: StreamRecord) -> dict[str, Any]:
     config = record.config
-    settings: dict[str, Any] = {"destination": config["ExtendedS3DestinationConfiguration"]}
+    settings: dict[str, Any] = (
+        {"http_endpoint": config[HTTP_ENDPOINT]}
+        if HTTP_ENDPOINT in config
+        else {"destination": config[EXTENDED_S3]}
+    )
     source = config.get("KinesisStreamSourceConfiguration")
     if source:
         settings["kinesis_stream"] = source["KinesisStreamARN"].rsplit("/", 1)[-1]
@@ -154,16 +165,18 @@ async def create_delivery_stream(call: Call, params: dict[str, Any]) -> dict[str
     destination = params.get("ExtendedS3DestinationConfiguration") or params.get(
         "S3DestinationConfiguration"
     )
+    key, parse = EXTENDED_S3, parse_destination
+    if HTTP_ENDPOINT in params:
+        if destination is not None:
+            raise _invalid("only one destination configuration may be given")
+        destination, key, parse = params[HTTP_ENDPOINT], HTTP_ENDPOINT, parse_http_destination
     if destination is None:
         raise _invalid("a destination configuration is required")
     try:
-        parse_destination(destination)
+        parse(destination)
     except SpecError as exc:
         raise _spec_error(exc) from None
-    request: dict[str, Any] = {
-        "DeliveryStreamType": kind,
-        "ExtendedS3DestinationConfiguration": destination,
-    }
+    request: dict[str, Any] = {"DeliveryStreamType": kind, key: destination}
     if kind == "KinesisStreamAsSource":
         source = params.get("KinesisStreamSourceConfiguration")
         if not source:
@@ -210,7 +223,12 @@ async def describe_delivery_stream(call: Call, params: dict[str, Any]) -> dict[s
 def describe(record: StreamRecord) -> dict[str, Any]:
     """DescribeDeliveryStream's DeliveryStreamDescription of a stored stream."""
     config = record.config
-    destination = config["ExtendedS3DestinationConfiguration"]
+    if HTTP_ENDPOINT in config:
+        found = config[HTTP_ENDPOINT]
+        entry = describe_http_destination(found, parse_http_destination(found))
+    else:
+        found = config[EXTENDED_S3]
+        entry = describe_destination(found, parse_destination(found))
     described: dict[str, Any] = {
         "DeliveryStreamName": record.name,
         "DeliveryStreamARN": stream_arn(record.name),
@@ -219,7 +237,7 @@ def describe(record: StreamRecord) -> dict[str, Any]:
         "DeliveryStreamType": config.get("DeliveryStreamType", "DirectPut"),
         "VersionId": str(record.version),
         "CreateTimestamp": record.created,
-        "Destinations": [describe_destination(destination, parse_destination(destination))],
+        "Destinations": [entry],
         "HasMoreDestinations": False,
     }
     if record.version > 1:
@@ -275,6 +293,9 @@ async def update_destination(call: Call, params: dict[str, Any]) -> None:
         raise _not_found(call, name)
     if params["DestinationId"] != "destinationId-000000000001":
         raise _invalid(f"Destination Id {params['DestinationId']} not found.")
+    if HTTP_ENDPOINT in record.config:
+        await _update_http(call, record, params)
+        return
     update = params.get("ExtendedS3DestinationUpdate") or params.get("S3DestinationUpdate")
     if update is None:
         raise _invalid("only an S3 destination update is supported here")
@@ -302,6 +323,41 @@ async def update_destination(call: Call, params: dict[str, Any]) -> None:
         raise ApiError(exc.code, exc.message) from None
     for target in _targets(call.runtime):
         if target.stream_name == name and target.stream is not None:
+            target.reconfigure(updated)
+
+
+async def _update_http(call: Call, record: StreamRecord, params: dict[str, Any]) -> None:
+    """UpdateDestination of an HTTP endpoint destination: HttpEndpointDestinationUpdate
+    merged into it (its S3Update into the S3Configuration)."""
+    update = params.get("HttpEndpointDestinationUpdate")
+    if update is None:
+        raise _invalid("this delivery stream's destination takes HttpEndpointDestinationUpdate")
+    current = record.config[HTTP_ENDPOINT]
+    merged = {**current, **{k: v for k, v in update.items() if k != "S3Update"}}
+    if "S3Update" in update:
+        merged["S3Configuration"] = {**current["S3Configuration"], **update["S3Update"]}
+    if "EndpointConfiguration" in update:
+        merged["EndpointConfiguration"] = {
+            **current["EndpointConfiguration"],
+            **update["EndpointConfiguration"],
+        }
+    try:
+        parse_http_destination(merged)
+    except SpecError as exc:
+        raise _spec_error(exc) from None
+    try:
+        expected = int(params["CurrentDeliveryStreamVersionId"])
+    except ValueError:
+        raise _invalid("CurrentDeliveryStreamVersionId must be a number") from None
+    store = await _store(call)
+    try:
+        updated = await store.update(
+            record.name, {**record.config, HTTP_ENDPOINT: merged}, expect_version=expected
+        )
+    except FirehoseError as exc:
+        raise ApiError(exc.code, exc.message) from None
+    for target in _targets(call.runtime):
+        if target.stream_name == record.name and target.stream is not None:
             target.reconfigure(updated)
 
 

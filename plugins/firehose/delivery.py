@@ -24,7 +24,8 @@ Two stages, each durable:
 
 Objects are written to ``<directory of the bucket>/<key>`` (the bucket
 plugin's lookup and ``AtomicFile``: a temporary file in the same directory,
-synced, renamed into place, the directory synced): a reader never sees half
+synced, renamed into place, the directory synced), or uploaded whole to a
+bucket of an S3-compatible store (``RemoteUpload``): a reader never sees half
 an object. The chunks are deleted after the rename.
 A crash in between delivers them again after the restart (at least once);
 the object's name is derived from its first chunk's id, not random, so the
@@ -40,7 +41,7 @@ import hashlib
 import logging
 import uuid
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,8 +50,10 @@ from typing import Any, NamedTuple
 import orjson
 
 from pipelines.clock import Cancellable, Clock, sleep
-from plugins.bucket.objects import AtomicFile, BucketError, check_key, object_path
-from plugins.firehose.formats import writer
+from plugins.bucket.lookup import Place, open_object
+from plugins.bucket.objects import BucketError, check_key
+from plugins.firehose import endpoint
+from plugins.firehose.formats import EXTENSIONS, writer
 from plugins.firehose.prefixes import object_name
 from plugins.firehose.query import QueryFailed
 from plugins.firehose.spec import Destination
@@ -67,6 +70,9 @@ PAGE_BYTES = 4 * 1024 * 1024
 #: Error output types (the ``!{firehose:error-output-type}`` values).
 PROCESSING_FAILED = "processing-failed"
 PARTITIONING_FAILED = "partitioning-failed"
+FORMAT_CONVERSION_FAILED = "format-conversion-failed"
+#: Our error code for a record the schema cannot take (AWS documents none).
+FORMAT_CONVERSION_ERROR = "DataFormatConversion.MalformedData"
 #: A failed write of an object is tried again after this, doubling to the cap.
 RETRY_FIRST, RETRY_CAP = 1.0, 60.0
 #: Partitions written out at once by one delivery stream.
@@ -95,6 +101,12 @@ def parse_partition(partition: str) -> tuple[str | None, dict[str, str], dict[st
 
 
 PLAIN = partition_id()
+#: An HTTP endpoint destination's records delivered and waiting to be
+#: backed up to its bucket (S3BackupMode AllData): the S3Configuration's Prefix.
+BACKUP = "backup"
+#: An HTTP request: ``post(url, headers, body)`` answers (status, body), or
+#: raises ``pipelines.http.client.RequestFailed`` when no answer came.
+Post = Callable[[str, Mapping[str, str], bytes], Awaitable[tuple[int, bytes]]]
 
 
 def record_id(chunk: int, index: int) -> str:
@@ -154,15 +166,18 @@ class Buffer:
         self.size += chunk.size
         self.count += chunk.count
 
-    def take(self, limit: int) -> list[Chunk]:
-        """The first chunks up to ``limit`` bytes (at least one)."""
+    def take(self, limit: int, records: int | None = None) -> list[Chunk]:
+        """The first chunks up to ``limit`` bytes and ``records`` records (at least one)."""
         taken: list[Chunk] = []
-        size = 0
+        size = count = 0
         for chunk in self.chunks:
-            if taken and size + chunk.size > limit:
+            if taken and (
+                size + chunk.size > limit or (records is not None and count + chunk.count > records)
+            ):
                 break
             taken.append(chunk)
             size += chunk.size
+            count += chunk.count
         del self.chunks[: len(taken)]
         self.size -= size
         self.count -= sum(c.count for c in taken)
@@ -204,10 +219,11 @@ class DeliveryStream:
         destination: Destination,
         store: FirehoseStore,
         clock: Clock,
-        directory: Callable[[str], Path],
+        directory: Callable[[str], Place],
         *,
         invoke: Invoke | None = None,
         metric: Metric | None = None,
+        post: Post | None = None,
     ) -> None:
         self.identity = identity
         self.destination = destination
@@ -215,7 +231,11 @@ class DeliveryStream:
         self.clock = clock
         self.directory = directory
         self.invoke = invoke
+        self.post = post
         self.metric: Metric = metric or (lambda name, value, unit: None)
+        #: An HTTP request failing: by its first chunk's id, when it was
+        #: first tried and how many attempts it has had.
+        self._attempts: dict[int, tuple[float, int]] = {}
         self._buffers: dict[str, Buffer] = {}
         self._waiting = Buffer(None)  # chunks waiting for the Lambda processor
         self._wake = asyncio.Event()
@@ -342,10 +362,14 @@ class DeliveryStream:
                 groups.setdefault(partition, []).append(index)
             indexes = []
             delimiter = destination.delimiter or b""
+            keep = destination.keeps_records
             for partition, members in groups.items():
                 parts = [records[i] for i in members]
                 data = delimiter.join(parts) + delimiter if delimiter else b"".join(parts)
-                chunks.append((NewChunk(partition, arrival, len(members), data), []))
+                lengths = (
+                    array("I", (len(p) + len(delimiter) for p in parts)).tobytes() if keep else None
+                )
+                chunks.append((NewChunk(partition, arrival, len(members), data, lengths), []))
                 indexes.append(members)
             if errors:
                 error_partition = partition_id(error=PARTITIONING_FAILED)
@@ -493,12 +517,37 @@ class DeliveryStream:
             while self._waiting.chunks and (
                 force or self._waiting.size >= limit or now - self._waiting.oldest >= interval
             ):
-                taken = self._waiting.take(limit)
+                # Up to DELIVERY_CONCURRENCY invocations at once (AWS invokes
+                # the function for several batches at a time; the function
+                # resource's concurrency still caps them).
+                batches: list[list[Chunk]] = []
+                while (
+                    self._waiting.chunks
+                    and len(batches) < DELIVERY_CONCURRENCY
+                    and (
+                        force
+                        or self._waiting.size >= limit
+                        or now - self._waiting.oldest >= interval
+                    )
+                ):
+                    batches.append(self._waiting.take(limit))
                 try:
-                    await self._process(taken)
-                except BaseException:
-                    self._waiting.give_back(taken)
+                    outcomes = await asyncio.gather(
+                        *(self._process(batch) for batch in batches), return_exceptions=True
+                    )
+                except BaseException:  # cancelled: what was taken is buffered again
+                    for batch in reversed(batches):
+                        self._waiting.give_back(batch)
                     raise
+                failed = [
+                    (batch, outcome)
+                    for batch, outcome in zip(batches, outcomes, strict=True)
+                    if isinstance(outcome, BaseException)
+                ]
+                for batch, _ in reversed(failed):
+                    self._waiting.give_back(batch)
+                if failed:
+                    raise failed[0][1]
         due = [
             (partition, buffer)
             for partition, buffer in self._buffers.items()
@@ -531,7 +580,11 @@ class DeliveryStream:
         while self.owner and buffer.chunks and (force or self._is_due(partition, buffer, now)):
             if self._retry_at.get(partition, 0.0) > now:
                 return
-            taken = buffer.take(self.destination.buffer_size)
+            if self._to_endpoint(partition):
+                limit = min(self.destination.buffer_size, endpoint.MAX_REQUEST_DATA)
+                taken = buffer.take(limit, endpoint.MAX_RECORDS)
+            else:
+                taken = buffer.take(self.destination.buffer_size)
             if not await self._deliver(partition, taken):
                 buffer.give_back(taken)
                 return
@@ -598,8 +651,15 @@ class DeliveryStream:
                 continue
             groups.setdefault(partition, []).append(record.data + delimiter)
             arrivals[partition] = min(arrivals.get(partition, record.arrival), record.arrival)
+        keep = self.destination.keeps_records
         made = [
-            NewChunk(partition, arrivals[partition], len(items), b"".join(items))
+            NewChunk(
+                partition,
+                arrivals[partition],
+                len(items),
+                b"".join(items),
+                array("I", map(len, items)).tobytes() if keep else None,
+            )
             for partition, items in groups.items()
         ]
         if failed:
@@ -616,7 +676,9 @@ class DeliveryStream:
     def key_of(self, partition: str, chunks: Sequence[Chunk]) -> str:
         """The S3 key of the object holding ``chunks`` of ``partition``."""
         destination = self.destination
-        error, query, from_lambda = parse_partition(partition)
+        error, query, from_lambda = (
+            (None, {}, {}) if partition == BACKUP else parse_partition(partition)
+        )
         oldest = min(chunk.arrival for chunk in chunks)
         when = datetime.fromtimestamp(oldest, destination.zone or UTC)
         template = destination.error_prefix if error else destination.prefix
@@ -636,24 +698,27 @@ class DeliveryStream:
         # crash writes the same key again instead of a second object.
         seed = f"{self.identity.name}/{self.identity.created!r}/{chunks[0].id}".encode()
         unique = str(uuid.UUID(bytes=hashlib.sha256(seed).digest()[:16], version=4))
-        name = object_name(
-            self.identity.name, self.identity.version, when, unique, destination.extension
-        )
+        extension = destination.extension
+        if error and destination.conversion is not None:
+            extension = EXTENSIONS[destination.compression]  # error records stay JSON lines
+        name = object_name(self.identity.name, self.identity.version, when, unique, extension)
         return prefix + name
 
     async def _deliver(self, partition: str, chunks: list[Chunk]) -> bool:
         """Write ``chunks`` as one object, then delete them; False when it failed
         (they stay buffered and are tried again after a backoff)."""
+        if self._to_endpoint(partition):
+            return await self._send(chunks)
         count = sum(c.count for c in chunks)
         size = sum(c.size for c in chunks)
         oldest = min(c.arrival for c in chunks)
         try:
             key = self.key_of(partition, chunks)
-            target = object_path(self.directory(self.destination.bucket), key)
-            await self._write(target, chunks)
-            done = [c.id for c in chunks]
-            await self.store.delete_chunks(done)
-            self._forget(done)
+            place = self.directory(self.destination.bucket)
+            # Records (not error records nor backups) become Parquet rows.
+            converting = partition not in (BACKUP,) and not parse_partition(partition)[0]
+            written, failed = await self._write(place, key, chunks, converting=converting)
+            await self._settle(chunks, self._conversion_failed(failed), failed)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -671,18 +736,151 @@ class DeliveryStream:
             return False
         self._failures.pop(partition, None)
         self._retry_at.pop(partition, None)
-        self.delivered_objects.append(key)
+        if written:
+            self.delivered_objects.append(key)
         self.metric("DeliveryToS3.Records", count, "Count")
         self.metric("DeliveryToS3.Bytes", size, "Bytes")
         self.metric("DeliveryToS3.Success", 1, "None")
         self.metric("DeliveryToS3.DataFreshness", max(self.clock.time() - oldest, 0.0), "Seconds")
         return True
 
-    async def _write(self, target: Path, chunks: list[Chunk]) -> None:
-        """The object at ``target``, whole or not at all (the bucket plugin's
-        ``AtomicFile``), compressed a page of chunks at a time as they are
-        read back. A chunk no longer in the store (another runner delivered
-        it meanwhile) is left out; with none left no object is written."""
+    # -- the HTTP endpoint destination ---------------------------------------------------
+
+    def _to_endpoint(self, partition: str) -> bool:
+        """Whether ``partition``'s records go to an HTTP endpoint (the others,
+        error outputs and backups, are objects in its backup bucket)."""
+        return self.destination.http is not None and partition == PLAIN
+
+    def request_id(self, chunks: Sequence[Chunk]) -> str:
+        """The requestId of the request carrying ``chunks``: the same on every
+        attempt and after a restart (the endpoint may deduplicate by it)."""
+        seed = f"{self.identity.name}/{self.identity.created!r}/{chunks[0].id}/{chunks[-1].id}"
+        return str(uuid.UUID(bytes=hashlib.sha256(seed.encode()).digest()[:16], version=4))
+
+    async def _records_of(self, chunks: Sequence[Chunk]) -> list[tuple[float, bytes]]:
+        """Each record of ``chunks`` (arrival, data), cut apart by their lengths."""
+        arrivals = {c.id: c.arrival for c in chunks}
+        found: list[tuple[float, bytes]] = []
+        for chunk_id, data, sizes in await self.store.chunk_data([c.id for c in chunks]):
+            lengths = array("I")
+            lengths.frombytes(sizes or b"")
+            if not lengths:  # buffered before this destination kept lengths: one record
+                lengths.append(len(data))
+            position = 0
+            for length in lengths:
+                found.append((arrivals[chunk_id], data[position : position + length]))
+                position += length
+        return found
+
+    async def _send(self, chunks: list[Chunk]) -> bool:
+        """One attempt to deliver ``chunks`` in one request; False when it
+        failed and is to be tried again after the backoff. Past the retry
+        duration (or at once for a refusal not worth retrying) the records
+        become error records of the backup bucket's error output."""
+        http = self.destination.http
+        assert http is not None
+        records = await self._records_of(chunks)
+        request_id = self.request_id(chunks)
+        now = self.clock.time()
+        first, attempts = self._attempts.get(chunks[0].id, (now, 0))
+        attempts += 1
+        headers, body = endpoint.request_of(
+            http, request_id, int(now * 1000), [data for _, data in records], self.identity.arn
+        )
+        verdict = await self._post(http.url, headers, body, request_id)
+        self.metric("DeliveryToHttpEndpoint.Success", 1 if verdict.delivered else 0, "None")
+        if verdict.delivered:
+            self._attempts.pop(chunks[0].id, None)
+            self._failures.pop(PLAIN, None)
+            self._retry_at.pop(PLAIN, None)
+            oldest = min(arrival for arrival, _ in records)
+            self.metric("DeliveryToHttpEndpoint.Records", len(records), "Count")
+            self.metric("DeliveryToHttpEndpoint.Bytes", sum(len(d) for _, d in records), "Bytes")
+            self.metric("DeliveryToHttpEndpoint.DataFreshness", max(now - oldest, 0.0), "Seconds")
+            await self._settle(chunks, BACKUP if http.backup_all else None, records)
+            return True
+        log.warning(
+            "firehose %s: request %s to %s failed (attempt %d): %s",
+            self.identity.name,
+            request_id,
+            http.url,
+            attempts,
+            verdict.message,
+        )
+        ended = self.clock.time()
+        if not verdict.retry or ended - first >= http.retry_duration:
+            self._attempts.pop(chunks[0].id, None)
+            failed = [
+                error_record(
+                    data,
+                    arrival,
+                    verdict.code,
+                    verdict.message,
+                    attempts=attempts,
+                    ended=ended,
+                )
+                for arrival, data in records
+            ]
+            await self._settle(chunks, partition_id(error=endpoint.ERROR_TYPE), failed)
+            return True
+        self._attempts[chunks[0].id] = (first, attempts)
+        # The last attempt comes when the retry duration ends, not after it.
+        due = min(ended + endpoint.backoff(attempts), first + http.retry_duration)
+        self._retry_at[PLAIN] = due
+        return False
+
+    async def _post(
+        self, url: str, headers: Mapping[str, str], body: bytes, request_id: str
+    ) -> endpoint.Verdict:
+        from pipelines.http.client import RequestFailed
+
+        if self.post is None:
+            return endpoint.Verdict(False, True, "HttpEndpoint.ConnectionFailed", "no HTTP client")
+        try:
+            status, answer = await self.post(url, headers, body)
+        except RequestFailed as exc:
+            code = (
+                "HttpEndpoint.RequestTimeout"
+                if exc.code == "Timeout"
+                else "HttpEndpoint.ConnectionFailed"
+            )
+            return endpoint.Verdict(False, True, code, exc.message)
+        return endpoint.judge(status, answer, request_id)
+
+    async def _settle(
+        self,
+        chunks: list[Chunk],
+        partition: str | None,
+        records: Sequence[tuple[float, bytes]] | Sequence[bytes],
+    ) -> None:
+        """Done with a request's ``chunks``: deleted, or (a backup, error
+        records) replaced in the same transaction by a chunk of ``partition``
+        that goes to the backup bucket as an object."""
+        done = [c.id for c in chunks]
+        if partition is None:
+            await self.store.delete_chunks(done)
+            self._forget(done)
+            return
+        pieces = [r if isinstance(r, bytes) else r[1] for r in records]
+        oldest = min(c.arrival for c in chunks)
+        made = [NewChunk(partition, oldest, len(pieces), b"".join(pieces))]
+        ids = await self.store.replace_chunks(self.identity.name, done, made)
+        self._forget(done)
+        self._track(Chunk(ids[0], partition, oldest, len(pieces), len(made[0].data)))
+
+    def _conversion_failed(self, failed: list[bytes]) -> str | None:
+        return partition_id(error=FORMAT_CONVERSION_FAILED) if failed else None
+
+    async def _write(
+        self, place: Place, key: str, chunks: list[Chunk], *, converting: bool = False
+    ) -> tuple[bool, list[bytes]]:
+        """The object ``key`` in ``place``, whole or not at all (the bucket
+        plugin's ``open_object``: a directory's ``AtomicFile``, a store's
+        upload), written a page of chunks at a time as they are read back.
+        A chunk no longer in the store (another runner delivered it
+        meanwhile) is left out; with none left no object is written (False).
+        Converting to Parquet, the records that cannot be rows come back as
+        error records; no object is written when none could be a row."""
         pages: list[list[int]] = [[]]
         size = 0
         for chunk in chunks:
@@ -692,25 +890,59 @@ class DeliveryStream:
             pages[-1].append(chunk.id)
             size += chunk.size
         compression = self.destination.compression
-        member = target.name.removesuffix(self.destination.extension) or target.name
-        opened = await asyncio.to_thread(AtomicFile, target)
+        name = key.rsplit("/", 1)[-1]
+        member = name.removesuffix(self.destination.extension) or name
+        conversion = self.destination.conversion if converting else None
+        opened = await asyncio.to_thread(open_object, place, key)
         written = 0
         try:
-            out = writer(compression, opened.file, member)
+            if conversion is not None:
+                from plugins.firehose.parquet import ParquetWriter
+
+                parquet = await asyncio.to_thread(ParquetWriter, conversion, opened.file)
+                out: Any = parquet
+            else:
+                out = writer(compression, opened.file, member)
             for page in pages:
                 found = await self.store.chunk_data(page)
                 written += len(found)
-                await asyncio.to_thread(_write_all, out, [data for _, data, _ in found])
-            await asyncio.to_thread(out.close)  # the compressor's last bytes
+                await asyncio.to_thread(_write_all, out, found, conversion is not None)
+            await asyncio.to_thread(out.close)  # the compressor's (or Parquet's) last bytes
+            if conversion is not None and not parquet.rows:
+                written = 0
             await asyncio.to_thread(opened.commit if written else opened.discard)
         except BaseException:
             opened.discard()
             raise
+        if conversion is None:
+            return bool(written), []
+        ended = self.clock.time()
+        oldest = min(c.arrival for c in chunks)
+        failed = [
+            error_record(record, oldest, FORMAT_CONVERSION_ERROR, reason, attempts=1, ended=ended)
+            for record, reason in parquet.failed
+        ]
+        return bool(written), failed
 
 
-def _write_all(out: Any, pieces: list[bytes]) -> None:
-    for piece in pieces:
-        out.write(piece)
+def _write_all(out: Any, found: list[tuple[int, bytes, bytes | None]], records: bool) -> None:
+    for _, data, sizes in found:
+        if records and sizes:
+            out.write_records(_cut(data, sizes))
+        else:
+            out.write(data)
+
+
+def _cut(data: bytes, sizes: bytes) -> list[bytes]:
+    """A chunk's records, by their lengths (a delimiter kept is stripped)."""
+    lengths = array("I")
+    lengths.frombytes(sizes)
+    records = []
+    position = 0
+    for length in lengths:
+        records.append(data[position : position + length])
+        position += length
+    return records
 
 
 async def buffer_records(
@@ -720,7 +952,7 @@ async def buffer_records(
     runner (``pipelines firehose put``): partitioned and stored as a put
     would be; the running pipeline takes them up within a second
     (``FirehoseTarget.poll``), or at its next start."""
-    from plugins.firehose.spec import parse_destination
+    from plugins.firehose.spec import destination_of
 
     record = await store.get(name)
     if record.config.get("DeliveryStreamType") == "KinesisStreamAsSource":
@@ -728,7 +960,7 @@ async def buffer_records(
             "InvalidArgumentException",
             f"delivery stream {name} reads a Kinesis stream and takes no PutRecord",
         )
-    destination = parse_destination(record.config["ExtendedS3DestinationConfiguration"])
+    destination = destination_of(record.config)
     identity = Identity(name, "", record.version, record.created, "")
     stream = DeliveryStream(identity, destination, store, store.clock, lambda bucket: Path(bucket))
     return await stream.put(records)

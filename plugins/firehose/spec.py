@@ -19,8 +19,8 @@ import contextlib
 import re
 import zoneinfo
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from plugins.bucket.lookup import bucket_name
 from plugins.bucket.objects import BucketError
@@ -33,6 +33,10 @@ from plugins.firehose.prefixes import (
     parse_prefix,
 )
 from plugins.firehose.query import ENGINE, MetadataQuery
+
+if TYPE_CHECKING:
+    from plugins.firehose.endpoint import HttpEndpoint
+    from plugins.firehose.parquet import ParquetConversion
 
 MIB = 1024 * 1024
 #: BufferingHints' defaults and ranges (botocore's model).
@@ -98,6 +102,17 @@ class Destination:
     processor: LambdaProcessor | None
     query: MetadataQuery | None
     delimiter: bytes | None
+    #: An HTTP endpoint destination: the records go there, the bucket and
+    #: prefixes above are its S3Configuration (the backup).
+    http: HttpEndpoint | None = None
+    #: Record format conversion (Parquet).
+    conversion: ParquetConversion | None = None
+
+    @property
+    def keeps_records(self) -> bool:
+        """Whether buffered chunks keep each record's length (``sizes``):
+        an HTTP request and a Parquet row need records, not bytes."""
+        return self.http is not None or self.conversion is not None
 
 
 def bucket_of(arn: Any) -> str:
@@ -183,6 +198,13 @@ def parse_destination(config: Mapping[str, Any]) -> Destination:
         )
     processor, query, delimiter = _processors(config, partitioning)
     prefix, error_prefix = _prefixes(config, partitioning, query, processor)
+    conversion = _conversion(config)
+    if conversion is not None and compression != "UNCOMPRESSED":
+        raise SpecError(
+            ("CompressionFormat",),
+            "with record format conversion CompressionFormat must be UNCOMPRESSED"
+            " (the compression is inside the Parquet file)",
+        )
     return Destination(
         bucket=bucket,
         prefix=prefix,
@@ -190,25 +212,95 @@ def parse_destination(config: Mapping[str, Any]) -> Destination:
         buffer_size=int(size * MIB),
         buffer_interval=interval,
         compression=compression,
-        extension=EXTENSIONS[compression] if extension is None else extension,
+        extension=(
+            (".parquet" if conversion is not None else EXTENSIONS[compression])
+            if extension is None
+            else extension
+        ),
         zone=zone,
         partitioning=partitioning,
         processor=processor,
         query=query,
         delimiter=delimiter,
+        conversion=conversion,
+    )
+
+
+def _conversion(config: Mapping[str, Any]) -> ParquetConversion | None:
+    given = _mapping(
+        config.get("DataFormatConversionConfiguration"), ("DataFormatConversionConfiguration",)
+    )
+    if not given.get("Enabled", bool(given)):
+        return None
+    from plugins.firehose.parquet import ConversionError, parse_conversion
+
+    try:
+        return parse_conversion(given)
+    except ConversionError as exc:
+        raise SpecError(("DataFormatConversionConfiguration", *exc.path), exc.message) from None
+
+
+#: Where a stored stream's destination is, by the configuration's key.
+EXTENDED_S3 = "ExtendedS3DestinationConfiguration"
+HTTP_ENDPOINT = "HttpEndpointDestinationConfiguration"
+
+
+def destination_key(config: Mapping[str, Any]) -> str:
+    """The key of a stored stream's (CreateDeliveryStream's) destination."""
+    return HTTP_ENDPOINT if HTTP_ENDPOINT in config else EXTENDED_S3
+
+
+def destination_of(config: Mapping[str, Any]) -> Destination:
+    """A stored stream's destination, whichever kind it is."""
+    if HTTP_ENDPOINT in config:
+        return parse_http_destination(config[HTTP_ENDPOINT])
+    return parse_destination(config[EXTENDED_S3])
+
+
+def parse_http_destination(config: Mapping[str, Any]) -> Destination:
+    """Check an HttpEndpointDestinationConfiguration and parse it: the
+    endpoint, its buffering and processing, and its S3Configuration (the
+    bucket failed or all records are backed up to)."""
+    from plugins.firehose import endpoint as http
+
+    try:
+        parsed_endpoint = http.parse_endpoint(config)
+    except http.EndpointSpecError as exc:
+        raise SpecError(exc.path, exc.message) from None
+    backup = config.get("S3Configuration")
+    if not isinstance(backup, Mapping):
+        raise SpecError(("S3Configuration",), "S3Configuration (the backup bucket) is required")
+    for key in ("ProcessingConfiguration", "DynamicPartitioningConfiguration"):
+        if key in backup:
+            raise SpecError(("S3Configuration", key), f"S3Configuration takes no {key}")
+    try:
+        s3 = parse_destination(backup)
+    except SpecError as exc:
+        raise SpecError(("S3Configuration", *exc.path), exc.message) from None
+    hints = _mapping(config.get("BufferingHints"), ("BufferingHints",))
+    size = _number(
+        hints.get("SizeInMBs", http.DEFAULT_SIZE_MB),
+        ("BufferingHints", "SizeInMBs"),
+        *http.SIZE_RANGE,
+    )
+    interval = _number(
+        hints.get("IntervalInSeconds", http.DEFAULT_INTERVAL),
+        ("BufferingHints", "IntervalInSeconds"),
+        *http.INTERVAL_RANGE,
+    )
+    processor, _, delimiter = _processors(config, False)
+    return replace(
+        s3,
+        buffer_size=int(size * MIB),
+        buffer_interval=interval,
+        processor=processor,
+        delimiter=delimiter,
+        http=parsed_endpoint,
     )
 
 
 def _unsupported(config: Mapping[str, Any]) -> None:
     """What AWS takes and this project does not do yet: refused by name."""
-    conversion = _mapping(
-        config.get("DataFormatConversionConfiguration"), ("DataFormatConversionConfiguration",)
-    )
-    if conversion.get("Enabled", bool(conversion)):
-        raise SpecError(
-            ("DataFormatConversionConfiguration",),
-            "record format conversion (Parquet, ORC) is not supported yet",
-        )
     if config.get("S3BackupMode", "Disabled") != "Disabled":
         raise SpecError(("S3BackupMode",), "S3 backup of source records is not supported yet")
 
@@ -343,9 +435,11 @@ def _prefixes(
         )
     except PrefixError as exc:
         raise SpecError((exc.field,), exc.message) from None
+    # The default error prefix is made of Prefix as given (before the hour
+    # is added): <Prefix><error-output-type>/yyyy/MM/dd/HH/.
+    error = error.with_default_time() if error is not None else error_prefix_for(prefix)
     if not partitioning:
         prefix = prefix.with_default_time()
-    error = error.with_default_time() if error is not None else error_prefix_for(prefix)
     return prefix, error
 
 
@@ -382,6 +476,45 @@ def describe_destination(config: Mapping[str, Any], parsed: Destination) -> dict
         "DestinationId": "destinationId-000000000001",
         "S3DestinationDescription": common,
         "ExtendedS3DestinationDescription": extended,
+    }
+
+
+def describe_http_destination(config: Mapping[str, Any], parsed: Destination) -> dict[str, Any]:
+    """DescribeDeliveryStream's entry of an HTTP endpoint destination: its
+    settings with defaults filled in (the access key is not shown, as AWS
+    does not), the backup bucket's S3 description."""
+    http = parsed.http
+    assert http is not None
+    endpoint: dict[str, Any] = {"Url": http.url}
+    if http.name is not None:
+        endpoint["Name"] = http.name
+    backup = config["S3Configuration"]
+    s3 = describe_destination(backup, parse_destination(backup))["S3DestinationDescription"]
+    described: dict[str, Any] = {
+        "EndpointConfiguration": endpoint,
+        "BufferingHints": {
+            "SizeInMBs": parsed.buffer_size // MIB,
+            "IntervalInSeconds": int(parsed.buffer_interval),
+        },
+        "CloudWatchLoggingOptions": config.get("CloudWatchLoggingOptions", {"Enabled": False}),
+        "RequestConfiguration": {
+            "ContentEncoding": "GZIP" if http.gzip else "NONE",
+            **(
+                {"CommonAttributes": config["RequestConfiguration"]["CommonAttributes"]}
+                if http.attributes
+                else {}
+            ),
+        },
+        "RetryOptions": {"DurationInSeconds": int(http.retry_duration)},
+        "S3BackupMode": "AllData" if http.backup_all else "FailedDataOnly",
+        "S3DestinationDescription": s3,
+    }
+    for key in ("RoleARN", "ProcessingConfiguration"):
+        if config.get(key) is not None:
+            described[key] = config[key]
+    return {
+        "DestinationId": "destinationId-000000000001",
+        "HttpEndpointDestinationDescription": described,
     }
 
 

@@ -6,9 +6,13 @@ resource), it keeps its configuration in the ``FirehoseStore``, runs its
 Kinesis source if it has one, and, as a rule target, puts each payload as
 one record (PutRecord). Settings (docs/firehose.md):
 
-- ``destination`` (required): an ExtendedS3DestinationConfiguration in
-  AWS's own shape (BucketARN, Prefix, ErrorOutputPrefix, BufferingHints,
-  CompressionFormat, ProcessingConfiguration, DynamicPartitioningConfiguration, ...);
+- ``destination``: an ExtendedS3DestinationConfiguration in AWS's own
+  shape (BucketARN, Prefix, ErrorOutputPrefix, BufferingHints,
+  CompressionFormat, ProcessingConfiguration, DynamicPartitioningConfiguration,
+  DataFormatConversionConfiguration, ...);
+- ``http_endpoint``: instead of ``destination``, an
+  HttpEndpointDestinationConfiguration (EndpointConfiguration, BufferingHints,
+  RequestConfiguration, RetryOptions, S3BackupMode, S3Configuration);
 - ``delivery_stream_name``: default the resource's name;
 - ``kinesis_stream``: a project stream to read (KinesisStreamAsSource);
   without it the stream takes PutRecord and PutRecordBatch (DirectPut).
@@ -23,12 +27,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from pipelines.clock import sleep
 from pipelines.errors import ConfigError, DeliveryError, PipelinesError, Problems, Where
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
+from pipelines.http.client import HttpClient
 from pipelines.settings import Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
@@ -39,9 +43,18 @@ from pipelines.targets import (
     payload_text,
     started,
 )
-from plugins.bucket.lookup import buckets_of
+from plugins.bucket.lookup import Place, buckets_of
+from plugins.firehose import endpoint
 from plugins.firehose.delivery import NAMESPACE, DeliveryStream, Identity, PutResult
-from plugins.firehose.spec import Destination, SpecError, parse_destination
+from plugins.firehose.spec import (
+    EXTENDED_S3,
+    HTTP_ENDPOINT,
+    Destination,
+    SpecError,
+    destination_of,
+    parse_destination,
+    parse_http_destination,
+)
 from plugins.firehose.store import FirehoseStore, StreamRecord
 
 log = logging.getLogger("plugins.firehose")
@@ -52,13 +65,16 @@ SETTINGS_TABLE = Settings(
             {"type": "object"},
             "an ExtendedS3DestinationConfiguration, in AWS's shape",
         ),
+        "http_endpoint": Shape(
+            {"type": "object"},
+            "an HttpEndpointDestinationConfiguration, in AWS's shape (instead of destination)",
+        ),
         "delivery_stream_name": Shape({"type": "string", "minLength": 1, "maxLength": 64}),
         "kinesis_stream": Shape(
             {"type": "string"}, "a project stream to read (KinesisStreamAsSource)"
         ),
         "tags": Shape({"type": "object", "additionalProperties": {"type": "string"}}),
     },
-    required=("destination",),
 )
 #: How often a running stream renews or claims its ownership, and looks for
 #: records other processes wrote and for flush requests.
@@ -78,10 +94,11 @@ def stream_arn(name: str) -> str:
 
 def request_of(settings: Mapping[str, Any]) -> dict[str, Any]:
     """A resource's settings as CreateDeliveryStream's parameters."""
-    request: dict[str, Any] = {
-        "DeliveryStreamType": "DirectPut",
-        "ExtendedS3DestinationConfiguration": dict(settings["destination"]),
-    }
+    request: dict[str, Any] = {"DeliveryStreamType": "DirectPut"}
+    if settings.get("http_endpoint") is not None:
+        request[HTTP_ENDPOINT] = dict(settings["http_endpoint"])
+    else:
+        request[EXTENDED_S3] = dict(settings["destination"])
     if settings.get("kinesis_stream"):
         request["DeliveryStreamType"] = "KinesisStreamAsSource"
         request["KinesisStreamSourceConfiguration"] = {
@@ -111,19 +128,29 @@ def check_settings(where: Where, config: Mapping[str, Any]) -> Destination:
             )
     with problems:
         SETTINGS_TABLE.check_keys(where, {k: v for k, v in config.items() if k not in MOVED})
-    destination = config.get("destination")
+    key = "http_endpoint" if "http_endpoint" in config else "destination"
+    destination = config.get(key)
     parsed: Destination | None = None
-    if not isinstance(destination, Mapping):
+    if "http_endpoint" in config and "destination" in config:
+        problems.add(
+            ConfigError(where / "http_endpoint", "give destination or http_endpoint, not both")
+        )
+    elif not isinstance(destination, Mapping):
         problems.add(
             ConfigError(
-                where / "destination", "must be an ExtendedS3DestinationConfiguration object"
+                where / key,
+                "must be an HttpEndpointDestinationConfiguration object"
+                if key == "http_endpoint"
+                else "must be an ExtendedS3DestinationConfiguration object"
+                + ("" if key in config else " (or give http_endpoint)"),
             )
         )
     else:
         try:
-            parsed = parse_destination(destination)
+            parse = parse_http_destination if key == "http_endpoint" else parse_destination
+            parsed = parse(destination)
         except SpecError as exc:
-            path = where / "destination"
+            path = where / key
             for step in exc.path:
                 path = path / step
             problems.add(ConfigError(path, exc.message))
@@ -152,6 +179,7 @@ class FirehoseTarget(Target):
         self.record: StreamRecord | None = None
         self._services: TargetServices | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._client: HttpClient | None = None
         #: Who this runner is as a stream's owner ("" for a SQLite file's one runner).
         self.owner_name = ""
         self._polls = 0
@@ -159,12 +187,12 @@ class FirehoseTarget(Target):
         self.gone = False
 
     def references(self) -> list[tuple[tuple[str | int, ...], str]]:
-        destination = self.settings.get("destination") or {}
+        key = "http_endpoint" if "http_endpoint" in self.settings else "destination"
         try:
-            processor = parse_destination(destination).processor
-        except SpecError:
+            processor = destination_of(request_of(self.settings)).processor
+        except (SpecError, KeyError, TypeError):
             return []
-        return [] if processor is None else [(("destination",), processor.function)]
+        return [] if processor is None else [((key,), processor.function)]
 
     @property
     def direct_put(self) -> bool:
@@ -176,7 +204,7 @@ class FirehoseTarget(Target):
         )
         try:
             record = await self._record(store)
-            destination = parse_destination(record.config["ExtendedS3DestinationConfiguration"])
+            destination = destination_of(record.config)
             if destination.processor is not None:
                 services.resource(destination.processor.function, where=f"{self.where}.destination")
         except BaseException:
@@ -201,6 +229,7 @@ class FirehoseTarget(Target):
             self._directory,
             invoke=self._invoke,
             metric=self._metric,
+            post=self._post,
         )
         self.owner_name = services.runner or ""
         self.stream.owner = await self._claim()
@@ -226,8 +255,16 @@ class FirehoseTarget(Target):
             return await store.update(self.stream_name, request, {})
         return found
 
-    def _directory(self, bucket: str) -> Path:
-        return buckets_of(started(self._services, self.where)).directory(bucket)
+    async def _post(self, url: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
+        """An HTTP endpoint's request, through the project's HTTP client (a
+        pool kept alive for this stream, made at its first request)."""
+        if self._client is None:
+            self._client = HttpClient(timeout=endpoint.TIMEOUT, pool=4)
+        sent = await self._client.send("POST", url, headers=headers, body=body)
+        return sent.status, sent.body
+
+    def _directory(self, bucket: str) -> Place:
+        return buckets_of(started(self._services, self.where)).place(bucket)
 
     def _metric(self, name: str, value: float, unit: str) -> None:
         if self._services is not None:
@@ -369,9 +406,7 @@ class FirehoseTarget(Target):
     def reconfigure(self, record: StreamRecord) -> None:
         stream = started(self.stream, self.where)
         self.record = record
-        stream.reconfigure(
-            parse_destination(record.config["ExtendedS3DestinationConfiguration"]), record.version
-        )
+        stream.reconfigure(destination_of(record.config), record.version)
 
     async def drain(self, timeout: float) -> None:
         """Nothing to finish: what is buffered is in the store and goes out
@@ -390,6 +425,9 @@ class FirehoseTarget(Target):
                 await self.store.release(self.stream_name, self.owner_name)
             except Exception as exc:  # its lease runs out instead
                 log.warning("%s: ownership not released: %s", self.where, describe_error(exc))
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
         if self.store is not None:
             await self.store.close()
             self.store = None
@@ -411,7 +449,10 @@ class FirehoseTarget(Target):
 
 class FirehoseType(TargetType):
     name = "firehose"
-    description = "A delivery stream with Kinesis Data Firehose's semantics, into local directories"
+    description = (
+        "A delivery stream with Kinesis Data Firehose's semantics, into local directories"
+        " or an HTTP endpoint"
+    )
     settings = SETTINGS_TABLE
     arn_template = ARN
 
