@@ -27,6 +27,7 @@ from pipelines.cloudformation.mapping import (
     integer,
     json_value,
     props,
+    retry_and_dead_letter,
     set_if,
 )
 
@@ -122,25 +123,7 @@ def _rule_target(
         body: dict[str, Any] = {"input_template": transformer.get("InputTemplate")}
         set_if(body, "input_paths_map", transformer.get("InputPathsMap"))
         target["input_transformer"] = body
-    retry = given.get("RetryPolicy")
-    if isinstance(retry, dict):
-        policy: dict[str, Any] = {}
-        set_if(
-            policy,
-            "maximum_retry_attempts",
-            integer(retry.get("MaximumRetryAttempts"), (*path, "RetryPolicy")),
-        )
-        set_if(
-            policy,
-            "maximum_event_age",
-            integer(retry.get("MaximumEventAgeInSeconds"), (*path, "RetryPolicy")),
-        )
-        target["retry_policy"] = policy
-    dead_letter = given.get("DeadLetterConfig")
-    if isinstance(dead_letter, dict) and "Arn" in dead_letter:
-        target["dead_letter"] = context.resource(
-            dead_letter["Arn"], (*path, "DeadLetterConfig", "Arn")
-        )
+    retry_and_dead_letter(context, target, given, path)
     http = given.get("HttpParameters")
     if isinstance(http, dict):
         parameters: dict[str, Any] = {}

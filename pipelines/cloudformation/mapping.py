@@ -432,6 +432,33 @@ def integer(value: Any, path: TPath) -> int | None:
     return int(number)
 
 
+def retry_and_dead_letter(
+    context: ImportContext, target: dict[str, Any], given: Mapping[str, Any], path: TPath
+) -> None:
+    """A target's RetryPolicy and DeadLetterConfig (an EventBridge rule's
+    target or a Scheduler schedule's: the same shapes) as its
+    ``retry_policy`` and ``dead_letter``."""
+    retry = given.get("RetryPolicy")
+    if isinstance(retry, dict):
+        policy: dict[str, Any] = {}
+        set_if(
+            policy,
+            "maximum_retry_attempts",
+            integer(retry.get("MaximumRetryAttempts"), (*path, "RetryPolicy")),
+        )
+        set_if(
+            policy,
+            "maximum_event_age",
+            integer(retry.get("MaximumEventAgeInSeconds"), (*path, "RetryPolicy")),
+        )
+        target["retry_policy"] = policy
+    dead_letter = given.get("DeadLetterConfig")
+    if isinstance(dead_letter, dict) and "Arn" in dead_letter:
+        target["dead_letter"] = context.resource(
+            dead_letter["Arn"], (*path, "DeadLetterConfig", "Arn")
+        )
+
+
 def boolean(value: Any, path: TPath) -> bool | None:
     if value is None or isinstance(value, bool):
         return value

@@ -16,6 +16,7 @@ from pipelines.cloudformation.mapping import (
     TypeMapping,
     integer,
     props,
+    retry_and_dead_letter,
     set_if,
 )
 
@@ -60,25 +61,7 @@ def _target(context: ImportContext, resource: Resource) -> dict[str, Any]:
     else:
         target["arn"] = given["Arn"]  # an event bus, or a resource named by hand
     set_if(target, "input", given.get("Input"))
-    retry = given.get("RetryPolicy")
-    if isinstance(retry, dict):
-        policy: dict[str, Any] = {}
-        set_if(
-            policy,
-            "maximum_retry_attempts",
-            integer(retry.get("MaximumRetryAttempts"), (*path, "RetryPolicy")),
-        )
-        set_if(
-            policy,
-            "maximum_event_age",
-            integer(retry.get("MaximumEventAgeInSeconds"), (*path, "RetryPolicy")),
-        )
-        target["retry_policy"] = policy
-    dead_letter = given.get("DeadLetterConfig")
-    if isinstance(dead_letter, dict) and "Arn" in dead_letter:
-        target["dead_letter"] = context.resource(
-            dead_letter["Arn"], (*path, "DeadLetterConfig", "Arn")
-        )
+    retry_and_dead_letter(context, target, given, path)
     bus = given.get("EventBridgeParameters")
     if isinstance(bus, dict):
         target["eventbridge"] = {"detail_type": bus.get("DetailType"), "source": bus.get("Source")}
