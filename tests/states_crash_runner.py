@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from pipelines.runtime import Runtime
@@ -21,6 +24,30 @@ from plugins.states.store import RUNNING
 from .recorder import plugin_manager
 
 TASKS = 5
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def spawn(
+    state: str, effects: Path, mode: str, executions: int, shape: str = "chain"
+) -> subprocess.Popen[bytes]:
+    """This module as a runner process (``mode`` start or resume) on ``state``,
+    its tasks' effects appended to ``effects``; it prints "started" once running."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.states_crash_runner", state, str(effects), mode,
+         str(executions), shape],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+
+
+def read_effects(path: Path) -> list[tuple[str, str]]:
+    """The (execution, state) of each task effect recorded so far."""
+    if not path.exists():
+        return []
+    return [tuple(line.split()) for line in path.read_text().splitlines() if line]  # type: ignore[misc]
 
 
 def definition(effects: str) -> dict[str, object]:

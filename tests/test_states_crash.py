@@ -8,11 +8,8 @@ of it), on either engine."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,34 +17,9 @@ from pathlib import Path
 import pytest
 
 from .helpers import sql
-from .states_crash_runner import TASKS
+from .states_crash_runner import TASKS, read_effects, spawn
 
-ROOT = Path(__file__).resolve().parent.parent
 EXECUTIONS = 20
-
-
-def _runner(state: str, effects: Path, mode: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.states_crash_runner",
-            state,
-            str(effects),
-            mode,
-            str(EXECUTIONS),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
-    )
-
-
-def _effects(path: Path) -> list[tuple[str, str]]:
-    if not path.exists():
-        return []
-    return [tuple(line.split()) for line in path.read_text().splitlines() if line]  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("round_", range(2))
@@ -55,7 +27,7 @@ def test_a_killed_runner_s_executions_resume_with_each_effect_once_per_attempt(
     state_location: str, tmp_path: Path, round_: int
 ) -> None:
     effects = tmp_path / "effects.txt"
-    first = _runner(state_location, effects, "start")
+    first = spawn(state_location, effects, "start", EXECUTIONS, "chain")
     assert first.stdout is not None
     assert first.stdout.readline().strip() == b"started", (
         first.stderr.read() if first.stderr else ""
@@ -63,16 +35,16 @@ def test_a_killed_runner_s_executions_resume_with_each_effect_once_per_attempt(
     # a random moment once some tasks have run: the kill lands anywhere in a transition
     goal = random.randint(5, EXECUTIONS * TASKS // 2)
     deadline = time.monotonic() + 60
-    while len(_effects(effects)) < goal and time.monotonic() < deadline:
+    while len(read_effects(effects)) < goal and time.monotonic() < deadline:
         time.sleep(0.002)
     time.sleep(random.uniform(0, 0.02))
     first.send_signal(signal.SIGKILL)
     _, errors = first.communicate(timeout=30)
     assert first.returncode == -signal.SIGKILL, errors.decode()
-    before = len(_effects(effects))
+    before = len(read_effects(effects))
     assert before < EXECUTIONS * TASKS  # killed mid-way
 
-    second = _runner(state_location, effects, "resume")
+    second = spawn(state_location, effects, "resume", EXECUTIONS, "chain")
     out, errors = second.communicate(timeout=120)
     assert second.returncode == 0 and out.strip() == b"done", errors.decode()
 
@@ -80,7 +52,7 @@ def test_a_killed_runner_s_executions_resume_with_each_effect_once_per_attempt(
         assert sql(state_location, "PRAGMA integrity_check") == [("ok",)]
     statuses = sql(state_location, "SELECT name, status FROM sfn_executions")
     assert sorted(statuses) == sorted((f"e{i}", "SUCCEEDED") for i in range(EXECUTIONS))
-    done = Counter(_effects(effects))
+    done = Counter(read_effects(effects))
     history = sql(
         state_location,
         "SELECT e.name, h.id, h.kind, h.details FROM sfn_history h"

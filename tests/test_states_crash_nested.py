@@ -8,11 +8,8 @@ and its retrier makes a new one), on either engine."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,27 +17,9 @@ from pathlib import Path
 import pytest
 
 from .helpers import sql
-from .states_crash_runner import NESTED_TASKS
+from .states_crash_runner import NESTED_TASKS, read_effects, spawn
 
-ROOT = Path(__file__).resolve().parent.parent
 EXECUTIONS = 10
-
-
-def _runner(state: str, effects: Path, mode: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.states_crash_runner", state, str(effects), mode,
-         str(EXECUTIONS), "nested"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-
-
-def _effects(path: Path) -> list[tuple[str, str]]:
-    if not path.exists():
-        return []
-    return [tuple(line.split()) for line in path.read_text().splitlines() if line]  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("round_", range(2))
@@ -48,7 +27,7 @@ def test_a_killed_runner_s_branches_and_iterations_resume_where_they_stood(
     state_location: str, tmp_path: Path, round_: int
 ) -> None:
     effects = tmp_path / "effects.txt"
-    first = _runner(state_location, effects, "start")
+    first = spawn(state_location, effects, "start", EXECUTIONS, "nested")
     assert first.stdout is not None
     assert first.stdout.readline().strip() == b"started", (
         first.stderr.read() if first.stderr else ""
@@ -56,15 +35,15 @@ def test_a_killed_runner_s_branches_and_iterations_resume_where_they_stood(
     total = EXECUTIONS * len(NESTED_TASKS)
     goal = random.randint(5, total // 2)
     deadline = time.monotonic() + 60
-    while len(_effects(effects)) < goal and time.monotonic() < deadline:
+    while len(read_effects(effects)) < goal and time.monotonic() < deadline:
         time.sleep(0.002)
     time.sleep(random.uniform(0, 0.005))
     first.send_signal(signal.SIGKILL)
     _, errors = first.communicate(timeout=30)
     assert first.returncode == -signal.SIGKILL, errors.decode()
-    assert len(_effects(effects)) < total  # killed mid-way
+    assert len(read_effects(effects)) < total  # killed mid-way
 
-    second = _runner(state_location, effects, "resume")
+    second = spawn(state_location, effects, "resume", EXECUTIONS, "nested")
     out, errors = second.communicate(timeout=120)
     assert second.returncode == 0 and out.strip() == b"done", errors.decode()
 
@@ -91,7 +70,7 @@ def test_a_killed_runner_s_branches_and_iterations_resume_where_they_stood(
     for name in ids:
         assert ids[name] == list(range(1, len(ids[name]) + 1)), name
         assert entered[name] == Counter(once), name
-    done = Counter(_effects(effects))
+    done = Counter(read_effects(effects))
     for index in range(EXECUTIONS):
         for task in NESTED_TASKS:
             key = (f"e{index}", task)
