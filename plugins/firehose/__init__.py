@@ -55,7 +55,7 @@ def register_stores(register: Callable[[type[Store]], None]) -> None:
 
 @hookimpl
 def register_restorers(register: Callable[[Callable[[ApiHost], Awaitable[None]]], None]) -> None:
-    from plugins.firehose.api import restore_streams
+    from plugins.firehose.restore import restore_streams
 
     register(restore_streams)
 

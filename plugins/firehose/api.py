@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.api import ApiError, Call, Service
-from pipelines.api.services import ApiHost
-from pipelines.errors import ConfigError, PipelinesError, ResourceNotFoundError
+from pipelines.errors import ConfigError, PipelinesError
+from plugins.firehose.restore import made_again, running_streams, stream_settings
 from plugins.firehose.spec import (
     EXTENDED_S3,
     HTTP_ENDPOINT,
@@ -78,75 +78,26 @@ async def _store(call: Call) -> FirehoseStore:
     if not context.restored:  # a runtime started without the plugin's hooks
         async with context.lock:
             if not context.restored:
-                await _made_again(call.runtime, store)
+                await made_again(call.runtime, store)
                 context.restored = True
     return store
 
 
-async def restore_streams(runtime: ApiHost) -> None:
-    """When a runtime starts (``register_restorers``): the delivery streams
-    the API made in earlier runs are resources again, their buffers written
-    out as they come due."""
-    store = await runtime.open_store(FirehoseStore, where="the delivery streams made by the API")
-    try:
-        await _made_again(runtime, store)
-    finally:
-        await store.close()
-
-
-async def _made_again(runtime: ApiHost, store: FirehoseStore) -> None:
-    """The API's streams not running here, resources again (each alone: one
-    that fails is logged)."""
-    running = {t.stream_name for t in _targets(runtime)}
-    for record in await store.streams():
-        if record.made_by_api and record.name not in running:
-            try:
-                await runtime.put_resource(record.name, "firehose", _settings(record))
-            except Exception:
-                log.exception("delivery stream %s (made by the API) not made again", record.name)
-
-
-def _targets(runtime: ApiHost) -> list[FirehoseTarget]:
-    """The delivery streams running here (not those deleted through another runner)."""
-    found = []
-    for name in runtime.resource_names():
-        try:
-            target = runtime.resource(name)
-        except ResourceNotFoundError:
-            continue
-        if isinstance(target, FirehoseTarget) and not target.gone:
-            found.append(target)
-    return found
-
-
 async def _target(call: Call, name: str) -> FirehoseTarget:
     store = await _store(call)
-    for target in _targets(call.runtime):
+    for target in running_streams(call.runtime):
         if target.stream_name == name and target.stream is not None:
             return target
     # Made through another runner of the cluster since this one started.
     record = await store.find(name)
     if record is not None and record.made_by_api:
         async with call.kept("firehose", _Context).lock:
-            if name not in {t.stream_name for t in _targets(call.runtime)}:
-                await call.runtime.put_resource(name, "firehose", _settings(record))
-        for target in _targets(call.runtime):
+            if name not in {t.stream_name for t in running_streams(call.runtime)}:
+                await call.runtime.put_resource(name, "firehose", stream_settings(record))
+        for target in running_streams(call.runtime):
             if target.stream_name == name and target.stream is not None:
                 return target
     raise _not_found(call, name)
-
-
-def _settings(record: StreamRecord) -> dict[str, Any]:
-    config = record.config
-    settings: dict[str, Any] = (
-        {"http_endpoint": config[HTTP_ENDPOINT]}
-        if HTTP_ENDPOINT in config
-        else {"destination": config[EXTENDED_S3]}
-    )
-    source = config.get("KinesisStreamSourceConfiguration")
-    if source:
-        settings["kinesis_stream"] = source["KinesisStreamARN"].rsplit("/", 1)[-1]
-    return settings
 
 
 def _spec_error(error: SpecError) -> ApiError:
@@ -203,7 +154,7 @@ async def create_delivery_stream(call: Call, params: dict[str, Any]) -> dict[str
             ) from None
         raise ApiError(exc.code, exc.message) from None
     try:
-        await call.runtime.put_resource(name, "firehose", _settings(record))
+        await call.runtime.put_resource(name, "firehose", stream_settings(record))
     except (ConfigError, PipelinesError) as exc:
         await store.delete(name)
         raise _invalid(str(exc)) from None
@@ -275,7 +226,7 @@ async def delete_delivery_stream(call: Call, params: dict[str, Any]) -> None:
     store = await _store(call)
     if await store.find(name) is None:
         raise _not_found(call, name)
-    for target in _targets(call.runtime):
+    for target in running_streams(call.runtime):
         if target.stream_name == name:
             try:
                 await call.runtime.delete_resource(target.name)
@@ -321,7 +272,7 @@ async def update_destination(call: Call, params: dict[str, Any]) -> None:
         updated = await store.update(name, config, expect_version=expected)
     except FirehoseError as exc:
         raise ApiError(exc.code, exc.message) from None
-    for target in _targets(call.runtime):
+    for target in running_streams(call.runtime):
         if target.stream_name == name and target.stream is not None:
             target.reconfigure(updated)
 
@@ -356,7 +307,7 @@ async def _update_http(call: Call, record: StreamRecord, params: dict[str, Any])
         )
     except FirehoseError as exc:
         raise ApiError(exc.code, exc.message) from None
-    for target in _targets(call.runtime):
+    for target in running_streams(call.runtime):
         if target.stream_name == record.name and target.stream is not None:
             target.reconfigure(updated)
 

@@ -54,7 +54,7 @@ def register_services(register: Callable[[Service], None]) -> None:
 
 @hookimpl
 def register_restorers(register: Callable[[Callable[[ApiHost], Awaitable[None]]], None]) -> None:
-    from plugins.schemas.api import restore_registry
+    from plugins.schemas.restore import restore_registry
 
     register(restore_registry)
 

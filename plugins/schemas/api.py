@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from pipelines.api import ApiError, Call, Service
-from pipelines.api.services import ApiHost, page
+from pipelines.api.services import page
 from pipelines.errors import ResourceNotFoundError
 from plugins.schemas.codegen import AWS_ONLY, LANGUAGES, binding_zip
 from plugins.schemas.content import SchemaError, bad_request
@@ -42,12 +42,12 @@ from plugins.schemas.registry import (
     schema_arn,
     version_number,
 )
-from plugins.schemas.resource import TYPE_NAME, SchemasResource, registry_of
+from plugins.schemas.resource import SchemasResource, registry_of
+from plugins.schemas.restore import put_registry_resource
 from plugins.schemas.store import (
     BindingRecord,
     DiscovererRecord,
     SchemaRecord,
-    SchemaStore,
     VersionRecord,
 )
 
@@ -71,34 +71,11 @@ async def _resource(call: Call) -> SchemasResource:
     async with call.kept("schemas", _Lock).lock:
         found = registry_of(call.runtime)
         if found is None:
-            await _put_resource(call.runtime)
+            await put_registry_resource(call.runtime)
             found = registry_of(call.runtime)
     if found is None:
         raise ApiError("ServiceUnavailableException", "the schema registry did not start", 503)
     return found
-
-
-async def restore_registry(runtime: ApiHost) -> None:
-    """When a runtime starts (``register_restorers``): a pipeline that
-    declares no ``schemas`` resource gets one if its state database has
-    discoverers (made through the API in an earlier run), so that they
-    discover from the start and not only after the first schemas request."""
-    if registry_of(runtime) is not None:
-        return
-    store = await runtime.open_store(SchemaStore, where="the schema registry's discoverers")
-    try:
-        discoverers = await store.discoverers()
-    finally:
-        await store.close()
-    if discoverers:
-        await _put_resource(runtime)
-
-
-async def _put_resource(runtime: ApiHost) -> None:
-    name = TYPE_NAME
-    while name in runtime.resource_names():
-        name += "-api"
-    await runtime.put_resource(name, TYPE_NAME, {})
 
 
 async def _registry(call: Call) -> Registry:
