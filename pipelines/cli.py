@@ -675,9 +675,8 @@ def state_migrate_command(config: str | None, state: str | None, output: str) ->
     """Bring every store of the state database that is behind to this version."""
     from pipelines.migrations import migrate_state
 
-    done = asyncio.run(migrate_state(state_path(config, state)))
-    caption = None if done else "every store is current"
-    echo_output(done, output, columns=("store", "from", "to"), caption=caption)
+    migration = asyncio.run(migrate_state(state_path(config, state)))
+    echo_output(migration.done, output, columns=("store", "from", "to"), caption=migration.summary)
 
 
 @cli.group("archive")

@@ -943,7 +943,12 @@ def _pipes(config: PipelineConfig) -> list[Problem]:
 
 
 def resource_path(config: PipelineConfig, name: str) -> Path_:
-    """Where the resource ``name`` is declared: under ``resources``, or ``pipes``."""
+    """Where the resource ``name`` is declared: under ``resources``, or
+    ``pipes``; the ``scheduler`` made of the ``schedules`` and
+    ``schedule_groups`` sections at the top (its settings are those sections,
+    so a problem is named ``schedules.NAME.expression``, as the file says)."""
+    if name == SCHEDULER_RESOURCE and (config.schedules or config.schedule_groups):
+        return ()
     return ("pipes", name) if name in config.pipes else ("resources", name)
 
 

@@ -85,6 +85,9 @@ class StoreVersion:
         }
 
 
+VERSIONS = "SELECT store, version FROM store_versions"
+
+
 async def store_versions(location: Location) -> list[StoreVersion]:
     """Each store's recorded and known version, read without changing anything."""
     location = existing(location)
@@ -93,7 +96,11 @@ async def store_versions(location: Location) -> list[StoreVersion]:
     connection = await backend.connect(location, create=False, functions={})
     try:
         try:
-            rows = await connection.rows("SELECT store, version FROM store_versions")
+            # A database no runner has opened yet (an empty PostgreSQL
+            # database, made for a new cluster) has no stores: each is
+            # "not created yet", not an error.
+            created = await connection.rows(backend.dialect.has_table, ("store_versions",))
+            rows = await connection.rows(VERSIONS) if created else []
         except backend.errors as exc:
             raise StateError(
                 f"state database {shown(location)} has no store versions: {exc}".strip()
@@ -119,7 +126,25 @@ async def state_info(location: Location) -> dict[str, Any]:
     }
 
 
-async def migrate_state(location: Location) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """What ``migrate_state`` did: each store brought forward (``store``,
+    ``from``, ``to``), and whether the database held any store at all."""
+
+    done: list[dict[str, Any]]
+    any_store: bool
+
+    @property
+    def summary(self) -> str | None:
+        """A line for a migration that changed nothing (None when it did)."""
+        if self.done:
+            return None
+        if not self.any_store:
+            return "no store is created yet: the first runner to start creates them"
+        return "every store is current"
+
+
+async def migrate_state(location: Location) -> Migration:
     """Bring every store that is behind forward (each in one transaction,
     as opening it does); what was done per store. A store newer than this
     pipelines knows is refused, naming it, before anything changes."""
@@ -140,4 +165,4 @@ async def migrate_state(location: Location) -> list[dict[str, Any]]:
         async with store.existing(location):
             pass  # opening it migrated it, in one transaction
         done.append({"store": version.store, "from": version.found, "to": version.known})
-    return done
+    return Migration(done, any(version.found is not None for version in versions))

@@ -144,6 +144,9 @@ class PostgresDialect(Dialect):
 
     skip_locked = " FOR UPDATE SKIP LOCKED"
 
+    # Looked up on the search path, as the stores' unqualified names are.
+    has_table = "SELECT 1 WHERE to_regclass(?) IS NOT NULL"
+
     # A transaction-scoped advisory lock on the key's 64-bit hash: held to
     # COMMIT or ROLLBACK, so nothing needs releasing.
     serialize = "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))"

@@ -313,6 +313,10 @@ class Dialect:
     #: transaction holds instead of waiting for them (competing consumers).
     skip_locked = ""
 
+    #: A query (one placeholder: a table's name) giving a row when the table
+    #: exists: the CLI reads a database that no runner may have written yet.
+    has_table = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+
     #: A statement (one placeholder: a key, as text) run first in a
     #: transaction so that those naming the same key run one at a time;
     #: None when the engine runs one write transaction at a time anyway.

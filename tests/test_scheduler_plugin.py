@@ -317,7 +317,9 @@ async def test_config_errors_are_located(
         await built(tmp_path, f"schedules:\n  bad: {schedule}\n")
     (problem,) = raised.value.problems
     assert problem.line == 7, problem  # the line of "bad:" in the file
-    assert where in problem.message and message in problem.message, problem.message
+    # Named as the config writes it (the section, not the resource it becomes).
+    assert problem.message.startswith(f"{where}: "), problem.message
+    assert message in problem.message, problem.message
 
 
 def _ids(runtime: Any) -> list[str]:

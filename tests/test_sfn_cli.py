@@ -199,3 +199,15 @@ def test_validate_a_file_with_located_errors(tmp_path: Path) -> None:
     express = run_cli("sfn", "validate", str(good), "--type", "EXPRESS", "-o", "table")
     assert express.returncode == 1 and "/T/Resource" not in express.stdout
     assert "Express state machine does not support '.waitForTaskToken'" in express.stdout
+
+
+def test_validate_places_a_file_that_is_not_json_at_its_syntax_error(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.asl.json"
+    bad.write_text('{"StartAt": "A",\n "States": {"A": {"Type": "Pass", "End": true,}}}\n')
+    done = run_cli("sfn", "validate", str(bad))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    (diagnostic,) = json.loads(done.stdout)["diagnostics"]
+    assert diagnostic["code"] == "INVALID_JSON_DESCRIPTION"
+    # The place is where the parser stopped (line 2, the comma before "}"),
+    # as an editor jumps to it, not the file's start.
+    assert diagnostic["place"] == f"{bad}:2:47", diagnostic

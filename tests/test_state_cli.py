@@ -84,3 +84,21 @@ def test_info_on_a_missing_file_names_it(tmp_path: object) -> None:
         done.stderr.strip() == f"error: state database {tmp_path}/none.db does not exist:"
         " run the pipeline first"
     )
+
+
+def test_a_database_no_runner_opened_yet_has_every_store_not_created(
+    state_location: str,
+) -> None:
+    # A new cluster's first step (docs/cluster.md): an empty PostgreSQL
+    # database made for it, or an empty file, before any runner started.
+    if not state_location.startswith("postgresql://"):
+        open(state_location, "wb").close()
+    stores = _info(state_location)
+    assert {store["status"] for store in stores.values()} == {"not created yet"}
+    assert stores["queues"]["known"] is not None
+    done = run_cli("state", "migrate", "--state", state_location, "--output", "table")
+    assert done.returncode == 0, done.stderr
+    assert "no store is created yet: the first runner to start creates them" in done.stdout
+    as_json = run_cli("state", "migrate", "--state", state_location, "--output", "json")
+    assert json.loads(as_json.stdout) == []
+    assert {store["status"] for store in _info(state_location).values()} == {"not created yet"}

@@ -484,3 +484,50 @@ async def test_a_standard_execution_fails_at_its_25000th_event_not_an_express_on
         assert answer["status"] == "SUCCEEDED"
         quick = await engine.get_execution_history(answer["executionArn"])
         assert len(quick) == 25_206
+
+
+ENDINGS = """
+  fails:
+    type: state_machine
+    definition: {StartAt: Refuse, States: {Refuse: {Type: Fail, Error: Nope, Cause: said no}}}
+  late:
+    type: state_machine
+    definition:
+      TimeoutSeconds: 10
+      StartAt: Long
+      States: {Long: {Type: Wait, Seconds: 60, End: true}}
+  held:
+    type: state_machine
+    definition: {StartAt: Long, States: {Long: {Type: Wait, Seconds: 60, End: true}}}
+"""
+
+
+async def test_failed_timed_out_and_aborted_executions_are_counted(tmp_path: Path) -> None:
+    clock = ManualClock(start=1_700_000_000.0)
+    runtime = await _runtime(tmp_path, str(tmp_path / "state.db"), ENDINGS, clock)
+    async with runtime:
+        engine = executions_of(runtime)
+        ended = {}
+        for machine in ("fails", "late", "held"):
+            ended[machine] = (await engine.start_execution(machine, "{}"))["executionArn"]
+        for _ in range(500):  # the Waits entered (a few turns on a loaded machine)
+            histories = [await engine.get_execution_history(ended[m]) for m in ("late", "held")]
+            if all(h and h[-1]["type"] == "WaitStateEntered" for h in histories):
+                break
+            await asyncio.sleep(0.01)
+        await engine.stop_execution(ended["held"], "Operator", "not needed")
+        await clock.advance(11.0)
+        statuses = {
+            machine: (await asyncio.wait_for(engine.wait_for(arn), 5)).status
+            for machine, arn in ended.items()
+        }
+        assert statuses == {"fails": "FAILED", "late": "TIMED_OUT", "held": "ABORTED"}
+        metrics = await runtime.metrics.list_metrics("Pipelines/States")
+    by_machine: dict[str, set[str]] = {}
+    for metric in metrics:
+        (dimension,) = metric["Dimensions"]
+        by_machine.setdefault(dimension["Value"].rsplit(":", 1)[1], set()).add(metric["MetricName"])
+    assert by_machine["fails"] >= {"ExecutionsStarted", "ExecutionsFailed", "ExecutionTime"}
+    assert by_machine["late"] >= {"ExecutionsStarted", "ExecutionsTimedOut"}
+    assert by_machine["held"] >= {"ExecutionsStarted", "ExecutionsAborted"}
+    assert "ExecutionsSucceeded" not in set().union(*by_machine.values())

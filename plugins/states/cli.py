@@ -170,9 +170,20 @@ def check_file(path: Path, machine_type: str = "STANDARD") -> list[dict[str, str
     if not problems and machine_type == "EXPRESS":
         problems = express_problems(text)
     return [
-        {"place": f"{path}:{_line_and_column(text, problem.location)}", **problem.diagnostic()}
-        for problem in problems
+        {"place": f"{path}:{_place(text, problem)}", **problem.diagnostic()} for problem in problems
     ]
+
+
+def _place(text: str, problem: DefinitionError) -> str:
+    """``LINE:COLUMN`` of a diagnostic: the field its location names, or for
+    a file that is not JSON where the parser stopped (the diagnostic has no
+    location then, and its message counts from 1 as this does)."""
+    if problem.code == "INVALID_JSON_DESCRIPTION":
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as error:
+            return f"{error.lineno}:{error.colno}"
+    return _line_and_column(text, problem.location)
 
 
 async def start(
