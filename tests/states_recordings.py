@@ -1,10 +1,11 @@
-"""Executions recorded on real AWS, read from LocalStack's mirrored repository.
+"""Executions recorded on real AWS, as LocalStack's AWS-validated tests recorded them.
 
 LocalStack's ``tests/aws/services/stepfunctions`` holds state machine
 definitions (``templates/**.json5``) and, beside its test modules,
 ``*.snapshot.json`` files with what AWS answered when those definitions ran
-(outputs, errors, GetExecutionHistory). The recorded values are facts; this
-module reads them at test time (nothing of LocalStack's code is used) and
+(outputs, errors, GetExecutionHistory). The recorded values are facts: the
+files our tests read are copied into tests/data/stepfunctions (its README says
+from where; nothing of LocalStack's code is used). This module reads them and
 compares our executions with them:
 
 - ``recording(module, test)``: one test's recorded content;
@@ -23,7 +24,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,8 @@ import pytest
 
 from pipelines.clock import ManualClock
 
-MIRROR = Path("/work/.mirror/localstack+localstack/repo")
+RECORDINGS = Path(__file__).resolve().parent / "data" / "stepfunctions"
+#: Where the recordings lie in LocalStack's repository (their snapshots' keys start with it).
 ROOT = "tests/aws/services/stepfunctions"
 
 Json = Any
@@ -54,22 +55,17 @@ _PLACEHOLDER = re.compile(r"<[A-Za-z0-9_:\-]+>")
 
 
 def available() -> bool:
-    return (MIRROR / "HEAD").exists()
+    return (RECORDINGS / "MANIFEST").exists()
 
 
-def require_mirror() -> None:
+def require_recordings() -> None:
     if not available():
-        pytest.skip(f"LocalStack's repository is not mirrored at {MIRROR}: no AWS recordings")
+        pytest.fail(f"the AWS recordings are missing from {RECORDINGS}")
 
 
 @functools.cache
 def _show(path: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(MIRROR), "show", f"HEAD:{ROOT}/{path}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    return (RECORDINGS / path).read_text()
 
 
 @functools.cache

@@ -2,7 +2,7 @@
 
 Expected answers are AWS's, as LocalStack's AWS-validated snapshot tests
 recorded them (``test_sfn_api``, ``test_sfn_api_express``), read from the
-mirrored repository at test time (``tests/states_recordings.py``): ARNs,
+copy in tests/data/stepfunctions (``tests/states_recordings.py``): ARNs,
 names and dates are placeholders there, which match any value of ours.
 """
 
@@ -134,7 +134,7 @@ def _exception_value(recorded: dict[str, Any], error: botocore.exceptions.Client
 
 
 async def test_recorded_create_describe_and_delete(api: Api) -> None:
-    rec.require_mirror()
+    rec.require_recordings()
     recorded = rec.recording(API, "test_create_exact_duplicate_sm")
     made = await api.call(
         "create_state_machine", name="pass", definition=json.dumps(PASS), roleArn=ROLE
@@ -157,7 +157,7 @@ async def test_recorded_create_describe_and_delete(api: Api) -> None:
 
 
 async def test_recorded_create_refusals(api: Api) -> None:
-    rec.require_mirror()
+    rec.require_recordings()
     invalid = rec.recording(API, "test_create_delete_invalid_sm")["invalid_definition_1"]
     no_states = {"StartAt": "State_1"}
     _recorded_error(
@@ -200,7 +200,7 @@ async def test_recorded_create_refusals(api: Api) -> None:
 async def test_recorded_express_refusals(api: Api, test: str, template: tuple[str, str]) -> None:
     """An EXPRESS machine refuses callbacks, .sync and activities (the states
     are named as in the recorded tests' templates)."""
-    rec.require_mirror()
+    rec.require_recordings()
     recorded = rec.recording(EXPRESS_API, test)["creation_error"]
     state, resource = template
     definition = {
@@ -220,7 +220,7 @@ async def test_recorded_express_refusals(api: Api, test: str, template: tuple[st
 
 
 async def test_recorded_express_describe_and_sync_execution(api: Api) -> None:
-    rec.require_mirror()
+    rec.require_recordings()
     recorded = rec.recording(EXPRESS_API, "test_create_describe_delete")
     arn = await api.machine("fast", type="EXPRESS")
     _same(
@@ -252,7 +252,7 @@ async def test_recorded_express_describe_and_sync_execution(api: Api) -> None:
 
 
 async def test_recorded_updates(api: Api) -> None:
-    rec.require_mirror()
+    rec.require_recordings()
     recorded = rec.recording(API, "test_create_update_state_machine_base_definition")
     arn = await api.machine("grow")
     _same(
@@ -284,7 +284,7 @@ async def test_recorded_updates(api: Api) -> None:
 
 
 async def test_recorded_role_update(api: Api) -> None:
-    rec.require_mirror()
+    rec.require_recordings()
     recorded = rec.recording(API, "test_create_update_state_machine_base_role_arn")
     arn = await api.machine("roles")
     for step in (1, 2):
@@ -302,7 +302,7 @@ async def test_recorded_role_update(api: Api) -> None:
 
 
 async def test_recorded_machine_lookups(api: Api) -> None:
-    rec.require_mirror()
+    rec.require_recordings()
     arn = await api.machine("exists")
     missing = arn.replace("exists", "nonexistent")
     error = await aws_refusal(api.sfn, "describe_state_machine", stateMachineArn=missing)
@@ -349,7 +349,7 @@ async def test_recorded_machine_lookups(api: Api) -> None:
 
 
 async def test_recorded_punctuation_in_names(api: Api) -> None:
-    rec.require_mirror()
+    rec.require_recordings()
     recorded = rec.recording(API, "test_describe_sm_arn_containing_punctuation")
     arn = await api.machine("state.machine_with-punctuation")
     _same(
@@ -363,7 +363,7 @@ async def test_recorded_punctuation_in_names(api: Api) -> None:
 
 
 async def test_recorded_list_state_machines_pages(api: Api) -> None:
-    rec.require_mirror()
+    rec.require_recordings()
     recorded = rec.recording(API, "test_list_sms_pagination")
     arns = [await api.machine(f"statemachine_{i}") for i in range(13)]
     first = await api.call("list_state_machines", maxResults=10)
@@ -387,7 +387,7 @@ async def test_recorded_list_state_machines_pages(api: Api) -> None:
 
 
 async def test_recorded_start_list_history(api: Api) -> None:
-    rec.require_mirror()
+    rec.require_recordings()
     recorded = rec.recording(API, "test_start_execution")
     arn = await api.machine("run")
     started = await api.call("start_execution", stateMachineArn=arn)
@@ -418,7 +418,7 @@ async def test_recorded_start_list_history(api: Api) -> None:
 
 
 async def test_recorded_start_input_refusals(api: Api) -> None:
-    rec.require_mirror()
+    rec.require_recordings()
     recorded = rec.recording(API, "test_invalid_start_execution_input")
     arn = await api.machine("inputs")
     for key, given in (
@@ -442,7 +442,7 @@ async def test_recorded_start_input_refusals(api: Api) -> None:
 
 
 async def test_recorded_stop_and_idempotent_start(api: Api) -> None:
-    rec.require_mirror()
+    rec.require_recordings()
     recorded = rec.recording(API, "test_stop_execution")
     arn = await api.machine("waits", WAIT)
     started = await api.call("start_execution", stateMachineArn=arn)
@@ -468,7 +468,7 @@ async def test_recorded_stop_and_idempotent_start(api: Api) -> None:
 
 
 async def test_recorded_status_filter(api: Api) -> None:
-    rec.require_mirror()
+    rec.require_recordings()
     recorded = rec.recording(API, "test_state_machine_status_filter")
     arn = await api.machine("filtered")
     _same(recorded["list_before_execution"], await api.call("list_executions", stateMachineArn=arn))
@@ -489,7 +489,7 @@ async def test_recorded_status_filter(api: Api) -> None:
     reason="AWS lists statusFilter's values in its own order; ours follows botocore's model",
 )
 async def test_recorded_status_filter_refusal(api: Api) -> None:
-    rec.require_mirror()
+    rec.require_recordings()
     recorded = rec.recording(API, "test_state_machine_status_filter")["list_executions_filter_exc"]
     arn = await api.machine("filtered")
     _recorded_error(
@@ -498,7 +498,7 @@ async def test_recorded_status_filter_refusal(api: Api) -> None:
 
 
 async def test_recorded_list_executions_pages(api: Api) -> None:
-    rec.require_mirror()
+    rec.require_recordings()
     recorded = rec.recording(API, "test_list_executions_pagination")
     arn = await api.machine("many")
     arns = []

@@ -7,7 +7,7 @@ the whole history (event types, ids, previousEventId, details) and the
 DescribeExecution fields recorded are compared with ours.
 
 The cases are our own table; the recorded values are facts read from the
-mirror at test time (see ``states_recordings``).
+copy in tests/data/stepfunctions (see ``states_recordings``).
 """
 
 from __future__ import annotations
@@ -539,7 +539,7 @@ async def test_recorded_execution(case: Case) -> None:
 
 async def check_recorded(case: Case) -> None:
     """Run ``case``'s definition on each recorded input; compare history and outcome."""
-    rec.require_mirror()
+    rec.require_recordings()
     content = rec.recording(case.module, case.test)
     problems: list[str] = []
     keys = case.histories or tuple(
@@ -622,7 +622,7 @@ def _choice_definition(operator: str, literal: Json, use_literal: bool) -> Json:
 
 @pytest.mark.parametrize(("module", "test"), CHOICE_CASES, ids=[t for _, t in CHOICE_CASES])
 async def test_recorded_choice_operator(module: str, test: str) -> None:
-    rec.require_mirror()
+    rec.require_recordings()
     operator = _operator(test)
     use_literal = not operator.endswith("Path") or operator == "IsPresentPath"
     problems = []
@@ -670,7 +670,7 @@ VALIDATION_CASES = [
 )
 def test_recorded_validation(test: str, definition: str) -> None:
     """ValidateStateMachineDefinition's recorded diagnostics, field by field."""
-    rec.require_mirror()
+    rec.require_recordings()
     recorded = rec.recording(VALIDATION, test)["validation_response"]["diagnostics"]
     text = json.dumps(rec.template(definition)) if definition.endswith(".json5") else definition
     ours = [problem.diagnostic() for problem in validate(text)]
@@ -682,7 +682,7 @@ def test_recorded_validation(test: str, definition: str) -> None:
 )
 def test_recorded_invalid_wait_timestamp(name: str) -> None:
     """CreateStateMachine's recorded InvalidDefinition for a Wait state's bad Timestamp."""
-    rec.require_mirror()
+    rec.require_recordings()
     recorded = rec.recording(SCEN, f"test_wait_timestamp_invalid[{name}]")["exception"]
     values = {
         "NO_T": "2016-12-05 21:29:29Z",

@@ -5,7 +5,7 @@ event, and DescribeExecution's fields), over the recordings that exercise
 workflow variables and JSONata and need no other AWS service. Each case
 names the recording and the definition that ran: a template path, changed as
 the recorded test changed it. The recorded values are facts read from the
-mirror at test time (``states_recordings``); the table is ours.
+copy in tests/data/stepfunctions (``states_recordings``); the table is ours.
 """
 
 from __future__ import annotations
@@ -474,7 +474,7 @@ VALIDATION_CASES = [
 @pytest.mark.parametrize("test", VALIDATION_CASES)
 def test_recorded_validation(test: str) -> None:
     """ValidateStateMachineDefinition's recorded diagnostics for query languages."""
-    rec.require_mirror()
+    rec.require_recordings()
     name = test.split("[", 1)[1].rstrip("]")
     recorded = rec.recording(VALIDATION, test)["validation_response"]["diagnostics"]
     definition = rec.template(f"validation/statemachines/{name.lower()}.json5")

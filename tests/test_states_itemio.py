@@ -1,7 +1,7 @@
 """A Distributed Map's ItemReader and ResultWriter over local directories.
 
 The recorded cases run LocalStack's AWS-validated definitions (read from the
-mirrored repository, as tests/test_states_conformance.py does) against a
+copy in tests/data/stepfunctions, as tests/test_states_conformance.py does) against a
 local bucket holding the same file the recorded test put in S3, and compare
 our history with AWS's; the others check what no recording shows.
 """
@@ -266,7 +266,7 @@ def _bucket(root: Path, name: str, files: dict[str, str]) -> itemio.LocalBuckets
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 async def test_recorded_item_reader(case: Case, tmp_path: Path) -> None:
-    rec.require_mirror()
+    rec.require_recordings()
     content = rec.recording(case.module, case.test)
     recorded = content["get_execution_history"]["events"]
     if rec.before_map_run_change(rec.recording_date(case.module, case.test)):

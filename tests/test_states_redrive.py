@@ -207,7 +207,7 @@ def _plain(value: Any) -> Any:
 
 
 async def test_recorded_failed_descriptions_and_a_redrive_over_the_api(tmp_path: Path) -> None:
-    rec.require_mirror()
+    rec.require_recordings()
     runtime = Runtime(state_path=tmp_path / "state.db", plugins=plugin_manager())
     server = ApiServer(runtime, served_services(plugin_manager()), "127.0.0.1", 0)
     await server.start()

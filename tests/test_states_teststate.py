@@ -3,7 +3,7 @@
 Every case below is one TestState request of LocalStack's AWS-validated
 ``v2/test_state`` tests, rebuilt from the recorded test (its template, input,
 inspection level, mock, configuration); its expected answer is the recording,
-read from the mirrored repository at test time (``tests/states_recordings.py``).
+read from the copy in tests/data/stepfunctions (``tests/states_recordings.py``).
 Task states without a mock call this runtime's function resources (``hello``
 answers what the recorded Lambda answered). JSON text (``output`` and each
 ``inspectionData`` step) is compared decoded; Lambda's ``SdkHttpMetadata`` and
@@ -840,7 +840,7 @@ async def test_recorded_test_state(
     key: str,
     request_of: Callable[[], Request],
 ) -> None:
-    rec.require_mirror()
+    rec.require_recordings()
     _, server = endpoint
     sfn = boto("stepfunctions", server.url, inject_host_prefix=False)  # TestState: sync-HOST on AWS
     recorded = _recorded(module, test, key)
