@@ -118,6 +118,10 @@ class PipelineConfig:
     schedule_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: ``pipes``: each is also a resource of type ``pipe`` (``resources``).
     pipes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The resources top-level sections became (``schemas``, ``scheduler``):
+    #: name -> the path their settings are written under, so that a problem
+    #: is labelled as the file has it (``schemas.require[0].bus``).
+    section_paths: dict[str, Path_] = field(default_factory=dict)
     #: ``cluster.group``: the runners that share subscriptions (None: alone).
     cluster_group: str | None = None
     #: ``durable`` (answer puts once in the state database) or ``memory``.
@@ -889,6 +893,7 @@ def _schemas(config: PipelineConfig, sections: list[Any]) -> list[Problem]:
             )
         ]
     config.resources[SCHEMAS_RESOURCE] = {**declared, "type": "schemas"}
+    config.section_paths[SCHEMAS_RESOURCE] = ("schemas",)
     for path, position in list(config.positions.items()):
         if path[:1] == ("schemas",):
             config.positions[("resources", SCHEMAS_RESOURCE, *path[1:])] = position
@@ -913,6 +918,7 @@ def _scheduler(config: PipelineConfig) -> list[Problem]:
         "schedules": config.schedules,
         "schedule_groups": {name: body or {} for name, body in config.schedule_groups.items()},
     }
+    config.section_paths[SCHEDULER_RESOURCE] = ()  # its settings are the sections themselves
     for path, position in list(config.positions.items()):
         if path[:1] in (("schedules",), ("schedule_groups",)):
             config.positions[("resources", SCHEDULER_RESOURCE, *path)] = position
@@ -943,13 +949,11 @@ def _pipes(config: PipelineConfig) -> list[Problem]:
 
 
 def resource_path(config: PipelineConfig, name: str) -> Path_:
-    """Where the resource ``name`` is declared: under ``resources``, or
-    ``pipes``; the ``scheduler`` made of the ``schedules`` and
-    ``schedule_groups`` sections at the top (its settings are those sections,
-    so a problem is named ``schedules.NAME.expression``, as the file says)."""
-    if name == SCHEDULER_RESOURCE and (config.schedules or config.schedule_groups):
-        return ()
-    return ("pipes", name) if name in config.pipes else ("resources", name)
+    """Where the resource ``name`` is declared: under ``resources``, ``pipes``,
+    or as a top-level section (``schemas``; ``schedules`` and ``schedule_groups``)."""
+    if name in config.pipes:
+        return ("pipes", name)
+    return config.section_paths.get(name, ("resources", name))
 
 
 # -- building ---------------------------------------------------------------

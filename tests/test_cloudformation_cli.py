@@ -11,7 +11,7 @@ import yaml
 
 from .helpers import run_cli
 
-DATA = Path(__file__).parent / "data" / "cloudformation"
+DATA = Path(__file__).parent.parent / "examples" / "cloudformation"
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 

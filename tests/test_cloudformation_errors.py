@@ -261,3 +261,64 @@ def test_strict_makes_a_skipped_resource_an_error(tmp_path: Path) -> None:
         f"{template}:3:3: Resources.Role (AWS::IAM::Role) is skipped:"
         " permissions are not enforced locally"
     ]
+
+
+def test_what_is_folded_into_a_resource_with_a_problem_is_skipped_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    # A queue, a log group and a topic each with a bad property; an event
+    # source mapping, a metric filter and a subscription folded into them.
+    # Each bad property is one line (the topic's, read twice, too), and what
+    # refers to them adds no KeyError.
+    found = problems(
+        tmp_path,
+        """\
+        Resources:
+          Q: {Type: AWS::SQS::Queue, Properties: {VisibilityTimeout: abc}}
+          F: {Type: AWS::Lambda::Function, Properties: {Runtime: python3.12, Handler: app.h,
+              Code: {ZipFile: "def h(e, c): pass"}}}
+          M: {Type: AWS::Lambda::EventSourceMapping,
+              Properties: {EventSourceArn: !GetAtt Q.Arn, FunctionName: !Ref F}}
+          L: {Type: AWS::Logs::LogGroup, Properties: {RetentionInDays: forever}}
+          MF:
+            Type: AWS::Logs::MetricFilter
+            Properties:
+              LogGroupName: !Ref L
+              FilterPattern: ERROR
+              MetricTransformations: [{MetricName: E, MetricNamespace: N, MetricValue: "1"}]
+          T: {Type: AWS::SNS::Topic, Properties: {FifoTopic: maybe}}
+        """,
+    )
+    assert found == [
+        "template.yaml:2:43: Resources.Q.Properties.VisibilityTimeout: 'abc' is not a number",
+        "template.yaml:7:47: Resources.L.Properties.RetentionInDays: 'forever' is not a number",
+        "template.yaml:14:43: Resources.T.Properties.FifoTopic: 'maybe' is not true or false",
+    ]
+
+
+def test_a_sam_sqs_event_on_a_bad_queue_is_reported_by_the_command(tmp_path: Path) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text(
+        textwrap.dedent(
+            """\
+            Transform: AWS::Serverless-2016-10-31
+            Resources:
+              Q: {Type: AWS::SQS::Queue, Properties: {RedrivePolicy: 7}}
+              F:
+                Type: AWS::Serverless::Function
+                Properties:
+                  Runtime: python3.12
+                  Handler: app.handler
+                  InlineCode: "def handler(event, context): pass"
+                  Events:
+                    Queued: {Type: SQS, Properties: {Queue: !GetAtt Q.Arn}}
+            """
+        )
+    )
+    result = run_cli("import", str(template))
+    assert result.returncode == 1
+    assert "unexpected" not in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"{template}:3:43: Resources.Q.Properties.RedrivePolicy:"
+        " a redrive policy names its deadLetterTargetArn"
+    ]

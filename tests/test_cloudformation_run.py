@@ -21,7 +21,7 @@ import pytest
 from .apiclient import boto
 from .helpers import pipelines_command
 
-DATA = Path(__file__).parent / "data" / "cloudformation"
+DATA = Path(__file__).parent.parent / "examples" / "cloudformation"
 
 
 class Stack:
@@ -86,8 +86,10 @@ def _start(tmp_path: Path, example: str, *args: str) -> Stack:
 @pytest.fixture
 def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
     example, *args = request.param
-    # A one-time schedule a few seconds after the runner starts.
-    args = [arg.replace("SOON", _soon(4)) for arg in args]
+    # A one-time schedule after the runner has started: a start takes 5-10 s
+    # on a loaded machine, and an at() already past when the schedule is
+    # made never fires (the test then waited for nothing).
+    args = [arg.replace("SOON", _soon(20)) for arg in args]
     started = _start(tmp_path, example, *args)
     try:
         yield started
@@ -265,7 +267,7 @@ def test_a_step_functions_workflow_started_by_a_schedule(stack: Stack) -> None:
     scheduler = stack.client("scheduler")
     schedule = scheduler.get_schedule(Name="nightly", GroupName="reports")
     assert schedule["Target"]["Arn"].endswith(":stateMachine:nightly-report")
-    messages = _receive(stack.client("sqs"), "reports", seconds=30)
+    messages = _receive(stack.client("sqs"), "reports", seconds=60)
     body = json.loads(messages[0]["Body"])
     assert body["report"] == "daily" and body["rows"] == 3
     assert body["scheduled"].startswith(str(datetime.now(UTC).year))

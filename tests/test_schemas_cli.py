@@ -187,17 +187,11 @@ schemas:
     done = cli(env, "validate", str(config), code=1)
     lines = done.stdout.strip().splitlines() + done.stderr.strip().splitlines()
     assert (
-        f"{config}:9:13: resources.schemas.registries.shop.schemas.shop@OrderPlaced"
+        f"{config}:9:13: schemas.registries.shop.schemas.shop@OrderPlaced"
         ".content.required: not a valid JSONSchemaDraft4 schema: 'total' is not of type 'array'"
     ) in lines
-    assert (
-        f"{config}:13:7: resources.schemas.require[0].schema: is REGISTRY/SCHEMA, not 'shop'"
-        in lines
-    )
-    assert any(
-        line.startswith(f"{config}:17:7: resources.schemas.require[1].on_failure:")
-        for line in lines
-    )
+    assert f"{config}:13:7: schemas.require[0].schema: is REGISTRY/SCHEMA, not 'shop'" in lines
+    assert any(line.startswith(f"{config}:17:7: schemas.require[1].on_failure:") for line in lines)
 
 
 def test_validate_finds_discoverers_and_requirements_on_missing_buses(
@@ -216,10 +210,8 @@ schemas:
     done = cli(env, "validate", str(config), code=1)
     lines = done.stdout.strip().splitlines() + done.stderr.strip().splitlines()
     assert lines == [
-        f"{config}:3:25: resources.schemas.discoverers[1]: no bus 'nowhere'"
-        " (declare it under buses)",
-        f"{config}:5:8: resources.schemas.require[0].bus: no bus 'elsewhere'"
-        " (declare it under buses)",
+        f"{config}:3:25: schemas.discoverers[1]: no bus 'nowhere' (declare it under buses)",
+        f"{config}:5:8: schemas.require[0].bus: no bus 'elsewhere' (declare it under buses)",
     ]
 
 

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plugins.schemas.content import SchemaError, check_content, compile_validator, msgspec_type
+from plugins.schemas.discovery import shape_from
 from plugins.schemas.infer import (
     DRAFT4,
     OPENAPI,
@@ -109,6 +110,22 @@ def test_an_empty_array_has_object_items_as_aws_writes_them() -> None:
     schema = discovered([{**ORDER, "resources": []}], OPENAPI)
     event = schema["components"]["schemas"]["AWSEvent"]
     assert event["properties"]["resources"] == {"type": "array", "items": {"type": "object"}}
+
+
+def test_an_empty_array_adds_nothing_to_what_is_known_no_new_version() -> None:
+    # Two events of one structure, both with `resources: []`, and one whose
+    # `lines` is empty: an empty array says nothing of its items, so the
+    # schema stays the first event's (no version for an unchanged structure,
+    # `sku` and `count` still required of every line).
+    first = {**ORDER, "resources": []}
+    no_lines = {**first, "detail": {**ORDER["detail"], "lines": []}}
+    assert discovered([first, no_lines], OPENAPI) == discovered([first], OPENAPI)
+    assert discovered([no_lines, first], OPENAPI) == discovered([first], OPENAPI)
+    # Discovery after a restart goes on from the rendered schema read back.
+    restored = shape_from(discovered([first], OPENAPI))
+    assert render("shop.orders", "Order Placed", merge(restored, shape_of(no_lines)), OPENAPI) == (
+        discovered([first], OPENAPI)
+    )
 
 
 def test_names_as_aws_gives_them() -> None:

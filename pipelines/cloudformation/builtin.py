@@ -656,7 +656,7 @@ def _event_source_apply(context: ImportContext, resource: Resource) -> str:
     path = resource.at("EventSourceArn")
     function = context.resource(resource.get("FunctionName"), resource.at("FunctionName"))
     stream = context.resource(source, path)
-    body = context.section("resources")[stream]
+    body = context.resource_part(stream)
     kind = body.get("type")
     if kind == "queue":
         from pipelines.cloudformation.pipes import queue_mapping

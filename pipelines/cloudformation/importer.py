@@ -202,7 +202,11 @@ class _Stack:
         self.outputs: list[Output] = []
 
     def problem(self, path: tuple[str | int, ...], message: str) -> None:
-        self.problems.append(self.template.at(path, message))
+        found = self.template.at(path, message)
+        # A property read by a type's identity and again by its apply fails
+        # twice: one line for it.
+        if found not in self.problems:
+            self.problems.append(found)
 
     def run(self) -> list[Problem]:
         data = self.template.data

@@ -196,6 +196,16 @@ class ImportContext:
         found: dict[str, Any] = self.config.setdefault(name, {})
         return found
 
+    def resource_part(self, name: str) -> dict[str, Any]:
+        """The ``resources`` part another resource of the template became. A
+        resource with a problem or skipped became none, though a reference to
+        it still resolves: what is folded into it is skipped then (the reason
+        is at that resource's own line), never a KeyError."""
+        body = self.section("resources").get(name)
+        if not isinstance(body, dict):
+            raise Skip(f"{name!r} was not imported (see its own problem or row)")
+        return body
+
     def unique(self, section: str, name: str, resource: Resource) -> str:
         """``name`` if no part of ``section`` has it yet, else one made unique
         with the resource's logical id (two types may share a physical name)."""

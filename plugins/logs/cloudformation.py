@@ -66,7 +66,7 @@ def _apply(context: ImportContext, resource: Resource) -> str:
 
 def _owner(context: ImportContext, resource: Resource) -> tuple[str, dict[str, Any]]:
     name = context.resource(resource.get("LogGroupName"), resource.at("LogGroupName"))
-    body = context.section("resources")[name]
+    body = context.resource_part(name)
     if body.get("type") != "log_group":
         raise TemplateError(resource.at("LogGroupName"), f"{name!r} is not a log group")
     return name, body

@@ -88,6 +88,15 @@ def merge(old: Shape, new: Shape) -> Shape:
     if not new or old.get("type") != new.get("type"):
         return old
     if old.get("type") == "object":
+        # An object of unknown keys (an empty array's items, or read back so
+        # from a rendered schema) says nothing: the other shape stands as it
+        # is, its `required` kept. Merged as an object without keys, two
+        # empty arrays would become a component and drop every `required`:
+        # a new version for events of an unchanged structure.
+        if "properties" not in new:
+            return old
+        if "properties" not in old:
+            return new
         properties = dict(old.get("properties", {}))
         for key, shape in new.get("properties", {}).items():
             properties[key] = merge(properties[key], shape) if key in properties else shape

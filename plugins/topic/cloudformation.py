@@ -88,7 +88,7 @@ def _apply(context: ImportContext, resource: Resource) -> str:
 
 def _subscription_apply(context: ImportContext, resource: Resource) -> str:
     topic = context.resource(resource.get("TopicArn"), resource.at("TopicArn"))
-    body = context.section("resources")[topic]
+    body = context.resource_part(topic)
     if body.get("type") != "topic":
         raise TemplateError(resource.at("TopicArn"), f"{topic!r} is not a topic")
     sub_id = str(resource.metadata.get("id") or resource.logical_id)
