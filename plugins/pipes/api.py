@@ -484,11 +484,20 @@ async def list_pipes(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     return {"Pipes": shown, **({"NextToken": token} if token else {})}
 
 
+#: What StartPipe and StopPipe answer as the current state, as AWS does: the
+#: transition under way (DescribePipe shows where it ended).
+_TRANSITIONS = {"RUNNING": "STARTING", "STOPPED": "STOPPING"}
+
+
 async def _set_state(call: Call, name: str, state: str) -> dict[str, Any]:
     store = await _store(call)
     pipe = _pipe(call, name)
+    before = pipe.current_state
     await pipe.set_desired(state)
-    return await _summary(store, pipe)
+    answer = await _summary(store, pipe)
+    if before != state:
+        answer["CurrentState"] = _TRANSITIONS[state]
+    return answer
 
 
 @pipes.operation()
