@@ -17,6 +17,7 @@ from pipelines.config import build_runtime, load_config
 from pipelines.http.ratelimit import TokenBucket
 from pipelines.metrics import MetricStore
 from pipelines.runtime import Runtime
+from plugins.http.destination import _compiled, burst
 
 from .httpserver import Answer, ScriptedServer
 from .recorder import Recorder, plugin_manager
@@ -309,6 +310,39 @@ def test_a_burst_lets_that_many_through_at_once() -> None:
     clock = ManualClock()
     bucket = TokenBucket(10, clock, burst=5)
     assert [bucket.reserve() for _ in range(6)] == [0, 0, 0, 0, 0, pytest.approx(0.1, abs=1e-5)]
+
+
+def test_a_destination_s_rate_limit_lets_one_millisecond_of_requests_go_at_once() -> None:
+    # Up to 1000/s every request has its slot (the rate to the request);
+    # faster, a millisecond's worth goes at once, and the rate still holds.
+    assert [burst(rate) for rate in (1, 50, 300, 1000)] == [1.0, 1.0, 1.0, 1.0]
+    assert burst(5000) == 5.0 and burst(10_000) == 10.0
+    clock = ManualClock()
+    bucket = TokenBucket(10_000, clock, burst=burst(10_000))
+    waits = [bucket.reserve() for _ in range(10_010)]
+    assert waits[:10] == [0.0] * 10 and waits[10] > 0
+    # 10,010 requests at once: the last goes 1 s after the first ten (to
+    # the float rounding of 10,000 slots added to an epoch time).
+    assert waits[-1] == pytest.approx(1.0, rel=0.005)
+
+
+def test_path_values_are_one_segment_each_whether_constant_or_read() -> None:
+    endpoint = "http://h/a/*/b/*/c/*"
+    given = {
+        "path_parameter_values": ["x y", "$.detail.id", "$.detail.missing"],
+        "header_parameters": {"x-c": "constant\r\nline", "x-r": "$.detail.id"},
+        "query_string_parameters": {"q": "$.detail.n", "k": "v"},
+    }
+    compiled = _compiled(endpoint, given)
+    event = {"detail": {"id": "A/1~ok", "n": 3}}
+    assert compiled.url_for(event) == "http://h/a/x%20y/b/A%2F1~ok/c/"
+    assert compiled.headers["x-c"] == "constant  line"  # no line break reaches a header
+    assert compiled.headers["User-Agent"] == "Amazon/EventBridge/ApiDestinations"
+    assert [name for name, _ in compiled.read_headers] == ["x-r"]
+    assert dict(compiled.query) == {"k": "v"}
+    assert compiled.read_query[0][1](event) == "3"  # a number is sent as its JSON
+    # No parameters: the endpoint as it is.
+    assert _compiled("http://h/fixed", {}).url_for(event) == "http://h/fixed"
 
 
 async def test_answers_are_counted_by_status_code_per_destination(

@@ -11,6 +11,7 @@ raises ``RequestFailed``; any answer, whatever its status, is a ``Sent``.
 from __future__ import annotations
 
 import email.utils
+import functools
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,10 +62,27 @@ class Tls:
     def context(self) -> ssl.SSLContext | bool:
         if not self.verify:
             return False
-        context = ssl.create_default_context()
-        if self.ca_file is not None:
-            context.load_verify_locations(cafile=str(self.ca_file))
+        if self.ca_file is None:
+            return _default_context()
+        context = ssl.create_default_context()  # its own: a private authority is added
+        context.load_verify_locations(cafile=str(self.ca_file))
         return context
+
+
+@functools.cache
+def _default_context() -> ssl.SSLContext:
+    """The system's authorities, loaded once a process: loading them takes
+    a quarter of a second (the loop stands still meanwhile), and a context
+    is only read once made, so every client verifying with them shares it."""
+    return ssl.create_default_context()
+
+
+#: Headers aiohttp would add: a request that names no User-Agent sends none.
+_NO_USER_AGENT = ("User-Agent",)
+
+
+def _names_user_agent(headers: Mapping[str, str]) -> bool:
+    return "User-Agent" in headers or any(name.lower() == "user-agent" for name in headers)
 
 
 class HttpClient:
@@ -94,8 +112,6 @@ class HttpClient:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
-                # Headers go out as the destination's settings give them.
-                skip_auto_headers=("User-Agent",),
                 auto_decompress=True,
             )
 
@@ -127,6 +143,12 @@ class HttpClient:
                 params=params or None,
                 data=body,
                 allow_redirects=False,
+                # Headers go out as the destination's settings give them: no
+                # aiohttp User-Agent. Asked per request, only when none is
+                # given, since skipping costs aiohttp a header copy a request.
+                skip_auto_headers=(
+                    None if headers is not None and _names_user_agent(headers) else _NO_USER_AGENT
+                ),
             ) as response:
                 kept = await _start_of(response, self.body_kept)
                 # aiohttp's headers: read case-insensitively, kept as they are.

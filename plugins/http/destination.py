@@ -33,6 +33,7 @@ counted by status code in the metric store (``Pipelines/ApiDestinations``,
 from __future__ import annotations
 
 import logging
+import re
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -68,6 +69,12 @@ log = logging.getLogger("pipelines.http")
 HTTP_METHODS = ("POST", "GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE")
 DEFAULT_RATE = 300
 MAX_RATE = 10_000
+#: The rate limit lets this many seconds' worth of requests go at once: one
+#: request up to 1000/s (exactly spaced, as before), 10 at 10,000/s. Workers
+#: finishing in the same loop turn ask together; spaced 0.1 ms apart, all but
+#: the first would each sleep on a timer of its own although the destination
+#: is far below its rate. Over any second the rate still holds; excess waits.
+BURST_SECONDS = 0.001
 METRICS_NAMESPACE = "Pipelines/ApiDestinations"
 #: The headers EventBridge sends every API destination.
 EVENTBRIDGE_HEADERS = {
@@ -120,6 +127,11 @@ DESTINATION_TABLE = Settings(
     },
     required=("endpoint", "connection"),
 )
+
+
+def burst(rate: float) -> float:
+    """How many requests the rate limit lets through at once (``BURST_SECONDS``)."""
+    return max(1.0, rate * BURST_SECONDS)
 
 
 #: Names the ids in ARNs (see ``_arn``).
@@ -261,13 +273,14 @@ def parse_destination(where: Where, config: Mapping[str, Any]) -> DestinationSet
     )
 
 
-#: A rule target's value: a constant, or read from the event at each delivery.
+#: A rule target's value read from the event at each delivery (None: absent).
 Value = Callable[[Mapping[str, Any]], str | None]
 
 
-def _value(text: str) -> Value:
+def _value(text: str) -> Value | str:
+    """A constant as it is; a ``$`` path as the function reading it."""
     if not text.startswith("$"):
-        return lambda event: text
+        return text
     read = compile_lookup(Where("http_parameters"), text)
 
     def dynamic(event: Mapping[str, Any]) -> str | None:
@@ -279,24 +292,93 @@ def _value(text: str) -> Value:
     return dynamic
 
 
+#: A path value that needs no quoting (most ids): ``quote`` costs as much as the body's JSON.
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _quoted(value: str | None) -> str:
+    if value is None:
+        return ""
+    return value if _UNRESERVED.fullmatch(value) else urllib.parse.quote(value, safe="")
+
+
 @dataclass(frozen=True, slots=True)
 class _Parameters:
-    """A rule target's ``http_parameters``, compiled once per declaration."""
+    """A rule target's ``http_parameters`` over its destination's endpoint,
+    compiled once per declaration. What is constant is done here (the URL
+    filled with the constant path values, EventBridge's headers merged with
+    the constant ones); a delivery only reads its event's values."""
 
-    path: tuple[Value, ...]
-    headers: tuple[tuple[str, Value], ...]
-    query: tuple[tuple[str, Value], ...]
+    #: The URL up to its first path value read from the event.
+    url: str
+    #: Each path value read from the event, and the URL's text after it.
+    path: tuple[tuple[Value, str], ...]
+    headers: Mapping[str, str]
+    read_headers: tuple[tuple[str, Value], ...]
+    query: Mapping[str, str]
+    read_query: tuple[tuple[str, Value], ...]
+
+    def url_for(self, event: Mapping[str, Any]) -> str:
+        if not self.path:
+            return self.url
+        return self.url + "".join(_quoted(value(event)) + after for value, after in self.path)
 
 
-def _compiled(given: Mapping[str, Any]) -> _Parameters:
+def _compiled(endpoint: str, given: Mapping[str, Any]) -> _Parameters:
+    parts = endpoint.split("*")
+    values = [_value(v) for v in given.get("path_parameter_values", [])]
+    # Texts and readers in order; consecutive texts are joined below.
+    pieces: list[str | Value] = [parts[0]]
+    for value, after in zip(values, parts[1:], strict=False):
+        pieces += [_quoted(value) if isinstance(value, str) else value, after]
+    if len(parts) > len(values) + 1:  # fewer values than '*' (accept refuses it): left as '*'
+        pieces.append("*" + "*".join(parts[len(values) + 1 :]))
+    url = ""
+    path: list[tuple[Value, str]] = []
+    for piece in pieces:
+        if not isinstance(piece, str):
+            path.append((piece, ""))
+        elif path:
+            path[-1] = (path[-1][0], path[-1][1] + piece)
+        else:
+            url += piece
+    headers, read_headers = _split(given.get("header_parameters"))
+    query, read_query = _split(given.get("query_string_parameters"))
     return _Parameters(
-        tuple(_value(v) for v in given.get("path_parameter_values", [])),
-        tuple((k, _value(v)) for k, v in (given.get("header_parameters") or {}).items()),
-        tuple((k, _value(v)) for k, v in (given.get("query_string_parameters") or {}).items()),
+        url,
+        tuple(path),
+        {**EVENTBRIDGE_HEADERS, **{k: header_safe(v) for k, v in headers.items()}},
+        read_headers,
+        query,
+        read_query,
     )
 
 
-_NO_PARAMETERS = _Parameters((), (), ())
+def _split(
+    given: Mapping[str, str] | None,
+) -> tuple[dict[str, str], tuple[tuple[str, Value], ...]]:
+    """Constant parameters, and those read from the event."""
+    constant: dict[str, str] = {}
+    read: list[tuple[str, Value]] = []
+    for key, text in (given or {}).items():
+        value = _value(text)
+        if isinstance(value, str):
+            constant[key] = value
+        else:
+            read.append((key, value))
+    return constant, tuple(read)
+
+
+def _body(payload: Any) -> bytes:
+    """``payload_text(payload).encode()``, without a JSON object's round
+    trip through ``str``."""
+    if isinstance(payload, str):
+        return payload_text(payload).encode()
+    return dump_json(payload)
+
+
+#: What a target without ``http_parameters`` is compiled from.
+_NO_PARAMETERS: Mapping[str, Any] = {}
 
 
 class ApiDestinationTarget(Target):
@@ -348,7 +430,7 @@ class ApiDestinationTarget(Target):
         )
         await self._client.start()
         self._fetch = TokenFetcher(self._client)
-        self._bucket = TokenBucket(settings.rate, services.clock)
+        self._bucket = TokenBucket(settings.rate, services.clock, burst=burst(settings.rate))
         if isinstance(settings.connection, ConnectionSettings):
             self._inline = Authorization(settings.connection, services.clock)
         else:
@@ -388,14 +470,12 @@ class ApiDestinationTarget(Target):
         return found.authorization
 
     def _compiled(self, extra: Mapping[str, Any]) -> _Parameters:
-        given = extra.get("http_parameters")
-        if not given:
-            return _NO_PARAMETERS
+        given = extra.get("http_parameters") or _NO_PARAMETERS
         cached = self._parameters.get(id(given))
         if cached is None or cached[0] is not given:
             if len(self._parameters) > 1000:  # rules replaced many times: start afresh
                 self._parameters.clear()
-            cached = (given, _compiled(given))
+            cached = (given, _compiled(self.settings.endpoint, given))
             self._parameters[id(given)] = cached
         return cached[1]
 
@@ -426,19 +506,17 @@ class ApiDestinationTarget(Target):
     def _request(self, payload: Any, context: DeliveryContext) -> Request:
         parameters = self._compiled(context.extra)
         event = context.event
-        url = self.settings.endpoint
-        for value in parameters.path:
-            url = url.replace("*", urllib.parse.quote(value(event) or "", safe=""), 1)
-        headers = dict(EVENTBRIDGE_HEADERS)
-        for name, value in parameters.headers:
+        headers = dict(parameters.headers)
+        for name, value in parameters.read_headers:
             found = value(event)
             if found is not None:
                 headers[name] = header_safe(found)
-        query = {}
-        for name, value in parameters.query:
+        query = dict(parameters.query)
+        for name, value in parameters.read_query:
             found = value(event)
             if found is not None:
                 query[name] = found
+        url = parameters.url_for(event)
         return Request(self.settings.http_method, url, headers, query, payload)
 
     async def _send(
@@ -448,7 +526,7 @@ class ApiDestinationTarget(Target):
         await authorization.apply(request, self._fetch)
         body = None
         if request.method not in ("GET", "HEAD"):
-            body = payload_text(request.body).encode()
+            body = _body(request.body)
         try:
             return await client.send(
                 request.method,
