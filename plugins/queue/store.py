@@ -60,7 +60,7 @@ import orjson
 from pipelines.clock import Clock, sleep
 from pipelines.errors import QueueError, StateError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
-from pipelines.store import Queries, Row, Step, Store, Upkeep
+from pipelines.store import Dialect, Queries, Row, Step, Store, Upkeep
 
 log = logging.getLogger("plugins.queue")
 
@@ -401,8 +401,14 @@ class SendEntry:
 class SendResult:
     id: str
     message_id: str
-    md5_of_body: str
+    #: The body sent: its MD5 (``md5_of_body``) is made when asked for, by
+    #: the API's answer, not for every message a target or a pipe sends.
+    body: str = field(repr=False)
     sequence_number: str | None = None
+
+    @property
+    def md5_of_body(self) -> str:
+        return _md5(self.body)
 
     def to_json(self) -> dict[str, Any]:
         data = {"Id": self.id, "MessageId": self.message_id, "MD5OfMessageBody": self.md5_of_body}
@@ -429,15 +435,64 @@ class BatchError:
         }
 
 
-@dataclass(frozen=True, slots=True)
 class Message:
-    """A received message, with SQS's system attributes."""
+    """A received message, with SQS's system attributes.
 
-    message_id: str
-    receipt_handle: str
-    body: str
-    attributes: dict[str, str]
-    message_attributes: dict[str, dict[str, str]]
+    A receive makes ten of these per call: their ``attributes`` (SQS's
+    system attributes) and ``message_attributes`` (stored as JSON) are made
+    from the row when first read, not for a consumer that never reads them."""
+
+    __slots__ = (
+        "_attributes",
+        "_message_attributes",
+        "_row",
+        "body",
+        "message_id",
+        "receipt_handle",
+    )
+
+    def __init__(
+        self,
+        message_id: str,
+        receipt_handle: str,
+        body: str,
+        attributes: dict[str, str],
+        message_attributes: dict[str, dict[str, str]],
+    ) -> None:
+        self.message_id = message_id
+        self.receipt_handle = receipt_handle
+        self.body = body
+        self._attributes: dict[str, str] | None = attributes
+        self._message_attributes: dict[str, dict[str, str]] | bytes | None = message_attributes
+        self._row: tuple[Any, ...] = ()
+
+    @classmethod
+    def received(cls, row: Row, receipt_handle: str, fifo: bool) -> Message:
+        """The message of a claimed row (``_RETURNED``'s columns), as received
+        with ``receipt_handle``; its attributes made when first read."""
+        message = cls.__new__(cls)
+        message.message_id = row[2]
+        message.receipt_handle = receipt_handle
+        message.body = row[3]
+        message._attributes = None
+        message._message_attributes = row[4]  # JSON (bytes), or None for none
+        message._row = (*row, fifo)
+        return message
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        if self._attributes is None:
+            self._attributes = _system_attributes(self._row)
+        return self._attributes
+
+    @property
+    def message_attributes(self) -> dict[str, dict[str, str]]:
+        found = self._message_attributes
+        if found is None:
+            found = self._message_attributes = {}
+        elif not isinstance(found, dict):
+            found = self._message_attributes = orjson.loads(found) if found else {}
+        return found
 
     @property
     def md5_of_body(self) -> str:
@@ -458,6 +513,48 @@ class Message:
         if self.message_attributes:
             data["MessageAttributes"] = self.message_attributes
         return data
+
+    def _values(self) -> tuple[Any, ...]:
+        return (
+            self.message_id,
+            self.receipt_handle,
+            self.body,
+            self.attributes,
+            self.message_attributes,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable attributes, as the dataclass was
+
+    def __repr__(self) -> str:
+        return (
+            f"Message(message_id={self.message_id!r}, receipt_handle={self.receipt_handle!r},"
+            f" body={self.body!r}, attributes={self.attributes!r},"
+            f" message_attributes={self.message_attributes!r})"
+        )
+
+
+def _system_attributes(row: tuple[Any, ...]) -> dict[str, str]:
+    """SQS's system attributes of a claimed row (``_RETURNED``'s columns,
+    then whether its queue is FIFO)."""
+    _, seq, _, _, _, sent, receives, first, group, dedup, source, fifo = row
+    system = {
+        "SenderId": "pipelines",
+        "SentTimestamp": _ms(sent),
+        "ApproximateReceiveCount": str(receives),
+        "ApproximateFirstReceiveTimestamp": _ms(first),
+    }
+    if source is not None:
+        system["DeadLetterQueueSourceArn"] = queue_arn(source)
+    if fifo:
+        system["MessageGroupId"] = group
+        system["MessageDeduplicationId"] = dedup
+        system["SequenceNumber"] = f"{seq:020d}"
+    return system
 
 
 def message_attribute(value: Any) -> dict[str, str]:
@@ -488,13 +585,24 @@ def _check_attributes(attributes: Mapping[str, Any]) -> tuple[bytes | None, int]
     checked: dict[str, dict[str, str]] = {}
     size = 0
     for name, given in attributes.items():
-        if isinstance(given, Mapping):
-            value, value_size = _checked_shape(name, given)
-        else:
+        kind = type(given)
+        if kind is int and -_BIG_INT < given < _BIG_INT:
+            # The common plain value, inline: a send checks every message's.
+            text = repr(given)
+            value: dict[str, str] = {"DataType": "Number", "StringValue": text}
+            value_size = 6 + len(text)
+        elif kind is not dict and not isinstance(given, Mapping):
             value, value_size = _checked_plain(name, given)
+        else:
+            value, value_size = _checked_shape(name, given)
         checked[name] = value
-        size += _utf8_size(name) + value_size
+        size += (len(name) if name.isascii() else len(name.encode())) + value_size
     return orjson.dumps(checked), size
+
+
+#: An int of fewer digits than this one's is a finite float: a Number attribute
+#: with no need to parse it again.
+_BIG_INT = 10**300
 
 
 def _utf8_size(text: str) -> int:
@@ -627,11 +735,24 @@ def _receipt(seq: int, token: str) -> str:
 
 
 def _parse_receipt(handle: object) -> tuple[int, str]:
+    parsed = _receipt_parts(handle)
+    if parsed is None:
+        raise _invalid_receipt(handle)
+    return parsed
+
+
+def _receipt_parts(handle: object) -> tuple[int, str] | None:
+    """A receipt handle's seq and token; None for a malformed one (no
+    exception: a DeleteMessageBatch reads ten)."""
     if isinstance(handle, str):
         seq, dot, token = handle.partition(".")
         if dot and seq.isdigit() and token:
             return int(seq), token
-    raise QueueError(
+    return None
+
+
+def _invalid_receipt(handle: object) -> QueueError:
+    return QueueError(
         "ReceiptHandleIsInvalid",
         f'The input receipt handle "{handle}" is not a valid receipt handle.',
     )
@@ -822,10 +943,11 @@ class _Queue:
     attributes: QueueAttributes
     #: When they were read (``time.monotonic``): see ``ATTRIBUTES_AGE``.
     read: float = field(default_factory=time.monotonic)
+    #: Whether it is a FIFO queue (by its name; a field, read several times a call).
+    fifo: bool = field(init=False)
 
-    @property
-    def fifo(self) -> bool:
-        return self.name.endswith(FIFO_SUFFIX)
+    def __post_init__(self) -> None:
+        self.fifo = self.name.endswith(FIFO_SUFFIX)
 
 
 class QueueStore(Store):
@@ -1290,7 +1412,9 @@ class QueueStore(Store):
         body = entry.body
         if not isinstance(body, str) or not body:
             raise QueueError("MissingParameter", "the message body must be a non-empty string")
-        bad = _INVALID_BODY.search(body)
+        # Printable ASCII (most bodies: JSON) holds none of the characters SQS
+        # refuses, known in two passes of C; anything else is searched.
+        bad = None if body.isascii() and body.isprintable() else _INVALID_BODY.search(body)
         if bad:
             raise QueueError(
                 "InvalidMessageContents",
@@ -1383,12 +1507,12 @@ class QueueStore(Store):
         if self._json_batches:
             # PostgreSQL runs a statement awaited at once in this task (a task
             # to overlap with would cost more than making the results).
-            results = [SendResult(entry.id, row[1], _md5(entry.body)) for entry, row in rows]
+            results = [SendResult(entry.id, row[1], entry.body) for entry, row in rows]
             await self.grouped(insert, flat)
         else:
             stored = self.share(insert, flat)
             # Made while SQLite's thread stores them (told only once it has).
-            results = [SendResult(entry.id, row[1], _md5(entry.body)) for entry, row in rows]
+            results = [SendResult(entry.id, row[1], entry.body) for entry, row in rows]
             await stored
         self._wake(queue.name, len(rows))
         return results
@@ -1431,7 +1555,7 @@ class QueueStore(Store):
                         ),
                         (queue.name, dedup_id, now + DEDUP_WINDOW, message_id, seq),
                     )
-                results.append(SendResult(entry.id, message_id, _md5(entry.body), f"{seq:020d}"))
+                results.append(SendResult(entry.id, message_id, entry.body, f"{seq:020d}"))
             if stored and self._notify is not None:
                 await db.execute(self._notify, self._announcement(queue.name, stored))
         if stored:
@@ -1585,40 +1709,8 @@ class QueueStore(Store):
         max_receives = 1 << 62
         if redrive is not None:
             dead_letter, max_receives = redrive.dead_letter_queue, redrive.max_receive_count
-        # PostgreSQL plans by statistics, which a queue's churn leaves stale (a
-        # queue filled since the last ANALYZE has an empty table's): it then
-        # reads the candidates through the sent index and sorts them all, a
-        # hundred times the work of the visibility index's first rows. With
-        # the unary plus, the sent index cannot serve the term and the claim
-        # stays on the visibility index. (SQLite picks that one by itself for
-        # a standard queue, and its FIFO claims do better by the sent index.)
-        sent = "+sent" if self.dialect.name == "postgresql" else "sent"
-        # The limit (1 to 10) is written into the statement, not bound: with
-        # ``LIMIT $n`` PostgreSQL's generic plan of the prepared claim must
-        # guess how many rows it takes, and it guesses a hash join over the
-        # whole table; so it planned every claim anew (as long as the rest
-        # of the claim takes to run). With the number, the generic plan is
-        # the custom one, made once per connection.
-        candidates = (
-            "SELECT seq FROM queue_messages m WHERE queue = :queue AND visible <= :now"
-            f" AND {sent} >= :expiry"
-        )
-        if queue.fifo:
-            # A group is blocked while one of its messages is in flight, or an
-            # earlier one is not yet visible: its order holds.
-            candidates += (
-                " AND NOT EXISTS (SELECT 1 FROM queue_messages x INDEXED BY queue_messages_group"
-                " WHERE x.queue = :queue"
-                " AND x.group_id = m.group_id AND x.visible > :now"
-                f" AND (x.receives > 0 OR x.seq < m.seq)) ORDER BY seq LIMIT {int(limit)}"
-            )
-        else:
-            candidates += f" ORDER BY visible, seq LIMIT {int(limit)}"
-        # Rows another runner's claim holds are passed over, not waited for
-        # (PostgreSQL; SQLite's write lock lets one claim run at a time).
-        candidates += self.dialect.skip_locked
         claim = Step(
-            _claim_sql(candidates, redrive is not None),
+            _claim_sql(self.dialect, queue.fifo, limit, redrive is not None),
             {
                 "queue": queue.name,
                 "now": now,
@@ -1652,26 +1744,7 @@ class QueueStore(Store):
         return messages
 
     def _message(self, queue: _Queue, row: Row, token: str) -> Message:
-        _, seq, message_id, body, attributes, sent, receives, first, group, dedup, source = row
-        system = {
-            "SenderId": "pipelines",
-            "SentTimestamp": _ms(sent),
-            "ApproximateReceiveCount": str(receives),
-            "ApproximateFirstReceiveTimestamp": _ms(first),
-        }
-        if source is not None:
-            system["DeadLetterQueueSourceArn"] = queue_arn(source)
-        if queue.fifo:
-            system["MessageGroupId"] = group
-            system["MessageDeduplicationId"] = dedup
-            system["SequenceNumber"] = f"{seq:020d}"
-        return Message(
-            message_id,
-            _receipt(seq, token),
-            body,
-            system,
-            orjson.loads(attributes) if attributes else {},
-        )
+        return Message.received(row, _receipt(row[1], token), queue.fifo)
 
     async def _next_visible(self, queue: _Queue, now: float) -> float | None:
         rows = await self.grouped(
@@ -1699,27 +1772,20 @@ class QueueStore(Store):
         deleted: list[str] = []
         failed: list[BatchError] = []
         for entry_id, handle in entries:
-            try:
-                handles.append(_parse_receipt(handle))
-            except QueueError as exc:
-                failed.append(BatchError(entry_id, exc.code, exc.message))
+            parsed = _receipt_parts(handle)
+            if parsed is None:
+                error = _invalid_receipt(handle)
+                failed.append(BatchError(entry_id, error.code, error.message))
             else:
+                handles.append(parsed)
                 deleted.append(entry_id)
         if not handles:
             return deleted, failed
-        marks = self.dialect.marks(len(handles))
-        receipts = " ".join(["WHEN ? THEN ?"] * len(handles))
-        # Rows looked up by seq (the primary key), not by the queue's index.
-        deleting = (
-            f"DELETE FROM queue_messages WHERE seq IN ({marks})"
-            f" AND {self.dialect.unindexed('queue')} = ?"
-            f" AND receipt = CASE seq {receipts} END"
-        )
-        parameters = [
-            *(seq for seq, _ in handles),
-            queue.name,
-            *(value for pair in handles for value in pair),
-        ]
+        deleting = _deleting(self.dialect, len(handles))
+        parameters: list[int | str] = [seq for seq, _ in handles]
+        parameters.append(queue.name)
+        for pair in handles:
+            parameters += pair
         if not queue.fifo:
             # On a standard queue an old handle is accepted and deletes nothing:
             # no row to return, no answer to wait for but the commit.
@@ -1875,8 +1941,9 @@ _RETURNED = (
 
 
 @functools.cache
-def _claim_sql(candidates: str, redrive: bool) -> str:
-    """The claim of ``candidates``, in one statement.
+def _claim_sql(dialect: Dialect, fifo: bool, limit: int, redrive: bool) -> str:
+    """The claim of up to ``limit`` messages of a queue, in one statement
+    (made once per kind of queue and limit: a receive only binds it).
 
     With a redrive policy, a candidate received too often moves to the
     dead-letter queue instead (SQS's redrive), the others are claimed with a
@@ -1885,6 +1952,38 @@ def _claim_sql(candidates: str, redrive: bool) -> str:
     ``queue`` nor ``sent``, so SQLite rewrites only the visibility index's
     entry of each claimed message, not every index holding those columns,
     and the counting trigger on moves does not run."""
+    # PostgreSQL plans by statistics, which a queue's churn leaves stale (a
+    # queue filled since the last ANALYZE has an empty table's): it then
+    # reads the candidates through the sent index and sorts them all, a
+    # hundred times the work of the visibility index's first rows. With
+    # the unary plus, the sent index cannot serve the term and the claim
+    # stays on the visibility index. (SQLite picks that one by itself for
+    # a standard queue, and its FIFO claims do better by the sent index.)
+    sent = "+sent" if dialect.name == "postgresql" else "sent"
+    # The limit (1 to 10) is written into the statement, not bound: with
+    # ``LIMIT $n`` PostgreSQL's generic plan of the prepared claim must
+    # guess how many rows it takes, and it guesses a hash join over the
+    # whole table; so it planned every claim anew (as long as the rest
+    # of the claim takes to run). With the number, the generic plan is
+    # the custom one, made once per connection.
+    candidates = (
+        "SELECT seq FROM queue_messages m WHERE queue = :queue AND visible <= :now"
+        f" AND {sent} >= :expiry"
+    )
+    if fifo:
+        # A group is blocked while one of its messages is in flight, or an
+        # earlier one is not yet visible: its order holds.
+        candidates += (
+            " AND NOT EXISTS (SELECT 1 FROM queue_messages x INDEXED BY queue_messages_group"
+            " WHERE x.queue = :queue"
+            " AND x.group_id = m.group_id AND x.visible > :now"
+            f" AND (x.receives > 0 OR x.seq < m.seq)) ORDER BY seq LIMIT {int(limit)}"
+        )
+    else:
+        candidates += f" ORDER BY visible, seq LIMIT {int(limit)}"
+    # Rows another runner's claim holds are passed over, not waited for
+    # (PostgreSQL; SQLite's write lock lets one claim run at a time).
+    candidates += dialect.skip_locked
     if not redrive:
         return (
             "UPDATE queue_messages SET visible = :until, receipt = :token,"
@@ -1908,6 +2007,20 @@ def _claim_sql(candidates: str, redrive: bool) -> str:
     )
 
 
+@functools.cache
+def _deleting(dialect: Dialect, count: int) -> str:
+    """DeleteMessageBatch's statement for ``count`` handles: the seqs, the
+    queue, then (seq, receipt token) pairs."""
+    marks = dialect.marks(count)
+    receipts = " ".join(["WHEN ? THEN ?"] * count)
+    # Rows looked up by seq (the primary key), not by the queue's index.
+    return (
+        f"DELETE FROM queue_messages WHERE seq IN ({marks})"
+        f" AND {dialect.unindexed('queue')} = ?"
+        f" AND receipt = CASE seq {receipts} END"
+    )
+
+
 def _md5(body: str) -> str:
     return hashlib.md5(body.encode()).hexdigest()
 
@@ -1917,6 +2030,25 @@ def queue_arn(name: str) -> str:
 
 
 def _check_batch(ids: Sequence[str]) -> None:
+    """Batch entry ids as SQS takes them: 1 to 10, distinct, each of 1 to 80
+    letters, digits, '-' or '_'. Clients number their entries the same way
+    batch after batch, so ids found good are remembered (a few hundred
+    sets): most batches are checked by one lookup."""
+    key = tuple(ids)
+    with contextlib.suppress(TypeError):  # an id that is no string: _check_ids names it
+        if key in _GOOD_BATCHES:
+            return
+    _check_ids(ids)
+    if len(_GOOD_BATCHES) >= 512:
+        _GOOD_BATCHES.clear()
+    _GOOD_BATCHES.add(key)
+
+
+#: Sets of batch entry ids found good (``_check_batch``).
+_GOOD_BATCHES: set[tuple[str, ...]] = set()
+
+
+def _check_ids(ids: Sequence[str]) -> None:
     if not ids:
         raise QueueError("EmptyBatchRequest", "the batch has no entries")
     if len(ids) > MAX_BATCH:
