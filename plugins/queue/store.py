@@ -1414,14 +1414,15 @@ class QueueStore(Store):
             raise QueueError("MissingParameter", "the message body must be a non-empty string")
         # Printable ASCII (most bodies: JSON) holds none of the characters SQS
         # refuses, known in two passes of C; anything else is searched.
-        bad = None if body.isascii() and body.isprintable() else _INVALID_BODY.search(body)
+        is_ascii = body.isascii()
+        bad = None if is_ascii and body.isprintable() else _INVALID_BODY.search(body)
         if bad:
             raise QueueError(
                 "InvalidMessageContents",
                 f"the body holds the character U+{ord(bad.group()):04X}, which SQS does not allow",
             )
         encoded, attributes_size = _check_attributes(entry.attributes)
-        size = _utf8_size(body) + attributes_size
+        size = (len(body) if is_ascii else len(body.encode())) + attributes_size
         limit = queue.attributes.maximum_message_size
         if size > limit:
             # SQS's words (recorded): body and attributes together, over the queue's limit.
@@ -1430,6 +1431,16 @@ class QueueStore(Store):
                 f"One or more parameters are invalid. Reason: Message must be shorter than"
                 f" {limit} bytes.",
             )
+        if queue.fifo or entry.delay_seconds is not None or entry.deduplication_id is not None:
+            delay, dedup = self._delay_and_dedup(queue, entry)
+        else:  # a standard queue's message as most are sent: nothing more to check
+            delay, dedup = queue.attributes.delay_seconds, None
+        message_id = _message_id(_RANDOM.hex32())
+        row = (queue.name, message_id, body, encoded, now, now + delay, entry.group_id, dedup)
+        return row, size
+
+    def _delay_and_dedup(self, queue: _Queue, entry: SendEntry) -> tuple[int, str | None]:
+        """The entry's delay and deduplication id, checked against its queue's kind."""
         delay = queue.attributes.delay_seconds
         if entry.delay_seconds is not None:
             if queue.fifo:
@@ -1454,14 +1465,12 @@ class QueueStore(Store):
             if dedup is None:
                 if not queue.attributes.content_based_deduplication:
                     raise QueueError("InvalidParameterValue", NO_DEDUPLICATION)
-                dedup = hashlib.sha256(body.encode()).hexdigest()
+                dedup = hashlib.sha256(entry.body.encode()).hexdigest()
         elif dedup is not None:
             raise QueueError(
                 "InvalidParameterValue", "MessageDeduplicationId is only for FIFO queues"
             )
-        message_id = _message_id(_RANDOM.hex32())
-        row = (queue.name, message_id, body, encoded, now, now + delay, entry.group_id, dedup)
-        return row, size
+        return delay, dedup
 
     async def _insert(
         self, queue: _Queue, rows: list[tuple[SendEntry, tuple[Any, ...]]]
