@@ -25,7 +25,10 @@ transaction, in the order submitted, so several consumers make fewer,
 bigger commits. Each claim is still its own statement with its own receipt
 token: a later claim in the same transaction sees the earlier one's rows
 as in flight. A send checks and prepares each entry in one pass, and makes
-its results while its INSERT runs. In this process, a send wakes as many
+its results while its INSERT runs; what only SQS's answers show (a sent
+body's MD5, a received message's system and message attributes) is made
+when first read, not for every message. The statements of a claim and of
+a DeleteMessageBatch are made once per shape, and bound. In this process, a send wakes as many
 long polls as want its messages, and those are promised to them until they
 have looked, so the other polls wait instead of claiming nothing.
 GetQueueAttributes reads counts the writes keep (``queue_counts``: the
