@@ -529,11 +529,8 @@ class SQLiteConnection(Connection):
         jobs = self._jobs
         while True:
             taken = [jobs.get()]
-            while True:
-                try:
-                    taken.append(jobs.get_nowait())
-                except queue.Empty:
-                    break
+            while not jobs.empty():  # (this thread alone takes: no race)
+                taken.append(jobs.get_nowait())
             shared: list[_Job] = []
             for job in taken:
                 kind = job[0]
@@ -571,6 +568,10 @@ class SQLiteConnection(Connection):
         rolled back whole, and each statement goes again alone, so that a
         failing statement fails its own caller only; if it could not begin
         (the database stayed locked), every caller gets that error."""
+        if len(jobs) == 1:  # the usual trip when a store is not busy: no lists made
+            if not jobs[0][1].done():
+                self._share_one(db, jobs[0])
+            return
         jobs = [job for job in jobs if not job[1].done()]
         if not jobs:
             return
@@ -590,6 +591,19 @@ class SQLiteConnection(Connection):
             _post([self._alone(db, job[1], step) for job, step in zip(jobs, steps, strict=True)])
             return
         _post([(job[1], None, d.rows) for job, d in zip(jobs, done, strict=True)])
+
+    def _share_one(self, db: sqlite3.Connection, job: _Job) -> None:
+        """A shared statement that has its trip to itself (no transaction of
+        its own: autocommit); its caller answered with its rows."""
+        _, future, step = job
+        try:
+            trip = Trip([step], False)
+            if self.on_trip is not None:
+                self.on_trip(trip)
+            outcome: _Outcome = (future, None, _run_steps(db, trip.steps, False)[0].rows)
+        except BaseException as exc:
+            outcome = (future, exc, None)
+        _post([outcome])
 
     def _alone(self, db: sqlite3.Connection, future: asyncio.Future[Any], step: Step) -> _Outcome:
         try:
@@ -635,10 +649,11 @@ def _post(outcomes: list[_Outcome]) -> None:
     """From the connection's thread: settle ``outcomes``' futures on their
     event loop, with one wake-up of each loop (usually one loop)."""
     loop = outcomes[0][0].get_loop()
-    if any(outcome[0].get_loop() is not loop for outcome in outcomes):
-        for outcome in outcomes:
-            _post([outcome])
-        return
+    for outcome in outcomes:
+        if outcome[0].get_loop() is not loop:
+            for each in outcomes:
+                _post([each])
+            return
     with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
         loop.call_soon_threadsafe(_settle_all, outcomes)
 

@@ -228,6 +228,33 @@ async def test_message_limits(store: QueueStore) -> None:
     await store.send("q", "emoji \U0001f600 and tab\t are fine")
 
 
+async def test_the_common_send_is_checked_as_any_other(store: QueueStore) -> None:
+    # Printable ASCII bodies and plain int attributes take a shorter way
+    # through the checks: what they let through and refuse is the same.
+    await store.create_queue("q", {"maximum_message_size": 1024})
+    assert await code_of(store.send("q", "bell \x07")) == "InvalidMessageContents"
+    await store.send("q", "delete char \x7f is allowed", {"n": -12, "big": 10**299})
+    # An int too big for a float is not a Number, as before.
+    assert await code_of(store.send("q", "x", {"n": 10**400})) == "InvalidParameterValue"
+    # The size counts the int's digits: the name (1) + "Number" (6) + 291 digits.
+    await store.send("q", "x" * 726, {"n": 10**290})
+    assert await code_of(store.send("q", "x" * 727, {"n": 10**290})) == "InvalidParameterValue"
+    message, _ = await store.receive("q", 10)
+    assert message.message_attributes == {
+        "n": {"DataType": "Number", "StringValue": "-12"},
+        "big": {"DataType": "Number", "StringValue": str(10**299)},
+    }
+    assert message.attributes["ApproximateReceiveCount"] == "1"
+    assert message.md5_of_body == hashlib.md5(b"delete char \x7f is allowed").hexdigest()
+    # Ids found good once are still checked as a whole the next time.
+    entries = [SendEntry("x", id="a"), SendEntry("y", id="b")]
+    sent, _ = await store.send_batch("q", entries)
+    assert [r.md5_of_body for r in sent] == [hashlib.md5(b).hexdigest() for b in (b"x", b"y")]
+    await store.send_batch("q", entries)
+    entries.append(SendEntry("z", id="a"))
+    assert await code_of(store.send_batch("q", entries)) == "BatchEntryIdsNotDistinct"
+
+
 async def test_batches_fail_entry_by_entry(store: QueueStore) -> None:
     await store.create_queue("q")
     sent, failed = await store.send_batch(

@@ -25,7 +25,10 @@ transaction, in the order submitted, so several consumers make fewer,
 bigger commits. Each claim is still its own statement with its own receipt
 token: a later claim in the same transaction sees the earlier one's rows
 as in flight. A send checks and prepares each entry in one pass, and makes
-its results while its INSERT runs. In this process, a send wakes as many
+its results while its INSERT runs; what only SQS's answers show (a sent
+body's MD5, a received message's system and message attributes) is made
+when first read, not for every message. The statements of a claim and of
+a DeleteMessageBatch are made once per shape, and bound. In this process, a send wakes as many
 long polls as want its messages, and those are promised to them until they
 have looked, so the other polls wait instead of claiming nothing.
 GetQueueAttributes reads counts the writes keep (``queue_counts``: the
@@ -60,7 +63,7 @@ import orjson
 from pipelines.clock import Clock, sleep
 from pipelines.errors import QueueError, StateError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
-from pipelines.store import Queries, Row, Step, Store, Upkeep
+from pipelines.store import Dialect, Queries, Row, Step, Store, Upkeep
 
 log = logging.getLogger("plugins.queue")
 
@@ -401,8 +404,14 @@ class SendEntry:
 class SendResult:
     id: str
     message_id: str
-    md5_of_body: str
+    #: The body sent: its MD5 (``md5_of_body``) is made when asked for, by
+    #: the API's answer, not for every message a target or a pipe sends.
+    body: str = field(repr=False)
     sequence_number: str | None = None
+
+    @property
+    def md5_of_body(self) -> str:
+        return _md5(self.body)
 
     def to_json(self) -> dict[str, Any]:
         data = {"Id": self.id, "MessageId": self.message_id, "MD5OfMessageBody": self.md5_of_body}
@@ -429,15 +438,64 @@ class BatchError:
         }
 
 
-@dataclass(frozen=True, slots=True)
 class Message:
-    """A received message, with SQS's system attributes."""
+    """A received message, with SQS's system attributes.
 
-    message_id: str
-    receipt_handle: str
-    body: str
-    attributes: dict[str, str]
-    message_attributes: dict[str, dict[str, str]]
+    A receive makes ten of these per call: their ``attributes`` (SQS's
+    system attributes) and ``message_attributes`` (stored as JSON) are made
+    from the row when first read, not for a consumer that never reads them."""
+
+    __slots__ = (
+        "_attributes",
+        "_message_attributes",
+        "_row",
+        "body",
+        "message_id",
+        "receipt_handle",
+    )
+
+    def __init__(
+        self,
+        message_id: str,
+        receipt_handle: str,
+        body: str,
+        attributes: dict[str, str],
+        message_attributes: dict[str, dict[str, str]],
+    ) -> None:
+        self.message_id = message_id
+        self.receipt_handle = receipt_handle
+        self.body = body
+        self._attributes: dict[str, str] | None = attributes
+        self._message_attributes: dict[str, dict[str, str]] | bytes | None = message_attributes
+        self._row: tuple[Any, ...] = ()
+
+    @classmethod
+    def received(cls, row: Row, receipt_handle: str, fifo: bool) -> Message:
+        """The message of a claimed row (``_RETURNED``'s columns), as received
+        with ``receipt_handle``; its attributes made when first read."""
+        message = cls.__new__(cls)
+        message.message_id = row[2]
+        message.receipt_handle = receipt_handle
+        message.body = row[3]
+        message._attributes = None
+        message._message_attributes = row[4]  # JSON (bytes), or None for none
+        message._row = (*row, fifo)
+        return message
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        if self._attributes is None:
+            self._attributes = _system_attributes(self._row)
+        return self._attributes
+
+    @property
+    def message_attributes(self) -> dict[str, dict[str, str]]:
+        found = self._message_attributes
+        if found is None:
+            found = self._message_attributes = {}
+        elif not isinstance(found, dict):
+            found = self._message_attributes = orjson.loads(found) if found else {}
+        return found
 
     @property
     def md5_of_body(self) -> str:
@@ -458,6 +516,48 @@ class Message:
         if self.message_attributes:
             data["MessageAttributes"] = self.message_attributes
         return data
+
+    def _values(self) -> tuple[Any, ...]:
+        return (
+            self.message_id,
+            self.receipt_handle,
+            self.body,
+            self.attributes,
+            self.message_attributes,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable attributes, as the dataclass was
+
+    def __repr__(self) -> str:
+        return (
+            f"Message(message_id={self.message_id!r}, receipt_handle={self.receipt_handle!r},"
+            f" body={self.body!r}, attributes={self.attributes!r},"
+            f" message_attributes={self.message_attributes!r})"
+        )
+
+
+def _system_attributes(row: tuple[Any, ...]) -> dict[str, str]:
+    """SQS's system attributes of a claimed row (``_RETURNED``'s columns,
+    then whether its queue is FIFO)."""
+    _, seq, _, _, _, sent, receives, first, group, dedup, source, fifo = row
+    system = {
+        "SenderId": "pipelines",
+        "SentTimestamp": _ms(sent),
+        "ApproximateReceiveCount": str(receives),
+        "ApproximateFirstReceiveTimestamp": _ms(first),
+    }
+    if source is not None:
+        system["DeadLetterQueueSourceArn"] = queue_arn(source)
+    if fifo:
+        system["MessageGroupId"] = group
+        system["MessageDeduplicationId"] = dedup
+        system["SequenceNumber"] = f"{seq:020d}"
+    return system
 
 
 def message_attribute(value: Any) -> dict[str, str]:
@@ -488,13 +588,24 @@ def _check_attributes(attributes: Mapping[str, Any]) -> tuple[bytes | None, int]
     checked: dict[str, dict[str, str]] = {}
     size = 0
     for name, given in attributes.items():
-        if isinstance(given, Mapping):
-            value, value_size = _checked_shape(name, given)
-        else:
+        kind = type(given)
+        if kind is int and -_BIG_INT < given < _BIG_INT:
+            # The common plain value, inline: a send checks every message's.
+            text = repr(given)
+            value: dict[str, str] = {"DataType": "Number", "StringValue": text}
+            value_size = 6 + len(text)
+        elif kind is not dict and not isinstance(given, Mapping):
             value, value_size = _checked_plain(name, given)
+        else:
+            value, value_size = _checked_shape(name, given)
         checked[name] = value
-        size += _utf8_size(name) + value_size
+        size += (len(name) if name.isascii() else len(name.encode())) + value_size
     return orjson.dumps(checked), size
+
+
+#: An int of fewer digits than this one's is a finite float: a Number attribute
+#: with no need to parse it again.
+_BIG_INT = 10**300
 
 
 def _utf8_size(text: str) -> int:
@@ -627,11 +738,24 @@ def _receipt(seq: int, token: str) -> str:
 
 
 def _parse_receipt(handle: object) -> tuple[int, str]:
+    parsed = _receipt_parts(handle)
+    if parsed is None:
+        raise _invalid_receipt(handle)
+    return parsed
+
+
+def _receipt_parts(handle: object) -> tuple[int, str] | None:
+    """A receipt handle's seq and token; None for a malformed one (no
+    exception: a DeleteMessageBatch reads ten)."""
     if isinstance(handle, str):
         seq, dot, token = handle.partition(".")
         if dot and seq.isdigit() and token:
             return int(seq), token
-    raise QueueError(
+    return None
+
+
+def _invalid_receipt(handle: object) -> QueueError:
+    return QueueError(
         "ReceiptHandleIsInvalid",
         f'The input receipt handle "{handle}" is not a valid receipt handle.',
     )
@@ -822,10 +946,11 @@ class _Queue:
     attributes: QueueAttributes
     #: When they were read (``time.monotonic``): see ``ATTRIBUTES_AGE``.
     read: float = field(default_factory=time.monotonic)
+    #: Whether it is a FIFO queue (by its name; a field, read several times a call).
+    fifo: bool = field(init=False)
 
-    @property
-    def fifo(self) -> bool:
-        return self.name.endswith(FIFO_SUFFIX)
+    def __post_init__(self) -> None:
+        self.fifo = self.name.endswith(FIFO_SUFFIX)
 
 
 class QueueStore(Store):
@@ -1290,14 +1415,17 @@ class QueueStore(Store):
         body = entry.body
         if not isinstance(body, str) or not body:
             raise QueueError("MissingParameter", "the message body must be a non-empty string")
-        bad = _INVALID_BODY.search(body)
+        # Printable ASCII (most bodies: JSON) holds none of the characters SQS
+        # refuses, known in two passes of C; anything else is searched.
+        is_ascii = body.isascii()
+        bad = None if is_ascii and body.isprintable() else _INVALID_BODY.search(body)
         if bad:
             raise QueueError(
                 "InvalidMessageContents",
                 f"the body holds the character U+{ord(bad.group()):04X}, which SQS does not allow",
             )
         encoded, attributes_size = _check_attributes(entry.attributes)
-        size = _utf8_size(body) + attributes_size
+        size = (len(body) if is_ascii else len(body.encode())) + attributes_size
         limit = queue.attributes.maximum_message_size
         if size > limit:
             # SQS's words (recorded): body and attributes together, over the queue's limit.
@@ -1306,6 +1434,16 @@ class QueueStore(Store):
                 f"One or more parameters are invalid. Reason: Message must be shorter than"
                 f" {limit} bytes.",
             )
+        if queue.fifo or entry.delay_seconds is not None or entry.deduplication_id is not None:
+            delay, dedup = self._delay_and_dedup(queue, entry)
+        else:  # a standard queue's message as most are sent: nothing more to check
+            delay, dedup = queue.attributes.delay_seconds, None
+        message_id = _message_id(_RANDOM.hex32())
+        row = (queue.name, message_id, body, encoded, now, now + delay, entry.group_id, dedup)
+        return row, size
+
+    def _delay_and_dedup(self, queue: _Queue, entry: SendEntry) -> tuple[int, str | None]:
+        """The entry's delay and deduplication id, checked against its queue's kind."""
         delay = queue.attributes.delay_seconds
         if entry.delay_seconds is not None:
             if queue.fifo:
@@ -1330,14 +1468,12 @@ class QueueStore(Store):
             if dedup is None:
                 if not queue.attributes.content_based_deduplication:
                     raise QueueError("InvalidParameterValue", NO_DEDUPLICATION)
-                dedup = hashlib.sha256(body.encode()).hexdigest()
+                dedup = hashlib.sha256(entry.body.encode()).hexdigest()
         elif dedup is not None:
             raise QueueError(
                 "InvalidParameterValue", "MessageDeduplicationId is only for FIFO queues"
             )
-        message_id = _message_id(_RANDOM.hex32())
-        row = (queue.name, message_id, body, encoded, now, now + delay, entry.group_id, dedup)
-        return row, size
+        return delay, dedup
 
     async def _insert(
         self, queue: _Queue, rows: list[tuple[SendEntry, tuple[Any, ...]]]
@@ -1383,12 +1519,12 @@ class QueueStore(Store):
         if self._json_batches:
             # PostgreSQL runs a statement awaited at once in this task (a task
             # to overlap with would cost more than making the results).
-            results = [SendResult(entry.id, row[1], _md5(entry.body)) for entry, row in rows]
+            results = [SendResult(entry.id, row[1], entry.body) for entry, row in rows]
             await self.grouped(insert, flat)
         else:
             stored = self.share(insert, flat)
             # Made while SQLite's thread stores them (told only once it has).
-            results = [SendResult(entry.id, row[1], _md5(entry.body)) for entry, row in rows]
+            results = [SendResult(entry.id, row[1], entry.body) for entry, row in rows]
             await stored
         self._wake(queue.name, len(rows))
         return results
@@ -1431,7 +1567,7 @@ class QueueStore(Store):
                         ),
                         (queue.name, dedup_id, now + DEDUP_WINDOW, message_id, seq),
                     )
-                results.append(SendResult(entry.id, message_id, _md5(entry.body), f"{seq:020d}"))
+                results.append(SendResult(entry.id, message_id, entry.body, f"{seq:020d}"))
             if stored and self._notify is not None:
                 await db.execute(self._notify, self._announcement(queue.name, stored))
         if stored:
@@ -1585,40 +1721,8 @@ class QueueStore(Store):
         max_receives = 1 << 62
         if redrive is not None:
             dead_letter, max_receives = redrive.dead_letter_queue, redrive.max_receive_count
-        # PostgreSQL plans by statistics, which a queue's churn leaves stale (a
-        # queue filled since the last ANALYZE has an empty table's): it then
-        # reads the candidates through the sent index and sorts them all, a
-        # hundred times the work of the visibility index's first rows. With
-        # the unary plus, the sent index cannot serve the term and the claim
-        # stays on the visibility index. (SQLite picks that one by itself for
-        # a standard queue, and its FIFO claims do better by the sent index.)
-        sent = "+sent" if self.dialect.name == "postgresql" else "sent"
-        # The limit (1 to 10) is written into the statement, not bound: with
-        # ``LIMIT $n`` PostgreSQL's generic plan of the prepared claim must
-        # guess how many rows it takes, and it guesses a hash join over the
-        # whole table; so it planned every claim anew (as long as the rest
-        # of the claim takes to run). With the number, the generic plan is
-        # the custom one, made once per connection.
-        candidates = (
-            "SELECT seq FROM queue_messages m WHERE queue = :queue AND visible <= :now"
-            f" AND {sent} >= :expiry"
-        )
-        if queue.fifo:
-            # A group is blocked while one of its messages is in flight, or an
-            # earlier one is not yet visible: its order holds.
-            candidates += (
-                " AND NOT EXISTS (SELECT 1 FROM queue_messages x INDEXED BY queue_messages_group"
-                " WHERE x.queue = :queue"
-                " AND x.group_id = m.group_id AND x.visible > :now"
-                f" AND (x.receives > 0 OR x.seq < m.seq)) ORDER BY seq LIMIT {int(limit)}"
-            )
-        else:
-            candidates += f" ORDER BY visible, seq LIMIT {int(limit)}"
-        # Rows another runner's claim holds are passed over, not waited for
-        # (PostgreSQL; SQLite's write lock lets one claim run at a time).
-        candidates += self.dialect.skip_locked
         claim = Step(
-            _claim_sql(candidates, redrive is not None),
+            _claim_sql(self.dialect, queue.fifo, limit, redrive is not None),
             {
                 "queue": queue.name,
                 "now": now,
@@ -1652,26 +1756,7 @@ class QueueStore(Store):
         return messages
 
     def _message(self, queue: _Queue, row: Row, token: str) -> Message:
-        _, seq, message_id, body, attributes, sent, receives, first, group, dedup, source = row
-        system = {
-            "SenderId": "pipelines",
-            "SentTimestamp": _ms(sent),
-            "ApproximateReceiveCount": str(receives),
-            "ApproximateFirstReceiveTimestamp": _ms(first),
-        }
-        if source is not None:
-            system["DeadLetterQueueSourceArn"] = queue_arn(source)
-        if queue.fifo:
-            system["MessageGroupId"] = group
-            system["MessageDeduplicationId"] = dedup
-            system["SequenceNumber"] = f"{seq:020d}"
-        return Message(
-            message_id,
-            _receipt(seq, token),
-            body,
-            system,
-            orjson.loads(attributes) if attributes else {},
-        )
+        return Message.received(row, _receipt(row[1], token), queue.fifo)
 
     async def _next_visible(self, queue: _Queue, now: float) -> float | None:
         rows = await self.grouped(
@@ -1699,27 +1784,20 @@ class QueueStore(Store):
         deleted: list[str] = []
         failed: list[BatchError] = []
         for entry_id, handle in entries:
-            try:
-                handles.append(_parse_receipt(handle))
-            except QueueError as exc:
-                failed.append(BatchError(entry_id, exc.code, exc.message))
+            parsed = _receipt_parts(handle)
+            if parsed is None:
+                error = _invalid_receipt(handle)
+                failed.append(BatchError(entry_id, error.code, error.message))
             else:
+                handles.append(parsed)
                 deleted.append(entry_id)
         if not handles:
             return deleted, failed
-        marks = self.dialect.marks(len(handles))
-        receipts = " ".join(["WHEN ? THEN ?"] * len(handles))
-        # Rows looked up by seq (the primary key), not by the queue's index.
-        deleting = (
-            f"DELETE FROM queue_messages WHERE seq IN ({marks})"
-            f" AND {self.dialect.unindexed('queue')} = ?"
-            f" AND receipt = CASE seq {receipts} END"
-        )
-        parameters = [
-            *(seq for seq, _ in handles),
-            queue.name,
-            *(value for pair in handles for value in pair),
-        ]
+        deleting = _deleting(self.dialect, len(handles))
+        parameters: list[int | str] = [seq for seq, _ in handles]
+        parameters.append(queue.name)
+        for pair in handles:
+            parameters += pair
         if not queue.fifo:
             # On a standard queue an old handle is accepted and deletes nothing:
             # no row to return, no answer to wait for but the commit.
@@ -1875,8 +1953,9 @@ _RETURNED = (
 
 
 @functools.cache
-def _claim_sql(candidates: str, redrive: bool) -> str:
-    """The claim of ``candidates``, in one statement.
+def _claim_sql(dialect: Dialect, fifo: bool, limit: int, redrive: bool) -> str:
+    """The claim of up to ``limit`` messages of a queue, in one statement
+    (made once per kind of queue and limit: a receive only binds it).
 
     With a redrive policy, a candidate received too often moves to the
     dead-letter queue instead (SQS's redrive), the others are claimed with a
@@ -1885,6 +1964,38 @@ def _claim_sql(candidates: str, redrive: bool) -> str:
     ``queue`` nor ``sent``, so SQLite rewrites only the visibility index's
     entry of each claimed message, not every index holding those columns,
     and the counting trigger on moves does not run."""
+    # PostgreSQL plans by statistics, which a queue's churn leaves stale (a
+    # queue filled since the last ANALYZE has an empty table's): it then
+    # reads the candidates through the sent index and sorts them all, a
+    # hundred times the work of the visibility index's first rows. With
+    # the unary plus, the sent index cannot serve the term and the claim
+    # stays on the visibility index. (SQLite picks that one by itself for
+    # a standard queue, and its FIFO claims do better by the sent index.)
+    sent = "+sent" if dialect.name == "postgresql" else "sent"
+    # The limit (1 to 10) is written into the statement, not bound: with
+    # ``LIMIT $n`` PostgreSQL's generic plan of the prepared claim must
+    # guess how many rows it takes, and it guesses a hash join over the
+    # whole table; so it planned every claim anew (as long as the rest
+    # of the claim takes to run). With the number, the generic plan is
+    # the custom one, made once per connection.
+    candidates = (
+        "SELECT seq FROM queue_messages m WHERE queue = :queue AND visible <= :now"
+        f" AND {sent} >= :expiry"
+    )
+    if fifo:
+        # A group is blocked while one of its messages is in flight, or an
+        # earlier one is not yet visible: its order holds.
+        candidates += (
+            " AND NOT EXISTS (SELECT 1 FROM queue_messages x INDEXED BY queue_messages_group"
+            " WHERE x.queue = :queue"
+            " AND x.group_id = m.group_id AND x.visible > :now"
+            f" AND (x.receives > 0 OR x.seq < m.seq)) ORDER BY seq LIMIT {int(limit)}"
+        )
+    else:
+        candidates += f" ORDER BY visible, seq LIMIT {int(limit)}"
+    # Rows another runner's claim holds are passed over, not waited for
+    # (PostgreSQL; SQLite's write lock lets one claim run at a time).
+    candidates += dialect.skip_locked
     if not redrive:
         return (
             "UPDATE queue_messages SET visible = :until, receipt = :token,"
@@ -1908,6 +2019,20 @@ def _claim_sql(candidates: str, redrive: bool) -> str:
     )
 
 
+@functools.cache
+def _deleting(dialect: Dialect, count: int) -> str:
+    """DeleteMessageBatch's statement for ``count`` handles: the seqs, the
+    queue, then (seq, receipt token) pairs."""
+    marks = dialect.marks(count)
+    receipts = " ".join(["WHEN ? THEN ?"] * count)
+    # Rows looked up by seq (the primary key), not by the queue's index.
+    return (
+        f"DELETE FROM queue_messages WHERE seq IN ({marks})"
+        f" AND {dialect.unindexed('queue')} = ?"
+        f" AND receipt = CASE seq {receipts} END"
+    )
+
+
 def _md5(body: str) -> str:
     return hashlib.md5(body.encode()).hexdigest()
 
@@ -1917,6 +2042,25 @@ def queue_arn(name: str) -> str:
 
 
 def _check_batch(ids: Sequence[str]) -> None:
+    """Batch entry ids as SQS takes them: 1 to 10, distinct, each of 1 to 80
+    letters, digits, '-' or '_'. Clients number their entries the same way
+    batch after batch, so ids found good are remembered (a few hundred
+    sets): most batches are checked by one lookup."""
+    key = tuple(ids)
+    with contextlib.suppress(TypeError):  # an id that is no string: _check_ids names it
+        if key in _GOOD_BATCHES:
+            return
+    _check_ids(ids)
+    if len(_GOOD_BATCHES) >= 512:
+        _GOOD_BATCHES.clear()
+    _GOOD_BATCHES.add(key)
+
+
+#: Sets of batch entry ids found good (``_check_batch``).
+_GOOD_BATCHES: set[tuple[str, ...]] = set()
+
+
+def _check_ids(ids: Sequence[str]) -> None:
     if not ids:
         raise QueueError("EmptyBatchRequest", "the batch has no entries")
     if len(ids) > MAX_BATCH:
