@@ -324,6 +324,12 @@ class _Unstorable(ValueError):
 #: can write an integer outside (or at the edge of) 64 bits.
 _DIGITS = bytes(ord("d") if byte in b"0123456789" else ord(" ") for byte in range(256))
 _LONG_DIGITS = b"d" * 19
+#: ``_DIGITS`` that also marks each ``{`` and ``[`` (as ``{``): one pass over a
+#: Detail's text finds both a long digit run and how deeply it may nest.
+_DIGITS_AND_OPENINGS = bytes(
+    ord("d") if byte in b"0123456789" else ord("{") if byte in b"{[" else ord(" ")
+    for byte in range(256)
+)
 
 
 def _parse_detail(raw: bytes) -> Any:
@@ -540,12 +546,13 @@ def _usual_event(
                 size += len(resource.encode())
         else:
             return None
-        if size > limits.max_entry_size or _LONG_DIGITS in text.translate(_DIGITS):
+        scanned = text.translate(_DIGITS_AND_OPENINGS)
+        if size > limits.max_entry_size or _LONG_DIGITS in scanned:
             return None
         detail = orjson.loads(text)
     except (UnicodeEncodeError, orjson.JSONDecodeError):
         return None
-    if type(detail) is not dict or text.count(b"{") + text.count(b"[") > limits.max_depth:
+    if type(detail) is not dict or scanned.count(b"{") > limits.max_depth:
         return None
     return {
         "version": "0",

@@ -152,6 +152,8 @@ class _Request:
         # protocol say so; AWS answers them the model's statuses (404 and so
         # on), other clients of those protocols 400 for every modelled error.
         self.query_mode = request.headers.get("x-amzn-query-mode", "").lower() == "true"
+        #: The body's size once read (a form's is not kept: None).
+        self.body_size: int | None = None
 
     @property
     def query(self) -> bool:
@@ -177,12 +179,14 @@ class _Request:
             self.operation, labels = operation_of(
                 model, request.method, request.raw_path, request.query
             )
+            body = await request.read()
+            self.body_size = len(body)
             return read_rest(
                 model.operation_model(self.operation),
                 labels,
                 request.query,
                 request.headers,
-                await request.read(),
+                body,
                 validation_code=self.service.validation_code,
                 enums=self.service.check_enums,
             )
@@ -206,6 +210,7 @@ class _Request:
         if self.query:
             return read_query(op_model, self.form, enums=enums)
         body = await request.read()
+        self.body_size = len(body)
         code = self.service.validation_code
         if self.protocol == "cbor":
             return cbor.read_cbor(op_model, body, validation_code=code, enums=enums)
@@ -504,6 +509,7 @@ class ApiServer:
                 base_url=f"{request.scheme}://{request.host}",
                 keeping=self.keeping,
                 org=self._org_of(access_key),
+                body_size=wire.body_size,
             )
             result = await function(call, params)
         except web.HTTPRequestEntityTooLarge:

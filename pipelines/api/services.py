@@ -226,6 +226,9 @@ class Call:
     #: The organization of the caller's account, where its access key says
     #: (``api.access_keys.KEY.org``): bus policies' aws:PrincipalOrgID.
     org: str | None = None
+    #: The size in bytes of the request's body as it came (None when not
+    #: known): what its values' sizes add up to at most, in every protocol.
+    body_size: int | None = None
 
     async def store(self, store_type: type[StoreT], *args: Any, where: str) -> StoreT:
         """The endpoint's ``store_type`` on the runtime's state database (see
