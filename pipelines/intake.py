@@ -28,6 +28,11 @@ rows are committed with its intake row (after it, when the bus made the put
 wait for room), never before, and before the put is answered: a crash cannot
 leave an event archived but unacknowledged (then archived again by the put
 that follows).
+
+Other writes that must not land without the rows reserved before them ride
+along too (``ride``): the scheduler's marks of the runs it fired go in the
+same transaction as the runs' events, so a run is never marked done without
+its event, and a turn of the scheduler costs one commit, not two.
 """
 
 from __future__ import annotations
@@ -152,6 +157,9 @@ class DurableIntake:
         self._archived: list[tuple[int, ArchiveRows, bool]] = []
         #: How the archive rows go into their table (``ArchiveStore.insert``).
         self.archive_insert: Callable[[ArchiveRows], Step] | None = None
+        #: Statements to run with the rows reserved before them (``ride``),
+        #: each under the number it took.
+        self._riders: list[tuple[int, Step]] = []
         self._wake = asyncio.Event()
         self._closing = False
         self.written = 0  # rows written, for tests and the metrics
@@ -209,6 +217,17 @@ class DurableIntake:
         self._next += 1
         self._wake.set()
 
+    def ride(self, step: Step) -> int:
+        """Run ``step`` in the same transaction as the rows reserved so far
+        (or a later one, never an earlier one). It takes a number of its
+        own: ``committed(number)`` returns once it is committed, and raises
+        ``StateError`` when its write failed (then none of it was written)."""
+        number = self._next
+        self._next += 1
+        self._riders.append((number, step))
+        self._wake.set()
+        return number
+
     def numbers(self, count: int) -> range:
         """``count`` new sequence numbers for rows already in the table under
         another runner's name (adopted: ``StateDB.take_over`` renumbers them),
@@ -253,12 +272,15 @@ class DurableIntake:
                 await self._wake.wait()
                 self._wake.clear()
                 while not self.idle:
-                    if not self._rows and not self._archived:
-                        # Only deletes, which nobody waits for: one turn of
-                        # the loop first, so a producer just answered adds
-                        # its next rows and both share one commit (else a lone
-                        # producer waits for a commit of deletes, then its own).
-                        await asyncio.sleep(0)
+                    # One turn of the loop first. Only deletes, which nobody
+                    # waits for: a producer just answered adds its next rows
+                    # and both share one commit (else a lone producer waits
+                    # for a commit of deletes, then its own). Rows just
+                    # reserved: their bus's dispatcher takes them meanwhile,
+                    # so those of events no target wants (settled at once)
+                    # are deleted in the commit that inserts them, not in
+                    # one of their own.
+                    await asyncio.sleep(0)
                     await self._write()
         finally:
             for _, done in self._waiting:
@@ -279,9 +301,11 @@ class DurableIntake:
         groups, self._archived = _split(self._archived, last)
         archived = [row for _, group, _ in groups for row in group]
         strict = any(strict for _, _, strict in groups)
-        statements = self._statements(rows, archived, settled)
+        riding, self._riders = _split(self._riders, last)
+        statements = self._statements(rows, archived, [step for _, step in riding], settled)
         if not statements:
             return
+        awaited = bool(rows or archived or riding)
         try:
             # strict: this commit is synced to disk before the puts answer.
             await self.store.batch(statements, synced=strict)
@@ -291,9 +315,9 @@ class DurableIntake:
             # rows would be twice); who waits hears the writer stopped.
             raise
         except Exception as exc:  # the database refused the write (disk full, I/O)
-            self._wrote(rows, archived, settled, last, exc)
+            self._wrote(rows, archived, settled, last, exc, awaited=awaited)
         else:
-            self._wrote(rows, archived, settled, last, None)
+            self._wrote(rows, archived, settled, last, None, awaited=awaited)
 
     def _cut(self) -> int:
         """The last number this write takes: that of the older half of the
@@ -308,13 +332,16 @@ class DurableIntake:
             return self._next - 1
         return self._waiting[(waiting + 1) // 2 - 1][0]
 
-    def _statements(self, rows: list[Row], archived: ArchiveRows, settled: list[int]) -> list[Step]:
+    def _statements(
+        self, rows: list[Row], archived: ArchiveRows, riding: list[Step], settled: list[int]
+    ) -> list[Step]:
         statements: list[Step] = []
         if rows:
             statements.append(Step(self._insert, (self.store.runner, orjson.dumps(rows))))
         if archived:
             assert self.archive_insert is not None  # attach() checked
             statements.append(self.archive_insert(archived))
+        statements.extend(riding)  # after the rows they ride with
         if settled:
             statements.append(Step(self._delete, (self.store.runner, orjson.dumps(settled))))
         return statements
@@ -326,12 +353,15 @@ class DurableIntake:
         settled: list[int],
         last: int,
         exc: Exception | None,
+        *,
+        awaited: bool,
     ) -> None:
-        """Account for a finished write: who waits learns its outcome."""
+        """Account for a finished write: who waits learns its outcome
+        (``awaited``: it held rows, archive rows or riders, which someone waits for)."""
         if exc is None:
             self.written += len(rows)
             self.archived += len(archived)
-        elif rows or archived:
+        elif awaited:
             self._failed(rows, archived, exc, last)
             # The refusal may be theirs (an archive table gone): the deletes
             # go again with the next write.
@@ -363,7 +393,7 @@ class DurableIntake:
 
     @property
     def idle(self) -> bool:
-        return not self._rows and not self._settled and not self._archived
+        return not self._rows and not self._settled and not self._archived and not self._riders
 
     async def flush(self) -> None:
         """Write what is reserved or settled now (at stop, the writer stopped)."""

@@ -10,8 +10,9 @@ cost one timer.
 Runs are fired in batches, not one wake-up each: after a turn that fired
 something, the next turn comes ``window`` seconds later at the earliest
 (``COALESCE_WINDOW``, 1 s), and fires every run due by then. So 10,000
-``rate(1 minute)`` schedules spread over the minute cost one wake-up, one
-intake commit and one marks transaction a second, not 167 of each. A run
+``rate(1 minute)`` schedules spread over the minute cost one wake-up and
+one commit a second, not 167 of each: the marks of a turn's runs ride in
+the durable intake's transaction of the runs' events (``DurableIntake.ride``). A run
 that has no other run in the window before it fires on time; a run in a busy
 second fires at most ``window`` late, never early. EventBridge promises only
 that a scheduled rule fires within its minute, and every schedule has at
@@ -56,7 +57,7 @@ from pipelines.errors import StateError
 from pipelines.event import make_event
 from pipelines.intake import DurableIntake
 from pipelines.schedule import FIRE_ONCE, Schedule, flexible_delay
-from pipelines.state import ScheduleMark, StateDB
+from pipelines.state import MarkRow, ScheduleMark, StateDB
 
 
 class ScheduledBus(Protocol):
@@ -106,10 +107,9 @@ class _Entry:
     def key(self) -> tuple[str, str]:
         return (self.bus.name, self.rule)
 
-    def mark(self) -> ScheduleMark:
-        return ScheduleMark(
-            self.bus.name, self.rule, self.schedule.fingerprint, self.anchor, self.last_due
-        )
+    def mark(self) -> MarkRow:
+        """Its mark, as saved (a plain tuple: one is made per run fired)."""
+        return (self.bus.name, self.rule, self.schedule.fingerprint, self.anchor, self.last_due)
 
 
 # (fire at, tie-breaker, scheduled time, whether the next firing follows it);
@@ -168,7 +168,7 @@ class Scheduler:
             if old.admitted and self._marks is not None:
                 # The new entry resumes from where the old one got to, if
                 # the schedule's times did not change.
-                self._marks[old.key] = old.mark()
+                self._marks[old.key] = ScheduleMark(*old.mark())
         entry = _Entry(bus, rule, schedule, arn=bus.rule_arn(rule))
         self._entries[entry.key] = entry
         self._joining.append(entry)
@@ -203,8 +203,7 @@ class Scheduler:
             fired = await self._fire_due()
             if fired:
                 self._quiet_until = self.clock.time() + self.window
-                if await self._committed(since):
-                    await self._save([entry.mark() for entry in fired])
+                if await self._marked(since, [entry.mark() for entry in fired]):
                     self._tell_complete()
             elif self._complete:  # missed to the last, nothing fired
                 self._tell_complete()
@@ -364,20 +363,25 @@ class Scheduler:
         if bus.fire(entry.rule, event, now):
             self.fired += 1
 
-    async def _committed(self, since: int) -> bool:
-        """Whether the runs' events are in the durable intake (or there is none):
-        a run is marked done only then. When the write failed the marks wait
-        for the next turn, so a restart fires those runs again rather than
-        never (the error is logged by the intake)."""
-        if self.intake is None:
+    async def _marked(self, since: int, marks: list[MarkRow]) -> bool:
+        """Save the marks of the runs fired after intake number ``since``;
+        whether they were saved. With a durable intake they ride in the
+        transaction of the runs' events (``DurableIntake.ride``): one commit
+        a turn, and a run is never marked without its event. When that write
+        failed neither was written, so a restart fires those runs again
+        rather than never (the error is logged by the intake)."""
+        intake, state = self.intake, self.state
+        if intake is None or state is None:
+            await self._save(marks)
             return True
+        number = intake.ride(state.schedule_marks_step(marks))
         try:
-            await self.intake.committed(self.intake.reserved, since + 1)
+            await intake.committed(number, since + 1)
         except StateError:
             return False
         return True
 
-    async def _save(self, marks: list[ScheduleMark]) -> None:
+    async def _save(self, marks: list[MarkRow]) -> None:
         if self.state is not None:
             await self.state.save_schedule_marks(marks)
 

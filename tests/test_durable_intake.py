@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,82 @@ async def test_a_scheduled_run_is_in_the_intake_before_its_mark(tmp_path: Path) 
         recorder(runtime, "slow").release()
         await runtime.wait_until_idle()
     assert intake_rows(state) == []
+
+
+async def test_a_scheduled_turn_commits_its_events_and_marks_together(tmp_path: Path) -> None:
+    """The marks of a turn's runs ride in the intake's transaction of their
+    events: one commit a turn, the events' rows first."""
+    state = tmp_path / "state.db"
+    clock = ManualClock(0.0)
+    runtime = make_runtime(clock, state_path=state)
+    runtime.add_resource("slow", "recorder", {"hold": True})
+    bus = runtime.bus()
+    later = datetime.fromtimestamp(60, UTC).isoformat()  # nothing fires at start
+    for name in ("a", "b", "c"):
+        bus.put_rule(name, schedule={"expression": "rate(1 minute)", "start_date": later})
+        await bus.put_targets(name, [{"id": "t", "resource": "slow"}])
+    statements: list[str] = []
+    async with runtime:
+        await runtime.wait_until_idle()
+        assert runtime.intake is not None
+        connection = runtime.intake.store.connection
+        assert isinstance(connection, SQLiteConnection)
+        await connection.call(sqlite3.Connection.set_trace_callback, statements.append)
+        await clock.advance(60)  # the three runs due at 60 s, in one turn
+        await eventually(lambda: recorder(runtime, "slow").waiting >= 3)
+        await eventually(
+            lambda: any(sql.startswith("INSERT INTO schedule_marks") for sql in statements)
+        )
+        await connection.call(sqlite3.Connection.set_trace_callback, None)
+        recorder(runtime, "slow").release()
+        await runtime.wait_until_idle()
+    writes = [
+        sql.split(" (")[0] for sql in statements if sql.split()[0] in ("BEGIN", "INSERT", "COMMIT")
+    ]
+    marks = writes.index("INSERT INTO schedule_marks")
+    begin = max(n for n, sql in enumerate(writes[:marks]) if sql.startswith("BEGIN"))
+    # The events' rows, then their marks (one upsert each), in one transaction.
+    assert writes[begin + 1] == "INSERT INTO intake"
+    assert writes[begin + 2 : begin + 5] == ["INSERT INTO schedule_marks"] * 3
+    assert writes[begin + 5] == "COMMIT"
+    with sqlite3.connect(state) as db:
+        assert db.execute("SELECT rule, last_due FROM schedule_marks ORDER BY rule").fetchall() == [
+            ("a", 60.0),
+            ("b", 60.0),
+            ("c", 60.0),
+        ]
+
+
+async def test_a_run_whose_event_was_not_written_is_not_marked(tmp_path: Path) -> None:
+    """When the intake's write fails, the turn's marks, in the same
+    transaction, are not written either: a restart fires the run again."""
+    state = tmp_path / "state.db"
+    clock = ManualClock(0.0)
+    runtime = make_runtime(clock, state_path=state)
+    runtime.add_resource("sink", "recorder", {})
+    bus = runtime.bus()
+    bus.put_rule("tick", schedule="rate(1 minute)")
+    await bus.put_targets("tick", [{"id": "t", "resource": "sink"}])
+
+    def last_due() -> list[float | None]:
+        with sqlite3.connect(state) as db:
+            return [due for (due,) in db.execute("SELECT last_due FROM schedule_marks")]
+
+    async with runtime:
+        await runtime.wait_until_idle()
+        await eventually(lambda: last_due() == [0.0])  # fired at once, marked
+        with sqlite3.connect(state) as db:  # the database refuses the next write
+            db.execute("ALTER TABLE intake RENAME TO intake_away")
+        await clock.advance(60)
+        await eventually(lambda: len(recorder(runtime, "sink").received) == 2)
+        await runtime.wait_until_idle()
+        assert runtime.intake is not None
+        await eventually(lambda: runtime.intake is not None and runtime.intake.idle)
+        assert last_due() == [0.0]  # the run at 60 s went out, unmarked
+        with sqlite3.connect(state) as db:
+            db.execute("ALTER TABLE intake_away RENAME TO intake")
+        await clock.advance(60)
+        await eventually(lambda: last_due() == [120.0])
 
 
 async def test_a_failed_intake_write_fails_its_entries_alone_and_the_next_puts_go_on(

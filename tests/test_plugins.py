@@ -208,3 +208,21 @@ def test_loading_the_plugins_does_not_load_the_aws_endpoint() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_starting_a_runtime_does_not_load_the_aws_endpoint(tmp_path: Path) -> None:
+    # A start runs every plugin's restorer (register_restorers): they make
+    # again what the plugins' APIs made, without importing those APIs.
+    code = (
+        "import asyncio, sys\n"
+        "from pipelines.runtime import Runtime\n"
+        "async def main():\n"
+        f"    async with Runtime(state_path={str(tmp_path / 'state.db')!r}):\n"
+        "        pass\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in ('botocore', 'aiohttp', 'pipelines.api') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"

@@ -46,7 +46,7 @@ def register_services(register: Callable[[Service], None]) -> None:
 
 @hookimpl
 def register_restorers(register: Callable[[Callable[[ApiHost], Awaitable[None]]], None]) -> None:
-    from plugins.pipes.api import restore_pipes
+    from plugins.pipes.restore import restore_pipes
 
     register(restore_pipes)
 

@@ -4,7 +4,7 @@
 the runtime, declared under ``pipes:`` or made here: CreatePipe writes the
 pipe to ``PipeStore`` (``origin`` ``api``) and puts a resource of that name
 (``Runtime.put_resource``); UpdatePipe replaces it; DeletePipe removes both.
-When a runtime starts, ``restore_pipes`` (the plugin's
+When a runtime starts, ``restore.restore_pipes`` (the plugin's
 ``register_restorers``) makes the API's pipes resources again, each in its
 saved desired state; the first pipes request does too, for a runtime
 started without the plugin's hooks. A config's pipe updated or deleted here gets its config back
@@ -25,19 +25,17 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.api import ApiError, Call, Service
-from pipelines.api.services import ApiHost, page
+from pipelines.api.services import page
 from pipelines.errors import ConfigError, ResourceNotFoundError
 from plugins.pipes.definition import bus_name, resource_name
 from plugins.pipes.pipe import ORIGIN, PipeTarget, pipe_arn
+from plugins.pipes.restore import made_again
 from plugins.pipes.store import PipeRecord, PipeStore
-
-log = logging.getLogger("plugins.pipes")
 
 pipes = Service("pipes")
 _TOKEN = ApiError("ValidationException", "The NextToken is not valid.")
@@ -62,29 +60,7 @@ async def _store(call: Call) -> PipeStore:
 
 
 async def _restore(call: Call, store: PipeStore) -> None:
-    await _made_again(call.runtime, store)
-
-
-async def _made_again(runtime: ApiHost, store: PipeStore) -> None:
-    """The API's pipes of earlier runs, resources again (those not running)."""
-    names = runtime.resource_names()
-    for record in await store.made_by_api():
-        if record.name in names:
-            continue
-        try:
-            await runtime.put_resource(record.name, "pipe", {**record.settings, ORIGIN: "api"})
-        except Exception:
-            log.exception("pipe %s (made by the API) not made again", record.name)
-
-
-async def restore_pipes(runtime: ApiHost) -> None:
-    """When a runtime starts (``register_restorers``): the pipes the API made
-    run again, each in its saved desired state."""
-    store = await runtime.open_store(PipeStore, where="the pipes made by the API")
-    try:
-        await _made_again(runtime, store)
-    finally:
-        await store.close()
+    await made_again(call.runtime, store)
 
 
 def _not_found(name: str) -> ApiError:
