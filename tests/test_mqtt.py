@@ -80,6 +80,32 @@ async def test_messages_become_events_matched_by_patterns(mosquitto: Mosquitto) 
     }
 
 
+async def test_each_message_takes_the_settings_of_the_subscription_it_came_through(
+    mosquitto: Mosquitto,
+) -> None:
+    # Two filters: each topic's subscription is found once, then remembered.
+    runtime = runtime_with(
+        mosquitto,
+        subscribe=[
+            {"topic": "plant/+/temp", "source": "iot.temp"},
+            {"topic": "plant/#", "source": "iot.other", "detail_type": "Other"},
+        ],
+    )
+    await route(runtime, {"source": [{"prefix": "iot."}]})
+    async with runtime:
+        for _ in range(2):
+            await asyncio.to_thread(mosquitto.pub, "plant/p1/temp", '{"c": 21}')
+            await asyncio.to_thread(mosquitto.pub, "plant/p1/door", '{"open": true}')
+        await eventually(lambda: len(sink(runtime).received) >= 4)
+        await asyncio.sleep(0.2)
+        got = [(r.payload["resources"][0], r.payload["source"]) for r in sink(runtime).received]
+        types = {r.payload["source"]: r.payload["detail-type"] for r in sink(runtime).received}
+    # plant/p1/temp matches both filters (the broker may hand it on once per
+    # filter): the first one listed names it, every time.
+    assert sorted(set(got)) == [("plant/p1/door", "iot.other"), ("plant/p1/temp", "iot.temp")]
+    assert types == {"iot.temp": "MQTT Message", "iot.other": "Other"}
+
+
 async def test_a_qos0_subscription_takes_messages_without_acknowledging(
     mosquitto: Mosquitto,
 ) -> None:

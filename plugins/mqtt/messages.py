@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -91,7 +92,15 @@ class TopicTemplate:
         return cls(template)
 
     def render(self, event: Mapping[str, Any]) -> str:
+        if self.fixed is not None:  # no placeholder: the same topic for every event
+            return self.fixed
         return self.template.render(event, "InvalidTopic", "topic", _topic_level)
+
+    @functools.cached_property
+    def fixed(self) -> str | None:
+        """The topic when it has no placeholder, else None."""
+        parts = self.template.parts
+        return parts[0] if len(parts) == 1 and isinstance(parts[0], str) else None
 
 
 def _topic_level(text: str) -> str | None:

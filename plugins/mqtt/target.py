@@ -77,6 +77,7 @@ SETTINGS_TABLE = Settings(
 SETTINGS = SETTINGS_TABLE.names
 SUBSCRIPTION_KEYS = SUBSCRIPTION_TABLE.names
 BATCH = 1000  # messages put on the bus in one put_events call, at most
+_TOPICS_KEPT = 4096  # topics whose subscription is remembered (``_subscription``)
 #: CONNACK reason codes of a refused login (MQTT 5: bad user name or password,
 #: not authorized, bad authentication method).
 LOGIN_REFUSED = {0x86, 0x87, 0x8C}
@@ -189,6 +190,8 @@ class MqttTarget(Target):
         self._client_id = ""
         self._clean = True
         self._task: asyncio.Task[None] | None = None
+        #: Per topic seen, the subscription its messages came through
+        self._by_topic: dict[str, Subscription] = {}
         #: MQTT 5 properties of every PUBLISH (gmqtt packs them by name)
         self._properties: dict[str, Any] = {}
         if self.user_properties:
@@ -345,10 +348,22 @@ class MqttTarget(Target):
                     raise ConnectionLost("stopping") from None
 
     def _subscription(self, topic: str) -> Subscription:
-        for subscription in self.subscriptions:
-            if topic_matches(subscription.topic, topic):
-                return subscription
-        return self.subscriptions[0]
+        """The subscription a message came through. With one, every message
+        did; with several, the first whose filter takes the topic, found once
+        per topic (a source sees few topics, each many times)."""
+        subscriptions = self.subscriptions
+        if len(subscriptions) == 1:
+            return subscriptions[0]
+        found = self._by_topic.get(topic)
+        if found is None:
+            found = next(
+                (each for each in subscriptions if topic_matches(each.topic, topic)),
+                subscriptions[0],
+            )
+            if len(self._by_topic) >= _TOPICS_KEPT:  # many topics: start again
+                self._by_topic.clear()
+            self._by_topic[topic] = found
+        return found
 
     def _entries(self, received: Received) -> list[Any]:
         """The PutEvents entries one message makes (none, one, or several)."""
