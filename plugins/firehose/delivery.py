@@ -67,7 +67,7 @@ from plugins.firehose.prefixes import object_name
 from plugins.firehose.query import QueryFailed
 from plugins.firehose.spec import Destination
 from plugins.firehose.store import Chunk, FirehoseError, FirehoseStore, NewChunk, StoredData
-from plugins.firehose.transformation import Invoke, OkRecord, Transformed, transform
+from plugins.firehose.transformation import Batch, Invoke, Transformed, transform
 
 log = logging.getLogger("plugins.firehose")
 
@@ -694,16 +694,18 @@ class DeliveryStream:
     async def _process(self, chunks: list[Chunk]) -> None:
         """Run the Lambda processor over ``chunks``; its outcome replaces them."""
         processor = self.destination.processor
-        records: list[tuple[str, float, bytes]] = []
+        records = Batch()
         arrivals = {c.id: c.arrival for c in chunks}
         for stored in await self._stored(chunks):
-            arrival = arrivals[stored.id]
             cut = _cut(decode(stored.encoding, stored.data), stored.sizes or b"")
-            rids = record_ids(stored.id, len(cut))
-            records += [(rid, arrival, record) for rid, record in zip(rids, cut, strict=True)]
+            records.ids += record_ids(stored.id, len(cut))
+            records.arrivals += [arrivals[stored.id]] * len(cut)
+            records.data += cut
         if processor is None or self.invoke is None:
             outcome = Transformed(
-                ok=[OkRecord(data, arrival, None) for _, arrival, data in records]
+                ok_data=records.data,
+                ok_arrivals=records.arrivals,
+                ok_keys=[None] * len(records.data),
             )
             await self._store_outcome(chunks, outcome)
             return
@@ -713,8 +715,8 @@ class DeliveryStream:
             "ExecuteProcessing.Duration", (self.clock.time() - started) * 1000, "Milliseconds"
         )
         self.metric("ExecuteProcessing.Success", 0 if outcome.invocation_failed else 1, "None")
-        self.metric("SucceedProcessing.Records", len(outcome.ok), "Count")
-        self.metric("SucceedProcessing.Bytes", sum(len(r.data) for r in outcome.ok), "Bytes")
+        self.metric("SucceedProcessing.Records", len(outcome.ok_data), "Count")
+        self.metric("SucceedProcessing.Bytes", sum(map(len, outcome.ok_data)), "Bytes")
         await self._store_outcome(chunks, outcome)
 
     async def _store_outcome(self, chunks: list[Chunk], outcome: Transformed) -> None:
@@ -751,14 +753,16 @@ class DeliveryStream:
         delimiter = self.destination.delimiter or b""
         failed: list[bytes] = list(outcome.failed)
         partition_of = self._partition_of
-        for record in outcome.ok:
+        for data, arrival, keys in zip(
+            outcome.ok_data, outcome.ok_arrivals, outcome.ok_keys, strict=True
+        ):
             try:
-                partition = partition_of(record.data, record.partition_keys)
+                partition = partition_of(data, keys)
             except QueryFailed as exc:
                 failed.append(
                     error_record(
-                        record.data,
-                        record.arrival,
+                        data,
+                        arrival,
                         "DynamicPartitioning.MetadataExtractionFailed",
                         str(exc),
                         attempts=1,
@@ -768,12 +772,12 @@ class DeliveryStream:
                 continue
             items = groups.get(partition)
             if items is None:
-                groups[partition] = [record.data]
-                arrivals[partition] = record.arrival
+                groups[partition] = [data]
+                arrivals[partition] = arrival
             else:
-                items.append(record.data)
-                if record.arrival < arrivals[partition]:
-                    arrivals[partition] = record.arrival
+                items.append(data)
+                if arrival < arrivals[partition]:
+                    arrivals[partition] = arrival
         keep = self.destination.keeps_records
         made = [
             NewChunk(
@@ -786,7 +790,7 @@ class DeliveryStream:
             for partition, items in groups.items()
         ]
         if failed:
-            oldest = min((r.arrival for r in outcome.ok), default=self.clock.time())
+            oldest = min(outcome.ok_arrivals, default=self.clock.time())
             made.append(
                 NewChunk(
                     partition_id(error=PROCESSING_FAILED), oldest, len(failed), b"".join(failed)
