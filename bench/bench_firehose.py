@@ -27,7 +27,8 @@ no store, no HTTP. Ratios are ours / peer.
 
 Memory: records put with buffers that never fill (128 MiB, 900 s), the
 process's traced allocations (tracemalloc) before and after, per MiB
-buffered: the buffers keep only chunk bookkeeping, the bytes are in the store.
+buffered: the buffers' chunk bookkeeping and the chunks held in memory as
+stored (GZIP: compressed), besides the store.
 
     python bench/bench_firehose.py [--records 200000] [--repeats 3]
 """

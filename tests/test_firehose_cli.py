@@ -236,7 +236,7 @@ def test_describe_and_put_for_an_http_endpoint_stream(
     async def buffered() -> list[bytes | None]:
         async with await FirehoseStore.open(state) as store:
             found = await store.chunks("to-http")
-            return [sizes for _, _, sizes in await store.chunk_data([c.id for c in found])]
+            return [stored.sizes for stored in await store.chunk_data([c.id for c in found])]
 
     # Each record's length is kept: the endpoint gets them one by one.
     (sizes,) = asyncio.run(buffered())

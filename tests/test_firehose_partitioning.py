@@ -200,6 +200,7 @@ def test_destination_problems_name_their_place(
 
 
 SIMPLE = MetadataQuery("{customer: .customer, device: .type.device}")
+ONE = MetadataQuery("{customer: .customer}")
 values = st.one_of(
     st.none(),
     st.booleans(),
@@ -230,6 +231,54 @@ def test_the_fast_path_agrees_with_libjq(record: dict[str, Any]) -> None:
     except QueryFailed:
         slow = "failed"
     assert fast == slow
+    # A put groups records by signature: the same keys, or the same failure.
+    for query in (SIMPLE, ONE):
+        try:
+            signed: Any = query.keys_of(query.signature(data))
+        except QueryFailed:
+            signed = "failed"
+        groups, failed = query.group([b"[]", data])
+        assert failed[0][0] == 0
+        grouped: Any = "failed" if failed[1:] else query.keys_of(next(iter(groups)))
+        assert grouped == signed
+        try:
+            expected: Any = query.by_jq(data)
+        except QueryFailed:
+            expected = "failed"
+        assert signed == expected
+
+
+def test_signatures_stand_for_the_keys_whatever_the_path() -> None:
+    general = MetadataQuery('{kind: (.kind // "none")}')  # libjq
+    for query in (ONE, SIMPLE, general):
+        for data in (b'{"customer": "a", "type": {"device": 3}, "kind": "x"}', b"{}"):
+            try:
+                keys: Any = query.keys(data)
+            except QueryFailed:
+                keys = "failed"
+            try:
+                signed: Any = query.keys_of(query.signature(data))
+            except QueryFailed:
+                signed = "failed"
+            assert signed == keys
+    assert ONE.signature(b'{"customer": "a"}') == ONE.signature(b'{"n": 1, "customer": "a"}')
+    assert ONE.signature(b'{"customer": "a"}') != ONE.signature(b'{"customer": "b"}')
+    with pytest.raises(QueryFailed, match="not valid JSON"):
+        ONE.signature(b"{nope")
+    with pytest.raises(QueryFailed, match="null"):
+        ONE.signature(b'{"customer": null}')
+    assert ONE.keys_of(ONE.signature(b'{"customer": 7}')) == {"customer": "7"}
+
+
+def test_a_put_is_grouped_in_one_pass() -> None:
+    records = [b'{"customer": "a"}', b"nope", b'{"customer": "b"}', b'{"customer": "a"}', b"{}"]
+    two = MetadataQuery("{customer: .customer, again: .customer}")
+    for query in (ONE, two, MetadataQuery("{customer: (.customer | ascii_downcase)}")):
+        groups, failed = query.group(records)
+        assert [query.keys_of(found)["customer"] for found in groups] == ["a", "b"]
+        assert list(groups.values()) == [[0, 3], [2]]
+        assert [index for index, _ in failed] == [1, 4]
+        assert failed[0][1] == "the record is not valid JSON" or "parse error" in failed[0][1]
 
 
 def test_a_query_that_is_not_plain_paths_goes_through_libjq() -> None:

@@ -1,14 +1,22 @@
 """One delivery stream at work: records in, buffered, transformed, partitioned,
 compressed, written as objects.
 
-``DeliveryStream.put`` takes a PutRecordBatch's records. Each goes, in the
-put's one trip to the database (``FirehoseStore.add_chunk``, group commit
-with concurrent puts), into a *chunk* of its partition; the put is answered
-once the chunks are committed. In memory a buffer keeps only the chunks'
-ids, sizes and arrival times, never their bytes: those are read back from
-the store, a page at a time, when the buffer is written out, so buffered
-data is held once (in the database) and memory stays flat however much is
-buffered.
+``DeliveryStream.put`` takes a PutRecordBatch's records. They are grouped
+by partition in one pass (``MetadataQuery.group``); each partition's
+records become one *chunk*, and the put's chunks are one INSERT in one
+trip to the database (``FirehoseStore.add_chunks``, group commit with
+concurrent puts); the put is answered once they are committed. A GZIP
+destination's chunks are compressed before they are stored, each a gzip
+member (``formats.encode``, on a worker thread), so an object is its
+chunks' members one after the other and costs no compression when it is
+written.
+
+A buffer keeps the chunks' ids, sizes and arrival times; the chunks this
+runner stored are held in memory too, as stored (compressed), up to
+``HELD_BYTES`` a stream: writing them out reads nothing back but which of
+them are still stored (one query by ids). Chunks past that, and those
+found in the store at a start (left by a stop or a crash, or buffered by
+another process or runner) are read back a page at a time.
 
 Two stages, each durable:
 
@@ -41,11 +49,12 @@ import hashlib
 import logging
 import uuid
 from array import array
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import orjson
 
@@ -53,12 +62,12 @@ from pipelines.clock import Cancellable, Clock, sleep
 from plugins.bucket.lookup import Place, open_object
 from plugins.bucket.objects import BucketError, check_key
 from plugins.firehose import endpoint
-from plugins.firehose.formats import EXTENSIONS, writer
+from plugins.firehose.formats import ENCODINGS, EXTENSIONS, decode, encode, writer
 from plugins.firehose.prefixes import object_name
 from plugins.firehose.query import QueryFailed
 from plugins.firehose.spec import Destination
-from plugins.firehose.store import Chunk, FirehoseError, FirehoseStore, NewChunk
-from plugins.firehose.transformation import Invoke, OkRecord, Transformed, transform
+from plugins.firehose.store import Chunk, FirehoseError, FirehoseStore, NewChunk, StoredData
+from plugins.firehose.transformation import Batch, Invoke, Transformed, transform
 
 log = logging.getLogger("plugins.firehose")
 
@@ -79,6 +88,9 @@ RETRY_FIRST, RETRY_CAP = 1.0, 60.0
 DELIVERY_CONCURRENCY = 4
 #: Partition ids remembered by their keys' values (then forgotten all at once).
 PARTITION_CACHE = 10_000
+#: Buffered bytes a stream holds in memory besides the store (as stored:
+#: compressed for GZIP); chunks past it are read back when written out.
+HELD_BYTES = 32 * 1024 * 1024
 
 Metric = Callable[[str, float, str], None]
 
@@ -114,9 +126,15 @@ def record_id(chunk: int, index: int) -> str:
     return f"{chunk:024x}{index:08x}"
 
 
+#: The index part of record ids, made once (a PutRecordBatch has up to 500 records).
+_INDEXES = [format(index, "08x") for index in range(1000)]
+
+
 def record_ids(chunk: int, count: int) -> list[str]:
     """``record_id`` of each record of a chunk."""
     base = f"{chunk:024x}"
+    if count <= len(_INDEXES):
+        return [base + index for index in _INDEXES[:count]]
     return [base + format(index, "08x") for index in range(count)]
 
 
@@ -198,6 +216,32 @@ class PutResult(NamedTuple):
     error_message: str | None = None
 
 
+#: ``PutResult`` from its three fields, without NamedTuple's Python-level
+#: ``__new__`` (made once per record of every put).
+_result = cast(
+    Callable[[tuple[str | None, str | None, str | None]], PutResult],
+    partial(tuple.__new__, PutResult),
+)
+_NO_RESULT = PutResult()
+
+
+def _encoded(encoding: str, chunks: list[NewChunk]) -> list[NewChunk]:
+    """``chunks`` with their data in ``encoding`` (error records too: their
+    objects are compressed as the others)."""
+    return [
+        NewChunk(
+            c.partition,
+            c.arrival,
+            c.count,
+            encode(encoding, c.data),
+            c.sizes,
+            encoding,
+            len(c.data),
+        )
+        for c in chunks
+    ]
+
+
 @dataclass(slots=True)
 class Identity:
     """What names a delivery stream's objects and invocations."""
@@ -250,6 +294,10 @@ class DeliveryStream:
         #: those deleted while a ``load`` reads the store.
         self._known: set[int] = set()
         self._deleted: set[int] | None = None
+        #: The bytes (data, sizes) of tracked chunks stored by this runner
+        #: since its start, as stored: written out from here, not read back.
+        self._held: dict[int, tuple[bytes, bytes | None]] = {}
+        self._held_bytes = 0
         self._loading = asyncio.Lock()
         #: The partition keys the prefix names (query, Lambda), and partition
         #: ids by the values of a record's keys.
@@ -301,6 +349,8 @@ class DeliveryStream:
         self._buffers = {}
         self._waiting = Buffer(None)
         self._known = set()
+        self._held = {}
+        self._held_bytes = 0
         self._last_id = 0
         self._retry_at.clear()
         self._failures.clear()
@@ -309,12 +359,24 @@ class DeliveryStream:
     def _forget(self, ids: Sequence[int]) -> None:
         """Chunks deleted from the store (written out, or transformed)."""
         self._known.difference_update(ids)
+        for chunk_id in ids:
+            held = self._held.pop(chunk_id, None)
+            if held is not None:
+                self._held_bytes -= len(held[0]) + len(held[1] or b"")
         if self._deleted is not None:
             self._deleted.update(ids)
 
-    def _track(self, chunk: Chunk) -> None:
+    def _track(self, chunk: Chunk, new: NewChunk | None = None) -> None:
+        """Buffer ``chunk``; with ``new`` (what was just stored as it), its
+        bytes are held in memory too, while the stream holds less than
+        ``HELD_BYTES``, so that writing it out reads nothing back."""
         if not self.owner or chunk.id in self._known:
             return  # not ours to write, or seen by a load before its put came back
+        if new is not None:
+            held = len(new.data) + len(new.sizes or b"")
+            if self._held_bytes + held <= HELD_BYTES:
+                self._held[chunk.id] = (new.data, new.sizes)
+                self._held_bytes += held
         self._known.add(chunk.id)
         self._last_id = max(self._last_id, chunk.id)
         if chunk.partition is None:
@@ -333,100 +395,138 @@ class DeliveryStream:
     async def put(self, records: Sequence[bytes]) -> list[PutResult]:
         """Buffer ``records`` durably; each one's RecordId, or its failure."""
         arrival = self.clock.time()
-        groups: dict[str, list[int]] = {}
-        chunks: list[tuple[NewChunk, list[int]]] = []
         destination = self.destination
         if destination.processor is not None:
-            sizes = array("I", (len(r) for r in records)).tobytes()
-            chunks.append((NewChunk(None, arrival, len(records), b"".join(records), sizes), []))
-            indexes = [list(range(len(records)))]
+            sizes = array("I", map(len, records)).tobytes()
+            whole = NewChunk(None, arrival, len(records), b"".join(records), sizes)
+            planned: list[tuple[NewChunk, list[int] | None]] = [(whole, None)]
         else:
-            errors: list[bytes] = []
-            error_indexes: list[int] = []
-            for index, data in enumerate(records):
-                try:
-                    partition = self._partition_of(data, None)
-                except QueryFailed as exc:
-                    errors.append(
-                        error_record(
-                            data,
-                            arrival,
-                            "DynamicPartitioning.MetadataExtractionFailed",
-                            str(exc),
-                            attempts=1,
-                            ended=arrival,
-                        )
-                    )
-                    error_indexes.append(index)
-                    continue
-                groups.setdefault(partition, []).append(index)
-            indexes = []
-            delimiter = destination.delimiter or b""
-            keep = destination.keeps_records
-            for partition, members in groups.items():
-                parts = [records[i] for i in members]
-                data = delimiter.join(parts) + delimiter if delimiter else b"".join(parts)
-                lengths = (
-                    array("I", (len(p) + len(delimiter) for p in parts)).tobytes() if keep else None
-                )
-                chunks.append((NewChunk(partition, arrival, len(members), data, lengths), []))
-                indexes.append(members)
-            if errors:
-                error_partition = partition_id(error=PARTITIONING_FAILED)
-                chunks.append(
-                    (NewChunk(error_partition, arrival, len(errors), b"".join(errors)), [])
-                )
-                indexes.append(error_indexes)
-        results: list[PutResult] = [PutResult()] * len(records)
-        writes = [self.store.add_chunk(self.identity.name, chunk) for chunk, _ in chunks]
-        outcomes = await asyncio.gather(*writes, return_exceptions=True)
-        stored = 0
-        for (chunk, _), members, outcome in zip(chunks, indexes, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                if isinstance(outcome, asyncio.CancelledError):
-                    raise outcome
-                log.error("firehose %s: buffering failed: %s", self.identity.name, outcome)
-                for i in members:
-                    results[i] = PutResult(None, "InternalFailure", str(outcome))
-                continue
-            chunk_id = int(outcome[0][0])
-            self._track(Chunk(chunk_id, chunk.partition, arrival, chunk.count, len(chunk.data)))
-            for i, rid in zip(members, record_ids(chunk_id, len(members)), strict=True):
-                results[i] = PutResult(rid)
-            stored += len(members)
+            planned = self._partitioned(records, arrival)
+        chunks = [chunk for chunk, _ in planned]
+        encoding = self._encoding()
+        if encoding is not None and destination.processor is None:
+            # Compressed off the loop (zlib lets go of the GIL), a put's
+            # chunks in one hand-over.
+            chunks = await asyncio.to_thread(_encoded, encoding, chunks)
+        try:
+            ids = await self.store.add_chunks(self.identity.name, chunks) if chunks else []
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("firehose %s: buffering failed: %s", self.identity.name, exc)
+            return [PutResult(None, "InternalFailure", str(exc))] * len(records)
+        results: list[PutResult] = [_NO_RESULT] * len(records)
+        for chunk, (_, members), chunk_id in zip(chunks, planned, ids, strict=True):
+            self._track(chunk.bookkeeping(chunk_id), chunk)
+            rids = record_ids(chunk_id, chunk.count)
+            if members is None:  # the put's records in their order
+                results = [_result((rid, None, None)) for rid in rids]
+            else:
+                for i, rid in zip(members, rids, strict=True):
+                    results[i] = _result((rid, None, None))
         self.metric("IncomingPutRequests", 1, "Count")
-        self.metric("IncomingRecords", stored, "Count")
-        self.metric("IncomingBytes", sum(len(r) for r in records), "Bytes")
-        self._wake_if_due([chunk.partition for chunk, _ in chunks])
+        self.metric("IncomingRecords", len(records), "Count")
+        self.metric("IncomingBytes", sum(map(len, records)), "Bytes")
+        self._wake_if_due([chunk.partition for chunk in chunks])
         return results
 
+    def _encoding(self) -> str | None:
+        """How chunks of partitioned records are buffered: compressed as the
+        objects are (GZIP), unless records are needed one by one later (an
+        HTTP request, a Parquet row)."""
+        destination = self.destination
+        if destination.keeps_records:
+            return None
+        return ENCODINGS.get(destination.compression)
+
+    def _partitioned(
+        self, records: Sequence[bytes], arrival: float
+    ) -> list[tuple[NewChunk, list[int] | None]]:
+        """A put's records as chunks, one per partition (and one of error
+        records for those whose keys failed), each with its records'
+        indexes in the put (None: all of them, in order)."""
+        destination = self.destination
+        groups: dict[Hashable, list[int]] = {}
+        failures: list[tuple[int, str]] = []
+        if not destination.partitioning:
+            groups[None] = list(range(len(records)))
+        elif destination.query is not None:
+            groups, failures = destination.query.group(records)
+        else:  # partitioned by the function's keys only: none of the query's
+            groups[None] = list(range(len(records)))
+        delimiter = destination.delimiter or b""
+        keep = destination.keeps_records
+        planned: list[tuple[NewChunk, list[int] | None]] = []
+        for found, members in groups.items():
+            try:
+                partition = self._partition_for(found, None) if destination.partitioning else PLAIN
+            except QueryFailed as exc:  # the prefix names a key these records lack
+                failures += [(i, str(exc)) for i in members]
+                continue
+            parts = records if len(members) == len(records) else [records[i] for i in members]
+            data = delimiter.join(parts) + delimiter if delimiter else b"".join(parts)
+            lengths = (
+                array("I", [len(p) + len(delimiter) for p in parts]).tobytes() if keep else None
+            )
+            whole = len(members) == len(records)
+            planned.append(
+                (
+                    NewChunk(partition, arrival, len(members), data, lengths),
+                    None if whole else members,
+                )
+            )
+        if failures:
+            failures.sort()
+            errors = [
+                error_record(
+                    records[i],
+                    arrival,
+                    "DynamicPartitioning.MetadataExtractionFailed",
+                    message,
+                    attempts=1,
+                    ended=arrival,
+                )
+                for i, message in failures
+            ]
+            error_partition = partition_id(error=PARTITIONING_FAILED)
+            planned.append(
+                (
+                    NewChunk(error_partition, arrival, len(errors), b"".join(errors)),
+                    [i for i, _ in failures],
+                )
+            )
+        return planned
+
     def _partition_of(self, data: bytes, from_lambda: Mapping[str, str] | None) -> str:
-        """The partition of one record (``QueryFailed`` when its keys fail).
-        Partition ids are cached by the keys' values: most records of a busy
-        stream go to partitions it has seen."""
+        """The partition of one record (``QueryFailed`` when its keys fail)."""
         destination = self.destination
         if not destination.partitioning:
             return PLAIN
-        query: Mapping[str, str] | None = None
-        if destination.query is not None:
-            query = destination.query.keys(data)
-        seen = (
-            tuple(query.items()) if query is not None else None,
-            tuple(from_lambda.items()) if from_lambda is not None else None,
-        )
+        query = destination.query
+        return self._partition_for(None if query is None else query.signature(data), from_lambda)
+
+    def _partition_for(self, signature: Hashable, from_lambda: Mapping[str, str] | None) -> str:
+        """The partition of records with the query's keys ``signature``
+        (``MetadataQuery.signature``; None without a query) and the
+        function's keys ``from_lambda``; ``QueryFailed`` when the prefix
+        names a key they lack. Cached by the keys' values: most records of
+        a busy stream go to partitions it has seen."""
+        seen = (signature, tuple(from_lambda.items()) if from_lambda is not None else None)
         found = self._partitions.get(seen)
         if found is not None:
             return found
+        query = self.destination.query
+        keys = None if query is None or signature is None else query.keys_of(signature)
         query_keys, lambda_keys = self._prefix_keys
         for key in query_keys:
-            if query is None or key not in query:
+            if keys is None or key not in keys:
                 raise QueryFailed(f"the query gave no partition key {key!r}")
         for key in lambda_keys:
             if from_lambda is None or key not in from_lambda:
                 raise QueryFailed(f"the Lambda function gave no partition key {key!r}")
         if len(self._partitions) >= PARTITION_CACHE:
             self._partitions.clear()
-        made = self._partitions[seen] = partition_id(query, from_lambda)
+        made = self._partitions[seen] = partition_id(keys, from_lambda)
         return made
 
     def _wake_if_due(self, touched: Sequence[str | None]) -> None:
@@ -594,20 +694,18 @@ class DeliveryStream:
     async def _process(self, chunks: list[Chunk]) -> None:
         """Run the Lambda processor over ``chunks``; its outcome replaces them."""
         processor = self.destination.processor
-        records: list[tuple[str, float, bytes]] = []
-        for chunk_id, data, sizes in await self.store.chunk_data([c.id for c in chunks]):
-            arrival = next(c.arrival for c in chunks if c.id == chunk_id)
-            lengths = array("I")
-            lengths.frombytes(sizes or b"")
-            position = 0
-            for index, length in enumerate(lengths):
-                records.append(
-                    (record_id(chunk_id, index), arrival, data[position : position + length])
-                )
-                position += length
+        records = Batch()
+        arrivals = {c.id: c.arrival for c in chunks}
+        for stored in await self._stored(chunks):
+            cut = _cut(decode(stored.encoding, stored.data), stored.sizes or b"")
+            records.ids += record_ids(stored.id, len(cut))
+            records.arrivals += [arrivals[stored.id]] * len(cut)
+            records.data += cut
         if processor is None or self.invoke is None:
             outcome = Transformed(
-                ok=[OkRecord(data, arrival, None) for _, arrival, data in records]
+                ok_data=records.data,
+                ok_arrivals=records.arrivals,
+                ok_keys=[None] * len(records.data),
             )
             await self._store_outcome(chunks, outcome)
             return
@@ -617,31 +715,54 @@ class DeliveryStream:
             "ExecuteProcessing.Duration", (self.clock.time() - started) * 1000, "Milliseconds"
         )
         self.metric("ExecuteProcessing.Success", 0 if outcome.invocation_failed else 1, "None")
-        self.metric("SucceedProcessing.Records", len(outcome.ok), "Count")
-        self.metric("SucceedProcessing.Bytes", sum(len(r.data) for r in outcome.ok), "Bytes")
+        self.metric("SucceedProcessing.Records", len(outcome.ok_data), "Count")
+        self.metric("SucceedProcessing.Bytes", sum(map(len, outcome.ok_data)), "Bytes")
         await self._store_outcome(chunks, outcome)
 
     async def _store_outcome(self, chunks: list[Chunk], outcome: Transformed) -> None:
         made = self._after_processing(outcome)
+        encoding = self._encoding()
+        if encoding is not None:
+            made = await asyncio.to_thread(_encoded, encoding, made)
         done = [c.id for c in chunks]
         ids = await self.store.replace_chunks(self.identity.name, done, made)
         self._forget(done)
         for new_id, chunk in zip(ids, made, strict=True):
-            self._track(Chunk(new_id, chunk.partition, chunk.arrival, chunk.count, len(chunk.data)))
+            self._track(chunk.bookkeeping(new_id), chunk)
+
+    async def _stored(self, chunks: Sequence[Chunk]) -> list[StoredData]:
+        """The bytes of those of ``chunks`` still in the store, in their
+        order: held in memory, the others read back. One that another
+        runner of a cluster wrote out meanwhile is left out."""
+        held = {c.id: self._held[c.id] for c in chunks if c.id in self._held}
+        alive = await self.store.present(list(held)) if held else set()
+        missing = [c.id for c in chunks if c.id not in held]
+        read = {d.id: d for d in await self.store.chunk_data(missing)} if missing else {}
+        found: list[StoredData] = []
+        for chunk in chunks:
+            if chunk.id in alive:
+                data, sizes = held[chunk.id]
+                found.append(StoredData(chunk.id, data, sizes, chunk.encoding))
+            elif chunk.id in read:
+                found.append(read[chunk.id])
+        return found
 
     def _after_processing(self, outcome: Transformed) -> list[NewChunk]:
         groups: dict[str, list[bytes]] = {}
         arrivals: dict[str, float] = {}
         delimiter = self.destination.delimiter or b""
         failed: list[bytes] = list(outcome.failed)
-        for record in outcome.ok:
+        partition_of = self._partition_of
+        for data, arrival, keys in zip(
+            outcome.ok_data, outcome.ok_arrivals, outcome.ok_keys, strict=True
+        ):
             try:
-                partition = self._partition_of(record.data, record.partition_keys)
+                partition = partition_of(data, keys)
             except QueryFailed as exc:
                 failed.append(
                     error_record(
-                        record.data,
-                        record.arrival,
+                        data,
+                        arrival,
                         "DynamicPartitioning.MetadataExtractionFailed",
                         str(exc),
                         attempts=1,
@@ -649,21 +770,27 @@ class DeliveryStream:
                     )
                 )
                 continue
-            groups.setdefault(partition, []).append(record.data + delimiter)
-            arrivals[partition] = min(arrivals.get(partition, record.arrival), record.arrival)
+            items = groups.get(partition)
+            if items is None:
+                groups[partition] = [data]
+                arrivals[partition] = arrival
+            else:
+                items.append(data)
+                if arrival < arrivals[partition]:
+                    arrivals[partition] = arrival
         keep = self.destination.keeps_records
         made = [
             NewChunk(
                 partition,
                 arrivals[partition],
                 len(items),
-                b"".join(items),
-                array("I", map(len, items)).tobytes() if keep else None,
+                delimiter.join(items) + delimiter if delimiter else b"".join(items),
+                array("I", [len(i) + len(delimiter) for i in items]).tobytes() if keep else None,
             )
             for partition, items in groups.items()
         ]
         if failed:
-            oldest = min((r.arrival for r in outcome.ok), default=self.clock.time())
+            oldest = min(outcome.ok_arrivals, default=self.clock.time())
             made.append(
                 NewChunk(
                     partition_id(error=PROCESSING_FAILED), oldest, len(failed), b"".join(failed)
@@ -761,15 +888,11 @@ class DeliveryStream:
         """Each record of ``chunks`` (arrival, data), cut apart by their lengths."""
         arrivals = {c.id: c.arrival for c in chunks}
         found: list[tuple[float, bytes]] = []
-        for chunk_id, data, sizes in await self.store.chunk_data([c.id for c in chunks]):
-            lengths = array("I")
-            lengths.frombytes(sizes or b"")
-            if not lengths:  # buffered before this destination kept lengths: one record
-                lengths.append(len(data))
-            position = 0
-            for length in lengths:
-                found.append((arrivals[chunk_id], data[position : position + length]))
-                position += length
+        for stored in await self._stored(chunks):
+            data = decode(stored.encoding, stored.data)
+            # Buffered before this destination kept lengths: one record.
+            records = _cut(data, stored.sizes) if stored.sizes else [data]
+            found += [(arrivals[stored.id], record) for record in records]
         return found
 
     async def _send(self, chunks: list[Chunk]) -> bool:
@@ -866,7 +989,7 @@ class DeliveryStream:
         made = [NewChunk(partition, oldest, len(pieces), b"".join(pieces))]
         ids = await self.store.replace_chunks(self.identity.name, done, made)
         self._forget(done)
-        self._track(Chunk(ids[0], partition, oldest, len(pieces), len(made[0].data)))
+        self._track(made[0].bookkeeping(ids[0]), made[0])
 
     def _conversion_failed(self, failed: list[bytes]) -> str | None:
         return partition_id(error=FORMAT_CONVERSION_FAILED) if failed else None
@@ -876,19 +999,22 @@ class DeliveryStream:
     ) -> tuple[bool, list[bytes]]:
         """The object ``key`` in ``place``, whole or not at all (the bucket
         plugin's ``open_object``: a directory's ``AtomicFile``, a store's
-        upload), written a page of chunks at a time as they are read back.
-        A chunk no longer in the store (another runner delivered it
-        meanwhile) is left out; with none left no object is written (False).
-        Converting to Parquet, the records that cannot be rows come back as
-        error records; no object is written when none could be a row."""
-        pages: list[list[int]] = [[]]
+        upload), written a page of chunks at a time (held in memory, or
+        read back). A chunk no longer in the store (another runner
+        delivered it meanwhile) is left out; with none left no object is
+        written (False). Converting to Parquet, the records that cannot be
+        rows come back as error records; no object is written when none
+        could be a row."""
+        pages: list[list[Chunk]] = [[]]
         size = 0
         for chunk in chunks:
-            if pages[-1] and size + chunk.size > PAGE_BYTES:
+            held = self._held.get(chunk.id)
+            weight = chunk.size if held is None else len(held[0])
+            if pages[-1] and size + weight > PAGE_BYTES:
                 pages.append([])
                 size = 0
-            pages[-1].append(chunk.id)
-            size += chunk.size
+            pages[-1].append(chunk)
+            size += weight
         compression = self.destination.compression
         name = key.rsplit("/", 1)[-1]
         member = name.removesuffix(self.destination.extension) or name
@@ -904,7 +1030,7 @@ class DeliveryStream:
             else:
                 out = writer(compression, opened.file, member)
             for page in pages:
-                found = await self.store.chunk_data(page)
+                found = await self._stored(page)
                 written += len(found)
                 await asyncio.to_thread(_write_all, out, found, conversion is not None)
             await asyncio.to_thread(out.close)  # the compressor's (or Parquet's) last bytes
@@ -925,12 +1051,16 @@ class DeliveryStream:
         return bool(written), failed
 
 
-def _write_all(out: Any, found: list[tuple[int, bytes, bytes | None]], records: bool) -> None:
-    for _, data, sizes in found:
-        if records and sizes:
-            out.write_records(_cut(data, sizes))
+def _write_all(out: Any, found: list[StoredData], records: bool) -> None:
+    """Chunks into an object: as buffered (a GZIP object appends its
+    chunks' gzip members as they are), or as records (Parquet rows)."""
+    for stored in found:
+        if not records:
+            out.write_encoded(stored.encoding, stored.data)
+        elif stored.sizes:
+            out.write_records(_cut(decode(stored.encoding, stored.data), stored.sizes))
         else:
-            out.write(data)
+            out.write(decode(stored.encoding, stored.data))
 
 
 def _cut(data: bytes, sizes: bytes) -> list[bytes]:

@@ -16,7 +16,7 @@ the record's partitioning (it goes to the error output).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import jq
@@ -60,7 +60,13 @@ def _number_text(value: int | float) -> str:
 
 
 class MetadataQuery:
-    """One compiled MetadataExtractionQuery: ``keys(data)`` gives a record's keys."""
+    """One compiled MetadataExtractionQuery: ``keys(data)`` gives a record's keys.
+
+    ``signature(data)`` gives them as a hashable value, cheaper to make
+    per record (the plain-paths query: the keys' texts in the query's
+    order, no dict; one key's text alone), which ``keys_of`` turns into
+    the keys: a put groups its records by signature (``group``) and makes
+    each group's keys once."""
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -68,6 +74,100 @@ class MetadataQuery:
         self.program = jq.compile(text)
         self._paths = _simple_paths(text)
         self.keys: Callable[[bytes], Keys] = self._by_paths if self._paths else self._by_jq
+        self.signature: Callable[[bytes], Hashable] = self._signature_by_jq
+        self._names: tuple[str, ...] = ()
+        self._step = ""  # the one field of a one-key, one-step query
+        if self._paths is not None:
+            self._names = tuple(name for name, _ in self._paths)
+            if len(self._paths) == 1 and len(self._paths[0][1]) == 1:
+                self._step = self._paths[0][1][0]
+                self.signature = self._signature_of_one
+            else:
+                self.signature = self._signature_by_paths
+
+    def keys_of(self, signature: Hashable) -> Keys:
+        """The keys a ``signature`` stands for."""
+        if self._step:
+            assert isinstance(signature, str)
+            return {self._names[0]: signature}
+        if self._paths is not None:
+            assert isinstance(signature, tuple)
+            return dict(zip(self._names, signature, strict=True))
+        assert isinstance(signature, frozenset)
+        return dict(signature)
+
+    def group(
+        self, records: Sequence[bytes]
+    ) -> tuple[dict[Hashable, list[int]], list[tuple[int, str]]]:
+        """``records``' indexes by signature, and (index, why) of those whose
+        keys fail: a put's partitioning in one loop."""
+        groups: dict[Hashable, list[int]] = {}
+        failed: list[tuple[int, str]] = []
+        if self._step:
+            # The common query ({key: .field}) inline: a parse and a lookup a record.
+            loads, step, decode_error = orjson.loads, self._step, orjson.JSONDecodeError
+            for index, data in enumerate(records):
+                try:
+                    record = loads(data)
+                except decode_error:
+                    failed.append((index, "the record is not valid JSON"))
+                    continue
+                value = record.get(step) if type(record) is dict else None
+                if type(value) is not str:
+                    try:
+                        value = self._signature_of_record(record)
+                    except QueryFailed as exc:
+                        failed.append((index, str(exc)))
+                        continue
+                members = groups.get(value)
+                if members is None:
+                    groups[value] = [index]
+                else:
+                    members.append(index)
+            return groups, failed
+        signature = self.signature
+        for index, data in enumerate(records):
+            try:
+                found = signature(data)
+            except QueryFailed as exc:
+                failed.append((index, str(exc)))
+                continue
+            members = groups.get(found)
+            if members is None:
+                groups[found] = [index]
+            else:
+                members.append(index)
+        return groups, failed
+
+    def _signature_of_one(self, data: bytes) -> Hashable:
+        # The common query ({key: .field}): one parse, one lookup, no dict
+        # made; anything unusual (not an object, a value not a string)
+        # takes the general path, which says why it fails.
+        try:
+            record = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise QueryFailed("the record is not valid JSON") from None
+        if type(record) is dict:
+            value = record.get(self._step)
+            if type(value) is str:
+                return value
+        return self._signature_of_record(record)
+
+    def _signature_by_paths(self, data: bytes) -> Hashable:
+        try:
+            record = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise QueryFailed("the record is not valid JSON") from None
+        return self._signature_of_record(record)
+
+    def _signature_of_record(self, record: Any) -> Hashable:
+        """A parsed record's signature, by the paths (a one-key query's: the text)."""
+        assert self._paths is not None
+        values = tuple(self._value(name, path, record) for name, path in self._paths)
+        return values[0] if self._step else values
+
+    def _signature_by_jq(self, data: bytes) -> Hashable:
+        return frozenset(self._by_jq(data).items())
 
     def _by_paths(self, data: bytes) -> Keys:
         try:
@@ -75,18 +175,19 @@ class MetadataQuery:
         except orjson.JSONDecodeError:
             raise QueryFailed("the record is not valid JSON") from None
         assert self._paths is not None
-        keys: Keys = {}
-        for name, path in self._paths:
-            value = record
-            for step in path:
-                if isinstance(value, dict):
-                    value = value.get(step)
-                elif value is None:
-                    break
-                else:  # jq: "Cannot index <type> with <step>"
-                    raise QueryFailed(f"the query failed: cannot index {_jq_type(value)}")
-            keys[name] = _key_text(name, value)
-        return keys
+        return {name: self._value(name, path, record) for name, path in self._paths}
+
+    @staticmethod
+    def _value(name: str, path: list[str], record: Any) -> str:
+        value = record
+        for step in path:
+            if isinstance(value, dict):
+                value = value.get(step)
+            elif value is None:
+                break
+            else:  # jq: "Cannot index <type> with <step>"
+                raise QueryFailed(f"the query failed: cannot index {_jq_type(value)}")
+        return _key_text(name, value)
 
     def _by_jq(self, data: bytes) -> Keys:
         try:

@@ -5,8 +5,11 @@ as AWS's shapes give it (so DescribeDeliveryStream, a restart and the CLI
 read the same thing), its version, tags, and the CLI's flush requests.
 ``firehose_chunks`` holds what is buffered: one row per *chunk*, the records
 of one put (or one transformation batch) that go to one partition, their
-bytes concatenated in ``data``. A PutRecordBatch of 500 records to one
-partition is one row, one INSERT. ``partition`` is NULL while a chunk waits
+bytes concatenated in ``data``. A PutRecordBatch of 500 records to ten
+partitions is ten rows, one INSERT. ``encoding`` says how ``data`` holds
+the records: NULL as they came, ``gzip`` one gzip member (a GZIP
+destination's chunks, compressed as they are buffered: ``formats.encode``);
+``size`` is the records' length before it. ``partition`` is NULL while a chunk waits
 for the Lambda processor (``sizes`` then holds each record's length, packed
 as 4-byte integers, so the records can be cut apart again); otherwise it is
 the buffer the chunk belongs to (see ``delivery.partition_id``), and
@@ -23,18 +26,23 @@ name (``""`` for the one runner of a SQLite file) and until when its lease
 runs. Every runner buffers puts into the shared chunks; only the owner
 writes objects. The owner renews its lease as it goes; when a runner dies
 its lease runs out and another claims the stream (store version 2).
+Version 3 added ``encoding``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from pipelines.errors import CodedError
-from pipelines.store import Step, Store
+from pipelines.store import Queries, Step, Store
+
+#: Chunks written by one INSERT at most.
+ROWS_PER_INSERT = 500
 
 
 class FirehoseError(CodedError):
@@ -49,7 +57,8 @@ class Chunk:
     partition: str | None
     arrival: float
     count: int
-    size: int
+    size: int  # the records' bytes (before any encoding)
+    encoding: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +66,27 @@ class NewChunk:
     partition: str | None
     arrival: float
     count: int
-    data: bytes
+    data: bytes  # the records, in ``encoding``
     sizes: bytes | None = None
+    encoding: str | None = None
+    #: The records' bytes before the encoding (``len(data)`` without one).
+    raw_size: int | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.raw_size is None else self.raw_size
+
+    def bookkeeping(self, chunk_id: int) -> Chunk:
+        return Chunk(chunk_id, self.partition, self.arrival, self.count, self.size, self.encoding)
+
+
+class StoredData(NamedTuple):
+    """A chunk's bytes as the store holds them."""
+
+    id: int
+    data: bytes
+    sizes: bytes | None
+    encoding: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +108,8 @@ class StreamRecord:
 class FirehoseStore(Store):
     name = "firehose"
     #: 2: firehose_owners (a delivery stream's owner and lease, for clusters).
-    version = 2
+    #: 3: firehose_chunks.encoding (chunks compressed as they are buffered).
+    version = 3
     schema = """
     CREATE TABLE IF NOT EXISTS firehose_streams (
         name            TEXT PRIMARY KEY,
@@ -102,7 +131,8 @@ class FirehoseStore(Store):
         count     INTEGER NOT NULL,
         size      INTEGER NOT NULL,
         sizes     BLOB,
-        data      BLOB NOT NULL
+        data      BLOB NOT NULL,
+        encoding  TEXT
     );
     CREATE INDEX IF NOT EXISTS firehose_chunks_stream ON firehose_chunks (stream, id);
     CREATE TABLE IF NOT EXISTS firehose_owners (
@@ -116,6 +146,12 @@ class FirehoseStore(Store):
         "name, config, settings, made_by_api, version, created, updated, tags,"
         " flush_requested, flushed"
     )
+
+    async def migrate(self, connection: Queries, found: int) -> None:
+        """Version 3 added ``encoding`` (NULL: the records as they came,
+        which every chunk of an older version holds)."""
+        if found < 3:
+            await connection.execute("ALTER TABLE firehose_chunks ADD COLUMN encoding TEXT")
 
     # -- delivery streams ------------------------------------------------------------
 
@@ -287,32 +323,62 @@ class FirehoseStore(Store):
 
     # -- buffered chunks ----------------------------------------------------------------
 
-    def add_chunk(self, stream: str, chunk: NewChunk) -> Any:
-        """Write one chunk in a trip shared with the other writers of the moment
-        (group commit); an awaitable of its new row (``[(id,)]``). Handed over
-        at once, so a put's chunks are written together."""
-        return self.share(
-            "INSERT INTO firehose_chunks (stream, partition, arrival, count, size, sizes, data)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (
-                stream,
-                chunk.partition,
-                chunk.arrival,
-                chunk.count,
-                len(chunk.data),
-                chunk.sizes,
-                chunk.data,
-            ),
+    _INSERT = (
+        "INSERT INTO firehose_chunks"
+        " (stream, partition, arrival, count, size, sizes, data, encoding) VALUES "
+    )
+    _ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
+
+    @staticmethod
+    def _values(stream: str, chunk: NewChunk) -> tuple[Any, ...]:
+        return (
+            stream,
+            chunk.partition,
+            chunk.arrival,
+            chunk.count,
+            chunk.size,
+            chunk.sizes,
+            chunk.data,
+            chunk.encoding,
         )
+
+    def add_chunks(self, stream: str, chunks: Sequence[NewChunk]) -> Any:
+        """Write a put's chunks, one statement in a trip shared with the other
+        writers of the moment (group commit); an awaitable of their new ids,
+        in ``chunks``' order. Handed over at once. The chunks' partitions
+        differ (a put's records to one partition are one chunk): the rows
+        come back with theirs, whatever order the database answers in."""
+        partitions = [chunk.partition for chunk in chunks]
+        if len(set(partitions)) != len(partitions):
+            raise ValueError(f"chunks of one put to the same partition: {partitions}")
+        shared = []
+        # A statement's parameters are bounded (SQLite 32,766, PostgreSQL 65,535).
+        for start in range(0, len(chunks), ROWS_PER_INSERT):
+            parameters: list[Any] = []
+            for chunk in chunks[start : start + ROWS_PER_INSERT]:
+                parameters += self._values(stream, chunk)
+            rows = ", ".join([self._ROW] * (len(parameters) // 8))
+            sql = self._INSERT + rows + " RETURNING id, partition"
+            shared.append(self.share(sql, parameters))
+
+        async def ids() -> list[int]:
+            by_partition: dict[str | None, int] = {}
+            for answer in await asyncio.gather(*shared, return_exceptions=True):
+                if isinstance(answer, BaseException):
+                    raise answer
+                by_partition.update((row[1], int(row[0])) for row in answer)
+            return [by_partition[partition] for partition in partitions]
+
+        return ids()
 
     async def chunks(self, stream: str, after: int = 0) -> list[Chunk]:
         """The bookkeeping of the stream's chunks with ids above ``after``, in order."""
         rows = await self.rows(
-            "SELECT id, partition, arrival, count, size FROM firehose_chunks"
+            "SELECT id, partition, arrival, count, size, encoding FROM firehose_chunks"
             " WHERE stream = ? AND id > ? ORDER BY id",
             (stream, after),
         )
-        return [Chunk(int(r[0]), r[1], float(r[2]), int(r[3]), int(r[4])) for r in rows]
+        return [Chunk(int(r[0]), r[1], float(r[2]), int(r[3]), int(r[4]), r[5]) for r in rows]
 
     def _ids(self, ids: Sequence[int]) -> tuple[str, bytes]:
         column = self.dialect.json_value("k", "integer")
@@ -321,13 +387,23 @@ class FirehoseStore(Store):
             orjson.dumps(list(ids)),
         )
 
-    async def chunk_data(self, ids: Sequence[int]) -> list[tuple[int, bytes, bytes | None]]:
-        """(id, data, sizes) of ``ids``, in id order."""
+    async def chunk_data(self, ids: Sequence[int]) -> list[StoredData]:
+        """(id, data, sizes, encoding) of ``ids`` still stored, in id order."""
         where, given = self._ids(ids)
         rows = await self.rows(
-            f"SELECT id, data, sizes FROM firehose_chunks WHERE {where} ORDER BY id", (given,)
+            f"SELECT id, data, sizes, encoding FROM firehose_chunks WHERE {where} ORDER BY id",
+            (given,),
         )
-        return [(int(r[0]), bytes(r[1]), None if r[2] is None else bytes(r[2])) for r in rows]
+        return [
+            StoredData(int(r[0]), bytes(r[1]), None if r[2] is None else bytes(r[2]), r[3])
+            for r in rows
+        ]
+
+    async def present(self, ids: Sequence[int]) -> set[int]:
+        """Which of ``ids`` are still stored (not delivered by another runner)."""
+        where, given = self._ids(ids)
+        rows = await self.rows(f"SELECT id FROM firehose_chunks WHERE {where}", (given,))
+        return {int(r[0]) for r in rows}
 
     async def delete_chunks(self, ids: Sequence[int]) -> None:
         where, given = self._ids(ids)
@@ -341,12 +417,7 @@ class FirehoseStore(Store):
         where, given = self._ids(done)
         steps = [Step(f"DELETE FROM firehose_chunks WHERE {where}", (given,))]
         steps += [
-            Step(
-                "INSERT INTO firehose_chunks (stream, partition, arrival, count, size, sizes,"
-                " data) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (stream, c.partition, c.arrival, c.count, len(c.data), c.sizes, c.data),
-            )
-            for c in made
+            Step(self._INSERT + self._ROW + " RETURNING id", self._values(stream, c)) for c in made
         ]
         results = await self.batch(steps)
         return [int(result.rows[0][0]) for result in results[1:]]
