@@ -47,9 +47,11 @@ Observer = Callable[[str, dict[str, Any]], None]
 #: Looks at each valid event put on one bus before it is accepted (a plugin's
 #: requirement: the schemas plugin's validation). Given (event, entry index),
 #: it returns True to let the event through, False when it took the event
-#: itself (answered for, not put on the bus: a dead letter), or raises
-#: ``EventValidationError`` to refuse the entry. See ``Runtime.screen``.
-Screen = Callable[[dict[str, Any], int], bool]
+#: itself (answered for, not put on the bus: a dead letter), a set of rule
+#: names to put the event on the bus but withhold it from those rules (their
+#: requirement took it for them), or raises ``EventValidationError`` to
+#: refuse the entry. See ``Runtime.screen``.
+Screen = Callable[[dict[str, Any], int], bool | frozenset[str]]
 #: Which rules an event put on a bus is for (and what its intake row keeps):
 #: None, every rule it matches; a rule name, that scheduled rule (its run); a
 #: set, the matched rules among them (a replay to chosen rules).
@@ -246,10 +248,34 @@ class Bus:
         self._events = host.counters.counter(m.EVENTS, self._dims)
         self._matched = host.counters.counter(m.MATCHED_EVENTS, self._dims)
 
-    def screened(self, event: dict[str, Any], index: int) -> bool:
-        """Whether the event goes on the bus after its ``screens`` looked at it
-        (False: one took it); ``EventValidationError`` when one refuses it."""
-        return all(screen(event, index) for screen in self.screens)
+    def screened(self, event: dict[str, Any], index: int) -> bool | frozenset[str]:
+        """Whether the event goes on the bus after its ``screens`` looked at it:
+        True, False (one took it), or the rules it is withheld from (see
+        ``Screen``); ``EventValidationError`` when one refuses it."""
+        withheld: frozenset[str] = frozenset()
+        for screen in self.screens:
+            verdict = screen(event, index)
+            if verdict is False:
+                return False
+            if verdict is not True:
+                withheld |= verdict
+        return withheld or True
+
+    def addressed_without(self, event: dict[str, Any], withheld: frozenset[str]) -> frozenset[str]:
+        """The address of an event to go to the rules it matches but ``withheld``
+        (kept with it in the durable intake: a restart withholds it still)."""
+        return frozenset(self._matcher.match(event)).difference(withheld)
+
+    def rule_matches(self, name: str, event: Mapping[str, Any]) -> bool:
+        """Whether the enabled rule ``name`` has a pattern that ``event`` matches
+        (False when there is no such rule): a screen's test for a rule's requirement."""
+        rule = self._rules.get(name)
+        return (
+            rule is not None
+            and rule.state == ENABLED
+            and rule.pattern is not None
+            and rule.pattern.matches(event)
+        )
 
     # -- rules --------------------------------------------------------------
 
@@ -497,15 +523,17 @@ class Bus:
         events: list[dict[str, Any]],
         ingested: float,
         settlements: list[Settlement | None] | None = None,
+        addressed: Address = None,
     ) -> int:
         """Append events to the intake, waiting while it is full; returns how many
         were accepted (fewer than given only when the runtime stopped meanwhile).
         ``settlements[i]``, when given, is settled once every delivery of
-        ``events[i]`` is settled (see ``Runtime.put_events``)."""
-        accepted = self._append(events, ingested, None, settlements)
+        ``events[i]`` is settled (see ``Runtime.put_events``). ``addressed``:
+        the rules they are for (``Address``; None: every rule they match)."""
+        accepted = self._append(events, ingested, addressed, settlements)
         while accepted < len(events) and await self.wait_for_room():
             rest = settlements[accepted:] if settlements is not None else None
-            accepted += self._append(events[accepted:], ingested, None, rest)
+            accepted += self._append(events[accepted:], ingested, addressed, rest)
         return accepted
 
     def offer(

@@ -202,10 +202,15 @@ class TargetServices(Protocol):
         ...
 
     def screen(
-        self, bus: str, screen: Callable[[dict[str, Any], int], bool]
+        self, bus: str, screen: Callable[[dict[str, Any], int], bool | frozenset[str]]
     ) -> contextlib.AbstractContextManager[None]:
         """Have ``screen`` look at each event put on ``bus`` before it is
         accepted, while in the ``with`` block (``Runtime.screen``, ``bus.Screen``)."""
+        ...
+
+    def rule_test(self, bus: str, rule: str) -> Callable[[Mapping[str, Any]], bool]:
+        """Whether an event matches the rule ``rule`` of ``bus`` as it is when
+        asked (enabled, its pattern): ``Runtime.rule_test``."""
         ...
 
     def bus_names(self) -> list[str]:

@@ -20,7 +20,12 @@ import click
 from pipelines.clikit import echo_output, output_option, parse_pairs
 from pipelines.clock import Clock, SystemClock
 from pipelines.config import load_config
-from pipelines.errors import DeliveryError, NotRunningError, PipelinesError
+from pipelines.errors import (
+    DeliveryError,
+    NotRunningError,
+    PipelinesError,
+    ResourceNotFoundError,
+)
 from pipelines.event import new_event_id
 from pipelines.metrics import MetricStore
 from pipelines.pluginmanager import target_types
@@ -70,9 +75,12 @@ class _Services:
         return contextlib.nullcontext()
 
     def screen(
-        self, bus: str, screen: Callable[[dict[str, Any], int], bool]
+        self, bus: str, screen: Callable[[dict[str, Any], int], bool | frozenset[str]]
     ) -> AbstractContextManager[None]:
         return contextlib.nullcontext()
+
+    def rule_test(self, bus: str, rule: str) -> Callable[[Mapping[str, Any]], bool]:
+        raise ResourceNotFoundError(f"Event bus {bus} does not exist.")
 
     def bus_names(self) -> list[str]:
         return []
