@@ -227,6 +227,8 @@ class Bus:
         self.created = 0.0
         self._rules: dict[str, Rule] = {}
         self._matcher = Matcher()
+        #: Matchers over some of its rules, kept in step with them (``watch``).
+        self._watchers: list[tuple[frozenset[str], Matcher]] = []
         # The intake: a bounded deque of ``Intake`` items. put_events waits on
         # ``_space`` when it is full, the dispatcher on ``_ready`` when it is empty.
         self._intake: collections.deque[Intake] = collections.deque()
@@ -266,16 +268,30 @@ class Bus:
         (kept with it in the durable intake: a restart withholds it still)."""
         return frozenset(self._matcher.match(event)).difference(withheld)
 
-    def rule_matches(self, name: str, event: Mapping[str, Any]) -> bool:
-        """Whether the enabled rule ``name`` has a pattern that ``event`` matches
-        (False when there is no such rule): a screen's test for a rule's requirement."""
-        rule = self._rules.get(name)
-        return (
-            rule is not None
-            and rule.state == ENABLED
-            and rule.pattern is not None
-            and rule.pattern.matches(event)
-        )
+    def watch(self, names: Iterable[str]) -> Matcher:
+        """A matcher over the rules ``names`` alone (those enabled, with a
+        pattern), kept in step with them as they change (PutRule, Enable,
+        Disable, Delete) until ``unwatch``: a screen's test for the rules its
+        requirements name, a few rules' matching instead of every rule's.
+        ``ResourceNotFoundError`` for a rule that does not exist now."""
+        names = frozenset(names)
+        for name in sorted(names):
+            self._rule(name)
+        matcher = Matcher()
+        for name in names:
+            self._sync_watcher(matcher, self._rules[name])
+        self._watchers.append((names, matcher))
+        return matcher
+
+    def unwatch(self, matcher: Matcher) -> None:
+        self._watchers[:] = [(n, m) for n, m in self._watchers if m is not matcher]
+
+    @staticmethod
+    def _sync_watcher(matcher: Matcher, rule: Rule) -> None:
+        if rule.state == ENABLED and rule.pattern is not None:
+            matcher.add(rule.name, rule.pattern)
+        else:
+            matcher.remove(rule.name)
 
     # -- rules --------------------------------------------------------------
 
@@ -337,10 +353,10 @@ class Bus:
             ) from None
 
     def _sync_matcher(self, rule: Rule) -> None:
-        if rule.state == ENABLED and rule.pattern is not None:
-            self._matcher.add(rule.name, rule.pattern)
-        else:
-            self._matcher.remove(rule.name)
+        self._sync_watcher(self._matcher, rule)
+        for names, matcher in self._watchers:
+            if rule.name in names:
+                self._sync_watcher(matcher, rule)
 
     def _sync_schedule(self, rule: Rule, schedule: Schedule | None) -> None:
         scheduler = self.host.scheduler
@@ -393,6 +409,9 @@ class Bus:
             )
         await self.remove_targets(name, list(rule.targets))
         self._matcher.remove(name)
+        for names, matcher in self._watchers:
+            if name in names:
+                matcher.remove(name)
         self._sync_schedule(rule, None)
         del self._rules[name]
 

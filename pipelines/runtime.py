@@ -655,14 +655,22 @@ class Runtime:
         finally:
             self.taps.remove(observe)
 
-    def rule_test(self, bus: str, rule: str) -> Callable[[Mapping[str, Any]], bool]:
-        """Whether an event matches the enabled rule ``rule`` of the bus ``bus``
-        as it is when asked (a PutRule since changes the answer; deleted, it
-        matches nothing): a screen's test for a rule's requirement.
-        ``ResourceNotFoundError`` when there is no such bus or rule now."""
+    @contextlib.contextmanager
+    def watch_rules(
+        self, bus: str, rules: Iterable[str]
+    ) -> Iterator[Callable[[Mapping[str, Any]], list[str]]]:
+        """Within the ``with`` block, a function naming which of ``rules`` (of
+        the bus ``bus``) an event matches, as they are when asked (a PutRule
+        or DisableRule since changes the answer; deleted, a rule matches
+        nothing): a screen's test for the rules its requirements name
+        (``Bus.watch``). ``ResourceNotFoundError`` when there is no such bus,
+        or one of the rules does not exist now."""
         found = self.bus(bus)
-        found.describe_rule(rule)  # (ResourceNotFoundError naming both)
-        return functools.partial(found.rule_matches, rule)
+        matcher = found.watch(rules)
+        try:
+            yield matcher.match
+        finally:
+            found.unwatch(matcher)
 
     @contextlib.contextmanager
     def screen(self, bus: str, screen: Screen) -> Iterator[None]:

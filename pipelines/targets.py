@@ -208,9 +208,11 @@ class TargetServices(Protocol):
         accepted, while in the ``with`` block (``Runtime.screen``, ``bus.Screen``)."""
         ...
 
-    def rule_test(self, bus: str, rule: str) -> Callable[[Mapping[str, Any]], bool]:
-        """Whether an event matches the rule ``rule`` of ``bus`` as it is when
-        asked (enabled, its pattern): ``Runtime.rule_test``."""
+    def watch_rules(
+        self, bus: str, rules: Iterable[str]
+    ) -> contextlib.AbstractContextManager[Callable[[Mapping[str, Any]], list[str]]]:
+        """Which of ``rules`` of ``bus`` an event matches, as they are when
+        asked, while in the ``with`` block (``Runtime.watch_rules``)."""
         ...
 
     def bus_names(self) -> list[str]:

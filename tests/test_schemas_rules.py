@@ -99,6 +99,8 @@ async def test_the_requirement_follows_the_rule_as_it_changes(rule_checked: Clie
     assert (await rule_checked.put(bad))["FailedEntryCount"] == 0
     moved = order({"orderId": "c", "total": "lots", "region": "us"})
     assert (await rule_checked.put(moved))["Entries"][0]["ErrorCode"] == "SchemaValidationError"
+    await bus.delete_rule("eu", force=True)
+    assert (await rule_checked.put(moved))["FailedEntryCount"] == 0
 
 
 PIPELINE = """\

@@ -385,7 +385,10 @@ class SchemasResource(Target):
             for index, requirement in enumerate(self.requirements):
                 screens.add(await self._compile(index, requirement, validators))
             for bus in screens.buses:
-                self._stack.enter_context(services.screen(bus, screens.screen_of(bus)))
+                rules = screens.rules_of(bus)
+                match = self._stack.enter_context(services.watch_rules(bus, rules))
+                screen = screens.screen_of(bus, match if rules else None)
+                self._stack.enter_context(services.screen(bus, screen))
             self._tasks = [
                 services.spawn(discovery.run()),
                 services.spawn(screens.run()),
@@ -439,7 +442,8 @@ class SchemasResource(Target):
             raise ConfigError(where / "bus", f"no bus {requirement.bus!r} (declare it under buses)")
         if requirement.rule is not None:
             try:
-                self.services.rule_test(requirement.bus, requirement.rule)
+                with self.services.watch_rules(requirement.bus, [requirement.rule]):
+                    pass  # (it exists)
             except ResourceNotFoundError as exc:
                 raise ConfigError(where / "rule", str(exc)) from None
         found = await self.store.get_version(

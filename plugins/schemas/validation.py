@@ -26,7 +26,10 @@ the (source, detail-type) is never asked.
 Each bus with requirements gets one ``Screen`` (``TargetServices.screen``):
 a dict lookup by (source, detail-type) per event put on that bus; an event
 with no requirement costs that lookup alone, and a bus without
-requirements nothing (the runtime tests its list of screens). Dead letters
+requirements nothing (the runtime tests its list of screens). An event of
+a type that rules require is matched against those rules alone
+(``TargetServices.watch_rules``: a matcher of a few rules, kept in step
+with them), not against each rule's pattern in turn. Dead letters
 wait in a bounded deque delivered by one task; when it is full the entry
 is refused instead (a dead letter is never dropped silently).
 """
@@ -110,16 +113,22 @@ class Screens:
         """The buses with requirements: each gets a screen."""
         return {*self.by_bus, *self.by_rule}
 
-    def screen_of(self, bus: str) -> Callable[[dict[str, Any], int], bool | frozenset[str]]:
-        """The screen of ``bus`` (``bus.Screen``)."""
-        table = self.by_bus.get(bus, {})
-        rules = self.by_rule.get(bus, {})
-        tests: dict[str | None, Callable[[Mapping[str, Any]], bool]] = {
-            compiled.requirement.rule: self.services.rule_test(bus, compiled.requirement.rule)
-            for each in rules.values()
+    def rules_of(self, bus: str) -> set[str]:
+        """The rules of ``bus`` that requirements name."""
+        return {
+            compiled.requirement.rule
+            for each in self.by_rule.get(bus, {}).values()
             for compiled in each
             if compiled.requirement.rule is not None
         }
+
+    def screen_of(
+        self, bus: str, match: Callable[[Mapping[str, Any]], list[str]] | None = None
+    ) -> Callable[[dict[str, Any], int], bool | frozenset[str]]:
+        """The screen of ``bus`` (``bus.Screen``); ``match`` names which of
+        ``rules_of(bus)`` an event matches (``TargetServices.watch_rules``)."""
+        table = self.by_bus.get(bus, {})
+        rules = self.by_rule.get(bus, {})
         letters = self._letters
         ready = self._ready
 
@@ -134,9 +143,12 @@ class Screens:
                     ready.set()
                     return False
             checks = rules.get(key)
-            if checks is None:
+            if checks is None or match is None:
                 return True
-            return _rule_screen(checks, tests, letters, ready, event, index)
+            matched = match(event)
+            if not matched:
+                return True
+            return _rule_screen(checks, matched, letters, ready, event, index)
 
         return screen
 
@@ -213,18 +225,19 @@ def _refuse_unless_room(found: Compiled, letters: Letters, message: str, index: 
 
 def _rule_screen(
     checks: list[Compiled],
-    tests: Mapping[str | None, Callable[[Mapping[str, Any]], bool]],
+    matched: list[str],
     letters: Letters,
     ready: asyncio.Event,
     event: dict[str, Any],
     index: int,
 ) -> bool | frozenset[str]:
-    """The rules' requirements of the event's (source, detail-type): refuse
-    the entry if one of the rules it matches rejects it; else dead-letter it
-    for each rule whose requirement it fails, withholding it from them."""
+    """The rules' requirements of the event's (source, detail-type), for the
+    ``matched`` rules: refuse the entry if one of them rejects it; else
+    dead-letter it for each rule whose requirement it fails, withholding it
+    from them."""
     failed: list[tuple[Compiled, str]] = []
     for found in checks:
-        if not tests[found.requirement.rule](event):
+        if found.requirement.rule not in matched:
             continue
         message = _refusal(found, event)
         if message is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,9 @@ class _Services:
     ) -> AbstractContextManager[None]:
         return contextlib.nullcontext()
 
-    def rule_test(self, bus: str, rule: str) -> Callable[[Mapping[str, Any]], bool]:
+    def watch_rules(
+        self, bus: str, rules: Iterable[str]
+    ) -> AbstractContextManager[Callable[[Mapping[str, Any]], list[str]]]:
         raise ResourceNotFoundError(f"Event bus {bus} does not exist.")
 
     def bus_names(self) -> list[str]:
