@@ -35,6 +35,16 @@ on an HTTP port scraped every second by another process (a Prometheus
 stand-in), over runs long enough for several scrapes (120,000 events); it
 prints both arms' events/s and CPU per event, and their ratio.
 
+``--schemas`` measures what the schema registry costs the bus (issue 32's
+measure): the same realistic bus, alternately without a ``schemas``
+resource, with discovery on (a discoverer on the bus), with validation of
+every event against a 20-field JSONSchema Draft 4 schema (a requirement on
+the bus), and with that requirement on 10 of the 100 rules instead
+(``rule-validation``: the rest require nothing), in one process; the
+schema and each arm's settings are ``bench_schemas``'. It prints each arm's
+median events/s and CPU µs per event, and its cost against the plain bus.
+The targets: discovery at most 10%, validation at most 30%.
+
 ``--kind`` runs the earlier, kindest cases instead: 1, 100 and 1,000 exact
 rules on one field, tiny events, no state database, against a bare queue with
 one consumer; and the memory vs durable intake comparison.
@@ -49,6 +59,7 @@ putting its ``pipelines`` and ``plugins`` first on the path, e.g.
     python bench/bench_bus.py [--events 30000] [--repeats 5] [--producers 16]
     python bench/bench_bus.py --kind [--events 50000] [--repeats 3] [--rate 5000]
     python bench/bench_bus.py --scrape [--events 120000] [--repeats 3]
+    python bench/bench_bus.py --schemas [--events 20000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -198,18 +209,23 @@ async def bus_run(
     jobs: int,
     producers: int,
     scraped: Scraped | None = None,
+    schemas: Schemas | None = None,
 ) -> tuple[float, float, float]:
     """Events/s through the bus with the durable intake, CPU µs per event (all
     threads: the store's included) and rows per intake commit. With
     ``scraped``: the runner's HTTP port serves /metrics, scraped every second
-    by another process while the events go through."""
+    by another process while the events go through. With ``schemas``: the
+    runtime has its plugins and its ``schemas`` resource (``--schemas``)."""
     global delivered, expected, finished
     with tempfile.TemporaryDirectory() as tmp:
         runtime = Runtime(
             limits=Limits(intake_size=10_000, target_queue_size=1_000),
             state_path=Path(tmp) / "state.db",
+            plugins=schemas.plugins if schemas is not None else None,
         )
         runtime.add_resource("noop", "function", {"function": f"{__name__}:noop"})
+        if schemas is not None and schemas.settings is not None:
+            runtime.add_resource("schemas", "schemas", schemas.settings)
         bus = runtime.bus()
         for number, pattern in enumerate(patterns):
             bus.put_rule(f"rule-{number}", pattern=pattern)
@@ -228,9 +244,65 @@ async def bus_run(
             await asyncio.gather(*(produce(first) for first in range(producers)))
             await finished.wait()
             elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+            if schemas is not None and schemas.settings is not None:
+                schemas.saw(runtime.resource("schemas"))
     assert delivered == jobs
     count = len(entries)
     return count / elapsed, cpu * 1e6 / count, commits.rows / max(commits.inserts, 1)
+
+
+class Schemas:
+    """One ``--schemas`` arm: the plugins, and the ``schemas`` resource's
+    settings (None: no resource); what its discovery looked at, after a run."""
+
+    def __init__(self, plugins: Any, settings: dict[str, Any] | None) -> None:
+        self.plugins = plugins
+        self.settings = settings
+        self.seen: dict[str, int] = {}
+
+    def saw(self, resource: Any) -> None:
+        discovery = resource.discovery
+        if discovery is not None and discovery.watching:
+            self.seen = {"looked": discovery.looked, "dropped": discovery.dropped}
+
+
+async def schemas_main(args: argparse.Namespace) -> None:
+    """The bus without the schema registry, with discovery, with validation
+    (the bus's requirement, or 10 rules'), alternately in one process."""
+    import bench_schemas  # the schema and the arms' settings: one source
+
+    entries, patterns = realistic(args.events, args.rules, args.spread)
+    jobs = expected_jobs(entries, patterns)
+    plugins = bench_schemas.plugins()
+    kinds = bench_schemas.KINDS
+    print(f"load before: {load()}")
+    print(
+        f"schemas: {len(entries):,} events, {args.rules} rules (one target each),"
+        f" {jobs / len(entries):.2f} matches/event, durable intake, {args.producers} producers;"
+        f" {', '.join(kinds)} alternating, {args.repeats} repeats"
+    )
+    warm = entries[:2_000]
+    await bus_run(warm, patterns, expected_jobs(warm, patterns), args.producers)
+    rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+    cpus: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for repeat in range(args.repeats):
+        for kind in kinds:
+            arm = Schemas(plugins, bench_schemas.schemas_settings(kind, args.rules))
+            gc.collect()
+            rate, cpu, _ = await bus_run(entries, patterns, jobs, args.producers, schemas=arm)
+            rates[kind].append(rate)
+            cpus[kind].append(cpu)
+            extra = f"  {arm.seen}" if arm.seen else ""
+            print(f"  #{repeat + 1} {kind:<16} {rate:8,.0f} ev/s {cpu:7.1f} µs CPU/ev{extra}")
+    print(f"load after: {load()}")
+    base_rate, base_cpu = statistics.median(rates["plain"]), statistics.median(cpus["plain"])
+    print(f"{'':<16} {'ev/s':>8} {'CPU µs/ev':>10} {'cost (rate)':>12} {'CPU ratio':>10}")
+    for kind in kinds:
+        rate, cpu = statistics.median(rates[kind]), statistics.median(cpus[kind])
+        print(
+            f"{kind:<16} {rate:>8,.0f} {cpu:>10.1f} {1 - rate / base_rate:>12.1%}"
+            f" {cpu / base_cpu:>10.2f}"
+        )
 
 
 class _TimedCollector(observability.RuntimeCollector):
@@ -707,6 +779,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument(
         "--scrape", action="store_true", help="the cost of /metrics scraped every second"
     )
+    parser.add_argument(
+        "--schemas", action="store_true", help="the cost of discovery and validation"
+    )
     parser.add_argument("--events", type=int, default=None, help="30,000 (--kind: 50,000)")
     parser.add_argument("--repeats", type=int, default=None, help="5 (--kind: 3)")
     parser.add_argument("--rules", type=int, default=100)
@@ -715,15 +790,23 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=5_000, help="--kind latency's load")
     parser.add_argument("--seconds", type=float, default=4, help="--kind latency's length")
     args = parser.parse_args()
-    args.events = args.events or (50_000 if args.kind else 120_000 if args.scrape else 30_000)
-    args.repeats = args.repeats or (3 if args.kind or args.scrape else 5)
+    args.events = args.events or (
+        50_000 if args.kind else 120_000 if args.scrape else 20_000 if args.schemas else 30_000
+    )
+    args.repeats = args.repeats or (3 if args.kind or args.scrape or args.schemas else 5)
     return args
 
 
 def main() -> None:
     args = arguments()
     run: Callable[[argparse.Namespace], Any] = (
-        kind_main if args.kind else scrape_main if args.scrape else realistic_main
+        kind_main
+        if args.kind
+        else scrape_main
+        if args.scrape
+        else schemas_main
+        if args.schemas
+        else realistic_main
     )
     gc.freeze()
     with tuned_process():  # as the pipelines command runs a pipeline

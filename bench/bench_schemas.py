@@ -1,48 +1,37 @@
-"""What the schema registry costs the bus: throughput with discovery on and
-with validation against a 20-field schema, against the same bus without
-either, in one run.
-
-The workload is ``bench_bus``'s realistic case (100 rules of
+"""The schema registry's arms of ``bench_bus.py --schemas`` (issue 32's
+measure: what discovery and validation cost the bus): the 20-field schema
+and each arm's ``schemas`` settings. ``bench_bus`` runs them, alternately
+in one process over its realistic workload (100 rules of
 ``bench_patterns``' mix, order events padded to 0.2-1 KB, one no-op
-``function`` target per rule, a state database with the durable intake, 16
-producers putting batches of 10). Three configurations run alternately,
-``--repeats`` times each, in one process:
+``function`` target per rule, the durable intake, 16 producers putting
+batches of 10):
 
 - ``plain``: no ``schemas`` resource;
 - ``discovery``: a ``schemas`` resource with a discoverer on the bus (its
   tap queues events, its task fingerprints them and writes a version when a
   structure is new);
 - ``validation``: a ``schemas`` resource requiring every event's (source,
-  detail-type) to match a registered JSONSchema Draft 4 version of 20 typed
-  fields (the envelope's 8, the detail's 12, ``items`` checked item by item),
-  every event valid.
+  detail-type) on the bus to match a registered JSONSchema Draft 4 version
+  of 20 typed fields (the envelope's 8, the detail's 12, ``items`` checked
+  item by item), every event valid;
+- ``rule-validation``: the same requirement on every tenth rule instead
+  (10 of 100): an event pays each of those rules' pattern test, and the
+  validation once per rule it matches.
 
-Printed: the load average, then per configuration the median events/s and
-CPU µs per event (``process_time``, every thread), and each one's cost
-against ``plain`` (1 - throughput ratio, and the CPU ratio). The issue's
-targets are at most 10% for discovery and 30% for validation.
+The targets: at most 10% for discovery and 30% for validation.
 
-    python bench/bench_schemas.py [--events 20000] [--repeats 3]
+    python bench/bench_bus.py --schemas [--events 20000] [--repeats 3]
+    python bench/bench_schemas.py [...]        # the same
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import gc
-import statistics
-import tempfile
-import time
-from pathlib import Path
+import sys
 from typing import Any
 
-import bench_bus
 import bench_patterns
 
-from pipelines.limits import Limits
 from pipelines.pluginmanager import get_plugin_manager
-from pipelines.process import tuned_process
-from pipelines.runtime import Runtime
 
 STRING, NUMBER = {"type": "string"}, {"type": "number"}
 #: 20 typed fields: the envelope's 8 and the detail's 12.
@@ -97,100 +86,39 @@ def plugins() -> Any:
     return manager
 
 
-def schemas_settings(kind: str) -> dict[str, Any] | None:
+#: The arms, in the order they run.
+KINDS = ("plain", "discovery", "validation", "rule-validation")
+#: ``rule-validation``: every this many rules has the requirement.
+EVERY = 10
+
+
+def schemas_settings(kind: str, rules: int = 100) -> dict[str, Any] | None:
+    """The ``schemas`` resource's settings of one arm (None: no resource)."""
     if kind == "discovery":
         return {"discoverers": ["default"]}
+    if kind not in ("validation", "rule-validation"):
+        return None
+    types = [
+        {"source": source, "detail_type": detail_type, "schema": "shop/orders"}
+        for source in ("com.shop.orders", "com.shop.payments")
+        for detail_type in bench_patterns.TYPES
+    ]
     if kind == "validation":
+        require = types
+    else:  # bench_bus names its rules rule-N
         require = [
-            {"source": source, "detail_type": detail_type, "schema": "shop/orders"}
-            for source in ("com.shop.orders", "com.shop.payments")
-            for detail_type in bench_patterns.TYPES
+            {**each, "rule": f"rule-{number}"}
+            for number in range(0, rules, EVERY)
+            for each in types
         ]
-        return {
-            "registries": {"shop": {"schemas": {"orders": {"content": ORDER_SCHEMA}}}},
-            "require": require,
-        }
-    return None
-
-
-async def run(
-    kind: str, entries: list[dict[str, Any]], patterns: list[Any], jobs: int, producers: int
-) -> tuple[float, float, dict[str, Any]]:
-    """Events/s and CPU µs per event for one configuration, and what the
-    schemas resource saw (events looked at, dropped)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        runtime = Runtime(
-            limits=Limits(intake_size=10_000, target_queue_size=1_000),
-            state_path=Path(tmp) / "state.db",
-            plugins=plugins(),
-        )
-        runtime.add_resource("noop", "function", {"function": "bench_bus:noop"})
-        settings = schemas_settings(kind)
-        if settings is not None:
-            runtime.add_resource("schemas", "schemas", settings)
-        bus = runtime.bus()
-        for number, pattern in enumerate(patterns):
-            bus.put_rule(f"rule-{number}", pattern=pattern)
-            await bus.put_targets(f"rule-{number}", [{"id": "t", "resource": "noop"}])
-        bench_bus.delivered, bench_bus.expected = 0, jobs
-        bench_bus.finished = asyncio.Event()
-        seen: dict[str, Any] = {}
-        async with runtime:
-            calls = [entries[offset : offset + 10] for offset in range(0, len(entries), 10)]
-
-            async def produce(first: int) -> None:
-                for call in calls[first::producers]:
-                    answer = await runtime.put_events(call)
-                    assert not answer["FailedEntryCount"], answer
-
-            start, cpu = time.perf_counter(), time.process_time()
-            await asyncio.gather(*(produce(first) for first in range(producers)))
-            await bench_bus.finished.wait()
-            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-            if settings is not None:
-                resource: Any = runtime.resource("schemas")
-                if resource.discovery is not None:
-                    seen = {
-                        "looked": resource.discovery.looked,
-                        "dropped": resource.discovery.dropped,
-                    }
-    assert bench_bus.delivered == jobs
-    count = len(entries)
-    return count / elapsed, cpu * 1e6 / count, seen
-
-
-async def main(args: argparse.Namespace) -> None:
-    entries, patterns = bench_bus.realistic(args.events, 100, 40)
-    jobs = bench_bus.expected_jobs(entries, patterns)
-    kinds = ("plain", "discovery", "validation")
-    rates: dict[str, list[float]] = {k: [] for k in kinds}
-    cpus: dict[str, list[float]] = {k: [] for k in kinds}
-    print(f"load before: {bench_bus.load()}")
-    print(f"{args.events} events, {jobs} deliveries, {args.repeats} repeats, alternating")
-    for repeat in range(args.repeats):
-        for kind in kinds:
-            gc.collect()
-            rate, cpu, seen = await run(kind, entries, patterns, jobs, args.producers)
-            rates[kind].append(rate)
-            cpus[kind].append(cpu)
-            extra = f"  {seen}" if seen else ""
-            print(
-                f"  #{repeat + 1} {kind:<10} {rate:9.0f} events/s  {cpu:7.1f} µs CPU/event{extra}"
-            )
-    print(f"load after: {bench_bus.load()}")
-    base_rate = statistics.median(rates["plain"])
-    base_cpu = statistics.median(cpus["plain"])
-    print(f"{'':<11}{'events/s':>10}{'µs CPU/ev':>11}{'cost (rate)':>13}{'CPU ratio':>11}")
-    for kind in kinds:
-        rate, cpu = statistics.median(rates[kind]), statistics.median(cpus[kind])
-        cost = 1 - rate / base_rate
-        print(f"{kind:<11}{rate:>10.0f}{cpu:>11.1f}{cost:>12.1%}{cpu / base_cpu:>11.2f}")
+    return {
+        "registries": {"shop": {"schemas": {"orders": {"content": ORDER_SCHEMA}}}},
+        "require": require,
+    }
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--producers", type=int, default=16)
-    with tuned_process():
-        asyncio.run(main(parser.parse_args()))
+    import bench_bus
+
+    sys.argv.insert(1, "--schemas")
+    bench_bus.main()

@@ -47,9 +47,11 @@ Observer = Callable[[str, dict[str, Any]], None]
 #: Looks at each valid event put on one bus before it is accepted (a plugin's
 #: requirement: the schemas plugin's validation). Given (event, entry index),
 #: it returns True to let the event through, False when it took the event
-#: itself (answered for, not put on the bus: a dead letter), or raises
-#: ``EventValidationError`` to refuse the entry. See ``Runtime.screen``.
-Screen = Callable[[dict[str, Any], int], bool]
+#: itself (answered for, not put on the bus: a dead letter), a set of rule
+#: names to put the event on the bus but withhold it from those rules (their
+#: requirement took it for them), or raises ``EventValidationError`` to
+#: refuse the entry. See ``Runtime.screen``.
+Screen = Callable[[dict[str, Any], int], bool | frozenset[str]]
 #: Which rules an event put on a bus is for (and what its intake row keeps):
 #: None, every rule it matches; a rule name, that scheduled rule (its run); a
 #: set, the matched rules among them (a replay to chosen rules).
@@ -225,6 +227,8 @@ class Bus:
         self.created = 0.0
         self._rules: dict[str, Rule] = {}
         self._matcher = Matcher()
+        #: Matchers over some of its rules, kept in step with them (``watch``).
+        self._watchers: list[tuple[frozenset[str], Matcher]] = []
         # The intake: a bounded deque of ``Intake`` items. put_events waits on
         # ``_space`` when it is full, the dispatcher on ``_ready`` when it is empty.
         self._intake: collections.deque[Intake] = collections.deque()
@@ -246,10 +250,48 @@ class Bus:
         self._events = host.counters.counter(m.EVENTS, self._dims)
         self._matched = host.counters.counter(m.MATCHED_EVENTS, self._dims)
 
-    def screened(self, event: dict[str, Any], index: int) -> bool:
-        """Whether the event goes on the bus after its ``screens`` looked at it
-        (False: one took it); ``EventValidationError`` when one refuses it."""
-        return all(screen(event, index) for screen in self.screens)
+    def screened(self, event: dict[str, Any], index: int) -> bool | frozenset[str]:
+        """Whether the event goes on the bus after its ``screens`` looked at it:
+        True, False (one took it), or the rules it is withheld from (see
+        ``Screen``); ``EventValidationError`` when one refuses it."""
+        withheld: frozenset[str] = frozenset()
+        for screen in self.screens:
+            verdict = screen(event, index)
+            if verdict is False:
+                return False
+            if verdict is not True:
+                withheld |= verdict
+        return withheld or True
+
+    def addressed_without(self, event: dict[str, Any], withheld: frozenset[str]) -> frozenset[str]:
+        """The address of an event to go to the rules it matches but ``withheld``
+        (kept with it in the durable intake: a restart withholds it still)."""
+        return frozenset(self._matcher.match(event)).difference(withheld)
+
+    def watch(self, names: Iterable[str]) -> Matcher:
+        """A matcher over the rules ``names`` alone (those enabled, with a
+        pattern), kept in step with them as they change (PutRule, Enable,
+        Disable, Delete) until ``unwatch``: a screen's test for the rules its
+        requirements name, a few rules' matching instead of every rule's.
+        ``ResourceNotFoundError`` for a rule that does not exist now."""
+        names = frozenset(names)
+        for name in sorted(names):
+            self._rule(name)
+        matcher = Matcher()
+        for name in names:
+            self._sync_watcher(matcher, self._rules[name])
+        self._watchers.append((names, matcher))
+        return matcher
+
+    def unwatch(self, matcher: Matcher) -> None:
+        self._watchers[:] = [(n, m) for n, m in self._watchers if m is not matcher]
+
+    @staticmethod
+    def _sync_watcher(matcher: Matcher, rule: Rule) -> None:
+        if rule.state == ENABLED and rule.pattern is not None:
+            matcher.add(rule.name, rule.pattern)
+        else:
+            matcher.remove(rule.name)
 
     # -- rules --------------------------------------------------------------
 
@@ -311,10 +353,10 @@ class Bus:
             ) from None
 
     def _sync_matcher(self, rule: Rule) -> None:
-        if rule.state == ENABLED and rule.pattern is not None:
-            self._matcher.add(rule.name, rule.pattern)
-        else:
-            self._matcher.remove(rule.name)
+        self._sync_watcher(self._matcher, rule)
+        for names, matcher in self._watchers:
+            if rule.name in names:
+                self._sync_watcher(matcher, rule)
 
     def _sync_schedule(self, rule: Rule, schedule: Schedule | None) -> None:
         scheduler = self.host.scheduler
@@ -367,6 +409,9 @@ class Bus:
             )
         await self.remove_targets(name, list(rule.targets))
         self._matcher.remove(name)
+        for names, matcher in self._watchers:
+            if name in names:
+                matcher.remove(name)
         self._sync_schedule(rule, None)
         del self._rules[name]
 
@@ -497,15 +542,17 @@ class Bus:
         events: list[dict[str, Any]],
         ingested: float,
         settlements: list[Settlement | None] | None = None,
+        addressed: Address = None,
     ) -> int:
         """Append events to the intake, waiting while it is full; returns how many
         were accepted (fewer than given only when the runtime stopped meanwhile).
         ``settlements[i]``, when given, is settled once every delivery of
-        ``events[i]`` is settled (see ``Runtime.put_events``)."""
-        accepted = self._append(events, ingested, None, settlements)
+        ``events[i]`` is settled (see ``Runtime.put_events``). ``addressed``:
+        the rules they are for (``Address``; None: every rule they match)."""
+        accepted = self._append(events, ingested, addressed, settlements)
         while accepted < len(events) and await self.wait_for_room():
             rest = settlements[accepted:] if settlements is not None else None
-            accepted += self._append(events[accepted:], ingested, None, rest)
+            accepted += self._append(events[accepted:], ingested, addressed, rest)
         return accepted
 
     def offer(

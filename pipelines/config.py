@@ -89,7 +89,7 @@ SCHEMAS_RESOURCE = "schemas"
 _GROUP = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 #: An AWS Organizations id (o-...), an access key's ``org``.
 _ORG = re.compile(r"o-[a-z0-9]{10,32}")
-RULE_KEYS = {"bus", "pattern", "schedule", "state", "description", "targets"}
+RULE_KEYS = {"bus", "pattern", "schedule", "state", "description", "targets", "require"}
 DEFAULT_STATE = ".pipelines/state.db"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -122,6 +122,10 @@ class PipelineConfig:
     #: name -> the path their settings are written under, so that a problem
     #: is labelled as the file has it (``schemas.require[0].bus``).
     section_paths: dict[str, Path_] = field(default_factory=dict)
+    #: Nodes written in one place and checked in another: a rule's
+    #: ``require`` entry is the ``schemas`` section's ``require[N]`` (the
+    #: path checked -> the path written), so its problems point to the rule.
+    aliases: dict[Path_, Path_] = field(default_factory=dict)
     #: ``cluster.group``: the runners that share subscriptions (None: alone).
     cluster_group: str | None = None
     #: ``durable`` (answer puts once in the state database) or ``memory``.
@@ -143,7 +147,21 @@ class PipelineConfig:
 
     def problems_of(self, base: Path_, exc: ConfigError) -> list[Problem]:
         """Each problem of a check of the node at ``base``, at its own position."""
-        return located_errors(self.positions, base, str(self.files[0]), exc)
+        if not self.aliases:
+            return located_errors(self.positions, base, str(self.files[0]), exc)
+        problems = []
+        for error in exc.prefixed(base).errors:
+            path = self.written(error.path)
+            problems.append(self.at(path, f"{label(path)}: {error.message}"))
+        return problems
+
+    def written(self, path: Path_) -> Path_:
+        """Where the node checked at ``path`` is written (``aliases``)."""
+        for length in range(len(path), 0, -1):
+            alias = self.aliases.get(path[:length])
+            if alias is not None:
+                return (*alias, *path[length:])
+        return path
 
 
 API_KEYS = {"listen", "access_keys", "tls", "console"}
@@ -877,14 +895,23 @@ def _cluster(config: PipelineConfig, clusters: list[Any]) -> list[Problem]:
 def _schemas(config: PipelineConfig, sections: list[Any]) -> list[Problem]:
     """A ``schemas`` section (registries, discoverers, require, discovery)
     becomes the resource ``schemas`` (the schemas plugin's type), its
-    problems located in the section."""
-    if not sections:
-        return []
+    problems located in the section; the rules' ``require`` entries join its
+    ``require``, each with its rule and bus, their problems located in the rule."""
+    problems, of_rules = _rule_requirements(config)
+    if not sections and not of_rules:
+        return problems
     if len(sections) > 1:
         return [config.at(("schemas",), "schemas is declared in more than one file")]
-    declared = sections[0]
+    declared = sections[0] if sections else {}
     if not isinstance(declared, dict):
         return [config.at(("schemas",), "schemas is a mapping: registries, discoverers, require")]
+    if of_rules:
+        own = declared.get("require") or []
+        if not isinstance(own, list):  # (the plugin says so)
+            return problems
+        declared = {**declared, "require": [*own, *(entry for _, entry in of_rules)]}
+        for offset, (written, _) in enumerate(of_rules):
+            config.aliases[("schemas", "require", len(own) + offset)] = written
     if SCHEMAS_RESOURCE in config.resources:
         return [
             config.at(
@@ -897,7 +924,44 @@ def _schemas(config: PipelineConfig, sections: list[Any]) -> list[Problem]:
     for path, position in list(config.positions.items()):
         if path[:1] == ("schemas",):
             config.positions[("resources", SCHEMAS_RESOURCE, *path[1:])] = position
-    return []
+    return problems
+
+
+def _rule_requirements(config: PipelineConfig) -> tuple[list[Problem], list[tuple[Path_, Any]]]:
+    """The rules' ``require`` entries (a mapping, or a list of them), each
+    as the ``schemas`` resource takes it (with ``rule`` and ``bus``) and
+    where it is written; and the problems only the rule can see."""
+    problems: list[Problem] = []
+    found: list[tuple[Path_, Any]] = []
+    for name, rule in config.rules.items():
+        declared = rule.get("require") if isinstance(rule, dict) else None
+        if declared is None:
+            continue
+        path: Path_ = ("rules", name, "require")
+        if "pattern" not in rule:
+            problems.append(
+                config.at(path, f"{label(path)}: only a rule with an event pattern can require")
+            )
+            continue
+        entries = [(path, declared)] if isinstance(declared, dict) else None
+        if isinstance(declared, list):
+            entries = [((*path, index), entry) for index, entry in enumerate(declared)]
+        if entries is None:
+            problems.append(config.at(path, f"{label(path)}: a requirement, or a list of them"))
+            continue
+        for written, entry in entries:
+            taken = {"bus", "rule"}.intersection(entry) if isinstance(entry, dict) else set()
+            for key in sorted(taken):
+                at = (*written, key)
+                problems.append(
+                    config.at(at, f"{label(at)}: a rule's requirement is for the rule, on its bus")
+                )
+            if taken:
+                continue
+            if isinstance(entry, dict):
+                entry = {**entry, "rule": name, "bus": rule_bus(rule)}
+            found.append((written, entry))
+    return problems, found
 
 
 def _scheduler(config: PipelineConfig) -> list[Problem]:
@@ -1290,6 +1354,7 @@ def _resource_references(runtime: Runtime, config: PipelineConfig) -> list[Probl
 
 
 def _unknown_resource(config: PipelineConfig, path: Path_, name: str) -> Problem:
+    path = config.written(path)
     hint = did_you_mean(name, config.resources)
     known = ", ".join(sorted(config.resources)) or "none declared"
     return config.at(path, f"{label(path)}: no resource named {name!r} (resources: {known}){hint}")

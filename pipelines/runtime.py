@@ -507,6 +507,9 @@ class Runtime:
         moment = datetime.fromtimestamp(now, UTC)
         results: list[dict[str, str]] = []
         valid: dict[Bus, tuple[list[int], list[dict[str, Any]]]] = {}
+        # Events withheld from some rules they match (a rule's schema
+        # requirement dead-lettered them), by bus and the rules they are for.
+        withheld: dict[tuple[Bus, frozenset[str]], tuple[list[int], list[dict[str, Any]]]] = {}
         failed = 0
         limits = self.limits.entries
         # Most entries name no bus: the default one is looked up once per call.
@@ -524,7 +527,8 @@ class Runtime:
                 if account != bus.account:
                     self._check_permission(bus, caller, event, forwarded_by, index)
                 # A plugin's screens (schema validation) see each event of their bus.
-                if bus.screens and not bus.screened(event, index):
+                verdict = bus.screened(event, index) if bus.screens else True
+                if verdict is False:
                     results.append({"EventId": event["id"]})
                     continue
             except EventValidationError as exc:
@@ -533,52 +537,73 @@ class Runtime:
                 continue
             if forwarded_by is not None:
                 event["id"] = forwarded_event_id()
-            group = valid.get(bus)
-            if group is None:  # (setdefault would build its default for every entry)
-                group = valid[bus] = ([], [])
+            if verdict is True:
+                group = valid.get(bus)
+                if group is None:  # (setdefault would build its default for every entry)
+                    group = valid[bus] = ([], [])
+            else:
+                key = (bus, bus.addressed_without(event, verdict))
+                group = withheld.setdefault(key, ([], []))
             positions, events = group
             positions.append(index)
             events.append(event)
             results.append({"EventId": event["id"]})
         for bus, (positions, events) in valid.items():
-            failure = "The bus stopped before accepting this entry; put it again."
-            # Each event carries its producer's settlement through the intake;
-            # one not accepted (or a call cancelled while waiting for room) is
-            # never settled: a producer that waits sends again.
-            settlements: list[Settlement | None] | None = None
-            if settled is not None:
-                settlements = [Settlement(functools.partial(settled, i)) for i in positions]
-            accepted = 0
-            intake = self.intake
-            first = intake.reserved + 1 if intake is not None else 0
-            archived = self.archives.archives_of(bus.name)
-            try:
-                if archived and intake is None:
-                    # Archived before accepted: once this call returns, an
-                    # event it accepted is in its archives, whatever happens next.
-                    await self.archives.archive(bus.name, events)
-                accepted = await bus.accept(events, now, settlements)
-                if intake is not None:
-                    if archived:
-                        self._archive_in(intake, bus.name, events[:accepted])
-                    # Answered only once they are in the durable intake. A
-                    # call that reserved no row (its events matched no rule,
-                    # none archived) has nothing to wait for: not even for
-                    # the commit of other producers' rows.
-                    if intake.reserved >= first:
-                        await intake.committed(intake.reserved, first)
-            except StateError as exc:
-                failure = f"{exc}; put it again."
-                # Not durable: not answered for (they may still be delivered:
-                # a put again then delivers twice, never zero times).
-                accepted = 0
-            for index in positions[accepted:]:
-                # Not accepted (the runtime stopped while this call waited
-                # for room, or a write failed): say so per entry,
-                # retryable as EventBridge's InternalFailure is.
-                failed += 1
-                results[index] = {"ErrorCode": "InternalFailure", "ErrorMessage": failure}
+            failed += await self._take(bus, None, positions, events, now, settled, results)
+        for (bus, addressed), (positions, events) in withheld.items():
+            failed += await self._take(bus, addressed, positions, events, now, settled, results)
         return {"FailedEntryCount": failed, "Entries": results}
+
+    async def _take(
+        self,
+        bus: Bus,
+        addressed: frozenset[str] | None,
+        positions: list[int],
+        events: list[dict[str, Any]],
+        now: float,
+        settled: Callable[[int], None] | None,
+        results: list[dict[str, str]],
+    ) -> int:
+        """Accept one bus's valid entries of a PutEvents call (at ``positions``
+        in ``results``), for the rules ``addressed`` (None: all they match);
+        returns how many failed (their results say why)."""
+        failure = "The bus stopped before accepting this entry; put it again."
+        # Each event carries its producer's settlement through the intake;
+        # one not accepted (or a call cancelled while waiting for room) is
+        # never settled: a producer that waits sends again.
+        settlements: list[Settlement | None] | None = None
+        if settled is not None:
+            settlements = [Settlement(functools.partial(settled, i)) for i in positions]
+        accepted = 0
+        intake = self.intake
+        first = intake.reserved + 1 if intake is not None else 0
+        archived = self.archives.archives_of(bus.name)
+        try:
+            if archived and intake is None:
+                # Archived before accepted: once this call returns, an
+                # event it accepted is in its archives, whatever happens next.
+                await self.archives.archive(bus.name, events)
+            accepted = await bus.accept(events, now, settlements, addressed)
+            if intake is not None:
+                if archived:
+                    self._archive_in(intake, bus.name, events[:accepted])
+                # Answered only once they are in the durable intake. A
+                # call that reserved no row (its events matched no rule,
+                # none archived) has nothing to wait for: not even for
+                # the commit of other producers' rows.
+                if intake.reserved >= first:
+                    await intake.committed(intake.reserved, first)
+        except StateError as exc:
+            failure = f"{exc}; put it again."
+            # Not durable: not answered for (they may still be delivered:
+            # a put again then delivers twice, never zero times).
+            accepted = 0
+        for index in positions[accepted:]:
+            # Not accepted (the runtime stopped while this call waited
+            # for room, or a write failed): say so per entry,
+            # retryable as EventBridge's InternalFailure is.
+            results[index] = {"ErrorCode": "InternalFailure", "ErrorMessage": failure}
+        return len(positions) - accepted
 
     def _archive_in(self, intake: DurableIntake, bus: str, events: list[dict[str, Any]]) -> None:
         """Hand the archive rows of accepted events to the durable intake: no
@@ -629,6 +654,23 @@ class Runtime:
             yield
         finally:
             self.taps.remove(observe)
+
+    @contextlib.contextmanager
+    def watch_rules(
+        self, bus: str, rules: Iterable[str]
+    ) -> Iterator[Callable[[Mapping[str, Any]], list[str]]]:
+        """Within the ``with`` block, a function naming which of ``rules`` (of
+        the bus ``bus``) an event matches, as they are when asked (a PutRule
+        or DisableRule since changes the answer; deleted, a rule matches
+        nothing): a screen's test for the rules its requirements name
+        (``Bus.watch``). ``ResourceNotFoundError`` when there is no such bus,
+        or one of the rules does not exist now."""
+        found = self.bus(bus)
+        matcher = found.watch(rules)
+        try:
+            yield matcher.match
+        finally:
+            found.unwatch(matcher)
 
     @contextlib.contextmanager
     def screen(self, bus: str, screen: Screen) -> Iterator[None]:

@@ -55,7 +55,7 @@ def config_schema(plugins: pluggy.PluginManager | None = None) -> dict[str, Any]
         "additionalProperties": False,
         "properties": declared(TOP_KEYS, _sections(plugins)),
         "$defs": {
-            "rule": _rule(),
+            "rule": _rule(plugins),
             "target": _target(),
             "schedule": _schedule(),
             "archive": _archive(),
@@ -289,7 +289,7 @@ def _section(plugins: pluggy.PluginManager | None, type_name: str) -> dict[str, 
     return {"type": "object", **described, "additionalProperties": False}
 
 
-def _rule() -> dict[str, Any]:
+def _rule(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
     return {
         "type": "object",
         "additionalProperties": False,
@@ -302,9 +302,26 @@ def _rule() -> dict[str, Any]:
                 "pattern": {"type": "object", "description": "an EventBridge event pattern"},
                 "schedule": {"$ref": "#/$defs/schedule"},
                 "targets": {"type": "array", "items": {"$ref": "#/$defs/target"}, "maxItems": 5},
+                "require": _rule_requirement(plugins),
             },
         ),
         "oneOf": [{"required": ["pattern"]}, {"required": ["schedule"]}],
+    }
+
+
+def _rule_requirement(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
+    """A rule's ``require``: the ``schemas`` section's requirement without
+    ``bus`` and ``rule`` (the rule's), one or a list, when its plugin is loaded."""
+    section = _section(plugins, "schemas")
+    item = section.get("properties", {}).get("require", {}).get("items")
+    if item is None:
+        one: dict[str, Any] = {"type": "object"}
+    else:
+        kept = {k: v for k, v in item["properties"].items() if k not in ("bus", "rule")}
+        one = {**item, "properties": kept}
+    return {
+        "description": "the schema the events this rule matches must match (docs/schemas.md)",
+        "oneOf": [one, {"type": "array", "items": one}],
     }
 
 

@@ -202,10 +202,17 @@ class TargetServices(Protocol):
         ...
 
     def screen(
-        self, bus: str, screen: Callable[[dict[str, Any], int], bool]
+        self, bus: str, screen: Callable[[dict[str, Any], int], bool | frozenset[str]]
     ) -> contextlib.AbstractContextManager[None]:
         """Have ``screen`` look at each event put on ``bus`` before it is
         accepted, while in the ``with`` block (``Runtime.screen``, ``bus.Screen``)."""
+        ...
+
+    def watch_rules(
+        self, bus: str, rules: Iterable[str]
+    ) -> contextlib.AbstractContextManager[Callable[[Mapping[str, Any]], list[str]]]:
+        """Which of ``rules`` of ``bus`` an event matches, as they are when
+        asked, while in the ``with`` block (``Runtime.watch_rules``)."""
         ...
 
     def bus_names(self) -> list[str]:

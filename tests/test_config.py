@@ -72,7 +72,7 @@ async def test_problems_are_located_and_all_reported(tmp_path: Path) -> None:
         " day-of-month and day-of-week, and '?' in the other (for example cron(0 12 * * ? *)"
         " or cron(0 12 ? * MON *))",
         f"{f}:15:5: rules.typo.shedule: unknown setting (allowed: bus, description, pattern,"
-        " schedule, state, targets); did you mean 'schedule'?",
+        " require, schedule, state, targets); did you mean 'schedule'?",
     ]
 
 
@@ -218,7 +218,7 @@ def test_cli_validate_reports_problems_and_exit_codes(tmp_path: Path) -> None:
     assert failed.returncode == 1
     assert failed.stderr.splitlines() == [
         f"{bad}:3:5: rules.r.patern: unknown setting (allowed: bus, description, pattern,"
-        " schedule, state, targets); did you mean 'pattern'?"
+        " require, schedule, state, targets); did you mean 'pattern'?"
     ]
 
 

@@ -163,7 +163,7 @@ async def test_a_rule_reports_a_bad_pattern_and_an_unknown_target_resource(
     assert problems[0].startswith(f"{f}:5:15: rules.orders.pattern: Event pattern is not valid.")
     assert problems[1:] == [
         f"{f}:6:5: rules.orders.colour: unknown setting (allowed: bus, description, pattern,"
-        " schedule, state, targets)",
+        " require, schedule, state, targets)",
         f"{f}:9:9: rules.orders.targets[0].resource: no resource named 'sinc'"
         " (resources: sink); did you mean 'sink'?",
         f"{f}:12:24: rules.orders.targets[1].retry_policy.maximum_retry_attempts:"

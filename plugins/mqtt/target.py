@@ -9,11 +9,12 @@ stop) is what both need.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ from pipelines.policy import ACCOUNT_SETTING, Caller, source_caller
 from pipelines.settings import Flag, Number, Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
+    Gauge,
     Target,
     TargetServices,
     TargetType,
@@ -76,6 +78,10 @@ SETTINGS_TABLE = Settings(
 )
 SETTINGS = SETTINGS_TABLE.names
 SUBSCRIPTION_KEYS = SUBSCRIPTION_TABLE.names
+_REJECTED = (
+    "Entries of messages acknowledged without an event since the start: the bus refused"
+    " their entry (a bus policy, an invalid event, a schema)."
+)
 BATCH = 1000  # messages put on the bus in one put_events call, at most
 _TOPICS_KEPT = 4096  # topics whose subscription is remembered (``_subscription``)
 #: CONNACK reason codes of a refused login (MQTT 5: bad user name or password,
@@ -186,6 +192,9 @@ class MqttTarget(Target):
         self.client: Connection | None = None  # while connected
         self.connections = 0  # how many times it connected (a reconnect counts)
         self.received = 0
+        #: Messages acknowledged without an event: the bus refused their
+        #: entry (AccessDeniedException, an invalid event...), by error code.
+        self.rejected: collections.Counter[str] = collections.Counter()
         self._services: TargetServices | None = None
         self._client_id = ""
         self._clean = True
@@ -412,27 +421,50 @@ class MqttTarget(Target):
         result = await self._services.put_events(
             entries, settled=safe if delivered else None, caller=self.caller
         )
+        refused: dict[str, list[tuple[str, str]]] = {}
         for index, outcome in enumerate(result["Entries"]):
-            if outcome.get("ErrorCode") == "InternalFailure":
+            code = outcome.get("ErrorCode")
+            if code == "InternalFailure":
                 # Not accepted for now (stopping, a failed write): unacknowledged,
                 # it comes back when the session resumes.
                 ticket = tickets[index]
                 if ticket is not None:
                     acks.drop(ticket)
                 continue
-            if "ErrorCode" in outcome:
-                # It can never be accepted: acknowledge it (or it would come back
-                # for ever) and say so.
-                log.error(
-                    "%s: message on %s rejected: %s: %s",
-                    self.where,
-                    owners[index].topic,
-                    outcome["ErrorCode"],
-                    outcome["ErrorMessage"],
-                )
+            if code is not None:
+                # It can never be accepted (invalid, a bus policy refuses its
+                # account, a schema): acknowledge it, or the broker would send
+                # it again for ever; count it and say so.
+                refused.setdefault(code, []).append((owners[index].topic, outcome["ErrorMessage"]))
                 safe(index)
             elif not delivered:
                 safe(index)
+        for code, entries_refused in refused.items():
+            self.rejected[code] += len(entries_refused)
+            self._log_refused(code, entries_refused)
+
+    def _log_refused(self, code: str, refused: list[tuple[str, str]]) -> None:
+        """One line per error code per batch: a flood of refused messages
+        (a device whose account a policy refuses) is not a line each."""
+        topic, message = refused[0]
+        if len(refused) == 1:
+            log.error("%s: message on %s rejected: %s: %s", self.where, topic, code, message)
+        else:
+            log.error(
+                "%s: %d messages rejected: %s (the first on %s: %s)",
+                self.where,
+                len(refused),
+                code,
+                topic,
+                message,
+            )
+
+    async def gauges(self) -> Sequence[Gauge]:
+        """The messages refused since the start, by error code."""
+        return [
+            Gauge("mqtt_entries_rejected", count, {"code": code}, _REJECTED)
+            for code, count in sorted(self.rejected.items())
+        ]
 
     # -- the target side ------------------------------------------------------
 

@@ -21,6 +21,10 @@ Declared in a pipeline's YAML like any resource (one per runtime)::
             schema: shop/shop@OrderPlaced      # registry/name
             version: 1                         # default: the latest at start
             on_failure: reject                 # or dead_letter (with dead_letter: RESOURCE)
+            rule: orders                       # optional: only the events this rule matches
+
+(A rule's ``require:`` in the YAML comes here with its ``rule`` and ``bus``:
+``pipelines.config`` folds it in.)
         discovery: {queue: 64, interval: 0.1}       # sampling: at most queue/interval a second
 
 Its ``start`` opens the ``SchemaStore`` (the state database, or memory
@@ -48,7 +52,15 @@ from typing import Any
 
 import orjson
 
-from pipelines.errors import ConfigError, DeliveryError, NotRunningError, Problems, Where
+from pipelines.bus import check_name
+from pipelines.errors import (
+    ConfigError,
+    DeliveryError,
+    NotRunningError,
+    Problems,
+    ResourceNotFoundError,
+    Where,
+)
 from pipelines.targets import (
     Built,
     DeliveryContext,
@@ -57,7 +69,7 @@ from pipelines.targets import (
     TargetType,
     check_keys,
 )
-from plugins.schemas.content import SchemaError, check_content, compile_validator
+from plugins.schemas.content import SchemaError, Validator, check_content, compile_validator
 from plugins.schemas.discovery import INTERVAL, QUEUE, Discovery
 from plugins.schemas.infer import DRAFT4, TYPES, dumps
 from plugins.schemas.registry import STARTED, Registry, bus_of, schema_arn
@@ -78,6 +90,7 @@ REQUIRE_KEYS = {
     "version",
     "on_failure",
     "dead_letter",
+    "rule",
 }
 SOURCE = "aws.schemas"
 
@@ -149,6 +162,9 @@ def _parse_requirement(where: Where, body: Any) -> Requirement:
         raise ConfigError(where / "dead_letter", "is required with on_failure: dead_letter")
     if on_failure == REJECT and dead_letter is not None:
         raise ConfigError(where / "dead_letter", "is taken only with on_failure: dead_letter")
+    rule = body.get("rule")
+    if rule is not None:
+        check_name(where / "rule", "rule name", rule)
     return Requirement(
         bus=_text(where / "bus", body.get("bus", "default")),
         source=_text(where / "source", body["source"]),
@@ -158,6 +174,7 @@ def _parse_requirement(where: Where, body: Any) -> Requirement:
         version=version,
         on_failure=on_failure,
         dead_letter=dead_letter,
+        rule=rule,
     )
 
 
@@ -212,6 +229,10 @@ class SchemasType(TargetType):
                             "version": {"type": "integer", "minimum": 1},
                             "on_failure": {"enum": [REJECT, DEAD_LETTER], "default": REJECT},
                             "dead_letter": {"type": "string", "description": "a resource name"},
+                            "rule": {
+                                "type": "string",
+                                "description": "a rule of the bus: only the events it matches",
+                            },
                         },
                     },
                 },
@@ -359,10 +380,15 @@ class SchemasResource(Target):
             await self.refresh_discoverers()
             self._stack.enter_context(services.tap(discovery.observe))
             screens = self.screens = Screens(services)
+            # One validator per schema version, however many requirements name it.
+            validators: dict[tuple[str, str, int], Validator] = {}
             for index, requirement in enumerate(self.requirements):
-                screens.add(await self._compile(index, requirement))
-            for bus in screens.by_bus:
-                self._stack.enter_context(services.screen(bus, screens.screen_of(bus)))
+                screens.add(await self._compile(index, requirement, validators))
+            for bus in screens.buses:
+                rules = screens.rules_of(bus)
+                match = self._stack.enter_context(services.watch_rules(bus, rules))
+                screen = screens.screen_of(bus, match if rules else None)
+                self._stack.enter_context(services.screen(bus, screen))
             self._tasks = [
                 services.spawn(discovery.run()),
                 services.spawn(screens.run()),
@@ -404,11 +430,22 @@ class SchemasResource(Target):
             if not any(bus_of(d.source_arn) == bus for d in await self.store.discoverers()):
                 await registry.create_discoverer(arn)
 
-    async def _compile(self, index: int, requirement: Requirement) -> Compiled:
+    async def _compile(
+        self,
+        index: int,
+        requirement: Requirement,
+        validators: dict[tuple[str, str, int], Validator],
+    ) -> Compiled:
         assert self.store is not None and self.services is not None
         where = Where(f"resource {self.name}") / "require" / index
         if requirement.bus not in self.services.bus_names():
             raise ConfigError(where / "bus", f"no bus {requirement.bus!r} (declare it under buses)")
+        if requirement.rule is not None:
+            try:
+                with self.services.watch_rules(requirement.bus, [requirement.rule]):
+                    pass  # (it exists)
+            except ResourceNotFoundError as exc:
+                raise ConfigError(where / "rule", str(exc)) from None
         found = await self.store.get_version(
             requirement.registry, requirement.schema, requirement.version
         )
@@ -418,7 +455,10 @@ class SchemasResource(Target):
                 where / "schema",
                 f"no schema {requirement.schema}{version} in registry {requirement.registry!r}",
             )
-        validator = compile_validator(found.type, found.content)
+        key = (requirement.registry, requirement.schema, found.version)
+        validator = validators.get(key)
+        if validator is None:
+            validator = validators[key] = compile_validator(found.type, found.content)
         arn = schema_arn(requirement.registry, requirement.schema)
         return Compiled(requirement, found.version, arn, validator)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,12 @@ import click
 from pipelines.clikit import echo_output, output_option, parse_pairs
 from pipelines.clock import Clock, SystemClock
 from pipelines.config import load_config
-from pipelines.errors import DeliveryError, NotRunningError, PipelinesError
+from pipelines.errors import (
+    DeliveryError,
+    NotRunningError,
+    PipelinesError,
+    ResourceNotFoundError,
+)
 from pipelines.event import new_event_id
 from pipelines.metrics import MetricStore
 from pipelines.pluginmanager import target_types
@@ -70,9 +75,14 @@ class _Services:
         return contextlib.nullcontext()
 
     def screen(
-        self, bus: str, screen: Callable[[dict[str, Any], int], bool]
+        self, bus: str, screen: Callable[[dict[str, Any], int], bool | frozenset[str]]
     ) -> AbstractContextManager[None]:
         return contextlib.nullcontext()
+
+    def watch_rules(
+        self, bus: str, rules: Iterable[str]
+    ) -> AbstractContextManager[Callable[[Mapping[str, Any]], list[str]]]:
+        raise ResourceNotFoundError(f"Event bus {bus} does not exist.")
 
     def bus_names(self) -> list[str]:
         return []
