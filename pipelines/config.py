@@ -78,6 +78,7 @@ TOP_KEYS = {
     "schedules",
     "schedule_groups",
     "pipes",
+    "state_machines",
     "schemas",
 }
 #: The resource a ``cluster`` section becomes: the runners' shared intake.
@@ -86,6 +87,11 @@ CLUSTER_RESOURCE = "cluster"
 SCHEDULER_RESOURCE = "scheduler"
 #: The resource a ``schemas`` section becomes (the schemas plugin's type).
 SCHEMAS_RESOURCE = "schemas"
+#: Sections each of whose entries is a resource of one type, named by its
+#: key: ``pipes: {p: {...}}`` is ``resources: {p: {type: pipe, ...}}``. The
+#: type's settings are the entry's, checked by the same table; problems are
+#: located in the section (``resource_path``).
+RESOURCE_SECTIONS = {"pipes": "pipe", "state_machines": "state_machine"}
 _GROUP = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 #: An AWS Organizations id (o-...), an access key's ``org``.
 _ORG = re.compile(r"o-[a-z0-9]{10,32}")
@@ -126,6 +132,8 @@ class PipelineConfig:
     #: ``require`` entry is the ``schemas`` section's ``require[N]`` (the
     #: path checked -> the path written), so its problems point to the rule.
     aliases: dict[Path_, Path_] = field(default_factory=dict)
+    #: ``state_machines``: each is also a resource of type ``state_machine``.
+    state_machines: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: ``cluster.group``: the runners that share subscriptions (None: alone).
     cluster_group: str | None = None
     #: ``durable`` (answer puts once in the state database) or ``memory``.
@@ -682,7 +690,7 @@ def config_from_documents(
     problems += _cluster(config, clusters)
     problems += _schemas(config, schemas)
     problems += _scheduler(config)
-    problems += _pipes(config)
+    problems += _section_resources(config)
     if state is None or state is False:
         config.state = None
     elif isinstance(state, str) and is_url(state):
@@ -726,7 +734,7 @@ def _merge(config: PipelineConfig, data: Any, loader: _Loader | Document) -> lis
         "alarms",
         "schedules",
         "schedule_groups",
-        "pipes",
+        *RESOURCE_SECTIONS,
     ):
         declared = data.get(section) or {}
         if not isinstance(declared, dict):
@@ -739,12 +747,14 @@ def _merge(config: PipelineConfig, data: Any, loader: _Loader | Document) -> lis
                 problems.append(
                     at(
                         (section, name),
-                        f"{section[:-1]} {name!r} is already declared at"
+                        f"{_singular(section)} {name!r} is already declared at"
                         f" {first.file}:{first.line}:{first.column}",
                     )
                 )
             elif not isinstance(body, dict) and not (section == "schedule_groups" and body is None):
-                problems.append(at((section, name), f"{section[:-1]} {name!r} must be a mapping"))
+                problems.append(
+                    at((section, name), f"{_singular(section)} {name!r} must be a mapping")
+                )
             else:
                 merged[str(name)] = body or {}  # a schedule group may be just its name
     return problems
@@ -989,34 +999,52 @@ def _scheduler(config: PipelineConfig) -> list[Problem]:
     return []
 
 
-def _pipes(config: PipelineConfig) -> list[Problem]:
-    """Each pipe becomes a resource of type ``pipe`` (the pipes plugin's), its
-    problems located under ``pipes`` (``resource_path``)."""
+def _section_resources(config: PipelineConfig) -> list[Problem]:
+    """Each entry of a ``RESOURCE_SECTIONS`` section becomes a resource of
+    the section's type; a name some other declaration took is a problem at
+    the entry, naming where the other is."""
     problems = []
-    for name, body in config.pipes.items():
-        if name in config.resources:
-            first = config.at(("resources", name), "")
-            problems.append(
-                config.at(
-                    ("pipes", name),
-                    f"pipes.{name}: a resource of this name is declared at"
-                    f" {first.file}:{first.line}:{first.column}",
+    #: Each name taken: the section that declares it.
+    taken: dict[str, str] = dict.fromkeys(config.resources, "resources")
+    for section, type_name in RESOURCE_SECTIONS.items():
+        declared: dict[str, dict[str, Any]] = getattr(config, section)
+        for name, body in declared.items():
+            path: Path_ = (section, name)
+            if name in taken:
+                first = config.at((taken[name], name), "")
+                problems.append(
+                    config.at(
+                        path,
+                        f"{label(path)}: a {_singular(taken[name])} of this name is declared at"
+                        f" {first.file}:{first.line}:{first.column}",
+                    )
                 )
-            )
-        elif "type" in body:
-            problems.append(
-                config.at(("pipes", name, "type"), f"pipes.{name}.type: a pipe has none")
-            )
-        else:
-            config.resources[name] = {**body, "type": "pipe"}
+            elif "type" in body:
+                problems.append(
+                    config.at(
+                        (*path, "type"),
+                        f"{label(path)}.type: a {_singular(section)} has none"
+                        f" (the section makes it a {type_name})",
+                    )
+                )
+            else:
+                config.resources[name] = {**body, "type": type_name}
+                taken[name] = section
     return problems
 
 
+def _singular(section: str) -> str:
+    """``state_machines`` -> ``state machine``: one entry of a section, in a message."""
+    return section.removesuffix("s").replace("_", " ")
+
+
 def resource_path(config: PipelineConfig, name: str) -> Path_:
-    """Where the resource ``name`` is declared: under ``resources``, ``pipes``,
-    or as a top-level section (``schemas``; ``schedules`` and ``schedule_groups``)."""
-    if name in config.pipes:
-        return ("pipes", name)
+    """Where the resource ``name`` is declared: under ``resources``, a
+    ``RESOURCE_SECTIONS`` section (``pipes``, ``state_machines``), or as a
+    top-level section (``schemas``; ``schedules`` and ``schedule_groups``)."""
+    for section in RESOURCE_SECTIONS:
+        if name in getattr(config, section):
+            return (section, name)
     return config.section_paths.get(name, ("resources", name))
 
 

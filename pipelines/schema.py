@@ -161,7 +161,14 @@ def _sections(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
         "pipes": {
             "type": "object",
             "description": "EventBridge Pipes by name, each a resource of type pipe",
-            "additionalProperties": _pipe(plugins),
+            "additionalProperties": _section(plugins, "pipe"),
+        },
+        "state_machines": {
+            "type": "object",
+            "description": "Step Functions state machines by name, each a resource of type"
+            " state_machine (docs/states.md): definition or definition_file,"
+            " state_machine_type, role_arn",
+            "additionalProperties": _section(plugins, "state_machine"),
         },
         "schemas": {
             "description": "the schema registry (the schemas plugin; docs/schemas.md):"
@@ -268,15 +275,6 @@ def _resource(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
         "properties": {"type": {"enum": sorted(types), "description": "the target type"}},
         "allOf": variants,
     }
-
-
-def _pipe(plugins: pluggy.PluginManager | None) -> dict[str, Any]:
-    """A pipe's settings: the ``pipe`` type's (the pipes plugin's), when loaded."""
-    pipe = target_types(plugins).get("pipe")
-    described = pipe.described_settings() if pipe is not None else None
-    if described is None:
-        return {"type": "object"}
-    return {"type": "object", **described, "additionalProperties": False}
 
 
 def _section(plugins: pluggy.PluginManager | None, type_name: str) -> dict[str, Any]:

@@ -330,7 +330,9 @@ def test_the_sam_transform_expands_functions_events_and_state_machines(tmp_path:
     assert config["resources"]["app"]["subscription_filters"] == {
         "WorkerLines": {"target": "Worker", "pattern": "ERROR"}
     }
-    machine = config["resources"]["Machine"]
+    assert "Machine" not in config["resources"]  # in its section, as docs/states.md shows
+    machine = config["state_machines"]["Machine"]
+    assert "type" not in machine
     assert machine["definition"]["States"]["Go"]["Resource"] == (
         "arn:aws:lambda:us-east-1:000000000000:function:Worker"
     )

@@ -23,7 +23,7 @@ import yaml
 from pipelines.cloudformation.exporter import Exported, equivalent, export_config
 from pipelines.cloudformation.importer import Imported, Output, import_templates
 from pipelines.cloudformation.template import TemplateInvalid
-from pipelines.config import Document, PipelineConfig, config_from_documents
+from pipelines.config import RESOURCE_SECTIONS, Document, PipelineConfig, config_from_documents
 
 __all__ = [
     "Exported",
@@ -90,14 +90,22 @@ def config_data(config: PipelineConfig) -> dict[str, Any]:
         data["buses"] = buses
     elif config.buses:
         data["buses"] = list(config.buses)
+    # An entry of a section of resources (pipes, state_machines) is given
+    # once, in its section: not also as the resource it became.
+    resources = {
+        name: body
+        for name, body in config.resources.items()
+        if not any(name in getattr(config, section) for section in RESOURCE_SECTIONS)
+    }
+    if resources:
+        data["resources"] = resources
     for section in (
-        "resources",
         "rules",
         "archives",
         "alarms",
         "schedule_groups",
         "schedules",
-        "pipes",
+        *RESOURCE_SECTIONS,
     ):
         value = getattr(config, section)
         if value:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import keyword
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -713,8 +714,12 @@ def _substitute(value: Any, substitutions: dict[str, Any]) -> Any:
 
 
 def _machine_apply(context: ImportContext, resource: Resource) -> str:
+    # Named among the resources (a state machine is one), declared in the
+    # state_machines section (the form docs/states.md shows).
     name = context.name("resources", resource, resource.text("StateMachineName"))
-    body: dict[str, Any] = {"type": "state_machine"}
+    # (Where the import puts back what an export kept in Metadata.)
+    context.named[(str(resource.template.file), resource.logical_id)] = ("state_machines", name)
+    body: dict[str, Any] = {}
     substitutions = resource.get("DefinitionSubstitutions") or {}
     if "Definition" in resource.properties:
         definition: Any = resource.get("Definition")
@@ -731,8 +736,27 @@ def _machine_apply(context: ImportContext, resource: Resource) -> str:
     if kind not in (None, "STANDARD"):
         body["state_machine_type"] = kind
     set_if(body, "role_arn", resource.text("RoleArn"))
-    context.declare("resources", name, body, resource, {"definition": origin})
+    context.declare("state_machines", name, body, resource, {"definition": origin})
+    if origin == "Definition":  # a problem inside it is placed at its template node
+        for inner in _inner_paths(definition):
+            context.origin(
+                ("state_machines", name, "definition", *inner), resource, (origin, *inner)
+            )
     return f"state machine {name}"
+
+
+def _inner_paths(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
+    """The path of each node inside a mapping or list (not its own)."""
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, inner in items:
+        yield (*path, key)
+        yield from _inner_paths(inner, (*path, key))
 
 
 def _export_machine(context: ExportContext, name: str, body: dict[str, Any]) -> None:
@@ -919,7 +943,7 @@ MAPPINGS: tuple[TypeMapping | ConfigExport, ...] = (
         identity=_machine_identity,
         apply=_machine_apply,
         properties=props(
-            ("StateMachineName", "resources.NAME"),
+            ("StateMachineName", "state_machines.NAME"),
             ("Definition", "definition"),
             ("DefinitionString", "definition (JSON text)"),
             ("DefinitionSubstitutions", "${name}s replaced in the definition"),

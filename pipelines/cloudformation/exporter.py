@@ -52,6 +52,9 @@ NAME_PROPERTIES = (
 )
 #: Resource types a config gets from its sections (not exported as resources).
 DERIVED_TYPES = {"scheduler", "pipe"}
+#: Sections whose entries export as resources of a type (and are imported
+#: back into the section: the form docs/states.md shows).
+EXPORTED_SECTIONS = {"state_machines": "state_machine"}
 
 
 @dataclass
@@ -74,6 +77,7 @@ def export_config(
     registry = registry or build_registry()
     directory = directory or Path(".")
     code_uri = os.path.relpath(directory.resolve(), (template_directory or directory).resolve())
+    config, sectioned = _with_section_resources(config)
     context = ExportContext(config, directory=directory, code_uri=code_uri)
     resources = config.get("resources") or {}
     for key in ("api", "cluster", "durability"):
@@ -86,7 +90,8 @@ def export_config(
         if kind in DERIVED_TYPES:
             continue
         if exporter is None:
-            context.skip(f"resources.{name}", f"a {kind} resource has no CloudFormation equivalent")
+            where = f"{sectioned.get(name, 'resources')}.{name}"
+            context.skip(where, f"a {kind} resource has no CloudFormation equivalent")
             continue
         context.primaries[name] = context.logical_id("resources", name, exporter.suffix)
         exportable[name] = body
@@ -96,7 +101,8 @@ def export_config(
     for name, body in (config.get("schedule_groups") or {}).items():
         _export(registry, context, "schedule_groups", name, body or {})
     for name, body in exportable.items():
-        _export(registry, context, str(body.get("type")), name, body)
+        placed = f"{sectioned[name]}.{name}" if name in sectioned else None
+        _export(registry, context, str(body.get("type")), name, body, placed)
         _keep(context, registry, name, body)
     if config.get("schemas"):  # the section, as an import gives it
         _export(registry, context, "schemas", "schemas", config["schemas"])
@@ -113,15 +119,40 @@ def export_config(
     return Exported(template, context.skipped)
 
 
-def _export(registry: Registry, context: ExportContext, part: str, name: str, body: Any) -> None:
+def _with_section_resources(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The config with each entry of a section of resources
+    (``state_machines``) among its resources, as a resource of the
+    section's type: what it is, whichever way the config declares it, so
+    targets name it and it exports as the resources of its type do. And
+    the section each such name came from (where a skip is reported)."""
+    resources = dict(config.get("resources") or {})
+    sectioned: dict[str, str] = {}
+    for section, type_name in EXPORTED_SECTIONS.items():
+        for name, body in (config.get(section) or {}).items():
+            resources[name] = {**body, "type": type_name}
+            sectioned[name] = section
+    if not sectioned:
+        return config, sectioned
+    return {**config, "resources": resources}, sectioned
+
+
+def _export(
+    registry: Registry,
+    context: ExportContext,
+    part: str,
+    name: str,
+    body: Any,
+    where: str | None = None,
+) -> None:
+    where = where or f"{part}.{name}"
     exporter = registry.exports.get(part)
     if exporter is None:
-        context.skip(f"{part}.{name}", "no CloudFormation export is registered for it")
+        context.skip(where, "no CloudFormation export is registered for it")
         return
     try:
         exporter.export(context, name, body)
     except ExportSkip as exc:
-        context.skip(f"{part}.{name}", str(exc))
+        context.skip(where, str(exc))
 
 
 def _metadata(body: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +208,7 @@ def equivalent(config: dict[str, Any], directory: Path | None = None) -> dict[st
     read, an inline connection made a resource of its own. Two configs with
     the same ``equivalent`` run the same pipeline; ``import(export(c))``
     has the same one as ``c`` (tests/test_cloudformation_roundtrip.py)."""
-    data = json.loads(json.dumps(config))
+    data = _with_section_resources(json.loads(json.dumps(config)))[0]
     resources = data.get("resources") or {}
     for name in [n for n, b in resources.items() if b.get("type") in DERIVED_TYPES]:
         del resources[name]
@@ -186,6 +217,7 @@ def equivalent(config: dict[str, Any], directory: Path | None = None) -> dict[st
         data["schemas"] = {k: v for k, v in resources.pop("schemas").items() if k != "type"}
     for name, body in list(resources.items()):
         _resource_form(name, body, resources, directory or Path("."))
+    _sections_form(data, resources)
     buses = data.get("buses")
     if isinstance(buses, dict) and all(v is None for v in buses.values()):
         data["buses"] = list(buses)
@@ -225,6 +257,21 @@ def equivalent(config: dict[str, Any], directory: Path | None = None) -> dict[st
     for group, body in list((data.get("schedule_groups") or {}).items()):
         data["schedule_groups"][group] = body or {}
     return {k: v for k, v in data.items() if v not in ({}, [], None) and k != "state"}
+
+
+def _sections_form(data: dict[str, Any], resources: dict[str, Any]) -> None:
+    """Resources of a type a section declares (``state_machines``) in that
+    section, as an import writes them: a resource or a section entry is the
+    same part."""
+    for section, type_name in EXPORTED_SECTIONS.items():
+        moved = {
+            name: {k: v for k, v in body.items() if k != "type"}
+            for name, body in resources.items()
+            if body.get("type") == type_name
+        }
+        for name in moved:
+            del resources[name]
+        data[section] = moved
 
 
 def _input_form(target: dict[str, Any]) -> None:

@@ -73,6 +73,7 @@ _KNOWN_TRANSFORMS = {sam.SAM_TRANSFORM, "AWS::LanguageExtensions"}
 SECTIONS = (
     "buses",
     "resources",
+    "state_machines",
     "rules",
     "archives",
     "alarms",

@@ -855,9 +855,17 @@ class Executions:
                 if self.store is None:
                     continue
                 if turns % int(RENEW_EVERY / TOKEN_POLL) == 0:
+                    # A new execution's row is written with its first write:
+                    # one not written when the renewal began (or started
+                    # since) is not held yet, nor lost: that write leases it.
+                    born = {
+                        arn
+                        for arn, run in self.runs.items()
+                        if isinstance(run.log, DurableLog) and run.log.birth is None
+                    }
                     held = await self.store.renew(self.owner, self.lease())
                     for arn, run in list(self.runs.items()):
-                        if not isinstance(run.log, DurableLog):
+                        if arn not in born:
                             continue
                         if arn not in held and run.task is not None:
                             log.warning("execution %s: lease lost; this runner stops it", arn)
