@@ -11,17 +11,23 @@ position, which is the JVM parser's). See docs/conformance.md.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import signal
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from pipelines.api import ApiServer, served_services
 from pipelines.runtime import Runtime
 from plugins.queue.store import QueueStore
+from plugins.topic.endpoints import string_to_sign
 
 from .apiclient import aws_call, aws_cli, aws_refusal, boto
 from .helpers import eventually
@@ -1378,7 +1384,7 @@ def test_the_aws_cli_publishes_to_a_topic_a_queue_receives(tmp_path: Path) -> No
             "--notification-endpoint",
             QUEUE_ARN,
         )
-        run(
+        refused_raw = run(
             "subscribe",
             "--topic-arn",
             topic,
@@ -1388,7 +1394,18 @@ def test_the_aws_cli_publishes_to_a_topic_a_queue_receives(tmp_path: Path) -> No
             "arn:aws:lambda:us-east-1:000000000000:function:sink",
             "--attributes",
             "RawMessageDelivery=true",
+            ok=False,
         )
+        assert "Delivery protocol [lambda] does not support raw message delivery" in refused_raw
+        lambda_arn = run(
+            "subscribe",
+            "--topic-arn",
+            topic,
+            "--protocol",
+            "lambda",
+            "--notification-endpoint",
+            "arn:aws:lambda:us-east-1:000000000000:function:sink",
+        )["SubscriptionArn"]
         published = run(
             "publish",
             "--topic-arn",
@@ -1399,7 +1416,7 @@ def test_the_aws_cli_publishes_to_a_topic_a_queue_receives(tmp_path: Path) -> No
             '{"n": {"DataType": "Number", "StringValue": "3"}}',
         )
         (delivered,) = runner.delivered(1)
-        assert delivered == "hello from the cli"
+        _assert_lambda_event(delivered, topic, lambda_arn, published["MessageId"], runner.url)
         listed = run("list-subscriptions-by-topic", "--topic-arn", topic)
         assert {s["Protocol"] for s in listed["Subscriptions"]} == {"sqs", "lambda"}
         refused = run("publish", "--topic-arn", topic + "-missing", "--message", "m", ok=False)
@@ -1420,3 +1437,32 @@ def test_the_aws_cli_publishes_to_a_topic_a_queue_receives(tmp_path: Path) -> No
     assert envelope["TopicArn"] == topic
     assert envelope["Message"] == "hello from the cli"
     assert envelope["MessageAttributes"] == {"n": {"Type": "Number", "Value": "3"}}
+
+
+def _assert_lambda_event(
+    event: Any, topic: str, subscription_arn: str, message_id: str, base_url: str
+) -> None:
+    """Lambda's SNS event, signed as SNS signs it: the certificate is served
+    at SigningCertUrl on the runner's port and verifies the Signature."""
+    [record] = event["Records"]
+    assert (record["EventSource"], record["EventVersion"]) == ("aws:sns", "1.0")
+    assert record["EventSubscriptionArn"] == subscription_arn
+    sns = record["Sns"]
+    assert sns["Type"] == "Notification"
+    assert (sns["MessageId"], sns["TopicArn"]) == (message_id, topic)
+    assert sns["Subject"] is None
+    assert sns["Message"] == "hello from the cli"
+    assert sns["MessageAttributes"] == {"n": {"Type": "Number", "Value": "3"}}
+    assert sns["SignatureVersion"] == "1"
+    assert sns["UnsubscribeUrl"].startswith(base_url + "/sns/unsubscribe?SubscriptionArn=")
+    assert sns["SigningCertUrl"].startswith(base_url)
+    with urllib.request.urlopen(sns["SigningCertUrl"], timeout=10) as answer:
+        certificate = x509.load_pem_x509_certificate(answer.read())
+    public_key = certificate.public_key()
+    assert isinstance(public_key, rsa.RSAPublicKey)
+    public_key.verify(  # raises InvalidSignature when it does not hold
+        base64.b64decode(sns["Signature"]),
+        string_to_sign(sns),
+        padding.PKCS1v15(),
+        hashes.SHA1(),
+    )
