@@ -78,6 +78,7 @@ async def sns(tmp_path: Path) -> AsyncIterator[Sns]:
     runtime.add_resource("orders.fifo", "queue", {})
     runtime.add_resource("dead", "queue", {})
     runtime.add_resource("audit", "recorder", {})
+    runtime.add_resource("fn", "function", {"function": "tests.functions:echo"})
     runtime.add_resource("declared", "topic", {"subscriptions": [{"id": "a", "resource": "audit"}]})
     server = ApiServer(runtime, served_services(PLUGINS), "127.0.0.1", 0)
     await server.start()
@@ -335,6 +336,31 @@ async def test_lambda_subscriptions_and_refused_protocols(sns: Sns, tmp_path: Pa
         Endpoint="arn:aws:lambda:us-east-1:000000000000:function:nope",
     )
     assert error["Message"] == "Invalid parameter: Lambda endpoint ARN"
+    # SNS takes no raw message delivery for the lambda protocol, made or set.
+    function = "arn:aws:lambda:us-east-1:000000000000:function:fn"
+    raw = "Invalid parameter: Delivery protocol [lambda] does not support raw message delivery."
+    status, error = await sns.error(
+        "subscribe",
+        TopicArn=topic,
+        Protocol="lambda",
+        Endpoint=function,
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    assert (status, error["Code"], error["Message"]) == (400, "InvalidParameter", raw)
+    made = await sns.call(
+        "subscribe",
+        TopicArn=topic,
+        Protocol="lambda",
+        Endpoint=function,
+        ReturnSubscriptionArn=True,
+    )
+    status, error = await sns.error(
+        "set_subscription_attributes",
+        SubscriptionArn=made["SubscriptionArn"],
+        AttributeName="RawMessageDelivery",
+        AttributeValue="true",
+    )
+    assert (status, error["Code"], error["Message"]) == (400, "InvalidParameter", raw)
 
 
 async def test_publish_batch(sns: Sns) -> None:
