@@ -169,6 +169,24 @@ async def test_a_function_subscriber_gets_lambdas_sns_event(tmp_path: Path) -> N
     assert envelope.payload["Type"] == "Notification"  # a queue still gets SNS's envelope
 
 
+async def test_a_failing_function_subscriber_dead_letters_snss_envelope(tmp_path: Path) -> None:
+    runtime = topic_runtime(
+        tmp_path,
+        [{"id": "fn", "resource": "broken", "dead_letter": "dead", "maximum_retry_attempts": 0}],
+    )
+    runtime.add_resource("broken", "function", {"function": "tests.functions:fails"})
+    runtime.add_resource("dead", "queue", {})
+    await rule_to_topic(runtime, input_path="$.detail")
+    async with runtime:
+        await runtime.put_events([ENTRY])
+        await runtime.wait_until_idle()
+    async with await QueueStore.open(tmp_path / "state.db", runtime.clock) as store:
+        [dead] = await store.receive("dead")
+    envelope = json.loads(dead.body)  # SNS's envelope, not the function's Records
+    assert envelope["Type"] == "Notification" and "Records" not in envelope
+    assert json.loads(envelope["Message"]) == {"order": 7, "total": 150}
+
+
 async def test_raw_delivery_to_a_function_is_refused_at_its_setting(tmp_path: Path) -> None:
     config = tmp_path / "pipeline.yaml"
     config.write_text(

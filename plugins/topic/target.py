@@ -5,7 +5,11 @@ Each payload delivered to a topic is published as one SNS message (its text:
 to every subscription whose filter policy matches it. A subscription names
 any target resource (a queue, a function, another topic...); it receives
 SNS's JSON envelope, or with ``raw_message_delivery`` the message itself
-(its attributes then travel as the delivery's message attributes).
+(its attributes then travel as the delivery's message attributes). A
+function receives Lambda's SNS event instead (``{"Records": [{"EventSource":
+"aws:sns", ..., "Sns": {...}}]}``, signed when the runner serves HTTP), so a
+handler written for AWS runs as is; SNS refuses raw delivery to one, and so
+does ``check_links`` (a located config error).
 
 Delivery to subscriptions happens inside the topic's own delivery, so it
 rides on the rule's retry policy and its durable retry state: when a
