@@ -54,6 +54,13 @@ def partial(batch: list[Any]) -> dict[str, Any]:
     return {"batchItemFailures": failures}
 
 
+def lambda_partial(event: dict[str, Any]) -> dict[str, Any]:
+    """A handler written for Lambda's SQS event source mapping: the records
+    under "Records", failures as ``partial`` fails them."""
+    _seen("lambda_partial", event)
+    return partial(event["Records"])
+
+
 def fail_by_data(batch: list[Any]) -> dict[str, Any]:
     """Fails (whole batch) while it holds a record whose data says "poison"."""
     _seen("fail_by_data", batch)

@@ -11,17 +11,23 @@ position, which is the JVM parser's). See docs/conformance.md.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import signal
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from pipelines.api import ApiServer, served_services
 from pipelines.runtime import Runtime
 from plugins.queue.store import QueueStore
+from plugins.topic.endpoints import string_to_sign
 
 from .apiclient import aws_call, aws_cli, aws_refusal, boto
 from .helpers import eventually
@@ -72,6 +78,7 @@ async def sns(tmp_path: Path) -> AsyncIterator[Sns]:
     runtime.add_resource("orders.fifo", "queue", {})
     runtime.add_resource("dead", "queue", {})
     runtime.add_resource("audit", "recorder", {})
+    runtime.add_resource("fn", "function", {"function": "tests.functions:echo"})
     runtime.add_resource("declared", "topic", {"subscriptions": [{"id": "a", "resource": "audit"}]})
     server = ApiServer(runtime, served_services(PLUGINS), "127.0.0.1", 0)
     await server.start()
@@ -329,6 +336,31 @@ async def test_lambda_subscriptions_and_refused_protocols(sns: Sns, tmp_path: Pa
         Endpoint="arn:aws:lambda:us-east-1:000000000000:function:nope",
     )
     assert error["Message"] == "Invalid parameter: Lambda endpoint ARN"
+    # SNS takes no raw message delivery for the lambda protocol, made or set.
+    function = "arn:aws:lambda:us-east-1:000000000000:function:fn"
+    raw = "Invalid parameter: Delivery protocol [lambda] does not support raw message delivery."
+    status, error = await sns.error(
+        "subscribe",
+        TopicArn=topic,
+        Protocol="lambda",
+        Endpoint=function,
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    assert (status, error["Code"], error["Message"]) == (400, "InvalidParameter", raw)
+    made = await sns.call(
+        "subscribe",
+        TopicArn=topic,
+        Protocol="lambda",
+        Endpoint=function,
+        ReturnSubscriptionArn=True,
+    )
+    status, error = await sns.error(
+        "set_subscription_attributes",
+        SubscriptionArn=made["SubscriptionArn"],
+        AttributeName="RawMessageDelivery",
+        AttributeValue="true",
+    )
+    assert (status, error["Code"], error["Message"]) == (400, "InvalidParameter", raw)
 
 
 async def test_publish_batch(sns: Sns) -> None:
@@ -1378,7 +1410,7 @@ def test_the_aws_cli_publishes_to_a_topic_a_queue_receives(tmp_path: Path) -> No
             "--notification-endpoint",
             QUEUE_ARN,
         )
-        run(
+        refused_raw = run(
             "subscribe",
             "--topic-arn",
             topic,
@@ -1388,7 +1420,18 @@ def test_the_aws_cli_publishes_to_a_topic_a_queue_receives(tmp_path: Path) -> No
             "arn:aws:lambda:us-east-1:000000000000:function:sink",
             "--attributes",
             "RawMessageDelivery=true",
+            ok=False,
         )
+        assert "Delivery protocol [lambda] does not support raw message delivery" in refused_raw
+        lambda_arn = run(
+            "subscribe",
+            "--topic-arn",
+            topic,
+            "--protocol",
+            "lambda",
+            "--notification-endpoint",
+            "arn:aws:lambda:us-east-1:000000000000:function:sink",
+        )["SubscriptionArn"]
         published = run(
             "publish",
             "--topic-arn",
@@ -1399,7 +1442,7 @@ def test_the_aws_cli_publishes_to_a_topic_a_queue_receives(tmp_path: Path) -> No
             '{"n": {"DataType": "Number", "StringValue": "3"}}',
         )
         (delivered,) = runner.delivered(1)
-        assert delivered == "hello from the cli"
+        _assert_lambda_event(delivered, topic, lambda_arn, published["MessageId"], runner.url)
         listed = run("list-subscriptions-by-topic", "--topic-arn", topic)
         assert {s["Protocol"] for s in listed["Subscriptions"]} == {"sqs", "lambda"}
         refused = run("publish", "--topic-arn", topic + "-missing", "--message", "m", ok=False)
@@ -1420,3 +1463,32 @@ def test_the_aws_cli_publishes_to_a_topic_a_queue_receives(tmp_path: Path) -> No
     assert envelope["TopicArn"] == topic
     assert envelope["Message"] == "hello from the cli"
     assert envelope["MessageAttributes"] == {"n": {"Type": "Number", "Value": "3"}}
+
+
+def _assert_lambda_event(
+    event: Any, topic: str, subscription_arn: str, message_id: str, base_url: str
+) -> None:
+    """Lambda's SNS event, signed as SNS signs it: the certificate is served
+    at SigningCertUrl on the runner's port and verifies the Signature."""
+    [record] = event["Records"]
+    assert (record["EventSource"], record["EventVersion"]) == ("aws:sns", "1.0")
+    assert record["EventSubscriptionArn"] == subscription_arn
+    sns = record["Sns"]
+    assert sns["Type"] == "Notification"
+    assert (sns["MessageId"], sns["TopicArn"]) == (message_id, topic)
+    assert sns["Subject"] is None
+    assert sns["Message"] == "hello from the cli"
+    assert sns["MessageAttributes"] == {"n": {"Type": "Number", "Value": "3"}}
+    assert sns["SignatureVersion"] == "1"
+    assert sns["UnsubscribeUrl"].startswith(base_url + "/sns/unsubscribe?SubscriptionArn=")
+    assert sns["SigningCertUrl"].startswith(base_url)
+    with urllib.request.urlopen(sns["SigningCertUrl"], timeout=10) as answer:
+        certificate = x509.load_pem_x509_certificate(answer.read())
+    public_key = certificate.public_key()
+    assert isinstance(public_key, rsa.RSAPublicKey)
+    public_key.verify(  # raises InvalidSignature when it does not hold
+        base64.b64decode(sns["Signature"]),
+        string_to_sign(sns),
+        padding.PKCS1v15(),
+        hashes.SHA1(),
+    )

@@ -320,6 +320,7 @@ def test_the_sam_transform_expands_functions_events_and_state_machines(tmp_path:
     assert config["pipes"]["WorkerJobs"] == {
         "source": "jobs",
         "target": "Worker",
+        "invoke_as": "event_source_mapping",  # Lambda's {"Records": [...]}, not Pipes' array
         "source_parameters": {"batch_size": 5},
     }
     assert config["resources"]["Stream"]["consumers"] == {"WorkerClicks": {"target": "Worker"}}

@@ -111,6 +111,40 @@ def test_local_settings_and_names_ride_in_metadata(tmp_path: Path) -> None:
     assert equivalent(back) == equivalent(data)
 
 
+def test_an_event_source_mapping_pipe_exports_as_one(tmp_path: Path) -> None:
+    (tmp_path / "jobs.py").write_text("def work(event, context=None):\n    return None\n")
+    data = {
+        "resources": {
+            "jobs": {"type": "queue"},
+            "worker": {"type": "function", "function": "jobs:work"},
+        },
+        "pipes": {
+            "work": {
+                "source": "jobs",
+                "target": "worker",
+                "invoke_as": "event_source_mapping",
+                "source_parameters": {"batch_size": 5, "maximum_batching_window_in_seconds": 2},
+                "filters": [{"body": {"kind": ["job"]}}],
+            },
+            "plain": {"source": "jobs", "target": "worker"},
+        },
+    }
+    template = export_config(data, directory=tmp_path).template["Resources"]
+    [mapping] = [r for r in template.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    assert mapping["Properties"]["BatchSize"] == 5
+    assert mapping["Properties"]["MaximumBatchingWindowInSeconds"] == 2
+    assert mapping["Properties"]["EventSourceArn"]["Fn::GetAtt"][1] == "Arn"
+    assert mapping["Properties"]["FilterCriteria"] == {
+        "Filters": [{"Pattern": '{"body": {"kind": ["job"]}}'}]
+    }
+    assert [r["Type"] for r in template.values()].count("AWS::Pipes::Pipe") == 1  # "plain"
+    back, _, written = round_trip(data, tmp_path, tmp_path)
+    lint_later(written)
+    assert back["pipes"]["work"]["invoke_as"] == "event_source_mapping"
+    assert "invoke_as" not in back["pipes"]["plain"]
+    assert equivalent(back, tmp_path) == equivalent(data, tmp_path)
+
+
 # -- generated configs ----------------------------------------------------------------
 
 NAMES = st.from_regex(r"[a-z][a-z0-9]{0,6}(-[a-z0-9]{1,4})?", fullmatch=True)

@@ -193,13 +193,21 @@ def test_a_sam_event_driven_app_runs_its_python_function(stack: Stack) -> None:
     )
     calls = stack.sunk(2)
     assert len(calls) == 2
-    assert "order o-8" in json.dumps(calls[1])
     assert "ignored" not in json.dumps(calls)  # the filter policy held it back
+    [record] = calls[1]["Records"]  # Lambda's SNS event, as on AWS
+    assert record["EventSource"] == "aws:sns"
+    assert record["EventSubscriptionArn"].startswith(topic + ":")
+    assert record["Sns"]["Message"] == "order o-8"
+    assert record["Sns"]["MessageAttributes"] == {"kind": {"Type": "String", "Value": "order"}}
+    assert record["Sns"]["SigningCertUrl"].startswith(stack.url)  # the runner serves HTTP
+    assert record["Sns"]["Signature"]
     sqs = stack.client("sqs")
     url = sqs.get_queue_url(QueueName="incoming-orders")["QueueUrl"]
     sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"order": "o-9"}))
-    batch = stack.sunk(3)[2]  # a pipe does the work of Lambda's SQS poller
-    assert [json.loads(record["body"]) for record in batch] == [{"order": "o-9"}]
+    event = stack.sunk(3)[2]  # a pipe does the work of Lambda's SQS poller, in its shape
+    assert list(event) == ["Records"]
+    assert [json.loads(record["body"]) for record in event["Records"]] == [{"order": "o-9"}]
+    assert event["Records"][0]["eventSource"] == "aws:sqs"
     assert any(
         line.startswith("ProcessOrderFunctionQueued (AWS::Lambda::EventSourceMapping): runs: pipe")
         for line in stack.report

@@ -253,6 +253,57 @@ pipes:
     assert seen == [[0, 1, 2, 3, 4], [2]]
 
 
+async def test_invoke_as_an_event_source_mapping_hands_lambdas_records(tmp_path: Path) -> None:
+    path = config(
+        tmp_path,
+        """
+resources:
+  orders: {type: queue, visibility_timeout: 2}
+  handler: {type: function, function: "tests.pipes_functions:lambda_partial"}
+pipes:
+  p:
+    source: orders
+    source_parameters: {batch_size: 10, maximum_batching_window_in_seconds: 1}
+    target: handler
+    invoke_as: event_source_mapping
+""",
+    )
+    runtime = await runtime_of(path, str(tmp_path / "state.db"))
+    async with runtime:
+        async with await QueueStore.open(runtime.state_path) as store:
+            sent, _ = await store.send_batch(
+                "orders", [SendEntry(json.dumps({"n": n}), id=str(n)) for n in range(3)]
+            )
+        functions.fail_once.add(sent[1].message_id)
+        await until(lambda: _empty(runtime, "orders"))
+    events = batches("lambda_partial")
+    assert all(list(event) == ["Records"] for event in events), events
+    first = events[0]["Records"][0]
+    assert first["eventSource"] == "aws:sqs" and first["messageId"] == sent[0].message_id
+    seen = [[json.loads(r["body"])["n"] for r in event["Records"]] for event in events]
+    assert seen == [[0, 1, 2], [1]]  # its batchItemFailures still fail only that one
+
+
+async def test_invoke_as_an_event_source_mapping_needs_a_function_target(tmp_path: Path) -> None:
+    path = config(
+        tmp_path,
+        """
+resources:
+  orders: {type: queue}
+  copy: {type: queue}
+pipes:
+  p:
+    source: orders
+    target: copy
+    invoke_as: event_source_mapping
+""",
+    )
+    problems = [str(problem) for problem in await check([path])]
+    assert problems == [
+        f"{path}:9:5: pipes.p.invoke_as: event_source_mapping is for a function target, not copy"
+    ]
+
+
 async def test_a_fifo_failure_holds_back_the_rest_of_its_group_only(tmp_path: Path) -> None:
     path = config(
         tmp_path,

@@ -16,6 +16,7 @@ from pipelines.runtime import Runtime
 from plugins.queue.store import QueueStore
 from plugins.topic.filterpolicy import FilterPolicy
 
+from . import functions
 from .recorder import plugin_manager
 
 ENTRY = {"Source": "shop", "DetailType": "order", "Detail": '{"order": 7, "total": 150}'}
@@ -121,6 +122,93 @@ async def test_fan_out_with_envelope_raw_delivery_and_filters(tmp_path: Path) ->
     assert envelope["Timestamp"].endswith("Z")
     assert raw.payload == '{"order":7,"total":150}'
     assert dict(raw.context.attributes) == {"total": "150"}
+
+
+async def test_a_function_subscriber_gets_lambdas_sns_event(tmp_path: Path) -> None:
+    # No HTTP port: nothing could serve the certificate, so Signature and the URLs are empty.
+    runtime = topic_runtime(
+        tmp_path,
+        [{"id": "fn", "resource": "handler"}, {"id": "queue", "resource": "copy"}],
+        message_attributes={"total": "detail.total"},
+    )
+    runtime.add_resource("handler", "function", {"function": "tests.functions:echo"})
+    runtime.add_resource("copy", "recorder", {})
+    await rule_to_topic(runtime, input_path="$.detail")
+    functions.calls.clear()
+    try:
+        async with runtime:
+            await runtime.put_events([ENTRY])
+            await runtime.wait_until_idle()
+            [envelope] = runtime.resource("copy").received  # type: ignore[attr-defined]
+        [event] = functions.calls
+    finally:
+        functions.calls.clear()
+    arn = "arn:aws:sns:us-east-1:000000000000:orders"
+    assert event == {
+        "Records": [
+            {
+                "EventSource": "aws:sns",
+                "EventVersion": "1.0",
+                "EventSubscriptionArn": f"{arn}:fn",
+                "Sns": {
+                    "Type": "Notification",
+                    "MessageId": envelope.payload["MessageId"],
+                    "TopicArn": arn,
+                    "Subject": None,
+                    "Message": '{"order":7,"total":150}',
+                    "Timestamp": envelope.payload["Timestamp"],
+                    "SignatureVersion": "1",
+                    "Signature": "",
+                    "SigningCertUrl": "",
+                    "UnsubscribeUrl": "",
+                    "MessageAttributes": {"total": {"Type": "Number", "Value": "150"}},
+                },
+            }
+        ]
+    }
+    assert envelope.payload["Type"] == "Notification"  # a queue still gets SNS's envelope
+
+
+async def test_a_failing_function_subscriber_dead_letters_snss_envelope(tmp_path: Path) -> None:
+    runtime = topic_runtime(
+        tmp_path,
+        [{"id": "fn", "resource": "broken", "dead_letter": "dead", "maximum_retry_attempts": 0}],
+    )
+    runtime.add_resource("broken", "function", {"function": "tests.functions:fails"})
+    runtime.add_resource("dead", "queue", {})
+    await rule_to_topic(runtime, input_path="$.detail")
+    async with runtime:
+        await runtime.put_events([ENTRY])
+        await runtime.wait_until_idle()
+    async with await QueueStore.open(tmp_path / "state.db", runtime.clock) as store:
+        [dead] = await store.receive("dead")
+    envelope = json.loads(dead.body)  # SNS's envelope, not the function's Records
+    assert envelope["Type"] == "Notification" and "Records" not in envelope
+    assert json.loads(envelope["Message"]) == {"order": 7, "total": 150}
+
+
+async def test_raw_delivery_to_a_function_is_refused_at_its_setting(tmp_path: Path) -> None:
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        textwrap.dedent(
+            """            resources:
+              orders:
+                type: topic
+                subscriptions:
+                  - id: fn
+                    resource: handler
+                    raw_message_delivery: true
+              handler: {type: function, function: "tests.functions:echo"}
+            """
+        )
+    )
+    problems = [str(problem) for problem in await check([config])]
+    assert any(
+        p.startswith(f"{config}:7:")
+        and "subscriptions[0].raw_message_delivery" in p
+        and "lambda protocol takes no raw message delivery" in p
+        for p in problems
+    ), problems
 
 
 async def test_a_failing_subscription_is_retried_alone_then_dead_lettered(tmp_path: Path) -> None:

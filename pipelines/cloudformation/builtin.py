@@ -923,7 +923,8 @@ MAPPINGS: tuple[TypeMapping | ConfigExport, ...] = (
         properties=props(
             (
                 "EventSourceArn",
-                "a stream resource (a consumer) or a queue (a pipe to the function)",
+                "a stream resource (a consumer) or a queue (a pipe to the function,"
+                " invoke_as: event_source_mapping)",
             ),
             ("MaximumBatchingWindowInSeconds", "queues: the pipe's source_parameters"),
             ("FilterCriteria", "queues: the pipe's filters"),

@@ -1,6 +1,8 @@
 """EventBridge Pipes: ``AWS::Pipes::Pipe`` <-> the config's ``pipes``, and
 an SQS ``AWS::Lambda::EventSourceMapping`` (a queue feeding a function) as
-a pipe from the queue to the function. (The pipes plugin's mapping, kept
+a pipe from the queue to the function, with ``invoke_as:
+event_source_mapping`` so the function gets Lambda's ``{"Records": [...]}``
+(exported back as the event source mapping). (The pipes plugin's mapping, kept
 here while that plugin is another's work; it registers like the others.)"""
 
 from __future__ import annotations
@@ -144,7 +146,12 @@ def queue_mapping(context: ImportContext, resource: Resource, queue: str, functi
     if boolean(resource.get("Enabled"), resource.at("Enabled")) is False:
         raise_skip("a disabled event source mapping delivers nothing")
     name = pipe_name(context, resource, None)
-    pipe: dict[str, Any] = {"source": queue, "target": function}
+    # Lambda's event shape, {"Records": [...]}: a handler written for AWS runs as is.
+    pipe: dict[str, Any] = {
+        "source": queue,
+        "target": function,
+        "invoke_as": "event_source_mapping",
+    }
     parameters: dict[str, Any] = {}
     set_if(parameters, "batch_size", integer(resource.get("BatchSize"), resource.at("BatchSize")))
     set_if(
@@ -172,7 +179,44 @@ def raise_skip(reason: str) -> None:
     raise Skip(reason)
 
 
+def _export_mapping(context: ExportContext, name: str, body: dict[str, Any]) -> None:
+    """A pipe with ``invoke_as: event_source_mapping`` as the SQS event
+    source mapping it was imported from (what AWS has for it)."""
+    if context.resource_type(str(body.get("source"))) != "queue":
+        raise ExportSkip("an event source mapping's pipe reads a queue here")
+    if body.get("enrichment") or body.get("target_parameters"):
+        raise ExportSkip("an event source mapping has no enrichment or target parameters")
+    properties: dict[str, Any] = {
+        "EventSourceArn": context.ref_of(str(body.get("source"))),
+        "FunctionName": context.ref_of(str(body.get("target"))),
+    }
+    parameters = body.get("source_parameters") or {}
+    set_if(properties, "BatchSize", parameters.get("batch_size"))
+    set_if(
+        properties,
+        "MaximumBatchingWindowInSeconds",
+        parameters.get("maximum_batching_window_in_seconds"),
+    )
+    if body.get("filters"):
+        properties["FilterCriteria"] = {
+            "Filters": [
+                {"Pattern": f if isinstance(f, str) else json.dumps(f)} for f in body["filters"]
+            ]
+        }
+    if body.get("desired_state") == "STOPPED":
+        properties["Enabled"] = False
+    context.add(
+        context.logical_id("pipes", name, "EventSource"),
+        "AWS::Lambda::EventSourceMapping",
+        properties,
+        Metadata={"pipelines": {"name": name}},
+    )
+
+
 def _export(context: ExportContext, name: str, body: dict[str, Any]) -> None:
+    if body.get("invoke_as") == "event_source_mapping":
+        _export_mapping(context, name, body)
+        return
     properties: dict[str, Any] = {"Name": name, "Source": context.ref_of(str(body.get("source")))}
     kind = context.resource_type(str(body.get("source")))
     parameters = body.get("source_parameters") or {}
@@ -272,5 +316,5 @@ MAPPINGS = (
             ("RoleArn", "role_arn (nothing is authorised by it)"),
         ),
     ),
-    ConfigExport("pipes", _export, ("AWS::Pipes::Pipe",)),
+    ConfigExport("pipes", _export, ("AWS::Pipes::Pipe", "AWS::Lambda::EventSourceMapping")),
 )

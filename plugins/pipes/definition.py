@@ -74,6 +74,9 @@ LOG_TABLE = Settings(
         "include_execution_data": Shape({"type": "array", "items": {"enum": ["ALL"]}}),
     }
 )
+#: ``invoke_as``: how a function target gets its batch: Pipes' JSON array, or
+#: as Lambda's event source mapping hands it, ``{"Records": [...]}``.
+INVOKE_AS = ("pipe", "event_source_mapping")
 SETTINGS_TABLE = Settings(
     {
         "source": Shape({"type": "string"}, "a queue or stream resource (name or ARN)"),
@@ -93,6 +96,11 @@ SETTINGS_TABLE = Settings(
         "log_configuration": Shape(LOG_TABLE.schema()),
         "tags": Shape({"type": "object", "additionalProperties": {"type": "string"}}),
         "role_arn": Shape({"type": "string"}, "kept and shown; nothing is authorised by it"),
+        "invoke_as": Shape(
+            {"enum": list(INVOKE_AS), "default": "pipe"},
+            "ours, not AWS's: event_source_mapping hands a function target Lambda's"
+            ' {"Records": [...]} (an imported SQS event source mapping)',
+        ),
     },
     required=("source", "target"),
 )
@@ -167,6 +175,8 @@ class PipeSpec:
     log: LogSettings = LogSettings()
     tags: dict[str, str] = field(default_factory=dict)
     role_arn: str = ""
+    #: "event_source_mapping": a function target gets ``{"Records": batch}``.
+    invoke_as: str = "pipe"
     #: The settings as given, for DescribePipe and the store.
     settings: Mapping[str, Any] = field(default_factory=dict)
 
@@ -383,6 +393,8 @@ def parse_pipe(where: Where, name: str, config: Mapping[str, Any]) -> PipeSpec:
             where / "desired_state", config.get("desired_state", "RUNNING"), STATES
         )
     with problems:
+        made["invoke_as"] = _enum(where / "invoke_as", config.get("invoke_as", "pipe"), INVOKE_AS)
+    with problems:
         made["log"] = parse_log(where / "log_configuration", config.get("log_configuration"))
     description = config.get("description", "")
     with problems:
@@ -415,5 +427,6 @@ def parse_pipe(where: Where, name: str, config: Mapping[str, Any]) -> PipeSpec:
         log=made["log"],
         tags=dict(tags),
         role_arn=role,
+        invoke_as=made["invoke_as"],
         settings=dict(config),
     )

@@ -14,7 +14,9 @@ RUNNING it reads its source (``plugins.pipes.sources``) and, per batch:
    the target; an empty answer drops them; an error, or an answer that is no
    JSON, fails the whole batch (AWS has no partial failure for enrichment);
 3. **delivers** to the target: a function or state machine gets the batch as
-   one array (a function may answer ``batchItemFailures``); a bus gets
+   one array (a function may answer ``batchItemFailures``; with our
+   ``invoke_as: event_source_mapping``, as an imported SQS event source
+   mapping has, a function gets Lambda's ``{"Records": [...]}`` instead); a bus gets
    PutEvents entries of 10; any other resource one delivery per event, in
    order for an ordered source. Each event goes through the target's input
    template.
@@ -205,6 +207,7 @@ class PipeTarget(Target):
         enrichment and target take: what ``start`` would refuse (START_FAILED)."""
         resources = _Built(built)
         self._check_batching(resources, self._resolve_source(resources))
+        self._check_invoke_as(resources)
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         raise DeliveryError(
@@ -262,6 +265,7 @@ class PipeTarget(Target):
         try:
             source = self._resolve_source(services)
             self._check_batching(services, source)
+            self._check_invoke_as(services)
             await source.open(services)
         except (PipelinesError, ConfigError) as exc:
             log.error("pipe %s did not start: %s", self.name, exc)
@@ -272,6 +276,22 @@ class PipeTarget(Target):
         self.source = source
         self._reading = services.spawn(self._read(services, source))
         await self._set_state("RUNNING")
+
+    def _check_invoke_as(self, services: Resources) -> None:
+        """``invoke_as: event_source_mapping`` hands Lambda's event to a function:
+        any other target has no such event."""
+        if self.spec.invoke_as != "event_source_mapping":
+            return
+        target = None
+        if bus_name(self.spec.target) is None:
+            target = services.resource(
+                resource_name(self.spec.target), where=f"pipe {self.name}.target"
+            )
+        if target is None or not isinstance(underlying(target), FunctionTarget):
+            raise ConfigError(
+                Where(f"pipe {self.name}") / "invoke_as",
+                f"event_source_mapping is for a function target, not {self.spec.target}",
+            )
 
     def _check_batching(self, services: Resources, source: Source) -> None:
         """A source's batch no larger than its enrichment and target take, as AWS
@@ -637,8 +657,12 @@ class PipeTarget(Target):
             raise StageFailed("Target", str(exc)) from None
         inner = underlying(resource)
         if isinstance(inner, FunctionTarget):
+            # Lambda's event source mapping hands the records under "Records".
+            payload = (
+                {"Records": events} if self.spec.invoke_as == "event_source_mapping" else events
+            )
             try:
-                answer = await _invoke(resource, events, self._context(chosen[0].identifier))
+                answer = await _invoke(resource, payload, self._context(chosen[0].identifier))
             except Exception as exc:
                 raise StageFailed("Target", describe_error(exc)) from None
             return _item_failures(answer, chosen)

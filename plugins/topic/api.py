@@ -593,6 +593,7 @@ async def subscribe(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     resource = _endpoint_resource(call, topic, protocol, endpoint)
     attributes = dict(params.get("Attributes") or {})
     settings = _subscription_settings(call, topic, attributes, "Attributes Reason: ")
+    _refuse_raw(protocol, settings)
     http = protocol in ("http", "https")
     for sub_id, existing in topic.state.added.get(topic.topic, {}).items():
         if existing.protocol == protocol and existing.endpoint == endpoint:
@@ -608,6 +609,13 @@ async def subscribe(call: Call, params: dict[str, Any]) -> dict[str, Any]:
         if not params.get("ReturnSubscriptionArn"):
             return {"SubscriptionArn": "pending confirmation"}
     return {"SubscriptionArn": f"{topic.arn}:{sub_id}"}
+
+
+def _refuse_raw(protocol: str, settings: Mapping[str, Any]) -> None:
+    """SNS's lambda protocol takes no raw message delivery (a function gets
+    Lambda's SNS event)."""
+    if protocol == "lambda" and settings.get("raw_message_delivery"):
+        raise invalid("Delivery protocol [lambda] does not support raw message delivery.")
 
 
 def _existing(
@@ -781,6 +789,7 @@ async def set_subscription_attributes(call: Call, params: dict[str, Any]) -> Non
         raise invalid("AttributeName")
     attributes = {**added.attributes, name: value}
     settings = _subscription_settings(call, topic, attributes, "")
+    _refuse_raw(added.protocol, settings)
     if name == "FilterPolicy" and value.strip() in ("", "{}"):
         attributes.pop("FilterPolicy")
     _, stored = _subscription(

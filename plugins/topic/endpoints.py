@@ -213,6 +213,15 @@ _FIELDS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class LambdaFields:
+    """What Lambda's SNS record adds to the notification (its casing: ``Url``)."""
+
+    signature: str
+    signing_cert_url: str
+    unsubscribe_url: str
+
+
 class Keeper(Protocol):
     """Where HTTP(S) subscriptions' tokens and confirmations are kept (the
     topics' ``TopicState``)."""
@@ -348,6 +357,23 @@ class HttpEndpoints:
         )
         headers["x-amz-sns-rawdelivery"] = "true" if raw is not None else "false"
         await self._post(endpoint, message, headers, version, raw=raw)
+
+    async def lambda_fields(
+        self, envelope: Mapping[str, Any], subscription_arn: str, version: str
+    ) -> LambdaFields:
+        """The Signature and URLs of Lambda's SNS record: signed as an HTTP(S)
+        notification, with the URLs on the runner's port; empty when the
+        runner serves no HTTP (no certificate to verify the signature by)."""
+        base = self._routes.base_url if self._routes is not None else None
+        if base is None:
+            return LambdaFields("", "", "")
+        signer = await self._signer()
+        query = urllib.parse.urlencode({"SubscriptionArn": subscription_arn})
+        return LambdaFields(
+            signer.sign(envelope, version),
+            f"{base}{CERT_PATH}",
+            f"{base}{UNSUBSCRIBE_PATH}?{query}",
+        )
 
     async def _post(
         self,

@@ -5,7 +5,11 @@ Each payload delivered to a topic is published as one SNS message (its text:
 to every subscription whose filter policy matches it. A subscription names
 any target resource (a queue, a function, another topic...); it receives
 SNS's JSON envelope, or with ``raw_message_delivery`` the message itself
-(its attributes then travel as the delivery's message attributes).
+(its attributes then travel as the delivery's message attributes). A
+function receives Lambda's SNS event instead (``{"Records": [{"EventSource":
+"aws:sns", ..., "Sns": {...}}]}``, signed when the runner serves HTTP), so a
+handler written for AWS runs as is; SNS refuses raw delivery to one, and so
+does ``check_links`` (a located config error).
 
 Delivery to subscriptions happens inside the topic's own delivery, so it
 rides on the rule's retry policy and its durable retry state: when a
@@ -69,6 +73,7 @@ from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, format_time_ms
 from pipelines.http.auth import is_http_url
 from pipelines.settings import Flag, Number, Settings, Shape
 from pipelines.targets import (
+    Built,
     DeliveryContext,
     Target,
     TargetServices,
@@ -76,6 +81,8 @@ from pipelines.targets import (
     payload_text,
     started,
 )
+from plugins.function import FunctionTarget
+from plugins.pipes.pipe import underlying
 from plugins.queue.target import delivery_key, group_id_of
 from plugins.topic.endpoints import DeliveryPolicy, HttpEndpoints
 from plugins.topic.filterpolicy import ATTRIBUTES_SCOPE, FilterPolicy
@@ -498,6 +505,21 @@ class TopicTarget(Target):
                 found.append((("subscriptions", index, "dead_letter"), subscription.dead_letter))
         return found
 
+    def check_links(self, built: Built) -> None:
+        """A function's subscription takes no raw message delivery (SNS refuses it)."""
+        for index, subscription in enumerate(self.declared):
+            if subscription.raw and subscription.endpoint is None:
+                self._check_raw(index, subscription, built.resource(subscription.resource))
+
+    def _check_raw(self, index: int, subscription: Subscription, resource: Target) -> None:
+        if subscription.raw and is_function(resource):
+            raise ConfigError(
+                Where(f"target {self.name}") / "subscriptions" / index / "raw_message_delivery",
+                f"subscription {subscription.id} delivers to the function"
+                f" {subscription.resource}: SNS's lambda protocol takes no raw message"
+                " delivery (a function gets Lambda's SNS event)",
+            )
+
     async def start(self, services: TargetServices) -> None:
         await self.state.start(services)
         try:
@@ -511,7 +533,7 @@ class TopicTarget(Target):
         """Check the declared subscriptions (the API checked those it added,
         and one whose resource a later config dropped fails its deliveries,
         not the runtime's start) and ask unconfirmed HTTP(S) ones to confirm."""
-        for subscription in self.declared:
+        for index, subscription in enumerate(self.declared):
             if subscription.endpoint is not None:
                 if self.fifo:
                     raise PipelinesError(
@@ -524,6 +546,7 @@ class TopicTarget(Target):
                     services.spawn(self.request_confirmation(subscription))
                 continue
             resource = services.resource(subscription.resource)
+            self._check_raw(index, subscription, resource)
             if self.fifo and not str(getattr(resource, "queue", "")).endswith(FIFO_SUFFIX):
                 raise PipelinesError(
                     f"topic {self.topic}: subscription {subscription.id} delivers to"
@@ -702,6 +725,8 @@ class TopicTarget(Target):
                         f"subscription {subscription.id}: {missing}",
                         retryable=False,
                     ) from None
+                if is_function(resource):  # Lambda's SNS event, never raw (refused)
+                    delivered = await self._lambda_event(subscription, envelope)
                 await resource.deliver(delivered, sub_context)
         except Exception as exc:
             error = (
@@ -727,6 +752,35 @@ class TopicTarget(Target):
                     progress[subscription.id] = None
             return
         progress[subscription.id] = None
+
+    async def _lambda_event(
+        self, subscription: Subscription, envelope: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """What Lambda hands a function subscribed to a topic: one record
+        holding the notification, signed as an HTTP(S) one is when the
+        runner serves HTTP (else its Signature and URLs are empty)."""
+        subscription_arn = f"{self.arn}:{subscription.id}"
+        signed = await self.state.http.lambda_fields(envelope, subscription_arn, self.version)
+        notification = {
+            "Type": "Notification",
+            "MessageId": envelope["MessageId"],
+            "TopicArn": envelope["TopicArn"],
+            "Subject": envelope.get("Subject"),
+            "Message": envelope["Message"],
+            "Timestamp": envelope["Timestamp"],
+            "SignatureVersion": self.version,
+            "Signature": signed.signature,
+            "SigningCertUrl": signed.signing_cert_url,
+            "UnsubscribeUrl": signed.unsubscribe_url,
+            "MessageAttributes": envelope.get("MessageAttributes") or {},
+        }
+        record = {
+            "EventSource": "aws:sns",
+            "EventVersion": "1.0",
+            "EventSubscriptionArn": subscription_arn,
+            "Sns": notification,
+        }
+        return {"Records": [record]}
 
     async def _dead_letter(
         self,
@@ -801,6 +855,12 @@ class TopicTarget(Target):
                 )
             return self.group_id
         return group_id_of(self.group_expression, context.event)
+
+
+def is_function(resource: Target) -> bool:
+    """Whether a subscription's resource is a function (under a recording
+    wrapper too): it gets Lambda's SNS event."""
+    return isinstance(underlying(resource), FunctionTarget)
 
 
 def _fifo_ids(group_id: str, key: str) -> dict[str, str]:
