@@ -513,6 +513,7 @@ class Pools:
         async def give_back() -> None:
             entry.lent -= 1
             try:
+                await _reset(raw)
                 await entry.pool.putconn(raw)
             finally:
                 await self.release(location)
@@ -548,10 +549,9 @@ def _open_pool(location: str) -> _Pool:
         # Checked as lent (one round trip per store opened): a connection
         # the server ended while it idled (a restart) is replaced.
         check=AsyncConnectionPool.check_connection,
-        # Given back: the pool rolls back an open transaction and discards
-        # a broken connection; ``_reset`` ends the session state a store
-        # may have left.
-        reset=_reset,
+        # No ``reset`` here: the pool would run it in a task of its own,
+        # and a store reopened at once (a reload) would find its connection
+        # not back yet. ``_reset`` runs before ``putconn`` instead.
         name=f"pipelines:{shown(location)}",
     )
     entry = _Pool(pool, size, timeout)
@@ -559,12 +559,27 @@ def _open_pool(location: str) -> _Pool:
 
 
 async def _reset(raw: Any) -> None:
-    """A connection given back, as a store expects one: autocommit, no
-    advisory lock held (a queue's ``wait_on`` locks are the session's).
-    Its prepared statements stay: the next store runs the same ones."""
-    if not raw.autocommit:
-        await raw.set_autocommit(True)
-    await raw.execute("SELECT pg_advisory_unlock_all()")
+    """A connection about to be given back, as a store expects one:
+    autocommit, no transaction open, no advisory lock held (a queue's
+    ``wait_on`` locks are the session's). Its prepared statements stay: the
+    next store runs the same ones. A connection that cannot be reset is
+    closed, and the pool discards it (as one the server ended)."""
+    import psycopg
+    from psycopg.pq import TransactionStatus
+
+    try:
+        status = raw.pgconn.transaction_status
+        if status == TransactionStatus.UNKNOWN:
+            return  # broken: discarded
+        if status == TransactionStatus.ACTIVE:
+            raise psycopg.OperationalError("a statement is still running")
+        if status != TransactionStatus.IDLE:
+            await raw.rollback()
+        if not raw.autocommit:
+            await raw.set_autocommit(True)
+        await raw.execute("SELECT pg_advisory_unlock_all()")
+    except psycopg.Error:
+        await raw.close()
 
 
 async def _borrow(entry: _Pool, location: str) -> Any:
