@@ -55,12 +55,22 @@ async def test_a_store_reopened_reuses_the_connection_it_gave_back(held: str) ->
         await store.close()
         # Given back, not closed: the server still has the session.
         assert await _backends(observer) == {first}
-        for _ in range(3):
+        # More opens than psycopg's prepare_threshold: what a store runs at
+        # each open (its schema, its version) is prepared on the connection
+        # and stays so across the stores that borrow it.
+        for _ in range(8):
             store = await Notes.open(held)
             assert await _pid(store) == first
             assert await store.scalar("SELECT count(*) FROM notes") == 1
             await store.close()
         assert await _backends(observer) == {first}
+        store = await Notes.open(held)
+        prepared = await store.scalar(
+            "SELECT count(*) FROM pg_prepared_statements"
+            " WHERE statement LIKE 'SELECT version FROM store_versions%'"
+        )
+        await store.close()
+        assert prepared == 1
     finally:
         await observer.close()
 
