@@ -438,10 +438,10 @@ def libpq_url(location: str) -> tuple[str, int, float]:
         timeout = float(ours.get("pool_timeout", POOL_TIMEOUT))
     except ValueError:
         size = timeout = 0
-    if size < 1 or not timeout >= 0:
+    if size < 1 or not timeout > 0:
         raise StateError(
             f"state database {shown(location)}: pool_size must be a whole number of"
-            " at least 1 and pool_timeout a number of seconds of at least 0"
+            " at least 1 and pool_timeout a number of seconds above 0"
         )
     rest = [(name, value) for name, value in query if name not in _POOL_OPTIONS]
     url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(rest)))

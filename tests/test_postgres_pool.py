@@ -176,6 +176,8 @@ def test_the_pool_options_are_taken_out_of_the_libpq_url() -> None:
     )
     with pytest.raises(StateError, match="pool_size must be"):
         libpq_url("postgresql://u:secret@h/db?pool_size=0")
+    with pytest.raises(StateError, match="pool_timeout a number of seconds above 0"):
+        libpq_url("postgresql://u@h/db?pool_timeout=0")
     with pytest.raises(StateError, match=r"u:\*\*\*@h") as caught:
         libpq_url("postgresql://u:secret@h/db?pool_size=x")
     assert "secret" not in str(caught.value)
