@@ -181,3 +181,26 @@ def test_the_pool_options_are_taken_out_of_the_libpq_url() -> None:
     with pytest.raises(StateError, match=r"u:\*\*\*@h") as caught:
         libpq_url("postgresql://u:secret@h/db?pool_size=x")
     assert "secret" not in str(caught.value)
+
+
+async def test_a_runner_holds_its_pool_from_start_to_stop(postgres_url: str) -> None:
+    from pipelines.clock import ManualClock
+
+    from .test_cluster_runtime import runtime_on
+    from .test_scheduler import T0
+
+    runtime = runtime_on(postgres_url, "r1", ManualClock(T0))
+    await runtime.start()
+    try:
+        # A target's store closed and opened again (as a reload does): the
+        # runner's pool keeps the connection between the two.
+        store = await runtime.open_store(Notes, where="a test target")
+        first = await _pid(store)
+        await store.close()
+        store = await runtime.open_store(Notes, where="a test target")
+        assert await _pid(store) == first
+        await store.close()
+        assert len(POOLS) == 1
+    finally:
+        await runtime.stop()
+    assert len(POOLS) == 0
