@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pipelines.errors import StateError
 from pipelines.runnerlock import RunnerLock
-from pipelines.store import Connection, Location, backend_for
+from pipelines.store import Connection, Location
 
 log = logging.getLogger("pipelines.cluster")
 
@@ -108,10 +108,19 @@ class SharedMembership(Membership):
         self.lost = asyncio.Event()
         #: Serializes the statements on the one connection.
         self._serial = asyncio.Lock()
+        self._holds_pool = False
 
     async def join(self) -> None:
-        backend = backend_for(self.location)
-        self._connection = await backend.connect(self.location, create=False, functions={})
+        from pipelines.postgres import POOLS, backend
+
+        # A connection of its own, not the pool's: its locks are the
+        # session's, and must end with the runner (a lent connection would
+        # go back to the pool still holding them, or lend them to a store).
+        self._connection = await backend().session(self.location)
+        # The runner holds its pool for its whole life, so that a reload's
+        # stores reuse the connections of those it closed.
+        await POOLS.hold(self.location)
+        self._holds_pool = True
         if not await self._try_lock("runner", self.runner):
             await self.leave()
             raise StateError(
@@ -127,6 +136,11 @@ class SharedMembership(Membership):
         its name free."""
         connection, self._connection = self._connection, None
         self._led.clear()
+        if self._holds_pool:
+            from pipelines.postgres import POOLS
+
+            self._holds_pool = False
+            await POOLS.release(self.location)
         if connection is None:
             return
         try:

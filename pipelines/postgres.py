@@ -14,6 +14,13 @@ whole plan in one round trip (psycopg's pipeline mode) inside one
 transaction. Python functions cannot be called from PostgreSQL's SQL: a
 store that registers some (``Store.functions``, for SQLite) gives their
 PostgreSQL equivalents in ``Store.engine_schema``.
+
+A store's connection is lent by a pool (psycopg_pool, one per event loop
+and location: ``Pools``) for the store's whole life, and given back when
+it closes: a runner's stores, a reload's and a CLI command's reuse the
+connections (and what the server prepared on them) instead of each opening
+its own. What holds session state stays off the pool: the cluster's
+advisory locks (``PostgresBackend.session``) and LISTEN (``listen``).
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ import asyncio
 import contextlib
 import functools
 import re
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -65,6 +74,15 @@ _DDL_TYPES = (
 )
 #: The first number of the advisory lock keys that ``wait_on`` takes.
 _WAITING = 1_768_318_319
+#: The most connections one runner's pool of one location lends at once
+#: (``pool_size`` in the URL's query).
+POOL_SIZE = 40
+#: How long a store's open waits for a connection of a full pool to be
+#: given back (a reload closes the old stores as it opens the new), in
+#: seconds (``pool_timeout`` in the URL's query).
+POOL_TIMEOUT = 5.0
+#: The URL's query parameters that are this module's, not libpq's.
+_POOL_OPTIONS = ("pool_size", "pool_timeout")
 #: SQLite's query planner hint, which PostgreSQL has no use for.
 _INDEXED_BY = re.compile(r"\s+INDEXED BY\s+\w+", re.I)
 
@@ -193,10 +211,12 @@ class PostgresConnection(Connection):
     (``share``, ``submit``), gets a task of its own. A task per statement
     cost the event loop a turn or two per statement, about 20 µs each."""
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, release: Callable[[], Awaitable[None]] | None = None) -> None:
         from psycopg import pq
 
         self.raw = raw
+        #: Gives ``raw`` back to its pool (None: close it).
+        self._release = release
         self._transaction: Any = None
         self._last: asyncio.Future[Any] | None = None
         #: The cursor that statements run alone reuse (one at a time, as the
@@ -284,7 +304,9 @@ class PostgresConnection(Connection):
         await self._now(lambda: self.raw.execute("ROLLBACK"))
 
     async def close(self) -> None:
-        await self._now(self.raw.close)
+        release, self._release = self._release, None
+        self._cursor = None
+        await self._now(self.raw.close if release is None else release)
 
     async def _run(self, sql: str, parameters: Parameters) -> Any:
         """The reused cursor, having run one statement (a new one after a
@@ -372,30 +394,229 @@ class PostgresBackend(Backend):
     async def connect(
         self, location: Any, *, create: bool, functions: Mapping[str, SQLFunction]
     ) -> PostgresConnection:
-        import psycopg
+        """A connection lent by the location's pool until it is closed.
+        ``functions`` are SQLite's: a store gives PostgreSQL's own in its
+        ``engine_schema``."""
+        return await POOLS.lend(str(location))
 
-        # ``functions`` are SQLite's: a store gives PostgreSQL's own in its
-        # ``engine_schema``.
-        try:
-            raw = await psycopg.AsyncConnection.connect(str(location), autocommit=True)
-        except psycopg.Error as exc:
-            raise StateError(f"state database {shown(str(location))}: {exc}".strip()) from None
-        return PostgresConnection(raw)
+    async def session(self, location: Any) -> PostgresConnection:
+        """A connection of its own, closed (not given back) when it is
+        closed: for session state that must end with it (the cluster's
+        advisory locks: a pool would lend a lock on to the next store)."""
+        return PostgresConnection(await _connect_alone(str(location)))
 
     @contextlib.asynccontextmanager
     async def listen(self, location: Any, channel: str) -> AsyncIterator[AsyncIterator[str]]:
-        import psycopg
-
-        try:
-            raw = await psycopg.AsyncConnection.connect(str(location), autocommit=True)
-        except psycopg.Error as exc:
-            raise StateError(f"state database {shown(str(location))}: {exc}".strip()) from None
+        # A connection of its own, never pooled: LISTEN lasts as long as the
+        # session, and notifications queue on it while nobody reads them.
+        raw = await _connect_alone(str(location))
         try:
             # Listening once LISTEN has returned: a NOTIFY committed after that is heard.
             await raw.execute(f'LISTEN "{_channel(channel)}"')
             yield _payloads(raw)
         finally:
             await raw.close()
+
+
+async def _connect_alone(location: str) -> Any:
+    import psycopg
+
+    try:
+        return await psycopg.AsyncConnection.connect(libpq_url(location)[0], autocommit=True)
+    except psycopg.Error as exc:
+        raise StateError(f"state database {shown(location)}: {exc}".strip()) from None
+
+
+def libpq_url(location: str) -> tuple[str, int, float]:
+    """The URL libpq takes (without this module's query parameters), the
+    pool's size and its timeout."""
+    parts = urllib.parse.urlsplit(location)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    ours = {name: value for name, value in query if name in _POOL_OPTIONS}
+    try:
+        size = int(ours.get("pool_size", POOL_SIZE))
+        timeout = float(ours.get("pool_timeout", POOL_TIMEOUT))
+    except ValueError:
+        size = timeout = 0
+    if size < 1 or not timeout > 0:
+        raise StateError(
+            f"state database {shown(location)}: pool_size must be a whole number of"
+            " at least 1 and pool_timeout a number of seconds above 0"
+        )
+    rest = [(name, value) for name, value in query if name not in _POOL_OPTIONS]
+    url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(rest)))
+    return url, size, timeout
+
+
+@dataclass(eq=False)
+class _Pool:
+    """One location's pool in one event loop: who holds it, what it lent."""
+
+    pool: Any
+    size: int
+    timeout: float
+    users: int = 0
+    lent: int = 0
+    #: Opens waiting for a connection, told of a failed attempt to connect
+    #: (the pool itself would retry until ``timeout``, saying only that).
+    waiting: set[asyncio.Future[BaseException]] = field(default_factory=set)
+
+    def failed(self, exc: BaseException) -> None:
+        for waiter in self.waiting:
+            if not waiter.done():
+                waiter.set_result(exc)
+
+
+class Pools:
+    """The connection pools of this process: one per event loop and location
+    (a pool's connections belong to the loop that made them), opened by its
+    first user and closed by its last. Users are the stores' connections
+    (``lend``) and whatever outlives them (``hold``: a runner, so that a
+    reload's stores reuse the connections of the stores it closed)."""
+
+    def __init__(self) -> None:
+        self._pools: dict[tuple[asyncio.AbstractEventLoop, str], _Pool] = {}
+
+    def __len__(self) -> int:
+        return len(self._pools)
+
+    async def hold(self, location: str) -> _Pool:
+        key = (asyncio.get_running_loop(), location)
+        entry = self._pools.get(key)
+        if entry is None:
+            entry = self._pools[key] = _open_pool(location)
+        entry.users += 1
+        return entry
+
+    async def release(self, location: str) -> None:
+        key = (asyncio.get_running_loop(), location)
+        entry = self._pools.get(key)
+        if entry is None:
+            return
+        entry.users -= 1
+        if entry.users <= 0:
+            # Out of the registry before the await: a store opening now
+            # makes a new pool rather than one being closed.
+            del self._pools[key]
+            await entry.pool.close()
+
+    async def lend(self, location: str) -> PostgresConnection:
+        """A connection of ``location``'s pool, given back when closed."""
+        entry = await self.hold(location)
+        try:
+            raw = await _borrow(entry, location)
+        except BaseException:
+            await self.release(location)
+            raise
+        entry.lent += 1
+
+        async def give_back() -> None:
+            entry.lent -= 1
+            try:
+                await _reset(raw)
+                await entry.pool.putconn(raw)
+            finally:
+                await self.release(location)
+
+        return PostgresConnection(raw, give_back)
+
+
+def _open_pool(location: str) -> _Pool:
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool
+
+    url, size, timeout = libpq_url(location)
+    entry: _Pool
+
+    class Pooled(psycopg.AsyncConnection[Any]):
+        @classmethod
+        async def connect(cls, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await super().connect(*args, **kwargs)
+            except psycopg.Error as exc:
+                entry.failed(exc)
+                raise
+
+    pool: Any = AsyncConnectionPool(
+        url,
+        connection_class=Pooled,
+        kwargs={"autocommit": True},
+        # None kept open: a pool holds what its stores gave back (closed
+        # after max_idle unused), not connections nobody asked for.
+        min_size=0,
+        max_size=size,
+        open=False,
+        # Checked as lent (one round trip per store opened): a connection
+        # the server ended while it idled (a restart) is replaced.
+        check=AsyncConnectionPool.check_connection,
+        # No ``reset`` here: the pool would run it in a task of its own,
+        # and a store reopened at once (a reload) would find its connection
+        # not back yet. ``_reset`` runs before ``putconn`` instead.
+        name=f"pipelines:{shown(location)}",
+    )
+    entry = _Pool(pool, size, timeout)
+    return entry
+
+
+async def _reset(raw: Any) -> None:
+    """A connection about to be given back, as a store expects one:
+    autocommit, no transaction open, no advisory lock held (a queue's
+    ``wait_on`` locks are the session's). Its prepared statements stay: the
+    next store runs the same ones. A connection that cannot be reset is
+    closed, and the pool discards it (as one the server ended)."""
+    import psycopg
+    from psycopg.pq import TransactionStatus
+
+    try:
+        status = raw.pgconn.transaction_status
+        if status == TransactionStatus.UNKNOWN:
+            return  # broken: discarded
+        if status == TransactionStatus.ACTIVE:
+            raise psycopg.OperationalError("a statement is still running")
+        if status != TransactionStatus.IDLE:
+            await raw.rollback()
+        if not raw.autocommit:
+            await raw.set_autocommit(True)
+        await raw.execute("SELECT pg_advisory_unlock_all()")
+    except psycopg.Error:
+        await raw.close()
+
+
+async def _borrow(entry: _Pool, location: str) -> Any:
+    """A connection of ``entry``'s pool: an error naming the reason when the
+    server refuses one, or when all ``pool_size`` are lent out."""
+    from psycopg_pool import PoolTimeout
+
+    await entry.pool.open()
+    failure: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+    entry.waiting.add(failure)
+    getting = asyncio.ensure_future(entry.pool.getconn(timeout=entry.timeout))
+    try:
+        await asyncio.wait([getting, failure], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        entry.waiting.discard(failure)
+        if not getting.done():
+            getting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, PoolTimeout):
+                # Got after all (the cancel came too late): given back.
+                await entry.pool.putconn(await getting)
+    if not getting.cancelled() and getting.exception() is None:
+        return getting.result()
+    if failure.done():
+        raise StateError(f"state database {shown(location)}: {failure.result()}".strip())
+    exc = getting.exception()
+    if isinstance(exc, PoolTimeout) and entry.lent >= entry.size:
+        raise StateError(
+            f"state database {shown(location)}: all {entry.size} connections of this"
+            f" runner's pool are in use (for {entry.timeout:g} s): raise pool_size in the"
+            " state URL (?pool_size=N; PostgreSQL's max_connections bounds the sum over"
+            " runners)"
+        )
+    raise StateError(f"state database {shown(location)}: no connection: {exc}")
+
+
+#: This process's pools.
+POOLS = Pools()
 
 
 async def _payloads(raw: Any) -> AsyncIterator[str]:
