@@ -452,3 +452,12 @@ async def hand_over(
             delay = min(2.0 ** (attempt - 1), 60.0) * random.uniform(0.5, 1.0)
             log.warning("%s: attempt %d failed (%s); again in %.1f s", where, attempt, error, delay)
             await sleep(services.clock, delay)
+
+
+def underlying(resource: Target) -> Target:
+    """The resource under a wrapper that delivers through it (``pipelines
+    test`` wraps each resource in one, its ``inner``, to record what it takes)."""
+    inner = getattr(resource, "inner", None)
+    while isinstance(inner, Target):
+        resource, inner = inner, getattr(inner, "inner", None)
+    return resource

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.store import Location
+from pipelines.targets import underlying
 from plugins.bucket.objects import (
     AtomicFile,
     BucketError,
@@ -138,7 +139,7 @@ def declared_buckets(resources: Mapping[str, Any]) -> dict[str, Place]:
 
     found: dict[str, Place] = {}
     for target in resources.values():
-        target = getattr(target, "inner", None) or target  # a config test's stand-in
+        target = underlying(target)  # a config test's stand-in wraps it
         if isinstance(target, BucketTarget):
             found[target.bucket] = target.place
     return found

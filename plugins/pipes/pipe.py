@@ -54,6 +54,7 @@ from pipelines.targets import (
     TargetServices,
     TargetType,
     describe_error,
+    underlying,
 )
 from plugins.function import FunctionTarget
 from plugins.pipes.definition import (
@@ -792,15 +793,6 @@ def batch_limit(resource: Target) -> int | None:
         if isinstance(inner, kind):
             return limit
     return 1
-
-
-def underlying(resource: Target) -> Target:
-    """The resource under a wrapper that delivers through it (``pipelines
-    test`` wraps each resource in one, its ``inner``, to record what it takes)."""
-    inner = getattr(resource, "inner", None)
-    while isinstance(inner, Target):
-        resource, inner = inner, getattr(inner, "inner", None)
-    return resource
 
 
 async def _invoke(resource: Target, payload: Any, context: DeliveryContext) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pipelines.targets import underlying
 from plugins.bucket.lookup import buckets_of
 from plugins.bucket.objects import BucketError, ObjectInfo
 
@@ -42,7 +43,7 @@ class RuntimeItems:
         names = getattr(services, "resource_names", None)
         for other in names() if names is not None else ():
             found = services.resource(other)
-            target = getattr(found, "inner", None) or found  # a config test's stand-in
+            target = underlying(found)  # a config test's stand-in wraps it
             if isinstance(target, QueueTarget) and name in (target.name, target.queue):
                 if target.store is None:
                     raise BucketError(f"queue {target.queue} is stopped")

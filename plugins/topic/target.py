@@ -80,9 +80,9 @@ from pipelines.targets import (
     TargetType,
     payload_text,
     started,
+    underlying,
 )
 from plugins.function import FunctionTarget
-from plugins.pipes.pipe import underlying
 from plugins.queue.target import delivery_key, group_id_of
 from plugins.topic.endpoints import DeliveryPolicy, HttpEndpoints
 from plugins.topic.filterpolicy import ATTRIBUTES_SCOPE, FilterPolicy
