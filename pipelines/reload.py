@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import (
+    RESOURCE_SECTIONS,
     PipelineConfig,
     add_alarms,
     apply_bus_policies,
     build_runtime,
     put_declared_rule,
+    resource_path,
     resource_settings,
     rule_bus,
 )
@@ -62,6 +64,16 @@ class ReloadSummary:
             if items
         ]
         return "; ".join(parts) or "no changes"
+
+
+def _label(config: PipelineConfig, name: str) -> str:
+    """A resource as the file writes it: ``pipe orders`` for an entry of
+    ``pipes:``, ``state machine checkout`` of ``state_machines:``, else
+    ``resource NAME``."""
+    written = resource_path(config, name)
+    section = str(written[0]) if written else ""
+    kind = RESOURCE_SECTIONS.get(section, "resource").replace("_", " ")
+    return f"{kind} {name}"
 
 
 async def check_reload(runtime: Runtime, current: PipelineConfig, new: PipelineConfig) -> None:
@@ -115,7 +127,7 @@ async def reload(
         if previous == declared:
             continue
         put[name] = (declared["type"], resource_settings(runtime, new.directory, declared))
-        (summary.added if previous is None else summary.changed).append(f"resource {name}")
+        (summary.added if previous is None else summary.changed).append(_label(new, name))
 
     # Resources first: one that fails to start leaves everything as it was.
     await runtime.put_resources(put, timeout=remaining())
@@ -131,10 +143,12 @@ async def reload(
         await _put_rules(runtime, current, new, summary)
     # Before resources go: an alarm's actions may use one.
     await _put_alarms(runtime, current, new, summary)
-    for name in current.resources:
+    # Latest declared first: a section's entries (a pipe) are merged after the
+    # resources they use, so a pipe stops before its source and target go.
+    for name in reversed(current.resources):
         if name not in new.resources:
             await runtime.delete_resource(name, timeout=remaining())
-            summary.removed.append(f"resource {name}")
+            summary.removed.append(_label(current, name))
     await _put_archives(runtime, current, new, summary)
     for bus_name in current.buses:
         if bus_name not in new.buses:

@@ -450,3 +450,24 @@ async def test_reload_puts_changes_and_deletes_alarms_keeping_states(
     assert [r["Name"] for r in runtime.bus().list_rules()] == ["r1"]
     summary = await reload(runtime, changed, config(tmp_path, BASE))
     assert summary.removed == ["alarm low"] and runtime.alarms.describe_alarms() == []
+
+
+async def test_the_summary_names_section_entries_as_the_file_writes_them(tmp_path: Path) -> None:
+    current = config(tmp_path, "state: state.db\nresources:\n  orders: {type: queue}\n")
+    runtime = await build_runtime(current, state_path=tmp_path / "state.db")
+    async with runtime:
+        new = config(
+            tmp_path,
+            """
+            state: state.db
+            resources:
+              orders: {type: queue}
+              out: {type: queue}
+            pipes:
+              move: {source: orders, target: out}
+            """,
+        )
+        summary = await reload(runtime, current, new)
+        assert summary.added == ["resource out", "pipe move"]
+        summary = await reload(runtime, new, current)
+        assert summary.removed == ["pipe move", "resource out"]  # the user before the used

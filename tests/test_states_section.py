@@ -265,7 +265,7 @@ state_machines:
         assert all(p.message.startswith("state_machines.flow.") for p in refused.value.problems)
         new = load_config(write(path, text.replace("VERSION", "2")))
         summary = await reload(runtime, current, new)
-        assert summary.changed == ["resource flow"]
+        assert summary.changed == ["state machine flow"]  # as the file writes it
         await executions_of(runtime).start_execution("flow", "{}")
         assert await received(runtime, "out", 1) == [{"version": 2}]
 
