@@ -1048,6 +1048,17 @@ def resource_path(config: PipelineConfig, name: str) -> Path_:
     return config.section_paths.get(name, ("resources", name))
 
 
+def start_problems(config: PipelineConfig, exc: ConfigError) -> list[Problem] | None:
+    """A declared resource's refusal to start (``resource NAME`` and a path in
+    its settings: a requirement naming a schema the registry lacks) as
+    problems placed where the file writes that setting; None when the error
+    is about anything else."""
+    name = exc.subject.removeprefix("resource ")
+    if name == exc.subject or name not in config.resources:
+        return None
+    return config.problems_of(resource_path(config, name), exc)
+
+
 # -- building ---------------------------------------------------------------
 
 

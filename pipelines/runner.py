@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.clock import Clock
-from pipelines.config import PipelineConfig, build_runtime, load_config
+from pipelines.config import PipelineConfig, build_runtime, load_config, start_problems
 from pipelines.control import ControlServer
-from pipelines.errors import ConfigInvalid, PipelinesError
+from pipelines.errors import ConfigError, ConfigInvalid, PipelinesError
 from pipelines.limits import Limits
 from pipelines.process import tuned_process
 from pipelines.reload import reload
@@ -160,7 +160,7 @@ async def _run_pipeline(
             await _listen(endpoint)
             if login is not None:
                 log.info("console: %s", login(endpoint.url))
-        await runtime.start()  # cleans up after itself when it fails
+        await _start(runtime, config)
         started = True
         rules = sum(len(bus.list_rules()) for bus in runtime.buses())
         log.info(
@@ -181,6 +181,19 @@ async def _run_pipeline(
             await runtime.stop(shutdown_timeout)
             log.info("stopped")
     return report
+
+
+async def _start(runtime: Runtime, config: PipelineConfig) -> None:
+    """Start ``runtime`` (it cleans up after itself when that fails); a
+    declared resource refusing its settings is reported where the file
+    writes them, as ``validate`` reports what it can see."""
+    try:
+        await runtime.start()
+    except ConfigError as exc:
+        problems = start_problems(config, exc)
+        if problems is None:
+            raise
+        raise ConfigInvalid(problems) from None
 
 
 def _endpoint(runtime: Runtime, listen: str | None, config: PipelineConfig) -> ApiServer | None:

@@ -215,6 +215,43 @@ schemas:
     ]
 
 
+def test_a_start_refused_for_a_missing_schema_says_where_the_file_asks_for_it(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """``validate`` cannot know what the registry will hold (the API may fill
+    it); the start can, and names the setting as the file writes it: in the
+    ``schemas`` section, or on the rule that asks."""
+    head = """\
+state: state.db
+resources:
+  billing: {type: queue}
+schemas:
+  registries: {shop: {}}
+"""
+    rule = """\
+rules:
+  eu-orders:
+    pattern: {source: [shop]}
+    targets: [{id: billing, resource: billing}]
+    require:
+      source: shop
+      detail_type: Order Placed
+      schema: shop/shop@Nope
+"""
+    config = write_config(tmp_path / "pipeline.yaml", head + rule)
+    cli(env, "validate", str(config))
+    done = cli(env, "run", str(config), code=1)
+    assert done.stderr.strip().splitlines() == [
+        f"{config}:13:7: rules.eu-orders.require.schema: no schema shop@Nope in registry 'shop'"
+    ]
+    section = "  require:\n    - {source: shop, detail_type: Shipped, schema: shop/shop@Shipped}\n"
+    write_config(config, head + section)
+    done = cli(env, "run", str(config), code=1)
+    assert done.stderr.strip().splitlines() == [
+        f"{config}:7:44: schemas.require[0].schema: no schema shop@Shipped in registry 'shop'"
+    ]
+
+
 def test_a_pipeline_declares_its_schemas_and_validates(env: dict[str, str], tmp_path: Path) -> None:
     """A real runner: the declared schema is in the registry, a bad event is
     refused by PutEvents (the control socket's put), a good one is accepted."""
