@@ -41,6 +41,7 @@ import base64
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -56,7 +57,16 @@ from pipelines.api import ApiServer, served_services
 from pipelines.runtime import Runtime
 from plugins.firehose.formats import GZIP_LEVEL
 from plugins.firehose.target import FirehoseTarget
-from tests.firehose_helpers import firehose_plugins
+
+ROOT = Path(__file__).resolve().parent.parent
+# For the tests' plugin manager only, then off the path again: run as
+# ``python bench/bench_firehose.py`` the checkout's root is not on the path
+# (its tests are no installed package), and pipelines and plugins come from
+# the path as given (PYTHONPATH=/path/to/base measures the base's code).
+sys.path.insert(0, str(ROOT))
+from tests.firehose_helpers import firehose_plugins  # noqa: E402 - the tests' plugins
+
+sys.path.remove(str(ROOT))
 
 CUSTOMERS = 10
 BATCH = 500
