@@ -16,11 +16,11 @@ blocking stdlib ``sqlite3`` inserting the same bodies in transactions of
 between the cases within each repeat, so they share the machine's load;
 figures are medians.
 
-Replay: the archived events are replayed into a bus with one rule matching
-them all and a ``function`` target calling an async no-op; the clock stops
-at the last delivery. Peer: the same events put with ``put_events`` into the
-same pipeline without an archive, also until the last delivery (intake
-durability ``memory``, the most producers).
+Replay (``--no-replay`` leaves it out): the archived events are replayed
+into a bus with one rule matching them all and a ``function`` target calling
+an async no-op; the clock stops at the last delivery. Peer: the same events
+put with ``put_events`` into the same pipeline without an archive, also
+until the last delivery (intake durability ``memory``, the most producers).
 
 Before and after: run the code at another commit by putting its ``pipelines``
 and ``plugins`` first on the path, e.g.
@@ -29,6 +29,7 @@ and ``plugins`` first on the path, e.g.
     PYTHONPATH=/tmp/base python bench/bench_archive.py
 
     python bench/bench_archive.py [--events 50000] [--repeats 3] [--producers 1,100]
+        [--no-replay]
 """
 
 from __future__ import annotations

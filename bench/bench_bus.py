@@ -57,7 +57,9 @@ putting its ``pipelines`` and ``plugins`` first on the path, e.g.
 
     pip install -e '.[bench]'     # bench_patterns imports moto
     python bench/bench_bus.py [--events 30000] [--repeats 5] [--producers 16]
+        [--rules 100] [--spread 40]
     python bench/bench_bus.py --kind [--events 50000] [--repeats 3] [--rate 5000]
+        [--seconds 4]
     python bench/bench_bus.py --scrape [--events 120000] [--repeats 3]
     python bench/bench_bus.py --schemas [--events 20000] [--repeats 3]
 """
@@ -774,7 +776,8 @@ async def kind_main(args: argparse.Namespace) -> None:
 
 
 def arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    # The first paragraph: its first line alone stops mid-sentence.
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--kind", action="store_true", help="the earlier, kindest cases")
     parser.add_argument(
         "--scrape", action="store_true", help="the cost of /metrics scraped every second"
@@ -782,8 +785,15 @@ def arguments() -> argparse.Namespace:
     parser.add_argument(
         "--schemas", action="store_true", help="the cost of discovery and validation"
     )
-    parser.add_argument("--events", type=int, default=None, help="30,000 (--kind: 50,000)")
-    parser.add_argument("--repeats", type=int, default=None, help="5 (--kind: 3)")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=None,
+        help="30,000 (--kind: 50,000, --scrape: 120,000, --schemas: 20,000)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="5 (--kind, --scrape, --schemas: 3)"
+    )
     parser.add_argument("--rules", type=int, default=100)
     parser.add_argument("--spread", type=int, default=40, help="customers and tenants")
     parser.add_argument("--producers", type=int, default=16)

@@ -20,7 +20,8 @@ events/s and CPU µs per event (this process: the bus and the
 console's handlers) per case, medians of ``--repeats`` runs, the ratio
 against ``none``, the requests the client made, and the load average.
 
-    python bench/bench_console.py [--events 30000] [--repeats 5]
+    python bench/bench_console.py [--events 30000] [--repeats 5] [--rules 100]
+        [--producers 16]
 """
 
 from __future__ import annotations

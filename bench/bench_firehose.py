@@ -25,12 +25,15 @@ buffer and, when a buffer reaches the same size, compresses it with the
 same zlib gzip stream at the same level and writes the file. No durability,
 no store, no HTTP. Ratios are ours / peer.
 
+Each figure is the best of ``--repeats`` runs of its case, run back to back
+(the ± is their spread), beside the load average before and after.
+
 Memory: records put with buffers that never fill (128 MiB, 900 s), the
 process's traced allocations (tracemalloc) before and after, per MiB
 buffered: the buffers' chunk bookkeeping and the chunks held in memory as
 stored (GZIP: compressed), besides the store.
 
-    python bench/bench_firehose.py [--records 200000] [--repeats 3]
+    python bench/bench_firehose.py [--records 200000] [--repeats 3] [--size 8] [--clients 4]
 """
 
 from __future__ import annotations

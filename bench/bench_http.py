@@ -13,9 +13,9 @@ request, keep-alive). In this process, alternating, ``--repeats`` times:
   the destination's concurrency: what the client library does alone.
 
 Target: ours at least 0.5x bare's requests/s. Then the rate limit:
-``invocation_rate_limit_per_second: 50`` for 10 s of events offered far
-faster than that; the delivered rate is printed with its error (target:
-within 5% of 50/s).
+``invocation_rate_limit_per_second: 50`` (``--rate``) for 10 s (``--seconds``)
+of events offered far faster than that; the delivered rate is printed with
+its error (target: within 5% of 50/s).
 
 Then webhooks: a pipeline in this process serving a ``webhook`` source with
 GitHub's HMAC verification (a state database, the durable intake, no rule:
@@ -26,7 +26,8 @@ ceiling).
 
 Figures are medians; the load average is printed beside them.
 
-    python bench/bench_http.py [--events 5000] [--repeats 3]
+    python bench/bench_http.py [--events 5000] [--repeats 3] [--rate 50] [--seconds 10]
+        [--connections 8]
 """
 
 from __future__ import annotations

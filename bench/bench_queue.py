@@ -36,7 +36,7 @@ connection's calls).
 ``--stats N`` times GetQueueAttributes on a queue of N messages (a million:
 ``--stats 1000000``), filled by bare inserts of the store's own rows.
 
-    python bench/bench_queue.py [--messages 20000] [--repeats 3] [--stats 1000000]
+    python bench/bench_queue.py [--messages 20000] [--repeats 3] [--stats N]
 """
 
 from __future__ import annotations
