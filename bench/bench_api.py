@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import importlib.util
 import json
 import os
 import re
@@ -399,6 +400,15 @@ async def main(args: argparse.Namespace) -> None:
             )
 
 
+def moto_server_missing() -> str | None:
+    """Why moto's server cannot run here, or None."""
+    if not Path(sys.executable).with_name("moto_server").exists():
+        return f"moto_server is not beside {sys.executable}"
+    if importlib.util.find_spec("flask") is None:
+        return "moto's server needs flask (moto[server])"
+    return None
+
+
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--requests", type=int, default=4000)
@@ -412,7 +422,11 @@ def arguments() -> argparse.Namespace:
         default="put_events,sqs,kinesis",
         help="comma-separated: put_events (always run), sqs, kinesis",
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    missing = moto_server_missing()
+    if missing:
+        parser.exit(1, f"{missing}: pip install -e '.[bench]' installs moto's server\n")
+    return args
 
 
 if __name__ == "__main__":

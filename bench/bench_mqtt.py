@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -259,6 +260,14 @@ def main() -> None:
     args = parser.parse_args()
     count = args.events
     sizes = [int(size) for size in args.runners.split(",") if size]
+    missing = [
+        tool for tool in ("mosquitto", "mosquitto_pub", "mosquitto_sub") if not shutil.which(tool)
+    ]
+    if missing:
+        sys.exit(
+            f"{', '.join(missing)} not found: the benchmark runs a real Mosquitto and its"
+            " clients (scripts/system-packages installs mosquitto and mosquitto-clients)"
+        )
     with tuned_process(), tempfile.TemporaryDirectory() as tmp:  # as the pipelines command
         directory = Path(tmp)
         broker = Mosquitto(directory, free_port())
