@@ -1,7 +1,13 @@
 """Pending retries during an outage: how fast failures are saved, and what a
 waiting retry costs in memory.
 
-Failures saved per second: a ``function`` target that always raises (a
+First, the save path alone: ``--events`` failures saved by 1,000 failing
+workers (a target's concurrency of 1,000), each saving its jobs' rows one
+after the other as the deliverer does: through the group-commit writer
+(``PendingWriter``) and, against it in the same run, one ``save_pending``
+commit each (the path before group commit); the ratio of the two is printed.
+
+Failures saved per second end to end: a ``function`` target that always raises (a
 retryable failure) under a load of 16 producers putting PutEvents-sized
 batches; the clock stops when every event's retry is saved (its row
 committed: the job is then settled). The backoff is an hour, so no retry comes
@@ -18,6 +24,9 @@ Memory per pending retry: ``--pending`` (default 100,000) events fail once and
 wait for their retry; tracemalloc's traced memory after they all wait, minus
 before the first put, over their number (the intake's rows are deleted by
 then, so what is left is what waiting costs).
+
+The load average is printed before and after; figures are medians of
+``--repeats`` runs.
 
 Before and after: run the code at another commit by putting its ``pipelines``
 and ``plugins`` first on the path, e.g.

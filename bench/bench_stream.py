@@ -25,7 +25,19 @@ checkpoints. Ratios are ours / peer (1.00: as fast as bare SQLite).
 connection's own thread shows as waiting) around one write loop and one
 read loop.
 
-    python bench/bench_stream.py [--records 200000] [--repeats 3] [--profile]
+First, before the throughput runs, AT_TIMESTAMP shard iterators: a stream of
+``--iterator-records`` (1,000,000; 0 skips it) records written once (each
+PutRecords a millisecond after the one before, on a manual clock), then
+``get_shard_iterator(..., "AT_TIMESTAMP")`` at ``--timestamps`` (25) times
+spread over it, on every shard; the peer is the store's own query for the
+first record at a time, on a bare connection to the same file. Both must
+start at the same record. Printed: ms per iterator (median, p90, max).
+
+The load average is printed beside the figures.
+
+    python bench/bench_stream.py [--records 200000] [--repeats 3] [--batch 500]
+        [--read-batch 500] [--keys 1000] [--iterator-records 1000000]
+        [--timestamps 25] [--profile]
 """
 
 from __future__ import annotations
@@ -406,7 +418,7 @@ def main() -> None:
         print(
             f"{count:,} records of {size:.0f} bytes on average, {args.keys:,} partition keys,"
             f" {SHARDS} shards, PutRecords of {args.batch}, read batch {page};"
-            f" records/s, median of {args.repeats}"
+            f" records/s, median of {args.repeats}; load average {os.getloadavg()}"
         )
         print(f"{'':<36}{'stream':>10}{'bare sqlite':>13}{'ratio':>8}")
         table = [
@@ -431,6 +443,7 @@ def main() -> None:
         print(f"target {TARGET:,}/s: write {verdict(ours_m['write'])}")
         print(f"target {TARGET:,}/s: read, each consumer alone (async for) {verdict(read_alone)}")
         print(f"target {TARGET:,}/s: read, both at once (async for) {verdict(ours_m['iter both'])}")
+        print(f"load average after: {os.getloadavg()}")
 
         if args.profile:
             asyncio.run(profiled(fresh(), puts, args.batch, page))
