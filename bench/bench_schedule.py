@@ -34,7 +34,9 @@ the store sets them) running a minute's statements of the batched design
 back to back: each second one intake INSERT of 167 scheduled events and one
 DELETE of them (``pipelines.intake``'s statements), one upsert of 167 marks,
 and every 5 s the metric rows of the runs' two counters (20,000 a minute);
-its CPU per minute is the share of one core.
+its CPU per minute is the share of one core, and each case's minutes are
+printed over it (first minute, median steady minute). The load average is
+printed beside each case.
 
 Before and after: run this script against the code of another commit by
 putting its ``pipelines`` first on the path, e.g.
@@ -259,7 +261,8 @@ def percentiles(values: list[float]) -> str:
     return f"p50 {at(0.5):.1f} ms, p99 {at(0.99):.1f} ms, max {ordered[-1] * 1000:.1f} ms"
 
 
-async def case(name: str, count: int, spread: float, minutes: int) -> None:
+async def case(name: str, count: int, spread: float, minutes: int) -> list[float]:
+    """Runs a case, prints its minutes, and answers their CPU seconds."""
     gc.collect()
     with tempfile.TemporaryDirectory() as directory:
         print(f"{name}: {count} rate(1 minute) schedules, state database ({load()})", flush=True)
@@ -271,6 +274,16 @@ async def case(name: str, count: int, spread: float, minutes: int) -> None:
             f" {len(period.lateness)} runs, late {percentiles(period.lateness)}"
         )
     print(f"  ({fired}; {load()})", flush=True)
+    return [period.cpu for period in periods]
+
+
+def ratios(name: str, minutes: list[float], bare: float) -> str:
+    """A case's CPU per minute over the bare store's, first and steady."""
+    shown = f"{name}: first minute {minutes[0] / bare:.1f}x"
+    if len(minutes) > 1:
+        steady = sorted(minutes[1:])[len(minutes[1:]) // 2]
+        shown += f", steady minute (median) {steady / bare:.1f}x"
+    return shown
 
 
 async def main() -> None:
@@ -281,26 +294,36 @@ async def main() -> None:
     parser.add_argument("--minutes", type=int, default=1, help="steady minutes after the first")
     parser.add_argument("--peer-seconds", type=float, default=30.0)
     parser.add_argument("--case", choices=("staggered", "aligned", "both"), default="both")
-    # A case alone, in the process ``--case both`` starts for it: no floors.
-    parser.add_argument("--case-only", action="store_true", help=argparse.SUPPRESS)
+    # A case alone, in the process ``--case both`` starts for it: no floors;
+    # its minutes' CPU seconds written to the file given, as JSON.
+    parser.add_argument("--case-only", metavar="FIGURES", help=argparse.SUPPRESS)
     args = parser.parse_args()
     n = args.schedules
     if args.case_only:
-        await case(args.case, n, MINUTE if args.case == "staggered" else 0.0, args.minutes)
+        cpu = await case(args.case, n, MINUTE if args.case == "staggered" else 0.0, args.minutes)
+        Path(args.case_only).write_bytes(orjson.dumps(cpu))
         return
     print(f"pipelines from {Path(pipelines.__file__).parent}", flush=True)
-    for name in ("staggered", "aligned"):
-        if args.case in (name, "both"):
-            # A fresh process each: see the module's docstring.
-            sizes = ["--schedules", str(n), "--minutes", str(args.minutes)]
-            subprocess.run(
-                [sys.executable, __file__, "--case", name, "--case-only", *sizes], check=True
-            )
+    cases: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as directory:
+        for name in ("staggered", "aligned"):
+            if args.case in (name, "both"):
+                # A fresh process each: see the module's docstring.
+                figures = Path(directory) / f"{name}.json"
+                sizes = ["--schedules", str(n), "--minutes", str(args.minutes)]
+                subprocess.run(
+                    [sys.executable, __file__, "--case", name, "--case-only", str(figures), *sizes],
+                    check=True,
+                )
+                cases[name] = orjson.loads(figures.read_bytes())
         bare = bare_store(n, Path(directory) / "bare.db")
     print(
         f"bare store, the same statements for a minute of {n} staggered runs:"
         f" CPU {bare * 1000:.0f} ms = {bare / MINUTE:.3%} of one core"
+    )
+    print(
+        "CPU per minute over the bare store's: "
+        + "; ".join(ratios(k, v, bare) for k, v in cases.items())
     )
     if args.peer_seconds > 0:
         gc.collect()
