@@ -5,7 +5,14 @@ is missing (into bench/data/, outside git), loads each category's rules into
 one Matcher, and times parsing plus matching of all 213,068 events given as
 JSON text, checking every rule's match count against event-ruler's. Prints
 events per second per category (median of the measured passes) and the ratio
-to event-ruler's own rate measured on a machine like ours.
+to event-ruler's own rate measured on a machine like ours, with the load
+average before and after. That rate is a reference from ../shared/bench's
+README (this script does not run event-ruler), not a peer of the same run:
+read the ratio with the load printed.
+
+The data and rules come from ``shared/bench`` beside the checkout (the
+checkout's parent directory holds ``shared/``); the run stops saying so if
+it is not there.
 
     python bench/bench_citylots.py [--passes 5] [--warmup 1] [--category EXACT ...]
 """
@@ -16,6 +23,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -50,7 +58,16 @@ EVENT_RULER = {
 }
 
 
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def ensure_data() -> list[bytes]:
+    if not (SHARED_BENCH / "cl2-rules.json").exists():
+        sys.exit(
+            f"{SHARED_BENCH / 'cl2-rules.json'} is missing: the CityLots2 rules and their"
+            " generator are read from shared/bench beside the checkout"
+        )
     if not DATA.exists():
         generator = SHARED_BENCH / "gen_citylots2_synthetic.py"
         if not generator.exists():
@@ -98,7 +115,10 @@ def main() -> None:
     lines = ensure_data()
     categories = load_rules()
     chosen = args.category or list(categories)
-    print(f"{len(lines):,} events; {args.warmup} warm-up and {args.passes} measured passes")
+    print(
+        f"{len(lines):,} events; {args.warmup} warm-up and {args.passes} measured passes;"
+        f" load average {load()}"
+    )
     print(f"{'category':28} {'events/s':>10} {'event-ruler':>12} {'ratio':>7}  counts")
     failures = 0
     for name in chosen:
@@ -122,6 +142,7 @@ def main() -> None:
         reference = EVENT_RULER[name]
         verdict = "ok" if not wrong else "WRONG: " + ", ".join(wrong)
         print(f"{name:28} {rate:>10,.0f} {reference:>12,} {rate / reference:>7.2f}  {verdict}")
+    print(f"load average after: {load()}")
     if failures:
         sys.exit(f"{failures} rule counts differ from event-ruler's")
 
