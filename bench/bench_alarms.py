@@ -24,7 +24,8 @@ Peers, in the same process and the same rounds: the pure state rule
 (``evaluate_alarm_state`` in a plain loop over the same number of alarms,
 with ranges of the same length as plain lists of floats), and the reads
 alone (``read_many`` for every alarm's metric, grouped as the cycle groups
-them). Timings are reported, never asserted.
+them). Timings are reported, never asserted; the load average is printed
+beside them.
 
     python bench/bench_alarms.py [--alarms 10000] [--rounds 5] [--percentile-share 0]
 """
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import statistics
 import tempfile
 import time
@@ -181,6 +183,10 @@ async def ranges_of(runtime: Runtime, alarms: list[AlarmPlan]) -> list[list[floa
     return [found[plan.statistic, plan.key] for plan in alarms]
 
 
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 async def timed(call: Callable[[], Awaitable[object]]) -> float:
     start = time.perf_counter()
     await call()
@@ -214,7 +220,7 @@ async def main() -> None:
     size = evaluation_range(EVALUATION_PERIODS)
     print(
         f"{count:,} metric alarms on {count:,} metrics ({shown_mix}); period {PERIOD} s,"
-        f" {EVALUATION_PERIODS} evaluation periods, range of {size} periods"
+        f" {EVALUATION_PERIODS} evaluation periods, range of {size} periods; load {load()}"
     )
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -300,6 +306,7 @@ async def main() -> None:
         f" steady state {'yes' if steady < TARGET else 'no'} ({steady:.3f} s),"
         f" first cycle {'yes' if first < TARGET else 'no'} ({first:.3f} s)"
     )
+    print(f"load average after: {load()}")
 
 
 if __name__ == "__main__":

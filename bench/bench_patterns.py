@@ -7,7 +7,8 @@ matches per event stay near N / 10,000), this times one
 ``Matcher`` holding all N rules and, in the same process over the same rules
 and events, moto's ``EventPattern`` looped over every rule as moto's bus does.
 It prints events/s for both, the ratio, and our cost at each N relative to
-N = 10. It also checks that both find the same number of matches.
+N = 10. It also checks that both find the same number of matches. The load
+average is printed before and after.
 
     pip install -e '.[bench]'
     python bench/bench_patterns.py [--events 2000] [--repeats 5]
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -108,6 +110,10 @@ def per_event(
     return statistics.median(times), total
 
 
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def _ours(matcher: Matcher, event: dict[str, Any]) -> int:
     return len(matcher.match(event))
 
@@ -131,7 +137,10 @@ def main() -> None:
     texts = [json.dumps(e).encode() for e in events]
     all_rules = [make_rule(n, rng) for n in range(max(SIZES))]
 
-    print(f"{len(events):,} events, median of {args.repeats} passes; rows: N rules in one Matcher")
+    print(
+        f"{len(events):,} events, median of {args.repeats} passes; rows: N rules in one Matcher;"
+        f" load average {load()}"
+    )
     print(
         f"{'N':>7} {'ours ev/s':>11} {'json ev/s':>11} {'moto ev/s':>10} {'ratio':>8} "
         f"{'cost vs N=10':>13} {'matches/ev':>10}"
@@ -161,6 +170,7 @@ def main() -> None:
             f"{size:>7,} {1 / ours:>11,.0f} {1 / ours_json:>11,.0f} {1 / moto:>10,.0f} "
             f"{moto / ours:>7.1f}x {relative:>13} {ours_matches / len(events):>9.3f} ({agree})"
         )
+    print(f"load average after: {load()}")
 
 
 if __name__ == "__main__":
