@@ -7,6 +7,9 @@ named in ``SECTIONS``; ``--only`` runs some of them, all by default:
 ``intake`` (the durable intake's events/s on SQLite, on PostgreSQL, and
 with 2 runner processes sharing PostgreSQL: the cluster's scaling) and
 ``stream`` (put_records of 500 by 1 and 4 writers on each engine).
+``queue`` prints ours over its peer's (below), the others PostgreSQL's
+figures over SQLite's; ``--seconds`` is how long each ``intake`` run puts
+events.
 
 PostgreSQL: ``--postgres URL`` (an empty database is made on it per run),
 else a private server is started as the tests start theirs
@@ -43,7 +46,8 @@ Section ``queue``:
   start to the last delete, every message received and deleted once.
 
     flock /tmp/pipelines-bench.lock python bench/bench_state.py \\
-        [--repeats 3] [--only queue] [--messages 10000] [--postgres URL]
+        [--repeats 3] [--only queue,archive,intake,stream] [--messages 10000] \\
+        [--seconds 5] [--postgres URL]
 """
 
 from __future__ import annotations
@@ -115,12 +119,7 @@ class Bench:
         if self.args.postgres:
             return str(self.args.postgres)
         if self._server is None:
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-            from tests.postgres import PostgresServer
-
-            server = PostgresServer(Path(tempfile.mkdtemp(prefix="pipelines-pg-")))
-            server.start()
-            self._server = server
+            self._server = private_postgres()
         return str(self._server.url())
 
     def close(self) -> None:
@@ -143,6 +142,25 @@ class Bench:
             f"{rate:>14,.0f}" if isinstance(rate, float) else f"{rate:>14}" for rate in rates
         )
         print(f"{what:<40}{cells}", flush=True)
+
+
+def private_postgres() -> Any:
+    """A private PostgreSQL server, started as the tests start theirs
+    (``tests/postgres.py``); the run stops saying what is missing when
+    PostgreSQL is not installed, rather than failing in the tests' helper."""
+    installed = shutil.which("initdb") or any(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not installed:
+        sys.exit(
+            "PostgreSQL is not installed (no initdb on the PATH or under /usr/lib/postgresql):"
+            " install it (scripts/system-packages) or give a server with --postgres URL"
+            " (bench_states: or --no-postgres)"
+        )
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.postgres import PostgresServer
+
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="pipelines-pg-")))
+    server.start()
+    return server
 
 
 def load() -> str:
@@ -396,13 +414,15 @@ def archive_section(bench: Bench) -> None:
     work = archive_batches(archive_events(count))
     print(f"archive: {count:,} events appended by 8 writers, batches of 10", flush=True)
     bench.row("", "events/s")
+    rates: dict[str, float] = {}
     for label, engine in (("SQLite", "sqlite"), ("PostgreSQL", "postgresql")):
-        rate = bench.median(
+        rates[label] = bench.median(
             lambda engine=engine: bench.on(
                 engine, lambda at: asyncio.run(store_rate(at, work, writers=8))
             )
         )
-        bench.row(f"archive append, {label}", rate)
+        bench.row(f"archive append, {label}", rates[label])
+    bench.row("PostgreSQL / SQLite", f"{rates['PostgreSQL'] / rates['SQLite']:.2f}x")
     print(f"load average: {load()}", flush=True)
 
 
@@ -543,14 +563,17 @@ def stream_section(bench: Bench) -> None:
     count = bench.args.messages * 5
     print(f"stream: {count:,} records, PutRecords of 500, 4 shards", flush=True)
     bench.row("", "1 writer", "4 writers")
+    rates: dict[str, tuple[float, ...]] = {}
     for label, engine in (("SQLite", "sqlite"), ("PostgreSQL", "postgresql")):
-        rates = bench.median(
+        rates[label] = bench.median(
             lambda engine=engine: tuple(
                 bench.on(engine, lambda at, w=writers: asyncio.run(stream_rate(at, count, w)))
                 for writers in (1, 4)
             )
         )
-        bench.row(f"put_records records/s, {label}", *rates)
+        bench.row(f"put_records records/s, {label}", *rates[label])
+    ratios = (f"{p / s:.2f}x" for p, s in zip(rates["PostgreSQL"], rates["SQLite"], strict=True))
+    bench.row("PostgreSQL / SQLite", *ratios)
     print(f"load average: {load()}", flush=True)
 
 

@@ -15,6 +15,9 @@ Sections (``--only`` runs some of them; all by default):
   durability ``memory`` (the archive's group-commit writer) and ``durable``
   (archive rows ride in the intake's writes).
 
+Each case's median is printed with its ratio to its engine's peer (the
+peers run in the ``store`` section) and the load average before and after.
+
 PostgreSQL: ``--postgres URL`` (an empty database is made on it per run),
 else a private server is started as the tests start theirs (initdb in a
 temporary directory, ``fsync=off``, ``synchronous_commit=on``: a commit
@@ -41,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from bench_state import load, private_postgres
 
 from pipelines.archive import SCHEMA, ArchiveSpec, ArchiveStore, Rows
 from pipelines.process import tuned_process
@@ -75,12 +79,9 @@ class Databases:
 
     def start(self) -> None:
         if self.postgres is None:
-            from tests.postgres import PostgresServer
-
             # A directory of its own, as the tests' fixture makes: the server
             # may run as another user (initdb refuses root), who must reach it.
-            self.server = PostgresServer(Path(tempfile.mkdtemp(prefix="pipelines-pg-")))
-            self.server.start()
+            self.server = private_postgres()
             self.postgres = self.server.url()
 
     def stop(self) -> None:
@@ -192,9 +193,12 @@ async def put_rate(location: str, count: int, intake: str) -> float:
     return count / elapsed
 
 
-def show(label: str, rates: list[float]) -> None:
+def show(label: str, rates: list[float], peer: list[float] | None) -> None:
+    """A case's median, its spread, and its ratio to its engine's peer."""
     spread = f"{min(rates):,.0f}..{max(rates):,.0f}"
-    print(f"{label:<58} {statistics.median(rates):>9,.0f} ev/s  ({spread})", flush=True)
+    median = statistics.median(rates)
+    ratio = f"{median / statistics.median(peer):>6.2f}" if peer else "     -"
+    print(f"{label:<58} {median:>9,.0f} ev/s  {ratio}  ({spread})", flush=True)
 
 
 async def main() -> None:
@@ -253,11 +257,22 @@ async def main() -> None:
                             )
                         )
             rates: dict[str, list[float]] = {label: [] for label, _ in cases}
+            print(
+                f"{options.events:,} events of about 1 KB in batches of 10, medians of"
+                f" {options.repeats} alternating runs; load average {load()}",
+                flush=True,
+            )
             for _ in range(options.repeats):  # cases alternate: they share the load
                 for label, case in cases:
                     rates[label].append(await case())
+            print(f"{'':<58} {'median':>14}  {'/ peer':>6}  (spread)")
             for label, _ in cases:
-                show(label, rates[label])
+                engine = label.split(":")[0].split()[-1]
+                peer = next(
+                    (r for name, r in rates.items() if name.startswith(f"peer {engine}")), None
+                )
+                show(label, rates[label], None if label.startswith("peer") else peer)
+            print(f"load average after: {load()}")
         finally:
             databases.stop()
 
