@@ -70,7 +70,7 @@ import pipelines
 from pipelines.event import dump_json, make_event
 from pipelines.intake import delete_statement, insert_statement
 from pipelines.limits import Limits
-from pipelines.process import tuned_process
+from pipelines.process import settle_heap, tuned_process
 from pipelines.runtime import Runtime
 from pipelines.state import SCHEMA
 from pipelines.store import SQLITE
@@ -141,6 +141,7 @@ async def scheduler(
 
     began_wall, began_cpu = time.time(), time.process_time()
     async with runtime:
+        settle_heap()  # as ``pipelines run`` does once the runtime has started
         with runtime.tap(observe):
             for index, period in enumerate(periods):
                 current = period

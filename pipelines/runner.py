@@ -26,7 +26,7 @@ from pipelines.config import PipelineConfig, build_runtime, load_config, start_p
 from pipelines.control import ControlServer
 from pipelines.errors import ConfigError, ConfigInvalid, PipelinesError
 from pipelines.limits import Limits
-from pipelines.process import tuned_process
+from pipelines.process import settle_heap, tuned_process
 from pipelines.reload import reload
 from pipelines.runtime import Runtime
 from pipelines.store import shown
@@ -162,6 +162,7 @@ async def _run_pipeline(
                 log.info("console: %s", login(endpoint.url))
         await _start(runtime, config)
         started = True
+        settle_heap()  # what the start built is not walked by every full collection
         rules = sum(len(bus.list_rules()) for bus in runtime.buses())
         log.info(
             "pipeline started: %d rules on %d buses, state %s%s",
@@ -317,6 +318,7 @@ async def _reload(runtime: Runtime, config: PipelineConfig, timeout: float) -> P
         )
         return config
     log.info("config reloaded: %s", summary)
+    settle_heap(collect=True)  # what the reload replaced is collected, what it built frozen
     return new
 
 

@@ -5,10 +5,12 @@ the process as it found it."""
 from __future__ import annotations
 
 import ast
+import gc
 import sys
+import weakref
 from pathlib import Path
 
-from pipelines.process import tuned_process
+from pipelines.process import settle_heap, tuned_process
 from pipelines.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,7 +137,29 @@ async def test_a_running_runtime_leaves_the_process_as_it_was() -> None:
     interval, path = sys.getswitchinterval(), list(sys.path)
     async with Runtime():
         assert sys.getswitchinterval() == interval
+        assert gc.get_freeze_count() == 0
     assert sys.getswitchinterval() == interval and sys.path == path
+
+
+class _Cyclic:
+    """An object in a reference cycle of its own: only the collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_settled_heap_is_frozen_until_a_reload_or_the_tuned_block_ends() -> None:
+    assert gc.get_freeze_count() == 0
+    with tuned_process(switch_interval=None):
+        garbage = _Cyclic()
+        seen = weakref.ref(garbage)
+        settle_heap()  # the start's objects, this one among them
+        del garbage
+        gc.collect()
+        assert gc.get_freeze_count() > 0 and seen() is not None  # frozen: not collected
+        settle_heap(collect=True)  # a reload: what it replaced is collected
+        assert seen() is None and gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
 
 
 def test_tuned_process_puts_everything_back(tmp_path: Path) -> None:

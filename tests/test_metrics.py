@@ -409,3 +409,34 @@ async def test_a_reopened_store_finds_old_series_among_new_ones(
     for n, key in enumerate(keys):
         assert sums[key] == [1000.0 + n + (n if n % 2 == 0 else 0)], key
     assert series == (400, 400)
+
+
+async def test_new_series_get_their_own_ids_in_a_run_or_not(store: MetricStore) -> None:
+    """New series are numbered in the order they were inserted when their ids
+    follow the largest before, one after another; else (another writer's
+    rows between them, a PostgreSQL sequence's gap) they are read back.
+    Either way every datapoint reaches its own series."""
+    if store.dialect.name == "sqlite":
+        # Another writer's row after each of ours, as if their inserts interleaved.
+        await store.execute(
+            "CREATE TRIGGER interleave AFTER INSERT ON metric_series WHEN NEW.namespace = 'Shop'"
+            " BEGIN INSERT INTO metric_series (namespace, name, dimensions)"
+            " VALUES ('Other', NEW.name, NEW.dimensions); END"
+        )
+    else:  # a number taken and never used: a gap before ours
+        await store.scalar("SELECT nextval(pg_get_serial_sequence('metric_series', 'id'))")
+    for n in range(50):
+        store.put_metric_data(NS, "Hits", {"Api": f"a{n}"}, value=n, timestamp=T0 + 5)
+    await store.flush()
+    if store.dialect.name == "sqlite":
+        await store.execute("DROP TRIGGER interleave")
+    for n in range(50, 100):  # in a run this time
+        store.put_metric_data(NS, "Hits", {"Api": f"a{n}"}, value=n, timestamp=T0 + 5)
+    await store.flush()
+    # Read by the rows' series, not through the store's cache of ids.
+    rows = await store.rows(
+        "SELECT series.namespace, series.dimensions, data.sum FROM metric_data AS data"
+        " JOIN metric_series AS series ON series.id = data.series"
+    )
+    expected = [(NS, json.dumps({"Api": f"a{n}"}, separators=(",", ":")), n) for n in range(100)]
+    assert sorted(rows) == sorted(expected)

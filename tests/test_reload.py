@@ -471,3 +471,48 @@ async def test_the_summary_names_section_entries_as_the_file_writes_them(tmp_pat
         assert summary.added == ["resource out", "pipe move"]
         summary = await reload(runtime, new, current)
         assert summary.removed == ["pipe move", "resource out"]  # the user before the used
+
+
+class _Cyclic:
+    """An object in a reference cycle of its own: only the collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+async def test_the_runner_freezes_its_started_heap_and_collects_at_a_reload(
+    tmp_path: Path,
+) -> None:
+    """``run_pipeline`` takes what its start built out of full collections
+    (``settle_heap``); a reload collects what was frozen, then freezes
+    again; the run's end thaws everything."""
+    import gc
+    import weakref
+
+    from pipelines.runner import run_pipeline
+
+    loaded = config(tmp_path, "resources:\n  q: {type: queue}\n")
+    stop, reload_requested = asyncio.Event(), asyncio.Event()
+    garbage = _Cyclic()
+    seen = weakref.ref(garbage)
+    assert gc.get_freeze_count() == 0
+    running = asyncio.create_task(
+        run_pipeline(loaded, stop=stop, reload_requested=reload_requested)
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while gc.get_freeze_count() == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert gc.get_freeze_count() > 0  # the start's heap is frozen
+        del garbage
+        gc.collect()
+        assert seen() is not None  # frozen with it: no full collection walks it
+        reload_requested.set()
+        while seen() is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert seen() is None  # the reload collected, then froze again
+        assert gc.get_freeze_count() > 0
+    finally:
+        stop.set()
+        await running
+    assert gc.get_freeze_count() == 0

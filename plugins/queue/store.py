@@ -31,9 +31,10 @@ when first read, not for every message. The statements of a claim and of
 a DeleteMessageBatch are made once per shape, and bound. In this process, a send wakes as many
 long polls as want its messages, and those are promised to them until they
 have looked, so the other polls wait instead of claiming nothing.
-GetQueueAttributes reads counts the writes keep (``queue_counts``: the
-cluster's, since every runner's writes keep them) and short index ranges,
-never the backlog. Times come from the injected ``Clock``.
+GetQueueAttributes reads counts the writes keep (``queue_counts``, and
+``queue_hidden``: what is in flight or delayed, by the second it becomes
+visible again; the cluster's, since every runner's writes keep them) and
+short index ranges, never the backlog nor what is in flight. Times come from the injected ``Clock``.
 """
 
 from __future__ import annotations
@@ -143,6 +144,53 @@ CREATE TRIGGER IF NOT EXISTS queue_counts_move AFTER UPDATE OF queue ON queue_me
 END;
 """
 
+# Version 4: what is hidden (in flight, or delayed) counted by the second it
+# becomes visible again, so GetQueueAttributes sums the seconds still to
+# come instead of counting up to 120,000 messages in flight. A message is
+# counted here while its ``visible`` is after its ``sent`` (received, or sent
+# with a delay): a plain send never is, so the send's hot path fires no
+# trigger of these. ``received``: 1 for a message received (in flight when
+# hidden), 0 for one never received (delayed). When a message changes, it
+# leaves the second it was counted in and enters its new one, in the same
+# statement; time passing changes nothing here: the seconds before now are
+# simply not summed (``_STATS``), and the current second's few are counted
+# in the visibility index. Seconds left at 0 are swept with retention.
+# SQLite's spelling (``CAST`` truncates: the floor of a time after 1970);
+# PostgreSQL's is ``PG_HIDDEN``.
+HIDDEN = """
+CREATE TABLE IF NOT EXISTS queue_hidden (
+    queue    TEXT NOT NULL,
+    received INTEGER NOT NULL,
+    second   INTEGER NOT NULL,
+    messages INTEGER NOT NULL,
+    PRIMARY KEY (queue, received, second)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS queue_hidden_insert AFTER INSERT ON queue_messages
+    WHEN new.visible > new.sent BEGIN
+    INSERT INTO queue_hidden (queue, received, second, messages)
+        VALUES (new.queue, new.receives > 0, CAST(new.visible AS INTEGER), 1)
+        ON CONFLICT (queue, received, second) DO UPDATE SET messages = messages + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS queue_hidden_delete AFTER DELETE ON queue_messages
+    WHEN old.visible > old.sent BEGIN
+    UPDATE queue_hidden SET messages = messages - 1 WHERE queue = old.queue
+        AND received = (old.receives > 0) AND second = CAST(old.visible AS INTEGER);
+END;
+CREATE TRIGGER IF NOT EXISTS queue_hidden_leave
+    AFTER UPDATE OF queue, sent, visible, receives ON queue_messages
+    WHEN old.visible > old.sent BEGIN
+    UPDATE queue_hidden SET messages = messages - 1 WHERE queue = old.queue
+        AND received = (old.receives > 0) AND second = CAST(old.visible AS INTEGER);
+END;
+CREATE TRIGGER IF NOT EXISTS queue_hidden_enter
+    AFTER UPDATE OF queue, sent, visible, receives ON queue_messages
+    WHEN new.visible > new.sent BEGIN
+    INSERT INTO queue_hidden (queue, received, second, messages)
+        VALUES (new.queue, new.receives > 0, CAST(new.visible AS INTEGER), 1)
+        ON CONFLICT (queue, received, second) DO UPDATE SET messages = messages + 1;
+END;
+"""
+
 # PostgreSQL's: runners on several machines write at once, and one row per
 # queue would make every send and delete of the cluster wait for the one
 # before it to commit (its row lock). So a queue's count is the sum of up to
@@ -195,16 +243,91 @@ CREATE OR REPLACE TRIGGER queue_counts_move AFTER UPDATE OF queue ON queue_messa
     EXECUTE FUNCTION queue_counts_move();
 """
 
+# PostgreSQL's ``HIDDEN``: per statement from its transition tables, in
+# slots as ``queue_counts`` (its claims in the same second would otherwise
+# all wait for one row). An UPDATE trigger with transition tables takes no
+# column list: every UPDATE of a message counts (each moves ``visible``
+# anyway). A statement's changes are summed per second first, and seconds
+# it leaves as they were are not written.
+PG_HIDDEN = """
+CREATE TABLE IF NOT EXISTS queue_hidden (
+    queue    TEXT NOT NULL,
+    slot     INTEGER NOT NULL,
+    received INTEGER NOT NULL,
+    second   BIGINT NOT NULL,
+    messages INTEGER NOT NULL,
+    PRIMARY KEY (queue, slot, received, second)
+);
+CREATE OR REPLACE FUNCTION queue_hidden_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        INSERT INTO queue_hidden (queue, slot, received, second, messages)
+            SELECT queue, pg_backend_pid() % 16, received, second, sum(change)
+            FROM (SELECT queue, (receives > 0)::int AS received,
+                         floor(visible)::bigint AS second, -1 AS change
+                  FROM queue_was WHERE visible > sent
+                  UNION ALL
+                  SELECT queue, (receives > 0)::int, floor(visible)::bigint, 1
+                  FROM queue_now WHERE visible > sent) AS changed
+            GROUP BY queue, received, second HAVING sum(change) <> 0
+            ORDER BY queue, received, second
+            ON CONFLICT (queue, slot, received, second)
+            DO UPDATE SET messages = queue_hidden.messages + excluded.messages;
+    ELSE
+        INSERT INTO queue_hidden (queue, slot, received, second, messages)
+            SELECT queue, pg_backend_pid() % 16, (receives > 0)::int, floor(visible)::bigint,
+                   CASE TG_OP WHEN 'INSERT' THEN count(*) ELSE -count(*) END
+            FROM queue_changed WHERE visible > sent
+            GROUP BY 1, 2, 3, 4 ORDER BY 1, 3, 4
+            ON CONFLICT (queue, slot, received, second)
+            DO UPDATE SET messages = queue_hidden.messages + excluded.messages;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER queue_hidden_insert AFTER INSERT ON queue_messages
+    REFERENCING NEW TABLE AS queue_changed
+    FOR EACH STATEMENT EXECUTE FUNCTION queue_hidden_change();
+CREATE OR REPLACE TRIGGER queue_hidden_delete AFTER DELETE ON queue_messages
+    REFERENCING OLD TABLE AS queue_changed
+    FOR EACH STATEMENT EXECUTE FUNCTION queue_hidden_change();
+CREATE OR REPLACE TRIGGER queue_hidden_update AFTER UPDATE ON queue_messages
+    REFERENCING OLD TABLE AS queue_was NEW TABLE AS queue_now
+    FOR EACH STATEMENT EXECUTE FUNCTION queue_hidden_change();
+"""
+
+#: Version 4's recount of ``queue_hidden`` from the messages, by engine: run
+#: in the migration's transaction, with no write to the messages meanwhile.
+_RECOUNT_HIDDEN = {
+    "sqlite": (
+        "INSERT INTO queue_hidden (queue, received, second, messages)"
+        " SELECT queue, receives > 0, CAST(visible AS INTEGER), count(*)"
+        " FROM queue_messages WHERE visible > sent GROUP BY 1, 2, 3"
+    ),
+    "postgresql": (
+        "INSERT INTO queue_hidden (queue, slot, received, second, messages)"
+        " SELECT queue, 0, (receives > 0)::int, floor(visible)::bigint, count(*)"
+        " FROM queue_messages WHERE visible > sent GROUP BY 1, 3, 4"
+    ),
+}
+
 # GetQueueAttributes in one statement, each part a seek or a short index range.
+# What is hidden is summed from ``queue_hidden`` over the seconds after the
+# current one (``:second``); those of the current second, visible again
+# before ``:next``, are counted in the indexes (at most a second's claims).
 # A delayed message (never received, visible later) has visible > sent, as
 # ``queue_messages_delayed`` requires: it was sent no later than now.
 _STATS = """
 SELECT
     (SELECT coalesce(sum(messages), 0) FROM queue_counts WHERE queue = :queue),
+    (SELECT coalesce(sum(messages), 0) FROM queue_hidden
+        WHERE queue = :queue AND received = 1 AND second > :second),
+    (SELECT coalesce(sum(messages), 0) FROM queue_hidden
+        WHERE queue = :queue AND received = 0 AND second > :second),
     (SELECT count(*) FROM queue_messages INDEXED BY queue_messages_visible
-        WHERE queue = :queue AND visible > :now),
+        WHERE queue = :queue AND visible > :now AND visible < :next),
     (SELECT count(*) FROM queue_messages INDEXED BY queue_messages_delayed
-        WHERE queue = :queue AND visible > :now AND receives = 0 AND visible > sent),
+        WHERE queue = :queue AND visible > :now AND visible < :next
+        AND receives = 0 AND visible > sent),
     (SELECT min(sent) FROM queue_messages INDEXED BY queue_messages_sent
         WHERE queue = :queue AND sent >= :expiry),
     coalesce(sum(CASE WHEN visible <= :now THEN 1 ELSE 0 END), 0),
@@ -968,10 +1091,13 @@ class QueueStore(Store):
     """
 
     name = "queues"
-    #: 2: the indexes for retention and GetQueueAttributes; 3: queue_counts.
-    version = 3
+    #: 2: the indexes for retention and GetQueueAttributes; 3: queue_counts;
+    #: 4: queue_hidden.
+    version = 4
     schema = SCHEMA
-    engine_schema = MappingProxyType({"sqlite": COUNTS, "postgresql": PG_COUNTS})
+    engine_schema = MappingProxyType(
+        {"sqlite": COUNTS + HIDDEN, "postgresql": PG_COUNTS + PG_HIDDEN}
+    )
 
     def __init__(self, clock: Clock | None = None) -> None:
         super().__init__(clock)
@@ -1187,6 +1313,15 @@ class QueueStore(Store):
                 " SELECT queue, count(*) FROM queue_messages WHERE true GROUP BY queue"
                 " ON CONFLICT (queue) DO UPDATE SET messages = excluded.messages"
             )
+        if found < 4:
+            # The triggers (made by ``schema``) may have counted a change since;
+            # counted again from the messages, none of which changes meanwhile
+            # (SQLite: this transaction holds the write lock; PostgreSQL: the
+            # table is locked against writes until it commits).
+            if self.dialect.name == "postgresql":
+                await connection.execute("LOCK TABLE queue_messages IN SHARE MODE")
+            await connection.execute("DELETE FROM queue_hidden WHERE true")
+            await connection.execute(_RECOUNT_HIDDEN[self.dialect.name])
 
     def retention(self, queue_name: str) -> Upkeep:
         """The upkeep of a queue that a pipeline runs: messages past its
@@ -1276,6 +1411,7 @@ class QueueStore(Store):
                     ("queue_dedup", "queue"),
                     ("queues", "name"),
                     ("queue_counts", "queue"),
+                    ("queue_hidden", "queue"),
                 )
             ]
         )
@@ -1300,22 +1436,28 @@ class QueueStore(Store):
 
     async def stats(self, name: str) -> dict[str, Any]:
         """GetQueueAttributes' counts, and the oldest message's age: exact, and
-        without a scan of the backlog. The total comes from ``queue_counts``;
-        what is not visible is counted in the visibility index (SQS keeps at
-        most 120,000 in flight), the delayed in their own partial index, the
-        expired not yet deleted in the sent index (retention deletes them
+        without a scan of the backlog nor of what is in flight. The total
+        comes from ``queue_counts``; what is in flight or delayed from
+        ``queue_hidden``'s seconds to come, and for the current second from
+        the visibility index and the delayed messages' partial index; the
+        expired not yet deleted from the sent index (retention deletes them
         every minute); the visible are the rest."""
         queue = await self._queue(name)
         now = self.clock.time()
         expiry = now - queue.attributes.message_retention_period
-        row = await self.reader.one(_STATS, {"queue": name, "now": now, "expiry": expiry})
+        second = math.floor(now)  # (as the engine's bucket of a time after 1970)
+        row = await self.reader.one(
+            _STATS,
+            {"queue": name, "now": now, "expiry": expiry, "second": second, "next": second + 1},
+        )
         assert row is not None  # an aggregate always has its row
         # (PostgreSQL's sum of BIGINTs is a NUMERIC: read as a Decimal.)
-        total, hidden, delayed, old_visible, old_in_flight, old_delayed = (
-            int(value) for value in (*row[:3], *row[4:])
-        )
-        oldest = row[3]
-        in_flight = hidden - delayed
+        total, later_in_flight, later_delayed, soon, soon_delayed = (int(v) for v in row[:5])
+        old_visible, old_in_flight, old_delayed = (int(value) for value in row[6:])
+        oldest = row[5]
+        in_flight = later_in_flight + soon - soon_delayed
+        delayed = later_delayed + soon_delayed
+        hidden = in_flight + delayed
         return {
             "ApproximateNumberOfMessages": total - hidden - old_visible,
             "ApproximateNumberOfMessagesNotVisible": in_flight - old_in_flight,
@@ -1878,6 +2020,12 @@ class QueueStore(Store):
                     (queue.name, now - queue.attributes.message_retention_period),
                 ),
                 Step("DELETE FROM queue_dedup WHERE queue = ? AND expires <= ?", (queue.name, now)),
+                # Seconds gone by that count nothing any more (one a second
+                # of claims, else).
+                Step(
+                    "DELETE FROM queue_hidden WHERE queue = ? AND second < ? AND messages = 0",
+                    (queue.name, math.floor(now)),
+                ),
             ]
         )
         return done[0].changed
