@@ -52,10 +52,11 @@ import ssl
 import struct
 from collections import deque
 from collections.abc import Callable
+from enum import IntEnum
 from typing import Any
 
 import gmqtt
-from gmqtt.mqtt.constants import MQTTv50, SubAckReasonCode
+from gmqtt.mqtt.constants import MQTTv50, PubAckReasonCode, SubAckReasonCode
 from gmqtt.mqtt.package import PackageFactory
 from gmqtt.storage import PersistentStorage
 
@@ -84,6 +85,22 @@ class MqttFailure(Exception):
 
 class ConnectionLost(MqttFailure):
     pass
+
+
+class PublishRefused(Exception):
+    """The broker refused a publish (its PUBACK's reason code says why)."""
+
+    #: Refusals that the same publish meets again: not authorized, the
+    #: topic name or the payload format invalid.
+    FINAL = frozenset({0x87, 0x90, 0x99})
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"refused by the broker: {_reason(code, PubAckReasonCode)}")
+        self.code = code
+
+    @property
+    def retryable(self) -> bool:
+        return self.code not in self.FINAL
 
 
 class SubscriptionRefused(MqttFailure):
@@ -122,7 +139,13 @@ class _Outbound(PersistentStorage):  # type: ignore[misc]
         self.push_message(mid, packet)
 
     def remove_message_by_mid(self, mid: int) -> None:
-        super().remove_message_by_mid(mid)  # gmqtt freed its packet id already
+        """gmqtt's call at a PUBCOMP (QoS 2) or a refused PUBREC."""
+        self.acknowledged(mid, 0)
+
+    def acknowledged(self, mid: int, reason: int) -> None:
+        """The broker answered the publish of ``mid`` (its packet id is free
+        already): done, or refused when ``reason`` is 0x80 or more."""
+        super().remove_message_by_mid(mid)
         done = self.done.pop(mid, None)
         # The id is free: the oldest waiting publishes go now (before telling
         # ``done``, whose caller may publish more: they queue behind these).
@@ -130,7 +153,7 @@ class _Outbound(PersistentStorage):  # type: ignore[misc]
         while queued and not self.full and self._send(queued[0]):
             queued.popleft()
         if done is not None:
-            done(None)
+            done(None if reason < 0x80 else PublishRefused(reason))
 
     @property
     def full(self) -> bool:
@@ -191,12 +214,15 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         self.on_disconnect = self._disconnected
         self._acknowledges = acknowledges
         handler = self._package_handler
-        names = ["_handle_publish_packet"]
+        names = ["_handle_packet", "_handle_publish_packet"]
         if acknowledges:
             names += ["_handle_qos_1_publish_packet", "_handle_qos_2_publish_packet"]
         for name in names:
             if not callable(getattr(handler, name, None)):  # pragma: no cover - gmqtt changed
                 raise RuntimeError(f"gmqtt's package handler has no {name}: see connection.py")
+        #: gmqtt's own dispatch, for every packet but PUBLISH and PUBACK (``_packet``)
+        self._gmqtt_packet = handler._handle_packet
+        handler._handle_packet = self._packet
         #: gmqtt's own parser: for a PUBLISH with properties (see ``_publish_packet``)
         self._parse_publish = handler._handle_publish_packet
         handler._handle_publish_packet = self._publish_packet
@@ -301,6 +327,30 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         """gmqtt's on_message (QoS 0, or nothing acknowledged): queue the message."""
         self.inbox.append((_received(topic, payload, qos, properties), None))
         self.wake.set()
+
+    def _packet(self, command: int, packet: bytes) -> None:
+        """gmqtt's handler's ``_handle_packet``, called for each packet read:
+        a PUBLISH or a PUBACK goes straight to its handler here, without the
+        debug line, the lookup and the layers gmqtt puts before each (the
+        two packets of every message the runner passes on); any other to
+        gmqtt's."""
+        kind = command & 0xF0
+        if kind == 0x30:
+            self._publish_packet(command, packet)
+        elif kind == 0x40 and len(packet) >= 2:
+            self._puback(packet)
+        else:
+            self._gmqtt_packet(command, packet)
+
+    def _puback(self, packet: bytes) -> None:
+        """A PUBACK: its packet id is free, its publish done. MQTT 5 may say
+        the broker refused it (a reason code of 0x80 or more: not
+        authorized, quota exceeded...), which gmqtt does not read: that
+        publish fails."""
+        mid = int.from_bytes(packet[:2], "big")
+        self._package_handler.id_generator.free_id(mid)
+        reason = packet[2] if len(packet) > 2 else 0
+        self._outbound.acknowledged(mid, reason)
 
     def _publish_packet(self, command: int, packet: bytes) -> None:
         """gmqtt's ``_handle_publish_packet``, for the usual PUBLISH: no
@@ -485,10 +535,10 @@ def _received(topic: str, payload: bytes, qos: int, properties: dict[str, Any]) 
     )
 
 
-def _reason(code: int) -> str:
-    """A SUBACK reason code as MQTT 5 names it: 0x87 -> "Not authorized"."""
+def _reason(code: int, codes: type[IntEnum] = SubAckReasonCode) -> str:
+    """A SUBACK (PUBACK) reason code as MQTT 5 names it: 0x87 -> "Not authorized"."""
     try:
-        name = str(SubAckReasonCode(code).name)
+        name = str(codes(code).name)
     except ValueError:
         return f"reason code {code:#x}"
     return name.replace("_", " ").capitalize()

@@ -44,7 +44,13 @@ from pipelines.targets import (
 
 from .acks import InOrderAcks
 from .broker import BROKER_SCHEMA, Broker, client_id_for, parse_broker
-from .connection import Connection, ConnectionLost, MqttFailure, SubscriptionRefused
+from .connection import (
+    Connection,
+    ConnectionLost,
+    MqttFailure,
+    PublishRefused,
+    SubscriptionRefused,
+)
 from .messages import Received, TopicTemplate, entries_of, event_entry, topic_matches
 
 log = logging.getLogger("plugins.mqtt")
@@ -513,6 +519,9 @@ class MqttTarget(Target):
         if isinstance(exc, ConnectionLost):
             message = f"publish to {topic}: {exc} ({self.broker.address}, reconnecting)"
             return DeliveryError("BrokerUnavailable", message, retryable=True)
+        if isinstance(exc, PublishRefused):
+            message = f"publish to {topic}: {exc}"
+            return DeliveryError("PublishRefused", message, retryable=exc.retryable)
         return DeliveryError("BrokerError", f"publish to {topic}: {exc}", retryable=True)
 
 
