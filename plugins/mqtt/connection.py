@@ -27,6 +27,12 @@ What gmqtt offers and how it is used here:
   ``_Outbound`` is that storage, with the publisher's callback per packet id
   (``publish``; ``send`` awaits a future through it). No task, no future
   per publish on the bus's path.
+- **Packets read.** gmqtt's package handler dispatches each packet read
+  through ``_handle_packet`` (a debug line, a lookup, then for a PUBACK three
+  layers down to the storage): it is replaced by ``_packet``, which hands a
+  PUBLISH or a PUBACK to this client's handlers and any other packet to
+  gmqtt's. The PUBACK's MQTT 5 reason code, which gmqtt ignores, is read:
+  a refused publish fails (``PublishRefused``).
 - **Publishes in flight.** gmqtt takes packet ids up to the broker's Receive
   Maximum and raises ``OverflowError`` past it: a publish that meets it waits
   in ``_Outbound.queued``, in order, and goes out as a PUBACK frees an id (in
