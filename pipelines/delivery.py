@@ -144,7 +144,7 @@ class Job:
     calling: Target | None = None
     #: Its event's settlement, while its producer waits for it.
     settlement: Settlement | None = None
-    #: Its attempt was started with ``Target.send`` and its outcome is not
+    #: Its attempt was started with ``Target.deliver_nowait`` and its outcome is not
     #: in yet (the target's ``done`` callback tells it).
     sent: bool = False
 
@@ -195,7 +195,7 @@ class Delivery:
     retired: bool = False
     help_pending: bool = False
     in_flight: set[Job] = field(default_factory=set)
-    #: ``Deliverer._pump`` runs for it (a target may settle within ``send``).
+    #: ``Deliverer._pump`` runs for it (a target may settle within ``deliver_nowait``).
     pumping: bool = False
     space: asyncio.Event = field(default_factory=asyncio.Event)
     dims: m.Dimensions = ()
@@ -439,7 +439,7 @@ class Deliverer:
         self._wake(delivery)
 
     def _wake(self, delivery: Delivery) -> None:
-        if delivery.target.sends:
+        if delivery.target.delivers_nowait:
             self._pump(delivery)
             return
         parked = delivery.parked
@@ -478,7 +478,7 @@ class Deliverer:
         try:
             while True:
                 while queue:
-                    if delivery.target.sends:  # a reload made it one: no worker needed
+                    if delivery.target.delivers_nowait:  # a reload made it one: no worker needed
                         self._pump(delivery)
                         break
                     job = queue.popleft()
@@ -567,20 +567,20 @@ class Deliverer:
             job.error = DeliveryError(type(exc).__name__, str(exc), retryable=True)
             self.failures.failed(delivery, job, exc)
 
-    # -- targets that settle by callback (``Target.send``) ---------------------
+    # -- targets that settle by callback (``Target.deliver_nowait``) ---------------------
 
     def _pump(self, delivery: Delivery) -> None:
-        """Start queued jobs with ``Target.send`` while fewer than
+        """Start queued jobs with ``Target.deliver_nowait`` while fewer than
         ``concurrency`` are under way: from the dispatcher as jobs come, and
         from ``done`` as attempts end, so no task waits per attempt."""
-        if delivery.pumping:  # a ``done`` called within ``send``: the loop below goes on
+        if delivery.pumping:  # a ``done`` called within ``deliver_nowait``: the loop below goes on
             return
         delivery.pumping = True
         queue, in_flight = delivery.queue, delivery.in_flight
         try:
             while queue and len(in_flight) < delivery.concurrency:
                 target = delivery.target
-                if not target.sends:  # a reload replaced it with one that does not
+                if not target.delivers_nowait:  # a reload replaced it with one that does not
                     self._wake(delivery)
                     return
                 job = queue.popleft()
@@ -599,14 +599,14 @@ class Deliverer:
             payload, context = self._prepare(delivery, job)
             job.calling = target
             job.sent = True
-            target.send(payload, context, functools.partial(self._sent, delivery, job))
+            target.deliver_nowait(payload, context, functools.partial(self._sent, delivery, job))
         except Exception as exc:
-            if job.sent:  # not when ``done`` came first and then ``send`` raised
+            if job.sent:  # not when ``done`` came first and then the call raised
                 job.sent = False
                 self._sent_failed(delivery, job, exc)
 
     def _sent(self, delivery: Delivery, job: Job, error: BaseException | None) -> None:
-        """``Target.send``'s ``done``: the attempt's outcome."""
+        """``Target.deliver_nowait``'s ``done``: the attempt's outcome."""
         if not job.sent:  # called twice, or the job was saved at shutdown meanwhile
             return
         job.sent = False

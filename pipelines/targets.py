@@ -5,9 +5,9 @@ target's configuration and creates ``Target`` instances. A bus starts its
 targets when it starts, calls ``deliver`` once per payload, and stops them
 when it stops. ``deliver`` raises ``DeliveryError`` saying whether a retry may
 help; any other exception counts as a retryable failure. A target whose
-calls end by a callback of its own (a PUBACK) may also implement ``send``:
-the bus then starts each attempt with it and hears the outcome through
-``done``, with no awaited call per payload.
+calls end by a callback of its own (a PUBACK) may also implement
+``deliver_nowait``: the bus then starts each attempt with it and hears the
+outcome through ``done``, with no awaited call per payload.
 """
 
 from __future__ import annotations
@@ -280,7 +280,7 @@ class Gauge:
     help: str = ""
 
 
-#: ``Target.send``'s callback: None when the attempt succeeded, else why it
+#: ``Target.deliver_nowait``'s callback: None when the attempt succeeded, else why it
 #: failed (a ``DeliveryError``, or any exception: retryable).
 Done = Callable[[BaseException | None], None]
 
@@ -288,7 +288,7 @@ Done = Callable[[BaseException | None], None]
 def awaitable_done() -> tuple[asyncio.Future[None], Done]:
     """A future and a ``Done`` that settles it (once; a second call, or one
     after the future was cancelled, is ignored): how a target implementing
-    ``send`` awaits one of its own attempts in ``deliver``."""
+    ``deliver_nowait`` awaits one of its own attempts in ``deliver``."""
     future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def done(error: BaseException | None) -> None:
@@ -307,13 +307,13 @@ class Target(ABC):
 
     #: How many deliveries of one rule target may run at once.
     concurrency: int = 16
-    #: Whether the class implements ``send`` (set for each subclass): the
+    #: Whether the class implements ``deliver_nowait`` (set for each subclass): the
     #: bus's rule targets then start their attempts with it.
-    sends: ClassVar[bool] = False
+    delivers_nowait: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.sends = cls.send is not Target.send
+        cls.delivers_nowait = cls.deliver_nowait is not Target.deliver_nowait
 
     #: It serves requests on the runner's HTTP port (a webhook): a runner
     #: without one (no ``api``) refuses to start it.
@@ -365,21 +365,21 @@ class Target(ABC):
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         """Deliver one payload; raise ``DeliveryError`` on failure."""
 
-    def send(self, payload: Any, context: DeliveryContext, done: Done) -> None:
+    def deliver_nowait(self, payload: Any, context: DeliveryContext, done: Done) -> None:
         """Optional: start delivering one payload, without waiting for its
         outcome, and call ``done(None)`` once it is delivered or
         ``done(error)`` once it failed, exactly once, on the event loop's
-        thread (within ``send`` itself if the outcome is known at once).
+        thread (within this call itself if the outcome is known at once).
         Never block: what cannot go out now waits inside the target, in
         order; the bus keeps at most ``concurrency`` attempts of a rule
         target under way. Raising here fails the attempt (``done`` is then
         not called). A target implementing it still implements ``deliver``
-        (every other caller awaits that), usually as ``send`` and a future.
-        The bus's rule targets use ``send`` when the class defines it: an
+        (every other caller awaits that), usually as this and a future.
+        The bus's rule targets use it when the class defines it: an
         attempt then costs no task step of its own, and a target whose
         outcome comes in a later packet (an MQTT PUBACK) keeps its window
         full back to back."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement send")
+        raise NotImplementedError(f"{type(self).__name__} does not implement deliver_nowait")
 
 
 class TargetType(ABC):

@@ -83,9 +83,9 @@ class Recorder(Target):
 
 
 class Sender(Recorder):
-    """A recorder that takes deliveries through ``Target.send``: each attempt
+    """A recorder that takes deliveries through ``Target.deliver_nowait``: each attempt
     waits in ``sent`` until the test ends it (``finish``), or ends within
-    ``send`` itself with ``at_once``."""
+    the call itself with ``at_once``."""
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         super().__init__(name, config)
@@ -94,7 +94,7 @@ class Sender(Recorder):
         self.sent: list[tuple[Any, DeliveryContext, Done]] = []
         self.most_at_once = 0
 
-    def send(self, payload: Any, context: DeliveryContext, done: Done) -> None:
+    def deliver_nowait(self, payload: Any, context: DeliveryContext, done: Done) -> None:
         self.attempts.append(self.clock.time())
         if self.at_once:
             self.received.append(Received(payload, context, self.clock.time()))
@@ -121,7 +121,7 @@ class RecorderType(TargetType):
 
 class SenderType(TargetType):
     name = "sender"
-    description = "Records deliveries taken by Target.send (tests only)"
+    description = "Records deliveries taken by Target.deliver_nowait (tests only)"
 
     def create(self, target_id: str, config: Mapping[str, Any]) -> Sender:
         return Sender(target_id, config)

@@ -92,7 +92,7 @@ async def test_a_source_that_puts_while_the_runtime_starts_waits_for_intake() ->
     assert recorder(runtime, "source").put_results[0]["FailedEntryCount"] == 0
 
 
-# -- targets that settle by callback (Target.send) --------------------------------
+# -- targets that settle by callback (Target.deliver_nowait)-----------------------------
 
 
 def sender(runtime: Any, name: str = "out") -> Sender:
@@ -102,7 +102,7 @@ def sender(runtime: Any, name: str = "out") -> Sender:
 
 
 async def test_a_sending_target_settles_each_event_when_it_calls_done(tmp_path: Path) -> None:
-    """A target implementing ``send`` gets each attempt without an awaited
+    """A target implementing ``deliver_nowait`` gets each attempt without an awaited
     call: at most ``concurrency`` under way, the next started as one ends,
     and each event settled only when its ``done`` comes (a failure once its
     retry is saved)."""
@@ -139,7 +139,7 @@ async def test_a_sending_target_settles_each_event_when_it_calls_done(tmp_path: 
 
 
 async def test_a_sending_target_may_call_done_within_send() -> None:
-    """``done`` called before ``send`` returns (an outcome known at once):
+    """``done`` called before ``deliver_nowait`` returns (an outcome known at once):
     every event is delivered and settled, and the next starts without
     recursing per event."""
     runtime = make_runtime()

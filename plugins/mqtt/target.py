@@ -483,8 +483,8 @@ class MqttTarget(Target):
         await through
         return topic
 
-    def send(self, payload: Any, context: DeliveryContext, done: Done) -> None:
-        """The bus's way (``Target.send``): the PUBLISH goes out now, or
+    def deliver_nowait(self, payload: Any, context: DeliveryContext, done: Done) -> None:
+        """The bus's way (``Target.deliver_nowait``): the PUBLISH goes out now, or
         waits in the connection for a packet id; ``done`` is told at its
         PUBACK (at QoS 0 at once), so a rule target's publishes follow each
         other with no task waiting for each."""
