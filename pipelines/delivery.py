@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import heapq
 import itertools
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -143,6 +144,9 @@ class Job:
     calling: Target | None = None
     #: Its event's settlement, while its producer waits for it.
     settlement: Settlement | None = None
+    #: Its attempt was started with ``Target.deliver_nowait`` and its outcome is not
+    #: in yet (the target's ``done`` callback tells it).
+    sent: bool = False
 
     def settled(self) -> None:
         """This job's outcome is final or durable: count it once."""
@@ -191,6 +195,8 @@ class Delivery:
     retired: bool = False
     help_pending: bool = False
     in_flight: set[Job] = field(default_factory=set)
+    #: ``Deliverer._pump`` runs for it (a target may settle within ``deliver_nowait``).
+    pumping: bool = False
     space: asyncio.Event = field(default_factory=asyncio.Event)
     dims: m.Dimensions = ()
     # Hot-path counters, bound by the Deliverer.
@@ -433,6 +439,9 @@ class Deliverer:
         self._wake(delivery)
 
     def _wake(self, delivery: Delivery) -> None:
+        if delivery.target.delivers_nowait:
+            self._pump(delivery)
+            return
         parked = delivery.parked
         if parked is not None:
             delivery.parked = None
@@ -469,6 +478,9 @@ class Deliverer:
         try:
             while True:
                 while queue:
+                    if delivery.target.delivers_nowait:  # a reload made it one: no worker needed
+                        self._pump(delivery)
+                        break
                     job = queue.popleft()
                     if not delivery.space.is_set() and len(queue) < delivery.queue_size:
                         delivery.space.set()
@@ -496,30 +508,54 @@ class Deliverer:
             delivery.active -= 1
 
     async def _attempt(self, delivery: Delivery, job: Job) -> None:
-        now = self.clock.time()
-        if now - job.ingested > delivery.policy.maximum_event_age:
+        if self._expired(delivery, job):
             await self._give_up(delivery, job, AGE_EXCEEDED)
             return
-        job.attempts += 1
-        delivery.attempted.add()
-        if job.attempts > 1:
-            self.metrics.add(m.RETRY_INVOCATION_ATTEMPTS, delivery.dims)
         try:
-            payload = delivery.transform(job.event, job.rule, delivery.rule_arn, job.ingested)
-            context = DeliveryContext(
-                job.rule,
-                job.target_id,
-                job.event,
-                job.attempts,
-                extra=delivery.parameters,
-                rule_arn=delivery.rule_arn,
-            )
+            payload, context = self._prepare(delivery, job)
             target = job.calling = delivery.target
             await target.deliver(payload, context)
         except asyncio.CancelledError:
             job.attempts -= 1  # interrupted by shutdown: not an attempt
             raise
-        except DeliveryError as exc:
+        except Exception as exc:
+            self._attempt_failed(delivery, job, exc)
+        else:
+            self._attempt_succeeded(delivery, job)
+            if job.key is not None:
+                await self._forget(job)
+            job.settled()
+            return
+        await self._failed(delivery, job)
+
+    def _expired(self, delivery: Delivery, job: Job) -> bool:
+        return self.clock.time() - job.ingested > delivery.policy.maximum_event_age
+
+    def _prepare(self, delivery: Delivery, job: Job) -> tuple[Any, DeliveryContext]:
+        """Count the attempt; what the target gets (a transform may raise)."""
+        job.attempts += 1
+        delivery.attempted.add()
+        if job.attempts > 1:
+            self.metrics.add(m.RETRY_INVOCATION_ATTEMPTS, delivery.dims)
+        payload = delivery.transform(job.event, job.rule, delivery.rule_arn, job.ingested)
+        context = DeliveryContext(
+            job.rule,
+            job.target_id,
+            job.event,
+            job.attempts,
+            extra=delivery.parameters,
+            rule_arn=delivery.rule_arn,
+        )
+        return payload, context
+
+    def _attempt_succeeded(self, delivery: Delivery, job: Job) -> None:
+        delivery.succeeded.add()
+        delivery.invoked.add()
+        delivery.stats.delivered_after(self.clock.time() - job.ingested)
+        self.outcomes.delivered += 1
+
+    def _attempt_failed(self, delivery: Delivery, job: Job, exc: BaseException) -> None:
+        if isinstance(exc, DeliveryError):
             job.error = exc
             self.failures.failed(delivery, job, exc)
             # Kept past this frame, its traceback (this frame, which holds the
@@ -527,19 +563,99 @@ class Deliverer:
             # collector frees: in an outage, a full collection every few
             # thousand failures. The log above had the traceback.
             exc.with_traceback(None)
-        except Exception as exc:  # a target bug is a retryable failure, reported as such
+        else:  # a target bug is a retryable failure, reported as such
             job.error = DeliveryError(type(exc).__name__, str(exc), retryable=True)
             self.failures.failed(delivery, job, exc)
-        else:
-            delivery.succeeded.add()
-            delivery.invoked.add()
-            delivery.stats.delivered_after(self.clock.time() - job.ingested)
-            self.outcomes.delivered += 1
-            if job.key is not None:
-                await self._forget(job)
-            job.settled()
+
+    # -- targets that settle by callback (``Target.deliver_nowait``) ---------------------
+
+    def _pump(self, delivery: Delivery) -> None:
+        """Start queued jobs with ``Target.deliver_nowait`` while fewer than
+        ``concurrency`` are under way: from the dispatcher as jobs come, and
+        from ``done`` as attempts end, so no task waits per attempt."""
+        if delivery.pumping:  # a ``done`` called within ``deliver_nowait``: the loop below goes on
             return
-        await self._failed(delivery, job)
+        delivery.pumping = True
+        queue, in_flight = delivery.queue, delivery.in_flight
+        try:
+            while queue and len(in_flight) < delivery.concurrency:
+                target = delivery.target
+                if not target.delivers_nowait:  # a reload replaced it with one that does not
+                    self._wake(delivery)
+                    return
+                job = queue.popleft()
+                if not delivery.space.is_set() and len(queue) < delivery.queue_size:
+                    delivery.space.set()
+                in_flight.add(job)
+                self._send(delivery, job, target)
+        finally:
+            delivery.pumping = False
+
+    def _send(self, delivery: Delivery, job: Job, target: Target) -> None:
+        if self._expired(delivery, job):
+            self._conclude(delivery, job, self._give_up(delivery, job, AGE_EXCEEDED))
+            return
+        try:
+            payload, context = self._prepare(delivery, job)
+            job.calling = target
+            job.sent = True
+            target.deliver_nowait(payload, context, functools.partial(self._sent, delivery, job))
+        except Exception as exc:
+            if job.sent:  # not when ``done`` came first and then the call raised
+                job.sent = False
+                self._sent_failed(delivery, job, exc)
+
+    def _sent(self, delivery: Delivery, job: Job, error: BaseException | None) -> None:
+        """``Target.deliver_nowait``'s ``done``: the attempt's outcome."""
+        if not job.sent:  # called twice, or the job was saved at shutdown meanwhile
+            return
+        job.sent = False
+        if error is not None:
+            self._sent_failed(delivery, job, error)
+            return
+        self._attempt_succeeded(delivery, job)
+        if job.key is not None:  # a retry: its row goes first
+            self._conclude(delivery, job, self._forget_delivered(job))
+            return
+        job.settled()
+        self._release(delivery, job)
+
+    def _sent_failed(self, delivery: Delivery, job: Job, error: BaseException) -> None:
+        self._attempt_failed(delivery, job, error)
+        self._conclude(delivery, job, self._failed(delivery, job))
+
+    def _conclude(self, delivery: Delivery, job: Job, step: Coroutine[Any, Any, None]) -> None:
+        """Finish a job whose end needs the database (a retry saved, a dead
+        letter, a row deleted) in a task: the job stays under way until then."""
+        try:
+            self.spawn(self._concluded(delivery, job, step))
+        except (NotRunningError, RuntimeError):
+            # Stopping: the job, still under way, is saved as a retry by stop().
+            step.close()
+
+    async def _concluded(
+        self, delivery: Delivery, job: Job, step: Coroutine[Any, Any, None]
+    ) -> None:
+        try:
+            await step
+        except Exception:
+            log.exception(
+                "delivering event %s to rule %s target %s failed unexpectedly",
+                job.event.get("id"),
+                job.rule,
+                job.target_id,
+            )
+        self._release(delivery, job)
+
+    async def _forget_delivered(self, job: Job) -> None:
+        await self._forget(job)
+        job.settled()
+
+    def _release(self, delivery: Delivery, job: Job) -> None:
+        """The job is no longer under way: room for the next."""
+        delivery.in_flight.discard(job)
+        if delivery.queue:
+            self._wake(delivery)
 
     async def _failed(self, delivery: Delivery, job: Job) -> None:
         error = job.error
@@ -705,6 +821,10 @@ class Deliverer:
 
     async def persist_unfinished(self, delivery: Delivery) -> int:
         """At shutdown: keep queued and interrupted jobs as retries due now."""
+        for job in delivery.in_flight:
+            if job.sent:  # its outcome never came: not an attempt (its ``done`` is ignored)
+                job.sent = False
+                job.attempts -= 1
         jobs = [*delivery.in_flight, *delivery.queue]
         delivery.in_flight.clear()
         delivery.queue.clear()

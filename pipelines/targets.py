@@ -4,7 +4,10 @@ A ``TargetType`` (registered through the ``register_targets`` hook) checks a
 target's configuration and creates ``Target`` instances. A bus starts its
 targets when it starts, calls ``deliver`` once per payload, and stops them
 when it stops. ``deliver`` raises ``DeliveryError`` saying whether a retry may
-help; any other exception counts as a retryable failure.
+help; any other exception counts as a retryable failure. A target whose
+calls end by a callback of its own (a PUBACK) may also implement
+``deliver_nowait``: the bus then starts each attempt with it and hears the
+outcome through ``done``, with no awaited call per payload.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from pipelines import settings
 from pipelines.clock import sleep
@@ -277,11 +280,41 @@ class Gauge:
     help: str = ""
 
 
+#: ``Target.deliver_nowait``'s callback: None when the attempt succeeded, else why it
+#: failed (a ``DeliveryError``, or any exception: retryable).
+Done = Callable[[BaseException | None], None]
+
+
+def awaitable_done() -> tuple[asyncio.Future[None], Done]:
+    """A future and a ``Done`` that settles it (once; a second call, or one
+    after the future was cancelled, is ignored): how a target implementing
+    ``deliver_nowait`` awaits one of its own attempts in ``deliver``."""
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def done(error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    return future, done
+
+
 class Target(ABC):
     """One configured target, alive between ``start`` and ``stop``."""
 
     #: How many deliveries of one rule target may run at once.
     concurrency: int = 16
+    #: Whether the class implements ``deliver_nowait`` (set for each subclass): the
+    #: bus's rule targets then start their attempts with it.
+    delivers_nowait: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.delivers_nowait = cls.deliver_nowait is not Target.deliver_nowait
+
     #: It serves requests on the runner's HTTP port (a webhook): a runner
     #: without one (no ``api``) refuses to start it.
     serves_http: bool = False
@@ -331,6 +364,22 @@ class Target(ABC):
     @abstractmethod
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         """Deliver one payload; raise ``DeliveryError`` on failure."""
+
+    def deliver_nowait(self, payload: Any, context: DeliveryContext, done: Done) -> None:
+        """Optional: start delivering one payload, without waiting for its
+        outcome, and call ``done(None)`` once it is delivered or
+        ``done(error)`` once it failed, exactly once, on the event loop's
+        thread (within this call itself if the outcome is known at once).
+        Never block: what cannot go out now waits inside the target, in
+        order; the bus keeps at most ``concurrency`` attempts of a rule
+        target under way. Raising here fails the attempt (``done`` is then
+        not called). A target implementing it still implements ``deliver``
+        (every other caller awaits that), usually as this and a future.
+        The bus's rule targets use it when the class defines it: an
+        attempt then costs no task step of its own, and a target whose
+        outcome comes in a later packet (an MQTT PUBACK) keeps its window
+        full back to back."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement deliver_nowait")
 
 
 class TargetType(ABC):

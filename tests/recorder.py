@@ -18,7 +18,7 @@ from pipelines import hookspecs
 from pipelines.errors import DeliveryError
 from pipelines.hookspecs import hookimpl
 from pipelines.pluginmanager import ENTRY_POINT_GROUP
-from pipelines.targets import DeliveryContext, Target, TargetServices, TargetType
+from pipelines.targets import DeliveryContext, Done, Target, TargetServices, TargetType
 
 
 @dataclass
@@ -82,6 +82,35 @@ class Recorder(Target):
         return None
 
 
+class Sender(Recorder):
+    """A recorder that takes deliveries through ``Target.deliver_nowait``: each attempt
+    waits in ``sent`` until the test ends it (``finish``), or ends within
+    the call itself with ``at_once``."""
+
+    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
+        super().__init__(name, config)
+        self.at_once = bool(config.get("at_once", False))
+        #: Attempts under way, oldest first: (payload, context, done).
+        self.sent: list[tuple[Any, DeliveryContext, Done]] = []
+        self.most_at_once = 0
+
+    def deliver_nowait(self, payload: Any, context: DeliveryContext, done: Done) -> None:
+        self.attempts.append(self.clock.time())
+        if self.at_once:
+            self.received.append(Received(payload, context, self.clock.time()))
+            done(None)
+            return
+        self.sent.append((payload, context, done))
+        self.most_at_once = max(self.most_at_once, len(self.sent))
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """End the oldest attempt under way: delivered, or failed with ``error``."""
+        payload, context, done = self.sent.pop(0)
+        if error is None:
+            self.received.append(Received(payload, context, self.clock.time()))
+        done(error)
+
+
 class RecorderType(TargetType):
     name = "recorder"
     description = "Records deliveries (tests only)"
@@ -90,10 +119,19 @@ class RecorderType(TargetType):
         return Recorder(target_id, config)
 
 
+class SenderType(TargetType):
+    name = "sender"
+    description = "Records deliveries taken by Target.deliver_nowait (tests only)"
+
+    def create(self, target_id: str, config: Mapping[str, Any]) -> Sender:
+        return Sender(target_id, config)
+
+
 class _TestPlugin:
     @hookimpl
     def register_targets(self, register: Callable[[TargetType], None]) -> None:
         register(RecorderType())
+        register(SenderType())
 
 
 def plugin_manager() -> pluggy.PluginManager:

@@ -427,6 +427,61 @@ async def test_a_refused_subscription_is_a_clear_error(tmp_path: Path) -> None:
         broker.stop()
 
 
+async def test_a_publish_the_broker_refuses_fails_its_delivery(tmp_path: Path) -> None:
+    """Mosquitto's dynamic security plugin refuses a publish in its PUBACK
+    (reason code Not authorized): the delivery fails for good and goes to
+    the dead-letter target, rather than count as delivered; the publishes it
+    allows go on around it."""
+    from .mosquitto import free_port
+
+    security = tmp_path / "dynsec.json"
+    subprocess.run(
+        ["mosquitto_ctrl", "dynsec", "init", str(security), "admin", "adminpw"],
+        check=True,
+        capture_output=True,
+    )
+    plugin = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+    extra = f"plugin {plugin}\nplugin_opt_config_file {security}\n"
+    broker = Mosquitto(tmp_path, free_port(), extra=extra)
+    broker.start()
+    try:
+        ctrl = ["mosquitto_ctrl", "-h", broker.host, "-p", str(broker.port)]
+        for command in (
+            ["createClient", "edge", "-p", "s3cret"],
+            ["createRole", "writer"],
+            ["addRoleACL", "writer", "publishClientSend", "allowed/#", "allow"],
+            ["addClientRole", "edge", "writer"],
+        ):
+            admin = [*ctrl, "-u", "admin", "-P", "adminpw", "dynsec", *command]
+            subprocess.run(admin, check=True, capture_output=True)
+        login = {**broker.broker(), "username": "edge", "password": "s3cret"}
+        runtime = Runtime(plugins=PLUGINS)
+        runtime.add_resource("out", "mqtt", {"broker": login, "topic": "<detail.to>/x", "qos": 1})
+        runtime.add_resource("dlq", "recorder", {})
+        runtime.bus().put_rule("r", pattern={"source": ["ops"]})
+        await runtime.bus().put_targets("r", [{"id": "t", "resource": "out", "dead_letter": "dlq"}])
+        async with runtime:
+            entries = [
+                {"Source": "ops", "DetailType": "c", "Detail": json.dumps({"to": to})}
+                for to in ("allowed", "secret", "allowed")
+            ]
+            await runtime.put_events(entries)
+            dlq = runtime.resource("dlq")
+            assert isinstance(dlq, Recorder)
+            await eventually(lambda: len(dlq.received) == 1)
+            await runtime.wait_until_idle()
+            stats = runtime.deliverer.outcomes
+        [dead] = dlq.received
+        assert dead.payload["detail"] == {"to": "secret"}
+        attributes = dead.context.attributes
+        assert attributes["ERROR_CODE"] == "PublishRefused"
+        assert "Not authorized" in attributes["ERROR_MESSAGE"]
+        assert attributes["RETRY_ATTEMPTS"] == "0"  # not retryable: refused again
+        assert stats.delivered == 2
+    finally:
+        broker.stop()
+
+
 async def test_a_replaced_resource_hands_its_connection_over(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:

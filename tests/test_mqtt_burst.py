@@ -249,7 +249,7 @@ def test_publish_packets_are_those_gmqtt_builds(
         connection = Connection("packets", True, 0, 100, acknowledges=False)
         written: list[bytes] = []
         connection._write = written.append
-        connection._publish("devices/d1/commands", body, qos, retain, properties)
+        connection._publish("devices/d1/commands", body, qos, retain, properties, print)
         return b"".join(written)
 
     assert asyncio.run(built()) == bytes(expected)

@@ -24,11 +24,20 @@ What gmqtt offers and how it is used here:
   (the PUBACKs a batch releases, the publishes of its deliveries).
 - **PUBACK of a publish.** gmqtt keeps each QoS 1/2 PUBLISH in its
   ``persistent_storage`` until the PUBACK (or PUBCOMP) and removes it then:
-  ``_Outbound`` is that storage, with a future per packet id.
+  ``_Outbound`` is that storage, with the publisher's callback per packet id
+  (``publish``; ``send`` awaits a future through it). No task, no future
+  per publish on the bus's path.
+- **Packets read.** gmqtt's package handler dispatches each packet read
+  through ``_handle_packet`` (a debug line, a lookup, then for a PUBACK three
+  layers down to the storage): it is replaced by ``_packet``, which hands a
+  PUBLISH or a PUBACK to this client's handlers and any other packet to
+  gmqtt's. The PUBACK's MQTT 5 reason code, which gmqtt ignores, is read:
+  a refused publish fails (``PublishRefused``).
 - **Publishes in flight.** gmqtt takes packet ids up to the broker's Receive
   Maximum and raises ``OverflowError`` past it: a publish that meets it waits
-  for the next PUBACK and tries again, so the broker's window bounds what is
-  in flight.
+  in ``_Outbound.queued``, in order, and goes out as a PUBACK frees an id (in
+  the PUBACK's own handling, back to back), so the broker's window bounds
+  what is in flight and stays full.
 - **Messages in flight.** The Receive Maximum sent in CONNECT asks the broker
   to hold back QoS 1/2 messages past that many unacknowledged; Mosquitto 2.0.11
   sends past it once PUBACKs flow (measured: each PUBACK lets a whole window
@@ -49,12 +58,15 @@ import ssl
 import struct
 from collections import deque
 from collections.abc import Callable
+from enum import IntEnum
 from typing import Any
 
 import gmqtt
-from gmqtt.mqtt.constants import MQTTv50, SubAckReasonCode
+from gmqtt.mqtt.constants import MQTTv50, PubAckReasonCode, SubAckReasonCode
 from gmqtt.mqtt.package import PackageFactory
 from gmqtt.storage import PersistentStorage
+
+from pipelines.targets import awaitable_done
 
 from .acks import InOrderAcks
 from .messages import Received
@@ -81,56 +93,85 @@ class ConnectionLost(MqttFailure):
     pass
 
 
+class PublishRefused(Exception):
+    """The broker refused a publish (its PUBACK's reason code says why)."""
+
+    #: Refusals that the same publish meets again: not authorized, the
+    #: topic name or the payload format invalid.
+    FINAL = frozenset({0x87, 0x90, 0x99})
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"refused by the broker: {_reason(code, PubAckReasonCode)}")
+        self.code = code
+
+    @property
+    def retryable(self) -> bool:
+        return self.code not in self.FINAL
+
+
 class SubscriptionRefused(MqttFailure):
     """SUBACK refused a topic filter (an ACL, $share unsupported)."""
+
+
+#: Told once a publish is through (None) or failed (why): ``Connection.publish``.
+Done = Callable[[BaseException | None], None]
+#: A publish waiting for a packet id: topic, body, qos, retain, properties, done
+Queued = tuple[str, "str | bytes", int, bool, "dict[str, Any]", Done]
 
 
 class _Outbound(PersistentStorage):  # type: ignore[misc]
     """gmqtt's store of QoS 1/2 publishes awaiting PUBACK, telling who waits."""
 
-    def __init__(self) -> None:
+    def __init__(self, publish: Callable[[Queued], bool]) -> None:
         super().__init__()
-        self.done: dict[int, asyncio.Future[None]] = {}  # per packet id in flight
-        self.latest: asyncio.Future[None] | None = None  # of the publish just sent
-        self._slots: deque[asyncio.Future[None]] = deque()  # publishes waiting for an id
+        self.done: dict[int, Done] = {}  # per packet id in flight
+        #: publishes waiting for a packet id, oldest first
+        self.queued: deque[Queued] = deque()
         #: publishes in flight when gmqtt first ran out of packet ids (the
         #: broker's Receive Maximum, which gmqtt does not tell): past it a
         #: publish waits before building its packet, not after
         self.limit: int | None = None
+        self._send = publish  # the connection's: False when no id was free
+        self._pushed: Done | None = None  # the callback of the publish being stored
 
     def push_message(self, mid: int, raw_package: bytes) -> None:
         super().push_message(mid, raw_package)
-        if mid not in self.done:  # not QoS 2's PUBREL taking its PUBLISH's place
-            self.latest = self.done[mid] = asyncio.get_running_loop().create_future()
+        if self._pushed is not None:  # not QoS 2's PUBREL taking its PUBLISH's place
+            self.done[mid] = self._pushed
+            self._pushed = None
+
+    def store(self, mid: int, packet: bytes, done: Done) -> None:
+        self._pushed = done
+        self.push_message(mid, packet)
 
     def remove_message_by_mid(self, mid: int) -> None:
+        """gmqtt's call at a PUBCOMP (QoS 2) or a refused PUBREC."""
+        self.acknowledged(mid, 0)
+
+    def acknowledged(self, mid: int, reason: int) -> None:
+        """The broker answered the publish of ``mid`` (its packet id is free
+        already): done, or refused when ``reason`` is 0x80 or more."""
         super().remove_message_by_mid(mid)
         done = self.done.pop(mid, None)
-        if done is not None and not done.done():
-            done.set_result(None)
-        while self._slots:  # an id is free: the oldest waiting publish takes it
-            slot = self._slots.popleft()
-            if not slot.done():
-                slot.set_result(None)
-                break
+        # The id is free: the oldest waiting publishes go now (before telling
+        # ``done``, whose caller may publish more: they queue behind these).
+        queued = self.queued
+        while queued and not self.full and self._send(queued[0]):
+            queued.popleft()
+        if done is not None:
+            done(None if reason < 0x80 else PublishRefused(reason))
 
     @property
     def full(self) -> bool:
         return self.limit is not None and len(self.done) >= self.limit
 
-    def slot(self) -> asyncio.Future[None]:
-        """Resolved when a PUBACK frees a packet id."""
-        slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._slots.append(slot)
-        return slot
-
     def fail(self, reason: str) -> None:
         """The connection ended: every publish waiting fails (retryable)."""
-        for future in (*self.done.values(), *self._slots):
-            if not future.done():
-                future.set_exception(ConnectionLost(reason))
+        waiting = [*self.done.values(), *(queued[-1] for queued in self.queued)]
         self.done.clear()
-        self._slots.clear()
+        self.queued.clear()
+        for done in waiting:
+            done(ConnectionLost(reason))
 
 
 class Connection(gmqtt.Client):  # type: ignore[misc]
@@ -147,7 +188,7 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
     ) -> None:
         """``acknowledges``: False when every subscription is at QoS 0 (or
         there is none), so no message needs an acknowledgement withheld."""
-        self._outbound = _Outbound()
+        self._outbound = _Outbound(self._publish_queued)
         super().__init__(
             client_id,
             clean_session=clean_start,
@@ -179,12 +220,15 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         self.on_disconnect = self._disconnected
         self._acknowledges = acknowledges
         handler = self._package_handler
-        names = ["_handle_publish_packet"]
+        names = ["_handle_packet", "_handle_publish_packet"]
         if acknowledges:
             names += ["_handle_qos_1_publish_packet", "_handle_qos_2_publish_packet"]
         for name in names:
             if not callable(getattr(handler, name, None)):  # pragma: no cover - gmqtt changed
                 raise RuntimeError(f"gmqtt's package handler has no {name}: see connection.py")
+        #: gmqtt's own dispatch, for every packet but PUBLISH and PUBACK (``_packet``)
+        self._gmqtt_packet = handler._handle_packet
+        handler._handle_packet = self._packet
         #: gmqtt's own parser: for a PUBLISH with properties (see ``_publish_packet``)
         self._parse_publish = handler._handle_publish_packet
         handler._handle_publish_packet = self._publish_packet
@@ -290,6 +334,30 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         self.inbox.append((_received(topic, payload, qos, properties), None))
         self.wake.set()
 
+    def _packet(self, command: int, packet: bytes) -> None:
+        """gmqtt's handler's ``_handle_packet``, called for each packet read:
+        a PUBLISH or a PUBACK goes straight to its handler here, without the
+        debug line, the lookup and the layers gmqtt puts before each (the
+        two packets of every message the runner passes on); any other to
+        gmqtt's."""
+        kind = command & 0xF0
+        if kind == 0x30:
+            self._publish_packet(command, packet)
+        elif kind == 0x40 and len(packet) >= 2:
+            self._puback(packet)
+        else:
+            self._gmqtt_packet(command, packet)
+
+    def _puback(self, packet: bytes) -> None:
+        """A PUBACK: its packet id is free, its publish done. MQTT 5 may say
+        the broker refused it (a reason code of 0x80 or more: not
+        authorized, quota exceeded...), which gmqtt does not read: that
+        publish fails."""
+        mid = int.from_bytes(packet[:2], "big")
+        self._package_handler.id_generator.free_id(mid)
+        reason = packet[2] if len(packet) > 2 else 0
+        self._outbound.acknowledged(mid, reason)
+
     def _publish_packet(self, command: int, packet: bytes) -> None:
         """gmqtt's ``_handle_publish_packet``, for the usual PUBLISH: no
         properties (MQTT 5 says their length, 0), a UTF-8 topic, and at QoS
@@ -362,28 +430,63 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         self, topic: str, body: str | bytes, qos: int, retain: bool, properties: dict[str, Any]
     ) -> None:
         """Publish; at QoS 1/2 return once the broker has it (PUBACK, PUBCOMP)."""
-        outbound = self._outbound
-        while True:
-            if self.lost.is_set():
-                raise ConnectionLost("not connected")
-            if qos and outbound.full:
-                await outbound.slot()
-                continue
+        through, done = awaitable_done()
+        self.publish(topic, body, qos, retain, properties, done)
+        await through
+
+    def publish(
+        self,
+        topic: str,
+        body: str | bytes,
+        qos: int,
+        retain: bool,
+        properties: dict[str, Any],
+        done: Done,
+    ) -> None:
+        """Publish without waiting: ``done(None)`` once the broker has it
+        (PUBACK, PUBCOMP; at QoS 0 once written, within this call), or
+        ``done(ConnectionLost)`` if the connection ends first. Past the
+        broker's window it waits here, in order, for a PUBACK. Raises
+        ConnectionLost when not connected; a packet too large is told to
+        ``done`` (ValueError)."""
+        if self.lost.is_set():
+            raise ConnectionLost("not connected")
+        if not qos:
             try:
-                self._publish(topic, body, qos, retain, properties)
-            except OverflowError:
-                # Every packet id the broker's Receive Maximum allows is in
-                # flight: wait for a PUBACK to free one.
-                outbound.limit = max(1, len(outbound.done))
-                continue
-            break
-        if qos:
-            done = self._outbound.latest
-            assert done is not None
-            await done
+                self._publish(topic, body, 0, retain, properties, done)
+            except ValueError as exc:
+                done(exc)
+                return
+            done(None)
+            return
+        outbound = self._outbound
+        queued = (topic, body, qos, retain, properties, done)
+        if outbound.queued or outbound.full or not self._publish_queued(queued):
+            outbound.queued.append(queued)
+
+    def _publish_queued(self, queued: Queued) -> bool:
+        """Publish at QoS 1/2 if a packet id is free; False when none is. A
+        packet too large is told to its ``done`` (it may have waited)."""
+        try:
+            self._publish(*queued)
+        except OverflowError:
+            # Every packet id the broker's Receive Maximum allows is in
+            # flight: from now on wait for a PUBACK before trying.
+            outbound = self._outbound
+            outbound.limit = max(1, len(outbound.done))
+            return False
+        except ValueError as exc:
+            queued[-1](exc)
+        return True
 
     def _publish(
-        self, topic: str, body: str | bytes, qos: int, retain: bool, properties: dict[str, Any]
+        self,
+        topic: str,
+        body: str | bytes,
+        qos: int,
+        retain: bool,
+        properties: dict[str, Any],
+        done: Done,
     ) -> None:
         """gmqtt's ``Client.publish``, without its Message object, its
         debug logging and its byte-by-byte packing: a PUBLISH packet built
@@ -395,12 +498,12 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
             extra = self._no_properties
         else:
             extra = bytes(PackageFactory._build_properties_data(properties, self._protocol_version))
+        remaining = 2 + len(name) + len(extra) + len(payload) + (2 if qos else 0)
+        if remaining > _MAXIMUM_REMAINING:  # before a packet id is taken, or it leaks
+            raise ValueError("the payload is too large for one MQTT packet")
         if qos:
             mid = self._package_handler.id_generator.next_id()
             extra = mid.to_bytes(2, "big") + extra
-        remaining = 2 + len(name) + len(extra) + len(payload)
-        if remaining > _MAXIMUM_REMAINING:
-            raise ValueError("the payload is too large for one MQTT packet")
         packet = b"".join(
             (
                 _PUBLISH[qos | retain << 2],
@@ -412,7 +515,7 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
             )
         )
         if qos:
-            self._outbound.push_message(mid, packet)
+            self._outbound.store(mid, packet, done)
         self._write(packet)
 
 
@@ -438,10 +541,10 @@ def _received(topic: str, payload: bytes, qos: int, properties: dict[str, Any]) 
     )
 
 
-def _reason(code: int) -> str:
-    """A SUBACK reason code as MQTT 5 names it: 0x87 -> "Not authorized"."""
+def _reason(code: int, codes: type[IntEnum] = SubAckReasonCode) -> str:
+    """A SUBACK (PUBACK) reason code as MQTT 5 names it: 0x87 -> "Not authorized"."""
     try:
-        name = str(SubAckReasonCode(code).name)
+        name = str(codes(code).name)
     except ValueError:
         return f"reason code {code:#x}"
     return name.replace("_", " ").capitalize()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import random
 import weakref
@@ -33,15 +34,23 @@ from pipelines.policy import ACCOUNT_SETTING, Caller, source_caller
 from pipelines.settings import Flag, Number, Settings, Shape
 from pipelines.targets import (
     DeliveryContext,
+    Done,
     Gauge,
     Target,
     TargetServices,
     TargetType,
+    awaitable_done,
 )
 
 from .acks import InOrderAcks
 from .broker import BROKER_SCHEMA, Broker, client_id_for, parse_broker
-from .connection import Connection, ConnectionLost, MqttFailure, SubscriptionRefused
+from .connection import (
+    Connection,
+    ConnectionLost,
+    MqttFailure,
+    PublishRefused,
+    SubscriptionRefused,
+)
 from .messages import Received, TopicTemplate, entries_of, event_entry, topic_matches
 
 log = logging.getLogger("plugins.mqtt")
@@ -469,6 +478,19 @@ class MqttTarget(Target):
     # -- the target side ------------------------------------------------------
 
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
+        through, done = awaitable_done()
+        topic = self._send(payload, context, done)
+        await through
+        return topic
+
+    def deliver_nowait(self, payload: Any, context: DeliveryContext, done: Done) -> None:
+        """The bus's way (``Target.deliver_nowait``): the PUBLISH goes out now, or
+        waits in the connection for a packet id; ``done`` is told at its
+        PUBACK (at QoS 0 at once), so a rule target's publishes follow each
+        other with no task waiting for each."""
+        self._send(payload, context, done)
+
+    def _send(self, payload: Any, context: DeliveryContext, done: Done) -> str:
         if self.topic is None:
             raise DeliveryError(
                 "NotPublishing", f"{self.where} has no topic to publish to", retryable=False
@@ -482,15 +504,25 @@ class MqttTarget(Target):
                 retryable=True,
             )
         body = payload if isinstance(payload, str | bytes) else dump_json(payload)
+        published = functools.partial(self._published, topic, done)
         try:
-            await connection.send(topic, body, self.qos, self.retain, self._properties)
+            connection.publish(topic, body, self.qos, self.retain, self._properties, published)
         except ConnectionLost as exc:
-            message = f"publish to {topic}: {exc} ({self.broker.address}, reconnecting)"
-            raise DeliveryError("BrokerUnavailable", message, retryable=True) from None
-        except (ValueError, OSError) as exc:
-            message = f"publish to {topic}: {exc}"
-            raise DeliveryError("BrokerError", message, retryable=True) from None
+            raise self._publish_error(topic, exc) from None
         return topic
+
+    def _published(self, topic: str, done: Done, error: BaseException | None) -> None:
+        """The connection's word on a publish, as a delivery's outcome."""
+        done(None if error is None else self._publish_error(topic, error))
+
+    def _publish_error(self, topic: str, exc: BaseException) -> DeliveryError:
+        if isinstance(exc, ConnectionLost):
+            message = f"publish to {topic}: {exc} ({self.broker.address}, reconnecting)"
+            return DeliveryError("BrokerUnavailable", message, retryable=True)
+        if isinstance(exc, PublishRefused):
+            message = f"publish to {topic}: {exc}"
+            return DeliveryError("PublishRefused", message, retryable=exc.retryable)
+        return DeliveryError("BrokerError", f"publish to {topic}: {exc}", retryable=True)
 
 
 def _connack_code(exc: BaseException) -> int | None:
