@@ -1272,11 +1272,11 @@ class Store(Queries):
         joined = gathering.add(part)
         if joined is None:
             raise StateError(f"the {self.name} store: a new gathering took no part")
-        self._gatherings[key] = gathering
         if not self._lock.locked():
-            outcome = self._writer.share(gathering)
+            outcome = self._writer.share(gathering)  # (refused when the store is closed)
         else:
             outcome = asyncio.ensure_future(self._share_after_lock(gathering))
+        self._gatherings[key] = gathering  # handed over: the next callers join it
         gathering.outcome = outcome
         outcome.add_done_callback(functools.partial(self._gathered, key, gathering))
         return gathering, *joined

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.clock import ManualClock
+from pipelines.errors import StateError
 from pipelines.postgres import PostgresConnection
 from pipelines.store import Done, Gathering, Row, SQLiteConnection, Step, Trip
 from plugins.queue.store import CROSS_PROCESS_CHECK, LISTENING_CHECK, QueueStore, SendEntry
@@ -750,3 +751,20 @@ async def test_a_gathered_claim_redrives_and_shares_what_it_claims(
     assert [m.body for m in shares[1]] == [f"new{n}" for n in range(1, 11)]
     assert await counts(store, "q") == (0, 11, 0, 0)
     assert (await counts(store, "dlq"))[0] == 10
+
+
+async def test_receives_and_deletes_on_a_closed_store_are_refused_each_time(
+    state_location: str, clock: ManualClock
+) -> None:
+    """A gathered claim or delete that cannot be handed over leaves nothing
+    behind for the next caller to join and wait on forever."""
+    store = await QueueStore.open(state_location, clock)
+    await store.create_queue("q")
+    await store.send("q", "m")
+    [message] = await store.receive("q")  # its retention pass done
+    await store.close()
+    for _ in range(2):
+        with pytest.raises(StateError, match="not open"):
+            await asyncio.wait_for(store.receive("q"), 5)
+        with pytest.raises(StateError, match="not open"):
+            await asyncio.wait_for(store.delete("q", message.receipt_handle), 5)
