@@ -8,8 +8,22 @@ default durability (WAL, synchronous=NORMAL: a sent message survives a
 process crash). Phases are also timed alone: send only, then receive and
 delete only from the full queue.
 
+The drain: a queue filled with ``--messages`` messages beforehand (not
+timed), then 1 consumer task, or 4, receiving (10 per call) and deleting
+(DeleteMessageBatch) until it is empty, with no producer. Its 4-vs-1 ratio
+is the figure that answers "4 consumers at least 1.5x one": consumer
+scaling shows only where the consumers are the bottleneck. End to end, the
+one producer awaits each SendMessageBatch's commit, so with 4 consumers
+every trip carries one send, one claim and one delete and the run goes at
+the producer's round trip, whatever the consumers do (its 4-vs-1 ratio is
+printed too, as measured). The runs with 1 and 4 consumers take turns
+(end to end, then the drain, each turn), so the machine's moment weighs
+on both; each turn's ratio is printed with their median, and the CPU
+time the process spent per drained message (its threads together: less
+of it is what lets 4 consumers go faster on a busy machine).
+
 The peer is bare SQLite running the very statements ours ran: each run
-(each end-to-end run, and the phases) records every trip the store's
+(each end-to-end run, each drain, and the phases) records every trip the store's
 connection ran, as its thread ran it (``SQLiteConnection.on_trip``: the
 statements with their parameters, and whether they were one transaction,
 as a group commit makes them), and the peer replays them in that order with
@@ -32,6 +46,8 @@ putting its ``pipelines`` and ``plugins`` first on the path, e.g.
 ``PYTHONPATH=/path/to/checkout-of-BASE python bench/bench_queue.py``
 (the statements of code from before ``on_trip`` are recorded from its
 connection's calls).
+
+The drain's peer replays the filling (not timed), then the drain's trips.
 
 ``--stats N`` times GetQueueAttributes on a queue of N messages (a million:
 ``--stats 1000000``), filled by bare inserts of the store's own rows.
@@ -102,6 +118,51 @@ async def ours_end_to_end(
             task.cancel()
     await store.close()
     return count / (finished - started)
+
+
+async def ours_drain(
+    path: Path, count: int, consumers: int, log: list[list[Statement]]
+) -> tuple[float, float]:
+    """Messages per second draining a queue filled with ``count`` messages
+    beforehand (not timed): ``consumers`` tasks receive (10 per call) and
+    delete them (DeleteMessageBatch) until the queue is empty, no producer;
+    and the CPU time the process spent per message meanwhile (all its
+    threads), in microseconds. ``log`` gets the statements of the filling,
+    then those of the drain."""
+    store = await QueueStore.open(path)
+    await store.create_queue("bench")
+    statements: list[Statement] = []
+    record(store.connection, statements)
+    sending = batches(count)
+    for start in range(0, len(sending), 50):  # 50 sends at once: grouped trips
+        await asyncio.gather(*(store.send_batch("bench", b) for b in sending[start : start + 50]))
+    mark = len(statements)
+    deleted = 0
+
+    async def consume() -> None:
+        nonlocal deleted
+        while True:
+            # Nothing is due back (the visibility timeout is 30 s): an empty
+            # answer means the others hold or have deleted the rest.
+            messages = await store.receive("bench", 10, wait_time=0)
+            if not messages:
+                return
+            handles = [(str(n), m.receipt_handle) for n, m in enumerate(messages)]
+            await store.delete_batch("bench", handles)
+            deleted += len(messages)
+
+    cpu = time.process_time()
+    started = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(consumers):
+            group.create_task(consume())
+    finished = time.perf_counter()
+    cpu = time.process_time() - cpu
+    await store.close()
+    if deleted != count:
+        raise SystemExit(f"the drain deleted {deleted} messages of {count}")
+    log[:] = [statements[:mark], statements[mark:]]
+    return count / (finished - started), cpu / count * 1e6
 
 
 #: What a store's connection ran: a ``Trip`` as its thread took it (steps, in
@@ -243,6 +304,19 @@ def bare_sqlite_phases(path: Path, count: int, log: list[list[Statement]]) -> tu
     return count / (sent - started), count / (finished - sent)
 
 
+def bare_sqlite_drain(path: Path, count: int, log: list[list[Statement]]) -> float:
+    """The floor of a drain: the filling replayed (not timed), then the
+    drain's statements, in the trips the store ran them, replayed blocking."""
+    filling, draining = log
+    db = bare_database(path)
+    replay(db, filling)
+    started = time.perf_counter()
+    replay(db, draining)
+    finished = time.perf_counter()
+    db.close()
+    return count / (finished - started)
+
+
 def same_end(ours: Path, peer: Path) -> None:
     """The peer's replay left its file as the store left its own: as many
     messages inserted (the sequence), left and counted. A statement left
@@ -294,6 +368,11 @@ def median_of(repeats: int, run: Callable[[], Any]) -> Any:
     return statistics.median(results)
 
 
+def shown_ratios(ratios: list[float]) -> str:
+    each = " / ".join(f"{ratio:.2f}" for ratio in ratios)
+    return f"{each}x (median {statistics.median(ratios):.2f}x)"
+
+
 def main() -> None:
     with tuned_process():  # as the pipelines command runs a pipeline
         measure()
@@ -333,8 +412,34 @@ def measure() -> None:
             same_end(ours_path, peer_path)
             return ours, peer
 
-        one, peer_one = median_of(args.repeats, lambda: end_to_end(1))
-        four, peer_four = median_of(args.repeats, lambda: end_to_end(4))
+        def drain(consumers: int) -> tuple[float, float, float]:
+            log: list[list[Statement]] = []
+            ours_path, peer_path = fresh(), fresh()
+            ours, cpu = asyncio.run(ours_drain(ours_path, count, consumers, log))
+            peer = bare_sqlite_drain(peer_path, count, log)
+            same_end(ours_path, peer_path)
+            return ours, peer, cpu
+
+        # 1 and 4 consumers take turns, so the machine's moment weighs on both.
+        def turn() -> tuple[float, ...]:
+            return (*end_to_end(1), *end_to_end(4), *drain(1), *drain(4))
+
+        turns = [turn() for _ in range(args.repeats)]
+        (
+            one,
+            peer_one,
+            four,
+            peer_four,
+            drain_one,
+            peer_drain_one,
+            cpu_one,
+            drain_four,
+            peer_drain_four,
+            cpu_four,
+        ) = (statistics.median(column) for column in zip(*turns, strict=True))
+        # The ratio of each turn, 4 against 1, and their median.
+        e2e_ratios = [t[2] / t[0] for t in turns]
+        drain_ratios = [t[7] / t[4] for t in turns]
         log: list[list[Statement]] = []
 
         def phases() -> tuple[float, float, float, float]:
@@ -351,6 +456,18 @@ def measure() -> None:
     print(f"{count:,} messages of {len(BODY)} bytes, batches of 10, median of {args.repeats}")
     print(f"end to end, 1 producer + 1 consumer task:  {one:>9,.0f} msg/s")
     print(f"end to end, 1 producer + 4 consumer tasks: {four:>9,.0f} msg/s  ({four / one:.2f}x)")
+    print(f"drain, 1 consumer task:                    {drain_one:>9,.0f} msg/s")
+    print(
+        f"drain, 4 consumer tasks:                   {drain_four:>9,.0f} msg/s"
+        f"  ({drain_four / drain_one:.2f}x)"
+    )
+    print(
+        f"4 vs 1 consumers, each turn: end to end {shown_ratios(e2e_ratios)};"
+        f" drain {shown_ratios(drain_ratios)} (the target's figure)"
+    )
+    print(
+        f"drain, CPU of the process per message: 1 consumer {cpu_one:.1f} us, 4 {cpu_four:.1f} us"
+    )
     print("bare: the same statements replayed with blocking sqlite3")
     print(f"{'phase':<32}{'ours msg/s':>12}{'bare msg/s':>12}{'ratio':>8}")
     for what, ours, peer in (
@@ -359,6 +476,8 @@ def measure() -> None:
         ("send + receive + delete", both, peer_both),
         ("end to end, 1 consumer", one, peer_one),
         ("end to end, 4 consumers", four, peer_four),
+        ("drain, 1 consumer", drain_one, peer_drain_one),
+        ("drain, 4 consumers", drain_four, peer_drain_four),
     ):
         print(f"{what:<32}{ours:>12,.0f}{peer:>12,.0f}{ours / peer:>8.2f}")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

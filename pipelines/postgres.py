@@ -41,11 +41,13 @@ from pipelines.store import (
     Connection,
     Dialect,
     Done,
+    Gathering,
     Parameters,
     Row,
     SQLFunction,
     Step,
     shown,
+    statement_of,
 )
 
 T = TypeVar("T")
@@ -265,7 +267,7 @@ class PostgresConnection(Connection):
     ) -> list[Done]:
         return await self._now(lambda: self._batch(steps, transaction))
 
-    def share(self, step: Step) -> asyncio.Future[list[Row]]:
+    def share(self, step: Step | Gathering) -> asyncio.Future[list[Row]]:
         # Its turn taken now, at the call (not when a task first runs): a
         # ``begin()`` called next cannot get ahead of it. Alone, as the
         # default does, in one task.
@@ -275,7 +277,8 @@ class PostgresConnection(Connection):
         # Alone (a queue's every send, claim and delete comes this way).
         return await self._now(lambda: self._alone(step))
 
-    async def _alone(self, step: Step) -> list[Row]:
+    async def _alone(self, given: Step | Gathering) -> list[Row]:
+        step = statement_of(given)  # a gathering's parts are all in by its turn
         if step.many:
             await self._executemany(step.sql, step.parameters)
             return []

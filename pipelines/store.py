@@ -17,7 +17,10 @@ database and offers an API over them. ``Store`` gives each one, once:
   (one transaction, all or nothing), and ``grouped(sql)`` runs one statement
   in a trip it shares with the statements other coroutines submit at the
   same moment (group commit: under load, fewer and bigger transactions;
-  ``share(sql)`` is the same, handed over before it is awaited). Work is
+  ``share(sql)`` is the same, handed over before it is awaited);
+  ``gather(key, ...)`` goes further: callers arriving while a statement
+  waits for its trip join it (a ``Gathering``: one statement for all of
+  them, each answered with its share of the rows). Work is
   handed to the connection at once; the lock is held only while a
   transaction is open, so no statement lands inside another's;
 - schema and versions: a store declares its ``name``, ``version`` and DDL
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 import os
@@ -54,7 +58,15 @@ import threading
 import time
 import urllib.parse
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -106,6 +118,83 @@ class Trip:
     steps: list[Step]
     transaction: bool
     synced: bool = False
+
+
+class Gathering(ABC):
+    """One statement that several callers' requests make together: the
+    requests (``parts``) of callers arriving while it waits for its trip
+    join it (``add``), and the connection takes its statement (``taken``)
+    when the trip leaves, after which nobody joins. Each caller gets its
+    own share of the rows (``split``). Concurrent consumers of a queue then
+    make one claim, and one delete, per trip instead of one each.
+
+    The connection's thread takes it while the event loop may be adding to
+    it, hence the lock. A caller cancelled after joining stays in: its part
+    runs with the others (a store undoes it, if need be, once the rows say
+    what it got: ``outcome``)."""
+
+    #: The most parts one statement takes (then the next caller starts another).
+    capacity: ClassVar[int] = 10
+
+    def __init__(self) -> None:
+        self.parts: list[Any] = []
+        self._waiting: list[asyncio.Future[list[Row]]] = []
+        self._lock = threading.Lock()
+        self._open = True
+        #: The future of the whole statement's rows, once handed over
+        #: (``Store.gather``): a cancelled caller's share is read from it.
+        self.outcome: asyncio.Future[list[Row]] | None = None
+
+    def add(self, part: Any) -> tuple[asyncio.Future[list[Row]], int] | None:
+        """Join: the future of this part's rows and its index among the
+        parts; None when the statement has left or is full."""
+        with self._lock:
+            if not self._open or len(self.parts) >= self.capacity or not self.accepts(part):
+                return None
+            future: asyncio.Future[list[Row]] = asyncio.get_running_loop().create_future()
+            self.parts.append(part)
+            self._waiting.append(future)
+            return future, len(self.parts) - 1
+
+    def taken(self) -> Step:
+        """The statement of every part joined, as its trip leaves (on the
+        connection's thread, or its task): nobody joins after this."""
+        with self._lock:
+            self._open = False
+        return self.statement()
+
+    def accepts(self, part: Any) -> bool:
+        """Whether ``part`` may join those already in (under the lock; if
+        not, its caller starts another statement)."""
+        return True
+
+    @abstractmethod
+    def statement(self) -> Step:
+        """The one statement doing what every part asks."""
+
+    @abstractmethod
+    def split(self, rows: list[Row]) -> list[list[Row]]:
+        """The statement's rows, as each part's share (in the parts' order)."""
+
+    def settle(self, outcome: asyncio.Future[list[Row]]) -> None:
+        """Each caller answered with its share of ``outcome``, or its error."""
+        error = None if outcome.cancelled() else outcome.exception()
+        if outcome.cancelled() or error is not None:
+            for future in self._waiting:
+                if not future.done():
+                    if error is None:
+                        future.cancel()
+                    else:
+                        future.set_exception(error)
+            return
+        for future, share in zip(self._waiting, self.split(outcome.result()), strict=True):
+            if not future.done():
+                future.set_result(share)
+
+
+def statement_of(step: Step | Gathering) -> Step:
+    """The statement to run: ``step``, or what a gathering has come to."""
+    return step.taken() if isinstance(step, Gathering) else step
 
 
 VERSIONS_SCHEMA = """
@@ -206,15 +295,16 @@ class Connection(Queries):
         the order of the calls."""
         return asyncio.ensure_future(self.batch(steps, transaction=transaction, synced=synced))
 
-    def share(self, step: Step) -> asyncio.Future[list[Row]]:
+    def share(self, step: Step | Gathering) -> asyncio.Future[list[Row]]:
         """One statement that may share a trip (and its transaction) with the
         others handed over meanwhile; handed over now, the future of its
         rows. If a shared trip fails, each of its statements goes again
-        alone, so that a failing statement fails its own caller only. This
+        alone, so that a failing statement fails its own caller only. A
+        ``Gathering`` becomes its statement when its trip leaves. This
         default runs it alone."""
 
         async def alone() -> list[Row]:
-            return (await self.batch([step], transaction=False))[0].rows
+            return (await self.batch([statement_of(step)], transaction=False))[0].rows
 
         return asyncio.ensure_future(alone())
 
@@ -447,7 +537,7 @@ class SQLiteConnection(Connection):
     ) -> asyncio.Future[list[Done]]:
         return self._hand(_PLAN, Trip(list(steps), transaction, synced))
 
-    def share(self, step: Step) -> asyncio.Future[list[Row]]:
+    def share(self, step: Step | Gathering) -> asyncio.Future[list[Row]]:
         return self._hand(_SHARED, step)
 
     def call(self, function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
@@ -575,7 +665,7 @@ class SQLiteConnection(Connection):
         jobs = [job for job in jobs if not job[1].done()]
         if not jobs:
             return
-        steps: list[Step] = [job[2] for job in jobs]
+        steps: list[Step] = [statement_of(job[2]) for job in jobs]
         trip = Trip(steps, len(steps) > 1)
         try:
             if self.on_trip is not None:
@@ -597,7 +687,7 @@ class SQLiteConnection(Connection):
         its own: autocommit); its caller answered with its rows."""
         _, future, step = job
         try:
-            trip = Trip([step], False)
+            trip = Trip([statement_of(step)], False)
             if self.on_trip is not None:
                 self.on_trip(trip)
             outcome: _Outcome = (future, None, _run_steps(db, trip.steps, False)[0].rows)
@@ -891,7 +981,7 @@ class _NotOpen(Connection):
     ) -> asyncio.Future[list[Done]]:
         raise self._refuse()
 
-    def share(self, step: Step) -> asyncio.Future[list[Row]]:
+    def share(self, step: Step | Gathering) -> asyncio.Future[list[Row]]:
         raise self._refuse()
 
 
@@ -932,6 +1022,8 @@ class Store(Queries):
         self._lock = asyncio.Lock()
         #: The task inside ``transaction()`` or ``exclusive()``, if any.
         self._holder: asyncio.Task[Any] | None = None
+        #: Per key, the gathering a caller may still join (``gather``).
+        self._gatherings: dict[Hashable, Gathering] = {}
 
     # -- opening and closing --------------------------------------------------------
 
@@ -1155,10 +1247,46 @@ class Store(Queries):
             return self._writer.share(Step(sql, parameters))
         return self._share_after_lock(Step(sql, parameters))
 
-    async def _share_after_lock(self, step: Step) -> list[Row]:
+    async def _share_after_lock(self, step: Step | Gathering) -> list[Row]:
         async with self._lock:
             running = self._writer.share(step)
         return await running
+
+    def gather(
+        self, key: Hashable, start: Callable[[], Gathering], part: Any
+    ) -> tuple[Gathering, asyncio.Future[list[Row]], int]:
+        """Join the ``Gathering`` under ``key`` whose trip has not left yet,
+        or start one (``start()``) and hand it over as a shared statement
+        (see ``share``): the gathering, the future of this part's rows, and
+        the part's index. Alone, a caller's part goes at once, as its own
+        statement; callers arriving while the connection is busy join the
+        one waiting, so concurrent callers make one statement per trip."""
+        if self._inside():
+            raise StateError(f"the {self.name} store: gather() inside a transaction")
+        gathering = self._gatherings.get(key)
+        if gathering is not None:
+            joined = gathering.add(part)
+            if joined is not None:
+                return gathering, *joined
+        gathering = start()
+        joined = gathering.add(part)
+        if joined is None:
+            raise StateError(f"the {self.name} store: a new gathering took no part")
+        if not self._lock.locked():
+            outcome = self._writer.share(gathering)  # (refused when the store is closed)
+        else:
+            outcome = asyncio.ensure_future(self._share_after_lock(gathering))
+        self._gatherings[key] = gathering  # handed over: the next callers join it
+        gathering.outcome = outcome
+        outcome.add_done_callback(functools.partial(self._gathered, key, gathering))
+        return gathering, *joined
+
+    def _gathered(
+        self, key: Hashable, gathering: Gathering, outcome: asyncio.Future[list[Row]]
+    ) -> None:
+        if self._gatherings.get(key) is gathering:
+            del self._gatherings[key]
+        gathering.settle(outcome)
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[Queries]:

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from pipelines.clock import ManualClock
+from pipelines.errors import StateError
 from pipelines.postgres import PostgresConnection
-from pipelines.store import Done, Row, SQLiteConnection, Step, Trip
+from pipelines.store import Done, Gathering, Row, SQLiteConnection, Step, Trip
 from plugins.queue.store import CROSS_PROCESS_CHECK, LISTENING_CHECK, QueueStore, SendEntry
 from tests.helpers import eventually, held_elsewhere
 
@@ -341,8 +342,11 @@ def claims_counted(store: QueueStore, monkeypatch: pytest.MonkeyPatch) -> list[s
     seen: list[str] = []
     connection = store.connection
 
-    def count(steps: list[Step]) -> None:
-        for step in steps:  # claims go in trips (``Store.grouped``)
+    def count(given: list[Step | Gathering]) -> None:
+        for each in given:  # claims go in trips (``Store.grouped``, ``Store.gather``)
+            # A gathering of receives' claims is one statement, handed over
+            # once (parts join it until it is taken): counted at hand-over.
+            step = each.statement() if isinstance(each, Gathering) else each
             if (
                 step.sql.startswith("UPDATE queue_messages SET")
                 and "WHERE seq IN (SELECT" in step.sql
@@ -362,7 +366,7 @@ def claims_counted(store: QueueStore, monkeypatch: pytest.MonkeyPatch) -> list[s
             count(steps)
             return submit(steps, **options)
 
-        def shared(step: Step) -> asyncio.Future[list[Row]]:
+        def shared(step: Step | Gathering) -> asyncio.Future[list[Row]]:
             count([step])
             return share(step)
 
@@ -540,6 +544,31 @@ async def test_concurrent_consumers_never_receive_a_message_twice_while_it_is_in
         await other.close()
 
 
+async def test_concurrent_consumers_each_get_their_own_and_counts_stay_exact(
+    store: QueueStore,
+) -> None:
+    """Receives and DeleteMessageBatch calls at once (their claims, and their
+    deletes, gathered into one statement while the connection is busy)."""
+    await store.create_queue("q")
+    for start in range(0, 40, 10):
+        await store.send_batch(
+            "q", [SendEntry(f"m{n}", id=str(n)) for n in range(start, start + 10)]
+        )
+    received = await asyncio.gather(*(store.receive("q", 10) for _ in range(4)))
+    bodies = [m.body for mine in received for m in mine]
+    assert sorted(bodies) == sorted(f"m{n}" for n in range(40))  # each once
+    assert all(m.receive_count == 1 for mine in received for m in mine)
+    assert await counts(store, "q") == (0, 40, 0, 0)
+    answers = await asyncio.gather(
+        *(
+            store.delete_batch("q", [(str(n), m.receipt_handle) for n, m in enumerate(mine)])
+            for mine in received
+        )
+    )
+    assert [len(deleted) for deleted, _ in answers] == [len(mine) for mine in received]
+    assert await counts(store, "q") == (0, 0, 0, 0)
+
+
 # SQLite only from here: its trips, shared by concurrent statements while
 # another process holds its write lock.
 
@@ -568,11 +597,15 @@ async def test_claims_and_deletes_sharing_a_trip_each_get_their_own(
         together = [asyncio.create_task(store.receive("q", 10)) for _ in range(3)]
         await asyncio.sleep(0.05)
     received = [await first] + [await task for task in together]
-    claims = [len(trip.steps) for trip in trips]
-    assert claims == [1, 3]  # three claims in one trip (one transaction)
+    # The three claims made one statement (LIMIT 30), in one trip.
+    assert [len(trip.steps) for trip in trips] == [1, 1]
+    assert "LIMIT 10)" in trips[0].steps[0].sql and "LIMIT 30)" in trips[1].steps[0].sql
     bodies = [sorted(m.body for m in messages) for messages in received]
     assert all(len(mine) == 10 for mine in bodies)
     assert sorted(b for mine in bodies for b in mine) == sorted(f"m{n}" for n in range(40))
+    # Each receive's handles are its own: one receipt each, no message twice.
+    handles = [m.receipt_handle for mine in received for m in mine]
+    assert len(set(handles)) == 40
 
     # Their deletes share a trip too; each deletes its own messages, all of them.
     trips.clear()
@@ -588,7 +621,9 @@ async def test_claims_and_deletes_sharing_a_trip_each_get_their_own(
         await asyncio.sleep(0.05)
     await alone
     answers = [await task for task in deleting]
-    assert [len(trip.steps) for trip in trips] == [1, 3]
+    # The three DeleteMessageBatch calls made one statement of 30 handles.
+    assert [len(trip.steps) for trip in trips] == [1, 1]
+    assert len(trips[1].steps[0].parameters) == 30 + 1 + 60
     assert all(deleted == [str(n) for n in range(10)] and not failed for deleted, failed in answers)
     stats = await store.stats("q")  # left: the first's nine others, still in flight
     assert (
@@ -620,3 +655,116 @@ async def test_a_failing_claim_in_a_shared_trip_fails_its_receive_alone(
         await bad
     assert len(await good) == 10  # rolled back with the trip, then claimed alone
     assert [len(trip.steps) for trip in trips] == [1, 2, 1, 1]
+
+
+async def test_a_cancelled_receive_sharing_a_claim_gives_back_its_share_only(
+    sqlite_store: QueueStore,
+) -> None:
+    store = sqlite_store
+    await store.create_queue("q")
+    for start in range(0, 30, 10):
+        await store.send_batch(
+            "q", [SendEntry(f"m{n}", id=str(n)) for n in range(start, start + 10)]
+        )
+    assert await store.receive("q", 1, visibility_timeout=0)  # its retention pass done
+    trips = trips_of(store)
+    async with held_elsewhere(store.path):
+        first = asyncio.create_task(store.receive("q", 10))
+        await eventually(lambda: len(trips) == 1)
+        kept = asyncio.create_task(store.receive("q", 10))
+        cancelled = asyncio.create_task(store.receive("q", 10))
+        await asyncio.sleep(0.05)
+        cancelled.cancel()  # joined the claim, which has not run yet
+        await asyncio.sleep(0.05)
+    assert len(await first) == 10
+    mine = await kept
+    assert len(mine) == 10
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    await eventually(lambda: len(trips) == 3)
+    assert "LIMIT 20)" in trips[1].steps[0].sql  # one claim for both
+    assert (
+        trips[2]
+        .steps[0]
+        .sql.startswith("UPDATE queue_messages SET visible = ?, receives = receives - 1")
+    )
+    # Only the cancelled one's ten are back; the kept ones stay in flight.
+    assert await counts(store, "q") == (10, 20, 0, 0)
+    back = await store.receive("q", 10)
+    assert not {m.body for m in back} & {m.body for m in mine}
+    assert all(m.receive_count == 1 for m in back)  # the cancelled claim not counted
+    await store.delete_batch("q", [(str(n), m.receipt_handle) for n, m in enumerate(mine)])
+    assert await counts(store, "q") == (0, 20, 0, 0)
+
+
+async def test_deletes_naming_one_message_with_two_handles_go_apart(
+    sqlite_store: QueueStore, clock: ManualClock
+) -> None:
+    """One DELETE matches each seq with one token: a stale handle and the
+    valid one of a message go in two statements, and the valid one deletes."""
+    store = sqlite_store
+    await store.create_queue("q")
+    await store.send_batch("q", [SendEntry("m", id="m"), SendEntry("other", id="o")])
+    got = await store.receive("q", 10, visibility_timeout=0)
+    stale = next(m.receipt_handle for m in got if m.body == "m")
+    clock.jump(1)
+    again = await store.receive("q", 10)
+    valid = next(m.receipt_handle for m in again if m.body == "m")
+    other = next(m.receipt_handle for m in again if m.body == "other")
+    trips = trips_of(store)
+    async with held_elsewhere(store.path):
+        alone = asyncio.create_task(store.delete("q", other))
+        await eventually(lambda: len(trips) == 1)
+        deleting = [asyncio.create_task(store.delete("q", h)) for h in (stale, valid)]
+        await asyncio.sleep(0.05)
+    await alone
+    for task in deleting:
+        await task  # an old handle is accepted on a standard queue
+    assert [len(trip.steps) for trip in trips] == [1, 2]
+    assert await counts(store, "q") == (0, 0, 0, 0)
+
+
+async def test_a_gathered_claim_redrives_and_shares_what_it_claims(
+    sqlite_store: QueueStore, clock: ManualClock
+) -> None:
+    store = sqlite_store
+    await store.create_queue("dlq")
+    policy = {"dead_letter_queue": "dlq", "max_receive_count": 1}
+    await store.create_queue("q", {"redrive_policy": policy})
+    await store.send_batch("q", [SendEntry(f"old{n}", id=str(n)) for n in range(10)])
+    assert len(await store.receive("q", 10, visibility_timeout=0)) == 10  # received once
+    clock.jump(1)
+    await store.send_batch("q", [SendEntry(f"new{n}", id=str(n)) for n in range(10)])
+    await store.send("q", "new10")
+    trips = trips_of(store)
+    async with held_elsewhere(store.path):
+        first = asyncio.create_task(store.receive("q", 1))  # old0: it moves on
+        await eventually(lambda: len(trips) == 1)
+        together = [asyncio.create_task(store.receive("q", 10)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+    assert await first == []  # old0 moved on
+    shares = [await task for task in together]
+    assert "LIMIT 20)" in trips[1].steps[0].sql
+    # The older nine moved to the dead-letter queue; the first share's
+    # tenth and the second share's ten are the new ones, in order.
+    assert [m.body for m in shares[0]] == ["new0"]
+    assert [m.body for m in shares[1]] == [f"new{n}" for n in range(1, 11)]
+    assert await counts(store, "q") == (0, 11, 0, 0)
+    assert (await counts(store, "dlq"))[0] == 10
+
+
+async def test_receives_and_deletes_on_a_closed_store_are_refused_each_time(
+    state_location: str, clock: ManualClock
+) -> None:
+    """A gathered claim or delete that cannot be handed over leaves nothing
+    behind for the next caller to join and wait on forever."""
+    store = await QueueStore.open(state_location, clock)
+    await store.create_queue("q")
+    await store.send("q", "m")
+    [message] = await store.receive("q")  # its retention pass done
+    await store.close()
+    for _ in range(2):
+        with pytest.raises(StateError, match="not open"):
+            await asyncio.wait_for(store.receive("q"), 5)
+        with pytest.raises(StateError, match="not open"):
+            await asyncio.wait_for(store.delete("q", message.receipt_handle), 5)

@@ -22,9 +22,14 @@ receive and its release, DeleteMessageBatch) go through ``Store.grouped``:
 alone, one goes at once in autocommit mode; those of concurrent callers
 handed over while a trip is under way share the next trip and its
 transaction, in the order submitted, so several consumers make fewer,
-bigger commits. Each claim is still its own statement with its own receipt
-token: a later claim in the same transaction sees the earlier one's rows
-as in flight. A send checks and prepares each entry in one pass, and makes
+bigger commits. On a standard queue, the claims of concurrent receives
+(same visibility timeout) and their DeleteMessageBatch calls go further
+(``Store.gather``): those arriving while one waits for its trip join it,
+one statement for all (``_Claims``: LIMIT their sum, one receipt token,
+the claimed rows shared out in the queue's order, each receive its own;
+``_Deletes``: every handle in one DELETE). A FIFO queue's claims stay
+one statement each: a gathered claim could hand one group's messages to
+two receives. A send checks and prepares each entry in one pass, and makes
 its results while its INSERT runs; what only SQS's answers show (a sent
 body's MD5, a received message's system and message attributes) is made
 when first read, not for every message. The statements of a claim and of
@@ -64,7 +69,7 @@ import orjson
 from pipelines.clock import Clock, sleep
 from pipelines.errors import QueueError, StateError
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
-from pipelines.store import Dialect, Queries, Row, Step, Store, Upkeep
+from pipelines.store import Dialect, Gathering, Queries, Row, Step, Store, Upkeep
 
 log = logging.getLogger("plugins.queue")
 
@@ -1829,6 +1834,8 @@ class QueueStore(Store):
         """Claim messages; if the caller is cancelled meanwhile, the claim (which
         goes on in SQLite's thread) is undone, so no receive is used up unseen."""
         await self._expire_now_and_then(queue)
+        if not queue.fifo:
+            return await self._claim_gathered(queue, limit, timeout)
         token = _RANDOM.hex32()
         try:
             return await self._claim(queue, limit, timeout, token)
@@ -1844,6 +1851,49 @@ class QueueStore(Store):
             "UPDATE queue_messages SET visible = ?, receives = receives - 1, receipt = NULL"
             " WHERE queue = ? AND receipt = ? RETURNING seq",
             (self.clock.time(), queue.name, token),
+        )
+        if released:
+            await self._announce(queue.name, len(released))
+
+    async def _claim_gathered(self, queue: _Queue, limit: int, timeout: int) -> list[Message]:
+        """A standard queue's claim, in one statement with those of the
+        receives of the queue (same visibility timeout) that come while it
+        waits for its trip: concurrent consumers make one claim per trip.
+        Each receive gets its own share of the rows, never another's."""
+        attributes = queue.attributes
+        gathering, share, index = self.gather(
+            ("claim", queue.name, timeout, id(attributes)),
+            functools.partial(_Claims, self, queue, timeout),
+            limit,
+        )
+        try:
+            rows = await share
+        except asyncio.CancelledError:
+            # Its share is claimed with the others': given back once known.
+            await asyncio.shield(self._release_share(queue, gathering, index))
+            raise
+        assert isinstance(gathering, _Claims)
+        return await self._claimed(queue, rows, gathering.token, gathering.dead_letter)
+
+    async def _release_share(self, queue: _Queue, gathering: Gathering, index: int) -> None:
+        """Give back what a cancelled receive's share of a gathered claim
+        took (the others' stays theirs), once the claim has run."""
+        assert isinstance(gathering, _Claims) and gathering.outcome is not None
+        try:
+            rows = await gathering.outcome
+        except Exception:  # the claim failed: nothing was taken
+            return
+        share = gathering.split(rows)[index]
+        seqs = [row[1] for row in share if row[0] == queue.name]
+        if len(seqs) < len(share):
+            await self._moved(queue, gathering.dead_letter, len(share) - len(seqs))
+        if not seqs:
+            return
+        released = await self.grouped(
+            "UPDATE queue_messages SET visible = ?, receives = receives - 1, receipt = NULL"
+            f" WHERE seq IN ({self.dialect.marks(len(seqs))})"
+            f" AND {self.dialect.unindexed('queue')} = ? AND receipt = ? RETURNING seq",
+            (self.clock.time(), *seqs, queue.name, gathering.token),
         )
         if released:
             await self._announce(queue.name, len(released))
@@ -1885,17 +1935,27 @@ class QueueStore(Store):
             rows = (await self.batch([key, claim]))[1].rows
         else:
             rows = await self.grouped(claim.sql, claim.parameters)
+        return await self._claimed(queue, sorted(rows, key=lambda row: row[1]), token, dead_letter)
+
+    async def _claimed(
+        self, queue: _Queue, rows: list[Row], token: str, dead_letter: str
+    ) -> list[Message]:
+        """The messages of a claim's ``rows`` (in order); those that moved to
+        the dead-letter queue instead are announced there."""
         messages = []
         moved = 0
-        for row in sorted(rows, key=lambda row: row[1]):
+        for row in rows:
             if row[0] != queue.name:
                 moved += 1
                 continue
             messages.append(self._message(queue, row, token))
         if moved:
-            log.info("%d messages of queue %s moved to %s", moved, queue.name, dead_letter)
-            await self._announce(dead_letter, moved)
+            await self._moved(queue, dead_letter, moved)
         return messages
+
+    async def _moved(self, queue: _Queue, dead_letter: str, count: int) -> None:
+        log.info("%d messages of queue %s moved to %s", count, queue.name, dead_letter)
+        await self._announce(dead_letter, count)
 
     def _message(self, queue: _Queue, row: Row, token: str) -> Message:
         return Message.received(row, _receipt(row[1], token), queue.fifo)
@@ -1935,16 +1995,23 @@ class QueueStore(Store):
                 deleted.append(entry_id)
         if not handles:
             return deleted, failed
+        if not queue.fifo:
+            # On a standard queue an old handle is accepted and deletes nothing:
+            # no row to return, no answer to wait for but the commit. One
+            # statement with the DeleteMessageBatch calls on the queue that
+            # come while it waits for its trip.
+            _, done, _ = self.gather(
+                ("delete", queue.name),
+                functools.partial(_Deletes, self.dialect, queue.name),
+                handles,
+            )
+            await done
+            return deleted, failed
         deleting = _deleting(self.dialect, len(handles))
         parameters: list[int | str] = [seq for seq, _ in handles]
         parameters.append(queue.name)
         for pair in handles:
             parameters += pair
-        if not queue.fifo:
-            # On a standard queue an old handle is accepted and deletes nothing:
-            # no row to return, no answer to wait for but the commit.
-            await self.grouped(deleting, parameters)
-            return deleted, failed
         # On a FIFO queue a handle expires with its visibility timeout (SQS then
         # refuses it): the rows deleted say which were still valid.
         rows = await self.grouped(
@@ -2092,6 +2159,83 @@ class QueueStore(Store):
             if offset + chunk < len(seqs) and due > self.clock.time():
                 await sleep(self.clock, due - self.clock.time())
         return moved
+
+
+class _Claims(Gathering):
+    """The claims of concurrent receives of one standard queue, as one
+    statement: each part a receive's limit, the statement's LIMIT their sum,
+    one receipt token for all (a handle is the message's seq and the token:
+    each still its own). The claimed rows, in the queue's order (seq), go
+    to the parts in turn: each receive gets the next ``limit`` of them, so
+    no two get the same message, and none more than it asked for."""
+
+    def __init__(self, store: QueueStore, queue: _Queue, timeout: int) -> None:
+        super().__init__()
+        now = store.clock.time()
+        self.dialect = store.dialect
+        # Held: its id is in the store's key for this gathering (receives of
+        # the queue with other attributes start their own).
+        self.attributes = queue.attributes
+        redrive = queue.attributes.redrive_policy
+        self.redrive = redrive is not None
+        self.dead_letter = queue.name if redrive is None else redrive.dead_letter_queue
+        self.token = _RANDOM.hex32()
+        self.parameters = {
+            "queue": queue.name,
+            "now": now,
+            "expiry": now - queue.attributes.message_retention_period,
+            "max_receives": 1 << 62 if redrive is None else redrive.max_receive_count,
+            "dead_letter": self.dead_letter,
+            "fifo": False,
+            "until": now + timeout,
+            "token": self.token,
+        }
+        self._shares: list[list[Row]] | None = None
+
+    def statement(self) -> Step:
+        limit = sum(self.parts)
+        return Step(_claim_sql(self.dialect, False, limit, self.redrive), self.parameters)
+
+    def split(self, rows: list[Row]) -> list[list[Row]]:
+        if self._shares is None:  # (a cancelled receive's release asks again)
+            ordered = sorted(rows, key=lambda row: row[1])
+            self._shares = []
+            start = 0
+            for limit in self.parts:
+                self._shares.append(ordered[start : start + limit])
+                start += limit
+        return self._shares
+
+
+class _Deletes(Gathering):
+    """The DeleteMessageBatch calls on one standard queue, as one statement:
+    each part a call's (seq, receipt token) pairs. A message named by a part
+    already in starts another statement: the statement matches each seq
+    with one token, and both handles may not be the valid one."""
+
+    def __init__(self, dialect: Dialect, queue_name: str) -> None:
+        super().__init__()
+        self.dialect = dialect
+        self.queue_name = queue_name
+        self._seqs: set[int] = set()
+
+    def accepts(self, part: Any) -> bool:
+        seqs = {seq for seq, _ in part}
+        if not self._seqs.isdisjoint(seqs):
+            return False
+        self._seqs |= seqs
+        return True
+
+    def statement(self) -> Step:
+        handles = [pair for part in self.parts for pair in part]
+        parameters: list[int | str] = [seq for seq, _ in handles]
+        parameters.append(self.queue_name)
+        for pair in handles:
+            parameters += pair
+        return Step(_deleting(self.dialect, len(handles)), parameters)
+
+    def split(self, rows: list[Row]) -> list[list[Row]]:
+        return [[] for _ in self.parts]
 
 
 _RETURNED = (
