@@ -14,15 +14,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-import click
-
+from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
-from pipelines.targets import TargetType
 
 if TYPE_CHECKING:
+    import click
+
     from pipelines.api import Service
     from pipelines.api.services import ApiHost
     from pipelines.store import Store
+    from pipelines.targets import TargetType
 
 
 @hookimpl
@@ -34,9 +35,13 @@ def register_targets(register: Callable[[TargetType], None]) -> None:
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    from plugins.firehose.cli import firehose_group
-
-    cli.add_command(firehose_group)
+    cli.add_command(
+        LazyCommand(
+            "firehose",
+            "plugins.firehose.cli:firehose_group",
+            "Delivery streams (Kinesis Data Firehose) of a pipeline.",
+        )
+    )
 
 
 @hookimpl

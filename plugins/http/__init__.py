@@ -13,16 +13,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pipelines.hookspecs import hookimpl
-from pipelines.targets import TargetType
-from plugins.http.destination import ApiDestinationType, ConnectionType
-from plugins.http.webhook import WebhookType
 
 if TYPE_CHECKING:
     from pipelines.api.services import Service
+    from pipelines.targets import TargetType
 
 
 @hookimpl
 def register_targets(register: Callable[[TargetType], None]) -> None:
+    from plugins.http.destination import ApiDestinationType, ConnectionType
+    from plugins.http.webhook import WebhookType
+
     register(ConnectionType())
     register(ApiDestinationType())
     register(WebhookType())

@@ -13,28 +13,34 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import click
-
+from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
-from pipelines.targets import TargetType
-from plugins.logs.target import LogGroupType
 
 if TYPE_CHECKING:
+    import click
+
     from pipelines.api import Service
     from pipelines.console.sections import Section
     from pipelines.store import Store
+    from pipelines.targets import TargetType
 
 
 @hookimpl
 def register_targets(register: Callable[[TargetType], None]) -> None:
+    from plugins.logs.target import LogGroupType
+
     register(LogGroupType())
 
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    from plugins.logs.cli import logs_group
-
-    cli.add_command(logs_group)
+    cli.add_command(
+        LazyCommand(
+            "logs",
+            "plugins.logs.cli:logs_group",
+            "Log groups with CloudWatch Logs' semantics, in a pipeline's state database.",
+        )
+    )
 
 
 @hookimpl

@@ -6,12 +6,16 @@ their subscriptions through the broker. See docs/mqtt.md.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pipelines.hookspecs import hookimpl
-from pipelines.targets import TargetType
-from plugins.mqtt.target import MqttType
+
+if TYPE_CHECKING:
+    from pipelines.targets import TargetType
 
 
 @hookimpl
 def register_targets(register: Callable[[TargetType], None]) -> None:
+    from plugins.mqtt.target import MqttType
+
     register(MqttType())

@@ -12,29 +12,35 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import click
-
+from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
-from pipelines.targets import TargetType
-from plugins.queue.target import QueueType
 
 if TYPE_CHECKING:
+    import click
+
     # the endpoint's code loads only when an endpoint starts
     from pipelines.api.services import Service
     from pipelines.console.sections import Section
     from pipelines.store import Store
+    from pipelines.targets import TargetType
 
 
 @hookimpl
 def register_targets(register: Callable[[TargetType], None]) -> None:
+    from plugins.queue.target import QueueType
+
     register(QueueType())
 
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    from plugins.queue.cli import queue_group
-
-    cli.add_command(queue_group)
+    cli.add_command(
+        LazyCommand(
+            "queue",
+            "plugins.queue.cli:queue_group",
+            "Durable queues with SQS's semantics, in a pipeline's state database.",
+        )
+    )
 
 
 @hookimpl

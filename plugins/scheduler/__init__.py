@@ -13,27 +13,33 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import click
-
+from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
-from pipelines.targets import TargetType
-from plugins.scheduler.target import SchedulerType
 
 if TYPE_CHECKING:
+    import click
+
     from pipelines.api import Service
     from pipelines.store import Store
+    from pipelines.targets import TargetType
 
 
 @hookimpl
 def register_targets(register: Callable[[TargetType], None]) -> None:
+    from plugins.scheduler.target import SchedulerType
+
     register(SchedulerType())
 
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    from plugins.scheduler.cli import schedules_group
-
-    cli.add_command(schedules_group)
+    cli.add_command(
+        LazyCommand(
+            "schedules",
+            "plugins.scheduler.cli:schedules_group",
+            "EventBridge Scheduler's schedules of a pipeline (schedules: and the scheduler API).",
+        )
+    )
 
 
 @hookimpl

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -61,6 +62,10 @@ def register_restorers(register: Callable[[Callable[[ApiHost], Awaitable[None]]]
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    from plugins.schemas.cli import schemas_group
-
-    cli.add_command(schemas_group)
+    cli.add_command(
+        LazyCommand(
+            "schemas",
+            "plugins.schemas.cli:schemas_group",
+            "The schema registry: registries, schemas, code bindings, discovery.",
+        )
+    )

@@ -46,6 +46,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -79,6 +80,10 @@ def register_services(register: Callable[[Service], None]) -> None:
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    from plugins.states.cli import sfn_group
-
-    cli.add_command(sfn_group)
+    cli.add_command(
+        LazyCommand(
+            "sfn",
+            "plugins.states.cli:sfn_group",
+            "State machines (Step Functions) and their executions.",
+        )
+    )

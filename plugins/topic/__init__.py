@@ -12,27 +12,33 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import click
-
+from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
-from pipelines.targets import TargetType
-from plugins.topic.target import TopicType
 
 if TYPE_CHECKING:
+    import click
+
     from pipelines.api import Service
     from pipelines.store import Store
+    from pipelines.targets import TargetType
 
 
 @hookimpl
 def register_targets(register: Callable[[TargetType], None]) -> None:
+    from plugins.topic.target import TopicType
+
     register(TopicType())
 
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    from plugins.topic.cli import topic_group
-
-    cli.add_command(topic_group)
+    cli.add_command(
+        LazyCommand(
+            "topic",
+            "plugins.topic.cli:topic_group",
+            "SNS-style topics declared in a pipeline's config.",
+        )
+    )
 
 
 @hookimpl
