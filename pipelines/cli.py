@@ -1074,28 +1074,24 @@ def alarms_set_state_command(
     echo_output(described, output)
 
 
-def _add_cloudformation_commands() -> None:
-    # Imported when used: pipelines.cloudformation imports the whole config
-    # layer, which no other command's start needs.
-    cli.add_command(
-        LazyCommand(
-            "import",
-            "pipelines.cloudformation.cli:import_command",
-            "Import CloudFormation or SAM TEMPLATES (YAML or JSON; several: in the order"
-            " given, a later one may Fn::ImportValue an earlier one's exports) as a"
-            " pipeline config.",
-        )
-    )
-    cli.add_command(
-        LazyCommand(
-            "export",
-            "pipelines.cloudformation.cli:export_command",
-            "Export pipeline CONFIGS (merged) as the CloudFormation template they correspond to.",
-        )
-    )
-
-
-_add_cloudformation_commands()
+#: Built-in commands imported when used: pipelines.cloudformation imports the
+#: whole config layer, which no other command's start needs.
+LAZY_COMMANDS = (
+    LazyCommand(
+        "import",
+        "pipelines.cloudformation.cli:import_command",
+        "Import CloudFormation or SAM TEMPLATES (YAML or JSON; several: in the order"
+        " given, a later one may Fn::ImportValue an earlier one's exports) as a"
+        " pipeline config.",
+    ),
+    LazyCommand(
+        "export",
+        "pipelines.cloudformation.cli:export_command",
+        "Export pipeline CONFIGS (merged) as the CloudFormation template they correspond to.",
+    ),
+)
+for _command in LAZY_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

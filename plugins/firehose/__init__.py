@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
+from pipelines.targets import LazyTargetType
 
 if TYPE_CHECKING:
     import click
@@ -23,14 +24,12 @@ if TYPE_CHECKING:
     from pipelines.api import Service
     from pipelines.api.services import ApiHost
     from pipelines.store import Store
-    from pipelines.targets import TargetType
 
 
 @hookimpl
-def register_targets(register: Callable[[TargetType], None]) -> None:
-    from plugins.firehose.target import FirehoseType
-
-    register(FirehoseType())
+def register_targets(register: Callable[[LazyTargetType], None]) -> None:
+    # By name: the implementation is imported when a config uses the type.
+    register(LazyTargetType("firehose", "plugins.firehose.target:FirehoseType"))
 
 
 @hookimpl

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
+from pipelines.targets import LazyTargetType
 
 if TYPE_CHECKING:
     import click
@@ -22,14 +23,12 @@ if TYPE_CHECKING:
     from pipelines.api import Service
     from pipelines.console.sections import Section
     from pipelines.store import Store
-    from pipelines.targets import TargetType
 
 
 @hookimpl
-def register_targets(register: Callable[[TargetType], None]) -> None:
-    from plugins.logs.target import LogGroupType
-
-    register(LogGroupType())
+def register_targets(register: Callable[[LazyTargetType], None]) -> None:
+    # By name: the implementation is imported when a config uses the type.
+    register(LazyTargetType("log_group", "plugins.logs.target:LogGroupType"))
 
 
 @hookimpl

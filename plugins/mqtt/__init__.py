@@ -6,16 +6,12 @@ their subscriptions through the broker. See docs/mqtt.md.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from pipelines.hookspecs import hookimpl
-
-if TYPE_CHECKING:
-    from pipelines.targets import TargetType
+from pipelines.targets import LazyTargetType
 
 
 @hookimpl
-def register_targets(register: Callable[[TargetType], None]) -> None:
-    from plugins.mqtt.target import MqttType
-
-    register(MqttType())
+def register_targets(register: Callable[[LazyTargetType], None]) -> None:
+    # By name: the implementation is imported when a config uses the type.
+    register(LazyTargetType("mqtt", "plugins.mqtt.target:MqttType"))

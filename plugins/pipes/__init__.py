@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
+from pipelines.targets import LazyTargetType
 
 if TYPE_CHECKING:
     import click
@@ -22,14 +23,12 @@ if TYPE_CHECKING:
     from pipelines.api import Service
     from pipelines.api.services import ApiHost
     from pipelines.store import Store
-    from pipelines.targets import TargetType
 
 
 @hookimpl
-def register_targets(register: Callable[[TargetType], None]) -> None:
-    from plugins.pipes.pipe import PipeType
-
-    register(PipeType())
+def register_targets(register: Callable[[LazyTargetType], None]) -> None:
+    # By name: the implementation is imported when a config uses the type.
+    register(LazyTargetType("pipe", "plugins.pipes.pipe:PipeType"))
 
 
 @hookimpl

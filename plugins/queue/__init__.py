@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
+from pipelines.targets import LazyTargetType
 
 if TYPE_CHECKING:
     import click
@@ -22,14 +23,12 @@ if TYPE_CHECKING:
     from pipelines.api.services import Service
     from pipelines.console.sections import Section
     from pipelines.store import Store
-    from pipelines.targets import TargetType
 
 
 @hookimpl
-def register_targets(register: Callable[[TargetType], None]) -> None:
-    from plugins.queue.target import QueueType
-
-    register(QueueType())
+def register_targets(register: Callable[[LazyTargetType], None]) -> None:
+    # By name: the implementation is imported when a config uses the type.
+    register(LazyTargetType("queue", "plugins.queue.target:QueueType"))
 
 
 @hookimpl

@@ -48,20 +48,19 @@ from typing import TYPE_CHECKING
 
 from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
+from pipelines.targets import LazyTargetType
 
 if TYPE_CHECKING:
     import click
 
     from pipelines.api.services import Service
     from pipelines.store import Store
-    from pipelines.targets import TargetType
 
 
 @hookimpl
-def register_targets(register: Callable[[TargetType], None]) -> None:
-    from plugins.states.target import StateMachineType
-
-    register(StateMachineType())
+def register_targets(register: Callable[[LazyTargetType], None]) -> None:
+    # By name: the implementation is imported when a config uses the type.
+    register(LazyTargetType("state_machine", "plugins.states.target:StateMachineType"))
 
 
 @hookimpl

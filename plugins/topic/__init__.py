@@ -14,20 +14,19 @@ from typing import TYPE_CHECKING
 
 from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
+from pipelines.targets import LazyTargetType
 
 if TYPE_CHECKING:
     import click
 
     from pipelines.api import Service
     from pipelines.store import Store
-    from pipelines.targets import TargetType
 
 
 @hookimpl
-def register_targets(register: Callable[[TargetType], None]) -> None:
-    from plugins.topic.target import TopicType
-
-    register(TopicType())
+def register_targets(register: Callable[[LazyTargetType], None]) -> None:
+    # By name: the implementation is imported when a config uses the type.
+    register(LazyTargetType("topic", "plugins.topic.target:TopicType"))
 
 
 @hookimpl
