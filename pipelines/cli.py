@@ -20,6 +20,7 @@ import click
 
 from pipelines import __version__
 from pipelines.clikit import (
+    LazyCommand,
     echo_output,
     echo_table,
     output_option,
@@ -38,7 +39,6 @@ from pipelines.errors import (
     PatternError,
     PipelinesError,
 )
-from pipelines.patterns import evaluate_pattern, explain_pattern
 
 if TYPE_CHECKING:
     from pipelines.config import PipelineConfig
@@ -113,12 +113,25 @@ class _Commands(click.Group):
         get_plugin_manager().hook.register_commands(cli=self)
         self.commands.update(built_in)  # a plugin cannot replace a built-in command
 
+    #: True while ``--help`` lists the commands: a ``LazyCommand`` is listed
+    #: from its summary, not imported.
+    _listing = False
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
         if command is None:
             self._add_plugin_commands()
             command = super().get_command(ctx, cmd_name)
+        if isinstance(command, LazyCommand) and not self._listing:
+            command = self.commands[cmd_name] = command.load()
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            self._listing = False
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         with contextlib.suppress(PipelinesError):  # a broken plugin says so when used
@@ -174,6 +187,8 @@ def test_pattern(pattern: str, event: str, explain: bool, output: str) -> None:
     each branch of the pattern (its $or alternatives), each field whose
     conditions the event fails, with the event's values there.
     """
+    from pipelines.patterns import evaluate_pattern, explain_pattern
+
     try:
         if explain:
             explanation = explain_pattern(read_argument(pattern), read_argument(event))
@@ -1059,14 +1074,24 @@ def alarms_set_state_command(
     echo_output(described, output)
 
 
-def _add_cloudformation_commands() -> None:
-    from pipelines.cloudformation.cli import export_command, import_command
-
-    cli.add_command(import_command)
-    cli.add_command(export_command)
-
-
-_add_cloudformation_commands()
+#: Built-in commands imported when used: pipelines.cloudformation imports the
+#: whole config layer, which no other command's start needs.
+LAZY_COMMANDS = (
+    LazyCommand(
+        "import",
+        "pipelines.cloudformation.cli:import_command",
+        "Import CloudFormation or SAM TEMPLATES (YAML or JSON; several: in the order"
+        " given, a later one may Fn::ImportValue an earlier one's exports) as a"
+        " pipeline config.",
+    ),
+    LazyCommand(
+        "export",
+        "pipelines.cloudformation.cli:export_command",
+        "Export pipeline CONFIGS (merged) as the CloudFormation template they correspond to.",
+    ),
+)
+for _command in LAZY_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import signal
@@ -35,13 +36,65 @@ from typing import Any, TypeVar
 
 import click
 
-from pipelines.errors import PipelinesError
+from pipelines.errors import PipelinesError, PluginError
 from pipelines.store import Location, Store, existing, location_of
 
 T = TypeVar("T")
 Command = TypeVar("Command", bound=Callable[..., Any])
 
 OUTPUT_FORMATS = ("json", "jsonl", "table")
+
+
+# -- commands imported when used ------------------------------------------------
+
+
+class LazyCommand(click.Command):
+    """A command known by its name and summary until it is used, then imported
+    from ``target`` (``"package.module:attribute"``), so a ``pipelines`` run
+    imports only the commands it runs: ``pipelines --help`` lists this one
+    from the summary alone.
+
+    ``summary`` must be the first sentence of the real command's help (or its
+    ``short_help``), so the listing is the same either way; ``hidden`` as the
+    real command's. The ``pipelines`` group swaps the real command in the
+    first time it looks one up by name (``cli.get_command``), so everything
+    but the listing (running it, its ``--help``, walking the command tree)
+    sees the real command. In another group it still runs: ``make_context``
+    is the real command's. For a plugin's ``register_commands``::
+
+        cli.add_command(LazyCommand("queue", "plugins.queue.cli:queue_group",
+                                    "Durable queues with SQS's semantics, ..."))
+    """
+
+    def __init__(self, name: str, target: str, summary: str, *, hidden: bool = False) -> None:
+        super().__init__(name, help=summary, hidden=hidden, add_help_option=False)
+        self.target = target
+        self._loaded: click.Command | None = None
+
+    def load(self) -> click.Command:
+        """The real command: ``target`` imported (once), checked to be a command
+        of this name."""
+        if self._loaded is None:
+            self._loaded = self._import()
+        return self._loaded
+
+    def _import(self) -> click.Command:
+        module_name, _, attribute = self.target.partition(":")
+        found = getattr(importlib.import_module(module_name), attribute, None)
+        if not isinstance(found, click.Command):
+            raise PluginError(f"command {self.name!r}: {self.target} is not a click command")
+        if found.name != self.name:
+            raise PluginError(f"command {self.name!r}: {self.target} is the command {found.name!r}")
+        return found
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        return self.load().make_context(info_name, args, parent, **extra)
 
 
 # -- where the state is ---------------------------------------------------------

@@ -29,21 +29,24 @@ if TYPE_CHECKING:
     from pipelines.api.services import ApiHost, Service
     from pipelines.console.sections import Section
     from pipelines.store import Store
-    from pipelines.targets import TargetType
+    from pipelines.targets import LazyTargetType, TargetType
 
 hookspec = pluggy.HookspecMarker("pipelines")
 hookimpl = pluggy.HookimplMarker("pipelines")
 
 
 @hookspec
-def register_targets(register: Callable[[TargetType], None]) -> None:
+def register_targets(register: Callable[[TargetType | LazyTargetType], None]) -> None:
     """Register target types: the kinds of thing a rule can deliver events to.
 
     Called once, when the plugin manager first collects target types (before
     any bus starts). ``register`` takes one ``pipelines.targets.TargetType``
     per call; call it once for each type the plugin provides. A type's
     ``name`` must be unique across all plugins, or loading fails naming both
-    plugins.
+    plugins. Every command collects them, so prefer registering a
+    ``pipelines.targets.LazyTargetType`` (the type's name and
+    ``"module:Class"``): the type's module is then imported only when a
+    config or the API uses the type.
 
     Must return None; what counts is the calls to ``register``.
     """
@@ -58,6 +61,10 @@ def register_commands(cli: click.Group) -> None:
     ``cli`` is the top-level ``click.Group``: add to it with ``@cli.command()``,
     ``@cli.group()`` or ``cli.add_command``. Prefer one group named after the
     plugin (``pipelines queue ...``); a name already taken is not replaced.
+    Every command of the CLI but a built-in one calls this, so add a
+    ``pipelines.clikit.LazyCommand`` (the command's name, ``"module:group"``
+    and its help's first sentence): its module is then imported only when
+    the command runs, not to list it in ``pipelines --help``.
     Keep each command a thin layer over a public function of the plugin, and
     raise ``PipelinesError`` for what the user must fix: it is printed as one
     line. ``pipelines.clikit`` has the rest: ``state_options`` and

@@ -7,7 +7,7 @@ load exactly as a third-party plugin does.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
@@ -17,7 +17,7 @@ import pluggy
 
 from pipelines import hookspecs
 from pipelines.errors import PluginError
-from pipelines.targets import TargetType
+from pipelines.targets import LazyTargetType, TargetType
 
 ENTRY_POINT_GROUP = "pipelines"
 #: Our own distribution: its entry points are the built-in plugins.
@@ -57,22 +57,56 @@ def load_plugins(allowed: str | None = None) -> pluggy.PluginManager:
     return manager
 
 
-def target_types(manager: pluggy.PluginManager | None = None) -> dict[str, TargetType]:
+class TargetTypes(Mapping[str, TargetType]):
+    """Every registered target type by name, in name order. A type registered
+    as a ``LazyTargetType`` is imported the first time it is looked up, so
+    only the types a command meets are: iterating the names imports nothing."""
+
+    def __init__(self, found: Mapping[str, tuple[TargetType | LazyTargetType, str]]) -> None:
+        self._found = dict(sorted(found.items()))
+
+    def __getitem__(self, name: str) -> TargetType:
+        registered, plugin_name = self._found[name]
+        if isinstance(registered, TargetType):
+            return registered
+        try:
+            loaded = registered.load()
+        except Exception as exc:  # a broken plugin must say which one it is
+            raise PluginError(
+                f"plugin {plugin_name!r}: target type {name!r} ({registered.factory})"
+                f" failed to load: {exc}"
+            ) from exc
+        self._found[name] = (loaded, plugin_name)
+        return loaded
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._found)
+
+    def __len__(self) -> int:
+        return len(self._found)
+
+
+def target_types(manager: pluggy.PluginManager | None = None) -> TargetTypes:
     """Every registered target type by name; a name registered twice is an error."""
-    found = _registered_targets(manager or get_plugin_manager())
-    return {name: target_type for name, (target_type, _) in sorted(found.items())}
+    return TargetTypes(_registered_targets(manager or get_plugin_manager()))
 
 
-def _registered_targets(manager: pluggy.PluginManager) -> dict[str, tuple[TargetType, str]]:
-    """Each target type name with its type and the plugin that registered it."""
-    found: dict[str, tuple[TargetType, str]] = {}
+def _registered_targets(
+    manager: pluggy.PluginManager,
+) -> dict[str, tuple[TargetType | LazyTargetType, str]]:
+    """Each target type name with its type (or its lazy registration) and the
+    plugin that registered it."""
+    found: dict[str, tuple[TargetType | LazyTargetType, str]] = {}
     for implementation in manager.hook.register_targets.get_hookimpls():
         plugin_name = implementation.plugin_name
 
-        def register(target_type: TargetType, plugin_name: str = plugin_name) -> None:
-            if not isinstance(target_type, TargetType):
+        def register(
+            target_type: TargetType | LazyTargetType, plugin_name: str = plugin_name
+        ) -> None:
+            if not isinstance(target_type, TargetType | LazyTargetType):
                 raise PluginError(
-                    f"plugin {plugin_name!r} registered {target_type!r}, which is not a TargetType"
+                    f"plugin {plugin_name!r} registered {target_type!r}, which is not a"
+                    " TargetType (nor a LazyTargetType)"
                 )
             if target_type.name in found:
                 other = found[target_type.name][1]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import random
 from abc import ABC, abstractmethod
@@ -29,6 +30,7 @@ from pipelines.errors import (
     ConfigError,
     DeliveryError,
     PipelinesError,
+    PluginError,
     Where,
 )
 from pipelines.event import dump_json
@@ -422,6 +424,32 @@ class TargetType(ABC):
 
         Raise ``ConfigError`` naming the field. No I/O here: ``Target.start`` does it.
         """
+
+
+@dataclass(frozen=True, slots=True)
+class LazyTargetType:
+    """A target type registered by its name alone: its module is imported, and
+    ``factory`` (``"package.module:attribute"``, a ``TargetType`` subclass or
+    a function of no arguments returning one) called, the first time a config,
+    the schema or the API looks the type up by name (``target_types()[name]``).
+    A command that never meets the type (``pipelines validate`` of a config
+    without it, ``pipelines --help``) never imports its implementation."""
+
+    name: str
+    factory: str
+
+    def load(self) -> TargetType:
+        """The target type: ``factory`` imported and called, checked to be a
+        ``TargetType`` of this name."""
+        module_name, _, attribute = self.factory.partition(":")
+        made = getattr(importlib.import_module(module_name), attribute)()
+        if not isinstance(made, TargetType):
+            raise PluginError(f"target type {self.name!r}: {self.factory} made {made!r}")
+        if made.name != self.name:
+            raise PluginError(
+                f"target type {self.name!r}: {self.factory} made the type {made.name!r}"
+            )
+        return made
 
 
 def key_text(found: Any) -> str | None:

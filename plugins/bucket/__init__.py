@@ -16,16 +16,12 @@ See docs/plugins.md and docs/buckets.md.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from pipelines.hookspecs import hookimpl
-
-if TYPE_CHECKING:
-    from pipelines.targets import TargetType
+from pipelines.targets import LazyTargetType
 
 
 @hookimpl
-def register_targets(register: Callable[[TargetType], None]) -> None:
-    from plugins.bucket.target import BucketType
-
-    register(BucketType())
+def register_targets(register: Callable[[LazyTargetType], None]) -> None:
+    # By name: the implementation is imported when a config uses the type.
+    register(LazyTargetType("bucket", "plugins.bucket.target:BucketType"))

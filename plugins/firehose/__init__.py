@@ -14,29 +14,33 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-import click
-
+from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
-from pipelines.targets import TargetType
+from pipelines.targets import LazyTargetType
 
 if TYPE_CHECKING:
+    import click
+
     from pipelines.api import Service
     from pipelines.api.services import ApiHost
     from pipelines.store import Store
 
 
 @hookimpl
-def register_targets(register: Callable[[TargetType], None]) -> None:
-    from plugins.firehose.target import FirehoseType
-
-    register(FirehoseType())
+def register_targets(register: Callable[[LazyTargetType], None]) -> None:
+    # By name: the implementation is imported when a config uses the type.
+    register(LazyTargetType("firehose", "plugins.firehose.target:FirehoseType"))
 
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    from plugins.firehose.cli import firehose_group
-
-    cli.add_command(firehose_group)
+    cli.add_command(
+        LazyCommand(
+            "firehose",
+            "plugins.firehose.cli:firehose_group",
+            "Delivery streams (Kinesis Data Firehose) of a pipeline.",
+        )
+    )
 
 
 @hookimpl

@@ -13,19 +13,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pipelines.hookspecs import hookimpl
-from pipelines.targets import TargetType
-from plugins.http.destination import ApiDestinationType, ConnectionType
-from plugins.http.webhook import WebhookType
+from pipelines.targets import LazyTargetType
 
 if TYPE_CHECKING:
     from pipelines.api.services import Service
 
 
 @hookimpl
-def register_targets(register: Callable[[TargetType], None]) -> None:
-    register(ConnectionType())
-    register(ApiDestinationType())
-    register(WebhookType())
+def register_targets(register: Callable[[LazyTargetType], None]) -> None:
+    # By name: the implementation is imported when a config uses the type.
+    register(LazyTargetType("connection", "plugins.http.destination:ConnectionType"))
+    register(LazyTargetType("api_destination", "plugins.http.destination:ApiDestinationType"))
+    register(LazyTargetType("webhook", "plugins.http.webhook:WebhookType"))
 
 
 @hookimpl

@@ -13,28 +13,33 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import click
-
+from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
-from pipelines.targets import TargetType
-from plugins.logs.target import LogGroupType
+from pipelines.targets import LazyTargetType
 
 if TYPE_CHECKING:
+    import click
+
     from pipelines.api import Service
     from pipelines.console.sections import Section
     from pipelines.store import Store
 
 
 @hookimpl
-def register_targets(register: Callable[[TargetType], None]) -> None:
-    register(LogGroupType())
+def register_targets(register: Callable[[LazyTargetType], None]) -> None:
+    # By name: the implementation is imported when a config uses the type.
+    register(LazyTargetType("log_group", "plugins.logs.target:LogGroupType"))
 
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    from plugins.logs.cli import logs_group
-
-    cli.add_command(logs_group)
+    cli.add_command(
+        LazyCommand(
+            "logs",
+            "plugins.logs.cli:logs_group",
+            "Log groups with CloudWatch Logs' semantics, in a pipeline's state database.",
+        )
+    )
 
 
 @hookimpl

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pipelines.hookspecs import hookimpl
-from pipelines.targets import TargetType
-from plugins.mqtt.target import MqttType
+from pipelines.targets import LazyTargetType
 
 
 @hookimpl
-def register_targets(register: Callable[[TargetType], None]) -> None:
-    register(MqttType())
+def register_targets(register: Callable[[LazyTargetType], None]) -> None:
+    # By name: the implementation is imported when a config uses the type.
+    register(LazyTargetType("mqtt", "plugins.mqtt.target:MqttType"))

@@ -13,28 +13,33 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-import click
-
+from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
-from pipelines.targets import TargetType
-from plugins.pipes.pipe import PipeType
+from pipelines.targets import LazyTargetType
 
 if TYPE_CHECKING:
+    import click
+
     from pipelines.api import Service
     from pipelines.api.services import ApiHost
     from pipelines.store import Store
 
 
 @hookimpl
-def register_targets(register: Callable[[TargetType], None]) -> None:
-    register(PipeType())
+def register_targets(register: Callable[[LazyTargetType], None]) -> None:
+    # By name: the implementation is imported when a config uses the type.
+    register(LazyTargetType("pipe", "plugins.pipes.pipe:PipeType"))
 
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    from plugins.pipes.cli import pipes_group
-
-    cli.add_command(pipes_group)
+    cli.add_command(
+        LazyCommand(
+            "pipes",
+            "plugins.pipes.cli:pipes_group",
+            "EventBridge Pipes of a pipeline: states and counts, start and stop.",
+        )
+    )
 
 
 @hookimpl

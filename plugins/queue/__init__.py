@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import click
-
+from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
-from pipelines.targets import TargetType
-from plugins.queue.target import QueueType
+from pipelines.targets import LazyTargetType
 
 if TYPE_CHECKING:
+    import click
+
     # the endpoint's code loads only when an endpoint starts
     from pipelines.api.services import Service
     from pipelines.console.sections import Section
@@ -26,15 +26,20 @@ if TYPE_CHECKING:
 
 
 @hookimpl
-def register_targets(register: Callable[[TargetType], None]) -> None:
-    register(QueueType())
+def register_targets(register: Callable[[LazyTargetType], None]) -> None:
+    # By name: the implementation is imported when a config uses the type.
+    register(LazyTargetType("queue", "plugins.queue.target:QueueType"))
 
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    from plugins.queue.cli import queue_group
-
-    cli.add_command(queue_group)
+    cli.add_command(
+        LazyCommand(
+            "queue",
+            "plugins.queue.cli:queue_group",
+            "Durable queues with SQS's semantics, in a pipeline's state database.",
+        )
+    )
 
 
 @hookimpl

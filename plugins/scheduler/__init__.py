@@ -13,27 +13,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import click
-
+from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
-from pipelines.targets import TargetType
-from plugins.scheduler.target import SchedulerType
+from pipelines.targets import LazyTargetType
 
 if TYPE_CHECKING:
+    import click
+
     from pipelines.api import Service
     from pipelines.store import Store
 
 
 @hookimpl
-def register_targets(register: Callable[[TargetType], None]) -> None:
-    register(SchedulerType())
+def register_targets(register: Callable[[LazyTargetType], None]) -> None:
+    # By name: the implementation is imported when a config uses the type.
+    register(LazyTargetType("scheduler", "plugins.scheduler.target:SchedulerType"))
 
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    from plugins.scheduler.cli import schedules_group
-
-    cli.add_command(schedules_group)
+    cli.add_command(
+        LazyCommand(
+            "schedules",
+            "plugins.scheduler.cli:schedules_group",
+            "EventBridge Scheduler's schedules of a pipeline (schedules: and the scheduler API).",
+        )
+    )
 
 
 @hookimpl

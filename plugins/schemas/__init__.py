@@ -21,21 +21,21 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
+from pipelines.targets import LazyTargetType
 
 if TYPE_CHECKING:
     import click
 
     from pipelines.api.services import ApiHost, Service
     from pipelines.store import Store
-    from pipelines.targets import TargetType
 
 
 @hookimpl
-def register_targets(register: Callable[[TargetType], None]) -> None:
-    from plugins.schemas.resource import SchemasType
-
-    register(SchemasType())
+def register_targets(register: Callable[[LazyTargetType], None]) -> None:
+    # By name: the implementation is imported when a config uses the type.
+    register(LazyTargetType("schemas", "plugins.schemas.resource:SchemasType"))
 
 
 @hookimpl
@@ -61,6 +61,10 @@ def register_restorers(register: Callable[[Callable[[ApiHost], Awaitable[None]]]
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    from plugins.schemas.cli import schemas_group
-
-    cli.add_command(schemas_group)
+    cli.add_command(
+        LazyCommand(
+            "schemas",
+            "plugins.schemas.cli:schemas_group",
+            "The schema registry: registries, schemas, code bindings, discovery.",
+        )
+    )

@@ -46,21 +46,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
+from pipelines.targets import LazyTargetType
 
 if TYPE_CHECKING:
     import click
 
     from pipelines.api.services import Service
     from pipelines.store import Store
-    from pipelines.targets import TargetType
 
 
 @hookimpl
-def register_targets(register: Callable[[TargetType], None]) -> None:
-    from plugins.states.target import StateMachineType
-
-    register(StateMachineType())
+def register_targets(register: Callable[[LazyTargetType], None]) -> None:
+    # By name: the implementation is imported when a config uses the type.
+    register(LazyTargetType("state_machine", "plugins.states.target:StateMachineType"))
 
 
 @hookimpl
@@ -79,6 +79,10 @@ def register_services(register: Callable[[Service], None]) -> None:
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    from plugins.states.cli import sfn_group
-
-    cli.add_command(sfn_group)
+    cli.add_command(
+        LazyCommand(
+            "sfn",
+            "plugins.states.cli:sfn_group",
+            "State machines (Step Functions) and their executions.",
+        )
+    )

@@ -12,28 +12,33 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import click
-
+from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
-from pipelines.targets import TargetType
-from plugins.stream.target import StreamType
+from pipelines.targets import LazyTargetType
 
 if TYPE_CHECKING:
+    import click
+
     from pipelines.api import Service
     from pipelines.console.sections import Section
     from pipelines.store import Store
 
 
 @hookimpl
-def register_targets(register: Callable[[TargetType], None]) -> None:
-    register(StreamType())
+def register_targets(register: Callable[[LazyTargetType], None]) -> None:
+    # By name: the implementation is imported when a config uses the type.
+    register(LazyTargetType("stream", "plugins.stream.target:StreamType"))
 
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    from plugins.stream.cli import stream_group
-
-    cli.add_command(stream_group)
+    cli.add_command(
+        LazyCommand(
+            "stream",
+            "plugins.stream.cli:stream_group",
+            "Durable streams with Kinesis' semantics, in a pipeline's state database.",
+        )
+    )
 
 
 @hookimpl

@@ -12,27 +12,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import click
-
+from pipelines.clikit import LazyCommand
 from pipelines.hookspecs import hookimpl
-from pipelines.targets import TargetType
-from plugins.topic.target import TopicType
+from pipelines.targets import LazyTargetType
 
 if TYPE_CHECKING:
+    import click
+
     from pipelines.api import Service
     from pipelines.store import Store
 
 
 @hookimpl
-def register_targets(register: Callable[[TargetType], None]) -> None:
-    register(TopicType())
+def register_targets(register: Callable[[LazyTargetType], None]) -> None:
+    # By name: the implementation is imported when a config uses the type.
+    register(LazyTargetType("topic", "plugins.topic.target:TopicType"))
 
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    from plugins.topic.cli import topic_group
-
-    cli.add_command(topic_group)
+    cli.add_command(
+        LazyCommand(
+            "topic",
+            "plugins.topic.cli:topic_group",
+            "SNS-style topics declared in a pipeline's config.",
+        )
+    )
 
 
 @hookimpl
