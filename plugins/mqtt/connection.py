@@ -104,6 +104,8 @@ _PUBLISH = {
     qos | retain << 2: bytes((0x30 | qos << 1 | retain,)) for qos in (0, 1, 2) for retain in (0, 1)
 }
 _MAXIMUM_REMAINING = 268_435_455  # the largest remaining length MQTT can say
+#: a remaining length under 128 as MQTT says it (one byte), without a call per packet
+_ONE_BYTE = [bytes((value,)) for value in range(128)]
 
 
 class MqttFailure(Exception):
@@ -611,7 +613,7 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         packet = b"".join(
             (
                 _PUBLISH[qos | retain << 2],
-                _remaining_length(remaining),
+                _ONE_BYTE[remaining] if remaining < 128 else _remaining_length(remaining),
                 len(name).to_bytes(2, "big"),
                 name,
                 extra,
