@@ -457,3 +457,39 @@ async def test_large_and_small_messages_come_whole_from_the_broker(mosquitto: Mo
                     connection.acks.settle(ticket)
     finally:
         await connection.close()
+
+
+async def test_qos2_both_ways_through_the_broker(mosquitto: Mosquitto) -> None:
+    """QoS 2 through a real Mosquitto, with this client reading the socket:
+    messages in come whole and, settled, are released (PUBREC, then gmqtt
+    answers PUBREL with PUBCOMP), so the resumed session brings nothing
+    back; publishes out are through once their PUBCOMP comes."""
+    total = 20
+    connection = Connection("qos2-both-ways", True, 60, 100)
+    await connection.open(mosquitto.host, mosquitto.port, None, 60, 5)
+    listener = mosquitto.sub("qos2/out", total)
+    try:
+        await connection.subscribe_checked("qos2/in", 2, 5)
+        bodies = [json.dumps({"n": n}) for n in range(total)]
+        await asyncio.to_thread(mosquitto.pub, "qos2/in", *bodies, qos=2)
+        await eventually(lambda: len(connection.inbox) == total)
+        batch = connection.take(total)
+        assert [(m.payload.decode(), m.qos) for m, _ in batch] == [(b, 2) for b in bodies]
+        for _, ticket in batch:
+            assert ticket is not None
+            connection.acks.settle(ticket)
+        await asyncio.wait_for(
+            asyncio.gather(*(connection.send("qos2/out", b, 2, False, {}) for b in bodies)), 10
+        )
+        out, _ = await asyncio.to_thread(listener.communicate)
+        assert out.splitlines() == [f"qos2/out {b}" for b in bodies]
+        await asyncio.sleep(0.3)  # the PUBRELs answered
+    finally:
+        await connection.close()
+    again = Connection("qos2-both-ways", False, 0, 100)
+    await again.open(mosquitto.host, mosquitto.port, None, 60, 5)
+    try:
+        await asyncio.sleep(0.5)
+        assert len(again.inbox) == 0  # every message was released: none sent again
+    finally:
+        await again.close()
