@@ -319,6 +319,12 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         not written), is cancelled."""
         connection = await super()._create_connection(*args, **kwargs)
         protocol = connection._protocol
+        if not hasattr(protocol, "_read_loop_future"):  # pragma: no cover - gmqtt changed
+            connection._transport.close()
+            raise RuntimeError(
+                "gmqtt's MQTTProtocol has no _read_loop_future, which"
+                " plugins/mqtt/connection.py cancels (it is written for gmqtt 0.8)"
+            )
         reading = protocol._read_loop_future
         if reading is not None:
             reading.cancel()
