@@ -12,8 +12,11 @@ from typing import Any
 import pytest
 from gmqtt import Message
 from gmqtt.mqtt.constants import MQTTv50
-from gmqtt.mqtt.package import PublishPacket
+from gmqtt.mqtt.package import Package, PublishPacket
+from gmqtt.mqtt.protocol import MQTTProtocol
 from gmqtt.mqtt.utils import IdGenerator
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipelines.runtime import Runtime
 from plugins.mqtt.acks import InOrderAcks
@@ -286,7 +289,7 @@ def test_publish_packets_are_read_as_gmqtt_reads_them(
         written: list[bytes] = []
         connection._write = written.append
         if fast:
-            connection._package_handler._handle_packet(command, body)
+            connection._read(bytes(packet))  # as read from the socket
         else:
             connection._parse_publish(command, body)
         [(received, ticket)] = connection.inbox
@@ -308,3 +311,185 @@ def test_publish_packets_are_read_as_gmqtt_reads_them(
     assert acknowledgement == (
         bytes((0x40 if qos == 1 else 0x50, 2)) + mid.to_bytes(2, "big") if qos else b""
     )
+
+
+#: PUBLISH packets as a broker may send them: any QoS and retain flag, a topic
+#: (ASCII or not), a payload of any size (remaining lengths of 1 to 3 bytes),
+#: with or without properties (which go to gmqtt's parser)
+publishes = st.lists(
+    st.tuples(
+        st.sampled_from([0, 1, 2]),
+        st.booleans(),
+        st.sampled_from(["in", "sensors/s1/telemetry", "capteurs/é/t"]),
+        st.one_of(st.binary(max_size=300), st.binary(min_size=16_000, max_size=20_000)),
+        st.sampled_from(
+            [{}, {"user_property": [("site", "berlin")]}, {"content_type": "text/plain"}]
+        ),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(publishes, st.lists(st.integers(min_value=1, max_value=25_000), max_size=40), st.data())
+def test_a_byte_stream_is_cut_into_packets_as_gmqtt_cuts_it(
+    packets: list[tuple[int, bool, str, bytes, dict[str, Any]]],
+    cuts: list[int],
+    data: st.DataObject,
+) -> None:
+    """The connection reads the socket itself: however the bytes of many
+    PUBLISH packets come (many packets in one read, one split across reads,
+    a split inside a remaining length or a topic), the messages that come
+    out, their order and the acknowledgements once settled are those of
+    gmqtt's own reader (its ``_read_packet``) and parser."""
+    acknowledging = data.draw(st.booleans(), "acknowledging")
+    if not acknowledging:  # a connection subscribed at QoS 0 only gets QoS 0
+        packets = [(0, *rest) for _, *rest in packets]  # type: ignore[misc]
+
+    class Protocol:
+        proto_ver = MQTTv50
+        id_generator = IdGenerator(65536)
+
+    stream = b"".join(
+        bytes(
+            PublishPacket.build_package(
+                Message(topic, payload, qos=qos, retain=retain, **properties), Protocol()
+            )[1]
+        )
+        for qos, retain, topic, payload, properties in packets
+    )
+    reads, at = [], 0
+    for cut in cuts:
+        if at >= len(stream):
+            break
+        reads.append(stream[at : at + cut])
+        at += cut
+    reads.append(stream[at:])
+
+    class Cut:
+        """What gmqtt's reader hands on: each packet it cut."""
+
+        def __init__(self) -> None:
+            self.packets: list[Package] = []
+
+        def put_package(self, package: Package) -> None:
+            self.packets.append(package)
+
+    async def read(ours: bool) -> tuple[list[Any], bytes]:
+        connection = Connection("read", True, 0, 100, acknowledges=acknowledging)
+        written: list[bytes] = []
+        connection._write = written.append
+        if ours:
+            for chunk in reads:
+                connection._read(chunk)
+        else:
+            reader = MQTTProtocol(
+                connection_state=connection._connection_state, id_generator=IdGenerator()
+            )
+            cut = Cut()
+            reader.set_connection(cut)
+            assert reader._read_packet(stream) == len(stream)
+            for package in cut.packets:
+                connection._parse_publish(package.cmd, package.data)
+        if not acknowledging:  # gmqtt acknowledged nothing: none was QoS 1/2
+            assert written == []
+        messages = connection.take(len(packets))
+        for _, ticket in messages:
+            if ticket is not None:
+                connection.acks.settle(ticket)
+        return [message for message, _ in messages], b"".join(written)
+
+    ours, gmqtts = asyncio.run(read(True)), asyncio.run(read(False))
+    assert ours == gmqtts
+    assert [(m.topic, m.payload, m.qos, m.retain) for m in ours[0]] == [
+        (topic, payload, qos, retain) for qos, retain, topic, payload, _ in packets
+    ]
+
+
+async def test_a_remaining_length_of_five_bytes_closes_the_connection() -> None:
+    """A remaining length says at most 4 bytes (MQTT 5, 1.5.5): from a
+    server that sends a fifth continuation byte after its CONNACK (a
+    malformed packet), the connection is closed and lost, and no message
+    comes out. (gmqtt's own reader stopped reading there, the socket open.)"""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)  # CONNECT
+        writer.write(b"\x20\x03\x00\x00\x00")  # CONNACK, Success, no properties
+        writer.write(b"\x30\xff\xff\xff\xff\x01" + b"x" * 64)
+        await writer.drain()
+        await reader.read()  # until the client closes
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = Connection("malformed", True, 0, 100)
+    try:
+        await connection.open("127.0.0.1", port, None, 60, 5)
+        await eventually(connection.lost.is_set)
+        assert list(connection.inbox) == []
+    finally:
+        await connection.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_large_and_small_messages_come_whole_from_the_broker(mosquitto: Mosquitto) -> None:
+    """Through a real Mosquitto, messages of 3 MB (read in many chunks) among
+    small ones (many in one read) come whole and in order, at QoS 0 and 1."""
+    connection = Connection("large-and-small", True, 0, 100)
+    await connection.open(mosquitto.host, mosquitto.port, None, 60, 5)
+    protocol = connection._connection._protocol
+    assert protocol._read_loop_future is None  # gmqtt's reader is not reading
+    assert protocol.data_received == connection._data_received
+    try:
+        await connection.subscribe_checked("mixed/+", 1, 5)
+        sizes = [10, 3_000_000, 5, 7, 200_000, 1]
+        for qos in (0, 1):
+            bodies = [(f"{n}:" + "x" * size) for n, size in enumerate(sizes)]
+            await asyncio.to_thread(mosquitto.pub, f"mixed/{qos}", *bodies, qos=qos)
+            await eventually(lambda: len(connection.inbox) == len(sizes), seconds=30)
+            batch = connection.take(len(bodies))
+            assert [m.payload.decode() for m, _ in batch] == bodies
+            assert {m.qos for m, _ in batch} == {qos}
+            for _, ticket in batch:
+                if ticket is not None:
+                    connection.acks.settle(ticket)
+    finally:
+        await connection.close()
+
+
+async def test_qos2_both_ways_through_the_broker(mosquitto: Mosquitto) -> None:
+    """QoS 2 through a real Mosquitto, with this client reading the socket:
+    messages in come whole and, settled, are released (PUBREC, then gmqtt
+    answers PUBREL with PUBCOMP), so the resumed session brings nothing
+    back; publishes out are through once their PUBCOMP comes."""
+    total = 20
+    connection = Connection("qos2-both-ways", True, 60, 100)
+    await connection.open(mosquitto.host, mosquitto.port, None, 60, 5)
+    listener = mosquitto.sub("qos2/out", total)
+    try:
+        await connection.subscribe_checked("qos2/in", 2, 5)
+        bodies = [json.dumps({"n": n}) for n in range(total)]
+        await asyncio.to_thread(mosquitto.pub, "qos2/in", *bodies, qos=2)
+        await eventually(lambda: len(connection.inbox) == total)
+        batch = connection.take(total)
+        assert [(m.payload.decode(), m.qos) for m, _ in batch] == [(b, 2) for b in bodies]
+        for _, ticket in batch:
+            assert ticket is not None
+            connection.acks.settle(ticket)
+        await asyncio.wait_for(
+            asyncio.gather(*(connection.send("qos2/out", b, 2, False, {}) for b in bodies)), 10
+        )
+        out, _ = await asyncio.to_thread(listener.communicate)
+        assert out.splitlines() == [f"qos2/out {b}" for b in bodies]
+        await asyncio.sleep(0.3)  # the PUBRELs answered
+    finally:
+        await connection.close()
+    again = Connection("qos2-both-ways", False, 0, 100)
+    await again.open(mosquitto.host, mosquitto.port, None, 60, 5)
+    try:
+        await asyncio.sleep(0.5)
+        assert len(again.inbox) == 0  # every message was released: none sent again
+    finally:
+        await again.close()

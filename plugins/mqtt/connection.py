@@ -27,12 +27,30 @@ What gmqtt offers and how it is used here:
   ``_Outbound`` is that storage, with the publisher's callback per packet id
   (``publish``; ``send`` awaits a future through it). No task, no future
   per publish on the bus's path.
-- **Packets read.** gmqtt's package handler dispatches each packet read
-  through ``_handle_packet`` (a debug line, a lookup, then for a PUBACK three
-  layers down to the storage): it is replaced by ``_packet``, which hands a
-  PUBLISH or a PUBACK to this client's handlers and any other packet to
-  gmqtt's. The PUBACK's MQTT 5 reason code, which gmqtt ignores, is read:
-  a refused publish fails (``PublishRefused``).
+- **Packets read.** gmqtt reads with a task awaiting an ``asyncio.
+  StreamReader`` (an await per chunk, a bytes copy per chunk), cuts each
+  packet into a ``Package`` object and dispatches it through its handler (a
+  debug line, a lookup, then for a PUBACK three layers down to the storage).
+  This client reads the socket itself instead: ``_create_connection``
+  (gmqtt's ``Client._create_connection``, which makes the transport and its
+  ``MQTTProtocol``) is extended to cancel the protocol's ``_read_loop_future``
+  and put ``_data_received`` in place of the protocol's ``data_received``
+  (and ``_eof_received``, which closes the socket as gmqtt's loop did at
+  EOF). That happens before CONNECT is written, so no byte has come yet.
+  ``_data_received`` cuts the bytes of each read into packets in place, as
+  many as came (a packet split across reads waits for the rest): a PUBLISH
+  or a PUBACK is handled right there, any other packet (CONNACK, SUBACK,
+  PINGRESP, PUBREL, DISCONNECT...) goes to gmqtt as its own loop would give
+  it (``MQTTConnection.put_package``). The PUBACK's MQTT 5 reason code, which
+  gmqtt ignores, is read: a refused publish fails (``PublishRefused``).
+- **Private gmqtt names used** (gmqtt is pinned to 0.8): ``Client.
+  _create_connection``, ``_connection`` (``MQTTConnection``: ``_protocol``,
+  ``_last_data_in``, ``put_package``), ``MQTTProtocol._read_loop_future``,
+  the package handler's ``_handle_publish_packet``,
+  ``_handle_qos_1_publish_packet``, ``_handle_qos_2_publish_packet`` and
+  ``id_generator``, ``_connection_state.protocol_version``. ``_check_gmqtt``
+  checks they are there when a connection is made and fails with a message
+  naming this module if gmqtt changed.
 - **Publishes in flight.** gmqtt takes packet ids up to the broker's Receive
   Maximum and raises ``OverflowError`` past it: a publish that meets it waits
   in ``_Outbound.queued``, in order, and goes out as a PUBACK frees an id (in
@@ -56,14 +74,17 @@ import functools
 import logging
 import ssl
 import struct
+import time
 from collections import deque
 from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
 
 import gmqtt
+from gmqtt.mqtt.connection import MQTTConnection
 from gmqtt.mqtt.constants import MQTTv50, PubAckReasonCode, SubAckReasonCode
-from gmqtt.mqtt.package import PackageFactory
+from gmqtt.mqtt.package import Package, PackageFactory
+from gmqtt.mqtt.protocol import MQTTProtocol
 from gmqtt.storage import PersistentStorage
 
 from pipelines.targets import awaitable_done
@@ -83,6 +104,8 @@ _PUBLISH = {
     qos | retain << 2: bytes((0x30 | qos << 1 | retain,)) for qos in (0, 1, 2) for retain in (0, 1)
 }
 _MAXIMUM_REMAINING = 268_435_455  # the largest remaining length MQTT can say
+#: a remaining length under 128 as MQTT says it (one byte), without a call per packet
+_ONE_BYTE = [bytes((value,)) for value in range(128)]
 
 
 class MqttFailure(Exception):
@@ -219,19 +242,16 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         self.on_subscribe = self._subscribed
         self.on_disconnect = self._disconnected
         self._acknowledges = acknowledges
+        #: the start of a packet split across reads (its chunks), the bytes
+        #: held, and how many make the packet whole (see ``_data_received``)
+        self._held: list[bytes] = []
+        self._held_size = 0
+        self._needed = 0
+        _check_gmqtt(self)
         handler = self._package_handler
-        names = ["_handle_packet", "_handle_publish_packet"]
-        if acknowledges:
-            names += ["_handle_qos_1_publish_packet", "_handle_qos_2_publish_packet"]
-        for name in names:
-            if not callable(getattr(handler, name, None)):  # pragma: no cover - gmqtt changed
-                raise RuntimeError(f"gmqtt's package handler has no {name}: see connection.py")
-        #: gmqtt's own dispatch, for every packet but PUBLISH and PUBACK (``_packet``)
-        self._gmqtt_packet = handler._handle_packet
-        handler._handle_packet = self._packet
-        #: gmqtt's own parser: for a PUBLISH with properties (see ``_publish_packet``)
+        #: gmqtt's own parser: for a PUBLISH with properties (see ``_publish_at``)
         self._parse_publish = handler._handle_publish_packet
-        handler._handle_publish_packet = self._publish_packet
+        self._free_id = handler.id_generator.free_id
         if acknowledges:
             handler._handle_qos_1_publish_packet = functools.partial(self._arrived, 1)
             handler._handle_qos_2_publish_packet = functools.partial(self._arrived, 2)
@@ -293,6 +313,107 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         if self._write_now is not None:
             self._connection._protocol.write_data = self._write_now
 
+    async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        """gmqtt's, then this client reads the socket (see the module's
+        docstring): gmqtt's read loop, which has read nothing yet (CONNECT is
+        not written), is cancelled."""
+        connection = await super()._create_connection(*args, **kwargs)
+        protocol = connection._protocol
+        if not hasattr(protocol, "_read_loop_future"):  # pragma: no cover - gmqtt changed
+            connection._transport.close()
+            raise RuntimeError(
+                "gmqtt's MQTTProtocol has no _read_loop_future, which"
+                " plugins/mqtt/connection.py cancels (it is written for gmqtt 0.8)"
+            )
+        reading = protocol._read_loop_future
+        if reading is not None:
+            reading.cancel()
+            protocol._read_loop_future = None
+        protocol.data_received = self._data_received
+        protocol.eof_received = self._eof_received
+        return connection
+
+    def _eof_received(self) -> bool:
+        """The broker closed its side: close ours (gmqtt's loop did so at an
+        empty read); the connection is then lost as any other."""
+        return False
+
+    def _data_received(self, data: bytes) -> None:
+        """The protocol's ``data_received``: every whole packet of the bytes
+        read, handled in order; the start of one split across reads waits
+        until its remaining length has come."""
+        self._connection._last_data_in = time.monotonic()  # gmqtt's keepalive reads it
+        self._read(data)
+
+    def _read(self, data: bytes) -> None:
+        """The bytes of one read: see ``_data_received``."""
+        if self._held:
+            self._held.append(data)
+            self._held_size += len(data)
+            if self._held_size < self._needed:
+                return  # a large packet still coming: no copy until it is whole
+            data = b"".join(self._held)
+            self._held.clear()
+        queued = len(self.inbox)
+        at = self._read_packets(data)
+        if len(self.inbox) != queued:
+            self.wake.set()
+        if at < 0:
+            return
+        if at < len(data):
+            rest = data[at:]
+            self._held.append(rest)
+            self._held_size = len(rest)
+            self._needed = _packet_size(rest)
+
+    def _read_packets(self, data: bytes) -> int:
+        """Handle each whole packet in ``data``; where the first that is not
+        whole starts (-1: a malformed length, the connection is closed)."""
+        size = len(data)
+        at = 0
+        properties = 1 if self._connection_state.protocol_version >= MQTTv50 else 0
+        while size - at >= 2:
+            length = data[at + 1]
+            start = at + 2
+            if length >= 0x80:  # the remaining length goes on (1.5.5): up to 4 bytes
+                length &= 0x7F
+                shift = 7
+                while True:
+                    if start >= size:
+                        return at
+                    digit = data[start]
+                    start += 1
+                    length |= (digit & 0x7F) << shift
+                    if digit < 0x80:
+                        break
+                    shift += 7
+                    if shift > 21:
+                        self._malformed()
+                        return -1
+            end = start + length
+            if end > size:
+                return at
+            command = data[at]
+            kind = command & 0xF0
+            if kind == 0x30:
+                self._publish_at(command, data, start, end, properties)
+            elif kind == 0x40 and length >= 2:
+                self._puback(
+                    (data[start] << 8) | data[start + 1], data[start + 2] if length > 2 else 0
+                )
+            else:
+                self._connection.put_package(Package(command, data[start:end]))
+            at = end
+        return at
+
+    def _malformed(self) -> None:
+        log.error(
+            "%s: a packet from the broker says a remaining length of more than"
+            " 4 bytes (malformed): the connection is closed",
+            self._client_id,
+        )
+        self._connection._protocol._transport.close()
+
     async def reconnect(self, delay: bool = False) -> None:
         """gmqtt's own reconnect, disabled: the resource reconnects with backoff."""
         self._lose("connection lost")
@@ -334,57 +455,48 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         self.inbox.append((_received(topic, payload, qos, properties), None))
         self.wake.set()
 
-    def _packet(self, command: int, packet: bytes) -> None:
-        """gmqtt's handler's ``_handle_packet``, called for each packet read:
-        a PUBLISH or a PUBACK goes straight to its handler here, without the
-        debug line, the lookup and the layers gmqtt puts before each (the
-        two packets of every message the runner passes on); any other to
-        gmqtt's."""
-        kind = command & 0xF0
-        if kind == 0x30:
-            self._publish_packet(command, packet)
-        elif kind == 0x40 and len(packet) >= 2:
-            self._puback(packet)
-        else:
-            self._gmqtt_packet(command, packet)
-
-    def _puback(self, packet: bytes) -> None:
+    def _puback(self, mid: int, reason: int) -> None:
         """A PUBACK: its packet id is free, its publish done. MQTT 5 may say
         the broker refused it (a reason code of 0x80 or more: not
         authorized, quota exceeded...), which gmqtt does not read: that
         publish fails."""
-        mid = int.from_bytes(packet[:2], "big")
-        self._package_handler.id_generator.free_id(mid)
-        reason = packet[2] if len(packet) > 2 else 0
+        self._free_id(mid)
         self._outbound.acknowledged(mid, reason)
 
-    def _publish_packet(self, command: int, packet: bytes) -> None:
-        """gmqtt's ``_handle_publish_packet``, for the usual PUBLISH: no
-        properties (MQTT 5 says their length, 0), a UTF-8 topic, and at QoS
-        1/2 a connection that acknowledges. Parsed here in a few slices; any
-        other packet goes to gmqtt's parser (user properties, topic aliases,
-        a malformed packet), which ends in ``_arrived`` too."""
+    def _publish_at(self, command: int, data: bytes, start: int, end: int, properties: int) -> None:
+        """A PUBLISH at ``data[start:end]`` (its remaining length), read in
+        place for the usual one: no properties (MQTT 5 says their length,
+        ``properties`` bytes: 0), a UTF-8 topic, and at QoS 1/2 a connection
+        that acknowledges. Any other goes to gmqtt's parser (user
+        properties, topic aliases, a malformed packet), which ends in
+        ``_arrived`` or ``on_message`` too."""
         qos = (command >> 1) & 3
+        if end - start < 2:
+            self._parse_publish(command, data[start:end])
+            return
+        name = start + 2 + ((data[start] << 8) | data[start + 1])
+        body = name + (2 if qos else 0) + properties
+        if (
+            body > end
+            or name == start + 2  # no topic: a topic alias
+            or (properties and data[body - 1])  # some properties
+            or qos == 3
+            or (qos and not self._acknowledges)
+        ):
+            self._parse_publish(command, data[start:end])
+            return
         try:
-            end = 2 + int.from_bytes(packet[:2], "big")
-            topic = packet[2:end].decode()
-            if qos:
-                mid = int.from_bytes(packet[end : end + 2], "big")
-                end += 2
-            if self._connection_state.protocol_version >= MQTTv50:
-                if packet[end]:  # some properties: gmqtt reads them
-                    raise ValueError
-                end += 1
-        except (UnicodeDecodeError, IndexError, ValueError):
-            self._parse_publish(command, packet)
+            topic = data[start + 2 : name].decode()
+        except UnicodeDecodeError:
+            self._parse_publish(command, data[start:end])
             return
-        if not topic or (qos and not self._acknowledges) or qos == 3:
-            self._parse_publish(command, packet)
-            return
-        received = Received(topic, packet[end:], qos, bool(command & 1))
-        ticket = self.acks.add(_ACK.pack(_ACK_COMMAND[qos], 2, mid)) if qos else None
-        self.inbox.append((received, ticket))
-        self.wake.set()
+        if qos:
+            ticket = self.acks.add(
+                _ACK.pack(_ACK_COMMAND[qos], 2, (data[name] << 8) | data[name + 1])
+            )
+            self.inbox.append((Received(topic, data[body:end], qos, bool(command & 1)), ticket))
+        else:
+            self.inbox.append((Received(topic, data[body:end], 0, bool(command & 1)), None))
 
     def _arrived(
         self, qos: int, mid: int, payload: bytes, topic: str, properties: dict[str, Any]
@@ -507,7 +619,7 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         packet = b"".join(
             (
                 _PUBLISH[qos | retain << 2],
-                _remaining_length(remaining),
+                _ONE_BYTE[remaining] if remaining < 128 else _remaining_length(remaining),
                 len(name).to_bytes(2, "big"),
                 name,
                 extra,
@@ -517,6 +629,44 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         if qos:
             self._outbound.store(mid, packet, done)
         self._write(packet)
+
+
+def _packet_size(data: bytes) -> int:
+    """The size of the packet that ``data`` starts (fixed header and
+    remaining length), or one byte more than ``data`` when its remaining
+    length has not all come yet."""
+    length = 0
+    for index in range(1, min(len(data), 5)):
+        digit = data[index]
+        length |= (digit & 0x7F) << (7 * (index - 1))
+        if digit < 0x80:
+            return index + 1 + length
+    return len(data) + 1
+
+
+def _check_gmqtt(client: gmqtt.Client) -> None:
+    """The private names of gmqtt this module uses (its docstring lists
+    them) are there, or a clear error: gmqtt changed."""
+    handler = client._package_handler
+    missing = [
+        name
+        for owner, name in (
+            (client, "_create_connection"),
+            (client, "_connection_state"),
+            (handler, "_handle_publish_packet"),
+            (handler, "_handle_qos_1_publish_packet"),
+            (handler, "_handle_qos_2_publish_packet"),
+            (handler, "id_generator"),
+            (MQTTConnection, "put_package"),
+            (MQTTProtocol, "_read_loop"),
+        )
+        if getattr(owner, name, None) is None
+    ]
+    if missing:
+        raise RuntimeError(
+            f"gmqtt {getattr(gmqtt, '__version__', '?')} lacks {', '.join(missing)}, which"
+            " plugins/mqtt/connection.py uses (it is written for gmqtt 0.8)"
+        )
 
 
 def _remaining_length(value: int) -> bytes:

@@ -6,16 +6,17 @@ import base64
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipelines.errors import ConfigError, Where
 from pipelines.event import dump_json, parse_json
 from pipelines.templates import PathTemplate
 
 
-@dataclass(frozen=True)
-class Received:
-    """What a subscription hands on: the parts of a message an entry needs."""
+class Received(NamedTuple):
+    """What a subscription hands on: the parts of a message an entry needs.
+    A named tuple: one is made per message read, in about half the time of a
+    frozen dataclass."""
 
     topic: str
     payload: bytes
