@@ -56,7 +56,7 @@ def recorder(runtime: Runtime, name: str) -> Recorder:
     return target
 
 
-async def eventually(check: Callable[[], bool], seconds: float = 5.0) -> None:
+async def eventually(check: Callable[[], bool], seconds: float = 30.0) -> None:
     """Wait (real time, for thread hand-offs) until ``check()`` holds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
