@@ -179,7 +179,7 @@ def test_tail_table_and_json_with_since_filters_and_streams(tmp_path: Path) -> N
     ]
 
 
-def next_line(process: subprocess.Popen[bytes], buffer: bytearray, timeout: float = 10.0) -> Any:
+def next_line(process: subprocess.Popen[bytes], buffer: bytearray, timeout: float = 60.0) -> Any:
     """The next JSON line of a running process's output, waited for with a deadline."""
     assert process.stdout is not None
     deadline = time.monotonic() + timeout

@@ -220,7 +220,7 @@ class Lines:
         self.fd = process.stdout.fileno()
         self.buffer = b""
 
-    def next(self, timeout: float = 10.0) -> Any:
+    def next(self, timeout: float = 60.0) -> Any:
         deadline = time.monotonic() + timeout
         while b"\n" not in self.buffer:
             left = deadline - time.monotonic()
