@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
@@ -20,6 +21,17 @@ def _seen(name: str, batch: Any) -> None:
 
 def collect(batch: list[Any]) -> None:
     _seen("collect", batch)
+
+
+#: What ``held`` waits for before it answers (a test sets it up and sets it).
+gate: asyncio.Event | None = None
+
+
+async def held(batch: list[Any]) -> None:
+    """Takes the batch, then answers only once ``gate`` is set: a delivery under way."""
+    _seen("held", batch)
+    assert gate is not None
+    await gate.wait()
 
 
 def enrich(batch: list[Any]) -> list[Any]:

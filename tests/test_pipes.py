@@ -784,6 +784,45 @@ async def test_a_log_group_is_a_source_and_its_place_survives_a_restart(
     assert seen() == [1, 3, 4, 5]  # from its place: none lost, none twice
 
 
+async def test_a_stop_during_a_delivery_lets_it_finish_and_keeps_its_place(
+    tmp_path: Path, state_location: str
+) -> None:
+    path = config(tmp_path, LOGS.replace("pipes_functions:collect", "pipes_functions:held"))
+    functions.gate = asyncio.Event()
+
+    def entry(n: int) -> dict[str, Any]:
+        return {
+            "Source": "app",
+            "DetailType": "line",
+            "Detail": json.dumps({"n": n, "level": "error"}),
+        }
+
+    def seen() -> list[int]:
+        return [json.loads(r["message"])["n"] for batch in batches("held") for r in batch]
+
+    runtime = await runtime_of(path, state_location)
+    async with runtime:
+        await runtime.put_events([entry(1)])
+        await until(lambda: asyncio.sleep(0, seen() == [1]))  # the target holds it
+        pipe = runtime.resource("errors")
+        assert isinstance(pipe, PipeTarget)
+        stopping = asyncio.create_task(pipe.set_desired("STOPPED"))
+        await until(lambda: asyncio.sleep(0, pipe.current_state in ("STOPPING", "STOPPED")))
+        assert (
+            pipe.current_state == "STOPPING" and not stopping.done()
+        )  # the stop waits for the delivery under way
+        functions.gate.set()
+        await stopping
+        assert pipe.current_state == "STOPPED"
+    runtime = await runtime_of(path, state_location)
+    async with runtime:
+        await runtime.put_events([entry(2)])
+        await runtime.resource("errors").set_desired("RUNNING")  # type: ignore[attr-defined]
+        await until(lambda: asyncio.sleep(0, len(seen()) >= 2))
+        await asyncio.sleep(0.3)
+    assert seen() == [1, 2]  # the delivered event's place was kept: not again
+
+
 async def test_an_api_destination_enriches_record_by_record(tmp_path: Path) -> None:
     from .httpserver import Answer, ScriptedServer
 
