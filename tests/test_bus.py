@@ -640,6 +640,26 @@ async def test_stop_answers_producers_waiting_for_room(clock: ManualClock, tmp_p
     assert len(recorder(second, "stuck").received) == accepted
 
 
+async def test_a_put_while_the_state_database_opens_waits_for_the_start(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    runtime = make_runtime(clock, state_path=tmp_path / "s.db")
+    runtime.add_resource("sink", "recorder", {})
+    await routed(runtime, [{"id": "t", "resource": "sink"}])
+    starting = asyncio.ensure_future(runtime.start())
+    await asyncio.sleep(0)  # start() has begun: the state database opens (in a thread)
+    assert not starting.done()
+    try:
+        # An API endpoint open before the runtime starts puts now: held, not refused.
+        answer = await asyncio.wait_for(runtime.put_events([ORDER]), 30)
+        assert answer["FailedEntryCount"] == 0
+        await runtime.wait_until_idle()
+        assert len(recorder(runtime, "sink").received) == 1
+    finally:
+        await starting
+        await runtime.stop()
+
+
 async def test_a_runtime_starts_once(runtime: Runtime) -> None:
     async with runtime:
         pass
