@@ -23,10 +23,13 @@ async def _observer(url: str) -> psycopg.AsyncConnection[tuple[object, ...]]:
 
 
 async def _backends(observer: psycopg.AsyncConnection[tuple[object, ...]]) -> set[int]:
-    """The pids of the other sessions on the observer's database."""
+    """The pids of the other client sessions on the observer's database (not
+    the server's own workers: with the many databases the tests make, an
+    autovacuum worker visits this one now and then, shown with its name)."""
     cursor = await observer.execute(
         "SELECT pid FROM pg_stat_activity"
         " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        " AND backend_type = 'client backend'"
     )
     return {int(str(row[0])) for row in await cursor.fetchall()}
 
