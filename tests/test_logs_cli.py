@@ -220,7 +220,7 @@ def test_follow_prints_each_new_event_once_until_signalled(
         time.sleep(0.2)  # a few polls: nothing is printed twice
         assert process.poll() is None, "it stopped by itself"
         process.send_signal(signum)
-        stdout, stderr = process.communicate(timeout=10)
+        stdout, stderr = process.communicate(timeout=60)
         assert process.returncode == 0, stderr
         assert (bytes(buffer) + stdout, stderr) == (b"", b"")
     finally:

@@ -246,7 +246,7 @@ def stop(process: subprocess.Popen[bytes], signum: signal.Signals) -> str:
     """Signal the process; its stderr once it has ended with exit code 0."""
     assert process.poll() is None, "it stopped by itself"
     process.send_signal(signum)
-    _, stderr = process.communicate(timeout=10)
+    _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     return stderr.decode()
 
