@@ -108,7 +108,8 @@ class Source:
             await asyncio.shield(task)
         except asyncio.CancelledError:
             self.stopping = True
-            # Whatever it ends with, the stop goes on: the batch is done or read again.
+            # Whatever it ends with, the stop goes on: the batch is done or read
+            # again. A second cancel (the gather's) cuts it after all.
             await asyncio.gather(task, return_exceptions=True)
             raise
 
