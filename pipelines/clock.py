@@ -91,6 +91,11 @@ class ManualClock:
             heapq.heappop(self._timers)
         return self._timers[0][0] if self._timers else None
 
+    def pending(self) -> int:
+        """How many timers wait (not cancelled): what waits on this clock,
+        for a test to see that it waits before it moves anything."""
+        return sum(1 for _, _, timer in self._timers if not timer.cancelled)
+
     def jump(self, seconds: float) -> None:
         """Move time forward without firing timers, as a machine waking from
         sleep sees it; the next ``advance`` fires what is due, late."""

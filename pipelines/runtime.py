@@ -174,6 +174,9 @@ class Runtime:
         #: Set once start() opens intake: a source started by start() may put
         #: before then (an MQTT session resumed with a backlog), and waits.
         self._opened = asyncio.Event()
+        #: Set as start() begins: from then a put waits for the start (the
+        #: state database and the rest open before the runner task exists).
+        self._begun = False
         #: Observers of dispatched events (``tap``).
         self.taps: list[Observer] = []
         #: ``cluster.group`` of the config: sources share their subscriptions.
@@ -731,11 +734,11 @@ class Runtime:
 
     def _starting(self) -> bool:
         opened, stopping = self._opened.is_set(), self._stopping.is_set()
-        return self._runner is not None and not opened and not stopping
+        return self._begun and not opened and not stopping
 
-    async def start(self) -> None:
-        if self._runner is not None or self._stopping.is_set():
-            raise NotRunningError("a runtime starts once: create a new Runtime to start again")
+    async def _open_state(self) -> None:
+        """What start() opens before its runner task: the membership, the state
+        database, archives, policies and metrics."""
         if self.state_path is not None:
             # First: a second runner on this file (or under this name in a
             # cluster) stops here, before it resumes retries or fires
@@ -760,6 +763,16 @@ class Runtime:
         elif self.archives.specs:
             raise StateError("archives need a state database: give the runtime a state_path")
         await self._open_metrics()
+
+    async def start(self) -> None:
+        if self._runner is not None or self._stopping.is_set():
+            raise NotRunningError("a runtime starts once: create a new Runtime to start again")
+        self._begun = True
+        try:
+            await self._open_state()
+        except BaseException:
+            self._stopping.set()  # a put waiting for the start hears it failed
+            raise
         ready = asyncio.Event()
         self._runner = asyncio.create_task(self._run(ready), name="pipelines-runtime")
         await ready.wait()

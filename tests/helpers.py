@@ -80,7 +80,7 @@ def verdict(pattern: Any, event: Any) -> bool:
     return matched
 
 
-async def eventually(check: Callable[[], bool], seconds: float = 10.0) -> None:
+async def eventually(check: Callable[[], bool], seconds: float = 30.0) -> None:
     """Wait (real time: a broker, another connection) until ``check()`` holds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds

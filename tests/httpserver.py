@@ -83,7 +83,7 @@ class ScriptedServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Seen]:
+    async def wait_for(self, count: int, timeout: float = 30.0) -> list[Seen]:
         async def enough() -> None:
             while len(self.requests) < count:
                 self.arrived.clear()

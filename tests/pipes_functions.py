@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
@@ -20,6 +21,17 @@ def _seen(name: str, batch: Any) -> None:
 
 def collect(batch: list[Any]) -> None:
     _seen("collect", batch)
+
+
+#: What ``held`` waits for before it answers (a test sets it up and sets it).
+gate: asyncio.Event | None = None
+
+
+async def held(batch: list[Any]) -> None:
+    """Takes the batch, then answers only once ``gate`` is set: a delivery under way."""
+    _seen("held", batch)
+    assert gate is not None
+    await gate.wait()
 
 
 def enrich(batch: list[Any]) -> list[Any]:
@@ -43,13 +55,16 @@ def enrich_malformed(batch: list[Any]) -> Any:
 
 
 def partial(batch: list[Any]) -> dict[str, Any]:
-    """Fails the records named in fail_once (once each) and fail_always."""
+    """Fails the records named in fail_once (once each) and fail_always, by
+    their identifier or by their body: a body is known before the message is
+    sent, so a running pipe cannot take it before the test marks it."""
     _seen("partial", batch)
     failures = []
     for record in batch:
         identifier = record.get("eventID") or record.get("messageId")
-        if identifier in fail_always or identifier in fail_once:
-            fail_once.discard(identifier)
+        names = {identifier, record.get("body")}
+        if names & fail_always or names & fail_once:
+            fail_once.difference_update(names)
             failures.append({"itemIdentifier": identifier})
     return {"batchItemFailures": failures}
 

@@ -95,7 +95,7 @@ def order(detail: dict[str, Any], bus: str = "default") -> dict[str, Any]:
     }
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.02)

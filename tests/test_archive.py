@@ -75,7 +75,7 @@ def received(runtime: Runtime, name: str) -> list[dict[str, Any]]:
     return [r.payload for r in sink.received]
 
 
-async def until_ended(runtime: Runtime, name: str, timeout: float = 10.0) -> dict[str, Any]:
+async def until_ended(runtime: Runtime, name: str, timeout: float = 30.0) -> dict[str, Any]:
     async with asyncio.timeout(timeout):
         while (described := await runtime.replays.describe(name))["State"] not in ENDED:
             await asyncio.sleep(0.01)

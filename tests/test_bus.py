@@ -56,7 +56,7 @@ def recorder(runtime: Runtime, name: str) -> Recorder:
     return target
 
 
-async def eventually(check: Callable[[], bool], seconds: float = 5.0) -> None:
+async def eventually(check: Callable[[], bool], seconds: float = 30.0) -> None:
     """Wait (real time, for thread hand-offs) until ``check()`` holds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
@@ -638,6 +638,26 @@ async def test_stop_answers_producers_waiting_for_room(clock: ManualClock, tmp_p
     async with second:
         await clock.advance(1, quiet=second.wait_until_idle)
     assert len(recorder(second, "stuck").received) == accepted
+
+
+async def test_a_put_while_the_state_database_opens_waits_for_the_start(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    runtime = make_runtime(clock, state_path=tmp_path / "s.db")
+    runtime.add_resource("sink", "recorder", {})
+    await routed(runtime, [{"id": "t", "resource": "sink"}])
+    starting = asyncio.ensure_future(runtime.start())
+    await asyncio.sleep(0)  # start() has begun: the state database opens (in a thread)
+    assert not starting.done()
+    try:
+        # An API endpoint open before the runtime starts puts now: held, not refused.
+        answer = await asyncio.wait_for(runtime.put_events([ORDER]), 30)
+        assert answer["FailedEntryCount"] == 0
+        await runtime.wait_until_idle()
+        assert len(recorder(runtime, "sink").received) == 1
+    finally:
+        await starting
+        await runtime.stop()
 
 
 async def test_a_runtime_starts_once(runtime: Runtime) -> None:

@@ -56,7 +56,7 @@ def sink(runtime: Runtime) -> _Events:
     return _Events(target)
 
 
-async def until(check: Callable[[], bool], seconds: float = 10.0) -> None:
+async def until(check: Callable[[], bool], seconds: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     while not check():
@@ -174,7 +174,7 @@ async def test_a_runner_that_dies_for_good_is_taken_over_while_the_others_run(
             await store.close()
 
 
-async def until_async(read: Callable[[], Any], expected: object, seconds: float = 10.0) -> None:
+async def until_async(read: Callable[[], Any], expected: object, seconds: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     while (found := await read()) != expected:

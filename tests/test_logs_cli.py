@@ -179,7 +179,7 @@ def test_tail_table_and_json_with_since_filters_and_streams(tmp_path: Path) -> N
     ]
 
 
-def next_line(process: subprocess.Popen[bytes], buffer: bytearray, timeout: float = 10.0) -> Any:
+def next_line(process: subprocess.Popen[bytes], buffer: bytearray, timeout: float = 60.0) -> Any:
     """The next JSON line of a running process's output, waited for with a deadline."""
     assert process.stdout is not None
     deadline = time.monotonic() + timeout
@@ -220,7 +220,7 @@ def test_follow_prints_each_new_event_once_until_signalled(
         time.sleep(0.2)  # a few polls: nothing is printed twice
         assert process.poll() is None, "it stopped by itself"
         process.send_signal(signum)
-        stdout, stderr = process.communicate(timeout=10)
+        stdout, stderr = process.communicate(timeout=60)
         assert process.returncode == 0, stderr
         assert (bytes(buffer) + stdout, stderr) == (b"", b"")
     finally:

@@ -17,7 +17,13 @@ from pipelines.clock import ManualClock
 from pipelines.errors import StateError
 from pipelines.postgres import PostgresConnection
 from pipelines.store import Done, Gathering, Row, SQLiteConnection, Step, Trip
-from plugins.queue.store import CROSS_PROCESS_CHECK, LISTENING_CHECK, QueueStore, SendEntry
+from plugins.queue.store import (
+    _WAKEUPS,
+    CROSS_PROCESS_CHECK,
+    LISTENING_CHECK,
+    QueueStore,
+    SendEntry,
+)
 from tests.helpers import eventually, held_elsewhere
 
 
@@ -385,26 +391,39 @@ def claims_counted(store: QueueStore, monkeypatch: pytest.MonkeyPatch) -> list[s
     return seen
 
 
+def waiting(store: QueueStore, queue: str) -> int:
+    """How many of the store's long polls of ``queue`` wait, not woken."""
+    return len(_WAKEUPS.waiting.get((store._key, queue), {}))
+
+
+def parked(store: QueueStore, queue: str, clock: ManualClock, polls: int) -> bool:
+    """Whether ``polls`` long polls of ``queue`` are parked: each looked,
+    found nothing and waits to be woken, its deadline a timer on ``clock``
+    (on PostgreSQL a poll first looks, then listens and looks again)."""
+    return waiting(store, queue) == polls and clock.pending() == polls
+
+
 async def test_a_send_wakes_one_poll_per_batch_not_all(
     store: QueueStore, monkeypatch: pytest.MonkeyPatch, clock: ManualClock
 ) -> None:
     await store.create_queue("q")
     polls = [asyncio.create_task(store.receive("q", 10, wait_time=20)) for _ in range(4)]
-    await asyncio.sleep(0.05)
+    await eventually(lambda: parked(store, "q", clock, 4))
     claims = claims_counted(store, monkeypatch)
     await store.send_batch("q", [SendEntry(f"m{n}", id=str(n)) for n in range(10)])
-    await asyncio.sleep(0.05)
+    await eventually(lambda: any(poll.done() for poll in polls))
     done = [poll for poll in polls if poll.done()]
-    assert len(done) == 1
+    assert len(done) == 1 and waiting(store, "q") == 3  # the three others were not woken
     assert [m.body for m in done[0].result()] == [f"m{n}" for n in range(10)]
     assert len(claims) == 1  # the three others did not look for nothing
 
     # A send of two wakes one poll that wants ten; it takes both.
     polls = [poll for poll in polls if not poll.done()]
     await store.send_batch("q", [SendEntry("a", id="a"), SendEntry("b", id="b")])
-    await asyncio.sleep(0.05)
+    await eventually(lambda: any(poll.done() for poll in polls))
     done = [poll for poll in polls if poll.done()]
     assert [sorted(m.body for m in poll.result()) for poll in done] == [["a", "b"]]
+    assert waiting(store, "q") == 2
     assert len(claims) == 2
     for poll in polls:
         poll.cancel()
@@ -412,21 +431,20 @@ async def test_a_send_wakes_one_poll_per_batch_not_all(
 
 
 async def test_a_poll_does_not_claim_what_a_woken_poll_is_about_to_take(
-    store: QueueStore,
-    monkeypatch: pytest.MonkeyPatch,
+    store: QueueStore, monkeypatch: pytest.MonkeyPatch, clock: ManualClock
 ) -> None:
     """A consumer coming back for more while a send's wake-up is on its way to
     another poll waits for the next send instead of claiming nothing (with
     several consumers, half of their claims did)."""
     await store.create_queue("q")
-    waiting = asyncio.create_task(store.receive("q", 10, wait_time=20))
-    await asyncio.sleep(0.05)
+    polling = asyncio.create_task(store.receive("q", 10, wait_time=20))
+    await eventually(lambda: parked(store, "q", clock, 1))
     claims = claims_counted(store, monkeypatch)
     await store.send_batch("q", [SendEntry(f"m{n}", id=str(n)) for n in range(10)])
     # The waiting poll is woken but has not claimed yet: another comes.
     coming_back = asyncio.create_task(store.receive("q", 10, wait_time=20))
-    await asyncio.sleep(0.05)
-    assert [m.body for m in await waiting] == [f"m{n}" for n in range(10)]
+    assert [m.body for m in await polling] == [f"m{n}" for n in range(10)]
+    await eventually(lambda: parked(store, "q", clock, 1))  # it came, and waits
     assert len(claims) == 1  # the one that came back did not look
     assert not coming_back.done()
     await store.send_batch("q", [SendEntry("next", id="0")])
@@ -434,12 +452,14 @@ async def test_a_poll_does_not_claim_what_a_woken_poll_is_about_to_take(
     assert len(claims) == 2
 
 
-async def test_a_woken_poll_that_stops_passes_its_wake_up_on(store: QueueStore) -> None:
+async def test_a_woken_poll_that_stops_passes_its_wake_up_on(
+    store: QueueStore, clock: ManualClock
+) -> None:
     await store.create_queue("q")
     first = asyncio.create_task(store.receive("q", 10, wait_time=20))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: parked(store, "q", clock, 1))
     second = asyncio.create_task(store.receive("q", 10, wait_time=20))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: parked(store, "q", clock, 2))  # the first is first
     await store.send("q", "m")
     first.cancel()  # woken, it never looks: the message is the second's
     with pytest.raises(asyncio.CancelledError):

@@ -43,7 +43,7 @@ def times(runtime: Runtime) -> list[str]:
     return [received.context.event["time"] for received in found.received]
 
 
-async def until(check: Callable[[], bool], seconds: float = 10.0) -> None:
+async def until(check: Callable[[], bool], seconds: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     while not check():

@@ -54,7 +54,7 @@ async def notes(tmp_path: Path) -> AsyncIterator[Notes]:
         yield store
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.001)

@@ -220,7 +220,7 @@ class Lines:
         self.fd = process.stdout.fileno()
         self.buffer = b""
 
-    def next(self, timeout: float = 10.0) -> Any:
+    def next(self, timeout: float = 60.0) -> Any:
         deadline = time.monotonic() + timeout
         while b"\n" not in self.buffer:
             left = deadline - time.monotonic()
@@ -246,7 +246,7 @@ def stop(process: subprocess.Popen[bytes], signum: signal.Signals) -> str:
     """Signal the process; its stderr once it has ended with exit code 0."""
     assert process.poll() is None, "it stopped by itself"
     process.send_signal(signum)
-    _, stderr = process.communicate(timeout=10)
+    _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     return stderr.decode()
 

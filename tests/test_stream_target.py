@@ -31,9 +31,12 @@ def order(user: str, n: int) -> dict[str, Any]:
     return {"Source": "shop", "DetailType": "click", "Detail": json.dumps({"user": user, "n": n})}
 
 
-def runtime_with(state: Path, **settings: Any) -> Runtime:
+def runtime_with(state: Path, clock: ManualClock | None = None, **settings: Any) -> Runtime:
     runtime = Runtime(
-        state_path=state, plugins=PLUGINS, limits=Limits(backoff=Backoff(base=0.05, cap=0.2))
+        state_path=state,
+        plugins=PLUGINS,
+        limits=Limits(backoff=Backoff(base=0.05, cap=0.2)),
+        clock=clock,
     )
     runtime.add_resource("clicks", "stream", settings)
     runtime.bus().put_rule("all", pattern={"source": ["shop"]})
@@ -104,18 +107,26 @@ async def test_write_limits_throttle_and_the_bus_retries(state_location: str) ->
     """One shard takes 1,000 records a second: 1,300 at once are partly
     refused with ProvisionedThroughputExceededException, then retried."""
     state = state_location
-    runtime = runtime_with(state, write_limits=True, partition_key="one")
+    # The runner's clock stands still until the test moves it: the 1,300 are
+    # written within one instant of it however slowly a loaded machine
+    # writes them, so the shard's allowance runs out for certain.
+    clock = ManualClock()
+    runtime = runtime_with(state, clock, write_limits=True, partition_key="one")
     await runtime.bus().put_targets("all", [{"id": "s", "resource": "clicks"}])
-    async with runtime, await StreamStore.open(state) as store:
+    async with runtime, await StreamStore.open(state, clock) as store:
         await runtime.put_events([order("ann", n) for n in range(1300)])
+        target = runtime.resource("clicks")
+        assert isinstance(target, StreamTarget)
+        await eventually(lambda: target.throttled > 0, 60)
         stream = store.stream("clicks")
-        for _ in range(300):  # the refused ones come back after the bus's backoff
+        # Time moves on: the allowance refills, the bus's backoff ends and
+        # the refused ones are written on their retries.
+        for _ in range(600):
             records = list(await stream.records())
             if len(records) >= 1300:
                 break
+            await clock.advance(0.05)
             await asyncio.sleep(0.05)
-        target = runtime.resource("clicks")
-        assert isinstance(target, StreamTarget) and target.throttled > 0
         described = await store.describe_stream("clicks")
     assert described["StreamModeDetails"] == {"StreamMode": "PROVISIONED"}
     assert sorted(r.json()["detail"]["n"] for r in records) == list(range(1300))

@@ -64,6 +64,10 @@ FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 10.0
 
 
+class Stopped(Exception):
+    """A batch's retries end: the pipe is stopping (the batch is not done)."""
+
+
 class Source:
     """What a pipe reads; ``run`` loops until cancelled."""
 
@@ -77,6 +81,8 @@ class Source:
         self.name = name  # the queue's or stream's own name
         self.parameters = parameters
         self.batch_size = parameters.batch_size or self.default_batch
+        #: Set when the pipe stops during an ``uncut`` batch: no more retries.
+        self.stopping = False
 
     @property
     def arn(self) -> str:
@@ -90,6 +96,22 @@ class Source:
 
     async def close(self) -> None:
         raise NotImplementedError
+
+    async def uncut(self, work: Awaitable[None]) -> None:
+        """Run ``work`` (a batch handed on, then its place recorded) to its end
+        even when the pipe stops meanwhile: a stop cutting it after the target
+        took the batch would lose the place, and the next start would deliver
+        the batch again. A stop ends its retries (``Stopped``): what is not
+        done is read again at the next start."""
+        task = asyncio.ensure_future(work)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self.stopping = True
+            # Whatever it ends with, the stop goes on: the batch is done or read
+            # again. A second cancel (the gather's) cuts it after all.
+            await asyncio.gather(task, return_exceptions=True)
+            raise
 
     async def retrying(self, services: TargetServices, items: list[Item], process: Process) -> None:
         """Process ``items`` until each is done or given up: a failed batch
@@ -127,6 +149,8 @@ class Source:
                 attempts = 0
                 continue
             pending.insert(0, batch[first:])  # those before the first failure are done
+            if self.stopping:
+                raise Stopped
             await sleep(services.clock, min(FIRST_BACKOFF * 2 ** (attempts - 1), MAX_BACKOFF))
 
     async def _give_up(
@@ -409,12 +433,19 @@ class LogsSource(Source):
                 for event in payload["logEvents"]
             ]
             items.sort(key=lambda item: int(item.identifier))  # the group's order
-            if items:
-                await self.retrying(services, items, process)
             if batch.scanned:
-                await self.store.advance_subscription(self.name, self.filter, batch.cursor)
+                await self.uncut(self._deliver(services, items, batch.cursor, process))
             if batch.scanned < self.batch_size:
                 await sleep(services.clock, self.POLL)
+
+    async def _deliver(
+        self, services: TargetServices, items: list[Item], cursor: int, process: Process
+    ) -> None:
+        """The matching events handed on, then the filter's cursor past all scanned."""
+        assert self.store is not None
+        if items:
+            await self.retrying(services, items, process)
+        await self.store.advance_subscription(self.name, self.filter, cursor)
 
     async def _give_up(
         self, services: TargetServices, items: list[Item], condition: str, attempts: int
