@@ -3,7 +3,8 @@
 Kept apart from ``api`` on purpose: the plugin's ``register_restorers`` runs
 ``restore_streams`` at every runtime's start, and ``api`` imports the
 endpoint (aiohttp, botocore's models), which a runtime serving no endpoint
-must not pay for at start.
+must not pay for at start. The target's module (formats, codecs: about 120
+modules) is imported only when there is a stream to make again.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from pipelines.errors import ResourceNotFoundError
-from plugins.firehose.spec import EXTENDED_S3, HTTP_ENDPOINT
 from plugins.firehose.store import FirehoseStore, StreamRecord
-from plugins.firehose.target import FirehoseTarget
 
 if TYPE_CHECKING:
     from pipelines.api.services import ApiHost
+    from plugins.firehose.target import FirehoseTarget
 
 log = logging.getLogger("plugins.firehose")
 
@@ -36,9 +36,12 @@ async def restore_streams(runtime: ApiHost) -> None:
 async def made_again(runtime: ApiHost, store: FirehoseStore) -> None:
     """The API's streams not running here, resources again (each alone: one
     that fails is logged)."""
+    made = [record for record in await store.streams() if record.made_by_api]
+    if not made:
+        return
     running = {t.stream_name for t in running_streams(runtime)}
-    for record in await store.streams():
-        if record.made_by_api and record.name not in running:
+    for record in made:
+        if record.name not in running:
             try:
                 await runtime.put_resource(record.name, "firehose", stream_settings(record))
             except Exception:
@@ -47,6 +50,8 @@ async def made_again(runtime: ApiHost, store: FirehoseStore) -> None:
 
 def running_streams(runtime: ApiHost) -> list[FirehoseTarget]:
     """The delivery streams running here (not those deleted through another runner)."""
+    from plugins.firehose.target import FirehoseTarget
+
     found = []
     for name in runtime.resource_names():
         try:
@@ -60,6 +65,8 @@ def running_streams(runtime: ApiHost) -> list[FirehoseTarget]:
 
 def stream_settings(record: StreamRecord) -> dict[str, Any]:
     """A stream the API made, as the ``firehose`` resource's settings."""
+    from plugins.firehose.spec import EXTENDED_S3, HTTP_ENDPOINT
+
     config = record.config
     settings: dict[str, Any] = (
         {"http_endpoint": config[HTTP_ENDPOINT]}
