@@ -21,11 +21,15 @@ and its caches warm, and its first minute would not be a first minute.
 2. Aligned: every schedule is due at the same second, once a minute (what
    10,000 "every minute" jobs look like): one burst a minute.
 
-The first run of each case is due at least 3 s after its rules are
-built, or as long after as the build took if longer (``build_ahead``): a
-loaded machine once took longer to build 10,000 rules than a fixed 3 s
-margin, so every aligned rule was placed after its start date had passed
-and its first run was the next minute's: the first minute fired nothing.
+The runtime starts 3 s before the first run is due (``START_MARGIN``),
+whatever the time the rules took to build: the start dates are picked
+ahead of the build by a margin measured from it, and the runtime waits
+until 3 s before the first. They were once picked 3 s ahead before the
+build: a loaded machine took longer than that to build 10,000 rules, every
+aligned rule was placed after its start date had passed, its first run was
+the next minute's, and the first minute fired nothing (and a staggered
+first minute held more or fewer runs with the load). Now a first minute
+holds every aligned run and the staggered runs due in its last 57 s.
 
 Lateness is the time a run's event is dispatched (``Runtime.tap``) minus its
 scheduled time, as percentiles.
@@ -108,7 +112,7 @@ METRIC_UPSERT = (
 )
 
 MINUTE = 60.0
-#: The least time from the rules' build to their first run (see ``build_ahead``).
+#: From the runtime's start to the first run (see ``build_ahead``).
 START_MARGIN = 3.0
 
 
@@ -142,24 +146,20 @@ def starts_after(count: int, spread: float, margin: float) -> list[float]:
 
 
 def build_ahead(runtime: Runtime, count: int, spread: float) -> list[float]:
-    """Build the rules with their first run still ahead once the runtime has
-    started: a rule placed after its start date has passed waits for the
-    next minute, so an aligned case would fire nothing in its first one.
-    The margin is measured from the build: at least START_MARGIN seconds
-    (opening the state database and placing the rules), or as long as the
-    build took if longer. A build that overran its margin (a loaded
-    machine) is done again with new start dates (a rule put again is
-    updated), allowing for the time that second build takes."""
-    began = time.monotonic()
-    starts = starts_after(count, spread, START_MARGIN)
-    build(runtime, starts)
-    took = time.monotonic() - began
-    while starts[0] < time.time() + max(START_MARGIN, took):
+    """Build the rules with their first run START_MARGIN seconds after the
+    runtime is to start (see ``scheduler``), however long the build takes.
+    The first run is put ahead of the build by a margin measured from it:
+    START_MARGIN plus as long as the build took. A build that overran it
+    (a loaded machine) is done again with later start dates (a rule put
+    again is updated)."""
+    took = 0.0
+    while True:
         began = time.monotonic()
-        starts = starts_after(count, spread, took + max(START_MARGIN, took))
+        starts = starts_after(count, spread, START_MARGIN + max(START_MARGIN, 2 * took))
         build(runtime, starts)
         took = time.monotonic() - began
-    return starts
+        if time.time() + START_MARGIN <= starts[0]:
+            return starts
 
 
 async def scheduler(
@@ -169,6 +169,9 @@ async def scheduler(
     first one included), and where its figures came from."""
     runtime = Runtime(state_path=state, limits=Limits(intake_size=count))
     starts = build_ahead(runtime, count, spread)
+    # The runtime starts START_MARGIN seconds before the first run, however
+    # long the build took: every run and every case has as long to wait.
+    await asyncio.sleep(max(starts[0] - START_MARGIN - time.time(), 0))
     periods = [Minute() for _ in range(minutes + 1)]
     current = periods[0]
 
