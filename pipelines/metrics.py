@@ -130,9 +130,9 @@ class Metrics:
             if counter.value
         ]
 
-    def harvest(self) -> list[tuple[SeriesKey, float]]:
-        """What each counter counted since the last harvest (those that moved),
-        by series."""
+    def harvest(self) -> list[tuple[Counter, float]]:
+        """What each counter counted since the last harvest (those that moved):
+        the counter (whose ``series`` names it) and its count since."""
         moved = self._moved[:]
         # Emptied in place: every counter holds this very list.
         self._moved.clear()
@@ -140,7 +140,7 @@ class Metrics:
         for counter in moved:
             value = counter.value
             if value != counter.harvested:  # else a counter listed twice (counted 0)
-                deltas.append((counter.series, value - counter.harvested))
+                deltas.append((counter, value - counter.harvested))
                 counter.harvested = value
         return deltas
 
@@ -203,6 +203,13 @@ _PERCENTILE = re.compile(r"p(\d{1,2}(?:\.\d{0,10})?|100)")
 
 SeriesKey = tuple[str, str, Dimensions]  # namespace, metric name, dimensions
 
+#: Version 2 dropped ``metric_data_time``, an index of the rows by time
+#: alone: every read names its series (the primary key's first column), and
+#: only the hourly upkeep looked rows up by time, which it now does series
+#: by series through the primary key. Keeping it cost a second B-tree insert
+#: for every row written (20,000 a minute for 10,000 scheduled rules).
+STORE_VERSION = 2
+
 STORE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS metric_series (
     id         INTEGER PRIMARY KEY,
@@ -222,7 +229,6 @@ CREATE TABLE IF NOT EXISTS metric_data (
     dist   BLOB,
     PRIMARY KEY (series, time, unit)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS metric_data_time ON metric_data (time);
 """
 #: ``pipelines_merge`` for PostgreSQL, which cannot call Python: the same
 #: merge as ``_merge_blobs`` (``Aggregate.merge``), on the same JSON, in the
@@ -524,6 +530,7 @@ class MetricStore(Store):
     """
 
     name = "metrics"
+    version = STORE_VERSION
     schema = STORE_SCHEMA
     engine_schema = ENGINE_SCHEMA
     functions = MappingProxyType({"pipelines_merge": (2, _merge_blobs)})
@@ -542,10 +549,17 @@ class MetricStore(Store):
         self.counters: Metrics | None = None
         self._pending: dict[tuple[SeriesKey, int, str], Aggregate] = {}
         self._ids: dict[SeriesKey, int] = {}
+        #: The series of each counter flushed before: a harvest's counters
+        #: find theirs by the counter itself, without hashing its key.
+        self._counter_ids: dict[Counter, int] = {}
         self._flushing = asyncio.Lock()
         self._closed = False
         self._stopping = False
         self._wake = asyncio.Event()
+
+    async def migrate(self, connection: Queries, found: int) -> None:
+        if found < 2:
+            await connection.execute("DROP INDEX IF EXISTS metric_data_time")
 
     async def close(self) -> None:
         """Write what is pending and close (a second call does nothing)."""
@@ -749,29 +763,100 @@ class MetricStore(Store):
             if not self._pending and not counted[1]:
                 return
             pending, self._pending = self._pending, {}
-            keys = {key for key, _, _ in pending}
-            keys.update(key for key, _ in counted[1])
             try:
                 async with self.transaction() as db:
-                    ids = await self._series_ids(db, keys)
-                    # In key order: runners flushing the same rows at once
-                    # (PostgreSQL) lock them in one order, so neither waits
-                    # for the other in a cycle (a deadlock).
-                    rows = sorted(_rows(pending, counted, ids), key=_slot)
-                    await db.executemany(_UPSERT, rows)
+                    ids, counter_ids = await self._write(db, pending, counted)
             except BaseException:
                 self._restore(pending, counted)
                 raise
             # Only now: ids made by a transaction rolled back would name nothing.
             self._ids.update(ids)
+            self._counter_ids.update(counter_ids)
+
+    async def _write(
+        self,
+        db: Queries,
+        pending: dict[tuple[SeriesKey, int, str], Aggregate],
+        counted: _Counted,
+    ) -> tuple[dict[SeriesKey, int], dict[Counter, int]]:
+        """Upsert the rows of ``pending`` and of the counters' counts; the
+        series ids this made or looked up, by key and by counter.
+
+        A counter's count is one sample: its row is made in SQL from
+        ``[series, count, distribution]``, all of a harvest's in one
+        statement (one JSON parameter, not eight bound per row: 10,000
+        scheduled rules harvest 20,000 a minute). What else was put, and
+        counts too large or fractional for JSON to carry exactly on SQLite,
+        go through ``_UPSERT``. Rows are written in one order on every
+        runner, so that runners flushing the same rows at once (PostgreSQL)
+        lock them without waiting for each other in a cycle (a deadlock):
+        the counters' rows by series, then the others by key."""
+        moment, deltas = counted
+        known = self._counter_ids
+        points: list[tuple[int, float, str]] = []
+        odd: list[tuple[int, float]] = []
+        fresh: list[tuple[Counter, float]] = []
+        for counter, delta in deltas:
+            series = known.get(counter)
+            if series is None:
+                fresh.append((counter, delta))
+            elif delta.is_integer() and abs(delta) < _EXACT:
+                points.append((series, delta, _one_value(delta)))
+            else:
+                odd.append((series, delta))
+        ids, counter_ids = await self._ids_to_write(db, pending, fresh)
+        for counter, delta in fresh:
+            series = counter_ids[counter]
+            if delta.is_integer() and abs(delta) < _EXACT:
+                points.append((series, delta, _one_value(delta)))
+            else:
+                odd.append((series, delta))
+        others = list(_rows(pending, ids))
+        for series, delta in odd:
+            sample = _one_value(delta).encode()
+            others.append((series, moment, "Count", 1.0, delta, delta, delta, sample))
+        if points:
+            points.sort()
+            await db.execute(count_upsert(self.dialect), (moment, orjson.dumps(points)))
+        if others:
+            others.sort(key=_slot)
+            await db.executemany(_UPSERT, others)
+        return ids, counter_ids
+
+    async def _ids_to_write(
+        self,
+        db: Queries,
+        pending: Mapping[tuple[SeriesKey, int, str], Aggregate],
+        fresh: list[tuple[Counter, float]],
+    ) -> tuple[dict[SeriesKey, int], dict[Counter, int]]:
+        """The series of what ``pending`` holds (by key) and of counters not
+        flushed before (by counter), made where missing, in one pass: a
+        counter's series is named by its text without its key's tuple
+        being hashed again (20,000 new ones in a first minute)."""
+        ids: dict[SeriesKey, int] = {}
+        texts: dict[Dimensions, str] = {}
+        keyed: dict[_Name, SeriesKey] = {}
+        for key, _, _ in pending:
+            known = self._ids.get(key)
+            if known is not None:
+                ids[key] = known
+            else:
+                keyed[_named(key, texts)] = key
+        counted = {_named(counter.series, texts): counter for counter, _ in fresh}
+        if not keyed and not counted:
+            return ids, {}
+        found = await self._ids_by_name(db, [*keyed, *counted.keys() - keyed.keys()])
+        for name, key in keyed.items():
+            ids[key] = found[name]
+        return ids, {counter: found[name] for name, counter in counted.items()}
 
     def _restore(
         self, pending: dict[tuple[SeriesKey, int, str], Aggregate], counted: _Counted
     ) -> None:
         """A flush that failed wrote nothing: keep its data for the next one."""
         bucket, deltas = counted
-        for key, delta in deltas:
-            sample = pending.setdefault((key, bucket, "Count"), Aggregate())
+        for counter, delta in deltas:
+            sample = pending.setdefault((counter.series, bucket, "Count"), Aggregate())
             sample.add(delta)
         for slot, sample in pending.items():
             found = self._pending.get(slot)
@@ -783,48 +868,55 @@ class MetricStore(Store):
         self, db: Queries, keys: Iterable[SeriesKey], *, create: bool = True
     ) -> dict[SeriesKey, int]:
         """The ids of ``keys`` that exist (made first when ``create``); known
-        ones from the cache, which the caller updates once its writes committed.
-
-        New series are made by one INSERT of them all (one statement run per
-        key, in one trip) that skips those that exist. Their ids are then read
-        by id, not by key: whatever this transaction made has an id above the
-        largest one before it, so one range SELECT returns them without an
-        index lookup of each key's text (the first flush of 10,000 rules'
-        counters meets 20,000 new series: 180 ms of SQLite looking up keys
-        in a JSON array against the unique index, 65 ms this way). Keys that
-        existed before (a restart) are looked up by key, in one SELECT over
-        a JSON array of (namespace, name, dimensions)."""
+        ones from the cache, which the caller updates once its writes committed."""
         found: dict[SeriesKey, int] = {}
-        named: dict[tuple[str, str, str], SeriesKey] = {}
+        named: dict[_Name, SeriesKey] = {}
+        texts: dict[Dimensions, str] = {}
         for key in keys:
             known = self._ids.get(key)
             if known is not None:
                 found[key] = known
             else:
-                named[(key[0], key[1], _dims_text(key[2]))] = key
-        if named and create:
-            await self._make_series(db, named, found)
-        if not named:
+                named[_named(key, texts)] = key
+        if named:
+            made = await self._ids_by_name(db, list(named), create=create)
+            for name, series in made.items():
+                found[named[name]] = series
+        return found
+
+    async def _ids_by_name(
+        self, db: Queries, names: list[_Name], *, create: bool = True
+    ) -> dict[_Name, int]:
+        """The ids of the series ``names`` (namespace, name, dimensions'
+        text) that exist, made first when ``create``.
+
+        New series are made by one INSERT of them all (one statement run
+        per name, in one trip) that skips those that exist, and numbered
+        without reading them back when they can be (``_make_series``).
+        Names that existed before (a restart) are looked up in one SELECT
+        over a JSON array of them."""
+        found: dict[_Name, int] = {}
+        if create:
+            await self._make_series(db, names, found)
+        rest = [name for name in names if name not in found] if len(found) < len(names) else []
+        if not rest:
             return found
         rows = await db.rows(
             "SELECT series.id, series.namespace, series.name, series.dimensions"
             f" FROM {self.dialect.json_rows('given')} JOIN metric_series AS series"
             " ON series.namespace = given.value ->> 0 AND series.name = given.value ->> 1"
             " AND series.dimensions = given.value ->> 2",
-            (orjson.dumps(list(named)),),
+            (orjson.dumps(rest),),
         )
         for series, namespace, name, text in rows:
-            found[named[(namespace, name, text)]] = series
+            found[(namespace, name, text)] = series
         return found
 
     @staticmethod
-    async def _make_series(
-        db: Queries, named: dict[tuple[str, str, str], SeriesKey], found: dict[SeriesKey, int]
-    ) -> None:
-        """Make the series ``named`` (by their key's text) that do not exist:
-        their ids go into ``found`` and they leave ``named``."""
+    async def _make_series(db: Queries, names: list[_Name], found: dict[_Name, int]) -> None:
+        """Make the series ``names`` that do not exist: their ids go into ``found``."""
         before = await db.scalar("SELECT coalesce(max(id), 0) FROM metric_series")
-        ordered = sorted(named)  # in one order, as the rows' upserts (see flush)
+        ordered = sorted(names)  # in one order, as the rows' upserts (see flush)
         made = await db.executemany(
             "INSERT INTO metric_series (namespace, name, dimensions) VALUES (?, ?, ?)"
             " ON CONFLICT DO NOTHING",
@@ -840,17 +932,16 @@ class MetricStore(Store):
             # (a start of 10,000 scheduled rules) is 30 ms saved.
             top = await db.scalar("SELECT max(id) FROM metric_series")
             if top == before + made:
-                for offset, made_key in enumerate(ordered, start=before + 1):
-                    found[named.pop(made_key)] = offset
+                found.update(zip(ordered, range(before + 1, top + 1), strict=True))
                 return
+        wanted = set(names)
         rows = await db.rows(
             "SELECT id, namespace, name, dimensions FROM metric_series WHERE id > ?", (before,)
         )
         for series, namespace, name, text in rows:
             # Rows another writer committed meanwhile may be there too.
-            made_key = (namespace, name, text)
-            if made_key in named:
-                found[named.pop(made_key)] = series
+            if (namespace, name, text) in wanted:
+                found[(namespace, name, text)] = series
 
     # -- reading ------------------------------------------------------------
 
@@ -1070,7 +1161,7 @@ class MetricStore(Store):
             # DELETE waits for the first to commit, then finds it gone), so
             # no minute counts it twice.
             rows = await db.rows(
-                "DELETE FROM metric_data WHERE time < ? AND time % 60 != 0"
+                f"DELETE FROM metric_data WHERE {_EVERY_SERIES} AND time < ? AND time % 60 != 0"
                 " RETURNING series, time, unit, count, sum, min, max, dist",
                 (cutoff,),
             )
@@ -1091,16 +1182,21 @@ class MetricStore(Store):
             await db.executemany(_UPSERT, rolled)
             if self.retention_days > 0:
                 expired = int(now - self.retention_days * 86_400)
-                await db.execute("DELETE FROM metric_data WHERE time < ?", (expired,))
+                await db.execute(
+                    f"DELETE FROM metric_data WHERE {_EVERY_SERIES} AND time < ?", (expired,)
+                )
 
 
 STATISTIC_SET = ("SampleCount", "Sum", "Minimum", "Maximum")
 
+#: Rows are found by time series by series, through the primary key
+#: (series, time, unit): the table has no index of time alone (see
+#: ``STORE_VERSION``).
+_EVERY_SERIES = "series IN (SELECT id FROM metric_series)"
+
 # The existing row named by the table (PostgreSQL would find a bare ``count``
 # ambiguous); CASE, not SQLite's two-argument min() (PostgreSQL's LEAST).
-_UPSERT = """
-INSERT INTO metric_data (series, time, unit, count, sum, min, max, dist)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+_MERGE = """
 ON CONFLICT (series, time, unit) DO UPDATE SET
     count = metric_data.count + excluded.count,
     sum = metric_data.sum + excluded.sum,
@@ -1108,6 +1204,29 @@ ON CONFLICT (series, time, unit) DO UPDATE SET
     max = CASE WHEN excluded.max > metric_data.max THEN excluded.max ELSE metric_data.max END,
     dist = pipelines_merge(metric_data.dist, excluded.dist)
 """
+_UPSERT = (
+    "INSERT INTO metric_data (series, time, unit, count, sum, min, max, dist)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)" + _MERGE
+)
+
+
+@functools.lru_cache(maxsize=4)
+def count_upsert(dialect: Dialect) -> str:
+    """The upsert of a harvest's counter rows in one statement: parameters
+    its minute and a JSON array of ``[series, delta, distribution]``, each
+    one sample of ``delta`` (a count) in that minute's ``Count`` row.
+    SQLite reads a JSON string as text: cast, so the row holds bytes as
+    ``_UPSERT``'s do."""
+    series = dialect.json_item("r", 0, "integer")
+    delta = dialect.json_item("r", 1, "real")
+    dist = dialect.json_item("r", 2, "blob")
+    if dialect.name == "sqlite":
+        dist = f"CAST({dist} AS BLOB)"
+    return (
+        "INSERT INTO metric_data (series, time, unit, count, sum, min, max, dist)"
+        f" SELECT {series}, ?, 'Count', 1.0, {delta}, {delta}, {delta}, {dist}"
+        f" FROM {dialect.json_rows('r')} WHERE true" + _MERGE
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -1130,23 +1249,19 @@ def _read_many(dialect: Dialect, simple: bool) -> str:
     return f"SELECT series, {back}, count, sum, min, max, dist FROM metric_data {where}"
 
 
-#: A harvest of counters: its minute, and each moved counter's series and
-#: what it counted since the last.
-_Counted = tuple[int, list[tuple[SeriesKey, float]]]
+#: A harvest of counters: its minute, and each moved counter with what it
+#: counted since the last.
+_Counted = tuple[int, list[tuple[Counter, float]]]
+
+#: Counts up to this go through JSON as integers, exactly on any engine.
+_EXACT = 2.0**53
 
 
 def _rows(
-    pending: Mapping[tuple[SeriesKey, int, str], Aggregate],
-    counted: _Counted,
-    ids: Mapping[SeriesKey, int],
+    pending: Mapping[tuple[SeriesKey, int, str], Aggregate], ids: Mapping[SeriesKey, int]
 ) -> Iterator[tuple[Any, ...]]:
     for (key, moment, unit), a in pending.items():
         yield (ids[key], moment, unit, a.count, a.sum, a.min, a.max, a.encode())
-    # A counter's delta is one sample: its row is made directly, without an
-    # Aggregate (10,000 scheduled rules harvest 20,000 a minute).
-    moment, deltas = counted
-    for key, delta in deltas:
-        yield (ids[key], moment, "Count", 1.0, delta, delta, delta, _one_value(delta))
 
 
 def _slot(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -1155,16 +1270,33 @@ def _slot(row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 @functools.lru_cache(maxsize=256)
-def _one_value(value: float) -> bytes | None:
-    """The encoded distribution of one sample of ``value``; counters' deltas
-    repeat (1.0, 2.0, ...), so it is cached."""
+def _one_value(value: float) -> str:
+    """The encoded distribution of one sample of ``value``, as text (a JSON
+    string of the counters' statement); counters' deltas repeat (1.0, 2.0,
+    ...), so it is cached."""
     sample = Aggregate()
     sample.add(value)
-    return sample.encode()
+    encoded = sample.encode()
+    assert encoded is not None  # a value, not a statistic set
+    return encoded.decode()
 
 
 def _dims_text(dims: Dimensions) -> str:
     return orjson.dumps(dict(dims), option=orjson.OPT_SORT_KEYS).decode()
+
+
+#: A series as ``metric_series`` names it: namespace, name, dimensions' text.
+_Name = tuple[str, str, str]
+
+
+def _named(key: SeriesKey, texts: dict[Dimensions, str]) -> _Name:
+    """``key`` as its row names it; ``texts`` keeps each dimensions' text
+    made, as a rule's counters share their dimensions."""
+    dims = key[2]
+    text = texts.get(dims)
+    if text is None:
+        text = texts[dims] = _dims_text(dims)
+    return (key[0], key[1], text)
 
 
 def align_start(start: float, now: float) -> float:

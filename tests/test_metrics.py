@@ -14,7 +14,16 @@ import pytest
 
 from pipelines.clock import ManualClock
 from pipelines.errors import MetricError
-from pipelines.metrics import DISTINCT_LIMIT, MetricStore, align_start
+from pipelines.metrics import (
+    DISTINCT_LIMIT,
+    NAMESPACE,
+    STORE_VERSION,
+    Metrics,
+    MetricStore,
+    align_start,
+    dimensions,
+)
+from pipelines.store import backend_for, location_of
 
 T0 = 1_700_000_040.0  # 2023-11-14T22:14:00Z, a minute boundary
 NS = "Shop"
@@ -440,3 +449,154 @@ async def test_new_series_get_their_own_ids_in_a_run_or_not(store: MetricStore) 
     )
     expected = [(NS, json.dumps({"Api": f"a{n}"}, separators=(",", ":")), n) for n in range(100)]
     assert sorted(rows) == sorted(expected)
+
+
+async def test_counters_and_put_data_of_one_minute_make_one_datapoint(
+    store: MetricStore,
+) -> None:
+    """A harvest writes each counter's count as one sample of its minute:
+    whole counts in one statement, a fractional or huge one and data put
+    into the same series alongside; all merge into the minute's row, whose
+    distribution is stored as bytes either way."""
+    counters = store.counters = Metrics()
+    dims = dimensions(EventBusName="default", RuleName="r")
+    triggered = counters.counter("TriggeredRules", dims)
+    odd = counters.counter("Odd", dims)
+    huge = counters.counter("Huge", dims)
+    triggered.add(2)
+    odd.add(0.25)
+    huge.add(2.0**60)
+    store.put_metric_data(
+        NAMESPACE, "TriggeredRules", dict(dims), value=7, unit="Count", timestamp=T0 + 5
+    )
+    await store.flush(harvest_time=T0 + 10)
+    triggered.add(3)  # the same minute again: merged into its row
+    odd.add(0.5)
+    await store.flush(harvest_time=T0 + 20)
+    triggered.add(1)  # the next minute
+    await store.flush(harvest_time=T0 + 70)
+
+    async def points(name: str) -> list[dict[str, Any]]:
+        answer = await store.get_metric_statistics(
+            NAMESPACE,
+            name,
+            dict(dims),
+            start=T0,
+            end=T0 + 120,
+            period=60,
+            statistics=["SampleCount", "Sum", "Minimum", "Maximum"],
+            extended_statistics=["p50"],
+        )
+        found: list[dict[str, Any]] = answer["Datapoints"]
+        return [{k: v for k, v in p.items() if k not in ("Timestamp", "Unit")} for p in found]
+
+    def point(*values: float) -> dict[str, Any]:
+        ordered = sorted(values)
+        median = ordered[math.ceil(len(ordered) / 2) - 1]
+        return {
+            "SampleCount": len(values),
+            "Sum": sum(values),
+            "Minimum": ordered[0],
+            "Maximum": ordered[-1],
+            "ExtendedStatistics": {"p50": median},
+        }
+
+    assert await points("TriggeredRules") == [point(2, 7, 3), point(1)]
+    assert await points("Odd") == [point(0.25, 0.5)]
+    assert await points("Huge") == [point(2.0**60)]
+    kinds = await store.rows("SELECT dist FROM metric_data")
+    assert len(kinds) == 4 and all(isinstance(dist, bytes) for (dist,) in kinds)
+
+
+async def test_a_failed_flush_keeps_counts_and_names_no_series_it_made(
+    store: MetricStore,
+) -> None:
+    """A flush whose transaction fails writes nothing: its counts wait for
+    the next, and series made in it are made again (their ids were never
+    committed)."""
+    counters = store.counters = Metrics()
+    dims = dimensions(EventBusName="default", RuleName="r")
+    counter = counters.counter("TriggeredRules", dims)
+    counter.add()
+    if store.dialect.name == "sqlite":
+        refuse = (
+            "CREATE TRIGGER refuse BEFORE INSERT ON metric_data"
+            " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        allow = "DROP TRIGGER refuse"
+    else:
+        refuse = "ALTER TABLE metric_data ADD CONSTRAINT refuse CHECK (sum < 0)"
+        allow = "ALTER TABLE metric_data DROP CONSTRAINT refuse"
+    await store.execute(refuse)
+    with pytest.raises(Exception, match="refuse"):
+        await store.flush(harvest_time=T0 + 10)
+    assert await store.scalar("SELECT count(*) FROM metric_series") == 0
+    await store.execute(allow)
+    counter.add(2)
+    await store.flush(harvest_time=T0 + 20)
+    counter.add(4)  # its series now known: by the counter
+    await store.flush(harvest_time=T0 + 30)
+    answer = await store.get_metric_statistics(
+        NAMESPACE,
+        "TriggeredRules",
+        dict(dims),
+        start=T0,
+        end=T0 + 60,
+        period=60,
+        statistics=["SampleCount", "Sum"],
+    )
+    (found,) = answer["Datapoints"]
+    assert (found["SampleCount"], found["Sum"]) == (3, 7)
+    assert await store.scalar("SELECT count(*) FROM metric_series") == 1
+
+
+async def test_version_1_metric_tables_lose_the_time_index_and_keep_their_rows(
+    state_location: str, clock: ManualClock
+) -> None:
+    """Version 1 indexed the rows by time alone; version 2 drops that index
+    (each read names its series) and reads, rolls up and expires the same
+    rows through the primary key."""
+    location = location_of(state_location)
+    raw = await backend_for(location).connect(location, create=True, functions={})
+    try:
+        await raw.script(
+            "CREATE TABLE store_versions (store TEXT PRIMARY KEY, version INTEGER NOT NULL,"
+            " applied REAL NOT NULL);"
+            "CREATE TABLE metric_series (id INTEGER PRIMARY KEY, namespace TEXT NOT NULL,"
+            " name TEXT NOT NULL, dimensions TEXT NOT NULL, UNIQUE (namespace, name, dimensions));"
+            "CREATE TABLE metric_data (series INTEGER NOT NULL, time INTEGER NOT NULL,"
+            " unit TEXT NOT NULL, count REAL NOT NULL, sum REAL NOT NULL, min REAL NOT NULL,"
+            " max REAL NOT NULL, dist BLOB, PRIMARY KEY (series, time, unit)) WITHOUT ROWID;"
+            "CREATE INDEX metric_data_time ON metric_data (time);"
+        )
+        await raw.execute("INSERT INTO store_versions VALUES ('metrics', 1, 0)")
+        await raw.execute(
+            "INSERT INTO metric_series (id, namespace, name, dimensions)"
+            """ VALUES (1, 'Shop', 'Latency', '{"Api":"put"}')"""
+        )
+        for moment, value in ((T0 - 600, 9.0), (T0 + 1, 1.0), (T0 + 2, 2.0)):
+            await raw.execute(
+                "INSERT INTO metric_data VALUES (1, ?, 'None', 1, ?, ?, ?, ?)",
+                (int(moment), value, value, value, f"[false,[[{value},1.0]]]".encode()),
+            )
+    finally:
+        await raw.close()
+    async with await MetricStore.open(state_location, clock) as store:
+        version = "SELECT version FROM store_versions WHERE store = 'metrics'"
+        assert await store.scalar(version) == STORE_VERSION == 2
+        indexes = (
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?"
+            if store.dialect.name == "sqlite"
+            else "SELECT count(*) FROM pg_indexes WHERE indexname = ?"
+        )
+        assert await store.scalar(indexes, ("metric_data_time",)) == 0
+        await clock.advance(4 * 3_600)
+        await store.upkeep()  # the seconds of T0's minute rolled into it
+        rows = await store.rows("SELECT time, count, sum FROM metric_data ORDER BY time")
+        assert rows == [(int(T0 - 600), 1.0, 9.0), (int(T0), 2.0, 3.0)]
+        (point,) = await stats(store, start=T0, end=T0 + 60, extended_statistics=["p50"])
+        assert (point["SampleCount"], point["Sum"], point["ExtendedStatistics"]) == (
+            2,
+            3,
+            {"p50": 1.0},
+        )
