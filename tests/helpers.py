@@ -131,3 +131,11 @@ def sql(location: Path | str, statement: str, parameters: tuple[Any, ...] = ()) 
             return cursor.fetchall() if cursor.description is not None else []
     with sqlite3.connect(location) as db:
         return db.execute(statement, parameters).fetchall()
+
+
+class Cyclic:
+    """An object in a reference cycle of its own: only the collector frees it
+    (the runner's frozen heap is checked with one)."""
+
+    def __init__(self) -> None:
+        self.me = self

@@ -13,6 +13,8 @@ from pathlib import Path
 from pipelines.process import settle_heap, tuned_process
 from pipelines.runtime import Runtime
 
+from .helpers import Cyclic
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("pipelines", "plugins")
 
@@ -141,17 +143,10 @@ async def test_a_running_runtime_leaves_the_process_as_it_was() -> None:
     assert sys.getswitchinterval() == interval and sys.path == path
 
 
-class _Cyclic:
-    """An object in a reference cycle of its own: only the collector frees it."""
-
-    def __init__(self) -> None:
-        self.me = self
-
-
 def test_a_settled_heap_is_frozen_until_a_reload_or_the_tuned_block_ends() -> None:
     assert gc.get_freeze_count() == 0
     with tuned_process(switch_interval=None):
-        garbage = _Cyclic()
+        garbage = Cyclic()
         seen = weakref.ref(garbage)
         settle_heap()  # the start's objects, this one among them
         del garbage

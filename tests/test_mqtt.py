@@ -5,8 +5,10 @@ topics, connections come back after a broker restart."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -384,9 +386,11 @@ async def test_tls_with_a_client_certificate(tmp_path: Path) -> None:
         broker.stop()
 
 
-async def test_a_refused_subscription_is_a_clear_error(tmp_path: Path) -> None:
-    """Mosquitto's dynamic security plugin refuses subscriptions in SUBACK
-    (its plain acl_file only filters deliveries)."""
+@contextlib.contextmanager
+def secured_broker(tmp_path: Path, permission: str) -> Iterator[dict[str, Any]]:
+    """A Mosquitto with its dynamic security plugin, and the login of client
+    ``edge``, whose one role allows ``permission`` (an ACL type:
+    ``subscribePattern``, ``publishClientSend``) on ``allowed/#`` only."""
     from .mosquitto import free_port
 
     security = tmp_path / "dynsec.json"
@@ -403,13 +407,21 @@ async def test_a_refused_subscription_is_a_clear_error(tmp_path: Path) -> None:
         ctrl = ["mosquitto_ctrl", "-h", broker.host, "-p", str(broker.port)]
         for command in (
             ["createClient", "edge", "-p", "s3cret"],
-            ["createRole", "reader"],
-            ["addRoleACL", "reader", "subscribePattern", "allowed/#", "allow"],
-            ["addClientRole", "edge", "reader"],
+            ["createRole", "edge-role"],
+            ["addRoleACL", "edge-role", permission, "allowed/#", "allow"],
+            ["addClientRole", "edge", "edge-role"],
         ):
             admin = [*ctrl, "-u", "admin", "-P", "adminpw", "dynsec", *command]
             subprocess.run(admin, check=True, capture_output=True)
-        login = {**broker.broker(), "username": "edge", "password": "s3cret"}
+        yield {**broker.broker(), "username": "edge", "password": "s3cret"}
+    finally:
+        broker.stop()
+
+
+async def test_a_refused_subscription_is_a_clear_error(tmp_path: Path) -> None:
+    """Mosquitto's dynamic security plugin refuses subscriptions in SUBACK
+    (its plain acl_file only filters deliveries)."""
+    with secured_broker(tmp_path, "subscribePattern") as login:
         allowed = Runtime(plugins=PLUGINS)
         allowed.add_resource("m", "mqtt", {"broker": login, "subscribe": ["allowed/#"]})
         async with allowed:
@@ -423,8 +435,6 @@ async def test_a_refused_subscription_is_a_clear_error(tmp_path: Path) -> None:
         message = str(caught.value)
         assert "refused the subscription to secret/#: Not authorized" in message
         assert "check the broker's ACL" in message
-    finally:
-        broker.stop()
 
 
 async def test_a_publish_the_broker_refuses_fails_its_delivery(tmp_path: Path) -> None:
@@ -432,29 +442,7 @@ async def test_a_publish_the_broker_refuses_fails_its_delivery(tmp_path: Path) -
     (reason code Not authorized): the delivery fails for good and goes to
     the dead-letter target, rather than count as delivered; the publishes it
     allows go on around it."""
-    from .mosquitto import free_port
-
-    security = tmp_path / "dynsec.json"
-    subprocess.run(
-        ["mosquitto_ctrl", "dynsec", "init", str(security), "admin", "adminpw"],
-        check=True,
-        capture_output=True,
-    )
-    plugin = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
-    extra = f"plugin {plugin}\nplugin_opt_config_file {security}\n"
-    broker = Mosquitto(tmp_path, free_port(), extra=extra)
-    broker.start()
-    try:
-        ctrl = ["mosquitto_ctrl", "-h", broker.host, "-p", str(broker.port)]
-        for command in (
-            ["createClient", "edge", "-p", "s3cret"],
-            ["createRole", "writer"],
-            ["addRoleACL", "writer", "publishClientSend", "allowed/#", "allow"],
-            ["addClientRole", "edge", "writer"],
-        ):
-            admin = [*ctrl, "-u", "admin", "-P", "adminpw", "dynsec", *command]
-            subprocess.run(admin, check=True, capture_output=True)
-        login = {**broker.broker(), "username": "edge", "password": "s3cret"}
+    with secured_broker(tmp_path, "publishClientSend") as login:
         runtime = Runtime(plugins=PLUGINS)
         runtime.add_resource("out", "mqtt", {"broker": login, "topic": "<detail.to>/x", "qos": 1})
         runtime.add_resource("dlq", "recorder", {})
@@ -478,8 +466,6 @@ async def test_a_publish_the_broker_refuses_fails_its_delivery(tmp_path: Path) -
         assert "Not authorized" in attributes["ERROR_MESSAGE"]
         assert attributes["RETRY_ATTEMPTS"] == "0"  # not retryable: refused again
         assert stats.delivered == 2
-    finally:
-        broker.stop()
 
 
 async def test_a_replaced_resource_hands_its_connection_over(

@@ -24,7 +24,7 @@ from pipelines.process import tuned_process
 from pipelines.reload import reload
 from pipelines.runtime import Runtime
 
-from .helpers import SINK_MODULE, SINK_PIPELINE, pipelines_command
+from .helpers import SINK_MODULE, SINK_PIPELINE, Cyclic, pipelines_command
 from .recorder import Recorder, plugin_manager
 
 BASE = """
@@ -473,13 +473,6 @@ async def test_the_summary_names_section_entries_as_the_file_writes_them(tmp_pat
         assert summary.removed == ["pipe move", "resource out"]  # the user before the used
 
 
-class _Cyclic:
-    """An object in a reference cycle of its own: only the collector frees it."""
-
-    def __init__(self) -> None:
-        self.me = self
-
-
 async def test_the_runner_freezes_its_started_heap_and_collects_at_a_reload(
     tmp_path: Path,
 ) -> None:
@@ -493,7 +486,7 @@ async def test_the_runner_freezes_its_started_heap_and_collects_at_a_reload(
 
     loaded = config(tmp_path, "resources:\n  q: {type: queue}\n")
     stop, reload_requested = asyncio.Event(), asyncio.Event()
-    garbage = _Cyclic()
+    garbage = Cyclic()
     seen = weakref.ref(garbage)
     assert gc.get_freeze_count() == 0
     running = asyncio.create_task(
