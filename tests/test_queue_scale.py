@@ -564,16 +564,21 @@ async def test_concurrent_consumers_never_receive_a_message_twice_while_it_is_in
         await other.close()
 
 
+async def fill(store: QueueStore, queue: str, count: int) -> None:
+    """A new standard queue holding messages m0, m1, ... (ids 0, 1, ...), sent in batches of 10."""
+    await store.create_queue(queue)
+    for start in range(0, count, 10):
+        await store.send_batch(
+            queue, [SendEntry(f"m{n}", id=str(n)) for n in range(start, start + 10)]
+        )
+
+
 async def test_concurrent_consumers_each_get_their_own_and_counts_stay_exact(
     store: QueueStore,
 ) -> None:
     """Receives and DeleteMessageBatch calls at once (their claims, and their
     deletes, gathered into one statement while the connection is busy)."""
-    await store.create_queue("q")
-    for start in range(0, 40, 10):
-        await store.send_batch(
-            "q", [SendEntry(f"m{n}", id=str(n)) for n in range(start, start + 10)]
-        )
+    await fill(store, "q", 40)
     received = await asyncio.gather(*(store.receive("q", 10) for _ in range(4)))
     bodies = [m.body for mine in received for m in mine]
     assert sorted(bodies) == sorted(f"m{n}" for n in range(40))  # each once
@@ -604,11 +609,7 @@ async def test_claims_and_deletes_sharing_a_trip_each_get_their_own(
     sqlite_store: QueueStore,
 ) -> None:
     store = sqlite_store
-    await store.create_queue("q")
-    for start in range(0, 40, 10):
-        await store.send_batch(
-            "q", [SendEntry(f"m{n}", id=str(n)) for n in range(start, start + 10)]
-        )
+    await fill(store, "q", 40)
     assert await store.receive("q", 1, visibility_timeout=0)  # its retention pass done
     trips = trips_of(store)
     async with held_elsewhere(store.path):
@@ -681,11 +682,7 @@ async def test_a_cancelled_receive_sharing_a_claim_gives_back_its_share_only(
     sqlite_store: QueueStore,
 ) -> None:
     store = sqlite_store
-    await store.create_queue("q")
-    for start in range(0, 30, 10):
-        await store.send_batch(
-            "q", [SendEntry(f"m{n}", id=str(n)) for n in range(start, start + 10)]
-        )
+    await fill(store, "q", 30)
     assert await store.receive("q", 1, visibility_timeout=0)  # its retention pass done
     trips = trips_of(store)
     async with held_elsewhere(store.path):
