@@ -823,6 +823,87 @@ async def test_a_stop_during_a_delivery_lets_it_finish_and_keeps_its_place(
     assert seen() == [1, 2]  # the delivered event's place was kept: not again
 
 
+async def test_a_stop_during_a_stream_batch_lets_it_finish_and_keeps_its_place(
+    tmp_path: Path,
+) -> None:
+    path = config(
+        tmp_path,
+        """
+resources:
+  clicks: {type: stream}
+  held: {type: function, function: "tests.pipes_functions:held"}
+pipes:
+  p:
+    source: clicks
+    source_parameters: {starting_position: TRIM_HORIZON, batch_size: 10}
+    target: held
+""",
+    )
+    functions.gate = asyncio.Event()
+
+    def seen() -> list[int]:
+        return [json.loads(base64.b64decode(r["data"]))["n"] for b in batches("held") for r in b]
+
+    runtime = await runtime_of(path, str(tmp_path / "state.db"))
+    async with runtime:
+        await put_records(runtime, "clicks", [("k", {"n": 1})])
+        await until(lambda: asyncio.sleep(0, seen() == [1]))  # the target holds it
+        pipe = runtime.resource("p")
+        assert isinstance(pipe, PipeTarget)
+        stopping = asyncio.create_task(pipe.set_desired("STOPPED"))
+        await until(lambda: asyncio.sleep(0, pipe.current_state in ("STOPPING", "STOPPED")))
+        assert pipe.current_state == "STOPPING" and not stopping.done()
+        functions.gate.set()
+        await stopping
+        assert pipe.current_state == "STOPPED"
+    runtime = await runtime_of(path, str(tmp_path / "state.db"))
+    async with runtime:
+        await put_records(runtime, "clicks", [("k", {"n": 2})])
+        await runtime.resource("p").set_desired("RUNNING")  # type: ignore[attr-defined]
+        await until(lambda: asyncio.sleep(0, len(seen()) >= 2))
+        await asyncio.sleep(0.3)
+    assert seen() == [1, 2]  # the delivered batch's place was kept: not again
+
+
+async def test_a_stop_during_a_queue_batch_lets_it_finish_and_deletes_it(
+    tmp_path: Path,
+) -> None:
+    path = config(
+        tmp_path,
+        """
+resources:
+  orders: {type: queue, visibility_timeout: 1}
+  held: {type: function, function: "tests.pipes_functions:held"}
+pipes:
+  p: {source: orders, target: held}
+""",
+    )
+    functions.gate = asyncio.Event()
+
+    def seen() -> list[int]:
+        return [json.loads(r["body"])["n"] for b in batches("held") for r in b]
+
+    runtime = await runtime_of(path, str(tmp_path / "state.db"))
+    async with runtime:
+        await send(runtime, "orders", [{"n": 1}])
+        await until(lambda: asyncio.sleep(0, seen() == [1]))  # the target holds it
+        pipe = runtime.resource("p")
+        assert isinstance(pipe, PipeTarget)
+        stopping = asyncio.create_task(pipe.set_desired("STOPPED"))
+        await until(lambda: asyncio.sleep(0, pipe.current_state in ("STOPPING", "STOPPED")))
+        assert pipe.current_state == "STOPPING" and not stopping.done()
+        functions.gate.set()
+        await stopping
+    runtime = await runtime_of(path, str(tmp_path / "state.db"))
+    async with runtime:
+        await asyncio.sleep(1.2)  # past the visibility timeout: a kept message is back
+        await send(runtime, "orders", [{"n": 2}])
+        await runtime.resource("p").set_desired("RUNNING")  # type: ignore[attr-defined]
+        await until(lambda: asyncio.sleep(0, len(seen()) >= 2))
+        await asyncio.sleep(0.3)
+    assert seen() == [1, 2]  # the delivered message was deleted: not again
+
+
 async def test_an_api_destination_enriches_record_by_record(tmp_path: Path) -> None:
     from .httpserver import Answer, ScriptedServer
 

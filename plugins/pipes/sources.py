@@ -39,6 +39,7 @@ from pipelines.targets import TargetServices, describe_error, hand_over
 from plugins.logs.store import LogStore
 from plugins.mqtt.broker import Broker, client_id_for
 from plugins.mqtt.connection import Connection, ConnectionLost, MqttFailure
+from plugins.mqtt.messages import Received
 from plugins.pipes.definition import SourceParameters, resource_name
 from plugins.pipes.records import (
     Item,
@@ -51,7 +52,7 @@ from plugins.pipes.records import (
     webhook_item,
 )
 from plugins.queue.store import MAX_BATCH, MAX_WAIT, QueueStore, queue_arn
-from plugins.stream.store import MAX_GET_RECORDS, Record, StreamStore
+from plugins.stream.store import MAX_GET_RECORDS, Record, StreamConsumer, StreamStore
 
 log = logging.getLogger("plugins.pipes")
 
@@ -201,8 +202,11 @@ class QueueSource(Source):
             items = await self.gather(self.store, services)
             if not items:
                 continue
-            failed = await process(items)
-            await self.settle(self.store, items, failed)
+            await self.uncut(self._deliver(self.store, items, process))
+
+    async def _deliver(self, store: QueueStore, items: list[Item], process: Process) -> None:
+        """The batch handed on, then what is done deleted (one step a stop cannot cut)."""
+        await self.settle(store, items, await process(items))
 
     async def gather(self, store: QueueStore, services: TargetServices) -> list[Item]:
         """Up to ``batch_size`` messages: a long poll for the first, then what
@@ -290,7 +294,7 @@ class StreamSource(Source):
             try:
                 async with reader:
                     while records := await reader.next_batch():
-                        await self.handle(services, records, process)
+                        await self.uncut(self._deliver(services, reader, records, process))
                         delay = 1.0
                         window = self.parameters.maximum_batching_window
                         if window and len(records) < self.batch_size:
@@ -302,6 +306,17 @@ class StreamSource(Source):
                 log.error("pipe %s: %s; reading again in %.0f s", self.pipe, exc.message, delay)
                 await sleep(services.clock, delay)
                 delay = min(delay * 2, 60.0)
+
+    async def _deliver(
+        self,
+        services: TargetServices,
+        reader: StreamConsumer,
+        records: list[Record],
+        process: Process,
+    ) -> None:
+        """The batch handed on, then its place saved (one step a stop cannot cut)."""
+        await self.handle(services, records, process)
+        await reader.done()
 
     async def handle(
         self, services: TargetServices, records: list[Record], process: Process
@@ -553,10 +568,21 @@ class MqttSource(Source):
                     mqtt_item(received, self.broker.address, str(next(self._ids)), now)
                     for received, _ in batch
                 ]
-                await self.retrying(services, items, process)
-                for _, ticket in batch:  # done or given up: the broker may forget it
-                    if ticket is not None:
-                        connection.acks.settle(ticket)
+                await self.uncut(self._deliver(services, connection, batch, items, process))
+
+    async def _deliver(
+        self,
+        services: TargetServices,
+        connection: Connection,
+        batch: list[tuple[Received, int | None]],
+        items: list[Item],
+        process: Process,
+    ) -> None:
+        """The batch handed on, then acknowledged (one step a stop cannot cut)."""
+        await self.retrying(services, items, process)
+        for _, ticket in batch:  # done or given up: the broker may forget it
+            if ticket is not None:
+                connection.acks.settle(ticket)
 
     async def _give_up(
         self, services: TargetServices, items: list[Item], condition: str, attempts: int

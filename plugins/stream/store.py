@@ -1348,6 +1348,12 @@ class StreamConsumer:
             self._saved.update((s, changed[s]) for s in saved)
             self._held &= saved | (self._held - set(changed))  # a lease lost is not held
 
+    async def done(self) -> None:
+        """The batch (or record) handed out is processed: its place is saved now,
+        not at the next read, so a stop right after it cannot lose it."""
+        self._processed()
+        await self.checkpoint()
+
     def _processed(self) -> None:
         if self._current is not None:
             shard, seq = self._current
