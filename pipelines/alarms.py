@@ -239,6 +239,10 @@ class MetricAlarmSpec(AlarmSpec):
     threshold: float
     comparison_operator: str
     treat_missing_data: str
+    #: The optional settings written (``datapoints_to_alarm``,
+    #: ``treat_missing_data``): DescribeAlarms shows only those, as AWS does,
+    #: though a missing one has its effective value here.
+    written: frozenset[str] = frozenset()
 
     @property
     def cadence(self) -> int:
@@ -385,6 +389,9 @@ def parse_metric_alarm(name: str, settings: Mapping[str, Any]) -> MetricAlarmSpe
         threshold=float(threshold),
         comparison_operator=comparison,
         treat_missing_data=missing,
+        written=frozenset(
+            k for k in ("datapoints_to_alarm", "treat_missing_data") if k in settings
+        ),
     )
 
 
@@ -1268,11 +1275,13 @@ def describe_alarm(spec: AlarmSpec, state: AlarmState) -> dict[str, Any]:
         Dimensions=[{"Name": k, "Value": v} for k, v in dims],
         Period=spec.period,
         EvaluationPeriods=spec.evaluation_periods,
-        DatapointsToAlarm=spec.datapoints_to_alarm,
         Threshold=spec.threshold,
         ComparisonOperator=spec.comparison_operator,
-        TreatMissingData=spec.treat_missing_data,
     )
+    if "datapoints_to_alarm" in spec.written:
+        shown["DatapointsToAlarm"] = spec.datapoints_to_alarm
+    if "treat_missing_data" in spec.written:
+        shown["TreatMissingData"] = spec.treat_missing_data
     shown["Statistic" if spec.statistic in STATISTICS else "ExtendedStatistic"] = spec.statistic
     return shown
 

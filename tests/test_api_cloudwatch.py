@@ -345,8 +345,8 @@ async def test_metrics_are_listed_with_dimension_filters(api: Api) -> None:
 
 
 async def test_a_minimal_alarm_is_described_as_recorded(api: Api) -> None:
-    # test_describe_minimal_metric_alarm (members compared; DatapointsToAlarm and
-    # TreatMissingData are shown with their effective values where AWS omits them).
+    # test_describe_minimal_metric_alarm (members compared; what was not given,
+    # DatapointsToAlarm and TreatMissingData, is not shown).
     await api.call(
         "put_metric_alarm",
         AlarmName="minimal",
@@ -367,8 +367,6 @@ async def test_a_minimal_alarm_is_described_as_recorded(api: Api) -> None:
         "StateTransitionedTimestamp",
         "StateUpdatedTimestamp",
     }
-    assert alarm.pop("DatapointsToAlarm") == 1
-    assert alarm.pop("TreatMissingData") == "missing"
     assert alarm == {
         "ActionsEnabled": True,
         "AlarmActions": [],
@@ -387,6 +385,23 @@ async def test_a_minimal_alarm_is_described_as_recorded(api: Api) -> None:
         "Statistic": "Sum",
         "Threshold": 30.0,
     }
+    # Given, they are shown.
+    await api.call(
+        "put_metric_alarm",
+        AlarmName="given",
+        MetricName="metric1",
+        Namespace="ns",
+        EvaluationPeriods=3,
+        DatapointsToAlarm=2,
+        TreatMissingData="breaching",
+        Period=10,
+        Statistic="Sum",
+        ComparisonOperator="GreaterThanThreshold",
+        Threshold=30,
+    )
+    (given,) = (await api.call("describe_alarms", AlarmNames=["given"]))["MetricAlarms"]
+    assert (given["DatapointsToAlarm"], given["TreatMissingData"]) == (2, "breaching")
+    await api.call("delete_alarms", AlarmNames=["given"])
     # test_delete_alarm.
     await api.call("delete_alarms", AlarmNames=["minimal"])
     assert await api.call("describe_alarms") == {
