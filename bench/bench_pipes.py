@@ -44,7 +44,10 @@ from typing import Any
 import pluggy
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# Last on the path: pipelines and plugins come from the path as given (an
+# install, or PYTHONPATH=/path/to/base to measure a base's code), the
+# checkout only when neither has them.
+sys.path.append(str(ROOT))
 
 import plugins.pipes  # noqa: E402
 from pipelines import hookspecs  # noqa: E402
