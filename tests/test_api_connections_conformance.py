@@ -250,11 +250,7 @@ async def test_api_destination_validation_errors(api: Api) -> None:
         " [HEAD, POST, PATCH, DELETE, PUT, GET, OPTIONS]"
     )
     assert error["Error"]["Code"] == "ValidationException"
-    # AWS lists the enum in its own order (a hash set's); ours is the model's.
-    message, _, values = error["Error"]["Message"].rpartition(" [")
-    recorded_message, _, recorded_values = recorded.rpartition(" [")
-    assert message == recorded_message
-    assert set(values.rstrip("]").split(", ")) == set(recorded_values.rstrip("]").split(", "))
+    assert error["Error"]["Message"] == recorded  # the enum in AWS's order, not the model's
     # test_create_api_destination_name_validation
     basic = {"BasicAuthParameters": {"Username": "user", "Password": "pass"}}
     connection = (

@@ -499,10 +499,6 @@ async def test_recorded_status_filter(api: Api) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AWS lists statusFilter's values in its own order; ours follows botocore's model",
-)
 async def test_recorded_status_filter_refusal(api: Api) -> None:
     rec.require_recordings()
     recorded = rec.recording(API, "test_state_machine_status_filter")["list_executions_filter_exc"]

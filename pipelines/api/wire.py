@@ -70,6 +70,34 @@ def _kind(value: Any) -> str:
     return _JSON_KIND.get(type(value), type(value).__name__)
 
 
+#: AWS's validation messages list an enum's values in an order of their own
+#: (a hash set's, not the model's); these are the orders recorded from AWS, by
+#: shape name and value set. Any other enum is listed in the model's order.
+_RECORDED_ENUM_ORDER: dict[tuple[str, frozenset[str]], str] = {
+    (name, frozenset(values)): ", ".join(values)
+    for name, values in (
+        # stepfunctions ListExecutions' statusFilter (test_sfn_api.snapshot.json)
+        (
+            "ExecutionStatus",
+            ["SUCCEEDED", "TIMED_OUT", "PENDING_REDRIVE", "ABORTED", "FAILED", "RUNNING"],
+        ),
+        # cloudwatch SetAlarmState's stateValue (test_cloudwatch.snapshot.json)
+        ("StateValue", ["INSUFFICIENT_DATA", "ALARM", "OK"]),
+        # events CreateApiDestination's httpMethod
+        # (test_api_destinations_and_connection.snapshot.json)
+        (
+            "ApiDestinationHttpMethod",
+            ["HEAD", "POST", "PATCH", "DELETE", "PUT", "GET", "OPTIONS"],
+        ),
+    )
+}
+
+
+def _enum_listed(shape: Shape, allowed: list[str]) -> str:
+    recorded = _RECORDED_ENUM_ORDER.get((shape.name, frozenset(allowed)))
+    return recorded if recorded is not None else ", ".join(allowed)
+
+
 class _Reader:
     """One request's parameters walked against the input shape; problems kept."""
 
@@ -145,7 +173,8 @@ class _Reader:
         self.length(shape, value, path, len(value))
         allowed = shape.metadata.get("enum") if self.enums else None
         if allowed and value not in allowed:
-            self.fail(value, path, f"Member must satisfy enum value set: [{', '.join(allowed)}]")
+            listed = _enum_listed(shape, allowed)
+            self.fail(value, path, f"Member must satisfy enum value set: [{listed}]")
         pattern = shape.metadata.get("pattern")
         if pattern is not None:
             compiled = _pattern(pattern)
