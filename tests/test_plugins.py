@@ -216,7 +216,7 @@ def test_starting_a_runtime_does_not_load_the_aws_endpoint(tmp_path: Path) -> No
     # a target type's module when there is nothing of its type to make.
     # With nothing stored, a start imports the restorers and the stores they
     # read, nothing more (a pipe's sources, jsonschema for the schema
-    # registry: 150-400 ms of a start's CPU, measured by bench_schedule.py).
+    # registry: 220-400 ms of a start's CPU, measured by bench_schedule.py).
     code = (
         "import asyncio, re, sys\n"
         "from pipelines.runtime import Runtime\n"
