@@ -31,6 +31,14 @@ the next minute's, and the first minute fired nothing (and a staggered
 first minute held more or fewer runs with the load). Now a first minute
 holds every aligned run and the staggered runs due in its last 57 s.
 
+Each minute's CPU is split into the event loop's thread
+(``time.thread_time``: the scheduler, the bus, building the events and the
+metric store's rows) and the rest (SQLite's threads, one per connection,
+running the statements); the first minute also shows the start alone (the
+CPU until ``Runtime.start`` returns: opening the state database, the
+plugins' restorers, and the scheduler's first turn, which places the rules
+and saves their marks meanwhile).
+
 Lateness is the time a run's event is dispatched (``Runtime.tap``) minus its
 scheduled time, as percentiles.
 
@@ -136,6 +144,8 @@ def build(runtime: Runtime, starts: list[float]) -> None:
 @dataclass
 class Minute:
     cpu: float = 0.0
+    #: Of ``cpu``, the event loop's thread (the rest: SQLite's threads).
+    loop: float = 0.0
     lateness: list[float] = field(default_factory=list)
 
 
@@ -164,9 +174,10 @@ def build_ahead(runtime: Runtime, count: int, spread: float) -> list[float]:
 
 async def scheduler(
     count: int, spread: float, minutes: int, state: Path
-) -> tuple[list[Minute], str]:
+) -> tuple[list[Minute], float, str]:
     """The runtime's CPU and lateness per whole minute from its start (the
-    first one included), and where its figures came from."""
+    first one included), the CPU of the start alone, and where its figures
+    came from."""
     runtime = Runtime(state_path=state, limits=Limits(intake_size=count))
     starts = build_ahead(runtime, count, spread)
     # The runtime starts START_MARGIN seconds before the first run, however
@@ -181,16 +192,18 @@ async def scheduler(
         n = int(event["resources"][0].rpartition("-")[2])
         current.lateness.append((time.time() - starts[n]) % MINUTE)
 
-    began_wall, began_cpu = time.time(), time.process_time()
+    began_wall, began_cpu, began_loop = time.time(), time.process_time(), time.thread_time()
     async with runtime:
+        start = time.process_time() - began_cpu
         settle_heap()  # as ``pipelines run`` does once the runtime has started
         with runtime.tap(observe):
             for index, period in enumerate(periods):
                 current = period
                 await asyncio.sleep(max(began_wall + MINUTE * (index + 1) - time.time(), 0))
-                cpu = time.process_time()
+                cpu, loop = time.process_time(), time.thread_time()
                 period.cpu, began_cpu = cpu - began_cpu, cpu
-    return periods, f"{runtime.scheduler.fired} runs fired"
+                period.loop, began_loop = loop - began_loop, loop
+    return periods, start, f"{runtime.scheduler.fired} runs fired"
 
 
 async def cpu_share(seconds: float) -> float:
@@ -304,13 +317,20 @@ async def case(name: str, count: int, spread: float, minutes: int) -> list[float
     gc.collect()
     with tempfile.TemporaryDirectory() as directory:
         print(f"{name}: {count} rate(1 minute) schedules, state database ({load()})", flush=True)
-        periods, fired = await scheduler(count, spread, minutes, Path(directory) / "state.db")
+        periods, start, fired = await scheduler(
+            count, spread, minutes, Path(directory) / "state.db"
+        )
     for index, period in enumerate(periods):
         which = "first minute" if index == 0 else f"minute {index + 1}  "
         print(
             f"  {which}: CPU {period.cpu * 1000:6.0f} ms = {period.cpu / MINUTE:.3%} of one core;"
             f" {len(period.lateness)} runs, late {percentiles(period.lateness)}"
         )
+        split = (
+            f"the event loop's thread {period.loop * 1000:.0f} ms,"
+            f" SQLite's threads {(period.cpu - period.loop) * 1000:.0f} ms"
+        )
+        print(f"    the start {start * 1000:.0f} ms; {split}" if index == 0 else f"    {split}")
     print(f"  ({fired}; {load()})", flush=True)
     return [period.cpu for period in periods]
 
