@@ -492,11 +492,10 @@ class Checkpointer:
     behind it on the writer's thread, waits for the pages to be copied into
     the database and both files synced. Here the writers only say that they
     wrote (``wrote``, a flag); the checkpointer's thread, at most once per
-    ``pause``, runs PASSIVE checkpoints (they never wait for a lock, nor
-    stop a writer) until the WAL is copied in full, so that the next write
-    starts it again from its beginning. ``pause`` adapts so that a checkpoint
-    copies about ``pages`` pages: a busy database is checkpointed often,
-    an idle one not at all.
+    ``pause``, runs a PASSIVE checkpoint (it never waits for a lock, nor
+    stops a writer). ``pause`` adapts so that a checkpoint copies about
+    ``pages`` pages: a busy database is checkpointed often, an idle one not
+    at all.
 
     Bounded whatever happens: the writers keep SQLite's automatic checkpoint,
     raised to ``hard_pages`` (``SQLiteConnection`` sets it): if this thread
@@ -507,7 +506,7 @@ class Checkpointer:
     A WAL starts again from its beginning only at a write that finds it
     copied in full, and a busy writer appends while this thread copies: the
     pages appended meanwhile are the writer's to copy (``finish``), once it
-    has nothing waiting, a few at most.
+    has nothing waiting and no transaction open, a few at most.
 
     One per database file and process, shared by the connections of every
     store on it (``joined``/``leave``, counted); it stops when the last
@@ -813,7 +812,8 @@ class SQLiteConnection(Connection):
                 if db.total_changes != changes:
                     changes = db.total_changes
                     checkpointer.wrote()
-                if checkpointer.behind and jobs.empty():
+                # (Not inside a transaction() whose next statement is on its way.)
+                if checkpointer.behind and not db.in_transaction and jobs.empty():
                     checkpointer.finish(db)
             taken = [jobs.get()]
             while not jobs.empty():  # (this thread alone takes: no race)

@@ -203,6 +203,24 @@ async def test_a_reader_holding_the_wal_delays_the_checkpoint_without_errors(
         assert await store.count() == 201
 
 
+async def test_an_idle_writer_copies_the_tail_but_not_inside_a_transaction(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "state.db"
+    async with await Pages.open(path) as store:
+        checkpointer = checkpointer_of(store)
+        async with store.transaction() as db:
+            await db.execute("INSERT INTO pages (n, body) VALUES (1, x'00')")
+            checkpointer.behind = True  # as after a checkpoint of the thread's
+            # The writer is idle after this one, its transaction open: SQLite
+            # would refuse a checkpoint there (a warning in the log).
+            await db.execute("INSERT INTO pages (n, body) VALUES (2, x'00')")
+        await store.add(3)
+        await until(lambda: not checkpointer.behind)  # copied once the transaction ended
+        assert await store.count() == 3
+    assert not [r for r in caplog.records if "checkpoint" in r.getMessage()]
+
+
 WRITER = """
 import asyncio, sys
 from tests.test_store_checkpoint import Pages
