@@ -483,6 +483,160 @@ def _enter_wal(db: sqlite3.Connection, *, within: float = 10.0) -> None:
         pause = min(pause * 2, 0.05)
 
 
+class Checkpointer:
+    """Checkpoints one SQLite file's WAL on a thread and connection of its
+    own, so that no writer's commit pays for it.
+
+    SQLite's own (automatic) checkpoint runs inside the commit that takes the
+    WAL past 1,000 pages: that commit's caller, and every caller queued
+    behind it on the writer's thread, waits for the pages to be copied into
+    the database and both files synced. Here the writers only say that they
+    wrote (``wrote``, a flag); the checkpointer's thread, at most once per
+    ``pause``, runs a PASSIVE checkpoint (it never waits for a lock, nor
+    stops a writer). ``pause`` adapts so that a checkpoint copies about
+    ``pages`` pages: a busy database is checkpointed often, an idle one not
+    at all.
+
+    Bounded whatever happens: the writers keep SQLite's automatic checkpoint,
+    raised to ``hard_pages`` (``SQLiteConnection`` sets it): if this thread
+    falls behind, the commit that takes the WAL past it checkpoints as
+    before. Durability is unchanged: a commit is in the WAL (synced per the
+    writer's ``synchronous``) before it returns, whoever copies it later.
+
+    A WAL starts again from its beginning only at a write that finds it
+    copied in full, and a busy writer appends while this thread copies: the
+    pages appended meanwhile are the writer's to copy (``finish``), once it
+    has nothing waiting and no transaction open, a few at most.
+
+    One per database file and process, shared by the connections of every
+    store on it (``joined``/``leave``, counted); it stops when the last
+    leaves, before that connection closes the database (the last
+    connection's close then checkpoints the rest and removes the WAL, as
+    without it)."""
+
+    #: The pages a checkpoint aims to copy (SQLite's automatic checkpoint's default).
+    pages: ClassVar[int] = 1000
+    #: The writers' own automatic checkpoint, should this thread fall behind.
+    hard_pages: ClassVar[int] = 10_000
+    #: The bounds of the pause between two checkpoints, in seconds.
+    shortest: ClassVar[float] = 0.01
+    longest: ClassVar[float] = 1.0
+    #: How long ``leave`` waits for a checkpoint under way to end.
+    stop_within: ClassVar[float] = 10.0
+
+    _lock = threading.Lock()
+    _running: ClassVar[dict[str, Checkpointer]] = {}
+
+    def __init__(self, key: str, db: sqlite3.Connection) -> None:
+        self.key = key
+        self._db = db
+        self._users = 0
+        self._wrote = threading.Event()
+        self._stopping = threading.Event()
+        # Eager at first; then as the writes' pace says.
+        self.pause = self.shortest
+        #: A checkpoint ran: a writer, once idle, copies what was appended meanwhile.
+        self.behind = False
+        #: Checkpoints run, and the last one's (WAL pages, pages copied in all).
+        self.checkpoints = 0
+        self.last = (0, 0)
+        self._thread = threading.Thread(
+            target=self._run, name=f"checkpoint:{Path(key).name}", daemon=True
+        )
+
+    @classmethod
+    def joined(cls, path: Path, target: str, uri: bool) -> Checkpointer | None:
+        """The checkpointer of the file at ``path`` (``target`` as sqlite3
+        opens it), started if none runs in this process; None if its
+        connection cannot open (the writers then checkpoint as SQLite does)."""
+        key = str(path.resolve())
+        with cls._lock:
+            found = cls._running.get(key)
+            if found is None:
+                try:
+                    # Used only on the checkpointer's thread once started.
+                    db = sqlite3.connect(
+                        target, uri=uri, isolation_level=None, check_same_thread=False
+                    )
+                    db.execute("PRAGMA synchronous=NORMAL")
+                except sqlite3.Error as exc:
+                    log.warning("%s: no checkpointer (%s); commits checkpoint", path, exc)
+                    return None
+                found = cls._running[key] = cls(key, db)
+                found._thread.start()
+            found._users += 1
+            return found
+
+    def leave(self) -> None:
+        """One user fewer; the last stops the thread, waiting ``stop_within``
+        seconds at most for a checkpoint under way (then it is left to
+        finish on its own, and logged)."""
+        with self._lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            del self._running[self.key]
+        self._stopping.set()
+        self._wrote.set()
+        self._thread.join(self.stop_within)
+        if self._thread.is_alive():
+            log.warning("%s: a checkpoint is still running at close", self.key)
+
+    def wrote(self) -> None:
+        """From a writer's thread, after a write: a checkpoint is due."""
+        if not self._wrote.is_set():  # (once per checkpoint: no lock taken after)
+            self._wrote.set()
+
+    def finish(self, db: sqlite3.Connection) -> None:
+        """From a writer's thread with nothing waiting, when ``behind``: copy
+        what the last checkpoint left, so that the next write starts the WAL
+        again (PASSIVE: busy with this thread's checkpoint, it does nothing)."""
+        self.behind = False
+        try:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("%s: checkpoint failed (%s); tried again later", self.key, exc)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._wrote.wait()
+                # Writes arriving during the pause join this checkpoint.
+                if self._stopping.wait(self.pause):
+                    return
+                self._wrote.clear()
+                try:
+                    self._catch_up()
+                except sqlite3.Error as exc:
+                    log.warning("%s: checkpoint failed (%s); tried again later", self.key, exc)
+        finally:
+            self._db.close()
+
+    def _catch_up(self) -> None:
+        """A PASSIVE checkpoint, then the pause set for about ``pages``
+        pages per checkpoint. It copies the WAL as it was when it began:
+        what writers appended meanwhile is left to the next idle writer
+        (``behind``), so that the WAL starts again at the next write."""
+        busy, frames, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if not busy and frames < 0:
+            # No WAL seen yet (the file was new when this connection
+            # opened): a read makes the connection find it.
+            self._db.execute("SELECT count(*) FROM sqlite_master").fetchall()
+            busy, frames, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if busy or frames < 0:  # another connection is checkpointing (a writer, at its limit)
+            return
+        self.checkpoints += 1
+        self.last = (frames, copied)
+        self.behind = True
+        # ``frames``: the WAL's pages, written since it last started again,
+        # which the last checkpoint's tail allowed (else more: more often).
+        # Shorter at once, longer at most twice as long: a burst after a
+        # quiet spell finds a pause not much longer than it needs.
+        if frames > 0:
+            wanted = min(self.pause * self.pages / frames, self.pause * 2)
+            self.pause = min(max(wanted, self.shortest), self.longest)
+
+
 class SQLiteConnection(Connection):
     """A SQLite connection with a thread of its own: every statement runs
     there, so none blocks the event loop, in the order it was handed over.
@@ -498,7 +652,11 @@ class SQLiteConnection(Connection):
     ``call`` runs a function of the ``sqlite3.Connection`` on the thread,
     for what only SQLite can do (a test's trace callback or busy timeout).
     ``on_trip``, when set, is called on the thread with each ``Trip``
-    before it runs: what a benchmark's peer replays, or a test counts."""
+    before it runs: what a benchmark's peer replays, or a test counts.
+
+    A file's WAL is checkpointed by its ``Checkpointer``, not by the commit
+    that fills it (``checkpointer``: None in memory, or if it could not
+    start)."""
 
     def __init__(self, name: str) -> None:
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
@@ -506,12 +664,25 @@ class SQLiteConnection(Connection):
         self._closed = False
         #: Called on the connection's thread with each trip before it runs.
         self.on_trip: Callable[[Trip], None] | None = None
+        self.checkpointer: Checkpointer | None = None
 
-    async def start(self, target: str, *, uri: bool, functions: Mapping[str, SQLFunction]) -> None:
-        """Open the database on a thread started for it; sqlite3's errors raised."""
+    async def start(
+        self,
+        target: str,
+        *,
+        uri: bool,
+        functions: Mapping[str, SQLFunction],
+        file: Path | None = None,
+    ) -> None:
+        """Open the database on a thread started for it; sqlite3's errors
+        raised. ``file``: the database's file, whose WAL a ``Checkpointer``
+        then checkpoints (None: SQLite's automatic checkpoint, in commits)."""
         opened: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         thread = threading.Thread(
-            target=self._serve, args=(opened, target, uri, functions), name=self._name, daemon=True
+            target=self._serve,
+            args=(opened, target, uri, functions, file),
+            name=self._name,
+            daemon=True,
         )
         thread.start()
         try:
@@ -592,6 +763,7 @@ class SQLiteConnection(Connection):
         target: str,
         uri: bool,
         functions: Mapping[str, SQLFunction],
+        file: Path | None,
     ) -> None:
         try:
             db = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=True)
@@ -606,18 +778,43 @@ class SQLiteConnection(Connection):
             db.execute("PRAGMA synchronous=NORMAL")
             for name, (arguments, function) in functions.items():
                 db.create_function(name, arguments, function, deterministic=True)
+            if file is not None and db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                self._hand_checkpoints(db, file, target, uri)
         except BaseException as exc:
+            if self.checkpointer is not None:
+                self.checkpointer.leave()
             db.close()
             _post([(opened, exc, None)])
             return
         _post([(opened, None, None)])
         self._work(db)
 
+    def _hand_checkpoints(self, db: sqlite3.Connection, file: Path, target: str, uri: bool) -> None:
+        """The file's checkpointer takes the WAL's checkpoints; this
+        connection's commits checkpoint only past its hard limit, and the WAL
+        file left after one is cut back to about what the checkpointer keeps
+        it to (SQLite otherwise leaves it at its largest)."""
+        self.checkpointer = Checkpointer.joined(file, target, uri)
+        if self.checkpointer is None:
+            return
+        db.execute(f"PRAGMA wal_autocheckpoint={Checkpointer.hard_pages}")
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+        db.execute(f"PRAGMA journal_size_limit={4 * Checkpointer.pages * page}")
+
     def _work(self, db: sqlite3.Connection) -> None:
         """Take every job handed over, in order, until told to stop: shared
         statements next to each other go as one trip."""
         jobs = self._jobs
+        changes = db.total_changes
+        checkpointer = self.checkpointer
         while True:
+            if checkpointer is not None:
+                if db.total_changes != changes:
+                    changes = db.total_changes
+                    checkpointer.wrote()
+                # (Not inside a transaction() whose next statement is on its way.)
+                if checkpointer.behind and not db.in_transaction and jobs.empty():
+                    checkpointer.finish(db)
             taken = [jobs.get()]
             while not jobs.empty():  # (this thread alone takes: no race)
                 taken.append(jobs.get_nowait())
@@ -716,6 +913,9 @@ class SQLiteConnection(Connection):
         late = taken[taken.index(stop) + 1 :]
         refused = StateError(f"{self._name}: the connection is closed")
         try:
+            if self.checkpointer is not None:
+                # First: the last connection's close checkpoints what is left.
+                self.checkpointer.leave()
             db.close()
         except BaseException as exc:
             outcome: _Outcome = (stop[1], exc, None)
@@ -828,8 +1028,9 @@ class SQLiteBackend(Backend):
             target = f"file:{urllib.parse.quote(str(location.absolute()))}?mode=rw"
             uri = True
         connection = SQLiteConnection(f"sqlite:{location.name}")
+        file = None if location == IN_MEMORY else location
         try:
-            await connection.start(target, uri=uri, functions=functions)
+            await connection.start(target, uri=uri, functions=functions, file=file)
         except sqlite3.Error as exc:
             raise unusable(location, exc) from None
         return connection
