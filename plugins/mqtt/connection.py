@@ -22,11 +22,15 @@ What gmqtt offers and how it is used here:
   ``write_data`` is replaced by ``_write``: packets written in one turn of
   the event loop leave together in one write at the end of it, in order
   (the PUBACKs a batch releases, the publishes of its deliveries).
-- **PUBACK of a publish.** gmqtt keeps each QoS 1/2 PUBLISH in its
-  ``persistent_storage`` until the PUBACK (or PUBCOMP) and removes it then:
-  ``_Outbound`` is that storage, with the publisher's callback per packet id
-  (``publish``; ``send`` awaits a future through it). No task, no future
-  per publish on the bus's path.
+- **PUBACK of a publish.** gmqtt keeps each QoS 2 PUBLISH in its
+  ``persistent_storage`` until the PUBCOMP (its handler swaps it for the
+  PUBREL at PUBREC): ``_Outbound`` is that storage, and keeps the
+  publisher's callback per packet id at any QoS (``publish``; ``send``
+  awaits a future through it); a QoS 1 PUBLISH is not stored (nothing
+  replays it: a new connection is a new client). The callbacks of the
+  publishes a read's PUBACKs answer are called at the end of that read,
+  once the publishes those PUBACKs let go are written (``_tell_answered``).
+  No task, no future per publish on the bus's path.
 - **Packets read.** gmqtt reads with a task awaiting an ``asyncio.
   StreamReader`` (an await per chunk, a bytes copy per chunk), cuts each
   packet into a ``Package`` object and dispatches it through its handler (a
@@ -51,8 +55,9 @@ What gmqtt offers and how it is used here:
   ``id_generator``, ``_connection_state.protocol_version``. ``_check_gmqtt``
   checks they are there when a connection is made and fails with a message
   naming this module if gmqtt changed.
-- **Publishes in flight.** gmqtt takes packet ids up to the broker's Receive
-  Maximum and raises ``OverflowError`` past it: a publish that meets it waits
+- **Publishes in flight.** ``_PacketIds`` (in the handler's place of
+  gmqtt's id generator) gives packet ids up to the broker's Receive Maximum
+  and raises ``OverflowError`` past it: a publish that meets it waits
   in ``_Outbound.queued``, in order, and goes out as a PUBACK frees an id (in
   the PUBACK's own handling, back to back), so the broker's window bounds
   what is in flight and stays full.
