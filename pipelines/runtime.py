@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, 
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import pluggy
 
@@ -115,6 +115,18 @@ def _copy_of(bus: str, event: Mapping[str, Any]) -> tuple[str, str, str | None]:
     """Which copy of an event a row is: its bus, its id and, for a replayed
     copy (which keeps the original's id), the replay's name."""
     return (bus, str(event.get("id", "")), event.get("replay-name"))
+
+
+class _Taken(NamedTuple):
+    """What ``Runtime._take`` accepted of one bus's entries of a PutEvents
+    call: their places in the results, how many were accepted, the range of
+    durable intake rows to wait for (``last`` 0: none), and why the rest failed."""
+
+    positions: list[int]
+    accepted: int
+    first: int
+    last: int
+    failure: str | None
 
 
 class _Shutdown(Exception):
@@ -464,6 +476,7 @@ class Runtime:
         settled: Callable[[int], None] | None = None,
         caller: Caller | None = None,
         forwarded_by: str | None = None,
+        accepted: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """PutEvents: validate each entry alone, accept the valid ones, one result each.
 
@@ -486,6 +499,12 @@ class Runtime:
         nothing of it. A source that can hold its acknowledgement until then
         (MQTT QoS 1) gets at-least-once delivery without an archive. An event
         still in memory at shutdown, past the drain limit, never settles.
+
+        ``accepted()`` is called once every entry of the call is taken into
+        its bus's intake (in order, after those of the calls before) or
+        failed, before the call waits for the durable intake's commit: a
+        source may start its next put then, and keep its order (the MQTT
+        source keeps a second put under way while one waits for the commit).
         """
         while self._starting():
             with contextlib.suppress(TimeoutError):  # a failed start sets _stopping instead
@@ -494,7 +513,9 @@ class Runtime:
             raise NotRunningError(self._not_running())
         self._putting += 1
         try:
-            return await self._put_events(entries, default_bus, settled, caller, forwarded_by)
+            return await self._put_events(
+                entries, default_bus, settled, caller, forwarded_by, accepted
+            )
         finally:
             self._putting -= 1
 
@@ -505,6 +526,7 @@ class Runtime:
         settled: Callable[[int], None] | None,
         caller: Caller | None = None,
         forwarded_by: str | None = None,
+        accepted: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         now = self.clock.time()
         moment = datetime.fromtimestamp(now, UTC)
@@ -551,10 +573,18 @@ class Runtime:
             positions.append(index)
             events.append(event)
             results.append({"EventId": event["id"]})
-        for bus, (positions, events) in valid.items():
-            failed += await self._take(bus, None, positions, events, now, settled, results)
+        # Every group is taken in first, then its rows' commit waited for:
+        # one wait for the call's rows, and ``accepted`` told in between.
+        taken = [
+            await self._take(bus, None, positions, events, now, settled, results)
+            for bus, (positions, events) in valid.items()
+        ]
         for (bus, addressed), (positions, events) in withheld.items():
-            failed += await self._take(bus, addressed, positions, events, now, settled, results)
+            taken.append(await self._take(bus, addressed, positions, events, now, settled, results))
+        if accepted is not None:
+            accepted()
+        for take in taken:
+            failed += await self._answer(take, results)
         return {"FailedEntryCount": failed, "Entries": results}
 
     async def _take(
@@ -566,18 +596,16 @@ class Runtime:
         now: float,
         settled: Callable[[int], None] | None,
         results: list[dict[str, str]],
-    ) -> int:
+    ) -> _Taken:
         """Accept one bus's valid entries of a PutEvents call (at ``positions``
         in ``results``), for the rules ``addressed`` (None: all they match);
-        returns how many failed (their results say why)."""
-        failure = "The bus stopped before accepting this entry; put it again."
+        ``_answer`` then waits for their rows and says which failed."""
         # Each event carries its producer's settlement through the intake;
         # one not accepted (or a call cancelled while waiting for room) is
         # never settled: a producer that waits sends again.
         settlements: list[Settlement | None] | None = None
         if settled is not None:
             settlements = [Settlement(functools.partial(settled, i)) for i in positions]
-        accepted = 0
         intake = self.intake
         first = intake.reserved + 1 if intake is not None else 0
         archived = self.archives.archives_of(bus.name)
@@ -587,20 +615,31 @@ class Runtime:
                 # event it accepted is in its archives, whatever happens next.
                 await self.archives.archive(bus.name, events)
             accepted = await bus.accept(events, now, settlements, addressed)
-            if intake is not None:
-                if archived:
-                    self._archive_in(intake, bus.name, events[:accepted])
-                # Answered only once they are in the durable intake. A
-                # call that reserved no row (its events matched no rule,
-                # none archived) has nothing to wait for: not even for
-                # the commit of other producers' rows.
-                if intake.reserved >= first:
-                    await intake.committed(intake.reserved, first)
         except StateError as exc:
-            failure = f"{exc}; put it again."
-            # Not durable: not answered for (they may still be delivered:
-            # a put again then delivers twice, never zero times).
-            accepted = 0
+            return _Taken(positions, 0, 0, 0, f"{exc}; put it again.")
+        if intake is not None and archived:
+            self._archive_in(intake, bus.name, events[:accepted])
+        # A call that reserved no row (its events matched no rule, none
+        # archived) has nothing to wait for: not even for the commit of
+        # other producers' rows.
+        last = intake.reserved if intake is not None and intake.reserved >= first else 0
+        return _Taken(positions, accepted, first, last, None)
+
+    async def _answer(self, taken: _Taken, results: list[dict[str, str]]) -> int:
+        """Wait until the rows of what ``_take`` accepted are in the durable
+        intake (answered only then); how many of its entries failed (their
+        results say why)."""
+        positions, accepted, first, last, failure = taken
+        intake = self.intake
+        if last and intake is not None:
+            try:
+                await intake.committed(last, first)
+            except StateError as exc:
+                failure = f"{exc}; put it again."
+                # Not durable: not answered for (they may still be delivered:
+                # a put again then delivers twice, never zero times).
+                accepted = 0
+        failure = failure or "The bus stopped before accepting this entry; put it again."
         for index in positions[accepted:]:
             # Not accepted (the runtime stopped while this call waited
             # for room, or a write failed): say so per entry,

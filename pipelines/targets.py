@@ -166,13 +166,16 @@ class TargetServices(Protocol):
         settled: Callable[[int], None] | None = None,
         caller: Caller | None = None,
         forwarded_by: str | None = None,
+        accepted: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """PutEvents, for a resource that is also a source (an MQTT
         subscription): see ``Runtime.put_events``. ``settled(index)`` reports
         each accepted entry once every delivery of it is safe. Raises
         ``NotRunningError`` once the runtime stops taking events. ``caller``:
         the account a source puts as (its ``account`` setting; None: the
-        runtime's own); ``forwarded_by``: the rule ARN of a bus forwarding."""
+        runtime's own); ``forwarded_by``: the rule ARN of a bus forwarding;
+        ``accepted()``: every entry is taken in (or failed), the call now
+        waits for the durable intake's commit."""
         ...
 
     def put_metric_data(

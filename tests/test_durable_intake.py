@@ -425,3 +425,24 @@ async def test_a_put_that_matches_no_rule_does_not_wait_for_others_commits(
         finally:
             gate.set()  # also when an assertion failed: the runtime must stop
         assert (await held_put)["FailedEntryCount"] == 0
+
+
+async def test_accepted_is_told_once_the_events_are_on_the_bus_before_the_answer(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state.db"
+    runtime = make_runtime(state_path=state)
+    runtime.add_resource("sink", "recorder", {})
+    await routed(runtime, [{"id": "a", "resource": "sink"}])
+    told: list[int] = []
+    async with runtime:
+        intake = runtime.intake
+        assert intake is not None
+        before = intake.reserved
+
+        def accepted() -> None:
+            told.append(intake.reserved - before)  # their rows reserved by now
+
+        result = await runtime.put_events([order(1), order(2), {"Source": ""}], accepted=accepted)
+        assert told == [2]  # once, before the answer, for the two valid entries
+        assert result["FailedEntryCount"] == 1

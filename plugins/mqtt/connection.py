@@ -22,11 +22,15 @@ What gmqtt offers and how it is used here:
   ``write_data`` is replaced by ``_write``: packets written in one turn of
   the event loop leave together in one write at the end of it, in order
   (the PUBACKs a batch releases, the publishes of its deliveries).
-- **PUBACK of a publish.** gmqtt keeps each QoS 1/2 PUBLISH in its
-  ``persistent_storage`` until the PUBACK (or PUBCOMP) and removes it then:
-  ``_Outbound`` is that storage, with the publisher's callback per packet id
-  (``publish``; ``send`` awaits a future through it). No task, no future
-  per publish on the bus's path.
+- **PUBACK of a publish.** gmqtt keeps each QoS 2 PUBLISH in its
+  ``persistent_storage`` until the PUBCOMP (its handler swaps it for the
+  PUBREL at PUBREC): ``_Outbound`` is that storage, and keeps the
+  publisher's callback per packet id at any QoS (``publish``; ``send``
+  awaits a future through it); a QoS 1 PUBLISH is not stored (nothing
+  replays it: a new connection is a new client). The callbacks of the
+  publishes a read's PUBACKs answer are called at the end of that read,
+  once the publishes those PUBACKs let go are written (``_tell_answered``).
+  No task, no future per publish on the bus's path.
 - **Packets read.** gmqtt reads with a task awaiting an ``asyncio.
   StreamReader`` (an await per chunk, a bytes copy per chunk), cuts each
   packet into a ``Package`` object and dispatches it through its handler (a
@@ -51,8 +55,9 @@ What gmqtt offers and how it is used here:
   ``id_generator``, ``_connection_state.protocol_version``. ``_check_gmqtt``
   checks they are there when a connection is made and fails with a message
   naming this module if gmqtt changed.
-- **Publishes in flight.** gmqtt takes packet ids up to the broker's Receive
-  Maximum and raises ``OverflowError`` past it: a publish that meets it waits
+- **Publishes in flight.** ``_PacketIds`` (in the handler's place of
+  gmqtt's id generator) gives packet ids up to the broker's Receive Maximum
+  and raises ``OverflowError`` past it: a publish that meets it waits
   in ``_Outbound.queued``, in order, and goes out as a PUBACK frees an id (in
   the PUBACK's own handling, back to back), so the broker's window bounds
   what is in flight and stays full.
@@ -155,34 +160,38 @@ class _Outbound(PersistentStorage):  # type: ignore[misc]
         #: publish waits before building its packet, not after
         self.limit: int | None = None
         self._send = publish  # the connection's: False when no id was free
-        self._pushed: Done | None = None  # the callback of the publish being stored
 
-    def push_message(self, mid: int, raw_package: bytes) -> None:
-        super().push_message(mid, raw_package)
-        if self._pushed is not None:  # not QoS 2's PUBREL taking its PUBLISH's place
-            self.done[mid] = self._pushed
-            self._pushed = None
-
-    def store(self, mid: int, packet: bytes, done: Done) -> None:
-        self._pushed = done
-        self.push_message(mid, packet)
+    def store(self, mid: int, packet: bytes, qos: int, done: Done) -> None:
+        """A publish sent with packet id ``mid``: ``done`` is told at its answer.
+        Only a QoS 2 packet is kept in gmqtt's store, whose handler swaps it
+        for its PUBREL at PUBREC (a QoS 1 one is answered here: ``answered``)."""
+        self.done[mid] = done
+        if qos == 2:
+            self.push_message(mid, packet)
 
     def remove_message_by_mid(self, mid: int) -> None:
         """gmqtt's call at a PUBCOMP (QoS 2) or a refused PUBREC."""
+        super().remove_message_by_mid(mid)
         self.acknowledged(mid, 0)
 
     def acknowledged(self, mid: int, reason: int) -> None:
         """The broker answered the publish of ``mid`` (its packet id is free
         already): done, or refused when ``reason`` is 0x80 or more."""
-        super().remove_message_by_mid(mid)
+        done = self.answered(mid)
+        if done is not None:
+            done(None if reason < 0x80 else PublishRefused(reason))
+
+    def answered(self, mid: int) -> Done | None:
+        """The publish of ``mid`` is answered: forget it, send the oldest
+        waiting publishes in its place, and return who to tell (the caller
+        tells it, once those publishes are written: see ``Connection._read``)."""
         done = self.done.pop(mid, None)
         # The id is free: the oldest waiting publishes go now (before telling
         # ``done``, whose caller may publish more: they queue behind these).
         queued = self.queued
         while queued and not self.full and self._send(queued[0]):
             queued.popleft()
-        if done is not None:
-            done(None if reason < 0x80 else PublishRefused(reason))
+        return done
 
     @property
     def full(self) -> bool:
@@ -195,6 +204,37 @@ class _Outbound(PersistentStorage):  # type: ignore[misc]
         self.queued.clear()
         for done in waiting:
             done(ConnectionLost(reason))
+
+
+class _PacketIds:
+    """The packet ids of a connection's publishes (and subscribes) awaiting
+    their answer: gmqtt's ``IdGenerator`` in its place (the same three
+    names, which gmqtt's handler uses: ``next_id``, ``free_id`` and ``_max``,
+    set to the broker's Receive Maximum at CONNACK), without its two debug
+    log calls per publish, and allowing the whole Receive Maximum in flight
+    (gmqtt stops one short of it)."""
+
+    def __init__(self, maximum: int) -> None:
+        self._max = maximum
+        self.used: set[int] = set()
+        self._last = 0
+
+    def next_id(self) -> int:
+        """A free id; OverflowError when the Receive Maximum is in flight."""
+        used = self.used
+        if len(used) >= self._max:
+            raise OverflowError("every packet id the broker's Receive Maximum allows is in use")
+        mid = self._last
+        while True:  # ends: fewer than 65535 ids are in use
+            mid = mid + 1 if mid < 65535 else 1
+            if mid not in used:
+                break
+        used.add(mid)
+        self._last = mid
+        return mid
+
+    def free_id(self, mid: int) -> None:
+        self.used.discard(mid)
 
 
 class Connection(gmqtt.Client):  # type: ignore[misc]
@@ -247,11 +287,14 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         self._held: list[bytes] = []
         self._held_size = 0
         self._needed = 0
+        #: publishes answered by the PUBACKs of the read being handled, and
+        #: their reason codes: told at its end (see ``_tell_answered``)
+        self._answered: list[tuple[Done, int]] = []
         _check_gmqtt(self)
         handler = self._package_handler
         #: gmqtt's own parser: for a PUBLISH with properties (see ``_publish_at``)
         self._parse_publish = handler._handle_publish_packet
-        self._free_id = handler.id_generator.free_id
+        self._ids = handler.id_generator = _PacketIds(handler.id_generator._max)
         if acknowledges:
             handler._handle_qos_1_publish_packet = functools.partial(self._arrived, 1)
             handler._handle_qos_2_publish_packet = functools.partial(self._arrived, 2)
@@ -358,6 +401,8 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         at = self._read_packets(data)
         if len(self.inbox) != queued:
             self.wake.set()
+        if self._answered:
+            self._tell_answered()
         if at < 0:
             return
         if at < len(data):
@@ -405,6 +450,18 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
                 self._connection.put_package(Package(command, data[start:end]))
             at = end
         return at
+
+    def _tell_answered(self) -> None:
+        """The publishes this read's PUBACKs answered, told only now: first
+        the publishes those PUBACKs let go leave (one write), so the broker
+        works on them while the deliveries settle here, and the broker's
+        window, which bounds what is in flight, is refilled without waiting
+        for that work."""
+        self._flush()
+        answered = self._answered
+        self._answered = []
+        for done, reason in answered:
+            done(None if reason < 0x80 else PublishRefused(reason))
 
     def _malformed(self) -> None:
         log.error(
@@ -460,8 +517,10 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         the broker refused it (a reason code of 0x80 or more: not
         authorized, quota exceeded...), which gmqtt does not read: that
         publish fails."""
-        self._free_id(mid)
-        self._outbound.acknowledged(mid, reason)
+        self._ids.used.discard(mid)
+        done = self._outbound.answered(mid)
+        if done is not None:
+            self._answered.append((done, reason))
 
     def _publish_at(self, command: int, data: bytes, start: int, end: int, properties: int) -> None:
         """A PUBLISH at ``data[start:end]`` (its remaining length), read in
@@ -614,7 +673,7 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         if remaining > _MAXIMUM_REMAINING:  # before a packet id is taken, or it leaks
             raise ValueError("the payload is too large for one MQTT packet")
         if qos:
-            mid = self._package_handler.id_generator.next_id()
+            mid = self._ids.next_id()
             extra = mid.to_bytes(2, "big") + extra
         packet = b"".join(
             (
@@ -627,7 +686,7 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
             )
         )
         if qos:
-            self._outbound.store(mid, packet, done)
+            self._outbound.store(mid, packet, qos, done)
         self._write(packet)
 
 
@@ -657,6 +716,7 @@ def _check_gmqtt(client: gmqtt.Client) -> None:
             (handler, "_handle_qos_1_publish_packet"),
             (handler, "_handle_qos_2_publish_packet"),
             (handler, "id_generator"),
+            (getattr(handler, "id_generator", None), "_max"),
             (MQTTConnection, "put_package"),
             (MQTTProtocol, "_read_loop"),
         )
@@ -673,6 +733,8 @@ def _remaining_length(value: int) -> bytes:
     """MQTT's variable byte integer (section 1.5.5)."""
     if value < 128:
         return bytes((value,))
+    if value < 16384:  # two bytes: most packets past 127 bytes, without a loop
+        return bytes((value & 0x7F | 0x80, value >> 7))
     encoded = bytearray()
     while True:
         value, digit = divmod(value, 128)

@@ -15,7 +15,7 @@ import functools
 import logging
 import random
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -349,21 +349,55 @@ class MqttTarget(Target):
     # -- the source side ------------------------------------------------------
 
     async def _consume(self, connection: Connection) -> None:
-        """Take what arrived, a batch per wake-up, until the connection ends."""
-        while True:
-            await connection.wake.wait()
-            connection.wake.clear()
-            if connection.lost.is_set():
-                raise ConnectionLost("disconnected")
-            while batch := connection.take(BATCH):
-                try:
-                    await self._put(connection.acks, batch)
-                except NotRunningError:
-                    # The runtime is stopping: what was not acknowledged stays
-                    # with the broker, which hands it out again (to our session,
-                    # or to the group once our session ends).
-                    await connection.lost.wait()
-                    raise ConnectionLost("stopping") from None
+        """Take what arrived, a batch per wake-up, until the connection ends.
+
+        Two puts may be under way: once a put's events are taken into the
+        bus (``put_events``' ``accepted``), in order, the next batch is put
+        while the first waits for the durable intake's commit. So the
+        commit's wait overlaps the next batch's work, and the order of the
+        messages on the bus stays the order they came in."""
+        under_way: collections.deque[asyncio.Task[None]] = collections.deque()
+        try:
+            while True:
+                await connection.wake.wait()
+                connection.wake.clear()
+                if connection.lost.is_set():
+                    raise ConnectionLost("disconnected")
+                while batch := connection.take(BATCH):
+                    try:
+                        await self._put_next(connection.acks, batch, under_way)
+                    except NotRunningError:
+                        # The runtime is stopping: what was not acknowledged stays
+                        # with the broker, which hands it out again (to our session,
+                        # or to the group once our session ends).
+                        await connection.lost.wait()
+                        raise ConnectionLost("stopping") from None
+        finally:
+            for task in under_way:
+                task.cancel()
+            await asyncio.gather(*under_way, return_exceptions=True)
+
+    async def _put_next(
+        self,
+        acks: InOrderAcks[Any],
+        batch: list[tuple[Received, int | None]],
+        under_way: collections.deque[asyncio.Task[None]],
+    ) -> None:
+        """Start the put of ``batch`` and return once its events are on the
+        bus, with at most one put before it still under way (waiting for its
+        commit). A put's failure is raised here, in order."""
+        taken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_bus(*_: object) -> None:
+            if not taken.done():
+                taken.set_result(None)
+
+        task = asyncio.create_task(self._put(acks, batch, on_bus))
+        task.add_done_callback(on_bus)  # ended before it took its events in: a failure
+        under_way.append(task)
+        await taken
+        while under_way and (len(under_way) > 1 or under_way[0].done()):
+            await under_way.popleft()
 
     def _subscription(self, topic: str) -> Subscription:
         """The subscription a message came through. With one, every message
@@ -398,10 +432,16 @@ class MqttTarget(Target):
             )
         ]
 
-    async def _put(self, acks: InOrderAcks[Any], batch: list[tuple[Received, int | None]]) -> None:
+    async def _put(
+        self,
+        acks: InOrderAcks[Any],
+        batch: list[tuple[Received, int | None]],
+        on_bus: Callable[[], None] | None = None,
+    ) -> None:
         """One put_events call for a batch of messages; each QoS 1/2 message
         is acknowledged (in arrival order, through ``acks``) once all its
-        entries are safe. QoS 0 messages have no ticket: nothing to acknowledge."""
+        entries are safe. QoS 0 messages have no ticket: nothing to
+        acknowledge. ``on_bus``: put_events' ``accepted``."""
         assert self._services is not None
         entries: list[Any] = []
         tickets: list[int | None] = []  # per entry, the ticket of the message it came from
@@ -428,7 +468,7 @@ class MqttTarget(Target):
 
         delivered = self.ack == "delivered"
         result = await self._services.put_events(
-            entries, settled=safe if delivered else None, caller=self.caller
+            entries, settled=safe if delivered else None, caller=self.caller, accepted=on_bus
         )
         refused: dict[str, list[tuple[str, str]]] = {}
         for index, outcome in enumerate(result["Entries"]):
