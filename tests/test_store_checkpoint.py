@@ -11,7 +11,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,8 +51,10 @@ def checkpointer_of(store: Store) -> Checkpointer:
     return connection.checkpointer
 
 
-def checkpoint_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("checkpoint:")]
+def running(path: Path) -> Checkpointer | None:
+    """The checkpointer running for the file at ``path`` (another test's
+    store left open in this worker may have one of its own: not counted)."""
+    return Checkpointer._running.get(str(path.resolve()))
 
 
 def wal_pages(path: Path) -> int:
@@ -131,7 +132,7 @@ async def test_the_wal_stays_bounded_when_the_checkpointer_falls_behind(
         assert checkpointer.checkpoints == 0
         assert wal_pages(path) <= 300 + 10
     # Closing did not wait out the hour.
-    assert not checkpoint_threads()
+    assert running(path) is None and not checkpointer._thread.is_alive()
     async with await Pages.open(path) as store:
         assert await store.count() == 2000
 
@@ -143,15 +144,15 @@ async def test_stores_on_one_file_share_a_checkpointer_until_the_last_closes(
     first = await Pages.open(path)
     second = await Other.open(path)
     try:
-        assert checkpointer_of(first) is checkpointer_of(second)
-        assert len(checkpoint_threads()) == 1
+        shared = checkpointer_of(first)
+        assert shared is checkpointer_of(second) is running(path)
         await first.close()
-        assert len(checkpoint_threads()) == 1
+        assert running(path) is shared and shared._thread.is_alive()
         await second.execute("INSERT INTO other (n) VALUES (1)")
     finally:
         await first.close()
         await second.close()
-    assert not checkpoint_threads()
+    assert running(path) is None and not shared._thread.is_alive()
     # The last connection's close checkpointed the rest and removed the WAL,
     # as SQLite does when no checkpointer holds the file open.
     assert not path.with_name("state.db-wal").exists()
@@ -167,7 +168,7 @@ async def test_close_waits_for_a_checkpoint_under_way(tmp_path: Path) -> None:
     await store.close()
     # Joined, not left running: its connection is closed with it.
     assert not checkpointer._thread.is_alive()
-    assert not checkpoint_threads()
+    assert running(path) is None
 
 
 async def test_a_store_in_memory_has_no_checkpointer() -> None:
