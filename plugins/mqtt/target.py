@@ -478,8 +478,11 @@ class MqttTarget(Target):
             acks.settle(ticket)
 
         delivered = self.ack == "delivered"
+        # A batch with nothing to acknowledge (QoS 0) asks for no settlement:
+        # the bus then keeps no producer's callback per event.
+        waits = delivered and tickets.count(None) < len(tickets)
         result = await self._services.put_events(
-            entries, settled=safe if delivered else None, caller=self.caller, accepted=on_bus
+            entries, settled=safe if waits else None, caller=self.caller, accepted=on_bus
         )
         refused: dict[str, list[tuple[str, str]]] = {}
         for index, outcome in enumerate(result["Entries"]):
