@@ -122,8 +122,14 @@ class RowSettlement(Settlement):
         intake = self.intake
         if intake is not None:
             self.intake = None  # fired twice: the row is deleted once
-            intake._settle(self.seq)
-        Settlement.fire(self)
+            intake._settled.append(self.seq)
+            intake._wake.set()
+        callback = self.callback
+        if callback is not None:
+            try:
+                callback()
+            except Exception:  # a producer's bug must not stop delivery
+                log.exception("a settlement callback failed")
 
 
 def _stored(addressed: str | frozenset[str] | None) -> str | None:
@@ -217,11 +223,6 @@ class DurableIntake:
     def settlement(self, seq: int, producer: Settlement | None = None) -> Settlement:
         callback = producer.callback if producer is not None else None
         return RowSettlement(callback, seq=seq, intake=self)
-
-    def _settle(self, seq: int) -> None:
-        """The event of row ``seq`` is settled: its row goes in the next write."""
-        self._settled.append(seq)
-        self._wake.set()
 
     def attach(self, rows: ArchiveRows, *, strict: bool) -> None:
         """Write archive rows in the same transaction as the intake rows
