@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from pipelines import metrics as m
-from pipelines.delivery import Deliverer, Delivery, Job, RetryPolicy, Settlement, notify
+from pipelines.delivery import Deliverer, Delivery, Job, RetryPolicy, Settlement
 from pipelines.errors import ConfigError, Problems, ResourceNotFoundError, Where
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION
 from pipelines.intake import DurableIntake
@@ -735,7 +735,7 @@ class Bus:
         names = self._names(event, addressed)
         if not names:
             if settlement is not None:  # no target wants it: nothing to wait for
-                notify(settlement.callback)
+                settlement.fire()
             return
         if not isinstance(addressed, str):
             self._matched.add()
@@ -776,7 +776,7 @@ class Bus:
         if settlement is not None:
             settlement.remaining = len(jobs) - added
             if not settlement.remaining:  # no target wants it: nothing to wait for
-                notify(settlement.callback)
+                settlement.fire()
 
     def dispatching(self) -> set[Delivery]:
         """Deliveries that the event being dispatched still has jobs for."""

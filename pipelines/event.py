@@ -504,6 +504,31 @@ def validate_entry(
     )
 
 
+class ParsedDetail(str):
+    """An entry's Detail text that carries the object it was written from, so
+    the usual path (``_usual_event``) checks the text but does not parse it
+    again: for a producer that builds the detail itself (the MQTT source
+    parses a payload, adds its metadata and writes the text). The object
+    becomes the event's detail: the producer must not keep or change it.
+    Any other path reads the text as usual (it is a ``str``)."""
+
+    value: dict[str, Any]
+
+    @classmethod
+    def of(cls, value: dict[str, Any]) -> str:
+        """The Detail text of ``value``. Only orjson's own writing carries the
+        object: what it writes reads back equal (what ``dump_json`` writes
+        the slow way, a lone surrogate or a huge integer, is a plain text,
+        read as any other)."""
+        try:
+            text = orjson.dumps(value).decode()
+        except TypeError:
+            return dump_json(value).decode()
+        parsed = cls(text)
+        parsed.value = value
+        return parsed
+
+
 #: The fields of an entry in PutEvents' usual shape (``_usual_event``).
 _USUAL_FIELDS = frozenset({"Source", "DetailType", "Detail", "Resources", "EventBusName"})
 
@@ -521,7 +546,10 @@ def _usual_event(
     if type(entry) is not dict or not _USUAL_FIELDS.issuperset(entry):
         return None
     source, detail_type, raw = entry.get("Source"), entry.get("DetailType"), entry.get("Detail")
-    if type(source) is not str or type(detail_type) is not str or type(raw) is not str:
+    if type(source) is not str or type(detail_type) is not str:
+        return None
+    kind = type(raw)
+    if not isinstance(raw, str) or (kind is not str and kind is not ParsedDetail):
         return None
     if not source or not detail_type or len(detail_type) > MAX_DETAIL_TYPE_LENGTH:
         return None
@@ -549,7 +577,8 @@ def _usual_event(
         scanned = text.translate(_DIGITS_AND_OPENINGS)
         if size > limits.max_entry_size or _LONG_DIGITS in scanned:
             return None
-        detail = orjson.loads(text)
+        # A ParsedDetail's object is what its text reads as: not read again.
+        detail = raw.value if isinstance(raw, ParsedDetail) else orjson.loads(text)
     except (UnicodeEncodeError, orjson.JSONDecodeError):
         return None
     if type(detail) is not dict or scanned.count(b"{") > limits.max_depth:

@@ -446,3 +446,42 @@ async def test_accepted_is_told_once_the_events_are_on_the_bus_before_the_answer
         result = await runtime.put_events([order(1), order(2), {"Source": ""}], accepted=accepted)
         assert told == [2]  # once, before the answer, for the two valid entries
         assert result["FailedEntryCount"] == 1
+
+
+async def test_a_settlement_fired_twice_deletes_its_row_once_and_tells_each_time(
+    tmp_path: Path,
+) -> None:
+    """The settlement ``reserve`` returns deletes the row and tells the
+    producer in one call (no closure per event): a second firing (a job
+    settled twice) queues no second delete, and a producer's failing callback
+    neither stops the delete nor raises into delivery."""
+    from pipelines.delivery import Settlement
+
+    store = await StateDB.open(tmp_path / "state.db")
+    intake = DurableIntake(store)
+    await intake.open()
+    writer = asyncio.create_task(intake.run())
+    told: list[str] = []
+
+    def failing() -> None:
+        told.append("failing")
+        raise RuntimeError("a producer's bug")
+
+    try:
+        quiet = intake.reserve("default", event(1), 0.0, None, Settlement(lambda: told.append("a")))
+        loud = intake.reserve("default", event(2), 0.0, None, Settlement(failing))
+        await intake.committed(intake.reserved)
+        assert len(await store.rows("SELECT seq FROM intake")) == 2
+        quiet.settle()
+        quiet.settle()
+        loud.settle()
+        assert told == ["a", "a", "failing"]
+        assert intake._settled == [1, 2]  # one delete each
+        await eventually(lambda: intake.idle)
+        intake.close()
+        await writer
+        assert await store.rows("SELECT seq FROM intake") == []
+    finally:
+        if not writer.done():
+            writer.cancel()
+        await store.close()

@@ -12,6 +12,7 @@ from pipelines.errors import EventValidationError
 from pipelines.event import (
     DEFAULT_MAX_ENTRY_SIZE,
     EntryLimits,
+    ParsedDetail,
     entry_size,
     format_time,
     make_event,
@@ -231,3 +232,41 @@ def test_the_event_does_not_share_the_callers_resources_list() -> None:
 def test_a_lone_surrogate_escape_goes_the_careful_way_and_is_kept() -> None:
     event = validate_entry({**GOOD, "Detail": '{"s": "a\\ud800b"}'}, now=NOW)
     assert event["detail"] == {"s": "a\ud800b"}
+
+
+# -- a Detail that carries its parsed object (ParsedDetail) --------------------------
+
+
+def test_a_parsed_detail_becomes_the_events_detail_without_being_read_again() -> None:
+    value = {"a": {"b": [1, 2.5, "x", None, True]}, "ü": "é€😀"}
+    text = ParsedDetail.of(value)
+    assert type(text) is ParsedDetail and json.loads(text) == value
+    event = validate_entry({**GOOD, "Detail": text}, now=NOW)
+    assert event["detail"] is value  # taken, not parsed again
+    plain = validate_entry({**GOOD, "Detail": str(text)}, now=NOW)
+    assert _without_id(plain) == _without_id(event)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"n": 9223372036854775808},  # beyond 64 bits (orjson does not write it: a plain text)
+        {"pad": "x" * 2000},  # over the entry limit below
+        {"s": "a\ud800b"},  # a lone surrogate (dump_json's slow way: a plain text)
+        {"a": {"a": {"a": {"a": 1}}}},  # deeper than the limit below
+    ],
+)
+def test_a_parsed_detail_is_checked_as_its_text_would_be(value: dict[str, object]) -> None:
+    limits = EntryLimits(max_entry_size=1024, max_depth=3)
+    outcomes: list[object] = []
+    text = ParsedDetail.of(value)
+    for detail in (text, str(text)):
+        try:
+            event = validate_entry({**GOOD, "Detail": detail}, limits=limits, now=NOW)
+        except EventValidationError as exc:
+            outcomes.append((exc.code, exc.message))
+        else:
+            outcomes.append(_without_id(event))
+    assert outcomes[0] == outcomes[1]
+    if "s" not in value:  # each of the others is refused
+        assert isinstance(outcomes[0], tuple)

@@ -45,6 +45,14 @@ class InOrderAcks(Generic[M]):
     def settle(self, ticket: int) -> None:
         """The message is safe: acknowledge it, with every safe one after it,
         once no older message is still waiting."""
+        waiting = self._waiting
+        if not self._done and waiting and waiting[0] == ticket:
+            # The usual case (messages settle in the order they came): the
+            # oldest one, with none settled behind it: acknowledged at once.
+            waiting.popleft()
+            self.released += 1
+            self._acknowledge(self._messages.pop(ticket))
+            return
         self._finish(ticket, acknowledge=True)
 
     def drop(self, ticket: int) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from pipelines.errors import ConfigError, Where
-from pipelines.event import dump_json, parse_json
+from pipelines.event import ParsedDetail, parse_json
 from pipelines.templates import PathTemplate
 
 
@@ -56,7 +56,7 @@ def event_entry(
     return {
         "Source": source,
         "DetailType": detail_type,
-        "Detail": dump_json(detail).decode(),
+        "Detail": ParsedDetail.of(detail),  # validated as text, not parsed again
         "Resources": [message.topic],
         "EventBusName": bus,
     }

@@ -446,9 +446,16 @@ class MqttTarget(Target):
         entries: list[Any] = []
         tickets: list[int | None] = []  # per entry, the ticket of the message it came from
         owners: list[Received] = []  # per entry, that message
-        pending: dict[int, int] = {}  # per ticket, entries not yet safe
+        #: per ticket of a message that made several entries, those not yet
+        #: safe (a message that made one is safe with its entry)
+        pending: dict[int, int] = {}
         for message, ticket in batch:
             made = self._entries(message)
+            if len(made) == 1:  # the usual case: no count to keep
+                entries.append(made[0])
+                tickets.append(ticket)
+                owners.append(message)
+                continue
             if ticket is not None:
                 if made:
                     pending[ticket] = len(made)
@@ -461,14 +468,21 @@ class MqttTarget(Target):
 
         def safe(index: int) -> None:
             ticket = tickets[index]
-            if ticket is not None:
-                pending[ticket] -= 1
-                if pending[ticket] == 0:
-                    acks.settle(ticket)
+            if ticket is None:
+                return
+            if pending:
+                left = pending.get(ticket)
+                if left is not None and left > 1:
+                    pending[ticket] = left - 1
+                    return
+            acks.settle(ticket)
 
         delivered = self.ack == "delivered"
+        # A batch with nothing to acknowledge (QoS 0) asks for no settlement:
+        # the bus then keeps no producer's callback per event.
+        waits = delivered and tickets.count(None) < len(tickets)
         result = await self._services.put_events(
-            entries, settled=safe if delivered else None, caller=self.caller, accepted=on_bus
+            entries, settled=safe if waits else None, caller=self.caller, accepted=on_bus
         )
         refused: dict[str, list[tuple[str, str]]] = {}
         for index, outcome in enumerate(result["Entries"]):
