@@ -37,7 +37,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -1305,6 +1305,10 @@ class StreamConsumer:
         self._closed = False
         self._turn = 0  # where the next look for records starts: no shard starves
         self.lease = lease
+        #: When and at which shards this instance last took its lease turn,
+        #: and the batches read since (``_lease_due``).
+        self._leased: tuple[float, frozenset[int]] | None = None
+        self._fills_since_lease = 0
         #: This instance, in the lease tables (a named consumer only).
         self.owner = uuid.uuid4().hex
         self._held: set[int] = set()  # the shards whose lease it holds
@@ -1407,8 +1411,11 @@ class StreamConsumer:
         self._info = info
         shards = await store._shards(info.id)
         present = {shard.index for shard in shards}
-        if self.consumer is not None:
+        if self.consumer is not None and self._lease_due(present):
             await self._take_leases(info, shards, present)
+            self._leased = (self.store.clock.time(), frozenset(present))
+            self._fills_since_lease = 0
+        self._fills_since_lease += 1
         progress = True
         while progress:  # a shard read to its end may free its children
             progress = False
@@ -1456,6 +1463,26 @@ class StreamConsumer:
             info.id, self.consumer, self.owner, self.lease, readable
         )
 
+    #: A lease turn (a transaction of several statements) at most once per
+    #: this many batches, or this share of the lease's duration, whichever
+    #: comes first: one per batch cost a fifth of a reader's throughput.
+    LEASE_EVERY_FILLS: ClassVar[int] = 16
+    LEASE_EVERY_SHARE: ClassVar[float] = 1 / 6
+
+    def _lease_due(self, present: set[int]) -> bool:
+        """Whether this batch's read takes a lease turn first: always when it
+        holds nothing (it waits for a share) or the shards changed (a
+        reshard), else once enough batches or time went by to give up a
+        share to a newcomer soon and renew long before the lease expires."""
+        if self._leased is None or not self._held:
+            return True
+        at, shards = self._leased
+        return (
+            shards != present
+            or self._fills_since_lease >= self.LEASE_EVERY_FILLS
+            or self.store.clock.time() - at >= self.lease * self.LEASE_EVERY_SHARE
+        )
+
     def _position(self, shard: Shard) -> tuple[int, bool]:
         if shard.index not in self._positions:
             # A shard first seen now (a child of a reshard, or a new start):
@@ -1472,6 +1499,7 @@ class StreamConsumer:
         """Positions from checkpoints, and from ``start`` for shards without one."""
         store = self.store
         self._positions = {}
+        self._leased = None  # a stream made again: its leases are new
         if self.consumer is not None:
             self._saved = await store._load_checkpoints(info.id, self.consumer)
             self._positions = dict(self._saved)
