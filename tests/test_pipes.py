@@ -784,6 +784,31 @@ async def test_a_log_group_is_a_source_and_its_place_survives_a_restart(
     assert seen() == [1, 3, 4, 5]  # from its place: none lost, none twice
 
 
+async def stop_while_held(runtime: Runtime, name: str, seen: Callable[[], list[int]]) -> None:
+    """Pipe ``name``'s target (``pipes_functions:held``) holds the batch
+    ``[1]`` while the pipe is told to stop: the stop waits, in STOPPING, for
+    that delivery, and ends once the target answers."""
+    await until(lambda: asyncio.sleep(0, seen() == [1]))  # the target holds it
+    pipe = runtime.resource(name)
+    assert isinstance(pipe, PipeTarget)
+    stopping = asyncio.create_task(pipe.set_desired("STOPPED"))
+    await until(lambda: asyncio.sleep(0, pipe.current_state in ("STOPPING", "STOPPED")))
+    # The stop waits for the delivery under way.
+    assert pipe.current_state == "STOPPING" and not stopping.done()
+    assert functions.gate is not None
+    functions.gate.set()
+    await stopping
+    assert pipe.current_state == "STOPPED"
+
+
+async def started_until(runtime: Runtime, name: str, seen: Callable[[], list[int]]) -> None:
+    """Pipe ``name`` started again, until it delivered a second record and a
+    moment more (time to deliver one twice, were it possible)."""
+    await runtime.resource(name).set_desired("RUNNING")  # type: ignore[attr-defined]
+    await until(lambda: asyncio.sleep(0, len(seen()) >= 2))
+    await asyncio.sleep(0.3)
+
+
 async def test_a_stop_during_a_delivery_lets_it_finish_and_keeps_its_place(
     tmp_path: Path, state_location: str
 ) -> None:
@@ -803,23 +828,11 @@ async def test_a_stop_during_a_delivery_lets_it_finish_and_keeps_its_place(
     runtime = await runtime_of(path, state_location)
     async with runtime:
         await runtime.put_events([entry(1)])
-        await until(lambda: asyncio.sleep(0, seen() == [1]))  # the target holds it
-        pipe = runtime.resource("errors")
-        assert isinstance(pipe, PipeTarget)
-        stopping = asyncio.create_task(pipe.set_desired("STOPPED"))
-        await until(lambda: asyncio.sleep(0, pipe.current_state in ("STOPPING", "STOPPED")))
-        assert (
-            pipe.current_state == "STOPPING" and not stopping.done()
-        )  # the stop waits for the delivery under way
-        functions.gate.set()
-        await stopping
-        assert pipe.current_state == "STOPPED"
+        await stop_while_held(runtime, "errors", seen)
     runtime = await runtime_of(path, state_location)
     async with runtime:
         await runtime.put_events([entry(2)])
-        await runtime.resource("errors").set_desired("RUNNING")  # type: ignore[attr-defined]
-        await until(lambda: asyncio.sleep(0, len(seen()) >= 2))
-        await asyncio.sleep(0.3)
+        await started_until(runtime, "errors", seen)
     assert seen() == [1, 2]  # the delivered event's place was kept: not again
 
 
@@ -847,21 +860,11 @@ pipes:
     runtime = await runtime_of(path, str(tmp_path / "state.db"))
     async with runtime:
         await put_records(runtime, "clicks", [("k", {"n": 1})])
-        await until(lambda: asyncio.sleep(0, seen() == [1]))  # the target holds it
-        pipe = runtime.resource("p")
-        assert isinstance(pipe, PipeTarget)
-        stopping = asyncio.create_task(pipe.set_desired("STOPPED"))
-        await until(lambda: asyncio.sleep(0, pipe.current_state in ("STOPPING", "STOPPED")))
-        assert pipe.current_state == "STOPPING" and not stopping.done()
-        functions.gate.set()
-        await stopping
-        assert pipe.current_state == "STOPPED"
+        await stop_while_held(runtime, "p", seen)
     runtime = await runtime_of(path, str(tmp_path / "state.db"))
     async with runtime:
         await put_records(runtime, "clicks", [("k", {"n": 2})])
-        await runtime.resource("p").set_desired("RUNNING")  # type: ignore[attr-defined]
-        await until(lambda: asyncio.sleep(0, len(seen()) >= 2))
-        await asyncio.sleep(0.3)
+        await started_until(runtime, "p", seen)
     assert seen() == [1, 2]  # the delivered batch's place was kept: not again
 
 
@@ -886,21 +889,12 @@ pipes:
     runtime = await runtime_of(path, str(tmp_path / "state.db"))
     async with runtime:
         await send(runtime, "orders", [{"n": 1}])
-        await until(lambda: asyncio.sleep(0, seen() == [1]))  # the target holds it
-        pipe = runtime.resource("p")
-        assert isinstance(pipe, PipeTarget)
-        stopping = asyncio.create_task(pipe.set_desired("STOPPED"))
-        await until(lambda: asyncio.sleep(0, pipe.current_state in ("STOPPING", "STOPPED")))
-        assert pipe.current_state == "STOPPING" and not stopping.done()
-        functions.gate.set()
-        await stopping
+        await stop_while_held(runtime, "p", seen)
     runtime = await runtime_of(path, str(tmp_path / "state.db"))
     async with runtime:
         await asyncio.sleep(1.2)  # past the visibility timeout: a kept message is back
         await send(runtime, "orders", [{"n": 2}])
-        await runtime.resource("p").set_desired("RUNNING")  # type: ignore[attr-defined]
-        await until(lambda: asyncio.sleep(0, len(seen()) >= 2))
-        await asyncio.sleep(0.3)
+        await started_until(runtime, "p", seen)
     assert seen() == [1, 2]  # the delivered message was deleted: not again
 
 
