@@ -10,7 +10,7 @@ import sys
 import weakref
 from pathlib import Path
 
-from pipelines.process import settle_heap, tuned_process
+from pipelines.process import YOUNG_THRESHOLD, settle_heap, tuned_process
 from pipelines.runtime import Runtime
 
 from .helpers import Cyclic
@@ -136,10 +136,10 @@ def test_a_reach_into_a_private_name_is_found() -> None:
 
 
 async def test_a_running_runtime_leaves_the_process_as_it_was() -> None:
-    interval, path = sys.getswitchinterval(), list(sys.path)
+    interval, path, thresholds = sys.getswitchinterval(), list(sys.path), gc.get_threshold()
     async with Runtime():
         assert sys.getswitchinterval() == interval
-        assert gc.get_freeze_count() == 0
+        assert gc.get_freeze_count() == 0 and gc.get_threshold() == thresholds
     assert sys.getswitchinterval() == interval and sys.path == path
 
 
@@ -158,11 +158,14 @@ def test_a_settled_heap_is_frozen_until_a_reload_or_the_tuned_block_ends() -> No
 
 
 def test_tuned_process_puts_everything_back(tmp_path: Path) -> None:
-    interval, path = sys.getswitchinterval(), list(sys.path)
+    interval, path, thresholds = sys.getswitchinterval(), list(sys.path), gc.get_threshold()
+    assert thresholds[0] < YOUNG_THRESHOLD  # CPython's default: the block raises it
     with tuned_process([tmp_path, tmp_path], switch_interval=interval / 10):
         assert sys.getswitchinterval() < interval
         assert sys.path[0] == str(tmp_path.resolve()) and sys.path.count(sys.path[0]) == 1
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, *thresholds[1:])
     assert sys.getswitchinterval() == interval and sys.path == path
+    assert gc.get_threshold() == thresholds
     with tuned_process([tmp_path], switch_interval=None):
         assert sys.getswitchinterval() == interval
     assert sys.path == path
