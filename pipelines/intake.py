@@ -97,6 +97,20 @@ def _split(items: list[Numbered], last: int) -> tuple[list[Numbered], list[Numbe
     return items[:cut], items[cut:]
 
 
+def _unwritten(rows: list[Row], settled: list[int]) -> tuple[list[Row], list[int]]:
+    """The rows to insert and the numbers to delete, without the events
+    settled before their row was written: inserting and deleting such a row
+    in one transaction leaves the table as it was, so neither goes to the
+    database. (Most events of a target that answers at once, an MQTT publish
+    at QoS 0, settle before the commit that would write them.)"""
+    done = set(settled)
+    kept = [row for row in rows if row[0] not in done]
+    if len(kept) == len(rows):
+        return rows, settled
+    taken = {row[0] for row in rows}
+    return kept, [seq for seq in settled if seq not in taken]
+
+
 @dataclass(frozen=True, slots=True)
 class Unsettled:
     """An intake row found at start: an event not settled when the runner stopped."""
@@ -295,9 +309,9 @@ class DurableIntake:
                     # and both share one commit (else a lone producer waits
                     # for a commit of deletes, then its own). Rows just
                     # reserved: their bus's dispatcher takes them meanwhile,
-                    # so those of events no target wants (settled at once)
-                    # are deleted in the commit that inserts them, not in
-                    # one of their own.
+                    # so those of events settled at once (no target wants
+                    # them, or it answered at once) are never written, not
+                    # written and then deleted in a commit of their own.
                     await asyncio.sleep(0)
                     await self._write()
         finally:
@@ -320,8 +334,11 @@ class DurableIntake:
         archived = [row for _, group, _ in groups for row in group]
         strict = any(strict for _, _, strict in groups)
         riding, self._riders = _split(self._riders, last)
+        if rows and settled:
+            rows, settled = _unwritten(rows, settled)
         statements = self._statements(rows, archived, [step for _, step in riding], settled)
-        if not statements:
+        if not statements:  # every row taken settled already: nothing to wait for
+            self._wrote([], [], [], last, None, awaited=False)
             return
         awaited = bool(rows or archived or riding)
         try:

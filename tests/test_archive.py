@@ -414,6 +414,10 @@ async def test_a_durable_put_archives_in_the_intakes_transaction(tmp_path: Path)
     statements; ``test_a_failed_archive_write_keeps_neither...`` shows the
     one transaction on both engines.)"""
     runtime = pipeline(tmp_path / "state.db")
+    # Held: the events are not settled when their rows are written (an
+    # event settled before that is not written at all).
+    runtime.add_resource("held", "recorder", {"hold": True})
+    await runtime.bus().put_targets("all", [{"id": "t", "resource": "held"}])
     await runtime.archives.create_archive("all")
     intake_side: list[str] = []
     archive_side: list[str] = []
@@ -428,6 +432,9 @@ async def test_a_durable_put_archives_in_the_intakes_transaction(tmp_path: Path)
         await intake.call(sqlite3.Connection.set_trace_callback, None)
         await archive.call(sqlite3.Connection.set_trace_callback, None)
         described = await runtime.archives.describe_archive("all")
+        held = runtime.resource("held")
+        assert isinstance(held, Recorder)
+        held.release()
     assert result["FailedEntryCount"] == 0
     assert described["EventCount"] == 3
     assert not [sql for sql in archive_side if "archive_events" in sql]

@@ -18,6 +18,7 @@ import pytest
 
 from pipelines.clock import ManualClock
 from pipelines.errors import ConfigError, NotRunningError
+from pipelines.event import dump_json
 from pipelines.intake import DurableIntake
 from pipelines.runnerlock import RunnerLock
 from pipelines.runtime import Runtime
@@ -483,3 +484,32 @@ async def test_a_settlement_fired_twice_deletes_its_row_once_and_tells_each_time
         loud.settle()
         assert told == ["a", "a", "failing"]
         assert intake._settled == [1, 2]  # one delete each
+
+
+async def test_an_event_settled_before_its_row_is_written_costs_no_statement(
+    tmp_path: Path,
+) -> None:
+    """Inserting a row and deleting it in one transaction leaves the table
+    as it was: an event settled before the writer's turn (a target that
+    answered at once) is neither inserted nor deleted, and its producer is
+    still answered; a write of nothing but such events commits nothing."""
+    async with running_intake(tmp_path / "state.db") as (store, intake):
+        statements: list[str] = []
+        connection = store.connection
+        assert isinstance(connection, SQLiteConnection)
+        await connection.call(sqlite3.Connection.set_trace_callback, statements.append)
+        quick = intake.reserve("default", event(1), 0.0, None, None)
+        slow = intake.reserve("default", event(2), 0.0, None, None)
+        quick.settle()  # before the writer's turn
+        await intake.committed(intake.reserved)
+        assert await store.rows("SELECT event FROM intake") == [(dump_json(event(2)).decode(),)]
+        assert intake.written == 1 and statements.count("COMMIT") == 1
+        alone = intake.reserve("default", event(3), 0.0, None, None)
+        alone.settle()
+        await asyncio.wait_for(intake.committed(intake.reserved), 5)  # answered all the same
+        assert statements.count("COMMIT") == 1 and intake.written == 1
+        slow.settle()
+        await eventually(lambda: intake.idle)
+        await connection.call(sqlite3.Connection.set_trace_callback, None)
+        deletes = [sql for sql in statements if sql.startswith("DELETE FROM intake")]
+        assert len(deletes) == 1 and statements.count("COMMIT") == 2  # the slow one's alone
