@@ -111,6 +111,10 @@ class Settlement:
     #: (rule, target id) of the deliveries already settled in an earlier run
     #: (an event resumed from the durable intake whose retry was saved).
     done: frozenset[tuple[str, str]] = frozenset()
+    #: The producer holds the event's message until this settles, and its
+    #: source sends it again otherwise (``Runtime.put_events``' ``held``):
+    #: the durable intake writes no row for it.
+    held: bool = False
 
     def settle(self) -> None:
         self.remaining -= 1

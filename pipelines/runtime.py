@@ -40,7 +40,15 @@ import contextlib
 import functools
 import logging
 import random
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -477,6 +485,7 @@ class Runtime:
         caller: Caller | None = None,
         forwarded_by: str | None = None,
         accepted: Callable[[], None] | None = None,
+        held: Collection[int] = (),
     ) -> dict[str, Any]:
         """PutEvents: validate each entry alone, accept the valid ones, one result each.
 
@@ -505,6 +514,14 @@ class Runtime:
         failed, before the call waits for the durable intake's commit: a
         source may start its next put then, and keep its order (the MQTT
         source keeps a second put under way while one waits for the commit).
+
+        ``held``: the indices of entries whose message the producer holds
+        unacknowledged until ``settled`` reports it, and which its source
+        sends again otherwise (an MQTT QoS 1 message in a session the broker
+        keeps across a restart). A crash loses nothing of those without the
+        durable intake, so it writes no row for them (after a crash the row
+        would only deliver them a second time, besides the source's copy),
+        and the call waits for no commit of theirs.
         """
         while self._starting():
             with contextlib.suppress(TimeoutError):  # a failed start sets _stopping instead
@@ -514,7 +531,7 @@ class Runtime:
         self._putting += 1
         try:
             return await self._put_events(
-                entries, default_bus, settled, caller, forwarded_by, accepted
+                entries, default_bus, settled, caller, forwarded_by, accepted, held
             )
         finally:
             self._putting -= 1
@@ -527,7 +544,11 @@ class Runtime:
         caller: Caller | None = None,
         forwarded_by: str | None = None,
         accepted: Callable[[], None] | None = None,
+        held: Collection[int] = (),
     ) -> dict[str, Any]:
+        if held and settled is None:
+            raise ValueError("held entries need settled: their producer acknowledges them then")
+        held = held if isinstance(held, set | frozenset | range) else frozenset(held)
         now = self.clock.time()
         moment = datetime.fromtimestamp(now, UTC)
         results: list[dict[str, str]] = []
@@ -576,11 +597,13 @@ class Runtime:
         # Every group is taken in first, then its rows' commit waited for:
         # one wait for the call's rows, and ``accepted`` told in between.
         taken = [
-            await self._take(bus, None, positions, events, now, settled, results)
+            await self._take(bus, None, positions, events, now, settled, held, results)
             for bus, (positions, events) in valid.items()
         ]
         for (bus, addressed), (positions, events) in withheld.items():
-            taken.append(await self._take(bus, addressed, positions, events, now, settled, results))
+            taken.append(
+                await self._take(bus, addressed, positions, events, now, settled, held, results)
+            )
         if accepted is not None:
             accepted()
         for take in taken:
@@ -595,6 +618,7 @@ class Runtime:
         events: list[dict[str, Any]],
         now: float,
         settled: Callable[[int], None] | None,
+        held: Collection[int],
         results: list[dict[str, str]],
     ) -> _Taken:
         """Accept one bus's valid entries of a PutEvents call (at ``positions``
@@ -605,7 +629,9 @@ class Runtime:
         # never settled: a producer that waits sends again.
         settlements: list[Settlement | None] | None = None
         if settled is not None:
-            settlements = [Settlement(functools.partial(settled, i)) for i in positions]
+            settlements = [
+                Settlement(functools.partial(settled, i), held=i in held) for i in positions
+            ]
         intake = self.intake
         first = intake.reserved + 1 if intake is not None else 0
         archived = self.archives.archives_of(bus.name)

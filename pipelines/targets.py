@@ -18,7 +18,7 @@ import importlib
 import logging
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
@@ -167,10 +167,13 @@ class TargetServices(Protocol):
         caller: Caller | None = None,
         forwarded_by: str | None = None,
         accepted: Callable[[], None] | None = None,
+        held: Collection[int] = (),
     ) -> dict[str, Any]:
         """PutEvents, for a resource that is also a source (an MQTT
         subscription): see ``Runtime.put_events``. ``settled(index)`` reports
-        each accepted entry once every delivery of it is safe. Raises
+        each accepted entry once every delivery of it is safe; ``held``: the
+        entries whose message the source keeps until then (it sends them
+        again otherwise), which get no durable intake row. Raises
         ``NotRunningError`` once the runtime stops taking events. ``caller``:
         the account a source puts as (its ``account`` setting; None: the
         runtime's own); ``forwarded_by``: the rule ARN of a bus forwarding;

@@ -513,3 +513,25 @@ async def test_an_event_settled_before_its_row_is_written_costs_no_statement(
         await connection.call(sqlite3.Connection.set_trace_callback, None)
         deletes = [sql for sql in statements if sql.startswith("DELETE FROM intake")]
         assert len(deletes) == 1 and statements.count("COMMIT") == 2  # the slow one's alone
+
+
+async def test_held_entries_get_no_intake_row_and_settle_all_the_same(tmp_path: Path) -> None:
+    """``held``: the producer keeps those messages until settled (its source
+    sends them again otherwise), so they need no row; the others get one."""
+    state = tmp_path / "state.db"
+    runtime = make_runtime(state_path=state)
+    runtime.add_resource("slow", "recorder", {"hold": True})
+    await routed(runtime, [{"id": "b", "resource": "slow"}])
+    safe: list[int] = []
+    async with runtime:
+        result = await runtime.put_events(
+            [order(1), order(2), order(3)], settled=safe.append, held={0, 2}
+        )
+        assert result["FailedEntryCount"] == 0
+        await eventually(lambda: recorder(runtime, "slow").waiting == 3)
+        assert [event_id for _, event_id in intake_rows(state)] == [result["Entries"][1]["EventId"]]
+        recorder(runtime, "slow").release()
+        await eventually(lambda: sorted(safe) == [0, 1, 2])
+        with pytest.raises(ValueError, match="settled"):
+            await runtime.put_events([order(4)], held=[0])
+    assert intake_rows(state) == []

@@ -15,7 +15,7 @@ import functools
 import logging
 import random
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,6 +207,9 @@ class MqttTarget(Target):
         self._services: TargetServices | None = None
         self._client_id = ""
         self._clean = True
+        #: QoS 1/2 messages wait in the broker's session until acknowledged
+        #: (see ``_session_kept``): put as ``held``, with no intake row.
+        self._holds = False
         self._task: asyncio.Task[None] | None = None
         #: Per topic seen, the subscription its messages came through
         self._by_topic: dict[str, Subscription] = {}
@@ -222,6 +225,7 @@ class MqttTarget(Target):
         self._client_id, self._clean = client_id_for(
             self.broker, self.name, services.state_path, services.runner
         )
+        self._holds = self._session_kept(services)
         # A replacement (a reload) starts while its predecessor still runs.
         # Both would use one client id, and the broker keeps one connection per
         # id, kicking the other: so the predecessor lets go first, and takes
@@ -284,6 +288,17 @@ class MqttTarget(Target):
             f"cannot connect to {at}: {what};"
             " check that it runs and that broker.host, broker.port and broker.tls are right"
         )
+
+    def _session_kept(self, services: TargetServices) -> bool:
+        """Whether a message acknowledged only once delivered (``ack:
+        delivered``) comes back if this runner stops or dies first: its
+        session outlives the connection (not a clean start, an expiry) and
+        the next start resumes it (the client id is set, or derived from a
+        state file; a cluster runner's default name changes at each start,
+        and its intake rows are what another runner adopts)."""
+        if self.ack != "delivered" or self._clean or not self.broker.session_expiry:
+            return False
+        return self.broker.client_id is not None or services.runner is None
 
     async def stop(self) -> None:
         await self._release()
@@ -481,8 +496,17 @@ class MqttTarget(Target):
         # A batch with nothing to acknowledge (QoS 0) asks for no settlement:
         # the bus then keeps no producer's callback per event.
         waits = delivered and tickets.count(None) < len(tickets)
+        held: Collection[int] = ()
+        if waits and self._holds:
+            # Each QoS 1/2 message stays the broker's until acknowledged, so a
+            # crash loses none: no intake row for them (QoS 0 ones get theirs).
+            held = range(len(tickets)) if None not in tickets else _ticketed(tickets)
         result = await self._services.put_events(
-            entries, settled=safe if waits else None, caller=self.caller, accepted=on_bus
+            entries,
+            settled=safe if waits else None,
+            caller=self.caller,
+            accepted=on_bus,
+            held=held,
         )
         refused: dict[str, list[tuple[str, str]]] = {}
         for index, outcome in enumerate(result["Entries"]):
@@ -577,6 +601,11 @@ class MqttTarget(Target):
             message = f"publish to {topic}: {exc}"
             return DeliveryError("PublishRefused", message, retryable=exc.retryable)
         return DeliveryError("BrokerError", f"publish to {topic}: {exc}", retryable=True)
+
+
+def _ticketed(tickets: list[int | None]) -> frozenset[int]:
+    """The places of the entries that came from a QoS 1/2 message."""
+    return frozenset(index for index, ticket in enumerate(tickets) if ticket is not None)
 
 
 def _connack_code(exc: BaseException) -> int | None:
