@@ -566,10 +566,11 @@ class Runtime:
                 event = validate_entry(
                     entry, index=index, limits=limits, now=moment, account=account
                 )
-                if default is None or entry.get("EventBusName"):
-                    bus = self._entry_bus(entry, default_bus, index)
+                named = entry.get("EventBusName")
+                if default is not None and (not named or named == default_bus):
+                    bus = default  # (a source names its bus in every entry)
                 else:
-                    bus = default
+                    bus = self._entry_bus(entry, default_bus, index)
                 if account != bus.account:
                     self._check_permission(bus, caller, event, forwarded_by, index)
                 # A plugin's screens (schema validation) see each event of their bus.
