@@ -11,13 +11,14 @@ import asyncio
 import collections
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import psycopg
 import pytest
 
 from pipelines.clock import ManualClock
 from pipelines.errors import QueueError
-from plugins.queue.store import ATTRIBUTES_AGE, QueueStore, SendEntry
+from plugins.queue.store import ATTRIBUTES_AGE, Message, QueueStore, SendEntry
 
 RUNNERS = 3
 
@@ -273,17 +274,27 @@ async def test_a_long_poll_wakes_when_another_runner_sends(
     await asyncio.sleep(0.1)
     started = time.monotonic()
     await b.send_batch("q", [SendEntry("one", id="1"), SendEntry("two", id="2")])
-    done, _ = await asyncio.wait(polling, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+    done, left = await asyncio.wait(polling, timeout=5, return_when=asyncio.FIRST_COMPLETED)
     assert time.monotonic() - started < 2
-    [first] = done
-    taken = first.result()
+    # Both runners hear the send, and both polls claim at once: one claim
+    # may lock both rows before the other's looks (which finds nothing and
+    # waits on), or each may lock one, passing over the other's (the test
+    # below holds that moment). Either way each message goes to one poll.
+    taken = [m for poll in done for m in poll.result()]
+    if len(taken) < 2:
+        [other] = left
+        taken += await asyncio.wait_for(other, 5)
+        left = set()
     assert sorted(m.body for m in taken) == ["one", "two"]
-    [other] = [poll for poll in polling if poll is not first]
     await asyncio.sleep(0.1)
-    assert not other.done()  # the send was for one poll: the other still waits
+    assert not any(poll.done() for poll in left)  # a poll that took nothing still waits
+    if not left:  # (both polls took one) another, on the runner that did not send
+        left = {asyncio.create_task(c.receive("q", 10, wait_time=20))}
+        await asyncio.sleep(0.1)
     # A message made visible again by a third runner wakes the poll left.
     await b.change_visibility("q", taken[0].receipt_handle, 0)
-    assert [m.body for m in await asyncio.wait_for(other, 5)] == [taken[0].body]
+    [waiting] = left
+    assert [m.body for m in await asyncio.wait_for(waiting, 5)] == [taken[0].body]
     # So does a dead-letter move, made by a receive on another runner.
     await a.create_queue("dlq")
     policy = {"dead_letter_queue": "dlq", "max_receive_count": 1}
@@ -295,6 +306,52 @@ async def test_a_long_poll_wakes_when_another_runner_sends(
     assert await a.receive("work") == []  # its second receive moved it
     assert [m.body for m in await asyncio.wait_for(waiting, 5)] == ["poison"]
     assert clock.time() == 1_700_000_000.0  # no timer woke anything
+
+
+async def test_a_woken_poll_takes_what_another_runner_s_claim_has_not_locked(
+    runners: list[QueueStore],
+    postgres_url: str,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The moment that splits a batch between the polls of the test above,
+    held open: a poll woken by a send claims while another runner's claim
+    of the same send holds one of its messages. The claim passes over that
+    row (``FOR UPDATE SKIP LOCKED``) and the poll returns the other at once:
+    fewer messages than the send made visible, as SQS's ReceiveMessage may
+    return, and none of them twice."""
+    a, b, c = runners
+    await a.create_queue("q")
+    woken = asyncio.Event()
+    proceed = asyncio.Event()
+    armed = False
+    look = a._look
+
+    async def held_look(*args: Any) -> tuple[list[Message], float | None]:
+        if armed:  # the look of the poll the send woke: held before it claims
+            woken.set()
+            await proceed.wait()
+        return await look(*args)
+
+    monkeypatch.setattr(a, "_look", held_look)
+    polling = asyncio.create_task(a.receive("q", 10, wait_time=20))
+    await asyncio.sleep(0.1)  # it found the queue empty and waits on it
+    armed = True
+    await b.send_batch("q", [SendEntry("one", id="1"), SendEntry("two", id="2")])
+    await asyncio.wait_for(woken.wait(), 5)
+    async with await psycopg.AsyncConnection.connect(postgres_url) as other:
+        # What another runner's claim of "one" does, stopped before its commit.
+        await other.execute(
+            "UPDATE queue_messages SET visible = %s, receives = 1, receipt = 'elsewhere'"
+            " WHERE body = 'one'",
+            (clock.time() + 30,),
+        )
+        proceed.set()
+        # Not waiting for the locked row, nor for more: what is free, now.
+        assert [m.body for m in await asyncio.wait_for(polling, 5)] == ["two"]
+        await other.commit()
+    assert await c.receive("q", 10) == []  # "one" is the other claim's
+    assert (await c.stats("q"))["ApproximateNumberOfMessagesNotVisible"] == 2
 
 
 async def test_sends_are_announced_only_to_runners_waiting_on_the_queue(
