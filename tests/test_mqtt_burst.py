@@ -200,6 +200,36 @@ async def test_acknowledgements_released_together_leave_in_one_write(
         await again.close()
 
 
+async def test_a_burst_is_read_in_pieces_of_at_most_64_kib(mosquitto: Mosquitto) -> None:
+    """A read is told (its PUBACKs answered, see ``_READ_SIZE``) only once
+    every packet in it is handled: a burst of 300 KB comes in several reads,
+    none larger than 64 KiB, and every message of it whole, in order."""
+    connection = Connection("reads-in-pieces", True, 0, 100, acknowledges=False)
+    await connection.open(mosquitto.host, mosquitto.port, None, 60, 5)
+    sizes: list[int] = []
+    read = connection._read
+
+    def recorded(data: bytes) -> None:
+        sizes.append(len(data))
+        read(data)
+
+    connection._read = recorded  # type: ignore[method-assign]
+    total = 3000
+    try:
+        await connection.subscribe_checked("in", 0, 5)
+        payloads = [json.dumps({"n": n, "pad": "x" * 80}) for n in range(total)]
+        transport = connection._connection._protocol._transport
+        transport.pause_reading()  # the burst waits in the socket, as behind a busy loop
+        await asyncio.to_thread(mosquitto.pub, "in", *payloads, qos=0)
+        await asyncio.sleep(0.2)
+        transport.resume_reading()
+        await eventually(lambda: len(connection.inbox) == total)
+    finally:
+        await connection.close()
+    assert [json.loads(m.payload)["n"] for m, _ in connection.inbox] == list(range(total))
+    assert sum(sizes) > 300_000 and max(sizes) <= 64 * 1024 and len(sizes) >= 5
+
+
 async def test_publishes_of_one_turn_of_the_loop_leave_in_one_write(
     mosquitto: Mosquitto,
 ) -> None:

@@ -47,6 +47,8 @@ What gmqtt offers and how it is used here:
   PINGRESP, PUBREL, DISCONNECT...) goes to gmqtt as its own loop would give
   it (``MQTTConnection.put_package``). The PUBACK's MQTT 5 reason code, which
   gmqtt ignores, is read: a refused publish fails (``PublishRefused``).
+  A read takes at most 64 KiB (``_READ_SIZE``), so the PUBACKs it brings
+  are not held behind thousands of messages parsed with them.
 - **Private gmqtt names used** (gmqtt is pinned to 0.8): ``Client.
   _create_connection``, ``_connection`` (``MQTTConnection``: ``_protocol``,
   ``_last_data_in``, ``put_package``), ``MQTTProtocol._read_loop_future``,
@@ -374,6 +376,8 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
             protocol._read_loop_future = None
         protocol.data_received = self._data_received
         protocol.eof_received = self._eof_received
+        if hasattr(connection._transport, "max_size"):  # asyncio's socket transport
+            connection._transport.max_size = _READ_SIZE
         return connection
 
     def _eof_received(self) -> bool:
@@ -688,6 +692,19 @@ class Connection(gmqtt.Client):  # type: ignore[misc]
         if qos:
             self._outbound.store(mid, packet, qos, done)
         self._write(packet)
+
+
+#: The most one read takes from the socket (asyncio's own is 256 KiB). The
+#: PUBACKs a read brings are told only once all its packets are handled, and
+#: a broker that sends faster than messages are put on the bus (Mosquitto
+#: sends past the Receive Maximum) fills a large read with thousands of
+#: messages that are only parsed and queued. Meanwhile the publishes those
+#: PUBACKs answer hold the broker's window (20 in flight on Mosquitto), and
+#: the next ones wait. Measured with bench_mqtt at QoS 1 (acknowledged once
+#: delivered), four alternating rounds: 256 KiB gave 15.4-21.2K events/s and
+#: 64 KiB gave 16.6-22.9K, with the median publish round trip 0.63-0.95 ms
+#: instead of 0.70-1.01 ms. At QoS 0 a read is mostly a full one either way.
+_READ_SIZE = 64 * 1024
 
 
 def _packet_size(data: bytes) -> int:
