@@ -14,6 +14,7 @@ import pytest
 
 from pipelines.clock import ManualClock
 from pipelines.errors import StreamError
+from pipelines.store import SQLiteConnection, Trip
 from plugins.stream.store import (
     FIRST_AT,
     HASH_SPACE,
@@ -733,6 +734,69 @@ async def test_a_dead_runners_shards_are_taken_over_when_its_leases_expire(
         before = await second.checkpoints("s", "c")
         await dying.aclose()
         assert await second.checkpoints("s", "c") == before
+
+
+async def test_a_checkpoint_moves_only_the_shards_whose_lease_is_still_held(
+    store: StreamStore,
+) -> None:
+    """One save of two shards, one of whose leases another instance has
+    taken meanwhile: that shard's checkpoint stays as it was, the other's
+    moves; a reader whose batch's shard was taken does not count it as its
+    own any more."""
+    await store.create_stream("s", 2)
+    await store.put_records("s", [{"Data": str(n), "PartitionKey": f"k{n}"} for n in range(40)])
+    reader = store.consume("s", "c", batch=3)
+    first = await reader.next_batch()  # its lease turn took both shards
+    assert reader._held == {0, 1} and reader._info is not None
+    stream, shard = reader._info.id, int(first[0].shard_id[-1])
+    await store.execute(
+        "UPDATE stream_leases SET owner = 'another' WHERE consumer = 'c' AND shard = ?", (shard,)
+    )
+    saved = await store._save_checkpoints(
+        stream, "c", {shard: (7, False), 1 - shard: (9, True)}, reader.owner
+    )
+    assert saved == {1 - shard}
+    assert await store.checkpoints("s", "c") == {
+        f"shardId-00000000000{1 - shard}": {
+            "SequenceNumber": f"{9:050d}{1 - shard:06d}",
+            "Finished": True,
+        }
+    }
+    # The reader's own save of its first batch, in that shard, moves nothing.
+    await reader.done()
+    assert f"shardId-00000000000{shard}" not in await store.checkpoints("s", "c")
+    assert reader._held == {1 - shard}
+    await reader.aclose()
+
+
+async def test_a_named_readers_batch_is_three_trips_between_lease_turns(tmp_path: Path) -> None:
+    """Between two lease turns, each batch a named consumer reads costs the
+    database three trips: the stream with its shards (one statement), the
+    read, and the last batch's checkpoint (one transaction: the leases held
+    and the save)."""
+    async with await StreamStore.open(tmp_path / "state.db") as store:
+        await store.create_stream("s", 1)
+        await store.put_records("s", entries(100))
+        assert isinstance(store.connection, SQLiteConnection)
+        trips: list[Trip] = []
+        store.connection.on_trip = trips.append  # on the connection's thread
+        async with store.consume("s", "c", batch=10, follow=False) as reader:
+            assert len(await reader.next_batch()) == 10  # the lease turn comes first
+            trips.clear()
+            for _ in range(5):
+                assert len(await reader.next_batch()) == 10
+        steps = [[step.sql.split()[0] for step in trip.steps] for trip in trips]
+        assert (
+            steps[:15]
+            == [
+                ["SELECT", "INSERT"],  # the checkpoint: the leases held, then the save
+                ["SELECT"],  # the stream and its shards
+                ["SELECT"],  # the read
+            ]
+            * 5
+        )
+        assert all(trips[n].transaction for n in range(0, 15, 3))
+        assert all("JOIN stream_shards" in trips[n].steps[0].sql for n in range(1, 15, 3))
 
 
 async def test_runners_creating_and_resharding_at_once_take_turns(

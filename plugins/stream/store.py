@@ -140,6 +140,25 @@ STREAM_FIRST_AT = (
     " FROM stream_shards AS s WHERE s.stream = ?"
 )
 
+#: A checkpoint saved: (stream, consumer, shard, seq, finished, updated).
+_SAVE_CHECKPOINT = (
+    "INSERT INTO stream_checkpoints (stream, consumer, shard, seq, finished, updated)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stream, consumer, shard) DO UPDATE SET"
+    " seq = excluded.seq, finished = excluded.finished, updated = excluded.updated"
+)
+
+#: A checkpoint saved only if its shard's lease is the owner's: (seq,
+#: finished, updated, stream, consumer, shard, owner). The row's key comes
+#: from the lease row, so no lease, no row. (SQLite needs the WHERE here:
+#: it reads the ON CONFLICT of an INSERT ... SELECT without one as a join's.)
+_SAVE_LEASED_CHECKPOINT = (
+    "INSERT INTO stream_checkpoints (stream, consumer, shard, seq, finished, updated)"
+    " SELECT stream, consumer, shard, ?, ?, ? FROM stream_leases"
+    " WHERE stream = ? AND consumer = ? AND shard = ? AND owner = ?"
+    " ON CONFLICT (stream, consumer, shard) DO UPDATE SET"
+    " seq = excluded.seq, finished = excluded.finished, updated = excluded.updated"
+)
+
 HASH_SPACE = 2**128
 MAX_SHARDS = 1000  # per stream, at creation (Kinesis's default account quota is 500)
 MAX_PUT_RECORDS = 500
@@ -311,6 +330,35 @@ class StreamInfo:
     def retention(self) -> float:
         return self.retention_hours * 3600.0
 
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> StreamInfo:
+        """From a row of ``_STREAM_COLUMNS``."""
+        id_, name, created, hours, size, limits, version = row
+        return cls(id_, name, created, hours, size, bool(limits), version)
+
+
+_STREAM_COLUMNS = "id, name, created, retention_hours, max_record_size, write_limits, version"
+_STREAM_WIDTH = len(_STREAM_COLUMNS.split(", "))
+
+#: A stream's settings (``_STREAM_COLUMNS``) then each of its shards'
+#: (``_SHARD_COLUMNS``), in shard order: (name).
+_STREAM_AND_SHARDS = (
+    f"SELECT {', '.join(f's.{c}' for c in _STREAM_COLUMNS.split(', '))},"
+    f" {', '.join(f'h.{c}' for c in _SHARD_COLUMNS.split(', '))}"
+    " FROM streams AS s LEFT JOIN stream_shards AS h ON h.stream = s.id"
+    " WHERE s.name = ? ORDER BY h.shard"
+)
+
+
+def _find_shard(stream: StreamInfo, shards: list[Shard], index: int) -> Shard:
+    for shard in shards:
+        if shard.index == index:
+            return shard
+    raise StreamError(
+        "ResourceNotFoundException",
+        f"shard {shard_id(index)} not found in stream {stream.name}",
+    )
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -428,29 +476,35 @@ class StreamStore(Store):
     # -- plumbing -----------------------------------------------------------
 
     async def _info(self, name: str, db: Queries | None = None) -> StreamInfo:
-        sql = (
-            "SELECT id, name, created, retention_hours, max_record_size, write_limits, version"
-            " FROM streams WHERE name = ?"
-        )
+        sql = f"SELECT {_STREAM_COLUMNS} FROM streams WHERE name = ?"
         rows = await (db or self).rows(sql, (name,))
         if not rows:
             raise StreamError("ResourceNotFoundException", f"stream {name} not found")
-        id_, name, created, hours, size, limits, version = rows[0]
-        return StreamInfo(id_, name, created, hours, size, bool(limits), version)
+        return StreamInfo.from_row(rows[0])
 
     async def _shards(self, stream: int, db: Queries | None = None) -> list[Shard]:
         sql = f"SELECT {_SHARD_COLUMNS} FROM stream_shards WHERE stream = ? ORDER BY shard"
         rows = await (db or self).rows(sql, (stream,))
         return [Shard.from_row(row) for row in rows]
 
+    async def _stream_and_shards(
+        self, name: str, db: Queries | None = None
+    ) -> tuple[StreamInfo, list[Shard]]:
+        """``_info`` and ``_shards`` in one statement (one trip to the
+        database, where a reader's every batch went twice), read from one
+        snapshot: the shards are the stream's as its settings say."""
+        rows = await (db or self).rows(_STREAM_AND_SHARDS, (name,))
+        if not rows:
+            raise StreamError("ResourceNotFoundException", f"stream {name} not found")
+        width = _STREAM_WIDTH
+        info = StreamInfo.from_row(rows[0][:width])
+        # A stream without shards (none is left open only in a broken
+        # database) has one row, its shard columns NULL.
+        shards = [Shard.from_row(row[width:]) for row in rows if row[width] is not None]
+        return info, shards
+
     async def _shard(self, stream: StreamInfo, index: int, db: Queries | None = None) -> Shard:
-        for shard in await self._shards(stream.id, db):
-            if shard.index == index:
-                return shard
-        raise StreamError(
-            "ResourceNotFoundException",
-            f"shard {shard_id(index)} not found in stream {stream.name}",
-        )
+        return _find_shard(stream, await self._shards(stream.id, db), index)
 
     # -- streams ------------------------------------------------------------
 
@@ -561,8 +615,7 @@ class StreamStore(Store):
     async def describe_stream(self, name: str) -> dict[str, Any]:
         """DescribeStream's StreamDescription: every shard still listed (open
         ones, and closed ones until retention ends), oldest first."""
-        info = await self._info(name)
-        shards = await self._shards(info.id)
+        info, shards = await self._stream_and_shards(name)
         return {
             "StreamName": info.name,
             "StreamARN": f"arn:aws:kinesis:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:stream/{info.name}",
@@ -579,8 +632,8 @@ class StreamStore(Store):
         }
 
     async def list_shards(self, name: str) -> list[dict[str, Any]]:
-        info = await self._info(name)
-        return [shard.to_json() for shard in await self._shards(info.id)]
+        _, shards = await self._stream_and_shards(name)
+        return [shard.to_json() for shard in shards]
 
     async def set_retention(self, name: str, hours: int) -> None:
         """IncreaseStreamRetentionPeriod and DecreaseStreamRetentionPeriod in one."""
@@ -824,8 +877,8 @@ class StreamStore(Store):
         """GetShardIterator: TRIM_HORIZON, LATEST, AT_SEQUENCE_NUMBER,
         AFTER_SEQUENCE_NUMBER (with ``sequence_number``) or AT_TIMESTAMP (with
         ``timestamp``, seconds since the epoch). Valid for 5 minutes."""
-        info = await self._info(name)
-        found = await self._shard(info, shard_index(shard))
+        info, shards = await self._stream_and_shards(name)
+        found = _find_shard(info, shards, shard_index(shard))
         after = await self._position(info, found, iterator_type, sequence_number, timestamp)
         return self._iterator(info, found.index, after)
 
@@ -909,10 +962,10 @@ class StreamStore(Store):
                 f"the iterator was issued {now - issued:.0f} s ago; iterators last"
                 f" {ITERATOR_LIFETIME:.0f} s: get a new one with GetShardIterator",
             )
-        info = await self._info(name)
+        info, shards = await self._stream_and_shards(name)
         if info.id != stream:
             raise StreamError("ResourceNotFoundException", f"stream {name} was deleted")
-        shard = await self._shard(info, index)
+        shard = _find_shard(info, shards, index)
         read = await self._read(info, shard, after, limit)
         answer: dict[str, Any] = {
             "Records": [record.to_json() for record in read.records],
@@ -923,7 +976,7 @@ class StreamStore(Store):
             answer["ChildShards"] = [
                 {"ShardId": child.id, "ParentShards": [shard_id(p) for p in child.parents],
                  "HashKeyRange": child.to_json()["HashKeyRange"]}
-                for child in await self._shards(info.id)
+                for child in shards
                 if index in child.parents
             ]  # fmt: skip
         return answer
@@ -1123,27 +1176,38 @@ class StreamStore(Store):
     ) -> set[int]:
         """Save ``positions``; with ``owner``, only those of the shards whose
         lease it holds (one whose lease another instance has taken is not
-        this one's to move). The shards saved."""
+        this one's to move). The shards saved.
+
+        One trip to the database, one transaction (a reader saves after
+        every batch: BEGIN, the leases' SELECT, the upsert and COMMIT as
+        trips of their own were half of its trips). The leases held are
+        read first (and locked, on PostgreSQL); each upsert then writes
+        only where its shard's lease is the owner's, which in that
+        transaction is what the first statement returned."""
         now = self.clock.time()
-        async with self.transaction() as db:
-            if owner is not None:
-                held = await db.rows(
+        if owner is None:
+            rows = [
+                (stream, consumer, shard, seq, int(done), now)
+                for shard, (seq, done) in positions.items()
+            ]
+            await self.batch([Step(_SAVE_CHECKPOINT, rows, many=True)])
+            return set(positions)
+        leased = [
+            (seq, int(done), now, stream, consumer, shard, owner)
+            for shard, (seq, done) in positions.items()
+        ]
+        held, _ = await self.batch(
+            [
+                Step(
                     "SELECT shard FROM stream_leases WHERE stream = ? AND consumer = ?"
                     f" AND owner = ?{self.dialect.for_update}",
                     (stream, consumer, owner),
-                )
-                mine = {row[0] for row in held}
-                positions = {s: p for s, p in positions.items() if s in mine}
-            await db.executemany(
-                "INSERT INTO stream_checkpoints (stream, consumer, shard, seq, finished, updated)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stream, consumer, shard) DO UPDATE SET"
-                " seq = excluded.seq, finished = excluded.finished, updated = excluded.updated",
-                [
-                    (stream, consumer, shard, seq, int(done), now)
-                    for shard, (seq, done) in positions.items()
-                ],
-            )
-        return set(positions)
+                ),
+                Step(_SAVE_LEASED_CHECKPOINT, leased, many=True),
+            ]
+        )
+        mine = {row[0] for row in held.rows}
+        return {shard for shard in positions if shard in mine}
 
     async def _lease(
         self,
@@ -1405,11 +1469,10 @@ class StreamConsumer:
         """Read the next batch from the next shard (in turn) that has records;
         False if none has."""
         store = self.store
-        info = await store._info(self.name)
+        info, shards = await store._stream_and_shards(self.name)
         if self._info is None or self._info.id != info.id:
             await self._begin(info)
         self._info = info
-        shards = await store._shards(info.id)
         present = {shard.index for shard in shards}
         if self.consumer is not None and self._lease_due(present):
             await self._take_leases(info, shards, present)
