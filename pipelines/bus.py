@@ -580,14 +580,11 @@ class Bus:
         else:
             if durable is not None:
                 # Each event gets its row and a settlement that deletes it once
-                # every delivery of it is settled (telling its producer, if one
-                # waits); one its producer holds, none (see ``_matched_in``).
+                # every delivery of it is settled (telling its producer, if one waits).
                 name = self.name
                 given = settlements if settlements is not None else repeat(None)
                 settlements = [
-                    producer
-                    if producer is not None and producer.held
-                    else durable.reserve(name, event, ingested, addressed, producer)
+                    durable.reserve(name, event, ingested, addressed, producer)
                     for event, producer in zip(taken, given, strict=False)
                 ]
             if settlements is None:
@@ -610,15 +607,13 @@ class Bus:
         it gets no intake row and its producer waits for no commit (a bus
         that many producers put on and few rules read answers most puts at
         once). The matched rules travel with the event, so it is matched
-        once; after a restart, an event from its row is matched again. An
-        event its producer holds (``Settlement.held``) gets no row either:
-        its source sends it again if the runner stops before it settles."""
+        once; after a restart, an event from its row is matched again."""
         match = self._matcher.match
         name = self.name
         given = settlements if settlements is not None else repeat(None)
         for event, producer in zip(events, given, strict=False):
             names = match(event)
-            if names and (producer is None or not producer.held):
+            if names:
                 yield event, ingested, names, durable.reserve(name, event, ingested, None, producer)
             else:
                 yield event, ingested, names, producer

@@ -126,8 +126,7 @@ class Unsettled:
 class RowSettlement(Settlement):
     """The settlement of an event with a row in the durable intake: settled,
     it queues the row's delete, then tells the producer (if one waits). The
-    row and the producer are fields, not a closure: one is made per event,
-    and settling costs one call fewer."""
+    row and the producer are fields, not a closure: one is made per event."""
 
     seq: int = 0
     intake: DurableIntake | None = None
@@ -138,12 +137,7 @@ class RowSettlement(Settlement):
             self.intake = None  # fired twice: the row is deleted once
             intake._settled.append(self.seq)
             intake._wake.set()
-        callback = self.callback
-        if callback is not None:
-            try:
-                callback()
-            except Exception:  # a producer's bug must not stop delivery
-                log.exception("a settlement callback failed")
+        Settlement.fire(self)
 
 
 def _stored(addressed: str | frozenset[str] | None) -> str | None:
@@ -227,7 +221,11 @@ class DurableIntake:
     ) -> Settlement:
         """Number the event, queue its row for the next commit, and return the
         settlement its jobs share: settling it deletes the row (then tells the
-        producer, if one waits)."""
+        producer, if one waits). An event its producer holds
+        (``Settlement.held``: its source sends it again if the runner stops
+        before it settles) gets no row: its own settlement is returned."""
+        if producer is not None and producer.held:
+            return producer
         seq = self._next
         self._next = seq + 1
         self._rows.append((seq, bus, dump_json(event).decode(), ingested, _stored(addressed)))
