@@ -98,11 +98,12 @@ CREATE TABLE IF NOT EXISTS replays (
 #: The triggers that keep each archive's count and size, in each engine's words.
 ENGINE_SCHEMA = MappingProxyType(
     {
+        # SQLite has only row triggers: one on insert was an UPDATE of the
+        # archive's row per event, about a third of a commit's time on the
+        # database's thread. The insert statements update the counts instead,
+        # once per archive (``ArchiveStore.insert``); deletes (purges, rare)
+        # keep the trigger.
         "sqlite": """
-CREATE TRIGGER IF NOT EXISTS archive_events_added AFTER INSERT ON archive_events BEGIN
-    UPDATE archives SET event_count = event_count + 1, size_bytes = size_bytes + length(NEW.body)
-    WHERE name = NEW.archive;
-END;
 CREATE TRIGGER IF NOT EXISTS archive_events_removed AFTER DELETE ON archive_events BEGIN
     UPDATE archives SET event_count = event_count - 1, size_bytes = size_bytes - length(OLD.body)
     WHERE name = OLD.archive;
@@ -262,7 +263,8 @@ class ArchiveStore(Store):
 
     name = "archives"
     #: 2: a replay's ``owner`` and ``lease`` (which runner runs it, until when).
-    version = 2
+    #: 3: on SQLite, inserts count themselves (no ``archive_events_added`` trigger).
+    version = 3
     schema = SCHEMA
     engine_schema = ENGINE_SCHEMA
     separate_reader = True
@@ -275,6 +277,9 @@ class ArchiveStore(Store):
             # DOUBLE PRECISION: SQLite reads it as REAL, PostgreSQL's REAL is 4 bytes.
             await connection.execute("ALTER TABLE replays ADD COLUMN owner TEXT")
             await connection.execute("ALTER TABLE replays ADD COLUMN lease DOUBLE PRECISION")
+        if found < 3 and self.dialect.name == "sqlite":
+            # Left, it would count every event a second time.
+            await connection.execute("DROP TRIGGER IF EXISTS archive_events_added")
 
     async def opened(self) -> None:
         if self.dialect.name == "sqlite" and sqlite3.sqlite_version_info < MIN_SQLITE:
@@ -349,34 +354,54 @@ class ArchiveStore(Store):
     # -- events -------------------------------------------------------------
 
     async def append(self, rows: Rows, *, strict: bool) -> None:
-        """Write events in one statement, so one transaction, synced to disk
-        when ``strict``; triggers keep the archives' counters."""
-        await self.batch([self.insert(rows, self.dialect)], synced=strict)
+        """Write events in one transaction, synced to disk when ``strict``;
+        the archives' counters move with them."""
+        await self.batch(self.insert(rows, self.dialect), synced=strict)
 
     @staticmethod
-    def insert(rows: Rows, dialect: Dialect) -> Step:
-        """The statement that archives ``rows`` on ``dialect``'s engine, and its
-        parameters (the durable intake runs it in its own transaction, on its
-        connection: see ``inserter``).
+    def insert(rows: Rows, dialect: Dialect) -> list[Step]:
+        """The statements that archive ``rows`` on ``dialect``'s engine, with
+        their parameters, to run in one transaction (the durable intake runs
+        them in its own, on its connection: see ``inserter``).
 
-        The statement takes the bodies as one BLOB and a JSON array of
+        The insert takes the bodies as one BLOB and a JSON array of
         (archive, time, offset, length); the database cuts the BLOB itself
         (``substr`` of a BLOB counts bytes from 1 on both engines). A
         row-by-row ``executemany`` would take Python's GIL back at every row,
         and waiting for it while the event loop is busy costs far more than
         the insert (measured: 90,000 rows/s alone, a few hundred beside a
-        busy thread); one statement waits for it once."""
+        busy thread); one statement waits for it once. On SQLite a second
+        statement adds to each archive's counts (PostgreSQL's statement
+        trigger does it there)."""
         places, offset = [], 1
+        added: dict[str, list[int]] = {}  # archive -> [events, bytes]
         for name, moment, body in rows:
             places.append(b'["%s",%.3f,%d,%d]' % (name.encode(), moment, offset, len(body)))
             offset += len(body)
-        return Step(
-            _insert_sql(dialect),
-            (b"".join(body for _, _, body in rows), b"[" + b",".join(places) + b"]"),
-        )
+            counts = added.get(name)
+            if counts is None:
+                counts = added[name] = [0, 0]
+            counts[0] += 1
+            counts[1] += len(body)
+        steps = [
+            Step(
+                _insert_sql(dialect),
+                (b"".join(body for _, _, body in rows), b"[" + b",".join(places) + b"]"),
+            )
+        ]
+        if dialect.name == "sqlite":
+            steps.append(
+                Step(
+                    "UPDATE archives SET event_count = event_count + ?,"
+                    " size_bytes = size_bytes + ? WHERE name = ?",
+                    [(events, size, name) for name, (events, size) in added.items()],
+                    many=True,
+                )
+            )
+        return steps
 
     @staticmethod
-    def inserter(dialect: Dialect) -> Callable[[Rows], Step]:
+    def inserter(dialect: Dialect) -> Callable[[Rows], list[Step]]:
         """``insert`` for the engine of ``dialect``: what a durable intake on
         that database is given to write archive rows in its own writes."""
         return lambda rows: ArchiveStore.insert(rows, dialect)
@@ -547,7 +572,9 @@ class Archiver:
 
     ``run()`` is the writer task; ``write`` hands it events and waits for
     their commit. While one transaction commits, the next calls' events
-    gather, so the group grows with the load.
+    gather, so the group grows with the load. A call that finds nothing
+    committing and nobody waiting commits its own events, without the
+    writer task's two wake-ups (a lone producer's every call).
     """
 
     def __init__(
@@ -563,6 +590,7 @@ class Archiver:
         #: Calls waiting for their commit: (events, strict, their future).
         self._pending: list[tuple[Rows, bool, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
+        self._committing = 0  # transactions under way (the writer's or a caller's own)
         self.closed = False  # the writer task ended: nothing more is written
 
     # -- EventBridge's operations ----------------------------------------------
@@ -668,8 +696,16 @@ class Archiver:
         if self.closed:
             raise StateError("the archive writer has stopped (the runtime is stopping)")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self._pending and not self._committing:
+            # Nothing commits and nobody else waits: this call's rows are the
+            # whole group, so it commits them itself. A lone producer's every
+            # put would otherwise wake the writer task and be woken by it.
+            await self._commit([(rows, strict, done)])
+            return await done
         self._pending.append((rows, strict, done))
-        self._wake.set()
+        if not self._committing:
+            # (A commit under way hands what gathered to the writer at its end.)
+            self._wake.set()
         await done
 
     async def run(self) -> None:
@@ -698,6 +734,15 @@ class Archiver:
         return taken
 
     async def _commit(self, calls: list[tuple[Rows, bool, asyncio.Future[None]]]) -> None:
+        self._committing += 1
+        try:
+            await self._commit_now(calls)
+        finally:
+            self._committing -= 1
+            if self._pending and not self._committing:
+                self._wake.set()
+
+    async def _commit_now(self, calls: list[tuple[Rows, bool, asyncio.Future[None]]]) -> None:
         assert self.store is not None
         rows = [row for call, _, _ in calls for row in call]
         strict = any(strict for _, strict, _ in calls)
@@ -727,7 +772,7 @@ class Archiver:
 
     @property
     def idle(self) -> bool:
-        return not self._pending
+        return not self._pending and not self._committing
 
     # -- retention ----------------------------------------------------------
 

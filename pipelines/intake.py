@@ -188,7 +188,7 @@ class DurableIntake:
         #: archive (the commit holding it syncs to disk).
         self._archived: list[tuple[int, ArchiveRows, bool]] = []
         #: How the archive rows go into their table (``ArchiveStore.insert``).
-        self.archive_insert: Callable[[ArchiveRows], Step] | None = None
+        self.archive_insert: Callable[[ArchiveRows], list[Step]] | None = None
         #: Statements to run with the rows reserved before them (``ride``),
         #: each under the number it took.
         self._riders: list[tuple[int, Step]] = []
@@ -373,7 +373,7 @@ class DurableIntake:
             statements.append(Step(self._insert, (self.store.runner, orjson.dumps(rows))))
         if archived:
             assert self.archive_insert is not None  # attach() checked
-            statements.append(self.archive_insert(archived))
+            statements.extend(self.archive_insert(archived))
         statements.extend(riding)  # after the rows they ride with
         if settled:
             statements.append(Step(self._delete, (self.store.runner, orjson.dumps(settled))))

@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,7 +26,7 @@ from pipelines.errors import (
 from pipelines.limits import Limits
 from pipelines.replay import replay_status
 from pipelines.runtime import Runtime
-from pipelines.store import SQLiteConnection
+from pipelines.store import SQLiteConnection, Trip
 
 from .helpers import sql
 from .recorder import Recorder, plugin_manager
@@ -292,6 +293,45 @@ async def test_without_a_durable_intake_a_failed_archive_write_fails_the_entries
     assert result["FailedEntryCount"] == 2
     assert {e["ErrorCode"] for e in result["Entries"]} == {"InternalFailure"}
     assert "archive write" in result["Entries"][0]["ErrorMessage"]
+
+
+async def test_puts_that_come_while_an_archive_commit_runs_share_the_next_ones(
+    tmp_path: Path,
+) -> None:
+    """With the memory intake, a put that finds the archive writer idle
+    commits its rows at once, alone; puts that come while that commit runs
+    wait and go in shared transactions after it, none of them alone first."""
+    runtime = pipeline(str(tmp_path / "state.db"), durability="memory")
+    await runtime.archives.create_archive("all")
+    sizes: list[int] = []
+    async with runtime:
+        store = runtime.archives.store
+        assert store is not None and isinstance(store.connection, SQLiteConnection)
+        connection = store.connection
+
+        def inserted(trip: Trip) -> None:  # on the connection's thread
+            for step in trip.steps:
+                if step.sql.startswith("INSERT INTO archive_events"):
+                    sizes.append(len(json.loads(step.parameters[1])))
+
+        connection.on_trip = inserted
+        gate = threading.Event()
+        blocked = connection.call(lambda db: gate.wait(10))
+        first = asyncio.create_task(runtime.put_events([entry(0)]))
+        await asyncio.sleep(0.05)  # its commit waits behind the gate
+        rest = [asyncio.create_task(runtime.put_events([entry(n)])) for n in range(1, 9)]
+        await asyncio.sleep(0.05)
+        assert sizes == [] and not first.done()
+        gate.set()
+        await blocked
+        results = await asyncio.gather(first, *rest)
+        connection.on_trip = None
+        described = await runtime.archives.describe_archive("all")
+    assert [r["FailedEntryCount"] for r in results] == [0] * 9
+    assert described["EventCount"] == 9
+    # The first alone; the eight that came during its commit, the older half
+    # of them first (see ``Archiver._take``).
+    assert sizes[:2] == [1, 4] and sum(sizes) == 9
 
 
 def count(state: Path | str, table: str) -> int:
@@ -590,10 +630,38 @@ async def test_version_1_replays_migrate_forward_and_can_be_claimed(state_locati
         await raw.close()
     async with await ArchiveStore.open(state_location) as store:
         version = "SELECT version FROM store_versions WHERE store = 'archives'"
-        assert await store.scalar(version) == 2
+        assert await store.scalar(version) == ArchiveStore.version
         assert await store.replay_owners() == {"old": (None, None)}
         assert await store.claim_replay("old", "me", T0, T0 + 60)
         assert (await store.replays("old"))[0][REPLAY_COLUMNS.index("state")] == "RUNNING"
+
+
+async def test_a_version_2_sqlite_archive_counts_each_event_once(tmp_path: Path) -> None:
+    """Version 2 counted events with a row trigger on insert; version 3's
+    inserts count themselves, so the migration drops that trigger (left, it
+    would count every event twice)."""
+    from pipelines.archive import ArchiveSpec, ArchiveStore
+
+    path = tmp_path / "state.db"
+    async with await ArchiveStore.open(path) as store:
+        await store.save_archive(ArchiveSpec.parse("all", {}), T0)
+        await store.append([("all", T0, b'{"n":1}')], strict=False)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute(
+            "CREATE TRIGGER archive_events_added AFTER INSERT ON archive_events BEGIN"
+            " UPDATE archives SET event_count = event_count + 1,"
+            " size_bytes = size_bytes + length(NEW.body) WHERE name = NEW.archive; END"
+        )
+        db.execute("UPDATE store_versions SET version = 2 WHERE store = 'archives'")
+    db.close()
+    async with await ArchiveStore.open(path) as store:
+        await store.append([("all", T0, b'{"n":2}'), ("all", T0, b'{"n":33}')], strict=False)
+        described = await store.describe("all")
+        triggers = await store.rows("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+    assert described["EventCount"] == 3
+    assert described["SizeBytes"] == 7 + 7 + 8
+    assert triggers == [("archive_events_removed",)]
 
 
 async def test_a_replay_whose_owner_holds_a_lease_is_free_only_on_sqlite(
