@@ -29,6 +29,8 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
+import orjson
+
 from pipelines.clock import Clock
 from pipelines.errors import ConfigError, NotRunningError, ResourceNotFoundError, StateError, Where
 from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, dump_json, format_epoch, parse_time
@@ -373,20 +375,22 @@ class ArchiveStore(Store):
         busy thread); one statement waits for it once. On SQLite a second
         statement adds to each archive's counts (PostgreSQL's statement
         trigger does it there)."""
-        places, offset = [], 1
+        places: list[tuple[str, float, int, int]] = []
+        offset = 1
         added: dict[str, list[int]] = {}  # archive -> [events, bytes]
         for name, moment, body in rows:
-            places.append(b'["%s",%.3f,%d,%d]' % (name.encode(), moment, offset, len(body)))
-            offset += len(body)
+            size = len(body)
+            places.append((name, moment, offset, size))
+            offset += size
             counts = added.get(name)
             if counts is None:
                 counts = added[name] = [0, 0]
             counts[0] += 1
-            counts[1] += len(body)
+            counts[1] += size
         steps = [
             Step(
                 _insert_sql(dialect),
-                (b"".join(body for _, _, body in rows), b"[" + b",".join(places) + b"]"),
+                (b"".join(body for _, _, body in rows), orjson.dumps(places)),
             )
         ]
         if dialect.name == "sqlite":
