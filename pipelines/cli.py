@@ -133,6 +133,19 @@ class _Commands(click.Group):
         finally:
             self._listing = False
 
+    def shell_complete(
+        self, ctx: click.Context, incomplete: str
+    ) -> list[click.shell_completion.CompletionItem]:
+        # Completing a command's name lists names and summaries, as --help
+        # does: from the lazy commands, so a TAB imports no command (every
+        # plugin's CLI took about 1.5 s). Completing inside a command looks
+        # it up by name (``resolve_command``): that one is imported.
+        self._listing = True
+        try:
+            return super().shell_complete(ctx, incomplete)
+        finally:
+            self._listing = False
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         with contextlib.suppress(PipelinesError):  # a broken plugin says so when used
             self._add_plugin_commands()

@@ -95,13 +95,14 @@ with open(sys.argv[1], "w") as out:
 """
 
 
-def modules_of(tmp_path: Path, *args: str) -> list[str]:
-    """The modules ``pipelines ARGS`` holds once it has run (exit 0 asserted)."""
+def modules_of(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> list[str]:
+    """The modules ``pipelines ARGS`` holds once it has run (exit 0 asserted),
+    with ``env`` added to its environment."""
     listing = tmp_path / "modules.json"
     done = subprocess.run(
         [sys.executable, "-c", LISTER, str(listing), *args],
         cwd=ROOT,
-        env=project_env(),
+        env={**project_env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -137,6 +138,38 @@ def test_help_imports_no_command(tmp_path: Path) -> None:
     assert plugin_parts(modules) == []
     # ...yet every plugin was loaded: --help lists their commands.
     assert {"plugins.queue", "plugins.states", "plugins.firehose"} <= set(modules)
+
+
+def completion(words: str) -> dict[str, str]:
+    """The environment in which ``pipelines`` answers bash's completion of
+    ``words`` (the last word is the one being completed)."""
+    return {
+        "_PIPELINES_COMPLETE": "bash_complete",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split(" ")) - 1),
+    }
+
+
+def test_completing_a_command_name_imports_no_command(tmp_path: Path) -> None:
+    modules = modules_of(tmp_path, env=completion("pipelines "))
+    assert heavy(modules, *CONFIG_LAYER) == []
+    assert plugin_parts(modules) == []
+    done = subprocess.run(
+        [sys.executable, "-c", LISTER, str(tmp_path / "listed.json")],
+        cwd=ROOT,
+        env={**project_env(), **completion("pipelines q")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "plain,queue\n", "")
+
+
+def test_completing_inside_a_command_imports_that_command(tmp_path: Path) -> None:
+    modules = modules_of(tmp_path, env=completion("pipelines queue "))
+    assert "plugins.queue.cli" in modules
+    assert {m.split(".")[1] for m in plugin_parts(modules)} == {"queue"}
 
 
 def test_validate_imports_the_config_layer_and_the_types_it_uses(tmp_path: Path) -> None:
