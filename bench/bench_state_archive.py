@@ -3,7 +3,8 @@
 Sections (``--only`` runs some of them; all by default):
 
 - ``store``: ``ArchiveStore.append`` of batches of 10 events of about 1 KB
-  (one statement each: the JSON array of places and the bodies' BLOB), by 1
+  (one transaction each: the JSON array of places and the bodies' BLOB, and
+  on SQLite the archive's counts), by 1
   writer and by 8 concurrent writers on one store, and on PostgreSQL also
   by 3 store instances at once (three runners writing one archive: each
   commit waits on the archive's row, whose count the trigger keeps). Peer,

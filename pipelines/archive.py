@@ -97,14 +97,21 @@ CREATE TABLE IF NOT EXISTS replays (
 );
 """
 
-#: The triggers that keep each archive's count and size, in each engine's words.
+#: The row trigger with which SQLite files of earlier versions count
+#: inserted events. While a file has it, ``ArchiveStore.insert`` leaves the
+#: counting to it; a runner drops it (``ArchiveStore.count_inserts``).
+ROW_COUNTED = "archive_events_added"
+
+#: What keeps each archive's count and size as events come and go, in each
+#: engine's words: triggers (on SQLite, those of deletes only).
 ENGINE_SCHEMA = MappingProxyType(
     {
         # SQLite has only row triggers: one on insert was an UPDATE of the
         # archive's row per event, about a third of a commit's time on the
         # database's thread. The insert statements update the counts instead,
         # once per archive (``ArchiveStore.insert``); deletes (purges, rare)
-        # keep the trigger.
+        # keep the trigger. Earlier versions made the insert trigger
+        # (``ROW_COUNTED``) and still do on a file they open.
         "sqlite": """
 CREATE TRIGGER IF NOT EXISTS archive_events_removed AFTER DELETE ON archive_events BEGIN
     UPDATE archives SET event_count = event_count - 1, size_bytes = size_bytes - length(OLD.body)
@@ -257,16 +264,15 @@ class ArchiveSpec:
 class ArchiveStore(Store):
     """The archive tables of a state database. ``await ArchiveStore.open(path)``.
 
-    One connection writes (events, purges, replay progress), in autocommit
-    mode so that archiving a group of events is one statement: one trip to
-    its thread. Another connection reads (``reader``), so a long replay scan
-    does not queue behind writes (WAL lets them overlap).
+    One connection writes (events, purges, replay progress): archiving a
+    group of events is one transaction of ``insert``'s statements, handed to
+    its thread in one trip. Another connection reads (``reader``), so a long
+    replay scan does not queue behind writes (WAL lets them overlap).
     """
 
     name = "archives"
     #: 2: a replay's ``owner`` and ``lease`` (which runner runs it, until when).
-    #: 3: on SQLite, inserts count themselves (no ``archive_events_added`` trigger).
-    version = 3
+    version = 2
     schema = SCHEMA
     engine_schema = ENGINE_SCHEMA
     separate_reader = True
@@ -279,9 +285,6 @@ class ArchiveStore(Store):
             # DOUBLE PRECISION: SQLite reads it as REAL, PostgreSQL's REAL is 4 bytes.
             await connection.execute("ALTER TABLE replays ADD COLUMN owner TEXT")
             await connection.execute("ALTER TABLE replays ADD COLUMN lease DOUBLE PRECISION")
-        if found < 3 and self.dialect.name == "sqlite":
-            # Left, it would count every event a second time.
-            await connection.execute("DROP TRIGGER IF EXISTS archive_events_added")
 
     async def opened(self) -> None:
         if self.dialect.name == "sqlite" and sqlite3.sqlite_version_info < MIN_SQLITE:
@@ -390,19 +393,31 @@ class ArchiveStore(Store):
         steps = [
             Step(
                 _insert_sql(dialect),
-                (b"".join(body for _, _, body in rows), orjson.dumps(places)),
+                (b"".join([body for _, _, body in rows]), orjson.dumps(places)),
             )
         ]
         if dialect.name == "sqlite":
             steps.append(
                 Step(
                     "UPDATE archives SET event_count = event_count + ?,"
-                    " size_bytes = size_bytes + ? WHERE name = ?",
+                    " size_bytes = size_bytes + ? WHERE name = ? AND NOT EXISTS"
+                    " (SELECT 1 FROM sqlite_master WHERE type = 'trigger'"
+                    f" AND name = '{ROW_COUNTED}')",
                     [(events, size, name) for name, (events, size) in added.items()],
                     many=True,
                 )
             )
         return steps
+
+    async def count_inserts(self) -> None:
+        """Count inserted events with ``insert``'s UPDATE alone: drop the row
+        trigger of earlier versions from a SQLite file. Only the runner that
+        holds the file calls this, never a CLI's reading: an older runner
+        still writing to the file would go uncounted. (An older version
+        that opens the file later makes the trigger again; ``insert`` then
+        leaves the counting to it.)"""
+        if self.dialect.name == "sqlite":
+            await self.execute(f"DROP TRIGGER IF EXISTS {ROW_COUNTED}")
 
     @staticmethod
     def inserter(dialect: Dialect) -> Callable[[Rows], list[Step]]:
@@ -704,7 +719,12 @@ class Archiver:
             # Nothing commits and nobody else waits: this call's rows are the
             # whole group, so it commits them itself. A lone producer's every
             # put would otherwise wake the writer task and be woken by it.
-            await self._commit([(rows, strict, done)])
+            try:
+                await self._commit([(rows, strict, done)])
+            except BaseException:
+                if done.done():
+                    done.exception()  # read: its one reader, this call, is leaving
+                raise
             return await done
         self._pending.append((rows, strict, done))
         if not self._committing:

@@ -5,6 +5,7 @@ on the bus (to which rules, in which states)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import re
 import sqlite3
@@ -334,6 +335,39 @@ async def test_puts_that_come_while_an_archive_commit_runs_share_the_next_ones(
     assert sizes[:2] == [1, 4] and sum(sizes) == 9
 
 
+async def test_a_put_cancelled_during_its_own_archive_commit_leaves_no_unread_error(
+    tmp_path: Path,
+) -> None:
+    """A lone put commits its archive rows itself; cancelled meanwhile, the
+    commit still goes through on the database's thread, and the error its
+    waiting was given (nobody waits any more) is not reported as unread."""
+    runtime = pipeline(str(tmp_path / "state.db"), durability="memory")
+    await runtime.archives.create_archive("all")
+    reports: list[str] = []
+    async with runtime:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: reports.append(context["message"]))
+        store = runtime.archives.store
+        assert store is not None and isinstance(store.connection, SQLiteConnection)
+        gate = threading.Event()
+        blocked = store.connection.call(lambda db: gate.wait(10))
+        put = asyncio.create_task(runtime.put_events([entry(1)]))
+        await asyncio.sleep(0.05)  # its commit waits behind the gate
+        put.cancel()
+        await asyncio.gather(put, return_exceptions=True)
+        gate.set()
+        await blocked
+        del put
+        gc.collect()
+        await asyncio.sleep(0.05)
+        described = await runtime.archives.describe_archive("all")
+        later = await runtime.put_events([entry(2)])
+        loop.set_exception_handler(None)
+    assert reports == []
+    assert later["FailedEntryCount"] == 0
+    assert described["EventCount"] == 1
+
+
 def count(state: Path | str, table: str) -> int:
     found: int = sql(state, f"SELECT count(*) FROM {table}")[0][0]
     return found
@@ -630,38 +664,54 @@ async def test_version_1_replays_migrate_forward_and_can_be_claimed(state_locati
         await raw.close()
     async with await ArchiveStore.open(state_location) as store:
         version = "SELECT version FROM store_versions WHERE store = 'archives'"
-        assert await store.scalar(version) == ArchiveStore.version
+        assert await store.scalar(version) == 2
         assert await store.replay_owners() == {"old": (None, None)}
         assert await store.claim_replay("old", "me", T0, T0 + 60)
         assert (await store.replays("old"))[0][REPLAY_COLUMNS.index("state")] == "RUNNING"
 
 
-async def test_a_version_2_sqlite_archive_counts_each_event_once(tmp_path: Path) -> None:
-    """Version 2 counted events with a row trigger on insert; version 3's
-    inserts count themselves, so the migration drops that trigger (left, it
-    would count every event twice)."""
+ROW_TRIGGER = (
+    "CREATE TRIGGER IF NOT EXISTS archive_events_added AFTER INSERT ON archive_events BEGIN"
+    " UPDATE archives SET event_count = event_count + 1,"
+    " size_bytes = size_bytes + length(NEW.body) WHERE name = NEW.archive; END"
+)
+
+
+def triggers(path: Path) -> list[str]:
+    return [
+        name
+        for (name,) in sql(path, "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY 1")
+    ]
+
+
+async def test_a_sqlite_file_of_an_earlier_version_counts_each_event_once(tmp_path: Path) -> None:
+    """Earlier versions count inserted events with a row trigger, and make it
+    on any file they open. While a file has it, inserts leave the counting
+    to it; a CLI's reading leaves it there (an older runner may be writing);
+    a runtime, which holds the file, drops it and counts by itself."""
     from pipelines.archive import ArchiveSpec, ArchiveStore
 
     path = tmp_path / "state.db"
     async with await ArchiveStore.open(path) as store:
         await store.save_archive(ArchiveSpec.parse("all", {}), T0)
         await store.append([("all", T0, b'{"n":1}')], strict=False)
-    db = sqlite3.connect(path)
-    with db:
-        db.execute(
-            "CREATE TRIGGER archive_events_added AFTER INSERT ON archive_events BEGIN"
-            " UPDATE archives SET event_count = event_count + 1,"
-            " size_bytes = size_bytes + length(NEW.body) WHERE name = NEW.archive; END"
-        )
-        db.execute("UPDATE store_versions SET version = 2 WHERE store = 'archives'")
-    db.close()
-    async with await ArchiveStore.open(path) as store:
-        await store.append([("all", T0, b'{"n":2}'), ("all", T0, b'{"n":33}')], strict=False)
+        assert triggers(path) == ["archive_events_removed"]
+        sql(path, ROW_TRIGGER)  # an older version opens the file meanwhile
+        await store.append([("all", T0, b'{"n":22}')], strict=False)
+    async with ArchiveStore.existing(path) as store:
         described = await store.describe("all")
-        triggers = await store.rows("SELECT name FROM sqlite_master WHERE type = 'trigger'")
-    assert described["EventCount"] == 3
-    assert described["SizeBytes"] == 7 + 7 + 8
-    assert triggers == [("archive_events_removed",)]
+    assert (described["EventCount"], described["SizeBytes"]) == (2, 7 + 8)
+    assert triggers(path) == ["archive_events_added", "archive_events_removed"]
+
+    runtime = Runtime(state_path=path, durability="memory")
+    await runtime.archives.create_archive("all")
+    async with runtime:
+        assert triggers(path) == ["archive_events_removed"]
+        result = await runtime.put_events([entry(n) for n in range(3)])
+        described = await runtime.archives.describe_archive("all")
+    [(size,)] = sql(path, "SELECT sum(length(body)) FROM archive_events")
+    assert result["FailedEntryCount"] == 0
+    assert (described["EventCount"], described["SizeBytes"]) == (5, size)
 
 
 async def test_a_replay_whose_owner_holds_a_lease_is_free_only_on_sqlite(
