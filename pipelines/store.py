@@ -1277,19 +1277,23 @@ class Store(Queries):
         database up to it. Only a database without this version takes the
         write lock: a CLI reading a busy pipeline's database does not wait."""
         dialect = self.dialect
-        script = VERSIONS_SCHEMA + self.schema + self.engine_schema.get(dialect.name, "")
+        query = "SELECT version FROM store_versions WHERE store = ?"
+        script = self.schema + self.engine_schema.get(dialect.name, "")
         if dialect.schema_lock is not None:
             await connection.begin()
             try:
                 await connection.execute(dialect.schema_lock)
+                await connection.script(VERSIONS_SCHEMA)
+                self._refuse_newer(await connection.scalar(query, (self.name,)))
                 await connection.script(script)
                 await connection.commit()
             except BaseException:
                 await asyncio.shield(connection.rollback())
                 raise
         else:
+            await connection.script(VERSIONS_SCHEMA)
+            self._refuse_newer(await connection.scalar(query, (self.name,)))
             await connection.script(script)
-        query = "SELECT version FROM store_versions WHERE store = ?"
         if await connection.scalar(query, (self.name,)) == self.version:
             return
         await connection.begin()
@@ -1297,12 +1301,7 @@ class Store(Queries):
             if dialect.schema_lock is not None:
                 await connection.execute(dialect.schema_lock)
             found = await connection.scalar(query, (self.name,))
-            if found is not None and found > self.version:
-                raise StateError(
-                    f"state database {shown(self.path)}: its {self.name} tables are"
-                    f" version {found},"
-                    f" newer than this pipelines knows ({self.version}); upgrade pipelines"
-                )
+            self._refuse_newer(found)
             if found is not None and found < self.version:
                 await self.migrate(connection, found)
             await connection.execute(
@@ -1313,6 +1312,19 @@ class Store(Queries):
         except BaseException:
             await asyncio.shield(connection.rollback())
             raise
+
+    def _refuse_newer(self, found: int | None) -> None:
+        """A database whose tables a newer version made is refused before any
+        of this version's DDL runs on it: its ``IF NOT EXISTS`` and ``OR
+        REPLACE`` would put back what the newer version dropped or changed
+        (a trigger, a function), and a database still in use by the newer
+        version would go on with them."""
+        if found is not None and found > self.version:
+            raise StateError(
+                f"state database {shown(self.path)}: its {self.name} tables are"
+                f" version {found},"
+                f" newer than this pipelines knows ({self.version}); upgrade pipelines"
+            )
 
     async def migrate(self, connection: Queries, found: int) -> None:
         """Bring the store's tables from version ``found`` to ``version``,

@@ -18,7 +18,7 @@ from pipelines.errors import StateError
 from pipelines.runtime import Runtime
 from pipelines.store import Queries, SQLiteConnection, Step, Store, Trip, Upkeep
 
-from .helpers import held_elsewhere
+from .helpers import held_elsewhere, sql
 
 
 class Notes(Store):
@@ -236,6 +236,23 @@ async def test_an_older_pipelines_refuses_a_newer_database(tmp_path: Path) -> No
         StateError, match=r"notes tables are version 2, newer than this pipelines knows \(1\)"
     ):
         await Notes.open(path)
+
+
+async def test_an_older_pipelines_refuses_a_newer_database_before_changing_it(
+    state_location: str,
+) -> None:
+    """An older version's DDL (CREATE ... IF NOT EXISTS) does not run on a
+    database a newer version laid out: here version 2 has done without the
+    table version 1 creates, and it stays without it."""
+    async with await NotesV2.open(state_location):
+        pass
+    sql(state_location, "DROP TABLE notes")
+    with pytest.raises(StateError, match=r"version 2, newer than this pipelines knows \(1\)"):
+        await Notes.open(state_location)
+    tables = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'notes'"
+    if not state_location.startswith("postgresql://"):
+        tables = "SELECT count(*) FROM sqlite_master WHERE name = 'notes'"
+    assert sql(state_location, tables) == [(0,)]
 
 
 # -- upkeep ------------------------------------------------------------------------------
