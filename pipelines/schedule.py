@@ -229,7 +229,9 @@ def zone(where: Where, name: object) -> tzinfo:
         raise ConfigError(where, f"a time zone is an IANA name such as Europe/Berlin, not {name!r}")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    # A name that is a directory of the zone database ("Europe") or too long
+    # for a file name is an OSError from the lookup, not ZoneInfoNotFoundError.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ConfigError(
             where, f"unknown time zone {name!r}: use an IANA name such as Europe/Berlin or UTC"
         ) from None

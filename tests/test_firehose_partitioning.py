@@ -133,6 +133,8 @@ def base(**more: Any) -> dict[str, Any]:
         (base(CompressionFormat="BZIP2"), ("CompressionFormat",), "is not one of"),
         (base(FileExtension="gz"), ("FileExtension",), "not a file extension"),
         (base(CustomTimeZone="Mars/Olympus"), ("CustomTimeZone",), "unknown"),
+        (base(CustomTimeZone="Europe"), ("CustomTimeZone",), "unknown"),
+        (base(CustomTimeZone="x" * 300), ("CustomTimeZone",), "unknown"),
         (
             base(
                 ProcessingConfiguration={"Enabled": True, "Processors": [{"Type": "Decompression"}]}

@@ -164,6 +164,9 @@ def test_invalid_expressions_are_rejected_naming_the_problem(expression: str, me
             "timezone",
             "unknown time zone",
         ),
+        # names the zone database reads as a directory or as a too-long file name
+        ({"expression": "rate(1 hour)", "timezone": "Europe"}, "timezone", "unknown time zone"),
+        ({"expression": "rate(1 hour)", "timezone": "x" * 300}, "timezone", "unknown time zone"),
         ({"expression": "rate(1 hour)", "start_date": "yesterday"}, "start_date", "ISO 8601"),
         (
             {"expression": "rate(1 hour)", "start_date": "2026-02-01", "end_date": "2026-01-01"},

@@ -182,7 +182,9 @@ def parse_destination(config: Mapping[str, Any]) -> Destination:
     if config.get("CustomTimeZone") not in (None, "", "UTC"):
         try:
             zone = zoneinfo.ZoneInfo(str(config["CustomTimeZone"]))
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        # "Europe" (a directory of the zone database) or a name too long for
+        # a file is an OSError from the lookup.
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             raise SpecError(
                 ("CustomTimeZone",), f"CustomTimeZone {config['CustomTimeZone']!r} is unknown"
             ) from None
