@@ -16,6 +16,7 @@ import asyncio
 import functools
 import hashlib
 import logging
+import math
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -325,6 +326,20 @@ def _whole(where: Where, value: Any, low: int) -> int:
     return value
 
 
+def _threshold(where: Where, value: Any) -> float:
+    """A finite number: NaN never breaches nor clears, and an int past a
+    float's range cannot be compared as CloudWatch compares (in doubles)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(where, "must be a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigError(where, f"must be a finite number, not {value!r}")
+    return number
+
+
 def parse_metric_alarm(name: str, settings: Mapping[str, Any]) -> MetricAlarmSpec:
     """Check a metric alarm's declaration (PutMetricAlarm's rules); ``ConfigError``
     names the setting at fault."""
@@ -334,13 +349,18 @@ def parse_metric_alarm(name: str, settings: Mapping[str, Any]) -> MetricAlarmSpe
         if required not in settings:
             raise ConfigError(where, f"a metric alarm needs {required}")
     dims = settings.get("dimensions") or {}
-    if not isinstance(dims, Mapping) or not all(isinstance(v, str) for v in dims.values()):
+    # Keys too: YAML reads `1: x` as an int key, which cannot be sorted with names.
+    if not isinstance(dims, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in dims.items()
+    ):
         raise ConfigError(where / "dimensions", "maps dimension names to string values")
     try:
         key = series_key(settings["namespace"], settings["metric_name"], dims)
     except MetricError as exc:
         raise ConfigError(where, exc.message) from None
     statistic = settings.get("statistic", "Average")
+    if not isinstance(statistic, str):
+        raise ConfigError(where / "statistic", f"must be a statistic's name, not {statistic!r}")
     try:
         parse_statistic(statistic)
     except MetricError as exc:
@@ -368,11 +388,10 @@ def parse_metric_alarm(name: str, settings: Mapping[str, Any]) -> MetricAlarmSpe
             where / "datapoints_to_alarm",
             f"cannot be more than evaluation_periods ({periods})",
         )
-    threshold = settings["threshold"]
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-        raise ConfigError(where / "threshold", "must be a number")
+    threshold = _threshold(where / "threshold", settings["threshold"])
     comparison = settings.get("comparison_operator", "GreaterThanOrEqualToThreshold")
-    if comparison not in OPERATORS:
+    # A list or mapping cannot be looked up in OPERATORS (unhashable).
+    if not isinstance(comparison, str) or comparison not in OPERATORS:
         raise ConfigError(where / "comparison_operator", f"must be one of {', '.join(OPERATORS)}")
     missing = settings.get("treat_missing_data", "missing")
     if missing not in TREAT_MISSING:
@@ -386,7 +405,7 @@ def parse_metric_alarm(name: str, settings: Mapping[str, Any]) -> MetricAlarmSpe
         period=period,
         evaluation_periods=periods,
         datapoints_to_alarm=to_alarm,
-        threshold=float(threshold),
+        threshold=threshold,
         comparison_operator=comparison,
         treat_missing_data=missing,
         written=frozenset(
