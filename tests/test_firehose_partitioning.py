@@ -134,6 +134,38 @@ def base(**more: Any) -> dict[str, Any]:
         (base(FileExtension="gz"), ("FileExtension",), "not a file extension"),
         (base(CustomTimeZone="Mars/Olympus"), ("CustomTimeZone",), "unknown"),
         (base(CustomTimeZone="Europe"), ("CustomTimeZone",), "unknown"),
+        (
+            base(BufferingHints={"SizeInMBs": float("inf")}),
+            ("BufferingHints", "SizeInMBs"),
+            "between 1 and 128",
+        ),
+        (
+            base(BufferingHints={"SizeInMBs": float("nan")}),
+            ("BufferingHints", "SizeInMBs"),
+            "must be a number",
+        ),
+        (
+            base(BufferingHints={"IntervalInSeconds": 10**400}),
+            ("BufferingHints", "IntervalInSeconds"),
+            "between 0 and 900",
+        ),
+        (
+            base(ProcessingConfiguration={"Enabled": True, "Processors": 5}),
+            ("ProcessingConfiguration", "Processors"),
+            "must be a list",
+        ),
+        (
+            base(
+                ProcessingConfiguration={
+                    "Enabled": True,
+                    "Processors": [{"Type": "Lambda", "Parameters": 5}],
+                }
+            ),
+            ("ProcessingConfiguration", "Processors", 0, "Parameters"),
+            "must be a list",
+        ),
+        (base(Prefix={"a": 1}), ("Prefix",), "must be a string"),
+        (base(ErrorOutputPrefix=["e/"]), ("ErrorOutputPrefix",), "must be a string"),
         (base(CustomTimeZone="x" * 300), ("CustomTimeZone",), "unknown"),
         (
             base(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import math
 import re
 import zoneinfo
 from collections.abc import Mapping
@@ -140,7 +141,13 @@ def _number(
         number = float(value) if not isinstance(value, bool) else None
     except (TypeError, ValueError):
         number = None
-    if number is None or (whole and number != int(number)):
+    except OverflowError:  # an int past a float's range: out of range below
+        number = math.inf
+    if (
+        number is None
+        or math.isnan(number)
+        or (whole and math.isfinite(number) and number != int(number))
+    ):
         raise SpecError(path, f"{name or path[-1]} must be a number, not {value!r}")
     if not low <= number <= high:
         raise SpecError(path, f"{name or path[-1]} must be between {low:g} and {high:g}")
@@ -152,6 +159,24 @@ def _mapping(value: Any, path: Path) -> Mapping[str, Any]:
         return {}
     if not isinstance(value, Mapping):
         raise SpecError(path, f"{path[-1]} must be an object")
+    return value
+
+
+def _list(value: Any, path: Path) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SpecError(path, f"{path[-1]} must be a list")
+    return value
+
+
+def _text(value: Any, path: Path) -> str:
+    """A string setting, or "" when not given (a list or mapping would
+    otherwise be written out as its repr)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise SpecError(path, f"{path[-1]} must be a string, not {value!r}")
     return value
 
 
@@ -309,7 +334,7 @@ def _unsupported(config: Mapping[str, Any]) -> None:
 
 def _parameters(processor: Mapping[str, Any], path: Path) -> dict[str, str]:
     found: dict[str, str] = {}
-    for index, parameter in enumerate(processor.get("Parameters") or []):
+    for index, parameter in enumerate(_list(processor.get("Parameters"), (*path, "Parameters"))):
         where = (*path, "Parameters", index)
         if not isinstance(parameter, Mapping):
             raise SpecError(where, "a processor parameter must be an object")
@@ -331,7 +356,8 @@ def _processors(
     processor: LambdaProcessor | None = None
     query: MetadataQuery | None = None
     delimiter: bytes | None = None
-    for index, item in enumerate(processing.get("Processors") or []):
+    processors = _list(processing.get("Processors"), ("ProcessingConfiguration", "Processors"))
+    for index, item in enumerate(processors):
         path: Path = ("ProcessingConfiguration", "Processors", index)
         if not isinstance(item, Mapping):
             raise SpecError(path, "a processor must be an object")
@@ -425,9 +451,9 @@ def _prefixes(
     processor: LambdaProcessor | None,
 ) -> tuple[Prefix, Prefix]:
     try:
-        prefix = parse_prefix("Prefix", str(config.get("Prefix") or ""))
-        given = config.get("ErrorOutputPrefix")
-        error = parse_prefix("ErrorOutputPrefix", str(given)) if given else None
+        prefix = parse_prefix("Prefix", _text(config.get("Prefix"), ("Prefix",)))
+        given = _text(config.get("ErrorOutputPrefix"), ("ErrorOutputPrefix",))
+        error = parse_prefix("ErrorOutputPrefix", given) if given else None
         check_prefixes(
             prefix,
             error,
