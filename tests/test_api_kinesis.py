@@ -247,6 +247,39 @@ async def test_put_records_answers_per_record_and_iterators_of_every_type(api: K
     assert wrong["Error"]["Code"] == "InvalidArgumentException"
 
 
+async def test_records_without_a_partition_key_are_refused_and_the_pipeline_runs_on(
+    tmp_path: Path,
+) -> None:
+    # botocore's model no longer requires PartitionKey: an SDK without
+    # validation (or any HTTP client) sends records without one.
+    async for served in _serve(tmp_path):
+        loose = Kinesis(served.runtime, served.url, parameter_validation=False)
+        await loose.call("create_stream", StreamName="s", ShardCount=1)
+        refused = await loose.error(
+            "put_records",
+            StreamName="s",
+            Records=[{"Data": b"a", "PartitionKey": "k"}, {"Data": b"b"}, {"Data": b"c"}],
+        )
+        assert refused["Error"]["Code"] == "ValidationException"
+        assert refused["Error"]["Message"] == (
+            "2 validation errors detected:"
+            " Value null at 'records.2.member.partitionKey' failed to satisfy constraint:"
+            " Member must not be null;"
+            " Value null at 'records.3.member.partitionKey' failed to satisfy constraint:"
+            " Member must not be null"
+        )
+        one = await loose.error("put_record", StreamName="s", Data=b"x")
+        assert "Value null at 'partitionKey'" in one["Error"]["Message"]
+        # Nothing was written, and the stream (and the runtime) still take records.
+        assert served.runtime.running
+        put = await loose.call(
+            "put_records", StreamName="s", Records=[{"Data": b"ok", "PartitionKey": "k"}]
+        )
+        assert put["FailedRecordCount"] == 0
+        got = await loose.call("get_records", ShardIterator=await loose.iterator("s"))
+        assert [r["Data"] for r in got["Records"]] == [b"ok"]
+
+
 async def test_streams_are_resharded_and_retention_changes_through_the_api(api: Kinesis) -> None:
     await api.call("create_stream", StreamName="r", ShardCount=2)
     start, end = 0, 2**127 - 1

@@ -318,15 +318,25 @@ def _entry(params: Mapping[str, Any]) -> dict[str, Any]:
     return entry
 
 
+def _null_partition_keys(paths: list[str]) -> ApiError:
+    """Kinesis's refusal of records without a PartitionKey (botocore's model
+    no longer requires it, so the front door lets them through)."""
+    count = len(paths)
+    return ApiError(
+        "ValidationException",
+        f"{count} validation error{'s' if count > 1 else ''} detected: "
+        + "; ".join(
+            f"Value null at '{path}' failed to satisfy constraint: Member must not be null"
+            for path in paths
+        ),
+    )
+
+
 @kinesis.operation()
 async def put_record(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     name = _name(params)
     if "PartitionKey" not in params:
-        raise ApiError(
-            "ValidationException",
-            "1 validation error detected: Value null at 'partitionKey' failed to satisfy"
-            " constraint: Member must not be null",
-        )
+        raise _null_partition_keys(["partitionKey"])
     store = await _store(call, name)
     try:
         answer = await store.put_records(name, [_entry(params)])
@@ -402,6 +412,15 @@ async def put_records(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     store = await _store(call, name)
     # The records as read (model members only, Data decoded): this request's own.
     records: list[dict[str, Any]] = params["Records"]
+    # Refused before the shared write: one call's bad record must not fail
+    # (or stop) the write of the calls grouped with it.
+    missing = [
+        f"records.{index}.member.partitionKey"
+        for index, record in enumerate(records, 1)
+        if "PartitionKey" not in record
+    ]
+    if missing:
+        raise _null_partition_keys(missing)
     try:
         results = await _writer(call, store, name).commit.submit(records)
     except StreamError as error:
