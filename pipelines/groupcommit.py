@@ -22,7 +22,8 @@ class GroupCommit(Generic[T, R]):
 
     ``split`` cuts what is waiting into requests (each within the write's
     limits); ``write`` writes one request and returns an outcome per item. An
-    exception from ``write`` fails its whole request; a cancellation (the
+    exception from ``split`` fails everything it was given, from ``write``
+    its whole request; a cancellation (the
     target stopping mid-write) fails everything taken with ``stopped()`` and
     ends ``run``.
     """
@@ -64,7 +65,14 @@ class GroupCommit(Generic[T, R]):
                 self._waiting = []
                 taken = {id(item): waiter for item, waiter in live}
                 try:
-                    for request in self._split([item for item, _ in live]):
+                    requests = self._split([item for item, _ in live])
+                except Exception as exc:
+                    # An item split cannot weigh fails the callers taken with
+                    # it; the task (and the runtime owning it) goes on.
+                    self._settle(list(taken.values()), exc)
+                    continue
+                try:
+                    for request in requests:
                         await self._commit(request, [taken[id(item)] for item in request])
                 except BaseException:
                     # Stopped mid-write: these callers must not wait for ever.
