@@ -508,6 +508,15 @@ async def test_recorded_status_filter_refusal(api: Api) -> None:
     )
 
 
+async def test_list_executions_without_a_machine_is_a_validation_error(api: Api) -> None:
+    # The model requires neither stateMachineArn nor mapRunArn (one of them is).
+    refused = await api.error("list_executions")
+    assert refused["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert refused["Error"]["Code"] == "ValidationException"
+    assert "Value null at 'stateMachineArn'" in refused["Error"]["Message"]
+    assert await api.call("list_state_machines")  # the endpoint goes on
+
+
 async def test_recorded_list_executions_pages(api: Api) -> None:
     rec.require_recordings()
     recorded = rec.recording(API, "test_list_executions_pagination")

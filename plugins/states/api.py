@@ -474,6 +474,15 @@ async def describe_state_machine_for_execution(
 @stepfunctions.operation()
 async def list_executions(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     await _context(call)
+    if "mapRunArn" in params:
+        raise ApiError("NotImplemented", "map runs are not implemented by pipelines", 501)
+    # The model requires neither (one of the two is): the front door lets both go.
+    if "stateMachineArn" not in params:
+        raise ApiError(
+            "ValidationException",
+            "1 validation error detected: Value null at 'stateMachineArn' failed to satisfy"
+            " constraint: Member must not be null (or give a mapRunArn)",
+        )
     arn = params["stateMachineArn"]
     machine = _machine(call, arn)
     if machine.machine_type == EXPRESS:
@@ -481,8 +490,6 @@ async def list_executions(call: Call, params: dict[str, Any]) -> Mapping[str, An
             "StateMachineTypeNotSupported",
             "This operation is not supported by this type of state machine",
         )
-    if "mapRunArn" in params:
-        raise ApiError("NotImplemented", "map runs are not implemented by pipelines", 501)
     engine = _running_engine(call, arn)
     found = await engine.list_executions(machine.name, params.get("statusFilter"))
     redrive_filter = params.get("redriveFilter")
