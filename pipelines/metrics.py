@@ -513,6 +513,15 @@ def _number(where: str, value: Any) -> float:
     return number
 
 
+def _shown_moment(moment: float) -> str:
+    """A refused timestamp as ISO 8601, or as seconds when no datetime
+    holds it (a client's 1e30 or -2**63)."""
+    try:
+        return format_epoch(moment, "seconds")
+    except (OverflowError, OSError, ValueError):
+        return f"{moment:g} seconds from the epoch"
+
+
 def _seconds(value: float | datetime) -> float:
     return value.timestamp() if isinstance(value, datetime) else float(value)
 
@@ -710,7 +719,7 @@ class MetricStore(Store):
                 "InvalidParameterValue",
                 f"The parameter {member}.Timestamp must specify a time no more than"
                 f" two weeks in the past and no more than two hours in the future"
-                f" ({format_epoch(moment, 'seconds')} given)",
+                f" ({_shown_moment(moment)} given)",
             )
         return moment
 

@@ -173,6 +173,9 @@ async def test_high_resolution_data_and_short_periods(store: MetricStore) -> Non
         ({"value": 2.0**361}, "InvalidParameterValue", "2^360"),
         ({"value": 1, "timestamp": T0 + 600 - 15 * 86_400}, "InvalidParameterValue", "two weeks"),
         ({"value": 1, "timestamp": T0 + 600 + 3 * 3_600}, "InvalidParameterValue", "two hours"),
+        # past what a datetime holds: the message shows the seconds as given
+        ({"value": 1, "timestamp": 1e30}, "InvalidParameterValue", "(1e+30 seconds from"),
+        ({"value": 1, "timestamp": -(2**63)}, "InvalidParameterValue", "two weeks"),
         ({"value": 1, "unit": "Furlongs"}, "InvalidParameterValue", "Unit"),
         ({"value": 1, "storage_resolution": 30}, "InvalidParameterValue", "StorageResolution"),
         ({}, "InvalidParameterCombination", "must be specified"),
