@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from yarl import URL
 
 from pipelines.api import served_services
 
@@ -217,6 +219,50 @@ async def test_requests_are_checked_by_the_model_with_aws_wording(api: Api) -> N
     status, body = await api.raw("AWSEvents.PutRule", b'{"Name": 5}')
     assert (status, body["__type"]) == (400, "SerializationException")
     assert "'name'" in body["message"]
+
+
+async def _send_raw(url: str, head: str, body: bytes = b"") -> bytes:
+    """``head`` (request line and headers) and ``body`` on a socket, then
+    hang up: what the server answered before, if anything."""
+    address = URL(url)
+    reader, writer = await asyncio.open_connection(address.host, address.port)
+    writer.write(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(200), 0.5)
+    except TimeoutError:
+        return b""
+    finally:
+        writer.close()
+
+
+async def test_malformed_http_and_a_client_hanging_up_are_one_log_line(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    headers = (
+        "Host: x\nX-Amz-Target: AWSEvents.ListRules\nContent-Type: application/x-amz-json-1.1\n"
+    )
+    answer = await _send_raw(api.server.url, f"POST / HTTP/1.1\n{headers}Content-Length: abc\n")
+    assert b" 400 Bad Request" in answer.split(b"\r\n")[0]
+    # A body announced longer than sent, then the client goes.
+    assert (
+        await _send_raw(api.server.url, f"POST / HTTP/1.1\n{headers}Content-Length: 9999\n", b"{}")
+        == b""
+    )
+
+    def logged() -> bool:
+        return any("the client closed the connection" in r.getMessage() for r in caplog.records)
+
+    await eventually(logged)
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+    malformed = [
+        r.getMessage() for r in caplog.records if "malformed HTTP request" in r.getMessage()
+    ]
+    assert len(malformed) == 1
+    assert "Content-Length" in malformed[0]
+    assert "\n" not in malformed[0]
+    assert (await api.call("list_rules"))["Rules"] == []  # the endpoint goes on
 
 
 async def test_unknown_and_unserved_operations_answer_aws_errors_not_500(api: Api) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 from aiohttp import StreamReader, web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.web_protocol import RequestHandler
 from botocore.model import ServiceModel
@@ -43,6 +44,26 @@ from pipelines.event import DEFAULT_ACCOUNT, DEFAULT_REGION, new_event_id
 from pipelines.routes import HttpRequest, Route
 
 log = logging.getLogger("pipelines.api")
+
+
+class _OneLineMalformed(logging.Filter):
+    """aiohttp logs a request it cannot parse (``Content-Length: abc``) with
+    its parser's traceback; that is the client's mistake: one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            reason = " ".join(str(error.message).split())
+            record.msg = f"{record.getMessage()}: malformed HTTP request ({reason})"
+            record.args = ()
+            record.exc_info = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+#: The logger given to aiohttp's server (its protocol errors), one line each.
+http_log = logging.getLogger("pipelines.api.http")
+http_log.addFilter(_OneLineMalformed())
 
 #: ``Credential=AKID/20261204/us-east-1/events/aws4_request`` in a SigV4 header.
 _SCOPE = re.compile(r"Credential=([^/\s,]+)/\d{8}/([^/\s,]+)/([^/\s,]+)/aws4_request")
@@ -417,7 +438,9 @@ class ApiServer:
         # aiohttp's low-level server: every request, whatever its method and
         # path, goes to one handler, without an application's router and
         # middlewares in between (the protocols route by headers and paths).
-        server = web.Server(self._handle, request_factory=self._request, access_log=None)
+        server = web.Server(
+            self._handle, request_factory=self._request, access_log=None, logger=http_log
+        )
         runner = web.ServerRunner(server, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(
@@ -517,6 +540,13 @@ class ApiServer:
             return wire.error(too_large)
         except ApiError as error:
             return wire.error(error)
+        except ConnectionResetError:
+            if request.transport is not None:
+                raise  # not the client's hang-up: aiohttp logs it as it is
+            # The client hung up mid-request (before its body ended): nobody
+            # is left to answer and nothing failed here.
+            log.info("%s %s: the client closed the connection", service.name, wire.operation)
+            return wire.error(ApiError("RequestAborted", "the client closed the connection"))
         except Exception as exc:
             known = translate(exc)
             if known is None:
