@@ -164,6 +164,21 @@ def base(**more: Any) -> dict[str, Any]:
             ("ProcessingConfiguration", "Processors", 0, "Parameters"),
             "must be a list",
         ),
+        (
+            base(ProcessingConfiguration={"Enabled": "false", "Processors": []}),
+            ("ProcessingConfiguration", "Enabled"),
+            "must be true or false",
+        ),
+        (
+            base(DynamicPartitioningConfiguration={"Enabled": 1}),
+            ("DynamicPartitioningConfiguration", "Enabled"),
+            "must be true or false",
+        ),
+        (
+            base(DataFormatConversionConfiguration={"Enabled": "no"}),
+            ("DataFormatConversionConfiguration", "Enabled"),
+            "must be true or false",
+        ),
         (base(Prefix={"a": 1}), ("Prefix",), "must be a string"),
         (base(ErrorOutputPrefix=["e/"]), ("ErrorOutputPrefix",), "must be a string"),
         (base(CustomTimeZone="x" * 300), ("CustomTimeZone",), "unknown"),

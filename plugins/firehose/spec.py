@@ -162,6 +162,15 @@ def _mapping(value: Any, path: Path) -> Mapping[str, Any]:
     return value
 
 
+def _enabled(given: Mapping[str, Any], path: Path, default: bool = False) -> bool:
+    """A configuration's ``Enabled``: a boolean, as AWS's API takes it (the
+    string "false" would otherwise count as true)."""
+    value = given.get("Enabled", default)
+    if not isinstance(value, bool):
+        raise SpecError((*path, "Enabled"), f"Enabled must be true or false, not {value!r}")
+    return value
+
+
 def _list(value: Any, path: Path) -> list[Any]:
     if value is None:
         return []
@@ -217,7 +226,7 @@ def parse_destination(config: Mapping[str, Any]) -> Destination:
     dynamic = _mapping(
         config.get("DynamicPartitioningConfiguration"), ("DynamicPartitioningConfiguration",)
     )
-    partitioning = bool(dynamic.get("Enabled", False))
+    partitioning = _enabled(dynamic, ("DynamicPartitioningConfiguration",))
     if partitioning and interval == 0:
         raise SpecError(
             ("BufferingHints", "IntervalInSeconds"),
@@ -257,7 +266,7 @@ def _conversion(config: Mapping[str, Any]) -> ParquetConversion | None:
     given = _mapping(
         config.get("DataFormatConversionConfiguration"), ("DataFormatConversionConfiguration",)
     )
-    if not given.get("Enabled", bool(given)):
+    if not _enabled(given, ("DataFormatConversionConfiguration",), bool(given)):
         return None
     from plugins.firehose.parquet import ConversionError, parse_conversion
 
@@ -351,7 +360,7 @@ def _processors(
     config: Mapping[str, Any], partitioning: bool
 ) -> tuple[LambdaProcessor | None, MetadataQuery | None, bytes | None]:
     processing = _mapping(config.get("ProcessingConfiguration"), ("ProcessingConfiguration",))
-    if not processing.get("Enabled", False):
+    if not _enabled(processing, ("ProcessingConfiguration",)):
         return None, None, None
     processor: LambdaProcessor | None = None
     query: MetadataQuery | None = None
