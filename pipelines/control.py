@@ -179,7 +179,6 @@ class ControlServer:
     async def _put(self, entries: Any) -> dict[str, Any]:
         if not isinstance(entries, list) or not 1 <= len(entries) <= 10:
             return {"error": "entries: a list of 1 to 10 PutEvents entries"}
-        entries = [e if isinstance(e, dict) else {"Invalid": e} for e in entries]
         try:
             # The socket opens before the runtime starts (a socket in use must
             # stop the runner first): a put meanwhile waits for the start.

@@ -475,8 +475,8 @@ def _parse(item: tuple[int, str], batch: list[tuple[int, Any]], report: RunRepor
 
 
 async def _put(runtime: Runtime, batch: list[tuple[int, Any]], report: RunReport) -> None:
-    entries = [entry if isinstance(entry, dict) else {"Invalid": entry} for _, entry in batch]
-    result = await runtime.put_events(entries)
+    # An entry that is not an object fails alone: "Each entry must be an object."
+    result = await runtime.put_events([entry for _, entry in batch])
     for (number, _), outcome in zip(batch, result["Entries"], strict=True):
         if "ErrorCode" in outcome:
             report.failed.append((number, outcome["ErrorCode"], outcome["ErrorMessage"]))

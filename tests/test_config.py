@@ -255,6 +255,7 @@ def test_cli_run_with_input_delivers_and_reports_bad_lines(tmp_path: Path) -> No
                 json.dumps({"Source": "shop", "DetailType": "o", "Detail": "not json"}),
                 "{broken",
                 json.dumps({"Source": "shop", "DetailType": "o", "Detail": json.dumps({"n": 3})}),
+                "[1, 2]",
             ]
         )
     )
@@ -270,6 +271,7 @@ def test_cli_run_with_input_delivers_and_reports_bad_lines(tmp_path: Path) -> No
     assert done.returncode == 1, done.stderr
     assert f"{events}:3: MalformedDetail: Detail is malformed." in done.stderr
     assert f"{events}:4: InvalidJSON:" in done.stderr
+    assert f"{events}:6: InvalidArgument: Each entry must be an object." in done.stderr
     delivered = [json.loads(line) for line in sink.read_text().splitlines()]
     assert sorted(d["n"] for d in delivered) == [1, 2, 3]
     assert (tmp_path / ".pipelines" / "state.db").exists()

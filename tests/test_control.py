@@ -59,6 +59,19 @@ async def test_put_delivers_and_reports_each_entry(served: tuple[Runtime, Path])
     ]
 
 
+async def test_put_of_an_entry_that_is_not_an_object_fails_it_alone(
+    served: tuple[Runtime, Path],
+) -> None:
+    _, path = served
+    result = await put_events(path, [entry("shop", 1), [1, 2]])  # type: ignore[list-item]
+    assert result["FailedEntryCount"] == 1
+    assert "EventId" in result["Entries"][0]
+    assert result["Entries"][1] == {
+        "ErrorCode": "InvalidArgument",
+        "ErrorMessage": "Each entry must be an object.",
+    }
+
+
 async def test_tap_streams_matching_events_live(served: tuple[Runtime, Path]) -> None:
     runtime, path = served
     messages = tap(path, {"source": ["shop"]})
