@@ -203,9 +203,24 @@ async def test_a_queue_subscription_gets_the_envelope_then_raw_messages(sns: Sns
         AttributeName="RawMessageDelivery",
         AttributeValue="true",
     )
-    await sns.call("publish", TopicArn=topic, Message="raw one")
+    await sns.call(
+        "publish",
+        TopicArn=topic,
+        Message="raw one",
+        MessageAttributes={
+            "n": {"DataType": "Number", "StringValue": "100.12"},
+            "who": {"DataType": "String", "StringValue": "me"},
+            "bits": {"DataType": "Binary", "BinaryValue": b"\x00\x01"},
+        },
+    )
     (raw,) = await received(sns.runtime, "orders")
     assert raw.body == "raw one"
+    # Raw delivery keeps each attribute's data type in the queue, as SNS does.
+    assert raw.message_attributes == {
+        "n": {"DataType": "Number", "StringValue": "100.12"},
+        "who": {"DataType": "String", "StringValue": "me"},
+        "bits": {"DataType": "Binary", "BinaryValue": "AAE="},
+    }
     attributes = (await sns.call("get_subscription_attributes", SubscriptionArn=sub))["Attributes"]
     assert attributes == {
         "ConfirmationWasAuthenticated": "true",

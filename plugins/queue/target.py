@@ -162,8 +162,13 @@ class QueueTarget(Target):
     async def deliver(self, payload: Any, context: DeliveryContext) -> Any:
         store = started(self.store, f"queue {self.queue}")
         body = payload_text(payload)
-        # SQS stores no empty attribute (an exception's message may be empty).
-        attributes = {name: str(v) for name, v in context.attributes.items() if str(v)}
+        typed = context.extra.get("MessageAttributes")
+        if isinstance(typed, Mapping):
+            # A topic's raw delivery: its attributes in SQS's shape, data types kept.
+            attributes: Mapping[str, Any] = typed
+        else:
+            # SQS stores no empty attribute (an exception's message may be empty).
+            attributes = {name: str(v) for name, v in context.attributes.items() if str(v)}
         group_id = dedup_id = None
         if self.queue.endswith(FIFO_SUFFIX):
             # From a FIFO topic: the publish's group and deduplication ids.

@@ -693,12 +693,17 @@ class TopicTarget(Target):
         message: str,
         attributes: dict[str, dict[str, str]],
         context: DeliveryContext,
-        extra: dict[str, str] | None,
+        extra: dict[str, Any] | None,
     ) -> None:
         assert self.services is not None
         attempts = (progress[subscription.id] or 0) + 1
         delivered: Any = message if subscription.raw else envelope
-        passed = {name: a["Value"] for name, a in attributes.items()} if subscription.raw else {}
+        passed: dict[str, str] = {}
+        if subscription.raw and attributes:
+            passed = {name: a["Value"] for name, a in attributes.items()}
+            # With their data types too, for a queue: raw delivery keeps a
+            # Number a Number there, as SNS does to SQS.
+            extra = {**(extra or {}), QUEUE_ATTRIBUTES: _queue_attributes(attributes)}
         sub_context = DeliveryContext(
             context.rule_name,
             f"{self.topic}/{subscription.id}",
@@ -861,6 +866,22 @@ def is_function(resource: Target) -> bool:
     """Whether a subscription's resource is a function (under a recording
     wrapper too): it gets Lambda's SNS event."""
     return isinstance(underlying(resource), FunctionTarget)
+
+
+#: ``DeliveryContext.extra``'s key for a raw delivery's message attributes in
+#: SQS's shape (``{"DataType", "StringValue" | "BinaryValue"}``).
+QUEUE_ATTRIBUTES = "MessageAttributes"
+
+
+def _queue_attributes(attributes: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    """SNS message attributes (``{"Type", "Value"}``, binary values in base64)
+    as SQS's: the data type kept, custom suffix and all."""
+    shaped: dict[str, dict[str, str]] = {}
+    for name, attribute in attributes.items():
+        kind = attribute.get("Type", "String")
+        key = "BinaryValue" if kind.startswith("Binary") else "StringValue"
+        shaped[name] = {"DataType": kind, key: attribute["Value"]}
+    return shaped
 
 
 def _fifo_ids(group_id: str, key: str) -> dict[str, str]:
