@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pipelines.errors import PipelinesError
 from pipelines.metrics import align_start
@@ -136,6 +137,37 @@ def _time_axis(times: Sequence[float], width: int) -> str:
     return "".join(axis).rstrip() + " UTC"
 
 
+def draw(
+    axes: Any,
+    times: Sequence[float],
+    values: Sequence[float | None],
+    *,
+    title: str,
+    ylabel: str,
+) -> None:
+    """``write_png``'s chart on matplotlib ``axes``."""
+    import matplotlib.dates as mdates
+
+    # matplotlib's date numbers: days since its epoch, 1970-01-01 UTC (its
+    # default since 3.3), the x axis then read as dates.
+    moments = [t / 86_400 for t in times]
+    shown = [math.nan if v is None else v for v in values]
+    axes.plot(moments, shown, marker="." if len(shown) <= 120 else None, linewidth=1.5)
+    axes.xaxis_date(UTC)
+    if len(moments) > 1:
+        # The window asked for, whatever holds data: matplotlib's own limits
+        # leave out the gaps, and around a lone datapoint they widen to years.
+        axes.set_xlim(moments[0], moments[-1])
+    axes.set_title(title)
+    axes.set_ylabel(ylabel)
+    axes.set_xlabel("time (UTC)")
+    axes.grid(True, alpha=0.3)
+    locator = mdates.AutoDateLocator(tz=UTC)  # type: ignore[no-untyped-call]
+    axes.xaxis.set_major_locator(locator)
+    formatter = mdates.ConciseDateFormatter(locator, tz=UTC)  # type: ignore[no-untyped-call]
+    axes.xaxis.set_major_formatter(formatter)
+
+
 def write_png(
     path: Path,
     times: Sequence[float],
@@ -150,28 +182,14 @@ def write_png(
         import matplotlib
 
         matplotlib.use("Agg")  # no display: files only
-        import matplotlib.dates as mdates
         import matplotlib.pyplot as plt
     except ImportError:
         raise PipelinesError(
             "--png needs matplotlib: pip install 'pipelines[charts]' (or matplotlib)"
         ) from None
-    # matplotlib's date numbers: days since its epoch, 1970-01-01 UTC (its
-    # default since 3.3), the x axis then read as dates.
-    moments = [t / 86_400 for t in times]
-    shown = [math.nan if v is None else v for v in values]
     figure, axes = plt.subplots(figsize=(10, 4), dpi=100)
     try:
-        axes.plot(moments, shown, marker="." if len(shown) <= 120 else None, linewidth=1.5)
-        axes.xaxis_date(UTC)
-        axes.set_title(title)
-        axes.set_ylabel(ylabel)
-        axes.set_xlabel("time (UTC)")
-        axes.grid(True, alpha=0.3)
-        locator = mdates.AutoDateLocator(tz=UTC)  # type: ignore[no-untyped-call]
-        axes.xaxis.set_major_locator(locator)
-        formatter = mdates.ConciseDateFormatter(locator, tz=UTC)  # type: ignore[no-untyped-call]
-        axes.xaxis.set_major_formatter(formatter)
+        draw(axes, times, values, title=title, ylabel=ylabel)
         figure.tight_layout()
         try:
             figure.savefig(path, format="png")

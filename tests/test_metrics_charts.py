@@ -119,3 +119,27 @@ def test_png_draws_the_chart(state: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 5_000  # a drawn chart, not an empty canvas
+
+
+def test_a_png_spans_the_window_asked_for_around_a_lone_datapoint() -> None:
+    """matplotlib's own limits leave out the periods without data, and widen
+    a lone datapoint's to years: the chart's time axis is the window."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipelines.charts import draw
+
+    start = 1_764_900_000.0
+    times = [start + 60 * n for n in range(60)]  # an hour of one-minute periods
+    values: list[float | None] = [None] * 60
+    values[30] = 4.0
+    figure, axes = plt.subplots()
+    try:
+        draw(axes, times, values, title="t", ylabel="Sum")
+        low, high = axes.get_xlim()
+    finally:
+        plt.close(figure)
+    assert (low * 86_400, high * 86_400) == pytest.approx((times[0], times[-1]), abs=1e-3)
