@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -137,15 +138,20 @@ def render(found: list[Row], column: str, now: Mapping[str, Any], source: str) -
         ("pipelines top", "bold"),
         f"  {source}  ",
         ("running" if now["running"] else "not running", "green" if now["running"] else "red"),
-        f"  {len(found)} rule targets, sorted by {title}",
+        f"  {len(found)} rule targets (rates per second), sorted by {title}",
     )
-    table = Table(expand=True, pad_edge=False, show_edge=False)
-    table.add_column("rule/target", no_wrap=True, ratio=2)
-    for name in ("matched/s", "delivered/s", "failed/s", "dead-lettered/s"):
+    # The names keep room on an 80-column terminal: no rules between the
+    # columns, and the figures' headers short, on two lines where need be
+    # (one line each, with "/s", left the names no room).
+    table = Table(
+        expand=True, pad_edge=False, show_edge=False, box=box.SIMPLE_HEAD, collapse_padding=True
+    )
+    table.add_column("rule/target", no_wrap=True, min_width=12, max_width=40)
+    for name in ("matched", "deliv-\nered", "failed", "dead-\nlettered"):
         table.add_column(name, justify="right", no_wrap=True)
-    for name in ("in flight", "queued", "retries"):
+    for name in ("in\nflight", "queued", "retries"):
         table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("last error", no_wrap=True, overflow="ellipsis", ratio=3)
+    table.add_column("last error", no_wrap=True, overflow="ellipsis", ratio=1)
     for row in sort_rows(found, column):
         failing = row.failed > 0 or row.pending_retries > 0
         table.add_row(
