@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from pipelines.clock import Clock
-from pipelines.errors import MetricError, StateError
+from pipelines.errors import MetricError, StateError, did_you_mean
 from pipelines.event import format_epoch
 from pipelines.store import Dialect, Queries, Row, Store
 
@@ -988,7 +988,8 @@ class MetricStore(Store):
             if stat in STATISTICS or not _PERCENTILE.fullmatch(stat):
                 raise MetricError(
                     "InvalidParameterValue",
-                    f"The extended statistic {stat!r} is not a percentile such as p99 or p99.9",
+                    f"The extended statistic {stat!r} is not a percentile such as p99 or p99.9"
+                    + did_you_mean(stat, STATISTICS),
                 )
         begin = align_start(_seconds(start), self.clock.time())
         finish = _seconds(end)

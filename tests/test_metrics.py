@@ -196,6 +196,18 @@ async def test_put_metric_data_refuses_what_cloudwatch_refuses(
     assert await stats(store) == []  # nothing of a refused datum is kept
 
 
+async def test_a_misspelt_statistic_is_named_with_the_closest_one(store: MetricStore) -> None:
+    with pytest.raises(MetricError) as caught:
+        await stats(store, statistics=[], extended_statistics=["Summ"])
+    assert caught.value.code == "InvalidParameterValue"
+    assert caught.value.message.endswith(
+        "not a percentile such as p99 or p99.9; did you mean 'Sum'?"
+    )
+    with pytest.raises(MetricError) as caught:
+        await stats(store, statistics=[], extended_statistics=["q99"])
+    assert caught.value.message.endswith("not a percentile such as p99 or p99.9")
+
+
 async def test_metric_identity_is_checked(store: MetricStore) -> None:
     too_many = {f"d{i}": "x" for i in range(31)}
     with pytest.raises(MetricError, match="more than 30"):
