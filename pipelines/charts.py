@@ -144,8 +144,10 @@ def draw(
     *,
     title: str,
     ylabel: str,
+    span: tuple[float, float] | None = None,
 ) -> None:
-    """``write_png``'s chart on matplotlib ``axes``."""
+    """``write_png``'s chart on matplotlib ``axes``; ``span``: the window
+    asked for, in epoch seconds (else the first and last of ``times``)."""
     import matplotlib.dates as mdates
 
     # matplotlib's date numbers: days since its epoch, 1970-01-01 UTC (its
@@ -154,10 +156,12 @@ def draw(
     shown = [math.nan if v is None else v for v in values]
     axes.plot(moments, shown, marker="." if len(shown) <= 120 else None, linewidth=1.5)
     axes.xaxis_date(UTC)
-    if len(moments) > 1:
+    if span is None and len(times) > 1:
+        span = (times[0], times[-1])
+    if span is not None:
         # The window asked for, whatever holds data: matplotlib's own limits
         # leave out the gaps, and around a lone datapoint they widen to years.
-        axes.set_xlim(moments[0], moments[-1])
+        axes.set_xlim(span[0] / 86_400, span[1] / 86_400)
     axes.set_title(title)
     axes.set_ylabel(ylabel)
     axes.set_xlabel("time (UTC)")
@@ -175,9 +179,11 @@ def write_png(
     *,
     title: str,
     ylabel: str,
+    span: tuple[float, float] | None = None,
 ) -> None:
-    """The datapoints as a line chart in a PNG: a time axis in UTC, the
-    statistic's axis labelled, gaps where a period has no data."""
+    """The datapoints as a line chart in a PNG: a time axis in UTC over
+    ``span`` (``draw``), the statistic's axis labelled, gaps where a period
+    has no data."""
     try:
         import matplotlib
 
@@ -189,7 +195,7 @@ def write_png(
         ) from None
     figure, axes = plt.subplots(figsize=(10, 4), dpi=100)
     try:
-        draw(axes, times, values, title=title, ylabel=ylabel)
+        draw(axes, times, values, title=title, ylabel=ylabel, span=span)
         figure.tight_layout()
         try:
             figure.savefig(path, format="png")

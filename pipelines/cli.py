@@ -986,7 +986,7 @@ def metrics_get_command(
     series = [by_time.get(format_epoch(moment, "seconds")) for moment in moments]
     label = f"{namespace} {name} {stat} per {_period_text(period)}, last {since}"
     if png is not None:
-        write_png(Path(png), moments, series, title=label, ylabel=stat)
+        write_png(Path(png), moments, series, title=label, ylabel=stat, span=(start, now))
     if output != "table":
         echo_output(answer, output)
         return

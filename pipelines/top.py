@@ -131,8 +131,16 @@ def sort_rows(found: list[Row], column: str) -> list[Row]:
     return sorted(found, key=lambda row: (-row.key(column), row.name))
 
 
-def render(found: list[Row], column: str, now: Mapping[str, Any], source: str) -> Group:
-    """The view: a header line, the table, the keys."""
+#: What the figures' columns, the gaps and the least of the last error take
+#: of a terminal's width: the names get the rest (12 to 40 characters).
+_BESIDE_NAMES = 66
+
+
+def render(
+    found: list[Row], column: str, now: Mapping[str, Any], source: str, width: int = 80
+) -> Group:
+    """The view, for a terminal ``width`` columns wide: a header line, the
+    table, the keys."""
     title = next(title for name, title in SORTS.values() if name == column)
     header = Text.assemble(
         ("pipelines top", "bold"),
@@ -146,11 +154,12 @@ def render(found: list[Row], column: str, now: Mapping[str, Any], source: str) -
     table = Table(
         expand=True, pad_edge=False, show_edge=False, box=box.SIMPLE_HEAD, collapse_padding=True
     )
-    table.add_column("rule/target", no_wrap=True, min_width=12, max_width=40)
+    names = max(12, min(40, width - _BESIDE_NAMES))
+    table.add_column("rule/target", no_wrap=True, min_width=12, max_width=names)
     for name in ("matched", "deliv-\nered", "failed", "dead-\nlettered"):
-        table.add_column(name, justify="right", no_wrap=True)
+        table.add_column(name, justify="right", no_wrap=True, min_width=_widest(name))
     for name in ("in\nflight", "queued", "retries"):
-        table.add_column(name, justify="right", no_wrap=True)
+        table.add_column(name, justify="right", no_wrap=True, min_width=_widest(name))
     table.add_column("last error", no_wrap=True, overflow="ellipsis", ratio=1)
     for row in sort_rows(found, column):
         failing = row.failed > 0 or row.pending_retries > 0
@@ -171,6 +180,11 @@ def render(found: list[Row], column: str, now: Mapping[str, Any], source: str) -
         style="dim",
     )
     return Group(header, table, keys)
+
+
+def _widest(header: str) -> int:
+    """A figure column's header, whole: the width of its longest line."""
+    return max(len(line) for line in header.splitlines())
 
 
 def _rate(value: float) -> str:
@@ -229,7 +243,8 @@ async def run_top(
     now = await stats(socket)
     with _keys_of(sys.stdin) as keys, Live(console=console, auto_refresh=False) as live:
         while True:
-            live.update(render(rows(before, now), column, now, str(socket)), refresh=True)
+            view = render(rows(before, now), column, now, str(socket), console.width)
+            live.update(view, refresh=True)
             refreshes += 1
             if iterations is not None and refreshes >= iterations:
                 return
@@ -241,8 +256,7 @@ async def run_top(
                 for key in pressed:
                     if key in SORTS:
                         column = SORTS[key][0]
-                        live.update(
-                            render(rows(before, now), column, now, str(socket)), refresh=True
-                        )
+                        view = render(rows(before, now), column, now, str(socket), console.width)
+                        live.update(view, refresh=True)
                 await asyncio.sleep(0.05)
             before, now = now, await stats(socket)

@@ -265,6 +265,23 @@ async def test_malformed_http_and_a_client_hanging_up_are_one_log_line(
     assert (await api.call("list_rules"))["Rules"] == []  # the endpoint goes on
 
 
+async def test_a_connection_reset_inside_an_operation_is_an_aws_internal_failure(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a client that hung up is answered as gone: a reset of a socket
+    the operation itself uses, the client still there, is the operation's
+    failure, answered in AWS's shape and logged with its traceback."""
+
+    async def resets(call: object, params: object) -> None:
+        raise ConnectionResetError("a socket of the operation's own was reset")
+
+    api.server.router.services["events"].operations["ListRules"] = resets
+    status, body = await api.raw("AWSEvents.ListRules", b"{}")
+    assert (status, body["__type"]) == (500, "InternalFailure")
+    assert "ConnectionResetError" in body["message"]
+    assert any(r.exc_info and "ListRules failed" in r.getMessage() for r in caplog.records)
+
+
 async def test_unknown_and_unserved_operations_answer_aws_errors_not_500(api: Api) -> None:
     status, body = await api.raw("AWSEvents.MakeCoffee", b"{}")
     assert (status, body["__type"]) == (400, "UnknownOperationException")

@@ -215,6 +215,15 @@ async def test_a_queue_subscription_gets_the_envelope_then_raw_messages(sns: Sns
     )
     (raw,) = await received(sns.runtime, "orders")
     assert raw.body == "raw one"
+    for bad in ("Infinity", "NaN", "1e999"):  # SNS's numbers are finite (up to 10^126)
+        status, error = await sns.error(
+            "publish",
+            TopicArn=topic,
+            Message="m",
+            MessageAttributes={"n": {"DataType": "Number", "StringValue": bad}},
+        )
+        assert status == 400
+        assert "Could not cast message attribute 'n'" in error["Message"]
     # Raw delivery keeps each attribute's data type in the queue, as SNS does.
     assert raw.message_attributes == {
         "n": {"DataType": "Number", "StringValue": "100.12"},

@@ -143,3 +143,11 @@ def test_a_png_spans_the_window_asked_for_around_a_lone_datapoint() -> None:
     finally:
         plt.close(figure)
     assert (low * 86_400, high * 86_400) == pytest.approx((times[0], times[-1]), abs=1e-3)
+    # A window no longer than one period: one slot, the window given.
+    figure, axes = plt.subplots()
+    try:
+        draw(axes, [start], [4.0], title="t", ylabel="Sum", span=(start - 600, start))
+        low, high = axes.get_xlim()
+    finally:
+        plt.close(figure)
+    assert (low * 86_400, high * 86_400) == pytest.approx((start - 600, start), abs=1e-3)

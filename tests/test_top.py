@@ -167,14 +167,19 @@ def test_the_names_are_whole_on_an_80_column_terminal() -> None:
 
     from pipelines.top import Row, render
 
+    long = ("default", "order-processing-rule-v2", "charge-customer", "x")
     rows = [
         Row("default", "orders", "charge", "charge", 1.5, 1, 0.5, 0, 0, 2, 0, 4, "E: down", 12.0),
+        Row(*long, 12345.6, 12000, 333, 0, 0, 1234, 56789, 1200, "E: x", 3.0),
         Row("default", "audit", "sink", "sink", 10, 10, 0, 0, 0, 0, 0, 0, "", None),
     ]
     console = Console(width=80, color_system=None, record=True)
-    console.print(render(rows, "failed", {"running": True}, "ctl"))
+    console.print(render(rows, "failed", {"running": True}, "ctl", 80))
     shown = console.export_text().splitlines()
     assert all(len(line) <= 80 for line in shown)
     charge = next(line for line in shown if line.startswith("orders/charge "))
     assert charge.split()[1:8] == ["1.5", "1.0", "0.5", "0", "2", "0", "4"]
     assert any(line.startswith("audit/sink ") for line in shown)
+    # A long name gives way (cut short), not the figures beside it.
+    busy = next(line for line in shown if line.startswith("order-process"))
+    assert busy.split()[1:8] == ["12,346", "12,000", "333", "0", "1234", "56789", "1200"]

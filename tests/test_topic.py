@@ -13,6 +13,7 @@ from pipelines.clock import ManualClock
 from pipelines.config import check
 from pipelines.errors import ConfigError
 from pipelines.runtime import Runtime
+from pipelines.targets import DeliveryContext
 from plugins.queue.store import QueueStore
 from plugins.topic.filterpolicy import FilterPolicy
 
@@ -248,6 +249,55 @@ async def test_a_failing_subscription_is_retried_alone_then_dead_lettered(tmp_pa
     assert codes["TopicArn"].endswith(":orders")
     assert "ErrorCode" in codes
     assert "ErrorMessage" in codes
+
+
+async def test_a_raw_subscription_with_attributes_dead_letters_on_a_standard_topic(
+    tmp_path: Path,
+) -> None:
+    """Raw delivery carries its typed attributes in the context's extra: the
+    dead letter of a standard topic's subscription is not taken for FIFO's."""
+    runtime = topic_runtime(
+        tmp_path,
+        [
+            {
+                "id": "s",
+                "resource": "refuses",
+                "raw_message_delivery": True,
+                "dead_letter": "dead",
+                "maximum_retry_attempts": 0,
+            }
+        ],
+        message_attributes={"total": "detail.total"},
+    )
+    runtime.add_resource("refuses", "recorder", {"fail": -1, "retryable": False})
+    runtime.add_resource("dead", "queue", {})
+    await rule_to_topic(runtime)
+    async with runtime:
+        await runtime.put_events([ENTRY])
+        await runtime.wait_until_idle()
+    async with await QueueStore.open(tmp_path / "state.db", runtime.clock) as store:
+        [dead] = await store.receive("dead")
+    assert dead.message_attributes["SubscriptionId"]["StringValue"] == "s"
+
+
+async def test_a_topic_dead_letter_raw_to_a_queue_leaves_out_an_empty_error_message(
+    tmp_path: Path,
+) -> None:
+    """A rule's dead letter through a topic, raw to a queue: the bus's
+    ERROR_MESSAGE may be empty, which SQS does not store (it is left out)."""
+    runtime = topic_runtime(
+        tmp_path, [{"id": "q", "resource": "dlq", "raw_message_delivery": True}]
+    )
+    runtime.add_resource("dlq", "queue", {})
+    async with runtime:
+        context = DeliveryContext(
+            "r", "t", {"id": "e1"}, attributes={"ERROR_CODE": "E", "ERROR_MESSAGE": ""}
+        )
+        await runtime.resource("orders").deliver({"id": "e1"}, context)
+        await runtime.wait_until_idle()
+    async with await QueueStore.open(tmp_path / "state.db", runtime.clock) as store:
+        [dead] = await store.receive("dlq")
+    assert dead.message_attributes == {"ERROR_CODE": {"DataType": "String", "StringValue": "E"}}
 
 
 async def test_fifo_topic_delivers_in_group_order_to_fifo_queues(tmp_path: Path) -> None:

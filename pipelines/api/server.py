@@ -57,7 +57,8 @@ class _OneLineMalformed(logging.Filter):
             record.msg = f"{record.getMessage()}: malformed HTTP request ({reason})"
             record.args = ()
             record.exc_info = None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            if record.levelno > logging.WARNING:  # (aiohttp's own debug lines stay debug)
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 
@@ -540,14 +541,12 @@ class ApiServer:
             return wire.error(too_large)
         except ApiError as error:
             return wire.error(error)
-        except ConnectionResetError:
-            if request.transport is not None:
-                raise  # not the client's hang-up: aiohttp logs it as it is
-            # The client hung up mid-request (before its body ended): nobody
-            # is left to answer and nothing failed here.
-            log.info("%s %s: the client closed the connection", service.name, wire.operation)
-            return wire.error(ApiError("RequestAborted", "the client closed the connection"))
         except Exception as exc:
+            if isinstance(exc, ConnectionResetError) and request.transport is None:
+                # The client hung up mid-request (before its body ended):
+                # nobody is left to answer and nothing failed here.
+                log.info("%s %s: the client closed the connection", service.name, wire.operation)
+                return wire.error(ApiError("RequestAborted", "the client closed the connection"))
             known = translate(exc)
             if known is None:
                 log.exception("%s %s failed", service.name, wire.operation)

@@ -163,11 +163,16 @@ class QueueTarget(Target):
         store = started(self.store, f"queue {self.queue}")
         body = payload_text(payload)
         typed = context.extra.get("MessageAttributes")
+        # SQS stores no empty attribute (a dead letter's error message may be empty).
+        attributes: Mapping[str, Any]
         if isinstance(typed, Mapping):
             # A topic's raw delivery: its attributes in SQS's shape, data types kept.
-            attributes: Mapping[str, Any] = typed
+            attributes = {
+                name: value
+                for name, value in typed.items()
+                if value.get("StringValue", value.get("BinaryValue"))
+            }
         else:
-            # SQS stores no empty attribute (an exception's message may be empty).
             attributes = {name: str(v) for name, v in context.attributes.items() if str(v)}
         group_id = dedup_id = None
         if self.queue.endswith(FIFO_SUFFIX):

@@ -30,6 +30,7 @@ import base64
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -854,11 +855,13 @@ def _message_attributes(given: Mapping[str, Mapping[str, Any]]) -> dict[str, dic
         assert isinstance(text, str)
         if base == "Number":
             try:
-                float(text)
+                number = float(text)
             except ValueError:
-                raise _value_invalid(
-                    f"Could not cast message attribute '{name}' value to number."
-                ) from None
+                number = math.nan
+            # SNS's numbers: up to 10^126 in size (so no NaN or Infinity),
+            # which also keeps them numbers an SQS subscription takes.
+            if not math.isfinite(number) or abs(number) > 1e126:
+                raise _value_invalid(f"Could not cast message attribute '{name}' value to number.")
         if kind == "String.Array":
             try:
                 items = json.loads(text)

@@ -802,7 +802,7 @@ class TopicTarget(Target):
             "SubscriptionId": subscription.id,
         }
         extra = None
-        if context.extra:  # its own deduplication id: a FIFO queue keeps every dead letter
+        if "MessageGroupId" in context.extra:  # a FIFO topic's: a FIFO queue keeps each one
             key = f"{envelope['MessageId']}/{subscription.id}/dead-letter"
             extra = _fifo_ids(context.extra["MessageGroupId"], key)
         dead = DeliveryContext(
