@@ -3,6 +3,7 @@ server, through the runtime's ``connection`` resources."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -48,7 +49,13 @@ def _task(parameters: dict[str, Any], **more: Any) -> dict[str, Any]:
     }
 
 
-async def _runtime(tmp_path: Path, server: ScriptedServer, definition: dict[str, Any]) -> Runtime:
+async def _runtime(
+    tmp_path: Path,
+    server: ScriptedServer,
+    definition: dict[str, Any],
+    machine_type: str = "EXPRESS",
+    state_path: Path | None = None,
+) -> Runtime:
     path = tmp_path / "pipeline.yaml"
     path.write_text(
         f"""resources:
@@ -70,11 +77,11 @@ async def _runtime(tmp_path: Path, server: ScriptedServer, definition: dict[str,
       client_secret: secret
   flow:
     type: state_machine
-    state_machine_type: EXPRESS
+    state_machine_type: {machine_type}
     definition: {json.dumps(json.dumps(definition))}
 """
     )
-    return await build_runtime(load_config([path]), state_path=None, plugins=plugin_manager())
+    return await build_runtime(load_config([path]), state_path=state_path, plugins=plugin_manager())
 
 
 async def _run(runtime: Runtime, given: Any = None) -> dict[str, Any]:
@@ -116,6 +123,32 @@ async def test_a_post_goes_out_with_the_connections_credentials_and_aws_headers(
     assert output["ResponseBody"] == {"id": 7}
     assert output["Headers"]["X-Trace"] == ["abc"]
     assert output["Headers"]["Content-Type"] == ["application/json; charset=utf-8"]
+
+
+async def test_a_standard_machine_checkpoints_an_http_tasks_result_and_goes_on(
+    tmp_path: Path, server: ScriptedServer
+) -> None:
+    """A STANDARD execution saves each state's output in its checkpoint: the
+    result's header names (aiohttp's own str subclass) must be plain keys."""
+    server.script("/orders", [Answer(200, '{"id": 7}', headers={"X-Trace": "abc"})])
+    keyed = {"ConnectionArn": CONNECTION_ARN.format(name="keyed")}
+    definition = _task(
+        {"ApiEndpoint": f"{server.url}/orders", "Method": "GET", "Authentication": keyed}
+    )
+    definition["States"]["Call"].pop("End")
+    definition["States"]["Call"]["Next"] = "Done"
+    definition["States"]["Done"] = {"Type": "Pass", "OutputPath": "$.Headers", "End": True}
+    runtime = await _runtime(tmp_path, server, definition, "STANDARD", tmp_path / "state.db")
+    async with runtime:
+        executions = executions_of(runtime)
+        started = await executions.start_execution("flow", "{}")
+        async with asyncio.timeout(30):
+            while (done := await executions.describe_execution(started["executionArn"]))[
+                "status"
+            ] == "RUNNING":
+                await asyncio.sleep(0.02)
+    assert done["status"] == "SUCCEEDED", (done.get("error"), done.get("cause"))
+    assert json.loads(done["output"])["X-Trace"] == ["abc"]
 
 
 async def test_a_status_outside_2xx_is_an_error_named_by_its_code(

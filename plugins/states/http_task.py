@@ -144,7 +144,9 @@ def result_of(sent: Sent) -> dict[str, Json]:
     """The task's result: AWS's shape, the body parsed when it is JSON."""
     headers: dict[str, list[str]] = {}
     for name, value in sent.headers.items():
-        headers.setdefault(name, []).append(value)
+        # str(): aiohttp names headers with its own str subclass, which a
+        # checkpoint (orjson) refuses as a key.
+        headers.setdefault(str(name), []).append(value)
     text = sent.body.decode("utf-8", "replace")
     body: Json = text
     content_type = sent.headers.get("Content-Type", "")
