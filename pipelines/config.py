@@ -1200,7 +1200,20 @@ async def add_alarms(
     while waiting:
         ready = [
             name for name, body in waiting.items() if not _children(body) & set(waiting) - {name}
-        ] or list(waiting)  # a loop: let the first one report it
+        ]
+        if not ready:  # none can go first: a loop, said of each alarm on it
+            cycle = _alarm_loop(waiting)
+            for name in cycle[:-1]:
+                waiting.pop(name)
+                failed.add(name)
+                problems.append(
+                    config.at(
+                        ("alarms", name, "rule"),
+                        f"alarms.{name}.rule: composite alarms refer to each other in a loop:"
+                        f" {' -> '.join(cycle)}",
+                    )
+                )
+            continue
         for name in ready:
             body = waiting.pop(name)
             if _children(body) & failed:
@@ -1211,6 +1224,17 @@ async def add_alarms(
             problems += found
             failed.update([name] if found else [])
     return problems
+
+
+def _alarm_loop(waiting: Mapping[str, Any]) -> list[str]:
+    """A loop among ``waiting`` composite alarms, each of which names another
+    of them: its names, the first again at the end."""
+    path = [next(iter(waiting))]
+    while True:
+        following = sorted(_children(waiting[path[-1]]) & set(waiting))[0]
+        if following in path:
+            return [*path[path.index(following) :], following]
+        path.append(following)
 
 
 def _check_alone(

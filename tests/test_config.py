@@ -428,6 +428,9 @@ async def test_alarm_problems_are_located(tmp_path: Path) -> None:
             actions: {alarm: [nobody]}
           first: {rule: "ALARM(second)"}
           second: {rule: "OK(slow)"}
+          ying: {rule: "ALARM(yang) OR ALARM(slow)"}
+          yang: {rule: "ALARM(ying)"}
+          above: {rule: "ALARM(yang)"}
         """,
     )
     problems = await problems_of(config)
@@ -445,4 +448,10 @@ async def test_alarm_problems_are_located(tmp_path: Path) -> None:
         "                 ^",
         f"{config}:15:5: alarms.paging.actions: alarm paging actions: no resource named"
         " 'nobody' (resources: pager)",
+        # A loop, declared at once: said of each alarm on it (one that only
+        # names an alarm of the loop has no problem of its own).
+        f"{config}:18:10: alarms.ying.rule: composite alarms refer to each other in a loop:"
+        " ying -> yang -> ying",
+        f"{config}:19:10: alarms.yang.rule: composite alarms refer to each other in a loop:"
+        " ying -> yang -> ying",
     ]
