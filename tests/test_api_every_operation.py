@@ -973,9 +973,16 @@ def cloudwatch(c: Context) -> None:
     assert event["detail"]["state"]["value"] == "ALARM"
     history = aws("cloudwatch", "DescribeAlarmHistory", AlarmName=alarm)["AlarmHistoryItems"]
     items = [(h["HistoryItemType"], h["HistorySummary"]) for h in history]  # newest first
-    assert items[-1] == ("StateUpdate", "Alarm updated from INSUFFICIENT_DATA to ALARM")
-    # The minute's evaluation may have judged the metric since (a slow machine).
-    assert [summary.startswith("Alarm updated from ALARM to ") for _, summary in items[:-1]] in (
+    oldest_first = items[::-1]
+    # The minute's evaluation may judge the metric (OK) before SetAlarmState,
+    # after it, or neither, as the minute's boundary falls.
+    set_at = next(i for i, (_, summary) in enumerate(oldest_first) if summary.endswith("to ALARM"))
+    before = oldest_first[:set_at]
+    assert before in ([], [("StateUpdate", "Alarm updated from INSUFFICIENT_DATA to OK")]), items
+    was = "OK" if before else "INSUFFICIENT_DATA"
+    assert oldest_first[set_at] == ("StateUpdate", f"Alarm updated from {was} to ALARM"), items
+    after = oldest_first[set_at + 1 :]
+    assert [summary.startswith("Alarm updated from ALARM to ") for _, summary in after] in (
         [],
         [True],
     ), items
