@@ -1283,18 +1283,16 @@ class Store(Queries):
             await connection.begin()
             try:
                 await connection.execute(dialect.schema_lock)
-                await connection.script(VERSIONS_SCHEMA)
-                self._refuse_newer(await connection.scalar(query, (self.name,)))
+                found = await self._versions(connection, query)
                 await connection.script(script)
                 await connection.commit()
             except BaseException:
                 await asyncio.shield(connection.rollback())
                 raise
         else:
-            await connection.script(VERSIONS_SCHEMA)
-            self._refuse_newer(await connection.scalar(query, (self.name,)))
+            found = await self._versions(connection, query)
             await connection.script(script)
-        if await connection.scalar(query, (self.name,)) == self.version:
+        if found == self.version:  # (the script leaves store_versions' rows alone)
             return
         await connection.begin()
         try:
@@ -1312,6 +1310,14 @@ class Store(Queries):
         except BaseException:
             await asyncio.shield(connection.rollback())
             raise
+
+    async def _versions(self, connection: Connection, query: str) -> int | None:
+        """The version of this store's tables recorded in the database (its
+        ``store_versions`` made if missing), refused if newer than this one."""
+        await connection.script(VERSIONS_SCHEMA)
+        found: int | None = await connection.scalar(query, (self.name,))
+        self._refuse_newer(found)
+        return found
 
     def _refuse_newer(self, found: int | None) -> None:
         """A database whose tables a newer version made is refused before any
