@@ -22,7 +22,7 @@ import binascii
 import datetime as dt
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, cast
 
 import orjson
@@ -106,9 +106,7 @@ class _Reader:
         self.enums = enums
 
     def fail(self, value: Any, path: str, constraint: str) -> None:
-        self.problems.append(
-            f"Value {_shown(value)} at '{path}' failed to satisfy constraint: {constraint}"
-        )
+        self.problems.append(constraint_failed(value, path, constraint))
 
     def read(self, shape: Shape, value: Any, path: str) -> Any:
         kind = shape.type_name
@@ -497,13 +495,23 @@ def walk_input(
     reader = _Reader(enums=enums)
     params = reader.structure(shape, raw, "")
     if reader.problems:
-        count = len(reader.problems)
-        raise ApiError(
-            validation_code,
-            f"{count} validation error{'s' if count > 1 else ''} detected: "
-            + "; ".join(reader.problems),
-        )
+        raise validation_failed(reader.problems, validation_code)
     return params
+
+
+def constraint_failed(value: Any, path: str, constraint: str) -> str:
+    """One of a refusal's problems in AWS's words: the value at ``path``
+    (a member path: ``records.2.member.partitionKey``) and what it breaks."""
+    return f"Value {_shown(value)} at '{path}' failed to satisfy constraint: {constraint}"
+
+
+def validation_failed(problems: Sequence[str], code: str = "ValidationException") -> ApiError:
+    """AWS's refusal of a request's members: how many problems, then each."""
+    count = len(problems)
+    return ApiError(
+        code,
+        f"{count} validation error{'s' if count > 1 else ''} detected: " + "; ".join(problems),
+    )
 
 
 def write_output(

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.api import ApiError, Call, Service
+from pipelines.api.wire import validation_failed
 from pipelines.errors import ConfigError, PipelinesError
 from plugins.firehose.restore import made_again, running_streams, stream_settings
 from plugins.firehose.spec import (
@@ -321,11 +322,7 @@ def _check_sizes(records: list[bytes], path: str) -> None:
         if len(data) > MAX_RECORD_BYTES
     ]
     if bad:
-        count = len(bad)
-        raise ApiError(
-            "ValidationException",
-            f"{count} validation error{'s' if count > 1 else ''} detected: {'; '.join(bad)}",
-        )
+        raise validation_failed(bad)
 
 
 def _direct(call: Call, target: FirehoseTarget) -> None:

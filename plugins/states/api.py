@@ -37,6 +37,7 @@ from typing import Any
 
 from pipelines.api import ApiError, Call, Service
 from pipelines.api.services import page
+from pipelines.api.wire import constraint_failed, validation_failed
 from pipelines.errors import ConfigError, ResourceNotFoundError
 from plugins.states.definition import express_problems, validate
 from plugins.states.executions import (
@@ -478,11 +479,8 @@ async def list_executions(call: Call, params: dict[str, Any]) -> Mapping[str, An
         raise ApiError("NotImplemented", "map runs are not implemented by pipelines", 501)
     # The model requires neither (one of the two is): the front door lets both go.
     if "stateMachineArn" not in params:
-        raise ApiError(
-            "ValidationException",
-            "1 validation error detected: Value null at 'stateMachineArn' failed to satisfy"
-            " constraint: Member must not be null (or give a mapRunArn)",
-        )
+        null = constraint_failed(None, "stateMachineArn", "Member must not be null")
+        raise validation_failed([f"{null} (or give a mapRunArn)"])
     arn = params["stateMachineArn"]
     machine = _machine(call, arn)
     if machine.machine_type == EXPRESS:

@@ -24,6 +24,7 @@ from typing import Any
 
 from pipelines.api import ApiError, Call, Service
 from pipelines.api.services import page_start, page_token
+from pipelines.api.wire import constraint_failed, validation_failed
 from pipelines.errors import StreamError
 from pipelines.groupcommit import GroupCommit
 from plugins.stream.store import MAX_GET_RECORDS, MAX_PUT_REQUEST_BYTES, StreamStore, shard_index
@@ -321,14 +322,8 @@ def _entry(params: Mapping[str, Any]) -> dict[str, Any]:
 def _null_partition_keys(paths: list[str]) -> ApiError:
     """Kinesis's refusal of records without a PartitionKey (botocore's model
     no longer requires it, so the front door lets them through)."""
-    count = len(paths)
-    return ApiError(
-        "ValidationException",
-        f"{count} validation error{'s' if count > 1 else ''} detected: "
-        + "; ".join(
-            f"Value null at '{path}' failed to satisfy constraint: Member must not be null"
-            for path in paths
-        ),
+    return validation_failed(
+        [constraint_failed(None, path, "Member must not be null") for path in paths]
     )
 
 
