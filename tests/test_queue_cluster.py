@@ -340,15 +340,20 @@ async def test_a_woken_poll_takes_what_another_runner_s_claim_has_not_locked(
     await b.send_batch("q", [SendEntry("one", id="1"), SendEntry("two", id="2")])
     await asyncio.wait_for(woken.wait(), 5)
     async with await psycopg.AsyncConnection.connect(postgres_url) as other:
-        # What another runner's claim of "one" does, stopped before its commit.
+        # What another runner's claim of "one" does, stopped between its
+        # row lock (the claim's FOR UPDATE SKIP LOCKED) and its update. (Its
+        # update, made here, would also add to the in-flight count's row of
+        # its connection's slot, which the poll's claim shares one time in
+        # 16 and then waits for: that wait is not what this test is about.)
+        await other.execute("SELECT seq FROM queue_messages WHERE body = 'one' FOR UPDATE")
+        proceed.set()
+        # Not waiting for the locked row, nor for more: what is free, now.
+        assert [m.body for m in await asyncio.wait_for(polling, 5)] == ["two"]
         await other.execute(
             "UPDATE queue_messages SET visible = %s, receives = 1, receipt = 'elsewhere'"
             " WHERE body = 'one'",
             (clock.time() + 30,),
         )
-        proceed.set()
-        # Not waiting for the locked row, nor for more: what is free, now.
-        assert [m.body for m in await asyncio.wait_for(polling, 5)] == ["two"]
         await other.commit()
     assert await c.receive("q", 10) == []  # "one" is the other claim's
     assert (await c.stats("q"))["ApproximateNumberOfMessagesNotVisible"] == 2
