@@ -122,7 +122,7 @@ def sqlite_rate(directory: Path, bodies: list[bytes]) -> float:
     for i in range(0, len(bodies), 1000):
         with db:
             db.executemany(
-                "INSERT INTO archive_events (archive, time, body) VALUES ('all', ?, ?)",
+                "INSERT INTO archive_groups (archive, time, body) VALUES ('all', ?, ?)",
                 [(now, body) for body in bodies[i : i + 1000]],
             )
     elapsed = time.perf_counter() - start

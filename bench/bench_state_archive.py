@@ -140,7 +140,7 @@ async def unnest_rate(location: str, work: list[Rows]) -> float:
         start = time.perf_counter()
         for rows in work:
             await db.execute(
-                "INSERT INTO archive_events (archive, time, body)"
+                "INSERT INTO archive_groups (archive, time, body)"
                 " SELECT * FROM unnest(%s::text[], %s::float8[], %s::bytea[])",
                 ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
             )
@@ -158,7 +158,7 @@ def sqlite_executemany_rate(location: str, work: list[Rows]) -> float:
     for rows in work:
         with db:
             db.executemany(
-                "INSERT INTO archive_events (archive, time, body) VALUES (?, ?, ?)", rows
+                "INSERT INTO archive_groups (archive, time, body) VALUES (?, ?, ?)", rows
             )
     elapsed = time.perf_counter() - start
     db.close()

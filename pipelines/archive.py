@@ -53,7 +53,19 @@ MAX_NAME = 48
 MIN_SQLITE = (3, 38, 0)  # the ->> operator
 #: Events to archive: (archive name, event time in epoch seconds, event JSON).
 Rows = list[tuple[str, float, bytes]]
+#: The most events, and bytes of them, that one row of ``archive_groups`` holds.
+GROUP_EVENTS = 100
+GROUP_BYTES = 256 * 1024
 
+# One row holds the events of one archive with one event time that one
+# commit wrote (up to GROUP_EVENTS of them), as JSON lines: the events' own
+# compact JSON (``dump_json`` writes no newline) joined by b"\n". A put's
+# events share their second, so a put of ten is one row, not ten: one
+# B-tree insert and one index entry instead of ten, which is most of a lone
+# producer's commit. Every row has one event time, so replay's time window,
+# its order (time, then seq, then the event's place in the row) and
+# retention's purges stay exact per event. Version 2 kept one event per row
+# in ``archive_events``; its rows are single-event rows of this table.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS archives (
     name           TEXT PRIMARY KEY,
@@ -67,13 +79,14 @@ CREATE TABLE IF NOT EXISTS archives (
     event_count    INTEGER NOT NULL DEFAULT 0,
     size_bytes     INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS archive_events (
+CREATE TABLE IF NOT EXISTS archive_groups (
     seq     INTEGER PRIMARY KEY,
     archive TEXT NOT NULL,
     time    REAL NOT NULL,
+    events  INTEGER NOT NULL DEFAULT 1,
     body    BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS archive_events_time ON archive_events (archive, time);
+CREATE INDEX IF NOT EXISTS archive_events_time ON archive_groups (archive, time);
 CREATE TABLE IF NOT EXISTS replays (
     name          TEXT PRIMARY KEY,
     archive       TEXT NOT NULL,
@@ -89,6 +102,7 @@ CREATE TABLE IF NOT EXISTS replays (
     replayed      INTEGER NOT NULL,
     cursor_time   REAL NOT NULL,
     cursor_seq    INTEGER NOT NULL,
+    cursor_item   INTEGER NOT NULL DEFAULT 0,
     last_replayed REAL,
     started       REAL,
     ended         REAL,
@@ -97,43 +111,38 @@ CREATE TABLE IF NOT EXISTS replays (
 );
 """
 
-#: The row trigger with which SQLite files of earlier versions count
-#: inserted events. While a file has it, ``ArchiveStore.insert`` leaves the
-#: counting to it; a runner drops it (``ArchiveStore.count_inserts``).
-ROW_COUNTED = "archive_events_added"
+#: The bytes of a row's events (``SizeBytes`` counts events, not the newlines between them).
+EVENT_BYTES = "length({row}body) - {row}events + 1"
 
-#: What keeps each archive's count and size as events come and go, in each
-#: engine's words: triggers (on SQLite, those of deletes only).
-ENGINE_SCHEMA = MappingProxyType(
-    {
-        # SQLite has only row triggers: one on insert was an UPDATE of the
-        # archive's row per event, about a third of a commit's time on the
-        # database's thread. The insert statements update the counts instead,
-        # once per archive (``ArchiveStore.insert``); deletes (purges, rare)
-        # keep the trigger. Earlier versions made the insert trigger
-        # (``ROW_COUNTED``) and still do on a file they open.
-        "sqlite": """
-CREATE TRIGGER IF NOT EXISTS archive_events_removed AFTER DELETE ON archive_events BEGIN
-    UPDATE archives SET event_count = event_count - 1, size_bytes = size_bytes - length(OLD.body)
-    WHERE name = OLD.archive;
-END;
-""",
-        # Statement-level triggers over the transition table: one UPDATE per
-        # archive a statement touched, not one per row (in PostgreSQL each
-        # UPDATE of a row makes a new version of it: a group of 1,000 events
-        # would leave 1,000 dead versions of its archive's row). Runners
-        # writing at once wait for each other on the archive's row until
-        # commit, so no count is lost; the rows are locked in name order,
-        # so two writers touching the same archives cannot deadlock.
-        "postgresql": """
-CREATE OR REPLACE FUNCTION archive_events_counted() RETURNS trigger LANGUAGE plpgsql AS $$
+#: What keeps each archive's count and size as rows come and go, in each
+#: engine's words, one statement each (a migration runs them one by one).
+SQLITE_COUNTING = (
+    # SQLite has only row triggers: one on insert was an UPDATE of the
+    # archive's row per row inserted. The insert statements update the
+    # counts instead, once per archive (``ArchiveStore.insert``); deletes
+    # (purges, rare) keep a trigger.
+    "CREATE TRIGGER IF NOT EXISTS archive_groups_removed AFTER DELETE ON archive_groups BEGIN"
+    " UPDATE archives SET event_count = event_count - OLD.events,"
+    f" size_bytes = size_bytes - ({EVENT_BYTES.format(row='OLD.')}) WHERE name = OLD.archive;"
+    " END",
+)
+# Statement-level triggers over the transition table: one UPDATE per archive
+# a statement touched, not one per row (in PostgreSQL each UPDATE of a row
+# makes a new version of it: a group of 1,000 rows would leave 1,000 dead
+# versions of its archive's row). Runners writing at once wait for each
+# other on the archive's row until commit, so no count is lost; the rows are
+# locked in name order, so two writers touching the same archives cannot
+# deadlock. (Version 2's function, ``archive_events_counted``, counted
+# rows; a version 2 process would put it back as it was, so this is another.)
+POSTGRESQL_COUNTING = (
+    f"""CREATE OR REPLACE FUNCTION archive_groups_counted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         PERFORM 1 FROM archives WHERE name IN (SELECT archive FROM changed)
             ORDER BY name FOR NO KEY UPDATE;
         UPDATE archives SET event_count = archives.event_count + moved.events,
             size_bytes = archives.size_bytes + moved.bytes
-        FROM (SELECT archive, count(*) AS events, sum(length(body)) AS bytes
+        FROM (SELECT archive, sum(events) AS events, sum({EVENT_BYTES.format(row="")}) AS bytes
               FROM changed GROUP BY archive) AS moved
         WHERE archives.name = moved.archive;
     ELSE
@@ -141,18 +150,22 @@ BEGIN
             ORDER BY name FOR NO KEY UPDATE;
         UPDATE archives SET event_count = archives.event_count - moved.events,
             size_bytes = archives.size_bytes - moved.bytes
-        FROM (SELECT archive, count(*) AS events, sum(length(body)) AS bytes
+        FROM (SELECT archive, sum(events) AS events, sum({EVENT_BYTES.format(row="")}) AS bytes
               FROM gone GROUP BY archive) AS moved
         WHERE archives.name = moved.archive;
     END IF;
     RETURN NULL;
-END $$;
-CREATE OR REPLACE TRIGGER archive_events_added AFTER INSERT ON archive_events
-    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION archive_events_counted();
-CREATE OR REPLACE TRIGGER archive_events_removed AFTER DELETE ON archive_events
-    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION archive_events_counted();
-""",
-    }
+END $$""",
+    "CREATE OR REPLACE TRIGGER archive_groups_added AFTER INSERT ON archive_groups"
+    " REFERENCING NEW TABLE AS changed FOR EACH STATEMENT"
+    " EXECUTE FUNCTION archive_groups_counted()",
+    "CREATE OR REPLACE TRIGGER archive_groups_removed AFTER DELETE ON archive_groups"
+    " REFERENCING OLD TABLE AS gone FOR EACH STATEMENT"
+    " EXECUTE FUNCTION archive_groups_counted()",
+)
+COUNTING = MappingProxyType({"sqlite": SQLITE_COUNTING, "postgresql": POSTGRESQL_COUNTING})
+ENGINE_SCHEMA = MappingProxyType(
+    {engine: "".join(f"{statement};\n" for statement in made) for engine, made in COUNTING.items()}
 )
 
 
@@ -172,6 +185,7 @@ REPLAY_COLUMNS = (
     "replayed",
     "cursor_time",
     "cursor_seq",
+    "cursor_item",
     "last_replayed",
     "started",
     "ended",
@@ -187,15 +201,46 @@ REPLAY_CANCELLING = "CANCELLING"
 @lru_cache(maxsize=8)
 def _insert_sql(dialect: Dialect) -> str:
     """``ArchiveStore.insert``'s statement in ``dialect``'s words: the bodies'
-    BLOB first, then the JSON array of (archive, time, offset, length)."""
+    BLOB first, then the JSON array of (archive, time, events, offset, length)."""
     item = dialect.json_item
     return (
-        "INSERT INTO archive_events (archive, time, body)"
+        "INSERT INTO archive_groups (archive, time, events, body)"
         f" SELECT {item('given', 0, 'text')}, {item('given', 1, 'real')},"
-        f" substr(?, CAST({item('given', 2, 'integer')} AS INTEGER),"
-        f" CAST({item('given', 3, 'integer')} AS INTEGER))"
+        f" CAST({item('given', 2, 'integer')} AS INTEGER),"
+        f" substr(?, CAST({item('given', 3, 'integer')} AS INTEGER),"
+        f" CAST({item('given', 4, 'integer')} AS INTEGER))"
         f" FROM {dialect.json_rows('given')}"
     )
+
+
+def grouped(rows: Rows) -> list[tuple[str, float, list[bytes]]]:
+    """``rows`` as the rows of ``archive_groups``: (archive, time, events),
+    the events of one archive and one time together in their order, up to
+    ``GROUP_EVENTS`` and ``GROUP_BYTES`` a row. The groups come in the order
+    of their first event, so a later group of a key comes after an earlier
+    one (replay reads a time's rows in ``seq`` order). An event whose JSON
+    holds a newline (never ``dump_json``'s) is a row of its own."""
+    groups: list[tuple[str, float, list[bytes]]] = []
+    open_groups: dict[tuple[str, float], tuple[list[bytes], list[int]]] = {}
+    for name, moment, body in rows:
+        key = (name, moment)
+        if b"\n" in body:
+            # Alone, and the key's open row closes: an event after this one
+            # joining it would be read back before this one.
+            groups.append((name, moment, [body]))
+            open_groups.pop(key, None)
+            continue
+        found = open_groups.get(key)
+        if found is not None:
+            events, size = found
+            if len(events) < GROUP_EVENTS and size[0] + len(body) <= GROUP_BYTES:
+                events.append(body)
+                size[0] += len(body) + 1
+                continue
+        events = [body]
+        groups.append((name, moment, events))
+        open_groups[key] = (events, [len(body)])
+    return groups
 
 
 @lru_cache(maxsize=4096)
@@ -272,7 +317,9 @@ class ArchiveStore(Store):
 
     name = "archives"
     #: 2: a replay's ``owner`` and ``lease`` (which runner runs it, until when).
-    version = 2
+    #: 3: ``archive_groups`` (was ``archive_events``, one event a row) and
+    #: a replay's ``cursor_item``.
+    version = 3
     schema = SCHEMA
     engine_schema = ENGINE_SCHEMA
     separate_reader = True
@@ -285,6 +332,34 @@ class ArchiveStore(Store):
             # DOUBLE PRECISION: SQLite reads it as REAL, PostgreSQL's REAL is 4 bytes.
             await connection.execute("ALTER TABLE replays ADD COLUMN owner TEXT")
             await connection.execute("ALTER TABLE replays ADD COLUMN lease DOUBLE PRECISION")
+        if found < 3:
+            await self._group_rows(connection)
+
+    async def _group_rows(self, connection: Queries) -> None:
+        """Version 2 to 3: ``archive_events``' rows become single-event rows
+        of ``archive_groups`` by a rename (no copy, however many there are),
+        and its counting triggers give way to the new ones. A new name, not
+        a new column: processes of version 2 and earlier run their DDL on a
+        database before they refuse its version, which puts back their row
+        trigger on ``archive_events``; it now counts nothing."""
+        engine = self.dialect.name
+        on = " ON archive_events" if engine == "postgresql" else ""
+        # This open's schema made archive_groups (empty) and its triggers.
+        await connection.execute("DROP TABLE archive_groups")
+        for trigger in ("archive_events_added", "archive_events_removed"):
+            await connection.execute(f"DROP TRIGGER IF EXISTS {trigger}{on}")
+        await connection.execute("ALTER TABLE archive_events RENAME TO archive_groups")
+        for table, column in (
+            ("archive_groups", "events INTEGER NOT NULL DEFAULT 1"),
+            ("replays", "cursor_item INTEGER NOT NULL DEFAULT 0"),
+        ):
+            await connection.execute(self.dialect.ddl(f"ALTER TABLE {table} ADD COLUMN {column}"))
+        # Version 2's position was the last row put, which held one event.
+        await connection.execute("UPDATE replays SET cursor_item = 1")
+        for statement in COUNTING[engine]:
+            await connection.execute(statement)
+        if engine == "postgresql":
+            await connection.execute("DROP FUNCTION IF EXISTS archive_events_counted()")
 
     async def opened(self) -> None:
         if self.dialect.name == "sqlite" and sqlite3.sqlite_version_info < MIN_SQLITE:
@@ -331,7 +406,7 @@ class ArchiveStore(Store):
         async with self.transaction() as db:
             if await db.execute("DELETE FROM archives WHERE name = ?", (name,)) == 0:
                 raise ResourceNotFoundError(f"Archive {name} does not exist.")
-            await db.execute("DELETE FROM archive_events WHERE archive = ?", (name,))
+            await db.execute("DELETE FROM archive_groups WHERE archive = ?", (name,))
 
     async def describe(self, name: str) -> dict[str, Any]:
         """DescribeArchive: definition, EventCount, SizeBytes, oldest and newest event time."""
@@ -343,7 +418,7 @@ class ArchiveStore(Store):
         if row is None:
             raise ResourceNotFoundError(f"Archive {name} does not exist.")
         span = await self.reader.one(
-            "SELECT min(time), max(time) FROM archive_events WHERE archive = ?", (name,)
+            "SELECT min(time), max(time) FROM archive_groups WHERE archive = ?", (name,)
         )
         oldest, newest = span if span is not None else (None, None)
         return _described(row, oldest, newest)
@@ -369,55 +444,42 @@ class ArchiveStore(Store):
         their parameters, to run in one transaction (the durable intake runs
         them in its own, on its connection: see ``inserter``).
 
-        The insert takes the bodies as one BLOB and a JSON array of
-        (archive, time, offset, length); the database cuts the BLOB itself
-        (``substr`` of a BLOB counts bytes from 1 on both engines). A
-        row-by-row ``executemany`` would take Python's GIL back at every row,
-        and waiting for it while the event loop is busy costs far more than
-        the insert (measured: 90,000 rows/s alone, a few hundred beside a
-        busy thread); one statement waits for it once. On SQLite a second
+        The events go in as ``grouped`` rows. The insert takes the rows'
+        bodies as one BLOB and a JSON array of (archive, time, events,
+        offset, length); the database cuts the BLOB itself (``substr`` of a
+        BLOB counts bytes from 1 on both engines). A row-by-row
+        ``executemany`` would take Python's GIL back at every row, and
+        waiting for it while the event loop is busy costs far more than the
+        insert (measured: 90,000 rows/s alone, a few hundred beside a busy
+        thread); one statement waits for it once. On SQLite a second
         statement adds to each archive's counts (PostgreSQL's statement
         trigger does it there)."""
-        places: list[tuple[str, float, int, int]] = []
+        places: list[tuple[str, float, int, int, int]] = []
+        bodies: list[bytes] = []
         offset = 1
         added: dict[str, list[int]] = {}  # archive -> [events, bytes]
-        for name, moment, body in rows:
+        for name, moment, events in grouped(rows):
+            body = events[0] if len(events) == 1 else b"\n".join(events)
             size = len(body)
-            places.append((name, moment, offset, size))
+            bodies.append(body)
+            places.append((name, moment, len(events), offset, size))
             offset += size
             counts = added.get(name)
             if counts is None:
                 counts = added[name] = [0, 0]
-            counts[0] += 1
-            counts[1] += size
-        steps = [
-            Step(
-                _insert_sql(dialect),
-                (b"".join([body for _, _, body in rows]), orjson.dumps(places)),
-            )
-        ]
+            counts[0] += len(events)
+            counts[1] += size - len(events) + 1
+        steps = [Step(_insert_sql(dialect), (b"".join(bodies), orjson.dumps(places)))]
         if dialect.name == "sqlite":
             steps.append(
                 Step(
                     "UPDATE archives SET event_count = event_count + ?,"
-                    " size_bytes = size_bytes + ? WHERE name = ? AND NOT EXISTS"
-                    " (SELECT 1 FROM sqlite_master WHERE type = 'trigger'"
-                    f" AND name = '{ROW_COUNTED}')",
+                    " size_bytes = size_bytes + ? WHERE name = ?",
                     [(events, size, name) for name, (events, size) in added.items()],
                     many=True,
                 )
             )
         return steps
-
-    async def count_inserts(self) -> None:
-        """Count inserted events with ``insert``'s UPDATE alone: drop the row
-        trigger of earlier versions from a SQLite file. Only the runner that
-        holds the file calls this, never a CLI's reading: an older runner
-        still writing to the file would go uncounted. (An older version
-        that opens the file later makes the trigger again; ``insert`` then
-        leaves the counting to it.)"""
-        if self.dialect.name == "sqlite":
-            await self.execute(f"DROP TRIGGER IF EXISTS {ROW_COUNTED}")
 
     @staticmethod
     def inserter(dialect: Dialect) -> Callable[[Rows], list[Step]]:
@@ -427,39 +489,68 @@ class ArchiveStore(Store):
 
     async def purge(self, name: str, before: float) -> int:
         """Delete the archive's events older than ``before`` (epoch seconds), in
-        batches; returns how many went."""
+        batches of rows; returns how many events went."""
         purged = 0
         while True:
             async with self.transaction() as db:
-                deleted = await db.execute(
-                    "DELETE FROM archive_events WHERE seq IN (SELECT seq FROM archive_events"
-                    " WHERE archive = ? AND time < ? LIMIT ?)",
+                deleted = await db.rows(
+                    "DELETE FROM archive_groups WHERE seq IN (SELECT seq FROM archive_groups"
+                    " WHERE archive = ? AND time < ? LIMIT ?) RETURNING events",
                     (name, before, PURGE_BATCH),
                 )
-            purged += deleted
-            if deleted < PURGE_BATCH:
+            purged += sum(int(events) for (events,) in deleted)
+            if len(deleted) < PURGE_BATCH:
                 return purged
 
     async def count(self, name: str, start: float, end: float) -> int:
         """Events of the archive whose event time is in [start, end)."""
         found = await self.reader.scalar(
-            "SELECT count(*) FROM archive_events WHERE archive = ? AND time >= ? AND time < ?",
+            "SELECT sum(events) FROM archive_groups WHERE archive = ? AND time >= ? AND time < ?",
             (name, start, end),
         )
         return int(found or 0)
 
     async def read(
-        self, name: str, after: tuple[float, int], end: float, limit: int
-    ) -> list[tuple[float, int, bytes]]:
-        """Up to ``limit`` (time, seq, body) rows after the position ``after``
-        (time, seq) and before ``end``, in event-time order (archive order
-        among equal times)."""
-        rows = await self.reader.rows(
-            "SELECT time, seq, body FROM archive_events WHERE archive = ?"
-            " AND (time, seq) > (?, ?) AND time < ? ORDER BY time, seq LIMIT ?",
-            (name, after[0], after[1], end, limit),
+        self, name: str, after: tuple[float, int, int], end: float, limit: int
+    ) -> list[tuple[float, int, int, bytes]]:
+        """Up to ``limit`` events after the position ``after`` and before
+        ``end``, in event-time order (archive order among equal times), each
+        as (time, seq, item, body): its row's time and seq, and its place in
+        the row from 1. A position is the last event put: (time, seq, item)."""
+        after_time, after_seq, after_item = after
+        # The rows first, without their bodies, then the bodies of those that
+        # hold the first ``limit`` events (a row holds up to GROUP_EVENTS).
+        spans = await self.reader.rows(
+            "SELECT seq, events FROM archive_groups WHERE archive = ?"
+            " AND (time, seq) >= (?, ?) AND time < ? ORDER BY time, seq LIMIT ?",
+            (name, after_time, after_seq, end, limit),
         )
-        return [(row[0], row[1], row[2]) for row in rows]
+        wanted: list[int] = []
+        count = 0
+        for seq, events in spans:
+            count += events - after_item if seq == after_seq else events
+            wanted.append(seq)
+            if count >= limit:
+                break
+        if not wanted:
+            return []
+        found = await self.reader.rows(
+            f"SELECT seq, time, events, body FROM archive_groups"
+            f" WHERE seq IN ({self.dialect.marks(len(wanted))})",
+            wanted,
+        )
+        rows = {row[0]: row for row in found}
+        read: list[tuple[float, int, int, bytes]] = []
+        for seq in wanted:
+            row = rows.get(seq)  # (a purge may have taken it meanwhile)
+            if row is None:
+                continue
+            _, moment, events, body = row
+            bodies = [bytes(body)] if events == 1 else bytes(body).split(b"\n")
+            first = after_item if seq == after_seq else 0
+            for item in range(first, len(bodies)):
+                read.append((moment, seq, item + 1, bodies[item]))
+        return read[:limit]
 
     async def exists(self, name: str) -> bool:
         return await self.reader.one("SELECT 1 FROM archives WHERE name = ?", (name,)) is not None

@@ -100,8 +100,11 @@ class Replay:
     reason: str = ""
     total: int = 0
     replayed: int = 0
-    cursor_time: float = float("-inf")  # position: the last (time, seq) put on the bus
+    # Position: the last event put on the bus, as its row's time and seq and
+    # its place in the row (``ArchiveStore.read``).
+    cursor_time: float = float("-inf")
     cursor_seq: int = 0
+    cursor_item: int = 0
     last_replayed: float | None = None
     started: float | None = None
     ended: float | None = None
@@ -124,6 +127,7 @@ class Replay:
             self.replayed,
             self.cursor_time,
             self.cursor_seq,
+            self.cursor_item,
             self.last_replayed,
             self.started,
             self.ended,
@@ -225,8 +229,8 @@ class Replays:
         self._replays: dict[str, Replay] = {}
         self._cancelling: set[str] = set()
         #: Per replay, its progress as last saved once its events were safe
-        #: (cursor time, cursor seq, last replayed, replayed): a stop resumes there.
-        self._safe: dict[str, tuple[float, int, float | None, int]] = {}
+        #: (cursor time, seq and item, last replayed, replayed): a stop resumes there.
+        self._safe: dict[str, tuple[float, int, int, float | None, int]] = {}
         #: Per replay, the intake position before its chunk under way.
         self._since: dict[str, int] = {}
 
@@ -423,6 +427,7 @@ class Replays:
         self._safe[replay.name] = (
             replay.cursor_time,
             replay.cursor_seq,
+            replay.cursor_item,
             replay.last_replayed,
             replay.replayed,
         )
@@ -430,7 +435,13 @@ class Replays:
     def _rewind(self, replay: Replay) -> None:
         safe = self._safe.get(replay.name)
         if safe is not None:
-            (replay.cursor_time, replay.cursor_seq, replay.last_replayed, replay.replayed) = safe
+            (
+                replay.cursor_time,
+                replay.cursor_seq,
+                replay.cursor_item,
+                replay.last_replayed,
+                replay.replayed,
+            ) = safe
 
     async def _finish(self, replay: Replay, state: str, reason: str) -> None:
         # The state changes before the save: a cancel() meanwhile finds it ended.
@@ -482,10 +493,13 @@ class Replays:
         pace = _Pace(clock.time(), replay.speed, lambda: self._renew(replay))
         self._mark_safe(replay)
         while rows := await store.read(
-            replay.archive, (replay.cursor_time, replay.cursor_seq), replay.end_time, CHUNK
+            replay.archive,
+            (replay.cursor_time, replay.cursor_seq, replay.cursor_item),
+            replay.end_time,
+            CHUNK,
         ):
             events = []
-            for _, _, body in rows:
+            for *_, body in rows:
                 event = parse_json(body)
                 event["replay-name"] = replay.name
                 events.append(event)
@@ -496,8 +510,8 @@ class Replays:
                 taken = bus.offer(events[done:due], clock.time(), addressed)
                 if taken:
                     done += taken
-                    moment, seq, _ = rows[done - 1]
-                    replay.cursor_time, replay.cursor_seq = moment, seq
+                    moment, seq, item, _ = rows[done - 1]
+                    replay.cursor_time, replay.cursor_seq, replay.cursor_item = moment, seq, item
                     replay.last_replayed = moment
                     replay.replayed += taken
                 if done < due and not await bus.wait_for_room():
@@ -520,7 +534,7 @@ class _Pace:
         self.renew = renew
         self.first: float | None = None  # event time of the first row replayed this run
 
-    async def wait(self, clock: Clock, rows: list[tuple[float, int, bytes]], done: int) -> int:
+    async def wait(self, clock: Clock, rows: list[tuple[float, int, int, bytes]], done: int) -> int:
         """Sleep until row ``done`` is due; returns the end of the rows due by then."""
         if self.speed is None:
             return len(rows)

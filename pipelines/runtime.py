@@ -995,7 +995,6 @@ class Runtime:
         store = await ArchiveStore.open(self.state_path)
         self.archives.store = store
         try:
-            await store.count_inserts()  # this runtime holds the file (its membership)
             now = self.clock.time()
             for spec in self.archives.specs.values():
                 await store.save_archive(spec, now)

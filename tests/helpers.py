@@ -133,6 +133,19 @@ def sql(location: Path | str, statement: str, parameters: tuple[Any, ...] = ()) 
         return db.execute(statement, parameters).fetchall()
 
 
+def archived(location: Path | str, archive: str | None = None) -> list[bytes]:
+    """The JSON of the events archived (in ``archive``, or all), in the order
+    they were written: the rows of ``archive_groups`` by seq, each row's
+    events (JSON lines) in turn. Read from outside the stores, as ``sql``."""
+    where, parameters = (" WHERE archive = ?", (archive,)) if archive is not None else ("", ())
+    rows = sql(location, f"SELECT events, body FROM archive_groups{where} ORDER BY seq", parameters)
+    return [
+        event
+        for events, body in rows
+        for event in (bytes(body).split(b"\n") if events > 1 else [bytes(body)])
+    ]
+
+
 class Cyclic:
     """An object in a reference cycle of its own: only the collector frees it
     (the runner's frozen heap is checked with one)."""

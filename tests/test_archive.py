@@ -10,6 +10,7 @@ import json
 import re
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,6 +30,7 @@ from pipelines.replay import replay_status
 from pipelines.runtime import Runtime
 from pipelines.store import SQLiteConnection, Trip
 
+from .helpers import archived as archived_bodies
 from .helpers import sql
 from .recorder import Recorder, plugin_manager
 
@@ -105,12 +107,9 @@ async def test_an_archive_keeps_the_events_its_pattern_matches(state_location: s
     assert everything["NewestEventTime"] == "2023-11-14T22:13:29Z"
     assert big["OldestEventTime"] == "2023-11-14T22:13:27Z"
     # The counters are kept as events arrive, and agree with the stored rows.
-    [(count, size)] = sql(
-        state_location,
-        "SELECT count(*), sum(length(body)) FROM archive_events WHERE archive = 'all'",
-    )
-    stored = [json.loads(row[0]) for row in sql(state_location, "SELECT body FROM archive_events")]
-    assert (count, size) == (10, everything["SizeBytes"])
+    kept = archived_bodies(state_location, "all")
+    stored = [json.loads(body) for body in archived_bodies(state_location)]
+    assert (len(kept), sum(map(len, kept))) == (10, everything["SizeBytes"])
     ids = {e["EventId"] for e in result["Entries"]}
     assert {event["id"] for event in stored} == ids
     # Readable after the pipeline stopped, as the CLI reads it.
@@ -287,7 +286,7 @@ async def test_without_a_durable_intake_a_failed_archive_write_fails_the_entries
     await targets(runtime)
     await runtime.archives.create_archive("all")
     async with runtime:
-        sql(state_location, "DROP TABLE archive_events")  # the disk "breaks"
+        sql(state_location, "DROP TABLE archive_groups")  # the disk "breaks"
         result = await runtime.put_events([entry(1), entry(2)])
         await runtime.wait_until_idle()
         assert received(runtime, "all-sink") == []
@@ -312,8 +311,8 @@ async def test_puts_that_come_while_an_archive_commit_runs_share_the_next_ones(
 
         def inserted(trip: Trip) -> None:  # on the connection's thread
             for step in trip.steps:
-                if step.sql.startswith("INSERT INTO archive_events"):
-                    sizes.append(len(json.loads(step.parameters[1])))
+                if step.sql.startswith("INSERT INTO archive_groups"):
+                    sizes.append(sum(row[2] for row in json.loads(step.parameters[1])))
 
         connection.on_trip = inserted
         gate = threading.Event()
@@ -385,12 +384,12 @@ async def test_a_failed_archive_write_keeps_neither_its_archive_nor_its_intake_r
     await runtime.bus().put_targets("all", [{"id": "t", "resource": "held"}])
     await runtime.archives.create_archive("all")
     async with runtime:
-        sql(state, "ALTER TABLE archive_events RENAME TO away")  # the database refuses them
+        sql(state, "ALTER TABLE archive_groups RENAME TO away")  # the database refuses them
         refused = await runtime.put_events([entry(1), entry(2)])
         # The events are held by their target, unsettled: had their intake
         # rows been committed apart, they would be there.
         refused_rows = count(state, "intake")
-        sql(state, "ALTER TABLE away RENAME TO archive_events")
+        sql(state, "ALTER TABLE away RENAME TO archive_groups")
         again = await runtime.put_events([entry(3)])
         kept_rows = count(state, "intake")
         sink = runtime.resource("held")
@@ -469,7 +468,7 @@ def levels_of_archive_commits(statements: list[str]) -> list[str]:
             level = statement.removeprefix("PRAGMA synchronous=")
         elif statement == "BEGIN IMMEDIATE":
             archiving = False
-        elif statement.startswith("INSERT INTO archive_events"):
+        elif statement.startswith("INSERT INTO archive_groups"):
             if archiving is None:
                 levels.append(level)
             else:
@@ -511,10 +510,10 @@ async def test_a_durable_put_archives_in_the_intakes_transaction(tmp_path: Path)
         held.release()
     assert result["FailedEntryCount"] == 0
     assert described["EventCount"] == 3
-    assert not [sql for sql in archive_side if "archive_events" in sql]
+    assert not [sql for sql in archive_side if "archive_groups" in sql]
     holding = [t for t in transactions(intake_side) if "INSERT INTO intake" in t]
     assert len(holding) == 1
-    assert "INSERT INTO archive_events" in holding[0]
+    assert "INSERT INTO archive_groups" in holding[0]
 
 
 def transactions(statements: list[str]) -> list[str]:
@@ -576,7 +575,7 @@ async def test_a_replay_through_a_tiny_intake_puts_each_event_once(state_locatio
 async def test_a_failing_replay_fails_alone_and_the_pipeline_goes_on(state_location: str) -> None:
     runtime = await archived(state_location)
     async with runtime:
-        sql(state_location, "ALTER TABLE archive_events RENAME TO gone")
+        sql(state_location, "ALTER TABLE archive_groups RENAME TO gone")
         await runtime.replays.start("r", "all", T0, T0 + 100)
         described = await until_ended(runtime, "r")
         result = await runtime.put_events([{**entry(1), "EventBusName": "default"}])
@@ -629,7 +628,7 @@ async def test_size_counts_bytes_and_early_years_are_archived(state_location: st
         one = await runtime.archives.describe_archive("all")
         early = await runtime.put_events([{**entry(1), "Time": "0702-01-01T00:00:00Z"}])
         both = await runtime.archives.describe_archive("all")
-    [(stored,)] = sql(state_location, "SELECT body FROM archive_events ORDER BY seq LIMIT 1")
+    stored = archived_bodies(state_location)[0]
     assert isinstance(stored, bytes)
     assert one["SizeBytes"] == len(stored) and stored.count("é".encode()) == 100
     assert early["FailedEntryCount"] == 0
@@ -637,81 +636,184 @@ async def test_size_counts_bytes_and_early_years_are_archived(state_location: st
     assert both["OldestEventTime"] == "0702-01-01T00:00:00Z"
 
 
-async def test_version_1_replays_migrate_forward_and_can_be_claimed(state_location: str) -> None:
-    """A state database of archives version 1 (replays without an owner)
-    gains the owner and lease columns; its running replay is free to claim."""
-    from pipelines.archive import REPLAY_COLUMNS, ArchiveStore
-    from pipelines.replay import Replay
+async def test_events_of_one_archive_and_second_share_rows_and_read_back_one_by_one(
+    state_location: str,
+) -> None:
+    """A commit's events of one archive and one event time are one row, up
+    to GROUP_EVENTS; replay reads them back one by one in put order, from
+    any position, a position inside a row included. An event whose JSON
+    holds a newline (the rows are JSON lines) is a row of its own."""
+    from pipelines.archive import GROUP_EVENTS, ArchiveSpec, ArchiveStore
+
+    mine = [json.dumps({"n": n}).encode() for n in range(2 * GROUP_EVENTS + 50)]
+    mine[120] = b'{"text":"two\nlines"}'
+    others = [json.dumps({"other": n}).encode() for n in range(25)]
+    rows = []
+    for n, body in enumerate(mine):
+        rows.append(("a", T0, body))
+        if n % 10 == 0:
+            rows.append(("b", T0, others[n // 10]))
+    early = b'{"early":true}'
+    rows.append(("a", T0 - 1, early))
+    async with await ArchiveStore.open(state_location) as store:
+        for name in ("a", "b"):
+            await store.save_archive(ArchiveSpec.parse(name, {}), T0)
+        await store.append(rows, strict=False)
+        described = await store.describe("a")
+        read: list[bytes] = []
+        position = (T0 - 2.0, 0, 0)
+        while chunk := await store.read("a", position, T0 + 1, 64):
+            assert len(chunk) <= 64
+            read.extend(body for *_, body in chunk)
+            position = chunk[-1][:3]
+        counted = await store.count("a", T0, T0 + 1)
+        purged = await store.purge("a", T0)
+        after = await store.describe("a")
+    sizes = sql(state_location, "SELECT archive, events FROM archive_groups ORDER BY seq")
+    # a: 100, then 20 until the newline, it alone, 100, 29; b: its 25 in one (early: purged).
+    assert sizes == [
+        ("a", 100),
+        ("b", 25),
+        ("a", 20),
+        ("a", 1),
+        ("a", 100),
+        ("a", 29),
+    ]
+    assert read == [early, *mine]
+    assert (described["EventCount"], described["SizeBytes"]) == (
+        251,
+        len(early) + sum(map(len, mine)),
+    )
+    assert counted == 250 and purged == 1
+    assert (after["EventCount"], after["SizeBytes"]) == (250, sum(map(len, mine)))
+    assert archived_bodies(state_location, "b") == others
+
+
+async def run_script(location: str, script: str) -> None:
+    """DDL run on a state database from outside the stores, on either engine."""
     from pipelines.store import backend_for, location_of
 
-    location = location_of(state_location)
-    raw = await backend_for(location).connect(location, create=True, functions={})
+    where = location_of(location)
+    raw = await backend_for(where).connect(where, create=True, functions={})
     try:
-        await raw.script(
-            "CREATE TABLE store_versions (store TEXT PRIMARY KEY, version INTEGER NOT NULL,"
-            " applied REAL NOT NULL);"
-            "CREATE TABLE replays (name TEXT PRIMARY KEY, archive TEXT NOT NULL, bus TEXT NOT NULL,"
-            " rules TEXT, start_time REAL NOT NULL, end_time REAL NOT NULL, speed REAL,"
-            " description TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL,"
-            " total INTEGER NOT NULL, replayed INTEGER NOT NULL, cursor_time REAL NOT NULL,"
-            " cursor_seq INTEGER NOT NULL, last_replayed REAL, started REAL, ended REAL);"
-        )
-        await raw.execute("INSERT INTO store_versions VALUES ('archives', 1, 0)")
-        running = Replay("old", "all", "default", None, T0, T0 + 60, None, state="RUNNING")
-        marks = ", ".join("?" * len(REPLAY_COLUMNS))
-        await raw.execute(f"INSERT INTO replays VALUES ({marks})", running.row())
+        await raw.script(script)
     finally:
         await raw.close()
+
+
+async def test_version_1_replays_migrate_forward_and_can_be_claimed(state_location: str) -> None:
+    """A state database of archives version 1 (replays without an owner)
+    comes up to this version; its running replay is free to claim."""
+    from pipelines.archive import REPLAY_COLUMNS, ArchiveStore
+
+    from .archive_v2 import STORE_VERSIONS, V1_TABLES
+
+    await run_script(state_location, STORE_VERSIONS + V1_TABLES)
+    sql(state_location, "INSERT INTO store_versions VALUES ('archives', 1, 0)")
+    sql(
+        state_location,
+        "INSERT INTO replays VALUES ('old', 'all', 'default', NULL, ?, ?, NULL, '', 'RUNNING',"
+        " '', 0, 0, ?, 0, NULL, NULL, NULL)",
+        (T0, T0 + 60, T0 - 1),
+    )
     async with await ArchiveStore.open(state_location) as store:
         version = "SELECT version FROM store_versions WHERE store = 'archives'"
-        assert await store.scalar(version) == 2
+        assert await store.scalar(version) == ArchiveStore.version
         assert await store.replay_owners() == {"old": (None, None)}
         assert await store.claim_replay("old", "me", T0, T0 + 60)
         assert (await store.replays("old"))[0][REPLAY_COLUMNS.index("state")] == "RUNNING"
 
 
-ROW_TRIGGER = (
-    "CREATE TRIGGER IF NOT EXISTS archive_events_added AFTER INSERT ON archive_events BEGIN"
-    " UPDATE archives SET event_count = event_count + 1,"
-    " size_bytes = size_bytes + length(NEW.body) WHERE name = NEW.archive; END"
-)
+def v2_event(n: int, moment: float) -> bytes:
+    return json.dumps(
+        {
+            "version": "0",
+            "id": f"v2-{n}",
+            "detail-type": "t",
+            "source": "shop",
+            "account": "123456789012",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment)),
+            "region": "us-east-1",
+            "resources": [],
+            "detail": {"n": n},
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
-def triggers(path: Path) -> list[str]:
-    return [
-        name
-        for (name,) in sql(path, "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY 1")
-    ]
+async def test_a_version_2_archive_comes_up_whole_and_its_replay_resumes_where_it_was(
+    state_location: str,
+) -> None:
+    """Version 2 kept one event a row in ``archive_events``. Opened by this
+    version, its rows are the single-event rows of ``archive_groups``, its
+    counts stand, and a replay that was RUNNING resumes after the event it
+    had reached, not at it. A version 2 process that opens the file later
+    puts its tables and triggers back (it runs its DDL before it refuses
+    the version): they count nothing of this version's writes."""
+    from pipelines.archive import ArchiveStore
 
+    from .archive_v2 import STORE_VERSIONS, V2_TABLES, V2_TRIGGERS
 
-async def test_a_sqlite_file_of_an_earlier_version_counts_each_event_once(tmp_path: Path) -> None:
-    """Earlier versions count inserted events with a row trigger, and make it
-    on any file they open. While a file has it, inserts leave the counting
-    to it; a CLI's reading leaves it there (an older runner may be writing);
-    a runtime, which holds the file, drops it and counts by itself."""
-    from pipelines.archive import ArchiveSpec, ArchiveStore
+    engine = "postgresql" if state_location.startswith("postgresql") else "sqlite"
+    old_ddl = V2_TABLES + V2_TRIGGERS[engine]
+    await run_script(state_location, STORE_VERSIONS + old_ddl)
+    sql(state_location, "INSERT INTO store_versions VALUES ('archives', 2, 0)")
+    sql(
+        state_location,
+        "INSERT INTO archives (name, bus, pattern, retention_days, durability, description,"
+        " state, created) VALUES ('all', 'default', NULL, 0, 'normal', '', 'ENABLED', ?)",
+        (T0,),
+    )
+    times = [T0, T0, T0 + 1, T0 + 1, T0 + 2]
+    bodies = [v2_event(n, moment) for n, moment in enumerate(times)]
+    for moment, body in zip(times, bodies, strict=True):
+        sql(
+            state_location,
+            "INSERT INTO archive_events (archive, time, body) VALUES ('all', ?, ?)",
+            (moment, body),
+        )
+    [(third,)] = sql(state_location, "SELECT seq FROM archive_events ORDER BY seq LIMIT 1 OFFSET 2")
+    # Three events replayed: the position is the third's row.
+    sql(
+        state_location,
+        "INSERT INTO replays VALUES ('old', 'all', 'default', NULL, ?, ?, NULL, '', 'RUNNING',"
+        " '', 5, 3, ?, ?, ?, ?, NULL, NULL, NULL)",
+        (T0, T0 + 60, T0 + 1, third, T0 + 1, T0 + 500),
+    )
 
-    path = tmp_path / "state.db"
-    async with await ArchiveStore.open(path) as store:
-        await store.save_archive(ArchiveSpec.parse("all", {}), T0)
-        await store.append([("all", T0, b'{"n":1}')], strict=False)
-        assert triggers(path) == ["archive_events_removed"]
-        sql(path, ROW_TRIGGER)  # an older version opens the file meanwhile
-        await store.append([("all", T0, b'{"n":22}')], strict=False)
-    async with ArchiveStore.existing(path) as store:
-        described = await store.describe("all")
-    assert (described["EventCount"], described["SizeBytes"]) == (2, 7 + 8)
-    assert triggers(path) == ["archive_events_added", "archive_events_removed"]
-
-    runtime = Runtime(state_path=path, durability="memory")
-    await runtime.archives.create_archive("all")
+    runtime = await archived(state_location)
     async with runtime:
-        assert triggers(path) == ["archive_events_removed"]
-        result = await runtime.put_events([entry(n) for n in range(3)])
-        described = await runtime.archives.describe_archive("all")
-    [(size,)] = sql(path, "SELECT sum(length(body)) FROM archive_events")
-    assert result["FailedEntryCount"] == 0
-    assert (described["EventCount"], described["SizeBytes"]) == (5, size)
+        described = await until_ended(runtime, "old")
+        info = await runtime.archives.describe_archive("all")
+    assert described["State"] == "COMPLETED"
+    assert described["EventsReplayed"] == 5
+    assert [p["detail"]["n"] for p in received(runtime, "all-sink")] == [3, 4]
+    assert (info["EventCount"], info["SizeBytes"]) == (5, sum(map(len, bodies)))
+    assert archived_bodies(state_location) == bodies
+    if engine == "sqlite":
+        triggers = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+    else:
+        triggers = "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"
+        [(functions,)] = sql(
+            state_location, "SELECT count(*) FROM pg_proc WHERE proname = 'archive_events_counted'"
+        )
+        assert functions == 0
+    assert {name for (name,) in sql(state_location, triggers)} <= {
+        "archive_groups_added",
+        "archive_groups_removed",
+    }
+
+    await run_script(state_location, old_ddl)  # a version 2 process opens the file
+    later = [v2_event(n, T0 + 3) for n in range(5, 8)]
+    async with await ArchiveStore.open(state_location) as store:
+        await store.append([("all", T0 + 3, body) for body in later], strict=False)
+        grown = await store.describe("all")
+        purged = await store.purge("all", T0 + 2.5)
+        left = await store.describe("all")
+    assert archived_bodies(state_location) == later
+    assert (grown["EventCount"], grown["SizeBytes"]) == (8, sum(map(len, bodies + later)))
+    assert purged == 5
+    assert (left["EventCount"], left["SizeBytes"]) == (3, sum(map(len, later)))
 
 
 async def test_a_replay_whose_owner_holds_a_lease_is_free_only_on_sqlite(

@@ -22,6 +22,7 @@ from pipelines.metrics import DISTINCT_LIMIT, Aggregate, MetricStore, _merge_blo
 from pipelines.replay import LEASE, Replay
 from pipelines.runtime import Runtime
 
+from .helpers import archived
 from .recorder import Recorder, plugin_manager
 
 T0 = 1_700_000_040.0  # a minute boundary
@@ -65,10 +66,8 @@ async def test_an_archive_written_by_three_runners_is_one_record(postgres_url: s
                 described = await store.describe(name)
                 assert described["EventCount"] == len(bodies) == 780
                 assert described["SizeBytes"] == sum(map(len, bodies))
-            stored = await runners[0].rows(
-                "SELECT body FROM archive_events WHERE archive = ?", (name,)
-            )
-            assert sorted(bytes(body) for (body,) in stored) == sorted(bodies)
+            stored = archived(postgres_url, name)
+            assert sorted(stored) == sorted(bodies)
 
         # A purge on one runner while another writes: the counts follow both.
         async def more() -> None:
@@ -76,9 +75,8 @@ async def test_an_archive_written_by_three_runners_is_one_record(postgres_url: s
 
         purged, _ = await asyncio.gather(runners[2].purge("left", T0 + 10), more())
         assert purged == 3 * 20 * 5  # n of 0..9 on "left" are half of them: 5 per batch
-        count, size = await runners[0].one(
-            "SELECT count(*), sum(length(body)) FROM archive_events WHERE archive = 'left'"
-        )
+        left = archived(postgres_url, "left")
+        count, size = len(left), sum(map(len, left))
         described = await runners[0].describe("left")
         assert (described["EventCount"], described["SizeBytes"]) == (count, size)
         assert count == 780 - purged + 40

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import sql
+from .helpers import archived, sql
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,9 +50,7 @@ def test_sigkill_loses_no_acknowledged_event(state_location: str, round_: int) -
 
     if not state.startswith("postgresql://"):
         assert sql(state, "PRAGMA integrity_check") == [("ok",)]
-    stored = Counter(
-        json.loads(body)["id"] for (body,) in sql(state, "SELECT body FROM archive_events")
-    )
+    stored = Counter(json.loads(body)["id"] for body in archived(state))
     [(count,)] = sql(state, "SELECT event_count FROM archives WHERE name = 'crash'")
     missing = [i for i in acknowledged if i not in stored]
     assert missing == []

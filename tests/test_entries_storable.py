@@ -32,6 +32,7 @@ from pipelines.runtime import Runtime
 from pipelines.transform import compile_transform
 from plugins.queue.store import QueueStore
 
+from .helpers import archived as archived_bodies
 from .helpers import sql
 from .recorder import Recorder, plugin_manager
 
@@ -86,7 +87,7 @@ async def test_an_escaped_lone_surrogate_is_archived_and_replayed_as_it_was(
                 await asyncio.sleep(0.01)
         await runtime.wait_until_idle()
     assert result["FailedEntryCount"] == 0
-    assert stored_details(state, "archive_events", "body")[1] == SURROGATE_VALUE
+    assert [json.loads(body)["detail"] for body in archived_bodies(state)][1] == SURROGATE_VALUE
     details = [r.payload["detail"] for r in recorder(runtime, "sink").received]
     assert details == [{"ok": 1}, SURROGATE_VALUE, {"ok": 1}] * 2  # put, then replayed
 
@@ -131,7 +132,7 @@ async def test_the_edges_of_what_is_accepted_are_stored_exactly(state_location: 
         await runtime.wait_until_idle()
     assert result["FailedEntryCount"] == 0
     expected = [json.loads(text) for text in edges]
-    assert stored_details(state, "archive_events", "body") == expected
+    assert [json.loads(body)["detail"] for body in archived_bodies(state)] == expected
     assert [r.payload["detail"] for r in recorder(runtime, "sink").received] == expected
 
 
@@ -355,7 +356,7 @@ async def put_stop_restart(state: Path, details: list[Any]) -> None:
             assert set(outcome) == {"EventId"}, (detail, outcome)
             expected[outcome["EventId"]] = value
     assert result["FailedEntryCount"] == len(details) - len(expected)
-    assert by_id(stored(state, "SELECT body FROM archive_events")) == expected
+    assert by_id([json.loads(body) for body in archived_bodies(state)]) == expected
     assert by_id(await queued(state, clock)) == expected
     assert by_id(stored(state, "SELECT event FROM pending_deliveries")) == expected
     second = await fuzz_pipeline(state, clock, fail=False)
