@@ -295,6 +295,15 @@ async def test_without_a_durable_intake_a_failed_archive_write_fails_the_entries
     assert "archive write" in result["Entries"][0]["ErrorMessage"]
 
 
+def events_inserted(statement: str, parameters: Any) -> int:
+    """The events an ``ArchiveStore.insert`` statement writes: its rows'
+    counts, bound as VALUES (archive, time, events, body per row) or in its
+    JSON array of (archive, time, events, offset, length)."""
+    if " VALUES " in statement:
+        return sum(parameters[2::4])
+    return sum(row[2] for row in json.loads(parameters[1]))
+
+
 async def test_puts_that_come_while_an_archive_commit_runs_share_the_next_ones(
     tmp_path: Path,
 ) -> None:
@@ -312,7 +321,7 @@ async def test_puts_that_come_while_an_archive_commit_runs_share_the_next_ones(
         def inserted(trip: Trip) -> None:  # on the connection's thread
             for step in trip.steps:
                 if step.sql.startswith("INSERT INTO archive_groups"):
-                    sizes.append(sum(row[2] for row in json.loads(step.parameters[1])))
+                    sizes.append(events_inserted(step.sql, step.parameters))
 
         connection.on_trip = inserted
         gate = threading.Event()
@@ -636,14 +645,17 @@ async def test_size_counts_bytes_and_early_years_are_archived(state_location: st
     assert both["OldestEventTime"] == "0702-01-01T00:00:00Z"
 
 
+@pytest.mark.parametrize("spread", [0, 10])
 async def test_events_of_one_archive_and_second_share_rows_and_read_back_one_by_one(
-    state_location: str,
+    state_location: str, spread: int
 ) -> None:
     """A commit's events of one archive and one event time are one row, up
     to GROUP_EVENTS; replay reads them back one by one in put order, from
     any position, a position inside a row included. An event whose JSON
-    holds a newline (the rows are JSON lines) is a row of its own."""
-    from pipelines.archive import GROUP_EVENTS, ArchiveSpec, ArchiveStore
+    holds a newline (the rows are JSON lines) is a row of its own. With
+    ``spread``, an archive "c" adds that many rows of a second each, which
+    takes the commit past VALUES_ROWS (its rows go as a JSON array)."""
+    from pipelines.archive import GROUP_EVENTS, VALUES_ROWS, ArchiveSpec, ArchiveStore
 
     mine = [json.dumps({"n": n}).encode() for n in range(2 * GROUP_EVENTS + 50)]
     mine[120] = b'{"text":"two\nlines"}'
@@ -655,8 +667,12 @@ async def test_events_of_one_archive_and_second_share_rows_and_read_back_one_by_
             rows.append(("b", T0, others[n // 10]))
     early = b'{"early":true}'
     rows.append(("a", T0 - 1, early))
+    spread_out = [json.dumps({"c": n}).encode() for n in range(spread)]
+    rows += [("c", T0 + n, body) for n, body in enumerate(spread_out)]
+    statements = ArchiveStore.insert(rows, ArchiveStore().dialect)
+    assert (" VALUES " in statements[0].sql) == (7 + spread <= VALUES_ROWS)
     async with await ArchiveStore.open(state_location) as store:
-        for name in ("a", "b"):
+        for name in ("a", "b", "c"):
             await store.save_archive(ArchiveSpec.parse(name, {}), T0)
         await store.append(rows, strict=False)
         described = await store.describe("a")
@@ -669,7 +685,10 @@ async def test_events_of_one_archive_and_second_share_rows_and_read_back_one_by_
         counted = await store.count("a", T0, T0 + 1)
         purged = await store.purge("a", T0)
         after = await store.describe("a")
-    sizes = sql(state_location, "SELECT archive, events FROM archive_groups ORDER BY seq")
+    sizes = sql(
+        state_location,
+        "SELECT archive, events FROM archive_groups WHERE archive <> 'c' ORDER BY seq",
+    )
     # a: 100, then 20 until the newline, it alone, 100, 29; b: its 25 in one (early: purged).
     assert sizes == [
         ("a", 100),
@@ -687,6 +706,7 @@ async def test_events_of_one_archive_and_second_share_rows_and_read_back_one_by_
     assert counted == 250 and purged == 1
     assert (after["EventCount"], after["SizeBytes"]) == (250, sum(map(len, mine)))
     assert archived_bodies(state_location, "b") == others
+    assert archived_bodies(state_location, "c") == spread_out
 
 
 async def run_script(location: str, script: str) -> None:
