@@ -2,11 +2,11 @@
 
 Sections (``--only`` runs some of them; all by default):
 
-- ``store``: ``ArchiveStore.append`` of batches of 10 events of about 1 KB
-  (one transaction each: the JSON array of places and the bodies' BLOB, and
-  on SQLite the archive's counts), by 1
-  writer and by 8 concurrent writers on one store, and on PostgreSQL also
-  by 3 store instances at once (three runners writing one archive: each
+- ``store``: ``ArchiveStore.append`` of batches of 10 events of about 1 KB,
+  each event a second of its own, so that no two share a row (the worst
+  case of the archive's layout; a put's events share their second), one
+  transaction each, by 1 writer and by 8 concurrent writers on one store,
+  and on PostgreSQL also by 3 store instances at once (three runners writing one archive: each
   commit waits on the archive's row, whose count the trigger keeps). Peer,
   on PostgreSQL: the same rows by ``unnest`` of three arrays (no JSON, no
   ``substr``), the trigger the same; on SQLite, stdlib ``sqlite3``'s

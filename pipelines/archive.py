@@ -549,7 +549,10 @@ class ArchiveStore(Store):
         wanted: list[int] = []
         count = 0
         for seq, events in spans:
-            count += events - after_item if seq == after_seq else events
+            left = events - after_item if seq == after_seq else events
+            if left <= 0:
+                continue  # the position's own row, whole
+            count += left
             wanted.append(seq)
             if count >= limit:
                 break
