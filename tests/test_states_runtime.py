@@ -187,6 +187,44 @@ async def test_a_wait_resumed_after_a_restart_waits_only_what_is_left(
     assert [e["id"] for e in history] == list(range(1, len(history) + 1))
 
 
+async def test_an_execution_whose_checkpoint_write_failed_is_resumed_by_its_runner(
+    tmp_path: Path, state_location: str
+) -> None:
+    """A transition the database refuses (disk full, a table gone) ends the
+    execution's task, not the execution: it stays RUNNING at its last
+    checkpoint, held by this runner, which resumes it within a lease's time
+    (as a runner taking over one whose owner died)."""
+    clock = ManualClock(start=1_700_000_000.0)
+    runtime = await _runtime(tmp_path, state_location, WAITING, clock)
+    async with runtime:
+        engine = executions_of(runtime)
+        arn = (await engine.start_execution("slow", "{}"))["executionArn"]
+        for _ in range(500):  # its Wait entered and checkpointed
+            entered = await engine.get_execution_history(arn)
+            if entered and entered[-1]["type"] == "WaitStateEntered":
+                break
+            await asyncio.sleep(0.01)
+        sql(state_location, "ALTER TABLE sfn_history RENAME TO sfn_history_away")
+        await clock.advance(3600.0)  # the Wait ends: the next transition is refused
+        for _ in range(500):
+            if arn not in engine.runs:
+                break
+            await asyncio.sleep(0.01)
+        assert arn not in engine.runs
+        assert (await engine.describe_execution(arn))["status"] == "RUNNING"
+        sql(state_location, "ALTER TABLE sfn_history_away RENAME TO sfn_history")
+        for _ in range(130):  # this runner looks every LEASE (60) seconds
+            if arn in engine.runs:
+                break
+            await clock.advance(1.0)
+        record = await asyncio.wait_for(engine.wait_for(arn), 5)
+        history = await engine.get_execution_history(arn)
+    assert record.status == "SUCCEEDED" and json.loads(record.output or "") == {"a": 1, "b": 2}
+    types = [e["type"] for e in history]
+    assert types.count("WaitStateEntered") == 1 and types.count("WaitStateExited") == 1
+    assert [e["id"] for e in history] == list(range(1, len(history) + 1))
+
+
 TOKENS = """
   approvals: {type: queue}
   approve:
