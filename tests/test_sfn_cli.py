@@ -100,6 +100,8 @@ def test_start_wait_describe_and_history(running: Path, tmp_path: Path) -> None:
     assert again.stderr.startswith("error: ExecutionAlreadyExists: Execution Already Exists:")
     described = _json(run_cli("sfn", "describe", "ann", "-c", config))
     assert described["status"] == "SUCCEEDED" and str(described["startDate"]).endswith("Z")
+    # --wait prints the description as describe does, its dates ISO 8601 too
+    assert (done["startDate"], done["stopDate"]) == (described["startDate"], described["stopDate"])
     timeline = run_cli("sfn", "history", "ann", "-o", "table", "-c", config)
     assert timeline.returncode == 0, timeline.stderr
     lines = timeline.stdout.splitlines()

@@ -5,6 +5,7 @@ pipeline (its resources), redrive through a running pipeline."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,6 +174,14 @@ def test_redrive_a_failed_execution_by_name(running: Path, tmp_path: Path) -> No
     assert redriven.returncode == 0, redriven.stderr
     described = json.loads(redriven.stdout)
     assert (described["status"], described["redriveCount"]) == ("SUCCEEDED", 1)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", described["redriveDate"])
+    assert described["startDate"] < described["redriveDate"] <= described["stopDate"]
+    # describe reads the state database: the same redrive fields as the API's
+    stored = json.loads(run_cli("sfn", "describe", "c-1", "-c", config).stdout)
+    assert (stored["redriveDate"], stored["redriveStatus"]) == (
+        described["redriveDate"],
+        described["redriveStatus"],
+    )
     assert json.loads(described["output"]) == {"charged": 7}
     again = run_cli("sfn", "redrive", "c-1", "-c", config)
     assert again.returncode != 0

@@ -48,7 +48,7 @@ from plugins.states.executions import (
     machine_arn,
     valid_name,
 )
-from plugins.states.redrive import redrive_status
+from plugins.states.redrive import redrive_fields
 from plugins.states.store import ENDED, EXPRESS, RUNNING, STANDARD, MachineRecord, StatesStore
 
 log = logging.getLogger("plugins.states")
@@ -407,25 +407,14 @@ async def _execution(call: Call, store: StatesStore, arn: str) -> dict[str, Any]
     return record.describe(machine_arn(record.machine))
 
 
-async def _redrive(store: StatesStore, arn: str) -> dict[str, Any]:
-    """DescribeExecution's redrive fields: status, reason, and when it was last redriven."""
-    record = await store.execution(arn)
-    if record is None:
-        return {}
-    out = redrive_status(record, store.clock.time(), record.last_event)
-    if record.redrive_count:
-        date = (await store.redrive_dates([arn])).get(arn)
-        if date is not None:
-            out["redriveDate"] = date
-    return out
-
-
 @stepfunctions.operation()
 async def describe_execution(call: Call, params: dict[str, Any]) -> Mapping[str, Any]:
     _, store = await _context(call)
     arn = _checked_execution_arn(params["executionArn"])
     described = await _execution(call, store, arn)
-    described.update(await _redrive(store, arn))
+    record = await store.execution(arn)
+    if record is not None:
+        described.update(await redrive_fields(store, record))
     return described
 
 

@@ -42,6 +42,7 @@ from pipelines.errors import PipelinesError
 from plugins.states.definition import express_problems, validate
 from plugins.states.errors import DefinitionError
 from plugins.states.executions import machine_arn
+from plugins.states.redrive import redrive_fields
 from plugins.states.store import ENDED, StatesStore
 
 T = TypeVar("T")
@@ -99,7 +100,7 @@ async def execution(store: StatesStore, name_or_arn: str) -> dict[str, Any]:
     arn = await _find(store, name_or_arn)
     record = await store.execution(arn)
     assert record is not None
-    return record.describe(machine_arn(record.machine))
+    return {**record.describe(machine_arn(record.machine)), **await redrive_fields(store, record)}
 
 
 async def history(store: StatesStore, name_or_arn: str) -> list[dict[str, Any]]:
@@ -344,7 +345,8 @@ def start_command(
     """Start an execution of MACHINE (a name or ARN) in the running pipeline."""
     text = None if input_text is None else read_argument(input_text)
     socket = control_socket(config, control)
-    echo_output(asyncio.run(start(socket, machine, text, name, wait=wait)), output)
+    started = asyncio.run(start(socket, machine, text, name, wait=wait))
+    echo_output(_dated(started), output)
 
 
 @sfn_group.command("describe")
@@ -357,9 +359,14 @@ def describe_command(config: str | None, state: str | None, execution: str, outp
 
 
 async def _describe(store: StatesStore, name: str) -> dict[str, Any]:
-    described = await execution(store, name)
-    for key in ("startDate", "stopDate"):
-        if key in described:
+    return _dated(await execution(store, name))
+
+
+def _dated(described: dict[str, Any]) -> dict[str, Any]:
+    """A description's dates (epoch seconds, as the API's JSON carries them)
+    as ISO 8601, as every command prints them."""
+    for key in ("startDate", "stopDate", "redriveDate"):
+        if isinstance(described.get(key), int | float):
             described[key] = _iso(described[key])
     return described
 
@@ -499,4 +506,4 @@ def redrive_command(
     arn = execution
     if not execution.startswith("arn:"):  # a name: its ARN from the state database
         arn = _with_store(config, None, lambda store: _find(store, execution))
-    echo_output(asyncio.run(redrive(socket, arn, wait=wait)), output)
+    echo_output(_dated(asyncio.run(redrive(socket, arn, wait=wait))), output)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from plugins.states.history import Checkpoint
-from plugins.states.store import RUNNING, SUCCEEDED, ExecutionRecord
+from plugins.states.store import RUNNING, SUCCEEDED, ExecutionRecord, StatesStore
 
 #: Days after its end during which an execution can be redriven (AWS's redrivable period).
 REDRIVABLE_DAYS = 14
@@ -61,6 +61,17 @@ def redrive_status(record: ExecutionRecord, now: float, events: int) -> dict[str
     if reason is None:
         return {"redriveStatus": REDRIVABLE}
     return {"redriveStatus": NOT_REDRIVABLE, "redriveStatusReason": reason}
+
+
+async def redrive_fields(store: StatesStore, record: ExecutionRecord) -> dict[str, Any]:
+    """DescribeExecution's redrive fields: status, reason, and when it was
+    last redriven (epoch seconds), for the API and ``pipelines sfn describe``."""
+    out = redrive_status(record, store.clock.time(), record.last_event)
+    if record.redrive_count:
+        date = (await store.redrive_dates([record.arn])).get(record.arn)
+        if date is not None:
+            out["redriveDate"] = date
+    return out
 
 
 def redrive_point(under_way: Checkpoint | None) -> dict[str, Any] | None:
