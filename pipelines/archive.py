@@ -541,10 +541,12 @@ class ArchiveStore(Store):
         after_time, after_seq, after_item = after
         # The rows first, without their bodies, then the bodies of those that
         # hold the first ``limit`` events (a row holds up to GROUP_EVENTS).
+        # One row more than ``limit``: the first may be the position's own,
+        # with no event left, and ``limit`` others hold at least ``limit``.
         spans = await self.reader.rows(
             "SELECT seq, events FROM archive_groups WHERE archive = ?"
             " AND (time, seq) >= (?, ?) AND time < ? ORDER BY time, seq LIMIT ?",
-            (name, after_time, after_seq, end, limit),
+            (name, after_time, after_seq, end, limit + 1),
         )
         wanted: list[int] = []
         count = 0

@@ -850,3 +850,26 @@ async def test_a_replay_whose_owner_holds_a_lease_is_free_only_on_sqlite(
         assert await store.create_replay(row, "crashed", T0 + 60)
         taken = await store.claim_replay("r", "restarted", T0, T0 + 60)
     assert taken == (not state_location.startswith("postgresql://"))
+
+
+async def test_a_read_of_one_event_after_a_rows_last_goes_on_to_the_next_row(
+    state_location: str,
+) -> None:
+    """``read`` returns nothing only at the end of the window: with a limit
+    of one and the position at the last event of its row (which the row
+    query counts among its ``limit`` rows), the next row's event comes."""
+    from pipelines.archive import ArchiveSpec, ArchiveStore
+
+    first = [b'{"n":0}', b'{"n":1}']
+    second = b'{"n":2}'
+    async with await ArchiveStore.open(state_location) as store:
+        await store.save_archive(ArchiveSpec.parse("a", {}), T0)
+        await store.append([("a", T0, body) for body in first], strict=False)
+        await store.append([("a", T0, second)], strict=False)
+        read: list[bytes] = []
+        position = (T0 - 1.0, 0, 0)
+        while chunk := await store.read("a", position, T0 + 1, 1):
+            assert len(chunk) == 1
+            read.append(chunk[0][3])
+            position = chunk[0][:3]
+    assert read == [*first, second]
