@@ -246,7 +246,8 @@ def grouped(rows: Rows) -> list[tuple[str, float, list[bytes]]]:
         found = open_groups.get(key)
         if found is not None:
             events, size = found
-            if len(events) < GROUP_EVENTS and size[0] + len(body) <= GROUP_BYTES:
+            # (size: the row's bytes so far; the event joins after a newline)
+            if len(events) < GROUP_EVENTS and size[0] + 1 + len(body) <= GROUP_BYTES:
                 events.append(body)
                 size[0] += len(body) + 1
                 continue

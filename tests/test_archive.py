@@ -873,3 +873,21 @@ async def test_a_read_of_one_event_after_a_rows_last_goes_on_to_the_next_row(
             read.append(chunk[0][3])
             position = chunk[0][:3]
     assert read == [*first, second]
+
+
+def test_a_row_holds_at_most_group_bytes_with_its_newlines() -> None:
+    """GROUP_BYTES bounds a row's body, the newlines between its events
+    included: two events whose JSON adds up to exactly GROUP_BYTES do not
+    fit in one row (with the newline it would be one byte over)."""
+    from pipelines.archive import GROUP_BYTES, grouped
+
+    half = GROUP_BYTES // 2
+    first = b'"' + b"a" * (half - 2) + b'"'
+    second = b'"' + b"b" * (GROUP_BYTES - half - 2) + b'"'
+    fits = b'"' + b"c" * (GROUP_BYTES - half - 3) + b'"'
+    assert len(first) + len(second) == GROUP_BYTES
+    apart = grouped([("a", T0, first), ("a", T0, second)])
+    together = grouped([("a", T0, first), ("a", T0, fits)])
+    assert [events for *_, events in apart] == [[first], [second]]
+    assert [events for *_, events in together] == [[first, fits]]
+    assert len(b"\n".join([first, fits])) == GROUP_BYTES
