@@ -164,6 +164,35 @@ END $$""",
     " EXECUTE FUNCTION archive_groups_counted()",
 )
 COUNTING = MappingProxyType({"sqlite": SQLITE_COUNTING, "postgresql": POSTGRESQL_COUNTING})
+
+#: What a write to version 2's table answers once version 3 renamed it.
+MOVED = (
+    "archive_events is archive_groups since archives version 3:"
+    " stop this runner of an earlier pipelines and upgrade it"
+)
+# Version 3's migration leaves an empty ``archive_events`` whose inserts
+# fail, in each engine's words. Without it, a process of version 2 opening
+# the database (those before the version check came first run their DDL)
+# would make the table again, and a version 2 runner still running would
+# archive into it, answering its puts, where nothing reads.
+MOVED_GUARD = MappingProxyType(
+    {
+        "sqlite": (
+            "CREATE TABLE archive_events (seq INTEGER PRIMARY KEY, archive TEXT, time REAL,"
+            " body BLOB)",
+            "CREATE TRIGGER archive_events_moved BEFORE INSERT ON archive_events BEGIN"
+            f" SELECT RAISE(ABORT, '{MOVED}'); END",
+        ),
+        "postgresql": (
+            "CREATE TABLE archive_events (seq BIGINT, archive TEXT, time DOUBLE PRECISION,"
+            " body BYTEA)",
+            "CREATE OR REPLACE FUNCTION archive_events_moved() RETURNS trigger LANGUAGE plpgsql"
+            f" AS $$ BEGIN RAISE EXCEPTION '{MOVED}'; END $$",
+            "CREATE TRIGGER archive_events_moved BEFORE INSERT ON archive_events"
+            " FOR EACH STATEMENT EXECUTE FUNCTION archive_events_moved()",
+        ),
+    }
+)
 ENGINE_SCHEMA = MappingProxyType(
     {engine: "".join(f"{statement};\n" for statement in made) for engine, made in COUNTING.items()}
 )
@@ -355,7 +384,9 @@ class ArchiveStore(Store):
         and its counting triggers give way to the new ones. A new name, not
         a new column: processes of version 2 and earlier run their DDL on a
         database before they refuse its version, which puts back their row
-        trigger on ``archive_events``; it now counts nothing."""
+        trigger on ``archive_events``; it now counts nothing. The name is
+        kept by a table that refuses inserts (``MOVED_GUARD``), so a runner
+        of version 2 still running fails its archive writes."""
         engine = self.dialect.name
         on = " ON archive_events" if engine == "postgresql" else ""
         # This open's schema made archive_groups (empty) and its triggers.
@@ -363,6 +394,8 @@ class ArchiveStore(Store):
         for trigger in ("archive_events_added", "archive_events_removed"):
             await connection.execute(f"DROP TRIGGER IF EXISTS {trigger}{on}")
         await connection.execute("ALTER TABLE archive_events RENAME TO archive_groups")
+        for statement in MOVED_GUARD[engine]:
+            await connection.execute(statement)
         for table, column in (
             ("archive_groups", "events INTEGER NOT NULL DEFAULT 1"),
             ("replays", "cursor_item INTEGER NOT NULL DEFAULT 0"),

@@ -821,6 +821,7 @@ async def test_a_version_2_archive_comes_up_whole_and_its_replay_resumes_where_i
     assert {name for (name,) in sql(state_location, triggers)} <= {
         "archive_groups_added",
         "archive_groups_removed",
+        "archive_events_moved",  # refuses version 2's writes (MOVED_GUARD)
     }
 
     await run_script(state_location, old_ddl)  # a version 2 process opens the file
@@ -891,3 +892,40 @@ def test_a_row_holds_at_most_group_bytes_with_its_newlines() -> None:
     assert [events for *_, events in apart] == [[first], [second]]
     assert [events for *_, events in together] == [[first, fits]]
     assert len(b"\n".join([first, fits])) == GROUP_BYTES
+
+
+async def test_after_the_version_3_rename_a_version_2_writer_fails_even_once_its_ddl_ran_again(
+    state_location: str,
+) -> None:
+    """A runner of version 2 still running when version 3 renames its table
+    must see its archive writes fail (its puts answer InternalFailure), not
+    succeed into a table no one reads, even after a process of version 2
+    opened the database and ran its DDL (``CREATE TABLE IF NOT EXISTS
+    archive_events``): the migration leaves a table of that name that
+    refuses every insert, naming what happened."""
+    from pipelines.archive import ArchiveSpec, ArchiveStore
+
+    from .archive_v2 import STORE_VERSIONS, V2_TABLES, V2_TRIGGERS
+
+    engine = "postgresql" if state_location.startswith("postgresql") else "sqlite"
+    old_ddl = V2_TABLES + V2_TRIGGERS[engine]
+    await run_script(state_location, STORE_VERSIONS + old_ddl)
+    sql(state_location, "INSERT INTO store_versions VALUES ('archives', 2, 0)")
+    async with await ArchiveStore.open(state_location) as store:
+        await store.save_archive(ArchiveSpec.parse("all", {}), T0)
+    await run_script(state_location, old_ddl)  # a version 2 process opens the file
+    body = v2_event(1, T0)
+    # What the version 2 runner's archive write does (one event a row).
+    with pytest.raises(Exception, match="archive_groups since archives version 3"):
+        sql(
+            state_location,
+            "INSERT INTO archive_events (archive, time, body) VALUES ('all', ?, ?)",
+            (T0, body),
+        )
+    [(count,)] = sql(state_location, "SELECT event_count FROM archives WHERE name = 'all'")
+    assert count == 0
+    async with await ArchiveStore.open(state_location) as store:
+        await store.append([("all", T0, body)], strict=False)
+        described = await store.describe("all")
+    assert (described["EventCount"], described["SizeBytes"]) == (1, len(body))
+    assert archived_bodies(state_location) == [body]
