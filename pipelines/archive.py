@@ -48,7 +48,7 @@ DURABILITY = {"normal": "NORMAL", "strict": "FULL"}
 ENABLED = "ENABLED"
 DISABLED = "DISABLED"
 PURGE_EVERY = 3600.0  # seconds between retention purges
-PURGE_BATCH = 10_000  # rows deleted per transaction, so writers are not held up
+PURGE_BATCH = 10_000  # events deleted per transaction, so writers are not held up
 MAX_NAME = 48
 MIN_SQLITE = (3, 38, 0)  # the ->> operator
 #: Events to archive: (archive name, event time in epoch seconds, event JSON).
@@ -544,18 +544,29 @@ class ArchiveStore(Store):
 
     async def purge(self, name: str, before: float) -> int:
         """Delete the archive's events older than ``before`` (epoch seconds), in
-        batches of rows; returns how many events went."""
+        transactions of up to ``PURGE_BATCH`` events; returns how many went."""
         purged = 0
         while True:
-            async with self.transaction() as db:
-                deleted = await db.rows(
-                    "DELETE FROM archive_groups WHERE seq IN (SELECT seq FROM archive_groups"
-                    " WHERE archive = ? AND time < ? LIMIT ?) RETURNING events",
-                    (name, before, PURGE_BATCH),
-                )
-            purged += sum(int(events) for (events,) in deleted)
-            if len(deleted) < PURGE_BATCH:
+            deleted = await self.purge_batch(name, before)
+            purged += deleted
+            # Short of the bound by more than a row can hold: no row was left.
+            if deleted <= PURGE_BATCH - GROUP_EVENTS:
                 return purged
+
+    async def purge_batch(self, name: str, before: float) -> int:
+        """One transaction of ``purge``: rows of the archive older than
+        ``before`` holding up to ``PURGE_BATCH`` events in all (a row holds
+        up to GROUP_EVENTS, so a bound on rows would let a transaction, and
+        the writers behind it, grow that many times); how many events went."""
+        async with self.transaction() as db:
+            deleted = await db.rows(
+                "DELETE FROM archive_groups WHERE seq IN (SELECT seq FROM"
+                " (SELECT seq, sum(events) OVER (ORDER BY seq) AS upto FROM"
+                " (SELECT seq, events FROM archive_groups WHERE archive = ? AND time < ?"
+                " LIMIT ?) AS old) AS counted WHERE upto <= ?) RETURNING events",
+                (name, before, PURGE_BATCH, PURGE_BATCH),
+            )
+        return sum(int(events) for (events,) in deleted)
 
     async def count(self, name: str, start: float, end: float) -> int:
         """Events of the archive whose event time is in [start, end)."""

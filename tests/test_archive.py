@@ -929,3 +929,26 @@ async def test_after_the_version_3_rename_a_version_2_writer_fails_even_once_its
         described = await store.describe("all")
     assert (described["EventCount"], described["SizeBytes"]) == (1, len(body))
     assert archived_bodies(state_location) == [body]
+
+
+async def test_a_purge_transaction_deletes_at_most_purge_batch_events(
+    state_location: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention deletes PURGE_BATCH events a transaction, however many a
+    row holds (a batch of PURGE_BATCH rows of GROUP_EVENTS each would hold
+    writers up GROUP_EVENTS times longer), and goes on until none is left."""
+    from pipelines import archive
+    from pipelines.archive import GROUP_EVENTS, ArchiveSpec, ArchiveStore
+
+    monkeypatch.setattr(archive, "PURGE_BATCH", 250)
+    # Three full rows, then a row of 7, all old; one recent event stays.
+    old = [("a", float(T0 + n // GROUP_EVENTS), b'{"n":%d}' % n) for n in range(307)]
+    async with await ArchiveStore.open(state_location) as store:
+        await store.save_archive(ArchiveSpec.parse("a", {}), T0)
+        await store.append([*old, ("a", T0 + 10.0, b'{"new":1}')], strict=False)
+        first = await store.purge_batch("a", T0 + 5)
+        rest = await store.purge("a", T0 + 5)
+        described = await store.describe("a")
+    assert first == 200  # two rows: the third would make 300
+    assert rest == 107
+    assert (described["EventCount"], described["SizeBytes"]) == (1, len(b'{"new":1}'))
