@@ -48,7 +48,7 @@ DURABILITY = {"normal": "NORMAL", "strict": "FULL"}
 ENABLED = "ENABLED"
 DISABLED = "DISABLED"
 PURGE_EVERY = 3600.0  # seconds between retention purges
-PURGE_BATCH = 10_000  # rows deleted per transaction, so writers are not held up
+PURGE_BATCH = 10_000  # events deleted per transaction, so writers are not held up
 MAX_NAME = 48
 MIN_SQLITE = (3, 38, 0)  # the ->> operator
 #: Events to archive: (archive name, event time in epoch seconds, event JSON).
@@ -164,6 +164,35 @@ END $$""",
     " EXECUTE FUNCTION archive_groups_counted()",
 )
 COUNTING = MappingProxyType({"sqlite": SQLITE_COUNTING, "postgresql": POSTGRESQL_COUNTING})
+
+#: What a write to version 2's table answers once version 3 renamed it.
+MOVED = (
+    "archive_events is archive_groups since archives version 3:"
+    " stop this runner of an earlier pipelines and upgrade it"
+)
+# Version 3's migration leaves an empty ``archive_events`` whose inserts
+# fail, in each engine's words. Without it, a process of version 2 opening
+# the database (those before the version check came first run their DDL)
+# would make the table again, and a version 2 runner still running would
+# archive into it, answering its puts, where nothing reads.
+MOVED_GUARD = MappingProxyType(
+    {
+        "sqlite": (
+            "CREATE TABLE archive_events (seq INTEGER PRIMARY KEY, archive TEXT, time REAL,"
+            " body BLOB)",
+            "CREATE TRIGGER archive_events_moved BEFORE INSERT ON archive_events BEGIN"
+            f" SELECT RAISE(ABORT, '{MOVED}'); END",
+        ),
+        "postgresql": (
+            "CREATE TABLE archive_events (seq BIGINT, archive TEXT, time DOUBLE PRECISION,"
+            " body BYTEA)",
+            "CREATE OR REPLACE FUNCTION archive_events_moved() RETURNS trigger LANGUAGE plpgsql"
+            f" AS $$ BEGIN RAISE EXCEPTION '{MOVED}'; END $$",
+            "CREATE TRIGGER archive_events_moved BEFORE INSERT ON archive_events"
+            " FOR EACH STATEMENT EXECUTE FUNCTION archive_events_moved()",
+        ),
+    }
+)
 ENGINE_SCHEMA = MappingProxyType(
     {engine: "".join(f"{statement};\n" for statement in made) for engine, made in COUNTING.items()}
 )
@@ -246,7 +275,8 @@ def grouped(rows: Rows) -> list[tuple[str, float, list[bytes]]]:
         found = open_groups.get(key)
         if found is not None:
             events, size = found
-            if len(events) < GROUP_EVENTS and size[0] + len(body) <= GROUP_BYTES:
+            # (size: the row's bytes so far; the event joins after a newline)
+            if len(events) < GROUP_EVENTS and size[0] + 1 + len(body) <= GROUP_BYTES:
                 events.append(body)
                 size[0] += len(body) + 1
                 continue
@@ -354,7 +384,9 @@ class ArchiveStore(Store):
         and its counting triggers give way to the new ones. A new name, not
         a new column: processes of version 2 and earlier run their DDL on a
         database before they refuse its version, which puts back their row
-        trigger on ``archive_events``; it now counts nothing."""
+        trigger on ``archive_events``; it now counts nothing. The name is
+        kept by a table that refuses inserts (``MOVED_GUARD``), so a runner
+        of version 2 still running fails its archive writes."""
         engine = self.dialect.name
         on = " ON archive_events" if engine == "postgresql" else ""
         # This open's schema made archive_groups (empty) and its triggers.
@@ -362,6 +394,8 @@ class ArchiveStore(Store):
         for trigger in ("archive_events_added", "archive_events_removed"):
             await connection.execute(f"DROP TRIGGER IF EXISTS {trigger}{on}")
         await connection.execute("ALTER TABLE archive_events RENAME TO archive_groups")
+        for statement in MOVED_GUARD[engine]:
+            await connection.execute(statement)
         for table, column in (
             ("archive_groups", "events INTEGER NOT NULL DEFAULT 1"),
             ("replays", "cursor_item INTEGER NOT NULL DEFAULT 0"),
@@ -510,18 +544,29 @@ class ArchiveStore(Store):
 
     async def purge(self, name: str, before: float) -> int:
         """Delete the archive's events older than ``before`` (epoch seconds), in
-        batches of rows; returns how many events went."""
+        transactions of up to ``PURGE_BATCH`` events; returns how many went."""
         purged = 0
         while True:
-            async with self.transaction() as db:
-                deleted = await db.rows(
-                    "DELETE FROM archive_groups WHERE seq IN (SELECT seq FROM archive_groups"
-                    " WHERE archive = ? AND time < ? LIMIT ?) RETURNING events",
-                    (name, before, PURGE_BATCH),
-                )
-            purged += sum(int(events) for (events,) in deleted)
-            if len(deleted) < PURGE_BATCH:
+            deleted = await self.purge_batch(name, before)
+            purged += deleted
+            # Short of the bound by more than a row can hold: no row was left.
+            if deleted <= PURGE_BATCH - GROUP_EVENTS:
                 return purged
+
+    async def purge_batch(self, name: str, before: float) -> int:
+        """One transaction of ``purge``: rows of the archive older than
+        ``before`` holding up to ``PURGE_BATCH`` events in all (a row holds
+        up to GROUP_EVENTS, so a bound on rows would let a transaction, and
+        the writers behind it, grow that many times); how many events went."""
+        async with self.transaction() as db:
+            deleted = await db.rows(
+                "DELETE FROM archive_groups WHERE seq IN (SELECT seq FROM"
+                " (SELECT seq, sum(events) OVER (ORDER BY seq) AS upto FROM"
+                " (SELECT seq, events FROM archive_groups WHERE archive = ? AND time < ?"
+                " LIMIT ?) AS old) AS counted WHERE upto <= ?) RETURNING events",
+                (name, before, PURGE_BATCH, PURGE_BATCH),
+            )
+        return sum(int(events) for (events,) in deleted)
 
     async def count(self, name: str, start: float, end: float) -> int:
         """Events of the archive whose event time is in [start, end)."""
@@ -541,10 +586,12 @@ class ArchiveStore(Store):
         after_time, after_seq, after_item = after
         # The rows first, without their bodies, then the bodies of those that
         # hold the first ``limit`` events (a row holds up to GROUP_EVENTS).
+        # One row more than ``limit``: the first may be the position's own,
+        # with no event left, and ``limit`` others hold at least ``limit``.
         spans = await self.reader.rows(
             "SELECT seq, events FROM archive_groups WHERE archive = ?"
             " AND (time, seq) >= (?, ?) AND time < ? ORDER BY time, seq LIMIT ?",
-            (name, after_time, after_seq, end, limit),
+            (name, after_time, after_seq, end, limit + 1),
         )
         wanted: list[int] = []
         count = 0

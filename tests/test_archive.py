@@ -821,6 +821,7 @@ async def test_a_version_2_archive_comes_up_whole_and_its_replay_resumes_where_i
     assert {name for (name,) in sql(state_location, triggers)} <= {
         "archive_groups_added",
         "archive_groups_removed",
+        "archive_events_moved",  # refuses version 2's writes (MOVED_GUARD)
     }
 
     await run_script(state_location, old_ddl)  # a version 2 process opens the file
@@ -850,3 +851,104 @@ async def test_a_replay_whose_owner_holds_a_lease_is_free_only_on_sqlite(
         assert await store.create_replay(row, "crashed", T0 + 60)
         taken = await store.claim_replay("r", "restarted", T0, T0 + 60)
     assert taken == (not state_location.startswith("postgresql://"))
+
+
+async def test_a_read_of_one_event_after_a_rows_last_goes_on_to_the_next_row(
+    state_location: str,
+) -> None:
+    """``read`` returns nothing only at the end of the window: with a limit
+    of one and the position at the last event of its row (which the row
+    query counts among its ``limit`` rows), the next row's event comes."""
+    from pipelines.archive import ArchiveSpec, ArchiveStore
+
+    first = [b'{"n":0}', b'{"n":1}']
+    second = b'{"n":2}'
+    async with await ArchiveStore.open(state_location) as store:
+        await store.save_archive(ArchiveSpec.parse("a", {}), T0)
+        await store.append([("a", T0, body) for body in first], strict=False)
+        await store.append([("a", T0, second)], strict=False)
+        read: list[bytes] = []
+        position = (T0 - 1.0, 0, 0)
+        while chunk := await store.read("a", position, T0 + 1, 1):
+            assert len(chunk) == 1
+            read.append(chunk[0][3])
+            position = chunk[0][:3]
+    assert read == [*first, second]
+
+
+def test_a_row_holds_at_most_group_bytes_with_its_newlines() -> None:
+    """GROUP_BYTES bounds a row's body, the newlines between its events
+    included: two events whose JSON adds up to exactly GROUP_BYTES do not
+    fit in one row (with the newline it would be one byte over)."""
+    from pipelines.archive import GROUP_BYTES, grouped
+
+    half = GROUP_BYTES // 2
+    first = b'"' + b"a" * (half - 2) + b'"'
+    second = b'"' + b"b" * (GROUP_BYTES - half - 2) + b'"'
+    fits = b'"' + b"c" * (GROUP_BYTES - half - 3) + b'"'
+    assert len(first) + len(second) == GROUP_BYTES
+    apart = grouped([("a", T0, first), ("a", T0, second)])
+    together = grouped([("a", T0, first), ("a", T0, fits)])
+    assert [events for *_, events in apart] == [[first], [second]]
+    assert [events for *_, events in together] == [[first, fits]]
+    assert len(b"\n".join([first, fits])) == GROUP_BYTES
+
+
+async def test_after_the_version_3_rename_a_version_2_writer_fails_even_once_its_ddl_ran_again(
+    state_location: str,
+) -> None:
+    """A runner of version 2 still running when version 3 renames its table
+    must see its archive writes fail (its puts answer InternalFailure), not
+    succeed into a table no one reads, even after a process of version 2
+    opened the database and ran its DDL (``CREATE TABLE IF NOT EXISTS
+    archive_events``): the migration leaves a table of that name that
+    refuses every insert, naming what happened."""
+    from pipelines.archive import ArchiveSpec, ArchiveStore
+
+    from .archive_v2 import STORE_VERSIONS, V2_TABLES, V2_TRIGGERS
+
+    engine = "postgresql" if state_location.startswith("postgresql") else "sqlite"
+    old_ddl = V2_TABLES + V2_TRIGGERS[engine]
+    await run_script(state_location, STORE_VERSIONS + old_ddl)
+    sql(state_location, "INSERT INTO store_versions VALUES ('archives', 2, 0)")
+    async with await ArchiveStore.open(state_location) as store:
+        await store.save_archive(ArchiveSpec.parse("all", {}), T0)
+    await run_script(state_location, old_ddl)  # a version 2 process opens the file
+    body = v2_event(1, T0)
+    # What the version 2 runner's archive write does (one event a row).
+    with pytest.raises(Exception, match="archive_groups since archives version 3"):
+        sql(
+            state_location,
+            "INSERT INTO archive_events (archive, time, body) VALUES ('all', ?, ?)",
+            (T0, body),
+        )
+    [(count,)] = sql(state_location, "SELECT event_count FROM archives WHERE name = 'all'")
+    assert count == 0
+    async with await ArchiveStore.open(state_location) as store:
+        await store.append([("all", T0, body)], strict=False)
+        described = await store.describe("all")
+    assert (described["EventCount"], described["SizeBytes"]) == (1, len(body))
+    assert archived_bodies(state_location) == [body]
+
+
+async def test_a_purge_transaction_deletes_at_most_purge_batch_events(
+    state_location: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention deletes PURGE_BATCH events a transaction, however many a
+    row holds (a batch of PURGE_BATCH rows of GROUP_EVENTS each would hold
+    writers up GROUP_EVENTS times longer), and goes on until none is left."""
+    from pipelines import archive
+    from pipelines.archive import GROUP_EVENTS, ArchiveSpec, ArchiveStore
+
+    monkeypatch.setattr(archive, "PURGE_BATCH", 250)
+    # Three full rows, then a row of 7, all old; one recent event stays.
+    old = [("a", float(T0 + n // GROUP_EVENTS), b'{"n":%d}' % n) for n in range(307)]
+    async with await ArchiveStore.open(state_location) as store:
+        await store.save_archive(ArchiveSpec.parse("a", {}), T0)
+        await store.append([*old, ("a", T0 + 10.0, b'{"new":1}')], strict=False)
+        first = await store.purge_batch("a", T0 + 5)
+        rest = await store.purge("a", T0 + 5)
+        described = await store.describe("a")
+    assert first == 200  # two rows: the third would make 300
+    assert rest == 107
+    assert (described["EventCount"], described["SizeBytes"]) == (1, len(b'{"new":1}'))
