@@ -484,6 +484,22 @@ class _Loader:
             )
         return _UNBUILT
 
+    def _check_unclosed(self, node: yaml.ScalarNode, text: str) -> None:
+        """A ``${`` that no ``}`` follows is a reference left open (``${PORT``),
+        not text to keep: it would reach the pipeline as it is written. One
+        that a ``}`` closes but that is not a variable (``${AWS::Region}``)
+        stays text."""
+        rest = _VARIABLE.sub("", text)
+        start = rest.find("${")
+        if start >= 0 and "}" not in rest[start:]:
+            shown = rest[start : start + 30]
+            self.problems.append(
+                Problem(
+                    *self.where(node),
+                    f"{shown!r} has no closing brace: write ${{NAME}} or ${{NAME:-default}}",
+                )
+            )
+
     def _substitute(self, node: yaml.ScalarNode, text: str) -> Any:
         def replace(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
@@ -502,6 +518,7 @@ class _Loader:
             return value
 
         substituted = _VARIABLE.sub(replace, text)
+        self._check_unclosed(node, text)
         if node.style is None:  # unquoted: type the result as YAML would
             return _typed(substituted)
         return substituted

@@ -142,8 +142,10 @@ async def _run_pipeline(
     login = _console(runtime, endpoint) if console and endpoint is not None else None
     serving = [n for n in runtime.resource_names() if runtime.resource(n).serves_http]
     if serving and endpoint is None:
+        named = ", ".join(f"resource {name!r}" for name in serving)
+        verb = "takes" if len(serving) == 1 else "take"
         raise PipelinesError(
-            f"{', '.join(serving)} take HTTP requests on the runner's port:"
+            f"{named} {verb} HTTP requests on the runner's port:"
             " give the config an `api: HOST:PORT` (or run with --api HOST:PORT)"
         )
     if serving:

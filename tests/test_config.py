@@ -147,6 +147,30 @@ async def test_environment_substitution_types_plain_values(tmp_path: Path) -> No
     ]
 
 
+def test_a_reference_left_open_is_refused_and_braced_text_is_kept(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        "open.yaml",
+        """
+        resources:
+          sink:
+            type: function
+            function: os:getcwd
+            timeout: ${TIMEOUT
+            description: "${AWS::Region} stays ${NOTE:-text}"
+        """,
+    )
+    with pytest.raises(ConfigInvalid) as caught:
+        load_config(config, environ={"TIMEOUT": "7"})
+    assert [str(p) for p in caught.value.problems] == [
+        f"{config}:5:14: '${{TIMEOUT' has no closing brace: write ${{NAME}} or ${{NAME:-default}}"
+    ]
+    config.write_text(config.read_text().replace("${TIMEOUT", "${TIMEOUT}"))
+    loaded = load_config(config, environ={"TIMEOUT": "7"})
+    assert loaded.resources["sink"]["timeout"] == 7
+    assert loaded.resources["sink"]["description"] == "${AWS::Region} stays text"
+
+
 def test_a_substitution_that_leaves_an_empty_tagged_scalar_is_text(tmp_path: Path) -> None:
     # Found by the hostile-input property: PyYAML raised IndexError on "!!float ".
     for tag in ("!!float", "!!int"):

@@ -174,7 +174,10 @@ def test_a_runner_without_an_http_port_refuses_webhooks(tmp_path: Path) -> None:
         env={**os.environ, "GITHUB_SECRET": "s", "STRIPE_SECRET": "s"},
     )
     assert done.returncode != 0
-    assert "take HTTP requests on the runner's port" in done.stderr
+    assert (
+        "resource 'github', resource 'stripe', resource 'forms' take HTTP requests"
+        " on the runner's port" in done.stderr
+    )
     assert "Traceback" not in done.stderr
 
 
