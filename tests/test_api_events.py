@@ -216,6 +216,10 @@ async def test_requests_are_checked_by_the_model_with_aws_wording(api: Api) -> N
     assert "Member must have length less than or equal to 10" in body["message"]
     status, body = await api.raw("AWSEvents.PutRule", b'{"Name": ')
     assert (status, body["__type"]) == (400, "SerializationException")
+    # a body that is not UTF-8: the byte named, not orjson's "surrogates"
+    status, body = await api.raw("AWSEvents.PutRule", b'{"Name": "r\xff"}')
+    assert (status, body["__type"]) == (400, "SerializationException")
+    assert body["message"] == "the body is not UTF-8: byte 0xff at offset 11"
     status, body = await api.raw("AWSEvents.PutRule", b'{"Name": 5}')
     assert (status, body["__type"]) == (400, "SerializationException")
     assert "'name'" in body["message"]

@@ -30,7 +30,7 @@ import orjson
 from botocore.model import OperationModel, ServiceModel, Shape, StructureShape
 
 from pipelines.api.errors import ApiError
-from pipelines.api.wire import check_input, epoch_seconds, write_output
+from pipelines.api.wire import check_input, epoch_seconds, json_body, write_output
 
 PROTOCOL = "rest-json"
 _LABEL = re.compile(r"\{([^}]+?)(\+?)\}")
@@ -218,8 +218,8 @@ def _body(shape: StructureShape, body: bytes) -> dict[str, Any]:
             return {
                 payload: body if member.type_name == "blob" else body.decode("utf-8", "replace")
             }
-        return {payload: _json(body)} if body.strip() else {}
-    raw = _json(body) if body.strip() else {}
+        return {payload: json_body(body)} if body.strip() else {}
+    raw = json_body(body) if body.strip() else {}
     if not isinstance(raw, dict):
         raise ApiError("SerializationException", "the body is not a JSON object")
     # Members that travel elsewhere are not read from the body; one with a
@@ -230,13 +230,6 @@ def _body(shape: StructureShape, body: bytes) -> dict[str, Any]:
         if "location" not in member.serialization
     }
     return {named[key]: value for key, value in raw.items() if key in named}
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise ApiError("SerializationException", f"the body is not JSON: {error}") from None
 
 
 def _from_query(member: Shape, wire_name: str, values: _Multi, query: Any) -> Any:

@@ -30,6 +30,25 @@ from botocore.model import ListShape, MapShape, Shape, StructureShape
 
 from pipelines.api.errors import ApiError
 
+
+def json_body(body: bytes) -> Any:
+    """A request's JSON body; ``SerializationException`` when it is not JSON,
+    naming the first byte that is not UTF-8 when that is why (orjson's own
+    message speaks of surrogates)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            at = bad.start
+            raise ApiError(
+                "SerializationException",
+                f"the body is not UTF-8: byte 0x{body[at]:02x} at offset {at}",
+            ) from None
+        raise ApiError("SerializationException", f"the body is not JSON: {error}") from None
+
+
 # What AWS calls each JSON type in a SerializationException's message.
 _JSON_KIND = {str: "STRING_VALUE", bool: "BOOLEAN_VALUE", list: "START_ARRAY", dict: "START_OBJECT"}
 _JSON_KIND.update({bytes: "BYTE_STRING", dt.datetime: "TIMESTAMP"})  # CBOR's own types
@@ -453,10 +472,7 @@ def read_input(
     if not body.strip():
         raw: Any = {}
     else:
-        try:
-            raw = orjson.loads(body)
-        except orjson.JSONDecodeError as error:
-            raise ApiError("SerializationException", f"the body is not JSON: {error}") from None
+        raw = json_body(body)
     if shape is None:
         return {}
     return check_input(shape, raw, validation_code=validation_code, enums=enums)
