@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -75,14 +76,15 @@ class Api:
         return await aws_refusal(self.sqs, operation, **params)
 
     async def form(
-        self, params: dict[str, str], path: str = "/", method: str = "POST"
+        self, params: dict[str, str], path: str = "/", method: str = "POST", *, signed: bool = True
     ) -> tuple[int, str, ET.Element]:
         """A query request as AWS's API reference writes it: status, content
-        type and the XML answer."""
+        type and the XML answer (``signed``: with an Authorization header
+        whose scope names the service)."""
         encoded = urllib.parse.urlencode(params)
         url = f"{self.server.url}{path}"
         data: bytes | None = encoded.encode()
-        headers = {"Authorization": AUTH}
+        headers = {"Authorization": AUTH} if signed else {}
         if method == "GET":
             url, data = f"{url}?{encoded}", None
         else:
@@ -343,6 +345,38 @@ async def test_forms_as_aws_s_api_reference_writes_them(api: Api) -> None:
     assert [(_text(p, "sqs:Name"), _text(p, "sqs:Value")) for p in pairs] == [
         ("VisibilityTimeout", "40")
     ]
+
+
+async def test_an_unsigned_form_names_its_service_by_its_version(api: Api) -> None:
+    """Without a signature's scope, a query request's ``Version`` (SQS's
+    2012-11-05) names the service, POSTed or in a GET's URL."""
+    status, _, made = await api.form(
+        {"Action": "CreateQueue", "QueueName": "open", "Version": "2012-11-05"}, signed=False
+    )
+    assert status == 200
+    assert _text(made, "sqs:CreateQueueResult/sqs:QueueUrl").endswith("/open")
+    status, _, listed = await api.form(
+        {"Action": "ListQueues", "Version": "2012-11-05"}, method="GET", signed=False
+    )
+    assert status == 200
+    assert _text(listed, "sqs:ListQueuesResult/sqs:QueueUrl").endswith("/open")
+    # No Version (or one no served service has): still no service to answer.
+    request = urllib.request.Request(
+        f"{api.server.url}/",
+        data=b"Action=ListQueues&Version=1999-01-01",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        method="POST",
+    )
+
+    def send() -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    status, body = await asyncio.to_thread(send)
+    assert (status, body["__type"]) == (400, "UnknownService")
 
 
 async def test_errors_as_aws_s_xml(api: Api) -> None:

@@ -100,14 +100,21 @@ class Router:
         self._by_signing: dict[str, Service] = {}
         self._by_target: dict[str, Service] = {}
         self._rest: list[Service] = []
+        #: Services that take the query protocol, by their API version (an
+        #: unsigned form's ``Version`` names its service).
+        self._by_version: dict[str, Service] = {}
+        versions: dict[str, list[Service]] = {}
         for service in self.services.values():
             meta = service.model.metadata
+            if meta.get("protocol") == "query" or service.xml_names:
+                versions.setdefault(meta["apiVersion"], []).append(service)
             self._by_signing[meta.get("signingName", meta["endpointPrefix"])] = service
             self._by_signing.setdefault(meta["endpointPrefix"], service)
             if "targetPrefix" in meta:
                 self._by_target[meta["targetPrefix"]] = service
             if meta.get("protocol") == "rest-json":
                 self._rest.append(service)
+        self._by_version = {v: found[0] for v, found in versions.items() if len(found) == 1}
 
     def service(
         self,
@@ -129,6 +136,25 @@ class Router:
                 f" (served: {', '.join(sorted(self.services))})",
             )
         return service
+
+    async def by_form(self, request: web.BaseRequest) -> Service | None:
+        """An unsigned query-protocol request (a form, or a GET with its
+        Action in the URL): the service whose API version its ``Version``
+        gives, as AWS's query API reference's examples send it."""
+        if request.method == "GET" and "Action" in request.query:
+            form: Mapping[str, Any] = request.query
+        elif (
+            request.method == "POST"
+            and request.content_type == "application/x-www-form-urlencoded"
+        ):
+            try:
+                form = await request.post()  # (kept: the operation reads it again)
+            except Exception:  # too large, or not a form: the caller's refusal stands
+                return None
+        else:
+            return None
+        version = form.get("Version")
+        return self._by_version.get(version) if isinstance(version, str) else None
 
     def _by_path(self, request: web.BaseRequest) -> Service | None:
         """An unsigned request of a REST-JSON service: the one whose
@@ -513,7 +539,12 @@ class ApiServer:
                 scope.group(3) if scope else None, _target(request), request
             )
         except ApiError as error:
-            return _unrouted(error, request_id)
+            found = None
+            if scope is None and _target(request) is None:
+                found = await self.router.by_form(request)
+            if found is None:
+                return _unrouted(error, request_id)
+            service = found
         wire = _Request(service, request, request_id)
         access_key = scope.group(1) if scope else None
         try:
