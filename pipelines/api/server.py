@@ -144,8 +144,7 @@ class Router:
         if request.method == "GET" and "Action" in request.query:
             form: Mapping[str, Any] = request.query
         elif (
-            request.method == "POST"
-            and request.content_type == "application/x-www-form-urlencoded"
+            request.method == "POST" and request.content_type == "application/x-www-form-urlencoded"
         ):
             try:
                 form = await request.post()  # (kept: the operation reads it again)
