@@ -93,6 +93,20 @@ async def aws_refusal(
     return raised.value
 
 
+async def json_answer(request: urllib.request.Request) -> tuple[int, dict[str, Any]]:
+    """Send ``request`` (off the event loop); its status and JSON body, an
+    error's too."""
+
+    def send() -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    return await asyncio.to_thread(send)
+
+
 class Api:
     """A started runtime and endpoint, and a boto3 events client for it."""
 
@@ -122,15 +136,7 @@ class Api:
                 "aws4_request, SignedHeaders=host, Signature=00",
             },
         )
-
-        def send() -> tuple[int, dict[str, Any]]:
-            try:
-                with urllib.request.urlopen(request, timeout=10) as answer:
-                    return answer.status, json.loads(answer.read())
-            except urllib.error.HTTPError as error:
-                return error.code, json.loads(error.read())
-
-        return await asyncio.to_thread(send)
+        return await json_answer(request)
 
     def recorder(self, name: str) -> Recorder:
         target = self.runtime.resource(name)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,7 +28,7 @@ import pytest
 from pipelines.api import ApiServer, served_services
 from pipelines.runtime import Runtime
 
-from .apiclient import aws_call, aws_refusal
+from .apiclient import aws_call, aws_refusal, json_answer
 from .recorder import plugin_manager
 
 PLUGINS = plugin_manager()
@@ -367,15 +366,7 @@ async def test_an_unsigned_form_names_its_service_by_its_version(api: Api) -> No
         headers={"Content-Type": "application/x-www-form-urlencoded"},
         method="POST",
     )
-
-    def send() -> tuple[int, dict[str, Any]]:
-        try:
-            with urllib.request.urlopen(request, timeout=10) as answer:
-                return answer.status, json.loads(answer.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
-
-    status, body = await asyncio.to_thread(send)
+    status, body = await json_answer(request)
     assert (status, body["__type"]) == (400, "UnknownService")
 
 
