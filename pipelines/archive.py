@@ -286,6 +286,13 @@ def grouped(rows: Rows) -> list[tuple[str, float, list[bytes]]]:
     return groups
 
 
+def row_events(events: int, body: bytes) -> list[bytes]:
+    """The events' JSON a row of ``archive_groups`` holds (``events`` of them
+    in ``body``): one event's as it is (it may hold a newline), more as JSON
+    lines."""
+    return [bytes(body)] if events == 1 else bytes(body).split(b"\n")
+
+
 @lru_cache(maxsize=4096)
 def event_time(text: str) -> float:
     """An event's ``time`` as epoch seconds (events of one second share the parse)."""
@@ -617,7 +624,7 @@ class ArchiveStore(Store):
             if row is None:
                 continue
             _, moment, events, body = row
-            bodies = [bytes(body)] if events == 1 else bytes(body).split(b"\n")
+            bodies = row_events(events, body)
             first = after_item if seq == after_seq else 0
             for item in range(first, len(bodies)):
                 read.append((moment, seq, item + 1, bodies[item]))

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from pipelines.archive import row_events
 from pipelines.clock import ManualClock
 from pipelines.patterns import Matcher, compile_pattern
 from pipelines.runtime import Runtime
@@ -139,11 +140,7 @@ def archived(location: Path | str, archive: str | None = None) -> list[bytes]:
     events (JSON lines) in turn. Read from outside the stores, as ``sql``."""
     where, parameters = (" WHERE archive = ?", (archive,)) if archive is not None else ("", ())
     rows = sql(location, f"SELECT events, body FROM archive_groups{where} ORDER BY seq", parameters)
-    return [
-        event
-        for events, body in rows
-        for event in (bytes(body).split(b"\n") if events > 1 else [bytes(body)])
-    ]
+    return [event for events, body in rows for event in row_events(events, body)]
 
 
 class Cyclic:
