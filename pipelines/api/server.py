@@ -141,16 +141,12 @@ class Router:
         """An unsigned query-protocol request (a form, or a GET with its
         Action in the URL): the service whose API version its ``Version``
         gives, as AWS's query API reference's examples send it."""
-        if request.method == "GET" and "Action" in request.query:
-            form: Mapping[str, Any] = request.query
-        elif (
-            request.method == "POST" and request.content_type == "application/x-www-form-urlencoded"
-        ):
-            try:
-                form = await request.post()  # (kept: the operation reads it again)
-            except Exception:  # too large, or not a form: the caller's refusal stands
-                return None
-        else:
+        if not _query_form(request):
+            return None
+        try:
+            # As ``_Request.read`` reads it (aiohttp keeps the form for it).
+            form = await request.post() if request.method == "POST" else request.query
+        except Exception:  # too large, or not a form: the caller's refusal stands
             return None
         version = form.get("Version")
         return self._by_version.get(version) if isinstance(version, str) else None
@@ -186,11 +182,7 @@ class _Request:
             # A JSON service still takes the query protocol from clients that
             # send it (SQS's older SDKs): a form without X-Amz-Target, or a GET
             # with its Action in the URL (AWS's query API reference's examples).
-            target is None
-            and (
-                request.content_type == "application/x-www-form-urlencoded"
-                or (request.method == "GET" and "Action" in request.query)
-            )
+            target is None and _query_form(request)
         ):
             self.protocol = "query"
         self.version = meta.get("jsonVersion", "1.0")
@@ -635,6 +627,14 @@ async def _routed(route: Route, request: web.BaseRequest) -> web.Response:
 
 def _plain(status: int, message: str) -> web.Response:
     return web.json_response({"message": message}, status=status)
+
+
+def _query_form(request: web.BaseRequest) -> bool:
+    """Whether a request without X-Amz-Target is of the query protocol: a
+    form, or a GET with its Action in the URL."""
+    return request.content_type == "application/x-www-form-urlencoded" or (
+        request.method == "GET" and "Action" in request.query
+    )
 
 
 def _unrouted(error: ApiError, request_id: str) -> web.Response:
