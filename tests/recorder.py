@@ -38,6 +38,8 @@ class Recorder(Target):
         self.received: list[Received] = []
         self.attempts: list[float] = []
         self.gate: asyncio.Event | None = asyncio.Event() if config.get("hold") else None
+        #: Turns of the event loop a delivery takes (0: it answers at once).
+        self.turns = int(config.get("turns", 0))
         self.waiting = 0
         self.started = self.stopped = False
         self.clock: Any = None
@@ -75,6 +77,8 @@ class Recorder(Target):
                 await self.gate.wait()
             finally:
                 self.waiting -= 1
+        for _ in range(self.turns):
+            await asyncio.sleep(0)
         if self.failures != 0:
             self.failures -= 1 if self.failures > 0 else 0
             raise DeliveryError("TestFailure", f"{self.name} refuses", retryable=self.retryable)
