@@ -58,8 +58,10 @@ log = logging.getLogger("pipelines.intake")
 
 #: The most turns of the event loop a write waits for the rows it would
 #: write to settle (``DurableIntake._settle_first``). A ``function`` target
-#: settles an event put alone in the third turn after its put (its bus's
-#: dispatcher, its target's worker, its call): measured with
+#: whose function is ``async def`` and does not wait settles an event put
+#: alone in the third turn after its put (its bus's dispatcher, its
+#: target's worker, its call; a plain function runs in a worker thread and
+#: takes longer): measured with
 #: bench/bench_archive.py (100 rules, each with a function target, durable
 #: intake), one producer went from about 15,000 to 19,000 events/s, its
 #: puts committing their archive rows alone, and 100 producers did not move.
@@ -332,8 +334,9 @@ class DurableIntake:
         its write is never written (nor deleted by a commit after). A lone
         producer then commits its archive rows alone, or nothing. The wait
         ends as soon as every row is settled; a target that takes longer
-        (a trip to a database or over the network) leaves its rows to be
-        written after ``SETTLE_TURNS`` turns, a few microseconds later."""
+        (a trip to a database, over the network or to a worker thread)
+        leaves its rows to be written up to two turns later than one turn
+        would (on a busy loop a turn runs every callback ready)."""
         await asyncio.sleep(0)
         for _ in range(SETTLE_TURNS - 1):
             # (Fewer settled numbers than rows: some row is not settled.)

@@ -335,11 +335,15 @@ async def running_intake(path: Path) -> AsyncIterator[tuple[StateDB, DurableInta
 async def test_an_event_reserved_and_settled_during_a_write_leaves_no_row(tmp_path: Path) -> None:
     async with running_intake(tmp_path / "state.db") as (_, intake):
         first = intake.reserve("default", event(1), 0.0, None, None)
-        await asyncio.sleep(0)  # the writer takes e-1's row and waits for its INSERT
+        # The writer waits while e-1 is not settled, then takes its row and
+        # waits for its INSERT.
+        for _ in range(SETTLE_TURNS + 1):
+            await asyncio.sleep(0)
         second = intake.reserve("default", event(2), 0.0, None, None)
         second.settle()  # matched no rule: settled at once, its row not yet written
         first.settle()
         await intake.committed(intake.reserved)
+        assert intake.written == 1  # e-1's row went in; e-2's never did
 
 
 async def test_a_replayed_copy_is_not_skipped_for_the_originals_saved_retry(
@@ -404,15 +408,21 @@ async def test_a_lone_producers_put_is_one_commit_with_the_last_puts_deletes(
         await runtime.wait_until_idle()
         await eventually(lambda: runtime.intake is not None and runtime.intake.idle)
         await connection.call(sqlite3.Connection.set_trace_callback, None)
-    commits = statements.count("COMMIT")
-    deletes = [sql for sql in statements if sql.startswith("DELETE FROM intake")]
-    # Each put's deletes ride with a later put's rows (a commit of deletes
-    # alone for each put would make about twice as many commits). A few go
-    # alone: those settled while the writer had nothing else to write.
-    assert puts <= commits <= puts + puts // 5
-    assert len(deletes) >= puts - 1
-    alone = commits - puts
-    assert len(deletes) - alone >= puts - 1 - puts // 5  # rode with rows
+    transactions: list[list[str]] = [[]]
+    for sql in statements:
+        transactions[-1].append(sql)
+        if sql == "COMMIT":
+            transactions.append([])
+    writes = [{sql.split(" (")[0] for sql in t} for t in transactions if "COMMIT" in t]
+    inserts = [w for w in writes if "INSERT INTO intake" in w]
+    riding = [w for w in inserts if any(sql.startswith("DELETE FROM intake") for sql in w)]
+    # One commit per put, and a put's deletes ride with a later put's rows
+    # (a commit of deletes alone for each put would make twice as many). A
+    # few may go alone on a busy machine: settled while the writer had
+    # nothing else to write.
+    assert len(inserts) == puts
+    assert len(riding) >= puts - 1 - puts // 10
+    assert len(writes) <= puts + puts // 10
     assert intake_rows(tmp_path / "state.db") == []
 
 
