@@ -385,6 +385,27 @@ async def test_a_start_that_fails_half_way_leaves_nothing_running(tmp_path: Path
     lock.release()
 
 
+async def lone_puts(runtime: Runtime, puts: int) -> tuple[list[str], int]:
+    """Run ``runtime`` while one producer makes ``puts`` puts of 10 events,
+    each after the last one's answer, until every event is settled and the
+    intake idle: the statements its intake's connection ran meanwhile, and
+    the rows it had written when the last put was answered."""
+    statements: list[str] = []
+    async with runtime:
+        assert runtime.intake is not None
+        connection = runtime.intake.store.connection
+        assert isinstance(connection, SQLiteConnection)
+        await connection.call(sqlite3.Connection.set_trace_callback, statements.append)
+        for n in range(puts):
+            result = await runtime.put_events([order(n * 10 + i) for i in range(10)])
+            assert result["FailedEntryCount"] == 0
+        written = runtime.intake.written
+        await runtime.wait_until_idle()
+        await eventually(lambda: runtime.intake is not None and runtime.intake.idle)
+        await connection.call(sqlite3.Connection.set_trace_callback, None)
+    return statements, written
+
+
 async def test_a_lone_producers_put_is_one_commit_with_the_last_puts_deletes(
     tmp_path: Path,
 ) -> None:
@@ -395,19 +416,8 @@ async def test_a_lone_producers_put_is_one_commit_with_the_last_puts_deletes(
     runtime = make_runtime(state_path=tmp_path / "state.db")
     runtime.add_resource("fast", "recorder", LATER)
     await routed(runtime, [{"id": "a", "resource": "fast"}])
-    statements: list[str] = []
     puts = 50
-    async with runtime:
-        assert runtime.intake is not None
-        connection = runtime.intake.store.connection
-        assert isinstance(connection, SQLiteConnection)
-        await connection.call(sqlite3.Connection.set_trace_callback, statements.append)
-        for n in range(puts):
-            result = await runtime.put_events([order(n * 10 + i) for i in range(10)])
-            assert result["FailedEntryCount"] == 0
-        await runtime.wait_until_idle()
-        await eventually(lambda: runtime.intake is not None and runtime.intake.idle)
-        await connection.call(sqlite3.Connection.set_trace_callback, None)
+    statements, _ = await lone_puts(runtime, puts)
     transactions: list[list[str]] = [[]]
     for sql in statements:
         transactions[-1].append(sql)
@@ -434,19 +444,8 @@ async def test_events_a_target_settles_at_once_are_never_written(tmp_path: Path)
     runtime = make_runtime(state_path=tmp_path / "state.db")
     runtime.add_resource("quick", "recorder", {})
     await routed(runtime, [{"id": "a", "resource": "quick"}])
-    statements: list[str] = []
     puts = 20
-    async with runtime:
-        assert runtime.intake is not None
-        connection = runtime.intake.store.connection
-        assert isinstance(connection, SQLiteConnection)
-        await connection.call(sqlite3.Connection.set_trace_callback, statements.append)
-        for n in range(puts):
-            result = await runtime.put_events([order(n * 10 + i) for i in range(10)])
-            assert result["FailedEntryCount"] == 0
-        written = runtime.intake.written
-        await runtime.wait_until_idle()
-        await connection.call(sqlite3.Connection.set_trace_callback, None)
+    statements, written = await lone_puts(runtime, puts)
     assert len(recorder(runtime, "quick").received) == puts * 10
     assert written == 0
     assert not [sql for sql in statements if sql.startswith(("INSERT INTO intake", "DELETE"))]
