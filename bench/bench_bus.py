@@ -9,7 +9,12 @@ rule, as routing rules do; each Detail is padded with order lines to a size
 drawn between 0.2 and 1 KB. Every rule has one ``function`` target calling an
 async no-op. The runtime has a state database with the durable intake
 (``durability: durable``): each event is committed before ``put_events``
-answers and deleted once delivered. ``--producers`` (default 16) callers put
+answers and deleted once delivered, except an event whose deliveries all
+settle within the intake's first turns (``SETTLE_TURNS``), which is never
+written; the no-op answers at once, so by default the bus writes few or no
+rows (printed). ``--target-turns N`` makes every no-op (the peer's too) wait
+N turns of the event loop first: past 3, the bus writes every row it
+reserves. ``--producers`` (default 16) callers put
 PutEvents-sized batches of 10 as fast as the bus accepts them; the clock
 stops when every matched rule's no-op has been called and every put has
 returned.
@@ -22,9 +27,9 @@ checks), the envelope built as a dict, matched by the same ``Matcher``, and
 appended to one ``asyncio.Queue`` per matched rule, each consumed by a task
 calling the same no-op. Its durable part writes and deletes the same intake
 rows with bare ``sqlite3`` (WAL, synchronous=NORMAL, as the store sets them)
-and the same statements, in group commits of the size the bus's intake made
-in its run (printed), on one writer thread as the store's are (one commit in
-flight while the next group gathers). The ratio is printed against the peer
+and the same statements for every event, on one writer thread as the store's
+are, group-committed as one would by hand (one commit in flight; the rows
+gathered meanwhile go in the next; rows and commits printed). The ratio is printed against the peer
 with and without its durable part, in events/s and in CPU time per event
 (``process_time``: every thread, so the SQLite work counts; steadier than
 events/s on a shared machine).
@@ -57,7 +62,7 @@ putting its ``pipelines`` and ``plugins`` first on the path, e.g.
 
     pip install -e '.[bench]'     # bench_patterns imports moto
     python bench/bench_bus.py [--events 30000] [--repeats 5] [--producers 16]
-        [--rules 100] [--spread 40]
+        [--rules 100] [--spread 40] [--target-turns 0]
     python bench/bench_bus.py --kind [--events 50000] [--repeats 3] [--rate 5000]
         [--seconds 4]
     python bench/bench_bus.py --scrape [--events 120000] [--repeats 3]
@@ -102,8 +107,14 @@ finished: asyncio.Event | None = None
 expected = 0
 
 
+#: Turns of the event loop each no-op waits before it answers (--target-turns).
+target_turns = 0
+
+
 async def noop(payload: Any) -> None:
     global delivered
+    for _ in range(target_turns):
+        await asyncio.sleep(0)
     delivered += 1
     if delivered == expected and finished is not None:
         finished.set()
@@ -159,7 +170,9 @@ def rule_matcher(patterns: list[Any]) -> Matcher:
 
 
 class Commits:
-    """Counts the durable intake's INSERT commits (to give the peer the same size)."""
+    """Counts the durable intake's INSERT steps and the rows they wrote: an
+    event settled before its write is never written (``SETTLE_TURNS``), so
+    the rows can be fewer than the events."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.inserts = 0
@@ -212,9 +225,9 @@ async def bus_run(
     producers: int,
     scraped: Scraped | None = None,
     schemas: Schemas | None = None,
-) -> tuple[float, float, float]:
+) -> tuple[float, float, Commits]:
     """Events/s through the bus with the durable intake, CPU µs per event (all
-    threads: the store's included) and rows per intake commit. With
+    threads: the store's included) and its intake's writes. With
     ``scraped``: the runner's HTTP port serves /metrics, scraped every second
     by another process while the events go through. With ``schemas``: the
     runtime has its plugins and its ``schemas`` resource (``--schemas``)."""
@@ -250,7 +263,7 @@ async def bus_run(
                 schemas.saw(runtime.resource("schemas"))
     assert delivered == jobs
     count = len(entries)
-    return count / elapsed, cpu * 1e6 / count, commits.rows / max(commits.inserts, 1)
+    return count / elapsed, cpu * 1e6 / count, commits
 
 
 class Schemas:
@@ -478,25 +491,27 @@ DELETE = "DELETE FROM intake WHERE seq IN (SELECT value FROM json_each(?))"
 
 
 class PeerIntake:
-    """The intake rows, written with bare sqlite3 in commits of ``group`` rows,
-    by one writer thread (as the bus's store writes in its own thread): one
-    commit in flight while the next group gathers."""
+    """The intake rows, written with bare sqlite3 by one writer thread (as the
+    bus's store writes in its own thread), group-committed as one writes it by
+    hand: whatever gathered while the last commit was in flight goes in the
+    next. Every event's row is written (no waiting to see it settle first)."""
 
-    def __init__(self, path: Path, group: int) -> None:
+    def __init__(self, path: Path) -> None:
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute(INTAKE)
-        self.group = group
         self.rows: list[tuple[int, str, str, float, None]] = []
         self.settled: list[int] = []
         self.thread = ThreadPoolExecutor(1)
         self.writing: asyncio.Future[None] | None = None
+        self.written = 0
+        self.commits = 0
 
     def add(self, seq: int, event: dict[str, Any], ingested: float) -> bool:
-        """Queue the event's row; True when a group is full (``flush`` it)."""
+        """Queue the event's row; True when the writer is free (``flush``)."""
         self.rows.append((seq, "default", orjson.dumps(event).decode(), ingested, None))
-        return len(self.rows) >= self.group
+        return self.writing is None or self.writing.done()
 
     async def flush(self) -> None:
         if self.writing is not None:
@@ -509,6 +524,8 @@ class PeerIntake:
     def _write(self, rows: list[Any], settled: list[int]) -> None:
         if rows:
             self.db.execute(INSERT, (orjson.dumps(rows),))
+            self.written += len(rows)
+            self.commits += 1
         if settled:
             self.db.execute(DELETE, (orjson.dumps(settled),))
 
@@ -521,16 +538,16 @@ class PeerIntake:
 
 
 async def peer_run(
-    entries: list[dict[str, Any]], patterns: list[Any], jobs: int, group: int, durable: bool
-) -> tuple[float, float]:
+    entries: list[dict[str, Any]], patterns: list[Any], jobs: int, durable: bool
+) -> tuple[float, float, PeerIntake | None]:
     """Events/s through the hand-written fan-out (with or without its intake
-    rows), and CPU µs per event."""
+    rows), CPU µs per event, and its intake (what it wrote)."""
     global delivered, expected, finished
     matcher = rule_matcher(patterns)
     queues = {f"rule-{n}": asyncio.Queue[tuple[int, Any]](1_000) for n in range(len(patterns))}
     delivered, expected, finished = 0, jobs, asyncio.Event()
     with tempfile.TemporaryDirectory() as tmp:
-        intake = PeerIntake(Path(tmp) / "peer.db", group) if durable else None
+        intake = PeerIntake(Path(tmp) / "peer.db") if durable else None
         remaining: dict[int, int] = {}
 
         def settle(seq: int) -> None:
@@ -556,7 +573,7 @@ async def peer_run(
             elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
             for consumer in consumers:
                 consumer.cancel()
-    return len(entries) / elapsed, cpu * 1e6 / len(entries)
+    return len(entries) / elapsed, cpu * 1e6 / len(entries), intake
 
 
 async def peer_produce(
@@ -588,6 +605,7 @@ async def peer_produce(
 
 
 async def realistic_main(args: argparse.Namespace) -> None:
+    global target_turns
     entries, patterns = realistic(args.events, args.rules, args.spread)
     jobs = expected_jobs(entries, patterns)
     sizes = [len(entry["Detail"]) for entry in entries]
@@ -595,19 +613,24 @@ async def realistic_main(args: argparse.Namespace) -> None:
         f"realistic: {len(entries):,} events, {args.rules} rules of bench_patterns' mix,"
         f" {jobs / len(entries):.2f} matches/event, Detail {min(sizes)}-{max(sizes)} bytes"
         f" (median {statistics.median(sizes):.0f}), durable intake, {args.producers} producers,"
-        f" batches of 10; medians of {args.repeats} alternating runs"
+        f" batches of 10, targets answering after {args.target_turns} turns;"
+        f" medians of {args.repeats} alternating runs"
     )
     figures: dict[str, list[tuple[float, float]]] = {"bus": [], "peer": [], "bare": []}
-    groups: list[float] = []
+    writes: dict[str, list[tuple[int, int]]] = {"bus": [], "peer": []}
     warm = entries[:2_000]
     await bus_run(warm, patterns, expected_jobs(warm, patterns), args.producers)
+    target_turns = args.target_turns
     for _ in range(args.repeats):
-        rate, cpu, group = await bus_run(entries, patterns, jobs, args.producers)
+        rate, cpu, commits = await bus_run(entries, patterns, jobs, args.producers)
         figures["bus"].append((rate, cpu))
-        groups.append(group)
-        size = max(1, round(statistics.median(groups)))
-        figures["peer"].append(await peer_run(entries, patterns, jobs, size, durable=True))
-        figures["bare"].append(await peer_run(entries, patterns, jobs, size, durable=False))
+        writes["bus"].append((commits.rows, commits.inserts))
+        rate, cpu, intake = await peer_run(entries, patterns, jobs, durable=True)
+        figures["peer"].append((rate, cpu))
+        assert intake is not None
+        writes["peer"].append((intake.written, intake.commits))
+        rate, cpu, _ = await peer_run(entries, patterns, jobs, durable=False)
+        figures["bare"].append((rate, cpu))
         print("  run: " + ", ".join(f"{k} {v[-1][0]:,.0f} ev/s" for k, v in figures.items()))
     rate = {k: statistics.median(r for r, _ in v) for k, v in figures.items()}
     cpu = {k: statistics.median(c for _, c in v) for k, v in figures.items()}
@@ -618,10 +641,13 @@ async def realistic_main(args: argparse.Namespace) -> None:
             f"{name:>24} {rate[key]:>8,.0f} {cpu[key]:>10.1f}"
             f" {rate['bus'] / rate[key]:>12.2f} {cpu[key] / cpu['bus']:>11.2f}"
         )
-    print(
-        f"intake rows per commit (bus, median) {statistics.median(groups):.1f};"
-        f" the peer's group {round(statistics.median(groups))}"
-    )
+    for key, name in (("bus", "bus"), ("peer", "peer")):
+        rows = statistics.median(r for r, _ in writes[key])
+        steps = statistics.median(c for _, c in writes[key])
+        print(
+            f"intake rows written ({name}, median): {rows:,.0f} of {len(entries):,} events"
+            f" in {steps:,.0f} commits ({rows / max(steps, 1):.1f} rows per commit)"
+        )
     print(f"load average: {load()}")
 
 
@@ -797,6 +823,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--rules", type=int, default=100)
     parser.add_argument("--spread", type=int, default=40, help="customers and tenants")
     parser.add_argument("--producers", type=int, default=16)
+    parser.add_argument(
+        "--target-turns",
+        type=int,
+        default=0,
+        help="turns of the event loop each target waits (past 3: the bus writes its rows)",
+    )
     parser.add_argument("--rate", type=float, default=5_000, help="--kind latency's load")
     parser.add_argument("--seconds", type=float, default=4, help="--kind latency's length")
     args = parser.parse_args()
