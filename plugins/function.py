@@ -31,6 +31,7 @@ a payload it will never accept (``retryable=False``).
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import collections
 import concurrent.futures
@@ -43,6 +44,7 @@ import sys
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipelines.clock import Cancellable
@@ -57,6 +59,7 @@ from pipelines.targets import (
     TargetType,
     started,
 )
+from plugins.modulenames import top_level_names
 
 _RESOURCE_NAME = Shape({"type": "string", "minLength": 1}, "a resource name")
 #: Lambda's asynchronous invocation (PutFunctionEventInvokeConfig's limits).
@@ -114,10 +117,12 @@ def resolve(where: Where, reference: str) -> Callable[..., Any]:
 
 
 def check_findable(where: Where, reference: str) -> None:
-    """Fail at validation, with the config's location, when the module cannot be found.
+    """Fail at validation, with the config's location, when the module cannot
+    be found or its source does not define the function.
 
-    Only the module's spec is looked up, so validating a config does not run
-    user code (a dotted name imports its parent packages, as Python must).
+    Only the module's spec is looked up and its source read, so validating a
+    config does not run user code (a dotted name imports its parent packages,
+    as Python must).
     """
     module_name = reference.partition(":")[0]
     if module_name in sys.modules:  # imported already (``__main__`` has no spec to find)
@@ -134,6 +139,30 @@ def check_findable(where: Where, reference: str) -> None:
             f"no module named {module_name!r}: put it next to the config file,"
             " or install the package that provides it",
         )
+    _check_defined(where, reference, found.origin)
+
+
+def _check_defined(where: Where, reference: str, origin: str | None) -> None:
+    """Fail when the module's source, read and not run, does not define the
+    function's first name (``handler`` of ``handlers:handler``, ``Class`` of
+    ``handlers:Class.method``), with the message importing it would give.
+    A module that may define names its syntax does not show is let through."""
+    module_name, _, attribute = reference.partition(":")
+    if origin is None or not origin.endswith(".py"):
+        return  # a namespace package, an extension module, a frozen one: no source
+    try:
+        source = Path(origin).read_bytes()
+    except OSError:
+        return  # importing it will say what is wrong
+    try:
+        tree = ast.parse(source, filename=origin)
+    except (SyntaxError, ValueError) as exc:  # ValueError: a NUL byte in the source
+        raise ConfigError(
+            where, f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    names = top_level_names(tree)
+    if names is not None and attribute.partition(".")[0] not in names:
+        raise ConfigError(where, f"{module_name!r} has no attribute {attribute!r}")
 
 
 def _takes_context(function: Callable[..., Any]) -> bool:

@@ -267,6 +267,27 @@ def test_cli_validate_locates_a_function_module_that_does_not_exist(tmp_path: Pa
         assert "Traceback" not in failed.stderr
 
 
+def test_cli_validate_locates_a_function_its_module_does_not_define(tmp_path: Path) -> None:
+    write(tmp_path, "shipping.py", "def ship(event):\n    return event\n")
+    config = write(
+        tmp_path,
+        "typo.yaml",
+        """
+        resources:
+          sink:
+            type: function
+            function: shipping:shipp
+        """,
+    )
+    for command in ("validate", "run"):
+        failed = run_cli(command, str(config))
+        assert failed.returncode == 1, command
+        assert failed.stderr.splitlines()[-1] == (
+            f"{config}:4:5: resources.sink.function: 'shipping' has no attribute 'shipp'"
+        ), command
+        assert "Traceback" not in failed.stderr
+
+
 def test_cli_run_with_input_delivers_and_reports_bad_lines(tmp_path: Path) -> None:
     write(tmp_path, "sinkmod.py", SINK_MODULE)
     config = write(tmp_path, "pipeline.yaml", SINK_PIPELINE)

@@ -127,10 +127,59 @@ def test_a_missing_module_fails_at_creation_without_importing_anything() -> None
     assert caught.value.where == "target t1.function"
 
 
+def test_a_function_its_module_does_not_define_fails_at_creation_without_running_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Running this module would leave a file behind: creation must only read it.
+    ran = tmp_path / "ran"
+    (tmp_path / "handlersmod.py").write_text(
+        f"open({str(ran)!r}, 'w').close()\n\ndef ship(event):\n    return event\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as caught:
+        make(function="handlersmod:shipp")
+    assert caught.value.where == "target t1.function"
+    assert str(caught.value).endswith("'handlersmod' has no attribute 'shipp'")
+    with pytest.raises(ConfigError, match=r"has no attribute 'Missing\.method'"):
+        make(function="handlersmod:Missing.method")
+    assert make(function="handlersmod:ship").reference == "handlersmod:ship"
+    assert not ran.exists()
+
+
+def test_a_module_with_a_syntax_error_fails_at_creation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "typomod.py").write_text("def handler(event):\n    return event +\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as caught:
+        make(function="typomod:handler")
+    assert caught.value.where == "target t1.function"
+    assert "importing 'typomod' failed: SyntaxError: invalid syntax (typomod.py, line 2)" in str(
+        caught.value
+    )
+
+
+async def test_a_module_that_binds_names_out_of_sight_is_left_to_its_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "dynamicmod.py").write_text(
+        "globals()['handler'] = lambda event: {'seen': event}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    target = make(function="dynamicmod:handler")  # cannot be told from its source
+    await target.start(Runtime())
+    try:
+        assert await target.deliver({"n": 1}, CONTEXT) == {"seen": {"n": 1}}
+    finally:
+        await target.stop()
+
+
 async def test_a_module_that_fails_to_import_is_one_line_at_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "brokenmod.py").write_text("RATE = 1 / 0\n")
+    (tmp_path / "brokenmod.py").write_text(
+        "RATE = 1 / 0\n\ndef handler(event):\n    return event\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     target = make(function="brokenmod:handler")  # found, so creation passes
     with pytest.raises(ConfigError) as caught:
