@@ -3,7 +3,9 @@
 Each store records the version of its tables in ``store_versions`` and
 migrates them when it opens (``Store._apply_schema``): a runner of a newer
 pipelines brings an older state forward by itself, and refuses a state
-newer than it knows. ``pipelines state info`` shows where a state stands
+newer than it knows. A command's view of a store (``Store.existing``)
+refuses older tables instead of migrating them: runners of the earlier
+version may still use them. ``pipelines state info`` shows where a state stands
 without changing it; ``pipelines state migrate`` brings every store that
 is behind forward before a runner starts (on a cluster's database, once,
 instead of by whichever runner starts first).
@@ -162,7 +164,7 @@ async def migrate_state(location: Location) -> Migration:
         if version.known is None or version.found is None or version.found == version.known:
             continue
         store = stores[version.store]
-        async with store.existing(location):
+        async with store.existing(location, migrate=True):
             pass  # opening it migrated it, in one transaction
         done.append({"store": version.store, "from": version.found, "to": version.known})
     return Migration(done, any(version.found is not None for version in versions))

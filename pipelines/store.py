@@ -1238,29 +1238,34 @@ class Store(Queries):
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def existing(cls, path: str | Path, *args: Any, **options: Any) -> AsyncIterator[Self]:
+    async def existing(
+        cls, path: str | Path, *args: Any, migrate: bool = False, **options: Any
+    ) -> AsyncIterator[Self]:
         """The store of a state database that must already exist (the CLI's view
         of a pipeline, running or not), closed after the block. Never creates
-        a database: ``StateError`` naming the path when there is none."""
+        a database: ``StateError`` naming the path when there is none. Nor
+        does it bring older tables forward unless ``migrate`` (``pipelines
+        state migrate``): runners of the earlier version may still use them,
+        so it refuses them, naming the store and the command."""
         location = location_of(path)
         if not backend_for(location).exists(location):
             raise StateError(
                 f"state database {shown(location)} does not exist: run the pipeline first"
             )
         store = cls(*args, **options)
-        await store._connect(location, create=False)
+        await store._connect(location, create=False, migrate=migrate)
         try:
             yield store
         finally:
             await store.close()
 
-    async def _connect(self, location: Location, *, create: bool) -> None:
+    async def _connect(self, location: Location, *, create: bool, migrate: bool = True) -> None:
         backend = self.backend = backend_for(location)
         self.path = location
         self._writer = await backend.connect(location, create=create, functions=self.functions)
         try:
             try:
-                await self._apply_schema(self._writer)
+                await self._apply_schema(self._writer, migrate=migrate)
             except backend.errors as exc:
                 raise unusable(location, exc) from None
             if self.separate_reader:
@@ -1272,10 +1277,11 @@ class Store(Queries):
             await self.close()
             raise
 
-    async def _apply_schema(self, connection: Connection) -> None:
+    async def _apply_schema(self, connection: Connection, *, migrate: bool) -> None:
         """Create what is missing, then record the version, or bring an older
-        database up to it. Only a database without this version takes the
-        write lock: a CLI reading a busy pipeline's database does not wait."""
+        database up to it (only when ``migrate``: refused otherwise, before
+        any DDL). Only a database without this version takes the write lock:
+        a CLI reading a busy pipeline's database does not wait."""
         dialect = self.dialect
         query = "SELECT version FROM store_versions WHERE store = ?"
         script = self.schema + self.engine_schema.get(dialect.name, "")
@@ -1284,6 +1290,7 @@ class Store(Queries):
             try:
                 await connection.execute(dialect.schema_lock)
                 found = await self._versions(connection, query)
+                self._refuse_older(found, migrate)
                 await connection.script(script)
                 await connection.commit()
             except BaseException:
@@ -1291,6 +1298,7 @@ class Store(Queries):
                 raise
         else:
             found = await self._versions(connection, query)
+            self._refuse_older(found, migrate)
             await connection.script(script)
         if found == self.version:  # (the script leaves store_versions' rows alone)
             return
@@ -1330,6 +1338,18 @@ class Store(Queries):
                 f"state database {shown(self.path)}: its {self.name} tables are"
                 f" version {found},"
                 f" newer than this pipelines knows ({self.version}); upgrade pipelines"
+            )
+
+    def _refuse_older(self, found: int | None, migrate: bool) -> None:
+        """Tables older than this version, opened without ``migrate``, are
+        refused before this version's DDL runs there: bringing them forward
+        can take a table from under a runner of the earlier version."""
+        if not migrate and found is not None and found < self.version:
+            raise StateError(
+                f"state database {shown(self.path)}: its {self.name} tables are"
+                f" version {found}, behind this pipelines ({self.version});"
+                " `pipelines state migrate` brings them forward (stop runners of the"
+                " earlier version first), as a runner of this version does when it starts"
             )
 
     async def migrate(self, connection: Queries, found: int) -> None:

@@ -76,7 +76,7 @@ async def test_an_older_database_gets_the_indexes_on_open(tmp_path: Path) -> Non
         db.execute("DROP INDEX queue_messages_delayed")
         db.execute("UPDATE store_versions SET version = 1 WHERE store = 'queues'")
 
-    async with QueueStore.existing(path) as reopened:
+    async with QueueStore.existing(path, migrate=True) as reopened:
         assert [m.body for m in await reopened.receive("q")] == ["kept"]
     with sqlite3.connect(path) as db:
         indexes = {
@@ -206,7 +206,7 @@ async def test_an_older_database_s_messages_are_counted_on_open(tmp_path: Path) 
             db.execute(f"DROP TRIGGER queue_counts_{trigger}")
         db.execute("UPDATE store_versions SET version = 2 WHERE store = 'queues'")
 
-    async with QueueStore.existing(path) as reopened:
+    async with QueueStore.existing(path, migrate=True) as reopened:
         assert await counts(reopened, "q") == (7, 0, 0, 0)
         await reopened.send("q", "one more")
         assert await counts(reopened, "q") == (8, 0, 0, 0)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 
+from pipelines.archive import ArchiveStore
 from pipelines.state import StateDB
-from pipelines.store import backend_for, location_of
+from pipelines.store import backend_for, location_of, shown
 
 from .helpers import run_cli
 from .test_state_backends import V1_TABLES
@@ -75,6 +76,65 @@ def test_a_newer_store_is_named_and_migrate_refuses_it(state_location: str) -> N
     assert done.returncode == 1
     assert "state tables are newer than this pipelines knows; upgrade pipelines" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def _version_2_archives(location: str) -> None:
+    """The archive tables as a runner of version 2 left them, one archive."""
+    from .archive_v2 import STORE_VERSIONS, V2_TABLES, V2_TRIGGERS
+
+    where = location_of(location)
+    backend = backend_for(where)
+    raw = await backend.connect(where, create=True, functions={})
+    try:
+        await raw.script(STORE_VERSIONS + V2_TABLES + V2_TRIGGERS[backend.dialect.name])
+        await raw.execute("INSERT INTO store_versions VALUES ('archives', 2, 0)")
+        await raw.execute(
+            "INSERT INTO archives (name, bus, pattern, retention_days, durability,"
+            " description, state, created) VALUES ('all', 'default', NULL, 0, 'normal',"
+            " '', 'ENABLED', 0)"
+        )
+    finally:
+        await raw.close()
+
+
+def test_a_command_refuses_tables_behind_and_changes_nothing(state_location: str) -> None:
+    # A runner of the earlier version may still write these tables: only
+    # `state migrate` (or a runner of this version) brings them forward.
+    asyncio.run(_version_2_archives(state_location))
+    listed = run_cli("archive", "list", "--state", state_location)
+    assert listed.returncode == 1
+    assert listed.stderr.strip() == (
+        f"error: state database {shown(location_of(state_location))}: its archives tables"
+        " are version 2,"
+        f" behind this pipelines ({ArchiveStore.version}); `pipelines state migrate` brings"
+        " them forward (stop runners of the earlier version first), as a runner of this"
+        " version does when it starts"
+    )
+    assert _info(state_location)["archives"]["version"] == 2
+    assert "archive_groups" not in asyncio.run(_tables(state_location))
+
+    done = run_cli("state", "migrate", "--state", state_location, "--output", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [{"store": "archives", "from": 2, "to": ArchiveStore.version}]
+    listed = run_cli("archive", "list", "--state", state_location, "--output", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert [archive["ArchiveName"] for archive in json.loads(listed.stdout)] == ["all"]
+
+
+async def _tables(location: str) -> set[str]:
+    where = location_of(location)
+    backend = backend_for(where)
+    raw = await backend.connect(where, create=False, functions={})
+    try:
+        if backend.dialect.name == "sqlite":
+            rows = await raw.rows("SELECT name FROM sqlite_master WHERE type = 'table'")
+        else:
+            rows = await raw.rows(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            )
+    finally:
+        await raw.close()
+    return {str(name) for (name,) in rows}
 
 
 def test_info_on_a_missing_file_names_it(tmp_path: object) -> None:
