@@ -5,6 +5,7 @@ refusal without pyarrow."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
@@ -134,6 +135,24 @@ async def test_records_the_schema_cannot_take_go_to_the_error_output(
         assert "column views" in lines[0]["errorMessage"]
         assert {e["errorCode"] for e in lines} == {"DataFormatConversion.MalformedData"}
         assert lines[0]["arrivalTimestamp"] == int(START * 1000)
+        assert await stream.store.buffered("clicks") == (0, 0)
+    finally:
+        await harness.stop()
+
+
+async def test_one_flush_writes_the_records_and_the_error_output_they_made(
+    state_location: str, tmp_path: Path
+) -> None:
+    harness = Harness(state_location, tmp_path, parquet_destination())
+    stream = await harness.start()
+    try:
+        await stream.put([b'{"customer": "ok", "views": 1}', b"not json"])
+        await asyncio.wait_for(stream.flush(), 30)  # no time passes on the clock
+        found = files(tmp_path / "out" / "lake")
+        assert len([k for k in found if k.endswith(".parquet")]) == 1, list(found)
+        (errors,) = [k for k in found if k.startswith("views/format-conversion-failed/")]
+        (line,) = found[errors].read_bytes().splitlines()
+        assert base64.b64decode(json.loads(line)["rawData"]) == b"not json"
         assert await stream.store.buffered("clicks") == (0, 0)
     finally:
         await harness.stop()

@@ -115,8 +115,7 @@ async def test_the_lambda_processor_transforms_drops_fails_and_keys(tmp_path: Pa
         results = await target.put([json.dumps(s).encode() for s in sent])
         assert all(r.record_id for r in results)
         assert target.stream is not None
-        await target.stream.flush()  # the processor's batch
-        await target.stream.flush()  # the partitions it made
+        await target.stream.flush()  # the processor's batch and the partitions it made
     found = objects(tmp_path / "buckets" / "lake")
     by_prefix = {key.rsplit("/", 1)[0]: data for key, data in found.items()}
     assert json.loads(by_prefix["by-customer/c1"]) == {"customer": "c1", "name": "ANN"}
@@ -149,8 +148,7 @@ async def test_a_failing_function_is_retried_then_its_records_go_to_the_error_ou
         target = firehose_of(runtime, "lake")
         await target.put([b'{"customer": "c1"}', b'{"customer": "c2"}'])
         assert target.stream is not None
-        await target.stream.flush()
-        await target.stream.flush()
+        await target.stream.flush()  # the attempts and the error output they made
     assert len(firehose_functions.CALLS) == 3  # NumberOfRetries 2: three attempts
     failures = [json.loads(line) for line in lines(objects(tmp_path / "buckets" / "lake"))]
     assert [f["errorCode"] for f in failures] == ["Lambda.FunctionError"] * 2

@@ -648,21 +648,28 @@ class DeliveryStream:
                     self._waiting.give_back(batch)
                 if failed:
                     raise failed[0][1]
-        due = [
+        # Several partitions at once: compression and file writes run in
+        # threads (zlib lets go of the GIL), the store's reads interleave.
+        slots = asyncio.Semaphore(DELIVERY_CONCURRENCY)
+
+        async def empty(partition: str, buffer: Buffer) -> None:
+            async with slots:
+                await self._empty(partition, buffer, force=force, now=now)
+
+        emptied: set[str] = set()
+        while due := [
             (partition, buffer)
             for partition, buffer in self._buffers.items()
-            if buffer.chunks and (force or self._is_due(partition, buffer, now))
-        ]
-        if due:
-            # Several partitions at once: compression and file writes run in
-            # threads (zlib lets go of the GIL), the store's reads interleave.
-            slots = asyncio.Semaphore(DELIVERY_CONCURRENCY)
-
-            async def empty(partition: str, buffer: Buffer) -> None:
-                async with slots:
-                    await self._empty(partition, buffer, force=force, now=now)
-
+            if buffer.chunks
+            and partition not in emptied
+            and (force or self._is_due(partition, buffer, now))
+        ]:
             await asyncio.gather(*(empty(p, b) for p, b in due))
+            if not force:
+                break
+            # A flush writes what its own writes made too: the error output of
+            # records that failed conversion or delivery (a new partition).
+            emptied.update(partition for partition, _ in due)
         for partition, buffer in list(self._buffers.items()):
             if not buffer.chunks:
                 del self._buffers[partition]
