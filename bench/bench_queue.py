@@ -38,6 +38,13 @@ connection's thread and back per trip) cost, not a difference of SQL.
 (moto's in-memory SQS backend was tried as a peer and left out: it managed
 about 50 sends a second.)
 
+A second peer for the phases, the bare store: the same trips replayed
+through the store layer's own SQLite connection (``SQLITE.connect``: its
+thread, a hop there and back per trip), each awaited before the next as
+the phases ran them, with no queue code. It is the floor of any store that
+keeps SQLite off the event loop; its ratio to bare SQLite is what that
+costs by itself on the machine, ours to it what the queue's code adds.
+
 It runs under ``tuned_process`` (thread switch interval 0.2 ms), as the
 ``pipelines`` command runs a pipeline and as the other benchmarks do.
 
@@ -70,7 +77,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.process import tuned_process
-from pipelines.store import VERSIONS_SCHEMA, Connection
+from pipelines.store import SQLITE, VERSIONS_SCHEMA, Connection
 from plugins.queue.store import QueueStore, SendEntry
 
 BODY = '{"source": "shop", "detail-type": "order", "detail": {"order": 12345, "total": 99.5}}'
@@ -304,6 +311,35 @@ def bare_sqlite_phases(path: Path, count: int, log: list[list[Statement]]) -> tu
     return count / (sent - started), count / (finished - sent)
 
 
+async def bare_store_phases(
+    path: Path, count: int, log: list[list[Statement]]
+) -> tuple[float, float]:
+    """The floor of any store that never blocks the event loop: our trips of
+    each phase, replayed through the store layer's own SQLite connection
+    (``SQLITE.connect``: its thread, one hop there and back per trip), one
+    awaited after the other as the phases ran them, and no queue code."""
+    bare_database(path).close()
+    connection = await SQLITE.connect(path, create=False, functions=QueueStore.functions)
+    try:
+        sending, receiving = log
+        started = time.perf_counter()
+        await replay_through(connection, sending)
+        sent = time.perf_counter()
+        await replay_through(connection, receiving)
+        finished = time.perf_counter()
+    finally:
+        await connection.close()
+    return count / (sent - started), count / (finished - sent)
+
+
+async def replay_through(connection: Connection, trips: Iterable[Statement]) -> None:
+    for trip in trips:
+        # One that failed is rolled back, as ours was (the store then ran its
+        # statements alone: they follow).
+        with contextlib.suppress(sqlite3.Error):
+            await connection.batch(trip.steps, transaction=trip.transaction, synced=trip.synced)
+
+
 def bare_sqlite_drain(path: Path, count: int, log: list[list[Statement]]) -> float:
     """The floor of a drain: the filling replayed (not timed), then the
     drain's statements, in the trips the store ran them, replayed blocking."""
@@ -442,17 +478,22 @@ def measure() -> None:
         drain_ratios = [t[7] / t[4] for t in turns]
         log: list[list[Statement]] = []
 
-        def phases() -> tuple[float, float, float, float]:
-            ours_path, peer_path = fresh(), fresh()
+        def phases() -> tuple[float, ...]:
+            ours_path, peer_path, store_path = fresh(), fresh(), fresh()
             ours = asyncio.run(ours_phases(ours_path, count, log))
             peer = bare_sqlite_phases(peer_path, count, log)
             same_end(ours_path, peer_path)
-            return (*ours, *peer)
+            through_store = asyncio.run(bare_store_phases(store_path, count, log))
+            same_end(ours_path, store_path)
+            return (*ours, *peer, *through_store)
 
-        send, receive, peer_send, peer_receive = median_of(args.repeats, phases)
+        (send, receive, peer_send, peer_receive, store_send, store_receive) = median_of(
+            args.repeats, phases
+        )
 
     both = 1 / (1 / send + 1 / receive)
     peer_both = 1 / (1 / peer_send + 1 / peer_receive)
+    store_both = 1 / (1 / store_send + 1 / store_receive)
     print(f"{count:,} messages of {len(BODY)} bytes, batches of 10, median of {args.repeats}")
     print(f"end to end, 1 producer + 1 consumer task:  {one:>9,.0f} msg/s")
     print(f"end to end, 1 producer + 4 consumer tasks: {four:>9,.0f} msg/s  ({four / one:.2f}x)")
@@ -480,6 +521,17 @@ def measure() -> None:
         ("drain, 4 consumers", drain_four, peer_drain_four),
     ):
         print(f"{what:<32}{ours:>12,.0f}{peer:>12,.0f}{ours / peer:>8.2f}")
+    print(
+        "bare store: the same trips through the store layer's SQLite connection"
+        " (a hop to its thread and back each), no queue code"
+    )
+    print(f"{'phase':<32}{'ours msg/s':>12}{'store msg/s':>12}{'ratio':>8}{'store / bare':>14}")
+    for what, ours, peer, bare in (
+        ("send", send, store_send, peer_send),
+        ("receive + delete", receive, store_receive, peer_receive),
+        ("send + receive + delete", both, store_both, peer_both),
+    ):
+        print(f"{what:<32}{ours:>12,.0f}{peer:>12,.0f}{ours / peer:>8.2f}{peer / bare:>14.2f}")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

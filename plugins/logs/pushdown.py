@@ -412,7 +412,10 @@ class _Compiler:
         f = self._field(node)
         if f.name in _SYSTEM:
             column, kind = _SYSTEM[f.name]
-            return text(column) if kind == "text" else num(column)
+            sql = text(column) if kind == "text" else num(column)
+            if sql == column:  # integers (validated at ingest) or text: never a float
+                self.never_real.add(column)
+            return sql
         found = self.indexed.get(f.name)
         if found is None:
             return self._json_typed(f.name, text, num, constant, risky)
@@ -462,7 +465,9 @@ class _Compiler:
         if isinstance(node, Call) and node.name == "bin" and node.period is not None:
             if node.period.months or node.period.ms % (7 * 86_400_000) == 0:
                 raise Unplannable("calendar bins")
-            return f"(e.ts - e.ts % {node.period.ms})"
+            sql = f"(e.ts - e.ts % {node.period.ms})"
+            self.never_real.add(sql)  # timestamps are integers (validated at ingest)
+            return sql
         get = event_getter(self._field(node).name)
         return self._typed(
             node,
