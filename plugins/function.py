@@ -37,9 +37,11 @@ import collections
 import concurrent.futures
 import contextlib
 import importlib
+import importlib.machinery
 import importlib.util
 import inspect
 import logging
+import pkgutil
 import sys
 import uuid
 from collections.abc import Callable, Mapping
@@ -139,29 +141,37 @@ def check_findable(where: Where, reference: str) -> None:
             f"no module named {module_name!r}: put it next to the config file,"
             " or install the package that provides it",
         )
-    _check_defined(where, reference, found.origin)
+    _check_defined(where, reference, found)
 
 
-def _check_defined(where: Where, reference: str, origin: str | None) -> None:
+def _check_defined(where: Where, reference: str, spec: importlib.machinery.ModuleSpec) -> None:
     """Fail when the module's source, read and not run, does not define the
     function's first name (``handler`` of ``handlers:handler``, ``Class`` of
     ``handlers:Class.method``), with the message importing it would give.
-    A module that may define names its syntax does not show is let through."""
+    Only a name certainly missing is refused: a module not loaded from a
+    plain source file, one that may define names its syntax does not show,
+    or a package with a submodule of that name (importing it sets it) is let
+    through."""
     module_name, _, attribute = reference.partition(":")
-    if origin is None or not origin.endswith(".py"):
-        return  # a namespace package, an extension module, a frozen one: no source
+    first = attribute.partition(".")[0]
+    if not isinstance(spec.loader, importlib.machinery.SourceFileLoader) or spec.origin is None:
+        return  # a namespace package, an extension module, an import hook's: no source to read
+    if spec.submodule_search_locations is not None and any(
+        found.name == first for found in pkgutil.iter_modules(spec.submodule_search_locations)
+    ):
+        return
     try:
-        source = Path(origin).read_bytes()
+        source = Path(spec.origin).read_bytes()
     except OSError:
         return  # importing it will say what is wrong
     try:
-        tree = ast.parse(source, filename=origin)
+        tree = ast.parse(source, filename=spec.origin)
     except (SyntaxError, ValueError) as exc:  # ValueError: a NUL byte in the source
         raise ConfigError(
             where, f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
         ) from None
-    names = top_level_names(tree)
-    if names is not None and attribute.partition(".")[0] not in names:
+    names = top_level_names(tree, module_name)
+    if names is not None and first not in names:
         raise ConfigError(where, f"{module_name!r} has no attribute {attribute!r}")
 
 

@@ -16,53 +16,76 @@ from __future__ import annotations
 
 import ast
 
-#: Names whose use lets a module bind top-level names its syntax does not show.
-_DYNAMIC = frozenset({"globals", "vars", "setattr", "exec", "eval", "__import__", "__dict__"})
+#: Names (called, read, imported or reached as attributes) that let a module
+#: bind top-level names its syntax does not show, or change another module's.
+_DYNAMIC = frozenset(
+    {
+        "globals",
+        "locals",
+        "vars",
+        "setattr",
+        "exec",
+        "eval",
+        "__import__",
+        "import_module",
+        "reload",
+        "_getframe",
+        "f_globals",
+        "__globals__",
+        "modules",
+        "__dict__",
+    }
+)
 
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 
 
-def top_level_names(tree: ast.Module) -> set[str] | None:
-    """The names the module binds when it runs, or None when its code could
-    bind others that cannot be seen without running it."""
+def top_level_names(tree: ast.Module, module: str | None = None) -> set[str] | None:
+    """The names the module (named ``module``) binds when it runs, or None
+    when its code could bind others that cannot be seen without running it.
+    Only a name certainly missing may be refused, so where in doubt a name
+    counts as bound: every ``:=`` and ``global`` name, whatever its scope."""
     names: set[str] = set()
-    # (node, how its bindings count): _MODULE binds at module level; _WALRUS
-    # (inside a comprehension) binds there only through ``:=``; _INNER (a
-    # def, class or lambda body) only through a ``global`` statement.
-    pending: list[tuple[ast.AST, int]] = [(tree, _MODULE)]
+    # (node, whether it is in module scope: not in a def, class or lambda's
+    # body, nor a comprehension's own loop).
+    pending: list[tuple[ast.AST, bool]] = [(tree, True)]
     while pending:
-        node, mode = pending.pop()
-        if _is_dynamic(node):
+        node, top = pending.pop()
+        if _is_dynamic(node) or _imports_itself(node, module):
             return None
-        if mode == _MODULE or (isinstance(node, ast.NamedExpr) and mode == _WALRUS):
+        if top or isinstance(node, ast.NamedExpr | ast.Global):
             names.update(_bound_by(node))
-        elif isinstance(node, ast.Global):
-            names.update(node.names)
         for child in ast.iter_child_nodes(node):
-            pending.append((child, _child_mode(node, child, mode)))
-    return names
-
-
-_MODULE, _WALRUS, _INNER = 0, 1, 2
-
-
-def _child_mode(node: ast.AST, child: ast.AST, mode: int) -> int:
-    if mode == _INNER or isinstance(node, _SCOPES):
-        return _INNER
-    if isinstance(node, _COMPREHENSIONS) and isinstance(child, ast.comprehension):
-        return _WALRUS  # its loop names are its own; a ``:=`` in it binds ours
-    return mode
+            inner = isinstance(node, _SCOPES) or (
+                isinstance(node, _COMPREHENSIONS) and isinstance(child, ast.comprehension)
+            )
+            pending.append((child, top and not inner))
+    # A module __getattr__ (however bound) answers for any name.
+    return None if "__getattr__" in names else names
 
 
 def _is_dynamic(node: ast.AST) -> bool:
-    if isinstance(node, ast.ImportFrom) and any(alias.name == "*" for alias in node.names):
-        return True
-    if isinstance(node, ast.Name) and node.id in _DYNAMIC:
-        return True
-    if isinstance(node, ast.Attribute) and node.attr in ("modules", "__dict__"):
-        return True
-    return isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "__getattr__"
+    if isinstance(node, ast.ImportFrom):
+        return any(alias.name == "*" or alias.name in _DYNAMIC for alias in node.names)
+    if isinstance(node, ast.Name):
+        return node.id in _DYNAMIC
+    return isinstance(node, ast.Attribute) and node.attr in _DYNAMIC
+
+
+def _imports_itself(node: ast.AST, module: str | None) -> bool:
+    """``import m`` in m, or ``from pkg import m`` / ``from . import m`` in
+    pkg.m: the module can then set its own attributes."""
+    if module is None:
+        return False
+    parent, _, last = module.rpartition(".")
+    if isinstance(node, ast.Import):
+        return any(alias.name == module for alias in node.names)
+    if isinstance(node, ast.ImportFrom):
+        source = node.module or ""
+        named = any(alias.name == last for alias in node.names)
+        return named and (node.level > 0 or source == parent)
+    return False
 
 
 def _bound_by(node: ast.AST) -> list[str]:
@@ -73,6 +96,8 @@ def _bound_by(node: ast.AST) -> list[str]:
         return [node.id]
     if isinstance(node, ast.NamedExpr) and isinstance(node.target, ast.Name):
         return [node.target.id]
+    if isinstance(node, ast.Global):
+        return list(node.names)
     if isinstance(node, ast.Import):
         return [alias.asname or alias.name.partition(".")[0] for alias in node.names]
     if isinstance(node, ast.ImportFrom):

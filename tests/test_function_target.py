@@ -146,6 +146,26 @@ def test_a_function_its_module_does_not_define_fails_at_creation_without_running
     assert not ran.exists()
 
 
+async def test_a_packages_submodule_is_let_through_as_importing_it_binds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "shoppkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("from .orders import helper\n")
+    (package / "orders.py").write_text(
+        "def helper():\n    pass\n\ndef handler(event):\n    return {'ok': event}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"'shoppkg' has no attribute 'payments\.handler'"):
+        make(function="shoppkg:payments.handler")  # no such submodule, nor name
+    target = make(function="shoppkg:orders.handler")  # __init__ binds no 'orders' by name
+    await target.start(Runtime())
+    try:
+        assert await target.deliver({"n": 1}, CONTEXT) == {"ok": {"n": 1}}
+    finally:
+        await target.stop()
+
+
 def test_a_module_with_a_syntax_error_fails_at_creation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

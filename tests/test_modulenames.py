@@ -92,7 +92,46 @@ def test_a_global_statement_in_a_function_binds_at_module_level() -> None:
         "exec('def handler(): pass')",
         "import sys\nsys.modules[__name__] = object()",
         "def f():\n    exec('x = 1')",
+        "__getattr__ = lambda name: print",
+        "from lazy import __getattr__",
+        "locals()['handler'] = print",
+        "import builtins\nbuiltins.exec('def handler(): pass')",
+        "from sys import modules\nmodules[__name__].handler = print",
+        "import sys\nsys._getframe().f_globals['handler'] = print",
+        "def f(): pass\nf.__globals__['handler'] = print",
+        "import importlib\nimportlib.import_module(__name__).handler = print",
     ],
 )
 def test_a_module_that_may_bind_unseen_names_gives_no_answer(source: str) -> None:
     assert names(source) is None
+
+
+@pytest.mark.parametrize(
+    ("module", "source"),
+    [
+        ("handlers", "import handlers\nhandlers.handler = print"),
+        ("shop.handlers", "import shop.handlers\nshop.handlers.handler = print"),
+        ("shop.handlers", "from shop import handlers\nhandlers.handler = print"),
+        ("shop.handlers", "from . import handlers\nhandlers.handler = print"),
+    ],
+)
+def test_a_module_that_imports_itself_gives_no_answer(module: str, source: str) -> None:
+    assert top_level_names(ast.parse(source), module) is None
+    assert top_level_names(ast.parse(source), "elsewhere") is not None
+
+
+def test_a_walrus_anywhere_counts_as_bound_where_in_doubt() -> None:
+    # A def's defaults and decorators run in module scope; a walrus in a
+    # body binds locally, but counting it only ever lets a name through.
+    found = names(
+        """
+        def f(a=(handler := print)): pass
+        @(decorated := lambda f: f)
+        def g(): pass
+        def h():
+            inner = (local := 1)
+        """
+    )
+    assert found is not None
+    assert {"handler", "decorated", "local", "f", "g", "h"} <= found
+    assert "inner" not in found
