@@ -161,8 +161,8 @@ def with_store(
     path = state_database(config, state)
 
     async def run() -> T:
-        if create:
-            store = await store_type.open(path)
+        if create:  # a new database, or an existing one's tables as they are
+            store = await store_type.open(path, migrate=False)
             try:
                 return await call(store)
             finally:

@@ -1229,11 +1229,17 @@ class Store(Queries):
     # -- opening and closing --------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: str | Path | None, *args: Any, **options: Any) -> Self:
+    async def open(
+        cls, path: str | Path | None, *args: Any, migrate: bool = True, **options: Any
+    ) -> Self:
         """The store of the database at ``path`` (created if need be; None: in
-        memory only). ``args`` and ``options`` go to the store's ``__init__``."""
+        memory only). ``args`` and ``options`` go to the store's ``__init__``.
+        A runner brings older tables forward (``migrate``); a command that
+        may create a database but is not a runner passes ``migrate=False``,
+        and older tables are then refused, as ``existing`` refuses them."""
         store = cls(*args, **options)
-        await store._connect(IN_MEMORY if path is None else location_of(path), create=True)
+        location = IN_MEMORY if path is None else location_of(path)
+        await store._connect(location, create=True, migrate=migrate)
         return store
 
     @classmethod

@@ -245,15 +245,20 @@ class TargetServices(Protocol):
 
 
 async def open_state_store(
-    services: TargetServices, store_type: type[StoreT], *args: Any, where: str
+    services: TargetServices,
+    store_type: type[StoreT],
+    *args: Any,
+    where: str,
+    migrate: bool = True,
 ) -> StoreT:
-    """``TargetServices.open_store`` for every implementation of it."""
+    """``TargetServices.open_store`` for every implementation of it (a
+    command that is not a runner passes ``migrate=False``: ``Store.open``)."""
     if services.state_path is None:
         raise PipelinesError(
             f"{where}: it is kept in the state database;"
             " give the runtime a state_path (a config always has one)"
         )
-    return await store_type.open(services.state_path, services.clock, *args)
+    return await store_type.open(services.state_path, services.clock, *args, migrate=migrate)
 
 
 def run_upkeep(services: TargetServices, upkeep: Upkeep) -> asyncio.Task[None]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+from pathlib import Path
 
 from pipelines.archive import ArchiveStore
 from pipelines.state import StateDB
@@ -119,6 +121,24 @@ def test_a_command_refuses_tables_behind_and_changes_nothing(state_location: str
     listed = run_cli("archive", "list", "--state", state_location, "--output", "json")
     assert listed.returncode == 0, listed.stderr
     assert [archive["ArchiveName"] for archive in json.loads(listed.stdout)] == ["all"]
+
+
+def test_a_command_that_creates_refuses_tables_behind_too(tmp_path: Path) -> None:
+    # `queue create` may make a new database, but it is no runner either.
+    path = tmp_path / "state.db"
+    created = run_cli("queue", "create", "first", "--state", str(path))
+    assert created.returncode == 0, created.stderr
+    with sqlite3.connect(path) as db:  # the queue tables as version 1 left them
+        db.execute("DROP INDEX queue_messages_sent")
+        db.execute("DROP INDEX queue_messages_delayed")
+        db.execute("UPDATE store_versions SET version = 1 WHERE store = 'queues'")
+    refused = run_cli("queue", "create", "second", "--state", str(path))
+    assert refused.returncode == 1
+    assert "its queues tables are version 1, behind this pipelines" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert _info(str(path))["queues"]["version"] == 1
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT name FROM queues").fetchall() == [("first",)]
 
 
 async def _tables(location: str) -> set[str]:

@@ -61,9 +61,11 @@ def with_metered_store(
     path = state_path(config, state)
 
     async def run() -> T:
-        sink = await MetricStore.open(path, SystemClock())
+        sink = await MetricStore.open(path, SystemClock(), migrate=False)
         try:
-            async with await LogStore.open(path, metrics=sink.put_metric_data) as store:
+            async with await LogStore.open(
+                path, metrics=sink.put_metric_data, migrate=False
+            ) as store:
                 return await call(store)
         finally:
             await sink.close()  # writes what the metric filters published

@@ -88,7 +88,8 @@ class _Services:
         return []
 
     async def open_store(self, store_type: type[StoreT], *args: Any, where: str) -> StoreT:
-        return await open_state_store(self, store_type, *args, where=where)
+        # A command, not a runner: older tables are refused, not migrated.
+        return await open_state_store(self, store_type, *args, where=where, migrate=False)
 
     def upkeep(self, upkeep: Upkeep) -> asyncio.Task[None]:
         return run_upkeep(self, upkeep)
@@ -97,7 +98,7 @@ class _Services:
         """The state database's metric store, for what targets publish (a log
         group's metric filters), as a runtime has one."""
         if self.state_path is not None:
-            self._metrics = await MetricStore.open(self.state_path, self.clock)
+            self._metrics = await MetricStore.open(self.state_path, self.clock, migrate=False)
 
     def put_metric_data(
         self,
