@@ -80,6 +80,9 @@ PAGE_BYTES = 4 * 1024 * 1024
 PROCESSING_FAILED = "processing-failed"
 PARTITIONING_FAILED = "partitioning-failed"
 FORMAT_CONVERSION_FAILED = "format-conversion-failed"
+#: Rounds of a flush: the records, then the error output they made, then
+#: what a round's own puts and errors left (see ``_turn``).
+FLUSH_ROUNDS = 3
 #: Our error code for a record the schema cannot take (AWS documents none).
 FORMAT_CONVERSION_ERROR = "DataFormatConversion.MalformedData"
 #: A failed write of an object is tried again after this, doubling to the cap.
@@ -656,20 +659,19 @@ class DeliveryStream:
             async with slots:
                 await self._empty(partition, buffer, force=force, now=now)
 
-        emptied: set[str] = set()
-        while due := [
-            (partition, buffer)
-            for partition, buffer in self._buffers.items()
-            if buffer.chunks
-            and partition not in emptied
-            and (force or self._is_due(partition, buffer, now))
-        ]:
-            await asyncio.gather(*(empty(p, b) for p, b in due))
-            if not force:
+        # A flush writes what its own writes made too: the error output of
+        # records that failed conversion or delivery, written in the next
+        # round (an error output makes no more; the rounds are bounded so
+        # that puts arriving meanwhile cannot keep a flush going).
+        for _ in range(FLUSH_ROUNDS if force else 1):
+            due = [
+                (partition, buffer)
+                for partition, buffer in self._buffers.items()
+                if buffer.chunks and (force or self._is_due(partition, buffer, now))
+            ]
+            if not due:
                 break
-            # A flush writes what its own writes made too: the error output of
-            # records that failed conversion or delivery (a new partition).
-            emptied.update(partition for partition, _ in due)
+            await asyncio.gather(*(empty(p, b) for p, b in due))
         for partition, buffer in list(self._buffers.items()):
             if not buffer.chunks:
                 del self._buffers[partition]
