@@ -246,44 +246,40 @@ def test_cli_validate_reports_problems_and_exit_codes(tmp_path: Path) -> None:
     ]
 
 
-def test_cli_validate_locates_a_function_module_that_does_not_exist(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("module", "reference", "message"),
+    [
+        (
+            None,
+            "shipping_handlers:ship",
+            "no module named 'shipping_handlers': put it next to the config file,"
+            " or install the package that provides it",
+        ),
+        ("shipping", "shipping:shipp", "'shipping' has no attribute 'shipp'"),
+    ],
+    ids=["no module", "no such function"],
+)
+def test_cli_validate_locates_a_function_that_cannot_be_found(
+    tmp_path: Path, module: str | None, reference: str, message: str
+) -> None:
+    # Found without running the module: validate and run say the same.
+    if module is not None:
+        write(tmp_path, f"{module}.py", "def ship(event):\n    return event\n")
     config = write(
         tmp_path,
-        "missing.yaml",
-        """
+        "pipeline.yaml",
+        f"""
         resources:
           sink:
             type: function
-            function: shipping_handlers:ship
-        """,
-    )
-    for command in ("validate", "run"):
-        failed = run_cli(command, str(config))
-        assert failed.returncode == 1
-        assert failed.stderr.splitlines()[-1] == (
-            f"{config}:4:5: resources.sink.function: no module named 'shipping_handlers':"
-            " put it next to the config file, or install the package that provides it"
-        )
-        assert "Traceback" not in failed.stderr
-
-
-def test_cli_validate_locates_a_function_its_module_does_not_define(tmp_path: Path) -> None:
-    write(tmp_path, "shipping.py", "def ship(event):\n    return event\n")
-    config = write(
-        tmp_path,
-        "typo.yaml",
-        """
-        resources:
-          sink:
-            type: function
-            function: shipping:shipp
+            function: {reference}
         """,
     )
     for command in ("validate", "run"):
         failed = run_cli(command, str(config))
         assert failed.returncode == 1, command
         assert failed.stderr.splitlines()[-1] == (
-            f"{config}:4:5: resources.sink.function: 'shipping' has no attribute 'shipp'"
+            f"{config}:4:5: resources.sink.function: {message}"
         ), command
         assert "Traceback" not in failed.stderr
 

@@ -25,6 +25,15 @@ def make(**config: Any) -> Any:
     return target_types()["function"].create("t1", config)
 
 
+def on_path(monkeypatch: pytest.MonkeyPatch, directory: Path, files: dict[str, str]) -> None:
+    """Write ``files`` (relative path: source) under ``directory``, put it on
+    the import path for the test."""
+    for name, source in files.items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text(source)
+    monkeypatch.syspath_prepend(str(directory))
+
+
 async def started(**config: Any) -> Any:
     target = make(**config)
     await target.start(Runtime())
@@ -132,10 +141,8 @@ def test_a_function_its_module_does_not_define_fails_at_creation_without_running
 ) -> None:
     # Running this module would leave a file behind: creation must only read it.
     ran = tmp_path / "ran"
-    (tmp_path / "handlersmod.py").write_text(
-        f"open({str(ran)!r}, 'w').close()\n\ndef ship(event):\n    return event\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
+    source = f"open({str(ran)!r}, 'w').close()\n\ndef ship(event):\n    return event\n"
+    on_path(monkeypatch, tmp_path, {"handlersmod.py": source})
     with pytest.raises(ConfigError) as caught:
         make(function="handlersmod:shipp")
     assert caught.value.where == "target t1.function"
@@ -149,13 +156,12 @@ def test_a_function_its_module_does_not_define_fails_at_creation_without_running
 async def test_a_packages_submodule_is_let_through_as_importing_it_binds_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    package = tmp_path / "shoppkg"
-    package.mkdir()
-    (package / "__init__.py").write_text("from .orders import helper\n")
-    (package / "orders.py").write_text(
-        "def helper():\n    pass\n\ndef handler(event):\n    return {'ok': event}\n"
+    orders = "def helper():\n    pass\n\ndef handler(event):\n    return {'ok': event}\n"
+    on_path(
+        monkeypatch,
+        tmp_path,
+        {"shoppkg/__init__.py": "from .orders import helper\n", "shoppkg/orders.py": orders},
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ConfigError, match=r"'shoppkg' has no attribute 'payments\.handler'"):
         make(function="shoppkg:payments.handler")  # no such submodule, nor name
     target = make(function="shoppkg:orders.handler")  # __init__ binds no 'orders' by name
@@ -169,8 +175,7 @@ async def test_a_packages_submodule_is_let_through_as_importing_it_binds_it(
 def test_a_module_with_a_syntax_error_fails_at_creation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "typomod.py").write_text("def handler(event):\n    return event +\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    on_path(monkeypatch, tmp_path, {"typomod.py": "def handler(event):\n    return event +\n"})
     with pytest.raises(ConfigError) as caught:
         make(function="typomod:handler")
     assert caught.value.where == "target t1.function"
@@ -182,10 +187,11 @@ def test_a_module_with_a_syntax_error_fails_at_creation(
 async def test_a_module_that_binds_names_out_of_sight_is_left_to_its_import(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "dynamicmod.py").write_text(
-        "globals()['handler'] = lambda event: {'seen': event}\n"
+    on_path(
+        monkeypatch,
+        tmp_path,
+        {"dynamicmod.py": "globals()['handler'] = lambda event: {'seen': event}\n"},
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
     target = make(function="dynamicmod:handler")  # cannot be told from its source
     await target.start(Runtime())
     try:
@@ -197,10 +203,11 @@ async def test_a_module_that_binds_names_out_of_sight_is_left_to_its_import(
 async def test_a_module_that_fails_to_import_is_one_line_at_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "brokenmod.py").write_text(
-        "RATE = 1 / 0\n\ndef handler(event):\n    return event\n"
+    on_path(
+        monkeypatch,
+        tmp_path,
+        {"brokenmod.py": "RATE = 1 / 0\n\ndef handler(event):\n    return event\n"},
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
     target = make(function="brokenmod:handler")  # found, so creation passes
     with pytest.raises(ConfigError) as caught:
         await target.start(Runtime())
