@@ -105,14 +105,12 @@ def resolve(where: Where, reference: str) -> Callable[..., Any]:
     except ImportError as exc:
         raise ConfigError(where, f"cannot import {module_name!r}: {exc}") from None
     except Exception as exc:  # the module itself is broken: say how, not a traceback
-        raise ConfigError(
-            where, f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
-        ) from None
+        raise _import_failed(where, module_name, exc) from None
     for part in attribute.split("."):
         try:
             found = getattr(found, part)
         except AttributeError:
-            raise ConfigError(where, f"{module_name!r} has no attribute {attribute!r}") from None
+            raise _no_attribute(where, module_name, attribute) from None
     if not callable(found):
         raise ConfigError(where, f"{reference!r} is not callable")
     return found  # type: ignore[no-any-return]
@@ -167,12 +165,22 @@ def _check_defined(where: Where, reference: str, spec: importlib.machinery.Modul
     try:
         tree = ast.parse(source, filename=spec.origin)
     except (SyntaxError, ValueError) as exc:  # ValueError: a NUL byte in the source
-        raise ConfigError(
-            where, f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
-        ) from None
+        raise _import_failed(where, module_name, exc) from None
     names = top_level_names(tree, module_name)
     if names is not None and first not in names:
-        raise ConfigError(where, f"{module_name!r} has no attribute {attribute!r}")
+        raise _no_attribute(where, module_name, attribute)
+
+
+# Validation (``_check_defined``) and start (``resolve``) say the same of the
+# same module: a config's problem reads alike from `validate` and `run`.
+
+
+def _import_failed(where: Where, module_name: str, exc: Exception) -> ConfigError:
+    return ConfigError(where, f"importing {module_name!r} failed: {type(exc).__name__}: {exc}")
+
+
+def _no_attribute(where: Where, module_name: str, attribute: str) -> ConfigError:
+    return ConfigError(where, f"{module_name!r} has no attribute {attribute!r}")
 
 
 def _takes_context(function: Callable[..., Any]) -> bool:
