@@ -651,14 +651,6 @@ class DeliveryStream:
                     self._waiting.give_back(batch)
                 if failed:
                     raise failed[0][1]
-        # Several partitions at once: compression and file writes run in
-        # threads (zlib lets go of the GIL), the store's reads interleave.
-        slots = asyncio.Semaphore(DELIVERY_CONCURRENCY)
-
-        async def empty(partition: str, buffer: Buffer) -> None:
-            async with slots:
-                await self._empty(partition, buffer, force=force, now=now)
-
         # A flush writes what its own writes made too: the error output of
         # records that failed conversion or delivery, written in the next
         # round (an error output makes no more; the rounds are bounded so
@@ -671,7 +663,7 @@ class DeliveryStream:
             ]
             if not due:
                 break
-            await asyncio.gather(*(empty(p, b) for p, b in due))
+            await self._empty_all(due, force=force, now=now)
         for partition, buffer in list(self._buffers.items()):
             if not buffer.chunks:
                 del self._buffers[partition]
@@ -683,6 +675,18 @@ class DeliveryStream:
         return buffer.size >= destination.buffer_size or (
             now - buffer.oldest >= destination.buffer_interval
         )
+
+    async def _empty_all(self, due: list[tuple[str, Buffer]], *, force: bool, now: float) -> None:
+        """Write the ``due`` buffers out, several partitions at once:
+        compression and file writes run in threads (zlib lets go of the
+        GIL), the store's reads interleave."""
+        slots = asyncio.Semaphore(DELIVERY_CONCURRENCY)
+
+        async def empty(partition: str, buffer: Buffer) -> None:
+            async with slots:
+                await self._empty(partition, buffer, force=force, now=now)
+
+        await asyncio.gather(*(empty(p, b) for p, b in due))
 
     async def _empty(self, partition: str, buffer: Buffer, *, force: bool, now: float) -> None:
         """Write ``buffer`` out while it is due (a full buffer may make several objects)."""
